@@ -1,0 +1,243 @@
+"""The ``monitor`` command line: one entry point, one subcommand per job.
+
+User errors (bad files, bad flags) print one line naming the problem and exit
+with status 1 (2 for malformed command lines); bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from monitor import __version__
+from monitor.errors import MonitorError
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _add_simulate(sub) -> None:
+    from monitor.sim.anatomy import LEVELS
+    from monitor.sim.cement import SCENARIOS
+    from monitor.sim.simulate import FIELDS, NOISE_LEVELS, SimConfig
+
+    d = SimConfig()
+    p = sub.add_parser(
+        "simulate",
+        help="render a simulated biplane vertebroplasty recording with ground truth",
+        description="Render lateral.dcm, ap.dcm (XA multi-frame) and truth.json into OUTDIR.",
+    )
+    p.add_argument("outdir", type=Path)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default=d.scenario,
+        help="none; proximity (cement within 5 mm of the wall, no leak); posterior, venous or disc leak",
+    )
+    p.add_argument("--size", type=_positive_int, default=d.size, help="detector pixels (square)")
+    p.add_argument("--frames", type=_positive_int, default=d.frames)
+    p.add_argument("--fps", type=float, default=d.fps)
+    p.add_argument("--level", choices=LEVELS, default=d.level)
+    p.add_argument("--side", choices=("left", "right", "bipedicular"), default=d.side)
+    p.add_argument("--fracture", choices=("wedge", "biconcave", "none"), default=d.fracture)
+    p.add_argument("--noise", choices=tuple(NOISE_LEVELS), default=d.noise)
+    p.add_argument(
+        "--breathing",
+        type=float,
+        default=d.breathing_mm,
+        metavar="MM",
+        help="peak cranio-caudal breathing excursion, 0 for none",
+    )
+    p.add_argument("--intensity", choices=("LIN", "LOG"), default=d.intensity)
+    p.add_argument("--photometric", choices=("MONOCHROME1", "MONOCHROME2"), default=d.photometric)
+    p.add_argument("--bits", type=int, default=d.bits, help="bits stored, 8..16")
+    p.add_argument(
+        "--field",
+        choices=FIELDS,
+        default=d.field,
+        help="collimation: open, rectangular shutters, round intensifier field",
+    )
+    p.add_argument("--mirror", action="store_true", help="lateral view with anterior on the right")
+    p.add_argument("--compression", choices=("none", "rle", "jpegls", "j2k"), default=d.compression)
+    p.add_argument(
+        "--cement-mu",
+        type=float,
+        default=d.cement_mu,
+        metavar="PER_MM",
+        help="linear attenuation of the cement, 1/mm",
+    )
+    p.add_argument(
+        "--contact-sheet",
+        action="store_true",
+        help="also write contact_sheet.png (first, middle, last frame of both planes)",
+    )
+    p.set_defaults(run=_run_simulate)
+
+
+def _run_simulate(args) -> int:
+    from monitor.sim.simulate import SimConfig, simulate
+
+    cfg = SimConfig(
+        seed=args.seed,
+        scenario=args.scenario,
+        level=args.level,
+        size=args.size,
+        frames=args.frames,
+        fps=args.fps,
+        side=args.side,
+        fracture=args.fracture,
+        noise=args.noise,
+        breathing_mm=args.breathing,
+        intensity=args.intensity,
+        photometric=args.photometric,
+        bits=args.bits,
+        field=args.field,
+        mirror=args.mirror,
+        compression=args.compression,
+        cement_mu=args.cement_mu,
+    )
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise MonitorError(str(e)) from None
+    truth = simulate(cfg, args.outdir, progress=lambda m: print(f"  {m}", file=sys.stderr))
+    leak = truth["leak"]
+    print(
+        f"wrote {args.outdir}/lateral.dcm, ap.dcm, truth.json: {cfg.frames} frames at "
+        f"{cfg.fps:g}/s, {truth['total_injected_ml']:.2f} mL injected, "
+        f"min distance {truth['min_distance_mm']} mm"
+        + (f", {leak['site']} leak from frame {leak['onset_frame']}" if leak["site"] else ", no leak")
+        + f" ({truth['render_seconds']} s)"
+    )
+    if args.contact_sheet:
+        sheet = write_contact_sheet(
+            [args.outdir / "lateral.dcm", args.outdir / "ap.dcm"], args.outdir / "contact_sheet.png"
+        )
+        print(f"wrote {sheet}")
+    return 0
+
+
+def write_contact_sheet(paths: Sequence[Path], out: Path) -> Path:
+    import cv2
+
+    from monitor.display import auto_window, contact_sheet, to_display
+    from monitor.io.dicom import open_recording
+
+    rows = []
+    for path in paths:
+        with open_recording(path) as rec:
+            n = len(rec)
+            window = auto_window(rec.frame(0).astype("float32"))
+            picks = sorted({0, n // 2, n - 1})
+            cells = [(f"frame {i}", to_display(rec.frame(i), rec.info.photometric, window)) for i in picks]
+            rows.append((rec.info.plane or path.name, cells))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), contact_sheet(rows)):
+        raise MonitorError(f"{out}: could not write the image")
+    return out
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="describe recordings: plane, frames, timing, geometry, scale")
+    p.add_argument("paths", nargs="+", type=Path, help="DICOM files or folders of single frames")
+    p.add_argument("--plane", choices=("lateral", "ap"), help="override the plane from the header")
+    p.add_argument(
+        "--contact-sheet",
+        type=Path,
+        metavar="PNG",
+        help="write the first, middle and last frame of each recording to PNG",
+    )
+    p.set_defaults(run=_run_info)
+
+
+def describe(path: Path, plane: str | None = None) -> str:
+    from monitor.errors import MissingGeometryError
+    from monitor.io.dicom import open_recording
+
+    with open_recording(path, plane=plane) as rec:
+        i = rec.info
+        rate = f"{i.frame_rate:.2f} frames/s from {i.timing_source}" if i.frame_rate else "no timing"
+        try:
+            sr, sc = i.spacing_at_vertebra_mm()
+            scale = (
+                f"{sr:.4f} x {sc:.4f} mm/pixel at the vertebra (magnification {i.geometry.magnification:.3f})"
+            )
+        except MissingGeometryError as e:
+            scale = f"pixels only: {e}"
+        return "\n".join(
+            [
+                f"{path}",
+                f"  plane        {i.plane or 'unknown'}"
+                + (
+                    f" (PositionerPrimaryAngle {i.primary_angle_deg:g})"
+                    if i.primary_angle_deg is not None
+                    else ""
+                ),
+                f"  frames       {i.n_frames} of {i.rows}x{i.columns}, "
+                f"{i.bits_stored} of {i.bits_allocated} bits",
+                f"  pixels       {i.photometric}, "
+                f"{i.intensity_relationship or 'intensity relationship not given'}",
+                f"  timing       {rate}",
+                f"  scale        {scale}",
+                f"  encoding     {i.modality} {i.transfer_syntax}",
+            ]
+        )
+
+
+def _run_info(args) -> int:
+    for path in args.paths:
+        print(describe(path, args.plane))
+    if args.contact_sheet:
+        print(f"wrote {write_contact_sheet(args.paths, args.contact_sheet)}")
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="run the monitor on the bundled default recording")
+    p.add_argument("--out", type=Path, default=Path("demo-output"), help="where to write results")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from monitor.recordings import default_recording
+
+    case = default_recording()
+    print(f"bundled recording '{case.name}': {case.description}")
+    for path in (case.lateral, case.ap):
+        print(describe(path))
+    sheet = write_contact_sheet([case.lateral, case.ap], args.out / "contact_sheet.png")
+    print(f"wrote {sheet}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="monitor",
+        description="Vertebroplasty cement monitor: watches lateral and AP fluoroscopy for cement "
+        "approaching the posterior wall and for leaks.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(sub)
+    _add_simulate(sub)
+    _add_info(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except MonitorError as e:
+        print(f"monitor {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"monitor {args.command}: interrupted", file=sys.stderr)
+        return 130

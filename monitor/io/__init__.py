@@ -1,0 +1,1 @@
+"""Input and output at the edges: DICOM, video, frame grabbers, transport, storage."""

@@ -1,0 +1,597 @@
+"""Read and write fluoroscopy recordings as DICOM.
+
+Reading gives a :class:`Recording`: the metadata the monitor needs (plane,
+geometry, timing, how pixel values map to X-ray intensity) read once from the
+header, and frames decoded one at a time on demand through pydicom's pixel
+data backends, so that streaming a long 1024x1024 run starts at once and never
+holds more than a frame in memory.
+
+Accepted inputs: X-Ray Angiographic (XA) and Radio-Fluoroscopic (RF)
+multi-frame objects, any other monochrome multi-frame object with the same
+tags, and a folder holding a series of single-frame objects. Compressed
+transfer syntaxes (RLE, JPEG lossless, JPEG-LS, JPEG 2000) decode through the
+installed pydicom plugins (pylibjpeg, pyjpegls).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import iter_pixels, pixel_array
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
+
+from monitor.errors import MissingGeometryError, RecordingError
+
+PLANES = ("lateral", "ap")
+
+XA_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.12.1")
+RF_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.12.2")
+
+COMPRESSIONS = {
+    "none": ExplicitVRLittleEndian,
+    "rle": RLELossless,
+    "jpegls": JPEGLSLossless,
+    "j2k": JPEG2000Lossless,
+}
+
+CALIBRATION_HINT = "supply a calibration profile with --calibration PROFILE"
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Projection geometry from the DICOM header; any field may be missing.
+
+    Spacing at the vertebra is the detector spacing divided by the
+    magnification, SID / SOD when both distances are present, otherwise the
+    EstimatedRadiographicMagnificationFactor.
+    """
+
+    imager_pixel_spacing_mm: tuple[float, float] | None = None  # (row, column) at the detector
+    source_to_detector_mm: float | None = None
+    source_to_patient_mm: float | None = None
+    estimated_magnification: float | None = None
+
+    def missing(self) -> list[str]:
+        """Names of the tags still needed to compute millimetres at the vertebra."""
+        needed = []
+        if self.imager_pixel_spacing_mm is None:
+            needed.append("ImagerPixelSpacing (0018,1164)")
+        has_distances = self.source_to_detector_mm and self.source_to_patient_mm
+        if not has_distances and not self.estimated_magnification:
+            if not self.source_to_detector_mm:
+                needed.append("DistanceSourceToDetector (0018,1110)")
+            if not self.source_to_patient_mm:
+                needed.append("DistanceSourceToPatient (0018,1111)")
+            needed[-1] += " or EstimatedRadiographicMagnificationFactor (0018,1114)"
+        return needed
+
+    @property
+    def magnification(self) -> float:
+        """Detector size over size at the vertebra (isocentre); >= 1."""
+        if self.source_to_detector_mm and self.source_to_patient_mm:
+            return self.source_to_detector_mm / self.source_to_patient_mm
+        if self.estimated_magnification:
+            return self.estimated_magnification
+        raise MissingGeometryError(
+            f"no magnification: missing {', '.join(self.missing())}; {CALIBRATION_HINT}"
+        )
+
+    def spacing_at_vertebra_mm(self) -> tuple[float, float]:
+        """(row, column) pixel spacing in mm at the vertebra."""
+        if self.imager_pixel_spacing_mm is None or self.missing():
+            raise MissingGeometryError(
+                f"no scale in millimetres: missing {', '.join(self.missing())}; {CALIBRATION_HINT}"
+            )
+        m = self.magnification
+        return (self.imager_pixel_spacing_mm[0] / m, self.imager_pixel_spacing_mm[1] / m)
+
+
+@dataclass(frozen=True)
+class RecordingInfo:
+    """What the monitor needs to know about a recording, read from its header."""
+
+    path: Path
+    rows: int
+    columns: int
+    n_frames: int
+    bits_stored: int
+    bits_allocated: int
+    photometric: str  # MONOCHROME1 (high value = dark) or MONOCHROME2
+    intensity_relationship: str | None  # LIN, LOG, DISP or None when absent
+    intensity_sign: int | None  # PixelIntensityRelationshipSign: +1 or -1
+    plane: str | None  # "lateral", "ap", or None when unknown
+    primary_angle_deg: float | None
+    geometry: Geometry
+    frame_times_s: np.ndarray | None = field(repr=False)  # offsets from the first frame
+    timing_source: str | None
+    transfer_syntax: str
+    sop_class: str
+    modality: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.rows, self.columns)
+
+    @property
+    def frame_rate(self) -> float | None:
+        """Mean frames per second, or None when the recording carries no timing."""
+        if self.frame_times_s is None or self.n_frames < 2:
+            return None
+        span = float(self.frame_times_s[-1] - self.frame_times_s[0])
+        return (self.n_frames - 1) / span if span > 0 else None
+
+    def require_plane(self) -> str:
+        if self.plane is None:
+            angle = (
+                "no PositionerPrimaryAngle (0018,1510)"
+                if self.primary_angle_deg is None
+                else f"PositionerPrimaryAngle {self.primary_angle_deg:g} deg is oblique"
+            )
+            raise RecordingError(f"{self.path}: cannot tell AP from lateral ({angle}); pass --plane")
+        return self.plane
+
+    def require_frame_times(self) -> np.ndarray:
+        if self.frame_times_s is None:
+            raise RecordingError(
+                f"{self.path}: no timing (FrameTime (0018,1063), FrameTimeVector (0018,1065) "
+                "or CineRate (0018,0040)); pass --fps"
+            )
+        return self.frame_times_s
+
+    def spacing_at_vertebra_mm(self) -> tuple[float, float]:
+        try:
+            return self.geometry.spacing_at_vertebra_mm()
+        except MissingGeometryError as e:
+            raise MissingGeometryError(f"{self.path}: {e}") from None
+
+
+def plane_from_angle(angle_deg: float) -> str | None:
+    """AP near 0 or 180 degrees, lateral near +/-90; None for oblique views."""
+    a = abs((angle_deg + 180.0) % 360.0 - 180.0)
+    if a <= 20.0 or a >= 160.0:
+        return "ap"
+    if 70.0 <= a <= 110.0:
+        return "lateral"
+    return None
+
+
+class Recording:
+    """A fluoroscopy run whose frames are decoded lazily, one at a time."""
+
+    def __init__(self, info: RecordingInfo, frame_files: Sequence[Path] | None = None):
+        self.info = info
+        self._frame_files = list(frame_files) if frame_files else None
+        self._fh: BinaryIO | None = None
+
+    def __len__(self) -> int:
+        return self.info.n_frames
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def frame(self, index: int) -> np.ndarray:
+        """Stored pixel values of one frame, (rows, columns): uint8 or uint16
+        (signed integers for the rare signed recording)."""
+        if not 0 <= index < self.info.n_frames:
+            raise IndexError(f"frame {index} outside 0..{self.info.n_frames - 1}")
+        try:
+            if self._frame_files is not None:
+                arr = pixel_array(str(self._frame_files[index]))
+            elif UID(self.info.transfer_syntax).is_deflated:
+                # Deflate compresses the whole dataset, so there is no frame to seek to.
+                arr = pixel_array(pydicom.dcmread(self.info.path), index=index)
+            else:
+                if self._fh is None:
+                    self._fh = open(self.info.path, "rb")  # noqa: SIM115 - kept open across frames
+                self._fh.seek(0)
+                arr = pixel_array(self._fh, index=index)
+        except RecordingError:
+            raise
+        except Exception as e:  # decoders raise many types; name the frame and the cause
+            raise RecordingError(
+                f"{self.info.path}: frame {index} could not be decoded ({_one_line(e)})"
+            ) from e
+        return self._checked(arr, index)
+
+    def frames(self, start: int = 0) -> Iterator[np.ndarray]:
+        """Frames in order from ``start``, each decoded only when asked for."""
+        if self._frame_files is not None or start > 0 or UID(self.info.transfer_syntax).is_deflated:
+            for i in range(start, self.info.n_frames):
+                yield self.frame(i)
+            return
+        index = 0
+        try:
+            with open(self.info.path, "rb") as fh:
+                for arr in iter_pixels(fh):
+                    yield self._checked(arr, index)
+                    index += 1
+        except RecordingError:
+            raise
+        except Exception as e:
+            raise RecordingError(
+                f"{self.info.path}: frame {index} could not be decoded ({_one_line(e)})"
+            ) from e
+
+    def _checked(self, arr: np.ndarray, index: int) -> np.ndarray:
+        if arr.shape != self.info.shape:
+            raise RecordingError(
+                f"{self.info.path}: frame {index} is {arr.shape}, expected {self.info.shape}"
+            )
+        return arr
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def open_recording(path: str | os.PathLike, plane: str | None = None) -> Recording:
+    """Open a multi-frame DICOM file, or a folder of single-frame DICOM files.
+
+    ``plane`` overrides the view derived from PositionerPrimaryAngle.
+    Raises :class:`RecordingError` with a one-line reason for anything unusable.
+    """
+    p = Path(path)
+    if plane is not None and plane not in PLANES:
+        raise RecordingError(f"unknown plane {plane!r}; use one of {', '.join(PLANES)}")
+    if p.is_dir():
+        return _open_series(p, plane)
+    ds = _read_header(p)
+    info = _info_from_header(p, ds, ds_frames=_number_of_frames(ds), plane=plane)
+    _check_pixel_length(p, ds, info)
+    return Recording(info)
+
+
+def _read_header(path: Path) -> Dataset:
+    try:
+        ds = pydicom.dcmread(path, defer_size="1 KB")
+    except FileNotFoundError:
+        raise RecordingError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise RecordingError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise RecordingError(f"{path}: permission denied") from None
+    except InvalidDicomError:
+        raise RecordingError(f"{path}: not a DICOM file") from None
+    except (EOFError, OSError, ValueError, KeyError, TypeError) as e:
+        raise RecordingError(f"{path}: unreadable DICOM ({_one_line(e)})") from None
+    if "PixelData" not in ds:
+        what = ds.get("SOPClassUID", None)
+        name = what.name if isinstance(what, UID) else "object"
+        raise RecordingError(f"{path}: no image pixel data ({name})")
+    return ds
+
+
+def _number_of_frames(ds: Dataset) -> int:
+    try:
+        n = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        n = 1
+    return max(n, 1)
+
+
+def _float(ds: Dataset, keyword: str) -> float | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, (list, pydicom.multival.MultiValue)):
+            value = value[0]
+        result = float(value)
+    except (TypeError, ValueError):
+        return None
+    return result if math.isfinite(result) else None
+
+
+def _geometry(ds: Dataset) -> Geometry:
+    spacing = ds.get("ImagerPixelSpacing")
+    pair = None
+    if spacing is not None and len(spacing) == 2:
+        try:
+            pair = (float(spacing[0]), float(spacing[1]))
+        except (TypeError, ValueError):
+            pair = None
+        if pair and (pair[0] <= 0 or pair[1] <= 0):
+            pair = None
+    sid = _float(ds, "DistanceSourceToDetector")
+    sod = _float(ds, "DistanceSourceToPatient")
+    mag = _float(ds, "EstimatedRadiographicMagnificationFactor")
+    return Geometry(
+        imager_pixel_spacing_mm=pair,
+        source_to_detector_mm=sid if sid and sid > 0 else None,
+        source_to_patient_mm=sod if sod and sod > 0 else None,
+        estimated_magnification=mag if mag and mag >= 1.0 else None,
+    )
+
+
+def _frame_times(ds: Dataset, n_frames: int) -> tuple[np.ndarray | None, str | None]:
+    vector = ds.get("FrameTimeVector")
+    if vector is not None and len(vector) == n_frames:
+        increments = np.asarray([float(v) for v in vector], dtype=float)
+        increments[0] = 0.0
+        if np.all(increments[1:] > 0):
+            return np.cumsum(increments) / 1000.0, "FrameTimeVector"
+    frame_time = _float(ds, "FrameTime")
+    if frame_time and frame_time > 0:
+        return np.arange(n_frames) * frame_time / 1000.0, "FrameTime"
+    rate = _float(ds, "CineRate") or _float(ds, "RecommendedDisplayFrameRate")
+    if rate and rate > 0:
+        return np.arange(n_frames) / rate, "CineRate"
+    return None, None
+
+
+def _info_from_header(path: Path, ds: Dataset, ds_frames: int, plane: str | None) -> RecordingInfo:
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if not photometric:
+        raise RecordingError(f"{path}: missing PhotometricInterpretation (0028,0004)")
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise RecordingError(
+            f"{path}: colour image (PhotometricInterpretation {photometric}, "
+            f"{samples} samples per pixel); fluoroscopy must be monochrome"
+        )
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        bits_allocated = int(ds.BitsAllocated)
+        bits_stored = int(ds.get("BitsStored", bits_allocated))
+    except (AttributeError, TypeError, ValueError):
+        raise RecordingError(f"{path}: missing Rows, Columns or BitsAllocated") from None
+    if rows < 16 or columns < 16:
+        raise RecordingError(f"{path}: image of {rows}x{columns} pixels is too small")
+    if bits_allocated not in (8, 16) or not 1 <= bits_stored <= bits_allocated:
+        raise RecordingError(
+            f"{path}: {bits_stored} bits stored in {bits_allocated} allocated is not supported"
+        )
+    angle = _float(ds, "PositionerPrimaryAngle")
+    if plane is None and angle is not None:
+        plane = plane_from_angle(angle)
+    relationship = ds.get("PixelIntensityRelationship")
+    relationship = str(relationship).strip().upper() if relationship else None
+    sign = ds.get("PixelIntensityRelationshipSign")
+    frame_times, timing_source = _frame_times(ds, ds_frames)
+    return RecordingInfo(
+        path=path,
+        rows=rows,
+        columns=columns,
+        n_frames=ds_frames,
+        bits_stored=bits_stored,
+        bits_allocated=bits_allocated,
+        photometric=photometric,
+        intensity_relationship=relationship,
+        intensity_sign=int(sign) if sign in (1, -1) else None,
+        plane=plane,
+        primary_angle_deg=angle,
+        geometry=_geometry(ds),
+        frame_times_s=frame_times,
+        timing_source=timing_source,
+        transfer_syntax=str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)),
+        sop_class=str(ds.get("SOPClassUID", "")),
+        modality=str(ds.get("Modality", "")),
+    )
+
+
+def _check_pixel_length(path: Path, ds: Dataset, info: RecordingInfo) -> None:
+    """Catch a truncated file up front rather than at frame 237 of a live replay."""
+    if UID(info.transfer_syntax).is_compressed or UID(info.transfer_syntax).is_deflated:
+        return
+    expected = info.rows * info.columns * info.n_frames * info.bits_allocated // 8
+    size = _pixel_data_length(path)
+    if size is not None and size < expected:
+        raise RecordingError(
+            f"{path}: truncated: pixel data holds {size} of {expected} bytes "
+            f"({size * 8 // (info.rows * info.columns * info.bits_allocated)} of "
+            f"{info.n_frames} frames)"
+        )
+
+
+def _pixel_data_length(path: Path) -> int | None:
+    """Bytes of pixel data actually present in the file (less than declared if truncated)."""
+    with open(path, "rb") as fh:
+        try:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+        except Exception:  # the full read already succeeded; be conservative
+            return None
+        start = fh.tell()
+        syntax = ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)
+        fh.seek(0, os.SEEK_END)
+        end = fh.tell()
+    # Pixel Data element header: tag (4) + length (4) implicit; + VR (2) + reserved (2) explicit.
+    header = 8 if UID(syntax).is_implicit_VR else 12
+    return max(end - start - header, 0)
+
+
+def _open_series(folder: Path, plane: str | None) -> Recording:
+    headers: list[tuple[tuple, Path, Dataset]] = []
+    for f in sorted(folder.iterdir()):
+        if not f.is_file():
+            continue
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except (InvalidDicomError, EOFError, OSError, ValueError):
+            continue  # DICOMDIR listings, notes and other non-images are not frames
+        if "Rows" not in ds:
+            continue
+        key = (
+            int(ds.get("InstanceNumber", 0) or 0),
+            str(ds.get("AcquisitionDateTime", "") or ds.get("ContentTime", "")),
+            f.name,
+        )
+        headers.append((key, f, ds))
+    if not headers:
+        raise RecordingError(f"{folder}: no DICOM images in this folder")
+    headers.sort(key=lambda h: h[0])
+    first_path, first = headers[0][1], headers[0][2]
+    for _, f, ds in headers:
+        if _number_of_frames(ds) != 1:
+            raise RecordingError(f"{f}: a multi-frame object inside a series folder; open it on its own")
+        if (int(ds.Rows), int(ds.Columns)) != (int(first.Rows), int(first.Columns)):
+            raise RecordingError(
+                f"{f}: frame size {ds.Rows}x{ds.Columns} differs from "
+                f"{first.Rows}x{first.Columns} in {first_path.name}; frames must all be one size"
+            )
+    info = _info_from_header(folder, first, ds_frames=len(headers), plane=plane)
+    if info.frame_times_s is None:
+        times = [_acquisition_seconds(ds) for _, _, ds in headers]
+        if all(t is not None for t in times) and len(set(times)) == len(times):
+            t = np.asarray(times) - times[0]
+            if np.all(np.diff(t) > 0):
+                info = _replace(info, frame_times_s=t, timing_source="AcquisitionTime")
+    return Recording(info, frame_files=[f for _, f, _ in headers])
+
+
+def _acquisition_seconds(ds: Dataset) -> float | None:
+    value = str(ds.get("AcquisitionTime", "") or ds.get("ContentTime", "") or "")
+    if len(value) < 6:
+        return None
+    try:
+        return int(value[0:2]) * 3600 + int(value[2:4]) * 60 + float(value[4:])
+    except ValueError:
+        return None
+
+
+def _replace(info: RecordingInfo, **changes) -> RecordingInfo:
+    from dataclasses import replace
+
+    return replace(info, **changes)
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """Header content for a written recording: what a C-arm would put there."""
+
+    plane: str
+    geometry: Geometry
+    frame_time_ms: float
+    bits_stored: int
+    photometric: str = "MONOCHROME2"
+    intensity_relationship: str = "LIN"
+    compression: str = "none"
+    patient_name: str = "ANONYMOUS"
+    patient_id: str = "ANON"
+    series_description: str = ""
+    manufacturer: str = ""
+    uid_seed: str | None = None  # deterministic UIDs when given
+    kvp: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def write_recording(path: str | os.PathLike, frames: np.ndarray, opts: WriteOptions) -> Path:
+    """Write frames (N, rows, columns) as an XA multi-frame object.
+
+    MONOCHROME1 is not allowed in the XA IOD, so those recordings are written as
+    Radio-Fluoroscopic (RF) objects, which allow it.
+    """
+    path = Path(path)
+    if frames.ndim != 3:
+        raise ValueError(f"frames must be (N, rows, columns), got shape {frames.shape}")
+    if opts.plane not in PLANES:
+        raise ValueError(f"plane must be one of {PLANES}")
+    if opts.compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {sorted(COMPRESSIONS)}")
+    bits_allocated = 8 if frames.dtype == np.uint8 else 16
+    if frames.dtype not in (np.uint8, np.uint16):
+        raise ValueError("frames must be uint8 or uint16")
+    if int(frames.max(initial=0)) >= 2**opts.bits_stored:
+        raise ValueError(f"pixel values exceed {opts.bits_stored} bits stored")
+
+    def uid(tag: str) -> UID:
+        if opts.uid_seed is None:
+            return generate_uid()
+        return generate_uid(entropy_srcs=[opts.uid_seed, tag])
+
+    sop_class = XA_IMAGE_STORAGE if opts.photometric == "MONOCHROME2" else RF_IMAGE_STORAGE
+    sop_instance = uid(f"sop-{opts.plane}")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = generate_uid(entropy_srcs=["vertebroplasty-monitor"])
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_instance
+    ds.StudyInstanceUID = uid("study")
+    ds.SeriesInstanceUID = uid(f"series-{opts.plane}")
+    ds.FrameOfReferenceUID = uid("frame-of-reference")
+    ds.Modality = "XA" if sop_class == XA_IMAGE_STORAGE else "RF"
+    ds.PatientName = opts.patient_name
+    ds.PatientID = opts.patient_id
+    ds.StudyID = "1"
+    ds.SeriesNumber = 1 if opts.plane == "lateral" else 2
+    ds.InstanceNumber = 1
+    ds.SeriesDescription = opts.series_description or f"{opts.plane} fluoroscopy"
+    ds.Manufacturer = opts.manufacturer
+    ds.BodyPartExamined = "SPINE"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "SINGLE PLANE"]
+
+    n, rows, cols = frames.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = opts.photometric
+    ds.Rows, ds.Columns = rows, cols
+    ds.NumberOfFrames = n
+    ds.BitsAllocated = bits_allocated
+    ds.BitsStored = opts.bits_stored
+    ds.HighBit = opts.bits_stored - 1
+    ds.PixelRepresentation = 0
+    ds.PixelIntensityRelationship = opts.intensity_relationship
+    # +1: higher values mean more X-ray intensity (brighter); MONOCHROME1 stores the inverse.
+    ds.PixelIntensityRelationshipSign = 1 if opts.photometric == "MONOCHROME2" else -1
+
+    ds.FrameTime = f"{opts.frame_time_ms:.4f}"
+    ds.FrameIncrementPointer = pydicom.tag.Tag("FrameTime")
+    ds.CineRate = round(1000.0 / opts.frame_time_ms)
+    ds.RecommendedDisplayFrameRate = round(1000.0 / opts.frame_time_ms)
+
+    g = opts.geometry
+    if g.imager_pixel_spacing_mm is not None:
+        ds.ImagerPixelSpacing = [f"{g.imager_pixel_spacing_mm[0]:.6f}", f"{g.imager_pixel_spacing_mm[1]:.6f}"]
+    if g.source_to_detector_mm is not None:
+        ds.DistanceSourceToDetector = f"{g.source_to_detector_mm:.2f}"
+    if g.source_to_patient_mm is not None:
+        ds.DistanceSourceToPatient = f"{g.source_to_patient_mm:.2f}"
+    if g.estimated_magnification is not None:
+        ds.EstimatedRadiographicMagnificationFactor = f"{g.estimated_magnification:.6f}"
+    ds.PositionerPrimaryAngle = "90" if opts.plane == "lateral" else "0"
+    ds.PositionerSecondaryAngle = "0"
+    if opts.kvp is not None:
+        ds.KVP = f"{opts.kvp:g}"
+    for keyword, value in opts.extra.items():
+        setattr(ds, keyword, value)
+
+    data = np.ascontiguousarray(frames)
+    if opts.compression == "none":
+        ds.PixelData = data.tobytes()
+        ds["PixelData"].VR = "OB" if bits_allocated == 8 else "OW"
+    else:
+        ds.compress(COMPRESSIONS[opts.compression], data, generate_instance_uid=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -1,0 +1,1 @@
+"""A physically based simulator of biplane fluoroscopy during vertebroplasty."""

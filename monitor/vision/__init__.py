@@ -1,0 +1,1 @@
+"""Image analysis: arrays and geometry in, results out, no I/O."""

@@ -1,0 +1,102 @@
+"""The command line as a user runs it: real processes, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from monitor.io.dicom import open_recording
+from monitor.recordings import bundled_recordings, default_recording
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_simulate_writes_both_planes_truth_and_contact_sheet(tmp_path):
+    result = run(
+        "simulate",
+        str(tmp_path / "case"),
+        "--seed",
+        "2",
+        "--scenario",
+        "venous",
+        "--size",
+        "96",
+        "--frames",
+        "8",
+        "--fps",
+        "30",
+        "--bits",
+        "10",
+        "--contact-sheet",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "venous leak" in result.stdout or "no leak" in result.stdout
+    truth = json.loads((tmp_path / "case" / "truth.json").read_text())
+    assert len(truth["frames"]) == 8 and truth["config"]["fps"] == 30
+    for plane in ("lateral", "ap"):
+        with open_recording(tmp_path / "case" / f"{plane}.dcm") as rec:
+            assert rec.info.plane == plane and rec.info.n_frames == 8 and rec.info.bits_stored == 10
+    sheet = cv2.imread(str(tmp_path / "case" / "contact_sheet.png"))
+    assert sheet is not None and sheet.shape[1] == 3 * 384
+
+
+def test_info_describes_a_recording(tmp_path):
+    rec = default_recording()
+    result = run("info", str(rec.lateral))
+    assert result.returncode == 0, result.stderr
+    assert "plane        lateral" in result.stdout
+    assert "mm/pixel at the vertebra" in result.stdout and "frames/s from FrameTime" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda d: d / "missing.dcm", "no such file"),
+        (lambda d: (d / "x.dcm").write_text("hello") and d / "x.dcm", "not a DICOM file"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, make, reason):
+    path = make(tmp_path)
+    result = run("info", str(path))
+    assert result.returncode == 1
+    assert reason in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_flag_values_are_refused_clearly(tmp_path):
+    result = run("simulate", str(tmp_path / "x"), "--bits", "20")
+    assert result.returncode == 1 and "bits must be 8..16" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_runs_on_the_bundled_default(tmp_path):
+    result = run("demo", "--out", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    assert default_recording().name in result.stdout
+    assert (tmp_path / "demo" / "contact_sheet.png").is_file()
+
+
+def test_bundled_recordings_match_their_manifest():
+    recordings = bundled_recordings()
+    assert {r.name for r in recordings} >= {"posterior-leak", "no-leak", "venous-leak"}
+    for r in recordings:
+        truth = json.loads(r.truth.read_text())
+        assert r.command.startswith("monitor simulate")
+        for token in ("--seed", "--scenario"):
+            assert token in r.command
+        assert f"--seed {truth['config']['seed']}" in r.command
+        assert f"--scenario {truth['config']['scenario']}" in r.command
+        leak = truth["leak"]["onset_frame"] is not None
+        assert leak == ("leak" in r.shows and "no leak" not in r.shows)
+        for path in (r.lateral, r.ap):
+            with open_recording(path) as rec:
+                assert rec.info.n_frames == len(truth["frames"])

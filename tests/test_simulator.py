@@ -1,0 +1,164 @@
+"""Physics and truth of the fluoroscopy simulator."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from monitor.io.dicom import open_recording
+from monitor.sim.anatomy import MU_CEMENT_DEFAULT, MU_MARROW, MU_SOFT_TISSUE, MU_TRABECULA, Grid
+from monitor.sim.projector import View, project
+from monitor.sim.simulate import SimConfig, simulate
+
+
+def test_projection_integral_equals_attenuation_times_volume():
+    """Beer-Lambert in log space: the line integrals of a cement ball, summed
+    over the detector at the ball's scale, equal mu times its volume."""
+    grid = Grid(0.5, (-20.0, -20.0, -20.0), (80, 80, 80))
+    x, y, z = grid.coords()
+    ball = ((x - 3) ** 2 + (y + 2) ** 2 + (z - 1) ** 2 <= 8.0**2).astype(np.float32)
+    mu = 0.2
+    volume_mm3 = ball.sum() * 0.5**3
+    for name in ("lateral", "ap"):
+        view = View(name, 256, 0.3, 1000.0, 750.0)
+        line = project(ball * mu, grid, view)
+        depth = 3.0 if name == "lateral" else -2.0  # the ball's centre along the beam
+        pixel_area_at_ball = (view.pixel_mm * (750.0 + depth) / 1000.0) ** 2
+        assert line.sum() * pixel_area_at_ball == pytest.approx(mu * volume_mm3, rel=0.01)
+        # a chord through the centre is the diameter
+        assert line.max() == pytest.approx(mu * 16.0, rel=0.05)
+
+
+def test_projection_magnifies_by_sid_over_source_distance():
+    grid = Grid(0.5, (-30.0, -30.0, -30.0), (120, 120, 120))
+    x, y, z = grid.coords()
+    bead = ((x - 0) ** 2 + (y - 20) ** 2 + (z + 10) ** 2 <= 1.5**2).astype(np.float32)
+    view = View("lateral", 512, 0.2, 1000.0, 750.0)
+    line = project(bead, grid, view)
+    row, col = np.unravel_index(np.argmax(cv2.GaussianBlur(line, (0, 0), 2)), line.shape)
+    expected = view.to_pixels(np.array([[0.0, 20.0, -10.0]]))[0]
+    assert col == pytest.approx(expected[0], abs=1.0) and row == pytest.approx(expected[1], abs=1.0)
+    assert expected[0] - view.centre == pytest.approx(20.0 * 1000 / 750 / 0.2)
+
+
+def test_same_seed_same_recording_other_seed_other_recording(tmp_path):
+    cfg = SimConfig(seed=3, scenario="disc", size=96, frames=8)
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    simulate(cfg, a)
+    simulate(cfg, b)
+    simulate(SimConfig(seed=4, scenario="disc", size=96, frames=8), c)
+    for plane in ("lateral", "ap"):
+        fa = np.stack(list(open_recording(a / f"{plane}.dcm").frames()))
+        fb = np.stack(list(open_recording(b / f"{plane}.dcm").frames()))
+        fc = np.stack(list(open_recording(c / f"{plane}.dcm").frames()))
+        assert np.array_equal(fa, fb) and not np.array_equal(fa, fc)
+    ta, tb = json.loads((a / "truth.json").read_text()), json.loads((b / "truth.json").read_text())
+    ta.pop("render_seconds"), tb.pop("render_seconds")
+    assert ta == tb
+
+
+def test_truth_volumes_are_whole_voxels_and_grow_monotonically(posterior_case):
+    _, truth = posterior_case
+    voxel_ml = truth["voxel_mm"] ** 3 / 1000
+    injected = np.array([f["injected_ml"] for f in truth["frames"]])
+    leaked = np.array([f["leaked_ml"] for f in truth["frames"]])
+    assert np.allclose(injected / voxel_ml, np.round(injected / voxel_ml), atol=1e-3)
+    assert np.all(np.diff(injected) >= 0) and np.all(np.diff(leaked) >= 0)
+    assert np.all(leaked <= injected)
+    baseline = truth["baseline_frames"]
+    assert baseline >= 3 and np.all(injected[:baseline] == 0)
+    assert 1.0 <= truth["total_injected_ml"] <= 7.0
+
+
+def test_posterior_scenario_crosses_the_line_then_leaks(posterior_case):
+    _, truth = posterior_case
+    assert truth["leak"]["site"] == "posterior"
+    assert truth["proximity_frame"] is not None
+    assert truth["proximity_frame"] <= truth["leak"]["onset_frame"]
+    onset = truth["frames"][truth["leak"]["onset_frame"]]
+    assert onset["leaked_ml"] >= 0.02
+    assert truth["frames"][truth["leak"]["onset_frame"] - 1]["leaked_ml"] < 0.02
+    assert truth["min_distance_mm"] < 0  # cement went through the wall
+
+
+def test_no_leak_scenario_has_no_leak(still_case):
+    _, truth = still_case
+    assert truth["leak"]["onset_frame"] is None and truth["total_leaked_ml"] == 0
+
+
+def _log_intensity(folder, plane):
+    with open_recording(folder / f"{plane}.dcm") as rec:
+        assert rec.info.intensity_relationship == "LIN" and rec.info.photometric == "MONOCHROME2"
+        return [np.log(np.maximum(f.astype(np.float64), 1.0)) for f in rec.frames()]
+
+
+def test_cement_contrast_is_physically_plausible(still_case):
+    """Cement attenuates about ten times more than osteoporotic bone: in log
+    space the cloud's centre darkens by about its thickness times the
+    difference of attenuation coefficients (less some to scatter)."""
+    folder, truth = still_case
+    frames = _log_intensity(folder, "lateral")
+    drop = np.mean(frames[:3], axis=0) - np.mean(frames[-3:], axis=0)
+    drop = cv2.GaussianBlur(drop, (0, 0), 1.5)
+    ratio = (MU_CEMENT_DEFAULT - MU_MARROW) / (
+        (MU_TRABECULA - MU_MARROW) * 0.1 + MU_MARROW - MU_SOFT_TISSUE + 0.02
+    )
+    assert 5 < ratio < 20
+    volume_mm3 = truth["total_injected_ml"] * 1000
+    typical_thickness = 2 * (3 * volume_mm3 / (4 * np.pi)) ** (1 / 3)  # a ball of that volume
+    expected = (MU_CEMENT_DEFAULT - MU_MARROW) * typical_thickness
+    assert 0.3 * expected < drop.max() < 1.3 * expected
+    # and outside the cloud (the far corner) nothing changed beyond noise
+    assert abs(drop[:20, :20].mean()) < 0.02
+
+
+def test_wall_in_truth_matches_an_edge_in_the_image_at_the_dicom_scale(still_case):
+    folder, truth = still_case
+    with open_recording(folder / "lateral.dcm") as rec:
+        spacing = rec.info.spacing_at_vertebra_mm()[1]
+        image = np.log(np.maximum(rec.frame(0).astype(np.float64), 1.0))
+    assert spacing == pytest.approx(truth["geometry"]["spacing_at_vertebra_mm"])
+    wall = np.array(truth["frames"][0]["wall_px"])
+    gradient = cv2.Sobel(cv2.GaussianBlur(image, (0, 0), 1.0), cv2.CV_64F, 1, 0)
+    offsets = []
+    for col, row in wall[3:-3]:  # away from the rounded corners
+        r, c = int(round(row)), int(round(col))
+        window = gradient[r, c - 6 : c + 7]
+        offsets.append(np.argmax(np.abs(window)) - 6 + c - col)
+    # The wall's outer edge is where the image brightens going posteriorly.
+    assert abs(np.median(offsets)) <= 1.5, offsets
+
+
+def test_breathing_moves_the_image_by_the_recorded_shift(posterior_case):
+    folder, truth = posterior_case
+    spacing = truth["geometry"]["spacing_at_vertebra_mm"]
+    frames = _log_intensity(folder, "ap")
+    shifts = [f["shift_mm"] for f in truth["frames"]]
+    i, j = int(np.argmin([s[1] for s in shifts[:3]])), int(np.argmax([s[1] for s in shifts[:3]]))
+    window = cv2.createHanningWindow(frames[0].shape[::-1], cv2.CV_64F)
+    (dx, dy), _ = cv2.phaseCorrelate(frames[i], frames[j], window)
+    expected_rows = -(shifts[j][1] - shifts[i][1]) / spacing
+    assert dy == pytest.approx(expected_rows, abs=0.35)
+    assert abs(dx) < 0.35  # the AP view does not see anterior-posterior motion
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"bits": 8, "intensity": "LOG", "photometric": "MONOCHROME1"}, (8, "LOG", "MONOCHROME1", 8)),
+        ({"bits": 16, "intensity": "LIN", "photometric": "MONOCHROME2"}, (16, "LIN", "MONOCHROME2", 16)),
+    ],
+)
+def test_detector_output_is_written_as_configured(tmp_path, options, expected):
+    simulate(SimConfig(seed=1, size=80, frames=6, field="round", **options), tmp_path)
+    with open_recording(tmp_path / "ap.dcm") as rec:
+        i = rec.info
+        assert (i.bits_stored, i.intensity_relationship, i.photometric, i.bits_allocated) == expected
+        frame = rec.frame(0).astype(np.int64)
+        assert frame.max() < 2**i.bits_stored
+        corner, centre = frame[:4, :4].mean(), frame[30:50, 30:50].mean()
+        # outside the round field almost no X-rays arrive: dark, i.e. high values in MONOCHROME1
+        assert (corner > centre) if i.photometric == "MONOCHROME1" else (corner < centre)
