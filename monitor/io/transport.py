@@ -1,0 +1,211 @@
+"""ZeroMQ publish/subscribe for frames and heartbeats, without copies.
+
+Sources bind a PUB socket and publish; the analyzer, viewers and the logger
+connect SUB sockets, so any subscriber can restart without the source noticing.
+
+Socket choices, on purpose:
+
+- PUB send high-water mark of 64 messages (about a second of 30 frames/s
+  biplane): past it ZeroMQ drops messages *for that subscriber only*, so a
+  frozen viewer can never block the source or the analyzer.
+- SUB receive high-water mark: deep (256) for the analyzer and the logger,
+  which must see every frame; shallow for viewers, which only want the newest.
+  ``ZMQ_CONFLATE`` would be the textbook "latest only" option but it does not
+  support multipart messages, so viewers drain their queue instead
+  (:meth:`FrameSubscriber.latest`).
+- Endpoints default to loopback only.
+
+Zero copy: frames go out with ``send_multipart(..., copy=False)`` straight from
+the numpy array, and come in with ``recv_multipart(copy=False)``, the pixels a
+``numpy.frombuffer`` view on ZeroMQ's own buffer.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+
+from monitor.messages import (
+    FRAME_TOPICS,
+    HEARTBEAT_TOPIC,
+    FrameHeader,
+    Heartbeat,
+    MessageError,
+    decode,
+    encode_frame,
+    encode_heartbeat,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FRAMES_ENDPOINT = "tcp://127.0.0.1:5571"
+PUB_HWM = 64
+ANALYZER_HWM = 256
+VIEWER_HWM = 4
+
+
+class FramePublisher:
+    """Binds a PUB socket and publishes frames and heartbeats from one source."""
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_FRAMES_ENDPOINT,
+        session: str = "",
+        source: str = "source",
+        context: zmq.Context | None = None,
+    ):
+        self.session = session
+        self.source = source
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.PUB)
+        self._sock.setsockopt(zmq.SNDHWM, PUB_HWM)
+        self._sock.setsockopt(zmq.LINGER, 2000)  # flush the last frames on a clean exit
+        try:
+            self._sock.bind(endpoint)
+        except zmq.ZMQError as e:
+            self._sock.close(0)
+            raise OSError(f"cannot publish on {endpoint}: {e}") from None
+        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._seq = dict.fromkeys(FRAME_TOPICS, 0)
+        self._beats = 0
+
+    def send_frame(self, header: FrameHeader, pixels: np.ndarray) -> None:
+        """Publish one frame; ``pixels`` must not be modified afterwards (it is sent in place)."""
+        self._sock.send_multipart(encode_frame(header, pixels), copy=False)
+
+    def next_seq(self, plane: str) -> int:
+        seq = self._seq[plane]
+        self._seq[plane] = seq + 1
+        return seq
+
+    def heartbeat(self) -> None:
+        beat = Heartbeat(self.session, self.source, time.time(), self._beats)
+        self._beats += 1
+        self._sock.send_multipart(encode_heartbeat(beat))
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> FramePublisher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class StreamStats:
+    """What a subscriber has seen: frames, rejects by reason, drops by plane."""
+
+    frames: int = 0
+    heartbeats: int = 0
+    rejected: collections.Counter = field(default_factory=collections.Counter)
+    dropped: collections.Counter = field(default_factory=collections.Counter)
+    source_restarts: int = 0
+    last_seq: dict = field(default_factory=dict)
+    last_message_at: float | None = None  # time.monotonic() of the last valid message
+
+    def note_seq(self, plane: str, seq: int) -> int:
+        """Record a frame's sequence number; returns how many frames were skipped."""
+        previous = self.last_seq.get(plane)
+        self.last_seq[plane] = seq
+        if previous is None:
+            return 0
+        if seq <= previous:  # the source restarted and counts from zero again
+            self.source_restarts += 1
+            return 0
+        gap = seq - previous - 1
+        if gap:
+            self.dropped[plane] += gap
+        return gap
+
+
+@dataclass(frozen=True)
+class Frame:
+    header: FrameHeader
+    pixels: np.ndarray  # read-only view on the received buffer
+    received_at: float  # time.time() on arrival
+    gap: int  # frames of this plane skipped just before this one
+
+
+class FrameSubscriber:
+    """Connects a SUB socket to a source and yields validated frames and heartbeats.
+
+    Malformed messages are counted in ``stats.rejected`` by reason, logged, and
+    skipped; they never raise out of :meth:`receive`.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_FRAMES_ENDPOINT,
+        planes=("lateral", "ap"),
+        hwm: int = ANALYZER_HWM,
+        context: zmq.Context | None = None,
+    ):
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.SUB)
+        self._sock.setsockopt(zmq.RCVHWM, hwm)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        if set(planes) == set(FRAME_TOPICS):
+            # Everything, so that whatever a broken sender publishes is seen and counted.
+            self._sock.setsockopt(zmq.SUBSCRIBE, b"")
+        else:
+            for plane in planes:
+                self._sock.setsockopt(zmq.SUBSCRIBE, FRAME_TOPICS[plane])
+            self._sock.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC)
+        self._sock.connect(endpoint)
+        self.stats = StreamStats()
+
+    def receive(self, timeout_ms: int) -> Frame | Heartbeat | None:
+        """The next valid message, or None if none arrives within ``timeout_ms``."""
+        deadline = time.monotonic() + timeout_ms / 1000.0
+        while True:
+            remaining = max(0, int((deadline - time.monotonic()) * 1000))
+            if not self._sock.poll(remaining):
+                return None
+            parts = self._sock.recv_multipart(copy=False)
+            try:
+                message = decode(parts)
+            except MessageError as e:
+                self.stats.rejected[e.reason] += 1
+                log.warning(
+                    "rejected message (%s, %d so far): %s", e.reason, self.stats.rejected[e.reason], e.detail
+                )
+                continue
+            self.stats.last_message_at = time.monotonic()
+            if isinstance(message, Heartbeat):
+                self.stats.heartbeats += 1
+                return message
+            header, pixels = message
+            self.stats.frames += 1
+            gap = self.stats.note_seq(header.plane, header.seq)
+            if gap:
+                log.warning("%s: %d frame(s) dropped before seq %d", header.plane, gap, header.seq)
+            return Frame(header, pixels, time.time(), gap)
+
+    def latest(self, timeout_ms: int) -> dict[str, Frame]:
+        """Wait for a message, then drain the queue: the newest frame of each plane.
+
+        For viewers, which should show the present rather than catch up.
+        """
+        newest: dict[str, Frame] = {}
+        message = self.receive(timeout_ms)
+        while message is not None:
+            if isinstance(message, Frame):
+                newest[message.header.plane] = message
+            message = self.receive(0)
+        return newest
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> FrameSubscriber:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

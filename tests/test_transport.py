@@ -1,0 +1,194 @@
+"""The wire format and the ZeroMQ transport, over real sockets."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, replace
+
+import numpy as np
+import pytest
+import zmq
+
+from monitor.io.transport import FramePublisher, FrameSubscriber
+from monitor.messages import FrameHeader, Heartbeat, MessageError, decode, encode_frame
+
+
+def header(plane="lateral", seq=0, shape=(64, 80), dtype="uint16") -> FrameHeader:
+    return FrameHeader(
+        session="s1",
+        plane=plane,
+        seq=seq,
+        frame=seq,
+        acq_time=seq / 15,
+        send_time=time.time(),
+        shape=shape,
+        dtype=dtype,
+        photometric="MONOCHROME2",
+        bits_stored=12,
+        intensity="LIN",
+        scale={"spacing_mm": [0.2, 0.2], "source": "dicom"},
+    )
+
+
+def pixels(seed=0, shape=(64, 80)):
+    return np.random.default_rng(seed).integers(0, 4096, shape).astype(np.uint16)
+
+
+@pytest.fixture()
+def link():
+    """A publisher on an ephemeral loopback port and a subscriber that is
+    already receiving (heartbeats until the subscription has propagated)."""
+    ctx = zmq.Context()
+    pub = FramePublisher("tcp://127.0.0.1:*", session="s1", context=ctx)
+    sub = FrameSubscriber(pub.endpoint, context=ctx)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        pub.heartbeat()
+        if isinstance(sub.receive(50), Heartbeat):
+            break
+    else:
+        pytest.fail("subscriber never connected")
+    yield pub, sub
+    sub.close()
+    pub.close()
+    ctx.term()
+
+
+def test_frames_arrive_intact_in_order_for_both_planes(link):
+    pub, sub = link
+    sent = {}
+    for i in range(5):
+        for plane in ("lateral", "ap"):
+            image = pixels(seed=i + (plane == "ap") * 10)
+            sent[(plane, i)] = image.copy()
+            pub.send_frame(header(plane, pub.next_seq(plane)), image)
+    got = []
+    while len(got) < 10:
+        message = sub.receive(2000)
+        assert message is not None, "timed out"
+        if hasattr(message, "pixels"):
+            got.append(message)
+    for frame in got:
+        h = frame.header
+        assert np.array_equal(frame.pixels, sent[(h.plane, h.seq)])
+        assert h.scale == {"spacing_mm": [0.2, 0.2], "source": "dicom"} and h.intensity == "LIN"
+        assert frame.gap == 0
+    assert [f.header.seq for f in got if f.header.plane == "ap"] == list(range(5))
+    assert sub.stats.frames == 10 and not sub.stats.rejected and not sub.stats.dropped
+
+
+def test_received_pixels_are_a_view_on_the_message_buffer_not_a_copy(link):
+    pub, sub = link
+    pub.send_frame(header(shape=(512, 512)), pixels(shape=(512, 512)))
+    frame = sub.receive(2000)
+    while not hasattr(frame, "pixels"):
+        frame = sub.receive(2000)
+    assert not frame.pixels.flags.owndata and not frame.pixels.flags.writeable
+
+
+def test_malformed_messages_are_counted_and_skipped_and_good_ones_still_arrive():
+    """A bare PUB socket sends what a broken or foreign source might."""
+    ctx = zmq.Context()
+    raw = ctx.socket(zmq.PUB)
+    raw.bind("tcp://127.0.0.1:*")
+    sub = FrameSubscriber(raw.getsockopt_string(zmq.LAST_ENDPOINT), context=ctx)
+    good = encode_frame(header(), pixels())
+    good_bytes = [good[0], good[1], good[2].tobytes()]
+    future = json.loads(good[1])
+    future["v"] = 2
+    short = [good[0], good[1], good[2].tobytes()[:-2]]
+    deadline = time.monotonic() + 5
+    while sub.stats.frames == 0 and time.monotonic() < deadline:  # wait for the subscription
+        raw.send_multipart(good_bytes)
+        sub.receive(50)
+    assert sub.stats.frames > 0
+    before = sub.stats.frames
+    raw.send_multipart([b"frame.lateral", b"{not json", b"xx"])
+    raw.send_multipart([good[0], json.dumps(future).encode(), good[2].tobytes()])
+    raw.send_multipart(short)
+    raw.send_multipart([b"\xff\xfe"])
+    raw.send_multipart([b"frame.ap", good[1], good[2].tobytes()])  # header says lateral
+    raw.send_multipart(good_bytes)
+    frame = None
+    while frame is None or not hasattr(frame, "pixels"):
+        frame = sub.receive(2000)
+        assert frame is not None, "the good frame after the bad ones never arrived"
+    assert sub.stats.frames == before + 1
+    assert sub.stats.rejected == {"garbled": 3, "version": 1, "size": 1}
+    sub.close()
+    raw.close()
+    ctx.term()
+
+
+def test_sequence_gaps_are_counted_as_dropped_frames(link):
+    pub, sub = link
+    for seq in (0, 1, 4, 5):
+        pub.send_frame(header("lateral", seq), pixels())
+    frames = []
+    while len(frames) < 4:
+        message = sub.receive(2000)
+        assert message is not None
+        if hasattr(message, "pixels"):
+            frames.append(message)
+    assert [f.gap for f in frames] == [0, 0, 2, 0]
+    assert sub.stats.dropped == {"lateral": 2}
+
+
+def test_a_late_subscriber_gets_frames_from_where_it_joins():
+    ctx = zmq.Context()
+    pub = FramePublisher("tcp://127.0.0.1:*", context=ctx)
+    for _ in range(3):  # nobody listening yet: dropped by PUB, never blocks
+        pub.send_frame(header(seq=pub.next_seq("lateral")), pixels())
+    sub = FrameSubscriber(pub.endpoint, context=ctx)
+    received = None
+    deadline = time.monotonic() + 5
+    while received is None and time.monotonic() < deadline:
+        pub.send_frame(header(seq=pub.next_seq("lateral")), pixels())
+        message = sub.receive(50)
+        received = message if hasattr(message, "pixels") else None
+    assert received is not None and received.header.seq >= 3
+    assert received.gap == 0  # the first frame a subscriber sees is not a gap
+    sub.close()
+    pub.close()
+    ctx.term()
+
+
+def test_a_subscriber_that_never_reads_does_not_block_the_publisher():
+    ctx = zmq.Context()
+    pub = FramePublisher("tcp://127.0.0.1:*", context=ctx)
+    stalled = FrameSubscriber(pub.endpoint, hwm=2, context=ctx)
+    time.sleep(0.2)
+    image = pixels(shape=(1024, 1024))
+    started = time.monotonic()
+    for _ in range(500):  # ~1 GB at 2 MB a frame; far beyond every buffer
+        pub.send_frame(header(shape=(1024, 1024), seq=pub.next_seq("lateral")), image)
+    assert time.monotonic() - started < 30
+    stalled.close()
+    pub.close()
+    ctx.term()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"dtype": "float64"}, "garbled"),
+        ({"shape": [0, 10]}, "garbled"),
+        ({"shape": [10]}, "garbled"),
+        ({"photometric": "RGB"}, "garbled"),
+        ({"seq": "3"}, "garbled"),
+        ({"send_time": float("nan")}, "garbled"),
+        ({"v": None}, "version"),
+    ],
+)
+def test_decode_rejects_each_bad_field(change, reason):
+    parts = encode_frame(header(), pixels())
+    raw = {**asdict(header()), **change}
+    with pytest.raises(MessageError) as err:
+        decode([parts[0], json.dumps(raw).encode(), parts[2].tobytes()])
+    assert err.value.reason == reason
+
+
+def test_encode_refuses_pixels_that_do_not_match_the_header():
+    with pytest.raises(ValueError):
+        encode_frame(replace(header(), shape=(10, 10)), pixels())
