@@ -217,6 +217,163 @@ def _run_demo(args) -> int:
     return 0
 
 
+def _add_stream_options(p, session_help: str) -> None:
+    p.add_argument("--session", type=Path, metavar="DIR", help=session_help)
+    p.add_argument("--level", default=None, help="vertebral level being treated, e.g. L1")
+    p.add_argument("--headless", action="store_true", help="no viewer: source, analyzer and logger only")
+    p.add_argument(
+        "--publish-only",
+        action="store_true",
+        help="only publish frames; analyzers and viewers attach on their own",
+    )
+    p.add_argument("--frames-endpoint", default=None, help="ZeroMQ endpoint the frames are published on")
+    p.add_argument("--results-endpoint", default=None, help="ZeroMQ endpoint of the analyzer's results")
+    p.add_argument("--flow-endpoint", default=None, help="ZeroMQ endpoint for consumer readiness and acks")
+    p.add_argument(
+        "--stale-ms",
+        type=float,
+        default=1000.0,
+        help="report the stream stale after this long without a new frame",
+    )
+
+
+def _add_replay(sub) -> None:
+    p = sub.add_parser("replay", help="replay recorded fluoroscopy (DICOM or video) through the monitor")
+    p.add_argument("--lateral", type=Path, help="lateral DICOM recording (file or series folder)")
+    p.add_argument("--ap", type=Path, help="AP DICOM recording (file or series folder)")
+    p.add_argument("--video", type=Path, help="a video file captured from a frame grabber")
+    p.add_argument(
+        "--plane", choices=("lateral", "ap"), default="lateral", help="the plane a single-plane video shows"
+    )
+    p.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="the video carries both planes side by side (lateral on the left)",
+    )
+    p.add_argument("--fps", type=float, default=None, help="frame rate when the recording has no timing")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="1 = recorded rate, 2 = twice as fast, 0 = as fast as the consumers take it",
+    )
+    p.add_argument("--loop", action="store_true", help="start again at the end, until interrupted")
+    _add_stream_options(p, "log the session into this directory")
+    p.set_defaults(run=_run_replay)
+
+
+def _add_grab(sub) -> None:
+    p = sub.add_parser("grab", help="monitor a live frame grabber on the C-arm's video output")
+    p.add_argument("--device", type=int, required=True, help="OpenCV video device index")
+    p.add_argument("--plane", choices=("lateral", "ap"), default="lateral")
+    p.add_argument(
+        "--side-by-side", action="store_true", help="both planes side by side, lateral on the left"
+    )
+    p.add_argument("--fps", type=float, default=None)
+    _add_stream_options(p, "log the session into this directory")
+    p.set_defaults(run=_run_grab)
+
+
+def _endpoints(args):
+    from monitor.pipeline import Endpoints
+
+    d = Endpoints()
+    return Endpoints(
+        args.frames_endpoint or d.frames, args.results_endpoint or d.results, args.flow_endpoint or d.flow
+    )
+
+
+def _stream(args, source, speed: float, loop: bool) -> int:
+    from monitor.pipeline import RunSpec, run
+    from monitor.replay import PaceOptions
+
+    if not (args.headless or args.publish_only):
+        raise MonitorError(
+            "the live viewer (monitor view) is not built yet; pass --headless or --publish-only"
+        )
+    if args.publish_only and args.session:
+        raise MonitorError("--session needs the logger; drop --publish-only")
+    spec = RunSpec(
+        session_dir=str(args.session) if args.session else None,
+        level=args.level,
+        endpoints=_endpoints(args),
+        analyzer=not args.publish_only,
+        stale_ms=args.stale_ms,
+        meta={"source": getattr(source, "name", "dicom"), "planes": sorted(source.formats)},
+    )
+    try:
+        return run(source, spec, PaceOptions(speed=speed, loop=loop))
+    finally:
+        source.close()
+
+
+def _run_replay(args) -> int:
+    from monitor.io.sources import DicomPairSource, Layout, VideoSource
+
+    if args.video and (args.lateral or args.ap):
+        raise MonitorError("give either --video or --lateral/--ap, not both")
+    if args.video:
+        layout = Layout.single(args.plane)
+        if args.side_by_side:
+            import cv2
+
+            cap = cv2.VideoCapture(str(args.video))
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            cap.release()
+            layout = Layout.side_by_side(w, h)
+        source = VideoSource.open_file(args.video, layout, args.fps)
+    else:
+        source = DicomPairSource(args.lateral, args.ap, fps=args.fps)
+    return _stream(args, source, args.speed, args.loop)
+
+
+def _run_grab(args) -> int:
+    from monitor.io.sources import Layout, VideoSource
+
+    source = VideoSource.open_device(args.device, Layout.single(args.plane), args.fps)
+    if args.side_by_side:
+        import cv2
+
+        w = int(source._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        h = int(source._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        source.layout = Layout.side_by_side(w, h)
+    return _stream(args, source, 1.0, False)
+
+
+def _add_analyze(sub) -> None:
+    p = sub.add_parser("analyze", help="run the analyzer on its own, attached to a running source")
+    p.add_argument("--frames-endpoint", default=None)
+    p.add_argument("--results-endpoint", default=None)
+    p.add_argument("--flow-endpoint", default=None)
+    p.add_argument("--stale-ms", type=float, default=1000.0)
+    p.set_defaults(run=_run_analyze)
+
+
+def _run_analyze(args) -> int:
+    from monitor.analyzer import run_analyzer
+
+    e = _endpoints(args)
+    counts = run_analyzer(e.frames, e.results, e.flow, stale_ms=args.stale_ms)
+    print(f"analysed {counts['analysed']}; rejected {counts['rejected']}; dropped {counts['dropped']}")
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks that print measured numbers")
+    which = p.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    t = which.add_parser("transport", help="frame throughput vs imagezmq, and end-to-end latency")
+    t.add_argument("--frames", type=_positive_int, default=300, help="frames per throughput run")
+    t.add_argument("--seconds", type=float, default=10.0, help="seconds per latency run")
+    t.set_defaults(run=lambda a: _run_bench_transport(a))
+
+
+def _run_bench_transport(args) -> int:
+    from monitor.bench import run_transport
+
+    run_transport(args.frames, args.seconds)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monitor",
@@ -228,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_simulate(sub)
     _add_info(sub)
+    _add_replay(sub)
+    _add_grab(sub)
+    _add_analyze(sub)
+    _add_bench(sub)
     return parser
 
 

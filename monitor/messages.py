@@ -5,8 +5,11 @@ subscriber can filter by prefix, and whose second part is a small UTF-8 JSON
 header. A frame message has a third part: the raw pixel buffer, row-major,
 little-endian, sent and received without copies.
 
-    frame      [b"frame.lateral" | b"frame.ap", header, pixels]
-    heartbeat  [b"heartbeat", header]
+    frame      [b"frame.lateral" | b"frame.ap", header, pixels]     source -> all
+    heartbeat  [b"heartbeat", header]                              every publisher, ~5/s
+    end        [b"end", header]                                    source, after its last frame
+    result     [b"result.lateral" | b"result.ap", header]          analyzer -> viewers, logger
+    status     [b"status", header]                                 analyzer: stale, resumed, drops
 
 Frame header fields (all required unless marked optional):
 
@@ -30,6 +33,20 @@ Frame header fields (all required unless marked optional):
 Heartbeat header: v, kind "heartbeat", session, source (who sends it),
 send_time, seq.
 
+End header: v, kind "end", session, source, send_time, frames {plane: count
+sent}. The analyzer forwards it on its own stream with the counts it analysed,
+so the logger can prove that nothing was lost.
+
+Result header: v, kind "result", session, plane, seq, frame, acq_time,
+frame_send_time (the source's send_time, for latency), send_time, status
+("ok", "placeholder", "no-baseline", "error: ..."), distance_mm (null when
+unknown or uncalibrated), distance_px, volume_ml, alarms (list of objects),
+overlay (geometry for drawing, image pixel coordinates).
+
+Status header: v, kind "status", session, source, send_time, event ("stale",
+"resumed", "dropped", "rejected"), detail (human-readable), age_ms (stale
+only), plane (optional).
+
 Decoding checks everything and raises :class:`MessageError` with a short
 ``reason`` a receiver counts (``garbled``, ``version``, ``size``) and a detail
 it logs; it never lets a malformed message through.
@@ -48,6 +65,9 @@ PLANES = ("lateral", "ap")
 DTYPES = {"uint8": np.uint8, "uint16": np.uint16}
 FRAME_TOPICS = {plane: f"frame.{plane}".encode() for plane in PLANES}
 HEARTBEAT_TOPIC = b"heartbeat"
+END_TOPIC = b"end"
+RESULT_TOPICS = {plane: f"result.{plane}".encode() for plane in PLANES}
+STATUS_TOPIC = b"status"
 MAX_SIDE = 8192
 
 
@@ -92,6 +112,57 @@ class Heartbeat:
     kind: str = field(default="heartbeat", init=False)
 
 
+@dataclass(frozen=True)
+class End:
+    session: str
+    source: str
+    send_time: float
+    frames: dict  # plane -> frames sent (or analysed, when forwarded by the analyzer)
+    v: int = VERSION
+    kind: str = field(default="end", init=False)
+
+
+@dataclass(frozen=True)
+class Result:
+    session: str
+    plane: str
+    seq: int
+    frame: int
+    acq_time: float
+    frame_send_time: float
+    send_time: float
+    status: str
+    distance_mm: float | None = None
+    distance_px: float | None = None
+    volume_ml: float | None = None
+    alarms: list = field(default_factory=list)
+    overlay: dict = field(default_factory=dict)
+    v: int = VERSION
+    kind: str = field(default="result", init=False)
+
+
+@dataclass(frozen=True)
+class Status:
+    session: str
+    source: str
+    send_time: float
+    event: str
+    detail: str
+    age_ms: float | None = None
+    plane: str | None = None
+    v: int = VERSION
+    kind: str = field(default="status", init=False)
+
+
+def encode(message: Heartbeat | End | Result | Status) -> list[bytes]:
+    """Parts for any header-only message."""
+    if isinstance(message, Result):
+        topic = RESULT_TOPICS[message.plane]
+    else:
+        topic = {Heartbeat: HEARTBEAT_TOPIC, End: END_TOPIC, Status: STATUS_TOPIC}[type(message)]
+    return [topic, json.dumps(asdict(message)).encode()]
+
+
 def encode_frame(header: FrameHeader, pixels: np.ndarray) -> list:
     """Multipart parts for a frame; the pixel part is the array itself (no copy)."""
     if pixels.shape != tuple(header.shape) or pixels.dtype != DTYPES[header.dtype]:
@@ -101,11 +172,7 @@ def encode_frame(header: FrameHeader, pixels: np.ndarray) -> list:
     return [FRAME_TOPICS[header.plane], json.dumps(asdict(header)).encode(), pixels]
 
 
-def encode_heartbeat(beat: Heartbeat) -> list[bytes]:
-    return [HEARTBEAT_TOPIC, json.dumps(asdict(beat)).encode()]
-
-
-def decode(parts: list) -> tuple[FrameHeader, np.ndarray] | Heartbeat:
+def decode(parts: list) -> tuple[FrameHeader, np.ndarray] | Heartbeat | End | Result | Status:
     """Parse a received multipart message (bytes or zmq.Frame parts).
 
     Frame pixels are a read-only view on the received buffer, not a copy.
@@ -121,15 +188,10 @@ def decode(parts: list) -> tuple[FrameHeader, np.ndarray] | Heartbeat:
         raise MessageError("garbled", "header is not a JSON object")
     if raw.get("v") != VERSION:
         raise MessageError("version", f"format version {raw.get('v')!r}; this monitor speaks {VERSION}")
-    if topic == HEARTBEAT_TOPIC:
+    if topic in HEADER_ONLY:
         if len(parts) != 2:
-            raise MessageError("garbled", f"heartbeat with {len(parts)} parts")
-        return Heartbeat(
-            session=_field(raw, "session", str),
-            source=_field(raw, "source", str),
-            send_time=_number(raw, "send_time"),
-            seq=_field(raw, "seq", int),
-        )
+            raise MessageError("garbled", f"{topic.decode()} message with {len(parts)} parts")
+        return _header_only(topic, raw)
     plane = next((p for p, t in FRAME_TOPICS.items() if t == topic), None)
     if plane is None:
         raise MessageError("garbled", f"unknown topic {topic[:40]!r}")
@@ -146,6 +208,51 @@ def decode(parts: list) -> tuple[FrameHeader, np.ndarray] | Heartbeat:
     pixels = np.frombuffer(buffer, dtype=DTYPES[header.dtype]).reshape(header.shape)
     pixels.flags.writeable = False  # shared with ZeroMQ and with every other consumer
     return header, pixels
+
+
+HEADER_ONLY = {HEARTBEAT_TOPIC, END_TOPIC, STATUS_TOPIC, *RESULT_TOPICS.values()}
+
+
+def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status:
+    session = _field(raw, "session", str)
+    send_time = _number(raw, "send_time")
+    if topic == HEARTBEAT_TOPIC:
+        return Heartbeat(session, _field(raw, "source", str), send_time, _field(raw, "seq", int))
+    if topic == END_TOPIC:
+        frames = _field(raw, "frames", dict)
+        if not all(p in PLANES and isinstance(n, int) for p, n in frames.items()):
+            raise MessageError("garbled", f"end frames {frames!r}")
+        return End(session, _field(raw, "source", str), send_time, frames)
+    if topic == STATUS_TOPIC:
+        age = raw.get("age_ms")
+        return Status(
+            session,
+            _field(raw, "source", str),
+            send_time,
+            _field(raw, "event", str),
+            _field(raw, "detail", str),
+            None if age is None else _number(raw, "age_ms"),
+            raw.get("plane") if raw.get("plane") in PLANES else None,
+        )
+    plane = next(p for p, t in RESULT_TOPICS.items() if t == topic)
+    if raw.get("plane") != plane:
+        raise MessageError("garbled", f"result plane {raw.get('plane')!r} on topic {topic.decode()}")
+    optional = {}
+    for name in ("distance_mm", "distance_px", "volume_ml"):
+        optional[name] = None if raw.get(name) is None else _number(raw, name)
+    return Result(
+        session=session,
+        plane=plane,
+        seq=_field(raw, "seq", int),
+        frame=_field(raw, "frame", int),
+        acq_time=_number(raw, "acq_time"),
+        frame_send_time=_number(raw, "frame_send_time"),
+        send_time=send_time,
+        status=_field(raw, "status", str),
+        alarms=_field(raw, "alarms", list),
+        overlay=_field(raw, "overlay", dict),
+        **optional,
+    )
 
 
 def _buffer(part) -> memoryview:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zmq
 
-from monitor.io.transport import FramePublisher, FrameSubscriber
+from monitor.io.transport import Publisher, Subscriber
 from monitor.messages import FrameHeader, Heartbeat, MessageError, decode, encode_frame
 
 
@@ -40,8 +40,8 @@ def link():
     """A publisher on an ephemeral loopback port and a subscriber that is
     already receiving (heartbeats until the subscription has propagated)."""
     ctx = zmq.Context()
-    pub = FramePublisher("tcp://127.0.0.1:*", session="s1", context=ctx)
-    sub = FrameSubscriber(pub.endpoint, context=ctx)
+    pub = Publisher("tcp://127.0.0.1:*", session="s1", context=ctx)
+    sub = Subscriber(pub.endpoint, context=ctx)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         pub.heartbeat()
@@ -92,7 +92,7 @@ def test_malformed_messages_are_counted_and_skipped_and_good_ones_still_arrive()
     ctx = zmq.Context()
     raw = ctx.socket(zmq.PUB)
     raw.bind("tcp://127.0.0.1:*")
-    sub = FrameSubscriber(raw.getsockopt_string(zmq.LAST_ENDPOINT), context=ctx)
+    sub = Subscriber(raw.getsockopt_string(zmq.LAST_ENDPOINT), context=ctx)
     good = encode_frame(header(), pixels())
     good_bytes = [good[0], good[1], good[2].tobytes()]
     future = json.loads(good[1])
@@ -137,10 +137,10 @@ def test_sequence_gaps_are_counted_as_dropped_frames(link):
 
 def test_a_late_subscriber_gets_frames_from_where_it_joins():
     ctx = zmq.Context()
-    pub = FramePublisher("tcp://127.0.0.1:*", context=ctx)
+    pub = Publisher("tcp://127.0.0.1:*", context=ctx)
     for _ in range(3):  # nobody listening yet: dropped by PUB, never blocks
         pub.send_frame(header(seq=pub.next_seq("lateral")), pixels())
-    sub = FrameSubscriber(pub.endpoint, context=ctx)
+    sub = Subscriber(pub.endpoint, context=ctx)
     received = None
     deadline = time.monotonic() + 5
     while received is None and time.monotonic() < deadline:
@@ -156,8 +156,8 @@ def test_a_late_subscriber_gets_frames_from_where_it_joins():
 
 def test_a_subscriber_that_never_reads_does_not_block_the_publisher():
     ctx = zmq.Context()
-    pub = FramePublisher("tcp://127.0.0.1:*", context=ctx)
-    stalled = FrameSubscriber(pub.endpoint, hwm=2, context=ctx)
+    pub = Publisher("tcp://127.0.0.1:*", context=ctx)
+    stalled = Subscriber(pub.endpoint, hwm=2, context=ctx)
     time.sleep(0.2)
     image = pixels(shape=(1024, 1024))
     started = time.monotonic()

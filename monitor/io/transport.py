@@ -12,7 +12,7 @@ Socket choices, on purpose:
   which must see every frame; shallow for viewers, which only want the newest.
   ``ZMQ_CONFLATE`` would be the textbook "latest only" option but it does not
   support multipart messages, so viewers drain their queue instead
-  (:meth:`FrameSubscriber.latest`).
+  (:meth:`Subscriber.latest`).
 - Endpoints default to loopback only.
 
 Zero copy: frames go out with ``send_multipart(..., copy=False)`` straight from
@@ -33,24 +33,28 @@ import zmq
 from monitor.messages import (
     FRAME_TOPICS,
     HEARTBEAT_TOPIC,
+    End,
     FrameHeader,
     Heartbeat,
     MessageError,
+    Result,
+    Status,
     decode,
+    encode,
     encode_frame,
-    encode_heartbeat,
 )
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FRAMES_ENDPOINT = "tcp://127.0.0.1:5571"
+DEFAULT_RESULTS_ENDPOINT = "tcp://127.0.0.1:5572"
 PUB_HWM = 64
 ANALYZER_HWM = 256
 VIEWER_HWM = 4
 
 
-class FramePublisher:
-    """Binds a PUB socket and publishes frames and heartbeats from one source."""
+class Publisher:
+    """Binds a PUB socket: a source publishing frames, or the analyzer publishing results."""
 
     def __init__(
         self,
@@ -86,12 +90,15 @@ class FramePublisher:
     def heartbeat(self) -> None:
         beat = Heartbeat(self.session, self.source, time.time(), self._beats)
         self._beats += 1
-        self._sock.send_multipart(encode_heartbeat(beat))
+        self._sock.send_multipart(encode(beat))
+
+    def send(self, message: End | Result | Status) -> None:
+        self._sock.send_multipart(encode(message))
 
     def close(self) -> None:
         self._sock.close()
 
-    def __enter__(self) -> FramePublisher:
+    def __enter__(self) -> Publisher:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -133,8 +140,8 @@ class Frame:
     gap: int  # frames of this plane skipped just before this one
 
 
-class FrameSubscriber:
-    """Connects a SUB socket to a source and yields validated frames and heartbeats.
+class Subscriber:
+    """Connects a SUB socket to a publisher and yields validated messages.
 
     Malformed messages are counted in ``stats.rejected`` by reason, logged, and
     skipped; they never raise out of :meth:`receive`.
@@ -161,7 +168,12 @@ class FrameSubscriber:
         self._sock.connect(endpoint)
         self.stats = StreamStats()
 
-    def receive(self, timeout_ms: int) -> Frame | Heartbeat | None:
+    @property
+    def socket(self) -> zmq.Socket:
+        """For a zmq.Poller watching several subscribers at once."""
+        return self._sock
+
+    def receive(self, timeout_ms: int) -> Frame | Heartbeat | End | Result | Status | None:
         """The next valid message, or None if none arrives within ``timeout_ms``."""
         deadline = time.monotonic() + timeout_ms / 1000.0
         while True:
@@ -180,6 +192,8 @@ class FrameSubscriber:
             self.stats.last_message_at = time.monotonic()
             if isinstance(message, Heartbeat):
                 self.stats.heartbeats += 1
+                return message
+            if not isinstance(message, tuple):
                 return message
             header, pixels = message
             self.stats.frames += 1
@@ -204,7 +218,7 @@ class FrameSubscriber:
     def close(self) -> None:
         self._sock.close()
 
-    def __enter__(self) -> FrameSubscriber:
+    def __enter__(self) -> Subscriber:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,0 +1,332 @@
+"""Benchmarks that print measured numbers (``monitor bench ...``); no pass or fail.
+
+``transport``: throughput of 1024x1024 uint16 frames over tcp loopback and
+ipc, ours against imagezmq (the usual way Python streams OpenCV images over
+ZeroMQ; ``pip install imagezmq`` to include it), and end-to-end latency from a
+frame's publication to its result reaching a subscriber, at 15 and 30
+frames/s biplane with a viewer attached.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import uuid
+
+import numpy as np
+import zmq
+
+SIDE = 1024
+
+
+def _endpoint(transport: str) -> str:
+    if transport == "ipc":
+        return f"ipc:///tmp/monitor-bench-{uuid.uuid4().hex[:8]}"
+    with zmq.Context() as ctx, ctx.socket(zmq.REP) as s:  # find a free port
+        port = s.bind_to_random_port("tcp://127.0.0.1")
+    return f"tcp://127.0.0.1:{port}"
+
+
+def _ours_sender(endpoint: str, flow_endpoint: str, n: int) -> None:
+    """Publishes as fast as the receiver acknowledges, as ``monitor replay --speed 0`` does."""
+    from monitor.flow import FlowServer
+    from monitor.io.transport import Publisher
+    from monitor.messages import FrameHeader
+
+    frames = [np.full((SIDE, SIDE), i, np.uint16) for i in range(4)]
+    flow = FlowServer(flow_endpoint)
+    with Publisher(endpoint, session="bench") as pub:
+        while "bench" not in flow.ready:
+            pub.heartbeat()
+            flow.poll(20)
+        for i in range(n):
+            while flow.behind("bench", "lateral", i - 1) > 8:
+                flow.poll(1)
+            h = FrameHeader(
+                "bench", "lateral", i, i, i / 30, time.time(), (SIDE, SIDE), "uint16", "MONOCHROME2", 12
+            )
+            pub.send_frame(h, frames[i % 4])
+            flow.poll(0)
+        time.sleep(1.0)
+    flow.close()
+
+
+def _ours_receive(endpoint: str, n: int) -> tuple[float, int]:
+    from monitor.flow import FlowClient
+    from monitor.io.transport import Frame, Subscriber
+
+    ctx = multiprocessing.get_context("spawn")
+    flow_endpoint = _endpoint("ipc" if endpoint.startswith("ipc") else "tcp")
+    sender = ctx.Process(target=_ours_sender, args=(endpoint, flow_endpoint, n))
+    sender.start()
+    flow = FlowClient(flow_endpoint, "bench")
+    with Subscriber(endpoint, planes=("lateral",)) as sub:
+        while sub.receive(100) is None:
+            flow.ready()
+        flow.ready()
+        got, first, last = 0, None, None
+        while True:
+            m = sub.receive(3000)
+            if m is None:
+                break
+            if isinstance(m, Frame):
+                first = first or time.perf_counter()
+                last = time.perf_counter()
+                got += 1
+                assert int(m.pixels[0, 0]) == m.header.seq % 4
+                flow.ack("lateral", m.header.seq)
+                if m.header.seq == n - 1:
+                    break
+    sender.join()
+    flow.close()
+    return (last - first) / max(got - 1, 1), got
+
+
+def _imagezmq_sender(endpoint: str, n: int, reqrep: bool, go: multiprocessing.Event) -> None:
+    import imagezmq
+
+    frames = [np.full((SIDE, SIDE), i, np.uint16) for i in range(4)]
+    sender = imagezmq.ImageSender(connect_to=endpoint, REQ_REP=reqrep)
+    if not reqrep:
+        go.wait(10)
+    for i in range(n):
+        sender.send_image(str(i), frames[i % 4])
+    time.sleep(1.0)
+    sender.close()
+
+
+def _imagezmq_receive(endpoint: str, n: int, reqrep: bool) -> tuple[float, int]:
+    import imagezmq
+
+    ctx = multiprocessing.get_context("spawn")
+    go = ctx.Event()
+    if reqrep:
+        hub = imagezmq.ImageHub(open_port=endpoint.replace("127.0.0.1", "*"), REQ_REP=True)
+        sender = ctx.Process(target=_imagezmq_sender, args=(endpoint, n, True, go))
+    else:
+        sender = ctx.Process(target=_imagezmq_sender, args=(endpoint.replace("127.0.0.1", "*"), n, False, go))
+    sender.start()
+    if not reqrep:
+        hub = imagezmq.ImageHub(open_port=endpoint, REQ_REP=False)
+        time.sleep(1.0)
+        go.set()
+    got, first, last = 0, None, None
+    hub.zmq_socket.setsockopt(zmq.RCVTIMEO, 3000)
+    try:
+        while got < n:
+            name, image = hub.recv_image()
+            if reqrep:
+                hub.send_reply(b"OK")
+            first = first or time.perf_counter()
+            last = time.perf_counter()
+            got += 1
+            assert int(image[0, 0]) == int(name) % 4
+    except zmq.Again:
+        pass
+    sender.join()
+    hub.close()
+    return (last - first) / max(got - 1, 1), got
+
+
+def transport_throughput(n: int = 300) -> list[dict]:
+    rows = []
+    try:
+        import imagezmq  # noqa: F401
+
+        have_imagezmq = True
+    except ImportError:
+        have_imagezmq = False
+    mb = SIDE * SIDE * 2 / 1e9
+    for transport in ("tcp", "ipc"):
+        per_frame, got = _ours_receive(_endpoint(transport), n)
+        ours = {
+            "transport": transport,
+            "impl": "monitor (PUB/SUB, zero-copy)",
+            "frames_per_s": 1 / per_frame,
+            "gb_per_s": mb / per_frame,
+            "received": got,
+            "sent": n,
+        }
+        rows.append(ours)
+        if have_imagezmq:
+            for reqrep, label in ((True, "imagezmq REQ/REP (default)"), (False, "imagezmq PUB/SUB")):
+                per_frame, got = _imagezmq_receive(_endpoint(transport), n, reqrep)
+                rows.append(
+                    {
+                        "transport": transport,
+                        "impl": label,
+                        "frames_per_s": 1 / per_frame,
+                        "gb_per_s": mb / per_frame,
+                        "received": got,
+                        "sent": n,
+                        "ours_ratio": ours["frames_per_s"] * per_frame,
+                    }
+                )
+    return rows
+
+
+def _paced_source(endpoint: str, flow_endpoint: str, fps: float, seconds: float) -> None:
+    from monitor.flow import FlowServer
+    from monitor.io.transport import Publisher
+    from monitor.messages import End, FrameHeader
+
+    frames = [np.full((SIDE, SIDE), i, np.uint16) for i in range(4)]
+    flow = FlowServer(flow_endpoint)
+    with Publisher(endpoint, session="bench") as pub:
+        while "analyzer" not in flow.ready:
+            pub.heartbeat()
+            flow.poll(50)
+        n = int(seconds * fps)
+        start = time.monotonic()
+        for i in range(n):
+            due = start + i / fps
+            while time.monotonic() < due:
+                time.sleep(max(0.0, min(0.002, due - time.monotonic())))
+            for plane in ("lateral", "ap"):
+                h = FrameHeader(
+                    "bench", plane, i, i, i / fps, time.time(), (SIDE, SIDE), "uint16", "MONOCHROME2", 12
+                )
+                pub.send_frame(h, frames[i % 4])
+        pub.send(End("bench", "source", time.time(), {"lateral": n, "ap": n}))
+        time.sleep(0.5)
+    flow.close()
+
+
+def _analyzer(frames_endpoint: str, results_endpoint: str, flow_endpoint: str) -> None:
+    from monitor.analyzer import run_analyzer
+
+    run_analyzer(frames_endpoint, results_endpoint, flow_endpoint, "bench")
+
+
+def latency(fps: float, seconds: float = 10.0, transport: str = "tcp") -> dict:
+    """Frame published -> result received by a viewer, through a real analyzer process."""
+    from monitor.io.transport import VIEWER_HWM, Frame, Subscriber
+    from monitor.messages import End, Result
+
+    ctx = multiprocessing.get_context("spawn")
+    frames_ep, results_ep, flow_ep = (_endpoint(transport) for _ in range(3))
+    analyzer = ctx.Process(target=_analyzer, args=(frames_ep, results_ep, flow_ep))
+    analyzer.start()
+    viewer_results = Subscriber(results_ep)
+    viewer_frames = Subscriber(frames_ep, hwm=VIEWER_HWM)
+    time.sleep(1.0)
+    source = ctx.Process(target=_paced_source, args=(frames_ep, flow_ep, fps, seconds))
+    source.start()
+    poller = zmq.Poller()
+    poller.register(viewer_results.socket, zmq.POLLIN)
+    poller.register(viewer_frames.socket, zmq.POLLIN)
+    result_latency, frame_latency, results = [], [], 0
+    done = False
+    deadline = time.monotonic() + seconds + 30
+    while not done and time.monotonic() < deadline:
+        ready = dict(poller.poll(500))
+        if viewer_frames.socket in ready:
+            m = viewer_frames.receive(0)
+            while m is not None:
+                if isinstance(m, Frame):
+                    frame_latency.append(m.received_at - m.header.send_time)
+                m = viewer_frames.receive(0)
+        if viewer_results.socket in ready:
+            m = viewer_results.receive(0)
+            while m is not None:
+                if isinstance(m, Result):
+                    result_latency.append(time.time() - m.frame_send_time)
+                    results += 1
+                elif isinstance(m, End):
+                    done = True
+                m = viewer_results.receive(0)
+    source.join()
+    analyzer.join(10)
+    sent = int(seconds * fps) * 2
+    out = {
+        "transport": transport,
+        "fps": fps,
+        "frames_sent": sent,
+        "results_received": results,
+        "viewer_frames_received": len(frame_latency),
+        "viewer_frames_dropped": int(sum(viewer_frames.stats.dropped.values())),
+        "result_p50_ms": 1000 * float(np.percentile(result_latency, 50)),
+        "result_p99_ms": 1000 * float(np.percentile(result_latency, 99)),
+        "frame_p50_ms": 1000 * float(np.percentile(frame_latency, 50)),
+        "frame_p99_ms": 1000 * float(np.percentile(frame_latency, 99)),
+    }
+    viewer_frames.close()
+    viewer_results.close()
+    return out
+
+
+def _raw_sender(endpoint: str, n: int, fps: float) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUB)
+    sock.bind(endpoint)
+    time.sleep(1.0)
+    image = np.zeros((SIDE, SIDE), np.uint16)
+    for _ in range(n):
+        sock.send_multipart([b"x", repr(time.time()).encode(), image], copy=False)
+        time.sleep(1.0 / fps)
+    time.sleep(0.5)
+    sock.close()
+    ctx.term()
+
+
+def raw_pyzmq_latency(fps: float = 30.0, n: int = 300, transport: str = "tcp") -> tuple[float, float]:
+    """The floor: bare pyzmq PUB to SUB, one hop, nothing else running (p50, p99 in ms)."""
+    endpoint = _endpoint(transport)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.RCVTIMEO, 3000)
+    sub.connect(endpoint)
+    sender = multiprocessing.get_context("spawn").Process(target=_raw_sender, args=(endpoint, n, fps))
+    sender.start()
+    lat = []
+    try:
+        while len(lat) < n:
+            parts = sub.recv_multipart(copy=False)
+            lat.append(time.time() - float(bytes(parts[1].buffer)))
+    except zmq.Again:
+        pass
+    sender.join()
+    sub.close()
+    ctx.term()
+    return 1000 * float(np.percentile(lat, 50)), 1000 * float(np.percentile(lat, 99))
+
+
+def run_transport(frames: int = 300, seconds: float = 10.0) -> None:
+    print(
+        f"transport benchmark: {SIDE}x{SIDE} uint16 frames ({SIDE * SIDE * 2 / 1e6:.1f} MB), "
+        f"{os.cpu_count()} cores"
+    )
+    print()
+    print(f"throughput, {frames} frames, sender and receiver in separate processes:")
+    print(f"  {'transport':9} {'implementation':32} {'frames/s':>9} {'GB/s':>6} {'received':>9}  ours/this")
+    for r in transport_throughput(frames):
+        ratio = f"{r['ours_ratio']:.2f}x" if "ours_ratio" in r else ""
+        print(
+            f"  {r['transport']:9} {r['impl']:32} {r['frames_per_s']:9.0f} {r['gb_per_s']:6.2f} "
+            f"{r['received']:>4}/{r['sent']:<4}  {ratio}"
+        )
+    print()
+    print(
+        f"latency, biplane, {seconds:g} s per rate: frame published -> analyzer process -> "
+        "result at a viewer;"
+    )
+    print("  'frame' columns: frame published -> the same viewer (one hop)")
+    print(
+        f"  {'link':4} {'rate':>6} {'sent':>6} {'results':>8} {'result p50':>11} {'result p99':>11} "
+        f"{'viewer frames':>14} {'frame p50':>10} {'frame p99':>10}"
+    )
+    for transport, fps in (("tcp", 15.0), ("tcp", 30.0), ("ipc", 30.0)):
+        r = latency(fps, seconds, transport)
+        print(
+            f"  {transport:4} {fps:4.0f}/s {r['frames_sent']:6d} {r['results_received']:8d} "
+            f"{r['result_p50_ms']:9.2f}ms "
+            f"{r['result_p99_ms']:9.2f}ms {r['viewer_frames_received']:9d} "
+            f"({r['viewer_frames_dropped']} lost) {r['frame_p50_ms']:7.2f}ms {r['frame_p99_ms']:7.2f}ms"
+        )
+    p50, p99 = raw_pyzmq_latency()
+    print(
+        f"  floor: bare pyzmq PUB->SUB, one hop, 30/s single plane, nothing else running: "
+        f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+    )

@@ -1,0 +1,178 @@
+"""Where frames come from: recorded DICOM, recorded video, or a live frame grabber.
+
+Every source yields :class:`SourceFrame` objects in acquisition order; pacing
+and publishing are the replay loop's job, not the source's.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from monitor.errors import MissingGeometryError, MonitorError, RecordingError
+from monitor.io.dicom import PLANES, open_recording
+
+
+@dataclass(frozen=True)
+class PlaneFormat:
+    """How one plane's pixels are to be read, fixed for a whole stream."""
+
+    photometric: str
+    intensity: str | None
+    bits_stored: int
+    scale: dict | None  # as in the wire format: spacing at the vertebra, or a calibration
+
+
+@dataclass(frozen=True)
+class SourceFrame:
+    plane: str
+    index: int  # 0-based frame index within its plane's recording
+    acq_time: float  # seconds from the start of the recording
+    pixels: np.ndarray
+
+
+class DicomPairSource:
+    """A lateral and/or an AP DICOM recording, merged in acquisition order."""
+
+    def __init__(
+        self, lateral: str | os.PathLike | None, ap: str | os.PathLike | None, fps: float | None = None
+    ):
+        if lateral is None and ap is None:
+            raise MonitorError("no recording: give --lateral, --ap or both")
+        self.recordings = {}
+        for plane, path in (("lateral", lateral), ("ap", ap)):
+            if path is None:
+                continue
+            derived = open_recording(path).info.plane
+            if derived is not None and derived != plane:
+                raise RecordingError(
+                    f"{path}: given as --{plane} but its PositionerPrimaryAngle says {derived}"
+                )
+            self.recordings[plane] = open_recording(path, plane=plane)
+        self.fps = fps
+        self.formats = {plane: self._format(rec) for plane, rec in self.recordings.items()}
+
+    @staticmethod
+    def _format(rec) -> PlaneFormat:
+        try:
+            spacing = rec.info.spacing_at_vertebra_mm()
+            scale = {"spacing_mm": [round(spacing[0], 6), round(spacing[1], 6)], "source": "dicom"}
+        except MissingGeometryError:
+            scale = None
+        return PlaneFormat(rec.info.photometric, rec.info.intensity_relationship, rec.info.bits_stored, scale)
+
+    def _times(self, plane: str) -> np.ndarray:
+        rec = self.recordings[plane]
+        if self.fps:
+            return np.arange(len(rec)) / self.fps
+        return rec.info.require_frame_times()
+
+    def frames(self) -> Iterator[SourceFrame]:
+        streams = [self._plane_frames(plane) for plane in self.recordings]
+        # Merge the planes by acquisition time; lateral first on ties (it is the primary view).
+        yield from heapq.merge(*streams, key=lambda f: (f.acq_time, PLANES.index(f.plane)))
+
+    def _plane_frames(self, plane: str) -> Iterator[SourceFrame]:
+        times = self._times(plane)
+        for i, pixels in enumerate(self.recordings[plane].frames()):
+            yield SourceFrame(plane, i, float(times[i]), pixels)
+
+    def counts(self) -> dict[str, int]:
+        return {plane: len(rec) for plane, rec in self.recordings.items()}
+
+    def close(self) -> None:
+        for rec in self.recordings.values():
+            rec.close()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which part of a video frame is which plane: (x, y, width, height) crops."""
+
+    crops: dict[str, tuple[int, int, int, int]]
+
+    @staticmethod
+    def single(plane: str) -> Layout:
+        return Layout({plane: (0, 0, 0, 0)})  # zero size: the whole frame
+
+    @staticmethod
+    def side_by_side(width: int, height: int, left: str = "lateral") -> Layout:
+        right = "ap" if left == "lateral" else "lateral"
+        half = width // 2
+        return Layout({left: (0, 0, half, height), right: (half, 0, width - half, height)})
+
+    def split(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        out = {}
+        for plane, (x, y, w, h) in self.crops.items():
+            if w == 0 and h == 0:
+                out[plane] = image
+                continue
+            if y + h > image.shape[0] or x + w > image.shape[1]:
+                raise RecordingError(
+                    f"{plane} crop {x},{y},{w}x{h} lies outside the {image.shape[1]}x{image.shape[0]} frame"
+                )
+            out[plane] = image[y : y + h, x : x + w]
+        return out
+
+
+class VideoSource:
+    """Video from a file (a frame-grabber capture) or a live device, as 8-bit grey.
+
+    Video carries no geometry: unless a calibration supplies the scale, the
+    monitor measures in pixels only.
+    """
+
+    def __init__(self, capture: cv2.VideoCapture, name: str, layout: Layout, fps: float | None, live: bool):
+        self._cap = capture
+        self.name = name
+        self.layout = layout
+        self.live = live
+        reported = capture.get(cv2.CAP_PROP_FPS)
+        self.fps = fps or (reported if reported and reported > 0 else None)
+        if self.fps is None:
+            raise MonitorError(f"{name}: no frame rate in the video; pass --fps")
+        self.formats = {plane: PlaneFormat("MONOCHROME2", None, 8, None) for plane in layout.crops}
+
+    @classmethod
+    def open_file(cls, path: str | os.PathLike, layout: Layout, fps: float | None = None) -> VideoSource:
+        p = Path(path)
+        if not p.is_file():
+            raise RecordingError(f"{p}: no such file")
+        cap = cv2.VideoCapture(str(p))
+        if not cap.isOpened():
+            raise RecordingError(f"{p}: not a video OpenCV can read")
+        return cls(cap, str(p), layout, fps, live=False)
+
+    @classmethod
+    def open_device(cls, index: int, layout: Layout, fps: float | None = None) -> VideoSource:
+        cap = cv2.VideoCapture(index)
+        if not cap.isOpened():
+            devices = sorted(str(d) for d in Path("/dev").glob("video*"))
+            found = ", ".join(devices) if devices else "none"
+            raise MonitorError(f"no video device {index} (video devices present: {found})")
+        return cls(cap, f"device {index}", layout, fps, live=True)
+
+    def frames(self) -> Iterator[SourceFrame]:
+        index = 0
+        while True:
+            ok, image = self._cap.read()
+            if not ok:
+                return
+            grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+            t = index / self.fps
+            for plane, pixels in self.layout.split(grey).items():
+                yield SourceFrame(plane, index, t, np.ascontiguousarray(pixels))
+            index += 1
+
+    def counts(self) -> dict[str, int]:
+        n = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
+        return dict.fromkeys(self.layout.crops, n)
+
+    def close(self) -> None:
+        self._cap.release()

@@ -1,0 +1,142 @@
+"""The source process: publish a source's frames, paced, with heartbeats and an end."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from monitor.errors import MonitorError
+from monitor.flow import FlowServer
+from monitor.io.sources import PlaneFormat, SourceFrame
+from monitor.io.transport import Publisher
+from monitor.messages import End, FrameHeader
+
+HEARTBEAT_S = 0.2
+
+
+@dataclass(frozen=True)
+class PaceOptions:
+    speed: float = 1.0  # 1 = recorded rate; 0 = as fast as the consumers take it
+    loop: bool = False
+    wait_for: tuple[str, ...] = ()  # consumers that must be ready (and, at speed 0, keep up)
+    ready_timeout_s: float = 20.0
+    window: int = 8  # frames a consumer may be behind at speed 0
+    ack_timeout_s: float = 5.0  # a consumer silent this long is no longer waited for
+
+
+def publish(
+    source,
+    publisher: Publisher,
+    options: PaceOptions,
+    flow: FlowServer | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    say: Callable[[str], None] = lambda _m: None,
+) -> dict[str, int]:
+    """Publish every frame of ``source``; returns the frames sent per plane.
+
+    Always ends with an ``end`` message carrying those counts, even when
+    stopped early, so that downstream processes can account for every frame.
+    """
+    if options.speed < 0:
+        raise MonitorError("--speed must be 0 (as fast as possible) or positive")
+    sent = dict.fromkeys(source.formats, 0)
+    last_seq: dict[str, int] = {}
+    try:
+        _wait_until_ready(publisher, options, flow, say)
+        offset = 0.0
+        started = time.monotonic()
+        next_beat = started
+        while True:
+            duration = 0.0
+            for item in source.frames():
+                if should_stop():
+                    return sent
+                due = started + (offset + item.acq_time) / options.speed if options.speed else None
+                next_beat = _wait(publisher, due, next_beat)
+                if options.speed == 0 and flow is not None:
+                    next_beat = _wait_for_consumers(publisher, flow, options, last_seq, next_beat)
+                seq = publisher.next_seq(item.plane)
+                publisher.send_frame(
+                    _header(publisher.session, item, seq, source.formats[item.plane]), item.pixels
+                )
+                sent[item.plane] += 1
+                last_seq[item.plane] = seq
+                duration = max(duration, item.acq_time)
+                if time.monotonic() >= next_beat:
+                    publisher.heartbeat()
+                    next_beat = time.monotonic() + HEARTBEAT_S
+            if not options.loop or should_stop():
+                return sent
+            offset += duration + _frame_interval(source)
+    finally:
+        publisher.send(End(publisher.session, publisher.source, time.time(), sent))
+
+
+def _frame_interval(source) -> float:
+    fps = getattr(source, "fps", None)
+    return 1.0 / fps if fps else 0.1
+
+
+def _header(session: str, item: SourceFrame, seq: int, fmt: PlaneFormat) -> FrameHeader:
+    return FrameHeader(
+        session=session,
+        plane=item.plane,
+        seq=seq,
+        frame=item.index,
+        acq_time=item.acq_time,
+        send_time=time.time(),
+        shape=(int(item.pixels.shape[0]), int(item.pixels.shape[1])),
+        dtype=str(item.pixels.dtype),
+        photometric=fmt.photometric,
+        bits_stored=fmt.bits_stored,
+        intensity=fmt.intensity,
+        scale=fmt.scale,
+    )
+
+
+def _wait(publisher: Publisher, due: float | None, next_beat: float) -> float:
+    """Sleep until ``due`` (monotonic), sending heartbeats meanwhile."""
+    if due is None:
+        return next_beat
+    while True:
+        now = time.monotonic()
+        if now >= next_beat:
+            publisher.heartbeat()
+            next_beat = now + HEARTBEAT_S
+        if now >= due:
+            return next_beat
+        time.sleep(min(due, next_beat) - now)
+
+
+def _wait_until_ready(publisher: Publisher, options: PaceOptions, flow: FlowServer | None, say) -> None:
+    if not options.wait_for or flow is None:
+        return
+    deadline = time.monotonic() + options.ready_timeout_s
+    while not set(options.wait_for) <= flow.ready:
+        if time.monotonic() > deadline:
+            missing = ", ".join(sorted(set(options.wait_for) - flow.ready))
+            raise MonitorError(f"{missing} did not start within {options.ready_timeout_s:g} s")
+        publisher.heartbeat()
+        flow.poll(100)
+    say(f"consumers ready: {', '.join(sorted(flow.ready))}")
+
+
+def _wait_for_consumers(publisher, flow: FlowServer, options: PaceOptions, last_seq, next_beat) -> float:
+    """At speed 0, hold the next frame while a live consumer is more than a window behind."""
+    waited_since = time.monotonic()
+    while True:
+        flow.poll(0)
+        lagging = [
+            c
+            for c in options.wait_for
+            for plane, seq in last_seq.items()
+            if flow.behind(c, plane, seq) > options.window
+            and time.monotonic() - flow.last_heard.get(c, waited_since) < options.ack_timeout_s
+        ]
+        if not lagging:
+            return next_beat
+        if time.monotonic() >= next_beat:
+            publisher.heartbeat()
+            next_beat = time.monotonic() + HEARTBEAT_S
+        flow.poll(5)

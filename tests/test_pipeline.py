@@ -1,0 +1,252 @@
+"""Source, analyzer and logger as real processes joined by real ZeroMQ sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from monitor.analyzer import run_analyzer
+from monitor.io.sources import PlaneFormat, SourceFrame
+from monitor.io.store import SessionStore
+from monitor.io.transport import Publisher, Subscriber
+from monitor.messages import End, FrameHeader, Result, Status, encode_frame
+from monitor.pipeline import Endpoints, RunSpec, run
+from monitor.recordings import default_recording
+from monitor.replay import PaceOptions
+
+
+def endpoint_args(e: Endpoints) -> list[str]:
+    return ["--frames-endpoint", e.frames, "--results-endpoint", e.results, "--flow-endpoint", e.flow]
+
+
+def monitor(*args, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "monitor", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+class SyntheticSource:
+    """A source whose frames and timing the test chooses, e.g. with a pause in the middle."""
+
+    def __init__(self, times: list[float], shape=(64, 64), planes=("lateral",)):
+        self.times = times
+        self.shape = shape
+        self.fps = 10.0
+        self.formats = {p: PlaneFormat("MONOCHROME2", "LIN", 12, None) for p in planes}
+
+    def frames(self):
+        for i, t in enumerate(self.times):
+            for plane in self.formats:
+                yield SourceFrame(plane, i, t, np.full(self.shape, i, np.uint16))
+
+    def close(self):
+        pass
+
+
+def test_headless_replay_logs_every_frame_of_the_bundled_recording(tmp_path):
+    rec = default_recording()
+    e = Endpoints.private()
+    proc = monitor(
+        "replay",
+        "--lateral",
+        str(rec.lateral),
+        "--ap",
+        str(rec.ap),
+        "--level",
+        "L1",
+        "--session",
+        str(tmp_path / "s"),
+        "--headless",
+        "--speed",
+        "0",
+        *endpoint_args(e),
+    )
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    store = SessionStore.open(tmp_path / "s")
+    summary = store.meta()["summary"]
+    assert summary["complete"] and summary["frames_logged"] == {"lateral": 48, "ap": 48}
+    assert summary["results_logged"] == {"lateral": 48, "ap": 48}
+    assert store.meta()["level"] == "L1"
+    assert "published 48 lateral, 48 ap frames" in err
+
+
+def test_a_pause_in_the_stream_is_logged_as_stale_then_resumed(tmp_path):
+    times = [0.0, 0.1, 0.2, 0.3, 1.3, 1.4, 1.5]  # one second without frames after 0.3 s
+    spec = RunSpec(str(tmp_path / "s"), "L2", endpoints=Endpoints.private(), stale_ms=400)
+    code = run(SyntheticSource(times), spec, PaceOptions(speed=1.0), say=lambda m: None)
+    assert code == 0
+    events = SessionStore.open(tmp_path / "s").events()
+    stale = [e for e in events if e["event"] == "stale"]
+    resumed = [e for e in events if e["event"] == "resumed"]
+    assert len(stale) == 1 and 400 <= stale[0]["age_ms"] < 700
+    assert stale[0]["detail"].startswith("no new frame for ")
+    assert len(resumed) == 1 and 900 <= resumed[0]["age_ms"] < 1300
+
+
+def test_a_viewer_that_never_reads_does_not_slow_or_break_the_run(tmp_path):
+    e = Endpoints.private()
+    ctx = zmq.Context()
+    frozen = [Subscriber(e.frames, hwm=2, context=ctx), Subscriber(e.results, hwm=2, context=ctx)]
+    times = [i / 30 for i in range(90)]  # 3 s at 30 frames/s, 512x512 biplane
+    source = SyntheticSource(times, shape=(512, 512), planes=("lateral", "ap"))
+    started = time.monotonic()
+    code = run(
+        source, RunSpec(str(tmp_path / "s"), None, endpoints=e), PaceOptions(speed=1.0), say=lambda m: None
+    )
+    elapsed = time.monotonic() - started
+    for sub in frozen:
+        sub.close()
+    ctx.term()
+    assert code == 0
+    summary = SessionStore.open(tmp_path / "s").meta()["summary"]
+    assert summary["complete"] and summary["frames_logged"] == {"lateral": 90, "ap": 90}
+    assert elapsed < 3.0 + 6.0  # recording length plus process start-up, not stalled
+
+
+def test_killed_source_ends_the_session_as_incomplete_and_leaves_no_process(tmp_path):
+    rec = default_recording()
+    e = Endpoints.private()
+    proc = monitor(
+        "replay",
+        "--lateral",
+        str(rec.lateral),
+        "--ap",
+        str(rec.ap),
+        "--session",
+        str(tmp_path / "s"),
+        "--headless",
+        "--speed",
+        "1",
+        *endpoint_args(e),
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "s" / "session.sqlite").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.5)  # mid-stream
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) >= 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=10)
+    deadline = time.monotonic() + 20
+    while any(_alive(int(c)) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(int(c)) for c in children), "analyzer or logger outlived the source"
+    store = SessionStore.open(tmp_path / "s")
+    summary = store.meta()["summary"]
+    assert not summary["complete"] and "no end message from the source" in summary["problems"]
+    assert 0 < summary["frames_logged"]["lateral"] < 48
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+def test_an_analyzer_restarted_mid_recording_reconnects_to_the_running_source():
+    e = Endpoints.private()
+    ctx = zmq.Context()
+    results = Subscriber(e.results, context=ctx)
+    publisher = Publisher(e.frames, session="r", context=ctx)
+    source = SyntheticSource([i / 20 for i in range(80)])  # 4 s
+    thread = threading.Thread(
+        target=lambda: __import__("monitor.replay").replay.publish(source, publisher, PaceOptions(speed=1.0))
+    )
+    first = monitor("analyze", *endpoint_args(e))
+    time.sleep(1.5)
+    thread.start()
+    seen_first = _collect(results, 1.0)
+    first.kill()
+    first.communicate()
+    second = monitor("analyze", *endpoint_args(e))
+    seen_second = _collect(results, 6.0)
+    thread.join()
+    out, err = second.communicate(timeout=10)
+    results.close()
+    publisher.close()
+    ctx.term()
+    frames_first = [m.frame for m in seen_first if isinstance(m, Result)]
+    frames_second = [m.frame for m in seen_second if isinstance(m, Result)]
+    assert frames_first and frames_second
+    assert frames_second[-1] == 79 and min(frames_second) > max(frames_first)
+    assert any(isinstance(m, End) for m in seen_second), "the restarted analyzer saw the end"
+    assert second.returncode == 0, err
+
+
+def _collect(sub: Subscriber, seconds: float) -> list:
+    out, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        message = sub.receive(50)
+        if message is not None:
+            out.append(message)
+            if isinstance(message, End):
+                break
+    return out
+
+
+def test_analyzer_survives_garbage_and_reports_it():
+    e = Endpoints.private()
+    ctx = zmq.Context()
+    raw = ctx.socket(zmq.PUB)
+    raw.bind(e.frames)
+    results = Subscriber(e.results, context=ctx)
+    counts = {}
+    thread = threading.Thread(target=lambda: counts.update(run_analyzer(e.frames, e.results, stale_ms=5000)))
+    thread.start()
+    header = FrameHeader("g", "lateral", 0, 0, 0.0, time.time(), (32, 32), "uint16", "MONOCHROME2", 12)
+    good = [
+        bytes(p) if not isinstance(p, np.ndarray) else p.tobytes()
+        for p in encode_frame(header, np.zeros((32, 32), np.uint16))
+    ]
+    seen = []
+    deadline = time.monotonic() + 10
+    while not any(isinstance(m, Result) for m in seen) and time.monotonic() < deadline:
+        raw.send_multipart(good)
+        seen += _collect(results, 0.1)
+    raw.send_multipart([b"frame.lateral", b"garbage"])
+    raw.send_multipart([good[0], good[1], good[2][:100]])  # wrong payload size
+    raw.send_multipart(good)
+    raw.send_multipart([b"end", b"not json"])
+    from monitor.messages import encode
+
+    raw.send_multipart(encode(End("g", "test", time.time(), {"lateral": 1})))
+    thread.join(timeout=10)
+    seen += _collect(results, 1.0)
+    raw.close()
+    results.close()
+    ctx.term()
+    assert not thread.is_alive()
+    assert counts["rejected"] == {"garbled": 2, "size": 1}
+    statuses = [m for m in seen if isinstance(m, Status) and m.event == "rejected"]
+    assert statuses and "1 size" in statuses[-1].detail
+
+
+def test_grab_from_a_missing_device_is_a_clear_error():
+    proc = monitor("grab", "--device", "17", "--headless")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "no video device 17" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", [["--lateral", "/nonexistent.dcm", "--headless"], ["--headless"]])
+def test_replay_with_bad_input_fails_cleanly(args):
+    proc = monitor("replay", *args)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
