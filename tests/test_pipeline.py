@@ -250,3 +250,51 @@ def test_replay_with_bad_input_fails_cleanly(args):
     proc = monitor("replay", *args)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def _write_video(path, frames: list[np.ndarray], fps: float = 10.0) -> None:
+    import cv2
+
+    h, w = frames[0].shape
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h), isColor=False)
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(f)
+    writer.release()
+
+
+def test_replay_of_a_side_by_side_grabber_capture_logs_both_planes_in_pixels_only(tmp_path):
+    frames = [np.full((120, 320), 20 * i, np.uint8) for i in range(12)]
+    _write_video(tmp_path / "capture.avi", frames)
+    e = Endpoints.private()
+    proc = monitor(
+        "replay",
+        "--video",
+        str(tmp_path / "capture.avi"),
+        "--side-by-side",
+        "--session",
+        str(tmp_path / "s"),
+        "--headless",
+        "--speed",
+        "0",
+        *endpoint_args(e),
+    )
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    summary = SessionStore.open(tmp_path / "s").meta()["summary"]
+    assert summary["complete"] and summary["frames_logged"] == {"lateral": 12, "ap": 12}
+
+
+def test_video_source_splits_planes_and_carries_no_scale(tmp_path):
+    from monitor.io.sources import Layout, VideoSource
+
+    left = np.zeros((100, 160), np.uint8)
+    left[:, :80] = 200
+    _write_video(tmp_path / "v.avi", [left] * 3, fps=12.5)
+    source = VideoSource.open_file(tmp_path / "v.avi", Layout.side_by_side(160, 100))
+    items = list(source.frames())
+    source.close()
+    assert [i.plane for i in items[:2]] == ["lateral", "ap"] and len(items) == 6
+    assert items[0].pixels.shape == (100, 80) and items[0].pixels.mean() > 190 and items[1].pixels.mean() < 10
+    assert items[2].acq_time == pytest.approx(1 / 12.5)
+    assert all(fmt.scale is None for fmt in source.formats.values())
