@@ -99,7 +99,7 @@ def run_analyzer(
                 next_beat = now + HEARTBEAT_S
             if message is not None and not ready:
                 flow.ready()
-                ready = True
+                ready = isinstance(message, Frame)
             if isinstance(message, Frame):
                 stale_for = watchdog.frame_arrived(now)
                 if stale_for is not None:

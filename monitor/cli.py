@@ -314,7 +314,9 @@ def _run_replay(args) -> int:
         raise MonitorError("give either --video or --lateral/--ap, not both")
     if args.video:
         layout = Layout.single(args.plane)
-        if args.side_by_side:
+        if args.layout:
+            layout = Layout.from_file(args.layout)
+        elif args.side_by_side:
             import cv2
 
             cap = cv2.VideoCapture(str(args.video))
@@ -330,8 +332,9 @@ def _run_replay(args) -> int:
 def _run_grab(args) -> int:
     from monitor.io.sources import Layout, VideoSource
 
-    source = VideoSource.open_device(args.device, Layout.single(args.plane), args.fps)
-    if args.side_by_side:
+    layout = Layout.from_file(args.layout) if args.layout else Layout.single(args.plane)
+    source = VideoSource.open_device(args.device, layout, args.fps)
+    if args.side_by_side and not args.layout:
         import cv2
 
         w = int(source._cap.get(cv2.CAP_PROP_FRAME_WIDTH))

@@ -31,6 +31,9 @@ class FlowClient:
             self._sock.connect(endpoint)
 
     def ready(self) -> None:
+        """Say we are subscribed. Consumers repeat it until frames flow: a PUSH
+        socket still connecting may drop a message, and a lost "ready" would
+        leave the source waiting."""
         self._send({"consumer": self.consumer, "event": "ready"})
 
     def ack(self, plane: str, seq: int) -> None:

@@ -92,7 +92,7 @@ def run_logger(
                     message = sub.receive(0)
             if not ready and all(t is not None for t in heard.values()):
                 flow.ready()
-                ready = True
+                ready = store.count("frames") > 0
             if source_end is not None and analyzer_end is not None:
                 break
             silent = [n for n, t in heard.items() if t is not None and now - t > idle_timeout_s]

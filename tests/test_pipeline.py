@@ -298,3 +298,28 @@ def test_video_source_splits_planes_and_carries_no_scale(tmp_path):
     assert items[0].pixels.shape == (100, 80) and items[0].pixels.mean() > 190 and items[1].pixels.mean() < 10
     assert items[2].acq_time == pytest.approx(1 / 12.5)
     assert all(fmt.scale is None for fmt in source.formats.values())
+
+
+def test_video_layout_from_a_profile_section_and_its_errors(tmp_path):
+    from monitor.errors import MonitorError
+    from monitor.io.sources import Layout
+
+    good = tmp_path / "room.json"
+    good.write_text('{"video_layout": {"lateral": [10, 0, 50, 40], "ap": [70, 5, 40, 40]}}')
+    layout = Layout.from_file(good)
+    image = np.arange(120 * 50, dtype=np.uint16).reshape(50, 120).astype(np.uint8)
+    parts = layout.split(image)
+    assert parts["lateral"].shape == (40, 50) and parts["ap"][0, 0] == image[5, 70]
+    bad = tmp_path / "bad.json"
+    for text, reason in [
+        ('{"video_layout": {"oblique": [0, 0, 1, 1]}}', "unknown plane"),
+        ('{"layout": {}}', "video_layout"),
+        ("{", "bad video_layout"),
+        ('{"video_layout": {"ap": [0, 0, -5, 10]}}', "positive size"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(MonitorError, match=reason):
+            Layout.from_file(bad)
+    small = Layout({"ap": (100, 0, 50, 50)})
+    with pytest.raises(Exception, match="outside"):
+        small.split(image)

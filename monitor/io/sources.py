@@ -107,6 +107,35 @@ class Layout:
         half = width // 2
         return Layout({left: (0, 0, half, height), right: (half, 0, width - half, height)})
 
+    @staticmethod
+    def from_file(path: str | os.PathLike) -> Layout:
+        """Crops from a JSON file: {"video_layout": {"lateral": [x, y, w, h], "ap": [x, y, w, h]}}.
+
+        This is the video-layout section of a room's calibration profile.
+        """
+        import json
+
+        p = Path(path)
+        try:
+            section = json.loads(p.read_text())["video_layout"]
+            crops = {}
+            for plane, box in section.items():
+                if plane not in PLANES:
+                    raise ValueError(f"unknown plane {plane!r}")
+                x, y, w, h = (int(v) for v in box)
+                if min(x, y) < 0 or min(w, h) <= 0:
+                    raise ValueError(f"{plane} crop {box} must have x, y >= 0 and positive size")
+                crops[plane] = (x, y, w, h)
+            if not crops:
+                raise ValueError("no planes")
+        except FileNotFoundError:
+            raise MonitorError(f"{p}: no such layout file") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise MonitorError(
+                f'{p}: bad video_layout ({e}); expected {{"video_layout": {{"lateral": [x, y, w, h], ...}}}}'
+            ) from None
+        return Layout(crops)
+
     def split(self, image: np.ndarray) -> dict[str, np.ndarray]:
         out = {}
         for plane, (x, y, w, h) in self.crops.items():
