@@ -14,21 +14,30 @@ import logging
 import time
 from collections.abc import Callable
 
+import numpy as np
 import zmq
 
 from monitor.flow import FlowClient
 from monitor.io.transport import Frame, Publisher, Subscriber
 from monitor.messages import End, Heartbeat, Result, Status
+from monitor.vision.analysis import AnalysisConfig, CaseAnalyzer
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 0.2
 
 
-class PlaceholderAnalysis:
-    """Passes frames through with empty measurements until the vision pipeline is wired in."""
+class VisionAnalysis:
+    """The vision pipeline behind the analyzer: one CaseAnalyzer for the level being treated."""
+
+    def __init__(self, config: AnalysisConfig | None = None):
+        self.case = CaseAnalyzer(config)
 
     def process(self, frame: Frame) -> Result:
         h = frame.header
+        spacing = (h.scale or {}).get("spacing_mm")
+        pixel_mm = float(sum(spacing) / 2) if spacing else None
+        plane = self.case.plane(h.plane, h.photometric, h.intensity, h.bits_stored, pixel_mm)
+        r, summary = self.case.process(plane, np.asarray(frame.pixels), h.frame, h.acq_time)
         return Result(
             session=h.session,
             plane=h.plane,
@@ -37,8 +46,30 @@ class PlaceholderAnalysis:
             acq_time=h.acq_time,
             frame_send_time=h.send_time,
             send_time=0.0,
-            status="placeholder",
+            status=r.status,
+            distance_mm=_rounded(r.distance_mm, 3),
+            distance_px=_rounded(r.distance_px, 2),
+            volume_ml=_rounded(summary["volume_ml"], 4),
+            plane_volume_ml=_rounded(r.volume_ml, 4),
+            seconds_to_line=_rounded(summary["seconds_to_line"], 2),
+            alarms=summary["raised"],
+            overlay=_plain(r.overlay),
         )
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _plain(value):
+    """JSON-ready: numpy numbers and arrays to Python ones."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 class Watchdog:
@@ -81,7 +112,7 @@ def run_analyzer(
 ) -> dict:
     """Run until the source's end message (or ``should_stop``); returns counts."""
     ctx = zmq.Context()
-    analysis = analysis or PlaceholderAnalysis()
+    analysis = analysis or VisionAnalysis()
     frames = Subscriber(frames_endpoint, context=ctx)
     results = Publisher(results_endpoint, session=session, source="analyzer", context=ctx)
     flow = FlowClient(flow_endpoint, "analyzer", context=ctx)

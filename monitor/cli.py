@@ -250,6 +250,12 @@ def _add_replay(sub) -> None:
         action="store_true",
         help="the video carries both planes side by side (lateral on the left)",
     )
+    p.add_argument(
+        "--layout",
+        type=Path,
+        metavar="JSON",
+        help="where each plane sits in the video frame (a profile's video_layout section)",
+    )
     p.add_argument("--fps", type=float, default=None, help="frame rate when the recording has no timing")
     p.add_argument(
         "--speed",
@@ -268,6 +274,12 @@ def _add_grab(sub) -> None:
     p.add_argument("--plane", choices=("lateral", "ap"), default="lateral")
     p.add_argument(
         "--side-by-side", action="store_true", help="both planes side by side, lateral on the left"
+    )
+    p.add_argument(
+        "--layout",
+        type=Path,
+        metavar="JSON",
+        help="where each plane sits in the video frame (a profile's video_layout section)",
     )
     p.add_argument("--fps", type=float, default=None)
     _add_stream_options(p, "log the session into this directory")
@@ -361,6 +373,39 @@ def _run_analyze(args) -> int:
     return 0
 
 
+def _add_audit(sub) -> None:
+    p = sub.add_parser("audit", help="QA report of a logged session")
+    p.add_argument("session", type=Path, help="a session directory written by replay or grab")
+    p.add_argument("--json", action="store_true", help="print the QA contract as JSON")
+    p.set_defaults(run=_run_audit)
+
+
+def _run_audit(args) -> int:
+    import json
+
+    from monitor.audit import audit_json
+    from monitor.io.store import SessionStore
+
+    report = audit_json(SessionStore.open(args.session))
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    for level in report["levels"]:
+        volume = "n/a" if level["volume_ml"] is None else f"{level['volume_ml']:.2f} mL"
+        closest = "n/a" if level["min_distance_mm"] is None else f"{level['min_distance_mm']:.1f} mm"
+        print(
+            f"level {level['level'] or '?'}: volume {volume}, closest to the wall {closest}, "
+            f"{len(level['alarms'])} alarm(s)"
+        )
+        for a in level["alarms"]:
+            where = f" ({a['site']})" if a["site"] else ""
+            dist = "" if a["distance_mm"] is None else f" at {a['distance_mm']:.1f} mm"
+            print(f"  frame {a['frame']:4d} {a['plane']:7} {a['priority']:6} {a['kind']}{where}{dist}")
+    if not report["complete"]:
+        print("INCOMPLETE: " + "; ".join(report["problems"]))
+    return 0
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks that print measured numbers")
     which = p.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
@@ -391,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(sub)
     _add_grab(sub)
     _add_analyze(sub)
+    _add_audit(sub)
     _add_bench(sub)
     return parser
 

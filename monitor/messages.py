@@ -39,9 +39,15 @@ so the logger can prove that nothing was lost.
 
 Result header: v, kind "result", session, plane, seq, frame, acq_time,
 frame_send_time (the source's send_time, for latency), send_time, status
-("ok", "placeholder", "no-baseline", "error: ..."), distance_mm (null when
-unknown or uncalibrated), distance_px, volume_ml, alarms (list of objects),
-overlay (geometry for drawing, image pixel coordinates).
+("ok", "baseline", "no-cannula: ...", "no-anatomy: ...", "uncalibrated: ...",
+"error: ..."), distance_mm (cement front to posterior wall, lateral only; null
+when unknown or uncalibrated, negative beyond the wall), distance_px,
+volume_ml (the level's volume, both planes reconciled), plane_volume_ml (this
+plane's own estimate), seconds_to_line (predicted time to the 5 mm line),
+alarms (alarms raised on this frame: kind, priority, frame, plane, site,
+distance_mm, evidence), overlay (geometry for drawing, image pixel
+coordinates: body, wall, safety_line, cement contours, front, leaks,
+cannula_tips, roi, shift_px).
 
 Status header: v, kind "status", session, source, send_time, event ("stale",
 "resumed", "dropped", "rejected"), detail (human-readable), age_ms (stale
@@ -135,6 +141,8 @@ class Result:
     distance_mm: float | None = None
     distance_px: float | None = None
     volume_ml: float | None = None
+    plane_volume_ml: float | None = None
+    seconds_to_line: float | None = None
     alarms: list = field(default_factory=list)
     overlay: dict = field(default_factory=dict)
     v: int = VERSION
@@ -238,7 +246,7 @@ def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status:
     if raw.get("plane") != plane:
         raise MessageError("garbled", f"result plane {raw.get('plane')!r} on topic {topic.decode()}")
     optional = {}
-    for name in ("distance_mm", "distance_px", "volume_ml"):
+    for name in ("distance_mm", "distance_px", "volume_ml", "plane_volume_ml", "seconds_to_line"):
         optional[name] = None if raw.get(name) is None else _number(raw, name)
     return Result(
         session=session,

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS frames (
 CREATE TABLE IF NOT EXISTS results (
     id INTEGER PRIMARY KEY, plane TEXT NOT NULL, seq INTEGER NOT NULL, frame INTEGER NOT NULL,
     acq_time REAL NOT NULL, status TEXT NOT NULL, distance_mm REAL, distance_px REAL, volume_ml REAL,
+    plane_volume_ml REAL, seconds_to_line REAL,
     alarms TEXT NOT NULL, overlay TEXT NOT NULL, frame_send_time REAL NOT NULL, send_time REAL NOT NULL,
     received_time REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -109,8 +110,8 @@ class SessionStore:
     def add_result(self, r: Result, received_time: float) -> None:
         self._db.execute(
             "INSERT INTO results (plane, seq, frame, acq_time, status, distance_mm, distance_px, volume_ml, "
-            "alarms, overlay, frame_send_time, send_time, received_time) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "plane_volume_ml, seconds_to_line, alarms, overlay, frame_send_time, send_time, received_time) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 r.plane,
                 r.seq,
@@ -120,6 +121,8 @@ class SessionStore:
                 r.distance_mm,
                 r.distance_px,
                 r.volume_ml,
+                r.plane_volume_ml,
+                r.seconds_to_line,
                 json.dumps(r.alarms),
                 json.dumps(r.overlay),
                 r.frame_send_time,
@@ -158,8 +161,9 @@ class SessionStore:
 
     def results(self) -> list[dict]:
         cur = self._db.execute(
-            "SELECT plane, seq, frame, acq_time, status, distance_mm, distance_px, volume_ml, alarms, "
-            "overlay, frame_send_time, send_time, received_time FROM results ORDER BY id"
+            "SELECT plane, seq, frame, acq_time, status, distance_mm, distance_px, volume_ml, "
+            "plane_volume_ml, seconds_to_line, alarms, overlay, frame_send_time, send_time, received_time "
+            "FROM results ORDER BY id"
         )
         names = [d[0] for d in cur.description]
         rows = [dict(zip(names, row, strict=True)) for row in cur]

@@ -1,0 +1,100 @@
+"""Alarm states following IEC 60601-1-8 conventions.
+
+Two alarm conditions: ``proximity`` (cement near the posterior wall) and
+``extravasation`` (cement outside the body, one condition per site). Each has
+a priority (high, medium), latches once raised (it stays shown until the
+operator acknowledges it, even if the condition clears), and uses hysteresis
+so measurement noise around a threshold cannot make it flicker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AlarmConfig:
+    proximity_mm: float = 5.0  # high priority at or below
+    approach_mm: float = 7.0  # medium priority below
+    predict_s: float = 3.0  # medium when the 5 mm line is predicted within this time
+    hysteresis_mm: float = 0.5  # a condition clears only this far back past its threshold
+
+
+@dataclass
+class Alarm:
+    kind: str  # "proximity" or "extravasation"
+    priority: str  # "high" or "medium"
+    frame: int
+    plane: str
+    site: str | None
+    distance_mm: float | None
+    evidence: dict
+    active: bool = True  # the condition is present now
+    acknowledged: bool = False
+
+    @property
+    def key(self) -> tuple:
+        return (self.kind, self.site, self.priority)
+
+    def as_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "priority": self.priority,
+            "frame": self.frame,
+            "plane": self.plane,
+            "site": self.site,
+            "distance_mm": None if self.distance_mm is None else round(self.distance_mm, 2),
+            "evidence": self.evidence,
+            "active": self.active,
+            "acknowledged": self.acknowledged,
+        }
+
+
+@dataclass
+class AlarmEngine:
+    config: AlarmConfig = field(default_factory=AlarmConfig)
+    alarms: dict = field(default_factory=dict)  # key -> Alarm (latched)
+
+    def update_proximity(
+        self, frame: int, plane: str, distance_mm: float | None, seconds_to_line: float | None, evidence: dict
+    ) -> list[Alarm]:
+        """Feed one lateral measurement; returns alarms newly raised."""
+        c = self.config
+        raised = []
+        high = self.alarms.get(("proximity", None, "high"))
+        if distance_mm is not None:
+            if distance_mm <= c.proximity_mm:
+                raised += self._raise(Alarm("proximity", "high", frame, plane, None, distance_mm, evidence))
+            elif high is not None and distance_mm > c.proximity_mm + c.hysteresis_mm:
+                high.active = False
+            approaching = distance_mm < c.approach_mm or (
+                seconds_to_line is not None and seconds_to_line < c.predict_s
+            )
+            medium = self.alarms.get(("proximity", None, "medium"))
+            if approaching and distance_mm > c.proximity_mm:
+                raised += self._raise(Alarm("proximity", "medium", frame, plane, None, distance_mm, evidence))
+            elif medium is not None and distance_mm > c.approach_mm + c.hysteresis_mm:
+                medium.active = False
+        return raised
+
+    def update_leak(
+        self, frame: int, plane: str, site: str, distance_mm: float | None, evidence: dict
+    ) -> list[Alarm]:
+        return self._raise(Alarm("extravasation", "high", frame, plane, site, distance_mm, evidence))
+
+    def _raise(self, alarm: Alarm) -> list[Alarm]:
+        existing = self.alarms.get(alarm.key)
+        if existing is not None and (existing.active or not existing.acknowledged):
+            existing.active = True
+            return []  # latched: already raised and not yet acknowledged, or still present
+        self.alarms[alarm.key] = alarm
+        return [alarm]
+
+    def acknowledge(self) -> None:
+        for alarm in self.alarms.values():
+            alarm.acknowledged = True
+
+    def shown(self) -> list[Alarm]:
+        """What the operator must see: active or not yet acknowledged, high first."""
+        live = [a for a in self.alarms.values() if a.active or not a.acknowledged]
+        return sorted(live, key=lambda a: (a.priority != "high", a.frame))

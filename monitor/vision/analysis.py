@@ -1,0 +1,410 @@
+"""From a stream of frames to measurements and alarms, plane by plane.
+
+:class:`PlaneAnalyzer` holds one plane's state: the pre-injection baseline
+(the first frames, averaged after registration), the cannula and vertebral
+body found on it, and a region of interest around the cannula tip. Each new
+frame is registered to the baseline, differenced in the log domain, and
+measured: cement, its front's distance to the posterior wall (lateral),
+cement outside the body (both planes), and the volume it represents.
+:class:`CaseAnalyzer` combines the planes, reconciles the two volume
+estimates and drives the alarms.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+import cv2
+import numpy as np
+
+from monitor.vision.alarms import AlarmConfig, AlarmEngine
+from monitor.vision.anatomy import (
+    ApBody,
+    LateralBody,
+    Line,
+    NotFound,
+    exposed_field,
+    find_ap_body,
+    find_cannulas,
+    find_lateral_body,
+)
+from monitor.vision.cement import (
+    DEFAULT_CEMENT_MU,
+    CementMap,
+    estimate_shift,
+    front_distance_px,
+    integrated_volume_ml,
+    segment,
+    shift_image,
+)
+from monitor.vision.intensity import IntensityModel, ScatterModel, model_for
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    baseline_frames: int = 3
+    cement_mu_per_mm: float = DEFAULT_CEMENT_MU
+    alarms: AlarmConfig = field(default_factory=AlarmConfig)
+    leak_min_ml: float = 0.008  # outside-the-body cement that counts as a leak candidate
+    leak_margin_mm: float = 0.6  # cement must be this far outside the body outline
+    front_min_ml: float = 0.004  # smallest cement region that can be the front
+    roi_half_mm: float = 42.0
+    scatter_fraction: float = 0.15  # scatter-to-primary ratio; a room's calibration profile sets it
+    scatter_sigma_mm: float = 20.0
+
+
+@dataclass
+class Leak:
+    site: str
+    volume_ml: float
+    centroid: tuple[float, float]  # image pixels
+    box: tuple[int, int, int, int]  # x, y, w, h in image pixels
+
+
+@dataclass
+class PlaneResult:
+    plane: str
+    frame: int
+    status: str  # "baseline", "ok", or "no-anatomy: ..." / "no-cannula: ..."
+    distance_mm: float | None = None
+    distance_px: float | None = None
+    volume_ml: float | None = None
+    leaks: list[Leak] = field(default_factory=list)
+    overlay: dict = field(default_factory=dict)
+    shift_px: tuple[float, float] = (0.0, 0.0)
+
+
+def _shift_line(line: Line, dx: float, dy: float) -> Line:
+    if line.vertical:  # x = a y + b
+        return Line(line.a, line.b + dx - line.a * dy, True, line.support)
+    return Line(line.a, line.b + dy - line.a * dx, False, line.support)
+
+
+class PlaneAnalyzer:
+    def __init__(
+        self,
+        plane: str,
+        photometric: str,
+        relationship: str | None,
+        bits_stored: int,
+        pixel_mm: float | None,
+        config: AnalysisConfig | None = None,
+    ):
+        self.plane = plane
+        self.photometric = photometric
+        self.relationship = relationship
+        self.bits_stored = bits_stored
+        self.pixel_mm = pixel_mm
+        self.config = config or AnalysisConfig()
+        self._raw: list[np.ndarray] = []
+        self.model: IntensityModel | None = None
+        self.baseline: np.ndarray | None = None  # ROI of the registered mean baseline
+        self.roi: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1
+        self.cannulas = []
+        self.body: LateralBody | ApBody | None = None
+        self.anatomy_error: str | None = None
+        self.shape: tuple[int, int] | None = None
+        self._gradient: np.ndarray | None = None
+        self._exclude: np.ndarray | None = None
+        self._last_mask: np.ndarray | None = None
+        self._leak_seen: dict[str, float] = {}
+        self._shift = (0.0, 0.0)
+        c = self.config
+        self.scatter = ScatterModel(c.scatter_fraction, c.scatter_sigma_mm / pixel_mm) if pixel_mm else None
+
+    # ----------------------------------------------------------------- baseline
+
+    def _build_baseline(self) -> None:
+        frames = self._raw
+        self.model = model_for(self.photometric, self.relationship, self.bits_stored, frames)
+        atts = [self.model.primary_attenuation(f, self.scatter) for f in frames]
+        first = atts[0]
+        try:
+            self.cannulas = find_cannulas(first, self.pixel_mm)
+        except NotFound as e:
+            self.cannulas = []
+            self.anatomy_error = f"no-cannula: {e}"
+        h, w = first.shape
+        if self.cannulas:
+            tx, ty = self.cannulas[0].tip
+            half = self.config.roi_half_mm / self.pixel_mm if self.pixel_mm else 0.3 * max(h, w)
+            x0, x1 = int(max(0, tx - half)), int(min(w, tx + half))
+            y0, y1 = int(max(0, ty - half)), int(min(h, ty + half))
+        else:
+            x0, y0, x1, y1 = 0, 0, w, h
+        self.roi = (x0, y0, x1, y1)
+        ref = first[y0:y1, x0:x1]
+        registered = [ref]
+        for att in atts[1:]:
+            dx, dy = estimate_shift(ref, att[y0:y1, x0:x1])
+            registered.append(shift_image(att[y0:y1, x0:x1], -dx, -dy))
+        self.baseline = np.mean(registered, axis=0).astype(np.float32)
+        smooth = cv2.GaussianBlur(self.baseline, (0, 0), 1.0)
+        gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8
+        gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8
+        self._gradient = cv2.magnitude(gx, gy)
+        # Pixels never to compare: the cannulas (their lumen fills with cement) and
+        # anything outside the collimated field (its edge does not move with the patient).
+        exclude = ~cv2.erode(exposed_field(first).astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
+        for c in self.cannulas:
+            exclude |= c.mask
+        self._exclude = exclude[y0:y1, x0:x1]
+        if self.cannulas and self.pixel_mm:
+            try:
+                if self.plane == "lateral":
+                    self.body = find_lateral_body(first, self.cannulas[0], self.pixel_mm, exclude)
+                else:
+                    self.body = find_ap_body(first, self.cannulas[0], self.pixel_mm, exclude)
+            except NotFound as e:
+                self.anatomy_error = f"no-anatomy: {e}"
+        elif not self.pixel_mm and self.cannulas:
+            self.anatomy_error = "uncalibrated: no millimetre scale, so no wall distance"
+
+    # ----------------------------------------------------------------- frames
+
+    def process(self, pixels: np.ndarray, frame: int) -> PlaneResult:
+        if self.shape is None:
+            self.shape = pixels.shape
+        elif pixels.shape != self.shape:
+            return PlaneResult(self.plane, frame, f"error: frame is {pixels.shape}, stream is {self.shape}")
+        if self.baseline is None:
+            self._raw.append(pixels)
+            if len(self._raw) < self.config.baseline_frames:
+                return PlaneResult(self.plane, frame, "baseline")
+            self._build_baseline()
+            self._raw = []
+        x0, y0, x1, y1 = self.roi
+        att = self.model.primary_attenuation(pixels, self.scatter)[y0:y1, x0:x1]
+        ignore = self._exclude if self._last_mask is None else (self._exclude | self._last_mask)
+        dx, dy = estimate_shift(self.baseline, att, ignore, self._shift)
+        self._shift = (dx, dy)
+        base = shift_image(self.baseline, dx, dy)
+        exclude = shift_image(self._exclude.astype(np.float32), dx, dy) > 0.25
+        # Rows and columns the shifted baseline does not cover are not comparable.
+        bx, by = int(np.ceil(abs(dx))) + 2, int(np.ceil(abs(dy))) + 2
+        exclude[:by, :] = exclude[-by:, :] = True
+        exclude[:, :bx] = exclude[:, -bx:] = True
+        gradient = shift_image(self._gradient, dx, dy)
+        difference = att - base
+        background = ~exclude if self._last_mask is None else ~(exclude | self._last_mask)
+        difference -= float(np.median(difference[background])) if background.any() else 0.0
+        cement = segment(difference, gradient, exclude, self.pixel_mm)
+        self._last_mask = cv2.dilate(cement.mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+        result = PlaneResult(self.plane, frame, self.anatomy_error or "ok", shift_px=(dx, dy))
+        if self.pixel_mm:
+            fill = exclude if self.cannulas else None
+            result.volume_ml = integrated_volume_ml(cement, self.pixel_mm, self.config.cement_mu_per_mm, fill)
+        body = self._shifted_body(dx, dy)
+        if body is not None:
+            self._measure(result, cement, body, exclude)
+        result.overlay = self._overlay(cement, body, dx, dy, result)
+        return result
+
+    def _shifted_body(self, dx: float, dy: float):
+        b = self.body
+        if b is None:
+            return None
+        x0, y0 = self.roi[0], self.roi[1]
+        # into ROI coordinates, then by the breathing shift
+        if isinstance(b, LateralBody):
+            return LateralBody(
+                *(
+                    _shift_line(_shift_line(line, -x0, -y0), dx, dy)
+                    for line in (b.posterior, b.anterior, b.superior, b.inferior)
+                ),
+                b.posterior_sign,
+            )
+        return ApBody(
+            *(
+                _shift_line(_shift_line(line, -x0, -y0), dx, dy)
+                for line in (b.left, b.right, b.superior, b.inferior)
+            )
+        )
+
+    def _measure(self, result: PlaneResult, cement, body, exclude) -> None:
+        h, w = cement.mask.shape
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        margin = self.config.leak_margin_mm / self.pixel_mm
+        below_top = -body.superior.signed_distance(xs, ys)  # positive below the superior endplate
+        above_bottom = body.inferior.signed_distance(xs, ys)  # positive above the inferior endplate
+        level = (below_top > 0) & (above_bottom > 0)
+        if isinstance(body, LateralBody):
+            s = body.posterior_sign
+            inside_post = s * body.posterior.signed_distance(xs, ys)  # positive anterior of the wall
+            inside_ant = -s * body.anterior.signed_distance(xs, ys)
+            found = front_distance_px(self._substantial(cement), inside_post, level, self.pixel_mm)
+            if found is not None:
+                result.distance_px = found[0]
+                result.distance_mm = found[0] * self.pixel_mm
+                result.overlay["front"] = [found[1][0] + self.roi[0], found[1][1] + self.roi[1]]
+            between_walls = (inside_post > 0) & (inside_ant > 0)
+            sides = {
+                # behind the wall at any height: the canal (epidural space, basivertebral veins)
+                "posterior": inside_post < -margin,
+                # above or below the body, in front of the wall: the discs
+                "disc": ((below_top < -margin) | (above_bottom < -margin)) & between_walls,
+                "paravertebral": (inside_ant < -margin) & level,
+            }
+        else:
+            inside_left = -body.left.signed_distance(xs, ys)
+            inside_right = body.right.signed_distance(xs, ys)
+            sides = {
+                "disc": (below_top < -margin) | (above_bottom < -margin),
+                "paravertebral": ((inside_left < -margin) | (inside_right < -margin)) & level,
+            }
+        result.leaks = self._leaks(cement, sides)
+
+    def _substantial(self, cement: CementMap) -> CementMap:
+        """Only cement regions of at least ``front_min_ml``: specks left by noise or
+        imperfect registration must not define the front (real leaks, however
+        small, are caught by the leak detector, which needs them to persist)."""
+        count, labels = cv2.connectedComponents(cement.mask.astype(np.uint8), connectivity=8)
+        if count <= 1:
+            return cement
+        sums = np.bincount(
+            labels.ravel(), weights=np.clip(cement.difference, 0, None).ravel(), minlength=count
+        )
+        volumes = sums * self.pixel_mm**2 / (self.config.cement_mu_per_mm * 1000.0)
+        keep = volumes >= self.config.front_min_ml
+        keep[0] = False
+        return replace(cement, mask=keep[labels])
+
+    def _leaks(self, cement, sides: dict) -> list[Leak]:
+        """Cement outside the body, grouped by site; thin long streaks are venous."""
+        leaks = []
+        area_mm2 = self.pixel_mm**2
+        for site, region in sides.items():
+            outside = cement.mask & region
+            if not outside.any():
+                self._leak_seen.pop(site, None)
+                continue
+            count, labels, stats, centroids = cv2.connectedComponentsWithStats(outside.astype(np.uint8), 8)
+            for i in range(1, count):
+                comp = labels == i
+                volume = float(np.clip(cement.difference[comp], 0, None).sum()) * area_mm2
+                volume /= self.config.cement_mu_per_mm * 1000.0
+                x, y, w, h, area = stats[i]
+                # A vein is a long thin streak; an epidural or paravertebral leak
+                # spreads as a sheet or a blob.
+                (_, _), (side_a, side_b), _ = cv2.minAreaRect(np.column_stack(np.nonzero(comp)[::-1]))
+                length = max(side_a, side_b, 1.0) * self.pixel_mm
+                width_mm = area * area_mm2 / length
+                kind = "venous" if length >= 4.0 * width_mm and width_mm < 2.0 else site
+                leaks.append(
+                    Leak(
+                        kind,
+                        volume,
+                        (float(centroids[i][0]) + self.roi[0], float(centroids[i][1]) + self.roi[1]),
+                        (int(x) + self.roi[0], int(y) + self.roi[1], int(w), int(h)),
+                    )
+                )
+        return leaks
+
+    def _overlay(self, cement, body, dx, dy, result: PlaneResult) -> dict:
+        """Geometry for drawing, in full-image pixel coordinates."""
+        x0, y0 = self.roi[0], self.roi[1]
+        out = dict(result.overlay)
+        out["roi"] = list(self.roi)
+        out["shift_px"] = [round(dx, 3), round(dy, 3)]
+        if self.cannulas:
+            out["cannula_tips"] = [[round(c.tip[0] + dx, 1), round(c.tip[1] + dy, 1)] for c in self.cannulas]
+        if body is not None:
+            out["body"] = (body.polygon() + np.array([x0, y0])).round(1).tolist()
+            if isinstance(body, LateralBody):
+                (ax, ay), (bx, by) = body.wall_segment()
+                out["wall"] = [[round(ax + x0, 1), round(ay + y0, 1)], [round(bx + x0, 1), round(by + y0, 1)]]
+                if self.pixel_mm:
+                    offset = self.config.alarms.proximity_mm / self.pixel_mm * np.hypot(1, body.posterior.a)
+                    sx = -body.posterior_sign * offset
+                    out["safety_line"] = [[p[0] + sx, p[1]] for p in out["wall"]]
+        contours, _ = cv2.findContours(
+            cement.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
+        out["cement"] = [(c.reshape(-1, 2) + np.array([x0, y0])).tolist() for c in contours if len(c) >= 3][
+            :20
+        ]
+        out["leaks"] = [
+            {
+                "site": lk.site,
+                "centroid": [round(v, 1) for v in lk.centroid],
+                "box": list(lk.box),
+                "volume_ml": round(lk.volume_ml, 4),
+            }
+            for lk in result.leaks
+        ]
+        return out
+
+
+class CaseAnalyzer:
+    """Both planes of one level: distance, reconciled volume, alarms."""
+
+    def __init__(self, config: AnalysisConfig | None = None):
+        self.config = config or AnalysisConfig()
+        self.planes: dict[str, PlaneAnalyzer] = {}
+        self.alarms = AlarmEngine(self.config.alarms)
+        self.volumes: dict[str, float] = {}
+        self._history: deque = deque(maxlen=40)  # (time, distance)
+        self._pending: dict[str, int] = {}
+
+    def plane(
+        self, name: str, photometric: str, relationship: str | None, bits: int, pixel_mm: float | None
+    ) -> PlaneAnalyzer:
+        if name not in self.planes:
+            self.planes[name] = PlaneAnalyzer(name, photometric, relationship, bits, pixel_mm, self.config)
+        return self.planes[name]
+
+    def process(
+        self, plane: PlaneAnalyzer, pixels: np.ndarray, frame: int, time_s: float
+    ) -> tuple[PlaneResult, dict]:
+        """Analyse one frame; returns the plane result and a summary with the
+        reconciled volume, time to the 5 mm line and alarms raised now."""
+        r = plane.process(pixels, frame)
+        raised = []
+        seconds_to_line = None
+        if r.volume_ml is not None:
+            self.volumes[r.plane] = r.volume_ml
+        if r.plane == "lateral" and r.distance_mm is not None:
+            self._history.append((time_s, r.distance_mm))
+            seconds_to_line = self._seconds_to_line()
+            evidence = {"front_px": r.overlay.get("front"), "wall_px": r.overlay.get("wall")}
+            raised += self.alarms.update_proximity(frame, r.plane, r.distance_mm, seconds_to_line, evidence)
+        cfg = self.config
+        by_site: dict[str, list[Leak]] = {}
+        for leak in r.leaks:
+            by_site.setdefault(leak.site, []).append(leak)
+        for site, leaks in by_site.items():
+            volume = sum(lk.volume_ml for lk in leaks)
+            key = f"{r.plane}:{site}"
+            confirmed = volume >= 2.5 * cfg.leak_min_ml or (
+                volume >= cfg.leak_min_ml and self._pending.get(key, -10) == frame - 1
+            )
+            if volume >= cfg.leak_min_ml:
+                self._pending[key] = frame
+            if confirmed:
+                biggest = max(leaks, key=lambda lk: lk.volume_ml)
+                evidence = {
+                    "box_px": list(biggest.box),
+                    "centroid_px": list(biggest.centroid),
+                    "volume_ml": round(volume, 4),
+                }
+                raised += self.alarms.update_leak(frame, r.plane, site, r.distance_mm, evidence)
+        volume = float(np.mean(list(self.volumes.values()))) if self.volumes else None
+        return r, {
+            "volume_ml": volume,
+            "seconds_to_line": seconds_to_line,
+            "raised": [a.as_dict() for a in raised],
+        }
+
+    def _seconds_to_line(self) -> float | None:
+        if len(self._history) < 4:
+            return None
+        t = np.array([h[0] for h in self._history])
+        d = np.array([h[1] for h in self._history])
+        recent = t >= t[-1] - 1.5
+        if recent.sum() < 3 or np.ptp(t[recent]) <= 0:
+            return None
+        slope = np.polyfit(t[recent], d[recent], 1)[0]
+        if slope >= -0.05:
+            return None
+        return max(0.0, (d[-1] - self.config.alarms.proximity_mm) / -slope)

@@ -1,0 +1,498 @@
+"""The cannula and the treated vertebral body, found in a pre-injection frame.
+
+All functions take an attenuation image (``-ln I``, dense is high) and return
+small records in image pixel coordinates (x = column, y = row).
+
+The cannula is the one object we can count on: steel is far denser than
+anything else, straight, and its tip sits inside the treated body. The body
+is then found around the tip: in the lateral view the posterior wall is the
+last strong fall of attenuation on the side the cannula comes from (the
+pedicle side), the endplates are the falls above and below the tip (into the
+discs), and the anterior wall the fall on the other side. Each wall is a
+robust line fit to edge points, so a rib, a pedicle or bowel gas crossing a
+few rows does not move it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Cannula:
+    tip: tuple[float, float]  # (x, y) pixels
+    direction: tuple[float, float]  # unit vector from the tip out along the shaft
+    width_px: float
+    mask: np.ndarray  # bool, the shaft (dilated), to exclude from cement
+
+
+@dataclass(frozen=True)
+class Line:
+    """x = a*y + b for near-vertical walls, or y = a*x + b for near-horizontal ones."""
+
+    a: float
+    b: float
+    vertical: bool
+    support: int  # edge points that agree
+
+    def at(self, t: np.ndarray | float) -> np.ndarray | float:
+        return self.a * np.asarray(t) + self.b
+
+    def signed_distance(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Perpendicular distance, positive on the side of smaller x (vertical) or y (horizontal)."""
+        if self.vertical:
+            return (self.a * y + self.b - x) / np.hypot(1.0, self.a)
+        return (self.a * x + self.b - y) / np.hypot(1.0, self.a)
+
+
+@dataclass(frozen=True)
+class LateralBody:
+    posterior: Line  # vertical
+    anterior: Line  # vertical
+    superior: Line  # horizontal (smaller y = up)
+    inferior: Line
+    posterior_sign: int  # +1 when posterior is towards larger x
+
+    def wall_segment(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """End points of the posterior wall between the endplates."""
+        ends = []
+        for plate in (self.superior, self.inferior):
+            # intersect x = a1 y + b1 with y = a2 x + b2
+            y = (plate.a * self.posterior.b + plate.b) / (1 - plate.a * self.posterior.a)
+            ends.append((float(self.posterior.at(y)), float(y)))
+        return ends[0], ends[1]
+
+    def polygon(self) -> np.ndarray:
+        """Corners (4, 2): posterior-superior, anterior-superior, anterior-inferior, posterior-inferior."""
+        pts = []
+        for wall, plate in (
+            (self.posterior, self.superior),
+            (self.anterior, self.superior),
+            (self.anterior, self.inferior),
+            (self.posterior, self.inferior),
+        ):
+            y = (plate.a * wall.b + plate.b) / (1 - plate.a * wall.a)
+            pts.append((wall.at(y), y))
+        return np.array(pts, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ApBody:
+    left: Line  # vertical, smaller x
+    right: Line
+    superior: Line
+    inferior: Line
+
+    def polygon(self) -> np.ndarray:
+        pts = []
+        for wall, plate in (
+            (self.left, self.superior),
+            (self.right, self.superior),
+            (self.right, self.inferior),
+            (self.left, self.inferior),
+        ):
+            y = (plate.a * wall.b + plate.b) / (1 - plate.a * wall.a)
+            pts.append((wall.at(y), y))
+        return np.array(pts, dtype=np.float32)
+
+
+class NotFound(ValueError):
+    """A structure could not be found; the message says which and why."""
+
+
+def find_cannulas(att: np.ndarray, pixel_mm: float | None = None) -> list[Cannula]:
+    """One or two cannulas (bipedicular): the second must be about as long and
+    end within 30 mm of the first."""
+    first = find_cannula(att, pixel_mm)
+    masked = att.copy()
+    masked[first.mask] = float(np.median(att))
+    try:
+        second = find_cannula(masked, pixel_mm)
+    except NotFound:
+        return [first]
+    gap_mm = np.hypot(second.tip[0] - first.tip[0], second.tip[1] - first.tip[1]) * (pixel_mm or 0.15)
+    return [first, second] if gap_mm < 30 else [first]
+
+
+def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
+    """The steel cannula: a dense straight ridge running unbroken from its tip,
+    inside the image, out of the field.
+
+    Cortical lines can be as dense in projection, but they end at the corners
+    of a vertebral body (and line up only across disc gaps); the shaft is the
+    only ridge that reaches the edge of the field.
+    """
+    h, w = att.shape
+    # A hollow tube projects as two thin walls; blurred over about a millimetre
+    # (0.6% of a typical 120-160 mm field when the scale is unknown) it is one band.
+    side = max(h, w)
+    blur = 1.0 / pixel_mm if pixel_mm else 0.006 * side
+    smooth = cv2.GaussianBlur(att, (0, 0), max(1.0, blur))
+    kernel = int(round(6.0 / pixel_mm if pixel_mm else 0.045 * side)) | 1
+    tophat = cv2.morphologyEx(
+        smooth, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
+    )
+    # Collimator shutters and round intensifier fields are steps a top-hat answers
+    # strongly; only ridges well inside the exposed field count.
+    field = cv2.erode(exposed_field(att).astype(np.uint8), np.ones((kernel, kernel), np.uint8)).astype(bool)
+    peak = float(np.percentile(tophat[field], 99.9))
+    ridge = (tophat > 0.3 * peak) & field
+    lines = cv2.HoughLines(ridge.astype(np.uint8), 1, np.pi / 360, threshold=max(15, h // 20))
+    if lines is None:
+        raise NotFound("no cannula: no straight dense line in the image")
+    gap = max(4, h // 60)
+    centre = np.array([w / 2, h / 2])
+    best, best_score = None, 0.0
+    for rho, theta in lines.reshape(-1, 2)[:60]:
+        run = _longest_run(ridge, field, rho, theta, gap)
+        if run is None:
+            continue
+        a, b, length, a_edge, b_edge = run
+        from_vertical = min(theta, np.pi - theta)  # 0 for a vertical line
+        if from_vertical < np.radians(12):
+            continue  # spinous processes and vertebral walls, never a transpedicular cannula
+        if a_edge or b_edge:
+            # Leaves the field (the lateral view): the tip is the inner end.
+            tip, tail, score = (b, a, 2 * length) if a_edge else (a, b, 2 * length)
+        else:
+            # Foreshortened inside the field (the AP view): oblique, tip nearer the midline.
+            if abs(np.pi / 2 - from_vertical) < np.radians(10):
+                continue  # horizontal: an endplate
+            near_a = abs(a[0] - centre[0]) < abs(b[0] - centre[0])
+            tip, tail, score = (a, b, length) if near_a else (b, a, length)
+        if score > best_score:
+            best, best_score = (tip, tail, length), score
+    if best is None or best[2] < 0.06 * max(h, w):
+        raise NotFound("no cannula: no dense straight oblique line in the image")
+    tip, tail, _ = best
+    tip, out = _refine_axis(tophat, ridge, tip, tail)
+    width = _ridge_width(tophat, tip, out)
+    mask = np.zeros((h, w), np.uint8)
+    far = tip + out * 4 * max(h, w)
+    cv2.line(
+        mask,
+        tuple(int(round(v)) for v in tip),
+        tuple(int(round(v)) for v in far),
+        1,
+        thickness=max(3, int(round(width * 1.8))),
+    )
+    return Cannula((float(tip[0]), float(tip[1])), (float(out[0]), float(out[1])), width, mask.astype(bool))
+
+
+def _refine_axis(tophat: np.ndarray, ridge: np.ndarray, tip: np.ndarray, tail: np.ndarray):
+    """Least-squares axis through the ridge pixels near the rough line, and the
+    tip where the ridge falls to half its height along that axis."""
+    out = (tail - tip) / np.linalg.norm(tail - tip)
+    normal = np.array([-out[1], out[0]])
+    ys, xs = np.nonzero(ridge)
+    rel = np.stack([xs - tip[0], ys - tip[1]], axis=1)
+    along, across = rel @ out, rel @ normal
+    near = (np.abs(across) < 8) & (along > -20) & (along < np.linalg.norm(tail - tip) + 5)
+    if near.sum() > 20:
+        weights = tophat[ys[near], xs[near]]
+        pts = np.stack([xs[near], ys[near]], axis=1).astype(float)
+        centre = np.average(pts, axis=0, weights=weights)
+        cov = np.cov((pts - centre).T, aweights=weights)
+        axis = np.linalg.eigh(cov)[1][:, -1]
+        out = axis if axis @ out > 0 else -axis
+        tip = centre + ((tip - centre) @ out) * out
+    t = np.arange(-30.0, 60.0, 0.25)
+    samples = np.array([_bilinear(tophat, tip + out * s) for s in t])
+    shaft = np.median(samples[(t > 10) & (t < 60)])
+    inside = samples > 0.5 * shaft
+    k = int(np.argmax(inside[::-1] == 0)) if not inside.all() else 0  # last False from the shaft side
+    last_false = len(t) - 1 - k
+    first_true = min(last_false + 1, len(t) - 1)
+    a, b = samples[last_false], samples[first_true]
+    frac = (0.5 * shaft - a) / (b - a) if b != a else 0.0
+    tip = tip + out * (t[last_false] + frac * (t[first_true] - t[last_false]))
+    return tip, out
+
+
+def _bilinear(img: np.ndarray, p: np.ndarray) -> float:
+    x, y = p
+    h, w = img.shape
+    if not (0 <= x < w - 1 and 0 <= y < h - 1):
+        return 0.0
+    x0, y0 = int(x), int(y)
+    fx, fy = x - x0, y - y0
+    top = img[y0, x0] * (1 - fx) + img[y0, x0 + 1] * fx
+    bottom = img[y0 + 1, x0] * (1 - fx) + img[y0 + 1, x0 + 1] * fx
+    return float(top * (1 - fy) + bottom * fy)
+
+
+def exposed_field(att: np.ndarray) -> np.ndarray:
+    """Pixels inside the collimated field (shutters and round fields are near-black, i.e. very dense)."""
+    h, w = att.shape
+    centre = att[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
+    limit = np.percentile(centre, 99.5) + 1.5
+    field = (att < limit).astype(np.uint8)
+    return cv2.erode(field, np.ones((5, 5), np.uint8)).astype(bool)
+
+
+def _longest_run(ridge, field, rho, theta, gap):
+    """The longest stretch of ridge along a Hough line (gaps up to ``gap`` pixels).
+
+    Returns (one end, other end, length, first end at the field's edge, second
+    end at the field's edge) or None.
+    """
+    h, w = ridge.shape
+    c, s = np.cos(theta), np.sin(theta)
+    x0, y0 = c * rho, s * rho
+    t = np.arange(-2 * max(h, w), 2 * max(h, w))
+    xs, ys = x0 - s * t, y0 + c * t
+    inside = (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
+    xs, ys = xs[inside].round().astype(int), ys[inside].round().astype(int)
+    if xs.size < 10:
+        return None
+    on = ridge[ys, xs] | ridge[np.clip(ys + 1, 0, h - 1), xs] | ridge[ys, np.clip(xs + 1, 0, w - 1)]
+    in_field = np.flatnonzero(field[ys, xs])
+    if in_field.size == 0:
+        return None
+    lo, hi = in_field[0], in_field[-1]
+    best, start, last, misses = None, None, None, 0
+    for idx in range(lo, hi + 1):
+        if on[idx]:
+            if start is None:
+                start = idx
+            last, misses = idx, 0
+        elif start is not None:
+            misses += 1
+            if misses > gap:
+                if best is None or last - start > best[1] - best[0]:
+                    best = (start, last)
+                start, misses = None, 0
+    if start is not None and (best is None or last - start > best[1] - best[0]):
+        best = (start, last)
+    if best is None:
+        return None
+    i, j = best
+    a, b = np.array([xs[i], ys[i]], float), np.array([xs[j], ys[j]], float)
+    return a, b, float(np.linalg.norm(b - a)), i - lo <= gap, hi - j <= gap
+
+
+def _ridge_width(tophat: np.ndarray, tip: np.ndarray, out: np.ndarray) -> float:
+    """Full width at half maximum of the shaft, a little behind the tip."""
+    normal = np.array([-out[1], out[0]])
+    widths = []
+    for along in np.linspace(8, 30, 6):
+        centre = tip + out * along
+        samples = np.array([_sample(tophat, centre + normal * t) for t in np.arange(-15, 15.5, 0.5)])
+        if samples.max() <= 0:
+            continue
+        widths.append(0.5 * np.count_nonzero(samples > samples.max() / 2))
+    return float(np.median(widths)) if widths else 4.0
+
+
+def _sample(img: np.ndarray, p: np.ndarray) -> float:
+    x, y = int(round(p[0])), int(round(p[1]))
+    if 0 <= y < img.shape[0] and 0 <= x < img.shape[1]:
+        return float(img[y, x])
+    return 0.0
+
+
+def _edge_points(
+    grad: np.ndarray,
+    origin: tuple[float, float],
+    axis: int,
+    sign: int,
+    span: tuple[int, int],
+    across: np.ndarray,
+    exclude: np.ndarray,
+    min_gap: int = 0,
+    first: bool = True,
+) -> list[tuple[float, float, float]]:
+    """For each line across the search band, the strongest fall of attenuation
+    going in direction ``sign`` along ``axis`` (0 = x, 1 = y), with sub-pixel position.
+
+    With ``first``, the first fall of at least half the strongest is taken
+    instead of the strongest. Returns (position_along, position_across,
+    strength) for each usable line.
+    """
+    h, w = grad.shape
+    ox, oy = origin
+    out = []
+    for c in across:
+        c = int(c)
+        if axis == 0:
+            if not 0 <= c < h:
+                continue
+            start = int(round(ox)) + sign * span[0]
+            stop = int(round(ox)) + sign * span[1]
+            idx = np.arange(start, stop, sign)
+            idx = idx[(idx >= 1) & (idx < w - 1)]
+            if idx.size < 3:
+                continue
+            profile = -sign * grad[c, idx]
+            blocked = exclude[c, idx]
+        else:
+            if not 0 <= c < w:
+                continue
+            start = int(round(oy)) + sign * span[0]
+            stop = int(round(oy)) + sign * span[1]
+            idx = np.arange(start, stop, sign)
+            idx = idx[(idx >= 1) & (idx < h - 1)]
+            if idx.size < 3:
+                continue
+            profile = -sign * grad[idx, c]
+            blocked = exclude[idx, c]
+        profile = np.where(blocked, 0.0, profile)
+        strongest = float(profile.max())
+        if strongest <= 0:
+            continue
+        # The first strong fall from the tip outward, not the strongest: ribs and
+        # pedicles beyond a wall can outshine it.
+        peaks = (
+            np.flatnonzero(
+                (profile[1:-1] >= profile[:-2])
+                & (profile[1:-1] > profile[2:])
+                & (profile[1:-1] >= 0.5 * strongest)
+            )
+            + 1
+        )
+        if peaks.size == 0:
+            continue
+        k = int(peaks[0]) if first else int(np.argmax(profile))
+        if k == 0 or k >= len(profile) - 1:
+            continue
+        # The wall is the outermost cortex: when the two sides of the body do not
+        # superimpose exactly, a second, weaker fall just beyond the strongest is the edge.
+        beyond = profile[k + 1 : k + 1 + min_gap]
+        if beyond.size > 2:
+            peaks = [
+                j
+                for j in range(1, beyond.size - 1)
+                if beyond[j] >= beyond[j - 1] and beyond[j] > beyond[j + 1] and beyond[j] > 0.4 * profile[k]
+            ]
+            if peaks and k + 1 + peaks[-1] < len(profile) - 1:
+                k = k + 1 + peaks[-1]
+        # parabolic sub-pixel peak
+        y0, y1, y2 = profile[k - 1], profile[k], profile[k + 1]
+        denom = y0 - 2 * y1 + y2
+        offset = 0.5 * (y0 - y2) / denom if denom != 0 else 0.0
+        out.append((idx[k] + sign * offset, c, float(profile[k])))
+    return out
+
+
+def _fit_line(points: list[tuple[float, float, float]], vertical: bool, tolerance: float) -> Line:
+    """RANSAC then least squares: along = a * across + b, weighted by edge strength."""
+    if len(points) < 4:
+        raise NotFound("too few edge points")
+    pts = np.array(points)
+    along, across, strength = pts[:, 0], pts[:, 1], pts[:, 2]
+    rng = np.random.default_rng(0)
+    best, best_score = None, -1.0
+    strong = np.argsort(strength)[::-1][: max(8, len(pts) // 2)]
+    for _ in range(150):
+        i, j = rng.choice(strong, 2, replace=False)
+        if across[i] == across[j]:
+            continue
+        a = (along[j] - along[i]) / (across[j] - across[i])
+        if abs(a) > 0.35:  # walls and endplates are within ~20 degrees of the image axes
+            continue
+        b = along[i] - a * across[i]
+        inliers = np.abs(along - (a * across + b)) < tolerance
+        score = inliers.sum() + strength[inliers].sum() / (strength.sum() + 1e-9)  # support first
+        if score > best_score:
+            best, best_score = inliers, score
+    if best is None or best.sum() < 4:
+        raise NotFound("no consistent line")
+    a, b = np.polyfit(across[best], along[best], 1, w=np.sqrt(strength[best]))
+    return Line(float(a), float(b), vertical, int(best.sum()))
+
+
+def find_lateral_body(
+    att: np.ndarray, cannula: Cannula, pixel_mm: float, exclude: np.ndarray | None = None
+) -> LateralBody:
+    """Posterior and anterior walls and endplates of the body the cannula tip is in.
+
+    ``exclude`` masks pixels to ignore (all cannulas); by default this cannula's shaft.
+    """
+    mm = 1.0 / pixel_mm
+    smooth = cv2.GaussianBlur(att, (0, 0), max(1.0, 0.35 * mm))
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8
+    tx, ty = cannula.tip
+    sign = 1 if cannula.direction[0] >= 0 else -1  # the cannula comes in from posterior
+    exclude = cannula.mask if exclude is None else exclude
+    # Endplates first (they bound the rows searched for the walls): falls going up and down.
+    cols = np.linspace(tx - sign * 14 * mm, tx + sign * 4 * mm, 40)
+    sup = _fit_line(
+        _edge_points(gy, (tx, ty), 1, -1, (int(2 * mm), int(22 * mm)), cols, exclude), False, 1.2 * mm
+    )
+    inf = _fit_line(
+        _edge_points(gy, (tx, ty), 1, 1, (int(2 * mm), int(22 * mm)), cols, exclude), False, 1.2 * mm
+    )
+    top, bottom = float(sup.at(tx)), float(inf.at(tx))
+    if bottom - top < 8 * mm:
+        raise NotFound("endplates closer than 8 mm")
+    rows = np.linspace(top + 0.15 * (bottom - top), bottom - 0.15 * (bottom - top), 40)
+    posterior = _fit_line(
+        _edge_points(
+            gx, (tx, ty), 0, sign, (int(1 * mm), int(30 * mm)), rows, exclude, min_gap=int(round(1.5 * mm))
+        ),
+        True,
+        0.8 * mm,
+    )
+    anterior = _fit_line(
+        _edge_points(gx, (tx, ty), 0, -sign, (int(1 * mm), int(30 * mm)), rows, exclude), True, 1.2 * mm
+    )
+    return LateralBody(posterior, anterior, sup, inf, sign)
+
+
+def find_ap_body(
+    att: np.ndarray, cannula: Cannula, pixel_mm: float, exclude: np.ndarray | None = None
+) -> ApBody:
+    """Lateral walls and endplates of the body the cannula tip is in, in the AP view.
+
+    The body is symmetric about the midline (spinous process, pedicles), so the
+    midline is found first as the column of best mirror symmetry near the tip;
+    the lateral walls are then the strongest falls 10-30 mm out from it, which
+    keeps pedicle rings and the spinous process from being taken for walls.
+    """
+    mm = 1.0 / pixel_mm
+    smooth = cv2.GaussianBlur(att, (0, 0), max(1.0, 0.35 * mm))
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8
+    tx, ty = cannula.tip
+    exclude = cannula.mask if exclude is None else exclude
+    h, w = att.shape
+    band = smooth[int(max(0, ty - 5 * mm)) : int(min(h, ty + 5 * mm))]
+    masked = np.where(exclude[int(max(0, ty - 5 * mm)) : int(min(h, ty + 5 * mm))], np.nan, band)
+    profile = np.nanmedian(masked, axis=0)
+    reach = int(22 * mm)
+    best_m, best_score = None, np.inf
+    for m in range(int(tx - 25 * mm), int(tx + 25 * mm) + 1):
+        if m - reach < 0 or m + reach >= w:
+            continue
+        left, right = profile[m - reach : m][::-1], profile[m + 1 : m + 1 + reach]
+        ok = ~(np.isnan(left) | np.isnan(right))
+        if ok.sum() < reach // 2:
+            continue
+        score = float(np.mean(np.abs(left[ok] - right[ok])))
+        if score < best_score:
+            best_m, best_score = m, score
+    if best_m is None:
+        raise NotFound("no midline: the body is too close to the image edge")
+    cols = np.linspace(best_m - 10 * mm, best_m + 10 * mm, 40)
+    sup = _fit_line(
+        _edge_points(gy, (best_m, ty), 1, -1, (int(2 * mm), int(22 * mm)), cols, exclude, first=False),
+        False,
+        1.2 * mm,
+    )
+    inf = _fit_line(
+        _edge_points(gy, (best_m, ty), 1, 1, (int(2 * mm), int(22 * mm)), cols, exclude, first=False),
+        False,
+        1.2 * mm,
+    )
+    top, bottom = float(sup.at(best_m)), float(inf.at(best_m))
+    if bottom - top < 8 * mm:
+        raise NotFound("endplates closer than 8 mm")
+    rows = np.linspace(top + 0.2 * (bottom - top), bottom - 0.2 * (bottom - top), 40)
+    span = (int(10 * mm), int(30 * mm))
+    left = _fit_line(_edge_points(gx, (best_m, ty), 0, -1, span, rows, exclude, first=False), True, 1.2 * mm)
+    right = _fit_line(_edge_points(gx, (best_m, ty), 0, 1, span, rows, exclude, first=False), True, 1.2 * mm)
+    return ApBody(left, right, sup, inf)
