@@ -413,12 +413,29 @@ def _add_bench(sub) -> None:
     t.add_argument("--frames", type=_positive_int, default=300, help="frames per throughput run")
     t.add_argument("--seconds", type=float, default=10.0, help="seconds per latency run")
     t.set_defaults(run=lambda a: _run_bench_transport(a))
+    a = which.add_parser("accuracy", help="the vision pipeline against simulated truth on a 30-case corpus")
+    a.add_argument(
+        "--corpus",
+        type=Path,
+        default=Path("bench-corpus"),
+        help="where the rendered cases are cached (rendered on first use)",
+    )
+    a.add_argument("--cases", type=_positive_int, default=30)
+    a.add_argument("--json", type=Path, default=None, help="also write per-case results here")
+    a.set_defaults(run=_run_bench_accuracy)
 
 
 def _run_bench_transport(args) -> int:
     from monitor.bench import run_transport
 
     run_transport(args.frames, args.seconds)
+    return 0
+
+
+def _run_bench_accuracy(args) -> int:
+    from monitor.accuracy import run
+
+    run(args.corpus, args.cases, args.json, say=lambda m: print(m, file=sys.stderr))
     return 0
 
 

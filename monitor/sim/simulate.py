@@ -435,7 +435,8 @@ def _output_scale(cfg: SimConfig, quanta: np.ndarray) -> dict:
     lo = float(max(np.percentile(quanta, 0.5), 1.0))
     if cfg.intensity == "LIN":
         return {"mapping": "LIN", "gain": 0.8 * top / hi}
-    log_lo, log_hi = np.log(lo / 2), np.log(hi * 2)
+    # A log detector keeps headroom below the darkest anatomy: cement is far denser.
+    log_lo, log_hi = np.log(lo / 30), np.log(hi * 2)
     return {"mapping": "LOG", "log_lo": float(log_lo), "per_unit_log": top / float(log_hi - log_lo)}
 
 

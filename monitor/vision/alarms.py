@@ -71,7 +71,9 @@ class AlarmEngine:
                 seconds_to_line is not None and seconds_to_line < c.predict_s
             )
             medium = self.alarms.get(("proximity", None, "medium"))
-            if approaching and distance_mm > c.proximity_mm:
+            high = self.alarms.get(("proximity", None, "high"))
+            superseded = high is not None and (high.active or not high.acknowledged)
+            if approaching and distance_mm > c.proximity_mm and not superseded:
                 raised += self._raise(Alarm("proximity", "medium", frame, plane, None, distance_mm, evidence))
             elif medium is not None and distance_mm > c.approach_mm + c.hysteresis_mm:
                 medium.active = False

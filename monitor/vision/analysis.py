@@ -38,7 +38,7 @@ from monitor.vision.cement import (
     segment,
     shift_image,
 )
-from monitor.vision.intensity import IntensityModel, ScatterModel, model_for
+from monitor.vision.intensity import IntensityModel, model_for
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,17 @@ def _shift_line(line: Line, dx: float, dy: float) -> Line:
     return Line(line.a, line.b + dy - line.a * dx, False, line.support)
 
 
+WORK_PIXEL_MM = 0.22  # finer detectors are binned to about this: enough for 0.3 mm, four times faster at 1024
+
+
 class PlaneAnalyzer:
+    """One plane's state and measurements.
+
+    Frames are analysed at a working resolution of about ``WORK_PIXEL_MM``
+    (1024-pixel detectors are binned 2x2), inside a region of interest around
+    the cannula tip; results are reported in full-resolution image pixels.
+    """
+
     def __init__(
         self,
         plane: str,
@@ -95,12 +105,14 @@ class PlaneAnalyzer:
         self.photometric = photometric
         self.relationship = relationship
         self.bits_stored = bits_stored
-        self.pixel_mm = pixel_mm
+        self.full_pixel_mm = pixel_mm
+        self.scale = max(1, int(round(WORK_PIXEL_MM / pixel_mm))) if pixel_mm else 1
+        self.pixel_mm = pixel_mm * self.scale if pixel_mm else None  # working pixel size
         self.config = config or AnalysisConfig()
         self._raw: list[np.ndarray] = []
         self.model: IntensityModel | None = None
         self.baseline: np.ndarray | None = None  # ROI of the registered mean baseline
-        self.roi: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1
+        self.roi: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in working pixels
         self.cannulas = []
         self.body: LateralBody | ApBody | None = None
         self.anatomy_error: str | None = None
@@ -108,20 +120,63 @@ class PlaneAnalyzer:
         self._gradient: np.ndarray | None = None
         self._exclude: np.ndarray | None = None
         self._last_mask: np.ndarray | None = None
-        self._leak_seen: dict[str, float] = {}
         self._shift = (0.0, 0.0)
+
+    # ----------------------------------------------------------------- pixels
+
+    def _primary(
+        self, pixels: np.ndarray, roi: tuple[int, int, int, int] | None = None, scatter: bool = True
+    ) -> np.ndarray:
+        """Working-resolution attenuation of the primary beam over ``roi`` (working
+        pixels; the whole frame by default), scatter removed in the linear domain
+        (the volume needs it; finding anatomy does not, and steel, darker than
+        the scatter floor, is better seen without it)."""
+        s = self.scale
+        h, w = pixels.shape
+        x0, y0, x1, y1 = roi if roi is not None else (0, 0, w // s, h // s)
+        crop = pixels[y0 * s : y1 * s, x0 * s : x1 * s].astype(np.float32)
+        if s > 1:
+            crop = cv2.resize(crop, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+        att = self.model.attenuation(crop)
         c = self.config
-        self.scatter = ScatterModel(c.scatter_fraction, c.scatter_sigma_mm / pixel_mm) if pixel_mm else None
+        if not scatter or not self.full_pixel_mm or c.scatter_fraction <= 0:
+            return att
+        # Scatter is smooth: estimate it on a coarse copy of the whole frame.
+        k = max(1, min(h, w) // 128)
+        coarse = cv2.resize(pixels.astype(np.float32), (w // k, h // k), interpolation=cv2.INTER_AREA)
+        scatter = cv2.GaussianBlur(
+            np.exp(-self.model.attenuation(coarse)), (0, 0), c.scatter_sigma_mm / (self.full_pixel_mm * k)
+        )
+        scatter *= c.scatter_fraction / (1 + c.scatter_fraction)
+        # working pixel (x, y) of the ROI -> coarse pixel coordinates
+        a = s / k
+        shift = ((s - 1) / 2 + 0.5) / k - 0.5
+        m = np.array([[a, 0, x0 * a + shift], [0, a, y0 * a + shift]], np.float32)
+        scatter = cv2.warpAffine(
+            scatter,
+            m,
+            (x1 - x0, y1 - y0),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        intensity = np.exp(-att)
+        return -np.log(np.maximum(intensity - scatter, 0.05 * scatter))
+
+    def _full(self, x: float, y: float) -> list[float]:
+        """Working-ROI pixel to full-resolution image pixel."""
+        s = self.scale
+        return [round((x + self.roi[0]) * s + (s - 1) / 2, 1), round((y + self.roi[1]) * s + (s - 1) / 2, 1)]
 
     # ----------------------------------------------------------------- baseline
 
     def _build_baseline(self) -> None:
         frames = self._raw
         self.model = model_for(self.photometric, self.relationship, self.bits_stored, frames)
-        atts = [self.model.primary_attenuation(f, self.scatter) for f in frames]
+        atts = [self._primary(f) for f in frames]
         first = atts[0]
+        plain = self._primary(frames[0], scatter=False)
         try:
-            self.cannulas = find_cannulas(first, self.pixel_mm)
+            self.cannulas = find_cannulas(plain, self.pixel_mm)
         except NotFound as e:
             self.cannulas = []
             self.anatomy_error = f"no-cannula: {e}"
@@ -146,16 +201,16 @@ class PlaneAnalyzer:
         self._gradient = cv2.magnitude(gx, gy)
         # Pixels never to compare: the cannulas (their lumen fills with cement) and
         # anything outside the collimated field (its edge does not move with the patient).
-        exclude = ~cv2.erode(exposed_field(first).astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
+        exclude = ~cv2.erode(exposed_field(plain).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
         for c in self.cannulas:
             exclude |= c.mask
         self._exclude = exclude[y0:y1, x0:x1]
         if self.cannulas and self.pixel_mm:
             try:
                 if self.plane == "lateral":
-                    self.body = find_lateral_body(first, self.cannulas[0], self.pixel_mm, exclude)
+                    self.body = find_lateral_body(plain, self.cannulas[0], self.pixel_mm, exclude)
                 else:
-                    self.body = find_ap_body(first, self.cannulas[0], self.pixel_mm, exclude)
+                    self.body = find_ap_body(plain, self.cannulas[0], self.pixel_mm, exclude)
             except NotFound as e:
                 self.anatomy_error = f"no-anatomy: {e}"
         elif not self.pixel_mm and self.cannulas:
@@ -174,8 +229,7 @@ class PlaneAnalyzer:
                 return PlaneResult(self.plane, frame, "baseline")
             self._build_baseline()
             self._raw = []
-        x0, y0, x1, y1 = self.roi
-        att = self.model.primary_attenuation(pixels, self.scatter)[y0:y1, x0:x1]
+        att = self._primary(pixels, self.roi)
         ignore = self._exclude if self._last_mask is None else (self._exclude | self._last_mask)
         dx, dy = estimate_shift(self.baseline, att, ignore, self._shift)
         self._shift = (dx, dy)
@@ -191,7 +245,9 @@ class PlaneAnalyzer:
         difference -= float(np.median(difference[background])) if background.any() else 0.0
         cement = segment(difference, gradient, exclude, self.pixel_mm)
         self._last_mask = cv2.dilate(cement.mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
-        result = PlaneResult(self.plane, frame, self.anatomy_error or "ok", shift_px=(dx, dy))
+        result = PlaneResult(
+            self.plane, frame, self.anatomy_error or "ok", shift_px=(dx * self.scale, dy * self.scale)
+        )
         if self.pixel_mm:
             fill = exclude if self.cannulas else None
             result.volume_ml = integrated_volume_ml(cement, self.pixel_mm, self.config.cement_mu_per_mm, fill)
@@ -235,9 +291,9 @@ class PlaneAnalyzer:
             inside_ant = -s * body.anterior.signed_distance(xs, ys)
             found = front_distance_px(self._substantial(cement), inside_post, level, self.pixel_mm)
             if found is not None:
-                result.distance_px = found[0]
+                result.distance_px = found[0] * self.scale
                 result.distance_mm = found[0] * self.pixel_mm
-                result.overlay["front"] = [found[1][0] + self.roi[0], found[1][1] + self.roi[1]]
+                result.overlay["front"] = self._full(*found[1])
             between_walls = (inside_post > 0) & (inside_ant > 0)
             sides = {
                 # behind the wall at any height: the canal (epidural space, basivertebral veins)
@@ -277,7 +333,6 @@ class PlaneAnalyzer:
         for site, region in sides.items():
             outside = cement.mask & region
             if not outside.any():
-                self._leak_seen.pop(site, None)
                 continue
             count, labels, stats, centroids = cv2.connectedComponentsWithStats(outside.astype(np.uint8), 8)
             for i in range(1, count):
@@ -291,43 +346,40 @@ class PlaneAnalyzer:
                 length = max(side_a, side_b, 1.0) * self.pixel_mm
                 width_mm = area * area_mm2 / length
                 kind = "venous" if length >= 4.0 * width_mm and width_mm < 2.0 else site
-                leaks.append(
-                    Leak(
-                        kind,
-                        volume,
-                        (float(centroids[i][0]) + self.roi[0], float(centroids[i][1]) + self.roi[1]),
-                        (int(x) + self.roi[0], int(y) + self.roi[1], int(w), int(h)),
-                    )
-                )
+                corner = self._full(x, y)
+                box = (int(corner[0]), int(corner[1]), int(w * self.scale), int(h * self.scale))
+                leaks.append(Leak(kind, volume, tuple(self._full(*centroids[i])), box))
         return leaks
 
     def _overlay(self, cement, body, dx, dy, result: PlaneResult) -> dict:
-        """Geometry for drawing, in full-image pixel coordinates."""
-        x0, y0 = self.roi[0], self.roi[1]
+        """Geometry for drawing, in full-resolution image pixel coordinates."""
+        s = self.scale
         out = dict(result.overlay)
-        out["roi"] = list(self.roi)
-        out["shift_px"] = [round(dx, 3), round(dy, 3)]
+        out["roi"] = [v * s for v in self.roi]
+        out["shift_px"] = [round(dx * s, 3), round(dy * s, 3)]
+        x0, y0 = self.roi[0], self.roi[1]
         if self.cannulas:
-            out["cannula_tips"] = [[round(c.tip[0] + dx, 1), round(c.tip[1] + dy, 1)] for c in self.cannulas]
+            out["cannula_tips"] = [self._full(c.tip[0] - x0 + dx, c.tip[1] - y0 + dy) for c in self.cannulas]
         if body is not None:
-            out["body"] = (body.polygon() + np.array([x0, y0])).round(1).tolist()
+            out["body"] = [self._full(x, y) for x, y in body.polygon()]
             if isinstance(body, LateralBody):
-                (ax, ay), (bx, by) = body.wall_segment()
-                out["wall"] = [[round(ax + x0, 1), round(ay + y0, 1)], [round(bx + x0, 1), round(by + y0, 1)]]
-                if self.pixel_mm:
-                    offset = self.config.alarms.proximity_mm / self.pixel_mm * np.hypot(1, body.posterior.a)
-                    sx = -body.posterior_sign * offset
-                    out["safety_line"] = [[p[0] + sx, p[1]] for p in out["wall"]]
+                ends = body.wall_segment()
+                out["wall"] = [self._full(x, y) for x, y in ends]
+                offset = self.config.alarms.proximity_mm / self.pixel_mm * np.hypot(1, body.posterior.a)
+                inward = -body.posterior_sign * offset
+                out["safety_line"] = [self._full(x + inward, y) for x, y in ends]
         contours, _ = cv2.findContours(
             cement.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
         )
-        out["cement"] = [(c.reshape(-1, 2) + np.array([x0, y0])).tolist() for c in contours if len(c) >= 3][
-            :20
+        out["cement"] = [
+            [self._full(float(x), float(y)) for x, y in c.reshape(-1, 2)]
+            for c in sorted(contours, key=len, reverse=True)[:20]
+            if len(c) >= 3
         ]
         out["leaks"] = [
             {
                 "site": lk.site,
-                "centroid": [round(v, 1) for v in lk.centroid],
+                "centroid": list(lk.centroid),
                 "box": list(lk.box),
                 "volume_ml": round(lk.volume_ml, 4),
             }

@@ -15,6 +15,7 @@ few rows does not move it.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import cv2
@@ -462,7 +463,9 @@ def find_ap_body(
     h, w = att.shape
     band = smooth[int(max(0, ty - 5 * mm)) : int(min(h, ty + 5 * mm))]
     masked = np.where(exclude[int(max(0, ty - 5 * mm)) : int(min(h, ty + 5 * mm))], np.nan, band)
-    profile = np.nanmedian(masked, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # columns hidden by a cannula are NaN
+        profile = np.nanmedian(masked, axis=0)
     reach = int(22 * mm)
     best_m, best_score = None, np.inf
     for m in range(int(tx - 25 * mm), int(tx + 25 * mm) + 1):

@@ -41,47 +41,13 @@ class IntensityModel:
         if self.relationship == "LIN":
             signal = (self.top - v) if self.photometric == "MONOCHROME1" else v
             return -np.log(np.maximum(signal, 0.5))
-        k = self.log_scale or default_log_scale(self.bits_stored)
+        k = np.float32(self.log_scale or default_log_scale(self.bits_stored))
         return (v / k) if self.photometric == "MONOCHROME1" else (-v / k)
-
-    def primary_attenuation(self, frame: np.ndarray, scatter: ScatterModel | None) -> np.ndarray:
-        """Attenuation of the primary beam: the scatter estimate removed in the
-        linear domain first, so that dense cement is not underestimated."""
-        att = self.attenuation(frame)
-        if scatter is None or scatter.fraction <= 0:
-            return att
-        intensity = np.exp(-(att - float(np.median(att))))  # relative, well scaled
-        estimate = scatter.estimate(intensity)
-        primary = np.maximum(intensity - estimate, 0.05 * estimate)
-        return -np.log(primary) + float(np.median(att))
-
-
-@dataclass(frozen=True)
-class ScatterModel:
-    """Scatter as a broad blur of the detected intensity: S = f / (1 + f) * G_sigma(I).
-
-    ``fraction`` is the scatter-to-primary ratio behind the spine (0.1-0.3 with
-    an anti-scatter grid; a calibration profile sets it per room).
-    """
-
-    fraction: float
-    sigma_px: float
-
-    def estimate(self, intensity: np.ndarray) -> np.ndarray:
-        h, w = intensity.shape
-        factor = max(1, int(self.sigma_px // 8))
-        small = cv2.resize(
-            intensity, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA
-        )
-        blurred = cv2.GaussianBlur(small, (0, 0), self.sigma_px / factor)
-        return cv2.resize(blurred, (w, h), interpolation=cv2.INTER_LINEAR) * (
-            self.fraction / (1 + self.fraction)
-        )
 
 
 def default_log_scale(bits_stored: int) -> float:
     """A guess when noise cannot be measured: the full range spans three decades."""
-    return (2**bits_stored - 1) / np.log(1000.0)
+    return float((2**bits_stored - 1) / np.log(1000.0))
 
 
 def model_for(
@@ -102,15 +68,22 @@ def measure_log_scale(frames: list[np.ndarray], photometric: str, bits_stored: i
     if len(frames) < 2:
         return None
     top = 2**bits_stored - 1
-    a, b = (f.astype(np.float64) for f in frames[:2])
-    if photometric == "MONOCHROME1":
-        a, b = top - a, top - b  # so that larger means more intensity
-    mean = (a + b) / 2
-    var = (a - b) ** 2 / 2
-    valid = (mean > 0.02 * top) & (mean < 0.98 * top)
-    if valid.sum() < 1000:
+    means, variances = [], []
+    for first, second in zip(frames[:-1], frames[1:], strict=True):  # every consecutive pair
+        a, b = first.astype(np.float64), second.astype(np.float64)
+        if photometric == "MONOCHROME1":
+            a, b = top - a, top - b  # so that larger means more intensity
+        mean = (a + b) / 2
+        # Only smooth regions: where the image has structure, breathing between the
+        # two frames adds variance that is not noise.
+        gy, gx = np.gradient(cv2.GaussianBlur(mean, (0, 0), 2.0))
+        flat = np.hypot(gx, gy)
+        keep = (mean > 0.02 * top) & (mean < 0.98 * top) & (flat < np.percentile(flat, 30))
+        means.append(mean[keep])
+        variances.append(((a - b) ** 2 / 2)[keep])
+    m, s = np.concatenate(means), np.concatenate(variances)
+    if m.size < 1000:
         return None
-    m, s = mean[valid], var[valid]
     edges = np.quantile(m, np.linspace(0.05, 0.95, 13))
     centres, log_var = [], []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
@@ -120,7 +93,7 @@ def measure_log_scale(frames: list[np.ndarray], photometric: str, bits_stored: i
         # mean of the lower 98%: edges that moved between the frames are outliers
         values = np.sort(s[sel])
         noise = values[: int(0.98 * len(values))].mean() / 0.9 - 1.0 / 12.0  # 0.9: trimmed chi-square
-        noise_floor = 1.0 / 12.0  # quantisation
+        noise_floor = 0.25  # sigma under half a level: quantisation dominates, the estimate is meaningless
         if noise <= noise_floor:
             continue
         centres.append((lo + hi) / 2)

@@ -1,0 +1,238 @@
+"""The accuracy benchmark: the whole vision pipeline against simulated truth.
+
+A corpus of simulated cases that the tests never use (seeds from 1000 up),
+varied in everything the product must tolerate: detector size 512-1024, noise,
+frame rate 7.5-30, breathing, every leak type and none, LIN and LOG,
+MONOCHROME1 and 2, 8 to 16 bits, collimation, level, needle side and
+fracture. Cases are rendered once and cached; the pipeline runs in-process on
+each (frames in acquisition order, exactly as the analyzer receives them).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from monitor.io.sources import DicomPairSource
+from monitor.sim.simulate import SimConfig, simulate
+from monitor.vision.analysis import CaseAnalyzer
+
+SCENARIO_CYCLE = ("none", "proximity", "posterior", "venous", "disc", "posterior")
+PROXIMITY_MM = 5.0
+LEAK_ML = 0.02
+
+
+def corpus_configs(n: int = 30) -> list[SimConfig]:
+    rng = np.random.default_rng(20261121)
+    configs = []
+    for i in range(n):
+        size = (512, 768, 1024)[i % 3]
+        bits = int(rng.choice([8, 10, 12, 14, 16]))
+        configs.append(
+            SimConfig(
+                seed=1000 + i,
+                scenario=SCENARIO_CYCLE[i % len(SCENARIO_CYCLE)],
+                level=str(rng.choice(["T8", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5"])),
+                size=size,
+                frames=48,
+                fps=float(rng.choice([7.5, 10.0, 15.0, 25.0, 30.0])),
+                side=str(rng.choice(["left", "right", "left", "bipedicular"])),
+                fracture=str(rng.choice(["wedge", "biconcave", "none"])),
+                noise=str(rng.choice(["low", "normal", "normal", "high"])),
+                breathing_mm=float(rng.choice([0.0, 1.0, 2.0, 3.0])),
+                intensity=str(rng.choice(["LIN", "LOG"])),
+                photometric=str(rng.choice(["MONOCHROME2", "MONOCHROME1"])),
+                bits=bits,
+                field=str(rng.choice(["open", "shutters", "round"])),
+                mirror=bool(rng.random() < 0.3),
+                compression="jpegls",
+            )
+        )
+    return configs
+
+
+def _render(args) -> str:
+    cfg, folder = args
+    folder = Path(folder)
+    if not (folder / "truth.json").is_file():
+        simulate(cfg, folder)
+    return str(folder)
+
+
+def ensure_corpus(root: Path, n: int = 30, workers: int = 2, say=print) -> list[Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    jobs = [(cfg, root / f"case{i:02d}-{cfg.scenario}-{cfg.size}") for i, cfg in enumerate(corpus_configs(n))]
+    todo = [j for j in jobs if not (j[1] / "truth.json").is_file()]
+    if todo:
+        say(f"rendering {len(todo)} of {len(jobs)} corpus cases into {root} (cached for later runs)")
+        started = time.monotonic()
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for k, done in enumerate(pool.imap_unordered(_render, todo), 1):
+                say(f"  {k}/{len(todo)} {Path(done).name} ({time.monotonic() - started:.0f} s)")
+    return [j[1] for j in jobs]
+
+
+def evaluate_case(folder: Path) -> dict:
+    truth = json.loads((folder / "truth.json").read_text())
+    source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
+    case = CaseAnalyzer()
+    distance: dict[int, float | None] = {}
+    volume: dict[int, float | None] = {}
+    alarms = []
+    timings = []
+    try:
+        for item in source.frames():
+            fmt = source.formats[item.plane]
+            pixel_mm = fmt.scale["spacing_mm"][1] if fmt.scale else None
+            plane = case.plane(item.plane, fmt.photometric, fmt.intensity, fmt.bits_stored, pixel_mm)
+            started = time.perf_counter()
+            result, summary = case.process(plane, item.pixels, item.index, item.acq_time)
+            timings.append(time.perf_counter() - started)
+            if item.plane == "lateral":
+                distance[item.index] = result.distance_mm
+            volume[item.index] = summary["volume_ml"]
+            alarms += summary["raised"]
+    finally:
+        source.close()
+    return {
+        "name": folder.name,
+        "config": truth["config"],
+        "truth": _truth_summary(truth),
+        "distance": distance,
+        "volume": volume,
+        "alarms": alarms,
+        "timing_ms": [1000 * t for t in timings[2 * 3 :]],
+    }  # after the baseline frames
+
+
+def _truth_summary(truth: dict) -> dict:
+    return {
+        "distance": {f["frame"]: f["distance_mm"] for f in truth["frames"]},
+        "injected": {f["frame"]: f["injected_ml"] for f in truth["frames"]},
+        "leaked": {f["frame"]: f["leaked_ml"] for f in truth["frames"]},
+        "proximity_frame": truth["proximity_frame"],
+        "leak_onset": truth["leak"]["onset_frame"],
+        "leak_first": truth["leak"]["first_cement_frame"],
+        "leak_site": truth["leak"]["site"],
+    }
+
+
+def score(cases: list[dict]) -> dict:
+    dist_err, vol_err, final_vol_err = [], [], []
+    prox = {"cases": 0, "on_time": 0, "latencies": [], "false": 0, "missed": 0}
+    leak = {"cases": 0, "on_time": 0, "latencies": [], "false": 0, "missed": 0, "site_ok": 0}
+    timing = {512: [], 768: [], 1024: []}
+    for c in cases:
+        t = c["truth"]
+        for f, d_true in t["distance"].items():
+            d_est = c["distance"].get(f)
+            if d_true is not None and d_est is not None and d_true <= 15.0:
+                dist_err.append(abs(d_est - d_true))
+        for f, v_true in t["injected"].items():
+            v_est = c["volume"].get(f)
+            if v_true >= 0.5 and v_est is not None:
+                vol_err.append(abs(v_est - v_true) / v_true * 100)
+        last = max(t["injected"])
+        if c["volume"].get(last) is not None and t["injected"][last] > 0:
+            final_vol_err.append(abs(c["volume"][last] - t["injected"][last]) / t["injected"][last] * 100)
+        highs = [a for a in c["alarms"] if a["priority"] == "high"]
+        prox_alarms = [a["frame"] for a in highs if a["kind"] == "proximity"]
+        crossing = t["proximity_frame"]
+        # an alarm while the truth is more than 1 mm outside the 5 mm line is false
+        false_prox = [
+            f for f in prox_alarms if (t["distance"].get(f) is None or t["distance"][f] > PROXIMITY_MM + 1.0)
+        ]
+        prox["false"] += len(false_prox)
+        if crossing is not None:
+            prox["cases"] += 1
+            good = [f for f in prox_alarms if f not in false_prox]
+            if good:
+                prox["latencies"].append(good[0] - crossing)
+                prox["on_time"] += good[0] - crossing <= 1
+            else:
+                prox["missed"] += 1
+        leak_alarms = [a for a in highs if a["kind"] == "extravasation"]
+        onset, first = t["leak_onset"], t["leak_first"]
+        false_leaks = [a for a in leak_alarms if first is None or a["frame"] < first]
+        leak["false"] += len({(a["plane"], a["site"]) for a in false_leaks}) if false_leaks else 0
+        if onset is not None:
+            leak["cases"] += 1
+            good = [a for a in leak_alarms if a not in false_leaks]
+            if good:
+                leak["latencies"].append(good[0]["frame"] - onset)
+                leak["on_time"] += good[0]["frame"] - onset <= 2
+                leak["site_ok"] += good[0]["site"] == t["leak_site"]
+            else:
+                leak["missed"] += 1
+        size = c["config"]["size"]
+        timing.setdefault(size, []).extend(c["timing_ms"])
+    return {
+        "distance_err_mm": dist_err,
+        "volume_err_pct": vol_err,
+        "final_volume_err_pct": final_vol_err,
+        "proximity": prox,
+        "leak": leak,
+        "timing": timing,
+        "n_cases": len(cases),
+    }
+
+
+def report(s: dict) -> str:
+    def pct(values, q):
+        return float(np.percentile(values, q)) if values else float("nan")
+
+    p, lk = s["proximity"], s["leak"]
+    lines = [
+        f"accuracy benchmark: {s['n_cases']} simulated cases (seeds 1000+, never used by the tests)",
+        "",
+        f"{'measure':46} {'measured':>18}   target",
+        f"{'distance error, median (mm)':46} {pct(s['distance_err_mm'], 50):18.2f}   <= 0.3",
+        f"{'distance error, p95 (mm)':46} {pct(s['distance_err_mm'], 95):18.2f}   <= 1.0",
+        f"{'  (frames with truth <= 15 mm)':46} {len(s['distance_err_mm']):18d}",
+        f"{'proximity: crossings alarmed within 1 frame':46} {p['on_time']:>11d} of {p['cases']:<4d}   all",
+        f"{'proximity: latency frames (median, max)':46} {_fmt_lat(p['latencies']):>18}",
+        f"{'proximity: missed crossings':46} {p['missed']:18d}",
+        f"{'proximity: false high alarms (truth > 6 mm)':46} {p['false']:18d}   0",
+        f"{'leaks: alarmed within 2 frames of onset':46} {lk['on_time']:>11d} of {lk['cases']:<4d}   >= 95%",
+        f"{'leaks: latency frames (median, max)':46} {_fmt_lat(lk['latencies']):>18}",
+        f"{'leaks: missed':46} {lk['missed']:18d}",
+        f"{'leaks: site correct (first alarm)':46} {lk['site_ok']:>11d} of {lk['cases'] - lk['missed']:<4d}",
+        f"{'leaks: false alarms (before any cement left)':46} {lk['false']:18d}   <= 1 per 20 cases",
+        f"{'volume error, median (%, frames >= 0.5 mL)':46} {pct(s['volume_err_pct'], 50):18.1f}   <= 5",
+        f"{'volume error, p95 (%)':46} {pct(s['volume_err_pct'], 95):18.1f}   <= 10",
+        f"{'final volume error, median (%)':46} {pct(s['final_volume_err_pct'], 50):18.1f}",
+    ]
+    for size, values in sorted(s["timing"].items()):
+        if values:
+            lines.append(
+                f"{f'processing ms per frame at {size}, median / p99':46} "
+                f"{pct(values, 50):8.1f} / {pct(values, 99):7.1f}   <= 10 at 1024"
+            )
+    return "\n".join(lines)
+
+
+def _fmt_lat(values) -> str:
+    if not values:
+        return "-"
+    return f"{int(np.median(values)):+d} / {int(max(values)):+d}"
+
+
+def run(corpus: Path, n: int = 30, out_json: Path | None = None, say=print) -> dict:
+    folders = ensure_corpus(corpus, n, say=say)
+    cases = []
+    for folder in folders:
+        started = time.monotonic()
+        cases.append(evaluate_case(folder))
+        say(f"  evaluated {folder.name} ({time.monotonic() - started:.0f} s)")
+    s = score(cases)
+    print(report(s))
+    if out_json:
+        out_json.write_text(
+            json.dumps({"cases": cases, "configs": [asdict(c) for c in corpus_configs(n)]}, default=str)
+        )
+    return s
