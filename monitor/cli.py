@@ -206,15 +206,46 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(args) -> int:
+    import shutil
+
+    from monitor.audit import audit_json
+    from monitor.io.sources import DicomPairSource
+    from monitor.io.store import SessionStore
+    from monitor.pipeline import Endpoints, RunSpec, run
     from monitor.recordings import default_recording
+    from monitor.render import render_session
+    from monitor.replay import PaceOptions
 
     case = default_recording()
     print(f"bundled recording '{case.name}': {case.description}")
-    for path in (case.lateral, case.ap):
-        print(describe(path))
-    sheet = write_contact_sheet([case.lateral, case.ap], args.out / "contact_sheet.png")
-    print(f"wrote {sheet}")
-    return 0
+    session = args.out / "session"
+    if session.exists():
+        shutil.rmtree(session)
+    source = DicomPairSource(case.lateral, case.ap)
+    spec = RunSpec(
+        str(session), "L1", endpoints=Endpoints.private(), meta={"source": str(case.lateral.parent)}
+    )
+    try:
+        code = run(source, spec, PaceOptions(speed=0), say=lambda m: print(f"  {m}"))
+    finally:
+        source.close()
+    report = audit_json(SessionStore.open(session))
+    level = report["levels"][0]
+    print(
+        f"level {level['level']}: {level['volume_ml']:.2f} mL injected, "
+        f"closest {level['min_distance_mm']:.1f} mm "
+        f"from the posterior wall"
+    )
+    for a in level["alarms"]:
+        where = f" ({a['site']})" if a["site"] else ""
+        dist = "" if a["distance_mm"] is None else f" at {a['distance_mm']:.1f} mm"
+        print(f"  ALARM frame {a['frame']:3d} {a['plane']:7} {a['priority']:6} {a['kind']}{where}{dist}")
+    pictures = render_session(session, {"lateral": case.lateral, "ap": case.ap}, args.out / "frames")
+    print(
+        f"wrote {len(pictures)} annotated key frames to {args.out / 'frames'}, the session log to {session}"
+    )
+    print(f"audit it with: monitor audit {session}")
+    return code
 
 
 def _add_stream_options(p, session_help: str) -> None:

@@ -78,11 +78,16 @@ def test_bad_flag_values_are_refused_clearly(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_demo_runs_on_the_bundled_default(tmp_path):
+def test_demo_monitors_the_bundled_default_and_writes_annotated_frames(tmp_path):
     result = run("demo", "--out", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
     assert default_recording().name in result.stdout
-    assert (tmp_path / "demo" / "contact_sheet.png").is_file()
+    assert "ALARM" in result.stdout and "extravasation (posterior)" in result.stdout
+    pictures = sorted((tmp_path / "demo" / "frames").glob("frame_*.png"))
+    assert len(pictures) >= 3
+    image = cv2.imread(str(pictures[-1]))
+    assert image is not None and image.shape[1] > 900  # both planes side by side
+    assert (tmp_path / "demo" / "session" / "session.sqlite").is_file()
 
 
 def test_bundled_recordings_match_their_manifest():

@@ -36,7 +36,7 @@ def estimate_shift(
     img = cv2.GaussianBlur(image, (0, 0), 1.5)
     mask = None if ignore is None else (~ignore).astype(np.uint8)
     warp = np.array([[1, 0, start[0]], [0, 1, start[1]]], np.float32)
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 1e-3)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-3)
     try:
         # Coarse on a half-size image, then refined at full size.
         half = cv2.resize(ref, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
@@ -55,7 +55,7 @@ def estimate_shift(
             img,
             warp,
             cv2.MOTION_TRANSLATION,
-            (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 1e-4),
+            (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 4, 1e-3),
             mask,
             3,
         )
@@ -100,7 +100,8 @@ def segment(
     in connected regions that reach at least twice that threshold."""
     sigma = max(0.8, 0.25 / pixel_mm) if pixel_mm else 1.0
     smooth = cv2.GaussianBlur(difference, (0, 0), sigma)
-    sample = smooth[~exclude] if (~exclude).any() else smooth.ravel()
+    sample = smooth[::3, ::3][~exclude[::3, ::3]]
+    sample = sample if sample.size else smooth.ravel()
     noise = float(1.4826 * np.median(np.abs(sample - np.median(sample))))
     threshold = np.maximum(
         max(min_threshold, 5.0 * noise), 2.5 * REGISTRATION_UNCERTAINTY_PX * baseline_gradient
@@ -133,7 +134,17 @@ def integrated_volume_ml(
         near = cv2.dilate(cement.mask.astype(np.uint8), np.ones((reach, reach), np.uint8)).astype(bool)
         hidden = fill & near
         if hidden.any():
-            values = cv2.inpaint(values.astype(np.float32), hidden.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+            ys, xs = np.nonzero(hidden)
+            pad = 6
+            y0, y1 = max(0, ys.min() - pad), ys.max() + pad + 1
+            x0, x1 = max(0, xs.min() - pad), xs.max() + pad + 1
+            values = values.copy()
+            values[y0:y1, x0:x1] = cv2.inpaint(
+                values[y0:y1, x0:x1].astype(np.float32),
+                hidden[y0:y1, x0:x1].astype(np.uint8),
+                5,
+                cv2.INPAINT_TELEA,
+            )
             region = (region & ~fill) | (hidden & (values > cement.threshold))
     total = float(np.clip(values[region], 0, None).sum())
     return total * pixel_mm**2 / mu_per_mm / 1000.0

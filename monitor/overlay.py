@@ -1,0 +1,108 @@
+"""Drawing a result's overlay on a frame, for reports and the headless demo.
+
+Pure: an 8-bit frame and a result's fields in, a BGR image out. Colours
+follow the alarm conventions: red is high priority (breach, leak), yellow the
+5 mm safety line and medium priority, green the body outline, cyan cement.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+RED, YELLOW, GREEN, CYAN, WHITE = (40, 40, 230), (0, 215, 255), (80, 200, 80), (230, 200, 40), (235, 235, 235)
+
+
+def _pts(points) -> np.ndarray:
+    return np.round(np.asarray(points, np.float32)).astype(np.int32)
+
+
+def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0) -> np.ndarray:
+    """Overlay of one plane's result on its 8-bit frame, resized by ``scale``."""
+    img = cv2.cvtColor(display, cv2.COLOR_GRAY2BGR) if display.ndim == 2 else display.copy()
+    if scale != 1.0:
+        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    o = result.get("overlay") or {}
+
+    def s(points):
+        return _pts(np.asarray(points, np.float32) * scale)
+
+    thick = max(1, int(round(2 * scale)))
+    if "body" in o:
+        cv2.polylines(img, [s(o["body"])], True, GREEN, thick, cv2.LINE_AA)
+    if "safety_line" in o:
+        a, b = s(o["safety_line"])
+        _dashed(img, tuple(a), tuple(b), YELLOW, thick)
+    if "wall" in o:
+        a, b = s(o["wall"])
+        cv2.line(img, tuple(a), tuple(b), RED, thick + 1, cv2.LINE_AA)
+    for contour in o.get("cement", []):
+        cv2.polylines(img, [s(contour)], True, CYAN, thick, cv2.LINE_AA)
+    if "front" in o:
+        x, y = s([o["front"]])[0]
+        cv2.drawMarker(img, (int(x), int(y)), RED, cv2.MARKER_TILTED_CROSS, 14 * thick // 2 + 8, thick)
+    for leak in o.get("leaks", []):
+        x, y, w, h = (np.asarray(leak["box"], np.float32) * scale).astype(int)
+        cv2.rectangle(img, (x - 4, y - 4), (x + w + 4, y + h + 4), RED, thick)
+        cv2.putText(
+            img,
+            f"LEAK {leak['site']}",
+            (x, max(14, y - 8)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5,
+            RED,
+            1,
+            cv2.LINE_AA,
+        )
+    lines = [title] if title else []
+    d = result.get("distance_mm")
+    if d is not None:
+        lines.append(f"wall {d:+.1f} mm")
+    v = result.get("volume_ml")
+    if v is not None:
+        lines.append(f"volume {v:.2f} mL")
+    status = result.get("status", "")
+    if status and status != "ok":
+        lines.append(status[:40])
+    for i, text in enumerate(lines):
+        cv2.putText(img, text, (8, 22 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(img, text, (8, 22 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6, WHITE, 1, cv2.LINE_AA)
+    return img
+
+
+def _dashed(img, a, b, colour, thickness, dash: int = 8) -> None:
+    a, b = np.array(a, float), np.array(b, float)
+    length = np.linalg.norm(b - a)
+    if length < 1:
+        return
+    step = (b - a) / length
+    for start in np.arange(0, length, 2 * dash):
+        p = a + step * start
+        q = a + step * min(start + dash, length)
+        cv2.line(img, tuple(int(v) for v in p), tuple(int(v) for v in q), colour, thickness, cv2.LINE_AA)
+
+
+def alarm_banner(width: int, alarms: list[dict]) -> np.ndarray:
+    """A strip naming the alarms raised on this frame: red for high priority, yellow for medium."""
+    strip = np.full((34, width, 3), 30, np.uint8)
+    if not alarms:
+        return strip
+    high = any(a["priority"] == "high" for a in alarms)
+    strip[:] = RED if high else YELLOW
+    words = []
+    for a in alarms:
+        if a["kind"] == "proximity":
+            words.append(f"{a['priority'].upper()}: cement {a['distance_mm']:.1f} mm from the posterior wall")
+        else:
+            words.append(f"HIGH: leak ({a['site']}) in {a['plane']}")
+    cv2.putText(
+        strip,
+        " | ".join(words)[:110],
+        (8, 23),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.6,
+        (255, 255, 255) if high else (0, 0, 0),
+        2,
+        cv2.LINE_AA,
+    )
+    return strip
