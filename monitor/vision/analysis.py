@@ -309,10 +309,9 @@ class PlaneAnalyzer:
         else:
             inside_left = -body.left.signed_distance(xs, ys)
             inside_right = body.right.signed_distance(xs, ys)
-            sides = {
-                "disc": (below_top < -margin) | (above_bottom < -margin),
-                "paravertebral": ((inside_left < -margin) | (inside_right < -margin)) & level,
-            }
+            # In AP only the lateral walls: endplates are seen obliquely there and
+            # disc leaks show better in the lateral view.
+            sides = {"paravertebral": ((inside_left < -margin) | (inside_right < -margin)) & level}
         result.leaks = self._leaks(cement, sides)
 
     def _substantial(self, cement: CementMap) -> CementMap:

@@ -303,7 +303,6 @@ def _edge_points(
     span: tuple[int, int],
     across: np.ndarray,
     exclude: np.ndarray,
-    min_gap: int = 0,
     first: bool = True,
 ) -> list[tuple[float, float, float]]:
     """For each line across the search band, the strongest fall of attenuation
@@ -341,35 +340,16 @@ def _edge_points(
             profile = -sign * grad[idx, c]
             blocked = exclude[idx, c]
         profile = np.where(blocked, 0.0, profile)
-        strongest = float(profile.max())
-        if strongest <= 0:
+        # Interior local maxima only: a fall cut by the window's edge is not an edge.
+        local = np.flatnonzero((profile[1:-1] >= profile[:-2]) & (profile[1:-1] > profile[2:])) + 1
+        local = local[profile[local] > 0]
+        if local.size == 0:
             continue
+        strongest = float(profile[local].max())
         # The first strong fall from the tip outward, not the strongest: ribs and
         # pedicles beyond a wall can outshine it.
-        peaks = (
-            np.flatnonzero(
-                (profile[1:-1] >= profile[:-2])
-                & (profile[1:-1] > profile[2:])
-                & (profile[1:-1] >= 0.5 * strongest)
-            )
-            + 1
-        )
-        if peaks.size == 0:
-            continue
-        k = int(peaks[0]) if first else int(np.argmax(profile))
-        if k == 0 or k >= len(profile) - 1:
-            continue
-        # The wall is the outermost cortex: when the two sides of the body do not
-        # superimpose exactly, a second, weaker fall just beyond the strongest is the edge.
-        beyond = profile[k + 1 : k + 1 + min_gap]
-        if beyond.size > 2:
-            peaks = [
-                j
-                for j in range(1, beyond.size - 1)
-                if beyond[j] >= beyond[j - 1] and beyond[j] > beyond[j + 1] and beyond[j] > 0.4 * profile[k]
-            ]
-            if peaks and k + 1 + peaks[-1] < len(profile) - 1:
-                k = k + 1 + peaks[-1]
+        peaks = local[profile[local] >= 0.5 * strongest]
+        k = int(peaks[0]) if first else int(local[np.argmax(profile[local])])
         # parabolic sub-pixel peak
         y0, y1, y2 = profile[k - 1], profile[k], profile[k + 1]
         denom = y0 - 2 * y1 + y2
@@ -432,9 +412,7 @@ def find_lateral_body(
         raise NotFound("endplates closer than 8 mm")
     rows = np.linspace(top + 0.15 * (bottom - top), bottom - 0.15 * (bottom - top), 40)
     posterior = _fit_line(
-        _edge_points(
-            gx, (tx, ty), 0, sign, (int(1 * mm), int(30 * mm)), rows, exclude, min_gap=int(round(1.5 * mm))
-        ),
+        _edge_points(gx, (tx, ty), 0, sign, (int(1 * mm), int(30 * mm)), rows, exclude),
         True,
         0.8 * mm,
     )
