@@ -19,7 +19,7 @@ import zmq
 
 from monitor.flow import FlowClient
 from monitor.io.transport import Frame, Publisher, Subscriber
-from monitor.messages import End, Heartbeat, Result, Status
+from monitor.messages import End, FrameHeader, Heartbeat, Result, Status
 from monitor.vision.analysis import AnalysisConfig, CaseAnalyzer
 
 log = logging.getLogger(__name__)
@@ -38,15 +38,9 @@ class VisionAnalysis:
         pixel_mm = float(sum(spacing) / 2) if spacing else None
         plane = self.case.plane(h.plane, h.photometric, h.intensity, h.bits_stored, pixel_mm)
         r, summary = self.case.process(plane, np.asarray(frame.pixels), h.frame, h.acq_time)
-        return Result(
-            session=h.session,
-            plane=h.plane,
-            seq=h.seq,
-            frame=h.frame,
-            acq_time=h.acq_time,
-            frame_send_time=h.send_time,
-            send_time=0.0,
-            status=r.status,
+        return result_for(
+            h,
+            r.status,
             distance_mm=_rounded(r.distance_mm, 3),
             distance_px=_rounded(r.distance_px, 2),
             volume_ml=_rounded(summary["volume_ml"], 4),
@@ -55,6 +49,21 @@ class VisionAnalysis:
             alarms=summary["raised"],
             overlay=_plain(r.overlay),
         )
+
+
+def result_for(h: FrameHeader, status: str, **measurements) -> Result:
+    """A result answering the frame ``h``; the send time is stamped when it goes out."""
+    return Result(
+        session=h.session,
+        plane=h.plane,
+        seq=h.seq,
+        frame=h.frame,
+        acq_time=h.acq_time,
+        frame_send_time=h.send_time,
+        send_time=0.0,
+        status=status,
+        **measurements,
+    )
 
 
 def _rounded(value: float | None, digits: int) -> float | None:
@@ -191,17 +200,7 @@ def _analyse(analysis, frame: Frame) -> Result:
         result = analysis.process(frame)
     except Exception as e:  # a bug or a frame the analysis cannot handle: report it, keep running
         log.exception("analysis failed on %s frame %d", frame.header.plane, frame.header.frame)
-        h = frame.header
-        result = Result(
-            session=h.session,
-            plane=h.plane,
-            seq=h.seq,
-            frame=h.frame,
-            acq_time=h.acq_time,
-            frame_send_time=h.send_time,
-            send_time=0.0,
-            status=f"error: {e}"[:200],
-        )
+        result = result_for(frame.header, f"error: {e}"[:200])
     return replace(result, send_time=time.time())
 
 

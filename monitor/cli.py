@@ -229,17 +229,7 @@ def _run_demo(args) -> int:
         code = run(source, spec, PaceOptions(speed=0), say=lambda m: print(f"  {m}"))
     finally:
         source.close()
-    report = audit_json(SessionStore.open(session))
-    level = report["levels"][0]
-    print(
-        f"level {level['level']}: {level['volume_ml']:.2f} mL injected, "
-        f"closest {level['min_distance_mm']:.1f} mm "
-        f"from the posterior wall"
-    )
-    for a in level["alarms"]:
-        where = f" ({a['site']})" if a["site"] else ""
-        dist = "" if a["distance_mm"] is None else f" at {a['distance_mm']:.1f} mm"
-        print(f"  ALARM frame {a['frame']:3d} {a['plane']:7} {a['priority']:6} {a['kind']}{where}{dist}")
+    print_audit(audit_json(SessionStore.open(session)))
     pictures = render_session(session, {"lateral": case.lateral, "ap": case.ap}, args.out / "frames")
     print(
         f"wrote {len(pictures)} annotated key frames to {args.out / 'frames'}, the session log to {session}"
@@ -420,7 +410,12 @@ def _run_audit(args) -> int:
     report = audit_json(SessionStore.open(args.session))
     if args.json:
         print(json.dumps(report, indent=1))
-        return 0
+    else:
+        print_audit(report)
+    return 0
+
+
+def print_audit(report: dict) -> None:
     for level in report["levels"]:
         volume = "n/a" if level["volume_ml"] is None else f"{level['volume_ml']:.2f} mL"
         closest = "n/a" if level["min_distance_mm"] is None else f"{level['min_distance_mm']:.1f} mm"
@@ -431,10 +426,9 @@ def _run_audit(args) -> int:
         for a in level["alarms"]:
             where = f" ({a['site']})" if a["site"] else ""
             dist = "" if a["distance_mm"] is None else f" at {a['distance_mm']:.1f} mm"
-            print(f"  frame {a['frame']:4d} {a['plane']:7} {a['priority']:6} {a['kind']}{where}{dist}")
+            print(f"  ALARM frame {a['frame']:4d} {a['plane']:7} {a['priority']:6} {a['kind']}{where}{dist}")
     if not report["complete"]:
         print("INCOMPLETE: " + "; ".join(report["problems"]))
-    return 0
 
 
 def _add_bench(sub) -> None:
