@@ -49,6 +49,7 @@ class AnalysisConfig:
     leak_min_ml: float = 0.008  # outside-the-body cement that counts as a leak candidate
     leak_margin_mm: float = 0.6  # cement must be this far outside the body outline
     front_min_ml: float = 0.004  # smallest cement region that can be the front
+    leak_min_depth_mm: float = 1.5  # how far beyond the body outline cement must reach to be a leak
     roi_half_mm: float = 42.0
     scatter_fraction: float = 0.15  # scatter-to-primary ratio; a room's calibration profile sets it
     scatter_sigma_mm: float = 20.0
@@ -299,19 +300,22 @@ class PlaneAnalyzer:
                 result.distance_mm = found[0] * self.pixel_mm
                 result.overlay["front"] = self._full(*found[1])
             between_walls = (inside_post > 0) & (inside_ant > 0)
+            # site -> (region, how far outside the outline each pixel is, pixels)
+            beyond_plates = np.maximum(-below_top, -above_bottom)
             sides = {
                 # behind the wall at any height: the canal (epidural space, basivertebral veins)
-                "posterior": inside_post < -margin,
+                "posterior": (inside_post < -margin, -inside_post),
                 # above or below the body, in front of the wall: the discs
-                "disc": ((below_top < -margin) | (above_bottom < -margin)) & between_walls,
-                "paravertebral": (inside_ant < -margin) & level,
+                "disc": ((beyond_plates > margin) & between_walls, beyond_plates),
+                "paravertebral": ((inside_ant < -margin) & level, -inside_ant),
             }
         else:
             inside_left = -body.left.signed_distance(xs, ys)
             inside_right = body.right.signed_distance(xs, ys)
             # In AP only the lateral walls: endplates are seen obliquely there and
             # disc leaks show better in the lateral view.
-            sides = {"paravertebral": ((inside_left < -margin) | (inside_right < -margin)) & level}
+            beyond = np.maximum(-inside_left, -inside_right)
+            sides = {"paravertebral": ((beyond > margin) & level, beyond)}
         result.leaks = self._leaks(cement, sides)
 
     def _substantial(self, cement: CementMap) -> CementMap:
@@ -330,16 +334,23 @@ class PlaneAnalyzer:
         return replace(cement, mask=keep[labels])
 
     def _leaks(self, cement, sides: dict) -> list[Leak]:
-        """Cement outside the body, grouped by site; thin long streaks are venous."""
+        """Cement outside the body, grouped by site; thin long streaks are venous.
+
+        ``sides`` maps a site to (its region, each pixel's distance outside the outline).
+        """
         leaks = []
         area_mm2 = self.pixel_mm**2
-        for site, region in sides.items():
+        for site, (region, beyond) in sides.items():
             outside = cement.mask & region
             if not outside.any():
                 continue
             count, labels, stats, centroids = cv2.connectedComponentsWithStats(outside.astype(np.uint8), 8)
             for i in range(1, count):
                 comp = labels == i
+                # A sliver hugging the outline is the outline's own uncertainty (or the
+                # blurred rim of cement inside); a leak reaches clearly beyond it.
+                if float(beyond[comp].max()) * self.pixel_mm < self.config.leak_min_depth_mm:
+                    continue
                 volume = float(np.clip(cement.difference[comp], 0, None).sum()) * area_mm2
                 volume /= self.config.cement_mu_per_mm * 1000.0
                 x, y, w, h, area = stats[i]
