@@ -20,7 +20,8 @@ Frame header fields (all required unless marked optional):
     seq          per-plane sequence number from the source, +1 per frame sent;
                  a jump is a dropped frame
     frame        0-based frame index in the recording (or grabber frame count)
-    acq_time     acquisition time, seconds from the start of the recording
+    acq_time     acquisition time, seconds from the start of the stream (runs on
+                 across loops of a replayed recording)
     send_time    the sender's wall clock (time.time()) when it was sent
     shape        [rows, columns]
     dtype        "uint8" or "uint16"

@@ -58,7 +58,7 @@ def publish(
                     next_beat = _wait_for_consumers(publisher, flow, options, last_seq, next_beat)
                 seq = publisher.next_seq(item.plane)
                 publisher.send_frame(
-                    _header(publisher.session, item, seq, source.formats[item.plane]), item.pixels
+                    _header(publisher.session, item, seq, source.formats[item.plane], offset), item.pixels
                 )
                 sent[item.plane] += 1
                 last_seq[item.plane] = seq
@@ -78,13 +78,14 @@ def _frame_interval(source) -> float:
     return 1.0 / fps if fps else 0.1
 
 
-def _header(session: str, item: SourceFrame, seq: int, fmt: PlaneFormat) -> FrameHeader:
+def _header(session: str, item: SourceFrame, seq: int, fmt: PlaneFormat, offset: float) -> FrameHeader:
+    """``offset``: seconds of earlier loops, so that time runs on when a recording repeats."""
     return FrameHeader(
         session=session,
         plane=item.plane,
         seq=seq,
         frame=item.index,
-        acq_time=item.acq_time,
+        acq_time=offset + item.acq_time,
         send_time=time.time(),
         shape=(int(item.pixels.shape[0]), int(item.pixels.shape[1])),
         dtype=str(item.pixels.dtype),

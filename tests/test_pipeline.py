@@ -323,3 +323,35 @@ def test_video_layout_from_a_profile_section_and_its_errors(tmp_path):
     small = Layout({"ap": (100, 0, 50, 50)})
     with pytest.raises(Exception, match="outside"):
         small.split(image)
+
+
+def test_loop_restarts_the_recording_with_times_running_on_until_stopped():
+    e = Endpoints.private()
+    ctx = zmq.Context()
+    publisher = Publisher(e.frames, session="loop", context=ctx)
+    sub = Subscriber(e.frames, context=ctx)
+    time.sleep(0.3)
+    source = SyntheticSource([0.0, 0.05, 0.1])
+    seen = []
+
+    def enough() -> bool:
+        message = sub.receive(0)
+        while message is not None:
+            seen.append(message)
+            message = sub.receive(0)
+        return sum(1 for m in seen if hasattr(m, "pixels")) >= 8
+
+    from monitor.replay import publish
+
+    sent = publish(source, publisher, PaceOptions(speed=4.0, loop=True), should_stop=enough)
+    seen += _collect(sub, 1.0)
+    sub.close()
+    publisher.close()
+    ctx.term()
+    frames = [m.header for m in seen if hasattr(m, "pixels")]
+    assert sent["lateral"] >= 8
+    assert [h.frame for h in frames[:7]] == [0, 1, 2, 0, 1, 2, 0]  # the recording's own indices
+    times = [h.acq_time for h in frames]
+    assert all(b > a for a, b in zip(times, times[1:], strict=False))  # time runs on across loops
+    assert [h.seq for h in frames] == list(range(len(frames)))
+    assert any(isinstance(m, End) and m.frames["lateral"] == sent["lateral"] for m in seen)
