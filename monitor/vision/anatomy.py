@@ -419,7 +419,36 @@ def find_lateral_body(
     anterior = _fit_line(
         _edge_points(gx, (tx, ty), 0, -sign, (int(1 * mm), int(30 * mm)), rows, exclude), True, 1.2 * mm
     )
-    return LateralBody(posterior, anterior, sup, inf, sign)
+    body = LateralBody(posterior, anterior, sup, inf, sign)
+    _check_plausible(body, cannula, pixel_mm)
+    return body
+
+
+def _check_plausible(body: LateralBody, cannula: Cannula, pixel_mm: float) -> None:
+    """Refuse an outline no vertebral body has: a wrong wall would give false millimetres.
+
+    Adult T5-L5 bodies are 20-50 mm deep and 14-35 mm high (fractured ones lower),
+    their walls within ~25 degrees of perpendicular to the endplates, and the
+    cannula tip lies inside, in front of the posterior wall.
+    """
+    tx, ty = cannula.tip
+    depth = abs(float(body.posterior.at(ty)) - float(body.anterior.at(ty))) * pixel_mm
+    height = (float(body.inferior.at(tx)) - float(body.superior.at(tx))) * pixel_mm
+    tilt = np.degrees(abs(np.arctan(body.posterior.a) + np.arctan(body.superior.a)))
+    tip_inside = (
+        body.posterior_sign * body.posterior.signed_distance(np.float32(tx), np.float32(ty)) * pixel_mm
+    )
+    problems = []
+    if not 18.0 <= depth <= 55.0:
+        problems.append(f"depth {depth:.0f} mm")
+    if not 10.0 <= height <= 38.0:
+        problems.append(f"height {height:.0f} mm")
+    if tilt > 25.0:
+        problems.append(f"wall {tilt:.0f} degrees off perpendicular to the endplates")
+    if tip_inside < 2.0:
+        problems.append(f"cannula tip {tip_inside:.1f} mm from the wall")
+    if problems:
+        raise NotFound("implausible vertebral body (" + ", ".join(problems) + ")")
 
 
 def find_ap_body(
