@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import zmq
@@ -194,8 +195,6 @@ def run_analyzer(
 
 def _analyse(analysis, frame: Frame) -> Result:
     """One frame's result; an exception becomes an error result, never a dead analyzer."""
-    from dataclasses import replace
-
     try:
         result = analysis.process(frame)
     except Exception as e:  # a bug or a frame the analysis cannot handle: report it, keep running

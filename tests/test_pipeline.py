@@ -27,6 +27,26 @@ def endpoint_args(e: Endpoints) -> list[str]:
     return ["--frames-endpoint", e.frames, "--results-endpoint", e.results, "--flow-endpoint", e.flow]
 
 
+def replay_default(session, speed: str, *extra, **kwargs) -> subprocess.Popen:
+    """``monitor replay`` of the bundled default recording, headless, on private endpoints."""
+    rec = default_recording()
+    return monitor(
+        "replay",
+        "--lateral",
+        str(rec.lateral),
+        "--ap",
+        str(rec.ap),
+        "--session",
+        str(session),
+        "--headless",
+        "--speed",
+        speed,
+        *extra,
+        *endpoint_args(Endpoints.private()),
+        **kwargs,
+    )
+
+
 def monitor(*args, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "monitor", *args],
@@ -56,23 +76,7 @@ class SyntheticSource:
 
 
 def test_headless_replay_logs_every_frame_of_the_bundled_recording(tmp_path):
-    rec = default_recording()
-    e = Endpoints.private()
-    proc = monitor(
-        "replay",
-        "--lateral",
-        str(rec.lateral),
-        "--ap",
-        str(rec.ap),
-        "--level",
-        "L1",
-        "--session",
-        str(tmp_path / "s"),
-        "--headless",
-        "--speed",
-        "0",
-        *endpoint_args(e),
-    )
+    proc = replay_default(tmp_path / "s", "0", "--level", "L1")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     store = SessionStore.open(tmp_path / "s")
@@ -117,22 +121,7 @@ def test_a_viewer_that_never_reads_does_not_break_the_run(tmp_path):
 
 
 def test_killed_source_ends_the_session_as_incomplete_and_leaves_no_process(tmp_path):
-    rec = default_recording()
-    e = Endpoints.private()
-    proc = monitor(
-        "replay",
-        "--lateral",
-        str(rec.lateral),
-        "--ap",
-        str(rec.ap),
-        "--session",
-        str(tmp_path / "s"),
-        "--headless",
-        "--speed",
-        "1",
-        *endpoint_args(e),
-        start_new_session=True,
-    )
+    proc = replay_default(tmp_path / "s", "1", start_new_session=True)
     deadline = time.monotonic() + 30
     while not (tmp_path / "s" / "session.sqlite").exists() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -459,7 +459,7 @@ def _open_series(folder: Path, plane: str | None) -> Recording:
         if all(t is not None for t in times) and len(set(times)) == len(times):
             t = np.asarray(times) - times[0]
             if np.all(np.diff(t) > 0):
-                info = _replace(info, frame_times_s=t, timing_source="AcquisitionTime")
+                info = replace(info, frame_times_s=t, timing_source="AcquisitionTime")
     return Recording(info, frame_files=[f for _, f, _ in headers])
 
 
@@ -471,12 +471,6 @@ def _acquisition_seconds(ds: Dataset) -> float | None:
         return int(value[0:2]) * 3600 + int(value[2:4]) * 60 + float(value[4:])
     except ValueError:
         return None
-
-
-def _replace(info: RecordingInfo, **changes) -> RecordingInfo:
-    from dataclasses import replace
-
-    return replace(info, **changes)
 
 
 # ---------------------------------------------------------------------------- writing

@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -49,12 +49,13 @@ class DicomPairSource:
         for plane, path in (("lateral", lateral), ("ap", ap)):
             if path is None:
                 continue
-            derived = open_recording(path).info.plane
-            if derived is not None and derived != plane:
+            rec = open_recording(path)
+            if rec.info.plane is not None and rec.info.plane != plane:
                 raise RecordingError(
-                    f"{path}: given as --{plane} but its PositionerPrimaryAngle says {derived}"
+                    f"{path}: given as --{plane} but its PositionerPrimaryAngle says {rec.info.plane}"
                 )
-            self.recordings[plane] = open_recording(path, plane=plane)
+            rec.info = replace(rec.info, plane=plane)  # oblique or unlabelled: the operator said which
+            self.recordings[plane] = rec
         self.fps = fps
         self.formats = {plane: self._format(rec) for plane, rec in self.recordings.items()}
 

@@ -32,7 +32,7 @@ from monitor.vision.anatomy import (
 from monitor.vision.cement import (
     DEFAULT_CEMENT_MU,
     CementMap,
-    estimate_shift,
+    Registration,
     front_distance_px,
     integrated_volume_ml,
     segment,
@@ -113,6 +113,7 @@ class PlaneAnalyzer:
         self._raw: list[np.ndarray] = []
         self.model: IntensityModel | None = None
         self.baseline: np.ndarray | None = None  # ROI of the registered mean baseline
+        self._registration: Registration | None = None
         self.roi: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in working pixels
         self.cannulas = []
         self.body: LateralBody | ApBody | None = None
@@ -191,12 +192,13 @@ class PlaneAnalyzer:
         else:
             x0, y0, x1, y1 = 0, 0, w, h
         self.roi = (x0, y0, x1, y1)
-        ref = first[y0:y1, x0:x1]
-        registered = [ref]
+        first_roi = Registration(first[y0:y1, x0:x1])
+        registered = [first_roi.reference]
         for att in atts[1:]:
-            dx, dy = estimate_shift(ref, att[y0:y1, x0:x1])
+            dx, dy = first_roi.shift(att[y0:y1, x0:x1])
             registered.append(shift_image(att[y0:y1, x0:x1], -dx, -dy))
         self.baseline = np.mean(registered, axis=0).astype(np.float32)
+        self._registration = Registration(self.baseline)
         smooth = cv2.GaussianBlur(self.baseline, (0, 0), 1.0)
         gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8
         gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8
@@ -233,7 +235,7 @@ class PlaneAnalyzer:
             self._raw = []
         att = self._primary(pixels, self.roi)
         ignore = self._exclude if self._last_mask is None else (self._exclude | self._last_mask)
-        dx, dy = estimate_shift(self.baseline, att, ignore, self._shift)
+        dx, dy = self._registration.shift(att, ignore, self._shift)
         self._shift = (dx, dy)
         base = shift_image(self.baseline, dx, dy)
         exclude = shift_image(self._exclude.astype(np.float32), dx, dy) > 0.25

@@ -59,25 +59,11 @@ class LateralBody:
 
     def wall_segment(self) -> tuple[tuple[float, float], tuple[float, float]]:
         """End points of the posterior wall between the endplates."""
-        ends = []
-        for plate in (self.superior, self.inferior):
-            # intersect x = a1 y + b1 with y = a2 x + b2
-            y = (plate.a * self.posterior.b + plate.b) / (1 - plate.a * self.posterior.a)
-            ends.append((float(self.posterior.at(y)), float(y)))
-        return ends[0], ends[1]
+        return _corner(self.posterior, self.superior), _corner(self.posterior, self.inferior)
 
     def polygon(self) -> np.ndarray:
         """Corners (4, 2): posterior-superior, anterior-superior, anterior-inferior, posterior-inferior."""
-        pts = []
-        for wall, plate in (
-            (self.posterior, self.superior),
-            (self.anterior, self.superior),
-            (self.anterior, self.inferior),
-            (self.posterior, self.inferior),
-        ):
-            y = (plate.a * wall.b + plate.b) / (1 - plate.a * wall.a)
-            pts.append((wall.at(y), y))
-        return np.array(pts, dtype=np.float32)
+        return _quad(self.posterior, self.anterior, self.superior, self.inferior)
 
 
 @dataclass(frozen=True)
@@ -88,16 +74,19 @@ class ApBody:
     inferior: Line
 
     def polygon(self) -> np.ndarray:
-        pts = []
-        for wall, plate in (
-            (self.left, self.superior),
-            (self.right, self.superior),
-            (self.right, self.inferior),
-            (self.left, self.inferior),
-        ):
-            y = (plate.a * wall.b + plate.b) / (1 - plate.a * wall.a)
-            pts.append((wall.at(y), y))
-        return np.array(pts, dtype=np.float32)
+        """Corners (4, 2): left-superior, right-superior, right-inferior, left-inferior."""
+        return _quad(self.left, self.right, self.superior, self.inferior)
+
+
+def _corner(wall: Line, plate: Line) -> tuple[float, float]:
+    """Where a near-vertical wall (x = a1 y + b1) meets an endplate (y = a2 x + b2)."""
+    y = (plate.a * wall.b + plate.b) / (1 - plate.a * wall.a)
+    return float(wall.at(y)), float(y)
+
+
+def _quad(first: Line, second: Line, top: Line, bottom: Line) -> np.ndarray:
+    corners = [_corner(first, top), _corner(second, top), _corner(second, bottom), _corner(first, bottom)]
+    return np.array(corners, dtype=np.float32)
 
 
 class NotFound(ValueError):

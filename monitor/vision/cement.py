@@ -18,53 +18,65 @@ DEFAULT_CEMENT_MU = 0.18
 REGISTRATION_UNCERTAINTY_PX = 0.25
 
 
-def estimate_shift(
-    reference: np.ndarray,
-    image: np.ndarray,
-    ignore: np.ndarray | None = None,
-    start: tuple[float, float] = (0.0, 0.0),
-) -> tuple[float, float]:
-    """Translation (dx, dy) that maps ``reference`` onto ``image``, to a fraction of a pixel.
+class Registration:
+    """A fixed reference (the baseline), smoothed and halved once, to which
+    frames are registered: the per-frame cost is the frame's own share only."""
 
-    Enhanced correlation coefficient maximisation (cv2.findTransformECC) on
-    smoothed images, starting from ``start`` (the previous frame's shift:
-    breathing is smooth), with the pixels in ``ignore`` (the growing cement,
-    the cannula's lumen) left out so they cannot pull the estimate. Falls back
-    to phase correlation of edges when ECC does not converge.
-    """
-    ref = cv2.GaussianBlur(reference, (0, 0), 1.5)
-    img = cv2.GaussianBlur(image, (0, 0), 1.5)
-    mask = None if ignore is None else (~ignore).astype(np.uint8)
-    warp = np.array([[1, 0, start[0]], [0, 1, start[1]]], np.float32)
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-3)
-    try:
-        # Coarse on a half-size image, then refined at full size.
-        half = cv2.resize(ref, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
-        half_img = cv2.resize(img, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
-        half_mask = (
-            None if mask is None else cv2.resize(mask, half.shape[::-1], interpolation=cv2.INTER_NEAREST)
-        )
-        coarse = warp.copy()
-        coarse[:, 2] *= 0.5
-        _, coarse = cv2.findTransformECC(
-            half, half_img, coarse, cv2.MOTION_TRANSLATION, criteria, half_mask, 3
-        )
-        warp[:, 2] = coarse[:, 2] * 2
-        _, warp = cv2.findTransformECC(
-            ref,
-            img,
-            warp,
-            cv2.MOTION_TRANSLATION,
-            (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 4, 1e-3),
-            mask,
-            3,
-        )
-        return float(warp[0, 2]), float(warp[1, 2])
-    except cv2.error:
-        a, b = _edges(reference), _edges(image if ignore is None else np.where(ignore, reference, image))
-        window = cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F)
-        (dx, dy), _ = cv2.phaseCorrelate(a, b, window)
-        return float(dx), float(dy)
+    def __init__(self, reference: np.ndarray):
+        self.reference = reference
+        self._ref = cv2.GaussianBlur(reference, (0, 0), 1.5)
+        self._half = cv2.resize(self._ref, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+
+    def shift(
+        self, image: np.ndarray, ignore: np.ndarray | None = None, start: tuple[float, float] = (0.0, 0.0)
+    ) -> tuple[float, float]:
+        """Translation (dx, dy) that maps the reference onto ``image``, to a fraction of a pixel.
+
+        Enhanced correlation coefficient maximisation (cv2.findTransformECC) on
+        smoothed images, coarse at half size then refined, starting from
+        ``start`` (the previous frame's shift: breathing is smooth), with the
+        pixels in ``ignore`` (the growing cement, the cannula's lumen) left out
+        so they cannot pull the estimate. Falls back to phase correlation of
+        edges when ECC does not converge.
+        """
+        img = cv2.GaussianBlur(image, (0, 0), 1.5)
+        mask = None if ignore is None else (~ignore).astype(np.uint8)
+        warp = np.array([[1, 0, start[0]], [0, 1, start[1]]], np.float32)
+        try:
+            half_img = cv2.resize(img, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+            half_mask = (
+                None
+                if mask is None
+                else cv2.resize(mask, self._half.shape[::-1], interpolation=cv2.INTER_NEAREST)
+            )
+            coarse = warp.copy()
+            coarse[:, 2] *= 0.5
+            _, coarse = cv2.findTransformECC(
+                self._half,
+                half_img,
+                coarse,
+                cv2.MOTION_TRANSLATION,
+                (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-3),
+                half_mask,
+                3,
+            )
+            warp[:, 2] = coarse[:, 2] * 2
+            _, warp = cv2.findTransformECC(
+                self._ref,
+                img,
+                warp,
+                cv2.MOTION_TRANSLATION,
+                (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 4, 1e-3),
+                mask,
+                3,
+            )
+            return float(warp[0, 2]), float(warp[1, 2])
+        except cv2.error:
+            moved = image if ignore is None else np.where(ignore, self.reference, image)
+            a, b = _edges(self.reference), _edges(moved)
+            window = cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F)
+            (dx, dy), _ = cv2.phaseCorrelate(a, b, window)
+            return float(dx), float(dy)
 
 
 def _edges(att: np.ndarray) -> np.ndarray:
