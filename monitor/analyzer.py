@@ -10,7 +10,9 @@ simply reconnects to the running source.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,9 +20,22 @@ from dataclasses import replace
 import numpy as np
 import zmq
 
+from monitor.errors import MonitorError
 from monitor.flow import FlowClient
+from monitor.io.store import LogWriteError, SessionStore
 from monitor.io.transport import Frame, Publisher, Subscriber
-from monitor.messages import End, FrameHeader, Heartbeat, Result, Status
+from monitor.messages import (
+    PLANES,
+    Command,
+    End,
+    FrameHeader,
+    Heartbeat,
+    MessageError,
+    Result,
+    Status,
+    decode,
+)
+from monitor.vision.alarms import Alarm
 from monitor.vision.analysis import AnalysisConfig, CaseAnalyzer
 
 log = logging.getLogger(__name__)
@@ -28,10 +43,14 @@ HEARTBEAT_S = 0.2
 
 
 class VisionAnalysis:
-    """The vision pipeline behind the analyzer: one CaseAnalyzer for the level being treated."""
+    """The vision pipeline behind the analyzer: one CaseAnalyzer per level treated,
+    and the operator's commands applied to it."""
 
-    def __init__(self, config: AnalysisConfig | None = None):
+    def __init__(self, config: AnalysisConfig | None = None, level: str | None = None):
+        self.config = config
+        self.level = level
         self.case = CaseAnalyzer(config)
+        self._logged_alarms: dict[str, dict] = {}  # alarm id -> last state logged
 
     def process(self, frame: Frame) -> Result:
         h = frame.header
@@ -42,6 +61,7 @@ class VisionAnalysis:
         return result_for(
             h,
             r.status,
+            level=self.level,
             distance_mm=_rounded(r.distance_mm, 3),
             distance_px=_rounded(r.distance_px, 2),
             volume_ml=_rounded(summary["volume_ml"], 4),
@@ -50,6 +70,105 @@ class VisionAnalysis:
             alarms=summary["raised"],
             overlay=_plain(r.overlay),
         )
+
+    def apply(self, command: Command) -> str:
+        """Carry out an operator command; returns what was done. ValueError if it cannot be."""
+        if command.action == "acknowledge":
+            shown = len(self.case.alarms.shown())
+            self.case.alarms.acknowledge()
+            return f"{shown} alarm(s) acknowledged"
+        if command.action == "level":
+            previous = self.level
+            self.level = str(command.value)
+            self.case = CaseAnalyzer(self.config)
+            return f"level {self.level} started (after {previous or 'none'}): new baseline"
+        if command.action == "wall":
+            plane = self.case.planes.get("lateral")
+            if plane is None:
+                raise ValueError("no lateral frame yet")
+            return plane.set_wall(command.value)
+        if command.action == "syringe":
+            return f"{command.value:g} mL delivered by syringe"
+        return f"injection {command.action}d" if command.action == "pause" else "injection resumed"
+
+    def alarm_changes(self, acq_time: float) -> list[tuple[str, dict]]:
+        """(state, alarm) for every alarm raised, cleared or acknowledged since the last call."""
+        changes = []
+        for alarm in self.case.alarms.alarms.values():
+            record = {k: v for k, v in alarm.as_dict().items() if k not in ("active", "acknowledged")}
+            alarm_id = self._alarm_id(alarm)
+            record["id"] = alarm_id
+            before = self._logged_alarms.get(alarm_id)
+            if before is None:
+                changes.append(("raised", record))
+                before = {"active": True, "acknowledged": False}
+            else:
+                record.pop("evidence")
+            if before["active"] and not alarm.active:
+                changes.append(("cleared", record))
+            if alarm.acknowledged and not before["acknowledged"]:
+                changes.append(("acknowledged", record))
+            self._logged_alarms[alarm_id] = {"active": alarm.active, "acknowledged": alarm.acknowledged}
+        return changes
+
+    def _alarm_id(self, alarm: Alarm) -> str:
+        return f"{self.level or '-'}/{alarm.kind}/{alarm.site or 'wall'}/{alarm.priority}/{alarm.frame}"
+
+    def restore(self, store: SessionStore, stream: str) -> str | None:
+        """After a restart: re-learn the current level's baseline from the frames the
+        session recorded, and which alarms were already raised, so that nothing
+        is raised twice and measurements go on against the same baseline."""
+        events = store.records("event")
+        levels = [r for r in events if r.body["event"] == "level"]
+        start = levels[-1].rec if levels else 0
+        self.level = levels[-1].body["value"] if levels else self.level or store.meta().get("level")
+        frames = [r for r in store.records("frame", after=start) if r.body.get("stream") == stream]
+        if not frames:
+            return None
+        fed = 0
+        for plane in ("lateral", "ap"):
+            first = [r for r in frames if r.plane == plane and not r.body.get("resent")][
+                : (self.config or AnalysisConfig()).baseline_frames
+            ]
+            for r in first:
+                header = _header_from_record(r)
+                self.process(Frame(header, store.image(r.rec), r.time, 0))
+                fed += 1
+        for r in events:
+            if r.rec > start and r.body["event"] == "wall" and "lateral" in self.case.planes:
+                with contextlib.suppress(ValueError):
+                    self.case.planes["lateral"].set_wall(r.body["value"])
+        for r in store.records("alarm", after=start):
+            b = r.body
+            state = self._logged_alarms.setdefault(b["id"], {"active": True, "acknowledged": False})
+            state["active"] &= b["state"] != "cleared"
+            state["acknowledged"] |= b["state"] == "acknowledged"
+            if b["state"] == "raised":
+                self.case.alarms.alarms[(b["kind"], b["site"], b["priority"])] = Alarm(
+                    b["kind"], b["priority"], b["frame"], b["plane"], b["site"], b["distance_mm"], {}
+                )
+        for alarm in self.case.alarms.alarms.values():
+            state = self._logged_alarms[self._alarm_id(alarm)]
+            alarm.active, alarm.acknowledged = state["active"], state["acknowledged"]
+        return f"restored after a restart: level {self.level}, baseline from {fed} logged frame(s)"
+
+
+def _header_from_record(r) -> FrameHeader:
+    b = r.body
+    return FrameHeader(
+        session="",
+        plane=r.plane,
+        seq=r.seq,
+        frame=r.frame,
+        acq_time=b["acq_time"],
+        send_time=b["send_time"],
+        shape=tuple(b["shape"]),
+        dtype=b["dtype"],
+        photometric=b["photometric"],
+        bits_stored=b["bits_stored"],
+        intensity=b["intensity"],
+        scale=b["scale"],
+    )
 
 
 def result_for(h: FrameHeader, status: str, **measurements) -> Result:
@@ -110,6 +229,51 @@ class Watchdog:
         return None
 
 
+class SessionLog:
+    """The analyzer's writes to the session log. A failed write (full disk, lost
+    volume) never stops the monitoring: it is announced loudly, at once and every
+    ``repeat_s`` while it lasts, and writing resumes when the disk does."""
+
+    def __init__(self, session_dir, announce: Callable[[str, str], None], repeat_s: float = 10.0):
+        self.store = None
+        self._announce = announce
+        self._repeat_s = repeat_s
+        self._failing_since: float | None = None
+        self._announced = 0.0
+        self.failed_writes = 0
+        if session_dir is not None:
+            try:
+                self.store = SessionStore.create(session_dir)
+            except MonitorError as e:
+                self._failed(str(e))
+
+    def write(self, method: str, *args, **kwargs) -> None:
+        if self.store is None:
+            return
+        try:
+            getattr(self.store, method)(*args, **kwargs)
+        except LogWriteError as e:
+            self._failed(str(e))
+            return
+        if self._failing_since is not None:
+            lost, self.failed_writes = self.failed_writes, 0
+            self._failing_since = None
+            self._announce("log-resumed", f"session logging works again; {lost} record(s) were lost")
+
+    def _failed(self, why: str) -> None:
+        self.failed_writes += 1
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if now - self._announced >= self._repeat_s:
+            self._announced = now
+            self._announce("log-failed", f"SESSION LOGGING FAILED, monitoring continues: {why}")
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
 def run_analyzer(
     frames_endpoint: str,
     results_endpoint: str,
@@ -119,12 +283,47 @@ def run_analyzer(
     analysis=None,
     should_stop: Callable[[], bool] = lambda: False,
     exit_on_end: bool = True,
+    session_dir=None,
+    control_endpoint: str | None = None,
+    level: str | None = None,
 ) -> dict:
-    """Run until the source's end message (or ``should_stop``); returns counts."""
+    """Run until the source's end message (or ``should_stop``); returns counts.
+
+    With ``session_dir`` it writes every result, alarm change, operator event and
+    stream fault to the session log itself, so no alarm depends on another
+    process being alive; if that log already holds frames (a restart), it
+    restores its baseline and alarms from it first. With ``control_endpoint`` it
+    takes operator commands there.
+    """
     ctx = zmq.Context()
-    analysis = analysis or VisionAnalysis()
+    analysis = analysis or VisionAnalysis(level=level)
     frames = Subscriber(frames_endpoint, context=ctx)
     results = Publisher(results_endpoint, session=session, source="analyzer", context=ctx)
+    control = ctx.socket(zmq.PULL)
+    control.setsockopt(zmq.LINGER, 0)
+    if control_endpoint:
+        control.bind(control_endpoint)
+
+    def announce(event: str, detail: str, age_ms=None, plane=None, value=None, source="analyzer") -> None:
+        status = Status(session, source, time.time(), event, detail, age_ms, plane)
+        results.send(status)
+        if event not in ("log-failed", "log-resumed"):
+            log_.write(
+                "add_event", source, event, detail, age_ms, plane, status.send_time, value, analysis.level
+            )
+
+    log_ = SessionLog(session_dir, announce)
+    done: dict[str, int] = {}  # plane -> last seq analysed in this stream, before a restart
+    if log_.store is not None and hasattr(analysis, "restore"):
+        restored = (
+            analysis.restore(log_.store, session) if log_.store.count("frame", stream=session) else None
+        )
+        if restored:
+            done = {p: n for p in PLANES if (n := log_.store.last_result_seq(p, session)) is not None}
+            announce("restarted", f"pid {os.getpid()} {restored}; results logged up to {done}")
+        else:
+            log_.write("add_event", "analyzer", "started", f"pid {os.getpid()}", at=time.time())
+    catch_up = CatchUp({(session, p): n for p, n in done.items()})
     flow = FlowClient(flow_endpoint, "analyzer", context=ctx)
     watchdog = Watchdog(stale_ms)
     analysed: dict[str, int] = {}
@@ -133,64 +332,120 @@ def run_analyzer(
     next_beat = 0.0
     try:
         while not should_stop():
+            _take_commands(control, analysis, announce)
             message = frames.receive(20)
             now = time.monotonic()
             if now >= next_beat:
                 results.heartbeat()
                 next_beat = now + HEARTBEAT_S
             if message is not None and not ready:
-                flow.ready()
+                flow.ready(done)
                 ready = isinstance(message, Frame)
             if isinstance(message, Frame):
                 stale_for = watchdog.frame_arrived(now)
                 if stale_for is not None:
-                    results.send(
-                        _status(
-                            session,
-                            "resumed",
-                            f"frames resumed after {stale_for:.0f} ms",
-                            stale_for,
-                            message.header.plane,
-                        )
+                    announce(
+                        "resumed", f"frames resumed after {stale_for:.0f} ms", stale_for, message.header.plane
                     )
                 if message.gap:
-                    results.send(
-                        _status(
-                            session,
-                            "dropped",
-                            f"{message.gap} {message.header.plane} frame(s) "
-                            f"lost before seq {message.header.seq}",
-                            None,
-                            message.header.plane,
-                        )
+                    h = message.header
+                    announce(
+                        "dropped", f"{message.gap} {h.plane} frame(s) lost before seq {h.seq}", plane=h.plane
                     )
-                result = _analyse(analysis, message)
+            for frame in catch_up.admit(message if isinstance(message, Frame) else None):
+                h = frame.header
+                result = _analyse(analysis, frame)
+                # Alarms first: killed between the two writes, the restarted analyzer
+                # analyses this frame again and finds its alarms already raised.
+                for state, alarm in getattr(analysis, "alarm_changes", lambda _t: [])(h.acq_time):
+                    log_.write("add_alarm", state, alarm, analysis.level, h.acq_time)
+                log_.write("add_result", result, getattr(analysis, "level", None))
                 results.send(result)
-                analysed[message.header.plane] = analysed.get(message.header.plane, 0) + 1
-                flow.ack(message.header.plane, message.header.seq)
-            elif isinstance(message, End):
+                analysed[h.plane] = analysed.get(h.plane, 0) + 1
+                flow.ack(h.plane, h.seq)
+            if isinstance(message, End):
                 results.send(End(message.session, "analyzer", time.time(), analysed))
                 if exit_on_end:
                     break
             elif message is None or isinstance(message, Heartbeat):
                 age = watchdog.check(now)
                 if age is not None:
-                    results.send(_status(session, "stale", f"no new frame for {age:.0f} ms", age, None))
+                    announce("stale", f"no new frame for {age:.0f} ms", age)
             total_rejected = sum(frames.stats.rejected.values())
             if total_rejected > rejected_reported:
                 detail = ", ".join(f"{n} {reason}" for reason, n in sorted(frames.stats.rejected.items()))
-                results.send(_status(session, "rejected", f"rejected messages so far: {detail}", None, None))
+                announce("rejected", f"rejected messages so far: {detail}")
                 rejected_reported = total_rejected
     finally:
         frames.close()
         results.close()
+        control.close()
         flow.close()
+        log_.close()
         ctx.term()
     return {
         "analysed": analysed,
         "rejected": dict(frames.stats.rejected),
         "dropped": dict(frames.stats.dropped),
     }
+
+
+class CatchUp:
+    """Frames in the order to analyse them, each once.
+
+    After a restart the source resends the frames the analyzer missed, but live
+    frames may arrive first: for ``window_s`` a frame waits until its plane's
+    previous one has been analysed, so the gap is filled in order. Frames
+    already analysed (before the restart, or copies resent for a logger) are
+    skipped.
+    """
+
+    def __init__(self, done: dict[tuple[str, str], int], window_s: float = 3.0):
+        self.done = dict(done)  # (stream, plane) -> last seq analysed
+        self.until = time.monotonic() + window_s if done else 0.0
+        self.held: list[Frame] = []
+
+    def admit(self, frame: Frame | None) -> list[Frame]:
+        """Take one arriving frame (or None); returns the frames to analyse now."""
+        if frame is not None:
+            h = frame.header
+            if h.seq > self.done.get((h.session, h.plane), -1):
+                self.held.append(frame)
+        filling = time.monotonic() < self.until
+        out = []
+        while self.held:
+            ready = [
+                f
+                for f in self.held
+                if not filling
+                or f.header.seq == self.done.get((f.header.session, f.header.plane), f.header.seq - 1) + 1
+            ]
+            if not ready:
+                break
+            first = min(ready, key=lambda f: (f.header.acq_time, PLANES.index(f.header.plane)))
+            self.held.remove(first)
+            out.append(first)
+            self.done[(first.header.session, first.header.plane)] = first.header.seq
+        return out
+
+
+def _take_commands(control: zmq.Socket, analysis, announce) -> None:
+    """Apply every pending operator command, and announce (and log) each."""
+    while control.poll(0):
+        try:
+            message = decode(control.recv_multipart())
+        except MessageError as e:
+            announce("rejected-command", f"malformed operator command: {e.detail}")
+            continue
+        if not isinstance(message, Command):
+            announce("rejected-command", f"{type(message).__name__} on the control endpoint")
+            continue
+        try:
+            done = analysis.apply(message)
+        except (ValueError, AttributeError) as e:
+            announce("rejected-command", f"{message.action}: {e}", value=message.value, source=message.source)
+            continue
+        announce(message.action, done, value=message.value, source=message.source)
 
 
 def _analyse(analysis, frame: Frame) -> Result:
@@ -201,7 +456,3 @@ def _analyse(analysis, frame: Frame) -> Result:
         log.exception("analysis failed on %s frame %d", frame.header.plane, frame.header.frame)
         result = result_for(frame.header, f"error: {e}"[:200])
     return replace(result, send_time=time.time())
-
-
-def _status(session: str, event: str, detail: str, age_ms: float | None, plane: str | None) -> Status:
-    return Status(session, "analyzer", time.time(), event, detail, age_ms, plane)

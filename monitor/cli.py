@@ -230,7 +230,7 @@ def _run_demo(args) -> int:
     finally:
         source.close()
     print_audit(audit_json(SessionStore.open(session)))
-    pictures = render_session(session, {"lateral": case.lateral, "ap": case.ap}, args.out / "frames")
+    pictures = render_session(session, args.out / "frames")
     print(
         f"wrote {len(pictures)} annotated key frames to {args.out / 'frames'}, the session log to {session}"
     )

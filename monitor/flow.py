@@ -5,7 +5,8 @@ not slow anything) but wrong in two places: at start, when frames published
 before a subscriber has joined are lost, and when replaying "as fast as the
 consumers take it" (``--speed 0``). For those, the analyzer and the logger
 send small JSON messages on a PUSH socket to the source's PULL socket:
-``{"consumer": name, "event": "ready"}`` once subscribed, and
+``{"consumer": name, "event": "ready"}`` once subscribed (a restarted logger
+adds ``"have": {plane: last seq logged}``, asking for the frames it missed), and
 ``{"consumer": name, "event": "ack", "plane": p, "seq": n}`` per frame done.
 """
 
@@ -30,11 +31,14 @@ class FlowClient:
             self._sock.setsockopt(zmq.SNDHWM, 1000)
             self._sock.connect(endpoint)
 
-    def ready(self) -> None:
+    def ready(self, have: dict[str, int] | None = None) -> None:
         """Say we are subscribed. Consumers repeat it until frames flow: a PUSH
         socket still connecting may drop a message, and a lost "ready" would
-        leave the source waiting."""
-        self._send({"consumer": self.consumer, "event": "ready"})
+        leave the source waiting. ``have``: the last seq per plane already held."""
+        message = {"consumer": self.consumer, "event": "ready"}
+        if have:
+            message["have"] = have
+        self._send(message)
 
     def ack(self, plane: str, seq: int) -> None:
         self._send({"consumer": self.consumer, "event": "ack", "plane": plane, "seq": seq})
@@ -61,6 +65,9 @@ class FlowServer:
         self.ready: set[str] = set()
         self.acked: dict[tuple[str, str], int] = {}  # (consumer, plane) -> last seq
         self.last_heard: dict[str, float] = {}
+        self.resend_requests: list[tuple[str, dict[str, int]]] = []  # (consumer, have)
+        self.rejoined: set[str] = set()  # restarted, and not yet acknowledging
+        self._asked: dict[str, dict[str, int]] = {}
 
     def poll(self, timeout_ms: int = 0) -> None:
         """Read every pending message, waiting up to ``timeout_ms`` for the first."""
@@ -74,13 +81,25 @@ class FlowServer:
                 continue
             self.last_heard[consumer] = time.monotonic()
             if message.get("event") == "ready":
+                if any(c == consumer for c, _ in self.acked):
+                    self.rejoined.add(consumer)
                 self.ready.add(consumer)
+                have = message.get("have")
+                if isinstance(have, dict) and have:
+                    clean = {str(p): int(n) for p, n in have.items() if isinstance(n, int)}
+                    if self._asked.get(consumer) != clean:  # "ready" is repeated: serve it once
+                        self._asked[consumer] = clean
+                        self.resend_requests.append((consumer, clean))
             elif message.get("event") == "ack":
+                self.rejoined.discard(consumer)
                 key = (consumer, str(message.get("plane")))
                 self.acked[key] = max(self.acked.get(key, -1), int(message.get("seq", -1)))
 
     def behind(self, consumer: str, plane: str, sent_seq: int) -> int:
-        """Frames of ``plane`` sent up to ``sent_seq`` that ``consumer`` has not acknowledged."""
+        """Frames of ``plane`` sent up to ``sent_seq`` that ``consumer`` has not acknowledged
+        (none for a consumer that restarted and has yet to see a frame)."""
+        if consumer in self.rejoined:
+            return 0
         return sent_seq - self.acked.get((consumer, plane), -1)
 
     def close(self) -> None:

@@ -1,14 +1,20 @@
-"""The session logger process: every frame, result and event into the session store.
+"""The session logger process: every frame received, with its pixels, into the session log.
 
-It subscribes to the source's frames and to the analyzer's results, commits
-each as it arrives, and at the end proves completeness: every frame the
-source says it sent was logged, and every logged frame has its result. It
-stops on the end messages of both streams, or when a stream falls silent for
-``idle_timeout_s`` (a dead source or analyzer), and records why.
+It subscribes to the source's frames (the analyzer writes its own results,
+alarms and events into the same log), commits each frame as it arrives, and at
+the end proves completeness: every frame the source says it sent was logged,
+and every logged frame has its result. It stops on the end messages of both
+streams, or when a stream falls silent for ``idle_timeout_s`` (a dead source
+or analyzer), and records why.
+
+Restarted after a crash, it continues the same log and asks the source for the
+frames it missed (the source keeps its recent frames for this).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,11 +22,12 @@ from pathlib import Path
 import zmq
 
 from monitor.flow import FlowClient
-from monitor.io.store import SessionStore
+from monitor.io.store import LogWriteError, SessionStore
 from monitor.io.transport import Frame, Subscriber
-from monitor.messages import End, Heartbeat, Result, Status
+from monitor.messages import PLANES, End, Heartbeat, Result, Status
 
 COMPLETE, INCOMPLETE = 0, 3
+log = logging.getLogger(__name__)
 
 
 def run_logger(
@@ -35,6 +42,10 @@ def run_logger(
     """Log one session; returns 0 when everything sent was logged, 3 otherwise."""
     ctx = zmq.Context()
     store = SessionStore.create(session_dir, meta)
+    store.add_event("logger", "started", f"pid {os.getpid()}")
+    last = store.records("frame", after=store.last_rec("frame") - 1)
+    last_stream = last[-1].body["stream"] if last else None
+    logged_before = {p: n for p in PLANES if (n := store.last_seq(p, last_stream)) is not None}
     frames = Subscriber(frames_endpoint, context=ctx)
     results = Subscriber(results_endpoint, context=ctx)
     flow = FlowClient(flow_endpoint, "logger", context=ctx)
@@ -42,9 +53,12 @@ def run_logger(
     poller.register(frames.socket, zmq.POLLIN)
     poller.register(results.socket, zmq.POLLIN)
     heard = {"frames": None, "results": None}
+    stream: str | None = None  # the source's session id: one run of a source
     source_end: End | None = None
     analyzer_end: End | None = None
     ready = False
+    have: dict[str, int] | None = None
+    failures = WriteFailures()
     try:
         while True:
             if should_stop():
@@ -58,41 +72,34 @@ def run_logger(
                 message = sub.receive(0)
                 while message is not None:
                     heard[name] = now
+                    if name == "frames" and stream is None:
+                        stream = message.header.session if isinstance(message, Frame) else message.session
                     if isinstance(message, Frame):
                         h = message.header
-                        store.add_frame(
-                            h.plane,
-                            h.seq,
-                            h.frame,
-                            h.acq_time,
-                            h.send_time,
-                            message.received_at,
-                            h.shape,
-                            message.gap,
-                        )
-                        flow.ack(h.plane, h.seq)
-                    elif isinstance(message, Result):
-                        store.add_result(message, time.time())
-                    elif isinstance(message, Status):
-                        store.add_event(
-                            message.source,
-                            message.event,
-                            message.detail,
-                            message.age_ms,
-                            message.plane,
-                            message.send_time,
-                        )
+                        if not (h.resent and store.has_frame(h.plane, h.seq, h.session)):
+                            failures.attempt(
+                                store.add_frame, h, message.pixels, message.received_at, message.gap, h.resent
+                            )
+                        if not h.resent:
+                            flow.ack(h.plane, h.seq)
                     elif isinstance(message, End):
                         if name == "frames":
                             source_end = message
                         else:
                             analyzer_end = message
-                    elif not isinstance(message, Heartbeat):
+                    elif not isinstance(message, (Heartbeat, Result, Status)):
                         store.add_event("logger", "unexpected", f"{type(message).__name__} on {name}")
                     message = sub.receive(0)
             if not ready and all(t is not None for t in heard.values()):
-                flow.ready()
-                ready = store.count("frames") > 0
+                if have is None:
+                    # Restarted mid-stream: ask for this stream's frames logged by no one.
+                    have = logged_before if stream == last_stream else {}
+                    if have:
+                        failures.attempt(
+                            store.add_event, "logger", "restarted", f"restarted; frames logged up to {have}"
+                        )
+                flow.ready(have)
+                ready = store.count("frame", stream=stream) > 0
             if source_end is not None and analyzer_end is not None:
                 break
             silent = [n for n, t in heard.items() if t is not None and now - t > idle_timeout_s]
@@ -104,7 +111,10 @@ def run_logger(
                     f"{idle_timeout_s:g} s; closing the session as incomplete",
                 )
                 break
-        return _finish(store, source_end, analyzer_end, frames, results)
+        return _finish(store, stream, source_end, analyzer_end, frames, failures)
+    except LogWriteError as e:
+        log.error("session logging failed: %s", e)
+        return INCOMPLETE
     finally:
         frames.close()
         results.close()
@@ -113,16 +123,38 @@ def run_logger(
         ctx.term()
 
 
+class WriteFailures:
+    """Frames that could not be written (full disk): counted and reported, never fatal."""
+
+    def __init__(self):
+        self.lost = 0
+        self.last_error = ""
+        self._said = 0.0
+
+    def attempt(self, write, *args) -> None:
+        try:
+            write(*args)
+        except LogWriteError as e:
+            self.lost += 1
+            self.last_error = str(e)
+            if time.monotonic() - self._said > 10.0:
+                self._said = time.monotonic()
+                log.error("SESSION LOGGING FAILED (%d record(s) lost so far): %s", self.lost, e)
+
+
 def _finish(
     store: SessionStore,
+    stream: str | None,
     source_end: End | None,
     analyzer_end: End | None,
     frames: Subscriber,
-    results: Subscriber,
+    failures: WriteFailures,
 ) -> int:
     problems = []
-    logged = {plane: store.count("frames", plane) for plane in ("lateral", "ap")}
-    analysed = {plane: store.count("results", plane) for plane in ("lateral", "ap")}
+    logged = {plane: store.count("frame", plane, stream) for plane in PLANES}
+    analysed = {plane: store.count("result", plane, stream) for plane in PLANES}
+    if failures.lost:
+        problems.append(f"{failures.lost} frame(s) could not be written: {failures.last_error}")
     if source_end is None:
         problems.append("no end message from the source")
     else:
@@ -131,10 +163,10 @@ def _finish(
                 problems.append(f"{plane}: source sent {sent} frames, {logged[plane]} logged")
     if analyzer_end is None:
         problems.append("no end message from the analyzer")
-    for plane in ("lateral", "ap"):
+    for plane in PLANES:
         if analysed[plane] != logged[plane]:
             problems.append(f"{plane}: {logged[plane]} frames logged, {analysed[plane]} results")
-    rejected = sum(frames.stats.rejected.values()) + sum(results.stats.rejected.values())
+    rejected = sum(frames.stats.rejected.values())
     if rejected:
         problems.append(f"{rejected} malformed messages rejected")
     dropped = sum(frames.stats.dropped.values())
@@ -150,7 +182,7 @@ def _finish(
         "rejected": dict(frames.stats.rejected),
         "ended": time.time(),
     }
-    store.set_meta({"summary": summary})
+    store.add_meta({"summary": summary})
     for problem in problems:
         store.add_event("logger", "incomplete", problem)
     return COMPLETE if not problems else INCOMPLETE

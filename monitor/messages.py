@@ -10,6 +10,7 @@ little-endian, sent and received without copies.
     end        [b"end", header]                                    source, after its last frame
     result     [b"result.lateral" | b"result.ap", header]          analyzer -> viewers, logger
     status     [b"status", header]                                 analyzer: stale, resumed, drops
+    command    [b"command", header]                                operator -> analyzer (control endpoint)
 
 Frame header fields (all required unless marked optional):
 
@@ -30,6 +31,9 @@ Frame header fields (all required unless marked optional):
     bits_stored  8..16
     scale        optional: {"spacing_mm": [row, column], "source": "dicom"} or
                  {"calibration": PROFILE_ID, "source": "calibration"}; null in pixels only
+    resent       optional, default false: a frame sent again, from the source's
+                 recent-frames buffer, for a logger that restarted; the analyzer
+                 and viewers ignore it, and its seq does not count for drops
 
 Heartbeat header: v, kind "heartbeat", session, source (who sends it),
 send_time, seq.
@@ -41,8 +45,9 @@ so the logger can prove that nothing was lost.
 Result header: v, kind "result", session, plane, seq, frame, acq_time,
 frame_send_time (the source's send_time, for latency), send_time, status
 ("ok", "baseline", "no-cannula: ...", "no-anatomy: ...", "uncalibrated: ...",
-"error: ..."), distance_mm (cement front to posterior wall, lateral only; null
-when unknown or uncalibrated, negative beyond the wall), distance_px,
+"error: ..."), level (the vertebral level being treated, optional),
+distance_mm (cement front to posterior wall, lateral only; null when unknown
+or uncalibrated, negative beyond the wall), distance_px,
 volume_ml (the level's volume, both planes reconciled), plane_volume_ml (this
 plane's own estimate), seconds_to_line (predicted time to the 5 mm line),
 alarms (alarms raised on this frame: kind, priority, frame, plane, site,
@@ -51,8 +56,16 @@ coordinates: body, wall, safety_line, cement contours, front, leaks,
 cannula_tips, roi, shift_px).
 
 Status header: v, kind "status", session, source, send_time, event ("stale",
-"resumed", "dropped", "rejected"), detail (human-readable), age_ms (stale
-only), plane (optional).
+"resumed", "dropped", "rejected", "restarted", "log-failed", "log-resumed",
+"rejected-command", or an operator action once applied), detail
+(human-readable), age_ms (stale only), plane (optional).
+
+Command header: v, kind "command", session, source (who: "viewer", "cli"),
+send_time, action and value: "acknowledge" (null), "level" (name, e.g. "L2":
+a new level starts, with a new baseline), "syringe" (mL delivered), "pause",
+"resume" (null), "wall" ([[x, y], [x, y]]: the posterior wall, lateral image
+pixels, from cranial to caudal). The analyzer applies it, logs it, and
+announces it as a status event named after the action.
 
 Decoding checks everything and raises :class:`MessageError` with a short
 ``reason`` a receiver counts (``garbled``, ``version``, ``size``) and a detail
@@ -75,6 +88,8 @@ HEARTBEAT_TOPIC = b"heartbeat"
 END_TOPIC = b"end"
 RESULT_TOPICS = {plane: f"result.{plane}".encode() for plane in PLANES}
 STATUS_TOPIC = b"status"
+COMMAND_TOPIC = b"command"
+ACTIONS = ("acknowledge", "level", "syringe", "pause", "resume", "wall")
 MAX_SIDE = 8192
 
 
@@ -101,6 +116,7 @@ class FrameHeader:
     bits_stored: int
     intensity: str | None = None
     scale: dict | None = None
+    resent: bool = False
     v: int = VERSION
     kind: str = field(default="frame", init=False)
 
@@ -139,6 +155,7 @@ class Result:
     frame_send_time: float
     send_time: float
     status: str
+    level: str | None = None
     distance_mm: float | None = None
     distance_px: float | None = None
     volume_ml: float | None = None
@@ -163,12 +180,28 @@ class Status:
     kind: str = field(default="status", init=False)
 
 
-def encode(message: Heartbeat | End | Result | Status) -> list[bytes]:
+@dataclass(frozen=True)
+class Command:
+    session: str
+    source: str
+    send_time: float
+    action: str
+    value: str | float | list | None = None
+    v: int = VERSION
+    kind: str = field(default="command", init=False)
+
+
+def encode(message: Heartbeat | End | Result | Status | Command) -> list[bytes]:
     """Parts for any header-only message."""
     if isinstance(message, Result):
         topic = RESULT_TOPICS[message.plane]
     else:
-        topic = {Heartbeat: HEARTBEAT_TOPIC, End: END_TOPIC, Status: STATUS_TOPIC}[type(message)]
+        topic = {
+            Heartbeat: HEARTBEAT_TOPIC,
+            End: END_TOPIC,
+            Status: STATUS_TOPIC,
+            Command: COMMAND_TOPIC,
+        }[type(message)]
     return [topic, json.dumps(asdict(message)).encode()]
 
 
@@ -219,12 +252,14 @@ def decode(parts: list) -> tuple[FrameHeader, np.ndarray] | Heartbeat | End | Re
     return header, pixels
 
 
-HEADER_ONLY = {HEARTBEAT_TOPIC, END_TOPIC, STATUS_TOPIC, *RESULT_TOPICS.values()}
+HEADER_ONLY = {HEARTBEAT_TOPIC, END_TOPIC, STATUS_TOPIC, COMMAND_TOPIC, *RESULT_TOPICS.values()}
 
 
-def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status:
+def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status | Command:
     session = _field(raw, "session", str)
     send_time = _number(raw, "send_time")
+    if topic == COMMAND_TOPIC:
+        return _command(session, send_time, raw)
     if topic == HEARTBEAT_TOPIC:
         return Heartbeat(session, _field(raw, "source", str), send_time, _field(raw, "seq", int))
     if topic == END_TOPIC:
@@ -249,9 +284,13 @@ def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status:
     optional = {}
     for name in ("distance_mm", "distance_px", "volume_ml", "plane_volume_ml", "seconds_to_line"):
         optional[name] = None if raw.get(name) is None else _number(raw, name)
+    level = raw.get("level")
+    if level is not None and not isinstance(level, str):
+        raise MessageError("garbled", f"level {level!r}")
     return Result(
         session=session,
         plane=plane,
+        level=level,
         seq=_field(raw, "seq", int),
         frame=_field(raw, "frame", int),
         acq_time=_number(raw, "acq_time"),
@@ -262,6 +301,33 @@ def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status:
         overlay=_field(raw, "overlay", dict),
         **optional,
     )
+
+
+def _command(session: str, send_time: float, raw: dict) -> Command:
+    action = raw.get("action")
+    value = raw.get("value")
+    if action not in ACTIONS:
+        raise MessageError("garbled", f"command action {action!r}; expected one of {', '.join(ACTIONS)}")
+    if action == "level" and not (isinstance(value, str) and 0 < len(value) <= 16):
+        raise MessageError("garbled", f"level {value!r}; expected a name such as L1")
+    if action == "syringe" and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 20
+    ):
+        raise MessageError("garbled", f"syringe volume {value!r}; expected mL between 0 and 20")
+    if action == "wall" and not (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(
+            isinstance(p, list)
+            and len(p) == 2
+            and all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in p)
+            for p in value
+        )
+    ):
+        raise MessageError("garbled", f"wall {value!r}; expected [[x, y], [x, y]]")
+    if action in ("acknowledge", "pause", "resume"):
+        value = None
+    return Command(session, _field(raw, "source", str), send_time, action, value)
 
 
 def _buffer(part) -> memoryview:
@@ -306,6 +372,9 @@ def _frame_header(raw: dict, plane: str) -> FrameHeader:
     scale = raw.get("scale")
     if scale is not None and not isinstance(scale, dict):
         raise MessageError("garbled", f"scale {scale!r}")
+    resent = raw.get("resent", False)
+    if not isinstance(resent, bool):
+        raise MessageError("garbled", f"resent {resent!r}")
     bits = _field(raw, "bits_stored", int)
     if not 1 <= bits <= 16:
         raise MessageError("garbled", f"bits_stored {bits}")
@@ -322,4 +391,5 @@ def _frame_header(raw: dict, plane: str) -> FrameHeader:
         bits_stored=bits,
         intensity=intensity,
         scale=scale,
+        resent=resent,
     )

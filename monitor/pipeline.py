@@ -3,10 +3,16 @@
     source (this process) --frames--> analyzer --results--> logger, viewers
           \\------------------frames-------------------------> logger, viewers
     analyzer, logger --flow (ready, acks)--> source
+    viewers, operator --control (commands)--> analyzer
 
 The source binds the frames and flow endpoints, the analyzer binds the
-results endpoint; everyone else connects, so any consumer can restart
-without the source noticing. Endpoints default to loopback.
+results and control endpoints; everyone else connects, so any consumer can
+restart without the source noticing. Endpoints default to loopback.
+
+This process also supervises: an analyzer or logger that dies (a crash, a
+SIGKILL) is started again at once, continues the same session log, and gets
+back what it needs from it (the analyzer its baseline and alarms) or from the
+source (the logger the frames it missed).
 """
 
 from __future__ import annotations
@@ -23,7 +29,12 @@ from monitor import __version__
 from monitor.analyzer import run_analyzer
 from monitor.errors import MonitorError
 from monitor.flow import FlowServer
-from monitor.io.transport import DEFAULT_FRAMES_ENDPOINT, DEFAULT_RESULTS_ENDPOINT, Publisher
+from monitor.io.transport import (
+    DEFAULT_CONTROL_ENDPOINT,
+    DEFAULT_FRAMES_ENDPOINT,
+    DEFAULT_RESULTS_ENDPOINT,
+    Publisher,
+)
 from monitor.logger import run_logger
 from monitor.replay import PaceOptions, publish
 
@@ -35,12 +46,13 @@ class Endpoints:
     frames: str = DEFAULT_FRAMES_ENDPOINT
     results: str = DEFAULT_RESULTS_ENDPOINT
     flow: str = DEFAULT_FLOW_ENDPOINT
+    control: str = DEFAULT_CONTROL_ENDPOINT
 
     @staticmethod
     def private() -> Endpoints:
         """Unique IPC endpoints, for a self-contained run that must not collide with others."""
         base = f"ipc:///tmp/monitor-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        return Endpoints(f"{base}-frames", f"{base}-results", f"{base}-flow")
+        return Endpoints(f"{base}-frames", f"{base}-results", f"{base}-flow", f"{base}-control")
 
 
 @dataclass
@@ -53,6 +65,8 @@ class RunSpec:
     endpoints: Endpoints = field(default_factory=Endpoints)
     analyzer: bool = True
     stale_ms: float = 1000.0
+    keep_bytes: int = 512 * 2**20  # recent frames the source keeps for a restarted logger
+    restarts: int = 3  # per process, before the run gives up on it
 
 
 def _orphaned(parent: int):
@@ -60,10 +74,20 @@ def _orphaned(parent: int):
     return lambda: os.getppid() != parent
 
 
-def _analyzer_main(endpoints: Endpoints, session: str, stale_ms: float, parent: int) -> None:
+def _analyzer_main(
+    endpoints: Endpoints, session: str, stale_ms: float, session_dir: str | None, level, parent: int
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the source decides when the run ends
     run_analyzer(
-        endpoints.frames, endpoints.results, endpoints.flow, session, stale_ms, should_stop=_orphaned(parent)
+        endpoints.frames,
+        endpoints.results,
+        endpoints.flow,
+        session,
+        stale_ms,
+        should_stop=_orphaned(parent),
+        session_dir=session_dir,
+        control_endpoint=endpoints.control,
+        level=level,
     )
 
 
@@ -89,34 +113,49 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     """
     session = uuid.uuid4().hex[:12]
     ctx = multiprocessing.get_context("spawn")
-    children: dict[str, multiprocessing.Process] = {}
-    wait_for = []
+    plans: dict[str, tuple] = {}  # name -> (target, args): how to (re)start each consumer
     if spec.analyzer:
-        children["analyzer"] = ctx.Process(
-            target=_analyzer_main, name="analyzer", args=(spec.endpoints, session, spec.stale_ms, os.getpid())
+        plans["analyzer"] = (
+            _analyzer_main,
+            (spec.endpoints, session, spec.stale_ms, spec.session_dir, spec.level, os.getpid()),
         )
-        wait_for.append("analyzer")
     if spec.session_dir:
         meta = {"session": session, "level": spec.level, "software_version": __version__, **spec.meta}
-        children["logger"] = ctx.Process(
-            target=_logger_main, name="logger", args=(spec.endpoints, spec.session_dir, meta, os.getpid())
-        )
-        wait_for.append("logger")
+        plans["logger"] = (_logger_main, (spec.endpoints, spec.session_dir, meta, os.getpid()))
+    wait_for = list(plans)
     flow = FlowServer(spec.endpoints.flow)
     try:
-        publisher = Publisher(spec.endpoints.frames, session=session, source="replay")
+        publisher = Publisher(
+            spec.endpoints.frames, session=session, source="replay", keep_bytes=spec.keep_bytes
+        )
     except OSError as e:
         flow.close()
         raise MonitorError(str(e)) from None
-    for child in children.values():
+
+    def start(name: str) -> multiprocessing.Process:
+        target, args = plans[name]
+        child = ctx.Process(target=target, name=name, args=args)
         child.start()
+        return child
+
+    children = {name: start(name) for name in plans}
+    restarts = dict.fromkeys(plans, 0)
     interrupted = False
 
     def stop_requested() -> bool:
-        dead = [n for n, c in children.items() if c.exitcode not in (None, 0)]
-        if dead:
-            say(f"stopping: {', '.join(dead)} exited unexpectedly")
-        return interrupted or bool(dead)
+        """Restart a consumer that died; stop once one has died too often."""
+        for name, child in list(children.items()):
+            code = child.exitcode
+            if code in (None, 0):
+                continue
+            how = f"signal {-code}" if code < 0 else f"exit {code}"
+            if restarts[name] >= spec.restarts:
+                say(f"stopping: {name} died ({how}) after {restarts[name]} restart(s)")
+                return True
+            restarts[name] += 1
+            say(f"{name} died ({how}); restarting it ({restarts[name]} of {spec.restarts})")
+            children[name] = start(name)
+        return interrupted
 
     started = time.monotonic()
     try:

@@ -12,8 +12,9 @@ import cv2
 import numpy as np
 
 from monitor.display import auto_window, to_display
-from monitor.io.dicom import open_recording
+from monitor.errors import MonitorError
 from monitor.io.store import SessionStore
+from monitor.messages import PLANES
 from monitor.overlay import alarm_banner, draw
 
 
@@ -26,43 +27,51 @@ def key_frames(results: list[dict]) -> list[int]:
     return sorted({frames[0], *alarm_frames, frames[-1]})
 
 
-def render_session(
-    session: Path, recordings: dict[str, Path], out: Path, frames: list[int] | None = None, size: int = 512
-) -> list[Path]:
-    """One PNG per frame: the planes side by side with their overlays and an alarm banner."""
+def render_session(session: Path, out: Path, frames: list[int] | None = None, size: int = 512) -> list[Path]:
+    """One PNG per frame, from the pixels the session recorded: the planes side by
+    side with their overlays and an alarm banner."""
     store = SessionStore.open(session)
+    try:
+        return [path for f, path in render_frames(store, frames, out, size)]
+    finally:
+        store.close()
+
+
+def render_frames(store: SessionStore, frames: list[int] | None, out: Path | None, size: int = 512):
+    """Yields (frame, PNG path or BGR image when ``out`` is None) for the key frames or ``frames``."""
     results = store.results()
     by_key = {(r["plane"], r["frame"]): r for r in results}
+    recorded = {(r.plane, r.frame): r for r in store.records("frame") if not r.body.get("resent")}
     frames = key_frames(results) if frames is None else frames
-    out.mkdir(parents=True, exist_ok=True)
-    opened = {plane: open_recording(path, plane=plane) for plane, path in recordings.items()}
-    windows = {plane: auto_window(rec.frame(0).astype(np.float32)) for plane, rec in opened.items()}
-    written = []
-    try:
-        for f in frames:
-            tiles, raised = [], []
-            for plane, rec in opened.items():
-                if f >= len(rec):
-                    continue
-                result = by_key.get((plane, f), {"status": "no result"})
-                raised += result.get("alarms", [])
-                display = to_display(rec.frame(f), rec.info.photometric, windows[plane])
-                scale = size / max(display.shape)
-                tiles.append(draw(display, result, f"{plane} frame {f}", scale))
-            if not tiles:
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    windows = {}
+    for f in frames:
+        tiles, raised = [], []
+        for plane in PLANES:
+            record = recorded.get((plane, f))
+            if record is None:
                 continue
-            height = max(t.shape[0] for t in tiles)
-            tiles = [
-                cv2.copyMakeBorder(t, 0, height - t.shape[0], 0, 4, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-                for t in tiles
-            ]
-            body = np.hstack(tiles)
-            image = np.vstack([alarm_banner(body.shape[1], raised), body])
-            path = out / f"frame_{f:04d}.png"
-            cv2.imwrite(str(path), image)
-            written.append(path)
-    finally:
-        for rec in opened.values():
-            rec.close()
-        store.close()
-    return written
+            pixels = store.image(record.rec)
+            if plane not in windows:
+                windows[plane] = auto_window(pixels.astype(np.float32))
+            result = by_key.get((plane, f), {"status": "no result"})
+            raised += result.get("alarms", [])
+            display = to_display(pixels, record.body["photometric"], windows[plane])
+            tiles.append(draw(display, result, f"{plane} frame {f}", size / max(display.shape)))
+        if not tiles:
+            continue
+        height = max(t.shape[0] for t in tiles)
+        tiles = [
+            cv2.copyMakeBorder(t, 0, height - t.shape[0], 0, 4, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+            for t in tiles
+        ]
+        body = np.hstack(tiles)
+        image = np.vstack([alarm_banner(body.shape[1], raised), body])
+        if out is None:
+            yield f, image
+            continue
+        path = out / f"frame_{f:04d}.png"
+        if not cv2.imwrite(str(path), image):
+            raise MonitorError(f"{path}: could not write the image")
+        yield f, path

@@ -55,7 +55,10 @@ def publish(
                 due = started + (offset + item.acq_time) / options.speed if options.speed else None
                 next_beat = _wait(publisher, due, next_beat)
                 if options.speed == 0 and flow is not None:
-                    next_beat = _wait_for_consumers(publisher, flow, options, last_seq, next_beat)
+                    next_beat = _wait_for_consumers(publisher, flow, options, last_seq, next_beat, say)
+                if flow is not None:  # before the next frame, so that a restarted consumer sees order
+                    flow.poll(0)
+                    _serve_resends(publisher, flow, say)
                 seq = publisher.next_seq(item.plane)
                 publisher.send_frame(
                     _header(publisher.session, item, seq, source.formats[item.plane], offset), item.pixels
@@ -71,6 +74,19 @@ def publish(
             offset += duration + _frame_interval(source)
     finally:
         publisher.send(End(publisher.session, publisher.source, time.time(), sent))
+
+
+def _serve_resends(publisher: Publisher, flow: FlowServer, say) -> None:
+    """Give a restarted consumer the frames it missed, from the publisher's recent frames."""
+    while flow.resend_requests:
+        consumer, have = flow.resend_requests.pop(0)
+        counts = publisher.resend(have)
+        lost = [p for p, n in counts.items() if n < 0]
+        resent = ", ".join(f"{max(n, 0)} {p}" for p, n in counts.items())
+        say(
+            f"{consumer} restarted: resent {resent} frame(s)"
+            + (f"; older {', '.join(lost)} frames are no longer kept" if lost else "")
+        )
 
 
 def _frame_interval(source) -> float:
@@ -123,11 +139,12 @@ def _wait_until_ready(publisher: Publisher, options: PaceOptions, flow: FlowServ
     say(f"consumers ready: {', '.join(sorted(flow.ready))}")
 
 
-def _wait_for_consumers(publisher, flow: FlowServer, options: PaceOptions, last_seq, next_beat) -> float:
+def _wait_for_consumers(publisher, flow: FlowServer, options: PaceOptions, last_seq, next_beat, say) -> float:
     """At speed 0, hold the next frame while a live consumer is more than a window behind."""
     waited_since = time.monotonic()
     while True:
         flow.poll(0)
+        _serve_resends(publisher, flow, say)
         lagging = [
             c
             for c in options.wait_for

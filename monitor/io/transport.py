@@ -25,7 +25,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import zmq
@@ -33,6 +33,7 @@ import zmq
 from monitor.messages import (
     FRAME_TOPICS,
     HEARTBEAT_TOPIC,
+    Command,
     End,
     FrameHeader,
     Heartbeat,
@@ -48,13 +49,18 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FRAMES_ENDPOINT = "tcp://127.0.0.1:5571"
 DEFAULT_RESULTS_ENDPOINT = "tcp://127.0.0.1:5572"
+DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5574"
 PUB_HWM = 64
 ANALYZER_HWM = 256
 VIEWER_HWM = 4
 
 
 class Publisher:
-    """Binds a PUB socket: a source publishing frames, or the analyzer publishing results."""
+    """Binds a PUB socket: a source publishing frames, or the analyzer publishing results.
+
+    A source keeps its last ``keep_bytes`` of frames, so that a logger killed
+    and restarted mid-session gets back the frames it missed (:meth:`resend`).
+    """
 
     def __init__(
         self,
@@ -62,6 +68,7 @@ class Publisher:
         session: str = "",
         source: str = "source",
         context: zmq.Context | None = None,
+        keep_bytes: int = 0,
     ):
         self.session = session
         self.source = source
@@ -77,10 +84,33 @@ class Publisher:
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._seq = dict.fromkeys(FRAME_TOPICS, 0)
         self._beats = 0
+        self._recent: collections.deque = collections.deque()  # (header, pixels), newest last
+        self._recent_bytes = 0
+        self.keep_bytes = keep_bytes
 
     def send_frame(self, header: FrameHeader, pixels: np.ndarray) -> None:
-        """Publish one frame; ``pixels`` must not be modified afterwards (it is sent in place)."""
+        """Publish one frame; ``pixels`` must not be modified afterwards (it is sent in place,
+        and kept for :meth:`resend`)."""
         self._sock.send_multipart(encode_frame(header, pixels), copy=False)
+        if self.keep_bytes:
+            self._recent.append((header, pixels))
+            self._recent_bytes += pixels.nbytes
+            while self._recent_bytes > self.keep_bytes and len(self._recent) > 1:
+                self._recent_bytes -= self._recent.popleft()[1].nbytes
+
+    def resend(self, have: dict[str, int]) -> dict[str, int]:
+        """Publish again, marked ``resent``, the kept frames newer than ``have``
+        (plane -> last seq a restarted consumer holds); returns how many per plane,
+        and -1 for a plane whose missing frames are older than what is kept."""
+        counts: dict[str, int] = {}
+        for plane, last in have.items():
+            kept = [(h, p) for h, p in self._recent if h.plane == plane and h.seq > last]
+            if kept and kept[0][0].seq > last + 1:
+                counts[plane] = -1
+            for header, pixels in kept:
+                self._sock.send_multipart(encode_frame(replace(header, resent=True), pixels), copy=False)
+            counts.setdefault(plane, len(kept))
+        return counts
 
     def next_seq(self, plane: str) -> int:
         seq = self._seq[plane]
@@ -196,6 +226,8 @@ class Subscriber:
             if not isinstance(message, tuple):
                 return message
             header, pixels = message
+            if header.resent:
+                return Frame(header, pixels, time.time(), 0)
             self.stats.frames += 1
             gap = self.stats.note_seq(header.plane, header.seq)
             if gap:
@@ -223,3 +255,30 @@ class Subscriber:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class CommandSender:
+    """The operator's side of the control endpoint: commands to the analyzer.
+
+    PUSH/PULL rather than PUB/SUB: a command must not be dropped for want of a
+    subscription, and ZeroMQ queues it while the analyzer (re)connects.
+    """
+
+    def __init__(self, endpoint: str, source: str, session: str = "", context: zmq.Context | None = None):
+        self.source = source
+        self.session = session
+        self._sock = (context or zmq.Context.instance()).socket(zmq.PUSH)
+        self._sock.setsockopt(zmq.LINGER, 1000)
+        self._sock.setsockopt(zmq.SNDTIMEO, 1000)
+        self._sock.connect(endpoint)
+
+    def send(self, action: str, value=None) -> Command:
+        command = Command(self.session, self.source, time.time(), action, value)
+        try:
+            self._sock.send_multipart(encode(command))
+        except zmq.Again:
+            raise OSError("the analyzer is not taking commands (no one on the control endpoint)") from None
+        return command
+
+    def close(self) -> None:
+        self._sock.close()

@@ -262,6 +262,43 @@ class PlaneAnalyzer:
         result.overlay = self._overlay(cement, body, dx, dy, result)
         return result
 
+    def set_wall(self, points) -> str:
+        """The operator's posterior wall: two points (cranial, caudal) in image pixels
+        of the current frame. It replaces the wall found automatically (or stands
+        in for a body not found) and is tracked with the breathing shift from now on.
+        Returns what was done, for the log."""
+        if self.plane != "lateral":
+            raise ValueError("the posterior wall is drawn on the lateral view")
+        if self.baseline is None or not self.pixel_mm:
+            raise ValueError("no baseline or no millimetre scale yet: the wall cannot be placed")
+        s = self.scale
+        dx, dy = self._shift
+        (x1, y1), (x2, y2) = (
+            ((x - (s - 1) / 2) / s - dx, (y - (s - 1) / 2) / s - dy) for x, y in points
+        )  # working pixels, at the baseline's position
+        if abs(y2 - y1) < 5.0 / self.pixel_mm:
+            raise ValueError("the wall's two points must be at least 5 mm apart cranio-caudally")
+        (x1, y1), (x2, y2) = sorted(((x1, y1), (x2, y2)), key=lambda p: p[1])
+        a = (x2 - x1) / (y2 - y1)
+        wall = Line(a, x1 - a * y1, True, 0)
+        if isinstance(self.body, LateralBody):
+            self.body = replace(self.body, posterior=wall)
+            return "posterior wall replaced by the operator's"
+        if not self.cannulas:
+            raise ValueError("no cannula found, so the body side of the wall is unknown")
+        tx, ty = self.cannulas[0].tip
+        sign = 1 if wall.at(ty) > tx else -1  # the tip is inside the body, anterior of the wall
+        depth = 30.0 / self.pixel_mm  # a nominal body depth: only bounds paravertebral leak search
+        self.body = LateralBody(
+            wall,
+            Line(a, wall.b - sign * depth, True, 0),
+            Line(0.0, y1, False, 0),
+            Line(0.0, y2, False, 0),
+            sign,
+        )
+        self.anatomy_error = None
+        return "no body had been found: operator's wall used, endplates at its ends"
+
     def _shifted_body(self, dx: float, dy: float):
         b = self.body
         if b is None:
