@@ -247,11 +247,12 @@ class SessionLog:
             except MonitorError as e:
                 self._failed(str(e))
 
-    def write(self, method: str, *args, **kwargs) -> None:
+    def write(self, method, *args, **kwargs) -> None:
+        """``method``: a SessionStore method's name, or a function doing the writing."""
         if self.store is None:
             return
         try:
-            getattr(self.store, method)(*args, **kwargs)
+            (getattr(self.store, method) if isinstance(method, str) else method)(*args, **kwargs)
         except LogWriteError as e:
             self._failed(str(e))
             return
@@ -260,6 +261,22 @@ class SessionLog:
             self._failing_since = None
             self._announce("log-resumed", f"session logging works again; {lost} record(s) were lost")
 
+    def write_result(self, result: Result, analysis) -> None:
+        """A result and the alarm changes it brought, in one transaction: a restarted
+        analyzer finds both or neither."""
+        if self.store is None:
+            return
+        changes = getattr(analysis, "alarm_changes", lambda _t: [])(result.acq_time)
+        level = getattr(analysis, "level", None)
+
+        def both():
+            with self.store.atomic():
+                for state, alarm in changes:
+                    self.store.add_alarm(state, alarm, level, result.acq_time)
+                self.store.add_result(result, level)
+
+        self.write(both)
+
     def _failed(self, why: str) -> None:
         self.failed_writes += 1
         now = time.monotonic()
@@ -267,7 +284,9 @@ class SessionLog:
             self._failing_since = now
         if now - self._announced >= self._repeat_s:
             self._announced = now
-            self._announce("log-failed", f"SESSION LOGGING FAILED, monitoring continues: {why}")
+            message = f"SESSION LOGGING FAILED, monitoring continues: {why}"
+            log.error(message)
+            self._announce("log-failed", message)
 
     def close(self) -> None:
         if self.store is not None:
@@ -355,11 +374,7 @@ def run_analyzer(
             for frame in catch_up.admit(message if isinstance(message, Frame) else None):
                 h = frame.header
                 result = _analyse(analysis, frame)
-                # Alarms first: killed between the two writes, the restarted analyzer
-                # analyses this frame again and finds its alarms already raised.
-                for state, alarm in getattr(analysis, "alarm_changes", lambda _t: [])(h.acq_time):
-                    log_.write("add_alarm", state, alarm, analysis.level, h.acq_time)
-                log_.write("add_result", result, getattr(analysis, "level", None))
+                log_.write_result(result, analysis)
                 results.send(result)
                 analysed[h.plane] = analysed.get(h.plane, 0) + 1
                 flow.ack(h.plane, h.seq)

@@ -1,47 +1,392 @@
-"""QA audit of a logged session.
+"""QA audit of logged sessions.
 
 ``audit_json`` is the stable contract QA tools read (documented in the
-README): per level, the volume injected, every alarm raised, and per frame the
-distance to the posterior wall and the volume so far. Frame numbers are the
-0-based frame indices of the recording.
+README): the session's facts, whether its log is complete and intact, and per
+level the image-based and syringe volumes, the closest approach to the
+posterior wall, every alarm with its time and the operator's reaction (how long
+until injection actually stopped, and how much cement went in after the
+alarm), and per frame the distance and the volume so far. Frame numbers are
+the 0-based frame indices of the recording; times are seconds from the start
+of the stream.
+
+``summarize`` is the table over many sessions, per operator and level.
 """
 
 from __future__ import annotations
 
-from monitor.io.store import SessionStore
+import json
+import sqlite3
+import statistics
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from monitor.errors import MonitorError
+from monitor.io.store import DB_NAME, SessionStore
+
+DIGEST_VERSION = 1  # bump when session_digest changes, so cached digests are recomputed
+HOLD_S = 0.4  # the volume must stay flat this long to count as injection stopped
+FLAT_ML = 0.05  # ... within this much (or 3 % of the volume): the image estimate's noise
 
 
-def audit_json(store: SessionStore) -> dict:
+def audit_json(store: SessionStore, verify_images: bool = True) -> dict:
     meta = store.meta()
-    results = store.results()
-    frames: dict[int, dict] = {}
-    alarms = []
-    for r in results:  # in arrival order: for one frame index, AP after lateral
-        row = frames.setdefault(r["frame"], {"frame": r["frame"], "distance_mm": None, "volume_ml": None})
-        if r["plane"] == "lateral" and r["distance_mm"] is not None:
-            row["distance_mm"] = r["distance_mm"]
-        if r["volume_ml"] is not None:
-            row["volume_ml"] = r["volume_ml"]
-        for a in r["alarms"]:
-            alarms.append(
-                {k: a.get(k) for k in ("kind", "priority", "frame", "plane", "site", "distance_mm")}
-                | {"time_s": r["acq_time"]}
-            )
-    ordered = [frames[i] for i in sorted(frames)]
-    volumes = [f["volume_ml"] for f in ordered if f["volume_ml"] is not None]
-    distances = [f["distance_mm"] for f in ordered if f["distance_mm"] is not None]
     summary = meta.get("summary") or {}
+    problems = list(summary.get("problems", ["the session is still open, or its logger died before the end"]))
+    integrity = store.verify(images=verify_images)
     return {
         "session": meta.get("session"),
-        "complete": summary.get("complete", False),
-        "problems": summary.get("problems", ["session still open or its logger died"]),
-        "levels": [
-            {
-                "level": meta.get("level"),
-                "volume_ml": volumes[-1] if volumes else None,
-                "min_distance_mm": min(distances) if distances else None,
-                "alarms": alarms,
-                "frames": ordered,
-            }
+        "patient": meta.get("patient"),
+        "operator": meta.get("operator"),
+        "room": meta.get("room"),
+        "software_version": meta.get("software_version"),
+        "calibration": meta.get("calibration"),
+        "created": meta.get("created"),
+        "complete": bool(summary.get("complete")) and not integrity,
+        "problems": problems + integrity,
+        "integrity": {"intact": not integrity, "problems": integrity},
+        "faults": [
+            {k: e[k] for k in ("time", "source", "event", "detail", "plane")}
+            for e in store.events()
+            if e["event"] in FAULTS
         ],
+        "levels": level_reports(store, meta.get("level")),
     }
+
+
+FAULTS = {
+    "stale",
+    "dropped",
+    "rejected",
+    "restarted",
+    "log-failed",
+    "log-resumed",
+    "incomplete",
+    "silent",
+    "stopped",
+}
+OPERATOR_EVENTS = {"level", "syringe", "pause", "resume", "wall", "acknowledge", "rejected-command"}
+
+
+def level_reports(store: SessionStore, first_level: str | None) -> list[dict]:
+    levels: dict[str, dict] = {}
+
+    def level(name: str | None) -> dict:
+        name = name or first_level
+        if name not in levels:
+            levels[name] = {"level": name, "results": [], "alarms": {}, "events": []}
+        return levels[name]
+
+    for r in store.records("result"):
+        level(r.level)["results"].append(r)
+    for r in store.records("alarm"):
+        alarms = level(r.level)["alarms"]
+        a = alarms.setdefault(r.body["id"], {"raised": None, "acknowledged": None, "cleared": None})
+        a[r.body["state"]] = r
+    for e in store.events():
+        if e["event"] in OPERATOR_EVENTS:
+            level(e["level"])["events"].append(e)
+    return [_level_report(v) for v in levels.values()]
+
+
+def _level_report(lv: dict) -> dict:
+    frames: dict[int, dict] = {}
+    cannulas = 0
+    for r in lv["results"]:  # in the order written: for one frame index, AP after lateral
+        row = frames.setdefault(
+            r.frame, {"frame": r.frame, "time_s": r.body["acq_time"], "distance_mm": None, "volume_ml": None}
+        )
+        if r.plane == "lateral" and r.body["distance_mm"] is not None:
+            row["distance_mm"] = r.body["distance_mm"]
+        if r.body["volume_ml"] is not None:
+            row["volume_ml"] = r.body["volume_ml"]
+        if r.plane == "ap":
+            cannulas = max(cannulas, len(r.body["overlay"].get("cannula_tips", [])))
+    ordered = [frames[i] for i in sorted(frames)]
+    series = [(f["time_s"], f["volume_ml"]) for f in ordered if f["volume_ml"] is not None]
+    distances = [f["distance_mm"] for f in ordered if f["distance_mm"] is not None]
+    pauses = [e["time"] for e in lv["events"] if e["event"] == "pause"]
+    alarms = []
+    for states in lv["alarms"].values():
+        raised = states["raised"]
+        if raised is None:
+            continue  # acknowledged or cleared states of an alarm whose raise was lost
+        b = raised.body
+        t = b["acq_time"]
+        alarm = {k: b.get(k) for k in ("kind", "priority", "frame", "plane", "site", "distance_mm")}
+        alarm |= {
+            "time_s": t,
+            "acknowledged_after_s": _after(states["acknowledged"], raised),
+            "cleared_after_s": _after(states["cleared"], raised),
+            "paused_after_s": next((round(p - raised.time, 2) for p in pauses if p >= raised.time), None),
+            **reaction(series, t),
+            "evidence": b.get("evidence"),
+        }
+        alarms.append(alarm)
+    alarms.sort(key=lambda a: (a["time_s"], a["frame"]))
+    syringe = [e["value"] for e in lv["events"] if e["event"] == "syringe"]
+    return {
+        "level": lv["level"],
+        "start_s": ordered[0]["time_s"] if ordered else None,
+        "end_s": ordered[-1]["time_s"] if ordered else None,
+        "cannulas": cannulas or None,
+        "volume_ml": series[-1][1] if series else None,
+        "syringe_ml": round(sum(syringe), 3) if syringe else None,
+        "min_distance_mm": min(distances) if distances else None,
+        "alarms": alarms,
+        "operator_events": [
+            {k: e[k] for k in ("time", "source", "event", "detail", "value")} for e in lv["events"]
+        ],
+        "frames": ordered,
+    }
+
+
+def _after(state, raised) -> float | None:
+    return None if state is None else round(state.body["acq_time"] - raised.body["acq_time"], 3)
+
+
+def reaction(series: list[tuple[float, float]], t_alarm: float, hold_s: float = HOLD_S) -> dict:
+    """How injection went on after an alarm at ``t_alarm``, from the volume over time.
+
+    Injection has stopped at the first sample from which the volume stays flat
+    (within the estimate's noise) for ``hold_s``. ``injected_after_ml`` is the
+    cement that went in between the alarm and that stop; ``total_after_ml`` all
+    that went in after the alarm, including any resumed injection.
+    """
+    after = [(t, v) for t, v in series if t >= t_alarm]
+    if not after:
+        return {"stopped_after_s": None, "injected_after_ml": None, "total_after_ml": None}
+    v0 = after[0][1]
+    t_end, v_end = after[-1]
+    total = round(max(0.0, v_end - v0), 3)
+    for i, (t, v) in enumerate(after):
+        if t_end - t < hold_s:
+            break  # the recording ends before we could tell
+        window = [w for s, w in after[i:] if s <= t + hold_s]
+        if max(window) - v <= max(FLAT_ML, 0.03 * v):
+            return {
+                "stopped_after_s": round(t - t_alarm, 3),
+                "injected_after_ml": round(max(0.0, v - v0), 3),
+                "total_after_ml": total,
+            }
+    return {"stopped_after_s": None, "injected_after_ml": total, "total_after_ml": total}
+
+
+# ------------------------------------------------------------------ many sessions
+
+
+def find_sessions(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise MonitorError(f"{root}: not a directory")
+    return sorted(p.parent for p in root.rglob(DB_NAME))
+
+
+def session_digest(folder: Path) -> dict:
+    """What the summary needs from one session, or why it could not be read.
+
+    Lean on purpose (the summary reads thousands of sessions): aggregates in
+    SQL, and the volume curve only after each alarm, until injection stopped.
+    """
+    try:
+        store = SessionStore.open(folder)
+    except MonitorError as e:
+        return {"folder": str(folder), "error": str(e)}
+    try:
+        return {"folder": str(folder), **_digest(store)}
+    except Exception as e:  # a damaged database can fail anywhere: report it, go on with the others
+        return {"folder": str(folder), "error": f"{folder}: unreadable ({e})"}
+    finally:
+        store.close()
+
+
+def _digest(store: SessionStore) -> dict:
+    meta = store.meta()
+    first = meta.get("level")
+    levels: dict = {}
+    for level, distance, last_rec in store.query(
+        "SELECT level, MIN(json_extract(body, '$.distance_mm')), MAX(rec) FROM journal "
+        "WHERE kind='result' GROUP BY level ORDER BY MIN(rec)"
+    ):
+        volume = store.query(
+            "SELECT json_extract(body, '$.volume_ml') FROM journal WHERE kind='result' AND rec<=? "
+            "AND level IS ? AND json_extract(body, '$.volume_ml') IS NOT NULL ORDER BY rec DESC LIMIT 1",
+            (last_rec, level),
+        ).fetchone()
+        levels[level] = {
+            "level": level or first,
+            "volume_ml": volume[0] if volume else None,
+            "syringe_ml": None,
+            "min_distance_mm": distance,
+            "alarms": 0,
+            "leaks": 0,
+            "reactions": [],
+        }
+    for level, value in store.query(
+        "SELECT level, json_extract(body, '$.value') FROM journal WHERE kind='event' "
+        "AND json_extract(body, '$.event')='syringe'"
+    ):
+        if level in levels and isinstance(value, (int, float)):
+            levels[level]["syringe_ml"] = round((levels[level]["syringe_ml"] or 0.0) + value, 3)
+    for rec, level, kind, t in store.query(
+        "SELECT rec, level, json_extract(body, '$.kind'), json_extract(body, '$.acq_time') FROM journal "
+        "WHERE kind='alarm' AND json_extract(body, '$.state')='raised'"
+    ):
+        lv = levels.get(level)
+        if lv is None:
+            continue
+        lv["alarms"] += 1
+        lv["leaks"] += kind == "extravasation"
+        series = store.query(
+            "SELECT json_extract(body, '$.acq_time'), json_extract(body, '$.volume_ml') FROM journal "
+            "WHERE kind='result' AND level IS ? AND rec>? AND json_extract(body, '$.volume_ml') IS NOT NULL "
+            "ORDER BY rec LIMIT 4000",
+            (level, rec - 1),
+        ).fetchall()
+        stopped = reaction(series, t)["stopped_after_s"]
+        if stopped is not None:
+            lv["reactions"].append(stopped)
+    return {
+        "operator": meta.get("operator"),
+        "complete": bool((meta.get("summary") or {}).get("complete")),
+        "levels": list(levels.values()),
+    }
+
+
+def summarize(
+    folders: Iterable[Path],
+    workers: int = 1,
+    progress: Callable[[int], None] = lambda n: None,
+    cache: Path | None = None,
+) -> dict:
+    """Per operator and level over many sessions: volumes, alarms, reaction times, leaks.
+
+    With ``cache`` (a SQLite file), each session's digest is kept there against
+    the size and modification time of its log, so a later summary reads only the
+    sessions that are new or changed.
+    """
+    folders = list(folders)
+    cached = DigestCache(cache) if cache is not None else None
+    digests: dict[Path, dict] = cached.lookup(folders) if cached else {}
+    todo = [f for f in folders if f not in digests]
+    if workers > 1 and len(todo) > 64:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for i, d in enumerate(pool.imap(session_digest, todo, chunksize=32), 1):
+                digests[Path(d["folder"])] = d
+                if i % 1000 == 0:
+                    progress(i)
+    else:
+        for f in todo:
+            digests[f] = session_digest(f)
+    if cached:
+        cached.store({f: digests[f] for f in todo})
+        cached.close()
+    digests = [digests[f] for f in folders]
+    groups: dict[tuple, dict] = {}
+    for d in digests:
+        for lv in d.get("levels", []):
+            g = groups.setdefault(
+                (d["operator"] or "?", lv["level"] or "?"),
+                {"sessions": 0, "volumes": [], "alarms": 0, "leaks": 0, "reactions": [], "incomplete": 0},
+            )
+            g["sessions"] += 1
+            g["incomplete"] += not d["complete"]
+            if lv["volume_ml"] is not None:
+                g["volumes"].append(lv["volume_ml"])
+            g["alarms"] += lv["alarms"]
+            g["leaks"] += lv["leaks"]
+            g["reactions"] += lv["reactions"]
+    rows = []
+    for (operator, level), g in sorted(groups.items()):
+        v = sorted(g["volumes"])
+        rows.append(
+            {
+                "operator": operator,
+                "level": level,
+                "sessions": g["sessions"],
+                "incomplete": g["incomplete"],
+                "volume_median_ml": _round(statistics.median(v)) if v else None,
+                "volume_p10_ml": _round(_quantile(v, 0.1)) if v else None,
+                "volume_p90_ml": _round(_quantile(v, 0.9)) if v else None,
+                "volume_max_ml": _round(v[-1]) if v else None,
+                "alarms_per_level": _round(g["alarms"] / g["sessions"]),
+                "leaks": g["leaks"],
+                "median_reaction_s": _round(statistics.median(g["reactions"])) if g["reactions"] else None,
+            }
+        )
+    return {
+        "sessions": len(digests),
+        "read": len(todo),
+        "unreadable": [d for d in digests if "error" in d],
+        "rows": rows,
+    }
+
+
+class DigestCache:
+    """Session digests kept against each log's size and modification time."""
+
+    def __init__(self, path: Path):
+        self._db = sqlite3.connect(path)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS digests (folder TEXT PRIMARY KEY, stamp TEXT NOT NULL, "
+            "version INTEGER NOT NULL, digest TEXT NOT NULL)"
+        )
+
+    @staticmethod
+    def stamp(folder: Path) -> str:
+        parts = []
+        for name in (DB_NAME, DB_NAME + "-wal"):
+            try:
+                st = (folder / name).stat()
+                parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+            except OSError:
+                parts.append("-")
+        return "/".join(parts)
+
+    def lookup(self, folders: list[Path]) -> dict[Path, dict]:
+        known = {
+            row[0]: (row[1], row[2], row[3])
+            for row in self._db.execute("SELECT folder, stamp, version, digest FROM digests")
+        }
+        found = {}
+        for f in folders:
+            hit = known.get(str(f))
+            if hit and hit[1] == DIGEST_VERSION and hit[0] == self.stamp(f):
+                found[f] = json.loads(hit[2])
+        return found
+
+    def store(self, digests: dict[Path, dict]) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)",
+                [(str(f), self.stamp(f), DIGEST_VERSION, json.dumps(d)) for f, d in digests.items()],
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+
+SUMMARY_COLUMNS = (
+    "operator",
+    "level",
+    "sessions",
+    "incomplete",
+    "volume_median_ml",
+    "volume_p10_ml",
+    "volume_p90_ml",
+    "volume_max_ml",
+    "alarms_per_level",
+    "leaks",
+    "median_reaction_s",
+)
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    i = q * (len(ordered) - 1)
+    lo = int(i)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (i - lo)
+
+
+def _round(x: float) -> float:
+    return round(float(x), 3)

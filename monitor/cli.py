@@ -256,6 +256,9 @@ def _add_stream_options(p, session_help: str) -> None:
         default=1000.0,
         help="report the stream stale after this long without a new frame",
     )
+    p.add_argument("--patient", help="pseudonymous patient reference, for the session log")
+    p.add_argument("--operator", help="who injects, for the session log and the QA summary")
+    p.add_argument("--room", help="room or C-arm, for the session log")
 
 
 def _add_replay(sub) -> None:
@@ -285,7 +288,12 @@ def _add_replay(sub) -> None:
         help="1 = recorded rate, 2 = twice as fast, 0 = as fast as the consumers take it",
     )
     p.add_argument("--loop", action="store_true", help="start again at the end, until interrupted")
-    _add_stream_options(p, "log the session into this directory")
+    _add_stream_options(
+        p,
+        "log the session into this directory; with no --lateral, --ap or --video: "
+        "the logged session to replay",
+    )
+    p.add_argument("--log", type=Path, metavar="DIR", help="replaying a logged session: log the replay here")
     p.set_defaults(run=_run_replay)
 
 
@@ -332,7 +340,14 @@ def _stream(args, source, speed: float, loop: bool) -> int:
         endpoints=_endpoints(args),
         analyzer=not args.publish_only,
         stale_ms=args.stale_ms,
-        meta={"source": getattr(source, "name", "dicom"), "planes": sorted(source.formats)},
+        meta={
+            "source": getattr(source, "name", "dicom"),
+            "planes": sorted(source.formats),
+            "patient": args.patient,
+            "operator": args.operator,
+            "room": args.room,
+            "calibration": {plane: fmt.scale for plane, fmt in source.formats.items()},
+        },
     )
     try:
         return run(source, spec, PaceOptions(speed=speed, loop=loop))
@@ -341,10 +356,25 @@ def _stream(args, source, speed: float, loop: bool) -> int:
 
 
 def _run_replay(args) -> int:
-    from monitor.io.sources import DicomPairSource, Layout, VideoSource
+    from monitor.io.sources import DicomPairSource, Layout, SessionSource, VideoSource
 
     if args.video and (args.lateral or args.ap):
         raise MonitorError("give either --video or --lateral/--ap, not both")
+    if args.log and (args.video or args.lateral or args.ap):
+        raise MonitorError("--log is for replaying a logged session; with a recording, use --session")
+    if not (args.video or args.lateral or args.ap):
+        if not args.session:
+            raise MonitorError(
+                "nothing to replay: give --lateral/--ap, --video, or --session of a logged one"
+            )
+        source = SessionSource(args.session)
+        print(
+            f"replaying the logged {source.name}"
+            + ("" if args.log else " (add --log DIR to log the replay)"),
+            file=sys.stderr,
+        )
+        args.session = args.log
+        return _stream(args, source, args.speed, args.loop)
     if args.video:
         layout = Layout.single(args.plane)
         if args.layout:
@@ -395,9 +425,20 @@ def _run_analyze(args) -> int:
 
 
 def _add_audit(sub) -> None:
-    p = sub.add_parser("audit", help="QA report of a logged session")
-    p.add_argument("session", type=Path, help="a session directory written by replay or grab")
-    p.add_argument("--json", action="store_true", help="print the QA contract as JSON")
+    p = sub.add_parser(
+        "audit",
+        help="QA report of a logged session, or a summary over many",
+        description="Audit one session (text, --json, --html), or with --summary every session "
+        "found under a directory.",
+    )
+    p.add_argument("session", type=Path, help="a session directory, or with --summary a directory of them")
+    p.add_argument("--json", action="store_true", help="print the QA contract (or the summary) as JSON")
+    p.add_argument("--html", type=Path, metavar="OUT", help="write a self-contained HTML report")
+    p.add_argument("--summary", action="store_true", help="a table over every session under SESSION")
+    p.add_argument("--csv", type=Path, metavar="OUT", help="with --summary: also write the table as CSV")
+    p.add_argument(
+        "--workers", type=_positive_int, default=2, help="with --summary: processes reading sessions"
+    )
     p.set_defaults(run=_run_audit)
 
 
@@ -407,28 +448,127 @@ def _run_audit(args) -> int:
     from monitor.audit import audit_json
     from monitor.io.store import SessionStore
 
-    report = audit_json(SessionStore.open(args.session))
+    if args.summary:
+        return _run_summary(args)
+    if args.csv:
+        raise MonitorError("--csv goes with --summary")
+    store = SessionStore.open(args.session)
+    try:
+        report = audit_json(store)
+        if args.html:
+            from monitor.report import html_report
+
+            try:
+                args.html.parent.mkdir(parents=True, exist_ok=True)
+                args.html.write_text(html_report(store, report), encoding="utf-8")
+            except OSError as e:
+                raise MonitorError(f"{args.html}: cannot write the report ({e.strerror})") from None
+    finally:
+        store.close()
     if args.json:
         print(json.dumps(report, indent=1))
     else:
         print_audit(report)
+    if args.html:
+        print(f"wrote {args.html}", file=sys.stderr)
+    return 0 if report["complete"] else 3
+
+
+def _run_summary(args) -> int:
+    import csv
+    import json
+    import time
+
+    from monitor.audit import SUMMARY_COLUMNS, find_sessions, summarize
+
+    started = time.monotonic()
+    folders = find_sessions(args.session)
+    if not folders:
+        raise MonitorError(f"{args.session}: no session found under it")
+    print(f"reading {len(folders)} session(s)", file=sys.stderr)
+    table = summarize(
+        folders,
+        args.workers,
+        progress=lambda n: print(f"  {n} read", file=sys.stderr),
+        cache=_summary_cache(args.session),
+    )
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, SUMMARY_COLUMNS)
+            writer.writeheader()
+            writer.writerows(table["rows"])
+    if args.json:
+        print(json.dumps(table, indent=1))
+    else:
+        widths = {c: max(len(c), *(len(_cell(r[c])) for r in table["rows"])) for c in SUMMARY_COLUMNS}
+        print("  ".join(c.rjust(widths[c]) for c in SUMMARY_COLUMNS))
+        for row in table["rows"]:
+            print("  ".join(_cell(row[c]).rjust(widths[c]) for c in SUMMARY_COLUMNS))
+        for bad in table["unreadable"]:
+            print(f"unreadable: {bad['error']}")
+    print(
+        f"{table['sessions']} session(s) ({table['read']} read, the rest from the cache) "
+        f"in {time.monotonic() - started:.1f} s"
+        + (f", {len(table['unreadable'])} unreadable" if table["unreadable"] else ""),
+        file=sys.stderr,
+    )
     return 0
 
 
+def _summary_cache(root: Path) -> Path | None:
+    """Where the summary keeps session digests: in the sessions directory, if writable."""
+    import os
+
+    return root / ".monitor-summary-cache.sqlite" if os.access(root, os.W_OK) else None
+
+
+def _cell(value) -> str:
+    return "-" if value is None else str(value)
+
+
 def print_audit(report: dict) -> None:
+    who = ", ".join(f"{k} {report[k]}" for k in ("patient", "operator", "room") if report.get(k))
+    print(f"session {report['session']}" + (f" ({who})" if who else ""))
     for level in report["levels"]:
         volume = "n/a" if level["volume_ml"] is None else f"{level['volume_ml']:.2f} mL"
+        syringe = "" if level["syringe_ml"] is None else f" (syringe {level['syringe_ml']:.2f} mL)"
         closest = "n/a" if level["min_distance_mm"] is None else f"{level['min_distance_mm']:.1f} mm"
         print(
-            f"level {level['level'] or '?'}: volume {volume}, closest to the wall {closest}, "
+            f"level {level['level'] or '?'}: volume {volume}{syringe}, closest to the wall {closest}, "
             f"{len(level['alarms'])} alarm(s)"
         )
         for a in level["alarms"]:
             where = f" ({a['site']})" if a["site"] else ""
             dist = "" if a["distance_mm"] is None else f" at {a['distance_mm']:.1f} mm"
-            print(f"  ALARM frame {a['frame']:4d} {a['plane']:7} {a['priority']:6} {a['kind']}{where}{dist}")
+            if a["stopped_after_s"] is None:
+                after = f"; injection did not stop ({a['total_after_ml']:.2f} mL after)"
+            else:
+                after = f"; stopped {a['stopped_after_s']:.1f} s later, {a['injected_after_ml']:.2f} mL after"
+            alarm = f"{a['priority']:6} {a['kind']}{where}{dist}"
+            print(f"  ALARM frame {a['frame']:4d} {a['plane']:7} {alarm}{after}")
     if not report["complete"]:
         print("INCOMPLETE: " + "; ".join(report["problems"]))
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export", help="write a logged session as DICOM multi-frame files, one per plane, for other viewers"
+    )
+    p.add_argument("session", type=Path, help="a session directory")
+    p.add_argument("out", type=Path, help="directory for lateral.dcm and ap.dcm")
+    p.add_argument(
+        "--deidentify",
+        action="store_true",
+        help="remove patient-identifying attributes (DICOM PS3.15 Basic Profile), e.g. for training",
+    )
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args) -> int:
+    from monitor.io.export import export_session
+
+    export_session(args.session, args.out, args.deidentify)
+    return 0
 
 
 def _add_bench(sub) -> None:
@@ -448,6 +588,21 @@ def _add_bench(sub) -> None:
     a.add_argument("--cases", type=_positive_int, default=30)
     a.add_argument("--json", type=Path, default=None, help="also write per-case results here")
     a.set_defaults(run=_run_bench_accuracy)
+    st = which.add_parser("storage", help="disk and time per frame recorded in the session log")
+    st.add_argument(
+        "--recording",
+        type=Path,
+        default=None,
+        help="a folder with lateral.dcm and ap.dcm (default: simulate)",
+    )
+    st.set_defaults(run=_run_bench_storage)
+    su = which.add_parser("summary", help="monitor audit --summary over many generated session logs")
+    su.add_argument("--sessions", type=_positive_int, default=10000)
+    su.add_argument(
+        "--dir", type=Path, default=None, help="keep the generated logs here (reused by the next run)"
+    )
+    su.add_argument("--workers", type=_positive_int, default=2)
+    su.set_defaults(run=_run_bench_summary)
 
 
 def _run_bench_transport(args) -> int:
@@ -461,6 +616,20 @@ def _run_bench_accuracy(args) -> int:
     from monitor.accuracy import run
 
     run(args.corpus, args.cases, args.json, say=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
+def _run_bench_storage(args) -> int:
+    from monitor.bench_log import run_storage
+
+    run_storage(args.recording)
+    return 0
+
+
+def _run_bench_summary(args) -> int:
+    from monitor.bench_log import run_summary
+
+    run_summary(args.sessions, args.dir, args.workers)
     return 0
 
 
@@ -479,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grab(sub)
     _add_analyze(sub)
     _add_audit(sub)
+    _add_export(sub)
     _add_bench(sub)
     return parser
 

@@ -13,6 +13,7 @@ import pytest
 from monitor.errors import MonitorError
 from monitor.io.store import DB_NAME, LogWriteError, SessionStore, decompress_image
 from monitor.messages import FrameHeader
+from monitor.recordings import default_recording
 from tests.test_pipeline import replay_default
 
 
@@ -146,7 +147,7 @@ def test_a_locked_database_is_a_write_error_not_a_crash(tmp_path):
     blocker = sqlite3.connect(tmp_path / "s" / DB_NAME, isolation_level=None, timeout=0)
     blocker.execute("BEGIN EXCLUSIVE")
     store._db.execute("PRAGMA busy_timeout=100")
-    with pytest.raises(LogWriteError, match="could not write an? event record .*locked"):
+    with pytest.raises(LogWriteError, match="could not write.*locked"):
         store.add_event("operator", "pause", "paused")
     blocker.execute("ROLLBACK")
     store.add_event("operator", "pause", "paused")  # and it works again
@@ -204,3 +205,97 @@ def test_sigkill_of_logger_and_analyzer_mid_session_loses_nothing(tmp_path):
     assert store.verify() == []
     restarts = [e for e in store.events() if e["event"] == "restarted"]
     assert {e["source"] for e in restarts} == {"logger", "analyzer"}
+
+
+def test_operator_commands_reach_the_analyzer_and_the_session_log(tmp_path):
+    """Commands over the real control socket while a run is in progress: each is
+    applied, logged with its value and level, and a command that cannot be
+    carried out is logged as rejected with the reason."""
+    import threading
+
+    from monitor.io.transport import CommandSender
+    from monitor.pipeline import Endpoints, RunSpec, run
+    from monitor.replay import PaceOptions
+    from tests.test_pipeline import SyntheticSource
+
+    e = Endpoints.private()
+    sender = CommandSender(e.control, "test")
+
+    def operate():
+        _wait_for(tmp_path / "s", "result", 6)  # the lateral baseline is in
+        sender.send("syringe", 1.5)
+        sender.send("pause")
+        sender.send("wall", [[10, 10], [12, 50]])  # no body, no scale: refused
+        sender.send("level", "L2")
+        sender.send("acknowledge")
+
+    times = [i / 10 for i in range(30)]
+    operator = threading.Thread(target=operate)
+    operator.start()
+    code = run(
+        SyntheticSource(times), RunSpec(str(tmp_path / "s"), "L1", endpoints=e), PaceOptions(speed=1.0)
+    )
+    operator.join()
+    sender.close()
+    assert code == 0
+    store = SessionStore.open(tmp_path / "s")
+    ops = [
+        (ev["source"], ev["event"], ev["value"], ev["level"])
+        for ev in store.events()
+        if ev["source"] == "test"
+    ]
+    assert ops == [
+        ("test", "syringe", 1.5, "L1"),
+        ("test", "pause", None, "L1"),
+        ("test", "rejected-command", [[10, 10], [12, 50]], "L1"),
+        ("test", "level", "L2", "L2"),
+        ("test", "acknowledge", None, "L2"),
+    ]
+    rejected = next(ev for ev in store.events() if ev["event"] == "rejected-command")
+    assert "wall" in rejected["detail"] and "scale" in rejected["detail"]
+    levels = {r["level"] for r in store.results()}
+    assert levels == {"L1", "L2"}
+    assert store.verify() == []
+
+
+def test_a_full_disk_stops_the_log_not_the_monitoring(tmp_path):
+    """The session's files may not grow past 2 MB (RLIMIT_FSIZE: writes fail as on a
+    full disk). The analyzer keeps analysing and alarming on its stream, says
+    loudly that logging failed, the run ends INCOMPLETE, and what was logged
+    before the disk filled is still a readable, intact log."""
+    import resource
+
+    from monitor.io.transport import Subscriber
+    from monitor.messages import Result, Status
+    from monitor.pipeline import Endpoints
+    from tests.test_pipeline import endpoint_args, monitor
+
+    e = Endpoints.private()
+    results = Subscriber(e.results)
+    rec = default_recording()
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 2**20, 2 * 2**20))
+
+    proc = monitor(
+        "replay", "--lateral", rec.lateral, "--ap", rec.ap, "--session", tmp_path / "s", "--headless",
+        "--speed", "0", *endpoint_args(e), preexec_fn=small_disk,
+    )  # fmt: skip
+    seen, statuses, alarms = 0, [], []
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        message = results.receive(100)
+        if isinstance(message, Result):
+            seen += 1
+            alarms += [(a["kind"], a["frame"]) for a in message.alarms]
+        elif isinstance(message, Status):
+            statuses.append(message)
+    out, err = proc.communicate(timeout=30)
+    results.close()
+    assert seen == 96
+    assert ("extravasation", 43) in alarms  # raised long after the disk filled
+    failed = [s for s in statuses if s.event == "log-failed"]
+    assert failed and "SESSION LOGGING FAILED" in failed[0].detail
+    assert "SESSION LOGGING FAILED" in err and proc.returncode == 3 and "INCOMPLETE" in err
+    store = SessionStore.open(tmp_path / "s")
+    assert 0 < store.count("frame") < 96 and store.verify() == []

@@ -63,7 +63,17 @@ class DicomPairSource:
     def _format(rec) -> PlaneFormat:
         try:
             spacing = rec.info.spacing_at_vertebra_mm()
-            scale = {"spacing_mm": [round(spacing[0], 6), round(spacing[1], 6)], "source": "dicom"}
+            g = rec.info.geometry
+            scale = {
+                "spacing_mm": [round(spacing[0], 6), round(spacing[1], 6)],
+                "source": "dicom",
+                "geometry": {  # as read, so that a logged session exports with it
+                    "imager_pixel_spacing_mm": list(g.imager_pixel_spacing_mm),
+                    "source_to_detector_mm": g.source_to_detector_mm,
+                    "source_to_patient_mm": g.source_to_patient_mm,
+                    "estimated_magnification": g.estimated_magnification,
+                },
+            }
         except MissingGeometryError:
             scale = None
         return PlaneFormat(rec.info.photometric, rec.info.intensity_relationship, rec.info.bits_stored, scale)
@@ -206,3 +216,52 @@ class VideoSource:
 
     def close(self) -> None:
         self._cap.release()
+
+
+class SessionSource:
+    """The frames a session logged, as they were received: ``monitor replay --session``.
+
+    A session continued over several runs of a source replays them one after
+    the other, time running on.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        from monitor.io.store import SessionStore
+
+        self.store = SessionStore.open(folder)
+        self.name = f"session {folder}"
+        self._records = [r for r in self.store.records("frame") if not r.body.get("resent")]
+        if not self._records:
+            self.store.close()
+            raise MonitorError(f"{folder}: the session recorded no frames")
+        self.formats = {}
+        for r in self._records:
+            if r.plane not in self.formats:
+                b = r.body
+                self.formats[r.plane] = PlaneFormat(
+                    b["photometric"], b["intensity"], b["bits_stored"], b["scale"]
+                )
+        times = np.array([r.body["acq_time"] for r in self._records])
+        steps = np.diff(times)
+        steps = steps[steps > 0]
+        self.fps = float(1.0 / np.median(steps)) if steps.size else None
+
+    def frames(self) -> Iterator[SourceFrame]:
+        offset, stream, last = 0.0, None, 0.0
+        interval = 1.0 / self.fps if self.fps else 0.1
+        for r in self._records:
+            if r.body["stream"] != stream:
+                if stream is not None:
+                    offset = last + interval - r.body["acq_time"]
+                stream = r.body["stream"]
+            last = r.body["acq_time"] + offset
+            yield SourceFrame(r.plane, r.frame, last, self.store.image(r.rec))
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self._records:
+            counts[r.plane] = counts.get(r.plane, 0) + 1
+        return counts
+
+    def close(self) -> None:
+        self.store.close()

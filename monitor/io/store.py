@@ -15,8 +15,9 @@ record in flight. Record kinds:
              events (started, restarted, log-failed, incomplete)
 
 Several processes append (the logger writes frames, the analyzer results,
-alarms and events); each append is one ``BEGIN IMMEDIATE`` transaction, so
-records are numbered 1, 2, 3, ... without gaps in the order they were written.
+alarms and events); each append (or :meth:`SessionStore.atomic` group of
+appends) is one ``BEGIN IMMEDIATE`` transaction, so records are numbered
+1, 2, 3, ... without gaps in the order they were written.
 
 Tamper evidence: each record carries ``hash = sha256(previous hash, its
 fields)``, and a frame's fields include the digest of its compressed pixels.
@@ -30,6 +31,7 @@ for people querying a session with the sqlite3 shell.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -218,8 +220,7 @@ class SessionStore:
             raise ValueError(f"record kind {kind!r}")
         text = _canonical(body)
         at = time.time() if at is None else float(at)
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self.atomic():
             try:
                 last = self._db.execute("SELECT rec, hash FROM journal ORDER BY rec DESC LIMIT 1").fetchone()
                 rec, previous = (last[0] + 1, last[1]) if last else (1, GENESIS)
@@ -231,14 +232,31 @@ class SessionStore:
                 )
                 if image is not None:
                     self._db.execute("INSERT INTO images (rec, data) VALUES (?, ?)", (rec, image))
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as e:
-            raise LogWriteError(f"{self.folder / DB_NAME}: could not write a {kind} record ({e})") from None
+            except sqlite3.DatabaseError as e:
+                raise LogWriteError(
+                    f"{self.folder / DB_NAME}: could not write a {kind} record ({e})"
+                ) from None
         return rec
+
+    @contextlib.contextmanager
+    def atomic(self):
+        """Appends inside are committed together, or (killed, failed) not at all."""
+        if self._db.in_transaction:
+            yield
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as e:
+            raise LogWriteError(f"{self.folder / DB_NAME}: could not write ({e})") from None
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException as e:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if isinstance(e, sqlite3.DatabaseError):
+                raise LogWriteError(f"{self.folder / DB_NAME}: could not write ({e})") from None
+            raise
 
     def add_meta(self, values: dict) -> int:
         return self.append("meta", values)
@@ -328,6 +346,10 @@ class SessionStore:
             args.append(plane)
         rows = self._db.execute(sql + " ORDER BY rec", args).fetchall()
         return [Record(*row[:7], json.loads(row[7])) for row in rows]
+
+    def query(self, sql: str, args=()) -> sqlite3.Cursor:
+        """Read-only SQL over the journal, for reports that aggregate (the summary)."""
+        return self._db.execute(sql, args)
 
     def meta(self) -> dict:
         """Every meta record merged, later values winning."""

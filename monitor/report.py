@@ -1,0 +1,215 @@
+"""The audit as one self-contained HTML file: tables, charts (inline SVG) and
+key frames with the overlay (PNG, embedded), for QA staff to read and archive."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+
+import cv2
+
+from monitor.io.store import SessionStore
+from monitor.render import render_frames
+
+PRIORITY_COLOURS = {"high": "#d62728", "medium": "#e6a700"}
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #1a1a1a; max-width: 1200px; }
+h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 28px; }
+table { border-collapse: collapse; margin: 8px 0; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; }
+th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.bad { background: #fde2e2; color: #8b0000; padding: 8px 12px; border-left: 4px solid #d62728; }
+.good { background: #e3f4e3; padding: 8px 12px; border-left: 4px solid #2ca02c; }
+.high { color: #d62728; font-weight: bold; } .medium { color: #a07400; font-weight: bold; }
+figure { display: inline-block; margin: 6px 12px 6px 0; } figcaption { font-size: 12px; color: #444; }
+.facts td:first-child { color: #555; }
+"""
+
+
+def html_report(store: SessionStore, report: dict) -> str:
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>Audit {_e(report['session'])}</title><style>{STYLE}</style></head><body>",
+        f"<h1>Vertebroplasty session audit: {_e(report['session'])}</h1>",
+        _facts(report),
+        _status(report),
+    ]
+    for level in report["levels"]:
+        parts.append(f"<h2>Level {_e(level['level'])}</h2>")
+        parts.append(_level_table(level))
+        parts.append(_chart(level, "distance_mm", "distance to posterior wall (mm)", line=5.0))
+        parts.append(_chart(level, "volume_ml", "cement volume (mL)"))
+        parts.append(_alarm_table(level))
+        parts.append(_key_frames(store, level))
+        if level["operator_events"]:
+            parts.append(_events_table(level["operator_events"]))
+    if report["faults"]:
+        parts.append("<h2>Stream and process events</h2>")
+        parts.append(_events_table(report["faults"]))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _e(value) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _num(value, digits=2, unit="") -> str:
+    return "&ndash;" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def _facts(report: dict) -> str:
+    created = report.get("created")
+    when = (
+        datetime.datetime.fromtimestamp(created, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        if created
+        else None
+    )
+    rows = [
+        ("patient reference", report.get("patient")),
+        ("operator", report.get("operator")),
+        ("room / device", report.get("room")),
+        ("recorded", when),
+        ("calibration", report.get("calibration")),
+        ("software", report.get("software_version")),
+    ]
+    cells = "".join(f"<tr><td>{k}</td><td>{_e(v) or '&ndash;'}</td></tr>" for k, v in rows)
+    return f"<table class='facts'>{cells}</table>"
+
+
+def _status(report: dict) -> str:
+    if report["complete"]:
+        return (
+            "<p class='good'>Log complete and intact: every frame sent was logged and analysed, "
+            "hash chain verified.</p>"
+        )
+    items = "".join(f"<li>{_e(p)}</li>" for p in report["problems"])
+    return f"<div class='bad'><b>Do not trust this log blindly:</b><ul>{items}</ul></div>"
+
+
+def _level_table(level: dict) -> str:
+    n_leaks = sum(a["kind"] == "extravasation" for a in level["alarms"])
+    cells = [
+        ("image-based volume", _num(level["volume_ml"], 2, " mL")),
+        ("syringe volume (operator)", _num(level["syringe_ml"], 2, " mL")),
+        ("closest to the posterior wall", _num(level["min_distance_mm"], 1, " mm")),
+        ("alarms", str(len(level["alarms"]))),
+        ("leaks", str(n_leaks)),
+        ("cannulas seen in AP", _e(level["cannulas"]) or "&ndash;"),
+        ("time analysed", f"{_num(level['start_s'], 1)} to {_num(level['end_s'], 1)} s"),
+    ]
+    return (
+        "<table>" + "".join(f"<tr><th>{k}</th><td class='num'>{v}</td></tr>" for k, v in cells) + "</table>"
+    )
+
+
+def _alarm_table(level: dict) -> str:
+    if not level["alarms"]:
+        return "<p>No alarm was raised at this level.</p>"
+    head = (
+        "<tr><th>frame</th><th>time (s)</th><th>alarm</th><th>plane</th><th>distance (mm)</th>"
+        "<th>injection stopped after (s)</th><th>cement after alarm (mL)</th>"
+        "<th>acknowledged after (s)</th></tr>"
+    )
+    rows = []
+    for a in level["alarms"]:
+        what = a["kind"] + (f" ({a['site']})" if a["site"] else "")
+        stopped = (
+            _num(a["stopped_after_s"], 1)
+            if a["stopped_after_s"] is not None
+            else "<span class='high'>not stopped</span>"
+        )
+        rows.append(
+            f"<tr><td class='num'>{a['frame']}</td><td class='num'>{_num(a['time_s'], 2)}</td>"
+            f"<td class='{a['priority']}'>{a['priority'].upper()} {_e(what)}</td><td>{a['plane']}</td>"
+            f"<td class='num'>{_num(a['distance_mm'], 1)}</td><td class='num'>{stopped}</td>"
+            f"<td class='num'>{_num(a['injected_after_ml'], 2)}</td>"
+            f"<td class='num'>{_num(a['acknowledged_after_s'], 1)}</td></tr>"
+        )
+    return "<h3>Alarms and reactions</h3><table>" + head + "".join(rows) + "</table>"
+
+
+def _events_table(events: list[dict]) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(e.get('source'))}</td><td>{_e(e['event'])}</td><td>{_e(e.get('detail'))}</td></tr>"
+        for e in events
+    )
+    return f"<table><tr><th>from</th><th>event</th><th>detail</th></tr>{rows}</table>"
+
+
+def _chart(level: dict, key: str, label: str, line: float | None = None, w=900, h=220) -> str:
+    """A line chart as inline SVG, with alarm markers and an optional threshold line."""
+    points = [(f["time_s"], f[key]) for f in level["frames"] if f[key] is not None]
+    if len(points) < 2:
+        return f"<p>{_e(label)}: not measured.</p>"
+    left, right, top, bottom = 56, 12, 12, 30
+    t0, t1 = level["start_s"], level["end_s"]  # the same time axis for every chart of a level
+    values = [p[1] for p in points] + ([line] if line is not None else [])
+    lo, hi = min(values), max(values)
+    pad = 0.08 * (hi - lo or 1.0)
+    lo, hi = lo - pad, hi + pad
+
+    def x(t):
+        return left + (t - t0) / ((t1 - t0) or 1.0) * (w - left - right)
+
+    def y(v):
+        return top + (hi - v) / (hi - lo) * (h - top - bottom)
+
+    svg = [f"<svg width='{w}' height='{h}' viewBox='0 0 {w} {h}' xmlns='http://www.w3.org/2000/svg'>"]
+    svg.append(
+        f"<rect x='{left}' y='{top}' width='{w - left - right}' height='{h - top - bottom}' "
+        "fill='#fafafa' stroke='#ccc'/>"
+    )
+    for i in range(5):
+        v = lo + (hi - lo) * i / 4
+        svg.append(f"<text x='{left - 6}' y='{y(v) + 4:.1f}' font-size='11' text-anchor='end'>{v:.1f}</text>")
+    for i in range(6):
+        t = t0 + (t1 - t0) * i / 5
+        svg.append(f"<text x='{x(t):.1f}' y='{h - 12}' font-size='11' text-anchor='middle'>{t:.1f} s</text>")
+    if line is not None:
+        svg.append(
+            f"<line x1='{left}' x2='{w - right}' y1='{y(line):.1f}' y2='{y(line):.1f}' stroke='#d62728' "
+            f"stroke-dasharray='6 4'/><text x='{w - right - 4}' y='{y(line) - 4:.1f}' font-size='11' "
+            f"fill='#d62728' text-anchor='end'>{line:g} mm</text>"
+        )
+    for a in level["alarms"]:
+        colour = PRIORITY_COLOURS.get(a["priority"], "#555")
+        svg.append(
+            f"<line x1='{x(a['time_s']):.1f}' x2='{x(a['time_s']):.1f}' y1='{top}' y2='{h - bottom}' "
+            f"stroke='{colour}' stroke-width='2' opacity='0.7'>"
+            f"<title>{_e(a['kind'])} frame {a['frame']}</title></line>"
+        )
+    path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in points)
+    svg.append(f"<polyline points='{path}' fill='none' stroke='#1f77b4' stroke-width='2'/>")
+    svg.append(f"<text x='{left + 6}' y='{top + 14}' font-size='12' fill='#333'>{_e(label)}</text>")
+    svg.append("</svg>")
+    return "".join(svg)
+
+
+def _key_frames(store: SessionStore, level: dict) -> str:
+    """Each alarm's frame, and the frame where injection stopped after it, with the overlay."""
+    wanted: dict[int, str] = {}
+    for a in level["alarms"]:
+        wanted.setdefault(a["frame"], f"frame {a['frame']}: {a['priority']} {a['kind']} alarm raised")
+        if a["stopped_after_s"] is not None:
+            stop_time = a["time_s"] + a["stopped_after_s"]
+            stop = min(level["frames"], key=lambda f: abs(f["time_s"] - stop_time))["frame"]
+            wanted.setdefault(
+                stop,
+                f"frame {stop}: injection stopped, {a['stopped_after_s']:.1f} s after frame {a['frame']}",
+            )
+    if not wanted:
+        return ""
+    figures = []
+    for frame, image in render_frames(store, sorted(wanted), None, size=420):
+        ok, png = cv2.imencode(".png", image)
+        if not ok:
+            continue
+        data = base64.b64encode(png.tobytes()).decode()
+        figures.append(
+            f"<figure><img src='data:image/png;base64,{data}' alt='frame {frame}'>"
+            f"<figcaption>{_e(wanted[frame])}</figcaption></figure>"
+        )
+    return "<h3>Key frames</h3>" + "".join(figures)

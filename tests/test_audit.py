@@ -1,0 +1,218 @@
+"""QA audit, HTML report, summary over many sessions, replay of a logged session, DICOM export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pydicom
+import pytest
+
+from monitor.audit import reaction
+from monitor.io.dicom import open_recording
+from monitor.io.store import DB_NAME, SessionStore
+from monitor.pipeline import Endpoints, RunSpec, run
+from monitor.recordings import default_recording
+from monitor.replay import PaceOptions
+from tests.conftest import load_truth
+
+PATIENT, OPERATOR, ROOM = "PSEUDO-4711", "Dr Quinn", "Room 3"
+
+
+def monitor_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    """The bundled posterior-leak case run through the monitor once, logged with its facts."""
+    from monitor.io.sources import DicomPairSource
+
+    rec = default_recording()
+    folder = tmp_path_factory.mktemp("audit") / "session"
+    source = DicomPairSource(rec.lateral, rec.ap)
+    meta = {"patient": PATIENT, "operator": OPERATOR, "room": ROOM}
+    spec = RunSpec(str(folder), "L1", meta=meta, endpoints=Endpoints.private())
+    assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 0
+    source.close()
+    return folder
+
+
+def test_audit_json_reports_alarms_and_how_fast_injection_stopped(session):
+    done = monitor_cli("audit", session, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["complete"] and report["integrity"]["intact"]
+    assert (report["patient"], report["operator"], report["room"]) == (PATIENT, OPERATOR, ROOM)
+    (level,) = report["levels"]
+    assert level["level"] == "L1" and level["cannulas"] == 1
+    assert [(a["kind"], a["frame"]) for a in level["alarms"]] == [
+        ("proximity", 7),
+        ("proximity", 10),
+        ("extravasation", 43),
+    ]
+    truth = load_truth(default_recording().lateral.parent)
+    injected = [f["injected_ml"] for f in truth["frames"]]
+    high = level["alarms"][1]
+    # Truth: injection pauses from frame 22 (1.58 mL) after the alarm at frame 10 (0.46 mL).
+    stop = next(i for i in range(10, 47) if injected[i + 1] == injected[i])
+    assert high["stopped_after_s"] == pytest.approx((stop - 10) / 7.5, abs=0.3)
+    assert high["injected_after_ml"] == pytest.approx(injected[stop] - injected[10], rel=0.25)
+    assert level["volume_ml"] == pytest.approx(truth["total_injected_ml"], rel=0.15)
+    assert [f["frame"] for f in level["frames"]] == list(range(48))
+
+
+def test_reaction_from_a_volume_curve():
+    t = [i / 10 for i in range(40)]
+    rising_then_flat = [min(i, 20) * 0.1 for i in range(40)]
+    r = reaction(list(zip(t, rising_then_flat, strict=True)), 1.0)
+    assert r == {"stopped_after_s": 1.0, "injected_after_ml": 1.0, "total_after_ml": 1.0}
+    never = [i * 0.1 for i in range(40)]
+    r = reaction(list(zip(t, never, strict=True)), 1.0)
+    assert r["stopped_after_s"] is None and r["total_after_ml"] == pytest.approx(2.9)
+    # a pause, then injection resumed: the stop counts, and the total shows what came after
+    resumed = [min(i, 20) * 0.1 + max(0, i - 28) * 0.1 for i in range(40)]
+    r = reaction(list(zip(t, resumed, strict=True)), 1.0)
+    assert r["stopped_after_s"] == 1.0 and r["total_after_ml"] == pytest.approx(2.1)
+    noisy = [v + 0.02 * (-1) ** i for i, v in enumerate(rising_then_flat)]
+    assert reaction(list(zip(t, noisy, strict=True)), 1.0)["stopped_after_s"] == pytest.approx(1.0, abs=0.15)
+
+
+def test_audit_html_is_one_self_contained_file_with_charts_and_key_frames(session, tmp_path):
+    out = tmp_path / "audit.html"
+    done = monitor_cli("audit", session, "--html", out)
+    assert done.returncode == 0, done.stderr
+    page = out.read_text()
+    assert "src='http" not in page and "href=" not in page  # nothing fetched from elsewhere
+    assert page.count("<svg") == 2 and "5 mm" in page
+    assert page.count("data:image/png;base64,") >= 3  # the three alarm frames, at least
+    assert "HIGH extravasation (posterior)" in page and PATIENT in page
+    assert "Log complete and intact" in page
+
+
+def _tampered_copy(session, tmp_path):
+    copy = tmp_path / "tampered"
+    shutil.copytree(session, copy)
+    db = sqlite3.connect(copy / DB_NAME)
+    db.execute("DROP TRIGGER journal_append_only_update")
+    db.execute(
+        'UPDATE journal SET body=replace(body, \'"priority":"high"\', \'"priority":"medium"\') '
+        "WHERE kind='alarm'"
+    )
+    db.commit()
+    db.close()
+    return copy
+
+
+def test_audit_reports_a_tampered_log_instead_of_trusting_it(session, tmp_path):
+    copy = _tampered_copy(session, tmp_path)
+    done = monitor_cli("audit", copy, "--json")
+    assert done.returncode == 3
+    report = json.loads(done.stdout)
+    assert not report["complete"] and not report["integrity"]["intact"]
+    assert any("does not match its hash" in p and "alarm" in p for p in report["problems"])
+
+
+def test_summary_over_sessions_per_operator_and_level_with_csv_and_cache(session, tmp_path):
+    from monitor.bench_log import write_fake_session
+
+    root = tmp_path / "sessions"
+    shutil.copytree(session, root / "real")
+    for i in range(3):
+        write_fake_session((root / f"fake-{i}", i))
+    (root / "broken").mkdir()
+    (root / "broken" / DB_NAME).write_bytes(b"garbage" * 50)
+    done = monitor_cli("audit", root, "--summary", "--csv", tmp_path / "summary.csv", "--json")
+    assert done.returncode == 0, done.stderr
+    table = json.loads(done.stdout)
+    assert table["sessions"] == 5 and table["read"] == 5
+    assert [u["folder"] for u in table["unreadable"]] == [str(root / "broken")]
+    ours = next(r for r in table["rows"] if r["operator"] == OPERATOR)
+    assert ours["level"] == "L1" and ours["sessions"] == 1 and ours["leaks"] == 1
+    assert ours["alarms_per_level"] == 3.0 and ours["volume_median_ml"] == pytest.approx(3.0, rel=0.15)
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(table["rows"]) and rows[0].keys() >= {"operator", "level", "median_reaction_s"}
+    again = json.loads(monitor_cli("audit", root, "--summary", "--json").stdout)
+    assert again["read"] == 0 and again["rows"] == table["rows"]  # every digest from the cache
+    assert len(again["unreadable"]) == 1
+    write_fake_session((root / "fake-new", 7))
+    third = json.loads(monitor_cli("audit", root, "--summary", "--json").stdout)
+    assert third["read"] == 1 and third["sessions"] == 6
+
+
+def test_export_writes_dicom_with_the_recorded_pixels(session, tmp_path):
+    done = monitor_cli("export", session, tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    store = SessionStore.open(session)
+    recorded = [store.image(r.rec) for r in store.records("frame") if r.plane == "lateral"]
+    with open_recording(tmp_path / "out" / "lateral.dcm") as rec:
+        assert rec.info.plane == "lateral" and len(rec) == 48
+        assert rec.info.spacing_at_vertebra_mm() == pytest.approx((0.3125, 0.3125), abs=1e-4)
+        assert all(np.array_equal(rec.frame(i), recorded[i]) for i in (0, 20, 47))
+    ds = pydicom.dcmread(tmp_path / "out" / "lateral.dcm", stop_before_pixels=True)
+    assert ds.PatientID == PATIENT and ds.OperatorsName == OPERATOR
+
+
+def test_export_deidentified_leaves_no_identifying_value(session, tmp_path):
+    done = monitor_cli("export", session, tmp_path / "plain")
+    done = monitor_cli("export", session, tmp_path / "anon", "--deidentify")
+    assert done.returncode == 0, done.stderr
+    plain = pydicom.dcmread(tmp_path / "plain" / "lateral.dcm")
+    anon = [pydicom.dcmread(tmp_path / "anon" / f"{p}.dcm") for p in ("lateral", "ap")]
+    for ds in anon:
+        values = [str(e.value) for e in ds.iterall() if e.keyword != "PixelData"]
+        assert not any(PATIENT in v or OPERATOR in v or ROOM in v for v in values)
+        assert ds.PatientIdentityRemoved == "YES" and ds.PatientName == ""
+        assert ds.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
+        assert ds.SOPInstanceUID == ds.file_meta.MediaStorageSOPInstanceUID != plain.SOPInstanceUID
+        assert "StudyDate" not in ds or ds.StudyDate == ""
+    assert anon[0].StudyInstanceUID == anon[1].StudyInstanceUID != plain.StudyInstanceUID
+    assert np.array_equal(anon[0].pixel_array, plain.pixel_array)
+
+
+def test_replay_of_a_logged_session_raises_the_same_alarms(session, tmp_path):
+    done = monitor_cli(
+        "replay",
+        "--session",
+        session,
+        "--log",
+        tmp_path / "again",
+        "--headless",
+        "--speed",
+        "0",
+        *_private_endpoints(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "replaying the logged session" in done.stderr
+    first = json.loads(monitor_cli("audit", session, "--json").stdout)["levels"][0]
+    second = json.loads(monitor_cli("audit", tmp_path / "again", "--json").stdout)["levels"][0]
+    key = [(a["kind"], a["priority"], a["frame"]) for a in first["alarms"]]
+    assert [(a["kind"], a["priority"], a["frame"]) for a in second["alarms"]] == key
+    assert second["frames"] == first["frames"]
+
+
+def _private_endpoints() -> list[str]:
+    e = Endpoints.private()
+    return ["--frames-endpoint", e.frames, "--results-endpoint", e.results, "--flow-endpoint", e.flow]
+
+
+def test_bad_audit_and_export_inputs_get_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for args in (
+        ("audit", tmp_path / "missing"),
+        ("audit", tmp_path / "empty"),
+        ("export", tmp_path / "empty", tmp_path / "out"),
+        ("audit", tmp_path / "empty", "--summary"),
+        ("replay", "--headless"),
+    ):
+        done = monitor_cli(*args)
+        assert done.returncode == 1, (args, done.stderr)
+        assert done.stderr.count("\n") == 1 and "error:" in done.stderr and "Traceback" not in done.stderr
