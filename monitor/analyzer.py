@@ -323,12 +323,23 @@ def run_analyzer(
     if control_endpoint:
         control.bind(control_endpoint)
 
+    stream_time = [None]  # the newest analysed frame's acquisition time
+
     def announce(event: str, detail: str, age_ms=None, plane=None, value=None, source="analyzer") -> None:
         status = Status(session, source, time.time(), event, detail, age_ms, plane)
         results.send(status)
         if event not in ("log-failed", "log-resumed"):
             log_.write(
-                "add_event", source, event, detail, age_ms, plane, status.send_time, value, analysis.level
+                "add_event",
+                source,
+                event,
+                detail,
+                age_ms,
+                plane,
+                status.send_time,
+                value,
+                getattr(analysis, "level", None),
+                stream_time[0],
             )
 
     log_ = SessionLog(session_dir, announce)
@@ -375,6 +386,7 @@ def run_analyzer(
                 h = frame.header
                 result = _analyse(analysis, frame)
                 log_.write_result(result, analysis)
+                stream_time[0] = h.acq_time
                 results.send(result)
                 analysed[h.plane] = analysed.get(h.plane, 0) + 1
                 flow.ack(h.plane, h.seq)

@@ -134,7 +134,8 @@ def _level_report(lv: dict) -> dict:
         "min_distance_mm": min(distances) if distances else None,
         "alarms": alarms,
         "operator_events": [
-            {k: e[k] for k in ("time", "source", "event", "detail", "value")} for e in lv["events"]
+            {k: e.get(k) for k in ("time", "acq_time", "source", "event", "detail", "value")}
+            for e in lv["events"]
         ],
         "frames": ordered,
     }

@@ -250,6 +250,7 @@ def _add_stream_options(p, session_help: str) -> None:
     p.add_argument("--frames-endpoint", default=None, help="ZeroMQ endpoint the frames are published on")
     p.add_argument("--results-endpoint", default=None, help="ZeroMQ endpoint of the analyzer's results")
     p.add_argument("--flow-endpoint", default=None, help="ZeroMQ endpoint for consumer readiness and acks")
+    p.add_argument("--control-endpoint", default=None, help="ZeroMQ endpoint the analyzer takes commands on")
     p.add_argument(
         "--stale-ms",
         type=float,
@@ -320,7 +321,10 @@ def _endpoints(args):
 
     d = Endpoints()
     return Endpoints(
-        args.frames_endpoint or d.frames, args.results_endpoint or d.results, args.flow_endpoint or d.flow
+        args.frames_endpoint or d.frames,
+        args.results_endpoint or d.results,
+        args.flow_endpoint or d.flow,
+        args.control_endpoint or d.control,
     )
 
 
@@ -411,6 +415,7 @@ def _add_analyze(sub) -> None:
     p.add_argument("--frames-endpoint", default=None)
     p.add_argument("--results-endpoint", default=None)
     p.add_argument("--flow-endpoint", default=None)
+    p.add_argument("--control-endpoint", default=None)
     p.add_argument("--stale-ms", type=float, default=1000.0)
     p.set_defaults(run=_run_analyze)
 
@@ -419,7 +424,7 @@ def _run_analyze(args) -> int:
     from monitor.analyzer import run_analyzer
 
     e = _endpoints(args)
-    counts = run_analyzer(e.frames, e.results, e.flow, stale_ms=args.stale_ms)
+    counts = run_analyzer(e.frames, e.results, e.flow, stale_ms=args.stale_ms, control_endpoint=e.control)
     print(f"analysed {counts['analysed']}; rejected {counts['rejected']}; dropped {counts['dropped']}")
     return 0
 

@@ -64,8 +64,11 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
     status = result.get("status", "")
     if status and status != "ok":
         lines.append(status[:40])
+    if lines:  # readouts on a dark panel: legible over bone and over bright soft tissue alike
+        width = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)[0][0] for t in lines)
+        panel = img[0 : 12 + 22 * len(lines), 0 : min(img.shape[1], width + 16)]
+        panel[:] = (panel * 0.35).astype(img.dtype)
     for i, text in enumerate(lines):
-        cv2.putText(img, text, (8, 22 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
         cv2.putText(img, text, (8, 22 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6, WHITE, 1, cv2.LINE_AA)
     return img
 

@@ -13,6 +13,7 @@ from monitor.io.store import SessionStore
 from monitor.render import render_frames
 
 PRIORITY_COLOURS = {"high": "#d62728", "medium": "#e6a700"}
+MARKS = {"syringe": ("S", "#2ca02c"), "pause": ("II", "#555"), "resume": ("&#9654;", "#555")}
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #1a1a1a; max-width: 1200px; }
@@ -40,10 +41,11 @@ def html_report(store: SessionStore, report: dict) -> str:
         parts.append(f"<h2>Level {_e(level['level'])}</h2>")
         parts.append(_level_table(level))
         parts.append(_chart(level, "distance_mm", "distance to posterior wall (mm)", line=5.0))
-        parts.append(_chart(level, "volume_ml", "cement volume (mL)"))
+        parts.append(_chart(level, "volume_ml", "cement volume (mL)", marks=level["operator_events"]))
         parts.append(_alarm_table(level))
         parts.append(_key_frames(store, level))
         if level["operator_events"]:
+            parts.append("<h3>Operator actions</h3>")
             parts.append(_events_table(level["operator_events"]))
     if report["faults"]:
         parts.append("<h2>Stream and process events</h2>")
@@ -72,11 +74,26 @@ def _facts(report: dict) -> str:
         ("operator", report.get("operator")),
         ("room / device", report.get("room")),
         ("recorded", when),
-        ("calibration", report.get("calibration")),
+        ("scale", _scale(report.get("calibration"))),
         ("software", report.get("software_version")),
     ]
     cells = "".join(f"<tr><td>{k}</td><td>{_e(v) or '&ndash;'}</td></tr>" for k, v in rows)
     return f"<table class='facts'>{cells}</table>"
+
+
+def _scale(calibration: dict | None) -> str | None:
+    """Per plane: mm per pixel at the vertebra, and where it came from."""
+    if not calibration:
+        return None
+    parts = []
+    for plane, scale in calibration.items():
+        if not scale:
+            parts.append(f"{plane}: pixels only (uncalibrated)")
+            continue
+        spacing = scale.get("spacing_mm") or [None]
+        origin = scale.get("calibration") or scale.get("source")
+        parts.append(f"{plane}: {spacing[0]:.4f} mm/pixel at the vertebra ({origin})")
+    return "; ".join(parts)
 
 
 def _status(report: dict) -> str:
@@ -133,14 +150,23 @@ def _alarm_table(level: dict) -> str:
 
 def _events_table(events: list[dict]) -> str:
     rows = "".join(
-        f"<tr><td>{_e(e.get('source'))}</td><td>{_e(e['event'])}</td><td>{_e(e.get('detail'))}</td></tr>"
+        f"<tr><td class='num'>{_clock(e)}</td><td>{_e(e.get('source'))}</td><td>{_e(e['event'])}</td>"
+        f"<td>{_e(e.get('detail'))}</td></tr>"
         for e in events
     )
-    return f"<table><tr><th>from</th><th>event</th><th>detail</th></tr>{rows}</table>"
+    return f"<table><tr><th>time</th><th>from</th><th>event</th><th>detail</th></tr>{rows}</table>"
 
 
-def _chart(level: dict, key: str, label: str, line: float | None = None, w=900, h=220) -> str:
-    """A line chart as inline SVG, with alarm markers and an optional threshold line."""
+def _clock(event: dict) -> str:
+    """Stream time when known (as on the charts), else the wall clock."""
+    if event.get("acq_time") is not None:
+        return f"{event['acq_time']:.2f} s"
+    return datetime.datetime.fromtimestamp(event["time"], datetime.timezone.utc).strftime("%H:%M:%S UTC")
+
+
+def _chart(level: dict, key: str, label: str, line: float | None = None, marks=(), w=900, h=220) -> str:
+    """A line chart as inline SVG, with alarm markers, an optional threshold line, and
+    ``marks`` (operator events: syringe, pause, resume) along the bottom."""
     points = [(f["time_s"], f[key]) for f in level["frames"] if f[key] is not None]
     if len(points) < 2:
         return f"<p>{_e(label)}: not measured.</p>"
@@ -181,9 +207,18 @@ def _chart(level: dict, key: str, label: str, line: float | None = None, w=900, 
             f"stroke='{colour}' stroke-width='2' opacity='0.7'>"
             f"<title>{_e(a['kind'])} frame {a['frame']}</title></line>"
         )
+    for e in marks:
+        if e["event"] not in MARKS or e.get("acq_time") is None:
+            continue
+        symbol, colour = MARKS[e["event"]]
+        svg.append(
+            f"<text x='{x(e['acq_time']):.1f}' y='{h - bottom - 4}' font-size='13' fill='{colour}' "
+            f"text-anchor='middle'>{symbol}<title>{_e(e['detail'])}</title></text>"
+        )
     path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in points)
     svg.append(f"<polyline points='{path}' fill='none' stroke='#1f77b4' stroke-width='2'/>")
-    svg.append(f"<text x='{left + 6}' y='{top + 14}' font-size='12' fill='#333'>{_e(label)}</text>")
+    legend = "  (S syringe mL delivered, II paused, \u25b6 resumed)" if marks else ""
+    svg.append(f"<text x='{left + 6}' y='{top + 14}' font-size='12' fill='#333'>{_e(label + legend)}</text>")
     svg.append("</svg>")
     return "".join(svg)
 

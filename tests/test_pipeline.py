@@ -24,7 +24,10 @@ from monitor.replay import PaceOptions
 
 
 def endpoint_args(e: Endpoints) -> list[str]:
-    return ["--frames-endpoint", e.frames, "--results-endpoint", e.results, "--flow-endpoint", e.flow]
+    return [
+        *("--frames-endpoint", e.frames, "--results-endpoint", e.results),
+        *("--flow-endpoint", e.flow, "--control-endpoint", e.control),
+    ]
 
 
 def replay_default(session, speed: str, *extra, **kwargs) -> subprocess.Popen:

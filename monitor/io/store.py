@@ -329,8 +329,12 @@ class SessionStore:
         at: float | None = None,
         value=None,
         level: str | None = None,
+        acq_time: float | None = None,
     ) -> int:
+        """``acq_time``: where in the stream it happened (the newest frame's time), when known."""
         body = {"source": source, "event": event, "detail": detail, "age_ms": age_ms, "value": value}
+        if acq_time is not None:
+            body["acq_time"] = acq_time
         return self.append("event", body, plane, None, None, level, at=at)
 
     # -------------------------------------------------------------- reading
