@@ -241,7 +241,9 @@ def _run_demo(args) -> int:
 def _add_stream_options(p, session_help: str) -> None:
     p.add_argument("--session", type=Path, metavar="DIR", help=session_help)
     p.add_argument("--level", default=None, help="vertebral level being treated, e.g. L1")
-    p.add_argument("--headless", action="store_true", help="no viewer: source, analyzer and logger only")
+    p.add_argument(
+        "--headless", action="store_true", help="no viewer window: source, analyzer and logger only"
+    )
     p.add_argument(
         "--publish-only",
         action="store_true",
@@ -332,10 +334,16 @@ def _stream(args, source, speed: float, loop: bool) -> int:
     from monitor.pipeline import RunSpec, run
     from monitor.replay import PaceOptions
 
-    if not (args.headless or args.publish_only):
-        raise MonitorError(
-            "the live viewer (monitor view) is not built yet; pass --headless or --publish-only"
-        )
+    viewer = not (args.headless or args.publish_only)
+    if viewer:
+        from monitor.viewer import has_display
+
+        if not has_display():
+            print(
+                "no display: running headless (monitor view can attach from a machine with one)",
+                file=sys.stderr,
+            )
+            viewer = False
     if args.publish_only and args.session:
         raise MonitorError("--session needs the logger; drop --publish-only")
     spec = RunSpec(
@@ -343,6 +351,7 @@ def _stream(args, source, speed: float, loop: bool) -> int:
         level=args.level,
         endpoints=_endpoints(args),
         analyzer=not args.publish_only,
+        viewer=viewer,
         stale_ms=args.stale_ms,
         meta={
             "source": getattr(source, "name", "dicom"),
@@ -408,6 +417,75 @@ def _run_grab(args) -> int:
         h = int(source._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         source.layout = Layout.side_by_side(w, h)
     return _stream(args, source, 1.0, False)
+
+
+def _add_view(sub) -> None:
+    p = sub.add_parser("view", help="the live overlay for the operator, attached to a running monitor")
+    p.add_argument("--frames-endpoint", default=None)
+    p.add_argument("--results-endpoint", default=None)
+    p.add_argument("--flow-endpoint", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--control-endpoint", default=None, help="where operator actions go (the analyzer)")
+    p.add_argument(
+        "--screenshot", type=Path, metavar="PNG", help="grab the window to PNG after --after s, exit"
+    )
+    p.add_argument("--after", type=float, default=5.0, metavar="S")
+    p.set_defaults(run=_run_view)
+
+
+def _run_view(args) -> int:
+    from monitor.viewer import run_viewer
+
+    e = _endpoints(args)
+    return run_viewer(
+        e.frames, e.results, e.control, str(args.screenshot) if args.screenshot else None, args.after
+    )
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="training replay: alarms hidden, press STOP; compared with the monitor's alarms at the end",
+    )
+    p.add_argument("case", type=Path, help="a recording folder (lateral.dcm, ap.dcm) or a logged session")
+    p.add_argument("--trainee", default=None, help="name kept in the training log")
+    p.add_argument(
+        "--out", type=Path, default=Path("training"), help="training sessions and training-log.jsonl"
+    )
+    p.add_argument("--speed", type=float, default=1.0)
+    p.add_argument("--close-when-done", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args) -> int:
+    from monitor.io.sources import DicomPairSource, SessionSource
+    from monitor.io.store import DB_NAME
+    from monitor.training import run_training
+
+    if (args.case / DB_NAME).exists():
+        source = SessionSource(args.case)
+    elif (args.case / "lateral.dcm").exists():
+        ap = args.case / "ap.dcm"
+        source = DicomPairSource(args.case / "lateral.dcm", ap if ap.exists() else None)
+    else:
+        raise MonitorError(f"{args.case}: neither a session nor a folder with lateral.dcm (and ap.dcm)")
+    try:
+        entry = run_training(source, str(args.case), args.out, args.trainee, args.speed, args.close_when_done)
+    finally:
+        source.close()
+    for result in entry.get("results", []):
+        print(f"level {result['level'] or '?'}:")
+        for line in result["verdict"]:
+            print(f"  {line}")
+        for stop in result["stops"]:
+            past = stop.get("ml_past_5mm_line")
+            leak = stop.get("ml_after_leak")
+            print(
+                f"  STOP at frame {stop['frame']}: "
+                + (f"{past:.2f} mL past the 5 mm line" if past else "no cement past the 5 mm line")
+                + (f", {leak:.2f} mL after the leak began" if leak else "")
+            )
+    print(f"logged in {args.out / 'training-log.jsonl'}")
+    return 0
 
 
 def _add_analyze(sub) -> None:
@@ -652,6 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(sub)
     _add_grab(sub)
     _add_analyze(sub)
+    _add_view(sub)
+    _add_train(sub)
     _add_audit(sub)
     _add_export(sub)
     _add_bench(sub)

@@ -64,6 +64,7 @@ class RunSpec:
     meta: dict = field(default_factory=dict)
     endpoints: Endpoints = field(default_factory=Endpoints)
     analyzer: bool = True
+    viewer: bool = False  # open the live view too; the run ends when the source does, the window stays
     stale_ms: float = 1000.0
     keep_bytes: int = 512 * 2**20  # recent frames the source keeps for a restarted logger
     restarts: int = 3  # per process, before the run gives up on it
@@ -105,6 +106,12 @@ def _logger_main(endpoints: Endpoints, session_dir: str, meta: dict, parent: int
     )
 
 
+def _viewer_main(endpoints: Endpoints) -> None:
+    from monitor.viewer import run_viewer
+
+    run_viewer(endpoints.frames, endpoints.results, endpoints.control)
+
+
 def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sys.stderr)) -> int:
     """Start the consumers, publish the source through them, and report.
 
@@ -139,6 +146,10 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
         return child
 
     children = {name: start(name) for name in plans}
+    viewer = None
+    if spec.viewer:
+        viewer = ctx.Process(target=_viewer_main, name="viewer", args=(spec.endpoints,))
+        viewer.start()
     restarts = dict.fromkeys(plans, 0)
     interrupted = False
 
@@ -193,6 +204,9 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     failed = {n: c for n, c in codes.items() if c != 0}
     if spec.session_dir:
         say(f"session logged in {spec.session_dir}" + (" (INCOMPLETE)" if "logger" in failed else ""))
+    if viewer is not None and viewer.is_alive() and not interrupted:
+        say("the source has ended; close the viewer window to finish")
+        viewer.join()
     if failed:
         say("failed: " + ", ".join(f"{n} exit {c}" for n, c in failed.items()))
         return 3

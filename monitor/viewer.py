@@ -1,0 +1,439 @@
+"""The operator's live view (``monitor view``), in pyqtgraph on Qt.
+
+What it shows follows from how it is used: the operator injects with both
+hands busy and glances at the screen. So the alarm banner is large (high
+priority red and flashing, medium yellow: IEC 60601-1-8), the readouts are
+large, the wall, the 5 mm line and the cement are drawn in fixed colours, and a
+stream that stops is shown as "NO SIGNAL" with its age over a greyed image,
+never as a frozen image that looks live.
+
+The window polls its subscriptions on a Qt timer, keeping only the newest
+frame of each plane (a slow viewer falls behind alone: the source drops
+frames for it, never for the analyzer). Operator actions go to the
+analyzer's control endpoint, which applies them, logs them, and announces
+them to every viewer.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
+
+from monitor.io.transport import VIEWER_HWM, CommandSender, Subscriber
+from monitor.messages import PLANES, End, Result, Status
+from monitor.viewstate import ViewState, display_pixels
+
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+
+WALL, SAFETY, BODY, CEMENT, LEAK = "#e62828", "#ffd200", "#3cc83c", "#00c8ff", "#ff2828"
+LEVELS = ("T5", "T6", "T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5")
+BANNER = {
+    "high": "background:#d62728; color:white;",
+    "high-off": "background:#5a1010; color:white;",
+    "medium": "background:#ffd200; color:black;",
+    "": "background:#202020; color:#9a9a9a;",
+}
+
+
+class PlaneView(pg.GraphicsLayoutWidget):
+    """One plane: the image, window/level by its histogram, and the overlay."""
+
+    def __init__(self, plane: str):
+        super().__init__()
+        self.plane = plane
+        self.box = self.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.box.disableAutoRange()  # the image sets the range; overlay items must not move it
+        self.image = pg.ImageItem()
+        self.box.addItem(self.image)
+        self.levels = pg.HistogramLUTItem(image=self.image, orientation="horizontal")
+        self.levels.setMaximumHeight(60)
+        self.nextRow()
+        self.addItem(self.levels)
+        self.body = pg.PlotCurveItem(pen=pg.mkPen(BODY, width=2))
+        self.wall = pg.PlotCurveItem(pen=pg.mkPen(WALL, width=5))
+        self.safety = pg.PlotCurveItem(pen=pg.mkPen(SAFETY, width=3, style=QtCore.Qt.PenStyle.DashLine))
+        self.cement = pg.PlotCurveItem(pen=pg.mkPen(CEMENT, width=2), connect="pairs")
+        self.front = pg.ScatterPlotItem(symbol="x", size=22, pen=pg.mkPen(WALL, width=3), brush=None)
+        self.leaks = pg.ScatterPlotItem(symbol="s", size=34, pen=pg.mkPen(LEAK, width=3), brush=None)
+        for item in (self.body, self.wall, self.safety, self.cement, self.front, self.leaks):
+            self.box.addItem(item)
+        self.leak_labels: list[pg.TextItem] = []
+        self.title = pg.TextItem(plane.upper(), color="w", anchor=(0, 0))
+        self.no_signal = pg.TextItem("", color=(255, 60, 60), anchor=(0.5, 0.5), fill=(0, 0, 0, 200))
+        self.no_signal.setFont(QtGui.QFont("Sans", 28, QtGui.QFont.Weight.Bold))
+        for item in (self.title, self.no_signal):
+            item.setZValue(10)
+            self.box.addItem(item)
+        self.shape: tuple[int, int] | None = None
+        self.photometric: str | None = None
+        self.shown_frame: int | None = None
+        self.wall_editor: pg.LineSegmentROI | None = None
+
+    def show_frame(self, pixels: np.ndarray, photometric: str, window, frame: int) -> None:
+        shown = display_pixels(pixels)
+        first = self.shape != pixels.shape
+        self.image.setImage(shown, autoLevels=False)
+        if first or photometric != self.photometric:
+            self.shape, self.photometric = pixels.shape, photometric
+            h, w = pixels.shape
+            self.image.setRect(QtCore.QRectF(0, 0, w, h))  # overlay coordinates: full-resolution pixels
+            lo, hi = window
+            self.levels.setLevels(lo, hi)
+            # Dense (dark) as on the C-arm: MONOCHROME1 stores dense as high values.
+            lut = np.arange(256, dtype=np.uint8)
+            self.image.setLookupTable(lut[::-1] if photometric == "MONOCHROME1" else lut)
+            self.box.setRange(xRange=(0, w), yRange=(0, h), padding=0)
+            self.title.setPos(w * 0.01, h * 0.01)
+            self.no_signal.setPos(w / 2, h / 2)
+        self.shown_frame = frame
+        self.title.setText(f"{self.plane.upper()}  frame {frame}")
+
+    def show_overlay(self, r: Result | None, visible: bool = True) -> None:
+        o = (r.overlay if r else {}) if visible else {}
+        _polyline(self.body, o.get("body"), closed=True)
+        _polyline(self.wall, o.get("wall"))
+        _polyline(self.safety, o.get("safety_line"))
+        segments = []
+        for contour in o.get("cement", []):
+            pts = np.asarray(contour, float)
+            closed = np.vstack([pts, pts[:1]])
+            segments.append(np.repeat(closed, 2, axis=0)[1:-1])
+        if segments:
+            xy = np.vstack(segments)
+            self.cement.setData(xy[:, 0], xy[:, 1])
+        else:
+            self.cement.setData([], [])
+        front = o.get("front")
+        self.front.setData(*([[front[0]], [front[1]]] if front else [[], []]))
+        leaks = o.get("leaks", [])
+        self.leaks.setData(
+            [lk["box"][0] + lk["box"][2] / 2 for lk in leaks],
+            [lk["box"][1] + lk["box"][3] / 2 for lk in leaks],
+        )
+        while len(self.leak_labels) < len(leaks):
+            label = pg.TextItem("", color=LEAK, anchor=(0, 1))
+            label.setFont(QtGui.QFont("Sans", 14, QtGui.QFont.Weight.Bold))
+            self.box.addItem(label)
+            self.leak_labels.append(label)
+        for i, label in enumerate(self.leak_labels):
+            if i < len(leaks):
+                x, y, w, _ = leaks[i]["box"]
+                label.setText(f"LEAK {leaks[i]['site']}")
+                label.setPos(x + w + 6, y)
+                label.show()
+            else:
+                label.hide()
+
+    def show_stale(self, age: float | None) -> None:
+        self.no_signal.setText("" if age is None else f"NO SIGNAL\n{age:.1f} s")
+        self.image.setOpacity(0.35 if age is not None else 1.0)
+
+
+def _polyline(item: pg.PlotCurveItem, points, closed: bool = False) -> None:
+    if not points:
+        item.setData([], [])
+        return
+    pts = np.asarray(points, float)
+    if closed:
+        pts = np.vstack([pts, pts[:1]])
+    item.setData(pts[:, 0], pts[:, 1])
+
+
+class MonitorWindow(QtWidgets.QWidget):
+    """The live monitor. ``training``: measurements and alarms hidden, a STOP button instead."""
+
+    def __init__(
+        self,
+        frames_endpoint: str,
+        results_endpoint: str,
+        control_endpoint: str | None,
+        training: bool = False,
+        stale_s: float = 1.0,
+    ):
+        super().__init__()
+        self.setWindowTitle("Vertebroplasty cement monitor" + (" - TRAINING" if training else ""))
+        self.training = training
+        self.state = ViewState(stale_s=stale_s)
+        self.frames = Subscriber(frames_endpoint, hwm=VIEWER_HWM)
+        self.results = Subscriber(results_endpoint, hwm=256)
+        self.commands = CommandSender(control_endpoint, "viewer") if control_endpoint else None
+        self.stops: list[tuple[float, int | None]] = []  # training: (time, lateral frame shown)
+        self.ended = False
+        self.rendered = 0  # frames put on screen, for the frame-rate benchmark
+        self._build()
+        self._flash = False
+        self._audio_paused_until = 0.0
+        self.timer = QtCore.QTimer(self)
+        self.timer.timeout.connect(self.poll)
+        self.timer.start(15)
+        self.flasher = QtCore.QTimer(self)
+        self.flasher.timeout.connect(self._toggle_flash)
+        self.flasher.start(500)  # high priority flashes at about 2 Hz
+
+    # ------------------------------------------------------------------ layout
+
+    def _build(self) -> None:
+        layout = QtWidgets.QVBoxLayout(self)
+        top = QtWidgets.QHBoxLayout()
+        self.banner = QtWidgets.QLabel("")
+        self.banner.setMinimumHeight(64)
+        self.banner.setFont(QtGui.QFont("Sans", 22, QtGui.QFont.Weight.Bold))
+        self.banner.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.banner.setWordWrap(True)
+        self.banner.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
+        )
+        self.ack = QtWidgets.QPushButton("Acknowledge")
+        self.ack.clicked.connect(lambda: self.send("acknowledge"))
+        self.audio = QtWidgets.QPushButton("Audio pause (2 min)")
+        self.audio.clicked.connect(self.pause_audio)
+        for b in (self.ack, self.audio):
+            b.setMinimumHeight(64)
+        top.addWidget(self.banner, 1)
+        top.addWidget(self.ack)
+        top.addWidget(self.audio)
+        layout.addLayout(top)
+        views = QtWidgets.QHBoxLayout()
+        self.views = {p: PlaneView(p) for p in PLANES}
+        for v in self.views.values():
+            views.addWidget(v, 1)
+        layout.addLayout(views, 5)
+        readouts = QtWidgets.QHBoxLayout()
+        self.readouts = {}
+        for key in ("level", "distance", "to_line", "volume"):
+            label = QtWidgets.QLabel("")
+            label.setFont(QtGui.QFont("Sans", 26, QtGui.QFont.Weight.Bold))
+            label.setStyleSheet("color:#f0f0f0; background:#181818; padding:6px;")
+            readouts.addWidget(label, 1)
+            self.readouts[key] = label
+        layout.addLayout(readouts)
+        plots = QtWidgets.QHBoxLayout()
+        self.distance_plot = pg.PlotWidget(title="distance to posterior wall (mm)")
+        self.distance_plot.addItem(
+            pg.InfiniteLine(5.0, angle=0, pen=pg.mkPen(WALL, width=2, style=QtCore.Qt.PenStyle.DashLine))
+        )
+        self.distance_curve = self.distance_plot.plot(pen=pg.mkPen(CEMENT, width=2))
+        self.volume_plot = pg.PlotWidget(title="cement volume (mL)")
+        self.volume_curve = self.volume_plot.plot(pen=pg.mkPen(CEMENT, width=2))
+        for p in (self.distance_plot, self.volume_plot):
+            p.setMaximumHeight(170)
+            plots.addWidget(p, 1)
+        layout.addLayout(plots)
+        controls = QtWidgets.QHBoxLayout()
+        self.level_box = QtWidgets.QComboBox()
+        self.level_box.setEditable(True)
+        self.level_box.addItems(LEVELS)
+        set_level = QtWidgets.QPushButton("Start level")
+        set_level.clicked.connect(lambda: self.send("level", self.level_box.currentText().strip()))
+        syringe = self.syringe_button = QtWidgets.QPushButton("1 mL delivered")
+        syringe.clicked.connect(lambda: self.send("syringe", 1.0))
+        self.pause_button = QtWidgets.QPushButton("Injection paused")
+        self.pause_button.clicked.connect(lambda: self.send("resume" if self.state.paused else "pause"))
+        self.wall_button = QtWidgets.QPushButton("Adjust wall")
+        self.wall_button.setCheckable(True)
+        self.wall_button.toggled.connect(self.edit_wall)
+        self.status_line = QtWidgets.QLabel("waiting for frames ...")
+        for w in (self.level_box, set_level, syringe, self.pause_button, self.wall_button):
+            controls.addWidget(w)
+        controls.addWidget(self.status_line, 1)
+        self.stop_button = QtWidgets.QPushButton("STOP injecting")
+        self.stop_button.setMinimumHeight(90)
+        self.stop_button.setFont(QtGui.QFont("Sans", 28, QtGui.QFont.Weight.Bold))
+        self.stop_button.setStyleSheet("background:#d62728; color:white;")
+        self.stop_button.clicked.connect(self.stop_pressed)
+        layout.addLayout(controls)
+        layout.addWidget(self.stop_button)
+        self.setStyleSheet("QWidget { background:#101010; color:#e0e0e0; } QPushButton { padding:6px 14px; }")
+        training_hidden = [self.banner, self.ack, self.audio, self.distance_plot, self.volume_plot]
+        training_hidden += [*self.readouts.values(), self.wall_button, set_level, syringe, self.level_box]
+        for w in training_hidden:
+            w.setVisible(not self.training)
+        self.stop_button.setVisible(self.training)
+
+    # ------------------------------------------------------------------ actions
+
+    def send(self, action: str, value=None) -> None:
+        if self.commands is None:
+            self.status_line.setText("no analyzer control endpoint: actions are not sent")
+            return
+        try:
+            self.commands.send(action, value)
+        except OSError as e:
+            self.status_line.setText(str(e))
+
+    def pause_audio(self) -> None:
+        self._audio_paused_until = time.monotonic() + 120.0
+
+    def stop_pressed(self) -> None:
+        self.stops.append((time.monotonic(), self.views["lateral"].shown_frame))
+        self.status_line.setText(f"STOP pressed at frame {self.stops[-1][1]} ({len(self.stops)} so far)")
+
+    def show_training_result(self, lines: list[str]) -> None:
+        """The end of a training case: how the trainee's stops compare with the monitor."""
+        self.stop_button.setEnabled(False)
+        self.stop_button.setText("case over")
+        self.banner.setVisible(True)
+        self.banner.setStyleSheet("background:#1f3d66; color:white;")
+        self.banner.setText("\n".join(lines))
+
+    def edit_wall(self, on: bool) -> None:
+        view = self.views["lateral"]
+        if not on:
+            if view.wall_editor is not None:
+                view.box.removeItem(view.wall_editor)
+                view.wall_editor = None
+            return
+        r = self.state.planes["lateral"].result
+        ends = (r.overlay.get("wall") if r else None) or _default_wall(view.shape)
+        editor = pg.LineSegmentROI(ends, pen=pg.mkPen("#ff66ff", width=4))
+        editor.sigRegionChangeFinished.connect(lambda roi: self.send("wall", _roi_points(roi)))
+        view.box.addItem(editor)
+        view.wall_editor = editor
+
+    # ------------------------------------------------------------------ updates
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        for plane, frame in self.frames.latest(0).items():
+            if frame.header.resent:
+                continue
+            self.state.frame(
+                plane, np.asarray(frame.pixels), frame.header.frame, frame.header.photometric, now
+            )
+        message = self.results.receive(0)
+        while message is not None:
+            if isinstance(message, Result):
+                self.state.result(message, now)
+            elif isinstance(message, Status):
+                self.state.status(message)
+            elif isinstance(message, End):
+                self.ended = True
+            message = self.results.receive(0)
+        self.refresh(now)
+
+    def refresh(self, now: float) -> None:
+        s = self.state
+        stale = s.stale_for(now)
+        for plane, view in self.views.items():
+            p = s.planes[plane]
+            if p.pixels is not None and p.frame != view.shown_frame:
+                view.show_frame(p.pixels, p.photometric, p.window, p.frame)
+                self.rendered += 1
+            # A stale overlay would be a frozen picture that looks live: only NO SIGNAL is drawn.
+            view.show_overlay(p.result, visible=not self.training and stale is None)
+            view.show_stale(stale)
+        self._readouts(stale is not None)
+        self._banner()
+        self.pause_button.setText("Resume injection" if s.paused else "Injection paused")
+        if stale is not None:
+            self.status_line.setText(f"NO SIGNAL: no frame for {stale:.1f} s")
+        elif s.analysis_silent(now):
+            self.status_line.setText("NO ANALYSIS: frames arrive but the analyzer does not answer")
+        elif s.notices:
+            self.status_line.setText(s.notices[-1])
+        else:
+            shown = ", ".join(
+                f"{p} frame {v.shown_frame}" for p, v in self.views.items() if v.shown_frame is not None
+            )
+            self.status_line.setText(f"live: {shown}" if shown else "waiting for frames ...")
+        if s.level and self.level_box.currentText() != s.level and not self.level_box.hasFocus():
+            self.level_box.setCurrentText(s.level)
+        if not self.training:
+            for curve, series in ((self.distance_curve, s.distances), (self.volume_curve, s.volumes)):
+                if series:
+                    xy = np.asarray(series)
+                    curve.setData(xy[:, 0], xy[:, 1])
+
+    def _readouts(self, stale: bool = False) -> None:
+        """Large numbers; grey while the stream is stale (they are the last known values)."""
+        s = self.state
+        r = self.readouts
+        r["level"].setText(f"LEVEL {s.level or '?'}")
+        d = s.distance_mm
+        r["distance"].setText("WALL  --" if d is None else f"WALL  {d:+.1f} mm")
+        colour = "#f0f0f0" if d is None or d >= 7 else ("#ffd200" if d > 5 else "#ff4040")
+        colour = "#6a6a6a" if stale else colour
+        for key in ("level", "to_line", "volume"):
+            r[key].setStyleSheet(
+                f"color:{'#6a6a6a' if stale else '#f0f0f0'}; background:#181818; padding:6px;"
+            )
+        r["distance"].setStyleSheet(f"color:{colour}; background:#181818; padding:6px;")
+        if d is not None and d <= 5:
+            r["to_line"].setText("INSIDE 5 mm LINE")
+        elif s.seconds_to_line is None:
+            r["to_line"].setText("5 mm LINE  --")
+        else:
+            r["to_line"].setText(f"5 mm LINE in {s.seconds_to_line:.1f} s")
+        r["volume"].setText("VOLUME  --" if s.volume_ml is None else f"VOLUME  {s.volume_ml:.2f} mL")
+
+    def _banner(self) -> None:
+        priority, text = self.state.banner()
+        style = "high-off" if priority == "high" and not self._flash else priority
+        self.banner.setStyleSheet(BANNER[style])
+        self.banner.setText(text or "no alarm")
+        muted = time.monotonic() < self._audio_paused_until
+        self.audio.setText("AUDIO PAUSED" if muted else "Audio pause (2 min)")
+
+    def _toggle_flash(self) -> None:
+        self._flash = not self._flash
+        if self.state.banner()[0] == "high" and time.monotonic() >= self._audio_paused_until:
+            QtWidgets.QApplication.beep()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        self.timer.stop()
+        self.flasher.stop()
+        self.frames.close()
+        self.results.close()
+        if self.commands is not None:
+            self.commands.close()
+        super().closeEvent(event)
+
+
+def _default_wall(shape) -> list[list[float]]:
+    h, w = shape or (512, 512)
+    return [[w * 0.6, h * 0.4], [w * 0.6, h * 0.6]]
+
+
+def _roi_points(roi: pg.LineSegmentROI) -> list[list[float]]:
+    """The segment's two handles in image (scene -> view box) coordinates."""
+    points = []
+    for handle in roi.getHandles():
+        p = roi.mapToParent(handle.pos())
+        points.append([round(p.x(), 1), round(p.y(), 1)])
+    return points
+
+
+def has_display() -> bool:
+    """A screen to show a window on (offscreen Qt counts as none)."""
+    import os
+
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if platform == "offscreen":
+        return False
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or platform)
+
+
+def run_viewer(
+    frames_endpoint: str,
+    results_endpoint: str,
+    control_endpoint: str | None,
+    screenshot: str | None = None,
+    after_s: float = 5.0,
+) -> int:
+    """Show the monitor until the window is closed; with ``screenshot``, grab the
+    window to that PNG after ``after_s`` seconds and quit."""
+    app = pg.mkQApp("Vertebroplasty monitor")
+    window = MonitorWindow(frames_endpoint, results_endpoint, control_endpoint)
+    window.resize(1400, 1000)
+    window.show()
+    if screenshot:
+
+        def grab():
+            window.grab().save(screenshot)
+            window.close()
+
+        QtCore.QTimer.singleShot(int(after_s * 1000), grab)
+    return app.exec()

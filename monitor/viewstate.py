@@ -1,0 +1,118 @@
+"""What the live view shows, decided without Qt (``monitor/viewer.py`` draws it).
+
+Fed by the frames, results and status messages of a session: which alarms
+are shown (latched until acknowledged), whether the stream is stale, what the
+large readouts say, and the distance and volume history for the timelines.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from monitor.display import auto_window
+from monitor.messages import PLANES, Result, Status
+
+STALE_S = 1.0  # no new frame for this long: NO SIGNAL
+NO_ANALYSIS_S = 2.0  # frames but no result for this long: the analyzer is not answering
+DISPLAY_SIDE = 768  # frames are shown decimated to at most this many pixels a side
+
+
+@dataclass
+class PlaneState:
+    pixels: np.ndarray | None = None
+    frame: int | None = None
+    photometric: str = "MONOCHROME2"
+    window: tuple[float, float] | None = None
+    arrived: float | None = None  # time.monotonic()
+    result: Result | None = None
+
+
+@dataclass
+class ViewState:
+    """Everything the view shows, fed by messages; no Qt."""
+
+    stale_s: float = STALE_S
+    planes: dict = field(default_factory=lambda: {p: PlaneState() for p in PLANES})
+    shown_alarms: list = field(default_factory=list)  # latched until acknowledged
+    level: str | None = None
+    distance_mm: float | None = None
+    seconds_to_line: float | None = None
+    volume_ml: float | None = None
+    distances: deque = field(default_factory=lambda: deque(maxlen=3000))  # (time, mm), lateral
+    volumes: deque = field(default_factory=lambda: deque(maxlen=3000))  # (time, mL)
+    last_result_at: float | None = None
+    notices: deque = field(default_factory=lambda: deque(maxlen=5))  # recent status lines
+    paused: bool = False
+
+    def frame(self, plane: str, pixels: np.ndarray, frame: int, photometric: str, now: float) -> None:
+        p = self.planes[plane]
+        p.pixels, p.frame, p.photometric, p.arrived = pixels, frame, photometric, now
+        if p.window is None:
+            p.window = auto_window(pixels.astype(np.float32))
+
+    def result(self, r: Result, now: float) -> None:
+        self.planes[r.plane].result = r
+        self.last_result_at = now
+        if r.level and r.level != self.level:
+            self.level = r.level
+            self.distances.clear()
+            self.volumes.clear()
+        if r.plane == "lateral":
+            self.distance_mm = r.distance_mm
+            self.seconds_to_line = r.seconds_to_line
+            if r.distance_mm is not None:
+                self.distances.append((r.acq_time, r.distance_mm))
+        if r.volume_ml is not None:
+            self.volume_ml = r.volume_ml
+            self.volumes.append((r.acq_time, r.volume_ml))
+        for alarm in r.alarms:
+            self.shown_alarms = [a for a in self.shown_alarms if _key(a) != _key(alarm)] + [alarm]
+
+    def status(self, s: Status) -> None:
+        if s.event == "acknowledge":
+            self.shown_alarms = []
+        elif s.event in ("pause", "resume"):
+            self.paused = s.event == "pause"
+        if s.event not in ("resumed",):
+            self.notices.append(f"{s.source}: {s.detail}")
+
+    def stale_for(self, now: float) -> float | None:
+        """Seconds since the newest frame of any plane, if that is too long; None while live."""
+        arrivals = [p.arrived for p in self.planes.values() if p.arrived is not None]
+        if not arrivals:
+            return None
+        age = now - max(arrivals)
+        return age if age >= self.stale_s else None
+
+    def analysis_silent(self, now: float) -> bool:
+        arrivals = [p.arrived for p in self.planes.values() if p.arrived is not None]
+        if not arrivals or now - max(arrivals) > self.stale_s:
+            return False
+        return self.last_result_at is None or now - self.last_result_at > NO_ANALYSIS_S
+
+    def banner(self) -> tuple[str, str]:
+        """(priority, text) of the alarm banner: "high", "medium" or "" (no alarm)."""
+        if not self.shown_alarms:
+            return "", ""
+        ordered = sorted(self.shown_alarms, key=lambda a: (a["priority"] != "high", a["frame"]))
+        words = []
+        for a in ordered:
+            if a["kind"] == "proximity":
+                d = a.get("distance_mm")
+                words.append(f"{a['priority'].upper()}: cement {d:.1f} mm from the wall")
+            else:
+                words.append(f"HIGH: LEAK ({a['site']}) in {a['plane']}")
+        return ordered[0]["priority"], "  |  ".join(words)
+
+
+def _key(alarm: dict) -> tuple:
+    return (alarm["kind"], alarm.get("site"), alarm["priority"])
+
+
+def display_pixels(pixels: np.ndarray) -> np.ndarray:
+    """Decimated for the screen (overlay coordinates stay in full-resolution pixels)."""
+    step = max(1, int(np.ceil(max(pixels.shape) / DISPLAY_SIDE)))
+    return pixels[::step, ::step] if step > 1 else pixels

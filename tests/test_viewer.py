@@ -1,0 +1,208 @@
+"""The live view, a real Qt widget rendered offscreen, fed by real ZeroMQ streams."""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from monitor.io.store import SessionStore  # noqa: E402
+from monitor.io.transport import Publisher  # noqa: E402
+from monitor.messages import FrameHeader, Result, Status  # noqa: E402
+from monitor.pipeline import Endpoints  # noqa: E402
+from monitor.recordings import default_recording  # noqa: E402
+from monitor.training import score_training  # noqa: E402
+from monitor.viewer import MonitorWindow, QtCore  # noqa: E402
+from tests.test_pipeline import endpoint_args, monitor  # noqa: E402
+
+SHAPE = (256, 320)
+
+
+class Streams:
+    """A source's frames and an analyzer's results, published on private endpoints."""
+
+    def __init__(self):
+        self.endpoints = Endpoints.private()
+        self.frames = Publisher(self.endpoints.frames, session="t")
+        self.results = Publisher(self.endpoints.results, session="t", source="analyzer")
+        self.seq = 0
+
+    def frame(self, index: int, plane="lateral") -> None:
+        pixels = np.full(SHAPE, 1000 + index, np.uint16)
+        pixels[100:150, 100:200] = 400  # something to see
+        header = FrameHeader(
+            "t", plane, self.seq, index, index / 10, time.time(), SHAPE, "uint16", "MONOCHROME2", 12
+        )
+        self.frames.send_frame(header, pixels)
+        self.seq += 1
+
+    def result(self, index: int, **fields) -> None:
+        self.results.send(Result("t", "lateral", index, index, index / 10, 0.0, time.time(), "ok", **fields))
+
+    def close(self):
+        self.frames.close()
+        self.results.close()
+
+
+@pytest.fixture
+def streams():
+    s = Streams()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def window(qtbot, streams):
+    w = MonitorWindow(streams.endpoints.frames, streams.endpoints.results, None, stale_s=0.5)
+    qtbot.addWidget(w)
+    w.resize(1200, 800)
+    w.show()
+    return w
+
+
+def pump(qtbot, send, condition, timeout=10.0):
+    """Publish until the window shows what is expected (subscriptions take a moment to join)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the window never showed it"
+        send()
+        qtbot.wait(30)
+
+
+WALL = [[200.0, 80.0], [202.0, 170.0]]
+OVERLAY = {
+    "body": [[200, 80], [120, 82], [118, 168], [202, 170]],
+    "wall": WALL,
+    "safety_line": [[184.0, 80.0], [186.0, 170.0]],
+    "cement": [[[150, 110], [170, 110], [170, 130], [150, 130]]],
+    "front": [172.0, 120.0],
+    "leaks": [],
+}
+
+
+def test_the_view_follows_a_real_stream_of_frames_and_results(qtbot, streams, window):
+    pump(qtbot, lambda: streams.frame(5), lambda: window.views["lateral"].shown_frame == 5)
+    image = window.views["lateral"].image.image
+    assert image.shape == SHAPE and image[0, 0] == 1005
+    pump(
+        qtbot,
+        lambda: streams.result(
+            5, level="L2", distance_mm=6.2, volume_ml=1.25, seconds_to_line=2.4, overlay=OVERLAY
+        ),
+        lambda: "6.2" in window.readouts["distance"].text(),
+    )
+    assert window.readouts["level"].text() == "LEVEL L2"
+    assert window.readouts["volume"].text() == "VOLUME  1.25 mL"
+    assert window.readouts["to_line"].text() == "5 mm LINE in 2.4 s"
+    x, y = window.views["lateral"].wall.getData()
+    assert list(zip(x, y, strict=True)) == [tuple(p) for p in WALL]
+    assert "ffd200" in window.readouts["distance"].styleSheet()  # under 7 mm: yellow
+    frame = window.grab().toImage()
+    assert frame.width() > 0  # it renders
+
+
+def test_an_alarm_raises_the_banner_until_acknowledged(qtbot, streams, window):
+    pump(qtbot, lambda: streams.frame(1), lambda: window.views["lateral"].shown_frame == 1)
+    leak = {"kind": "extravasation", "priority": "high", "frame": 9, "plane": "lateral", "site": "posterior"}
+    leak["distance_mm"] = -1.0
+    pump(qtbot, lambda: streams.result(9, alarms=[leak]), lambda: "LEAK" in window.banner.text())
+    assert window.banner.text() == "HIGH: LEAK (posterior) in lateral"
+    qtbot.wait(1100)  # it flashes: both phases are red
+    styles = set()
+    for _ in range(4):
+        styles.add(window.banner.styleSheet())
+        qtbot.wait(300)
+    assert styles == {"background:#d62728; color:white;", "background:#5a1010; color:white;"}
+    streams.results.send(Status("t", "viewer", time.time(), "acknowledge", "1 alarm(s) acknowledged"))
+    qtbot.waitUntil(lambda: window.banner.text() == "no alarm", timeout=5000)
+
+
+def test_no_signal_appears_after_the_timeout_and_clears_when_frames_resume(qtbot, streams, window):
+    pump(qtbot, lambda: streams.frame(1), lambda: window.views["lateral"].shown_frame == 1)
+    pump(
+        qtbot,
+        lambda: streams.result(1, overlay=OVERLAY),
+        lambda: len(window.views["lateral"].wall.getData()[0]) == 2,
+    )
+    assert window.views["lateral"].no_signal.textItem.toPlainText() == ""
+    qtbot.waitUntil(
+        lambda: "NO SIGNAL" in window.views["lateral"].no_signal.textItem.toPlainText(), timeout=3000
+    )
+    assert window.views["lateral"].image.opacity() < 0.5
+    assert (
+        window.views["lateral"].wall.getData()[0] is None
+        or len(window.views["lateral"].wall.getData()[0]) == 0
+    )
+    assert "NO SIGNAL" in window.status_line.text()
+    pump(qtbot, lambda: streams.frame(2), lambda: window.views["lateral"].shown_frame == 2)
+    qtbot.waitUntil(lambda: window.views["lateral"].no_signal.textItem.toPlainText() == "", timeout=2000)
+    assert window.views["lateral"].image.opacity() == 1.0
+
+
+def test_an_operator_action_reaches_the_session_log(qtbot, tmp_path):
+    e = Endpoints.private()
+    rec = default_recording()
+    proc = monitor(
+        "replay", "--lateral", rec.lateral, "--ap", rec.ap, "--session", tmp_path / "s", "--headless",
+        "--speed", "1", "--level", "L1", *endpoint_args(e),
+    )  # fmt: skip
+    w = MonitorWindow(e.frames, e.results, e.control)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: (w.views["lateral"].shown_frame or 0) >= 5, timeout=30000)
+    qtbot.mouseClick(w.syringe_button, QtCore.Qt.MouseButton.LeftButton)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    events = SessionStore.open(tmp_path / "s").events()
+    syringe = [ev for ev in events if ev["event"] == "syringe"]
+    assert len(syringe) == 1 and syringe[0]["source"] == "viewer" and syringe[0]["value"] == 1.0
+    assert syringe[0]["level"] == "L1" and 0 < syringe[0]["acq_time"] < 48 / 7.5
+
+
+def test_training_scores_stops_against_the_monitors_alarms():
+    """A level where the monitor raised the 5 mm alarm at frame 10 and a posterior leak at 43."""
+    frames = [{"frame": i, "time_s": i / 7.5, "distance_mm": None, "volume_ml": 0.1 * i} for i in range(48)]
+    level = {
+        "level": "L1",
+        "frames": frames,
+        "alarms": [
+            {"kind": "proximity", "priority": "medium", "frame": 7, "site": None},
+            {"kind": "proximity", "priority": "high", "frame": 10, "site": None},
+            {"kind": "extravasation", "priority": "high", "frame": 43, "site": "posterior"},
+        ],
+    }
+    late = score_training([14], level)
+    assert late["stops"][0]["frames_after_proximity"] == 4
+    assert late["stops"][0]["ml_past_5mm_line"] == pytest.approx(0.4)
+    assert late["stops"][0]["ml_after_leak"] == 0.0
+    assert late["verdict"][0] == "stopped 4 frame(s) after the monitor's alarm for the 5 mm line"
+    early = score_training([8, 44], level)
+    assert early["stops"][0]["frames_after_proximity"] == -2 and early["stops"][0]["ml_past_5mm_line"] == 0.0
+    assert early["stops"][1]["ml_after_leak"] == pytest.approx(0.1)
+    assert early["verdict"][0] == "stopped 2 frame(s) before the monitor's alarm for the 5 mm line"
+    never = score_training([], level)
+    assert never["verdict"] == [
+        "never stopped: the monitor alarmed for the 5 mm line at frame 10",
+        "never stopped: the monitor alarmed for the posterior leak at frame 43",
+    ]
+
+
+def test_monitor_train_on_the_bundled_case_logs_a_scored_result(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "train", str(default_recording().lateral.parent),
+         "--out", str(tmp_path), "--trainee", "T. Rainee", "--speed", "4", "--close-when-done"],
+        capture_output=True, text=True, timeout=180, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "never stopped: the monitor alarmed for the 5 mm line at frame 10" in done.stdout
+    (entry,) = [json.loads(line) for line in (tmp_path / "training-log.jsonl").read_text().splitlines()]
+    assert entry["trainee"] == "T. Rainee" and entry["results"][0]["monitor_alarms"]["leak"]["frame"] == 43
