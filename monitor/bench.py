@@ -378,3 +378,97 @@ def run_transport(frames: int = 300, seconds: float = 10.0) -> None:
     ):
         p50, p99 = measure()
         print(f"  {label:30} p50 {p50:5.2f} ms   p99 {p99:5.2f} ms")
+
+
+def _viewer_source(frames_endpoint: str, results_endpoint: str, fps: float, seconds: float, report) -> None:
+    """30 frames/s biplane 1024x1024 frames, each with a result carrying a realistic overlay;
+    reports how late it sent frames (a viewer must not slow the source)."""
+    from monitor.io.transport import Publisher
+    from monitor.messages import FrameHeader, Result
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(200, 4000, (SIDE, SIDE), dtype=np.uint16) for _ in range(4)]
+    angle = np.linspace(0, 2 * np.pi, 120)
+    contour = [[500 + 40 * np.cos(a), 500 + 30 * np.sin(a)] for a in angle]
+    overlay = {
+        "body": [[600, 400], [380, 405], [375, 600], [605, 598]],
+        "wall": [[600, 400], [605, 598]],
+        "safety_line": [[580, 400], [585, 598]],
+        "cement": [contour],
+        "front": [540.0, 500.0],
+        "leaks": [
+            {"site": "posterior", "box": [610, 480, 20, 20], "centroid": [620, 490], "volume_ml": 0.03}
+        ],
+    }
+    with (
+        Publisher(frames_endpoint, session="bench") as pub,
+        Publisher(results_endpoint, source="bench") as res,
+    ):
+        time.sleep(1.5)  # the viewer subscribes
+        lateness = []
+        n = int(seconds * fps)
+        start = time.monotonic()
+        for i in range(n):
+            due = start + i / fps
+            while time.monotonic() < due:
+                time.sleep(max(0.0, min(0.002, due - time.monotonic())))
+            lateness.append(time.monotonic() - due)
+            for plane in ("lateral", "ap"):
+                h = FrameHeader(
+                    "bench", plane, i, i, i / fps, time.time(), (SIDE, SIDE), "uint16", "MONOCHROME2", 12
+                )
+                pub.send_frame(h, frames[i % 4])
+                res.send(
+                    Result("bench", plane, i, i, i / fps, h.send_time, time.time(), "ok", distance_mm=6.0,
+                           volume_ml=1.0, overlay=overlay)
+                )  # fmt: skip
+        report.put({"sent": n, "late_ms_p99": float(np.percentile(lateness, 99) * 1000)})
+
+
+def run_viewer(seconds: float = 10.0, fps: float = 30.0) -> dict:
+    """How many frames per second the live view puts on screen at 30 frames/s biplane
+    1024x1024 (Qt offscreen: CPU rendering, as on this machine), and whether it slows the source."""
+    import os
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from monitor.viewer import MonitorWindow, pg
+
+    frames_ep, results_ep = _endpoint("ipc"), _endpoint("ipc")
+    ctx = multiprocessing.get_context("spawn")
+    report = ctx.Queue()
+    source = ctx.Process(target=_viewer_source, args=(frames_ep, results_ep, fps, seconds, report))
+    app = pg.mkQApp("bench")
+    window = MonitorWindow(frames_ep, results_ep, None)
+    window.resize(1600, 1000)
+    window.show()
+    source.start()
+    ticks = []
+    started = None
+    deadline = time.monotonic() + seconds + 20
+    while source.is_alive() and time.monotonic() < deadline:
+        t = time.perf_counter()
+        before = window.rendered
+        window.poll()
+        app.processEvents()  # paint
+        if window.rendered > before:
+            started = started or time.monotonic()
+            ticks.append(time.perf_counter() - t)
+    elapsed = time.monotonic() - (started or time.monotonic())
+    source.join(5)
+    sent = report.get(timeout=5)
+    window.close()
+    per_plane = window.rendered / 2
+    result = {
+        "rendered_frames_per_s": round(per_plane / max(elapsed, 1e-6), 1),
+        "offered_frames_per_s": fps,
+        "update_ms_median": round(float(np.median(ticks) * 1000), 1) if ticks else None,
+        "update_ms_p99": round(float(np.percentile(ticks, 99) * 1000), 1) if ticks else None,
+        "source_late_ms_p99": round(sent["late_ms_p99"], 2),
+    }
+    print(
+        f"viewer at {fps:g} frames/s biplane {SIDE}x{SIDE}: rendered {result['rendered_frames_per_s']} "
+        f"frames/s per plane (update + paint {result['update_ms_median']} ms median, "
+        f"{result['update_ms_p99']} ms p99); the source stayed on time "
+        f"(p99 {result['source_late_ms_p99']} ms late)"
+    )
+    return result

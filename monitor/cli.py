@@ -202,6 +202,7 @@ def _run_info(args) -> int:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the monitor on the bundled default recording")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="where to write results")
+    p.add_argument("--headless", action="store_true", help="no viewer window even with a display")
     p.set_defaults(run=_run_demo)
 
 
@@ -213,28 +214,43 @@ def _run_demo(args) -> int:
     from monitor.io.store import SessionStore
     from monitor.pipeline import Endpoints, RunSpec, run
     from monitor.recordings import default_recording
-    from monitor.render import render_session
+    from monitor.render import render_session, write_video
     from monitor.replay import PaceOptions
+    from monitor.viewer import has_display
 
     case = default_recording()
     print(f"bundled recording '{case.name}': {case.description}")
     session = args.out / "session"
     if session.exists():
         shutil.rmtree(session)
+    viewer = has_display() and not args.headless
+    if viewer:
+        print("  showing it in the live viewer at the recorded rate; close the window to finish")
+    else:
+        print("  no display (or --headless): running headless, pictures and a video follow")
     source = DicomPairSource(case.lateral, case.ap)
     spec = RunSpec(
-        str(session), "L1", endpoints=Endpoints.private(), meta={"source": str(case.lateral.parent)}
+        str(session),
+        "L1",
+        endpoints=Endpoints.private(),
+        viewer=viewer,
+        meta={"source": str(case.lateral.parent), "planes": ["lateral", "ap"]},
     )
     try:
-        code = run(source, spec, PaceOptions(speed=0), say=lambda m: print(f"  {m}"))
+        code = run(source, spec, PaceOptions(speed=1 if viewer else 0), say=lambda m: print(f"  {m}"))
     finally:
         source.close()
-    print_audit(audit_json(SessionStore.open(session)))
+    store = SessionStore.open(session)
+    try:
+        print_audit(audit_json(store))
+        video = write_video(store, args.out / "annotated.avi")
+    finally:
+        store.close()
     pictures = render_session(session, args.out / "frames")
+    print(f"wrote the annotated replay to {video} and {len(pictures)} key frames to {args.out / 'frames'}")
     print(
-        f"wrote {len(pictures)} annotated key frames to {args.out / 'frames'}, the session log to {session}"
+        f"session log in {session}; audit it with: monitor audit {session} --html {args.out / 'audit.html'}"
     )
-    print(f"audit it with: monitor audit {session}")
     return code
 
 
@@ -671,6 +687,9 @@ def _add_bench(sub) -> None:
     a.add_argument("--cases", type=_positive_int, default=30)
     a.add_argument("--json", type=Path, default=None, help="also write per-case results here")
     a.set_defaults(run=_run_bench_accuracy)
+    v = which.add_parser("viewer", help="frames per second the live view renders at 30 frames/s biplane")
+    v.add_argument("--seconds", type=float, default=10.0)
+    v.set_defaults(run=_run_bench_viewer)
     st = which.add_parser("storage", help="disk and time per frame recorded in the session log")
     st.add_argument(
         "--recording",
@@ -699,6 +718,13 @@ def _run_bench_accuracy(args) -> int:
     from monitor.accuracy import run
 
     run(args.corpus, args.cases, args.json, say=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
+def _run_bench_viewer(args) -> int:
+    from monitor.bench import run_viewer
+
+    run_viewer(args.seconds)
     return 0
 
 

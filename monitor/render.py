@@ -75,3 +75,28 @@ def render_frames(store: SessionStore, frames: list[int] | None, out: Path | Non
         if not cv2.imwrite(str(path), image):
             raise MonitorError(f"{path}: could not write the image")
         yield f, path
+
+
+def write_video(store: SessionStore, out: Path, fps: float | None = None) -> Path:
+    """Every frame of the session with its overlay, as Motion-JPEG AVI (plays everywhere,
+    needs no codec beyond OpenCV's own)."""
+    frames = sorted({r.frame for r in store.records("frame") if not r.body.get("resent")})
+    if fps is None:
+        times = sorted({r.body["acq_time"] for r in store.records("frame", plane="lateral")})
+        steps = np.diff(times)
+        fps = float(1.0 / np.median(steps[steps > 0])) if len(steps) else 10.0
+    writer = None
+    try:
+        for _, image in render_frames(store, frames, None):
+            if writer is None:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                size = (image.shape[1], image.shape[0])
+                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+                if not writer.isOpened():
+                    raise MonitorError(f"{out}: could not open the video for writing")
+            if (image.shape[1], image.shape[0]) == size:
+                writer.write(image)
+    finally:
+        if writer is not None:
+            writer.release()
+    return out

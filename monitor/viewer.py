@@ -38,6 +38,12 @@ BANNER = {
 }
 
 
+def _style(widget: QtWidgets.QWidget, sheet: str) -> None:
+    """Set a style sheet only when it changes (re-styling costs a relayout)."""
+    if widget.styleSheet() != sheet:
+        widget.setStyleSheet(sheet)
+
+
 class PlaneView(pg.GraphicsLayoutWidget):
     """One plane: the image, window/level by its histogram, and the overlay."""
 
@@ -50,6 +56,9 @@ class PlaneView(pg.GraphicsLayoutWidget):
         self.box.addItem(self.image)
         self.levels = pg.HistogramLUTItem(image=self.image, orientation="horizontal")
         self.levels.setMaximumHeight(60)
+        # The histogram is redrawn about once a second, not for every frame (it costs more than the image).
+        self.image.sigImageChanged.disconnect(self.levels.imageChanged)
+        self._histogram_at = 0.0
         self.nextRow()
         self.addItem(self.levels)
         self.body = pg.PlotCurveItem(pen=pg.mkPen(BODY, width=2))
@@ -71,6 +80,7 @@ class PlaneView(pg.GraphicsLayoutWidget):
         self.photometric: str | None = None
         self.shown_frame: int | None = None
         self.wall_editor: pg.LineSegmentROI | None = None
+        self._overlay_shown: tuple = (None, None)
 
     def show_frame(self, pixels: np.ndarray, photometric: str, window, frame: int) -> None:
         shown = display_pixels(pixels)
@@ -90,8 +100,14 @@ class PlaneView(pg.GraphicsLayoutWidget):
             self.no_signal.setPos(w / 2, h / 2)
         self.shown_frame = frame
         self.title.setText(f"{self.plane.upper()}  frame {frame}")
+        if time.monotonic() - self._histogram_at > 1.0:
+            self._histogram_at = time.monotonic()
+            self.levels.imageChanged(autoLevel=False)
 
     def show_overlay(self, r: Result | None, visible: bool = True) -> None:
+        if (id(r), visible) == self._overlay_shown:
+            return  # nothing new to draw
+        self._overlay_shown = (id(r), visible)
         o = (r.overlay if r else {}) if visible else {}
         _polyline(self.body, o.get("body"), closed=True)
         _polyline(self.wall, o.get("wall"))
@@ -166,6 +182,7 @@ class MonitorWindow(QtWidgets.QWidget):
         self._build()
         self._flash = False
         self._audio_paused_until = 0.0
+        self._timelines_at = 0.0
         self.timer = QtCore.QTimer(self)
         self.timer.timeout.connect(self.poll)
         self.timer.start(15)
@@ -341,7 +358,8 @@ class MonitorWindow(QtWidgets.QWidget):
             self.status_line.setText(f"live: {shown}" if shown else "waiting for frames ...")
         if s.level and self.level_box.currentText() != s.level and not self.level_box.hasFocus():
             self.level_box.setCurrentText(s.level)
-        if not self.training:
+        if not self.training and now - self._timelines_at > 0.2:
+            self._timelines_at = now
             for curve, series in ((self.distance_curve, s.distances), (self.volume_curve, s.volumes)):
                 if series:
                     xy = np.asarray(series)
@@ -357,10 +375,8 @@ class MonitorWindow(QtWidgets.QWidget):
         colour = "#f0f0f0" if d is None or d >= 7 else ("#ffd200" if d > 5 else "#ff4040")
         colour = "#6a6a6a" if stale else colour
         for key in ("level", "to_line", "volume"):
-            r[key].setStyleSheet(
-                f"color:{'#6a6a6a' if stale else '#f0f0f0'}; background:#181818; padding:6px;"
-            )
-        r["distance"].setStyleSheet(f"color:{colour}; background:#181818; padding:6px;")
+            _style(r[key], f"color:{'#6a6a6a' if stale else '#f0f0f0'}; background:#181818; padding:6px;")
+        _style(r["distance"], f"color:{colour}; background:#181818; padding:6px;")
         if d is not None and d <= 5:
             r["to_line"].setText("INSIDE 5 mm LINE")
         elif s.seconds_to_line is None:
@@ -372,7 +388,7 @@ class MonitorWindow(QtWidgets.QWidget):
     def _banner(self) -> None:
         priority, text = self.state.banner()
         style = "high-off" if priority == "high" and not self._flash else priority
-        self.banner.setStyleSheet(BANNER[style])
+        _style(self.banner, BANNER[style])
         self.banner.setText(text or "no alarm")
         muted = time.monotonic() < self._audio_paused_until
         self.audio.setText("AUDIO PAUSED" if muted else "Audio pause (2 min)")

@@ -79,7 +79,7 @@ def test_bad_flag_values_are_refused_clearly(tmp_path):
 
 
 def test_demo_monitors_the_bundled_default_and_writes_annotated_frames(tmp_path):
-    result = run("demo", "--out", str(tmp_path / "demo"))
+    result = run("demo", "--out", str(tmp_path / "demo"), "--headless")
     assert result.returncode == 0, result.stderr
     assert default_recording().name in result.stdout
     assert "ALARM" in result.stdout and "extravasation (posterior)" in result.stdout
@@ -88,6 +88,9 @@ def test_demo_monitors_the_bundled_default_and_writes_annotated_frames(tmp_path)
     image = cv2.imread(str(pictures[-1]))
     assert image is not None and image.shape[1] > 900  # both planes side by side
     assert (tmp_path / "demo" / "session" / "session.sqlite").is_file()
+    video = cv2.VideoCapture(str(tmp_path / "demo" / "annotated.avi"))
+    assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 48 and video.get(cv2.CAP_PROP_FRAME_WIDTH) > 900
+    assert "annotated.avi" in result.stdout
 
 
 def test_bundled_recordings_match_their_manifest():
