@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import zmq
 
@@ -37,6 +38,7 @@ from monitor.messages import (
 )
 from monitor.vision.alarms import Alarm
 from monitor.vision.analysis import AnalysisConfig, CaseAnalyzer
+from monitor.vision.calibrate import RadialDistortion
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 0.2
@@ -51,25 +53,51 @@ class VisionAnalysis:
         self.level = level
         self.case = CaseAnalyzer(config)
         self._logged_alarms: dict[str, dict] = {}  # alarm id -> last state logged
+        self._undistort: dict[str, tuple] = {}  # plane -> (distortion, shape, remap maps)
+        self._syringe_ml = 0.0  # delivered at this level, by the operator's "1 mL delivered"
+        self._raw_volume_ml: float | None = None  # the image-based volume before syringe scaling
+        self.volume_scale = 1.0  # syringe volume / image-based volume, once 1 mL has gone in
+        self._pairs: list[tuple[float, float]] = []  # (image-based, syringe) mL at each event
 
     def process(self, frame: Frame) -> Result:
         h = frame.header
         spacing = (h.scale or {}).get("spacing_mm")
         pixel_mm = float(sum(spacing) / 2) if spacing else None
         plane = self.case.plane(h.plane, h.photometric, h.intensity, h.bits_stored, pixel_mm)
-        r, summary = self.case.process(plane, np.asarray(frame.pixels), h.frame, h.acq_time)
+        pixels = np.asarray(frame.pixels)
+        distortion = self._distortion(h.plane, h.scale, pixels.shape)
+        if distortion is not None:
+            # Measure on the undistorted image; draw (below) on the image as the operator sees it.
+            pixels = cv2.remap(pixels, *self._undistort[h.plane][2], cv2.INTER_LINEAR)
+        r, summary = self.case.process(plane, pixels, h.frame, h.acq_time)
+        if summary["volume_ml"] is not None:
+            self._raw_volume_ml = summary["volume_ml"]
+        k = self.volume_scale
+        overlay = _plain(r.overlay)
+        if distortion is not None:
+            overlay = distort_overlay(overlay, distortion)
         return result_for(
             h,
             r.status,
             level=self.level,
             distance_mm=_rounded(r.distance_mm, 3),
             distance_px=_rounded(r.distance_px, 2),
-            volume_ml=_rounded(summary["volume_ml"], 4),
-            plane_volume_ml=_rounded(r.volume_ml, 4),
+            volume_ml=_rounded(None if summary["volume_ml"] is None else k * summary["volume_ml"], 4),
+            plane_volume_ml=_rounded(None if r.volume_ml is None else k * r.volume_ml, 4),
             seconds_to_line=_rounded(summary["seconds_to_line"], 2),
             alarms=summary["raised"],
-            overlay=_plain(r.overlay),
+            overlay=overlay,
         )
+
+    def _distortion(self, plane: str, scale: dict | None, shape) -> RadialDistortion | None:
+        d = (scale or {}).get("distortion")
+        if not d:
+            return None
+        cached = self._undistort.get(plane)
+        if cached is None or cached[1] != shape or cached[0] != d:
+            model = RadialDistortion(tuple(d["centre"]), d["k1"], d["k2"], d["radius"])
+            self._undistort[plane] = (d, shape, model.maps(shape), model)
+        return self._undistort[plane][3]
 
     def apply(self, command: Command) -> str:
         """Carry out an operator command; returns what was done. ValueError if it cannot be."""
@@ -81,14 +109,19 @@ class VisionAnalysis:
             previous = self.level
             self.level = str(command.value)
             self.case = CaseAnalyzer(self.config)
+            self._syringe_ml = 0.0  # the volume scale learnt so far is kept: same cement
+            self._pairs = []
             return f"level {self.level} started (after {previous or 'none'}): new baseline"
         if command.action == "wall":
             plane = self.case.planes.get("lateral")
             if plane is None:
                 raise ValueError("no lateral frame yet")
-            return plane.set_wall(command.value)
+            points = command.value
+            if "lateral" in self._undistort:  # drawn on the distorted image the operator sees
+                points = self._undistort["lateral"][3].undistort(np.asarray(points, float)).tolist()
+            return plane.set_wall(points)
         if command.action == "syringe":
-            return f"{command.value:g} mL delivered by syringe"
+            return self._syringe(float(command.value))
         return f"injection {command.action}d" if command.action == "pause" else "injection resumed"
 
     def alarm_changes(self, acq_time: float) -> list[tuple[str, dict]]:
@@ -110,6 +143,20 @@ class VisionAnalysis:
                 changes.append(("acknowledged", record))
             self._logged_alarms[alarm_id] = {"active": alarm.active, "acknowledged": alarm.acknowledged}
         return changes
+
+    def _syringe(self, ml: float) -> str:
+        """Calibrate the cement's attenuation against what the syringe delivered: from 1 mL
+        on, image-based volumes are scaled so that they agree with the syringe."""
+        self._syringe_ml += ml
+        done = f"{ml:g} mL delivered by syringe ({self._syringe_ml:g} mL at this level)"
+        raw = self._raw_volume_ml
+        if self._syringe_ml < 1.0 or raw is None or raw < 0.2:
+            return done + "; volume scale unchanged"
+        # Least squares through the origin over every event so far: one noisy reading
+        # does not set the scale alone.
+        self._pairs.append((raw, self._syringe_ml))
+        self.volume_scale = sum(r * s for r, s in self._pairs) / sum(r * r for r, _ in self._pairs)
+        return done + f"; image showed {raw:.2f} mL: volumes now scaled by {self.volume_scale:.2f}"
 
     def _alarm_id(self, alarm: Alarm) -> str:
         return f"{self.level or '-'}/{alarm.kind}/{alarm.site or 'wall'}/{alarm.priority}/{alarm.frame}"
@@ -184,6 +231,32 @@ def result_for(h: FrameHeader, status: str, **measurements) -> Result:
         status=status,
         **measurements,
     )
+
+
+def distort_overlay(overlay: dict, distortion: RadialDistortion) -> dict:
+    """Overlay geometry from undistorted (measured) to distorted (displayed) image pixels."""
+
+    def points(pts):
+        return np.round(distortion.distort(np.asarray(pts, float).reshape(-1, 2)), 1).tolist()
+
+    out = dict(overlay)
+    for key in ("body", "wall", "safety_line", "cannula_tips"):
+        if out.get(key):
+            out[key] = points(out[key])
+    if out.get("front"):
+        out["front"] = points(out["front"])[0]
+    if out.get("cement"):
+        out["cement"] = [points(c) for c in out["cement"]]
+    leaks = []
+    for leak in out.get("leaks", []):
+        x, y, w, h = leak["box"]
+        corners = points([[x, y], [x + w, y], [x, y + h], [x + w, y + h]])
+        xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+        box = [int(min(xs)), int(min(ys)), int(max(xs) - min(xs)), int(max(ys) - min(ys))]
+        leaks.append(leak | {"centroid": points(leak["centroid"])[0], "box": box})
+    if leaks:
+        out["leaks"] = leaks
+    return out
 
 
 def _rounded(value: float | None, digits: int) -> float | None:

@@ -275,6 +275,12 @@ def _add_stream_options(p, session_help: str) -> None:
         default=1000.0,
         help="report the stream stale after this long without a new frame",
     )
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="PROFILE",
+        help="calibration profile (calibration/*.json): scale, distortion, video layout, cement attenuation",
+    )
     p.add_argument("--patient", help="pseudonymous patient reference, for the session log")
     p.add_argument("--operator", help="who injects, for the session log and the QA summary")
     p.add_argument("--room", help="room or C-arm, for the session log")
@@ -362,12 +368,24 @@ def _stream(args, source, speed: float, loop: bool) -> int:
             viewer = False
     if args.publish_only and args.session:
         raise MonitorError("--session needs the logger; drop --publish-only")
+    analysis = {}
+    if args.calibration:
+        from monitor.io.profile import load_profile
+        from monitor.io.sources import apply_profile
+
+        profile = load_profile(args.calibration)
+        apply_profile(source, profile)
+        if profile.cement_mu_per_mm is not None:
+            analysis["cement_mu_per_mm"] = profile.cement_mu_per_mm
+        if profile.scatter_fraction is not None:
+            analysis["scatter_fraction"] = profile.scatter_fraction
     spec = RunSpec(
         session_dir=str(args.session) if args.session else None,
         level=args.level,
         endpoints=_endpoints(args),
         analyzer=not args.publish_only,
         viewer=viewer,
+        analysis=analysis,
         stale_ms=args.stale_ms,
         meta={
             "source": getattr(source, "name", "dicom"),
@@ -406,8 +424,8 @@ def _run_replay(args) -> int:
         return _stream(args, source, args.speed, args.loop)
     if args.video:
         layout = Layout.single(args.plane)
-        if args.layout:
-            layout = Layout.from_file(args.layout)
+        if args.layout or _profile_has_layout(args):
+            layout = Layout.from_file(args.layout or args.calibration)
         elif args.side_by_side:
             import cv2
 
@@ -421,10 +439,22 @@ def _run_replay(args) -> int:
     return _stream(args, source, args.speed, args.loop)
 
 
+def _profile_has_layout(args) -> bool:
+    """A calibration profile for a frame grabber says where each plane sits in the video."""
+    if not args.calibration:
+        return False
+    from monitor.io.profile import load_profile
+
+    return load_profile(args.calibration).video_layout is not None
+
+
 def _run_grab(args) -> int:
     from monitor.io.sources import Layout, VideoSource
 
-    layout = Layout.from_file(args.layout) if args.layout else Layout.single(args.plane)
+    if args.layout or _profile_has_layout(args):
+        layout = Layout.from_file(args.layout or args.calibration)
+    else:
+        layout = Layout.single(args.plane)
     source = VideoSource.open_device(args.device, layout, args.fps)
     if args.side_by_side and not args.layout:
         import cv2
@@ -501,6 +531,143 @@ def _run_train(args) -> int:
                 + (f", {leak:.2f} mL after the leak began" if leak else "")
             )
     print(f"logged in {args.out / 'training-log.jsonl'}")
+    return 0
+
+
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", help="measure scale (and distortion) and write a calibration profile")
+    which = p.add_subparsers(dest="method", required=True, metavar="METHOD")
+    g = which.add_parser("grid", help="scale and pincushion distortion from an image of a bead grid")
+    g.add_argument("image", type=Path, help="DICOM (first frame used) or PNG/TIFF of the grid phantom")
+    g.add_argument("--pitch", type=float, required=True, metavar="MM", help="distance between beads")
+    n = which.add_parser("needle", help="scale at the vertebra from the cannula's known diameter")
+    n.add_argument(
+        "image", type=Path, help="lateral DICOM (first frame used) or PNG/TIFF, one cannula in view"
+    )
+    n.add_argument("--gauge", type=int, choices=(11, 13), required=True)
+    for q in (g, n):
+        q.add_argument("--out", type=Path, help="write the profile here (JSON)")
+        q.add_argument("--id", default=None, help="profile id, e.g. room3-artis-2026-11")
+        q.add_argument(
+            "--light-is-dense", action="store_true", help="PNG input where dense objects are bright"
+        )
+    p.set_defaults(run=_run_calibrate)
+
+
+def _calibration_image(path: Path, light_is_dense: bool):
+    """(attenuation-like image, dense objects dark image) from DICOM or a picture file."""
+    import cv2
+    import numpy as np
+
+    from monitor.io.dicom import open_recording
+    from monitor.vision.intensity import model_for
+
+    if path.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"):
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise MonitorError(f"{path}: not a readable image")
+        if image.ndim == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        pixels = image.astype(np.float32)
+        dark = pixels.max() - pixels if light_is_dense else pixels
+        return -np.log(np.maximum(dark, 1.0) / max(float(dark.max()), 1.0)), dark
+    with open_recording(path) as rec:
+        frame = rec.frame(0)
+        i = rec.info
+        model = model_for(i.photometric, i.intensity_relationship, i.bits_stored, [frame])
+    att = model.attenuation(frame.astype(np.float32))
+    return att, -att
+
+
+def _run_calibrate(args) -> int:
+    import json
+
+    from monitor.io.profile import profile_json
+    from monitor.vision.anatomy import NotFound, find_cannula
+    from monitor.vision.calibrate import CalibrationError, fit_grid, fit_needle
+
+    att, dark = _calibration_image(args.image, args.light_is_dense)
+    profile_id = args.id or args.image.stem
+    try:
+        if args.method == "grid":
+            fit = fit_grid(dark, args.pitch)
+            print(
+                f"grid: {fit.beads} beads; scale {fit.spacing_mm[0]:.4f} x {fit.spacing_mm[1]:.4f} mm/pixel "
+                f"at the grid; distortion k1 {fit.distortion.k1:+.4f}, k2 {fit.distortion.k2:+.4f} "
+                f"about ({fit.distortion.centre[0]:.0f}, {fit.distortion.centre[1]:.0f})"
+            )
+            print(
+                f"residual: {fit.residual_mm_before:.3f} mm RMS before correction, "
+                f"{fit.residual_mm_after:.3f} mm RMS after (max {fit.max_residual_mm_after:.3f} mm)"
+            )
+            profile = profile_json(
+                profile_id,
+                att.shape,
+                fit.spacing_mm,
+                "grid",
+                None,
+                fit.distortion,
+                {
+                    "pitch_mm": args.pitch,
+                    "beads": fit.beads,
+                    "residual_mm_before": round(fit.residual_mm_before, 4),
+                    "residual_mm_after": round(fit.residual_mm_after, 4),
+                },
+            )
+        else:
+            try:
+                cannula = find_cannula(att)
+            except NotFound as e:
+                raise CalibrationError(f"no cannula found: {e}") from None
+            fit = fit_needle(att, cannula.tip, cannula.direction, args.gauge)
+            pct = 100 * fit.uncertainty_mm / fit.spacing_mm
+            print(
+                f"needle ({args.gauge} G, {fit.profiles} cross-sections): outer diameter "
+                f"{fit.diameter_px:.2f} px; scale {fit.spacing_mm:.4f} mm/pixel "
+                f"+/- {fit.uncertainty_mm:.4f} ({pct:.1f} %, 95 %) at the cannula"
+            )
+            if pct > 5:
+                print("warning: uncertain beyond 5 %: use an image with one clean shaft, not crossed by ribs")
+            profile = profile_json(
+                profile_id,
+                att.shape,
+                (fit.spacing_mm, fit.spacing_mm),
+                "needle",
+                pct,
+                notes={"gauge": args.gauge, "diameter_px": round(fit.diameter_px, 3)},
+            )
+    except CalibrationError as e:
+        raise MonitorError(f"{args.image}: {e}") from None
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(profile, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _add_simulate_grid(sub) -> None:
+    p = sub.add_parser("simulate-grid", help="render a bead-grid calibration phantom (DICOM) with its truth")
+    p.add_argument("out", type=Path, help="DICOM file to write; the truth goes next to it (.json)")
+    p.add_argument("--pitch", type=float, default=5.0, metavar="MM")
+    p.add_argument(
+        "--distortion", type=float, default=0.0, metavar="K1", help="pincushion strength, e.g. 0.06"
+    )
+    p.add_argument("--size", type=_positive_int, default=1024)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_run_simulate_grid)
+
+
+def _run_simulate_grid(args) -> int:
+    import json
+
+    from monitor.sim.grid import render_grid
+
+    truth = render_grid(args.out, args.size, args.pitch, args.distortion, seed=args.seed)
+    args.out.with_suffix(".json").write_text(json.dumps(truth, indent=1))
+    print(
+        f"wrote {args.out}: {args.size}x{args.size}, pitch {args.pitch:g} mm, k1 {args.distortion:g}, "
+        f"{truth['spacing_mm_at_isocentre']:.4f} mm/pixel at the isocentre"
+    )
     return 0
 
 
@@ -756,6 +923,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(sub)
     _add_grab(sub)
     _add_analyze(sub)
+    _add_calibrate(sub)
+    _add_simulate_grid(sub)
     _add_view(sub)
     _add_train(sub)
     _add_audit(sub)

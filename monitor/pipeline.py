@@ -66,6 +66,7 @@ class RunSpec:
     analyzer: bool = True
     viewer: bool = False  # open the live view too; the run ends when the source does, the window stays
     stale_ms: float = 1000.0
+    analysis: dict = field(default_factory=dict)  # AnalysisConfig fields a calibration profile sets
     keep_bytes: int = 512 * 2**20  # recent frames the source keeps for a restarted logger
     restarts: int = 3  # per process, before the run gives up on it
 
@@ -76,8 +77,17 @@ def _orphaned(parent: int):
 
 
 def _analyzer_main(
-    endpoints: Endpoints, session: str, stale_ms: float, session_dir: str | None, level, parent: int
+    endpoints: Endpoints,
+    session: str,
+    stale_ms: float,
+    session_dir: str | None,
+    level,
+    parent: int,
+    analysis: dict | None = None,
 ) -> None:
+    from monitor.analyzer import VisionAnalysis
+    from monitor.vision.analysis import AnalysisConfig
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the source decides when the run ends
     run_analyzer(
         endpoints.frames,
@@ -89,6 +99,7 @@ def _analyzer_main(
         session_dir=session_dir,
         control_endpoint=endpoints.control,
         level=level,
+        analysis=VisionAnalysis(AnalysisConfig(**(analysis or {})), level),
     )
 
 
@@ -124,7 +135,15 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     if spec.analyzer:
         plans["analyzer"] = (
             _analyzer_main,
-            (spec.endpoints, session, spec.stale_ms, spec.session_dir, spec.level, os.getpid()),
+            (
+                spec.endpoints,
+                session,
+                spec.stale_ms,
+                spec.session_dir,
+                spec.level,
+                os.getpid(),
+                spec.analysis,
+            ),
         )
     if spec.session_dir:
         meta = {"session": session, "level": spec.level, "software_version": __version__, **spec.meta}

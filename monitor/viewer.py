@@ -371,8 +371,13 @@ class MonitorWindow(QtWidgets.QWidget):
         r = self.readouts
         r["level"].setText(f"LEVEL {s.level or '?'}")
         d = s.distance_mm
-        r["distance"].setText("WALL  --" if d is None else f"WALL  {d:+.1f} mm")
+        lateral = s.planes["lateral"].result
+        uncalibrated = lateral is not None and lateral.status.startswith("uncalibrated")
+        r["distance"].setText(
+            "UNCALIBRATED: no mm" if uncalibrated else "WALL  --" if d is None else f"WALL  {d:+.1f} mm"
+        )
         colour = "#f0f0f0" if d is None or d >= 7 else ("#ffd200" if d > 5 else "#ff4040")
+        colour = "#ff9900" if uncalibrated else colour
         colour = "#6a6a6a" if stale else colour
         for key in ("level", "to_line", "volume"):
             _style(r[key], f"color:{'#6a6a6a' if stale else '#f0f0f0'}; background:#181818; padding:6px;")

@@ -14,6 +14,8 @@ from monitor.errors import MonitorError
 from monitor.io.store import DB_NAME, LogWriteError, SessionStore, decompress_image
 from monitor.messages import FrameHeader
 from monitor.recordings import default_recording
+from tests.conftest import load_truth
+from tests.test_audit import assert_alarms_match_truth
 from tests.test_pipeline import replay_default
 
 
@@ -200,8 +202,8 @@ def test_sigkill_of_logger_and_analyzer_mid_session_loses_nothing(tmp_path):
     assert summary["complete"], summary["problems"]
     assert summary["frames_logged"] == {"lateral": 48, "ap": 48}
     assert summary["results_logged"] == {"lateral": 48, "ap": 48}
-    raised = [(r.body["kind"], r.body["priority"], r.frame) for r in store.records("alarm")]
-    assert raised == [("proximity", "medium", 7), ("proximity", "high", 10), ("extravasation", "high", 43)]
+    raised = [r.body | {"frame": r.frame} for r in store.records("alarm")]
+    assert_alarms_match_truth(raised, load_truth(default_recording().lateral.parent))
     assert store.verify() == []
     restarts = [e for e in store.events() if e["event"] == "restarted"]
     assert {e["source"] for e in restarts} == {"logger", "analyzer"}
@@ -229,7 +231,7 @@ def test_operator_commands_reach_the_analyzer_and_the_session_log(tmp_path):
         sender.send("level", "L2")
         sender.send("acknowledge")
 
-    times = [i / 10 for i in range(30)]
+    times = [i / 10 for i in range(80)]  # 8 s: time enough for the commands on a busy machine
     operator = threading.Thread(target=operate)
     operator.start()
     code = run(
@@ -293,7 +295,10 @@ def test_a_full_disk_stops_the_log_not_the_monitoring(tmp_path):
     out, err = proc.communicate(timeout=30)
     results.close()
     assert seen == 96
-    assert ("extravasation", 43) in alarms  # raised long after the disk filled
+    onset = load_truth(rec.lateral.parent)["leak"]["onset_frame"]
+    assert any(
+        kind == "extravasation" and frame >= onset for kind, frame in alarms
+    )  # long after the disk filled
     failed = [s for s in statuses if s.event == "log-failed"]
     assert failed and "SESSION LOGGING FAILED" in failed[0].detail
     assert "SESSION LOGGING FAILED" in err and proc.returncode == 3 and "INCOMPLETE" in err

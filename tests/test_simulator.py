@@ -138,11 +138,16 @@ def test_breathing_moves_the_image_by_the_recorded_shift(posterior_case):
     frames = _log_intensity(folder, "ap")
     shifts = [f["shift_mm"] for f in truth["frames"]]
     i, j = int(np.argmin([s[1] for s in shifts[:3]])), int(np.argmax([s[1] for s in shifts[:3]]))
-    window = cv2.createHanningWindow(frames[0].shape[::-1], cv2.CV_64F)
-    (dx, dy), _ = cv2.phaseCorrelate(frames[i], frames[j], window)
+    # ECC (intensity-based, sub-pixel) rather than phase correlation, whose peak the
+    # steel cannula's sharp edges pull by a few tenths of a pixel.
+    warp = np.eye(2, 3, dtype=np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 200, 1e-6)
+    template, moved = frames[i].astype(np.float32), frames[j].astype(np.float32)
+    _, warp = cv2.findTransformECC(template, moved, warp, cv2.MOTION_TRANSLATION, criteria, None, 5)
+    dx, dy = warp[:, 2]
     expected_rows = -(shifts[j][1] - shifts[i][1]) / spacing
-    assert dy == pytest.approx(expected_rows, abs=0.35)
-    assert abs(dx) < 0.35  # the AP view does not see anterior-posterior motion
+    assert dy == pytest.approx(expected_rows, abs=0.15)
+    assert abs(dx) < 0.15  # the AP view does not see anterior-posterior motion
 
 
 @pytest.mark.parametrize(

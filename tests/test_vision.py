@@ -175,3 +175,39 @@ def test_predicted_crossing_raises_a_medium_alarm_early():
     engine = AlarmEngine(AlarmConfig())
     raised = engine.update_proximity(5, "lateral", 9.0, 2.0, {})
     assert [(a.kind, a.priority) for a in raised] == [("proximity", "medium")]
+
+
+def test_syringe_events_calibrate_the_volume(tmp_path):
+    """The operator enters the syringe volume at the frame the truth delivered it: from then on
+    the reported volume follows the syringe (the cement's attenuation is recalibrated)."""
+    import time
+
+    from monitor.analyzer import VisionAnalysis
+    from monitor.io.sources import DicomPairSource
+    from monitor.io.transport import Frame
+    from monitor.messages import Command, FrameHeader
+    from monitor.recordings import default_recording
+    from tests.conftest import load_truth
+
+    rec = default_recording()
+    truth = load_truth(rec.lateral.parent)
+    injected = [f["injected_ml"] for f in truth["frames"]]
+    at = next(i for i, v in enumerate(injected) if v >= 1.5)
+    source = DicomPairSource(rec.lateral, rec.ap)
+    analysis = VisionAnalysis(level="L1")
+    volumes, said = {}, None
+    for item in source.frames():
+        fmt = source.formats[item.plane]
+        h = FrameHeader(
+            "s", item.plane, item.index, item.index, item.acq_time, time.time(), item.pixels.shape,
+            str(item.pixels.dtype), fmt.photometric, fmt.bits_stored, fmt.intensity, fmt.scale,
+        )  # fmt: skip
+        result = analysis.process(Frame(h, item.pixels, time.time(), 0))
+        volumes[item.index] = result.volume_ml
+        if item.plane == "ap" and item.index == at:
+            said = analysis.apply(Command("s", "test", time.time(), "syringe", round(injected[at], 2)))
+    source.close()
+    assert "volumes now scaled by" in said
+    raw_error = abs(volumes[at] / analysis.volume_scale / injected[at] - 1)
+    assert abs(volumes[47] / injected[47] - 1) < 0.08  # after: within 8 % of the truth
+    assert abs(volumes[47] / injected[47] - 1) < raw_error + 0.02  # and no worse than before

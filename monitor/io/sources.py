@@ -265,3 +265,18 @@ class SessionSource:
 
     def close(self) -> None:
         self.store.close()
+
+
+def apply_profile(source, profile) -> None:
+    """Measure ``source`` with a calibration profile: its scale (and distortion) for every
+    plane, after checking the profile is for images of this size."""
+    from dataclasses import replace as _replace
+
+    for plane, fmt in list(source.formats.items()):
+        if isinstance(source, DicomPairSource):
+            shape = source.recordings[plane].info.shape
+        else:
+            x, y, w, h = source.layout.crops[plane]
+            shape = (h, w)
+        profile.check_size(plane, shape)
+        source.formats[plane] = _replace(fmt, scale=profile.scale())

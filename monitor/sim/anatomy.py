@@ -317,11 +317,14 @@ def _aortic_calcifications(mu: np.ndarray, grid: Grid, rng: np.random.Generator,
 
 def add_cannula(
     phantom: Phantom, tip: np.ndarray, entry: np.ndarray, gauge: int = 11
-) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray]:
+) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray, dict]:
     """Steel cannula from ``tip`` out through ``entry`` to the edge of the volume.
 
-    Writes the steel wall into the phantom and returns (slices, wall, lumen)
-    fractions so the caller can fill the lumen with cement once injection starts.
+    The steel is not written into the voxels: it is projected analytically
+    (``tube`` describes it for :func:`monitor.sim.projector.tube_path_integral`),
+    because a voxelised thin steel wall blurs by a voxel and widens the shaft.
+    Returns (slices, wall, lumen, tube): the wall and lumen fractions, so the
+    caller keeps cement out of the wall and fills the lumen once injection starts.
     """
     outer = {11: 3.05, 13: 2.41}[gauge] / 2
     inner = outer - 0.30
@@ -330,5 +333,6 @@ def add_cannula(
     sl, wall = tube_fraction(phantom.grid, np.stack([tip, end]), outer, inner)
     _, lumen = tube_fraction(phantom.grid, np.stack([tip, end]), inner)
     view = phantom.mu[sl]
-    view[...] = view * (1 - wall - lumen) + wall * (MU_STEEL - MU_SOFT_TISSUE)
-    return sl, wall, lumen
+    view[...] = view * (1 - wall - lumen)  # tissue displaced by the tube; steel is added in projection
+    tube = {"tip": tip, "end": end, "outer": outer, "inner": inner, "mu": MU_STEEL - MU_SOFT_TISSUE}
+    return sl, wall, lumen, tube

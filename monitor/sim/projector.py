@@ -140,3 +140,56 @@ def trunk_path_integral(view: View, half_width: float, half_depth: float, centre
     dt = np.sqrt(disc) / qa  # t2 - t1
     length = dt * np.sqrt(view.sid_mm**2 + a**2 + b**2)  # 3D length of the chord
     return (MU_SOFT_TISSUE * np.broadcast_to(length, (n, n))).astype(np.float32)
+
+
+def tube_path_integral(
+    view: View, tip: np.ndarray, end: np.ndarray, outer: float, inner: float, mu: float, samples: int = 2
+) -> np.ndarray:
+    """A straight steel tube (a cannula) from ``tip`` to ``end``, integrated analytically.
+
+    Each ray's chord through the outer cylinder less its chord through the lumen,
+    both limited to the tube's length, times ``mu``; ``samples`` x ``samples`` rays
+    per pixel, averaged (steel edges are sharp: a voxelised tube would blur them
+    by a voxel and make the cannula look wider than it is).
+    """
+    n = view.size
+    u = (end - tip) / np.linalg.norm(end - tip)
+    length = float(np.linalg.norm(end - tip))
+    source = np.zeros(3)
+    source[view.beam_axis] = -view.sod_mm
+    total = np.zeros((n, n), np.float64)
+    offsets = (np.arange(samples) + 0.5) / samples - 0.5
+    base = np.arange(n) - view.centre
+    w0 = source - tip
+    w0_perp = w0 - (w0 @ u) * u
+    for dr in offsets:
+        for dc in offsets:
+            col = (base[None, :] + dc) * view.pixel_mm
+            row = (base[:, None] + dr) * view.pixel_mm
+            d = np.zeros((n, n, 3))
+            d[..., view.beam_axis] = view.sid_mm
+            d[..., view.column_axis] = col
+            d[..., 2] = -row
+            du = d @ u
+            d_perp = d - du[..., None] * u
+            qa = (d_perp**2).sum(axis=-1)
+            qb = 2 * (d_perp @ w0_perp)
+            s0 = w0 @ u  # axial position of the source; s(t) = s0 + t * du
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ta = np.where(du != 0, (0.0 - s0) / du, -np.inf)
+                tb = np.where(du != 0, (length - s0) / du, np.inf)
+            t_lo, t_hi = np.minimum(ta, tb), np.maximum(ta, tb)
+            chord = np.zeros((n, n))
+            for radius, sign in ((outer, 1.0), (inner, -1.0)):
+                qc = w0_perp @ w0_perp - radius**2
+                disc = qb * qb - 4 * qa * qc
+                hit = disc > 0
+                root = np.sqrt(np.where(hit, disc, 0.0))
+                t1 = (-qb - root) / (2 * qa)
+                t2 = (-qb + root) / (2 * qa)
+                inside = np.clip(np.minimum(t2, t_hi) - np.maximum(t1, t_lo), 0.0, None)
+                chord += sign * np.where(hit, inside, 0.0)
+            total += chord * np.linalg.norm(d, axis=-1)
+    # Beyond ~12 (a transmission of 6e-6) no quantum gets through at fluoroscopic doses either
+    # way; capping keeps the later sub-pixel breathing shift (cubic) from ringing off the steel.
+    return np.minimum(mu * total / samples**2, 12.0).astype(np.float32)

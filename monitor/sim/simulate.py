@@ -24,7 +24,7 @@ import numpy as np
 from monitor.io.dicom import Geometry, WriteOptions, write_recording
 from monitor.sim.anatomy import MU_CEMENT_DEFAULT, MU_SOFT_TISSUE, Phantom, add_cannula, build_phantom
 from monitor.sim.cement import SCENARIOS, FillOrder, fill_order, injection_schedule
-from monitor.sim.projector import View, project, trunk_path_integral
+from monitor.sim.projector import View, project, trunk_path_integral, tube_path_integral
 
 NOISE_LEVELS = {"low": 80000.0, "normal": 25000.0, "high": 6000.0}  # photons/mm^2 behind the spine
 FIELDS = ("open", "shutters", "round")
@@ -91,10 +91,12 @@ def simulate(cfg: SimConfig, outdir: str | Path, progress: Callable[[str], None]
     cannulas = _place_cannulas(cfg, phantom, rng)
     excluded = np.zeros(phantom.grid.shape, bool)
     lumens = []
+    tubes = []
     for tip, entry in cannulas:
-        sl, wall, lumen = add_cannula(phantom, tip, entry)
+        sl, wall, lumen, tube = add_cannula(phantom, tip, entry)
         excluded[sl] |= (wall + lumen) > 0.05
         lumens.append((sl, lumen))
+        tubes.append(tube)
 
     say("planning the cement")
     plan, per_needle_ml = _plan(cfg, phantom, cannulas, excluded, rng)
@@ -118,6 +120,8 @@ def simulate(cfg: SimConfig, outdir: str | Path, progress: Callable[[str], None]
         say(f"projecting the {name} anatomy")
         static = project(phantom.mu, phantom.grid, view)
         static += trunk_path_integral(view, 165.0, 115.0, centre_y=-shape.half_depth - 10.0)
+        for tube in tubes:
+            static += tube_path_integral(view, **tube)
         lumen_lines = []
         for sl, delta in lumen_delta:
             full = np.zeros(phantom.grid.shape, np.float32)

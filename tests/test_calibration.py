@@ -1,0 +1,162 @@
+"""Calibration end to end: simulated grid and needle images, profiles, and the analyzer using them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from monitor.io.dicom import WriteOptions, open_recording, write_recording
+from monitor.io.profile import ProfileError, load_profile, parse_profile, profile_json
+from monitor.recordings import default_recording
+from monitor.sim.grid import render_grid
+from monitor.vision.calibrate import RadialDistortion
+from tests.conftest import load_truth
+from tests.test_audit import assert_alarms_match_truth
+
+
+def monitor_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def distorted_grid(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grid") / "grid.dcm"
+    return out, render_grid(out, size=1024, pitch_mm=5.0, k1=0.06, seed=4)
+
+
+def test_grid_calibration_recovers_scale_and_pincushion(distorted_grid, tmp_path):
+    image, truth = distorted_grid
+    done = monitor_cli(
+        "calibrate", "grid", image, "--pitch", 5, "--out", tmp_path / "room.json", "--id", "room"
+    )
+    assert done.returncode == 0, done.stderr
+    profile = load_profile(tmp_path / "room.json")
+    assert profile.image_size == (1024, 1024) and profile.id == "room"
+    assert profile.spacing_mm == pytest.approx((truth["spacing_mm_at_isocentre"],) * 2, rel=0.005)
+    assert profile.distortion.k1 == pytest.approx(0.06, abs=0.005)
+    notes = json.loads((tmp_path / "room.json").read_text())["notes"]
+    assert notes["residual_mm_before"] > 0.3  # the pincushion is real ...
+    assert notes["residual_mm_after"] < 0.2  # ... and corrected
+    assert "RMS before correction" in done.stdout
+
+
+def test_grid_without_distortion_keeps_the_centre_put(tmp_path):
+    truth = render_grid(tmp_path / "flat.dcm", size=512, pitch_mm=4.0, k1=0.0, seed=2)
+    done = monitor_cli("calibrate", "grid", tmp_path / "flat.dcm", "--pitch", 4, "--out", tmp_path / "p.json")
+    assert done.returncode == 0, done.stderr
+    p = load_profile(tmp_path / "p.json")
+    assert p.spacing_mm[0] == pytest.approx(truth["spacing_mm_at_isocentre"], rel=0.005)
+    assert abs(p.distortion.k1) < 0.005
+    assert np.hypot(*(np.asarray(p.distortion.centre) - 255.5)) < 5
+
+
+@pytest.mark.parametrize("case", ["posterior-leak", "venous-leak"])
+def test_needle_calibration_is_within_five_percent_of_the_true_scale(case, tmp_path):
+    lateral = default_recording().lateral.parent.parent / case / "lateral.dcm"
+    done = monitor_cli("calibrate", "needle", lateral, "--gauge", 11, "--out", tmp_path / "n.json")
+    assert done.returncode == 0, done.stderr
+    with open_recording(lateral) as rec:
+        true_spacing = rec.info.spacing_at_vertebra_mm()[0]
+    profile = load_profile(tmp_path / "n.json")
+    assert profile.spacing_mm[0] == pytest.approx(true_spacing, rel=0.05)
+    assert profile.method == "needle" and 0 < profile.uncertainty_pct < 10  # 384 px: a 10-px shaft
+
+
+def test_a_grid_that_is_not_there_is_refused(tmp_path):
+    done = monitor_cli("calibrate", "grid", default_recording().lateral, "--pitch", 5)
+    assert done.returncode == 1 and "grid not found" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"version": 2}, "profile version 2; this monitor reads version 1"),
+        ({"format": "something"}, "not a calibration profile"),
+        ({"image_size": [1024]}, "image_size"),
+        ({"scale": {"spacing_mm": [0.2, 0.2], "method": "guess"}}, "scale.method"),
+        ({"scale": {"spacing_mm": [0, 0.2], "method": "grid"}}, "spacing_mm"),
+        ({"distortion": {"k1": 0.1}}, "distortion"),
+    ],
+)
+def test_bad_profiles_are_refused_naming_the_field(change, message):
+    raw = profile_json("room", (1024, 1024), (0.2, 0.2), "grid")
+    with pytest.raises(ProfileError, match=message):
+        parse_profile(raw | change)
+
+
+def test_a_profile_missing_its_id_is_refused():
+    raw = profile_json("room", (1024, 1024), (0.2, 0.2), "grid")
+    del raw["id"]
+    with pytest.raises(ProfileError, match="missing field.*id"):
+        parse_profile(raw)
+
+
+def test_a_profile_for_another_image_size_is_refused(tmp_path):
+    (tmp_path / "p.json").write_text(json.dumps(profile_json("room", (1024, 1024), (0.2, 0.2), "grid")))
+    rec = default_recording()
+    done = monitor_cli(
+        "replay", "--lateral", rec.lateral, "--ap", rec.ap, "--calibration", tmp_path / "p.json",
+        "--headless", "--speed", "0",
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "is for 1024x1024 images; the lateral frames are 384x384" in done.stderr
+
+
+def test_distortion_model_round_trips():
+    d = RadialDistortion((200.0, 190.0), 0.08, -0.01, 280.0)
+    pts = np.array([[10.0, 20.0], [200.0, 190.0], [390.0, 370.0]])
+    assert np.allclose(d.undistort(d.distort(pts)), pts, atol=1e-3)
+
+
+def _distort_recording(src, dst, distortion: RadialDistortion) -> None:
+    """The same recording as an image intensifier with this pincushion would have shown it."""
+    with open_recording(src) as rec:
+        info = rec.info
+        h, w = info.shape
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+        ideal = distortion.undistort(np.stack([xs, ys], axis=-1)).astype(np.float32)
+        frames = np.stack(
+            [cv2.remap(f, ideal[..., 0], ideal[..., 1], cv2.INTER_LINEAR) for f in rec.frames()]
+        )
+    write_recording(
+        dst,
+        frames,
+        WriteOptions(
+            info.plane, info.geometry, 1000 / info.frame_rate, info.bits_stored, info.photometric,
+            info.intensity_relationship,
+        ),
+    )  # fmt: skip
+
+
+def test_the_analyzer_undistorts_with_the_profile(tmp_path):
+    """The bundled case seen through a strong pincushion (k1 = 0.08): with the profile the
+    monitor raises the same alarms as on the undistorted case, at the frames the truth says."""
+    rec = default_recording()
+    distortion = RadialDistortion((195.0, 188.0), 0.08, 0.0, float(np.hypot(384, 384) / 2))
+    for plane, path in (("lateral", rec.lateral), ("ap", rec.ap)):
+        _distort_recording(path, tmp_path / f"{plane}.dcm", distortion)
+    with open_recording(rec.lateral) as r:
+        spacing = r.info.spacing_at_vertebra_mm()
+    profile = profile_json("ii-room", (384, 384), spacing, "grid", distortion=distortion)
+    (tmp_path / "p.json").write_text(json.dumps(profile))
+    done = monitor_cli(
+        "replay", "--lateral", tmp_path / "lateral.dcm", "--ap", tmp_path / "ap.dcm", "--calibration",
+        tmp_path / "p.json", "--session", tmp_path / "s", "--headless", "--speed", "0", "--level", "L1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(monitor_cli("audit", tmp_path / "s", "--json").stdout)
+    assert report["calibration"]["lateral"]["calibration"] == "ii-room"
+    assert_alarms_match_truth(report["levels"][0]["alarms"], load_truth(rec.lateral.parent))
+    # the overlay is drawn where the operator sees the wall: on the distorted image
+    from monitor.io.store import SessionStore
+
+    result = next(r for r in SessionStore.open(tmp_path / "s").results() if r["overlay"].get("wall"))
+    wall = np.asarray(result["overlay"]["wall"])
+    assert np.allclose(distortion.distort(distortion.undistort(wall)), wall, atol=0.2)
