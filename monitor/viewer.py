@@ -317,9 +317,8 @@ class MonitorWindow(QtWidgets.QWidget):
         for plane, frame in self.frames.latest(0).items():
             if frame.header.resent:
                 continue
-            self.state.frame(
-                plane, np.asarray(frame.pixels), frame.header.frame, frame.header.photometric, now
-            )
+            h = frame.header
+            self.state.frame(plane, np.asarray(frame.pixels), h.frame, h.photometric, now, h.acq_time)
         message = self.results.receive(0)
         while message is not None:
             if isinstance(message, Result):
@@ -341,6 +340,8 @@ class MonitorWindow(QtWidgets.QWidget):
                 self.rendered += 1
             # A stale overlay would be a frozen picture that looks live: only NO SIGNAL is drawn.
             view.show_overlay(p.result, visible=not self.training and stale is None)
+            if p.result is not None and p.frame is not None and p.result.frame != p.frame:
+                view.title.setText(f"{plane.upper()}  frame {p.frame}  (overlay of frame {p.result.frame})")
             view.show_stale(stale)
         self._readouts(stale is not None)
         self._banner()
@@ -349,6 +350,10 @@ class MonitorWindow(QtWidgets.QWidget):
             self.status_line.setText(f"NO SIGNAL: no frame for {stale:.1f} s")
         elif s.analysis_silent(now):
             self.status_line.setText("NO ANALYSIS: frames arrive but the analyzer does not answer")
+        elif (lag := s.analysis_lag_s()) is not None and lag > 0.5:
+            self.status_line.setText(
+                f"ANALYSIS {lag:.1f} s BEHIND THE IMAGE: the overlay is older than the frame"
+            )
         elif s.notices:
             self.status_line.setText(s.notices[-1])
         else:

@@ -27,6 +27,7 @@ class PlaneState:
     photometric: str = "MONOCHROME2"
     window: tuple[float, float] | None = None
     arrived: float | None = None  # time.monotonic()
+    acq_time: float = 0.0  # of the frame shown
     result: Result | None = None
 
 
@@ -47,9 +48,12 @@ class ViewState:
     notices: deque = field(default_factory=lambda: deque(maxlen=5))  # recent status lines
     paused: bool = False
 
-    def frame(self, plane: str, pixels: np.ndarray, frame: int, photometric: str, now: float) -> None:
+    def frame(
+        self, plane: str, pixels: np.ndarray, frame: int, photometric: str, now: float, acq_time: float = 0.0
+    ) -> None:
         p = self.planes[plane]
         p.pixels, p.frame, p.photometric, p.arrived = pixels, frame, photometric, now
+        p.acq_time = acq_time
         if p.window is None:
             p.window = auto_window(pixels.astype(np.float32))
 
@@ -78,6 +82,13 @@ class ViewState:
             self.paused = s.event == "pause"
         if s.event not in ("resumed",):
             self.notices.append(f"{s.source}: {s.detail}")
+
+    def analysis_lag_s(self) -> float | None:
+        """How far (stream seconds) the newest result is behind the newest frame shown."""
+        lags = [
+            p.acq_time - p.result.acq_time for p in self.planes.values() if p.result and p.pixels is not None
+        ]
+        return max(lags) if lags else None
 
     def stale_for(self, now: float) -> float | None:
         """Seconds since the newest frame of any plane, if that is too long; None while live."""

@@ -120,6 +120,18 @@ def test_video_without_a_calibration_shows_uncalibrated_not_millimetres(qtbot, s
     assert "ff9900" in window.readouts["distance"].styleSheet()
 
 
+def test_an_analysis_lagging_behind_the_image_is_said(qtbot, streams, window):
+    pump(qtbot, lambda: streams.frame(12), lambda: window.views["lateral"].shown_frame == 12)
+
+    def send():
+        streams.frame(12)  # the image stays live ...
+        streams.result(2, overlay=OVERLAY)  # ... while the analysis is a second behind
+
+    pump(qtbot, send, lambda: "BEHIND" in window.status_line.text())
+    assert window.status_line.text().startswith("ANALYSIS 1.0 s BEHIND THE IMAGE")
+    assert "overlay of frame 2" in window.views["lateral"].title.textItem.toPlainText()
+
+
 def test_an_alarm_raises_the_banner_until_acknowledged(qtbot, streams, window):
     pump(qtbot, lambda: streams.frame(1), lambda: window.views["lateral"].shown_frame == 1)
     leak = {"kind": "extravasation", "priority": "high", "frame": 9, "plane": "lateral", "site": "posterior"}
