@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from monitor.io.dicom import open_recording
 from monitor.io.sources import DicomPairSource
 from monitor.recordings import bundled_recordings
 from monitor.vision.alarms import AlarmConfig, AlarmEngine
@@ -113,12 +114,42 @@ def test_no_cement_means_no_cement_no_volume_no_alarm(recordings):
 
 def test_a_frame_of_another_size_is_reported_not_fatal():
     analyzer = PlaneAnalyzer("lateral", "MONOCHROME2", "LIN", 12, 0.2)
-    frame = np.full((64, 64), 1000, np.uint16)
+    frame = np.random.default_rng(0).integers(900, 1100, (64, 64)).astype(np.uint16)
     for i in range(3):
         analyzer.process(frame, i)
-    result = analyzer.process(np.full((80, 64), 1000, np.uint16), 3)
+    result = analyzer.process(np.resize(frame, (80, 64)), 3)
     assert result.status.startswith("error: frame is (80, 64)")
     assert analyzer.process(frame, 4).status != "baseline"
+
+
+def test_blank_and_saturated_frames_are_skipped_not_measured(recordings):
+    """A dropped-out frame (all black) or a blown-out one (all white) mid-injection neither
+    enters the baseline nor produces cement, distance or an alarm; the next real frame is
+    measured as before."""
+    r, _ = recordings["posterior-leak"]
+    with open_recording(r.lateral) as rec:
+        info = rec.info
+        frames = [rec.frame(i) for i in range(23)]
+    plane = PlaneAnalyzer(
+        "lateral",
+        info.photometric,
+        info.intensity_relationship,
+        info.bits_stored,
+        info.spacing_at_vertebra_mm()[0],
+    )
+    top = 2**info.bits_stored - 1
+    assert plane.process(np.zeros_like(frames[0]), 0).status.startswith(
+        "skipped: blank"
+    )  # not in the baseline
+    for i in range(1, 21):
+        before = plane.process(frames[i], i)
+    for bad, why in ((np.zeros_like(frames[0]), "blank"), (np.full_like(frames[0], top), "saturated")):
+        result = plane.process(bad, 21)
+        assert result.status.startswith(f"skipped: {why}")
+        assert result.distance_mm is None and result.volume_ml is None and not result.leaks
+    after = plane.process(frames[21], 21)
+    assert after.status == before.status == "ok"
+    assert abs(after.distance_mm - before.distance_mm) < 1.0
 
 
 def test_without_a_scale_there_are_no_millimetres():

@@ -82,6 +82,18 @@ def _shift_line(line: Line, dx: float, dy: float) -> Line:
     return Line(line.a, line.b + dy - line.a * dx, False, line.support)
 
 
+def _unusable(pixels: np.ndarray, bits_stored: int) -> str | None:
+    """Why a frame cannot be measured (blank, or saturated over most of it), or None."""
+    sample = pixels[::4, ::4]
+    top = 2**bits_stored - 1
+    saturated = np.count_nonzero(sample >= top) / sample.size
+    if saturated > 0.8:
+        return f"saturated frame ({saturated:.0%} of pixels at the maximum)"
+    if int(sample.max()) - int(sample.min()) <= max(2, top // 1000):
+        return "blank frame (no contrast)"
+    return None
+
+
 WORK_PIXEL_MM = 0.25  # finer detectors are binned towards this: enough for 0.3 mm, 4x faster at 1024
 
 
@@ -227,6 +239,9 @@ class PlaneAnalyzer:
             self.shape = pixels.shape
         elif pixels.shape != self.shape:
             return PlaneResult(self.plane, frame, f"error: frame is {pixels.shape}, stream is {self.shape}")
+        unusable = _unusable(pixels, self.bits_stored)
+        if unusable:  # never into the baseline, never measured: it would read as cement everywhere
+            return PlaneResult(self.plane, frame, f"skipped: {unusable}")
         if self.baseline is None:
             self._raw.append(pixels)
             if len(self._raw) < self.config.baseline_frames:
