@@ -42,6 +42,7 @@ from monitor.vision.calibrate import RadialDistortion
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 0.2
+END_GRACE_S = 5.0  # after the source's end, how long to wait for frames it is resending
 
 
 class VisionAnalysis:
@@ -427,6 +428,8 @@ def run_analyzer(
         else:
             log_.write("add_event", "analyzer", "started", f"pid {os.getpid()}", at=time.time())
     catch_up = CatchUp({(session, p): n for p, n in done.items()})
+    end: End | None = None  # the source's end, once heard
+    end_at = 0.0
     flow = FlowClient(flow_endpoint, "analyzer", context=ctx)
     watchdog = Watchdog(stale_ms)
     analysed: dict[str, int] = {}
@@ -443,6 +446,7 @@ def run_analyzer(
                 next_beat = now + HEARTBEAT_S
             if message is not None and not ready:
                 flow.ready(done)
+                catch_up.asked()
                 ready = isinstance(message, Frame)
             if isinstance(message, Frame):
                 stale_for = watchdog.frame_arrived(now)
@@ -463,11 +467,15 @@ def run_analyzer(
                 results.send(result)
                 analysed[h.plane] = analysed.get(h.plane, 0) + 1
                 flow.ack(h.plane, h.seq)
-            if isinstance(message, End):
-                results.send(End(message.session, "analyzer", time.time(), analysed))
+            if isinstance(message, End) and end is None:
+                end, end_at = message, now
+            if end is not None and (not catch_up.behind(end) or now - end_at > END_GRACE_S):
+                # Done: every frame the source sent is analysed (or it is too late for the missing).
+                results.send(End(end.session, "analyzer", time.time(), analysed))
                 if exit_on_end:
                     break
-            elif message is None or isinstance(message, Heartbeat):
+                end = None
+            if message is None or isinstance(message, Heartbeat):
                 age = watchdog.check(now)
                 if age is not None:
                     announce("stale", f"no new frame for {age:.0f} ms", age)
@@ -494,16 +502,28 @@ class CatchUp:
     """Frames in the order to analyse them, each once.
 
     After a restart the source resends the frames the analyzer missed, but live
-    frames may arrive first: for ``window_s`` a frame waits until its plane's
-    previous one has been analysed, so the gap is filled in order. Frames
+    frames may arrive first: for ``window_s`` after asking, a frame waits until
+    its plane's previous one has been analysed, so the gap is filled in order. Frames
     already analysed (before the restart, or copies resent for a logger) are
     skipped.
     """
 
-    def __init__(self, done: dict[tuple[str, str], int], window_s: float = 3.0):
+    def __init__(self, done: dict[tuple[str, str], int], window_s: float = 10.0):
         self.done = dict(done)  # (stream, plane) -> last seq analysed
-        self.until = time.monotonic() + window_s if done else 0.0
+        self.window_s = window_s
+        self.until = float("inf") if done else 0.0  # filling until the resend is asked for, then window_s
         self.held: list[Frame] = []
+
+    def asked(self) -> None:
+        """The resend has been asked for: fill the gap for at most ``window_s`` from now."""
+        if self.until == float("inf"):
+            self.until = time.monotonic() + self.window_s
+
+    def behind(self, end: End) -> bool:
+        """Frames the source says it sent that are not analysed yet."""
+        return bool(self.held) or any(
+            self.done.get((end.session, plane), -1) < count - 1 for plane, count in end.frames.items()
+        )
 
     def admit(self, frame: Frame | None) -> list[Frame]:
         """Take one arriving frame (or None); returns the frames to analyse now."""

@@ -27,6 +27,7 @@ from monitor.io.transport import Frame, Subscriber
 from monitor.messages import PLANES, End, Heartbeat, Result, Status
 
 COMPLETE, INCOMPLETE = 0, 3
+END_GRACE_S = 5.0  # after both ends, how long to wait for frames still being resent
 log = logging.getLogger(__name__)
 
 
@@ -58,6 +59,7 @@ def run_logger(
     analyzer_end: End | None = None
     ready = False
     have: dict[str, int] | None = None
+    ends_at = None
     failures = WriteFailures()
     try:
         while True:
@@ -101,7 +103,10 @@ def run_logger(
                 flow.ready(have)
                 ready = store.count("frame", stream=stream) > 0
             if source_end is not None and analyzer_end is not None:
-                break
+                ends_at = ends_at or now
+                missing = any(store.count("frame", p, stream) < n for p, n in source_end.frames.items())
+                if not missing or now - ends_at > END_GRACE_S:  # resent frames may still be coming
+                    break
             silent = [n for n, t in heard.items() if t is not None and now - t > idle_timeout_s]
             if silent:
                 store.add_event(

@@ -36,7 +36,8 @@ from monitor.io.transport import (
     Publisher,
 )
 from monitor.logger import run_logger
-from monitor.replay import PaceOptions, publish
+from monitor.messages import End
+from monitor.replay import PaceOptions, publish, serve_resends
 
 DEFAULT_FLOW_ENDPOINT = "tcp://127.0.0.1:5573"
 
@@ -115,6 +116,40 @@ def _logger_main(endpoints: Endpoints, session_dir: str, meta: dict, parent: int
             should_stop=_orphaned(parent),
         )
     )
+
+
+def _let_consumers_finish(children, restarts, start, max_restarts, publisher, flow, sent, say) -> None:
+    """After the source's end: wait for the consumers, still restarting one that is killed,
+    answering its resend request and repeating the end every second, so that a crash now
+    loses nothing either. A consumer still busy 30 s after the last restart is terminated."""
+    deadline = time.monotonic() + 30
+    next_end = time.monotonic() + 1.0
+    while any(c.is_alive() for c in children.values()) and time.monotonic() < deadline:
+        for name, child in list(children.items()):
+            code = child.exitcode
+            killed = code is not None and (code < 0 or code == 1)  # a signal, or an uncaught exception
+            if not killed or restarts[name] >= max_restarts:
+                continue  # running, or ended on its own (the logger's 3 means "incomplete")
+            restarts[name] += 1
+            how = f"signal {-code}" if code < 0 else "a crash"
+            say(f"{name} died ({how}) after the source ended; restarting it")
+            children[name] = start(name)
+            deadline = time.monotonic() + 30
+        publisher.heartbeat()  # a restarted consumer says it is ready once it hears the source
+        flow.poll(200)
+        if sent is None:
+            continue
+        serve_resends(publisher, flow, say, most=8)  # 40 frames/s while the consumers finish
+        if (
+            time.monotonic() >= next_end and not publisher.resends_pending
+        ):  # the end again, for whoever joined after it
+            publisher.send(End(publisher.session, publisher.source, time.time(), sent))
+            next_end = time.monotonic() + 1.0
+    for name, child in children.items():
+        if child.is_alive():
+            say(f"{name} did not finish within 30 s; terminating it")
+            child.terminate()
+        child.join(5)
 
 
 def _viewer_main(endpoints: Endpoints) -> None:
@@ -205,16 +240,14 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
         for child in children.values():
             child.terminate()
             child.join(5)
+        publisher.close()
+        flow.close()
         raise
+    try:
+        _let_consumers_finish(children, restarts, start, spec.restarts, publisher, flow, sent, say)
     finally:
         publisher.close()
         flow.close()
-    for name, child in children.items():
-        child.join(timeout=30)
-        if child.is_alive():
-            say(f"{name} did not finish within 30 s; terminating it")
-            child.terminate()
-            child.join(5)
     elapsed = time.monotonic() - started
     codes = {name: child.exitcode for name, child in children.items()}
     if sent is not None:

@@ -58,7 +58,7 @@ def publish(
                     next_beat = _wait_for_consumers(publisher, flow, options, last_seq, next_beat, say)
                 if flow is not None:  # before the next frame, so that a restarted consumer sees order
                     flow.poll(0)
-                    _serve_resends(publisher, flow, say)
+                    serve_resends(publisher, flow, say)
                 seq = publisher.next_seq(item.plane)
                 publisher.send_frame(
                     _header(publisher.session, item, seq, source.formats[item.plane], offset), item.pixels
@@ -76,8 +76,9 @@ def publish(
         publisher.send(End(publisher.session, publisher.source, time.time(), sent))
 
 
-def _serve_resends(publisher: Publisher, flow: FlowServer, say) -> None:
-    """Give a restarted consumer the frames it missed, from the publisher's recent frames."""
+def serve_resends(publisher: Publisher, flow: FlowServer, say, most: int = 3) -> None:
+    """Give a restarted consumer the frames it missed, from the publisher's recent frames,
+    ``most`` at a time (called between live frames, so the consumer keeps up)."""
     while flow.resend_requests:
         consumer, have = flow.resend_requests.pop(0)
         counts = publisher.resend(have)
@@ -87,6 +88,7 @@ def _serve_resends(publisher: Publisher, flow: FlowServer, say) -> None:
             f"{consumer} restarted: resent {resent} frame(s)"
             + (f"; older {', '.join(lost)} frames are no longer kept" if lost else "")
         )
+    publisher.pump_resends(most)
 
 
 def _frame_interval(source) -> float:
@@ -144,7 +146,7 @@ def _wait_for_consumers(publisher, flow: FlowServer, options: PaceOptions, last_
     waited_since = time.monotonic()
     while True:
         flow.poll(0)
-        _serve_resends(publisher, flow, say)
+        serve_resends(publisher, flow, say)
         lagging = [
             c
             for c in options.wait_for

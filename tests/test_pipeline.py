@@ -157,18 +157,18 @@ def test_an_analyzer_restarted_mid_recording_reconnects_to_the_running_source():
     ctx = zmq.Context()
     results = Subscriber(e.results, context=ctx)
     publisher = Publisher(e.frames, session="r", context=ctx)
-    source = SyntheticSource([i / 20 for i in range(80)])  # 4 s
+    source = SyntheticSource([i / 20 for i in range(200)])  # 10 s: room for slow process starts
     thread = threading.Thread(
         target=lambda: __import__("monitor.replay").replay.publish(source, publisher, PaceOptions(speed=1.0))
     )
     first = monitor("analyze", *endpoint_args(e))
-    time.sleep(1.5)
     thread.start()
-    seen_first = _collect(results, 1.0)
+    seen_first = _collect(results, 20.0, until=Result)  # the first analyzer is up and answering
+    seen_first += _collect(results, 0.5)
     first.kill()
     first.communicate()
     second = monitor("analyze", *endpoint_args(e))
-    seen_second = _collect(results, 6.0)
+    seen_second = _collect(results, 30.0)
     thread.join()
     out, err = second.communicate(timeout=10)
     results.close()
@@ -177,18 +177,19 @@ def test_an_analyzer_restarted_mid_recording_reconnects_to_the_running_source():
     frames_first = [m.frame for m in seen_first if isinstance(m, Result)]
     frames_second = [m.frame for m in seen_second if isinstance(m, Result)]
     assert frames_first and frames_second
-    assert frames_second[-1] == 79 and min(frames_second) > max(frames_first)
+    assert frames_second[-1] == 199 and min(frames_second) > max(frames_first)
     assert any(isinstance(m, End) for m in seen_second), "the restarted analyzer saw the end"
     assert second.returncode == 0, err
 
 
-def _collect(sub: Subscriber, seconds: float) -> list:
+def _collect(sub: Subscriber, seconds: float, until=End) -> list:
+    """Messages for ``seconds``, or up to the first of type ``until``."""
     out, deadline = [], time.monotonic() + seconds
     while time.monotonic() < deadline:
         message = sub.receive(50)
         if message is not None:
             out.append(message)
-            if isinstance(message, End):
+            if isinstance(message, until):
                 break
     return out
 

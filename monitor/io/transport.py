@@ -86,6 +86,7 @@ class Publisher:
         self._beats = 0
         self._recent: collections.deque = collections.deque()  # (header, pixels), newest last
         self._recent_bytes = 0
+        self._resend_queue: collections.deque = collections.deque()
         self.keep_bytes = keep_bytes
 
     def send_frame(self, header: FrameHeader, pixels: np.ndarray) -> None:
@@ -99,18 +100,29 @@ class Publisher:
                 self._recent_bytes -= self._recent.popleft()[1].nbytes
 
     def resend(self, have: dict[str, int]) -> dict[str, int]:
-        """Publish again, marked ``resent``, the kept frames newer than ``have``
-        (plane -> last seq a restarted consumer holds); returns how many per plane,
-        and -1 for a plane whose missing frames are older than what is kept."""
+        """Queue for publishing again, marked ``resent``, the kept frames newer than
+        ``have`` (plane -> last seq a restarted consumer holds); :meth:`pump_resends`
+        sends them. Returns how many per plane, and -1 for a plane whose missing frames
+        are older than what is kept."""
         counts: dict[str, int] = {}
         for plane, last in have.items():
             kept = [(h, p) for h, p in self._recent if h.plane == plane and h.seq > last]
             if kept and kept[0][0].seq > last + 1:
                 counts[plane] = -1
-            for header, pixels in kept:
-                self._sock.send_multipart(encode_frame(replace(header, resent=True), pixels), copy=False)
+            self._resend_queue.extend(kept)
             counts.setdefault(plane, len(kept))
         return counts
+
+    @property
+    def resends_pending(self) -> int:
+        return len(self._resend_queue)
+
+    def pump_resends(self, most: int) -> None:
+        """Send up to ``most`` queued resent frames. A burst would overflow the high-water
+        mark of a consumer that is still busy, and be dropped for it: a few per call."""
+        for _ in range(min(most, len(self._resend_queue))):
+            header, pixels = self._resend_queue.popleft()
+            self._sock.send_multipart(encode_frame(replace(header, resent=True), pixels), copy=False)
 
     def next_seq(self, plane: str) -> int:
         seq = self._seq[plane]
