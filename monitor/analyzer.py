@@ -86,6 +86,7 @@ class VisionAnalysis:
             volume_ml=_rounded(None if summary["volume_ml"] is None else k * summary["volume_ml"], 4),
             plane_volume_ml=_rounded(None if r.volume_ml is None else k * r.volume_ml, 4),
             seconds_to_line=_rounded(summary["seconds_to_line"], 2),
+            volume_scale=round(k, 4),
             alarms=summary["raised"],
             overlay=overlay,
         )

@@ -93,12 +93,21 @@ def _level_report(lv: dict) -> dict:
     cannulas = 0
     for r in lv["results"]:  # in the order written: for one frame index, AP after lateral
         row = frames.setdefault(
-            r.frame, {"frame": r.frame, "time_s": r.body["acq_time"], "distance_mm": None, "volume_ml": None}
+            r.frame,
+            {
+                "frame": r.frame,
+                "time_s": r.body["acq_time"],
+                "distance_mm": None,
+                "volume_ml": None,
+                "image_volume_ml": None,
+            },
         )
         if r.plane == "lateral" and r.body["distance_mm"] is not None:
             row["distance_mm"] = r.body["distance_mm"]
         if r.body["volume_ml"] is not None:
             row["volume_ml"] = r.body["volume_ml"]
+            scale = r.body.get("volume_scale") or 1.0
+            row["image_volume_ml"] = round(r.body["volume_ml"] / scale, 4)
         if r.plane == "ap":
             cannulas = max(cannulas, len(r.body["overlay"].get("cannula_tips", [])))
     ordered = [frames[i] for i in sorted(frames)]
@@ -130,6 +139,9 @@ def _level_report(lv: dict) -> dict:
         "end_s": ordered[-1]["time_s"] if ordered else None,
         "cannulas": cannulas or None,
         "volume_ml": series[-1][1] if series else None,
+        "image_volume_ml": next(
+            (f["image_volume_ml"] for f in reversed(ordered) if "image_volume_ml" in f), None
+        ),
         "syringe_ml": round(sum(syringe), 3) if syringe else None,
         "min_distance_mm": min(distances) if distances else None,
         "alarms": alarms,

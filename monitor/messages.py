@@ -50,6 +50,8 @@ distance_mm (cement front to posterior wall, lateral only; null when unknown
 or uncalibrated, negative beyond the wall), distance_px,
 volume_ml (the level's volume, both planes reconciled), plane_volume_ml (this
 plane's own estimate), seconds_to_line (predicted time to the 5 mm line),
+volume_scale (optional, default 1: the syringe calibration the volumes include;
+volume_ml / volume_scale is the purely image-based volume),
 alarms (alarms raised on this frame: kind, priority, frame, plane, site,
 distance_mm, evidence), overlay (geometry for drawing, image pixel
 coordinates: body, wall, safety_line, cement contours, front, leaks,
@@ -161,6 +163,7 @@ class Result:
     volume_ml: float | None = None
     plane_volume_ml: float | None = None
     seconds_to_line: float | None = None
+    volume_scale: float = 1.0  # syringe calibration applied to the volumes (1: image-based only)
     alarms: list = field(default_factory=list)
     overlay: dict = field(default_factory=dict)
     v: int = VERSION
@@ -284,6 +287,7 @@ def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status |
     optional = {}
     for name in ("distance_mm", "distance_px", "volume_ml", "plane_volume_ml", "seconds_to_line"):
         optional[name] = None if raw.get(name) is None else _number(raw, name)
+    optional["volume_scale"] = 1.0 if raw.get("volume_scale") is None else _number(raw, "volume_scale")
     level = raw.get("level")
     if level is not None and not isinstance(level, str):
         raise MessageError("garbled", f"level {level!r}")

@@ -109,7 +109,8 @@ def _status(report: dict) -> str:
 def _level_table(level: dict) -> str:
     n_leaks = sum(a["kind"] == "extravasation" for a in level["alarms"])
     cells = [
-        ("image-based volume", _num(level["volume_ml"], 2, " mL")),
+        ("volume (as reported live)", _num(level["volume_ml"], 2, " mL")),
+        ("image-based volume (before syringe calibration)", _num(level.get("image_volume_ml"), 2, " mL")),
         ("syringe volume (operator)", _num(level["syringe_ml"], 2, " mL")),
         ("closest to the posterior wall", _num(level["min_distance_mm"], 1, " mm")),
         ("alarms", str(len(level["alarms"]))),

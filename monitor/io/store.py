@@ -307,6 +307,7 @@ class SessionStore:
                 "volume_ml",
                 "plane_volume_ml",
                 "seconds_to_line",
+                "volume_scale",
                 "alarms",
                 "overlay",
             )
