@@ -494,4 +494,9 @@ def find_ap_body(
     span = (int(10 * mm), int(30 * mm))
     left = _fit_line(_edge_points(gx, (best_m, ty), 0, -1, span, rows, exclude, first=False), True, 1.2 * mm)
     right = _fit_line(_edge_points(gx, (best_m, ty), 0, 1, span, rows, exclude, first=False), True, 1.2 * mm)
+    # The tip was put inside the body through a pedicle: an outline that leaves it on
+    # or outside a lateral wall is a wrong midline, and would call all cement a leak.
+    margin = min(tx - float(left.at(ty)), float(right.at(ty)) - tx)
+    if margin < 2 * mm:
+        raise NotFound(f"the cannula tip is not inside the body found ({margin / mm:.1f} mm from a wall)")
     return ApBody(left, right, sup, inf)
