@@ -424,7 +424,7 @@ def run_analyzer(
             analysis.restore(log_.store, session) if log_.store.count("frame", stream=session) else None
         )
         if restored:
-            done = {p: n for p in PLANES if (n := log_.store.last_result_seq(p, session)) is not None}
+            done = {p: n for p in PLANES if (n := log_.store.last_seq("result", p, session)) is not None}
             announce("restarted", f"pid {os.getpid()} {restored}; results logged up to {done}")
         else:
             log_.write("add_event", "analyzer", "started", f"pid {os.getpid()}", at=time.time())

@@ -166,6 +166,16 @@ def transport_throughput(n: int = 300) -> list[dict]:
     return rows
 
 
+def _paced(n: int, fps: float):
+    """Yields (i, seconds late) for ``n`` ticks at ``fps``, sleeping in between."""
+    start = time.monotonic()
+    for i in range(n):
+        due = start + i / fps
+        while time.monotonic() < due:
+            time.sleep(max(0.0, min(0.002, due - time.monotonic())))
+        yield i, time.monotonic() - due
+
+
 def _paced_source(endpoint: str, flow_endpoint: str, fps: float, seconds: float) -> None:
     from monitor.flow import FlowServer
     from monitor.io.transport import Publisher
@@ -178,11 +188,7 @@ def _paced_source(endpoint: str, flow_endpoint: str, fps: float, seconds: float)
             pub.heartbeat()
             flow.poll(50)
         n = int(seconds * fps)
-        start = time.monotonic()
-        for i in range(n):
-            due = start + i / fps
-            while time.monotonic() < due:
-                time.sleep(max(0.0, min(0.002, due - time.monotonic())))
+        for i, _late in _paced(n, fps):
             for plane in ("lateral", "ap"):
                 h = FrameHeader(
                     "bench", plane, i, i, i / fps, time.time(), (SIDE, SIDE), "uint16", "MONOCHROME2", 12
@@ -407,12 +413,8 @@ def _viewer_source(frames_endpoint: str, results_endpoint: str, fps: float, seco
         time.sleep(1.5)  # the viewer subscribes
         lateness = []
         n = int(seconds * fps)
-        start = time.monotonic()
-        for i in range(n):
-            due = start + i / fps
-            while time.monotonic() < due:
-                time.sleep(max(0.0, min(0.002, due - time.monotonic())))
-            lateness.append(time.monotonic() - due)
+        for i, late in _paced(n, fps):
+            lateness.append(late)
             for plane in ("lateral", "ap"):
                 h = FrameHeader(
                     "bench", plane, i, i, i / fps, time.time(), (SIDE, SIDE), "uint16", "MONOCHROME2", 12

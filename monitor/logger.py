@@ -46,7 +46,7 @@ def run_logger(
     store.add_event("logger", "started", f"pid {os.getpid()}")
     last = store.records("frame", after=store.last_rec("frame") - 1)
     last_stream = last[-1].body["stream"] if last else None
-    logged_before = {p: n for p in PLANES if (n := store.last_seq(p, last_stream)) is not None}
+    logged_before = {p: n for p in PLANES if (n := store.last_seq("frame", p, last_stream)) is not None}
     frames = Subscriber(frames_endpoint, context=ctx)
     results = Subscriber(results_endpoint, context=ctx)
     flow = FlowClient(flow_endpoint, "logger", context=ctx)

@@ -372,25 +372,17 @@ class SessionStore:
             sql, args = sql + " AND json_extract(body, '$.stream')=?", [*args, stream]
         return self._db.execute(sql, args).fetchone()[0]
 
-    def last_seq(self, plane: str, stream: str) -> int | None:
-        """The newest frame sequence number logged for ``plane`` from ``stream``."""
-        row = self._db.execute(
-            "SELECT MAX(seq) FROM journal WHERE kind='frame' AND plane=? "
-            "AND json_extract(body, '$.stream')=?",
-            (plane, stream),
-        ).fetchone()
-        return row[0]
-
     def last_rec(self, kind: str) -> int:
         """The number of the newest record of ``kind``; 0 if there is none."""
         row = self._db.execute("SELECT MAX(rec) FROM journal WHERE kind=?", (kind,)).fetchone()
         return row[0] or 0
 
-    def last_result_seq(self, plane: str, stream: str) -> int | None:
+    def last_seq(self, kind: str, plane: str, stream: str) -> int | None:
+        """The newest sequence number of ``plane`` from ``stream`` with a ``kind`` record
+        (frame or result): where a restarted logger or analyzer picks up."""
         row = self._db.execute(
-            "SELECT MAX(seq) FROM journal WHERE kind='result' AND plane=? "
-            "AND json_extract(body, '$.stream')=?",
-            (plane, stream),
+            "SELECT MAX(seq) FROM journal WHERE kind=? AND plane=? AND json_extract(body, '$.stream')=?",
+            (kind, plane, stream),
         ).fetchone()
         return row[0]
 
