@@ -222,13 +222,14 @@ def _fmt_lat(values) -> str:
     return f"{int(np.median(values)):+d} / {int(max(values)):+d}"
 
 
-def run(corpus: Path, n: int = 30, out_json: Path | None = None, say=print) -> dict:
+def run(corpus: Path, n: int = 30, out_json: Path | None = None, workers: int = 1, say=print) -> dict:
     folders = ensure_corpus(corpus, n, say=say)
-    cases = []
-    for folder in folders:
-        started = time.monotonic()
-        cases.append(evaluate_case(folder))
-        say(f"  evaluated {folder.name} ({time.monotonic() - started:.0f} s)")
+    started = time.monotonic()
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        cases = []
+        for case in pool.imap(evaluate_case, folders):
+            cases.append(case)
+            say(f"  evaluated {case['name']} ({time.monotonic() - started:.0f} s)")
     s = score(cases)
     print(report(s))
     if out_json:

@@ -853,6 +853,12 @@ def _add_bench(sub) -> None:
     )
     a.add_argument("--cases", type=_positive_int, default=30)
     a.add_argument("--json", type=Path, default=None, help="also write per-case results here")
+    a.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="cases evaluated in parallel (faster; per-frame times then include the contention)",
+    )
     a.set_defaults(run=_run_bench_accuracy)
     v = which.add_parser("viewer", help="frames per second the live view renders at 30 frames/s biplane")
     v.add_argument("--seconds", type=float, default=10.0)
@@ -884,7 +890,7 @@ def _run_bench_transport(args) -> int:
 def _run_bench_accuracy(args) -> int:
     from monitor.accuracy import run
 
-    run(args.corpus, args.cases, args.json, say=lambda m: print(m, file=sys.stderr))
+    run(args.corpus, args.cases, args.json, args.workers, say=lambda m: print(m, file=sys.stderr))
     return 0
 
 

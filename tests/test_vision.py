@@ -243,3 +243,44 @@ def test_syringe_events_calibrate_the_volume(tmp_path):
     raw_error = abs(volumes[at] / analysis.volume_scale / injected[at] - 1)
     assert abs(volumes[47] / injected[47] - 1) < 0.08  # after: within 8 % of the truth
     assert abs(volumes[47] / injected[47] - 1) < raw_error + 0.02  # and no worse than before
+
+
+@pytest.fixture(scope="module")
+def anatomy_cases(tmp_path_factory):
+    """Short renders at the sizes and levels the anatomy must hold at: a wedge
+    fracture (its sloped endplate is a dense straight line too), a thoracic
+    level, a bipedicular approach, a mirrored lateral."""
+    from monitor.sim.simulate import SimConfig, simulate
+
+    root = tmp_path_factory.mktemp("anatomy")
+    configs = {
+        "wedge-L1": SimConfig(seed=71, level="L1", fracture="wedge", size=512, frames=6, breathing_mm=0.0),
+        "thoracic-T8": SimConfig(
+            seed=72, level="T8", fracture="biconcave", size=512, frames=6, breathing_mm=0.0, mirror=True
+        ),
+        "bipedicular-L3": SimConfig(
+            seed=73, level="L3", side="bipedicular", size=512, frames=6, breathing_mm=0.0, intensity="LOG"
+        ),
+    }
+    return {name: (root / name, simulate(cfg, root / name)) for name, cfg in configs.items()}
+
+
+@pytest.mark.parametrize("name", ["wedge-L1", "thoracic-T8", "bipedicular-L3"])
+def test_cannula_tips_are_found_where_the_steel_ends(anatomy_cases, name):
+    from monitor.vision.anatomy import find_cannulas
+    from monitor.vision.intensity import model_for
+
+    folder, truth = anatomy_cases[name]
+    for plane in ("lateral", "ap"):
+        with open_recording(folder / f"{plane}.dcm") as rec:
+            info, pixels = rec.info, rec.frame(0)
+        model = model_for(info.photometric, info.intensity_relationship, info.bits_stored, [pixels])
+        pixel_mm = info.spacing_at_vertebra_mm()[1]
+        found = find_cannulas(model.attenuation(pixels), pixel_mm)
+        true = [c["tip_px"][plane] for c in truth["cannulas"]]
+        # Bipedicular shafts overlap in the lateral view: one may hide the other there.
+        expected = {len(true)} if plane == "ap" else {1, len(true)}
+        assert len(found) in expected, f"{plane}: {len(found)} cannulas found, {len(true)} placed"
+        for c in found:
+            error_mm = min(np.hypot(c.tip[0] - x, c.tip[1] - y) for x, y in true) * pixel_mm
+            assert error_mm < 1.5, f"{plane}: tip {error_mm:.1f} mm from the truth"

@@ -312,6 +312,14 @@ def _truth_frames(cfg, phantom: Phantom, plan: FillOrder, counts, lateral: View,
     return frames
 
 
+def _image_px(cfg, view: str, px) -> list[float]:
+    """A projected point as it appears in the written image (mirrored lateral included)."""
+    col, row = float(px[0]), float(px[1])
+    if cfg.mirror and view == "lateral":
+        col = cfg.size - 1 - col
+    return [round(col, 2), round(row, 2)]
+
+
 def _truth(cfg, phantom: Phantom, plan: FillOrder, frames, views, cannulas, detector_scale) -> dict:
     crossing = next(
         (f["frame"] for f in frames if f["distance_mm"] is not None and f["distance_mm"] < PROXIMITY_MM),
@@ -336,7 +344,7 @@ def _truth(cfg, phantom: Phantom, plan: FillOrder, frames, views, cannulas, dete
             {
                 "tip_mm": np.round(t, 2).tolist(),
                 "entry_mm": np.round(e, 2).tolist(),
-                "tip_px": {name: np.round(v.to_pixels(t[None])[0], 2).tolist() for name, v in views.items()},
+                "tip_px": {name: _image_px(cfg, name, v.to_pixels(t[None])[0]) for name, v in views.items()},
             }
             for t, e in cannulas
         ],

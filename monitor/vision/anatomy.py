@@ -28,6 +28,9 @@ class Cannula:
     direction: tuple[float, float]  # unit vector from the tip out along the shaft
     width_px: float
     mask: np.ndarray  # bool, the shaft (dilated), to exclude from cement
+    contrast: float = 0.0  # attenuation of the shaft above its flanks
+    length_px: float = 0.0  # of the visible shaft
+    leaves_field: bool = False  # runs out of the field (lateral view) rather than ending inside (AP)
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,14 @@ class NotFound(ValueError):
 
 
 def find_cannulas(att: np.ndarray, pixel_mm: float | None = None) -> list[Cannula]:
-    """One or two cannulas (bipedicular): the second must be about as long and
-    end within 30 mm of the first."""
+    """One or two cannulas (bipedicular).
+
+    The second must look like the first: steel of about the same width and
+    contrast over its flanks, running the same way (out of the field, or
+    ending inside it), at least 60 % as long, its tip within 30 mm. A cortex
+    seen edge-on (a wedge-fractured endplate) is a dense straight line too,
+    but thinner or fainter, and it ends at the body's corners.
+    """
     first = find_cannula(att, pixel_mm)
     masked = att.copy()
     masked[first.mask] = float(np.median(att))
@@ -104,7 +113,13 @@ def find_cannulas(att: np.ndarray, pixel_mm: float | None = None) -> list[Cannul
     except NotFound:
         return [first]
     gap_mm = np.hypot(second.tip[0] - first.tip[0], second.tip[1] - first.tip[1]) * (pixel_mm or 0.15)
-    return [first, second] if gap_mm < 30 else [first]
+    alike = (
+        second.leaves_field == first.leaves_field
+        and second.length_px >= 0.6 * first.length_px
+        and 0.75 <= second.width_px / first.width_px <= 1.33
+        and 0.7 <= second.contrast / max(first.contrast, 1e-6) <= 1.4
+    )
+    return [first, second] if gap_mm < 30 and alike else [first]
 
 
 def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
@@ -146,20 +161,21 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
             continue  # spinous processes and vertebral walls, never a transpedicular cannula
         if a_edge or b_edge:
             # Leaves the field (the lateral view): the tip is the inner end.
-            tip, tail, score = (b, a, 2 * length) if a_edge else (a, b, 2 * length)
+            tip, tail, score, leaves = (b, a, 2 * length, True) if a_edge else (a, b, 2 * length, True)
         else:
             # Foreshortened inside the field (the AP view): oblique, tip nearer the midline.
             if abs(np.pi / 2 - from_vertical) < np.radians(10):
                 continue  # horizontal: an endplate
             near_a = abs(a[0] - centre[0]) < abs(b[0] - centre[0])
-            tip, tail, score = (a, b, length) if near_a else (b, a, length)
+            tip, tail, score, leaves = (a, b, length, False) if near_a else (b, a, length, False)
         if score > best_score:
-            best, best_score = (tip, tail, length), score
+            best, best_score = (tip, tail, length, leaves), score
     if best is None or best[2] < 0.06 * max(h, w):
         raise NotFound("no cannula: no dense straight oblique line in the image")
-    tip, tail, _ = best
+    tip, tail, _, leaves = best
     tip, out = _refine_axis(tophat, ridge, tip, tail)
     width = _ridge_width(tophat, tip, out)
+    tip, contrast = _tip_by_contrast(smooth, tip, out, width, 40.0 / pixel_mm if pixel_mm else 0.25 * side)
     mask = np.zeros((h, w), np.uint8)
     far = tip + out * 4 * max(h, w)
     cv2.line(
@@ -169,7 +185,15 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
         1,
         thickness=max(3, int(round(width * 1.8))),
     )
-    return Cannula((float(tip[0]), float(tip[1])), (float(out[0]), float(out[1])), width, mask.astype(bool))
+    return Cannula(
+        (float(tip[0]), float(tip[1])),
+        (float(out[0]), float(out[1])),
+        width,
+        mask.astype(bool),
+        contrast,
+        float(np.linalg.norm(tail - tip)),
+        leaves,
+    )
 
 
 def _refine_axis(tophat: np.ndarray, ridge: np.ndarray, tip: np.ndarray, tail: np.ndarray):
@@ -200,6 +224,53 @@ def _refine_axis(tophat: np.ndarray, ridge: np.ndarray, tip: np.ndarray, tail: n
     frac = (0.5 * shaft - a) / (b - a) if b != a else 0.0
     tip = tip + out * (t[last_false] + frac * (t[first_true] - t[last_false]))
     return tip, out
+
+
+def _tip_by_contrast(att: np.ndarray, tip: np.ndarray, out: np.ndarray, width: float, reach: float):
+    """Where the steel really ends, followed along the axis up to ``reach`` pixels
+    past the end of the ridge.
+
+    Attenuation adds in the log domain, so the shaft stands above its two
+    flanks by the same amount over soft tissue, a pedicle or trabecular bone;
+    a ridge threshold fixed on the whole image loses it inside a dense body.
+    The tip is where that axial contrast falls to half its value on the shaft.
+    """
+    normal = np.array([-out[1], out[0]])
+    step = 0.5
+    t = np.arange(-reach, 25.0 * width / 2 + 20, step)
+    flank = max(width, 2.0) + 2.0
+    half = max(0.5, 0.3 * width)
+
+    def sample(offset: float) -> np.ndarray:
+        pts = tip[None, :] + t[:, None] * out[None, :] + offset * normal[None, :]
+        xy = pts.astype(np.float32).reshape(1, -1, 2)
+        return cv2.remap(att, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)[0]
+
+    centre = np.mean([sample(u) for u in (-half, 0.0, half)], axis=0)
+    contrast = centre - 0.5 * (sample(-flank) + sample(flank))
+    shaft = t >= 6.0
+    if shaft.sum() < 10:
+        return tip, 0.0
+    level = 0.5 * float(np.median(contrast[shaft]))
+    if level <= 0:
+        return tip, 0.0
+    on = contrast > level
+    # Walk from the shaft towards the tip; gaps under ~1 mm (a cortex crossing) are bridged.
+    start = int(np.searchsorted(t, 6.0))
+    gap = max(2, int(round(max(width, 4.0) / step)))
+    last, misses = start, 0
+    for i in range(start, -1, -1):
+        if on[i]:
+            last, misses = i, 0
+        else:
+            misses += 1
+            if misses > gap:
+                break
+    if last == 0:
+        return tip + out * t[0], 2 * level
+    a, b = contrast[last - 1], contrast[last]
+    frac = (level - a) / (b - a) if b != a else 0.0
+    return tip + out * (t[last - 1] + frac * step), 2 * level
 
 
 def _bilinear(img: np.ndarray, p: np.ndarray) -> float:
