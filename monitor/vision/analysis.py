@@ -264,7 +264,7 @@ class PlaneAnalyzer:
         sample = difference[::3, ::3][background[::3, ::3]]
         difference -= float(np.median(sample)) if sample.size else 0.0
         cement = segment(difference, gradient, exclude, self.pixel_mm)
-        self._last_mask = cv2.dilate(cement.mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+        self._last_mask = self._growing_bolus(cement.mask, dx, dy)
         result = PlaneResult(
             self.plane, frame, self.anatomy_error or "ok", shift_px=(dx * self.scale, dy * self.scale)
         )
@@ -276,6 +276,27 @@ class PlaneAnalyzer:
             self._measure(result, cement, body, exclude)
         result.overlay = self._overlay(cement, body, dx, dy, result)
         return result
+
+    def _growing_bolus(self, mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
+        """Where the next frame's cement may be, to keep out of its registration and
+        background: the cement connected to a cannula tip (it is injected there),
+        grown by about 3 mm. Cement elsewhere is left in: if a misregistered frame
+        read every cortex edge as cement, masking them would leave the next
+        registration nothing to hold on to."""
+        grow = int(round(3.0 / self.pixel_mm)) if self.pixel_mm else 4
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2)
+        if self.cannulas:
+            count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+            near_tip = np.zeros(mask.shape, np.uint8)
+            x0, y0 = self.roi[0], self.roi[1]
+            for c in self.cannulas:
+                centre = (int(round(c.tip[0] - x0 + dx)), int(round(c.tip[1] - y0 + dy)))
+                cv2.circle(near_tip, centre, 2 * grow, 1, -1)
+            keep = np.zeros(count, bool)
+            keep[np.unique(labels[near_tip.astype(bool)])] = True
+            keep[0] = False
+            mask = keep[labels]
+        return cv2.dilate(mask.astype(np.uint8), disc).astype(bool)
 
     def set_wall(self, points) -> str:
         """The operator's posterior wall: two points (cranial, caudal) in image pixels

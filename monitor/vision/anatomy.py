@@ -364,13 +364,17 @@ def _edge_points(
     across: np.ndarray,
     exclude: np.ndarray,
     first: bool = True,
+    cortex: tuple[np.ndarray, int] | None = None,
 ) -> list[tuple[float, float, float]]:
     """For each line across the search band, the strongest fall of attenuation
     going in direction ``sign`` along ``axis`` (0 = x, 1 = y), with sub-pixel position.
 
     With ``first``, the first fall of at least half the strongest is taken
-    instead of the strongest. Returns (position_along, position_across,
-    strength) for each usable line.
+    instead of the strongest. With ``cortex`` (a ridge image and a reach in
+    pixels), the first fall that ends a cortical ridge as strong as any on the
+    line is taken: a wall is a cortex, and what lies beyond it (a pedicle,
+    denser than the body in the thoracic spine) can fall more steeply.
+    Returns (position_along, position_across, strength) for each usable line.
     """
     h, w = grad.shape
     ox, oy = origin
@@ -388,6 +392,7 @@ def _edge_points(
                 continue
             profile = -sign * grad[c, idx]
             blocked = exclude[c, idx]
+            ridge = cortex[0][c, idx] if cortex is not None else None
         else:
             if not 0 <= c < w:
                 continue
@@ -399,6 +404,7 @@ def _edge_points(
                 continue
             profile = -sign * grad[idx, c]
             blocked = exclude[idx, c]
+            ridge = cortex[0][idx, c] if cortex is not None else None
         profile = np.where(blocked, 0.0, profile)
         # Interior local maxima only: a fall cut by the window's edge is not an edge.
         local = np.flatnonzero((profile[1:-1] >= profile[:-2]) & (profile[1:-1] > profile[2:])) + 1
@@ -406,16 +412,37 @@ def _edge_points(
         if local.size == 0:
             continue
         strongest = float(profile[local].max())
-        # The first strong fall from the tip outward, not the strongest: ribs and
-        # pedicles beyond a wall can outshine it.
-        peaks = local[profile[local] >= 0.5 * strongest]
-        k = int(peaks[0]) if first else int(local[np.argmax(profile[local])])
+        if ridge is not None:
+            ridge = np.where(blocked, 0.0, ridge)
+            reach = cortex[1]
+            local = local[profile[local] >= 0.2 * strongest]
+            evidence = np.array([ridge[max(0, k - reach) : k + 1].max() for k in local])
+            if first:
+                peaks = local[evidence >= 0.5 * evidence.max()] if evidence.max() > 0 else local
+                k = int(peaks[0])
+            else:  # the fall and the cortex before it both count
+                k = int(local[np.argmax(profile[local] * np.clip(evidence, 0, None))])
+        else:
+            # The first strong fall from the tip outward, not the strongest: ribs and
+            # pedicles beyond a wall can outshine it.
+            peaks = local[profile[local] >= 0.5 * strongest]
+            k = int(peaks[0]) if first else int(local[np.argmax(profile[local])])
         # parabolic sub-pixel peak
         y0, y1, y2 = profile[k - 1], profile[k], profile[k + 1]
         denom = y0 - 2 * y1 + y2
         offset = 0.5 * (y0 - y2) / denom if denom != 0 else 0.0
         out.append((idx[k] + sign * offset, c, float(profile[k])))
     return out
+
+
+def _cortex(smooth: np.ndarray, axis: int, mm: float) -> tuple[np.ndarray, int]:
+    """Ridge strength across ``axis`` (0 = x): how much a thin line stands above
+    both sides 1.5 mm away; and how far before a fall to look for it (2 mm)."""
+    d = max(2, int(round(1.5 * mm)))
+    kernel = np.zeros(2 * d + 1, np.float32)
+    kernel[[0, -1]], kernel[d] = -0.5, 1.0
+    kernel = kernel[None, :] if axis == 0 else kernel[:, None]
+    return cv2.filter2D(smooth, cv2.CV_32F, kernel, borderType=cv2.BORDER_REPLICATE), int(round(2 * mm))
 
 
 def _fit_line(points: list[tuple[float, float, float]], vertical: bool, tolerance: float) -> Line:
@@ -472,7 +499,9 @@ def find_lateral_body(
         raise NotFound("endplates closer than 8 mm")
     rows = np.linspace(top + 0.15 * (bottom - top), bottom - 0.15 * (bottom - top), 40)
     posterior = _fit_line(
-        _edge_points(gx, (tx, ty), 0, sign, (int(1 * mm), int(30 * mm)), rows, exclude),
+        _edge_points(
+            gx, (tx, ty), 0, sign, (int(1 * mm), int(30 * mm)), rows, exclude, cortex=_cortex(smooth, 0, mm)
+        ),
         True,
         0.8 * mm,
     )

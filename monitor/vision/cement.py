@@ -26,6 +26,12 @@ class Registration:
         self.reference = reference
         self._ref = cv2.GaussianBlur(reference, (0, 0), 1.5)
         self._half = cv2.resize(self._ref, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+        self._edges_ref = _high_pass(reference)
+        gx = cv2.Sobel(self._edges_ref, cv2.CV_32F, 1, 0, ksize=3) / 8
+        gy = cv2.Sobel(self._edges_ref, cv2.CV_32F, 0, 1, ksize=3) / 8
+        magnitude = cv2.magnitude(gx, gy)
+        self._strong = magnitude > np.percentile(magnitude, 90)
+        self._grad = (gx, gy)
 
     def shift(
         self, image: np.ndarray, ignore: np.ndarray | None = None, start: tuple[float, float] = (0.0, 0.0)
@@ -70,13 +76,49 @@ class Registration:
                 mask,
                 3,
             )
-            return float(warp[0, 2]), float(warp[1, 2])
+            return self._on_edges(image, ignore, float(warp[0, 2]), float(warp[1, 2]))
         except cv2.error:
             moved = image if ignore is None else np.where(ignore, self.reference, image)
             a, b = _edges(self.reference), _edges(moved)
             window = cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F)
             (dx, dy), _ = cv2.phaseCorrelate(a, b, window)
             return float(dx), float(dy)
+
+    def _on_edges(self, image: np.ndarray, ignore: np.ndarray | None, dx: float, dy: float):
+        """Gauss-Newton steps on the baseline's strongest edges, high-passed.
+
+        Cement scatters: it changes the image smoothly far around it, which can
+        pull a whole-image correlation by a fraction of a pixel, and a fraction
+        of a pixel on a cortex reads as a sliver of cement. Edges, with the
+        smooth part removed, are what misregistration shows on.
+        """
+        moving = _high_pass(image)
+        gx, gy = self._grad
+        for _ in range(3):
+            use = shift_image(self._strong.astype(np.float32), dx, dy) > 0.5
+            if ignore is not None:
+                use &= ~ignore
+            if use.sum() < 50:
+                break
+            r = (moving - shift_image(self._edges_ref, dx, dy))[use]
+            ax, ay = shift_image(gx, dx, dy)[use], shift_image(gy, dx, dy)[use]
+            spread = 1.4826 * float(np.median(np.abs(r - np.median(r)))) + 1e-6
+            ok = np.abs(r) < 3 * spread  # pixels of new cement or noise spikes do not vote
+            ax, ay, r = ax[ok], ay[ok], r[ok]
+            normal = np.array([[ax @ ax, ax @ ay], [ax @ ay, ay @ ay]], np.float64)
+            if np.linalg.cond(normal) > 1e6:
+                break
+            step = -np.linalg.solve(normal, np.array([ax @ r, ay @ r], np.float64))
+            if np.hypot(*step) > 2.0:  # not a refinement any more: keep what ECC found
+                break
+            dx, dy = dx + float(step[0]), dy + float(step[1])
+            if np.hypot(*step) < 0.01:
+                break
+        return dx, dy
+
+
+def _high_pass(att: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(att, (0, 0), 1.0) - cv2.GaussianBlur(att, (0, 0), 6.0)
 
 
 def _edges(att: np.ndarray) -> np.ndarray:
@@ -143,7 +185,8 @@ def integrated_volume_ml(
     values = cement.difference
     if fill is not None and cement.mask.any():
         reach = int(round(4.0 / pixel_mm)) | 1  # cement hidden by the shaft lies within ~4 mm of seen cement
-        near = cv2.dilate(cement.mask.astype(np.uint8), np.ones((reach, reach), np.uint8)).astype(bool)
+        seen = cement.mask & ~fill
+        near = cv2.dilate(seen.astype(np.uint8), np.ones((reach, reach), np.uint8)).astype(bool)
         hidden = fill & near
         if hidden.any():
             ys, xs = np.nonzero(hidden)
