@@ -295,8 +295,7 @@ def _truth_frames(cfg, phantom: Phantom, plan: FillOrder, counts, lateral: View,
         dy, dz = shifts[f]
         col = lateral.centre + (geo.layer_wall[picks] + dy) / spacing
         row = lateral.centre - (geo.layer_z[picks] + dz) / spacing
-        if cfg.mirror:
-            col = cfg.size - 1 - col
+        col = _image_col(cfg, "lateral", col)
         distance = float(curve[n - 1]) if n else None
         frames.append(
             {
@@ -312,12 +311,13 @@ def _truth_frames(cfg, phantom: Phantom, plan: FillOrder, counts, lateral: View,
     return frames
 
 
-def _image_px(cfg, view: str, px) -> list[float]:
-    """A projected point as it appears in the written image (mirrored lateral included)."""
-    col, row = float(px[0]), float(px[1])
-    if cfg.mirror and view == "lateral":
-        col = cfg.size - 1 - col
-    return [round(col, 2), round(row, 2)]
+def _image_col(cfg, view: str, col):
+    """A projected column as written in the image: the lateral view may be mirrored."""
+    return cfg.size - 1 - col if cfg.mirror and view == "lateral" else col
+
+
+def _tip_px(cfg, view: str, px) -> list[float]:
+    return [round(float(_image_col(cfg, view, px[0])), 2), round(float(px[1]), 2)]
 
 
 def _truth(cfg, phantom: Phantom, plan: FillOrder, frames, views, cannulas, detector_scale) -> dict:
@@ -344,7 +344,7 @@ def _truth(cfg, phantom: Phantom, plan: FillOrder, frames, views, cannulas, dete
             {
                 "tip_mm": np.round(t, 2).tolist(),
                 "entry_mm": np.round(e, 2).tolist(),
-                "tip_px": {name: _image_px(cfg, name, v.to_pixels(t[None])[0]) for name, v in views.items()},
+                "tip_px": {name: _tip_px(cfg, name, v.to_pixels(t[None])[0]) for name, v in views.items()},
             }
             for t, e in cannulas
         ],

@@ -28,9 +28,9 @@ class Cannula:
     direction: tuple[float, float]  # unit vector from the tip out along the shaft
     width_px: float
     mask: np.ndarray  # bool, the shaft (dilated), to exclude from cement
-    contrast: float = 0.0  # attenuation of the shaft above its flanks
-    length_px: float = 0.0  # of the visible shaft
-    leaves_field: bool = False  # runs out of the field (lateral view) rather than ending inside (AP)
+    contrast: float  # attenuation of the shaft above its flanks
+    length_px: float  # of the visible shaft
+    leaves_field: bool  # runs out of the field (lateral view) rather than ending inside (AP)
 
 
 @dataclass(frozen=True)
@@ -371,8 +371,8 @@ def _edge_points(
 
     With ``first``, the first fall of at least half the strongest is taken
     instead of the strongest. With ``cortex`` (a ridge image and a reach in
-    pixels), the first fall that ends a cortical ridge as strong as any on the
-    line is taken: a wall is a cortex, and what lies beyond it (a pedicle,
+    pixels), instead, the first fall that ends a cortical ridge as strong as
+    any on the line is taken: a wall is a cortex, and what lies beyond it (a pedicle,
     denser than the body in the thoracic spine) can fall more steeply.
     Returns (position_along, position_across, strength) for each usable line.
     """
@@ -417,11 +417,8 @@ def _edge_points(
             reach = cortex[1]
             local = local[profile[local] >= 0.2 * strongest]
             evidence = np.array([ridge[max(0, k - reach) : k + 1].max() for k in local])
-            if first:
-                peaks = local[evidence >= 0.5 * evidence.max()] if evidence.max() > 0 else local
-                k = int(peaks[0])
-            else:  # the fall and the cortex before it both count
-                k = int(local[np.argmax(profile[local] * np.clip(evidence, 0, None))])
+            peaks = local[evidence >= 0.5 * evidence.max()] if evidence.max() > 0 else local
+            k = int(peaks[0])
         else:
             # The first strong fall from the tip outward, not the strongest: ribs and
             # pedicles beyond a wall can outshine it.
@@ -435,13 +432,12 @@ def _edge_points(
     return out
 
 
-def _cortex(smooth: np.ndarray, axis: int, mm: float) -> tuple[np.ndarray, int]:
-    """Ridge strength across ``axis`` (0 = x): how much a thin line stands above
+def _cortex(smooth: np.ndarray, mm: float) -> tuple[np.ndarray, int]:
+    """Ridge strength across x: how much a thin near-vertical line stands above
     both sides 1.5 mm away; and how far before a fall to look for it (2 mm)."""
     d = max(2, int(round(1.5 * mm)))
-    kernel = np.zeros(2 * d + 1, np.float32)
-    kernel[[0, -1]], kernel[d] = -0.5, 1.0
-    kernel = kernel[None, :] if axis == 0 else kernel[:, None]
+    kernel = np.zeros((1, 2 * d + 1), np.float32)
+    kernel[0, [0, -1]], kernel[0, d] = -0.5, 1.0
     return cv2.filter2D(smooth, cv2.CV_32F, kernel, borderType=cv2.BORDER_REPLICATE), int(round(2 * mm))
 
 
@@ -500,7 +496,7 @@ def find_lateral_body(
     rows = np.linspace(top + 0.15 * (bottom - top), bottom - 0.15 * (bottom - top), 40)
     posterior = _fit_line(
         _edge_points(
-            gx, (tx, ty), 0, sign, (int(1 * mm), int(30 * mm)), rows, exclude, cortex=_cortex(smooth, 0, mm)
+            gx, (tx, ty), 0, sign, (int(1 * mm), int(30 * mm)), rows, exclude, cortex=_cortex(smooth, mm)
         ),
         True,
         0.8 * mm,

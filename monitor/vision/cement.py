@@ -57,25 +57,8 @@ class Registration:
             )
             coarse = warp.copy()
             coarse[:, 2] *= 0.5
-            _, coarse = cv2.findTransformECC(
-                self._half,
-                half_img,
-                coarse,
-                cv2.MOTION_TRANSLATION,
-                (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-3),
-                half_mask,
-                3,
-            )
-            warp[:, 2] = coarse[:, 2] * 2
-            _, warp = cv2.findTransformECC(
-                self._ref,
-                img,
-                warp,
-                cv2.MOTION_TRANSLATION,
-                (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 4, 1e-3),
-                mask,
-                3,
-            )
+            warp[:, 2] = _ecc(self._half, half_img, coarse, 20, half_mask)[:, 2] * 2
+            warp = _ecc(self._ref, img, warp, 4, mask)
             return self._on_edges(image, ignore, float(warp[0, 2]), float(warp[1, 2]))
         except cv2.error:
             moved = image if ignore is None else np.where(ignore, self.reference, image)
@@ -92,19 +75,21 @@ class Registration:
         of a pixel on a cortex reads as a sliver of cement. Edges, with the
         smooth part removed, are what misregistration shows on.
         """
+        # The moving image is warped back onto the fixed reference, so the
+        # reference's edges and gradients are computed once, not per iteration.
         moving = _high_pass(image)
-        gx, gy = self._grad
+        use = self._strong
+        if ignore is not None:  # the steps are sub-pixel: the mask is carried back once
+            use = use & (shift_image(ignore.astype(np.float32), -dx, -dy) < 0.5)
+        if use.sum() < 50:
+            return dx, dy
+        gx, gy = self._grad[0][use], self._grad[1][use]
+        reference = self._edges_ref[use]
         for _ in range(3):
-            use = shift_image(self._strong.astype(np.float32), dx, dy) > 0.5
-            if ignore is not None:
-                use &= ~ignore
-            if use.sum() < 50:
-                break
-            r = (moving - shift_image(self._edges_ref, dx, dy))[use]
-            ax, ay = shift_image(gx, dx, dy)[use], shift_image(gy, dx, dy)[use]
+            r = shift_image(moving, -dx, -dy)[use] - reference
             spread = 1.4826 * float(np.median(np.abs(r - np.median(r)))) + 1e-6
             ok = np.abs(r) < 3 * spread  # pixels of new cement or noise spikes do not vote
-            ax, ay, r = ax[ok], ay[ok], r[ok]
+            ax, ay, r = gx[ok], gy[ok], r[ok]
             normal = np.array([[ax @ ax, ax @ ay], [ax @ ay, ay @ ay]], np.float64)
             if np.linalg.cond(normal) > 1e6:
                 break
@@ -115,6 +100,12 @@ class Registration:
             if np.hypot(*step) < 0.01:
                 break
         return dx, dy
+
+
+def _ecc(reference, image, warp, iterations: int, mask) -> np.ndarray:
+    """cv2.findTransformECC for a translation, from ``warp``; raises cv2.error when it does not converge."""
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, 1e-3)
+    return cv2.findTransformECC(reference, image, warp, cv2.MOTION_TRANSLATION, criteria, mask, 3)[1]
 
 
 def _high_pass(att: np.ndarray) -> np.ndarray:
