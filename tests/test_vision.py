@@ -177,6 +177,18 @@ def test_log_scale_is_measured_from_quantum_noise(photometric):
     assert att[:, :20].mean() > att[:, -20:].mean()  # fewer counts means more attenuation
 
 
+@pytest.mark.parametrize("name", ["bipedicular-L3", "log8-round"])
+def test_log_scale_of_a_recording_is_measured_to_ten_percent(anatomy_cases, name):
+    """On rendered fluoroscopy: bone and soft tissue, breathing between frames,
+    a round field's dark surround and, at 8 bits, noise near one level."""
+    folder, truth = anatomy_cases[name]
+    for plane in ("lateral", "ap"):
+        with open_recording(folder / f"{plane}.dcm") as rec:
+            info, frames = rec.info, [rec.frame(i) for i in range(3)]
+        measured = measure_log_scale(frames, info.photometric, info.bits_stored)
+        assert measured == pytest.approx(truth["detector"][plane]["per_unit_log"], rel=0.10), plane
+
+
 def test_lin_attenuation_is_minus_log_intensity_for_both_photometrics():
     values = np.array([[100, 1000]], np.uint16)
     mono2 = IntensityModel("MONOCHROME2", "LIN", 12).attenuation(values)
@@ -260,6 +272,17 @@ def anatomy_cases(tmp_path_factory):
         ),
         "bipedicular-L3": SimConfig(
             seed=73, level="L3", side="bipedicular", size=512, frames=6, breathing_mm=0.0, intensity="LOG"
+        ),
+        "log8-round": SimConfig(
+            seed=74,
+            level="L2",
+            size=512,
+            frames=6,
+            bits=8,
+            intensity="LOG",
+            photometric="MONOCHROME1",
+            field="round",
+            breathing_mm=3.0,
         ),
     }
     return {name: (root / name, simulate(cfg, root / name)) for name, cfg in configs.items()}
