@@ -15,7 +15,7 @@ from monitor.vision.analysis import CaseAnalyzer, PlaneAnalyzer
 from monitor.vision.intensity import IntensityModel, measure_log_scale
 
 
-def analyse(lateral, ap, limit: int | None = None) -> dict:
+def analyse(lateral, ap, limit: int | None = None, start: int = 0) -> dict:
     source = DicomPairSource(lateral, ap)
     case = CaseAnalyzer()
     out = {"distance": {}, "volume": {}, "alarms": [], "status": {}}
@@ -23,6 +23,8 @@ def analyse(lateral, ap, limit: int | None = None) -> dict:
         for item in source.frames():
             if limit is not None and item.index >= limit:
                 break
+            if item.index < start:
+                continue
             fmt = source.formats[item.plane]
             plane = case.plane(
                 item.plane, fmt.photometric, fmt.intensity, fmt.bits_stored, fmt.scale["spacing_mm"][1]
@@ -110,6 +112,27 @@ def test_no_cement_means_no_cement_no_volume_no_alarm(recordings):
     assert got["alarms"] == []
     assert all(v is None or v < 0.03 for v in got["volume"].values())
     assert all(d is None for d in got["distance"].values())
+
+
+def test_cement_already_in_the_baseline_is_found_and_counted(recordings):
+    """Monitoring started late, with 1.2 mL already in: that cement must not
+    vanish into the baseline, where the front already is."""
+    r, truth = recordings["posterior-leak"]
+    start = 18
+    got = analyse(r.lateral, r.ap, start=start)
+    measured = {key: s for key, s in got["status"].items() if s != "baseline"}
+    assert measured and all(s.startswith("cement-in-baseline") for s in measured.values())
+    final = truth["frames"][-1]
+    assert got["volume"][final["frame"]] == pytest.approx(final["injected_ml"], rel=0.2)
+    errors = [
+        abs(got["distance"][f["frame"]] - f["distance_mm"])
+        for f in truth["frames"][start:]
+        if f["distance_mm"] is not None and got["distance"].get(f["frame"]) is not None
+    ]
+    assert len(errors) > 20 and np.median(errors) < 1.0
+    first = min(f for (plane, f), s in measured.items() if plane == "lateral")
+    proximity = _high(got["alarms"], "proximity")
+    assert truth["frames"][first]["distance_mm"] < 5.0 and proximity[0]["frame"] == first
 
 
 def test_a_frame_of_another_size_is_reported_not_fatal():

@@ -94,6 +94,9 @@ def _unusable(pixels: np.ndarray, bits_stored: int) -> str | None:
     return None
 
 
+CEMENT_IN_BASELINE = 1.2  # log units over the bone 12-18 mm around the tip: ~7 mm of cement
+# (bone along the shaft stays under ~0.7: measured on the 30 corpus cases' clean baselines)
+
 WORK_PIXEL_MM = 0.25  # finer detectors are binned towards this: enough for 0.3 mm, 4x faster at 1024
 
 
@@ -130,6 +133,8 @@ class PlaneAnalyzer:
         self.cannulas = []
         self.body: LateralBody | ApBody | None = None
         self.anatomy_error: str | None = None
+        self.warning: str | None = None
+        self._prior: tuple[np.ndarray, np.ndarray] | None = None  # cement already in the baseline
         self.shape: tuple[int, int] | None = None
         self._gradient: np.ndarray | None = None
         self._exclude: np.ndarray | None = None
@@ -222,6 +227,13 @@ class PlaneAnalyzer:
             exclude |= c.mask
         self._exclude = exclude[y0:y1, x0:x1]
         if self.cannulas and self.pixel_mm:
+            self._prior = self._cement_in_baseline()
+            if self._prior is not None:  # its edges are not the body's: look for the body without it
+                plain = plain.copy()
+                hole = self._prior[1] > 0
+                window = plain[y0:y1, x0:x1]
+                filled = cv2.inpaint(window, (hole | self._exclude).astype(np.uint8), 5, cv2.INPAINT_TELEA)
+                window[hole] = filled[hole]
             try:
                 if self.plane == "lateral":
                     self.body = find_lateral_body(plain, self.cannulas[0], self.pixel_mm, exclude)
@@ -229,8 +241,72 @@ class PlaneAnalyzer:
                     self.body = find_ap_body(plain, self.cannulas[0], self.pixel_mm, exclude)
             except NotFound as e:
                 self.anatomy_error = f"no-anatomy: {e}"
+            if self._prior is not None and (self.body is None or not self._inside_body(self._prior[0])):
+                self.body = None
+                self.anatomy_error = (
+                    "no-anatomy: cement already in the baseline hides the body's outline"
+                    " (draw the posterior wall to measure)"
+                )
         elif not self.pixel_mm and self.cannulas:
             self.anatomy_error = "uncalibrated: no millimetre scale, so no wall distance"
+
+    def _inside_body(self, mask: np.ndarray) -> bool:
+        """Whether cement found in the baseline lies in the body found: if not,
+        the outline was most likely taken from the cement's own edge."""
+        outline = np.zeros(mask.shape, np.uint8)
+        corners = self.body.polygon() - np.array(self.roi[:2], np.float64)
+        cv2.fillPoly(outline, [np.round(corners).astype(np.int32)], 1)
+        margin = int(round(1.0 / self.pixel_mm))
+        outline = cv2.dilate(outline, np.ones((2 * margin + 1,) * 2, np.uint8)).astype(bool)
+        return np.count_nonzero(mask & outline) >= 0.97 * np.count_nonzero(mask)
+
+    def _cement_in_baseline(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Cement already there when the baseline was taken (monitoring started
+        late): a blob ahead of a cannula tip far denser than the bone around it.
+        Subtracting such a baseline would hide it, and the front is often in it,
+        so it is estimated once here, (mask, mu * thickness) in ROI pixels, and
+        added to every frame's cement."""
+        base, px = self.baseline, self.pixel_mm
+        h, w = base.shape
+        ys, xs = np.mgrid[0:h, 0:w]
+        seeds = np.zeros((h, w), bool)
+        x0, y0 = self.roi[0], self.roi[1]
+        for c in self.cannulas:
+            tx, ty = c.tip[0] - x0, c.tip[1] - y0
+            ring = (np.hypot(xs - tx, ys - ty) * px > 12.0) & ~self._exclude
+            ring &= np.hypot(xs - tx, ys - ty) * px < 18.0
+            if not ring.any():
+                continue
+            bone = float(np.median(base[ring]))
+            # The tip found may lie anywhere in a bolus (cement is as opaque along
+            # the shaft as steel), so the shaft's last 12 mm are searched.
+            best, seed = 0.0, None
+            for k in range(0, 14, 2):
+                cx, cy = tx + c.direction[0] * k / px, ty + c.direction[1] * k / px
+                disc = (np.hypot(xs - cx, ys - cy) * px < 5.0) & ~self._exclude
+                if disc.sum() > 10 and float(np.median(base[disc])) - bone > best:
+                    best, seed = float(np.median(base[disc])) - bone, (disc, cx, cy)
+            if best > CEMENT_IN_BASELINE:
+                disc, cx, cy = seed
+                # the bolus: where it is over half as dense, no further than a bolus reaches
+                blob = (base - bone > 0.5 * best) & ~self._exclude & (np.hypot(xs - cx, ys - cy) * px < 15.0)
+                count, labels = cv2.connectedComponents(blob.astype(np.uint8), connectivity=8)
+                ids = np.unique(labels[disc & blob])
+                seeds |= np.isin(labels, ids[ids > 0])
+        if not seeds.any():
+            return None
+        # Its faint rim, within 1.5 mm, counts in the volume, not in the outline.
+        grow = int(round(1.5 / px))
+        region = cv2.dilate(seeds.astype(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8)).astype(bool)
+        # The bone under the blob, filled in from around it; the steel is no source.
+        background = cv2.inpaint(base, (region | self._exclude).astype(np.uint8), 5, cv2.INPAINT_TELEA)
+        values = np.where(region & ~self._exclude, np.clip(base - background, 0, None), 0).astype(np.float32)
+        volume = float(values.sum()) * px * px / (self.config.cement_mu_per_mm * 1000.0)
+        self.warning = (
+            f"cement-in-baseline: about {volume:.1f} mL was already there when monitoring began;"
+            " it is estimated from the first frames and counted in distance, leaks and volume"
+        )
+        return seeds, values
 
     # ----------------------------------------------------------------- frames
 
@@ -264,9 +340,19 @@ class PlaneAnalyzer:
         sample = difference[::3, ::3][background[::3, ::3]]
         difference -= float(np.median(sample)) if sample.size else 0.0
         cement = segment(difference, gradient, exclude, self.pixel_mm)
+        if self._prior is not None:
+            mask, values = self._prior
+            cement = replace(
+                cement,
+                mask=cement.mask | (shift_image(mask.astype(np.float32), dx, dy) > 0.5),
+                difference=cement.difference + shift_image(values, dx, dy),
+            )
         self._last_mask = self._growing_bolus(cement.mask, dx, dy)
         result = PlaneResult(
-            self.plane, frame, self.anatomy_error or "ok", shift_px=(dx * self.scale, dy * self.scale)
+            self.plane,
+            frame,
+            self.anatomy_error or self.warning or "ok",
+            shift_px=(dx * self.scale, dy * self.scale),
         )
         if self.pixel_mm:
             fill = exclude if self.cannulas else None
