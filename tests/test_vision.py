@@ -330,3 +330,32 @@ def test_cannula_tips_are_found_where_the_steel_ends(anatomy_cases, name):
         for c in found:
             error_mm = min(np.hypot(c.tip[0] - x, c.tip[1] - y) for x, y in true) * pixel_mm
             assert error_mm < 1.5, f"{plane}: tip {error_mm:.1f} mm from the truth"
+
+
+@pytest.mark.parametrize("move_mm", [5.0, -4.0])
+def test_a_needle_moved_mid_injection_reads_as_neither_cement_nor_leak(tmp_path, move_mm):
+    """The operator pulls the cannula back 5 mm, or pushes it 4 mm further, after
+    the baseline: the steel that left or arrived is not cement, so the distance
+    and the volume stay on the truth and no alarm is raised."""
+    from monitor.sim.simulate import SimConfig, simulate
+
+    truth = simulate(
+        SimConfig(
+            seed=81,
+            level="L2",
+            size=384,
+            frames=24,
+            fps=10.0,
+            breathing_mm=1.0,
+            needle_move_frame=12,
+            needle_move_mm=move_mm,
+        ),
+        tmp_path,
+    )
+    got = analyse(tmp_path / "lateral.dcm", tmp_path / "ap.dcm")
+    assert [a for a in got["alarms"] if a["priority"] == "high"] == []
+    after = [f for f in truth["frames"] if f["frame"] >= 12 and f["distance_mm"] is not None]
+    errors = [abs(got["distance"][f["frame"]] - f["distance_mm"]) for f in after]
+    assert len(errors) == len(after) and max(errors) < 1.0
+    final = truth["frames"][-1]
+    assert got["volume"][final["frame"]] == pytest.approx(final["injected_ml"], rel=0.15)

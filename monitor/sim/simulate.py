@@ -55,6 +55,10 @@ class SimConfig:
     sod_mm: float = 750.0
     detector_mm: float = 160.0  # side of the (zoomed) detector field
     scatter_to_primary: float = 0.15
+    # The first cannula pulled back (positive) or pushed in (negative) by this many
+    # mm from frame ``needle_move_frame`` on, as when the operator repositions it.
+    needle_move_frame: int | None = None
+    needle_move_mm: float = 0.0
 
     def validate(self) -> None:
         checks = [
@@ -70,6 +74,11 @@ class SimConfig:
             (self.field in FIELDS, f"field must be one of {', '.join(FIELDS)}"),
             (0.0 <= self.breathing_mm <= 10.0, "breathing must be 0..10 mm"),
             (0 < self.sod_mm < self.sid_mm, "need 0 < SOD < SID"),
+            (
+                self.needle_move_frame is None or 0 < self.needle_move_frame < self.frames,
+                "needle_move_frame must be inside the recording",
+            ),
+            (abs(self.needle_move_mm) <= 20.0, "needle_move_mm must be within +-20 mm"),
         ]
         for ok, message in checks:
             if not ok:
@@ -122,6 +131,12 @@ def simulate(cfg: SimConfig, outdir: str | Path, progress: Callable[[str], None]
         static += trunk_path_integral(view, 165.0, 115.0, centre_y=-shape.half_depth - 10.0)
         for tube in tubes:
             static += tube_path_integral(view, **tube)
+        moved = None
+        if cfg.needle_move_frame is not None:
+            tube = tubes[0]
+            out = (tube["end"] - tube["tip"]) / np.linalg.norm(tube["end"] - tube["tip"])
+            moved = static - tube_path_integral(view, **tube)
+            moved += tube_path_integral(view, **{**tube, "tip": tube["tip"] + out * cfg.needle_move_mm})
         lumen_lines = []
         for sl, delta in lumen_delta:
             full = np.zeros(phantom.grid.shape, np.float32)
@@ -134,7 +149,7 @@ def simulate(cfg: SimConfig, outdir: str | Path, progress: Callable[[str], None]
         scale = None
         for f in range(cfg.frames):
             n = counts[f]
-            line = static.copy()
+            line = (moved if moved is not None and f >= cfg.needle_move_frame else static).copy()
             if n:
                 sub = np.zeros(sub_grid.shape, np.float32)
                 iz, iy, ix = np.unravel_index(plan.voxels[:n], phantom.grid.shape)
