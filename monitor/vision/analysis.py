@@ -140,7 +140,7 @@ class PlaneAnalyzer:
         self._exclude: np.ndarray | None = None
         self._last_mask: np.ndarray | None = None
         self._shift = (0.0, 0.0)
-        self._grid: tuple[np.ndarray, np.ndarray] | None = None
+        self._distance_maps: dict = {}  # (slope, vertical) -> (offset, map): walls only shift with breathing
 
     # ----------------------------------------------------------------- pixels
 
@@ -370,7 +370,6 @@ class PlaneAnalyzer:
         read every cortex edge as cement, masking them would leave the next
         registration nothing to hold on to."""
         grow = int(round(3.0 / self.pixel_mm)) if self.pixel_mm else 4
-        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2)
         if self.cannulas:
             count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
             near_tip = np.zeros(mask.shape, np.uint8)
@@ -382,7 +381,10 @@ class PlaneAnalyzer:
             keep[np.unique(labels[near_tip.astype(bool)])] = True
             keep[0] = False
             mask = keep[labels]
-        return cv2.dilate(mask.astype(np.uint8), disc).astype(bool)
+        if not mask.any():
+            return mask
+        # grown by a disc: a distance transform is cheaper than dilating with one
+        return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= grow
 
     def set_wall(self, points) -> str:
         """The operator's posterior wall: two points (cranial, caudal) in image pixels
@@ -443,18 +445,15 @@ class PlaneAnalyzer:
         )
 
     def _measure(self, result: PlaneResult, cement, body, exclude) -> None:
-        h, w = cement.mask.shape
-        if self._grid is None or self._grid[0].shape != (h, w):
-            self._grid = tuple(np.mgrid[0:h, 0:w].astype(np.float32))
-        ys, xs = self._grid
+        distance = self._signed_distance
         margin = self.config.leak_margin_mm / self.pixel_mm
-        below_top = -body.superior.signed_distance(xs, ys)  # positive below the superior endplate
-        above_bottom = body.inferior.signed_distance(xs, ys)  # positive above the inferior endplate
+        below_top = -distance(body.superior)  # positive below the superior endplate
+        above_bottom = distance(body.inferior)  # positive above the inferior endplate
         level = (below_top > 0) & (above_bottom > 0)
         if isinstance(body, LateralBody):
             s = body.posterior_sign
-            inside_post = s * body.posterior.signed_distance(xs, ys)  # positive anterior of the wall
-            inside_ant = -s * body.anterior.signed_distance(xs, ys)
+            inside_post = s * distance(body.posterior)  # positive anterior of the wall
+            inside_ant = -s * distance(body.anterior)
             found = front_distance_px(self._substantial(cement), inside_post, level, self.pixel_mm)
             if found is not None:
                 result.distance_px = found[0] * self.scale
@@ -471,13 +470,26 @@ class PlaneAnalyzer:
                 "paravertebral": ((inside_ant < -margin) & level, -inside_ant),
             }
         else:
-            inside_left = -body.left.signed_distance(xs, ys)
-            inside_right = body.right.signed_distance(xs, ys)
+            inside_left = -distance(body.left)
+            inside_right = distance(body.right)
             # In AP only the lateral walls: endplates are seen obliquely there and
             # disc leaks show better in the lateral view.
             beyond = np.maximum(-inside_left, -inside_right)
             sides = {"paravertebral": ((beyond > margin) & level, beyond)}
         result.leaks = self._leaks(cement, sides)
+
+    def _signed_distance(self, line: Line) -> np.ndarray:
+        """Every ROI pixel's signed distance to ``line``. Breathing only translates
+        a wall, which adds a constant to its map: maps are computed once per slope."""
+        h, w = self._exclude.shape
+        key = (line.a, line.vertical)
+        if key not in self._distance_maps:
+            if len(self._distance_maps) > 16:  # walls replaced by the operator
+                self._distance_maps.clear()
+            ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+            self._distance_maps[key] = (line.b, line.signed_distance(xs, ys).astype(np.float32))
+        b0, base = self._distance_maps[key]
+        return base + np.float32((line.b - b0) / np.hypot(1.0, line.a))
 
     def _substantial(self, cement: CementMap) -> CementMap:
         """Only cement regions of at least ``front_min_ml``: specks left by noise or
@@ -547,7 +559,7 @@ class PlaneAnalyzer:
             cement.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
         )
         out["cement"] = [
-            [self._full(float(x), float(y)) for x, y in c.reshape(-1, 2)]
+            np.round((c.reshape(-1, 2) + (x0, y0)) * s + (s - 1) / 2, 1).tolist()
             for c in sorted(contours, key=len, reverse=True)[:20]
             if len(c) >= 3
         ]

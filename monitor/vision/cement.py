@@ -39,8 +39,8 @@ class Registration:
         """Translation (dx, dy) that maps the reference onto ``image``, to a fraction of a pixel.
 
         Enhanced correlation coefficient maximisation (cv2.findTransformECC) on
-        smoothed images, coarse at half size then refined, starting from
-        ``start`` (the previous frame's shift: breathing is smooth), with the
+        smoothed images at half size, then Gauss-Newton steps on edges at full
+        size, starting from ``start`` (the previous frame's shift: breathing is smooth), with the
         pixels in ``ignore`` (the growing cement, the cannula's lumen) left out
         so they cannot pull the estimate. Falls back to phase correlation of
         edges when ECC does not converge.
@@ -58,7 +58,7 @@ class Registration:
             coarse = warp.copy()
             coarse[:, 2] *= 0.5
             warp[:, 2] = _ecc(self._half, half_img, coarse, 20, half_mask)[:, 2] * 2
-            warp = _ecc(self._ref, img, warp, 4, mask)
+            warp = _ecc(self._ref, img, warp, 2, mask)
             return self._on_edges(image, ignore, float(warp[0, 2]), float(warp[1, 2]))
         except cv2.error:
             moved = image if ignore is None else np.where(ignore, self.reference, image)
@@ -75,7 +75,7 @@ class Registration:
         of a pixel on a cortex reads as a sliver of cement. Edges, with the
         smooth part removed, are what misregistration shows on.
         """
-        # The moving image is warped back onto the fixed reference, so the
+        # The moving image is sampled back onto the fixed reference, so the
         # reference's edges and gradients are computed once, not per iteration.
         moving = _high_pass(image)
         use = self._strong
@@ -85,8 +85,12 @@ class Registration:
             return dx, dy
         gx, gy = self._grad[0][use], self._grad[1][use]
         reference = self._edges_ref[use]
-        for _ in range(3):
-            r = shift_image(moving, -dx, -dy)[use] - reference
+        ys, xs = np.nonzero(use)
+        xs, ys = xs.astype(np.float32).reshape(1, -1), ys.astype(np.float32).reshape(1, -1)
+        for _ in range(5):
+            # the moving image read where the reference's edge pixels land (one warp of those only)
+            at = cv2.remap(moving, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            r = at.ravel() - reference
             spread = 1.4826 * float(np.median(np.abs(r - np.median(r)))) + 1e-6
             ok = np.abs(r) < 3 * spread  # pixels of new cement or noise spikes do not vote
             ax, ay, r = gx[ok], gy[ok], r[ok]
