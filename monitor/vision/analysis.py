@@ -138,6 +138,7 @@ class PlaneAnalyzer:
         self.shape: tuple[int, int] | None = None
         self._gradient: np.ndarray | None = None
         self._exclude: np.ndarray | None = None
+        self._steel: np.ndarray | None = None  # lateral: the shaft alone, for the front
         self._last_mask: np.ndarray | None = None
         self._shift = (0.0, 0.0)
         self._distance_maps: dict = {}  # (slope, vertical) -> (offset, map): walls only shift with breathing
@@ -222,10 +223,20 @@ class PlaneAnalyzer:
         self._gradient = cv2.magnitude(gx, gy)
         # Pixels never to compare: the cannulas (their lumen fills with cement) and
         # anything outside the collimated field (its edge does not move with the patient).
-        exclude = ~cv2.erode(exposed_field(plain).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+        outside = ~cv2.erode(exposed_field(plain).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+        exclude = outside.copy()
         for c in self.cannulas:
             exclude |= c.mask
         self._exclude = exclude[y0:y1, x0:x1]
+        if self.plane == "lateral" and self.cannulas:
+            # Cement running back along the shaft, in a sleeve narrower than the band
+            # excluded above, is the front: for it only the steel itself is left out.
+            steel = np.zeros(plain.shape, np.uint8)
+            for c in self.cannulas:
+                far = np.array(c.tip) + np.array(c.direction) * 4 * max(plain.shape)
+                ends = [tuple(int(round(v)) for v in p) for p in (c.tip, far)]
+                cv2.line(steel, *ends, 1, thickness=max(3, int(round(c.width_px * 1.15))))
+            self._steel = (outside | steel.astype(bool))[y0:y1, x0:x1]
         if self.cannulas and self.pixel_mm:
             self._prior = self._cement_in_baseline()
             if self._prior is not None:  # its edges are not the body's: look for the body without it
@@ -359,7 +370,12 @@ class PlaneAnalyzer:
             result.volume_ml = integrated_volume_ml(cement, self.pixel_mm, self.config.cement_mu_per_mm, fill)
         body = self._shifted_body(dx, dy)
         if body is not None:
-            self._measure(result, cement, body, exclude)
+            front = cement
+            if self._steel is not None:
+                steel = shift_image(self._steel.astype(np.float32), dx, dy) > 0.25
+                steel |= exclude & ~(shift_image(self._exclude.astype(np.float32), dx, dy) > 0.25)
+                front = segment(difference, gradient, steel, self.pixel_mm)
+            self._measure(result, cement, body, exclude, front)
         result.overlay = self._overlay(cement, body, dx, dy, result)
         return result
 
@@ -444,7 +460,7 @@ class PlaneAnalyzer:
             )
         )
 
-    def _measure(self, result: PlaneResult, cement, body, exclude) -> None:
+    def _measure(self, result: PlaneResult, cement, body, exclude, front) -> None:
         distance = self._signed_distance
         margin = self.config.leak_margin_mm / self.pixel_mm
         below_top = -distance(body.superior)  # positive below the superior endplate
@@ -454,7 +470,7 @@ class PlaneAnalyzer:
             s = body.posterior_sign
             inside_post = s * distance(body.posterior)  # positive anterior of the wall
             inside_ant = -s * distance(body.anterior)
-            found = front_distance_px(self._substantial(cement), inside_post, level, self.pixel_mm)
+            found = front_distance_px(self._substantial(front), inside_post, level, self.pixel_mm)
             if found is not None:
                 result.distance_px = found[0] * self.scale
                 result.distance_mm = found[0] * self.pixel_mm
