@@ -351,13 +351,7 @@ class PlaneAnalyzer:
         sample = difference[::3, ::3][background[::3, ::3]]
         difference -= float(np.median(sample)) if sample.size else 0.0
         cement = segment(difference, gradient, exclude, self.pixel_mm)
-        if self._prior is not None:
-            mask, values = self._prior
-            cement = replace(
-                cement,
-                mask=cement.mask | (shift_image(mask.astype(np.float32), dx, dy) > 0.5),
-                difference=cement.difference + shift_image(values, dx, dy),
-            )
+        cement = self._with_prior(cement, dx, dy)
         self._last_mask = self._growing_bolus(cement.mask, dx, dy)
         result = PlaneResult(
             self.plane,
@@ -374,10 +368,22 @@ class PlaneAnalyzer:
             if self._steel is not None:
                 steel = shift_image(self._steel.astype(np.float32), dx, dy) > 0.25
                 steel |= exclude & ~(shift_image(self._exclude.astype(np.float32), dx, dy) > 0.25)
-                front = segment(difference, gradient, steel, self.pixel_mm)
+                front = self._with_prior(segment(difference, gradient, steel, self.pixel_mm), dx, dy)
             self._measure(result, cement, body, exclude, front)
-        result.overlay = self._overlay(cement, body, dx, dy, result)
+            shown = replace(cement, mask=cement.mask | front.mask)  # the sleeve along the shaft shown too
+        result.overlay = self._overlay(cement if body is None else shown, body, dx, dy, result)
         return result
+
+    def _with_prior(self, cement: CementMap, dx: float, dy: float) -> CementMap:
+        """``cement`` plus the cement that was already in the baseline, if any."""
+        if self._prior is None:
+            return cement
+        mask, values = self._prior
+        return replace(
+            cement,
+            mask=cement.mask | (shift_image(mask.astype(np.float32), dx, dy) > 0.5),
+            difference=cement.difference + shift_image(values, dx, dy),
+        )
 
     def _growing_bolus(self, mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
         """Where the next frame's cement may be, to keep out of its registration and
