@@ -138,7 +138,7 @@ class PlaneAnalyzer:
         self.shape: tuple[int, int] | None = None
         self._gradient: np.ndarray | None = None
         self._exclude: np.ndarray | None = None
-        self._steel: np.ndarray | None = None  # lateral: the shaft alone, for the front
+        self._sleeve: np.ndarray | None = None  # lateral: the shaft's band minus the steel, for the front
         self._last_mask: np.ndarray | None = None
         self._shift = (0.0, 0.0)
         self._distance_maps: dict = {}  # (slope, vertical) -> (offset, map): walls only shift with breathing
@@ -230,13 +230,13 @@ class PlaneAnalyzer:
         self._exclude = exclude[y0:y1, x0:x1]
         if self.plane == "lateral" and self.cannulas:
             # Cement running back along the shaft, in a sleeve narrower than the band
-            # excluded above, is the front: for it only the steel itself is left out.
+            # excluded above, may be the front: for it only the steel itself is left out.
             steel = np.zeros(plain.shape, np.uint8)
             for c in self.cannulas:
                 far = np.array(c.tip) + np.array(c.direction) * 4 * max(plain.shape)
                 ends = [tuple(int(round(v)) for v in p) for p in (c.tip, far)]
                 cv2.line(steel, *ends, 1, thickness=max(3, int(round(c.width_px * 1.15))))
-            self._steel = (outside | steel.astype(bool))[y0:y1, x0:x1]
+            self._sleeve = (exclude & ~outside & ~steel.astype(bool))[y0:y1, x0:x1]
         if self.cannulas and self.pixel_mm:
             self._prior = self._cement_in_baseline()
             if self._prior is not None:  # its edges are not the body's: look for the body without it
@@ -365,10 +365,10 @@ class PlaneAnalyzer:
         body = self._shifted_body(dx, dy)
         if body is not None:
             front = cement
-            if self._steel is not None:
-                steel = shift_image(self._steel.astype(np.float32), dx, dy) > 0.25
-                steel |= exclude & ~(shift_image(self._exclude.astype(np.float32), dx, dy) > 0.25)
-                front = self._with_prior(segment(difference, gradient, steel, self.pixel_mm), dx, dy)
+            if self._sleeve is not None:  # the band's strips beside the steel, read with the same threshold
+                sleeve = shift_image(self._sleeve.astype(np.float32), dx, dy) > 0.75
+                sleeve[:by, :] = sleeve[-by:, :] = sleeve[:, :bx] = sleeve[:, -bx:] = False
+                front = replace(cement, mask=cement.mask | (sleeve & (cement.difference > cement.threshold)))
             self._measure(result, cement, body, exclude, front)
             shown = replace(cement, mask=cement.mask | front.mask)  # the sleeve along the shaft shown too
         result.overlay = self._overlay(cement if body is None else shown, body, dx, dy, result)
