@@ -69,7 +69,11 @@ class VisionAnalysis:
         distortion = self._distortion(h.plane, h.scale, pixels.shape)
         if distortion is not None:
             # Measure on the undistorted image; draw (below) on the image as the operator sees it.
-            pixels = cv2.remap(pixels, *self._undistort[h.plane][2], cv2.INTER_LINEAR)
+            # Corners the detector never saw repeat its edge: a constant fill would be a
+            # straight dense edge, which the cannula search could take for steel.
+            pixels = cv2.remap(
+                pixels, *self._undistort[h.plane][2], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
         r, summary = self.case.process(plane, pixels, h.frame, h.acq_time)
         if summary["volume_ml"] is not None:
             self._raw_volume_ml = summary["volume_ml"]

@@ -58,7 +58,7 @@ class Registration:
             coarse = warp.copy()
             coarse[:, 2] *= 0.5
             warp[:, 2] = _ecc(self._half, half_img, coarse, 20, half_mask)[:, 2] * 2
-            warp = _ecc(self._ref, img, warp, 2, mask)
+            warp = _ecc(self._ref, img, warp, 4, mask)
             return self._on_edges(image, ignore, float(warp[0, 2]), float(warp[1, 2]))
         except cv2.error:
             moved = image if ignore is None else np.where(ignore, self.reference, image)

@@ -77,7 +77,7 @@ def measure_log_scale(frames: list[np.ndarray], photometric: str, bits_stored: i
     if len(frames) < 2:
         return None
     top = 2**bits_stored - 1
-    levels, power, slope_map = [], [], []
+    levels, power, slope_map, raw = [], [], [], []
     for first, second in zip(frames[:-1], frames[1:], strict=True):  # every consecutive pair
         a, b = first.astype(np.float32), second.astype(np.float32)
         if photometric == "MONOCHROME1":
@@ -87,13 +87,20 @@ def measure_log_scale(frames: list[np.ndarray], photometric: str, bits_stored: i
         high = difference - cv2.blur(difference, (3, 3))  # keeps 8/9 of white noise's variance
         levels.append(mean.ravel())
         power.append((high * high).ravel() * (9 / 8) / 2)  # per-frame variance
+        raw.append((difference * difference).ravel() / 2)
         slope_map.append(
             cv2.magnitude(cv2.Sobel(mean, cv2.CV_32F, 1, 0), cv2.Sobel(mean, cv2.CV_32F, 0, 1)).ravel()
         )
-    m, s, g = np.concatenate(levels), np.concatenate(power), np.concatenate(slope_map)
+    m, s, g, r = (np.concatenate(a) for a in (levels, power, slope_map, raw))
     keep = (m > 0.02 * top) & (m < 0.98 * top)
-    m, s, g = m[keep], s[keep], g[keep]
+    m, s, g, r = m[keep], s[keep], g[keep], r[keep]
     if m.size < 5000:
+        return None
+    # Quantum noise is white: a high-pass keeps (after the 9/8) all of its variance.
+    # Noise that a spatial filter, a resampling or a video chain has smoothed loses
+    # most of it there, and its level no longer follows the quanta: no k from it.
+    flat = g <= np.median(g)
+    if s[flat].mean() < 0.9 * r[flat].mean():
         return None
     edges = np.linspace(*np.quantile(m, [0.01, 0.99]), 25)
     centres, log_var, weights = [], [], []
