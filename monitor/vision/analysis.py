@@ -28,6 +28,7 @@ from monitor.vision.anatomy import (
     find_ap_body,
     find_cannulas,
     find_lateral_body,
+    shaft_band,
 )
 from monitor.vision.cement import (
     DEFAULT_CEMENT_MU,
@@ -231,12 +232,10 @@ class PlaneAnalyzer:
         if self.plane == "lateral" and self.cannulas:
             # Cement running back along the shaft, in a sleeve narrower than the band
             # excluded above, may be the front: for it only the steel itself is left out.
-            steel = np.zeros(plain.shape, np.uint8)
-            for c in self.cannulas:
-                far = np.array(c.tip) + np.array(c.direction) * 4 * max(plain.shape)
-                ends = [tuple(int(round(v)) for v in p) for p in (c.tip, far)]
-                cv2.line(steel, *ends, 1, thickness=max(3, int(round(c.width_px * 1.15))))
-            self._sleeve = (exclude & ~outside & ~steel.astype(bool))[y0:y1, x0:x1]
+            steel = np.any(
+                [shaft_band(plain.shape, c.tip, c.direction, c.width_px, 1.15) for c in self.cannulas], 0
+            )
+            self._sleeve = (exclude & ~outside & ~steel)[y0:y1, x0:x1]
         if self.cannulas and self.pixel_mm:
             self._prior = self._cement_in_baseline()
             if self._prior is not None:  # its edges are not the body's: look for the body without it
@@ -284,8 +283,8 @@ class PlaneAnalyzer:
         x0, y0 = self.roi[0], self.roi[1]
         for c in self.cannulas:
             tx, ty = c.tip[0] - x0, c.tip[1] - y0
-            ring = (np.hypot(xs - tx, ys - ty) * px > 12.0) & ~self._exclude
-            ring &= np.hypot(xs - tx, ys - ty) * px < 18.0
+            r = np.hypot(xs - tx, ys - ty) * px
+            ring = (r > 12.0) & (r < 18.0) & ~self._exclude
             if not ring.any():
                 continue
             bone = float(np.median(base[ring]))
@@ -340,11 +339,11 @@ class PlaneAnalyzer:
         dx, dy = self._registration.shift(att, ignore, self._shift)
         self._shift = (dx, dy)
         base = shift_image(self.baseline, dx, dy)
-        exclude = shift_image(self._exclude.astype(np.float32), dx, dy) > 0.25
         # Rows and columns the shifted baseline does not cover are not comparable.
         bx, by = int(np.ceil(abs(dx))) + 2, int(np.ceil(abs(dy))) + 2
-        exclude[:by, :] = exclude[-by:, :] = True
-        exclude[:, :bx] = exclude[:, -bx:] = True
+        uncovered = np.zeros(att.shape, bool)
+        uncovered[:by, :] = uncovered[-by:, :] = uncovered[:, :bx] = uncovered[:, -bx:] = True
+        exclude = (shift_image(self._exclude.astype(np.float32), dx, dy) > 0.25) | uncovered
         gradient = shift_image(self._gradient, dx, dy)
         difference = att - base
         background = ~exclude if self._last_mask is None else ~(exclude | self._last_mask)
@@ -363,15 +362,15 @@ class PlaneAnalyzer:
             fill = exclude if self.cannulas else None
             result.volume_ml = integrated_volume_ml(cement, self.pixel_mm, self.config.cement_mu_per_mm, fill)
         body = self._shifted_body(dx, dy)
+        shown = cement
         if body is not None:
             front = cement
             if self._sleeve is not None:  # the band's strips beside the steel, read with the same threshold
-                sleeve = shift_image(self._sleeve.astype(np.float32), dx, dy) > 0.75
-                sleeve[:by, :] = sleeve[-by:, :] = sleeve[:, :bx] = sleeve[:, -bx:] = False
+                sleeve = (shift_image(self._sleeve.astype(np.float32), dx, dy) > 0.75) & ~uncovered
                 front = replace(cement, mask=cement.mask | (sleeve & (cement.difference > cement.threshold)))
             self._measure(result, cement, body, exclude, front)
-            shown = replace(cement, mask=cement.mask | front.mask)  # the sleeve along the shaft shown too
-        result.overlay = self._overlay(cement if body is None else shown, body, dx, dy, result)
+            shown = front  # the sleeve along the shaft drawn too
+        result.overlay = self._overlay(shown, body, dx, dy, result)
         return result
 
     def _with_prior(self, cement: CementMap, dx: float, dy: float) -> CementMap:

@@ -176,24 +176,24 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
     tip, out = _refine_axis(tophat, ridge, tip, tail)
     width = _ridge_width(tophat, tip, out)
     tip, contrast = _tip_by_contrast(smooth, tip, out, width, 40.0 / pixel_mm if pixel_mm else 0.25 * side)
-    mask = np.zeros((h, w), np.uint8)
-    far = tip + out * 4 * max(h, w)
-    cv2.line(
-        mask,
-        tuple(int(round(v)) for v in tip),
-        tuple(int(round(v)) for v in far),
-        1,
-        thickness=max(3, int(round(width * 1.8))),
-    )
     return Cannula(
         (float(tip[0]), float(tip[1])),
         (float(out[0]), float(out[1])),
         width,
-        mask.astype(bool),
+        shaft_band((h, w), tip, out, width, 1.8),
         contrast,
         float(np.linalg.norm(tail - tip)),
         leaves,
     )
+
+
+def shaft_band(shape, tip, out, width_px: float, widths: float) -> np.ndarray:
+    """The shaft from ``tip`` out of the image along ``out``, ``widths`` times its width wide (bool)."""
+    band = np.zeros(shape, np.uint8)
+    far = np.asarray(tip, float) + np.asarray(out, float) * 4 * max(shape)
+    ends = [tuple(int(round(v)) for v in p) for p in (tip, far)]
+    cv2.line(band, *ends, 1, thickness=max(3, int(round(width_px * widths))))
+    return band.astype(bool)
 
 
 def _refine_axis(tophat: np.ndarray, ridge: np.ndarray, tip: np.ndarray, tail: np.ndarray):

@@ -179,9 +179,8 @@ def integrated_volume_ml(
     region = cv2.dilate(cement.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     values = cement.difference
     if fill is not None and cement.mask.any():
-        reach = (
-            2 * int(round(4.0 / pixel_mm)) + 1
-        )  # cement hidden by the shaft lies within ~4 mm of seen cement
+        # cement hidden by the shaft lies within ~4 mm of seen cement
+        reach = 2 * int(round(4.0 / pixel_mm)) + 1
         seen = cement.mask & ~fill
         near = cv2.dilate(seen.astype(np.uint8), np.ones((reach, reach), np.uint8)).astype(bool)
         hidden = fill & near

@@ -99,8 +99,8 @@ def measure_log_scale(frames: list[np.ndarray], photometric: str, bits_stored: i
     # Quantum noise is white: a high-pass keeps (after the 9/8) all of its variance.
     # Noise that a spatial filter, a resampling or a video chain has smoothed loses
     # most of it there, and its level no longer follows the quanta: no k from it.
-    flat = g <= np.median(g)
-    if s[flat].mean() < 0.9 * r[flat].mean():
+    quiet = g <= np.median(g)
+    if s[quiet].mean() < 0.9 * r[quiet].mean():
         return None
     edges = np.linspace(*np.quantile(m, [0.01, 0.99]), 25)
     centres, log_var, weights = [], [], []
@@ -118,7 +118,6 @@ def measure_log_scale(frames: list[np.ndarray], photometric: str, bits_stored: i
         weights.append(np.sqrt(flat.sum()))
     centres, log_var, weights = map(np.asarray, (centres, log_var, weights))
     use = np.ones(len(centres), bool)
-    k = None
     for _ in range(4):
         if use.sum() < 4 or np.ptp(centres[use]) < 0.05 * top:
             return None
