@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from monitor.io.sources import DicomPairSource
@@ -79,6 +80,7 @@ def ensure_corpus(root: Path, n: int = 30, workers: int = 2, say=print) -> list[
 
 def evaluate_case(folder: Path) -> dict:
     truth = json.loads((folder / "truth.json").read_text())
+    cv2.setNumThreads(1)  # the target is per frame on one core: OpenCV would otherwise use every core
     source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
     case = CaseAnalyzer()
     distance: dict[int, float | None] = {}

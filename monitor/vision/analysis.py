@@ -140,6 +140,7 @@ class PlaneAnalyzer:
         self._gradient: np.ndarray | None = None
         self._exclude: np.ndarray | None = None
         self._sleeve: np.ndarray | None = None  # lateral: the shaft's band minus the steel, for the front
+        self._layers: np.ndarray | None = None  # baseline, gradient, exclude, sleeve: shifted in one warp
         self._last_mask: np.ndarray | None = None
         self._shift = (0.0, 0.0)
         self._distance_maps: dict = {}  # (slope, vertical) -> (offset, map): walls only shift with breathing
@@ -259,6 +260,10 @@ class PlaneAnalyzer:
                 )
         elif not self.pixel_mm and self.cannulas:
             self.anatomy_error = "uncalibrated: no millimetre scale, so no wall distance"
+        sleeve = self._sleeve if self._sleeve is not None else np.zeros_like(self._exclude)
+        self._layers = cv2.merge(
+            [self.baseline, self._gradient, self._exclude.astype(np.float32), sleeve.astype(np.float32)]
+        )
 
     def _inside_body(self, mask: np.ndarray) -> bool:
         """Whether cement found in the baseline lies in the body found: if not,
@@ -338,13 +343,13 @@ class PlaneAnalyzer:
         ignore = self._exclude if self._last_mask is None else (self._exclude | self._last_mask)
         dx, dy = self._registration.shift(att, ignore, self._shift)
         self._shift = (dx, dy)
-        base = shift_image(self.baseline, dx, dy)
+        layers = shift_image(self._layers, dx, dy)
+        base, gradient = layers[..., 0], layers[..., 1]
         # Rows and columns the shifted baseline does not cover are not comparable.
         bx, by = int(np.ceil(abs(dx))) + 2, int(np.ceil(abs(dy))) + 2
         uncovered = np.zeros(att.shape, bool)
         uncovered[:by, :] = uncovered[-by:, :] = uncovered[:, :bx] = uncovered[:, -bx:] = True
-        exclude = (shift_image(self._exclude.astype(np.float32), dx, dy) > 0.25) | uncovered
-        gradient = shift_image(self._gradient, dx, dy)
+        exclude = (layers[..., 2] > 0.25) | uncovered
         difference = att - base
         background = ~exclude if self._last_mask is None else ~(exclude | self._last_mask)
         sample = difference[::3, ::3][background[::3, ::3]]
@@ -366,7 +371,7 @@ class PlaneAnalyzer:
         if body is not None:
             front = cement
             if self._sleeve is not None:  # the band's strips beside the steel, read with the same threshold
-                sleeve = (shift_image(self._sleeve.astype(np.float32), dx, dy) > 0.75) & ~uncovered
+                sleeve = (layers[..., 3] > 0.75) & ~uncovered
                 front = replace(cement, mask=cement.mask | (sleeve & (cement.difference > cement.threshold)))
             self._measure(result, cement, body, exclude, front)
             shown = front  # the sleeve along the shaft drawn too
@@ -405,7 +410,7 @@ class PlaneAnalyzer:
         if not mask.any():
             return mask
         # grown by a disc: a distance transform is cheaper than dilating with one
-        return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= grow
+        return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_3) <= grow
 
     def set_wall(self, points) -> str:
         """The operator's posterior wall: two points (cranial, caudal) in image pixels

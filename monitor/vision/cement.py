@@ -18,102 +18,114 @@ DEFAULT_CEMENT_MU = 0.18
 REGISTRATION_UNCERTAINTY_PX = 0.25
 
 
+class _Level:
+    """One scale of the reference for Gauss-Newton steps: only its pixels with
+    the strongest gradients are sampled (misregistration shows there and
+    nowhere else), with their values and gradients computed once."""
+
+    def __init__(self, reference: np.ndarray, factor: int, keep: float):
+        self.factor = factor  # reference pixels per working pixel
+        gx = cv2.Sobel(reference, cv2.CV_32F, 1, 0, ksize=3) / 8
+        gy = cv2.Sobel(reference, cv2.CV_32F, 0, 1, ksize=3) / 8
+        magnitude = cv2.magnitude(gx, gy)
+        strong = magnitude > np.percentile(magnitude, 100 * (1 - keep))
+        ys, xs = np.nonzero(strong)
+        self.xs, self.ys = xs.astype(np.float32), ys.astype(np.float32)
+        self.values = reference[strong]
+        self.jacobian = np.column_stack([gx[strong], gy[strong], np.ones(len(xs))]).astype(np.float64)
+
+    def refine(
+        self, moving, ignore, dx: float, dy: float, iterations: int, tolerance: float
+    ) -> tuple[float, float]:
+        """Translation (in working pixels) after up to ``iterations`` steps or one
+        smaller than ``tolerance`` (this level's pixels), with an intensity offset
+        solved alongside (a change of dose or scatter)."""
+        f = self.factor
+        use = np.ones(len(self.xs), bool)
+        if ignore is not None:  # pixels of new cement or the lumen, where they now are
+            h, w = ignore.shape
+            col = np.clip(np.rint((self.xs + dx / f) * f).astype(np.intp), 0, w - 1)
+            row = np.clip(np.rint((self.ys + dy / f) * f).astype(np.intp), 0, h - 1)
+            use = ~ignore[row, col]
+        if use.sum() < 50:
+            return dx, dy
+        xs, ys = self.xs[use].reshape(1, -1), self.ys[use].reshape(1, -1)
+        jacobian, values = self.jacobian[use], self.values[use]
+        offset = None
+        for _ in range(iterations):
+            at = cv2.remap(
+                moving, xs + dx / f, ys + dy / f, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
+            r = at.ravel() - values
+            offset = float(np.median(r)) if offset is None else offset
+            r -= offset  # centred by the offset solved for
+            size = np.abs(r)
+            ok = size < 3 * 1.4826 * float(np.median(size)) + 1e-6  # new cement or noise spikes do not vote
+            a = jacobian[ok]
+            normal = a.T @ a
+            if np.linalg.det(normal[:2, :2]) < 1e-6 * np.trace(normal[:2, :2]) ** 2:
+                raise np.linalg.LinAlgError("registration: edges in one direction only, or none")
+            step = np.linalg.solve(normal, a.T @ r[ok])
+            dx, dy, offset = dx - float(step[0]) * f, dy - float(step[1]) * f, offset + float(step[2])
+            if np.hypot(step[0], step[1]) < tolerance:
+                break
+        return dx, dy
+
+
 class Registration:
-    """A fixed reference (the baseline), smoothed and halved once, to which
-    frames are registered: the per-frame cost is the frame's own share only."""
+    """A fixed reference (the baseline), prepared once, to which frames are
+    registered: the per-frame cost is the frame's own share only."""
 
     def __init__(self, reference: np.ndarray):
         self.reference = reference
-        self._ref = cv2.GaussianBlur(reference, (0, 0), 1.5)
-        self._half = cv2.resize(self._ref, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
-        self._edges_ref = _high_pass(reference)
-        gx = cv2.Sobel(self._edges_ref, cv2.CV_32F, 1, 0, ksize=3) / 8
-        gy = cv2.Sobel(self._edges_ref, cv2.CV_32F, 0, 1, ksize=3) / 8
-        magnitude = cv2.magnitude(gx, gy)
-        self._strong = magnitude > np.percentile(magnitude, 90)
-        self._grad = (gx, gy)
+        smooth = cv2.GaussianBlur(reference, (0, 0), 1.0)
+        half = _halve(smooth)
+        self._coarse = [_Level(_halve(half), 4, 0.25), _Level(half, 2, 0.2)]
+        self._edges = _Level(smooth - _low_pass(reference), 1, 0.1)
 
     def shift(
         self, image: np.ndarray, ignore: np.ndarray | None = None, start: tuple[float, float] = (0.0, 0.0)
     ) -> tuple[float, float]:
         """Translation (dx, dy) that maps the reference onto ``image``, to a fraction of a pixel.
 
-        Enhanced correlation coefficient maximisation (cv2.findTransformECC) on
-        smoothed images at half size, then Gauss-Newton steps on edges at full
-        size, starting from ``start`` (the previous frame's shift: breathing is smooth), with the
+        Gauss-Newton steps on the strongest edges of a smoothed pyramid (quarter,
+        then half size), then on high-passed edges at full size, starting from
+        ``start`` (the previous frame's shift: breathing is smooth), with the
         pixels in ``ignore`` (the growing cement, the cannula's lumen) left out
-        so they cannot pull the estimate. Falls back to phase correlation of
-        edges when ECC does not converge.
+        so they cannot pull the estimate. Cement scatters: it changes the image
+        smoothly far around it, which could pull a whole-image correlation by a
+        fraction of a pixel, and a fraction of a pixel on a cortex reads as a
+        sliver of cement; edges, with the smooth part removed, are what
+        misregistration shows on. Falls back to phase correlation of edges when
+        the steps find nothing to hold on to or run away.
         """
-        img = cv2.GaussianBlur(image, (0, 0), 1.5)
-        mask = None if ignore is None else (~ignore).astype(np.uint8)
-        warp = np.array([[1, 0, start[0]], [0, 1, start[1]]], np.float32)
+        dx, dy = start
         try:
-            half_img = cv2.resize(img, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
-            half_mask = (
-                None
-                if mask is None
-                else cv2.resize(mask, self._half.shape[::-1], interpolation=cv2.INTER_NEAREST)
-            )
-            coarse = warp.copy()
-            coarse[:, 2] *= 0.5
-            warp[:, 2] = _ecc(self._half, half_img, coarse, 20, half_mask)[:, 2] * 2
-            warp = _ecc(self._ref, img, warp, 4, mask)
-            return self._on_edges(image, ignore, float(warp[0, 2]), float(warp[1, 2]))
-        except cv2.error:
+            smooth = cv2.GaussianBlur(image, (0, 0), 1.0)
+            half = _halve(smooth)
+            dx, dy = self._coarse[0].refine(_halve(half), ignore, dx, dy, 10, 0.05)
+            dx, dy = self._coarse[1].refine(half, ignore, dx, dy, 6, 0.05)
+            fine = self._edges.refine(smooth - _low_pass(image), ignore, dx, dy, 5, 0.01)
+            if np.hypot(fine[0] - dx, fine[1] - dy) > 2.0:  # not a refinement any more
+                return dx, dy
+            return fine
+        except np.linalg.LinAlgError:
             moved = image if ignore is None else np.where(ignore, self.reference, image)
             a, b = _edges(self.reference), _edges(moved)
             window = cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F)
             (dx, dy), _ = cv2.phaseCorrelate(a, b, window)
             return float(dx), float(dy)
 
-    def _on_edges(self, image: np.ndarray, ignore: np.ndarray | None, dx: float, dy: float):
-        """Gauss-Newton steps on the baseline's strongest edges, high-passed.
 
-        Cement scatters: it changes the image smoothly far around it, which can
-        pull a whole-image correlation by a fraction of a pixel, and a fraction
-        of a pixel on a cortex reads as a sliver of cement. Edges, with the
-        smooth part removed, are what misregistration shows on.
-        """
-        # The moving image is sampled back onto the fixed reference, so the
-        # reference's edges and gradients are computed once, not per iteration.
-        moving = _high_pass(image)
-        use = self._strong
-        if ignore is not None:  # the steps are sub-pixel: the mask is carried back once
-            use = use & (shift_image(ignore.astype(np.float32), -dx, -dy) < 0.5)
-        if use.sum() < 50:
-            return dx, dy
-        gx, gy = self._grad[0][use], self._grad[1][use]
-        reference = self._edges_ref[use]
-        ys, xs = np.nonzero(use)
-        xs, ys = xs.astype(np.float32).reshape(1, -1), ys.astype(np.float32).reshape(1, -1)
-        for _ in range(5):
-            # the moving image read where the reference's edge pixels land (one warp of those only)
-            at = cv2.remap(moving, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            r = at.ravel() - reference
-            spread = 1.4826 * float(np.median(np.abs(r - np.median(r)))) + 1e-6
-            ok = np.abs(r) < 3 * spread  # pixels of new cement or noise spikes do not vote
-            ax, ay, r = gx[ok], gy[ok], r[ok]
-            normal = np.array([[ax @ ax, ax @ ay], [ax @ ay, ay @ ay]], np.float64)
-            if np.linalg.cond(normal) > 1e6:
-                break
-            step = -np.linalg.solve(normal, np.array([ax @ r, ay @ r], np.float64))
-            if np.hypot(*step) > 2.0:  # not a refinement any more: keep what ECC found
-                break
-            dx, dy = dx + float(step[0]), dy + float(step[1])
-            if np.hypot(*step) < 0.01:
-                break
-        return dx, dy
+def _halve(image: np.ndarray) -> np.ndarray:
+    return cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
 
 
-def _ecc(reference, image, warp, iterations: int, mask) -> np.ndarray:
-    """cv2.findTransformECC for a translation, from ``warp``; raises cv2.error when it does not converge."""
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, 1e-3)
-    return cv2.findTransformECC(reference, image, warp, cv2.MOTION_TRANSLATION, criteria, mask, 3)[1]
-
-
-def _high_pass(att: np.ndarray) -> np.ndarray:
-    return cv2.GaussianBlur(att, (0, 0), 1.0) - cv2.GaussianBlur(att, (0, 0), 6.0)
+def _low_pass(image: np.ndarray) -> np.ndarray:
+    """About a Gaussian blur of 6 pixels, from a quarter-size copy (ten times cheaper)."""
+    h, w = image.shape
+    small = cv2.resize(image, (max(1, w // 4), max(1, h // 4)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(cv2.GaussianBlur(small, (0, 0), 1.3), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _edges(att: np.ndarray) -> np.ndarray:
@@ -124,10 +136,10 @@ def _edges(att: np.ndarray) -> np.ndarray:
 
 
 def shift_image(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``image`` (up to 4 channels, shifted together for the price of one) moved by (dx, dy)."""
     m = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]], np.float32)
-    return cv2.warpAffine(
-        image, m, image.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
+    size = (image.shape[1], image.shape[0])
+    return cv2.warpAffine(image, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 @dataclass(frozen=True)
