@@ -72,6 +72,7 @@ class PlaneResult:
     distance_mm: float | None = None
     distance_px: float | None = None
     volume_ml: float | None = None
+    volume_filled: float = 0.0  # the share of volume_ml interpolated under the cannula, not seen
     leaks: list[Leak] = field(default_factory=list)
     overlay: dict = field(default_factory=dict)
     shift_px: tuple[float, float] = (0.0, 0.0)
@@ -166,22 +167,25 @@ class PlaneAnalyzer:
             return att
         # Scatter is smooth: estimate it on a coarse copy of the whole frame.
         k = max(1, min(h, w) // 128)
-        coarse = cv2.resize(pixels.astype(np.float32), (w // k, h // k), interpolation=cv2.INTER_AREA)
+        resizable = pixels if pixels.dtype in (np.uint8, np.uint16, np.int16) else pixels.astype(np.float32)
+        coarse = cv2.resize(resizable, (w // k, h // k), interpolation=cv2.INTER_AREA).astype(np.float32)
         scatter = cv2.GaussianBlur(
             np.exp(-self.model.attenuation(coarse)), (0, 0), c.scatter_sigma_mm / (self.full_pixel_mm * k)
         )
         scatter *= c.scatter_fraction / (1 + c.scatter_fraction)
+        # Onto the ROI's grid, at a quarter of its resolution (scatter is that smooth), then up:
         # working pixel (x, y) of the ROI -> coarse pixel coordinates
         a = s / k
         shift = ((s - 1) / 2 + 0.5) / k - 0.5
-        m = np.array([[a, 0, x0 * a + shift], [0, a, y0 * a + shift]], np.float32)
-        scatter = cv2.warpAffine(
-            scatter,
-            m,
-            (x1 - x0, y1 - y0),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REPLICATE,
+        q = 4
+        m = np.array(
+            [[a * q, 0, x0 * a + shift + a * (q - 1) / 2], [0, a * q, y0 * a + shift + a * (q - 1) / 2]]
         )
+        size = (max(1, (x1 - x0) // q), max(1, (y1 - y0) // q))
+        scatter = cv2.warpAffine(
+            scatter, m, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+        )
+        scatter = cv2.resize(scatter, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
         intensity = np.exp(-att)
         return -np.log(np.maximum(intensity - scatter, 0.05 * scatter))
 
@@ -365,17 +369,16 @@ class PlaneAnalyzer:
         )
         if self.pixel_mm:
             fill = exclude if self.cannulas else None
-            result.volume_ml = integrated_volume_ml(cement, self.pixel_mm, self.config.cement_mu_per_mm, fill)
+            result.volume_ml, result.volume_filled = integrated_volume_ml(
+                cement, self.pixel_mm, self.config.cement_mu_per_mm, fill
+            )
+        # The front also reads the band's strips beside the steel, with the same threshold.
+        sleeve = (layers[..., 3] > 0.75) & ~uncovered
+        front = replace(cement, mask=cement.mask | (sleeve & (cement.difference > cement.threshold)))
         body = self._shifted_body(dx, dy)
-        shown = cement
         if body is not None:
-            front = cement
-            if self._sleeve is not None:  # the band's strips beside the steel, read with the same threshold
-                sleeve = (layers[..., 3] > 0.75) & ~uncovered
-                front = replace(cement, mask=cement.mask | (sleeve & (cement.difference > cement.threshold)))
             self._measure(result, cement, body, exclude, front)
-            shown = front  # the sleeve along the shaft drawn too
-        result.overlay = self._overlay(shown, body, dx, dy, result)
+        result.overlay = self._overlay(front, body, dx, dy, result)
         return result
 
     def _with_prior(self, cement: CementMap, dx: float, dy: float) -> CementMap:
@@ -608,7 +611,7 @@ class CaseAnalyzer:
         self.config = config or AnalysisConfig()
         self.planes: dict[str, PlaneAnalyzer] = {}
         self.alarms = AlarmEngine(self.config.alarms)
-        self.volumes: dict[str, float] = {}
+        self.volumes: dict[str, tuple[float, float]] = {}  # plane -> (volume, share filled in)
         self._history: deque = deque(maxlen=40)  # (time, distance)
         self._pending: dict[str, int] = {}
 
@@ -628,7 +631,7 @@ class CaseAnalyzer:
         raised = []
         seconds_to_line = None
         if r.volume_ml is not None:
-            self.volumes[r.plane] = r.volume_ml
+            self.volumes[r.plane] = (r.volume_ml, r.volume_filled)
         if r.plane == "lateral" and r.distance_mm is not None:
             self._history.append((time_s, r.distance_mm))
             seconds_to_line = self._seconds_to_line()
@@ -654,7 +657,7 @@ class CaseAnalyzer:
                     "volume_ml": round(volume, 4),
                 }
                 raised += self.alarms.update_leak(frame, r.plane, site, r.distance_mm, evidence)
-        volume = float(np.mean(list(self.volumes.values()))) if self.volumes else None
+        volume = _reconciled(list(self.volumes.values())) if self.volumes else None
         return r, {
             "volume_ml": volume,
             "seconds_to_line": seconds_to_line,
@@ -673,3 +676,12 @@ class CaseAnalyzer:
         if slope >= -0.05:
             return None
         return max(0.0, (d[-1] - self.config.alarms.proximity_mm) / -slope)
+
+
+def _reconciled(estimates: list[tuple[float, float]]) -> float:
+    """One volume from the planes' (volume, share filled in under the cannula):
+    each plane weighted by how little of it was interpolated rather than seen.
+    A shaft lying along the bolus in one view can hide half of it there, while
+    the other view sees the same shaft foreshortened."""
+    weights = [1.0 / (filled + 0.05) for _, filled in estimates]
+    return float(sum(w * v for w, (v, _) in zip(weights, estimates, strict=True)) / sum(weights))

@@ -61,11 +61,14 @@ class _Level:
             r -= offset  # centred by the offset solved for
             size = np.abs(r)
             ok = size < 3 * 1.4826 * float(np.median(size)) + 1e-6  # new cement or noise spikes do not vote
+            # Normal equations by OpenCV, not numpy's BLAS, whose idle threads spin
+            # against the other plane's process on a small machine (10x slowdowns seen).
             a = jacobian[ok]
-            normal = a.T @ a
+            normal = cv2.mulTransposed(a, True)
             if np.linalg.det(normal[:2, :2]) < 1e-6 * np.trace(normal[:2, :2]) ** 2:
                 raise np.linalg.LinAlgError("registration: edges in one direction only, or none")
-            step = np.linalg.solve(normal, a.T @ r[ok])
+            rhs = cv2.gemm(a, r[ok].astype(np.float64).reshape(-1, 1), 1.0, None, 0.0, flags=cv2.GEMM_1_T)
+            step = np.linalg.solve(normal, rhs.ravel())
             dx, dy, offset = dx - float(step[0]) * f, dy - float(step[1]) * f, offset + float(step[2])
             if np.hypot(step[0], step[1]) < tolerance:
                 break
@@ -169,21 +172,20 @@ def segment(
     ).astype(np.float32)
     candidate = (smooth > threshold) & ~exclude
     seeds = (smooth > 2.0 * threshold) & candidate
-    count, labels = cv2.connectedComponents(candidate.astype(np.uint8), connectivity=8)
-    keep = np.zeros(count, bool)
-    keep[np.unique(labels[seeds])] = True
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(candidate.astype(np.uint8), connectivity=8)
+    keep = np.bincount(labels[seeds], minlength=count) > 0
     keep[0] = False
     min_area = max(3, int(round(0.4 / (pixel_mm**2)))) if pixel_mm else 4
-    areas = np.bincount(labels.ravel(), minlength=count)
-    keep &= areas >= min_area
+    keep &= stats[:, cv2.CC_STAT_AREA] >= min_area
     return CementMap(smooth, keep[labels], threshold, noise)
 
 
 def integrated_volume_ml(
     cement: CementMap, pixel_mm: float, mu_per_mm: float, fill: np.ndarray | None = None
-) -> float:
+) -> tuple[float, float]:
     """Volume from the summed line integrals over the cement (slightly dilated
-    to keep its faint rim): sum(mu * thickness) * pixel area / mu.
+    to keep its faint rim): sum(mu * thickness) * pixel area / mu; and the
+    share of it that was interpolated rather than seen.
 
     ``fill`` marks pixels (under a cannula) whose difference is interpolated
     from around them rather than read, since the cannula hides the cement there.
@@ -210,7 +212,8 @@ def integrated_volume_ml(
             )
             region = (region & ~fill) | (hidden & (values > cement.threshold))
     total = float(np.clip(values[region], 0, None).sum())
-    return total * pixel_mm**2 / mu_per_mm / 1000.0
+    filled = float(np.clip(values[region & fill], 0, None).sum()) if fill is not None else 0.0
+    return total * pixel_mm**2 / mu_per_mm / 1000.0, filled / total if total > 0 else 0.0
 
 
 def front_distance_px(
@@ -226,33 +229,34 @@ def front_distance_px(
     ``rows_ok`` marks pixels level with the wall (between the endplates).
     """
     pts = cement.mask & rows_ok
-    if not pts.any():
+    rows = np.flatnonzero(pts.any(axis=1))
+    if not rows.size:
         return None
     h, w = pts.shape
     inward_px = max(2, int(round(0.6 / pixel_mm))) if pixel_mm else 3
     # outward = direction of decreasing wall distance along x
     outward = -1 if (wall_distance[h // 2, min(w - 1, w // 2 + 1)] - wall_distance[h // 2, w // 2]) > 0 else 1
-    best = None
-    for y in np.flatnonzero(pts.any(axis=1)):
-        xs = np.flatnonzero(pts[y])
-        x = int(xs.max() if outward > 0 else xs.min())
-        inner = x - outward * np.arange(0, inward_px + 1)
-        inner = inner[(inner >= 0) & (inner < w)]
-        level = max(float(cement.threshold[y, x]), 0.5 * float(cement.difference[y, inner].max()))
-        # walk outward from inside until the profile drops below the level
-        pos = None
-        for k in range(len(inner) - 1, -1, -1):
-            xi = int(inner[k])
-            xo = xi + outward
-            if not 0 <= xo < w:
-                break
-            a, b = cement.difference[y, xi], cement.difference[y, xo]
-            if a >= level > b:
-                pos = (xi, xo, (a - level) / (a - b))
-        if pos is None:
-            continue
-        xi, xo, frac = pos
-        d = wall_distance[y, xi] + frac * (wall_distance[y, xo] - wall_distance[y, xi])
-        if best is None or d < best[0]:
-            best = (float(d), (xi, int(y)))
-    return best
+    found = pts[rows]
+    edge = (w - 1 - np.argmax(found[:, ::-1], axis=1)) if outward > 0 else np.argmax(found, axis=1)
+    inner = edge[:, None] - outward * np.arange(inward_px + 1)  # from the edge pixel inwards
+    inside = (inner >= 0) & (inner < w)
+    inner = np.clip(inner, 0, w - 1)
+    y = rows[:, None]
+    values = np.where(inside, cement.difference[y, inner], -np.inf)
+    level = np.maximum(cement.threshold[rows, edge], 0.5 * values.max(axis=1))[:, None]
+    outer = inner + outward
+    a = values
+    b = cement.difference[y, np.clip(outer, 0, w - 1)]
+    # the outermost pixel pair where the profile drops below the level, to sub-pixel
+    crossing = inside & (outer >= 0) & (outer < w) & (a >= level) & (level > b)
+    hit = crossing.any(axis=1)
+    if not hit.any():
+        return None
+    k = np.argmax(crossing, axis=1)[hit]
+    ys, xi = rows[hit], inner[hit, k]
+    xo = xi + outward
+    a, b, lv = a[hit, k], b[hit, k], level[hit, 0]
+    frac = (a - lv) / (a - b)
+    d = wall_distance[ys, xi] + frac * (wall_distance[ys, xo] - wall_distance[ys, xi])
+    best = int(np.argmin(d))
+    return float(d[best]), (int(xi[best]), int(ys[best]))
