@@ -372,13 +372,14 @@ class PlaneAnalyzer:
             result.volume_ml, result.volume_filled = integrated_volume_ml(
                 cement, self.pixel_mm, self.config.cement_mu_per_mm, fill
             )
-        # The front also reads the band's strips beside the steel, with the same threshold.
+        # Front and leaks also read the band's strips beside the steel, with the same
+        # threshold: cement running back along the needle's track is the first to leave.
         sleeve = (layers[..., 3] > 0.75) & ~uncovered
-        front = replace(cement, mask=cement.mask | (sleeve & (cement.difference > cement.threshold)))
+        seen = replace(cement, mask=cement.mask | (sleeve & (cement.difference > cement.threshold)))
         body = self._shifted_body(dx, dy)
         if body is not None:
-            self._measure(result, cement, body, exclude, front)
-        result.overlay = self._overlay(front, body, dx, dy, result)
+            self._measure(result, seen, body)
+        result.overlay = self._overlay(seen, body, dx, dy, result)
         return result
 
     def _with_prior(self, cement: CementMap, dx: float, dy: float) -> CementMap:
@@ -473,7 +474,7 @@ class PlaneAnalyzer:
             )
         )
 
-    def _measure(self, result: PlaneResult, cement, body, exclude, front) -> None:
+    def _measure(self, result: PlaneResult, cement: CementMap, body) -> None:
         distance = self._signed_distance
         margin = self.config.leak_margin_mm / self.pixel_mm
         below_top = -distance(body.superior)  # positive below the superior endplate
@@ -483,7 +484,7 @@ class PlaneAnalyzer:
             s = body.posterior_sign
             inside_post = s * distance(body.posterior)  # positive anterior of the wall
             inside_ant = -s * distance(body.anterior)
-            found = front_distance_px(self._substantial(front), inside_post, level, self.pixel_mm)
+            found = front_distance_px(self._substantial(cement), inside_post, level, self.pixel_mm)
             if found is not None:
                 result.distance_px = found[0] * self.scale
                 result.distance_mm = found[0] * self.pixel_mm
@@ -644,8 +645,15 @@ class CaseAnalyzer:
         for site, leaks in by_site.items():
             volume = sum(lk.volume_ml for lk in leaks)
             key = f"{r.plane}:{site}"
-            confirmed = volume >= 2.5 * cfg.leak_min_ml or (
-                volume >= cfg.leak_min_ml and self._pending.get(key, -10) == frame - 1
+            # A posterior leak with the front itself measured clearly beyond the wall is
+            # two measurements agreeing: no need to wait for it to grow.
+            beyond_wall = (
+                site == "posterior" and r.distance_mm is not None and r.distance_mm <= -cfg.leak_min_depth_mm
+            )
+            confirmed = (
+                volume >= 2.5 * cfg.leak_min_ml
+                or beyond_wall
+                or (volume >= cfg.leak_min_ml and self._pending.get(key, -10) == frame - 1)
             )
             if volume >= cfg.leak_min_ml:
                 self._pending[key] = frame
