@@ -69,6 +69,14 @@ def test_posterior_leak_case_alarms_on_time_at_the_right_site(recordings, analys
     assert leaks[0]["site"] == "posterior" and leaks[0]["plane"] == "lateral"
 
 
+def test_a_front_measured_beyond_the_wall_confirms_the_posterior_leak_at_once(analysed):
+    got = analysed["posterior-leak"]
+    beyond = [f for f, d in sorted(got["distance"].items()) if d is not None and d <= -1.5]
+    leaks = _high(got["alarms"], "extravasation")
+    assert beyond, "the front never read 1.5 mm beyond the wall"
+    assert leaks and leaks[0]["frame"] <= beyond[0], (leaks[:1], beyond[0])
+
+
 def test_distance_follows_the_truth(recordings, analysed):
     for name in ("posterior-leak", "venous-leak"):
         _, truth = recordings[name]
