@@ -57,10 +57,11 @@ class _Level:
                 moving, xs + dx / f, ys + dy / f, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
             )
             r = at.ravel() - values
-            offset = float(np.median(r)) if offset is None else offset
+            offset = float(np.median(r[::4])) if offset is None else offset
             r -= offset  # centred by the offset solved for
             size = np.abs(r)
-            ok = size < 3 * 1.4826 * float(np.median(size)) + 1e-6  # new cement or noise spikes do not vote
+            # new cement or noise spikes do not vote (robust spread from every 4th pixel: as good, 4x cheaper)
+            ok = size < 3 * 1.4826 * float(np.median(size[::4])) + 1e-6
             # Normal equations by OpenCV, not numpy's BLAS, whose idle threads spin
             # against the other plane's process on a small machine (10x slowdowns seen).
             a = jacobian[ok]
