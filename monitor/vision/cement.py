@@ -208,7 +208,7 @@ def integrated_volume_ml(
             values[y0:y1, x0:x1] = cv2.inpaint(
                 values[y0:y1, x0:x1].astype(np.float32),
                 hidden[y0:y1, x0:x1].astype(np.uint8),
-                5,
+                3,
                 cv2.INPAINT_TELEA,
             )
             region = (region & ~fill) | (hidden & (values > cement.threshold))
