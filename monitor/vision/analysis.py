@@ -34,6 +34,7 @@ from monitor.vision.cement import (
     DEFAULT_CEMENT_MU,
     CementMap,
     Registration,
+    around,
     front_distance_px,
     integrated_volume_ml,
     segment,
@@ -413,8 +414,12 @@ class PlaneAnalyzer:
             mask = keep[labels]
         if not mask.any():
             return mask
-        # grown by a disc: a distance transform is cheaper than dilating with one
-        return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_3) <= grow
+        # grown by a disc (a distance transform is cheaper than dilating with one), around the cement only
+        window = around(mask, grow + 1)
+        grown = np.zeros_like(mask)
+        inverse = (~mask[window]).astype(np.uint8)
+        grown[window] = cv2.distanceTransform(inverse, cv2.DIST_L2, cv2.DIST_MASK_3) <= grow
+        return grown
 
     def set_wall(self, points) -> str:
         """The operator's posterior wall: two points (cranial, caudal) in image pixels
@@ -525,16 +530,19 @@ class PlaneAnalyzer:
         """Only cement regions of at least ``front_min_ml``: specks left by noise or
         imperfect registration must not define the front (real leaks, however
         small, are caught by the leak detector, which needs them to persist)."""
-        count, labels = cv2.connectedComponents(cement.mask.astype(np.uint8), connectivity=8)
-        if count <= 1:
+        if not cement.mask.any():
             return cement
+        window = around(cement.mask, 0)
+        count, labels = cv2.connectedComponents(cement.mask[window].astype(np.uint8), connectivity=8)
         sums = np.bincount(
-            labels.ravel(), weights=np.clip(cement.difference, 0, None).ravel(), minlength=count
+            labels.ravel(), weights=np.clip(cement.difference[window], 0, None).ravel(), minlength=count
         )
         volumes = sums * self.pixel_mm**2 / (self.config.cement_mu_per_mm * 1000.0)
         keep = volumes >= self.config.front_min_ml
         keep[0] = False
-        return replace(cement, mask=keep[labels])
+        mask = np.zeros_like(cement.mask)
+        mask[window] = keep[labels]
+        return replace(cement, mask=mask)
 
     def _leaks(self, cement, sides: dict) -> list[Leak]:
         """Cement outside the body, grouped by site; thin long streaks are venous.
