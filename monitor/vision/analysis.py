@@ -139,10 +139,9 @@ class PlaneAnalyzer:
         self.warning: str | None = None
         self._prior: tuple[np.ndarray, np.ndarray] | None = None  # cement already in the baseline
         self.shape: tuple[int, int] | None = None
-        self._gradient: np.ndarray | None = None
         self._exclude: np.ndarray | None = None
-        self._sleeve: np.ndarray | None = None  # lateral: the shaft's band minus the steel, for the front
-        self._layers: np.ndarray | None = None  # baseline, gradient, exclude, sleeve: shifted in one warp
+        # baseline, its edge strength, pixels excluded, and (lateral) the sleeve: shifted in one warp
+        self._layers: np.ndarray | None = None
         self._last_mask: np.ndarray | None = None
         self._shift = (0.0, 0.0)
         self._distance_maps: dict = {}  # (slope, vertical) -> (offset, map): walls only shift with breathing
@@ -227,7 +226,7 @@ class PlaneAnalyzer:
         smooth = cv2.GaussianBlur(self.baseline, (0, 0), 1.0)
         gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8
         gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8
-        self._gradient = cv2.magnitude(gx, gy)
+        gradient = cv2.magnitude(gx, gy)
         # Pixels never to compare: the cannulas (their lumen fills with cement) and
         # anything outside the collimated field (its edge does not move with the patient).
         outside = ~cv2.erode(exposed_field(plain).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
@@ -235,13 +234,17 @@ class PlaneAnalyzer:
         for c in self.cannulas:
             exclude |= c.mask
         self._exclude = exclude[y0:y1, x0:x1]
+        sleeve = np.zeros_like(self._exclude)
         if self.plane == "lateral" and self.cannulas:
             # Cement running back along the shaft, in a sleeve narrower than the band
             # excluded above, may be the front: for it only the steel itself is left out.
             steel = np.any(
                 [shaft_band(plain.shape, c.tip, c.direction, c.width_px, 1.15) for c in self.cannulas], 0
             )
-            self._sleeve = (exclude & ~outside & ~steel)[y0:y1, x0:x1]
+            sleeve = (exclude & ~outside & ~steel)[y0:y1, x0:x1]
+        self._layers = cv2.merge(
+            [self.baseline, gradient, self._exclude.astype(np.float32), sleeve.astype(np.float32)]
+        )
         if self.cannulas and self.pixel_mm:
             self._prior = self._cement_in_baseline()
             if self._prior is not None:  # its edges are not the body's: look for the body without it
@@ -265,10 +268,6 @@ class PlaneAnalyzer:
                 )
         elif not self.pixel_mm and self.cannulas:
             self.anatomy_error = "uncalibrated: no millimetre scale, so no wall distance"
-        sleeve = self._sleeve if self._sleeve is not None else np.zeros_like(self._exclude)
-        self._layers = cv2.merge(
-            [self.baseline, self._gradient, self._exclude.astype(np.float32), sleeve.astype(np.float32)]
-        )
 
     def _inside_body(self, mask: np.ndarray) -> bool:
         """Whether cement found in the baseline lies in the body found: if not,
