@@ -156,6 +156,27 @@ def test_a_locked_database_is_a_write_error_not_a_crash(tmp_path):
     assert SessionStore.open(tmp_path / "s").verify() == []
 
 
+def _create_session(folder: str) -> str:
+    try:
+        SessionStore.create(folder, {"creator": os.getpid()}).close()
+        return "ok"
+    except MonitorError as e:
+        return str(e)
+
+
+def test_processes_creating_the_same_new_log_at_once_all_get_it(tmp_path):
+    """The logger and a replay may open a new session together: SQLite answers the
+    loser of the switch to WAL "locked" at once, which must be waited out."""
+    import multiprocessing
+
+    folders = [str(tmp_path / f"s{i}") for i in range(60)]
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        outcomes = pool.map(_create_session, [f for f in folders for _ in range(4)], chunksize=1)
+    assert [o for o in outcomes if o != "ok"] == []
+    for folder in folders:
+        assert SessionStore.open(folder).verify() == []
+
+
 def _pid_of(folder, source: str) -> int:
     store = SessionStore.open(folder)
     try:

@@ -136,6 +136,21 @@ def _canonical(body: dict) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+def _open_for_writing(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        version = _schema_version(db)
+        if version not in (0, SCHEMA_VERSION):
+            raise MonitorError(_version_problem(path, version))
+        db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class SessionStore:
     """A session's journal. ``create`` to write (several processes may), ``open`` to read."""
 
@@ -159,16 +174,19 @@ class SessionStore:
         except OSError as e:
             raise MonitorError(f"{folder}: cannot create the session directory ({e.strerror})") from None
         path = folder / DB_NAME
-        try:
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-            version = _schema_version(db)
-            if version not in (0, SCHEMA_VERSION):
-                raise MonitorError(_version_problem(path, version))
-            db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
-        except sqlite3.DatabaseError as e:
-            raise LogWriteError(f"{path}: cannot open the session log for writing ({e})") from None
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                db = _open_for_writing(path)
+                break
+            except sqlite3.OperationalError as e:
+                # Two processes creating the same new log race for the switch to WAL,
+                # which SQLite answers "locked" at once rather than waiting.
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise LogWriteError(f"{path}: cannot open the session log for writing ({e})") from None
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as e:
+                raise LogWriteError(f"{path}: cannot open the session log for writing ({e})") from None
         store = cls(folder, db, writable=True)
         if meta is not None:
             created = store.meta().get("created")
