@@ -100,6 +100,9 @@ def _unusable(pixels: np.ndarray, bits_stored: int) -> str | None:
 CEMENT_IN_BASELINE = 1.2  # log units over the bone 12-18 mm around the tip: ~7 mm of cement
 # (bone along the shaft stays under ~0.7: measured on the 30 corpus cases' clean baselines)
 
+BODY_MARGIN_MM = 10.0  # around the body found: the discs, the veins and soft tissue leaks enter first
+CANAL_MARGIN_MM = 15.0  # behind the posterior wall: the epidural space and the needle's track
+
 WORK_PIXEL_MM = 0.25  # finer detectors are binned towards this: enough for 0.3 mm, 4x faster at 1024
 
 
@@ -144,6 +147,8 @@ class PlaneAnalyzer:
         self._layers: np.ndarray | None = None
         self._last_mask: np.ndarray | None = None
         self._shift = (0.0, 0.0)
+        self._tip_roi: tuple[int, int, int, int] | None = None  # the ROI before the body was found
+        self._tip_state: tuple | None = None  # baseline, layers, exclusion and prior over it
         self._distance_maps: dict = {}  # (slope, vertical) -> (offset, map): walls only shift with breathing
 
     # ----------------------------------------------------------------- pixels
@@ -161,16 +166,20 @@ class PlaneAnalyzer:
         crop = pixels[y0 * s : y1 * s, x0 * s : x1 * s].astype(np.float32)
         if s > 1:
             crop = cv2.resize(crop, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
-        att = self.model.attenuation(crop)
         c = self.config
         if not scatter or not self.full_pixel_mm or c.scatter_fraction <= 0:
-            return att
-        # Scatter is smooth: estimate it on a coarse copy of the whole frame.
-        k = max(1, min(h, w) // 128)
+            return self.model.attenuation(crop)
+        # Scatter is smooth: estimate it from the whole frame on cells of a quarter of
+        # its spread (every 4th pixel of a cell is enough to average it).
+        k = max(1, int(round(c.scatter_sigma_mm / 4 / self.full_pixel_mm)))
+        cw, ch = max(1, w // k), max(1, h // k)
         resizable = pixels if pixels.dtype in (np.uint8, np.uint16, np.int16) else pixels.astype(np.float32)
-        coarse = cv2.resize(resizable, (w // k, h // k), interpolation=cv2.INTER_AREA).astype(np.float32)
+        resizable = resizable[: ch * k, : cw * k]
+        if k >= 8:
+            resizable = cv2.resize(resizable, (cw * k // 4, ch * k // 4), interpolation=cv2.INTER_NEAREST)
+        coarse = cv2.resize(resizable, (cw, ch), interpolation=cv2.INTER_AREA).astype(np.float32)
         scatter = cv2.GaussianBlur(
-            np.exp(-self.model.attenuation(coarse)), (0, 0), c.scatter_sigma_mm / (self.full_pixel_mm * k)
+            self.model.intensity(coarse), (0, 0), c.scatter_sigma_mm / (self.full_pixel_mm * k)
         )
         scatter *= c.scatter_fraction / (1 + c.scatter_fraction)
         # Onto the ROI's grid, at a quarter of its resolution (scatter is that smooth), then up:
@@ -186,8 +195,7 @@ class PlaneAnalyzer:
             scatter, m, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
         )
         scatter = cv2.resize(scatter, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-        intensity = np.exp(-att)
-        return -np.log(np.maximum(intensity - scatter, 0.05 * scatter))
+        return -np.log(np.maximum(self.model.intensity(crop) - scatter, 0.05 * scatter))
 
     def _full(self, x: float, y: float) -> list[float]:
         """Working-ROI pixel to full-resolution image pixel."""
@@ -268,6 +276,43 @@ class PlaneAnalyzer:
                 )
         elif not self.pixel_mm and self.cannulas:
             self.anatomy_error = "uncalibrated: no millimetre scale, so no wall distance"
+        self._tip_roi = self.roi
+        self._tip_state = (self.baseline, self._layers, self._exclude, self._prior)
+        if self.body is not None:
+            self._use_roi(self._body_roi())
+
+    def _body_roi(self) -> tuple[int, int, int, int]:
+        """The body found and the margins cement crosses first when it leaves it (wider
+        behind the posterior wall, towards the canal), within the ROI around the tip:
+        every frame is measured there only."""
+        corners = self.body.polygon()
+        low = corners.min(axis=0) - BODY_MARGIN_MM / self.pixel_mm
+        high = corners.max(axis=0) + BODY_MARGIN_MM / self.pixel_mm
+        if isinstance(self.body, LateralBody):
+            extra = (CANAL_MARGIN_MM - BODY_MARGIN_MM) / self.pixel_mm
+            if self.body.posterior_sign > 0:
+                high[0] += extra
+            else:
+                low[0] -= extra
+        x0, y0, x1, y1 = self._tip_roi
+        return (
+            max(x0, int(np.floor(low[0]))),
+            max(y0, int(np.floor(low[1]))),
+            min(x1, int(np.ceil(high[0]))),
+            min(y1, int(np.ceil(high[1]))),
+        )
+
+    def _use_roi(self, roi: tuple[int, int, int, int]) -> None:
+        """Measure within ``roi`` (working pixels, inside the ROI around the tip) from now on."""
+        x0, y0 = roi[0] - self._tip_roi[0], roi[1] - self._tip_roi[1]
+        window = (slice(y0, y0 + roi[3] - roi[1]), slice(x0, x0 + roi[2] - roi[0]))
+        baseline, layers, exclude, prior = self._tip_state
+        self.roi = roi
+        self.baseline, self._layers, self._exclude = baseline[window], layers[window], exclude[window]
+        self._prior = None if prior is None else (prior[0][window], prior[1][window])
+        self._registration = Registration(self.baseline)
+        self._distance_maps.clear()
+        self._last_mask = None
 
     def _inside_body(self, mask: np.ndarray) -> bool:
         """Whether cement found in the baseline lies in the body found: if not,
@@ -439,6 +484,8 @@ class PlaneAnalyzer:
         (x1, y1), (x2, y2) = sorted(((x1, y1), (x2, y2)), key=lambda p: p[1])
         a = (x2 - x1) / (y2 - y1)
         wall = Line(a, x1 - a * y1, True, 0)
+        if self.roi != self._tip_roi:  # the wall may lie outside the margins of the body found
+            self._use_roi(self._tip_roi)
         if isinstance(self.body, LateralBody):
             self.body = replace(self.body, posterior=wall)
             return "posterior wall replaced by the operator's"
@@ -479,7 +526,18 @@ class PlaneAnalyzer:
         )
 
     def _measure(self, result: PlaneResult, cement: CementMap, body) -> None:
-        distance = self._signed_distance
+        if not cement.mask.any():
+            return
+        # Only around the cement: the front and the leaks are made of its pixels.
+        window = around(cement.mask, 2)
+        origin = (window[1].start, window[0].start)
+        cement = CementMap(
+            cement.difference[window], cement.mask[window], cement.threshold[window], cement.noise
+        )
+
+        def distance(line: Line) -> np.ndarray:
+            return self._signed_distance(line, window)
+
         margin = self.config.leak_margin_mm / self.pixel_mm
         below_top = -distance(body.superior)  # positive below the superior endplate
         above_bottom = distance(body.inferior)  # positive above the inferior endplate
@@ -492,7 +550,8 @@ class PlaneAnalyzer:
             if found is not None:
                 result.distance_px = found[0] * self.scale
                 result.distance_mm = found[0] * self.pixel_mm
-                result.overlay["front"] = self._full(*found[1])
+                x, y = found[1]
+                result.overlay["front"] = self._full(x + origin[0], y + origin[1])
             between_walls = (inside_post > 0) & (inside_ant > 0)
             # site -> (region, how far outside the outline each pixel is, pixels)
             beyond_plates = np.maximum(-below_top, -above_bottom)
@@ -510,11 +569,12 @@ class PlaneAnalyzer:
             # disc leaks show better in the lateral view.
             beyond = np.maximum(-inside_left, -inside_right)
             sides = {"paravertebral": ((beyond > margin) & level, beyond)}
-        result.leaks = self._leaks(cement, sides)
+        result.leaks = self._leaks(cement, sides, origin)
 
-    def _signed_distance(self, line: Line) -> np.ndarray:
-        """Every ROI pixel's signed distance to ``line``. Breathing only translates
-        a wall, which adds a constant to its map: maps are computed once per slope."""
+    def _signed_distance(self, line: Line, window: tuple[slice, slice]) -> np.ndarray:
+        """The signed distance to ``line`` of every ROI pixel in ``window``. Breathing
+        only translates a wall, which adds a constant to its map: maps are computed
+        once per slope."""
         h, w = self._exclude.shape
         key = (line.a, line.vertical)
         if key not in self._distance_maps:
@@ -523,7 +583,7 @@ class PlaneAnalyzer:
             ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
             self._distance_maps[key] = (line.b, line.signed_distance(xs, ys).astype(np.float32))
         b0, base = self._distance_maps[key]
-        return base + np.float32((line.b - b0) / np.hypot(1.0, line.a))
+        return base[window] + np.float32((line.b - b0) / np.hypot(1.0, line.a))
 
     def _substantial(self, cement: CementMap) -> CementMap:
         """Only cement regions of at least ``front_min_ml``: specks left by noise or
@@ -543,10 +603,11 @@ class PlaneAnalyzer:
         mask[window] = keep[labels]
         return replace(cement, mask=mask)
 
-    def _leaks(self, cement, sides: dict) -> list[Leak]:
+    def _leaks(self, cement, sides: dict, origin: tuple[int, int]) -> list[Leak]:
         """Cement outside the body, grouped by site; thin long streaks are venous.
 
-        ``sides`` maps a site to (its region, each pixel's distance outside the outline).
+        ``sides`` maps a site to (its region, each pixel's distance outside the
+        outline); ``origin`` is where these arrays start in the ROI (x, y).
         """
         leaks = []
         area_mm2 = self.pixel_mm**2
@@ -570,9 +631,10 @@ class PlaneAnalyzer:
                 length = max(side_a, side_b, 1.0) * self.pixel_mm
                 width_mm = area * area_mm2 / length
                 kind = "venous" if length >= 4.0 * width_mm and width_mm < 2.0 else site
-                corner = self._full(x, y)
+                corner = self._full(x + origin[0], y + origin[1])
                 box = (int(corner[0]), int(corner[1]), int(w * self.scale), int(h * self.scale))
-                leaks.append(Leak(kind, volume, tuple(self._full(*centroids[i])), box))
+                cx, cy = centroids[i]
+                leaks.append(Leak(kind, volume, tuple(self._full(cx + origin[0], cy + origin[1])), box))
         return leaks
 
     def _overlay(self, cement, body, dx, dy, result: PlaneResult) -> dict:

@@ -39,10 +39,19 @@ class IntensityModel:
         """-ln(relative intensity), float32, same shape."""
         v = frame.astype(np.float32)
         if self.relationship == "LIN":
-            signal = (self.top - v) if self.photometric == "MONOCHROME1" else v
-            return -np.log(np.maximum(signal, 0.5))
+            return -np.log(self._signal(v))
         k = np.float32(self.log_scale or default_log_scale(self.bits_stored))
         return (v / k) if self.photometric == "MONOCHROME1" else (-v / k)
+
+    def intensity(self, frame: np.ndarray) -> np.ndarray:
+        """Relative intensity, exp(-attenuation), float32, computed directly."""
+        v = frame.astype(np.float32)
+        if self.relationship == "LIN":
+            return self._signal(v)
+        return np.exp(-self.attenuation(v))
+
+    def _signal(self, v: np.ndarray) -> np.ndarray:
+        return np.maximum((self.top - v) if self.photometric == "MONOCHROME1" else v, 0.5)
 
 
 def default_log_scale(bits_stored: int) -> float:
