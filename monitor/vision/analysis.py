@@ -102,6 +102,7 @@ CEMENT_IN_BASELINE = 1.2  # log units over the bone 12-18 mm around the tip: ~7 
 
 BODY_MARGIN_MM = 10.0  # around the body found: the discs, the veins and soft tissue leaks enter first
 CANAL_MARGIN_MM = 15.0  # behind the posterior wall: the epidural space and the needle's track
+ENDPLATE_BAND_MM = 1.0  # cement this close to an endplate may be in the disc: it does not define the front
 
 WORK_PIXEL_MM = 0.25  # finer detectors are binned towards this: enough for 0.3 mm, 4x faster at 1024
 
@@ -546,7 +547,11 @@ class PlaneAnalyzer:
             s = body.posterior_sign
             inside_post = s * distance(body.posterior)  # positive anterior of the wall
             inside_ant = -s * distance(body.anterior)
-            found = front_distance_px(self._substantial(cement), inside_post, level, self.pixel_mm)
+            # Cement hugging an endplate may be in the disc beyond it (a concave endplate
+            # projects as a band, and a disc leak starts as a film under it): not the front.
+            band = ENDPLATE_BAND_MM / self.pixel_mm
+            clear = (below_top > band) & (above_bottom > band)
+            found = front_distance_px(self._substantial(cement), inside_post, clear, self.pixel_mm)
             if found is not None:
                 result.distance_px = found[0] * self.scale
                 result.distance_mm = found[0] * self.pixel_mm
