@@ -59,6 +59,7 @@ class VisionAnalysis:
         self._raw_volume_ml: float | None = None  # the image-based volume before syringe scaling
         self.volume_scale = 1.0  # syringe volume / image-based volume, once 1 mL has gone in
         self._pairs: list[tuple[float, float]] = []  # (image-based, syringe) mL at each event
+        self._wall = config.posterior_wall if config else None  # from the command line: first level only
 
     def process(self, frame: Frame) -> Result:
         h = frame.header
@@ -67,6 +68,9 @@ class VisionAnalysis:
         plane = self.case.plane(h.plane, h.photometric, h.intensity, h.bits_stored, pixel_mm)
         pixels = np.asarray(frame.pixels)
         distortion = self._distortion(h.plane, h.scale, pixels.shape)
+        if self._wall is not None and h.plane == "lateral" and plane.baseline is None:
+            wall = np.asarray(self._wall, float)
+            plane.operator_wall = (distortion.undistort(wall) if distortion is not None else wall).tolist()
         if distortion is not None:
             # Measure on the undistorted image; draw (below) on the image as the operator sees it.
             # Corners the detector never saw repeat its edge: a constant fill would be a
@@ -115,6 +119,7 @@ class VisionAnalysis:
             previous = self.level
             self.level = str(command.value)
             self.case = CaseAnalyzer(self.config)
+            self._wall = None  # the command line's wall was drawn on the first level
             self._syringe_ml = 0.0  # the volume scale learnt so far is kept: same cement
             self._pairs = []
             return f"level {self.level} started (after {previous or 'none'}): new baseline"

@@ -281,9 +281,24 @@ def _add_stream_options(p, session_help: str) -> None:
         metavar="PROFILE",
         help="calibration profile (calibration/*.json): scale, distortion, video layout, cement attenuation",
     )
+    p.add_argument(
+        "--wall",
+        type=_wall_points,
+        metavar="X1,Y1,X2,Y2",
+        help="the posterior wall on the lateral image, two points (cranial, caudal) in image pixels:"
+        " replaces the wall found (or stands in for a body not found) and is tracked with breathing",
+    )
     p.add_argument("--patient", help="pseudonymous patient reference, for the session log")
     p.add_argument("--operator", help="who injects, for the session log and the QA summary")
     p.add_argument("--room", help="room or C-arm, for the session log")
+
+
+def _wall_points(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    try:
+        x1, y1, x2, y2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the wall as X1,Y1,X2,Y2 (pixels)") from None
+    return (x1, y1), (x2, y2)
 
 
 def _add_replay(sub) -> None:
@@ -379,6 +394,8 @@ def _stream(args, source, speed: float, loop: bool) -> int:
             analysis["cement_mu_per_mm"] = profile.cement_mu_per_mm
         if profile.scatter_fraction is not None:
             analysis["scatter_fraction"] = profile.scatter_fraction
+    if args.wall:
+        analysis["posterior_wall"] = args.wall
     spec = RunSpec(
         session_dir=str(args.session) if args.session else None,
         level=args.level,
@@ -394,6 +411,7 @@ def _stream(args, source, speed: float, loop: bool) -> int:
             "operator": args.operator,
             "room": args.room,
             "calibration": {plane: fmt.scale for plane, fmt in source.formats.items()},
+            "posterior_wall": args.wall,
         },
     )
     try:
@@ -415,6 +433,9 @@ def _run_replay(args) -> int:
                 "nothing to replay: give --lateral/--ap, --video, or --session of a logged one"
             )
         source = SessionSource(args.session)
+        logged_wall = source.store.meta().get("posterior_wall")
+        if args.wall is None and logged_wall:  # the wall the session was measured to
+            args.wall = tuple(tuple(point) for point in logged_wall)
         print(
             f"replaying the logged {source.name}"
             + ("" if args.log else " (add --log DIR to log the replay)"),

@@ -371,3 +371,51 @@ def test_a_needle_moved_mid_injection_reads_as_neither_cement_nor_leak(tmp_path,
     assert len(errors) == len(after) and max(errors) < 1.0
     final = truth["frames"][-1]
     assert got["volume"][final["frame"]] == pytest.approx(final["injected_ml"], rel=0.15)
+
+
+def test_a_wall_given_on_the_command_line_is_the_one_measured_to(tmp_path):
+    """The operator's wall, drawn 2 mm anterior of the true one, replaces the wall
+    found: every distance reads about 2 mm less than the truth, the session log
+    keeps the wall, and a malformed wall is refused before anything starts."""
+    from monitor.recordings import default_recording
+    from tests.test_calibration import monitor_cli
+
+    rec = default_recording()
+    truth = json.loads(rec.truth.read_text())
+    with open_recording(rec.lateral) as r:
+        pixel_mm = r.info.spacing_at_vertebra_mm()[1]
+    # the operator draws along the wall: a line through its points, from end to end
+    points = np.asarray(truth["frames"][0]["wall_px"])
+    a, b = np.polyfit(points[:, 1], points[:, 0], 1)
+    y1, y2 = float(points[:, 1].min()), float(points[:, 1].max())
+    x1, x2 = a * y1 + b, a * y2 + b
+    tip_x = truth["cannulas"][0]["tip_px"]["lateral"][0]
+    inward = 2.0 / pixel_mm * np.sign(tip_x - x1)  # towards the body, where the tip is
+    wall = f"{x1 + inward},{y1},{x2 + inward},{y2}"
+    done = monitor_cli(
+        "replay", "--lateral", rec.lateral, "--ap", rec.ap, "--wall", wall, "--session", tmp_path / "s",
+        "--headless", "--speed", "0", "--level", "L1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(monitor_cli("audit", tmp_path / "s", "--json").stdout)
+    measured = {f["frame"]: f["distance_mm"] for f in report["levels"][0]["frames"]}
+    errors = [
+        measured[f["frame"]] - (f["distance_mm"] - 2.0)
+        for f in truth["frames"]
+        if f["distance_mm"] is not None and f["distance_mm"] <= 15 and measured.get(f["frame"]) is not None
+    ]
+    assert len(errors) > 20 and abs(float(np.median(errors))) < 0.5
+    from monitor.io.store import SessionStore
+
+    assert SessionStore.open(tmp_path / "s").meta()["posterior_wall"] == [
+        [x1 + inward, y1],
+        [x2 + inward, y2],
+    ]
+    again = monitor_cli(
+        "replay", "--session", tmp_path / "s", "--log", tmp_path / "again", "--headless", "--speed", "0"
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    replayed = json.loads(monitor_cli("audit", tmp_path / "again", "--json").stdout)["levels"][0]["frames"]
+    assert {f["frame"]: f["distance_mm"] for f in replayed} == measured  # with the same wall
+    bad = monitor_cli("replay", "--lateral", rec.lateral, "--ap", rec.ap, "--wall", "1,2,3", "--headless")
+    assert bad.returncode != 0 and "X1,Y1,X2,Y2" in bad.stderr

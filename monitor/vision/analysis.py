@@ -55,6 +55,8 @@ class AnalysisConfig:
     roi_half_mm: float = 42.0
     scatter_fraction: float = 0.15  # scatter-to-primary ratio; a room's calibration profile sets it
     scatter_sigma_mm: float = 20.0
+    # the operator's posterior wall, ((x, y) cranial, (x, y) caudal) in lateral image pixels
+    posterior_wall: tuple | None = None
 
 
 @dataclass
@@ -150,6 +152,9 @@ class PlaneAnalyzer:
         self._shift = (0.0, 0.0)
         self._tip_roi: tuple[int, int, int, int] | None = None  # the ROI before the body was found
         self._tip_state: tuple | None = None  # baseline, layers, exclusion and prior over it
+        self.operator_wall = (
+            None  # two points (image pixels) to use as the posterior wall once the baseline is in
+        )
         self._distance_maps: dict = {}  # (slope, vertical) -> (offset, map): walls only shift with breathing
 
     # ----------------------------------------------------------------- pixels
@@ -281,6 +286,11 @@ class PlaneAnalyzer:
         self._tip_state = (self.baseline, self._layers, self._exclude, self._prior)
         if self.body is not None:
             self._use_roi(self._body_roi())
+        if self.operator_wall is not None:
+            try:
+                self.set_wall(self.operator_wall)
+            except ValueError as e:
+                self.warning = f"operator-wall-unused: {e}"
 
     def _body_roi(self) -> tuple[int, int, int, int]:
         """The body found and the margins cement crosses first when it leaves it (wider
