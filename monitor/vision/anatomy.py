@@ -393,6 +393,7 @@ def _edge_points(
             profile = -sign * grad[c, idx]
             blocked = exclude[c, idx]
             ridge = cortex[0][c, idx] if cortex is not None else None
+            level = cortex[2][c, idx] if cortex is not None else None
         else:
             if not 0 <= c < w:
                 continue
@@ -405,6 +406,7 @@ def _edge_points(
             profile = -sign * grad[idx, c]
             blocked = exclude[idx, c]
             ridge = cortex[0][idx, c] if cortex is not None else None
+            level = cortex[2][idx, c] if cortex is not None else None
         profile = np.where(blocked, 0.0, profile)
         # Interior local maxima only: a fall cut by the window's edge is not an edge.
         local = np.flatnonzero((profile[1:-1] >= profile[:-2]) & (profile[1:-1] > profile[2:])) + 1
@@ -419,6 +421,10 @@ def _edge_points(
             evidence = np.array([ridge[max(0, k - reach) : k + 1].max() for k in local])
             peaks = local[evidence >= 0.5 * evidence.max()] if evidence.max() > 0 else local
             k = int(peaks[0])
+            edge = _outer_half(level, k, reach, blocked)
+            if edge is not None:
+                out.append((idx[0] + sign * edge, c, float(profile[k])))
+                continue
         else:
             # The first strong fall from the tip outward, not the strongest: ribs and
             # pedicles beyond a wall can outshine it.
@@ -432,13 +438,38 @@ def _edge_points(
     return out
 
 
-def _cortex(smooth: np.ndarray, mm: float) -> tuple[np.ndarray, int]:
+def _cortex(smooth: np.ndarray, mm: float) -> tuple[np.ndarray, int, np.ndarray]:
     """Ridge strength across x: how much a thin near-vertical line stands above
-    both sides 1.5 mm away; and how far before a fall to look for it (2 mm)."""
+    both sides 1.5 mm away; how far before a fall to look for it (2 mm); and
+    the attenuation itself, for the fall's outer half-level."""
     d = max(2, int(round(1.5 * mm)))
     kernel = np.zeros((1, 2 * d + 1), np.float32)
     kernel[0, [0, -1]], kernel[0, d] = -0.5, 1.0
-    return cv2.filter2D(smooth, cv2.CV_32F, kernel, borderType=cv2.BORDER_REPLICATE), int(round(2 * mm))
+    ridge = cv2.filter2D(smooth, cv2.CV_32F, kernel, borderType=cv2.BORDER_REPLICATE)
+    return ridge, int(round(2 * mm)), smooth
+
+
+def _outer_half(level: np.ndarray, k: int, reach: int, blocked: np.ndarray) -> float | None:
+    """Where ``level`` (attenuation along a search line) falls to halfway between the
+    cortex's crest (within ``reach`` before the steepest fall at ``k``) and the
+    floor as far beyond it, to sub-pixel; None if that cannot be read.
+
+    A cortex seen edge-on is a shell: its projected thickness rises like a square
+    root from its outer surface, so the steepest fall of its blurred image lies
+    inside the surface (about 0.4 mm here). The half level lies nearer the surface,
+    and it is the criterion the cement's front is measured by: the two biases cancel.
+    """
+    lo, hi = max(0, k - reach), min(len(level) - 1, k + reach)
+    if blocked[lo : hi + 1].any() or hi - k < 2:
+        return None
+    crest = lo + int(np.argmax(level[lo : k + 1]))
+    floor = float(level[k : hi + 1].min())
+    half = 0.5 * (float(level[crest]) + floor)
+    for i in range(crest, hi):
+        a, b = float(level[i]), float(level[i + 1])
+        if a >= half > b:
+            return i + (a - half) / (a - b)
+    return None
 
 
 def _fit_line(points: list[tuple[float, float, float]], vertical: bool, tolerance: float) -> Line:
