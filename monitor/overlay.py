@@ -41,6 +41,17 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
     if "front" in o:
         x, y = s([o["front"]])[0]
         cv2.drawMarker(img, (int(x), int(y)), RED, cv2.MARKER_TILTED_CROSS, 14 * thick // 2 + 8, thick)
+        if o.get("front_under_cannula"):
+            cv2.putText(
+                img,
+                "under cannula",
+                (int(x) + 10, int(y) + 20),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.45,
+                RED,
+                1,
+                cv2.LINE_AA,
+            )
     for leak in o.get("leaks", []):
         x, y, w, h = (np.asarray(leak["box"], np.float32) * scale).astype(int)
         cv2.rectangle(img, (x - 4, y - 4), (x + w + 4, y + h + 4), RED, thick)

@@ -67,7 +67,18 @@ class PlaneView(pg.GraphicsLayoutWidget):
         self.cement = pg.PlotCurveItem(pen=pg.mkPen(CEMENT, width=2), connect="pairs")
         self.front = pg.ScatterPlotItem(symbol="x", size=22, pen=pg.mkPen(WALL, width=3), brush=None)
         self.leaks = pg.ScatterPlotItem(symbol="s", size=34, pen=pg.mkPen(LEAK, width=3), brush=None)
-        for item in (self.body, self.wall, self.safety, self.cement, self.front, self.leaks):
+        # the front read under the cannula's steel (cement pushed back along the needle's track)
+        self.front_label = pg.TextItem("", color=WALL, anchor=(0, 0))
+        self.front_label.setFont(QtGui.QFont("Sans", 12, QtGui.QFont.Weight.Bold))
+        for item in (
+            self.body,
+            self.wall,
+            self.safety,
+            self.cement,
+            self.front,
+            self.leaks,
+            self.front_label,
+        ):
             self.box.addItem(item)
         self.leak_labels: list[pg.TextItem] = []
         self.title = pg.TextItem(plane.upper(), color="w", anchor=(0, 0))
@@ -124,6 +135,9 @@ class PlaneView(pg.GraphicsLayoutWidget):
             self.cement.setData([], [])
         front = o.get("front")
         self.front.setData(*([[front[0]], [front[1]]] if front else [[], []]))
+        self.front_label.setText("under cannula" if front and o.get("front_under_cannula") else "")
+        if front:
+            self.front_label.setPos(front[0] + 8, front[1] + 8)
         leaks = o.get("leaks", [])
         self.leaks.setData(
             [lk["box"][0] + lk["box"][2] / 2 for lk in leaks],

@@ -433,6 +433,7 @@ class PlaneAnalyzer:
         sample = difference[::3, ::3][background[::3, ::3]]
         difference -= float(np.median(sample)) if sample.size else 0.0
         cement = segment(difference, gradient, exclude, self.pixel_mm)
+        shaft = self._shaft_core(cement.difference, dx, dy)
         cement = self._with_prior(cement, dx, dy)
         self._last_mask = self._growing_bolus(cement.mask, dx, dy)
         result = PlaneResult(
@@ -452,7 +453,7 @@ class PlaneAnalyzer:
         seen = replace(cement, mask=cement.mask | (sleeve & (cement.difference > cement.threshold)))
         body = self._shifted_body(dx, dy)
         if body is not None:
-            self._measure(result, seen, body)
+            self._measure(result, seen, body, shaft)
         result.overlay = self._overlay(seen, body, dx, dy, result)
         return result
 
@@ -554,7 +555,7 @@ class PlaneAnalyzer:
             )
         )
 
-    def _measure(self, result: PlaneResult, cement: CementMap, body) -> None:
+    def _measure(self, result: PlaneResult, cement: CementMap, body, shaft: dict | None = None) -> None:
         if not cement.mask.any():
             return
         # Only around the cement: the front and the leaks are made of its pixels.
@@ -580,6 +581,10 @@ class PlaneAnalyzer:
             band = ENDPLATE_BAND_MM / self.pixel_mm
             clear = (below_top > band) & (above_bottom > band)
             found = front_distance_px(self._substantial(cement), inside_post, clear, self.pixel_mm)
+            along = self._along_the_shaft(shaft, body)
+            if along is not None and (found is None or along[0] < found[0]):
+                found = (along[0], (along[1][0] - origin[0], along[1][1] - origin[1]))
+                result.overlay["front_under_cannula"] = True
             if found is not None:
                 result.distance_px = found[0] * self.scale
                 result.distance_mm = found[0] * self.pixel_mm
@@ -603,6 +608,69 @@ class PlaneAnalyzer:
             beyond = np.maximum(-inside_left, -inside_right)
             sides = {"paravertebral": ((beyond > margin) & level, beyond)}
         result.leaks = self._leaks(cement, sides, origin)
+
+    def _shaft_core(self, difference: np.ndarray, dx: float, dy: float) -> dict | None:
+        """The difference along the lateral cannula's axis, from 2 mm ahead of its tip
+        back along the shaft: the median over the middle fifth of its width at each
+        working pixel. Cement pushed back along the needle's track surrounds the
+        steel and hides in its shadow in both views; the cannula is a tube, whose
+        middle the beam crosses through two thin walls and the lumen, so it is read
+        there, as what it adds over the lumen's own cement further back."""
+        if self.plane != "lateral" or not self.cannulas or not self.pixel_mm:
+            return None
+        c = self.cannulas[0]
+        tx, ty = c.tip[0] - self.roi[0] + dx, c.tip[1] - self.roi[1] + dy
+        ux, uy = c.direction
+        h, w = difference.shape
+        t = np.arange(-2.0 / self.pixel_mm, max(h, w), 1.0, dtype=np.float32)
+        xs, ys = tx + ux * t, ty + uy * t
+        inside = (xs >= 1) & (xs < w - 2) & (ys >= 1) & (ys < h - 2)
+        t = (
+            t[: np.argmin(inside[int(2.0 / self.pixel_mm) :]) + int(2.0 / self.pixel_mm)]
+            if not inside.all()
+            else t
+        )
+        u = np.linspace(-0.1, 0.1, 5, dtype=np.float32) * c.width_px
+        grid_x = (tx + ux * t[None, :] - uy * u[:, None]).astype(np.float32)
+        grid_y = (ty + uy * t[None, :] + ux * u[:, None]).astype(np.float32)
+        core = np.median(cv2.remap(difference, grid_x, grid_y, cv2.INTER_LINEAR), axis=0)
+        return {"t": t, "core": core, "tip": (tx, ty), "direction": (ux, uy)}
+
+    def _along_the_shaft(self, shaft: dict | None, body) -> tuple[float, tuple[float, float]] | None:
+        """The front of cement pushed back along the needle's track, under the steel:
+        (its distance to the wall in working pixels, its ROI point), or None.
+
+        The lumen's level is read on the shaft 3 mm or more behind the wall (at
+        least 4 mm of it); cement around the shaft is where the core exceeds it
+        by 0.25 or six times the core's noise, continuously from the tip back."""
+        if shaft is None or not isinstance(body, LateralBody):
+            return None
+        t, core = shaft["t"], shaft["core"]
+        (tx, ty), (ux, uy) = shaft["tip"], shaft["direction"]
+        xs, ys = tx + ux * t, ty + uy * t
+        behind = (
+            -body.posterior_sign * body.posterior.signed_distance(xs, ys) * self.pixel_mm
+        )  # mm beyond the wall
+        reference = behind >= 3.0
+        if reference.sum() * self.pixel_mm < 4.0:
+            return None
+        lumen = float(np.median(core[reference]))
+        noise = 1.4826 * float(np.median(np.abs(core[reference] - lumen)))
+        excess = core - lumen > max(0.25, 6.0 * noise)
+        start = int(np.argmin(np.abs(t)))  # the tip
+        if not excess[start : start + max(2, int(round(1.0 / self.pixel_mm)))].all():
+            return None  # no cement at the tip itself: nothing is being pushed back
+        gap = max(2, int(round(0.6 / self.pixel_mm)))
+        last, misses = start, 0
+        for i in range(start, len(t)):
+            if excess[i]:
+                last, misses = i, 0
+            else:
+                misses += 1
+                if misses >= gap:
+                    break
+        x, y = float(xs[last]), float(ys[last])
+        return float(body.posterior_sign * body.posterior.signed_distance(x, y)), (x, y)
 
     def _signed_distance(self, line: Line, window: tuple[slice, slice]) -> np.ndarray:
         """The signed distance to ``line`` of every ROI pixel in ``window``. Breathing
