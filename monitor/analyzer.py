@@ -59,7 +59,9 @@ class VisionAnalysis:
         self._raw_volume_ml: float | None = None  # the image-based volume before syringe scaling
         self.volume_scale = 1.0  # syringe volume / image-based volume, once 1 mL has gone in
         self._pairs: list[tuple[float, float]] = []  # (image-based, syringe) mL at each event
-        self._wall = config.posterior_wall if config else None  # from the command line: first level only
+        # from the command line, for the first level only:
+        self._wall = config.posterior_wall if config else None
+        self._boxes = dict(config.body_boxes) if config else {}
 
     def process(self, frame: Frame) -> Result:
         h = frame.header
@@ -68,9 +70,11 @@ class VisionAnalysis:
         plane = self.case.plane(h.plane, h.photometric, h.intensity, h.bits_stored, pixel_mm)
         pixels = np.asarray(frame.pixels)
         distortion = self._distortion(h.plane, h.scale, pixels.shape)
-        if self._wall is not None and h.plane == "lateral" and plane.baseline is None:
-            wall = np.asarray(self._wall, float)
-            plane.operator_wall = (distortion.undistort(wall) if distortion is not None else wall).tolist()
+        if plane.baseline is None:
+            if self._wall is not None and h.plane == "lateral":
+                plane.operator_wall = _as_measured(self._wall, distortion)
+            if h.plane in self._boxes:
+                plane.operator_box = _box_as_measured(self._boxes[h.plane], distortion)
         if distortion is not None:
             # Measure on the undistorted image; draw (below) on the image as the operator sees it.
             # Corners the detector never saw repeat its edge: a constant fill would be a
@@ -119,7 +123,7 @@ class VisionAnalysis:
             previous = self.level
             self.level = str(command.value)
             self.case = CaseAnalyzer(self.config)
-            self._wall = None  # the command line's wall was drawn on the first level
+            self._wall, self._boxes = None, {}  # the command line's were drawn on the first level
             self._syringe_ml = 0.0  # the volume scale learnt so far is kept: same cement
             self._pairs = []
             return f"level {self.level} started (after {previous or 'none'}): new baseline"
@@ -127,10 +131,14 @@ class VisionAnalysis:
             plane = self.case.planes.get("lateral")
             if plane is None:
                 raise ValueError("no lateral frame yet")
-            points = command.value
-            if "lateral" in self._undistort:  # drawn on the distorted image the operator sees
-                points = self._undistort["lateral"][3].undistort(np.asarray(points, float)).tolist()
-            return plane.set_wall(points)
+            distortion = self._undistort["lateral"][3] if "lateral" in self._undistort else None
+            return plane.set_wall(_as_measured(command.value, distortion))  # drawn on the image as shown
+        if command.action == "body":
+            plane = self.case.planes.get(command.value["plane"])
+            if plane is None:
+                raise ValueError(f"no {command.value['plane']} frame yet")
+            distortion = self._undistort[plane.plane][3] if plane.plane in self._undistort else None
+            return plane.set_body(_box_as_measured(command.value["box"], distortion))
         if command.action == "syringe":
             return self._syringe(float(command.value))
         return f"injection {command.action}d" if command.action == "pause" else "injection resumed"
@@ -196,6 +204,9 @@ class VisionAnalysis:
             if r.rec > start and r.body["event"] == "wall" and "lateral" in self.case.planes:
                 with contextlib.suppress(ValueError):
                     self.case.planes["lateral"].set_wall(r.body["value"])
+            if r.rec > start and r.body["event"] == "body" and r.body["value"]["plane"] in self.case.planes:
+                with contextlib.suppress(ValueError):
+                    self.case.planes[r.body["value"]["plane"]].set_body(r.body["value"]["box"])
         for r in store.records("alarm", after=start):
             b = r.body
             state = self._logged_alarms.setdefault(b["id"], {"active": True, "acknowledged": False})
@@ -586,3 +597,17 @@ def _analyse(analysis, frame: Frame) -> Result:
         log.exception("analysis failed on %s frame %d", frame.header.plane, frame.header.frame)
         result = result_for(frame.header, f"error: {e}"[:200])
     return replace(result, send_time=time.time())
+
+
+def _as_measured(points, distortion: RadialDistortion | None) -> list:
+    """Points the operator gave on the image as shown, on the image as measured (undistorted)."""
+    points = np.asarray(points, float)
+    return (distortion.undistort(points) if distortion is not None else points).tolist()
+
+
+def _box_as_measured(box, distortion: RadialDistortion | None) -> list[float]:
+    """A box given on the image as shown: the box around its corners once undistorted."""
+    x, y, w, h = (float(v) for v in box)
+    corners = np.asarray(_as_measured([[x, y], [x + w, y], [x, y + h], [x + w, y + h]], distortion))
+    (x0, y0), (x1, y1) = corners.min(axis=0), corners.max(axis=0)
+    return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]

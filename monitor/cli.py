@@ -288,6 +288,14 @@ def _add_stream_options(p, session_help: str) -> None:
         help="the posterior wall on the lateral image, two points (cranial, caudal) in image pixels:"
         " replaces the wall found (or stands in for a body not found) and is tracked with breathing",
     )
+    p.add_argument(
+        "--body",
+        type=_body_box,
+        action="append",
+        metavar="PLANE:X,Y,W,H",
+        help="the vertebral body as a box in that plane's image pixels (lateral or ap; repeat for"
+        " both): replaces the outline found (or stands in for one not found), tracked with breathing",
+    )
     p.add_argument("--patient", help="pseudonymous patient reference, for the session log")
     p.add_argument("--operator", help="who injects, for the session log and the QA summary")
     p.add_argument("--room", help="room or C-arm, for the session log")
@@ -299,6 +307,19 @@ def _wall_points(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give the wall as X1,Y1,X2,Y2 (pixels)") from None
     return (x1, y1), (x2, y2)
+
+
+def _body_box(text: str) -> tuple[str, tuple[float, float, float, float]]:
+    plane, _, box = text.partition(":")
+    try:
+        x, y, w, h = (float(v) for v in box.split(","))
+    except ValueError:
+        x = y = w = h = None
+    if plane not in ("lateral", "ap") or w is None or w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give the body as PLANE:X,Y,W,H, e.g. lateral:120,140,200,150 (pixels)"
+        )
+    return plane, (x, y, w, h)
 
 
 def _add_replay(sub) -> None:
@@ -396,6 +417,8 @@ def _stream(args, source, speed: float, loop: bool) -> int:
             analysis["scatter_fraction"] = profile.scatter_fraction
     if args.wall:
         analysis["posterior_wall"] = args.wall
+    if args.body:
+        analysis["body_boxes"] = tuple(dict(args.body).items())  # the last box given for a plane
     spec = RunSpec(
         session_dir=str(args.session) if args.session else None,
         level=args.level,
@@ -412,6 +435,7 @@ def _stream(args, source, speed: float, loop: bool) -> int:
             "room": args.room,
             "calibration": {plane: fmt.scale for plane, fmt in source.formats.items()},
             "posterior_wall": args.wall,
+            "body_boxes": dict(args.body) if args.body else None,
         },
     )
     try:
@@ -433,9 +457,11 @@ def _run_replay(args) -> int:
                 "nothing to replay: give --lateral/--ap, --video, or --session of a logged one"
             )
         source = SessionSource(args.session)
-        logged_wall = source.store.meta().get("posterior_wall")
-        if args.wall is None and logged_wall:  # the wall the session was measured to
-            args.wall = tuple(tuple(point) for point in logged_wall)
+        meta = source.store.meta()
+        if args.wall is None and meta.get("posterior_wall"):  # the wall the session was measured to
+            args.wall = tuple(tuple(point) for point in meta["posterior_wall"])
+        if args.body is None and meta.get("body_boxes"):  # and its bodies
+            args.body = [(plane, tuple(box)) for plane, box in meta["body_boxes"].items()]
         print(
             f"replaying the logged {source.name}"
             + ("" if args.log else " (add --log DIR to log the replay)"),

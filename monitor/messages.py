@@ -66,7 +66,9 @@ Command header: v, kind "command", session, source (who: "viewer", "cli"),
 send_time, action and value: "acknowledge" (null), "level" (name, e.g. "L2":
 a new level starts, with a new baseline), "syringe" (mL delivered), "pause",
 "resume" (null), "wall" ([[x, y], [x, y]]: the posterior wall, lateral image
-pixels, from cranial to caudal). The analyzer applies it, logs it, and
+pixels, from cranial to caudal), "body" ({"plane": "lateral" or "ap", "box":
+[x, y, width, height]}: the vertebral body, image pixels of that plane). The
+analyzer applies it, logs it, and
 announces it as a status event named after the action.
 
 Decoding checks everything and raises :class:`MessageError` with a short
@@ -91,7 +93,7 @@ END_TOPIC = b"end"
 RESULT_TOPICS = {plane: f"result.{plane}".encode() for plane in PLANES}
 STATUS_TOPIC = b"status"
 COMMAND_TOPIC = b"command"
-ACTIONS = ("acknowledge", "level", "syringe", "pause", "resume", "wall")
+ACTIONS = ("acknowledge", "level", "syringe", "pause", "resume", "wall", "body")
 MAX_SIDE = 8192
 
 
@@ -329,6 +331,18 @@ def _command(session: str, send_time: float, raw: dict) -> Command:
         )
     ):
         raise MessageError("garbled", f"wall {value!r}; expected [[x, y], [x, y]]")
+    if action == "body" and not (
+        isinstance(value, dict)
+        and value.get("plane") in PLANES
+        and isinstance(value.get("box"), list)
+        and len(value["box"]) == 4
+        and all(
+            isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in value["box"]
+        )
+        and value["box"][2] > 0
+        and value["box"][3] > 0
+    ):
+        raise MessageError("garbled", f"body {value!r}; expected {{'plane': 'lateral', 'box': [x, y, w, h]}}")
     if action in ("acknowledge", "pause", "resume"):
         value = None
     return Command(session, _field(raw, "source", str), send_time, action, value)

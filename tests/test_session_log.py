@@ -252,6 +252,7 @@ def test_operator_commands_reach_the_analyzer_and_the_session_log(tmp_path):
         sender.send("syringe", 1.5)
         sender.send("pause")
         sender.send("wall", [[10, 10], [12, 50]])  # no body, no scale: refused
+        sender.send("body", {"plane": "lateral", "box": [5, 5, 30, 30]})  # no scale: refused
         sender.send("level", "L2")
         sender.send("acknowledge")
 
@@ -274,11 +275,14 @@ def test_operator_commands_reach_the_analyzer_and_the_session_log(tmp_path):
         ("test", "syringe", 1.5, "L1"),
         ("test", "pause", None, "L1"),
         ("test", "rejected-command", [[10, 10], [12, 50]], "L1"),
+        ("test", "rejected-command", {"plane": "lateral", "box": [5, 5, 30, 30]}, "L1"),
         ("test", "level", "L2", "L2"),
         ("test", "acknowledge", None, "L2"),
     ]
-    rejected = next(ev for ev in store.events() if ev["event"] == "rejected-command")
-    assert "wall" in rejected["detail"] and "scale" in rejected["detail"]
+    rejected = [ev["detail"] for ev in store.events() if ev["event"] == "rejected-command"]
+    assert (
+        "wall" in rejected[0] and "scale" in rejected[0] and "body" in rejected[1] and "scale" in rejected[1]
+    )
     levels = {r["level"] for r in store.results()}
     assert levels == {"L1", "L2"}
     assert store.verify() == []

@@ -423,6 +423,45 @@ def test_a_wall_given_on_the_command_line_is_the_one_measured_to(tmp_path):
     assert bad.returncode != 0 and "X1,Y1,X2,Y2" in bad.stderr
 
 
+def test_a_body_box_given_on_the_command_line_is_the_outline_measured_to(tmp_path):
+    """The operator's lateral body box, its posterior side 2 mm anterior of the true
+    wall, replaces the outline found: the distances read about 2 mm less than the
+    truth; the box is kept in the session log; a malformed box is refused."""
+    from monitor.io.store import SessionStore
+    from monitor.recordings import default_recording
+    from tests.test_calibration import monitor_cli
+
+    rec = default_recording()
+    truth = json.loads(rec.truth.read_text())
+    with open_recording(rec.lateral) as r:
+        pixel_mm = r.info.spacing_at_vertebra_mm()[1]
+    wall = np.asarray(truth["frames"][0]["wall_px"])
+    tip_x = truth["cannulas"][0]["tip_px"]["lateral"][0]
+    inward = np.sign(tip_x - wall[:, 0].mean())
+    posterior_x = float(np.median(wall[:, 0])) + inward * 2.0 / pixel_mm
+    depth = 30.0 / pixel_mm
+    x0 = posterior_x if inward > 0 else posterior_x - depth
+    y0, height = float(wall[:, 1].min()), float(np.ptp(wall[:, 1]))
+    done = monitor_cli(
+        "replay", "--lateral", rec.lateral, "--ap", rec.ap, "--body", f"lateral:{x0},{y0},{depth},{height}",
+        "--session", tmp_path / "s", "--headless", "--speed", "0", "--level", "L1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(monitor_cli("audit", tmp_path / "s", "--json").stdout)
+    measured = {f["frame"]: f["distance_mm"] for f in report["levels"][0]["frames"]}
+    errors = [
+        measured[f["frame"]] - (f["distance_mm"] - 2.0)
+        for f in truth["frames"]
+        if f["distance_mm"] is not None and f["distance_mm"] <= 15 and measured.get(f["frame"]) is not None
+    ]
+    assert len(errors) > 20 and abs(float(np.median(errors))) < 0.6, float(np.median(errors))
+    assert SessionStore.open(tmp_path / "s").meta()["body_boxes"] == {"lateral": [x0, y0, depth, height]}
+    bad = monitor_cli(
+        "replay", "--lateral", rec.lateral, "--ap", rec.ap, "--body", "side:1,2,3,4", "--headless"
+    )
+    assert bad.returncode != 0 and "PLANE:X,Y,W,H" in bad.stderr
+
+
 def test_scatter_is_solved_for_where_the_spine_is_darker_than_around_it():
     """Primary dark in the middle (spine and a bolus) and bright around it, scatter
     f G*P added: the scatter found under the bolus is within 1 % of the truth,

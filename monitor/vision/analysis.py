@@ -57,6 +57,8 @@ class AnalysisConfig:
     scatter_sigma_mm: float = 20.0
     # the operator's posterior wall, ((x, y) cranial, (x, y) caudal) in lateral image pixels
     posterior_wall: tuple | None = None
+    # the operator's body boxes, ((plane, (x, y, width, height)), ...) in image pixels of each plane
+    body_boxes: tuple = ()
 
 
 @dataclass
@@ -171,9 +173,9 @@ class PlaneAnalyzer:
         self._shift = (0.0, 0.0)
         self._tip_roi: tuple[int, int, int, int] | None = None  # the ROI before the body was found
         self._tip_state: tuple | None = None  # baseline, layers, exclusion and prior over it
-        self.operator_wall = (
-            None  # two points (image pixels) to use as the posterior wall once the baseline is in
-        )
+        # the operator's, from the command line, used once the baseline is in (image pixels):
+        self.operator_wall = None  # two points, the posterior wall (lateral)
+        self.operator_box = None  # x, y, width, height: the body
         self._distance_maps: dict = {}  # (slope, vertical) -> (offset, map): walls only shift with breathing
 
     # ----------------------------------------------------------------- pixels
@@ -304,11 +306,15 @@ class PlaneAnalyzer:
         self._tip_state = (self.baseline, self._layers, self._exclude, self._prior)
         if self.body is not None:
             self._use_roi(self._body_roi())
-        if self.operator_wall is not None:
-            try:
-                self.set_wall(self.operator_wall)
-            except ValueError as e:
-                self.warning = f"operator-wall-unused: {e}"
+        for name, value, apply in (
+            ("box", self.operator_box, self.set_body),
+            ("wall", self.operator_wall, self.set_wall),
+        ):
+            if value is not None:
+                try:
+                    apply(value)
+                except ValueError as e:
+                    self.warning = f"operator-{name}-unused: {e}"
 
     def _body_roi(self) -> tuple[int, int, int, int]:
         """The body found and the margins cement crosses first when it leaves it (wider
@@ -533,6 +539,34 @@ class PlaneAnalyzer:
         )
         self.anatomy_error = None
         return "no body had been found: operator's wall used, endplates at its ends"
+
+    def set_body(self, box) -> str:
+        """The operator's vertebral body: a box (x, y, width, height) in image pixels of
+        the current frame, in either view. It replaces the outline found (or stands
+        in for one not found) and is tracked with the breathing shift from now on.
+        Returns what was done, for the log."""
+        if self.baseline is None or not self.pixel_mm:
+            raise ValueError("no baseline or no millimetre scale yet: the body cannot be placed")
+        x, y, w, h = (float(v) for v in box)
+        s = self.scale
+        dx, dy = self._shift
+        if min(w, h) * self.full_pixel_mm < 8.0:
+            raise ValueError("the body box must be at least 8 mm on each side")
+        x0, y0 = (x - (s - 1) / 2) / s - dx, (y - (s - 1) / 2) / s - dy  # working pixels, baseline position
+        left, right = Line(0.0, x0, True, 0), Line(0.0, x0 + w / s, True, 0)
+        top, bottom = Line(0.0, y0, False, 0), Line(0.0, y0 + h / s, False, 0)
+        if self.plane == "lateral":
+            if not self.cannulas:
+                raise ValueError("no cannula found, so the box's posterior side is unknown: draw the wall")
+            sign = 1 if self.cannulas[0].direction[0] >= 0 else -1  # the cannula comes in from posterior
+            posterior, anterior = (right, left) if sign > 0 else (left, right)
+            self.body = LateralBody(posterior, anterior, top, bottom, sign)
+        else:
+            self.body = ApBody(left, right, top, bottom)
+        self.anatomy_error = None
+        self._use_roi(self._tip_roi)
+        self._use_roi(self._body_roi())
+        return f"{self.plane} body outline replaced by the operator's box"
 
     def _shifted_body(self, dx: float, dy: float):
         b = self.body
