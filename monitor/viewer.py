@@ -91,6 +91,7 @@ class PlaneView(pg.GraphicsLayoutWidget):
         self.photometric: str | None = None
         self.shown_frame: int | None = None
         self.wall_editor: pg.LineSegmentROI | None = None
+        self.body_editor: pg.RectROI | None = None
         self._overlay_shown: tuple = (None, None)
 
     def show_frame(self, pixels: np.ndarray, photometric: str, window, frame: int) -> None:
@@ -266,8 +267,11 @@ class MonitorWindow(QtWidgets.QWidget):
         self.wall_button = QtWidgets.QPushButton("Adjust wall")
         self.wall_button.setCheckable(True)
         self.wall_button.toggled.connect(self.edit_wall)
+        self.body_button = QtWidgets.QPushButton("Adjust body")
+        self.body_button.setCheckable(True)
+        self.body_button.toggled.connect(self.edit_body)
         self.status_line = QtWidgets.QLabel("waiting for frames ...")
-        for w in (self.level_box, set_level, syringe, self.pause_button, self.wall_button):
+        for w in (self.level_box, set_level, syringe, self.pause_button, self.wall_button, self.body_button):
             controls.addWidget(w)
         controls.addWidget(self.status_line, 1)
         self.stop_button = QtWidgets.QPushButton("STOP injecting")
@@ -279,7 +283,8 @@ class MonitorWindow(QtWidgets.QWidget):
         layout.addWidget(self.stop_button)
         self.setStyleSheet("QWidget { background:#101010; color:#e0e0e0; } QPushButton { padding:6px 14px; }")
         training_hidden = [self.banner, self.ack, self.audio, self.distance_plot, self.volume_plot]
-        training_hidden += [*self.readouts.values(), self.wall_button, set_level, syringe, self.level_box]
+        training_hidden += [*self.readouts.values(), self.wall_button, self.body_button, set_level, syringe]
+        training_hidden.append(self.level_box)
         for w in training_hidden:
             w.setVisible(not self.training)
         self.stop_button.setVisible(self.training)
@@ -323,6 +328,25 @@ class MonitorWindow(QtWidgets.QWidget):
         editor.sigRegionChangeFinished.connect(lambda roi: self.send("wall", _roi_points(roi)))
         view.box.addItem(editor)
         view.wall_editor = editor
+
+    def edit_body(self, on: bool) -> None:
+        """A box on each view over the body found (or the middle of the image), sent as
+        the operator's body whenever it has been moved or resized."""
+        for plane, view in self.views.items():
+            if view.body_editor is not None:
+                view.box.removeItem(view.body_editor)
+                view.body_editor = None
+            if not on:
+                continue
+            r = self.state.planes[plane].result
+            corners = np.asarray((r.overlay.get("body") if r else None) or _default_body(view.shape), float)
+            (x0, y0), (x1, y1) = corners.min(axis=0), corners.max(axis=0)
+            editor = pg.RectROI((x0, y0), (x1 - x0, y1 - y0), pen=pg.mkPen("#ff66ff", width=3))
+            editor.sigRegionChangeFinished.connect(
+                lambda roi, plane=plane: self.send("body", {"plane": plane, "box": _roi_box(roi)})
+            )
+            view.box.addItem(editor)
+            view.body_editor = editor
 
     # ------------------------------------------------------------------ updates
 
@@ -435,6 +459,17 @@ class MonitorWindow(QtWidgets.QWidget):
 def _default_wall(shape) -> list[list[float]]:
     h, w = shape or (512, 512)
     return [[w * 0.6, h * 0.4], [w * 0.6, h * 0.6]]
+
+
+def _default_body(shape) -> list[list[float]]:
+    h, w = shape or (512, 512)
+    return [[w * 0.35, h * 0.35], [w * 0.65, h * 0.65]]
+
+
+def _roi_box(roi: pg.RectROI) -> list[float]:
+    """The rectangle as x, y, width, height in image pixels."""
+    (x, y), (w, h) = roi.pos(), roi.size()
+    return [round(float(x), 1), round(float(y), 1), round(float(w), 1), round(float(h), 1)]
 
 
 def _roi_points(roi: pg.LineSegmentROI) -> list[list[float]]:

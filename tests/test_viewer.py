@@ -182,12 +182,17 @@ def test_an_operator_action_reaches_the_session_log(qtbot, tmp_path):
     w.show()
     qtbot.waitUntil(lambda: (w.views["lateral"].shown_frame or 0) >= 5, timeout=30000)
     qtbot.mouseClick(w.syringe_button, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(w.body_button, QtCore.Qt.MouseButton.LeftButton)  # boxes over the bodies found
+    editor = w.views["ap"].body_editor
+    editor.setPos(editor.pos() + QtCore.QPointF(3, 0), finish=True)  # the operator nudges the AP box
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     events = SessionStore.open(tmp_path / "s").events()
     syringe = [ev for ev in events if ev["event"] == "syringe"]
     assert len(syringe) == 1 and syringe[0]["source"] == "viewer" and syringe[0]["value"] == 1.0
     assert syringe[0]["level"] == "L1" and 0 < syringe[0]["acq_time"] < 48 / 7.5
+    body = [ev for ev in events if ev["event"] == "body"]  # applied, not rejected
+    assert len(body) == 1 and body[0]["value"]["plane"] == "ap" and "replaced" in body[0]["detail"]
 
 
 def test_training_scores_stops_against_the_monitors_alarms():
