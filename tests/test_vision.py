@@ -19,7 +19,7 @@ from monitor.vision.intensity import IntensityModel, measure_log_scale
 def analyse(lateral, ap, limit: int | None = None, start: int = 0, overlay: bool = False) -> dict:
     source = DicomPairSource(lateral, ap)
     case = CaseAnalyzer()
-    out = {"distance": {}, "volume": {}, "alarms": [], "status": {}, "overlay": {}}
+    out = {"distance": {}, "volume": {}, "plane_volume": {}, "alarms": [], "status": {}, "overlay": {}}
     try:
         for item in source.frames():
             if limit is not None and item.index >= limit:
@@ -32,6 +32,7 @@ def analyse(lateral, ap, limit: int | None = None, start: int = 0, overlay: bool
             )
             result, summary = case.process(plane, item.pixels, item.index, item.acq_time)
             out["status"][(item.plane, item.index)] = result.status
+            out["plane_volume"][(item.plane, item.index)] = result.volume_ml
             if overlay:
                 out["overlay"][(item.plane, item.index)] = result.overlay
             if item.plane == "lateral":
@@ -504,7 +505,10 @@ def test_cement_pushed_back_along_the_needle_is_read_under_its_steel(tmp_path):
     shadow in both views. Read along the tube's middle, over the lumen's own
     cement, it raises the proximity alarm within 1 frame of the crossing (2 frames
     late when only cement beside the steel was read), the front marked as read
-    under the cannula, and the distances there stay within 1.5 mm of the truth."""
+    under the cannula, and the distances there stay within 1.5 mm of the truth.
+    The same reading brings the lateral volume, whose bolus lies mostly under the
+    shaft in that view, within 4 % of the truth (median; 8 % at worst), where
+    interpolating across the shaft read it 10-14 % low."""
     from monitor.sim.simulate import SimConfig, simulate
 
     truth = simulate(
@@ -521,3 +525,8 @@ def test_cement_pushed_back_along_the_needle_is_read_under_its_steel(tmp_path):
     assert alarms[0]["frame"] in under
     frames = {f["frame"]: f["distance_mm"] for f in truth["frames"]}
     assert all(abs(got["distance"][f] - frames[f]) < 1.5 for f in under if frames[f] is not None)
+    injected = {f["frame"]: f["injected_ml"] for f in truth["frames"]}
+    errors = [got["plane_volume"][("lateral", f)] / v - 1 for f, v in injected.items() if v >= 0.45]
+    assert len(errors) > 10 and float(np.median(np.abs(errors))) < 0.04 and max(map(abs, errors)) < 0.08, (
+        errors
+    )

@@ -20,6 +20,7 @@ import numpy as np
 
 from monitor.vision.alarms import AlarmConfig, AlarmEngine
 from monitor.vision.anatomy import (
+    BAND_WIDTHS,
     ApBody,
     LateralBody,
     Line,
@@ -34,6 +35,7 @@ from monitor.vision.cement import (
     DEFAULT_CEMENT_MU,
     CementMap,
     Registration,
+    ShaftReading,
     around,
     front_distance_px,
     integrated_volume_ml,
@@ -448,16 +450,17 @@ class PlaneAnalyzer:
             self.anatomy_error or self.warning or "ok",
             shift_px=(dx * self.scale, dy * self.scale),
         )
+        body = self._shifted_body(dx, dy)
+        shaft = self._read_shaft(shaft, body)
         if self.pixel_mm:
             fill = exclude if self.cannulas else None
             result.volume_ml, result.volume_filled = integrated_volume_ml(
-                cement, self.pixel_mm, self.config.cement_mu_per_mm, fill
+                cement, self.pixel_mm, self.config.cement_mu_per_mm, fill, shaft
             )
         # Front and leaks also read the band's strips beside the steel, with the same
         # threshold: cement running back along the needle's track is the first to leave.
         sleeve = (layers[..., 3] > 0.75) & ~uncovered
         seen = replace(cement, mask=cement.mask | (sleeve & (cement.difference > cement.threshold)))
-        body = self._shifted_body(dx, dy)
         if body is not None:
             self._measure(result, seen, body, shaft)
         result.overlay = self._overlay(seen, body, dx, dy, result)
@@ -589,7 +592,9 @@ class PlaneAnalyzer:
             )
         )
 
-    def _measure(self, result: PlaneResult, cement: CementMap, body, shaft: dict | None = None) -> None:
+    def _measure(
+        self, result: PlaneResult, cement: CementMap, body, shaft: ShaftReading | None = None
+    ) -> None:
         if not cement.mask.any():
             return
         # Only around the cement: the front and the leaks are made of its pixels.
@@ -615,10 +620,12 @@ class PlaneAnalyzer:
             band = ENDPLATE_BAND_MM / self.pixel_mm
             clear = (below_top > band) & (above_bottom > band)
             found = front_distance_px(self._substantial(cement), inside_post, clear, self.pixel_mm)
-            along = self._along_the_shaft(shaft, body)
-            if along is not None and (found is None or along[0] < found[0]):
-                found = (along[0], (along[1][0] - origin[0], along[1][1] - origin[1]))
-                result.overlay["front_under_cannula"] = True
+            if shaft is not None:  # the end of the cement read along the shaft's middle
+                x, y = float(shaft.xs[-1]), float(shaft.ys[-1])
+                along = float(s * body.posterior.signed_distance(x, y))
+                if found is None or along < found[0]:
+                    found = (along, (x - origin[0], y - origin[1]))
+                    result.overlay["front_under_cannula"] = True
             if found is not None:
                 result.distance_px = found[0] * self.scale
                 result.distance_mm = found[0] * self.pixel_mm
@@ -670,13 +677,13 @@ class PlaneAnalyzer:
         core = np.median(cv2.remap(difference, grid_x, grid_y, cv2.INTER_LINEAR), axis=0)
         return {"t": t, "core": core, "tip": (tx, ty), "direction": (ux, uy)}
 
-    def _along_the_shaft(self, shaft: dict | None, body) -> tuple[float, tuple[float, float]] | None:
-        """The front of cement pushed back along the needle's track, under the steel:
-        (its distance to the wall in working pixels, its ROI point), or None.
+    def _read_shaft(self, shaft: dict | None, body) -> ShaftReading | None:
+        """Cement around the lateral shaft, under its steel, from the tip back, or None.
 
         The lumen's level is read on the shaft 3 mm or more behind the wall (at
-        least 4 mm of it); cement around the shaft is where the core exceeds it
-        by 0.25 or six times the core's noise, continuously from the tip back."""
+        least 4 mm of it); cement around the shaft is what the core adds to it,
+        where that exceeds 0.25 or six times the core's noise, continuously from
+        the tip back."""
         if shaft is None or not isinstance(body, LateralBody):
             return None
         t, core = shaft["t"], shaft["core"]
@@ -703,8 +710,9 @@ class PlaneAnalyzer:
                 misses += 1
                 if misses >= gap:
                     break
-        x, y = float(xs[last]), float(ys[last])
-        return float(body.posterior_sign * body.posterior.signed_distance(x, y)), (x, y)
+        run = slice(start, last + 1)
+        half_width = BAND_WIDTHS / 2 * self.cannulas[0].width_px
+        return ShaftReading(xs[run], ys[run], (core - lumen)[run].astype(np.float32), half_width)
 
     def _signed_distance(self, line: Line, window: tuple[slice, slice]) -> np.ndarray:
         """The signed distance to ``line`` of every ROI pixel in ``window``. Breathing

@@ -92,6 +92,9 @@ def _quad(first: Line, second: Line, top: Line, bottom: Line) -> np.ndarray:
     return np.array(corners, dtype=np.float32)
 
 
+BAND_WIDTHS = 1.8  # the band along a shaft left out of the cement, in shaft widths
+
+
 class NotFound(ValueError):
     """A structure could not be found; the message says which and why."""
 
@@ -180,7 +183,7 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
         (float(tip[0]), float(tip[1])),
         (float(out[0]), float(out[1])),
         width,
-        shaft_band((h, w), tip, out, width, 1.8),
+        shaft_band((h, w), tip, out, width, BAND_WIDTHS),
         contrast,
         float(np.linalg.norm(tail - tip)),
         leaves,

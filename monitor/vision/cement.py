@@ -195,8 +195,24 @@ def segment(
     return CementMap(smooth, mask, threshold, noise)
 
 
+@dataclass(frozen=True)
+class ShaftReading:
+    """Cement read along a cannula's axis, under its steel, from the tip back: points
+    (x, y, ROI pixels, one pixel apart), the cement's mu * thickness there, and the
+    half-width of the band the shaft hides."""
+
+    xs: np.ndarray
+    ys: np.ndarray
+    values: np.ndarray
+    half_width: float
+
+
 def integrated_volume_ml(
-    cement: CementMap, pixel_mm: float, mu_per_mm: float, fill: np.ndarray | None = None
+    cement: CementMap,
+    pixel_mm: float,
+    mu_per_mm: float,
+    fill: np.ndarray | None = None,
+    shaft: ShaftReading | None = None,
 ) -> tuple[float, float]:
     """Volume from the summed line integrals over the cement (slightly dilated
     to keep its faint rim): sum(mu * thickness) * pixel area / mu; and the
@@ -204,6 +220,8 @@ def integrated_volume_ml(
 
     ``fill`` marks pixels (under a cannula) whose difference is interpolated
     from around them rather than read, since the cannula hides the cement there.
+    Where ``shaft`` was read along the middle of the band, the interpolation is
+    brought to that reading there, tapering to the band's edges.
     """
     if not cement.mask.any():
         return 0.0, 0.0
@@ -231,10 +249,32 @@ def integrated_volume_ml(
                 3,
                 cv2.INPAINT_TELEA,
             )
+            if shaft is not None and len(shaft.xs) >= 2:
+                _to_shaft_reading(values, hidden, shaft, (window[1].start, window[0].start))
             region = (region & ~fill) | (hidden & (values > cement.threshold))
     total = float(np.clip(values[region], 0, None).sum())
     filled = float(np.clip(values[region & fill], 0, None).sum()) if fill is not None else 0.0
     return total * pixel_mm**2 / mu_per_mm / 1000.0, filled / total if total > 0 else 0.0
+
+
+def _to_shaft_reading(values: np.ndarray, hidden: np.ndarray, shaft: ShaftReading, origin) -> None:
+    """Correct the interpolated ``values`` in ``hidden`` to the reading along the shaft's
+    middle: by its difference to them on the axis, tapering as a parabola to nothing
+    at the band's edges (a sleeve of cement is thickest in projection on its axis)."""
+    xs, ys = shaft.xs - origin[0], shaft.ys - origin[1]
+    d = np.array([xs[-1] - xs[0], ys[-1] - ys[0]])
+    d /= np.hypot(*d)
+    on_axis = cv2.remap(
+        values, xs.astype(np.float32).reshape(1, -1), ys.astype(np.float32).reshape(1, -1), cv2.INTER_LINEAR
+    )[0]
+    correction = shaft.values - on_axis
+    py, px = np.nonzero(hidden)
+    along = (px - xs[0]) * d[0] + (py - ys[0]) * d[1]
+    across = (py - ys[0]) * d[0] - (px - xs[0]) * d[1]
+    index = np.rint(along).astype(int)
+    near = (index >= 0) & (index < len(xs)) & (np.abs(across) < shaft.half_width)
+    taper = 1.0 - (across[near] / shaft.half_width) ** 2
+    values[py[near], px[near]] += (correction[index[near]] * taper).astype(values.dtype)
 
 
 def front_distance_px(
