@@ -415,6 +415,8 @@ def _stream(args, source, speed: float, loop: bool) -> int:
             analysis["cement_mu_per_mm"] = profile.cement_mu_per_mm
         if profile.scatter_fraction is not None:
             analysis["scatter_fraction"] = profile.scatter_fraction
+        if profile.scatter_sigma_mm is not None:
+            analysis["scatter_sigma_mm"] = profile.scatter_sigma_mm
     if args.wall:
         analysis["posterior_wall"] = args.wall
     if args.body:

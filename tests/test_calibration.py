@@ -83,6 +83,8 @@ def test_a_grid_that_is_not_there_is_refused(tmp_path):
         ({"scale": {"spacing_mm": [0.2, 0.2], "method": "guess"}}, "scale.method"),
         ({"scale": {"spacing_mm": [0, 0.2], "method": "grid"}}, "spacing_mm"),
         ({"distortion": {"k1": 0.1}}, "distortion"),
+        ({"scatter_fraction": 3}, "scatter_fraction"),
+        ({"scatter_sigma_mm": 0.5}, "scatter_sigma_mm"),
     ],
 )
 def test_bad_profiles_are_refused_naming_the_field(change, message):
@@ -160,3 +162,24 @@ def test_the_analyzer_undistorts_with_the_profile(tmp_path):
     result = next(r for r in SessionStore.open(tmp_path / "s").results() if r["overlay"].get("wall"))
     wall = np.asarray(result["overlay"]["wall"])
     assert np.allclose(distortion.distort(distortion.undistort(wall)), wall, atol=0.2)
+
+
+def test_the_profiles_scatter_reaches_the_volume(tmp_path):
+    """A room's scatter spread set in its profile is the one the volume is measured
+    with: a wider spread puts more scatter behind the spine, leaves less primary
+    behind the cement, and so reads more of it."""
+    rec = default_recording()
+    with open_recording(rec.lateral) as r:
+        spacing = r.info.spacing_at_vertebra_mm()
+    volumes = {}
+    for sigma in (12.0, 40.0):
+        profile = profile_json("room", (384, 384), spacing, "grid") | {"scatter_sigma_mm": sigma}
+        (tmp_path / f"{sigma}.json").write_text(json.dumps(profile))
+        done = monitor_cli(
+            "replay", "--lateral", rec.lateral, "--ap", rec.ap, "--calibration", tmp_path / f"{sigma}.json",
+            "--session", tmp_path / str(sigma), "--headless", "--speed", "0", "--level", "L1",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        report = json.loads(monitor_cli("audit", tmp_path / str(sigma), "--json").stdout)
+        volumes[sigma] = report["levels"][0]["volume_ml"]
+    assert volumes[40.0] > 1.05 * volumes[12.0], volumes

@@ -36,6 +36,7 @@ class Profile:
     video_layout: dict | None  # plane -> [x, y, width, height] in the grabbed video frame
     cement_mu_per_mm: float | None
     scatter_fraction: float | None
+    scatter_sigma_mm: float | None = None
     path: Path | None = None
 
     def scale(self) -> dict | None:
@@ -141,6 +142,9 @@ def parse_profile(raw, path: Path | None = None) -> Profile:
     scatter = raw.get("scatter_fraction")
     if scatter is not None and not (_number(scatter) and 0 <= scatter < 2):
         fail(f'"scatter_fraction" must be between 0 and 2, got {scatter!r}')
+    spread = raw.get("scatter_sigma_mm")
+    if spread is not None and not (_number(spread) and 5 <= spread <= 100):
+        fail(f'"scatter_sigma_mm" must be between 5 and 100 mm, got {spread!r}')
     if spacing is None and distortion is None and layout is None and mu is None:
         fail("the profile calibrates nothing: give scale, distortion, video_layout or cement_mu_per_mm")
     return Profile(
@@ -153,6 +157,7 @@ def parse_profile(raw, path: Path | None = None) -> Profile:
         layout,
         mu,
         scatter,
+        spread,
         path,
     )
 
