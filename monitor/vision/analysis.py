@@ -665,12 +665,10 @@ class PlaneAnalyzer:
         h, w = difference.shape
         t = np.arange(-2.0 / self.pixel_mm, max(h, w), 1.0, dtype=np.float32)
         xs, ys = tx + ux * t, ty + uy * t
-        inside = (xs >= 1) & (xs < w - 2) & (ys >= 1) & (ys < h - 2)
-        t = (
-            t[: np.argmin(inside[int(2.0 / self.pixel_mm) :]) + int(2.0 / self.pixel_mm)]
-            if not inside.all()
-            else t
-        )
+        ahead = int(2.0 / self.pixel_mm)
+        leaves = np.flatnonzero(~((xs >= 1) & (xs < w - 2) & (ys >= 1) & (ys < h - 2))[ahead:])
+        if leaves.size:  # up to where the shaft leaves the ROI
+            t = t[: ahead + leaves[0]]
         u = np.linspace(-0.1, 0.1, 5, dtype=np.float32) * c.width_px
         grid_x = (tx + ux * t[None, :] - uy * u[:, None]).astype(np.float32)
         grid_y = (ty + uy * t[None, :] + ux * u[:, None]).astype(np.float32)
@@ -689,10 +687,8 @@ class PlaneAnalyzer:
         t, core = shaft["t"], shaft["core"]
         (tx, ty), (ux, uy) = shaft["tip"], shaft["direction"]
         xs, ys = tx + ux * t, ty + uy * t
-        behind = (
-            -body.posterior_sign * body.posterior.signed_distance(xs, ys) * self.pixel_mm
-        )  # mm beyond the wall
-        reference = behind >= 3.0
+        beyond_wall_mm = -body.posterior_sign * body.posterior.signed_distance(xs, ys) * self.pixel_mm
+        reference = beyond_wall_mm >= 3.0
         if reference.sum() * self.pixel_mm < 4.0:
             return None
         lumen = float(np.median(core[reference]))
