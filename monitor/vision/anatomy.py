@@ -502,6 +502,17 @@ def _fit_line(points: list[tuple[float, float, float]], vertical: bool, toleranc
     return Line(float(a), float(b), vertical, int(best.sum()))
 
 
+def _refit_plate(plate: Line, gy, tip, direction: int, across, exclude, mm: float) -> Line:
+    """``plate`` refitted on edge points across ``across``, if that agrees with it at the tip."""
+    try:
+        wider = _fit_line(
+            _edge_points(gy, tip, 1, direction, (int(2 * mm), int(22 * mm)), across, exclude), False, 1.2 * mm
+        )
+    except NotFound:
+        return plate
+    return wider if abs(float(wider.at(tip[0])) - float(plate.at(tip[0]))) <= 1.5 * mm else plate
+
+
 def find_lateral_body(
     att: np.ndarray, cannula: Cannula, pixel_mm: float, exclude: np.ndarray | None = None
 ) -> LateralBody:
@@ -537,6 +548,16 @@ def find_lateral_body(
     )
     anterior = _fit_line(
         _edge_points(gx, (tx, ty), 0, -sign, (int(1 * mm), int(30 * mm)), rows, exclude), True, 1.2 * mm
+    )
+    # The endplates again, now across the whole body between its walls: fitted only
+    # around the tip, a concave or wedged endplate's line can miss the posterior
+    # corner by millimetres, and that corner is where a disc leak or the front is.
+    # Kept where they agree with the first fit at the tip (within 1.5 mm).
+    ends = sorted((float(anterior.at(ty)), float(posterior.at(ty))))
+    across = np.linspace(ends[0] + 2 * mm, ends[1] - 2 * mm, 60)
+    sup, inf = (
+        _refit_plate(plate, gy, (tx, ty), direction, across, exclude, mm)
+        for plate, direction in ((sup, -1), (inf, 1))
     )
     body = LateralBody(posterior, anterior, sup, inf, sign)
     _check_plausible(body, cannula, pixel_mm)
