@@ -368,6 +368,7 @@ def _edge_points(
     exclude: np.ndarray,
     first: bool = True,
     cortex: tuple[np.ndarray, int] | None = None,
+    step: tuple[np.ndarray, int] | None = None,
 ) -> list[tuple[float, float, float]]:
     """For each line across the search band, the strongest fall of attenuation
     going in direction ``sign`` along ``axis`` (0 = x, 1 = y), with sub-pixel position.
@@ -376,7 +377,10 @@ def _edge_points(
     instead of the strongest. With ``cortex`` (a ridge image and a reach in
     pixels), instead, the first fall that ends a cortical ridge as strong as
     any on the line is taken: a wall is a cortex, and what lies beyond it (a pedicle,
-    denser than the body in the thoracic spine) can fall more steeply.
+    denser than the body in the thoracic spine) can fall more steeply. With
+    ``step`` (the attenuation and a reach in pixels), only falls to a level lower
+    than the one as far before them count: an endplate steps down into its disc,
+    while the far flank of the next body's endplate, a dense line, falls back to bone.
     Returns (position_along, position_across, strength) for each usable line.
     """
     h, w = grad.shape
@@ -397,6 +401,7 @@ def _edge_points(
             blocked = exclude[c, idx]
             ridge = cortex[0][c, idx] if cortex is not None else None
             level = cortex[2][c, idx] if cortex is not None else None
+            steps = step[0][c, idx] if step is not None else None
         else:
             if not 0 <= c < w:
                 continue
@@ -410,10 +415,15 @@ def _edge_points(
             blocked = exclude[idx, c]
             ridge = cortex[0][idx, c] if cortex is not None else None
             level = cortex[2][idx, c] if cortex is not None else None
+            steps = step[0][idx, c] if step is not None else None
         profile = np.where(blocked, 0.0, profile)
         # Interior local maxima only: a fall cut by the window's edge is not an edge.
         local = np.flatnonzero((profile[1:-1] >= profile[:-2]) & (profile[1:-1] > profile[2:])) + 1
         local = local[profile[local] > 0]
+        if steps is not None and local.size:
+            r = step[1]
+            before, after = steps[np.maximum(local - r, 0)], steps[np.minimum(local + r, len(steps) - 1)]
+            local = local[after < before]
         if local.size == 0:
             continue
         strongest = float(profile[local].max())
@@ -502,11 +512,13 @@ def _fit_line(points: list[tuple[float, float, float]], vertical: bool, toleranc
     return Line(float(a), float(b), vertical, int(best.sum()))
 
 
-def _refit_plate(plate: Line, gy, tip, direction: int, across, exclude, mm: float) -> Line:
+def _refit_plate(plate: Line, gy, tip, direction: int, across, exclude, mm: float, step) -> Line:
     """``plate`` refitted on edge points across ``across``, if that agrees with it at the tip."""
     try:
         wider = _fit_line(
-            _edge_points(gy, tip, 1, direction, (int(2 * mm), int(22 * mm)), across, exclude), False, 1.2 * mm
+            _edge_points(gy, tip, 1, direction, (int(2 * mm), int(22 * mm)), across, exclude, step=step),
+            False,
+            1.2 * mm,
         )
     except NotFound:
         return plate
@@ -527,13 +539,18 @@ def find_lateral_body(
     tx, ty = cannula.tip
     sign = 1 if cannula.direction[0] >= 0 else -1  # the cannula comes in from posterior
     exclude = cannula.mask if exclude is None else exclude
+    step = (smooth, int(round(3 * mm)))
     # Endplates first (they bound the rows searched for the walls): falls going up and down.
     cols = np.linspace(tx - sign * 14 * mm, tx + sign * 4 * mm, 40)
     sup = _fit_line(
-        _edge_points(gy, (tx, ty), 1, -1, (int(2 * mm), int(22 * mm)), cols, exclude), False, 1.2 * mm
+        _edge_points(gy, (tx, ty), 1, -1, (int(2 * mm), int(22 * mm)), cols, exclude, step=step),
+        False,
+        1.2 * mm,
     )
     inf = _fit_line(
-        _edge_points(gy, (tx, ty), 1, 1, (int(2 * mm), int(22 * mm)), cols, exclude), False, 1.2 * mm
+        _edge_points(gy, (tx, ty), 1, 1, (int(2 * mm), int(22 * mm)), cols, exclude, step=step),
+        False,
+        1.2 * mm,
     )
     top, bottom = float(sup.at(tx)), float(inf.at(tx))
     if bottom - top < 8 * mm:
@@ -556,7 +573,7 @@ def find_lateral_body(
     ends = sorted((float(anterior.at(ty)), float(posterior.at(ty))))
     across = np.linspace(ends[0] + 2 * mm, ends[1] - 2 * mm, 60)
     sup, inf = (
-        _refit_plate(plate, gy, (tx, ty), direction, across, exclude, mm)
+        _refit_plate(plate, gy, (tx, ty), direction, across, exclude, mm, step)
         for plate, direction in ((sup, -1), (inf, 1))
     )
     body = LateralBody(posterior, anterior, sup, inf, sign)
