@@ -113,6 +113,10 @@ class VisionAnalysis:
             self._undistort[plane] = (d, shape, model.maps(shape), model)
         return self._undistort[plane][3]
 
+    def _shown(self, plane: str) -> RadialDistortion | None:
+        """The distortion of the image the operator draws on (None: as measured)."""
+        return self._undistort[plane][3] if plane in self._undistort else None
+
     def apply(self, command: Command) -> str:
         """Carry out an operator command; returns what was done. ValueError if it cannot be."""
         if command.action == "acknowledge":
@@ -131,14 +135,12 @@ class VisionAnalysis:
             plane = self.case.planes.get("lateral")
             if plane is None:
                 raise ValueError("no lateral frame yet")
-            distortion = self._undistort["lateral"][3] if "lateral" in self._undistort else None
-            return plane.set_wall(_as_measured(command.value, distortion))  # drawn on the image as shown
+            return plane.set_wall(_as_measured(command.value, self._shown("lateral")))
         if command.action == "body":
             plane = self.case.planes.get(command.value["plane"])
             if plane is None:
                 raise ValueError(f"no {command.value['plane']} frame yet")
-            distortion = self._undistort[plane.plane][3] if plane.plane in self._undistort else None
-            return plane.set_body(_box_as_measured(command.value["box"], distortion))
+            return plane.set_body(_box_as_measured(command.value["box"], self._shown(plane.plane)))
         if command.action == "syringe":
             return self._syringe(float(command.value))
         return f"injection {command.action}d" if command.action == "pause" else "injection resumed"

@@ -376,10 +376,10 @@ def test_a_needle_moved_mid_injection_reads_as_neither_cement_nor_leak(tmp_path,
     assert got["volume"][final["frame"]] == pytest.approx(final["injected_ml"], rel=0.15)
 
 
-def test_a_wall_given_on_the_command_line_is_the_one_measured_to(tmp_path):
-    """The operator's wall, drawn 2 mm anterior of the true one, replaces the wall
-    found: every distance reads about 2 mm less than the truth, the session log
-    keeps the wall, and a malformed wall is refused before anything starts."""
+def _replay_with_override(tmp_path, override) -> tuple[dict, list[float]]:
+    """The bundled case replayed with an operator's override (``override`` makes the
+    flag and its value from the truth, the mm per pixel and the tip's column): the
+    logged distances, and each one's error against the truth 2 mm nearer."""
     from monitor.recordings import default_recording
     from tests.test_calibration import monitor_cli
 
@@ -387,16 +387,9 @@ def test_a_wall_given_on_the_command_line_is_the_one_measured_to(tmp_path):
     truth = json.loads(rec.truth.read_text())
     with open_recording(rec.lateral) as r:
         pixel_mm = r.info.spacing_at_vertebra_mm()[1]
-    # the operator draws along the wall: a line through its points, from end to end
-    points = np.asarray(truth["frames"][0]["wall_px"])
-    a, b = np.polyfit(points[:, 1], points[:, 0], 1)
-    y1, y2 = float(points[:, 1].min()), float(points[:, 1].max())
-    x1, x2 = a * y1 + b, a * y2 + b
-    tip_x = truth["cannulas"][0]["tip_px"]["lateral"][0]
-    inward = 2.0 / pixel_mm * np.sign(tip_x - x1)  # towards the body, where the tip is
-    wall = f"{x1 + inward},{y1},{x2 + inward},{y2}"
+    flag, value = override(truth, pixel_mm, truth["cannulas"][0]["tip_px"]["lateral"][0])
     done = monitor_cli(
-        "replay", "--lateral", rec.lateral, "--ap", rec.ap, "--wall", wall, "--session", tmp_path / "s",
+        "replay", "--lateral", rec.lateral, "--ap", rec.ap, flag, value, "--session", tmp_path / "s",
         "--headless", "--speed", "0", "--level", "L1",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -407,19 +400,38 @@ def test_a_wall_given_on_the_command_line_is_the_one_measured_to(tmp_path):
         for f in truth["frames"]
         if f["distance_mm"] is not None and f["distance_mm"] <= 15 and measured.get(f["frame"]) is not None
     ]
-    assert len(errors) > 20 and abs(float(np.median(errors))) < 0.5
-    from monitor.io.store import SessionStore
+    return measured, errors
 
-    assert SessionStore.open(tmp_path / "s").meta()["posterior_wall"] == [
-        [x1 + inward, y1],
-        [x2 + inward, y2],
-    ]
+
+def test_a_wall_given_on_the_command_line_is_the_one_measured_to(tmp_path):
+    """The operator's wall, drawn 2 mm anterior of the true one, replaces the wall
+    found: every distance reads about 2 mm less than the truth, the session log
+    keeps the wall, and a malformed wall is refused before anything starts."""
+    from monitor.io.store import SessionStore
+    from monitor.recordings import default_recording
+    from tests.test_calibration import monitor_cli
+
+    drawn = []
+
+    def wall(truth, pixel_mm, tip_x):
+        # the operator draws along the wall: a line through its points, from end to end
+        points = np.asarray(truth["frames"][0]["wall_px"])
+        a, b = np.polyfit(points[:, 1], points[:, 0], 1)
+        y1, y2 = float(points[:, 1].min()), float(points[:, 1].max())
+        inward = 2.0 / pixel_mm * np.sign(tip_x - (a * y1 + b))  # towards the body, where the tip is
+        drawn.extend([[a * y1 + b + inward, y1], [a * y2 + b + inward, y2]])
+        return "--wall", ",".join(str(v) for point in drawn for v in point)
+
+    measured, errors = _replay_with_override(tmp_path, wall)
+    assert len(errors) > 20 and abs(float(np.median(errors))) < 0.5
+    assert SessionStore.open(tmp_path / "s").meta()["posterior_wall"] == drawn
     again = monitor_cli(
         "replay", "--session", tmp_path / "s", "--log", tmp_path / "again", "--headless", "--speed", "0"
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
     replayed = json.loads(monitor_cli("audit", tmp_path / "again", "--json").stdout)["levels"][0]["frames"]
     assert {f["frame"]: f["distance_mm"] for f in replayed} == measured  # with the same wall
+    rec = default_recording()
     bad = monitor_cli("replay", "--lateral", rec.lateral, "--ap", rec.ap, "--wall", "1,2,3", "--headless")
     assert bad.returncode != 0 and "X1,Y1,X2,Y2" in bad.stderr
 
@@ -432,31 +444,21 @@ def test_a_body_box_given_on_the_command_line_is_the_outline_measured_to(tmp_pat
     from monitor.recordings import default_recording
     from tests.test_calibration import monitor_cli
 
-    rec = default_recording()
-    truth = json.loads(rec.truth.read_text())
-    with open_recording(rec.lateral) as r:
-        pixel_mm = r.info.spacing_at_vertebra_mm()[1]
-    wall = np.asarray(truth["frames"][0]["wall_px"])
-    tip_x = truth["cannulas"][0]["tip_px"]["lateral"][0]
-    inward = np.sign(tip_x - wall[:, 0].mean())
-    posterior_x = float(np.median(wall[:, 0])) + inward * 2.0 / pixel_mm
-    depth = 30.0 / pixel_mm
-    x0 = posterior_x if inward > 0 else posterior_x - depth
-    y0, height = float(wall[:, 1].min()), float(np.ptp(wall[:, 1]))
-    done = monitor_cli(
-        "replay", "--lateral", rec.lateral, "--ap", rec.ap, "--body", f"lateral:{x0},{y0},{depth},{height}",
-        "--session", tmp_path / "s", "--headless", "--speed", "0", "--level", "L1",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    report = json.loads(monitor_cli("audit", tmp_path / "s", "--json").stdout)
-    measured = {f["frame"]: f["distance_mm"] for f in report["levels"][0]["frames"]}
-    errors = [
-        measured[f["frame"]] - (f["distance_mm"] - 2.0)
-        for f in truth["frames"]
-        if f["distance_mm"] is not None and f["distance_mm"] <= 15 and measured.get(f["frame"]) is not None
-    ]
+    drawn = []
+
+    def box(truth, pixel_mm, tip_x):
+        wall = np.asarray(truth["frames"][0]["wall_px"])
+        inward = np.sign(tip_x - wall[:, 0].mean())
+        posterior_x = float(np.median(wall[:, 0])) + inward * 2.0 / pixel_mm
+        depth = 30.0 / pixel_mm
+        x0 = posterior_x if inward > 0 else posterior_x - depth
+        drawn.extend([x0, float(wall[:, 1].min()), depth, float(np.ptp(wall[:, 1]))])
+        return "--body", "lateral:" + ",".join(map(str, drawn))
+
+    _, errors = _replay_with_override(tmp_path, box)
     assert len(errors) > 20 and abs(float(np.median(errors))) < 0.6, float(np.median(errors))
-    assert SessionStore.open(tmp_path / "s").meta()["body_boxes"] == {"lateral": [x0, y0, depth, height]}
+    assert SessionStore.open(tmp_path / "s").meta()["body_boxes"] == {"lateral": drawn}
+    rec = default_recording()
     bad = monitor_cli(
         "replay", "--lateral", rec.lateral, "--ap", rec.ap, "--body", "side:1,2,3,4", "--headless"
     )

@@ -441,7 +441,8 @@ class PlaneAnalyzer:
         sample = difference[::3, ::3][background[::3, ::3]]
         difference -= float(np.median(sample)) if sample.size else 0.0
         cement = segment(difference, gradient, exclude, self.pixel_mm)
-        shaft = self._shaft_core(cement.difference, dx, dy)
+        body = self._shifted_body(dx, dy)
+        shaft = self._read_shaft(cement.difference, dx, dy, body)
         cement = self._with_prior(cement, dx, dy)
         self._last_mask = self._growing_bolus(cement.mask, dx, dy)
         result = PlaneResult(
@@ -450,8 +451,6 @@ class PlaneAnalyzer:
             self.anatomy_error or self.warning or "ok",
             shift_px=(dx * self.scale, dy * self.scale),
         )
-        body = self._shifted_body(dx, dy)
-        shaft = self._read_shaft(shaft, body)
         if self.pixel_mm:
             fill = exclude if self.cannulas else None
             result.volume_ml, result.volume_filled = integrated_volume_ml(
@@ -567,7 +566,6 @@ class PlaneAnalyzer:
         else:
             self.body = ApBody(left, right, top, bottom)
         self.anatomy_error = None
-        self._use_roi(self._tip_roi)
         self._use_roi(self._body_roi())
         return f"{self.plane} body outline replaced by the operator's box"
 
@@ -650,43 +648,32 @@ class PlaneAnalyzer:
             sides = {"paravertebral": ((beyond > margin) & level, beyond)}
         result.leaks = self._leaks(cement, sides, origin)
 
-    def _shaft_core(self, difference: np.ndarray, dx: float, dy: float) -> dict | None:
-        """The difference along the lateral cannula's axis, from 2 mm ahead of its tip
-        back along the shaft: the median over the middle fifth of its width at each
-        working pixel. Cement pushed back along the needle's track surrounds the
-        steel and hides in its shadow in both views; the cannula is a tube, whose
-        middle the beam crosses through two thin walls and the lumen, so it is read
-        there, as what it adds over the lumen's own cement further back."""
-        if self.plane != "lateral" or not self.cannulas or not self.pixel_mm:
+    def _read_shaft(self, difference: np.ndarray, dx: float, dy: float, body) -> ShaftReading | None:
+        """Cement around the lateral shaft, under its steel, from the tip back, or None.
+
+        Cement pushed back along the needle's track surrounds the steel and hides
+        in its shadow in both views; the cannula is a tube, whose middle the beam
+        crosses through two thin walls and the lumen, so the difference is read
+        along its axis (the median over the middle fifth of its width), as what it
+        adds over the lumen's own cement: that level is read on the shaft 3 mm or
+        more behind the wall (at least 4 mm of it). Cement is where the excess is
+        over 0.25 or six times the core's noise, continuously from the tip back."""
+        if self.plane != "lateral" or not self.cannulas or not isinstance(body, LateralBody):
             return None
         c = self.cannulas[0]
         tx, ty = c.tip[0] - self.roi[0] + dx, c.tip[1] - self.roi[1] + dy
         ux, uy = c.direction
         h, w = difference.shape
-        t = np.arange(-2.0 / self.pixel_mm, max(h, w), 1.0, dtype=np.float32)
+        t = np.arange(-2.0 / self.pixel_mm, max(h, w), 1.0, dtype=np.float32)  # from 2 mm ahead of the tip
         xs, ys = tx + ux * t, ty + uy * t
         ahead = int(2.0 / self.pixel_mm)
         leaves = np.flatnonzero(~((xs >= 1) & (xs < w - 2) & (ys >= 1) & (ys < h - 2))[ahead:])
         if leaves.size:  # up to where the shaft leaves the ROI
-            t = t[: ahead + leaves[0]]
+            t, xs, ys = (v[: ahead + leaves[0]] for v in (t, xs, ys))
         u = np.linspace(-0.1, 0.1, 5, dtype=np.float32) * c.width_px
-        grid_x = (tx + ux * t[None, :] - uy * u[:, None]).astype(np.float32)
-        grid_y = (ty + uy * t[None, :] + ux * u[:, None]).astype(np.float32)
+        grid_x = (xs[None, :] - uy * u[:, None]).astype(np.float32)
+        grid_y = (ys[None, :] + ux * u[:, None]).astype(np.float32)
         core = np.median(cv2.remap(difference, grid_x, grid_y, cv2.INTER_LINEAR), axis=0)
-        return {"t": t, "core": core, "tip": (tx, ty), "direction": (ux, uy)}
-
-    def _read_shaft(self, shaft: dict | None, body) -> ShaftReading | None:
-        """Cement around the lateral shaft, under its steel, from the tip back, or None.
-
-        The lumen's level is read on the shaft 3 mm or more behind the wall (at
-        least 4 mm of it); cement around the shaft is what the core adds to it,
-        where that exceeds 0.25 or six times the core's noise, continuously from
-        the tip back."""
-        if shaft is None or not isinstance(body, LateralBody):
-            return None
-        t, core = shaft["t"], shaft["core"]
-        (tx, ty), (ux, uy) = shaft["tip"], shaft["direction"]
-        xs, ys = tx + ux * t, ty + uy * t
         beyond_wall_mm = -body.posterior_sign * body.posterior.signed_distance(xs, ys) * self.pixel_mm
         reference = beyond_wall_mm >= 3.0
         if reference.sum() * self.pixel_mm < 4.0:
@@ -707,7 +694,7 @@ class PlaneAnalyzer:
                 if misses >= gap:
                     break
         run = slice(start, last + 1)
-        half_width = BAND_WIDTHS / 2 * self.cannulas[0].width_px
+        half_width = BAND_WIDTHS / 2 * c.width_px
         return ShaftReading(xs[run], ys[run], (core - lumen)[run].astype(np.float32), half_width)
 
     def _signed_distance(self, line: Line, window: tuple[slice, slice]) -> np.ndarray:

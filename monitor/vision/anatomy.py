@@ -512,17 +512,11 @@ def _fit_line(points: list[tuple[float, float, float]], vertical: bool, toleranc
     return Line(float(a), float(b), vertical, int(best.sum()))
 
 
-def _refit_plate(plate: Line, gy, tip, direction: int, across, exclude, mm: float, step) -> Line:
-    """``plate`` refitted on edge points across ``across``, if that agrees with it at the tip."""
-    try:
-        wider = _fit_line(
-            _edge_points(gy, tip, 1, direction, (int(2 * mm), int(22 * mm)), across, exclude, step=step),
-            False,
-            1.2 * mm,
-        )
-    except NotFound:
-        return plate
-    return wider if abs(float(wider.at(tip[0])) - float(plate.at(tip[0]))) <= 1.5 * mm else plate
+def _plate(gy, tip, direction: int, across, exclude, mm: float, step) -> Line:
+    """An endplate: on each column of ``across``, the first step down of attenuation
+    going ``direction`` (-1 up, 1 down) from the tip, 2-22 mm away; fitted as a line."""
+    points = _edge_points(gy, tip, 1, direction, (int(2 * mm), int(22 * mm)), across, exclude, step=step)
+    return _fit_line(points, False, 1.2 * mm)
 
 
 def find_lateral_body(
@@ -542,16 +536,7 @@ def find_lateral_body(
     step = (smooth, int(round(3 * mm)))
     # Endplates first (they bound the rows searched for the walls): falls going up and down.
     cols = np.linspace(tx - sign * 14 * mm, tx + sign * 4 * mm, 40)
-    sup = _fit_line(
-        _edge_points(gy, (tx, ty), 1, -1, (int(2 * mm), int(22 * mm)), cols, exclude, step=step),
-        False,
-        1.2 * mm,
-    )
-    inf = _fit_line(
-        _edge_points(gy, (tx, ty), 1, 1, (int(2 * mm), int(22 * mm)), cols, exclude, step=step),
-        False,
-        1.2 * mm,
-    )
+    sup, inf = (_plate(gy, (tx, ty), direction, cols, exclude, mm, step) for direction in (-1, 1))
     top, bottom = float(sup.at(tx)), float(inf.at(tx))
     if bottom - top < 8 * mm:
         raise NotFound("endplates closer than 8 mm")
@@ -572,10 +557,15 @@ def find_lateral_body(
     # Kept where they agree with the first fit at the tip (within 1.5 mm).
     ends = sorted((float(anterior.at(ty)), float(posterior.at(ty))))
     across = np.linspace(ends[0] + 2 * mm, ends[1] - 2 * mm, 60)
-    sup, inf = (
-        _refit_plate(plate, gy, (tx, ty), direction, across, exclude, mm, step)
-        for plate, direction in ((sup, -1), (inf, 1))
-    )
+    refits = []
+    for plate, direction in ((sup, -1), (inf, 1)):
+        try:
+            wider = _plate(gy, (tx, ty), direction, across, exclude, mm, step)
+        except NotFound:
+            wider = plate
+        agrees = abs(float(wider.at(tx)) - float(plate.at(tx))) <= 1.5 * mm
+        refits.append(wider if agrees else plate)
+    sup, inf = refits
     body = LateralBody(posterior, anterior, sup, inf, sign)
     _check_plausible(body, cannula, pixel_mm)
     return body
