@@ -12,7 +12,7 @@ from monitor.io.dicom import open_recording
 from monitor.io.sources import DicomPairSource
 from monitor.recordings import bundled_recordings
 from monitor.vision.alarms import AlarmConfig, AlarmEngine
-from monitor.vision.analysis import CaseAnalyzer, PlaneAnalyzer
+from monitor.vision.analysis import DEFAULT_CEMENT_MU, AnalysisConfig, CaseAnalyzer, PlaneAnalyzer
 from monitor.vision.intensity import IntensityModel, measure_log_scale
 
 
@@ -215,6 +215,22 @@ def test_log_scale_is_measured_from_quantum_noise(photometric):
     assert att[:, :20].mean() > att[:, -20:].mean()  # fewer counts means more attenuation
 
 
+def test_log_scale_holds_when_anatomy_crowds_the_ends_of_the_range():
+    """Dense bone and soft tissue as two plateaus joined by a short ramp: most pixels
+    sit at the extremes, so within each bin of values they crowd to one side.
+    Fitted at the bins' centres, k came out 3-4 % low."""
+    rng = np.random.default_rng(0)
+    k, bits = 300.0, 12
+    xx = np.mgrid[0:256, 0:256][1]
+    profile = np.tanh(4.0 * (xx / 255 * 2 - 1)) / np.tanh(4.0)
+    counts = 150.0 * np.exp((profile + 1) / 2 * np.log(200.0))
+    frames = [
+        np.clip(np.round(k * np.log(rng.poisson(counts)) + 100), 0, 2**bits - 1).astype(np.uint16)
+        for _ in range(3)
+    ]
+    assert measure_log_scale(frames, "MONOCHROME2", bits) == pytest.approx(k, rel=0.02)
+
+
 @pytest.mark.parametrize("name", ["bipedicular-L3", "log8-round"])
 def test_log_scale_of_a_recording_is_measured_to_ten_percent(anatomy_cases, name):
     """On rendered fluoroscopy: bone and soft tissue, breathing between frames,
@@ -260,7 +276,8 @@ def test_predicted_crossing_raises_a_medium_alarm_early():
 
 def test_syringe_events_calibrate_the_volume(tmp_path):
     """The operator enters the syringe volume at the frame the truth delivered it: from then on
-    the reported volume follows the syringe (the cement's attenuation is recalibrated)."""
+    the reported volume follows the syringe (the cement's attenuation is recalibrated). The
+    configured attenuation is 25 % too high, as for a cement less radiopaque than expected."""
     import time
 
     from monitor.analyzer import VisionAnalysis
@@ -275,7 +292,7 @@ def test_syringe_events_calibrate_the_volume(tmp_path):
     injected = [f["injected_ml"] for f in truth["frames"]]
     at = next(i for i, v in enumerate(injected) if v >= 1.5)
     source = DicomPairSource(rec.lateral, rec.ap)
-    analysis = VisionAnalysis(level="L1")
+    analysis = VisionAnalysis(AnalysisConfig(cement_mu_per_mm=1.25 * DEFAULT_CEMENT_MU), level="L1")
     volumes, said = {}, None
     for item in source.frames():
         fmt = source.formats[item.plane]
@@ -290,9 +307,9 @@ def test_syringe_events_calibrate_the_volume(tmp_path):
     source.close()
     assert "volumes now scaled by" in said
     assert result.volume_scale == pytest.approx(analysis.volume_scale, abs=1e-3) != 1.0
-    raw_error = abs(volumes[47] / analysis.volume_scale / injected[47] - 1)  # the image-only estimate
-    assert abs(volumes[47] / injected[47] - 1) < 0.08  # after: within 8 % of the truth
-    assert abs(volumes[47] / injected[47] - 1) < raw_error + 0.02  # and no worse than without the syringe
+    assert volumes[at - 1] < 0.85 * injected[at - 1]  # before: the image alone reads 20 % low
+    assert volumes[at + 1] == pytest.approx(injected[at + 1], rel=0.03)  # at once on the syringe's scale
+    assert abs(volumes[47] / injected[47] - 1) < 0.08  # and still within 8 % of the truth at the end
 
 
 @pytest.fixture(scope="module")
