@@ -313,8 +313,11 @@ def test_a_full_disk_stops_the_log_not_the_monitoring(tmp_path):
     )  # fmt: skip
     seen, statuses, alarms = 0, [], []
     deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        message = results.receive(100)
+    while time.monotonic() < deadline:
+        running = proc.poll() is None
+        message = results.receive(100 if running else 500)
+        if message is None and not running:
+            break  # the run has ended and its last messages, queued here, are read
         if isinstance(message, Result):
             seen += 1
             alarms += [(a["kind"], a["frame"]) for a in message.alarms]
