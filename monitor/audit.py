@@ -5,7 +5,8 @@ README): the session's facts, whether its log is complete and intact, and per
 level the image-based and syringe volumes, the closest approach to the
 posterior wall, every alarm with its time and the operator's reaction (how long
 until injection actually stopped, and how much cement went in after the
-alarm), and per frame the distance and the volume so far. Frame numbers are
+alarm), the caveats on the measurements (frames skipped, no anatomy found, a
+guessed scale), and per frame the distance and the volume so far. Frame numbers are
 the 0-based frame indices of the recording; times are seconds from the start
 of the stream.
 
@@ -90,8 +91,23 @@ def level_reports(store: SessionStore, first_level: str | None) -> list[dict]:
 
 def _level_report(lv: dict) -> dict:
     frames: dict[int, dict] = {}
+    caveats: dict[tuple[str, str], dict] = {}
     cannulas = 0
     for r in lv["results"]:  # in the order written: for one frame index, AP after lateral
+        status = r.body.get("status", "ok")
+        if status not in ("ok", "baseline"):
+            c = caveats.setdefault(
+                (r.plane, status.split(" (")[0]),  # one row for "saturated frame (83 % ...)", (91 % ...)
+                {
+                    "plane": r.plane,
+                    "status": status,
+                    "first_frame": r.frame,
+                    "last_frame": r.frame,
+                    "frames": 0,
+                },
+            )
+            c["last_frame"] = r.frame
+            c["frames"] += 1
         row = frames.setdefault(
             r.frame,
             {
@@ -145,6 +161,8 @@ def _level_report(lv: dict) -> dict:
         "syringe_ml": round(sum(syringe), 3) if syringe else None,
         "min_distance_mm": min(distances) if distances else None,
         "alarms": alarms,
+        # why measurements were missing or qualified: a frame skipped, no anatomy, a guessed scale
+        "caveats": sorted(caveats.values(), key=lambda c: (c["first_frame"], c["plane"])),
         "operator_events": [
             {k: e.get(k) for k in ("time", "acq_time", "source", "event", "detail", "value")}
             for e in lv["events"]

@@ -861,6 +861,13 @@ def print_audit(report: dict) -> None:
                 after = f"; stopped {a['stopped_after_s']:.1f} s later, {a['injected_after_ml']:.2f} mL after"
             alarm = f"{a['priority']:6} {a['kind']}{where}{dist}"
             print(f"  ALARM frame {a['frame']:4d} {a['plane']:7} {alarm}{after}")
+        for c in level.get("caveats", []):
+            span = (
+                f"frames {c['first_frame']}-{c['last_frame']}"
+                if c["frames"] > 1
+                else f"frame {c['first_frame']}"
+            )
+            print(f"  NOTE  {span} {c['plane']} ({c['frames']}): {c['status']}")
     if not report["complete"]:
         print("INCOMPLETE: " + "; ".join(report["problems"]))
 

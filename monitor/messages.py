@@ -44,8 +44,9 @@ so the logger can prove that nothing was lost.
 
 Result header: v, kind "result", session, plane, seq, frame, acq_time,
 frame_send_time (the source's send_time, for latency), send_time, status
-("ok", "baseline", "no-cannula: ...", "no-anatomy: ...", "uncalibrated: ...",
-"error: ..."), level (the vertebral level being treated, optional),
+("ok", "baseline", "skipped: ...", "error: ...", or caveats joined by "; ":
+"no-cannula: ...", "no-anatomy: ...", "uncalibrated: ...", "cement-in-baseline: ...",
+"log-scale-guessed: ...", "operator-wall-unused: ..."), level (the vertebral level being treated, optional),
 distance_mm (cement front to posterior wall, lateral only; null when unknown
 or uncalibrated, negative beyond the wall), distance_px,
 volume_ml (the level's volume, both planes reconciled), plane_volume_ml (this

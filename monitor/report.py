@@ -43,6 +43,7 @@ def html_report(store: SessionStore, report: dict) -> str:
         parts.append(_chart(level, "distance_mm", "distance to posterior wall (mm)", line=5.0))
         parts.append(_chart(level, "volume_ml", "cement volume (mL)", marks=level["operator_events"]))
         parts.append(_alarm_table(level))
+        parts.append(_caveats(level))
         parts.append(_key_frames(store, level))
         if level["operator_events"]:
             parts.append("<h3>Operator actions</h3>")
@@ -121,6 +122,25 @@ def _level_table(level: dict) -> str:
     return (
         "<table>" + "".join(f"<tr><th>{k}</th><td class='num'>{v}</td></tr>" for k, v in cells) + "</table>"
     )
+
+
+def _caveats(level: dict) -> str:
+    """What qualified the measurements: a reviewer must see why a distance or a volume is missing."""
+    if not level.get("caveats"):
+        return ""
+
+    def span(c: dict) -> str:
+        return str(c["first_frame"]) + (
+            f"&ndash;{c['last_frame']}" if c["last_frame"] != c["first_frame"] else ""
+        )
+
+    rows = "".join(
+        f"<tr><td>{c['plane']}</td><td class='num'>{span(c)}</td>"
+        f"<td class='num'>{c['frames']}</td><td>{_e(c['status'])}</td></tr>"
+        for c in level["caveats"]
+    )
+    head = "<tr><th>plane</th><th>frames</th><th>count</th><th>caveat</th></tr>"
+    return "<h3>Measurement caveats</h3><table>" + head + rows + "</table>"
 
 
 def _alarm_table(level: dict) -> str:

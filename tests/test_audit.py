@@ -64,6 +64,47 @@ def test_audit_json_reports_alarms_and_how_fast_injection_stopped(session):
     assert high["injected_after_ml"] == pytest.approx(injected[stop] - injected[at], rel=0.3, abs=0.1)
     assert level["volume_ml"] == pytest.approx(truth["total_injected_ml"], rel=0.15)
     assert [f["frame"] for f in level["frames"]] == list(range(48))
+    assert level["caveats"] == []  # every frame measured, nothing guessed
+
+
+def test_audit_says_which_frames_were_not_measured_and_why(tmp_path):
+    """A blank lateral frame and two blown-out AP frames mid-injection: the audit lists
+    them per plane with their frames (two saturations, one row), in JSON, text and HTML;
+    the alarms are still those of the clean recording."""
+    from monitor.io.sources import DicomPairSource, SourceFrame
+
+    class Faulty(DicomPairSource):
+        def frames(self):
+            for item in super().frames():
+                if (item.plane, item.index) == ("lateral", 20):
+                    item = SourceFrame(item.plane, item.index, item.acq_time, np.zeros_like(item.pixels))
+                elif item.plane == "ap" and item.index in (30, 31):
+                    blown = item.pixels.copy()  # all of frame 30, nine tenths of frame 31
+                    blown[: len(blown) * (10 if item.index == 30 else 9) // 10] = (
+                        2 ** self.formats["ap"].bits_stored - 1
+                    )
+                    item = SourceFrame(item.plane, item.index, item.acq_time, blown)
+                yield item
+
+    rec = default_recording()
+    source = Faulty(rec.lateral, rec.ap)
+    spec = RunSpec(str(tmp_path / "s"), "L1", endpoints=Endpoints.private())
+    assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 0
+    source.close()
+    done = monitor_cli("audit", tmp_path / "s", "--json")
+    (level,) = json.loads(done.stdout)["levels"]
+    assert [(c["plane"], c["first_frame"], c["last_frame"], c["frames"]) for c in level["caveats"]] == [
+        ("lateral", 20, 20, 1),
+        ("ap", 30, 31, 2),
+    ]
+    assert level["caveats"][0]["status"] == "skipped: blank frame (no contrast)"
+    assert level["caveats"][1]["status"].startswith("skipped: saturated frame")
+    assert_alarms_match_truth(level["alarms"], load_truth(rec.lateral.parent))
+    text = monitor_cli("audit", tmp_path / "s").stdout
+    assert "NOTE  frames 30-31 ap (2): skipped: saturated frame" in text
+    assert monitor_cli("audit", tmp_path / "s", "--html", tmp_path / "a.html").returncode == 0
+    page = (tmp_path / "a.html").read_text()
+    assert "Measurement caveats" in page and "skipped: blank frame (no contrast)" in page
 
 
 def assert_alarms_match_truth(alarms: list[dict], truth: dict) -> None:

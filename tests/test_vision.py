@@ -157,6 +157,24 @@ def test_a_frame_of_another_size_is_reported_not_fatal():
     assert analyzer.process(frame, 4).status != "baseline"
 
 
+def test_a_log_scale_that_cannot_be_measured_is_said_on_every_result(recordings):
+    """A detector whose processing smoothed the noise leaves no quantum noise to measure
+    the LOG scale from: the volume then rests on a guess, and every result says so."""
+    r, _ = recordings["posterior-leak"]
+    with open_recording(r.lateral) as rec:
+        info = rec.info
+        frames = [rec.frame(i) for i in range(12)]
+    assert info.intensity_relationship == "LOG"
+    statuses = {}
+    for name, stream in (("raw", frames), ("smoothed", [cv2.GaussianBlur(f, (0, 0), 0.7) for f in frames])):
+        plane = PlaneAnalyzer(
+            "lateral", info.photometric, "LOG", info.bits_stored, info.spacing_at_vertebra_mm()[0]
+        )
+        statuses[name] = [plane.process(f, i).status for i, f in enumerate(stream)][3:]
+    assert statuses["raw"] == ["ok"] * 9
+    assert all(s.startswith("log-scale-guessed: ") for s in statuses["smoothed"])
+
+
 def test_blank_and_saturated_frames_are_skipped_not_measured(recordings):
     """A dropped-out frame (all black) or a blown-out one (all white) mid-injection neither
     enters the baseline nor produces cement, distance or an alarm; the next real frame is

@@ -75,7 +75,7 @@ class Leak:
 class PlaneResult:
     plane: str
     frame: int
-    status: str  # "baseline", "ok", or "no-anatomy: ..." / "no-cannula: ..."
+    status: str  # "baseline", "ok", "skipped: ...", "error: ...", or caveats joined by "; "
     distance_mm: float | None = None
     distance_px: float | None = None
     volume_ml: float | None = None
@@ -235,6 +235,12 @@ class PlaneAnalyzer:
     def _build_baseline(self) -> None:
         frames = self._raw
         self.model = model_for(self.photometric, self.relationship, self.bits_stored, frames)
+        if self.model.relationship == "LOG" and not self.model.log_scale_measured:
+            self._warn(
+                "log-scale-guessed: the LOG detector's scale could not be measured from its noise"
+                " (filtered or too few frames); volumes assume three decades over the full range"
+                " until syringe volumes are entered"
+            )
         atts = [self._primary(f) for f in frames]
         first = atts[0]
         plain = self._primary(frames[0], scatter=False)
@@ -316,7 +322,11 @@ class PlaneAnalyzer:
                 try:
                     apply(value)
                 except ValueError as e:
-                    self.warning = f"operator-{name}-unused: {e}"
+                    self._warn(f"operator-{name}-unused: {e}")
+
+    def _warn(self, text: str) -> None:
+        """A caveat on every result from now on (several are joined, none lost)."""
+        self.warning = text if self.warning is None else f"{self.warning}; {text}"
 
     def _body_roi(self) -> tuple[int, int, int, int]:
         """The body found and the margins cement crosses first when it leaves it (wider
@@ -403,9 +413,9 @@ class PlaneAnalyzer:
         background = cv2.inpaint(base, (region | self._exclude).astype(np.uint8), 5, cv2.INPAINT_TELEA)
         values = np.where(region & ~self._exclude, np.clip(base - background, 0, None), 0).astype(np.float32)
         volume = float(values.sum()) * px * px / (self.config.cement_mu_per_mm * 1000.0)
-        self.warning = (
-            f"cement-in-baseline: about {volume:.1f} mL was already there when monitoring began;"
-            " it is estimated from the first frames and counted in distance, leaks and volume"
+        self._warn(
+            f"cement-in-baseline: about {volume:.1f} mL was already there when monitoring began,"
+            " estimated from the first frames and counted in distance, leaks and volume"
         )
         return seeds, values
 
@@ -448,7 +458,7 @@ class PlaneAnalyzer:
         result = PlaneResult(
             self.plane,
             frame,
-            self.anatomy_error or self.warning or "ok",
+            "; ".join(filter(None, (self.anatomy_error, self.warning))) or "ok",
             shift_px=(dx * self.scale, dy * self.scale),
         )
         if self.pixel_mm:
