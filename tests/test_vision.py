@@ -72,6 +72,34 @@ def test_posterior_leak_case_alarms_on_time_at_the_right_site(recordings, analys
     assert leaks[0]["site"] == "posterior" and leaks[0]["plane"] == "lateral"
 
 
+def test_images_without_scatter_are_read_without_its_correction(recordings, analysed, tmp_path):
+    """The bundled case rendered again with no scatter at all (pure Beer-Lambert, as a
+    simpler simulator would): the cement leaves no scatter halo, so once both planes
+    have seen enough cement the scatter correction is dropped and said; the volume then
+    reads the truth, where with the scatter subtracted it read 1.5-1.9 times it. The
+    bundled case itself, which has scatter, keeps its correction."""
+    from monitor.sim.simulate import SimConfig, simulate
+
+    truth = simulate(
+        SimConfig(
+            seed=11, scenario="posterior", size=384, frames=48, fps=7.5, bits=8, intensity="LOG",
+            scatter_to_primary=0.0,
+        ),
+        tmp_path,
+    )  # fmt: skip
+    got = analyse(tmp_path / "lateral.dcm", tmp_path / "ap.dcm")
+    flagged = {key for key, status in got["status"].items() if "scatter-not-seen" in status}
+    assert flagged, "the missing scatter was not noticed"
+    first = min(f for _, f in flagged)
+    assert first <= 30 and flagged >= {(p, f) for p in ("lateral", "ap") for f in range(first + 1, 48)}
+    injected = [f["injected_ml"] for f in truth["frames"]]
+    after = [got["volume"][f] / injected[f] for f in range(first + 1, 48)]
+    assert max(abs(r - 1) for r in after) < 0.08, after
+    assert _high(got["alarms"], "proximity")[0]["frame"] - truth["proximity_frame"] in (-1, 0, 1)
+    assert 0 <= _high(got["alarms"], "extravasation")[0]["frame"] - truth["leak"]["onset_frame"] <= 2
+    assert not any("scatter-not-seen" in s for s in analysed["posterior-leak"]["status"].values())
+
+
 def test_a_front_measured_beyond_the_wall_confirms_the_posterior_leak_at_once(analysed):
     got = analysed["posterior-leak"]
     beyond = [f for f, d in sorted(got["distance"].items()) if d is not None and d <= -1.5]

@@ -103,6 +103,13 @@ def _unusable(pixels: np.ndarray, bits_stored: int) -> str | None:
     return None
 
 
+def _rescaled(measured: np.ndarray, scatter: np.ndarray, scale: float) -> np.ndarray:
+    """How much the primary's attenuation changes when the scatter modelled is scaled by ``scale``."""
+    return np.log(np.maximum(measured - scatter, 0.05 * scatter)) - np.log(
+        np.maximum(measured - scale * scatter, 0.05 * scale * scatter)
+    )
+
+
 def _scatter(measured: np.ndarray, fraction: float, sigma: float, steps: int = 3) -> np.ndarray:
     """Scatter in ``measured`` (primary plus scatter, on a coarse grid), modelled as
     ``fraction`` times the primary blurred by a Gaussian of ``sigma`` cells.
@@ -121,6 +128,12 @@ def _scatter(measured: np.ndarray, fraction: float, sigma: float, steps: int = 3
     return fraction * cv2.GaussianBlur(primary, (0, 0), sigma)
 
 
+HALO_RINGS_MM = ((3, 5), (5, 8), (8, 13), (13, 20), (20, 30))
+HALO_MIN_MM2 = 20.0  # cement's area before its halo says anything of the scatter
+HALO_NOISE = 0.0005  # log units: a frame's halo, measured, varies this much (anatomy, breathing)
+HALO_DECIDE_WEIGHT = 50.0  # halo evidence each plane needs before the question is settled
+NO_SCATTER_BELOW = 0.3  # the planes' mean halo scale that says there is none (and neither over
+SCATTER_SEEN_ABOVE = 0.45  # this one, which settles that there is scatter)
 CEMENT_IN_BASELINE = 1.2  # log units over the bone 12-18 mm around the tip: ~7 mm of cement
 # (bone along the shaft stays under ~0.7: measured on the 30 corpus cases' clean baselines)
 
@@ -179,16 +192,31 @@ class PlaneAnalyzer:
         self.operator_wall = None  # two points, the posterior wall (lateral)
         self.operator_box = None  # x, y, width, height: the body
         self._distance_maps: dict = {}  # (slope, vertical) -> (offset, map): walls only shift with breathing
+        # The scatter modelled, scaled by what the cement's halo says (1: as configured):
+        self.scatter_scale = 1.0
+        self.halo_scale = 1.0  # what the halo says, pooled over the frames so far
+        self.halo_open = True  # still watched: until both planes' halos have settled the question
+        self._scatter_layers: np.ndarray | None = None  # the baseline's intensity and modelled scatter
+        self._halo_evidence = (0.0, 0.0)  # sum of weights, of weight * scale
+
+    @property
+    def halo_weight(self) -> float:
+        return self._halo_evidence[0]
 
     # ----------------------------------------------------------------- pixels
 
     def _primary(
-        self, pixels: np.ndarray, roi: tuple[int, int, int, int] | None = None, scatter: bool = True
-    ) -> np.ndarray:
+        self,
+        pixels: np.ndarray,
+        roi: tuple[int, int, int, int] | None = None,
+        scatter: bool = True,
+        parts: bool = False,
+    ):
         """Working-resolution attenuation of the primary beam over ``roi`` (working
         pixels; the whole frame by default), scatter removed in the linear domain
         (the volume needs it; finding anatomy does not, and steel, darker than
-        the scatter floor, is better seen without it)."""
+        the scatter floor, is better seen without it). With ``parts``: also the
+        measured intensity and the scatter modelled in it, over the ROI."""
         s = self.scale
         h, w = pixels.shape
         x0, y0, x1, y1 = roi if roi is not None else (0, 0, w // s, h // s)
@@ -223,7 +251,60 @@ class PlaneAnalyzer:
             scatter, m, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
         )
         scatter = cv2.resize(scatter, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-        return -np.log(np.maximum(self.model.intensity(crop) - scatter, 0.05 * scatter))
+        measured = self.model.intensity(crop)
+        att = -np.log(np.maximum(measured - scatter, 0.05 * scatter))
+        return (att, measured, scatter) if parts else att
+
+    def _fits_scatter(self) -> bool:
+        return bool(self.full_pixel_mm) and self.config.scatter_fraction > 0
+
+    def _refit_scatter(self, difference, mask, exclude, now, before) -> None:
+        """Scale the modelled scatter so that the cement leaves no halo.
+
+        Cement takes primary away, so the scatter it would have made around it
+        goes too: in the difference around the cement, a real scatter that the
+        model misses leaves a positive halo fading with distance, a modelled
+        scatter that is not there a negative one. How the difference should
+        move with the scale is known pixel by pixel; the difference's profile
+        against it, over rings 3-30 mm from the cement (up to a constant: the
+        frame's offset is taken out over the ROI, all of it within the halo),
+        gives one estimate of the scale per frame, weighted by how strongly the
+        halo answers it. They are pooled with the configured scatter as prior.
+        """
+        px = self.pixel_mm
+        if mask.sum() * px * px < HALO_MIN_MM2:
+            return
+        # every other pixel each way is plenty for rings millimetres wide
+        outside = cv2.distanceTransform((~mask[::2, ::2]).astype(np.uint8), cv2.DIST_L2, 3) * (2 * px)
+        c = self.scatter_scale
+        (m, s), (m0, s0) = (a[::2, ::2] for a in now), (before[::2, ::2, 0], before[::2, ::2, 1])
+        difference, exclude = difference[::2, ::2], exclude[::2, ::2]
+        levels, slopes, counts = [], [], []
+        for near, far in HALO_RINGS_MM:
+            ring = (outside >= near) & (outside < far) & ~exclude
+            n = int(ring.sum())
+            if n < 25:
+                continue
+            # how the difference here moves with the scale (log units per unit scale)
+            slope = s[ring] / np.maximum(m[ring] - c * s[ring], 0.05 * c * s[ring]) - s0[ring] / np.maximum(
+                m0[ring] - c * s0[ring], 0.05 * c * s0[ring]
+            )
+            levels.append(float(np.median(difference[ring])))
+            slopes.append(float(np.median(slope)))
+            counts.append(n)
+        if len(levels) < 3:
+            return
+        w = np.sqrt(counts)
+        g = np.asarray(slopes)
+        spread = float(np.sqrt(np.average((g - np.average(g, weights=w)) ** 2, weights=w)))
+        if spread < 1e-4:
+            return
+        excess = np.polyfit(g, levels, 1, w=w)[0]  # the scale modelled minus the true one
+        estimate = float(np.clip(c - excess, 0.0, 4.0))
+        weight = (spread / HALO_NOISE) ** 2
+        total, weighted = self._halo_evidence
+        self._halo_evidence = (total + weight, weighted + weight * estimate)
+        self.halo_scale = self._halo_evidence[1] / self._halo_evidence[0]
 
     def _full(self, x: float, y: float) -> list[float]:
         """Working-ROI pixel to full-resolution image pixel."""
@@ -241,7 +322,9 @@ class PlaneAnalyzer:
                 " (filtered or too few frames); volumes assume three decades over the full range"
                 " until syringe volumes are entered"
             )
-        atts = [self._primary(f) for f in frames]
+        fits = self._fits_scatter()
+        parts = [self._primary(f, parts=True) if fits else (self._primary(f), None, None) for f in frames]
+        atts = [p[0] for p in parts]
         first = atts[0]
         plain = self._primary(frames[0], scatter=False)
         try:
@@ -259,11 +342,15 @@ class PlaneAnalyzer:
             x0, y0, x1, y1 = 0, 0, w, h
         self.roi = (x0, y0, x1, y1)
         first_roi = Registration(first[y0:y1, x0:x1])
-        registered = [first_roi.reference]
-        for att in atts[1:]:
-            dx, dy = first_roi.shift(att[y0:y1, x0:x1])
-            registered.append(shift_image(att[y0:y1, x0:x1], -dx, -dy))
+        registered, measured = [first_roi.reference], []
+        for i, (att, intensity, scatter) in enumerate(parts):
+            dx, dy = (0.0, 0.0) if i == 0 else first_roi.shift(att[y0:y1, x0:x1])
+            if i:
+                registered.append(shift_image(att[y0:y1, x0:x1], -dx, -dy))
+            if fits:  # the intensity and the scatter modelled in it, for refitting the scatter
+                measured.append(shift_image(cv2.merge([intensity, scatter])[y0:y1, x0:x1], -dx, -dy))
         self.baseline = np.mean(registered, axis=0).astype(np.float32)
+        self._scatter_layers = np.mean(measured, axis=0).astype(np.float32) if fits else None
         self._registration = Registration(self.baseline)
         smooth = cv2.GaussianBlur(self.baseline, (0, 0), 1.0)
         gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8
@@ -311,7 +398,7 @@ class PlaneAnalyzer:
         elif not self.pixel_mm and self.cannulas:
             self.anatomy_error = "uncalibrated: no millimetre scale, so no wall distance"
         self._tip_roi = self.roi
-        self._tip_state = (self.baseline, self._layers, self._exclude, self._prior)
+        self._tip_state = (self.baseline, self._layers, self._exclude, self._prior, self._scatter_layers)
         if self.body is not None:
             self._use_roi(self._body_roi())
         for name, value, apply in (
@@ -353,9 +440,10 @@ class PlaneAnalyzer:
         """Measure within ``roi`` (working pixels, inside the ROI around the tip) from now on."""
         x0, y0 = roi[0] - self._tip_roi[0], roi[1] - self._tip_roi[1]
         window = (slice(y0, y0 + roi[3] - roi[1]), slice(x0, x0 + roi[2] - roi[0]))
-        baseline, layers, exclude, prior = self._tip_state
+        baseline, layers, exclude, prior, scatter_layers = self._tip_state
         self.roi = roi
         self.baseline, self._layers, self._exclude = baseline[window], layers[window], exclude[window]
+        self._scatter_layers = None if scatter_layers is None else scatter_layers[window]
         self._prior = None if prior is None else (prior[0][window], prior[1][window])
         self._registration = Registration(self.baseline)
         self._distance_maps.clear()
@@ -435,7 +523,12 @@ class PlaneAnalyzer:
                 return PlaneResult(self.plane, frame, "baseline")
             self._build_baseline()
             self._raw = []
-        att = self._primary(pixels, self.roi)
+        # the scatter's parts, while its halo is watched or once it has been rescaled
+        rescaling = self._scatter_layers is not None and (self.halo_open or self.scatter_scale != 1.0)
+        if rescaling:
+            att, measured, scatter = self._primary(pixels, self.roi, parts=True)
+        else:
+            att = self._primary(pixels, self.roi)
         ignore = self._exclude if self._last_mask is None else (self._exclude | self._last_mask)
         dx, dy = self._registration.shift(att, ignore, self._shift)
         self._shift = (dx, dy)
@@ -447,10 +540,18 @@ class PlaneAnalyzer:
         uncovered[:by, :] = uncovered[-by:, :] = uncovered[:, :bx] = uncovered[:, -bx:] = True
         exclude = (layers[..., 2] > 0.25) | uncovered
         difference = att - base
+        if rescaling:
+            before = shift_image(self._scatter_layers, dx, dy)
+            if self.scatter_scale != 1.0:
+                difference += _rescaled(measured, scatter, self.scatter_scale) - _rescaled(
+                    before[..., 0], before[..., 1], self.scatter_scale
+                )
         background = ~exclude if self._last_mask is None else ~(exclude | self._last_mask)
         sample = difference[::3, ::3][background[::3, ::3]]
         difference -= float(np.median(sample)) if sample.size else 0.0
         cement = segment(difference, gradient, exclude, self.pixel_mm)
+        if rescaling and self.halo_open:
+            self._refit_scatter(difference, cement.mask, exclude, (measured, scatter), before)
         body = self._shifted_body(dx, dy)
         shaft = self._read_shaft(cement.difference, dx, dy, body)
         cement = self._with_prior(cement, dx, dy)
@@ -820,6 +921,35 @@ class CaseAnalyzer:
         self.volumes: dict[str, tuple[float, float]] = {}  # plane -> (volume, share filled in)
         self._history: deque = deque(maxlen=40)  # (time, distance)
         self._pending: dict[str, int] = {}
+        self.scatter_seen: bool | None = None  # None: the cement's halo has not said yet
+
+    def _settle_scatter(self) -> None:
+        """Whether the images hold the scatter modelled, from the cement's halo in each plane.
+
+        A halo scale is biased by as much as the scatter's spread is off (+16 % for a
+        spread 7 % too wide) and varies from case to case (the planes' mean 0.32-1.3 on
+        our simulator's 30 cases, where it is 1), so it does not replace the configured
+        scatter; but images with no scatter at all (0.03-0.22 on seven scatter-free
+        renders) would read 1.3-1.9 times the volume with it."""
+        fitted = [p for p in self.planes.values() if p._scatter_layers is not None]
+        if not fitted or any(p.halo_weight < HALO_DECIDE_WEIGHT for p in fitted):
+            return
+        scales = [p.halo_scale for p in fitted]
+        scale = float(np.mean(scales))
+        if scale >= SCATTER_SEEN_ABOVE:
+            self.scatter_seen = True
+        elif scale < NO_SCATTER_BELOW and max(scales) < SCATTER_SEEN_ABOVE:
+            self.scatter_seen = False
+        if self.scatter_seen is not None:
+            for p in fitted:
+                p.halo_open = False
+        if self.scatter_seen is False:
+            for p in fitted:
+                p.scatter_scale = 0.0
+                p._warn(
+                    f"scatter-not-seen: the cement leaves no scatter halo (scale {scale:.2f} of the"
+                    " configured scatter), so volumes are read without scatter correction"
+                )
 
     def plane(
         self, name: str, photometric: str, relationship: str | None, bits: int, pixel_mm: float | None
@@ -834,6 +964,8 @@ class CaseAnalyzer:
         """Analyse one frame; returns the plane result and a summary with the
         reconciled volume, time to the 5 mm line and alarms raised now."""
         r = plane.process(pixels, frame)
+        if self.scatter_seen is None:
+            self._settle_scatter()
         raised = []
         seconds_to_line = None
         if r.volume_ml is not None:
