@@ -52,19 +52,17 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
                 1,
                 cv2.LINE_AA,
             )
-    for leak in o.get("leaks", []):
+    labels = {}  # one label per site, at its largest piece: a leak in several pieces is not several leaks
+    for leak in sorted(o.get("leaks", []), key=lambda lk: -lk.get("volume_ml", 0.0)):
         x, y, w, h = (np.asarray(leak["box"], np.float32) * scale).astype(int)
         cv2.rectangle(img, (x - 4, y - 4), (x + w + 4, y + h + 4), RED, thick)
-        cv2.putText(
-            img,
-            f"LEAK {leak['site']}",
-            (x, max(14, y - 8)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.5,
-            RED,
-            1,
-            cv2.LINE_AA,
-        )
+        labels.setdefault(leak["site"], (x + w + 10, y + 10))
+    for site, (x, y) in labels.items():  # on a dark backdrop, legible over the wall line and bone
+        text = f"LEAK {site}"
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        x, y = min(x, img.shape[1] - tw - 4), max(y, th + 4)
+        cv2.rectangle(img, (x - 3, y - th - 4), (x + tw + 3, y + 4), (24, 24, 24), -1)
+        cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, RED, 1, cv2.LINE_AA)
     lines = [title] if title else []
     d = result.get("distance_mm")
     if d is not None:
@@ -74,7 +72,7 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
         lines.append(f"volume {v:.2f} mL")
     status = result.get("status", "")
     if status and status != "ok":
-        lines.append(status[:40])
+        lines.append(short_status(status))
     if lines:  # readouts on a dark panel: legible over bone and over bright soft tissue alike
         width = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)[0][0] for t in lines)
         panel = img[0 : 12 + 22 * len(lines), 0 : min(img.shape[1], width + 16)]
@@ -82,6 +80,14 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
     for i, text in enumerate(lines):
         cv2.putText(img, text, (8, 22 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6, WHITE, 1, cv2.LINE_AA)
     return img
+
+
+def short_status(status: str, width: int = 40) -> str:
+    """A status for a readout panel: whole if it fits, else its caveats' names
+    ("scatter-not-seen; cement-in-baseline"), the details being in the log."""
+    if len(status) <= width:
+        return status
+    return "; ".join(part.split(":")[0] for part in status.split("; "))[:width]
 
 
 def _dashed(img, a, b, colour, thickness, dash: int = 8) -> None:

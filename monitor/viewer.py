@@ -144,15 +144,20 @@ class PlaneView(pg.GraphicsLayoutWidget):
             [lk["box"][0] + lk["box"][2] / 2 for lk in leaks],
             [lk["box"][1] + lk["box"][3] / 2 for lk in leaks],
         )
-        while len(self.leak_labels) < len(leaks):
+        # one label per site, on its largest piece: a leak in several pieces is not several leaks
+        by_site = {}
+        for lk in sorted(leaks, key=lambda lk: -lk.get("volume_ml", 0.0)):
+            by_site.setdefault(lk["site"], lk)
+        named = list(by_site.values())
+        while len(self.leak_labels) < len(named):
             label = pg.TextItem("", color=LEAK, anchor=(0, 1))
             label.setFont(QtGui.QFont("Sans", 14, QtGui.QFont.Weight.Bold))
             self.box.addItem(label)
             self.leak_labels.append(label)
         for i, label in enumerate(self.leak_labels):
-            if i < len(leaks):
-                x, y, w, _ = leaks[i]["box"]
-                label.setText(f"LEAK {leaks[i]['site']}")
+            if i < len(named):
+                x, y, w, _ = named[i]["box"]
+                label.setText(f"LEAK {named[i]['site']}")
                 label.setPos(x + w + 6, y)
                 label.show()
             else:

@@ -98,6 +98,10 @@ def test_images_without_scatter_are_read_without_its_correction(recordings, anal
     assert _high(got["alarms"], "proximity")[0]["frame"] - truth["proximity_frame"] in (-1, 0, 1)
     assert 0 <= _high(got["alarms"], "extravasation")[0]["frame"] - truth["leak"]["onset_frame"] <= 2
     assert not any("scatter-not-seen" in s for s in analysed["posterior-leak"]["status"].values())
+    # the readout panel drawn on the image names the caveat; the log keeps its wording
+    from monitor.overlay import short_status
+
+    assert short_status(got["status"][("ap", 47)]) == "scatter-not-seen"
 
 
 def test_a_front_measured_beyond_the_wall_confirms_the_posterior_leak_at_once(analysed):
