@@ -11,6 +11,7 @@ simply reconnects to the running source.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -209,6 +210,12 @@ class VisionAnalysis:
             if r.rec > start and r.body["event"] == "body" and r.body["value"]["plane"] in self.case.planes:
                 with contextlib.suppress(ValueError):
                     self.case.planes[r.body["value"]["plane"]].set_body(r.body["value"]["box"])
+        # a level whose images were found to hold no scatter goes on without its correction
+        last = store.query(
+            "SELECT body FROM journal WHERE kind = 'result' AND rec > ? ORDER BY rec DESC LIMIT 2", (start,)
+        ).fetchall()
+        if any("scatter-not-seen" in json.loads(body).get("status", "") for (body,) in last):
+            self.case.assume_no_scatter("found before the restart")
         for r in store.records("alarm", after=start):
             b = r.body
             state = self._logged_alarms.setdefault(b["id"], {"active": True, "acknowledged": False})

@@ -72,22 +72,33 @@ def test_posterior_leak_case_alarms_on_time_at_the_right_site(recordings, analys
     assert leaks[0]["site"] == "posterior" and leaks[0]["plane"] == "lateral"
 
 
-def test_images_without_scatter_are_read_without_its_correction(recordings, analysed, tmp_path):
+@pytest.fixture(scope="module")
+def scatter_free(tmp_path_factory):
     """The bundled case rendered again with no scatter at all (pure Beer-Lambert, as a
-    simpler simulator would): the cement leaves no scatter halo, so once both planes
-    have seen enough cement the scatter correction is dropped and said; the volume then
-    reads the truth, where with the scatter subtracted it read 1.5-1.9 times it. The
-    bundled case itself, which has scatter, keeps its correction."""
+    simpler simulator would)."""
     from monitor.sim.simulate import SimConfig, simulate
 
-    truth = simulate(
-        SimConfig(
-            seed=11, scenario="posterior", size=384, frames=48, fps=7.5, bits=8, intensity="LOG",
-            scatter_to_primary=0.0,
-        ),
-        tmp_path,
-    )  # fmt: skip
-    got = analyse(tmp_path / "lateral.dcm", tmp_path / "ap.dcm")
+    folder = tmp_path_factory.mktemp("scatter-free")
+    config = SimConfig(
+        seed=11,
+        scenario="posterior",
+        size=384,
+        frames=48,
+        fps=7.5,
+        bits=8,
+        intensity="LOG",
+        scatter_to_primary=0.0,
+    )
+    return folder, simulate(config, folder)
+
+
+def test_images_without_scatter_are_read_without_its_correction(recordings, analysed, scatter_free):
+    """The cement leaves no scatter halo, so once both planes have seen enough cement
+    the scatter correction is dropped and said; the volume then reads the truth, where
+    with the scatter subtracted it read 1.5-1.9 times it. The bundled case itself,
+    which has scatter, keeps its correction."""
+    folder, truth = scatter_free
+    got = analyse(folder / "lateral.dcm", folder / "ap.dcm")
     flagged = {key for key, status in got["status"].items() if "scatter-not-seen" in status}
     assert flagged, "the missing scatter was not noticed"
     first = min(f for _, f in flagged)
@@ -102,6 +113,25 @@ def test_images_without_scatter_are_read_without_its_correction(recordings, anal
     from monitor.overlay import short_status
 
     assert short_status(got["status"][("ap", 47)]) == "scatter-not-seen"
+
+
+def test_an_analyzer_restarted_after_finding_no_scatter_goes_on_without_it(scatter_free, tmp_path):
+    from monitor.analyzer import VisionAnalysis
+    from monitor.io.sources import DicomPairSource
+    from monitor.io.store import SessionStore
+    from monitor.pipeline import Endpoints, RunSpec, run
+    from monitor.replay import PaceOptions
+
+    folder, _ = scatter_free
+    source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
+    spec = RunSpec(str(tmp_path / "s"), "L1", endpoints=Endpoints.private())
+    assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 0
+    source.close()
+    store = SessionStore.open(tmp_path / "s")
+    restarted = VisionAnalysis(level="L1")
+    restarted.restore(store, store.records("frame")[-1].body["stream"])
+    assert restarted.case.scatter_seen is False
+    assert [p.scatter_scale for p in restarted.case.planes.values()] == [0.0, 0.0]
 
 
 def test_a_front_measured_beyond_the_wall_confirms_the_posterior_leak_at_once(analysed):

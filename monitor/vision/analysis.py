@@ -944,11 +944,17 @@ class CaseAnalyzer:
             for p in fitted:
                 p.halo_open = False
         if self.scatter_seen is False:
-            for p in fitted:
-                p.scatter_scale = 0.0
+            self.assume_no_scatter(f"scale {scale:.2f} of the configured scatter")
+
+    def assume_no_scatter(self, why: str) -> None:
+        """Read the volumes without scatter correction from now on (and say so)."""
+        self.scatter_seen = False
+        for p in self.planes.values():
+            if p._scatter_layers is not None:
+                p.scatter_scale, p.halo_open = 0.0, False
                 p._warn(
-                    f"scatter-not-seen: the cement leaves no scatter halo (scale {scale:.2f} of the"
-                    " configured scatter), so volumes are read without scatter correction"
+                    f"scatter-not-seen: the cement leaves no scatter halo ({why}),"
+                    " so volumes are read without scatter correction"
                 )
 
     def plane(
