@@ -192,7 +192,8 @@ class PlaneAnalyzer:
         self.operator_wall = None  # two points, the posterior wall (lateral)
         self.operator_box = None  # x, y, width, height: the body
         self._distance_maps: dict = {}  # (slope, vertical) -> (offset, map): walls only shift with breathing
-        # The scatter modelled, scaled by what the cement's halo says (1: as configured):
+        # The scatter modelled is used as configured (1), or not at all (0) once the
+        # cement's halo has shown there is none:
         self.scatter_scale = 1.0
         self.halo_scale = 1.0  # what the halo says, pooled over the frames so far
         self.halo_open = True  # still watched: until both planes' halos have settled the question
@@ -259,7 +260,7 @@ class PlaneAnalyzer:
         return bool(self.full_pixel_mm) and self.config.scatter_fraction > 0
 
     def _refit_scatter(self, difference, mask, exclude, now, before) -> None:
-        """Scale the modelled scatter so that the cement leaves no halo.
+        """What scale of the modelled scatter the cement's halo supports, pooled over frames.
 
         Cement takes primary away, so the scatter it would have made around it
         goes too: in the difference around the cement, a real scatter that the
@@ -269,7 +270,7 @@ class PlaneAnalyzer:
         against it, over rings 3-30 mm from the cement (up to a constant: the
         frame's offset is taken out over the ROI, all of it within the halo),
         gives one estimate of the scale per frame, weighted by how strongly the
-        halo answers it. They are pooled with the configured scatter as prior.
+        halo answers it. The case decides from both planes' (CaseAnalyzer).
         """
         px = self.pixel_mm
         if mask.sum() * px * px < HALO_MIN_MM2:
