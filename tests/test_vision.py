@@ -109,6 +109,9 @@ def test_images_without_scatter_are_read_without_its_correction(recordings, anal
     assert _high(got["alarms"], "proximity")[0]["frame"] - truth["proximity_frame"] in (-1, 0, 1)
     assert 0 <= _high(got["alarms"], "extravasation")[0]["frame"] - truth["leak"]["onset_frame"] <= 2
     assert not any("scatter-not-seen" in s for s in analysed["posterior-leak"]["status"].values())
+    # one view alone does not decide: its halo is too uncertain
+    lateral_only = analyse(folder / "lateral.dcm", None)
+    assert not any("scatter-not-seen" in s for s in lateral_only["status"].values())
     # the readout panel drawn on the image names the caveat; the log keeps its wording
     from monitor.overlay import short_status
 

@@ -933,7 +933,8 @@ class CaseAnalyzer:
         scatter; but images with no scatter at all (0.03-0.22 on seven scatter-free
         renders) would read 1.3-1.9 times the volume with it."""
         fitted = [p for p in self.planes.values() if p._scatter_layers is not None]
-        if not fitted or any(p.halo_weight < HALO_DECIDE_WEIGHT for p in fitted):
+        # one plane's halo alone is too uncertain (0.17 on a lateral view with scatter)
+        if len(fitted) < 2 or any(p.halo_weight < HALO_DECIDE_WEIGHT for p in fitted):
             return
         scales = [p.halo_scale for p in fitted]
         scale = float(np.mean(scales))
