@@ -6,6 +6,10 @@ frame rate 7.5-30, breathing, every leak type and none, LIN and LOG,
 MONOCHROME1 and 2, 8 to 16 bits, collimation, level, needle side and
 fracture. Cases are rendered once and cached; the pipeline runs in-process on
 each (frames in acquisition order, exactly as the analyzer receives them).
+
+A supplement renders every fifth case again without scatter (pure Beer-Lambert,
+as simpler simulators project): whether the monitor notices, when, and how well
+it reads the volume then; it is reported apart from the targets' table.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import cv2
@@ -24,6 +28,7 @@ from monitor.sim.simulate import SimConfig, simulate
 from monitor.vision.analysis import CaseAnalyzer
 
 SCENARIO_CYCLE = ("none", "proximity", "posterior", "venous", "disc", "posterior")
+SCATTER_FREE_EVERY = 5  # every fifth corpus case is also rendered without scatter
 PROXIMITY_MM = 5.0
 LEAK_ML = 0.02
 
@@ -65,9 +70,19 @@ def _render(args) -> str:
     return str(folder)
 
 
-def ensure_corpus(root: Path, n: int = 30, workers: int = 2, say=print) -> list[Path]:
+def scatter_free_configs(n: int = 30) -> list[tuple[int, SimConfig]]:
+    """(corpus index, the same case without scatter) for every fifth corpus case."""
+    return [(i, replace(cfg, scatter_to_primary=0.0)) for i, cfg in enumerate(corpus_configs(n))][
+        ::SCATTER_FREE_EVERY
+    ]
+
+
+def ensure_corpus(root: Path, n: int = 30, workers: int = 2, say=print) -> tuple[list[Path], list[Path]]:
+    """The corpus's folders and its scatter-free supplement's, rendered if missing."""
     root.mkdir(parents=True, exist_ok=True)
     jobs = [(cfg, root / f"case{i:02d}-{cfg.scenario}-{cfg.size}") for i, cfg in enumerate(corpus_configs(n))]
+    free = [(cfg, root / f"noscatter{i:02d}-{cfg.scenario}-{cfg.size}") for i, cfg in scatter_free_configs(n)]
+    jobs += free
     todo = [j for j in jobs if not (j[1] / "truth.json").is_file()]
     if todo:
         say(f"rendering {len(todo)} of {len(jobs)} corpus cases into {root} (cached for later runs)")
@@ -75,7 +90,7 @@ def ensure_corpus(root: Path, n: int = 30, workers: int = 2, say=print) -> list[
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             for k, done in enumerate(pool.imap_unordered(_render, todo), 1):
                 say(f"  {k}/{len(todo)} {Path(done).name} ({time.monotonic() - started:.0f} s)")
-    return [j[1] for j in jobs]
+    return [j[1] for j in jobs[: len(jobs) - len(free)]], [f[1] for f in free]
 
 
 def evaluate_case(folder: Path) -> dict:
@@ -87,6 +102,7 @@ def evaluate_case(folder: Path) -> dict:
     volume: dict[int, float | None] = {}
     alarms = []
     timings = []
+    no_scatter_frame = None  # the first frame said to hold no scatter
     try:
         for item in source.frames():
             fmt = source.formats[item.plane]
@@ -99,6 +115,8 @@ def evaluate_case(folder: Path) -> dict:
                 distance[item.index] = result.distance_mm
             volume[item.index] = summary["volume_ml"]
             alarms += summary["raised"]
+            if no_scatter_frame is None and "scatter-not-seen" in result.status:
+                no_scatter_frame = item.index
     finally:
         source.close()
     return {
@@ -108,6 +126,7 @@ def evaluate_case(folder: Path) -> dict:
         "distance": distance,
         "volume": volume,
         "alarms": alarms,
+        "no_scatter_frame": no_scatter_frame,
         "timing_ms": [1000 * t for t in timings[2 * 3 :]],
     }  # after the baseline frames
 
@@ -218,6 +237,52 @@ def report(s: dict) -> str:
     return "\n".join(lines)
 
 
+def score_scatter_free(free: list[dict], corpus: list[dict]) -> dict:
+    """The supplement: detections, when, the volume error before and after, the alarms;
+    and false detections on the corpus, which has scatter."""
+    at_ml, before, after = [], [], []
+    for c in free:
+        t, f0 = c["truth"], c["no_scatter_frame"]
+        if f0 is not None:
+            at_ml.append(t["injected"][f0])
+        for f, v_true in t["injected"].items():
+            v_est = c["volume"].get(f)
+            if v_true >= 0.5 and v_est is not None:
+                (after if f0 is not None and f > f0 else before).append(abs(v_est - v_true) / v_true * 100)
+    alarms = score(free)
+    return {
+        "cases": len(free),
+        "detected": len(at_ml),
+        "at_ml": at_ml,
+        "before_pct": before,
+        "after_pct": after,
+        "false_on_corpus": sum(c["no_scatter_frame"] is not None for c in corpus),
+        "proximity": alarms["proximity"],
+        "leak": alarms["leak"],
+    }
+
+
+def report_scatter_free(s: dict, n_corpus: int) -> str:
+    def pct(values, q):
+        return float(np.percentile(values, q)) if values else float("nan")
+
+    p, lk = s["proximity"], s["leak"]
+    return "\n".join(
+        [
+            f"scatter-free supplement: {s['cases']} corpus cases rendered again without scatter",
+            f"{'no scatter noticed':46} {s['detected']:>11d} of {s['cases']:<4d}",
+            f"{'  at injected mL, median / max':46} {pct(s['at_ml'], 50):8.2f} / {pct(s['at_ml'], 100):7.2f}",
+            f"{'volume error after, median / p95 (%)':46} "
+            f"{pct(s['after_pct'], 50):8.1f} / {pct(s['after_pct'], 95):7.1f}",
+            f"{'volume error before, median / p95 (%)':46} "
+            f"{pct(s['before_pct'], 50):8.1f} / {pct(s['before_pct'], 95):7.1f}",
+            f"{'proximity within 1 frame / leaks within 2':46} "
+            f"{p['on_time']:>4d} of {p['cases']:<2d} / {lk['on_time']:>2d} of {lk['cases']:<2d}",
+            f"{'said on a case with scatter (false)':46} {s['false_on_corpus']:>11d} of {n_corpus:<4d}",
+        ]
+    )
+
+
 def _fmt_lat(values) -> str:
     if not values:
         return "-"
@@ -225,17 +290,24 @@ def _fmt_lat(values) -> str:
 
 
 def run(corpus: Path, n: int = 30, out_json: Path | None = None, workers: int = 1, say=print) -> dict:
-    folders = ensure_corpus(corpus, n, say=say)
+    folders, free_folders = ensure_corpus(corpus, n, say=say)
     started = time.monotonic()
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         cases = []
-        for case in pool.imap(evaluate_case, folders):
+        for case in pool.imap(evaluate_case, folders + free_folders):
             cases.append(case)
             say(f"  evaluated {case['name']} ({time.monotonic() - started:.0f} s)")
+    cases, free = cases[: len(folders)], cases[len(folders) :]
     s = score(cases)
+    s["scatter_free"] = score_scatter_free(free, cases)
     print(report(s))
+    print()
+    print(report_scatter_free(s["scatter_free"], len(cases)))
     if out_json:
         out_json.write_text(
-            json.dumps({"cases": cases, "configs": [asdict(c) for c in corpus_configs(n)]}, default=str)
+            json.dumps(
+                {"cases": cases, "scatter_free": free, "configs": [asdict(c) for c in corpus_configs(n)]},
+                default=str,
+            )
         )
     return s
