@@ -203,10 +203,11 @@ def score(cases: list[dict]) -> dict:
     }
 
 
-def report(s: dict) -> str:
-    def pct(values, q):
-        return float(np.percentile(values, q)) if values else float("nan")
+def pct(values, q) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
 
+
+def report(s: dict) -> str:
     p, lk = s["proximity"], s["leak"]
     lines = [
         f"accuracy benchmark: {s['n_cases']} simulated cases (seeds 1000+, never used by the tests)",
@@ -263,9 +264,6 @@ def score_scatter_free(free: list[dict], corpus: list[dict]) -> dict:
 
 
 def report_scatter_free(s: dict, n_corpus: int) -> str:
-    def pct(values, q):
-        return float(np.percentile(values, q)) if values else float("nan")
-
     p, lk = s["proximity"], s["leak"]
     return "\n".join(
         [

@@ -46,9 +46,10 @@ Result header: v, kind "result", session, plane, seq, frame, acq_time,
 frame_send_time (the source's send_time, for latency), send_time, status
 ("ok", "baseline", "skipped: ...", "error: ...", or caveats joined by "; ":
 "no-cannula: ...", "no-anatomy: ...", "uncalibrated: ...", "cement-in-baseline: ...",
-"log-scale-guessed: ...", "operator-wall-unused: ..."), level (the vertebral level being treated, optional),
-distance_mm (cement front to posterior wall, lateral only; null when unknown
-or uncalibrated, negative beyond the wall), distance_px,
+"log-scale-guessed: ...", "scatter-not-seen: ...", "operator-wall-unused: ..."),
+level (the vertebral level being treated, optional), distance_mm (cement front
+to posterior wall, lateral only; null when unknown or uncalibrated, negative
+beyond the wall), distance_px,
 volume_ml (the level's volume, both planes reconciled), plane_volume_ml (this
 plane's own estimate), seconds_to_line (predicted time to the 5 mm line),
 volume_scale (optional, default 1: the syringe calibration the volumes include;

@@ -52,13 +52,13 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
                 1,
                 cv2.LINE_AA,
             )
-    labels = {}  # one label per site, at its largest piece: a leak in several pieces is not several leaks
-    for leak in sorted(o.get("leaks", []), key=lambda lk: -lk.get("volume_ml", 0.0)):
+    for leak in o.get("leaks", []):
         x, y, w, h = (np.asarray(leak["box"], np.float32) * scale).astype(int)
         cv2.rectangle(img, (x - 4, y - 4), (x + w + 4, y + h + 4), RED, thick)
-        labels.setdefault(leak["site"], (x + w + 10, y + 10))
-    for site, (x, y) in labels.items():  # on a dark backdrop, legible over the wall line and bone
-        text = f"LEAK {site}"
+    for leak in labelled_leaks(o.get("leaks", [])):  # on a dark backdrop, legible over the wall and bone
+        x, y, w, _ = (np.asarray(leak["box"], np.float32) * scale).astype(int)
+        x, y = x + w + 10, y + 10
+        text = f"LEAK {leak['site']}"
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
         x, y = min(x, img.shape[1] - tw - 4), max(y, th + 4)
         cv2.rectangle(img, (x - 3, y - th - 4), (x + tw + 3, y + 4), (24, 24, 24), -1)
@@ -80,6 +80,15 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
     for i, text in enumerate(lines):
         cv2.putText(img, text, (8, 22 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6, WHITE, 1, cv2.LINE_AA)
     return img
+
+
+def labelled_leaks(leaks: list[dict]) -> list[dict]:
+    """The leak pieces that carry a label: the largest of each site (a leak in several
+    pieces is not several leaks)."""
+    largest: dict[str, dict] = {}
+    for leak in sorted(leaks, key=lambda lk: -lk.get("volume_ml", 0.0)):
+        largest.setdefault(leak["site"], leak)
+    return list(largest.values())
 
 
 def short_status(status: str, width: int = 40) -> str:

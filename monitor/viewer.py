@@ -24,6 +24,7 @@ from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from monitor.io.transport import VIEWER_HWM, CommandSender, Subscriber
 from monitor.messages import PLANES, End, Result, Status
+from monitor.overlay import labelled_leaks
 from monitor.viewstate import ViewState, display_pixels
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
@@ -144,11 +145,7 @@ class PlaneView(pg.GraphicsLayoutWidget):
             [lk["box"][0] + lk["box"][2] / 2 for lk in leaks],
             [lk["box"][1] + lk["box"][3] / 2 for lk in leaks],
         )
-        # one label per site, on its largest piece: a leak in several pieces is not several leaks
-        by_site = {}
-        for lk in sorted(leaks, key=lambda lk: -lk.get("volume_ml", 0.0)):
-            by_site.setdefault(lk["site"], lk)
-        named = list(by_site.values())
+        named = labelled_leaks(leaks)
         while len(self.leak_labels) < len(named):
             label = pg.TextItem("", color=LEAK, anchor=(0, 1))
             label.setFont(QtGui.QFont("Sans", 14, QtGui.QFont.Weight.Bold))

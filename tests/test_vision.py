@@ -73,22 +73,13 @@ def test_posterior_leak_case_alarms_on_time_at_the_right_site(recordings, analys
 
 
 @pytest.fixture(scope="module")
-def scatter_free(tmp_path_factory):
+def scatter_free(tmp_path_factory, recordings):
     """The bundled case rendered again with no scatter at all (pure Beer-Lambert, as a
     simpler simulator would)."""
     from monitor.sim.simulate import SimConfig, simulate
 
     folder = tmp_path_factory.mktemp("scatter-free")
-    config = SimConfig(
-        seed=11,
-        scenario="posterior",
-        size=384,
-        frames=48,
-        fps=7.5,
-        bits=8,
-        intensity="LOG",
-        scatter_to_primary=0.0,
-    )
+    config = SimConfig(**{**recordings["posterior-leak"][1]["config"], "scatter_to_primary": 0.0})
     return folder, simulate(config, folder)
 
 
@@ -134,7 +125,7 @@ def test_an_analyzer_restarted_after_finding_no_scatter_goes_on_without_it(scatt
     restarted = VisionAnalysis(level="L1")
     restarted.restore(store, store.records("frame")[-1].body["stream"])
     assert restarted.case.scatter_seen is False
-    assert [p.scatter_scale for p in restarted.case.planes.values()] == [0.0, 0.0]
+    assert [p.without_scatter for p in restarted.case.planes.values()] == [True, True]
 
 
 def test_a_front_measured_beyond_the_wall_confirms_the_posterior_leak_at_once(analysed):

@@ -103,13 +103,6 @@ def _unusable(pixels: np.ndarray, bits_stored: int) -> str | None:
     return None
 
 
-def _rescaled(measured: np.ndarray, scatter: np.ndarray, scale: float) -> np.ndarray:
-    """How much the primary's attenuation changes when the scatter modelled is scaled by ``scale``."""
-    return np.log(np.maximum(measured - scatter, 0.05 * scatter)) - np.log(
-        np.maximum(measured - scale * scatter, 0.05 * scale * scatter)
-    )
-
-
 def _scatter(measured: np.ndarray, fraction: float, sigma: float, steps: int = 3) -> np.ndarray:
     """Scatter in ``measured`` (primary plus scatter, on a coarse grid), modelled as
     ``fraction`` times the primary blurred by a Gaussian of ``sigma`` cells.
@@ -192,10 +185,7 @@ class PlaneAnalyzer:
         self.operator_wall = None  # two points, the posterior wall (lateral)
         self.operator_box = None  # x, y, width, height: the body
         self._distance_maps: dict = {}  # (slope, vertical) -> (offset, map): walls only shift with breathing
-        # The scatter modelled is used as configured (1), or not at all (0) once the
-        # cement's halo has shown there is none:
-        self.scatter_scale = 1.0
-        self.halo_scale = 1.0  # what the halo says, pooled over the frames so far
+        self.without_scatter = False  # once the cement's halo has shown there is none
         self.halo_open = True  # still watched: until both planes' halos have settled the question
         self._scatter_layers: np.ndarray | None = None  # the baseline's intensity and modelled scatter
         self._halo_evidence = (0.0, 0.0)  # sum of weights, of weight * scale
@@ -203,6 +193,12 @@ class PlaneAnalyzer:
     @property
     def halo_weight(self) -> float:
         return self._halo_evidence[0]
+
+    @property
+    def halo_scale(self) -> float:
+        """The scale of the modelled scatter the halo supports, pooled over the frames so far."""
+        total, weighted = self._halo_evidence
+        return weighted / total if total else 1.0
 
     # ----------------------------------------------------------------- pixels
 
@@ -256,9 +252,6 @@ class PlaneAnalyzer:
         att = -np.log(np.maximum(measured - scatter, 0.05 * scatter))
         return (att, measured, scatter) if parts else att
 
-    def _fits_scatter(self) -> bool:
-        return bool(self.full_pixel_mm) and self.config.scatter_fraction > 0
-
     def _refit_scatter(self, difference, mask, exclude, now, before) -> None:
         """What scale of the modelled scatter the cement's halo supports, pooled over frames.
 
@@ -277,7 +270,6 @@ class PlaneAnalyzer:
             return
         # every other pixel each way is plenty for rings millimetres wide
         outside = cv2.distanceTransform((~mask[::2, ::2]).astype(np.uint8), cv2.DIST_L2, 3) * (2 * px)
-        c = self.scatter_scale
         (m, s), (m0, s0) = (a[::2, ::2] for a in now), (before[::2, ::2, 0], before[::2, ::2, 1])
         difference, exclude = difference[::2, ::2], exclude[::2, ::2]
         levels, slopes, counts = [], [], []
@@ -287,8 +279,8 @@ class PlaneAnalyzer:
             if n < 25:
                 continue
             # how the difference here moves with the scale (log units per unit scale)
-            slope = s[ring] / np.maximum(m[ring] - c * s[ring], 0.05 * c * s[ring]) - s0[ring] / np.maximum(
-                m0[ring] - c * s0[ring], 0.05 * c * s0[ring]
+            slope = s[ring] / np.maximum(m[ring] - s[ring], 0.05 * s[ring]) - s0[ring] / np.maximum(
+                m0[ring] - s0[ring], 0.05 * s0[ring]
             )
             levels.append(float(np.median(difference[ring])))
             slopes.append(float(np.median(slope)))
@@ -300,12 +292,11 @@ class PlaneAnalyzer:
         spread = float(np.sqrt(np.average((g - np.average(g, weights=w)) ** 2, weights=w)))
         if spread < 1e-4:
             return
-        excess = np.polyfit(g, levels, 1, w=w)[0]  # the scale modelled minus the true one
-        estimate = float(np.clip(c - excess, 0.0, 4.0))
+        excess = np.polyfit(g, levels, 1, w=w)[0]  # the scale modelled (1) minus the true one
+        estimate = float(np.clip(1.0 - excess, 0.0, 4.0))
         weight = (spread / HALO_NOISE) ** 2
         total, weighted = self._halo_evidence
         self._halo_evidence = (total + weight, weighted + weight * estimate)
-        self.halo_scale = self._halo_evidence[1] / self._halo_evidence[0]
 
     def _full(self, x: float, y: float) -> list[float]:
         """Working-ROI pixel to full-resolution image pixel."""
@@ -323,7 +314,7 @@ class PlaneAnalyzer:
                 " (filtered or too few frames); volumes assume three decades over the full range"
                 " until syringe volumes are entered"
             )
-        fits = self._fits_scatter()
+        fits = bool(self.full_pixel_mm) and self.config.scatter_fraction > 0
         parts = [self._primary(f, parts=True) if fits else (self._primary(f), None, None) for f in frames]
         atts = [p[0] for p in parts]
         first = atts[0]
@@ -524,9 +515,9 @@ class PlaneAnalyzer:
                 return PlaneResult(self.plane, frame, "baseline")
             self._build_baseline()
             self._raw = []
-        # the scatter's parts, while its halo is watched or once it has been rescaled
-        rescaling = self._scatter_layers is not None and (self.halo_open or self.scatter_scale != 1.0)
-        if rescaling:
+        # the intensity and the scatter apart, while the halo is watched or once the scatter is dropped
+        parts = self._scatter_layers is not None and (self.halo_open or self.without_scatter)
+        if parts:
             att, measured, scatter = self._primary(pixels, self.roi, parts=True)
         else:
             att = self._primary(pixels, self.roi)
@@ -540,18 +531,15 @@ class PlaneAnalyzer:
         uncovered = np.zeros(att.shape, bool)
         uncovered[:by, :] = uncovered[-by:, :] = uncovered[:, :bx] = uncovered[:, -bx:] = True
         exclude = (layers[..., 2] > 0.25) | uncovered
-        difference = att - base
-        if rescaling:
+        if parts:
             before = shift_image(self._scatter_layers, dx, dy)
-            if self.scatter_scale != 1.0:
-                difference += _rescaled(measured, scatter, self.scatter_scale) - _rescaled(
-                    before[..., 0], before[..., 1], self.scatter_scale
-                )
+        # without scatter, the measured intensities' own log ratio
+        difference = np.log(before[..., 0] / measured) if self.without_scatter else att - base
         background = ~exclude if self._last_mask is None else ~(exclude | self._last_mask)
         sample = difference[::3, ::3][background[::3, ::3]]
         difference -= float(np.median(sample)) if sample.size else 0.0
         cement = segment(difference, gradient, exclude, self.pixel_mm)
-        if rescaling and self.halo_open:
+        if parts and self.halo_open:
             self._refit_scatter(difference, cement.mask, exclude, (measured, scatter), before)
         body = self._shifted_body(dx, dy)
         shaft = self._read_shaft(cement.difference, dx, dy, body)
@@ -953,7 +941,7 @@ class CaseAnalyzer:
         self.scatter_seen = False
         for p in self.planes.values():
             if p._scatter_layers is not None:
-                p.scatter_scale, p.halo_open = 0.0, False
+                p.without_scatter, p.halo_open = True, False
                 p._warn(
                     f"scatter-not-seen: the cement leaves no scatter halo ({why}),"
                     " so volumes are read without scatter correction"
