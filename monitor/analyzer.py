@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-import cv2
 import numpy as np
 import zmq
 
@@ -40,6 +39,7 @@ from monitor.messages import (
 from monitor.vision.alarms import Alarm
 from monitor.vision.analysis import AnalysisConfig, CaseAnalyzer
 from monitor.vision.calibrate import RadialDistortion
+from monitor.vision.sampling import BilinearImage, Border, Positions
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 0.2
@@ -55,7 +55,7 @@ class VisionAnalysis:
         self.level = level
         self.case = CaseAnalyzer(config)
         self._logged_alarms: dict[str, dict] = {}  # alarm id -> last state logged
-        self._undistort: dict[str, tuple] = {}  # plane -> (distortion, shape, remap maps)
+        self._undistort: dict[str, tuple] = {}  # plane -> (distortion, shape, source positions, model)
         self._syringe_ml = 0.0  # delivered at this level, by the operator's "1 mL delivered"
         self._raw_volume_ml: float | None = None  # the image-based volume before syringe scaling
         self.volume_scale = 1.0  # syringe volume / image-based volume, once 1 mL has gone in
@@ -80,9 +80,11 @@ class VisionAnalysis:
             # Measure on the undistorted image; draw (below) on the image as the operator sees it.
             # Corners the detector never saw repeat its edge: a constant fill would be a
             # straight dense edge, which the cannula search could take for steel.
-            pixels = cv2.remap(
-                pixels, *self._undistort[h.plane][2], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-            )
+            undistorted = BilinearImage(pixels, Border.REPLICATE).at(self._undistort[h.plane][2])
+            if np.issubdtype(pixels.dtype, np.integer):  # stored values stay stored values
+                top = np.iinfo(pixels.dtype).max
+                undistorted = np.clip(np.rint(undistorted), 0, top).astype(pixels.dtype)
+            pixels = undistorted
         r, summary = self.case.process(plane, pixels, h.frame, h.acq_time)
         if summary["volume_ml"] is not None:
             self._raw_volume_ml = summary["volume_ml"]
@@ -111,7 +113,7 @@ class VisionAnalysis:
         cached = self._undistort.get(plane)
         if cached is None or cached[1] != shape or cached[0] != d:
             model = RadialDistortion(tuple(d["centre"]), d["k1"], d["k2"], d["radius"])
-            self._undistort[plane] = (d, shape, model.maps(shape), model)
+            self._undistort[plane] = (d, shape, Positions.of(*model.maps(shape)), model)
         return self._undistort[plane][3]
 
     def _shown(self, plane: str) -> RadialDistortion | None:

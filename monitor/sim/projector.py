@@ -2,7 +2,7 @@
 
 Each slab of voxels perpendicular to the central ray is magnified onto the
 detector by SID / (distance from the source to the slab) and resampled there
-(``cv2.warpAffine``); the slabs' contributions, times the voxel size along the
+(bilinear, ``monitor.vision.sampling``); the slabs' contributions, times the voxel size along the
 beam and the obliquity of each ray, add up to the line integral of the
 attenuation. This is the standard slice-magnify form of a divergent-beam
 projector: exact for the geometry, with bilinear interpolation inside slabs.
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from monitor.sim.anatomy import MU_SOFT_TISSUE, Grid
+from monitor.vision.sampling import Border, sample_grid
 
 
 @dataclass(frozen=True)
@@ -93,20 +93,13 @@ def project(
             continue
         s = (view.sod_mm + depth) / view.sid_mm  # detector mm -> slab mm
         a = view.pixel_mm * s / v
-        m = np.array(
-            [
-                [a, 0.0, ((c0 - view.centre) * view.pixel_mm * s - col_origin) / v - 0.5],
-                [0.0, -a, ((view.centre - r0) * view.pixel_mm * s - z_origin) / v - 0.5],
-            ],
-            dtype=np.float64,
-        )
-        out += cv2.warpAffine(
-            np.ascontiguousarray(slab, dtype=np.float32),
-            m,
-            (w, h),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=0.0,
+        # output pixel (col, row) -> slab voxel (a col + b, -a row + c): separable, bilinear
+        out += sample_grid(
+            np.asarray(slab, dtype=np.float32),
+            a * np.arange(w) + ((c0 - view.centre) * view.pixel_mm * s - col_origin) / v - 0.5,
+            -a * np.arange(h) + ((view.centre - r0) * view.pixel_mm * s - z_origin) / v - 0.5,
+            Border.CONSTANT,
+            0.0,
         )
     out *= v
     out *= view.ray_lengths_factor()[r0 : r0 + h, c0 : c0 + w]

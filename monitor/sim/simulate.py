@@ -25,6 +25,7 @@ from monitor.io.dicom import Geometry, WriteOptions, write_recording
 from monitor.sim.anatomy import MU_CEMENT_DEFAULT, MU_SOFT_TISSUE, Phantom, add_cannula, build_phantom
 from monitor.sim.cement import SCENARIOS, FillOrder, fill_order, injection_schedule
 from monitor.sim.projector import View, project, trunk_path_integral, tube_path_integral
+from monitor.vision.sampling import translate_cubic
 
 NOISE_LEVELS = {"low": 80000.0, "normal": 25000.0, "high": 6000.0}  # photons/mm^2 behind the spine
 FIELDS = ("open", "shutters", "round")
@@ -409,8 +410,7 @@ def _shift(line: np.ndarray, view: View, shift_mm) -> np.ndarray:
     scale = 1.0 / view.spacing_at_isocentre_mm
     dc = dy * scale if view.name == "lateral" else 0.0
     dr = -dz * scale
-    m = np.array([[1.0, 0.0, dc], [0.0, 1.0, dr]])
-    return cv2.warpAffine(line, m, line.shape[::-1], flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    return translate_cubic(line, dc, dr)
 
 
 def _field_masks(cfg: SimConfig, rng, views) -> dict[str, np.ndarray]:

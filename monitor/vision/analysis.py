@@ -43,6 +43,7 @@ from monitor.vision.cement import (
     shift_image,
 )
 from monitor.vision.intensity import IntensityModel, model_for
+from monitor.vision.sampling import Border, sample_grid, sample_points
 
 
 @dataclass(frozen=True)
@@ -240,12 +241,12 @@ class PlaneAnalyzer:
         a = s / k
         shift = ((s - 1) / 2 + 0.5) / k - 0.5
         q = 4
-        m = np.array(
-            [[a * q, 0, x0 * a + shift + a * (q - 1) / 2], [0, a * q, y0 * a + shift + a * (q - 1) / 2]]
-        )
-        size = (max(1, (x1 - x0) // q), max(1, (y1 - y0) // q))
-        scatter = cv2.warpAffine(
-            scatter, m, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+        cols, rows = np.arange(max(1, (x1 - x0) // q)), np.arange(max(1, (y1 - y0) // q))
+        scatter = sample_grid(
+            scatter,
+            a * q * cols + x0 * a + shift + a * (q - 1) / 2,
+            a * q * rows + y0 * a + shift + a * (q - 1) / 2,
+            Border.REPLICATE,
         )
         scatter = cv2.resize(scatter, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
         measured = self.model.intensity(crop)
@@ -773,7 +774,7 @@ class PlaneAnalyzer:
         u = np.linspace(-0.1, 0.1, 5, dtype=np.float32) * c.width_px
         grid_x = (xs[None, :] - uy * u[:, None]).astype(np.float32)
         grid_y = (ys[None, :] + ux * u[:, None]).astype(np.float32)
-        core = np.median(cv2.remap(difference, grid_x, grid_y, cv2.INTER_LINEAR), axis=0)
+        core = np.median(sample_points(difference, grid_x, grid_y), axis=0)
         beyond_wall_mm = -body.posterior_sign * body.posterior.signed_distance(xs, ys) * self.pixel_mm
         reference = beyond_wall_mm >= 3.0
         if reference.sum() * self.pixel_mm < 4.0:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from monitor.vision.sampling import Border, sample_points
+
 
 @dataclass(frozen=True)
 class Cannula:
@@ -246,8 +248,7 @@ def _tip_by_contrast(att: np.ndarray, tip: np.ndarray, out: np.ndarray, width: f
 
     def sample(offset: float) -> np.ndarray:
         pts = tip[None, :] + t[:, None] * out[None, :] + offset * normal[None, :]
-        xy = pts.astype(np.float32).reshape(1, -1, 2)
-        return cv2.remap(att, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)[0]
+        return sample_points(att, pts[:, 0], pts[:, 1], Border.REFLECT)
 
     centre = np.mean([sample(u) for u in (-half, 0.0, half)], axis=0)
     contrast = centre - 0.5 * (sample(-flank) + sample(flank))

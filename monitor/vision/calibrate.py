@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 from scipy import optimize
 
+from monitor.vision.sampling import sample_points
+
 NEEDLE_OUTER_MM = {11: 3.05, 13: 2.41}
 
 
@@ -53,7 +55,7 @@ class RadialDistortion:
         return c + u
 
     def maps(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """cv2.remap maps producing the undistorted image (output pixel -> source pixel)."""
+        """Maps producing the undistorted image (output pixel -> source pixel), each (H, W)."""
         h, w = shape
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
         src = self.distort(np.stack([xs, ys], axis=-1))
@@ -257,10 +259,7 @@ def fit_needle(att: np.ndarray, tip, direction, gauge: int, length_px: float | N
                 and xy[:, 1].max() < h - 1
             ):
                 break
-            p = cv2.remap(
-                image, xy[:, 0:1].astype(np.float32), xy[:, 1:2].astype(np.float32), cv2.INTER_LINEAR
-            )
-            rows.append(p.ravel())
+            rows.append(sample_points(image, xy[:, 0], xy[:, 1]))
         return np.asarray(rows)
 
     # A wide first look for the shaft's width, then profiles 2.5 widths either side at 0.25 px.

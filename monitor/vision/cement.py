@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from monitor.vision.sampling import Border, sample_points, translate
+
 # Cement minus the marrow it displaces, 1/mm, PMMA with ~30% BaSO4 at ~60 keV effective.
 DEFAULT_CEMENT_MU = 0.18
 REGISTRATION_UNCERTAINTY_PX = 0.25
@@ -31,6 +33,7 @@ class _Level:
         strong = magnitude > np.percentile(magnitude, 100 * (1 - keep))
         ys, xs = np.nonzero(strong)
         self.xs, self.ys = xs.astype(np.float32), ys.astype(np.float32)
+        self.cols, self.rows = xs, ys  # integer pixels: every one shares the shift's fraction
         self.values = reference[strong]
         self.jacobian = np.column_stack([gx[strong], gy[strong], np.ones(len(xs))]).astype(np.float64)
 
@@ -49,13 +52,12 @@ class _Level:
             use = ~ignore[row, col]
         if use.sum() < 50:
             return dx, dy
-        xs, ys = self.xs[use].reshape(1, -1), self.ys[use].reshape(1, -1)
+        cols, rows = self.cols[use], self.rows[use]
         jacobian, values = self.jacobian[use], self.values[use]
         offset = None
         for _ in range(iterations):
-            at = cv2.remap(
-                moving, xs + dx / f, ys + dy / f, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-            )
+            # moving at (cols + dx/f, rows + dy/f): one fraction for all, so a whole-image shift
+            at = translate(moving, -dx / f, -dy / f, Border.REPLICATE)[rows, cols]
             r = at.ravel() - values
             offset = float(np.median(r[::4])) if offset is None else offset
             r -= offset  # centred by the offset solved for
@@ -70,6 +72,8 @@ class _Level:
                 raise np.linalg.LinAlgError("registration: edges in one direction only, or none")
             rhs = cv2.gemm(a, r[ok].astype(np.float64).reshape(-1, 1), 1.0, None, 0.0, flags=cv2.GEMM_1_T)
             step = np.linalg.solve(normal, rhs.ravel())
+            if not np.isfinite(step).all():
+                raise np.linalg.LinAlgError("registration: the step is not finite")
             dx, dy, offset = dx - float(step[0]) * f, dy - float(step[1]) * f, offset + float(step[2])
             if np.hypot(step[0], step[1]) < tolerance:
                 break
@@ -151,9 +155,7 @@ def _edges(att: np.ndarray) -> np.ndarray:
 
 def shift_image(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
     """``image`` (up to 4 channels, shifted together for the price of one) moved by (dx, dy)."""
-    m = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]], np.float32)
-    size = (image.shape[1], image.shape[0])
-    return cv2.warpAffine(image, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return translate(image, dx, dy, Border.REPLICATE)
 
 
 @dataclass(frozen=True)
@@ -264,9 +266,7 @@ def _to_shaft_reading(values: np.ndarray, hidden: np.ndarray, shaft: ShaftReadin
     xs, ys = shaft.xs - origin[0], shaft.ys - origin[1]
     d = np.array([xs[-1] - xs[0], ys[-1] - ys[0]])
     d /= np.hypot(*d)
-    on_axis = cv2.remap(
-        values, xs.astype(np.float32).reshape(1, -1), ys.astype(np.float32).reshape(1, -1), cv2.INTER_LINEAR
-    )[0]
+    on_axis = sample_points(values, xs, ys)
     correction = shaft.values - on_axis
     py, px = np.nonzero(hidden)
     along = (px - xs[0]) * d[0] + (py - ys[0]) * d[1]
