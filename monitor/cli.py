@@ -671,7 +671,8 @@ def _run_calibrate(args) -> int:
             fit = fit_needle(att, cannula.tip, cannula.direction, args.gauge)
             pct = 100 * fit.uncertainty_mm / fit.spacing_mm
             print(
-                f"needle ({args.gauge} G, {fit.profiles} cross-sections): outer diameter "
+                f"needle ({args.gauge} G, {fit.profiles} cross-sections in {fit.groups} groups, "
+                f"{fit.groups_used} agreeing): outer diameter "
                 f"{fit.diameter_px:.2f} px; scale {fit.spacing_mm:.4f} mm/pixel "
                 f"+/- {fit.uncertainty_mm:.4f} ({pct:.1f} %, 95 %) at the cannula"
             )

@@ -14,7 +14,7 @@ from monitor.io.dicom import WriteOptions, open_recording, write_recording
 from monitor.io.profile import ProfileError, load_profile, parse_profile, profile_json
 from monitor.recordings import default_recording
 from monitor.sim.grid import render_grid
-from monitor.vision.calibrate import RadialDistortion
+from monitor.vision.calibrate import RadialDistortion, consistent_diameters
 from tests.conftest import load_truth
 from tests.test_audit import assert_alarms_match_truth
 
@@ -67,6 +67,25 @@ def test_needle_calibration_is_within_five_percent_of_the_true_scale(case, tmp_p
     profile = load_profile(tmp_path / "n.json")
     assert profile.spacing_mm[0] == pytest.approx(true_spacing, rel=0.05)
     assert profile.method == "needle" and 0 < profile.uncertainty_pct < 10  # 384 px: a 10-px shaft
+
+
+def test_a_needle_whose_cross_sections_disagree_is_refused_not_guessed(tmp_path):
+    """no-leak's lateral shaft runs along the pedicle's cortex: its groups fit 9-27 px (true
+    9.8). The plain median of them wrote a scale 28 % small; now nothing is written."""
+    lateral = default_recording().lateral.parent.parent / "no-leak" / "lateral.dcm"
+    out = tmp_path / "n.json"
+    done = monitor_cli("calibrate", "needle", lateral, "--gauge", 11, "--out", out)
+    assert done.returncode == 1 and "disagree on its diameter" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_the_needle_diameter_is_the_largest_agreeing_set():
+    """A third of the groups over bone, three times as wide, do not move the answer."""
+    clean = np.array([9.24, 9.54, 9.44, 10.34, 9.6])
+    got = consistent_diameters(np.concatenate([[31.48, 30.64, 31.0], clean]))
+    np.testing.assert_array_equal(np.sort(got), np.sort(clean))
+    # two sets of equal size: the tighter one
+    assert set(consistent_diameters(np.array([10.0, 10.1, 10.2, 20.0, 21.5, 22.0]))) == {10.0, 10.1, 10.2}
 
 
 def test_a_grid_that_is_not_there_is_refused(tmp_path):
