@@ -2,7 +2,7 @@
 
 ``transport``: throughput of 1024x1024 uint16 frames over tcp loopback and
 ipc, ours against imagezmq (the usual way Python streams OpenCV images over
-ZeroMQ; ``pip install imagezmq`` to include it), and end-to-end latency from a
+ZeroMQ; installed by scripts/setup, the "bench" extra), and end-to-end latency from a
 frame's publication to its result reaching a subscriber, at 15 and 30
 frames/s biplane with a viewer attached.
 """
