@@ -104,6 +104,7 @@ class VisionAnalysis:
             volume_scale=round(k, 4),
             alarms=summary["raised"],
             overlay=overlay,
+            checks=list(r.checked),
         )
 
     def _distortion(self, plane: str, scale: dict | None, shape) -> RadialDistortion | None:
@@ -606,7 +607,7 @@ def _analyse(analysis, frame: Frame) -> Result:
         result = analysis.process(frame)
     except Exception as e:  # a bug or a frame the analysis cannot handle: report it, keep running
         log.exception("analysis failed on %s frame %d", frame.header.plane, frame.header.frame)
-        result = result_for(frame.header, f"error: {e}"[:200])
+        result = result_for(frame.header, f"error: {e}"[:200], checks=[])
     return replace(result, send_time=time.time())
 
 

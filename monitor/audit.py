@@ -23,8 +23,14 @@ from pathlib import Path
 
 from monitor.errors import MonitorError
 from monitor.io.store import DB_NAME, SessionStore
+from monitor.messages import PLANES
 
-DIGEST_VERSION = 1  # bump when session_digest changes, so cached digests are recomputed
+DIGEST_VERSION = 2  # bump when session_digest changes, so cached digests are recomputed
+# A level is monitored when the 5 mm rule (lateral view) and the leak check (each view
+# present) were evaluated on at least this share of its frames after the baseline: the
+# rest are frames on which "no alarm" meant "not looked" (a skipped frame, no outline
+# of the body, no millimetre scale, an analysis error).
+MONITORED_SHARE = 0.90
 HOLD_S = 0.4  # the volume must stay flat this long to count as injection stopped
 FLAT_ML = 0.05  # ... within this much (or 3 % of the volume): the image estimate's noise
 
@@ -34,6 +40,7 @@ def audit_json(store: SessionStore, verify_images: bool = True) -> dict:
     summary = meta.get("summary") or {}
     problems = list(summary.get("problems", ["the session is still open, or its logger died before the end"]))
     integrity = store.verify(images=verify_images)
+    levels = level_reports(store, meta.get("level"))
     return {
         "session": meta.get("session"),
         "patient": meta.get("patient"),
@@ -45,13 +52,24 @@ def audit_json(store: SessionStore, verify_images: bool = True) -> dict:
         "complete": bool(summary.get("complete")) and not integrity,
         "problems": problems + integrity,
         "integrity": {"intact": not integrity, "problems": integrity},
+        # False when any level was NOT MONITORED; None when the log does not say (older analyzer)
+        "monitored": _all_monitored(levels),
         "faults": [
             {k: e[k] for k in ("time", "source", "event", "detail", "plane")}
             for e in store.events()
             if e["event"] in FAULTS
         ],
-        "levels": level_reports(store, meta.get("level")),
+        "levels": levels,
     }
+
+
+def _all_monitored(levels: list[dict]) -> bool | None:
+    said = [lv["monitoring"]["monitored"] for lv in levels]
+    if not said:
+        return False  # no frame was analysed at all
+    if any(m is False for m in said):
+        return False
+    return None if any(m is None for m in said) else True
 
 
 FAULTS = {
@@ -87,6 +105,55 @@ def level_reports(store: SessionStore, first_level: str | None) -> list[dict]:
         if e["event"] in OPERATOR_EVENTS:
             level(e["level"])["events"].append(e)
     return [_level_report(v) for v in levels.values()]
+
+
+def monitoring(results) -> dict:
+    """Which share of a level's frames after the baseline each safety rule was evaluated on,
+    per plane, and whether that makes the level monitored (see MONITORED_SHARE).
+
+    ``results``: the level's result records. Returns {"monitored": bool or None (the log
+    predates the analyzer saying which rules it checked), "threshold", "planes": {plane:
+    {"frames", "proximity" (lateral), "leak"}}, "reasons": [why not monitored]}.
+    """
+    counts: dict[str, dict] = {}
+    for r in results:
+        if r.body.get("status") == "baseline":
+            continue
+        checks = r.body.get("checks")
+        c = counts.setdefault(r.plane, {"frames": 0, "unsaid": 0, "proximity": 0, "leak": 0})
+        c["frames"] += 1
+        c["unsaid"] += checks is None
+        for check in checks or ():
+            c[check] += 1
+    return coverage_verdict(counts)
+
+
+def coverage_verdict(counts: dict[str, dict]) -> dict:
+    """The verdict of :func:`monitoring` from per-plane counts of frames after the baseline:
+    {plane: {"frames", "unsaid" (results that do not say what was checked), "proximity",
+    "leak"}}. One rule for the audit and the summary's digests."""
+    planes = {}
+    reasons = []
+    rules = {"lateral": ("proximity", "leak"), "ap": ("leak",)}
+    names = {"proximity": "the 5 mm rule", "leak": "the leak check"}
+    unsaid = False
+    for plane in PLANES:
+        c = counts.get(plane)
+        if not c or not c["frames"]:
+            continue
+        unsaid = unsaid or c["unsaid"] > 0
+        planes[plane] = {"frames": c["frames"]}
+        for rule in rules[plane]:
+            share = c[rule] / c["frames"]
+            planes[plane][rule] = round(share, 4)
+            if share < MONITORED_SHARE and not c["unsaid"]:
+                reasons.append(
+                    f"{plane}: {names[rule]} evaluated on {c[rule]} of {c['frames']} frames ({share:.0%})"
+                )
+    if "lateral" not in planes:
+        reasons.append("no lateral frame analysed after the baseline: the 5 mm rule was never evaluated")
+    monitored = False if reasons else (None if unsaid else True)
+    return {"monitored": monitored, "threshold": MONITORED_SHARE, "planes": planes, "reasons": reasons}
 
 
 def _level_report(lv: dict) -> dict:
@@ -160,6 +227,7 @@ def _level_report(lv: dict) -> dict:
         ),
         "syringe_ml": round(sum(syringe), 3) if syringe else None,
         "min_distance_mm": min(distances) if distances else None,
+        "monitoring": monitoring(lv["results"]),
         "alarms": alarms,
         # why measurements were missing or qualified: a frame skipped, no anatomy, a guessed scale
         "caveats": sorted(caveats.values(), key=lambda c: (c["first_frame"], c["plane"])),
@@ -275,6 +343,23 @@ def _digest(store: SessionStore) -> dict:
         stopped = reaction(series, t)["stopped_after_s"]
         if stopped is not None:
             lv["reactions"].append(stopped)
+    counts: dict = {}
+    for level, plane, frames, unsaid, proximity, leak in store.query(
+        "SELECT level, plane, COUNT(*), SUM(json_extract(body, '$.checks') IS NULL), "
+        "SUM(instr(COALESCE(json_extract(body, '$.checks'), ''), '\"proximity\"') > 0), "
+        "SUM(instr(COALESCE(json_extract(body, '$.checks'), ''), '\"leak\"') > 0) "
+        "FROM journal WHERE kind='result' AND json_extract(body, '$.status') IS NOT 'baseline' "
+        "GROUP BY level, plane"
+    ):
+        counts.setdefault(level, {})[plane] = {
+            "frames": frames,
+            "unsaid": unsaid,
+            "proximity": proximity,
+            "leak": leak,
+        }
+    for level, lv in levels.items():
+        verdict = coverage_verdict(counts.get(level, {}))
+        lv["monitored"], lv["not_monitored_because"] = verdict["monitored"], verdict["reasons"]
     return {
         "operator": meta.get("operator"),
         "complete": bool((meta.get("summary") or {}).get("complete")),
@@ -314,14 +399,33 @@ def summarize(
         cached.close()
     digests = [digests[f] for f in folders]
     groups: dict[tuple, dict] = {}
+    not_monitored: list[dict] = []  # (session, level) pairs: listed first by the summary's readers
     for d in digests:
         for lv in d.get("levels", []):
             g = groups.setdefault(
                 (d["operator"] or "?", lv["level"] or "?"),
-                {"sessions": 0, "volumes": [], "alarms": 0, "leaks": 0, "reactions": [], "incomplete": 0},
+                {
+                    "sessions": 0,
+                    "volumes": [],
+                    "alarms": 0,
+                    "leaks": 0,
+                    "reactions": [],
+                    "incomplete": 0,
+                    "not_monitored": 0,
+                },
             )
             g["sessions"] += 1
             g["incomplete"] += not d["complete"]
+            if lv.get("monitored") is False:
+                g["not_monitored"] += 1
+                not_monitored.append(
+                    {
+                        "folder": d.get("folder"),
+                        "operator": d["operator"],
+                        "level": lv["level"],
+                        "reasons": lv.get("not_monitored_because", []),
+                    }
+                )
             if lv["volume_ml"] is not None:
                 g["volumes"].append(lv["volume_ml"])
             g["alarms"] += lv["alarms"]
@@ -336,6 +440,7 @@ def summarize(
                 "level": level,
                 "sessions": g["sessions"],
                 "incomplete": g["incomplete"],
+                "not_monitored": g["not_monitored"],
                 "volume_median_ml": _round(statistics.median(v)) if v else None,
                 "volume_p10_ml": _round(_quantile(v, 0.1)) if v else None,
                 "volume_p90_ml": _round(_quantile(v, 0.9)) if v else None,
@@ -349,6 +454,7 @@ def summarize(
         "sessions": len(digests),
         "read": len(todo),
         "unreadable": [d for d in digests if "error" in d],
+        "not_monitored": not_monitored,
         "rows": rows,
     }
 
@@ -402,6 +508,7 @@ SUMMARY_COLUMNS = (
     "level",
     "sessions",
     "incomplete",
+    "not_monitored",
     "volume_median_ml",
     "volume_p10_ml",
     "volume_p90_ml",

@@ -282,6 +282,13 @@ def _add_stream_options(p, session_help: str) -> None:
         help="calibration profile (calibration/*.json): scale, distortion, video layout, cement attenuation",
     )
     p.add_argument(
+        "--unmeasured",
+        action="store_true",
+        help="stream and log even when a plane has no millimetre scale (no DICOM geometry, no"
+        " --calibration): nothing is measured and every level is NOT MONITORED; without it such a"
+        " run is refused",
+    )
+    p.add_argument(
         "--wall",
         type=_wall_points,
         metavar="X1,Y1,X2,Y2",
@@ -417,6 +424,16 @@ def _stream(args, source, speed: float, loop: bool) -> int:
             analysis["scatter_fraction"] = profile.scatter_fraction
         if profile.scatter_sigma_mm is not None:
             analysis["scatter_sigma_mm"] = profile.scatter_sigma_mm
+    unscaled = {plane: fmt for plane, fmt in source.formats.items() if fmt.scale is None}
+    if unscaled and not args.unmeasured and not args.publish_only:
+        why = getattr(source, "scale_problems", {})
+        raise MonitorError(
+            "; ".join(
+                why.get(plane, f"{plane}: no millimetre scale (video carries none)") for plane in unscaled
+            )
+            + ": the 5 mm rule cannot be evaluated; give --calibration PROFILE (or --unmeasured to"
+            " record without monitoring)"
+        )
     if args.wall:
         analysis["posterior_wall"] = args.wall
     if args.body:
@@ -787,7 +804,7 @@ def _run_audit(args) -> int:
         print_audit(report)
     if args.html:
         print(f"wrote {args.html}", file=sys.stderr)
-    return 0 if report["complete"] else 3
+    return audit_exit_code(report)
 
 
 def _run_summary(args) -> int:
@@ -816,6 +833,9 @@ def _run_summary(args) -> int:
     if args.json:
         print(json.dumps(table, indent=1))
     else:
+        for miss in table["not_monitored"]:  # first: what QA must look at
+            reasons = "; ".join(miss["reasons"])
+            print(f"NOT MONITORED: {miss['folder']} level {miss['level'] or '?'}: {reasons}")
         widths = {c: max(len(c), *(len(_cell(r[c])) for r in table["rows"])) for c in SUMMARY_COLUMNS}
         print("  ".join(c.rjust(widths[c]) for c in SUMMARY_COLUMNS))
         for row in table["rows"]:
@@ -869,8 +889,24 @@ def print_audit(report: dict) -> None:
                 else f"frame {c['first_frame']}"
             )
             print(f"  NOTE  {span} {c['plane']} ({c['frames']}): {c['status']}")
+    for level in report["levels"]:
+        m = level["monitoring"]
+        if m["monitored"] is False:
+            print(f"NOT MONITORED: level {level['level'] or '?'}: " + "; ".join(m["reasons"]))
+        elif m["monitored"] is None:
+            print(f"level {level['level'] or '?'}: this log does not say which frames were checked")
+    if not report["levels"]:
+        print("NOT MONITORED: no frame was analysed")
     if not report["complete"]:
         print("INCOMPLETE: " + "; ".join(report["problems"]))
+
+
+def audit_exit_code(report: dict) -> int:
+    """0: complete and monitored; 3: the log is incomplete or fails its integrity check;
+    4: complete, but a level was NOT MONITORED (its safety rules unevaluated on too many frames)."""
+    if not report["complete"]:
+        return 3
+    return 4 if report["monitored"] is False else 0
 
 
 def _add_export(sub) -> None:

@@ -16,3 +16,7 @@ class RecordingError(MonitorError):
 
 class MissingGeometryError(RecordingError):
     """Millimetres were asked for, but the recording does not carry its scale."""
+
+
+class ImplausibleGeometryError(MissingGeometryError):
+    """The recording carries a scale, but one no C-arm could have produced."""

@@ -86,6 +86,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from monitor.vision.alarms import CHECKS
+
 VERSION = 1
 PLANES = ("lateral", "ap")
 DTYPES = {"uint8": np.uint8, "uint16": np.uint16}
@@ -170,6 +172,9 @@ class Result:
     volume_scale: float = 1.0  # syringe calibration applied to the volumes (1: image-based only)
     alarms: list = field(default_factory=list)
     overlay: dict = field(default_factory=dict)
+    # the safety rules evaluated on this frame, of CHECKS ("proximity", "leak"); None from an
+    # analyzer that does not say (logs written before 2026-12), [] when none could be
+    checks: list | None = None
     v: int = VERSION
     kind: str = field(default="result", init=False)
 
@@ -295,6 +300,11 @@ def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status |
     level = raw.get("level")
     if level is not None and not isinstance(level, str):
         raise MessageError("garbled", f"level {level!r}")
+    checks = raw.get("checks")
+    if checks is not None and not (
+        isinstance(checks, list) and len(checks) <= len(CHECKS) and all(c in CHECKS for c in checks)
+    ):
+        raise MessageError("garbled", f"checks {checks!r}; expected a list of {', '.join(CHECKS)}")
     return Result(
         session=session,
         plane=plane,
@@ -307,6 +317,7 @@ def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status |
         status=_field(raw, "status", str),
         alarms=_field(raw, "alarms", list),
         overlay=_field(raw, "overlay", dict),
+        checks=checks,
         **optional,
     )
 

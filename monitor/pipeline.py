@@ -24,6 +24,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from monitor import __version__
 from monitor.analyzer import run_analyzer
@@ -254,12 +255,41 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
         counts = ", ".join(f"{n} {p}" for p, n in sent.items())
         say(f"published {counts} frames in {elapsed:.1f} s")
     failed = {n: c for n, c in codes.items() if c != 0}
+    unmonitored = []
     if spec.session_dir:
         say(f"session logged in {spec.session_dir}" + (" (INCOMPLETE)" if "logger" in failed else ""))
+        unmonitored = _unmonitored_levels(Path(spec.session_dir))
+        for line in unmonitored:
+            say(line)
     if viewer is not None and viewer.is_alive() and not interrupted:
         say("the source has ended; close the viewer window to finish")
         viewer.join()
     if failed:
         say("failed: " + ", ".join(f"{n} exit {c}" for n, c in failed.items()))
         return 3
-    return 130 if interrupted else 0
+    if interrupted:
+        return 130
+    return 4 if unmonitored else 0
+
+
+def _unmonitored_levels(session_dir: Path) -> list[str]:
+    """One "NOT MONITORED" line per level of the logged session whose safety rules went
+    unevaluated on too many frames (monitor.audit.monitoring), or that analysed none."""
+    from monitor.audit import level_reports
+    from monitor.io.store import SessionStore
+
+    try:
+        store = SessionStore.open(session_dir)
+    except MonitorError as e:
+        return [f"NOT MONITORED: the session log cannot be read back ({e})"]
+    try:
+        levels = level_reports(store, store.meta().get("level"))
+    finally:
+        store.close()
+    if not levels:
+        return ["NOT MONITORED: no frame was analysed"]
+    return [
+        f"NOT MONITORED: level {lv['level'] or '?'}: " + "; ".join(lv["monitoring"]["reasons"])
+        for lv in levels
+        if lv["monitoring"]["monitored"] is False
+    ]

@@ -39,6 +39,7 @@ def html_report(store: SessionStore, report: dict) -> str:
     ]
     for level in report["levels"]:
         parts.append(f"<h2>Level {_e(level['level'])}</h2>")
+        parts.append(_monitoring(level))
         parts.append(_level_table(level))
         parts.append(_chart(level, "distance_mm", "distance to posterior wall (mm)", line=5.0))
         parts.append(_chart(level, "volume_ml", "cement volume (mL)", marks=level["operator_events"]))
@@ -105,6 +106,27 @@ def _status(report: dict) -> str:
         )
     items = "".join(f"<li>{_e(p)}</li>" for p in report["problems"])
     return f"<div class='bad'><b>Do not trust this log blindly:</b><ul>{items}</ul></div>"
+
+
+def _monitoring(level: dict) -> str:
+    """Whether the safety rules were evaluated on the level's frames: first, before any figure."""
+    m = level["monitoring"]
+    names = {"proximity": "5 mm rule", "leak": "leak check"}
+    shares = "; ".join(
+        f"{plane}: " + ", ".join(f"{names[k]} {v:.0%}" for k, v in c.items() if k in names)
+        + f" of {c['frames']} frames"
+        for plane, c in m["planes"].items()
+    )
+    if m["monitored"] is False:
+        items = "".join(f"<li>{_e(r)}</li>" for r in m["reasons"])
+        return (
+            f"<div class='bad'><b>NOT MONITORED</b>: on too many frames the safety rules were not "
+            f"evaluated (under {m['threshold']:.0%}), so the absence of alarms here means nothing."
+            f"<ul>{items}</ul></div>"
+        )
+    if m["monitored"] is None:
+        return "<p class='bad'>This log does not record which frames were checked (an older analyzer).</p>"
+    return f"<p class='good'>Monitored: {_e(shares)}.</p>"
 
 
 def _level_table(level: dict) -> str:

@@ -35,6 +35,8 @@ BANNER = {
     "high": "background:#d62728; color:white;",
     "high-off": "background:#5a1010; color:white;",
     "medium": "background:#ffd200; color:black;",
+    # frames go unchecked: not an alarm colour, but nothing like the calm "no alarm" either
+    "not-monitored": "background:#6b2fa0; color:white;",
     "": "background:#202020; color:#9a9a9a;",
 }
 

@@ -12,10 +12,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from monitor.audit import MONITORED_SHARE
 from monitor.display import auto_window
 from monitor.messages import PLANES, Result, Status
 
 STALE_S = 1.0  # no new frame for this long: NO SIGNAL
+# The live NOT MONITORED state is judged, per plane, on its newest results after the baseline,
+# with the audit's threshold (monitor.audit.MONITORED_SHARE).
+COVERAGE_WINDOW = 20
+RULES = {"lateral": ("proximity", "leak"), "ap": ("leak",)}
 NO_ANALYSIS_S = 2.0  # frames but no result for this long: the analyzer is not answering
 DISPLAY_SIDE = 768  # frames are shown decimated to at most this many pixels a side
 
@@ -47,6 +52,8 @@ class ViewState:
     last_result_at: float | None = None
     notices: deque = field(default_factory=lambda: deque(maxlen=5))  # recent status lines
     paused: bool = False
+    # per plane, the newest results after the baseline: (rules evaluated, status)
+    checked: dict = field(default_factory=lambda: {p: deque(maxlen=COVERAGE_WINDOW) for p in PLANES})
 
     def frame(
         self, plane: str, pixels: np.ndarray, frame: int, photometric: str, now: float, acq_time: float = 0.0
@@ -64,6 +71,10 @@ class ViewState:
             self.level = r.level
             self.distances.clear()
             self.volumes.clear()
+            for recent in self.checked.values():
+                recent.clear()
+        if r.status != "baseline" and r.checks is not None:
+            self.checked[r.plane].append((frozenset(r.checks), r.status))
         if r.plane == "lateral":
             self.distance_mm = r.distance_mm
             self.seconds_to_line = r.seconds_to_line
@@ -104,10 +115,32 @@ class ViewState:
             return False
         return self.last_result_at is None or now - self.last_result_at > NO_ANALYSIS_S
 
+    def not_monitored(self) -> str | None:
+        """Why the newest frames of a plane were not checked against a safety rule (the
+        status of the latest such frame, per plane), or None while they all are.
+
+        A standing state, not an alarm: it holds as long as the frames go unchecked, so
+        that "no alarm" is never read as "all clear" when nobody looked.
+        """
+        reasons = []
+        for plane, rules in RULES.items():
+            recent = self.checked[plane]
+            if not recent:
+                continue
+            for rule in rules:
+                if sum(rule in done for done, _ in recent) < MONITORED_SHARE * len(recent):
+                    why = next(status for done, status in reversed(recent) if rule not in done)
+                    reasons.append(f"{plane}: {why}")
+                    break
+        return "; ".join(reasons) or None
+
     def banner(self) -> tuple[str, str]:
-        """(priority, text) of the alarm banner: "high", "medium" or "" (no alarm)."""
+        """(priority, text) of the alarm banner: "high", "medium", "not-monitored" (no alarm
+        shown, but frames go unchecked) or "" (no alarm)."""
+        unchecked = self.not_monitored()
+        prefix = f"NOT MONITORED: {unchecked}" if unchecked else ""
         if not self.shown_alarms:
-            return "", ""
+            return ("not-monitored", prefix) if unchecked else ("", "")
         ordered = sorted(self.shown_alarms, key=lambda a: (a["priority"] != "high", a["frame"]))
         words = []
         for a in ordered:
@@ -116,7 +149,8 @@ class ViewState:
                 words.append(f"{a['priority'].upper()}: cement {d:.1f} mm from the wall")
             else:
                 words.append(f"HIGH: LEAK ({a['site']}) in {a['plane']}")
-        return ordered[0]["priority"], "  |  ".join(words)
+        text = "  |  ".join(words)
+        return ordered[0]["priority"], f"{prefix}\n{text}" if prefix else text
 
 
 def _key(alarm: dict) -> tuple:

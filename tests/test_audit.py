@@ -65,6 +65,12 @@ def test_audit_json_reports_alarms_and_how_fast_injection_stopped(session):
     assert level["volume_ml"] == pytest.approx(truth["total_injected_ml"], rel=0.15)
     assert [f["frame"] for f in level["frames"]] == list(range(48))
     assert level["caveats"] == []  # every frame measured, nothing guessed
+    # every frame after the 2-frame baseline checked against both rules, in both planes
+    assert report["monitored"] is True and level["monitoring"]["reasons"] == []
+    assert level["monitoring"]["planes"] == {
+        "lateral": {"frames": 46, "proximity": 1.0, "leak": 1.0},
+        "ap": {"frames": 46, "leak": 1.0},
+    }
 
 
 def test_audit_says_which_frames_were_not_measured_and_why(tmp_path):
@@ -98,6 +104,12 @@ def test_audit_says_which_frames_were_not_measured_and_why(tmp_path):
         ("ap", 30, 31, 2),
     ]
     assert level["caveats"][0]["status"] == "skipped: blank frame (no contrast)"
+    # the skipped frames were not checked, and are counted so; three of 92 leave the level monitored
+    assert level["monitoring"]["planes"] == {
+        "lateral": {"frames": 46, "proximity": round(45 / 46, 4), "leak": round(45 / 46, 4)},
+        "ap": {"frames": 46, "leak": round(44 / 46, 4)},
+    }
+    assert level["monitoring"]["monitored"] is True
     assert level["caveats"][1]["status"].startswith("skipped: saturated frame")
     assert_alarms_match_truth(level["alarms"], load_truth(rec.lateral.parent))
     text = monitor_cli("audit", tmp_path / "s").stdout

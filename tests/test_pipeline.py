@@ -94,7 +94,7 @@ def test_a_pause_in_the_stream_is_logged_as_stale_then_resumed(tmp_path):
     times = [0.0, 0.1, 0.2, 0.3, 1.3, 1.4, 1.5]  # one second without frames after 0.3 s
     spec = RunSpec(str(tmp_path / "s"), "L2", endpoints=Endpoints.private(), stale_ms=400)
     code = run(SyntheticSource(times), spec, PaceOptions(speed=1.0), say=lambda m: None)
-    assert code == 0
+    assert code == 4  # logged whole, but flat synthetic frames hold no vertebra: NOT MONITORED
     events = SessionStore.open(tmp_path / "s").events()
     stale = [e for e in events if e["event"] == "stale"]
     resumed = [e for e in events if e["event"] == "resumed"]
@@ -117,7 +117,7 @@ def test_a_viewer_that_never_reads_does_not_break_the_run(tmp_path):
     for sub in frozen:
         sub.close()
     ctx.term()
-    assert code == 0
+    assert code == 4  # complete, and not monitored: the synthetic frames hold no vertebra
     summary = SessionStore.open(tmp_path / "s").meta()["summary"]
     assert summary["complete"] and summary["frames_logged"] == {"lateral": 90, "ap": 90}
     assert summary["results_logged"] == {"lateral": 90, "ap": 90}
@@ -257,23 +257,19 @@ def _write_video(path, frames: list[np.ndarray], fps: float = 10.0) -> None:
 
 
 def test_replay_of_a_side_by_side_grabber_capture_logs_both_planes_in_pixels_only(tmp_path):
+    """A capture without a calibration cannot be checked against the 5 mm rule: refused,
+    unless asked to record it anyway (--unmeasured), which logs it whole as NOT MONITORED."""
     frames = [np.full((120, 320), 20 * i, np.uint8) for i in range(12)]
     _write_video(tmp_path / "capture.avi", frames)
-    e = Endpoints.private()
-    proc = monitor(
-        "replay",
-        "--video",
-        str(tmp_path / "capture.avi"),
-        "--side-by-side",
-        "--session",
-        str(tmp_path / "s"),
-        "--headless",
-        "--speed",
-        "0",
-        *endpoint_args(e),
-    )
+    args = ["replay", "--video", str(tmp_path / "capture.avi"), "--side-by-side", "--headless"]
+    args += ["--speed", "0", "--session", str(tmp_path / "s")]
+    refused = monitor(*args, *endpoint_args(Endpoints.private()))
+    out, err = refused.communicate(timeout=120)
+    assert refused.returncode == 1 and "no millimetre scale" in err and "--calibration" in err, err
+    assert not (tmp_path / "s").exists()
+    proc = monitor(*args, "--unmeasured", *endpoint_args(Endpoints.private()))
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 4 and "NOT MONITORED" in err, err
     summary = SessionStore.open(tmp_path / "s").meta()["summary"]
     assert summary["complete"] and summary["frames_logged"] == {"lateral": 12, "ap": 12}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -130,6 +131,28 @@ def test_an_analysis_lagging_behind_the_image_is_said(qtbot, streams, window):
     pump(qtbot, send, lambda: "BEHIND" in window.status_line.text())
     assert window.status_line.text().startswith("ANALYSIS 1.0 s BEHIND THE IMAGE")
     assert "overlay of frame 2" in window.views["lateral"].title.textItem.toPlainText()
+
+
+def test_frames_not_checked_show_a_standing_not_monitored_state(qtbot, streams, window):
+    """Frames the analyzer could not check (here: no millimetre scale) are not "no alarm":
+    the banner says NOT MONITORED with the reason, in its own colour, for as long as they
+    are not checked; checked frames bring back "no alarm"."""
+    pump(qtbot, lambda: streams.frame(3), lambda: window.views["lateral"].shown_frame == 3)
+    status = "uncalibrated: no millimetre scale, so no wall distance"
+    pump(
+        qtbot,
+        lambda: streams.result(3, status=status, checks=[]),
+        lambda: window.banner.text().startswith("NOT MONITORED"),
+    )
+    assert window.banner.text() == f"NOT MONITORED: lateral: {status}"
+    assert window.banner.styleSheet() == "background:#6b2fa0; color:white;"
+    qtbot.wait(700)  # a standing state: it neither flashes nor goes away by itself
+    assert window.banner.text().startswith("NOT MONITORED")
+    if os.environ.get("MONITOR_SCREENSHOTS"):  # a folder to look at the window in
+        window.grab().save(str(Path(os.environ["MONITOR_SCREENSHOTS"]) / "not-monitored.png"))
+    for i in range(4, 4 + 20):  # a full window of checked frames
+        streams.result(i, checks=["proximity", "leak"])
+    qtbot.waitUntil(lambda: window.banner.text() == "no alarm", timeout=5000)
 
 
 def test_an_alarm_raises_the_banner_until_acknowledged(qtbot, streams, window):

@@ -36,7 +36,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from monitor.errors import MissingGeometryError, RecordingError
+from monitor.errors import ImplausibleGeometryError, MissingGeometryError, RecordingError
 
 PLANES = ("lateral", "ap")
 
@@ -51,6 +51,9 @@ COMPRESSIONS = {
 }
 
 CALIBRATION_HINT = "supply a calibration profile with --calibration PROFILE"
+PLAUSIBLE_DETECTOR_PIXEL_MM = (0.05, 1.0)  # flat panels 0.1-0.2 mm, intensifier chains up to ~0.5
+PLAUSIBLE_MAGNIFICATION = (1.05, 2.5)  # SID / SOD of a C-arm with the patient between
+MAX_ANISOTROPY = 0.02  # row and column pixel sizes differ by at most this fraction
 
 
 @dataclass(frozen=True)
@@ -93,13 +96,61 @@ class Geometry:
         )
 
     def spacing_at_vertebra_mm(self) -> tuple[float, float]:
-        """(row, column) pixel spacing in mm at the vertebra."""
+        """(row, column) pixel spacing in mm at the vertebra, once the tags are plausible."""
         if self.imager_pixel_spacing_mm is None or self.missing():
             raise MissingGeometryError(
                 f"no scale in millimetres: missing {', '.join(self.missing())}; {CALIBRATION_HINT}"
             )
+        problem = self.implausible()
+        if problem:
+            raise ImplausibleGeometryError(f"no trustworthy scale: {problem}; {CALIBRATION_HINT}")
         m = self.magnification
         return (self.imager_pixel_spacing_mm[0] / m, self.imager_pixel_spacing_mm[1] / m)
+
+    def implausible(self) -> str | None:
+        """Why the tags cannot describe a C-arm's fluoroscopy, naming the tag; None if they can.
+
+        Detector pixels of 0.05-1 mm, square within 2 %; a source-to-patient distance below
+        the source-to-detector one; a magnification of 1.05-2.5 (an isocentric C-arm's is
+        1.2-2: the patient lies between source and detector). A 10x spacing, swapped
+        distances or a unit error read millimetres that are off by as much, and every
+        distance to the wall with them.
+        """
+        spacing = self.imager_pixel_spacing_mm
+        if spacing is not None:
+            if not all(math.isfinite(v) for v in spacing):
+                return f"ImagerPixelSpacing (0018,1164) {list(spacing)} is not a number"
+            low, high = PLAUSIBLE_DETECTOR_PIXEL_MM
+            if not all(low <= v <= high for v in spacing):
+                return f"ImagerPixelSpacing (0018,1164) {list(spacing)} mm is outside {low}-{high} mm"
+            if abs(spacing[0] / spacing[1] - 1) > MAX_ANISOTROPY:
+                return f"ImagerPixelSpacing (0018,1164) {list(spacing)} mm is not square (within 2 %)"
+        sid, sod = self.source_to_detector_mm, self.source_to_patient_mm
+        for name, value in (
+            ("DistanceSourceToDetector (0018,1110)", sid),
+            ("DistanceSourceToPatient (0018,1111)", sod),
+            ("EstimatedRadiographicMagnificationFactor (0018,1114)", self.estimated_magnification),
+        ):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                return f"{name} {value} is not a positive number"
+        if sid and sod and sod >= sid:
+            return (
+                f"DistanceSourceToPatient (0018,1111) {sod:g} mm is not less than "
+                f"DistanceSourceToDetector (0018,1110) {sid:g} mm"
+            )
+        low, high = PLAUSIBLE_MAGNIFICATION
+        try:
+            m = self.magnification
+        except MissingGeometryError:
+            return None
+        if not low <= m <= high:
+            source = (
+                "DistanceSourceToDetector / DistanceSourceToPatient"
+                if sid and sod
+                else "EstimatedRadiographicMagnificationFactor (0018,1114)"
+            )
+            return f"magnification {m:.3g} from {source} is outside {low}-{high}"
+        return None
 
 
 @dataclass(frozen=True)

@@ -57,10 +57,10 @@ class DicomPairSource:
             rec.info = replace(rec.info, plane=plane)  # oblique or unlabelled: the operator said which
             self.recordings[plane] = rec
         self.fps = fps
-        self.formats = {plane: self._format(rec) for plane, rec in self.recordings.items()}
+        self.scale_problems: dict[str, str] = {}  # plane -> why it has no millimetre scale
+        self.formats = {plane: self._format(plane, rec) for plane, rec in self.recordings.items()}
 
-    @staticmethod
-    def _format(rec) -> PlaneFormat:
+    def _format(self, plane: str, rec) -> PlaneFormat:
         try:
             spacing = rec.info.spacing_at_vertebra_mm()
             g = rec.info.geometry
@@ -74,7 +74,8 @@ class DicomPairSource:
                     "estimated_magnification": g.estimated_magnification,
                 },
             }
-        except MissingGeometryError:
+        except MissingGeometryError as e:  # missing, or implausible: the tag is named
+            self.scale_problems[plane] = str(e).split("; supply")[0]
             scale = None
         return PlaneFormat(rec.info.photometric, rec.info.intensity_relationship, rec.info.bits_stored, scale)
 

@@ -328,6 +328,7 @@ class SessionStore:
                 "volume_scale",
                 "alarms",
                 "overlay",
+                "checks",
             )
         }
         body["stream"] = body.pop("session")

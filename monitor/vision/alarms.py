@@ -11,6 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The safety rules a frame can be checked against: "proximity", the 5 mm rule (the lateral
+# view's distance from the cement front to the posterior wall); "leak", cement outside the
+# body's outline (either view). A frame not checked raises no alarm because nobody looked.
+CHECKS = ("proximity", "leak")
+
 
 @dataclass(frozen=True)
 class AlarmConfig:

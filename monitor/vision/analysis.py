@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from monitor.vision.alarms import AlarmConfig, AlarmEngine
+from monitor.vision.alarms import CHECKS, AlarmConfig, AlarmEngine
 from monitor.vision.anatomy import (
     BAND_WIDTHS,
     ApBody,
@@ -84,6 +84,11 @@ class PlaneResult:
     leaks: list[Leak] = field(default_factory=list)
     overlay: dict = field(default_factory=dict)
     shift_px: tuple[float, float] = (0.0, 0.0)
+    # The safety rules this frame was evaluated against (see CHECKS). Empty while the
+    # baseline builds, on a skipped frame, or with no body outline or no millimetre scale:
+    # then "no alarm" means "not looked", and the audit counts it against the level.
+    checked: tuple[str, ...] = ()
+
 
 
 def _shift_line(line: Line, dx: float, dy: float) -> Line:
@@ -563,6 +568,8 @@ class PlaneAnalyzer:
         seen = replace(cement, mask=cement.mask | (sleeve & (cement.difference > cement.threshold)))
         if body is not None:
             self._measure(result, seen, body, shaft)
+            if self.pixel_mm:
+                result.checked = CHECKS if self.plane == "lateral" else ("leak",)
         result.overlay = self._overlay(seen, body, dx, dy, result)
         return result
 

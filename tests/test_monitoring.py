@@ -1,0 +1,155 @@
+"""Monitoring coverage and plausibility: the monitor never reports a silent clean session.
+
+A level whose frames could not be checked against the 5 mm rule and the leak check is NOT
+MONITORED wherever the operator and QA look (the run's exit status, the audit's text, JSON,
+HTML and exit status, the summary), and a recording whose scale is missing or impossible is
+refused before it starts, naming the tag. Issue 24, findings A.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pydicom
+import pytest
+
+from monitor.errors import ImplausibleGeometryError, MissingGeometryError
+from monitor.io.dicom import Geometry
+from monitor.messages import MessageError, Result, decode, encode
+from monitor.pipeline import Endpoints
+from monitor.recordings import bundled_recordings
+from tests.test_audit import monitor_cli
+from tests.test_pipeline import endpoint_args
+
+GEOMETRY_TAGS = (
+    "ImagerPixelSpacing",
+    "DistanceSourceToDetector",
+    "DistanceSourceToPatient",
+    "EstimatedRadiographicMagnificationFactor",
+)
+
+
+def _posterior_leak():
+    return next(r for r in bundled_recordings() if r.name == "posterior-leak")
+
+
+def _edited_copy(folder, edit) -> tuple:
+    """The bundled posterior-leak recording written again with its header edited."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rec = _posterior_leak()
+    out = []
+    for plane, path in (("lateral", rec.lateral), ("ap", rec.ap)):
+        ds = pydicom.dcmread(path)
+        edit(ds)
+        ds.save_as(folder / f"{plane}.dcm")
+        out.append(folder / f"{plane}.dcm")
+    return tuple(out)
+
+
+def _without_geometry(ds) -> None:
+    for tag in GEOMETRY_TAGS:
+        if tag in ds:
+            delattr(ds, tag)
+
+
+def _swapped_distances(ds) -> None:
+    ds.DistanceSourceToDetector, ds.DistanceSourceToPatient = (
+        ds.DistanceSourceToPatient,
+        ds.DistanceSourceToDetector,
+    )
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (_without_geometry, "ImagerPixelSpacing (0018,1164)"),
+        (_swapped_distances, "DistanceSourceToPatient (0018,1111) 1000 mm is not less than"),
+    ],
+)
+def test_a_recording_without_a_trustworthy_scale_is_refused_naming_the_tag(tmp_path, edit, named):
+    lateral, ap = _edited_copy(tmp_path / "rec", edit)
+    private = endpoint_args(Endpoints.private())
+    done = monitor_cli("replay", "--lateral", lateral, "--ap", ap, "--headless", "--speed", "0", *private)
+    assert done.returncode == 1, done.stderr
+    assert named in done.stderr and "--calibration" in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1  # one line
+
+
+@pytest.mark.parametrize(
+    "geometry, named",
+    [
+        (Geometry((1.5, 1.5), 1000.0, 750.0), "ImagerPixelSpacing (0018,1164) [1.5, 1.5] mm is outside"),
+        (Geometry((0.15, 0.18), 1000.0, 750.0), "is not square"),
+        (Geometry((math.nan, 0.15), 1000.0, 750.0), "is not a number"),
+        (Geometry((0.15, 0.15), 750.0, 1000.0), "DistanceSourceToPatient (0018,1111) 1000 mm is not less"),
+        (Geometry((0.15, 0.15), 1000.0, -750.0), "DistanceSourceToPatient (0018,1111) -750.0 is not"),
+        (Geometry((0.15, 0.15), estimated_magnification=0.5), "magnification 0.5 from Estimated"),
+        (Geometry((0.15, 0.15), 1000.0, 300.0), "magnification 3.33 from DistanceSourceToDetector"),
+    ],
+)
+def test_geometry_no_c_arm_could_have_is_refused_naming_the_tag(geometry, named):
+    with pytest.raises(ImplausibleGeometryError) as refused:
+        geometry.spacing_at_vertebra_mm()
+    assert named in str(refused.value) and "--calibration" in str(refused.value)
+    assert isinstance(refused.value, MissingGeometryError)  # callers that fall back to pixels still do
+
+
+def test_plausible_geometry_gives_millimetres():
+    assert Geometry((0.15, 0.15), 1000.0, 750.0).spacing_at_vertebra_mm() == pytest.approx((0.1125, 0.1125))
+    assert Geometry((0.3, 0.3), estimated_magnification=1.5).spacing_at_vertebra_mm() == pytest.approx(
+        (0.2, 0.2)
+    )
+
+
+def test_an_unmeasured_session_is_not_monitored_wherever_it_is_read(tmp_path):
+    """Recorded on purpose without a scale (--unmeasured): the run, the audit (text, JSON,
+    HTML, exit status) and the summary all say NOT MONITORED, never a clean session."""
+    lateral, ap = _edited_copy(tmp_path / "rec", _without_geometry)
+    session = tmp_path / "sessions" / "s"
+    run = monitor_cli(
+        "replay", "--lateral", lateral, "--ap", ap, "--headless", "--speed", "0", "--unmeasured",
+        "--level", "L1", "--operator", "Dr Quinn", "--session", session, *endpoint_args(Endpoints.private()),
+    )  # fmt: skip
+    assert run.returncode == 4, run.stderr
+    assert "NOT MONITORED: level L1: lateral: the 5 mm rule evaluated on 0 of 46 frames" in run.stderr
+
+    audit = monitor_cli("audit", session, "--json")
+    assert audit.returncode == 4, audit.stderr
+    report = json.loads(audit.stdout)
+    assert report["complete"] and report["monitored"] is False
+    (level,) = report["levels"]
+    assert level["alarms"] == [] and level["monitoring"]["monitored"] is False
+    assert level["monitoring"]["planes"] == {
+        "lateral": {"frames": 46, "proximity": 0.0, "leak": 0.0},
+        "ap": {"frames": 46, "leak": 0.0},
+    }
+    text = monitor_cli("audit", session, "--html", tmp_path / "a.html")
+    assert text.returncode == 4
+    assert "NOT MONITORED: level L1: lateral: the 5 mm rule evaluated on 0 of 46 frames (0%)" in text.stdout
+    assert "NOT MONITORED" in (tmp_path / "a.html").read_text()
+
+    summary = monitor_cli("audit", tmp_path / "sessions", "--summary", "--json")
+    assert summary.returncode == 0, summary.stderr
+    table = json.loads(summary.stdout)
+    (missed,) = table["not_monitored"]
+    assert missed["level"] == "L1" and missed["folder"].endswith("sessions/s")
+    (row,) = table["rows"]
+    assert row["not_monitored"] == 1 and row["sessions"] == 1
+    lines = monitor_cli("audit", tmp_path / "sessions", "--summary").stdout.splitlines()
+    assert lines[0].startswith("NOT MONITORED: ") and "sessions/s level L1" in lines[0]
+
+
+def _result(**fields) -> Result:
+    return Result("t", "lateral", 1, 1, 0.1, 0.0, 0.2, "ok", **fields)
+
+
+def test_the_checks_travel_on_the_wire_and_nonsense_is_refused():
+    assert decode(encode(_result(checks=["proximity", "leak"]))).checks == ["proximity", "leak"]
+    assert decode(encode(_result())).checks is None  # an analyzer that does not say
+    topic, body = encode(_result(checks=["proximity"]))
+    for bad in (["everything"], "proximity", ["leak"] * 3, [1]):
+        raw = json.loads(body)
+        raw["checks"] = bad
+        with pytest.raises(MessageError, match="checks"):
+            decode([topic, json.dumps(raw).encode()])
