@@ -7,6 +7,7 @@ with status 1 (2 for malformed command lines); bugs keep their traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,22 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _speed(text: str) -> float:
+    """A replay speed: 0 (as fast as the consumers take it) or a finite positive factor."""
+    value = float(text)
+    if not (math.isfinite(value) and 0 <= value <= 1000):
+        raise argparse.ArgumentTypeError(f"must be 0 or a factor up to 1000, got {text}")
+    return value
+
+
+def _stale_ms(text: str) -> float:
+    """The watchdog's delay: a finite number of milliseconds, 10 ms to 10 minutes."""
+    value = float(text)
+    if not (math.isfinite(value) and 10 <= value <= 600_000):
+        raise argparse.ArgumentTypeError(f"must be 10 to 600000 ms, got {text}")
     return value
 
 
@@ -271,9 +288,9 @@ def _add_stream_options(p, session_help: str) -> None:
     p.add_argument("--control-endpoint", default=None, help="ZeroMQ endpoint the analyzer takes commands on")
     p.add_argument(
         "--stale-ms",
-        type=float,
+        type=_stale_ms,
         default=1000.0,
-        help="report the stream stale after this long without a new frame",
+        help="report the stream stale after this long without a new frame (ms; default %(default)s)",
     )
     p.add_argument(
         "--calibration",
@@ -351,9 +368,10 @@ def _add_replay(sub) -> None:
     p.add_argument("--fps", type=float, default=None, help="frame rate when the recording has no timing")
     p.add_argument(
         "--speed",
-        type=float,
+        type=_speed,
         default=1.0,
-        help="1 = recorded rate, 2 = twice as fast, 0 = as fast as the consumers take it",
+        help="1 = recorded rate, 2 = twice as fast, 0 = as fast as the consumers take it"
+        " (default %(default)s)",
     )
     p.add_argument("--loop", action="store_true", help="start again at the end, until interrupted")
     _add_stream_options(
@@ -563,7 +581,7 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--out", type=Path, default=Path("training"), help="training sessions and training-log.jsonl"
     )
-    p.add_argument("--speed", type=float, default=1.0)
+    p.add_argument("--speed", type=_speed, default=1.0, help="replay speed (default %(default)s)")
     p.add_argument("--close-when-done", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=_run_train)
 
@@ -744,7 +762,12 @@ def _add_analyze(sub) -> None:
     p.add_argument("--results-endpoint", default=None)
     p.add_argument("--flow-endpoint", default=None)
     p.add_argument("--control-endpoint", default=None)
-    p.add_argument("--stale-ms", type=float, default=1000.0)
+    p.add_argument(
+        "--stale-ms",
+        type=_stale_ms,
+        default=1000.0,
+        help="report the stream stale after this long without a new frame (ms; default %(default)s)",
+    )
     p.set_defaults(run=_run_analyze)
 
 

@@ -18,6 +18,8 @@ import time
 
 import zmq
 
+from monitor.messages import PLANES
+
 
 class FlowClient:
     """The consumer's side: tell the source we are ready, and what we have done."""
@@ -68,39 +70,71 @@ class FlowServer:
         self.resend_requests: list[tuple[str, dict[str, int]]] = []  # (consumer, have)
         self.rejoined: set[str] = set()  # restarted, and not yet acknowledging
         self._asked: dict[str, dict[str, int]] = {}
+        self.rejected = 0  # malformed messages ignored
 
     def poll(self, timeout_ms: int = 0) -> None:
         """Read every pending message, waiting up to ``timeout_ms`` for the first."""
         wait = timeout_ms
         while self._sock.poll(wait):
             wait = 0
-            try:
-                message = json.loads(self._sock.recv())
-                consumer = str(message["consumer"])
-            except (ValueError, KeyError, TypeError):
+            message = _flow_message(self._sock.recv())
+            if message is None:  # counted, never fatal: the source must outlive any sender
+                self.rejected += 1
                 continue
+            consumer = message["consumer"]
             self.last_heard[consumer] = time.monotonic()
-            if message.get("event") == "ready":
+            if message["event"] == "ready":
                 if any(c == consumer for c, _ in self.acked):
                     self.rejoined.add(consumer)
                 self.ready.add(consumer)
                 have = message.get("have")
-                if isinstance(have, dict) and have:
-                    clean = {str(p): int(n) for p, n in have.items() if isinstance(n, int)}
-                    if self._asked.get(consumer) != clean:  # "ready" is repeated: serve it once
-                        self._asked[consumer] = clean
-                        self.resend_requests.append((consumer, clean))
-            elif message.get("event") == "ack":
+                if have and self._asked.get(consumer) != have:  # "ready" is repeated: serve it once
+                    self._asked[consumer] = have
+                    self.resend_requests.append((consumer, have))
+            else:
                 self.rejoined.discard(consumer)
-                key = (consumer, str(message.get("plane")))
-                self.acked[key] = max(self.acked.get(key, -1), int(message.get("seq", -1)))
+                key = (consumer, message["plane"])
+                self.acked[key] = max(self.acked.get(key, -1), message["seq"])
 
     def behind(self, consumer: str, plane: str, sent_seq: int) -> int:
         """Frames of ``plane`` sent up to ``sent_seq`` that ``consumer`` has not acknowledged
         (none for a consumer that restarted and has yet to see a frame)."""
         if consumer in self.rejoined:
             return 0
-        return sent_seq - self.acked.get((consumer, plane), -1)
+        return max(0, sent_seq - self.acked.get((consumer, plane), -1))
 
     def close(self) -> None:
         self._sock.close()
+
+
+MAX_SEQ = 2**53  # sequence numbers past this are nonsense (and lose precision in JSON)
+
+
+def _flow_message(raw: bytes) -> dict | None:
+    """A consumer's "ready" or "ack", checked field by field; None for anything else.
+
+    {"consumer": name, "event": "ready", "have": {plane: seq}} or
+    {"consumer": name, "event": "ack", "plane": plane, "seq": seq}, seq an int in [0, 2**53].
+    """
+    try:
+        message = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(message, dict):
+        return None
+    consumer, event = message.get("consumer"), message.get("event")
+    if not (isinstance(consumer, str) and 0 < len(consumer) <= 64) or event not in ("ready", "ack"):
+        return None
+
+    def seq_ok(n) -> bool:
+        return isinstance(n, int) and not isinstance(n, bool) and -1 <= n <= MAX_SEQ
+
+    if event == "ready":
+        have = message.get("have") or {}
+        if not (isinstance(have, dict) and all(p in PLANES and seq_ok(n) for p, n in have.items())):
+            return None
+        return {"consumer": consumer, "event": event, "have": have}
+    plane, seq = message.get("plane"), message.get("seq")
+    if plane not in PLANES or not seq_ok(seq):
+        return None
+    return {"consumer": consumer, "event": event, "plane": plane, "seq": seq}

@@ -163,6 +163,8 @@ def _finish(
     if source_end is None:
         problems.append("no end message from the source")
     else:
+        if source_end.reason:
+            problems.append(f"the source did not finish: {source_end.reason}")
         for plane, sent in source_end.frames.items():
             if logged[plane] != sent:
                 problems.append(f"{plane}: source sent {sent} frames, {logged[plane]} logged")

@@ -149,6 +149,9 @@ class End:
     source: str
     send_time: float
     frames: dict  # plane -> frames sent (or analysed, when forwarded by the analyzer)
+    # None when the source really finished; "aborted: <why>" when it stopped on a failure,
+    # which makes the session incomplete (an end is always sent, so nothing waits forever)
+    reason: str | None = None
     v: int = VERSION
     kind: str = field(default="end", init=False)
 
@@ -278,7 +281,10 @@ def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status |
         frames = _field(raw, "frames", dict)
         if not all(p in PLANES and isinstance(n, int) for p, n in frames.items()):
             raise MessageError("garbled", f"end frames {frames!r}")
-        return End(session, _field(raw, "source", str), send_time, frames)
+        reason = raw.get("reason")
+        if reason is not None and not (isinstance(reason, str) and len(reason) <= 1000):
+            raise MessageError("garbled", f"end reason {reason!r}")
+        return End(session, _field(raw, "source", str), send_time, frames, reason)
     if topic == STATUS_TOPIC:
         age = raw.get("age_ms")
         return Status(

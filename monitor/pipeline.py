@@ -119,11 +119,14 @@ def _logger_main(endpoints: Endpoints, session_dir: str, meta: dict, parent: int
     )
 
 
-def _let_consumers_finish(children, restarts, start, max_restarts, publisher, flow, sent, say) -> None:
+def _let_consumers_finish(
+    children, restarts, start, max_restarts, publisher, flow, sent, say, grace_s: float = 30.0
+) -> None:
     """After the source's end: wait for the consumers, still restarting one that is killed,
     answering its resend request and repeating the end every second, so that a crash now
-    loses nothing either. A consumer still busy 30 s after the last restart is terminated."""
-    deadline = time.monotonic() + 30
+    loses nothing either. A consumer still busy ``grace_s`` after the last restart is
+    terminated."""
+    deadline = time.monotonic() + grace_s
     next_end = time.monotonic() + 1.0
     while any(c.is_alive() for c in children.values()) and time.monotonic() < deadline:
         for name, child in list(children.items()):
@@ -135,7 +138,7 @@ def _let_consumers_finish(children, restarts, start, max_restarts, publisher, fl
             how = f"signal {-code}" if code < 0 else "a crash"
             say(f"{name} died ({how}) after the source ended; restarting it")
             children[name] = start(name)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + grace_s
         publisher.heartbeat()  # a restarted consumer says it is ready once it hears the source
         flow.poll(200)
         if sent is None:
@@ -148,7 +151,7 @@ def _let_consumers_finish(children, restarts, start, max_restarts, publisher, fl
             next_end = time.monotonic() + 1.0
     for name, child in children.items():
         if child.is_alive():
-            say(f"{name} did not finish within 30 s; terminating it")
+            say(f"{name} did not finish within {grace_s:g} s; terminating it")
             child.terminate()
         child.join(5)
 
@@ -207,6 +210,7 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
         viewer.start()
     restarts = dict.fromkeys(plans, 0)
     interrupted = False
+    failure: Exception | None = None
 
     def stop_requested() -> bool:
         """Restart a consumer that died; stop once one has died too often."""
@@ -237,18 +241,21 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
         interrupted = True
         sent = None
         say("interrupted: ending the run")
-    except MonitorError:
-        for child in children.values():
-            child.terminate()
-            child.join(5)
-        publisher.close()
-        flow.close()
-        raise
+    except Exception as e:
+        # The source failed (a frame that cannot be decoded, consumers that never started):
+        # its end said "aborted: ...". Give the consumers a moment to log that, so the
+        # session says why it is incomplete, then report the failure.
+        failure, sent = e, None
     try:
-        _let_consumers_finish(children, restarts, start, spec.restarts, publisher, flow, sent, say)
+        grace = 5.0 if failure is not None else 30.0
+        _let_consumers_finish(children, restarts, start, spec.restarts, publisher, flow, sent, say, grace)
     finally:
         publisher.close()
         flow.close()
+    if failure is not None:
+        if viewer is not None:
+            viewer.terminate()
+        raise failure
     elapsed = time.monotonic() - started
     codes = {name: child.exitcode for name, child in children.items()}
     if sent is not None:

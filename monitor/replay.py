@@ -36,12 +36,14 @@ def publish(
     """Publish every frame of ``source``; returns the frames sent per plane.
 
     Always ends with an ``end`` message carrying those counts, even when
-    stopped early, so that downstream processes can account for every frame.
+    stopped early, so that downstream processes can account for every frame; when it
+    stops on a failure the ``end`` says "aborted: <why>", and the session is incomplete.
     """
     if options.speed < 0:
         raise MonitorError("--speed must be 0 (as fast as possible) or positive")
     sent = dict.fromkeys(source.formats, 0)
     last_seq: dict[str, int] = {}
+    aborted = None
     try:
         _wait_until_ready(publisher, options, flow, say)
         offset = 0.0
@@ -72,8 +74,12 @@ def publish(
             if not options.loop or should_stop():
                 return sent
             offset += duration + _frame_interval(source)
+    except Exception as e:  # a source that fails mid-stream: said, never "done" (an interrupt,
+        # how a live run is ended, is not a failure)
+        aborted = f"aborted: {e}"[:300]
+        raise
     finally:
-        publisher.send(End(publisher.session, publisher.source, time.time(), sent))
+        publisher.send(End(publisher.session, publisher.source, time.time(), sent, aborted))
 
 
 def serve_resends(publisher: Publisher, flow: FlowServer, say, most: int = 3) -> None:
