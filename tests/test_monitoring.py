@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pydicom
 import pytest
 
-from monitor.errors import ImplausibleGeometryError, MissingGeometryError
+from monitor.errors import ImplausibleGeometryError, MissingGeometryError, RecordingError
 from monitor.io.dicom import Geometry
 from monitor.messages import MessageError, Result, decode, encode
 from monitor.pipeline import Endpoints
@@ -153,3 +154,34 @@ def test_the_checks_travel_on_the_wire_and_nonsense_is_refused():
         raw["checks"] = bad
         with pytest.raises(MessageError, match="checks"):
             decode([topic, json.dumps(raw).encode()])
+
+
+@pytest.mark.parametrize("declared", [24, 2_000_000_000])
+def test_a_frame_count_the_pixel_data_does_not_hold_is_refused(tmp_path, declared):
+    """Data longer than NumberOfFrames declares replayed half the case and missed the leak;
+    NumberOfFrames 2e9 drove a replay to 24 GB. Both are refused at open, from the file's
+    structure, before anything is allocated for them."""
+    from monitor.io.dicom import open_recording
+
+    def claim(ds):
+        ds.NumberOfFrames = declared
+
+    lateral, _ = _edited_copy(tmp_path, claim)
+    with pytest.raises(RecordingError, match=r"NumberOfFrames \(0028,0008\)") as refused:
+        open_recording(lateral)
+    said = "holds 48 frames" if declared == 24 else "holds 48 of the 2000000000 frames"
+    assert said in str(refused.value)
+
+
+def test_native_pixel_data_longer_than_declared_is_refused(tmp_path):
+    from monitor.io.dicom import WriteOptions, open_recording, write_recording
+
+    frames = np.random.default_rng(0).integers(0, 4096, (6, 64, 64)).astype(np.uint16)
+    opts = WriteOptions("lateral", Geometry((0.15, 0.15), 1000.0, 750.0), 100.0, 12)
+    write_recording(tmp_path / "native.dcm", frames, opts)
+    assert len(open_recording(tmp_path / "native.dcm")) == 6
+    ds = pydicom.dcmread(tmp_path / "native.dcm")
+    ds.NumberOfFrames = 3
+    ds.save_as(tmp_path / "short.dcm")
+    with pytest.raises(RecordingError, match="holds 6 frames but NumberOfFrames"):
+        open_recording(tmp_path / "short.dcm")

@@ -312,9 +312,81 @@ def open_recording(path: str | os.PathLike, plane: str | None = None) -> Recordi
     if p.is_dir():
         return _open_series(p, plane)
     ds = _read_header(p)
-    info = _info_from_header(p, ds, ds_frames=_number_of_frames(ds), plane=plane)
+    declared = _number_of_frames(ds)
+    present = _frames_present(p, ds)
+    if present is not None and present > declared:
+        raise RecordingError(
+            f"{p}: the pixel data holds {present} frames but NumberOfFrames (0028,0008) says {declared}:"
+            " replaying only those would hide the rest of the case"
+        )
+    if present is not None and present < declared:
+        raise RecordingError(
+            f"{p}: truncated: the pixel data holds {present} of the {declared} frames NumberOfFrames "
+            "(0028,0008) declares"
+            + (f" ({_pixel_data_length(p)} bytes)" if not UID(_syntax(ds)).is_compressed else "")
+        )
+    info = _info_from_header(p, ds, ds_frames=declared, plane=plane)
     _check_pixel_length(p, ds, info)
     return Recording(info)
+
+
+_ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000), little endian
+_SEQUENCE_END = b"\xfe\xff\xdd\xe0"  # (FFFE,E0DD)
+_JPEG_FAMILY_END = b"\xff\xd9"  # EOI of JPEG and JPEG-LS, EOC of JPEG 2000
+
+
+def _syntax(ds: Dataset) -> str:
+    return str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))
+
+
+def _frames_present(path: Path, ds: Dataset) -> int | None:
+    """How many whole frames the file's pixel data holds, read from the file's structure
+    without decoding or loading it (NumberOfFrames is only what the header claims), or None
+    when that cannot be told (an unusual layout: the decoders then have the last word).
+
+    Native data: its length over one frame's. Encapsulated: RLE has one fragment per
+    frame; the JPEG family ends each frame with FFD9 (a frame may span fragments).
+    """
+    syntax = UID(_syntax(ds))
+    try:
+        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+            return None  # colour (subsampled chroma and all) is refused on its own account
+        frame_bytes = int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if frame_bytes <= 0:
+        return None
+    if not syntax.is_compressed:
+        if syntax.is_deflated:
+            return None
+        size = _pixel_data_length(path)
+        return None if size is None else size // frame_bytes
+    with open(path, "rb") as fh:
+        try:
+            pydicom.dcmread(fh, stop_before_pixels=True)
+        except Exception:  # the full read already succeeded; be conservative
+            return None
+        fh.seek(12, os.SEEK_CUR)  # Pixel Data: tag, VR, reserved, undefined length
+        frames, first = 0, True
+        while True:
+            head = fh.read(8)
+            if len(head) < 8 or head[:4] == _SEQUENCE_END:
+                break
+            if head[:4] != _ITEM:
+                return None
+            length = int.from_bytes(head[4:], "little")
+            if first:  # the basic offset table
+                first = False
+                fh.seek(length, os.SEEK_CUR)
+                continue
+            if syntax == RLELossless:
+                frames += 1
+                fh.seek(length, os.SEEK_CUR)
+                continue
+            fh.seek(max(length - 3, 0), os.SEEK_CUR)
+            tail = fh.read(min(length, 3))
+            frames += _JPEG_FAMILY_END in tail  # an odd-length frame is padded with one byte
+        return frames
 
 
 def _read_header(path: Path) -> Dataset:
