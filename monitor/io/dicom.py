@@ -432,6 +432,8 @@ def _float(ds: Dataset, keyword: str) -> float | None:
 
 def _geometry(ds: Dataset) -> Geometry:
     spacing = ds.get("ImagerPixelSpacing")
+    if not isinstance(spacing, (list, pydicom.multival.MultiValue)):
+        spacing = None  # absent, empty, or a single value where DICOM requires two
     pair = None
     if spacing is not None and len(spacing) == 2:
         try:
