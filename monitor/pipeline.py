@@ -30,6 +30,7 @@ from monitor import __version__
 from monitor.analyzer import run_analyzer
 from monitor.errors import MonitorError
 from monitor.flow import FlowServer
+from monitor.io.store import DB_NAME
 from monitor.io.transport import (
     DEFAULT_CONTROL_ENDPOINT,
     DEFAULT_FRAMES_ENDPOINT,
@@ -185,6 +186,13 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
             ),
         )
     if spec.session_dir:
+        # One session, one log: appending a second run (another patient, a QA replay pointed
+        # at a live session's folder) would merge two records into one "complete" one.
+        if (Path(spec.session_dir) / DB_NAME).exists():
+            raise MonitorError(
+                f"{spec.session_dir}: already holds a session log (in use or closed); "
+                "give a new --session directory"
+            )
         meta = {"session": session, "level": spec.level, "software_version": __version__, **spec.meta}
         plans["logger"] = (_logger_main, (spec.endpoints, spec.session_dir, meta, os.getpid()))
     wait_for = list(plans)

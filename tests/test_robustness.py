@@ -11,7 +11,7 @@ import time
 import pytest
 import zmq
 
-from monitor.errors import RecordingError
+from monitor.errors import MonitorError, RecordingError
 from monitor.flow import FlowServer
 from monitor.io.sources import DicomPairSource, SourceFrame
 from monitor.io.store import SessionStore
@@ -126,3 +126,19 @@ def test_nonsense_numbers_on_the_command_line_are_refused(option, value):
     done = monitor_cli("replay", "--lateral", rec.lateral, "--headless", option, value)
     assert done.returncode == 2 and f"argument {option}: must be" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_session_directory_that_already_holds_a_log_is_refused(tmp_path):
+    """A QA replay pointed at a live (or closed) session's folder merged two patients into one
+    "complete" record; now the second run is refused and the first log is untouched."""
+    rec = default_recording()
+    folder = tmp_path / "s"
+    source = DicomPairSource(rec.lateral, rec.ap)
+    assert run(source, RunSpec(str(folder), "L1", endpoints=Endpoints.private()), PaceOptions(speed=0)) == 0
+    source.close()
+    before = SessionStore.open(folder).count("frame")
+    again = DicomPairSource(rec.lateral, rec.ap)
+    with pytest.raises(MonitorError, match="already holds a session log"):
+        run(again, RunSpec(str(folder), "L1", endpoints=Endpoints.private()), PaceOptions(speed=0))
+    again.close()
+    assert SessionStore.open(folder).count("frame") == before == 96
