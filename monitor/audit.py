@@ -39,7 +39,7 @@ def audit_json(store: SessionStore, verify_images: bool = True) -> dict:
     meta = store.meta()
     summary = meta.get("summary") or {}
     problems = list(summary.get("problems", ["the session is still open, or its logger died before the end"]))
-    integrity = store.verify(images=verify_images)
+    integrity = store.verify(images=verify_images) + store.head_problems()
     levels = level_reports(store, meta.get("level"))
     return {
         "session": meta.get("session"),
@@ -360,9 +360,12 @@ def _digest(store: SessionStore) -> dict:
     for level, lv in levels.items():
         verdict = coverage_verdict(counts.get(level, {}))
         lv["monitored"], lv["not_monitored_because"] = verdict["monitored"], verdict["reasons"]
+    # the signed head, not the whole chain: O(1) a session, and what a rewrite cannot keep
+    untrusted = store.head_problems()
     return {
         "operator": meta.get("operator"),
-        "complete": bool((meta.get("summary") or {}).get("complete")),
+        "complete": bool((meta.get("summary") or {}).get("complete")) and not untrusted,
+        "untrusted": untrusted,
         "levels": list(levels.values()),
     }
 
@@ -454,6 +457,10 @@ def summarize(
         "sessions": len(digests),
         "read": len(todo),
         "unreadable": [d for d in digests if "error" in d],
+        # logs whose signed head does not verify (rewritten, cut, unsigned), listed first
+        "untrusted": [
+            {"folder": d["folder"], "problems": d["untrusted"]} for d in digests if d.get("untrusted")
+        ],
         "not_monitored": not_monitored,
         "rows": rows,
     }

@@ -137,6 +137,7 @@ def write_fake_session(args: tuple[Path, int]) -> None:
                 if f % 225 == 224:
                     store.add_event("operator", "syringe", "1 mL delivered", value=1.0, level=level)
     store.add_meta({"summary": {"complete": True, "problems": []}})
+    store.sign()
     store.close()
 
 

@@ -856,7 +856,9 @@ def _run_summary(args) -> int:
     if args.json:
         print(json.dumps(table, indent=1))
     else:
-        for miss in table["not_monitored"]:  # first: what QA must look at
+        for bad in table["untrusted"]:  # first: what QA must look at
+            print(f"UNTRUSTED: {bad['folder']}: " + "; ".join(bad["problems"]))
+        for miss in table["not_monitored"]:
             reasons = "; ".join(miss["reasons"])
             print(f"NOT MONITORED: {miss['folder']} level {miss['level'] or '?'}: {reasons}")
         widths = {c: max(len(c), *(len(_cell(r[c])) for r in table["rows"])) for c in SUMMARY_COLUMNS}

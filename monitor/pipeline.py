@@ -30,7 +30,7 @@ from monitor import __version__
 from monitor.analyzer import run_analyzer
 from monitor.errors import MonitorError
 from monitor.flow import FlowServer
-from monitor.io.store import DB_NAME
+from monitor.io.store import DB_NAME, SessionStore
 from monitor.io.transport import (
     DEFAULT_CONTROL_ENDPOINT,
     DEFAULT_FRAMES_ENDPOINT,
@@ -260,6 +260,8 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     finally:
         publisher.close()
         flow.close()
+        if spec.session_dir:
+            _sign(Path(spec.session_dir), say)
     if failure is not None:
         if viewer is not None:
             viewer.terminate()
@@ -287,11 +289,24 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     return 4 if unmonitored else 0
 
 
+def _sign(session_dir: Path, say) -> None:
+    """Sign the log's end now that every writer is done (monitor.io.signing)."""
+    if not (session_dir / DB_NAME).exists():
+        return
+    try:
+        store = SessionStore.open(session_dir)
+        try:
+            store.sign()
+        finally:
+            store.close()
+    except (MonitorError, OSError) as e:
+        say(f"the session log could not be signed: {e}")
+
+
 def _unmonitored_levels(session_dir: Path) -> list[str]:
     """One "NOT MONITORED" line per level of the logged session whose safety rules went
     unevaluated on too many frames (monitor.audit.monitoring), or that analysed none."""
     from monitor.audit import level_reports
-    from monitor.io.store import SessionStore
 
     try:
         store = SessionStore.open(session_dir)

@@ -10,6 +10,22 @@ import pytest
 from monitor.sim.simulate import SimConfig, simulate
 
 
+@pytest.fixture(scope="session", autouse=True)
+def log_signing_key(tmp_path_factory):
+    """The installation's log-signing key for this test session (inherited by the processes
+    the tests start), not the user's own."""
+    import os
+
+    folder = tmp_path_factory.mktemp("keys")
+    previous = os.environ.get("MONITOR_KEY_DIR")
+    os.environ["MONITOR_KEY_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("MONITOR_KEY_DIR", None)
+    else:
+        os.environ["MONITOR_KEY_DIR"] = previous
+
+
 def _render(root: Path, name: str, **overrides) -> tuple[Path, dict]:
     out = root / name
     cfg = SimConfig(size=192, frames=14, fps=15.0, **overrides)

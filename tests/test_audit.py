@@ -182,6 +182,70 @@ def test_audit_reports_a_tampered_log_instead_of_trusting_it(session, tmp_path):
     assert any("does not match its hash" in p and "alarm" in p for p in report["problems"])
 
 
+def _rechain(db: sqlite3.Connection) -> None:
+    """Recompute every record's hash, as someone who edited the log and knows the scheme would."""
+    from monitor.io.store import GENESIS, chain_hash
+
+    previous = GENESIS
+    rows = db.execute("SELECT rec, kind, time, plane, seq, frame, level, body FROM journal ORDER BY rec")
+    for rec, kind, at, plane, seq, frame, level, body in rows.fetchall():
+        previous = chain_hash(previous, rec, kind, at, plane, seq, frame, level, body)
+        db.execute("UPDATE journal SET hash=? WHERE rec=?", (previous, rec))
+
+
+def _forge(session, tmp_path, name: str, how: str):
+    copy = tmp_path / name
+    shutil.copytree(session, copy)
+    db = sqlite3.connect(copy / DB_NAME)
+    db.execute("DROP TRIGGER journal_append_only_update")
+    db.execute("DROP TRIGGER journal_append_only_delete")
+    if how == "edit":  # the high alarms made medium, the chain recomputed: it verifies again
+        db.execute(
+            'UPDATE journal SET body=replace(body, \'"priority":"high"\', \'"priority":"medium"\') '
+            "WHERE kind='alarm'"
+        )
+        _rechain(db)
+    elif how == "cut":  # the end of the log deleted: the chain up to there is still intact
+        last = db.execute("SELECT MAX(rec) FROM journal").fetchone()[0]
+        db.execute("DELETE FROM journal WHERE rec > ?", (last - 40,))
+    db.commit()
+    db.close()
+    if how == "unsigned":
+        (copy / "session.head").unlink()
+    return copy
+
+
+@pytest.mark.parametrize(
+    "how, said",
+    [
+        ("edit", "the log was rewritten (its chain recomputed)"),
+        ("cut", "records were deleted"),
+        ("unsigned", "no signed head"),
+    ],
+)
+def test_a_log_rewritten_with_its_chain_recomputed_is_caught_by_its_signed_head(session, tmp_path, how, said):
+    """The red team's forgeries that the plain chain passed as intact (issue 24, D)."""
+    copy = _forge(session, tmp_path, how, how)
+    assert SessionStore.open(copy).verify(images=False) == []  # the chain alone is fooled
+    done = monitor_cli("audit", copy, "--json")
+    assert done.returncode == 3, done.stderr
+    report = json.loads(done.stdout)
+    assert not report["complete"] and not report["integrity"]["intact"]
+    assert any(said in p for p in report["integrity"]["problems"]), report["integrity"]["problems"]
+
+
+def test_a_head_signed_without_the_installation_key_does_not_verify(session, tmp_path):
+    copy = tmp_path / "forged-head"
+    shutil.copytree(session, copy)
+    head = json.loads((copy / "session.head").read_text())
+    head["hmac_sha256"] = "0" * 64
+    (copy / "session.head").write_text(json.dumps(head))
+    report = json.loads(monitor_cli("audit", copy, "--json").stdout)
+    assert report["integrity"]["problems"] == [
+        "the signed head does not verify: it was forged or belongs to another session"
+    ]
+
+
 def test_summary_over_sessions_per_operator_and_level_with_csv_and_cache(session, tmp_path):
     from monitor.bench_log import write_fake_session
 
@@ -196,6 +260,7 @@ def test_summary_over_sessions_per_operator_and_level_with_csv_and_cache(session
     table = json.loads(done.stdout)
     assert table["sessions"] == 5 and table["read"] == 5
     assert [u["folder"] for u in table["unreadable"]] == [str(root / "broken")]
+    assert table["untrusted"] == []  # every log's signed head verifies
     ours = next(r for r in table["rows"] if r["operator"] == OPERATOR)
     assert ours["level"] == "L1" and ours["sessions"] == 1 and ours["leaks"] == 1
     truth = load_truth(default_recording().lateral.parent)
@@ -281,3 +346,18 @@ def test_bad_audit_and_export_inputs_get_one_line(tmp_path):
         done = monitor_cli(*args)
         assert done.returncode == 1, (args, done.stderr)
         assert done.stderr.count("\n") == 1 and "error:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_summary_lists_a_rewritten_log_first_as_untrusted(session, tmp_path):
+    root = tmp_path / "sessions"
+    shutil.copytree(session, root / "real")
+    forged = _forge(session, tmp_path, "forged", "edit")
+    shutil.move(forged, root / "forged")
+    done = monitor_cli("audit", root, "--summary", "--json")
+    table = json.loads(done.stdout)
+    (bad,) = table["untrusted"]
+    assert bad["folder"] == str(root / "forged") and "rewritten" in bad["problems"][0]
+    (row,) = table["rows"]
+    assert row["sessions"] == 2 and row["incomplete"] == 1  # the forged one is not counted complete
+    text = monitor_cli("audit", root, "--summary").stdout.splitlines()
+    assert text[0].startswith(f"UNTRUSTED: {root / 'forged'}: ")

@@ -43,6 +43,7 @@ import blosc2
 import numpy as np
 
 from monitor.errors import MonitorError
+from monitor.io.signing import head_problems, sign_head
 
 SCHEMA_VERSION = 2
 DB_NAME = "session.sqlite"
@@ -469,6 +470,24 @@ class SessionStore:
             if len(problems) > 20:
                 break
         return problems
+
+    def head(self) -> tuple[int, str]:
+        """(number, hash) of the last record; (0, GENESIS) for an empty log."""
+        row = self._db.execute("SELECT rec, hash FROM journal ORDER BY rec DESC LIMIT 1").fetchone()
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS)
+
+    def record_hash(self, rec: int) -> str | None:
+        row = self._db.execute("SELECT hash FROM journal WHERE rec = ?", (rec,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def sign(self) -> dict:
+        """Sign the log's end as it is now (see monitor.io.signing): once every writer is done."""
+        rec, digest = self.head()
+        return sign_head(self.folder, str(self.meta().get("session")), rec, digest)
+
+    def head_problems(self) -> list[str]:
+        """The log against its signed head: rewritten, cut short, added to, or never signed."""
+        return head_problems(self.folder, self.meta().get("session"), self.head()[0], self.record_hash)
 
     def close(self) -> None:
         self._db.close()

@@ -1,0 +1,111 @@
+"""The signed head of a session log: what makes its hash chain worth its name.
+
+The journal's SHA-256 chain shows an edit, unless whoever edits also recomputes the
+chain from there on, which needs no secret. So when a run ends, the last record's number
+and hash are signed with HMAC-SHA256 under this installation's key and written beside
+the log as ``session.head``. An edited log no longer ends in the signed hash; a log whose
+tail was deleted no longer reaches the signed record; a head forged without the key does
+not verify.
+
+The key is 32 random bytes made on first use in ``$MONITOR_KEY_DIR`` (default
+``~/.config/vertebroplasty-monitor``), a directory only its user can read. A log
+audited on another installation cannot have its head checked there (the audit says so):
+copy the key to QA's workstation, or audit where the session was recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from pathlib import Path
+
+from monitor.errors import MonitorError
+
+HEAD_NAME = "session.head"
+KEY_NAME = "log-signing.key"
+
+
+def key_dir() -> Path:
+    if os.environ.get("MONITOR_KEY_DIR"):
+        return Path(os.environ["MONITOR_KEY_DIR"])
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config / "vertebroplasty-monitor"
+
+
+def installation_key() -> bytes:
+    """This installation's signing key, made (user-only) the first time it is asked for."""
+    folder = key_dir()
+    path = folder / KEY_NAME
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_bytes()
+        if len(key) != 32:
+            raise MonitorError(f"{path}: not a signing key (32 bytes expected, {len(key)} found)") from None
+        return key
+    except OSError as e:
+        raise MonitorError(f"{path}: cannot create the log signing key ({e.strerror})") from None
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+def key_id(key: bytes) -> str:
+    """A public name for a key (its digest's first 16 hex digits), to tell keys apart."""
+    return hashlib.sha256(b"monitor-log-key:" + key).hexdigest()[:16]
+
+
+def _signature(key: bytes, session: str, rec: int, digest: str) -> str:
+    message = json.dumps([session, rec, digest]).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def sign_head(folder: Path, session: str, rec: int, digest: str) -> dict:
+    """Write ``session.head`` for a log whose last record is ``rec`` with hash ``digest``."""
+    key = installation_key()
+    head = {
+        "session": session,
+        "rec": rec,
+        "hash": digest,
+        "key_id": key_id(key),
+        "hmac_sha256": _signature(key, session, rec, digest),
+    }
+    tmp = folder / (HEAD_NAME + ".tmp")
+    tmp.write_text(json.dumps(head, indent=1) + "\n")
+    os.replace(tmp, folder / HEAD_NAME)
+    return head
+
+
+def head_problems(folder: Path, session: str | None, last_rec: int, hash_at) -> list[str]:
+    """What is wrong with the log against its signed head (none: it verifies).
+
+    ``last_rec``: the number of the log's last record now (0 if none); ``hash_at(rec)``:
+    the stored hash of record ``rec``, or None if there is no such record.
+    """
+    path = folder / HEAD_NAME
+    if not path.exists():
+        return [f"no signed head ({HEAD_NAME}): the run did not close this log, or its head was removed"]
+    try:
+        head = json.loads(path.read_text())
+        rec, digest, signature = int(head["rec"]), str(head["hash"]), str(head["hmac_sha256"])
+        signer = str(head["key_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return [f"{HEAD_NAME} is unreadable"]
+    key = installation_key()
+    if signer != key_id(key):
+        return [f"the head is signed with key {signer}, not this installation's: it cannot be checked here"]
+    if not hmac.compare_digest(signature, _signature(key, str(session), rec, digest)):
+        return ["the signed head does not verify: it was forged or belongs to another session"]
+    if last_rec < rec:
+        return [f"the log ends at record {last_rec}, its signed head at {rec}: records were deleted"]
+    stored = hash_at(rec)
+    if stored is None or not hmac.compare_digest(stored, digest):
+        return [f"record {rec} is not the one signed: the log was rewritten (its chain recomputed)"]
+    if last_rec > rec:
+        return [f"{last_rec - rec} record(s) were appended after the log was closed and signed"]
+    return []
