@@ -31,6 +31,9 @@ DIGEST_VERSION = 2  # bump when session_digest changes, so cached digests are re
 # rest are frames on which "no alarm" meant "not looked" (a skipped frame, no outline
 # of the body, no millimetre scale, an analysis error).
 MONITORED_SHARE = 0.90
+# ... and no stretch of the level longer than this went without a lateral frame checked
+# against the 5 mm rule (the stream's own stale limit: at 1 mL/s, a few mm of cement)
+MAX_UNCHECKED_S = 1.0
 HOLD_S = 0.4  # the volume must stay flat this long to count as injection stopped
 FLAT_ML = 0.05  # ... within this much (or 3 % of the volume): the image estimate's noise
 
@@ -109,13 +112,15 @@ def level_reports(store: SessionStore, first_level: str | None) -> list[dict]:
 
 def monitoring(results) -> dict:
     """Which share of a level's frames after the baseline each safety rule was evaluated on,
-    per plane, and whether that makes the level monitored (see MONITORED_SHARE).
+    per plane, and whether that makes the level monitored (see MONITORED_SHARE and
+    MAX_UNCHECKED_S).
 
     ``results``: the level's result records. Returns {"monitored": bool or None (the log
     predates the analyzer saying which rules it checked), "threshold", "planes": {plane:
     {"frames", "proximity" (lateral), "leak"}}, "reasons": [why not monitored]}.
     """
     counts: dict[str, dict] = {}
+    times, checked_lateral = [], []
     for r in results:
         if r.body.get("status") == "baseline":
             continue
@@ -125,13 +130,30 @@ def monitoring(results) -> dict:
         c["unsaid"] += checks is None
         for check in checks or ():
             c[check] += 1
+        t = r.body.get("acq_time")
+        times.append(t)
+        if r.plane == "lateral" and "proximity" in (checks or ()):
+            checked_lateral.append(t)
+    if "lateral" in counts:
+        counts["lateral"]["max_gap_s"] = longest_unchecked(times, checked_lateral)
     return coverage_verdict(counts)
+
+
+def longest_unchecked(times: list[float], checked: list[float]) -> float:
+    """The longest stretch (s) of the level's stream, from its first frame after the
+    baseline in any plane to its last, with no lateral frame checked against the 5 mm rule:
+    a lateral view that stops while the AP goes on is not watched, whatever its share."""
+    if not times:
+        return 0.0
+    marks = [min(times), *sorted(checked), max(times)]
+    return float(max(b - a for a, b in zip(marks, marks[1:], strict=False)))
 
 
 def coverage_verdict(counts: dict[str, dict]) -> dict:
     """The verdict of :func:`monitoring` from per-plane counts of frames after the baseline:
     {plane: {"frames", "unsaid" (results that do not say what was checked), "proximity",
-    "leak"}}. One rule for the audit and the summary's digests."""
+    "leak"}, and for the lateral plane "max_gap_s" (longest_unchecked)}. One rule for the
+    audit and the summary's digests."""
     planes = {}
     reasons = []
     rules = {"lateral": ("proximity", "leak"), "ap": ("leak",)}
@@ -141,15 +163,22 @@ def coverage_verdict(counts: dict[str, dict]) -> dict:
         c = counts.get(plane)
         if not c or not c["frames"]:
             continue
-        unsaid = unsaid or c["unsaid"] > 0
+        # a plane's results all silent on their checks: an analyzer from before they were said
+        silent = c["unsaid"] == c["frames"]
+        unsaid = unsaid or silent
         planes[plane] = {"frames": c["frames"]}
         for rule in rules[plane]:
             share = c[rule] / c["frames"]
             planes[plane][rule] = round(share, 4)
-            if share < MONITORED_SHARE and not c["unsaid"]:
+            if share < MONITORED_SHARE and not silent:
                 reasons.append(
                     f"{plane}: {names[rule]} evaluated on {c[rule]} of {c['frames']} frames ({share:.0%})"
                 )
+        gap = c.get("max_gap_s")
+        if plane == "lateral" and gap is not None and not silent:
+            planes[plane]["max_unchecked_s"] = round(gap, 2)
+            if gap > MAX_UNCHECKED_S and not reasons:
+                reasons.append(f"lateral: no frame checked against the 5 mm rule for {gap:.1f} s")
     if "lateral" not in planes:
         reasons.append("no lateral frame analysed after the baseline: the 5 mm rule was never evaluated")
     monitored = False if reasons else (None if unsaid else True)
@@ -357,7 +386,28 @@ def _digest(store: SessionStore) -> dict:
             "proximity": proximity,
             "leak": leak,
         }
+    spans = {
+        level: (start, end)
+        for level, start, end in store.query(
+            "SELECT level, MIN(json_extract(body, '$.acq_time')), MAX(json_extract(body, '$.acq_time')) "
+            "FROM journal WHERE kind='result' AND json_extract(body, '$.status') IS NOT 'baseline' "
+            "GROUP BY level"
+        )
+    }
+    for level, first, last, inner in store.query(
+        "SELECT level, MIN(t), MAX(t), MAX(t - previous) FROM (SELECT level, "
+        "json_extract(body, '$.acq_time') AS t, LAG(json_extract(body, '$.acq_time')) "
+        "OVER (PARTITION BY level ORDER BY json_extract(body, '$.acq_time')) AS previous "
+        "FROM journal WHERE kind='result' AND plane='lateral' "
+        "AND instr(COALESCE(json_extract(body, '$.checks'), ''), '\"proximity\"') > 0) GROUP BY level"
+    ):
+        start, end = spans.get(level, (first, last))
+        if "lateral" in counts.get(level, {}):
+            counts[level]["lateral"]["max_gap_s"] = max(first - start, inner or 0.0, end - last)
     for level, lv in levels.items():
+        lateral = counts.get(level, {}).get("lateral")
+        if lateral is not None and "max_gap_s" not in lateral and level in spans:
+            lateral["max_gap_s"] = spans[level][1] - spans[level][0]  # none checked at all
         verdict = coverage_verdict(counts.get(level, {}))
         lv["monitored"], lv["not_monitored_because"] = verdict["monitored"], verdict["reasons"]
     # the signed head, not the whole chain: O(1) a session, and what a rewrite cannot keep

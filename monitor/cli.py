@@ -452,6 +452,10 @@ def _stream(args, source, speed: float, loop: bool) -> int:
             + ": the 5 mm rule cannot be evaluated; give --calibration PROFILE (or --unmeasured to"
             " record without monitoring)"
         )
+    if unscaled and args.unmeasured and not args.session:
+        print(
+            f"NOT MONITORED: {', '.join(unscaled)} without a millimetre scale (--unmeasured)", file=sys.stderr
+        )
     if args.wall:
         analysis["posterior_wall"] = args.wall
     if args.body:
@@ -476,9 +480,11 @@ def _stream(args, source, speed: float, loop: bool) -> int:
         },
     )
     try:
-        return run(source, spec, PaceOptions(speed=speed, loop=loop))
+        code = run(source, spec, PaceOptions(speed=speed, loop=loop))
     finally:
         source.close()
+    # without a log the run cannot say it per level; an unmeasured plane is never monitored
+    return 4 if code in (0, 130) and unscaled and args.unmeasured else code
 
 
 def _run_replay(args) -> int:

@@ -62,6 +62,7 @@ class FlowServer:
     def __init__(self, endpoint: str, context: zmq.Context | None = None):
         self._sock = (context or zmq.Context.instance()).socket(zmq.PULL)
         self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_FLOW_BYTES)  # a larger sender is disconnected
         self._sock.bind(endpoint)
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.ready: set[str] = set()
@@ -107,6 +108,7 @@ class FlowServer:
         self._sock.close()
 
 
+MAX_FLOW_BYTES = 4096  # a ready or an ack is under 200 bytes
 MAX_SEQ = 2**53  # sequence numbers past this are nonsense (and lose precision in JSON)
 
 
@@ -116,9 +118,11 @@ def _flow_message(raw: bytes) -> dict | None:
     {"consumer": name, "event": "ready", "have": {plane: seq}} or
     {"consumer": name, "event": "ack", "plane": plane, "seq": seq}, seq an int in [0, 2**53].
     """
+    if len(raw) > MAX_FLOW_BYTES:
+        return None
     try:
         message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(message, dict):
         return None

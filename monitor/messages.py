@@ -89,6 +89,9 @@ import numpy as np
 from monitor.vision.alarms import CHECKS
 
 VERSION = 1
+# A header (overlay contours included) is a few kB; anything far larger is not one of ours,
+# and a deeply nested one would exhaust the parser's recursion.
+MAX_HEADER_BYTES = 1 << 20
 PLANES = ("lateral", "ap")
 DTYPES = {"uint8": np.uint8, "uint16": np.uint16}
 FRAME_TOPICS = {plane: f"frame.{plane}".encode() for plane in PLANES}
@@ -237,9 +240,12 @@ def decode(parts: list) -> tuple[FrameHeader, np.ndarray] | Heartbeat | End | Re
     if len(parts) < 2:
         raise MessageError("garbled", f"{len(parts)} part(s); expected a topic and a header")
     topic = bytes(_buffer(parts[0]))
+    header = _buffer(parts[1])
+    if header.nbytes > MAX_HEADER_BYTES:
+        raise MessageError("garbled", f"header of {header.nbytes} bytes; at most {MAX_HEADER_BYTES}")
     try:
-        raw = json.loads(bytes(_buffer(parts[1])).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raw = json.loads(bytes(header).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise MessageError("garbled", f"header is not JSON ({e.__class__.__name__})") from None
     if not isinstance(raw, dict):
         raise MessageError("garbled", "header is not a JSON object")

@@ -219,6 +219,7 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     restarts = dict.fromkeys(plans, 0)
     interrupted = False
     failure: Exception | None = None
+    signed = True
 
     def stop_requested() -> bool:
         """Restart a consumer that died; stop once one has died too often."""
@@ -261,7 +262,12 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
         publisher.close()
         flow.close()
         if spec.session_dir:
-            _sign(Path(spec.session_dir), say)
+            writing = [name for name, child in children.items() if child.is_alive()]
+            if writing:  # a second interrupt during the drain: a writer may still append
+                say(f"the session log is not signed: {', '.join(writing)} still running")
+                signed = False
+            else:
+                signed = _sign(Path(spec.session_dir), say)
     if failure is not None:
         if viewer is not None:
             viewer.terminate()
@@ -284,15 +290,18 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     if failed:
         say("failed: " + ", ".join(f"{n} exit {c}" for n, c in failed.items()))
         return 3
-    if interrupted:
-        return 130
-    return 4 if unmonitored else 0
+    if not signed:
+        return 3
+    if unmonitored:  # before the interrupt: Ctrl-C is how a live grab ends
+        return 4
+    return 130 if interrupted else 0
 
 
-def _sign(session_dir: Path, say) -> None:
-    """Sign the log's end now that every writer is done (monitor.io.signing)."""
+def _sign(session_dir: Path, say) -> bool:
+    """Sign the log's end now that every writer is done (monitor.io.signing); False if it
+    could not be (the audit will call the log untrusted, so the run says so too)."""
     if not (session_dir / DB_NAME).exists():
-        return
+        return True
     try:
         store = SessionStore.open(session_dir)
         try:
@@ -301,6 +310,8 @@ def _sign(session_dir: Path, say) -> None:
             store.close()
     except (MonitorError, OSError) as e:
         say(f"the session log could not be signed: {e}")
+        return False
+    return True
 
 
 def _unmonitored_levels(session_dir: Path) -> list[str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from monitor.audit import MONITORED_SHARE
+from monitor.audit import MAX_UNCHECKED_S, MONITORED_SHARE
 from monitor.display import auto_window
 from monitor.messages import PLANES, Result, Status
 
@@ -54,6 +54,9 @@ class ViewState:
     paused: bool = False
     # per plane, the newest results after the baseline: (rules evaluated, status)
     checked: dict = field(default_factory=lambda: {p: deque(maxlen=COVERAGE_WINDOW) for p in PLANES})
+    stream_since: float | None = None  # stream time of the level's first result after the baseline
+    stream_at: float | None = None  # ... and of its newest, in any plane
+    proximity_checked_at: float | None = None  # ... of the newest lateral frame checked for 5 mm
 
     def frame(
         self, plane: str, pixels: np.ndarray, frame: int, photometric: str, now: float, acq_time: float = 0.0
@@ -73,8 +76,13 @@ class ViewState:
             self.volumes.clear()
             for recent in self.checked.values():
                 recent.clear()
+            self.stream_since = self.stream_at = self.proximity_checked_at = None
         if r.status != "baseline" and r.checks is not None:
             self.checked[r.plane].append((frozenset(r.checks), r.status))
+            self.stream_since = r.acq_time if self.stream_since is None else self.stream_since
+            self.stream_at = max(self.stream_at or r.acq_time, r.acq_time)
+            if r.plane == "lateral" and "proximity" in r.checks:
+                self.proximity_checked_at = r.acq_time
         if r.plane == "lateral":
             self.distance_mm = r.distance_mm
             self.seconds_to_line = r.seconds_to_line
@@ -132,6 +140,13 @@ class ViewState:
                     why = next(status for done, status in reversed(recent) if rule not in done)
                     reasons.append(f"{plane}: {why}")
                     break
+        lateral_said = any(r.startswith("lateral:") for r in reasons)
+        if self.stream_at is not None and not lateral_said:  # a lateral view stopped, the AP going on
+            since = self.proximity_checked_at
+            since = self.stream_since if since is None else since
+            if self.stream_at - since > MAX_UNCHECKED_S:
+                gap = self.stream_at - since
+                reasons.insert(0, f"lateral: no frame checked against the 5 mm rule for {gap:.1f} s")
         return "; ".join(reasons) or None
 
     def banner(self) -> tuple[str, str]:

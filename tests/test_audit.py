@@ -68,7 +68,7 @@ def test_audit_json_reports_alarms_and_how_fast_injection_stopped(session):
     # every frame after the 2-frame baseline checked against both rules, in both planes
     assert report["monitored"] is True and level["monitoring"]["reasons"] == []
     assert level["monitoring"]["planes"] == {
-        "lateral": {"frames": 46, "proximity": 1.0, "leak": 1.0},
+        "lateral": {"frames": 46, "proximity": 1.0, "leak": 1.0, "max_unchecked_s": 0.13},
         "ap": {"frames": 46, "leak": 1.0},
     }
 
@@ -106,7 +106,12 @@ def test_audit_says_which_frames_were_not_measured_and_why(tmp_path):
     assert level["caveats"][0]["status"] == "skipped: blank frame (no contrast)"
     # the skipped frames were not checked, and are counted so; three of 92 leave the level monitored
     assert level["monitoring"]["planes"] == {
-        "lateral": {"frames": 46, "proximity": round(45 / 46, 4), "leak": round(45 / 46, 4)},
+        "lateral": {
+            "frames": 46,
+            "proximity": round(45 / 46, 4),
+            "leak": round(45 / 46, 4),
+            "max_unchecked_s": 0.27,  # the blank frame: two frame intervals without a check
+        },
         "ap": {"frames": 46, "leak": round(44 / 46, 4)},
     }
     assert level["monitoring"]["monitored"] is True

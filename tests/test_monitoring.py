@@ -122,7 +122,7 @@ def test_an_unmeasured_session_is_not_monitored_wherever_it_is_read(tmp_path):
     (level,) = report["levels"]
     assert level["alarms"] == [] and level["monitoring"]["monitored"] is False
     assert level["monitoring"]["planes"] == {
-        "lateral": {"frames": 46, "proximity": 0.0, "leak": 0.0},
+        "lateral": {"frames": 46, "proximity": 0.0, "leak": 0.0, "max_unchecked_s": 6.0},
         "ap": {"frames": 46, "leak": 0.0},
     }
     text = monitor_cli("audit", session, "--html", tmp_path / "a.html")
@@ -185,3 +185,27 @@ def test_native_pixel_data_longer_than_declared_is_refused(tmp_path):
     ds.save_as(tmp_path / "short.dcm")
     with pytest.raises(RecordingError, match="holds 6 frames but NumberOfFrames"):
         open_recording(tmp_path / "short.dcm")
+
+
+def test_a_lateral_view_that_stops_while_the_ap_goes_on_is_not_monitored(tmp_path):
+    """The 5 mm rule lives in the lateral view: its last 30 frames missing (a stalled feed)
+    leave 16 of 16 lateral frames checked, a share of 100 %, and 4 s unwatched."""
+    from monitor.io.sources import DicomPairSource
+    from monitor.pipeline import RunSpec, run
+    from monitor.replay import PaceOptions
+
+    class LateralStalls(DicomPairSource):
+        def frames(self):
+            return (f for f in super().frames() if f.plane == "ap" or f.index < 18)
+
+    rec = _posterior_leak()
+    source = LateralStalls(rec.lateral, rec.ap)
+    spec = RunSpec(str(tmp_path / "s"), "L1", endpoints=Endpoints.private())
+    assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 4
+    source.close()
+    report = json.loads(monitor_cli("audit", tmp_path / "s", "--json").stdout)
+    (level,) = report["levels"]
+    m = level["monitoring"]
+    assert m["planes"]["lateral"]["proximity"] == 1.0 and m["planes"]["lateral"]["max_unchecked_s"] == 4.0
+    assert m["reasons"] == ["lateral: no frame checked against the 5 mm rule for 4.0 s"]
+    assert report["monitored"] is False

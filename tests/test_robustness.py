@@ -142,3 +142,46 @@ def test_a_session_directory_that_already_holds_a_log_is_refused(tmp_path):
         run(again, RunSpec(str(folder), "L1", endpoints=Endpoints.private()), PaceOptions(speed=0))
     again.close()
     assert SessionStore.open(folder).count("frame") == before == 96
+
+
+def test_deeply_nested_or_huge_messages_are_refused_not_a_traceback():
+    """json.loads raises RecursionError on 100,000 nested brackets: that killed the source
+    (flow endpoint) or the analyzer (control endpoint)."""
+    from monitor.flow import _flow_message
+    from monitor.messages import COMMAND_TOPIC, MessageError, decode
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert _flow_message(deep) is None and _flow_message(b"[" * 3000) is None
+    with pytest.raises(MessageError, match="not JSON|bytes"):
+        decode([COMMAND_TOPIC, b"[" * 3000])
+    with pytest.raises(MessageError, match="at most"):
+        decode([COMMAND_TOPIC, deep * 6])
+
+
+def test_a_frame_split_over_fragments_and_padded_is_counted_once(tmp_path):
+    """Legal encapsulations: each frame in two fragments, an empty offset table; the frame
+    count is read from the frames' start markers, not their ends."""
+    import pydicom
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from monitor.io.dicom import open_recording
+
+    rec = default_recording()
+    ds = pydicom.dcmread(rec.lateral)
+    frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+    ds.PixelData = encapsulate(frames, fragments_per_frame=2, has_bot=False)
+    ds.save_as(tmp_path / "split.dcm")
+    with open_recording(tmp_path / "split.dcm") as split, open_recording(rec.lateral) as original:
+        assert len(split) == 48
+        assert (split.frame(47) == original.frame(47)).all()
+
+
+def test_a_head_that_is_not_hex_is_unreadable_not_a_traceback(tmp_path):
+    from monitor.io.signing import HEAD_NAME, head_problems, sign_head
+
+    sign_head(tmp_path, "s", 3, "a" * 64)
+    head = json.loads((tmp_path / HEAD_NAME).read_text())
+    assert head_problems(tmp_path, "s", 3, lambda rec: "a" * 64) == []
+    head["hmac_sha256"] = "é" * 64
+    (tmp_path / HEAD_NAME).write_text(json.dumps(head))
+    assert head_problems(tmp_path, "s", 3, lambda rec: "a" * 64) == [f"{HEAD_NAME} is unreadable"]

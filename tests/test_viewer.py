@@ -155,6 +155,16 @@ def test_frames_not_checked_show_a_standing_not_monitored_state(qtbot, streams, 
     qtbot.waitUntil(lambda: window.banner.text() == "no alarm", timeout=5000)
 
 
+def test_a_lateral_view_gone_quiet_while_the_ap_goes_on_is_not_monitored(qtbot, streams, window):
+    pump(qtbot, lambda: streams.frame(3), lambda: window.views["lateral"].shown_frame == 3)
+    pump(qtbot, lambda: streams.result(3, checks=["proximity", "leak"]), lambda: window.state.stream_at)
+    assert window.banner.text() == "no alarm"
+    for i in range(4, 20):  # AP results for 1.6 s more, no lateral one
+        streams.results.send(Result("t", "ap", i, i, i / 10, 0.0, time.time(), "ok", checks=["leak"]))
+    qtbot.waitUntil(lambda: window.banner.text().startswith("NOT MONITORED"), timeout=5000)
+    assert window.banner.text() == "NOT MONITORED: lateral: no frame checked against the 5 mm rule for 1.6 s"
+
+
 def test_an_alarm_raises_the_banner_until_acknowledged(qtbot, streams, window):
     pump(qtbot, lambda: streams.frame(1), lambda: window.views["lateral"].shown_frame == 1)
     leak = {"kind": "extravasation", "priority": "high", "frame": 9, "plane": "lateral", "site": "posterior"}

@@ -332,7 +332,9 @@ def open_recording(path: str | os.PathLike, plane: str | None = None) -> Recordi
 
 _ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000), little endian
 _SEQUENCE_END = b"\xfe\xff\xdd\xe0"  # (FFFE,E0DD)
-_JPEG_FAMILY_END = b"\xff\xd9"  # EOI of JPEG and JPEG-LS, EOC of JPEG 2000
+# How a frame's first fragment begins: JPEG and JPEG-LS (SOI), a JPEG 2000 codestream (SOC
+# SIZ) or a JP2 file (its signature box). Later fragments of a frame are bytes of its middle.
+_FRAME_STARTS = (b"\xff\xd8", b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP  ")
 
 
 def _syntax(ds: Dataset) -> str:
@@ -344,8 +346,10 @@ def _frames_present(path: Path, ds: Dataset) -> int | None:
     without decoding or loading it (NumberOfFrames is only what the header claims), or None
     when that cannot be told (an unusual layout: the decoders then have the last word).
 
-    Native data: its length over one frame's. Encapsulated: RLE has one fragment per
-    frame; the JPEG family ends each frame with FFD9 (a frame may span fragments).
+    Native data: its element's length (or what the file holds of it) over one frame's.
+    Encapsulated: RLE has one fragment per frame; in the JPEG family each frame's first
+    fragment begins with its start marker (a frame may span fragments; padding, a missing
+    end marker or a marker split across fragments do not matter).
     """
     syntax = UID(_syntax(ds))
     try:
@@ -354,11 +358,9 @@ def _frames_present(path: Path, ds: Dataset) -> int | None:
         frame_bytes = int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8
     except (AttributeError, TypeError, ValueError):
         return None
-    if frame_bytes <= 0:
+    if frame_bytes <= 0 or syntax.is_deflated:
         return None
     if not syntax.is_compressed:
-        if syntax.is_deflated:
-            return None
         size = _pixel_data_length(path)
         return None if size is None else size // frame_bytes
     with open(path, "rb") as fh:
@@ -367,7 +369,7 @@ def _frames_present(path: Path, ds: Dataset) -> int | None:
         except Exception:  # the full read already succeeded; be conservative
             return None
         fh.seek(12, os.SEEK_CUR)  # Pixel Data: tag, VR, reserved, undefined length
-        frames, first = 0, True
+        frames, starts, first = 0, 0, True
         while True:
             head = fh.read(8)
             if len(head) < 8 or head[:4] == _SEQUENCE_END:
@@ -379,14 +381,13 @@ def _frames_present(path: Path, ds: Dataset) -> int | None:
                 first = False
                 fh.seek(length, os.SEEK_CUR)
                 continue
-            if syntax == RLELossless:
-                frames += 1
-                fh.seek(length, os.SEEK_CUR)
-                continue
-            fh.seek(max(length - 3, 0), os.SEEK_CUR)
-            tail = fh.read(min(length, 3))
-            frames += _JPEG_FAMILY_END in tail  # an odd-length frame is padded with one byte
-        return frames
+            opening = fh.read(min(length, 12))
+            fh.seek(length - len(opening), os.SEEK_CUR)
+            frames += 1
+            starts += any(opening.startswith(m) for m in _FRAME_STARTS)
+        if syntax == RLELossless:
+            return frames
+        return starts if starts else None  # no start marker at all: an encoding we cannot read
 
 
 def _read_header(path: Path) -> Dataset:
@@ -534,19 +535,26 @@ def _check_pixel_length(path: Path, ds: Dataset, info: RecordingInfo) -> None:
 
 
 def _pixel_data_length(path: Path) -> int | None:
-    """Bytes of pixel data actually present in the file (less than declared if truncated)."""
+    """Bytes of native pixel data actually present in the file: the element's own length,
+    or less when the file ends first (truncated). Elements after it (trailing padding) do
+    not count."""
     with open(path, "rb") as fh:
         try:
             ds = pydicom.dcmread(fh, stop_before_pixels=True)
         except Exception:  # the full read already succeeded; be conservative
             return None
         start = fh.tell()
-        syntax = ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)
+        syntax = UID(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))
+        # Pixel Data element header: tag (4) + length (4) implicit; + VR (2) + reserved (2) explicit.
+        header = 8 if syntax.is_implicit_VR else 12
+        raw = fh.read(header)
         fh.seek(0, os.SEEK_END)
         end = fh.tell()
-    # Pixel Data element header: tag (4) + length (4) implicit; + VR (2) + reserved (2) explicit.
-    header = 8 if UID(syntax).is_implicit_VR else 12
-    return max(end - start - header, 0)
+    present = max(end - start - header, 0)
+    if len(raw) < header:
+        return present
+    declared = int.from_bytes(raw[-4:], "big" if not syntax.is_little_endian else "little")
+    return present if declared == 0xFFFFFFFF else min(declared, present)
 
 
 def _open_series(folder: Path, plane: str | None) -> Recording:

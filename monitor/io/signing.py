@@ -35,23 +35,33 @@ def key_dir() -> Path:
     return config / "vertebroplasty-monitor"
 
 
-def installation_key() -> bytes:
-    """This installation's signing key, made (user-only) the first time it is asked for."""
+def installation_key(create: bool = True) -> bytes | None:
+    """This installation's signing key, made (user-only) the first time one is needed to
+    sign; None when there is none and ``create`` is False (checking needs no new key)."""
     folder = key_dir()
     path = folder / KEY_NAME
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_bytes()
-        if len(key) != 32:
-            raise MonitorError(f"{path}: not a signing key (32 bytes expected, {len(key)} found)") from None
-        return key
-    except OSError as e:
-        raise MonitorError(f"{path}: cannot create the log signing key ({e.strerror})") from None
-    key = secrets.token_bytes(32)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
+    if not path.exists():
+        if not create:
+            return None
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = folder / f".{KEY_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+                f.flush()
+                os.fsync(f.fileno())
+            try:  # whole or not at all; a concurrent first use keeps the key that won
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        except OSError as e:
+            raise MonitorError(f"{path}: cannot create the log signing key ({e.strerror})") from None
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise MonitorError(f"{path}: not a signing key (32 bytes expected, {len(key)} found)")
     return key
 
 
@@ -94,9 +104,13 @@ def head_problems(folder: Path, session: str | None, last_rec: int, hash_at) -> 
         head = json.loads(path.read_text())
         rec, digest, signature = int(head["rec"]), str(head["hash"]), str(head["hmac_sha256"])
         signer = str(head["key_id"])
-    except (OSError, ValueError, KeyError, TypeError):
+        if not all(c in "0123456789abcdef" for c in digest + signature):
+            raise ValueError("not hex")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return [f"{HEAD_NAME} is unreadable"]
-    key = installation_key()
+    key = installation_key(create=False)
+    if key is None:
+        return [f"no log signing key on this installation ({key_dir()}): the head cannot be checked here"]
     if signer != key_id(key):
         return [f"the head is signed with key {signer}, not this installation's: it cannot be checked here"]
     if not hmac.compare_digest(signature, _signature(key, str(session), rec, digest)):

@@ -173,7 +173,8 @@ def fit_grid(image: np.ndarray, pitch_mm: float, dense_dark: bool = True) -> Gri
     # tests' renders, with and without pincushion) fit within 0.8 % and 0.1 %.
     misfit = rms(residual) / pitch_mm
     cosine = abs(float(np.dot(a, b))) / (np.hypot(*a) * np.hypot(*b))
-    if misfit > GRID_MAX_RESIDUAL or abs(row / col - 1) > GRID_MAX_ANISOTROPY or cosine > 0.05:
+    square = abs(row / col - 1) <= GRID_MAX_ANISOTROPY and cosine <= 0.05
+    if not (misfit <= GRID_MAX_RESIDUAL and square):  # (NaN fails both, as it should)
         raise CalibrationError(
             f"grid not found: the {int(use.sum())} spots do not form a square lattice (residual "
             f"{misfit:.0%} of the pitch, axes {row:.3f} x {col:.3f} mm, {np.degrees(np.arccos(cosine)):.0f} "
