@@ -24,6 +24,7 @@ from pathlib import Path
 from monitor.errors import MonitorError
 from monitor.io.store import DB_NAME, SessionStore
 from monitor.messages import PLANES
+from monitor.vision.alarms import PLANE_CHECKS
 
 DIGEST_VERSION = 2  # bump when session_digest changes, so cached digests are recomputed
 # A level is monitored when the 5 mm rule (lateral view) and the leak check (each view
@@ -156,7 +157,6 @@ def coverage_verdict(counts: dict[str, dict]) -> dict:
     audit and the summary's digests."""
     planes = {}
     reasons = []
-    rules = {"lateral": ("proximity", "leak"), "ap": ("leak",)}
     names = {"proximity": "the 5 mm rule", "leak": "the leak check"}
     unsaid = False
     for plane in PLANES:
@@ -167,7 +167,7 @@ def coverage_verdict(counts: dict[str, dict]) -> dict:
         silent = c["unsaid"] == c["frames"]
         unsaid = unsaid or silent
         planes[plane] = {"frames": c["frames"]}
-        for rule in rules[plane]:
+        for rule in PLANE_CHECKS[plane]:
             share = c[rule] / c["frames"]
             planes[plane][rule] = round(share, 4)
             if share < MONITORED_SHARE and not silent:

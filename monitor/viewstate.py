@@ -15,12 +15,12 @@ import numpy as np
 from monitor.audit import MAX_UNCHECKED_S, MONITORED_SHARE
 from monitor.display import auto_window
 from monitor.messages import PLANES, Result, Status
+from monitor.vision.alarms import PLANE_CHECKS
 
 STALE_S = 1.0  # no new frame for this long: NO SIGNAL
 # The live NOT MONITORED state is judged, per plane, on its newest results after the baseline,
 # with the audit's threshold (monitor.audit.MONITORED_SHARE).
 COVERAGE_WINDOW = 20
-RULES = {"lateral": ("proximity", "leak"), "ap": ("leak",)}
 NO_ANALYSIS_S = 2.0  # frames but no result for this long: the analyzer is not answering
 DISPLAY_SIDE = 768  # frames are shown decimated to at most this many pixels a side
 
@@ -131,7 +131,7 @@ class ViewState:
         that "no alarm" is never read as "all clear" when nobody looked.
         """
         reasons = []
-        for plane, rules in RULES.items():
+        for plane, rules in PLANE_CHECKS.items():
             recent = self.checked[plane]
             if not recent:
                 continue

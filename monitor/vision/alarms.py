@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 # view's distance from the cement front to the posterior wall); "leak", cement outside the
 # body's outline (either view). A frame not checked raises no alarm because nobody looked.
 CHECKS = ("proximity", "leak")
+PLANE_CHECKS = {"lateral": CHECKS, "ap": ("leak",)}  # the rules each view can evaluate
 
 
 @dataclass(frozen=True)

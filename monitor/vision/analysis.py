@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from monitor.vision.alarms import CHECKS, AlarmConfig, AlarmEngine
+from monitor.vision.alarms import PLANE_CHECKS, AlarmConfig, AlarmEngine
 from monitor.vision.anatomy import (
     BAND_WIDTHS,
     ApBody,
@@ -569,7 +569,7 @@ class PlaneAnalyzer:
         if body is not None:
             self._measure(result, seen, body, shaft)
             if self.pixel_mm:
-                result.checked = CHECKS if self.plane == "lateral" else ("leak",)
+                result.checked = PLANE_CHECKS[self.plane]
         result.overlay = self._overlay(seen, body, dx, dy, result)
         return result
 
