@@ -24,7 +24,7 @@ import zmq
 from monitor.errors import MonitorError
 from monitor.flow import FlowClient
 from monitor.io.store import LogWriteError, SessionStore
-from monitor.io.transport import Frame, Publisher, Subscriber
+from monitor.io.transport import Frame, Publisher, Subscriber, bind_endpoint
 from monitor.messages import (
     PLANES,
     Command,
@@ -424,11 +424,11 @@ def run_analyzer(
     ctx = zmq.Context()
     analysis = analysis or VisionAnalysis(level=level)
     frames = Subscriber(frames_endpoint, context=ctx)
-    results = Publisher(results_endpoint, session=session, source="analyzer", context=ctx)
+    results = Publisher(results_endpoint, session=session, source="analyzer", context=ctx, role="results")
     control = ctx.socket(zmq.PULL)
     control.setsockopt(zmq.LINGER, 0)
     if control_endpoint:
-        control.bind(control_endpoint)
+        bind_endpoint(control, control_endpoint, "control")
 
     stream_time = [None]  # the newest analysed frame's acquisition time
 

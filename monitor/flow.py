@@ -18,6 +18,7 @@ import time
 
 import zmq
 
+from monitor.io.transport import bind_endpoint
 from monitor.messages import PLANES
 
 
@@ -63,8 +64,7 @@ class FlowServer:
         self._sock = (context or zmq.Context.instance()).socket(zmq.PULL)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_FLOW_BYTES)  # a larger sender is disconnected
-        self._sock.bind(endpoint)
-        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoint = bind_endpoint(self._sock, endpoint, "flow")
         self.ready: set[str] = set()
         self.acked: dict[tuple[str, str], int] = {}  # (consumer, plane) -> last seq
         self.last_heard: dict[str, float] = {}

@@ -201,9 +201,9 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
         publisher = Publisher(
             spec.endpoints.frames, session=session, source="replay", keep_bytes=spec.keep_bytes
         )
-    except OSError as e:
+    except MonitorError:
         flow.close()
-        raise MonitorError(str(e)) from None
+        raise
 
     def start(name: str) -> multiprocessing.Process:
         target, args = plans[name]

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import zmq
 
+from monitor.errors import MonitorError
 from monitor.messages import (
     FRAME_TOPICS,
     HEARTBEAT_TOPIC,
@@ -55,6 +56,30 @@ ANALYZER_HWM = 256
 VIEWER_HWM = 4
 
 
+class EndpointError(MonitorError):
+    """An endpoint this process must own cannot be bound (in use, or not a valid address)."""
+
+
+def bind_endpoint(sock: zmq.Socket, endpoint: str, role: str) -> str:
+    """Bind ``sock`` to ``endpoint``; returns the address bound (a port chosen by the system
+    included). ``role`` names the endpoint for the error, as its option does
+    (``frames``: ``--frames-endpoint``). The socket is closed when it cannot be bound.
+
+    Two monitors on one machine both default to the same loopback ports: the second
+    must say so in one line, not die in a traceback or, worse, half-start."""
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as e:
+        sock.close(0)
+        if e.errno == zmq.EADDRINUSE:
+            raise EndpointError(
+                f"the {role} endpoint {endpoint} is already in use, probably by another monitor on"
+                f" this machine: stop it, or give this run its own endpoints (--{role}-endpoint)"
+            ) from None
+        raise EndpointError(f"cannot bind the {role} endpoint {endpoint}: {e}") from None
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
 class Publisher:
     """Binds a PUB socket: a source publishing frames, or the analyzer publishing results.
 
@@ -69,6 +94,7 @@ class Publisher:
         source: str = "source",
         context: zmq.Context | None = None,
         keep_bytes: int = 0,
+        role: str = "frames",
     ):
         self.session = session
         self.source = source
@@ -76,12 +102,7 @@ class Publisher:
         self._sock = self._ctx.socket(zmq.PUB)
         self._sock.setsockopt(zmq.SNDHWM, PUB_HWM)
         self._sock.setsockopt(zmq.LINGER, 2000)  # flush the last frames on a clean exit
-        try:
-            self._sock.bind(endpoint)
-        except zmq.ZMQError as e:
-            self._sock.close(0)
-            raise OSError(f"cannot publish on {endpoint}: {e}") from None
-        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoint = bind_endpoint(self._sock, endpoint, role)
         self._seq = dict.fromkeys(FRAME_TOPICS, 0)
         self._beats = 0
         self._recent: collections.deque = collections.deque()  # (header, pixels), newest last
