@@ -113,7 +113,8 @@ def _monitoring(level: dict) -> str:
     m = level["monitoring"]
     names = {"proximity": "5 mm rule", "leak": "leak check"}
     shares = "; ".join(
-        f"{plane}: " + ", ".join(f"{names[k]} {v:.0%}" for k, v in c.items() if k in names)
+        f"{plane}: "
+        + ", ".join(f"{names[k]} {v:.0%}" for k, v in c.items() if k in names)
         + f" of {c['frames']} frames"
         for plane, c in m["planes"].items()
     )

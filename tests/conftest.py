@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,30 @@ def still_case(tmp_path_factory) -> tuple[Path, dict]:
     """No leak, no breathing, open field: the cleanest case for physics checks."""
     return _render(
         tmp_path_factory.mktemp("sim"), "still", seed=6, scenario="none", breathing_mm=0.0, noise="low"
+    )
+
+
+def own_endpoints(args) -> list[str]:
+    """A ``monitor`` command line, given private endpoints when it streams (replay, grab) and
+    names none: the defaults are fixed loopback ports, and tests run side by side."""
+    args = [str(a) for a in args]
+    if args and args[0] in ("replay", "grab") and not any(a.endswith("-endpoint") for a in args):
+        from monitor.pipeline import Endpoints
+
+        e = Endpoints.private()
+        args += ["--frames-endpoint", e.frames, "--results-endpoint", e.results]
+        args += ["--flow-endpoint", e.flow, "--control-endpoint", e.control]
+    return args
+
+
+def monitor_cli(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``monitor ARGS...`` as a user would, to the end; its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *own_endpoints(args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
     )
 
 

@@ -6,8 +6,6 @@ import csv
 import json
 import shutil
 import sqlite3
-import subprocess
-import sys
 
 import numpy as np
 import pydicom
@@ -19,15 +17,9 @@ from monitor.io.store import DB_NAME, SessionStore
 from monitor.pipeline import Endpoints, RunSpec, run
 from monitor.recordings import default_recording
 from monitor.replay import PaceOptions
-from tests.conftest import load_truth
+from tests.conftest import load_truth, monitor_cli
 
 PATIENT, OPERATOR, ROOM = "PSEUDO-4711", "Dr Quinn", "Room 3"
-
-
-def monitor_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", *map(str, args)], capture_output=True, text=True, timeout=300
-    )
 
 
 @pytest.fixture(scope="module")

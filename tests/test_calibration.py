@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -15,14 +13,8 @@ from monitor.io.profile import ProfileError, load_profile, parse_profile, profil
 from monitor.recordings import default_recording
 from monitor.sim.grid import render_grid
 from monitor.vision.calibrate import RadialDistortion, consistent_diameters
-from tests.conftest import load_truth
+from tests.conftest import load_truth, monitor_cli
 from tests.test_audit import assert_alarms_match_truth
-
-
-def monitor_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", *map(str, args)], capture_output=True, text=True, timeout=300
-    )
 
 
 @pytest.fixture(scope="module")

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import pytest
 
 from monitor.io.dicom import open_recording
 from monitor.recordings import bundled_recordings, default_recording
+from tests.conftest import monitor_cli
 
-
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", *args], capture_output=True, text=True, cwd=cwd, timeout=300
-    )
+run = monitor_cli
 
 
 def test_simulate_writes_both_planes_truth_and_contact_sheet(tmp_path):

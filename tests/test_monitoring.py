@@ -20,7 +20,7 @@ from monitor.io.dicom import Geometry
 from monitor.messages import MessageError, Result, decode, encode
 from monitor.pipeline import Endpoints
 from monitor.recordings import bundled_recordings
-from tests.test_audit import monitor_cli
+from tests.conftest import monitor_cli
 from tests.test_pipeline import endpoint_args
 
 GEOMETRY_TAGS = (

@@ -21,6 +21,7 @@ from monitor.messages import End, FrameHeader, Result, Status, encode_frame
 from monitor.pipeline import Endpoints, RunSpec, run
 from monitor.recordings import default_recording
 from monitor.replay import PaceOptions
+from tests.conftest import own_endpoints
 
 
 def endpoint_args(e: Endpoints) -> list[str]:
@@ -52,7 +53,7 @@ def replay_default(session, speed: str, *extra, **kwargs) -> subprocess.Popen:
 
 def monitor(*args, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "monitor", *args],
+        [sys.executable, "-m", "monitor", *own_endpoints(args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

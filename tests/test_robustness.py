@@ -18,7 +18,7 @@ from monitor.io.store import SessionStore
 from monitor.pipeline import Endpoints, RunSpec, run
 from monitor.recordings import default_recording
 from monitor.replay import PaceOptions
-from tests.test_audit import monitor_cli
+from tests.conftest import monitor_cli
 
 GARBAGE = [
     b"not json",
@@ -113,9 +113,10 @@ def test_a_source_that_fails_mid_stream_leaves_a_session_that_says_so(tmp_path):
     assert done.returncode == 3, done.stderr
     report = json.loads(done.stdout)
     assert not report["complete"]
-    assert "the source did not finish: aborted: lateral.dcm: frame 20 could not be decoded (test)" in report[
-        "problems"
-    ]
+    assert (
+        "the source did not finish: aborted: lateral.dcm: frame 20 could not be decoded (test)"
+        in report["problems"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -126,6 +127,31 @@ def test_nonsense_numbers_on_the_command_line_are_refused(option, value):
     done = monitor_cli("replay", "--lateral", rec.lateral, "--headless", option, value)
     assert done.returncode == 2 and f"argument {option}: must be" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("role", ["flow", "frames"])
+def test_a_second_monitor_on_endpoints_in_use_is_refused_in_one_line(role, tmp_path):
+    """Two monitors on one machine default to the same loopback ports: the second one names
+    the endpoint taken and the option that moves it, leaves no log, and starts nothing."""
+    taken = zmq.Context.instance().socket(zmq.PULL)
+    taken.setsockopt(zmq.LINGER, 0)
+    taken.bind("tcp://127.0.0.1:*")
+    try:
+        e = Endpoints.private()
+        endpoints = {"frames": e.frames, "results": e.results, "flow": e.flow, "control": e.control}
+        endpoints[role] = taken.getsockopt_string(zmq.LAST_ENDPOINT)
+        rec = default_recording()
+        done = monitor_cli(
+            "replay", "--lateral", rec.lateral, "--ap", rec.ap, "--headless", "--session", tmp_path / "s",
+            *(arg for name, address in endpoints.items() for arg in (f"--{name}-endpoint", address)),
+        )  # fmt: skip
+    finally:
+        taken.close()
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1
+    assert f"the {role} endpoint {endpoints[role]} is already in use" in done.stderr
+    assert f"--{role}-endpoint" in done.stderr
+    assert not (tmp_path / "s" / "session.sqlite").exists()
 
 
 def test_a_session_directory_that_already_holds_a_log_is_refused(tmp_path):

@@ -472,7 +472,7 @@ def _replay_with_override(tmp_path, override) -> tuple[dict, list[float]]:
     flag and its value from the truth, the mm per pixel and the tip's column): the
     logged distances, and each one's error against the truth 2 mm nearer."""
     from monitor.recordings import default_recording
-    from tests.test_calibration import monitor_cli
+    from tests.conftest import monitor_cli
 
     rec = default_recording()
     truth = json.loads(rec.truth.read_text())
@@ -500,7 +500,7 @@ def test_a_wall_given_on_the_command_line_is_the_one_measured_to(tmp_path):
     keeps the wall, and a malformed wall is refused before anything starts."""
     from monitor.io.store import SessionStore
     from monitor.recordings import default_recording
-    from tests.test_calibration import monitor_cli
+    from tests.conftest import monitor_cli
 
     drawn = []
 
@@ -533,7 +533,7 @@ def test_a_body_box_given_on_the_command_line_is_the_outline_measured_to(tmp_pat
     truth; the box is kept in the session log; a malformed box is refused."""
     from monitor.io.store import SessionStore
     from monitor.recordings import default_recording
-    from tests.test_calibration import monitor_cli
+    from tests.conftest import monitor_cli
 
     drawn = []
 

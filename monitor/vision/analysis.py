@@ -90,7 +90,6 @@ class PlaneResult:
     checked: tuple[str, ...] = ()
 
 
-
 def _shift_line(line: Line, dx: float, dy: float) -> Line:
     if line.vertical:  # x = a y + b
         return Line(line.a, line.b + dx - line.a * dy, True, line.support)
