@@ -46,6 +46,9 @@ HEARTBEAT_S = 0.2
 END_GRACE_S = 5.0  # after the source's end, how long to wait for frames it is resending
 
 
+CALIBRATION_NOT_LOADED = "calibration-not-loaded"
+
+
 class VisionAnalysis:
     """The vision pipeline behind the analyzer: one CaseAnalyzer per level treated,
     and the operator's commands applied to it."""
@@ -69,6 +72,7 @@ class VisionAnalysis:
         spacing = (h.scale or {}).get("spacing_mm")
         pixel_mm = float(sum(spacing) / 2) if spacing else None
         plane = self.case.plane(h.plane, h.photometric, h.intensity, h.bits_stored, pixel_mm)
+        self._check_calibration(plane, h)
         pixels = np.asarray(frame.pixels)
         distortion = self._distortion(h.plane, h.scale, pixels.shape)
         if plane.baseline is None:
@@ -105,6 +109,22 @@ class VisionAnalysis:
             alarms=summary["raised"],
             overlay=overlay,
             checks=list(r.checked),
+        )
+
+    def _check_calibration(self, plane, h: FrameHeader) -> None:
+        """Frames the source measured with a calibration profile this analyzer was not given
+        (a standalone ``monitor analyze`` started without ``--calibration``, or with another
+        room's): their millimetres are right, but the room's cement attenuation and scatter
+        are not known here, so every result from then on says so."""
+        measured_with = (h.scale or {}).get("calibration")
+        given = self.config.calibration if self.config else None
+        if measured_with is None or measured_with == given or CALIBRATION_NOT_LOADED in (plane.warning or ""):
+            return
+        has = f"profile {given!r}" if given else "no profile"
+        plane.add_caveat(
+            f"{CALIBRATION_NOT_LOADED}: frames measured with calibration profile {measured_with!r},"
+            f" the analyzer has {has}: cement attenuation and scatter are not the room's, volumes"
+            " may be wrong; give the analyzer --calibration"
         )
 
     def _distortion(self, plane: str, scale: dict | None, shape) -> RadialDistortion | None:

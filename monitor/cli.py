@@ -429,19 +429,19 @@ def _stream(args, source, speed: float, loop: bool) -> int:
             viewer = False
     if args.publish_only and args.session:
         raise MonitorError("--session needs the logger; drop --publish-only")
+    from monitor.io.sources import SessionSource
+
     analysis = {}
-    if args.calibration:
+    if isinstance(source, SessionSource):  # measured as it was (--calibration is refused above)
+        analysis.update(source.calibration_settings())
+    elif args.calibration:
         from monitor.io.profile import load_profile
         from monitor.io.sources import apply_profile
 
         profile = load_profile(args.calibration)
         apply_profile(source, profile)
-        if profile.cement_mu_per_mm is not None:
-            analysis["cement_mu_per_mm"] = profile.cement_mu_per_mm
-        if profile.scatter_fraction is not None:
-            analysis["scatter_fraction"] = profile.scatter_fraction
-        if profile.scatter_sigma_mm is not None:
-            analysis["scatter_sigma_mm"] = profile.scatter_sigma_mm
+        analysis.update(profile.analysis_settings())
+    calibration_settings = dict(analysis)
     unscaled = {plane: fmt for plane, fmt in source.formats.items() if fmt.scale is None}
     if unscaled and not args.unmeasured and not args.publish_only:
         why = getattr(source, "scale_problems", {})
@@ -475,6 +475,7 @@ def _stream(args, source, speed: float, loop: bool) -> int:
             "operator": args.operator,
             "room": args.room,
             "calibration": {plane: fmt.scale for plane, fmt in source.formats.items()},
+            "calibration_settings": calibration_settings,  # what the analyzer was given
             "posterior_wall": args.wall,
             "body_boxes": dict(args.body) if args.body else None,
         },
@@ -498,6 +499,10 @@ def _run_replay(args) -> int:
         if not args.session:
             raise MonitorError(
                 "nothing to replay: give --lateral/--ap, --video, or --session of a logged one"
+            )
+        if args.calibration:
+            raise MonitorError(
+                "--calibration: a logged session replays with the calibration it was recorded with"
             )
         source = SessionSource(args.session)
         meta = source.store.meta()
@@ -763,11 +768,44 @@ def _run_simulate_grid(args) -> int:
 
 
 def _add_analyze(sub) -> None:
-    p = sub.add_parser("analyze", help="run the analyzer on its own, attached to a running source")
-    p.add_argument("--frames-endpoint", default=None)
-    p.add_argument("--results-endpoint", default=None)
-    p.add_argument("--flow-endpoint", default=None)
-    p.add_argument("--control-endpoint", default=None)
+    p = sub.add_parser(
+        "analyze",
+        help="run the analyzer on its own, attached to a running source",
+        description="Analyse the frames a source publishes (e.g. monitor replay --publish-only) and"
+        " publish results; operator edits come in on the control endpoint. Give it the room's"
+        " --calibration profile when the source was given one: frames measured with a profile this"
+        " analyzer lacks carry a caveat on every result.",
+    )
+    from monitor.io import transport as d  # its defaults; the pipeline is slow to import
+
+    p.add_argument(
+        "--frames-endpoint",
+        default=d.DEFAULT_FRAMES_ENDPOINT,
+        help="ZeroMQ endpoint the frames come from (default %(default)s)",
+    )
+    p.add_argument(
+        "--results-endpoint",
+        default=d.DEFAULT_RESULTS_ENDPOINT,
+        help="ZeroMQ endpoint to publish results on (default %(default)s)",
+    )
+    p.add_argument(
+        "--flow-endpoint",
+        default=d.DEFAULT_FLOW_ENDPOINT,
+        help="the source's endpoint for readiness and acks (default %(default)s)",
+    )
+    p.add_argument(
+        "--control-endpoint",
+        default=d.DEFAULT_CONTROL_ENDPOINT,
+        help="ZeroMQ endpoint to take commands on (default %(default)s)",
+    )
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="PROFILE",
+        help="the room's calibration profile (calibration/*.json): its cement attenuation and scatter"
+        " (default: none, the analyzer's defaults)",
+    )
+    p.add_argument("--level", help="vertebral level being treated, e.g. L1 (default: none)")
     p.add_argument(
         "--stale-ms",
         type=_stale_ms,
@@ -778,10 +816,24 @@ def _add_analyze(sub) -> None:
 
 
 def _run_analyze(args) -> int:
-    from monitor.analyzer import run_analyzer
+    from monitor.analyzer import VisionAnalysis, run_analyzer
+    from monitor.vision.analysis import AnalysisConfig
 
+    settings = {}
+    if args.calibration:
+        from monitor.io.profile import load_profile
+
+        settings = load_profile(args.calibration).analysis_settings()
     e = _endpoints(args)
-    counts = run_analyzer(e.frames, e.results, e.flow, stale_ms=args.stale_ms, control_endpoint=e.control)
+    counts = run_analyzer(
+        e.frames,
+        e.results,
+        e.flow,
+        stale_ms=args.stale_ms,
+        control_endpoint=e.control,
+        level=args.level,
+        analysis=VisionAnalysis(AnalysisConfig(**settings), args.level),
+    )
     print(f"analysed {counts['analysed']}; rejected {counts['rejected']}; dropped {counts['dropped']}")
     return 0
 

@@ -33,6 +33,7 @@ from monitor.flow import FlowServer
 from monitor.io.store import DB_NAME, SessionStore
 from monitor.io.transport import (
     DEFAULT_CONTROL_ENDPOINT,
+    DEFAULT_FLOW_ENDPOINT,
     DEFAULT_FRAMES_ENDPOINT,
     DEFAULT_RESULTS_ENDPOINT,
     Publisher,
@@ -40,8 +41,6 @@ from monitor.io.transport import (
 from monitor.logger import run_logger
 from monitor.messages import End
 from monitor.replay import PaceOptions, publish, serve_resends
-
-DEFAULT_FLOW_ENDPOINT = "tcp://127.0.0.1:5573"
 
 
 @dataclass(frozen=True)

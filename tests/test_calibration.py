@@ -194,3 +194,76 @@ def test_the_profiles_scatter_reaches_the_volume(tmp_path):
         report = json.loads(monitor_cli("audit", tmp_path / str(sigma), "--json").stdout)
         volumes[sigma] = report["levels"][0]["volume_ml"]
     assert volumes[40.0] > 1.05 * volumes[12.0], volumes
+    # A QA replay of the logged session measures with the physics it was recorded with ...
+    again = monitor_cli(
+        "replay", "--session", tmp_path / "40.0", "--log", tmp_path / "again", "--headless", "--speed", "0"
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    replayed = json.loads(monitor_cli("audit", tmp_path / "again", "--json").stdout)["levels"][0]
+    assert replayed["volume_ml"] == volumes[40.0]
+    # ... and is not given another room's
+    other = monitor_cli(
+        "replay", "--session", tmp_path / "40.0", "--calibration", tmp_path / "12.0.json", "--headless"
+    )  # fmt: skip
+    assert other.returncode == 1 and "recorded with" in other.stderr and other.stderr.count("\n") == 1
+
+
+def _analyse_standalone(profile, *analyze_args: str) -> list:
+    """The bundled case published with a room's profile (as ``monitor replay --publish-only
+    --calibration`` does) to a standalone ``monitor analyze`` process; every result it sent."""
+    import zmq
+
+    from monitor.flow import FlowServer
+    from monitor.io.sources import DicomPairSource, apply_profile
+    from monitor.io.transport import Publisher, Subscriber
+    from monitor.messages import End, Result
+    from monitor.pipeline import Endpoints
+    from monitor.replay import PaceOptions, publish
+    from tests.test_pipeline import _collect, endpoint_args, monitor
+
+    rec = default_recording()
+    e = Endpoints.private()
+    ctx = zmq.Context()
+    results = Subscriber(e.results, context=ctx)
+    flow = FlowServer(e.flow, context=ctx)
+    publisher = Publisher(e.frames, session="standalone", context=ctx)
+    source = DicomPairSource(rec.lateral, rec.ap)
+    apply_profile(source, load_profile(profile))
+    analyzer = monitor("analyze", *endpoint_args(e), *analyze_args)
+    try:
+        publish(source, publisher, PaceOptions(speed=0, wait_for=("analyzer",)), flow)
+        seen = _collect(results, 60.0, until=End)
+        _, err = analyzer.communicate(timeout=30)
+        assert analyzer.returncode == 0, err
+    finally:
+        analyzer.kill()
+        source.close()
+        for closable in (results, flow, publisher):
+            closable.close()
+        ctx.term()
+    assert any(isinstance(m, End) for m in seen), "the analyzer finished the recording"
+    return [m for m in seen if isinstance(m, Result)]
+
+
+def test_a_standalone_analyzer_measures_with_the_rooms_profile_or_says_it_has_not(tmp_path):
+    """``monitor analyze`` used the default cement attenuation and scatter whatever the
+    room's profile said, and said nothing. Given the profile it measures with it; without
+    it, every measured result says that its volumes are not the room's."""
+    with open_recording(default_recording().lateral) as r:
+        spacing = r.info.spacing_at_vertebra_mm()
+    raw = profile_json("room-7", (384, 384), spacing, "grid") | {"cement_mu_per_mm": 0.36}  # 2x default
+    (tmp_path / "room.json").write_text(json.dumps(raw))
+    given = _analyse_standalone(tmp_path / "room.json", "--calibration", str(tmp_path / "room.json"))
+    missing = _analyse_standalone(tmp_path / "room.json")
+    measured = [r for r in missing if r.status != "baseline"]
+    assert measured and all(
+        "calibration-not-loaded: frames measured with calibration profile 'room-7'" in r.status
+        for r in measured
+    )
+    assert not any("calibration-not-loaded" in r.status for r in given)
+
+    def final_volume(results):
+        return [r.volume_ml for r in results if r.plane == "lateral" and r.volume_ml is not None][-1]
+
+    # twice the attenuation per mm of cement: about half the cement for the same image
+    assert final_volume(given) < 0.7 * final_volume(missing), (final_volume(given), final_volume(missing))

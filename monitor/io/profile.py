@@ -53,6 +53,17 @@ class Profile:
             scale["distortion"] = {"centre": list(d.centre), "k1": d.k1, "k2": d.k2, "radius": d.radius}
         return scale
 
+    def analysis_settings(self) -> dict:
+        """The fields of the analyzer's ``AnalysisConfig`` this profile sets: the room's
+        physics where it was measured, and always the profile's id (so that an analyzer can
+        tell frames measured with another profile). The one mapping from profile to
+        analysis, used by ``replay``, ``grab`` and the standalone ``analyze``."""
+        settings: dict = {"calibration": self.id}
+        for name in ("cement_mu_per_mm", "scatter_fraction", "scatter_sigma_mm"):
+            if (value := getattr(self, name)) is not None:
+                settings[name] = value
+        return settings
+
     def check_size(self, plane: str, shape: tuple[int, int]) -> None:
         if tuple(shape) != self.image_size:
             raise ProfileError(

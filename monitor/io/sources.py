@@ -247,6 +247,12 @@ class SessionSource:
         steps = steps[steps > 0]
         self.fps = float(1.0 / np.median(steps)) if steps.size else None
 
+    def calibration_settings(self) -> dict:
+        """The calibration profile's analysis settings the session was analysed with (its
+        physics and id), so that a replay measures as the session did; {} when it had no
+        profile or was logged before they were kept."""
+        return dict(self.store.meta().get("calibration_settings") or {})
+
     def frames(self) -> Iterator[SourceFrame]:
         offset, stream, last = 0.0, None, 0.0
         interval = 1.0 / self.fps if self.fps else 0.1

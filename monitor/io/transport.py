@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FRAMES_ENDPOINT = "tcp://127.0.0.1:5571"
 DEFAULT_RESULTS_ENDPOINT = "tcp://127.0.0.1:5572"
+DEFAULT_FLOW_ENDPOINT = "tcp://127.0.0.1:5573"  # monitor.flow: readiness and acknowledgements
 DEFAULT_CONTROL_ENDPOINT = "tcp://127.0.0.1:5574"
 PUB_HWM = 64
 ANALYZER_HWM = 256

@@ -62,6 +62,8 @@ class AnalysisConfig:
     posterior_wall: tuple | None = None
     # the operator's body boxes, ((plane, (x, y, width, height)), ...) in image pixels of each plane
     body_boxes: tuple = ()
+    # the id of the calibration profile the physics above came from (None: the defaults)
+    calibration: str | None = None
 
 
 @dataclass
@@ -314,7 +316,7 @@ class PlaneAnalyzer:
         frames = self._raw
         self.model = model_for(self.photometric, self.relationship, self.bits_stored, frames)
         if self.model.relationship == "LOG" and not self.model.log_scale_measured:
-            self._warn(
+            self.add_caveat(
                 "log-scale-guessed: the LOG detector's scale could not be measured from its noise"
                 " (filtered or too few frames); volumes assume three decades over the full range"
                 " until syringe volumes are entered"
@@ -406,10 +408,11 @@ class PlaneAnalyzer:
                 try:
                     apply(value)
                 except ValueError as e:
-                    self._warn(f"operator-{name}-unused: {e}")
+                    self.add_caveat(f"operator-{name}-unused: {e}")
 
-    def _warn(self, text: str) -> None:
-        """A caveat on every result from now on (several are joined, none lost)."""
+    def add_caveat(self, text: str) -> None:
+        """A caveat on every result from now on (several are joined, none lost): text of
+        the form ``"code: what it means for the measurement"``."""
         self.warning = text if self.warning is None else f"{self.warning}; {text}"
 
     def _body_roi(self) -> tuple[int, int, int, int]:
@@ -498,7 +501,7 @@ class PlaneAnalyzer:
         background = cv2.inpaint(base, (region | self._exclude).astype(np.uint8), 5, cv2.INPAINT_TELEA)
         values = np.where(region & ~self._exclude, np.clip(base - background, 0, None), 0).astype(np.float32)
         volume = float(values.sum()) * px * px / (self.config.cement_mu_per_mm * 1000.0)
-        self._warn(
+        self.add_caveat(
             f"cement-in-baseline: about {volume:.1f} mL was already there when monitoring began,"
             " estimated from the first frames and counted in distance, leaks and volume"
         )
@@ -949,7 +952,7 @@ class CaseAnalyzer:
         for p in self.planes.values():
             if p._scatter_layers is not None:
                 p.without_scatter, p.halo_open = True, False
-                p._warn(
+                p.add_caveat(
                     f"scatter-not-seen: the cement leaves no scatter halo ({why}),"
                     " so volumes are read without scatter correction"
                 )
