@@ -26,6 +26,7 @@ import numpy as np
 from monitor.io.sources import DicomPairSource
 from monitor.sim.simulate import SimConfig, simulate
 from monitor.vision.analysis import CaseAnalyzer
+from monitor.vision.caveats import CaveatCode
 
 SCENARIO_CYCLE = ("none", "proximity", "posterior", "venous", "disc", "posterior")
 SCATTER_FREE_EVERY = 5  # every fifth corpus case is also rendered without scatter
@@ -115,7 +116,9 @@ def evaluate_case(folder: Path) -> dict:
                 distance[item.index] = result.distance_mm
             volume[item.index] = summary["volume_ml"]
             alarms += summary["raised"]
-            if no_scatter_frame is None and "scatter-not-seen" in result.status:
+            if no_scatter_frame is None and any(
+                c.code == CaveatCode.SCATTER_NOT_SEEN for c in result.caveats
+            ):
                 no_scatter_frame = item.index
     finally:
         source.close()

@@ -39,14 +39,12 @@ from monitor.messages import (
 from monitor.vision.alarms import Alarm
 from monitor.vision.analysis import AnalysisConfig, CaseAnalyzer
 from monitor.vision.calibrate import RadialDistortion
+from monitor.vision.caveats import Caveat, CaveatCode, render_status
 from monitor.vision.sampling import BilinearImage, Border, Positions
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 0.2
 END_GRACE_S = 5.0  # after the source's end, how long to wait for frames it is resending
-
-
-CALIBRATION_NOT_LOADED = "calibration-not-loaded"
 
 
 class VisionAnalysis:
@@ -98,7 +96,8 @@ class VisionAnalysis:
             overlay = distort_overlay(overlay, distortion)
         return result_for(
             h,
-            r.status,
+            r.caveats,
+            baseline=r.baseline,
             level=self.level,
             distance_mm=_rounded(r.distance_mm, 3),
             distance_px=_rounded(r.distance_px, 2),
@@ -118,13 +117,18 @@ class VisionAnalysis:
         are not known here, so every result from then on says so."""
         measured_with = (h.scale or {}).get("calibration")
         given = self.config.calibration if self.config else None
-        if measured_with is None or measured_with == given or CALIBRATION_NOT_LOADED in (plane.warning or ""):
+        if (
+            measured_with is None
+            or measured_with == given
+            or plane.has_caveat(CaveatCode.CALIBRATION_NOT_LOADED)
+        ):
             return
         has = f"profile {given!r}" if given else "no profile"
         plane.add_caveat(
-            f"{CALIBRATION_NOT_LOADED}: frames measured with calibration profile {measured_with!r},"
+            CaveatCode.CALIBRATION_NOT_LOADED,
+            f"frames measured with calibration profile {measured_with!r},"
             f" the analyzer has {has}: cement attenuation and scatter are not the room's, volumes"
-            " may be wrong; give the analyzer --calibration"
+            " may be wrong; give the analyzer --calibration",
         )
 
     def _distortion(self, plane: str, scale: dict | None, shape) -> RadialDistortion | None:
@@ -237,7 +241,8 @@ class VisionAnalysis:
         last = store.query(
             "SELECT body FROM journal WHERE kind = 'result' AND rec > ? ORDER BY rec DESC LIMIT 2", (start,)
         ).fetchall()
-        if any("scatter-not-seen" in json.loads(body).get("status", "") for (body,) in last):
+        codes = {c["code"] for (body,) in last for c in json.loads(body).get("caveats") or ()}
+        if CaveatCode.SCATTER_NOT_SEEN.value in codes:
             self.case.assume_no_scatter("found before the restart")
         for r in store.records("alarm", after=start):
             b = r.body
@@ -272,8 +277,9 @@ def _header_from_record(r) -> FrameHeader:
     )
 
 
-def result_for(h: FrameHeader, status: str, **measurements) -> Result:
-    """A result answering the frame ``h``; the send time is stamped when it goes out."""
+def result_for(h: FrameHeader, caveats=(), baseline: bool = False, **measurements) -> Result:
+    """A result answering the frame ``h``; the send time is stamped when it goes out.
+    ``caveats`` (of :class:`Caveat`) go on the wire typed, and rendered as its ``status``."""
     return Result(
         session=h.session,
         plane=h.plane,
@@ -282,7 +288,8 @@ def result_for(h: FrameHeader, status: str, **measurements) -> Result:
         acq_time=h.acq_time,
         frame_send_time=h.send_time,
         send_time=0.0,
-        status=status,
+        status=render_status(caveats, baseline),
+        caveats=[c.as_wire() for c in caveats],
         **measurements,
     )
 
@@ -627,7 +634,7 @@ def _analyse(analysis, frame: Frame) -> Result:
         result = analysis.process(frame)
     except Exception as e:  # a bug or a frame the analysis cannot handle: report it, keep running
         log.exception("analysis failed on %s frame %d", frame.header.plane, frame.header.frame)
-        result = result_for(frame.header, f"error: {e}"[:200], checks=[])
+        result = result_for(frame.header, (Caveat(CaveatCode.ANALYSIS_FAILED, f"{e}"[:193]),), checks=[])
     return replace(result, send_time=time.time())
 
 

@@ -185,6 +185,15 @@ def coverage_verdict(counts: dict[str, dict]) -> dict:
     return {"monitored": monitored, "threshold": MONITORED_SHARE, "planes": planes, "reasons": reasons}
 
 
+def _caveat_kind(result: dict):
+    """What makes a logged result's caveats the same as another's: their codes; for a log
+    written before results carried them (2026-12), the status up to its first figures."""
+    caveats = result.get("caveats")
+    if caveats is None:
+        return result.get("status", "").split(" (")[0]
+    return tuple(c["code"] for c in caveats)
+
+
 def _level_report(lv: dict) -> dict:
     frames: dict[int, dict] = {}
     caveats: dict[tuple[str, str], dict] = {}
@@ -193,7 +202,7 @@ def _level_report(lv: dict) -> dict:
         status = r.body.get("status", "ok")
         if status not in ("ok", "baseline"):
             c = caveats.setdefault(
-                (r.plane, status.split(" (")[0]),  # one row for "saturated frame (83 % ...)", (91 % ...)
+                (r.plane, _caveat_kind(r.body)),  # one row for "saturated frame (83 % ...)", (91 % ...)
                 {
                     "plane": r.plane,
                     "status": status,

@@ -206,7 +206,7 @@ class _Echo:
     def process(self, frame):
         from monitor.analyzer import result_for
 
-        return result_for(frame.header, "echo")
+        return result_for(frame.header)
 
 
 def _analyzer(frames_endpoint: str, results_endpoint: str, flow_endpoint: str) -> None:

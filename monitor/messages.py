@@ -87,6 +87,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from monitor.vision.alarms import CHECKS
+from monitor.vision.caveats import MAX_CAVEATS, Caveat, CaveatCode
 
 VERSION = 1
 # A header (overlay contours included) is a few kB; anything far larger is not one of ours,
@@ -181,8 +182,16 @@ class Result:
     # the safety rules evaluated on this frame, of CHECKS ("proximity", "leak"); None from an
     # analyzer that does not say (logs written before 2026-12), [] when none could be
     checks: list | None = None
+    # why it is not a plain measurement: [{"code": CaveatCode value, "detail": text}, ...];
+    # None from an analyzer that does not say (logs written before 2026-12). ``status`` is
+    # their rendering for people, never parsed back.
+    caveats: list | None = None
     v: int = VERSION
     kind: str = field(default="result", init=False)
+
+    def caveat_codes(self) -> frozenset[CaveatCode]:
+        """The codes of this result's caveats (none known from an analyzer that did not send them)."""
+        return frozenset(CaveatCode(c["code"]) for c in self.caveats or ())
 
 
 @dataclass(frozen=True)
@@ -317,6 +326,14 @@ def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status |
         isinstance(checks, list) and len(checks) <= len(CHECKS) and all(c in CHECKS for c in checks)
     ):
         raise MessageError("garbled", f"checks {checks!r}; expected a list of {', '.join(CHECKS)}")
+    caveats = raw.get("caveats")
+    if caveats is not None:
+        if not isinstance(caveats, list) or len(caveats) > MAX_CAVEATS:
+            raise MessageError("garbled", f"caveats: expected a list of at most {MAX_CAVEATS}")
+        try:
+            caveats = [Caveat.from_wire(c).as_wire() for c in caveats]
+        except ValueError as e:
+            raise MessageError("garbled", str(e)[:200]) from None
     return Result(
         session=session,
         plane=plane,
@@ -330,6 +347,7 @@ def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status |
         alarms=_field(raw, "alarms", list),
         overlay=_field(raw, "overlay", dict),
         checks=checks,
+        caveats=caveats,
         **optional,
     )
 

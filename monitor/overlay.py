@@ -72,7 +72,7 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
         lines.append(f"volume {v:.2f} mL")
     status = result.get("status", "")
     if status and status != "ok":
-        lines.append(short_status(status))
+        lines.append(short_status(result))
     if lines:  # readouts on a dark panel: legible over bone and over bright soft tissue alike
         width = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)[0][0] for t in lines)
         panel = img[0 : 12 + 22 * len(lines), 0 : min(img.shape[1], width + 16)]
@@ -91,12 +91,16 @@ def labelled_leaks(leaks: list[dict]) -> list[dict]:
     return list(largest.values())
 
 
-def short_status(status: str, width: int = 40) -> str:
-    """A status for a readout panel: whole if it fits, else its caveats' names
+def short_status(result: dict, width: int = 40) -> str:
+    """A result's status for a readout panel: whole if it fits, else its caveats' codes
     ("scatter-not-seen; cement-in-baseline"), the details being in the log."""
+    status = result.get("status", "")
     if len(status) <= width:
         return status
-    return "; ".join(part.split(":")[0] for part in status.split("; "))[:width]
+    caveats = result.get("caveats")
+    if caveats is None:  # logged before results carried their caveats (2026-12)
+        return status[:width]
+    return "; ".join(c["code"] for c in caveats)[:width]
 
 
 def _dashed(img, a, b, colour, thickness, dash: int = 8) -> None:

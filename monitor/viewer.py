@@ -26,6 +26,7 @@ from monitor.io.transport import VIEWER_HWM, CommandSender, Subscriber
 from monitor.messages import PLANES, End, Result, Status
 from monitor.overlay import labelled_leaks
 from monitor.viewstate import ViewState, display_pixels
+from monitor.vision.caveats import CaveatCode
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
 
@@ -419,7 +420,7 @@ class MonitorWindow(QtWidgets.QWidget):
         r["level"].setText(f"LEVEL {s.level or '?'}")
         d = s.distance_mm
         lateral = s.planes["lateral"].result
-        uncalibrated = lateral is not None and lateral.status.startswith("uncalibrated")
+        uncalibrated = lateral is not None and CaveatCode.UNCALIBRATED in lateral.caveat_codes()
         r["distance"].setText(
             "UNCALIBRATED: no mm" if uncalibrated else "WALL  --" if d is None else f"WALL  {d:+.1f} mm"
         )

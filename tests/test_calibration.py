@@ -13,6 +13,7 @@ from monitor.io.profile import ProfileError, load_profile, parse_profile, profil
 from monitor.recordings import default_recording
 from monitor.sim.grid import render_grid
 from monitor.vision.calibrate import RadialDistortion, consistent_diameters
+from monitor.vision.caveats import CaveatCode
 from tests.conftest import load_truth, monitor_cli
 from tests.test_audit import assert_alarms_match_truth
 
@@ -256,11 +257,9 @@ def test_a_standalone_analyzer_measures_with_the_rooms_profile_or_says_it_has_no
     given = _analyse_standalone(tmp_path / "room.json", "--calibration", str(tmp_path / "room.json"))
     missing = _analyse_standalone(tmp_path / "room.json")
     measured = [r for r in missing if r.status != "baseline"]
-    assert measured and all(
-        "calibration-not-loaded: frames measured with calibration profile 'room-7'" in r.status
-        for r in measured
-    )
-    assert not any("calibration-not-loaded" in r.status for r in given)
+    assert measured and all(CaveatCode.CALIBRATION_NOT_LOADED in r.caveat_codes() for r in measured)
+    assert "frames measured with calibration profile 'room-7'" in measured[-1].status  # for people
+    assert not any(CaveatCode.CALIBRATION_NOT_LOADED in r.caveat_codes() for r in given)
 
     def final_volume(results):
         return [r.volume_ml for r in results if r.plane == "lateral" and r.volume_ml is not None][-1]

@@ -64,7 +64,7 @@ FIELDS = [
     "v", "kind", "session", "source", "plane", "seq", "frame", "acq_time", "send_time", "shape",
     "dtype", "photometric", "bits_stored", "intensity", "scale", "resent", "status", "alarms",
     "overlay", "checks", "frames", "reason", "event", "detail", "age_ms", "action", "value",
-    "level", "distance_mm", "volume_ml", "frame_send_time",
+    "level", "distance_mm", "volume_ml", "frame_send_time", "caveats",
 ]  # fmt: skip
 headers = st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=len(FIELDS))
 

@@ -156,6 +156,32 @@ def test_the_checks_travel_on_the_wire_and_nonsense_is_refused():
             decode([topic, json.dumps(raw).encode()])
 
 
+def test_caveats_travel_typed_and_unknown_codes_are_refused():
+    """Programs read a result's caveats by code (the viewer's UNCALIBRATED, the audit's
+    rows, a restarted analyzer's missing scatter); ``status`` is only their text."""
+    from monitor.analyzer import result_for
+    from monitor.messages import FrameHeader
+    from monitor.vision.caveats import Caveat, CaveatCode
+
+    h = FrameHeader("t", "ap", 3, 3, 0.4, 0.0, (8, 8), "uint16", "MONOCHROME2", 12)
+    caveats = (
+        Caveat(CaveatCode.NO_ANATOMY, "no vertebral body (cement hides it)"),  # ':' and '(' in a detail
+        Caveat(CaveatCode.SCATTER_NOT_SEEN, "no halo; volumes without scatter correction"),
+    )
+    sent = result_for(h, caveats)
+    got = decode(encode(sent))
+    assert got.caveat_codes() == {CaveatCode.NO_ANATOMY, CaveatCode.SCATTER_NOT_SEEN}
+    assert got.status == "no-anatomy: no vertebral body (cement hides it); scatter-not-seen: no halo;" \
+        " volumes without scatter correction"  # fmt: skip
+    assert decode(encode(result_for(h))).status == "ok" and decode(encode(_result())).caveats is None
+    topic, body = encode(sent)
+    for bad in ([{"code": "all-fine", "detail": ""}], [{"code": "no-anatomy"}], ["no-anatomy"], {"a": 1}):
+        raw = json.loads(body)
+        raw["caveats"] = bad
+        with pytest.raises(MessageError, match="caveat"):
+            decode([topic, json.dumps(raw).encode()])
+
+
 @pytest.mark.parametrize("declared", [24, 2_000_000_000])
 def test_a_frame_count_the_pixel_data_does_not_hold_is_refused(tmp_path, declared):
     """Data longer than NumberOfFrames declares replayed half the case and missed the leak;

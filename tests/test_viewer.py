@@ -18,6 +18,7 @@ from monitor.pipeline import Endpoints  # noqa: E402
 from monitor.recordings import default_recording  # noqa: E402
 from monitor.training import score_training  # noqa: E402
 from monitor.viewer import MonitorWindow, QtCore  # noqa: E402
+from monitor.vision.caveats import Caveat, CaveatCode, render_status  # noqa: E402
 from tests.conftest import load_truth  # noqa: E402
 from tests.test_pipeline import endpoint_args, monitor  # noqa: E402
 
@@ -42,14 +43,18 @@ class Streams:
         self.frames.send_frame(header, pixels)
         self.seq += 1
 
-    def result(self, index: int, status: str = "ok", **fields) -> None:
+    def result(self, index: int, caveats: tuple[Caveat, ...] = (), **fields) -> None:
+        status, wire = render_status(caveats), [c.as_wire() for c in caveats]
         self.results.send(
-            Result("t", "lateral", index, index, index / 10, 0.0, time.time(), status, **fields)
+            Result("t", "lateral", index, index, index / 10, 0.0, time.time(), status, caveats=wire, **fields)
         )
 
     def close(self):
         self.frames.close()
         self.results.close()
+
+
+UNCALIBRATED = Caveat(CaveatCode.UNCALIBRATED, "no millimetre scale, so no wall distance")
 
 
 @pytest.fixture
@@ -111,10 +116,9 @@ def test_the_view_follows_a_real_stream_of_frames_and_results(qtbot, streams, wi
 
 def test_video_without_a_calibration_shows_uncalibrated_not_millimetres(qtbot, streams, window):
     pump(qtbot, lambda: streams.frame(3), lambda: window.views["lateral"].shown_frame == 3)
-    status = "uncalibrated: no millimetre scale, so no wall distance"
     pump(
         qtbot,
-        lambda: streams.result(3, status=status),
+        lambda: streams.result(3, caveats=(UNCALIBRATED,)),
         lambda: "UNCALIBRATED" in window.readouts["distance"].text(),
     )
     assert "mm" not in window.readouts["distance"].text().replace("no mm", "")
@@ -138,13 +142,15 @@ def test_frames_not_checked_show_a_standing_not_monitored_state(qtbot, streams, 
     the banner says NOT MONITORED with the reason, in its own colour, for as long as they
     are not checked; checked frames bring back "no alarm"."""
     pump(qtbot, lambda: streams.frame(3), lambda: window.views["lateral"].shown_frame == 3)
-    status = "uncalibrated: no millimetre scale, so no wall distance"
     pump(
         qtbot,
-        lambda: streams.result(3, status=status, checks=[]),
+        lambda: streams.result(3, caveats=(UNCALIBRATED,), checks=[]),
         lambda: window.banner.text().startswith("NOT MONITORED"),
     )
-    assert window.banner.text() == f"NOT MONITORED: lateral: {status}"
+    assert (
+        window.banner.text()
+        == "NOT MONITORED: lateral: uncalibrated: no millimetre scale, so no wall distance"
+    )
     assert window.banner.styleSheet() == "background:#6b2fa0; color:white;"
     qtbot.wait(700)  # a standing state: it neither flashes nor goes away by itself
     assert window.banner.text().startswith("NOT MONITORED")

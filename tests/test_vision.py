@@ -13,13 +13,15 @@ from monitor.io.sources import DicomPairSource
 from monitor.recordings import bundled_recordings
 from monitor.vision.alarms import AlarmConfig, AlarmEngine
 from monitor.vision.analysis import DEFAULT_CEMENT_MU, AnalysisConfig, CaseAnalyzer, PlaneAnalyzer
+from monitor.vision.caveats import CaveatCode
 from monitor.vision.intensity import IntensityModel, measure_log_scale
 
 
 def analyse(lateral, ap, limit: int | None = None, start: int = 0, overlay: bool = False) -> dict:
     source = DicomPairSource(lateral, ap)
     case = CaseAnalyzer()
-    out = {"distance": {}, "volume": {}, "plane_volume": {}, "alarms": [], "status": {}, "overlay": {}}
+    out = {"distance": {}, "volume": {}, "plane_volume": {}, "alarms": [], "status": {}, "caveats": {}}
+    out["overlay"] = {}
     try:
         for item in source.frames():
             if limit is not None and item.index >= limit:
@@ -32,6 +34,7 @@ def analyse(lateral, ap, limit: int | None = None, start: int = 0, overlay: bool
             )
             result, summary = case.process(plane, item.pixels, item.index, item.acq_time)
             out["status"][(item.plane, item.index)] = result.status
+            out["caveats"][(item.plane, item.index)] = {c.code for c in result.caveats}
             out["plane_volume"][(item.plane, item.index)] = result.volume_ml
             if overlay:
                 out["overlay"][(item.plane, item.index)] = result.overlay
@@ -90,7 +93,7 @@ def test_images_without_scatter_are_read_without_its_correction(recordings, anal
     which has scatter, keeps its correction."""
     folder, truth = scatter_free
     got = analyse(folder / "lateral.dcm", folder / "ap.dcm")
-    flagged = {key for key, status in got["status"].items() if "scatter-not-seen" in status}
+    flagged = {key for key, codes in got["caveats"].items() if CaveatCode.SCATTER_NOT_SEEN in codes}
     assert flagged, "the missing scatter was not noticed"
     first = min(f for _, f in flagged)
     assert first <= 30 and flagged >= {(p, f) for p in ("lateral", "ap") for f in range(first + 1, 48)}
@@ -99,14 +102,16 @@ def test_images_without_scatter_are_read_without_its_correction(recordings, anal
     assert max(abs(r - 1) for r in after) < 0.08, after
     assert _high(got["alarms"], "proximity")[0]["frame"] - truth["proximity_frame"] in (-1, 0, 1)
     assert 0 <= _high(got["alarms"], "extravasation")[0]["frame"] - truth["leak"]["onset_frame"] <= 2
-    assert not any("scatter-not-seen" in s for s in analysed["posterior-leak"]["status"].values())
+    assert not any(CaveatCode.SCATTER_NOT_SEEN in c for c in analysed["posterior-leak"]["caveats"].values())
     # one view alone does not decide: its halo is too uncertain
     lateral_only = analyse(folder / "lateral.dcm", None)
-    assert not any("scatter-not-seen" in s for s in lateral_only["status"].values())
+    assert not any(CaveatCode.SCATTER_NOT_SEEN in c for c in lateral_only["caveats"].values())
     # the readout panel drawn on the image names the caveat; the log keeps its wording
     from monitor.overlay import short_status
 
-    assert short_status(got["status"][("ap", 47)]) == "scatter-not-seen"
+    last = got["caveats"][("ap", 47)]
+    wire = {"status": got["status"][("ap", 47)], "caveats": [{"code": c.value} for c in last]}
+    assert short_status(wire) == "scatter-not-seen"
 
 
 def test_an_analyzer_restarted_after_finding_no_scatter_goes_on_without_it(scatter_free, tmp_path):

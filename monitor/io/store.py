@@ -330,6 +330,7 @@ class SessionStore:
                 "alarms",
                 "overlay",
                 "checks",
+                "caveats",
             )
         }
         body["stream"] = body.pop("session")

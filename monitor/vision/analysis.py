@@ -31,6 +31,7 @@ from monitor.vision.anatomy import (
     find_lateral_body,
     shaft_band,
 )
+from monitor.vision.caveats import Caveat, CaveatCode, render_status
 from monitor.vision.cement import (
     DEFAULT_CEMENT_MU,
     CementMap,
@@ -78,7 +79,8 @@ class Leak:
 class PlaneResult:
     plane: str
     frame: int
-    status: str  # "baseline", "ok", "skipped: ...", "error: ...", or caveats joined by "; "
+    caveats: tuple[Caveat, ...] = ()  # why it is not a plain measurement (skipped frames included)
+    baseline: bool = False  # a frame the baseline is built from: nothing measured yet
     distance_mm: float | None = None
     distance_px: float | None = None
     volume_ml: float | None = None
@@ -91,6 +93,11 @@ class PlaneResult:
     # then "no alarm" means "not looked", and the audit counts it against the level.
     checked: tuple[str, ...] = ()
 
+    @property
+    def status(self) -> str:
+        """The caveats rendered for people (the wire's version-1 ``status``)."""
+        return render_status(self.caveats, self.baseline)
+
 
 def _shift_line(line: Line, dx: float, dy: float) -> Line:
     if line.vertical:  # x = a y + b
@@ -98,15 +105,17 @@ def _shift_line(line: Line, dx: float, dy: float) -> Line:
     return Line(line.a, line.b + dy - line.a * dx, False, line.support)
 
 
-def _unusable(pixels: np.ndarray, bits_stored: int) -> str | None:
+def _unusable(pixels: np.ndarray, bits_stored: int) -> Caveat | None:
     """Why a frame cannot be measured (blank, or saturated over most of it), or None."""
     sample = pixels[::4, ::4]
     top = 2**bits_stored - 1
     saturated = np.count_nonzero(sample >= top) / sample.size
     if saturated > 0.8:
-        return f"saturated frame ({saturated:.0%} of pixels at the maximum)"
+        return Caveat(
+            CaveatCode.SATURATED_FRAME, f"saturated frame ({saturated:.0%} of pixels at the maximum)"
+        )
     if int(sample.max()) - int(sample.min()) <= max(2, top // 1000):
-        return "blank frame (no contrast)"
+        return Caveat(CaveatCode.BLANK_FRAME, "blank frame (no contrast)")
     return None
 
 
@@ -177,8 +186,8 @@ class PlaneAnalyzer:
         self.roi: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in working pixels
         self.cannulas = []
         self.body: LateralBody | ApBody | None = None
-        self.anatomy_error: str | None = None
-        self.warning: str | None = None
+        self.anatomy_error: Caveat | None = None  # why the rules cannot be checked, while so
+        self.caveats: list[Caveat] = []  # on every result from when each was added
         self._prior: tuple[np.ndarray, np.ndarray] | None = None  # cement already in the baseline
         self.shape: tuple[int, int] | None = None
         self._exclude: np.ndarray | None = None
@@ -317,9 +326,10 @@ class PlaneAnalyzer:
         self.model = model_for(self.photometric, self.relationship, self.bits_stored, frames)
         if self.model.relationship == "LOG" and not self.model.log_scale_measured:
             self.add_caveat(
-                "log-scale-guessed: the LOG detector's scale could not be measured from its noise"
+                CaveatCode.LOG_SCALE_GUESSED,
+                "the LOG detector's scale could not be measured from its noise"
                 " (filtered or too few frames); volumes assume three decades over the full range"
-                " until syringe volumes are entered"
+                " until syringe volumes are entered",
             )
         fits = bool(self.full_pixel_mm) and self.config.scatter_fraction > 0
         parts = [self._primary(f, parts=True) if fits else (self._primary(f), None, None) for f in frames]
@@ -330,7 +340,7 @@ class PlaneAnalyzer:
             self.cannulas = find_cannulas(plain, self.pixel_mm)
         except NotFound as e:
             self.cannulas = []
-            self.anatomy_error = f"no-cannula: {e}"
+            self.anatomy_error = Caveat(CaveatCode.NO_CANNULA, str(e))
         h, w = first.shape
         if self.cannulas:
             tx, ty = self.cannulas[0].tip
@@ -387,33 +397,37 @@ class PlaneAnalyzer:
                 else:
                     self.body = find_ap_body(plain, self.cannulas[0], self.pixel_mm, exclude)
             except NotFound as e:
-                self.anatomy_error = f"no-anatomy: {e}"
+                self.anatomy_error = Caveat(CaveatCode.NO_ANATOMY, str(e))
             if self._prior is not None and (self.body is None or not self._inside_body(self._prior[0])):
                 self.body = None
-                self.anatomy_error = (
-                    "no-anatomy: cement already in the baseline hides the body's outline"
-                    " (draw the posterior wall to measure)"
+                self.anatomy_error = Caveat(
+                    CaveatCode.NO_ANATOMY,
+                    "cement already in the baseline hides the body's outline"
+                    " (draw the posterior wall to measure)",
                 )
         elif not self.pixel_mm and self.cannulas:
-            self.anatomy_error = "uncalibrated: no millimetre scale, so no wall distance"
+            self.anatomy_error = Caveat(CaveatCode.UNCALIBRATED, "no millimetre scale, so no wall distance")
         self._tip_roi = self.roi
         self._tip_state = (self.baseline, self._layers, self._exclude, self._prior, self._scatter_layers)
         if self.body is not None:
             self._use_roi(self._body_roi())
-        for name, value, apply in (
-            ("box", self.operator_box, self.set_body),
-            ("wall", self.operator_wall, self.set_wall),
+        for unused, value, apply in (
+            (CaveatCode.OPERATOR_BOX_UNUSED, self.operator_box, self.set_body),
+            (CaveatCode.OPERATOR_WALL_UNUSED, self.operator_wall, self.set_wall),
         ):
             if value is not None:
                 try:
                     apply(value)
                 except ValueError as e:
-                    self.add_caveat(f"operator-{name}-unused: {e}")
+                    self.add_caveat(unused, str(e))
 
-    def add_caveat(self, text: str) -> None:
-        """A caveat on every result from now on (several are joined, none lost): text of
-        the form ``"code: what it means for the measurement"``."""
-        self.warning = text if self.warning is None else f"{self.warning}; {text}"
+    def add_caveat(self, code: CaveatCode, detail: str) -> None:
+        """A caveat on every result from now on (several are kept, none lost); ``detail``
+        says what happened and what it means for the measurement."""
+        self.caveats.append(Caveat(code, detail))
+
+    def has_caveat(self, code: CaveatCode) -> bool:
+        return any(c.code == code for c in self.caveats)
 
     def _body_roi(self) -> tuple[int, int, int, int]:
         """The body found and the margins cement crosses first when it leaves it (wider
@@ -502,8 +516,9 @@ class PlaneAnalyzer:
         values = np.where(region & ~self._exclude, np.clip(base - background, 0, None), 0).astype(np.float32)
         volume = float(values.sum()) * px * px / (self.config.cement_mu_per_mm * 1000.0)
         self.add_caveat(
-            f"cement-in-baseline: about {volume:.1f} mL was already there when monitoring began,"
-            " estimated from the first frames and counted in distance, leaks and volume"
+            CaveatCode.CEMENT_IN_BASELINE,
+            f"about {volume:.1f} mL was already there when monitoring began,"
+            " estimated from the first frames and counted in distance, leaks and volume",
         )
         return seeds, values
 
@@ -513,14 +528,18 @@ class PlaneAnalyzer:
         if self.shape is None:
             self.shape = pixels.shape
         elif pixels.shape != self.shape:
-            return PlaneResult(self.plane, frame, f"error: frame is {pixels.shape}, stream is {self.shape}")
+            return PlaneResult(
+                self.plane,
+                frame,
+                (Caveat(CaveatCode.FRAME_SHAPE, f"frame is {pixels.shape}, stream is {self.shape}"),),
+            )
         unusable = _unusable(pixels, self.bits_stored)
         if unusable:  # never into the baseline, never measured: it would read as cement everywhere
-            return PlaneResult(self.plane, frame, f"skipped: {unusable}")
+            return PlaneResult(self.plane, frame, (unusable,))
         if self.baseline is None:
             self._raw.append(pixels)
             if len(self._raw) < self.config.baseline_frames:
-                return PlaneResult(self.plane, frame, "baseline")
+                return PlaneResult(self.plane, frame, baseline=True)
             self._build_baseline()
             self._raw = []
         # the intensity and the scatter apart, while the halo is watched or once the scatter is dropped
@@ -556,7 +575,7 @@ class PlaneAnalyzer:
         result = PlaneResult(
             self.plane,
             frame,
-            "; ".join(filter(None, (self.anatomy_error, self.warning))) or "ok",
+            tuple(filter(None, (self.anatomy_error, *self.caveats))),
             shift_px=(dx * self.scale, dy * self.scale),
         )
         if self.pixel_mm:
@@ -953,8 +972,9 @@ class CaseAnalyzer:
             if p._scatter_layers is not None:
                 p.without_scatter, p.halo_open = True, False
                 p.add_caveat(
-                    f"scatter-not-seen: the cement leaves no scatter halo ({why}),"
-                    " so volumes are read without scatter correction"
+                    CaveatCode.SCATTER_NOT_SEEN,
+                    f"the cement leaves no scatter halo ({why}),"
+                    " so volumes are read without scatter correction",
                 )
 
     def plane(
