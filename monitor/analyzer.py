@@ -26,6 +26,8 @@ from monitor.flow import FlowClient
 from monitor.io.store import LogWriteError, SessionStore
 from monitor.io.transport import Frame, Publisher, Subscriber, bind_endpoint
 from monitor.messages import (
+    END_GRACE_S,
+    HEARTBEAT_S,
     PLANES,
     Command,
     End,
@@ -43,8 +45,6 @@ from monitor.vision.caveats import Caveat, CaveatCode, render_status
 from monitor.vision.sampling import BilinearImage, Border, Positions
 
 log = logging.getLogger(__name__)
-HEARTBEAT_S = 0.2
-END_GRACE_S = 5.0  # after the source's end, how long to wait for frames it is resending
 
 
 class VisionAnalysis:

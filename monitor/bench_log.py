@@ -23,7 +23,7 @@ from monitor.io.store import SessionStore
 from monitor.messages import FrameHeader, Result
 
 OPERATORS = ("Dr Adams", "Dr Baker", "Dr Chen", "Dr Diaz", "Dr Evans", "Dr Fox")
-LEVELS = ("T11", "T12", "L1", "L2", "L3", "L4")
+TREATED_LEVELS = ("T11", "T12", "L1", "L2", "L3", "L4")  # where the synthetic sessions inject
 
 
 def run_storage(recording: Path | None, say=print) -> dict:
@@ -99,8 +99,8 @@ def write_fake_session(args: tuple[Path, int]) -> None:
         folder,
         {"session": f"s{seed:05d}", "operator": OPERATORS[seed % len(OPERATORS)], "level": None},
     )
-    start = int(rng.integers(0, len(LEVELS) - 1))
-    for level in LEVELS[start : start + int(rng.integers(1, 3))]:
+    start = int(rng.integers(0, len(TREATED_LEVELS) - 1))
+    for level in TREATED_LEVELS[start : start + int(rng.integers(1, 3))]:
         frames = int(rng.integers(300, 900))  # 40 s to 2 min of fluoroscopy per level
         total = rng.uniform(1.5, 5.5)
         stop = int(frames * rng.uniform(0.8, 0.95))

@@ -40,7 +40,7 @@ def _stale_ms(text: str) -> float:
 
 
 def _add_simulate(sub) -> None:
-    from monitor.sim.anatomy import LEVELS
+    from monitor.messages import LEVELS
     from monitor.sim.cement import SCENARIOS
     from monitor.sim.simulate import FIELDS, NOISE_LEVELS, SimConfig
 

@@ -24,10 +24,9 @@ import zmq
 from monitor.flow import FlowClient
 from monitor.io.store import LogWriteError, SessionStore
 from monitor.io.transport import Frame, Subscriber
-from monitor.messages import PLANES, End, Heartbeat, Result, Status
+from monitor.messages import END_GRACE_S, PLANES, End, Heartbeat, Result, Status
 
 COMPLETE, INCOMPLETE = 0, 3
-END_GRACE_S = 5.0  # after both ends, how long to wait for frames still being resent
 log = logging.getLogger(__name__)
 
 

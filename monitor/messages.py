@@ -94,6 +94,11 @@ VERSION = 1
 # and a deeply nested one would exhaust the parser's recursion.
 MAX_HEADER_BYTES = 1 << 20
 PLANES = ("lateral", "ap")
+# The vertebral levels a session can be at (the wire's and the log's ``level``), cranial first.
+LEVELS = tuple([f"T{i}" for i in range(5, 13)] + [f"L{i}" for i in range(1, 6)])
+HEARTBEAT_S = 0.2  # a source and an analyzer send a heartbeat at least this often
+# After a source's end, how long its consumers wait for frames it is still resending.
+END_GRACE_S = 5.0
 DTYPES = {"uint8": np.uint8, "uint16": np.uint16}
 FRAME_TOPICS = {plane: f"frame.{plane}".encode() for plane in PLANES}
 HEARTBEAT_TOPIC = b"heartbeat"

@@ -10,9 +10,7 @@ from monitor.errors import MonitorError
 from monitor.flow import FlowServer
 from monitor.io.sources import PlaneFormat, SourceFrame
 from monitor.io.transport import Publisher
-from monitor.messages import End, FrameHeader
-
-HEARTBEAT_S = 0.2
+from monitor.messages import HEARTBEAT_S, End, FrameHeader
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from monitor.io.transport import VIEWER_HWM, CommandSender, Subscriber
-from monitor.messages import PLANES, End, Result, Status
+from monitor.messages import LEVELS, PLANES, End, Result, Status
 from monitor.overlay import labelled_leaks
 from monitor.viewstate import ViewState, display_pixels
 from monitor.vision.caveats import CaveatCode
@@ -31,7 +31,6 @@ from monitor.vision.caveats import CaveatCode
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
 
 WALL, SAFETY, BODY, CEMENT, LEAK = "#e62828", "#ffd200", "#3cc83c", "#00c8ff", "#ff2828"
-LEVELS = ("T5", "T6", "T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5")
 BANNER = {
     "high": "background:#d62728; color:white;",
     "high-off": "background:#5a1010; color:white;",

@@ -37,8 +37,7 @@ from pydicom.uid import (
 )
 
 from monitor.errors import ImplausibleGeometryError, MissingGeometryError, RecordingError
-
-PLANES = ("lateral", "ap")
+from monitor.messages import PLANES
 
 XA_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.12.1")
 RF_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.12.2")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from monitor.messages import LEVELS
+
 # Linear attenuation coefficients, 1/mm, ~60 keV effective (NIST XCOM, mass
 # coefficients times density, softened for a polychromatic beam).
 MU_SOFT_TISSUE = 0.0206
@@ -69,9 +71,6 @@ class VertebraShape:
 
     def pedicle_x(self, y: np.ndarray | float) -> np.ndarray | float:
         return 0.55 * self.half_width + (np.asarray(y) - self.half_depth) * 0.25
-
-
-LEVELS = [f"T{i}" for i in range(5, 13)] + [f"L{i}" for i in range(1, 6)]
 
 
 def vertebra_for_level(level: str) -> VertebraShape:
