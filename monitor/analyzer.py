@@ -47,13 +47,51 @@ from monitor.vision.sampling import BilinearImage, Border, Positions
 log = logging.getLogger(__name__)
 
 
-class VisionAnalysis:
+class CommandRefused(Exception):
+    """An operator command that cannot be carried out now (no lateral frame yet, a body box
+    under 8 mm, ...): said to the operator and logged as ``rejected-command``, and the
+    analysis goes on. Any other exception from a command is a bug, and is reported as one."""
+
+
+class Analysis:
+    """What the analyzer process runs on each frame and command. This base analyses
+    nothing and takes no commands; :class:`VisionAnalysis` is the monitor's."""
+
+    level: str | None = None  # the vertebral level being treated, for the log
+
+    def process(self, frame: Frame) -> Result:
+        raise NotImplementedError
+
+    def apply(self, command: Command) -> str:
+        """Carry out an operator command; returns what was done, for the log.
+        :class:`CommandRefused` when it cannot be carried out now."""
+        raise CommandRefused("this analyzer takes no operator commands")
+
+    def alarm_changes(self, acq_time: float) -> list[tuple[str, dict]]:
+        """(state, alarm) for every alarm raised, cleared or acknowledged since the last call."""
+        return []
+
+    def restore(self, store: SessionStore, stream: str) -> str | None:
+        """After a restart, pick up the session from its log; returns what was restored."""
+        return None
+
+
+class VisionAnalysis(Analysis):
     """The vision pipeline behind the analyzer: one CaseAnalyzer per level treated,
     and the operator's commands applied to it."""
 
     def __init__(self, config: AnalysisConfig | None = None, level: str | None = None):
         self.config = config
         self.level = level
+        self._commands = {  # action -> handler(value) -> what was done
+            "acknowledge": self._acknowledge,
+            "level": self._start_level,
+            "wall": self._set_wall,
+            "body": self._set_body,
+            "syringe": lambda ml: self._syringe(float(ml)),
+            "pause": lambda _value: "injection paused",
+            "resume": lambda _value: "injection resumed",
+        }
         self.case = CaseAnalyzer(config)
         self._logged_alarms: dict[str, dict] = {}  # alarm id -> last state logged
         self._undistort: dict[str, tuple] = {}  # plane -> (distortion, shape, source positions, model)
@@ -146,32 +184,42 @@ class VisionAnalysis:
         return self._undistort[plane][3] if plane in self._undistort else None
 
     def apply(self, command: Command) -> str:
-        """Carry out an operator command; returns what was done. ValueError if it cannot be."""
-        if command.action == "acknowledge":
-            shown = len(self.case.alarms.shown())
-            self.case.alarms.acknowledge()
-            return f"{shown} alarm(s) acknowledged"
-        if command.action == "level":
-            previous = self.level
-            self.level = str(command.value)
-            self.case = CaseAnalyzer(self.config)
-            self._wall, self._boxes = None, {}  # the command line's were drawn on the first level
-            self._syringe_ml = 0.0  # the volume scale learnt so far is kept: same cement
-            self._pairs = []
-            return f"level {self.level} started (after {previous or 'none'}): new baseline"
-        if command.action == "wall":
-            plane = self.case.planes.get("lateral")
-            if plane is None:
-                raise ValueError("no lateral frame yet")
-            return plane.set_wall(_as_measured(command.value, self._shown("lateral")))
-        if command.action == "body":
-            plane = self.case.planes.get(command.value["plane"])
-            if plane is None:
-                raise ValueError(f"no {command.value['plane']} frame yet")
-            return plane.set_body(_box_as_measured(command.value["box"], self._shown(plane.plane)))
-        if command.action == "syringe":
-            return self._syringe(float(command.value))
-        return f"injection {command.action}d" if command.action == "pause" else "injection resumed"
+        handler = self._commands.get(command.action)
+        if handler is None:  # the wire admits only known actions; a newer viewer's, refused
+            raise CommandRefused(f"unknown action {command.action!r}")
+        return handler(command.value)
+
+    def _acknowledge(self, _value) -> str:
+        shown = len(self.case.alarms.shown())
+        self.case.alarms.acknowledge()
+        return f"{shown} alarm(s) acknowledged"
+
+    def _start_level(self, level) -> str:
+        previous = self.level
+        self.level = str(level)
+        self.case = CaseAnalyzer(self.config)
+        self._wall, self._boxes = None, {}  # the command line's were drawn on the first level
+        self._syringe_ml = 0.0  # the volume scale learnt so far is kept: same cement
+        self._pairs = []
+        return f"level {self.level} started (after {previous or 'none'}): new baseline"
+
+    def _set_wall(self, points) -> str:
+        plane = self.case.planes.get("lateral")
+        if plane is None:
+            raise CommandRefused("no lateral frame yet")
+        try:
+            return plane.set_wall(_as_measured(points, self._shown("lateral")))
+        except ValueError as e:  # the vision core's refusal: too early, too short, ...
+            raise CommandRefused(str(e)) from e
+
+    def _set_body(self, value) -> str:
+        plane = self.case.planes.get(value["plane"])
+        if plane is None:
+            raise CommandRefused(f"no {value['plane']} frame yet")
+        try:
+            return plane.set_body(_box_as_measured(value["box"], self._shown(plane.plane)))
+        except ValueError as e:
+            raise CommandRefused(str(e)) from e
 
     def alarm_changes(self, acq_time: float) -> list[tuple[str, dict]]:
         """(state, alarm) for every alarm raised, cleared or acknowledged since the last call."""
@@ -400,8 +448,8 @@ class SessionLog:
         analyzer finds both or neither."""
         if self.store is None:
             return
-        changes = getattr(analysis, "alarm_changes", lambda _t: [])(result.acq_time)
-        level = getattr(analysis, "level", None)
+        changes = analysis.alarm_changes(result.acq_time)
+        level = analysis.level
 
         def both():
             with self.store.atomic():
@@ -433,7 +481,7 @@ def run_analyzer(
     flow_endpoint: str | None = None,
     session: str = "",
     stale_ms: float = 1000.0,
-    analysis=None,
+    analysis: Analysis | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     exit_on_end: bool = True,
     session_dir=None,
@@ -472,13 +520,13 @@ def run_analyzer(
                 plane,
                 status.send_time,
                 value,
-                getattr(analysis, "level", None),
+                analysis.level,
                 stream_time[0],
             )
 
     log_ = SessionLog(session_dir, announce)
     done: dict[str, int] = {}  # plane -> last seq analysed in this stream, before a restart
-    if log_.store is not None and hasattr(analysis, "restore"):
+    if log_.store is not None:
         restored = (
             analysis.restore(log_.store, session) if log_.store.count("frame", stream=session) else None
         )
@@ -622,8 +670,13 @@ def _take_commands(control: zmq.Socket, analysis, announce) -> None:
             continue
         try:
             done = analysis.apply(message)
-        except (ValueError, AttributeError) as e:
+        except CommandRefused as e:
             announce("rejected-command", f"{message.action}: {e}", value=message.value, source=message.source)
+            continue
+        except Exception as e:  # a bug: said and logged as one; the monitoring goes on
+            log.exception("operator command %s failed", message.action)
+            detail = f"{message.action} failed (a fault in the monitor, not the command): {e!r}"[:300]
+            announce("command-failed", detail, value=message.value, source=message.source)
             continue
         announce(message.action, done, value=message.value, source=message.source)
 

@@ -87,7 +87,10 @@ FAULTS = {
     "silent",
     "stopped",
 }
-OPERATOR_EVENTS = {"level", "syringe", "pause", "resume", "wall", "acknowledge", "rejected-command"}
+OPERATOR_EVENTS = {
+    *("level", "syringe", "pause", "resume", "wall", "body", "acknowledge"),
+    *("rejected-command", "command-failed"),
+}
 
 
 def level_reports(store: SessionStore, first_level: str | None) -> list[dict]:

@@ -199,20 +199,22 @@ def _paced_source(endpoint: str, flow_endpoint: str, fps: float, seconds: float)
     flow.close()
 
 
-class _Echo:
-    """Answers each frame at once: the latency benchmark measures the transport, not the vision
-    (whose cost per frame ``monitor bench accuracy`` reports)."""
+def _echo():
+    """An analysis that answers each frame at once: the latency benchmark measures the
+    transport, not the vision (whose cost per frame ``monitor bench accuracy`` reports)."""
+    from monitor.analyzer import Analysis, result_for
 
-    def process(self, frame):
-        from monitor.analyzer import result_for
+    class Echo(Analysis):
+        def process(self, frame):
+            return result_for(frame.header)
 
-        return result_for(frame.header)
+    return Echo()
 
 
 def _analyzer(frames_endpoint: str, results_endpoint: str, flow_endpoint: str) -> None:
     from monitor.analyzer import run_analyzer
 
-    run_analyzer(frames_endpoint, results_endpoint, flow_endpoint, "bench", analysis=_Echo())
+    run_analyzer(frames_endpoint, results_endpoint, flow_endpoint, "bench", analysis=_echo())
 
 
 def latency(fps: float, seconds: float = 10.0, transport: str = "tcp") -> dict:

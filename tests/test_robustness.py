@@ -211,3 +211,41 @@ def test_a_head_that_is_not_hex_is_unreadable_not_a_traceback(tmp_path):
     head["hmac_sha256"] = "é" * 64
     (tmp_path / HEAD_NAME).write_text(json.dumps(head))
     assert head_problems(tmp_path, "s", 3, lambda rec: "a" * 64) == [f"{HEAD_NAME} is unreadable"]
+
+
+def test_a_fault_in_a_command_handler_is_reported_as_a_fault_not_a_refusal():
+    """A refusal (the wall before any lateral frame) is the operator's to fix; an exception
+    in a handler is the monitor's, and used to be disguised as "rejected-command" too
+    (``except (ValueError, AttributeError)``). Both are announced and logged; neither stops
+    the analyzer's loop."""
+    from monitor.analyzer import VisionAnalysis, _take_commands
+    from monitor.io.transport import CommandSender
+
+    ctx = zmq.Context()
+    control = ctx.socket(zmq.PULL)
+    control.setsockopt(zmq.LINGER, 0)
+    endpoint = Endpoints.private().control
+    control.bind(endpoint)
+    sender = CommandSender(endpoint, "test", context=ctx)
+    analysis = VisionAnalysis()
+
+    def faulty(_value):
+        return {}["a bug"]
+
+    analysis._commands["syringe"] = faulty
+    said = []
+    try:
+        sender.send("wall", [[10, 10], [12, 50]])
+        sender.send("syringe", 1.0)
+        sender.send("pause")
+        deadline = time.monotonic() + 5
+        while len(said) < 3 and time.monotonic() < deadline:
+            control.poll(100)
+            _take_commands(control, analysis, lambda event, detail, **_: said.append((event, detail)))
+    finally:
+        sender.close()
+        control.close()
+        ctx.term()
+    assert [event for event, _ in said] == ["rejected-command", "command-failed", "pause"]
+    assert said[0][1] == "wall: no lateral frame yet"
+    assert "KeyError('a bug')" in said[1][1] and "a fault in the monitor" in said[1][1]
