@@ -23,9 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from monitor.analyzer import Analysis, VisionAnalysis, analyse_source
 from monitor.io.sources import DicomPairSource
 from monitor.sim.simulate import SimConfig, simulate
-from monitor.vision.analysis import CaseAnalyzer
 from monitor.vision.caveats import CaveatCode
 
 SCENARIO_CYCLE = ("none", "proximity", "posterior", "venous", "disc", "posterior")
@@ -98,27 +98,18 @@ def evaluate_case(folder: Path) -> dict:
     truth = json.loads((folder / "truth.json").read_text())
     cv2.setNumThreads(1)  # the target is per frame on one core: OpenCV would otherwise use every core
     source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
-    case = CaseAnalyzer()
     distance: dict[int, float | None] = {}
     volume: dict[int, float | None] = {}
     alarms = []
-    timings = []
+    analysis = _Timed(VisionAnalysis())
     no_scatter_frame = None  # the first frame said to hold no scatter
     try:
-        for item in source.frames():
-            fmt = source.formats[item.plane]
-            pixel_mm = fmt.scale["spacing_mm"][1] if fmt.scale else None
-            plane = case.plane(item.plane, fmt.photometric, fmt.intensity, fmt.bits_stored, pixel_mm)
-            started = time.perf_counter()
-            result, summary = case.process(plane, item.pixels, item.index, item.acq_time)
-            timings.append(time.perf_counter() - started)
+        for item, result in analyse_source(source, analysis):
             if item.plane == "lateral":
                 distance[item.index] = result.distance_mm
-            volume[item.index] = summary["volume_ml"]
-            alarms += summary["raised"]
-            if no_scatter_frame is None and any(
-                c.code == CaveatCode.SCATTER_NOT_SEEN for c in result.caveats
-            ):
+            volume[item.index] = result.volume_ml
+            alarms += result.alarms
+            if no_scatter_frame is None and CaveatCode.SCATTER_NOT_SEEN in result.caveat_codes():
                 no_scatter_frame = item.index
     finally:
         source.close()
@@ -130,8 +121,23 @@ def evaluate_case(folder: Path) -> dict:
         "volume": volume,
         "alarms": alarms,
         "no_scatter_frame": no_scatter_frame,
-        "timing_ms": [1000 * t for t in timings[2 * 3 :]],
+        "timing_ms": [1000 * t for t in analysis.seconds[2 * 3 :]],
     }  # after the baseline frames
+
+
+class _Timed(Analysis):
+    """The analyzer's analysis, timed per frame: from the frame received (decoded) to the
+    result it would send, as the analyzer process spends it."""
+
+    def __init__(self, inner: Analysis):
+        self.inner = inner
+        self.seconds: list[float] = []
+
+    def process(self, frame):
+        started = time.perf_counter()
+        result = self.inner.process(frame)
+        self.seconds.append(time.perf_counter() - started)
+        return result
 
 
 def _truth_summary(truth: dict) -> dict:

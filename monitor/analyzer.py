@@ -606,6 +606,37 @@ def run_analyzer(
     }
 
 
+def analyse_source(source, analysis: Analysis | None = None, session: str = "offline"):
+    """Every frame of ``source`` (a DicomPairSource, VideoSource, SessionSource, ...) through
+    ``analysis`` (default: the monitor's own, default configuration), in the source's order,
+    in this process: yields (SourceFrame, Result) per frame.
+
+    The analyzer process does exactly this with each frame it receives (header as the
+    source publishes it, then ``analysis.process``), so the accuracy benchmark and the tests
+    measure the path that runs in the room: its pixel spacing, distortion correction,
+    syringe scaling, operator input and rounding included."""
+    analysis = analysis or VisionAnalysis()
+    seq = dict.fromkeys(source.formats, 0)
+    for item in source.frames():
+        fmt = source.formats[item.plane]
+        header = FrameHeader(
+            session=session,
+            plane=item.plane,
+            seq=seq[item.plane],
+            frame=item.index,
+            acq_time=item.acq_time,
+            send_time=0.0,
+            shape=(int(item.pixels.shape[0]), int(item.pixels.shape[1])),
+            dtype=str(item.pixels.dtype),
+            photometric=fmt.photometric,
+            bits_stored=fmt.bits_stored,
+            intensity=fmt.intensity,
+            scale=fmt.scale,
+        )
+        seq[item.plane] += 1
+        yield item, analysis.process(Frame(header, item.pixels, 0.0, 0))
+
+
 class CatchUp:
     """Frames in the order to analyse them, each once.
 

@@ -8,43 +8,52 @@ import cv2
 import numpy as np
 import pytest
 
+from monitor.analyzer import analyse_source
 from monitor.io.dicom import open_recording
 from monitor.io.sources import DicomPairSource
 from monitor.recordings import bundled_recordings
 from monitor.vision.alarms import AlarmConfig, AlarmEngine
-from monitor.vision.analysis import DEFAULT_CEMENT_MU, AnalysisConfig, CaseAnalyzer, PlaneAnalyzer
+from monitor.vision.analysis import DEFAULT_CEMENT_MU, AnalysisConfig, PlaneAnalyzer
 from monitor.vision.caveats import CaveatCode
 from monitor.vision.intensity import IntensityModel, measure_log_scale
 
 
 def analyse(lateral, ap, limit: int | None = None, start: int = 0, overlay: bool = False) -> dict:
+    """A recording through the monitor's own analysis path (``analyse_source``), as the
+    analyzer process runs it: per frame, the results the operator would be sent."""
     source = DicomPairSource(lateral, ap)
-    case = CaseAnalyzer()
     out = {"distance": {}, "volume": {}, "plane_volume": {}, "alarms": [], "status": {}, "caveats": {}}
     out["overlay"] = {}
     try:
-        for item in source.frames():
-            if limit is not None and item.index >= limit:
-                break
-            if item.index < start:
-                continue
-            fmt = source.formats[item.plane]
-            plane = case.plane(
-                item.plane, fmt.photometric, fmt.intensity, fmt.bits_stored, fmt.scale["spacing_mm"][1]
-            )
-            result, summary = case.process(plane, item.pixels, item.index, item.acq_time)
-            out["status"][(item.plane, item.index)] = result.status
-            out["caveats"][(item.plane, item.index)] = {c.code for c in result.caveats}
-            out["plane_volume"][(item.plane, item.index)] = result.volume_ml
+        for item, result in analyse_source(_Frames(source, start, limit)):
+            key = (item.plane, item.index)
+            out["status"][key] = result.status
+            out["caveats"][key] = result.caveat_codes()
+            out["plane_volume"][key] = result.plane_volume_ml
             if overlay:
-                out["overlay"][(item.plane, item.index)] = result.overlay
+                out["overlay"][key] = result.overlay
             if item.plane == "lateral":
                 out["distance"][item.index] = result.distance_mm
-            out["volume"][item.index] = summary["volume_ml"]
-            out["alarms"] += summary["raised"]
+            out["volume"][item.index] = result.volume_ml
+            out["alarms"] += result.alarms
     finally:
         source.close()
     return out
+
+
+class _Frames:
+    """A source's frames from index ``start`` (monitoring begins there) to ``limit``."""
+
+    def __init__(self, source, start: int, limit: int | None):
+        self.source, self.start, self.limit = source, start, limit
+        self.formats = source.formats
+
+    def frames(self):
+        for item in self.source.frames():
+            if self.limit is not None and item.index >= self.limit:
+                return
+            if item.index >= self.start:
+                yield item
 
 
 @pytest.fixture(scope="module")
