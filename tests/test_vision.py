@@ -574,7 +574,7 @@ def test_scatter_is_solved_for_where_the_spine_is_darker_than_around_it():
     """Primary dark in the middle (spine and a bolus) and bright around it, scatter
     f G*P added: the scatter found under the bolus is within 1 % of the truth,
     where the one-step shortcut f/(1+f) G*measured is several per cent over."""
-    from monitor.vision.analysis import _scatter
+    from monitor.vision.scatter import scatter_in as _scatter
 
     yy, xx = np.mgrid[0:48, 0:48].astype(np.float32)
     primary = np.where(np.abs(xx - 24) < 8, 0.05, 1.0).astype(np.float32)  # the spine, a column

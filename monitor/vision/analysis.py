@@ -31,6 +31,15 @@ from monitor.vision.anatomy import (
     find_lateral_body,
     shaft_band,
 )
+from monitor.vision.baseline import (
+    EXCLUDED_ABOVE,
+    LAYER_ATTENUATION,
+    LAYER_EXCLUDED,
+    LAYER_GRADIENT,
+    LAYER_SLEEVE,
+    SLEEVE_ABOVE,
+    BaselineState,
+)
 from monitor.vision.caveats import Caveat, CaveatCode, render_status
 from monitor.vision.cement import (
     DEFAULT_CEMENT_MU,
@@ -44,7 +53,16 @@ from monitor.vision.cement import (
     shift_image,
 )
 from monitor.vision.intensity import IntensityModel, model_for
-from monitor.vision.sampling import Border, sample_grid, sample_points
+from monitor.vision.pixels import PixelGrid
+from monitor.vision.sampling import sample_points
+from monitor.vision.scatter import (
+    HALO_DECIDE_WEIGHT,
+    NO_SCATTER_BELOW,
+    SCATTER_SEEN_ABOVE,
+    HaloEvidence,
+    ScatterPhysics,
+    primary_attenuation,
+)
 
 
 @dataclass(frozen=True)
@@ -119,30 +137,6 @@ def _unusable(pixels: np.ndarray, bits_stored: int) -> Caveat | None:
     return None
 
 
-def _scatter(measured: np.ndarray, fraction: float, sigma: float, steps: int = 3) -> np.ndarray:
-    """Scatter in ``measured`` (primary plus scatter, on a coarse grid), modelled as
-    ``fraction`` times the primary blurred by a Gaussian of ``sigma`` cells.
-
-    measured = P + f G*P is solved for P by fixed-point steps, P <- measured - f G*P
-    (each shrinks the error by f), from P = measured / (1 + f). Stopping there
-    is the usual shortcut, f/(1+f) G*measured: where the spine is far denser
-    than what surrounds it its blur reaches the brighter surroundings twice, and
-    it overestimates the scatter by 10-15 %, which behind dense cement, where
-    scatter is most of the signal, read as up to a quarter more cement.
-    """
-    primary = measured / (1 + fraction)
-    for _ in range(steps):
-        scatter = fraction * cv2.GaussianBlur(primary, (0, 0), sigma)
-        primary = np.maximum(measured - scatter, 0)
-    return fraction * cv2.GaussianBlur(primary, (0, 0), sigma)
-
-
-HALO_RINGS_MM = ((3, 5), (5, 8), (8, 13), (13, 20), (20, 30))
-HALO_MIN_MM2 = 20.0  # cement's area before its halo says anything of the scatter
-HALO_NOISE = 0.0005  # log units: a frame's halo, measured, varies this much (anatomy, breathing)
-HALO_DECIDE_WEIGHT = 50.0  # halo evidence each plane needs before the question is settled
-NO_SCATTER_BELOW = 0.3  # the planes' mean halo scale that says there is none (and neither over
-SCATTER_SEEN_ABOVE = 0.45  # this one, which settles that there is scatter)
 CEMENT_IN_BASELINE = 1.2  # log units over the bone 12-18 mm around the tip: ~7 mm of cement
 # (bone along the shaft stays under ~0.7: measured on the 30 corpus cases' clean baselines)
 
@@ -151,13 +145,10 @@ CANAL_MARGIN_MM = 15.0  # behind the posterior wall: the epidural space and the 
 ENDPLATE_BAND_MM = 1.0  # cement this close to an endplate may be in the disc: it does not define the front
 
 
-WORK_PIXEL_MM = 0.25  # finer detectors are binned towards this: enough for 0.3 mm, 4x faster at 1024
-
-
 class PlaneAnalyzer:
     """One plane's state and measurements.
 
-    Frames are analysed at a working resolution of about ``WORK_PIXEL_MM``
+    Frames are analysed at a working resolution of about ``pixels.WORK_PIXEL_MM``
     (1024-pixel detectors are binned 2x2), inside a region of interest around
     the cannula tip; results are reported in full-resolution image pixels.
     """
@@ -175,10 +166,12 @@ class PlaneAnalyzer:
         self.photometric = photometric
         self.relationship = relationship
         self.bits_stored = bits_stored
+        self.grid = PixelGrid.for_spacing(pixel_mm)
         self.full_pixel_mm = pixel_mm
-        self.scale = max(1, int(round(WORK_PIXEL_MM / pixel_mm))) if pixel_mm else 1
-        self.pixel_mm = pixel_mm * self.scale if pixel_mm else None  # working pixel size
+        self.scale = self.grid.scale  # full pixels per working pixel, each way
+        self.pixel_mm = self.grid.pixel_mm  # working pixel size
         self.config = config or AnalysisConfig()
+        self.physics = ScatterPhysics(self.config.scatter_fraction, self.config.scatter_sigma_mm)
         self._raw: list[np.ndarray] = []
         self.model: IntensityModel | None = None
         self.baseline: np.ndarray | None = None  # ROI of the registered mean baseline
@@ -196,7 +189,7 @@ class PlaneAnalyzer:
         self._last_mask: np.ndarray | None = None
         self._shift = (0.0, 0.0)
         self._tip_roi: tuple[int, int, int, int] | None = None  # the ROI before the body was found
-        self._tip_state: tuple | None = None  # baseline, layers, exclusion and prior over it
+        self._tip_state: BaselineState | None = None  # over the ROI around the tip
         # the operator's, from the command line, used once the baseline is in (image pixels):
         self.operator_wall = None  # two points, the posterior wall (lateral)
         self.operator_box = None  # x, y, width, height: the body
@@ -204,120 +197,40 @@ class PlaneAnalyzer:
         self.without_scatter = False  # once the cement's halo has shown there is none
         self.halo_open = True  # still watched: until both planes' halos have settled the question
         self._scatter_layers: np.ndarray | None = None  # the baseline's intensity and modelled scatter
-        self._halo_evidence = (0.0, 0.0)  # sum of weights, of weight * scale
+        self.halo = HaloEvidence()  # what the cement's halo says of the modelled scatter
+
+    @property
+    def scatter_modelled(self) -> bool:
+        """Whether this plane's baseline models scatter (a scale, and a scatter fraction > 0),
+        so that the cement's halo can say whether it is there."""
+        return self._scatter_layers is not None
+
+    def read_without_scatter(self, why: str) -> None:
+        """Read the volumes without scatter correction from now on, and say so on every result."""
+        self.without_scatter, self.halo_open = True, False
+        self.add_caveat(
+            CaveatCode.SCATTER_NOT_SEEN,
+            f"the cement leaves no scatter halo ({why}), so volumes are read without scatter correction",
+        )
 
     @property
     def halo_weight(self) -> float:
-        return self._halo_evidence[0]
+        return self.halo.weight
 
     @property
     def halo_scale(self) -> float:
         """The scale of the modelled scatter the halo supports, pooled over the frames so far."""
-        total, weighted = self._halo_evidence
-        return weighted / total if total else 1.0
+        return self.halo.scale
 
     # ----------------------------------------------------------------- pixels
 
-    def _primary(
-        self,
-        pixels: np.ndarray,
-        roi: tuple[int, int, int, int] | None = None,
-        scatter: bool = True,
-        parts: bool = False,
-    ):
-        """Working-resolution attenuation of the primary beam over ``roi`` (working
-        pixels; the whole frame by default), scatter removed in the linear domain
-        (the volume needs it; finding anatomy does not, and steel, darker than
-        the scatter floor, is better seen without it). With ``parts``: also the
-        measured intensity and the scatter modelled in it, over the ROI."""
-        s = self.scale
-        h, w = pixels.shape
-        x0, y0, x1, y1 = roi if roi is not None else (0, 0, w // s, h // s)
-        crop = pixels[y0 * s : y1 * s, x0 * s : x1 * s].astype(np.float32)
-        if s > 1:
-            crop = cv2.resize(crop, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
-        c = self.config
-        if not scatter or not self.full_pixel_mm or c.scatter_fraction <= 0:
-            return self.model.attenuation(crop)
-        # Scatter is smooth: estimate it from the whole frame on cells of a quarter of
-        # its spread (every 4th pixel of a cell is enough to average it).
-        k = max(1, int(round(c.scatter_sigma_mm / 4 / self.full_pixel_mm)))
-        cw, ch = max(1, w // k), max(1, h // k)
-        resizable = pixels if pixels.dtype in (np.uint8, np.uint16, np.int16) else pixels.astype(np.float32)
-        resizable = resizable[: ch * k, : cw * k]
-        if k >= 8:
-            resizable = cv2.resize(resizable, (cw * k // 4, ch * k // 4), interpolation=cv2.INTER_NEAREST)
-        coarse = cv2.resize(resizable, (cw, ch), interpolation=cv2.INTER_AREA).astype(np.float32)
-        scatter = _scatter(
-            self.model.intensity(coarse), c.scatter_fraction, c.scatter_sigma_mm / (self.full_pixel_mm * k)
-        )
-        # Onto the ROI's grid, at a quarter of its resolution (scatter is that smooth), then up:
-        # working pixel (x, y) of the ROI -> coarse pixel coordinates
-        a = s / k
-        shift = ((s - 1) / 2 + 0.5) / k - 0.5
-        q = 4
-        cols, rows = np.arange(max(1, (x1 - x0) // q)), np.arange(max(1, (y1 - y0) // q))
-        scatter = sample_grid(
-            scatter,
-            a * q * cols + x0 * a + shift + a * (q - 1) / 2,
-            a * q * rows + y0 * a + shift + a * (q - 1) / 2,
-            Border.REPLICATE,
-        )
-        scatter = cv2.resize(scatter, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-        measured = self.model.intensity(crop)
-        att = -np.log(np.maximum(measured - scatter, 0.05 * scatter))
-        return (att, measured, scatter) if parts else att
-
-    def _refit_scatter(self, difference, mask, exclude, now, before) -> None:
-        """What scale of the modelled scatter the cement's halo supports, pooled over frames.
-
-        Cement takes primary away, so the scatter it would have made around it
-        goes too: in the difference around the cement, a real scatter that the
-        model misses leaves a positive halo fading with distance, a modelled
-        scatter that is not there a negative one. How the difference should
-        move with the scale is known pixel by pixel; the difference's profile
-        against it, over rings 3-30 mm from the cement (up to a constant: the
-        frame's offset is taken out over the ROI, all of it within the halo),
-        gives one estimate of the scale per frame, weighted by how strongly the
-        halo answers it. The case decides from both planes' (CaseAnalyzer).
-        """
-        px = self.pixel_mm
-        if mask.sum() * px * px < HALO_MIN_MM2:
-            return
-        # every other pixel each way is plenty for rings millimetres wide
-        outside = cv2.distanceTransform((~mask[::2, ::2]).astype(np.uint8), cv2.DIST_L2, 3) * (2 * px)
-        (m, s), (m0, s0) = (a[::2, ::2] for a in now), (before[::2, ::2, 0], before[::2, ::2, 1])
-        difference, exclude = difference[::2, ::2], exclude[::2, ::2]
-        levels, slopes, counts = [], [], []
-        for near, far in HALO_RINGS_MM:
-            ring = (outside >= near) & (outside < far) & ~exclude
-            n = int(ring.sum())
-            if n < 25:
-                continue
-            # how the difference here moves with the scale (log units per unit scale)
-            slope = s[ring] / np.maximum(m[ring] - s[ring], 0.05 * s[ring]) - s0[ring] / np.maximum(
-                m0[ring] - s0[ring], 0.05 * s0[ring]
-            )
-            levels.append(float(np.median(difference[ring])))
-            slopes.append(float(np.median(slope)))
-            counts.append(n)
-        if len(levels) < 3:
-            return
-        w = np.sqrt(counts)
-        g = np.asarray(slopes)
-        spread = float(np.sqrt(np.average((g - np.average(g, weights=w)) ** 2, weights=w)))
-        if spread < 1e-4:
-            return
-        excess = np.polyfit(g, levels, 1, w=w)[0]  # the scale modelled (1) minus the true one
-        estimate = float(np.clip(1.0 - excess, 0.0, 4.0))
-        weight = (spread / HALO_NOISE) ** 2
-        total, weighted = self._halo_evidence
-        self._halo_evidence = (total + weight, weighted + weight * estimate)
+    def _primary(self, pixels: np.ndarray, roi=None, scatter: bool = True, parts: bool = False):
+        """:func:`primary_attenuation` of a frame of this plane."""
+        return primary_attenuation(pixels, self.grid, self.model, self.physics, roi, scatter, parts)
 
     def _full(self, x: float, y: float) -> list[float]:
         """Working-ROI pixel to full-resolution image pixel."""
-        s = self.scale
-        return [round((x + self.roi[0]) * s + (s - 1) / 2, 1), round((y + self.roi[1]) * s + (s - 1) / 2, 1)]
+        return self.grid.to_full(x, y, self.roi[:2])
 
     # ----------------------------------------------------------------- baseline
 
@@ -380,7 +293,7 @@ class PlaneAnalyzer:
                 [shaft_band(plain.shape, c.tip, c.direction, c.width_px, 1.15) for c in self.cannulas], 0
             )
             sleeve = (exclude & ~outside & ~steel)[y0:y1, x0:x1]
-        self._layers = cv2.merge(
+        self._layers = cv2.merge(  # in the order of LAYER_*
             [self.baseline, gradient, self._exclude.astype(np.float32), sleeve.astype(np.float32)]
         )
         if self.cannulas and self.pixel_mm:
@@ -408,7 +321,9 @@ class PlaneAnalyzer:
         elif not self.pixel_mm and self.cannulas:
             self.anatomy_error = Caveat(CaveatCode.UNCALIBRATED, "no millimetre scale, so no wall distance")
         self._tip_roi = self.roi
-        self._tip_state = (self.baseline, self._layers, self._exclude, self._prior, self._scatter_layers)
+        self._tip_state = BaselineState(
+            self.baseline, self._layers, self._exclude, self._prior, self._scatter_layers
+        )
         if self.body is not None:
             self._use_roi(self._body_roi())
         for unused, value, apply in (
@@ -453,12 +368,10 @@ class PlaneAnalyzer:
     def _use_roi(self, roi: tuple[int, int, int, int]) -> None:
         """Measure within ``roi`` (working pixels, inside the ROI around the tip) from now on."""
         x0, y0 = roi[0] - self._tip_roi[0], roi[1] - self._tip_roi[1]
-        window = (slice(y0, y0 + roi[3] - roi[1]), slice(x0, x0 + roi[2] - roi[0]))
-        baseline, layers, exclude, prior, scatter_layers = self._tip_state
+        state = self._tip_state.window(slice(y0, y0 + roi[3] - roi[1]), slice(x0, x0 + roi[2] - roi[0]))
         self.roi = roi
-        self.baseline, self._layers, self._exclude = baseline[window], layers[window], exclude[window]
-        self._scatter_layers = None if scatter_layers is None else scatter_layers[window]
-        self._prior = None if prior is None else (prior[0][window], prior[1][window])
+        self.baseline, self._layers, self._exclude = state.attenuation, state.layers, state.exclude
+        self._scatter_layers, self._prior = state.scatter_layers, state.prior
         self._registration = Registration(self.baseline)
         self._distance_maps.clear()
         self._last_mask = None
@@ -552,12 +465,12 @@ class PlaneAnalyzer:
         dx, dy = self._registration.shift(att, ignore, self._shift)
         self._shift = (dx, dy)
         layers = shift_image(self._layers, dx, dy)
-        base, gradient = layers[..., 0], layers[..., 1]
+        base, gradient = layers[..., LAYER_ATTENUATION], layers[..., LAYER_GRADIENT]
         # Rows and columns the shifted baseline does not cover are not comparable.
         bx, by = int(np.ceil(abs(dx))) + 2, int(np.ceil(abs(dy))) + 2
         uncovered = np.zeros(att.shape, bool)
         uncovered[:by, :] = uncovered[-by:, :] = uncovered[:, :bx] = uncovered[:, -bx:] = True
-        exclude = (layers[..., 2] > 0.25) | uncovered
+        exclude = (layers[..., LAYER_EXCLUDED] > EXCLUDED_ABOVE) | uncovered
         if parts:
             before = shift_image(self._scatter_layers, dx, dy)
         # without scatter, the measured intensities' own log ratio
@@ -567,7 +480,7 @@ class PlaneAnalyzer:
         difference -= float(np.median(sample)) if sample.size else 0.0
         cement = segment(difference, gradient, exclude, self.pixel_mm)
         if parts and self.halo_open:
-            self._refit_scatter(difference, cement.mask, exclude, (measured, scatter), before)
+            self.halo.add(difference, cement.mask, exclude, (measured, scatter), before, self.pixel_mm)
         body = self._shifted_body(dx, dy)
         shaft = self._read_shaft(cement.difference, dx, dy, body)
         cement = self._with_prior(cement, dx, dy)
@@ -585,7 +498,7 @@ class PlaneAnalyzer:
             )
         # Front and leaks also read the band's strips beside the steel, with the same
         # threshold: cement running back along the needle's track is the first to leave.
-        sleeve = (layers[..., 3] > 0.75) & ~uncovered
+        sleeve = (layers[..., LAYER_SLEEVE] > SLEEVE_ABOVE) & ~uncovered
         seen = replace(cement, mask=cement.mask | (sleeve & (cement.difference > cement.threshold)))
         if body is not None:
             self._measure(result, seen, body, shaft)
@@ -641,10 +554,9 @@ class PlaneAnalyzer:
             raise ValueError("the posterior wall is drawn on the lateral view")
         if self.baseline is None or not self.pixel_mm:
             raise ValueError("no baseline or no millimetre scale yet: the wall cannot be placed")
-        s = self.scale
         dx, dy = self._shift
         (x1, y1), (x2, y2) = (
-            ((x - (s - 1) / 2) / s - dx, (y - (s - 1) / 2) / s - dy) for x, y in points
+            (wx - dx, wy - dy) for wx, wy in (self.grid.to_working(x, y) for x, y in points)
         )  # working pixels, at the baseline's position
         if abs(y2 - y1) < 5.0 / self.pixel_mm:
             raise ValueError("the wall's two points must be at least 5 mm apart cranio-caudally")
@@ -683,7 +595,8 @@ class PlaneAnalyzer:
         dx, dy = self._shift
         if min(w, h) * self.full_pixel_mm < 8.0:
             raise ValueError("the body box must be at least 8 mm on each side")
-        x0, y0 = (x - (s - 1) / 2) / s - dx, (y - (s - 1) / 2) / s - dy  # working pixels, baseline position
+        wx, wy = self.grid.to_working(x, y)
+        x0, y0 = wx - dx, wy - dy  # working pixels, baseline position
         left, right = Line(0.0, x0, True, 0), Line(0.0, x0 + w / s, True, 0)
         top, bottom = Line(0.0, y0, False, 0), Line(0.0, y0 + h / s, False, 0)
         if self.plane == "lateral":
@@ -913,7 +826,7 @@ class PlaneAnalyzer:
             cement.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
         )
         out["cement"] = [
-            np.round((c.reshape(-1, 2) + (x0, y0)) * s + (s - 1) / 2, 1).tolist()
+            self.grid.points_to_full(c, (x0, y0)).tolist()
             for c in sorted(contours, key=len, reverse=True)[:20]
             if len(c) >= 3
         ]
@@ -949,7 +862,7 @@ class CaseAnalyzer:
         our simulator's 30 cases, where it is 1), so it does not replace the configured
         scatter; but images with no scatter at all (0.03-0.22 on seven scatter-free
         renders) would read 1.3-1.9 times the volume with it."""
-        fitted = [p for p in self.planes.values() if p._scatter_layers is not None]
+        fitted = [p for p in self.planes.values() if p.scatter_modelled]
         # one plane's halo alone is too uncertain (0.17 on a lateral view with scatter)
         if len(fitted) < 2 or any(p.halo_weight < HALO_DECIDE_WEIGHT for p in fitted):
             return
@@ -969,13 +882,8 @@ class CaseAnalyzer:
         """Read the volumes without scatter correction from now on (and say so)."""
         self.scatter_seen = False
         for p in self.planes.values():
-            if p._scatter_layers is not None:
-                p.without_scatter, p.halo_open = True, False
-                p.add_caveat(
-                    CaveatCode.SCATTER_NOT_SEEN,
-                    f"the cement leaves no scatter halo ({why}),"
-                    " so volumes are read without scatter correction",
-                )
+            if p.scatter_modelled:
+                p.read_without_scatter(why)
 
     def plane(
         self, name: str, photometric: str, relationship: str | None, bits: int, pixel_mm: float | None

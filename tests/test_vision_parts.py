@@ -1,0 +1,85 @@
+"""The vision core's small parts on small synthetic arrays: pixel grids, the baseline's
+windows, the scatter model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from monitor.vision.baseline import BaselineState
+from monitor.vision.intensity import IntensityModel
+from monitor.vision.pixels import PixelGrid
+from monitor.vision.scatter import HaloEvidence, ScatterPhysics, primary_attenuation
+
+
+@pytest.mark.parametrize(("pixel_mm", "scale"), [(0.19, 1), (0.125, 2), (0.08, 3), (None, 1)])
+def test_a_detector_is_binned_towards_a_quarter_millimetre(pixel_mm, scale):
+    grid = PixelGrid.for_spacing(pixel_mm)
+    assert grid.scale == scale
+    assert grid.pixel_mm == (pixel_mm * scale if pixel_mm else None)
+
+
+def test_working_and_full_pixels_convert_both_ways_about_the_bins_centre():
+    grid = PixelGrid.for_spacing(0.125)  # 2x2 bins: working pixel 0 is full pixels 0 and 1
+    assert grid.to_full(0, 0) == [0.5, 0.5]
+    assert grid.to_full(3, 1, origin=(10, 20)) == [26.5, 42.5]
+    assert grid.to_working(26.5, 42.5) == (13.0, 21.0)
+    points = np.array([[3.0, 1.0], [0.0, 0.0]])
+    assert grid.points_to_full(points, (10, 20)).tolist() == [[26.5, 42.5], [20.5, 40.5]]
+
+
+def test_a_window_of_the_baseline_is_a_view_of_every_layer():
+    h, w = 6, 8
+    state = BaselineState(
+        np.arange(h * w, dtype=np.float32).reshape(h, w),
+        np.zeros((h, w, 4), np.float32),
+        np.zeros((h, w), bool),
+        (np.ones((h, w), bool), np.full((h, w), 0.5, np.float32)),
+        None,
+    )
+    part = state.window(slice(1, 4), slice(2, 7))
+    assert part.attenuation.shape == part.exclude.shape == part.prior[0].shape == (3, 5)
+    assert part.layers.shape == (3, 5, 4) and part.scatter_layers is None
+    assert part.attenuation[0, 0] == state.attenuation[1, 2]
+    assert np.shares_memory(part.layers, state.layers)
+
+
+def test_without_scatter_the_primary_is_the_measured_attenuation():
+    """No scale (or a scatter fraction of 0): nothing is subtracted; with scatter, the
+    primary under a uniform field is the measured intensity over 1 + fraction."""
+    model = IntensityModel("MONOCHROME2", "LIN", 12)
+    pixels = np.full((64, 64), 2000, np.uint16)
+    plain = primary_attenuation(pixels, PixelGrid.for_spacing(None), model, ScatterPhysics(0.15, 20.0))
+    assert np.allclose(plain, -np.log(2000.0), atol=1e-5)
+    grid = PixelGrid.for_spacing(0.25)
+    assert np.allclose(primary_attenuation(pixels, grid, model, ScatterPhysics(0.0, 20.0)), plain)
+    with_scatter = primary_attenuation(pixels, grid, model, ScatterPhysics(0.15, 20.0))
+    assert np.allclose(with_scatter, -np.log(2000.0 / 1.15), atol=2e-3)
+
+
+def _halo_frame(true_scale: float):
+    """A bolus 3.5 mm across at 0.25 mm per pixel, and around it the modelled scatter
+    weakening towards the cement (its primary is gone). Where the true scatter is
+    ``true_scale`` times the model's, the difference around the bolus moves by the model's
+    slope times the scale it has too much."""
+    n = 320
+    y, x = np.mgrid[:n, :n]
+    d = np.hypot(x - n / 2, y - n / 2) * 0.25  # mm from the centre
+    mask = d < 3.5
+    measured = np.ones((n, n), np.float32)
+    scatter = (0.1 - 0.05 * np.exp(-d / 10)).astype(np.float32)
+    before = np.dstack([np.ones((n, n), np.float32), np.full((n, n), 0.1, np.float32)])
+    slope = scatter / (measured - scatter) - 0.1 / 0.9
+    difference = (slope * (1.0 - true_scale)).astype(np.float32)
+    return difference, mask, np.zeros((n, n), bool), (measured, scatter), before
+
+
+@pytest.mark.parametrize("true_scale", [0.0, 1.0])
+def test_the_halo_around_the_cement_says_how_much_of_the_modelled_scatter_is_there(true_scale):
+    halo = HaloEvidence()
+    assert halo.weight == 0 and halo.scale == 1.0  # nothing seen: the configured scatter stands
+    halo.add(*_halo_frame(true_scale), px=0.25)
+    assert halo.weight > 0 and halo.scale == pytest.approx(true_scale, abs=0.05)
+    weight = halo.weight
+    halo.add(*_halo_frame(true_scale), px=0.25)  # a second, equally strong frame: same answer
+    assert halo.weight == pytest.approx(2 * weight) and halo.scale == pytest.approx(true_scale, abs=0.05)
