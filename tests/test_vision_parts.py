@@ -83,3 +83,44 @@ def test_the_halo_around_the_cement_says_how_much_of_the_modelled_scatter_is_the
     weight = halo.weight
     halo.add(*_halo_frame(true_scale), px=0.25)  # a second, equally strong frame: same answer
     assert halo.weight == pytest.approx(2 * weight) and halo.scale == pytest.approx(true_scale, abs=0.05)
+
+
+def _cement(mask: np.ndarray, log_units: float = 0.5):
+    from monitor.vision.cement import CementMap
+
+    difference = np.where(mask, log_units, 0.0).astype(np.float32)
+    return CementMap(difference, mask, np.full(mask.shape, 0.1, np.float32), 0.01)
+
+
+def test_specks_do_not_make_the_front_but_a_bolus_does():
+    from monitor.vision.measure import substantial
+
+    mask = np.zeros((60, 60), bool)
+    mask[10:30, 10:30] = True  # 5 x 5 mm at 0.25 mm per pixel, 0.5 log units: ~0.07 mL
+    mask[50, 50] = True  # one pixel
+    kept = substantial(_cement(mask), 0.25, 0.18, 0.004).mask
+    assert kept[10:30, 10:30].all() and not kept[50, 50]
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "site"),
+    [
+        ((10, 30), (32, 50), "posterior"),  # a sheet 4.5 mm beyond the wall
+        ((10, 50), (35, 37), "venous"),  # a streak 10 mm long and 0.5 mm wide, 1.75 mm out
+        ((10, 30), (30, 33), None),  # a sliver 0.75 mm deep: the outline's own uncertainty
+    ],
+)
+def test_cement_beyond_the_outline_is_a_leak_by_its_depth_and_shape(rows, cols, site):
+    from monitor.vision.measure import find_leaks
+
+    mask = np.zeros((60, 60), bool)
+    mask[slice(*rows), slice(*cols)] = True
+    beyond = np.tile(np.arange(60, dtype=np.float32) - 29, (60, 1))  # pixels behind a wall at x = 29
+    grid = PixelGrid.for_spacing(0.25)
+    leaks = find_leaks(
+        _cement(mask), {"posterior": (beyond > 0, beyond)}, (0, 0), grid, (100, 200), 0.18, 1.5
+    )
+    assert [lk.site for lk in leaks] == ([site] if site else [])
+    if site:
+        x, y, w, h = leaks[0].box
+        assert (x, y) == (100 + cols[0], 200 + rows[0]) and (w, h) == (cols[1] - cols[0], rows[1] - rows[0])

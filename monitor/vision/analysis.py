@@ -20,7 +20,6 @@ import numpy as np
 
 from monitor.vision.alarms import PLANE_CHECKS, AlarmConfig, AlarmEngine
 from monitor.vision.anatomy import (
-    BAND_WIDTHS,
     ApBody,
     LateralBody,
     Line,
@@ -53,8 +52,8 @@ from monitor.vision.cement import (
     shift_image,
 )
 from monitor.vision.intensity import IntensityModel, model_for
+from monitor.vision.measure import Leak, find_leaks, read_shaft, substantial
 from monitor.vision.pixels import PixelGrid
-from monitor.vision.sampling import sample_points
 from monitor.vision.scatter import (
     HALO_DECIDE_WEIGHT,
     NO_SCATTER_BELOW,
@@ -83,14 +82,6 @@ class AnalysisConfig:
     body_boxes: tuple = ()
     # the id of the calibration profile the physics above came from (None: the defaults)
     calibration: str | None = None
-
-
-@dataclass
-class Leak:
-    site: str
-    volume_ml: float
-    centroid: tuple[float, float]  # image pixels
-    box: tuple[int, int, int, int]  # x, y, w, h in image pixels
 
 
 @dataclass
@@ -659,7 +650,9 @@ class PlaneAnalyzer:
             # projects as a band, and a disc leak starts as a film under it): not the front.
             band = ENDPLATE_BAND_MM / self.pixel_mm
             clear = (below_top > band) & (above_bottom > band)
-            found = front_distance_px(self._substantial(cement), inside_post, clear, self.pixel_mm)
+            c = self.config
+            solid = substantial(cement, self.pixel_mm, c.cement_mu_per_mm, c.front_min_ml)
+            found = front_distance_px(solid, inside_post, clear, self.pixel_mm)
             if shaft is not None:  # the end of the cement read along the shaft's middle
                 x, y = float(shaft.xs[-1]), float(shaft.ys[-1])
                 along = float(s * body.posterior.signed_distance(x, y))
@@ -688,56 +681,18 @@ class PlaneAnalyzer:
             # disc leaks show better in the lateral view.
             beyond = np.maximum(-inside_left, -inside_right)
             sides = {"paravertebral": ((beyond > margin) & level, beyond)}
-        result.leaks = self._leaks(cement, sides, origin)
+        c = self.config
+        result.leaks = find_leaks(
+            cement, sides, origin, self.grid, self.roi[:2], c.cement_mu_per_mm, c.leak_min_depth_mm
+        )
 
     def _read_shaft(self, difference: np.ndarray, dx: float, dy: float, body) -> ShaftReading | None:
-        """Cement around the lateral shaft, under its steel, from the tip back, or None.
-
-        Cement pushed back along the needle's track surrounds the steel and hides
-        in its shadow in both views; the cannula is a tube, whose middle the beam
-        crosses through two thin walls and the lumen, so the difference is read
-        along its axis (the median over the middle fifth of its width), as what it
-        adds over the lumen's own cement: that level is read on the shaft 3 mm or
-        more behind the wall (at least 4 mm of it). Cement is where the excess is
-        over 0.25 or six times the core's noise, continuously from the tip back."""
+        """:func:`read_shaft` of the first cannula, in the lateral view only."""
         if self.plane != "lateral" or not self.cannulas or not isinstance(body, LateralBody):
             return None
         c = self.cannulas[0]
-        tx, ty = c.tip[0] - self.roi[0] + dx, c.tip[1] - self.roi[1] + dy
-        ux, uy = c.direction
-        h, w = difference.shape
-        t = np.arange(-2.0 / self.pixel_mm, max(h, w), 1.0, dtype=np.float32)  # from 2 mm ahead of the tip
-        xs, ys = tx + ux * t, ty + uy * t
-        ahead = int(2.0 / self.pixel_mm)
-        leaves = np.flatnonzero(~((xs >= 1) & (xs < w - 2) & (ys >= 1) & (ys < h - 2))[ahead:])
-        if leaves.size:  # up to where the shaft leaves the ROI
-            t, xs, ys = (v[: ahead + leaves[0]] for v in (t, xs, ys))
-        u = np.linspace(-0.1, 0.1, 5, dtype=np.float32) * c.width_px
-        grid_x = (xs[None, :] - uy * u[:, None]).astype(np.float32)
-        grid_y = (ys[None, :] + ux * u[:, None]).astype(np.float32)
-        core = np.median(sample_points(difference, grid_x, grid_y), axis=0)
-        beyond_wall_mm = -body.posterior_sign * body.posterior.signed_distance(xs, ys) * self.pixel_mm
-        reference = beyond_wall_mm >= 3.0
-        if reference.sum() * self.pixel_mm < 4.0:
-            return None
-        lumen = float(np.median(core[reference]))
-        noise = 1.4826 * float(np.median(np.abs(core[reference] - lumen)))
-        excess = core - lumen > max(0.25, 6.0 * noise)
-        start = int(np.argmin(np.abs(t)))  # the tip
-        if not excess[start : start + max(2, int(round(1.0 / self.pixel_mm)))].all():
-            return None  # no cement at the tip itself: nothing is being pushed back
-        gap = max(2, int(round(0.6 / self.pixel_mm)))
-        last, misses = start, 0
-        for i in range(start, len(t)):
-            if excess[i]:
-                last, misses = i, 0
-            else:
-                misses += 1
-                if misses >= gap:
-                    break
-        run = slice(start, last + 1)
-        half_width = BAND_WIDTHS / 2 * c.width_px
-        return ShaftReading(xs[run], ys[run], (core - lumen)[run].astype(np.float32), half_width)
+        tip = (c.tip[0] - self.roi[0] + dx, c.tip[1] - self.roi[1] + dy)
+        return read_shaft(difference, c, tip, body, self.pixel_mm)
 
     def _signed_distance(self, line: Line, window: tuple[slice, slice]) -> np.ndarray:
         """The signed distance to ``line`` of every ROI pixel in ``window``. Breathing
@@ -752,58 +707,6 @@ class PlaneAnalyzer:
             self._distance_maps[key] = (line.b, line.signed_distance(xs, ys).astype(np.float32))
         b0, base = self._distance_maps[key]
         return base[window] + np.float32((line.b - b0) / np.hypot(1.0, line.a))
-
-    def _substantial(self, cement: CementMap) -> CementMap:
-        """Only cement regions of at least ``front_min_ml``: specks left by noise or
-        imperfect registration must not define the front (real leaks, however
-        small, are caught by the leak detector, which needs them to persist)."""
-        if not cement.mask.any():
-            return cement
-        window = around(cement.mask, 0)
-        count, labels = cv2.connectedComponents(cement.mask[window].astype(np.uint8), connectivity=8)
-        sums = np.bincount(
-            labels.ravel(), weights=np.clip(cement.difference[window], 0, None).ravel(), minlength=count
-        )
-        volumes = sums * self.pixel_mm**2 / (self.config.cement_mu_per_mm * 1000.0)
-        keep = volumes >= self.config.front_min_ml
-        keep[0] = False
-        mask = np.zeros_like(cement.mask)
-        mask[window] = keep[labels]
-        return replace(cement, mask=mask)
-
-    def _leaks(self, cement, sides: dict, origin: tuple[int, int]) -> list[Leak]:
-        """Cement outside the body, grouped by site; thin long streaks are venous.
-
-        ``sides`` maps a site to (its region, each pixel's distance outside the
-        outline); ``origin`` is where these arrays start in the ROI (x, y).
-        """
-        leaks = []
-        area_mm2 = self.pixel_mm**2
-        for site, (region, beyond) in sides.items():
-            outside = cement.mask & region
-            if not outside.any():
-                continue
-            count, labels, stats, centroids = cv2.connectedComponentsWithStats(outside.astype(np.uint8), 8)
-            for i in range(1, count):
-                comp = labels == i
-                # A sliver hugging the outline is the outline's own uncertainty (or the
-                # blurred rim of cement inside); a leak reaches clearly beyond it.
-                if float(beyond[comp].max()) * self.pixel_mm < self.config.leak_min_depth_mm:
-                    continue
-                volume = float(np.clip(cement.difference[comp], 0, None).sum()) * area_mm2
-                volume /= self.config.cement_mu_per_mm * 1000.0
-                x, y, w, h, area = stats[i]
-                # A vein is a long thin streak; an epidural or paravertebral leak
-                # spreads as a sheet or a blob.
-                (_, _), (side_a, side_b), _ = cv2.minAreaRect(np.column_stack(np.nonzero(comp)[::-1]))
-                length = max(side_a, side_b, 1.0) * self.pixel_mm
-                width_mm = area * area_mm2 / length
-                kind = "venous" if length >= 4.0 * width_mm and width_mm < 2.0 else site
-                corner = self._full(x + origin[0], y + origin[1])
-                box = (int(corner[0]), int(corner[1]), int(w * self.scale), int(h * self.scale))
-                cx, cy = centroids[i]
-                leaks.append(Leak(kind, volume, tuple(self._full(cx + origin[0], cy + origin[1])), box))
-        return leaks
 
     def _overlay(self, cement, body, dx, dy, result: PlaneResult) -> dict:
         """Geometry for drawing, in full-resolution image pixel coordinates."""
