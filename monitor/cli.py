@@ -282,10 +282,15 @@ def _add_stream_options(p, session_help: str) -> None:
         action="store_true",
         help="only publish frames; analyzers and viewers attach on their own",
     )
-    p.add_argument("--frames-endpoint", default=None, help="ZeroMQ endpoint the frames are published on")
-    p.add_argument("--results-endpoint", default=None, help="ZeroMQ endpoint of the analyzer's results")
-    p.add_argument("--flow-endpoint", default=None, help="ZeroMQ endpoint for consumer readiness and acks")
-    p.add_argument("--control-endpoint", default=None, help="ZeroMQ endpoint the analyzer takes commands on")
+    own = (
+        "(default: with no endpoint given, IPC endpoints of this run's own in the user's private"
+        " runtime directory, where monitor view and analyze find them; with some given, the others"
+        " on tcp://127.0.0.1:5571-5574)"
+    )
+    p.add_argument("--frames-endpoint", help=f"ZeroMQ endpoint the frames are published on {own}")
+    p.add_argument("--results-endpoint", help="ZeroMQ endpoint of the analyzer's results (as above)")
+    p.add_argument("--flow-endpoint", help="ZeroMQ endpoint for consumer readiness and acks (as above)")
+    p.add_argument("--control-endpoint", help="ZeroMQ endpoint the analyzer takes commands on (as above)")
     p.add_argument(
         "--stale-ms",
         type=_stale_ms,
@@ -401,16 +406,60 @@ def _add_grab(sub) -> None:
     p.set_defaults(run=_run_grab)
 
 
-def _endpoints(args):
+def _given_endpoints(args) -> dict[str, str]:
+    """The endpoints given on the command line, by role."""
+    roles = ("frames", "results", "flow", "control")
+    return {role: value for role in roles if (value := getattr(args, f"{role}_endpoint", None))}
+
+
+def _endpoints(args, given: dict[str, str] | None = None):
+    """Endpoints given on the command line; the loopback TCP defaults for the others."""
     from monitor.pipeline import Endpoints
 
+    given = _given_endpoints(args) if given is None else given
     d = Endpoints()
     return Endpoints(
-        args.frames_endpoint or d.frames,
-        args.results_endpoint or d.results,
-        args.flow_endpoint or d.flow,
-        args.control_endpoint or d.control,
+        *(given.get(role) or getattr(d, role) for role in ("frames", "results", "flow", "control"))
     )
+
+
+def _own_endpoints(args):
+    """A streaming run's endpoints: those given, or else IPC endpoints of its own in the
+    user's private runtime directory (True: to be registered for view and analyze)."""
+    from monitor.io.runs import private_endpoints
+    from monitor.pipeline import Endpoints
+
+    given = _given_endpoints(args)
+    if given:
+        return _endpoints(args, given), False
+    return Endpoints(**private_endpoints()), True
+
+
+def _attached_endpoints(args):
+    """What ``view`` and ``analyze`` attach to: the endpoints given, or else those of the
+    monitor running on this machine (``--run PID`` when there are several)."""
+    from monitor.io.runs import attach
+    from monitor.pipeline import Endpoints
+
+    given = _given_endpoints(args)
+    if given:
+        return _endpoints(args, given)
+    return Endpoints(**attach(args.run_pid))
+
+
+def _add_attach_options(p, control_help: str) -> None:
+    p.add_argument(
+        "--run",
+        dest="run_pid",
+        type=int,
+        metavar="PID",
+        help="the monitor to attach to when several run on this machine (default: the only one)",
+    )
+    running = "(default: the running monitor's)"
+    p.add_argument("--frames-endpoint", help=f"ZeroMQ endpoint the frames come from {running}")
+    p.add_argument("--results-endpoint", help=f"ZeroMQ endpoint of the analyzer's results {running}")
+    p.add_argument("--flow-endpoint", help=f"the source's endpoint for readiness and acks {running}")
+    p.add_argument("--control-endpoint", help=f"{control_help} {running}")
 
 
 def _stream(args, source, speed: float, loop: bool) -> int:
@@ -418,12 +467,14 @@ def _stream(args, source, speed: float, loop: bool) -> int:
     from monitor.replay import PaceOptions
 
     viewer = not (args.headless or args.publish_only)
+    endpoints, private = _own_endpoints(args)
     if viewer:
         from monitor.viewer import has_display
 
         if not has_display():
             print(
-                "no display: running headless (monitor view can attach from a machine with one)",
+                "no display: running headless (monitor view attaches to it from this machine's"
+                " display; from another machine, give this run tcp:// endpoints)",
                 file=sys.stderr,
             )
             viewer = False
@@ -463,7 +514,7 @@ def _stream(args, source, speed: float, loop: bool) -> int:
     spec = RunSpec(
         session_dir=str(args.session) if args.session else None,
         level=args.level,
-        endpoints=_endpoints(args),
+        endpoints=endpoints,
         analyzer=not args.publish_only,
         viewer=viewer,
         analysis=analysis,
@@ -480,10 +531,23 @@ def _stream(args, source, speed: float, loop: bool) -> int:
             "body_boxes": dict(args.body) if args.body else None,
         },
     )
+    record = None
+    if private:  # `monitor view` and `monitor analyze` find it here
+        from dataclasses import asdict
+
+        from monitor.io.runs import register
+
+        record = register(
+            asdict(endpoints), f"{getattr(source, 'name', 'dicom')} -> {args.session or 'no log'}"
+        )
     try:
         code = run(source, spec, PaceOptions(speed=speed, loop=loop))
     finally:
         source.close()
+        if record is not None:
+            from monitor.io.runs import unregister
+
+            unregister(record)
     # without a log the run cannot say it per level; an unmeasured plane is never monitored
     return 4 if code in (0, 130) and unscaled and args.unmeasured else code
 
@@ -562,10 +626,7 @@ def _run_grab(args) -> int:
 
 def _add_view(sub) -> None:
     p = sub.add_parser("view", help="the live overlay for the operator, attached to a running monitor")
-    p.add_argument("--frames-endpoint", default=None)
-    p.add_argument("--results-endpoint", default=None)
-    p.add_argument("--flow-endpoint", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--control-endpoint", default=None, help="where operator actions go (the analyzer)")
+    _add_attach_options(p, "where operator actions go (the analyzer)")
     p.add_argument(
         "--screenshot", type=Path, metavar="PNG", help="grab the window to PNG after --after s, exit"
     )
@@ -576,7 +637,7 @@ def _add_view(sub) -> None:
 def _run_view(args) -> int:
     from monitor.viewer import run_viewer
 
-    e = _endpoints(args)
+    e = _attached_endpoints(args)
     return run_viewer(
         e.frames, e.results, e.control, str(args.screenshot) if args.screenshot else None, args.after
     )
@@ -776,28 +837,7 @@ def _add_analyze(sub) -> None:
         " --calibration profile when the source was given one: frames measured with a profile this"
         " analyzer lacks carry a caveat on every result.",
     )
-    from monitor.io import transport as d  # its defaults; the pipeline is slow to import
-
-    p.add_argument(
-        "--frames-endpoint",
-        default=d.DEFAULT_FRAMES_ENDPOINT,
-        help="ZeroMQ endpoint the frames come from (default %(default)s)",
-    )
-    p.add_argument(
-        "--results-endpoint",
-        default=d.DEFAULT_RESULTS_ENDPOINT,
-        help="ZeroMQ endpoint to publish results on (default %(default)s)",
-    )
-    p.add_argument(
-        "--flow-endpoint",
-        default=d.DEFAULT_FLOW_ENDPOINT,
-        help="the source's endpoint for readiness and acks (default %(default)s)",
-    )
-    p.add_argument(
-        "--control-endpoint",
-        default=d.DEFAULT_CONTROL_ENDPOINT,
-        help="ZeroMQ endpoint to take commands on (default %(default)s)",
-    )
+    _add_attach_options(p, "ZeroMQ endpoint to take operator commands on")
     p.add_argument(
         "--calibration",
         type=Path,
@@ -824,7 +864,7 @@ def _run_analyze(args) -> int:
         from monitor.io.profile import load_profile
 
         settings = load_profile(args.calibration).analysis_settings()
-    e = _endpoints(args)
+    e = _attached_endpoints(args)
     counts = run_analyzer(
         e.frames,
         e.results,

@@ -28,6 +28,23 @@ def log_signing_key(tmp_path_factory):
         os.environ["MONITOR_KEY_DIR"] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def runtime_dir(tmp_path_factory):
+    """The user's runtime directory (where monitors register their endpoints) for this test
+    session, not the user's own: tests never attach to, or are seen by, a real monitor."""
+    import os
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: IPC paths are limited to ~107 bytes
+    previous = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("XDG_RUNTIME_DIR", None)
+    else:
+        os.environ["XDG_RUNTIME_DIR"] = previous
+
+
 def _render(root: Path, name: str, **overrides) -> tuple[Path, dict]:
     out = root / name
     cfg = SimConfig(size=192, frames=14, fps=15.0, **overrides)

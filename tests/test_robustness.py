@@ -249,3 +249,86 @@ def test_a_fault_in_a_command_handler_is_reported_as_a_fault_not_a_refusal():
     assert [event for event, _ in said] == ["rejected-command", "command-failed", "pause"]
     assert said[0][1] == "wall: no lateral frame yet"
     assert "KeyError('a bug')" in said[1][1] and "a fault in the monitor" in said[1][1]
+
+
+def test_two_monitors_with_default_arguments_run_side_by_side_and_are_found(tmp_path):
+    """With no endpoint given, each replay gets IPC endpoints of its own in the user's private
+    runtime directory and registers them while it runs: both log complete sessions, and
+    ``monitor view``/``analyze`` attach to the one running or, with several, name them."""
+    import os
+    import subprocess
+    import sys
+
+    from monitor.io import runs
+    from monitor.io.transport import Subscriber
+    from monitor.messages import Result
+
+    rec = default_recording()
+
+    def replay(name: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "monitor", "replay", "--lateral", rec.lateral, "--ap", rec.ap,
+             "--headless", "--speed", "1", "--session", tmp_path / name],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    first = replay("a")
+    deadline = time.monotonic() + 30
+    while not runs.running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (only,) = runs.running()
+    assert only["pid"] == first.pid and runs.attach() == only["endpoints"]
+    assert all(e.startswith(f"ipc://{runs.runtime_dir()}/") for e in only["endpoints"].values())
+    assert oct(os.stat(runs.runtime_dir()).st_mode & 0o777) == "0o700"
+    results = Subscriber(only["endpoints"]["results"])
+    try:
+        seen = None
+        while seen is None and time.monotonic() < deadline:
+            message = results.receive(100)
+            seen = message if isinstance(message, Result) else None
+        assert seen is not None, "attached to the running monitor's results"
+    finally:
+        results.close()
+    second = replay("b")
+    while len(runs.running()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    several = monitor_cli("analyze")
+    assert several.returncode == 1 and "2 monitors are running; choose one with --run PID" in several.stderr
+    assert str(first.pid) in several.stderr and str(second.pid) in several.stderr
+    for proc in (first, second):
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    for name in ("a", "b"):
+        store = SessionStore.open(tmp_path / name)
+        assert store.count("frame") == 96 and store.verify() == []
+        store.close()
+    assert runs.running() == [] and not list(runs.runtime_dir().iterdir())  # records and sockets gone
+    none = monitor_cli("view")
+    assert none.returncode == 1 and "no monitor is running on this machine" in none.stderr
+
+
+def test_a_runtime_directory_others_can_enter_is_refused(tmp_path):
+    """Its sockets would let another user read the frames or send commands."""
+    import os
+
+    open_dir = tmp_path / "vertebroplasty-monitor"
+    open_dir.mkdir(mode=0o755)
+    os.chmod(open_dir, 0o755)
+    rec = default_recording()
+    done = subprocess_env_run(
+        ["replay", "--lateral", rec.lateral, "--headless", "--session", tmp_path / "s"],
+        XDG_RUNTIME_DIR=str(tmp_path),
+    )
+    assert done.returncode == 1 and "not a private directory of this user" in done.stderr
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "s" / "session.sqlite").exists()
+
+
+def subprocess_env_run(args, **env):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *map(str, args)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **env},
+    )  # fmt: skip
