@@ -198,7 +198,12 @@ def _caveat_kind(result: dict):
 
 
 def _level_report(lv: dict) -> dict:
-    frames: dict[int, dict] = {}
+    # One row per acquisition instant, both planes' results of that instant merged: planes
+    # at different frame rates must not be merged by frame index (AP frame 10 of a 3.75 fps
+    # view is lateral frame 20 of a 7.5 fps one), or the volume runs backwards in time and
+    # every reaction time is wrong. Times are rounded to 0.1 ms so that a biplane pair
+    # acquired together shares its row.
+    frames: dict[float, dict] = {}
     caveats: dict[tuple[str, str], dict] = {}
     cannulas = 0
     for r in lv["results"]:  # in the order written: for one frame index, AP after lateral
@@ -217,7 +222,7 @@ def _level_report(lv: dict) -> dict:
             c["last_frame"] = r.frame
             c["frames"] += 1
         row = frames.setdefault(
-            r.frame,
+            round(r.body["acq_time"], 4),
             {
                 "frame": r.frame,
                 "time_s": r.body["acq_time"],
@@ -234,7 +239,7 @@ def _level_report(lv: dict) -> dict:
             row["image_volume_ml"] = round(r.body["volume_ml"] / scale, 4)
         if r.plane == "ap":
             cannulas = max(cannulas, len(r.body["overlay"].get("cannula_tips", [])))
-    ordered = [frames[i] for i in sorted(frames)]
+    ordered = [frames[t] for t in sorted(frames)]
     series = [(f["time_s"], f["volume_ml"]) for f in ordered if f["volume_ml"] is not None]
     distances = [f["distance_mm"] for f in ordered if f["distance_mm"] is not None]
     pauses = [e["time"] for e in lv["events"] if e["event"] == "pause"]

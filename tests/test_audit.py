@@ -358,3 +358,43 @@ def test_the_summary_lists_a_rewritten_log_first_as_untrusted(session, tmp_path)
     assert row["sessions"] == 2 and row["incomplete"] == 1  # the forged one is not counted complete
     text = monitor_cli("audit", root, "--summary").stdout.splitlines()
     assert text[0].startswith(f"UNTRUSTED: {root / 'forged'}: ")
+
+
+def test_planes_at_different_frame_rates_are_merged_by_time_not_frame_index(session, tmp_path):
+    """The AP view at half the lateral's rate (every other frame, FrameTime doubled): rows
+    were merged by frame index, so AP frame 20 (at 5.3 s) filled the row of lateral frame 20
+    (at 2.7 s), the volume ran backwards in time and the mL injected after each alarm read
+    1.9x too high. Merged by acquisition time, the reactions agree with the biplane run."""
+    from monitor.io.dicom import WriteOptions, write_recording
+    from monitor.io.sources import DicomPairSource
+
+    rec = default_recording()
+    with open_recording(rec.ap) as r:
+        info = r.info
+        frames = np.stack(list(r.frames()))[::2]
+    ap = write_recording(
+        tmp_path / "ap.dcm",
+        frames,
+        WriteOptions(
+            "ap", info.geometry, 2000 / info.frame_rate, info.bits_stored, info.photometric,
+            info.intensity_relationship,
+        ),
+    )  # fmt: skip
+    source = DicomPairSource(rec.lateral, ap)
+    spec = RunSpec(str(tmp_path / "s"), "L1", endpoints=Endpoints.private())
+    assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 0
+    source.close()
+    done = monitor_cli("audit", tmp_path / "s", "--json")
+    assert done.returncode == 0, done.stderr
+    half = json.loads(done.stdout)["levels"][0]
+    both = json.loads(monitor_cli("audit", session, "--json").stdout)["levels"][0]
+    times = [f["time_s"] for f in half["frames"]]
+    assert len(times) == 48 and times == sorted(times)
+    volumes = [f["volume_ml"] for f in half["frames"] if f["volume_ml"] is not None]
+    assert all(later >= earlier - 0.2 for earlier, later in zip(volumes, volumes[1:], strict=False))
+    assert [(a["kind"], a["frame"]) for a in half["alarms"]] == [
+        (a["kind"], a["frame"]) for a in both["alarms"]
+    ]
+    for a, b in zip(half["alarms"], both["alarms"], strict=True):
+        if b["injected_after_ml"] is not None:
+            assert a["injected_after_ml"] == pytest.approx(b["injected_after_ml"], rel=0.15), (a, b)
