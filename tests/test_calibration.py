@@ -94,6 +94,8 @@ def test_a_grid_that_is_not_there_is_refused(tmp_path):
         ({"image_size": [1024]}, "image_size"),
         ({"scale": {"spacing_mm": [0.2, 0.2], "method": "guess"}}, "scale.method"),
         ({"scale": {"spacing_mm": [0, 0.2], "method": "grid"}}, "spacing_mm"),
+        ({"scale": {"spacing_mm": [2.5, 2.5], "method": "grid"}}, "from 0.02 to 2.0 mm"),  # cm typed
+        ({"scale": {"spacing_mm": [0.2, 0.22], "method": "grid"}}, "not square within 2%"),
         ({"distortion": {"k1": 0.1}}, "distortion"),
         ({"scatter_fraction": 3}, "scatter_fraction"),
         ({"scatter_sigma_mm": 0.5}, "scatter_sigma_mm"),

@@ -14,11 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.errors import MonitorError
-from monitor.vision.calibrate import RadialDistortion
+from monitor.vision.calibrate import GRID_MAX_ANISOTROPY, RadialDistortion
 
 FORMAT = "vertebroplasty-monitor-calibration"
 VERSION = 1
 METHODS = ("grid", "needle", "dicom", "manual")
+# Millimetres per image pixel at the vertebra: detector pixels of 0.05-1 mm over a
+# magnification of 1.05-2.5 (DICOM's bounds), or a grabbed video's coarser pixels (a
+# 30 cm field on 480 lines is 0.6 mm). Outside it a profile is a typo, not a room.
+PLAUSIBLE_SPACING_MM = (0.02, 2.0)
+MAX_ANISOTROPY = GRID_MAX_ANISOTROPY  # rows against columns: the analyzer takes one size for both
 
 
 class ProfileError(MonitorError):
@@ -107,8 +112,14 @@ def parse_profile(raw, path: Path | None = None) -> Profile:
         if not isinstance(scale, dict) or "spacing_mm" not in scale:
             fail('"scale" must be an object with "spacing_mm": [row, column]')
         s = scale["spacing_mm"]
-        if not (isinstance(s, list) and len(s) == 2 and all(_number(v) and 0.01 < v < 5 for v in s)):
-            fail(f'"scale.spacing_mm" must be two numbers between 0.01 and 5 mm, got {s!r}')
+        low, high = PLAUSIBLE_SPACING_MM
+        if not (isinstance(s, list) and len(s) == 2 and all(_number(v) and low <= v <= high for v in s)):
+            fail(f'"scale.spacing_mm" must be two numbers from {low} to {high} mm at the vertebra, got {s!r}')
+        if abs(s[0] / s[1] - 1) > MAX_ANISOTROPY:  # as the grid calibration accepts
+            fail(
+                f'"scale.spacing_mm" {s!r} is not square within {MAX_ANISOTROPY:.0%}: the monitor measures'
+                " in square pixels; resample the video to square pixels and calibrate that"
+            )
         spacing = (float(s[0]), float(s[1]))
         method = scale.get("method")
         if method not in METHODS:
