@@ -26,7 +26,7 @@ from monitor.io.store import DB_NAME, SessionStore
 from monitor.messages import PLANES
 from monitor.vision.alarms import PLANE_CHECKS
 
-DIGEST_VERSION = 2  # bump when session_digest changes, so cached digests are recomputed
+DIGEST_VERSION = 3  # bump when session_digest changes, so cached digests are recomputed
 # A level is monitored when the 5 mm rule (lateral view) and the leak check (each view
 # present) were evaluated on at least this share of its frames after the baseline: the
 # rest are frames on which "no alarm" meant "not looked" (a skipped frame, no outline
@@ -427,8 +427,10 @@ def _digest(store: SessionStore) -> dict:
             lateral["max_gap_s"] = spans[level][1] - spans[level][0]  # none checked at all
         verdict = coverage_verdict(counts.get(level, {}))
         lv["monitored"], lv["not_monitored_because"] = verdict["monitored"], verdict["reasons"]
-    # the signed head, not the whole chain: O(1) a session, and what a rewrite cannot keep
-    untrusted = store.head_problems()
+    # The whole chain (without re-hashing the pixels: `monitor audit SESSION` does) and the
+    # signed head: a record edited in place breaks the chain, a rewrite with the chain
+    # recomputed breaks the head. Digests are cached, so each log is read once.
+    untrusted = store.verify(images=False) + store.head_problems()
     return {
         "operator": meta.get("operator"),
         "complete": bool((meta.get("summary") or {}).get("complete")) and not untrusted,

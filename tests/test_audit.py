@@ -202,6 +202,11 @@ def _forge(session, tmp_path, name: str, how: str):
             "WHERE kind='alarm'"
         )
         _rechain(db)
+    elif how == "in place":  # the same edit, the chain left as it was: the head still matches
+        db.execute(
+            'UPDATE journal SET body=replace(body, \'"priority":"high"\', \'"priority":"medium"\') '
+            "WHERE kind='alarm'"
+        )
     elif how == "cut":  # the end of the log deleted: the chain up to there is still intact
         last = db.execute("SELECT MAX(rec) FROM journal").fetchone()[0]
         db.execute("DELETE FROM journal WHERE rec > ?", (last - 40,))
@@ -345,15 +350,19 @@ def test_bad_audit_and_export_inputs_get_one_line(tmp_path):
         assert done.stderr.count("\n") == 1 and "error:" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_the_summary_lists_a_rewritten_log_first_as_untrusted(session, tmp_path):
+@pytest.mark.parametrize(("how", "said"), [("edit", "rewritten"), ("in place", "does not match its hash")])
+def test_the_summary_lists_a_rewritten_log_first_as_untrusted(session, tmp_path, how, said):
+    """Rewritten with the chain recomputed (the signed head catches it) or edited in place
+    (the last record, and so the head, untouched: the summary checked only the head and
+    counted it complete; now it verifies the chain too)."""
     root = tmp_path / "sessions"
     shutil.copytree(session, root / "real")
-    forged = _forge(session, tmp_path, "forged", "edit")
+    forged = _forge(session, tmp_path, "forged", how)
     shutil.move(forged, root / "forged")
     done = monitor_cli("audit", root, "--summary", "--json")
     table = json.loads(done.stdout)
     (bad,) = table["untrusted"]
-    assert bad["folder"] == str(root / "forged") and "rewritten" in bad["problems"][0]
+    assert bad["folder"] == str(root / "forged") and said in bad["problems"][0], bad
     (row,) = table["rows"]
     assert row["sessions"] == 2 and row["incomplete"] == 1  # the forged one is not counted complete
     text = monitor_cli("audit", root, "--summary").stdout.splitlines()
