@@ -24,7 +24,7 @@ import zmq
 from monitor.errors import MonitorError
 from monitor.flow import FlowClient
 from monitor.io.store import LogWriteError, SessionStore
-from monitor.io.transport import Frame, Publisher, Subscriber, bind_endpoint
+from monitor.io.transport import MAX_COMMAND_BYTES, Frame, Publisher, Subscriber, bind_endpoint
 from monitor.messages import (
     END_GRACE_S,
     HEARTBEAT_S,
@@ -502,6 +502,7 @@ def run_analyzer(
     results = Publisher(results_endpoint, session=session, source="analyzer", context=ctx, role="results")
     control = ctx.socket(zmq.PULL)
     control.setsockopt(zmq.LINGER, 0)
+    control.setsockopt(zmq.MAXMSGSIZE, MAX_COMMAND_BYTES)  # a larger sender is disconnected
     if control_endpoint:
         bind_endpoint(control, control_endpoint, "control")
 
@@ -543,10 +544,11 @@ def run_analyzer(
     analysed: dict[str, int] = {}
     rejected_reported = 0
     ready = False
+    gate = CommandGate()
     next_beat = 0.0
     try:
         while not should_stop():
-            _take_commands(control, analysis, announce)
+            _take_commands(control, analysis, announce, gate)
             message = frames.receive(20)
             now = time.monotonic()
             if now >= next_beat:
@@ -688,11 +690,52 @@ class CatchUp:
         return out
 
 
-def _take_commands(control: zmq.Socket, analysis, announce) -> None:
-    """Apply every pending operator command, and announce (and log) each."""
-    while control.poll(0):
+class CommandGate:
+    """At most ``rate`` operator commands a second (``burst`` at once) are carried out; the
+    rest are dropped, counted and said once a second. An operator presses a few buttons a
+    second; a flood (30,000 commands delayed results by 3.6 s) must not stall the analysis,
+    nor fill the log."""
+
+    def __init__(self, rate: float = 10.0, burst: int = 20):
+        self.rate, self.burst = rate, burst
+        self._tokens = float(burst)
+        self._refilled = self._said = time.monotonic()
+        self.dropped = 0  # since last said
+
+    def admit(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self.dropped += 1
+        return False
+
+    def report(self, announce) -> None:
+        now = time.monotonic()
+        if self.dropped and now - self._said >= 1.0:
+            announce(
+                "rejected-command",
+                f"{self.dropped} operator command(s) dropped unread: more than {self.rate:g} a second",
+            )
+            self.dropped, self._said = 0, now
+
+
+MAX_COMMANDS_PER_TURN = 200  # read (most of them dropped) between two frames, at most
+
+
+def _take_commands(control: zmq.Socket, analysis, announce, gate: CommandGate | None = None) -> None:
+    """Apply the pending operator commands the gate admits, and announce (and log) each."""
+    gate = gate or CommandGate()
+    for _ in range(MAX_COMMANDS_PER_TURN):
+        if not control.poll(0):
+            break
+        parts = control.recv_multipart()
+        if not gate.admit():
+            continue
         try:
-            message = decode(control.recv_multipart())
+            message = decode(parts)
         except MessageError as e:
             announce("rejected-command", f"malformed operator command: {e.detail}")
             continue
@@ -710,6 +753,7 @@ def _take_commands(control: zmq.Socket, analysis, announce) -> None:
             announce("command-failed", detail, value=message.value, source=message.source)
             continue
         announce(message.action, done, value=message.value, source=message.source)
+    gate.report(announce)
 
 
 def _analyse(analysis, frame: Frame) -> Result:

@@ -474,7 +474,7 @@ def _stream(args, source, speed: float, loop: bool) -> int:
         if not has_display():
             print(
                 "no display: running headless (monitor view attaches to it from this machine's"
-                " display; from another machine, give this run tcp:// endpoints)",
+                " display; from another, through an SSH tunnel to tcp://127.0.0.1 endpoints)",
                 file=sys.stderr,
             )
             viewer = False

@@ -18,7 +18,7 @@ import time
 
 import zmq
 
-from monitor.io.transport import bind_endpoint
+from monitor.io.transport import bind_endpoint, connect_endpoint
 from monitor.messages import PLANES
 
 
@@ -32,7 +32,7 @@ class FlowClient:
             self._sock = (context or zmq.Context.instance()).socket(zmq.PUSH)
             self._sock.setsockopt(zmq.LINGER, 500)
             self._sock.setsockopt(zmq.SNDHWM, 1000)
-            self._sock.connect(endpoint)
+            connect_endpoint(self._sock, endpoint, "flow")
 
     def ready(self, have: dict[str, int] | None = None) -> None:
         """Say we are subscribed. Consumers repeat it until frames flow: a PUSH

@@ -47,7 +47,7 @@ def run_logger(
     last_stream = last[-1].body["stream"] if last else None
     logged_before = {p: n for p in PLANES if (n := store.last_seq("frame", p, last_stream)) is not None}
     frames = Subscriber(frames_endpoint, context=ctx)
-    results = Subscriber(results_endpoint, context=ctx)
+    results = Subscriber(results_endpoint, context=ctx, role="results")
     flow = FlowClient(flow_endpoint, "logger", context=ctx)
     poller = zmq.Poller()
     poller.register(frames.socket, zmq.POLLIN)

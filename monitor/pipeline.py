@@ -37,6 +37,7 @@ from monitor.io.transport import (
     DEFAULT_FRAMES_ENDPOINT,
     DEFAULT_RESULTS_ENDPOINT,
     Publisher,
+    check_local,
 )
 from monitor.logger import run_logger
 from monitor.messages import End
@@ -168,6 +169,8 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     Returns 0 when the run completed and (with a session) everything was
     logged; 3 when something was lost or a process failed.
     """
+    for role in ("frames", "results", "flow", "control"):  # before any process starts
+        check_local(getattr(spec.endpoints, role), role)
     session = uuid.uuid4().hex[:12]
     ctx = multiprocessing.get_context("spawn")
     plans: dict[str, tuple] = {}  # name -> (target, args): how to (re)start each consumer

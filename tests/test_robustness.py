@@ -332,3 +332,59 @@ def subprocess_env_run(args, **env):
         [sys.executable, "-m", "monitor", *map(str, args)],
         capture_output=True, text=True, timeout=120, env={**os.environ, **env},
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("option", "endpoint"),
+    [("--frames-endpoint", "tcp://0.0.0.0:5571"), ("--control-endpoint", "tcp://192.168.1.20:5574")],
+)
+def test_an_endpoint_off_this_machine_is_refused(option, endpoint, tmp_path):
+    """Frames and commands are not authenticated: a monitor bound to every interface would
+    let anyone on the network acknowledge its alarms. Refused in one line, nothing logged."""
+    rec = default_recording()
+    done = monitor_cli(
+        "replay", "--lateral", rec.lateral, "--headless", "--session", tmp_path / "s", option, endpoint
+    )  # fmt: skip
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert f"endpoint {endpoint} is not on this machine" in done.stderr and "ssh -L" in done.stderr
+    assert not (tmp_path / "s" / "session.sqlite").exists()
+    view = monitor_cli("view", "--frames-endpoint", "tcp://10.0.0.7:5571")
+    assert view.returncode == 1 and "tcp://10.0.0.7:5571 is not on this machine" in view.stderr
+
+
+def test_a_flood_of_commands_is_cut_to_ten_a_second_and_said():
+    """30,000 commands once delayed results by 3.6 s. The analyzer now reads at most 200
+    between two frames and carries out 10 a second (20 at once); the rest are dropped and
+    said once a second, not logged one by one."""
+    from monitor.analyzer import CommandGate, VisionAnalysis, _take_commands
+    from monitor.io.transport import CommandSender
+
+    ctx = zmq.Context()
+    control = ctx.socket(zmq.PULL)
+    control.setsockopt(zmq.LINGER, 0)
+    endpoint = Endpoints.private().control
+    control.bind(endpoint)
+    sender = CommandSender(endpoint, "attacker", context=ctx)
+    said, gate = [], CommandGate()
+    try:
+        for _ in range(1000):
+            sender.send("acknowledge")
+        time.sleep(0.3)  # all queued
+        started = time.monotonic()
+        turns = 0
+        while control.poll(0) or turns == 0:
+            _take_commands(control, VisionAnalysis(), lambda e, d, **_: said.append((e, d)), gate)
+            turns += 1
+        elapsed = time.monotonic() - started
+        time.sleep(1.0)
+        _take_commands(control, VisionAnalysis(), lambda e, d, **_: said.append((e, d)), gate)
+    finally:
+        sender.close()
+        control.close()
+        ctx.term()
+    applied = [d for e, d in said if e == "acknowledge"]
+    dropped = [d for e, d in said if e == "rejected-command"]
+    assert 20 <= len(applied) <= 20 + 10 * (elapsed + 0.5), (len(applied), elapsed)
+    assert turns >= 1000 // 200  # never more than 200 read in one turn
+    assert len(dropped) <= 2 and sum(int(d.split()[0]) for d in dropped) == 1000 - len(applied)
+    assert "more than 10 a second" in dropped[0]

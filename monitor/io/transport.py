@@ -61,6 +61,37 @@ class EndpointError(MonitorError):
     """An endpoint this process must own cannot be bound (in use, or not a valid address)."""
 
 
+MAX_MESSAGE_PART_BYTES = 64 * 2**20  # a 4096x4096 16-bit frame is 32 MiB; larger is not ours
+MAX_COMMAND_BYTES = 64 * 2**10  # an operator command is a few hundred bytes
+
+
+def check_local(endpoint: str, role: str) -> None:
+    """Refuse an endpoint off this machine (EndpointError naming the option). Frames,
+    results and commands travel unauthenticated: on ipc (a user-only directory) or loopback
+    TCP only. A viewer on another machine reaches a monitor through an SSH tunnel."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return
+    if endpoint.startswith("tcp://"):
+        host = endpoint[len("tcp://") :].rpartition(":")[0].strip("[]")
+        if host == "localhost" or host == "::1" or host.startswith("127."):
+            return
+    raise EndpointError(
+        f"the {role} endpoint {endpoint} is not on this machine: frames and operator commands are"
+        " not authenticated, so the monitor uses ipc:// or tcp://127.0.0.1 only; to view it from"
+        " another machine, tunnel a loopback port (ssh -L 5571:127.0.0.1:5571 ...)"
+    )
+
+
+def connect_endpoint(sock: zmq.Socket, endpoint: str, role: str) -> None:
+    """Connect ``sock`` to a local ``endpoint`` (:func:`check_local`); EndpointError if malformed."""
+    check_local(endpoint, role)
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as e:
+        sock.close(0)
+        raise EndpointError(f"cannot connect to the {role} endpoint {endpoint}: {e}") from None
+
+
 def bind_endpoint(sock: zmq.Socket, endpoint: str, role: str) -> str:
     """Bind ``sock`` to ``endpoint``; returns the address bound (a port chosen by the system
     included). ``role`` names the endpoint for the error, as its option does
@@ -68,6 +99,11 @@ def bind_endpoint(sock: zmq.Socket, endpoint: str, role: str) -> str:
 
     Two monitors on one machine both default to the same loopback ports: the second
     must say so in one line, not die in a traceback or, worse, half-start."""
+    try:
+        check_local(endpoint, role)
+    except EndpointError:
+        sock.close(0)
+        raise
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as e:
@@ -217,11 +253,13 @@ class Subscriber:
         planes=("lateral", "ap"),
         hwm: int = ANALYZER_HWM,
         context: zmq.Context | None = None,
+        role: str = "frames",
     ):
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.RCVHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_PART_BYTES)  # a larger sender is dropped
         if set(planes) == set(FRAME_TOPICS):
             # Everything, so that whatever a broken sender publishes is seen and counted.
             self._sock.setsockopt(zmq.SUBSCRIBE, b"")
@@ -229,7 +267,7 @@ class Subscriber:
             for plane in planes:
                 self._sock.setsockopt(zmq.SUBSCRIBE, FRAME_TOPICS[plane])
             self._sock.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC)
-        self._sock.connect(endpoint)
+        connect_endpoint(self._sock, endpoint, role)
         self.stats = StreamStats()
 
     @property
@@ -304,7 +342,7 @@ class CommandSender:
         self._sock = (context or zmq.Context.instance()).socket(zmq.PUSH)
         self._sock.setsockopt(zmq.LINGER, 1000)
         self._sock.setsockopt(zmq.SNDTIMEO, 1000)
-        self._sock.connect(endpoint)
+        connect_endpoint(self._sock, endpoint, "control")
 
     def send(self, action: str, value=None) -> Command:
         command = Command(self.session, self.source, time.time(), action, value)
