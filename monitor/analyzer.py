@@ -498,7 +498,7 @@ def run_analyzer(
     """
     ctx = zmq.Context()
     analysis = analysis or VisionAnalysis(level=level)
-    frames = Subscriber(frames_endpoint, context=ctx)
+    frames = Subscriber(frames_endpoint, context=ctx, session=session)
     results = Publisher(results_endpoint, session=session, source="analyzer", context=ctx, role="results")
     control = ctx.socket(zmq.PULL)
     control.setsockopt(zmq.LINGER, 0)
@@ -550,6 +550,12 @@ def run_analyzer(
         while not should_stop():
             _take_commands(control, analysis, announce, gate)
             message = frames.receive(20)
+            # said before anything else, the end included: what was rejected on the way to it
+            total_rejected = sum(frames.stats.rejected.values())
+            if total_rejected > rejected_reported:
+                detail = ", ".join(f"{n} {reason}" for reason, n in sorted(frames.stats.rejected.items()))
+                announce("rejected", f"rejected messages so far: {detail}")
+                rejected_reported = total_rejected
             now = time.monotonic()
             if now >= next_beat:
                 results.heartbeat()
@@ -589,11 +595,6 @@ def run_analyzer(
                 age = watchdog.check(now)
                 if age is not None:
                     announce("stale", f"no new frame for {age:.0f} ms", age)
-            total_rejected = sum(frames.stats.rejected.values())
-            if total_rejected > rejected_reported:
-                detail = ", ".join(f"{n} {reason}" for reason, n in sorted(frames.stats.rejected.items()))
-                announce("rejected", f"rejected messages so far: {detail}")
-                rejected_reported = total_rejected
     finally:
         frames.close()
         results.close()

@@ -227,9 +227,11 @@ def test_analyzer_survives_garbage_and_reports_it():
     results.close()
     ctx.term()
     assert not thread.is_alive()
+    # frame seq 0, sent again until the analyzer answered: counted as repeats, analysed once
+    counts["rejected"].pop("repeated-seq", None)
     assert counts["rejected"] == {"garbled": 2, "size": 1}
     statuses = [m for m in seen if isinstance(m, Status) and m.event == "rejected"]
-    assert statuses and "1 size" in statuses[-1].detail
+    assert any("1 size" in s.detail for s in statuses)
 
 
 def test_grab_from_a_missing_device_is_a_clear_error():
@@ -345,3 +347,57 @@ def test_loop_restarts_the_recording_with_times_running_on_until_stopped():
     assert all(b > a for a, b in zip(times, times[1:], strict=False))  # time runs on across loops
     assert [h.seq for h in frames] == list(range(len(frames)))
     assert any(isinstance(m, End) and m.frames["lateral"] == sent["lateral"] for m in seen)
+
+
+def test_the_analyzer_follows_one_session_and_its_sequence():
+    """A forged end from another session ended the analyzer, another session's frames were
+    analysed into this case, and one frame with seq 1,000,000 made every later frame of its
+    plane be ignored. Now the first frame names the session followed: other sessions'
+    messages and out-of-sequence frames are counted and skipped, and the plane goes on."""
+    from monitor.messages import encode
+
+    e = Endpoints.private()
+    ctx = zmq.Context()
+    raw = ctx.socket(zmq.PUB)
+    raw.bind(e.frames)
+    results = Subscriber(e.results, context=ctx, role="results")
+    counts = {}
+    thread = threading.Thread(target=lambda: counts.update(run_analyzer(e.frames, e.results, stale_ms=5000)))
+    thread.start()
+
+    def frame(session: str, seq: int) -> list:
+        header = FrameHeader(
+            session, "lateral", seq, seq, seq / 10, time.time(), (32, 32), "uint16", "MONOCHROME2", 12
+        )
+        parts = encode_frame(header, np.zeros((32, 32), np.uint16))
+        return [p.tobytes() if isinstance(p, np.ndarray) else bytes(p) for p in parts]
+
+    seen, k, deadline = [], 0, time.monotonic() + 10
+    while not any(isinstance(m, Result) for m in seen) and time.monotonic() < deadline:
+        raw.send_multipart(frame("ours", k))  # until the analyzer is subscribed and answers
+        k += 1
+        seen += _collect(results, 0.1)
+    for message in (
+        frame("ours", k),
+        encode(End("theirs", "intruder", time.time(), {"lateral": 1})),  # a forged end
+        frame("theirs", k + 1),  # another session's frame
+        frame("ours", k + 1_000_000),  # an absurd leap
+        frame("ours", k + 1),
+        frame("ours", k + 2),
+        frame("ours", k),  # a repeat
+        frame("ours", k + 3),
+        encode(End("ours", "replay", time.time(), {"lateral": k + 4})),
+    ):
+        raw.send_multipart(message)
+        time.sleep(0.02)
+    thread.join(timeout=15)
+    seen += _collect(results, 0.5)
+    raw.close()
+    results.close()
+    ctx.term()
+    assert not thread.is_alive()
+    analysed = sorted({m.seq for m in seen if isinstance(m, Result) and m.seq >= k})
+    assert analysed == [k, k + 1, k + 2, k + 3], "the forged end did not end it; theirs, the leap skipped"
+    rejected = counts["rejected"]
+    assert rejected["other-session"] == 2 and rejected["absurd-seq"] == 1 and rejected["repeated-seq"] >= 1
+    assert any(isinstance(m, End) and m.session == "ours" for m in seen)

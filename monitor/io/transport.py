@@ -240,11 +240,21 @@ class Frame:
     gap: int  # frames of this plane skipped just before this one
 
 
+MAX_SEQ_JUMP = 100_000  # frames a plane may skip at once (55 min at 30 frames/s); beyond: absurd
+
+
 class Subscriber:
     """Connects a SUB socket to a publisher and yields validated messages.
 
     Malformed messages are counted in ``stats.rejected`` by reason, logged, and
     skipped; they never raise out of :meth:`receive`.
+
+    With ``session`` (a session id, or "" for the first one heard) it follows one session,
+    as the analyzer and the logger must: messages of any other session ("other-session"),
+    live frames whose seq does not increase ("repeated-seq") or leaps by more than
+    MAX_SEQ_JUMP ("absurd-seq") are counted and skipped. An absurd leap confirmed by the
+    next frame (seq + 1) is a source that really moved on: the plane resynchronises on it
+    rather than freezing. Viewers follow no session (a restarted monitor's frames show).
     """
 
     def __init__(
@@ -254,7 +264,11 @@ class Subscriber:
         hwm: int = ANALYZER_HWM,
         context: zmq.Context | None = None,
         role: str = "frames",
+        session: str | None = None,
     ):
+        self.session = session or None  # the session followed ("" : the first heard)
+        self._follows = session is not None
+        self._leap: dict[str, int] = {}  # plane -> an absurd seq, until the next confirms it
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.RCVHWM, hwm)
@@ -291,6 +305,9 @@ class Subscriber:
                     "rejected message (%s, %d so far): %s", e.reason, self.stats.rejected[e.reason], e.detail
                 )
                 continue
+            if self._follows and (reason := self._foreign(message)):
+                self.stats.rejected[reason] += 1
+                continue
             self.stats.last_message_at = time.monotonic()
             if isinstance(message, Heartbeat):
                 self.stats.heartbeats += 1
@@ -305,6 +322,26 @@ class Subscriber:
             if gap:
                 log.warning("%s: %d frame(s) dropped before seq %d", header.plane, gap, header.seq)
             return Frame(header, pixels, time.time(), gap)
+
+    def _foreign(self, message) -> str | None:
+        """Why a message is not of the session followed, or not in its sequence; None if it is."""
+        header = message[0] if isinstance(message, tuple) else message
+        session = header.session
+        if self.session is None and isinstance(message, tuple):
+            self.session = session  # the first frame heard names the session followed
+        if self.session is not None and session != self.session:
+            return "other-session"
+        if not isinstance(message, tuple) or header.resent:
+            return None
+        previous = self.stats.last_seq.get(header.plane)
+        if previous is None:
+            return None
+        if header.seq <= previous:
+            return "repeated-seq"
+        if header.seq - previous > MAX_SEQ_JUMP and self._leap.pop(header.plane, None) != header.seq - 1:
+            self._leap[header.plane] = header.seq
+            return "absurd-seq"
+        return None
 
     def latest(self, timeout_ms: int) -> dict[str, Frame]:
         """Wait for a message, then drain the queue: the newest frame of each plane.
