@@ -38,6 +38,7 @@ from monitor.messages import (
     Status,
     decode,
 )
+from monitor.replay import frame_header
 from monitor.vision.alarms import Alarm
 from monitor.vision.analysis import AnalysisConfig, CaseAnalyzer
 from monitor.vision.calibrate import RadialDistortion
@@ -621,21 +622,7 @@ def analyse_source(source, analysis: Analysis | None = None, session: str = "off
     analysis = analysis or VisionAnalysis()
     seq = dict.fromkeys(source.formats, 0)
     for item in source.frames():
-        fmt = source.formats[item.plane]
-        header = FrameHeader(
-            session=session,
-            plane=item.plane,
-            seq=seq[item.plane],
-            frame=item.index,
-            acq_time=item.acq_time,
-            send_time=0.0,
-            shape=(int(item.pixels.shape[0]), int(item.pixels.shape[1])),
-            dtype=str(item.pixels.dtype),
-            photometric=fmt.photometric,
-            bits_stored=fmt.bits_stored,
-            intensity=fmt.intensity,
-            scale=fmt.scale,
-        )
+        header = frame_header(session, item, seq[item.plane], source.formats[item.plane])
         seq[item.plane] += 1
         yield item, analysis.process(Frame(header, item.pixels, 0.0, 0))
 

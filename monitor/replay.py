@@ -61,7 +61,8 @@ def publish(
                     serve_resends(publisher, flow, say)
                 seq = publisher.next_seq(item.plane)
                 publisher.send_frame(
-                    _header(publisher.session, item, seq, source.formats[item.plane], offset), item.pixels
+                    frame_header(publisher.session, item, seq, source.formats[item.plane], offset),
+                    item.pixels,
                 )
                 sent[item.plane] += 1
                 last_seq[item.plane] = seq
@@ -100,8 +101,11 @@ def _frame_interval(source) -> float:
     return 1.0 / fps if fps else 0.1
 
 
-def _header(session: str, item: SourceFrame, seq: int, fmt: PlaneFormat, offset: float) -> FrameHeader:
-    """``offset``: seconds of earlier loops, so that time runs on when a recording repeats."""
+def frame_header(
+    session: str, item: SourceFrame, seq: int, fmt: PlaneFormat, offset: float = 0.0
+) -> FrameHeader:
+    """The header a source publishes with a frame, stamped now. ``offset``: seconds of
+    earlier loops, so that time runs on when a recording repeats."""
     return FrameHeader(
         session=session,
         plane=item.plane,

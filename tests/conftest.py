@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,37 +16,37 @@ import pytest
 from monitor.sim.simulate import SimConfig, simulate
 
 
+@contextlib.contextmanager
+def _environment(name: str, value: str):
+    """``name`` set to ``value`` for this process and those it starts, then put back."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
 @pytest.fixture(scope="session", autouse=True)
 def log_signing_key(tmp_path_factory):
     """The installation's log-signing key for this test session (inherited by the processes
     the tests start), not the user's own."""
-    import os
-
     folder = tmp_path_factory.mktemp("keys")
-    previous = os.environ.get("MONITOR_KEY_DIR")
-    os.environ["MONITOR_KEY_DIR"] = str(folder)
-    yield folder
-    if previous is None:
-        os.environ.pop("MONITOR_KEY_DIR", None)
-    else:
-        os.environ["MONITOR_KEY_DIR"] = previous
+    with _environment("MONITOR_KEY_DIR", str(folder)):
+        yield folder
 
 
 @pytest.fixture(scope="session", autouse=True)
-def runtime_dir(tmp_path_factory):
+def runtime_dir():
     """The user's runtime directory (where monitors register their endpoints) for this test
     session, not the user's own: tests never attach to, or are seen by, a real monitor."""
-    import os
-    import tempfile
-
     folder = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: IPC paths are limited to ~107 bytes
-    previous = os.environ.get("XDG_RUNTIME_DIR")
-    os.environ["XDG_RUNTIME_DIR"] = str(folder)
-    yield folder
-    if previous is None:
-        os.environ.pop("XDG_RUNTIME_DIR", None)
-    else:
-        os.environ["XDG_RUNTIME_DIR"] = previous
+    with _environment("XDG_RUNTIME_DIR", str(folder)):
+        yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _render(root: Path, name: str, **overrides) -> tuple[Path, dict]:
