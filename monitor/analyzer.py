@@ -684,18 +684,23 @@ class CommandGate:
     second; a flood (30,000 commands delayed results by 3.6 s) must not stall the analysis,
     nor fill the log."""
 
+    SAFETY = frozenset({"acknowledge", "pause", "resume"})  # a bucket of their own: never starved
+
     def __init__(self, rate: float = 10.0, burst: int = 20):
         self.rate, self.burst = rate, burst
-        self._tokens = float(burst)
-        self._refilled = self._said = time.monotonic()
+        now = time.monotonic()
+        self._buckets = {False: [float(burst), now], True: [float(burst), now]}  # safety? -> tokens, at
+        self._said = now
         self.dropped = 0  # since last said
 
-    def admit(self) -> bool:
+    def admit(self, action: str | None = None) -> bool:
+        """Whether to carry out a command (``action``; None: unreadable) now."""
+        bucket = self._buckets[action in self.SAFETY]
         now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._refilled) * self.rate)
-        self._refilled = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if bucket[0] >= 1.0:
+            bucket[0] -= 1.0
             return True
         self.dropped += 1
         return False
@@ -720,12 +725,13 @@ def _take_commands(control: zmq.Socket, analysis, announce, gate: CommandGate | 
         if not control.poll(0):
             break
         parts = control.recv_multipart()
-        if not gate.admit():
-            continue
         try:
             message = decode(parts)
         except MessageError as e:
-            announce("rejected-command", f"malformed operator command: {e.detail}")
+            if gate.admit():
+                announce("rejected-command", f"malformed operator command: {e.detail}")
+            continue
+        if not gate.admit(message.action if isinstance(message, Command) else None):
             continue
         if not isinstance(message, Command):
             announce("rejected-command", f"{type(message).__name__} on the control endpoint")

@@ -391,3 +391,52 @@ def test_a_flood_of_commands_is_cut_to_ten_a_second_and_said():
     assert turns >= 1000 // 200  # never more than 200 read in one turn
     assert len(dropped) <= 2 and sum(int(d.split()[0]) for d in dropped) == 1000 - len(applied)
     assert "more than 10 a second" in dropped[0]
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "tcp://127.0.0.1.evil.example:5571",  # a name that begins like loopback, resolved by ZeroMQ
+        "tcp://127.0.0.1:5571;10.0.0.1:1",  # ZeroMQ's source;address form
+        "tcp://127.0.0.1;10.0.0.1:5571",
+    ],
+)
+def test_loopback_lookalikes_are_refused(endpoint):
+    """Found by review: anything whose host began with "127." passed."""
+    from monitor.io.transport import EndpointError, check_local
+
+    with pytest.raises(EndpointError, match="is not on this machine"):
+        check_local(endpoint, "frames")
+    check_local("tcp://[::1]:5571", "frames")  # loopback, IPv6
+    check_local("tcp://127.0.0.2:5571", "frames")
+
+
+def test_an_ipc_endpoint_a_running_monitor_listens_on_is_not_taken_from_it(tmp_path):
+    """ZeroMQ's bind deletes an IPC file that exists: a second binder (a standalone analyzer
+    attached to a run that has its own) silently took the run's results and commands.
+    A socket file left by a run that died is still taken."""
+    from monitor.io.transport import EndpointError, bind_endpoint
+
+    ctx = zmq.Context()
+    endpoint = f"ipc://{tmp_path}/results"
+    first = ctx.socket(zmq.PUB)
+    first.bind(endpoint)
+    second = ctx.socket(zmq.PUB)
+    with pytest.raises(EndpointError, match="is already in use"):
+        bind_endpoint(second, endpoint, "results")
+    first.close(0)
+    (tmp_path / "stale").touch()  # not a listening socket: free
+    third = ctx.socket(zmq.PUB)
+    assert bind_endpoint(third, f"ipc://{tmp_path}/stale", "results").startswith("ipc://")
+    third.close(0)
+    ctx.term()
+
+
+def test_a_flood_of_other_commands_does_not_starve_an_acknowledge():
+    """Found by review: one bucket for everything, so 25 syringe commands left the operator's
+    acknowledge unread. Acknowledge, pause and resume have a bucket of their own."""
+    from monitor.analyzer import CommandGate
+
+    gate = CommandGate()
+    assert sum(gate.admit("syringe") for _ in range(25)) == 20
+    assert gate.admit("acknowledge") and gate.admit("pause")

@@ -23,7 +23,10 @@ the numpy array, and come in with ``recv_multipart(copy=False)``, the pixels a
 from __future__ import annotations
 
 import collections
+import ipaddress
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass, field, replace
 
@@ -71,15 +74,37 @@ def check_local(endpoint: str, role: str) -> None:
     TCP only. A viewer on another machine reaches a monitor through an SSH tunnel."""
     if endpoint.startswith(("ipc://", "inproc://")):
         return
-    if endpoint.startswith("tcp://"):
-        host = endpoint[len("tcp://") :].rpartition(":")[0].strip("[]")
-        if host == "localhost" or host == "::1" or host.startswith("127."):
+    # ZeroMQ reads "tcp://source;address" and resolves names: only a literal loopback
+    # address (or the name localhost) is taken, never "127.0.0.1.example.com".
+    if endpoint.startswith("tcp://") and ";" not in endpoint:
+        host = endpoint[len("tcp://") :].rpartition(":")[0]
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if host == "localhost":
             return
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                return
+        except ValueError:
+            pass
     raise EndpointError(
         f"the {role} endpoint {endpoint} is not on this machine: frames and operator commands are"
         " not authenticated, so the monitor uses ipc:// or tcp://127.0.0.1 only; to view it from"
         " another machine, tunnel a loopback port (ssh -L 5571:127.0.0.1:5571 ...)"
     )
+
+
+def _ipc_in_use(path: str) -> bool:
+    """Whether a process listens on this IPC path. ZeroMQ's bind deletes the file first, so a
+    second binder would silently take a running monitor's socket away from it."""
+    if path.startswith("@") or not os.path.exists(path):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False  # a socket file left by a run that died: free to take
+    return True
 
 
 def connect_endpoint(sock: zmq.Socket, endpoint: str, role: str) -> None:
@@ -101,6 +126,11 @@ def bind_endpoint(sock: zmq.Socket, endpoint: str, role: str) -> str:
     must say so in one line, not die in a traceback or, worse, half-start."""
     try:
         check_local(endpoint, role)
+        if endpoint.startswith("ipc://") and _ipc_in_use(endpoint[len("ipc://") :]):
+            raise EndpointError(
+                f"the {role} endpoint {endpoint} is already in use, probably by another monitor on"
+                f" this machine: stop it, or give this run its own endpoints (--{role}-endpoint)"
+            )
     except EndpointError:
         sock.close(0)
         raise
@@ -331,14 +361,17 @@ class Subscriber:
             self.session = session  # the first frame heard names the session followed
         if self.session is not None and session != self.session:
             return "other-session"
-        if not isinstance(message, tuple) or header.resent:
+        if not isinstance(message, tuple):
             return None
         previous = self.stats.last_seq.get(header.plane)
+        if header.resent:  # a copy of a frame already sent live: never ahead of the live stream
+            return "absurd-seq" if previous is not None and header.seq > previous else None
         if previous is None:
             return None
         if header.seq <= previous:
             return "repeated-seq"
-        if header.seq - previous > MAX_SEQ_JUMP and self._leap.pop(header.plane, None) != header.seq - 1:
+        leap = self._leap.pop(header.plane, None)  # only the very next frame can confirm a leap
+        if header.seq - previous > MAX_SEQ_JUMP and leap != header.seq - 1:
             self._leap[header.plane] = header.seq
             return "absurd-seq"
         return None
