@@ -209,8 +209,13 @@ class SessionStore:
         path = folder / DB_NAME
         if not path.is_file():
             raise MonitorError(f"{folder}: not a session (no {DB_NAME})")
+        # A log copied without its -wal and -shm (or left so by a crash): nobody writes it, and
+        # a read-only connection could not create the -shm a WAL database needs ("disk I/O
+        # error"). Read as it stands.
+        lone = not any(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-shm"))
+        mode = "ro&immutable=1" if lone else "ro"
         try:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=10.0)
+            db = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, check_same_thread=False, timeout=10.0)
             version = _schema_version(db)
             if version != SCHEMA_VERSION:
                 raise MonitorError(_version_problem(path, version))
