@@ -531,6 +531,14 @@ def _stream(args, source, speed: float, loop: bool) -> int:
             "body_boxes": dict(args.body) if args.body else None,
         },
     )
+    # A service manager's stop (SIGTERM) ends the run as Ctrl-C does: the consumers finish,
+    # the log is closed and signed, the run's record and sockets are removed.
+    import signal
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    previous_handler = signal.signal(signal.SIGTERM, interrupt)
     record = None
     if private:  # `monitor view` and `monitor analyze` find it here
         from dataclasses import asdict
@@ -544,6 +552,7 @@ def _stream(args, source, speed: float, loop: bool) -> int:
         code = run(source, spec, PaceOptions(speed=speed, loop=loop))
     finally:
         source.close()
+        signal.signal(signal.SIGTERM, previous_handler)
         if record is not None:
             from monitor.io.runs import unregister
 

@@ -440,3 +440,43 @@ def test_a_flood_of_other_commands_does_not_starve_an_acknowledge():
     gate = CommandGate()
     assert sum(gate.admit("syringe") for _ in range(25)) == 20
     assert gate.admit("acknowledge") and gate.admit("pause")
+
+
+def test_a_service_managers_stop_ends_the_run_like_ctrl_c(tmp_path):
+    """SIGTERM (systemd's stop, `timeout`) killed the run where it stood: the log unsigned,
+    and its run record and sockets left to look alive. Now it ends as Ctrl-C does."""
+    import signal
+    import subprocess
+    import sys
+
+    from monitor.io import runs
+
+    rec = default_recording()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "replay", "--lateral", rec.lateral, "--ap", rec.ap,
+         "--headless", "--speed", "0.5", "--session", tmp_path / "s"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not runs.running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _wait_for_frames(tmp_path / "s", 10)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted: ending the run" in err, err
+    assert runs.running() == [] and not list(runs.runtime_dir().iterdir())
+    store = SessionStore.open(tmp_path / "s")
+    assert store.verify() == [] and store.head_problems() == []  # closed and signed
+
+
+def _wait_for_frames(folder, count: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (folder / "session.sqlite").exists():
+            store = SessionStore.open(folder)
+            logged = store.count("frame")
+            store.close()
+            if logged >= count:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {count} frames logged in {timeout:g} s")
