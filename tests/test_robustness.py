@@ -219,14 +219,8 @@ def test_a_fault_in_a_command_handler_is_reported_as_a_fault_not_a_refusal():
     (``except (ValueError, AttributeError)``). Both are announced and logged; neither stops
     the analyzer's loop."""
     from monitor.analyzer import VisionAnalysis, _take_commands
-    from monitor.io.transport import CommandSender
 
-    ctx = zmq.Context()
-    control = ctx.socket(zmq.PULL)
-    control.setsockopt(zmq.LINGER, 0)
-    endpoint = Endpoints.private().control
-    control.bind(endpoint)
-    sender = CommandSender(endpoint, "test", context=ctx)
+    ctx, control, sender = _control_endpoint("test")
     analysis = VisionAnalysis()
 
     def faulty(_value):
@@ -360,14 +354,8 @@ def test_a_flood_of_commands_is_cut_to_ten_a_second_and_said():
     between two frames and carries out 10 a second (20 at once); the rest are dropped and
     said once a second, not logged one by one."""
     from monitor.analyzer import CommandGate, VisionAnalysis, _take_commands
-    from monitor.io.transport import CommandSender
 
-    ctx = zmq.Context()
-    control = ctx.socket(zmq.PULL)
-    control.setsockopt(zmq.LINGER, 0)
-    endpoint = Endpoints.private().control
-    control.bind(endpoint)
-    sender = CommandSender(endpoint, "attacker", context=ctx)
+    ctx, control, sender = _control_endpoint("attacker")
     said, gate = [], CommandGate()
     try:
         for _ in range(1000):
@@ -480,3 +468,15 @@ def _wait_for_frames(folder, count: int, timeout: float = 30.0) -> None:
                 return
         time.sleep(0.1)
     raise AssertionError(f"fewer than {count} frames logged in {timeout:g} s")
+
+
+def _control_endpoint(source: str):
+    """A bound control socket, as the analyzer holds it, and an operator's sender to it."""
+    from monitor.io.transport import CommandSender
+
+    ctx = zmq.Context()
+    control = ctx.socket(zmq.PULL)
+    control.setsockopt(zmq.LINGER, 0)
+    endpoint = Endpoints.private().control
+    control.bind(endpoint)
+    return ctx, control, CommandSender(endpoint, source, context=ctx)

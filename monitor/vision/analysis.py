@@ -158,9 +158,6 @@ class PlaneAnalyzer:
         self.relationship = relationship
         self.bits_stored = bits_stored
         self.grid = PixelGrid.for_spacing(pixel_mm)
-        self.full_pixel_mm = pixel_mm
-        self.scale = self.grid.scale  # full pixels per working pixel, each way
-        self.pixel_mm = self.grid.pixel_mm  # working pixel size
         self.config = config or AnalysisConfig()
         self.physics = ScatterPhysics(self.config.scatter_fraction, self.config.scatter_sigma_mm)
         self._raw: list[np.ndarray] = []
@@ -189,6 +186,21 @@ class PlaneAnalyzer:
         self.halo_open = True  # still watched: until both planes' halos have settled the question
         self._scatter_layers: np.ndarray | None = None  # the baseline's intensity and modelled scatter
         self.halo = HaloEvidence()  # what the cement's halo says of the modelled scatter
+
+    @property
+    def full_pixel_mm(self) -> float | None:
+        """Millimetres per image pixel at the vertebra (None: no scale)."""
+        return self.grid.full_pixel_mm
+
+    @property
+    def scale(self) -> int:
+        """Full pixels per working pixel, each way."""
+        return self.grid.scale
+
+    @property
+    def pixel_mm(self) -> float | None:
+        """Millimetres per working pixel (None: no scale)."""
+        return self.grid.pixel_mm
 
     @property
     def scatter_modelled(self) -> bool:
