@@ -23,6 +23,7 @@ import zmq
 
 from monitor.errors import MonitorError
 from monitor.flow import FlowClient
+from monitor.io import security
 from monitor.io.store import LogWriteError, SessionStore
 from monitor.io.transport import MAX_COMMAND_BYTES, Frame, Publisher, Subscriber, bind_endpoint
 from monitor.messages import (
@@ -499,7 +500,7 @@ def run_analyzer(
     """
     ctx = zmq.Context()
     analysis = analysis or VisionAnalysis(level=level)
-    frames = Subscriber(frames_endpoint, context=ctx, session=session)
+    frames = Subscriber(frames_endpoint, context=ctx, session=session, key="analyzer")
     results = Publisher(results_endpoint, session=session, source="analyzer", context=ctx, role="results")
     control = ctx.socket(zmq.PULL)
     control.setsockopt(zmq.LINGER, 0)
@@ -724,18 +725,29 @@ def _take_commands(control: zmq.Socket, analysis, announce, gate: CommandGate | 
     for _ in range(MAX_COMMANDS_PER_TURN):
         if not control.poll(0):
             break
-        parts = control.recv_multipart()
+        parts = control.recv_multipart(copy=False)
+        sender = security.sender(parts[0])  # the key it came with: the only source believed
         try:
             message = decode(parts)
         except MessageError as e:
             if gate.admit():
-                announce("rejected-command", f"malformed operator command: {e.detail}")
+                announce("rejected-command", f"malformed operator command: {e.detail}", source=sender or "?")
             continue
         if not gate.admit(message.action if isinstance(message, Command) else None):
             continue
         if not isinstance(message, Command):
             announce("rejected-command", f"{type(message).__name__} on the control endpoint")
             continue
+        if sender not in security.OPERATORS:
+            announce(
+                "rejected-command",
+                f"{message.action}: sent with the {sender or 'no'} key; only the viewer and operator"
+                " keys command the analyzer",
+                value=message.value,
+                source=sender or "?",
+            )
+            continue
+        message = replace(message, source=sender)
         try:
             done = analysis.apply(message)
         except CommandRefused as e:

@@ -37,11 +37,11 @@ def _ours_sender(endpoint: str, flow_endpoint: str, n: int) -> None:
     frames = [np.full((SIDE, SIDE), i, np.uint16) for i in range(4)]
     flow = FlowServer(flow_endpoint)
     with Publisher(endpoint, session="bench") as pub:
-        while "bench" not in flow.ready:
+        while "analyzer" not in flow.ready:  # the receiver holds the analyzer's key
             pub.heartbeat()
             flow.poll(20)
         for i in range(n):
-            while flow.behind("bench", "lateral", i - 1) > 8:
+            while flow.behind("analyzer", "lateral", i - 1) > 8:
                 flow.poll(1)
             h = FrameHeader(
                 "bench", "lateral", i, i, i / 30, time.time(), (SIDE, SIDE), "uint16", "MONOCHROME2", 12
@@ -60,7 +60,7 @@ def _ours_receive(endpoint: str, n: int) -> tuple[float, int]:
     flow_endpoint = _endpoint("ipc" if endpoint.startswith("ipc") else "tcp")
     sender = ctx.Process(target=_ours_sender, args=(endpoint, flow_endpoint, n))
     sender.start()
-    flow = FlowClient(flow_endpoint, "bench")
+    flow = FlowClient(flow_endpoint, "analyzer")
     with Subscriber(endpoint, planes=("lateral",)) as sub:
         got, first, last = 0, None, None
         deadline = time.monotonic() + 60
@@ -274,9 +274,17 @@ def latency(fps: float, seconds: float = 10.0, transport: str = "tcp") -> dict:
     return out
 
 
-def _raw_sender(endpoint: str, n: int, fps: float) -> None:
+def _curve_pair() -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
+    """Fresh server and client key pairs (no ZAP: the cost of CURVE's encryption alone)."""
+    return zmq.curve_keypair(), zmq.curve_keypair()
+
+
+def _raw_sender(endpoint: str, n: int, fps: float, server_key=None) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUB)
+    if server_key:
+        sock.curve_publickey, sock.curve_secretkey = server_key
+        sock.curve_server = True
     sock.bind(endpoint)
     time.sleep(1.0)
     image = np.zeros((SIDE, SIDE), np.uint16)
@@ -288,15 +296,25 @@ def _raw_sender(endpoint: str, n: int, fps: float) -> None:
     ctx.term()
 
 
-def raw_pyzmq_latency(fps: float = 30.0, n: int = 300, transport: str = "tcp") -> tuple[float, float]:
-    """The floor: bare pyzmq PUB to SUB, one hop, nothing else running (p50, p99 in ms)."""
+def raw_pyzmq_latency(
+    fps: float = 30.0, n: int = 300, transport: str = "tcp", curve: bool = False
+) -> tuple[float, float]:
+    """The floor: bare pyzmq PUB to SUB, one hop, nothing else running (p50, p99 in ms);
+    with ``curve``, the same with CURVE encryption (and no ZAP)."""
     endpoint = _endpoint(transport)
+    server_key = None
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
+    if curve:
+        server_key, client_key = _curve_pair()
+        sub.curve_publickey, sub.curve_secretkey = client_key
+        sub.curve_serverkey = server_key[0]
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.setsockopt(zmq.RCVTIMEO, 3000)
     sub.connect(endpoint)
-    sender = multiprocessing.get_context("spawn").Process(target=_raw_sender, args=(endpoint, n, fps))
+    sender = multiprocessing.get_context("spawn").Process(
+        target=_raw_sender, args=(endpoint, n, fps, server_key)
+    )
     sender.start()
     lat = []
     try:
@@ -382,10 +400,12 @@ def run_transport(frames: int = 300, seconds: float = 10.0) -> None:
     print("one hop, 30/s single plane, nothing else running (what our code adds over bare pyzmq):")
     for label, measure in (
         ("bare pyzmq PUB->SUB", raw_pyzmq_latency),
+        ("bare pyzmq PUB->SUB, CURVE", lambda: raw_pyzmq_latency(curve=True)),
         ("monitor Publisher->Subscriber", ours_one_hop_latency),
     ):
         p50, p99 = measure()
         print(f"  {label:30} p50 {p50:5.2f} ms   p99 {p99:5.2f} ms")
+    print("  (the monitor's sockets are CURVE-authenticated and encrypted, with ZAP: monitor.io.security)")
 
 
 def _viewer_source(frames_endpoint: str, results_endpoint: str, fps: float, seconds: float, report) -> None:

@@ -283,9 +283,9 @@ def _add_stream_options(p, session_help: str) -> None:
         help="only publish frames; analyzers and viewers attach on their own",
     )
     own = (
-        "(default: with no endpoint given, IPC endpoints of this run's own in the user's private"
-        " runtime directory, where monitor view and analyze find them; with some given, the others"
-        " on tcp://127.0.0.1:5571-5574)"
+        "(default: an IPC endpoint of this run's own in the user's private runtime directory,"
+        " where monitor view and analyze find it; every endpoint is CURVE-authenticated, see"
+        " monitor keys)"
     )
     p.add_argument("--frames-endpoint", help=f"ZeroMQ endpoint the frames are published on {own}")
     p.add_argument("--results-endpoint", help="ZeroMQ endpoint of the analyzer's results (as above)")
@@ -412,39 +412,33 @@ def _given_endpoints(args) -> dict[str, str]:
     return {role: value for role in roles if (value := getattr(args, f"{role}_endpoint", None))}
 
 
-def _endpoints(args, given: dict[str, str] | None = None):
-    """Endpoints given on the command line; the loopback TCP defaults for the others."""
-    from monitor.pipeline import Endpoints
-
-    given = _given_endpoints(args) if given is None else given
-    d = Endpoints()
-    return Endpoints(
-        *(given.get(role) or getattr(d, role) for role in ("frames", "results", "flow", "control"))
-    )
-
-
 def _own_endpoints(args):
-    """A streaming run's endpoints: those given, or else IPC endpoints of its own in the
-    user's private runtime directory (True: to be registered for view and analyze)."""
+    """A streaming run's endpoints: those given, and IPC endpoints of its own in the user's
+    private runtime directory for the others (never the shared TCP defaults, where two
+    monitors would meet). Registered for ``view`` and ``analyze`` to find (True)."""
     from monitor.io.runs import private_endpoints
     from monitor.pipeline import Endpoints
 
-    given = _given_endpoints(args)
-    if given:
-        return _endpoints(args, given), False
-    return Endpoints(**private_endpoints()), True
+    return Endpoints(**{**private_endpoints(), **_given_endpoints(args)}), True
 
 
 def _attached_endpoints(args):
-    """What ``view`` and ``analyze`` attach to: the endpoints given, or else those of the
-    monitor running on this machine (``--run PID`` when there are several)."""
+    """What ``view`` and ``analyze`` attach to: the endpoints given, and for the others those
+    of the monitor running on this machine (``--run PID`` when there are several), else the
+    TCP defaults."""
     from monitor.io.runs import attach
     from monitor.pipeline import Endpoints
 
     given = _given_endpoints(args)
-    if given:
-        return _endpoints(args, given)
-    return Endpoints(**attach(args.run_pid))
+    try:
+        running = attach(args.run_pid)
+    except MonitorError:
+        if not given:
+            raise
+        running = {}  # those given, and the TCP defaults for the others
+    default = Endpoints()
+    roles = ("frames", "results", "flow", "control")
+    return Endpoints(*(given.get(r) or running.get(r) or getattr(default, r) for r in roles))
 
 
 def _add_attach_options(p, control_help: str) -> None:
@@ -474,7 +468,7 @@ def _stream(args, source, speed: float, loop: bool) -> int:
         if not has_display():
             print(
                 "no display: running headless (monitor view attaches to it from this machine's"
-                " display; from another, through an SSH tunnel to tcp://127.0.0.1 endpoints)",
+                " display; from another, with this installation's keys: monitor keys)",
                 file=sys.stderr,
             )
             viewer = False
@@ -1105,6 +1099,23 @@ def _add_bench(sub) -> None:
     su.set_defaults(run=_run_bench_summary)
 
 
+def _add_keys(sub) -> None:
+    p = sub.add_parser(
+        "keys",
+        help="where this installation's CURVE keys are, and what a viewer on another machine needs",
+        description="Every monitor endpoint is CURVE-authenticated and encrypted with keys made on"
+        " first use in a user-only directory. This prints them (public halves only).",
+    )
+    p.set_defaults(run=_run_keys)
+
+
+def _run_keys(_args) -> int:
+    from monitor.io.security import describe
+
+    print("\n".join(describe()))
+    return 0
+
+
 def _run_bench_transport(args) -> int:
     from monitor.bench import run_transport
 
@@ -1160,6 +1171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_audit(sub)
     _add_export(sub)
+    _add_keys(sub)
     _add_bench(sub)
     return parser
 

@@ -7,7 +7,9 @@ consumers take it" (``--speed 0``). For those, the analyzer and the logger
 send small JSON messages on a PUSH socket to the source's PULL socket:
 ``{"consumer": name, "event": "ready"}`` once subscribed (a restarted logger
 adds ``"have": {plane: last seq logged}``, asking for the frames it missed), and
-``{"consumer": name, "event": "ack", "plane": p, "seq": n}`` per frame done.
+``{"consumer": name, "event": "ack", "plane": p, "seq": n}`` per frame done. The source
+knows a consumer by the CURVE key it connected with (monitor.io.security), not by the
+``consumer`` it writes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 
 import zmq
 
+from monitor.io import security
 from monitor.io.transport import bind_endpoint, connect_endpoint
 from monitor.messages import PLANES
 
@@ -26,13 +29,15 @@ class FlowClient:
     """The consumer's side: tell the source we are ready, and what we have done."""
 
     def __init__(self, endpoint: str | None, consumer: str, context: zmq.Context | None = None):
+        """``consumer``: the key this consumer holds (``analyzer`` or ``logger``), which is how
+        the source knows it."""
         self.consumer = consumer
         self._sock = None
         if endpoint:
             self._sock = (context or zmq.Context.instance()).socket(zmq.PUSH)
             self._sock.setsockopt(zmq.LINGER, 500)
             self._sock.setsockopt(zmq.SNDHWM, 1000)
-            connect_endpoint(self._sock, endpoint, "flow")
+            connect_endpoint(self._sock, endpoint, "flow", consumer)
 
     def ready(self, have: dict[str, int] | None = None) -> None:
         """Say we are subscribed. Consumers repeat it until frames flow: a PUSH
@@ -78,11 +83,14 @@ class FlowServer:
         wait = timeout_ms
         while self._sock.poll(wait):
             wait = 0
-            message = _flow_message(self._sock.recv())
-            if message is None:  # counted, never fatal: the source must outlive any sender
+            raw = self._sock.recv(copy=False)
+            message = _flow_message(raw.bytes)
+            # Who speaks is the key it holds, not the name it writes: a process holding the
+            # viewer's key cannot acknowledge frames for the analyzer.
+            consumer = security.sender(raw)
+            if message is None or not consumer:  # counted, never fatal: the source outlives any sender
                 self.rejected += 1
                 continue
-            consumer = message["consumer"]
             self.last_heard[consumer] = time.monotonic()
             if message["event"] == "ready":
                 if any(c == consumer for c, _ in self.acked):

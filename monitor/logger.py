@@ -47,8 +47,8 @@ def run_logger(
     last_stream = last[-1].body["stream"] if last else None
     logged_before = {p: n for p in PLANES if (n := store.last_seq("frame", p, last_stream)) is not None}
     session = str(meta.get("session") or "")  # followed: other sessions' messages are counted, not logged
-    frames = Subscriber(frames_endpoint, context=ctx, session=session)
-    results = Subscriber(results_endpoint, context=ctx, role="results", session=session)
+    frames = Subscriber(frames_endpoint, context=ctx, session=session, key="logger")
+    results = Subscriber(results_endpoint, context=ctx, role="results", session=session, key="logger")
     flow = FlowClient(flow_endpoint, "logger", context=ctx)
     poller = zmq.Poller()
     poller.register(frames.socket, zmq.POLLIN)

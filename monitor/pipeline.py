@@ -37,7 +37,8 @@ from monitor.io.transport import (
     DEFAULT_FRAMES_ENDPOINT,
     DEFAULT_RESULTS_ENDPOINT,
     Publisher,
-    check_local,
+    check_endpoint,
+    probe_bind,
 )
 from monitor.logger import run_logger
 from monitor.messages import End
@@ -170,7 +171,10 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     logged; 3 when something was lost or a process failed.
     """
     for role in ("frames", "results", "flow", "control"):  # before any process starts
-        check_local(getattr(spec.endpoints, role), role)
+        check_endpoint(getattr(spec.endpoints, role), role)
+    if spec.analyzer:  # what the analyzer will bind: said here in one line, not in its traceback
+        probe_bind(spec.endpoints.results, "results")
+        probe_bind(spec.endpoints.control, "control")
     session = uuid.uuid4().hex[:12]
     ctx = multiprocessing.get_context("spawn")
     plans: dict[str, tuple] = {}  # name -> (target, args): how to (re)start each consumer

@@ -192,8 +192,8 @@ class MonitorWindow(QtWidgets.QWidget):
         self.setWindowTitle("Vertebroplasty cement monitor" + (" - TRAINING" if training else ""))
         self.training = training
         self.state = ViewState(stale_s=stale_s)
-        self.frames = Subscriber(frames_endpoint, hwm=VIEWER_HWM)
-        self.results = Subscriber(results_endpoint, hwm=256, role="results")
+        self.frames = Subscriber(frames_endpoint, hwm=VIEWER_HWM, key="viewer")
+        self.results = Subscriber(results_endpoint, hwm=256, role="results", key="viewer")
         self.commands = CommandSender(control_endpoint, "viewer") if control_endpoint else None
         self.stops: list[tuple[float, int | None]] = []  # training: (time, lateral frame shown)
         self.ended = False

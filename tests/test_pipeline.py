@@ -14,6 +14,7 @@ import pytest
 import zmq
 
 from monitor.analyzer import run_analyzer
+from monitor.io import security
 from monitor.io.sources import PlaneFormat, SourceFrame
 from monitor.io.store import SessionStore
 from monitor.io.transport import Publisher, Subscriber
@@ -199,6 +200,7 @@ def test_analyzer_survives_garbage_and_reports_it():
     e = Endpoints.private()
     ctx = zmq.Context()
     raw = ctx.socket(zmq.PUB)
+    security.serve(raw)  # a broken source of this installation: it holds the monitor's key
     raw.bind(e.frames)
     results = Subscriber(e.results, context=ctx)
     counts = {}
@@ -359,6 +361,7 @@ def test_the_analyzer_follows_one_session_and_its_sequence():
     e = Endpoints.private()
     ctx = zmq.Context()
     raw = ctx.socket(zmq.PUB)
+    security.serve(raw)  # a broken source of this installation: it holds the monitor's key
     raw.bind(e.frames)
     results = Subscriber(e.results, context=ctx, role="results")
     counts = {}

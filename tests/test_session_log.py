@@ -268,7 +268,7 @@ def test_operator_commands_reach_the_analyzer_and_the_session_log(tmp_path):
     from tests.test_pipeline import SyntheticSource
 
     e = Endpoints.private()
-    sender = CommandSender(e.control, "test")
+    sender = CommandSender(e.control, "operator")
 
     def operate():
         _wait_for(tmp_path / "s", "result", 6)  # the lateral baseline is in
@@ -292,15 +292,15 @@ def test_operator_commands_reach_the_analyzer_and_the_session_log(tmp_path):
     ops = [
         (ev["source"], ev["event"], ev["value"], ev["level"])
         for ev in store.events()
-        if ev["source"] == "test"
+        if ev["source"] == "operator"
     ]
     assert ops == [
-        ("test", "syringe", 1.5, "L1"),
-        ("test", "pause", None, "L1"),
-        ("test", "rejected-command", [[10, 10], [12, 50]], "L1"),
-        ("test", "rejected-command", {"plane": "lateral", "box": [5, 5, 30, 30]}, "L1"),
-        ("test", "level", "L2", "L2"),
-        ("test", "acknowledge", None, "L2"),
+        ("operator", "syringe", 1.5, "L1"),
+        ("operator", "pause", None, "L1"),
+        ("operator", "rejected-command", [[10, 10], [12, 50]], "L1"),
+        ("operator", "rejected-command", {"plane": "lateral", "box": [5, 5, 30, 30]}, "L1"),
+        ("operator", "level", "L2", "L2"),
+        ("operator", "acknowledge", None, "L2"),
     ]
     rejected = [ev["detail"] for ev in store.events() if ev["event"] == "rejected-command"]
     assert (

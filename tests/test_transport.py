@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import zmq
 
+from monitor.io import security
 from monitor.io.transport import Publisher, Subscriber
 from monitor.messages import FrameHeader, Heartbeat, MessageError, decode, encode_frame
 
@@ -91,6 +92,7 @@ def test_malformed_messages_are_counted_and_skipped_and_good_ones_still_arrive()
     """A bare PUB socket sends what a broken or foreign source might."""
     ctx = zmq.Context()
     raw = ctx.socket(zmq.PUB)
+    security.serve(raw)  # a broken source of this installation: it holds the monitor's key
     raw.bind("tcp://127.0.0.1:*")
     sub = Subscriber(raw.getsockopt_string(zmq.LAST_ENDPOINT), context=ctx)
     good = encode_frame(header(), pixels())

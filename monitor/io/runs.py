@@ -8,7 +8,9 @@ ones to choose from when there are several).
 
 Layout: ``$XDG_RUNTIME_DIR/vertebroplasty-monitor`` (else ``/tmp/vertebroplasty-monitor-UID``),
 mode 0700, holding the sockets and one ``PID.json`` per run:
-``{"pid", "started", "name", "endpoints": {"frames", "results", "flow", "control"}}``.
+``{"pid", "start_ticks", "started", "name", "endpoints": {"frames", "results", "flow", "control"}}``
+(``start_ticks``: when the process started, so that a record whose pid was reused is seen
+to be dead).
 """
 
 from __future__ import annotations
@@ -56,7 +58,13 @@ def private_endpoints() -> dict[str, str]:
 def register(endpoints: dict[str, str], name: str) -> Path:
     """Record this process's run (its endpoints and what it streams); returns the record,
     to :func:`unregister` when the run ends."""
-    record = {"pid": os.getpid(), "started": time.time(), "name": name, "endpoints": endpoints}
+    record = {
+        "pid": os.getpid(),
+        "start_ticks": _start_ticks(os.getpid()),
+        "started": time.time(),
+        "name": name,
+        "endpoints": endpoints,
+    }
     folder = runtime_dir()
     path = folder / f"{os.getpid()}.json"
     with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
@@ -89,8 +97,8 @@ def running() -> list[dict]:
                 raise ValueError("endpoints")
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not one of ours, or half-written: left alone
-        if not _alive(pid):
-            unregister(path)
+        if not _alive(pid) or record.get("start_ticks") not in (None, _start_ticks(pid)):
+            unregister(path)  # dead, or its pid now another process's
             continue
         runs.append(record)
     return sorted(runs, key=lambda r: r.get("started", 0))
@@ -119,6 +127,16 @@ def _listing() -> str:
     if not runs:
         return ""
     return ": " + "; ".join(f"{r['pid']} ({r.get('name', '?')})" for r in runs)
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat field 22), which
+    tells a run still alive from a later process that was given its pid; None without /proc."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat_line.rpartition(")")[2].split()[19])  # fields from 3 on, after the name
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _alive(pid: int) -> bool:

@@ -13,7 +13,8 @@ Socket choices, on purpose:
   ``ZMQ_CONFLATE`` would be the textbook "latest only" option but it does not
   support multipart messages, so viewers drain their queue instead
   (:meth:`Subscriber.latest`).
-- Endpoints default to loopback only.
+- Endpoints default to IPC paths in a user-only directory (monitor.io.runs), and
+  every socket is CURVE-authenticated and encrypted (monitor.io.security).
 
 Zero copy: frames go out with ``send_multipart(..., copy=False)`` straight from
 the numpy array, and come in with ``recv_multipart(copy=False)``, the pixels a
@@ -23,7 +24,6 @@ the numpy array, and come in with ``recv_multipart(copy=False)``, the pixels a
 from __future__ import annotations
 
 import collections
-import ipaddress
 import logging
 import os
 import socket
@@ -34,6 +34,7 @@ import numpy as np
 import zmq
 
 from monitor.errors import MonitorError
+from monitor.io import security
 from monitor.messages import (
     FRAME_TOPICS,
     HEARTBEAT_TOPIC,
@@ -68,28 +69,19 @@ MAX_MESSAGE_PART_BYTES = 64 * 2**20  # a 4096x4096 16-bit frame is 32 MiB; large
 MAX_COMMAND_BYTES = 64 * 2**10  # an operator command is a few hundred bytes
 
 
-def check_local(endpoint: str, role: str) -> None:
-    """Refuse an endpoint off this machine (EndpointError naming the option). Frames,
-    results and commands travel unauthenticated: on ipc (a user-only directory) or loopback
-    TCP only. A viewer on another machine reaches a monitor through an SSH tunnel."""
-    if endpoint.startswith(("ipc://", "inproc://")):
+def check_endpoint(endpoint: str, role: str) -> None:
+    """Refuse an endpoint that is not a ZeroMQ ipc:// or tcp:// address (EndpointError naming
+    the option). Off this machine is allowed: every endpoint is CURVE-authenticated and
+    encrypted (monitor.io.security), so a viewer elsewhere needs the installation's keys."""
+    if endpoint.startswith("ipc://") and len(endpoint) > len("ipc://"):
         return
-    # ZeroMQ reads "tcp://source;address" and resolves names: only a literal loopback
-    # address (or the name localhost) is taken, never "127.0.0.1.example.com".
-    if endpoint.startswith("tcp://") and ";" not in endpoint:
-        host = endpoint[len("tcp://") :].rpartition(":")[0]
-        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        if host == "localhost":
-            return
-        try:
-            if ipaddress.ip_address(host).is_loopback:
-                return
-        except ValueError:
-            pass
+    if endpoint.startswith("tcp://") and ":" in endpoint[len("tcp://") :]:
+        return
+    if endpoint.startswith("inproc://"):
+        return
     raise EndpointError(
-        f"the {role} endpoint {endpoint} is not on this machine: frames and operator commands are"
-        " not authenticated, so the monitor uses ipc:// or tcp://127.0.0.1 only; to view it from"
-        " another machine, tunnel a loopback port (ssh -L 5571:127.0.0.1:5571 ...)"
+        f"the {role} endpoint {endpoint!r} is not an ipc:// path or a tcp://host:port address"
+        f" (--{role}-endpoint)"
     )
 
 
@@ -107,9 +99,16 @@ def _ipc_in_use(path: str) -> bool:
     return True
 
 
-def connect_endpoint(sock: zmq.Socket, endpoint: str, role: str) -> None:
-    """Connect ``sock`` to a local ``endpoint`` (:func:`check_local`); EndpointError if malformed."""
-    check_local(endpoint, role)
+def connect_endpoint(sock: zmq.Socket, endpoint: str, role: str, key: str = "operator") -> None:
+    """Connect ``sock`` to ``endpoint`` as a CURVE client holding ``key`` (one of
+    security.CLIENTS: what this process is); EndpointError if the endpoint is malformed.
+    The socket is closed when it cannot connect."""
+    try:
+        check_endpoint(endpoint, role)
+        security.join(sock, key)
+    except (EndpointError, MonitorError):
+        sock.close(0)
+        raise
     try:
         sock.connect(endpoint)
     except zmq.ZMQError as e:
@@ -123,15 +122,19 @@ def bind_endpoint(sock: zmq.Socket, endpoint: str, role: str) -> str:
     (``frames``: ``--frames-endpoint``). The socket is closed when it cannot be bound.
 
     Two monitors on one machine both default to the same loopback ports: the second
-    must say so in one line, not die in a traceback or, worse, half-start."""
+    must say so in one line, not die in a traceback or, worse, half-start.
+
+    The socket becomes a CURVE server (monitor.io.security.serve): only clients holding a
+    key of this installation complete the handshake."""
     try:
-        check_local(endpoint, role)
+        check_endpoint(endpoint, role)
         if endpoint.startswith("ipc://") and _ipc_in_use(endpoint[len("ipc://") :]):
             raise EndpointError(
                 f"the {role} endpoint {endpoint} is already in use, probably by another monitor on"
                 f" this machine: stop it, or give this run its own endpoints (--{role}-endpoint)"
             )
-    except EndpointError:
+        security.serve(sock)  # only this installation's keys get in; each is named
+    except MonitorError:
         sock.close(0)
         raise
     try:
@@ -145,6 +148,33 @@ def bind_endpoint(sock: zmq.Socket, endpoint: str, role: str) -> str:
             ) from None
         raise EndpointError(f"cannot bind the {role} endpoint {endpoint}: {e}") from None
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def probe_bind(endpoint: str, role: str) -> None:
+    """Bind ``endpoint`` for a moment and let it go: EndpointError in one line if it cannot be
+    bound (in use, or not an address of this machine). For the endpoints a child process
+    binds, checked before it starts: its failure would otherwise be a traceback, then a
+    run that "did not start"."""
+    sock = zmq.Context.instance().socket(zmq.PULL)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        check_endpoint(endpoint, role)
+        if endpoint.startswith("ipc://") and _ipc_in_use(endpoint[len("ipc://") :]):
+            raise EndpointError(
+                f"the {role} endpoint {endpoint} is already in use, probably by another monitor on"
+                f" this machine: stop it, or give this run its own endpoints (--{role}-endpoint)"
+            )
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as e:
+            if e.errno == zmq.EADDRINUSE:
+                raise EndpointError(
+                    f"the {role} endpoint {endpoint} is already in use, probably by another monitor"
+                    f" on this machine: stop it, or give this run its own endpoints (--{role}-endpoint)"
+                ) from None
+            raise EndpointError(f"cannot bind the {role} endpoint {endpoint}: {e.strerror}") from None
+    finally:
+        sock.close(0)
 
 
 class Publisher:
@@ -295,6 +325,7 @@ class Subscriber:
         context: zmq.Context | None = None,
         role: str = "frames",
         session: str | None = None,
+        key: str = "operator",
     ):
         self.session = session or None  # the session followed ("" : the first heard)
         self._follows = session is not None
@@ -311,7 +342,7 @@ class Subscriber:
             for plane in planes:
                 self._sock.setsockopt(zmq.SUBSCRIBE, FRAME_TOPICS[plane])
             self._sock.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC)
-        connect_endpoint(self._sock, endpoint, role)
+        connect_endpoint(self._sock, endpoint, role, key)
         self.stats = StreamStats()
 
     @property
@@ -403,7 +434,9 @@ class CommandSender:
     """The operator's side of the control endpoint: commands to the analyzer.
 
     PUSH/PULL rather than PUB/SUB: a command must not be dropped for want of a
-    subscription, and ZeroMQ queues it while the analyzer (re)connects.
+    subscription, and ZeroMQ queues it while the analyzer (re)connects. ``source`` is the
+    key it holds (``viewer`` or ``operator``): the analyzer names a command's source by the
+    key it came with, whatever the message's ``source`` field says.
     """
 
     def __init__(self, endpoint: str, source: str, session: str = "", context: zmq.Context | None = None):
@@ -412,7 +445,7 @@ class CommandSender:
         self._sock = (context or zmq.Context.instance()).socket(zmq.PUSH)
         self._sock.setsockopt(zmq.LINGER, 1000)
         self._sock.setsockopt(zmq.SNDTIMEO, 1000)
-        connect_endpoint(self._sock, endpoint, "control")
+        connect_endpoint(self._sock, endpoint, "control", source)
 
     def send(self, action: str, value=None) -> Command:
         command = Command(self.session, self.source, time.time(), action, value)
