@@ -61,7 +61,7 @@ def _add_simulate(sub) -> None:
     p.add_argument("--size", type=_positive_int, default=d.size, help="detector pixels (square)")
     p.add_argument("--frames", type=_positive_int, default=d.frames)
     p.add_argument("--fps", type=float, default=d.fps)
-    p.add_argument("--level", choices=LEVELS, default=d.level)
+    p.add_argument("--level", choices=LEVELS, default=d.level, help="T8-T12 and L1 with --anatomy ct")
     p.add_argument("--side", choices=("left", "right", "bipedicular"), default=d.side)
     p.add_argument("--fracture", choices=("wedge", "biconcave", "none"), default=d.fracture)
     p.add_argument("--noise", choices=tuple(NOISE_LEVELS), default=d.noise)
@@ -89,6 +89,23 @@ def _add_simulate(sub) -> None:
         default=d.cement_mu,
         metavar="PER_MM",
         help="linear attenuation of the cement, 1/mm",
+    )
+    p.add_argument(
+        "--world",
+        choices=("simple", "realistic"),
+        default="simple",
+        help="simple: one energy, the cement and scatter above (fast, for tests); realistic: a room"
+        " drawn from the seed (spectrum, opacifier, scatter, glare, brightness control, filtering,"
+        " 8-bit video; the sim extra) as the accuracy benchmark draws them",
+    )
+    p.add_argument(
+        "--anatomy",
+        choices=("geometric", "ct"),
+        default=d.anatomy,
+        help="geometric phantom, or a real patient's CT (levels T8-T12, L1; fetched once with pip)",
+    )
+    p.add_argument(
+        "--cleft", action="store_true", help="a gas-filled intravertebral cleft (Kummell's disease)"
     )
     p.add_argument(
         "--contact-sheet",
@@ -119,7 +136,19 @@ def _run_simulate(args) -> int:
         mirror=args.mirror,
         compression=args.compression,
         cement_mu=args.cement_mu,
+        anatomy=args.anatomy,
+        cleft=args.cleft,
     )
+    if args.world == "realistic":
+        from dataclasses import replace
+
+        import numpy as np
+
+        from monitor.sim.world import draw_world
+
+        world = draw_world(np.random.default_rng(args.seed))
+        video = {"bits": 8, "intensity": "LOG", "photometric": "MONOCHROME2"} if world.video else {}
+        cfg = replace(cfg, world=world, **video)
     try:
         cfg.validate()
     except ValueError as e:
@@ -133,6 +162,16 @@ def _run_simulate(args) -> int:
         + (f", {leak['site']} leak from frame {leak['onset_frame']}" if leak["site"] else ", no leak")
         + f" ({truth['render_seconds']} s)"
     )
+    if cfg.world is not None:
+        w = cfg.world
+        print(
+            f"room: {w.kvp:g} kVp, {w.al_mm:g} mm Al + {w.cu_mm:g} mm Cu, {w.opacifier}"
+            f" {100 * w.opacifier_fraction:.0f} %, scatter-to-primary {w.scatter_to_primary:g}"
+            f" ({'grid' if w.grid else 'no grid'}), {w.detector}, brightness control"
+            f" {'on' if w.abc else 'off'}, recursive filter {w.recursive_weight:g}, edge gain"
+            f" {w.edge_gain:g}, {'8-bit video' if w.video else 'raw'}, exposure tags"
+            f" {'written' if w.tags else 'left out'} (truth.json holds it all)"
+        )
     if args.contact_sheet:
         sheet = write_contact_sheet(
             [args.outdir / "lateral.dcm", args.outdir / "ap.dcm"], args.outdir / "contact_sheet.png"
@@ -1063,14 +1102,36 @@ def _add_bench(sub) -> None:
     t.add_argument("--frames", type=_positive_int, default=300, help="frames per throughput run")
     t.add_argument("--seconds", type=float, default=10.0, help="seconds per latency run")
     t.set_defaults(run=lambda a: _run_bench_transport(a))
-    a = which.add_parser("accuracy", help="the vision pipeline against simulated truth on a 30-case corpus")
+    a = which.add_parser(
+        "accuracy",
+        help="the vision pipeline against simulated truth: the realistic world's reporting seeds",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     a.add_argument(
         "--corpus",
         type=Path,
         default=Path("bench-corpus"),
-        help="where the rendered cases are cached (rendered on first use)",
+        help="where the rendered cases are cached (rendered on first use; both worlds fit in one)",
     )
-    a.add_argument("--cases", type=_positive_int, default=30)
+    a.add_argument(
+        "--world",
+        choices=("realistic", "simple"),
+        default="realistic",
+        help="realistic: every unknown of a room drawn per case (needs the sim extra); simple: the"
+        " world the monitor was built in, to check a refactor moved nothing",
+    )
+    a.add_argument(
+        "--seeds",
+        choices=("reporting", "tuning"),
+        default="reporting",
+        help="realistic world: the 36 reporting seeds, or the 12 tuning ones (tune on these only)",
+    )
+    a.add_argument(
+        "--cases",
+        type=_positive_int,
+        default=None,
+        help="the first N cases (default: all of the seed set; 30 in the simple world)",
+    )
     a.add_argument("--json", type=Path, default=None, help="also write per-case results here")
     a.add_argument(
         "--workers",
@@ -1126,7 +1187,15 @@ def _run_bench_transport(args) -> int:
 def _run_bench_accuracy(args) -> int:
     from monitor.accuracy import run
 
-    run(args.corpus, args.cases, args.json, args.workers, say=lambda m: print(m, file=sys.stderr))
+    run(
+        args.corpus,
+        args.cases,
+        args.json,
+        args.workers,
+        say=lambda m: print(m, file=sys.stderr),
+        world=args.world,
+        seeds=args.seeds,
+    )
     return 0
 
 

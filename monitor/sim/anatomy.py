@@ -158,6 +158,24 @@ class Phantom:
     body: np.ndarray  # bool, treated vertebral body incl. its cortex
     cancellous: np.ndarray  # bool, its trabecular interior (where cement may go)
     level: str
+    cleft: np.ndarray | None = None  # bool, a gas-filled intravertebral cleft (filled first)
+
+
+def add_cleft(phantom: Phantom, rng: np.random.Generator) -> Phantom:
+    """A gas-filled intravertebral cleft (Kummell's disease: avascular necrosis after a
+    fracture, common in the patients who get vertebroplasty): an ellipsoid of 4-10 mm
+    semi-axes in the anterior half of the cancellous bone. Cement fills it first."""
+    from dataclasses import replace
+
+    x, y, z = phantom.grid.coords()
+    s = phantom.shape
+    centre = (rng.uniform(-3, 3), -rng.uniform(0.2, 0.45) * s.half_depth, rng.uniform(-2, 2))
+    axes = (rng.uniform(6, 10), rng.uniform(4, 7), rng.uniform(2.5, 4.5))
+    inside = ((x - centre[0]) / axes[0]) ** 2 + ((y - centre[1]) / axes[1]) ** 2
+    cleft = ((inside + ((z - centre[2]) / axes[2]) ** 2) <= 1.0) & phantom.cancellous
+    mu = phantom.mu.copy()
+    mu[cleft] = -MU_SOFT_TISSUE  # gas
+    return replace(phantom, mu=mu, cleft=cleft)
 
 
 def build_phantom(

