@@ -194,3 +194,33 @@ def test_a_cleft_fills_before_the_marrow_around_it(tmp_path):
     order, _ = fill_order(phantom, tip, np.zeros(g.shape, bool), "none", rng, 0.0)
     first = order.voxels[: int(cleft.sum())]
     assert cleft[first].mean() > 0.6
+
+
+def test_brightness_control_raises_the_output_then_steps_the_kvp_as_the_cement_grows(tmp_path):
+    """The ABC holds the central brightness: the dark bolus makes it raise the tube output to
+    its limit, then step the kVp (so the cement's contrast changes mid-injection)."""
+    world = World(kvp=70, abc=True, abc_gain=0.6, abc_max_output=1.05, kvp_step=3.0)
+    truth = simulate(_small(world, scenario="none", frames=24, size=192), tmp_path / "abc")
+    history = truth["detector"]["lateral"]
+    assert history["kvp_per_frame"][0] == 70 and history["kvp_per_frame"][-1] > 70
+    assert max(history["output_per_frame"]) == pytest.approx(1.05, abs=0.01)
+    steady = simulate(
+        _small(replace(world, abc=False), scenario="none", frames=24, size=192), tmp_path / "off"
+    )
+    assert set(steady["detector"]["lateral"]["kvp_per_frame"]) == {70}
+
+
+def test_the_benchmark_scores_a_realistic_case_and_tables_it_by_band(tmp_path):
+    """One small realistic case through the benchmark's own path (rendered, evaluated as the
+    analyzer would, scored): its bands each get a row of the sensitivity table."""
+    from monitor.accuracy import evaluate_case, report, score, sensitivity
+
+    world = World(kvp=95, opacifier="ZrO2", scatter_to_primary=1.8, grid=False, abc=True)
+    simulate(_small(world, frames=16, size=256), tmp_path / "case")
+    case = evaluate_case(tmp_path / "case")
+    assert len(case["distance"]) == 16 and case["config"]["world"]["opacifier"] == "ZrO2"
+    table = sensitivity([case])
+    for row in ("scatter: SPR >= 1.5", "kVp: 90-110", "opacifier: ZrO2", "brightness control: ABC on",
+                "anatomy: geometric"):  # fmt: skip
+        assert row in table
+    assert "realistic" in report(score([case]), "realistic world: 1 case")

@@ -56,6 +56,13 @@ def _centre(image: np.ndarray) -> np.ndarray:
     return image[n // 3 : 2 * n // 3, m // 3 : 2 * m // 3]
 
 
+def _abc_region(image: np.ndarray) -> np.ndarray:
+    """Where brightness control measures: the central fifth of the field, where the operator
+    centres the treated vertebra (and so where the cement grows)."""
+    n, m = image.shape
+    return image[2 * n // 5 : 3 * n // 5, 2 * m // 5 : 3 * m // 5]
+
+
 def render_view(
     cfg,
     world: World,
@@ -161,17 +168,17 @@ def render_view(
         if f == 0:
             exposure.output = NOISE_LEVELS[cfg.noise] * pixel**2 / float(np.median(_centre(signal)))
             exposure.first_output = exposure.output
-            exposure.target = float(_centre(signal).mean()) * exposure.output
+            exposure.target = float(_abc_region(signal).mean()) * exposure.output
         exposure.kvp_history.append(kvp)
         exposure.output_history.append(round(exposure.output / exposure.first_output, 4))
         quanta = rng.poisson(np.clip(signal * exposure.output, 0, None)).astype(np.float32)
         quanta += rng.normal(0.0, 2.0, quanta.shape).astype(np.float32)
         if world.abc:  # the next frame's exposure, from this one's brightness
-            measured = float(_centre(signal).mean()) * exposure.output
+            measured = float(_abc_region(signal).mean()) * exposure.output
             wanted = exposure.output * (exposure.target / max(measured, 1e-6)) ** world.abc_gain
             limit = exposure.first_output * world.abc_max_output
             exposure.output = min(wanted, limit)
-            if wanted > limit and measured < 0.93 * exposure.target and kvp + world.kvp_step <= KVP_CEILING:
+            if wanted > limit and measured < 0.97 * exposure.target and kvp + world.kvp_step <= KVP_CEILING:
                 kvp += world.kvp_step
                 exposure.spectrum = Spectrum(Beam(kvp, world.al_mm, world.cu_mm))
                 mus = attenuation(exposure.spectrum)
@@ -183,7 +190,7 @@ def render_view(
             smooth = cv2.GaussianBlur(shown, (0, 0), world.edge_sigma_mm / pixel)
             shown = shown + world.edge_gain * (shown - smooth)
         if world.video:
-            out, scale = _video(shown, cfg, world, scale)
+            out, scale = _video(shown, cfg, world, scale, field)
         else:
             if scale is None:
                 scale = {**_output_scale(cfg, shown), "n0": exposure.output}
@@ -213,12 +220,15 @@ def render_view(
     return frames, history, tags
 
 
-def _video(quanta: np.ndarray, cfg, world: World, scale: dict | None) -> tuple[np.ndarray, dict]:
-    """8-bit log video with the gain and offset the system set on the first frame."""
+def _video(
+    quanta: np.ndarray, cfg, world: World, scale: dict | None, field: np.ndarray
+) -> tuple[np.ndarray, dict]:
+    """8-bit log video with the gain and offset the system set on the first frame, from the
+    signal inside the collimated field (what lies behind the lead is not the patient)."""
     top = 2**cfg.bits - 1
     log_signal = np.log(np.maximum(quanta, 0.5))
     if scale is None:
-        lo, hi = np.quantile(log_signal, world.video_window)
+        lo, hi = np.quantile(log_signal[field > 0.5], world.video_window)
         lo, hi = float(lo), float(max(hi, lo + 1e-3))
         lo -= world.video_headroom * (hi - lo)
         scale = {"mapping": "video", "log_lo": lo, "per_unit_log": top / (hi - lo)}

@@ -43,7 +43,7 @@ class World:
     # frame), and kVp steps up when the output is at its limit, as the dark cement grows.
     abc: bool = False
     abc_gain: float = 0.5
-    abc_max_output: float = 1.6  # x the first frame's output
+    abc_max_output: float = 1.15  # x the first frame's output (a dose-rate limit), then kVp steps
     kvp_step: float = 3.0
     # The system's processing: recursive temporal filtering (weight of the previous output),
     # edge enhancement (unsharp mask), and 8-bit video as a frame grabber sees it.
@@ -113,7 +113,7 @@ def draw_world(rng: np.random.Generator) -> World:
         vignetting=float(np.round(rng.uniform(0.15, 0.35), 3)) if intensifier else 0.0,
         abc=bool(rng.random() < 0.6),
         abc_gain=float(np.round(rng.uniform(0.3, 0.8), 2)),
-        abc_max_output=float(np.round(rng.uniform(1.2, 2.0), 2)),
+        abc_max_output=float(np.round(rng.uniform(1.05, 1.3), 2)),
         kvp_step=float(rng.choice([2.0, 3.0, 5.0])),
         recursive_weight=float(np.round(rng.uniform(0.3, 0.6), 2)) if filtered else 0.0,
         edge_gain=float(np.round(rng.uniform(0.3, 1.0), 2)) if filtered and rng.random() < 0.7 else 0.0,
