@@ -224,3 +224,19 @@ def test_the_benchmark_scores_a_realistic_case_and_tables_it_by_band(tmp_path):
                 "anatomy: geometric"):  # fmt: skip
         assert row in table
     assert "realistic" in report(score([case]), "realistic world: 1 case")
+
+
+def test_a_ct_phantom_is_surrounded_by_the_patients_own_chest():
+    """Around the fine box, the CT's own lungs, ribs and organs at 2 mm replace the geometric
+    phantom's analytic trunk: a lateral ray through a thoracic level crosses both lungs."""
+    from monitor.sim.ct import build_ct_phantom
+    from monitor.sim.projector import View, surrounding_paths
+
+    _ct_or_skip()
+    phantom = build_ct_phantom(np.random.default_rng(0), level="T10")
+    view = View("lateral", 64, 160.0 / 64, 1000.0, 750.0)
+    tissue, bone, missing = surrounding_paths(phantom, view)
+    centre = tissue[32, 32]
+    assert 250 < centre < 450  # mm: the chest's width in the CT's field (and the fine box)
+    assert missing.max() > 100  # mm of lung and air along some lateral rays
+    assert bone.max() > 5  # ribs and the other vertebrae outside the box

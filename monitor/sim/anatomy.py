@@ -148,6 +148,20 @@ def tube_fraction(grid: Grid, points: np.ndarray, radius: float, inner: float = 
     return tuple(sl), frac.astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Surroundings:
+    """The patient around the phantom's fine box, on a coarser grid whose voxels are each
+    wholly inside or outside that box: what replaces the analytic trunk for a CT phantom.
+    Fractions of each voxel, relative to soft tissue filling it: ``bone`` of cortical bone
+    in its place, ``missing`` of tissue absent (lung, gas, the air around the patient).
+    ``outside``: the voxels the fine box does not cover (the only ones projected)."""
+
+    grid: Grid
+    bone: np.ndarray  # float32 [z, y, x]
+    missing: np.ndarray  # float32 [z, y, x]
+    outside: np.ndarray  # bool [z, y, x]
+
+
 @dataclass
 class Phantom:
     """The static anatomy and the masks the cement model and the truth need."""
@@ -159,6 +173,8 @@ class Phantom:
     cancellous: np.ndarray  # bool, its trabecular interior (where cement may go)
     level: str
     cleft: np.ndarray | None = None  # bool, a gas-filled intravertebral cleft (filled first)
+    # None: the trunk is an analytic elliptic cylinder of soft tissue around the fine box
+    surroundings: Surroundings | None = None
 
 
 def add_cleft(phantom: Phantom, rng: np.random.Generator) -> Phantom:

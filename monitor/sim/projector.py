@@ -106,6 +106,29 @@ def project(
     return out
 
 
+TRUNK_HALF_WIDTH_MM = 165.0
+TRUNK_HALF_DEPTH_MM = 115.0
+
+
+def surrounding_paths(phantom, view: View) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """mm of (soft tissue, cortical bone in place of tissue, tissue missing) along each ray
+    through the patient around and under the phantom's own attenuation: the analytic trunk
+    (tissue only) for the geometric phantom; for a CT phantom, the fine box filled with
+    tissue plus the CT's coarse surroundings outside it."""
+    s = phantom.surroundings
+    if s is None:
+        trunk = trunk_path_integral(
+            view, TRUNK_HALF_WIDTH_MM, TRUNK_HALF_DEPTH_MM, centre_y=-phantom.shape.half_depth - 10.0
+        )
+        zero = np.zeros_like(trunk)
+        return trunk / MU_SOFT_TISSUE, zero, zero
+    tissue = project(np.ones(phantom.grid.shape, np.float32), phantom.grid, view)
+    tissue += project(s.outside.astype(np.float32), s.grid, view)
+    bone = project(np.where(s.outside, s.bone, 0.0).astype(np.float32), s.grid, view)
+    missing = project(np.where(s.outside, s.missing, 0.0).astype(np.float32), s.grid, view)
+    return tissue, bone, missing
+
+
 def trunk_path_integral(view: View, half_width: float, half_depth: float, centre_y: float):
     """Soft tissue of the trunk: an elliptic cylinder along z, integrated analytically.
 

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from monitor.sim.anatomy import MU_CORTICAL, MU_SOFT_TISSUE, Phantom
-from monitor.sim.projector import View, project, trunk_path_integral, tube_path_integral
+from monitor.sim.projector import View, project, surrounding_paths, tube_path_integral
 from monitor.sim.world import World
 from monitor.sim.xray import Beam, Spectrum, cement_material, detected
 
@@ -93,10 +93,9 @@ def render_view(
     # Static paths, mm per ray: bone in place of tissue, tissue missing, the trunk, steel.
     bone_fraction = np.clip(phantom.mu, 0.0, None) / (MU_CORTICAL - MU_SOFT_TISSUE)
     air_fraction = np.clip(-phantom.mu, 0.0, None) / MU_SOFT_TISSUE
-    bone = project(bone_fraction, g, view)
-    missing = project(air_fraction, g, view)
-    trunk = trunk_path_integral(view, 165.0, 115.0, centre_y=-phantom.shape.half_depth - 10.0)
-    tissue = trunk / MU_SOFT_TISSUE
+    tissue, bone, missing = surrounding_paths(phantom, view)
+    bone += project(bone_fraction, g, view)
+    missing += project(air_fraction, g, view)
     steel = np.zeros_like(tissue)
     for tube in tubes:
         steel += tube_path_integral(view, **{**tube, "mu": 1.0})

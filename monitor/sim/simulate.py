@@ -24,6 +24,7 @@ import numpy as np
 from monitor.io.dicom import Geometry, WriteOptions, write_recording
 from monitor.sim.anatomy import (
     MU_CEMENT_DEFAULT,
+    MU_CORTICAL,
     MU_SOFT_TISSUE,
     Phantom,
     add_cannula,
@@ -31,7 +32,13 @@ from monitor.sim.anatomy import (
     build_phantom,
 )
 from monitor.sim.cement import SCENARIOS, FillOrder, fill_order, injection_schedule
-from monitor.sim.projector import View, project, trunk_path_integral, tube_path_integral
+from monitor.sim.projector import (
+    View,
+    project,
+    surrounding_paths,
+    trunk_path_integral,
+    tube_path_integral,
+)
 from monitor.sim.world import World
 from monitor.vision.sampling import translate_cubic
 
@@ -173,7 +180,11 @@ def simulate(cfg: SimConfig, outdir: str | Path, progress: Callable[[str], None]
             continue
         say(f"projecting the {name} anatomy")
         static = project(phantom.mu, phantom.grid, view)
-        static += trunk_path_integral(view, 165.0, 115.0, centre_y=-shape.half_depth - 10.0)
+        if phantom.surroundings is None:
+            static += trunk_path_integral(view, 165.0, 115.0, centre_y=-shape.half_depth - 10.0)
+        else:  # a CT phantom: the patient's own surroundings, at one energy
+            tissue, bone, missing = surrounding_paths(phantom, view)
+            static += MU_SOFT_TISSUE * (tissue - missing) + (MU_CORTICAL - MU_SOFT_TISSUE) * bone
         for tube in tubes:
             static += tube_path_integral(view, **tube)
         moved = None
