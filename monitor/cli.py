@@ -50,8 +50,8 @@ def _add_simulate(sub) -> None:
         help="render a simulated biplane vertebroplasty recording with ground truth",
         description="Render lateral.dcm, ap.dcm (XA multi-frame) and truth.json into OUTDIR.",
     )
-    p.add_argument("outdir", type=Path)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("outdir", type=Path, help="folder to write lateral.dcm, ap.dcm and truth.json into")
+    p.add_argument("--seed", type=int, default=d.seed, help="the case: anatomy, needle, cement and noise")
     p.add_argument(
         "--scenario",
         choices=SCENARIOS,
@@ -59,12 +59,24 @@ def _add_simulate(sub) -> None:
         help="none; proximity (cement within 5 mm of the wall, no leak); posterior, venous or disc leak",
     )
     p.add_argument("--size", type=_positive_int, default=d.size, help="detector pixels (square)")
-    p.add_argument("--frames", type=_positive_int, default=d.frames)
-    p.add_argument("--fps", type=float, default=d.fps)
+    p.add_argument("--frames", type=_positive_int, default=d.frames, help="frames per plane")
+    p.add_argument("--fps", type=float, default=d.fps, help="frames per second (FrameTime written)")
     p.add_argument("--level", choices=LEVELS, default=d.level, help="T8-T12 and L1 with --anatomy ct")
-    p.add_argument("--side", choices=("left", "right", "bipedicular"), default=d.side)
-    p.add_argument("--fracture", choices=("wedge", "biconcave", "none"), default=d.fracture)
-    p.add_argument("--noise", choices=tuple(NOISE_LEVELS), default=d.noise)
+    p.add_argument(
+        "--side", choices=("left", "right", "bipedicular"), default=d.side, help="the cannula's pedicle(s)"
+    )
+    p.add_argument(
+        "--fracture",
+        choices=("wedge", "biconcave", "none"),
+        default=d.fracture,
+        help="shape of the treated body (geometric anatomy)",
+    )
+    p.add_argument(
+        "--noise",
+        choices=tuple(NOISE_LEVELS),
+        default=d.noise,
+        help="quantum noise: photons per mm^2 behind the spine",
+    )
     p.add_argument(
         "--breathing",
         type=float,
@@ -72,8 +84,15 @@ def _add_simulate(sub) -> None:
         metavar="MM",
         help="peak cranio-caudal breathing excursion, 0 for none",
     )
-    p.add_argument("--intensity", choices=("LIN", "LOG"), default=d.intensity)
-    p.add_argument("--photometric", choices=("MONOCHROME1", "MONOCHROME2"), default=d.photometric)
+    p.add_argument(
+        "--intensity", choices=("LIN", "LOG"), default=d.intensity, help="the detector's response, as written"
+    )
+    p.add_argument(
+        "--photometric",
+        choices=("MONOCHROME1", "MONOCHROME2"),
+        default=d.photometric,
+        help="MONOCHROME1: high values dark",
+    )
     p.add_argument("--bits", type=int, default=d.bits, help="bits stored, 8..16")
     p.add_argument(
         "--field",
@@ -82,7 +101,12 @@ def _add_simulate(sub) -> None:
         help="collimation: open, rectangular shutters, round intensifier field",
     )
     p.add_argument("--mirror", action="store_true", help="lateral view with anterior on the right")
-    p.add_argument("--compression", choices=("none", "rle", "jpegls", "j2k"), default=d.compression)
+    p.add_argument(
+        "--compression",
+        choices=("none", "rle", "jpegls", "j2k"),
+        default=d.compression,
+        help="transfer syntax of the written DICOM (all lossless)",
+    )
     p.add_argument(
         "--cement-mu",
         type=float,
@@ -430,7 +454,9 @@ def _add_replay(sub) -> None:
 def _add_grab(sub) -> None:
     p = sub.add_parser("grab", help="monitor a live frame grabber on the C-arm's video output")
     p.add_argument("--device", type=int, required=True, help="OpenCV video device index")
-    p.add_argument("--plane", choices=("lateral", "ap"), default="lateral")
+    p.add_argument(
+        "--plane", choices=("lateral", "ap"), default="lateral", help="the plane a single-plane grabber shows"
+    )
     p.add_argument(
         "--side-by-side", action="store_true", help="both planes side by side, lateral on the left"
     )
@@ -440,7 +466,9 @@ def _add_grab(sub) -> None:
         metavar="JSON",
         help="where each plane sits in the video frame (a profile's video_layout section)",
     )
-    p.add_argument("--fps", type=float, default=None)
+    p.add_argument(
+        "--fps", type=float, default=None, help="frame rate to assume (default: what the device reports)"
+    )
     _add_stream_options(p, "log the session into this directory")
     p.set_defaults(run=_run_grab)
 
@@ -672,7 +700,7 @@ def _add_view(sub) -> None:
     p.add_argument(
         "--screenshot", type=Path, metavar="PNG", help="grab the window to PNG after --after s, exit"
     )
-    p.add_argument("--after", type=float, default=5.0, metavar="S")
+    p.add_argument("--after", type=float, default=5.0, metavar="S", help="seconds before --screenshot grabs")
     p.set_defaults(run=_run_view)
 
 
@@ -742,7 +770,9 @@ def _add_calibrate(sub) -> None:
     n.add_argument(
         "image", type=Path, help="lateral DICOM (first frame used) or PNG/TIFF, one cannula in view"
     )
-    n.add_argument("--gauge", type=int, choices=(11, 13), required=True)
+    n.add_argument(
+        "--gauge", type=int, choices=(11, 13), required=True, help="the cannula's gauge (its known diameter)"
+    )
     for q in (g, n):
         q.add_argument("--out", type=Path, help="write the profile here (JSON)")
         q.add_argument("--id", default=None, help="profile id, e.g. room3-artis-2026-11")
@@ -847,12 +877,12 @@ def _run_calibrate(args) -> int:
 def _add_simulate_grid(sub) -> None:
     p = sub.add_parser("simulate-grid", help="render a bead-grid calibration phantom (DICOM) with its truth")
     p.add_argument("out", type=Path, help="DICOM file to write; the truth goes next to it (.json)")
-    p.add_argument("--pitch", type=float, default=5.0, metavar="MM")
+    p.add_argument("--pitch", type=float, default=5.0, metavar="MM", help="distance between beads")
     p.add_argument(
         "--distortion", type=float, default=0.0, metavar="K1", help="pincushion strength, e.g. 0.06"
     )
-    p.add_argument("--size", type=_positive_int, default=1024)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=_positive_int, default=1024, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=0, help="noise and bead jitter")
     p.set_defaults(run=_run_simulate_grid)
 
 
@@ -1105,7 +1135,6 @@ def _add_bench(sub) -> None:
     a = which.add_parser(
         "accuracy",
         help="the vision pipeline against simulated truth: the realistic world's reporting seeds",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     a.add_argument(
         "--corpus",
@@ -1141,7 +1170,7 @@ def _add_bench(sub) -> None:
     )
     a.set_defaults(run=_run_bench_accuracy)
     v = which.add_parser("viewer", help="frames per second the live view renders at 30 frames/s biplane")
-    v.add_argument("--seconds", type=float, default=10.0)
+    v.add_argument("--seconds", type=float, default=10.0, help="how long to render")
     v.set_defaults(run=_run_bench_viewer)
     st = which.add_parser("storage", help="disk and time per frame recorded in the session log")
     st.add_argument(
@@ -1152,11 +1181,13 @@ def _add_bench(sub) -> None:
     )
     st.set_defaults(run=_run_bench_storage)
     su = which.add_parser("summary", help="monitor audit --summary over many generated session logs")
-    su.add_argument("--sessions", type=_positive_int, default=10000)
+    su.add_argument(
+        "--sessions", type=_positive_int, default=10000, help="session logs to generate and summarise"
+    )
     su.add_argument(
         "--dir", type=Path, default=None, help="keep the generated logs here (reused by the next run)"
     )
-    su.add_argument("--workers", type=_positive_int, default=2)
+    su.add_argument("--workers", type=_positive_int, default=2, help="processes generating the logs")
     su.set_defaults(run=_run_bench_summary)
 
 
@@ -1220,8 +1251,34 @@ def _run_bench_summary(args) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says what it is
+    (an option without a value, or one whose default is explained in words)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.default is None
+            or action.default is False
+            or action.default is argparse.SUPPRESS
+            or isinstance(action, argparse._StoreConstAction)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Parsers and subparsers alike show their options' defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="monitor",
         description="Vertebroplasty cement monitor: watches lateral and AP fluoroscopy for cement "
         "approaching the posterior wall and for leaks.",

@@ -102,3 +102,44 @@ def test_bundled_recordings_match_their_manifest():
         for path in (r.lateral, r.ap):
             with open_recording(path) as rec:
                 assert rec.info.n_frames == len(truth["frames"])
+
+
+def _every_parser():
+    import argparse
+
+    from monitor.cli import build_parser
+
+    stack = [("monitor", build_parser())]
+    while stack:
+        name, parser = stack.pop()
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack += [(f"{name} {sub}", p) for sub, p in action.choices.items()]
+
+
+def test_every_option_of_every_subcommand_says_what_it_does_and_its_default():
+    """Issue 20: --help for every option, defaults shown. An option whose default is a value
+    prints it; one whose default is explained in words (or has none) says so itself."""
+    import argparse
+
+    undocumented, silent = [], []
+    for name, parser in _every_parser():
+        text = parser.format_help()
+        for action in parser._actions:
+            if isinstance(
+                action, (argparse._HelpAction, argparse._SubParsersAction, argparse._VersionAction)
+            ):
+                continue
+            label = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            if not action.help:
+                undocumented.append(label)
+            elif (
+                action.option_strings
+                and action.default is not None
+                and action.default is not False
+                and f"default: {action.default}" not in " ".join(text.split())
+                and "default" not in action.help
+            ):
+                silent.append(label)
+    assert undocumented == [] and silent == [], (undocumented, silent)
