@@ -172,6 +172,8 @@ def _run_simulate(args) -> int:
 
         world = draw_world(np.random.default_rng(args.seed))
         video = {"bits": 8, "intensity": "LOG", "photometric": "MONOCHROME2"} if world.video else {}
+        if world.detector == "intensifier" and cfg.field == "open":
+            video["field"] = "round"  # an intensifier's field is its round input screen
         cfg = replace(cfg, world=world, **video)
     try:
         cfg.validate()
