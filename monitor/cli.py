@@ -493,20 +493,19 @@ def _own_endpoints(args):
 
 def _attached_endpoints(args):
     """What ``view`` and ``analyze`` attach to: the endpoints given, and for the others those
-    of the monitor running on this machine (``--run PID`` when there are several), else the
-    TCP defaults."""
+    of the monitor running on this machine (``--run PID`` when there are several; an error
+    naming them rather than a guess), or the TCP defaults when no monitor runs here."""
     from monitor.io.runs import attach
+    from monitor.io.runs import running as running_monitors
     from monitor.pipeline import Endpoints
 
     given = _given_endpoints(args)
-    try:
-        running = attach(args.run_pid)
-    except MonitorError:
-        if not given:
-            raise
-        running = {}  # those given, and the TCP defaults for the others
-    default = Endpoints()
     roles = ("frames", "results", "flow", "control")
+    if len(given) == len(roles) or (given and args.run_pid is None and not running_monitors()):
+        running = {}  # all given; or no monitor here: the TCP defaults for the others
+    else:  # a --run PID that is not running, or several and no --run: said, never guessed
+        running = attach(args.run_pid)
+    default = Endpoints()
     return Endpoints(*(given.get(r) or running.get(r) or getattr(default, r) for r in roles))
 
 

@@ -30,6 +30,8 @@ from monitor import __version__
 from monitor.analyzer import run_analyzer
 from monitor.errors import MonitorError
 from monitor.flow import FlowServer
+from monitor.io import security
+from monitor.io.security import SERVER as SERVER_KEY
 from monitor.io.store import DB_NAME, SessionStore
 from monitor.io.transport import (
     DEFAULT_CONTROL_ENDPOINT,
@@ -175,6 +177,10 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     if spec.analyzer:  # what the analyzer will bind: said here in one line, not in its traceback
         probe_bind(spec.endpoints.results, "results")
         probe_bind(spec.endpoints.control, "control")
+    # and the keys the children will hold (monitor.io.security), likewise
+    security.require(
+        [SERVER_KEY, *(["analyzer"] if spec.analyzer else []), *(["logger"] if spec.session_dir else [])]
+    )
     session = uuid.uuid4().hex[:12]
     ctx = multiprocessing.get_context("spawn")
     plans: dict[str, tuple] = {}  # name -> (target, args): how to (re)start each consumer

@@ -19,6 +19,7 @@ from monitor.io.store import SessionStore
 from monitor.io.transport import CommandSender, Frame, Publisher, Subscriber
 from monitor.messages import Command, FrameHeader, encode
 from monitor.pipeline import Endpoints, RunSpec, run
+from monitor.recordings import default_recording
 from monitor.replay import PaceOptions
 
 
@@ -198,3 +199,36 @@ def test_a_viewers_copy_of_the_keys_is_used_as_it_is_and_cannot_serve(tmp_path, 
     with pytest.raises(MonitorError, match="does not hold the monitor's secret key"):
         security.serve(sock)
     sock.close(0)
+
+
+def test_a_missing_client_secret_is_refused_in_one_line_before_anything_starts(tmp_path, monkeypatch):
+    """Found by review: with the analyzer's secret gone, the analyzer died in a traceback, was
+    restarted three times, and the run ended "did not start within 20 s"."""
+    import shutil
+
+    from tests.conftest import monitor_cli
+
+    keys = tmp_path / "keys"
+    monkeypatch.setenv("MONITOR_KEY_DIR", str(keys))
+    security.Keys()
+    (keys / "curve" / "private" / "analyzer.key_secret").unlink()
+    rec = default_recording()
+    done = monitor_cli("replay", "--lateral", rec.lateral, "--headless", "--session", tmp_path / "s")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "no secret key for the analyzer" in done.stderr
+    assert not (tmp_path / "s" / "session.sqlite").exists()
+    shutil.rmtree(keys)
+
+
+def test_a_pid_that_is_not_running_is_said_even_with_endpoints_given(tmp_path):
+    """Found by review: `analyze --run PID --results-endpoint ...` with a wrong PID silently
+    took the TCP defaults for the rest, which may be another monitor's."""
+    from monitor.io import runs
+    from tests.conftest import monitor_cli
+
+    record = runs.register(runs.private_endpoints(), "a run")  # one monitor is running: this process
+    try:
+        done = monitor_cli("analyze", "--run", "1", "--results-endpoint", Endpoints.private().results)
+    finally:
+        runs.unregister(record)
+    assert done.returncode == 1 and "no monitor with pid 1 is running" in done.stderr, done.stderr

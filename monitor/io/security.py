@@ -36,6 +36,7 @@ import shutil
 import stat
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,11 +72,20 @@ def _private_dir(path: Path) -> Path:
         info = path.lstat()
     except OSError as e:
         raise KeyStoreError(f"{path}: cannot create the monitor's key directory: {e}") from None
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise KeyStoreError(
-            f"{path}: the monitor's keys must be in a directory only this user can enter (owner"
-            f" {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}): chmod 700 it, or remove it to"
-            " make new keys"
+            f"{path}: the monitor's keys must be in a real directory, not a symbolic link or a"
+            " file: remove it to make new keys"
+        )
+    if info.st_uid != os.getuid():
+        raise KeyStoreError(
+            f"{path}: belongs to user {info.st_uid}, not to this user: the monitor's keys must be"
+            " this user's own (set MONITOR_KEY_DIR, or remove it to make new keys)"
+        )
+    if info.st_mode & 0o077:
+        raise KeyStoreError(
+            f"{path}: the monitor's keys must be in a directory only this user can enter (mode"
+            f" {stat.S_IMODE(info.st_mode):o}): chmod 700 it, or remove it to make new keys"
         )
     return path
 
@@ -102,6 +112,8 @@ class Keys:
                     self._ensure(name)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+        if self.private_dir.exists():
+            _private_dir(self.private_dir)  # checked on every start, not only when keys are made
         self.names = {self.pair(name).public: name for name in (SERVER, *CLIENTS)}
 
     def _ensure(self, name: str) -> None:
@@ -113,8 +125,10 @@ class Keys:
         with tempfile.TemporaryDirectory(dir=self.folder) as scratch:
             public_file, secret_file = zmq.auth.create_certificates(scratch, name)
             os.chmod(secret_file, 0o600)
-            shutil.move(public_file, self.public_dir / f"{name}.key")
+            # the secret first: it holds both halves, so a crash between the two moves leaves
+            # a usable pair, never a public half that stops the pair from being made again
             os.replace(secret_file, secret)
+            shutil.move(public_file, self.public_dir / f"{name}.key")
         log.info("made the %s key in %s", name, self.folder)
 
     def pair(self, name: str) -> KeyPair:
@@ -162,8 +176,16 @@ class _ZapHandler(threading.Thread):
         self._names = names  # raw 32-byte public key -> key name
         self._sock = context.socket(zmq.REP)
         self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.bind(ZAP_ENDPOINT)
+        try:
+            self._sock.bind(ZAP_ENDPOINT)
+        except zmq.ZMQError as e:
+            self._sock.close(0)
+            raise KeyStoreError(
+                f"cannot check who connects: this process's ZeroMQ context already has a ZAP handler ({e})"
+            ) from None
         self._context_id = id(context)
+        self._refused = 0  # since last said
+        self._said = 0.0
 
     def answer(self, request: list[bytes]) -> list[bytes]:
         """The ZAP reply to one request: 200 with the key's name, or 400 with the reason."""
@@ -175,17 +197,31 @@ class _ZapHandler(threading.Thread):
             return [b"1.0", request_id, b"400", b"unsupported ZAP version", b"", b""]
         name = self._names.get(credentials[0]) if mechanism == b"CURVE" and len(credentials) == 1 else None
         if domain != ZAP_DOMAIN.encode() or name is None or name == SERVER:
-            log.warning("refused a connection (%r): not a key of this installation", mechanism)
+            self._refused += 1
+            now = time.monotonic()
+            if now - self._said >= 10.0:  # a flood of strangers must not flood the console
+                log.warning("refused %d connection(s) without a key of this installation", self._refused)
+                self._refused, self._said = 0, now
             return [b"1.0", request_id, b"400", b"not a key of this installation", b"", b""]
         return [b"1.0", request_id, b"200", b"OK", name.encode(), b""]
 
     def run(self) -> None:
+        # It must never stop while its context lives: with no handler answering, libzmq would
+        # admit every client. So a request it cannot answer is refused, and the loop goes on.
         try:
             while True:
                 request = self._sock.recv_multipart()
-                self._sock.send_multipart(self.answer(request))
+                try:
+                    reply = self.answer(request)
+                except Exception:  # a bug: refuse this one, keep guarding
+                    log.exception("ZAP request not understood; refused")
+                    reply = [b"1.0", request[1] if len(request) > 1 else b"", b"500", b"error", b"", b""]
+                self._sock.send_multipart(reply)
         except zmq.ContextTerminated:
             pass
+        except zmq.ZMQError:  # cannot go on guarding: better no process than an open door
+            log.exception("the ZAP handler failed; stopping this process")
+            os._exit(70)
         finally:
             self._sock.close(0)
             with _zap_lock:
@@ -237,6 +273,19 @@ def join(sock: zmq.Socket, name: str = "operator") -> None:
     sock.curve_secretkey = mine.secret
     sock.curve_publickey = mine.public
     sock.curve_serverkey = keys.pair(SERVER).public
+
+
+def require(names) -> None:
+    """KeyStoreError in one line unless this installation holds the secret key of each of
+    ``names``: checked before processes start that need them, whose failure would otherwise
+    be a traceback in a child and a run that "did not start"."""
+    keys = installation_keys()
+    for name in names:
+        if keys.pair(name).secret is None:
+            raise KeyStoreError(
+                f"{keys.private_dir}: no secret key for the {name}; remove {keys.folder} to make"
+                " the installation's keys anew (viewers elsewhere then need the new ones)"
+            )
 
 
 def sender(part: zmq.Frame) -> str:
