@@ -106,7 +106,7 @@ def connect_endpoint(sock: zmq.Socket, endpoint: str, role: str, key: str = "ope
     try:
         check_endpoint(endpoint, role)
         security.join(sock, key)
-    except (EndpointError, MonitorError):
+    except MonitorError:
         sock.close(0)
         raise
     try:
@@ -114,6 +114,27 @@ def connect_endpoint(sock: zmq.Socket, endpoint: str, role: str, key: str = "ope
     except zmq.ZMQError as e:
         sock.close(0)
         raise EndpointError(f"cannot connect to the {role} endpoint {endpoint}: {e}") from None
+
+
+def _in_use(endpoint: str, role: str) -> EndpointError:
+    return EndpointError(
+        f"the {role} endpoint {endpoint} is already in use, probably by another monitor on"
+        f" this machine: stop it, or give this run its own endpoints (--{role}-endpoint)"
+    )
+
+
+def _bind(sock: zmq.Socket, endpoint: str, role: str) -> None:
+    """Bind, or EndpointError in one line: not an address, or already in use (an IPC path a
+    process listens on included: ZeroMQ's bind would silently take it over)."""
+    check_endpoint(endpoint, role)
+    if endpoint.startswith("ipc://") and _ipc_in_use(endpoint[len("ipc://") :]):
+        raise _in_use(endpoint, role)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as e:
+        if e.errno == zmq.EADDRINUSE:
+            raise _in_use(endpoint, role) from None
+        raise EndpointError(f"cannot bind the {role} endpoint {endpoint}: {e.strerror}") from None
 
 
 def bind_endpoint(sock: zmq.Socket, endpoint: str, role: str) -> str:
@@ -127,26 +148,11 @@ def bind_endpoint(sock: zmq.Socket, endpoint: str, role: str) -> str:
     The socket becomes a CURVE server (monitor.io.security.serve): only clients holding a
     key of this installation complete the handshake."""
     try:
-        check_endpoint(endpoint, role)
-        if endpoint.startswith("ipc://") and _ipc_in_use(endpoint[len("ipc://") :]):
-            raise EndpointError(
-                f"the {role} endpoint {endpoint} is already in use, probably by another monitor on"
-                f" this machine: stop it, or give this run its own endpoints (--{role}-endpoint)"
-            )
-        security.serve(sock)  # only this installation's keys get in; each is named
+        security.serve(sock)  # before the bind: only this installation's keys get in
+        _bind(sock, endpoint, role)
     except MonitorError:
         sock.close(0)
         raise
-    try:
-        sock.bind(endpoint)
-    except zmq.ZMQError as e:
-        sock.close(0)
-        if e.errno == zmq.EADDRINUSE:
-            raise EndpointError(
-                f"the {role} endpoint {endpoint} is already in use, probably by another monitor on"
-                f" this machine: stop it, or give this run its own endpoints (--{role}-endpoint)"
-            ) from None
-        raise EndpointError(f"cannot bind the {role} endpoint {endpoint}: {e}") from None
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
@@ -158,21 +164,7 @@ def probe_bind(endpoint: str, role: str) -> None:
     sock = zmq.Context.instance().socket(zmq.PULL)
     sock.setsockopt(zmq.LINGER, 0)
     try:
-        check_endpoint(endpoint, role)
-        if endpoint.startswith("ipc://") and _ipc_in_use(endpoint[len("ipc://") :]):
-            raise EndpointError(
-                f"the {role} endpoint {endpoint} is already in use, probably by another monitor on"
-                f" this machine: stop it, or give this run its own endpoints (--{role}-endpoint)"
-            )
-        try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as e:
-            if e.errno == zmq.EADDRINUSE:
-                raise EndpointError(
-                    f"the {role} endpoint {endpoint} is already in use, probably by another monitor"
-                    f" on this machine: stop it, or give this run its own endpoints (--{role}-endpoint)"
-                ) from None
-            raise EndpointError(f"cannot bind the {role} endpoint {endpoint}: {e.strerror}") from None
+        _bind(sock, endpoint, role)
     finally:
         sock.close(0)
 

@@ -177,6 +177,16 @@ class Phantom:
     surroundings: Surroundings | None = None
 
 
+def material_fractions(relative_mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Attenuation relative to soft tissue (1/mm, at the simple world's energy) read as
+    materials, per voxel: (fraction of cortical bone in place of tissue, fraction of tissue
+    missing: gas, lung, fat, the air around the patient). The realistic world projects each
+    with its own attenuation spectrum."""
+    bone = np.clip(relative_mu, 0.0, None) / (MU_CORTICAL - MU_SOFT_TISSUE)
+    missing = np.clip(-relative_mu, 0.0, None) / MU_SOFT_TISSUE
+    return bone.astype(np.float32), missing.astype(np.float32)
+
+
 def add_cleft(phantom: Phantom, rng: np.random.Generator) -> Phantom:
     """A gas-filled intravertebral cleft (Kummell's disease: avascular necrosis after a
     fracture, common in the patients who get vertebroplasty): an ellipsoid of 4-10 mm

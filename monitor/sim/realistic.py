@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from monitor.sim.anatomy import MU_CORTICAL, MU_SOFT_TISSUE, Phantom
+from monitor.sim.anatomy import Phantom, material_fractions
 from monitor.sim.projector import View, project, surrounding_paths, tube_path_integral
 from monitor.sim.world import World
 from monitor.sim.xray import Beam, Spectrum, cement_material, detected
@@ -91,8 +91,7 @@ def render_view(
         return {n: spectrum.mu(cement if n == "cement" else n) for n in names}
 
     # Static paths, mm per ray: bone in place of tissue, tissue missing, the trunk, steel.
-    bone_fraction = np.clip(phantom.mu, 0.0, None) / (MU_CORTICAL - MU_SOFT_TISSUE)
-    air_fraction = np.clip(-phantom.mu, 0.0, None) / MU_SOFT_TISSUE
+    bone_fraction, air_fraction = material_fractions(phantom.mu)
     tissue, bone, missing = surrounding_paths(phantom, view)
     bone += project(bone_fraction, g, view)
     missing += project(air_fraction, g, view)
