@@ -445,13 +445,11 @@ class SessionLog:
             self._failing_since = None
             self._announce("log-resumed", f"session logging works again; {lost} record(s) were lost")
 
-    def write_result(self, result: Result, analysis) -> None:
+    def write_result(self, result: Result, changes: list[tuple[str, dict]], level: str | None) -> None:
         """A result and the alarm changes it brought, in one transaction: a restarted
         analyzer finds both or neither."""
         if self.store is None:
             return
-        changes = analysis.alarm_changes(result.acq_time)
-        level = analysis.level
 
         def both():
             with self.store.atomic():
@@ -580,7 +578,10 @@ def run_analyzer(
             for frame in catch_up.admit(message if isinstance(message, Frame) else None):
                 h = frame.header
                 result = _analyse(analysis, frame)
-                log_.write_result(result, analysis)
+                changes = analysis.alarm_changes(result.acq_time)
+                log_.write_result(result, changes, analysis.level)
+                if changes:  # on the wire too, for consumers that follow alarm states (monitor igtl)
+                    result = replace(result, alarm_changes=[_change(state, a) for state, a in changes])
                 stream_time[0] = h.acq_time
                 results.send(result)
                 analysed[h.plane] = analysed.get(h.plane, 0) + 1
@@ -738,11 +739,11 @@ def _take_commands(control: zmq.Socket, analysis, announce, gate: CommandGate | 
         if not isinstance(message, Command):
             announce("rejected-command", f"{type(message).__name__} on the control endpoint")
             continue
-        if sender not in security.OPERATORS:
+        if not security.may_command(sender, message.action):
             announce(
                 "rejected-command",
                 f"{message.action}: sent with the {sender or 'no'} key; only the viewer and operator"
-                " keys command the analyzer",
+                " keys command the analyzer (the igtl key: acknowledge only)",
                 value=message.value,
                 source=sender or "?",
             )
@@ -760,6 +761,11 @@ def _take_commands(control: zmq.Socket, analysis, announce, gate: CommandGate | 
             continue
         announce(message.action, done, value=message.value, source=message.source)
     gate.report(announce)
+
+
+def _change(state: str, alarm: dict) -> dict:
+    """An alarm change as the wire carries it: what happened, and the alarm without its evidence."""
+    return {"state": state, **{k: v for k, v in alarm.items() if k != "evidence"}}
 
 
 def _analyse(analysis, frame: Frame) -> Result:

@@ -57,7 +57,9 @@ volume_ml / volume_scale is the purely image-based volume),
 alarms (alarms raised on this frame: kind, priority, frame, plane, site,
 distance_mm, evidence), overlay (geometry for drawing, image pixel
 coordinates: body, wall, safety_line, cement contours, front, leaks,
-cannula_tips, roi, shift_px).
+cannula_tips, roi, shift_px), alarm_changes (optional: the alarm states this frame
+changed, raised, cleared or acknowledged, each with its id, kind, priority, frame, plane,
+site and distance_mm).
 
 Status header: v, kind "status", session, source, send_time, event ("stale",
 "resumed", "dropped", "rejected", "restarted", "log-failed", "log-resumed",
@@ -106,6 +108,8 @@ END_TOPIC = b"end"
 RESULT_TOPICS = {plane: f"result.{plane}".encode() for plane in PLANES}
 STATUS_TOPIC = b"status"
 COMMAND_TOPIC = b"command"
+ALARM_STATES = ("raised", "cleared", "acknowledged")
+MAX_ALARM_CHANGES = 64  # on one frame; a session raises a handful in all
 ACTIONS = ("acknowledge", "level", "syringe", "pause", "resume", "wall", "body")
 MAX_SIDE = 8192
 
@@ -191,6 +195,11 @@ class Result:
     # None from an analyzer that does not say (logs written before 2026-12). ``status`` is
     # their rendering for people, never parsed back.
     caveats: list | None = None
+    # the alarm states this frame changed: [{"state": "raised" | "cleared" | "acknowledged",
+    # "id", "kind", "priority", "frame", "plane", "site", "distance_mm"}, ...]; None when none
+    # changed, or from an analyzer that does not say. Not logged with the result: the log
+    # keeps alarm changes as records of their own.
+    alarm_changes: list | None = None
     v: int = VERSION
     kind: str = field(default="result", init=False)
 
@@ -339,6 +348,20 @@ def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status |
             caveats = [Caveat.from_wire(c).as_wire() for c in caveats]
         except ValueError as e:
             raise MessageError("garbled", str(e)[:200]) from None
+    changes = raw.get("alarm_changes")
+    if changes is not None and not (
+        isinstance(changes, list)
+        and len(changes) <= MAX_ALARM_CHANGES
+        and all(
+            isinstance(c, dict)
+            and c.get("state") in ALARM_STATES
+            and isinstance(c.get("id"), str)
+            and isinstance(c.get("kind"), str)
+            and isinstance(c.get("priority"), str)
+            for c in changes
+        )
+    ):
+        raise MessageError("garbled", f"alarm_changes {str(changes)[:200]}")
     return Result(
         session=session,
         plane=plane,
@@ -353,6 +376,7 @@ def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status |
         overlay=_field(raw, "overlay", dict),
         checks=checks,
         caveats=caveats,
+        alarm_changes=changes,
         **optional,
     )
 

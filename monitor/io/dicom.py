@@ -173,6 +173,7 @@ class RecordingInfo:
     transfer_syntax: str
     sop_class: str
     modality: str
+    secondary_angle_deg: float | None = None  # PositionerSecondaryAngle: cranial (+) / caudal (-)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -516,6 +517,7 @@ def _info_from_header(path: Path, ds: Dataset, ds_frames: int, plane: str | None
         transfer_syntax=str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)),
         sop_class=str(ds.get("SOPClassUID", "")),
         modality=str(ds.get("Modality", "")),
+        secondary_angle_deg=_float(ds, "PositionerSecondaryAngle"),
     )
 
 

@@ -2,7 +2,8 @@
 
 Every socket the monitor binds is a CURVE server holding the installation's ``monitor``
 key; every socket that connects is a CURVE client holding the key of what it is
-(``analyzer``, ``logger``, ``viewer``, or ``operator`` for the command line and tools),
+(``analyzer``, ``logger``, ``viewer``, ``operator`` for the command line and tools, or
+``igtl`` for the OpenIGTLink bridge),
 and trusts only the ``monitor`` key. A ZAP handler in each binding process admits only
 this installation's client keys, and names the sender by its key: a command's source is
 the name of the key it came with, never a field the sender writes. So a process that
@@ -50,8 +51,18 @@ from monitor.io.signing import key_dir
 log = logging.getLogger(__name__)
 
 SERVER = "monitor"  # the key of every socket the monitor binds
-CLIENTS = ("analyzer", "logger", "viewer", "operator")  # what connects, and so who speaks
-OPERATORS = frozenset({"viewer", "operator"})  # whose commands the analyzer carries out
+CLIENTS = ("analyzer", "logger", "viewer", "operator", "igtl")  # what connects, and so who speaks
+OPERATORS = frozenset({"viewer", "operator"})  # whose commands the analyzer carries out, all of them
+# Keys that may send some commands only: the OpenIGTLink bridge (``monitor igtl
+# --accept-commands``) passes on an acknowledge from 3D Slicer, and nothing else.
+LIMITED_COMMANDS = {"igtl": frozenset({"acknowledge"})}
+
+
+def may_command(key: str | None, action: str) -> bool:
+    """Whether the analyzer carries out ``action`` sent with the key named ``key``."""
+    return key in OPERATORS or action in LIMITED_COMMANDS.get(key or "", ())
+
+
 ZAP_DOMAIN = "vertebroplasty-monitor"
 
 

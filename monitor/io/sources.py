@@ -72,6 +72,10 @@ class DicomPairSource:
                     "source_to_detector_mm": g.source_to_detector_mm,
                     "source_to_patient_mm": g.source_to_patient_mm,
                     "estimated_magnification": g.estimated_magnification,
+                    # where the C-arm stood (DICOM's patient-based angles), for consumers that
+                    # place the image in 3D (monitor igtl); None when the file does not say
+                    "primary_angle_deg": rec.info.primary_angle_deg,
+                    "secondary_angle_deg": rec.info.secondary_angle_deg,
                 },
             }
         except MissingGeometryError as e:  # missing, or implausible: the tag is named
