@@ -714,6 +714,68 @@ def _run_view(args) -> int:
     )
 
 
+def _add_igtl(sub) -> None:
+    p = sub.add_parser(
+        "igtl",
+        help="serve a running monitor as OpenIGTLink (3D Slicer, PLUS, navigation systems)",
+        description="Serve the running monitor's images, cement front, posterior wall and 5 mm line,"
+        " measurements and alarms as OpenIGTLink, to any number of clients (3D Slicer: OpenIGTLinkIF,"
+        " client to this port). The message names and coordinates are in the README.",
+    )
+    _add_attach_options(p, "where acknowledges from clients go, with --accept-commands (the analyzer)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to serve on; OpenIGTLink has no authentication, so another address lets"
+        " anyone who reaches it read the images",
+    )
+    p.add_argument("--port", type=int, default=18944, help="TCP port (0: any free port, printed)")
+    p.add_argument(
+        "--accept-commands",
+        action="store_true",
+        help="pass an 'acknowledge' STRING from a client on to the analyzer"
+        " (default: clients command nothing)",
+    )
+    p.add_argument("--max-clients", type=int, default=16, help="clients served at once; more are refused")
+    p.add_argument("--until-end", action="store_true", help="stop when the monitored session ends")
+    p.set_defaults(run=_run_igtl)
+
+
+def _run_igtl(args) -> int:
+    import ipaddress
+
+    from monitor.igtl import run_bridge
+
+    if not 0 <= args.port <= 65535:
+        raise MonitorError(f"--port {args.port}: expected 0-65535")
+    if args.max_clients < 1:
+        raise MonitorError(f"--max-clients {args.max_clients}: expected at least 1")
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        raise MonitorError(f"--host {args.host!r}: expected an IPv4 address such as 127.0.0.1") from None
+    if not loopback:
+        print(
+            f"monitor igtl: warning: serving on {args.host}: OpenIGTLink is neither authenticated nor"
+            " encrypted; anyone who reaches this address reads the patient's images",
+            file=sys.stderr,
+        )
+    e = _attached_endpoints(args)
+    try:
+        run_bridge(
+            e.frames,
+            e.results,
+            e.control if args.accept_commands else None,
+            args.host,
+            args.port,
+            args.max_clients,
+            args.until_end,
+        )
+    except OSError as err:
+        raise MonitorError(str(err)) from None
+    return 0
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser(
         "train",
@@ -1190,6 +1252,17 @@ def _add_bench(sub) -> None:
     )
     su.add_argument("--workers", type=_positive_int, default=2, help="processes generating the logs")
     su.set_defaults(run=_run_bench_summary)
+    ig = which.add_parser(
+        "igtl", help="the OpenIGTLink bridge: the monitor's frame rate with and without it, its latency"
+    )
+    ig.add_argument(
+        "--recording",
+        type=Path,
+        default=None,
+        help="a folder with lateral.dcm and ap.dcm (default: the bundled default recording)",
+    )
+    ig.add_argument("--repeats", type=_positive_int, default=3, help="throughput runs with and without")
+    ig.set_defaults(run=_run_bench_igtl)
 
 
 def _add_keys(sub) -> None:
@@ -1235,6 +1308,23 @@ def _run_bench_viewer(args) -> int:
     from monitor.bench import run_viewer
 
     run_viewer(args.seconds)
+    return 0
+
+
+def _run_bench_igtl(args) -> int:
+    from monitor import bench_igtl
+    from monitor.recordings import default_recording
+
+    if args.recording is None:
+        rec = default_recording()
+        lateral, ap = rec.lateral, rec.ap
+    else:
+        lateral, ap = args.recording / "lateral.dcm", args.recording / "ap.dcm"
+        for path in (lateral, ap):
+            if not path.exists():
+                raise MonitorError(f"{path}: no such recording (--recording needs lateral.dcm and ap.dcm)")
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    print(bench_igtl.report(bench_igtl.run(lateral, ap, args.repeats, say), lateral))
     return 0
 
 
@@ -1295,6 +1385,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate(sub)
     _add_simulate_grid(sub)
     _add_view(sub)
+    _add_igtl(sub)
     _add_train(sub)
     _add_audit(sub)
     _add_export(sub)

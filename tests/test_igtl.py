@@ -1,0 +1,315 @@
+"""`monitor igtl`: OpenIGTLink clients on loopback receive what the monitor sees.
+
+One headless replay of the bundled default recording (posterior leak: the 5 mm line crossed
+at frame 10, the leak from frame 37) runs with the bridge attached and four clients: one that
+reads everything and acknowledges the first alarm, one that connects late, one that never
+reads, and two that send garbage. The tests below check what each got against the session
+log the monitor wrote, and the images against the DICOM tags read with pydicom.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pydicom
+import pyigtl
+import pytest
+import zmq
+
+from monitor.igtl import image_to_world
+from monitor.io.dicom import open_recording
+from monitor.io.igtl import HEADER, IgtlServer
+from monitor.io.igtl import IgtlRecorder as IgtlReader
+from monitor.io.store import SessionStore
+from monitor.pipeline import Endpoints
+from monitor.recordings import default_recording
+from tests.test_pipeline import endpoint_args
+
+
+def start_bridge(endpoints: Endpoints, *extra: str) -> tuple[subprocess.Popen, int]:
+    """`monitor igtl` on a free loopback port, attached to ``endpoints``; its port."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "igtl", "--port", "0", *extra, *endpoint_args(endpoints)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stderr.readline()
+    found = re.search(r"serving OpenIGTLink on 127\.0\.0\.1:(\d+) ", line)
+    if not found:
+        proc.kill()
+        raise AssertionError(f"the bridge did not start: {line}{proc.stderr.read()}")
+    return proc, int(found.group(1))
+
+
+def closed_by_server(sock: socket.socket, timeout: float = 5.0) -> bool:
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass  # what was already on its way (the newest images) before the server closed it
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+@pytest.fixture(scope="module")
+def bridged(tmp_path_factory):
+    session = tmp_path_factory.mktemp("igtl") / "s"
+    rec = default_recording()
+    e = Endpoints.private()
+    bridge, port = start_bridge(e, "--accept-commands", "--until-end")
+    reader = IgtlReader(port)
+    stalled = IgtlReader(port, read=False, rcvbuf=4096)  # connects, never reads a byte
+    late: list[IgtlReader] = []
+    garbage: dict[str, bool] = {}
+    after_garbage: list[float] = []
+
+    def operate():
+        first = reader.wait_for(lambda r: r.device == "Alarm" and r.json()["state"] == "raised", 60)
+        if first is None:
+            return
+        late.append(IgtlReader(port))
+        reader.send(pyigtl.StringMessage("acknowledge", device_name="Command"))
+        junk = socket.create_connection(("127.0.0.1", port))
+        junk.sendall(bytes(range(256)) * 2)  # not OpenIGTLink
+        liar = socket.create_connection(("127.0.0.1", port))  # a header promising a 1 GB body
+        liar.sendall(HEADER.pack(2, b"STRING", b"Command", 0, 0, 1 << 30, 0))
+        garbage["junk"] = closed_by_server(junk)
+        garbage["liar"] = closed_by_server(liar)
+        after_garbage.append(time.time())
+        junk.close()
+        liar.close()
+
+    operator = threading.Thread(target=operate)
+    operator.start()
+    replay = subprocess.run(
+        [sys.executable, "-m", "monitor", "replay", "--lateral", str(rec.lateral), "--ap", str(rec.ap)]
+        + ["--session", str(session), "--headless", "--speed", "1.5", *endpoint_args(e)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    operator.join(30)
+    _, bridge_err = bridge.communicate(timeout=30)
+    for client in (reader, stalled, *late):
+        client.close()
+    _print_log(reader)
+    store = SessionStore.open(session)
+    log = SimpleNamespace(
+        results=store.results(),
+        alarms=[r.body for r in store.records("alarm")],
+        events=store.events(),
+        problems=store.verify(),
+    )
+    store.close()
+    return SimpleNamespace(
+        rec=rec,
+        replay=replay,
+        bridge_code=bridge.returncode,
+        bridge_err=bridge_err,
+        reader=reader,
+        late=late[0] if late else None,
+        garbage=garbage,
+        after_garbage=after_garbage[0] if after_garbage else None,
+        log=log,
+    )
+
+
+def _print_log(reader: IgtlReader) -> None:
+    """What the reading client received (shown with pytest -s): types, counts, one matrix."""
+    counts: dict[tuple[str, str], int] = {}
+    for r in reader.received:
+        counts[(r.type, r.device)] = counts.get((r.type, r.device), 0) + 1
+    print("\nreceived by the reading client:")
+    for (kind, device), n in sorted(counts.items()):
+        print(f"  {kind:9} {device:20} {n}")
+    lateral = reader.of("Lateral")
+    if lateral:
+        print("Lateral ijk_to_world (LPS mm):")
+        print(np.array2string(lateral[0].message.ijk_to_world_matrix, precision=4, suppress_small=True))
+
+
+def test_the_replay_is_whole_with_a_stalled_a_late_and_garbage_clients(bridged):
+    assert bridged.replay.returncode == 0, bridged.replay.stderr
+    assert bridged.bridge_code == 0, bridged.bridge_err
+    frames = {p: sum(r["plane"] == p for r in bridged.log.results) for p in ("lateral", "ap")}
+    assert frames == {"lateral": 48, "ap": 48}  # every frame analysed and logged
+    assert bridged.log.problems == []
+    # the client that read everything got every frame: latest-only never held it back
+    counts = {d: len(bridged.reader.of(d)) for d in ("Lateral", "AP", "Measurement_Lateral")}
+    assert counts == {"Lateral": 48, "AP": 48, "Measurement_Lateral": 48}, counts
+    assert bridged.reader.crc_errors == 0
+    assert "0 commands refused" in bridged.bridge_err
+
+
+def test_garbage_closes_only_that_connection(bridged):
+    assert bridged.garbage == {"junk": True, "liar": True}
+    # the other clients went on receiving after the garbage was dropped
+    assert any(r.at > bridged.after_garbage for r in bridged.reader.of("Lateral"))
+    assert bridged.late is not None and len(bridged.late.of("Lateral")) > 0
+    assert "garbage" in bridged.bridge_err
+
+
+def _read_tags(path):
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    magnification = float(ds.DistanceSourceToDetector) / float(ds.DistanceSourceToPatient)
+    spacing = float(ds.ImagerPixelSpacing[0]) / magnification
+    return ds, spacing
+
+
+@pytest.mark.parametrize(
+    "plane, device, column_direction",
+    [("lateral", "Lateral", (0, 1, 0)), ("ap", "AP", (1, 0, 0))],  # LPS: posterior; the patient's left
+)
+def test_images_are_placed_by_the_dicom_geometry(bridged, plane, device, column_direction):
+    ds, spacing = _read_tags(getattr(bridged.rec, plane))
+    image = bridged.reader.of(device)[20].message
+    m = image.ijk_to_world_matrix
+    np.testing.assert_allclose(m[:3, 0], np.multiply(column_direction, spacing), atol=1e-5)
+    np.testing.assert_allclose(m[:3, 1], [0, 0, -spacing], atol=1e-5)  # rows run to the feet
+    centre = m @ [(ds.Columns - 1) / 2, (ds.Rows - 1) / 2, 0, 1]
+    np.testing.assert_allclose(centre[:3], 0, atol=1e-3)  # the central ray through the isocentre
+    assert image.world_coordinate_system == "lps"
+    assert image.image.shape == (1, ds.Rows, ds.Columns)
+
+
+def test_image_pixels_are_the_recordings_frames(bridged):
+    """Matched by timestamp: an IMAGE and its Measurement carry the frame's send time."""
+    frame_of = {round(r.timestamp, 6): r.json()["frame"] for r in bridged.reader.of("Measurement_Lateral")}
+    image = bridged.reader.of("Lateral")[30]
+    frame = frame_of[round(image.timestamp, 6)]
+    recording = open_recording(bridged.rec.lateral)
+    expected = next(f for i, f in enumerate(recording.frames()) if i == frame)
+    recording.close()
+    np.testing.assert_array_equal(image.message.image[0], expected)
+
+
+def test_alarm_strings_follow_the_log_frame_for_frame(bridged):
+    got = [r for r in bridged.reader.of("Alarm") if not r.json().get("standing")]
+    said = [(a.json()["state"], a.json()["id"], a.json()["frame"]) for a in got]
+    logged = [(a["state"], a["id"], a["frame"]) for a in bridged.log.alarms]
+    assert said == logged
+    assert [frame for state, _, frame in said if state == "raised"][:3] == [7, 10, 37]
+    # each raised alarm comes with the measurement of the frame that raised it
+    sent_at = {r.json()["frame"]: r.timestamp for r in bridged.reader.of("Measurement_Lateral")}
+    for r in got:
+        if r.json()["state"] == "raised" and r.json()["plane"] == "lateral":
+            assert r.timestamp == pytest.approx(sent_at[r.json()["frame"]], abs=1e-6)
+
+
+def test_front_points_are_the_logged_fronts_in_patient_coordinates(bridged):
+    ds, spacing = _read_tags(bridged.rec.lateral)
+    fronts = {
+        round(r["frame_send_time"], 6): r["overlay"]["front"]
+        for r in bridged.log.results
+        if r["plane"] == "lateral" and r["overlay"].get("front")
+    }
+    points = bridged.reader.of("CementFront_Lateral")
+    assert len(points) >= 0.8 * len(fronts) > 10
+    for p in points:
+        x, y = fronts[round(p.timestamp, 6)]
+        # lateral, LPS: the image's columns run posterior, its rows to the feet, through the isocentre
+        expected = (0.0, (x - (ds.Columns - 1) / 2) * spacing, -(y - (ds.Rows - 1) / 2) * spacing)
+        np.testing.assert_allclose(p.message.positions[0], expected, atol=1e-3)
+
+
+def test_wall_and_5mm_line_are_lines_5mm_apart(bridged):
+    wall = bridged.reader.of("PosteriorWall")[-1].message
+    line = bridged.reader.of("SafetyLine5mm")[-1].message
+    assert list(wall["lines"]) == [2, 0, 1] and list(line["lines"]) == [2, 0, 1]
+    # the 5 mm line lies anterior (smaller y in LPS) of the wall, 5 mm measured at right angles
+    direction = wall["points"][1] - wall["points"][0]
+    normal = np.cross(direction, [1.0, 0.0, 0.0])
+    normal /= np.linalg.norm(normal)
+    gap = abs(np.dot(line["points"][0] - wall["points"][0], normal))
+    assert gap == pytest.approx(5.0, abs=0.05)
+    assert line["points"][:, 1].mean() < wall["points"][:, 1].mean()
+
+
+def test_an_acknowledge_from_a_client_goes_through_the_command_path(bridged):
+    replies = [r.message.string for r in bridged.reader.of("CommandReply")]
+    assert replies == ["acknowledge sent to the analyzer"]
+    acks = [ev for ev in bridged.log.events if ev["event"] == "acknowledge"]
+    assert [ev["source"] for ev in acks] == ["igtl"]  # logged with its source: the bridge's key
+    states = [r.json()["state"] for r in bridged.reader.of("Alarm")]
+    assert "acknowledged" in states
+    status = [r.json() for r in bridged.reader.of("MonitorStatus")]
+    assert any(s["event"] == "acknowledge" and s["source"] == "igtl" for s in status)
+
+
+def test_a_late_client_first_gets_the_standing_alarms(bridged):
+    first = bridged.late.of("Alarm")[0].json()
+    assert first["standing"] is True and first["state"] == "raised" and first["frame"] == 7
+    assert len(bridged.late.of("Lateral")) > 0
+
+
+def test_without_accept_commands_a_client_commands_nothing():
+    e = Endpoints.private()  # no monitor behind it: what a client sends is all there is
+    bridge, port = start_bridge(e)
+    client = IgtlReader(port)
+    try:
+        client.send(pyigtl.StringMessage("acknowledge", device_name="Command"))
+        client.send(pyigtl.StringMessage("level L2", device_name="Command"))
+        assert client.wait_for(lambda r: len(client.of("CommandReply")) == 2, 10)
+        replies = [r.message.string for r in client.of("CommandReply")]
+        # and nothing comes from a monitor: said, so that no client takes silence for calm
+        silence = client.wait_for(lambda r: r.device == "MonitorStatus", 10)
+    finally:
+        client.close()
+        bridge.terminate()
+        _, err = bridge.communicate(timeout=10)
+    assert replies[0].startswith("refused: this bridge takes no commands")
+    assert replies[1].startswith("refused: unknown command 'level L2'")
+    assert "0 acknowledges passed on, 2 commands refused" in err
+    assert silence is not None and silence.json()["event"] == "no-signal"
+
+
+def test_a_client_that_stops_reading_gets_the_newest_image_and_never_blocks_the_server():
+    server = IgtlServer(port=0, max_events=50)
+    poller = zmq.Poller()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    image = bytes(1 << 20)  # 1 MB: far more than the socket buffers hold
+    try:
+        deadline = time.monotonic() + 5
+        while not server.clients and time.monotonic() < deadline:
+            server.register(poller)
+            server.handle(dict(poller.poll(50)))
+        client = next(iter(server.clients.values()))
+        started = time.monotonic()
+        for _ in range(100):
+            server.publish_latest("Lateral", image)
+            server.register(poller)
+            server.handle(dict(poller.poll(0)))
+        assert time.monotonic() - started < 5  # each call returns when the socket would block
+        # the socket took a few (loopback buffers are large); one waits, the newest; the rest replaced
+        assert len(client.latest) <= 1 and client.sent <= 5 and client.replaced >= 90
+        for i in range(60):  # events are never replaced: too many unread drop the client
+            server.publish_event(struct.pack(">I", i))
+        assert client.closed and server.stats().dropped == {"slow": 1}
+        server.register(poller)
+        assert not server.clients
+    finally:
+        sock.close()
+        server.close()
+
+
+def test_image_to_world_follows_dicoms_positioner_angles():
+    m = image_to_world((3, 5), (0.5, 0.25), primary_deg=0.0, secondary_deg=30.0)  # AP, 30 deg cranial
+    np.testing.assert_allclose(m[:3, 0], [0.25, 0, 0], atol=1e-12)  # columns: the patient's left
+    beam = m[:3, 2]  # isocentre -> detector: anterior, tilted to the head
+    np.testing.assert_allclose(beam, [0, -np.cos(np.pi / 6), np.sin(np.pi / 6)], atol=1e-12)
+    assert np.dot(m[:3, 1], beam) == pytest.approx(0, abs=1e-12)  # rows lie in the image plane
+    np.testing.assert_allclose(m @ [2, 1, 0, 1], [0, 0, 0, 1], atol=1e-12)  # centre pixel at isocentre
+    lao = image_to_world((3, 5), (0.5, 0.5), primary_deg=-90.0)  # RAO 90: detector at the right
+    np.testing.assert_allclose(lao[:3, 2], [-1, 0, 0], atol=1e-12)
