@@ -22,7 +22,6 @@ from monitor.vision.alarms import PLANE_CHECKS, AlarmConfig, AlarmEngine
 from monitor.vision.anatomy import (
     ApBody,
     LateralBody,
-    Line,
     NotFound,
     exposed_field,
     find_ap_body,
@@ -38,6 +37,15 @@ from monitor.vision.baseline import (
     LAYER_SLEEVE,
     SLEEVE_ABOVE,
     BaselineState,
+    find_cement_in_baseline,
+)
+from monitor.vision.body import (
+    MIN_BOX_SIDE_MM,
+    body_from_box,
+    body_from_wall,
+    body_roi,
+    lies_inside,
+    shifted_body,
 )
 from monitor.vision.caveats import Caveat, CaveatCode, render_status
 from monitor.vision.cement import (
@@ -45,14 +53,14 @@ from monitor.vision.cement import (
     CementMap,
     Registration,
     ShaftReading,
-    around,
-    front_distance_px,
+    growing_bolus,
     integrated_volume_ml,
     segment,
     shift_image,
 )
+from monitor.vision.drawing import overlay_geometry
 from monitor.vision.intensity import IntensityModel, model_for
-from monitor.vision.measure import Leak, find_leaks, read_shaft, substantial
+from monitor.vision.measure import DistanceMaps, Leak, read_cement, read_shaft
 from monitor.vision.pixels import PixelGrid
 from monitor.vision.scatter import (
     HALO_DECIDE_WEIGHT,
@@ -108,12 +116,6 @@ class PlaneResult:
         return render_status(self.caveats, self.baseline)
 
 
-def _shift_line(line: Line, dx: float, dy: float) -> Line:
-    if line.vertical:  # x = a y + b
-        return Line(line.a, line.b + dx - line.a * dy, True, line.support)
-    return Line(line.a, line.b + dy - line.a * dx, False, line.support)
-
-
 def _unusable(pixels: np.ndarray, bits_stored: int) -> Caveat | None:
     """Why a frame cannot be measured (blank, or saturated over most of it), or None."""
     sample = pixels[::4, ::4]
@@ -126,14 +128,6 @@ def _unusable(pixels: np.ndarray, bits_stored: int) -> Caveat | None:
     if int(sample.max()) - int(sample.min()) <= max(2, top // 1000):
         return Caveat(CaveatCode.BLANK_FRAME, "blank frame (no contrast)")
     return None
-
-
-CEMENT_IN_BASELINE = 1.2  # log units over the bone 12-18 mm around the tip: ~7 mm of cement
-# (bone along the shaft stays under ~0.7: measured on the 30 corpus cases' clean baselines)
-
-BODY_MARGIN_MM = 10.0  # around the body found: the discs, the veins and soft tissue leaks enter first
-CANAL_MARGIN_MM = 15.0  # behind the posterior wall: the epidural space and the needle's track
-ENDPLATE_BAND_MM = 1.0  # cement this close to an endplate may be in the disc: it does not define the front
 
 
 class PlaneAnalyzer:
@@ -181,7 +175,7 @@ class PlaneAnalyzer:
         # the operator's, from the command line, used once the baseline is in (image pixels):
         self.operator_wall = None  # two points, the posterior wall (lateral)
         self.operator_box = None  # x, y, width, height: the body
-        self._distance_maps: dict = {}  # (slope, vertical) -> (offset, map): walls only shift with breathing
+        self._distances: DistanceMaps | None = None  # to the walls, over the current ROI
         self.without_scatter = False  # once the cement's halo has shown there is none
         self.halo_open = True  # still watched: until both planes' halos have settled the question
         self._scatter_layers: np.ndarray | None = None  # the baseline's intensity and modelled scatter
@@ -238,7 +232,34 @@ class PlaneAnalyzer:
     # ----------------------------------------------------------------- baseline
 
     def _build_baseline(self) -> None:
+        """From the first frames: the intensity model, the cannulas, the ROI around the tip,
+        the registered mean baseline and its layers, the body, and the operator's input."""
         frames = self._raw
+        self._read_intensity(frames)
+        fits = bool(self.full_pixel_mm) and self.config.scatter_fraction > 0
+        parts = [self._primary(f, parts=True) if fits else (self._primary(f), None, None) for f in frames]
+        plain = self._primary(frames[0], scatter=False)
+        try:
+            self.cannulas = find_cannulas(plain, self.pixel_mm)
+        except NotFound as e:
+            self.cannulas = []
+            self.anatomy_error = Caveat(CaveatCode.NO_CANNULA, str(e))
+        self.roi = self._roi_around_tip(parts[0][0].shape)
+        self._register_baseline(parts, fits)
+        exclude = self._make_layers(plain)
+        if self.cannulas and self.pixel_mm:
+            self._find_body(plain, exclude)
+        elif not self.pixel_mm and self.cannulas:
+            self.anatomy_error = Caveat(CaveatCode.UNCALIBRATED, "no millimetre scale, so no wall distance")
+        self._tip_roi = self.roi
+        self._tip_state = BaselineState(
+            self.baseline, self._layers, self._exclude, self._prior, self._scatter_layers
+        )
+        if self.body is not None:
+            self._use_roi(self._body_roi())
+        self._apply_operator_input()
+
+    def _read_intensity(self, frames: list[np.ndarray]) -> None:
         self.model = model_for(self.photometric, self.relationship, self.bits_stored, frames)
         if self.model.relationship == "LOG" and not self.model.log_scale_measured:
             self.add_caveat(
@@ -247,26 +268,22 @@ class PlaneAnalyzer:
                 " (filtered or too few frames); volumes assume three decades over the full range"
                 " until syringe volumes are entered",
             )
-        fits = bool(self.full_pixel_mm) and self.config.scatter_fraction > 0
-        parts = [self._primary(f, parts=True) if fits else (self._primary(f), None, None) for f in frames]
-        atts = [p[0] for p in parts]
-        first = atts[0]
-        plain = self._primary(frames[0], scatter=False)
-        try:
-            self.cannulas = find_cannulas(plain, self.pixel_mm)
-        except NotFound as e:
-            self.cannulas = []
-            self.anatomy_error = Caveat(CaveatCode.NO_CANNULA, str(e))
-        h, w = first.shape
-        if self.cannulas:
-            tx, ty = self.cannulas[0].tip
-            half = self.config.roi_half_mm / self.pixel_mm if self.pixel_mm else 0.3 * max(h, w)
-            x0, x1 = int(max(0, tx - half)), int(min(w, tx + half))
-            y0, y1 = int(max(0, ty - half)), int(min(h, ty + half))
-        else:
-            x0, y0, x1, y1 = 0, 0, w, h
-        self.roi = (x0, y0, x1, y1)
-        first_roi = Registration(first[y0:y1, x0:x1])
+
+    def _roi_around_tip(self, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) working pixels: ``roi_half_mm`` around the first cannula's tip
+        (without a scale, 30 % of the frame's larger side), or the whole frame without one."""
+        h, w = shape
+        if not self.cannulas:
+            return 0, 0, w, h
+        tx, ty = self.cannulas[0].tip
+        half = self.config.roi_half_mm / self.pixel_mm if self.pixel_mm else 0.3 * max(h, w)
+        return int(max(0, tx - half)), int(max(0, ty - half)), int(min(w, tx + half)), int(min(h, ty + half))
+
+    def _register_baseline(self, parts: list, fits: bool) -> None:
+        """The baseline: the frames' attenuation over the ROI registered to the first and
+        averaged; with ``fits``, their intensity and modelled scatter likewise."""
+        x0, y0, x1, y1 = self.roi
+        first_roi = Registration(parts[0][0][y0:y1, x0:x1])
         registered, measured = [first_roi.reference], []
         for i, (att, intensity, scatter) in enumerate(parts):
             dx, dy = (0.0, 0.0) if i == 0 else first_roi.shift(att[y0:y1, x0:x1])
@@ -277,6 +294,11 @@ class PlaneAnalyzer:
         self.baseline = np.mean(registered, axis=0).astype(np.float32)
         self._scatter_layers = np.mean(measured, axis=0).astype(np.float32) if fits else None
         self._registration = Registration(self.baseline)
+
+    def _make_layers(self, plain: np.ndarray) -> np.ndarray:
+        """The layers shifted with the baseline (see LAYER_*); returns the pixels never to
+        compare over the whole frame, (h, w) bool."""
+        x0, y0, x1, y1 = self.roi
         smooth = cv2.GaussianBlur(self.baseline, (0, 0), 1.0)
         gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8
         gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8
@@ -299,36 +321,48 @@ class PlaneAnalyzer:
         self._layers = cv2.merge(  # in the order of LAYER_*
             [self.baseline, gradient, self._exclude.astype(np.float32), sleeve.astype(np.float32)]
         )
-        if self.cannulas and self.pixel_mm:
-            self._prior = self._cement_in_baseline()
-            if self._prior is not None:  # its edges are not the body's: look for the body without it
-                plain = plain.copy()
-                hole = self._prior[1] > 0
-                window = plain[y0:y1, x0:x1]
-                filled = cv2.inpaint(window, (hole | self._exclude).astype(np.uint8), 5, cv2.INPAINT_TELEA)
-                window[hole] = filled[hole]
-            try:
-                if self.plane == "lateral":
-                    self.body = find_lateral_body(plain, self.cannulas[0], self.pixel_mm, exclude)
-                else:
-                    self.body = find_ap_body(plain, self.cannulas[0], self.pixel_mm, exclude)
-            except NotFound as e:
-                self.anatomy_error = Caveat(CaveatCode.NO_ANATOMY, str(e))
-            if self._prior is not None and (self.body is None or not self._inside_body(self._prior[0])):
-                self.body = None
-                self.anatomy_error = Caveat(
-                    CaveatCode.NO_ANATOMY,
-                    "cement already in the baseline hides the body's outline"
-                    " (draw the posterior wall to measure)",
-                )
-        elif not self.pixel_mm and self.cannulas:
-            self.anatomy_error = Caveat(CaveatCode.UNCALIBRATED, "no millimetre scale, so no wall distance")
-        self._tip_roi = self.roi
-        self._tip_state = BaselineState(
-            self.baseline, self._layers, self._exclude, self._prior, self._scatter_layers
+        return exclude
+
+    def _find_body(self, plain: np.ndarray, exclude: np.ndarray) -> None:
+        """The body on the first frame (``plain``: its attenuation without scatter correction),
+        after the cement already in the baseline, if any, is found and painted out."""
+        x0, y0, x1, y1 = self.roi
+        c = self.config
+        found = find_cement_in_baseline(
+            self.baseline, self._exclude, self.cannulas, self.roi[:2], self.pixel_mm, c.cement_mu_per_mm
         )
-        if self.body is not None:
-            self._use_roi(self._body_roi())
+        if found is not None:
+            self._prior = (found.mask, found.values)
+            self.add_caveat(
+                CaveatCode.CEMENT_IN_BASELINE,
+                f"about {found.volume_ml:.1f} mL was already there when monitoring began,"
+                " estimated from the first frames and counted in distance, leaks and volume",
+            )
+            # its edges are not the body's: look for the body without it
+            plain = plain.copy()
+            hole = self._prior[1] > 0
+            window = plain[y0:y1, x0:x1]
+            filled = cv2.inpaint(window, (hole | self._exclude).astype(np.uint8), 5, cv2.INPAINT_TELEA)
+            window[hole] = filled[hole]
+        try:
+            if self.plane == "lateral":
+                self.body = find_lateral_body(plain, self.cannulas[0], self.pixel_mm, exclude)
+            else:
+                self.body = find_ap_body(plain, self.cannulas[0], self.pixel_mm, exclude)
+        except NotFound as e:
+            self.anatomy_error = Caveat(CaveatCode.NO_ANATOMY, str(e))
+        if self._prior is not None and (
+            self.body is None or not lies_inside(self._prior[0], self.body, self.roi[:2], self.pixel_mm)
+        ):
+            self.body = None
+            self.anatomy_error = Caveat(
+                CaveatCode.NO_ANATOMY,
+                "cement already in the baseline hides the body's outline"
+                " (draw the posterior wall to measure)",
+            )
+
+    def _apply_operator_input(self) -> None:
+        """The operator's body box and wall from the command line, now that there is a baseline."""
         for unused, value, apply in (
             (CaveatCode.OPERATOR_BOX_UNUSED, self.operator_box, self.set_body),
             (CaveatCode.OPERATOR_WALL_UNUSED, self.operator_wall, self.set_wall),
@@ -348,25 +382,7 @@ class PlaneAnalyzer:
         return any(c.code == code for c in self.caveats)
 
     def _body_roi(self) -> tuple[int, int, int, int]:
-        """The body found and the margins cement crosses first when it leaves it (wider
-        behind the posterior wall, towards the canal), within the ROI around the tip:
-        every frame is measured there only."""
-        corners = self.body.polygon()
-        low = corners.min(axis=0) - BODY_MARGIN_MM / self.pixel_mm
-        high = corners.max(axis=0) + BODY_MARGIN_MM / self.pixel_mm
-        if isinstance(self.body, LateralBody):
-            extra = (CANAL_MARGIN_MM - BODY_MARGIN_MM) / self.pixel_mm
-            if self.body.posterior_sign > 0:
-                high[0] += extra
-            else:
-                low[0] -= extra
-        x0, y0, x1, y1 = self._tip_roi
-        return (
-            max(x0, int(np.floor(low[0]))),
-            max(y0, int(np.floor(low[1]))),
-            min(x1, int(np.ceil(high[0]))),
-            min(y1, int(np.ceil(high[1]))),
-        )
+        return body_roi(self.body, self._tip_roi, self.pixel_mm)
 
     def _use_roi(self, roi: tuple[int, int, int, int]) -> None:
         """Measure within ``roi`` (working pixels, inside the ROI around the tip) from now on."""
@@ -376,67 +392,8 @@ class PlaneAnalyzer:
         self.baseline, self._layers, self._exclude = state.attenuation, state.layers, state.exclude
         self._scatter_layers, self._prior = state.scatter_layers, state.prior
         self._registration = Registration(self.baseline)
-        self._distance_maps.clear()
+        self._distances = DistanceMaps(self._exclude.shape)
         self._last_mask = None
-
-    def _inside_body(self, mask: np.ndarray) -> bool:
-        """Whether cement found in the baseline lies in the body found: if not,
-        the outline was most likely taken from the cement's own edge."""
-        outline = np.zeros(mask.shape, np.uint8)
-        corners = self.body.polygon() - np.array(self.roi[:2], np.float64)
-        cv2.fillPoly(outline, [np.round(corners).astype(np.int32)], 1)
-        margin = int(round(1.0 / self.pixel_mm))
-        outline = cv2.dilate(outline, np.ones((2 * margin + 1,) * 2, np.uint8)).astype(bool)
-        return np.count_nonzero(mask & outline) >= 0.97 * np.count_nonzero(mask)
-
-    def _cement_in_baseline(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Cement already there when the baseline was taken (monitoring started
-        late): a blob ahead of a cannula tip far denser than the bone around it.
-        Subtracting such a baseline would hide it, and the front is often in it,
-        so it is estimated once here, (mask, mu * thickness) in ROI pixels, and
-        added to every frame's cement."""
-        base, px = self.baseline, self.pixel_mm
-        h, w = base.shape
-        ys, xs = np.mgrid[0:h, 0:w]
-        seeds = np.zeros((h, w), bool)
-        x0, y0 = self.roi[0], self.roi[1]
-        for c in self.cannulas:
-            tx, ty = c.tip[0] - x0, c.tip[1] - y0
-            r = np.hypot(xs - tx, ys - ty) * px
-            ring = (r > 12.0) & (r < 18.0) & ~self._exclude
-            if not ring.any():
-                continue
-            bone = float(np.median(base[ring]))
-            # The tip found may lie anywhere in a bolus (cement is as opaque along
-            # the shaft as steel), so the shaft's last 12 mm are searched.
-            best, seed = 0.0, None
-            for k in range(0, 14, 2):
-                cx, cy = tx + c.direction[0] * k / px, ty + c.direction[1] * k / px
-                disc = (np.hypot(xs - cx, ys - cy) * px < 5.0) & ~self._exclude
-                if disc.sum() > 10 and float(np.median(base[disc])) - bone > best:
-                    best, seed = float(np.median(base[disc])) - bone, (disc, cx, cy)
-            if best > CEMENT_IN_BASELINE:
-                disc, cx, cy = seed
-                # the bolus: where it is over half as dense, no further than a bolus reaches
-                blob = (base - bone > 0.5 * best) & ~self._exclude & (np.hypot(xs - cx, ys - cy) * px < 15.0)
-                count, labels = cv2.connectedComponents(blob.astype(np.uint8), connectivity=8)
-                ids = np.unique(labels[disc & blob])
-                seeds |= np.isin(labels, ids[ids > 0])
-        if not seeds.any():
-            return None
-        # Its faint rim, within 1.5 mm, counts in the volume, not in the outline.
-        grow = int(round(1.5 / px))
-        region = cv2.dilate(seeds.astype(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8)).astype(bool)
-        # The bone under the blob, filled in from around it; the steel is no source.
-        background = cv2.inpaint(base, (region | self._exclude).astype(np.uint8), 5, cv2.INPAINT_TELEA)
-        values = np.where(region & ~self._exclude, np.clip(base - background, 0, None), 0).astype(np.float32)
-        volume = float(values.sum()) * px * px / (self.config.cement_mu_per_mm * 1000.0)
-        self.add_caveat(
-            CaveatCode.CEMENT_IN_BASELINE,
-            f"about {volume:.1f} mL was already there when monitoring began,"
-            " estimated from the first frames and counted in distance, leaks and volume",
-        )
-        return seeds, values
 
     # ----------------------------------------------------------------- frames
 
@@ -484,10 +441,13 @@ class PlaneAnalyzer:
         cement = segment(difference, gradient, exclude, self.pixel_mm)
         if parts and self.halo_open:
             self.halo.add(difference, cement.mask, exclude, (measured, scatter), before, self.pixel_mm)
-        body = self._shifted_body(dx, dy)
+        x0, y0 = self.roi[0], self.roi[1]
+        # into ROI coordinates, then by the breathing shift
+        body = None if self.body is None else shifted_body(shifted_body(self.body, -x0, -y0), dx, dy)
         shaft = self._read_shaft(cement.difference, dx, dy, body)
         cement = self._with_prior(cement, dx, dy)
-        self._last_mask = self._growing_bolus(cement.mask, dx, dy)
+        tips = [(c.tip[0] - x0 + dx, c.tip[1] - y0 + dy) for c in self.cannulas]
+        self._last_mask = growing_bolus(cement.mask, tips, self.pixel_mm)
         result = PlaneResult(
             self.plane,
             frame,
@@ -507,7 +467,17 @@ class PlaneAnalyzer:
             self._measure(result, seen, body, shaft)
             if self.pixel_mm:
                 result.checked = PLANE_CHECKS[self.plane]
-        result.overlay = self._overlay(seen, body, dx, dy, result)
+        result.overlay = overlay_geometry(
+            result.overlay,
+            self.grid,
+            self.roi,
+            (dx, dy),
+            self.cannulas,
+            body,
+            seen,
+            result.leaks,
+            self.config.alarms.proximity_mm,
+        )
         return result
 
     def _with_prior(self, cement: CementMap, dx: float, dy: float) -> CementMap:
@@ -521,33 +491,6 @@ class PlaneAnalyzer:
             difference=cement.difference + shift_image(values, dx, dy),
         )
 
-    def _growing_bolus(self, mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
-        """Where the next frame's cement may be, to keep out of its registration and
-        background: the cement connected to a cannula tip (it is injected there),
-        grown by about 3 mm. Cement elsewhere is left in: if a misregistered frame
-        read every cortex edge as cement, masking them would leave the next
-        registration nothing to hold on to."""
-        grow = int(round(3.0 / self.pixel_mm)) if self.pixel_mm else 4
-        if self.cannulas:
-            count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-            near_tip = np.zeros(mask.shape, np.uint8)
-            x0, y0 = self.roi[0], self.roi[1]
-            for c in self.cannulas:
-                centre = (int(round(c.tip[0] - x0 + dx)), int(round(c.tip[1] - y0 + dy)))
-                cv2.circle(near_tip, centre, 2 * grow, 1, -1)
-            keep = np.zeros(count, bool)
-            keep[np.unique(labels[near_tip.astype(bool)])] = True
-            keep[0] = False
-            mask = keep[labels]
-        if not mask.any():
-            return mask
-        # grown by a disc (a distance transform is cheaper than dilating with one), around the cement only
-        window = around(mask, grow + 1)
-        grown = np.zeros_like(mask)
-        inverse = (~mask[window]).astype(np.uint8)
-        grown[window] = cv2.distanceTransform(inverse, cv2.DIST_L2, cv2.DIST_MASK_3) <= grow
-        return grown
-
     def set_wall(self, points) -> str:
         """The operator's posterior wall: two points (cranial, caudal) in image pixels
         of the current frame. It replaces the wall found automatically (or stands
@@ -558,33 +501,16 @@ class PlaneAnalyzer:
         if self.baseline is None or not self.pixel_mm:
             raise ValueError("no baseline or no millimetre scale yet: the wall cannot be placed")
         dx, dy = self._shift
-        (x1, y1), (x2, y2) = (
-            (wx - dx, wy - dy) for wx, wy in (self.grid.to_working(x, y) for x, y in points)
-        )  # working pixels, at the baseline's position
-        if abs(y2 - y1) < 5.0 / self.pixel_mm:
-            raise ValueError("the wall's two points must be at least 5 mm apart cranio-caudally")
-        (x1, y1), (x2, y2) = sorted(((x1, y1), (x2, y2)), key=lambda p: p[1])
-        a = (x2 - x1) / (y2 - y1)
-        wall = Line(a, x1 - a * y1, True, 0)
+        ends = tuple((wx - dx, wy - dy) for wx, wy in (self.grid.to_working(x, y) for x, y in points))
+        cannula = self.cannulas[0] if self.cannulas else None
+        stands_in = not isinstance(self.body, LateralBody)  # for a body not found
+        body, done = body_from_wall(ends, self.body, cannula, self.pixel_mm)
         if self.roi != self._tip_roi:  # the wall may lie outside the margins of the body found
             self._use_roi(self._tip_roi)
-        if isinstance(self.body, LateralBody):
-            self.body = replace(self.body, posterior=wall)
-            return "posterior wall replaced by the operator's"
-        if not self.cannulas:
-            raise ValueError("no cannula found, so the body side of the wall is unknown")
-        tx, ty = self.cannulas[0].tip
-        sign = 1 if wall.at(ty) > tx else -1  # the tip is inside the body, anterior of the wall
-        depth = 30.0 / self.pixel_mm  # a nominal body depth: only bounds paravertebral leak search
-        self.body = LateralBody(
-            wall,
-            Line(a, wall.b - sign * depth, True, 0),
-            Line(0.0, y1, False, 0),
-            Line(0.0, y2, False, 0),
-            sign,
-        )
-        self.anatomy_error = None
-        return "no body had been found: operator's wall used, endplates at its ends"
+        self.body = body
+        if stands_in:
+            self.anatomy_error = None
+        return done
 
     def set_body(self, box) -> str:
         """The operator's vertebral body: a box (x, y, width, height) in image pixels of
@@ -596,107 +522,39 @@ class PlaneAnalyzer:
         x, y, w, h = (float(v) for v in box)
         s = self.scale
         dx, dy = self._shift
-        if min(w, h) * self.full_pixel_mm < 8.0:
-            raise ValueError("the body box must be at least 8 mm on each side")
+        if min(w, h) * self.full_pixel_mm < MIN_BOX_SIDE_MM:
+            raise ValueError(f"the body box must be at least {MIN_BOX_SIDE_MM:g} mm on each side")
         wx, wy = self.grid.to_working(x, y)
-        x0, y0 = wx - dx, wy - dy  # working pixels, baseline position
-        left, right = Line(0.0, x0, True, 0), Line(0.0, x0 + w / s, True, 0)
-        top, bottom = Line(0.0, y0, False, 0), Line(0.0, y0 + h / s, False, 0)
-        if self.plane == "lateral":
-            if not self.cannulas:
-                raise ValueError("no cannula found, so the box's posterior side is unknown: draw the wall")
-            sign = 1 if self.cannulas[0].direction[0] >= 0 else -1  # the cannula comes in from posterior
-            posterior, anterior = (right, left) if sign > 0 else (left, right)
-            self.body = LateralBody(posterior, anterior, top, bottom, sign)
-        else:
-            self.body = ApBody(left, right, top, bottom)
+        cannula = self.cannulas[0] if self.cannulas else None
+        self.body = body_from_box(self.plane, (wx - dx, wy - dy), (w / s, h / s), cannula)
         self.anatomy_error = None
         self._use_roi(self._body_roi())
         return f"{self.plane} body outline replaced by the operator's box"
 
-    def _shifted_body(self, dx: float, dy: float):
-        b = self.body
-        if b is None:
-            return None
-        x0, y0 = self.roi[0], self.roi[1]
-        # into ROI coordinates, then by the breathing shift
-        if isinstance(b, LateralBody):
-            return LateralBody(
-                *(
-                    _shift_line(_shift_line(line, -x0, -y0), dx, dy)
-                    for line in (b.posterior, b.anterior, b.superior, b.inferior)
-                ),
-                b.posterior_sign,
-            )
-        return ApBody(
-            *(
-                _shift_line(_shift_line(line, -x0, -y0), dx, dy)
-                for line in (b.left, b.right, b.superior, b.inferior)
-            )
-        )
-
-    def _measure(
-        self, result: PlaneResult, cement: CementMap, body, shaft: ShaftReading | None = None
-    ) -> None:
-        if not cement.mask.any():
-            return
-        # Only around the cement: the front and the leaks are made of its pixels.
-        window = around(cement.mask, 2)
-        origin = (window[1].start, window[0].start)
-        cement = CementMap(
-            cement.difference[window], cement.mask[window], cement.threshold[window], cement.noise
-        )
-
-        def distance(line: Line) -> np.ndarray:
-            return self._signed_distance(line, window)
-
-        margin = self.config.leak_margin_mm / self.pixel_mm
-        below_top = -distance(body.superior)  # positive below the superior endplate
-        above_bottom = distance(body.inferior)  # positive above the inferior endplate
-        level = (below_top > 0) & (above_bottom > 0)
-        if isinstance(body, LateralBody):
-            s = body.posterior_sign
-            inside_post = s * distance(body.posterior)  # positive anterior of the wall
-            inside_ant = -s * distance(body.anterior)
-            # Cement hugging an endplate may be in the disc beyond it (a concave endplate
-            # projects as a band, and a disc leak starts as a film under it): not the front.
-            band = ENDPLATE_BAND_MM / self.pixel_mm
-            clear = (below_top > band) & (above_bottom > band)
-            c = self.config
-            solid = substantial(cement, self.pixel_mm, c.cement_mu_per_mm, c.front_min_ml)
-            found = front_distance_px(solid, inside_post, clear, self.pixel_mm)
-            if shaft is not None:  # the end of the cement read along the shaft's middle
-                x, y = float(shaft.xs[-1]), float(shaft.ys[-1])
-                along = float(s * body.posterior.signed_distance(x, y))
-                if found is None or along < found[0]:
-                    found = (along, (x - origin[0], y - origin[1]))
-                    result.overlay["front_under_cannula"] = True
-            if found is not None:
-                result.distance_px = found[0] * self.scale
-                result.distance_mm = found[0] * self.pixel_mm
-                x, y = found[1]
-                result.overlay["front"] = self._full(x + origin[0], y + origin[1])
-            between_walls = (inside_post > 0) & (inside_ant > 0)
-            # site -> (region, how far outside the outline each pixel is, pixels)
-            beyond_plates = np.maximum(-below_top, -above_bottom)
-            sides = {
-                # behind the wall at any height: the canal (epidural space, basivertebral veins)
-                "posterior": (inside_post < -margin, -inside_post),
-                # above or below the body, in front of the wall: the discs
-                "disc": ((beyond_plates > margin) & between_walls, beyond_plates),
-                "paravertebral": ((inside_ant < -margin) & level, -inside_ant),
-            }
-        else:
-            inside_left = -distance(body.left)
-            inside_right = distance(body.right)
-            # In AP only the lateral walls: endplates are seen obliquely there and
-            # disc leaks show better in the lateral view.
-            beyond = np.maximum(-inside_left, -inside_right)
-            sides = {"paravertebral": ((beyond > margin) & level, beyond)}
+    def _measure(self, result: PlaneResult, cement: CementMap, body, shaft: ShaftReading | None) -> None:
+        """The front's distance and the leaks, into ``result`` (front in image pixels)."""
+        if self._distances is None:
+            self._distances = DistanceMaps(self._exclude.shape)
         c = self.config
-        result.leaks = find_leaks(
-            cement, sides, origin, self.grid, self.roi[:2], c.cement_mu_per_mm, c.leak_min_depth_mm
+        reading = read_cement(
+            cement,
+            body,
+            self._distances,
+            shaft,
+            self.grid,
+            self.roi[:2],
+            c.cement_mu_per_mm,
+            c.front_min_ml,
+            c.leak_margin_mm,
+            c.leak_min_depth_mm,
         )
+        if reading.front_under_cannula:
+            result.overlay["front_under_cannula"] = True
+        if reading.front_px is not None:
+            result.distance_px = reading.front_px * self.scale
+            result.distance_mm = reading.front_px * self.pixel_mm
+            result.overlay["front"] = self._full(*reading.front_at)
+        result.leaks = reading.leaks
 
     def _read_shaft(self, difference: np.ndarray, dx: float, dy: float, body) -> ShaftReading | None:
         """:func:`read_shaft` of the first cannula, in the lateral view only."""
@@ -705,56 +563,6 @@ class PlaneAnalyzer:
         c = self.cannulas[0]
         tip = (c.tip[0] - self.roi[0] + dx, c.tip[1] - self.roi[1] + dy)
         return read_shaft(difference, c, tip, body, self.pixel_mm)
-
-    def _signed_distance(self, line: Line, window: tuple[slice, slice]) -> np.ndarray:
-        """The signed distance to ``line`` of every ROI pixel in ``window``. Breathing
-        only translates a wall, which adds a constant to its map: maps are computed
-        once per slope."""
-        h, w = self._exclude.shape
-        key = (line.a, line.vertical)
-        if key not in self._distance_maps:
-            if len(self._distance_maps) > 16:  # walls replaced by the operator
-                self._distance_maps.clear()
-            ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-            self._distance_maps[key] = (line.b, line.signed_distance(xs, ys).astype(np.float32))
-        b0, base = self._distance_maps[key]
-        return base[window] + np.float32((line.b - b0) / np.hypot(1.0, line.a))
-
-    def _overlay(self, cement, body, dx, dy, result: PlaneResult) -> dict:
-        """Geometry for drawing, in full-resolution image pixel coordinates."""
-        s = self.scale
-        out = dict(result.overlay)
-        out["roi"] = [v * s for v in self.roi]
-        out["shift_px"] = [round(dx * s, 3), round(dy * s, 3)]
-        x0, y0 = self.roi[0], self.roi[1]
-        if self.cannulas:
-            out["cannula_tips"] = [self._full(c.tip[0] - x0 + dx, c.tip[1] - y0 + dy) for c in self.cannulas]
-        if body is not None:
-            out["body"] = [self._full(x, y) for x, y in body.polygon()]
-            if isinstance(body, LateralBody):
-                ends = body.wall_segment()
-                out["wall"] = [self._full(x, y) for x, y in ends]
-                offset = self.config.alarms.proximity_mm / self.pixel_mm * np.hypot(1, body.posterior.a)
-                inward = -body.posterior_sign * offset
-                out["safety_line"] = [self._full(x + inward, y) for x, y in ends]
-        contours, _ = cv2.findContours(
-            cement.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-        )
-        out["cement"] = [
-            self.grid.points_to_full(c, (x0, y0)).tolist()
-            for c in sorted(contours, key=len, reverse=True)[:20]
-            if len(c) >= 3
-        ]
-        out["leaks"] = [
-            {
-                "site": lk.site,
-                "centroid": list(lk.centroid),
-                "box": list(lk.box),
-                "volume_ml": round(lk.volume_ml, 4),
-            }
-            for lk in result.leaks
-        ]
-        return out
 
 
 class CaseAnalyzer:

@@ -6,15 +6,17 @@ in millilitres, millimetres and full-resolution image pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 
-from monitor.vision.anatomy import BAND_WIDTHS, Cannula, LateralBody
-from monitor.vision.cement import CementMap, ShaftReading, around
+from monitor.vision.anatomy import BAND_WIDTHS, ApBody, Cannula, LateralBody, Line
+from monitor.vision.cement import CementMap, ShaftReading, around, front_distance_px
 from monitor.vision.pixels import PixelGrid
 from monitor.vision.sampling import sample_points
+
+ENDPLATE_BAND_MM = 1.0  # cement this close to an endplate may be in the disc: it does not define the front
 
 
 @dataclass
@@ -146,3 +148,112 @@ def read_shaft(
     run = slice(start, last + 1)
     half_width = BAND_WIDTHS / 2 * c.width_px
     return ShaftReading(xs[run], ys[run], (core - lumen)[run].astype(np.float32), half_width)
+
+
+class DistanceMaps:
+    """Signed distances of every pixel of a ROI of ``shape`` (h, w) to a wall. Breathing only
+    translates a wall, which adds a constant to its map: a map is computed once per slope."""
+
+    MAX_SLOPES = 16  # more: walls replaced by the operator; start again
+
+    def __init__(self, shape: tuple[int, int]):
+        self.shape = shape
+        self._maps: dict = {}  # (slope, vertical) -> (offset, map)
+
+    def signed(self, line: Line, window: tuple[slice, slice]) -> np.ndarray:
+        """:meth:`Line.signed_distance` of the pixels in ``window`` of the ROI (float32)."""
+        key = (line.a, line.vertical)
+        if key not in self._maps:
+            if len(self._maps) > self.MAX_SLOPES:
+                self._maps.clear()
+            h, w = self.shape
+            ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+            self._maps[key] = (line.b, line.signed_distance(xs, ys).astype(np.float32))
+        b0, base = self._maps[key]
+        return base[window] + np.float32((line.b - b0) / np.hypot(1.0, line.a))
+
+
+@dataclass
+class CementReading:
+    """What a frame's cement says against the body: in working pixels of the ROI."""
+
+    front_px: float | None = None  # the front's distance anterior of the wall (negative: beyond)
+    front_at: tuple[float, float] | None = None  # the front's (x, y) in the ROI
+    front_under_cannula: bool = False  # the front is the end of the cement read along the shaft
+    leaks: list[Leak] = field(default_factory=list)
+
+
+def read_cement(
+    cement: CementMap,
+    body: LateralBody | ApBody,
+    distances: DistanceMaps,
+    shaft: ShaftReading | None,
+    grid: PixelGrid,
+    roi_origin: tuple[int, int],
+    cement_mu_per_mm: float,
+    front_min_ml: float,
+    leak_margin_mm: float,
+    leak_min_depth_mm: float,
+) -> CementReading:
+    """The front's distance to the posterior wall (lateral) and the leaks (both views).
+
+    ``cement`` (h, w) over the ROI whose corner is working pixel ``roi_origin``; ``body``
+    in that ROI's coordinates with this frame's shift; ``shaft``: the cement read along the
+    lateral shaft, if any. Leaks are cement beyond the outline by ``leak_margin_mm``,
+    reaching ``leak_min_depth_mm`` beyond it, by site: lateral posterior (the canal), disc
+    and paravertebral; AP paravertebral only (endplates are seen obliquely there).
+    """
+    reading = CementReading()
+    if not cement.mask.any():
+        return reading
+    pixel_mm = grid.pixel_mm
+    # Only around the cement: the front and the leaks are made of its pixels.
+    window = around(cement.mask, 2)
+    origin = (window[1].start, window[0].start)
+    cement = CementMap(cement.difference[window], cement.mask[window], cement.threshold[window], cement.noise)
+
+    def distance(line: Line) -> np.ndarray:
+        return distances.signed(line, window)
+
+    margin = leak_margin_mm / pixel_mm
+    below_top = -distance(body.superior)  # positive below the superior endplate
+    above_bottom = distance(body.inferior)  # positive above the inferior endplate
+    level = (below_top > 0) & (above_bottom > 0)
+    if isinstance(body, LateralBody):
+        s = body.posterior_sign
+        inside_post = s * distance(body.posterior)  # positive anterior of the wall
+        inside_ant = -s * distance(body.anterior)
+        # Cement hugging an endplate may be in the disc beyond it (a concave endplate
+        # projects as a band, and a disc leak starts as a film under it): not the front.
+        band = ENDPLATE_BAND_MM / pixel_mm
+        clear = (below_top > band) & (above_bottom > band)
+        solid = substantial(cement, pixel_mm, cement_mu_per_mm, front_min_ml)
+        found = front_distance_px(solid, inside_post, clear, pixel_mm)
+        if shaft is not None:  # the end of the cement read along the shaft's middle
+            x, y = float(shaft.xs[-1]), float(shaft.ys[-1])
+            along = float(s * body.posterior.signed_distance(x, y))
+            if found is None or along < found[0]:
+                found = (along, (x - origin[0], y - origin[1]))
+                reading.front_under_cannula = True
+        if found is not None:
+            reading.front_px = found[0]
+            reading.front_at = (found[1][0] + origin[0], found[1][1] + origin[1])
+        between_walls = (inside_post > 0) & (inside_ant > 0)
+        # site -> (region, how far outside the outline each pixel is, pixels)
+        beyond_plates = np.maximum(-below_top, -above_bottom)
+        sides = {
+            # behind the wall at any height: the canal (epidural space, basivertebral veins)
+            "posterior": (inside_post < -margin, -inside_post),
+            # above or below the body, in front of the wall: the discs
+            "disc": ((beyond_plates > margin) & between_walls, beyond_plates),
+            "paravertebral": ((inside_ant < -margin) & level, -inside_ant),
+        }
+    else:
+        inside_left = -distance(body.left)
+        inside_right = distance(body.right)
+        # In AP only the lateral walls: endplates are seen obliquely there and
+        # disc leaks show better in the lateral view.
+        beyond = np.maximum(-inside_left, -inside_right)
+        sides = {"paravertebral": ((beyond > margin) & level, beyond)}
+    reading.leaks = find_leaks(cement, sides, origin, grid, roi_origin, cement_mu_per_mm, leak_min_depth_mm)
+    return reading
