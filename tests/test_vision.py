@@ -1,4 +1,5 @@
-"""The vision pipeline on real recordings with known truth, and its parts."""
+"""The vision pipeline (monitor/vision/analysis.py, through analyse_source) on recordings
+with known truth. Its parts: test_vision_parts, _body, _intensity, _alarms, _anatomy."""
 
 from __future__ import annotations
 
@@ -12,10 +13,8 @@ from monitor.analyzer import analyse_source
 from monitor.io.dicom import open_recording
 from monitor.io.sources import DicomPairSource
 from monitor.recordings import bundled_recordings
-from monitor.vision.alarms import AlarmConfig, AlarmEngine
 from monitor.vision.analysis import DEFAULT_CEMENT_MU, AnalysisConfig, PlaneAnalyzer
 from monitor.vision.caveats import CaveatCode
-from monitor.vision.intensity import IntensityModel, measure_log_scale
 
 
 def analyse(lateral, ap, limit: int | None = None, start: int = 0, overlay: bool = False) -> dict:
@@ -275,93 +274,6 @@ def test_blank_and_saturated_frames_are_skipped_not_measured(recordings):
     assert abs(after.distance_mm - before.distance_mm) < 1.0
 
 
-def test_without_a_scale_there_are_no_millimetres():
-    analyzer = PlaneAnalyzer("lateral", "MONOCHROME2", "LIN", 12, None)
-    rng = np.random.default_rng(0)
-    results = [analyzer.process(rng.poisson(1000, (96, 96)).astype(np.uint16), i) for i in range(5)]
-    assert all(r.distance_mm is None and r.volume_ml is None for r in results)
-
-
-@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
-def test_log_scale_is_measured_from_quantum_noise(photometric):
-    rng = np.random.default_rng(1)
-    k, bits = 300.0, 12
-    top = 2**bits - 1
-    yy, xx = np.mgrid[0:256, 0:256]
-    counts = 200.0 * np.exp(3.0 * xx / 256)  # a smooth ramp across two decades
-    frames = []
-    for _ in range(3):
-        v = np.clip(np.round(k * np.log(rng.poisson(counts)) + 100), 0, top)
-        frames.append((top - v if photometric == "MONOCHROME1" else v).astype(np.uint16))
-    measured = measure_log_scale(frames, photometric, bits)
-    assert measured == pytest.approx(k, rel=0.08)
-    # a spatial filter (or a resampling) has smoothed the noise: it no longer tells k
-    smoothed = [cv2.GaussianBlur(f, (0, 0), 0.7) for f in frames]
-    assert measure_log_scale(smoothed, photometric, bits) is None
-    model = IntensityModel(photometric, "LOG", bits, measured)
-    att = model.attenuation(frames[0])
-    assert att[:, :20].mean() > att[:, -20:].mean()  # fewer counts means more attenuation
-
-
-def test_log_scale_holds_when_anatomy_crowds_the_ends_of_the_range():
-    """Dense bone and soft tissue as two plateaus joined by a short ramp: most pixels
-    sit at the extremes, so within each bin of values they crowd to one side.
-    Fitted at the bins' centres, k came out 3-4 % low."""
-    rng = np.random.default_rng(0)
-    k, bits = 300.0, 12
-    xx = np.mgrid[0:256, 0:256][1]
-    profile = np.tanh(4.0 * (xx / 255 * 2 - 1)) / np.tanh(4.0)
-    counts = 150.0 * np.exp((profile + 1) / 2 * np.log(200.0))
-    frames = [
-        np.clip(np.round(k * np.log(rng.poisson(counts)) + 100), 0, 2**bits - 1).astype(np.uint16)
-        for _ in range(3)
-    ]
-    assert measure_log_scale(frames, "MONOCHROME2", bits) == pytest.approx(k, rel=0.02)
-
-
-@pytest.mark.parametrize("name", ["bipedicular-L3", "log8-round"])
-def test_log_scale_of_a_recording_is_measured_to_ten_percent(anatomy_cases, name):
-    """On rendered fluoroscopy: bone and soft tissue, breathing between frames,
-    a round field's dark surround and, at 8 bits, noise near one level."""
-    folder, truth = anatomy_cases[name]
-    for plane in ("lateral", "ap"):
-        with open_recording(folder / f"{plane}.dcm") as rec:
-            info, frames = rec.info, [rec.frame(i) for i in range(3)]
-        measured = measure_log_scale(frames, info.photometric, info.bits_stored)
-        assert measured == pytest.approx(truth["detector"][plane]["per_unit_log"], rel=0.10), plane
-
-
-def test_lin_attenuation_is_minus_log_intensity_for_both_photometrics():
-    values = np.array([[100, 1000]], np.uint16)
-    mono2 = IntensityModel("MONOCHROME2", "LIN", 12).attenuation(values)
-    mono1 = IntensityModel("MONOCHROME1", "LIN", 12).attenuation(4095 - values)
-    assert mono2[0, 0] - mono2[0, 1] == pytest.approx(np.log(10), rel=1e-5)
-    assert np.allclose(mono1, mono2)
-
-
-def test_alarms_latch_until_acknowledged_and_do_not_flicker():
-    engine = AlarmEngine(AlarmConfig())
-    raised = engine.update_proximity(10, "lateral", 4.9, None, {})
-    assert [a.priority for a in raised] == ["high"]
-    # noise around the line: no new alarm, still shown
-    for frame, d in enumerate([5.1, 4.95, 5.2, 5.05], start=11):
-        assert engine.update_proximity(frame, "lateral", d, None, {}) == []
-    assert any(a.kind == "proximity" and a.priority == "high" for a in engine.shown())
-    # the condition clears past the hysteresis, but the alarm stays latched until acknowledged
-    engine.update_proximity(20, "lateral", 6.0, None, {})
-    assert any(a.priority == "high" for a in engine.shown())
-    engine.acknowledge()
-    assert not any(a.priority == "high" for a in engine.shown())
-    # a new crossing after acknowledgement is a new alarm
-    assert engine.update_proximity(30, "lateral", 4.5, None, {})[0].frame == 30
-
-
-def test_predicted_crossing_raises_a_medium_alarm_early():
-    engine = AlarmEngine(AlarmConfig())
-    raised = engine.update_proximity(5, "lateral", 9.0, 2.0, {})
-    assert [(a.kind, a.priority) for a in raised] == [("proximity", "medium")]
-
-
 def test_syringe_events_calibrate_the_volume(tmp_path):
     """The operator enters the syringe volume at the frame the truth delivered it: from then on
     the reported volume follows the syringe (the cement's attenuation is recalibrated). The
@@ -398,58 +310,6 @@ def test_syringe_events_calibrate_the_volume(tmp_path):
     assert volumes[at - 1] < 0.85 * injected[at - 1]  # before: the image alone reads 20 % low
     assert volumes[at + 1] == pytest.approx(injected[at + 1], rel=0.03)  # at once on the syringe's scale
     assert abs(volumes[47] / injected[47] - 1) < 0.08  # and still within 8 % of the truth at the end
-
-
-@pytest.fixture(scope="module")
-def anatomy_cases(tmp_path_factory):
-    """Short renders at the sizes and levels the anatomy must hold at: a wedge
-    fracture (its sloped endplate is a dense straight line too), a thoracic
-    level, a bipedicular approach, a mirrored lateral."""
-    from monitor.sim.simulate import SimConfig, simulate
-
-    root = tmp_path_factory.mktemp("anatomy")
-    configs = {
-        "wedge-L1": SimConfig(seed=71, level="L1", fracture="wedge", size=512, frames=6, breathing_mm=0.0),
-        "thoracic-T8": SimConfig(
-            seed=72, level="T8", fracture="biconcave", size=512, frames=6, breathing_mm=0.0, mirror=True
-        ),
-        "bipedicular-L3": SimConfig(
-            seed=73, level="L3", side="bipedicular", size=512, frames=6, breathing_mm=0.0, intensity="LOG"
-        ),
-        "log8-round": SimConfig(
-            seed=74,
-            level="L2",
-            size=512,
-            frames=6,
-            bits=8,
-            intensity="LOG",
-            photometric="MONOCHROME1",
-            field="round",
-            breathing_mm=3.0,
-        ),
-    }
-    return {name: (root / name, simulate(cfg, root / name)) for name, cfg in configs.items()}
-
-
-@pytest.mark.parametrize("name", ["wedge-L1", "thoracic-T8", "bipedicular-L3"])
-def test_cannula_tips_are_found_where_the_steel_ends(anatomy_cases, name):
-    from monitor.vision.anatomy import find_cannulas
-    from monitor.vision.intensity import model_for
-
-    folder, truth = anatomy_cases[name]
-    for plane in ("lateral", "ap"):
-        with open_recording(folder / f"{plane}.dcm") as rec:
-            info, pixels = rec.info, rec.frame(0)
-        model = model_for(info.photometric, info.intensity_relationship, info.bits_stored, [pixels])
-        pixel_mm = info.spacing_at_vertebra_mm()[1]
-        found = find_cannulas(model.attenuation(pixels), pixel_mm)
-        true = [c["tip_px"][plane] for c in truth["cannulas"]]
-        # Bipedicular shafts overlap in the lateral view: one may hide the other there.
-        expected = {len(true)} if plane == "ap" else {1, len(true)}
-        assert len(found) in expected, f"{plane}: {len(found)} cannulas found, {len(true)} placed"
-        for c in found:
-            error_mm = min(np.hypot(c.tip[0] - x, c.tip[1] - y) for x, y in true) * pixel_mm
-            assert error_mm < 1.5, f"{plane}: tip {error_mm:.1f} mm from the truth"
 
 
 @pytest.mark.parametrize("move_mm", [5.0, -4.0])
@@ -589,24 +449,6 @@ def test_scatter_is_solved_for_where_the_spine_is_darker_than_around_it():
     assert (shortcut[under] / true[under]).min() > 1.04
 
 
-def test_posterior_wall_is_found_on_the_outer_surface_of_its_cortex(anatomy_cases):
-    """The wall is where the cortex's image falls to half its crest, like the cement's
-    front: midway up the wall, within 0.4 mm of the truth's outer surface on each
-    case and 0.33 mm on average (the steepest fall, used before, lies 0.32-0.44 mm
-    inside it on these cases, 0.36 on average)."""
-    offsets = {}
-    for name, (folder, truth) in anatomy_cases.items():
-        with open_recording(folder / "lateral.dcm") as r:
-            pixel_mm = r.info.spacing_at_vertebra_mm()[1]
-        got = analyse(folder / "lateral.dcm", folder / "ap.dcm", overlay=True)
-        last = max(f for (plane, f) in got["overlay"] if plane == "lateral")
-        (x1, y1), (x2, y2) = got["overlay"][("lateral", last)]["wall"]
-        wall = np.asarray(truth["frames"][last]["wall_px"])[3:-3]  # clear of the endplates' corners
-        line_x = x1 + (wall[:, 1] - y1) * (x2 - x1) / (y2 - y1)
-        offsets[name] = abs(float(np.mean(line_x - wall[:, 0]))) * pixel_mm
-    assert max(offsets.values()) < 0.4 and np.mean(list(offsets.values())) < 0.33, offsets
-
-
 def test_cement_pushed_back_along_the_needle_is_read_under_its_steel(tmp_path):
     """Cement running back along the cannula towards the wall hides in the steel's
     shadow in both views. Read along the tube's middle, over the lumen's own
@@ -639,19 +481,8 @@ def test_cement_pushed_back_along_the_needle_is_read_under_its_steel(tmp_path):
     )
 
 
-def test_the_body_found_stops_at_its_own_endplates_not_the_next_bodys(anatomy_cases):
-    """Going down from the tip, the next body's endplate is a dense line whose far
-    flank falls as steeply as the treated body's own endplate (blurred when the
-    fracture is biconcave): only a fall into a lower level, the disc, counts. The
-    posterior wall's ends (the body's corners) lie within 4 mm of the truth's on
-    every anatomy render; the thoracic one took in the disc below, 9.8 mm off."""
-    errors = {}
-    for name, (folder, truth) in anatomy_cases.items():
-        with open_recording(folder / "lateral.dcm") as r:
-            pixel_mm = r.info.spacing_at_vertebra_mm()[1]
-        got = analyse(folder / "lateral.dcm", folder / "ap.dcm", overlay=True)
-        last = max(f for (plane, f) in got["overlay"] if plane == "lateral")
-        rows = sorted(y for _, y in got["overlay"][("lateral", last)]["wall"])
-        true_rows = np.asarray(truth["frames"][last]["wall_px"])[:, 1]
-        errors[name] = max(abs(rows[0] - true_rows.min()), abs(rows[1] - true_rows.max())) * pixel_mm
-    assert max(errors.values()) < 4.0, errors
+def test_without_a_scale_there_are_no_millimetres():
+    analyzer = PlaneAnalyzer("lateral", "MONOCHROME2", "LIN", 12, None)
+    rng = np.random.default_rng(0)
+    results = [analyzer.process(rng.poisson(1000, (96, 96)).astype(np.uint16), i) for i in range(5)]
+    assert all(r.distance_mm is None and r.volume_ml is None for r in results)

@@ -1,0 +1,28 @@
+"""The alarm engine: latching, hysteresis, acknowledgement and the predicted crossing."""
+
+from __future__ import annotations
+
+from monitor.vision.alarms import AlarmConfig, AlarmEngine
+
+
+def test_alarms_latch_until_acknowledged_and_do_not_flicker():
+    engine = AlarmEngine(AlarmConfig())
+    raised = engine.update_proximity(10, "lateral", 4.9, None, {})
+    assert [a.priority for a in raised] == ["high"]
+    # noise around the line: no new alarm, still shown
+    for frame, d in enumerate([5.1, 4.95, 5.2, 5.05], start=11):
+        assert engine.update_proximity(frame, "lateral", d, None, {}) == []
+    assert any(a.kind == "proximity" and a.priority == "high" for a in engine.shown())
+    # the condition clears past the hysteresis, but the alarm stays latched until acknowledged
+    engine.update_proximity(20, "lateral", 6.0, None, {})
+    assert any(a.priority == "high" for a in engine.shown())
+    engine.acknowledge()
+    assert not any(a.priority == "high" for a in engine.shown())
+    # a new crossing after acknowledgement is a new alarm
+    assert engine.update_proximity(30, "lateral", 4.5, None, {})[0].frame == 30
+
+
+def test_predicted_crossing_raises_a_medium_alarm_early():
+    engine = AlarmEngine(AlarmConfig())
+    raised = engine.update_proximity(5, "lateral", 9.0, 2.0, {})
+    assert [(a.kind, a.priority) for a in raised] == [("proximity", "medium")]
