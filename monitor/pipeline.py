@@ -123,25 +123,66 @@ def _logger_main(endpoints: Endpoints, session_dir: str, meta: dict, parent: int
     )
 
 
-def _let_consumers_finish(
-    children, restarts, start, max_restarts, publisher, flow, sent, say, grace_s: float = 30.0
-) -> None:
+class Supervisor:
+    """Starts the consumers (analyzer, logger) and restarts one that dies, at most
+    ``max_restarts`` times each: the one place a run decides what a child's exit means."""
+
+    def __init__(self, plans: dict[str, tuple], ctx, max_restarts: int, say):
+        self.plans = plans  # name -> (target, args): how to (re)start each consumer
+        self.ctx = ctx
+        self.max_restarts = max_restarts
+        self.say = say
+        self.restarts = dict.fromkeys(plans, 0)
+        self.children = {name: self._start(name) for name in plans}
+
+    def _start(self, name: str) -> multiprocessing.Process:
+        target, args = self.plans[name]
+        child = self.ctx.Process(target=target, name=name, args=args)
+        child.start()
+        return child
+
+    def revive(self, source_ended: bool) -> str | None:
+        """Restart each consumer that has died. Returns why the run must stop (one died
+        once too often while the source runs), or None.
+
+        While the source runs, any exit is a death: nothing ends on its own before the
+        source's end. After it, exit 0 (finished) and 3 (the logger's "incomplete") are a
+        consumer's own verdicts; only a signal or a crash (exit 1) is a death, and one past
+        its restarts is left to the grace period rather than stopping anything."""
+        for name, child in list(self.children.items()):
+            code = child.exitcode
+            if code in (None, 0):
+                continue
+            if source_ended:
+                if not (code < 0 or code == 1) or self.restarts[name] >= self.max_restarts:
+                    continue
+                self.restarts[name] += 1
+                how = f"signal {-code}" if code < 0 else "a crash"
+                self.say(f"{name} died ({how}) after the source ended; restarting it")
+            else:
+                how = f"signal {-code}" if code < 0 else f"exit {code}"
+                if self.restarts[name] >= self.max_restarts:
+                    return f"{name} died ({how}) after {self.restarts[name]} restart(s)"
+                self.restarts[name] += 1
+                self.say(f"{name} died ({how}); restarting it ({self.restarts[name]} of {self.max_restarts})")
+            self.children[name] = self._start(name)
+        return None
+
+    def running(self) -> bool:
+        return any(c.is_alive() for c in self.children.values())
+
+
+def _let_consumers_finish(supervisor: Supervisor, publisher, flow, sent, say, grace_s: float = 30.0) -> None:
     """After the source's end: wait for the consumers, still restarting one that is killed,
     answering its resend request and repeating the end every second, so that a crash now
     loses nothing either. A consumer still busy ``grace_s`` after the last restart is
     terminated."""
     deadline = time.monotonic() + grace_s
     next_end = time.monotonic() + 1.0
-    while any(c.is_alive() for c in children.values()) and time.monotonic() < deadline:
-        for name, child in list(children.items()):
-            code = child.exitcode
-            killed = code is not None and (code < 0 or code == 1)  # a signal, or an uncaught exception
-            if not killed or restarts[name] >= max_restarts:
-                continue  # running, or ended on its own (the logger's 3 means "incomplete")
-            restarts[name] += 1
-            how = f"signal {-code}" if code < 0 else "a crash"
-            say(f"{name} died ({how}) after the source ended; restarting it")
-            children[name] = start(name)
+    while supervisor.running() and time.monotonic() < deadline:
+        before = sum(supervisor.restarts.values())
+        supervisor.revive(source_ended=True)
+        if sum(supervisor.restarts.values()) > before:
             deadline = time.monotonic() + grace_s
         publisher.heartbeat()  # a restarted consumer says it is ready once it hears the source
         flow.poll(200)
@@ -153,7 +194,7 @@ def _let_consumers_finish(
         ):  # the end again, for whoever joined after it
             publisher.send(End(publisher.session, publisher.source, time.time(), sent))
             next_end = time.monotonic() + 1.0
-    for name, child in children.items():
+    for name, child in supervisor.children.items():
         if child.is_alive():
             say(f"{name} did not finish within {grace_s:g} s; terminating it")
             child.terminate()
@@ -217,35 +258,22 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
         flow.close()
         raise
 
-    def start(name: str) -> multiprocessing.Process:
-        target, args = plans[name]
-        child = ctx.Process(target=target, name=name, args=args)
-        child.start()
-        return child
-
-    children = {name: start(name) for name in plans}
+    supervisor = Supervisor(plans, ctx, spec.restarts, say)
+    children = supervisor.children  # the same dict: restarts replace its entries
     viewer = None
     if spec.viewer:
         viewer = ctx.Process(target=_viewer_main, name="viewer", args=(spec.endpoints,))
         viewer.start()
-    restarts = dict.fromkeys(plans, 0)
     interrupted = False
     failure: Exception | None = None
     signed = True
 
     def stop_requested() -> bool:
         """Restart a consumer that died; stop once one has died too often."""
-        for name, child in list(children.items()):
-            code = child.exitcode
-            if code in (None, 0):
-                continue
-            how = f"signal {-code}" if code < 0 else f"exit {code}"
-            if restarts[name] >= spec.restarts:
-                say(f"stopping: {name} died ({how}) after {restarts[name]} restart(s)")
-                return True
-            restarts[name] += 1
-            say(f"{name} died ({how}); restarting it ({restarts[name]} of {spec.restarts})")
-            children[name] = start(name)
+        why = supervisor.revive(source_ended=False)
+        if why:
+            say(f"stopping: {why}")
+            return True
         return interrupted
 
     started = time.monotonic()
@@ -269,7 +297,7 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
         failure, sent = e, None
     try:
         grace = 5.0 if failure is not None else 30.0
-        _let_consumers_finish(children, restarts, start, spec.restarts, publisher, flow, sent, say, grace)
+        _let_consumers_finish(supervisor, publisher, flow, sent, say, grace)
     finally:
         publisher.close()
         flow.close()
