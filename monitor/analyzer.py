@@ -691,14 +691,17 @@ class CommandGate:
     def __init__(self, rate: float = 10.0, burst: int = 20):
         self.rate, self.burst = rate, burst
         now = time.monotonic()
-        self._buckets = {False: [float(burst), now], True: [float(burst), now]}  # safety? -> tokens, at
+        # (sender's key, safety?) -> [tokens, at]: one sender's flood (a 3D Slicer client
+        # acknowledging thousands of times through the bridge) never starves another's pause
+        self._buckets: dict[tuple[str | None, bool], list[float]] = {}
         self._said = now
         self.dropped = 0  # since last said
 
-    def admit(self, action: str | None = None) -> bool:
-        """Whether to carry out a command (``action``; None: unreadable) now."""
-        bucket = self._buckets[action in self.SAFETY]
+    def admit(self, action: str | None = None, sender: str | None = None) -> bool:
+        """Whether to carry out a command (``action``; None: unreadable) sent with the key
+        named ``sender`` now."""
         now = time.monotonic()
+        bucket = self._buckets.setdefault((sender, action in self.SAFETY), [float(self.burst), now])
         bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
         bucket[1] = now
         if bucket[0] >= 1.0:
@@ -731,10 +734,10 @@ def _take_commands(control: zmq.Socket, analysis, announce, gate: CommandGate | 
         try:
             message = decode(parts)
         except MessageError as e:
-            if gate.admit():
+            if gate.admit(None, sender):
                 announce("rejected-command", f"malformed operator command: {e.detail}", source=sender or "?")
             continue
-        if not gate.admit(message.action if isinstance(message, Command) else None):
+        if not gate.admit(message.action if isinstance(message, Command) else None, sender):
             continue
         if not isinstance(message, Command):
             announce("rejected-command", f"{type(message).__name__} on the control endpoint")

@@ -761,8 +761,23 @@ def _run_igtl(args) -> int:
             file=sys.stderr,
         )
     e = _attached_endpoints(args)
+    given = bool(_given_endpoints(args))
+
+    def reattach():
+        """The monitor running now, when this one was found in the run registry (it follows
+        a monitor stopped and started again); None with endpoints given, or none or several."""
+        from monitor.io.runs import running as running_monitors
+
+        if given or not running_monitors():
+            return None
+        try:
+            now = _attached_endpoints(argparse.Namespace(**{**vars(args), "run_pid": None}))
+        except MonitorError:
+            return None
+        return now.frames, now.results, now.control
+
     try:
-        run_bridge(
+        stats = run_bridge(
             e.frames,
             e.results,
             e.control if args.accept_commands else None,
@@ -770,10 +785,11 @@ def _run_igtl(args) -> int:
             args.port,
             args.max_clients,
             args.until_end,
+            reattach=reattach,
         )
     except OSError as err:
         raise MonitorError(str(err)) from None
-    return 0
+    return 130 if stats.interrupted else 0
 
 
 def _add_train(sub) -> None:

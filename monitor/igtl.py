@@ -27,23 +27,27 @@ device                     type       content
                                       distance_mm; a new client first gets the standing ones
 ``MonitorStatus``          STRING     the monitor's status events, JSON: event (stale,
                                       resumed, dropped, acknowledge, level, end, ...), detail,
-                                      source, plane; and the bridge's own: no-signal (nothing
-                                      from the monitor for 2 s), signal, placement
+                                      source, plane; and the bridge's own: no-signal (no frame
+                                      for 2 s), no-analysis (no result for 2 s), signal,
+                                      analysis, attached, placement, refused
 ``CommandReply``           STRING     the answer to a command this client sent
 =========================  =========  ========================================================
 
 Images, points, lines and measurements are latest-only per client (a slow client gets the
 newest, at the rate it reads); alarm and status strings are queued, never replaced.
 
-Coordinates: DICOM's patient frame, LPS (x to the patient's left, y posterior, z superior),
-millimetres, origin at the C-arm's isocentre. Each plane's image is placed in the plane
+Coordinates: sent in RAS (x to the patient's right, y anterior, z superior), millimetres,
+origin at the C-arm's isocentre, because 3D Slicer takes every OpenIGTLink matrix and point as
+RAS and ignores an IMAGE's coordinate-system field. Computed, and described here, in DICOM's
+patient frame LPS (RAS with x and y negated). Each plane's image is placed in the plane
 through the isocentre perpendicular to its central ray, at the pixel spacing at the
 isocentre (ImagerPixelSpacing x SOD / SID, or the calibration's), so that the lateral and the
 AP images cross at the vertebra as they do in the room. The central ray points from the
 isocentre to the detector along ``(sin a cos b, -cos a cos b, sin b)`` for the positioner's
 primary angle ``a`` (PositionerPrimaryAngle: + towards the patient's left, LAO) and secondary
 angle ``b`` (PositionerSecondaryAngle: + cranial); the image's columns run along
-``(cos a, sin a, 0)`` and its rows downwards along the rotated ``-z``. So an AP image (a = 0)
+``(cos a, sin a, 0)`` and its rows downwards along the rotated ``-z``; its third axis is their
+cross product (right-handed). So an AP image (a = 0)
 has the patient's left to the right of the image and the head up; a lateral one (a = 90) the
 back to the right. A recording without the angles is placed at its plane's nominal angle
 (lateral 90, AP 0); one without a millimetre scale at 1 mm per pixel. Both are said, once,
@@ -52,7 +56,8 @@ on ``MonitorStatus``.
 Commands: only with ``--accept-commands``. A STRING whose content is ``acknowledge`` is then
 sent to the analyzer on the same command path as the viewer's, with the ``igtl`` key: the
 analyzer carries out an acknowledge from that key and nothing else, and logs it with source
-``igtl``. Without the option the client is told that it was refused.
+``igtl``. Refused, and the client told why on ``CommandReply``: without the option, more than
+one a second from a client, or while the analyzer is not heard.
 """
 
 from __future__ import annotations
@@ -87,6 +92,9 @@ STATUS_DEVICE = "MonitorStatus"
 REPLY_DEVICE = "CommandReply"
 NOMINAL_PRIMARY_ANGLE_DEG = {"lateral": 90.0, "ap": 0.0}  # DICOM's: lateral from the patient's left
 SILENT_S = 2.0  # nothing from the monitor for this long (it sends heartbeats 5 times a second): said
+REATTACH_S = 5.0  # silent this long, attached by the run registry: look for a monitor started anew
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+ACK_INTERVAL_S = 1.0  # one acknowledge a second from a client; more are refused, not passed on
 RESULTS_HWM = 1024  # results are small, and the alarm changes in them must not be lost
 FRONT_RGBA = [255, 40, 40, 255]
 FRONT_DIAMETER_MM = 3.0
@@ -109,6 +117,16 @@ class Placement:
         homogeneous = np.column_stack([p, np.zeros(len(p)), np.ones(len(p))])
         return (homogeneous @ self.matrix.T)[:, :3]
 
+    @property
+    def ras_matrix(self) -> np.ndarray:
+        """:attr:`matrix` to RAS, as sent: 3D Slicer takes every OpenIGTLink matrix and point as
+        RAS, whatever an IMAGE's coordinate-system field says."""
+        return LPS_TO_RAS @ self.matrix
+
+    def to_ras(self, points) -> np.ndarray:
+        """Image pixel coordinates (N, 2) -> RAS mm (N, 3), as sent."""
+        return self.to_world(points) * LPS_TO_RAS.diagonal()[:3]
+
 
 def image_to_world(
     shape: tuple[int, int], spacing_mm: tuple[float, float], primary_deg: float, secondary_deg: float = 0.0
@@ -123,12 +141,13 @@ def image_to_world(
     rotation = primary @ secondary
     column_direction = rotation @ np.array([1.0, 0.0, 0.0])  # AP: towards the patient's left
     row_direction = rotation @ np.array([0.0, 0.0, -1.0])  # AP: towards the feet
-    beam = rotation @ np.array([0.0, -1.0, 0.0])  # isocentre -> detector; AP: anterior
     rows, columns = shape
     m = np.eye(4)
     m[:3, 0] = column_direction * spacing_mm[1]
     m[:3, 1] = row_direction * spacing_mm[0]
-    m[:3, 2] = beam  # 1 mm slice, facing the detector
+    # a 1 mm slice along the image's normal, columns x rows: a right-handed matrix, as VTK
+    # expects; it is the central ray's line (the beam, isocentre to detector, is its opposite)
+    m[:3, 2] = np.cross(column_direction, row_direction)
     m[:3, 3] = -(m[:3, 0] * (columns - 1) + m[:3, 1] * (rows - 1)) / 2  # centre on the isocentre
     return m
 
@@ -170,6 +189,7 @@ class Translator:
         self.placements: dict[str, Placement] = {}
         self.said_placement: dict[str, str] = {}
         self.alarms: dict[str, dict] = {}  # id -> its newest change, while it stands
+        self.packed_images = 0
 
     def frame(self, header: FrameHeader, pixels: np.ndarray) -> list[tuple[str | None, bytes | Lazy]]:
         out = []
@@ -181,13 +201,18 @@ class Translator:
                 out.append((None, _status_string("placement", f"{header.plane}: {where.how}", header.plane)))
         image = pyigtl.ImageMessage(
             display_pixels(header, pixels),
-            ijk_to_world_matrix=where.matrix,
-            world_coordinate_system="lps",
+            ijk_to_world_matrix=where.ras_matrix,
+            world_coordinate_system="ras",
             timestamp=header.send_time,
             device_name=IMAGE_DEVICES[header.plane],
         )
-        # packed (8.6 ms and its CRC-64 for 1024x1024 16-bit) only if a client takes it
-        out.append((IMAGE_DEVICES[header.plane], Lazy(image.pack)))
+
+        def pack() -> bytes:
+            self.packed_images += 1
+            return image.pack()
+
+        # packed (8.6 ms and its CRC-64 for 1024x1024 16-bit) only when a client takes it
+        out.append((IMAGE_DEVICES[header.plane], Lazy(pack)))
         return out
 
     def result(self, r: Result) -> list[tuple[str | None, bytes]]:
@@ -222,7 +247,7 @@ class Translator:
         front = r.overlay.get("front")
         if front:
             point = pyigtl.PointMessage(
-                positions=where.to_world([front]),
+                positions=where.to_ras([front]),
                 names=["front"],
                 groups="CementFront",
                 rgba_colors=FRONT_RGBA,
@@ -235,14 +260,14 @@ class Translator:
         for device, name in ((WALL_DEVICE, "wall"), (SAFETY_LINE_DEVICE, "safety_line")):
             line = r.overlay.get(name)
             if r.plane == "lateral" and line and len(line) >= 2:
-                out.append((device, _polyline(device, where.to_world(line), r.frame_send_time)))
+                out.append((device, _polyline(device, where.to_ras(line), r.frame_send_time)))
         return out
 
     def status(self, s: Status) -> list[tuple[str | None, bytes]]:
         return [(None, _status_string(s.event, s.detail, s.plane, s.source, s.send_time))]
 
     def end(self, e: End) -> list[tuple[str | None, bytes]]:
-        detail = f"frames analysed: {e.frames}" + (f"; {e.reason}" if e.reason else "")
+        detail = f"frames analysed: {json.dumps(e.frames)}" + (f"; {e.reason}" if e.reason else "")
         return [(None, _status_string("end", detail, None, e.source, e.send_time))]
 
     def standing_alarms(self) -> list[bytes]:
@@ -253,6 +278,11 @@ class Translator:
 def _string(device: str, content: dict, timestamp: float) -> bytes:
     # ASCII JSON: pyigtl's STRING packing fails on other text
     return pyigtl.StringMessage(json.dumps(content), timestamp=timestamp, device_name=device).pack()
+
+
+def _ascii(text: str) -> str:
+    """``text`` as ASCII (pyigtl packs nothing else: its STRING encoding fails on the rest)."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _status_string(event, detail, plane=None, source="igtl", timestamp=None) -> bytes:
@@ -273,11 +303,25 @@ def _polyline(device: str, points: np.ndarray, timestamp: float) -> bytes:
 @dataclass
 class BridgeStats:
     frames: int = 0  # frames received from the monitor
-    images: int = 0  # IMAGE messages packed (only while a client is connected)
+    images: int = 0  # IMAGE messages packed (only when a client took one)
     results: int = 0
     alarm_changes: int = 0
     commands: int = 0  # acknowledges passed on to the analyzer
     refused_commands: int = 0
+    interrupted: bool = False  # stopped by SIGINT or SIGTERM
+
+
+@dataclass
+class Silence:
+    """One of the monitor's streams, watched for silence (it sends heartbeats 5 times a second)."""
+
+    lost: str  # the MonitorStatus event when it falls silent ...
+    back: str  # ... and when it is heard again
+    meaning: str  # what a client must conclude, in the event's detail
+    since: float | None = None  # time.monotonic() since when it is silent
+
+    def message(self, quiet_for: float) -> bytes:
+        return _status_string(self.lost, f"nothing for {quiet_for:.1f} s: {self.meaning}")
 
 
 class Bridge:
@@ -290,18 +334,25 @@ class Bridge:
         self.translator = Translator()
         self.stats = BridgeStats()
         self.started = time.monotonic()
-        self.silent_since: float | None = None  # time.monotonic() since when the monitor is silent
+        self.source = Silence(
+            "no-signal",
+            "signal",
+            "no frame from the monitor; the images, points and measurements held are old",
+        )
+        self.analyzer = Silence(
+            "no-analysis", "analysis", "no result from the analyzer; the points and measurements held are old"
+        )
+        self._last_ack: dict[str, float] = {}  # client address -> time.monotonic() of its last acknowledge
         server.on_connect = self.connected
         server.on_message = self.received
+        server.refusal = _status_string("refused", f"already {server.max_clients} clients; try again later")
 
     def frame(self, frame: Frame) -> None:
+        """Always translated, packed only when a client takes it: a client that connects gets
+        the newest image at once."""
         self.stats.frames += 1
-        if not self.server.has_clients:  # nobody to pack an image for; points still need a place
-            self.translator.placements[frame.header.plane] = placement(frame.header)
-            return
         for key, data in self.translator.frame(frame.header, frame.pixels):
             self._publish(key, data)
-        self.stats.images += 1
 
     def message(self, message) -> None:
         if isinstance(message, Result):
@@ -317,7 +368,7 @@ class Bridge:
         for key, data in out:
             self._publish(key, data)
 
-    def _publish(self, key: str | None, data: bytes) -> None:
+    def _publish(self, key: str | None, data: bytes | Lazy) -> None:
         if key is None:
             self.server.publish_event(data)
         else:
@@ -326,57 +377,84 @@ class Bridge:
     def connected(self, client: Client) -> None:
         for data in self.translator.standing_alarms():
             self.server.send_event(client, data)
-        if self.silent_since is not None:
-            self.server.send_event(client, self._silence_message())
+        now = time.monotonic()
+        for watch in (self.source, self.analyzer):
+            if watch.since is not None:
+                self.server.send_event(client, watch.message(now - watch.since))
 
-    def heard(self, newest: float | None, now: float) -> None:
-        """Says on ``MonitorStatus`` when nothing (no frame, result or heartbeat) has come from
-        the monitor for SILENT_S, and when it is heard again: a client must never take the last
-        image and measurement it holds for the present. ``newest``: time.monotonic() of the
-        newest message heard (None: none yet); ``now``: time.monotonic()."""
-        quiet_for = now - (self.started if newest is None else newest)
-        if self.silent_since is None and quiet_for > SILENT_S:
-            self.silent_since = now - quiet_for
-            self.server.publish_event(self._silence_message())
-            self.say(f"no message from the monitor for {quiet_for:.1f} s")
-        elif self.silent_since is not None and quiet_for <= SILENT_S:
-            silent_for = now - self.silent_since
-            self.silent_since = None
-            self.server.publish_event(
-                _status_string("signal", f"the monitor is heard again after {silent_for:.1f} s")
-            )
-
-    def _silence_message(self) -> bytes:
-        return _status_string(
-            "no-signal",
-            "no message from the monitor: the images, points and measurements held are not the present",
-        )
+    def heard(self, frames_at: float | None, results_at: float | None, now: float) -> None:
+        """Says on ``MonitorStatus`` when a stream has been silent for SILENT_S, and when it is
+        heard again: the source's frames (``no-signal``) and the analyzer's results
+        (``no-analysis``: frames arriving must not hide a hung analyzer). A client must never
+        take the last image and measurement it holds for the present. Times are
+        time.monotonic() of the newest message on each (None: none yet)."""
+        for watch, newest in ((self.source, frames_at), (self.analyzer, results_at)):
+            quiet_for = now - (self.started if newest is None else newest)
+            if watch.since is None and quiet_for > SILENT_S:
+                watch.since = now - quiet_for
+                self.server.publish_event(watch.message(quiet_for))
+                self.say(f"{watch.lost}: {watch.meaning} ({quiet_for:.1f} s)")
+            elif watch.since is not None and quiet_for <= SILENT_S:
+                silent_for = now - watch.since
+                watch.since = None
+                self.server.publish_event(_status_string(watch.back, f"heard again after {silent_for:.1f} s"))
+                self.say(f"{watch.back}: heard again after {silent_for:.1f} s")
 
     def received(self, client: Client, message) -> None:
         if not isinstance(message, pyigtl.StringMessage):
             return  # images, transforms, queries from a client: this bridge only sends them
         text = message.string.strip().lower()
         if text != "acknowledge":
-            what = message.string[:40]
-            self._reply(client, f"refused: unknown command {what!r}; the only one is 'acknowledge'")
-            self.stats.refused_commands += 1
+            self._refuse(client, f"unknown command {message.string[:40]!r}; the only one is 'acknowledge'")
             return
         if self.commands is None:
-            self._reply(client, "refused: this bridge takes no commands (start it with --accept-commands)")
-            self.stats.refused_commands += 1
-            log.warning("OpenIGTLink: %s sent acknowledge; refused, no --accept-commands", client.address)
+            self._refuse(client, "this bridge takes no commands (start it with --accept-commands)")
             return
+        now = time.monotonic()
+        if now - self._last_ack.get(client.address, -ACK_INTERVAL_S) < ACK_INTERVAL_S:
+            self._refuse(client, "one acknowledge a second at most; this one was not passed on")
+            return
+        silent = self.analyzer.since if self.analyzer.since is not None else self.source.since
+        if silent is not None:
+            self._refuse(client, f"the analyzer has not been heard for {now - silent:.1f} s; not passed on")
+            return
+        if len(self._last_ack) > 4 * self.server.max_clients:
+            self._last_ack.clear()
+        self._last_ack[client.address] = now
         try:
             self.commands.send("acknowledge")
         except OSError as e:
-            self._reply(client, f"not sent: {e}")
+            self._refuse(client, f"not passed on: {e}")
             return
         self.stats.commands += 1
-        self.say(f"acknowledge from {client.address} sent to the analyzer")
-        self._reply(client, "acknowledge sent to the analyzer")
+        self.say(f"acknowledge from {client.address} passed to the analyzer")
+        self._reply(
+            client, "acknowledge passed to the analyzer; it confirms on MonitorStatus (event acknowledge)"
+        )
+
+    def _refuse(self, client: Client, why: str) -> None:
+        self.stats.refused_commands += 1
+        self._reply(client, f"refused: {why}")
 
     def _reply(self, client: Client, text: str) -> None:
-        self.server.send_event(client, pyigtl.StringMessage(text, device_name=REPLY_DEVICE).pack())
+        message = pyigtl.StringMessage(_ascii(text), device_name=REPLY_DEVICE)
+        self.server.send_event(client, message.pack())
+
+
+class _Streams:
+    """The subscriptions to one monitor, replaced when the bridge follows a monitor started anew."""
+
+    def __init__(self, ctx: zmq.Context, frames: str, results: str, control: str | None):
+        self.endpoints = (frames, results, control)
+        self.frames = Subscriber(frames, hwm=VIEWER_HWM, context=ctx, key="igtl")
+        self.results = Subscriber(results, hwm=RESULTS_HWM, context=ctx, role="results", key="igtl")
+        self.commands = CommandSender(control, "igtl", context=ctx) if control else None
+
+    def close(self) -> None:
+        self.frames.close()
+        self.results.close()
+        if self.commands is not None:
+            self.commands.close()
 
 
 def run_bridge(
@@ -389,17 +467,19 @@ def run_bridge(
     until_end: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
     say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+    reattach: Callable[[], tuple[str, str, str | None] | None] | None = None,
 ) -> BridgeStats:
     """Serve until ``should_stop`` (or SIGINT/SIGTERM; with ``until_end``, the analyzer's end).
 
     ``control_endpoint``: where acknowledges from clients go; None takes no commands.
+    ``reattach``: where the monitor running now is (frames, results, control endpoints), or
+    None; asked while the monitor has been silent for REATTACH_S, so that a bridge attached
+    through the run registry follows a monitor that was stopped and started again.
     """
     server = IgtlServer(host, port, max_clients)
     ctx = zmq.Context()
-    frames = Subscriber(frames_endpoint, hwm=VIEWER_HWM, context=ctx, key="igtl")
-    results = Subscriber(results_endpoint, hwm=RESULTS_HWM, context=ctx, role="results", key="igtl")
-    commands = CommandSender(control_endpoint, "igtl", context=ctx) if control_endpoint else None
-    bridge = Bridge(server, commands, say)
+    streams = _Streams(ctx, frames_endpoint, results_endpoint, control_endpoint)
+    bridge = Bridge(server, streams.commands, say)
     stop = []
     previous = {}
     if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
@@ -407,31 +487,52 @@ def run_bridge(
             previous[sig] = signal.signal(sig, lambda *_: stop.append(1))
     say(
         f"serving OpenIGTLink on {host}:{server.port} for the monitor at {frames_endpoint}"
-        + ("; acknowledges from clients go to the analyzer" if commands else "; clients cannot command")
+        + (
+            "; acknowledges from clients go to the analyzer"
+            if control_endpoint
+            else "; clients cannot command"
+        )
     )
     poller = zmq.Poller()
-    poller.register(frames.socket, zmq.POLLIN)
-    poller.register(results.socket, zmq.POLLIN)
+    poller.register(streams.frames.socket, zmq.POLLIN)
+    poller.register(streams.results.socket, zmq.POLLIN)
     ended = False
+    next_look = 0.0
     try:
         while not stop and not should_stop() and not ended:
             server.register(poller)
             ready = dict(poller.poll(100))
-            if ready.get(results.socket):
-                while (message := results.receive(0)) is not None:
+            if ready.get(streams.results.socket):
+                while (message := streams.results.receive(0)) is not None:
                     bridge.message(message)
                     ended = ended or (until_end and isinstance(message, End) and message.source == "analyzer")
-            if ready.get(frames.socket):
+            if ready.get(streams.frames.socket):
                 newest: dict[str, Frame] = {}
-                while (message := frames.receive(0)) is not None:
+                while (message := streams.frames.receive(0)) is not None:
                     if isinstance(message, Frame):
                         newest[message.header.plane] = message  # the present, not a backlog
                 for plane in PLANES:
                     if plane in newest:
                         bridge.frame(newest[plane])
             server.handle(ready)
-            heard = [t for t in (frames.stats.last_message_at, results.stats.last_message_at) if t]
-            bridge.heard(max(heard, default=None), time.monotonic())
+            now = time.monotonic()
+            bridge.heard(streams.frames.stats.last_message_at, streams.results.stats.last_message_at, now)
+            silent = bridge.source.since
+            if reattach and silent is not None and now - silent > REATTACH_S and now >= next_look:
+                next_look = now + 2.0
+                found = reattach()
+                if found and found[0] != streams.endpoints[0]:
+                    for sub in (streams.frames, streams.results):
+                        poller.unregister(sub.socket)
+                    streams.close()
+                    control = found[2] if control_endpoint else None
+                    streams = _Streams(ctx, found[0], found[1], control)
+                    bridge.commands = streams.commands
+                    poller.register(streams.frames.socket, zmq.POLLIN)
+                    poller.register(streams.results.socket, zmq.POLLIN)
+                    say(f"following the monitor now running at {found[0]}")
+                    server.publish_event(_status_string("attached", "following a monitor started anew"))
+        bridge.stats.images = bridge.translator.packed_images
         # what is queued for the clients (the end, the last alarms), as far as they take it
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline and any(c.waiting for c in server.clients.values()):
@@ -441,12 +542,10 @@ def run_bridge(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         server.close()
-        frames.close()
-        results.close()
-        if commands is not None:
-            commands.close()
+        streams.close()
         ctx.term()
     s = bridge.stats
+    s.interrupted = bool(stop)
     say(
         f"OpenIGTLink bridge stopped: {s.frames} frames in, {s.images} images out, {s.results} results,"
         f" {s.alarm_changes} alarm changes, {s.commands} acknowledges passed on,"

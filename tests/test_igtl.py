@@ -78,7 +78,8 @@ def bridged(tmp_path_factory):
         if first is None:
             return
         late.append(IgtlReader(port))
-        reader.send(pyigtl.StringMessage("acknowledge", device_name="Command"))
+        for _ in range(3):  # the second and third within the second: refused, not passed on
+            reader.send(pyigtl.StringMessage("acknowledge", device_name="Command"))
         junk = socket.create_connection(("127.0.0.1", port))
         junk.sendall(bytes(range(256)) * 2)  # not OpenIGTLink
         liar = socket.create_connection(("127.0.0.1", port))  # a header promising a 1 GB body
@@ -144,11 +145,12 @@ def test_the_replay_is_whole_with_a_stalled_a_late_and_garbage_clients(bridged):
     frames = {p: sum(r["plane"] == p for r in bridged.log.results) for p in ("lateral", "ap")}
     assert frames == {"lateral": 48, "ap": 48}  # every frame analysed and logged
     assert bridged.log.problems == []
-    # the client that read everything got every frame: latest-only never held it back
+    # the client that read everything got (nearly) every frame: newest-only lets a busy bridge
+    # skip a frame it had not sent yet, never hold one back (all 96 here on an idle machine)
     counts = {d: len(bridged.reader.of(d)) for d in ("Lateral", "AP", "Measurement_Lateral")}
-    assert counts == {"Lateral": 48, "AP": 48, "Measurement_Lateral": 48}, counts
+    assert min(counts.values()) >= 36, counts
     assert bridged.reader.crc_errors == 0
-    assert "0 commands refused" in bridged.bridge_err
+    assert "1 acknowledges passed on, 2 commands refused" in bridged.bridge_err
 
 
 def test_garbage_closes_only_that_connection(bridged):
@@ -168,7 +170,7 @@ def _read_tags(path):
 
 @pytest.mark.parametrize(
     "plane, device, column_direction",
-    [("lateral", "Lateral", (0, 1, 0)), ("ap", "AP", (1, 0, 0))],  # LPS: posterior; the patient's left
+    [("lateral", "Lateral", (0, -1, 0)), ("ap", "AP", (-1, 0, 0))],  # in RAS: posterior; the patient's left
 )
 def test_images_are_placed_by_the_dicom_geometry(bridged, plane, device, column_direction):
     ds, spacing = _read_tags(getattr(bridged.rec, plane))
@@ -178,13 +180,17 @@ def test_images_are_placed_by_the_dicom_geometry(bridged, plane, device, column_
     np.testing.assert_allclose(m[:3, 1], [0, 0, -spacing], atol=1e-5)  # rows run to the feet
     centre = m @ [(ds.Columns - 1) / 2, (ds.Rows - 1) / 2, 0, 1]
     np.testing.assert_allclose(centre[:3], 0, atol=1e-3)  # the central ray through the isocentre
-    assert image.world_coordinate_system == "lps"
+    # RAS, as 3D Slicer reads every matrix (it ignores the field), and right-handed, as VTK expects
+    assert image.world_coordinate_system == "ras"
+    assert np.linalg.det(m[:3, :3]) > 0
     assert image.image.shape == (1, ds.Rows, ds.Columns)
 
 
 def test_image_pixels_are_the_recordings_frames(bridged):
-    """Matched by timestamp: an IMAGE and its Measurement carry the frame's send time."""
-    frame_of = {round(r.timestamp, 6): r.json()["frame"] for r in bridged.reader.of("Measurement_Lateral")}
+    """Matched by timestamp: an IMAGE carries its frame's send time, which the log keeps."""
+    frame_of = {
+        round(r["frame_send_time"], 6): r["frame"] for r in bridged.log.results if r["plane"] == "lateral"
+    }
     image = bridged.reader.of("Lateral")[30]
     frame = frame_of[round(image.timestamp, 6)]
     recording = open_recording(bridged.rec.lateral)
@@ -199,8 +205,8 @@ def test_alarm_strings_follow_the_log_frame_for_frame(bridged):
     logged = [(a["state"], a["id"], a["frame"]) for a in bridged.log.alarms]
     assert said == logged
     assert [frame for state, _, frame in said if state == "raised"][:3] == [7, 10, 37]
-    # each raised alarm comes with the measurement of the frame that raised it
-    sent_at = {r.json()["frame"]: r.timestamp for r in bridged.reader.of("Measurement_Lateral")}
+    # each raised alarm is stamped with the frame that raised it (its send time, in the log)
+    sent_at = {r["frame"]: r["frame_send_time"] for r in bridged.log.results if r["plane"] == "lateral"}
     for r in got:
         if r.json()["state"] == "raised" and r.json()["plane"] == "lateral":
             assert r.timestamp == pytest.approx(sent_at[r.json()["frame"]], abs=1e-6)
@@ -214,11 +220,11 @@ def test_front_points_are_the_logged_fronts_in_patient_coordinates(bridged):
         if r["plane"] == "lateral" and r["overlay"].get("front")
     }
     points = bridged.reader.of("CementFront_Lateral")
-    assert len(points) >= 0.8 * len(fronts) > 10
+    assert len(points) >= 0.5 * len(fronts) > 10  # newest-only: a busy bridge may skip some
     for p in points:
         x, y = fronts[round(p.timestamp, 6)]
-        # lateral, LPS: the image's columns run posterior, its rows to the feet, through the isocentre
-        expected = (0.0, (x - (ds.Columns - 1) / 2) * spacing, -(y - (ds.Rows - 1) / 2) * spacing)
+        # lateral, RAS: the image's columns run posterior (-y), its rows to the feet, through the isocentre
+        expected = (0.0, -(x - (ds.Columns - 1) / 2) * spacing, -(y - (ds.Rows - 1) / 2) * spacing)
         np.testing.assert_allclose(p.message.positions[0], expected, atol=1e-3)
 
 
@@ -226,18 +232,21 @@ def test_wall_and_5mm_line_are_lines_5mm_apart(bridged):
     wall = bridged.reader.of("PosteriorWall")[-1].message
     line = bridged.reader.of("SafetyLine5mm")[-1].message
     assert list(wall["lines"]) == [2, 0, 1] and list(line["lines"]) == [2, 0, 1]
-    # the 5 mm line lies anterior (smaller y in LPS) of the wall, 5 mm measured at right angles
+    # the 5 mm line lies anterior (larger y in RAS) of the wall, 5 mm measured at right angles
     direction = wall["points"][1] - wall["points"][0]
     normal = np.cross(direction, [1.0, 0.0, 0.0])
     normal /= np.linalg.norm(normal)
     gap = abs(np.dot(line["points"][0] - wall["points"][0], normal))
     assert gap == pytest.approx(5.0, abs=0.05)
-    assert line["points"][:, 1].mean() < wall["points"][:, 1].mean()
+    assert line["points"][:, 1].mean() > wall["points"][:, 1].mean()
 
 
 def test_an_acknowledge_from_a_client_goes_through_the_command_path(bridged):
     replies = [r.message.string for r in bridged.reader.of("CommandReply")]
-    assert replies == ["acknowledge sent to the analyzer"]
+    assert (
+        replies[0] == "acknowledge passed to the analyzer; it confirms on MonitorStatus (event acknowledge)"
+    )
+    assert [r.split(";")[0] for r in replies[1:]] == ["refused: one acknowledge a second at most"] * 2
     acks = [ev for ev in bridged.log.events if ev["event"] == "acknowledge"]
     assert [ev["source"] for ev in acks] == ["igtl"]  # logged with its source: the bridge's key
     states = [r.json()["state"] for r in bridged.reader.of("Alarm")]
@@ -271,6 +280,101 @@ def test_without_accept_commands_a_client_commands_nothing():
     assert replies[1].startswith("refused: unknown command 'level L2'")
     assert "0 acknowledges passed on, 2 commands refused" in err
     assert silence is not None and silence.json()["event"] == "no-signal"
+
+
+def _raw_string(text: str, device: bytes = b"Command") -> bytes:
+    """A STRING in UTF-8 (IANA 106), packed by hand: pyigtl cannot pack anything but ASCII."""
+    from pyigtl.messages import CRC64
+
+    encoded = text.encode("utf-8")
+    body = struct.pack(">HH", 106, len(encoded)) + encoded
+    return HEADER.pack(1, b"STRING", device, 0, 0, len(body), CRC64(body)) + body
+
+
+def test_a_client_cannot_kill_the_bridge_with_text_it_cannot_repeat():
+    """Found by review: a UTF-8 STRING ("é") crashed the whole bridge, every client with it,
+    when the refusal repeated the text (pyigtl's STRING packing fails on non-ASCII)."""
+    e = Endpoints.private()
+    bridge, port = start_bridge(e)
+    bystander = IgtlReader(port)
+    attacker = socket.create_connection(("127.0.0.1", port))
+    try:
+        attacker.sendall(_raw_string("acknowledgé \u2603"))
+        reply = bystander.wait_for(lambda r: r.device == "MonitorStatus", 10)  # the bridge still serves
+        time.sleep(0.5)
+        assert bridge.poll() is None, bridge.stderr.read()
+        assert reply is not None and not bystander.closed_by_peer.is_set()
+    finally:
+        attacker.close()
+        bystander.close()
+        bridge.terminate()
+        _, err = bridge.communicate(timeout=10)
+    assert bridge.returncode == 130  # stopped by SIGTERM, as Ctrl-C
+    assert "1 commands refused" in err
+
+
+def _serve_for(server: IgtlServer, poller: zmq.Poller, seconds: float, until=lambda: False) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not until():
+        server.register(poller)
+        server.handle(dict(poller.poll(20)))
+
+
+def test_a_connection_over_the_limit_is_told_why_and_a_half_sent_message_times_out(monkeypatch):
+    import monitor.io.igtl as igtl_server
+
+    monkeypatch.setattr(igtl_server, "PARTIAL_TIMEOUT_S", 0.3)
+    server = IgtlServer(port=0, max_clients=1)
+    server.refusal = pyigtl.StringMessage("refused: full", device_name="MonitorStatus").pack()
+    poller = zmq.Poller()
+    first = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        _serve_for(server, poller, 5, lambda: bool(server.clients))
+        second = IgtlReader(server.port)
+        _serve_for(server, poller, 1.0)
+        assert (
+            second.closed_by_peer.wait(5) and second.of("MonitorStatus")[0].message.string == "refused: full"
+        )
+        first.sendall(HEADER.pack(1, b"STRING", b"Command", 0, 0, 100, 0)[:30])  # and never the rest
+        _serve_for(server, poller, 2.0, lambda: not server.clients)
+        assert server.stats().dropped == {"garbage": 1} and server.stats().refused == 1
+        for i in range(40):  # unknown types are counted, by name up to a bound
+            body = b""
+            first = first if i else socket.create_connection(("127.0.0.1", server.port))
+            first.sendall(HEADER.pack(1, f"X{i}".encode(), b"d", 0, 0, 0, 0) + body)
+        _serve_for(server, poller, 1.0)
+        assert len(server.unknown_types) == igtl_server.MAX_UNKNOWN_TYPES + 1
+        assert server.unknown_types["other"] == 40 - igtl_server.MAX_UNKNOWN_TYPES
+    finally:
+        first.close()
+        server.close()
+
+
+def test_a_silent_analyzer_is_said_even_while_frames_arrive():
+    """Found by review: an analyzer stopped (SIGSTOP) for 10 s went unsaid, as frames kept
+    arriving; the front and lines a client held looked current."""
+    from monitor.igtl import Bridge
+
+    server = IgtlServer(port=0)
+    poller = zmq.Poller()
+    client = IgtlReader(server.port)
+    said: list[str] = []
+    try:
+        bridge = Bridge(server, None, said.append)
+        _serve_for(server, poller, 5, lambda: bool(server.clients))
+        now = time.monotonic()
+        bridge.heard(now, now, now)
+        assert bridge.source.since is None and bridge.analyzer.since is None
+        bridge.heard(now + 3.0, now, now + 3.0)  # frames go on; results and heartbeats stopped
+        assert bridge.source.since is None and bridge.analyzer.since is not None
+        bridge.heard(now + 3.5, now + 3.5, now + 3.5)
+        _serve_for(server, poller, 2.0, lambda: len(client.of("MonitorStatus")) >= 2)
+        events = [r.json()["event"] for r in client.of("MonitorStatus")]
+        assert events == ["no-analysis", "analysis"]
+        assert said[0].startswith("no-analysis")
+    finally:
+        client.close()
+        server.close()
 
 
 def test_a_client_that_stops_reading_gets_the_newest_image_and_never_blocks_the_server():
@@ -307,9 +411,11 @@ def test_a_client_that_stops_reading_gets_the_newest_image_and_never_blocks_the_
 def test_image_to_world_follows_dicoms_positioner_angles():
     m = image_to_world((3, 5), (0.5, 0.25), primary_deg=0.0, secondary_deg=30.0)  # AP, 30 deg cranial
     np.testing.assert_allclose(m[:3, 0], [0.25, 0, 0], atol=1e-12)  # columns: the patient's left
-    beam = m[:3, 2]  # isocentre -> detector: anterior, tilted to the head
-    np.testing.assert_allclose(beam, [0, -np.cos(np.pi / 6), np.sin(np.pi / 6)], atol=1e-12)
+    beam = [0, -np.cos(np.pi / 6), np.sin(np.pi / 6)]  # isocentre -> detector: anterior, tilted to the head
+    assert abs(np.dot(m[:3, 2], beam)) == pytest.approx(1.0)  # the slice axis is the central ray's line
     assert np.dot(m[:3, 1], beam) == pytest.approx(0, abs=1e-12)  # rows lie in the image plane
+    assert np.linalg.det(m[:3, :3]) > 0
     np.testing.assert_allclose(m @ [2, 1, 0, 1], [0, 0, 0, 1], atol=1e-12)  # centre pixel at isocentre
-    lao = image_to_world((3, 5), (0.5, 0.5), primary_deg=-90.0)  # RAO 90: detector at the right
-    np.testing.assert_allclose(lao[:3, 2], [-1, 0, 0], atol=1e-12)
+    rao = image_to_world((3, 5), (0.5, 0.5), primary_deg=-90.0)  # RAO 90: detector at the right
+    np.testing.assert_allclose(rao[:3, 0], [0, -0.5, 0], atol=1e-12)  # columns run anterior (LPS -y)
+    np.testing.assert_allclose(np.abs(rao[:3, 2]), [1, 0, 0], atol=1e-12)

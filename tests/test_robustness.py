@@ -469,6 +469,17 @@ def test_a_flood_of_other_commands_does_not_starve_an_acknowledge():
     assert gate.admit("acknowledge") and gate.admit("pause")
 
 
+def test_one_keys_flood_of_acknowledges_does_not_starve_the_viewers_pause():
+    """Found by review of `monitor igtl`: 5,760 acknowledges from a 3D Slicer client through the
+    bridge's key emptied the safety bucket, and the viewer's pause was dropped unread. Each
+    key has buckets of its own."""
+    from monitor.analyzer import CommandGate
+
+    gate = CommandGate()
+    assert sum(gate.admit("acknowledge", "igtl") for _ in range(1000)) == 20
+    assert gate.admit("pause", "viewer") and gate.admit("acknowledge", "operator")
+
+
 def test_a_service_managers_stop_ends_the_run_like_ctrl_c(tmp_path):
     """SIGTERM (systemd's stop, `timeout`) killed the run where it stood: the log unsigned,
     and its run record and sockets left to look alive. Now it ends as Ctrl-C does."""

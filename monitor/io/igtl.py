@@ -17,7 +17,12 @@ What this server guarantees:
   a client that lets ``max_events`` pile up is dropped, with a log line, rather than silently
   losing alarms. It gets the current state again when it reconnects.
 * **Garbage is dropped.** A header that is not OpenIGTLink (version, type name, size over
-  ``max_body`` bytes) or a body whose CRC-64 does not match closes that connection.
+  ``max_body`` bytes), a body whose CRC-64 does not match, a message begun and not finished
+  within 5 s, or one the caller's handler fails on, closes that connection.
+* **Slots are not held for nothing.** A client that takes nothing of a waiting message for
+  30 s is closed (it reconnects, and gets the present), so that stalled connections cannot
+  keep the ``max_clients`` slots from the living. One over ``max_clients`` is told why
+  (a STRING on ``MonitorStatus``) and closed.
 * **Loopback by default.** OpenIGTLink has no authentication or encryption: whoever reaches the
   port reads the patient's images. ``host`` is 127.0.0.1 unless the caller says otherwise.
 
@@ -50,6 +55,10 @@ HEADER = struct.Struct("> H 12s 20s I I Q Q")  # version, type, device, seconds,
 HEADER_SIZE = HEADER.size  # 58
 MAX_BODY = 64 * 1024  # what a client may send us: commands and queries, never images
 MAX_EVENTS = 256  # queued events a client may fall behind by before it is dropped
+PARTIAL_TIMEOUT_S = 5.0  # a message begun must arrive whole within this (pyigtl's own limit)
+NOT_READING_TIMEOUT_S = 30.0  # a client that takes nothing of a waiting message for this long
+ACCEPT_PAUSE_S = 1.0  # after accept() fails (out of file descriptors): the listener rests
+MAX_UNKNOWN_TYPES = 32  # distinct unknown type names counted by name; the rest as "other"
 _TYPE_NAME = re.compile(rb"[A-Z0-9_]{1,12}")
 
 
@@ -82,6 +91,8 @@ class Client:
     sent: int = 0  # messages written whole
     replaced: int = 0  # latest-only messages replaced before this client took them
     closed: bool = False
+    partial_since: float | None = None  # time.monotonic() a message from it began and is not whole
+    stuck_since: float | None = None  # time.monotonic() since it took nothing of what waits
 
     @property
     def waiting(self) -> bool:
@@ -136,6 +147,8 @@ class IgtlServer:
         self._dropped: dict[str, int] = {}
         self.unknown_types: dict[str, int] = {}
         self._latest: dict[str, bytes] = {}  # key -> the newest published, for a client that connects
+        self._accept_paused_until = 0.0
+        self.refusal: bytes | None = None  # told to a client over max_clients before it is closed
 
     # -- what the caller publishes --------------------------------------------------------
 
@@ -177,7 +190,11 @@ class IgtlServer:
         """Before each poll: the listener and every open client registered with ``poller``
         (writable interest only for clients with something waiting, so an idle poll does
         not spin), closed clients unregistered and forgotten."""
-        poller.register(self._listener, zmq.POLLIN)
+        if time.monotonic() >= self._accept_paused_until:
+            poller.register(self._listener, zmq.POLLIN)
+        else:  # out of descriptors: a readable listener would make every poll return at once
+            with contextlib.suppress(KeyError):
+                poller.unregister(self._listener)
         for sock, client in list(self.clients.items()):
             if client.closed:
                 del self.clients[sock]
@@ -199,6 +216,18 @@ class IgtlServer:
                 continue
             if client.waiting:
                 self._write(client)
+        self._expire(time.monotonic())
+
+    def _expire(self, now: float) -> None:
+        for client in list(self.clients.values()):
+            if client.closed:
+                continue
+            if client.partial_since is not None and now - client.partial_since > PARTIAL_TIMEOUT_S:
+                self._gone(
+                    client, f"began a message and did not finish it in {PARTIAL_TIMEOUT_S:g} s", "garbage"
+                )
+            elif client.stuck_since is not None and now - client.stuck_since > NOT_READING_TIMEOUT_S:
+                self._gone(client, f"took nothing for {NOT_READING_TIMEOUT_S:g} s", "not-reading")
 
     def close(self) -> None:
         for client in list(self.clients.values()):
@@ -214,12 +243,19 @@ class IgtlServer:
                 sock, (host, port) = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:  # out of file descriptors, ...: said, and the server goes on
-                log.warning("OpenIGTLink: cannot accept a connection: %s", e)
+            except OSError as e:  # out of file descriptors, ...: said, and the server rests a moment
+                log.warning(
+                    "OpenIGTLink: cannot accept a connection (%s); trying again in %g s", e, ACCEPT_PAUSE_S
+                )
+                self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE_S
                 return
             if len(self.clients) >= self.max_clients:
                 self._refused += 1
                 log.warning("OpenIGTLink: refused %s:%d: already %d clients", host, port, self.max_clients)
+                if self.refusal:
+                    with contextlib.suppress(OSError):
+                        sock.setblocking(False)
+                        sock.send(self.refusal)
                 sock.close()
                 continue
             sock.setblocking(False)
@@ -241,7 +277,7 @@ class IgtlServer:
         if not data:
             return self._gone(client, "disconnected")
         client.inbox += data
-        while len(client.inbox) >= HEADER_SIZE:
+        while len(client.inbox) >= HEADER_SIZE and not client.closed:
             version, kind, device, _, _, size, crc = HEADER.unpack_from(client.inbox)
             kind = kind.rstrip(b"\0")
             if version not in (1, 2) or not _TYPE_NAME.fullmatch(kind) or size > self.max_body:
@@ -259,17 +295,29 @@ class IgtlServer:
                 return self._gone(client, f"{kind.decode()} message with a wrong CRC-64", "garbage")
             message = MessageBase.create_message(kind.decode())
             if message is None:  # a type we have no use for (GET_CAPABIL, STT_TDATA, ...)
-                self.unknown_types[kind.decode()] = self.unknown_types.get(kind.decode(), 0) + 1
+                name = kind.decode()
+                if name not in self.unknown_types and len(self.unknown_types) >= MAX_UNKNOWN_TYPES:
+                    name = "other"
+                self.unknown_types[name] = self.unknown_types.get(name, 0) + 1
                 continue
             try:
                 message.unpack(MessageBase.parse_header(header), body)
             except Exception as e:  # pyigtl raises what it meets: a malformed body is garbage
                 return self._gone(client, f"malformed {kind.decode()} body ({type(e).__name__})", "garbage")
-            self.on_message(client, message)
-        return True
+            try:
+                self.on_message(client, message)
+            except Exception as e:  # whatever one client sent fails, that client goes, not the server
+                log.exception("OpenIGTLink: handling a %s from %s failed", kind.decode(), client.address)
+                return self._gone(
+                    client, f"sent a {kind.decode()} that could not be handled ({e!r})"[:300], "garbage"
+                )
+        client.partial_since = (client.partial_since or time.monotonic()) if client.inbox else None
+        return not client.closed
 
     def _write(self, client: Client) -> bool:
-        """Write what waits until the socket would block; False when the client is gone."""
+        """Write what waits until the socket would block; False when the client is gone.
+        Notes since when a client with something waiting has taken nothing of it."""
+        progressed = False
         while True:
             if not client.sending:
                 if client.events:
@@ -278,16 +326,21 @@ class IgtlServer:
                     data = client.latest.pop(next(iter(client.latest)))
                     client.sending = memoryview(data.get() if isinstance(data, Lazy) else data)
                 else:
+                    client.stuck_since = None  # all taken
                     return True
             try:
                 n = client.sock.send(client.sending)
             except (BlockingIOError, InterruptedError):
-                return True
+                break
             except OSError as e:
                 return self._gone(client, f"connection error: {e.strerror or e}")
+            progressed = progressed or n > 0
             client.sending = client.sending[n:]
             if not client.sending:
                 client.sent += 1
+        if progressed or client.stuck_since is None:
+            client.stuck_since = time.monotonic()
+        return True
 
     def _gone(self, client: Client, why: str, counter: str = "disconnected") -> bool:
         self._dropped[counter] = self._dropped.get(counter, 0) + 1
