@@ -408,6 +408,43 @@ def test_a_client_that_stops_reading_gets_the_newest_image_and_never_blocks_the_
         server.close()
 
 
+def test_pyigtls_own_client_receives_a_recordings_frame_placed_in_3d():
+    """Interoperability with an OpenIGTLink implementation that is not ours: pyigtl's stock
+    client (as a script beside 3D Slicer would use it) gets the default recording's first AP
+    frame, pixels and matrix, from the bridge's server and translator."""
+    from monitor.igtl import Translator
+    from monitor.io.sources import DicomPairSource
+    from monitor.replay import frame_header
+
+    rec = default_recording()
+    source = DicomPairSource(None, rec.ap)
+    item = next(iter(source.frames()))
+    header = frame_header("s", item, 0, source.formats["ap"])
+    source.close()
+    server = IgtlServer(port=0)
+    poller = zmq.Poller()
+    client = pyigtl.OpenIGTLinkClient("127.0.0.1", server.port)
+    try:
+        _serve_for(server, poller, 10, lambda: bool(server.clients))
+        for key, data in Translator().frame(header, item.pixels):  # an IMAGE, newest-only
+            server.publish_latest(key, data)
+        got = None
+        deadline = time.monotonic() + 10
+        while got is None and time.monotonic() < deadline:
+            _serve_for(server, poller, 0.1)
+            got = client.wait_for_message("AP", timeout=0)
+    finally:
+        client.stop()
+        server.close()
+    assert isinstance(got, pyigtl.ImageMessage)
+    np.testing.assert_array_equal(got.image[0], item.pixels)
+    _, spacing = _read_tags(rec.ap)
+    np.testing.assert_allclose(
+        got.ijk_to_world_matrix[:3, 0], [-spacing, 0, 0], atol=1e-5
+    )  # RAS: to the left
+    assert got.timestamp == pytest.approx(header.send_time, abs=1e-6)
+
+
 def test_image_to_world_follows_dicoms_positioner_angles():
     m = image_to_world((3, 5), (0.5, 0.25), primary_deg=0.0, secondary_deg=30.0)  # AP, 30 deg cranial
     np.testing.assert_allclose(m[:3, 0], [0.25, 0, 0], atol=1e-12)  # columns: the patient's left
