@@ -475,6 +475,150 @@ class SessionLog:
             self.store.close()
 
 
+class AnalyzerNode:
+    """The analyzer process's logic, event by event: a message from the source (a frame, a
+    heartbeat, its end, or nothing within a turn), the operator's commands, and what is said
+    and logged about each. :func:`run_analyzer` owns the sockets and the loop; nothing here
+    blocks, and the order of the steps in :meth:`on_message` is the order they must happen in.
+
+    With ``session_dir`` every result, alarm change, operator event and stream fault goes to
+    the session log from here, so no alarm depends on another process being alive; if that
+    log already holds frames of this stream (a restart), the baseline and alarms are restored
+    from it first, and the frames already analysed are skipped when the source resends them.
+    """
+
+    def __init__(
+        self,
+        analysis: Analysis,
+        session: str,
+        results: Publisher,
+        flow: FlowClient,
+        stale_ms: float = 1000.0,
+        session_dir=None,
+        exit_on_end: bool = True,
+    ):
+        self.analysis = analysis
+        self.session = session
+        self.results = results
+        self.flow = flow
+        self.exit_on_end = exit_on_end
+        self.stream_time: float | None = None  # the newest analysed frame's acquisition time
+        self.log = SessionLog(session_dir, self.announce)
+        self.done = self._restore()  # plane -> last seq analysed in this stream, before a restart
+        self.catch_up = CatchUp({(session, p): n for p, n in self.done.items()})
+        self.watchdog = Watchdog(stale_ms)
+        self.gate = CommandGate()
+        self.analysed: dict[str, int] = {}
+        self.end: End | None = None  # the source's end, once heard
+        self.end_at = 0.0
+        self.ready = False
+        self.next_beat = 0.0
+        self.rejected_reported = 0
+
+    def announce(
+        self, event: str, detail: str, age_ms=None, plane=None, value=None, source="analyzer"
+    ) -> None:
+        """A status event on the results stream, and (but for the log's own) in the log."""
+        status = Status(self.session, source, time.time(), event, detail, age_ms, plane)
+        self.results.send(status)
+        if event not in ("log-failed", "log-resumed"):
+            self.log.write(
+                "add_event",
+                source,
+                event,
+                detail,
+                age_ms,
+                plane,
+                status.send_time,
+                value,
+                self.analysis.level,
+                self.stream_time,
+            )
+
+    def _restore(self) -> dict[str, int]:
+        store = self.log.store
+        if store is None:
+            return {}
+        restored = (
+            self.analysis.restore(store, self.session) if store.count("frame", stream=self.session) else None
+        )
+        if not restored:
+            self.log.write("add_event", "analyzer", "started", f"pid {os.getpid()}", at=time.time())
+            return {}
+        done = {p: n for p in PLANES if (n := store.last_seq("result", p, self.session)) is not None}
+        self.announce("restarted", f"pid {os.getpid()} {restored}; results logged up to {done}")
+        return done
+
+    def on_commands(self, control: zmq.Socket) -> None:
+        _take_commands(control, self.analysis, self.announce, self.gate)
+
+    def on_message(self, message, rejected: dict[str, int], now: float) -> bool:
+        """One turn: ``message`` from the source (None: nothing within the turn), ``rejected``
+        the subscriber's counts of messages refused so far. True when the run is over."""
+        # said before anything else, the end included: what was rejected on the way to it
+        total_rejected = sum(rejected.values())
+        if total_rejected > self.rejected_reported:
+            detail = ", ".join(f"{n} {reason}" for reason, n in sorted(rejected.items()))
+            self.announce("rejected", f"rejected messages so far: {detail}")
+            self.rejected_reported = total_rejected
+        if now >= self.next_beat:
+            self.results.heartbeat()
+            self.next_beat = now + HEARTBEAT_S
+        if message is not None and not self.ready:
+            self.flow.ready(self.done)
+            self.catch_up.asked()
+            self.ready = isinstance(message, Frame)
+        if isinstance(message, Frame):
+            self._arrived(message, now)
+        for frame in self.catch_up.admit(message if isinstance(message, Frame) else None):
+            self.on_frame(frame)
+        if isinstance(message, End) and self.end is None:
+            self.end, self.end_at = message, now
+        if self.end is not None and self.on_end(now) and self.exit_on_end:
+            return True
+        if message is None or isinstance(message, Heartbeat):
+            self.on_idle(now)
+        return False
+
+    def _arrived(self, frame: Frame, now: float) -> None:
+        stale_for = self.watchdog.frame_arrived(now)
+        if stale_for is not None:
+            self.announce(
+                "resumed", f"frames resumed after {stale_for:.0f} ms", stale_for, frame.header.plane
+            )
+        if frame.gap:
+            h = frame.header
+            self.announce("dropped", f"{frame.gap} {h.plane} frame(s) lost before seq {h.seq}", plane=h.plane)
+
+    def on_frame(self, frame: Frame) -> None:
+        """Analyse a frame; log its result with the alarm changes it brought, send it, ack it."""
+        h = frame.header
+        result = _analyse(self.analysis, frame)
+        changes = self.analysis.alarm_changes(result.acq_time)
+        self.log.write_result(result, changes, self.analysis.level)
+        if changes:  # on the wire too, for consumers that follow alarm states (monitor igtl)
+            result = replace(result, alarm_changes=[_change(state, a) for state, a in changes])
+        self.stream_time = h.acq_time
+        self.results.send(result)
+        self.analysed[h.plane] = self.analysed.get(h.plane, 0) + 1
+        self.flow.ack(h.plane, h.seq)
+
+    def on_end(self, now: float) -> bool:
+        """After the source's end: done (the analyzer's own end sent) once every frame the
+        source sent is analysed, or it is too late for the missing ones."""
+        if self.catch_up.behind(self.end) and now - self.end_at <= END_GRACE_S:
+            return False
+        self.results.send(End(self.end.session, "analyzer", time.time(), self.analysed))
+        self.end = None
+        return True
+
+    def on_idle(self, now: float) -> None:
+        """No frame this turn: say when the stream has gone stale."""
+        age = self.watchdog.check(now)
+        if age is not None:
+            self.announce("stale", f"no new frame for {age:.0f} ms", age)
+
+
 def run_analyzer(
     frames_endpoint: str,
     results_endpoint: str,
@@ -488,14 +632,8 @@ def run_analyzer(
     control_endpoint: str | None = None,
     level: str | None = None,
 ) -> dict:
-    """Run until the source's end message (or ``should_stop``); returns counts.
-
-    With ``session_dir`` it writes every result, alarm change, operator event and
-    stream fault to the session log itself, so no alarm depends on another
-    process being alive; if that log already holds frames (a restart), it
-    restores its baseline and alarms from it first. With ``control_endpoint`` it
-    takes operator commands there.
-    """
+    """Run an :class:`AnalyzerNode` until the source's end message (or ``should_stop``);
+    returns counts. With ``control_endpoint`` it takes operator commands there."""
     ctx = zmq.Context()
     analysis = analysis or VisionAnalysis(level=level)
     frames = Subscriber(frames_endpoint, context=ctx, session=session, key="analyzer")
@@ -505,108 +643,25 @@ def run_analyzer(
     control.setsockopt(zmq.MAXMSGSIZE, MAX_COMMAND_BYTES)  # a larger sender is disconnected
     if control_endpoint:
         bind_endpoint(control, control_endpoint, "control")
-
-    stream_time = [None]  # the newest analysed frame's acquisition time
-
-    def announce(event: str, detail: str, age_ms=None, plane=None, value=None, source="analyzer") -> None:
-        status = Status(session, source, time.time(), event, detail, age_ms, plane)
-        results.send(status)
-        if event not in ("log-failed", "log-resumed"):
-            log_.write(
-                "add_event",
-                source,
-                event,
-                detail,
-                age_ms,
-                plane,
-                status.send_time,
-                value,
-                analysis.level,
-                stream_time[0],
-            )
-
-    log_ = SessionLog(session_dir, announce)
-    done: dict[str, int] = {}  # plane -> last seq analysed in this stream, before a restart
-    if log_.store is not None:
-        restored = (
-            analysis.restore(log_.store, session) if log_.store.count("frame", stream=session) else None
-        )
-        if restored:
-            done = {p: n for p in PLANES if (n := log_.store.last_seq("result", p, session)) is not None}
-            announce("restarted", f"pid {os.getpid()} {restored}; results logged up to {done}")
-        else:
-            log_.write("add_event", "analyzer", "started", f"pid {os.getpid()}", at=time.time())
-    catch_up = CatchUp({(session, p): n for p, n in done.items()})
-    end: End | None = None  # the source's end, once heard
-    end_at = 0.0
     flow = FlowClient(flow_endpoint, "analyzer", context=ctx)
-    watchdog = Watchdog(stale_ms)
-    analysed: dict[str, int] = {}
-    rejected_reported = 0
-    ready = False
-    gate = CommandGate()
-    next_beat = 0.0
+    node = None
     try:
+        node = AnalyzerNode(analysis, session, results, flow, stale_ms, session_dir, exit_on_end)
         while not should_stop():
-            _take_commands(control, analysis, announce, gate)
+            node.on_commands(control)
             message = frames.receive(20)
-            # said before anything else, the end included: what was rejected on the way to it
-            total_rejected = sum(frames.stats.rejected.values())
-            if total_rejected > rejected_reported:
-                detail = ", ".join(f"{n} {reason}" for reason, n in sorted(frames.stats.rejected.items()))
-                announce("rejected", f"rejected messages so far: {detail}")
-                rejected_reported = total_rejected
-            now = time.monotonic()
-            if now >= next_beat:
-                results.heartbeat()
-                next_beat = now + HEARTBEAT_S
-            if message is not None and not ready:
-                flow.ready(done)
-                catch_up.asked()
-                ready = isinstance(message, Frame)
-            if isinstance(message, Frame):
-                stale_for = watchdog.frame_arrived(now)
-                if stale_for is not None:
-                    announce(
-                        "resumed", f"frames resumed after {stale_for:.0f} ms", stale_for, message.header.plane
-                    )
-                if message.gap:
-                    h = message.header
-                    announce(
-                        "dropped", f"{message.gap} {h.plane} frame(s) lost before seq {h.seq}", plane=h.plane
-                    )
-            for frame in catch_up.admit(message if isinstance(message, Frame) else None):
-                h = frame.header
-                result = _analyse(analysis, frame)
-                changes = analysis.alarm_changes(result.acq_time)
-                log_.write_result(result, changes, analysis.level)
-                if changes:  # on the wire too, for consumers that follow alarm states (monitor igtl)
-                    result = replace(result, alarm_changes=[_change(state, a) for state, a in changes])
-                stream_time[0] = h.acq_time
-                results.send(result)
-                analysed[h.plane] = analysed.get(h.plane, 0) + 1
-                flow.ack(h.plane, h.seq)
-            if isinstance(message, End) and end is None:
-                end, end_at = message, now
-            if end is not None and (not catch_up.behind(end) or now - end_at > END_GRACE_S):
-                # Done: every frame the source sent is analysed (or it is too late for the missing).
-                results.send(End(end.session, "analyzer", time.time(), analysed))
-                if exit_on_end:
-                    break
-                end = None
-            if message is None or isinstance(message, Heartbeat):
-                age = watchdog.check(now)
-                if age is not None:
-                    announce("stale", f"no new frame for {age:.0f} ms", age)
+            if node.on_message(message, frames.stats.rejected, time.monotonic()):
+                break
     finally:
         frames.close()
         results.close()
         control.close()
         flow.close()
-        log_.close()
+        if node is not None:
+            node.log.close()
         ctx.term()
     return {
-        "analysed": analysed,
+        "analysed": node.analysed,
         "rejected": dict(frames.stats.rejected),
         "dropped": dict(frames.stats.dropped),
     }

@@ -511,7 +511,11 @@ def _wait_for_frames(folder, count: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if (folder / "session.sqlite").exists():
-            store = SessionStore.open(folder)
+            try:
+                store = SessionStore.open(folder)
+            except MonitorError:  # the file exists, its journal not yet: the logger is creating it
+                time.sleep(0.1)
+                continue
             logged = store.count("frame")
             store.close()
             if logged >= count:
