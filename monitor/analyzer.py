@@ -102,8 +102,8 @@ class VisionAnalysis(Analysis):
         self.volume_scale = 1.0  # syringe volume / image-based volume, once 1 mL has gone in
         self._pairs: list[tuple[float, float]] = []  # (image-based, syringe) mL at each event
         # from the command line, for the first level only:
-        self._wall = config.posterior_wall if config else None
-        self._boxes = dict(config.body_boxes) if config else {}
+        self._wall = config.operator.posterior_wall if config else None
+        self._boxes = dict(config.operator.body_boxes) if config else {}
 
     def process(self, frame: Frame) -> Result:
         h = frame.header
@@ -156,7 +156,7 @@ class VisionAnalysis(Analysis):
         room's): their millimetres are right, but the room's cement attenuation and scatter
         are not known here, so every result from then on says so."""
         measured_with = (h.scale or {}).get("calibration")
-        given = self.config.calibration if self.config else None
+        given = self.config.physics.calibration if self.config else None
         if (
             measured_with is None
             or measured_with == given
@@ -274,7 +274,7 @@ class VisionAnalysis(Analysis):
         fed = 0
         for plane in ("lateral", "ap"):
             first = [r for r in frames if r.plane == plane and not r.body.get("resent")][
-                : (self.config or AnalysisConfig()).baseline_frames
+                : (self.config or AnalysisConfig()).detection.baseline_frames
             ]
             for r in first:
                 header = _header_from_record(r)

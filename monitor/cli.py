@@ -1023,7 +1023,7 @@ def _run_analyze(args) -> int:
         stale_ms=args.stale_ms,
         control_endpoint=e.control,
         level=args.level,
-        analysis=VisionAnalysis(AnalysisConfig(**settings), args.level),
+        analysis=VisionAnalysis(AnalysisConfig.from_settings(settings), args.level),
     )
     print(f"analysed {counts['analysed']}; rejected {counts['rejected']}; dropped {counts['dropped']}")
     return 0

@@ -72,7 +72,7 @@ class RunSpec:
     analyzer: bool = True
     viewer: bool = False  # open the live view too; the run ends when the source does, the window stays
     stale_ms: float = 1000.0
-    analysis: dict = field(default_factory=dict)  # AnalysisConfig fields a calibration profile sets
+    analysis: dict = field(default_factory=dict)  # flat settings: AnalysisConfig.from_settings
     keep_bytes: int = 512 * 2**20  # recent frames the source keeps for a restarted logger
     restarts: int = 3  # per process, before the run gives up on it
 
@@ -105,7 +105,7 @@ def _analyzer_main(
         session_dir=session_dir,
         control_endpoint=endpoints.control,
         level=level,
-        analysis=VisionAnalysis(AnalysisConfig(**(analysis or {})), level),
+        analysis=VisionAnalysis(AnalysisConfig.from_settings(analysis), level),
     )
 
 

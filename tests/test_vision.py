@@ -13,7 +13,7 @@ from monitor.analyzer import analyse_source
 from monitor.io.dicom import open_recording
 from monitor.io.sources import DicomPairSource
 from monitor.recordings import bundled_recordings
-from monitor.vision.analysis import DEFAULT_CEMENT_MU, AnalysisConfig, PlaneAnalyzer
+from monitor.vision.analysis import DEFAULT_CEMENT_MU, AnalysisConfig, Physics, PlaneAnalyzer
 from monitor.vision.caveats import CaveatCode
 
 
@@ -292,7 +292,7 @@ def test_syringe_events_calibrate_the_volume(tmp_path):
     injected = [f["injected_ml"] for f in truth["frames"]]
     at = next(i for i, v in enumerate(injected) if v >= 1.5)
     source = DicomPairSource(rec.lateral, rec.ap)
-    analysis = VisionAnalysis(AnalysisConfig(cement_mu_per_mm=1.25 * DEFAULT_CEMENT_MU), level="L1")
+    analysis = VisionAnalysis(AnalysisConfig(Physics(cement_mu_per_mm=1.25 * DEFAULT_CEMENT_MU)), level="L1")
     volumes, said = {}, None
     for item in source.frames():
         fmt = source.formats[item.plane]

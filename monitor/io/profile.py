@@ -59,7 +59,7 @@ class Profile:
         return scale
 
     def analysis_settings(self) -> dict:
-        """The fields of the analyzer's ``AnalysisConfig`` this profile sets: the room's
+        """The settings of the analyzer's ``AnalysisConfig.physics`` this profile sets: the room's
         physics where it was measured, and always the profile's id (so that an analyzer can
         tell frames measured with another profile). The one mapping from profile to
         analysis, used by ``replay``, ``grab`` and the standalone ``analyze``."""

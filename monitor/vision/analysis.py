@@ -73,23 +73,67 @@ from monitor.vision.scatter import (
 
 
 @dataclass(frozen=True)
-class AnalysisConfig:
-    baseline_frames: int = 3
-    cement_mu_per_mm: float = DEFAULT_CEMENT_MU
-    alarms: AlarmConfig = field(default_factory=AlarmConfig)
+class Physics:
+    """What the room's X-ray physics is taken to be. A calibration profile sets it (see
+    ``monitor.io.profile``); without one, these defaults."""
+
+    cement_mu_per_mm: float = DEFAULT_CEMENT_MU  # the cement's effective attenuation, 1/mm
+    scatter_fraction: float = 0.15  # scatter-to-primary ratio behind the spine
+    scatter_sigma_mm: float = 20.0  # the scatter's Gaussian spread at the vertebra
+    calibration: str | None = None  # the id of the profile these came from (None: the defaults)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """How cement, its front and leaks are told from noise: tuned on the tuning seeds only."""
+
+    baseline_frames: int = 3  # averaged, registered, into the pre-injection baseline
+    roi_half_mm: float = 42.0  # the region measured, around the cannula tip, before the body is found
+    front_min_ml: float = 0.004  # smallest cement region that can be the front
     leak_min_ml: float = 0.008  # outside-the-body cement that counts as a leak candidate
     leak_margin_mm: float = 0.6  # cement must be this far outside the body outline
-    front_min_ml: float = 0.004  # smallest cement region that can be the front
     leak_min_depth_mm: float = 1.5  # how far beyond the body outline cement must reach to be a leak
-    roi_half_mm: float = 42.0
-    scatter_fraction: float = 0.15  # scatter-to-primary ratio; a room's calibration profile sets it
-    scatter_sigma_mm: float = 20.0
-    # the operator's posterior wall, ((x, y) cranial, (x, y) caudal) in lateral image pixels
+
+
+@dataclass(frozen=True)
+class OperatorInput:
+    """What the operator said before monitoring began (the command line), applied once the
+    baseline is in; live edits come as commands."""
+
+    # the posterior wall, ((x, y) cranial, (x, y) caudal) in lateral image pixels
     posterior_wall: tuple | None = None
-    # the operator's body boxes, ((plane, (x, y, width, height)), ...) in image pixels of each plane
+    # the body boxes, ((plane, (x, y, width, height)), ...) in image pixels of each plane
     body_boxes: tuple = ()
-    # the id of the calibration profile the physics above came from (None: the defaults)
-    calibration: str | None = None
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Everything the analysis is configured with, in one object built once (from a profile,
+    a session log's settings and the command line: :meth:`from_settings`) and handed to
+    every process that analyses."""
+
+    physics: Physics = field(default_factory=Physics)
+    detection: Detection = field(default_factory=Detection)
+    alarms: AlarmConfig = field(default_factory=AlarmConfig)
+    operator: OperatorInput = field(default_factory=OperatorInput)
+
+    @staticmethod
+    def from_settings(settings: dict | None) -> AnalysisConfig:
+        """From flat settings, as a calibration profile (``Profile.analysis_settings``), a
+        session log's ``calibration_settings`` and the command line give them: keys named as
+        the fields of :class:`Physics`, :class:`Detection` and :class:`OperatorInput`.
+        A key none of them has is a bug, and raises TypeError."""
+        groups: dict[type, dict] = {Physics: {}, Detection: {}, OperatorInput: {}}
+        for key, value in (settings or {}).items():
+            group = next((g for g in groups if key in g.__dataclass_fields__), None)
+            if group is None:
+                raise TypeError(f"unknown analysis setting {key!r}")
+            groups[group][key] = value
+        return AnalysisConfig(
+            physics=Physics(**groups[Physics]),
+            detection=Detection(**groups[Detection]),
+            operator=OperatorInput(**groups[OperatorInput]),
+        )
 
 
 @dataclass
@@ -153,7 +197,9 @@ class PlaneAnalyzer:
         self.bits_stored = bits_stored
         self.grid = PixelGrid.for_spacing(pixel_mm)
         self.config = config or AnalysisConfig()
-        self.physics = ScatterPhysics(self.config.scatter_fraction, self.config.scatter_sigma_mm)
+        self.physics = ScatterPhysics(
+            self.config.physics.scatter_fraction, self.config.physics.scatter_sigma_mm
+        )
         self._raw: list[np.ndarray] = []
         self.model: IntensityModel | None = None
         self.baseline: np.ndarray | None = None  # ROI of the registered mean baseline
@@ -236,7 +282,7 @@ class PlaneAnalyzer:
         the registered mean baseline and its layers, the body, and the operator's input."""
         frames = self._raw
         self._read_intensity(frames)
-        fits = bool(self.full_pixel_mm) and self.config.scatter_fraction > 0
+        fits = bool(self.full_pixel_mm) and self.config.physics.scatter_fraction > 0
         parts = [self._primary(f, parts=True) if fits else (self._primary(f), None, None) for f in frames]
         plain = self._primary(frames[0], scatter=False)
         try:
@@ -276,7 +322,7 @@ class PlaneAnalyzer:
         if not self.cannulas:
             return 0, 0, w, h
         tx, ty = self.cannulas[0].tip
-        half = self.config.roi_half_mm / self.pixel_mm if self.pixel_mm else 0.3 * max(h, w)
+        half = self.config.detection.roi_half_mm / self.pixel_mm if self.pixel_mm else 0.3 * max(h, w)
         return int(max(0, tx - half)), int(max(0, ty - half)), int(min(w, tx + half)), int(min(h, ty + half))
 
     def _register_baseline(self, parts: list, fits: bool) -> None:
@@ -329,7 +375,12 @@ class PlaneAnalyzer:
         x0, y0, x1, y1 = self.roi
         c = self.config
         found = find_cement_in_baseline(
-            self.baseline, self._exclude, self.cannulas, self.roi[:2], self.pixel_mm, c.cement_mu_per_mm
+            self.baseline,
+            self._exclude,
+            self.cannulas,
+            self.roi[:2],
+            self.pixel_mm,
+            c.physics.cement_mu_per_mm,
         )
         if found is not None:
             self._prior = (found.mask, found.values)
@@ -411,7 +462,7 @@ class PlaneAnalyzer:
             return PlaneResult(self.plane, frame, (unusable,))
         if self.baseline is None:
             self._raw.append(pixels)
-            if len(self._raw) < self.config.baseline_frames:
+            if len(self._raw) < self.config.detection.baseline_frames:
                 return PlaneResult(self.plane, frame, baseline=True)
             self._build_baseline()
             self._raw = []
@@ -457,7 +508,7 @@ class PlaneAnalyzer:
         if self.pixel_mm:
             fill = exclude if self.cannulas else None
             result.volume_ml, result.volume_filled = integrated_volume_ml(
-                cement, self.pixel_mm, self.config.cement_mu_per_mm, fill, shaft
+                cement, self.pixel_mm, self.config.physics.cement_mu_per_mm, fill, shaft
             )
         # Front and leaks also read the band's strips beside the steel, with the same
         # threshold: cement running back along the needle's track is the first to leave.
@@ -543,10 +594,10 @@ class PlaneAnalyzer:
             shaft,
             self.grid,
             self.roi[:2],
-            c.cement_mu_per_mm,
-            c.front_min_ml,
-            c.leak_margin_mm,
-            c.leak_min_depth_mm,
+            c.physics.cement_mu_per_mm,
+            c.detection.front_min_ml,
+            c.detection.leak_margin_mm,
+            c.detection.leak_min_depth_mm,
         )
         if reading.front_under_cannula:
             result.overlay["front_under_cannula"] = True
@@ -642,14 +693,16 @@ class CaseAnalyzer:
             # A posterior leak with the front itself measured clearly beyond the wall is
             # two measurements agreeing: no need to wait for it to grow.
             beyond_wall = (
-                site == "posterior" and r.distance_mm is not None and r.distance_mm <= -cfg.leak_min_depth_mm
+                site == "posterior"
+                and r.distance_mm is not None
+                and r.distance_mm <= -cfg.detection.leak_min_depth_mm
             )
             confirmed = (
-                volume >= 2.5 * cfg.leak_min_ml
+                volume >= 2.5 * cfg.detection.leak_min_ml
                 or beyond_wall
-                or (volume >= cfg.leak_min_ml and self._pending.get(key, -10) == frame - 1)
+                or (volume >= cfg.detection.leak_min_ml and self._pending.get(key, -10) == frame - 1)
             )
-            if volume >= cfg.leak_min_ml:
+            if volume >= cfg.detection.leak_min_ml:
                 self._pending[key] = frame
             if confirmed:
                 biggest = max(leaks, key=lambda lk: lk.volume_ml)
