@@ -128,8 +128,8 @@ class VisionAnalysis(Analysis):
                 undistorted = np.clip(np.rint(undistorted), 0, top).astype(pixels.dtype)
             pixels = undistorted
         r, summary = self.case.process(plane, pixels, h.frame, h.acq_time)
-        if summary["volume_ml"] is not None:
-            self._raw_volume_ml = summary["volume_ml"]
+        if summary.volume_ml is not None:
+            self._raw_volume_ml = summary.volume_ml
         k = self.volume_scale
         overlay = _plain(r.overlay)
         if distortion is not None:
@@ -141,11 +141,11 @@ class VisionAnalysis(Analysis):
             level=self.level,
             distance_mm=_rounded(r.distance_mm, 3),
             distance_px=_rounded(r.distance_px, 2),
-            volume_ml=_rounded(None if summary["volume_ml"] is None else k * summary["volume_ml"], 4),
+            volume_ml=_rounded(None if summary.volume_ml is None else k * summary.volume_ml, 4),
             plane_volume_ml=_rounded(None if r.volume_ml is None else k * r.volume_ml, 4),
-            seconds_to_line=_rounded(summary["seconds_to_line"], 2),
+            seconds_to_line=_rounded(summary.seconds_to_line, 2),
             volume_scale=round(k, 4),
-            alarms=summary["raised"],
+            alarms=summary.raised,
             overlay=overlay,
             checks=list(r.checked),
         )

@@ -88,7 +88,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from monitor.vision.alarms import CHECKS
+from monitor.vision.alarms import CHECKS, Plane
 from monitor.vision.caveats import MAX_CAVEATS, Caveat, CaveatCode
 
 VERSION = 1
@@ -126,7 +126,7 @@ class MessageError(ValueError):
 @dataclass(frozen=True)
 class FrameHeader:
     session: str
-    plane: str
+    plane: Plane
     seq: int
     frame: int
     acq_time: float
@@ -172,7 +172,7 @@ class End:
 @dataclass(frozen=True)
 class Result:
     session: str
-    plane: str
+    plane: Plane
     seq: int
     frame: int
     acq_time: float

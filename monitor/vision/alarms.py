@@ -10,6 +10,13 @@ so measurement noise around a threshold cannot make it flicker.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+Plane = Literal["lateral", "ap"]  # the two views; the wire's and the log's ``plane``
+AlarmKind = Literal["proximity", "extravasation"]
+Priority = Literal["high", "medium"]  # IEC 60601-1-8; low is not used
+# where cement left the body: the canal, a disc, beside the body; a thin long streak is venous
+Site = Literal["posterior", "disc", "paravertebral", "venous"]
 
 # The safety rules a frame can be checked against: "proximity", the 5 mm rule (the lateral
 # view's distance from the cement front to the posterior wall); "leak", cement outside the
@@ -28,11 +35,11 @@ class AlarmConfig:
 
 @dataclass
 class Alarm:
-    kind: str  # "proximity" or "extravasation"
-    priority: str  # "high" or "medium"
+    kind: AlarmKind
+    priority: Priority
     frame: int
-    plane: str
-    site: str | None
+    plane: Plane
+    site: Site | None  # extravasation only
     distance_mm: float | None
     evidence: dict
     active: bool = True  # the condition is present now

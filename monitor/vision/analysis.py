@@ -160,6 +160,15 @@ class PlaneResult:
         return render_status(self.caveats, self.baseline)
 
 
+@dataclass(frozen=True)
+class CaseSummary:
+    """What one frame means for the case (both planes): :meth:`CaseAnalyzer.process`."""
+
+    volume_ml: float | None  # the level's volume, both planes' estimates reconciled (None: none yet)
+    seconds_to_line: float | None  # predicted time until the front reaches the 5 mm line
+    raised: list  # alarms raised on this frame, as Alarm.as_dict()
+
+
 def _unusable(pixels: np.ndarray, bits_stored: int) -> Caveat | None:
     """Why a frame cannot be measured (blank, or saturated over most of it), or None."""
     sample = pixels[::4, ::4]
@@ -668,9 +677,9 @@ class CaseAnalyzer:
 
     def process(
         self, plane: PlaneAnalyzer, pixels: np.ndarray, frame: int, time_s: float
-    ) -> tuple[PlaneResult, dict]:
-        """Analyse one frame; returns the plane result and a summary with the
-        reconciled volume, time to the 5 mm line and alarms raised now."""
+    ) -> tuple[PlaneResult, CaseSummary]:
+        """Analyse one frame; returns the plane result and what it means for the case: the
+        reconciled volume, the time to the 5 mm line and the alarms raised now."""
         r = plane.process(pixels, frame)
         if self.scatter_seen is None:
             self._settle_scatter()
@@ -713,11 +722,7 @@ class CaseAnalyzer:
                 }
                 raised += self.alarms.update_leak(frame, r.plane, site, r.distance_mm, evidence)
         volume = _reconciled(list(self.volumes.values())) if self.volumes else None
-        return r, {
-            "volume_ml": volume,
-            "seconds_to_line": seconds_to_line,
-            "raised": [a.as_dict() for a in raised],
-        }
+        return r, CaseSummary(volume, seconds_to_line, [a.as_dict() for a in raised])
 
     def _seconds_to_line(self) -> float | None:
         if len(self._history) < 4:

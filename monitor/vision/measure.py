@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
+from monitor.vision.alarms import Site
 from monitor.vision.anatomy import BAND_WIDTHS, ApBody, Cannula, LateralBody, Line
 from monitor.vision.cement import CementMap, ShaftReading, around, front_distance_px
 from monitor.vision.pixels import PixelGrid
@@ -21,7 +22,7 @@ ENDPLATE_BAND_MM = 1.0  # cement this close to an endplate may be in the disc: i
 
 @dataclass
 class Leak:
-    site: str
+    site: Site
     volume_ml: float
     centroid: tuple[float, float]  # image pixels
     box: tuple[int, int, int, int]  # x, y, w, h in image pixels
