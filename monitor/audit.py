@@ -604,3 +604,53 @@ def _quantile(ordered: list[float], q: float) -> float:
 
 def _round(x: float) -> float:
     return round(float(x), 3)
+
+
+def text_report(report: dict) -> str:
+    """The report of :func:`audit_json` for people, as `monitor audit` prints it."""
+    lines: list[str] = []
+    who = ", ".join(f"{k} {report[k]}" for k in ("patient", "operator", "room") if report.get(k))
+    lines.append(f"session {report['session']}" + (f" ({who})" if who else ""))
+    for level in report["levels"]:
+        volume = "n/a" if level["volume_ml"] is None else f"{level['volume_ml']:.2f} mL"
+        syringe = "" if level["syringe_ml"] is None else f" (syringe {level['syringe_ml']:.2f} mL)"
+        closest = "n/a" if level["min_distance_mm"] is None else f"{level['min_distance_mm']:.1f} mm"
+        lines.append(
+            f"level {level['level'] or '?'}: volume {volume}{syringe}, closest to the wall {closest}, "
+            f"{len(level['alarms'])} alarm(s)"
+        )
+        for a in level["alarms"]:
+            where = f" ({a['site']})" if a["site"] else ""
+            dist = "" if a["distance_mm"] is None else f" at {a['distance_mm']:.1f} mm"
+            if a["stopped_after_s"] is None:
+                after = f"; injection did not stop ({a['total_after_ml']:.2f} mL after)"
+            else:
+                after = f"; stopped {a['stopped_after_s']:.1f} s later, {a['injected_after_ml']:.2f} mL after"
+            alarm = f"{a['priority']:6} {a['kind']}{where}{dist}"
+            lines.append(f"  ALARM frame {a['frame']:4d} {a['plane']:7} {alarm}{after}")
+        for c in level.get("caveats", []):
+            span = (
+                f"frames {c['first_frame']}-{c['last_frame']}"
+                if c["frames"] > 1
+                else f"frame {c['first_frame']}"
+            )
+            lines.append(f"  NOTE  {span} {c['plane']} ({c['frames']}): {c['status']}")
+    for level in report["levels"]:
+        m = level["monitoring"]
+        if m["monitored"] is False:
+            lines.append(f"NOT MONITORED: level {level['level'] or '?'}: " + "; ".join(m["reasons"]))
+        elif m["monitored"] is None:
+            lines.append(f"level {level['level'] or '?'}: this log does not say which frames were checked")
+    if not report["levels"]:
+        lines.append("NOT MONITORED: no frame was analysed")
+    if not report["complete"]:
+        lines.append("INCOMPLETE: " + "; ".join(report["problems"]))
+    return "\n".join(lines)
+
+
+def audit_exit_code(report: dict) -> int:
+    """0: complete and monitored; 3: the log is incomplete or fails its integrity check;
+    4: complete, but a level was NOT MONITORED (its safety rules unevaluated on too many frames)."""
+    if not report["complete"]:
+        return 3
+    return 4 if report["monitored"] is False else 0

@@ -199,31 +199,13 @@ def _run_simulate(args) -> int:
             f" {'written' if w.tags else 'left out'} (truth.json holds it all)"
         )
     if args.contact_sheet:
+        from monitor.render import write_contact_sheet
+
         sheet = write_contact_sheet(
             [args.outdir / "lateral.dcm", args.outdir / "ap.dcm"], args.outdir / "contact_sheet.png"
         )
         print(f"wrote {sheet}")
     return 0
-
-
-def write_contact_sheet(paths: Sequence[Path], out: Path) -> Path:
-    import cv2
-
-    from monitor.display import auto_window, contact_sheet, to_display
-    from monitor.io.dicom import open_recording
-
-    rows = []
-    for path in paths:
-        with open_recording(path) as rec:
-            n = len(rec)
-            window = auto_window(rec.frame(0).astype("float32"))
-            picks = sorted({0, n // 2, n - 1})
-            cells = [(f"frame {i}", to_display(rec.frame(i), rec.info.photometric, window)) for i in picks]
-            rows.append((rec.info.plane or path.name, cells))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), contact_sheet(rows)):
-        raise MonitorError(f"{out}: could not write the image")
-    return out
 
 
 def _add_info(sub) -> None:
@@ -239,43 +221,12 @@ def _add_info(sub) -> None:
     p.set_defaults(run=_run_info)
 
 
-def describe(path: Path, plane: str | None = None) -> str:
-    from monitor.errors import MissingGeometryError
-    from monitor.io.dicom import open_recording
-
-    with open_recording(path, plane=plane) as rec:
-        i = rec.info
-        rate = f"{i.frame_rate:.2f} frames/s from {i.timing_source}" if i.frame_rate else "no timing"
-        try:
-            sr, sc = i.spacing_at_vertebra_mm()
-            scale = (
-                f"{sr:.4f} x {sc:.4f} mm/pixel at the vertebra (magnification {i.geometry.magnification:.3f})"
-            )
-        except MissingGeometryError as e:
-            scale = f"pixels only: {e}"
-        return "\n".join(
-            [
-                f"{path}",
-                f"  plane        {i.plane or 'unknown'}"
-                + (
-                    f" (PositionerPrimaryAngle {i.primary_angle_deg:g})"
-                    if i.primary_angle_deg is not None
-                    else ""
-                ),
-                f"  frames       {i.n_frames} of {i.rows}x{i.columns}, "
-                f"{i.bits_stored} of {i.bits_allocated} bits",
-                f"  pixels       {i.photometric}, "
-                f"{i.intensity_relationship or 'intensity relationship not given'}",
-                f"  timing       {rate}",
-                f"  scale        {scale}",
-                f"  encoding     {i.modality} {i.transfer_syntax}",
-            ]
-        )
-
-
 def _run_info(args) -> int:
+    from monitor.io.dicom import describe_recording
+    from monitor.render import write_contact_sheet
+
     for path in args.paths:
-        print(describe(path, args.plane))
+        print(describe_recording(path, args.plane))
     if args.contact_sheet:
         print(f"wrote {write_contact_sheet(args.paths, args.contact_sheet)}")
     return 0
@@ -291,7 +242,7 @@ def _add_demo(sub) -> None:
 def _run_demo(args) -> int:
     import shutil
 
-    from monitor.audit import audit_json
+    from monitor.audit import audit_json, text_report
     from monitor.io.sources import DicomPairSource
     from monitor.io.store import SessionStore
     from monitor.pipeline import Endpoints, RunSpec, run
@@ -324,7 +275,7 @@ def _run_demo(args) -> int:
         source.close()
     store = SessionStore.open(session)
     try:
-        print_audit(audit_json(store))
+        print(text_report(audit_json(store)))
         video = write_video(store, args.out / "annotated.avi")
     finally:
         store.close()
@@ -1050,7 +1001,7 @@ def _add_audit(sub) -> None:
 def _run_audit(args) -> int:
     import json
 
-    from monitor.audit import audit_json
+    from monitor.audit import audit_exit_code, audit_json, text_report
     from monitor.io.store import SessionStore
 
     if args.summary:
@@ -1073,7 +1024,7 @@ def _run_audit(args) -> int:
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        print_audit(report)
+        print(text_report(report))
     if args.html:
         print(f"wrote {args.html}", file=sys.stderr)
     return audit_exit_code(report)
@@ -1134,53 +1085,6 @@ def _summary_cache(root: Path) -> Path | None:
 
 def _cell(value) -> str:
     return "-" if value is None else str(value)
-
-
-def print_audit(report: dict) -> None:
-    who = ", ".join(f"{k} {report[k]}" for k in ("patient", "operator", "room") if report.get(k))
-    print(f"session {report['session']}" + (f" ({who})" if who else ""))
-    for level in report["levels"]:
-        volume = "n/a" if level["volume_ml"] is None else f"{level['volume_ml']:.2f} mL"
-        syringe = "" if level["syringe_ml"] is None else f" (syringe {level['syringe_ml']:.2f} mL)"
-        closest = "n/a" if level["min_distance_mm"] is None else f"{level['min_distance_mm']:.1f} mm"
-        print(
-            f"level {level['level'] or '?'}: volume {volume}{syringe}, closest to the wall {closest}, "
-            f"{len(level['alarms'])} alarm(s)"
-        )
-        for a in level["alarms"]:
-            where = f" ({a['site']})" if a["site"] else ""
-            dist = "" if a["distance_mm"] is None else f" at {a['distance_mm']:.1f} mm"
-            if a["stopped_after_s"] is None:
-                after = f"; injection did not stop ({a['total_after_ml']:.2f} mL after)"
-            else:
-                after = f"; stopped {a['stopped_after_s']:.1f} s later, {a['injected_after_ml']:.2f} mL after"
-            alarm = f"{a['priority']:6} {a['kind']}{where}{dist}"
-            print(f"  ALARM frame {a['frame']:4d} {a['plane']:7} {alarm}{after}")
-        for c in level.get("caveats", []):
-            span = (
-                f"frames {c['first_frame']}-{c['last_frame']}"
-                if c["frames"] > 1
-                else f"frame {c['first_frame']}"
-            )
-            print(f"  NOTE  {span} {c['plane']} ({c['frames']}): {c['status']}")
-    for level in report["levels"]:
-        m = level["monitoring"]
-        if m["monitored"] is False:
-            print(f"NOT MONITORED: level {level['level'] or '?'}: " + "; ".join(m["reasons"]))
-        elif m["monitored"] is None:
-            print(f"level {level['level'] or '?'}: this log does not say which frames were checked")
-    if not report["levels"]:
-        print("NOT MONITORED: no frame was analysed")
-    if not report["complete"]:
-        print("INCOMPLETE: " + "; ".join(report["problems"]))
-
-
-def audit_exit_code(report: dict) -> int:
-    """0: complete and monitored; 3: the log is incomplete or fails its integrity check;
-    4: complete, but a level was NOT MONITORED (its safety rules unevaluated on too many frames)."""
-    if not report["complete"]:
-        return 3
-    return 4 if report["monitored"] is False else 0
 
 
 def _add_export(sub) -> None:

@@ -6,6 +6,7 @@ closing-note and QA pictures.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -99,4 +100,23 @@ def write_video(store: SessionStore, out: Path, fps: float | None = None) -> Pat
     finally:
         if writer is not None:
             writer.release()
+    return out
+
+
+def write_contact_sheet(paths: Sequence[Path], out: Path) -> Path:
+    """The first, middle and last frame of each recording in one PNG (`monitor info --contact-sheet`)."""
+    from monitor.display import contact_sheet
+    from monitor.io.dicom import open_recording
+
+    rows = []
+    for path in paths:
+        with open_recording(path) as rec:
+            n = len(rec)
+            window = auto_window(rec.frame(0).astype("float32"))
+            picks = sorted({0, n // 2, n - 1})
+            cells = [(f"frame {i}", to_display(rec.frame(i), rec.info.photometric, window)) for i in picks]
+            rows.append((rec.info.plane or path.name, cells))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), contact_sheet(rows)):
+        raise MonitorError(f"{out}: could not write the image")
     return out

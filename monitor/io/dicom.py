@@ -723,3 +723,36 @@ def write_recording(path: str | os.PathLike, frames: np.ndarray, opts: WriteOpti
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def describe_recording(path: Path, plane: str | None = None) -> str:
+    """What `monitor info` says of a recording: plane, frames, pixels, timing, scale, encoding."""
+
+    with open_recording(path, plane=plane) as rec:
+        i = rec.info
+        rate = f"{i.frame_rate:.2f} frames/s from {i.timing_source}" if i.frame_rate else "no timing"
+        try:
+            sr, sc = i.spacing_at_vertebra_mm()
+            scale = (
+                f"{sr:.4f} x {sc:.4f} mm/pixel at the vertebra (magnification {i.geometry.magnification:.3f})"
+            )
+        except MissingGeometryError as e:
+            scale = f"pixels only: {e}"
+        return "\n".join(
+            [
+                f"{path}",
+                f"  plane        {i.plane or 'unknown'}"
+                + (
+                    f" (PositionerPrimaryAngle {i.primary_angle_deg:g})"
+                    if i.primary_angle_deg is not None
+                    else ""
+                ),
+                f"  frames       {i.n_frames} of {i.rows}x{i.columns}, "
+                f"{i.bits_stored} of {i.bits_allocated} bits",
+                f"  pixels       {i.photometric}, "
+                f"{i.intensity_relationship or 'intensity relationship not given'}",
+                f"  timing       {rate}",
+                f"  scale        {scale}",
+                f"  encoding     {i.modality} {i.transfer_syntax}",
+            ]
+        )
