@@ -223,11 +223,12 @@ def _add_info(sub) -> None:
 
 def _run_info(args) -> int:
     from monitor.io.dicom import describe_recording
-    from monitor.render import write_contact_sheet
 
     for path in args.paths:
         print(describe_recording(path, args.plane))
     if args.contact_sheet:
+        from monitor.render import write_contact_sheet  # cv2 and the session log: only for this
+
         print(f"wrote {write_contact_sheet(args.paths, args.contact_sheet)}")
     return 0
 
