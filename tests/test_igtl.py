@@ -135,7 +135,7 @@ def _print_log(reader: IgtlReader) -> None:
         print(f"  {kind:9} {device:20} {n}")
     lateral = reader.of("Lateral")
     if lateral:
-        print("Lateral ijk_to_world (LPS mm):")
+        print("Lateral ijk_to_world (RAS mm, as sent):")
         print(np.array2string(lateral[0].message.ijk_to_world_matrix, precision=4, suppress_small=True))
 
 
