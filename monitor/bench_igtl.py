@@ -33,21 +33,16 @@ from monitor.pipeline import Endpoints
 CLIENTS = 2
 
 
-def _endpoint_args(e: Endpoints) -> list[str]:
-    return [
-        *("--frames-endpoint", e.frames, "--results-endpoint", e.results),
-        *("--flow-endpoint", e.flow, "--control-endpoint", e.control),
-    ]
-
-
-def _bridge(e: Endpoints) -> tuple[subprocess.Popen, int]:
+def start_bridge(e: Endpoints, *extra: str) -> tuple[subprocess.Popen, int]:
+    """`monitor igtl` on a free loopback port, attached to ``e`` (``extra``: more options);
+    the process, stderr piped, and the port it serves on."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "igtl", "--port", "0", "--until-end", *_endpoint_args(e)],
+        [sys.executable, "-m", "monitor", "igtl", "--port", "0", *extra, *e.args()],
         stderr=subprocess.PIPE,
         text=True,
     )
     line = proc.stderr.readline()
-    found = re.search(r":(\d+) for the monitor", line)
+    found = re.search(r"serving OpenIGTLink on 127\.0\.0\.1:(\d+) ", line)
     if not found:
         proc.kill()
         raise RuntimeError(f"monitor igtl did not start: {line}{proc.stderr.read()}")
@@ -58,7 +53,7 @@ def _replay(lateral: Path, ap: Path, e: Endpoints, speed: str, session: Path) ->
     """Runs the replay to its end; frames analysed per second, as the source measured it."""
     done = subprocess.run(
         [sys.executable, "-m", "monitor", "replay", "--lateral", str(lateral), "--ap", str(ap)]
-        + ["--headless", "--speed", speed, "--session", str(session), *_endpoint_args(e)],
+        + ["--headless", "--speed", speed, "--session", str(session), *e.args()],
         capture_output=True,
         text=True,
         timeout=1800,
@@ -72,7 +67,7 @@ def _replay(lateral: Path, ap: Path, e: Endpoints, speed: str, session: Path) ->
 
 def _with_bridge(lateral: Path, ap: Path, speed: str, scratch: Path, direct: bool = False):
     e = Endpoints.private()
-    bridge, port = _bridge(e)
+    bridge, port = start_bridge(e, "--until-end")
     clients = [IgtlRecorder(port) for _ in range(CLIENTS)]
     arrivals: dict[float, float] = {}  # frame send_time -> when a ZeroMQ subscriber had it
     stop = threading.Event()

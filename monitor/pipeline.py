@@ -60,6 +60,13 @@ class Endpoints:
         base = f"ipc:///tmp/monitor-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         return Endpoints(f"{base}-frames", f"{base}-results", f"{base}-flow", f"{base}-control")
 
+    def args(self) -> list[str]:
+        """The command-line options that name these endpoints (for a `monitor` subprocess)."""
+        return [
+            *("--frames-endpoint", self.frames, "--results-endpoint", self.results),
+            *("--flow-endpoint", self.flow, "--control-endpoint", self.control),
+        ]
+
 
 @dataclass
 class RunSpec:

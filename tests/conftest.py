@@ -79,9 +79,7 @@ def own_endpoints(args) -> list[str]:
     if args and args[0] in ("replay", "grab") and not any(a.endswith("-endpoint") for a in args):
         from monitor.pipeline import Endpoints
 
-        e = Endpoints.private()
-        args += ["--frames-endpoint", e.frames, "--results-endpoint", e.results]
-        args += ["--flow-endpoint", e.flow, "--control-endpoint", e.control]
+        args += Endpoints.private().args()
     return args
 
 

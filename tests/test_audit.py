@@ -331,9 +331,7 @@ def test_replay_of_a_logged_session_raises_the_same_alarms(session, tmp_path):
 
 
 def _private_endpoints() -> list[str]:
-    from tests.test_pipeline import endpoint_args
-
-    return endpoint_args(Endpoints.private())
+    return Endpoints.private().args()
 
 
 def test_bad_audit_and_export_inputs_get_one_line(tmp_path):

@@ -222,7 +222,7 @@ def _analyse_standalone(profile, *analyze_args: str) -> list:
     from monitor.messages import End, Result
     from monitor.pipeline import Endpoints
     from monitor.replay import PaceOptions, publish
-    from tests.test_pipeline import _collect, endpoint_args, monitor
+    from tests.test_pipeline import _collect, monitor
 
     rec = default_recording()
     e = Endpoints.private()
@@ -232,7 +232,7 @@ def _analyse_standalone(profile, *analyze_args: str) -> list:
     publisher = Publisher(e.frames, session="standalone", context=ctx)
     source = DicomPairSource(rec.lateral, rec.ap)
     apply_profile(source, load_profile(profile))
-    analyzer = monitor("analyze", *endpoint_args(e), *analyze_args)
+    analyzer = monitor("analyze", *e.args(), *analyze_args)
     try:
         publish(source, publisher, PaceOptions(speed=0, wait_for=("analyzer",)), flow)
         seen = _collect(results, 60.0, until=End)

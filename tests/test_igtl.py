@@ -9,7 +9,6 @@ log the monitor wrote, and the images against the DICOM tags read with pydicom.
 
 from __future__ import annotations
 
-import re
 import socket
 import struct
 import subprocess
@@ -24,6 +23,7 @@ import pyigtl
 import pytest
 import zmq
 
+from monitor.bench_igtl import start_bridge
 from monitor.igtl import image_to_world
 from monitor.io.dicom import open_recording
 from monitor.io.igtl import HEADER, IgtlServer
@@ -31,22 +31,6 @@ from monitor.io.igtl import IgtlRecorder as IgtlReader
 from monitor.io.store import SessionStore
 from monitor.pipeline import Endpoints
 from monitor.recordings import default_recording
-from tests.test_pipeline import endpoint_args
-
-
-def start_bridge(endpoints: Endpoints, *extra: str) -> tuple[subprocess.Popen, int]:
-    """`monitor igtl` on a free loopback port, attached to ``endpoints``; its port."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "igtl", "--port", "0", *extra, *endpoint_args(endpoints)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stderr.readline()
-    found = re.search(r"serving OpenIGTLink on 127\.0\.0\.1:(\d+) ", line)
-    if not found:
-        proc.kill()
-        raise AssertionError(f"the bridge did not start: {line}{proc.stderr.read()}")
-    return proc, int(found.group(1))
 
 
 def closed_by_server(sock: socket.socket, timeout: float = 5.0) -> bool:
@@ -94,7 +78,7 @@ def bridged(tmp_path_factory):
     operator.start()
     replay = subprocess.run(
         [sys.executable, "-m", "monitor", "replay", "--lateral", str(rec.lateral), "--ap", str(rec.ap)]
-        + ["--session", str(session), "--headless", "--speed", "1.5", *endpoint_args(e)],
+        + ["--session", str(session), "--headless", "--speed", "1.5", *e.args()],
         capture_output=True,
         text=True,
         timeout=180,

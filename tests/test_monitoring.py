@@ -21,7 +21,6 @@ from monitor.messages import MessageError, Result, decode, encode
 from monitor.pipeline import Endpoints
 from monitor.recordings import bundled_recordings
 from tests.conftest import monitor_cli
-from tests.test_pipeline import endpoint_args
 
 GEOMETRY_TAGS = (
     "ImagerPixelSpacing",
@@ -70,7 +69,7 @@ def _swapped_distances(ds) -> None:
 )
 def test_a_recording_without_a_trustworthy_scale_is_refused_naming_the_tag(tmp_path, edit, named):
     lateral, ap = _edited_copy(tmp_path / "rec", edit)
-    private = endpoint_args(Endpoints.private())
+    private = Endpoints.private().args()
     done = monitor_cli("replay", "--lateral", lateral, "--ap", ap, "--headless", "--speed", "0", *private)
     assert done.returncode == 1, done.stderr
     assert named in done.stderr and "--calibration" in done.stderr and "Traceback" not in done.stderr
@@ -110,7 +109,7 @@ def test_an_unmeasured_session_is_not_monitored_wherever_it_is_read(tmp_path):
     session = tmp_path / "sessions" / "s"
     run = monitor_cli(
         "replay", "--lateral", lateral, "--ap", ap, "--headless", "--speed", "0", "--unmeasured",
-        "--level", "L1", "--operator", "Dr Quinn", "--session", session, *endpoint_args(Endpoints.private()),
+        "--level", "L1", "--operator", "Dr Quinn", "--session", session, *Endpoints.private().args(),
     )  # fmt: skip
     assert run.returncode == 4, run.stderr
     assert "NOT MONITORED: level L1: lateral: the 5 mm rule evaluated on 0 of 46 frames" in run.stderr

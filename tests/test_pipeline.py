@@ -25,13 +25,6 @@ from monitor.replay import PaceOptions
 from tests.conftest import own_endpoints
 
 
-def endpoint_args(e: Endpoints) -> list[str]:
-    return [
-        *("--frames-endpoint", e.frames, "--results-endpoint", e.results),
-        *("--flow-endpoint", e.flow, "--control-endpoint", e.control),
-    ]
-
-
 def replay_default(session, speed: str, *extra, **kwargs) -> subprocess.Popen:
     """``monitor replay`` of the bundled default recording, headless, on private endpoints."""
     rec = default_recording()
@@ -47,7 +40,7 @@ def replay_default(session, speed: str, *extra, **kwargs) -> subprocess.Popen:
         "--speed",
         speed,
         *extra,
-        *endpoint_args(Endpoints.private()),
+        *Endpoints.private().args(),
         **kwargs,
     )
 
@@ -163,13 +156,13 @@ def test_an_analyzer_restarted_mid_recording_reconnects_to_the_running_source():
     thread = threading.Thread(
         target=lambda: __import__("monitor.replay").replay.publish(source, publisher, PaceOptions(speed=1.0))
     )
-    first = monitor("analyze", *endpoint_args(e))
+    first = monitor("analyze", *e.args())
     thread.start()
     seen_first = _collect(results, 20.0, until=Result)  # the first analyzer is up and answering
     seen_first += _collect(results, 0.5)
     first.kill()
     first.communicate()
-    second = monitor("analyze", *endpoint_args(e))
+    second = monitor("analyze", *e.args())
     seen_second = _collect(results, 30.0)
     thread.join()
     out, err = second.communicate(timeout=10)
@@ -268,11 +261,11 @@ def test_replay_of_a_side_by_side_grabber_capture_logs_both_planes_in_pixels_onl
     _write_video(tmp_path / "capture.avi", frames)
     args = ["replay", "--video", str(tmp_path / "capture.avi"), "--side-by-side", "--headless"]
     args += ["--speed", "0", "--session", str(tmp_path / "s")]
-    refused = monitor(*args, *endpoint_args(Endpoints.private()))
+    refused = monitor(*args, *Endpoints.private().args())
     out, err = refused.communicate(timeout=120)
     assert refused.returncode == 1 and "no millimetre scale" in err and "--calibration" in err, err
     assert not (tmp_path / "s").exists()
-    proc = monitor(*args, "--unmeasured", *endpoint_args(Endpoints.private()))
+    proc = monitor(*args, "--unmeasured", *Endpoints.private().args())
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 4 and "NOT MONITORED" in err, err
     summary = SessionStore.open(tmp_path / "s").meta()["summary"]

@@ -321,7 +321,7 @@ def test_a_full_disk_stops_the_log_not_the_monitoring(tmp_path):
     from monitor.io.transport import Subscriber
     from monitor.messages import Result, Status
     from monitor.pipeline import Endpoints
-    from tests.test_pipeline import endpoint_args, monitor
+    from tests.test_pipeline import monitor
 
     e = Endpoints.private()
     results = Subscriber(e.results)
@@ -332,7 +332,7 @@ def test_a_full_disk_stops_the_log_not_the_monitoring(tmp_path):
 
     proc = monitor(
         "replay", "--lateral", rec.lateral, "--ap", rec.ap, "--session", tmp_path / "s", "--headless",
-        "--speed", "0", *endpoint_args(e), preexec_fn=small_disk,
+        "--speed", "0", *e.args(), preexec_fn=small_disk,
     )  # fmt: skip
     seen, statuses, alarms = {}, [], []
     deadline = time.monotonic() + 120

@@ -20,7 +20,7 @@ from monitor.training import score_training  # noqa: E402
 from monitor.viewer import MonitorWindow, QtCore  # noqa: E402
 from monitor.vision.caveats import Caveat, CaveatCode, render_status  # noqa: E402
 from tests.conftest import load_truth  # noqa: E402
-from tests.test_pipeline import endpoint_args, monitor  # noqa: E402
+from tests.test_pipeline import monitor  # noqa: E402
 
 SHAPE = (256, 320)
 
@@ -214,7 +214,7 @@ def test_an_operator_action_reaches_the_session_log(qtbot, tmp_path):
     rec = default_recording()
     proc = monitor(
         "replay", "--lateral", rec.lateral, "--ap", rec.ap, "--session", tmp_path / "s", "--headless",
-        "--speed", "1", "--level", "L1", *endpoint_args(e),
+        "--speed", "1", "--level", "L1", *e.args(),
     )  # fmt: skip
     w = MonitorWindow(e.frames, e.results, e.control)
     qtbot.addWidget(w)
