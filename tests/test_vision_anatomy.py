@@ -55,6 +55,20 @@ def test_log_scale_of_a_recording_is_measured_to_ten_percent(anatomy_cases, name
         assert measured == pytest.approx(truth["detector"][plane]["per_unit_log"], rel=0.10), plane
 
 
+@pytest.fixture(scope="module")
+def walls_found(anatomy_cases):
+    """Each anatomy case through the monitor's analysis once: name -> (mm per pixel, the last
+    lateral frame, the posterior wall's ends found on it in image pixels)."""
+    found = {}
+    for name, (folder, _) in anatomy_cases.items():
+        with open_recording(folder / "lateral.dcm") as r:
+            pixel_mm = r.info.spacing_at_vertebra_mm()[1]
+        got = analyse(folder / "lateral.dcm", folder / "ap.dcm", overlay=True)
+        last = max(f for (plane, f) in got["overlay"] if plane == "lateral")
+        found[name] = (pixel_mm, last, got["overlay"][("lateral", last)]["wall"])
+    return found
+
+
 @pytest.mark.parametrize("name", ["wedge-L1", "thoracic-T8", "bipedicular-L3"])
 def test_cannula_tips_are_found_where_the_steel_ends(anatomy_cases, name):
     from monitor.vision.anatomy import find_cannulas
@@ -76,37 +90,30 @@ def test_cannula_tips_are_found_where_the_steel_ends(anatomy_cases, name):
             assert error_mm < 1.5, f"{plane}: tip {error_mm:.1f} mm from the truth"
 
 
-def test_posterior_wall_is_found_on_the_outer_surface_of_its_cortex(anatomy_cases):
+def test_posterior_wall_is_found_on_the_outer_surface_of_its_cortex(anatomy_cases, walls_found):
     """The wall is where the cortex's image falls to half its crest, like the cement's
     front: midway up the wall, within 0.4 mm of the truth's outer surface on each
     case and 0.33 mm on average (the steepest fall, used before, lies 0.32-0.44 mm
     inside it on these cases, 0.36 on average)."""
     offsets = {}
-    for name, (folder, truth) in anatomy_cases.items():
-        with open_recording(folder / "lateral.dcm") as r:
-            pixel_mm = r.info.spacing_at_vertebra_mm()[1]
-        got = analyse(folder / "lateral.dcm", folder / "ap.dcm", overlay=True)
-        last = max(f for (plane, f) in got["overlay"] if plane == "lateral")
-        (x1, y1), (x2, y2) = got["overlay"][("lateral", last)]["wall"]
+    for name, (_, truth) in anatomy_cases.items():
+        pixel_mm, last, ((x1, y1), (x2, y2)) = walls_found[name]
         wall = np.asarray(truth["frames"][last]["wall_px"])[3:-3]  # clear of the endplates' corners
         line_x = x1 + (wall[:, 1] - y1) * (x2 - x1) / (y2 - y1)
         offsets[name] = abs(float(np.mean(line_x - wall[:, 0]))) * pixel_mm
     assert max(offsets.values()) < 0.4 and np.mean(list(offsets.values())) < 0.33, offsets
 
 
-def test_the_body_found_stops_at_its_own_endplates_not_the_next_bodys(anatomy_cases):
+def test_the_body_found_stops_at_its_own_endplates_not_the_next_bodys(anatomy_cases, walls_found):
     """Going down from the tip, the next body's endplate is a dense line whose far
     flank falls as steeply as the treated body's own endplate (blurred when the
     fracture is biconcave): only a fall into a lower level, the disc, counts. The
     posterior wall's ends (the body's corners) lie within 4 mm of the truth's on
     every anatomy render; the thoracic one took in the disc below, 9.8 mm off."""
     errors = {}
-    for name, (folder, truth) in anatomy_cases.items():
-        with open_recording(folder / "lateral.dcm") as r:
-            pixel_mm = r.info.spacing_at_vertebra_mm()[1]
-        got = analyse(folder / "lateral.dcm", folder / "ap.dcm", overlay=True)
-        last = max(f for (plane, f) in got["overlay"] if plane == "lateral")
-        rows = sorted(y for _, y in got["overlay"][("lateral", last)]["wall"])
+    for name, (_, truth) in anatomy_cases.items():
+        pixel_mm, last, wall = walls_found[name]
+        rows = sorted(y for _, y in wall)
         true_rows = np.asarray(truth["frames"][last]["wall_px"])[:, 1]
         errors[name] = max(abs(rows[0] - true_rows.min()), abs(rows[1] - true_rows.max())) * pixel_mm
     assert max(errors.values()) < 4.0, errors
