@@ -41,7 +41,7 @@ from monitor.messages import (
 )
 from monitor.replay import frame_header
 from monitor.vision.alarms import Alarm
-from monitor.vision.analysis import AnalysisConfig, CaseAnalyzer
+from monitor.vision.analysis import AnalysisConfig, CaseAnalyzer, OperatorInput, PlaneAnalyzer
 from monitor.vision.calibrate import RadialDistortion
 from monitor.vision.caveats import Caveat, CaveatCode, render_status
 from monitor.vision.sampling import BilinearImage, Border, Positions
@@ -101,23 +101,19 @@ class VisionAnalysis(Analysis):
         self._raw_volume_ml: float | None = None  # the image-based volume before syringe scaling
         self.volume_scale = 1.0  # syringe volume / image-based volume, once 1 mL has gone in
         self._pairs: list[tuple[float, float]] = []  # (image-based, syringe) mL at each event
-        # from the command line, for the first level only:
-        self._wall = config.operator.posterior_wall if config else None
-        self._boxes = dict(config.operator.body_boxes) if config else {}
+        # the command line's wall and boxes, for the first level only: plane -> the commands
+        # to apply once its baseline is in, each with what to say if it cannot be applied
+        self._pending = _operator_commands(config.operator if config else None)
 
     def process(self, frame: Frame) -> Result:
         h = frame.header
         spacing = (h.scale or {}).get("spacing_mm")
         pixel_mm = float(sum(spacing) / 2) if spacing else None
         plane = self.case.plane(h.plane, h.photometric, h.intensity, h.bits_stored, pixel_mm)
+        plane.on_baseline = self._apply_pending
         self._check_calibration(plane, h)
         pixels = np.asarray(frame.pixels)
         distortion = self._distortion(h.plane, h.scale, pixels.shape)
-        if plane.baseline is None:
-            if self._wall is not None and h.plane == "lateral":
-                plane.operator_wall = _as_measured(self._wall, distortion)
-            if h.plane in self._boxes:
-                plane.operator_box = _box_as_measured(self._boxes[h.plane], distortion)
         if distortion is not None:
             # Measure on the undistorted image; draw (below) on the image as the operator sees it.
             # Corners the detector never saw repeat its edge: a constant fill would be a
@@ -191,6 +187,15 @@ class VisionAnalysis(Analysis):
             raise CommandRefused(f"unknown action {command.action!r}")
         return handler(command.value)
 
+    def _apply_pending(self, plane: PlaneAnalyzer) -> None:
+        """The command line's wall and boxes for ``plane``, now that its baseline is in: through
+        :meth:`apply`, as the operator's live edits go. One refused is said on every result."""
+        for command, unused in self._pending.pop(plane.plane, ()):
+            try:
+                self.apply(command)
+            except CommandRefused as e:
+                plane.add_caveat(unused, str(e))
+
     def _acknowledge(self, _value) -> str:
         shown = len(self.case.alarms.shown())
         self.case.alarms.acknowledge()
@@ -200,7 +205,7 @@ class VisionAnalysis(Analysis):
         previous = self.level
         self.level = str(level)
         self.case = CaseAnalyzer(self.config)
-        self._wall, self._boxes = None, {}  # the command line's were drawn on the first level
+        self._pending = {}  # the command line's wall and boxes were drawn on the first level
         self._syringe_ml = 0.0  # the volume scale learnt so far is kept: same cement
         self._pairs = []
         return f"level {self.level} started (after {previous or 'none'}): new baseline"
@@ -307,6 +312,22 @@ class VisionAnalysis(Analysis):
             state = self._logged_alarms[self._alarm_id(alarm)]
             alarm.active, alarm.acknowledged = state["active"], state["acknowledged"]
         return f"restored after a restart: level {self.level}, baseline from {fed} logged frame(s)"
+
+
+def _operator_commands(given: OperatorInput | None) -> dict[str, list[tuple[Command, CaveatCode]]]:
+    """The operator's input from the command line as the commands a viewer would send: per
+    plane, in the order applied (a plane's box before the wall, which may refine it), each with
+    the caveat that says it could not be applied."""
+    pending: dict[str, list[tuple[Command, CaveatCode]]] = {}
+    if given is None:
+        return pending
+    for plane, box in given.body_boxes:
+        body = Command("", "command-line", 0.0, "body", {"plane": plane, "box": list(box)})
+        pending.setdefault(plane, []).append((body, CaveatCode.OPERATOR_BOX_UNUSED))
+    if given.posterior_wall is not None:
+        wall = Command("", "command-line", 0.0, "wall", [list(p) for p in given.posterior_wall])
+        pending.setdefault("lateral", []).append((wall, CaveatCode.OPERATOR_WALL_UNUSED))
+    return pending
 
 
 def _header_from_record(r) -> FrameHeader:

@@ -486,3 +486,26 @@ def test_without_a_scale_there_are_no_millimetres():
     rng = np.random.default_rng(0)
     results = [analyzer.process(rng.poisson(1000, (96, 96)).astype(np.uint16), i) for i in range(5)]
     assert all(r.distance_mm is None and r.volume_ml is None for r in results)
+
+
+def test_command_line_input_that_cannot_be_applied_is_said_on_every_result():
+    """The command line's wall and box go through the analyzer's command path once each
+    plane's baseline is in, as a viewer's edits do; refused there (a box under 8 mm, a wall
+    of two points 1 pixel apart), each is said on every later result of its plane, and the
+    plane is measured with the outline found."""
+    from monitor.analyzer import VisionAnalysis
+    from monitor.messages import PLANES
+    from monitor.recordings import default_recording
+    from monitor.vision.analysis import OperatorInput
+
+    rec = default_recording()
+    operator = OperatorInput(((150.0, 180.0), (151.0, 181.0)), (("ap", (100.0, 120.0, 5.0, 5.0)),))
+    analysis = VisionAnalysis(AnalysisConfig(operator=operator))
+    results = [r for _, r in analyse_source(DicomPairSource(rec.lateral, rec.ap), analysis)]
+    measured = [r for r in results if r.status != "baseline"]
+    codes = {plane: [r.caveat_codes() for r in measured if r.plane == plane] for plane in PLANES}
+    assert codes["lateral"] and all(c == {CaveatCode.OPERATOR_WALL_UNUSED} for c in codes["lateral"])
+    assert codes["ap"] and all(c == {CaveatCode.OPERATOR_BOX_UNUSED} for c in codes["ap"])
+    lateral = [r for r in measured if r.plane == "lateral"]
+    assert all("at least" in r.status for r in lateral)
+    assert any(r.distance_mm is not None for r in lateral)  # measured to the wall found

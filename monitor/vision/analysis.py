@@ -13,40 +13,23 @@ estimates and drives the alarms.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-import cv2
 import numpy as np
 
 from monitor.vision.alarms import PLANE_CHECKS, AlarmConfig, AlarmEngine
-from monitor.vision.anatomy import (
-    ApBody,
-    LateralBody,
-    NotFound,
-    exposed_field,
-    find_ap_body,
-    find_cannulas,
-    find_lateral_body,
-    shaft_band,
-)
+from monitor.vision.anatomy import ApBody, LateralBody
 from monitor.vision.baseline import (
-    EXCLUDED_ABOVE,
-    LAYER_ATTENUATION,
-    LAYER_EXCLUDED,
     LAYER_GRADIENT,
     LAYER_SLEEVE,
     SLEEVE_ABOVE,
     BaselineState,
-    find_cement_in_baseline,
+    Comparison,
+    compare_with_baseline,
+    with_prior,
 )
-from monitor.vision.body import (
-    MIN_BOX_SIDE_MM,
-    body_from_box,
-    body_from_wall,
-    body_roi,
-    lies_inside,
-    shifted_body,
-)
+from monitor.vision.body import MIN_BOX_SIDE_MM, body_from_box, body_from_wall, body_roi, shifted_body
 from monitor.vision.caveats import Caveat, CaveatCode, render_status
 from monitor.vision.cement import (
     DEFAULT_CEMENT_MU,
@@ -56,12 +39,11 @@ from monitor.vision.cement import (
     growing_bolus,
     integrated_volume_ml,
     segment,
-    shift_image,
 )
 from monitor.vision.drawing import overlay_geometry
-from monitor.vision.intensity import IntensityModel, model_for
 from monitor.vision.measure import DistanceMaps, Leak, read_cement, read_shaft
 from monitor.vision.pixels import PixelGrid
+from monitor.vision.plane_baseline import PlaneBaseline, learn_plane_baseline
 from monitor.vision.scatter import (
     HALO_DECIDE_WEIGHT,
     NO_SCATTER_BELOW,
@@ -188,7 +170,9 @@ class PlaneAnalyzer:
 
     Frames are analysed at a working resolution of about ``pixels.WORK_PIXEL_MM``
     (1024-pixel detectors are binned 2x2), inside a region of interest around
-    the cannula tip; results are reported in full-resolution image pixels.
+    the cannula tip; results are reported in full-resolution image pixels. The first
+    frames make the baseline (:func:`learn_plane_baseline`); every later frame is
+    registered to it, differenced, and measured.
     """
 
     def __init__(
@@ -209,42 +193,23 @@ class PlaneAnalyzer:
         self.physics = ScatterPhysics(
             self.config.physics.scatter_fraction, self.config.physics.scatter_sigma_mm
         )
-        self._raw: list[np.ndarray] = []
-        self.model: IntensityModel | None = None
-        self.baseline: np.ndarray | None = None  # ROI of the registered mean baseline
-        self._registration: Registration | None = None
-        self.roi: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in working pixels
-        self.cannulas = []
-        self.body: LateralBody | ApBody | None = None
+        self.shape: tuple[int, int] | None = None  # the stream's frame shape, from its first frame
+        self._first_frames: list[np.ndarray] = []  # until the baseline is learnt
+        self.learnt: PlaneBaseline | None = None  # what the first frames said
+        # called once the baseline is in, with this plane: the operator's input waits for it
+        self.on_baseline: Callable[[PlaneAnalyzer], None] | None = None
+        self.body: LateralBody | ApBody | None = None  # found, or the operator's
         self.anatomy_error: Caveat | None = None  # why the rules cannot be checked, while so
         self.caveats: list[Caveat] = []  # on every result from when each was added
-        self._prior: tuple[np.ndarray, np.ndarray] | None = None  # cement already in the baseline
-        self.shape: tuple[int, int] | None = None
-        self._exclude: np.ndarray | None = None
-        # baseline, its edge strength, pixels excluded, and (lateral) the sleeve: shifted in one warp
-        self._layers: np.ndarray | None = None
-        self._last_mask: np.ndarray | None = None
-        self._shift = (0.0, 0.0)
-        self._tip_roi: tuple[int, int, int, int] | None = None  # the ROI before the body was found
-        self._tip_state: BaselineState | None = None  # over the ROI around the tip
-        # the operator's, from the command line, used once the baseline is in (image pixels):
-        self.operator_wall = None  # two points, the posterior wall (lateral)
-        self.operator_box = None  # x, y, width, height: the body
-        self._distances: DistanceMaps | None = None  # to the walls, over the current ROI
+        self.roi: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in working pixels
+        self._state: BaselineState | None = None  # the baseline over ``roi``
+        self._registration: Registration | None = None  # to the baseline over ``roi``
+        self._distances: DistanceMaps | None = None  # to the walls, over ``roi``
+        self._last_mask: np.ndarray | None = None  # the growing bolus, left out of registration
+        self._shift = (0.0, 0.0)  # the breathing shift, working pixels, of the last frame
         self.without_scatter = False  # once the cement's halo has shown there is none
         self.halo_open = True  # still watched: until both planes' halos have settled the question
-        self._scatter_layers: np.ndarray | None = None  # the baseline's intensity and modelled scatter
         self.halo = HaloEvidence()  # what the cement's halo says of the modelled scatter
-
-    @property
-    def full_pixel_mm(self) -> float | None:
-        """Millimetres per image pixel at the vertebra (None: no scale)."""
-        return self.grid.full_pixel_mm
-
-    @property
-    def scale(self) -> int:
-        """Full pixels per working pixel, each way."""
-        return self.grid.scale
 
     @property
     def pixel_mm(self) -> float | None:
@@ -255,7 +220,7 @@ class PlaneAnalyzer:
     def scatter_modelled(self) -> bool:
         """Whether this plane's baseline models scatter (a scale, and a scatter fraction > 0),
         so that the cement's halo can say whether it is there."""
-        return self._scatter_layers is not None
+        return self._state is not None and self._state.scatter_layers is not None
 
     def read_without_scatter(self, why: str) -> None:
         """Read the volumes without scatter correction from now on, and say so on every result."""
@@ -265,174 +230,6 @@ class PlaneAnalyzer:
             f"the cement leaves no scatter halo ({why}), so volumes are read without scatter correction",
         )
 
-    @property
-    def halo_weight(self) -> float:
-        return self.halo.weight
-
-    @property
-    def halo_scale(self) -> float:
-        """The scale of the modelled scatter the halo supports, pooled over the frames so far."""
-        return self.halo.scale
-
-    # ----------------------------------------------------------------- pixels
-
-    def _primary(self, pixels: np.ndarray, roi=None, scatter: bool = True, parts: bool = False):
-        """:func:`primary_attenuation` of a frame of this plane."""
-        return primary_attenuation(pixels, self.grid, self.model, self.physics, roi, scatter, parts)
-
-    def _full(self, x: float, y: float) -> list[float]:
-        """Working-ROI pixel to full-resolution image pixel."""
-        return self.grid.to_full(x, y, self.roi[:2])
-
-    # ----------------------------------------------------------------- baseline
-
-    def _build_baseline(self) -> None:
-        """From the first frames: the intensity model, the cannulas, the ROI around the tip,
-        the registered mean baseline and its layers, the body, and the operator's input."""
-        frames = self._raw
-        self._read_intensity(frames)
-        fits = bool(self.full_pixel_mm) and self.config.physics.scatter_fraction > 0
-        parts = [self._primary(f, parts=True) if fits else (self._primary(f), None, None) for f in frames]
-        plain = self._primary(frames[0], scatter=False)
-        try:
-            self.cannulas = find_cannulas(plain, self.pixel_mm)
-        except NotFound as e:
-            self.cannulas = []
-            self.anatomy_error = Caveat(CaveatCode.NO_CANNULA, str(e))
-        self.roi = self._roi_around_tip(parts[0][0].shape)
-        self._register_baseline(parts, fits)
-        exclude = self._make_layers(plain)
-        if self.cannulas and self.pixel_mm:
-            self._find_body(plain, exclude)
-        elif not self.pixel_mm and self.cannulas:
-            self.anatomy_error = Caveat(CaveatCode.UNCALIBRATED, "no millimetre scale, so no wall distance")
-        self._tip_roi = self.roi
-        self._tip_state = BaselineState(
-            self.baseline, self._layers, self._exclude, self._prior, self._scatter_layers
-        )
-        if self.body is not None:
-            self._use_roi(self._body_roi())
-        self._apply_operator_input()
-
-    def _read_intensity(self, frames: list[np.ndarray]) -> None:
-        self.model = model_for(self.photometric, self.relationship, self.bits_stored, frames)
-        if self.model.relationship == "LOG" and not self.model.log_scale_measured:
-            self.add_caveat(
-                CaveatCode.LOG_SCALE_GUESSED,
-                "the LOG detector's scale could not be measured from its noise"
-                " (filtered or too few frames); volumes assume three decades over the full range"
-                " until syringe volumes are entered",
-            )
-
-    def _roi_around_tip(self, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-        """(x0, y0, x1, y1) working pixels: ``roi_half_mm`` around the first cannula's tip
-        (without a scale, 30 % of the frame's larger side), or the whole frame without one."""
-        h, w = shape
-        if not self.cannulas:
-            return 0, 0, w, h
-        tx, ty = self.cannulas[0].tip
-        half = self.config.detection.roi_half_mm / self.pixel_mm if self.pixel_mm else 0.3 * max(h, w)
-        return int(max(0, tx - half)), int(max(0, ty - half)), int(min(w, tx + half)), int(min(h, ty + half))
-
-    def _register_baseline(self, parts: list, fits: bool) -> None:
-        """The baseline: the frames' attenuation over the ROI registered to the first and
-        averaged; with ``fits``, their intensity and modelled scatter likewise."""
-        x0, y0, x1, y1 = self.roi
-        first_roi = Registration(parts[0][0][y0:y1, x0:x1])
-        registered, measured = [first_roi.reference], []
-        for i, (att, intensity, scatter) in enumerate(parts):
-            dx, dy = (0.0, 0.0) if i == 0 else first_roi.shift(att[y0:y1, x0:x1])
-            if i:
-                registered.append(shift_image(att[y0:y1, x0:x1], -dx, -dy))
-            if fits:  # the intensity and the scatter modelled in it, for refitting the scatter
-                measured.append(shift_image(cv2.merge([intensity, scatter])[y0:y1, x0:x1], -dx, -dy))
-        self.baseline = np.mean(registered, axis=0).astype(np.float32)
-        self._scatter_layers = np.mean(measured, axis=0).astype(np.float32) if fits else None
-        self._registration = Registration(self.baseline)
-
-    def _make_layers(self, plain: np.ndarray) -> np.ndarray:
-        """The layers shifted with the baseline (see LAYER_*); returns the pixels never to
-        compare over the whole frame, (h, w) bool."""
-        x0, y0, x1, y1 = self.roi
-        smooth = cv2.GaussianBlur(self.baseline, (0, 0), 1.0)
-        gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8
-        gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8
-        gradient = cv2.magnitude(gx, gy)
-        # Pixels never to compare: the cannulas (their lumen fills with cement) and
-        # anything outside the collimated field (its edge does not move with the patient).
-        outside = ~cv2.erode(exposed_field(plain).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
-        exclude = outside.copy()
-        for c in self.cannulas:
-            exclude |= c.mask
-        self._exclude = exclude[y0:y1, x0:x1]
-        sleeve = np.zeros_like(self._exclude)
-        if self.plane == "lateral" and self.cannulas:
-            # Cement running back along the shaft, in a sleeve narrower than the band
-            # excluded above, may be the front: for it only the steel itself is left out.
-            steel = np.any(
-                [shaft_band(plain.shape, c.tip, c.direction, c.width_px, 1.15) for c in self.cannulas], 0
-            )
-            sleeve = (exclude & ~outside & ~steel)[y0:y1, x0:x1]
-        self._layers = cv2.merge(  # in the order of LAYER_*
-            [self.baseline, gradient, self._exclude.astype(np.float32), sleeve.astype(np.float32)]
-        )
-        return exclude
-
-    def _find_body(self, plain: np.ndarray, exclude: np.ndarray) -> None:
-        """The body on the first frame (``plain``: its attenuation without scatter correction),
-        after the cement already in the baseline, if any, is found and painted out."""
-        x0, y0, x1, y1 = self.roi
-        c = self.config
-        found = find_cement_in_baseline(
-            self.baseline,
-            self._exclude,
-            self.cannulas,
-            self.roi[:2],
-            self.pixel_mm,
-            c.physics.cement_mu_per_mm,
-        )
-        if found is not None:
-            self._prior = (found.mask, found.values)
-            self.add_caveat(
-                CaveatCode.CEMENT_IN_BASELINE,
-                f"about {found.volume_ml:.1f} mL was already there when monitoring began,"
-                " estimated from the first frames and counted in distance, leaks and volume",
-            )
-            # its edges are not the body's: look for the body without it
-            plain = plain.copy()
-            hole = self._prior[1] > 0
-            window = plain[y0:y1, x0:x1]
-            filled = cv2.inpaint(window, (hole | self._exclude).astype(np.uint8), 5, cv2.INPAINT_TELEA)
-            window[hole] = filled[hole]
-        try:
-            if self.plane == "lateral":
-                self.body = find_lateral_body(plain, self.cannulas[0], self.pixel_mm, exclude)
-            else:
-                self.body = find_ap_body(plain, self.cannulas[0], self.pixel_mm, exclude)
-        except NotFound as e:
-            self.anatomy_error = Caveat(CaveatCode.NO_ANATOMY, str(e))
-        if self._prior is not None and (
-            self.body is None or not lies_inside(self._prior[0], self.body, self.roi[:2], self.pixel_mm)
-        ):
-            self.body = None
-            self.anatomy_error = Caveat(
-                CaveatCode.NO_ANATOMY,
-                "cement already in the baseline hides the body's outline"
-                " (draw the posterior wall to measure)",
-            )
-
-    def _apply_operator_input(self) -> None:
-        """The operator's body box and wall from the command line, now that there is a baseline."""
-        for unused, value, apply in (
-            (CaveatCode.OPERATOR_BOX_UNUSED, self.operator_box, self.set_body),
-            (CaveatCode.OPERATOR_WALL_UNUSED, self.operator_wall, self.set_wall),
-        ):
-            if value is not None:
-                try:
-                    apply(value)
-                except ValueError as e:
-                    self.add_caveat(unused, str(e))
-
     def add_caveat(self, code: CaveatCode, detail: str) -> None:
         """A caveat on every result from now on (several are kept, none lost); ``detail``
         says what happened and what it means for the measurement."""
@@ -441,90 +238,87 @@ class PlaneAnalyzer:
     def has_caveat(self, code: CaveatCode) -> bool:
         return any(c.code == code for c in self.caveats)
 
-    def _body_roi(self) -> tuple[int, int, int, int]:
-        return body_roi(self.body, self._tip_roi, self.pixel_mm)
+    # ----------------------------------------------------------------- baseline
+
+    def _learn(self) -> None:
+        """The baseline from the first frames, then the operator's input (``on_baseline``)."""
+        c = self.config
+        self.learnt = learn_plane_baseline(
+            self._first_frames,
+            self.plane,
+            self.photometric,
+            self.relationship,
+            self.bits_stored,
+            self.grid,
+            self.physics,
+            c.physics.cement_mu_per_mm,
+            c.detection.roi_half_mm,
+        )
+        self._first_frames = []
+        self.body, self.anatomy_error = self.learnt.body, self.learnt.anatomy_error
+        self.caveats += self.learnt.caveats
+        found = self.learnt.roi if self.body is None else body_roi(self.body, self.learnt.roi, self.pixel_mm)
+        self._use_roi(found)
+        if self.on_baseline is not None:
+            self.on_baseline(self)
 
     def _use_roi(self, roi: tuple[int, int, int, int]) -> None:
         """Measure within ``roi`` (working pixels, inside the ROI around the tip) from now on."""
-        x0, y0 = roi[0] - self._tip_roi[0], roi[1] - self._tip_roi[1]
-        state = self._tip_state.window(slice(y0, y0 + roi[3] - roi[1]), slice(x0, x0 + roi[2] - roi[0]))
+        tip_roi = self.learnt.roi
+        x0, y0 = roi[0] - tip_roi[0], roi[1] - tip_roi[1]
+        rows, cols = slice(y0, y0 + roi[3] - roi[1]), slice(x0, x0 + roi[2] - roi[0])
+        self._state = self.learnt.state.window(rows, cols)
         self.roi = roi
-        self.baseline, self._layers, self._exclude = state.attenuation, state.layers, state.exclude
-        self._scatter_layers, self._prior = state.scatter_layers, state.prior
-        self._registration = Registration(self.baseline)
-        self._distances = DistanceMaps(self._exclude.shape)
+        self._registration = Registration(self._state.attenuation)
+        self._distances = DistanceMaps(self._state.exclude.shape)
         self._last_mask = None
 
     # ----------------------------------------------------------------- frames
 
     def process(self, pixels: np.ndarray, frame: int) -> PlaneResult:
+        """One frame, (H, W) stored values: into the baseline while it builds, else measured."""
         if self.shape is None:
             self.shape = pixels.shape
         elif pixels.shape != self.shape:
-            return PlaneResult(
-                self.plane,
-                frame,
-                (Caveat(CaveatCode.FRAME_SHAPE, f"frame is {pixels.shape}, stream is {self.shape}"),),
-            )
+            why = Caveat(CaveatCode.FRAME_SHAPE, f"frame is {pixels.shape}, stream is {self.shape}")
+            return PlaneResult(self.plane, frame, (why,))
         unusable = _unusable(pixels, self.bits_stored)
         if unusable:  # never into the baseline, never measured: it would read as cement everywhere
             return PlaneResult(self.plane, frame, (unusable,))
-        if self.baseline is None:
-            self._raw.append(pixels)
-            if len(self._raw) < self.config.detection.baseline_frames:
+        if self.learnt is None:
+            self._first_frames.append(pixels)
+            if len(self._first_frames) < self.config.detection.baseline_frames:
                 return PlaneResult(self.plane, frame, baseline=True)
-            self._build_baseline()
-            self._raw = []
-        # the intensity and the scatter apart, while the halo is watched or once the scatter is dropped
-        parts = self._scatter_layers is not None and (self.halo_open or self.without_scatter)
-        if parts:
-            att, measured, scatter = self._primary(pixels, self.roi, parts=True)
-        else:
-            att = self._primary(pixels, self.roi)
-        ignore = self._exclude if self._last_mask is None else (self._exclude | self._last_mask)
-        dx, dy = self._registration.shift(att, ignore, self._shift)
-        self._shift = (dx, dy)
-        layers = shift_image(self._layers, dx, dy)
-        base, gradient = layers[..., LAYER_ATTENUATION], layers[..., LAYER_GRADIENT]
-        # Rows and columns the shifted baseline does not cover are not comparable.
-        bx, by = int(np.ceil(abs(dx))) + 2, int(np.ceil(abs(dy))) + 2
-        uncovered = np.zeros(att.shape, bool)
-        uncovered[:by, :] = uncovered[-by:, :] = uncovered[:, :bx] = uncovered[:, -bx:] = True
-        exclude = (layers[..., LAYER_EXCLUDED] > EXCLUDED_ABOVE) | uncovered
-        if parts:
-            before = shift_image(self._scatter_layers, dx, dy)
-        # without scatter, the measured intensities' own log ratio
-        difference = np.log(before[..., 0] / measured) if self.without_scatter else att - base
-        background = ~exclude if self._last_mask is None else ~(exclude | self._last_mask)
-        sample = difference[::3, ::3][background[::3, ::3]]
-        difference -= float(np.median(sample)) if sample.size else 0.0
-        cement = segment(difference, gradient, exclude, self.pixel_mm)
-        if parts and self.halo_open:
-            self.halo.add(difference, cement.mask, exclude, (measured, scatter), before, self.pixel_mm)
+            self._learn()
+        return self._measure_frame(pixels, frame)
+
+    def _measure_frame(self, pixels: np.ndarray, frame: int) -> PlaneResult:
+        cement, comparison = self._cement(pixels)
+        dx, dy = comparison.shift
         x0, y0 = self.roi[0], self.roi[1]
         # into ROI coordinates, then by the breathing shift
         body = None if self.body is None else shifted_body(shifted_body(self.body, -x0, -y0), dx, dy)
-        shaft = self._read_shaft(cement.difference, dx, dy, body)
-        cement = self._with_prior(cement, dx, dy)
-        tips = [(c.tip[0] - x0 + dx, c.tip[1] - y0 + dy) for c in self.cannulas]
+        shaft = self._read_shaft(cement.difference, body)
+        cement = with_prior(cement, self._state.prior, comparison.shift)
+        tips = [(c.tip[0] - x0 + dx, c.tip[1] - y0 + dy) for c in self.learnt.cannulas]
         self._last_mask = growing_bolus(cement.mask, tips, self.pixel_mm)
         result = PlaneResult(
             self.plane,
             frame,
             tuple(filter(None, (self.anatomy_error, *self.caveats))),
-            shift_px=(dx * self.scale, dy * self.scale),
+            shift_px=(dx * self.grid.scale, dy * self.grid.scale),
         )
         if self.pixel_mm:
-            fill = exclude if self.cannulas else None
+            fill = comparison.exclude if self.learnt.cannulas else None
             result.volume_ml, result.volume_filled = integrated_volume_ml(
                 cement, self.pixel_mm, self.config.physics.cement_mu_per_mm, fill, shaft
             )
         # Front and leaks also read the band's strips beside the steel, with the same
         # threshold: cement running back along the needle's track is the first to leave.
-        sleeve = (layers[..., LAYER_SLEEVE] > SLEEVE_ABOVE) & ~uncovered
-        seen = replace(cement, mask=cement.mask | (sleeve & (cement.difference > cement.threshold)))
+        sleeve = (comparison.layers[..., LAYER_SLEEVE] > SLEEVE_ABOVE) & ~comparison.uncovered
+        cement = replace(cement, mask=cement.mask | (sleeve & (cement.difference > cement.threshold)))
         if body is not None:
-            self._measure(result, seen, body, shaft)
+            self._measure(result, cement, body, shaft)
             if self.pixel_mm:
                 result.checked = PLANE_CHECKS[self.plane]
         result.overlay = overlay_geometry(
@@ -532,69 +326,37 @@ class PlaneAnalyzer:
             self.grid,
             self.roi,
             (dx, dy),
-            self.cannulas,
+            self.learnt.cannulas,
             body,
-            seen,
+            cement,
             result.leaks,
             self.config.alarms.proximity_mm,
         )
         return result
 
-    def _with_prior(self, cement: CementMap, dx: float, dy: float) -> CementMap:
-        """``cement`` plus the cement that was already in the baseline, if any."""
-        if self._prior is None:
-            return cement
-        mask, values = self._prior
-        return replace(
-            cement,
-            mask=cement.mask | (shift_image(mask.astype(np.float32), dx, dy) > 0.5),
-            difference=cement.difference + shift_image(values, dx, dy),
+    def _cement(self, pixels: np.ndarray) -> tuple[CementMap, Comparison]:
+        """The frame against the baseline (its shift kept in ``_shift``) and the cement in it.
+        The halo's evidence is gathered here while it is watched."""
+        # the intensity and the scatter apart, while the halo is watched or once the scatter is dropped
+        parts = self._state.scatter_layers is not None and (self.halo_open or self.without_scatter)
+        frame = (pixels, self.grid, self.learnt.model, self.physics, self.roi)
+        if parts:
+            att, measured, scatter = primary_attenuation(*frame, parts=True)
+        else:
+            att, measured = primary_attenuation(*frame), None
+        comparison = compare_with_baseline(
+            att, self._state, self._registration, self._shift, self._last_mask, measured, self.without_scatter
         )
-
-    def set_wall(self, points) -> str:
-        """The operator's posterior wall: two points (cranial, caudal) in image pixels
-        of the current frame. It replaces the wall found automatically (or stands
-        in for a body not found) and is tracked with the breathing shift from now on.
-        Returns what was done, for the log."""
-        if self.plane != "lateral":
-            raise ValueError("the posterior wall is drawn on the lateral view")
-        if self.baseline is None or not self.pixel_mm:
-            raise ValueError("no baseline or no millimetre scale yet: the wall cannot be placed")
-        dx, dy = self._shift
-        ends = tuple((wx - dx, wy - dy) for wx, wy in (self.grid.to_working(x, y) for x, y in points))
-        cannula = self.cannulas[0] if self.cannulas else None
-        stands_in = not isinstance(self.body, LateralBody)  # for a body not found
-        body, done = body_from_wall(ends, self.body, cannula, self.pixel_mm)
-        if self.roi != self._tip_roi:  # the wall may lie outside the margins of the body found
-            self._use_roi(self._tip_roi)
-        self.body = body
-        if stands_in:
-            self.anatomy_error = None
-        return done
-
-    def set_body(self, box) -> str:
-        """The operator's vertebral body: a box (x, y, width, height) in image pixels of
-        the current frame, in either view. It replaces the outline found (or stands
-        in for one not found) and is tracked with the breathing shift from now on.
-        Returns what was done, for the log."""
-        if self.baseline is None or not self.pixel_mm:
-            raise ValueError("no baseline or no millimetre scale yet: the body cannot be placed")
-        x, y, w, h = (float(v) for v in box)
-        s = self.scale
-        dx, dy = self._shift
-        if min(w, h) * self.full_pixel_mm < MIN_BOX_SIDE_MM:
-            raise ValueError(f"the body box must be at least {MIN_BOX_SIDE_MM:g} mm on each side")
-        wx, wy = self.grid.to_working(x, y)
-        cannula = self.cannulas[0] if self.cannulas else None
-        self.body = body_from_box(self.plane, (wx - dx, wy - dy), (w / s, h / s), cannula)
-        self.anatomy_error = None
-        self._use_roi(self._body_roi())
-        return f"{self.plane} body outline replaced by the operator's box"
+        self._shift = comparison.shift
+        c = comparison
+        cement = segment(c.difference, c.layers[..., LAYER_GRADIENT], c.exclude, self.pixel_mm)
+        if parts and self.halo_open:
+            intensity = (measured, scatter)
+            self.halo.add(c.difference, cement.mask, c.exclude, intensity, c.intensity_before, self.pixel_mm)
+        return cement, comparison
 
     def _measure(self, result: PlaneResult, cement: CementMap, body, shaft: ShaftReading | None) -> None:
         """The front's distance and the leaks, into ``result`` (front in image pixels)."""
-        if self._distances is None:
-            self._distances = DistanceMaps(self._exclude.shape)
         c = self.config
         reading = read_cement(
             cement,
@@ -611,18 +373,61 @@ class PlaneAnalyzer:
         if reading.front_under_cannula:
             result.overlay["front_under_cannula"] = True
         if reading.front_px is not None:
-            result.distance_px = reading.front_px * self.scale
+            result.distance_px = reading.front_px * self.grid.scale
             result.distance_mm = reading.front_px * self.pixel_mm
-            result.overlay["front"] = self._full(*reading.front_at)
+            result.overlay["front"] = self.grid.to_full(*reading.front_at, self.roi[:2])
         result.leaks = reading.leaks
 
-    def _read_shaft(self, difference: np.ndarray, dx: float, dy: float, body) -> ShaftReading | None:
+    def _read_shaft(self, difference: np.ndarray, body) -> ShaftReading | None:
         """:func:`read_shaft` of the first cannula, in the lateral view only."""
-        if self.plane != "lateral" or not self.cannulas or not isinstance(body, LateralBody):
+        if self.plane != "lateral" or not self.learnt.cannulas or not isinstance(body, LateralBody):
             return None
-        c = self.cannulas[0]
+        c = self.learnt.cannulas[0]
+        dx, dy = self._shift
         tip = (c.tip[0] - self.roi[0] + dx, c.tip[1] - self.roi[1] + dy)
         return read_shaft(difference, c, tip, body, self.pixel_mm)
+
+    # ----------------------------------------------------------------- operator
+
+    def set_wall(self, points) -> str:
+        """The operator's posterior wall: two points (cranial, caudal) in image pixels
+        of the current frame. It replaces the wall found automatically (or stands
+        in for a body not found) and is tracked with the breathing shift from now on.
+        Returns what was done, for the log."""
+        if self.plane != "lateral":
+            raise ValueError("the posterior wall is drawn on the lateral view")
+        if self.learnt is None or not self.pixel_mm:
+            raise ValueError("no baseline or no millimetre scale yet: the wall cannot be placed")
+        dx, dy = self._shift
+        ends = tuple((wx - dx, wy - dy) for wx, wy in (self.grid.to_working(x, y) for x, y in points))
+        cannula = self.learnt.cannulas[0] if self.learnt.cannulas else None
+        stands_in = not isinstance(self.body, LateralBody)  # for a body not found
+        body, done = body_from_wall(ends, self.body, cannula, self.pixel_mm)
+        if self.roi != self.learnt.roi:  # the wall may lie outside the margins of the body found
+            self._use_roi(self.learnt.roi)
+        self.body = body
+        if stands_in:
+            self.anatomy_error = None
+        return done
+
+    def set_body(self, box) -> str:
+        """The operator's vertebral body: a box (x, y, width, height) in image pixels of
+        the current frame, in either view. It replaces the outline found (or stands
+        in for one not found) and is tracked with the breathing shift from now on.
+        Returns what was done, for the log."""
+        if self.learnt is None or not self.pixel_mm:
+            raise ValueError("no baseline or no millimetre scale yet: the body cannot be placed")
+        x, y, w, h = (float(v) for v in box)
+        s = self.grid.scale
+        dx, dy = self._shift
+        if min(w, h) * self.grid.full_pixel_mm < MIN_BOX_SIDE_MM:
+            raise ValueError(f"the body box must be at least {MIN_BOX_SIDE_MM:g} mm on each side")
+        wx, wy = self.grid.to_working(x, y)
+        cannula = self.learnt.cannulas[0] if self.learnt.cannulas else None
+        self.body = body_from_box(self.plane, (wx - dx, wy - dy), (w / s, h / s), cannula)
+        self.anatomy_error = None
+        self._use_roi(body_roi(self.body, self.learnt.roi, self.pixel_mm))
+        return f"{self.plane} body outline replaced by the operator's box"
 
 
 class CaseAnalyzer:
@@ -647,9 +452,9 @@ class CaseAnalyzer:
         renders) would read 1.3-1.9 times the volume with it."""
         fitted = [p for p in self.planes.values() if p.scatter_modelled]
         # one plane's halo alone is too uncertain (0.17 on a lateral view with scatter)
-        if len(fitted) < 2 or any(p.halo_weight < HALO_DECIDE_WEIGHT for p in fitted):
+        if len(fitted) < 2 or any(p.halo.weight < HALO_DECIDE_WEIGHT for p in fitted):
             return
-        scales = [p.halo_scale for p in fitted]
+        scales = [p.halo.scale for p in fitted]
         scale = float(np.mean(scales))
         if scale >= SCATTER_SEEN_ABOVE:
             self.scatter_seen = True

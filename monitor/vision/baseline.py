@@ -8,12 +8,13 @@ steel) are shifted by the same sub-pixel warp in one call, as channels of one im
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
 from monitor.vision.anatomy import Cannula
+from monitor.vision.cement import CementMap, Registration, shift_image
 
 # The channels of the layer image (h, w, 4) float32, shifted together each frame.
 LAYER_ATTENUATION = 0  # the baseline's primary attenuation (log units)
@@ -50,6 +51,73 @@ class BaselineState:
             None if self.prior is None else (self.prior[0][w], self.prior[1][w]),
             None if self.scatter_layers is None else self.scatter_layers[w],
         )
+
+
+def shifted_layers(layers: np.ndarray, dx: float, dy: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The layers (h, w, 4) shifted by the breathing shift (dx, dy) working pixels, in one
+    warp; with the pixels the shifted baseline may not cover (a border as wide as the
+    shift, plus two pixels, all round), and the pixels not to compare: those and the
+    excluded layer's. Both (h, w) bool."""
+    shifted = shift_image(layers, dx, dy)
+    bx, by = int(np.ceil(abs(dx))) + 2, int(np.ceil(abs(dy))) + 2
+    uncovered = np.zeros(shifted.shape[:2], bool)
+    uncovered[:by, :] = uncovered[-by:, :] = uncovered[:, :bx] = uncovered[:, -bx:] = True
+    exclude = (shifted[..., LAYER_EXCLUDED] > EXCLUDED_ABOVE) | uncovered
+    return shifted, uncovered, exclude
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One frame against the baseline over the ROI: arrays (h, w) in working pixels of it."""
+
+    shift: tuple[float, float]  # the breathing shift (dx, dy) of the frame, working pixels
+    difference: np.ndarray  # float32, log units: cement positive, the background's median 0
+    layers: np.ndarray  # (h, w, 4) the baseline's layers shifted with the frame (see LAYER_*)
+    uncovered: np.ndarray  # bool: the border the shifted baseline may not cover
+    exclude: np.ndarray  # bool: not compared (the excluded layer's, and ``uncovered``)
+    intensity_before: np.ndarray | None  # (h, w, 2) the baseline's intensity and scatter, shifted
+
+
+def compare_with_baseline(
+    attenuation: np.ndarray,
+    state: BaselineState,
+    registration: Registration,
+    start: tuple[float, float],
+    bolus: np.ndarray | None,
+    intensity: np.ndarray | None = None,
+    without_scatter: bool = False,
+) -> Comparison:
+    """Register a frame's primary ``attenuation`` over the ROI, (h, w) log units, to the
+    baseline, starting from the shift ``start`` and leaving the growing ``bolus`` (bool, or
+    None) out, and difference the two. With ``intensity`` (the frame's measured intensity
+    over the ROI), the baseline's is shifted too; ``without_scatter`` then differences the
+    measured intensities themselves, for images found to hold no scatter."""
+    ignore = state.exclude if bolus is None else (state.exclude | bolus)
+    dx, dy = registration.shift(attenuation, ignore, start)
+    layers, uncovered, exclude = shifted_layers(state.layers, dx, dy)
+    before = None if intensity is None else shift_image(state.scatter_layers, dx, dy)
+    if without_scatter:
+        difference = np.log(before[..., 0] / intensity)
+    else:
+        difference = attenuation - layers[..., LAYER_ATTENUATION]
+    background = ~exclude if bolus is None else ~(exclude | bolus)
+    sample = difference[::3, ::3][background[::3, ::3]]
+    difference -= float(np.median(sample)) if sample.size else 0.0
+    return Comparison((dx, dy), difference, layers, uncovered, exclude, before)
+
+
+def with_prior(cement: CementMap, prior: tuple[np.ndarray, np.ndarray] | None, shift) -> CementMap:
+    """``cement`` plus the cement that was already in the baseline (``prior``: its mask and
+    log units over the ROI, or None), moved by the breathing ``shift`` (dx, dy)."""
+    if prior is None:
+        return cement
+    mask, values = prior
+    dx, dy = shift
+    return replace(
+        cement,
+        mask=cement.mask | (shift_image(mask.astype(np.float32), dx, dy) > 0.5),
+        difference=cement.difference + shift_image(values, dx, dy),
+    )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,221 @@
+"""What one plane learns from its first frames, before anything is measured.
+
+From the first ``Detection.baseline_frames`` frames of a plane: how its stored values map
+to attenuation, the cannulas, a region of interest around the first cannula's tip, the
+registered mean baseline over it with the layers shifted with it (see
+``monitor.vision.baseline``), the cement already in it if monitoring began late, and the
+vertebral body. :func:`learn_plane_baseline` is pure: frames and settings in, a frozen
+:class:`PlaneBaseline` out; :class:`~monitor.vision.analysis.PlaneAnalyzer` measures every
+later frame against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from monitor.vision.anatomy import (
+    ApBody,
+    Cannula,
+    LateralBody,
+    NotFound,
+    exposed_field,
+    find_ap_body,
+    find_cannulas,
+    find_lateral_body,
+    shaft_band,
+)
+from monitor.vision.baseline import BaselineState, find_cement_in_baseline
+from monitor.vision.body import lies_inside
+from monitor.vision.caveats import Caveat, CaveatCode
+from monitor.vision.cement import Registration, shift_image
+from monitor.vision.intensity import IntensityModel, model_for
+from monitor.vision.pixels import PixelGrid
+from monitor.vision.scatter import ScatterPhysics, primary_attenuation
+
+ROI_FRACTION_WITHOUT_SCALE = 0.3  # half the ROI around the tip, as a share of the frame's larger side
+COLLIMATION_MARGIN_PX = 9  # working pixels the exposed field is shrunk by: its edge is never compared
+STEEL_WIDTH_FACTOR = 1.15  # the steel left out of the sleeve: the cannula's width times this
+
+
+@dataclass(frozen=True)
+class PlaneBaseline:
+    """What a plane's first frames say. Pixel positions are working pixels of the whole
+    frame (``roi``: x0, y0, x1, y1); the arrays of ``state`` cover ``roi``."""
+
+    model: IntensityModel  # stored values to attenuation
+    cannulas: list[Cannula]  # found on the first frame, the first one's tip leading
+    roi: tuple[int, int, int, int]  # around the first cannula's tip (the whole frame without one)
+    state: BaselineState  # the registered mean baseline and its layers over ``roi``
+    body: LateralBody | ApBody | None  # the vertebral body (None: not found)
+    anatomy_error: Caveat | None  # why the safety rules cannot be checked (None: they can)
+    caveats: tuple[Caveat, ...]  # what every result of the plane must say from now on
+
+
+def learn_plane_baseline(
+    frames: list[np.ndarray],
+    plane: str,
+    photometric: str,
+    relationship: str | None,
+    bits_stored: int,
+    grid: PixelGrid,
+    physics: ScatterPhysics,
+    cement_mu_per_mm: float,
+    roi_half_mm: float,
+) -> PlaneBaseline:
+    """The baseline of one plane from its first ``frames`` (each (H, W), stored values)."""
+    caveats: list[Caveat] = []
+    model = model_for(photometric, relationship, bits_stored, frames)
+    if model.relationship == "LOG" and not model.log_scale_measured:
+        caveats.append(
+            Caveat(
+                CaveatCode.LOG_SCALE_GUESSED,
+                "the LOG detector's scale could not be measured from its noise"
+                " (filtered or too few frames); volumes assume three decades over the full range"
+                " until syringe volumes are entered",
+            )
+        )
+
+    def primary(pixels, scatter=True, parts=False):
+        return primary_attenuation(pixels, grid, model, physics, None, scatter, parts)
+
+    fits = bool(grid.full_pixel_mm) and physics.scatter_fraction > 0
+    parts = [primary(f, parts=True) if fits else (primary(f), None, None) for f in frames]
+    plain = primary(frames[0], scatter=False)  # finding steel and bone needs no scatter correction
+    anatomy_error = None
+    try:
+        cannulas = find_cannulas(plain, grid.pixel_mm)
+    except NotFound as e:
+        cannulas = []
+        anatomy_error = Caveat(CaveatCode.NO_CANNULA, str(e))
+    roi = roi_around_tip(parts[0][0].shape, cannulas, grid.pixel_mm, roi_half_mm)
+    attenuation, scatter_layers = register_frames(parts, roi, fits)
+    exclude, layers = baseline_layers(attenuation, plain, cannulas, roi, plane)
+    x0, y0, x1, y1 = roi
+    state = BaselineState(attenuation, layers, exclude[y0:y1, x0:x1], None, scatter_layers)
+    body = None
+    if cannulas and grid.pixel_mm:
+        state, body, error, prior_caveat = _find_body(
+            plain, exclude, state, cannulas, roi, plane, grid, cement_mu_per_mm
+        )
+        anatomy_error = error or anatomy_error
+        caveats += [prior_caveat] if prior_caveat else []
+    elif cannulas:
+        anatomy_error = Caveat(CaveatCode.UNCALIBRATED, "no millimetre scale, so no wall distance")
+    return PlaneBaseline(model, cannulas, roi, state, body, anatomy_error, tuple(caveats))
+
+
+def roi_around_tip(
+    shape: tuple[int, int], cannulas: list[Cannula], pixel_mm: float | None, half_mm: float
+) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) working pixels: ``half_mm`` around the first cannula's tip (without a
+    scale, ROI_FRACTION_WITHOUT_SCALE of the frame's larger side), the whole frame without one."""
+    h, w = shape
+    if not cannulas:
+        return 0, 0, w, h
+    tx, ty = cannulas[0].tip
+    half = half_mm / pixel_mm if pixel_mm else ROI_FRACTION_WITHOUT_SCALE * max(h, w)
+    return int(max(0, tx - half)), int(max(0, ty - half)), int(min(w, tx + half)), int(min(h, ty + half))
+
+
+def register_frames(parts: list, roi: tuple[int, int, int, int], fits: bool):
+    """The baseline: the frames' attenuation over ``roi`` registered to the first and
+    averaged, (h, w) float32; with ``fits``, their measured intensity and modelled scatter
+    likewise, (h, w, 2) float32 (else None). ``parts``: per frame, (attenuation, intensity,
+    scatter) over the whole frame."""
+    x0, y0, x1, y1 = roi
+    first = Registration(parts[0][0][y0:y1, x0:x1])
+    registered, measured = [first.reference], []
+    for i, (att, intensity, scatter) in enumerate(parts):
+        dx, dy = (0.0, 0.0) if i == 0 else first.shift(att[y0:y1, x0:x1])
+        if i:
+            registered.append(shift_image(att[y0:y1, x0:x1], -dx, -dy))
+        if fits:  # the intensity and the scatter modelled in it, for refitting the scatter
+            measured.append(shift_image(cv2.merge([intensity, scatter])[y0:y1, x0:x1], -dx, -dy))
+    attenuation = np.mean(registered, axis=0).astype(np.float32)
+    return attenuation, (np.mean(measured, axis=0).astype(np.float32) if fits else None)
+
+
+def baseline_layers(
+    attenuation: np.ndarray, plain: np.ndarray, cannulas: list[Cannula], roi: tuple, plane: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels never to compare over the whole frame, (H, W) bool, and the layers shifted
+    with the baseline over ``roi`` (see LAYER_*), (h, w, 4) float32. ``plain``: the first
+    frame's attenuation without scatter correction, (H, W)."""
+    x0, y0, x1, y1 = roi
+    smooth = cv2.GaussianBlur(attenuation, (0, 0), 1.0)
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8
+    gradient = cv2.magnitude(gx, gy)
+    # Pixels never to compare: the cannulas (their lumen fills with cement) and
+    # anything outside the collimated field (its edge does not move with the patient).
+    kernel = np.ones((COLLIMATION_MARGIN_PX, COLLIMATION_MARGIN_PX), np.uint8)
+    outside = ~cv2.erode(exposed_field(plain).astype(np.uint8), kernel).astype(bool)
+    exclude = outside.copy()
+    for c in cannulas:
+        exclude |= c.mask
+    window = exclude[y0:y1, x0:x1]
+    sleeve = np.zeros_like(window)
+    if plane == "lateral" and cannulas:
+        # Cement running back along the shaft, in a sleeve narrower than the band
+        # excluded above, may be the front: for it only the steel itself is left out.
+        steel = np.any(
+            [shaft_band(plain.shape, c.tip, c.direction, c.width_px, STEEL_WIDTH_FACTOR) for c in cannulas], 0
+        )
+        sleeve = (exclude & ~outside & ~steel)[y0:y1, x0:x1]
+    layers = cv2.merge(  # in the order of LAYER_*
+        [attenuation, gradient, window.astype(np.float32), sleeve.astype(np.float32)]
+    )
+    return exclude, layers
+
+
+def _find_body(
+    plain: np.ndarray,
+    exclude: np.ndarray,
+    state: BaselineState,
+    cannulas: list[Cannula],
+    roi: tuple,
+    plane: str,
+    grid: PixelGrid,
+    cement_mu_per_mm: float,
+):
+    """The body on the first frame, after the cement already in the baseline, if any, is
+    found and painted out. Returns the state with that cement as its ``prior``, the body (or
+    None), why it is missing (or None), and the caveat the cement in the baseline brings."""
+    x0, y0, x1, y1 = roi
+    prior_caveat = None
+    found = find_cement_in_baseline(
+        state.attenuation, state.exclude, cannulas, roi[:2], grid.pixel_mm, cement_mu_per_mm
+    )
+    if found is not None:
+        state = BaselineState(
+            state.attenuation, state.layers, state.exclude, (found.mask, found.values), state.scatter_layers
+        )
+        prior_caveat = Caveat(
+            CaveatCode.CEMENT_IN_BASELINE,
+            f"about {found.volume_ml:.1f} mL was already there when monitoring began,"
+            " estimated from the first frames and counted in distance, leaks and volume",
+        )
+        # its edges are not the body's: look for the body without it
+        plain = plain.copy()
+        hole = found.values > 0
+        window = plain[y0:y1, x0:x1]
+        filled = cv2.inpaint(window, (hole | state.exclude).astype(np.uint8), 5, cv2.INPAINT_TELEA)
+        window[hole] = filled[hole]
+    body, error = None, None
+    try:
+        find = find_lateral_body if plane == "lateral" else find_ap_body
+        body = find(plain, cannulas[0], grid.pixel_mm, exclude)
+    except NotFound as e:
+        error = Caveat(CaveatCode.NO_ANATOMY, str(e))
+    if state.prior is not None and (
+        body is None or not lies_inside(state.prior[0], body, roi[:2], grid.pixel_mm)
+    ):
+        body = None
+        error = Caveat(
+            CaveatCode.NO_ANATOMY,
+            "cement already in the baseline hides the body's outline (draw the posterior wall to measure)",
+        )
+    return state, body, error, prior_caveat

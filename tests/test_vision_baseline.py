@@ -1,0 +1,120 @@
+"""The baseline a plane learns from its first frames, and each frame compared with it:
+small synthetic arrays for the pure parts, the bundled recordings for learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from monitor.io.dicom import open_recording
+from monitor.recordings import bundled_recordings
+from monitor.vision.anatomy import LateralBody
+from monitor.vision.baseline import (
+    LAYER_ATTENUATION,
+    LAYER_EXCLUDED,
+    BaselineState,
+    compare_with_baseline,
+    shifted_layers,
+    with_prior,
+)
+from monitor.vision.caveats import CaveatCode
+from monitor.vision.cement import CementMap, Registration
+from monitor.vision.pixels import PixelGrid
+from monitor.vision.plane_baseline import learn_plane_baseline, roi_around_tip
+from monitor.vision.scatter import ScatterPhysics
+
+
+def _textured(h: int = 64, w: int = 80, seed: int = 0) -> np.ndarray:
+    """A smooth random texture (log units), with edges a registration can hold on to."""
+    import cv2
+
+    noise = np.random.default_rng(seed).normal(0, 1, (h, w)).astype(np.float32)
+    return cv2.GaussianBlur(noise, (0, 0), 2.0) * 4
+
+
+def _state(attenuation: np.ndarray, exclude: np.ndarray | None = None) -> BaselineState:
+    h, w = attenuation.shape
+    exclude = np.zeros((h, w), bool) if exclude is None else exclude
+    layers = np.zeros((h, w, 4), np.float32)
+    layers[..., LAYER_ATTENUATION] = attenuation
+    layers[..., LAYER_EXCLUDED] = exclude
+    return BaselineState(attenuation, layers, exclude, None, None)
+
+
+def test_shifted_layers_leave_the_border_the_shift_uncovers_out():
+    layers = np.zeros((20, 30, 4), np.float32)
+    layers[5:8, 10:12, LAYER_EXCLUDED] = 1.0
+    shifted, uncovered, exclude = shifted_layers(layers, 3.0, 0.0)
+    assert uncovered[:, :5].all() and uncovered[:, -5:].all()  # ceil(3) + 2 each side
+    assert uncovered[:2].all() and not uncovered[10, 10]
+    assert exclude[5:8, 13:15].all() and not exclude[5:8, 10:12].any()  # the steel moved 3 right
+    assert np.array_equal(exclude, uncovered | (shifted[..., LAYER_EXCLUDED] > 0.25))
+
+
+def test_a_frame_is_registered_to_the_baseline_and_its_cement_stands_out():
+    """A frame moved 1.5 pixels by breathing, with a blob of cement and a uniform offset
+    (exposure): the shift is found, the background's median is 0, the blob positive."""
+    from monitor.vision.cement import shift_image
+
+    base = _textured()
+    frame = shift_image(base, 1.5, -1.0) + 0.3
+    frame[30:36, 40:46] += 0.8
+    c = compare_with_baseline(frame, _state(base), Registration(base), (0.0, 0.0), None)
+    assert c.shift == pytest.approx((1.5, -1.0), abs=0.1)
+    inside = ~c.exclude
+    assert abs(float(np.median(c.difference[inside]))) < 0.02
+    assert c.difference[31:35, 41:45].min() > 0.6
+    assert c.intensity_before is None
+
+
+def test_cement_already_in_the_baseline_is_added_where_the_frame_moved_it():
+    mask = np.zeros((20, 20), bool)
+    mask[5:9, 5:9] = True
+    values = np.where(mask, 1.0, 0.0).astype(np.float32)
+    cement = CementMap(np.zeros((20, 20), np.float32), np.zeros((20, 20), bool), np.full((20, 20), 0.1), 0.02)
+    assert with_prior(cement, None, (2.0, 0.0)) is cement
+    moved = with_prior(cement, (mask, values), (2.0, 0.0))
+    assert moved.mask[5:9, 7:11].all() and not moved.mask[5:9, 5:7].any()
+    assert moved.difference[6, 8] == pytest.approx(1.0)
+
+
+def test_the_roi_is_around_the_first_tip_and_clipped_to_the_frame():
+    class Tip:
+        tip = (10.0, 50.0)
+
+    assert roi_around_tip((100, 120), [], 0.25, 42.0) == (0, 0, 120, 100)
+    assert roi_around_tip((100, 120), [Tip()], 0.5, 20.0) == (0, 10, 50, 90)
+    assert roi_around_tip((100, 120), [Tip()], None, 20.0) == (0, 14, 46, 86)  # 30 % of 120
+
+
+def test_a_plane_learns_its_cannula_body_and_baseline_from_the_first_frames():
+    r = next(r for r in bundled_recordings() if r.name == "posterior-leak")
+    with open_recording(r.lateral) as rec:
+        info = rec.info
+        frames = [rec.frame(i) for i in range(3)]
+    grid = PixelGrid.for_spacing(info.spacing_at_vertebra_mm()[0])
+    learnt = learn_plane_baseline(
+        frames,
+        "lateral",
+        info.photometric,
+        info.intensity_relationship,
+        info.bits_stored,
+        grid,
+        ScatterPhysics(0.15, 20.0),
+        0.25,
+        42.0,
+    )
+    x0, y0, x1, y1 = learnt.roi
+    assert learnt.cannulas and x0 <= learnt.cannulas[0].tip[0] <= x1 and y0 <= learnt.cannulas[0].tip[1] <= y1
+    assert isinstance(learnt.body, LateralBody) and learnt.anatomy_error is None
+    assert learnt.state.attenuation.shape == learnt.state.exclude.shape == (y1 - y0, x1 - x0)
+    assert learnt.state.scatter_layers.shape == (y1 - y0, x1 - x0, 2)  # a scale and scatter: modelled
+    assert learnt.state.prior is None and learnt.caveats == ()
+    assert learnt.state.exclude.any()  # the steel is never compared
+
+    blank_scale = learn_plane_baseline(
+        frames, "lateral", info.photometric, info.intensity_relationship, info.bits_stored,
+        PixelGrid.for_spacing(None), ScatterPhysics(0.15, 20.0), 0.25, 42.0,
+    )  # fmt: skip
+    assert blank_scale.body is None and blank_scale.anatomy_error.code == CaveatCode.UNCALIBRATED
+    assert blank_scale.state.scatter_layers is None
