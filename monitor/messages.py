@@ -300,6 +300,8 @@ HEADER_ONLY = {HEARTBEAT_TOPIC, END_TOPIC, STATUS_TOPIC, COMMAND_TOPIC, *RESULT_
 
 
 def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status | Command:
+    """A header-only message (heartbeat, end, result, status, command) from its topic and parsed
+    JSON, its fields checked; MessageError says what was wrong."""
     session = _field(raw, "session", str)
     send_time = _number(raw, "send_time")
     if topic == COMMAND_TOPIC:
@@ -325,6 +327,11 @@ def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status |
             None if age is None else _number(raw, "age_ms"),
             raw.get("plane") if raw.get("plane") in PLANES else None,
         )
+    return _result(topic, session, send_time, raw)
+
+
+def _result(topic: bytes, session: str, send_time: float, raw: dict) -> Result:
+    """A result from its topic (its plane) and parsed JSON, every field the wire gives checked."""
     plane = next(p for p, t in RESULT_TOPICS.items() if t == topic)
     if raw.get("plane") != plane:
         raise MessageError("garbled", f"result plane {raw.get('plane')!r} on topic {topic.decode()}")

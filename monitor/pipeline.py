@@ -220,41 +220,13 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     Returns 0 when the run completed and (with a session) everything was
     logged; 3 when something was lost or a process failed.
     """
-    for role in ("frames", "results", "flow", "control"):  # before any process starts
-        check_endpoint(getattr(spec.endpoints, role), role)
-    if spec.analyzer:  # what the analyzer will bind: said here in one line, not in its traceback
-        probe_bind(spec.endpoints.results, "results")
-        probe_bind(spec.endpoints.control, "control")
-    # and the keys the children will hold (monitor.io.security), likewise
-    security.require(
-        [SERVER_KEY, *(["analyzer"] if spec.analyzer else []), *(["logger"] if spec.session_dir else [])]
-    )
+    # Over 60 lines on purpose: the run's lifetime (start, publish, drain, sign) in one place,
+    # so that every way out (an interrupt, a failed source, a consumer dead too often) is
+    # seen beside the sockets and processes it must release.
+    _preflight(spec)
     session = uuid.uuid4().hex[:12]
     ctx = multiprocessing.get_context("spawn")
-    plans: dict[str, tuple] = {}  # name -> (target, args): how to (re)start each consumer
-    if spec.analyzer:
-        plans["analyzer"] = (
-            _analyzer_main,
-            (
-                spec.endpoints,
-                session,
-                spec.stale_ms,
-                spec.session_dir,
-                spec.level,
-                os.getpid(),
-                spec.analysis,
-            ),
-        )
-    if spec.session_dir:
-        # One session, one log: appending a second run (another patient, a QA replay pointed
-        # at a live session's folder) would merge two records into one "complete" one.
-        if (Path(spec.session_dir) / DB_NAME).exists():
-            raise MonitorError(
-                f"{spec.session_dir}: already holds a session log (in use or closed); "
-                "give a new --session directory"
-            )
-        meta = {"session": session, "level": spec.level, "software_version": __version__, **spec.meta}
-        plans["logger"] = (_logger_main, (spec.endpoints, spec.session_dir, meta, os.getpid()))
+    plans = _consumer_plans(spec, session)
     wait_for = list(plans)
     flow = FlowServer(spec.endpoints.flow)
     try:
@@ -273,7 +245,6 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
         viewer.start()
     interrupted = False
     failure: Exception | None = None
-    signed = True
 
     def stop_requested() -> bool:
         """Restart a consumer that died; stop once one has died too often."""
@@ -308,22 +279,77 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     finally:
         publisher.close()
         flow.close()
-        if spec.session_dir:
-            writing = [name for name, child in children.items() if child.is_alive()]
-            if writing:  # a second interrupt during the drain: a writer may still append
-                say(f"the session log is not signed: {', '.join(writing)} still running")
-                signed = False
-            else:
-                signed = _sign(Path(spec.session_dir), say)
+        signed = _sign_when_written(spec, children, say)
     if failure is not None:
         if viewer is not None:
             viewer.terminate()
         raise failure
-    elapsed = time.monotonic() - started
-    codes = {name: child.exitcode for name, child in children.items()}
     if sent is not None:
         counts = ", ".join(f"{n} {p}" for p, n in sent.items())
-        say(f"published {counts} frames in {elapsed:.1f} s")
+        say(f"published {counts} frames in {time.monotonic() - started:.1f} s")
+    return _outcome(spec, children, viewer, interrupted, signed, say)
+
+
+def _sign_when_written(spec: RunSpec, children: dict, say) -> bool:
+    """Sign the session log, if any, once no consumer can append to it; False (said) when
+    one still runs (a second interrupt during the drain) or it could not be signed."""
+    if not spec.session_dir:
+        return True
+    writing = [name for name, child in children.items() if child.is_alive()]
+    if writing:
+        say(f"the session log is not signed: {', '.join(writing)} still running")
+        return False
+    return _sign(Path(spec.session_dir), say)
+
+
+def _preflight(spec: RunSpec) -> None:
+    """What would fail in a child, said here in one line before any process starts: the
+    endpoints, what the analyzer will bind, and the keys the children will hold
+    (``monitor.io.security``)."""
+    for role in ("frames", "results", "flow", "control"):
+        check_endpoint(getattr(spec.endpoints, role), role)
+    if spec.analyzer:
+        probe_bind(spec.endpoints.results, "results")
+        probe_bind(spec.endpoints.control, "control")
+    security.require(
+        [SERVER_KEY, *(["analyzer"] if spec.analyzer else []), *(["logger"] if spec.session_dir else [])]
+    )
+
+
+def _consumer_plans(spec: RunSpec, session: str) -> dict[str, tuple]:
+    """name -> (target, args): how to (re)start each consumer of the run."""
+    plans: dict[str, tuple] = {}
+    if spec.analyzer:
+        plans["analyzer"] = (
+            _analyzer_main,
+            (
+                spec.endpoints,
+                session,
+                spec.stale_ms,
+                spec.session_dir,
+                spec.level,
+                os.getpid(),
+                spec.analysis,
+            ),
+        )
+    if spec.session_dir:
+        # One session, one log: appending a second run (another patient, a QA replay pointed
+        # at a live session's folder) would merge two records into one "complete" one.
+        if (Path(spec.session_dir) / DB_NAME).exists():
+            raise MonitorError(
+                f"{spec.session_dir}: already holds a session log (in use or closed); "
+                "give a new --session directory"
+            )
+        meta = {"session": session, "level": spec.level, "software_version": __version__, **spec.meta}
+        plans["logger"] = (_logger_main, (spec.endpoints, spec.session_dir, meta, os.getpid()))
+    return plans
+
+
+def _outcome(spec: RunSpec, children: dict, viewer, interrupted: bool, signed: bool, say) -> int:
+    """The run's exit status, once the source has ended and the consumers are done: 3 when a
+    process failed or the log is not signed, 4 when a level was not monitored, 130 when
+    interrupted, else 0; each said. Waits for the viewer window to close."""
+    codes = {name: child.exitcode for name, child in children.items()}
     failed = {n: c for n, c in codes.items() if c != 0}
     unmonitored = []
     if spec.session_dir:
