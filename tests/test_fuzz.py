@@ -204,6 +204,8 @@ def test_flipped_bytes_in_the_bundled_stream_decode_or_are_refused(tmp_path, byt
 @settings(FUZZ, max_examples=max(5, EXAMPLES // 20))
 @given(seed=st.integers(0, 2**32 - 1), level=st.floats(100, 4000), spread=st.floats(1, 500))
 def test_a_bead_grid_is_never_found_in_noise(seed, level, spread):
+    """Noise is refused: no grid found, or (faint noise, seed 1708201 at 100 +/- 1) specks
+    found that do not form a square lattice. Either way no profile comes of it."""
     image = np.random.default_rng(seed).normal(level, spread, (256, 256)).astype(np.float32)
-    with pytest.raises(CalibrationError, match="grid not found"):
+    with pytest.raises(CalibrationError, match="grid not found|do not form a square grid"):
         fit_grid(image, 5.0)
