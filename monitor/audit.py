@@ -198,11 +198,15 @@ def _caveat_kind(result: dict):
 
 
 def _level_report(lv: dict) -> dict:
+    """One level's part of the QA contract from its results, events and alarms (``lv``): per-instant
+    rows, caveats, volumes, alarms, reaction times."""
     # One row per acquisition instant, both planes' results of that instant merged: planes
     # at different frame rates must not be merged by frame index (AP frame 10 of a 3.75 fps
     # view is lateral frame 20 of a 7.5 fps one), or the volume runs backwards in time and
     # every reaction time is wrong. Times are rounded to 0.1 ms so that a biplane pair
     # acquired together shares its row.
+    # Over 60 lines on purpose: one pass over the level's results (rows, caveats, cannulas), then its
+    # alarms with the operator's reaction to each, then its events, all read into one report.
     frames: dict[float, dict] = {}
     caveats: dict[tuple[str, str], dict] = {}
     cannulas = 0
@@ -344,6 +348,11 @@ def session_digest(folder: Path) -> dict:
 
 
 def _digest(store: SessionStore) -> dict:
+    """What the summary needs of one session, read with a few SQL queries: per level its volume,
+    syringe volume, closest distance, alarms, leaks, reaction times and whether it was monitored;
+    the operator, and whether the log is complete and trusted."""
+    # Over 60 lines on purpose: one query after another over one log, each result added to the same
+    # digest.
     meta = store.meta()
     first = meta.get("level")
     levels: dict = {}
@@ -451,6 +460,9 @@ def summarize(
     the size and modification time of its log, so a later summary reads only the
     sessions that are new or changed.
     """
+    # Over 60 lines on purpose: the digests read (from the cache, in a pool or one by one), then one
+    # pass over their levels that fills the per operator-and-level groups and the not-monitored list,
+    # then a row per group.
     folders = list(folders)
     cached = DigestCache(cache) if cache is not None else None
     digests: dict[Path, dict] = cached.lookup(folders) if cached else {}

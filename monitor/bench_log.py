@@ -28,6 +28,8 @@ TREATED_LEVELS = ("T11", "T12", "L1", "L2", "L3", "L4")  # where the synthetic s
 
 def run_storage(recording: Path | None, say=print) -> dict:
     """Write every frame of a 1024x1024 recording into a session log, twice over (both planes)."""
+    # Over 60 lines on purpose: a benchmark: set-up, the timed writes and the printed figures in one
+    # place, so what is timed is seen.
     from monitor.io.dicom import open_recording
 
     work = Path(tempfile.mkdtemp(prefix="monitor-storage-"))

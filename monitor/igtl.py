@@ -476,6 +476,9 @@ def run_bridge(
     None; asked while the monitor has been silent for REATTACH_S, so that a bridge attached
     through the run registry follows a monitor that was stopped and started again.
     """
+    # Over 60 lines on purpose: the bridge process's loop, its server and sockets opened (the sockets
+    # reopened on reattaching) and closed in one place, so that every way out (the analyzer's end,
+    # SIGINT or SIGTERM, should_stop) is seen beside what it must close and the handlers it restores.
     server = IgtlServer(host, port, max_clients)
     ctx = zmq.Context()
     streams = _Streams(ctx, frames_endpoint, results_endpoint, control_endpoint)

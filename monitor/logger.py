@@ -40,6 +40,9 @@ def run_logger(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> int:
     """Log one session; returns 0 when everything sent was logged, 3 otherwise."""
+    # Over 60 lines on purpose: the logger process's loop, its sockets and the log opened and closed
+    # in one place, so that every way out (both ends heard, its parent gone, a silent stream, a
+    # failed write) is seen beside what it must close.
     ctx = zmq.Context()
     store = SessionStore.create(session_dir, meta)
     store.add_event("logger", "started", f"pid {os.getpid()}")

@@ -19,6 +19,8 @@ def _pts(points) -> np.ndarray:
 
 def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0) -> np.ndarray:
     """Overlay of one plane's result on its 8-bit frame, resized by ``scale``."""
+    # Over 60 lines on purpose: the overlay's elements drawn in the order they stack (body, 5 mm line,
+    # wall, cement, front, leak boxes, leak labels, readout panel), each a few lines.
     img = cv2.cvtColor(display, cv2.COLOR_GRAY2BGR) if display.ndim == 2 else display.copy()
     if scale != 1.0:
         img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)

@@ -212,6 +212,11 @@ class MonitorWindow(QtWidgets.QWidget):
     # ------------------------------------------------------------------ layout
 
     def _build(self) -> None:
+        """The window's widgets and layout: the alarm banner with its buttons, the two planes' views,
+        the readouts, the distance and volume plots, the operator's controls and status line, and the
+        STOP button (shown in training mode only, where most of the rest is hidden)."""
+        # Over 60 lines on purpose: Qt layout, one row of widgets after another in the order they appear
+        # on the screen, then which of them training mode hides.
         layout = QtWidgets.QVBoxLayout(self)
         top = QtWidgets.QHBoxLayout()
         self.banner = QtWidgets.QLabel("")

@@ -636,6 +636,9 @@ def write_recording(path: str | os.PathLike, frames: np.ndarray, opts: WriteOpti
     MONOCHROME1 is not allowed in the XA IOD, so those recordings are written as
     Radio-Fluoroscopic (RF) objects, which allow it.
     """
+    # Over 60 lines on purpose: the inputs checked, then the file meta and the attributes one
+    # statement each (identifiers, patient, series and equipment; image pixel and frames; cine
+    # timing; geometry and exposure), then the pixels stored and the file saved.
     path = Path(path)
     if frames.ndim != 3:
         raise ValueError(f"frames must be (N, rows, columns), got shape {frames.shape}")

@@ -89,6 +89,10 @@ def load_profile(path: str | Path) -> Profile:
 
 
 def parse_profile(raw, path: Path | None = None) -> Profile:
+    """A calibration profile from its parsed JSON (``raw``), every field it reads checked; ProfileError
+    names the first that is wrong (and the file, given ``path``)."""
+    # Over 60 lines on purpose: each field's checks in turn, in the order the format documents them
+    # (calibration/README.md), then that the profile calibrates something.
     where = f"{path}: " if path else ""
 
     def fail(message: str):

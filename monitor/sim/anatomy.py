@@ -216,6 +216,9 @@ def build_phantom(
     """Treated vertebra with two neighbours each side, discs, posterior
     elements, ribs and lungs at thoracic levels, bowel gas and aortic
     calcifications at lumbar levels."""
+    # Over 60 lines on purpose: the phantom laid down in order on one voxel grid (trabecular noise;
+    # five vertebrae, the treated one fractured, each its cortex, struts and posterior elements;
+    # then ribs, and lungs or bowel gas and calcifications), each a few lines.
     hx, hy, hz = half_extent
     n = (int(round(2 * hz / voxel_mm)), int(round(2 * hy / voxel_mm)), int(round(2 * hx / voxel_mm)))
     grid = Grid(voxel_mm, (-hx, -hy, -hz), n)

@@ -32,6 +32,8 @@ def render_grid(
     sod_mm: float = 750.0,
 ) -> dict:
     """Write a single-frame DICOM of the grid phantom to ``out``; returns the truth."""
+    # Over 60 lines on purpose: the geometry set, the beads drawn through the distortion, the plate,
+    # noise and quantisation added and the DICOM written in one sequence; its truth is that geometry.
     rng = np.random.default_rng(seed)
     det_px = detector_mm / size
     magnification = sid_mm / sod_mm

@@ -80,6 +80,9 @@ def render_view(
 ) -> tuple[np.ndarray, dict, dict]:
     """Every frame of one plane: (frames (F, H, W) uint8/uint16 as the DICOM holds them,
     the detector's history for the truth, the exposure tags to write)."""
+    # Over 60 lines on purpose: the image chain in the order a room applies it (spectrum, body,
+    # cement, scatter, glare, detector, brightness control, processing, video or digitiser), each
+    # step a few lines on the running image and the drawn room; split, each would take and return both.
     from monitor.sim.simulate import NOISE_LEVELS, _bbox, _digitise, _output_scale, _roi, _shift, _sub_grid
 
     world.validate()

@@ -121,6 +121,9 @@ class SimConfig:
 
 def simulate(cfg: SimConfig, outdir: str | Path, progress: Callable[[str], None] | None = None) -> dict:
     """Render one case into ``outdir``; returns the truth dictionary."""
+    # Over 60 lines on purpose: one case from phantom to files in the order it is made (anatomy,
+    # needle, cement over time, both projections, truth); the steps share the case's geometry and
+    # its random stream, whose order the bundled recordings depend on.
     cfg.validate()
     say = progress or (lambda _msg: None)
     started = time.perf_counter()

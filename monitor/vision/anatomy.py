@@ -135,6 +135,8 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
     of a vertebral body (and line up only across disc gaps); the shaft is the
     only ridge that reaches the edge of the field.
     """
+    # Over 60 lines on purpose: the ridge image, its straight lines and the choice among them in one
+    # pass, the reason a line is refused (near vertical, horizontal, too short) beside each test.
     h, w = att.shape
     # A hollow tube projects as two thin walls; blurred over about a millimetre
     # (0.6% of a typical 120-160 mm field when the scale is unknown) it is one band.
@@ -384,6 +386,9 @@ def _edge_points(
     while the far flank of the next body's endplate, a dense line, falls back to bone.
     Returns (position_along, position_across, strength) for each usable line.
     """
+    # Over 60 lines on purpose: one profile per line across the band (read along x or y), with the
+    # guards that pick its edge (the masked ``exclude`` pixels, interior maxima only, the step down, the
+    # cortical ridge and its outer half-level) beside the step they guard.
     h, w = grad.shape
     ox, oy = origin
     out = []

@@ -131,6 +131,8 @@ GRID_MAX_ANISOTROPY = 0.02  # row and column spacing may differ by this fraction
 
 def fit_grid(image: np.ndarray, pitch_mm: float, dense_dark: bool = True) -> GridFit:
     """Scale and radial distortion from an image of a square bead grid of ``pitch_mm``."""
+    # Over 60 lines on purpose: beads found, indexed on a lattice and refitted outwards, then the
+    # spacing read and the lattice checked, in one pass whose intermediate arrays each later step reads.
     points = find_beads(image, dense_dark)
     if len(points) < 25:
         raise CalibrationError(f"grid not found: {len(points)} bead(s) detected, at least 25 needed")
@@ -262,6 +264,8 @@ def fit_needle(att: np.ndarray, tip, direction, gauge: int, length_px: float | N
     group's profile fitted with a blurred tube; the spread of the groups gives the
     uncertainty.
     """
+    # Over 60 lines on purpose: cross-sections sampled, grouped, fitted and agreed in one pass whose
+    # intermediate arrays each later step reads.
     if gauge not in NEEDLE_OUTER_MM:
         raise CalibrationError(f"gauge {gauge}: known gauges are {', '.join(map(str, NEEDLE_OUTER_MM))}")
     outer_mm = NEEDLE_OUTER_MM[gauge]

@@ -83,6 +83,9 @@ def measure_log_scale(frames: list[np.ndarray], photometric: str, bits_stored: i
     dropped once k is known: there electronic noise and the Poisson floor bend
     the curve away from k^2 / q.
     """
+    # Over 60 lines on purpose: the estimate and the checks that refuse it (too few frames or usable
+    # pixels, filtered noise, too few bins or too narrow a range, a slope that does not fall, an
+    # implausible k), each beside the step it guards.
     if len(frames) < 2:
         return None
     top = 2**bits_stored - 1

@@ -204,6 +204,8 @@ def read_cement(
     reaching ``leak_min_depth_mm`` beyond it, by site: lateral posterior (the canal), disc
     and paravertebral; AP paravertebral only (endplates are seen obliquely there).
     """
+    # Over 60 lines on purpose: the front (lateral) and the leak sites read from the same signed
+    # distances to the outline over one window around the cement; split, both parts would take them.
     reading = CementReading()
     if not cement.mask.any():
         return reading
