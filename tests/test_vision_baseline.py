@@ -118,3 +118,30 @@ def test_a_plane_learns_its_cannula_body_and_baseline_from_the_first_frames():
     )  # fmt: skip
     assert blank_scale.body is None and blank_scale.anatomy_error.code == CaveatCode.UNCALIBRATED
     assert blank_scale.state.scatter_layers is None
+
+
+def test_the_anatomy_priors_decide_which_outlines_are_refused():
+    """An outline outside the priors is refused with what was wrong, and a plane configured
+    with them (AnalysisConfig.anatomy) says so on every result and checks no rule."""
+    from monitor.vision.analysis import AnalysisConfig, PlaneAnalyzer
+    from monitor.vision.anatomy import AnatomyPriors
+
+    r = next(r for r in bundled_recordings() if r.name == "posterior-leak")
+    with open_recording(r.lateral) as rec:
+        info = rec.info
+        frames = [rec.frame(i) for i in range(5)]
+    pixel_mm = info.spacing_at_vertebra_mm()[0]
+    deep = AnatomyPriors(depth_mm=(60.0, 80.0))  # no lumbar body is this deep
+    learnt = learn_plane_baseline(
+        frames[:3], "lateral", info.photometric, info.intensity_relationship, info.bits_stored,
+        PixelGrid.for_spacing(pixel_mm), ScatterPhysics(0.15, 20.0), 0.25, 42.0, deep,
+    )  # fmt: skip
+    assert learnt.body is None and learnt.anatomy_error.code == CaveatCode.NO_ANATOMY
+    assert "implausible vertebral body (depth" in learnt.anatomy_error.detail
+    plane = PlaneAnalyzer(
+        "lateral", info.photometric, info.intensity_relationship, info.bits_stored, pixel_mm,
+        AnalysisConfig(anatomy=deep),
+    )  # fmt: skip
+    last = [plane.process(f, i) for i, f in enumerate(frames)][-1]
+    assert CaveatCode.NO_ANATOMY in {c.code for c in last.caveats}
+    assert last.checked == () and last.distance_mm is None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from monitor.vision.alarms import PLANE_CHECKS, AlarmConfig, AlarmEngine
-from monitor.vision.anatomy import ApBody, LateralBody
+from monitor.vision.anatomy import AnatomyPriors, ApBody, LateralBody
 from monitor.vision.baseline import (
     LAYER_GRADIENT,
     LAYER_SLEEVE,
@@ -96,6 +96,7 @@ class AnalysisConfig:
 
     physics: Physics = field(default_factory=Physics)
     detection: Detection = field(default_factory=Detection)
+    anatomy: AnatomyPriors = field(default_factory=AnatomyPriors)
     alarms: AlarmConfig = field(default_factory=AlarmConfig)
     operator: OperatorInput = field(default_factory=OperatorInput)
 
@@ -253,6 +254,7 @@ class PlaneAnalyzer:
             self.physics,
             c.physics.cement_mu_per_mm,
             c.detection.roi_half_mm,
+            c.anatomy,
         )
         self._first_frames = []
         self.body, self.anatomy_error = self.learnt.body, self.learnt.anatomy_error

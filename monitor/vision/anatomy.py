@@ -25,6 +25,58 @@ from monitor.vision.sampling import Border, sample_points
 
 
 @dataclass(frozen=True)
+class AnatomyPriors:
+    """What a treated vertebral body is taken to look like, in millimetres at the vertebra:
+    where its walls and endplates are looked for around the cannula tip, and the outlines
+    refused as no vertebra's. From adult T5-L5 anatomy (see :func:`_check_plausible`), not
+    tuned per case: an outline outside these is refused, and the operator draws the wall."""
+
+    depth_mm: tuple[float, float] = (18.0, 55.0)  # anterior to posterior wall at the tip (lateral)
+    height_mm: tuple[float, float] = (10.0, 38.0)  # endplate to endplate at the tip (fractured: low)
+    max_wall_tilt_deg: float = 25.0  # the posterior wall off perpendicular to the endplates
+    min_tip_inside_mm: float = 2.0  # the tip this far inside (lateral: the posterior wall; AP: each side)
+    min_endplate_gap_mm: float = 8.0  # endplates closer than this are not one body's
+    endplate_search_mm: tuple[float, float] = (2.0, 22.0)  # from the tip, up and down
+    wall_search_mm: tuple[float, float] = (1.0, 30.0)  # lateral view: from the tip, each way
+    ap_wall_search_mm: tuple[float, float] = (10.0, 30.0)  # AP view: out from the midline (past the pedicles)
+    midline_search_mm: float = 25.0  # AP view: the midline within this of the tip
+    midline_reach_mm: float = 22.0  # AP view: mirror symmetry compared this far each side
+    edge_tolerance_mm: float = 1.2  # an edge point this close to a wall's line supports it
+    posterior_tolerance_mm: float = 0.8  # tighter for the posterior wall: the distance is to it
+    endplate_agreement_mm: float = 1.5  # an endplate refitted across the body kept when this close
+
+
+DEFAULT_PRIORS = AnatomyPriors()
+
+
+# Cannula: how a second one must resemble the first (see find_cannulas)
+SECOND_CANNULA_MAX_GAP_MM = 30.0  # between the tips
+SECOND_CANNULA_MIN_LENGTH = 0.6  # of the first's visible length
+SECOND_CANNULA_WIDTH = (0.75, 1.33)  # ratio to the first's width
+SECOND_CANNULA_CONTRAST = (0.7, 1.4)  # ratio to the first's contrast
+PIXEL_MM_UNKNOWN = 0.15  # assumed when there is no scale, only to compare the tips' gap
+# Cannula: the ridge and the lines through it (see find_cannula)
+CANNULA_BLUR_MM = 1.0  # a hollow tube's two walls blur into one band over about a millimetre
+CANNULA_TOPHAT_MM = 6.0  # the top-hat's disc: wider than any shaft, narrower than a body
+RIDGE_FRACTION = 0.3  # of the top-hat's 99.9th percentile in the field: ridge pixels
+LINES_TRIED = 60  # the strongest Hough lines looked at
+MIN_FROM_VERTICAL_DEG = 12.0  # steeper: spinous processes and walls, never a transpedicular cannula
+MIN_FROM_HORIZONTAL_DEG = 10.0  # flatter, ending inside the field: an endplate
+MIN_LENGTH_FRACTION = 0.06  # of the image's larger side: shorter lines are not a shaft
+TIP_REACH_MM = 40.0  # the steel followed this far past the ridge's end (dense bone hides it)
+# Body: the profiles an edge is looked for along
+EDGE_BLUR_MM = 0.35  # the image smoothed over this before its gradients are taken
+PROFILES = 40  # lines across the body an edge point is looked for on
+PROFILES_ACROSS = 60  # across the whole body, for the endplates' refit
+ENDPLATE_BEHIND_TIP_MM = 14.0  # lateral: the endplates looked for from this far behind the tip
+ENDPLATE_AHEAD_OF_TIP_MM = 4.0  # to this far ahead of it (towards the posterior wall)
+WALL_ROWS_MARGIN = 0.15  # lateral: the rows for the walls leave this share of the height at each end
+AP_WALL_ROWS_MARGIN = 0.2  # AP: likewise (the pedicles crowd the corners)
+AP_MIDLINE_BAND_MM = 5.0  # AP: the rows each side of the tip the midline profile is taken over
+AP_ENDPLATE_COLUMNS_MM = 10.0  # AP: the endplates looked for this far each side of the midline
+
+
+@dataclass(frozen=True)
 class Cannula:
     tip: tuple[float, float]  # (x, y) pixels
     direction: tuple[float, float]  # unit vector from the tip out along the shaft
@@ -117,14 +169,16 @@ def find_cannulas(att: np.ndarray, pixel_mm: float | None = None) -> list[Cannul
         second = find_cannula(masked, pixel_mm)
     except NotFound:
         return [first]
-    gap_mm = np.hypot(second.tip[0] - first.tip[0], second.tip[1] - first.tip[1]) * (pixel_mm or 0.15)
+    gap_px = np.hypot(second.tip[0] - first.tip[0], second.tip[1] - first.tip[1])
+    gap_mm = gap_px * (pixel_mm or PIXEL_MM_UNKNOWN)
+    (narrow, wide), (faint, bright) = SECOND_CANNULA_WIDTH, SECOND_CANNULA_CONTRAST
     alike = (
         second.leaves_field == first.leaves_field
-        and second.length_px >= 0.6 * first.length_px
-        and 0.75 <= second.width_px / first.width_px <= 1.33
-        and 0.7 <= second.contrast / max(first.contrast, 1e-6) <= 1.4
+        and second.length_px >= SECOND_CANNULA_MIN_LENGTH * first.length_px
+        and narrow <= second.width_px / first.width_px <= wide
+        and faint <= second.contrast / max(first.contrast, 1e-6) <= bright
     )
-    return [first, second] if gap_mm < 30 and alike else [first]
+    return [first, second] if gap_mm < SECOND_CANNULA_MAX_GAP_MM and alike else [first]
 
 
 def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
@@ -141,9 +195,9 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
     # A hollow tube projects as two thin walls; blurred over about a millimetre
     # (0.6% of a typical 120-160 mm field when the scale is unknown) it is one band.
     side = max(h, w)
-    blur = 1.0 / pixel_mm if pixel_mm else 0.006 * side
+    blur = CANNULA_BLUR_MM / pixel_mm if pixel_mm else 0.006 * side
     smooth = cv2.GaussianBlur(att, (0, 0), max(1.0, blur))
-    kernel = int(round(6.0 / pixel_mm if pixel_mm else 0.045 * side)) | 1
+    kernel = int(round(CANNULA_TOPHAT_MM / pixel_mm if pixel_mm else 0.045 * side)) | 1
     tophat = cv2.morphologyEx(
         smooth, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
     )
@@ -151,38 +205,39 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
     # strongly; only ridges well inside the exposed field count.
     field = cv2.erode(exposed_field(att).astype(np.uint8), np.ones((kernel, kernel), np.uint8)).astype(bool)
     peak = float(np.percentile(tophat[field], 99.9))
-    ridge = (tophat > 0.3 * peak) & field
+    ridge = (tophat > RIDGE_FRACTION * peak) & field
     lines = cv2.HoughLines(ridge.astype(np.uint8), 1, np.pi / 360, threshold=max(15, h // 20))
     if lines is None:
         raise NotFound("no cannula: no straight dense line in the image")
     gap = max(4, h // 60)
     centre = np.array([w / 2, h / 2])
     best, best_score = None, 0.0
-    for rho, theta in lines.reshape(-1, 2)[:60]:
+    for rho, theta in lines.reshape(-1, 2)[:LINES_TRIED]:
         run = _longest_run(ridge, field, rho, theta, gap)
         if run is None:
             continue
         a, b, length, a_edge, b_edge = run
         from_vertical = min(theta, np.pi - theta)  # 0 for a vertical line
-        if from_vertical < np.radians(12):
+        if from_vertical < np.radians(MIN_FROM_VERTICAL_DEG):
             continue  # spinous processes and vertebral walls, never a transpedicular cannula
         if a_edge or b_edge:
             # Leaves the field (the lateral view): the tip is the inner end.
             tip, tail, score, leaves = (b, a, 2 * length, True) if a_edge else (a, b, 2 * length, True)
         else:
             # Foreshortened inside the field (the AP view): oblique, tip nearer the midline.
-            if abs(np.pi / 2 - from_vertical) < np.radians(10):
+            if abs(np.pi / 2 - from_vertical) < np.radians(MIN_FROM_HORIZONTAL_DEG):
                 continue  # horizontal: an endplate
             near_a = abs(a[0] - centre[0]) < abs(b[0] - centre[0])
             tip, tail, score, leaves = (a, b, length, False) if near_a else (b, a, length, False)
         if score > best_score:
             best, best_score = (tip, tail, length, leaves), score
-    if best is None or best[2] < 0.06 * max(h, w):
+    if best is None or best[2] < MIN_LENGTH_FRACTION * max(h, w):
         raise NotFound("no cannula: no dense straight oblique line in the image")
     tip, tail, _, leaves = best
     tip, out = _refine_axis(tophat, ridge, tip, tail)
     width = _ridge_width(tophat, tip, out)
-    tip, contrast = _tip_by_contrast(smooth, tip, out, width, 40.0 / pixel_mm if pixel_mm else 0.25 * side)
+    reach = TIP_REACH_MM / pixel_mm if pixel_mm else 0.25 * side
+    tip, contrast = _tip_by_contrast(smooth, tip, out, width, reach)
     return Cannula(
         (float(tip[0]), float(tip[1])),
         (float(out[0]), float(out[1])),
@@ -518,22 +573,35 @@ def _fit_line(points: list[tuple[float, float, float]], vertical: bool, toleranc
     return Line(float(a), float(b), vertical, int(best.sum()))
 
 
-def _plate(gy, tip, direction: int, across, exclude, mm: float, step) -> Line:
+def _span(search_mm: tuple[float, float], mm: float) -> tuple[int, int]:
+    """A search span in millimetres as whole pixels (``mm``: pixels per millimetre)."""
+    return int(search_mm[0] * mm), int(search_mm[1] * mm)
+
+
+def _plate(gy, tip, direction: int, across, exclude, mm: float, step, priors: AnatomyPriors) -> Line:
     """An endplate: on each column of ``across``, the first step down of attenuation
-    going ``direction`` (-1 up, 1 down) from the tip, 2-22 mm away; fitted as a line."""
-    points = _edge_points(gy, tip, 1, direction, (int(2 * mm), int(22 * mm)), across, exclude, step=step)
-    return _fit_line(points, False, 1.2 * mm)
+    going ``direction`` (-1 up, 1 down) from the tip, within the priors' endplate search
+    span; fitted as a line."""
+    points = _edge_points(
+        gy, tip, 1, direction, _span(priors.endplate_search_mm, mm), across, exclude, step=step
+    )
+    return _fit_line(points, False, priors.edge_tolerance_mm * mm)
 
 
 def find_lateral_body(
-    att: np.ndarray, cannula: Cannula, pixel_mm: float, exclude: np.ndarray | None = None
+    att: np.ndarray,
+    cannula: Cannula,
+    pixel_mm: float,
+    exclude: np.ndarray | None = None,
+    priors: AnatomyPriors = DEFAULT_PRIORS,
 ) -> LateralBody:
     """Posterior and anterior walls and endplates of the body the cannula tip is in.
 
     ``exclude`` masks pixels to ignore (all cannulas); by default this cannula's shaft.
     """
     mm = 1.0 / pixel_mm
-    smooth = cv2.GaussianBlur(att, (0, 0), max(1.0, 0.35 * mm))
+    p = priors
+    smooth = cv2.GaussianBlur(att, (0, 0), max(1.0, EDGE_BLUR_MM * mm))
     gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8
     gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8
     tx, ty = cannula.tip
@@ -541,43 +609,45 @@ def find_lateral_body(
     exclude = cannula.mask if exclude is None else exclude
     step = (smooth, int(round(3 * mm)))
     # Endplates first (they bound the rows searched for the walls): falls going up and down.
-    cols = np.linspace(tx - sign * 14 * mm, tx + sign * 4 * mm, 40)
-    sup, inf = (_plate(gy, (tx, ty), direction, cols, exclude, mm, step) for direction in (-1, 1))
+    cols = np.linspace(
+        tx - sign * ENDPLATE_BEHIND_TIP_MM * mm, tx + sign * ENDPLATE_AHEAD_OF_TIP_MM * mm, PROFILES
+    )
+    sup, inf = (_plate(gy, (tx, ty), direction, cols, exclude, mm, step, p) for direction in (-1, 1))
     top, bottom = float(sup.at(tx)), float(inf.at(tx))
-    if bottom - top < 8 * mm:
-        raise NotFound("endplates closer than 8 mm")
-    rows = np.linspace(top + 0.15 * (bottom - top), bottom - 0.15 * (bottom - top), 40)
+    if bottom - top < p.min_endplate_gap_mm * mm:
+        raise NotFound(f"endplates closer than {p.min_endplate_gap_mm:g} mm")
+    margin = WALL_ROWS_MARGIN * (bottom - top)
+    rows = np.linspace(top + margin, bottom - margin, PROFILES)
+    walls = _span(p.wall_search_mm, mm)
     posterior = _fit_line(
-        _edge_points(
-            gx, (tx, ty), 0, sign, (int(1 * mm), int(30 * mm)), rows, exclude, cortex=_cortex(smooth, mm)
-        ),
+        _edge_points(gx, (tx, ty), 0, sign, walls, rows, exclude, cortex=_cortex(smooth, mm)),
         True,
-        0.8 * mm,
+        p.posterior_tolerance_mm * mm,
     )
     anterior = _fit_line(
-        _edge_points(gx, (tx, ty), 0, -sign, (int(1 * mm), int(30 * mm)), rows, exclude), True, 1.2 * mm
+        _edge_points(gx, (tx, ty), 0, -sign, walls, rows, exclude), True, p.edge_tolerance_mm * mm
     )
     # The endplates again, now across the whole body between its walls: fitted only
     # around the tip, a concave or wedged endplate's line can miss the posterior
     # corner by millimetres, and that corner is where a disc leak or the front is.
     # Kept where they agree with the first fit at the tip (within 1.5 mm).
     ends = sorted((float(anterior.at(ty)), float(posterior.at(ty))))
-    across = np.linspace(ends[0] + 2 * mm, ends[1] - 2 * mm, 60)
+    across = np.linspace(ends[0] + 2 * mm, ends[1] - 2 * mm, PROFILES_ACROSS)
     refits = []
     for plate, direction in ((sup, -1), (inf, 1)):
         try:
-            wider = _plate(gy, (tx, ty), direction, across, exclude, mm, step)
+            wider = _plate(gy, (tx, ty), direction, across, exclude, mm, step, p)
         except NotFound:
             wider = plate
-        agrees = abs(float(wider.at(tx)) - float(plate.at(tx))) <= 1.5 * mm
+        agrees = abs(float(wider.at(tx)) - float(plate.at(tx))) <= p.endplate_agreement_mm * mm
         refits.append(wider if agrees else plate)
     sup, inf = refits
     body = LateralBody(posterior, anterior, sup, inf, sign)
-    _check_plausible(body, cannula, pixel_mm)
+    _check_plausible(body, cannula, pixel_mm, p)
     return body
 
 
-def _check_plausible(body: LateralBody, cannula: Cannula, pixel_mm: float) -> None:
+def _check_plausible(body: LateralBody, cannula: Cannula, pixel_mm: float, priors: AnatomyPriors) -> None:
     """Refuse an outline no vertebral body has: a wrong wall would give false millimetres.
 
     Adult T5-L5 bodies are 20-50 mm deep and 14-35 mm high (fractured ones lower),
@@ -592,20 +662,25 @@ def _check_plausible(body: LateralBody, cannula: Cannula, pixel_mm: float) -> No
         body.posterior_sign * body.posterior.signed_distance(np.float32(tx), np.float32(ty)) * pixel_mm
     )
     problems = []
-    if not 18.0 <= depth <= 55.0:
+    p = priors
+    if not p.depth_mm[0] <= depth <= p.depth_mm[1]:
         problems.append(f"depth {depth:.0f} mm")
-    if not 10.0 <= height <= 38.0:
+    if not p.height_mm[0] <= height <= p.height_mm[1]:
         problems.append(f"height {height:.0f} mm")
-    if tilt > 25.0:
+    if tilt > p.max_wall_tilt_deg:
         problems.append(f"wall {tilt:.0f} degrees off perpendicular to the endplates")
-    if tip_inside < 2.0:
+    if tip_inside < p.min_tip_inside_mm:
         problems.append(f"cannula tip {tip_inside:.1f} mm from the wall")
     if problems:
         raise NotFound("implausible vertebral body (" + ", ".join(problems) + ")")
 
 
 def find_ap_body(
-    att: np.ndarray, cannula: Cannula, pixel_mm: float, exclude: np.ndarray | None = None
+    att: np.ndarray,
+    cannula: Cannula,
+    pixel_mm: float,
+    exclude: np.ndarray | None = None,
+    priors: AnatomyPriors = DEFAULT_PRIORS,
 ) -> ApBody:
     """Lateral walls and endplates of the body the cannula tip is in, in the AP view.
 
@@ -615,20 +690,22 @@ def find_ap_body(
     keeps pedicle rings and the spinous process from being taken for walls.
     """
     mm = 1.0 / pixel_mm
-    smooth = cv2.GaussianBlur(att, (0, 0), max(1.0, 0.35 * mm))
+    p = priors
+    smooth = cv2.GaussianBlur(att, (0, 0), max(1.0, EDGE_BLUR_MM * mm))
     gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8
     gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8
     tx, ty = cannula.tip
     exclude = cannula.mask if exclude is None else exclude
     h, w = att.shape
-    band = smooth[int(max(0, ty - 5 * mm)) : int(min(h, ty + 5 * mm))]
-    masked = np.where(exclude[int(max(0, ty - 5 * mm)) : int(min(h, ty + 5 * mm))], np.nan, band)
+    rows = slice(int(max(0, ty - AP_MIDLINE_BAND_MM * mm)), int(min(h, ty + AP_MIDLINE_BAND_MM * mm)))
+    band = smooth[rows]
+    masked = np.where(exclude[rows], np.nan, band)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # columns hidden by a cannula are NaN
         profile = np.nanmedian(masked, axis=0)
-    reach = int(22 * mm)
+    reach = int(p.midline_reach_mm * mm)
     best_m, best_score = None, np.inf
-    for m in range(int(tx - 25 * mm), int(tx + 25 * mm) + 1):
+    for m in range(int(tx - p.midline_search_mm * mm), int(tx + p.midline_search_mm * mm) + 1):
         if m - reach < 0 or m + reach >= w:
             continue
         left, right = profile[m - reach : m][::-1], profile[m + 1 : m + 1 + reach]
@@ -640,27 +717,26 @@ def find_ap_body(
             best_m, best_score = m, score
     if best_m is None:
         raise NotFound("no midline: the body is too close to the image edge")
-    cols = np.linspace(best_m - 10 * mm, best_m + 10 * mm, 40)
+    cols = np.linspace(best_m - AP_ENDPLATE_COLUMNS_MM * mm, best_m + AP_ENDPLATE_COLUMNS_MM * mm, PROFILES)
+    tolerance = p.edge_tolerance_mm * mm
+    plates = _span(p.endplate_search_mm, mm)
     sup = _fit_line(
-        _edge_points(gy, (best_m, ty), 1, -1, (int(2 * mm), int(22 * mm)), cols, exclude, first=False),
-        False,
-        1.2 * mm,
+        _edge_points(gy, (best_m, ty), 1, -1, plates, cols, exclude, first=False), False, tolerance
     )
     inf = _fit_line(
-        _edge_points(gy, (best_m, ty), 1, 1, (int(2 * mm), int(22 * mm)), cols, exclude, first=False),
-        False,
-        1.2 * mm,
+        _edge_points(gy, (best_m, ty), 1, 1, plates, cols, exclude, first=False), False, tolerance
     )
     top, bottom = float(sup.at(best_m)), float(inf.at(best_m))
-    if bottom - top < 8 * mm:
-        raise NotFound("endplates closer than 8 mm")
-    rows = np.linspace(top + 0.2 * (bottom - top), bottom - 0.2 * (bottom - top), 40)
-    span = (int(10 * mm), int(30 * mm))
-    left = _fit_line(_edge_points(gx, (best_m, ty), 0, -1, span, rows, exclude, first=False), True, 1.2 * mm)
-    right = _fit_line(_edge_points(gx, (best_m, ty), 0, 1, span, rows, exclude, first=False), True, 1.2 * mm)
+    if bottom - top < p.min_endplate_gap_mm * mm:
+        raise NotFound(f"endplates closer than {p.min_endplate_gap_mm:g} mm")
+    margin = AP_WALL_ROWS_MARGIN * (bottom - top)
+    rows = np.linspace(top + margin, bottom - margin, PROFILES)
+    span = _span(p.ap_wall_search_mm, mm)
+    left = _fit_line(_edge_points(gx, (best_m, ty), 0, -1, span, rows, exclude, first=False), True, tolerance)
+    right = _fit_line(_edge_points(gx, (best_m, ty), 0, 1, span, rows, exclude, first=False), True, tolerance)
     # The tip was put inside the body through a pedicle: an outline that leaves it on
     # or outside a lateral wall is a wrong midline, and would call all cement a leak.
     margin = min(tx - float(left.at(ty)), float(right.at(ty)) - tx)
-    if margin < 2 * mm:
+    if margin < p.min_tip_inside_mm * mm:
         raise NotFound(f"the cannula tip is not inside the body found ({margin / mm:.1f} mm from a wall)")
     return ApBody(left, right, sup, inf)

@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 
 from monitor.vision.anatomy import (
+    DEFAULT_PRIORS,
+    AnatomyPriors,
     ApBody,
     Cannula,
     LateralBody,
@@ -64,8 +66,10 @@ def learn_plane_baseline(
     physics: ScatterPhysics,
     cement_mu_per_mm: float,
     roi_half_mm: float,
+    priors: AnatomyPriors = DEFAULT_PRIORS,
 ) -> PlaneBaseline:
-    """The baseline of one plane from its first ``frames`` (each (H, W), stored values)."""
+    """The baseline of one plane from its first ``frames`` (each (H, W), stored values);
+    the body is looked for as ``priors`` say a vertebral body looks."""
     caveats: list[Caveat] = []
     model = model_for(photometric, relationship, bits_stored, frames)
     if model.relationship == "LOG" and not model.log_scale_measured:
@@ -98,7 +102,7 @@ def learn_plane_baseline(
     body = None
     if cannulas and grid.pixel_mm:
         state, body, error, prior_caveat = _find_body(
-            plain, exclude, state, cannulas, roi, plane, grid, cement_mu_per_mm
+            plain, exclude, state, cannulas, roi, plane, grid, cement_mu_per_mm, priors
         )
         anatomy_error = error or anatomy_error
         caveats += [prior_caveat] if prior_caveat else []
@@ -180,6 +184,7 @@ def _find_body(
     plane: str,
     grid: PixelGrid,
     cement_mu_per_mm: float,
+    priors: AnatomyPriors,
 ):
     """The body on the first frame, after the cement already in the baseline, if any, is
     found and painted out. Returns the state with that cement as its ``prior``, the body (or
@@ -207,7 +212,7 @@ def _find_body(
     body, error = None, None
     try:
         find = find_lateral_body if plane == "lateral" else find_ap_body
-        body = find(plain, cannulas[0], grid.pixel_mm, exclude)
+        body = find(plain, cannulas[0], grid.pixel_mm, exclude, priors)
     except NotFound as e:
         error = Caveat(CaveatCode.NO_ANATOMY, str(e))
     if state.prior is not None and (
