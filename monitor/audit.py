@@ -15,10 +15,12 @@ of the stream.
 
 from __future__ import annotations
 
+import datetime
 import json
 import sqlite3
 import statistics
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.errors import MonitorError
@@ -26,7 +28,9 @@ from monitor.io.store import DB_NAME, SessionStore
 from monitor.messages import PLANES
 from monitor.vision.alarms import PLANE_CHECKS
 
-DIGEST_VERSION = 3  # bump when session_digest changes, so cached digests are recomputed
+DIGEST_VERSION = 4  # bump when session_digest changes, so cached digests are recomputed
+NOT_RECORDED = "not recorded"  # an operator or level the session was not told
+VOLUME_BINS_ML = 12  # the summary's volume histograms: 1 mL bins from 0, the last one open (12 mL and over)
 # A level is monitored when the 5 mm rule (lateral view) and the leak check (each view
 # present) were evaluated on at least this share of its frames after the baseline: the
 # rest are frames on which "no alarm" meant "not looked" (a skipped frame, no outline
@@ -442,10 +446,56 @@ def _digest(store: SessionStore) -> dict:
     untrusted = store.verify(images=False) + store.head_problems()
     return {
         "operator": meta.get("operator"),
+        "room": meta.get("room"),
+        "created": meta.get("created"),  # when the log was begun, epoch seconds
         "complete": bool((meta.get("summary") or {}).get("complete")) and not untrusted,
         "untrusted": untrusted,
         "levels": list(levels.values()),
     }
+
+
+@dataclass(frozen=True)
+class SummaryFilter:
+    """Which sessions and levels a summary covers (None: any). Dates are the local calendar
+    days the logs were begun on, both ends included; operator, room and level match exactly.
+    A session that cannot be read is never filtered out: QA must see it."""
+
+    date_from: datetime.date | None = None
+    date_to: datetime.date | None = None
+    room: str | None = None
+    operator: str | None = None
+    level: str | None = None
+
+    def session(self, digest: dict) -> bool:
+        """Whether a readable session's digest is covered: begun in the days, in the room, by
+        the operator, and (with a level) treating that level; its levels are filtered apart."""
+        if self.level is not None and not any(lv["level"] == self.level for lv in digest["levels"]):
+            return False
+        if self.date_from or self.date_to:
+            created = digest.get("created")
+            if created is None:
+                return False
+            day = datetime.date.fromtimestamp(created)
+            if (self.date_from and day < self.date_from) or (self.date_to and day > self.date_to):
+                return False
+        return (self.room is None or digest.get("room") == self.room) and (
+            self.operator is None or digest.get("operator") == self.operator
+        )
+
+    def covers_level(self, level: str | None) -> bool:
+        return self.level is None or level == self.level
+
+    def describe(self) -> str:
+        """The filter for people, to follow "sessions", e.g. "begun from 2026-11-01, in room
+        '3', at level 'L1'" ("" for none)."""
+        parts = [
+            f"begun from {self.date_from}" if self.date_from else "",
+            f"begun until {self.date_to}" if self.date_to else "",
+            f"in room {self.room!r}" if self.room else "",
+            f"by {self.operator!r}" if self.operator else "",
+            f"at level {self.level!r}" if self.level else "",
+        ]
+        return ", ".join(p for p in parts if p)
 
 
 def summarize(
@@ -453,8 +503,10 @@ def summarize(
     workers: int = 1,
     progress: Callable[[int], None] = lambda n: None,
     cache: Path | None = None,
+    only: SummaryFilter | None = None,
 ) -> dict:
-    """Per operator and level over many sessions: volumes, alarms, reaction times, leaks.
+    """Per operator and level over many sessions: volumes, alarms, reaction times, leaks;
+    with ``only``, over the sessions and levels it covers.
 
     With ``cache`` (a SQLite file), each session's digest is kept there against
     the size and modification time of its log, so a later summary reads only the
@@ -481,13 +533,30 @@ def summarize(
     if cached:
         cached.store({f: digests[f] for f in todo})
         cached.close()
+    only = only or SummaryFilter()
     digests = [digests[f] for f in folders]
+    digests = [d for d in digests if "error" in d or only.session(d)]
     groups: dict[tuple, dict] = {}
     not_monitored: list[dict] = []  # (session, level) pairs: listed first by the summary's readers
+    leaked: list[dict] = []  # (session, level) pairs with a leak alarm, each with its session
     for d in digests:
         for lv in d.get("levels", []):
+            if not only.covers_level(lv["level"]):
+                continue
+            if lv["leaks"]:
+                leaked.append(
+                    {
+                        "folder": d["folder"],
+                        "operator": d["operator"] or NOT_RECORDED,
+                        "room": d.get("room"),
+                        "created": d.get("created"),
+                        "level": lv["level"] or NOT_RECORDED,
+                        "leaks": lv["leaks"],
+                        "volume_ml": lv["volume_ml"],
+                    }
+                )
             g = groups.setdefault(
-                (d["operator"] or "?", lv["level"] or "?"),
+                (d["operator"] or NOT_RECORDED, lv["level"] or NOT_RECORDED),
                 {
                     "sessions": 0,
                     "volumes": [],
@@ -505,8 +574,8 @@ def summarize(
                 not_monitored.append(
                     {
                         "folder": d.get("folder"),
-                        "operator": d["operator"],
-                        "level": lv["level"],
+                        "operator": d["operator"] or NOT_RECORDED,
+                        "level": lv["level"] or NOT_RECORDED,
                         "reasons": lv.get("not_monitored_because", []),
                     }
                 )
@@ -515,9 +584,13 @@ def summarize(
             g["alarms"] += lv["alarms"]
             g["leaks"] += lv["leaks"]
             g["reactions"] += lv["reactions"]
-    rows = []
+    rows, histograms = [], []
     for (operator, level), g in sorted(groups.items()):
         v = sorted(g["volumes"])
+        counts = [0] * (VOLUME_BINS_ML + 1)
+        for ml in v:
+            counts[min(VOLUME_BINS_ML, max(0, int(ml)))] += 1
+        histograms.append({"operator": operator, "level": level, "counts": counts})
         rows.append(
             {
                 "operator": operator,
@@ -543,7 +616,10 @@ def summarize(
             {"folder": d["folder"], "problems": d["untrusted"]} for d in digests if d.get("untrusted")
         ],
         "not_monitored": not_monitored,
+        "leaked": leaked,
+        "filter": only.describe(),
         "rows": rows,
+        "volume_histograms": histograms,  # per row, sessions per 1 mL of volume (the last: and over)
     }
 
 
@@ -624,11 +700,12 @@ def text_report(report: dict) -> str:
     who = ", ".join(f"{k} {report[k]}" for k in ("patient", "operator", "room") if report.get(k))
     lines.append(f"session {report['session']}" + (f" ({who})" if who else ""))
     for level in report["levels"]:
+        name = level["level"] or NOT_RECORDED
         volume = "n/a" if level["volume_ml"] is None else f"{level['volume_ml']:.2f} mL"
         syringe = "" if level["syringe_ml"] is None else f" (syringe {level['syringe_ml']:.2f} mL)"
         closest = "n/a" if level["min_distance_mm"] is None else f"{level['min_distance_mm']:.1f} mm"
         lines.append(
-            f"level {level['level'] or '?'}: volume {volume}{syringe}, closest to the wall {closest}, "
+            f"level {name}: volume {volume}{syringe}, closest to the wall {closest}, "
             f"{len(level['alarms'])} alarm(s)"
         )
         for a in level["alarms"]:
@@ -648,11 +725,11 @@ def text_report(report: dict) -> str:
             )
             lines.append(f"  NOTE  {span} {c['plane']} ({c['frames']}): {c['status']}")
     for level in report["levels"]:
-        m = level["monitoring"]
+        m, name = level["monitoring"], level["level"] or NOT_RECORDED
         if m["monitored"] is False:
-            lines.append(f"NOT MONITORED: level {level['level'] or '?'}: " + "; ".join(m["reasons"]))
+            lines.append(f"NOT MONITORED: level {name}: " + "; ".join(m["reasons"]))
         elif m["monitored"] is None:
-            lines.append(f"level {level['level'] or '?'}: this log does not say which frames were checked")
+            lines.append(f"level {name}: this log does not say which frames were checked")
     if not report["levels"]:
         lines.append("NOT MONITORED: no frame was analysed")
     if not report["complete"]:

@@ -24,6 +24,7 @@ from monitor.messages import FrameHeader, Result
 
 OPERATORS = ("Dr Adams", "Dr Baker", "Dr Chen", "Dr Diaz", "Dr Evans", "Dr Fox")
 TREATED_LEVELS = ("T11", "T12", "L1", "L2", "L3", "L4")  # where the synthetic sessions inject
+FAKE_START = 1_793_491_200.0  # 2026-11-01 00:00 UTC: the synthetic sessions begin then
 
 
 def run_storage(recording: Path | None, say=print) -> dict:
@@ -94,13 +95,14 @@ def run_storage(recording: Path | None, say=print) -> dict:
 
 
 def write_fake_session(args: tuple[Path, int]) -> None:
-    """One plausible session log: levels, results at 7.5 frames/s, alarms, syringe events."""
+    """One plausible session log: levels, results at 7.5 frames/s, alarms (a leak in some),
+    syringe events; three rooms, a session every six hours from FAKE_START, and one in 17
+    without an operator."""
     folder, seed = args
     rng = np.random.default_rng(seed)
-    store = SessionStore.create(
-        folder,
-        {"session": f"s{seed:05d}", "operator": OPERATORS[seed % len(OPERATORS)], "level": None},
-    )
+    operator = None if seed % 17 == 16 else OPERATORS[seed % len(OPERATORS)]
+    meta = {"session": f"s{seed:05d}", "operator": operator, "level": None, "room": f"room {seed % 3 + 1}"}
+    store = SessionStore.create(folder, meta | {"created": FAKE_START + seed * 6 * 3600.0})
     start = int(rng.integers(0, len(TREATED_LEVELS) - 1))
     for level in TREATED_LEVELS[start : start + int(rng.integers(1, 3))]:
         frames = int(rng.integers(300, 900))  # 40 s to 2 min of fluoroscopy per level
@@ -131,6 +133,11 @@ def write_fake_session(args: tuple[Path, int]) -> None:
                         overlay={"cannula_tips": [[512.0, 500.0]]},
                     )
                     store.add_result(result, level)
+                if distance <= -1.0 and seed % 5 == 0 and "extravasation" not in raised:
+                    raised.add("extravasation")
+                    alarm = {"id": f"{level}/leak/{f}", "kind": "extravasation", "priority": "high"}
+                    alarm |= {"frame": f, "plane": "lateral", "site": "posterior", "distance_mm": distance}
+                    store.add_alarm("raised", alarm, level, t)
                 if distance <= 5.0 and "proximity" not in raised:
                     raised.add("proximity")
                     alarm = {"id": f"{level}/proximity/{f}", "kind": "proximity", "priority": "high"}

@@ -82,6 +82,8 @@ class RunSpec:
     analysis: dict = field(default_factory=dict)  # flat settings: AnalysisConfig.from_settings
     keep_bytes: int = 512 * 2**20  # recent frames the source keeps for a restarted logger
     restarts: int = 3  # per process, before the run gives up on it
+    # said once the run is known to start (after the checks that refuse it in one line)
+    warnings: tuple[str, ...] = ()
 
 
 def _orphaned(parent: int):
@@ -236,6 +238,8 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     except MonitorError:
         flow.close()
         raise
+    for warning in spec.warnings:  # the run starts: nothing above refused it
+        say(f"warning: {warning}")
 
     supervisor = Supervisor(plans, ctx, spec.restarts, say)
     children = supervisor.children  # the same dict: restarts replace its entries
@@ -390,7 +394,7 @@ def _sign(session_dir: Path, say) -> bool:
 def _unmonitored_levels(session_dir: Path) -> list[str]:
     """One "NOT MONITORED" line per level of the logged session whose safety rules went
     unevaluated on too many frames (monitor.audit.monitoring), or that analysed none."""
-    from monitor.audit import level_reports
+    from monitor.audit import NOT_RECORDED, level_reports
 
     try:
         store = SessionStore.open(session_dir)
@@ -403,7 +407,7 @@ def _unmonitored_levels(session_dir: Path) -> list[str]:
     if not levels:
         return ["NOT MONITORED: no frame was analysed"]
     return [
-        f"NOT MONITORED: level {lv['level'] or '?'}: " + "; ".join(lv["monitoring"]["reasons"])
+        f"NOT MONITORED: level {lv['level'] or NOT_RECORDED}: " + "; ".join(lv["monitoring"]["reasons"])
         for lv in levels
         if lv["monitoring"]["monitored"] is False
     ]

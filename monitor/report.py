@@ -9,6 +9,7 @@ import html
 
 import cv2
 
+from monitor.audit import NOT_RECORDED, SUMMARY_COLUMNS, VOLUME_BINS_ML
 from monitor.io.store import SessionStore
 from monitor.render import render_frames
 
@@ -38,7 +39,7 @@ def html_report(store: SessionStore, report: dict) -> str:
         _status(report),
     ]
     for level in report["levels"]:
-        parts.append(f"<h2>Level {_e(level['level'])}</h2>")
+        parts.append(f"<h2>Level {_e(level['level'] or NOT_RECORDED)}</h2>")
         parts.append(_monitoring(level))
         parts.append(_level_table(level))
         parts.append(_chart(level, "distance_mm", "distance to posterior wall (mm)", line=5.0))
@@ -54,6 +55,98 @@ def html_report(store: SessionStore, report: dict) -> str:
         parts.append(_events_table(report["faults"]))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def summary_html(table: dict, links: dict[str, str] | None = None) -> str:
+    """The summary over many sessions (:func:`monitor.audit.summarize`) as one self-contained
+    page for a QA officer: what to look at first (untrusted, unreadable, not monitored), the
+    sessions that leaked (each linked to its own report where ``links`` has one: folder ->
+    relative URL), then a row per operator and level with its volume histogram."""
+    links = links or {}
+    scope = f"sessions {table['filter']}" if table["filter"] else "every session found"
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>Vertebroplasty QA summary</title><style>{STYLE}</style></head><body>",
+        "<h1>Vertebroplasty QA summary</h1>",
+        f"<p>{_e(scope)}: {table['sessions']} session(s)"
+        + (f", {len(table['unreadable'])} unreadable" if table["unreadable"] else "")
+        + "</p>",
+        _look_first(table),
+        "<h2>Leaks</h2>",
+        _leak_table(table["leaked"], links),
+        "<h2>Per operator and level</h2>",
+        _summary_rows(table),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _look_first(table: dict) -> str:
+    """Untrusted, unreadable and unmonitored sessions, each said, before any figure."""
+    items = [f"UNTRUSTED {_e(b['folder'])}: {_e('; '.join(b['problems']))}" for b in table["untrusted"]]
+    items += [f"UNREADABLE {_e(b['error'])}" for b in table["unreadable"]]
+    items += [
+        f"NOT MONITORED {_e(m['folder'])}, level {_e(m['level'])}: {_e('; '.join(m['reasons']))}"
+        for m in table["not_monitored"]
+    ]
+    if not items:
+        return "<p class='good'>Every session's log verifies, and every level was monitored.</p>"
+    listed = "".join(f"<li>{i}</li>" for i in items)
+    return f"<div class='bad'><b>Look at these first</b><ul>{listed}</ul></div>"
+
+
+def _leak_table(leaked: list[dict], links: dict[str, str]) -> str:
+    if not leaked:
+        return "<p>No leak alarm in these sessions.</p>"
+    rows = []
+    for leak in leaked:
+        folder = _e(leak["folder"])
+        link = links.get(leak["folder"])
+        cell = f"<a href='{html.escape(link, quote=True)}'>{folder}</a>" if link else folder
+        created = leak["created"]
+        when = "" if created is None else datetime.datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M")
+        rows.append(
+            f"<tr><td>{cell}</td><td>{when}</td><td>{_e(leak['room'] or NOT_RECORDED)}</td>"
+            f"<td>{_e(leak['operator'])}</td><td>{_e(leak['level'])}</td>"
+            f"<td class='num'>{leak['leaks']}</td>"
+            f"<td class='num'>{_num(leak['volume_ml'], 2, ' mL')}</td></tr>"
+        )
+    head = "<tr><th>session</th><th>begun</th><th>room</th><th>operator</th><th>level</th>"
+    return "<table>" + head + "<th>leak alarms</th><th>volume</th></tr>" + "".join(rows) + "</table>"
+
+
+def _summary_rows(table: dict) -> str:
+    if not table["rows"]:
+        return "<p>No level matches.</p>"
+    head = "".join(f"<th>{_e(c.replace('_', ' '))}</th>" for c in SUMMARY_COLUMNS)
+    rows = []
+    for row, histogram in zip(table["rows"], table["volume_histograms"], strict=True):
+        cells = "".join(
+            f"<td class='num'>{_e(row[c])}</td>"
+            if isinstance(row[c], (int, float))
+            else f"<td>{'&ndash;' if row[c] is None else _e(row[c])}</td>"
+            for c in SUMMARY_COLUMNS
+        )
+        rows.append(f"<tr>{cells}<td>{_histogram(histogram['counts'])}</td></tr>")
+    return f"<table><tr>{head}<th>volumes, 0-{VOLUME_BINS_ML}+ mL</th></tr>" + "".join(rows) + "</table>"
+
+
+def _histogram(counts: list[int], w: int = 160, h: int = 40) -> str:
+    """Sessions per 1 mL of volume as an inline SVG bar chart; bars over 8 mL in red
+    (the QA threshold, ../shared/DOMAIN.md)."""
+    top = max(counts) or 1
+    bar = w / len(counts)
+    bars = "".join(
+        f"<rect x='{i * bar:.1f}' y='{h - 12 - (h - 14) * n / top:.1f}' width='{bar - 1:.1f}'"
+        f" height='{(h - 14) * n / top:.1f}' fill='{'#d62728' if i >= 8 else '#4878a8'}'>"
+        f"<title>{i}{'+' if i == len(counts) - 1 else f'-{i + 1}'} mL: {n}</title></rect>"
+        for i, n in enumerate(counts)
+    )
+    axis = (
+        f"<text x='0' y='{h - 1}' font-size='9'>0</text>"
+        f"<text x='{w}' y='{h - 1}' font-size='9' text-anchor='end'>{len(counts) - 1}+</text>"
+    )
+    return f"<svg width='{w}' height='{h}' role='img'>{bars}{axis}</svg>"
 
 
 def _e(value) -> str:

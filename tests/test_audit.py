@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import sqlite3
 
+import cv2
 import numpy as np
 import pydicom
 import pytest
@@ -323,6 +325,7 @@ def test_replay_of_a_logged_session_raises_the_same_alarms(session, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "replaying the logged session" in done.stderr
+    assert "warning: no --level or --operator given" in done.stderr  # the QA record would lack them
     first = json.loads(monitor_cli("audit", session, "--json").stdout)["levels"][0]
     second = json.loads(monitor_cli("audit", tmp_path / "again", "--json").stdout)["levels"][0]
     key = [(a["kind"], a["priority"], a["frame"]) for a in first["alarms"]]
@@ -405,3 +408,85 @@ def test_planes_at_different_frame_rates_are_merged_by_time_not_frame_index(sess
     for a, b in zip(half["alarms"], both["alarms"], strict=True):
         if b["injected_after_ml"] is not None:
             assert a["injected_after_ml"] == pytest.approx(b["injected_after_ml"], rel=0.15), (a, b)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """18 synthetic session logs, one every 6 hours from 2026-11-01 00:00 UTC, in three rooms;
+    seed 16 without an operator; seeds 0, 5, 10 and 15 with a leak alarm."""
+    from monitor.bench_log import write_fake_session
+
+    root = tmp_path_factory.mktemp("archive")
+    for seed in range(18):
+        write_fake_session((root / f"s{seed:02d}", seed))
+    return root
+
+
+def test_the_summary_filters_by_day_room_operator_and_level_and_lists_the_leaks(archive):
+    import datetime
+
+    from monitor.bench_log import FAKE_START
+
+    everything = json.loads(monitor_cli("audit", archive, "--summary", "--json").stdout)
+    assert everything["sessions"] == 18 and everything["filter"] == ""
+    leaking = {0, 5, 10, 15}
+    assert {leak["folder"] for leak in everything["leaked"]} == {str(archive / f"s{i:02d}") for i in leaking}
+    assert any(r["operator"] == "not recorded" for r in everything["rows"])  # seed 16, said so, not "?"
+    day = {seed: datetime.date.fromtimestamp(FAKE_START + seed * 6 * 3600.0) for seed in range(18)}
+    first, last = day[4], day[12]
+    done = monitor_cli(
+        "audit", archive, "--summary", "--json", "--from", first, "--to", last, "--room", "room 2"
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    table = json.loads(done.stdout)
+    covered = {s for s in range(18) if first <= day[s] <= last and s % 3 + 1 == 2}
+    assert table["sessions"] == len(covered) > 0
+    named = {str(archive / f"s{s:02d}") for s in covered & leaking}
+    assert {leak["folder"] for leak in table["leaked"]} == named
+    assert table["filter"] == f"begun from {first}, begun until {last}, in room 'room 2'"
+    summary = ("audit", archive, "--summary", "--json")
+    by_operator = json.loads(monitor_cli(*summary, "--operator", "Dr Adams").stdout)
+    assert by_operator["rows"] and {r["operator"] for r in by_operator["rows"]} == {"Dr Adams"}
+    by_level = json.loads(monitor_cli(*summary, "--level", "L1").stdout)
+    assert by_level["rows"] and {r["level"] for r in by_level["rows"]} == {"L1"}
+    assert by_level["sessions"] == sum(r["sessions"] for r in by_level["rows"])  # those with an L1
+    for row, histogram in zip(by_level["rows"], by_level["volume_histograms"], strict=True):
+        assert sum(histogram["counts"]) == row["sessions"]  # every synthetic level has a volume
+    for args, said in (
+        ((archive / "s00", "--level", "L1"), "--level: only with --summary"),
+        ((archive, "--summary", "--from", last, "--to", first), "is after --to"),
+    ):
+        refused = monitor_cli("audit", *args)
+        assert refused.returncode == 1 and said in refused.stderr and refused.stderr.count("\n") == 1
+
+
+def test_the_summary_page_lists_what_to_look_at_and_links_each_leak_to_its_report(archive, tmp_path):
+    """One self-contained page, rendered in headless Chromium: the leaks link to reports
+    written beside it, and the browser draws the tables and the volume histograms."""
+    import subprocess
+
+    page = tmp_path / "qa" / "summary.html"
+    done = monitor_cli("audit", archive, "--summary", "--html", page)
+    assert done.returncode == 0, done.stderr
+    text = page.read_text()
+    assert "<script" not in text and "http" not in text  # nothing fetched from anywhere
+    links = re.findall(r"<a href='([^']+)'>([^<]+)</a>", text)
+    assert sorted(folder for _, folder in links) == [str(archive / f"s{i:02d}") for i in (0, 5, 10, 15)]
+    for link, folder in links:
+        report = (page.parent / link).read_text()
+        assert "Vertebroplasty session audit" in report and "extravasation" in report, folder
+    rows = text.count("<tr>") - 2 - len(links)  # less the two headers and the leak rows
+    assert text.count("<svg") == rows > 0  # a volume histogram per operator and level
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no chromium (scripts/setup installs it as root)")
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--no-first-run", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'c'}"]  # fmt: skip
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert "Vertebroplasty QA summary" in dom.stdout and dom.stdout.count("<rect") > 0
+    shot = tmp_path / "summary.png"
+    subprocess.run([*flags, "--window-size=1300,1600", f"--screenshot={shot}", page.as_uri()], timeout=120)
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[:2] == (1600, 1300)
+    assert (image < 128).any(axis=2).mean() > 0.01  # text and tables drawn, not a blank page

@@ -25,7 +25,37 @@ def add_audit(sub) -> None:
     p.add_argument(
         "--workers", type=positive_int, default=2, help="with --summary: processes reading sessions"
     )
+    p.add_argument(
+        "--from",
+        dest="date_from",
+        type=_date,
+        metavar="YYYY-MM-DD",
+        help="with --summary: sessions begun on or after this day (local time)",
+    )
+    p.add_argument(
+        "--to",
+        dest="date_to",
+        type=_date,
+        metavar="YYYY-MM-DD",
+        help="with --summary: sessions begun on or before this day (local time)",
+    )
+    p.add_argument("--room", help="with --summary: only this room's sessions (as logged with --room)")
+    p.add_argument("--operator", help="with --summary: only this operator's sessions")
+    p.add_argument("--level", help="with --summary: only this vertebral level, e.g. L1")
     p.set_defaults(run=_run_audit)
+
+
+SUMMARY_ONLY = ("csv", "date_from", "date_to", "room", "operator", "level")  # options of --summary alone
+
+
+def _date(text: str):
+    import argparse
+    import datetime
+
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a day as YYYY-MM-DD") from None
 
 
 def _run_audit(args) -> int:
@@ -36,19 +66,17 @@ def _run_audit(args) -> int:
 
     if args.summary:
         return _run_summary(args)
-    if args.csv:
-        raise MonitorError("--csv goes with --summary")
+    given = [name for name in SUMMARY_ONLY if getattr(args, name) is not None]
+    if given:
+        flags = ", ".join("--" + {"date_from": "from", "date_to": "to"}.get(n, n) for n in given)
+        raise MonitorError(f"{flags}: only with --summary (one session is audited whole)")
     store = SessionStore.open(args.session)
     try:
         report = audit_json(store)
         if args.html:
             from monitor.report import html_report
 
-            try:
-                args.html.parent.mkdir(parents=True, exist_ok=True)
-                args.html.write_text(html_report(store, report), encoding="utf-8")
-            except OSError as e:
-                raise MonitorError(f"{args.html}: cannot write the report ({e.strerror})") from None
+            _write_html(args.html, html_report(store, report))
     finally:
         store.close()
     if args.json:
@@ -65,8 +93,11 @@ def _run_summary(args) -> int:
     import json
     import time
 
-    from monitor.audit import SUMMARY_COLUMNS, find_sessions, summarize
+    from monitor.audit import SUMMARY_COLUMNS, SummaryFilter, find_sessions, summarize
 
+    if args.date_from and args.date_to and args.date_from > args.date_to:
+        raise MonitorError(f"--from {args.date_from} is after --to {args.date_to}")
+    only = SummaryFilter(args.date_from, args.date_to, args.room, args.operator, args.level)
     started = time.monotonic()
     folders = find_sessions(args.session)
     if not folders:
@@ -77,7 +108,12 @@ def _run_summary(args) -> int:
         args.workers,
         progress=lambda n: print(f"  {n} read", file=sys.stderr),
         cache=_summary_cache(args.session),
+        only=only,
     )
+    if args.html:
+        from monitor.report import summary_html
+
+        _write_html(args.html, summary_html(table, _leak_reports(table["leaked"], args.html)))
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             writer = csv.DictWriter(f, SUMMARY_COLUMNS)
@@ -88,22 +124,69 @@ def _run_summary(args) -> int:
     else:
         for bad in table["untrusted"]:  # first: what QA must look at
             print(f"UNTRUSTED: {bad['folder']}: " + "; ".join(bad["problems"]))
+        if table["filter"]:
+            print(f"sessions {table['filter']}")
         for miss in table["not_monitored"]:
             reasons = "; ".join(miss["reasons"])
-            print(f"NOT MONITORED: {miss['folder']} level {miss['level'] or '?'}: {reasons}")
-        widths = {c: max(len(c), *(len(_cell(r[c])) for r in table["rows"])) for c in SUMMARY_COLUMNS}
+            print(f"NOT MONITORED: {miss['folder']} level {miss['level']}: {reasons}")
+        for leak in table["leaked"]:
+            print(
+                f"LEAK: {leak['folder']} level {leak['level']} ({leak['operator']}): "
+                f"{leak['leaks']} leak alarm(s)"
+            )
+        widths = {c: max([len(c), *(len(_cell(r[c])) for r in table["rows"])]) for c in SUMMARY_COLUMNS}
         print("  ".join(c.rjust(widths[c]) for c in SUMMARY_COLUMNS))
         for row in table["rows"]:
             print("  ".join(_cell(row[c]).rjust(widths[c]) for c in SUMMARY_COLUMNS))
+        if not table["rows"]:
+            print("no level matches" + (f" ({table['filter']})" if table["filter"] else ""))
         for bad in table["unreadable"]:
             print(f"unreadable: {bad['error']}")
     print(
-        f"{table['sessions']} session(s) ({table['read']} read, the rest from the cache) "
+        f"{len(folders)} session(s) ({table['read']} read, the rest from the cache"
+        + (f"; {table['sessions']} {table['filter']}" if table["filter"] else "")
+        + ") "
         f"in {time.monotonic() - started:.1f} s"
         + (f", {len(table['unreadable'])} unreadable" if table["unreadable"] else ""),
         file=sys.stderr,
     )
+    if args.html:
+        print(f"wrote {args.html}", file=sys.stderr)
     return 0
+
+
+def _leak_reports(leaked: list[dict], summary: Path) -> dict[str, str]:
+    """Each leaked session's own report, written beside the summary page (in a folder named
+    after it) for the page to link to: session folder -> link relative to the page."""
+    from monitor.audit import audit_json
+    from monitor.io.store import SessionStore
+    from monitor.report import html_report
+
+    folders = list(dict.fromkeys(leak["folder"] for leak in leaked))
+    links: dict[str, str] = {}
+    if folders:
+        print(f"writing the reports of {len(folders)} session(s) with a leak", file=sys.stderr)
+    for i, folder in enumerate(folders):
+        name = f"{summary.stem}-sessions/{i:04d}-{Path(folder).name}.html"
+        try:
+            store = SessionStore.open(folder)
+        except MonitorError as e:  # it changed since the summary read it: said, not linked
+            print(f"  {folder}: no report ({e})", file=sys.stderr)
+            continue
+        try:
+            _write_html(summary.parent / name, html_report(store, audit_json(store)))
+        finally:
+            store.close()
+        links[folder] = name
+    return links
+
+
+def _write_html(path: Path, page: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page, encoding="utf-8")
+    except OSError as e:
+        raise MonitorError(f"{path}: cannot write the report ({e.strerror})") from None
 
 
 def _summary_cache(root: Path) -> Path | None:

@@ -4,6 +4,7 @@ with its analyzer, logger and viewer (``monitor.pipeline``)."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from monitor.commands.options import add_stream_options, own_endpoints, speed
@@ -142,6 +143,15 @@ def _stream(args, source, speed: float, loop: bool) -> int:
     if args.body:
         analysis["body_boxes"] = tuple(dict(args.body).items())  # the last box given for a plane
     spec = _run_spec(args, source, endpoints, viewer, analysis, calibration_settings)
+    missing = [f"--{name}" for name in ("level", "operator") if not getattr(args, name)]
+    if args.session and missing:  # the QA record would say "not recorded" where these belong
+        spec = replace(
+            spec,
+            warnings=(
+                f"no {' or '.join(missing)} given: the session log and the QA summary will say"
+                " 'not recorded' for it",
+            ),
+        )
     # A service manager's stop (SIGTERM) ends the run as Ctrl-C does: the consumers finish,
     # the log is closed and signed, the run's record and sockets are removed.
     import signal
