@@ -490,3 +490,71 @@ def test_the_summary_page_lists_what_to_look_at_and_links_each_leak_to_its_repor
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[:2] == (1600, 1300)
     assert (image < 128).any(axis=2).mean() > 0.01  # text and tables drawn, not a blank page
+
+
+def test_the_sr_holds_every_figure_of_the_audit_and_references_the_images(session, tmp_path):
+    """`monitor export --sr`: a TID 1500 report that pydicom and highdicom both open, whose
+    volume, closest distance and alarms (time, distance, reaction, kind, site, priority) are
+    the audit's, naming the algorithm and the exported images by UID."""
+    import highdicom as hd
+
+    from monitor.io.sr import VALUES, read_sr
+
+    done = monitor_cli("export", session, tmp_path / "out", "--sr")
+    assert done.returncode == 0, done.stderr
+    level = json.loads(monitor_cli("audit", session, "--json").stdout)["levels"][0]
+    figures = read_sr(tmp_path / "out" / "report.dcm")
+    assert set(figures) == {"level L1"} | {f"level L1 alarm {i}" for i in range(1, len(level["alarms"]) + 1)}
+    measured = figures["level L1"]
+    assert measured["Volume"] == (pytest.approx(level["volume_ml"], abs=1e-4), "ml")
+    closest = measured["Closest distance of cement front to posterior wall"]
+    assert closest == (pytest.approx(level["min_distance_mm"], abs=1e-4), "mm")
+    assert (measured["algorithm"], measured["algorithm version"]) == ("vertebroplasty-monitor", "0.1.0")
+    assert any(a["kind"] == "extravasation" for a in level["alarms"])  # the case leaks
+    for i, alarm in enumerate(level["alarms"], 1):
+        said = figures[f"level L1 alarm {i}"]
+        when = said["Time of alarm from start of monitoring"]
+        assert when == (pytest.approx(alarm["time_s"] - level["start_s"], abs=1e-4), "s")
+        at = said["Distance of cement front to posterior wall at alarm"]
+        assert at == (pytest.approx(alarm["distance_mm"], abs=1e-4), "mm")
+        stopped = said.get("Time from alarm to stop of injection")
+        assert (stopped and stopped[0]) == (
+            alarm["stopped_after_s"] and pytest.approx(alarm["stopped_after_s"])
+        )
+        assert said["Cement volume injected after alarm"][0] == pytest.approx(alarm["injected_after_ml"])
+        assert said["Alarm kind"] == VALUES[alarm["kind"]].meaning
+        assert said["Alarm priority"] == VALUES[alarm["priority"]].meaning
+        assert said.get("Alarm site") == (VALUES[alarm["site"]].meaning if alarm["site"] else None)
+    report = hd.sr.srread(tmp_path / "out" / "report.dcm")
+    assert isinstance(report, hd.sr.Comprehensive3DSR)
+    groups = report.content.get_image_measurement_groups()
+    assert {g.tracking_identifier for g in groups} == set(figures)
+    images = [
+        pydicom.dcmread(tmp_path / "out" / f"{p}.dcm", stop_before_pixels=True) for p in ("lateral", "ap")
+    ]
+    evidence = report.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+    cited = {sop.ReferencedSOPInstanceUID for series in evidence for sop in series.ReferencedSOPSequence}
+    assert cited == {ds.SOPInstanceUID for ds in images}
+    assert report.StudyInstanceUID == images[0].StudyInstanceUID and report.PatientID == PATIENT
+
+
+def test_the_deidentified_sr_says_nothing_of_the_patient_operator_or_day(session, tmp_path):
+    from monitor.io.sr import read_sr
+
+    done = monitor_cli("export", session, tmp_path / "anon", "--deidentify", "--sr")
+    assert done.returncode == 0, done.stderr
+    sr = pydicom.dcmread(tmp_path / "anon" / "report.dcm")
+    values = [str(e.value) for e in sr.iterall() if e.VR != "SQ"]
+    assert not any(PATIENT in v or OPERATOR in v or ROOM in v for v in values)
+    assert not [
+        e.keyword
+        for e in sr.iterall()
+        if e.VR in ("DA", "DT", "TM")
+        and e.value
+        and e.keyword != "ContentTime"
+        and e.keyword != "ContentDate"
+    ]
+    assert sr.PatientIdentityRemoved == "YES" and sr.ContentDate == "19000101"
+    lateral = pydicom.dcmread(tmp_path / "anon" / "lateral.dcm", stop_before_pixels=True)
+    assert sr.StudyInstanceUID == lateral.StudyInstanceUID  # still the images' study, de-identified
+    assert read_sr(tmp_path / "anon" / "report.dcm")["level L1"]["Volume"][1] == "ml"

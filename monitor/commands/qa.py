@@ -211,11 +211,17 @@ def add_export(sub) -> None:
         action="store_true",
         help="remove patient-identifying attributes (DICOM PS3.15 Basic Profile), e.g. for training",
     )
+    p.add_argument(
+        "--sr",
+        action="store_true",
+        help="also write report.dcm: the measurements and alarms per level as a DICOM Structured"
+        " Report (TID 1500) referencing the images, for the PACS",
+    )
     p.set_defaults(run=_run_export)
 
 
 def _run_export(args) -> int:
     from monitor.io.export import export_session
 
-    export_session(args.session, args.out, args.deidentify)
+    export_session(args.session, args.out, args.deidentify, sr=args.sr)
     return 0

@@ -77,8 +77,12 @@ BASIC_PROFILE = {
 }
 
 
-def export_session(folder: Path, out: Path, deidentify: bool = False, say=print) -> list[Path]:
-    """Write one DICOM file per plane the session recorded; returns their paths."""
+def export_session(
+    folder: Path, out: Path, deidentify: bool = False, say=print, sr: bool = False
+) -> list[Path]:
+    """Write one DICOM file per plane the session recorded, and with ``sr`` the session's
+    measurements and alarms as a Structured Report referencing them (``monitor.io.sr``);
+    returns their paths."""
     store = SessionStore.open(folder)
     try:
         meta = store.meta()
@@ -102,6 +106,13 @@ def export_session(folder: Path, out: Path, deidentify: bool = False, say=print)
             _finish(path, meta, mine, salt if deidentify else None)
             say(f"wrote {path}: {len(mine)} frames of {shape[0]}x{shape[1]}")
             written.append(path)
+        if sr:
+            from monitor.audit import audit_json
+            from monitor.io.sr import write_sr
+
+            report = write_sr(out / "report.dcm", audit_json(store), written, deidentify)
+            say(f"wrote {report}: the measurements and alarms as a DICOM SR (TID 1500)")
+            written.append(report)
         return written
     finally:
         store.close()
@@ -121,8 +132,8 @@ def _options(plane: str, records, meta: dict) -> WriteOptions:
         photometric=first["photometric"],
         intensity_relationship=first["intensity"] or "LIN",
         compression="jpegls",
-        patient_name=str(meta.get("patient") or "UNKNOWN"),
-        patient_id=str(meta.get("patient") or "UNKNOWN"),
+        patient_name=str(meta.get("patient") or ""),  # Type 2: empty when not told
+        patient_id=str(meta.get("patient") or ""),
         series_description=f"{plane} fluoroscopy, vertebroplasty session {meta.get('session')}",
         manufacturer="vertebroplasty-monitor",
         uid_seed=f"{meta.get('session')}-{meta.get('created')}",
@@ -154,6 +165,9 @@ def _finish(path: Path, meta: dict, records, deidentify_salt: str | None) -> Non
         ds.OperatorsName = str(meta["operator"])
     if meta.get("room"):
         ds.StationName = str(meta["room"])[:16]
+    for unknown in ("PatientBirthDate", "PatientSex", "ReferringPhysicianName", "AccessionNumber"):
+        if unknown not in ds:  # Type 2: present, empty when the session was not told
+            setattr(ds, unknown, "")
     ds.SoftwareVersions = f"vertebroplasty-monitor {__version__}"
     ds.StudyDescription = "Percutaneous vertebroplasty" + (f" {meta['level']}" if meta.get("level") else "")
     if deidentify_salt is not None:

@@ -1,0 +1,225 @@
+"""A session's QA figures as a DICOM Structured Report, for the PACS and the reporting system.
+
+``monitor export SESSION OUT --sr`` writes OUT/report.dcm beside the exported images: a
+Comprehensive 3D SR holding a TID 1500 Measurement Report, built with highdicom (which keeps
+the templates, codes and content-tree rules of PS3.16), that references the exported image
+series by UID. Per level treated it holds one measurement group:
+
+- the cement volume (SCT 118565006 "Volume", mL) and the volume delivered by syringe;
+- the closest the cement front came to the posterior wall (DCM 121206 "Distance", mm,
+  qualified as the minimum: negative is beyond the wall);
+
+and per alarm a group of its own: when it was raised (seconds from the start of monitoring
+of the level), the distance then, how long injection went on and how much went in after it,
+when it was acknowledged, with the alarm's kind, site and priority as coded evaluations. Every group names the
+algorithm (name, version). A volume interval is not written: the monitor does not yet
+estimate one (issue 18).
+
+Concepts DICOM has no code for are in the private coding scheme ``99VTBPM`` (PS3.16 8.1
+allows "99" private schemes); :data:`CODES` lists them. :func:`read_sr` reads the figures
+back, with pydicom only, so that a round trip can be checked against the audit.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import highdicom as hd
+import pydicom
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import generate_uid
+
+from monitor import __version__
+
+SCHEME = "99VTBPM"  # this monitor's own concepts (private coding scheme, PS3.16 8.1)
+CODES = {
+    "syringe_volume": Code("SYRINGE-ML", SCHEME, "Cement volume delivered by syringe"),
+    "closest_to_wall": Code("FRONT-WALL-MIN", SCHEME, "Closest distance of cement front to posterior wall"),
+    "alarm": Code("ALARM", SCHEME, "Injection alarm"),
+    "alarm_time": Code("ALARM-TIME", SCHEME, "Time of alarm from start of monitoring"),
+    "alarm_distance": Code("ALARM-DIST", SCHEME, "Distance of cement front to posterior wall at alarm"),
+    "acknowledged_after": Code("ACK-AFTER", SCHEME, "Time from alarm to acknowledgement"),
+    "stopped_after": Code("STOPPED-AFTER", SCHEME, "Time from alarm to stop of injection"),
+    "injected_after": Code("INJECTED-AFTER", SCHEME, "Cement volume injected after alarm"),
+    "kind": Code("ALARM-KIND", SCHEME, "Alarm kind"),
+    "site": Code("ALARM-SITE", SCHEME, "Alarm site"),
+    "priority": Code("ALARM-PRIORITY", SCHEME, "Alarm priority"),
+}
+VALUES = {  # the coded values of kind, site and priority
+    "proximity": Code("PROXIMITY", SCHEME, "Cement within 5 mm of posterior wall"),
+    "extravasation": Code("EXTRAVASATION", SCHEME, "Cement leak"),
+    "posterior": Code("SITE-POSTERIOR", SCHEME, "Posterior, towards the spinal canal"),
+    "venous": Code("SITE-VENOUS", SCHEME, "Venous"),
+    "disc": Code("SITE-DISC", SCHEME, "Intervertebral disc"),
+    "paravertebral": Code("SITE-PARAVERTEBRAL", SCHEME, "Paravertebral soft tissue"),
+    "high": Code("PRIORITY-HIGH", SCHEME, "High priority"),
+    "medium": Code("PRIORITY-MEDIUM", SCHEME, "Medium priority"),
+}
+UNITS = {"ml": Code("ml", "UCUM", "milliliter"), "mm": codes.UCUM.Millimeter, "s": codes.UCUM.Second}
+ALGORITHM_FAMILY = codes.cid7162.EdgeDetection  # the walls are edge fits; the cement, a difference
+
+
+def measurement_report(report: dict, images: list[pydicom.Dataset], deidentified: bool = False):
+    """The SR of ``report`` (:func:`monitor.audit.audit_json` of the session) referencing the
+    exported ``images`` (their datasets; pixel data not needed). ``deidentified``: the images
+    are de-identified, and the SR must say nothing of the operator or the room either."""
+    algorithm = hd.sr.AlgorithmIdentification("vertebroplasty-monitor", __version__, ALGORITHM_FAMILY)
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=generate_uid(entropy_srcs=[str(report["session"]), "device"]),
+        name="vertebroplasty-monitor",
+        manufacturer_name="vertebroplasty-monitor",
+        model_name=__version__,
+        physical_location=None if deidentified else _text(report.get("room")),
+    )
+    context = hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(codes.DCM.Device, device)
+    )
+    # Each group names the images it was measured on (by SOP instance UID); the evidence
+    # sequence lists them too. No image library: its projection descriptors need the
+    # patient orientation, which a C-arm recording does not reliably carry.
+    sources = [hd.sr.SourceImageForMeasurementGroup.from_source_image(image) for image in images]
+    groups = []
+    for level in report["levels"]:
+        groups.append(_level_group(level, report["session"], algorithm, sources))
+        groups += [
+            _alarm_group(level, i, alarm, report["session"], algorithm)
+            for i, alarm in enumerate(level["alarms"], 1)
+        ]
+    content = hd.sr.MeasurementReport(
+        observation_context=context,
+        procedure_reported=codes.SCT.Fluoroscopy,
+        imaging_measurements=groups,
+        title=codes.DCM.ImagingMeasurementReport,
+    )
+    first = images[0]
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=images,
+        content=content,
+        series_instance_uid=generate_uid(entropy_srcs=[first.StudyInstanceUID, "sr-series"]),
+        series_number=99,
+        sop_instance_uid=generate_uid(entropy_srcs=[first.StudyInstanceUID, "sr"]),
+        instance_number=1,
+        manufacturer="vertebroplasty-monitor",
+        is_complete=bool(report.get("complete")),
+        series_description="Vertebroplasty cement monitor: measurements and alarms",
+    )
+    if deidentified:  # as the images were (PS3.15 Basic Profile): no date ties it to the patient
+        sr.ContentDate, sr.ContentTime = "19000101", "000000"  # Type 1: a dummy value
+        for keyword in ("InstanceCreationDate", "InstanceCreationTime"):
+            if keyword in sr:
+                delattr(sr, keyword)
+        for equipment in sr.get("ContributingEquipmentSequence", []):
+            if "ContributionDateTime" in equipment:
+                del equipment.ContributionDateTime
+        sr.PatientIdentityRemoved = "YES"
+        sr.DeidentificationMethod = first.get("DeidentificationMethod", "DICOM PS3.15 Basic Profile")
+    return sr
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)[:64]
+
+
+def _tracking(session: str, name: str) -> hd.sr.TrackingIdentifier:
+    """A stable identifier: the same session exported twice gives the same UIDs."""
+    return hd.sr.TrackingIdentifier(uid=generate_uid(entropy_srcs=[str(session), name]), identifier=name)
+
+
+def _level_group(level: dict, session: str, algorithm, sources):
+    name = f"level {level['level'] or 'not recorded'}"
+    measurements = []
+    if level["volume_ml"] is not None:
+        measurements.append(_measure(codes.SCT.Volume, level["volume_ml"], "ml", algorithm))
+    if level["syringe_ml"] is not None:
+        measurements.append(_measure(CODES["syringe_volume"], level["syringe_ml"], "ml", algorithm))
+    if level["min_distance_mm"] is not None:
+        measurements.append(_measure(CODES["closest_to_wall"], level["min_distance_mm"], "mm", algorithm))
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(session, name),
+        finding_type=codes.SCT.Fluoroscopy,
+        algorithm_id=algorithm,
+        measurements=measurements or None,
+        source_images=sources,
+    )
+
+
+def _alarm_group(level: dict, number: int, alarm: dict, session: str, algorithm):
+    name = f"level {level['level'] or 'not recorded'} alarm {number}"
+    start = level.get("start_s")
+    figures = [
+        ("alarm_time", None if start is None else alarm["time_s"] - start, "s"),
+        ("alarm_distance", alarm.get("distance_mm"), "mm"),
+        ("acknowledged_after", alarm.get("acknowledged_after_s"), "s"),
+        ("stopped_after", alarm.get("stopped_after_s"), "s"),
+        ("injected_after", alarm.get("injected_after_ml"), "ml"),
+    ]
+    evaluations = [
+        hd.sr.QualitativeEvaluation(CODES[key], VALUES[alarm[key]])
+        for key in ("kind", "site", "priority")
+        if alarm.get(key) in VALUES
+    ]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(session, name),
+        finding_type=CODES["alarm"],
+        algorithm_id=algorithm,
+        measurements=[_measure(CODES[k], v, u, algorithm) for k, v, u in figures if v is not None] or None,
+        qualitative_evaluations=evaluations or None,
+    )
+
+
+def _measure(name: Code, value: float, unit: str, algorithm) -> hd.sr.Measurement:
+    value = round(float(value), 4)
+    return hd.sr.Measurement(name=name, value=value, unit=UNITS[unit], algorithm_id=algorithm)
+
+
+def write_sr(path: Path, report: dict, image_paths: list[Path], deidentified: bool = False) -> Path:
+    """:func:`measurement_report` of the exported images at ``image_paths``, written to ``path``."""
+    images = [pydicom.dcmread(p, stop_before_pixels=True) for p in image_paths]
+    sr = measurement_report(report, images, deidentified)
+    if not deidentified:
+        now = datetime.datetime.now()
+        sr.ContentDate, sr.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    sr.save_as(path, enforce_file_format=True)
+    return path
+
+
+def read_sr(path: Path) -> dict[str, dict]:
+    """The figures of an SR written by :func:`write_sr`, read back with pydicom alone: group
+    name (its tracking identifier) -> {concept meaning: value (float, with its unit) or coded
+    value's meaning}, plus "algorithm" -> "name version"."""
+    ds = pydicom.dcmread(path)
+    groups: dict[str, dict] = {}
+    for item in _items(ds):
+        if _concept(item) != "Measurement Group":
+            continue
+        figures: dict = {}
+        for child in _items(item):
+            meaning, kind = _concept(child), child.ValueType
+            if kind == "TEXT" and meaning == "Tracking Identifier":
+                name = child.TextValue
+            elif kind == "NUM":
+                value = child.MeasuredValueSequence[0]
+                unit = value.MeasurementUnitsCodeSequence[0].CodeValue
+                figures[meaning] = (float(value.NumericValue), unit)
+            elif kind == "CODE" and meaning != "Finding":
+                figures[meaning] = child.ConceptCodeSequence[0].CodeMeaning
+            elif kind == "TEXT" and meaning == "Algorithm Name":
+                figures["algorithm"] = child.TextValue
+            elif kind == "TEXT" and meaning == "Algorithm Version":
+                figures["algorithm version"] = child.TextValue
+        groups[name] = figures
+    return groups
+
+
+def _items(node):
+    """Every content item under ``node``, depth first."""
+    for item in node.get("ContentSequence", []):
+        yield item
+        yield from _items(item)
+
+
+def _concept(item) -> str | None:
+    names = item.get("ConceptNameCodeSequence")
+    return names[0].CodeMeaning if names else None
