@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor.errors import MonitorError
+from monitor.io import signing
 from monitor.io.store import DB_NAME, SessionStore
 from monitor.messages import PLANES
 from monitor.vision.alarms import PLANE_CHECKS
 
-DIGEST_VERSION = 4  # bump when session_digest changes, so cached digests are recomputed
+DIGEST_VERSION = 5  # bump when session_digest changes, so cached digests are recomputed
 NOT_RECORDED = "not recorded"  # an operator or level the session was not told
 VOLUME_BINS_ML = 12  # the summary's volume histograms: 1 mL bins from 0, the last one open (12 mL and over)
 # A level is monitored when the 5 mm rule (lateral view) and the leak check (each view
@@ -351,6 +352,18 @@ def session_digest(folder: Path) -> dict:
         store.close()
 
 
+def record_digest(folder: Path) -> bool:
+    """At close, once the log is signed: its digest written beside it, signed
+    (``session.digest.json``), so that a summary takes it instead of reading the log, for as
+    long as the log's files are as they are now. False when the log cannot be read."""
+    digest = session_digest(folder)
+    if "error" in digest:
+        return False
+    digest.pop("folder")  # where it is found is where it is, when it is read
+    signing.sign_digest(folder, digest, DigestCache.stamp(folder), DIGEST_VERSION)
+    return True
+
+
 def _digest(store: SessionStore) -> dict:
     """What the summary needs of one session, read with a few SQL queries: per level its volume,
     syringe volume, closest distance, alarms, leaks, reaction times and whether it was monitored;
@@ -468,8 +481,9 @@ class SummaryFilter:
 
     def session(self, digest: dict) -> bool:
         """Whether a readable session's digest is covered: begun in the days, in the room, by
-        the operator, and (with a level) treating that level; its levels are filtered apart."""
-        if self.level is not None and not any(lv["level"] == self.level for lv in digest["levels"]):
+        the operator, and (with a level) treating that level; its levels are filtered apart.
+        An operator or level of "not recorded" selects those the session was not told."""
+        if self.level is not None and not any(self.covers_level(lv["level"]) for lv in digest["levels"]):
             return False
         if self.date_from or self.date_to:
             created = digest.get("created")
@@ -478,12 +492,12 @@ class SummaryFilter:
             day = datetime.date.fromtimestamp(created)
             if (self.date_from and day < self.date_from) or (self.date_to and day > self.date_to):
                 return False
-        return (self.room is None or digest.get("room") == self.room) and (
-            self.operator is None or digest.get("operator") == self.operator
+        return (self.room is None or (digest.get("room") or NOT_RECORDED) == self.room) and (
+            self.operator is None or (digest.get("operator") or NOT_RECORDED) == self.operator
         )
 
     def covers_level(self, level: str | None) -> bool:
-        return self.level is None or level == self.level
+        return self.level is None or (level or NOT_RECORDED).upper() == self.level.upper()
 
     def describe(self) -> str:
         """The filter for people, to follow "sessions", e.g. "begun from 2026-11-01, in room
@@ -504,20 +518,31 @@ def summarize(
     progress: Callable[[int], None] = lambda n: None,
     cache: Path | None = None,
     only: SummaryFilter | None = None,
+    close_digests: bool = True,
 ) -> dict:
     """Per operator and level over many sessions: volumes, alarms, reaction times, leaks;
     with ``only``, over the sessions and levels it covers.
 
     With ``cache`` (a SQLite file), each session's digest is kept there against
     the size and modification time of its log, so a later summary reads only the
-    sessions that are new or changed.
+    sessions that are new or changed. With ``close_digests``, a log not in the cache is
+    not read either when the digest written at its close (signed, :func:`record_digest`)
+    is for the log as it is now.
     """
     # Over 60 lines on purpose: the digests read (from the cache, in a pool or one by one), then one
     # pass over their levels that fills the per operator-and-level groups and the not-monitored list,
     # then a row per group.
     folders = list(folders)
     cached = DigestCache(cache) if cache is not None else None
-    digests: dict[Path, dict] = cached.lookup(folders) if cached else {}
+    from_cache = cached.lookup(folders) if cached else {}
+    digests: dict[Path, dict] = dict(from_cache)
+    key = signing.installation_key(create=False) if close_digests else None
+    for f in folders if key else ():  # then the digests written at close, if still true
+        if f not in digests:
+            closed = signing.signed_digest(f, DigestCache.stamp(f), DIGEST_VERSION, key)
+            if closed is not None:
+                digests[f] = {"folder": str(f), **closed}
+    from_close = len(digests) - len(from_cache)
     todo = [f for f in folders if f not in digests]
     if workers > 1 and len(todo) > 64:
         import multiprocessing
@@ -531,10 +556,12 @@ def summarize(
         for f in todo:
             digests[f] = session_digest(f)
     if cached:
-        cached.store({f: digests[f] for f in todo})
+        cached.store({f: digests[f] for f in folders if f not in from_cache})
         cached.close()
     only = only or SummaryFilter()
     digests = [digests[f] for f in folders]
+    # logs that do not verify are listed whatever the filter: a filter must not hide tampering
+    untrusted = [{"folder": d["folder"], "problems": d["untrusted"]} for d in digests if d.get("untrusted")]
     digests = [d for d in digests if "error" in d or only.session(d)]
     groups: dict[tuple, dict] = {}
     not_monitored: list[dict] = []  # (session, level) pairs: listed first by the summary's readers
@@ -609,12 +636,13 @@ def summarize(
         )
     return {
         "sessions": len(digests),
-        "read": len(todo),
+        "read": len(todo),  # logs read now; the others' digests from the cache or written at close
+        "from_close": from_close,
         "unreadable": [d for d in digests if "error" in d],
-        # logs whose signed head does not verify (rewritten, cut, unsigned), listed first
-        "untrusted": [
-            {"folder": d["folder"], "problems": d["untrusted"]} for d in digests if d.get("untrusted")
-        ],
+        "matched": sum("error" not in d for d in digests),  # readable sessions the filter covers
+        # logs whose chain or signed head does not verify (rewritten, cut, unsigned), listed
+        # first, whatever the filter
+        "untrusted": untrusted,
         "not_monitored": not_monitored,
         "leaked": leaked,
         "filter": only.describe(),
@@ -636,7 +664,7 @@ class DigestCache:
     @staticmethod
     def stamp(folder: Path) -> str:
         parts = []
-        for name in (DB_NAME, DB_NAME + "-wal"):
+        for name in (DB_NAME, DB_NAME + "-wal", signing.HEAD_NAME):  # the head: a log unsigned is not
             try:
                 st = (folder / name).stat()
                 parts.append(f"{st.st_size}:{st.st_mtime_ns}")

@@ -388,6 +388,12 @@ def _sign(session_dir: Path, say) -> bool:
     except (MonitorError, OSError) as e:
         say(f"the session log could not be signed: {e}")
         return False
+    from monitor.audit import record_digest
+
+    try:  # for the QA summary, which then need not read the log
+        record_digest(session_dir)
+    except (MonitorError, OSError) as e:  # the log is signed and whole: only slower to summarise
+        say(f"the session's summary digest could not be written: {e}")
     return True
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+import urllib.parse
 
 import cv2
 
@@ -102,7 +103,8 @@ def _leak_table(leaked: list[dict], links: dict[str, str]) -> str:
     for leak in leaked:
         folder = _e(leak["folder"])
         link = links.get(leak["folder"])
-        cell = f"<a href='{html.escape(link, quote=True)}'>{folder}</a>" if link else folder
+        href = html.escape(urllib.parse.quote(link), quote=True) if link else None
+        cell = f"<a href='{href}'>{folder}</a>" if href else folder
         created = leak["created"]
         when = "" if created is None else datetime.datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M")
         rows.append(

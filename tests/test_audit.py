@@ -262,7 +262,8 @@ def test_summary_over_sessions_per_operator_and_level_with_csv_and_cache(session
     done = monitor_cli("audit", root, "--summary", "--csv", tmp_path / "summary.csv", "--json")
     assert done.returncode == 0, done.stderr
     table = json.loads(done.stdout)
-    assert table["sessions"] == 5 and table["read"] == 5
+    # every closed log's digest, written and signed at its close, is taken: only the broken one is read
+    assert table["sessions"] == 5 and table["read"] == 1 and table["from_close"] == 4
     assert [u["folder"] for u in table["unreadable"]] == [str(root / "broken")]
     assert table["untrusted"] == []  # every log's signed head verifies
     ours = next(r for r in table["rows"] if r["operator"] == OPERATOR)
@@ -274,11 +275,12 @@ def test_summary_over_sessions_per_operator_and_level_with_csv_and_cache(session
         rows = list(csv.DictReader(f))
     assert len(rows) == len(table["rows"]) and rows[0].keys() >= {"operator", "level", "median_reaction_s"}
     again = json.loads(monitor_cli("audit", root, "--summary", "--json").stdout)
-    assert again["read"] == 0 and again["rows"] == table["rows"]  # every digest from the cache
+    assert again["read"] == 0 and again["from_close"] == 0  # every digest from the cache
+    assert again["rows"] == table["rows"]
     assert len(again["unreadable"]) == 1
     write_fake_session((root / "fake-new", 7))
     third = json.loads(monitor_cli("audit", root, "--summary", "--json").stdout)
-    assert third["read"] == 1 and third["sessions"] == 6
+    assert third["from_close"] == 1 and third["sessions"] == 6
 
 
 def test_export_writes_dicom_with_the_recorded_pixels(session, tmp_path):
@@ -351,7 +353,10 @@ def test_bad_audit_and_export_inputs_get_one_line(tmp_path):
         assert done.stderr.count("\n") == 1 and "error:" in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize(("how", "said"), [("edit", "rewritten"), ("in place", "does not match its hash")])
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [("edit", "rewritten"), ("in place", "does not match its hash"), ("unsigned", "no signed head")],
+)
 def test_the_summary_lists_a_rewritten_log_first_as_untrusted(session, tmp_path, how, said):
     """Rewritten with the chain recomputed (the signed head catches it) or edited in place
     (the last record, and so the head, untouched: the summary checked only the head and
@@ -368,6 +373,8 @@ def test_the_summary_lists_a_rewritten_log_first_as_untrusted(session, tmp_path,
     assert row["sessions"] == 2 and row["incomplete"] == 1  # the forged one is not counted complete
     text = monitor_cli("audit", root, "--summary").stdout.splitlines()
     assert text[0].startswith(f"UNTRUSTED: {root / 'forged'}: ")
+    narrowed = json.loads(monitor_cli("audit", root, "--summary", "--json", "--operator", "nobody").stdout)
+    assert [u["folder"] for u in narrowed["untrusted"]] == [str(root / "forged")]  # no filter hides it
 
 
 def test_planes_at_different_frame_rates_are_merged_by_time_not_frame_index(session, tmp_path):
@@ -510,6 +517,7 @@ def test_the_sr_holds_every_figure_of_the_audit_and_references_the_images(sessio
     closest = measured["Closest distance of cement front to posterior wall"]
     assert closest == (pytest.approx(level["min_distance_mm"], abs=1e-4), "mm")
     assert (measured["algorithm"], measured["algorithm version"]) == ("vertebroplasty-monitor", "0.1.0")
+    assert measured["Finding Site"] == "L1 vertebra"  # the level, coded (SCT)
     assert any(a["kind"] == "extravasation" for a in level["alarms"])  # the case leaks
     for i, alarm in enumerate(level["alarms"], 1):
         said = figures[f"level L1 alarm {i}"]
@@ -525,6 +533,7 @@ def test_the_sr_holds_every_figure_of_the_audit_and_references_the_images(sessio
         assert said["Alarm kind"] == VALUES[alarm["kind"]].meaning
         assert said["Alarm priority"] == VALUES[alarm["priority"]].meaning
         assert said.get("Alarm site") == (VALUES[alarm["site"]].meaning if alarm["site"] else None)
+        assert said["Injection stopped after alarm"] == ("No" if alarm["stopped_after_s"] is None else "Yes")
     report = hd.sr.srread(tmp_path / "out" / "report.dcm")
     assert isinstance(report, hd.sr.Comprehensive3DSR)
     groups = report.content.get_image_measurement_groups()
@@ -536,6 +545,17 @@ def test_the_sr_holds_every_figure_of_the_audit_and_references_the_images(sessio
     cited = {sop.ReferencedSOPInstanceUID for series in evidence for sop in series.ReferencedSOPSequence}
     assert cited == {ds.SOPInstanceUID for ds in images}
     assert report.StudyInstanceUID == images[0].StudyInstanceUID and report.PatientID == PATIENT
+    dataset = pydicom.dcmread(tmp_path / "out" / "report.dcm")
+    cited = []  # each alarm group cites the frame of its plane's image it was raised on
+    for group in dataset.ContentSequence[-1].ContentSequence:  # Imaging Measurements
+        items = group.get("ContentSequence", [])
+        name = next((i.TextValue for i in items if i.ValueType == "TEXT"), "")
+        if name.startswith("level L1 alarm"):
+            refs = [i.ReferencedSOPSequence[0] for i in items if i.ValueType == "IMAGE"]
+            cited.append([(r.ReferencedSOPInstanceUID, r.ReferencedFrameNumber) for r in refs])
+    assert cited == [[(images[0].SOPInstanceUID, a["frame"] + 1)] for a in level["alarms"]]
+    again = monitor_cli("export", session, tmp_path / "out", "--sr", "--deidentify")
+    assert again.returncode == 1 and "already holds an export" in again.stderr  # never a mix of two
 
 
 def test_the_deidentified_sr_says_nothing_of_the_patient_operator_or_day(session, tmp_path):
@@ -558,3 +578,33 @@ def test_the_deidentified_sr_says_nothing_of_the_patient_operator_or_day(session
     lateral = pydicom.dcmread(tmp_path / "anon" / "lateral.dcm", stop_before_pixels=True)
     assert sr.StudyInstanceUID == lateral.StudyInstanceUID  # still the images' study, de-identified
     assert read_sr(tmp_path / "anon" / "report.dcm")["level L1"]["Volume"][1] == "ml"
+    monitor_cli("export", session, tmp_path / "plain", "--sr")
+    plain = {name: g["uid"] for name, g in read_sr(tmp_path / "plain" / "report.dcm").items()}
+    anon = {name: g["uid"] for name, g in read_sr(tmp_path / "anon" / "report.dcm").items()}
+    assert plain.keys() == anon.keys() and not set(plain.values()) & set(anon.values())  # unlinkable
+
+
+def test_a_digest_written_at_close_stands_for_the_log_only_while_the_log_is_unchanged(tmp_path):
+    """The summary takes a closed log's signed digest instead of reading it, and gives the same
+    figures; once the log is written to, or its digest forged without the key, it reads the log."""
+    from monitor.audit import find_sessions, summarize
+    from monitor.bench_log import write_fake_session
+    from monitor.io.signing import DIGEST_NAME
+
+    for seed in range(3):
+        write_fake_session((tmp_path / f"s{seed}", seed))
+    folders = find_sessions(tmp_path)
+    taken = summarize(folders)
+    read = summarize(folders, close_digests=False)
+    assert (taken["from_close"], taken["read"]) == (3, 0) and read["read"] == 3
+    assert taken["rows"] == read["rows"] and taken["leaked"] == read["leaked"]
+    store = SessionStore.create(tmp_path / "s1")  # a record appended after the close
+    store.add_event("operator", "note", "written after the close")
+    store.close()
+    forged = json.loads((tmp_path / "s2" / DIGEST_NAME).read_text())
+    forged["digest"]["operator"] = "someone else"  # without the key, its signature no longer holds
+    (tmp_path / "s2" / DIGEST_NAME).write_text(json.dumps(forged))
+    again = summarize(folders)
+    assert (again["from_close"], again["read"]) == (1, 2)
+    assert [u["folder"] for u in again["untrusted"]] == [str(tmp_path / "s1")]  # appended after signing
+    assert "someone else" not in {r["operator"] for r in again["rows"]}

@@ -97,6 +97,9 @@ def _run_summary(args) -> int:
 
     if args.date_from and args.date_to and args.date_from > args.date_to:
         raise MonitorError(f"--from {args.date_from} is after --to {args.date_to}")
+    for name in ("room", "operator", "level"):
+        if getattr(args, name) is not None and not getattr(args, name).strip():
+            raise MonitorError(f"--{name}: empty (for sessions not told one, give 'not recorded')")
     only = SummaryFilter(args.date_from, args.date_to, args.room, args.operator, args.level)
     started = time.monotonic()
     folders = find_sessions(args.session)
@@ -122,29 +125,11 @@ def _run_summary(args) -> int:
     if args.json:
         print(json.dumps(table, indent=1))
     else:
-        for bad in table["untrusted"]:  # first: what QA must look at
-            print(f"UNTRUSTED: {bad['folder']}: " + "; ".join(bad["problems"]))
-        if table["filter"]:
-            print(f"sessions {table['filter']}")
-        for miss in table["not_monitored"]:
-            reasons = "; ".join(miss["reasons"])
-            print(f"NOT MONITORED: {miss['folder']} level {miss['level']}: {reasons}")
-        for leak in table["leaked"]:
-            print(
-                f"LEAK: {leak['folder']} level {leak['level']} ({leak['operator']}): "
-                f"{leak['leaks']} leak alarm(s)"
-            )
-        widths = {c: max([len(c), *(len(_cell(r[c])) for r in table["rows"])]) for c in SUMMARY_COLUMNS}
-        print("  ".join(c.rjust(widths[c]) for c in SUMMARY_COLUMNS))
-        for row in table["rows"]:
-            print("  ".join(_cell(row[c]).rjust(widths[c]) for c in SUMMARY_COLUMNS))
-        if not table["rows"]:
-            print("no level matches" + (f" ({table['filter']})" if table["filter"] else ""))
-        for bad in table["unreadable"]:
-            print(f"unreadable: {bad['error']}")
+        _print_summary(table)
     print(
-        f"{len(folders)} session(s) ({table['read']} read, the rest from the cache"
-        + (f"; {table['sessions']} {table['filter']}" if table["filter"] else "")
+        f"{len(folders)} session(s) ({table['read']} read, {table['from_close']} from the digests"
+        " written at their close, the rest from the cache"
+        + (f"; {table['matched']} {table['filter']}" if table["filter"] else "")
         + ") "
         f"in {time.monotonic() - started:.1f} s"
         + (f", {len(table['unreadable'])} unreadable" if table["unreadable"] else ""),
@@ -153,6 +138,32 @@ def _run_summary(args) -> int:
     if args.html:
         print(f"wrote {args.html}", file=sys.stderr)
     return 0
+
+
+def _print_summary(table: dict) -> None:
+    """The summary for people: what QA must look at first, then the table."""
+    from monitor.audit import SUMMARY_COLUMNS
+
+    for bad in table["untrusted"]:  # first: what QA must look at
+        print(f"UNTRUSTED: {bad['folder']}: " + "; ".join(bad["problems"]))
+    if table["filter"]:
+        print(f"sessions {table['filter']}")
+    for miss in table["not_monitored"]:
+        reasons = "; ".join(miss["reasons"])
+        print(f"NOT MONITORED: {miss['folder']} level {miss['level']}: {reasons}")
+    for leak in table["leaked"]:
+        print(
+            f"LEAK: {leak['folder']} level {leak['level']} ({leak['operator']}): "
+            f"{leak['leaks']} leak alarm(s)"
+        )
+    widths = {c: max([len(c), *(len(_cell(r[c])) for r in table["rows"])]) for c in SUMMARY_COLUMNS}
+    print("  ".join(c.rjust(widths[c]) for c in SUMMARY_COLUMNS))
+    for row in table["rows"]:
+        print("  ".join(_cell(row[c]).rjust(widths[c]) for c in SUMMARY_COLUMNS))
+    if not table["rows"]:
+        print("no level matches" + (f" ({table['filter']})" if table["filter"] else ""))
+    for bad in table["unreadable"]:
+        print(f"unreadable: {bad['error']}")
 
 
 def _leak_reports(leaked: list[dict], summary: Path) -> dict[str, str]:

@@ -77,19 +77,34 @@ BASIC_PROFILE = {
 }
 
 
+EXPORTED = ("lateral.dcm", "ap.dcm", "report.dcm")  # what an export writes into its directory
+
+
 def export_session(
     folder: Path, out: Path, deidentify: bool = False, say=print, sr: bool = False
 ) -> list[Path]:
     """Write one DICOM file per plane the session recorded, and with ``sr`` the session's
     measurements and alarms as a Structured Report referencing them (``monitor.io.sr``);
     returns their paths."""
+    if out.exists() and not out.is_dir():
+        raise MonitorError(f"{out}: exists and is not a directory")
+    stale = [name for name in EXPORTED if (out / name).exists()]
+    if stale:  # a mix of two exports (one identified, one not) must never be left behind
+        raise MonitorError(f"{out}: already holds an export ({', '.join(stale)}); give a new directory")
     store = SessionStore.open(folder)
     try:
         meta = store.meta()
         records = [r for r in store.records("frame") if not r.body.get("resent")]
         if not records:
             raise MonitorError(f"{folder}: the session recorded no frames")
-        written = []
+        report = None
+        if sr:
+            from monitor.audit import audit_json
+
+            report = audit_json(store)
+            if not report["levels"]:
+                raise MonitorError(f"{folder}: no level was analysed, so there is nothing for --sr to report")
+        written, frame_numbers = [], {}
         salt = secrets.token_hex(16)  # one per export: both planes keep sharing their study UID
         for plane in PLANES:
             mine = [r for r in records if r.plane == plane]
@@ -100,19 +115,19 @@ def export_session(
                 left_out = len(mine) - count
                 say(f"{plane}: {left_out} frame(s) of another size left out (size changed mid-stream)")
             mine = [r for r in mine if tuple(r.body["shape"]) == shape]
+            frame_numbers[plane] = {r.frame: number for number, r in enumerate(mine, 1)}
             frames = np.stack([store.image(r.rec) for r in mine])
             path = out / f"{plane}.dcm"
             write_recording(path, frames, _options(plane, mine, meta))
             _finish(path, meta, mine, salt if deidentify else None)
             say(f"wrote {path}: {len(mine)} frames of {shape[0]}x{shape[1]}")
             written.append(path)
-        if sr:
-            from monitor.audit import audit_json
+        if report is not None:
             from monitor.io.sr import write_sr
 
-            report = write_sr(out / "report.dcm", audit_json(store), written, deidentify)
-            say(f"wrote {report}: the measurements and alarms as a DICOM SR (TID 1500)")
-            written.append(report)
+            path = write_sr(out / "report.dcm", report, written, deidentify, frame_numbers)
+            say(f"wrote {path}: the measurements and alarms as a DICOM SR (TID 1500)")
+            written.append(path)
         return written
     finally:
         store.close()

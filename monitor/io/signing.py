@@ -25,6 +25,7 @@ from pathlib import Path
 from monitor.errors import MonitorError
 
 HEAD_NAME = "session.head"
+DIGEST_NAME = "session.digest.json"  # the QA summary's digest of the closed log, signed
 KEY_NAME = "log-signing.key"
 
 
@@ -123,3 +124,39 @@ def head_problems(folder: Path, session: str | None, last_rec: int, hash_at) -> 
     if last_rec > rec:
         return [f"{last_rec - rec} record(s) were appended after the log was closed and signed"]
     return []
+
+
+def sign_digest(folder: Path, digest: dict, stamp: str, version: int) -> None:
+    """Write ``session.digest.json``: what the QA summary needs of this closed log
+    (``monitor.audit.session_digest``, format ``version``), for the log as it is now
+    (``stamp``: its files' sizes and modification times), signed with this installation's key
+    so that a summary may take it instead of reading the log."""
+    key = installation_key()
+    body = {"version": version, "stamp": stamp, "digest": digest}
+    record = {**body, "key_id": key_id(key), "hmac_sha256": _body_signature(key, body)}
+    tmp = folder / (DIGEST_NAME + ".tmp")
+    tmp.write_text(json.dumps(record) + "\n")
+    os.replace(tmp, folder / DIGEST_NAME)
+
+
+def signed_digest(folder: Path, stamp: str, version: int, key: bytes | None = None) -> dict | None:
+    """The digest written at close, when it is for the log as it is now (``stamp``), of
+    format ``version``, and signed with this installation's key (``key``, read once by a
+    caller that checks thousands); else None (read the log)."""
+    try:
+        record = json.loads((folder / DIGEST_NAME).read_text())
+        body = {k: record[k] for k in ("version", "stamp", "digest")}
+        signature, signer = str(record["hmac_sha256"]), str(record["key_id"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    key = key or installation_key(create=False)
+    if body["version"] != version or body["stamp"] != stamp or key is None or signer != key_id(key):
+        return None
+    if not hmac.compare_digest(signature, _body_signature(key, body)):
+        return None
+    return body["digest"] if isinstance(body["digest"], dict) else None
+
+
+def _body_signature(key: bytes, body: dict) -> str:
+    message = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(key, b"monitor-digest:" + message, hashlib.sha256).hexdigest()

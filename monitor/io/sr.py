@@ -6,14 +6,15 @@ the templates, codes and content-tree rules of PS3.16), that references the expo
 series by UID. Per level treated it holds one measurement group:
 
 - the cement volume (SCT 118565006 "Volume", mL) and the volume delivered by syringe;
-- the closest the cement front came to the posterior wall (DCM 121206 "Distance", mm,
-  qualified as the minimum: negative is beyond the wall);
+- the closest the cement front came to the posterior wall (mm; negative is beyond it);
 
 and per alarm a group of its own: when it was raised (seconds from the start of monitoring
-of the level), the distance then, how long injection went on and how much went in after it,
-when it was acknowledged, with the alarm's kind, site and priority as coded evaluations. Every group names the
-algorithm (name, version). A volume interval is not written: the monitor does not yet
-estimate one (issue 18).
+of the level), the distance then, when it was acknowledged, whether injection stopped and how
+long after, how much went in after it, with the alarm's kind, site and priority as coded
+evaluations, citing the frame it was raised on. The vertebral level is each group's coded
+finding site (SCT T1-T12, L1-L5 vertebra) when known. Every group names the algorithm (name,
+version) and the images it was measured on. A volume interval is not written: the monitor does
+not yet estimate one (issue 18).
 
 Concepts DICOM has no code for are in the private coding scheme ``99VTBPM`` (PS3.16 8.1
 allows "99" private schemes); :data:`CODES` lists them. :func:`read_sr` reads the figures
@@ -23,6 +24,7 @@ back, with pydicom only, so that a round trip can be checked against the audit.
 from __future__ import annotations
 
 import datetime
+import warnings
 from pathlib import Path
 
 import highdicom as hd
@@ -41,6 +43,7 @@ CODES = {
     "alarm_time": Code("ALARM-TIME", SCHEME, "Time of alarm from start of monitoring"),
     "alarm_distance": Code("ALARM-DIST", SCHEME, "Distance of cement front to posterior wall at alarm"),
     "acknowledged_after": Code("ACK-AFTER", SCHEME, "Time from alarm to acknowledgement"),
+    "stopped": Code("STOPPED", SCHEME, "Injection stopped after alarm"),
     "stopped_after": Code("STOPPED-AFTER", SCHEME, "Time from alarm to stop of injection"),
     "injected_after": Code("INJECTED-AFTER", SCHEME, "Cement volume injected after alarm"),
     "kind": Code("ALARM-KIND", SCHEME, "Alarm kind"),
@@ -53,21 +56,37 @@ VALUES = {  # the coded values of kind, site and priority
     "posterior": Code("SITE-POSTERIOR", SCHEME, "Posterior, towards the spinal canal"),
     "venous": Code("SITE-VENOUS", SCHEME, "Venous"),
     "disc": Code("SITE-DISC", SCHEME, "Intervertebral disc"),
-    "paravertebral": Code("SITE-PARAVERTEBRAL", SCHEME, "Paravertebral soft tissue"),
+    "paravertebral": Code("SITE-PARAVERT", SCHEME, "Paravertebral soft tissue"),  # <= 16 characters
     "high": Code("PRIORITY-HIGH", SCHEME, "High priority"),
     "medium": Code("PRIORITY-MEDIUM", SCHEME, "Medium priority"),
 }
 UNITS = {"ml": Code("ml", "UCUM", "milliliter"), "mm": codes.UCUM.Millimeter, "s": codes.UCUM.Second}
-ALGORITHM_FAMILY = codes.cid7162.EdgeDetection  # the walls are edge fits; the cement, a difference
 
 
-def measurement_report(report: dict, images: list[pydicom.Dataset], deidentified: bool = False):
+class NothingToReport(ValueError):
+    """A session with no level analysed: an SR would hold no measurement."""
+
+
+def measurement_report(
+    report: dict,
+    images: list[pydicom.Dataset],
+    deidentified: bool = False,
+    frame_numbers: dict[str, dict[int, int]] | None = None,
+):
     """The SR of ``report`` (:func:`monitor.audit.audit_json` of the session) referencing the
-    exported ``images`` (their datasets; pixel data not needed). ``deidentified``: the images
-    are de-identified, and the SR must say nothing of the operator or the room either."""
-    algorithm = hd.sr.AlgorithmIdentification("vertebroplasty-monitor", __version__, ALGORITHM_FAMILY)
+    exported ``images`` (their datasets; pixel data not needed; their PositionerPrimaryAngle
+    names the plane). ``frame_numbers``: plane -> {the log's frame index: its frame number in
+    that plane's exported image}, for the alarms to cite their frame. ``deidentified``: the
+    images are de-identified, and the SR must say nothing of the operator or the room, nor
+    carry a UID that leads back to the identified export."""
+    if not report["levels"]:
+        raise NothingToReport("no level was analysed in this session: an SR would hold no measurement")
+    algorithm = hd.sr.AlgorithmIdentification("vertebroplasty-monitor", __version__)
+    # UIDs from the exported study's UID, itself replaced when de-identified: stable across
+    # exports of one session, and unrelated between its identified and de-identified exports
+    study = images[0].StudyInstanceUID
     device = hd.sr.DeviceObserverIdentifyingAttributes(
-        uid=generate_uid(entropy_srcs=[str(report["session"]), "device"]),
+        uid=generate_uid(entropy_srcs=[study, "device"]),
         name="vertebroplasty-monitor",
         manufacturer_name="vertebroplasty-monitor",
         model_name=__version__,
@@ -80,31 +99,54 @@ def measurement_report(report: dict, images: list[pydicom.Dataset], deidentified
     # sequence lists them too. No image library: its projection descriptors need the
     # patient orientation, which a C-arm recording does not reliably carry.
     sources = [hd.sr.SourceImageForMeasurementGroup.from_source_image(image) for image in images]
+    by_plane = {_plane(image): image for image in images}
     groups = []
     for level in report["levels"]:
-        groups.append(_level_group(level, report["session"], algorithm, sources))
-        groups += [
-            _alarm_group(level, i, alarm, report["session"], algorithm)
-            for i, alarm in enumerate(level["alarms"], 1)
-        ]
+        groups.append(_level_group(level, study, algorithm, sources))
+        for i, alarm in enumerate(level["alarms"], 1):
+            image = by_plane.get(alarm.get("plane"))
+            number = (frame_numbers or {}).get(alarm.get("plane"), {}).get(alarm.get("frame"))
+            cited = (
+                []
+                if image is None
+                else [
+                    hd.sr.SourceImageForMeasurementGroup.from_source_image(
+                        image, referenced_frame_numbers=None if number is None else [number]
+                    )
+                ]
+            )
+            groups.append(_alarm_group(level, i, alarm, study, algorithm, cited or sources))
     content = hd.sr.MeasurementReport(
         observation_context=context,
         procedure_reported=codes.SCT.Fluoroscopy,
         imaging_measurements=groups,
         title=codes.DCM.ImagingMeasurementReport,
     )
+    return _sr_dataset(content, images, report, deidentified)
+
+
+def _sr_dataset(content, images: list[pydicom.Dataset], report: dict, deidentified: bool):
+    """The Comprehensive 3D SR instance around ``content``, in the images' study."""
     first = images[0]
-    sr = hd.sr.Comprehensive3DSR(
-        evidence=images,
-        content=content,
-        series_instance_uid=generate_uid(entropy_srcs=[first.StudyInstanceUID, "sr-series"]),
-        series_number=99,
-        sop_instance_uid=generate_uid(entropy_srcs=[first.StudyInstanceUID, "sr"]),
-        instance_number=1,
-        manufacturer="vertebroplasty-monitor",
-        is_complete=bool(report.get("complete")),
-        series_description="Vertebroplasty cement monitor: measurements and alarms",
-    )
+    with warnings.catch_warnings():  # a pseudonymous patient reference is one name component
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+        sr = hd.sr.Comprehensive3DSR(
+            evidence=images,
+            content=content,
+            series_instance_uid=generate_uid(),  # each export a new instance: its content may differ
+            series_number=99,
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+            manufacturer="vertebroplasty-monitor",
+            is_complete=bool(report.get("complete")),
+            series_description="Vertebroplasty cement monitor: measurements and alarms",
+        )
+    sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: a room or level named outside ASCII
+    scheme = pydicom.Dataset()
+    scheme.CodingSchemeDesignator = SCHEME
+    scheme.CodingSchemeName = "Vertebroplasty cement monitor concepts"
+    scheme.CodingSchemeResponsibleOrganization = "vertebroplasty-monitor"
+    sr.CodingSchemeIdentificationSequence = [scheme]
     if deidentified:  # as the images were (PS3.15 Basic Profile): no date ties it to the patient
         sr.ContentDate, sr.ContentTime = "19000101", "000000"  # Type 1: a dummy value
         for keyword in ("InstanceCreationDate", "InstanceCreationTime"):
@@ -122,12 +164,26 @@ def _text(value) -> str | None:
     return None if value is None else str(value)[:64]
 
 
-def _tracking(session: str, name: str) -> hd.sr.TrackingIdentifier:
-    """A stable identifier: the same session exported twice gives the same UIDs."""
-    return hd.sr.TrackingIdentifier(uid=generate_uid(entropy_srcs=[str(session), name]), identifier=name)
+def _plane(image: pydicom.Dataset) -> str | None:
+    """The plane an exported image shows, from its PositionerPrimaryAngle (as written)."""
+    angle = image.get("PositionerPrimaryAngle")
+    if angle is None:
+        return None
+    return "lateral" if 45 <= abs(float(angle)) <= 135 else "ap"
 
 
-def _level_group(level: dict, session: str, algorithm, sources):
+def _tracking(study: str, name: str) -> hd.sr.TrackingIdentifier:
+    """A stable identifier: the same export study gives the same UIDs."""
+    return hd.sr.TrackingIdentifier(uid=generate_uid(entropy_srcs=[study, name]), identifier=name)
+
+
+def _sites(level: dict) -> list | None:
+    """The treated vertebra as a coded finding site (SCT), when the level is known."""
+    code = getattr(codes.SCT, f"{level['level']}Vertebra", None) if level["level"] else None
+    return None if code is None else [hd.sr.FindingSite(code)]
+
+
+def _level_group(level: dict, study: str, algorithm, sources):
     name = f"level {level['level'] or 'not recorded'}"
     measurements = []
     if level["volume_ml"] is not None:
@@ -137,15 +193,15 @@ def _level_group(level: dict, session: str, algorithm, sources):
     if level["min_distance_mm"] is not None:
         measurements.append(_measure(CODES["closest_to_wall"], level["min_distance_mm"], "mm", algorithm))
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=_tracking(session, name),
-        finding_type=codes.SCT.Fluoroscopy,
+        tracking_identifier=_tracking(study, name),
         algorithm_id=algorithm,
+        finding_sites=_sites(level),
         measurements=measurements or None,
         source_images=sources,
     )
 
 
-def _alarm_group(level: dict, number: int, alarm: dict, session: str, algorithm):
+def _alarm_group(level: dict, number: int, alarm: dict, study: str, algorithm, sources):
     name = f"level {level['level'] or 'not recorded'} alarm {number}"
     start = level.get("start_s")
     figures = [
@@ -160,9 +216,15 @@ def _alarm_group(level: dict, number: int, alarm: dict, session: str, algorithm)
         for key in ("kind", "site", "priority")
         if alarm.get(key) in VALUES
     ]
+    stopped = alarm.get("stopped_after_s") is not None  # not stopped: said, not left out
+    evaluations.append(
+        hd.sr.QualitativeEvaluation(CODES["stopped"], codes.SCT.Yes if stopped else codes.SCT.No)
+    )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=_tracking(session, name),
+        tracking_identifier=_tracking(study, name),
         finding_type=CODES["alarm"],
+        finding_sites=_sites(level),
+        source_images=sources,
         algorithm_id=algorithm,
         measurements=[_measure(CODES[k], v, u, algorithm) for k, v, u in figures if v is not None] or None,
         qualitative_evaluations=evaluations or None,
@@ -174,10 +236,16 @@ def _measure(name: Code, value: float, unit: str, algorithm) -> hd.sr.Measuremen
     return hd.sr.Measurement(name=name, value=value, unit=UNITS[unit], algorithm_id=algorithm)
 
 
-def write_sr(path: Path, report: dict, image_paths: list[Path], deidentified: bool = False) -> Path:
+def write_sr(
+    path: Path,
+    report: dict,
+    image_paths: list[Path],
+    deidentified: bool = False,
+    frame_numbers: dict[str, dict[int, int]] | None = None,
+) -> Path:
     """:func:`measurement_report` of the exported images at ``image_paths``, written to ``path``."""
     images = [pydicom.dcmread(p, stop_before_pixels=True) for p in image_paths]
-    sr = measurement_report(report, images, deidentified)
+    sr = measurement_report(report, images, deidentified, frame_numbers)
     if not deidentified:
         now = datetime.datetime.now()
         sr.ContentDate, sr.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
@@ -188,7 +256,7 @@ def write_sr(path: Path, report: dict, image_paths: list[Path], deidentified: bo
 def read_sr(path: Path) -> dict[str, dict]:
     """The figures of an SR written by :func:`write_sr`, read back with pydicom alone: group
     name (its tracking identifier) -> {concept meaning: value (float, with its unit) or coded
-    value's meaning}, plus "algorithm" -> "name version"."""
+    value's meaning}, plus "algorithm", "algorithm version" and "uid" (its tracking UID)."""
     ds = pydicom.dcmread(path)
     groups: dict[str, dict] = {}
     for item in _items(ds):
@@ -199,6 +267,8 @@ def read_sr(path: Path) -> dict[str, dict]:
             meaning, kind = _concept(child), child.ValueType
             if kind == "TEXT" and meaning == "Tracking Identifier":
                 name = child.TextValue
+            elif kind == "UIDREF" and meaning == "Tracking Unique Identifier":
+                figures["uid"] = child.UID
             elif kind == "NUM":
                 value = child.MeasuredValueSequence[0]
                 unit = value.MeasurementUnitsCodeSequence[0].CodeValue

@@ -38,6 +38,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.request import pathname2url
 
 import blosc2
 import numpy as np
@@ -215,7 +216,9 @@ class SessionStore:
         lone = not any(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-shm"))
         mode = "ro&immutable=1" if lone else "ro"
         try:
-            db = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, check_same_thread=False, timeout=10.0)
+            # the path quoted: a folder named with "#", "?" or "%" is still that folder
+            uri = f"file:{pathname2url(str(path))}?mode={mode}"
+            db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10.0)
             version = _schema_version(db)
             if version != SCHEMA_VERSION:
                 raise MonitorError(_version_problem(path, version))

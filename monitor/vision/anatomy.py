@@ -689,6 +689,8 @@ def find_ap_body(
     the lateral walls are then the strongest falls 10-30 mm out from it, which
     keeps pedicle rings and the spinous process from being taken for walls.
     """
+    # Over 60 lines on purpose: the midline, then the endplates and the walls about it, each
+    # found from the last, sharing the smoothed image, its gradients and the excluded pixels.
     mm = 1.0 / pixel_mm
     p = priors
     smooth = cv2.GaussianBlur(att, (0, 0), max(1.0, EDGE_BLUR_MM * mm))
