@@ -69,9 +69,10 @@ def summary_html(table: dict, links: dict[str, str] | None = None) -> str:
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>Vertebroplasty QA summary</title><style>{STYLE}</style></head><body>",
         "<h1>Vertebroplasty QA summary</h1>",
-        f"<p>{_e(scope)}: {table['sessions']} session(s)"
+        f"<p>{_e(scope)}: {table['matched']} session(s)"
         + (f", {len(table['unreadable'])} unreadable" if table["unreadable"] else "")
-        + "</p>",
+        + f". Made {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; times are this"
+        " computer's local time.</p>",
         _look_first(table),
         "<h2>Leaks</h2>",
         _leak_table(table["leaked"], links),
