@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from monitor import __version__
-from monitor.commands import attached, benchmarks, calibration, qa, recordings, streaming, training
+from monitor.commands import alarms, attached, benchmarks, calibration, qa, recordings, streaming, training
 from monitor.commands.options import Parser
 from monitor.errors import MonitorError
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         qa.add_audit,
         qa.add_export,
         attached.add_keys,
+        alarms.add_sounds,
         benchmarks.add_bench,
     ):
         add(sub)

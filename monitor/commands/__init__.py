@@ -14,4 +14,5 @@ rather than in the modules they drive, which import those libraries at their top
 - ``calibration``: calibrate
 - ``qa``: audit, export
 - ``benchmarks``: bench
+- ``alarms``: sounds
 """
