@@ -629,7 +629,8 @@ class AnalyzerNode:
         source sent is analysed, or it is too late for the missing ones."""
         if self.catch_up.behind(self.end) and now - self.end_at <= END_GRACE_S:
             return False
-        self.results.send(End(self.end.session, "analyzer", time.time(), self.analysed))
+        # the source's reason passed on: a viewer tells a recording's end from a source's failure
+        self.results.send(End(self.end.session, "analyzer", time.time(), self.analysed, self.end.reason))
         self.end = None
         return True
 

@@ -93,6 +93,7 @@ class PlaneView(pg.GraphicsLayoutWidget):
         self.shape: tuple[int, int] | None = None
         self.photometric: str | None = None
         self.shown_frame: int | None = None
+        self._size = (1, 1)  # the image shown, (width, height) pixels
         self.wall_editor: pg.LineSegmentROI | None = None
         self.body_editor: pg.RectROI | None = None
         self._overlay_shown: tuple = (None, None)
@@ -112,7 +113,7 @@ class PlaneView(pg.GraphicsLayoutWidget):
             self.image.setLookupTable(lut[::-1] if photometric == "MONOCHROME1" else lut)
             self.box.setRange(xRange=(0, w), yRange=(0, h), padding=0)
             self.title.setPos(w * 0.01, h * 0.01)
-            self.no_signal.setPos(w / 2, h / 2)
+            self._size = (w, h)
         self.shown_frame = frame
         self.title.setText(f"{self.plane.upper()}  frame {frame}")
         if time.monotonic() - self._histogram_at > 1.0:
@@ -162,8 +163,20 @@ class PlaneView(pg.GraphicsLayoutWidget):
             else:
                 label.hide()
 
-    def show_stale(self, age: float | None) -> None:
-        self.no_signal.setText("" if age is None else f"NO SIGNAL\n{age:.1f} s")
+    def show_stale(self, age: float | None, ended: str | None = None) -> None:
+        """NO SIGNAL with its age over a greyed image; or the end of the recording over the
+        last image, kept as it was. The label is hidden while live: its dark backdrop would
+        otherwise sit at the image centre, where the cement is."""
+        text = f"NO SIGNAL\n{age:.1f} s" if age is not None else (ended or "")
+        self.no_signal.setText(text)
+        self.no_signal.setVisible(bool(text))
+        w, h = self._size
+        if age is None and ended:  # at the bottom edge: the cement and the wall stay in sight
+            self.no_signal.setAnchor((0.5, 1.0))
+            self.no_signal.setPos(w / 2, h * 0.99)
+        else:
+            self.no_signal.setAnchor((0.5, 0.5))
+            self.no_signal.setPos(w / 2, h / 2)
         self.image.setOpacity(0.35 if age is not None else 1.0)
 
 
@@ -372,8 +385,9 @@ class MonitorWindow(QtWidgets.QWidget):
                 self.state.result(message, now)
             elif isinstance(message, Status):
                 self.state.status(message)
-            elif isinstance(message, End):
+            elif isinstance(message, End):  # the analyzer's, once it has analysed all that was sent
                 self.ended = True
+                self.state.end(message.reason)
             message = self.results.receive(0)
         self.refresh(now)
 
@@ -389,11 +403,13 @@ class MonitorWindow(QtWidgets.QWidget):
             view.show_overlay(p.result, visible=not self.training and stale is None)
             if p.result is not None and p.frame is not None and p.result.frame != p.frame:
                 view.title.setText(f"{plane.upper()}  frame {p.frame}  (overlay of frame {p.result.frame})")
-            view.show_stale(stale)
+            view.show_stale(stale, s.ended)
         self._readouts(stale is not None)
         self._banner()
         self.pause_button.setText("Resume injection" if s.paused else "Injection paused")
-        if stale is not None:
+        if s.ended:
+            self.status_line.setText(f"{s.ended}: the last images and overlay stay shown")
+        elif stale is not None:
             self.status_line.setText(f"NO SIGNAL: no frame for {stale:.1f} s")
         elif s.analysis_silent(now):
             self.status_line.setText("NO ANALYSIS: frames arrive but the analyzer does not answer")
@@ -434,7 +450,9 @@ class MonitorWindow(QtWidgets.QWidget):
         for key in ("level", "to_line", "volume"):
             _style(r[key], f"color:{'#6a6a6a' if stale else '#f0f0f0'}; background:#181818; padding:6px;")
         _style(r["distance"], f"color:{colour}; background:#181818; padding:6px;")
-        if d is not None and d <= 5:
+        if d is not None and d < 0:  # past the wall: not merely inside the 5 mm line
+            r["to_line"].setText("BEYOND THE WALL")
+        elif d is not None and d <= 5:
             r["to_line"].setText("INSIDE 5 mm LINE")
         elif s.seconds_to_line is None:
             r["to_line"].setText("5 mm LINE  --")
@@ -452,7 +470,8 @@ class MonitorWindow(QtWidgets.QWidget):
 
     def _toggle_flash(self) -> None:
         self._flash = not self._flash
-        if self.state.banner()[0] == "high" and time.monotonic() >= self._audio_paused_until:
+        silent = self.state.ended or time.monotonic() < self._audio_paused_until
+        if self.state.banner()[0] == "high" and not silent:
             QtWidgets.QApplication.beep()
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)

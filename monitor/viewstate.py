@@ -57,6 +57,13 @@ class ViewState:
     stream_since: float | None = None  # stream time of the level's first result after the baseline
     stream_at: float | None = None  # ... and of its newest, in any plane
     proximity_checked_at: float | None = None  # ... of the newest lateral frame checked for 5 mm
+    # once the source has said it is done: "RECORDING ENDED", or "SOURCE STOPPED: why" when it
+    # stopped on a fault; not a lost signal, so no NO SIGNAL and no alarm sound from then on
+    ended: str | None = None
+
+    def end(self, reason: str | None) -> None:
+        """The source's end message (``reason``: None for a recording played to its end)."""
+        self.ended = "RECORDING ENDED" if not reason else f"SOURCE STOPPED: {reason}"
 
     def frame(
         self, plane: str, pixels: np.ndarray, frame: int, photometric: str, now: float, acq_time: float = 0.0
@@ -110,7 +117,10 @@ class ViewState:
         return max(lags) if lags else None
 
     def stale_for(self, now: float) -> float | None:
-        """Seconds since the newest frame of any plane, if that is too long; None while live."""
+        """Seconds since the newest frame of any plane, if that is too long; None while live,
+        and once the source has ended (no frame is expected)."""
+        if self.ended:
+            return None
         arrivals = [p.arrived for p in self.planes.values() if p.arrived is not None]
         if not arrivals:
             return None

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 
 from monitor.io.store import SessionStore  # noqa: E402
 from monitor.io.transport import Publisher  # noqa: E402
-from monitor.messages import FrameHeader, Result, Status  # noqa: E402
+from monitor.messages import End, FrameHeader, Result, Status  # noqa: E402
 from monitor.pipeline import Endpoints  # noqa: E402
 from monitor.recordings import default_recording  # noqa: E402
 from monitor.training import score_training  # noqa: E402
@@ -289,3 +289,31 @@ def test_monitor_train_on_the_bundled_case_logs_a_scored_result(tmp_path):
     onset = load_truth(default_recording().lateral.parent)["leak"]["onset_frame"]
     assert entry["trainee"] == "T. Rainee"
     assert 0 <= entry["results"][0]["monitor_alarms"]["leak"]["frame"] - onset <= 2
+
+
+def test_the_end_of_a_recording_is_said_and_keeps_the_last_overlay(qtbot, streams, window):
+    """After the end the view says RECORDING ENDED over the last image, keeps its overlay, and
+    is neither NO SIGNAL nor sounding; while live, the label (and its dark backdrop) is hidden,
+    so no bar sits at the image centre."""
+    pump(qtbot, lambda: streams.frame(1), lambda: window.views["lateral"].shown_frame == 1)
+    pump(
+        qtbot,
+        lambda: streams.result(1, overlay=OVERLAY, distance_mm=-2.0),
+        lambda: len(window.views["lateral"].wall.getData()[0]) == 2,
+    )
+    assert not window.views["lateral"].no_signal.isVisible()  # live: no backdrop at the centre
+    assert window.readouts["to_line"].text() == "BEYOND THE WALL"  # not "inside the 5 mm line"
+    pump(
+        qtbot,
+        lambda: streams.results.send(End("t", "analyzer", time.time(), {"lateral": 2})),
+        lambda: window.state.ended is not None,
+    )
+    qtbot.wait(800)  # past the 0.5 s stale time: an ended stream is not a lost one
+    label = window.views["lateral"].no_signal
+    assert label.isVisible() and label.textItem.toPlainText() == "RECORDING ENDED"
+    assert window.views["lateral"].image.opacity() == 1.0
+    assert len(window.views["lateral"].wall.getData()[0]) == 2  # the last overlay kept
+    assert window.status_line.text().startswith("RECORDING ENDED")
+    window.state.end("aborted: the grabber stopped")
+    window.refresh(time.monotonic())
+    assert label.textItem.toPlainText() == "SOURCE STOPPED: aborted: the grabber stopped"
