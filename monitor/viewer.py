@@ -35,6 +35,9 @@ BANNER = {
     "high": "background:#d62728; color:white;",
     "high-off": "background:#5a1010; color:white;",
     "medium": "background:#ffd200; color:black;",
+    # acknowledged, the condition lasting: steady (no flashing, no sound), framed in its colour
+    "high-acknowledged": "background:#3a0d0d; color:white; border:4px solid #d62728;",
+    "medium-acknowledged": "background:#3a3000; color:white; border:4px solid #ffd200;",
     # frames go unchecked: not an alarm colour, but nothing like the calm "no alarm" either
     "not-monitored": "background:#6b2fa0; color:white;",
     "": "background:#202020; color:#9a9a9a;",

@@ -60,6 +60,11 @@ class ViewState:
     # once the source has said it is done: "RECORDING ENDED", or "SOURCE STOPPED: why" when it
     # stopped on a fault; not a lost signal, so no NO SIGNAL and no alarm sound from then on
     ended: str | None = None
+    # The analyzer's alarm states, when its results carry them (Result.alarm_changes): alarm id
+    # -> the alarm with "active" (its condition present) and "acknowledged". An acknowledged
+    # alarm stays shown, steady, while its condition lasts (IEC 60601-1-8); only its sound stops.
+    alarm_states: dict = field(default_factory=dict)
+    follows_changes: bool = False  # once any result carried alarm states
 
     def end(self, reason: str | None) -> None:
         """The source's end message (``reason``: None for a recording played to its end)."""
@@ -84,6 +89,7 @@ class ViewState:
             for recent in self.checked.values():
                 recent.clear()
             self.stream_since = self.stream_at = self.proximity_checked_at = None
+            self.alarm_states.clear()  # a new level: the last one's alarms are not this one's
         if r.status != "baseline" and r.checks is not None:
             self.checked[r.plane].append((frozenset(r.checks), r.status))
             self.stream_since = r.acq_time if self.stream_since is None else self.stream_since
@@ -98,12 +104,27 @@ class ViewState:
         if r.volume_ml is not None:
             self.volume_ml = r.volume_ml
             self.volumes.append((r.acq_time, r.volume_ml))
+        for change in r.alarm_changes or ():
+            self.follows_changes = True
+            state = self.alarm_states.setdefault(
+                change["id"], {**change, "active": True, "acknowledged": False}
+            )
+            if change["state"] == "cleared":
+                state["active"] = False
+            elif change["state"] == "acknowledged":
+                state["acknowledged"] = True
+            if not state["active"] and state["acknowledged"]:
+                del self.alarm_states[change["id"]]
         for alarm in r.alarms:
             self.shown_alarms = [a for a in self.shown_alarms if _key(a) != _key(alarm)] + [alarm]
 
     def status(self, s: Status) -> None:
         if s.event == "acknowledge":
             self.shown_alarms = []
+            for alarm_id, state in list(self.alarm_states.items()):  # said now; confirmed by the results
+                state["acknowledged"] = True
+                if not state["active"]:
+                    del self.alarm_states[alarm_id]
         elif s.event in ("pause", "resume"):
             self.paused = s.event == "pause"
         if s.event not in ("resumed",):
@@ -159,23 +180,45 @@ class ViewState:
                 reasons.insert(0, f"lateral: no frame checked against the 5 mm rule for {gap:.1f} s")
         return "; ".join(reasons) or None
 
+    def alarms(self) -> list[dict]:
+        """The alarms to show, highest priority and then newest first: unacknowledged ones,
+        and acknowledged ones whose condition lasts (each with "acknowledged")."""
+        if self.follows_changes:
+            shown = list(self.alarm_states.values())
+        else:  # an analyzer that sends no alarm states: shown until acknowledged
+            shown = [{**a, "acknowledged": False} for a in self.shown_alarms]
+        return sorted(shown, key=lambda a: (a["priority"] != "high", -a["frame"]))
+
     def banner(self) -> tuple[str, str]:
-        """(priority, text) of the alarm banner: "high", "medium", "not-monitored" (no alarm
-        shown, but frames go unchecked) or "" (no alarm)."""
+        """(priority, text) of the alarm banner: "high" or "medium" (an alarm not yet
+        acknowledged: flashing, sounding), "high-acknowledged" or "medium-acknowledged" (all
+        shown are acknowledged, their condition lasting: steady, silent), "not-monitored" (no
+        alarm, but frames go unchecked) or "" (no alarm). A proximity alarm gives the current
+        distance, not the one at its onset."""
         unchecked = self.not_monitored()
         prefix = f"NOT MONITORED: {unchecked}" if unchecked else ""
-        if not self.shown_alarms:
+        ordered = self.alarms()
+        if not ordered:
             return ("not-monitored", prefix) if unchecked else ("", "")
-        ordered = sorted(self.shown_alarms, key=lambda a: (a["priority"] != "high", a["frame"]))
         words = []
         for a in ordered:
+            said = "ACKNOWLEDGED " if a["acknowledged"] else ""
             if a["kind"] == "proximity":
-                d = a.get("distance_mm")
-                words.append(f"{a['priority'].upper()}: cement {d:.1f} mm from the wall")
+                d = self.distance_mm if self.distance_mm is not None else a.get("distance_mm")
+                if d is None:
+                    where = "near the wall"
+                elif d < 0:
+                    where = f"{-d:.1f} mm BEYOND the wall"
+                else:
+                    where = f"{d:.1f} mm from the wall"
+                words.append(f"{said}{a['priority'].upper()}: cement {where}")
             else:
-                words.append(f"HIGH: LEAK ({a['site']}) in {a['plane']}")
+                words.append(f"{said}HIGH: LEAK ({a['site']}) in {a['plane']}")
         text = "  |  ".join(words)
-        return ordered[0]["priority"], f"{prefix}\n{text}" if prefix else text
+        priority = ordered[0]["priority"]
+        if all(a["acknowledged"] for a in ordered):
+            priority += "-acknowledged"
+        return priority, f"{prefix}\n{text}" if prefix else text
 
 
 def _key(alarm: dict) -> tuple:

@@ -317,3 +317,37 @@ def test_the_end_of_a_recording_is_said_and_keeps_the_last_overlay(qtbot, stream
     window.state.end("aborted: the grabber stopped")
     window.refresh(time.monotonic())
     assert label.textItem.toPlainText() == "SOURCE STOPPED: aborted: the grabber stopped"
+
+
+def test_an_acknowledged_alarm_stays_shown_steady_while_its_condition_lasts(qtbot, streams, window):
+    """IEC 60601-1-8: acknowledging silences an alarm; it does not hide a condition that is
+    still there. With the analyzer's alarm states on the wire, the banner keeps an acknowledged
+    proximity alarm, steady and with the current distance, until the analyzer clears it."""
+    from monitor.viewer import BANNER
+
+    pump(qtbot, lambda: streams.frame(1), lambda: window.views["lateral"].shown_frame == 1)
+    alarm = {"id": "L1/proximity/wall/high/3", "kind": "proximity", "priority": "high", "frame": 3}
+    alarm |= {"plane": "lateral", "site": None, "distance_mm": 4.8}
+    raised = [{"state": "raised", **alarm}]
+    pump(
+        qtbot,
+        lambda: streams.result(3, distance_mm=4.8, alarm_changes=raised),
+        lambda: "HIGH" in window.banner.text(),
+    )
+    pump(qtbot, lambda: streams.result(4, distance_mm=2.0), lambda: "2.0 mm" in window.banner.text())
+    assert window.banner.text() == "HIGH: cement 2.0 mm from the wall"  # now, not 4.8 at onset
+    streams.results.send(Status("t", "viewer", time.time(), "acknowledge", "1 alarm(s) acknowledged"))
+    qtbot.waitUntil(lambda: window.banner.text().startswith("ACKNOWLEDGED"), timeout=5000)
+    assert window.banner.text() == "ACKNOWLEDGED HIGH: cement 2.0 mm from the wall"
+    styles = set()
+    for _ in range(5):  # steady: not the flashing pair
+        styles.add(window.banner.styleSheet())
+        qtbot.wait(250)
+    assert styles == {BANNER["high-acknowledged"]}
+    pump(qtbot, lambda: streams.result(5, distance_mm=-1.5), lambda: "BEYOND" in window.banner.text())
+    cleared = [{"state": "cleared", **alarm}]
+    pump(
+        qtbot,
+        lambda: streams.result(6, distance_mm=6.2, alarm_changes=cleared),
+        lambda: window.banner.text() == "no alarm",
+    )
