@@ -364,6 +364,8 @@ def _outcome(spec: RunSpec, children: dict, viewer, interrupted: bool, signed: b
     if viewer is not None and viewer.is_alive() and not interrupted:
         say("the source has ended; close the viewer window to finish")
         viewer.join()
+    if viewer is not None and viewer.exitcode not in (0, None) and not interrupted:
+        failed["viewer"] = viewer.exitcode  # the operator saw no window: not a clean run
     if failed:
         say("failed: " + ", ".join(f"{n} exit {c}" for n, c in failed.items()))
         return 3

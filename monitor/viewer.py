@@ -522,6 +522,30 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or platform)
 
 
+def viewer_problem(timeout_s: float = 30.0) -> str | None:
+    """Why a window cannot be opened here (Qt cannot load its platform plugin: missing
+    libraries, no X server), in one line; None when it can. Tried in a child process: Qt
+    aborts the process it fails in."""
+    import subprocess
+    import sys
+
+    probe = "import sys; from PySide6.QtWidgets import QApplication; QApplication(sys.argv[:1])"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired:
+        return f"the viewer cannot open a window here: Qt did not start within {timeout_s:g} s"
+    if done.returncode == 0:
+        return None
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    said = next((line for line in lines if "platform plugin" in line), lines[-1] if lines else "")
+    return (
+        f"the viewer cannot open a window here ({said or f'exit {done.returncode}'}); install the Qt"
+        " libraries (scripts/setup does, as root), or give --headless"
+    )
+
+
 def run_viewer(
     frames_endpoint: str,
     results_endpoint: str,

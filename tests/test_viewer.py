@@ -351,3 +351,23 @@ def test_an_acknowledged_alarm_stays_shown_steady_while_its_condition_lasts(qtbo
         lambda: streams.result(6, distance_mm=6.2, alarm_changes=cleared),
         lambda: window.banner.text() == "no alarm",
     )
+
+
+def test_a_viewer_that_cannot_open_stops_the_run_with_one_line(monkeypatch):
+    """A display whose Qt platform cannot load (here a platform that does not exist; on a bare
+    machine the xcb libraries missing) used to run on with no window and exit 0."""
+    import subprocess
+    import sys
+
+    from monitor.recordings import default_recording
+    from tests.conftest import own_endpoints
+
+    rec = default_recording()
+    env = {**os.environ, "QT_QPA_PLATFORM": "no-such-platform"}
+    args = own_endpoints(("replay", "--lateral", str(rec.lateral), "--ap", str(rec.ap), "--speed", "0"))
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "the viewer cannot open a window here" in done.stderr and "--headless" in done.stderr
+    assert "no-such-platform" in done.stderr

@@ -28,14 +28,16 @@ def _run_demo(args) -> int:
     from monitor.recordings import default_recording
     from monitor.render import render_session, write_video
     from monitor.replay import PaceOptions
-    from monitor.viewer import has_display
+    from monitor.viewer import has_display, viewer_problem
 
     case = default_recording()
     print(f"bundled recording '{case.name}': {case.description}")
     session = args.out / "session"
     if session.exists():
         shutil.rmtree(session)
-    viewer = has_display() and not args.headless
+    viewer = not args.headless and has_display()
+    if viewer and (problem := viewer_problem()):
+        raise MonitorError(problem)
     if viewer:
         print("  showing it in the live viewer at the recorded rate; close the window to finish")
     else:
@@ -183,10 +185,15 @@ def _stream(args, source, speed: float, loop: bool) -> int:
 
 
 def _display_or_say() -> bool:
-    """Whether the viewer can open here; without a display, says how to watch instead."""
-    from monitor.viewer import has_display
+    """Whether the viewer can open here; without a display, says how to watch instead. A
+    display the viewer cannot open on (Qt's libraries missing) is an error, not a silent
+    run without a window: give --headless to run without one."""
+    from monitor.viewer import has_display, viewer_problem
 
     if has_display():
+        problem = viewer_problem()
+        if problem:
+            raise MonitorError(problem)
         return True
     print(
         "no display: running headless (monitor view attaches to it from this machine's"
