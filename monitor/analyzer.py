@@ -306,8 +306,9 @@ class VisionAnalysis(Analysis):
             state["acknowledged"] |= b["state"] == "acknowledged"
             if b["state"] == "raised":
                 self.case.alarms.alarms[(b["kind"], b["site"], b["priority"])] = Alarm(
-                    b["kind"], b["priority"], b["frame"], b["plane"], b["site"], b["distance_mm"], {}
-                )
+                    b["kind"], b["priority"], b["frame"], b["plane"], b["site"], b["distance_mm"], {},
+                    reason=b.get("reason", ""),
+                )  # fmt: skip
         for alarm in self.case.alarms.alarms.values():
             state = self._logged_alarms[self._alarm_id(alarm)]
             alarm.active, alarm.acknowledged = state["active"], state["acknowledged"]

@@ -259,7 +259,7 @@ def _level_report(lv: dict) -> dict:
             continue  # acknowledged or cleared states of an alarm whose raise was lost
         b = raised.body
         t = b["acq_time"]
-        alarm = {k: b.get(k) for k in ("kind", "priority", "frame", "plane", "site", "distance_mm")}
+        alarm = {k: b.get(k) for k in ("kind", "priority", "frame", "plane", "site", "distance_mm", "reason")}
         alarm |= {
             "time_s": t,
             "acknowledged_after_s": _after(states["acknowledged"], raised),
@@ -743,7 +743,9 @@ def text_report(report: dict) -> str:
                 after = f"; injection did not stop ({a['total_after_ml']:.2f} mL after)"
             else:
                 after = f"; stopped {a['stopped_after_s']:.1f} s later, {a['injected_after_ml']:.2f} mL after"
-            alarm = f"{a['priority']:6} {a['kind']}{where}{dist}"
+            alarm = f"{a['priority']:6} {a['kind']}{where}{dist}" + (
+                f" [{a['reason']}]" if a.get("reason") else ""
+            )
             lines.append(f"  ALARM frame {a['frame']:4d} {a['plane']:7} {alarm}{after}")
         for c in level.get("caveats", []):
             span = (

@@ -280,7 +280,9 @@ def _alarm_table(level: dict) -> str:
         )
         rows.append(
             f"<tr><td class='num'>{a['frame']}</td><td class='num'>{_num(a['time_s'], 2)}</td>"
-            f"<td class='{a['priority']}'>{a['priority'].upper()} {_e(what)}</td><td>{a['plane']}</td>"
+            f"<td class='{a['priority']}'>{a['priority'].upper()} {_e(what)}"
+            + (f"<br><small>{_e(a['reason'])}</small>" if a.get("reason") else "")
+            + f"</td><td>{a['plane']}</td>"
             f"<td class='num'>{_num(a['distance_mm'], 1)}</td><td class='num'>{stopped}</td>"
             f"<td class='num'>{_num(a['injected_after_ml'], 2)}</td>"
             f"<td class='num'>{_num(a['acknowledged_after_s'], 1)}</td></tr>"

@@ -58,6 +58,11 @@ def test_audit_json_reports_alarms_and_how_fast_injection_stopped(session):
     assert high["injected_after_ml"] == pytest.approx(injected[stop] - injected[at], rel=0.3, abs=0.1)
     assert level["volume_ml"] == pytest.approx(truth["total_injected_ml"], rel=0.15)
     assert [f["frame"] for f in level["frames"]] == list(range(48))
+    reasons = {(a["kind"], a["priority"]): a["reason"] for a in level["alarms"]}  # said, and logged
+    assert reasons[("proximity", "high")] == f"within 5 mm of the wall ({high['distance_mm']:.1f} mm)"
+    assert reasons[("extravasation", "high")].startswith("leak: posterior")
+    text = monitor_cli("audit", session).stdout
+    assert f"[{reasons[('proximity', 'high')]}]" in text
     assert level["caveats"] == []  # every frame measured, nothing guessed
     # every frame after the 2-frame baseline checked against both rules, in both planes
     assert report["monitored"] is True and level["monitoring"]["reasons"] == []

@@ -26,3 +26,6 @@ def test_predicted_crossing_raises_a_medium_alarm_early():
     engine = AlarmEngine(AlarmConfig())
     raised = engine.update_proximity(5, "lateral", 9.0, 2.0, {})
     assert [(a.kind, a.priority) for a in raised] == [("proximity", "medium")]
+    # said why: far from the wall, but coming fast
+    assert raised[0].reason == "predicted to reach 5 mm in 2.0 s (9.0 mm now)"
+    assert raised[0].as_dict()["reason"] == raised[0].reason

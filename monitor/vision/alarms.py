@@ -44,6 +44,7 @@ class Alarm:
     evidence: dict
     active: bool = True  # the condition is present now
     acknowledged: bool = False
+    reason: str = ""  # why it was raised, for people: "within 5 mm of the wall (4.8 mm)", ...
 
     @property
     def key(self) -> tuple:
@@ -60,6 +61,7 @@ class Alarm:
             "evidence": self.evidence,
             "active": self.active,
             "acknowledged": self.acknowledged,
+            "reason": self.reason,
         }
 
 
@@ -77,7 +79,9 @@ class AlarmEngine:
         high = self.alarms.get(("proximity", None, "high"))
         if distance_mm is not None:
             if distance_mm <= c.proximity_mm:
-                raised += self._raise(Alarm("proximity", "high", frame, plane, None, distance_mm, evidence))
+                why = f"within {c.proximity_mm:g} mm of the wall ({distance_mm:.1f} mm)"
+                alarm = Alarm("proximity", "high", frame, plane, None, distance_mm, evidence, reason=why)
+                raised += self._raise(alarm)
             elif high is not None and distance_mm > c.proximity_mm + c.hysteresis_mm:
                 high.active = False
             approaching = distance_mm < c.approach_mm or (
@@ -87,7 +91,15 @@ class AlarmEngine:
             high = self.alarms.get(("proximity", None, "high"))
             superseded = high is not None and (high.active or not high.acknowledged)
             if approaching and distance_mm > c.proximity_mm and not superseded:
-                raised += self._raise(Alarm("proximity", "medium", frame, plane, None, distance_mm, evidence))
+                if distance_mm < c.approach_mm:
+                    why = f"within {c.approach_mm:g} mm of the wall ({distance_mm:.1f} mm)"
+                else:  # still far, but coming fast
+                    why = (
+                        f"predicted to reach {c.proximity_mm:g} mm in {seconds_to_line:.1f} s"
+                        f" ({distance_mm:.1f} mm now)"
+                    )
+                alarm = Alarm("proximity", "medium", frame, plane, None, distance_mm, evidence, reason=why)
+                raised += self._raise(alarm)
             elif medium is not None and distance_mm > c.approach_mm + c.hysteresis_mm:
                 medium.active = False
         return raised
@@ -95,7 +107,10 @@ class AlarmEngine:
     def update_leak(
         self, frame: int, plane: str, site: str, distance_mm: float | None, evidence: dict
     ) -> list[Alarm]:
-        return self._raise(Alarm("extravasation", "high", frame, plane, site, distance_mm, evidence))
+        why = f"leak: {site}, cement outside the body's outline in the {plane} view"
+        return self._raise(
+            Alarm("extravasation", "high", frame, plane, site, distance_mm, evidence, reason=why)
+        )
 
     def _raise(self, alarm: Alarm) -> list[Alarm]:
         existing = self.alarms.get(alarm.key)
