@@ -95,7 +95,7 @@ def run_storage(recording: Path | None, say=print) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def write_fake_session(args: tuple[Path, int], close_digest: bool = True) -> None:
+def write_fake_session(args: tuple[Path, int]) -> None:
     """One plausible session log: levels, results at 7.5 frames/s, alarms (a leak in some),
     syringe events; three rooms, a session every six hours from FAKE_START, and one in 17
     without an operator."""
@@ -149,8 +149,7 @@ def write_fake_session(args: tuple[Path, int], close_digest: bool = True) -> Non
     store.add_meta({"summary": {"complete": True, "problems": []}})
     store.sign()
     store.close()
-    if close_digest:  # as a run's close writes it (monitor.pipeline)
-        record_digest(folder)
+    record_digest(folder)  # as a run's close writes it (monitor.pipeline)
 
 
 def run_summary(sessions: int, folder: Path | None, workers: int = 2, say=print) -> dict:

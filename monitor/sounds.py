@@ -50,6 +50,11 @@ class AlarmSound:
     rise_fraction: float = 0.15  # rise and fall times, as a share of td (10 % to 90 %)
     harmonics: int = 4  # above the fundamental, each half the amplitude of the one below
 
+    @property
+    def ramp_s(self) -> float:
+        """The whole rise (and fall) ramp: linear, so its 10 %-90 % part is 80 % of it."""
+        return self.rise_fraction * self.pulse_s / 0.8
+
     def gaps(self) -> list[float]:
         """The spacing after each pulse but the last, half amplitude to half amplitude."""
         ts, td = self.spacing_s, self.pulse_s
@@ -79,7 +84,7 @@ RISE_FRACTION = (0.10, 0.20)
 def pulse(sound: AlarmSound, rate: int = SAMPLE_RATE) -> np.ndarray:
     """One pulse, float32 in [-1, 1]: the tone with linear ramps whose half-amplitude points
     are ``pulse_s`` apart."""
-    ramp = sound.rise_fraction * sound.pulse_s / 0.8  # 10 %-90 % of a linear ramp is 80 % of it
+    ramp = sound.ramp_s
     total = sound.pulse_s + ramp  # half amplitude is half way up each ramp
     t = np.arange(int(round(total * rate))) / rate
     f0 = sound.fundamental_hz
@@ -92,7 +97,7 @@ def pulse(sound: AlarmSound, rate: int = SAMPLE_RATE) -> np.ndarray:
 def burst(sound: AlarmSound, rate: int = SAMPLE_RATE, with_interburst: bool = True) -> np.ndarray:
     """The pulses of one burst with their spacings, then (by default) the interburst silence."""
     one = pulse(sound, rate)
-    ramp = sound.rise_fraction * sound.pulse_s / 0.8
+    ramp = sound.ramp_s
     parts = [one]
     for gap in sound.gaps():
         # spacing is half amplitude to half amplitude: the ramps' halves lie inside it

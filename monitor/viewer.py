@@ -212,7 +212,6 @@ class MonitorWindow(QtWidgets.QWidget):
         self.results = Subscriber(results_endpoint, hwm=256, role="results", key="viewer")
         self.commands = CommandSender(control_endpoint, "viewer") if control_endpoint else None
         self.stops: list[tuple[float, int | None]] = []  # training: (time, lateral frame shown)
-        self.ended = False
         self.rendered = 0  # frames put on screen, for the frame-rate benchmark
         self._build()
         self._flash = False
@@ -389,7 +388,6 @@ class MonitorWindow(QtWidgets.QWidget):
             elif isinstance(message, Status):
                 self.state.status(message)
             elif isinstance(message, End):  # the analyzer's, once it has analysed all that was sent
-                self.ended = True
                 self.state.end(message.reason)
             message = self.results.receive(0)
         self.refresh(now)

@@ -125,7 +125,8 @@ def export_session(
         if report is not None:
             from monitor.io.sr import write_sr
 
-            path = write_sr(out / "report.dcm", report, written, deidentify, frame_numbers)
+            images = {plane: out / f"{plane}.dcm" for plane in frame_numbers}
+            path = write_sr(out / "report.dcm", report, images, deidentify, frame_numbers)
             say(f"wrote {path}: the measurements and alarms as a DICOM SR (TID 1500)")
             written.append(path)
         return written

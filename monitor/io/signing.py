@@ -86,10 +86,15 @@ def sign_head(folder: Path, session: str, rec: int, digest: str) -> dict:
         "key_id": key_id(key),
         "hmac_sha256": _signature(key, session, rec, digest),
     }
-    tmp = folder / (HEAD_NAME + ".tmp")
-    tmp.write_text(json.dumps(head, indent=1) + "\n")
-    os.replace(tmp, folder / HEAD_NAME)
+    _replace(folder / HEAD_NAME, json.dumps(head, indent=1) + "\n")
     return head
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def head_problems(folder: Path, session: str | None, last_rec: int, hash_at) -> list[str]:
@@ -134,9 +139,7 @@ def sign_digest(folder: Path, digest: dict, stamp: str, version: int) -> None:
     key = installation_key()
     body = {"version": version, "stamp": stamp, "digest": digest}
     record = {**body, "key_id": key_id(key), "hmac_sha256": _body_signature(key, body)}
-    tmp = folder / (DIGEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, folder / DIGEST_NAME)
+    _replace(folder / DIGEST_NAME, json.dumps(record) + "\n")
 
 
 def signed_digest(folder: Path, stamp: str, version: int, key: bytes | None = None) -> dict | None:

@@ -69,14 +69,14 @@ class NothingToReport(ValueError):
 
 def measurement_report(
     report: dict,
-    images: list[pydicom.Dataset],
+    images: dict[str, pydicom.Dataset],
     deidentified: bool = False,
     frame_numbers: dict[str, dict[int, int]] | None = None,
 ):
     """The SR of ``report`` (:func:`monitor.audit.audit_json` of the session) referencing the
-    exported ``images`` (their datasets; pixel data not needed; their PositionerPrimaryAngle
-    names the plane). ``frame_numbers``: plane -> {the log's frame index: its frame number in
-    that plane's exported image}, for the alarms to cite their frame. ``deidentified``: the
+    exported ``images`` (plane -> its dataset; pixel data not needed). ``frame_numbers``:
+    plane -> {the log's frame index: its frame number in that plane's exported image}, for the
+    alarms to cite their frame. ``deidentified``: the
     images are de-identified, and the SR must say nothing of the operator or the room, nor
     carry a UID that leads back to the identified export."""
     if not report["levels"]:
@@ -84,7 +84,7 @@ def measurement_report(
     algorithm = hd.sr.AlgorithmIdentification("vertebroplasty-monitor", __version__)
     # UIDs from the exported study's UID, itself replaced when de-identified: stable across
     # exports of one session, and unrelated between its identified and de-identified exports
-    study = images[0].StudyInstanceUID
+    study = next(iter(images.values())).StudyInstanceUID
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=generate_uid(entropy_srcs=[study, "device"]),
         name="vertebroplasty-monitor",
@@ -98,13 +98,12 @@ def measurement_report(
     # Each group names the images it was measured on (by SOP instance UID); the evidence
     # sequence lists them too. No image library: its projection descriptors need the
     # patient orientation, which a C-arm recording does not reliably carry.
-    sources = [hd.sr.SourceImageForMeasurementGroup.from_source_image(image) for image in images]
-    by_plane = {_plane(image): image for image in images}
+    sources = [hd.sr.SourceImageForMeasurementGroup.from_source_image(image) for image in images.values()]
     groups = []
     for level in report["levels"]:
         groups.append(_level_group(level, study, algorithm, sources))
         for i, alarm in enumerate(level["alarms"], 1):
-            image = by_plane.get(alarm.get("plane"))
+            image = images.get(alarm.get("plane"))
             number = (frame_numbers or {}).get(alarm.get("plane"), {}).get(alarm.get("frame"))
             cited = (
                 []
@@ -125,13 +124,13 @@ def measurement_report(
     return _sr_dataset(content, images, report, deidentified)
 
 
-def _sr_dataset(content, images: list[pydicom.Dataset], report: dict, deidentified: bool):
+def _sr_dataset(content, images: dict[str, pydicom.Dataset], report: dict, deidentified: bool):
     """The Comprehensive 3D SR instance around ``content``, in the images' study."""
-    first = images[0]
+    first = next(iter(images.values()))
     with warnings.catch_warnings():  # a pseudonymous patient reference is one name component
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
         sr = hd.sr.Comprehensive3DSR(
-            evidence=images,
+            evidence=list(images.values()),
             content=content,
             series_instance_uid=generate_uid(),  # each export a new instance: its content may differ
             series_number=99,
@@ -162,14 +161,6 @@ def _sr_dataset(content, images: list[pydicom.Dataset], report: dict, deidentifi
 
 def _text(value) -> str | None:
     return None if value is None else str(value)[:64]
-
-
-def _plane(image: pydicom.Dataset) -> str | None:
-    """The plane an exported image shows, from its PositionerPrimaryAngle (as written)."""
-    angle = image.get("PositionerPrimaryAngle")
-    if angle is None:
-        return None
-    return "lateral" if 45 <= abs(float(angle)) <= 135 else "ap"
 
 
 def _tracking(study: str, name: str) -> hd.sr.TrackingIdentifier:
@@ -239,12 +230,12 @@ def _measure(name: Code, value: float, unit: str, algorithm) -> hd.sr.Measuremen
 def write_sr(
     path: Path,
     report: dict,
-    image_paths: list[Path],
+    image_paths: dict[str, Path],
     deidentified: bool = False,
     frame_numbers: dict[str, dict[int, int]] | None = None,
 ) -> Path:
-    """:func:`measurement_report` of the exported images at ``image_paths``, written to ``path``."""
-    images = [pydicom.dcmread(p, stop_before_pixels=True) for p in image_paths]
+    """:func:`measurement_report` of the exported images (plane -> path), written to ``path``."""
+    images = {plane: pydicom.dcmread(p, stop_before_pixels=True) for plane, p in image_paths.items()}
     sr = measurement_report(report, images, deidentified, frame_numbers)
     if not deidentified:
         now = datetime.datetime.now()
