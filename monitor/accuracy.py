@@ -189,6 +189,9 @@ def evaluate_case(folder: Path) -> dict:
     source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
     distance: dict[int, float | None] = {}
     volume: dict[int, float | None] = {}
+    wall: dict[int, str] = {}  # lateral frame -> "armed", "not-confirmed" or "none" (no wall found)
+    wall_error: dict[int, float] = {}  # lateral frame -> the armed wall's error (mm), where known
+    spacing = truth["geometry"]["spacing_at_vertebra_mm"]
     alarms = []
     analysis = _Timed(VisionAnalysis())
     no_scatter_frame = None  # the first frame said to hold no scatter
@@ -196,6 +199,13 @@ def evaluate_case(folder: Path) -> dict:
         for item, result in analyse_source(source, analysis):
             if item.plane == "lateral":
                 distance[item.index] = result.distance_mm
+                state = (result.overlay or {}).get("wall_state")
+                if result.status != "baseline":
+                    wall[item.index] = state or "none"
+                if state == "armed" and result.overlay.get("wall"):
+                    err = wall_error_mm(result.overlay, truth["frames"][item.index].get("wall_px"), spacing)
+                    if err is not None:
+                        wall_error[item.index] = err
             volume[item.index] = result.volume_ml
             alarms += result.alarms
             if no_scatter_frame is None and CaveatCode.SCATTER_NOT_SEEN in result.caveat_codes():
@@ -208,10 +218,34 @@ def evaluate_case(folder: Path) -> dict:
         "truth": _truth_summary(truth),
         "distance": distance,
         "volume": volume,
+        "wall": wall,
+        "wall_error": wall_error,
         "alarms": alarms,
         "no_scatter_frame": no_scatter_frame,
         "timing_ms": [1000 * t for t in analysis.seconds[2 * 3 :]],
     }  # after the baseline frames
+
+
+def wall_error_mm(overlay: dict, truth_wall, spacing_mm: float) -> float | None:
+    """The monitor's posterior wall (``overlay``'s wall and body, full image pixels) against
+    the truth's (a polyline of image points, x then y): the median of their signed gap along
+    x (positive: the monitor's wall anterior of the truth, so its distances read short), over
+    the truth's points within the middle 80 % of the monitor's wall, in mm at the vertebra."""
+    if not truth_wall or not overlay.get("body"):
+        return None
+    (x1, y1), (x2, y2) = overlay["wall"]
+    if y1 == y2:
+        return None
+    pts = np.asarray(truth_wall, float)
+    lo, hi = sorted((y1, y2))
+    inner = (pts[:, 1] >= lo + 0.1 * (hi - lo)) & (pts[:, 1] <= hi - 0.1 * (hi - lo))
+    if inner.sum() < 2:
+        return None
+    pts = pts[inner]
+    x = x1 + (pts[:, 1] - y1) * (x2 - x1) / (y2 - y1)
+    centre = np.mean(np.asarray(overlay["body"], float)[:, 0])
+    anterior = np.sign(centre - np.mean(x))  # the body lies anterior of its wall
+    return float(np.median((x - pts[:, 0]) * anterior * spacing_mm))
 
 
 class _Timed(Analysis):
@@ -246,18 +280,28 @@ def score(cases: list[dict]) -> dict:
     alarms on time, missed and false, and per-frame times."""
     # Over 60 lines on purpose: one pass over the cases that adds each to every figure it counts in.
     dist_err, vol_err, final_vol_err = [], [], []
-    dist_missing = 0
+    dist_missing = withheld = 0
+    walls = {"armed": 0, "asked": 0, "none": 0, "wrong_armed": 0, "errors": []}
+    prox_armed = {"cases": 0, "on_time": 0}
     prox = {"cases": 0, "on_time": 0, "latencies": [], "false": 0, "missed": 0}
     leak = {"cases": 0, "on_time": 0, "latencies": [], "false": 0, "missed": 0, "site_ok": 0}
     timing = {512: [], 768: [], 1024: []}
     for c in cases:
         t = c["truth"]
+        states = c.get("wall", {})
         for f, d_true in t["distance"].items():
             d_est = c["distance"].get(f)
             if d_true is not None and d_est is not None and d_true <= 15.0:
                 dist_err.append(abs(d_est - d_true))
             elif d_true is not None and d_true <= 15.0:
-                dist_missing += 1
+                withheld += states.get(f) == "not-confirmed"
+                dist_missing += states.get(f) != "not-confirmed"
+        kind = _wall_kind(states)
+        walls[kind] += 1
+        errors = [abs(e) for e in c.get("wall_error", {}).values()]
+        if errors:
+            walls["errors"].append(float(np.median(errors)))
+            walls["wrong_armed"] += float(np.median(errors)) > 1.0
         for f, v_true in t["injected"].items():
             v_est = c["volume"].get(f)
             if v_true >= 0.5 and v_est is not None:
@@ -276,6 +320,9 @@ def score(cases: list[dict]) -> dict:
         if crossing is not None:
             prox["cases"] += 1
             good = [f for f in prox_alarms if f not in false_prox]
+            if states.get(crossing) == "armed":
+                prox_armed["cases"] += 1
+                prox_armed["on_time"] += bool(good) and good[0] - crossing <= 1
             if good:
                 prox["latencies"].append(good[0] - crossing)
                 prox["on_time"] += good[0] - crossing <= 1
@@ -299,6 +346,9 @@ def score(cases: list[dict]) -> dict:
     return {
         "distance_err_mm": dist_err,
         "distance_missing": dist_missing,
+        "distance_withheld": withheld,
+        "walls": walls,
+        "proximity_armed": prox_armed,
         "volume_err_pct": vol_err,
         "final_volume_err_pct": final_vol_err,
         "proximity": prox,
@@ -308,12 +358,23 @@ def score(cases: list[dict]) -> dict:
     }
 
 
+def _wall_kind(states: dict) -> str:
+    """A case's wall: "asked" (the 5 mm rule withheld on some frame, the operator asked to
+    confirm or draw the wall), "none" (no wall found on any frame) or "armed"."""
+    if any(st == "not-confirmed" for st in states.values()):
+        return "asked"
+    if states and all(st == "none" for st in states.values()):
+        return "none"
+    return "armed"
+
+
 def pct(values, q) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
 def report(s: dict, title: str) -> str:
     p, lk = s["proximity"], s["leak"]
+    w, pa = s["walls"], s["proximity_armed"]
     lines = [
         f"accuracy benchmark, {title}",
         "",
@@ -322,6 +383,14 @@ def report(s: dict, title: str) -> str:
         f"{'distance error, p95 (mm)':46} {pct(s['distance_err_mm'], 95):18.2f}   <= 1.0",
         f"{'  (frames with truth <= 15 mm)':46} {len(s['distance_err_mm']):18d}",
         f"{'  frames with truth <= 15 mm and no distance':46} {s['distance_missing']:18d}",
+        f"{'  ... withheld, wall not confirmed':46} {s['distance_withheld']:18d}",
+        f"{'wall: armed automatically / asked / none found':46} "
+        f"{w['armed']:>6d} / {w['asked']:>3d} / {w['none']:<3d}   asked <= 10%",
+        f"{'wall: armed and wrong by > 1 mm (median)':46} "
+        f"{w['wrong_armed']:>11d} of {len(w['errors']):<4d}   0",
+        f"{'wall error while armed, median / max (mm)':46} "
+        f"{pct(w['errors'], 50):8.2f} / {pct(w['errors'], 100):7.2f}",
+        f"{'proximity on armed levels, within 1 frame':46} {pa['on_time']:>11d} of {pa['cases']:<4d}   all",
         f"{'proximity: crossings alarmed within 1 frame':46} {p['on_time']:>11d} of {p['cases']:<4d}   all",
         f"{'proximity: latency frames (median, max)':46} {_fmt_lat(p['latencies']):>18}",
         f"{'proximity: missed crossings':46} {p['missed']:18d}",

@@ -73,6 +73,11 @@ class Analysis:
         """(state, alarm) for every alarm raised, cleared or acknowledged since the last call."""
         return []
 
+    def news(self) -> list[tuple[str, str, str]]:
+        """(event, detail, plane) the analysis decided since the last call, for the log and
+        the viewers: the 5 mm rule armed on the wall, or not."""
+        return []
+
     def restore(self, store: SessionStore, stream: str) -> str | None:
         """After a restart, pick up the session from its log; returns what was restored."""
         return None
@@ -90,6 +95,7 @@ class VisionAnalysis(Analysis):
             "level": self._start_level,
             "wall": self._set_wall,
             "body": self._set_body,
+            "confirm-wall": self._confirm_wall,
             "syringe": lambda ml: self._syringe(float(ml)),
             "pause": lambda _value: "injection paused",
             "resume": lambda _value: "injection resumed",
@@ -219,6 +225,22 @@ class VisionAnalysis(Analysis):
         except ValueError as e:  # the vision core's refusal: too early, too short, ...
             raise CommandRefused(str(e)) from e
 
+    def _confirm_wall(self, _value) -> str:
+        plane = self.case.planes.get("lateral")
+        if plane is None:
+            raise CommandRefused("no lateral frame yet")
+        try:
+            return plane.confirm_wall()
+        except ValueError as e:
+            raise CommandRefused(str(e)) from e
+
+    def news(self) -> list[tuple[str, str, str]]:
+        taken = []
+        for plane in self.case.planes.values():
+            taken += [(event, detail, plane.plane) for event, detail in plane.news]
+            plane.news.clear()
+        return taken
+
     def _set_body(self, value) -> str:
         plane = self.case.planes.get(value["plane"])
         if plane is None:
@@ -292,6 +314,11 @@ class VisionAnalysis(Analysis):
             if r.rec > start and r.body["event"] == "body" and r.body["value"]["plane"] in self.case.planes:
                 with contextlib.suppress(ValueError):
                     self.case.planes[r.body["value"]["plane"]].set_body(r.body["value"]["box"])
+            if r.rec > start and r.body["event"] == "confirm-wall" and "lateral" in self.case.planes:
+                with contextlib.suppress(ValueError):
+                    self.case.planes["lateral"].confirm_wall()
+        for plane in self.case.planes.values():
+            plane.news.clear()  # said before the restart
         # a level whose images were found to hold no scatter goes on without its correction
         last = store.query(
             "SELECT body FROM journal WHERE kind = 'result' AND rec > ? ORDER BY rec DESC LIMIT 2", (start,)
@@ -616,11 +643,13 @@ class AnalyzerNode:
         """Analyse a frame; log its result with the alarm changes it brought, send it, ack it."""
         h = frame.header
         result = _analyse(self.analysis, frame)
+        self.stream_time = h.acq_time
+        for event, detail, plane in self.analysis.news():
+            self.announce(event, detail, plane=plane)
         changes = self.analysis.alarm_changes(result.acq_time)
         self.log.write_result(result, changes, self.analysis.level)
         if changes:  # on the wire too, for consumers that follow alarm states (monitor igtl)
             result = replace(result, alarm_changes=[_change(state, a) for state, a in changes])
-        self.stream_time = h.acq_time
         self.results.send(result)
         self.analysed[h.plane] = self.analysed.get(h.plane, 0) + 1
         self.flow.ack(h.plane, h.seq)

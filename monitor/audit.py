@@ -93,9 +93,12 @@ FAULTS = {
     "stopped",
 }
 OPERATOR_EVENTS = {
-    *("level", "syringe", "pause", "resume", "wall", "body", "acknowledge"),
+    *("level", "syringe", "pause", "resume", "wall", "body", "acknowledge", "confirm-wall"),
     *("rejected-command", "command-failed"),
 }
+# whether the 5 mm rule was armed on the posterior wall, and who armed it: the analyzer's
+# decisions, and the operator's confirmation or drawing of the wall
+WALL_EVENTS = {"wall-armed", "wall-not-confirmed", "confirm-wall", "wall"}
 
 
 def level_reports(store: SessionStore, first_level: str | None) -> list[dict]:
@@ -114,7 +117,7 @@ def level_reports(store: SessionStore, first_level: str | None) -> list[dict]:
         a = alarms.setdefault(r.body["id"], {"raised": None, "acknowledged": None, "cleared": None})
         a[r.body["state"]] = r
     for e in store.events():
-        if e["event"] in OPERATOR_EVENTS:
+        if e["event"] in OPERATOR_EVENTS | WALL_EVENTS:
             level(e["level"])["events"].append(e)
     return [_level_report(v) for v in levels.values()]
 
@@ -289,6 +292,13 @@ def _level_report(lv: dict) -> dict:
         "operator_events": [
             {k: e.get(k) for k in ("time", "acq_time", "source", "event", "detail", "value")}
             for e in lv["events"]
+            if e["event"] in OPERATOR_EVENTS
+        ],
+        # when the 5 mm rule was armed on the wall, or withheld, and by whom
+        "wall": [
+            {k: e.get(k) for k in ("time", "acq_time", "source", "event", "detail")}
+            for e in lv["events"]
+            if e["event"] in WALL_EVENTS
         ],
         "frames": ordered,
     }
@@ -747,6 +757,9 @@ def text_report(report: dict) -> str:
                 f" [{a['reason']}]" if a.get("reason") else ""
             )
             lines.append(f"  ALARM frame {a['frame']:4d} {a['plane']:7} {alarm}{after}")
+        for e in level.get("wall", []):
+            at = "" if e["acq_time"] is None else f"{e['acq_time']:7.2f} s "
+            lines.append(f"  WALL  {at}{e['source']}: {e['event']}: {e['detail']}")
         for c in level.get("caveats", []):
             span = (
                 f"frames {c['first_frame']}-{c['last_frame']}"

@@ -63,7 +63,8 @@ site and distance_mm).
 
 Status header: v, kind "status", session, source, send_time, event ("stale",
 "resumed", "dropped", "rejected", "restarted", "log-failed", "log-resumed",
-"rejected-command", or an operator action once applied), detail
+"rejected-command", "wall-armed", "wall-not-confirmed", or an operator action
+once applied), detail
 (human-readable), age_ms (stale only), plane (optional).
 
 Command header: v, kind "command", session, source (who: "viewer", "cli"),
@@ -71,7 +72,9 @@ send_time, action and value: "acknowledge" (null), "level" (name, e.g. "L2":
 a new level starts, with a new baseline), "syringe" (mL delivered), "pause",
 "resume" (null), "wall" ([[x, y], [x, y]]: the posterior wall, lateral image
 pixels, from cranial to caudal), "body" ({"plane": "lateral" or "ap", "box":
-[x, y, width, height]}: the vertebral body, image pixels of that plane). The
+[x, y, width, height]}: the vertebral body, image pixels of that plane),
+"confirm-wall" (null: the operator confirms the posterior wall found, arming the
+5 mm rule on it). The
 analyzer applies it, logs it, and
 announces it as a status event named after the action.
 
@@ -110,7 +113,7 @@ STATUS_TOPIC = b"status"
 COMMAND_TOPIC = b"command"
 ALARM_STATES = ("raised", "cleared", "acknowledged")
 MAX_ALARM_CHANGES = 64  # on one frame; a session raises a handful in all
-ACTIONS = ("acknowledge", "level", "syringe", "pause", "resume", "wall", "body")
+ACTIONS = ("acknowledge", "level", "syringe", "pause", "resume", "wall", "body", "confirm-wall")
 MAX_SIDE = 8192
 
 
@@ -422,7 +425,7 @@ def _command(session: str, send_time: float, raw: dict) -> Command:
         and value["box"][3] > 0
     ):
         raise MessageError("garbled", f"body {value!r}; expected {{'plane': 'lateral', 'box': [x, y, w, h]}}")
-    if action in ("acknowledge", "pause", "resume"):
+    if action in ("acknowledge", "pause", "resume", "confirm-wall"):
         value = None
     return Command(session, _field(raw, "source", str), send_time, action, value)
 

@@ -47,6 +47,9 @@ def html_report(store: SessionStore, report: dict) -> str:
         parts.append(_chart(level, "volume_ml", "cement volume (mL)", marks=level["operator_events"]))
         parts.append(_alarm_table(level))
         parts.append(_caveats(level))
+        if level.get("wall"):
+            parts.append("<h3>Posterior wall: the 5 mm rule armed or withheld</h3>")
+            parts.append(_events_table(level["wall"]))
         parts.append(_key_frames(store, level))
         if level["operator_events"]:
             parts.append("<h3>Operator actions</h3>")

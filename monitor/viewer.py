@@ -31,6 +31,7 @@ from monitor.vision.caveats import CaveatCode
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
 
 WALL, SAFETY, BODY, CEMENT, LEAK = "#e62828", "#ffd200", "#3cc83c", "#00c8ff", "#ff2828"
+UNCONFIRMED = "#c080ff"  # the wall found, not trusted: the not-monitored banner's colour, lighter
 BANNER = {
     "high": "background:#d62728; color:white;",
     "high-off": "background:#5a1010; color:white;",
@@ -69,6 +70,9 @@ class PlaneView(pg.GraphicsLayoutWidget):
         self.addItem(self.levels)
         self.body = pg.PlotCurveItem(pen=pg.mkPen(BODY, width=2))
         self.wall = pg.PlotCurveItem(pen=pg.mkPen(WALL, width=5))
+        # a wall found but not trusted: dashed, in the not-monitored colour, until confirmed
+        self.unconfirmed_pen = pg.mkPen(UNCONFIRMED, width=5, style=QtCore.Qt.PenStyle.DashLine)
+        self.confirmed_pen = pg.mkPen(WALL, width=5)
         self.safety = pg.PlotCurveItem(pen=pg.mkPen(SAFETY, width=3, style=QtCore.Qt.PenStyle.DashLine))
         self.cement = pg.PlotCurveItem(pen=pg.mkPen(CEMENT, width=2), connect="pairs")
         self.front = pg.ScatterPlotItem(symbol="x", size=22, pen=pg.mkPen(WALL, width=3), brush=None)
@@ -129,8 +133,10 @@ class PlaneView(pg.GraphicsLayoutWidget):
         self._overlay_shown = (id(r), visible)
         o = (r.overlay if r else {}) if visible else {}
         _polyline(self.body, o.get("body"), closed=True)
+        unconfirmed = o.get("wall_state") == "not-confirmed"
+        self.wall.setPen(self.unconfirmed_pen if unconfirmed else self.confirmed_pen)
         _polyline(self.wall, o.get("wall"))
-        _polyline(self.safety, o.get("safety_line"))
+        _polyline(self.safety, None if unconfirmed else o.get("safety_line"))  # no rule, no line
         segments = []
         for contour in o.get("cement", []):
             pts = np.asarray(contour, float)
@@ -291,11 +297,15 @@ class MonitorWindow(QtWidgets.QWidget):
         self.wall_button = QtWidgets.QPushButton("Adjust wall")
         self.wall_button.setCheckable(True)
         self.wall_button.toggled.connect(self.edit_wall)
+        self.confirm_button = QtWidgets.QPushButton("Confirm wall")
+        self.confirm_button.setToolTip("The dashed wall is the posterior wall: arm the 5 mm rule on it")
+        self.confirm_button.clicked.connect(lambda: self.send("confirm-wall"))
         self.body_button = QtWidgets.QPushButton("Adjust body")
         self.body_button.setCheckable(True)
         self.body_button.toggled.connect(self.edit_body)
         self.status_line = QtWidgets.QLabel("waiting for frames ...")
-        for w in (self.level_box, set_level, syringe, self.pause_button, self.wall_button, self.body_button):
+        buttons = (self.pause_button, self.confirm_button, self.wall_button, self.body_button)
+        for w in (self.level_box, set_level, syringe, *buttons):
             controls.addWidget(w)
         controls.addWidget(self.status_line, 1)
         self.stop_button = QtWidgets.QPushButton("STOP injecting")
@@ -308,6 +318,7 @@ class MonitorWindow(QtWidgets.QWidget):
         self.setStyleSheet("QWidget { background:#101010; color:#e0e0e0; } QPushButton { padding:6px 14px; }")
         training_hidden = [self.banner, self.ack, self.audio, self.distance_plot, self.volume_plot]
         training_hidden += [*self.readouts.values(), self.wall_button, self.body_button, set_level, syringe]
+        training_hidden.append(self.confirm_button)
         training_hidden.append(self.level_box)
         for w in training_hidden:
             w.setVisible(not self.training)
@@ -442,11 +453,21 @@ class MonitorWindow(QtWidgets.QWidget):
         d = s.distance_mm
         lateral = s.planes["lateral"].result
         uncalibrated = lateral is not None and CaveatCode.UNCALIBRATED in lateral.caveat_codes()
+        unarmed = s.wall_prompt() is not None
+        self.confirm_button.setEnabled(
+            lateral is not None and CaveatCode.WALL_NOT_CONFIRMED in lateral.caveat_codes()
+        )
         r["distance"].setText(
-            "UNCALIBRATED: no mm" if uncalibrated else "WALL  --" if d is None else f"WALL  {d:+.1f} mm"
+            "UNCALIBRATED: no mm"
+            if uncalibrated
+            else "WALL NOT CONFIRMED"
+            if unarmed
+            else "WALL  --"
+            if d is None
+            else f"WALL  {d:+.1f} mm"
         )
         colour = "#f0f0f0" if d is None or d >= 7 else ("#ffd200" if d > 5 else "#ff4040")
-        colour = "#ff9900" if uncalibrated else colour
+        colour = "#ff9900" if uncalibrated else UNCONFIRMED if unarmed else colour
         colour = "#6a6a6a" if stale else colour
         for key in ("level", "to_line", "volume"):
             _style(r[key], f"color:{'#6a6a6a' if stale else '#f0f0f0'}; background:#181818; padding:6px;")

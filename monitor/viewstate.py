@@ -16,6 +16,7 @@ from monitor.audit import MAX_UNCHECKED_S, MONITORED_SHARE
 from monitor.display import auto_window
 from monitor.messages import PLANES, Result, Status
 from monitor.vision.alarms import PLANE_CHECKS
+from monitor.vision.caveats import CaveatCode
 
 STALE_S = 1.0  # no new frame for this long: NO SIGNAL
 # The live NOT MONITORED state is judged, per plane, on its newest results after the baseline,
@@ -161,6 +162,10 @@ class ViewState:
         A standing state, not an alarm: it holds as long as the frames go unchecked, so
         that "no alarm" is never read as "all clear" when nobody looked.
         """
+        return "; ".join(f"{plane}: {why}" for plane, why in self.unchecked()) or None
+
+    def unchecked(self) -> list[tuple[str, str]]:
+        """(plane, why) for each plane whose newest frames go unchecked (see not_monitored)."""
         reasons = []
         for plane, rules in PLANE_CHECKS.items():
             recent = self.checked[plane]
@@ -169,16 +174,30 @@ class ViewState:
             for rule in rules:
                 if sum(rule in done for done, _ in recent) < MONITORED_SHARE * len(recent):
                     why = next(status for done, status in reversed(recent) if rule not in done)
-                    reasons.append(f"{plane}: {why}")
+                    reasons.append((plane, why))
                     break
-        lateral_said = any(r.startswith("lateral:") for r in reasons)
+        lateral_said = any(plane == "lateral" for plane, _ in reasons)
         if self.stream_at is not None and not lateral_said:  # a lateral view stopped, the AP going on
             since = self.proximity_checked_at
             since = self.stream_since if since is None else since
             if self.stream_at - since > MAX_UNCHECKED_S:
                 gap = self.stream_at - since
-                reasons.insert(0, f"lateral: no frame checked against the 5 mm rule for {gap:.1f} s")
-        return "; ".join(reasons) or None
+                reasons.insert(0, ("lateral", f"no frame checked against the 5 mm rule for {gap:.1f} s"))
+        return reasons
+
+    def wall_prompt(self) -> str | None:
+        """What the operator must do about the posterior wall before the 5 mm rule is checked,
+        from the newest lateral result: confirm the wall found or draw it ("WALL NOT
+        CONFIRMED"), or draw one where none was found; None while the rule is armed."""
+        r = self.planes["lateral"].result
+        if r is None or r.status == "baseline" or self.ended:
+            return None
+        codes = r.caveat_codes()
+        if CaveatCode.WALL_NOT_CONFIRMED in codes:
+            return "WALL NOT CONFIRMED: 5 mm rule OFF. Check the dashed wall: Confirm wall, or Adjust wall"
+        if CaveatCode.NO_ANATOMY in codes and CaveatCode.UNCALIBRATED not in codes:
+            return "NO WALL FOUND: 5 mm rule OFF. Draw the posterior wall (Adjust wall)"
+        return None
 
     def alarms(self) -> list[dict]:
         """The alarms to show, highest priority and then newest first: unacknowledged ones,
@@ -197,6 +216,11 @@ class ViewState:
         distance, not the one at its onset."""
         unchecked = self.not_monitored()
         prefix = f"NOT MONITORED: {unchecked}" if unchecked else ""
+        wall = self.wall_prompt()
+        if wall:  # said first, as what to do; the other planes' reasons after it
+            others = "; ".join(f"{plane}: {why}" for plane, why in self.unchecked() if plane != "lateral")
+            prefix = wall + (f"\nNOT MONITORED: {others}" if others else "")
+            unchecked = prefix
         ordered = self.alarms()
         if not ordered:
             return ("not-monitored", prefix) if unchecked else ("", "")

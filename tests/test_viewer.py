@@ -371,3 +371,59 @@ def test_a_viewer_that_cannot_open_stops_the_run_with_one_line(monkeypatch):
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert "the viewer cannot open a window here" in done.stderr and "--headless" in done.stderr
     assert "no-such-platform" in done.stderr
+
+
+def test_a_wall_not_confirmed_asks_the_operator_and_the_button_confirms_it(qtbot, streams):
+    """While the analyzer withholds the 5 mm rule on a wall it does not trust, the view says
+    WALL NOT CONFIRMED in the banner and the distance readout, draws the wall dashed without
+    its 5 mm line, and its Confirm wall button sends the command over the control socket;
+    an armed wall brings the plain view back."""
+    import zmq
+
+    from monitor.io.transport import bind_endpoint
+    from monitor.messages import Command, decode
+
+    control = zmq.Context.instance().socket(zmq.PULL)
+    control.setsockopt(zmq.LINGER, 0)
+    bind_endpoint(control, streams.endpoints.control, "control")
+    window = MonitorWindow(streams.endpoints.frames, streams.endpoints.results, streams.endpoints.control)
+    qtbot.addWidget(window)
+    window.resize(1200, 800)
+    window.show()
+    try:
+        unconfirmed = Caveat(
+            CaveatCode.WALL_NOT_CONFIRMED,
+            "WALL NOT CONFIRMED, the 5 mm rule is not armed (wall confidence 0.04: the body's outline"
+            " seen on only 46% of its length): confirm the wall or draw it; the leak rules stay armed",
+        )
+        overlay = {**OVERLAY, "wall_state": "not-confirmed"}
+        overlay.pop("front")
+        pump(qtbot, lambda: streams.frame(4), lambda: window.views["lateral"].shown_frame == 4)
+        pump(
+            qtbot,
+            lambda: streams.result(4, caveats=(unconfirmed,), checks=["leak"], overlay=overlay),
+            lambda: window.banner.text().startswith("WALL NOT CONFIRMED"),
+        )
+        assert window.readouts["distance"].text() == "WALL NOT CONFIRMED"
+        assert window.confirm_button.isEnabled()
+        view = window.views["lateral"]
+        assert view.wall.opts["pen"].style() == QtCore.Qt.PenStyle.DashLine
+        assert view.safety.getData()[0] is None or len(view.safety.getData()[0]) == 0
+        if os.environ.get("MONITOR_SCREENSHOTS"):
+            window.grab().save(str(Path(os.environ["MONITOR_SCREENSHOTS"]) / "wall-not-confirmed.png"))
+        qtbot.mouseClick(window.confirm_button, QtCore.Qt.MouseButton.LeftButton)
+        assert control.poll(5000), "no command arrived"
+        command = decode(control.recv_multipart())
+        assert isinstance(command, Command) and command.action == "confirm-wall"
+        pump(
+            qtbot,
+            lambda: streams.result(
+                5, distance_mm=9.0, checks=["proximity", "leak"], overlay={**OVERLAY, "wall_state": "armed"}
+            ),  # fmt: skip
+            lambda: window.readouts["distance"].text() == "WALL  +9.0 mm",
+        )
+        assert not window.confirm_button.isEnabled()
+        assert view.wall.opts["pen"].style() == QtCore.Qt.PenStyle.SolidLine
+        assert len(view.safety.getData()[0]) == 2
+    finally:
+        control.close()

@@ -40,6 +40,12 @@ from monitor.vision.cement import (
     integrated_volume_ml,
     segment,
 )
+from monitor.vision.confidence import (
+    FIRST_CEMENT_BEYOND_MM,
+    FIRST_CEMENT_ML,
+    MAX_WALL_SPREAD_MM,
+    MIN_OUTLINE_SUPPORT,
+)
 from monitor.vision.drawing import overlay_geometry
 from monitor.vision.measure import DistanceMaps, Leak, read_cement, read_shaft
 from monitor.vision.pixels import PixelGrid
@@ -75,6 +81,9 @@ class Detection:
     leak_min_ml: float = 0.008  # outside-the-body cement that counts as a leak candidate
     leak_margin_mm: float = 0.6  # cement must be this far outside the body outline
     leak_min_depth_mm: float = 1.5  # how far beyond the body outline cement must reach to be a leak
+    # the wall found arms the 5 mm rule only with this much of the body's outline seen ...
+    wall_min_support: float = MIN_OUTLINE_SUPPORT
+    wall_max_spread_mm: float = MAX_WALL_SPREAD_MM  # ... and moving no more between still frames
 
 
 @dataclass(frozen=True)
@@ -211,6 +220,11 @@ class PlaneAnalyzer:
         self.without_scatter = False  # once the cement's halo has shown there is none
         self.halo_open = True  # still watched: until both planes' halos have settled the question
         self.halo = HaloEvidence()  # what the cement's halo says of the modelled scatter
+        # lateral: who armed the 5 mm rule on the wall ("automatic", "operator"; None: not armed)
+        self.wall_armed_by: str | None = None
+        self._unarmed_why = ""  # why not, for the caveat on every result while so
+        self._front_seen = False  # a front has been measured (the first one is at the tip)
+        self.news: list[tuple[str, str]] = []  # (event, detail) for the log, taken by the caller
 
     @property
     def pixel_mm(self) -> float | None:
@@ -255,14 +269,30 @@ class PlaneAnalyzer:
             c.physics.cement_mu_per_mm,
             c.detection.roi_half_mm,
             c.anatomy,
+            (c.detection.wall_min_support, c.detection.wall_max_spread_mm),
         )
         self._first_frames = []
         self.body, self.anatomy_error = self.learnt.body, self.learnt.anatomy_error
         self.caveats += self.learnt.caveats
         found = self.learnt.roi if self.body is None else body_roi(self.body, self.learnt.roi, self.pixel_mm)
         self._use_roi(found)
+        confidence = self.learnt.wall_confidence
+        if confidence is not None:
+            if confidence.armed:
+                self._arm("automatic", f"5 mm rule armed on the wall found: {confidence.describe()}")
+            else:
+                self._disarm(f"{confidence.describe()}")
         if self.on_baseline is not None:
             self.on_baseline(self)
+
+    def _arm(self, by: str, detail: str) -> None:
+        self.wall_armed_by, self._unarmed_why = by, ""
+        self.news.append(("wall-armed", detail))
+
+    def _disarm(self, why: str) -> None:
+        """The 5 mm rule off until the operator confirms or draws the wall; said on every result."""
+        self.wall_armed_by, self._unarmed_why = None, why
+        self.news.append(("wall-not-confirmed", f"5 mm rule not armed: {why}; confirm or draw the wall"))
 
     def _use_roi(self, roi: tuple[int, int, int, int]) -> None:
         """Measure within ``roi`` (working pixels, inside the ROI around the tip) from now on."""
@@ -323,6 +353,8 @@ class PlaneAnalyzer:
             self._measure(result, cement, body, shaft)
             if self.pixel_mm:
                 result.checked = PLANE_CHECKS[self.plane]
+            if isinstance(body, LateralBody) and self.pixel_mm:
+                self._judge_wall(result)
         result.overlay = overlay_geometry(
             result.overlay,
             self.grid,
@@ -380,6 +412,47 @@ class PlaneAnalyzer:
             result.overlay["front"] = self.grid.to_full(*reading.front_at, self.roi[:2])
         result.leaks = reading.leaks
 
+    def _judge_wall(self, result: PlaneResult) -> None:
+        """Physics before the 5 mm rule: the first cement is at the cannula tip, in front of
+        the wall, so a first front read beyond the wall found means the wall is wrong; and
+        while the wall is not armed, its distance is withheld (the front is still drawn)
+        and only the leak rules are checked."""
+        first = not self._front_seen and result.distance_mm is not None
+        if first:
+            self._front_seen = True
+            beyond = result.distance_mm < -FIRST_CEMENT_BEYOND_MM
+            early = result.volume_ml is not None and result.volume_ml < FIRST_CEMENT_ML
+            if beyond and early and self.wall_armed_by == "automatic" and self._state.prior is None:
+                self._disarm(
+                    f"the first cement, at the cannula tip, read {-result.distance_mm:.1f} mm beyond the"
+                    " wall found, so that wall cannot be right"
+                )
+        armed = self.wall_armed_by is not None
+        result.overlay["wall_state"] = "armed" if armed else "not-confirmed"
+        if armed:
+            return
+        result.distance_mm = result.distance_px = None
+        result.checked = tuple(c for c in result.checked if c != "proximity")
+        result.caveats += (
+            Caveat(
+                CaveatCode.WALL_NOT_CONFIRMED,
+                f"WALL NOT CONFIRMED, the 5 mm rule is not armed ({self._unarmed_why}):"
+                " confirm the wall or draw it; the leak rules stay armed",
+            ),
+        )
+
+    def confirm_wall(self) -> str:
+        """The operator confirms the wall found (or already drawn): the 5 mm rule is armed on
+        it. Returns what was done, for the log."""
+        if self.plane != "lateral":
+            raise ValueError("the posterior wall is confirmed on the lateral view")
+        if not isinstance(self.body, LateralBody) or not self.pixel_mm:
+            raise ValueError("no posterior wall to confirm: draw it")
+        if self.wall_armed_by is not None:
+            return f"posterior wall already armed ({self.wall_armed_by})"
+        self._arm("operator", "5 mm rule armed on the wall the operator confirmed")
+        return "posterior wall confirmed by the operator: 5 mm rule armed"
+
     def _read_shaft(self, difference: np.ndarray, body) -> ShaftReading | None:
         """:func:`read_shaft` of the first cannula, in the lateral view only."""
         if self.plane != "lateral" or not self.learnt.cannulas or not isinstance(body, LateralBody):
@@ -410,6 +483,7 @@ class PlaneAnalyzer:
         self.body = body
         if stands_in:
             self.anatomy_error = None
+        self._arm("operator", "5 mm rule armed on the wall the operator drew")
         return done
 
     def set_body(self, box) -> str:
@@ -428,8 +502,14 @@ class PlaneAnalyzer:
         cannula = self.learnt.cannulas[0] if self.learnt.cannulas else None
         self.body = body_from_box(self.plane, (wx - dx, wy - dy), (w / s, h / s), cannula)
         self.anatomy_error = None
+        if self.plane == "lateral":
+            self._arm("operator", "5 mm rule armed on the posterior side of the operator's box")
         self._use_roi(body_roi(self.body, self.learnt.roi, self.pixel_mm))
         return f"{self.plane} body outline replaced by the operator's box"
+
+
+MAX_FRONT_STEP_MM = 3.0  # the front's distance may fall this much between two frames ...
+MAX_FRONT_SPEED_MM_S = 20.0  # ... plus this much per second between them
 
 
 class CaseAnalyzer:
@@ -443,6 +523,8 @@ class CaseAnalyzer:
         self._history: deque = deque(maxlen=40)  # (time, distance)
         self._pending: dict[str, int] = {}
         self.scatter_seen: bool | None = None  # None: the cement's halo has not said yet
+        self._accepted: tuple[float, float] | None = None  # (time, distance) last alarmed on
+        self._jumped: tuple[float, float] | None = None  # (time, distance) flagged as a jump
 
     def _settle_scatter(self) -> None:
         """Whether the images hold the scatter modelled, from the cement's halo in each plane.
@@ -494,7 +576,8 @@ class CaseAnalyzer:
         seconds_to_line = None
         if r.volume_ml is not None:
             self.volumes[r.plane] = (r.volume_ml, r.volume_filled)
-        if r.plane == "lateral" and r.distance_mm is not None:
+        jumped = r.plane == "lateral" and r.distance_mm is not None and self._jump(r, time_s)
+        if r.plane == "lateral" and r.distance_mm is not None and not jumped:
             self._history.append((time_s, r.distance_mm))
             seconds_to_line = self._seconds_to_line()
             evidence = {"front_px": r.overlay.get("front"), "wall_px": r.overlay.get("wall")}
@@ -530,6 +613,33 @@ class CaseAnalyzer:
                 raised += self.alarms.update_leak(frame, r.plane, site, r.distance_mm, evidence)
         volume = _reconciled(list(self.volumes.values())) if self.volumes else None
         return r, CaseSummary(volume, seconds_to_line, [a.as_dict() for a in raised])
+
+    def _jump(self, r: PlaneResult, time_s: float) -> bool:
+        """Whether the front's distance fell since the last one alarmed on by more than cement
+        travels in the time between (MAX_FRONT_STEP_MM plus MAX_FRONT_SPEED_MM_S): a
+        misread front (a speck, a wrong region) must not raise the 5 mm alarm on one frame.
+        Such a frame is flagged on its result and not alarmed on; the next frame that reads
+        the same confirms it (a vein filling at once does jump), so a true jump alarms one
+        frame later."""
+        d = r.distance_mm
+
+        def near(before: tuple[float, float] | None) -> bool:
+            step = MAX_FRONT_STEP_MM + MAX_FRONT_SPEED_MM_S * (time_s - before[0]) if before else 0.0
+            return before is not None and before[1] - d <= step
+
+        if self._accepted is None or near(self._accepted) or near(self._jumped):
+            self._accepted, self._jumped = (time_s, d), None
+            return False
+        self._jumped = (time_s, d)
+        r.caveats += (
+            Caveat(
+                CaveatCode.DISTANCE_JUMP,
+                f"the front's distance fell from {self._accepted[1]:.1f} to {d:.1f} mm in"
+                f" {time_s - self._accepted[0]:.2f} s, faster than cement travels: not alarmed on"
+                " until the next frame confirms it",
+            ),
+        )
+        return True
 
     def _seconds_to_line(self) -> float | None:
         if len(self._history) < 4:

@@ -95,6 +95,8 @@ class Line:
     b: float
     vertical: bool
     support: int  # edge points that agree
+    searched: int = 0  # lines across the edge it was looked for on (0: drawn, not found)
+    rms_px: float = 0.0  # the agreeing points' root-mean-square distance from the line
 
     def at(self, t: np.ndarray | float) -> np.ndarray | float:
         return self.a * np.asarray(t) + self.b
@@ -546,8 +548,12 @@ def _outer_half(level: np.ndarray, k: int, reach: int, blocked: np.ndarray) -> f
     return None
 
 
-def _fit_line(points: list[tuple[float, float, float]], vertical: bool, tolerance: float) -> Line:
-    """RANSAC then least squares: along = a * across + b, weighted by edge strength."""
+def _fit_line(
+    points: list[tuple[float, float, float]], vertical: bool, tolerance: float, searched: int
+) -> Line:
+    """RANSAC then least squares: along = a * across + b, weighted by edge strength.
+    ``searched``: how many lines across the edge the points were looked for on (the
+    share that agree is how much of the edge was seen)."""
     if len(points) < 4:
         raise NotFound("too few edge points")
     pts = np.array(points)
@@ -570,7 +576,8 @@ def _fit_line(points: list[tuple[float, float, float]], vertical: bool, toleranc
     if best is None or best.sum() < 4:
         raise NotFound("no consistent line")
     a, b = np.polyfit(across[best], along[best], 1, w=np.sqrt(strength[best]))
-    return Line(float(a), float(b), vertical, int(best.sum()))
+    rms = float(np.sqrt(np.mean((along[best] - (a * across[best] + b)) ** 2)))
+    return Line(float(a), float(b), vertical, int(best.sum()), searched, rms)
 
 
 def _span(search_mm: tuple[float, float], mm: float) -> tuple[int, int]:
@@ -585,7 +592,7 @@ def _plate(gy, tip, direction: int, across, exclude, mm: float, step, priors: An
     points = _edge_points(
         gy, tip, 1, direction, _span(priors.endplate_search_mm, mm), across, exclude, step=step
     )
-    return _fit_line(points, False, priors.edge_tolerance_mm * mm)
+    return _fit_line(points, False, priors.edge_tolerance_mm * mm, len(across))
 
 
 def find_lateral_body(
@@ -623,9 +630,10 @@ def find_lateral_body(
         _edge_points(gx, (tx, ty), 0, sign, walls, rows, exclude, cortex=_cortex(smooth, mm)),
         True,
         p.posterior_tolerance_mm * mm,
+        len(rows),
     )
     anterior = _fit_line(
-        _edge_points(gx, (tx, ty), 0, -sign, walls, rows, exclude), True, p.edge_tolerance_mm * mm
+        _edge_points(gx, (tx, ty), 0, -sign, walls, rows, exclude), True, p.edge_tolerance_mm * mm, len(rows)
     )
     # The endplates again, now across the whole body between its walls: fitted only
     # around the tip, a concave or wedged endplate's line can miss the posterior
@@ -723,10 +731,10 @@ def find_ap_body(
     tolerance = p.edge_tolerance_mm * mm
     plates = _span(p.endplate_search_mm, mm)
     sup = _fit_line(
-        _edge_points(gy, (best_m, ty), 1, -1, plates, cols, exclude, first=False), False, tolerance
+        _edge_points(gy, (best_m, ty), 1, -1, plates, cols, exclude, first=False), False, tolerance, len(cols)
     )
     inf = _fit_line(
-        _edge_points(gy, (best_m, ty), 1, 1, plates, cols, exclude, first=False), False, tolerance
+        _edge_points(gy, (best_m, ty), 1, 1, plates, cols, exclude, first=False), False, tolerance, len(cols)
     )
     top, bottom = float(sup.at(best_m)), float(inf.at(best_m))
     if bottom - top < p.min_endplate_gap_mm * mm:
@@ -734,8 +742,12 @@ def find_ap_body(
     margin = AP_WALL_ROWS_MARGIN * (bottom - top)
     rows = np.linspace(top + margin, bottom - margin, PROFILES)
     span = _span(p.ap_wall_search_mm, mm)
-    left = _fit_line(_edge_points(gx, (best_m, ty), 0, -1, span, rows, exclude, first=False), True, tolerance)
-    right = _fit_line(_edge_points(gx, (best_m, ty), 0, 1, span, rows, exclude, first=False), True, tolerance)
+    left = _fit_line(
+        _edge_points(gx, (best_m, ty), 0, -1, span, rows, exclude, first=False), True, tolerance, len(rows)
+    )
+    right = _fit_line(
+        _edge_points(gx, (best_m, ty), 0, 1, span, rows, exclude, first=False), True, tolerance, len(rows)
+    )
     # The tip was put inside the body through a pedicle: an outline that leaves it on
     # or outside a lateral wall is a wrong midline, and would call all cement a leak.
     margin = min(tx - float(left.at(ty)), float(right.at(ty)) - tx)

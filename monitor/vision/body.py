@@ -26,8 +26,8 @@ INSIDE_MARGIN_MM = 1.0  # ... with the outline grown by this much
 def shift_line(line: Line, dx: float, dy: float) -> Line:
     """``line`` translated by (dx, dy) pixels."""
     if line.vertical:  # x = a y + b
-        return Line(line.a, line.b + dx - line.a * dy, True, line.support)
-    return Line(line.a, line.b + dy - line.a * dx, False, line.support)
+        return replace(line, b=line.b + dx - line.a * dy)
+    return replace(line, b=line.b + dy - line.a * dx)
 
 
 def shifted_body(body: LateralBody | ApBody, dx: float, dy: float) -> LateralBody | ApBody:

@@ -27,6 +27,8 @@ class CaveatCode(str, Enum):
     UNCALIBRATED = "uncalibrated"  # no millimetre scale: no wall distance
     OPERATOR_WALL_UNUSED = "operator-wall-unused"  # the operator's wall could not be placed
     OPERATOR_BOX_UNUSED = "operator-box-unused"  # the operator's body box could not be placed
+    WALL_NOT_CONFIRMED = "wall-not-confirmed"  # the wall found is not trusted: 5 mm rule not armed
+    DISTANCE_JUMP = "distance-jump"  # the front jumped nearer than cement travels: not alarmed on yet
     # the frame was measured; what the numbers rest on
     LOG_SCALE_GUESSED = "log-scale-guessed"  # a LOG detector's scale assumed, not measured
     CEMENT_IN_BASELINE = "cement-in-baseline"  # cement present before monitoring began

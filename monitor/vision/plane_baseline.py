@@ -11,7 +11,7 @@ later frame against it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -33,6 +33,7 @@ from monitor.vision.baseline import BaselineState, find_cement_in_baseline
 from monitor.vision.body import lies_inside
 from monitor.vision.caveats import Caveat, CaveatCode
 from monitor.vision.cement import Registration, shift_image
+from monitor.vision.confidence import MAX_WALL_SPREAD_MM, MIN_OUTLINE_SUPPORT, WallConfidence, assess_wall
 from monitor.vision.intensity import IntensityModel, model_for
 from monitor.vision.pixels import PixelGrid
 from monitor.vision.scatter import ScatterPhysics, primary_attenuation
@@ -40,6 +41,7 @@ from monitor.vision.scatter import ScatterPhysics, primary_attenuation
 ROI_FRACTION_WITHOUT_SCALE = 0.3  # half the ROI around the tip, as a share of the frame's larger side
 COLLIMATION_MARGIN_PX = 9  # working pixels the exposed field is shrunk by: its edge is never compared
 STEEL_WIDTH_FACTOR = 1.15  # the steel left out of the sleeve: the cannula's width times this
+WALL_NOT_FOUND_MOVE_MM = 10.0  # a baseline frame where the wall is not found again: as if it moved this
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class PlaneBaseline:
     body: LateralBody | ApBody | None  # the vertebral body (None: not found)
     anatomy_error: Caveat | None  # why the safety rules cannot be checked (None: they can)
     caveats: tuple[Caveat, ...]  # what every result of the plane must say from now on
+    wall_confidence: WallConfidence | None = None  # lateral, for the wall found automatically
 
 
 def learn_plane_baseline(
@@ -67,9 +70,11 @@ def learn_plane_baseline(
     cement_mu_per_mm: float,
     roi_half_mm: float,
     priors: AnatomyPriors = DEFAULT_PRIORS,
+    wall_limits: tuple[float, float] = (MIN_OUTLINE_SUPPORT, MAX_WALL_SPREAD_MM),
 ) -> PlaneBaseline:
     """The baseline of one plane from its first ``frames`` (each (H, W), stored values);
-    the body is looked for as ``priors`` say a vertebral body looks."""
+    the body is looked for as ``priors`` say a vertebral body looks, and a lateral wall
+    found is judged by ``wall_limits`` (see :func:`assess_wall`)."""
     caveats: list[Caveat] = []
     model = model_for(photometric, relationship, bits_stored, frames)
     if model.relationship == "LOG" and not model.log_scale_measured:
@@ -95,20 +100,50 @@ def learn_plane_baseline(
         cannulas = []
         anatomy_error = Caveat(CaveatCode.NO_CANNULA, str(e))
     roi = roi_around_tip(parts[0][0].shape, cannulas, grid.pixel_mm, roi_half_mm)
-    attenuation, scatter_layers = register_frames(parts, roi, fits)
+    attenuation, scatter_layers, shifts = register_frames(parts, roi, fits)
     exclude, layers = baseline_layers(attenuation, plain, cannulas, roi, plane)
     x0, y0, x1, y1 = roi
     state = BaselineState(attenuation, layers, exclude[y0:y1, x0:x1], None, scatter_layers)
-    body = None
+    body, confidence = None, None
     if cannulas and grid.pixel_mm:
         state, body, error, prior_caveat = _find_body(
             plain, exclude, state, cannulas, roi, plane, grid, cement_mu_per_mm, priors
         )
         anatomy_error = error or anatomy_error
         caveats += [prior_caveat] if prior_caveat else []
+        if isinstance(body, LateralBody):
+            # the wall again on each later baseline frame (no cement-in-baseline to paint out)
+            later = [] if state.prior is not None else list(zip(frames[1:], shifts[1:], strict=True))
+            moves = [
+                _wall_move(primary(f, scatter=False), s, body, cannulas, exclude, grid, priors)
+                for f, s in later
+            ]
+            confidence = assess_wall(body, grid.pixel_mm, moves, *wall_limits)
     elif cannulas:
         anatomy_error = Caveat(CaveatCode.UNCALIBRATED, "no millimetre scale, so no wall distance")
-    return PlaneBaseline(model, cannulas, roi, state, body, anatomy_error, tuple(caveats))
+    return PlaneBaseline(model, cannulas, roi, state, body, anatomy_error, tuple(caveats), confidence)
+
+
+def _wall_move(
+    plain: np.ndarray,
+    shift: tuple[float, float],
+    body: LateralBody,
+    cannulas: list[Cannula],
+    exclude: np.ndarray,
+    grid: PixelGrid,
+    priors: AnatomyPriors,
+) -> float:
+    """How far (mm) the posterior wall found on a later baseline frame (``plain``, its
+    attenuation; ``shift`` its breathing shift from the first, working pixels) lies from
+    ``body``'s, at the first cannula's tip; WALL_NOT_FOUND_MOVE_MM when none is found there."""
+    dx, dy = shift
+    tx, ty = cannulas[0].tip
+    moved = replace(cannulas[0], tip=(tx + dx, ty + dy))
+    try:
+        again = find_lateral_body(plain, moved, grid.pixel_mm, exclude, priors)
+    except NotFound:
+        return WALL_NOT_FOUND_MOVE_MM
+    return (float(again.posterior.at(ty + dy)) - dx - float(body.posterior.at(ty))) * grid.pixel_mm
 
 
 def roi_around_tip(
@@ -128,18 +163,20 @@ def register_frames(parts: list, roi: tuple[int, int, int, int], fits: bool):
     """The baseline: the frames' attenuation over ``roi`` registered to the first and
     averaged, (h, w) float32; with ``fits``, their measured intensity and modelled scatter
     likewise, (h, w, 2) float32 (else None). ``parts``: per frame, (attenuation, intensity,
-    scatter) over the whole frame."""
+    scatter) over the whole frame. Also returns each frame's shift (dx, dy) from the first,
+    working pixels."""
     x0, y0, x1, y1 = roi
     first = Registration(parts[0][0][y0:y1, x0:x1])
-    registered, measured = [first.reference], []
+    registered, measured, shifts = [first.reference], [], []
     for i, (att, intensity, scatter) in enumerate(parts):
         dx, dy = (0.0, 0.0) if i == 0 else first.shift(att[y0:y1, x0:x1])
+        shifts.append((dx, dy))
         if i:
             registered.append(shift_image(att[y0:y1, x0:x1], -dx, -dy))
         if fits:  # the intensity and the scatter modelled in it, for refitting the scatter
             measured.append(shift_image(cv2.merge([intensity, scatter])[y0:y1, x0:x1], -dx, -dy))
     attenuation = np.mean(registered, axis=0).astype(np.float32)
-    return attenuation, (np.mean(measured, axis=0).astype(np.float32) if fits else None)
+    return attenuation, (np.mean(measured, axis=0).astype(np.float32) if fits else None), shifts
 
 
 def baseline_layers(

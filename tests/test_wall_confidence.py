@@ -1,0 +1,207 @@
+"""The posterior wall's confidence, the arming of the 5 mm rule on it, the operator's
+confirmation, and the physics a measured front must obey before it is alarmed on."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from monitor.analyzer import VisionAnalysis, analyse_source
+from monitor.audit import audit_json, text_report
+from monitor.io.dicom import open_recording
+from monitor.io.sources import DicomPairSource
+from monitor.io.store import SessionStore
+from monitor.recordings import bundled_recordings, default_recording
+from monitor.vision.anatomy import LateralBody, Line
+from monitor.vision.caveats import CaveatCode
+from monitor.vision.confidence import assess_wall, outline_support
+from tests.test_session_log import _wait_for
+
+
+def _body(support: int, searched: int = 40) -> LateralBody:
+    """A body whose four sides were each looked for on ``searched`` lines, ``support`` agreeing."""
+    line = Line(0.0, 100.0, True, support, searched, 0.5)
+    plate = Line(0.0, 50.0, False, support, searched, 0.5)
+    return LateralBody(line, replace(line, b=300.0), plate, replace(plate, b=250.0), -1)
+
+
+def test_the_wall_arms_only_on_an_outline_seen_along_most_of_it_and_still():
+    assert outline_support(_body(30)) == pytest.approx(0.75)
+    good = assess_wall(_body(30), 0.2, [0.05, -0.02])
+    assert good.armed and good.reasons == () and good.score > 0.9
+    assert good.straightness_mm == pytest.approx(0.1)
+    patchy = assess_wall(_body(18), 0.2, [0.05, 0.02])  # 45 % of the outline seen
+    assert not patchy.armed and "45%" in patchy.describe()
+    moving = assess_wall(_body(30), 0.2, [0.1, 0.9])  # a wall that moves between still frames
+    assert not moving.armed and "moved 0.9 mm" in moving.describe()
+    drawn = _body(0, searched=0)  # the operator's lines: nobody searched for them
+    assert outline_support(drawn) == 0.0
+
+
+@pytest.mark.parametrize("name", ["posterior-leak", "no-leak", "venous-leak"])
+def test_the_bundled_walls_arm_the_rule_automatically_and_say_so(name):
+    rec = next(r for r in bundled_recordings() if r.name == name)
+    analysis = VisionAnalysis()
+    source = DicomPairSource(rec.lateral, rec.ap)
+    news, codes, checked = [], set(), set()
+    try:
+        for item, result in analyse_source(source, analysis):
+            news += analysis.news()
+            codes |= set(result.caveat_codes())
+            if item.plane == "lateral" and result.status != "baseline":
+                checked.add("proximity" in result.checks)
+    finally:
+        source.close()
+    assert [n[0] for n in news] == ["wall-armed"] and news[0][2] == "lateral"
+    assert "wall confidence" in news[0][1]
+    assert CaveatCode.WALL_NOT_CONFIRMED not in codes
+    assert checked == {True}
+
+
+class _Edited:
+    """A bundled recording with one lateral frame edited by ``edit(index, pixels)``."""
+
+    def __init__(self, rec, edit):
+        self.inner = DicomPairSource(rec.lateral, rec.ap)
+        self.formats = self.inner.formats
+        self.edit = edit
+
+    def frames(self):
+        for item in self.inner.frames():
+            if item.plane == "lateral":
+                item = replace(item, pixels=self.edit(item.index, item.pixels))
+            yield item
+
+    def close(self):
+        self.inner.close()
+
+
+def _paste_cement(rec, pixels: np.ndarray, overlay: dict, inward_mm: float) -> np.ndarray:
+    """A copy of ``pixels`` with a 2 mm speck of cement at the wall's middle, ``inward_mm``
+    anterior of it (negative: behind it): the change the bolus at the cannula tip (from
+    ``overlay``) made to the recording's lateral frames by frame 30, added there. The
+    overlay's safety line lies 5 mm anterior of the wall."""
+    wall, line = np.asarray(overlay["wall"]), np.asarray(overlay["safety_line"])
+    mid = wall.mean(axis=0)
+    inward = (line.mean(axis=0) - mid) / 5.0  # pixels per mm, towards the body
+    at = np.round(mid + inward * inward_mm).astype(int)
+    tip = np.round(np.asarray(overlay["cannula_tips"][0])).astype(int)
+    r = max(2, int(round(np.linalg.norm(inward))))  # 1 mm: a 2 mm speck
+    with open_recording(rec.lateral) as frames:
+        before, after = (frames.frame(i).astype(np.int64) for i in (0, 30))
+    patch = np.s_[tip[1] - r : tip[1] + r + 1, tip[0] - r : tip[0] + r + 1]
+    where = np.s_[at[1] - r : at[1] + r + 1, at[0] - r : at[0] + r + 1]
+    out = pixels.astype(np.int64)
+    out[where] += after[patch] - before[patch]
+    return np.clip(out, 0, np.iinfo(pixels.dtype).max).astype(pixels.dtype)
+
+
+def _run(source):
+    analysis = VisionAnalysis()
+    lateral, news = {}, []
+    try:
+        for item, result in analyse_source(source, analysis):
+            news += analysis.news()
+            if item.plane == "lateral":
+                lateral[item.index] = result
+    finally:
+        source.close()
+    return lateral, news
+
+
+def test_a_front_that_jumps_nearer_than_cement_travels_is_not_alarmed_on_one_frame():
+    """A speck of cement-like density 1.5 mm inside the wall on one frame, while the bolus is
+    11 mm or more away: read as the front, it would raise the 5 mm alarm on that frame."""
+    rec = next(r for r in bundled_recordings() if r.name == "no-leak")
+    clean, _ = _run(DicomPairSource(rec.lateral, rec.ap))
+    k = next(i for i, r in sorted(clean.items()) if r.distance_mm is not None and r.distance_mm < 12.0)
+    assert clean[k].distance_mm > 11.0
+
+    def edit(index, pixels):
+        return _paste_cement(rec, pixels, clean[k - 1].overlay, 1.5) if index == k else pixels
+
+    edited, _ = _run(_Edited(rec, edit))
+    jumped = edited[k]
+    assert jumped.distance_mm is not None and jumped.distance_mm < 3.0  # the speck is the front
+    assert CaveatCode.DISTANCE_JUMP in jumped.caveat_codes()
+    assert CaveatCode.DISTANCE_JUMP not in edited[k + 1].caveat_codes()
+    assert edited[k + 1].distance_mm == pytest.approx(clean[k + 1].distance_mm, abs=0.5)
+
+    def highs(runs):
+        return [(i, a["kind"]) for i, r in sorted(runs.items()) for a in r.alarms if a["priority"] == "high"]
+
+    assert highs(edited) == highs(clean) == []
+
+
+def test_a_first_front_beyond_the_wall_found_disarms_it():
+    """The first cement is at the cannula tip, in front of the wall: a first front read
+    beyond the wall found means that wall cannot be right."""
+    rec = default_recording()
+    clean, _ = _run(DicomPairSource(rec.lateral, rec.ap))
+    k = min(i for i, r in clean.items() if r.distance_mm is not None)  # the first cement
+
+    def edit(index, pixels):
+        return _paste_cement(rec, pixels, clean[k - 1].overlay, -1.5) if index == k else pixels
+
+    edited, news = _run(_Edited(rec, edit))
+    assert [n[0] for n in news] == ["wall-armed", "wall-not-confirmed"]
+    assert "first cement" in news[1][1]
+    after = [edited[i] for i in sorted(edited) if i >= k]
+    assert all(CaveatCode.WALL_NOT_CONFIRMED in r.caveat_codes() for r in after)
+    assert all(r.distance_mm is None and "proximity" not in r.checks and "leak" in r.checks for r in after)
+    assert all(r.overlay.get("wall_state") == "not-confirmed" for r in after)
+    assert not [a for r in after for a in r.alarms if a["kind"] == "proximity"]
+
+
+def test_a_wall_not_trusted_waits_for_the_operator_and_the_audit_says_when(tmp_path):
+    """With the support asked for above what any outline has, the wall found is not
+    trusted: the 5 mm rule is off, said on every lateral result, until the operator
+    confirms the wall over the real control socket; then it alarms. The log and the
+    audit say who armed it and when."""
+    from monitor.io.transport import CommandSender
+    from monitor.pipeline import Endpoints, RunSpec, run
+    from monitor.replay import PaceOptions
+
+    rec = default_recording()
+    e = Endpoints.private()
+    sender = CommandSender(e.control, "operator")
+    folder = tmp_path / "s"
+
+    def operate():
+        _wait_for(folder, "result", 10)  # the baseline is in, the rule withheld
+        sender.send("confirm-wall")
+
+    operator = threading.Thread(target=operate)
+    operator.start()
+    source = DicomPairSource(rec.lateral, rec.ap)
+    spec = RunSpec(str(folder), "L1", endpoints=e, analysis={"wall_min_support": 1.01})
+    code = run(source, spec, PaceOptions(speed=1.0), say=lambda m: None)
+    operator.join()
+    sender.close()
+    source.close()
+    assert code in (0, 4)
+    store = SessionStore.open(folder)
+    walls = [(ev["source"], ev["event"]) for ev in store.events() if "wall" in ev["event"]]
+    assert walls == [
+        ("analyzer", "wall-not-confirmed"),
+        ("operator", "confirm-wall"),
+        ("analyzer", "wall-armed"),
+    ]
+    lateral = [r for r in store.results() if r["plane"] == "lateral" and r["status"] != "baseline"]
+    unarmed = [r for r in lateral if "wall-not-confirmed" in {c["code"] for c in r["caveats"]}]
+    armed = lateral[len(unarmed) :]
+    assert unarmed and armed
+    assert all(r["distance_mm"] is None and "proximity" not in r["checks"] for r in unarmed)
+    assert all("proximity" in r["checks"] and r["distance_mm"] is not None for r in armed)
+    report = audit_json(store)
+    level = report["levels"][0]
+    assert [w["event"] for w in level["wall"]] == ["wall-not-confirmed", "confirm-wall", "wall-armed"]
+    times = [w["acq_time"] for w in level["wall"]]
+    assert times == sorted(times) and times[0] is not None
+    assert any(a["kind"] == "proximity" for a in level["alarms"])  # alarmed once armed
+    text = text_report(report)
+    assert "WALL" in text and "confirm-wall" in text and "wall-not-confirmed" in text
+    store.close()
