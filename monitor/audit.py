@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import sqlite3
 import statistics
 from collections.abc import Callable, Iterable
@@ -338,10 +339,55 @@ def reaction(series: list[tuple[float, float]], t_alarm: float, hold_s: float = 
 # ------------------------------------------------------------------ many sessions
 
 
+# Files and folders read at once when many sessions are looked at. Reading an archive whose
+# inodes are not cached is a wait per file (10,000 sessions' three stats took 37 s one by one
+# with the OS caches dropped, 1.1 s 32 at a time): the wait overlaps across threads.
+IO_THREADS = 32
+
+
 def find_sessions(root: Path) -> list[Path]:
+    """Every session directory (one holding a session log) under ``root``, at any depth,
+    sorted; the folders are listed IO_THREADS at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
     if not root.is_dir():
         raise MonitorError(f"{root}: not a directory")
-    return sorted(p.parent for p in root.rglob(DB_NAME))
+    found: list[Path] = []
+    with ThreadPoolExecutor(IO_THREADS) as pool:
+        level = [root]
+        while level:
+            listed = list(pool.map(_listing, level))
+            level = []
+            for folder, is_session, subfolders in listed:
+                if is_session:
+                    found.append(folder)
+                level += subfolders
+    return sorted(found)
+
+
+def _listing(folder: Path) -> tuple[Path, bool, list[Path]]:
+    """Whether ``folder`` holds a session log, and its subfolders (symbolic links not followed)."""
+    is_session, subfolders = False, []
+    try:
+        with os.scandir(folder) as entries:
+            for e in entries:
+                if e.name == DB_NAME and e.is_file():
+                    is_session = True
+                elif e.is_dir(follow_symlinks=False):
+                    subfolders.append(Path(e.path))
+    except OSError:  # vanished or unreadable while listed: not a session we can read
+        pass
+    return folder, is_session, subfolders
+
+
+def _in_threads(function, items: list) -> list:
+    """``function`` over ``items``, IO_THREADS at a time, in order (for file reads and stats)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(items) < 2 * IO_THREADS:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(IO_THREADS) as pool:
+        return list(pool.map(function, items, chunksize=16))
 
 
 def session_digest(folder: Path) -> dict:
@@ -547,11 +593,14 @@ def summarize(
     from_cache = cached.lookup(folders) if cached else {}
     digests: dict[Path, dict] = dict(from_cache)
     key = signing.installation_key(create=False) if close_digests else None
-    for f in folders if key else ():  # then the digests written at close, if still true
-        if f not in digests:
-            closed = signing.signed_digest(f, DigestCache.stamp(f), DIGEST_VERSION, key)
-            if closed is not None:
-                digests[f] = {"folder": str(f), **closed}
+    unread = [f for f in folders if f not in digests] if key else []
+
+    def closed_digest(f: Path) -> dict | None:
+        return signing.signed_digest(f, DigestCache.stamp(f), DIGEST_VERSION, key)
+
+    for f, closed in zip(unread, _in_threads(closed_digest, unread), strict=True):  # written at close
+        if closed is not None:  # and still true of the log
+            digests[f] = {"folder": str(f), **closed}
     from_close = len(digests) - len(from_cache)
     todo = [f for f in folders if f not in digests]
     if workers > 1 and len(todo) > 64:
@@ -688,17 +737,22 @@ class DigestCache:
             for row in self._db.execute("SELECT folder, stamp, version, digest FROM digests")
         }
         found = {}
-        for f in folders:
-            hit = known.get(str(f))
-            if hit and hit[1] == DIGEST_VERSION and hit[0] == self.stamp(f):
-                found[f] = json.loads(hit[2])
+        candidates = [f for f in folders if str(f) in known and known[str(f)][1] == DIGEST_VERSION]
+        for f, stamp in zip(candidates, _in_threads(self.stamp, candidates), strict=True):
+            if known[str(f)][0] == stamp:
+                found[f] = json.loads(known[str(f)][2])
         return found
 
     def store(self, digests: dict[Path, dict]) -> None:
+        folders = list(digests)
+        stamps = _in_threads(self.stamp, folders)
         with self._db:
             self._db.executemany(
                 "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)",
-                [(str(f), self.stamp(f), DIGEST_VERSION, json.dumps(d)) for f, d in digests.items()],
+                [
+                    (str(f), st, DIGEST_VERSION, json.dumps(digests[f]))
+                    for f, st in zip(folders, stamps, strict=True)
+                ],
             )
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ events), and how long it takes.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 import tempfile
 import time
@@ -152,6 +153,16 @@ def write_fake_session(args: tuple[Path, int]) -> None:
     record_digest(folder)  # as a run's close writes it (monitor.pipeline)
 
 
+def _can_drop_caches() -> bool:
+    return os.access("/proc/sys/vm/drop_caches", os.W_OK)
+
+
+def _drop_caches() -> None:
+    """Write back and drop the OS's page, dentry and inode caches: the next reads go to disk."""
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
 def run_summary(sessions: int, folder: Path | None, workers: int = 2, say=print) -> dict:
     from monitor.audit import find_sessions, summarize
 
@@ -174,18 +185,31 @@ def run_summary(sessions: int, folder: Path | None, workers: int = 2, say=print)
         cache = root / ".bench-summary-cache.sqlite"
         cache.unlink(missing_ok=True)
         # logs: every log read (as for logs closed by a monitor before digests were written);
-        # cold: no cache, the digests written at close; warm: the cache the cold run left
-        for run, close_digests in (("logs", False), ("cold", True), ("warm", True)):
+        # cold: no cache, the digests written at close; warm: the cache the cold run left;
+        # os-cold: as cold, after the OS's caches are dropped (root only), the folder walk timed too
+        runs = [("logs", False), ("cold", True), ("warm", True)]
+        if _can_drop_caches():
+            runs.append(("os-cold", True))
+        else:
+            say("(not root: the OS's caches cannot be dropped, so no os-cold run)")
+        for run, close_digests in runs:
             if run != "warm":
                 cache.unlink(missing_ok=True)
+            walked = 0.0
+            if run == "os-cold":
+                _drop_caches()
+                t = time.monotonic()
+                folders = find_sessions(root)[:sessions]
+                walked = time.monotonic() - t
             t = time.monotonic()
             table = summarize(folders, workers, cache=cache, close_digests=close_digests)
-            timings[run] = time.monotonic() - t
+            timings[run] = time.monotonic() - t + walked
             cached = len(folders) - table["read"] - table["from_close"]
+            walk = f" (the folder walk {walked:.1f} s of it)" if walked else ""
             say(
                 f"summary of {len(folders)} sessions ({size / 2**30:.2f} GiB of logs), {run} "
                 f"({table['read']} read, {table['from_close']} from digests written at close, {cached}"
-                f" cached): {timings[run]:.1f} s with {workers} worker(s),"
+                f" cached): {timings[run]:.1f} s{walk} with {workers} worker(s),"
                 f" {1000 * timings[run] / len(folders):.2f} ms per session; {len(table['rows'])} rows"
             )
         return {"sessions": len(folders), **{k: round(v, 2) for k, v in timings.items()}}

@@ -613,3 +613,24 @@ def test_a_digest_written_at_close_stands_for_the_log_only_while_the_log_is_unch
     assert (again["from_close"], again["read"]) == (1, 2)
     assert [u["folder"] for u in again["untrusted"]] == [str(tmp_path / "s1")]  # appended after signing
     assert "someone else" not in {r["operator"] for r in again["rows"]}
+
+
+def test_the_archive_walk_finds_sessions_at_any_depth_in_order(tmp_path):
+    """The summary's and the re-analysis's walk, 32 folders at a time: sessions at any depth,
+    sorted, folders without a log skipped, symbolic links not followed (no loops, no doubles)."""
+    from monitor.audit import IO_THREADS, find_sessions
+
+    made = []
+    for i in range(3 * IO_THREADS):  # enough folders for the threads to share
+        folder = tmp_path / f"2026-{i % 3}" / f"s{i:03d}"
+        folder.mkdir(parents=True)
+        (folder / DB_NAME).touch()
+        made.append(folder)
+    deep = tmp_path / "2025" / "old" / "archive" / "s"
+    deep.mkdir(parents=True)
+    (deep / DB_NAME).touch()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "2026-0" / "loop").symlink_to(tmp_path)
+    assert find_sessions(tmp_path) == sorted([*made, deep])
+    with pytest.raises(Exception, match="not a directory"):
+        find_sessions(tmp_path / "missing")
