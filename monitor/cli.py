@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         training.add_train,
         qa.add_audit,
         qa.add_export,
+        qa.add_reanalyze,
         attached.add_keys,
         alarms.add_sounds,
         benchmarks.add_bench,

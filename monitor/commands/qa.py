@@ -1,5 +1,5 @@
-"""``monitor audit`` and ``monitor export``: a logged session's QA report, a summary over many,
-and its frames as DICOM."""
+"""``monitor audit``, ``monitor export`` and ``monitor reanalyze``: a logged session's QA report,
+a summary over many, its frames as DICOM, and the archive re-run with the current vision."""
 
 from __future__ import annotations
 
@@ -235,4 +235,47 @@ def _run_export(args) -> int:
     from monitor.io.export import export_session
 
     export_session(args.session, args.out, args.deidentify, sr=args.sr)
+    return 0
+
+
+def add_reanalyze(sub) -> None:
+    p = sub.add_parser(
+        "reanalyze",
+        help="re-run the current vision over every logged session in a directory (on Dask), and say"
+        " which would be judged differently",
+        description="Re-run every session logged under DIR with this version's vision (each with its"
+        " room's calibration settings and the operator's input as logged) on a Dask cluster, and write"
+        " a per-session comparison with what was logged: alarms added, lost or moved, volume and"
+        " closest distance before and after. The report is the same whatever the number of workers.",
+    )
+    p.add_argument("archive", type=Path, metavar="DIR", help="a directory of session directories (any depth)")
+    p.add_argument("--out", type=Path, required=True, metavar="REPORT", help="the comparison, as JSON")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        help="worker processes of the local Dask cluster, one session each at a time (default: 2)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="a running Dask scheduler to use instead of a local cluster (its workers must have this"
+        " monitor installed and read DIR at the same path)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_reanalyze)
+
+
+def _run_reanalyze(args) -> int:
+    from monitor.reanalyze import run, text_report
+
+    if args.scheduler and args.workers:
+        raise MonitorError(
+            "--workers sizes the local cluster; with --scheduler the cluster's own workers run"
+        )
+    if not args.archive.is_dir():
+        raise MonitorError(f"{args.archive}: not a directory")
+    report = run(args.archive, args.out, args.workers or 2, args.scheduler, progress=not args.quiet,
+                 say=lambda m: print(m, file=sys.stderr))  # fmt: skip
+    print(text_report(report))
+    print(f"report: {args.out}")
     return 0

@@ -1,0 +1,317 @@
+"""Re-analysis of an archive: the current vision over every logged session, compared with
+what was logged (``monitor reanalyze DIR --out REPORT``).
+
+When the vision changes, the first question of a QA officer or a regulator is which past
+sessions it would have judged differently. Each session is re-run as the analyzer would
+have run it today: its frames as they were received, the room's calibration settings the
+session was measured with, and the operator's input as logged (the command line's wall and
+boxes from the session's meta; live commands - wall, body, confirm-wall, syringe, level,
+acknowledge - applied at the stream time they were applied then). Everything else
+(detection thresholds, anatomy, physics defaults) is the current vision's. The comparison
+per session: alarms added, lost or moved (by kind, site and priority within a level), the
+final volume and the closest distance per level, before and after.
+
+The sessions run as tasks on Dask: a local cluster of ``workers`` processes by default, or
+the cluster a hospital already runs (``scheduler``). A task is one session, run
+single-threaded, so the report is the same whatever the number of workers; it is written
+sorted by session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+
+from monitor.errors import MonitorError
+
+REPORT_VERSION = 1
+# the operator's commands a re-run applies again, at the stream time they were applied
+REPLAYED_COMMANDS = ("level", "wall", "body", "confirm-wall", "syringe", "acknowledge")
+
+
+def reanalyze_session(folder: str) -> dict:
+    """One session re-run with the current vision and compared with its log. Never raises:
+    a session that cannot be read is reported with its ``error``."""
+    try:
+        return _reanalyze(Path(folder))
+    except MonitorError as e:
+        return {"session": str(folder), "error": str(e)}
+    except Exception as e:  # a session the current vision cannot run is a finding, not a crash
+        return {"session": str(folder), "error": f"{type(e).__name__}: {e}"}
+
+
+def _reanalyze(folder: Path) -> dict:
+    import cv2
+
+    from monitor.analyzer import CommandRefused, VisionAnalysis
+    from monitor.io.sources import SessionSource
+    from monitor.io.store import SessionStore
+    from monitor.io.transport import Frame
+    from monitor.messages import Command
+    from monitor.replay import frame_header
+    from monitor.vision.analysis import AnalysisConfig
+
+    cv2.setNumThreads(1)  # one task, one core: the same results on any cluster
+    store = SessionStore.open(folder)
+    try:
+        meta = store.meta()
+        logged = _logged(store, meta.get("level"))
+        commands = [
+            e
+            for e in store.events()
+            if e["event"] in REPLAYED_COMMANDS and e.get("acq_time") is not None and e["source"] != "analyzer"
+        ]
+    finally:
+        store.close()
+    settings = dict(meta.get("calibration_settings") or {})
+    if meta.get("posterior_wall"):
+        settings["posterior_wall"] = tuple(tuple(p) for p in meta["posterior_wall"])
+    if meta.get("body_boxes"):
+        settings["body_boxes"] = tuple((plane, tuple(box)) for plane, box in meta["body_boxes"].items())
+    analysis = VisionAnalysis(AnalysisConfig.from_settings(settings), meta.get("level"))
+    source = SessionSource(folder)
+    now = {"alarms": [], "levels": {}}
+    seq = dict.fromkeys(source.formats, 0)
+    pending = sorted(commands, key=lambda e: e["acq_time"])
+    try:
+        for item in source.frames():
+            while pending and pending[0]["acq_time"] < item.acq_time:
+                e = pending.pop(0)
+                with contextlib.suppress(CommandRefused):  # refused today, as it may have been then
+                    analysis.apply(Command("", e["source"], 0.0, e["event"], e.get("value")))
+            header = frame_header("reanalysis", item, seq[item.plane], source.formats[item.plane])
+            seq[item.plane] += 1
+            result = analysis.process(Frame(header, item.pixels, 0.0, 0))
+            _add(now, analysis.level, item.plane, result)
+    finally:
+        source.store.close()
+    return {"session": str(folder), **_compare(logged, now)}
+
+
+def _logged(store, first_level: str | None) -> dict:
+    """What the session logged: alarms raised (level, kind, site, priority, plane, frame) and
+    per level the final volume and the closest distance."""
+    out = {"alarms": [], "levels": {}}
+    for r in store.records("alarm"):
+        if r.body["state"] == "raised":
+            b = r.body
+            out["alarms"].append(_alarm(r.level or first_level, b))
+    for r in store.records("result"):
+        level = out["levels"].setdefault(r.level or first_level or "-", _no_figures())
+        _level_figures(level, r.plane, r.body.get("volume_ml"), r.body.get("distance_mm"))
+        _count_unchecked(level, r.plane, r.body.get("status"), r.body.get("checks"))
+    return out
+
+
+def _add(now: dict, level: str | None, plane: str, result) -> None:
+    for a in result.alarms:
+        now["alarms"].append(_alarm(level, a))
+    figures = now["levels"].setdefault(level or "-", _no_figures())
+    _level_figures(figures, plane, result.volume_ml, result.distance_mm)
+    _count_unchecked(figures, plane, result.status, result.checks)
+
+
+def _no_figures() -> dict:
+    return {"volume_ml": None, "min_distance_mm": None, "proximity_unchecked": 0}
+
+
+def _count_unchecked(figures: dict, plane: str, status: str | None, checks) -> None:
+    """Lateral frames after the baseline not checked against the 5 mm rule (no wall, a wall not
+    confirmed, a skipped frame): where a change of alarms most often comes from."""
+    if plane == "lateral" and status != "baseline" and checks is not None and "proximity" not in checks:
+        figures["proximity_unchecked"] += 1
+
+
+def _alarm(level: str | None, a: dict) -> dict:
+    return {
+        "level": level or "-",
+        "kind": a["kind"],
+        "site": a.get("site"),
+        "priority": a["priority"],
+        "plane": a.get("plane"),
+        "frame": a["frame"],
+    }
+
+
+def _level_figures(figures: dict, plane: str, volume, distance) -> None:
+    if volume is not None:
+        figures["volume_ml"] = volume
+    if plane == "lateral" and distance is not None:
+        low = figures["min_distance_mm"]
+        figures["min_distance_mm"] = distance if low is None else min(low, distance)
+
+
+def _compare(logged: dict, now: dict) -> dict:
+    """Alarms added, lost and moved (the first of each kind, site and priority per level), and
+    per level the volume and closest distance before and after."""
+
+    def firsts(alarms: list[dict]) -> dict:
+        out: dict = {}
+        for a in alarms:
+            key = (a["level"], a["kind"], a["site"] or "", a["priority"])
+            out.setdefault(key, a)
+        return out
+
+    before, after = firsts(logged["alarms"]), firsts(now["alarms"])
+    added = [after[k] for k in sorted(after.keys() - before.keys())]
+    lost = [before[k] for k in sorted(before.keys() - after.keys())]
+    moved = [
+        {
+            **after[k],
+            "logged_frame": before[k]["frame"],
+            "frames_later": after[k]["frame"] - before[k]["frame"],
+        }
+        for k in sorted(before.keys() & after.keys())
+        if before[k]["frame"] != after[k]["frame"]
+    ]
+    levels = {}
+    for name in sorted(logged["levels"].keys() | now["levels"].keys()):
+        b = logged["levels"].get(name, {})
+        a = now["levels"].get(name, {})
+        vb, va = b.get("volume_ml"), a.get("volume_ml")
+        levels[name] = {
+            "volume_ml": {"logged": vb, "now": va, "change_ml": _diff(va, vb)},
+            "min_distance_mm": {
+                "logged": b.get("min_distance_mm"),
+                "now": a.get("min_distance_mm"),
+                "change_mm": _diff(a.get("min_distance_mm"), b.get("min_distance_mm")),
+            },
+            "proximity_unchecked_frames": {
+                "logged": b.get("proximity_unchecked", 0),
+                "now": a.get("proximity_unchecked", 0),
+            },
+        }
+    changed = bool(added or lost or moved) or any(
+        abs(lv["volume_ml"]["change_ml"] or 0.0) >= 0.05 for lv in levels.values()
+    )
+    return {"changed": changed, "alarms": {"added": added, "lost": lost, "moved": moved}, "levels": levels}
+
+
+def _diff(a, b):
+    return None if a is None or b is None else round(a - b, 4)
+
+
+def find_archive(root: Path) -> list[Path]:
+    """The logged sessions under ``root`` (any depth), sorted."""
+    from monitor.audit import find_sessions
+
+    sessions = find_sessions(root)
+    if not sessions:
+        raise MonitorError(f"{root}: no logged sessions under it (each has a session.sqlite)")
+    return sessions
+
+
+def run(
+    root: Path,
+    out: Path,
+    workers: int = 2,
+    scheduler: str | None = None,
+    progress: bool = True,
+    say=print,
+) -> dict:
+    """Re-run every session under ``root`` on Dask, write the report to ``out`` (JSON) and
+    return it. ``scheduler``: the address of a running Dask scheduler (its workers must have
+    this monitor installed); else a local cluster of ``workers`` processes."""
+    from dask.distributed import Client, LocalCluster, as_completed
+    from tqdm import tqdm
+
+    sessions = find_archive(root)
+    started = time.monotonic()
+    cluster = None
+    if scheduler:
+        client = Client(scheduler, timeout="20s")
+        where = f"scheduler {scheduler} ({len(client.scheduler_info()['workers'])} workers)"
+    else:
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = Client(cluster)
+        where = f"a local cluster of {workers} worker process(es)"
+    say(f"re-analysing {len(sessions)} session(s) on {where}")
+    try:
+        futures = client.map(reanalyze_session, [str(s) for s in sessions], pure=False)
+        results = []
+        bar = tqdm(total=len(futures), unit="session", disable=not progress, file=None)
+        for future in as_completed(futures):
+            results.append(future.result())
+            bar.update(1)
+        bar.close()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    seconds = time.monotonic() - started
+    results.sort(key=lambda r: r["session"])
+    report = {
+        "version": REPORT_VERSION,
+        "root": str(root),
+        "sessions": results,
+        "summary": _summary(results),
+        "run": {
+            "where": where,
+            "workers": None if scheduler else workers,
+            "seconds": round(seconds, 2),
+            "sessions_per_minute": round(60.0 * len(results) / seconds, 1) if seconds else None,
+        },
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, out)
+    return report
+
+
+def _summary(results: list[dict]) -> dict:
+    ok = [r for r in results if "error" not in r]
+    return {
+        "sessions": len(results),
+        "unreadable": len(results) - len(ok),
+        "changed": sum(r["changed"] for r in ok),
+        "alarms_added": sum(len(r["alarms"]["added"]) for r in ok),
+        "alarms_lost": sum(len(r["alarms"]["lost"]) for r in ok),
+        "alarms_moved": sum(len(r["alarms"]["moved"]) for r in ok),
+    }
+
+
+def text_report(report: dict) -> str:
+    """The report for people: one line per session that changed or could not be read."""
+    s, run_ = report["summary"], report["run"]
+    lines = [
+        f"{s['sessions']} session(s) re-analysed on {run_['where']} in {run_['seconds']:.1f} s"
+        f" ({run_['sessions_per_minute']} sessions/min): {s['changed']} would be judged differently,"
+        f" {s['unreadable']} could not be read; alarms added {s['alarms_added']}, lost {s['alarms_lost']},"
+        f" moved {s['alarms_moved']}"
+    ]
+    for r in report["sessions"]:
+        if "error" in r:
+            lines.append(f"  UNREADABLE {r['session']}: {r['error']}")
+            continue
+        if not r["changed"]:
+            continue
+        parts = []
+        for what in ("added", "lost"):
+            for a in r["alarms"][what]:
+                site = f" {a['site']}" if a["site"] else ""
+                parts.append(
+                    f"{what} {a['priority']} {a['kind']}{site} (level {a['level']}, frame {a['frame']})"
+                )
+        for a in r["alarms"]["moved"]:
+            site = f" {a['site']}" if a["site"] else ""
+            parts.append(f"moved {a['priority']} {a['kind']}{site} frame {a['logged_frame']} -> {a['frame']}")
+        for name, lv in r["levels"].items():
+            unchecked = lv["proximity_unchecked_frames"]
+            if unchecked["logged"] != unchecked["now"]:
+                parts.append(
+                    f"level {name}: lateral frames not checked against the 5 mm rule"
+                    f" {unchecked['logged']} -> {unchecked['now']}"
+                )
+            change = lv["volume_ml"]["change_ml"]
+            if change is not None and abs(change) >= 0.05:
+                parts.append(
+                    f"level {name} volume {lv['volume_ml']['logged']:.2f} -> {lv['volume_ml']['now']:.2f} mL"
+                )
+        lines.append(f"  CHANGED {r['session']}: " + "; ".join(parts))
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""``monitor reanalyze``: the archive re-run with the current vision on Dask, compared with what
+was logged; the same report on 1 and 2 local workers and on a scheduler started here."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from monitor.io.sources import DicomPairSource
+from monitor.pipeline import Endpoints, RunSpec, run
+from monitor.recordings import bundled_recordings
+from monitor.replay import PaceOptions
+from tests.conftest import monitor_cli
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """The three bundled recordings logged as sessions; the posterior leak by an "older vision"
+    that called cement a leak only 4 mm beyond the body's outline (the current one: 1.5 mm),
+    so that its leak alarm came 2 frames later."""
+    root = tmp_path_factory.mktemp("archive")
+    for rec in bundled_recordings():
+        older = {"leak_min_depth_mm": 4.0} if rec.name == "posterior-leak" else {}
+        source = DicomPairSource(rec.lateral, rec.ap)
+        spec = RunSpec(str(root / "2026" / rec.name), "L1", endpoints=Endpoints.private(), analysis=older)
+        assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) in (0, 4)
+        source.close()
+    return root
+
+
+def _reanalyze(archive, out, *options):
+    done = monitor_cli("reanalyze", archive, "--out", out, "--quiet", *options)
+    assert done.returncode == 0, done.stderr
+    return json.loads(out.read_text()), done.stdout
+
+
+def test_the_archive_rerun_names_what_changed_the_same_on_one_and_two_workers(archive, tmp_path):
+    one, text = _reanalyze(archive, tmp_path / "one.json", "--workers", "1")
+    two, _ = _reanalyze(archive, tmp_path / "two.json", "--workers", "2")
+    assert one["sessions"] == two["sessions"]  # deterministic, whatever the workers
+    assert one["run"]["workers"] == 1 and two["run"]["workers"] == 2
+    by_name = {s["session"].rsplit("/", 1)[-1]: s for s in one["sessions"]}
+    assert set(by_name) == {"posterior-leak", "no-leak", "venous-leak"}
+    # logged by this vision: the re-run reproduces them, figure for figure
+    for name in ("no-leak", "venous-leak"):
+        s = by_name[name]
+        assert not s["changed"] and s["alarms"] == {"added": [], "lost": [], "moved": []}
+        assert s["levels"]["L1"]["volume_ml"]["change_ml"] == 0.0
+        assert s["levels"]["L1"]["min_distance_mm"]["change_mm"] == 0.0
+    # logged by the "older vision": the current one raises the leak earlier
+    changed = by_name["posterior-leak"]
+    assert changed["changed"]
+    moved = changed["alarms"]["moved"]
+    assert [(a["kind"], a["site"], a["logged_frame"], a["frame"]) for a in moved] == [
+        ("extravasation", "posterior", 39, 37)
+    ]
+    assert changed["alarms"]["added"] == changed["alarms"]["lost"] == []
+    assert one["summary"]["changed"] == 1 and one["summary"]["alarms_moved"] >= 1
+    assert "1 would be judged differently" in text and "CHANGED" in text and "posterior-leak" in text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_archive_rerun_on_a_dask_scheduler_started_on_loopback(archive, tmp_path):
+    from dask.distributed import Client
+
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    scheduler = subprocess.Popen(
+        [*dask, "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the scheduler takes a moment to listen
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the dask scheduler never listened"
+                time.sleep(0.2)
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_worker",
+                address,
+                "--nworkers",
+                "1",
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+            ],  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(1, timeout=60)
+        remote, text = _reanalyze(archive, tmp_path / "remote.json", "--scheduler", address)
+        local, _ = _reanalyze(archive, tmp_path / "local.json", "--workers", "1")
+        assert remote["sessions"] == local["sessions"]
+        assert remote["run"]["workers"] is None and address in remote["run"]["where"]
+        assert "1 workers" in remote["run"]["where"]
+    finally:
+        for p in (worker, scheduler):
+            if p is not None:
+                p.terminate()
+                p.wait(timeout=30)
+
+
+def test_reanalyze_refuses_what_it_cannot_do_in_one_line(tmp_path, archive):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = monitor_cli("reanalyze", empty, "--out", tmp_path / "r.json")
+    assert done.returncode == 1 and "no logged sessions" in done.stderr and "Traceback" not in done.stderr
+    both = monitor_cli("reanalyze", archive, "--out", tmp_path / "r.json", "--workers", "2",
+                       "--scheduler", "tcp://127.0.0.1:1")  # fmt: skip
+    assert both.returncode == 1 and "--workers" in both.stderr and both.stderr.count("\n") == 1
