@@ -192,3 +192,54 @@ def measure(samples: np.ndarray, rate: int) -> dict:
         "fundamental_hz": f0,
         "harmonics_in_band": len(band),  # multiples of the fundamental (2 f0 and up) in 300-4000 Hz
     }
+
+
+class AlarmPlayer:
+    """The bursts played on the default sound output (sounddevice, PortAudio), each repeated
+    after its interburst interval while its alarm sounds.
+
+    ``problem`` says why nothing can be played (no PortAudio, no output device), or is None;
+    the live view shows it, since an operator must know that the alarms are not heard.
+    ``output`` (samples, rate) replaces the sound device (for tests that count what is played).
+    """
+
+    def __init__(self, output=None):
+        self.problem: str | None = None
+        self._play = output
+        self._stop = lambda: None
+        if output is None:
+            self._open_device()
+        self._bursts = {s.name: burst(s, with_interburst=False) for s in SOUNDS}
+        self._interburst = {s.name: s.interburst_s for s in SOUNDS}
+        self._playing: str | None = None
+        self._next = 0.0  # monotonic time the next burst is due
+
+    def _open_device(self) -> None:
+        try:
+            import sounddevice as sd
+        except OSError as e:  # the PortAudio library itself is missing
+            self.problem = f"no sound: the PortAudio library is missing ({e}); install libportaudio2"
+            return
+        try:
+            device = sd.query_devices(kind="output")
+        except Exception as e:  # sounddevice.PortAudioError: no output device
+            self.problem = f"no sound output device ({e})"
+            return
+        self._play = lambda samples, rate: sd.play(samples, rate)
+        self._stop = sd.stop
+        self.name = str(device.get("name", "default output"))
+
+    def sound(self, priority: str | None, now: float) -> None:
+        """Called often (each display tick): ``priority`` "high" or "medium" while an alarm
+        must be heard, None while none must (acknowledged, paused, ended, none)."""
+        if priority not in self._bursts:
+            if self._playing is not None:
+                self._stop()
+            self._playing = None
+            return
+        if self._play is None:
+            return
+        if priority != self._playing or now >= self._next:
+            self._playing = priority
+            self._next = now + self._interburst[priority]
+            self._play(self._bursts[priority], SAMPLE_RATE)

@@ -25,6 +25,7 @@ from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 from monitor.io.transport import VIEWER_HWM, CommandSender, Subscriber
 from monitor.messages import LEVELS, PLANES, End, Result, Status
 from monitor.overlay import labelled_leaks
+from monitor.sounds import AlarmPlayer
 from monitor.viewstate import ViewState, display_pixels
 from monitor.vision.caveats import CaveatCode
 
@@ -219,6 +220,10 @@ class MonitorWindow(QtWidgets.QWidget):
         self.commands = CommandSender(control_endpoint, "viewer") if control_endpoint else None
         self.stops: list[tuple[float, int | None]] = []  # training: (time, lateral frame shown)
         self.rendered = 0  # frames put on screen, for the frame-rate benchmark
+        # the IEC 60601-1-8 bursts on the sound device; said on screen when there is none
+        self.player = AlarmPlayer()
+        if self.player.problem and not training:
+            self.state.notices.append(f"viewer: {self.player.problem}: alarms are shown, not heard")
         self._build()
         self._flash = False
         self._audio_paused_until = 0.0
@@ -487,17 +492,27 @@ class MonitorWindow(QtWidgets.QWidget):
         style = "high-off" if priority == "high" and not self._flash else priority
         _style(self.banner, BANNER[style])
         self.banner.setText(text or "no alarm")
-        muted = time.monotonic() < self._audio_paused_until
-        self.audio.setText("AUDIO PAUSED" if muted else "Audio pause (2 min)")
+        left = self._audio_paused_until - time.monotonic()
+        if self.player.problem:  # never a silent "audio on": the operator must know
+            self.audio.setText("NO ALARM SOUND")
+            _style(self.audio, "background:#ff9900; color:black; font-weight:bold;")
+        elif left > 0:
+            self.audio.setText(f"AUDIO PAUSED {int(left) // 60}:{int(left) % 60:02d}")
+            _style(self.audio, "background:#ffd200; color:black; font-weight:bold;")
+        else:
+            self.audio.setText("Audio pause (2 min)")
+            _style(self.audio, "")
 
     def _toggle_flash(self) -> None:
         self._flash = not self._flash
-        silent = self.state.ended or time.monotonic() < self._audio_paused_until
-        if self.state.banner()[0] == "high" and not silent:
-            QtWidgets.QApplication.beep()
+        now = time.monotonic()
+        silent = self.training or self.state.ended or now < self._audio_paused_until
+        priority = self.state.banner()[0]  # "high" or "medium" only while unacknowledged
+        self.player.sound(None if silent else priority, now)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self.timer.stop()
+        self.player.sound(None, time.monotonic())
         self.flasher.stop()
         self.frames.close()
         self.results.close()

@@ -427,3 +427,45 @@ def test_a_wall_not_confirmed_asks_the_operator_and_the_button_confirms_it(qtbot
         assert len(view.safety.getData()[0]) == 2
     finally:
         control.close()
+
+
+def test_the_alarm_is_heard_as_its_iec_burst_until_paused_with_a_countdown(qtbot, streams, window):
+    """A high alarm plays the high-priority burst at once and again after its interburst
+    interval; Audio pause silences it and counts its two minutes down on the button;
+    acknowledged, it is silent. The bursts go to ``output`` here, which counts them."""
+    from monitor.sounds import HIGH, SAMPLE_RATE, AlarmPlayer, burst
+
+    played = []
+    window.player = AlarmPlayer(output=lambda samples, rate: played.append((len(samples), rate)))
+    pump(qtbot, lambda: streams.frame(1), lambda: window.views["lateral"].shown_frame == 1)
+    leak = {"kind": "extravasation", "priority": "high", "frame": 9, "plane": "lateral", "site": "posterior"}
+    pump(qtbot, lambda: streams.result(9, alarms=[{**leak, "distance_mm": -1.0}]), lambda: played)
+    assert played[0] == (len(burst(HIGH, with_interburst=False)), SAMPLE_RATE)
+    qtbot.wait(1500)
+    assert len(played) == 1  # the next burst is due 5 s after the first
+    qtbot.mouseClick(window.audio, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.audio.text().startswith("AUDIO PAUSED 1:5"), timeout=2000)
+    assert "ffd200" in window.audio.styleSheet()
+    window.player.sound("high", time.monotonic() + 60)  # a minute on, the pause holds ...
+    assert len(played) == 2  # (called directly: the player alone plays when due)
+    qtbot.wait(1200)
+    assert len(played) == 2  # ... and the window asks for none
+    window._audio_paused_until = 0.0  # the two minutes are over
+    qtbot.waitUntil(lambda: window.audio.text() == "Audio pause (2 min)", timeout=2000)
+    streams.results.send(Status("t", "viewer", time.time(), "acknowledge", "1 alarm(s) acknowledged"))
+    qtbot.waitUntil(lambda: window.banner.text() == "no alarm", timeout=5000)
+    count = len(played)
+    qtbot.wait(1200)
+    assert len(played) == count  # acknowledged: silent
+
+
+def test_a_viewer_without_a_sound_device_says_the_alarms_are_not_heard(qtbot, streams, window):
+    """On this machine (no sound device) the view says so on the audio button and in its status
+    line, never showing a silent 'audio on'; with a device, it offers the audio pause."""
+    pump(qtbot, lambda: streams.frame(1), lambda: window.views["lateral"].shown_frame == 1)
+    if window.player.problem is None:
+        assert window.audio.text() == "Audio pause (2 min)"
+        return
+    qtbot.waitUntil(lambda: window.audio.text() == "NO ALARM SOUND", timeout=2000)
+    assert "ff9900" in window.audio.styleSheet()
+    assert "not heard" in window.state.notices[0] and "sound" in window.state.notices[0]
