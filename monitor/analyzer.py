@@ -73,9 +73,9 @@ class Analysis:
         """(state, alarm) for every alarm raised, cleared or acknowledged since the last call."""
         return []
 
-    def news(self) -> list[tuple[str, str, str]]:
-        """(event, detail, plane) the analysis decided since the last call, for the log and
-        the viewers: the 5 mm rule armed on the wall, or not."""
+    def news(self) -> list[tuple[str, str, str, dict]]:
+        """(event, detail, plane, value) the analysis decided since the last call, for the log
+        and the viewers: the 5 mm rule armed on the wall, or not."""
         return []
 
     def restore(self, store: SessionStore, stream: str) -> str | None:
@@ -234,10 +234,10 @@ class VisionAnalysis(Analysis):
         except ValueError as e:
             raise CommandRefused(str(e)) from e
 
-    def news(self) -> list[tuple[str, str, str]]:
+    def news(self) -> list[tuple[str, str, str, dict]]:
         taken = []
         for plane in self.case.planes.values():
-            taken += [(event, detail, plane.plane) for event, detail in plane.news]
+            taken += [(event, detail, plane.plane, value) for event, detail, value in plane.news]
             plane.news.clear()
         return taken
 
@@ -295,6 +295,8 @@ class VisionAnalysis(Analysis):
         levels = [r for r in events if r.body["event"] == "level"]
         start = levels[-1].rec if levels else 0
         self.level = levels[-1].body["value"] if levels else self.level or store.meta().get("level")
+        if levels:  # the command line's wall and boxes were drawn on the first level, not this one
+            self._pending = {}
         frames = [r for r in store.records("frame", after=start) if r.body.get("stream") == stream]
         if not frames:
             return None
@@ -307,16 +309,28 @@ class VisionAnalysis(Analysis):
                 header = _header_from_record(r)
                 self.process(Frame(header, store.image(r.rec), r.time, 0))
                 fed += 1
+        lateral = self.case.planes.get("lateral")
+        # the operator's edits and the analyzer's own wall decisions, in the order logged
         for r in events:
-            if r.rec > start and r.body["event"] == "wall" and "lateral" in self.case.planes:
+            b = r.body
+            if r.rec <= start:
+                continue
+            if b["event"] == "wall" and lateral is not None:
                 with contextlib.suppress(ValueError):
-                    self.case.planes["lateral"].set_wall(r.body["value"])
-            if r.rec > start and r.body["event"] == "body" and r.body["value"]["plane"] in self.case.planes:
+                    lateral.set_wall(b["value"])
+            if b["event"] == "body" and b["value"]["plane"] in self.case.planes:
                 with contextlib.suppress(ValueError):
-                    self.case.planes[r.body["value"]["plane"]].set_body(r.body["value"]["box"])
-            if r.rec > start and r.body["event"] == "confirm-wall" and "lateral" in self.case.planes:
+                    self.case.planes[b["value"]["plane"]].set_body(b["value"]["box"])
+            if b["event"] == "confirm-wall" and lateral is not None:
                 with contextlib.suppress(ValueError):
-                    self.case.planes["lateral"].confirm_wall()
+                    lateral.confirm_wall()
+            if b["event"] in ("wall-armed", "wall-not-confirmed") and b["source"] == "analyzer" and lateral:
+                lateral.restore_wall(b["event"], b["detail"], b.get("value"))
+        if lateral is not None:  # the first front was seen before the restart: it is not the first
+            rows = store.query(
+                "SELECT body FROM journal WHERE kind = 'result' AND plane = 'lateral' AND rec > ?", (start,)
+            ).fetchall()
+            lateral.front_seen = any("front" in (json.loads(body).get("overlay") or {}) for (body,) in rows)
         for plane in self.case.planes.values():
             plane.news.clear()  # said before the restart
         # a level whose images were found to hold no scatter goes on without its correction
@@ -644,8 +658,8 @@ class AnalyzerNode:
         h = frame.header
         result = _analyse(self.analysis, frame)
         self.stream_time = h.acq_time
-        for event, detail, plane in self.analysis.news():
-            self.announce(event, detail, plane=plane)
+        for event, detail, plane, value in self.analysis.news():
+            self.announce(event, detail, plane=plane, value=value)
         changes = self.analysis.alarm_changes(result.acq_time)
         self.log.write_result(result, changes, self.analysis.level)
         if changes:  # on the wire too, for consumers that follow alarm states (monitor igtl)

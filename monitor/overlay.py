@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 RED, YELLOW, GREEN, CYAN, WHITE = (40, 40, 230), (0, 215, 255), (80, 200, 80), (230, 200, 40), (235, 235, 235)
+VIOLET = (255, 128, 192)  # BGR: the wall found but not confirmed, as the live view draws it
 
 
 def _pts(points) -> np.ndarray:
@@ -35,7 +36,16 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
     if "safety_line" in o:
         a, b = s(o["safety_line"])
         _dashed(img, tuple(a), tuple(b), YELLOW, thick)
-    if "wall" in o:
+    if "wall" in o and o.get("wall_state") == "not-confirmed":  # a candidate, not a wall to trust
+        a, b = s(o["wall"])
+        _dashed(img, tuple(a), tuple(b), VIOLET, thick + 1)
+        text = "WALL NOT CONFIRMED"  # on a dark backdrop beside the wall's cranial end
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        x = int(min(max(4, a[0] - tw - 10), img.shape[1] - tw - 4))
+        y = int(max(th + 6, a[1]))
+        cv2.rectangle(img, (x - 3, y - th - 4), (x + tw + 3, y + 4), (24, 24, 24), -1)
+        cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, VIOLET, 1, cv2.LINE_AA)
+    elif "wall" in o:
         a, b = s(o["wall"])
         cv2.line(img, tuple(a), tuple(b), RED, thick + 1, cv2.LINE_AA)
     for contour in o.get("cement", []):

@@ -19,7 +19,7 @@ sorted by session.
 
 from __future__ import annotations
 
-import contextlib
+import bisect
 import json
 import os
 import time
@@ -28,6 +28,8 @@ from pathlib import Path
 from monitor.errors import MonitorError
 
 REPORT_VERSION = 1
+CHANGED_VOLUME_ML = 0.05  # a level's volume changed by this much or more: a different judgement
+CHANGED_DISTANCE_MM = 0.5  # ... or its closest distance to the wall
 # the operator's commands a re-run applies again, at the stream time they were applied
 REPLAYED_COMMANDS = ("level", "wall", "body", "confirm-wall", "syringe", "acknowledge")
 
@@ -59,10 +61,14 @@ def _reanalyze(folder: Path) -> dict:
     try:
         meta = store.meta()
         logged = _logged(store, meta.get("level"))
+        # each command where it came in the analyzer's work: after so many results. Not by its
+        # stream time: a session continued over several runs restarts that clock, and a
+        # command before the first frame has none
+        results = [r.rec for r in store.records("result")]
         commands = [
-            e
-            for e in store.events()
-            if e["event"] in REPLAYED_COMMANDS and e.get("acq_time") is not None and e["source"] != "analyzer"
+            (bisect.bisect_left(results, r.rec), r.body)
+            for r in store.records("event")
+            if r.body["event"] in REPLAYED_COMMANDS and r.body["source"] != "analyzer"
         ]
     finally:
         store.close()
@@ -75,20 +81,25 @@ def _reanalyze(folder: Path) -> dict:
     source = SessionSource(folder)
     now = {"alarms": [], "levels": {}}
     seq = dict.fromkeys(source.formats, 0)
-    pending = sorted(commands, key=lambda e: e["acq_time"])
+    pending = sorted(commands, key=lambda c: c[0])
+    refused = []
+    done = 0
     try:
         for item in source.frames():
-            while pending and pending[0]["acq_time"] < item.acq_time:
-                e = pending.pop(0)
-                with contextlib.suppress(CommandRefused):  # refused today, as it may have been then
+            while pending and pending[0][0] <= done:
+                e = pending.pop(0)[1]
+                try:
                     analysis.apply(Command("", e["source"], 0.0, e["event"], e.get("value")))
+                except CommandRefused as why:  # refused today (it may have been then too): said
+                    refused.append({"event": e["event"], "value": e.get("value"), "why": str(why)})
+            done += 1
             header = frame_header("reanalysis", item, seq[item.plane], source.formats[item.plane])
             seq[item.plane] += 1
             result = analysis.process(Frame(header, item.pixels, 0.0, 0))
             _add(now, analysis.level, item.plane, result)
     finally:
         source.store.close()
-    return {"session": str(folder), **_compare(logged, now)}
+    return {"session": str(folder), **_compare(logged, now), "commands_refused_now": refused}
 
 
 def _logged(store, first_level: str | None) -> dict:
@@ -148,14 +159,29 @@ def _compare(logged: dict, now: dict) -> dict:
     """Alarms added, lost and moved (the first of each kind, site and priority per level), and
     per level the volume and closest distance before and after."""
 
+    def key(a: dict) -> tuple:
+        return (a["level"], a["kind"], a["site"] or "", a["priority"])
+
     def firsts(alarms: list[dict]) -> dict:
         out: dict = {}
         for a in alarms:
-            key = (a["level"], a["kind"], a["site"] or "", a["priority"])
-            out.setdefault(key, a)
+            out.setdefault(key(a), a)
+        return out
+
+    def counts(alarms: list[dict]) -> dict:
+        out: dict = {}
+        for a in alarms:
+            out[key(a)] = out.get(key(a), 0) + 1
         return out
 
     before, after = firsts(logged["alarms"]), firsts(now["alarms"])
+    n_before, n_after = counts(logged["alarms"]), counts(now["alarms"])
+    # raised again after a clearing and an acknowledgement: as often now as then?
+    recounted = [
+        {**after[k], "logged_raises": n_before[k], "raises": n_after[k]}
+        for k in sorted(before.keys() & after.keys())
+        if n_before[k] != n_after[k]
+    ]
     added = [after[k] for k in sorted(after.keys() - before.keys())]
     lost = [before[k] for k in sorted(before.keys() - after.keys())]
     moved = [
@@ -184,10 +210,18 @@ def _compare(logged: dict, now: dict) -> dict:
                 "now": a.get("proximity_unchecked", 0),
             },
         }
-    changed = bool(added or lost or moved) or any(
-        abs(lv["volume_ml"]["change_ml"] or 0.0) >= 0.05 for lv in levels.values()
+    changed = bool(added or lost or moved or recounted) or any(
+        abs(lv["volume_ml"]["change_ml"] or 0.0) >= CHANGED_VOLUME_ML
+        or abs(lv["min_distance_mm"]["change_mm"] or 0.0) >= CHANGED_DISTANCE_MM
+        or lv["proximity_unchecked_frames"]["logged"] != lv["proximity_unchecked_frames"]["now"]
+        or (lv["volume_ml"]["logged"] is None) != (lv["volume_ml"]["now"] is None)
+        for lv in levels.values()
     )
-    return {"changed": changed, "alarms": {"added": added, "lost": lost, "moved": moved}, "levels": levels}
+    return {
+        "changed": changed,
+        "alarms": {"added": added, "lost": lost, "moved": moved, "recounted": recounted},
+        "levels": levels,
+    }
 
 
 def _diff(a, b):
@@ -202,6 +236,9 @@ def find_archive(root: Path) -> list[Path]:
     if not sessions:
         raise MonitorError(f"{root}: no logged sessions under it (each has a session.sqlite)")
     return sessions
+
+
+WORKER_WAIT_S = 30.0  # for a scheduler's first worker
 
 
 def run(
@@ -220,27 +257,40 @@ def run(
 
     sessions = find_archive(root)
     started = time.monotonic()
-    cluster = None
-    if scheduler:
-        client = Client(scheduler, timeout="20s")
-        where = f"scheduler {scheduler} ({len(client.scheduler_info()['workers'])} workers)"
-    else:
-        cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-        client = Client(cluster)
-        where = f"a local cluster of {workers} worker process(es)"
-    say(f"re-analysing {len(sessions)} session(s) on {where}")
+    cluster = client = None
     try:
-        futures = client.map(reanalyze_session, [str(s) for s in sessions], pure=False)
+        if scheduler:
+            try:
+                client = Client(scheduler, timeout="20s")
+            except (OSError, TimeoutError) as e:
+                raise MonitorError(f"the Dask scheduler at {scheduler} cannot be reached ({e})") from None
+            try:
+                client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+            except TimeoutError:
+                raise MonitorError(
+                    f"the Dask scheduler at {scheduler} has no workers (waited {WORKER_WAIT_S:g} s)"
+                ) from None
+            where = f"scheduler {scheduler} ({len(client.scheduler_info()['workers'])} workers)"
+        else:
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+            client = Client(cluster)
+            where = f"a local cluster of {workers} worker process(es)"
+        say(f"re-analysing {len(sessions)} session(s) on {where}")
+        futures = {client.submit(reanalyze_session, str(s), pure=False): str(s) for s in sessions}
         results = []
-        bar = tqdm(total=len(futures), unit="session", disable=not progress, file=None)
+        bar = tqdm(total=len(futures), unit="session", disable=not progress)
         for future in as_completed(futures):
-            results.append(future.result())
+            try:
+                results.append(future.result())
+            except Exception as e:  # the worker died on it (memory, a crash): said, the rest goes on
+                results.append({"session": futures[future], "error": f"{type(e).__name__}: {e}"})
             bar.update(1)
         bar.close()
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         if cluster is not None:
             cluster.close()
     seconds = time.monotonic() - started
@@ -298,6 +348,8 @@ def text_report(report: dict) -> str:
                 parts.append(
                     f"{what} {a['priority']} {a['kind']}{site} (level {a['level']}, frame {a['frame']})"
                 )
+        for a in r["alarms"].get("recounted", []):
+            parts.append(f"{a['priority']} {a['kind']} raised {a['logged_raises']} -> {a['raises']} times")
         for a in r["alarms"]["moved"]:
             site = f" {a['site']}" if a["site"] else ""
             parts.append(f"moved {a['priority']} {a['kind']}{site} frame {a['logged_frame']} -> {a['frame']}")
@@ -308,6 +360,9 @@ def text_report(report: dict) -> str:
                     f"level {name}: lateral frames not checked against the 5 mm rule"
                     f" {unchecked['logged']} -> {unchecked['now']}"
                 )
+            closest = lv["min_distance_mm"]
+            if closest["change_mm"] is not None and abs(closest["change_mm"]) >= CHANGED_DISTANCE_MM:
+                parts.append(f"level {name} closest {closest['logged']:.1f} -> {closest['now']:.1f} mm")
             change = lv["volume_ml"]["change_ml"]
             if change is not None and abs(change) >= 0.05:
                 parts.append(

@@ -27,6 +27,7 @@ silence of its interburst interval, so that a player looping the file gives the 
 
 from __future__ import annotations
 
+import contextlib
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,7 +235,8 @@ class AlarmPlayer:
         must be heard, None while none must (acknowledged, paused, ended, none)."""
         if priority not in self._bursts:
             if self._playing is not None:
-                self._stop()
+                with contextlib.suppress(Exception):  # stopping a device that failed: nothing to stop
+                    self._stop()
             self._playing = None
             return
         if self._play is None:
@@ -242,4 +244,8 @@ class AlarmPlayer:
         if priority != self._playing or now >= self._next:
             self._playing = priority
             self._next = now + self._interburst[priority]
-            self._play(self._bursts[priority], SAMPLE_RATE)
+            try:
+                self._play(self._bursts[priority], SAMPLE_RATE)
+            except Exception as e:  # a device unplugged or taken: said, never a silent "audio on"
+                self.problem = f"the sound device failed ({type(e).__name__}: {e})"
+                self._play = None

@@ -507,8 +507,7 @@ class MonitorWindow(QtWidgets.QWidget):
         self._flash = not self._flash
         now = time.monotonic()
         silent = self.training or self.state.ended or now < self._audio_paused_until
-        priority = self.state.banner()[0]  # "high" or "medium" only while unacknowledged
-        self.player.sound(None if silent else priority, now)
+        self.player.sound(None if silent else self.state.sounding(), now)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self.timer.stop()

@@ -208,6 +208,13 @@ class ViewState:
             shown = [{**a, "acknowledged": False} for a in self.shown_alarms]
         return sorted(shown, key=lambda a: (a["priority"] != "high", -a["frame"]))
 
+    def sounding(self) -> str | None:
+        """The priority to be heard: the highest of the alarms not yet acknowledged ("high",
+        "medium"), or None (an acknowledged high alarm standing does not sound over a new
+        medium one)."""
+        waiting = [a["priority"] for a in self.alarms() if not a["acknowledged"]]
+        return "high" if "high" in waiting else ("medium" if waiting else None)
+
     def banner(self) -> tuple[str, str]:
         """(priority, text) of the alarm banner: "high" or "medium" (an alarm not yet
         acknowledged: flashing, sounding), "high-acknowledged" or "medium-acknowledged" (all

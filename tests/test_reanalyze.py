@@ -49,7 +49,8 @@ def test_the_archive_rerun_names_what_changed_the_same_on_one_and_two_workers(ar
     # logged by this vision: the re-run reproduces them, figure for figure
     for name in ("no-leak", "venous-leak"):
         s = by_name[name]
-        assert not s["changed"] and s["alarms"] == {"added": [], "lost": [], "moved": []}
+        assert not s["changed"] and s["alarms"] == {"added": [], "lost": [], "moved": [], "recounted": []}
+        assert s["commands_refused_now"] == []
         assert s["levels"]["L1"]["volume_ml"]["change_ml"] == 0.0
         assert s["levels"]["L1"]["min_distance_mm"]["change_mm"] == 0.0
     # logged by the "older vision": the current one raises the leak earlier

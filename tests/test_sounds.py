@@ -68,3 +68,16 @@ def test_the_measurement_reads_back_known_timings():
     assert m["trailing_silence_s"] == pytest.approx(3.0, abs=0.02)
     assert not RANGES["high"]["spacing_s"][0] <= m["spacing_s"][0] <= RANGES["high"]["spacing_s"][1]
     assert HIGH.gaps()[2] == pytest.approx(2 * HIGH.spacing_s + HIGH.pulse_s)
+
+
+def test_a_sound_device_that_fails_while_playing_is_said_not_silent():
+    from monitor.sounds import AlarmPlayer
+
+    def unplugged(samples, rate):
+        raise OSError("device unavailable")
+
+    player = AlarmPlayer(output=unplugged)
+    assert player.problem is None
+    player.sound("high", 0.0)  # no exception into the viewer's timer
+    assert "device unavailable" in player.problem
+    player.sound(None, 1.0)  # and stopping it is safe too

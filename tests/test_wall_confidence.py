@@ -205,3 +205,51 @@ def test_a_wall_not_trusted_waits_for_the_operator_and_the_audit_says_when(tmp_p
     text = text_report(report)
     assert "WALL" in text and "confirm-wall" in text and "wall-not-confirmed" in text
     store.close()
+
+
+def test_a_wall_refuted_by_the_first_cement_cannot_be_confirmed_and_survives_a_restart(tmp_path):
+    """Physics said the wall found is wrong: Confirm wall is refused (only a drawn wall arms
+    the rule), and an analyzer restarted from the session log goes on with the wall not
+    confirmed, rather than re-learning it and arming it again."""
+    from monitor.analyzer import CommandRefused
+    from monitor.messages import Command
+    from monitor.pipeline import Endpoints, RunSpec, run
+    from monitor.replay import PaceOptions
+
+    rec = default_recording()
+    clean, _ = _run(DicomPairSource(rec.lateral, rec.ap))
+    k = min(i for i, r in clean.items() if r.distance_mm is not None)
+
+    def edit(index, pixels):
+        return _paste_cement(rec, pixels, clean[k - 1].overlay, -1.5) if index == k else pixels
+
+    analysis = VisionAnalysis()
+    for item, _result in analyse_source(_Edited(rec, edit), analysis):
+        if item.index > k + 1:
+            break
+    with pytest.raises(CommandRefused, match="redraw"):
+        analysis.apply(Command("", "viewer", 0.0, "confirm-wall", None))
+    folder = tmp_path / "s"
+    spec = RunSpec(str(folder), "L1", endpoints=Endpoints.private())
+    assert run(_Edited(rec, edit), spec, PaceOptions(speed=0), say=lambda m: None) in (0, 4)
+    store = SessionStore.open(folder)
+    stream = store.results()[0]["stream"]
+    restarted = VisionAnalysis()
+    assert restarted.restore(store, stream)
+    lateral = restarted.case.planes["lateral"]
+    assert lateral.wall_armed_by is None and lateral.wall_refuted and lateral.front_seen
+    assert restarted.news() == []  # said before the restart, not again
+    store.close()
+
+
+def test_a_front_moving_fast_is_flagged_once_then_followed():
+    """The jump rule holds a front off for one frame only: one moving 6 mm a frame at 15 fps
+    is flagged on the first jump, accepted on the next, and followed at its speed after."""
+    from monitor.vision.analysis import CaseAnalyzer, PlaneResult
+
+    case = CaseAnalyzer()
+    flagged = []
+    for i, d in enumerate([20.0, 19.8, 14.0, 8.0, 2.0, -4.0]):
+        r = PlaneResult("lateral", i, distance_mm=d, checked=("proximity", "leak"))
+        flagged.append(case._jump(r, i / 15))
+    assert flagged == [False, False, True, False, False, False]

@@ -246,7 +246,8 @@ def add_reanalyze(sub) -> None:
         description="Re-run every session logged under DIR with this version's vision (each with its"
         " room's calibration settings and the operator's input as logged) on a Dask cluster, and write"
         " a per-session comparison with what was logged: alarms added, lost or moved, volume and"
-        " closest distance before and after. The report is the same whatever the number of workers.",
+        " closest distance before and after. The report is the same whatever the number of workers."
+        " Exit status 3 when a session could not be re-run.",
     )
     p.add_argument("archive", type=Path, metavar="DIR", help="a directory of session directories (any depth)")
     p.add_argument("--out", type=Path, required=True, metavar="REPORT", help="the comparison, as JSON")
@@ -278,4 +279,4 @@ def _run_reanalyze(args) -> int:
                  say=lambda m: print(m, file=sys.stderr))  # fmt: skip
     print(text_report(report))
     print(f"report: {args.out}")
-    return 0
+    return 3 if report["summary"]["unreadable"] else 0  # a session not re-run is not vouched for

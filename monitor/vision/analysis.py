@@ -223,8 +223,11 @@ class PlaneAnalyzer:
         # lateral: who armed the 5 mm rule on the wall ("automatic", "operator"; None: not armed)
         self.wall_armed_by: str | None = None
         self._unarmed_why = ""  # why not, for the caveat on every result while so
-        self._front_seen = False  # a front has been measured (the first one is at the tip)
-        self.news: list[tuple[str, str]] = []  # (event, detail) for the log, taken by the caller
+        # the first cement read beyond the wall found: that wall cannot be confirmed, only redrawn
+        self.wall_refuted = False
+        self.front_seen = False  # a front has been measured (the first one is at the tip)
+        # (event, detail, value) for the log, taken by the caller
+        self.news: list[tuple[str, str, dict]] = []
 
     @property
     def pixel_mm(self) -> float | None:
@@ -287,12 +290,27 @@ class PlaneAnalyzer:
 
     def _arm(self, by: str, detail: str) -> None:
         self.wall_armed_by, self._unarmed_why = by, ""
-        self.news.append(("wall-armed", detail))
+        self.news.append(("wall-armed", detail, {"armed_by": by}))
 
-    def _disarm(self, why: str) -> None:
-        """The 5 mm rule off until the operator confirms or draws the wall; said on every result."""
+    def _disarm(self, why: str, refuted: bool = False) -> None:
+        """The 5 mm rule off until the operator confirms or draws the wall (only draws it, when
+        physics ``refuted`` the wall); said on every result."""
         self.wall_armed_by, self._unarmed_why = None, why
-        self.news.append(("wall-not-confirmed", f"5 mm rule not armed: {why}; confirm or draw the wall"))
+        self.wall_refuted = self.wall_refuted or refuted
+        todo = "draw the wall" if self.wall_refuted else "confirm or draw the wall"
+        self.news.append(("wall-not-confirmed", f"5 mm rule not armed: {why}; {todo}", {"refuted": refuted}))
+
+    def restore_wall(self, event: str, detail: str, value: dict | None) -> None:
+        """After a restart, the wall decision the analyzer logged before it (``event``
+        "wall-armed" or "wall-not-confirmed", with its ``value``), replayed in the log's order
+        with the operator's: the state goes on as it was, nothing said twice."""
+        value = value or {}
+        if event == "wall-not-confirmed":
+            why = detail.removeprefix("5 mm rule not armed: ")
+            self._disarm(why, bool(value.get("refuted")))
+        elif event == "wall-armed" and isinstance(self.body, LateralBody):
+            self._arm(str(value.get("armed_by") or "automatic"), detail)
+        self.news.clear()
 
     def _use_roi(self, roi: tuple[int, int, int, int]) -> None:
         """Measure within ``roi`` (working pixels, inside the ROI around the tip) from now on."""
@@ -366,6 +384,8 @@ class PlaneAnalyzer:
             result.leaks,
             self.config.alarms.proximity_mm,
         )
+        if result.overlay.get("wall_state") == "not-confirmed":  # no rule armed, no line to draw
+            result.overlay.pop("safety_line", None)
         return result
 
     def _cement(self, pixels: np.ndarray) -> tuple[CementMap, Comparison]:
@@ -417,15 +437,17 @@ class PlaneAnalyzer:
         the wall, so a first front read beyond the wall found means the wall is wrong; and
         while the wall is not armed, its distance is withheld (the front is still drawn)
         and only the leak rules are checked."""
-        first = not self._front_seen and result.distance_mm is not None
+        first = not self.front_seen and result.distance_mm is not None
         if first:
-            self._front_seen = True
+            self.front_seen = True
             beyond = result.distance_mm < -FIRST_CEMENT_BEYOND_MM
             early = result.volume_ml is not None and result.volume_ml < FIRST_CEMENT_ML
-            if beyond and early and self.wall_armed_by == "automatic" and self._state.prior is None:
+            found = self.wall_armed_by != "operator"  # the wall found, armed or not yet confirmed
+            if beyond and early and found and self._state.prior is None:
                 self._disarm(
                     f"the first cement, at the cannula tip, read {-result.distance_mm:.1f} mm beyond the"
-                    " wall found, so that wall cannot be right"
+                    " wall found, so that wall cannot be right",
+                    refuted=True,
                 )
         armed = self.wall_armed_by is not None
         result.overlay["wall_state"] = "armed" if armed else "not-confirmed"
@@ -448,6 +470,8 @@ class PlaneAnalyzer:
             raise ValueError("the posterior wall is confirmed on the lateral view")
         if not isinstance(self.body, LateralBody) or not self.pixel_mm:
             raise ValueError("no posterior wall to confirm: draw it")
+        if self.wall_refuted:
+            raise ValueError("the first cement read beyond the wall found: it cannot be confirmed, redraw it")
         if self.wall_armed_by is not None:
             return f"posterior wall already armed ({self.wall_armed_by})"
         self._arm("operator", "5 mm rule armed on the wall the operator confirmed")
@@ -483,6 +507,7 @@ class PlaneAnalyzer:
         self.body = body
         if stands_in:
             self.anatomy_error = None
+        self.wall_refuted = False  # a wall drawn is the operator's, not the one refuted
         self._arm("operator", "5 mm rule armed on the wall the operator drew")
         return done
 
@@ -503,6 +528,7 @@ class PlaneAnalyzer:
         self.body = body_from_box(self.plane, (wx - dx, wy - dy), (w / s, h / s), cannula)
         self.anatomy_error = None
         if self.plane == "lateral":
+            self.wall_refuted = False
             self._arm("operator", "5 mm rule armed on the posterior side of the operator's box")
         self._use_roi(body_roi(self.body, self.learnt.roi, self.pixel_mm))
         return f"{self.plane} body outline replaced by the operator's box"
@@ -525,6 +551,7 @@ class CaseAnalyzer:
         self.scatter_seen: bool | None = None  # None: the cement's halo has not said yet
         self._accepted: tuple[float, float] | None = None  # (time, distance) last alarmed on
         self._jumped: tuple[float, float] | None = None  # (time, distance) flagged as a jump
+        self._speed = 0.0  # mm/s towards the wall between the last two distances alarmed on
 
     def _settle_scatter(self) -> None:
         """Whether the images hold the scatter modelled, from the cement's halo in each plane.
@@ -577,9 +604,11 @@ class CaseAnalyzer:
         if r.volume_ml is not None:
             self.volumes[r.plane] = (r.volume_ml, r.volume_filled)
         jumped = r.plane == "lateral" and r.distance_mm is not None and self._jump(r, time_s)
+        if jumped:  # not alarmed on, so not checked: said as such, not as a plain "no alarm"
+            r.checked = tuple(c for c in r.checked if c != "proximity")
         if r.plane == "lateral" and r.distance_mm is not None and not jumped:
             self._history.append((time_s, r.distance_mm))
-            seconds_to_line = self._seconds_to_line()
+            seconds_to_line = self._seconds_to_line(r.distance_mm)
             evidence = {"front_px": r.overlay.get("front"), "wall_px": r.overlay.get("wall")}
             raised += self.alarms.update_proximity(frame, r.plane, r.distance_mm, seconds_to_line, evidence)
         cfg = self.config
@@ -618,16 +647,22 @@ class CaseAnalyzer:
         """Whether the front's distance fell since the last one alarmed on by more than cement
         travels in the time between (MAX_FRONT_STEP_MM plus MAX_FRONT_SPEED_MM_S): a
         misread front (a speck, a wrong region) must not raise the 5 mm alarm on one frame.
-        Such a frame is flagged on its result and not alarmed on; the next frame that reads
-        the same confirms it (a vein filling at once does jump), so a true jump alarms one
-        frame later."""
+        Such a frame is flagged on its result, not alarmed on and not counted as checked; the
+        next frame that reads the front as near or nearer confirms it (a vein filling at once
+        does jump; a front moving fast goes on moving), so a true jump alarms one frame later."""
         d = r.distance_mm
 
-        def near(before: tuple[float, float] | None) -> bool:
-            step = MAX_FRONT_STEP_MM + MAX_FRONT_SPEED_MM_S * (time_s - before[0]) if before else 0.0
-            return before is not None and before[1] - d <= step
+        def step(before: tuple[float, float]) -> float:  # at the speed seen so far, if faster
+            speed = MAX_FRONT_SPEED_MM_S + max(0.0, self._speed)
+            return MAX_FRONT_STEP_MM + speed * (time_s - before[0])
 
-        if self._accepted is None or near(self._accepted) or near(self._jumped):
+        near = self._accepted is None or self._accepted[1] - d <= step(self._accepted)
+        # the frame after a jump confirms it when it too reads the front near: where the jump
+        # put it or nearer (a front still moving fast is accepted, not flagged frame after frame)
+        confirmed = self._jumped is not None and d <= self._jumped[1] + step(self._jumped)
+        if near or confirmed:
+            if self._accepted is not None and time_s > self._accepted[0]:
+                self._speed = (self._accepted[1] - d) / (time_s - self._accepted[0])
             self._accepted, self._jumped = (time_s, d), None
             return False
         self._jumped = (time_s, d)
@@ -641,18 +676,25 @@ class CaseAnalyzer:
         )
         return True
 
-    def _seconds_to_line(self) -> float | None:
+    def _seconds_to_line(self, now_mm: float) -> float | None:
+        """When the front, ``now_mm`` from the wall now, reaches the 5 mm line at the speed of
+        the last 1.5 s; None when it is not approaching."""
+        slope = self._approach_speed(1.5)
+        if slope is None or slope >= -0.05:
+            return None
+        return max(0.0, (now_mm - self.config.alarms.proximity_mm) / -slope)
+
+    def _approach_speed(self, window_s: float) -> float | None:
+        """The distance's slope (mm/s; negative: approaching) over the last ``window_s`` of the
+        measured history, None with under 3 points or 4 in all."""
         if len(self._history) < 4:
             return None
         t = np.array([h[0] for h in self._history])
         d = np.array([h[1] for h in self._history])
-        recent = t >= t[-1] - 1.5
+        recent = t >= t[-1] - window_s
         if recent.sum() < 3 or np.ptp(t[recent]) <= 0:
             return None
-        slope = np.polyfit(t[recent], d[recent], 1)[0]
-        if slope >= -0.05:
-            return None
-        return max(0.0, (d[-1] - self.config.alarms.proximity_mm) / -slope)
+        return float(np.polyfit(t[recent], d[recent], 1)[0])
 
 
 def _reconciled(estimates: list[tuple[float, float]]) -> float:
