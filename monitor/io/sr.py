@@ -51,7 +51,7 @@ CODES = {
     "priority": Code("ALARM-PRIORITY", SCHEME, "Alarm priority"),
 }
 VALUES = {  # the coded values of kind, site and priority
-    "proximity": Code("PROXIMITY", SCHEME, "Cement within 5 mm of posterior wall"),
+    "proximity": Code("PROXIMITY", SCHEME, "Cement approaching or within 5 mm of posterior wall"),
     "extravasation": Code("EXTRAVASATION", SCHEME, "Cement leak"),
     "posterior": Code("SITE-POSTERIOR", SCHEME, "Posterior, towards the spinal canal"),
     "venous": Code("SITE-VENOUS", SCHEME, "Venous"),
