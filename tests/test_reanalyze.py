@@ -39,8 +39,14 @@ def _reanalyze(archive, out, *options):
     return json.loads(out.read_text()), done.stdout
 
 
-def test_the_archive_rerun_names_what_changed_the_same_on_one_and_two_workers(archive, tmp_path):
-    one, text = _reanalyze(archive, tmp_path / "one.json", "--workers", "1")
+@pytest.fixture(scope="module")
+def one_worker(archive, tmp_path_factory):
+    """The archive re-run on a local cluster of one worker: the report and its text."""
+    return _reanalyze(archive, tmp_path_factory.mktemp("one") / "one.json", "--workers", "1")
+
+
+def test_the_archive_rerun_names_what_changed_the_same_on_one_and_two_workers(archive, one_worker, tmp_path):
+    one, text = one_worker
     two, _ = _reanalyze(archive, tmp_path / "two.json", "--workers", "2")
     assert one["sessions"] == two["sessions"]  # deterministic, whatever the workers
     assert one["run"]["workers"] == 1 and two["run"]["workers"] == 2
@@ -71,7 +77,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_archive_rerun_on_a_dask_scheduler_started_on_loopback(archive, tmp_path):
+def test_the_archive_rerun_on_a_dask_scheduler_started_on_loopback(archive, one_worker, tmp_path):
     from dask.distributed import Client
 
     port = _free_port()
@@ -110,7 +116,7 @@ def test_the_archive_rerun_on_a_dask_scheduler_started_on_loopback(archive, tmp_
         with Client(address, timeout="30s") as client:
             client.wait_for_workers(1, timeout=60)
         remote, text = _reanalyze(archive, tmp_path / "remote.json", "--scheduler", address)
-        local, _ = _reanalyze(archive, tmp_path / "local.json", "--workers", "1")
+        local, _ = one_worker
         assert remote["sessions"] == local["sessions"]
         assert remote["run"]["workers"] is None and address in remote["run"]["where"]
         assert "1 workers" in remote["run"]["where"]

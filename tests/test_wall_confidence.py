@@ -136,11 +136,17 @@ def test_a_front_that_jumps_nearer_than_cement_travels_is_not_alarmed_on_one_fra
     assert highs(edited) == highs(clean) == []
 
 
-def test_a_first_front_beyond_the_wall_found_disarms_it():
+@pytest.fixture(scope="module")
+def clean_default():
+    """The default recording's lateral results, analysed once for the tests that edit it."""
+    rec = default_recording()
+    return _run(DicomPairSource(rec.lateral, rec.ap))[0]
+
+
+def test_a_first_front_beyond_the_wall_found_disarms_it(clean_default):
     """The first cement is at the cannula tip, in front of the wall: a first front read
     beyond the wall found means that wall cannot be right."""
-    rec = default_recording()
-    clean, _ = _run(DicomPairSource(rec.lateral, rec.ap))
+    rec, clean = default_recording(), clean_default
     k = min(i for i, r in clean.items() if r.distance_mm is not None)  # the first cement
 
     def edit(index, pixels):
@@ -207,7 +213,9 @@ def test_a_wall_not_trusted_waits_for_the_operator_and_the_audit_says_when(tmp_p
     store.close()
 
 
-def test_a_wall_refuted_by_the_first_cement_cannot_be_confirmed_and_survives_a_restart(tmp_path):
+def test_a_wall_refuted_by_the_first_cement_cannot_be_confirmed_and_survives_a_restart(
+    tmp_path, clean_default
+):
     """Physics said the wall found is wrong: Confirm wall is refused (only a drawn wall arms
     the rule), and an analyzer restarted from the session log goes on with the wall not
     confirmed, rather than re-learning it and arming it again."""
@@ -216,8 +224,7 @@ def test_a_wall_refuted_by_the_first_cement_cannot_be_confirmed_and_survives_a_r
     from monitor.pipeline import Endpoints, RunSpec, run
     from monitor.replay import PaceOptions
 
-    rec = default_recording()
-    clean, _ = _run(DicomPairSource(rec.lateral, rec.ap))
+    rec, clean = default_recording(), clean_default
     k = min(i for i, r in clean.items() if r.distance_mm is not None)
 
     def edit(index, pixels):
