@@ -78,6 +78,7 @@ class RunSpec:
     endpoints: Endpoints = field(default_factory=Endpoints)
     analyzer: bool = True
     viewer: bool = False  # open the live view too; the run ends when the source does, the window stays
+    or_mode: bool = False  # the live view full screen, legible from 2 m (monitor.viewer.OR_FONTS)
     stale_ms: float = 1000.0
     analysis: dict = field(default_factory=dict)  # flat settings: AnalysisConfig.from_settings
     keep_bytes: int = 512 * 2**20  # recent frames the source keeps for a restarted logger
@@ -210,10 +211,10 @@ def _let_consumers_finish(supervisor: Supervisor, publisher, flow, sent, say, gr
         child.join(5)
 
 
-def _viewer_main(endpoints: Endpoints) -> None:
+def _viewer_main(endpoints: Endpoints, or_mode: bool = False) -> None:
     from monitor.viewer import run_viewer
 
-    run_viewer(endpoints.frames, endpoints.results, endpoints.control)
+    run_viewer(endpoints.frames, endpoints.results, endpoints.control, or_mode=or_mode)
 
 
 def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sys.stderr)) -> int:
@@ -245,7 +246,7 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     children = supervisor.children  # the same dict: restarts replace its entries
     viewer = None
     if spec.viewer:
-        viewer = ctx.Process(target=_viewer_main, name="viewer", args=(spec.endpoints,))
+        viewer = ctx.Process(target=_viewer_main, name="viewer", args=(spec.endpoints, spec.or_mode))
         viewer.start()
     interrupted = False
     failure: Exception | None = None

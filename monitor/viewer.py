@@ -32,6 +32,12 @@ from monitor.vision.caveats import CaveatCode
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
 
 WALL, SAFETY, BODY, CEMENT, LEAK = "#e62828", "#ffd200", "#3cc83c", "#00c8ff", "#ff2828"
+# Point sizes. The OR mode's are for reading at 2 m: text subtending 20 arcmin there has a cap
+# height of 11.6 mm (ANSI/HFES 100 asks 16-24 arcmin for critical text); a 24-inch 1080p
+# screen has 0.277 mm pixels, so 42 pixels. README "OR mode" has the cap heights as measured.
+DESK_FONTS = {"banner": 22, "readout": 26, "buttons": 10, "title": 10}
+OR_FONTS = {"banner": 44, "readout": 36, "buttons": 18, "title": 16}
+SCREEN_24_1080_MM_PER_PX = 531.4 / 1920  # a 24-inch 16:9 panel is 531 mm wide
 UNCONFIRMED = "#c080ff"  # the wall found, not trusted: the not-monitored banner's colour, lighter
 BANNER = {
     "high": "background:#d62728; color:white;",
@@ -92,7 +98,8 @@ class PlaneView(pg.GraphicsLayoutWidget):
         ):
             self.box.addItem(item)
         self.leak_labels: list[pg.TextItem] = []
-        self.title = pg.TextItem(plane.upper(), color="w", anchor=(0, 0))
+        # on a dark backdrop: white alone is lost on a bright AP image
+        self.title = pg.TextItem(plane.upper(), color="w", anchor=(0, 0), fill=(0, 0, 0, 170))
         self.no_signal = pg.TextItem("", color=(255, 60, 60), anchor=(0.5, 0.5), fill=(0, 0, 0, 200))
         self.no_signal.setFont(QtGui.QFont("Sans", 28, QtGui.QFont.Weight.Bold))
         for item in (self.title, self.no_signal):
@@ -210,10 +217,12 @@ class MonitorWindow(QtWidgets.QWidget):
         control_endpoint: str | None,
         training: bool = False,
         stale_s: float = 1.0,
+        or_mode: bool = False,
     ):
         super().__init__()
         self.setWindowTitle("Vertebroplasty cement monitor" + (" - TRAINING" if training else ""))
         self.training = training
+        self.or_mode = or_mode  # the operating room: full screen, legible from 2 m (see OR_FONTS)
         self.state = ViewState(stale_s=stale_s)
         self.frames = Subscriber(frames_endpoint, hwm=VIEWER_HWM, key="viewer")
         self.results = Subscriber(results_endpoint, hwm=256, role="results", key="viewer")
@@ -246,8 +255,9 @@ class MonitorWindow(QtWidgets.QWidget):
         layout = QtWidgets.QVBoxLayout(self)
         top = QtWidgets.QHBoxLayout()
         self.banner = QtWidgets.QLabel("")
-        self.banner.setMinimumHeight(64)
-        self.banner.setFont(QtGui.QFont("Sans", 22, QtGui.QFont.Weight.Bold))
+        self.banner.setMinimumHeight(140 if self.or_mode else 64)
+        sizes = OR_FONTS if self.or_mode else DESK_FONTS
+        self.banner.setFont(QtGui.QFont("Sans", sizes["banner"], QtGui.QFont.Weight.Bold))
         self.banner.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
         self.banner.setWordWrap(True)
         self.banner.setSizePolicy(
@@ -272,7 +282,7 @@ class MonitorWindow(QtWidgets.QWidget):
         self.readouts = {}
         for key in ("level", "distance", "to_line", "volume"):
             label = QtWidgets.QLabel("")
-            label.setFont(QtGui.QFont("Sans", 26, QtGui.QFont.Weight.Bold))
+            label.setFont(QtGui.QFont("Sans", sizes["readout"], QtGui.QFont.Weight.Bold))
             label.setStyleSheet("color:#f0f0f0; background:#181818; padding:6px;")
             readouts.addWidget(label, 1)
             self.readouts[key] = label
@@ -309,6 +319,9 @@ class MonitorWindow(QtWidgets.QWidget):
         self.body_button.setCheckable(True)
         self.body_button.toggled.connect(self.edit_body)
         self.status_line = QtWidgets.QLabel("waiting for frames ...")
+        self.status_line.setSizePolicy(  # a long line is cut at the window's edge, never widens it
+            QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
+        )
         buttons = (self.pause_button, self.confirm_button, self.wall_button, self.body_button)
         for w in (self.level_box, set_level, syringe, *buttons):
             controls.addWidget(w)
@@ -320,7 +333,11 @@ class MonitorWindow(QtWidgets.QWidget):
         self.stop_button.clicked.connect(self.stop_pressed)
         layout.addLayout(controls)
         layout.addWidget(self.stop_button)
-        self.setStyleSheet("QWidget { background:#101010; color:#e0e0e0; } QPushButton { padding:6px 14px; }")
+        buttons = f"QPushButton, QLabel#status {{ padding:6px 14px; font-size:{sizes['buttons']}pt; }}"
+        self.status_line.setObjectName("status")
+        self.setStyleSheet("QWidget { background:#101010; color:#e0e0e0; } " + buttons)
+        for view in self.views.values():
+            view.title.setFont(QtGui.QFont("Sans", sizes["title"], QtGui.QFont.Weight.Bold))
         training_hidden = [self.banner, self.ack, self.audio, self.distance_plot, self.volume_plot]
         training_hidden += [*self.readouts.values(), self.wall_button, self.body_button, set_level, syringe]
         training_hidden.append(self.confirm_button)
@@ -585,13 +602,18 @@ def run_viewer(
     control_endpoint: str | None,
     screenshot: str | None = None,
     after_s: float = 5.0,
+    or_mode: bool = False,
 ) -> int:
     """Show the monitor until the window is closed; with ``screenshot``, grab the
-    window to that PNG after ``after_s`` seconds and quit."""
+    window to that PNG after ``after_s`` seconds and quit. ``or_mode``: full screen, with
+    the operating room's type sizes (OR_FONTS)."""
     app = pg.mkQApp("Vertebroplasty monitor")
-    window = MonitorWindow(frames_endpoint, results_endpoint, control_endpoint)
-    window.resize(1400, 1000)
-    window.show()
+    window = MonitorWindow(frames_endpoint, results_endpoint, control_endpoint, or_mode=or_mode)
+    if or_mode:
+        window.showFullScreen()
+    else:
+        window.resize(1400, 1000)
+        window.show()
     if screenshot:
 
         def grab():

@@ -232,7 +232,11 @@ class ViewState:
         if not ordered:
             return ("not-monitored", prefix) if unchecked else ("", "")
         words = []
+        said_proximity = False  # one proximity condition: the medium "approaching" is in the high one
         for a in ordered:
+            if a["kind"] == "proximity" and said_proximity:
+                continue
+            said_proximity = said_proximity or a["kind"] == "proximity"
             said = "ACKNOWLEDGED " if a["acknowledged"] else ""
             if a["kind"] == "proximity":
                 d = self.distance_mm if self.distance_mm is not None else a.get("distance_mm")

@@ -469,3 +469,41 @@ def test_a_viewer_without_a_sound_device_says_the_alarms_are_not_heard(qtbot, st
     qtbot.waitUntil(lambda: window.audio.text() == "NO ALARM SOUND", timeout=2000)
     assert "ff9900" in window.audio.styleSheet()
     assert "not heard" in window.state.notices[0] and "sound" in window.state.notices[0]
+
+
+def test_or_mode_is_legible_from_two_metres(qtbot, streams):
+    """In OR mode the banner's capitals are at least 11.6 mm tall on a 24-inch 1080p screen (20
+    arcmin at 2 m) and the readouts' at least 9.3 mm (16 arcmin, the least for critical text),
+    as Qt measures the fonts; a long status line never widens the window past the screen."""
+    from pyqtgraph.Qt import QtGui
+
+    from monitor.viewer import SCREEN_24_1080_MM_PER_PX
+
+    w = MonitorWindow(streams.endpoints.frames, streams.endpoints.results, None, or_mode=True)
+    qtbot.addWidget(w)
+    w.resize(1920, 1080)
+    w.show()
+
+    def cap_mm(widget) -> float:
+        return QtGui.QFontMetrics(widget.font()).capHeight() * SCREEN_24_1080_MM_PER_PX
+
+    assert cap_mm(w.banner) >= 11.6
+    assert min(cap_mm(r) for r in w.readouts.values()) >= 9.3
+    pump(qtbot, lambda: streams.frame(1), lambda: w.views["lateral"].shown_frame == 1)
+    w.status_line.setText("viewer: " + "a very long notice " * 30)
+    qtbot.wait(100)
+    assert w.width() <= 1920
+
+
+def test_one_proximity_condition_is_said_once_at_its_highest_priority(qtbot, streams, window):
+    pump(qtbot, lambda: streams.frame(1), lambda: window.views["lateral"].shown_frame == 1)
+    alarms = [
+        {"kind": "proximity", "priority": p, "frame": f, "plane": "lateral", "site": None, "distance_mm": 4.0}
+        for p, f in (("medium", 7), ("high", 9))
+    ]
+    pump(
+        qtbot,
+        lambda: streams.result(9, alarms=alarms, distance_mm=4.0),
+        lambda: "HIGH" in window.banner.text(),
+    )
+    assert window.banner.text() == "HIGH: cement 4.0 mm from the wall"

@@ -19,6 +19,11 @@ def add_view(sub) -> None:
         "--screenshot", type=Path, metavar="PNG", help="grab the window to PNG after --after s, exit"
     )
     p.add_argument("--after", type=float, default=5.0, metavar="S", help="seconds before --screenshot grabs")
+    p.add_argument(
+        "--or-mode",
+        action="store_true",
+        help="full screen, the banner and readouts legible from 2 m (the operating room)",
+    )
     p.set_defaults(run=_run_view)
 
 
@@ -27,8 +32,9 @@ def _run_view(args) -> int:
 
     e = attached_endpoints(args)
     return run_viewer(
-        e.frames, e.results, e.control, str(args.screenshot) if args.screenshot else None, args.after
-    )
+        e.frames, e.results, e.control, str(args.screenshot) if args.screenshot else None, args.after,
+        or_mode=args.or_mode,
+    )  # fmt: skip
 
 
 def add_igtl(sub) -> None:

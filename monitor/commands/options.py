@@ -64,6 +64,11 @@ def add_stream_options(p, session_help: str) -> None:
         "--headless", action="store_true", help="no viewer window: source, analyzer and logger only"
     )
     p.add_argument(
+        "--or-mode",
+        action="store_true",
+        help="the viewer full screen, its banner and readouts legible from 2 m (the operating room)",
+    )
+    p.add_argument(
         "--publish-only",
         action="store_true",
         help="only publish frames; analyzers and viewers attach on their own",

@@ -134,6 +134,8 @@ def _stream(args, source, speed: float, loop: bool) -> int:
     from monitor.pipeline import run
     from monitor.replay import PaceOptions
 
+    if args.or_mode and (args.headless or args.publish_only):
+        raise MonitorError("--or-mode sets up the viewer: not with --headless or --publish-only")
     viewer = not (args.headless or args.publish_only) and _display_or_say()
     endpoints, private = own_endpoints(args)
     if args.publish_only and args.session:
@@ -251,6 +253,7 @@ def _run_spec(args, source, endpoints, viewer: bool, analysis: dict, calibration
         endpoints=endpoints,
         analyzer=not args.publish_only,
         viewer=viewer,
+        or_mode=args.or_mode,
         analysis=analysis,
         stale_ms=args.stale_ms,
         meta={
