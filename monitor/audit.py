@@ -345,9 +345,11 @@ def reaction(series: list[tuple[float, float]], t_alarm: float, hold_s: float = 
 IO_THREADS = 32
 
 
-def find_sessions(root: Path) -> list[Path]:
+def find_sessions(root: Path, unlisted: list | None = None) -> list[Path]:
     """Every session directory (one holding a session log) under ``root``, at any depth,
-    sorted; the folders are listed IO_THREADS at a time."""
+    sorted; the folders are listed IO_THREADS at a time. A folder that cannot be listed (no
+    permission, an I/O error) is added to ``unlisted`` as {"folder", "error"}, when given:
+    what lies under it is not in the result, and a summary must say so."""
     from concurrent.futures import ThreadPoolExecutor
 
     if not root.is_dir():
@@ -358,15 +360,18 @@ def find_sessions(root: Path) -> list[Path]:
         while level:
             listed = list(pool.map(_listing, level))
             level = []
-            for folder, is_session, subfolders in listed:
+            for folder, is_session, subfolders, problem in listed:
                 if is_session:
                     found.append(folder)
+                if problem is not None and unlisted is not None:
+                    unlisted.append({"folder": str(folder), "error": problem})
                 level += subfolders
     return sorted(found)
 
 
-def _listing(folder: Path) -> tuple[Path, bool, list[Path]]:
-    """Whether ``folder`` holds a session log, and its subfolders (symbolic links not followed)."""
+def _listing(folder: Path) -> tuple[Path, bool, list[Path], str | None]:
+    """Whether ``folder`` holds a session log, its subfolders (symbolic links not followed),
+    and why it could not be listed (None: it could)."""
     is_session, subfolders = False, []
     try:
         with os.scandir(folder) as entries:
@@ -375,9 +380,10 @@ def _listing(folder: Path) -> tuple[Path, bool, list[Path]]:
                     is_session = True
                 elif e.is_dir(follow_symlinks=False):
                     subfolders.append(Path(e.path))
-    except OSError:  # vanished or unreadable while listed: not a session we can read
-        pass
-    return folder, is_session, subfolders
+    except OSError as e:  # vanished or unreadable while listed
+        why = f"{folder}: cannot be listed ({e.strerror or e}): any session under it is left out"
+        return folder, False, [], why
+    return folder, is_session, subfolders, None
 
 
 def _in_threads(function, items: list) -> list:

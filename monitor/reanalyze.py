@@ -228,11 +228,12 @@ def _diff(a, b):
     return None if a is None or b is None else round(a - b, 4)
 
 
-def find_archive(root: Path) -> list[Path]:
-    """The logged sessions under ``root`` (any depth), sorted."""
+def find_archive(root: Path, unlisted: list | None = None) -> list[Path]:
+    """The logged sessions under ``root`` (any depth), sorted; folders that cannot be listed
+    go to ``unlisted`` (see :func:`monitor.audit.find_sessions`)."""
     from monitor.audit import find_sessions
 
-    sessions = find_sessions(root)
+    sessions = find_sessions(root, unlisted)
     if not sessions:
         raise MonitorError(f"{root}: no logged sessions under it (each has a session.sqlite)")
     return sessions
@@ -255,7 +256,8 @@ def run(
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm import tqdm
 
-    sessions = find_archive(root)
+    unlisted: list[dict] = []
+    sessions = find_archive(root, unlisted)
     started = time.monotonic()
     cluster = client = None
     try:
@@ -294,6 +296,7 @@ def run(
         if cluster is not None:
             cluster.close()
     seconds = time.monotonic() - started
+    results += [{"session": u["folder"], "error": u["error"]} for u in unlisted]  # not re-run: said
     results.sort(key=lambda r: r["session"])
     report = {
         "version": REPORT_VERSION,

@@ -634,3 +634,28 @@ def test_the_archive_walk_finds_sessions_at_any_depth_in_order(tmp_path):
     assert find_sessions(tmp_path) == sorted([*made, deep])
     with pytest.raises(Exception, match="not a directory"):
         find_sessions(tmp_path / "missing")
+
+
+def test_a_folder_the_walk_cannot_list_is_said_not_skipped(tmp_path, monkeypatch):
+    """A folder that cannot be listed (no permission; as root, which the tests may run as,
+    os.scandir is made to refuse it) is named with why, and the sessions beside it found."""
+    import os
+
+    from monitor.audit import find_sessions
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / DB_NAME).touch()
+    (tmp_path / "locked").mkdir()
+    real = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    unlisted = []
+    assert find_sessions(tmp_path, unlisted) == [tmp_path / "a", tmp_path / "b"]
+    assert len(unlisted) == 1 and unlisted[0]["folder"] == str(tmp_path / "locked")
+    assert "Permission denied" in unlisted[0]["error"] and "left out" in unlisted[0]["error"]

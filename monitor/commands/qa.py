@@ -102,7 +102,8 @@ def _run_summary(args) -> int:
             raise MonitorError(f"--{name}: empty (for sessions not told one, give 'not recorded')")
     only = SummaryFilter(args.date_from, args.date_to, args.room, args.operator, args.level)
     started = time.monotonic()
-    folders = find_sessions(args.session)
+    unlisted: list[dict] = []
+    folders = find_sessions(args.session, unlisted)
     if not folders:
         raise MonitorError(f"{args.session}: no session found under it")
     print(f"reading {len(folders)} session(s)", file=sys.stderr)
@@ -113,6 +114,7 @@ def _run_summary(args) -> int:
         cache=_summary_cache(args.session),
         only=only,
     )
+    table["unreadable"] = unlisted + table["unreadable"]  # folders not listed: said first
     if args.html:
         from monitor.report import summary_html
 
