@@ -48,12 +48,10 @@ def reanalyze_session(folder: str) -> dict:
 def _reanalyze(folder: Path) -> dict:
     import cv2
 
-    from monitor.analyzer import CommandRefused, VisionAnalysis
+    from monitor.analyzer import CommandRefused, VisionAnalysis, analyse_source
     from monitor.io.sources import SessionSource
     from monitor.io.store import SessionStore
-    from monitor.io.transport import Frame
     from monitor.messages import Command
-    from monitor.replay import frame_header
     from monitor.vision.analysis import AnalysisConfig
 
     cv2.setNumThreads(1)  # one task, one core: the same results on any cluster
@@ -80,23 +78,22 @@ def _reanalyze(folder: Path) -> dict:
     analysis = VisionAnalysis(AnalysisConfig.from_settings(settings), meta.get("level"))
     source = SessionSource(folder)
     now = {"alarms": [], "levels": {}}
-    seq = dict.fromkeys(source.formats, 0)
-    pending = sorted(commands, key=lambda c: c[0])
+    pending = commands  # in the log's order, so by position too
     refused = []
-    done = 0
+
+    def apply_up_to(done: int) -> None:
+        while pending and pending[0][0] <= done:
+            e = pending.pop(0)[1]
+            try:
+                analysis.apply(Command("", e["source"], 0.0, e["event"], e.get("value")))
+            except CommandRefused as why:  # refused today (it may have been then too): said
+                refused.append({"event": e["event"], "value": e.get("value"), "why": str(why)})
+
     try:
-        for item in source.frames():
-            while pending and pending[0][0] <= done:
-                e = pending.pop(0)[1]
-                try:
-                    analysis.apply(Command("", e["source"], 0.0, e["event"], e.get("value")))
-                except CommandRefused as why:  # refused today (it may have been then too): said
-                    refused.append({"event": e["event"], "value": e.get("value"), "why": str(why)})
-            done += 1
-            header = frame_header("reanalysis", item, seq[item.plane], source.formats[item.plane])
-            seq[item.plane] += 1
-            result = analysis.process(Frame(header, item.pixels, 0.0, 0))
+        apply_up_to(0)  # before the first frame (analyse_source analyses nothing until asked)
+        for done, (item, result) in enumerate(analyse_source(source, analysis, "reanalysis"), 1):
             _add(now, analysis.level, item.plane, result)
+            apply_up_to(done)
     finally:
         source.store.close()
     return {"session": str(folder), **_compare(logged, now), "commands_refused_now": refused}

@@ -298,7 +298,8 @@ class PlaneAnalyzer:
         self.wall_armed_by, self._unarmed_why = None, why
         self.wall_refuted = self.wall_refuted or refuted
         todo = "draw the wall" if self.wall_refuted else "confirm or draw the wall"
-        self.news.append(("wall-not-confirmed", f"5 mm rule not armed: {why}; {todo}", {"refuted": refuted}))
+        detail = f"5 mm rule not armed: {why}; {todo}"
+        self.news.append(("wall-not-confirmed", detail, {"refuted": refuted, "why": why}))
 
     def restore_wall(self, event: str, detail: str, value: dict | None) -> None:
         """After a restart, the wall decision the analyzer logged before it (``event``
@@ -306,8 +307,7 @@ class PlaneAnalyzer:
         with the operator's: the state goes on as it was, nothing said twice."""
         value = value or {}
         if event == "wall-not-confirmed":
-            why = detail.removeprefix("5 mm rule not armed: ")
-            self._disarm(why, bool(value.get("refuted")))
+            self._disarm(str(value.get("why") or detail), bool(value.get("refuted")))
         elif event == "wall-armed" and isinstance(self.body, LateralBody):
             self._arm(str(value.get("armed_by") or "automatic"), detail)
         self.news.clear()
@@ -608,7 +608,7 @@ class CaseAnalyzer:
             r.checked = tuple(c for c in r.checked if c != "proximity")
         if r.plane == "lateral" and r.distance_mm is not None and not jumped:
             self._history.append((time_s, r.distance_mm))
-            seconds_to_line = self._seconds_to_line(r.distance_mm)
+            seconds_to_line = self._seconds_to_line()
             evidence = {"front_px": r.overlay.get("front"), "wall_px": r.overlay.get("wall")}
             raised += self.alarms.update_proximity(frame, r.plane, r.distance_mm, seconds_to_line, evidence)
         cfg = self.config
@@ -676,25 +676,18 @@ class CaseAnalyzer:
         )
         return True
 
-    def _seconds_to_line(self, now_mm: float) -> float | None:
-        """When the front, ``now_mm`` from the wall now, reaches the 5 mm line at the speed of
-        the last 1.5 s; None when it is not approaching."""
-        slope = self._approach_speed(1.5)
-        if slope is None or slope >= -0.05:
-            return None
-        return max(0.0, (now_mm - self.config.alarms.proximity_mm) / -slope)
-
-    def _approach_speed(self, window_s: float) -> float | None:
-        """The distance's slope (mm/s; negative: approaching) over the last ``window_s`` of the
-        measured history, None with under 3 points or 4 in all."""
+    def _seconds_to_line(self) -> float | None:
         if len(self._history) < 4:
             return None
         t = np.array([h[0] for h in self._history])
         d = np.array([h[1] for h in self._history])
-        recent = t >= t[-1] - window_s
+        recent = t >= t[-1] - 1.5
         if recent.sum() < 3 or np.ptp(t[recent]) <= 0:
             return None
-        return float(np.polyfit(t[recent], d[recent], 1)[0])
+        slope = np.polyfit(t[recent], d[recent], 1)[0]
+        if slope >= -0.05:
+            return None
+        return max(0.0, (d[-1] - self.config.alarms.proximity_mm) / -slope)
 
 
 def _reconciled(estimates: list[tuple[float, float]]) -> float:
