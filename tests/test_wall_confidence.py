@@ -4,6 +4,7 @@ confirmation, and the physics a measured front must obey before it is alarmed on
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -177,7 +178,17 @@ def test_a_wall_not_trusted_waits_for_the_operator_and_the_audit_says_when(tmp_p
     folder = tmp_path / "s"
 
     def operate():
-        _wait_for(folder, "result", 10)  # the baseline is in, the rule withheld
+        # the rule withheld, and the cement already measured (a front drawn, its distance
+        # withheld): confirmed then, every armed frame after has a distance to check
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            _wait_for(folder, "result", 1)
+            store = SessionStore.open(folder)
+            fronts = [r for r in store.results() if r["plane"] == "lateral" and "front" in r["overlay"]]
+            store.close()
+            if fronts:
+                break
+            time.sleep(0.05)
         sender.send("confirm-wall")
 
     operator = threading.Thread(target=operate)
