@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import zmq
@@ -574,6 +574,8 @@ class AnalyzerNode:
         self.analysed: dict[str, int] = {}
         self.end: End | None = None  # the source's end, once heard
         self.end_at = 0.0
+        self.ended_at: float | None = None  # time.monotonic() of the first turn after the end
+        self.last_frame_time = 0.0  # the last analysed frame's acquisition time
         self.ready = False
         self.next_beat = 0.0
         self.rejected_reported = 0
@@ -657,7 +659,7 @@ class AnalyzerNode:
         """Analyse a frame; log its result with the alarm changes it brought, send it, ack it."""
         h = frame.header
         result = _analyse(self.analysis, frame)
-        self.stream_time = h.acq_time
+        self.stream_time = self.last_frame_time = h.acq_time
         for event, detail, plane, value in self.analysis.news():
             self.announce(event, detail, plane=plane, value=value)
         changes = self.analysis.alarm_changes(result.acq_time)
@@ -678,11 +680,44 @@ class AnalyzerNode:
         self.end = None
         return True
 
+    def after_end(self, control: zmq.Socket, now: float) -> None:
+        """One turn after the end, while a view is still open: the operator's commands, and
+        the alarm changes they bring logged at the stream's clock run on past its last frame
+        (an acknowledge 20 s after the end is logged 20 s after the last frame)."""
+        if self.ended_at is None:
+            self.ended_at = now
+        if self.stream_time is not None:
+            self.stream_time = self.last_frame_time + (now - self.ended_at)
+        self.on_commands(control)
+        changes = self.analysis.alarm_changes(self.stream_time)
+        if changes and self.log.store is not None:
+            store, level, at = self.log.store, self.analysis.level, self.stream_time
+
+            def write():
+                with store.atomic():
+                    for state, alarm in changes:
+                        store.add_alarm(state, alarm, level, at)
+
+            self.log.write(write)
+        if now >= self.next_beat:  # the views know the analyzer still listens
+            self.results.heartbeat()
+            self.next_beat = now + HEARTBEAT_S
+
     def on_idle(self, now: float) -> None:
         """No frame this turn: say when the stream has gone stale."""
         age = self.watchdog.check(now)
         if age is not None:
             self.announce("stale", f"no new frame for {age:.0f} ms", age)
+
+
+@dataclass
+class AfterEnd:
+    """How an analyzer outlives the source's end while a live view is open: it calls
+    ``finished`` once all is analysed (its end sent), then serves commands until ``released``
+    returns True (the view closed). Across processes, two multiprocessing Events."""
+
+    finished: Callable[[], None]
+    released: Callable[[], bool]
 
 
 def run_analyzer(
@@ -697,9 +732,14 @@ def run_analyzer(
     session_dir=None,
     control_endpoint: str | None = None,
     level: str | None = None,
+    after_end: AfterEnd | None = None,
 ) -> dict:
     """Run an :class:`AnalyzerNode` until the source's end message (or ``should_stop``);
-    returns counts. With ``control_endpoint`` it takes operator commands there."""
+    returns counts. With ``control_endpoint`` it takes operator commands there.
+
+    With ``after_end`` (a live view is open), once everything is analysed it says so and
+    keeps taking the operator's commands until released: an alarm acknowledged after the
+    recording ended is carried out and logged, not lost with the analyzer."""
     ctx = zmq.Context()
     analysis = analysis or VisionAnalysis(level=level)
     frames = Subscriber(frames_endpoint, context=ctx, session=session, key="analyzer")
@@ -718,6 +758,11 @@ def run_analyzer(
             message = frames.receive(20)
             if node.on_message(message, frames.stats.rejected, time.monotonic()):
                 break
+        if after_end is not None and not should_stop():
+            after_end.finished()
+            while not should_stop() and not after_end.released():
+                node.after_end(control, time.monotonic())
+                time.sleep(0.02)
     finally:
         frames.close()
         results.close()

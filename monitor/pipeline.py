@@ -100,11 +100,15 @@ def _analyzer_main(
     level,
     parent: int,
     analysis: dict | None = None,
+    after_end: tuple | None = None,
 ) -> None:
-    from monitor.analyzer import VisionAnalysis
+    """``after_end``: (finished, released) multiprocessing Events, when a live view is open
+    (see ``monitor.analyzer.AfterEnd``)."""
+    from monitor.analyzer import AfterEnd, VisionAnalysis
     from monitor.vision.analysis import AnalysisConfig
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the source decides when the run ends
+    linger = None if after_end is None else AfterEnd(after_end[0].set, after_end[1].is_set)
     run_analyzer(
         endpoints.frames,
         endpoints.results,
@@ -116,6 +120,7 @@ def _analyzer_main(
         control_endpoint=endpoints.control,
         level=level,
         analysis=VisionAnalysis(AnalysisConfig.from_settings(analysis), level),
+        after_end=linger,
     )
 
 
@@ -137,8 +142,11 @@ class Supervisor:
     """Starts the consumers (analyzer, logger) and restarts one that dies, at most
     ``max_restarts`` times each: the one place a run decides what a child's exit means."""
 
-    def __init__(self, plans: dict[str, tuple], ctx, max_restarts: int, say):
+    def __init__(self, plans: dict[str, tuple], ctx, max_restarts: int, say, finished: dict | None = None):
+        """``finished``: name -> an Event a consumer sets when it has done its part but stays
+        on (the analyzer while a live view is open): from then on it counts as finished."""
         self.plans = plans  # name -> (target, args): how to (re)start each consumer
+        self.finished = finished or {}
         self.ctx = ctx
         self.max_restarts = max_restarts
         self.say = say
@@ -179,7 +187,15 @@ class Supervisor:
         return None
 
     def running(self) -> bool:
-        return any(c.is_alive() for c in self.children.values())
+        """Whether a consumer is still at work (alive, and not finished while staying on)."""
+        return bool(self.working())
+
+    def working(self) -> list[str]:
+        return [
+            name
+            for name, child in self.children.items()
+            if child.is_alive() and not (name in self.finished and self.finished[name].is_set())
+        ]
 
 
 def _let_consumers_finish(supervisor: Supervisor, publisher, flow, sent, say, grace_s: float = 30.0) -> None:
@@ -204,8 +220,11 @@ def _let_consumers_finish(supervisor: Supervisor, publisher, flow, sent, say, gr
         ):  # the end again, for whoever joined after it
             publisher.send(End(publisher.session, publisher.source, time.time(), sent))
             next_end = time.monotonic() + 1.0
+    working = supervisor.working()  # not one that has finished and stays on for the view
     for name, child in supervisor.children.items():
-        if child.is_alive():
+        if name in supervisor.finished and name not in working and child.is_alive():
+            continue  # let go with the view (_release)
+        if name in working:
             say(f"{name} did not finish within {grace_s:g} s; terminating it")
             child.terminate()
         child.join(5)
@@ -214,7 +233,9 @@ def _let_consumers_finish(supervisor: Supervisor, publisher, flow, sent, say, gr
 def _viewer_main(endpoints: Endpoints, or_mode: bool = False) -> None:
     from monitor.viewer import run_viewer
 
-    run_viewer(endpoints.frames, endpoints.results, endpoints.control, or_mode=or_mode)
+    run_viewer(
+        endpoints.frames, endpoints.results, endpoints.control, or_mode=or_mode, flow_endpoint=endpoints.flow
+    )
 
 
 def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sys.stderr)) -> int:
@@ -229,7 +250,10 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     _preflight(spec)
     session = uuid.uuid4().hex[:12]
     ctx = multiprocessing.get_context("spawn")
-    plans = _consumer_plans(spec, session)
+    # With a live view, the analyzer stays on after the end until the window closes, so that
+    # an alarm acknowledged then is carried out and logged (AfterEnd)
+    after_end = (ctx.Event(), ctx.Event()) if spec.viewer and spec.analyzer else None
+    plans = _consumer_plans(spec, session, after_end)
     wait_for = list(plans)
     flow = FlowServer(spec.endpoints.flow)
     try:
@@ -242,8 +266,9 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     for warning in spec.warnings:  # the run starts: nothing above refused it
         say(f"warning: {warning}")
 
-    supervisor = Supervisor(plans, ctx, spec.restarts, say)
-    children = supervisor.children  # the same dict: restarts replace its entries
+    supervisor = Supervisor(
+        plans, ctx, spec.restarts, say, finished={"analyzer": after_end[0]} if after_end else None
+    )
     viewer = None
     if spec.viewer:
         viewer = ctx.Process(target=_viewer_main, name="viewer", args=(spec.endpoints, spec.or_mode))
@@ -264,7 +289,14 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
         sent = publish(
             source,
             publisher,
-            PaceOptions(**{**pace.__dict__, "wait_for": tuple(wait_for)}),
+            PaceOptions(
+                **{
+                    **pace.__dict__,
+                    "wait_for": tuple(wait_for),
+                    # the view sees the baseline: no frame before it has subscribed
+                    "ready_for": (*pace.ready_for, *(["viewer"] if viewer is not None else [])),
+                }
+            ),
             flow,
             stop_requested,
             say,
@@ -284,23 +316,42 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     finally:
         publisher.close()
         flow.close()
-        signed = _sign_when_written(spec, children, say)
+        signed = _sign_when_written(spec, supervisor, say)
     if failure is not None:
         if viewer is not None:
             viewer.terminate()
+        _release(after_end, supervisor, spec, say)
         raise failure
     if sent is not None:
         counts = ", ".join(f"{n} {p}" for p, n in sent.items())
         say(f"published {counts} frames in {time.monotonic() - started:.1f} s")
-    return _outcome(spec, children, viewer, interrupted, signed, say)
+    return _outcome(spec, supervisor, viewer, interrupted, signed, say, after_end)
 
 
-def _sign_when_written(spec: RunSpec, children: dict, say) -> bool:
-    """Sign the session log, if any, once no consumer can append to it; False (said) when
-    one still runs (a second interrupt during the drain) or it could not be signed."""
+def _release(after_end, supervisor: Supervisor, spec: RunSpec, say) -> bool:
+    """Let an analyzer staying on for the view go (the window closed, or the run failed) and
+    sign the log again if it wrote to it after the first signing (an acknowledge after the
+    end). Returns whether the log is signed as it now ends."""
+    if after_end is None:
+        return True
+    after_end[1].set()
+    analyzer = supervisor.children.get("analyzer")
+    if analyzer is not None:
+        analyzer.join(10)
+        if analyzer.is_alive():
+            say("the analyzer did not stop within 10 s of the view closing; terminating it")
+            analyzer.terminate()
+            analyzer.join(5)
+    return _sign_when_written(spec, supervisor, say)
+
+
+def _sign_when_written(spec: RunSpec, supervisor: Supervisor, say) -> bool:
+    """Sign the session log, if any, once no consumer can append to it but one staying on
+    for the view (signed again when it goes, ``_release``); False (said) when one still runs
+    (a second interrupt during the drain) or it could not be signed."""
     if not spec.session_dir:
         return True
-    writing = [name for name, child in children.items() if child.is_alive()]
+    writing = supervisor.working()
     if writing:
         say(f"the session log is not signed: {', '.join(writing)} still running")
         return False
@@ -321,7 +372,7 @@ def _preflight(spec: RunSpec) -> None:
     )
 
 
-def _consumer_plans(spec: RunSpec, session: str) -> dict[str, tuple]:
+def _consumer_plans(spec: RunSpec, session: str, after_end: tuple | None = None) -> dict[str, tuple]:
     """name -> (target, args): how to (re)start each consumer of the run."""
     plans: dict[str, tuple] = {}
     if spec.analyzer:
@@ -335,6 +386,7 @@ def _consumer_plans(spec: RunSpec, session: str) -> dict[str, tuple]:
                 spec.level,
                 os.getpid(),
                 spec.analysis,
+                after_end,
             ),
         )
     if spec.session_dir:
@@ -350,21 +402,32 @@ def _consumer_plans(spec: RunSpec, session: str) -> dict[str, tuple]:
     return plans
 
 
-def _outcome(spec: RunSpec, children: dict, viewer, interrupted: bool, signed: bool, say) -> int:
+def _outcome(
+    spec: RunSpec, supervisor: Supervisor, viewer, interrupted: bool, signed: bool, say, after_end=None
+) -> int:
     """The run's exit status, once the source has ended and the consumers are done: 3 when a
     process failed or the log is not signed, 4 when a level was not monitored, 130 when
-    interrupted, else 0; each said. Waits for the viewer window to close."""
-    codes = {name: child.exitcode for name, child in children.items()}
-    failed = {n: c for n, c in codes.items() if c != 0}
+    interrupted, else 0; each said. Waits for the viewer window to close, the analyzer
+    taking the operator's commands (acknowledge) until it does."""
+    # Over 60 lines on purpose: every way a run can end is judged here, in the order the
+    # operator hears about it (the log, the levels not monitored, the view, the failures).
+    children = supervisor.children
+    logger_code = children["logger"].exitcode if "logger" in children else 0
     unmonitored = []
     if spec.session_dir:
-        say(f"session logged in {spec.session_dir}" + (" (INCOMPLETE)" if "logger" in failed else ""))
+        say(f"session logged in {spec.session_dir}" + (" (INCOMPLETE)" if logger_code != 0 else ""))
         unmonitored = _unmonitored_levels(Path(spec.session_dir))
         for line in unmonitored:
             say(line)
     if viewer is not None and viewer.is_alive() and not interrupted:
-        say("the source has ended; close the viewer window to finish")
+        say(
+            "the source has ended; alarms can still be acknowledged in the viewer; close its window to finish"
+        )
         viewer.join()
+    if after_end:  # signed again if the analyzer logged anything after the first signing
+        signed = _release(after_end, supervisor, spec, say)
+    codes = {name: child.exitcode for name, child in children.items()}
+    failed = {n: c for n, c in codes.items() if c != 0}
     if viewer is not None and viewer.exitcode not in (0, None) and not interrupted:
         failed["viewer"] = viewer.exitcode  # the operator saw no window: not a clean run
     if failed:

@@ -18,6 +18,9 @@ class PaceOptions:
     speed: float = 1.0  # 1 = recorded rate; 0 = as fast as the consumers take it
     loop: bool = False
     wait_for: tuple[str, ...] = ()  # consumers that must be ready (and, at speed 0, keep up)
+    # ... that must be ready before the first frame but are never waited for after it: a live
+    # view, which must see the baseline but may fall behind alone (it drops frames, not the source)
+    ready_for: tuple[str, ...] = ()
     ready_timeout_s: float = 20.0
     window: int = 8  # frames a consumer may be behind at speed 0
     ack_timeout_s: float = 5.0  # a consumer silent this long is no longer waited for
@@ -137,12 +140,13 @@ def _wait(publisher: Publisher, due: float | None, next_beat: float) -> float:
 
 
 def _wait_until_ready(publisher: Publisher, options: PaceOptions, flow: FlowServer | None, say) -> None:
-    if not options.wait_for or flow is None:
+    needed = set(options.wait_for) | set(options.ready_for)
+    if not needed or flow is None:
         return
     deadline = time.monotonic() + options.ready_timeout_s
-    while not set(options.wait_for) <= flow.ready:
+    while not needed <= flow.ready:
         if time.monotonic() > deadline:
-            missing = ", ".join(sorted(set(options.wait_for) - flow.ready))
+            missing = ", ".join(sorted(needed - flow.ready))
             raise MonitorError(f"{missing} did not start within {options.ready_timeout_s:g} s")
         publisher.heartbeat()
         flow.poll(100)

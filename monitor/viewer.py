@@ -16,12 +16,14 @@ them to every viewer.
 
 from __future__ import annotations
 
+import signal
 import time
 
 import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
+from monitor.flow import FlowClient
 from monitor.io.transport import VIEWER_HWM, CommandSender, Subscriber
 from monitor.messages import LEVELS, PLANES, End, Result, Status
 from monitor.overlay import labelled_leaks
@@ -218,7 +220,10 @@ class MonitorWindow(QtWidgets.QWidget):
         training: bool = False,
         stale_s: float = 1.0,
         or_mode: bool = False,
+        flow_endpoint: str | None = None,
     ):
+        """``flow_endpoint``: the source's, to say when this view is subscribed, so that a run
+        that waits for it (``PaceOptions.ready_for``) shows the baseline from its first frame."""
         super().__init__()
         self.setWindowTitle("Vertebroplasty cement monitor" + (" - TRAINING" if training else ""))
         self.training = training
@@ -227,6 +232,8 @@ class MonitorWindow(QtWidgets.QWidget):
         self.frames = Subscriber(frames_endpoint, hwm=VIEWER_HWM, key="viewer")
         self.results = Subscriber(results_endpoint, hwm=256, role="results", key="viewer")
         self.commands = CommandSender(control_endpoint, "viewer") if control_endpoint else None
+        self.flow = FlowClient(flow_endpoint, "viewer") if flow_endpoint else None
+        self.seen_frame = False  # "ready" is said until the first frame arrives
         self.stops: list[tuple[float, int | None]] = []  # training: (time, lateral frame shown)
         self.rendered = 0  # frames put on screen, for the frame-rate benchmark
         # the IEC 60601-1-8 bursts on the sound device; said on screen when there is none
@@ -352,10 +359,22 @@ class MonitorWindow(QtWidgets.QWidget):
         if self.commands is None:
             self.status_line.setText("no analyzer control endpoint: actions are not sent")
             return
+        if self.state.ended and not self.analyzer_listening():
+            # never a silent loss: the analyzer that would carry it out and log it has gone
+            self.state.said_after_end = (
+                f"{action.upper()} NOT DELIVERED: the analyzer has stopped; it is not logged"
+            )
+            return
         try:
             self.commands.send(action, value)
         except OSError as e:
             self.status_line.setText(str(e))
+
+    def analyzer_listening(self, within_s: float = 3.0) -> bool:
+        """Whether the analyzer was heard lately (its results' heartbeats come every second,
+        and go on after the end while it takes commands for this view)."""
+        heard = self.results.stats.last_message_at
+        return heard is not None and time.monotonic() - heard < within_s
 
     def pause_audio(self) -> None:
         self._audio_paused_until = time.monotonic() + 120.0
@@ -409,7 +428,9 @@ class MonitorWindow(QtWidgets.QWidget):
 
     def poll(self) -> None:
         now = time.monotonic()
-        for plane, frame in self.frames.latest(0).items():
+        newest = self.frames.latest(0)
+        self._say_ready(bool(newest))
+        for plane, frame in newest.items():
             if frame.header.resent:
                 continue
             h = frame.header
@@ -424,6 +445,17 @@ class MonitorWindow(QtWidgets.QWidget):
                 self.state.end(message.reason)
             message = self.results.receive(0)
         self.refresh(now)
+
+    def _say_ready(self, frame_arrived: bool) -> None:
+        """Tell the source this view is subscribed, once it has heard both the source (its
+        heartbeats) and the analyzer (its results' heartbeats): before that, a frame or a
+        result published would be lost to it. Repeated until a frame arrives, as the analyzer
+        does: a "ready" sent while the flow socket still connects may be dropped."""
+        self.seen_frame = self.seen_frame or frame_arrived
+        if self.flow is None or self.seen_frame:
+            return
+        if self.frames.stats.last_message_at is not None and self.results.stats.last_message_at is not None:
+            self.flow.ready()
 
     def refresh(self, now: float) -> None:
         s = self.state
@@ -442,7 +474,8 @@ class MonitorWindow(QtWidgets.QWidget):
         self._banner()
         self.pause_button.setText("Resume injection" if s.paused else "Injection paused")
         if s.ended:
-            self.status_line.setText(f"{s.ended}: the last images and overlay stay shown")
+            then = f"; {s.said_after_end}" if s.said_after_end else ""
+            self.status_line.setText(f"{s.ended}: the last images and overlay stay shown{then}")
         elif stale is not None:
             self.status_line.setText(f"NO SIGNAL: no frame for {stale:.1f} s")
         elif s.analysis_silent(now):
@@ -534,6 +567,8 @@ class MonitorWindow(QtWidgets.QWidget):
         self.results.close()
         if self.commands is not None:
             self.commands.close()
+        if self.flow is not None:
+            self.flow.close()
         super().closeEvent(event)
 
 
@@ -603,12 +638,19 @@ def run_viewer(
     screenshot: str | None = None,
     after_s: float = 5.0,
     or_mode: bool = False,
+    flow_endpoint: str | None = None,
 ) -> int:
     """Show the monitor until the window is closed; with ``screenshot``, grab the
     window to that PNG after ``after_s`` seconds and quit. ``or_mode``: full screen, with
-    the operating room's type sizes (OR_FONTS)."""
+    the operating room's type sizes (OR_FONTS). ``flow_endpoint``: the source's, when the run
+    waits for this view before its first frame."""
     app = pg.mkQApp("Vertebroplasty monitor")
-    window = MonitorWindow(frames_endpoint, results_endpoint, control_endpoint, or_mode=or_mode)
+    window = MonitorWindow(
+        frames_endpoint, results_endpoint, control_endpoint, or_mode=or_mode, flow_endpoint=flow_endpoint
+    )
+    # Asked to stop by the system (a logout, the run's supervisor): close as the operator
+    # would, so the run ends cleanly. Python runs the handler on the window's 15 ms timer.
+    signal.signal(signal.SIGTERM, lambda *_: QtCore.QTimer.singleShot(0, window.close))
     if or_mode:
         window.showFullScreen()
     else:

@@ -61,6 +61,7 @@ class ViewState:
     # once the source has said it is done: "RECORDING ENDED", or "SOURCE STOPPED: why" when it
     # stopped on a fault; not a lost signal, so no NO SIGNAL and no alarm sound from then on
     ended: str | None = None
+    said_after_end: str | None = None  # the newest status line heard after the end (an acknowledge)
     # The analyzer's alarm states, when its results carry them (Result.alarm_changes): alarm id
     # -> the alarm with "active" (its condition present) and "acknowledged". An acknowledged
     # alarm stays shown, steady, while its condition lasts (IEC 60601-1-8); only its sound stops.
@@ -130,6 +131,8 @@ class ViewState:
             self.paused = s.event == "pause"
         if s.event not in ("resumed",):
             self.notices.append(f"{s.source}: {s.detail}")
+            if self.ended:
+                self.said_after_end = self.notices[-1]
 
     def analysis_lag_s(self) -> float | None:
         """How far (stream seconds) the newest result is behind the newest frame shown."""

@@ -1,0 +1,123 @@
+"""A live view's place in a run: seen by the source before the first frame, and heard by the
+analyzer after the last one (an alarm acknowledged after the end is carried out and logged)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+from monitor.audit import audit_json  # noqa: E402
+from monitor.flow import FlowServer  # noqa: E402
+from monitor.io.sources import DicomPairSource  # noqa: E402
+from monitor.io.store import SessionStore  # noqa: E402
+from monitor.io.transport import Publisher  # noqa: E402
+from monitor.pipeline import Endpoints, RunSpec, run  # noqa: E402
+from monitor.recordings import default_recording  # noqa: E402
+from monitor.replay import PaceOptions  # noqa: E402
+from monitor.viewer import MonitorWindow, QtCore  # noqa: E402
+
+
+def test_a_view_says_it_is_ready_only_once_it_hears_the_source_and_the_analyzer(qtbot):
+    """A frame or a result published before the view has subscribed is lost to it: it says
+    "ready" on the source's flow endpoint only once it has heard both streams, and stops
+    saying it once frames flow."""
+    e = Endpoints.private()
+    flow = FlowServer(e.flow)
+    frames = Publisher(e.frames, session="t")
+    results = Publisher(e.results, session="t", source="analyzer", role="results")
+    window = MonitorWindow(e.frames, e.results, e.control, flow_endpoint=e.flow)
+    qtbot.addWidget(window)
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:  # the source only: the analyzer's results not yet heard
+            frames.heartbeat()
+            qtbot.wait(50)
+            flow.poll(0)
+        assert window.frames.stats.heartbeats > 0
+        assert "viewer" not in flow.ready
+        deadline = time.monotonic() + 10
+        while "viewer" not in flow.ready and time.monotonic() < deadline:
+            frames.heartbeat()
+            results.heartbeat()
+            qtbot.wait(50)
+            flow.poll(0)
+        assert "viewer" in flow.ready
+    finally:
+        window.close()
+        frames.close()
+        results.close()
+        flow.close()
+
+
+@pytest.fixture
+def acknowledged_after_the_end(qtbot, tmp_path):
+    """The bundled posterior-leak case run with its live view (a real viewer process, offscreen
+    Qt); once the recording has ended the operator presses Acknowledge in a second view, and
+    then the system closes the first (SIGTERM). Returns (exit code, session folder, the
+    operator's window, what the run said)."""
+    rec = default_recording()
+    session = tmp_path / "session"
+    spec = RunSpec(str(session), "L1", endpoints=Endpoints.private(), viewer=True)
+    said: list[str] = []
+    outcome = {}
+    source = DicomPairSource(rec.lateral, rec.ap)
+
+    def replay():
+        outcome["code"] = run(source, spec, PaceOptions(speed=4), say=said.append)
+
+    runner = threading.Thread(target=replay, daemon=True)
+    runner.start()
+    operator = MonitorWindow(spec.endpoints.frames, spec.endpoints.results, spec.endpoints.control)
+    qtbot.addWidget(operator)
+    operator.show()
+    try:
+        qtbot.waitUntil(lambda: operator.state.ended is not None, timeout=60000)
+        qtbot.waitUntil(lambda: any("acknowledged in the viewer" in line for line in said), timeout=30000)
+        assert operator.state.alarms() and not any(a["acknowledged"] for a in operator.state.alarms())
+        qtbot.wait(1500)  # the operator acknowledges a while after the end
+        qtbot.mouseClick(operator.ack, QtCore.Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: operator.state.said_after_end is not None, timeout=10000)
+        (viewer,) = [p for p in multiprocessing.active_children() if p.name == "viewer"]
+        viewer.terminate()  # SIGTERM: the viewer closes its window as the operator would
+        runner.join(60)
+        said.append(f"view: {operator.state.said_after_end}")
+        # the run over, its analyzer gone: a second press is said to be lost, not silently dropped
+        qtbot.waitUntil(lambda: not operator.analyzer_listening(), timeout=10000)
+        qtbot.mouseClick(operator.ack, QtCore.Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: "NOT DELIVERED" in operator.status_line.text(), timeout=2000)
+        said.append(f"view: {operator.state.said_after_end}")
+    finally:
+        operator.close()
+        source.close()
+    assert not runner.is_alive()
+    return outcome["code"], session, operator, said
+
+
+def test_an_alarm_acknowledged_after_the_end_is_carried_out_and_logged(acknowledged_after_the_end):
+    code, session, operator, said = acknowledged_after_the_end
+    assert code == 0, said
+    first, second = [line for line in said if line.startswith("view: ")]
+    assert "alarm(s) acknowledged" in first, first
+    assert operator.banner.text().startswith("ACKNOWLEDGED"), operator.banner.text()
+    assert "ACKNOWLEDGE NOT DELIVERED: the analyzer has stopped" in second, second
+    store = SessionStore.open(session)
+    try:
+        last_frame = max(r.body["acq_time"] for r in store.records("result"))
+        (ack,) = [e for e in store.events() if e["event"] == "acknowledge"]
+        acknowledged = [r for r in store.records("alarm") if r.body["state"] == "acknowledged"]
+        report = audit_json(store, verify_images=False)
+    finally:
+        store.close()
+    assert ack["source"] == "viewer"
+    # on the stream's clock run on past the last frame: 1.5 s or more after it
+    assert ack["acq_time"] > last_frame + 1.0
+    assert acknowledged and all(r.body["acq_time"] > last_frame + 1.0 for r in acknowledged)
+    assert report["integrity"]["intact"], report["integrity"]  # signed again after the acknowledge
+    alarms = [a for level in report["levels"] for a in level["alarms"]]
+    assert any(a["acknowledged_after_s"] is not None for a in alarms)
