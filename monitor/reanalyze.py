@@ -20,11 +20,13 @@ sorted by session.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
 import os
 import time
 from pathlib import Path
 
+from monitor import __version__
 from monitor.errors import MonitorError
 
 REPORT_VERSION = 1
@@ -276,6 +278,7 @@ def run(
             )
             client = Client(cluster)
             where = f"a local cluster of {workers} worker process(es)"
+        _same_code_everywhere(client)
         say(f"re-analysing {len(sessions)} session(s) on {where}")
         futures = {client.submit(reanalyze_session, str(s), pure=False): str(s) for s in sessions}
         results = []
@@ -303,6 +306,7 @@ def run(
         "run": {
             "where": where,
             "workers": None if scheduler else workers,
+            "monitor": code_digest(),  # the code every worker was checked to run
             "seconds": round(seconds, 2),
             "sessions_per_minute": round(60.0 * len(results) / seconds, 1) if seconds else None,
         },
@@ -312,6 +316,36 @@ def run(
     tmp.write_text(json.dumps(report, indent=1))
     os.replace(tmp, out)
     return report
+
+
+def code_digest() -> str:
+    """SHA-256 of the monitor's own source (every ``monitor/**/*.py``, path and content): what
+    decides a re-analysis. The version number alone does not change between commits."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{__version__}+{digest.hexdigest()[:16]}"
+
+
+def _same_code_everywhere(client) -> None:
+    """Refuse a cluster whose workers run other monitor code than this one: their sessions
+    would be judged by a vision the report does not name, and differ for no reason shown."""
+    here = code_digest()
+    try:
+        workers = client.run(code_digest)
+    except Exception as e:  # a worker whose monitor has no digest (older), or none at all
+        raise MonitorError(
+            f"the Dask workers cannot say which monitor code they run ({type(e).__name__}: {e});"
+            f" install this version ({here}) on them"
+        ) from None
+    other = {address: code for address, code in workers.items() if code != here}
+    if other:
+        listed = "; ".join(f"{address} runs {code}" for address, code in sorted(other.items()))
+        raise MonitorError(
+            f"{len(other)} of {len(workers)} Dask worker(s) run other monitor code than this one ({here}):"
+            f" {listed}; install this version on them, or stop them"
+        )
 
 
 def _summary(results: list[dict]) -> dict:

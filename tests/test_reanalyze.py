@@ -4,13 +4,17 @@ was logged; the same report on 1 and 2 local workers and on a scheduler started 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+import monitor as monitor_package
 from monitor.io.sources import DicomPairSource
 from monitor.pipeline import Endpoints, RunSpec, run
 from monitor.recordings import bundled_recordings
@@ -98,23 +102,26 @@ def test_the_archive_rerun_on_a_dask_scheduler_started_on_loopback(archive, one_
             except OSError:
                 assert time.monotonic() < deadline, "the dask scheduler never listened"
                 time.sleep(0.2)
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "distributed.cli.dask_worker",
-                address,
-                "--nworkers",
-                "1",
-                "--nthreads",
-                "1",
-                "--no-dashboard",
-            ],  # fmt: skip
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        # First a worker with other monitor code (one comment added to the vision): refused
+        other = tmp_path / "other"
+        shutil.copytree(Path(monitor_package.__file__).parent, other / "monitor")
+        with open(other / "monitor" / "vision" / "analysis.py", "a") as f:
+            f.write("# changed on this worker\n")
+        worker = _dask_worker(address, cwd=other, env={**os.environ, "PYTHONPATH": str(other)})
         with Client(address, timeout="30s") as client:
             client.wait_for_workers(1, timeout=60)
+            changed = set(client.scheduler_info()["workers"])
+        refused = monitor_cli("reanalyze", archive, "--out", tmp_path / "r.json", "--scheduler", address)
+        assert refused.returncode == 1 and "1 of 1 Dask worker(s) run other monitor code" in refused.stderr
+        assert not (tmp_path / "r.json").exists()
+        worker.terminate()
+        worker.wait(timeout=30)
+        worker = _dask_worker(address)
+        with Client(address, timeout="30s") as client:
+            deadline = time.monotonic() + 60
+            while (now := set(client.scheduler_info()["workers"])) & changed or not now:
+                assert time.monotonic() < deadline, "the second dask worker never replaced the first"
+                time.sleep(0.2)
         remote, text = _reanalyze(archive, tmp_path / "remote.json", "--scheduler", address)
         local, _ = one_worker
         assert remote["sessions"] == local["sessions"]
@@ -125,6 +132,18 @@ def test_the_archive_rerun_on_a_dask_scheduler_started_on_loopback(archive, one_
             if p is not None:
                 p.terminate()
                 p.wait(timeout=30)
+
+
+def _dask_worker(address: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.Popen:
+    """One single-threaded dask worker process joined to ``address``."""
+    dask = [sys.executable, "-m", "distributed.cli.dask_worker", address]
+    return subprocess.Popen(
+        [*dask, "--nworkers", "1", "--nthreads", "1", "--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=cwd,
+        env=env,
+    )
 
 
 def test_reanalyze_refuses_what_it_cannot_do_in_one_line(tmp_path, archive):
