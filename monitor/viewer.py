@@ -132,10 +132,19 @@ class PlaneView(pg.GraphicsLayoutWidget):
             self.title.setPos(w * 0.01, h * 0.01)
             self._size = (w, h)
         self.shown_frame = frame
-        self.title.setText(f"{self.plane.upper()}  frame {frame}")
         if time.monotonic() - self._histogram_at > 1.0:
             self._histogram_at = time.monotonic()
             self.levels.imageChanged(autoLevel=False)
+
+    def show_title(self, overlay_frame: int | None) -> None:
+        """The plane and the frame shown, and the overlay's frame while it is an older one: said
+        until the shown frame's own result arrives, then no more (a note left standing would
+        call a current overlay late)."""
+        text = f"{self.plane.upper()}  frame {self.shown_frame}"
+        if overlay_frame is not None and overlay_frame != self.shown_frame:
+            text += f"  (overlay of frame {overlay_frame})"
+        if self.title.textItem.toPlainText() != text:
+            self.title.setText(text)
 
     def show_overlay(self, r: Result | None, visible: bool = True) -> None:
         if (id(r), visible) == self._overlay_shown:
@@ -467,8 +476,8 @@ class MonitorWindow(QtWidgets.QWidget):
                 self.rendered += 1
             # A stale overlay would be a frozen picture that looks live: only NO SIGNAL is drawn.
             view.show_overlay(p.result, visible=not self.training and stale is None)
-            if p.result is not None and p.frame is not None and p.result.frame != p.frame:
-                view.title.setText(f"{plane.upper()}  frame {p.frame}  (overlay of frame {p.result.frame})")
+            if view.shown_frame is not None:
+                view.show_title(p.result.frame if p.result is not None else None)
             view.show_stale(stale, s.ended)
         self._readouts(stale is not None)
         self._banner()

@@ -52,6 +52,7 @@ class ViewState:
     volumes: deque = field(default_factory=lambda: deque(maxlen=3000))  # (time, mL)
     last_result_at: float | None = None
     notices: deque = field(default_factory=lambda: deque(maxlen=5))  # recent status lines
+    stale_notice: str | None = None  # the analyzer's "no new frame", until its "resumed"
     paused: bool = False
     # per plane, the newest results after the baseline: (rules evaluated, status)
     checked: dict = field(default_factory=lambda: {p: deque(maxlen=COVERAGE_WINDOW) for p in PLANES})
@@ -129,10 +130,14 @@ class ViewState:
                     del self.alarm_states[alarm_id]
         elif s.event in ("pause", "resume"):
             self.paused = s.event == "pause"
+        elif s.event == "resumed" and self.stale_notice in self.notices:
+            # the spell is over: left as the newest notice, it read as the present over a live stream
+            self.notices.remove(self.stale_notice)
         if s.event not in ("resumed",):
             self.notices.append(f"{s.source}: {s.detail}")
             if self.ended:
                 self.said_after_end = self.notices[-1]
+            self.stale_notice = self.notices[-1] if s.event == "stale" else self.stale_notice
 
     def analysis_lag_s(self) -> float | None:
         """How far (stream seconds) the newest result is behind the newest frame shown."""

@@ -134,7 +134,29 @@ def test_an_analysis_lagging_behind_the_image_is_said(qtbot, streams, window):
 
     pump(qtbot, send, lambda: "BEHIND" in window.status_line.text())
     assert window.status_line.text().startswith("ANALYSIS 1.0 s BEHIND THE IMAGE")
-    assert "overlay of frame 2" in window.views["lateral"].title.textItem.toPlainText()
+    title = window.views["lateral"].title.textItem
+    assert "overlay of frame 2" in title.toPlainText()
+    # the frame's own result: the note goes (it used to stay until the next frame, seen in an X window)
+    pump(qtbot, lambda: streams.result(12, overlay=OVERLAY), lambda: "overlay" not in title.toPlainText())
+    assert title.toPlainText() == "LATERAL  frame 12"
+
+
+def test_the_analyzers_no_new_frame_notice_goes_when_the_frames_resume(qtbot, streams, window):
+    """Its "stale" notice is about a spell that its "resumed" ends: it used to stay the status
+    line's newest notice, "no new frame for 2946 ms" over a live stream (seen in an X window)."""
+
+    def live():
+        streams.frame(1)
+        streams.result(1)
+
+    pump(qtbot, live, lambda: window.state.planes["lateral"].result is not None)
+    before = window.status_line.text()  # "live: ...", or this machine's want of a sound device
+    stale = Status("t", "analyzer", time.time(), "stale", "no new frame for 2946 ms", 2946.0)
+    pump(qtbot, lambda: (live(), streams.results.send(stale)), lambda: "2946" in window.status_line.text())
+    resumed = Status("t", "analyzer", time.time(), "resumed", "frames resumed after 2950 ms", 2950.0)
+    said = window.status_line.text
+    pump(qtbot, lambda: (live(), streams.results.send(resumed)), lambda: "2946" not in said())
+    assert window.status_line.text() == before
 
 
 def test_frames_not_checked_show_a_standing_not_monitored_state(qtbot, streams, window):
