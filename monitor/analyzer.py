@@ -574,8 +574,8 @@ class AnalyzerNode:
         self.analysed: dict[str, int] = {}
         self.end: End | None = None  # the source's end, once heard
         self.end_at = 0.0
-        self.ended_at: float | None = None  # time.monotonic() of the first turn after the end
-        self.last_frame_time = 0.0  # the last analysed frame's acquisition time
+        self.stream_clock: StreamClock | None = None  # the stream's time against ours
+        self.sent_end: End | None = None  # the analyzer's own end, once sent
         self.ready = False
         self.next_beat = 0.0
         self.rejected_reported = 0
@@ -659,7 +659,10 @@ class AnalyzerNode:
         """Analyse a frame; log its result with the alarm changes it brought, send it, ack it."""
         h = frame.header
         result = _analyse(self.analysis, frame)
-        self.stream_time = self.last_frame_time = h.acq_time
+        self.stream_time = h.acq_time
+        if self.stream_clock is None:
+            self.stream_clock = StreamClock(h.acq_time, h.send_time)
+        self.stream_clock.tick(h.acq_time, h.send_time)
         for event, detail, plane, value in self.analysis.news():
             self.announce(event, detail, plane=plane, value=value)
         changes = self.analysis.alarm_changes(result.acq_time)
@@ -676,19 +679,26 @@ class AnalyzerNode:
         if self.catch_up.behind(self.end) and now - self.end_at <= END_GRACE_S:
             return False
         # the source's reason passed on: a viewer tells a recording's end from a source's failure
-        self.results.send(End(self.end.session, "analyzer", time.time(), self.analysed, self.end.reason))
+        self.sent_end = End(self.end.session, "analyzer", time.time(), self.analysed, self.end.reason)
+        self.results.send(self.sent_end)
         self.end = None
         return True
 
     def after_end(self, control: zmq.Socket, now: float) -> None:
-        """One turn after the end, while a view is still open: the operator's commands, and
-        the alarm changes they bring logged at the stream's clock run on past its last frame
-        (an acknowledge 20 s after the end is logged 20 s after the last frame)."""
-        if self.ended_at is None:
-            self.ended_at = now
-        if self.stream_time is not None:
-            self.stream_time = self.last_frame_time + (now - self.ended_at)
-        self.on_commands(control)
+        """One turn after the end, while a view is still open: only an acknowledge is taken
+        (anything else is refused: no frame will be judged by it), and the alarm changes it
+        brings are logged at the stream's clock run on past the last frame at the rate the
+        stream ran (a live source: an acknowledge 20 s after the last frame is logged 20 s
+        after it; a replay at 4x: 80 stream seconds after it). The analyzer's end is said
+        again with each heartbeat, for views attached since."""
+        if self.stream_time is not None and self.stream_clock is not None:
+            self.stream_time = self.stream_clock.at(now)
+        _take_commands(control, self.analysis, self.announce, self.gate, only=AFTER_END_COMMANDS)
+        if now >= self.next_beat:  # the views know the analyzer still listens, and that it ended
+            self.results.heartbeat()
+            if self.sent_end is not None:
+                self.results.send(self.sent_end)
+            self.next_beat = now + HEARTBEAT_S
         changes = self.analysis.alarm_changes(self.stream_time)
         if changes and self.log.store is not None:
             store, level, at = self.log.store, self.analysis.level, self.stream_time
@@ -699,15 +709,41 @@ class AnalyzerNode:
                         store.add_alarm(state, alarm, level, at)
 
             self.log.write(write)
-        if now >= self.next_beat:  # the views know the analyzer still listens
-            self.results.heartbeat()
-            self.next_beat = now + HEARTBEAT_S
 
     def on_idle(self, now: float) -> None:
         """No frame this turn: say when the stream has gone stale."""
         age = self.watchdog.check(now)
         if age is not None:
             self.announce("stale", f"no new frame for {age:.0f} ms", age)
+
+
+AFTER_END_COMMANDS = frozenset({"acknowledge"})  # taken after the end, while a view is open
+
+
+@dataclass
+class StreamClock:
+    """The stream's acquisition time against the source's send time (wall seconds,
+    ``time.time()``, in the frame header), to run the stream's clock on past its last frame at
+    the rate the source paced it: 1 for a live source, the replay's speed for a recording
+    (measured, not told; the send time, not the arrival, so the analyzer's own lag is not in it)."""
+
+    first_acq: float
+    first_arrival: float
+    last_acq: float = 0.0
+    last_arrival: float = 0.0
+
+    def tick(self, acq_time: float, arrival: float) -> None:
+        self.last_acq, self.last_arrival = acq_time, arrival
+
+    def rate(self) -> float:
+        """Stream seconds per wall second; 1 until the stream has run for half a second."""
+        wall = self.last_arrival - self.first_arrival
+        return (self.last_acq - self.first_acq) / wall if wall > 0.5 else 1.0
+
+    def at(self, monotonic_now: float) -> float:
+        """The stream's time now (``monotonic_now``: time.monotonic(), converted here)."""
+        wall_now = time.time() - (time.monotonic() - monotonic_now)
+        return self.last_acq + max(0.0, wall_now - self.last_arrival) * self.rate()
 
 
 @dataclass
@@ -753,16 +789,18 @@ def run_analyzer(
     node = None
     try:
         node = AnalyzerNode(analysis, session, results, flow, stale_ms, session_dir, exit_on_end)
-        while not should_stop():
+        released = after_end.released if after_end is not None else lambda: False
+        while not should_stop() and not released():
             node.on_commands(control)
             message = frames.receive(20)
             if node.on_message(message, frames.stats.rejected, time.monotonic()):
                 break
-        if after_end is not None and not should_stop():
+        if after_end is not None and not should_stop() and not released():
             after_end.finished()
-            while not should_stop() and not after_end.released():
+            while not should_stop() and not released():
                 node.after_end(control, time.monotonic())
                 time.sleep(0.02)
+            node.after_end(control, time.monotonic())  # what was pressed as the window closed
     finally:
         frames.close()
         results.close()
@@ -889,8 +927,11 @@ class CommandGate:
 MAX_COMMANDS_PER_TURN = 200  # read (most of them dropped) between two frames, at most
 
 
-def _take_commands(control: zmq.Socket, analysis, announce, gate: CommandGate | None = None) -> None:
-    """Apply the pending operator commands the gate admits, and announce (and log) each."""
+def _take_commands(
+    control: zmq.Socket, analysis, announce, gate: CommandGate | None = None, only: frozenset | None = None
+) -> None:
+    """Apply the pending operator commands the gate admits, and announce (and log) each.
+    ``only``: the actions taken now (after the end: acknowledge); others are refused, said."""
     gate = gate or CommandGate()
     for _ in range(MAX_COMMANDS_PER_TURN):
         if not control.poll(0):
@@ -918,6 +959,14 @@ def _take_commands(control: zmq.Socket, analysis, announce, gate: CommandGate | 
             )
             continue
         message = replace(message, source=sender)
+        if only is not None and message.action not in only:
+            announce(
+                "rejected-command",
+                f"{message.action}: the recording has ended; only {', '.join(sorted(only))} is taken now",
+                value=message.value,
+                source=message.source,
+            )
+            continue
         try:
             done = analysis.apply(message)
         except CommandRefused as e:

@@ -108,6 +108,16 @@ def _analyzer_main(
     from monitor.vision.analysis import AnalysisConfig
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the source decides when the run ends
+    stop = []  # a SIGTERM once its part is done (staying on for the view): let go, exit 0
+
+    def terminated(_signum, _frame):
+        if after_end is not None and after_end[0].is_set():
+            stop.append(True)
+        else:  # while it has work: a death, which the supervisor sees and restarts
+            sys.exit(128 + signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, terminated)
+    orphaned = _orphaned(parent)
     linger = None if after_end is None else AfterEnd(after_end[0].set, after_end[1].is_set)
     run_analyzer(
         endpoints.frames,
@@ -115,7 +125,7 @@ def _analyzer_main(
         endpoints.flow,
         session,
         stale_ms,
-        should_stop=_orphaned(parent),
+        should_stop=lambda: bool(stop) or orphaned(),
         session_dir=session_dir,
         control_endpoint=endpoints.control,
         level=level,
@@ -154,6 +164,8 @@ class Supervisor:
         self.children = {name: self._start(name) for name in plans}
 
     def _start(self, name: str) -> multiprocessing.Process:
+        if name in self.finished:  # started anew: it has not done its part yet
+            self.finished[name].clear()
         target, args = self.plans[name]
         child = self.ctx.Process(target=target, name=name, args=args)
         child.start()
@@ -300,6 +312,11 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
             flow,
             stop_requested,
             say,
+            hopeless=lambda: (
+                f"the viewer exited (code {viewer.exitcode}) before it subscribed"
+                if viewer is not None and viewer.exitcode is not None
+                else None
+            ),
         )
     except KeyboardInterrupt:
         interrupted = True
@@ -317,15 +334,18 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
         publisher.close()
         flow.close()
         signed = _sign_when_written(spec, supervisor, say)
-    if failure is not None:
-        if viewer is not None:
-            viewer.terminate()
-        _release(after_end, supervisor, spec, say)
-        raise failure
-    if sent is not None:
-        counts = ", ".join(f"{n} {p}" for p, n in sent.items())
-        say(f"published {counts} frames in {time.monotonic() - started:.1f} s")
-    return _outcome(spec, supervisor, viewer, interrupted, signed, say, after_end)
+    try:
+        if failure is not None:
+            if viewer is not None:
+                viewer.terminate()
+            raise failure
+        if sent is not None:
+            counts = ", ".join(f"{n} {p}" for p, n in sent.items())
+            say(f"published {counts} frames in {time.monotonic() - started:.1f} s")
+        return _outcome(spec, supervisor, viewer, interrupted, signed, say, after_end)
+    finally:  # whatever way out: the analyzer let go, the log signed as it now ends
+        if after_end is not None and not after_end[1].is_set():
+            _release(after_end, supervisor, spec, say)
 
 
 def _release(after_end, supervisor: Supervisor, spec: RunSpec, say) -> bool:
@@ -368,7 +388,12 @@ def _preflight(spec: RunSpec) -> None:
         probe_bind(spec.endpoints.results, "results")
         probe_bind(spec.endpoints.control, "control")
     security.require(
-        [SERVER_KEY, *(["analyzer"] if spec.analyzer else []), *(["logger"] if spec.session_dir else [])]
+        [
+            SERVER_KEY,
+            *(["analyzer"] if spec.analyzer else []),
+            *(["logger"] if spec.session_dir else []),
+            *(["viewer"] if spec.viewer else []),
+        ]
     )
 
 
@@ -423,7 +448,13 @@ def _outcome(
         say(
             "the source has ended; alarms can still be acknowledged in the viewer; close its window to finish"
         )
-        viewer.join()
+        try:
+            viewer.join()
+        except KeyboardInterrupt:  # Ctrl-C, or a service manager's stop: the window is closed for us
+            interrupted = True
+            say("interrupted: closing the viewer")
+            viewer.terminate()  # its SIGTERM handler closes the window as the operator would
+            viewer.join(10)
     if after_end:  # signed again if the analyzer logged anything after the first signing
         signed = _release(after_end, supervisor, spec, say)
     codes = {name: child.exitcode for name, child in children.items()}

@@ -20,6 +20,7 @@ sorted by session.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import json
 import os
@@ -36,15 +37,16 @@ CHANGED_DISTANCE_MM = 0.5  # ... or its closest distance to the wall
 REPLAYED_COMMANDS = ("level", "wall", "body", "confirm-wall", "syringe", "acknowledge")
 
 
-def reanalyze_session(folder: str) -> dict:
-    """One session re-run with the current vision and compared with its log. Never raises:
-    a session that cannot be read is reported with its ``error``."""
+def reanalyze_session(folder: str) -> tuple[str, dict]:
+    """One session re-run with the current vision and compared with its log, with the code
+    that ran it (``code_digest``: a worker that joined after the check is caught here too).
+    Never raises: a session that cannot be read is reported with its ``error``."""
     try:
-        return _reanalyze(Path(folder))
+        return code_digest(), _reanalyze(Path(folder))
     except MonitorError as e:
-        return {"session": str(folder), "error": str(e)}
+        return code_digest(), {"session": str(folder), "error": str(e)}
     except Exception as e:  # a session the current vision cannot run is a finding, not a crash
-        return {"session": str(folder), "error": f"{type(e).__name__}: {e}"}
+        return code_digest(), {"session": str(folder), "error": f"{type(e).__name__}: {e}"}
 
 
 def _reanalyze(folder: Path) -> dict:
@@ -283,9 +285,13 @@ def run(
         futures = {client.submit(reanalyze_session, str(s), pure=False): str(s) for s in sessions}
         results = []
         bar = tqdm(total=len(futures), unit="session", disable=not progress)
+        here = code_digest()
         for future in as_completed(futures):
             try:
-                results.append(future.result())
+                code, result = future.result()
+                if code != here:  # a worker that joined since the check, with other code
+                    result = {"session": futures[future], "error": f"re-run by a worker with monitor {code}"}
+                results.append(result)
             except Exception as e:  # the worker died on it (memory, a crash): said, the rest goes on
                 results.append({"session": futures[future], "error": f"{type(e).__name__}: {e}"})
             bar.update(1)
@@ -318,6 +324,7 @@ def run(
     return report
 
 
+@functools.cache
 def code_digest() -> str:
     """SHA-256 of the monitor's own source (every ``monitor/**/*.py``, path and content): what
     decides a re-analysis. The version number alone does not change between commits."""

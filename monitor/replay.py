@@ -33,6 +33,7 @@ def publish(
     flow: FlowServer | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     say: Callable[[str], None] = lambda _m: None,
+    hopeless: Callable[[], str | None] = lambda: None,
 ) -> dict[str, int]:
     """Publish every frame of ``source``; returns the frames sent per plane.
 
@@ -46,7 +47,7 @@ def publish(
     last_seq: dict[str, int] = {}
     aborted = None
     try:
-        _wait_until_ready(publisher, options, flow, say)
+        _wait_until_ready(publisher, options, flow, say, hopeless)
         offset = 0.0
         started = time.monotonic()
         next_beat = started
@@ -139,15 +140,26 @@ def _wait(publisher: Publisher, due: float | None, next_beat: float) -> float:
         time.sleep(min(due, next_beat) - now)
 
 
-def _wait_until_ready(publisher: Publisher, options: PaceOptions, flow: FlowServer | None, say) -> None:
+def _wait_until_ready(
+    publisher: Publisher, options: PaceOptions, flow: FlowServer | None, say, hopeless=lambda: None
+) -> None:
+    """Hold the first frame until every consumer named is subscribed; ``hopeless`` says why
+    waiting on is pointless (a consumer has exited), which ends the wait at once."""
     needed = set(options.wait_for) | set(options.ready_for)
     if not needed or flow is None:
         return
-    deadline = time.monotonic() + options.ready_timeout_s
+    started = time.monotonic()
+    deadline = started + options.ready_timeout_s
+    said = False
     while not needed <= flow.ready:
+        missing = ", ".join(sorted(needed - flow.ready))
+        if why := hopeless():
+            raise MonitorError(why)
         if time.monotonic() > deadline:
-            missing = ", ".join(sorted(needed - flow.ready))
             raise MonitorError(f"{missing} did not start within {options.ready_timeout_s:g} s")
+        if not said and time.monotonic() - started > 3.0:
+            say(f"waiting for {missing} to start before the first frame")
+            said = True
         publisher.heartbeat()
         flow.poll(100)
     say(f"consumers ready: {', '.join(sorted(flow.ready))}")

@@ -368,11 +368,15 @@ class MonitorWindow(QtWidgets.QWidget):
         if self.commands is None:
             self.status_line.setText("no analyzer control endpoint: actions are not sent")
             return
-        if self.state.ended and not self.analyzer_listening():
-            # never a silent loss: the analyzer that would carry it out and log it has gone
-            self.state.said_after_end = (
-                f"{action.upper()} NOT DELIVERED: the analyzer has stopped; it is not logged"
-            )
+        if not self.analyzer_listening():
+            # never a silent loss: no analyzer is there to carry it out and log it
+            heard = self.results.stats.last_message_at is not None
+            why = "the analyzer has stopped" if heard else "no analyzer has been heard"
+            line = f"{action.upper()} NOT DELIVERED: {why}; it is not logged"
+            if self.state.ended:
+                self.state.said_after_end = line
+            else:
+                self.state.notices.append(f"viewer: {line}")
             return
         try:
             self.commands.send(action, value)
@@ -483,8 +487,8 @@ class MonitorWindow(QtWidgets.QWidget):
         self._banner()
         self.pause_button.setText("Resume injection" if s.paused else "Injection paused")
         if s.ended:
-            then = f"; {s.said_after_end}" if s.said_after_end else ""
-            self.status_line.setText(f"{s.ended}: the last images and overlay stay shown{then}")
+            ended = f"{s.ended}: the last images and overlay stay shown"
+            self.status_line.setText(f"{s.said_after_end}  |  {ended}" if s.said_after_end else ended)
         elif stale is not None:
             self.status_line.setText(f"NO SIGNAL: no frame for {stale:.1f} s")
         elif s.analysis_silent(now):
@@ -659,7 +663,8 @@ def run_viewer(
     )
     # Asked to stop by the system (a logout, the run's supervisor): close as the operator
     # would, so the run ends cleanly. Python runs the handler on the window's 15 ms timer.
-    signal.signal(signal.SIGTERM, lambda *_: QtCore.QTimer.singleShot(0, window.close))
+    for stop in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C too: closed, not a traceback
+        signal.signal(stop, lambda *_: QtCore.QTimer.singleShot(0, window.close))
     if or_mode:
         window.showFullScreen()
     else:

@@ -83,10 +83,14 @@ def acknowledged_after_the_end(qtbot, tmp_path):
         qtbot.wait(1500)  # the operator acknowledges a while after the end
         qtbot.mouseClick(operator.ack, QtCore.Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: operator.state.said_after_end is not None, timeout=10000)
+        said.append(f"view: {operator.state.said_after_end}")
+        operator.send("level", "L2")  # no frame will be judged at L2: refused
+        qtbot.waitUntil(
+            lambda: "level: the recording has ended" in operator.state.said_after_end, timeout=5000
+        )
         (viewer,) = [p for p in multiprocessing.active_children() if p.name == "viewer"]
         viewer.terminate()  # SIGTERM: the viewer closes its window as the operator would
         runner.join(60)
-        said.append(f"view: {operator.state.said_after_end}")
         # the run over, its analyzer gone: a second press is said to be lost, not silently dropped
         qtbot.waitUntil(lambda: not operator.analyzer_listening(), timeout=10000)
         qtbot.mouseClick(operator.ack, QtCore.Qt.MouseButton.LeftButton)
@@ -102,6 +106,7 @@ def acknowledged_after_the_end(qtbot, tmp_path):
 def test_an_alarm_acknowledged_after_the_end_is_carried_out_and_logged(acknowledged_after_the_end):
     code, session, operator, said = acknowledged_after_the_end
     assert code == 0, said
+    assert "consumers ready: analyzer, logger, viewer" in said  # no frame before the view listened
     first, second = [line for line in said if line.startswith("view: ")]
     assert "alarm(s) acknowledged" in first, first
     assert operator.banner.text().startswith("ACKNOWLEDGED"), operator.banner.text()
@@ -109,15 +114,19 @@ def test_an_alarm_acknowledged_after_the_end_is_carried_out_and_logged(acknowled
     store = SessionStore.open(session)
     try:
         last_frame = max(r.body["acq_time"] for r in store.records("result"))
-        (ack,) = [e for e in store.events() if e["event"] == "acknowledge"]
+        events = store.events()
+        (ack,) = [e for e in events if e["event"] == "acknowledge"]
         acknowledged = [r for r in store.records("alarm") if r.body["state"] == "acknowledged"]
         report = audit_json(store, verify_images=False)
     finally:
         store.close()
     assert ack["source"] == "viewer"
-    # on the stream's clock run on past the last frame: 1.5 s or more after it
-    assert ack["acq_time"] > last_frame + 1.0
-    assert acknowledged and all(r.body["acq_time"] > last_frame + 1.0 for r in acknowledged)
+    # on the stream's clock run on past the last frame at the rate the replay ran (4x): pressed
+    # 1.5 s or more after the end, so 6 stream seconds or more after the last frame
+    assert ack["acq_time"] > last_frame + 5.0, (ack["acq_time"], last_frame)
+    assert acknowledged and all(r.body["acq_time"] == ack["acq_time"] for r in acknowledged)
+    assert not any(e["event"] == "level" for e in events), "a level started after the end"
+    assert report["levels"] and all(level["level"] == "L1" for level in report["levels"])
     assert report["integrity"]["intact"], report["integrity"]  # signed again after the acknowledge
     alarms = [a for level in report["levels"] for a in level["alarms"]]
     assert any(a["acknowledged_after_s"] is not None for a in alarms)
