@@ -245,8 +245,15 @@ def _let_consumers_finish(supervisor: Supervisor, publisher, flow, sent, say, gr
 def _viewer_main(endpoints: Endpoints, or_mode: bool = False) -> None:
     from monitor.viewer import run_viewer
 
+    # Ctrl-C reaches the whole process group: the run decides (the first one ends a live source,
+    # the window staying for acknowledges; a second closes it, _outcome)
     run_viewer(
-        endpoints.frames, endpoints.results, endpoints.control, or_mode=or_mode, flow_endpoint=endpoints.flow
+        endpoints.frames,
+        endpoints.results,
+        endpoints.control,
+        or_mode=or_mode,
+        flow_endpoint=endpoints.flow,
+        close_on_interrupt=False,
     )
 
 
@@ -444,9 +451,10 @@ def _outcome(
         unmonitored = _unmonitored_levels(Path(spec.session_dir))
         for line in unmonitored:
             say(line)
-    if viewer is not None and viewer.is_alive() and not interrupted:
+    if viewer is not None and viewer.is_alive():  # a live source ended by Ctrl-C too
         say(
-            "the source has ended; alarms can still be acknowledged in the viewer; close its window to finish"
+            "the source has ended; alarms can still be acknowledged in the viewer; close its window to"
+            " finish" + (" (Ctrl-C again closes it)" if interrupted else "")
         )
         try:
             viewer.join()

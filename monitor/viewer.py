@@ -652,19 +652,26 @@ def run_viewer(
     after_s: float = 5.0,
     or_mode: bool = False,
     flow_endpoint: str | None = None,
+    close_on_interrupt: bool = True,
 ) -> int:
     """Show the monitor until the window is closed; with ``screenshot``, grab the
     window to that PNG after ``after_s`` seconds and quit. ``or_mode``: full screen, with
     the operating room's type sizes (OR_FONTS). ``flow_endpoint``: the source's, when the run
-    waits for this view before its first frame."""
+    waits for this view before its first frame. ``close_on_interrupt``: Ctrl-C closes the window
+    (``monitor view``); else it is ignored (a run that started this view decides)."""
     app = pg.mkQApp("Vertebroplasty monitor")
     window = MonitorWindow(
         frames_endpoint, results_endpoint, control_endpoint, or_mode=or_mode, flow_endpoint=flow_endpoint
     )
+
     # Asked to stop by the system (a logout, the run's supervisor): close as the operator
     # would, so the run ends cleanly. Python runs the handler on the window's 15 ms timer.
-    for stop in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C too: closed, not a traceback
-        signal.signal(stop, lambda *_: QtCore.QTimer.singleShot(0, window.close))
+    def close(*_):
+        QtCore.QTimer.singleShot(0, window.close)
+
+    signal.signal(signal.SIGTERM, close)
+    # Ctrl-C: closed, not a traceback; ignored when a run that started this view decides
+    signal.signal(signal.SIGINT, close if close_on_interrupt else signal.SIG_IGN)
     if or_mode:
         window.showFullScreen()
     else:
