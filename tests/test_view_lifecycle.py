@@ -121,12 +121,30 @@ def test_an_alarm_acknowledged_after_the_end_is_carried_out_and_logged(acknowled
     finally:
         store.close()
     assert ack["source"] == "viewer"
-    # on the stream's clock run on past the last frame at the rate the replay ran (4x): pressed
-    # 1.5 s or more after the end, so 6 stream seconds or more after the last frame
-    assert ack["acq_time"] > last_frame + 5.0, (ack["acq_time"], last_frame)
+    # on the stream's clock run on past the last frame at the rate the replay ran (4x, less on a
+    # loaded machine; never under 1): pressed 1.5 s or more after the end
+    assert ack["acq_time"] > last_frame + 1.5, (ack["acq_time"], last_frame)
     assert acknowledged and all(r.body["acq_time"] == ack["acq_time"] for r in acknowledged)
     assert not any(e["event"] == "level" for e in events), "a level started after the end"
     assert report["levels"] and all(level["level"] == "L1" for level in report["levels"])
     assert report["integrity"]["intact"], report["integrity"]  # signed again after the acknowledge
     alarms = [a for level in report["levels"] for a in level["alarms"]]
     assert any(a["acknowledged_after_s"] is not None for a in alarms)
+
+
+def test_the_stream_clock_runs_on_at_the_rate_the_source_paced_it():
+    """After the end, stream time = the last frame's + the wall time since it was sent, times
+    the rate the source sent frames at (a replay at 4x: 4 stream seconds per second)."""
+    from monitor.analyzer import StreamClock
+
+    now = time.time()
+    clock = StreamClock(first_acq=0.0, first_arrival=now - 4.0)
+    clock.tick(8.0, now - 2.0)  # 8 stream seconds sent over 2 wall seconds
+    assert clock.rate() == pytest.approx(4.0)
+    assert clock.at(time.monotonic()) == pytest.approx(8.0 + 2.0 * 4.0, abs=0.05)
+    live = StreamClock(first_acq=100.0, first_arrival=now - 11.0)
+    live.tick(110.0, now - 1.0)
+    assert live.at(time.monotonic()) == pytest.approx(111.0, abs=0.05)
+    just_started = StreamClock(first_acq=0.0, first_arrival=now - 0.2)
+    just_started.tick(5.0, now - 0.1)  # under half a second of stream: no rate yet, 1
+    assert just_started.rate() == 1.0
