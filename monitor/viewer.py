@@ -28,7 +28,7 @@ from monitor.io.transport import VIEWER_HWM, CommandSender, Subscriber
 from monitor.messages import LEVELS, PLANES, End, Result, Status
 from monitor.overlay import labelled_leaks
 from monitor.sounds import AlarmPlayer
-from monitor.viewstate import ViewState, display_pixels
+from monitor.viewstate import BANNER_LINES, ViewState, display_pixels
 from monitor.vision.caveats import CaveatCode
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
@@ -37,9 +37,11 @@ WALL, SAFETY, BODY, CEMENT, LEAK = "#e62828", "#ffd200", "#3cc83c", "#00c8ff", "
 # Point sizes. The OR mode's are for reading at 2 m: text subtending 20 arcmin there has a cap
 # height of 11.6 mm (ANSI/HFES 100 asks 16-24 arcmin for critical text); a 24-inch 1080p
 # screen has 0.277 mm pixels, so 42 pixels. README "OR mode" has the cap heights as measured.
-DESK_FONTS = {"banner": 22, "readout": 26, "buttons": 10, "title": 10}
-OR_FONTS = {"banner": 44, "readout": 36, "buttons": 18, "title": 16}
+DESK_FONTS = {"banner": 22, "readout": 26, "buttons": 10, "title": 10, "axes": 9}
+OR_FONTS = {"banner": 44, "readout": 36, "buttons": 18, "title": 16, "axes": 16}
 SCREEN_24_1080_MM_PER_PX = 531.4 / 1920  # a 24-inch 16:9 panel is 531 mm wide
+OR_BANNER_LINES = 2  # OR mode's banner: two lines of 44 pt, so that the images keep their size
+AUDIO_TEXTS = ("Audio pause (2 min)", "AUDIO PAUSED 8:88", "NO ALARM SOUND")  # the audio button's
 UNCONFIRMED = "#c080ff"  # the wall found, not trusted: the not-monitored banner's colour, lighter
 BANNER = {
     "high": "background:#d62728; color:white;",
@@ -271,9 +273,14 @@ class MonitorWindow(QtWidgets.QWidget):
         layout = QtWidgets.QVBoxLayout(self)
         top = QtWidgets.QHBoxLayout()
         self.banner = QtWidgets.QLabel("")
-        self.banner.setMinimumHeight(140 if self.or_mode else 64)
         sizes = OR_FONTS if self.or_mode else DESK_FONTS
-        self.banner.setFont(QtGui.QFont("Sans", sizes["banner"], QtGui.QFont.Weight.Bold))
+        banner_font = QtGui.QFont("Sans", sizes["banner"], QtGui.QFont.Weight.Bold)
+        self.banner.setFont(banner_font)
+        # A fixed height of BANNER_LINES lines (and the acknowledged state's border): an alarm
+        # that comes, wraps or goes never moves the images under the operator's eyes.
+        self.banner_lines = OR_BANNER_LINES if self.or_mode else BANNER_LINES
+        lines = QtGui.QFontMetrics(banner_font).lineSpacing() * self.banner_lines
+        self.banner.setFixedHeight(lines + 16)
         self.banner.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
         self.banner.setWordWrap(True)
         self.banner.setSizePolicy(
@@ -285,6 +292,10 @@ class MonitorWindow(QtWidgets.QWidget):
         self.audio.clicked.connect(self.pause_audio)
         for b in (self.ack, self.audio):
             b.setMinimumHeight(64)
+        # as wide as its widest text ("AUDIO PAUSED 1:59", bold), so a pause does not move the banner
+        bold = QtGui.QFont("Sans", sizes["buttons"], QtGui.QFont.Weight.Bold)
+        widest = max(QtGui.QFontMetrics(bold).horizontalAdvance(t) for t in AUDIO_TEXTS)
+        self.audio.setFixedWidth(widest + 48)
         top.addWidget(self.banner, 1)
         top.addWidget(self.ack)
         top.addWidget(self.audio)
@@ -300,6 +311,8 @@ class MonitorWindow(QtWidgets.QWidget):
             label = QtWidgets.QLabel("")
             label.setFont(QtGui.QFont("Sans", sizes["readout"], QtGui.QFont.Weight.Bold))
             label.setStyleSheet("color:#f0f0f0; background:#181818; padding:6px;")
+            # a longer reading ("BEYOND THE WALL") never widens the window, moving the images
+            label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
             readouts.addWidget(label, 1)
             self.readouts[key] = label
         layout.addLayout(readouts)
@@ -311,14 +324,19 @@ class MonitorWindow(QtWidgets.QWidget):
         self.distance_curve = self.distance_plot.plot(pen=pg.mkPen(CEMENT, width=2))
         self.volume_plot = pg.PlotWidget(title="cement volume (mL)")
         self.volume_curve = self.volume_plot.plot(pen=pg.mkPen(CEMENT, width=2))
+        axis_font = QtGui.QFont("Sans", sizes["axes"])
         for p in (self.distance_plot, self.volume_plot):
-            p.setMaximumHeight(170)
+            p.setMaximumHeight(170 if not self.or_mode else 210)
+            p.setTitle(p.plotItem.titleLabel.text, size=f"{sizes['axes'] + 2}pt")
+            for side in ("left", "bottom"):  # tick labels as legible as the rest in OR mode
+                p.getAxis(side).setStyle(tickFont=axis_font)
             plots.addWidget(p, 1)
         layout.addLayout(plots)
         controls = QtWidgets.QHBoxLayout()
         self.level_box = QtWidgets.QComboBox()
         self.level_box.setEditable(True)
         self.level_box.addItems(LEVELS)
+        self.level_box.setMinimumWidth(QtGui.QFontMetrics(self.level_box.font()).horizontalAdvance("T12") * 3)
         set_level = QtWidgets.QPushButton("Start level")
         set_level.clicked.connect(lambda: self.send("level", self.level_box.currentText().strip()))
         syringe = self.syringe_button = QtWidgets.QPushButton("1 mL delivered")
@@ -349,11 +367,13 @@ class MonitorWindow(QtWidgets.QWidget):
         self.stop_button.clicked.connect(self.stop_pressed)
         layout.addLayout(controls)
         layout.addWidget(self.stop_button)
-        buttons = f"QPushButton, QLabel#status {{ padding:6px 14px; font-size:{sizes['buttons']}pt; }}"
+        controls_font = f"padding:6px 14px; font-size:{sizes['buttons']}pt;"
+        buttons = f"QPushButton, QComboBox, QLabel#status {{ {controls_font} }}"
         self.status_line.setObjectName("status")
         self.setStyleSheet("QWidget { background:#101010; color:#e0e0e0; } " + buttons)
         for view in self.views.values():
             view.title.setFont(QtGui.QFont("Sans", sizes["title"], QtGui.QFont.Weight.Bold))
+            view.levels.axis.setStyle(tickFont=axis_font)
         training_hidden = [self.banner, self.ack, self.audio, self.distance_plot, self.volume_plot]
         training_hidden += [*self.readouts.values(), self.wall_button, self.body_button, set_level, syringe]
         training_hidden.append(self.confirm_button)
@@ -551,7 +571,7 @@ class MonitorWindow(QtWidgets.QWidget):
         r["volume"].setText("VOLUME  --" if s.volume_ml is None else f"VOLUME  {s.volume_ml:.2f} mL")
 
     def _banner(self) -> None:
-        priority, text = self.state.banner()
+        priority, text = self.state.banner(self.banner_lines)
         style = "high-off" if priority == "high" and not self._flash else priority
         _style(self.banner, BANNER[style])
         self.banner.setText(text or "no alarm")

@@ -23,6 +23,7 @@ STALE_S = 1.0  # no new frame for this long: NO SIGNAL
 # with the audit's threshold (monitor.audit.MONITORED_SHARE).
 COVERAGE_WINDOW = 20
 NO_ANALYSIS_S = 2.0  # frames but no result for this long: the analyzer is not answering
+BANNER_LINES = 3  # the alarm banner's height in lines of its font (fixed: the images never move)
 DISPLAY_SIDE = 768  # frames are shown decimated to at most this many pixels a side
 
 
@@ -223,12 +224,13 @@ class ViewState:
         waiting = [a["priority"] for a in self.alarms() if not a["acknowledged"]]
         return "high" if "high" in waiting else ("medium" if waiting else None)
 
-    def banner(self) -> tuple[str, str]:
+    def banner(self, lines: int = BANNER_LINES) -> tuple[str, str]:
         """(priority, text) of the alarm banner: "high" or "medium" (an alarm not yet
         acknowledged: flashing, sounding), "high-acknowledged" or "medium-acknowledged" (all
         shown are acknowledged, their condition lasting: steady, silent), "not-monitored" (no
         alarm, but frames go unchecked) or "" (no alarm). A proximity alarm gives the current
-        distance, not the one at its onset."""
+        distance, not the one at its onset. ``lines``: the banner's height in lines; the
+        conditions go one per line when they fit."""
         unchecked = self.not_monitored()
         prefix = f"NOT MONITORED: {unchecked}" if unchecked else ""
         wall = self.wall_prompt()
@@ -257,7 +259,10 @@ class ViewState:
                 words.append(f"{said}{a['priority'].upper()}: cement {where}")
             else:
                 words.append(f"{said}HIGH: LEAK ({a['site']}) in {a['plane']}")
-        text = "  |  ".join(words)
+        # one condition per line, so none is broken mid-phrase; on one line when they would not
+        # fit the banner's lines beside what is unchecked
+        said_lines = prefix.count("\n") + 1 if prefix else 0
+        text = "\n".join(words) if said_lines + len(words) <= lines else "  |  ".join(words)
         priority = ordered[0]["priority"]
         if all(a["acknowledged"] for a in ordered):
             priority += "-acknowledged"

@@ -529,3 +529,33 @@ def test_one_proximity_condition_is_said_once_at_its_highest_priority(qtbot, str
         lambda: "HIGH" in window.banner.text(),
     )
     assert window.banner.text() == "HIGH: cement 4.0 mm from the wall"
+
+
+def test_alarms_coming_and_going_never_move_the_images(qtbot, streams, window):
+    """The banner has a fixed height, one condition per line (none broken mid-phrase), and the
+    audio button a fixed width: an alarm, its acknowledgement (a border) or an audio pause
+    leaves the images where the operator's eyes are."""
+    pump(qtbot, lambda: streams.frame(1), lambda: window.views["lateral"].shown_frame == 1)
+    lateral = window.views["lateral"]
+
+    def where():
+        at = lateral.mapTo(window, QtCore.QPoint(0, 0))
+        return at, lateral.size(), window.banner.height(), window.width()
+
+    quiet = where()
+    alarm = {"id": "L1/proximity/wall/high/3", "kind": "proximity", "priority": "high", "frame": 3}
+    alarm |= {"plane": "lateral", "site": None, "distance_mm": -3.4}
+    leak = {"id": "L1/extravasation/posterior/high/4", "kind": "extravasation", "priority": "high"}
+    leak |= {"frame": 4, "plane": "lateral", "site": "posterior", "distance_mm": None}
+    raised = [{"state": "raised", **a} for a in (alarm, leak)]
+    pump(
+        qtbot,
+        lambda: streams.result(4, distance_mm=-3.4, alarm_changes=raised),
+        lambda: "LEAK" in window.banner.text(),
+    )
+    assert window.banner.text() == "HIGH: LEAK (posterior) in lateral\nHIGH: cement 3.4 mm BEYOND the wall"
+    assert where() == quiet
+    qtbot.mouseClick(window.audio, QtCore.Qt.MouseButton.LeftButton)
+    streams.results.send(Status("t", "viewer", time.time(), "acknowledge", "2 alarm(s) acknowledged"))
+    qtbot.waitUntil(lambda: window.banner.text().startswith("ACKNOWLEDGED"), timeout=5000)
+    assert where() == quiet
