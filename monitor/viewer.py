@@ -28,6 +28,7 @@ from monitor.io.transport import VIEWER_HWM, CommandSender, Subscriber
 from monitor.messages import LEVELS, PLANES, End, Result, Status
 from monitor.overlay import labelled_leaks
 from monitor.sounds import AlarmPlayer
+from monitor.training import stop_confirmation, training_status
 from monitor.viewstate import BANNER_LINES, ViewState, display_pixels
 from monitor.vision.caveats import CaveatCode
 
@@ -42,6 +43,9 @@ OR_FONTS = {"banner": 44, "readout": 36, "buttons": 18, "title": 16, "axes": 16}
 SCREEN_24_1080_MM_PER_PX = 531.4 / 1920  # a 24-inch 16:9 panel is 531 mm wide
 OR_BANNER_LINES = 2  # OR mode's banner: two lines of 44 pt, so that the images keep their size
 AUDIO_TEXTS = ("Audio pause (2 min)", "AUDIO PAUSED 8:88", "NO ALARM SOUND")  # the audio button's
+STOP_PT = 28  # training's STOP button
+# training's verdict captions: the monitor's alarm, a stop in time, a stop late or never, neither
+TONES = {"alarm": "#ffd200", "good": "#7ee081", "bad": "#ff7b7b", "neutral": "#e0e0e0"}
 UNCONFIRMED = "#c080ff"  # the wall found, not trusted: the not-monitored banner's colour, lighter
 BANNER = {
     "high": "background:#d62728; color:white;",
@@ -360,13 +364,7 @@ class MonitorWindow(QtWidgets.QWidget):
         for w in (self.level_box, set_level, syringe, *buttons):
             controls.addWidget(w)
         controls.addWidget(self.status_line, 1)
-        self.stop_button = QtWidgets.QPushButton("STOP injecting")
-        self.stop_button.setMinimumHeight(90)
-        self.stop_button.setFont(QtGui.QFont("Sans", 28, QtGui.QFont.Weight.Bold))
-        self.stop_button.setStyleSheet("background:#d62728; color:white;")
-        self.stop_button.clicked.connect(self.stop_pressed)
         layout.addLayout(controls)
-        layout.addWidget(self.stop_button)
         controls_font = f"padding:6px 14px; font-size:{sizes['buttons']}pt;"
         buttons = f"QPushButton, QComboBox, QLabel#status {{ {controls_font} }}"
         self.status_line.setObjectName("status")
@@ -374,13 +372,63 @@ class MonitorWindow(QtWidgets.QWidget):
         for view in self.views.values():
             view.title.setFont(QtGui.QFont("Sans", sizes["title"], QtGui.QFont.Weight.Bold))
             view.levels.axis.setStyle(tickFont=axis_font)
+        self._build_training(layout, views)
         training_hidden = [self.banner, self.ack, self.audio, self.distance_plot, self.volume_plot]
         training_hidden += [*self.readouts.values(), self.wall_button, self.body_button, set_level, syringe]
-        training_hidden.append(self.confirm_button)
-        training_hidden.append(self.level_box)
+        training_hidden += [self.confirm_button, self.level_box, self.pause_button]
         for w in training_hidden:
             w.setVisible(not self.training)
-        self.stop_button.setVisible(self.training)
+        for w in (self.stop_button, self.stop_count):
+            w.setVisible(self.training)
+        self.verdict.setVisible(False)  # until the case is scored
+
+    def _build_training(self, layout: QtWidgets.QVBoxLayout, views: QtWidgets.QHBoxLayout) -> None:
+        """Training mode's own widgets: the STOP button with the count of presses beside it, and the
+        verdict that replaces the two planes' views once the case is scored: its lines, then the
+        lateral frame where the monitor alarmed beside the one where the trainee stopped, captioned.
+        Sizes are fixed (the training view is a desk's), the STOP text in its own style sheet so that
+        the window's button size does not shrink it."""
+        self.stop_button = QtWidgets.QPushButton("STOP injecting")
+        self.stop_button.setMinimumHeight(90)
+        self.stop_button.clicked.connect(self.stop_pressed)
+        self.stop_count = QtWidgets.QLabel("no STOP pressed yet")
+        self.stop_count.setFont(QtGui.QFont("Sans", 16, QtGui.QFont.Weight.Bold))
+        self.stop_count.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.stop_confirm_ms = 2500  # how long the button says a press was recorded
+        self._stop_said = QtCore.QTimer(self)
+        self._stop_said.setSingleShot(True)
+        self._stop_said.timeout.connect(self._stop_ready)
+        self._stop_ready()
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(self.stop_button, 3)
+        row.addWidget(self.stop_count, 1)
+        layout.addLayout(row)
+        self.verdict = QtWidgets.QWidget()
+        column = QtWidgets.QVBoxLayout(self.verdict)
+        self.verdict_text = QtWidgets.QLabel("")
+        self.verdict_text.setFont(QtGui.QFont("Sans", 17, QtGui.QFont.Weight.Bold))
+        self.verdict_text.setWordWrap(True)
+        self.verdict_text.setStyleSheet("background:#1f3d66; color:white; padding:10px;")
+        column.addWidget(self.verdict_text)
+        pictures = QtWidgets.QGridLayout()  # captions in one row: the two pictures stay level
+        self.key_views: list[tuple[QtWidgets.QLabel, pg.GraphicsLayoutWidget, pg.ImageItem]] = []
+        for i in range(2):  # the monitor's frame, the trainee's
+            caption = QtWidgets.QLabel("")
+            caption.setFont(QtGui.QFont("Sans", 16, QtGui.QFont.Weight.Bold))
+            caption.setWordWrap(True)
+            caption.setAlignment(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignTop)
+            picture = pg.GraphicsLayoutWidget()
+            box = picture.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
+            box.setMouseEnabled(False, False)
+            image = pg.ImageItem()
+            box.addItem(image)
+            pictures.addWidget(caption, 0, i)
+            pictures.addWidget(picture, 1, i)
+            pictures.setColumnStretch(i, 1)
+            self.key_views.append((caption, picture, image))
+        pictures.setRowStretch(1, 1)
+        column.addLayout(pictures, 1)
+        views.addWidget(self.verdict, 1)  # in the planes' row: it takes their place
 
     # ------------------------------------------------------------------ actions
 
@@ -413,16 +461,52 @@ class MonitorWindow(QtWidgets.QWidget):
         self._audio_paused_until = time.monotonic() + 120.0
 
     def stop_pressed(self) -> None:
+        """Training: record the press (the lateral frame shown) and say so at once, on the button
+        for ``stop_confirm_ms`` and in the count beside it."""
+        lateral = self.state.planes["lateral"]
         self.stops.append((time.monotonic(), self.views["lateral"].shown_frame))
-        self.status_line.setText(f"STOP pressed at frame {self.stops[-1][1]} ({len(self.stops)} so far)")
+        said, count = stop_confirmation(
+            len(self.stops), lateral.acq_time if lateral.pixels is not None else None
+        )
+        self.stop_button.setText(said)
+        self.stop_button.setStyleSheet(
+            f"background:#1d7a3a; color:white; font-size:{STOP_PT}pt; font-weight:bold;"
+        )
+        self.stop_count.setText(count)
+        self._stop_said.start(self.stop_confirm_ms)
 
-    def show_training_result(self, lines: list[str]) -> None:
-        """The end of a training case: how the trainee's stops compare with the monitor."""
+    def _stop_ready(self) -> None:
+        self.stop_button.setText("STOP injecting")
+        self.stop_button.setStyleSheet(
+            f"background:#d62728; color:white; font-size:{STOP_PT}pt; font-weight:bold;"
+        )
+
+    def show_training_result(self, lines: list[str], key_frames=()) -> None:
+        """The end of a training case: how the trainee's stops compare with the monitor, in place of
+        the live views, and nothing live draws over it. ``key_frames``: monitor.training.KeyFrame
+        (caption, tone, RGB image or None), the monitor's then the trainee's."""
+        self._stop_said.stop()
         self.stop_button.setEnabled(False)
         self.stop_button.setText("case over")
-        self.banner.setVisible(True)
-        self.banner.setStyleSheet("background:#1f3d66; color:white;")
-        self.banner.setText("\n".join(lines))
+        self.stop_button.setStyleSheet(f"background:#3a3a3a; color:#bdbdbd; font-size:{STOP_PT}pt;")
+        if not self.stops:
+            self.stop_count.setText("STOP never pressed")
+        for view in self.views.values():
+            view.setVisible(False)
+        self.status_line.setVisible(False)
+        self.verdict_text.setText("\n".join(lines))
+        for i, (caption, picture, image) in enumerate(self.key_views):
+            key = key_frames[i] if i < len(key_frames) else None
+            caption.setText(key.caption if key else "")
+            caption.setStyleSheet(f"color:{TONES[key.tone if key else 'neutral']}; padding:6px;")
+            if key is not None and key.image is not None:
+                h, w = key.image.shape[:2]
+                image.setImage(key.image, autoLevels=False, levels=(0, 255))
+                image.setRect(QtCore.QRectF(0, 0, w, h))
+                image.getViewBox().setRange(xRange=(0, w), yRange=(0, h), padding=0)
+            picture.setVisible(key is not None and key.image is not None)
+            caption.setVisible(key is not None)
+        self.verdict.setVisible(True)
 
     def edit_wall(self, on: bool) -> None:
         view = self.views["lateral"]
@@ -500,13 +584,16 @@ class MonitorWindow(QtWidgets.QWidget):
                 self.rendered += 1
             # A stale overlay would be a frozen picture that looks live: only NO SIGNAL is drawn.
             view.show_overlay(p.result, visible=not self.training and stale is None)
-            if view.shown_frame is not None:
-                view.show_title(p.result.frame if p.result is not None else None)
+            if view.shown_frame is not None:  # training draws no overlay, so names none
+                overlay_frame = p.result.frame if p.result is not None and not self.training else None
+                view.show_title(overlay_frame)
             view.show_stale(stale, s.ended)
         self._readouts(stale is not None)
         self._banner()
         self.pause_button.setText("Resume injection" if s.paused else "Injection paused")
-        if s.ended:
+        if self.training:  # no overlay, no analysis to speak of: where the case is, or that it is over
+            self.status_line.setText(training_status(s.ended, stale, s.planes["lateral"]))
+        elif s.ended:
             ended = f"{s.ended}: the last images and overlay stay shown"
             self.status_line.setText(f"{s.said_after_end}  |  {ended}" if s.said_after_end else ended)
         elif stale is not None:
@@ -571,6 +658,8 @@ class MonitorWindow(QtWidgets.QWidget):
         r["volume"].setText("VOLUME  --" if s.volume_ml is None else f"VOLUME  {s.volume_ml:.2f} mL")
 
     def _banner(self) -> None:
+        if self.training:  # the trainee decides without the alarms: the banner stays hidden
+            return
         priority, text = self.state.banner(self.banner_lines)
         style = "high-off" if priority == "high" and not self._flash else priority
         _style(self.banner, BANNER[style])
