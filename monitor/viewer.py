@@ -60,6 +60,34 @@ BANNER = {
 }
 
 
+MIN_FIT_PT = 9  # the smallest a fitted text is drawn
+
+
+def fit_font(label: QtWidgets.QLabel, largest_pt: int, margin_px: int = 16) -> int:
+    """Draw ``label``'s text at the largest bold size up to ``largest_pt`` that fits its box,
+    wrapped if the label wraps: a fixed-size banner or readout must never hide part of what it
+    says (an alarm cut off the banner is an alarm not shown). Returns the size used (points).
+    Measured only when the text or the box changes."""
+    box = label.contentsRect().adjusted(0, 0, -margin_px, -margin_px // 2)
+    key = (label.text(), box.width(), box.height(), largest_pt)
+    if getattr(label, "_fitted_for", None) == key:
+        return label.font().pointSize()
+    flags = int(QtCore.Qt.AlignmentFlag.AlignCenter)
+    if label.wordWrap():
+        flags |= int(QtCore.Qt.TextFlag.TextWordWrap)
+    size = largest_pt
+    while size > MIN_FIT_PT and box.width() > 0:
+        font = QtGui.QFont("Sans", size, QtGui.QFont.Weight.Bold)
+        need = QtGui.QFontMetrics(font).boundingRect(QtCore.QRect(0, 0, box.width(), 100_000), flags, key[0])
+        if need.width() <= box.width() and need.height() <= box.height():
+            break
+        size -= 1
+    if label.font().pointSize() != size:
+        label.setFont(QtGui.QFont("Sans", size, QtGui.QFont.Weight.Bold))
+    label._fitted_for = key
+    return size
+
+
 def _style(widget: QtWidgets.QWidget, sheet: str) -> None:
     """Set a style sheet only when it changes (re-styling costs a relayout)."""
     if widget.styleSheet() != sheet:
@@ -277,7 +305,7 @@ class MonitorWindow(QtWidgets.QWidget):
         layout = QtWidgets.QVBoxLayout(self)
         top = QtWidgets.QHBoxLayout()
         self.banner = QtWidgets.QLabel("")
-        sizes = OR_FONTS if self.or_mode else DESK_FONTS
+        sizes = self.fonts = OR_FONTS if self.or_mode else DESK_FONTS
         banner_font = QtGui.QFont("Sans", sizes["banner"], QtGui.QFont.Weight.Bold)
         self.banner.setFont(banner_font)
         # A fixed height of BANNER_LINES lines (and the acknowledged state's border): an alarm
@@ -317,6 +345,8 @@ class MonitorWindow(QtWidgets.QWidget):
             label.setStyleSheet("color:#f0f0f0; background:#181818; padding:6px;")
             # a longer reading ("BEYOND THE WALL") never widens the window, moving the images
             label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+            # its height that of the largest text: a text drawn smaller to fit never moves the images
+            label.setFixedHeight(QtGui.QFontMetrics(label.font()).lineSpacing() + 16)
             readouts.addWidget(label, 1)
             self.readouts[key] = label
         layout.addLayout(readouts)
@@ -656,6 +686,8 @@ class MonitorWindow(QtWidgets.QWidget):
         else:
             r["to_line"].setText(f"5 mm LINE in {s.seconds_to_line:.1f} s")
         r["volume"].setText("VOLUME  --" if s.volume_ml is None else f"VOLUME  {s.volume_ml:.2f} mL")
+        for label in r.values():  # smaller rather than cut ("WALL NOT CONF")
+            fit_font(label, self.fonts["readout"], margin_px=20)
 
     def _banner(self) -> None:
         if self.training:  # the trainee decides without the alarms: the banner stays hidden
@@ -664,6 +696,7 @@ class MonitorWindow(QtWidgets.QWidget):
         style = "high-off" if priority == "high" and not self._flash else priority
         _style(self.banner, BANNER[style])
         self.banner.setText(text or "no alarm")
+        fit_font(self.banner, self.fonts["banner"])
         left = self._audio_paused_until - time.monotonic()
         if self.player.problem:  # never a silent "audio on": the operator must know
             self.audio.setText("NO ALARM SOUND")

@@ -266,7 +266,8 @@ class ViewState:
         priority = ordered[0]["priority"]
         if all(a["acknowledged"] for a in ordered):
             priority += "-acknowledged"
-        return priority, f"{prefix}\n{text}" if prefix else text
+        # the alarms first: what must be acted on now is never the part that has to shrink away
+        return priority, f"{text}\n{prefix}" if prefix else text
 
 
 def _key(alarm: dict) -> tuple:

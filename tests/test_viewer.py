@@ -17,7 +17,7 @@ from monitor.messages import End, FrameHeader, Result, Status  # noqa: E402
 from monitor.pipeline import Endpoints  # noqa: E402
 from monitor.recordings import default_recording  # noqa: E402
 from monitor.training import score_training  # noqa: E402
-from monitor.viewer import MonitorWindow, QtCore  # noqa: E402
+from monitor.viewer import MonitorWindow, QtCore, QtGui  # noqa: E402
 from monitor.vision.caveats import Caveat, CaveatCode, render_status  # noqa: E402
 from tests.test_pipeline import monitor  # noqa: E402
 
@@ -575,3 +575,47 @@ def test_training_confirms_each_stop_and_keeps_its_verdict(qtbot, streams):
     qtbot.wait(200)  # some 13 polls of the live view
     assert w.verdict_text.text().endswith("alarm") and w.verdict.isVisible() and not w.banner.isVisible()
     assert w.stop_count.text() == "2 STOP presses recorded" and not w.stop_button.isEnabled()
+
+
+@pytest.mark.parametrize("or_mode", [False, True])
+def test_every_word_of_the_banner_and_readouts_is_on_the_screen(qtbot, streams, or_mode):
+    """A fixed-size banner or readout shrinks its text rather than cut it: with the wall not
+    confirmed and two leaks standing, at the desk and in OR mode, the whole banner text fits
+    its box and the alarms come first; each readout's text fits its label."""
+    window = MonitorWindow(streams.endpoints.frames, streams.endpoints.results, None, or_mode=or_mode)
+    qtbot.addWidget(window)
+    window.resize(1920, 1080) if or_mode else window.resize(1400, 1000)
+    window.show()
+    unconfirmed = Caveat(CaveatCode.WALL_NOT_CONFIRMED, "WALL NOT CONFIRMED, the 5 mm rule is not armed")
+    leaks = [
+        {"id": f"L1/extravasation/{site}/high/{f}", "kind": "extravasation", "priority": "high", "frame": f}
+        | {"plane": "lateral", "site": site, "distance_mm": None}
+        for site, f in (("posterior", 4), ("venous", 5))
+    ]
+    pump(qtbot, lambda: streams.frame(5), lambda: window.views["lateral"].shown_frame == 5)
+    pump(
+        qtbot,
+        lambda: streams.result(
+            5,
+            caveats=(unconfirmed,),
+            checks=["leak"],
+            alarm_changes=[{"state": "raised", **a} for a in leaks],
+        ),
+        lambda: "venous" in window.banner.text() and "WALL NOT CONFIRMED" in window.banner.text(),
+    )
+    qtbot.wait(100)
+    banner = window.banner
+    assert banner.text().startswith("HIGH: LEAK (venous)"), banner.text()
+    box = banner.contentsRect()
+    flags = int(QtCore.Qt.AlignmentFlag.AlignCenter) | int(QtCore.Qt.TextFlag.TextWordWrap)
+    need = QtGui.QFontMetrics(banner.font()).boundingRect(
+        QtCore.QRect(0, 0, box.width(), 10**5), flags, banner.text()
+    )
+    assert need.height() <= box.height() and need.width() <= box.width(), (
+        need,
+        box,
+        banner.font().pointSize(),
+    )
+    for name, label in window.readouts.items():
+        width = QtGui.QFontMetrics(label.font()).horizontalAdvance(label.text())
+        assert width <= label.contentsRect().width(), (name, label.text(), width, label.contentsRect())
