@@ -20,7 +20,9 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import signal
 import statistics
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -45,7 +47,13 @@ LEVEL_TAGS = (
     "StudyDescription",
     "ProtocolName",
 )
-_LEVEL_WORD = re.compile(r"\b(" + "|".join(sorted(LEVELS, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+# a level as a word of its own ("VP_L1" too), not one end of a span ("L4/5", "L5-S1", "T12-L1")
+_LEVEL_WORD = re.compile(
+    r"(?<![A-Za-z0-9/-])("
+    + "|".join(sorted(LEVELS, key=len, reverse=True))
+    + r")(?![A-Za-z0-9]|[/-][A-Za-z0-9])",
+    re.IGNORECASE,
+)
 TREND_SESSIONS = 3  # the report's trend: the first N sessions with an alarm against the last N
 
 
@@ -72,7 +80,9 @@ def case_level(case: Path, given: str | None = None) -> CaseLevel:
     entry in the manifest.json beside it (an instructor's training set), the DICOM headers'
     descriptions (LEVEL_TAGS). A header naming two levels is not guessed from."""
     if given:
-        return CaseLevel(given.strip().upper(), "given on the command line")
+        if given.strip().upper() not in LEVELS:
+            raise MonitorError(f"--level {given!r} is not a vertebral level ({LEVELS[0]}-{LEVELS[-1]})")
+        return CaseLevel(given.strip().upper(), "the command line")
     if (case / DB_NAME).exists():
         store = SessionStore.open(case)
         try:
@@ -89,7 +99,7 @@ def case_level(case: Path, given: str | None = None) -> CaseLevel:
         except (OSError, ValueError, AttributeError):
             entries = []
         named = next((e for e in entries if isinstance(e, dict) and e.get("name") == case.name), {})
-        if named.get("level"):
+        if str(named.get("level", "")).upper() in LEVELS:
             return CaseLevel(str(named["level"]).upper(), f"{manifest}")
     return _dicom_level(case)
 
@@ -97,7 +107,7 @@ def case_level(case: Path, given: str | None = None) -> CaseLevel:
 def _dicom_level(case: Path) -> CaseLevel:
     import pydicom
 
-    found: dict[str, str] = {}  # level -> where
+    headers = []
     for plane in ("lateral", "ap"):
         path = case / f"{plane}.dcm"
         if not path.is_file():
@@ -106,15 +116,18 @@ def _dicom_level(case: Path) -> CaseLevel:
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(LEVEL_TAGS))
         except Exception:  # an unreadable header says no level; the replay names the problem
             continue
-        for tag in LEVEL_TAGS:
+        headers.append((path, ds))
+    for tag in LEVEL_TAGS:  # in the order they are believed: the first that names a level decides
+        found: dict[str, str] = {}  # level -> where
+        for path, ds in headers:
             text = str(ds.get(tag, "") or "")
             for word in _LEVEL_WORD.findall(text):
                 found.setdefault(word.upper(), f"DICOM {tag} of {path.name}: {text!r}")
-    if len(found) == 1:
-        ((level, where),) = found.items()
-        return CaseLevel(level, where)
-    if found:
-        return CaseLevel(None, f"the DICOM descriptions name {', '.join(sorted(found))}")
+        if len(found) == 1:
+            ((level, where),) = found.items()
+            return CaseLevel(level, where)
+        if found:  # two levels where the level is written: not guessed from
+            return CaseLevel(None, f"the DICOM {tag} names {', '.join(sorted(found))}")
     return CaseLevel(None, "no level in the DICOM descriptions, the manifest or the command line")
 
 
@@ -418,6 +431,12 @@ def trainee_report(entries: list[dict], trainee: str, trend_n: int = TREND_SESSI
     return {"trainee": trainee, "sessions": rows, "counts": counts, "trend": _trend(rows, trend_n)}
 
 
+def _case_name(case: Path) -> str:
+    """The case as people name it: the recording's folder, or a logged session's (whose own
+    folder is always "session")."""
+    return case.parent.name if case.name == "session" and case.parent.name else case.name
+
+
 def _report_row(entry: dict, result: dict) -> dict:
     """One case of the report. A case never stopped counts its cement to the case's end, and is
     at least as late as the case's end (``lateness_s``: the trend's measure)."""
@@ -426,7 +445,7 @@ def _report_row(entry: dict, result: dict) -> dict:
     end = result.get("end")  # absent from logs written before 2026-12, as the seconds are
     row = {
         "date": datetime.datetime.fromtimestamp(entry.get("time", 0.0)).strftime("%Y-%m-%d %H:%M"),
-        "case": Path(str(entry.get("case"))).name,
+        "case": _case_name(Path(str(entry.get("case")))),
         "session": entry.get("session"),
         "level": result.get("level") or entry.get("level"),
         "alarm": None if alarm is None else _about(name, alarm),
@@ -547,8 +566,11 @@ def run_training(
     from monitor.viewer import MonitorWindow, pg
 
     level = level or CaseLevel(None, "not looked for")
-    session = out / time.strftime("%Y%m%d-%H%M%S") / "session"
+    out.mkdir(parents=True, exist_ok=True)
+    # its own folder, made new: two trainees starting in the same second never share a session
+    session = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=out)) / "session"
     endpoints = Endpoints.private()
+    abandoned = threading.Event()  # the window closed before the end: the replay stops, nothing scored
     app = pg.mkQApp("Vertebroplasty monitor - training")
     window = MonitorWindow(
         endpoints.frames, endpoints.results, endpoints.control, training=True, flow_endpoint=endpoints.flow
@@ -556,6 +578,7 @@ def run_training(
     window.resize(1400, 1000)
     window.show()
     outcome: dict = {}
+    said: list[str] = []
 
     def replay_and_score():
         spec = RunSpec(
@@ -563,14 +586,23 @@ def run_training(
         )
         # the first frame waits for this window to have subscribed: the trainee sees the case whole
         pace = PaceOptions(speed=speed, ready_timeout_s=60, ready_for=("viewer",))
-        outcome["code"] = run(source, spec, pace, say=lambda m: None)
-        time.sleep(0.3)  # the last presses
-        stops = [frame for _, frame in list(window.stops) if frame is not None]
-        store = SessionStore.open(session)
         try:
-            results, outcome["key_frames"] = score_session(store, stops)
-        finally:
-            store.close()
+            outcome["code"] = run(_Abandonable(source, abandoned), spec, pace, say=said.append)
+            if abandoned.is_set():
+                return
+            if outcome["code"] not in (0, 4):  # 4: a level not monitored is the case's, still scored
+                last = "; ".join(said[-3:])
+                raise MonitorError(f"the case's replay failed (exit {outcome['code']}): {last}")
+            time.sleep(0.3)  # presses in flight; the button is disabled once the recording ends
+            stops = [frame for _, frame in list(window.stops) if frame is not None]
+            store = SessionStore.open(session)
+            try:
+                results, outcome["key_frames"] = score_session(store, stops)
+            finally:
+                store.close()
+        except Exception as e:  # said on the window and by the command, never a silent "logged"
+            outcome["error"] = f"{type(e).__name__}: {e}" if not isinstance(e, MonitorError) else str(e)
+            return
         entry = {"time": time.time(), "trainee": trainee, "case": case, "session": str(session)}
         entry |= {"level": level.level, "level_source": level.source}
         outcome["entry"] = entry | {"results": results}
@@ -584,9 +616,9 @@ def run_training(
             return
         poll.stop()
         lines = verdict_lines(outcome.get("entry", {}))
-        window.show_training_result(
-            lines or ["the case could not be scored (see the terminal)"], outcome.get("key_frames", [])
-        )
+        why = outcome.get("error", "see the terminal")
+        lines = lines or [f"The case could not be scored: {why}"]
+        window.show_training_result(lines, outcome.get("key_frames", []))
         if close_when_done:
             window.close()
             app.quit()
@@ -594,6 +626,34 @@ def run_training(
     poll = pg.QtCore.QTimer()
     poll.timeout.connect(finished)
     poll.start(200)
+    for stop in (signal.SIGINT, signal.SIGTERM):  # closed as the trainee would: not a traceback
+        signal.signal(stop, lambda *_: pg.QtCore.QTimer.singleShot(0, window.close))
     app.exec()
+    if worker.is_alive():  # closed before the end: the case is abandoned, not scored "never stopped"
+        abandoned.set()
     worker.join()
+    if abandoned.is_set():
+        raise TrainingAbandoned("the window was closed before the end of the case: not scored, not logged")
+    if "error" in outcome:
+        raise MonitorError(f"the case could not be scored: {outcome['error']}")
     return outcome.get("entry", {})
+
+
+class TrainingAbandoned(MonitorError):
+    """The trainee closed the window before the case ended."""
+
+
+class _Abandonable:
+    """``source`` whose frames stop once ``abandoned`` is set (the training window closed)."""
+
+    def __init__(self, source, abandoned: threading.Event):
+        self._source, self._abandoned = source, abandoned
+
+    def __getattr__(self, name):
+        return getattr(self._source, name)
+
+    def frames(self):
+        for item in self._source.frames():
+            if self._abandoned.is_set():
+                return
+            yield item

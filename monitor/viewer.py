@@ -494,6 +494,9 @@ class MonitorWindow(QtWidgets.QWidget):
         """Training: record the press (the lateral frame shown) and say so at once, on the button
         for ``stop_confirm_ms`` and in the count beside it."""
         lateral = self.state.planes["lateral"]
+        if self.views["lateral"].shown_frame is None:  # nothing seen yet: not a decision to score
+            self.stop_count.setText("no image yet: STOP not recorded")
+            return
         self.stops.append((time.monotonic(), self.views["lateral"].shown_frame))
         said, count = stop_confirmation(
             len(self.stops), lateral.acq_time if lateral.pixels is not None else None
@@ -623,6 +626,10 @@ class MonitorWindow(QtWidgets.QWidget):
         self.pause_button.setText("Resume injection" if s.paused else "Injection paused")
         if self.training:  # no overlay, no analysis to speak of: where the case is, or that it is over
             self.status_line.setText(training_status(s.ended, stale, s.planes["lateral"]))
+            if s.ended and self.stop_button.isEnabled():  # the case is over: every press counted is scored
+                self._stop_said.stop()
+                self.stop_button.setEnabled(False)
+                self.stop_button.setText("case over: scoring")
         elif s.ended:
             ended = f"{s.ended}: the last images and overlay stay shown"
             self.status_line.setText(f"{s.said_after_end}  |  {ended}" if s.said_after_end else ended)

@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 
 from monitor.audit import audit_json  # noqa: E402
 from monitor.cli import main  # noqa: E402
+from monitor.errors import MonitorError  # noqa: E402
 from monitor.io.store import SessionStore  # noqa: E402
 from monitor.recordings import bundled_recordings, default_recording  # noqa: E402
 from monitor.training import (  # noqa: E402
@@ -251,3 +252,50 @@ def test_the_level_comes_from_the_case_and_is_never_a_question_mark(tmp_path):
     assert case_level(case, "t11").label == "level T11"
     (tmp_path / "manifest.json").write_text(json.dumps({"recordings": [{"name": "case", "level": "L2"}]}))
     assert case_level(case).level == "L2"
+
+
+def test_a_level_span_or_two_levels_are_not_guessed_from(tmp_path):
+    """ "L4/5" and "L5-S1" name a span, not a level; the first description that names a level
+    decides (the series over the study, which may cover several); an unknown --level is refused."""
+    ds = pydicom.dcmread(default_recording().lateral, stop_before_pixels=True)
+
+    def level_of(series: str, study: str = "") -> str | None:
+        case = tmp_path / f"case{abs(hash((series, study)))}"
+        case.mkdir()
+        ds.SeriesDescription, ds.StudyDescription = series, study
+        ds.save_as(case / "lateral.dcm")
+        return case_level(case).level
+
+    assert level_of("VP L4/5") is None
+    assert level_of("kyphoplasty L5-S1") is None
+    assert level_of("T12-L1 bipedicular") is None
+    assert level_of("VERTEBROPLASTY_L1") == "L1"
+    assert level_of("VP L2", study="L1 L2 L3 augmentation") == "L2"
+    assert level_of("lateral", study="L1 and L2") is None
+    with pytest.raises(MonitorError, match="not a vertebral level"):
+        case_level(tmp_path, "foo bar")
+
+
+def test_a_case_closed_before_its_end_is_abandoned_not_scored(qapp, tmp_path, capsys):
+    """A trainee who closes the window mid-case stops the replay and leaves no training-log
+    entry (it would count as "never stopped"); the command says so and fails."""
+    case = default_recording().lateral.parent
+    closed = {}
+
+    def close_once_frames_show():
+        for w in QtWidgets.QApplication.topLevelWidgets():
+            if isinstance(w, MonitorWindow) and w.training and (w.views["lateral"].shown_frame or 0) >= 3:
+                closed["frame"] = w.views["lateral"].shown_frame
+                w.close()
+
+    timer = QtCore.QTimer()
+    timer.timeout.connect(close_once_frames_show)
+    timer.start(20)
+    started = time.monotonic()
+    try:
+        code = main(["train", str(case), "--out", str(tmp_path), "--trainee", TRAINEE, "--speed", "1"])
+    finally:
+        timer.stop()
+    assert code == 1 and "closed before the end of the case: not scored" in capsys.readouterr().err
+    assert closed["frame"] >= 3 and not (tmp_path / "training-log.jsonl").exists()
+    assert time.monotonic() - started < 6.4 + 5  # the replay stopped: not the case's 6.4 s run to its end

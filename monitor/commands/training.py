@@ -73,6 +73,8 @@ def _run_train(args) -> int:
         source = DicomPairSource(args.case / "lateral.dcm", ap if ap.exists() else None)
     else:
         raise MonitorError(f"{args.case}: neither a session nor a folder with lateral.dcm (and ap.dcm)")
+    if args.speed == 0:
+        raise MonitorError("--speed 0 replays as fast as the machine can: give a speed a trainee can follow")
     level = case_level(args.case, args.level)
     try:
         entry = run_training(
