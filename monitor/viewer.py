@@ -681,8 +681,15 @@ class MonitorWindow(QtWidgets.QWidget):
         colour = "#f0f0f0" if d is None or d >= 7 else ("#ffd200" if d > 5 else "#ff4040")
         colour = "#ff9900" if uncalibrated else UNCONFIRMED if unarmed else colour
         colour = "#6a6a6a" if stale else colour
+        # the darkness's volume well under the cement's shape in the two views: a lower bound
+        low = any(
+            p.result is not None and CaveatCode.VOLUME_BELOW_SHAPE in p.result.caveat_codes()
+            for p in s.planes.values()
+        )
         for key in ("level", "to_line", "volume"):
             _style(r[key], f"color:{'#6a6a6a' if stale else '#f0f0f0'}; background:#181818; padding:6px;")
+        if low and not stale:  # orange, as what the monitor cannot vouch for
+            _style(r["volume"], "color:#ff9900; background:#181818; padding:6px;")
         _style(r["distance"], f"color:{colour}; background:#181818; padding:6px;")
         if d is not None and d < 0:  # past the wall: not merely inside the 5 mm line
             r["to_line"].setText("BEYOND THE WALL")
@@ -692,7 +699,8 @@ class MonitorWindow(QtWidgets.QWidget):
             r["to_line"].setText("5 mm LINE  --")
         else:
             r["to_line"].setText(f"5 mm LINE in {s.seconds_to_line:.1f} s")
-        r["volume"].setText("VOLUME  --" if s.volume_ml is None else f"VOLUME  {s.volume_ml:.2f} mL")
+        bound = "\u2265 " if low else ""
+        r["volume"].setText("VOLUME  --" if s.volume_ml is None else f"VOLUME  {bound}{s.volume_ml:.2f} mL")
         for label in r.values():  # smaller rather than cut ("WALL NOT CONF")
             fit_font(label, self.fonts["readout"], margin_px=20)
 

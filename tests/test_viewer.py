@@ -619,3 +619,21 @@ def test_every_word_of_the_banner_and_readouts_is_on_the_screen(qtbot, streams, 
     for name, label in window.readouts.items():
         width = QtGui.QFontMetrics(label.font()).horizontalAdvance(label.text())
         assert width <= label.contentsRect().width(), (name, label.text(), width, label.contentsRect())
+
+
+def test_a_volume_reading_low_is_shown_as_a_lower_bound(qtbot, streams, window):
+    """When the darkness's volume is well under the cement's shape in the two views, the
+    readout says it is a lower bound, in orange, not a plain number."""
+    pump(qtbot, lambda: streams.frame(6), lambda: window.views["lateral"].shown_frame == 6)
+    pump(qtbot, lambda: streams.result(6, volume_ml=0.9), lambda: "0.90" in window.readouts["volume"].text())
+    assert window.readouts["volume"].text() == "VOLUME  0.90 mL"
+    low = Caveat(
+        CaveatCode.VOLUME_BELOW_SHAPE, "the volume read from the image's darkness (0.90 mL) is below"
+    )
+    pump(
+        qtbot,
+        lambda: streams.result(7, volume_ml=0.95, caveats=(low,)),
+        lambda: "0.95" in window.readouts["volume"].text(),
+    )
+    assert window.readouts["volume"].text() == "VOLUME  \u2265 0.95 mL"
+    assert "#ff9900" in window.readouts["volume"].styleSheet()

@@ -33,6 +33,7 @@ class CaveatCode(str, Enum):
     LOG_SCALE_GUESSED = "log-scale-guessed"  # a LOG detector's scale assumed, not measured
     CEMENT_IN_BASELINE = "cement-in-baseline"  # cement present before monitoring began
     SCATTER_NOT_SEEN = "scatter-not-seen"  # volumes read without scatter correction
+    VOLUME_BELOW_SHAPE = "volume-below-shape"  # the darkness's volume under the shape's: reads low
     CALIBRATION_NOT_LOADED = "calibration-not-loaded"  # frames from a profile the analyzer lacks
 
     def __str__(self) -> str:
