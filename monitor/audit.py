@@ -29,6 +29,7 @@ from monitor.io import signing
 from monitor.io.store import DB_NAME, SessionStore
 from monitor.messages import PLANES
 from monitor.vision.alarms import PLANE_CHECKS
+from monitor.vision.caveats import CaveatCode
 
 DIGEST_VERSION = 5  # bump when session_digest changes, so cached digests are recomputed
 NOT_RECORDED = "not recorded"  # an operator or level the session was not told
@@ -197,6 +198,9 @@ def coverage_verdict(counts: dict[str, dict]) -> dict:
     return {"monitored": monitored, "threshold": MONITORED_SHARE, "planes": planes, "reasons": reasons}
 
 
+VOLUME_BELOW_SHAPE = CaveatCode.VOLUME_BELOW_SHAPE.value
+
+
 def _caveat_kind(result: dict):
     """What makes a logged result's caveats the same as another's: their codes; for a log
     written before results carried them (2026-12), the status up to its first figures."""
@@ -219,6 +223,7 @@ def _level_report(lv: dict) -> dict:
     frames: dict[float, dict] = {}
     caveats: dict[tuple[str, str], dict] = {}
     cannulas = 0
+    lower_bound: dict[float, bool | None] = {}  # instant -> its volume said to read low (None: not said)
     for r in lv["results"]:  # in the order written: for one frame index, AP after lateral
         status = r.body.get("status", "ok")
         if status not in ("ok", "baseline"):
@@ -250,6 +255,10 @@ def _level_report(lv: dict) -> dict:
             row["volume_ml"] = r.body["volume_ml"]
             scale = r.body.get("volume_scale") or 1.0
             row["image_volume_ml"] = round(r.body["volume_ml"] / scale, 4)
+            said_of = r.body.get("caveats")  # None in logs written before results carried them
+            said = None if said_of is None else any(c["code"] == VOLUME_BELOW_SHAPE for c in said_of)
+            key = round(r.body["acq_time"], 4)
+            lower_bound[key] = said if lower_bound.get(key) is None else lower_bound[key] or bool(said)
         if r.plane == "ap":
             cannulas = max(cannulas, len(r.body["overlay"].get("cannula_tips", [])))
     ordered = [frames[t] for t in sorted(frames)]
@@ -281,6 +290,9 @@ def _level_report(lv: dict) -> dict:
         "end_s": ordered[-1]["time_s"] if ordered else None,
         "cannulas": cannulas or None,
         "volume_ml": series[-1][1] if series else None,
+        # the last volume said to read low (the image's darkness under the cement's shape in the
+        # two views): a lower bound; None from a log whose results do not carry their caveats
+        "volume_lower_bound": lower_bound[max(lower_bound)] if lower_bound else None,
         "image_volume_ml": next(
             (f["image_volume_ml"] for f in reversed(ordered) if "image_volume_ml" in f), None
         ),
@@ -800,6 +812,8 @@ def text_report(report: dict) -> str:
     for level in report["levels"]:
         name = level["level"] or NOT_RECORDED
         volume = "n/a" if level["volume_ml"] is None else f"{level['volume_ml']:.2f} mL"
+        if level["volume_ml"] is not None and level.get("volume_lower_bound"):
+            volume = f"at least {volume} (a lower bound: it reads under the cement's shape)"
         syringe = "" if level["syringe_ml"] is None else f" (syringe {level['syringe_ml']:.2f} mL)"
         closest = "n/a" if level["min_distance_mm"] is None else f"{level['min_distance_mm']:.1f} mm"
         lines.append(

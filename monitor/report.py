@@ -232,7 +232,12 @@ def _monitoring(level: dict) -> str:
 def _level_table(level: dict) -> str:
     n_leaks = sum(a["kind"] == "extravasation" for a in level["alarms"])
     cells = [
-        ("volume (as reported live)", _num(level["volume_ml"], 2, " mL")),
+        (
+            "volume (as reported live)",
+            ("at least " if level.get("volume_lower_bound") else "")
+            + _num(level["volume_ml"], 2, " mL")
+            + (" (a lower bound: under the cement's shape)" if level.get("volume_lower_bound") else ""),
+        ),
         ("image-based volume (before syringe calibration)", _num(level.get("image_volume_ml"), 2, " mL")),
         ("syringe volume (operator)", _num(level["syringe_ml"], 2, " mL")),
         ("closest to the posterior wall", _num(level["min_distance_mm"], 1, " mm")),

@@ -240,3 +240,33 @@ def test_a_ct_phantom_is_surrounded_by_the_patients_own_chest():
     assert 250 < centre < 450  # mm: the chest's width in the CT's field (and the fine box)
     assert missing.max() > 100  # mm of lung and air along some lateral rays
     assert bone.max() > 5  # ribs and the other vertebrae outside the box
+
+
+def test_a_volume_that_reads_low_is_audited_as_a_lower_bound(tmp_path):
+    """Scatter 1.5x the primary with no grid, and a polychromatic beam: the image's darkness
+    reads the cement at about a third of what went in, under the cement's shape in the two
+    views. The logged session's audit gives that volume as a lower bound, in JSON, text and
+    HTML, not as a plain figure."""
+    from monitor.io.sources import DicomPairSource
+    from monitor.pipeline import Endpoints, RunSpec, run
+    from monitor.replay import PaceOptions
+    from tests.conftest import monitor_cli
+
+    world = World(kvp=80, opacifier="BaSO4", scatter_to_primary=1.5, grid=False, abc=False)
+    truth = simulate(_small(world, scenario="none", frames=24, size=256), tmp_path / "case")
+    source = DicomPairSource(tmp_path / "case" / "lateral.dcm", tmp_path / "case" / "ap.dcm")
+    spec = RunSpec(str(tmp_path / "s"), "L3", endpoints=Endpoints.private())
+    assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 0
+    source.close()
+    (level,) = json.loads(monitor_cli("audit", tmp_path / "s", "--json").stdout)["levels"]
+    injected = truth["frames"][-1]["injected_ml"]
+    assert level["volume_ml"] < 0.8 * injected  # it does read low ...
+    assert level["volume_lower_bound"] is True  # ... and says so
+    assert any("volume-below-shape" in c["status"] for c in level["caveats"])
+    assert (
+        f"volume at least {level['volume_ml']:.2f} mL (a lower bound"
+        in monitor_cli("audit", tmp_path / "s").stdout
+    )
+    assert monitor_cli("audit", tmp_path / "s", "--html", tmp_path / "a.html").returncode == 0
+    page = (tmp_path / "a.html").read_text()
+    assert f"at least {level['volume_ml']:.2f} mL (a lower bound: under the cement's shape)" in page
