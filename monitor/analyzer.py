@@ -130,8 +130,9 @@ class VisionAnalysis(Analysis):
                 undistorted = np.clip(np.rint(undistorted), 0, top).astype(pixels.dtype)
             pixels = undistorted
         r, summary = self.case.process(plane, pixels, h.frame, h.acq_time)
-        if summary.volume_ml is not None:
-            self._raw_volume_ml = summary.volume_ml
+        volume = summary.volume
+        if volume is not None:
+            self._raw_volume_ml = volume.volume_ml
         k = self.volume_scale
         overlay = _plain(r.overlay)
         if distortion is not None:
@@ -143,7 +144,9 @@ class VisionAnalysis(Analysis):
             level=self.level,
             distance_mm=_rounded(r.distance_mm, 3),
             distance_px=_rounded(r.distance_px, 2),
-            volume_ml=_rounded(None if summary.volume_ml is None else k * summary.volume_ml, 4),
+            volume_ml=_rounded(None if volume is None else k * volume.volume_ml, 4),
+            volume_low_ml=_rounded(None if volume is None else k * volume.low_ml, 4),
+            volume_high_ml=_rounded(None if volume is None else k * volume.high_ml, 4),
             plane_volume_ml=_rounded(None if r.volume_ml is None else k * r.volume_ml, 4),
             seconds_to_line=_rounded(summary.seconds_to_line, 2),
             volume_scale=round(k, 4),

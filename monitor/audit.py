@@ -223,7 +223,7 @@ def _level_report(lv: dict) -> dict:
     frames: dict[float, dict] = {}
     caveats: dict[tuple[str, str], dict] = {}
     cannulas = 0
-    lower_bound: dict[float, bool | None] = {}  # instant -> its volume said to read low (None: not said)
+    from_shape: dict[float, bool | None] = {}  # instant -> its volume from the shape (None: not said)
     for r in lv["results"]:  # in the order written: for one frame index, AP after lateral
         status = r.body.get("status", "ok")
         if status not in ("ok", "baseline"):
@@ -246,6 +246,8 @@ def _level_report(lv: dict) -> dict:
                 "time_s": r.body["acq_time"],
                 "distance_mm": None,
                 "volume_ml": None,
+                "volume_low_ml": None,
+                "volume_high_ml": None,
                 "image_volume_ml": None,
             },
         )
@@ -255,14 +257,17 @@ def _level_report(lv: dict) -> dict:
             row["volume_ml"] = r.body["volume_ml"]
             scale = r.body.get("volume_scale") or 1.0
             row["image_volume_ml"] = round(r.body["volume_ml"] / scale, 4)
+            row["volume_low_ml"] = r.body.get("volume_low_ml")
+            row["volume_high_ml"] = r.body.get("volume_high_ml")
             said_of = r.body.get("caveats")  # None in logs written before results carried them
             said = None if said_of is None else any(c["code"] == VOLUME_BELOW_SHAPE for c in said_of)
             key = round(r.body["acq_time"], 4)
-            lower_bound[key] = said if lower_bound.get(key) is None else lower_bound[key] or bool(said)
+            from_shape[key] = said if from_shape.get(key) is None else from_shape[key] or bool(said)
         if r.plane == "ap":
             cannulas = max(cannulas, len(r.body["overlay"].get("cannula_tips", [])))
     ordered = [frames[t] for t in sorted(frames)]
     series = [(f["time_s"], f["volume_ml"]) for f in ordered if f["volume_ml"] is not None]
+    last_volume = next((f for f in reversed(ordered) if f["volume_ml"] is not None), None)
     distances = [f["distance_mm"] for f in ordered if f["distance_mm"] is not None]
     pauses = [e["time"] for e in lv["events"] if e["event"] == "pause"]
     alarms = []
@@ -290,9 +295,17 @@ def _level_report(lv: dict) -> dict:
         "end_s": ordered[-1]["time_s"] if ordered else None,
         "cannulas": cannulas or None,
         "volume_ml": series[-1][1] if series else None,
-        # the last volume said to read low (the image's darkness under the cement's shape in the
-        # two views): a lower bound; None from a log whose results do not carry their caveats
-        "volume_lower_bound": lower_bound[max(lower_bound)] if lower_bound else None,
+        # its 68 % interval (None from a log written before results carried one)
+        "volume_low_ml": last_volume["volume_low_ml"] if last_volume else None,
+        "volume_high_ml": last_volume["volume_high_ml"] if last_volume else None,
+        # "shape" when the image's darkness read well under the cement's shape in the two views
+        # (volume-below-shape) and the volume is the shape's; None from a log whose results do not
+        # carry their caveats
+        "volume_from": None
+        if not from_shape or from_shape[max(from_shape)] is None
+        else "shape"
+        if from_shape[max(from_shape)]
+        else "darkness",
         "image_volume_ml": next(
             (f["image_volume_ml"] for f in reversed(ordered) if "image_volume_ml" in f), None
         ),
@@ -804,6 +817,21 @@ def _round(x: float) -> float:
     return round(float(x), 3)
 
 
+def volume_phrase(level: dict) -> str:
+    """A level's volume for people: "3.20 mL (2.9-3.5)", its 68 % interval in brackets, and
+    where it came from when that was the cement's shape rather than the image's darkness."""
+    if level["volume_ml"] is None:
+        return "n/a"
+    low, high = level.get("volume_low_ml"), level.get("volume_high_ml")
+    interval = "" if low is None or high is None else f" ({low:.1f}-{high:.1f})"
+    shape = (
+        " from the cement's shape (the image's darkness read low)"
+        if level.get("volume_from") == "shape"
+        else ""
+    )
+    return f"{level['volume_ml']:.2f} mL{interval}{shape}"
+
+
 def text_report(report: dict) -> str:
     """The report of :func:`audit_json` for people, as `monitor audit` prints it."""
     lines: list[str] = []
@@ -811,9 +839,7 @@ def text_report(report: dict) -> str:
     lines.append(f"session {report['session']}" + (f" ({who})" if who else ""))
     for level in report["levels"]:
         name = level["level"] or NOT_RECORDED
-        volume = "n/a" if level["volume_ml"] is None else f"{level['volume_ml']:.2f} mL"
-        if level["volume_ml"] is not None and level.get("volume_lower_bound"):
-            volume = f"at least {volume} (a lower bound: it reads under the cement's shape)"
+        volume = volume_phrase(level)
         syringe = "" if level["syringe_ml"] is None else f" (syringe {level['syringe_ml']:.2f} mL)"
         closest = "n/a" if level["min_distance_mm"] is None else f"{level['min_distance_mm']:.1f} mm"
         lines.append(

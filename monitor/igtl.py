@@ -20,6 +20,7 @@ device                     type       content
 ``SafetyLine5mm``          POLYDATA   the 5 mm line, a line on the lateral image
 ``Measurement_Lateral``,   STRING     per analysed frame, JSON: frame, acq_time, level,
 ``Measurement_AP``                    status, distance_mm, seconds_to_line, volume_ml,
+                                      volume_low_ml, volume_high_ml (its 68 % interval),
                                       plane_volume_ml, checks (the safety rules evaluated),
                                       caveats (codes: why it is not a plain measurement)
 ``Alarm``                  STRING     each alarm change, JSON: state (raised, acknowledged,
@@ -235,6 +236,8 @@ class Translator:
             "distance_mm": r.distance_mm,
             "seconds_to_line": r.seconds_to_line,
             "volume_ml": r.volume_ml,
+            "volume_low_ml": r.volume_low_ml,
+            "volume_high_ml": r.volume_high_ml,
             "plane_volume_ml": r.plane_volume_ml,
             "checks": r.checks,
             "caveats": [c["code"] for c in r.caveats or ()],

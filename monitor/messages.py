@@ -50,8 +50,9 @@ frame_send_time (the source's send_time, for latency), send_time, status
 level (the vertebral level being treated, optional), distance_mm (cement front
 to posterior wall, lateral only; null when unknown or uncalibrated, negative
 beyond the wall), distance_px,
-volume_ml (the level's volume, both planes reconciled), plane_volume_ml (this
-plane's own estimate), seconds_to_line (predicted time to the 5 mm line),
+volume_ml (the level's volume, both planes reconciled), volume_low_ml and
+volume_high_ml (its 68 % interval; optional), plane_volume_ml (this plane's own
+estimate), seconds_to_line (predicted time to the 5 mm line),
 volume_scale (optional, default 1: the syringe calibration the volumes include;
 volume_ml / volume_scale is the purely image-based volume),
 alarms (alarms raised on this frame: kind, priority, frame, plane, site,
@@ -186,6 +187,10 @@ class Result:
     distance_mm: float | None = None
     distance_px: float | None = None
     volume_ml: float | None = None
+    # the volume's 68 % interval (mL, with the syringe scaling as volume_ml); None from an
+    # analyzer that does not say (logs written before 2026-12-02) or when there is no volume
+    volume_low_ml: float | None = None
+    volume_high_ml: float | None = None
     plane_volume_ml: float | None = None
     seconds_to_line: float | None = None
     volume_scale: float = 1.0  # syringe calibration applied to the volumes (1: image-based only)
@@ -339,7 +344,15 @@ def _result(topic: bytes, session: str, send_time: float, raw: dict) -> Result:
     if raw.get("plane") != plane:
         raise MessageError("garbled", f"result plane {raw.get('plane')!r} on topic {topic.decode()}")
     optional = {}
-    for name in ("distance_mm", "distance_px", "volume_ml", "plane_volume_ml", "seconds_to_line"):
+    for name in (
+        "distance_mm",
+        "distance_px",
+        "volume_ml",
+        "volume_low_ml",
+        "volume_high_ml",
+        "plane_volume_ml",
+        "seconds_to_line",
+    ):
         optional[name] = None if raw.get(name) is None else _number(raw, name)
     optional["volume_scale"] = 1.0 if raw.get("volume_scale") is None else _number(raw, "volume_scale")
     level = raw.get("level")

@@ -81,7 +81,9 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
         lines.append(f"wall {d:+.1f} mm")
     v = result.get("volume_ml")
     if v is not None:
-        lines.append(f"volume {v:.2f} mL")
+        low, high = result.get("volume_low_ml"), result.get("volume_high_ml")
+        interval = "" if low is None or high is None else f" ({low:.1f}-{high:.1f})"
+        lines.append(f"volume {v:.2f} mL{interval}")
     status = result.get("status", "")
     if status and status != "ok":
         lines.append(short_status(result))

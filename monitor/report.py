@@ -10,7 +10,7 @@ import urllib.parse
 
 import cv2
 
-from monitor.audit import NOT_RECORDED, SUMMARY_COLUMNS, VOLUME_BINS_ML
+from monitor.audit import NOT_RECORDED, SUMMARY_COLUMNS, VOLUME_BINS_ML, volume_phrase
 from monitor.io.store import SessionStore
 from monitor.render import render_frames
 
@@ -232,12 +232,7 @@ def _monitoring(level: dict) -> str:
 def _level_table(level: dict) -> str:
     n_leaks = sum(a["kind"] == "extravasation" for a in level["alarms"])
     cells = [
-        (
-            "volume (as reported live)",
-            ("at least " if level.get("volume_lower_bound") else "")
-            + _num(level["volume_ml"], 2, " mL")
-            + (" (a lower bound: under the cement's shape)" if level.get("volume_lower_bound") else ""),
-        ),
+        ("volume (as reported live), its 68 % interval", _e(volume_phrase(level))),
         ("image-based volume (before syringe calibration)", _num(level.get("image_volume_ml"), 2, " mL")),
         ("syringe volume (operator)", _num(level["syringe_ml"], 2, " mL")),
         ("closest to the posterior wall", _num(level["min_distance_mm"], 1, " mm")),

@@ -63,6 +63,15 @@ BANNER = {
 MIN_FIT_PT = 9  # the smallest a fitted text is drawn
 
 
+def volume_text(volume_ml: float | None, interval_ml: tuple[float, float] | None) -> str:
+    """The volume readout: "VOLUME  3.20 mL (2.9-3.5)", its 68 % interval in brackets."""
+    if volume_ml is None:
+        return "VOLUME  --"
+    if interval_ml is None:
+        return f"VOLUME  {volume_ml:.2f} mL"
+    return f"VOLUME  {volume_ml:.2f} mL ({interval_ml[0]:.1f}-{interval_ml[1]:.1f})"
+
+
 def fit_font(label: QtWidgets.QLabel, largest_pt: int, margin_px: int = 16) -> int:
     """Draw ``label``'s text at the largest bold size up to ``largest_pt`` that fits its box,
     wrapped if the label wraps: a fixed-size banner or readout must never hide part of what it
@@ -681,7 +690,8 @@ class MonitorWindow(QtWidgets.QWidget):
         colour = "#f0f0f0" if d is None or d >= 7 else ("#ffd200" if d > 5 else "#ff4040")
         colour = "#ff9900" if uncalibrated else UNCONFIRMED if unarmed else colour
         colour = "#6a6a6a" if stale else colour
-        # the darkness's volume well under the cement's shape in the two views: a lower bound
+        # the darkness's volume well under the cement's shape in the two views: the volume is
+        # then the shape's, with a wide interval
         low = any(
             p.result is not None and CaveatCode.VOLUME_BELOW_SHAPE in p.result.caveat_codes()
             for p in s.planes.values()
@@ -699,8 +709,7 @@ class MonitorWindow(QtWidgets.QWidget):
             r["to_line"].setText("5 mm LINE  --")
         else:
             r["to_line"].setText(f"5 mm LINE in {s.seconds_to_line:.1f} s")
-        bound = "\u2265 " if low else ""
-        r["volume"].setText("VOLUME  --" if s.volume_ml is None else f"VOLUME  {bound}{s.volume_ml:.2f} mL")
+        r["volume"].setText(volume_text(s.volume_ml, s.volume_interval_ml))
         for label in r.values():  # smaller rather than cut ("WALL NOT CONF")
             fit_font(label, self.fonts["readout"], margin_px=20)
 

@@ -49,6 +49,7 @@ class ViewState:
     distance_mm: float | None = None
     seconds_to_line: float | None = None
     volume_ml: float | None = None
+    volume_interval_ml: tuple[float, float] | None = None  # the volume's 68 % interval, when said
     distances: deque = field(default_factory=lambda: deque(maxlen=3000))  # (time, mm), lateral
     volumes: deque = field(default_factory=lambda: deque(maxlen=3000))  # (time, mL)
     last_result_at: float | None = None
@@ -107,6 +108,8 @@ class ViewState:
                 self.distances.append((r.acq_time, r.distance_mm))
         if r.volume_ml is not None:
             self.volume_ml = r.volume_ml
+            said = r.volume_low_ml is not None and r.volume_high_ml is not None
+            self.volume_interval_ml = (r.volume_low_ml, r.volume_high_ml) if said else None
             self.volumes.append((r.acq_time, r.volume_ml))
         for change in r.alarm_changes or ():
             self.follows_changes = True

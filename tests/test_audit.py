@@ -519,6 +519,12 @@ def test_the_sr_holds_every_figure_of_the_audit_and_references_the_images(sessio
     assert set(figures) == {"level L1"} | {f"level L1 alarm {i}" for i in range(1, len(level["alarms"]) + 1)}
     measured = figures["level L1"]
     assert measured["Volume"] == (pytest.approx(level["volume_ml"], abs=1e-4), "ml")
+    low, high = (measured[f"Cement volume, {b} bound of its 68 % interval"] for b in ("lower", "upper"))
+    assert (low, high) == (
+        (pytest.approx(level["volume_low_ml"], abs=1e-4), "ml"),
+        (pytest.approx(level["volume_high_ml"], abs=1e-4), "ml"),
+    )
+    assert low[0] < level["volume_ml"] < high[0]
     closest = measured["Closest distance of cement front to posterior wall"]
     assert closest == (pytest.approx(level["min_distance_mm"], abs=1e-4), "mm")
     assert (measured["algorithm"], measured["algorithm version"]) == ("vertebroplasty-monitor", "0.1.0")

@@ -251,7 +251,8 @@ def _analyse_standalone(profile, *analyze_args: str) -> list:
 def test_a_standalone_analyzer_measures_with_the_rooms_profile_or_says_it_has_not(tmp_path):
     """``monitor analyze`` used the default cement attenuation and scatter whatever the
     room's profile said, and said nothing. Given the profile it measures with it; without
-    it, every measured result says that its volumes are not the room's."""
+    it, every measured result says that its volumes are not the room's. (The profile here
+    says the cement is twice as opaque as the recording's is: the cement's shape says so.)"""
     with open_recording(default_recording().lateral) as r:
         spacing = r.info.spacing_at_vertebra_mm()
     raw = profile_json("room-7", (384, 384), spacing, "grid") | {"cement_mu_per_mm": 0.36}  # 2x default
@@ -263,8 +264,12 @@ def test_a_standalone_analyzer_measures_with_the_rooms_profile_or_says_it_has_no
     assert "frames measured with calibration profile 'room-7'" in measured[-1].status  # for people
     assert not any(CaveatCode.CALIBRATION_NOT_LOADED in r.caveat_codes() for r in given)
 
-    def final_volume(results):
-        return [r.volume_ml for r in results if r.plane == "lateral" and r.volume_ml is not None][-1]
+    def final(results):
+        return [r for r in results if r.plane == "lateral" and r.plane_volume_ml is not None][-1]
 
-    # twice the attenuation per mm of cement: about half the cement for the same image
-    assert final_volume(given) < 0.7 * final_volume(missing), (final_volume(given), final_volume(missing))
+    # twice the attenuation per mm of cement: about half the cement read from the same image's darkness
+    assert final(given).plane_volume_ml < 0.7 * final(missing).plane_volume_ml
+    # ... which the cement's shape in the two views, blind to the attenuation, says is too little:
+    # the level's volume is then the shape's, and that it is the shape's is said
+    assert CaveatCode.VOLUME_BELOW_SHAPE in final(given).caveat_codes()
+    assert CaveatCode.VOLUME_BELOW_SHAPE not in final(missing).caveat_codes()

@@ -143,3 +143,27 @@ def test_the_biplane_volume_of_an_ellipsoid_is_its_volume():
     ap = ellipse(4, 9, 0.2, centre=(100, 60))
     assert biplane_volume_ml(lateral, 0.15, ap, 0.2) == pytest.approx(truth, rel=0.03)
     assert biplane_volume_ml(np.zeros((10, 10), bool), 0.15, ap, 0.2) is None
+
+
+def test_the_volume_is_the_darkness_unless_it_reads_well_under_the_shape():
+    """Darkness and shape agreeing (the shape under-reads, so a darkness above it is what the
+    physics model says): the darkness, inside a narrow interval. Darkness well under the shape:
+    the shape scaled by what it reads of the truth, its interval that factor's spread, never
+    below the darkness. No shape, or a shape too small to outline: the darkness."""
+    from monitor.vision.biplane import DARKNESS_OF_TRUTH, SHAPE_OF_TRUTH, fused_volume
+
+    agree = fused_volume(2.0, 1.5)
+    assert (agree.volume_ml, agree.reads_low) == (2.0, False)
+    assert agree.low_ml == pytest.approx(2.0 / DARKNESS_OF_TRUTH[1])
+    assert agree.high_ml == pytest.approx(2.0 / DARKNESS_OF_TRUTH[0])
+    assert agree.low_ml < 2.0 < agree.high_ml
+    low = fused_volume(0.7, 1.5)
+    lo, mid, hi = SHAPE_OF_TRUTH
+    assert low.reads_low and low.volume_ml == pytest.approx(1.5 / mid)
+    assert (low.low_ml, low.high_ml) == (pytest.approx(1.5 / hi), pytest.approx(1.5 / lo))
+    assert low.low_ml <= low.volume_ml <= low.high_ml
+    assert fused_volume(1.4, 1.5).volume_ml == pytest.approx(1.4)  # within 0.9x: the darkness
+    faint = fused_volume(2.5, 3.0)  # under 0.9x the shape but over what the shape's scale gives
+    assert faint.reads_low and faint.low_ml >= 2.5 and faint.volume_ml >= faint.low_ml
+    for shape in (None, 0.4):
+        assert fused_volume(0.3, shape).volume_ml == 0.3 and not fused_volume(0.3, shape).reads_low

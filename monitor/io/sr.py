@@ -5,7 +5,8 @@ Comprehensive 3D SR holding a TID 1500 Measurement Report, built with highdicom 
 the templates, codes and content-tree rules of PS3.16), that references the exported image
 series by UID. Per level treated it holds one measurement group:
 
-- the cement volume (SCT 118565006 "Volume", mL) and the volume delivered by syringe;
+- the cement volume (SCT 118565006 "Volume", mL), its 68 % interval (two private concepts,
+  lower and upper bound) and the volume delivered by syringe;
 - the closest the cement front came to the posterior wall (mm; negative is beyond it);
 
 and per alarm a group of its own: when it was raised (seconds from the start of monitoring
@@ -13,8 +14,7 @@ of the level), the distance then, when it was acknowledged, whether injection st
 long after, how much went in after it, with the alarm's kind, site and priority as coded
 evaluations, citing the frame it was raised on. The vertebral level is each group's coded
 finding site (SCT T1-T12, L1-L5 vertebra) when known. Every group names the algorithm (name,
-version) and the images it was measured on. A volume interval is not written: the monitor does
-not yet estimate one (issue 18).
+version) and the images it was measured on.
 
 Concepts DICOM has no code for are in the private coding scheme ``99VTBPM`` (PS3.16 8.1
 allows "99" private schemes); :data:`CODES` lists them. :func:`read_sr` reads the figures
@@ -38,6 +38,8 @@ from monitor import __version__
 SCHEME = "99VTBPM"  # this monitor's own concepts (private coding scheme, PS3.16 8.1)
 CODES = {
     "syringe_volume": Code("SYRINGE-ML", SCHEME, "Cement volume delivered by syringe"),
+    "volume_low": Code("VOL-LOW-68", SCHEME, "Cement volume, lower bound of its 68 % interval"),
+    "volume_high": Code("VOL-HIGH-68", SCHEME, "Cement volume, upper bound of its 68 % interval"),
     "closest_to_wall": Code("FRONT-WALL-MIN", SCHEME, "Closest distance of cement front to posterior wall"),
     "alarm": Code("ALARM", SCHEME, "Injection alarm"),
     "alarm_time": Code("ALARM-TIME", SCHEME, "Time of alarm from start of monitoring"),
@@ -179,6 +181,9 @@ def _level_group(level: dict, study: str, algorithm, sources):
     measurements = []
     if level["volume_ml"] is not None:
         measurements.append(_measure(codes.SCT.Volume, level["volume_ml"], "ml", algorithm))
+    for key in ("volume_low", "volume_high"):
+        if level.get(f"{key}_ml") is not None:
+            measurements.append(_measure(CODES[key], level[f"{key}_ml"], "ml", algorithm))
     if level["syringe_ml"] is not None:
         measurements.append(_measure(CODES["syringe_volume"], level["syringe_ml"], "ml", algorithm))
     if level["min_distance_mm"] is not None:

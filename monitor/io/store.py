@@ -354,6 +354,8 @@ class SessionStore:
                 "distance_mm",
                 "distance_px",
                 "volume_ml",
+                "volume_low_ml",
+                "volume_high_ml",
                 "plane_volume_ml",
                 "seconds_to_line",
                 "volume_scale",

@@ -29,7 +29,7 @@ from monitor.vision.baseline import (
     compare_with_baseline,
     with_prior,
 )
-from monitor.vision.biplane import biplane_volume_ml
+from monitor.vision.biplane import VolumeEstimate, biplane_volume_ml, fused_volume
 from monitor.vision.body import MIN_BOX_SIDE_MM, body_from_box, body_from_wall, body_roi, shifted_body
 from monitor.vision.caveats import Caveat, CaveatCode, render_status
 from monitor.vision.cement import (
@@ -157,7 +157,9 @@ class PlaneResult:
 class CaseSummary:
     """What one frame means for the case (both planes): :meth:`CaseAnalyzer.process`."""
 
-    volume_ml: float | None  # the level's volume, both planes' estimates reconciled (None: none yet)
+    # the level's volume (mL) with its 68 % interval, from both planes' darkness and the cement's
+    # shape in the two views (None: none yet)
+    volume: VolumeEstimate | None
     seconds_to_line: float | None  # predicted time until the front reaches the 5 mm line
     raised: list  # alarms raised on this frame, as Alarm.as_dict()
 
@@ -644,28 +646,33 @@ class CaseAnalyzer:
                     "volume_ml": round(volume, 4),
                 }
                 raised += self.alarms.update_leak(frame, r.plane, site, r.distance_mm, evidence)
-        volume = _reconciled(list(self.volumes.values())) if self.volumes else None
-        if (doubt := self._volume_below_shape(volume)) is not None:
+        volume, doubt = self._volume()
+        if doubt is not None:
             r.caveats = (*r.caveats, doubt)
         return r, CaseSummary(volume, seconds_to_line, [a.as_dict() for a in raised])
 
-    def _volume_below_shape(self, volume: float | None) -> Caveat | None:
-        """A caveat when the volume read from the image's darkness is well below the cement's
-        shape in the two views (monitor.vision.biplane), which under-reads itself: then the
-        darkness reads low (more scatter, a harder beam, a fainter cement than assumed, or
-        brightness control), and the volume is a lower bound, said as such."""
+    def _volume(self) -> tuple[VolumeEstimate | None, Caveat | None]:
+        """The level's volume with its interval (:func:`monitor.vision.biplane.fused_volume`):
+        the planes' darkness reconciled, checked against the cement's shape in the two views;
+        and, when the darkness reads well under the shape (more scatter, a harder beam, a
+        fainter cement than assumed, or brightness control), the caveat that says so."""
+        if not self.volumes:
+            return None, None
+        darkness = _reconciled(list(self.volumes.values()))
         planes = [self.planes.get(p) for p in ("lateral", "ap")]
-        if volume is None or any(p is None or p.cement_mask is None or not p.pixel_mm for p in planes):
-            return None
-        lateral, ap = planes
-        shape = biplane_volume_ml(lateral.cement_mask, lateral.pixel_mm, ap.cement_mask, ap.pixel_mm)
-        if shape is None or shape < SHAPE_MIN_ML or volume >= DARKNESS_BELOW_SHAPE * shape:
-            return None
-        return Caveat(
+        shape = None
+        if all(p is not None and p.cement_mask is not None and p.pixel_mm for p in planes):
+            lateral, ap = planes
+            shape = biplane_volume_ml(lateral.cement_mask, lateral.pixel_mm, ap.cement_mask, ap.pixel_mm)
+        estimate = fused_volume(darkness, shape)
+        if not estimate.reads_low:
+            return estimate, None
+        return estimate, Caveat(
             CaveatCode.VOLUME_BELOW_SHAPE,
-            f"the volume read from the image's darkness ({volume:.2f} mL) is below the cement's shape"
+            f"the volume read from the image's darkness ({darkness:.2f} mL) is below the cement's shape"
             f" in the two views ({shape:.2f} mL): scatter, the beam, the cement's opacity or brightness"
-            " control make it read low; take it as a lower bound",
+            f" control make it read low; the volume is taken from the shape ({estimate.volume_ml:.2f} mL,"
+            f" {estimate.low_ml:.2f}-{estimate.high_ml:.2f})",
         )
 
     def _jump(self, r: PlaneResult, time_s: float) -> bool:
@@ -713,14 +720,6 @@ class CaseAnalyzer:
         if slope >= -0.05:
             return None
         return max(0.0, (d[-1] - self.config.alarms.proximity_mm) / -slope)
-
-
-# The shape's volume from the two views is trusted from this size on (smaller boluses are a few
-# pixels wide), and a darkness volume under this share of it is said to read low: the shape
-# itself read 0.31-0.91x the truth on the tuning seeds, the darkness 0.96-1.07x where the
-# physics was the analyzer's own (so never below 0.9x the shape there).
-SHAPE_MIN_ML = 0.5
-DARKNESS_BELOW_SHAPE = 0.9
 
 
 def _reconciled(estimates: list[tuple[float, float]]) -> float:
