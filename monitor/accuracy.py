@@ -290,6 +290,7 @@ def score(cases: list[dict]) -> dict:
     dist_err, vol_err, final_vol_err = [], [], []
     volume_from_shape = 0  # cases whose volume was the shape's on some frame
     covered: list[bool] = []  # per frame >= 0.5 mL: its 68 % interval holds the truth
+    by_source = {"shape": {"err": [], "covered": []}, "darkness": {"err": [], "covered": []}}
     dist_missing = withheld = 0
     walls = {"armed": 0, "asked": 0, "none": 0, "wrong_armed": 0, "errors": []}
     prox_armed = {"cases": 0, "on_time": 0}
@@ -312,13 +313,17 @@ def score(cases: list[dict]) -> dict:
         if errors:
             walls["errors"].append(float(np.median(errors)))
             walls["wrong_armed"] += float(np.median(errors)) > 1.0
+        shape_frames = set(c.get("volume_low_frames", ()))
         for f, v_true in t["injected"].items():
             v_est = c["volume"].get(f)
             if v_true >= 0.5 and v_est is not None:
                 vol_err.append(abs(v_est - v_true) / v_true * 100)
                 low_high = c.get("volume_interval", {}).get(f)
+                source = by_source["shape" if f in shape_frames else "darkness"]
+                source["err"].append(abs(v_est - v_true) / v_true * 100)
                 if low_high is not None:
                     covered.append(low_high[0] <= v_true <= low_high[1])
+                    source["covered"].append(covered[-1])
         volume_from_shape += bool(c.get("volume_low_frames"))
         last = max(t["injected"])
         if c["volume"].get(last) is not None and t["injected"][last] > 0:
@@ -367,6 +372,7 @@ def score(cases: list[dict]) -> dict:
         "final_volume_err_pct": final_vol_err,
         "volume_from_shape": volume_from_shape,
         "volume_covered": covered,
+        "volume_by_source": by_source,
         "proximity": prox,
         "leak": leak,
         "timing": timing,
@@ -422,6 +428,12 @@ def report(s: dict, title: str) -> str:
         f"{'volume 68% interval holds the truth (% frames)':46} "
         f"{100 * np.mean(s['volume_covered']) if s['volume_covered'] else float('nan'):18.1f}   60-80",
         f"{'cases with the volume from the shape':46} {s['volume_from_shape']:18d}",
+        *(
+            f"{'  frames from the ' + name + ': n, error med, covered':46} "
+            f"{len(v['err']):5d} {pct(v['err'], 50):6.1f} % "
+            f"{100 * np.mean(v['covered']) if v['covered'] else float('nan'):4.0f} %"
+            for name, v in s["volume_by_source"].items()
+        ),
     ]
     for size, values in sorted(s["timing"].items()):
         if values:

@@ -42,6 +42,7 @@ from monitor.messages import (
 from monitor.replay import frame_header
 from monitor.vision.alarms import Alarm
 from monitor.vision.analysis import AnalysisConfig, CaseAnalyzer, OperatorInput, PlaneAnalyzer
+from monitor.vision.biplane import darkness_volume
 from monitor.vision.calibrate import RadialDistortion
 from monitor.vision.caveats import Caveat, CaveatCode, render_status
 from monitor.vision.sampling import BilinearImage, Border, Positions
@@ -130,16 +131,22 @@ class VisionAnalysis(Analysis):
                 undistorted = np.clip(np.rint(undistorted), 0, top).astype(pixels.dtype)
             pixels = undistorted
         r, summary = self.case.process(plane, pixels, h.frame, h.acq_time)
-        volume = summary.volume
+        volume, caveats = summary.volume, r.caveats
         if volume is not None:
-            self._raw_volume_ml = volume.volume_ml
+            # The syringe calibrates the darkness (which is linear in the cement, however low it
+            # reads); once it has, the volume is the darkness scaled to it, not the shape's
+            # correction of the same under-read scaled again.
+            self._raw_volume_ml = volume.darkness_ml
+            if self._pairs:
+                volume = darkness_volume(volume.darkness_ml, volume.shape_ml)
+                caveats = tuple(c for c in caveats if c.code != CaveatCode.VOLUME_BELOW_SHAPE)
         k = self.volume_scale
         overlay = _plain(r.overlay)
         if distortion is not None:
             overlay = distort_overlay(overlay, distortion)
         return result_for(
             h,
-            r.caveats,
+            caveats,
             baseline=r.baseline,
             level=self.level,
             distance_mm=_rounded(r.distance_mm, 3),

@@ -262,7 +262,7 @@ def _level_report(lv: dict) -> dict:
             said_of = r.body.get("caveats")  # None in logs written before results carried them
             said = None if said_of is None else any(c["code"] == VOLUME_BELOW_SHAPE for c in said_of)
             key = round(r.body["acq_time"], 4)
-            from_shape[key] = said if from_shape.get(key) is None else from_shape[key] or bool(said)
+            from_shape[key] = said  # as the row's volume: the instant's last result that gave one
         if r.plane == "ap":
             cannulas = max(cannulas, len(r.body["overlay"].get("cannula_tips", [])))
     ordered = [frames[t] for t in sorted(frames)]
@@ -307,7 +307,7 @@ def _level_report(lv: dict) -> dict:
         if from_shape[max(from_shape)]
         else "darkness",
         "image_volume_ml": next(
-            (f["image_volume_ml"] for f in reversed(ordered) if "image_volume_ml" in f), None
+            (f["image_volume_ml"] for f in reversed(ordered) if f["image_volume_ml"] is not None), None
         ),
         "syringe_ml": round(sum(syringe), 3) if syringe else None,
         "min_distance_mm": min(distances) if distances else None,
@@ -818,12 +818,12 @@ def _round(x: float) -> float:
 
 
 def volume_phrase(level: dict) -> str:
-    """A level's volume for people: "3.20 mL (2.9-3.5)", its 68 % interval in brackets, and
+    """A level's volume for people: "3.20 mL (2.95-3.48)", its 68 % interval in brackets, and
     where it came from when that was the cement's shape rather than the image's darkness."""
     if level["volume_ml"] is None:
         return "n/a"
     low, high = level.get("volume_low_ml"), level.get("volume_high_ml")
-    interval = "" if low is None or high is None else f" ({low:.1f}-{high:.1f})"
+    interval = "" if low is None or high is None else f" ({low:.2f}-{high:.2f})"
     shape = (
         " from the cement's shape (the image's darkness read low)"
         if level.get("volume_from") == "shape"

@@ -82,7 +82,7 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
     v = result.get("volume_ml")
     if v is not None:
         low, high = result.get("volume_low_ml"), result.get("volume_high_ml")
-        interval = "" if low is None or high is None else f" ({low:.1f}-{high:.1f})"
+        interval = "" if low is None or high is None else f" ({low:.2f}-{high:.2f})"
         lines.append(f"volume {v:.2f} mL{interval}")
     status = result.get("status", "")
     if status and status != "ok":

@@ -64,12 +64,12 @@ MIN_FIT_PT = 9  # the smallest a fitted text is drawn
 
 
 def volume_text(volume_ml: float | None, interval_ml: tuple[float, float] | None) -> str:
-    """The volume readout: "VOLUME  3.20 mL (2.9-3.5)", its 68 % interval in brackets."""
+    """The volume readout: "VOLUME  3.20 mL (2.95-3.48)", its 68 % interval in brackets."""
     if volume_ml is None:
         return "VOLUME  --"
     if interval_ml is None:
         return f"VOLUME  {volume_ml:.2f} mL"
-    return f"VOLUME  {volume_ml:.2f} mL ({interval_ml[0]:.1f}-{interval_ml[1]:.1f})"
+    return f"VOLUME  {volume_ml:.2f} mL ({interval_ml[0]:.2f}-{interval_ml[1]:.2f})"
 
 
 def fit_font(label: QtWidgets.QLabel, largest_pt: int, margin_px: int = 16) -> int:
@@ -691,11 +691,8 @@ class MonitorWindow(QtWidgets.QWidget):
         colour = "#ff9900" if uncalibrated else UNCONFIRMED if unarmed else colour
         colour = "#6a6a6a" if stale else colour
         # the darkness's volume well under the cement's shape in the two views: the volume is
-        # then the shape's, with a wide interval
-        low = any(
-            p.result is not None and CaveatCode.VOLUME_BELOW_SHAPE in p.result.caveat_codes()
-            for p in s.planes.values()
-        )
+        # then the shape's, with a wide interval (said by the result the volume shown came with)
+        low = s.volume_from_shape
         for key in ("level", "to_line", "volume"):
             _style(r[key], f"color:{'#6a6a6a' if stale else '#f0f0f0'}; background:#181818; padding:6px;")
         if low and not stale:  # orange, as what the monitor cannot vouch for

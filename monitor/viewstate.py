@@ -50,6 +50,7 @@ class ViewState:
     seconds_to_line: float | None = None
     volume_ml: float | None = None
     volume_interval_ml: tuple[float, float] | None = None  # the volume's 68 % interval, when said
+    volume_from_shape: bool = False  # the volume shown is the cement's shape's (volume-below-shape)
     distances: deque = field(default_factory=lambda: deque(maxlen=3000))  # (time, mm), lateral
     volumes: deque = field(default_factory=lambda: deque(maxlen=3000))  # (time, mL)
     last_result_at: float | None = None
@@ -110,6 +111,7 @@ class ViewState:
             self.volume_ml = r.volume_ml
             said = r.volume_low_ml is not None and r.volume_high_ml is not None
             self.volume_interval_ml = (r.volume_low_ml, r.volume_high_ml) if said else None
+            self.volume_from_shape = CaveatCode.VOLUME_BELOW_SHAPE in r.caveat_codes()
             self.volumes.append((r.acq_time, r.volume_ml))
         for change in r.alarm_changes or ():
             self.follows_changes = True

@@ -271,7 +271,37 @@ def test_a_volume_the_darkness_reads_low_is_the_shapes_with_its_interval_in_the_
         level["volume_low_ml"],
         level["volume_high_ml"],
     )
-    said = f"{level['volume_ml']:.2f} mL ({level['volume_low_ml']:.1f}-{level['volume_high_ml']:.1f})"
+    said = f"{level['volume_ml']:.2f} mL ({level['volume_low_ml']:.2f}-{level['volume_high_ml']:.2f})"
     assert f"volume {said} from the cement's shape" in monitor_cli("audit", tmp_path / "s").stdout
     assert monitor_cli("audit", tmp_path / "s", "--html", tmp_path / "a.html").returncode == 0
     assert f"{said} from the cement&#x27;s shape" in (tmp_path / "a.html").read_text()
+
+
+def test_once_the_syringe_calibrates_the_volume_is_the_darkness_scaled_not_the_shape(tmp_path):
+    """The shape's correction and the syringe's both answer the darkness reading low; applied
+    together they would count the under-read twice. Before the operator enters 1 mL the volume
+    is the shape's; from then on it is the darkness scaled to the syringe (1 mL at that frame),
+    and the results no longer say the volume is the shape's."""
+    from monitor.analyzer import VisionAnalysis, analyse_source
+    from monitor.io.sources import DicomPairSource
+    from monitor.messages import Command
+    from monitor.vision.caveats import CaveatCode
+
+    world = World(kvp=80, opacifier="BaSO4", scatter_to_primary=1.5, grid=False, abc=False)
+    simulate(_small(world, scenario="none", frames=24, size=256), tmp_path / "case")
+    source = DicomPairSource(tmp_path / "case" / "lateral.dcm", tmp_path / "case" / "ap.dcm")
+    analysis = VisionAnalysis()
+    results = []
+    for item, result in analyse_source(source, analysis):
+        results.append((item.index, result))
+        if (item.plane, item.index) == ("ap", 17):
+            analysis.apply(Command("offline", "test", 0.0, "syringe", 1.0))
+    source.close()
+    before = [r for i, r in results if i == 17 and r.plane == "ap"][0]
+    assert CaveatCode.VOLUME_BELOW_SHAPE in before.caveat_codes() and before.volume_scale == 1.0
+    after = [r for i, r in results if i >= 18]
+    assert all(CaveatCode.VOLUME_BELOW_SHAPE not in r.caveat_codes() for r in after)
+    assert after[0].volume_scale > 1.0
+    # the darkness scaled to the syringe's 1 mL, growing on from there, not the shape scaled again
+    assert 0.9 < after[0].volume_ml < 1.3 and after[-1].volume_ml < 2.0
+    assert after[-1].volume_low_ml < after[-1].volume_ml < after[-1].volume_high_ml

@@ -631,7 +631,7 @@ def test_the_volume_is_shown_with_its_interval_and_in_orange_when_from_the_shape
         lambda: streams.result(6, volume_ml=0.9, volume_low_ml=0.87, volume_high_ml=0.94),
         lambda: "0.90" in window.readouts["volume"].text(),
     )
-    assert window.readouts["volume"].text() == "VOLUME  0.90 mL (0.9-0.9)"
+    assert window.readouts["volume"].text() == "VOLUME  0.90 mL (0.87-0.94)"
     assert "#ff9900" not in window.readouts["volume"].styleSheet()
     low = Caveat(
         CaveatCode.VOLUME_BELOW_SHAPE, "the volume read from the image's darkness (0.90 mL) is below"
@@ -641,7 +641,7 @@ def test_the_volume_is_shown_with_its_interval_and_in_orange_when_from_the_shape
         lambda: streams.result(7, volume_ml=2.68, volume_low_ml=2.08, volume_high_ml=4.69, caveats=(low,)),
         lambda: "2.68" in window.readouts["volume"].text(),
     )
-    assert window.readouts["volume"].text() == "VOLUME  2.68 mL (2.1-4.7)"
+    assert window.readouts["volume"].text() == "VOLUME  2.68 mL (2.08-4.69)"
     assert "#ff9900" in window.readouts["volume"].styleSheet()
     pump(qtbot, lambda: streams.result(8, volume_ml=2.7), lambda: "2.70" in window.readouts["volume"].text())
     assert window.readouts["volume"].text() == "VOLUME  2.70 mL"  # an analyzer that gives no interval

@@ -671,8 +671,9 @@ class CaseAnalyzer:
             CaveatCode.VOLUME_BELOW_SHAPE,
             f"the volume read from the image's darkness ({darkness:.2f} mL) is below the cement's shape"
             f" in the two views ({shape:.2f} mL): scatter, the beam, the cement's opacity or brightness"
-            f" control make it read low; the volume is taken from the shape ({estimate.volume_ml:.2f} mL,"
-            f" {estimate.low_ml:.2f}-{estimate.high_ml:.2f})",
+            f" control make it read low (or the outline takes in more than cement); until syringe"
+            f" volumes are entered the volume is taken from the shape ({estimate.volume_ml:.2f} mL,"
+            f" {estimate.low_ml:.2f}-{estimate.high_ml:.2f}, before any syringe scaling)",
         )
 
     def _jump(self, r: PlaneResult, time_s: float) -> bool:
