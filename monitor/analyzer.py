@@ -42,7 +42,6 @@ from monitor.messages import (
 from monitor.replay import frame_header
 from monitor.vision.alarms import Alarm
 from monitor.vision.analysis import AnalysisConfig, CaseAnalyzer, OperatorInput, PlaneAnalyzer
-from monitor.vision.biplane import darkness_volume
 from monitor.vision.calibrate import RadialDistortion
 from monitor.vision.caveats import Caveat, CaveatCode, render_status
 from monitor.vision.sampling import BilinearImage, Border, Positions
@@ -131,22 +130,16 @@ class VisionAnalysis(Analysis):
                 undistorted = np.clip(np.rint(undistorted), 0, top).astype(pixels.dtype)
             pixels = undistorted
         r, summary = self.case.process(plane, pixels, h.frame, h.acq_time)
-        volume, caveats = summary.volume, r.caveats
+        volume = summary.volume
         if volume is not None:
-            # The syringe calibrates the darkness (which is linear in the cement, however low it
-            # reads); once it has, the volume is the darkness scaled to it, not the shape's
-            # correction of the same under-read scaled again.
-            self._raw_volume_ml = volume.darkness_ml
-            if self._pairs:
-                volume = darkness_volume(volume.darkness_ml, volume.shape_ml)
-                caveats = tuple(c for c in caveats if c.code != CaveatCode.VOLUME_BELOW_SHAPE)
+            self._raw_volume_ml = volume.darkness_ml  # what the syringe calibrates
         k = self.volume_scale
         overlay = _plain(r.overlay)
         if distortion is not None:
             overlay = distort_overlay(overlay, distortion)
         return result_for(
             h,
-            caveats,
+            r.caveats,
             baseline=r.baseline,
             level=self.level,
             distance_mm=_rounded(r.distance_mm, 3),
@@ -220,7 +213,9 @@ class VisionAnalysis(Analysis):
     def _start_level(self, level) -> str:
         previous = self.level
         self.level = str(level)
+        calibrated = self.case.darkness_calibrated  # the scale is kept: same cement
         self.case = CaseAnalyzer(self.config)
+        self.case.darkness_calibrated = calibrated
         self._pending = {}  # the command line's wall and boxes were drawn on the first level
         self._syringe_ml = 0.0  # the volume scale learnt so far is kept: same cement
         self._pairs = []
@@ -292,6 +287,7 @@ class VisionAnalysis(Analysis):
         # does not set the scale alone.
         self._pairs.append((raw, self._syringe_ml))
         self.volume_scale = sum(r * s for r, s in self._pairs) / sum(r * r for r, _ in self._pairs)
+        self.case.darkness_calibrated = True
         return done + f"; image showed {raw:.2f} mL: volumes now scaled by {self.volume_scale:.2f}"
 
     def _alarm_id(self, alarm: Alarm) -> str:

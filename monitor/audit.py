@@ -210,6 +210,16 @@ def _caveat_kind(result: dict):
     return tuple(c["code"] for c in caveats)
 
 
+def _volume_from(result: dict) -> str | None:
+    """Where a logged result's volume came from: "shape" when the image's darkness read well
+    under the cement's shape in the two views (volume-below-shape), else "darkness"; None from
+    a log whose results do not carry their caveats."""
+    caveats = result.get("caveats")
+    if caveats is None:
+        return None
+    return "shape" if any(c["code"] == VOLUME_BELOW_SHAPE for c in caveats) else "darkness"
+
+
 def _level_report(lv: dict) -> dict:
     """One level's part of the QA contract from its results, events and alarms (``lv``): per-instant
     rows, caveats, volumes, alarms, reaction times."""
@@ -223,7 +233,6 @@ def _level_report(lv: dict) -> dict:
     frames: dict[float, dict] = {}
     caveats: dict[tuple[str, str], dict] = {}
     cannulas = 0
-    from_shape: dict[float, bool | None] = {}  # instant -> its volume from the shape (None: not said)
     for r in lv["results"]:  # in the order written: for one frame index, AP after lateral
         status = r.body.get("status", "ok")
         if status not in ("ok", "baseline"):
@@ -248,6 +257,7 @@ def _level_report(lv: dict) -> dict:
                 "volume_ml": None,
                 "volume_low_ml": None,
                 "volume_high_ml": None,
+                "volume_from": None,
                 "image_volume_ml": None,
             },
         )
@@ -259,10 +269,7 @@ def _level_report(lv: dict) -> dict:
             row["image_volume_ml"] = round(r.body["volume_ml"] / scale, 4)
             row["volume_low_ml"] = r.body.get("volume_low_ml")
             row["volume_high_ml"] = r.body.get("volume_high_ml")
-            said_of = r.body.get("caveats")  # None in logs written before results carried them
-            said = None if said_of is None else any(c["code"] == VOLUME_BELOW_SHAPE for c in said_of)
-            key = round(r.body["acq_time"], 4)
-            from_shape[key] = said  # as the row's volume: the instant's last result that gave one
+            row["volume_from"] = _volume_from(r.body)
         if r.plane == "ap":
             cannulas = max(cannulas, len(r.body["overlay"].get("cannula_tips", [])))
     ordered = [frames[t] for t in sorted(frames)]
@@ -301,11 +308,7 @@ def _level_report(lv: dict) -> dict:
         # "shape" when the image's darkness read well under the cement's shape in the two views
         # (volume-below-shape) and the volume is the shape's; None from a log whose results do not
         # carry their caveats
-        "volume_from": None
-        if not from_shape or from_shape[max(from_shape)] is None
-        else "shape"
-        if from_shape[max(from_shape)]
-        else "darkness",
+        "volume_from": last_volume["volume_from"] if last_volume else None,
         "image_volume_ml": next(
             (f["image_volume_ml"] for f in reversed(ordered) if f["image_volume_ml"] is not None), None
         ),

@@ -174,6 +174,19 @@ class End:
     kind: str = field(default="end", init=False)
 
 
+# A result's optional numeric measurements (None when unknown): checked as numbers on the wire,
+# logged as they are.
+RESULT_MEASUREMENTS = (
+    "distance_mm",
+    "distance_px",
+    "volume_ml",
+    "volume_low_ml",
+    "volume_high_ml",
+    "plane_volume_ml",
+    "seconds_to_line",
+)
+
+
 @dataclass(frozen=True)
 class Result:
     session: str
@@ -344,17 +357,7 @@ def _result(topic: bytes, session: str, send_time: float, raw: dict) -> Result:
     plane = next(p for p, t in RESULT_TOPICS.items() if t == topic)
     if raw.get("plane") != plane:
         raise MessageError("garbled", f"result plane {raw.get('plane')!r} on topic {topic.decode()}")
-    optional = {}
-    for name in (
-        "distance_mm",
-        "distance_px",
-        "volume_ml",
-        "volume_low_ml",
-        "volume_high_ml",
-        "plane_volume_ml",
-        "seconds_to_line",
-    ):
-        optional[name] = None if raw.get(name) is None else _number(raw, name)
+    optional = {name: None if raw.get(name) is None else _number(raw, name) for name in RESULT_MEASUREMENTS}
     optional["volume_scale"] = 1.0 if raw.get("volume_scale") is None else _number(raw, "volume_scale")
     level = raw.get("level")
     if level is not None and not isinstance(level, str):

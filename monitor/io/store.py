@@ -45,6 +45,7 @@ import numpy as np
 
 from monitor.errors import MonitorError
 from monitor.io.signing import head_problems, sign_head
+from monitor.messages import RESULT_MEASUREMENTS
 
 SCHEMA_VERSION = 2
 DB_NAME = "session.sqlite"
@@ -351,13 +352,7 @@ class SessionStore:
                 "frame_send_time",
                 "send_time",
                 "status",
-                "distance_mm",
-                "distance_px",
-                "volume_ml",
-                "volume_low_ml",
-                "volume_high_ml",
-                "plane_volume_ml",
-                "seconds_to_line",
+                *RESULT_MEASUREMENTS,
                 "volume_scale",
                 "alarms",
                 "overlay",

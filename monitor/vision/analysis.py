@@ -29,7 +29,7 @@ from monitor.vision.baseline import (
     compare_with_baseline,
     with_prior,
 )
-from monitor.vision.biplane import VolumeEstimate, biplane_volume_ml, fused_volume
+from monitor.vision.biplane import VolumeEstimate, biplane_volume_ml, darkness_volume, fused_volume
 from monitor.vision.body import MIN_BOX_SIDE_MM, body_from_box, body_from_wall, body_roi, shifted_body
 from monitor.vision.caveats import Caveat, CaveatCode, render_status
 from monitor.vision.cement import (
@@ -552,6 +552,9 @@ class CaseAnalyzer:
         self.planes: dict[str, PlaneAnalyzer] = {}
         self.alarms = AlarmEngine(self.config.alarms)
         self.volumes: dict[str, tuple[float, float]] = {}  # plane -> (volume, share filled in)
+        # The syringe has calibrated the darkness (set by whoever applies the syringe scale): the
+        # volume is then the darkness, not the shape's correction of the same under-read again.
+        self.darkness_calibrated = False
         self._history: deque = deque(maxlen=40)  # (time, distance)
         self._pending: dict[str, int] = {}
         self.scatter_seen: bool | None = None  # None: the cement's halo has not said yet
@@ -659,6 +662,8 @@ class CaseAnalyzer:
         if not self.volumes:
             return None, None
         darkness = _reconciled(list(self.volumes.values()))
+        if self.darkness_calibrated:
+            return darkness_volume(darkness), None
         planes = [self.planes.get(p) for p in ("lateral", "ap")]
         shape = None
         if all(p is not None and p.cement_mask is not None and p.pixel_mm for p in planes):

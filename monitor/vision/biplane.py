@@ -86,8 +86,7 @@ class VolumeEstimate:
     low_ml: float
     high_ml: float
     reads_low: bool  # the darkness well under the shape: the volume is the shape's
-    darkness_ml: float  # the volume from the image's darkness
-    shape_ml: float | None  # from the cement's shape in the two views (None: not measurable)
+    darkness_ml: float  # the volume from the image's darkness (what a syringe calibrates)
 
 
 def fused_volume(darkness_ml: float, shape_ml: float | None) -> VolumeEstimate:
@@ -97,16 +96,16 @@ def fused_volume(darkness_ml: float, shape_ml: float | None) -> VolumeEstimate:
     error as interval, unless it is well under the shape; then the shape, scaled by what it
     reads of the truth, with that factor's spread as interval (never below the darkness)."""
     if shape_ml is None or shape_ml < SHAPE_MIN_ML or darkness_ml >= DARKNESS_BELOW_SHAPE * shape_ml:
-        return darkness_volume(darkness_ml, shape_ml)
+        return darkness_volume(darkness_ml)
     lo, mid, hi = SHAPE_OF_TRUTH
     low = max(darkness_ml, shape_ml / hi)
     volume = max(low, shape_ml / mid)
-    return VolumeEstimate(volume, low, max(volume, shape_ml / lo), True, darkness_ml, shape_ml)
+    return VolumeEstimate(volume, low, max(volume, shape_ml / lo), True, darkness_ml)
 
 
-def darkness_volume(darkness_ml: float, shape_ml: float | None = None) -> VolumeEstimate:
+def darkness_volume(darkness_ml: float) -> VolumeEstimate:
     """The volume from the image's darkness alone, with its own error as interval: where the
     shape agrees, or where the syringe has calibrated the darkness (then the syringe is the
     reference, and the shape's correction would be a second one of the same under-read)."""
     lo, hi = DARKNESS_OF_TRUTH
-    return VolumeEstimate(darkness_ml, darkness_ml / hi, darkness_ml / lo, False, darkness_ml, shape_ml)
+    return VolumeEstimate(darkness_ml, darkness_ml / hi, darkness_ml / lo, False, darkness_ml)
