@@ -305,3 +305,55 @@ def test_once_the_syringe_calibrates_the_volume_is_the_darkness_scaled_not_the_s
     # the darkness scaled to the syringe's 1 mL, growing on from there, not the shape scaled again
     assert 0.9 < after[0].volume_ml < 1.3 and after[-1].volume_ml < 2.0
     assert after[-1].volume_low_ml < after[-1].volume_ml < after[-1].volume_high_ml
+
+
+def test_brightness_clipping_the_ap_view_white_neither_loses_the_cement_nor_passes_silently(tmp_path):
+    """8-bit video windowed on the first frame, and the exposure rising as the cement grows
+    (brightness control): the AP view clips white over ever more of the region (5 % at the
+    start, 77 % by frame 24, 92 % at the end; a realistic benchmark case went from 7 to 71 %).
+    Before clipped pixels were left out, the cement vanished from the AP view at 77 % and the
+    level's volume fell from 1.4 to 0.08 mL of 1.8 injected. Now the volume holds, every
+    result says how much is clipped, and once too little is left to read (over 80 %) the view
+    is skipped, said as such, with no rule counted as checked there, and its volume held."""
+    from monitor.analyzer import analyse_source
+    from monitor.io.sources import DicomPairSource
+
+    world = World(kvp=80, scatter_to_primary=0.5, video=True, tags=False)
+    case = tmp_path / "case"
+    truth = simulate(
+        _small(world, scenario="none", size=192, frames=30, bits=8, intensity="LOG", compression="none"), case
+    )
+    bright = tmp_path / "bright"
+    bright.mkdir()
+    (bright / "lateral.dcm").write_bytes((case / "lateral.dcm").read_bytes())
+    ds = pydicom.dcmread(case / "ap.dcm")
+    gain = np.clip(np.arange(ds.NumberOfFrames) - 5, 0, None) * 7  # +7 levels a frame from frame 6
+    frames = np.clip(ds.pixel_array.astype(int) + gain[:, None, None], 0, 255).astype(np.uint8)
+    ds.PixelData = frames.tobytes()
+    ds.save_as(bright / "ap.dcm")
+    clipped = [float((f == 255).mean()) for f in frames]
+    assert clipped[0] < 0.1 and clipped[24] > 0.7 and clipped[-1] > 0.85
+
+    def ap_results(folder):
+        source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
+        results = {item.index: result for item, result in analyse_source(source) if item.plane == "ap"}
+        source.close()
+        return results
+
+    unclipped, ap = ap_results(case), ap_results(bright)
+    injected = {f["frame"]: f["injected_ml"] for f in truth["frames"]}
+    said = {index: {c["code"] for c in result.caveats or []} for index, result in ap.items()}
+    read = [i for i in ap if "image-clipped" in said[i]]  # partly clipped, read
+    skipped = [i for i in ap if "saturated-frame" in said[i]]  # too clipped to read
+    assert read and skipped and max(read) < min(skipped) and skipped[-1] == max(ap)
+    for index, result in ap.items():
+        if injected[index] >= 0.5:  # the level's volume never collapses (0.08 mL for 1.82 before)
+            assert result.volume_ml >= 0.3 * injected[index], (index, result.volume_ml)
+        if clipped[index] < 0.05:
+            assert not said[index] & {"image-clipped", "saturated-frame"}
+        if index in read:  # the view's own reading as if nothing were clipped (0 from 77 % before)
+            assert result.checks == ["leak"]
+            assert result.plane_volume_ml >= 0.8 * unclipped[index].plane_volume_ml, index
+        if index in skipped:  # nothing counted as checked there, the view's volume not read
+            assert result.checks == [] and result.plane_volume_ml is None
+        assert not result.alarms  # no leak, no proximity in this case, and none read from the clipping

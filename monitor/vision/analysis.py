@@ -49,7 +49,7 @@ from monitor.vision.confidence import (
 )
 from monitor.vision.drawing import overlay_geometry
 from monitor.vision.measure import DistanceMaps, Leak, read_cement, read_shaft
-from monitor.vision.pixels import PixelGrid
+from monitor.vision.pixels import PixelGrid, saturated_bright
 from monitor.vision.plane_baseline import PlaneBaseline, learn_plane_baseline
 from monitor.vision.scatter import (
     HALO_DECIDE_WEIGHT,
@@ -59,6 +59,9 @@ from monitor.vision.scatter import (
     ScatterPhysics,
     primary_attenuation,
 )
+
+CLIPPED_SAID_ABOVE = 0.10  # share of a plane's region clipped white from which each result says so
+CLIPPED_UNREADABLE_ABOVE = 0.80  # ... and over which the view is not read at all (see _unreadable)
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,7 @@ class PlaneAnalyzer:
         self._state: BaselineState | None = None  # the baseline over ``roi``
         self._registration: Registration | None = None  # to the baseline over ``roi``
         self._distances: DistanceMaps | None = None  # to the walls, over ``roi``
-        self._last_mask: np.ndarray | None = None  # the growing bolus, left out of registration
+        self._last_mask: np.ndarray | None = None  # the bolus seen so far, left out of registration
         self.cement_mask: np.ndarray | None = None  # the cement measured on the last frame (ROI grid)
         self._shift = (0.0, 0.0)  # the breathing shift, working pixels, of the last frame
         self.without_scatter = False  # once the cement's halo has shown there is none
@@ -230,6 +233,7 @@ class PlaneAnalyzer:
         # the first cement read beyond the wall found: that wall cannot be confirmed, only redrawn
         self.wall_refuted = False
         self.front_seen = False  # a front has been measured (the first one is at the tip)
+        self.clipped_share = 0.0  # of the ROI clipped white on the last frame measured
         # (event, detail, value) for the log, taken by the caller
         self.news: list[tuple[str, str, dict]] = []
 
@@ -350,18 +354,24 @@ class PlaneAnalyzer:
     def _measure_frame(self, pixels: np.ndarray, frame: int) -> PlaneResult:
         cement, comparison = self._cement(pixels)
         dx, dy = comparison.shift
+        if self.clipped_share > CLIPPED_UNREADABLE_ABOVE:
+            return self._unreadable(frame, comparison.shift)
         x0, y0 = self.roi[0], self.roi[1]
         # into ROI coordinates, then by the breathing shift
         body = None if self.body is None else shifted_body(shifted_body(self.body, -x0, -y0), dx, dy)
         shaft = self._read_shaft(cement.difference, body)
         cement = with_prior(cement, self._state.prior, comparison.shift)
         tips = [(c.tip[0] - x0 + dx, c.tip[1] - y0 + dy) for c in self.learnt.cannulas]
-        self._last_mask = growing_bolus(cement.mask, tips, self.pixel_mm)
+        # Cement does not go away: the bolus seen so far stays out of the registration and of
+        # the background's level, so that one frame that loses it (the exposure clipping the
+        # region around it) cannot make the background's level the cement's and lose it for good.
+        bolus = growing_bolus(cement.mask, tips, self.pixel_mm)
+        self._last_mask = bolus if self._last_mask is None else (bolus | self._last_mask)
         self.cement_mask = cement.mask
         result = PlaneResult(
             self.plane,
             frame,
-            tuple(filter(None, (self.anatomy_error, *self.caveats))),
+            tuple(filter(None, (self.anatomy_error, *self.caveats, self._clipped_caveat()))),
             shift_px=(dx * self.grid.scale, dy * self.grid.scale),
         )
         if self.pixel_mm:
@@ -404,16 +414,57 @@ class PlaneAnalyzer:
             att, measured, scatter = primary_attenuation(*frame, parts=True)
         else:
             att, measured = primary_attenuation(*frame), None
+        clipped = saturated_bright(pixels, self.grid, self.roi, self.photometric, self.bits_stored)
+        self.clipped_share = float(clipped.mean())
         comparison = compare_with_baseline(
-            att, self._state, self._registration, self._shift, self._last_mask, measured, self.without_scatter
+            att,
+            self._state,
+            self._registration,
+            self._shift,
+            self._last_mask,
+            measured,
+            self.without_scatter,
+            clipped,
         )
         self._shift = comparison.shift
         c = comparison
-        cement = segment(c.difference, c.layers[..., LAYER_GRADIENT], c.exclude, self.pixel_mm)
+        cement = segment(
+            c.difference, c.layers[..., LAYER_GRADIENT], c.unread, self.pixel_mm, bolus=self._last_mask
+        )
         if parts and self.halo_open:
             intensity = (measured, scatter)
-            self.halo.add(c.difference, cement.mask, c.exclude, intensity, c.intensity_before, self.pixel_mm)
+            self.halo.add(c.difference, cement.mask, c.unread, intensity, c.intensity_before, self.pixel_mm)
         return cement, comparison
+
+    def _unreadable(self, frame: int, shift: tuple[float, float]) -> PlaneResult:
+        """A frame whose region is clipped white over CLIPPED_UNREADABLE_ABOVE of it: what is
+        left is too little to tell the background's level from the cement's (on a realistic
+        case the cement then vanished from the view). Nothing is measured on it (no front, no
+        leak rule checked, said as skipped); the view's cement outline and volume stay those
+        of its last frame read, which the level's volume goes on using (cement does not go
+        away)."""
+        why = Caveat(
+            CaveatCode.SATURATED_FRAME,
+            f"{self.clipped_share:.0%} of the {self.plane} region measured is clipped white (the exposure"
+            " raised past the image's range, e.g. brightness control on windowed video): its cement"
+            " cannot be read, no rule is checked in this view, and its volume is held at its last"
+            " reading",
+        )
+        dx, dy = shift
+        caveats = tuple(filter(None, (self.anatomy_error, *self.caveats, why)))
+        return PlaneResult(self.plane, frame, caveats, shift_px=(dx * self.grid.scale, dy * self.grid.scale))
+
+    def _clipped_caveat(self) -> Caveat | None:
+        """Said on a frame whose region measured is clipped white over CLIPPED_SAID_ABOVE of it:
+        cement is not read there (a faint leak into it could stay unseen)."""
+        if self.clipped_share < CLIPPED_SAID_ABOVE:
+            return None
+        return Caveat(
+            CaveatCode.IMAGE_CLIPPED,
+            f"{self.clipped_share:.0%} of the {self.plane} region measured is clipped white (the exposure"
+            " raised past the image's range, e.g. brightness control on windowed video): no cement is"
+            " read there, and a faint leak into it could go unseen",
+        )
 
     def _measure(self, result: PlaneResult, cement: CementMap, body, shaft: ShaftReading | None) -> None:
         """The front's distance and the leaks, into ``result`` (front in image pixels)."""

@@ -20,6 +20,7 @@ from monitor.vision.cement import CementMap, Registration, shift_image
 LAYER_ATTENUATION = 0  # the baseline's primary attenuation (log units)
 LAYER_GRADIENT = 1  # its edge strength (log units per pixel), for the cement threshold
 LAYER_EXCLUDED = 2  # 1 where pixels are never compared: the steel, outside the collimation
+MIN_REGISTERED_SHARE = 0.25  # of the ROI not ignored (cement, steel, clipped) below which the shift is kept
 LAYER_SLEEVE = 3  # 1 in the strips beside the steel where cement may run back (lateral)
 # After a sub-pixel shift the 0/1 channels blend at their edges: a pixel a quarter
 # excluded is excluded (the steel's edge must not read as cement), and a pixel counts as
@@ -76,6 +77,12 @@ class Comparison:
     uncovered: np.ndarray  # bool: the border the shifted baseline may not cover
     exclude: np.ndarray  # bool: not compared (the excluded layer's, and ``uncovered``)
     intensity_before: np.ndarray | None  # (h, w, 2) the baseline's intensity and scatter, shifted
+    clipped: np.ndarray | None = None  # bool: clipped bright in this frame, read as no cement (0)
+
+    @property
+    def unread(self) -> np.ndarray:
+        """bool: pixels whose difference says nothing of cement (``exclude`` and ``clipped``)."""
+        return self.exclude if self.clipped is None else (self.exclude | self.clipped)
 
 
 def compare_with_baseline(
@@ -86,14 +93,25 @@ def compare_with_baseline(
     bolus: np.ndarray | None,
     intensity: np.ndarray | None = None,
     without_scatter: bool = False,
+    clipped: np.ndarray | None = None,
 ) -> Comparison:
     """Register a frame's primary ``attenuation`` over the ROI, (h, w) log units, to the
     baseline, starting from the shift ``start`` and leaving the growing ``bolus`` (bool, or
     None) out, and difference the two. With ``intensity`` (the frame's measured intensity
     over the ROI), the baseline's is shifted too; ``without_scatter`` then differences the
-    measured intensities themselves, for images found to hold no scatter."""
+    measured intensities themselves, for images found to hold no scatter. ``clipped`` (bool,
+    or None): the frame's pixels clipped bright (:func:`monitor.vision.pixels.saturated_bright`),
+    left out of the registration and the background's median, their difference set to 0;
+    when they leave under MIN_REGISTERED_SHARE of the ROI to register on, the shift is kept."""
     ignore = state.exclude if bolus is None else (state.exclude | bolus)
-    dx, dy = registration.shift(attenuation, ignore, start)
+    if clipped is not None and clipped.any():
+        ignore = ignore | clipped
+    else:
+        clipped = None
+    if clipped is not None and float(np.mean(~ignore)) < MIN_REGISTERED_SHARE:
+        dx, dy = start  # too little left to hold on to: breathing is smooth, keep the last shift
+    else:
+        dx, dy = registration.shift(attenuation, ignore, start)
     layers, uncovered, exclude = shifted_layers(state.layers, dx, dy)
     before = None if intensity is None else shift_image(state.scatter_layers, dx, dy)
     if without_scatter:
@@ -101,9 +119,13 @@ def compare_with_baseline(
     else:
         difference = attenuation - layers[..., LAYER_ATTENUATION]
     background = ~exclude if bolus is None else ~(exclude | bolus)
+    if clipped is not None:
+        background &= ~clipped
     sample = difference[::3, ::3][background[::3, ::3]]
     difference -= float(np.median(sample)) if sample.size else 0.0
-    return Comparison((dx, dy), difference, layers, uncovered, exclude, before)
+    if clipped is not None:
+        difference[clipped] = 0.0
+    return Comparison((dx, dy), difference, layers, uncovered, exclude, before, clipped)
 
 
 def with_prior(cement: CementMap, prior: tuple[np.ndarray, np.ndarray] | None, shift) -> CementMap:

@@ -172,12 +172,19 @@ def segment(
     exclude: np.ndarray,
     pixel_mm: float | None,
     min_threshold: float = 0.045,
+    bolus: np.ndarray | None = None,
 ) -> CementMap:
     """Cement pixels: a smoothed difference above a noise- and edge-aware threshold,
-    in connected regions that reach at least twice that threshold."""
+    in connected regions that reach at least twice that threshold. The noise is measured
+    outside ``exclude`` and, while enough is left, outside the ``bolus`` seen so far (bool,
+    or None): where the exposure has clipped most of the region, the cement would otherwise
+    be most of the sample and its own spread would raise the threshold over it."""
     sigma = max(0.8, 0.25 / pixel_mm) if pixel_mm else 1.0
     smooth = cv2.GaussianBlur(difference, (0, 0), sigma)
     sample = smooth[::4, ::4][~exclude[::4, ::4]]
+    if bolus is not None:
+        outside = smooth[::4, ::4][~(exclude | bolus)[::4, ::4]]
+        sample = outside if outside.size >= max(50, sample.size // 8) else sample
     sample = sample if sample.size else smooth.ravel()
     noise = float(1.4826 * np.median(np.abs(sample - np.median(sample))))
     threshold = np.maximum(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 WORK_PIXEL_MM = 0.25  # finer detectors are binned towards this: enough for 0.3 mm, 4x faster at 1024
@@ -48,3 +49,29 @@ class PixelGrid:
         """A full-resolution image pixel (x, y), in working pixels of the whole frame."""
         s = self.scale
         return (x - (s - 1) / 2) / s, (y - (s - 1) / 2) / s
+
+
+def saturated_bright(
+    pixels: np.ndarray, grid: PixelGrid, roi: tuple[int, int, int, int], photometric: str, bits_stored: int
+) -> np.ndarray:
+    """(h, w) bool over ``roi`` (working pixels x0, y0, x1, y1): working pixels holding any
+    full pixel stored at the bright end of the range (the maximum on MONOCHROME2, 0 on
+    MONOCHROME1), grown by two pixels (the cement's smoothing reaches that far).
+
+    Why: brightness control raises the exposure as the dark cement grows, and 8-bit video
+    windowed on the first frame clips ever more of the bright tissue to white (7 to 71 % of
+    an AP view on one realistic case). A clipped pixel brightens less than the rest, so
+    against the baseline it reads as attenuation gained: cement where there is none, and,
+    once most of the region is clipped, a background offset that hides the real cement.
+    Cement only darkens, so a pixel clipped bright holds none: it is left out of the
+    comparison rather than read."""
+    s = grid.scale
+    x0, y0, x1, y1 = roi
+    crop = pixels[y0 * s : y1 * s, x0 * s : x1 * s]
+    clip = (crop >= 2**bits_stored - 1) if photometric != "MONOCHROME1" else (crop <= 0)
+    if not clip.any():
+        return np.zeros((y1 - y0, x1 - x0), bool)
+    clip = clip.view(np.uint8) if clip.dtype == bool else clip.astype(np.uint8)
+    if s > 1:  # any full pixel of a working pixel
+        clip = cv2.resize(clip * np.uint8(255), (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+    return cv2.dilate(clip, np.ones((5, 5), np.uint8)) > 0
