@@ -44,7 +44,15 @@ def html_report(store: SessionStore, report: dict) -> str:
         parts.append(_monitoring(level))
         parts.append(_level_table(level))
         parts.append(_chart(level, "distance_mm", "distance to posterior wall (mm)", line=5.0))
-        parts.append(_chart(level, "volume_ml", "cement volume (mL)", marks=level["operator_events"]))
+        parts.append(
+            _chart(
+                level,
+                "volume_ml",
+                "cement volume (mL)",
+                marks=level["operator_events"],
+                band=("volume_low_ml", "volume_high_ml"),
+            )
+        )
         parts.append(_alarm_table(level))
         parts.append(_caveats(level))
         if level.get("wall"):
@@ -309,18 +317,36 @@ def _clock(event: dict) -> str:
     return datetime.datetime.fromtimestamp(event["time"], datetime.timezone.utc).strftime("%H:%M:%S UTC")
 
 
-def _chart(level: dict, key: str, label: str, line: float | None = None, marks=(), w=900, h=220) -> str:
-    """A line chart as inline SVG, with alarm markers, an optional threshold line, and
-    ``marks`` (operator events: syringe, pause, resume) along the bottom."""
+def _chart(
+    level: dict,
+    key: str,
+    label: str,
+    line: float | None = None,
+    marks=(),
+    band: tuple[str, str] | None = None,
+    w=900,
+    h=220,
+) -> str:
+    """A line chart as inline SVG, with alarm markers, an optional threshold line, ``marks``
+    (operator events: syringe, pause, resume) along the bottom, and ``band``: the keys of
+    the frames' interval (low, high), shaded behind the line where the frames give one."""
     points = [(f["time_s"], f[key]) for f in level["frames"] if f[key] is not None]
     if len(points) < 2:
         return f"<p>{_e(label)}: not measured.</p>"
+    interval = []
+    if band is not None:
+        interval = [
+            (f["time_s"], f.get(band[0]), f.get(band[1]))
+            for f in level["frames"]
+            if f[key] is not None and f.get(band[0]) is not None and f.get(band[1]) is not None
+        ]
     left, right, top, bottom = 56, 12, 12, 30
     t0, t1 = level["start_s"], level["end_s"]  # the same time axis for every chart of a level
     values = [p[1] for p in points] + ([line] if line is not None else [])
+    values += [v for _, low, high in interval for v in (low, high)]
     lo, hi = min(values), max(values)
     pad = 0.08 * (hi - lo or 1.0)
-    lo, hi = lo - pad, hi + pad
+    lo, hi = (lo - pad if lo < 0 else max(0.0, lo - pad)), hi + pad  # no axis below 0 for what is not
 
     def x(t):
         return left + (t - t0) / ((t1 - t0) or 1.0) * (w - left - right)
@@ -360,9 +386,16 @@ def _chart(level: dict, key: str, label: str, line: float | None = None, marks=(
             f"<text x='{x(e['acq_time']):.1f}' y='{h - bottom - 4}' font-size='13' fill='{colour}' "
             f"text-anchor='middle'>{symbol}<title>{_e(e['detail'])}</title></text>"
         )
+    if len(interval) >= 2:  # the 68 % interval: up along the high bounds, back along the low
+        outline = [(t, high) for t, _, high in interval] + [(t, low) for t, low, _ in reversed(interval)]
+        shape = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in outline)
+        svg.append(
+            f"<polygon class='interval' points='{shape}' fill='#1f77b4' fill-opacity='0.18' stroke='none'/>"
+        )
     path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in points)
     svg.append(f"<polyline points='{path}' fill='none' stroke='#1f77b4' stroke-width='2'/>")
-    legend = "  (S syringe mL delivered, II paused, \u25b6 resumed)" if marks else ""
+    legend = "  (shaded: its 68 % interval)" if len(interval) >= 2 else ""
+    legend += "  (S syringe mL delivered, II paused, \u25b6 resumed)" if marks else ""
     svg.append(f"<text x='{left + 6}' y='{top + 14}' font-size='12' fill='#333'>{_e(label + legend)}</text>")
     svg.append("</svg>")
     return "".join(svg)

@@ -274,7 +274,9 @@ def test_a_volume_the_darkness_reads_low_is_the_shapes_with_its_interval_in_the_
     said = f"{level['volume_ml']:.2f} mL ({level['volume_low_ml']:.2f}-{level['volume_high_ml']:.2f})"
     assert f"volume {said} from the cement's shape" in monitor_cli("audit", tmp_path / "s").stdout
     assert monitor_cli("audit", tmp_path / "s", "--html", tmp_path / "a.html").returncode == 0
-    assert f"{said} from the cement&#x27;s shape" in (tmp_path / "a.html").read_text()
+    html = (tmp_path / "a.html").read_text()
+    assert f"{said} from the cement&#x27;s shape" in html
+    assert "<polygon class='interval'" in html and "shaded: its 68 % interval" in html  # the chart's band
 
 
 def test_once_the_syringe_calibrates_the_volume_is_the_darkness_scaled_not_the_shape(tmp_path):
