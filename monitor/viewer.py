@@ -690,9 +690,10 @@ class MonitorWindow(QtWidgets.QWidget):
         colour = "#f0f0f0" if d is None or d >= 7 else ("#ffd200" if d > 5 else "#ff4040")
         colour = "#ff9900" if uncalibrated else UNCONFIRMED if unarmed else colour
         colour = "#6a6a6a" if stale else colour
-        # the darkness's volume well under the cement's shape in the two views: the volume is
-        # then the shape's, with a wide interval (said by the result the volume shown came with)
-        low = s.volume_from_shape
+        # a volume the monitor cannot vouch for (the shape's, the darkness having read low, or
+        # the darkness with no shape to check it by), with a wide interval (said by the result
+        # the volume shown came with)
+        low = s.volume_doubtful
         for key in ("level", "to_line", "volume"):
             _style(r[key], f"color:{'#6a6a6a' if stale else '#f0f0f0'}; background:#181818; padding:6px;")
         if low and not stale:  # orange, as what the monitor cannot vouch for

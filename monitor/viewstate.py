@@ -18,6 +18,8 @@ from monitor.messages import PLANES, Result, Status
 from monitor.vision.alarms import PLANE_CHECKS
 from monitor.vision.caveats import CaveatCode
 
+DOUBTFUL_VOLUME = {CaveatCode.VOLUME_BELOW_SHAPE, CaveatCode.VOLUME_UNCHECKED}  # shown orange
+
 STALE_S = 1.0  # no new frame for this long: NO SIGNAL
 # The live NOT MONITORED state is judged, per plane, on its newest results after the baseline,
 # with the audit's threshold (monitor.audit.MONITORED_SHARE).
@@ -50,7 +52,9 @@ class ViewState:
     seconds_to_line: float | None = None
     volume_ml: float | None = None
     volume_interval_ml: tuple[float, float] | None = None  # the volume's 68 % interval, when said
-    volume_from_shape: bool = False  # the volume shown is the cement's shape's (volume-below-shape)
+    # the volume shown is one the monitor cannot vouch for: the shape's, the darkness having read
+    # low (volume-below-shape), or the darkness with no shape to check it by (volume-unchecked)
+    volume_doubtful: bool = False
     distances: deque = field(default_factory=lambda: deque(maxlen=3000))  # (time, mm), lateral
     volumes: deque = field(default_factory=lambda: deque(maxlen=3000))  # (time, mL)
     last_result_at: float | None = None
@@ -111,7 +115,7 @@ class ViewState:
             self.volume_ml = r.volume_ml
             said = r.volume_low_ml is not None and r.volume_high_ml is not None
             self.volume_interval_ml = (r.volume_low_ml, r.volume_high_ml) if said else None
-            self.volume_from_shape = CaveatCode.VOLUME_BELOW_SHAPE in r.caveat_codes()
+            self.volume_doubtful = bool(DOUBTFUL_VOLUME & set(r.caveat_codes()))
             self.volumes.append((r.acq_time, r.volume_ml))
         for change in r.alarm_changes or ():
             self.follows_changes = True

@@ -149,8 +149,14 @@ def test_the_volume_is_the_darkness_unless_it_reads_well_under_the_shape():
     """Darkness and shape agreeing (the shape under-reads, so a darkness above it is what the
     physics model says): the darkness, inside a narrow interval. Darkness well under the shape:
     the shape scaled by what it reads of the truth, its interval that factor's spread, never
-    below the darkness. No shape, or a shape too small to outline: the darkness."""
-    from monitor.vision.biplane import DARKNESS_OF_TRUTH, SHAPE_OF_TRUTH, fused_volume
+    below the darkness. No shape, or a shape too small to outline: the darkness, unchecked, its
+    interval reaching up to what an unchecked darkness has read of the truth."""
+    from monitor.vision.biplane import (
+        DARKNESS_OF_TRUTH,
+        SHAPE_OF_TRUTH,
+        UNCHECKED_DARKNESS_OF_TRUTH,
+        fused_volume,
+    )
 
     agree = fused_volume(2.0, 1.5)
     assert (agree.volume_ml, agree.reads_low) == (2.0, False)
@@ -165,5 +171,10 @@ def test_the_volume_is_the_darkness_unless_it_reads_well_under_the_shape():
     assert fused_volume(1.4, 1.5).volume_ml == pytest.approx(1.4)  # within 0.9x: the darkness
     faint = fused_volume(2.5, 3.0)  # under 0.9x the shape but over what the shape's scale gives
     assert faint.reads_low and faint.low_ml >= 2.5 and faint.volume_ml >= faint.low_ml
-    for shape in (None, 0.4):
-        assert fused_volume(0.3, shape).volume_ml == 0.3 and not fused_volume(0.3, shape).reads_low
+    for shape in (None, 0.4):  # no shape to check it by: the darkness, its interval reaching up
+        unchecked = fused_volume(0.8, shape)
+        assert (unchecked.volume_ml, unchecked.reads_low, unchecked.checked) == (0.8, False, False)
+        assert unchecked.low_ml == pytest.approx(0.8 / DARKNESS_OF_TRUTH[1])
+        assert unchecked.high_ml == pytest.approx(0.8 / UNCHECKED_DARKNESS_OF_TRUTH)
+        assert unchecked.high_ml > 2 * unchecked.volume_ml
+    assert agree.checked and low.checked

@@ -29,7 +29,14 @@ from monitor.vision.baseline import (
     compare_with_baseline,
     with_prior,
 )
-from monitor.vision.biplane import VolumeEstimate, biplane_volume_ml, darkness_volume, fused_volume
+from monitor.vision.biplane import (
+    SHAPE_MIN_ML,
+    SHAPE_OF_TRUTH,
+    VolumeEstimate,
+    biplane_volume_ml,
+    darkness_volume,
+    fused_volume,
+)
 from monitor.vision.body import MIN_BOX_SIDE_MM, body_from_box, body_from_wall, body_roi, shifted_body
 from monitor.vision.caveats import Caveat, CaveatCode, render_status
 from monitor.vision.cement import (
@@ -721,6 +728,16 @@ class CaseAnalyzer:
             lateral, ap = planes
             shape = biplane_volume_ml(lateral.cement_mask, lateral.pixel_mm, ap.cement_mask, ap.pixel_mm)
         estimate = fused_volume(darkness, shape)
+        # said where the bolus is big enough that its outline would give a shape even at the
+        # shape's lowest reading of the truth (smaller ones are often too small to outline)
+        if not estimate.checked and darkness >= SHAPE_MIN_ML / SHAPE_OF_TRUTH[0]:
+            return estimate, Caveat(
+                CaveatCode.VOLUME_UNCHECKED,
+                f"the cement's outline is too faint in a view to check the volume read from the image's"
+                f" darkness ({darkness:.2f} mL) against its shape: in a room whose scatter, beam or"
+                f" cement differ from those assumed it reads low, so its 68 % interval reaches up to"
+                f" {estimate.high_ml:.2f} mL; enter syringe volumes to calibrate it",
+            )
         if not estimate.reads_low:
             return estimate, None
         return estimate, Caveat(
