@@ -240,7 +240,6 @@ class PlaneAnalyzer:
         # the first cement read beyond the wall found: that wall cannot be confirmed, only redrawn
         self.wall_refuted = False
         self.front_seen = False  # a front has been measured (the first one is at the tip)
-        self.clipped_share = 0.0  # of the ROI clipped white on the last frame measured
         # (event, detail, value) for the log, taken by the caller
         self.news: list[tuple[str, str, dict]] = []
 
@@ -359,10 +358,12 @@ class PlaneAnalyzer:
         return self._measure_frame(pixels, frame)
 
     def _measure_frame(self, pixels: np.ndarray, frame: int) -> PlaneResult:
-        cement, comparison = self._cement(pixels)
+        clipped = saturated_bright(pixels, self.grid, self.roi, self.photometric, self.bits_stored)
+        share = float(clipped.mean())
+        if share > CLIPPED_UNREADABLE_ABOVE:  # before any work: nothing on it is read
+            return self._unreadable(frame, share)
+        cement, comparison = self._cement(pixels, clipped)
         dx, dy = comparison.shift
-        if self.clipped_share > CLIPPED_UNREADABLE_ABOVE:
-            return self._unreadable(frame, comparison.shift)
         x0, y0 = self.roi[0], self.roi[1]
         # into ROI coordinates, then by the breathing shift
         body = None if self.body is None else shifted_body(shifted_body(self.body, -x0, -y0), dx, dy)
@@ -378,7 +379,7 @@ class PlaneAnalyzer:
         result = PlaneResult(
             self.plane,
             frame,
-            tuple(filter(None, (self.anatomy_error, *self.caveats, self._clipped_caveat()))),
+            tuple(filter(None, (self.anatomy_error, *self.caveats, self._clipped_caveat(share)))),
             shift_px=(dx * self.grid.scale, dy * self.grid.scale),
         )
         if self.pixel_mm:
@@ -411,9 +412,10 @@ class PlaneAnalyzer:
             result.overlay.pop("safety_line", None)
         return result
 
-    def _cement(self, pixels: np.ndarray) -> tuple[CementMap, Comparison]:
-        """The frame against the baseline (its shift kept in ``_shift``) and the cement in it.
-        The halo's evidence is gathered here while it is watched."""
+    def _cement(self, pixels: np.ndarray, clipped: np.ndarray) -> tuple[CementMap, Comparison]:
+        """The frame against the baseline (its shift kept in ``_shift``) and the cement in it,
+        ``clipped`` (ROI grid, bool) left unread. The halo's evidence is gathered here while it
+        is watched."""
         # the intensity and the scatter apart, while the halo is watched or once the scatter is dropped
         parts = self._state.scatter_layers is not None and (self.halo_open or self.without_scatter)
         frame = (pixels, self.grid, self.learnt.model, self.physics, self.roi)
@@ -421,8 +423,6 @@ class PlaneAnalyzer:
             att, measured, scatter = primary_attenuation(*frame, parts=True)
         else:
             att, measured = primary_attenuation(*frame), None
-        clipped = saturated_bright(pixels, self.grid, self.roi, self.photometric, self.bits_stored)
-        self.clipped_share = float(clipped.mean())
         comparison = compare_with_baseline(
             att,
             self._state,
@@ -443,34 +443,34 @@ class PlaneAnalyzer:
             self.halo.add(c.difference, cement.mask, c.unread, intensity, c.intensity_before, self.pixel_mm)
         return cement, comparison
 
-    def _unreadable(self, frame: int, shift: tuple[float, float]) -> PlaneResult:
-        """A frame whose region is clipped white over CLIPPED_UNREADABLE_ABOVE of it: what is
-        left is too little to tell the background's level from the cement's (on a realistic
-        case the cement then vanished from the view). Nothing is measured on it (no front, no
-        leak rule checked, said as skipped); the view's cement outline and volume stay those
-        of its last frame read, which the level's volume goes on using (cement does not go
-        away)."""
+    def _unreadable(self, frame: int, share: float) -> PlaneResult:
+        """A frame whose region is clipped white over CLIPPED_UNREADABLE_ABOVE of it (``share``):
+        what is left is too little to tell the background's level from the cement's (on a
+        realistic case the cement then vanished from the view). Nothing is measured on it (no
+        front, no leak rule checked, no halo evidence, said as skipped); the breathing shift,
+        the view's cement outline and its volume stay those of its last frame read, which the
+        level's volume goes on using (cement does not go away)."""
         why = Caveat(
             CaveatCode.SATURATED_FRAME,
-            f"{self.clipped_share:.0%} of the {self.plane} region measured is clipped white (the exposure"
-            " raised past the image's range, e.g. brightness control on windowed video): its cement"
-            " cannot be read, no rule is checked in this view, and its volume is held at its last"
-            " reading",
+            f"{self._clipped(share)}: its cement cannot be read, no rule is checked in this view, and"
+            " its volume is held at its last reading",
         )
-        dx, dy = shift
+        dx, dy = self._shift
         caveats = tuple(filter(None, (self.anatomy_error, *self.caveats, why)))
         return PlaneResult(self.plane, frame, caveats, shift_px=(dx * self.grid.scale, dy * self.grid.scale))
 
-    def _clipped_caveat(self) -> Caveat | None:
-        """Said on a frame whose region measured is clipped white over CLIPPED_SAID_ABOVE of it:
-        cement is not read there (a faint leak into it could stay unseen)."""
-        if self.clipped_share < CLIPPED_SAID_ABOVE:
+    def _clipped_caveat(self, share: float) -> Caveat | None:
+        """Said on a frame whose region measured is clipped white over CLIPPED_SAID_ABOVE of it
+        (``share``): cement is not read there (a faint leak into it could stay unseen)."""
+        if share < CLIPPED_SAID_ABOVE:
             return None
-        return Caveat(
-            CaveatCode.IMAGE_CLIPPED,
-            f"{self.clipped_share:.0%} of the {self.plane} region measured is clipped white (the exposure"
-            " raised past the image's range, e.g. brightness control on windowed video): no cement is"
-            " read there, and a faint leak into it could go unseen",
+        detail = f"{self._clipped(share)}: no cement is read there, and a faint leak into it could go unseen"
+        return Caveat(CaveatCode.IMAGE_CLIPPED, detail)
+
+    def _clipped(self, share: float) -> str:
+        return (
+            f"{share:.0%} of the {self.plane} region measured is clipped white (the exposure raised past"
+            " the image's range, e.g. brightness control on windowed video)"
         )
 
     def _measure(self, result: PlaneResult, cement: CementMap, body, shaft: ShaftReading | None) -> None:

@@ -71,7 +71,7 @@ def saturated_bright(
     clip = (crop >= 2**bits_stored - 1) if photometric != "MONOCHROME1" else (crop <= 0)
     if not clip.any():
         return np.zeros((y1 - y0, x1 - x0), bool)
-    clip = clip.view(np.uint8) if clip.dtype == bool else clip.astype(np.uint8)
+    clip = clip.view(np.uint8)
     if s > 1:  # any full pixel of a working pixel
         clip = cv2.resize(clip * np.uint8(255), (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
     return cv2.dilate(clip, np.ones((5, 5), np.uint8)) > 0
