@@ -126,9 +126,14 @@ def test_video_output_is_8_bit_log_and_the_cement_darkens_it(tmp_path):
 
 
 def test_a_case_is_the_same_for_the_same_seed(tmp_path):
+    """... whether its phantom is built (a) or remembered from the last build (b)."""
+    from monitor.sim import simulate as simulator
+
     world = draw_world(np.random.default_rng(11))
     cfg = _small(world, bits=8, intensity="LOG") if world.video else _small(world)
+    simulator._PHANTOMS.clear()
     a = simulate(cfg, tmp_path / "a")
+    assert len(simulator._PHANTOMS) == 1
     b = simulate(cfg, tmp_path / "b")
     assert json.dumps(a["detector"]) == json.dumps(b["detector"])
     assert (tmp_path / "a" / "ap.dcm").read_bytes() == (tmp_path / "b" / "ap.dcm").read_bytes()

@@ -45,9 +45,12 @@ def test_projection_magnifies_by_sid_over_source_distance():
 
 
 def test_same_seed_same_recording_other_seed_other_recording(tmp_path):
+    from monitor.sim import simulate as simulator
+
     cfg = SimConfig(seed=3, scenario="disc", size=96, frames=8)
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     simulate(cfg, a)
+    simulator._PHANTOMS.clear()  # built again, not remembered
     simulate(cfg, b)
     simulate(SimConfig(seed=4, scenario="disc", size=96, frames=8), c)
     for plane in ("lateral", "ap"):

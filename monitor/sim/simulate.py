@@ -12,8 +12,10 @@ and benchmarks compare against it.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -119,6 +121,35 @@ class SimConfig:
                 raise ValueError("8-bit video (world.video) needs bits 8 and intensity LOG")
 
 
+# Phantoms built in this process, by what decides them: (anatomy, level, fracture, seed) ->
+# (the phantom, the random stream's state after building it). Building one takes seconds and
+# is most of a small case's time; the test suite and parameter sweeps render one anatomy many
+# times. A phantom is handed out as a copy (the cannula is cut into it) and the stream is put
+# where the build left it, so a case is the same, to the bit, whether built or remembered.
+_PHANTOMS: OrderedDict[tuple, tuple[Phantom, dict]] = OrderedDict()
+PHANTOMS_REMEMBERED = 3  # about 0.3 GB each
+
+
+def _phantom(cfg: SimConfig, rng: np.random.Generator) -> Phantom:
+    """The case's phantom from a fresh ``rng`` of its seed, leaving ``rng`` after the build."""
+    key = (cfg.anatomy, cfg.level, cfg.fracture, cfg.seed)
+    if key in _PHANTOMS:
+        _PHANTOMS.move_to_end(key)
+        phantom, state = _PHANTOMS[key]
+        rng.bit_generator.state = copy.deepcopy(state)
+        return copy.deepcopy(phantom)
+    if cfg.anatomy == "ct":
+        from monitor.sim.ct import build_ct_phantom
+
+        phantom = build_ct_phantom(rng, level=cfg.level)
+    else:
+        phantom = build_phantom(rng, level=cfg.level, fracture=cfg.fracture)
+    _PHANTOMS[key] = (copy.deepcopy(phantom), copy.deepcopy(rng.bit_generator.state))
+    while len(_PHANTOMS) > PHANTOMS_REMEMBERED:
+        _PHANTOMS.popitem(last=False)
+    return phantom
+
+
 def simulate(cfg: SimConfig, outdir: str | Path, progress: Callable[[str], None] | None = None) -> dict:
     """Render one case into ``outdir``; returns the truth dictionary."""
     # Over 60 lines on purpose: one case from phantom to files in the order it is made (anatomy,
@@ -132,12 +163,7 @@ def simulate(cfg: SimConfig, outdir: str | Path, progress: Callable[[str], None]
     rng = np.random.default_rng(cfg.seed)
 
     say("building the phantom")
-    if cfg.anatomy == "ct":
-        from monitor.sim.ct import build_ct_phantom
-
-        phantom = build_ct_phantom(rng, level=cfg.level)
-    else:
-        phantom = build_phantom(rng, level=cfg.level, fracture=cfg.fracture)
+    phantom = _phantom(cfg, rng)
     if cfg.cleft:
         phantom = add_cleft(phantom, rng)
     shape = phantom.shape
