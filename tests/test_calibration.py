@@ -12,7 +12,7 @@ from monitor.io.dicom import WriteOptions, open_recording, write_recording
 from monitor.io.profile import ProfileError, load_profile, parse_profile, profile_json
 from monitor.recordings import default_recording
 from monitor.sim.grid import render_grid
-from monitor.vision.calibrate import RadialDistortion, consistent_diameters, fit_needle
+from monitor.vision.calibrate import RadialDistortion, consistent_mask, fit_needle
 from monitor.vision.caveats import CaveatCode
 from tests.conftest import load_truth, monitor_cli
 from tests.test_audit import assert_alarms_match_truth
@@ -112,10 +112,12 @@ def test_a_needle_whose_cross_sections_disagree_is_refused_not_guessed(tmp_path)
 def test_the_needle_diameter_is_the_largest_agreeing_set():
     """A third of the groups over bone, three times as wide, do not move the answer."""
     clean = np.array([9.24, 9.54, 9.44, 10.34, 9.6])
-    got = consistent_diameters(np.concatenate([[31.48, 30.64, 31.0], clean]))
+    fitted = np.concatenate([[31.48, 30.64, 31.0], clean])
+    got = fitted[consistent_mask(fitted)]
     np.testing.assert_array_equal(np.sort(got), np.sort(clean))
     # two sets of equal size: the tighter one
-    assert set(consistent_diameters(np.array([10.0, 10.1, 10.2, 20.0, 21.5, 22.0]))) == {10.0, 10.1, 10.2}
+    fitted = np.array([10.0, 10.1, 10.2, 20.0, 21.5, 22.0])
+    assert set(fitted[consistent_mask(fitted)]) == {10.0, 10.1, 10.2}
 
 
 def test_a_grid_that_is_not_there_is_refused(tmp_path):

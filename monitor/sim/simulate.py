@@ -127,27 +127,26 @@ class SimConfig:
 # times. A phantom is handed out as a copy (the cannula is cut into it) and the stream is put
 # where the build left it, so a case is the same, to the bit, whether built or remembered.
 _PHANTOMS: OrderedDict[tuple, tuple[Phantom, dict]] = OrderedDict()
-PHANTOMS_REMEMBERED = 3  # about 0.3 GB each
+PHANTOMS_REMEMBERED = 3  # about 0.11 GB each (geometric anatomy)
 
 
 def _phantom(cfg: SimConfig, rng: np.random.Generator) -> Phantom:
     """The case's phantom from a fresh ``rng`` of its seed, leaving ``rng`` after the build."""
     key = (cfg.anatomy, cfg.level, cfg.fracture, cfg.seed)
     if key in _PHANTOMS:
-        _PHANTOMS.move_to_end(key)
-        phantom, state = _PHANTOMS[key]
-        rng.bit_generator.state = copy.deepcopy(state)
-        return copy.deepcopy(phantom)
-    if cfg.anatomy == "ct":
-        from monitor.sim.ct import build_ct_phantom
-
-        phantom = build_ct_phantom(rng, level=cfg.level)
+        rng.bit_generator.state = _PHANTOMS[key][1]
     else:
-        phantom = build_phantom(rng, level=cfg.level, fracture=cfg.fracture)
-    _PHANTOMS[key] = (copy.deepcopy(phantom), copy.deepcopy(rng.bit_generator.state))
+        if cfg.anatomy == "ct":
+            from monitor.sim.ct import build_ct_phantom
+
+            built = build_ct_phantom(rng, level=cfg.level)
+        else:
+            built = build_phantom(rng, level=cfg.level, fracture=cfg.fracture)
+        _PHANTOMS[key] = (built, rng.bit_generator.state)
+    _PHANTOMS.move_to_end(key)
     while len(_PHANTOMS) > PHANTOMS_REMEMBERED:
         _PHANTOMS.popitem(last=False)
-    return phantom
+    return copy.deepcopy(_PHANTOMS[key][0])
 
 
 def simulate(cfg: SimConfig, outdir: str | Path, progress: Callable[[str], None] | None = None) -> dict:

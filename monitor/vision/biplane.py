@@ -126,5 +126,5 @@ def darkness_volume(darkness_ml: float, checked: bool = True) -> VolumeEstimate:
     Not ``checked`` (no shape to check it by): the interval reaches up to the truth an
     unchecked darkness has been seen to read (UNCHECKED_DARKNESS_OF_TRUTH)."""
     lo, hi = DARKNESS_OF_TRUTH
-    high = darkness_ml / (lo if checked else min(lo, UNCHECKED_DARKNESS_OF_TRUTH))
+    high = darkness_ml / (lo if checked else UNCHECKED_DARKNESS_OF_TRUTH)
     return VolumeEstimate(darkness_ml, darkness_ml / hi, high, False, darkness_ml, checked)

@@ -261,8 +261,9 @@ def fit_needle(att: np.ndarray, tip, direction, gauge: int, length_px: float | N
     ``tip`` and ``direction`` locate the shaft (as found by
     :func:`monitor.vision.anatomy.find_cannula`). Cross-sections are sampled every
     pixel along the shaft, aligned on their centre, averaged in groups, and each
-    group's profile fitted with a blurred tube; the spread of the groups gives the
-    uncertainty.
+    group's profile fitted with a blurred tube (:func:`_fit_tube`). The groups that
+    agree on one diameter are fitted again as one tube, which gives the diameter; their
+    spread one by one gives the uncertainty (the precision, not the bias).
     """
     # Over 60 lines on purpose: cross-sections sampled, grouped, fitted and agreed in one pass whose
     # intermediate arrays each later step reads.
@@ -304,12 +305,12 @@ def fit_needle(att: np.ndarray, tip, direction, gauge: int, length_px: float | N
         raise CalibrationError("the cannula's shaft is too short in the image to measure")
     profiles = np.asarray(profiles)
     groups = np.array_split(profiles, max(4, min(12, len(profiles) // 15)))
-    diameters = []
     means, diameters = [], []
     for g in groups:
-        fit = _fit_tube(offsets, g.mean(axis=0))
+        profile = g.mean(axis=0)
+        fit = _fit_tube(offsets, profile)
         if fit is not None:
-            means.append(g.mean(axis=0))
+            means.append(profile)
             diameters.append(fit)
     if len(diameters) < 3:
         raise CalibrationError("the cannula's cross-section could not be fitted")
@@ -329,16 +330,17 @@ def fit_needle(att: np.ndarray, tip, direction, gauge: int, length_px: float | N
     # The diameter from the agreeing groups fitted as one tube; their spread one by one (MAD as
     # a standard deviation) gives the precision.
     joint = _fit_tube(offsets, np.asarray(means)[agreeing])
-    diameter = float(joint if joint is not None else np.median(diameters))
-    spread = float(1.4826 * np.median(np.abs(diameters - np.median(diameters))) / np.sqrt(len(diameters)))
+    diameter = float(joint if joint is not None else consensus)
+    spread = float(1.4826 * np.median(np.abs(diameters - consensus)) / np.sqrt(len(diameters)))
     spacing = outer_mm / diameter
     return NeedleFit(
         spacing, 1.96 * spread / diameter * spacing, diameter, len(profiles), len(fitted), len(diameters)
     )
 
 
-def consistent_diameters(diameters: np.ndarray, agreement: float = NEEDLE_GROUP_AGREEMENT) -> np.ndarray:
-    """The largest set of ``diameters`` (pixels) within ``agreement`` (a fraction) of one of them.
+def consistent_mask(diameters: np.ndarray, agreement: float = NEEDLE_GROUP_AGREEMENT) -> np.ndarray:
+    """Which of ``diameters`` (pixels) form the largest set within ``agreement`` (a fraction)
+    of one of them (a boolean array).
 
     A shaft has one diameter. Near the tip it runs inside the pedicle, whose cortex
     alongside it makes a group's profile fit as a tube up to three times as wide; with
@@ -346,12 +348,6 @@ def consistent_diameters(diameters: np.ndarray, agreement: float = NEEDLE_GROUP_
     group, and moved by 5 % with a 1/32-pixel change of interpolation. Ties go to the
     tighter set.
     """
-    d = np.asarray(diameters, float)
-    return d[consistent_mask(d, agreement)]
-
-
-def consistent_mask(diameters: np.ndarray, agreement: float = NEEDLE_GROUP_AGREEMENT) -> np.ndarray:
-    """Which of ``diameters`` form :func:`consistent_diameters` (a boolean array)."""
     d = np.asarray(diameters, float)
     near = np.abs(d[None, :] - d[:, None]) <= agreement * d[:, None]
     counts = near.sum(axis=1)
