@@ -14,8 +14,7 @@ def add_simulate(sub) -> None:
     # Over 60 lines on purpose: a declarative list, one option per statement; split, one command's
     # options would be scattered.
     from monitor.messages import LEVELS
-    from monitor.sim.cement import SCENARIOS
-    from monitor.sim.simulate import FIELDS, NOISE_LEVELS, SimConfig
+    from monitor.sim.config import FIELDS, NOISE_LEVELS, SCENARIOS, SimConfig
 
     d = SimConfig()
     p = sub.add_parser(

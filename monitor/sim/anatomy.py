@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from monitor.messages import LEVELS
+from monitor.sim.config import MU_CEMENT_DEFAULT  # noqa: F401 (re-exported: the cement's, with the tissues')
 
 # Linear attenuation coefficients, 1/mm, ~60 keV effective (NIST XCOM, mass
 # coefficients times density, softened for a polychromatic beam).
@@ -27,7 +28,6 @@ MU_TRABECULA = 0.058  # mineralised trabecular tissue (the struts themselves)
 MU_ARCH = 0.040  # posterior elements: cortical and cancellous mixed at voxel scale
 MU_STEEL = 0.90
 MU_CALCIFICATION = 0.050
-MU_CEMENT_DEFAULT = 0.20  # PMMA with ~30% BaSO4
 
 
 @dataclass(frozen=True)

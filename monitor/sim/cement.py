@@ -22,8 +22,8 @@ import numpy as np
 from scipy import ndimage
 
 from monitor.sim.anatomy import Phantom, tube_fraction
+from monitor.sim.config import SCENARIOS
 
-SCENARIOS = ("none", "proximity", "posterior", "venous", "disc")
 LEAK_SITES = {"posterior": "posterior", "venous": "venous", "disc": "disc"}
 
 

@@ -25,7 +25,6 @@ import numpy as np
 
 from monitor.io.dicom import Geometry, WriteOptions, write_recording
 from monitor.sim.anatomy import (
-    MU_CEMENT_DEFAULT,
     MU_CORTICAL,
     MU_SOFT_TISSUE,
     Phantom,
@@ -33,7 +32,8 @@ from monitor.sim.anatomy import (
     add_cleft,
     build_phantom,
 )
-from monitor.sim.cement import SCENARIOS, FillOrder, fill_order, injection_schedule
+from monitor.sim.cement import FillOrder, fill_order, injection_schedule
+from monitor.sim.config import FIELDS, NOISE_LEVELS, SCENARIOS, SimConfig  # noqa: F401 (re-exported)
 from monitor.sim.projector import (
     View,
     project,
@@ -41,84 +41,10 @@ from monitor.sim.projector import (
     trunk_path_integral,
     tube_path_integral,
 )
-from monitor.sim.world import World
 from monitor.vision.sampling import translate_cubic
 
-NOISE_LEVELS = {"low": 80000.0, "normal": 25000.0, "high": 6000.0}  # photons/mm^2 behind the spine
-FIELDS = ("open", "shutters", "round")
 PROXIMITY_MM = 5.0
 SMALLEST_LEAK_ML = 0.02
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    seed: int = 0
-    scenario: str = "none"
-    level: str = "L1"
-    size: int = 512
-    frames: int = 90
-    fps: float = 15.0
-    side: str = "left"  # left, right or bipedicular
-    fracture: str = "wedge"
-    noise: str = "normal"
-    breathing_mm: float = 1.5  # peak cranio-caudal excursion; 0 for none
-    intensity: str = "LIN"  # detector response written: LIN or LOG
-    photometric: str = "MONOCHROME2"
-    bits: int = 12
-    field: str = "open"
-    mirror: bool = False  # lateral image with anterior on the right
-    compression: str = "jpegls"
-    cement_mu: float = MU_CEMENT_DEFAULT
-    sid_mm: float = 1000.0
-    sod_mm: float = 750.0
-    detector_mm: float = 160.0  # side of the (zoomed) detector field
-    scatter_to_primary: float = 0.15
-    # The first cannula pulled back (positive) or pushed in (negative) by this many
-    # mm from frame ``needle_move_frame`` on, as when the operator repositions it.
-    needle_move_frame: int | None = None
-    needle_move_mm: float = 0.0
-    # None: the simple world (one energy; cement_mu and scatter_to_primary above), for fast
-    # tests. A World: the realistic one (monitor.sim.realistic), which ignores those two.
-    world: World | None = None
-    # The anatomy: "geometric" (boxes; fracture applies) or "ct" (a real patient's CT,
-    # monitor.sim.ct; levels T8-T12 and L1). ``cleft``: a gas-filled intravertebral cleft.
-    anatomy: str = "geometric"
-    cleft: bool = False
-
-    def validate(self) -> None:
-        checks = [
-            (self.scenario in SCENARIOS, f"scenario must be one of {', '.join(SCENARIOS)}"),
-            (64 <= self.size <= 2048, "size must be 64..2048 pixels"),
-            (6 <= self.frames <= 2000, "frames must be 6..2000"),
-            (1.0 <= self.fps <= 60.0, "fps must be 1..60"),
-            (self.side in ("left", "right", "bipedicular"), "side must be left, right or bipedicular"),
-            (self.noise in NOISE_LEVELS, f"noise must be one of {', '.join(NOISE_LEVELS)}"),
-            (self.intensity in ("LIN", "LOG"), "intensity must be LIN or LOG"),
-            (self.photometric in ("MONOCHROME1", "MONOCHROME2"), "photometric must be MONOCHROME1/2"),
-            (8 <= self.bits <= 16, "bits must be 8..16"),
-            (self.field in FIELDS, f"field must be one of {', '.join(FIELDS)}"),
-            (0.0 <= self.breathing_mm <= 10.0, "breathing must be 0..10 mm"),
-            (0 < self.sod_mm < self.sid_mm, "need 0 < SOD < SID"),
-            (
-                self.needle_move_frame is None or 0 < self.needle_move_frame < self.frames,
-                "needle_move_frame must be inside the recording",
-            ),
-            (abs(self.needle_move_mm) <= 20.0, "needle_move_mm must be within +-20 mm"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        if self.anatomy not in ("geometric", "ct"):
-            raise ValueError("anatomy must be geometric or ct")
-        if self.anatomy == "ct":
-            from monitor.sim.ct import LABELS
-
-            if self.level not in LABELS:
-                raise ValueError(f"the CT anatomy has levels {', '.join(LABELS)}")
-        if self.world is not None:
-            self.world.validate()
-            if self.world.video and (self.bits != 8 or self.intensity != "LOG"):
-                raise ValueError("8-bit video (world.video) needs bits 8 and intensity LOG")
 
 
 # Phantoms built in this process, by what decides them: (anatomy, level, fracture, seed) ->
