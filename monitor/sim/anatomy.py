@@ -129,19 +129,28 @@ def tube_fraction(grid: Grid, points: np.ndarray, radius: float, inner: float = 
         a = int(np.clip(np.searchsorted(ax, lo[i]), 0, len(ax)))
         b = int(np.clip(np.searchsorted(ax, hi[i]), 0, len(ax)))
         sl.append(slice(a, b))
-    z = grid.axis("z")[sl[0]][:, None, None]
-    y = grid.axis("y")[sl[1]][None, :, None]
-    x = grid.axis("x")[sl[2]][None, None, :]
-    d = np.full(np.broadcast_shapes(z.shape, y.shape, x.shape), np.inf, dtype=np.float32)
+    axes = [grid.axis(name)[s] for name, s in zip("zyx", sl, strict=True)]
+    d = np.full([len(a) for a in axes], np.inf)
+    # Each segment's distances only where they can matter: within ``reach`` of it (past
+    # radius + v/2 the fraction is 0 whatever the distance). A long polyline (a rib, 45
+    # segments) then costs its length, not 45 times its box.
+    v = grid.voxel_mm
+    reach = radius + 1.5 * v
     for p, q in zip(points[:-1], points[1:], strict=True):
+        near = []
+        for a, i in zip(axes, (2, 1, 0), strict=True):
+            lo_i, hi_i = min(p[i], q[i]) - reach, max(p[i], q[i]) + reach
+            near.append(slice(int(np.searchsorted(a, lo_i)), int(np.searchsorted(a, hi_i))))
+        z = axes[0][near[0]][:, None, None]
+        y = axes[1][near[1]][None, :, None]
+        x = axes[2][near[2]][None, None, :]
         seg = q - p
         t = ((x - p[0]) * seg[0] + (y - p[1]) * seg[1] + (z - p[2]) * seg[2]) / float(seg @ seg)
         t = np.clip(t, 0.0, 1.0)
         dist = np.sqrt(
             (x - p[0] - t * seg[0]) ** 2 + (y - p[1] - t * seg[1]) ** 2 + (z - p[2] - t * seg[2]) ** 2
         )
-        d = np.minimum(d, dist)
-    v = grid.voxel_mm
+        d[tuple(near)] = np.minimum(d[tuple(near)], dist)
     frac = np.clip((radius - d) / v + 0.5, 0.0, 1.0)
     if inner > 0:
         frac -= np.clip((inner - d) / v + 0.5, 0.0, 1.0)
@@ -292,8 +301,13 @@ def _z_slice(grid: Grid, z0: float, z1: float) -> slice:
 
 def _posterior_elements(region, x, y, z, v: VertebraShape, zc: float, noise) -> None:
     """Pedicles (cortical ring, cancellous core), laminae, spinous and transverse
-    processes and articular processes, written into ``region`` in place."""
+    processes and articular processes, written into ``region`` in place. ``region`` and
+    ``noise`` are (nz, ny, nx); ``x``, ``y``, ``z`` broadcast to them (mm)."""
     h, ay = v.height, v.half_depth
+    # Every element lies behind y = posterior wall - 4 mm (the pedicles' front): only those
+    # rows are computed.
+    behind = slice(int(np.searchsorted(y[0, :, 0], v.posterior_wall_y - 5.0)), None)
+    region, noise, y = region[:, behind], noise[:, behind], y[:, behind]
     pz = zc + 0.18 * h
     for s in (-1.0, 1.0):
         px = s * v.pedicle_x(y)
@@ -347,8 +361,17 @@ def _bowel_gas(mu: np.ndarray, grid: Grid, rng: np.random.Generator, v: Vertebra
     for _ in range(rng.integers(2, 6)):
         c = (rng.uniform(-45, 45), rng.uniform(-68, -v.half_depth - 12), rng.uniform(-55, 55))
         r = rng.uniform(6, 18, size=3)
-        blob = ((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2 <= 1
-        mu[blob & (mu == 0)] = -MU_SOFT_TISSUE
+        box = tuple(  # the blob's bounding box, a voxel wider: outside it nothing is written
+            slice(
+                int(np.searchsorted(a.ravel(), c[i] - r[i] - 1.0)),
+                int(np.searchsorted(a.ravel(), c[i] + r[i] + 1.0)),
+            )
+            for a, i in ((z, 2), (y, 1), (x, 0))
+        )
+        bx, by, bz = x[..., box[2]], y[:, box[1]], z[box[0]]
+        blob = ((bx - c[0]) / r[0]) ** 2 + ((by - c[1]) / r[1]) ** 2 + ((bz - c[2]) / r[2]) ** 2 <= 1
+        inside = mu[box]
+        inside[blob & (inside == 0)] = -MU_SOFT_TISSUE
 
 
 def _aortic_calcifications(mu: np.ndarray, grid: Grid, rng: np.random.Generator, v) -> None:
