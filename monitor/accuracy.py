@@ -26,6 +26,7 @@ it reads the volume then; it is reported apart from the targets' table.
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -39,6 +40,7 @@ import numpy as np
 
 from monitor.analyzer import Analysis, VisionAnalysis, analyse_source
 from monitor.io.sources import DicomPairSource
+from monitor.messages import Command
 from monitor.sim.simulate import SimConfig, simulate
 from monitor.vision.caveats import CaveatCode
 
@@ -183,8 +185,13 @@ def _render_missing(root: Path, jobs: list[tuple[SimConfig, Path]], workers: int
                 say(f"  {k}/{len(todo)} {Path(done).name} ({time.monotonic() - started:.0f} s)")
 
 
-def evaluate_case(folder: Path) -> dict:
+def evaluate_case(folder: Path, syringe_ml: float = 0.0) -> dict:
+    """One rendered case through the analyzer's own path; what it said per frame, against the
+    truth. ``syringe_ml`` > 0: the operator enters a syringe of that many mL each time the truth's
+    injected volume has passed another one (entered before the next frame, as the operator
+    presses "delivered" on seeing it emptied); 0: no syringe input."""
     truth = json.loads((folder / "truth.json").read_text())
+    injected = {f["frame"]: f["injected_ml"] for f in truth["frames"]}
     cv2.setNumThreads(1)  # the target is per frame on one core: OpenCV would otherwise use every core
     source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
     distance: dict[int, float | None] = {}
@@ -198,7 +205,7 @@ def evaluate_case(folder: Path) -> dict:
     volume_low: set[int] = set()  # frames whose darkness read low: the volume is the shape's
     interval: dict[int, tuple[float, float]] = {}  # frame -> the volume's 68 % interval (mL)
     try:
-        for item, result in analyse_source(source, analysis):
+        for item, result in analyse_source(_SyringeEvents(source, analysis, injected, syringe_ml), analysis):
             if item.plane == "lateral":
                 distance[item.index] = result.distance_mm
                 state = (result.overlay or {}).get("wall_state")
@@ -256,6 +263,26 @@ def wall_error_mm(overlay: dict, truth_wall, spacing_mm: float) -> float | None:
     return float(np.median((x - pts[:, 0]) * anterior * spacing_mm))
 
 
+class _SyringeEvents:
+    """``source``'s frames, with the operator's syringe events applied to ``analysis`` before
+    the first frame after the truth's ``injected`` volume (frame -> mL) passed each multiple of
+    ``syringe_ml`` (none when it is 0)."""
+
+    def __init__(self, source, analysis: Analysis, injected: dict[int, float], syringe_ml: float):
+        self.source, self.analysis, self.injected, self.syringe_ml = source, analysis, injected, syringe_ml
+        self.formats = source.formats
+        self.entered = 0
+
+    def frames(self):
+        for item in self.source.frames():
+            if self.syringe_ml > 0 and item.index > 0:
+                emptied = int(self.injected.get(item.index - 1, 0.0) / self.syringe_ml + 1e-9)
+                while self.entered < emptied:
+                    self.entered += 1
+                    self.analysis.apply(Command("", "benchmark", 0.0, "syringe", self.syringe_ml))
+            yield item
+
+
 class _Timed(Analysis):
     """The analyzer's analysis, timed per frame: from the frame received (decoded) to the
     result it would send, as the analyzer process spends it."""
@@ -269,6 +296,9 @@ class _Timed(Analysis):
         result = self.inner.process(frame)
         self.seconds.append(time.perf_counter() - started)
         return result
+
+    def apply(self, command):
+        return self.inner.apply(command)
 
 
 def _truth_summary(truth: dict) -> dict:
@@ -501,10 +531,12 @@ def run(
     say=print,
     world: str = "realistic",
     seeds: str = "reporting",
+    syringe_ml: float = 0.0,
 ) -> dict:
     """Render what is missing, evaluate every case, print the tables; returns the scores.
     ``world``: "realistic" (``seeds``: "reporting" or "tuning"; ``n`` the first n of them)
-    or "simple" (``n`` cases, default 30, and the scatter-free supplement)."""
+    or "simple" (``n`` cases, default 30, and the scatter-free supplement). ``syringe_ml``:
+    the operator enters each syringe of that many mL as it is emptied (0: no syringe input)."""
     if world == "simple":
         folders, free_folders = ensure_corpus(corpus, n or 30, workers=max(workers, 2), say=say)
         title = f"simple world: {len(folders)} cases (seeds 1000+; the analyzer's own physics)"
@@ -516,10 +548,14 @@ def run(
             f"realistic world: {len(folders)} cases, {seeds} seeds {chosen[0]}-{chosen[-1]}"
             " (every unknown drawn per case; monitor.sim.world)"
         )
+    if syringe_ml > 0:
+        title += f"; the operator enters every {syringe_ml:g} mL syringe as it is emptied"
     started = time.monotonic()
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         cases = []
-        for case in pool.imap(evaluate_case, folders + free_folders):
+        for case in pool.imap(
+            functools.partial(evaluate_case, syringe_ml=syringe_ml), folders + free_folders
+        ):
             cases.append(case)
             say(f"  evaluated {case['name']} ({time.monotonic() - started:.0f} s)")
     cases, free = cases[: len(folders)], cases[len(folders) :]
@@ -533,7 +569,11 @@ def run(
         print()
         print(sensitivity(cases))
     if out_json:
-        out_json.write_text(json.dumps({"world": world, "cases": cases, "scatter_free": free}, default=str))
+        out_json.write_text(
+            json.dumps(
+                {"world": world, "syringe_ml": syringe_ml, "cases": cases, "scatter_free": free}, default=str
+            )
+        )
     return s
 
 

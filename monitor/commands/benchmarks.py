@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from monitor.commands.options import positive_int
+from monitor.commands.options import positive_int, syringe_ml
 from monitor.errors import MonitorError
 
 
@@ -53,6 +53,14 @@ def add_bench(sub) -> None:
         type=positive_int,
         default=1,
         help="cases evaluated in parallel (faster; per-frame times then include the contention)",
+    )
+    a.add_argument(
+        "--syringe",
+        type=syringe_ml,
+        default=0.0,
+        metavar="ML",
+        help="the operator enters a syringe of ML mL each time that much more cement has gone in"
+        " (as pressing '1 mL delivered'); 0: no syringe input, the images alone (default)",
     )
     a.set_defaults(run=_run_bench_accuracy)
     v = which.add_parser("viewer", help="frames per second the live view renders at 30 frames/s biplane")
@@ -106,6 +114,7 @@ def _run_bench_accuracy(args) -> int:
         say=lambda m: print(m, file=sys.stderr),
         world=args.world,
         seeds=args.seeds,
+        syringe_ml=args.syringe,
     )
     return 0
 

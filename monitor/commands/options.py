@@ -15,6 +15,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def syringe_ml(text: str) -> float:
+    """A syringe's volume in mL: 0 (none) or a finite positive volume up to 20 mL."""
+    value = float(text)
+    if not (math.isfinite(value) and 0 <= value <= 20):
+        raise argparse.ArgumentTypeError(f"must be 0 or a volume up to 20 mL, got {text}")
+    return value
+
+
 def speed(text: str) -> float:
     """A replay speed: 0 (as fast as the consumers take it) or a finite positive factor."""
     value = float(text)
