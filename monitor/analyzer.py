@@ -42,6 +42,7 @@ from monitor.messages import (
 from monitor.replay import frame_header
 from monitor.vision.alarms import Alarm
 from monitor.vision.analysis import AnalysisConfig, CaseAnalyzer, OperatorInput, PlaneAnalyzer
+from monitor.vision.biplane import SYRINGE_MIN_DARKNESS_ML, syringe_anchored_volume
 from monitor.vision.calibrate import RadialDistortion
 from monitor.vision.caveats import Caveat, CaveatCode, render_status
 from monitor.vision.sampling import BilinearImage, Border, Positions
@@ -131,9 +132,18 @@ class VisionAnalysis(Analysis):
             pixels = undistorted
         r, summary = self.case.process(plane, pixels, h.frame, h.acq_time)
         volume = summary.volume
+        k = self.volume_scale
         if volume is not None:
             self._raw_volume_ml = volume.darkness_ml  # what the syringe calibrates
-        k = self.volume_scale
+            if self._pairs:
+                # this level's syringes anchor the volume; k is then what it makes of the darkness
+                # (the wire's volume_scale: volume_ml / volume_scale is the image's own volume)
+                darkness = max(volume.darkness_ml, 1e-3)
+                anchored = syringe_anchored_volume(volume.darkness_ml, self._pairs)
+                k = anchored.volume_ml / darkness
+                volume = replace(
+                    anchored, volume_ml=darkness, low_ml=anchored.low_ml / k, high_ml=anchored.high_ml / k
+                )
         overlay = _plain(r.overlay)
         if distortion is not None:
             overlay = distort_overlay(overlay, distortion)
@@ -276,18 +286,26 @@ class VisionAnalysis(Analysis):
         return changes
 
     def _syringe(self, ml: float) -> str:
-        """Calibrate the cement's attenuation against what the syringe delivered: from 1 mL
-        on, image-based volumes are scaled so that they agree with the syringe."""
+        """Calibrate the volume against what the syringes delivered: from 1 mL on, each entry
+        anchors this level's volume (:func:`syringe_anchored_volume`: the syringes' total plus
+        the darkness's growth since), and the overall ratio of syringe to darkness is kept as
+        the scale of a next level's images until its own syringes are entered."""
         self._syringe_ml += ml
         done = f"{ml:g} mL delivered by syringe ({self._syringe_ml:g} mL at this level)"
         raw = self._raw_volume_ml
-        if self._syringe_ml < 1.0 or raw is None or raw < 0.2:
+        if self._syringe_ml < 1.0:
             return done + "; volume scale unchanged"
+        self._pairs.append((raw or 0.0, self._syringe_ml))
+        self.case.darkness_calibrated = True
+        readable = [(r, s) for r, s in self._pairs if r >= SYRINGE_MIN_DARKNESS_ML]
+        if not readable:
+            return (
+                done + f"; the image shows too little cement to read ({raw or 0.0:.2f} mL):"
+                " the volume is the syringes'"
+            )
         # Least squares through the origin over every event so far: one noisy reading
         # does not set the scale alone.
-        self._pairs.append((raw, self._syringe_ml))
-        self.volume_scale = sum(r * s for r, s in self._pairs) / sum(r * r for r, _ in self._pairs)
-        self.case.darkness_calibrated = True
+        self.volume_scale = sum(r * s for r, s in readable) / sum(r * r for r, _ in readable)
         return done + f"; image showed {raw:.2f} mL: volumes now scaled by {self.volume_scale:.2f}"
 
     def _alarm_id(self, alarm: Alarm) -> str:

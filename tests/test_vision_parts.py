@@ -178,3 +178,34 @@ def test_the_volume_is_the_darkness_unless_it_reads_well_under_the_shape():
         assert unchecked.high_ml == pytest.approx(0.8 / UNCHECKED_DARKNESS_OF_TRUTH)
         assert unchecked.high_ml > 2 * unchecked.volume_ml
     assert agree.checked and low.checked
+
+
+def test_syringes_anchor_the_volume_and_a_second_one_shows_the_darkness_curve():
+    """A darkness that grows as volume ** 0.6 (a hardening beam): after one 1 mL syringe the
+    volume is the syringe scaled on linearly (reads low as the curve bends); after a second, the
+    exponent fitted on the two anchors follows the curve to within a percent at 3 mL. Between
+    syringes the volume never falls under what was delivered, and the interval holds it."""
+    from monitor.vision.biplane import darkness_exponent, syringe_anchored_volume
+
+    def darkness(volume_ml: float) -> float:
+        return 0.6 * volume_ml**0.6
+
+    one = [(darkness(1.0), 1.0)]
+    linear = syringe_anchored_volume(darkness(3.0), one)
+    assert linear.volume_ml == pytest.approx(darkness(3.0) / darkness(1.0))  # 1.93 mL: linear
+    two = one + [(darkness(2.0), 2.0)]
+    assert darkness_exponent(two) == pytest.approx(0.6)
+    curved = syringe_anchored_volume(darkness(3.0), two)
+    assert curved.volume_ml == pytest.approx(3.0, rel=0.01)
+    assert curved.low_ml < curved.volume_ml < curved.high_ml
+    dimmer = syringe_anchored_volume(0.9 * darkness(2.0), two)  # brightness control: a dip
+    assert dimmer.volume_ml == 2.0 and dimmer.low_ml < 2.0 < dimmer.high_ml
+
+
+def test_a_syringe_entered_while_the_image_shows_no_cement_gives_the_syringes_volume():
+    """The images read 0.05 mL when 2 mL have gone in (cement too faint to see): the volume is
+    the syringes' 2 mL, its interval reaching one more syringe, not the images' 0.05 mL."""
+    from monitor.vision.biplane import syringe_anchored_volume
+
+    got = syringe_anchored_volume(0.05, [(0.02, 1.0), (0.04, 2.0)])
+    assert got.volume_ml == 2.0 and got.low_ml < 2.0 and got.high_ml == pytest.approx(3.0)
