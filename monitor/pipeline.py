@@ -56,9 +56,14 @@ class Endpoints:
 
     @staticmethod
     def private() -> Endpoints:
-        """Unique IPC endpoints, for a self-contained run that must not collide with others."""
-        base = f"ipc:///tmp/monitor-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        return Endpoints(f"{base}-frames", f"{base}-results", f"{base}-flow", f"{base}-control")
+        """Unique IPC endpoints, for a self-contained run that must not collide with others: in
+        this user's runtime directory (0700, :func:`monitor.io.runs.runtime_dir`), where no other
+        user can connect to read the frames or send commands. (They were in /tmp, whose sockets
+        other users can reach, and stayed there after a killed run.)"""
+        from monitor.io import runs
+
+        e = runs.private_endpoints()
+        return Endpoints(e["frames"], e["results"], e["flow"], e["control"])
 
     def args(self) -> list[str]:
         """The command-line options that name these endpoints (for a `monitor` subprocess)."""
