@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -135,11 +136,11 @@ class VisionAnalysis(Analysis):
         k = self.volume_scale
         if volume is not None:
             self._raw_volume_ml = volume.darkness_ml  # what the syringe calibrates
-            if self._pairs:
+            if self._pairs and math.isfinite(volume.darkness_ml):
                 # this level's syringes anchor the volume; k is then what it makes of the darkness
                 # (the wire's volume_scale: volume_ml / volume_scale is the image's own volume)
                 darkness = max(volume.darkness_ml, 1e-3)
-                anchored = syringe_anchored_volume(volume.darkness_ml, self._pairs)
+                anchored = syringe_anchored_volume(volume.darkness_ml, self._pairs, self.volume_scale)
                 k = anchored.volume_ml / darkness
                 volume = replace(
                     anchored, volume_ml=darkness, low_ml=anchored.low_ml / k, high_ml=anchored.high_ml / k
@@ -229,6 +230,7 @@ class VisionAnalysis(Analysis):
         self._pending = {}  # the command line's wall and boxes were drawn on the first level
         self._syringe_ml = 0.0  # the volume scale learnt so far is kept: same cement
         self._pairs = []
+        self._raw_volume_ml = None  # the last level's darkness must not anchor this one's syringes
         return f"level {self.level} started (after {previous or 'none'}): new baseline"
 
     def _set_wall(self, points) -> str:
@@ -295,18 +297,23 @@ class VisionAnalysis(Analysis):
         raw = self._raw_volume_ml
         if self._syringe_ml < 1.0:
             return done + "; volume scale unchanged"
-        self._pairs.append((raw or 0.0, self._syringe_ml))
-        self.case.darkness_calibrated = True
+        raw = raw if raw is not None and math.isfinite(raw) else 0.0
+        self._pairs.append((raw, self._syringe_ml))
         readable = [(r, s) for r, s in self._pairs if r >= SYRINGE_MIN_DARKNESS_ML]
         if not readable:
             return (
-                done + f"; the image shows too little cement to read ({raw or 0.0:.2f} mL):"
-                " the volume is the syringes'"
+                done + f"; the image shows too little cement to read ({raw:.2f} mL):"
+                " this level's volume is the syringes' total"
             )
+        # Only a scale learnt calibrates the darkness (and is carried to a next level).
+        self.case.darkness_calibrated = True
         # Least squares through the origin over every event so far: one noisy reading
         # does not set the scale alone.
         self.volume_scale = sum(r * s for r, s in readable) / sum(r * r for r, _ in readable)
-        return done + f"; image showed {raw:.2f} mL: volumes now scaled by {self.volume_scale:.2f}"
+        return (
+            done + f"; image showed {raw:.2f} mL: this level's volume is anchored on the syringes"
+            f" (image to syringe {self.volume_scale:.2f})"
+        )
 
     def _alarm_id(self, alarm: Alarm) -> str:
         return f"{self.level or '-'}/{alarm.kind}/{alarm.site or 'wall'}/{alarm.priority}/{alarm.frame}"

@@ -305,7 +305,7 @@ def test_syringe_events_calibrate_the_volume(tmp_path):
         if item.plane == "ap" and item.index == at:
             said = analysis.apply(Command("s", "test", time.time(), "syringe", round(injected[at], 2)))
     source.close()
-    assert "volumes now scaled by" in said
+    assert "anchored on the syringes" in said
     assert result.volume_scale == pytest.approx(analysis.volume_scale, abs=1e-3) != 1.0
     assert volumes[at - 1] < 0.85 * injected[at - 1]  # before: the image alone reads 20 % low
     assert volumes[at + 1] == pytest.approx(injected[at + 1], rel=0.03)  # at once on the syringe's scale

@@ -209,3 +209,30 @@ def test_a_syringe_entered_while_the_image_shows_no_cement_gives_the_syringes_vo
 
     got = syringe_anchored_volume(0.05, [(0.02, 1.0), (0.04, 2.0)])
     assert got.volume_ml == 2.0 and got.low_ml < 2.0 and got.high_ml == pytest.approx(3.0)
+
+
+def test_a_double_press_does_not_bend_the_curve_nor_does_a_dimmer_frame_narrow_the_interval():
+    """Two entries on one darkness (a double press) said p = 0 (clipped to 0.4): 1.2x the
+    darkness read 3.15 mL for 2 mL entered; such anchors now keep the curve linear. A darkness
+    fallen under the last syringe's contradicts the reading: the interval reaches a syringe on."""
+    from monitor.vision.biplane import darkness_exponent, syringe_anchored_volume
+
+    assert darkness_exponent([(1.0, 1.0), (1.0, 2.0)]) == 1.0
+    assert syringe_anchored_volume(1.2, [(1.0, 1.0), (1.0, 2.0)]).volume_ml == pytest.approx(2.4)
+    dip = syringe_anchored_volume(0.8, [(0.5, 1.0), (1.0, 2.0)])
+    assert dip.volume_ml == 2.0 and dip.high_ml >= 3.0
+
+
+def test_a_syringe_at_a_new_level_is_not_anchored_on_the_last_levels_darkness():
+    """Level L1 ended reading 4 mL; at L2 the operator enters 1 mL before the new level has read
+    any cement: that 4 mL set the scale to 0.25 and anchored L2 at it. Now the syringe is the
+    volume, no scale is learnt from it and the darkness is not said to be calibrated."""
+    from monitor.analyzer import VisionAnalysis
+    from monitor.messages import Command
+
+    analysis = VisionAnalysis(level="L1")
+    analysis._raw_volume_ml = 4.0  # what L1's last frame read (frames would set it)
+    analysis.apply(Command("s", "test", 0.0, "level", "L2"))
+    said = analysis.apply(Command("s", "test", 0.0, "syringe", 1.0))
+    assert "too little cement to read" in said
+    assert analysis.volume_scale == 1.0 and not analysis.case.darkness_calibrated

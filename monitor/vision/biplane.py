@@ -146,35 +146,49 @@ SYRINGE_EXPONENT_BOUNDS = (0.4, 1.2)  # p fitted on a few noisy anchors, kept wi
 SYRINGE_GROWTH_SPREAD = 0.5  # relative 68 % half-width of the growth since the last syringe
 SYRINGE_READING_ML = 0.05  # a syringe's graduation, and what flows before the operator presses
 SYRINGE_MIN_DARKNESS_ML = 0.2  # a darkness under this at a syringe gives no rate (too faint)
+SYRINGE_MIN_LOG_SPREAD = float(np.log(1.5))  # the syringes' totals span 1.5x before p is fitted
 
 
-def syringe_anchored_volume(darkness_ml: float, anchors: list[tuple[float, float]]) -> VolumeEstimate:
+def syringe_anchored_volume(
+    darkness_ml: float, anchors: list[tuple[float, float]], scale: float = 1.0
+) -> VolumeEstimate:
     """The level's volume once the operator has entered syringes: ``anchors`` is (the darkness's
     volume when a syringe was entered, the syringes' total then), in mL, oldest first, at least
     one. The volume is the last total times (``darkness_ml`` now / the darkness then) ** (1/p);
     never under the last total, which was delivered. When the darkness was too faint to read
-    (under SYRINGE_MIN_DARKNESS_ML at the last syringe), the volume is the last total, and its
-    interval reaches a syringe like the last one further."""
+    (under SYRINGE_MIN_DARKNESS_ML at the last syringe), the volume is the last total, or the
+    darkness at ``scale`` (the image-to-syringe ratio learnt so far) if that is more, and its
+    interval reaches a syringe like the last one further. A darkness fallen under the last
+    syringe's (brightness control, motion) contradicts the reading: the interval then also
+    reaches a syringe further."""
     d_last, s_last = anchors[-1]
     entry = s_last - anchors[-2][1] if len(anchors) >= 2 else s_last
     if d_last < SYRINGE_MIN_DARKNESS_ML:
-        return VolumeEstimate(
-            s_last, max(0.0, s_last - SYRINGE_READING_ML), s_last + entry, False, darkness_ml, True
-        )
-    growth = max(
-        0.0, s_last * (max(darkness_ml, d_last) / d_last) ** (1.0 / darkness_exponent(anchors)) - s_last
-    )
+        volume = max(s_last, scale * darkness_ml)
+        high = max(volume, s_last + entry)
+        return VolumeEstimate(volume, max(0.0, s_last - SYRINGE_READING_ML), high, False, darkness_ml, True)
+    ratio = max(darkness_ml, d_last) / d_last
+    growth = max(0.0, s_last * ratio ** (1.0 / darkness_exponent(anchors)) - s_last)
     low = s_last + growth * (1.0 - SYRINGE_GROWTH_SPREAD) - SYRINGE_READING_ML
     high = s_last + growth * (1.0 + SYRINGE_GROWTH_SPREAD) + SYRINGE_READING_ML
+    if darkness_ml < d_last:
+        high = max(high, s_last + entry)
     return VolumeEstimate(s_last + growth, max(0.0, low), high, False, darkness_ml, True)
 
 
 def darkness_exponent(anchors: list[tuple[float, float]]) -> float:
     """p in darkness = a * volume ** p, fitted (least squares in log-log) on the ``anchors``
-    (darkness mL, syringe total mL) whose darkness is readable, when two or more with
-    different totals; SYRINGE_DARKNESS_EXPONENT otherwise. Bounded by SYRINGE_EXPONENT_BOUNDS."""
+    (darkness mL, syringe total mL) whose darkness is readable, when two or more with totals at
+    least 1.5x apart and a darkness that grew; SYRINGE_DARKNESS_EXPONENT otherwise. Bounded by
+    SYRINGE_EXPONENT_BOUNDS."""
     readable = np.array([(d, s) for d, s in anchors if d >= SYRINGE_MIN_DARKNESS_ML and s > 0])
-    if len(readable) < 2 or np.ptp(np.log(readable[:, 1])) < 1e-6:
+    # Anchors close together (a double press, two entries on one frame) or a darkness that did
+    # not grow between them say nothing of the curve: they would fit p near 0.
+    if (
+        len(readable) < 2
+        or np.ptp(np.log(readable[:, 1])) < SYRINGE_MIN_LOG_SPREAD
+        or readable[-1, 0] <= 1.05 * readable[0, 0]
+    ):
         return SYRINGE_DARKNESS_EXPONENT
     p = np.polyfit(np.log(readable[:, 1]), np.log(readable[:, 0]), 1)[0]
     return float(np.clip(p, *SYRINGE_EXPONENT_BOUNDS))
