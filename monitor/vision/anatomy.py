@@ -64,6 +64,8 @@ MIN_FROM_VERTICAL_DEG = 12.0  # steeper: spinous processes and walls, never a tr
 MIN_FROM_HORIZONTAL_DEG = 10.0  # flatter, ending inside the field: an endplate
 MIN_LENGTH_FRACTION = 0.06  # of the image's larger side: shorter lines are not a shaft
 TIP_REACH_MM = 40.0  # the steel followed this far past the ridge's end (dense bone hides it)
+TIP_DIP_FLOOR = 0.1  # a dip in the steel's contrast stays over this share of the shaft's (_tip_by_contrast)
+TIP_RESUMES_MM = 3.0  # ... and the steel is taken up again past it when this long over half
 # Body: the profiles an edge is looked for along
 EDGE_BLUR_MM = 0.35  # the image smoothed over this before its gradients are taken
 PROFILES = 40  # lines across the body an edge point is looked for on
@@ -239,7 +241,7 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
     tip, out = _refine_axis(tophat, ridge, tip, tail)
     width = _ridge_width(tophat, tip, out)
     reach = TIP_REACH_MM / pixel_mm if pixel_mm else 0.25 * side
-    tip, contrast = _tip_by_contrast(smooth, tip, out, width, reach)
+    tip, contrast = _tip_by_contrast(smooth, tip, out, width, reach, pixel_mm)
     return Cannula(
         (float(tip[0]), float(tip[1])),
         (float(out[0]), float(out[1])),
@@ -290,14 +292,22 @@ def _refine_axis(tophat: np.ndarray, ridge: np.ndarray, tip: np.ndarray, tail: n
     return tip, out
 
 
-def _tip_by_contrast(att: np.ndarray, tip: np.ndarray, out: np.ndarray, width: float, reach: float):
+def _tip_by_contrast(
+    att: np.ndarray, tip: np.ndarray, out: np.ndarray, width: float, reach: float, pixel_mm: float | None
+):
     """Where the steel really ends, followed along the axis up to ``reach`` pixels
     past the end of the ridge.
 
     Attenuation adds in the log domain, so the shaft stands above its two
-    flanks by the same amount over soft tissue, a pedicle or trabecular bone;
-    a ridge threshold fixed on the whole image loses it inside a dense body.
+    flanks by about the same amount over soft tissue, a pedicle or trabecular
+    bone; a ridge threshold fixed on the whole image loses it inside a dense body.
     The tip is where that axial contrast falls to half its value on the shaft.
+    Not exactly the same amount, though: the tube displaces the bone it was driven
+    through, so where it crosses a pedicle its contrast can fall to a fifth of that
+    over soft tissue for a centimetre or more (real vertebrae from CT; a uniform
+    phantom hides it). Past such a dip, which stays positive throughout, the steel
+    is taken up again where it stands over half for TIP_RESUMES_MM; the tip is then
+    where the contrast falls to half of its own level just behind the end.
     """
     normal = np.array([-out[1], out[0]])
     step = 0.5
@@ -314,26 +324,53 @@ def _tip_by_contrast(att: np.ndarray, tip: np.ndarray, out: np.ndarray, width: f
     shaft = t >= 6.0
     if shaft.sum() < 10:
         return tip, 0.0
-    level = 0.5 * float(np.median(contrast[shaft]))
+    level = float(np.median(contrast[shaft]))
     if level <= 0:
         return tip, 0.0
-    on = contrast > level
+    on = contrast > 0.5 * level
     # Walk from the shaft towards the tip; gaps under ~1 mm (a cortex crossing) are bridged.
-    start = int(np.searchsorted(t, 6.0))
     gap = max(2, int(round(max(width, 4.0) / step)))
-    last, misses = start, 0
-    for i in range(start, -1, -1):
-        if on[i]:
-            last, misses = i, 0
-        else:
-            misses += 1
-            if misses > gap:
-                break
+
+    def walk(start: int) -> int:
+        last, misses = start, 0
+        for i in range(start, -1, -1):
+            if on[i]:
+                last, misses = i, 0
+            else:
+                misses += 1
+                if misses > gap:
+                    break
+        return last
+
+    last = walk(int(np.searchsorted(t, 6.0)))
+    # Past a long dip the steel comes back: the contrast stayed positive through it (the tube
+    # displacing a pedicle's bone; texture beside a true tip swings negative) and stands over
+    # half the shaft's again for TIP_RESUMES_MM or more. The walk goes on from there.
+    run = max(3, int(round(TIP_RESUMES_MM / pixel_mm / step))) if pixel_mm else 3 * gap
+    jumped = False
+    while last > 0:
+        j = last - 1
+        while j >= 0 and contrast[j] > TIP_DIP_FLOOR * level:
+            j -= 1
+        resumed = [k for k in range(last - 1, j + run, -1) if on[k - run + 1 : k + 1].all()]
+        if not resumed:
+            break
+        last, jumped = walk(resumed[0]), True
     if last == 0:
-        return tip + out * t[0], 2 * level
-    a, b = contrast[last - 1], contrast[last]
-    frac = (level - a) / (b - a) if b != a else 0.0
-    return tip + out * (t[last - 1] + frac * step), 2 * level
+        return tip + out * t[0], level
+    # the tip: where the contrast falls to half its level (after a dip: its own level just behind)
+    if jumped:
+        level_here = float(np.median(contrast[last : last + max(4, int(round(2 * width / step)))]))
+    else:
+        level_here = level
+    i = last
+    while i > 0 and contrast[i - 1] > 0.5 * level_here:
+        i -= 1
+    if i == 0:
+        return tip + out * t[0], level
+    a, b = contrast[i - 1], contrast[i]
+    frac = (0.5 * level_here - a) / (b - a) if b != a else 0.0
+    return tip + out * (t[i - 1] + frac * step), level
 
 
 def _bilinear(img: np.ndarray, p: np.ndarray) -> float:
