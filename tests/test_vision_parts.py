@@ -146,32 +146,39 @@ def test_the_biplane_volume_of_an_ellipsoid_is_its_volume():
 
 
 def test_the_volume_is_the_darkness_unless_it_reads_well_under_the_shape():
-    """Darkness and shape agreeing (the shape under-reads, so a darkness above it is what the
-    physics model says): the darkness, inside a narrow interval. Darkness well under the shape:
-    the shape scaled by what it reads of the truth, its interval that factor's spread, never
-    below the darkness. No shape, or a shape too small to outline: the darkness, unchecked, its
-    interval reaching up to what an unchecked darkness has read of the truth."""
+    """Darkness and shape agreeing (the shape under-reads, the more so the smaller it is, so a
+    darkness above it is what the physics model says): the darkness, its interval reaching up
+    to the most the shape allows. Darkness well under what the shape gives: the shape scaled by
+    what it reads of the truth at its size, its interval that factor's spread, never below the
+    darkness. No shape, or a shape too small to outline: the darkness, unchecked, its interval
+    reaching up to what an unchecked darkness has read of the truth."""
     from monitor.vision.biplane import (
+        DARKNESS_AGREES_WITH_SHAPE,
         DARKNESS_OF_TRUTH,
-        SHAPE_OF_TRUTH,
+        SHAPE_MIN_ML,
         UNCHECKED_DARKNESS_OF_TRUTH,
         fused_volume,
+        shape_of_truth,
     )
 
+    small, large = shape_of_truth(0.2), shape_of_truth(1.5)
+    assert small[1] < large[1] and all(a < b < c for a, b, c in (small, large))  # grows with the size
+    lo, mid, hi = large
     agree = fused_volume(2.0, 1.5)
     assert (agree.volume_ml, agree.reads_low) == (2.0, False)
     assert agree.low_ml == pytest.approx(2.0 / DARKNESS_OF_TRUTH[1])
-    assert agree.high_ml == pytest.approx(2.0 / DARKNESS_OF_TRUTH[0])
+    assert agree.high_ml == pytest.approx(max(2.0 / DARKNESS_OF_TRUTH[0], 1.5 / lo))
     assert agree.low_ml < 2.0 < agree.high_ml
     low = fused_volume(0.7, 1.5)
-    lo, mid, hi = SHAPE_OF_TRUTH
     assert low.reads_low and low.volume_ml == pytest.approx(1.5 / mid)
     assert (low.low_ml, low.high_ml) == (pytest.approx(1.5 / hi), pytest.approx(1.5 / lo))
     assert low.low_ml <= low.volume_ml <= low.high_ml
-    assert fused_volume(1.4, 1.5).volume_ml == pytest.approx(1.4)  # within 0.9x: the darkness
-    faint = fused_volume(2.5, 3.0)  # under 0.9x the shape but over what the shape's scale gives
+    edge = DARKNESS_AGREES_WITH_SHAPE * 1.5 / mid
+    assert fused_volume(1.01 * edge, 1.5).volume_ml == pytest.approx(1.01 * edge)  # the darkness
+    assert fused_volume(0.99 * edge, 1.5).reads_low
+    faint = fused_volume(2.5, 3.0)  # under the check but over what the shape's scale gives
     assert faint.reads_low and faint.low_ml >= 2.5 and faint.volume_ml >= faint.low_ml
-    for shape in (None, 0.4):  # no shape to check it by: the darkness, its interval reaching up
+    for shape in (None, 0.5 * SHAPE_MIN_ML):  # no shape to check it by: the darkness, reaching up
         unchecked = fused_volume(0.8, shape)
         assert (unchecked.volume_ml, unchecked.reads_low, unchecked.checked) == (0.8, False, False)
         assert unchecked.low_ml == pytest.approx(0.8 / DARKNESS_OF_TRUTH[1])

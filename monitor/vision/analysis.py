@@ -31,11 +31,11 @@ from monitor.vision.baseline import (
 )
 from monitor.vision.biplane import (
     SHAPE_MIN_ML,
-    SHAPE_OF_TRUTH,
     VolumeEstimate,
     biplane_volume_ml,
     darkness_volume,
     fused_volume,
+    shape_of_truth,
 )
 from monitor.vision.body import MIN_BOX_SIDE_MM, body_from_box, body_from_wall, body_roi, shifted_body
 from monitor.vision.caveats import Caveat, CaveatCode, render_status
@@ -730,7 +730,7 @@ class CaseAnalyzer:
         estimate = fused_volume(darkness, shape)
         # said where the bolus is big enough that its outline would give a shape even at the
         # shape's lowest reading of the truth (smaller ones are often too small to outline)
-        if not estimate.checked and darkness >= SHAPE_MIN_ML / SHAPE_OF_TRUTH[0]:
+        if not estimate.checked and darkness >= SHAPE_MIN_ML / shape_of_truth(SHAPE_MIN_ML)[0]:
             return estimate, Caveat(
                 CaveatCode.VOLUME_UNCHECKED,
                 f"the cement's outline is too faint in a view to check the volume read from the image's"
@@ -742,8 +742,10 @@ class CaseAnalyzer:
             return estimate, None
         return estimate, Caveat(
             CaveatCode.VOLUME_BELOW_SHAPE,
-            f"the volume read from the image's darkness ({darkness:.2f} mL) is below the cement's shape"
-            f" in the two views ({shape:.2f} mL): scatter, the beam, the cement's opacity or brightness"
+            f"the volume read from the image's darkness ({darkness:.2f} mL) is below what the cement's"
+            f" shape in the two views gives ({shape:.2f} mL outlined, about"
+            f" {shape / shape_of_truth(shape)[1]:.2f} mL at its size): scatter, the beam, the cement's"
+            f" opacity or brightness"
             f" control make it read low (or the outline takes in more than cement); until syringe"
             f" volumes are entered the volume is taken from the shape ({estimate.volume_ml:.2f} mL,"
             f" {estimate.low_ml:.2f}-{estimate.high_ml:.2f}, before any syringe scaling)",
