@@ -148,3 +148,27 @@ def test_the_tip_is_followed_through_a_pedicle_where_the_steel_is_faint(anatomy_
     found = find_cannulas(faint, pixel_mm)[0]
     error_mm = float(np.hypot(found.tip[0] - tip[0], found.tip[1] - tip[1])) * pixel_mm
     assert error_mm < 1.5, f"tip {error_mm:.1f} mm from the truth"
+
+
+def test_a_dense_line_along_the_images_border_is_not_taken_for_the_cannula(anatomy_cases):
+    """A round field's rim or a shutter's edge, greyed by glare, can run along the image's
+    border as a dense straight line longer than the shaft. A cannula's tip is in the body the
+    field is centred on, never at the border: the shaft is still the one found."""
+    from monitor.vision.anatomy import find_cannulas
+    from monitor.vision.intensity import model_for
+
+    folder, truth = anatomy_cases["wedge-L1"]
+    with open_recording(folder / "lateral.dcm") as rec:
+        info, pixels = rec.info, rec.frame(0)
+    model = model_for(info.photometric, info.intensity_relationship, info.bits_stored, [pixels])
+    pixel_mm = info.spacing_at_vertebra_mm()[1]
+    att = model.attenuation(pixels).astype(np.float32)
+    shaft = find_cannulas(att, pixel_mm)[0]
+    rim = att.copy()
+    rows = slice(2, 2 + max(3, int(round(shaft.width_px))))
+    rim[rows, :] += 2.0 * shaft.contrast  # twice the steel's contrast, along the whole top
+
+    found = find_cannulas(rim, pixel_mm)[0]
+    x, y = truth["cannulas"][0]["tip_px"]["lateral"]
+    error_mm = float(np.hypot(found.tip[0] - x, found.tip[1] - y)) * pixel_mm
+    assert error_mm < 1.5, f"tip {error_mm:.1f} mm from the truth, at {found.tip}"

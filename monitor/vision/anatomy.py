@@ -63,6 +63,7 @@ LINES_TRIED = 60  # the strongest Hough lines looked at
 MIN_FROM_VERTICAL_DEG = 12.0  # steeper: spinous processes and walls, never a transpedicular cannula
 MIN_FROM_HORIZONTAL_DEG = 10.0  # flatter, ending inside the field: an endplate
 MIN_LENGTH_FRACTION = 0.06  # of the image's larger side: shorter lines are not a shaft
+TIP_FROM_BORDER = 0.04  # of the image's larger side: a tip nearer the border is a field's edge, not steel
 TIP_REACH_MM = 40.0  # the steel followed this far past the ridge's end (dense bone hides it)
 TIP_DIP_FLOOR = 0.1  # a dip in the steel's contrast stays over this share of the shaft's (_tip_by_contrast)
 TIP_RESUMES_MM = 3.0  # ... and the steel is taken up again past it when this long over half
@@ -233,6 +234,8 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
                 continue  # horizontal: an endplate
             near_a = abs(a[0] - centre[0]) < abs(b[0] - centre[0])
             tip, tail, score, leaves = (a, b, length, False) if near_a else (b, a, length, False)
+        if min(tip[0], tip[1], w - 1 - tip[0], h - 1 - tip[1]) < TIP_FROM_BORDER * side:
+            continue  # the tip is in the body the field is centred on, not at the image's border
         if score > best_score:
             best, best_score = (tip, tail, length, leaves), score
     if best is None or best[2] < MIN_LENGTH_FRACTION * max(h, w):
