@@ -724,7 +724,10 @@ class CaseAnalyzer:
             return darkness_volume(darkness), None
         planes = [self.planes.get(p) for p in ("lateral", "ap")]
         shape = None
-        if all(p is not None and p.cement_mask is not None and p.pixel_mm for p in planes):
+        # Only outlines measured around a cannula: a view whose cannula was not found measures its
+        # whole frame, where brightness control and breathing outline far more than the cement.
+        outlined = (p is not None and p.cement_mask is not None and p.pixel_mm for p in planes)
+        if all(outlined) and all(p.learnt.cannulas for p in planes):
             lateral, ap = planes
             shape = biplane_volume_ml(lateral.cement_mask, lateral.pixel_mm, ap.cement_mask, ap.pixel_mm)
         estimate = fused_volume(darkness, shape)
@@ -733,7 +736,8 @@ class CaseAnalyzer:
         if not estimate.checked and darkness >= SHAPE_MIN_ML / shape_of_truth(SHAPE_MIN_ML)[0]:
             return estimate, Caveat(
                 CaveatCode.VOLUME_UNCHECKED,
-                f"the cement's outline is too faint in a view to check the volume read from the image's"
+                f"the cement's outline cannot be read in a view (too faint, or no cannula found to measure"
+                f" it around) to check the volume read from the image's"
                 f" darkness ({darkness:.2f} mL) against its shape: in a room whose scatter, beam or"
                 f" cement differ from those assumed it reads low, so its 68 % interval reaches up to"
                 f" {estimate.high_ml:.2f} mL; enter syringe volumes to calibrate it",
