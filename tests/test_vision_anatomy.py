@@ -119,6 +119,22 @@ def test_the_body_found_stops_at_its_own_endplates_not_the_next_bodys(anatomy_ca
     assert max(errors.values()) < 4.0, errors
 
 
+def _lateral_steel(anatomy_cases, name: str):
+    """The first lateral frame of a rendered case as attenuation, its mm per pixel, the
+    cannula found on it and the true tip (x, y) in image pixels."""
+    from monitor.vision.anatomy import find_cannulas
+    from monitor.vision.intensity import model_for
+
+    folder, truth = anatomy_cases[name]
+    with open_recording(folder / "lateral.dcm") as rec:
+        info, pixels = rec.info, rec.frame(0)
+    model = model_for(info.photometric, info.intensity_relationship, info.bits_stored, [pixels])
+    pixel_mm = info.spacing_at_vertebra_mm()[1]
+    att = model.attenuation(pixels).astype(np.float32)
+    tip = np.asarray(truth["cannulas"][0]["tip_px"]["lateral"], float)
+    return att, pixel_mm, find_cannulas(att, pixel_mm)[0], tip
+
+
 def test_the_tip_is_followed_through_a_pedicle_where_the_steel_is_faint(anatomy_cases):
     """A cannula displaces the bone it was driven through: where it crosses a pedicle its
     contrast over its flanks falls to about a fifth for a centimetre (DRRs of real CT). Here
@@ -127,16 +143,8 @@ def test_the_tip_is_followed_through_a_pedicle_where_the_steel_is_faint(anatomy_
     import cv2
 
     from monitor.vision.anatomy import find_cannulas
-    from monitor.vision.intensity import model_for
 
-    folder, truth = anatomy_cases["wedge-L1"]
-    with open_recording(folder / "lateral.dcm") as rec:
-        info, pixels = rec.info, rec.frame(0)
-    model = model_for(info.photometric, info.intensity_relationship, info.bits_stored, [pixels])
-    pixel_mm = info.spacing_at_vertebra_mm()[1]
-    att = model.attenuation(pixels).astype(np.float32)
-    shaft = find_cannulas(att, pixel_mm)[0]
-    tip = np.asarray(truth["cannulas"][0]["tip_px"]["lateral"], float)
+    att, pixel_mm, shaft, tip = _lateral_steel(anatomy_cases, "wedge-L1")
     ux, uy = shaft.direction
     ys, xs = np.mgrid[0 : att.shape[0], 0 : att.shape[1]]
     along = ((xs - tip[0]) * ux + (ys - tip[1]) * uy) * pixel_mm
@@ -155,20 +163,12 @@ def test_a_dense_line_along_the_images_border_is_not_taken_for_the_cannula(anato
     border as a dense straight line longer than the shaft. A cannula's tip is in the body the
     field is centred on, never at the border: the shaft is still the one found."""
     from monitor.vision.anatomy import find_cannulas
-    from monitor.vision.intensity import model_for
 
-    folder, truth = anatomy_cases["wedge-L1"]
-    with open_recording(folder / "lateral.dcm") as rec:
-        info, pixels = rec.info, rec.frame(0)
-    model = model_for(info.photometric, info.intensity_relationship, info.bits_stored, [pixels])
-    pixel_mm = info.spacing_at_vertebra_mm()[1]
-    att = model.attenuation(pixels).astype(np.float32)
-    shaft = find_cannulas(att, pixel_mm)[0]
+    att, pixel_mm, shaft, tip = _lateral_steel(anatomy_cases, "wedge-L1")
     rim = att.copy()
     rows = slice(2, 2 + max(3, int(round(shaft.width_px))))
     rim[rows, :] += 2.0 * shaft.contrast  # twice the steel's contrast, along the whole top
 
     found = find_cannulas(rim, pixel_mm)[0]
-    x, y = truth["cannulas"][0]["tip_px"]["lateral"]
-    error_mm = float(np.hypot(found.tip[0] - x, found.tip[1] - y)) * pixel_mm
+    error_mm = float(np.hypot(found.tip[0] - tip[0], found.tip[1] - tip[1])) * pixel_mm
     assert error_mm < 1.5, f"tip {error_mm:.1f} mm from the truth, at {found.tip}"
