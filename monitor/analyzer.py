@@ -109,6 +109,7 @@ class VisionAnalysis(Analysis):
         self._raw_volume_ml: float | None = None  # the image-based volume before syringe scaling
         self.volume_scale = 1.0  # syringe volume / image-based volume, once 1 mL has gone in
         self._pairs: list[tuple[float, float]] = []  # (image-based, syringe) mL at each event
+        self._news: list[tuple[str, str, str | None, dict]] = []  # the analysis's own, beside the planes'
         # the command line's wall and boxes, for the first level only: plane -> the commands
         # to apply once its baseline is in, each with what to say if it cannot be applied
         self._pending = _operator_commands(config.operator if config else None)
@@ -251,8 +252,8 @@ class VisionAnalysis(Analysis):
         except ValueError as e:
             raise CommandRefused(str(e)) from e
 
-    def news(self) -> list[tuple[str, str, str, dict]]:
-        taken = []
+    def news(self) -> list[tuple[str, str, str | None, dict]]:
+        taken, self._news = self._news, []
         for plane in self.case.planes.values():
             taken += [(event, detail, plane.plane, value) for event, detail, value in plane.news]
             plane.news.clear()
@@ -291,13 +292,28 @@ class VisionAnalysis(Analysis):
         """Calibrate the volume against what the syringes delivered: from 1 mL on, each entry
         anchors this level's volume (:func:`syringe_anchored_volume`: the syringes' total plus
         the darkness's growth since), and the overall ratio of syringe to darkness is kept as
-        the scale of a next level's images until its own syringes are entered."""
+        the scale of a next level's images until its own syringes are entered. Each entry is
+        also said as a "syringe-entry" news item, with the darkness it was anchored on, so that
+        an analyzer restarted from the log takes up the same anchors (:meth:`restore`)."""
         self._syringe_ml += ml
-        done = f"{ml:g} mL delivered by syringe ({self._syringe_ml:g} mL at this level)"
         raw = self._raw_volume_ml
+        raw = raw if raw is not None and math.isfinite(raw) else 0.0
+        self._news.append(
+            (
+                "syringe-entry",
+                f"{self._syringe_ml:g} mL by syringe at this level, {raw:.2f} mL read from the image then",
+                None,
+                {"syringe_ml": self._syringe_ml, "darkness_ml": round(raw, 6)},
+            )
+        )
+        return self._anchor(raw, f"{ml:g} mL delivered by syringe ({self._syringe_ml:g} mL at this level)")
+
+    def _anchor(self, raw: float, done: str = "") -> str:
+        """The syringes' total so far (``_syringe_ml``) against ``raw``, the image's darkness
+        (mL) when it was entered: an anchor of this level's volume from 1 mL on. Returns
+        ``done`` and what the anchor did."""
         if self._syringe_ml < 1.0:
             return done + "; volume scale unchanged"
-        raw = raw if raw is not None and math.isfinite(raw) else 0.0
         self._pairs.append((raw, self._syringe_ml))
         readable = [(r, s) for r, s in self._pairs if r >= SYRINGE_MIN_DARKNESS_ML]
         if not readable:
@@ -341,6 +357,16 @@ class VisionAnalysis(Analysis):
                 self.process(Frame(header, store.image(r.rec), r.time, 0))
                 fed += 1
         lateral = self.case.planes.get("lateral")
+        # the syringes entered, with the darkness each was anchored on: this level's anchors, and
+        # the scale the earlier levels' left (kept from level to level, as _start_level does)
+        self._syringe_ml, self._pairs = 0.0, []
+        for r in events:
+            b = r.body
+            if b["event"] == "level":
+                self._syringe_ml, self._pairs = 0.0, []
+            elif b["event"] == "syringe-entry" and b["source"] == "analyzer" and b.get("value"):
+                self._syringe_ml = float(b["value"]["syringe_ml"])
+                self._anchor(float(b["value"]["darkness_ml"]))
         # the operator's edits and the analyzer's own wall decisions, in the order logged
         for r in events:
             b = r.body
@@ -1009,6 +1035,8 @@ def _take_commands(
             announce("command-failed", detail, value=message.value, source=message.source)
             continue
         announce(message.action, done, value=message.value, source=message.source)
+        for event, detail, plane, value in analysis.news():  # logged now: a restart must find them
+            announce(event, detail, plane=plane, value=value)
     gate.report(announce)
 
 

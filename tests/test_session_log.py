@@ -362,3 +362,47 @@ def test_a_full_disk_stops_the_log_not_the_monitoring(tmp_path):
     assert "SESSION LOGGING FAILED" in err and proc.returncode == 3 and "INCOMPLETE" in err
     store = SessionStore.open(tmp_path / "s")
     assert 0 < store.count("frame") < 96 and store.verify() == []
+
+
+def test_an_analyzer_restarted_after_a_syringe_keeps_the_volume_anchored_on_it(tmp_path):
+    """The operator enters 1.5 mL delivered over the real control socket mid-run: the analyzer
+    logs the darkness it anchored that syringe on, and an analyzer restarted from the session
+    log takes up the same anchor (scale and total), so the volume does not fall back to the
+    image alone after a crash."""
+    import threading
+
+    from monitor.analyzer import VisionAnalysis
+    from monitor.io.sources import DicomPairSource
+    from monitor.io.transport import CommandSender
+    from monitor.pipeline import Endpoints, RunSpec, run
+    from monitor.replay import PaceOptions
+
+    rec = default_recording()
+    e = Endpoints.private()
+    sender = CommandSender(e.control, "operator")
+
+    def operate():
+        _wait_for(tmp_path / "s", "result", 60)  # cement in: the image reads some
+        sender.send("syringe", 1.5)
+
+    operator = threading.Thread(target=operate)
+    operator.start()
+    source = DicomPairSource(rec.lateral, rec.ap)
+    code = run(source, RunSpec(str(tmp_path / "s"), "L1", endpoints=e), PaceOptions(speed=1.0))
+    operator.join()
+    sender.close()
+    source.close()
+    assert code in (0, 4)
+    store = SessionStore.open(tmp_path / "s")
+    entries = [ev for ev in store.events() if ev["event"] == "syringe-entry"]
+    assert [ev["source"] for ev in entries] == ["analyzer"]
+    darkness = entries[0]["value"]["darkness_ml"]
+    assert entries[0]["value"]["syringe_ml"] == 1.5 and darkness > 0.2
+
+    restarted = VisionAnalysis(level="L1")
+    assert restarted.restore(store, store.records("frame")[-1].body["stream"])
+    assert restarted._pairs == [(darkness, 1.5)]
+    assert restarted.volume_scale == pytest.approx(1.5 / darkness)
+    assert restarted.case.darkness_calibrated
+    assert restarted.news() == []  # restored, not said again
+    store.close()
