@@ -176,8 +176,9 @@ def test_the_volume_is_the_darkness_unless_it_reads_well_under_the_shape():
     edge = DARKNESS_AGREES_WITH_SHAPE * 1.5 / mid
     assert fused_volume(1.01 * edge, 1.5).volume_ml == pytest.approx(1.01 * edge)  # the darkness
     assert fused_volume(0.99 * edge, 1.5).reads_low
-    faint = fused_volume(2.5, 3.0)  # under the check but over what the shape's scale gives
-    assert faint.reads_low and faint.low_ml >= 2.5 and faint.volume_ml >= faint.low_ml
+    bigger = fused_volume(0.5, 3.0)  # a larger outline reads more of the truth: a smaller factor
+    assert bigger.reads_low and bigger.volume_ml == pytest.approx(3.0 / shape_of_truth(3.0)[1])
+    assert bigger.volume_ml / 3.0 < low.volume_ml / 1.5 and bigger.low_ml > 0.5
     for shape in (None, 0.5 * SHAPE_MIN_ML):  # no shape to check it by: the darkness, reaching up
         unchecked = fused_volume(0.8, shape)
         assert (unchecked.volume_ml, unchecked.reads_low, unchecked.checked) == (0.8, False, False)

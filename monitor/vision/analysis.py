@@ -724,20 +724,22 @@ class CaseAnalyzer:
             return darkness_volume(darkness), None
         planes = [self.planes.get(p) for p in ("lateral", "ap")]
         shape = None
-        # Only outlines measured around a cannula: a view whose cannula was not found measures its
-        # whole frame, where brightness control and breathing outline far more than the cement.
+        # Only outlines measured in a region: a view with no cannula found (and no body drawn) is
+        # measured over its whole frame, where brightness control and breathing outline far more
+        # than the cement.
         outlined = (p is not None and p.cement_mask is not None and p.pixel_mm for p in planes)
-        if all(outlined) and all(p.learnt.cannulas for p in planes):
+        if all(outlined) and all(p.learnt.cannulas or p.roi != p.learnt.roi for p in planes):
             lateral, ap = planes
             shape = biplane_volume_ml(lateral.cement_mask, lateral.pixel_mm, ap.cement_mask, ap.pixel_mm)
         estimate = fused_volume(darkness, shape)
         # said where the bolus is big enough that its outline would give a shape even at the
-        # shape's lowest reading of the truth (smaller ones are often too small to outline)
+        # shape's lowest reading of the truth (smaller ones are often too small to outline), or
+        # where a view has no region to outline it in
         if not estimate.checked and darkness >= SHAPE_MIN_ML / shape_of_truth(SHAPE_MIN_ML)[0]:
             return estimate, Caveat(
                 CaveatCode.VOLUME_UNCHECKED,
-                f"the cement's outline cannot be read in a view (too faint, or no cannula found to measure"
-                f" it around) to check the volume read from the image's"
+                f"the cement's outline cannot be read in a view (too faint, or the whole frame measured:"
+                f" no cannula found, no body drawn) to check the volume read from the image's"
                 f" darkness ({darkness:.2f} mL) against its shape: in a room whose scatter, beam or"
                 f" cement differ from those assumed it reads low, so its 68 % interval reaches up to"
                 f" {estimate.high_ml:.2f} mL; enter syringe volumes to calibrate it",

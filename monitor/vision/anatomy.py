@@ -54,7 +54,7 @@ SECOND_CANNULA_MAX_GAP_MM = 30.0  # between the tips
 SECOND_CANNULA_MIN_LENGTH = 0.6  # of the first's visible length
 SECOND_CANNULA_WIDTH = (0.75, 1.33)  # ratio to the first's width
 SECOND_CANNULA_CONTRAST = (0.7, 1.4)  # ratio to the first's contrast
-PIXEL_MM_UNKNOWN = 0.15  # assumed when there is no scale, only to compare the tips' gap
+PIXEL_MM_UNKNOWN = 0.15  # assumed when there is no scale, only for the tips' gap and follow-through
 # Cannula: the ridge and the lines through it (see find_cannula)
 CANNULA_BLUR_MM = 1.0  # a hollow tube's two walls blur into one band over about a millimetre
 CANNULA_TOPHAT_MM = 6.0  # the top-hat's disc: wider than any shaft, narrower than a body
@@ -234,7 +234,7 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
                 continue  # horizontal: an endplate
             near_a = abs(a[0] - centre[0]) < abs(b[0] - centre[0])
             tip, tail, score, leaves = (a, b, length, False) if near_a else (b, a, length, False)
-        if min(tip[0], tip[1], w - 1 - tip[0], h - 1 - tip[1]) < TIP_FROM_BORDER * side:
+        if _at_border(tip, (h, w)):
             continue  # the tip is in the body the field is centred on, not at the image's border
         if score > best_score:
             best, best_score = (tip, tail, length, leaves), score
@@ -245,6 +245,8 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
     width = _ridge_width(tophat, tip, out)
     reach = TIP_REACH_MM / pixel_mm if pixel_mm else 0.25 * side
     tip, contrast = _tip_by_contrast(smooth, tip, out, width, reach, pixel_mm)
+    if _at_border(tip, (h, w)):  # followed out to the border: a field's edge, not steel ending
+        raise NotFound("no cannula: the straight dense line found ends at the image's border")
     return Cannula(
         (float(tip[0]), float(tip[1])),
         (float(out[0]), float(out[1])),
@@ -254,6 +256,13 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
         float(np.linalg.norm(tail - tip)),
         leaves,
     )
+
+
+def _at_border(tip, shape: tuple[int, int]) -> bool:
+    """Whether ``tip`` (x, y) lies within TIP_FROM_BORDER of the larger side of an image of
+    ``shape`` (h, w) from its border."""
+    h, w = shape
+    return min(tip[0], tip[1], w - 1 - tip[0], h - 1 - tip[1]) < TIP_FROM_BORDER * max(h, w)
 
 
 def shaft_band(shape, tip, out, width_px: float, widths: float) -> np.ndarray:
@@ -308,9 +317,10 @@ def _tip_by_contrast(
     Not exactly the same amount, though: the tube displaces the bone it was driven
     through, so where it crosses a pedicle its contrast can fall to a fifth of that
     over soft tissue for a centimetre or more (real vertebrae from CT; a uniform
-    phantom hides it). Past such a dip, which stays positive throughout, the steel
-    is taken up again where it stands over half for TIP_RESUMES_MM; the tip is then
-    where the contrast falls to half of its own level just behind the end.
+    phantom hides it). Past such a dip, which stays over TIP_DIP_FLOOR of the shaft's
+    contrast throughout (texture beside a true tip swings below it), the steel is taken
+    up again where it stands over half for TIP_RESUMES_MM; the tip is then where the
+    contrast falls to half of its own level over those last millimetres.
     """
     normal = np.array([-out[1], out[0]])
     step = 0.5
@@ -346,26 +356,24 @@ def _tip_by_contrast(
         return last
 
     last = walk(int(np.searchsorted(t, 6.0)))
-    # Past a long dip the steel comes back: the contrast stayed positive through it (the tube
-    # displacing a pedicle's bone; texture beside a true tip swings negative) and stands over
-    # half the shaft's again for TIP_RESUMES_MM or more. The walk goes on from there.
-    run = max(3, int(round(TIP_RESUMES_MM / pixel_mm / step))) if pixel_mm else 3 * gap
+    # Past a dip the steel comes back: the contrast stayed over TIP_DIP_FLOOR of the shaft's
+    # through it (the tube displacing a pedicle's bone; texture beside a true tip swings below)
+    # and stands over half the shaft's again for TIP_RESUMES_MM or more. The walk goes on there.
+    run = max(3, int(round(TIP_RESUMES_MM / (pixel_mm or PIXEL_MM_UNKNOWN) / step)))
     jumped = False
     while last > 0:
         j = last - 1
         while j >= 0 and contrast[j] > TIP_DIP_FLOOR * level:
             j -= 1
-        resumed = [k for k in range(last - 1, j + run, -1) if on[k - run + 1 : k + 1].all()]
+        resumed = [k for k in range(last - 1, j + run - 1, -1) if on[k - run + 1 : k + 1].all()]
         if not resumed:
             break
         last, jumped = walk(resumed[0]), True
     if last == 0:
         return tip + out * t[0], level
-    # the tip: where the contrast falls to half its level (after a dip: its own level just behind)
-    if jumped:
-        level_here = float(np.median(contrast[last : last + max(4, int(round(2 * width / step)))]))
-    else:
-        level_here = level
+    # the tip: where the contrast falls to half its level; after a dip, half its own level over
+    # the steel taken up again only (farther back lies the faint stretch)
+    level_here = float(np.median(contrast[last : last + run])) if jumped else level
     i = last
     while i > 0 and contrast[i - 1] > 0.5 * level_here:
         i -= 1

@@ -63,7 +63,7 @@ def biplane_volume_ml(
 # So shape / truth = FORM * (r / (r + RIM))^3, r the radius of a ball of the shape's volume.
 # Fitted (least absolute log error) on the realistic world's tuning seeds 5000-5011: 1,044 plane
 # results of shapes of 0.1 mL or more at 0.2 mL or more of truth, 11 cases; it reads 0.24 / 0.34 /
-# 0.41 / 0.48 of the truth at 0.15 / 0.4 / 0.7 / 1.5 mL outlined (medians there 0.22 / 0.33 / 0.40
+# 0.40 / 0.49 of the truth at 0.15 / 0.4 / 0.7 / 1.5 mL outlined (medians there 0.22 / 0.33 / 0.40
 # / 0.50), and is extrapolated by the same law above. Its 68 % spread, as a factor: each case held
 # out in turn from the fit read x0.79-1.24 of the law (16th-84th percentile, log sd 0.22); with
 # eleven cases, most of it one bias per case, that sd is widened to its one-sided 95 % upper
@@ -109,6 +109,9 @@ DARKNESS_OF_TRUTH = (0.996, 1.062)
 # 5000-5011: 152 frames of 12 cases, median 0.34, 84th percentile 0.55): its 16th percentile, the
 # top of such a volume's 68 % interval. Its low tail is cases whose region measured holds little
 # of the cement (a CT case with the region misplaced): the images cannot tell them apart.
+# Measured when a shape was read from 0.5 mL on; it is now read from 0.1 mL, so fewer frames are
+# unchecked (outlines under 0.1 mL, or a view measured over its whole frame) and this tail has not
+# been measured again on them.
 UNCHECKED_DARKNESS_OF_TRUTH = 0.07
 
 
