@@ -212,12 +212,16 @@ def _caveat_kind(result: dict):
 
 def _volume_from(result: dict) -> str | None:
     """Where a logged result's volume came from: "shape" when the image's darkness read well
-    under the cement's shape in the two views (volume-below-shape), else "darkness"; None from
-    a log whose results do not carry their caveats."""
+    under the cement's shape in the two views (volume-below-shape); "syringe" when the
+    operator's syringes set its scale (volume_scale other than 1: anchored on this level's
+    syringes, or on the scale an earlier level's left); else "darkness". None from a log whose
+    results do not carry their caveats."""
     caveats = result.get("caveats")
     if caveats is None:
         return None
-    return "shape" if any(c["code"] == VOLUME_BELOW_SHAPE for c in caveats) else "darkness"
+    if any(c["code"] == VOLUME_BELOW_SHAPE for c in caveats):
+        return "shape"
+    return "syringe" if result.get("volume_scale", 1.0) != 1.0 else "darkness"
 
 
 def _level_report(lv: dict) -> dict:
@@ -822,17 +826,17 @@ def _round(x: float) -> float:
 
 def volume_phrase(level: dict) -> str:
     """A level's volume for people: "3.20 mL (2.95-3.48)", its 68 % interval in brackets, and
-    where it came from when that was the cement's shape rather than the image's darkness."""
+    where it came from when that was the cement's shape or the syringes' scale rather than the
+    image's darkness alone."""
     if level["volume_ml"] is None:
         return "n/a"
     low, high = level.get("volume_low_ml"), level.get("volume_high_ml")
     interval = "" if low is None or high is None else f" ({low:.2f}-{high:.2f})"
-    shape = (
-        " from the cement's shape (the image's darkness read low)"
-        if level.get("volume_from") == "shape"
-        else ""
-    )
-    return f"{level['volume_ml']:.2f} mL{interval}{shape}"
+    source = {
+        "shape": " from the cement's shape (the image's darkness read low)",
+        "syringe": " on the syringes' scale",
+    }.get(level.get("volume_from"), "")
+    return f"{level['volume_ml']:.2f} mL{interval}{source}"
 
 
 def text_report(report: dict) -> str:

@@ -405,4 +405,11 @@ def test_an_analyzer_restarted_after_a_syringe_keeps_the_volume_anchored_on_it(t
     assert restarted.volume_scale == pytest.approx(1.5 / darkness)
     assert restarted.case.darkness_calibrated
     assert restarted.news() == []  # restored, not said again
+    # the audit says the level's volume is on the syringes' scale from the entry on
+    from monitor.audit import audit_json, text_report
+
+    report = audit_json(store, verify_images=False)
+    (level,) = report["levels"]
+    assert level["volume_from"] == "syringe"
+    assert "on the syringes' scale" in text_report(report)
     store.close()
