@@ -45,7 +45,7 @@ from monitor.sim.simulate import SimConfig, simulate
 from monitor.vision.caveats import CaveatCode
 
 SCENARIO_CYCLE = ("none", "proximity", "posterior", "venous", "disc", "posterior")
-TUNING_SEEDS = tuple(range(5000, 5012))  # tune on these (12 cases) ...
+TUNING_SEEDS = tuple(range(5000, 5036))  # tune on these (36 cases; 12 until session 35) ...
 REPORTING_SEEDS = tuple(range(7000, 7036))  # ... report on these (36), never the other way
 LEVELS_DRAWN = ("T8", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5")
 CT_LEVELS = ("T8", "T9", "T10", "T11", "T12", "L1")  # whole in the CT phantom's field (monitor.sim.ct)

@@ -39,7 +39,7 @@ def add_bench(sub) -> None:
         "--seeds",
         choices=("reporting", "tuning"),
         default="reporting",
-        help="realistic world: the 36 reporting seeds, or the 12 tuning ones (tune on these only)",
+        help="realistic world: the 36 reporting seeds, or the 36 tuning ones (tune on these only)",
     )
     a.add_argument(
         "--cases",
