@@ -749,8 +749,8 @@ class CaseAnalyzer:
         return estimate, Caveat(
             CaveatCode.VOLUME_BELOW_SHAPE,
             f"the volume read from the image's darkness ({darkness:.2f} mL) is below what the cement's"
-            f" shape in the two views gives ({shape:.2f} mL outlined, about"
-            f" {shape / shape_of_truth(shape)[1]:.2f} mL at its size): scatter, the beam, the cement's"
+            f" shape in the two views gives ({shape:.2f} mL outlined, about {estimate.volume_ml:.2f}"
+            f" mL at its size): scatter, the beam, the cement's"
             f" opacity or brightness"
             f" control make it read low (or the outline takes in more than cement); until syringe"
             f" volumes are entered the volume is taken from the shape ({estimate.volume_ml:.2f} mL,"

@@ -365,10 +365,10 @@ def _tip_by_contrast(
         j = last - 1
         while j >= 0 and contrast[j] > TIP_DIP_FLOOR * level:
             j -= 1
-        resumed = [k for k in range(last - 1, j + run - 1, -1) if on[k - run + 1 : k + 1].all()]
-        if not resumed:
+        resumed = next((k for k in range(last - 1, j + run - 1, -1) if on[k - run + 1 : k + 1].all()), None)
+        if resumed is None:
             break
-        last, jumped = walk(resumed[0]), True
+        last, jumped = walk(resumed), True
     if last == 0:
         return tip + out * t[0], level
     # the tip: where the contrast falls to half its level; after a dip, half its own level over
