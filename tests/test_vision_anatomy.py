@@ -172,3 +172,26 @@ def test_a_dense_line_along_the_images_border_is_not_taken_for_the_cannula(anato
     found = find_cannulas(rim, pixel_mm)[0]
     error_mm = float(np.hypot(found.tip[0] - tip[0], found.tip[1] - tip[1])) * pixel_mm
     assert error_mm < 1.5, f"tip {error_mm:.1f} mm from the truth, at {found.tip}"
+
+
+def test_an_endplate_found_beside_the_tip_is_refused(anatomy_cases):
+    """A gas cleft's edge (or a rib, a fracture line) just above the tip falls like an
+    endplate. Taken for one, the outline passes through the tip and the first cement reads as
+    a disc leak (DRRs of real CT: three false leak alarms on one case). The tip is put in the
+    middle of the body's height, so an outline with an endplate within 4 mm of it is refused,
+    in both views; the same image is outlined when the priors allow it."""
+    from monitor.vision.anatomy import AnatomyPriors, NotFound, find_lateral_body
+
+    att, pixel_mm, shaft, tip = _lateral_steel(anatomy_cases, "wedge-L1")
+    ys, xs = np.mgrid[0 : att.shape[0], 0 : att.shape[1]]
+    above_mm = (shaft.tip[1] - ys) * pixel_mm
+    cleft = (above_mm > 2.5) & (above_mm < 6.0) & (np.abs(xs - shaft.tip[0]) * pixel_mm < 18.0)
+    with_cleft = np.where(cleft, att - 0.3, att).astype(np.float32)  # gas: far less attenuating
+
+    lax = find_lateral_body(with_cleft, shaft, pixel_mm, priors=AnatomyPriors(min_tip_from_endplate_mm=0.0))
+    from_top_mm = (shaft.tip[1] - float(lax.superior.at(shaft.tip[0]))) * pixel_mm
+    assert 2.0 < from_top_mm < 3.5, f"the cleft's edge was not taken for the endplate ({from_top_mm:.1f} mm)"
+    with pytest.raises(NotFound, match="mm from an endplate"):
+        find_lateral_body(with_cleft, shaft, pixel_mm)
+    body = find_lateral_body(att, shaft, pixel_mm)  # without the cleft: its own endplates, well clear
+    assert (shaft.tip[1] - float(body.superior.at(shaft.tip[0]))) * pixel_mm > 4.0

@@ -35,6 +35,11 @@ class AnatomyPriors:
     height_mm: tuple[float, float] = (10.0, 38.0)  # endplate to endplate at the tip (fractured: low)
     max_wall_tilt_deg: float = 25.0  # the posterior wall off perpendicular to the endplates
     min_tip_inside_mm: float = 2.0  # the tip this far inside (lateral: the posterior wall; AP: each side)
+    # ... and this far from each endplate, in both views: the tip is put in the middle of the body's
+    # height (the middle third of a 14-35 mm body, or of a 10 mm collapsed one, is >= 3.3-4.7 mm
+    # from either endplate); an "endplate" nearer is another edge (a fracture line, a rib, the other
+    # cortex), and an outline on it would call the first cement at the tip a disc leak.
+    min_tip_from_endplate_mm: float = 4.0
     min_endplate_gap_mm: float = 8.0  # endplates closer than this are not one body's
     endplate_search_mm: tuple[float, float] = (2.0, 22.0)  # from the tip, up and down
     wall_search_mm: tuple[float, float] = (1.0, 30.0)  # lateral view: from the tip, each way
@@ -727,8 +732,18 @@ def _check_plausible(body: LateralBody, cannula: Cannula, pixel_mm: float, prior
         problems.append(f"wall {tilt:.0f} degrees off perpendicular to the endplates")
     if tip_inside < p.min_tip_inside_mm:
         problems.append(f"cannula tip {tip_inside:.1f} mm from the wall")
+    from_plate = _tip_from_endplates(body.superior, body.inferior, (tx, ty), pixel_mm)
+    if from_plate < p.min_tip_from_endplate_mm:
+        problems.append(f"cannula tip {from_plate:.1f} mm from an endplate")
     if problems:
         raise NotFound("implausible vertebral body (" + ", ".join(problems) + ")")
+
+
+def _tip_from_endplates(superior: Line, inferior: Line, tip: tuple[float, float], pixel_mm: float) -> float:
+    """How far inside the nearer endplate the tip ``(x, y)`` lies, in mm (negative: outside);
+    endplates are lines y(x) in the same pixels."""
+    tx, ty = tip
+    return min(ty - float(superior.at(tx)), float(inferior.at(tx)) - ty) * pixel_mm
 
 
 def find_ap_body(
@@ -801,4 +816,7 @@ def find_ap_body(
     margin = min(tx - float(left.at(ty)), float(right.at(ty)) - tx)
     if margin < p.min_tip_inside_mm * mm:
         raise NotFound(f"the cannula tip is not inside the body found ({margin / mm:.1f} mm from a wall)")
+    from_plate = _tip_from_endplates(sup, inf, (tx, ty), pixel_mm)
+    if from_plate < p.min_tip_from_endplate_mm:
+        raise NotFound(f"the cannula tip is {from_plate:.1f} mm from an endplate found: not the body's")
     return ApBody(left, right, sup, inf)
