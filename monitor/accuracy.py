@@ -579,7 +579,7 @@ def run(
 
 SENSITIVITY_BANDS = (
     "scatter", "kVp", "opacifier", "brightness control", "filtering", "detector", "output", "anatomy",
-    "cleft",
+    "cleft", "scenario",
 )  # fmt: skip
 
 
@@ -594,6 +594,8 @@ def sensitivity(cases: list[dict]) -> str:
         bands["anatomy"] = c["config"].get("anatomy", "geometric")
         if c["config"].get("cleft"):
             bands["cleft"] = "gas cleft"
+        # the leak's type (posterior, venous, disc), or none, or a 5 mm crossing only
+        bands["scenario"] = f"{c['config']['scenario']} ({bands['anatomy']})"
         for band in SENSITIVITY_BANDS:
             if band in bands:
                 groups.setdefault((band, bands[band]), []).append(c)

@@ -217,7 +217,8 @@ def test_brightness_control_raises_the_output_then_steps_the_kvp_as_the_cement_g
 
 def test_the_benchmark_scores_a_realistic_case_and_tables_it_by_band(tmp_path):
     """One small realistic case through the benchmark's own path (rendered, evaluated as the
-    analyzer would, scored): its bands each get a row of the sensitivity table."""
+    analyzer would, scored): its bands each get a row of the sensitivity table, and so does its
+    leak type by anatomy."""
     from monitor.accuracy import evaluate_case, report, score, sensitivity
 
     world = World(kvp=95, opacifier="ZrO2", scatter_to_primary=1.8, grid=False, abc=True)
@@ -226,7 +227,7 @@ def test_the_benchmark_scores_a_realistic_case_and_tables_it_by_band(tmp_path):
     assert len(case["distance"]) == 16 and case["config"]["world"]["opacifier"] == "ZrO2"
     table = sensitivity([case])
     for row in ("scatter: SPR >= 1.5", "kVp: 90-110", "opacifier: ZrO2", "brightness control: ABC on",
-                "anatomy: geometric"):  # fmt: skip
+                "anatomy: geometric", "scenario: posterior (geometric)"):  # fmt: skip
         assert row in table
     assert "realistic" in report(score([case]), "realistic world: 1 case")
 
