@@ -402,12 +402,73 @@ def _bilinear(img: np.ndarray, p: np.ndarray) -> float:
 
 
 def exposed_field(att: np.ndarray) -> np.ndarray:
-    """Pixels inside the collimated field (shutters and round fields are near-black, i.e. very dense)."""
+    """Pixels inside the collimated field: shutters are near-black (very dense), and so is
+    what lies outside a round intensifier field, unless veiling glare and scatter spill into
+    it, when the field's circle itself is found (:func:`round_field`)."""
     h, w = att.shape
     centre = att[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
     limit = np.percentile(centre, 99.5) + 1.5
     field = (att < limit).astype(np.uint8)
+    circle = round_field(att)
+    if circle is not None:
+        cx, cy, r = circle
+        inside = np.zeros_like(field)
+        cv2.circle(inside, (int(round(cx)), int(round(cy))), int(r - ROUND_FIELD_MARGIN * max(h, w)), 1, -1)
+        field &= inside
     return cv2.erode(field, np.ones((5, 5), np.uint8)).astype(bool)
+
+
+ROUND_FIELD_SIDE = 256  # the circle is looked for on the image shrunk to this many pixels
+ROUND_FIELD_RADIUS = (0.3, 0.8)  # of the image's larger side
+ROUND_FIELD_STEP = 0.15  # attenuation (log) across the circle, outside over inside, at its median ...
+ROUND_FIELD_ARC = 0.6  # ... and over this share of its arc in the image, at least 0.1
+ROUND_FIELD_MARGIN = 0.015  # of the larger side: the field kept this far inside the circle (its blurred edge)
+
+
+def round_field(att: np.ndarray) -> tuple[float, float, float] | None:
+    """The circle of a round (image-intensifier) field, (x, y, radius) in pixels of ``att``,
+    or None when there is none.
+
+    Behind the collimator only veiling glare and scatter reach the detector: on the realistic
+    world's intensifier cases 0.3-1.6 log units more attenuating than just inside the circle,
+    not the near-black :func:`exposed_field` looks for, so the circle is found by its edge (a
+    Hough circle on the image shrunk to ROUND_FIELD_SIDE) and kept only when the outside is
+    denser all round it (ROUND_FIELD_STEP, ROUND_FIELD_ARC). On the 36 tuning cases it found the
+    field on all 10 intensifier cases and on none of the 26 flat-panel ones (one circle found
+    on a flat panel was refused by the step: median -0.09)."""
+    side = max(att.shape)
+    scale = ROUND_FIELD_SIDE / side
+    small = cv2.resize(att, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), 1.5)
+    lo, hi = np.percentile(small, [1, 99])
+    if hi <= lo:
+        return None
+    u8 = np.clip((small - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
+    r_lo, r_hi = (int(f * ROUND_FIELD_SIDE) for f in ROUND_FIELD_RADIUS)
+    found = cv2.HoughCircles(  # one circle at most: a field's edge is the strongest ring there is
+        u8, cv2.HOUGH_GRADIENT, dp=1, minDist=ROUND_FIELD_SIDE, param1=60, param2=30, minRadius=r_lo,
+        maxRadius=r_hi,
+    )  # fmt: skip
+    if found is None:
+        return None
+    cx, cy, r = (float(v) for v in found[0][0])
+    angles = np.linspace(0.0, 2 * np.pi, 180, endpoint=False)
+    h, w = small.shape
+
+    def ring(radius: float) -> np.ndarray:
+        x, y = cx + radius * np.cos(angles), cy + radius * np.sin(angles)
+        seen = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+        v = np.full(angles.shape, np.nan, np.float32)
+        v[seen] = small[y[seen].astype(int), x[seen].astype(int)]
+        return v
+
+    step = ring(r + 4) - ring(r - 4)
+    step = step[~np.isnan(step)]
+    if step.size < 0.25 * angles.size or np.median(step) < ROUND_FIELD_STEP:
+        return None
+    if (step > 0.1).mean() < ROUND_FIELD_ARC:
+        return None
+    return cx / scale, cy / scale, r / scale
 
 
 def _longest_run(ridge, field, rho, theta, gap):
