@@ -383,9 +383,6 @@ class VisionAnalysis(Analysis):
                     lateral.confirm_wall()
             if b["event"] in ("wall-armed", "wall-not-confirmed") and b["source"] == "analyzer" and lateral:
                 lateral.restore_wall(b["event"], b["detail"], b.get("value"))
-            if b["event"] == "outline-refuted" and b["source"] == "analyzer" and r.plane in self.case.planes:
-                why = (b.get("value") or {}).get("why") or b["detail"]
-                self.case.planes[r.plane].refute_outline(str(why))
         if lateral is not None:  # the first front was seen before the restart: it is not the first
             rows = store.query(
                 "SELECT body FROM journal WHERE kind = 'result' AND plane = 'lateral' AND rec > ?", (start,)
@@ -393,11 +390,6 @@ class VisionAnalysis(Analysis):
             lateral.front_seen = any("front" in (json.loads(body).get("overlay") or {}) for (body,) in rows)
         for plane in self.case.planes.values():
             plane.news.clear()  # said before the restart
-            # the frames that showed cement before the restart count towards the first ones
-            sql = "SELECT body FROM journal WHERE kind = 'result' AND plane = ? AND rec > ?"
-            rows = store.query(sql, (plane.plane, start)).fetchall()
-            overlays = (json.loads(b).get("overlay") or {} for (b,) in rows)
-            plane.cement_frames = sum(bool(o.get("cement")) for o in overlays)
         # a level whose images were found to hold no scatter goes on without its correction
         last = store.query(
             "SELECT body FROM journal WHERE kind = 'result' AND rec > ? ORDER BY rec DESC LIMIT 2", (start,)

@@ -99,9 +99,8 @@ OPERATOR_EVENTS = {
     *("rejected-command", "command-failed"),
 }
 # whether the 5 mm rule was armed on the posterior wall, and who armed it: the analyzer's
-# decisions (an outline found dropped as wrong, in either view, among them), and the operator's
-# confirmation or drawing of the wall
-WALL_EVENTS = {"wall-armed", "wall-not-confirmed", "outline-refuted", "confirm-wall", "wall"}
+# decisions, and the operator's confirmation or drawing of the wall
+WALL_EVENTS = {"wall-armed", "wall-not-confirmed", "confirm-wall", "wall"}
 
 
 def level_reports(store: SessionStore, first_level: str | None) -> list[dict]:

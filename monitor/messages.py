@@ -65,8 +65,7 @@ site and distance_mm).
 
 Status header: v, kind "status", session, source, send_time, event ("stale",
 "resumed", "dropped", "rejected", "restarted", "log-failed", "log-resumed",
-"rejected-command", "wall-armed", "wall-not-confirmed", "outline-refuted" (the
-body's outline found dropped as wrong: value {"why"}), "syringe-entry" (value: the
+"rejected-command", "wall-armed", "wall-not-confirmed", "syringe-entry" (value: the
 syringes' total at the level and the image's darkness it was anchored on, mL), or an
 operator action once applied), detail
 (human-readable), age_ms (stale only), plane (optional).

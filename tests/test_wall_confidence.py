@@ -260,62 +260,6 @@ def test_a_wall_refuted_by_the_first_cement_cannot_be_confirmed_and_survives_a_r
     store.close()
 
 
-def _paste_outside(rec, pixels: np.ndarray, overlay: dict) -> np.ndarray:
-    """A copy of ``pixels`` with the bolus the cannula tip had by frame 30 (1.5 mm around it,
-    from ``overlay``) added 6 mm above the body's outline: more cement outside than the first
-    cement at the tip, as a body outlined in the wrong place reads it."""
-    body, wall, line = (np.asarray(overlay[k]) for k in ("body", "wall", "safety_line"))
-    per_mm = float(np.linalg.norm(line.mean(axis=0) - wall.mean(axis=0))) / 5.0
-    at = np.round([body[:, 0].mean(), body[:, 1].min() - 6.0 * per_mm]).astype(int)
-    tip = np.round(np.asarray(overlay["cannula_tips"][0])).astype(int)
-    r = int(round(1.5 * per_mm))
-    with open_recording(rec.lateral) as frames:
-        before, after = (frames.frame(i).astype(np.int64) for i in (0, 30))
-    patch = np.s_[tip[1] - r : tip[1] + r + 1, tip[0] - r : tip[0] + r + 1]
-    where = np.s_[at[1] - r : at[1] + r + 1, at[0] - r : at[0] + r + 1]
-    out = pixels.astype(np.int64)
-    out[where] += after[patch] - before[patch]
-    return np.clip(out, 0, np.iinfo(pixels.dtype).max).astype(pixels.dtype)
-
-
-def test_an_outline_that_reads_most_of_the_first_cement_outside_is_dropped(tmp_path, clean_default):
-    """The first cement comes out at the cannula tip, inside the outline found: when most of
-    what the first frames of cement show lies outside it, the outline is wrong (on DRRs of real
-    CT such outlines raised false leak alarms from the first frame on). It is dropped: no leak
-    alarm on it, no distance and no leak rule in the view, said on every result and logged, and
-    an analyzer restarted from the log goes on without it."""
-    from monitor.pipeline import Endpoints, RunSpec, run
-    from monitor.replay import PaceOptions
-
-    rec, clean = default_recording(), clean_default
-    k = min(i for i, r in clean.items() if r.distance_mm is not None)  # the first cement
-
-    def edit(index, pixels):
-        return _paste_outside(rec, pixels, clean[k - 1].overlay) if index >= k else pixels
-
-    edited, news = _run(_Edited(rec, edit))
-    assert [n[0] for n in news] == ["wall-armed", "wall-not-confirmed", "outline-refuted"]
-    assert "first cement" in news[2][1] and news[2][2] == "lateral"
-    after = [edited[i] for i in sorted(edited) if i >= k]
-    assert all(CaveatCode.NO_ANATOMY in r.caveat_codes() for r in after)
-    assert all(not r.checks and r.distance_mm is None and "body" not in r.overlay for r in after)
-    assert not [a for r in after for a in r.alarms if a["kind"] == "extravasation"]
-    folder = tmp_path / "s"
-    spec = RunSpec(str(folder), "L1", endpoints=Endpoints.private())
-    assert run(_Edited(rec, edit), spec, PaceOptions(speed=0), say=lambda m: None) in (0, 4)
-    store = SessionStore.open(folder)
-    assert [e["event"] for e in store.events() if e["event"] == "outline-refuted"] == ["outline-refuted"]
-    walls = audit_json(store)["levels"][0]["wall"]
-    assert [w["event"] for w in walls] == ["wall-armed", "wall-not-confirmed", "outline-refuted"]
-    assert walls[2]["acq_time"] is not None and "outline-refuted" in text_report(audit_json(store))
-    restarted = VisionAnalysis()
-    assert restarted.restore(store, store.results()[0]["stream"])
-    lateral = restarted.case.planes["lateral"]
-    assert lateral.body is None and "first cement" in lateral.anatomy_error.detail
-    assert lateral.wall_refuted and restarted.news() == []
-    store.close()
-
-
 def test_a_front_moving_fast_is_flagged_once_then_followed():
     """The jump rule holds a front off for one frame only: one moving 6 mm a frame at 15 fps
     is flagged on the first jump, accepted on the next, and followed at its speed after."""

@@ -50,9 +50,7 @@ from monitor.vision.cement import (
 )
 from monitor.vision.confidence import (
     FIRST_CEMENT_BEYOND_MM,
-    FIRST_CEMENT_FRAMES,
     FIRST_CEMENT_ML,
-    FIRST_CEMENT_OUTSIDE_SHARE,
     MAX_WALL_SPREAD_MM,
     MIN_OUTLINE_SUPPORT,
 )
@@ -242,7 +240,6 @@ class PlaneAnalyzer:
         # the first cement read beyond the wall found: that wall cannot be confirmed, only redrawn
         self.wall_refuted = False
         self.front_seen = False  # a front has been measured (the first one is at the tip)
-        self.cement_frames = 0  # frames that showed cement, on the outline found
         # (event, detail, value) for the log, taken by the caller
         self.news: list[tuple[str, str, dict]] = []
 
@@ -396,9 +393,6 @@ class PlaneAnalyzer:
         cement = replace(cement, mask=cement.mask | (sleeve & (cement.difference > cement.threshold)))
         if body is not None:
             self._measure(result, cement, body, shaft)
-            if self._refuted_by_first_cement(result):
-                body = None
-        if body is not None:
             if self.pixel_mm:
                 result.checked = PLANE_CHECKS[self.plane]
             if isinstance(body, LateralBody) and self.pixel_mm:
@@ -501,54 +495,6 @@ class PlaneAnalyzer:
             result.distance_mm = reading.front_px * self.pixel_mm
             result.overlay["front"] = self.grid.to_full(*reading.front_at, self.roi[:2])
         result.leaks = reading.leaks
-
-    def _refuted_by_first_cement(self, result: PlaneResult) -> bool:
-        """Physics before the leak rules: the first cement comes out at the cannula tip, and the
-        tip found lies inside the outline found (the outline is refused otherwise), so cement
-        read outside that outline on the first FIRST_CEMENT_FRAMES frames that show any (while
-        under FIRST_CEMENT_ML), and most of what is seen of it (FIRST_CEMENT_OUTSIDE_SHARE; a
-        real early leak leaves the bolus at the tip inside), beyond an endplate or a side wall
-        (behind the posterior wall, :meth:`_judge_wall` refutes the wall and keeps the leak
-        rules), means the outline, or the tip it was found around, is wrong.
-        On DRRs of real CT such outlines raised false leak alarms from the first frame of cement
-        on. The outline is then dropped (:meth:`refute_outline`): no distance and no leak rule
-        in this view, said on every result, until the operator draws it. Only the outline found
-        automatically; the operator's stands. Returns whether it was refuted on this frame."""
-        c = self.config.detection
-        if self.body is not self.learnt.body or result.volume_ml is None or result.volume_ml < c.front_min_ml:
-            return False
-        self.cement_frames += 1
-        if self.cement_frames > FIRST_CEMENT_FRAMES or result.volume_ml >= FIRST_CEMENT_ML:
-            return False
-        # Behind the wall is left to the wall's own rule (the wall refuted, the leak rules kept): an
-        # epidural leak is the one leak never to be silenced.
-        outside = sum(leak.volume_ml for leak in result.leaks if leak.side != "posterior")
-        seen = result.volume_ml * (1.0 - result.volume_filled)  # not the share filled in under the steel
-        if outside < c.leak_min_ml or outside < FIRST_CEMENT_OUTSIDE_SHARE * seen:
-            return False
-        sites = ", ".join(sorted({leak.side for leak in result.leaks if leak.side != "posterior"}))
-        self.refute_outline(
-            f"the first cement, at the cannula tip, read {outside:.2f} mL outside the body's outline"
-            f" found ({sites}), so that outline cannot be right"
-        )
-        result.caveats += (self.anatomy_error,)
-        result.leaks, result.distance_mm, result.distance_px = [], None, None
-        for key in ("front", "front_under_cannula"):
-            result.overlay.pop(key, None)
-        return True
-
-    def refute_outline(self, why: str) -> None:
-        """The body's outline found is dropped as wrong (``why``): no distance and no leak rule
-        in this view until the operator draws the wall or the body; logged as "outline-refuted"
-        (and replayed from the log after a restart)."""
-        self.body = None
-        todo = "draw the wall" if self.plane == "lateral" else "draw the body"
-        self.anatomy_error = Caveat(
-            CaveatCode.NO_ANATOMY, f"{why}: no distance and no leak rule in the {self.plane} view; {todo}"
-        )
-        if self.plane == "lateral":
-            self._disarm(why, refuted=True)
-        self.news.append(("outline-refuted", self.anatomy_error.detail, {"why": why}))
 
     def _judge_wall(self, result: PlaneResult) -> None:
         """Physics before the 5 mm rule: the first cement is at the cannula tip, in front of

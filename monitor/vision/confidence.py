@@ -37,11 +37,6 @@ MAX_WALL_SPREAD_MM = 0.5  # tuning: right walls moved at most 0.07 mm
 # the first cement is at the tip: read this far beyond the wall, the wall found is wrong
 FIRST_CEMENT_BEYOND_MM = 0.0
 FIRST_CEMENT_ML = 0.5  # "the first cement": the plane's volume below this (0.01-0.1 mL on the bundled cases)
-# ... and, for the body's whole outline, only the first frames that show cement: read outside the
-# outline then (a leak candidate), the outline found is wrong, since the tip found lies inside it
-FIRST_CEMENT_FRAMES = 3
-# ... and most of it, by volume: a real early leak leaves the bolus at the tip inside
-FIRST_CEMENT_OUTSIDE_SHARE = 0.5
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,10 @@ ENDPLATE_BAND_MM = 1.0  # cement this close to an endplate may be in the disc: i
 
 @dataclass
 class Leak:
-    site: Site  # where it went: the side it left by, or "venous" for a long thin streak
+    site: Site
     volume_ml: float
     centroid: tuple[float, float]  # image pixels
     box: tuple[int, int, int, int]  # x, y, w, h in image pixels
-    side: Site  # the side of the outline it left by (posterior, disc, paravertebral)
 
 
 def substantial(cement: CementMap, pixel_mm: float, cement_mu_per_mm: float, min_ml: float) -> CementMap:
@@ -94,7 +93,7 @@ def find_leaks(
             corner = full(x + origin[0], y + origin[1])
             box = (int(corner[0]), int(corner[1]), int(w * grid.scale), int(h * grid.scale))
             cx, cy = centroids[i]
-            leaks.append(Leak(kind, volume, tuple(full(cx + origin[0], cy + origin[1])), box, site))
+            leaks.append(Leak(kind, volume, tuple(full(cx + origin[0], cy + origin[1])), box))
     return leaks
 
 
