@@ -36,9 +36,11 @@ class AnatomyPriors:
     max_wall_tilt_deg: float = 25.0  # the posterior wall off perpendicular to the endplates
     min_tip_inside_mm: float = 2.0  # the tip this far inside (lateral: the posterior wall; AP: each side)
     # ... and this far from each endplate, in both views: the tip is put in the middle of the body's
-    # height (the middle third of a 14-35 mm body, or of a 10 mm collapsed one, is >= 3.3-4.7 mm
-    # from either endplate); an "endplate" nearer is another edge (a fracture line, a rib, the other
-    # cortex), and an outline on it would call the first cement at the tip a disc leak.
+    # height (the middle third of a 14-35 mm body is >= 4.7 mm from either endplate); an "endplate"
+    # nearer is another edge (a fracture line, a rib, the other cortex), and an outline on it would
+    # call the first cement at the tip a disc leak. A collapsed body under 12 mm high is refused
+    # unless its tip is near the middle (its middle third is 3.3 mm from an endplate at 10 mm):
+    # the operator then draws it.
     min_tip_from_endplate_mm: float = 4.0
     min_endplate_gap_mm: float = 8.0  # endplates closer than this are not one body's
     endplate_search_mm: tuple[float, float] = (2.0, 22.0)  # from the tip, up and down
