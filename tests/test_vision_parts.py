@@ -244,3 +244,19 @@ def test_a_syringe_at_a_new_level_is_not_anchored_on_the_last_levels_darkness():
     said = analysis.apply(Command("s", "test", 0.0, "syringe", 1.0))
     assert "too little cement to read" in said
     assert analysis.volume_scale == 1.0 and not analysis.case.darkness_calibrated
+
+
+def test_the_fast_median_is_numpys_median_on_odd_even_and_2d_input():
+    """The registration and the noise estimate read their medians through it: any difference
+    from np.median would move the cement's threshold and the breathing shift."""
+    from monitor.vision.stats import median
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 2998, 2999):
+        for dtype in (np.float32, np.float64):
+            values = rng.normal(size=n).astype(dtype)
+            assert median(values) == float(np.median(values))
+    image = rng.normal(size=(31, 40)).astype(np.float32)
+    assert median(image) == float(np.median(image))
+    with pytest.raises(ValueError):
+        median(np.zeros(0))

@@ -15,6 +15,7 @@ import numpy as np
 
 from monitor.vision.anatomy import Cannula
 from monitor.vision.cement import CementMap, Registration, shift_image
+from monitor.vision.stats import median
 
 # The channels of the layer image (h, w, 4) float32, shifted together each frame.
 LAYER_ATTENUATION = 0  # the baseline's primary attenuation (log units)
@@ -122,7 +123,7 @@ def compare_with_baseline(
     if clipped is not None:
         background &= ~clipped
     sample = difference[::3, ::3][background[::3, ::3]]
-    difference -= float(np.median(sample)) if sample.size else 0.0
+    difference -= median(sample) if sample.size else 0.0
     if clipped is not None:
         difference[clipped] = 0.0
     return Comparison((dx, dy), difference, layers, uncovered, exclude, before, clipped)

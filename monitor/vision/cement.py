@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from monitor.vision.sampling import Border, sample_points, translate
+from monitor.vision.stats import median
 
 # Cement minus the marrow it displaces, 1/mm, PMMA with ~30% BaSO4 at ~60 keV effective.
 DEFAULT_CEMENT_MU = 0.18
@@ -59,11 +60,11 @@ class _Level:
             # moving at (cols + dx/f, rows + dy/f): one fraction for all, so a whole-image shift
             at = translate(moving, -dx / f, -dy / f, Border.REPLICATE)[rows, cols]
             r = at.ravel() - values
-            offset = float(np.median(r[::4])) if offset is None else offset
+            offset = median(r[::4]) if offset is None else offset
             r -= offset  # centred by the offset solved for
             size = np.abs(r)
             # new cement or noise spikes do not vote (robust spread from every 4th pixel: as good, 4x cheaper)
-            ok = size < 3 * 1.4826 * float(np.median(size[::4])) + 1e-6
+            ok = size < 3 * 1.4826 * median(size[::4]) + 1e-6
             # Normal equations by OpenCV, not numpy's BLAS, whose idle threads spin
             # against the other plane's process on a small machine (10x slowdowns seen).
             a = jacobian[ok]
@@ -186,7 +187,7 @@ def segment(
         outside = smooth[::4, ::4][~(exclude | bolus)[::4, ::4]]
         sample = outside if outside.size >= max(50, sample.size // 8) else sample
     sample = sample if sample.size else smooth.ravel()
-    noise = float(1.4826 * np.median(np.abs(sample - np.median(sample))))
+    noise = 1.4826 * median(np.abs(sample - median(sample)))
     threshold = np.maximum(
         max(min_threshold, 5.0 * noise), 2.5 * REGISTRATION_UNCERTAINTY_PX * baseline_gradient
     ).astype(np.float32)

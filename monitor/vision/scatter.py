@@ -17,6 +17,7 @@ import numpy as np
 from monitor.vision.intensity import IntensityModel
 from monitor.vision.pixels import PixelGrid
 from monitor.vision.sampling import Border, sample_grid
+from monitor.vision.stats import median
 
 HALO_RINGS_MM = ((3, 5), (5, 8), (8, 13), (13, 20), (20, 30))
 HALO_MIN_MM2 = 20.0  # cement's area before its halo says anything of the scatter
@@ -152,8 +153,8 @@ class HaloEvidence:
             slope = s[ring] / np.maximum(m[ring] - s[ring], 0.05 * s[ring]) - s0[ring] / np.maximum(
                 m0[ring] - s0[ring], 0.05 * s0[ring]
             )
-            levels.append(float(np.median(difference[ring])))
-            slopes.append(float(np.median(slope)))
+            levels.append(median(difference[ring]))
+            slopes.append(median(slope))
             counts.append(n)
         if len(levels) < 3:
             return

@@ -1,0 +1,25 @@
+"""Order statistics for the per-frame path, without numpy's general-purpose overhead."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def median(values: np.ndarray) -> float:
+    """The median of ``values`` (any shape, read flat; no NaN), equal to ``np.median``'s:
+    the middle value, or the mean of the two middle ones (in the array's dtype).
+
+    Why: ``np.median`` spends about 25 microseconds a call on its generality (axes, NaN
+    checks, a mean of the middle pair) over a partition that takes 5-15 on the few
+    thousand values the registration and the cement's noise read; the per-frame path
+    calls it about 20 times a frame.
+    """
+    flat = np.ravel(values)
+    n = flat.size
+    if n == 0:
+        raise ValueError("median of no values")
+    k = n // 2
+    if n % 2:
+        return float(np.partition(flat, k)[k])
+    middle = np.partition(flat, (k - 1, k))
+    return float((middle[k - 1] + middle[k]) / 2)
