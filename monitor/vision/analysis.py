@@ -65,7 +65,9 @@ from monitor.vision.scatter import (
     HaloEvidence,
     ScatterPhysics,
     primary_attenuation,
+    roi_intensity,
 )
+from monitor.vision.temporal import RecursiveFilter
 
 CLIPPED_SAID_ABOVE = 0.10  # share of a plane's region clipped white from which each result says so
 CLIPPED_UNREADABLE_ABOVE = 0.80  # ... and over which the view is not read at all (see _unreadable)
@@ -234,6 +236,7 @@ class PlaneAnalyzer:
         self.without_scatter = False  # once the cement's halo has shown there is none
         self.halo_open = True  # still watched: until both planes' halos have settled the question
         self.halo = HaloEvidence()  # what the cement's halo says of the modelled scatter
+        self.recursive = RecursiveFilter()  # the system's temporal filter, read and undone
         # lateral: who armed the 5 mm rule on the wall ("automatic", "operator"; None: not armed)
         self.wall_armed_by: str | None = None
         self._unarmed_why = ""  # why not, for the caveat on every result while so
@@ -288,12 +291,16 @@ class PlaneAnalyzer:
             c.anatomy,
             (c.detection.wall_min_support, c.detection.wall_max_spread_mm),
         )
-        self._first_frames = []
         self.body, self.anatomy_error = self.learnt.body, self.learnt.anatomy_error
         self.caveats += self.learnt.caveats
         found = self.learnt.roi if self.body is None else body_roi(self.body, self.learnt.roi, self.pixel_mm)
         self._use_roi(found)
+        # the filter's weight read from the baseline's noise already (its last frame is measured next)
+        for f in self._first_frames[:-1]:
+            shown = roi_intensity(f, self.grid, self.learnt.model, self.roi)
+            self.recursive.unfilter(shown, self._state.exclude)
         confidence = self.learnt.wall_confidence
+        self._first_frames = []
         if confidence is not None:
             if confidence.armed:
                 self._arm("automatic", f"5 mm rule armed on the wall found: {confidence.describe()}")
@@ -337,6 +344,7 @@ class PlaneAnalyzer:
         self._distances = DistanceMaps(self._state.exclude.shape)
         self._last_mask = None
         self.cement_mask = None
+        self.recursive.restart()
 
     # ----------------------------------------------------------------- frames
 
@@ -419,10 +427,15 @@ class PlaneAnalyzer:
         # the intensity and the scatter apart, while the halo is watched or once the scatter is dropped
         parts = self._state.scatter_layers is not None and (self.halo_open or self.without_scatter)
         frame = (pixels, self.grid, self.learnt.model, self.physics, self.roi)
+        still = self._last_mask is None or not self._last_mask.any()
+
+        def unfilter(shown: np.ndarray) -> np.ndarray:
+            return self.recursive.unfilter(shown, self._state.exclude, still)
+
         if parts:
-            att, measured, scatter = primary_attenuation(*frame, parts=True)
+            att, measured, scatter = primary_attenuation(*frame, parts=True, unfilter=unfilter)
         else:
-            att, measured = primary_attenuation(*frame), None
+            att, measured = primary_attenuation(*frame, unfilter=unfilter), None
         comparison = compare_with_baseline(
             att,
             self._state,

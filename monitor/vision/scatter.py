@@ -61,21 +61,24 @@ def primary_attenuation(
     roi: tuple[int, int, int, int] | None = None,
     scatter: bool = True,
     parts: bool = False,
+    unfilter=None,
 ):
     """Working-resolution attenuation of the primary beam over ``roi`` (working
     pixels; the whole frame by default), scatter removed in the linear domain
     (the volume needs it; finding anatomy does not, and steel, darker than
     the scatter floor, is better seen without it). With ``parts``: also the
-    measured intensity and the scatter modelled in it, over the ROI."""
+    measured intensity and the scatter modelled in it, over the ROI. ``unfilter``
+    (intensity over the ROI -> intensity): the system's temporal filter undone on the
+    measured intensity (:class:`monitor.vision.temporal.RecursiveFilter`), before all else."""
     s = grid.scale
     h, w = pixels.shape
     x0, y0, x1, y1 = roi if roi is not None else (0, 0, w // s, h // s)
-    crop = pixels[y0 * s : y1 * s, x0 * s : x1 * s].astype(np.float32)
-    if s > 1:
-        crop = cv2.resize(crop, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+    crop = _binned(pixels, grid, (x0, y0, x1, y1))
     c = physics
+    if unfilter is not None:
+        measured = unfilter(model.intensity(crop))
     if not scatter or not grid.full_pixel_mm or c.scatter_fraction <= 0:
-        return model.attenuation(crop)
+        return model.attenuation(crop) if unfilter is None else -np.log(np.maximum(measured, 1e-12))
     # Scatter is smooth: estimate it from the whole frame on cells of a quarter of
     # its spread (every 4th pixel of a cell is enough to average it).
     k = max(1, int(round(c.scatter_sigma_mm / 4 / grid.full_pixel_mm)))
@@ -101,9 +104,26 @@ def primary_attenuation(
         Border.REPLICATE,
     )
     scatter = cv2.resize(scatter, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-    measured = model.intensity(crop)
+    if unfilter is None:
+        measured = model.intensity(crop)
     att = -np.log(np.maximum(measured - scatter, 0.05 * scatter))
     return (att, measured, scatter) if parts else att
+
+
+def _binned(pixels: np.ndarray, grid: PixelGrid, roi: tuple[int, int, int, int]) -> np.ndarray:
+    """Stored values over ``roi`` (working pixels), binned to the working grid (float32)."""
+    s = grid.scale
+    x0, y0, x1, y1 = roi
+    crop = pixels[y0 * s : y1 * s, x0 * s : x1 * s].astype(np.float32)
+    if s > 1:
+        crop = cv2.resize(crop, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+    return crop
+
+
+def roi_intensity(pixels: np.ndarray, grid: PixelGrid, model: IntensityModel, roi) -> np.ndarray:
+    """The measured intensity over ``roi`` (working pixels), as :func:`primary_attenuation`
+    reads it before any correction."""
+    return model.intensity(_binned(pixels, grid, roi))
 
 
 class HaloEvidence:

@@ -1,0 +1,88 @@
+"""The C-arm's recursive temporal filter: its weight read from the frames' noise, and undone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from monitor.vision.sampling import translate_cubic
+from monitor.vision.temporal import RecursiveFilter
+
+
+def _scene(rng: np.random.Generator, size: int = 160) -> np.ndarray:
+    """A textured intensity image (bone-like blobs on a smooth ramp), about 1000 counts."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    texture = np.zeros((size, size), np.float32)
+    for _ in range(40):
+        cx, cy, r = rng.uniform(0, size, 2).tolist() + [rng.uniform(3, 12)]
+        texture += np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r * r)).astype(np.float32)
+    return 800.0 + 3.0 * x + 150.0 * texture
+
+
+def _stream(weight: float, frames: int, breathing_px: float, seed: int = 0, front=None):
+    """Intensity frames as a C-arm shows them: Poisson noise on a scene that breathes (a
+    sinusoidal shift of ``breathing_px`` amplitude over 40 frames), through a recursive filter
+    of ``weight`` started on the first frame; ``front(t)``, if given, darkens columns left of
+    it (cement advancing). Returns the frames shown and the frames before the filter."""
+    rng = np.random.default_rng(seed)
+    scene = _scene(rng)
+    shown, raw, previous = [], [], None
+    for t in range(frames):
+        moved = translate_cubic(scene, 0.0, breathing_px * np.sin(2 * np.pi * t / 40)).astype(np.float32)
+        if front is not None:
+            moved[:, : int(front(t))] *= 0.6
+        exposure = rng.poisson(moved).astype(np.float32)
+        raw.append(exposure)
+        previous = exposure if previous is None else (1 - weight) * exposure + weight * previous
+        shown.append(previous.astype(np.float32))
+    return shown, raw
+
+
+@pytest.mark.parametrize("weight", [0.35, 0.6])
+def test_the_filters_weight_is_read_from_noise_while_the_patient_breathes(weight):
+    shown, _ = _stream(weight, 7, breathing_px=3.0)
+    f = RecursiveFilter()
+    for frame in shown:
+        f.unfilter(frame)
+    assert f.weight is not None
+    assert f.weight == pytest.approx(weight, abs=0.08)
+
+
+def test_an_unfiltered_stream_that_breathes_reads_as_unfiltered_and_is_left_alone():
+    """The lag-1 correlation alone reads breathing as a filter; the lag-2 term cancels it."""
+    shown, _ = _stream(0.0, 7, breathing_px=3.0, seed=1)
+    f = RecursiveFilter()
+    out = [f.unfilter(frame) for frame in shown]
+    assert f.weight is not None and f.weight < 0.1
+    assert f.undoing == 0.0
+    assert all(o is s for o, s in zip(out, shown, strict=True))
+
+
+def test_undoing_the_filter_gives_back_the_exposure_and_removes_the_lag():
+    """Cement advancing 2 pixels a frame: the filter shows it behind; undone, it is where it is."""
+    shown, raw = _stream(0.5, 12, breathing_px=0.0, seed=2, front=lambda t: 0 if t < 7 else 20 + 2 * (t - 7))
+    f = RecursiveFilter()
+    out = [f.unfilter(frame, still=t < 7) for t, frame in enumerate(shown)]
+    assert f.weight == pytest.approx(0.5, abs=0.08)
+    # the two columns the cement reached on the last frame: dark now, half-dark on the screen
+    reached = slice(26, 28)
+    before = float(np.mean(raw[6][:, reached]))  # no cement yet
+
+    def darkness(frame):
+        return float(np.mean(frame[:, reached])) / before
+
+    assert darkness(raw[-1]) == pytest.approx(0.6, abs=0.03)
+    assert darkness(shown[-1]) > 0.75  # the screen lags: half the new cement shown
+    assert darkness(out[-1]) == pytest.approx(darkness(raw[-1]), abs=0.04)
+
+
+def test_a_new_region_forgets_the_last_frame_but_keeps_the_weight():
+    shown, _ = _stream(0.5, 7, breathing_px=1.0, seed=3)
+    f = RecursiveFilter()
+    for frame in shown:
+        f.unfilter(frame)
+    w = f.weight
+    f.restart()
+    smaller = shown[-1][:100, :100]
+    assert f.unfilter(smaller) is smaller  # nothing to blend with: returned as shown
+    assert f.weight == w
