@@ -96,3 +96,13 @@ def monitor_cli(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 def load_truth(folder: Path) -> dict:
     return json.loads((folder / "truth.json").read_text())
+
+
+def assert_5mm_alarm_on_time(frame: int, truth: dict) -> None:
+    """The high proximity alarm at ``frame`` is not late (within a frame of the truth's 5 mm
+    crossing) and not false: the cement was truly within 6 mm then (the 5 mm line, plus the
+    alarm's 0.5 mm allowance for a distance read long, plus the benchmark's 0.5 mm tolerance).
+    It may come earlier than the crossing: the rule errs towards stopping."""
+    assert frame <= truth["proximity_frame"] + 1, (frame, truth["proximity_frame"])
+    true_mm = truth["frames"][frame]["distance_mm"]
+    assert true_mm is not None and true_mm <= 6.0, (frame, true_mm)

@@ -19,7 +19,7 @@ from monitor.io.store import DB_NAME, SessionStore
 from monitor.pipeline import Endpoints, RunSpec, run
 from monitor.recordings import default_recording
 from monitor.replay import PaceOptions
-from tests.conftest import load_truth, monitor_cli
+from tests.conftest import assert_5mm_alarm_on_time, load_truth, monitor_cli
 
 PATIENT, OPERATOR, ROOM = "PSEUDO-4711", "Dr Quinn", "Room 3"
 
@@ -59,7 +59,11 @@ def test_audit_json_reports_alarms_and_how_fast_injection_stopped(session):
     assert level["volume_ml"] == pytest.approx(truth["total_injected_ml"], rel=0.15)
     assert [f["frame"] for f in level["frames"]] == list(range(48))
     reasons = {(a["kind"], a["priority"]): a["reason"] for a in level["alarms"]}  # said, and logged
-    assert reasons[("proximity", "high")] == f"within 5 mm of the wall ({high['distance_mm']:.1f} mm)"
+    assert reasons[("proximity", "high")] in (
+        f"within 5 mm of the wall ({high['distance_mm']:.1f} mm)",
+        f"within 5 mm of the wall within the measurement's margin ({high['distance_mm']:.1f} mm read;"
+        " alarmed from 5.5 mm)",
+    )
     assert reasons[("extravasation", "high")].startswith("leak: posterior")
     text = monitor_cli("audit", session).stdout
     assert f"[{reasons[('proximity', 'high')]}]" in text
@@ -124,14 +128,15 @@ def test_audit_says_which_frames_were_not_measured_and_why(tmp_path):
 
 
 def assert_alarms_match_truth(alarms: list[dict], truth: dict) -> None:
-    """The bundled posterior-leak case: approaching (medium), the 5 mm line (high, within a
-    frame of the truth), the posterior leak (high, within 2 frames of its onset); each once."""
+    """The bundled posterior-leak case: approaching (medium), the 5 mm line (high, not late and
+    not false: :func:`assert_5mm_alarm_on_time`), the posterior leak (high, within 2 frames of its
+    onset); each once."""
     assert [(a["kind"], a["priority"]) for a in alarms] == [
         ("proximity", "medium"),
         ("proximity", "high"),
         ("extravasation", "high"),
     ]
-    assert abs(alarms[1]["frame"] - truth["proximity_frame"]) <= 1
+    assert_5mm_alarm_on_time(alarms[1]["frame"], truth)
     assert 0 <= alarms[2]["frame"] - truth["leak"]["onset_frame"] <= 2 and alarms[2]["site"] == "posterior"
 
 

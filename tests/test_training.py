@@ -30,7 +30,7 @@ from monitor.training import (  # noqa: E402
     verdict_lines,
 )
 from monitor.viewer import MonitorWindow, QtCore, QtWidgets  # noqa: E402
-from tests.conftest import load_truth  # noqa: E402
+from tests.conftest import assert_5mm_alarm_on_time, load_truth  # noqa: E402
 
 FPS = 7.5  # the bundled recordings' frame rate
 LATE_BY = 5  # the trainee presses this many frames after the truth's crossing of the 5 mm line
@@ -122,7 +122,7 @@ def test_a_stop_on_the_window_is_confirmed_at_once_and_scored_in_seconds(trained
     (stop,) = result["stops"]
     alarm = result["monitor_alarms"]["proximity"]
     truth = load_truth(trained["case"])
-    assert abs(alarm["frame"] - truth["proximity_frame"]) <= 1
+    assert_5mm_alarm_on_time(alarm["frame"], truth)
     assert 0 <= result["monitor_alarms"]["leak"]["frame"] - truth["leak"]["onset_frame"] <= 2
     # frames kept for programs, seconds and mL added
     assert stop["frame"] == press["frame"]

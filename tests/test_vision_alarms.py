@@ -13,13 +13,29 @@ def test_alarms_latch_until_acknowledged_and_do_not_flicker():
     for frame, d in enumerate([5.1, 4.95, 5.2, 5.05], start=11):
         assert engine.update_proximity(frame, "lateral", d, None, {}) == []
     assert any(a.kind == "proximity" and a.priority == "high" for a in engine.shown())
-    # the condition clears past the hysteresis, but the alarm stays latched until acknowledged
-    engine.update_proximity(20, "lateral", 6.0, None, {})
+    # the condition clears past the margin and the hysteresis (5 + 0.5 + 0.5 mm), but the alarm
+    # stays latched until acknowledged
+    engine.update_proximity(20, "lateral", 6.1, None, {})
     assert any(a.priority == "high" for a in engine.shown())
     engine.acknowledge()
     assert not any(a.priority == "high" for a in engine.shown())
     # a new crossing after acknowledgement is a new alarm
     assert engine.update_proximity(30, "lateral", 4.5, None, {})[0].frame == 30
+
+
+def test_the_5_mm_alarm_allows_for_a_distance_read_long():
+    """Near the line the distance can read half a millimetre long: 5.3 mm read is alarmed, and
+    said as such; 5.6 mm is only approaching."""
+    engine = AlarmEngine(AlarmConfig())
+    approaching = engine.update_proximity(3, "lateral", 5.6, None, {})
+    assert [a.priority for a in approaching] == ["medium"]
+    raised = engine.update_proximity(4, "lateral", 5.3, None, {})
+    assert [a.priority for a in raised] == ["high"]
+    assert raised[0].reason == (
+        "within 5 mm of the wall within the measurement's margin (5.3 mm read; alarmed from 5.5 mm)"
+    )
+    exact = AlarmEngine(AlarmConfig(measurement_margin_mm=0.0))
+    assert [a.priority for a in exact.update_proximity(4, "lateral", 5.3, None, {})] == ["medium"]
 
 
 def test_predicted_crossing_raises_a_medium_alarm_early():
