@@ -101,6 +101,7 @@ OPERATOR_EVENTS = {
 # whether the 5 mm rule was armed on the posterior wall, and who armed it: the analyzer's
 # decisions, and the operator's confirmation or drawing of the wall
 WALL_EVENTS = {"wall-armed", "wall-not-confirmed", "confirm-wall", "wall"}
+PROCESSING_EVENTS = {"temporal-filter"}  # what the analyzer did to the images, said once a level
 
 
 def level_reports(store: SessionStore, first_level: str | None) -> list[dict]:
@@ -119,7 +120,7 @@ def level_reports(store: SessionStore, first_level: str | None) -> list[dict]:
         a = alarms.setdefault(r.body["id"], {"raised": None, "acknowledged": None, "cleared": None})
         a[r.body["state"]] = r
     for e in store.events():
-        if e["event"] in OPERATOR_EVENTS | WALL_EVENTS:
+        if e["event"] in OPERATOR_EVENTS | WALL_EVENTS | PROCESSING_EVENTS:
             level(e["level"])["events"].append(e)
     return [_level_report(v) for v in levels.values()]
 
@@ -326,6 +327,12 @@ def _level_report(lv: dict) -> dict:
             {k: e.get(k) for k in ("time", "acq_time", "source", "event", "detail", "value")}
             for e in lv["events"]
             if e["event"] in OPERATOR_EVENTS
+        ],
+        # the C-arm's temporal filter read and undone (by view), if it was
+        "processing": [
+            {k: e.get(k) for k in ("time", "acq_time", "source", "event", "detail", "plane", "value")}
+            for e in lv["events"]
+            if e["event"] in PROCESSING_EVENTS
         ],
         # when the 5 mm rule was armed on the wall, or withheld, and by whom
         "wall": [
@@ -867,6 +874,8 @@ def text_report(report: dict) -> str:
         for e in level.get("wall", []):
             at = "" if e["acq_time"] is None else f"{e['acq_time']:7.2f} s "
             lines.append(f"  WALL  {at}{e['source']}: {e['event']}: {e['detail']}")
+        for e in level.get("processing", []):
+            lines.append(f"  IMAGE {e.get('plane') or ''}: {e['detail']}")
         for c in level.get("caveats", []):
             span = (
                 f"frames {c['first_frame']}-{c['last_frame']}"

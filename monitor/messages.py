@@ -65,7 +65,9 @@ site and distance_mm).
 
 Status header: v, kind "status", session, source, send_time, event ("stale",
 "resumed", "dropped", "rejected", "restarted", "log-failed", "log-resumed",
-"rejected-command", "wall-armed", "wall-not-confirmed", "syringe-entry" (value: the
+"rejected-command", "wall-armed", "wall-not-confirmed", "temporal-filter" (value: the
+weight of the C-arm's recursive filter read from the noise and undone, and the frame from
+which), "syringe-entry" (value: the
 syringes' total at the level and the image's darkness it was anchored on, mL), or an
 operator action once applied), detail
 (human-readable), age_ms (stale only), plane (optional).

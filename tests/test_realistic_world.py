@@ -399,3 +399,31 @@ def test_a_round_intensifier_field_is_found_by_its_edge_through_glare(tmp_path):
 
     simulate(_small(World(), size=256, frames=6, field="open"), tmp_path / "fp")
     assert round_field(first_frame(tmp_path / "fp")[0]) is None
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_the_analyzer_reads_the_c_arms_temporal_filter_and_says_it_undoes_it(tmp_path, weight):
+    """A realistic render through a recursive filter of ``weight`` (and one without): the
+    analyzer reads the weight from the noise before any cement and, for a filter, logs once
+    that it undoes it; an unfiltered stream is left alone and nothing is said."""
+    from monitor.analyzer import VisionAnalysis, analyse_source
+    from monitor.io.sources import DicomPairSource
+
+    world = World(kvp=80, scatter_to_primary=0.8, recursive_weight=weight)
+    folder = tmp_path / "filtered"
+    # 48 frames: the injection starts at the seventh, after four frame differences to read w on
+    simulate(_small(world, scenario="none", size=192, frames=48, intensity="LIN", bits=14), folder)
+    analysis = VisionAnalysis()
+    news = []
+    source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
+    for _item, _result in analyse_source(source, analysis):
+        news += analysis.news()
+    for plane in ("lateral", "ap"):
+        read = analysis.case.planes[plane].recursive.weight
+        assert read is not None and read == pytest.approx(weight, abs=0.12), (plane, read)
+    said = [(event, plane, value) for event, _detail, plane, value in news if event == "temporal-filter"]
+    if weight:
+        assert sorted(plane for _, plane, _ in said) == ["ap", "lateral"]
+        assert all(value["weight"] == pytest.approx(weight, abs=0.12) for _, _, value in said)
+    else:
+        assert said == []

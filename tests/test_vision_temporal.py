@@ -42,8 +42,8 @@ def _stream(weight: float, frames: int, breathing_px: float, seed: int = 0, fron
 def test_the_filters_weight_is_read_from_noise_while_the_patient_breathes(weight):
     shown, _ = _stream(weight, 7, breathing_px=3.0)
     f = RecursiveFilter()
-    for frame in shown:
-        f.unfilter(frame)
+    for number, frame in enumerate(shown):
+        f.unfilter(frame, number)
     assert f.weight is not None
     assert f.weight == pytest.approx(weight, abs=0.08)
 
@@ -52,7 +52,7 @@ def test_an_unfiltered_stream_that_breathes_reads_as_unfiltered_and_is_left_alon
     """The lag-1 correlation alone reads breathing as a filter; the lag-2 term cancels it."""
     shown, _ = _stream(0.0, 7, breathing_px=3.0, seed=1)
     f = RecursiveFilter()
-    out = [f.unfilter(frame) for frame in shown]
+    out = [f.unfilter(frame, number) for number, frame in enumerate(shown)]
     assert f.weight is not None and f.weight < 0.1
     assert f.undoing == 0.0
     assert all(o is s for o, s in zip(out, shown, strict=True))
@@ -62,7 +62,7 @@ def test_undoing_the_filter_gives_back_the_exposure_and_removes_the_lag():
     """Cement advancing 2 pixels a frame: the filter shows it behind; undone, it is where it is."""
     shown, raw = _stream(0.5, 12, breathing_px=0.0, seed=2, front=lambda t: 0 if t < 7 else 20 + 2 * (t - 7))
     f = RecursiveFilter()
-    out = [f.unfilter(frame, still=t < 7) for t, frame in enumerate(shown)]
+    out = [f.unfilter(frame, t, still=t < 7) for t, frame in enumerate(shown)]
     assert f.weight == pytest.approx(0.5, abs=0.08)
     # the two columns the cement reached on the last frame: dark now, half-dark on the screen
     reached = slice(26, 28)
@@ -79,10 +79,56 @@ def test_undoing_the_filter_gives_back_the_exposure_and_removes_the_lag():
 def test_a_new_region_forgets_the_last_frame_but_keeps_the_weight():
     shown, _ = _stream(0.5, 7, breathing_px=1.0, seed=3)
     f = RecursiveFilter()
-    for frame in shown:
-        f.unfilter(frame)
+    for number, frame in enumerate(shown):
+        f.unfilter(frame, number)
     w = f.weight
     f.restart()
     smaller = shown[-1][:100, :100]
-    assert f.unfilter(smaller) is smaller  # nothing to blend with: returned as shown
+    assert f.unfilter(smaller, 7) is smaller  # nothing to blend with: returned as shown
+    assert f.unfilter(shown[-1], 8) is shown[-1]  # a new shape again: a new run
     assert f.weight == w
+
+
+def test_a_gap_in_the_frames_is_not_undone_across():
+    """A frame skipped (unreadable, dropped): the one after it is not blended with the one
+    before the gap, which was shown two frames earlier."""
+    shown, _ = _stream(0.5, 13, breathing_px=0.0, seed=4, front=lambda t: 0 if t < 7 else 20 + 2 * (t - 7))
+    f = RecursiveFilter()
+    for t in range(10):
+        f.unfilter(shown[t], t, still=t < 7)
+    w = f.undoing
+    assert w > 0
+    assert f.unfilter(shown[11], 11, still=False) is shown[11]  # frame 10 never came
+    undone = f.unfilter(shown[12], 12, still=False)  # the run goes on from frame 11
+    assert np.allclose(undone, (shown[12] - w * shown[11]) / (1 - w), rtol=1e-4)
+
+
+def test_repeated_frames_or_a_non_finite_pixel_read_no_filter():
+    """A stream whose frames are each sent twice (a frame-rate conversion) has differences that
+    alternate with zero: no filter's covariances, nothing undone. A non-finite value read
+    leaves what was read so far unchanged and never makes it NaN."""
+    shown, _ = _stream(0.0, 5, breathing_px=0.0, seed=5)
+    doubled = [frame for frame in shown for _ in range(2)]
+    f = RecursiveFilter()
+    for number, frame in enumerate(doubled):
+        f.unfilter(frame, number)
+    assert f.weight is None and f.undoing == 0.0
+    g = RecursiveFilter()
+    shown, _ = _stream(0.5, 9, breathing_px=1.0, seed=6)
+    for number, frame in enumerate(shown[:7]):
+        g.unfilter(frame, number)
+    w = g.weight
+    bad = shown[7].copy()
+    bad[50, 50] = np.inf
+    g.unfilter(bad, 7)
+    assert g.weight == w and np.isfinite(g.weight)
+
+
+def test_an_undone_frame_stays_within_a_factor_of_the_frame_shown():
+    shown, _ = _stream(0.6, 8, breathing_px=0.0, seed=7)
+    f = RecursiveFilter()
+    for number, frame in enumerate(shown[:7]):
+        f.unfilter(frame, number)
+    jump = shown[7] * 0.05  # the exposure collapsing in a frame: the undo would go negative
+    out = f.unfilter(jump, 7)
+    assert np.all(out >= jump / 4.0 - 1e-3) and np.all(out <= jump * 4.0 + 1e-3)

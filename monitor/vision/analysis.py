@@ -220,6 +220,7 @@ class PlaneAnalyzer:
         )
         self.shape: tuple[int, int] | None = None  # the stream's frame shape, from its first frame
         self._first_frames: list[np.ndarray] = []  # until the baseline is learnt
+        self._first_numbers: list[int] = []  # their frame numbers
         self.learnt: PlaneBaseline | None = None  # what the first frames said
         # called once the baseline is in, with this plane: the operator's input waits for it
         self.on_baseline: Callable[[PlaneAnalyzer], None] | None = None
@@ -237,6 +238,8 @@ class PlaneAnalyzer:
         self.halo_open = True  # still watched: until both planes' halos have settled the question
         self.halo = HaloEvidence()  # what the cement's halo says of the modelled scatter
         self.recursive = RecursiveFilter()  # the system's temporal filter, read and undone
+        self._cement_seen = False  # once: the filter's weight is read only on frames before it
+        self._filter_said = False  # the filter's undoing logged (once a level)
         # lateral: who armed the 5 mm rule on the wall ("automatic", "operator"; None: not armed)
         self.wall_armed_by: str | None = None
         self._unarmed_why = ""  # why not, for the caveat on every result while so
@@ -295,12 +298,16 @@ class PlaneAnalyzer:
         self.caveats += self.learnt.caveats
         found = self.learnt.roi if self.body is None else body_roi(self.body, self.learnt.roi, self.pixel_mm)
         self._use_roi(found)
-        # the filter's weight read from the baseline's noise already (its last frame is measured next)
-        for f in self._first_frames[:-1]:
-            shown = roi_intensity(f, self.grid, self.learnt.model, self.roi)
-            self.recursive.unfilter(shown, self._state.exclude)
+        # The filter's weight read from the baseline's noise already (its last frame is measured
+        # next); undone only where the intensity read is the detector's (a guessed LOG scale reads
+        # a power of it, where the undo is not the filter's inverse).
+        model = self.learnt.model
+        self.recursive.allowed = model.relationship == "LIN" or model.log_scale_measured
+        for f, number in zip(self._first_frames[:-1], self._first_numbers[:-1], strict=True):
+            shown = roi_intensity(f, self.grid, model, self.roi)
+            self.recursive.unfilter(shown, number, self._state.exclude)
         confidence = self.learnt.wall_confidence
-        self._first_frames = []
+        self._first_frames, self._first_numbers = [], []
         if confidence is not None:
             if confidence.armed:
                 self._arm("automatic", f"5 mm rule armed on the wall found: {confidence.describe()}")
@@ -360,6 +367,7 @@ class PlaneAnalyzer:
             return PlaneResult(self.plane, frame, (unusable,))
         if self.learnt is None:
             self._first_frames.append(pixels)
+            self._first_numbers.append(frame)
             if len(self._first_frames) < self.config.detection.baseline_frames:
                 return PlaneResult(self.plane, frame, baseline=True)
             self._learn()
@@ -370,7 +378,7 @@ class PlaneAnalyzer:
         share = float(clipped.mean())
         if share > CLIPPED_UNREADABLE_ABOVE:  # before any work: nothing on it is read
             return self._unreadable(frame, share)
-        cement, comparison = self._cement(pixels, clipped)
+        cement, comparison = self._cement(pixels, clipped, frame)
         dx, dy = comparison.shift
         x0, y0 = self.roi[0], self.roi[1]
         # into ROI coordinates, then by the breathing shift
@@ -420,17 +428,16 @@ class PlaneAnalyzer:
             result.overlay.pop("safety_line", None)
         return result
 
-    def _cement(self, pixels: np.ndarray, clipped: np.ndarray) -> tuple[CementMap, Comparison]:
+    def _cement(self, pixels: np.ndarray, clipped: np.ndarray, number: int) -> tuple[CementMap, Comparison]:
         """The frame against the baseline (its shift kept in ``_shift``) and the cement in it,
         ``clipped`` (ROI grid, bool) left unread. The halo's evidence is gathered here while it
         is watched."""
         # the intensity and the scatter apart, while the halo is watched or once the scatter is dropped
         parts = self._state.scatter_layers is not None and (self.halo_open or self.without_scatter)
         frame = (pixels, self.grid, self.learnt.model, self.physics, self.roi)
-        still = self._last_mask is None or not self._last_mask.any()
 
         def unfilter(shown: np.ndarray) -> np.ndarray:
-            return self.recursive.unfilter(shown, self._state.exclude, still)
+            return self.recursive.unfilter(shown, number, self._state.exclude, not self._cement_seen)
 
         if parts:
             att, measured, scatter = primary_attenuation(*frame, parts=True, unfilter=unfilter)
@@ -451,6 +458,18 @@ class PlaneAnalyzer:
         cement = segment(
             c.difference, c.layers[..., LAYER_GRADIENT], c.unread, self.pixel_mm, bolus=self._last_mask
         )
+        self._cement_seen = self._cement_seen or bool(cement.mask.any())
+        if self.recursive.undoing and not self._filter_said:
+            self._filter_said = True
+            w = self.recursive.undoing
+            self.news.append(
+                (
+                    "temporal-filter",
+                    f"the C-arm's temporal filter read from the noise as weight {w:.2f} and undone"
+                    f" from frame {number} on (it shows moving cement {w / (1 - w):.1f} frames late)",
+                    {"weight": round(w, 3), "frame": number},
+                )
+            )
         if parts and self.halo_open:
             intensity = (measured, scatter)
             self.halo.add(c.difference, cement.mask, c.unread, intensity, c.intensity_before, self.pixel_mm)
