@@ -383,6 +383,10 @@ class VisionAnalysis(Analysis):
                     lateral.confirm_wall()
             if b["event"] in ("wall-armed", "wall-not-confirmed") and b["source"] == "analyzer" and lateral:
                 lateral.restore_wall(b["event"], b["detail"], b.get("value"))
+            # the temporal filter's weight as read before the restart: the frames after it are
+            # cement, never still again, so it could not be read anew
+            if b["event"] == "temporal-filter" and b["source"] == "analyzer" and r.plane in self.case.planes:
+                self.case.planes[r.plane].restore_filter((b.get("value") or {}).get("weight"))
         if lateral is not None:  # the first front was seen before the restart: it is not the first
             rows = store.query(
                 "SELECT body FROM journal WHERE kind = 'result' AND plane = 'lateral' AND rec > ?", (start,)

@@ -58,6 +58,9 @@ def html_report(store: SessionStore, report: dict) -> str:
         if level.get("wall"):
             parts.append("<h3>Posterior wall: the 5 mm rule armed or withheld</h3>")
             parts.append(_events_table(level["wall"]))
+        if level.get("processing"):
+            parts.append("<h3>Image processing: the C-arm's temporal filter</h3>")
+            parts.append(_events_table(level["processing"]))
         parts.append(_key_frames(store, level))
         if level["operator_events"]:
             parts.append("<h3>Operator actions</h3>")

@@ -424,6 +424,36 @@ def test_the_analyzer_reads_the_c_arms_temporal_filter_and_says_it_undoes_it(tmp
     said = [(event, plane, value) for event, _detail, plane, value in news if event == "temporal-filter"]
     if weight:
         assert sorted(plane for _, plane, _ in said) == ["ap", "lateral"]
-        assert all(value["weight"] == pytest.approx(weight, abs=0.12) for _, _, value in said)
+        for _, _, value in said:
+            assert value["undone"] and value["weight"] == pytest.approx(weight, abs=0.12)
     else:
         assert said == []
+
+
+def test_the_filters_undoing_is_in_the_session_log_the_audit_and_survives_a_restart(tmp_path):
+    """Through the real pipeline into a session log: the audit lists the undoing per view, and
+    an analyzer restarted on the log (whose frames after the baseline are cement, never still
+    again) takes the weight logged, not nothing."""
+    from monitor.analyzer import VisionAnalysis
+    from monitor.audit import audit_json
+    from monitor.io.sources import DicomPairSource
+    from monitor.io.store import SessionStore
+    from monitor.pipeline import Endpoints, RunSpec, run
+    from monitor.replay import PaceOptions
+
+    world = World(kvp=80, scatter_to_primary=0.8, recursive_weight=0.5)
+    folder = tmp_path / "filtered"
+    simulate(_small(world, scenario="none", size=192, frames=48, intensity="LIN", bits=14), folder)
+    source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
+    spec = RunSpec(str(tmp_path / "s"), "L1", endpoints=Endpoints.private())
+    assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 0
+    source.close()
+    store = SessionStore.open(tmp_path / "s")
+    (level,) = audit_json(store)["levels"]
+    said = {e["plane"]: e["value"] for e in level["processing"]}
+    assert sorted(said) == ["ap", "lateral"] and all(v["undone"] for v in said.values())
+    restarted = VisionAnalysis(level="L1")
+    restarted.restore(store, store.records("frame")[-1].body["stream"])
+    for plane, value in said.items():
+        assert restarted.case.planes[plane].recursive.weight == value["weight"]
+    assert restarted.news() == []  # said before the restart, not again

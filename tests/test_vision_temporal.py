@@ -132,3 +132,31 @@ def test_an_undone_frame_stays_within_a_factor_of_the_frame_shown():
     jump = shown[7] * 0.05  # the exposure collapsing in a frame: the undo would go negative
     out = f.unfilter(jump, 7)
     assert np.all(out >= jump / 4.0 - 1e-3) and np.all(out <= jump * 4.0 + 1e-3)
+
+
+def test_a_held_frame_breaks_the_run_and_the_next_exposure_is_not_blended_with_it():
+    """A last-image hold (the same image sent again while the pedal is off) then a new exposure:
+    the held copies are returned as they are, and the first new frame is not undone against the
+    held image (the C-arm's filter may have restarted with the new run)."""
+    shown, _ = _stream(0.5, 14, breathing_px=0.0, seed=8, front=lambda t: 0 if t < 7 else 20 + 2 * (t - 7))
+    f = RecursiveFilter()
+    for t in range(9):
+        f.unfilter(shown[t], t, still=t < 7)
+    assert f.undoing > 0
+    held = [shown[8] + np.float32(0.01) * (k % 2) for k in range(3)]  # copies, a hair of noise
+    for k, frame in enumerate(held, start=9):
+        assert f.unfilter(frame, k, still=False) is frame
+    new = shown[13]
+    assert f.unfilter(new, 12, still=False) is new  # not blended with the held image
+    after = f.unfilter(shown[13] * 1.01, 13, still=False)
+    w = f.undoing
+    assert np.allclose(after, (shown[13] * 1.01 - w * new) / (1 - w), rtol=1e-4)  # the run goes on
+
+
+def test_a_weight_restored_after_a_restart_is_used_as_read():
+    f = RecursiveFilter()
+    assert f.weight is None
+    f.fixed = 0.45
+    assert f.weight == 0.45 and f.undoing == pytest.approx(0.45)
+    f.allowed = False
+    assert f.undoing == 0.0

@@ -67,7 +67,7 @@ from monitor.vision.scatter import (
     primary_attenuation,
     roi_intensity,
 )
-from monitor.vision.temporal import RecursiveFilter
+from monitor.vision.temporal import MAX_PAIRS, UNDO_ABOVE, RecursiveFilter
 
 CLIPPED_SAID_ABOVE = 0.10  # share of a plane's region clipped white from which each result says so
 CLIPPED_UNREADABLE_ABOVE = 0.80  # ... and over which the view is not read at all (see _unreadable)
@@ -340,6 +340,13 @@ class PlaneAnalyzer:
             self._arm(str(value.get("armed_by") or "automatic"), detail)
         self.news.clear()
 
+    def restore_filter(self, weight: float | None) -> None:
+        """After a restart, the temporal filter's weight logged before it (undone again on the
+        frames to come if it was), not said twice."""
+        if weight is not None:
+            self.recursive.fixed = float(weight)
+            self._filter_said = True
+
     def _use_roi(self, roi: tuple[int, int, int, int]) -> None:
         """Measure within ``roi`` (working pixels, inside the ROI around the tip) from now on."""
         tip_roi = self.learnt.roi
@@ -459,21 +466,39 @@ class PlaneAnalyzer:
             c.difference, c.layers[..., LAYER_GRADIENT], c.unread, self.pixel_mm, bolus=self._last_mask
         )
         self._cement_seen = self._cement_seen or bool(cement.mask.any())
-        if self.recursive.undoing and not self._filter_said:
-            self._filter_said = True
-            w = self.recursive.undoing
-            self.news.append(
-                (
-                    "temporal-filter",
-                    f"the C-arm's temporal filter read from the noise as weight {w:.2f} and undone"
-                    f" from frame {number} on (it shows moving cement {w / (1 - w):.1f} frames late)",
-                    {"weight": round(w, 3), "frame": number},
-                )
-            )
+        self._say_filter()
         if parts and self.halo_open:
             intensity = (measured, scatter)
             self.halo.add(c.difference, cement.mask, c.unread, intensity, c.intensity_before, self.pixel_mm)
         return cement, comparison
+
+    def _say_filter(self) -> None:
+        """Once the filter's weight is read for good (the first cement seen, or enough read),
+        say once a level what was done: undone from which frame, or read but not undone (the
+        view then shows moving cement late)."""
+        f = self.recursive
+        w = f.weight
+        done_reading = self._cement_seen or f.pairs >= MAX_PAIRS or f.fixed is not None
+        if self._filter_said or not done_reading or w is None or w < UNDO_ABOVE:
+            return
+        self._filter_said = True
+        late = f"{w / (1 - w):.1f}" if w < 1 else "many"
+        if f.undoing:
+            since = "" if f.first_undone is None else f" from frame {f.first_undone} on"
+            detail = (
+                f"{self.plane} view: the C-arm's temporal filter read from the noise as weight {w:.2f}"
+                f" and undone{since}"
+                f" (it showed moving cement {late} frames late)"
+            )
+        else:
+            detail = (
+                f"{self.plane} view: the C-arm's temporal filter read from the noise as weight {w:.2f}"
+                " but not undone"
+                " (the LOG scale was guessed, so the intensity read is not the detector's): moving"
+                f" cement shows about {late} frames late in this view"
+            )
+        value = {"weight": round(w, 3), "undone": bool(f.undoing), "frame": f.first_undone}
+        self.news.append(("temporal-filter", detail, value))
 
     def _unreadable(self, frame: int, share: float) -> PlaneResult:
         """A frame whose region is clipped white over CLIPPED_UNREADABLE_ABOVE of it (``share``):

@@ -48,6 +48,12 @@ UNDO_SHARE = 1.0
 UNDO_CAP = 0.7
 HIGH_PASS_PX = 1.0  # sigma of the smooth part taken out of each difference (working pixels)
 UNDO_RANGE = 4.0  # an undone pixel is kept within 1/4-4x the pixel shown (noise, a guessed scale)
+# A frame that changed from the last by under this share of the usual change between frames (the
+# median relative difference, mostly noise, over the last 32) is a held frame, not a new exposure (a
+# last-image hold, a frame sent twice): the run breaks there, and the first new exposure after it
+# is not blended with the held image, which the C-arm's filter may not have been.
+HELD_BELOW = 0.3
+HELD_SAMPLE = 4  # the change is read on every 4th pixel each way (cheap; noise is everywhere)
 
 
 class RecursiveFilter:
@@ -56,11 +62,17 @@ class RecursiveFilter:
     Feed it every frame's measured intensity over the region (working pixels, (h, w)
     float32) in order through :meth:`unfilter`, with its frame number and the pixels to leave
     out of the estimate (the steel). ``weight`` is None until MIN_PAIRS lag-2 products have
-    been read, or when what was read is no filter's (frames repeated, a non-finite value).
-    ``allowed`` False: w is read but never undone (an intensity the undo would not invert)."""
+    been read, or when what was read is no filter's (frames repeated; a run with a non-finite
+    value is dropped).
+    ``allowed`` False: w is read but never undone (an intensity the undo would not invert).
+    ``fixed``: a weight read before a restart (from the session log), used as read."""
 
     def __init__(self, allowed: bool = True):
         self.allowed = allowed
+        self.fixed: float | None = None  # a weight read before a restart, kept as read
+        self._changes: list[float] = []  # the median relative change between frames, the last 32
+        self._after_hold = False  # the last frame was held: the next is not blended with it
+        self.first_undone: int | None = None  # the first frame undone
         self._previous: np.ndarray | None = None  # the last frame shown (intensity)
         self._frame: int | None = None  # its number
         self._differences: list[np.ndarray] = []  # the last two high-passed differences, newest last
@@ -80,6 +92,8 @@ class RecursiveFilter:
         With r = (c1 - c2) / (v - c1) = -(1-w)^2 / (3-w), w is the root in [0, 1] of
         w^2 - (2 + r) w + (1 + 3 r) = 0: r runs from -1/3 (no filter) to 0 (w = 1). Outside
         that (r >= 0: frames repeated or held, c1 >= 0: no noise differenced) nothing is read."""
+        if self.fixed is not None:
+            return self.fixed
         if self.pairs < MIN_PAIRS or self._counts[0] == 0:
             return None
         v, c1, c2 = self._sums / np.maximum(self._counts, 1)
@@ -117,14 +131,33 @@ class RecursiveFilter:
         if self._previous is None or self._previous.shape != shown.shape or frame != self._frame + 1:
             self.restart()
         previous = self._previous
-        if previous is not None and still and self.pairs < MAX_PAIRS:
-            self._read(shown, previous, leave_out)
+        after_hold, self._after_hold = self._after_hold, False
+        if previous is not None:
+            change = self._change(shown, previous)
+            if self._changes and change < HELD_BELOW * float(np.median(self._changes)):
+                self.restart()  # held: no difference to read; the next frame is not undone across it
+                self._previous, self._frame, self._after_hold = shown, frame, True
+                return shown
+            self._changes = [*self._changes, change][-32:]
+            if still and self.pairs < MAX_PAIRS and not after_hold:
+                self._read(shown, previous, leave_out)
         self._previous, self._frame = shown, frame
         w = self.undoing
-        if previous is None or w == 0.0:
+        if previous is None or after_hold or w == 0.0:
             return shown
+        if self.first_undone is None:
+            self.first_undone = frame
         undone = cv2.addWeighted(shown, 1.0 / (1.0 - w), previous, -w / (1.0 - w), 0.0)
         return np.clip(undone, shown / np.float32(UNDO_RANGE), shown * np.float32(UNDO_RANGE), out=undone)
+
+    @staticmethod
+    def _change(shown: np.ndarray, previous: np.ndarray) -> float:
+        """The median relative change between two frames, on every HELD_SAMPLE-th pixel."""
+        a, b = shown[::HELD_SAMPLE, ::HELD_SAMPLE], previous[::HELD_SAMPLE, ::HELD_SAMPLE]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            relative = np.abs(a - b) / np.maximum(np.abs(a + b), 1e-12)
+        finite = relative[np.isfinite(relative)]
+        return float(np.median(finite)) if finite.size else 0.0
 
     def _read(self, shown: np.ndarray, previous: np.ndarray, leave_out: np.ndarray | None) -> None:
         mean = np.maximum(0.5 * (shown + previous), 1e-6)
