@@ -875,7 +875,7 @@ def text_report(report: dict) -> str:
             at = "" if e["acq_time"] is None else f"{e['acq_time']:7.2f} s "
             lines.append(f"  WALL  {at}{e['source']}: {e['event']}: {e['detail']}")
         for e in level.get("processing", []):
-            lines.append(f"  IMAGE {e.get('plane') or ''}: {e['detail']}")
+            lines.append(f"  IMAGE {e['detail']}")
         for c in level.get("caveats", []):
             span = (
                 f"frames {c['first_frame']}-{c['last_frame']}"
