@@ -47,8 +47,8 @@ class AnatomyPriors:
     # (endplate to endplate) as wide (wall to wall), T5 the most (about 18 by 26 mm), fractured ones
     # less. An AP outline taller than 0.75 of its width has taken a next body's endplate, a rib or
     # the other side's cortex for its own: on the realistic world's tuning seeds 5000-5035, 12 of
-    # the 27 AP outlines found, each 6-20 mm taller than the true wall (9 of them on a real CT);
-    # none of the 13 within 2 mm of it was over 0.65.
+    # the 27 AP outlines found, each 8-20 mm taller than the true wall (9 of them on a real CT);
+    # none of the 12 within 2 mm of it was over 0.65.
     max_ap_height_to_width: float = 0.75
     endplate_search_mm: tuple[float, float] = (2.0, 22.0)  # from the tip, up and down
     wall_search_mm: tuple[float, float] = (1.0, 30.0)  # lateral view: from the tip, each way
