@@ -443,13 +443,17 @@ class PlaneAnalyzer:
         parts = self._state.scatter_layers is not None and (self.halo_open or self.without_scatter)
         frame = (pixels, self.grid, self.learnt.model, self.physics, self.roi)
 
-        def unfilter(shown: np.ndarray) -> np.ndarray:
-            return self.recursive.unfilter(shown, number, self._state.exclude, not self._cement_seen)
+        still = not self._cement_seen
 
+        def unfilter(shown: np.ndarray) -> np.ndarray:
+            return self.recursive.unfilter(shown, number, self._state.exclude, still)
+
+        # once w is read and there is no filter to undo, frames are read as they are (no cost)
+        undo = unfilter if self.recursive.wanted(still) else None
         if parts:
-            att, measured, scatter = primary_attenuation(*frame, parts=True, unfilter=unfilter)
+            att, measured, scatter = primary_attenuation(*frame, parts=True, unfilter=undo)
         else:
-            att, measured = primary_attenuation(*frame, unfilter=unfilter), None
+            att, measured = primary_attenuation(*frame, unfilter=undo), None
         comparison = compare_with_baseline(
             att,
             self._state,
@@ -476,10 +480,12 @@ class PlaneAnalyzer:
         """Once the filter's weight is read for good (the first cement seen, or enough read),
         say once a level what was done: undone from which frame, or read but not undone (the
         view then shows moving cement late)."""
+        if self._filter_said:
+            return
         f = self.recursive
         w = f.weight
         done_reading = self._cement_seen or f.pairs >= MAX_PAIRS or f.fixed is not None
-        if self._filter_said or not done_reading or w is None or w < UNDO_ABOVE:
+        if not done_reading or w is None or w < UNDO_ABOVE:
             return
         self._filter_said = True
         late = f"{w / (1 - w):.1f}" if w < 1 else "many"

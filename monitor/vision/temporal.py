@@ -29,8 +29,12 @@ unfiltered system's, which the cement's threshold measures on each frame.
 
 from __future__ import annotations
 
+from collections import deque
+
 import cv2
 import numpy as np
+
+from monitor.vision.stats import median
 
 MIN_PAIRS = 2  # lag-2 products of frame differences read before w is used
 MAX_PAIRS = 8  # ... and after which it is left as read (a system setting, fixed for the run)
@@ -44,7 +48,6 @@ UNDO_ABOVE = 0.2  # a w read under this is taken as no filter (unfiltered stream
 # low noise breathing 2 mm at 10 frames/s). Undoing 0.7 of it, to 0.5, measured the same on
 # those seeds to within one case (leak sites right 11 against 10 of 12; volume median 23.3
 # against 23.0 %): undone in full, a filter's whole lag goes.
-UNDO_SHARE = 1.0
 UNDO_CAP = 0.7
 HIGH_PASS_PX = 1.0  # sigma of the smooth part taken out of each difference (working pixels)
 UNDO_RANGE = 4.0  # an undone pixel is kept within 1/4-4x the pixel shown (noise, a guessed scale)
@@ -70,7 +73,7 @@ class RecursiveFilter:
     def __init__(self, allowed: bool = True):
         self.allowed = allowed
         self.fixed: float | None = None  # a weight read before a restart, kept as read
-        self._changes: list[float] = []  # the median relative change between frames, the last 32
+        self._changes: deque[float] = deque(maxlen=32)  # the median relative change between frames
         self._after_hold = False  # the last frame was held: the next is not blended with it
         self.first_undone: int | None = None  # the first frame undone
         self._previous: np.ndarray | None = None  # the last frame shown (intensity)
@@ -112,7 +115,12 @@ class RecursiveFilter:
         w = self.weight
         if not self.allowed or w is None or w < UNDO_ABOVE:
             return 0.0
-        return min(UNDO_SHARE * w, UNDO_CAP)
+        return min(w, UNDO_CAP)
+
+    def wanted(self, still: bool) -> bool:
+        """Whether a frame has anything to give or to take: w still being read on a ``still``
+        frame, or a filter being undone. Otherwise the caller reads its frames as they are."""
+        return self.undoing > 0 or (still and self.fixed is None and self.pairs < MAX_PAIRS)
 
     def restart(self) -> None:
         """The region changed or the run broke: forget the last frames, keep what was read."""
@@ -134,11 +142,11 @@ class RecursiveFilter:
         after_hold, self._after_hold = self._after_hold, False
         if previous is not None:
             change = self._change(shown, previous)
-            if self._changes and change < HELD_BELOW * float(np.median(self._changes)):
+            if self._changes and change < HELD_BELOW * median(np.fromiter(self._changes, float)):
                 self.restart()  # held: no difference to read; the next frame is not undone across it
                 self._previous, self._frame, self._after_hold = shown, frame, True
                 return shown
-            self._changes = [*self._changes, change][-32:]
+            self._changes.append(change)
             if still and self.pairs < MAX_PAIRS and not after_hold:
                 self._read(shown, previous, leave_out)
         self._previous, self._frame = shown, frame
@@ -157,7 +165,7 @@ class RecursiveFilter:
         with np.errstate(invalid="ignore", divide="ignore"):
             relative = np.abs(a - b) / np.maximum(np.abs(a + b), 1e-12)
         finite = relative[np.isfinite(relative)]
-        return float(np.median(finite)) if finite.size else 0.0
+        return median(finite) if finite.size else 0.0
 
     def _read(self, shown: np.ndarray, previous: np.ndarray, leave_out: np.ndarray | None) -> None:
         mean = np.maximum(0.5 * (shown + previous), 1e-6)
