@@ -30,7 +30,8 @@ device                     type       content
                                       resumed, dropped, acknowledge, level, end, ...), detail,
                                       source, plane; and the bridge's own: no-signal (no frame
                                       for 2 s), no-analysis (no result for 2 s), signal,
-                                      analysis, attached, placement, refused
+                                      analysis, attached, placement, refused, end-unheard
+                                      (--until-end: the analyzer silent 10 s, its end lost)
 ``CommandReply``           STRING     the answer to a command this client sent
 =========================  =========  ========================================================
 
@@ -94,6 +95,9 @@ REPLY_DEVICE = "CommandReply"
 NOMINAL_PRIMARY_ANGLE_DEG = {"lateral": 90.0, "ap": 0.0}  # DICOM's: lateral from the patient's left
 SILENT_S = 2.0  # nothing from the monitor for this long (it sends heartbeats 5 times a second): said
 REATTACH_S = 5.0  # silent this long, attached by the run registry: look for a monitor started anew
+# --until-end, the analyzer heard once and then silent this long (it beats 5 times a second): its
+# end was lost or it died; the bridge stops rather than serve old images and measurements forever
+UNTIL_END_SILENT_S = 10.0
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 ACK_INTERVAL_S = 1.0  # one acknowledge a second from a client; more are refused, not passed on
 RESULTS_HWM = 1024  # results are small, and the alarm changes in them must not be lost
@@ -312,6 +316,7 @@ class BridgeStats:
     commands: int = 0  # acknowledges passed on to the analyzer
     refused_commands: int = 0
     interrupted: bool = False  # stopped by SIGINT or SIGTERM
+    end_unheard: bool = False  # --until-end: stopped on the analyzer's silence, its end never heard
 
 
 @dataclass
@@ -472,7 +477,8 @@ def run_bridge(
     say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
     reattach: Callable[[], tuple[str, str, str | None] | None] | None = None,
 ) -> BridgeStats:
-    """Serve until ``should_stop`` (or SIGINT/SIGTERM; with ``until_end``, the analyzer's end).
+    """Serve until ``should_stop`` (or SIGINT/SIGTERM; with ``until_end``, the analyzer's end,
+    or UNTIL_END_SILENT_S of silence from an analyzer heard before: ``end_unheard`` in the stats).
 
     ``control_endpoint``: where acknowledges from clients go; None takes no commands.
     ``reattach``: where the monitor running now is (frames, results, control endpoints), or
@@ -523,6 +529,19 @@ def run_bridge(
             server.handle(ready)
             now = time.monotonic()
             bridge.heard(streams.frames.stats.last_message_at, streams.results.stats.last_message_at, now)
+            quiet = bridge.analyzer.since
+            heard_once = streams.results.stats.last_message_at is not None
+            if until_end and heard_once and quiet is not None and now - quiet > UNTIL_END_SILENT_S:
+                bridge.stats.end_unheard = ended = True
+                say(
+                    f"the analyzer's end was never heard and it has been silent for {now - quiet:.0f} s:"
+                    " stopping (--until-end)"
+                )
+                server.publish_event(
+                    _status_string(
+                        "end-unheard", "the analyzer fell silent and its end was not heard; the bridge stops"
+                    )
+                )
             silent = bridge.source.since
             if reattach and silent is not None and now - silent > REATTACH_S and now >= next_look:
                 next_look = now + 2.0

@@ -84,7 +84,15 @@ def bridged(tmp_path_factory):
         timeout=180,
     )
     operator.join(30)
-    _, bridge_err = bridge.communicate(timeout=30)
+    try:
+        _, bridge_err = bridge.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        bridge.kill()  # never left behind (one CI run found a bridge alive 15 minutes on)
+        _, bridge_err = bridge.communicate()
+        pytest.fail(
+            f"monitor igtl --until-end did not stop within 30 s of the replay's end; replay exit"
+            f" {replay.returncode}: {replay.stderr[-1500:]}\nbridge: {bridge_err[-1500:]}"
+        )
     for client in (reader, stalled, *late):
         client.close()
     _print_log(reader)
@@ -366,6 +374,67 @@ def test_a_silent_analyzer_is_said_even_while_frames_arrive():
     finally:
         client.close()
         server.close()
+
+
+def test_until_end_stops_when_the_analyzer_falls_silent_without_its_end(monkeypatch):
+    """Seen once in CI: the analyzer's end never reached a bridge started with --until-end, which
+    then served its last images for 15 minutes after the session. An analyzer heard and then
+    silent (no result, no heartbeat) for UNTIL_END_SILENT_S must stop it, said as such."""
+    from monitor import igtl
+    from monitor.io.transport import Publisher
+
+    monkeypatch.setattr(igtl, "UNTIL_END_SILENT_S", 1.0)
+    e = Endpoints.private()
+    results = Publisher(e.results, session="t", source="analyzer", role="results")
+    said: list[str] = []
+    done: list = []
+    give_up: list = []  # only if it fails: the thread must not outlive the test
+    bridge = threading.Thread(
+        target=lambda: done.append(
+            igtl.run_bridge(
+                e.frames,
+                e.results,
+                None,
+                port=0,
+                until_end=True,
+                say=said.append,
+                should_stop=lambda: give_up,
+            )
+        ),
+        daemon=True,
+    )
+    bridge.start()
+    try:
+        for _ in range(15):  # heard: heartbeats for 1.5 s, then nothing, and no End
+            results.heartbeat()
+            time.sleep(0.1)
+        bridge.join(15)
+        assert not bridge.is_alive(), "the bridge served on after the analyzer fell silent"
+        assert done[0].end_unheard and not done[0].interrupted
+        assert any("end was never heard" in line for line in said), said
+    finally:
+        give_up.append(1)
+        results.close()
+
+
+def test_until_end_waits_for_an_analyzer_never_heard(monkeypatch):
+    """A bridge started before the monitor waits for it: silence before anything was heard is
+    not an end."""
+    from monitor import igtl
+
+    monkeypatch.setattr(igtl, "UNTIL_END_SILENT_S", 0.5)
+    e = Endpoints.private()
+    stop_at = time.monotonic() + 3.0
+    stats = igtl.run_bridge(
+        e.frames,
+        e.results,
+        None,
+        port=0,
+        until_end=True,
+        say=lambda m: None,
+        should_stop=lambda: time.monotonic() > stop_at,
+    )
+    assert not stats.end_unheard and time.monotonic() >= stop_at
 
 
 def test_a_client_that_stops_reading_gets_the_newest_image_and_never_blocks_the_server():

@@ -60,7 +60,12 @@ def add_igtl(sub) -> None:
         " (default: clients command nothing)",
     )
     p.add_argument("--max-clients", type=int, default=16, help="clients served at once; more are refused")
-    p.add_argument("--until-end", action="store_true", help="stop when the monitored session ends")
+    p.add_argument(
+        "--until-end",
+        action="store_true",
+        help="stop when the monitored session ends (or, exit status 3, when its analyzer, once heard,"
+        " has been silent for 10 s: its end was lost or it died)",
+    )
     p.set_defaults(run=_run_igtl)
 
 
@@ -112,7 +117,9 @@ def _run_igtl(args) -> int:
         )
     except OSError as err:
         raise MonitorError(str(err)) from None
-    return 130 if stats.interrupted else 0
+    if stats.interrupted:
+        return 130
+    return 3 if stats.end_unheard else 0  # 3: the session's end was never heard
 
 
 def add_analyze(sub) -> None:
