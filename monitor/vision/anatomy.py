@@ -78,9 +78,15 @@ MIN_FROM_VERTICAL_DEG = 12.0  # steeper: spinous processes and walls, never a tr
 MIN_FROM_HORIZONTAL_DEG = 10.0  # flatter, ending inside the field: an endplate
 MIN_LENGTH_FRACTION = 0.06  # of the image's larger side: shorter lines are not a shaft
 TIP_FROM_BORDER = 0.04  # of the image's larger side: a tip nearer the border is a field's edge, not steel
-TIP_REACH_MM = 40.0  # the steel followed this far past the ridge's end (dense bone hides it)
-TIP_DIP_FLOOR = 0.1  # a dip in the steel's contrast stays over this share of the shaft's (_tip_by_contrast)
-TIP_RESUMES_MM = 3.0  # ... and the steel is taken up again past it when this long over half
+TIP_REACH_MM = 70.0  # the steel followed this far past the ridge's end (dense bone hides it)
+TIP_LOCAL_MM = 4.0  # the steel's contrast is judged against its median over this much behind ...
+TIP_LOCAL_SHARE = 0.5  # ... and is on while over this share of it ...
+TIP_NOISE_SIGMAS = 4.0  # ... and over this many spreads of the contrast beside the shaft
+TIP_DIP_MM = 25.0  # a dip (a pedicle crossed) is bridged when the steel stands again within this ...
+TIP_DIP_FLOOR = 0.1  # ... the dip staying over this share of the steel's level before it ...
+TIP_RESUMES_MM = 3.0  # ... and the steel standing again (over TIP_LOCAL_SHARE) this long
+TIP_AXIS_ROUNDS = 6  # walks, each on the axis refitted through the steel the last one found ...
+TIP_AXIS_FIT_MM = 30.0  # ... over this much of it behind its end
 # Body: the profiles an edge is looked for along
 EDGE_BLUR_MM = 0.35  # the image smoothed over this before its gradients are taken
 PROFILES = 40  # lines across the body an edge point is looked for on
@@ -258,7 +264,9 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
     tip, out = _refine_axis(tophat, ridge, tip, tail)
     width = _ridge_width(tophat, tip, out)
     reach = TIP_REACH_MM / pixel_mm if pixel_mm else 0.25 * side
-    tip, contrast = _tip_by_contrast(smooth, tip, out, width, reach, pixel_mm)
+    tip, out, contrast = _follow_steel(
+        smooth, tip, out, width, reach, pixel_mm, float(np.linalg.norm(tail - tip))
+    )
     if _at_border(tip, (h, w)):  # followed out to the border: a field's edge, not steel ending
         raise NotFound("no cannula: the straight dense line found ends at the image's border")
     return Cannula(
@@ -318,84 +326,154 @@ def _refine_axis(tophat: np.ndarray, ridge: np.ndarray, tip: np.ndarray, tail: n
     return tip, out
 
 
-def _tip_by_contrast(
-    att: np.ndarray, tip: np.ndarray, out: np.ndarray, width: float, reach: float, pixel_mm: float | None
-):
-    """Where the steel really ends, followed along the axis up to ``reach`` pixels
-    past the end of the ridge.
+def _follow_steel(
+    att: np.ndarray,
+    tip: np.ndarray,
+    out: np.ndarray,
+    width: float,
+    reach: float,
+    pixel_mm: float | None,
+    shaft_px: float,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Where the steel really ends, and the shaft's axis: followed from the ridge's end ``tip``
+    (``shaft_px`` from the ridge's other end, along ``out``) up to ``reach`` pixels on; returns
+    (tip, out, the steel's contrast on the shaft), pixels of ``att``.
 
-    Attenuation adds in the log domain, so the shaft stands above its two
-    flanks by about the same amount over soft tissue, a pedicle or trabecular
-    bone; a ridge threshold fixed on the whole image loses it inside a dense body.
-    The tip is where that axial contrast falls to half its value on the shaft.
-    Not exactly the same amount, though: the tube displaces the bone it was driven
-    through, so where it crosses a pedicle its contrast can fall to a fifth of that
-    over soft tissue for a centimetre or more (real vertebrae from CT; a uniform
-    phantom hides it). Past such a dip, which stays over TIP_DIP_FLOOR of the shaft's
-    contrast throughout (texture beside a true tip swings below it), the steel is taken
-    up again where it stands over half for TIP_RESUMES_MM; the tip is then where the
-    contrast falls to half of its own level over those last millimetres.
+    The ridge is found where the shaft crosses soft tissue, near the field's edge; the tip lies
+    in bone. There the steel's log contrast over its flanks falls, gradually, to a third or less
+    of that over soft tissue: with a polychromatic beam and scatter the same steel darkens a
+    dense, hardened, scatter-veiled stretch less (DRRs of real CTs; a single-energy phantom
+    hides it). So the steel is followed on its own local level, not the shaft's: on while its
+    contrast stays over TIP_LOCAL_SHARE of its median over the TIP_LOCAL_MM behind and over
+    TIP_NOISE_SIGMAS times the contrast's spread on parallel lines beside it (the texture's own
+    contrast, in the same units); gaps of up to a shaft's width are bridged. The tip is where the
+    contrast falls to half its level over the millimetres behind its blurred end. A dip (the tube
+    displacing a pedicle's bone, a fifth of the contrast for a centimetre or more) is bridged
+    when the contrast stays over TIP_DIP_FLOOR of the level before it and stands again within
+    TIP_DIP_MM for TIP_RESUMES_MM.
+
+    A short ridge gives a slightly wrong axis, which walks off a long shaft (it lost the steel
+    49 mm short of the tip on one tuning case); so after each walk the axis is refitted through
+    the peaks of the steel's cross-profiles over the TIP_AXIS_FIT_MM behind its end (unweighted:
+    the faint steel in bone counts as much), and the walk repeated until the tip moves less than
+    a pixel (TIP_AXIS_ROUNDS at most).
     """
-    normal = np.array([-out[1], out[0]])
-    step = 0.5
-    t = np.arange(-reach, 25.0 * width / 2 + 20, step)
+    mm = pixel_mm or PIXEL_MM_UNKNOWN
     flank = max(width, 2.0) + 2.0
     half = max(0.5, 0.3 * width)
+    step = 0.5
+    t = np.arange(-reach, 25.0 * width / 2 + 20, step)
+    level = 0.0
+    for _ in range(TIP_AXIS_ROUNDS):
+        normal = np.array([-out[1], out[0]])
 
-    def sample(offset: float) -> np.ndarray:
-        pts = tip[None, :] + t[:, None] * out[None, :] + offset * normal[None, :]
-        return sample_points(att, pts[:, 0], pts[:, 1], Border.REFLECT)
+        def sample(offset: float, tip=tip, out=out, normal=normal, t=t) -> np.ndarray:
+            pts = tip[None, :] + t[:, None] * out[None, :] + offset * normal[None, :]
+            return sample_points(att, pts[:, 0], pts[:, 1], Border.REFLECT)
 
-    centre = np.mean([sample(u) for u in (-half, 0.0, half)], axis=0)
-    contrast = centre - 0.5 * (sample(-flank) + sample(flank))
-    shaft = t >= 6.0
-    if shaft.sum() < 10:
-        return tip, 0.0
-    level = float(np.median(contrast[shaft]))
-    if level <= 0:
-        return tip, 0.0
-    on = contrast > 0.5 * level
-    # Walk from the shaft towards the tip; gaps under ~1 mm (a cortex crossing) are bridged.
-    gap = max(2, int(round(max(width, 4.0) / step)))
+        def contrast_at(offset: float) -> np.ndarray:
+            centre = np.mean([sample(offset + u) for u in (-half, 0.0, half)], axis=0)
+            return centre - 0.5 * (sample(offset - flank) + sample(offset + flank))
 
-    def walk(start: int) -> int:
-        last, misses = start, 0
-        for i in range(start, -1, -1):
-            if on[i]:
-                last, misses = i, 0
-            else:
-                misses += 1
-                if misses > gap:
+        contrast = contrast_at(0.0)
+        shaft = t >= 6.0
+        if shaft.sum() < 10:
+            return tip, out, 0.0
+        level = float(np.median(contrast[shaft]))
+        if level <= 0:
+            return tip, out, 0.0
+        beside = np.concatenate([contrast_at(s * (2 * flank + width)) for s in (-1.0, 1.0)])
+        spread = 1.4826 * float(np.median(np.abs(beside - np.median(beside))))
+        floor = TIP_NOISE_SIGMAS * spread
+        local_n = max(4, int(round(TIP_LOCAL_MM / mm / step)))
+        gap = max(2, int(round(max(width, 4.0) / step)))
+        start = int(np.searchsorted(t, 6.0))
+        run = max(3, int(round(TIP_RESUMES_MM / mm / step)))
+        dip_n = int(round(TIP_DIP_MM / mm / step))
+        last, i = start, start
+        recent = list(contrast[start : start + local_n])
+        while i > 0:
+            i -= 1
+            local = float(np.median(recent[-local_n:]))
+            if contrast[i] > max(floor, TIP_LOCAL_SHARE * local):
+                last = i
+                recent.append(contrast[i])
+                continue
+            # A drop. A dip (the tube displacing a pedicle's bone) stays over TIP_DIP_FLOOR of the
+            # steel's level here throughout, and the steel stands again past it for TIP_RESUMES_MM;
+            # texture beside a true tip swings below, or nothing stands again.
+            # (a gap under a shaft's width, a cortex crossed, is bridged whatever its contrast)
+            k, resumed, below = i, None, 0
+            while k > max(0, i - dip_n) and below <= gap:
+                below = 0 if contrast[k] > TIP_DIP_FLOOR * local else below + 1
+                if k >= run and (contrast[k - run + 1 : k + 1] > max(floor, TIP_LOCAL_SHARE * local)).all():
+                    resumed = k - run + 1
                     break
-        return last
-
-    last = walk(int(np.searchsorted(t, 6.0)))
-    # Past a dip the steel comes back: the contrast stayed over TIP_DIP_FLOOR of the shaft's
-    # through it (the tube displacing a pedicle's bone; texture beside a true tip swings below)
-    # and stands over half the shaft's again for TIP_RESUMES_MM or more. The walk goes on there.
-    run = max(3, int(round(TIP_RESUMES_MM / (pixel_mm or PIXEL_MM_UNKNOWN) / step)))
-    jumped = False
-    while last > 0:
-        j = last - 1
-        while j >= 0 and contrast[j] > TIP_DIP_FLOOR * level:
-            j -= 1
-        resumed = next((k for k in range(last - 1, j + run - 1, -1) if on[k - run + 1 : k + 1].all()), None)
-        if resumed is None:
+                k -= 1
+            if resumed is None:
+                break
+            recent.extend(contrast[resumed : i + 1])
+            last = i = resumed
+        # the steel's level just behind its end, the blurred end itself (1 mm) left out
+        behind = last + int(round(1.0 / mm / step))
+        here = float(np.median(contrast[behind : behind + local_n]))
+        i = last
+        while i > 0 and contrast[i - 1] > 0.5 * here:
+            i -= 1
+        if i > 0:
+            a, b = contrast[i - 1], contrast[i]
+            frac = (0.5 * here - a) / (b - a) if b != a else 0.0
+            end = t[i - 1] + frac * step
+        else:
+            end = t[0]
+        # the axis refitted through the steel found, from its end back along the shaft
+        fitted = _axis_through(att, tip + out * end, out, width, floor, 2.0, TIP_AXIS_FIT_MM / mm, False)
+        if fitted is None:
+            return tip + out * end, out, level
+        new_tip, new_out = fitted
+        moved = float(np.linalg.norm(new_tip - tip))
+        shaft_px -= end
+        tip, out = new_tip, new_out
+        t = np.arange(-reach, 25.0 * width / 2 + 20 - end, step)  # measured from the new tip
+        if moved < 1.0:
             break
-        last, jumped = walk(resumed), True
-    if last == 0:
-        return tip + out * t[0], level
-    # the tip: where the contrast falls to half its level; after a dip, half its own level over
-    # the steel taken up again only (farther back lies the faint stretch)
-    level_here = float(np.median(contrast[last : last + run])) if jumped else level
-    i = last
-    while i > 0 and contrast[i - 1] > 0.5 * level_here:
-        i -= 1
-    if i == 0:
-        return tip + out * t[0], level
-    a, b = contrast[i - 1], contrast[i]
-    frac = (0.5 * level_here - a) / (b - a) if b != a else 0.0
-    return tip + out * (t[i - 1] + frac * step), level
+    # The axis returned spans the whole shaft seen, weighted by the steel's contrast (the shaft over
+    # soft tissue counts most): the shaft's band, and the needle calibration's cross-sections
+    # averaged along it, need it straight over their length, not only near the tip.
+    fitted = _axis_through(att, tip, out, width, 0.0, 2.0, max(shaft_px, 10.0 * width), True)
+    return (tip, out, level) if fitted is None else (*fitted, level)
+
+
+def _axis_through(
+    att: np.ndarray,
+    tip: np.ndarray,
+    out: np.ndarray,
+    width: float,
+    floor: float,
+    start: float,
+    stop: float,
+    weighted: bool,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The steel's axis refitted through the peaks of its cross-profiles from ``start`` to
+    ``stop`` pixels behind ``tip`` along ``out``: (the tip moved onto it, its direction), or None
+    with under six profiles over ``floor``. ``weighted``: each peak counts by its contrast."""
+    normal = np.array([-out[1], out[0]])
+    along = np.arange(start, stop, max(1.0, width / 2))
+    if len(along) < 6:
+        return None
+    across = np.arange(-1.5 * width, 1.5 * width + 0.01, 0.5)
+    pts = tip[None, None, :] + along[:, None, None] * out[None, None, :] + across[None, :, None] * normal
+    cross = sample_points(att, pts[..., 0], pts[..., 1], Border.REFLECT)
+    cross = cross - np.linspace(cross[:, :1], cross[:, -1:], len(across), axis=1)[..., 0]
+    peak = np.argmax(cross, axis=1)
+    strength = cross[np.arange(len(along)), peak]
+    keep = (strength > floor) & (peak > 0) & (peak < len(across) - 1)
+    if keep.sum() < 6:
+        return None
+    weights = strength[keep] if weighted else None
+    slope, intercept = np.polyfit(along[keep], across[peak[keep]], 1, w=weights)
+    direction = out + slope * normal
+    return tip + intercept * normal, direction / np.linalg.norm(direction)
 
 
 def _bilinear(img: np.ndarray, p: np.ndarray) -> float:
