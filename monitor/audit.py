@@ -498,15 +498,16 @@ def _digest(store: SessionStore) -> dict:
     ):
         if level in levels and isinstance(value, (int, float)):
             levels[level]["syringe_ml"] = round((levels[level]["syringe_ml"] or 0.0) + value, 3)
-    for rec, level, kind, t in store.query(
-        "SELECT rec, level, json_extract(body, '$.kind'), json_extract(body, '$.acq_time') FROM journal "
-        "WHERE kind='alarm' AND json_extract(body, '$.state')='raised'"
+    for rec, level, kind, t, priority in store.query(
+        "SELECT rec, level, json_extract(body, '$.kind'), json_extract(body, '$.acq_time'),"
+        " json_extract(body, '$.priority') FROM journal"
+        " WHERE kind='alarm' AND json_extract(body, '$.state')='raised'"
     ):
         lv = levels.get(level)
         if lv is None:
             continue
         lv["alarms"] += 1
-        lv["leaks"] += kind == "extravasation"
+        lv["leaks"] += kind == "extravasation" and priority == "high"  # a possible leak (medium) is an alarm
         series = store.query(
             "SELECT json_extract(body, '$.acq_time'), json_extract(body, '$.volume_ml') FROM journal "
             "WHERE kind='result' AND level IS ? AND rec>? AND json_extract(body, '$.volume_ml') IS NOT NULL "

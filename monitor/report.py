@@ -241,7 +241,7 @@ def _monitoring(level: dict) -> str:
 
 
 def _level_table(level: dict) -> str:
-    n_leaks = sum(a["kind"] == "extravasation" for a in level["alarms"])
+    n_leaks = sum(a["kind"] == "extravasation" and a["priority"] == "high" for a in level["alarms"])
     cells = [
         ("volume (as reported live), its 68 % interval", _e(volume_phrase(level))),
         ("image-based volume (before syringe calibration)", _num(level.get("image_volume_ml"), 2, " mL")),

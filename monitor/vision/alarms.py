@@ -117,11 +117,22 @@ class AlarmEngine:
         return raised
 
     def update_leak(
-        self, frame: int, plane: str, site: str, distance_mm: float | None, evidence: dict
+        self,
+        frame: int,
+        plane: str,
+        site: str,
+        distance_mm: float | None,
+        evidence: dict,
+        doubt: str | None = None,
     ) -> list[Alarm]:
+        """A leak read at ``site``: high, or, with ``doubt`` (why the outline it was read against
+        may be wrong), medium and said as possible."""
         why = f"leak: {site}, cement outside the body's outline in the {plane} view"
+        priority: Priority = "high"
+        if doubt is not None:
+            why, priority = f"possible {why} ({doubt})", "medium"
         return self._raise(
-            Alarm("extravasation", "high", frame, plane, site, distance_mm, evidence, reason=why)
+            Alarm("extravasation", priority, frame, plane, site, distance_mm, evidence, reason=why)
         )
 
     def _raise(self, alarm: Alarm) -> list[Alarm]:
