@@ -363,7 +363,8 @@ def _follow_steel(
     half = max(0.5, 0.3 * width)
     step = 0.5
     t = np.arange(-reach, 25.0 * width / 2 + 20, step)
-    level = 0.0
+    shaft_level = None  # the steel's contrast on the shaft, from the first walk (soft tissue mostly)
+    advanced = 0.0  # how far the tip has moved on from the ridge's end: ``reach`` is the whole way
     for _ in range(TIP_AXIS_ROUNDS):
         normal = np.array([-out[1], out[0]])
 
@@ -377,11 +378,10 @@ def _follow_steel(
 
         contrast = contrast_at(0.0)
         shaft = t >= 6.0
-        if shaft.sum() < 10:
-            return tip, out, 0.0
-        level = float(np.median(contrast[shaft]))
+        level = float(np.median(contrast[shaft])) if shaft.sum() >= 10 else 0.0
         if level <= 0:
-            return tip, out, 0.0
+            break
+        shaft_level = level if shaft_level is None else shaft_level
         beside = np.concatenate([contrast_at(s * (2 * flank + width)) for s in (-1.0, 1.0)])
         spread = 1.4826 * float(np.median(np.abs(beside - np.median(beside))))
         floor = TIP_NOISE_SIGMAS * spread
@@ -390,8 +390,8 @@ def _follow_steel(
         start = int(np.searchsorted(t, 6.0))
         run = max(3, int(round(TIP_RESUMES_MM / mm / step)))
         dip_n = int(round(TIP_DIP_MM / mm / step))
-        last, i = start, start
-        recent = list(contrast[start : start + local_n])
+        last, i, bridged_to = start, start, len(t)
+        recent = list(contrast[start : start + local_n][::-1])  # in the walk's order, newest last
         while i > 0:
             i -= 1
             local = float(np.median(recent[-local_n:]))
@@ -406,17 +406,23 @@ def _follow_steel(
             k, resumed, below = i, None, 0
             while k > max(0, i - dip_n) and below <= gap:
                 below = 0 if contrast[k] > TIP_DIP_FLOOR * local else below + 1
-                if k >= run and (contrast[k - run + 1 : k + 1] > max(floor, TIP_LOCAL_SHARE * local)).all():
+                if (
+                    k >= run - 1
+                    and (contrast[k - run + 1 : k + 1] > max(floor, TIP_LOCAL_SHARE * local)).all()
+                ):
                     resumed = k - run + 1
                     break
                 k -= 1
             if resumed is None:
                 break
-            recent.extend(contrast[resumed : i + 1])
+            # the steel standing again, newest last: the level the walk goes on judging against
+            recent.extend(contrast[resumed : resumed + run][::-1])
             last = i = resumed
+            bridged_to = resumed + run
         # the steel's level just behind its end, the blurred end itself (1 mm) left out
-        behind = last + int(round(1.0 / mm / step))
-        here = float(np.median(contrast[behind : behind + local_n]))
+        # (not back into a dip bridged just before it)
+        behind = min(last + int(round(1.0 / mm / step)), bridged_to - 1)
+        here = float(np.median(contrast[behind : min(behind + local_n, bridged_to)]))
         i = last
         while i > 0 and contrast[i - 1] > 0.5 * here:
             i -= 1
@@ -428,19 +434,20 @@ def _follow_steel(
             end = t[0]
         # the axis refitted through the steel found, from its end back along the shaft
         fitted = _axis_through(att, tip + out * end, out, width, floor, 2.0, TIP_AXIS_FIT_MM / mm, False)
-        if fitted is None:
-            return tip + out * end, out, level
-        new_tip, new_out = fitted
+        new_tip, new_out = (tip + out * end, out) if fitted is None else fitted
         moved = float(np.linalg.norm(new_tip - tip))
         shaft_px -= end
+        advanced -= end
         tip, out = new_tip, new_out
-        t = np.arange(-reach, 25.0 * width / 2 + 20 - end, step)  # measured from the new tip
-        if moved < 1.0:
+        ahead = max(reach - advanced, 2.0 * width)  # what is left of the reach, from the new tip
+        t = np.arange(-ahead, 25.0 * width / 2 + 20 - end, step)
+        if moved < 1.0 or fitted is None:
             break
-    # The axis returned spans the whole shaft seen, weighted by the steel's contrast (the shaft over
-    # soft tissue counts most): the shaft's band, and the needle calibration's cross-sections
+    # The axis returned spans the whole shaft seen, weighted by the steel's contrast squared (the
+    # shaft over soft tissue counts most): the shaft's band, and the needle calibration's cross-sections
     # averaged along it, need it straight over their length, not only near the tip.
     fitted = _axis_through(att, tip, out, width, 0.0, 2.0, max(shaft_px, 10.0 * width), True)
+    level = shaft_level or 0.0
     return (tip, out, level) if fitted is None else (*fitted, level)
 
 
@@ -456,7 +463,7 @@ def _axis_through(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The steel's axis refitted through the peaks of its cross-profiles from ``start`` to
     ``stop`` pixels behind ``tip`` along ``out``: (the tip moved onto it, its direction), or None
-    with under six profiles over ``floor``. ``weighted``: each peak counts by its contrast."""
+    with under six profiles over ``floor``. ``weighted``: each peak counts by its contrast squared."""
     normal = np.array([-out[1], out[0]])
     along = np.arange(start, stop, max(1.0, width / 2))
     if len(along) < 6:
@@ -470,6 +477,8 @@ def _axis_through(
     keep = (strength > floor) & (peak > 0) & (peak < len(across) - 1)
     if keep.sum() < 6:
         return None
+    # polyfit squares its weights: each peak counts by its contrast squared, the shaft over soft
+    # tissue most (by contrast alone, the needle calibration's scale read 5.3 % low again)
     weights = strength[keep] if weighted else None
     slope, intercept = np.polyfit(along[keep], across[peak[keep]], 1, w=weights)
     direction = out + slope * normal
