@@ -228,7 +228,8 @@ class PlaneView(pg.GraphicsLayoutWidget):
         for i, label in enumerate(self.leak_labels):
             if i < len(named):
                 x, y, w, _ = named[i]["box"]
-                label.setText(f"LEAK {named[i]['site']}")
+                possible = "POSSIBLE LEAK" if named[i].get("possible") else "LEAK"  # off an unconfirmed wall
+                label.setText(f"{possible} {named[i]['site']}")
                 label.setPos(x + w + 6, y)
                 label.show()
             else:

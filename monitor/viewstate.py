@@ -267,7 +267,8 @@ class ViewState:
                     where = f"{d:.1f} mm from the wall"
                 words.append(f"{said}{a['priority'].upper()}: cement {where}")
             else:
-                words.append(f"{said}HIGH: LEAK ({a['site']}) in {a['plane']}")
+                leak = "LEAK" if a["priority"] == "high" else "POSSIBLE LEAK"  # off an unconfirmed wall
+                words.append(f"{said}{a['priority'].upper()}: {leak} ({a['site']}) in {a['plane']}")
         # one condition per line, so none is broken mid-phrase; on one line when they would not
         # fit the banner's lines beside what is unchecked
         said_lines = prefix.count("\n") + 1 if prefix else 0

@@ -128,11 +128,20 @@ class AlarmEngine:
         """A leak read at ``site``: high, or, with ``doubt`` (why the outline it was read against
         may be wrong), medium and said as possible."""
         why = f"leak: {site}, cement outside the body's outline in the {plane} view"
-        priority: Priority = "high"
+        high = self.alarms.get(("extravasation", site, "high"))
+        possible = self.alarms.get(("extravasation", site, "medium"))
         if doubt is not None:
-            why, priority = f"possible {why} ({doubt})", "medium"
+            if high is not None and (high.active or not high.acknowledged):
+                high.active = True  # the leak stands: the possible one is not said beside it
+                return []
+            why = f"possible {why} ({doubt})"
+            return self._raise(
+                Alarm("extravasation", "medium", frame, plane, site, distance_mm, evidence, reason=why)
+            )
+        if possible is not None:
+            possible.active = False  # superseded by the leak itself
         return self._raise(
-            Alarm("extravasation", priority, frame, plane, site, distance_mm, evidence, reason=why)
+            Alarm("extravasation", "high", frame, plane, site, distance_mm, evidence, reason=why)
         )
 
     def _raise(self, alarm: Alarm) -> list[Alarm]:

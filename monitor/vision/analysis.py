@@ -665,7 +665,7 @@ MAX_FRONT_STEP_MM = 3.0  # the front's distance may fall this much between two f
 MAX_FRONT_SPEED_MM_S = 20.0  # ... plus this much per second between them
 
 
-LEAK_CORROBORATION_FRAMES = 2  # a lateral leak off a guessed outline: the AP's own leak this recent
+LEAK_CORROBORATION_S = 0.3  # a lateral leak off a guessed outline: the AP's own leak this recent (s)
 
 
 class CaseAnalyzer:
@@ -681,6 +681,10 @@ class CaseAnalyzer:
         self.darkness_calibrated = False
         self._history: deque = deque(maxlen=40)  # (time, distance)
         self._pending: dict[str, int] = {}
+        # per view: the stream time (s) it last read cement outside its outline, and whether its
+        # last result checked the leak rules (the AP's, to back a lateral leak off a guessed outline)
+        self._leak_read_at: dict[str, float] = {}
+        self._checks_leaks: dict[str, bool] = {}
         self.scatter_seen: bool | None = None  # None: the cement's halo has not said yet
         self._accepted: tuple[float, float] | None = None  # (time, distance) last alarmed on
         self._jumped: tuple[float, float] | None = None  # (time, distance) flagged as a jump
@@ -734,6 +738,7 @@ class CaseAnalyzer:
             self._settle_scatter()
         raised = []
         seconds_to_line = None
+        self._checks_leaks[r.plane] = "leak" in r.checked
         if r.volume_ml is not None:
             self.volumes[r.plane] = (r.volume_ml, r.volume_filled)
         jumped = r.plane == "lateral" and r.distance_mm is not None and self._jump(r, time_s)
@@ -765,6 +770,12 @@ class CaseAnalyzer:
             )
             if volume >= cfg.detection.leak_min_ml:
                 self._pending[key] = frame
+                self._leak_read_at[r.plane] = time_s
+            doubt = self._uncorroborated(r, site, time_s)
+            if doubt is not None:  # labelled so on the overlay too
+                for drawn in r.overlay.get("leaks", ()):
+                    if drawn["site"] == site:
+                        drawn["possible"] = True
             if confirmed:
                 biggest = max(leaks, key=lambda lk: lk.volume_ml)
                 evidence = {
@@ -772,28 +783,33 @@ class CaseAnalyzer:
                     "centroid_px": list(biggest.centroid),
                     "volume_ml": round(volume, 4),
                 }
-                doubt = self._uncorroborated(r, site, frame)
                 raised += self.alarms.update_leak(frame, r.plane, site, r.distance_mm, evidence, doubt)
         volume, doubt = self._volume()
         if doubt is not None:
             r.caveats = (*r.caveats, doubt)
         return r, CaseSummary(volume, seconds_to_line, [a.as_dict() for a in raised])
 
-    def _uncorroborated(self, r: PlaneResult, site: str, frame: int) -> str | None:
+    def _uncorroborated(self, r: PlaneResult, site: str, time_s: float) -> str | None:
         """Why a leak read in ``r`` is only possible, or None when it stands on its own.
 
         A lateral outline whose wall is not confirmed is a guess: its anterior side and endplates
         were found with it (a body found 10 mm short of its true front put the growing bolus
         "outside" it, read as a venous leak, on 4 of 5 false leak alarms seen on both seed sets).
-        Such a leak anywhere but behind the wall raises the high alarm only when the AP view also
-        has cement outside its own outline in the last LEAK_CORROBORATION_FRAMES frames;
-        otherwise it is a medium one, said as possible. A posterior leak is not held back: it
-        is the one the AP view cannot see, and the one that injures (leaks behind a wall not
-        confirmed were on time in 2 tuning cases, false in 1)."""
+        Such a leak anywhere but behind the wall raises the high alarm only when the AP view, while
+        it checks the leak rules, also read cement outside its own outline in the last
+        LEAK_CORROBORATION_S (stream seconds: the views may run at different rates); otherwise a
+        medium one, said as possible. A posterior leak is not held back: it is the one the AP view
+        cannot see, and the one that injures (leaks behind a wall not confirmed were on time in 2
+        tuning cases, false in 1). With no AP view checking the leak rules (none, or no outline
+        in it) nothing can back it: it stays a possible leak, said with that reason, a medium
+        alarm (not silence) until the operator confirms or draws the wall, which makes the
+        outline's leaks high at once (reporting seed 7019, a CT case with no AP outline, alarmed
+        high falsely when this case went unheld)."""
         if r.plane != "lateral" or site == "posterior" or r.overlay.get("wall_state") != "not-confirmed":
             return None
-        seen_in_ap = max((f for key, f in self._pending.items() if key.startswith("ap:")), default=-10)
-        if seen_in_ap >= frame - LEAK_CORROBORATION_FRAMES:
+        if not self._checks_leaks.get("ap", False):
+            return "the lateral wall is not confirmed and no AP view checks the leak rules to back it"
+        if time_s - self._leak_read_at.get("ap", -np.inf) <= LEAK_CORROBORATION_S:
             return None
         return "the lateral wall is not confirmed and the AP view shows no cement outside its outline"
 
