@@ -230,7 +230,11 @@ class PlaneView(pg.GraphicsLayoutWidget):
                 x, y, w, _ = named[i]["box"]
                 possible = "POSSIBLE LEAK" if named[i].get("possible") else "LEAK"  # off an unconfirmed wall
                 label.setText(f"{possible} {named[i]['site']}")
-                label.setPos(x + w + 6, y)
+                # beside the box, on the side with room: a label past the image's right half ran
+                # off the view ("POSSIBLE LEAK venou")
+                right_half = self.image.width() is not None and x + w / 2 > self.image.width() / 2
+                label.setAnchor((1, 1) if right_half else (0, 1))
+                label.setPos(x - 6 if right_half else x + w + 6, y)
                 label.show()
             else:
                 label.hide()

@@ -645,3 +645,29 @@ def test_the_volume_is_shown_with_its_interval_and_in_orange_when_from_the_shape
     assert "#ff9900" in window.readouts["volume"].styleSheet()
     pump(qtbot, lambda: streams.result(8, volume_ml=2.7), lambda: "2.70" in window.readouts["volume"].text())
     assert window.readouts["volume"].text() == "VOLUME  2.70 mL"  # an analyzer that gives no interval
+
+
+def test_a_possible_leak_is_labelled_so_and_inside_the_image(qtbot, streams, window):
+    """A leak off an outline whose wall is not confirmed is labelled POSSIBLE LEAK on the view,
+    on the side of its box with room: beside a box in the image's right half the longer label
+    ran off the view ("POSSIBLE LEAK venou")."""
+    box = [SHAPE[1] - 40, 100, 20, 40]  # near the image's right edge
+    leak = {
+        "site": "venous",
+        "centroid": [box[0] + 10.0, 120.0],
+        "box": box,
+        "volume_ml": 0.03,
+        "possible": True,
+    }
+    overlay = {**OVERLAY, "leaks": [leak], "wall_state": "not-confirmed"}
+    view = window.views["lateral"]
+    pump(qtbot, lambda: streams.frame(5), lambda: view.shown_frame == 5)
+    pump(
+        qtbot,
+        lambda: streams.result(5, overlay=overlay),
+        lambda: bool(view.leak_labels) and view.leak_labels[0].isVisible(),
+    )
+    label = view.leak_labels[0]
+    assert label.textItem.toPlainText() == "POSSIBLE LEAK venous"
+    shown = label.mapRectToView(label.boundingRect())
+    assert shown.left() >= 0 and shown.right() <= SHAPE[1], (shown.left(), shown.right())
