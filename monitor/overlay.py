@@ -70,7 +70,7 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
     for leak in labelled_leaks(o.get("leaks", [])):  # on a dark backdrop, legible over the wall and bone
         x, y, w, _ = (np.asarray(leak["box"], np.float32) * scale).astype(int)
         x, y = x + w + 10, y + 10
-        text = f"{'POSSIBLE LEAK' if leak.get('possible') else 'LEAK'} {leak['site']}"
+        text = f"{leak_name(leak.get('possible', False))} {leak['site']}"
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
         x, y = min(x, img.shape[1] - tw - 4), max(y, th + 4)
         cv2.rectangle(img, (x - 3, y - th - 4), (x + tw + 3, y + 4), (24, 24, 24), -1)
@@ -94,6 +94,13 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
     for i, text in enumerate(lines):
         cv2.putText(img, text, (8, 22 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6, WHITE, 1, cv2.LINE_AA)
     return img
+
+
+def leak_name(possible: bool) -> str:
+    """What a leak is called on every screen: one read off a lateral outline whose wall is not
+    confirmed, not backed by the AP view, is a possible leak (a medium alarm; its overlay leak
+    carries "possible": true)."""
+    return "POSSIBLE LEAK" if possible else "LEAK"
 
 
 def labelled_leaks(leaks: list[dict]) -> list[dict]:
@@ -141,7 +148,7 @@ def alarm_banner(width: int, alarms: list[dict]) -> np.ndarray:
         if a["kind"] == "proximity":
             words.append(f"{a['priority'].upper()}: cement {a['distance_mm']:.1f} mm from the posterior wall")
         else:
-            leak = "leak" if a["priority"] == "high" else "possible leak"  # off an unconfirmed wall
+            leak = leak_name(a["priority"] != "high").lower()
             words.append(f"{a['priority'].upper()}: {leak} ({a['site']}) in {a['plane']}")
     cv2.putText(
         strip,

@@ -26,7 +26,7 @@ from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 from monitor.flow import FlowClient
 from monitor.io.transport import VIEWER_HWM, CommandSender, Subscriber
 from monitor.messages import LEVELS, PLANES, End, Result, Status
-from monitor.overlay import labelled_leaks
+from monitor.overlay import labelled_leaks, leak_name
 from monitor.sounds import AlarmPlayer
 from monitor.training import stop_confirmation, training_status
 from monitor.viewstate import BANNER_LINES, ViewState, display_pixels
@@ -228,8 +228,7 @@ class PlaneView(pg.GraphicsLayoutWidget):
         for i, label in enumerate(self.leak_labels):
             if i < len(named):
                 x, y, w, _ = named[i]["box"]
-                possible = "POSSIBLE LEAK" if named[i].get("possible") else "LEAK"  # off an unconfirmed wall
-                label.setText(f"{possible} {named[i]['site']}")
+                label.setText(f"{leak_name(named[i].get('possible', False))} {named[i]['site']}")
                 # beside the box, on the side with room: a label past the image's right half ran
                 # off the view ("POSSIBLE LEAK venou")
                 right_half = self.image.width() is not None and x + w / 2 > self.image.width() / 2

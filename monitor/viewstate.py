@@ -15,6 +15,7 @@ import numpy as np
 from monitor.audit import MAX_UNCHECKED_S, MONITORED_SHARE
 from monitor.display import auto_window
 from monitor.messages import PLANES, Result, Status
+from monitor.overlay import leak_name
 from monitor.vision.alarms import PLANE_CHECKS
 from monitor.vision.caveats import CaveatCode
 
@@ -267,7 +268,7 @@ class ViewState:
                     where = f"{d:.1f} mm from the wall"
                 words.append(f"{said}{a['priority'].upper()}: cement {where}")
             else:
-                leak = "LEAK" if a["priority"] == "high" else "POSSIBLE LEAK"  # off an unconfirmed wall
+                leak = leak_name(a["priority"] != "high")
                 words.append(f"{said}{a['priority'].upper()}: {leak} ({a['site']}) in {a['plane']}")
         # one condition per line, so none is broken mid-phrase; on one line when they would not
         # fit the banner's lines beside what is unchecked

@@ -771,8 +771,8 @@ class CaseAnalyzer:
             if volume >= cfg.detection.leak_min_ml:
                 self._pending[key] = frame
                 self._leak_read_at[r.plane] = time_s
-            doubt = self._uncorroborated(r, site, time_s)
-            if doubt is not None:  # labelled so on the overlay too
+            possible = self._uncorroborated(r, site, time_s)  # why it is only a possible leak
+            if possible is not None:  # labelled so on the overlay too
                 for drawn in r.overlay.get("leaks", ()):
                     if drawn["site"] == site:
                         drawn["possible"] = True
@@ -783,7 +783,7 @@ class CaseAnalyzer:
                     "centroid_px": list(biggest.centroid),
                     "volume_ml": round(volume, 4),
                 }
-                raised += self.alarms.update_leak(frame, r.plane, site, r.distance_mm, evidence, doubt)
+                raised += self.alarms.update_leak(frame, r.plane, site, r.distance_mm, evidence, possible)
         volume, doubt = self._volume()
         if doubt is not None:
             r.caveats = (*r.caveats, doubt)

@@ -386,39 +386,15 @@ def _follow_steel(
         spread = 1.4826 * float(np.median(np.abs(beside - np.median(beside))))
         floor = TIP_NOISE_SIGMAS * spread
         local_n = max(4, int(round(TIP_LOCAL_MM / mm / step)))
-        gap = max(2, int(round(max(width, 4.0) / step)))
-        start = int(np.searchsorted(t, 6.0))
-        run = max(3, int(round(TIP_RESUMES_MM / mm / step)))
-        dip_n = int(round(TIP_DIP_MM / mm / step))
-        last, i, bridged_to = start, start, len(t)
-        recent = list(contrast[start : start + local_n][::-1])  # in the walk's order, newest last
-        while i > 0:
-            i -= 1
-            local = float(np.median(recent[-local_n:]))
-            if contrast[i] > max(floor, TIP_LOCAL_SHARE * local):
-                last = i
-                recent.append(contrast[i])
-                continue
-            # A drop. A dip (the tube displacing a pedicle's bone) stays over TIP_DIP_FLOOR of the
-            # steel's level here throughout, and the steel stands again past it for TIP_RESUMES_MM;
-            # texture beside a true tip swings below, or nothing stands again.
-            # (a gap under a shaft's width, a cortex crossed, is bridged whatever its contrast)
-            k, resumed, below = i, None, 0
-            while k > max(0, i - dip_n) and below <= gap:
-                below = 0 if contrast[k] > TIP_DIP_FLOOR * local else below + 1
-                if (
-                    k >= run - 1
-                    and (contrast[k - run + 1 : k + 1] > max(floor, TIP_LOCAL_SHARE * local)).all()
-                ):
-                    resumed = k - run + 1
-                    break
-                k -= 1
-            if resumed is None:
-                break
-            # the steel standing again, newest last: the level the walk goes on judging against
-            recent.extend(contrast[resumed : resumed + run][::-1])
-            last = i = resumed
-            bridged_to = resumed + run
+        last, bridged_to = _walk_steel(
+            contrast,
+            int(np.searchsorted(t, 6.0)),
+            floor,
+            local_n,
+            gap=max(2, int(round(max(width, 4.0) / step))),
+            run=max(3, int(round(TIP_RESUMES_MM / mm / step))),
+            dip_n=int(round(TIP_DIP_MM / mm / step)),
+        )
         # the steel's level just behind its end, the blurred end itself (1 mm) left out
         # (not back into a dip bridged just before it)
         behind = min(last + int(round(1.0 / mm / step)), bridged_to - 1)
@@ -449,6 +425,44 @@ def _follow_steel(
     fitted = _axis_through(att, tip, out, width, 0.0, 2.0, max(shaft_px, 10.0 * width), True)
     level = shaft_level or 0.0
     return (tip, out, level) if fitted is None else (*fitted, level)
+
+
+def _walk_steel(
+    contrast: np.ndarray, start: int, floor: float, local_n: int, gap: int, run: int, dip_n: int
+) -> tuple[int, int]:
+    """The steel followed along ``contrast`` (its contrast over its flanks, samples along the
+    axis, the tip towards index 0) from ``start`` down: (the last sample on the steel, where the
+    last dip bridged stood again plus ``run``, or len(contrast) without one). See
+    :func:`_follow_steel` for the rules; ``local_n``, ``gap``, ``run`` and ``dip_n`` are
+    TIP_LOCAL_MM, a shaft's width, TIP_RESUMES_MM and TIP_DIP_MM in samples."""
+    last, i, bridged_to = start, start, len(contrast)
+    recent = list(contrast[start : start + local_n][::-1])  # in the walk's order, newest last
+    while i > 0:
+        i -= 1
+        local = float(np.median(recent[-local_n:]))
+        on = max(floor, TIP_LOCAL_SHARE * local)
+        if contrast[i] > on:
+            last = i
+            recent.append(contrast[i])
+            continue
+        # A drop. A dip (the tube displacing a pedicle's bone) stays over TIP_DIP_FLOOR of the
+        # steel's level here throughout, and the steel stands again past it for TIP_RESUMES_MM;
+        # texture beside a true tip swings below, or nothing stands again.
+        # (a gap under a shaft's width, a cortex crossed, is bridged whatever its contrast)
+        k, resumed, below = i, None, 0
+        while k > max(0, i - dip_n) and below <= gap:
+            below = 0 if contrast[k] > TIP_DIP_FLOOR * local else below + 1
+            if k >= run - 1 and (contrast[k - run + 1 : k + 1] > on).all():
+                resumed = k - run + 1
+                break
+            k -= 1
+        if resumed is None:
+            break
+        # the steel standing again, newest last: the level the walk goes on judging against
+        recent.extend(contrast[resumed : resumed + run][::-1])
+        last = i = resumed
+        bridged_to = resumed + run
+    return last, bridged_to
 
 
 def _axis_through(
