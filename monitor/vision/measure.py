@@ -97,6 +97,51 @@ def find_leaks(
     return leaks
 
 
+@dataclass(frozen=True)
+class _AxisProfile:
+    """The log difference along a lateral shaft's axis (the median over the middle fifth of
+    its width), from 2 mm ahead of the tip out to where the shaft leaves the ROI: positions
+    ``t`` (working pixels from the tip), points ``xs``/``ys`` (ROI working pixels), ``core``,
+    and each point's distance beyond the posterior wall (mm, negative in front of it)."""
+
+    t: np.ndarray
+    xs: np.ndarray
+    ys: np.ndarray
+    core: np.ndarray
+    beyond_wall_mm: np.ndarray
+
+
+def _axis_profile(
+    difference: np.ndarray, cannula: Cannula, tip: tuple[float, float], body: LateralBody, pixel_mm: float
+) -> _AxisProfile:
+    c = cannula
+    tx, ty = tip
+    ux, uy = c.direction
+    h, w = difference.shape
+    t = np.arange(-2.0 / pixel_mm, max(h, w), 1.0, dtype=np.float32)  # from 2 mm ahead of the tip
+    xs, ys = tx + ux * t, ty + uy * t
+    ahead = int(2.0 / pixel_mm)
+    leaves = np.flatnonzero(~((xs >= 1) & (xs < w - 2) & (ys >= 1) & (ys < h - 2))[ahead:])
+    if leaves.size:  # up to where the shaft leaves the ROI
+        t, xs, ys = (v[: ahead + leaves[0]] for v in (t, xs, ys))
+    u = np.linspace(-0.1, 0.1, 5, dtype=np.float32) * c.width_px
+    grid_x = (xs[None, :] - uy * u[:, None]).astype(np.float32)
+    grid_y = (ys[None, :] + ux * u[:, None]).astype(np.float32)
+    core = np.median(sample_points(difference, grid_x, grid_y), axis=0)
+    beyond_wall_mm = -body.posterior_sign * body.posterior.signed_distance(xs, ys) * pixel_mm
+    return _AxisProfile(t, xs, ys, core, beyond_wall_mm)
+
+
+def _lumen_level(profile: _AxisProfile, pixel_mm: float) -> tuple[float, float] | None:
+    """The lumen's own level on the axis and its noise (robust sd), read on the shaft 3 mm or
+    more behind the wall, where no bolus is (at least 4 mm of it), or None."""
+    reference = profile.beyond_wall_mm >= 3.0
+    if reference.sum() * pixel_mm < 4.0:
+        return None
+    lumen = float(np.median(profile.core[reference]))
+    return lumen, 1.4826 * float(np.median(np.abs(profile.core[reference] - lumen)))
+
+
 def read_shaft(
     difference: np.ndarray, cannula: Cannula, tip: tuple[float, float], body: LateralBody, pixel_mm: float
 ) -> ShaftReading | None:
@@ -113,26 +158,12 @@ def read_shaft(
     adds over the lumen's own cement: that level is read on the shaft 3 mm or
     more behind the wall (at least 4 mm of it). Cement is where the excess is
     over 0.25 or six times the core's noise, continuously from the tip back."""
-    c = cannula
-    tx, ty = tip
-    ux, uy = c.direction
-    h, w = difference.shape
-    t = np.arange(-2.0 / pixel_mm, max(h, w), 1.0, dtype=np.float32)  # from 2 mm ahead of the tip
-    xs, ys = tx + ux * t, ty + uy * t
-    ahead = int(2.0 / pixel_mm)
-    leaves = np.flatnonzero(~((xs >= 1) & (xs < w - 2) & (ys >= 1) & (ys < h - 2))[ahead:])
-    if leaves.size:  # up to where the shaft leaves the ROI
-        t, xs, ys = (v[: ahead + leaves[0]] for v in (t, xs, ys))
-    u = np.linspace(-0.1, 0.1, 5, dtype=np.float32) * c.width_px
-    grid_x = (xs[None, :] - uy * u[:, None]).astype(np.float32)
-    grid_y = (ys[None, :] + ux * u[:, None]).astype(np.float32)
-    core = np.median(sample_points(difference, grid_x, grid_y), axis=0)
-    beyond_wall_mm = -body.posterior_sign * body.posterior.signed_distance(xs, ys) * pixel_mm
-    reference = beyond_wall_mm >= 3.0
-    if reference.sum() * pixel_mm < 4.0:
+    profile = _axis_profile(difference, cannula, tip, body, pixel_mm)
+    level = _lumen_level(profile, pixel_mm)
+    if level is None:
         return None
-    lumen = float(np.median(core[reference]))
-    noise = 1.4826 * float(np.median(np.abs(core[reference] - lumen)))
+    lumen, noise = level
+    t, core = profile.t, profile.core
     excess = core - lumen > max(0.25, 6.0 * noise)
     start = int(np.argmin(np.abs(t)))  # the tip
     if not excess[start : start + max(2, int(round(1.0 / pixel_mm)))].all():
@@ -147,8 +178,8 @@ def read_shaft(
             if misses >= gap:
                 break
     run = slice(start, last + 1)
-    half_width = BAND_WIDTHS / 2 * c.width_px
-    return ShaftReading(xs[run], ys[run], (core - lumen)[run].astype(np.float32), half_width)
+    half_width = BAND_WIDTHS / 2 * cannula.width_px
+    return ShaftReading(profile.xs[run], profile.ys[run], (core - lumen)[run].astype(np.float32), half_width)
 
 
 class DistanceMaps:
