@@ -55,7 +55,7 @@ from monitor.vision.confidence import (
     MIN_OUTLINE_SUPPORT,
 )
 from monitor.vision.drawing import overlay_geometry
-from monitor.vision.measure import DistanceMaps, Leak, read_cement, read_shaft
+from monitor.vision.measure import DistanceMaps, Leak, TrackReading, read_cement, read_shaft, read_track
 from monitor.vision.pixels import PixelGrid, saturated_bright
 from monitor.vision.plane_baseline import PlaneBaseline, learn_plane_baseline
 from monitor.vision.scatter import (
@@ -550,6 +550,7 @@ class PlaneAnalyzer:
             c.detection.front_min_ml,
             c.detection.leak_margin_mm,
             c.detection.leak_min_depth_mm,
+            self._read_track(cement, body),
         )
         if reading.front_under_cannula:
             result.overlay["front_under_cannula"] = True
@@ -612,6 +613,15 @@ class PlaneAnalyzer:
         dx, dy = self._shift
         tip = (c.tip[0] - self.roi[0] + dx, c.tip[1] - self.roi[1] + dy)
         return read_shaft(difference, c, tip, body, self.pixel_mm)
+
+    def _read_track(self, cement: CementMap, body) -> TrackReading | None:
+        """:func:`read_track` of the first cannula, in the lateral view only."""
+        if self.plane != "lateral" or not self.learnt.cannulas or not isinstance(body, LateralBody):
+            return None
+        c = self.learnt.cannulas[0]
+        dx, dy = self._shift
+        tip = (c.tip[0] - self.roi[0] + dx, c.tip[1] - self.roi[1] + dy)
+        return read_track(cement, c, tip, body, self.pixel_mm)
 
     # ----------------------------------------------------------------- operator
 

@@ -182,6 +182,102 @@ def read_shaft(
     return ShaftReading(profile.xs[run], profile.ys[run], (core - lumen)[run].astype(np.float32), half_width)
 
 
+# Cement leaving the body along the needle's track, under the steel where the shaft crosses the
+# posterior wall. The lumen's own cement is a sample of the cement's contrast in this room (its
+# bore is 2.4 mm for an 11 G thin wall): a sleeve around the steel counts where it adds at least
+# this share of that level on the axis (about 1 mm of cement around the tube), over the noise.
+TRACK_LUMEN_SHARE = 0.5
+TRACK_NOISE_SIGMAS = 6.0
+TRACK_FROM_WALL_MM = 1.0  # the sleeve starts no further than this beyond the wall (it comes out through it)
+# The lumen's bore is the shaft's outer diameter less two steel walls of this (an 11 G thin-wall
+# cannula: 3.05 mm outer, bore about 2.4 mm; ../shared/DOMAIN.md), kept within these bounds
+# (13 G to 8 G) when the measured width is off: the lumen's level over its bore is the cement's
+# effective attenuation in this room (scatter, spectrum and opacifier included), by which the
+# sleeve's volume is read, rather than by the configured one, which a faint cement overstates.
+CANNULA_WALL_MM = 0.3
+LUMEN_BORE_MM = (1.8, 3.5)
+
+
+@dataclass(frozen=True)
+class TrackReading:
+    """Cement under the lateral shaft beyond the posterior wall: points (ROI working pixels),
+    what it adds on the axis over the lumen's own cement (log units), the half-width of the
+    band the shaft hides (working pixels), and how far beyond the wall it reaches (mm)."""
+
+    xs: np.ndarray
+    ys: np.ndarray
+    values: np.ndarray
+    half_width: float
+    depth_mm: float
+    mu_per_mm: float  # the cement's effective attenuation, from the lumen's level over its bore
+
+
+def read_track(
+    cement: CementMap, cannula: Cannula, tip: tuple[float, float], body: LateralBody, pixel_mm: float
+) -> TrackReading | None:
+    """Cement around the shaft where it leaves the body through the posterior wall, or None.
+
+    A posterior leak often runs back along the needle's track, hidden under the steel, and
+    with a faint cement (a high kVp, much scatter) it is not over the fixed level
+    :func:`read_shaft` asks for, nor joined to the cement at the tip. It is read on the axis
+    as what it adds over the lumen's own level (read 3 mm or more behind the wall, as there),
+    in a run that starts within TRACK_FROM_WALL_MM beyond the wall: over TRACK_LUMEN_SHARE of
+    the lumen's level (which must itself stand TRACK_NOISE_SIGMAS over the noise: the lumen
+    filled), the noise and the cement map's own threshold there (edges, misregistration).
+    ``cement`` over the ROI; ``tip`` in its working pixels with this frame's shift."""
+    profile = _axis_profile(cement.difference, cannula, tip, body, pixel_mm)
+    level = _lumen_level(profile, pixel_mm)
+    if level is None:
+        return None
+    lumen, noise = level
+    if lumen < TRACK_NOISE_SIGMAS * noise:
+        return None  # the lumen is not filled: nothing says what the cement's contrast is
+    floor = np.maximum(
+        max(TRACK_LUMEN_SHARE * lumen, TRACK_NOISE_SIGMAS * noise),
+        sample_points(cement.threshold, profile.xs, profile.ys),
+    )
+    excess = profile.core - lumen
+    over = excess > floor
+    beyond = profile.beyond_wall_mm
+    gap = max(2, int(round(0.6 / pixel_mm)))
+    first = np.flatnonzero(over & (beyond >= 0.0) & (beyond <= TRACK_FROM_WALL_MM))
+    if first.size == 0:
+        return None
+    last, misses = int(first[0]), 0
+    for i in range(int(first[0]), len(over)):
+        if over[i]:
+            last, misses = i, 0
+        else:
+            misses += 1
+            if misses >= gap:
+                break
+    run = slice(int(first[0]), last + 1)
+    bore_mm = float(np.clip(cannula.width_px * pixel_mm - 2.0 * CANNULA_WALL_MM, *LUMEN_BORE_MM))
+    return TrackReading(
+        profile.xs[run],
+        profile.ys[run],
+        excess[run].astype(np.float32),
+        BAND_WIDTHS / 2 * cannula.width_px,
+        float(beyond[last]),
+        lumen / bore_mm,
+    )
+
+
+def track_leak(track: TrackReading, grid: PixelGrid, roi_origin: tuple[int, int]) -> Leak:
+    """The posterior leak a track reading is: its volume (mL) a sleeve whose projected
+    thickness is the axis reading over the lumen's attenuation, tapering as a parabola to
+    nothing at the band's edges (4/3 of the half-width, times the reading, per unit of length)."""
+    pixel_mm = grid.pixel_mm
+    volume = float(np.clip(track.values, 0, None).sum()) * (4.0 / 3.0) * track.half_width * pixel_mm**2
+    volume /= track.mu_per_mm * 1000.0
+    x0, x1 = float(track.xs.min() - track.half_width), float(track.xs.max() + track.half_width)
+    y0, y1 = float(track.ys.min() - track.half_width), float(track.ys.max() + track.half_width)
+    corner = grid.to_full(x0, y0, roi_origin)
+    box = (int(corner[0]), int(corner[1]), int((x1 - x0) * grid.scale), int((y1 - y0) * grid.scale))
+    centre = grid.to_full(float(track.xs.mean()), float(track.ys.mean()), roi_origin)
+    return Leak("posterior", volume, tuple(centre), box)
+
+
 class DistanceMaps:
     """Signed distances of every pixel of a ROI of ``shape`` (h, w) to a wall. Breathing only
     translates a wall, which adds a constant to its map: a map is computed once per slope."""
@@ -226,6 +322,7 @@ def read_cement(
     front_min_ml: float,
     leak_margin_mm: float,
     leak_min_depth_mm: float,
+    track: TrackReading | None = None,
 ) -> CementReading:
     """The front's distance to the posterior wall (lateral) and the leaks (both views).
 
@@ -233,7 +330,9 @@ def read_cement(
     in that ROI's coordinates with this frame's shift; ``shaft``: the cement read along the
     lateral shaft, if any. Leaks are cement beyond the outline by ``leak_margin_mm``,
     reaching ``leak_min_depth_mm`` beyond it, by site: lateral posterior (the canal), disc
-    and paravertebral; AP paravertebral only (endplates are seen obliquely there).
+    and paravertebral; AP paravertebral only (endplates are seen obliquely there); and, in
+    the lateral view, the cement under the shaft beyond the wall (``track``,
+    :func:`read_track`) when it reaches as far, a posterior leak.
     """
     # Over 60 lines on purpose: the front (lateral) and the leak sites read from the same signed
     # distances to the outline over one window around the cement; split, both parts would take them.
@@ -290,4 +389,6 @@ def read_cement(
         beyond = np.maximum(-inside_left, -inside_right)
         sides = {"paravertebral": ((beyond > margin) & level, beyond)}
     reading.leaks = find_leaks(cement, sides, origin, grid, roi_origin, cement_mu_per_mm, leak_min_depth_mm)
+    if track is not None and isinstance(body, LateralBody) and track.depth_mm >= leak_min_depth_mm:
+        reading.leaks.append(track_leak(track, grid, roi_origin))
     return reading
