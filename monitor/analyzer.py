@@ -392,6 +392,20 @@ class VisionAnalysis(Analysis):
                 "SELECT body FROM journal WHERE kind = 'result' AND plane = 'lateral' AND rec > ?", (start,)
             ).fetchall()
             lateral.front_seen = any("front" in (json.loads(body).get("overlay") or {}) for (body,) in rows)
+        # what each view read of leaks, in the order logged: a leak read just before the restart
+        # is confirmed on the next frame, and the AP's backs the lateral's, as without a restart
+        rows = store.query(
+            "SELECT plane, frame, body FROM journal WHERE kind = 'result' AND rec > ? ORDER BY rec", (start,)
+        ).fetchall()
+        for plane_name, frame_number, body in rows:
+            logged = json.loads(body)
+            self.case.recall_leak_reading(
+                plane_name,
+                frame_number,
+                logged["acq_time"],
+                logged.get("checks"),
+                (logged.get("overlay") or {}).get("leaks"),
+            )
         for plane in self.case.planes.values():
             plane.news.clear()  # said before the restart
         # a level whose images were found to hold no scatter goes on without its correction

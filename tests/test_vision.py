@@ -515,3 +515,32 @@ def test_command_line_input_that_cannot_be_applied_is_said_on_every_result():
     lateral = [r for r in measured if r.plane == "lateral"]
     assert all("at least" in r.status for r in lateral)
     assert any(r.distance_mm is not None for r in lateral)  # measured to the wall found
+
+
+def test_a_restarted_analyzer_knows_what_each_view_read_of_leaks(recordings, tmp_path):
+    """Through the real pipeline into a session log, then an analyzer restarted on it: what the
+    views read of leaks (the sites read at leak size, on which frame and when, and whether each
+    view checked the leak rules) is what the analysis that ran without a restart knew."""
+    from monitor.analyzer import VisionAnalysis
+    from monitor.io.store import SessionStore
+    from monitor.pipeline import Endpoints, RunSpec, run
+    from monitor.replay import PaceOptions
+
+    recording, _ = recordings["venous-leak"]
+    through = VisionAnalysis()
+    source = DicomPairSource(recording.lateral, recording.ap)
+    for _item, _result in analyse_source(source, through):
+        pass
+    source.close()
+    source = DicomPairSource(recording.lateral, recording.ap)
+    spec = RunSpec(str(tmp_path / "s"), "L1", endpoints=Endpoints.private())
+    assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 0
+    source.close()
+    store = SessionStore.open(tmp_path / "s")
+    restarted = VisionAnalysis(level="L1")
+    restarted.restore(store, store.records("frame")[-1].body["stream"])
+    knew, knows = through.case, restarted.case
+    assert knew._pending and "lateral" in knew._leak_read_at  # the recording's leak was read
+    assert knows._pending == knew._pending
+    assert knows._leak_read_at == pytest.approx(knew._leak_read_at)
+    assert knows._checks_leaks == knew._checks_leaks

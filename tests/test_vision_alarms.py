@@ -125,3 +125,38 @@ def test_a_possible_leak_is_shown_as_possible_and_medium():
     assert priority == "medium" and text.startswith("MEDIUM: POSSIBLE LEAK (venous) in lateral"), text
     state.shown_alarms = [{**possible, "priority": "high", "site": "venous", "distance_mm": None}]
     assert state.banner()[1].startswith("HIGH: LEAK (venous) in lateral")
+
+
+def test_a_restart_keeps_what_each_view_read_of_leaks():
+    """What the views read of leaks before a restart is taken back from their logged results
+    (the rules checked, the overlay's leaks): the AP's cement outside its outline at 0.5 s backs
+    a lateral venous leak off a wall not confirmed at 0.6 s, high as without a restart (medium
+    when the restart forgot it); and a small leak read once just before the restart (0.012 mL,
+    confirmed only on a second frame) is confirmed by its next reading after it."""
+    from monitor.vision.analysis import CaseAnalyzer, PlaneResult
+    from monitor.vision.measure import Leak
+
+    def raised(case, r):
+        _, summary = case.process(_Reads([r]), None, r.frame, r.frame / 10)
+        return [(a["frame"], a["priority"], a["site"]) for a in summary.raised]
+
+    def small(plane, frame, site):
+        return PlaneResult(
+            plane, frame, checked=("leak",), leaks=[Leak(site, 0.012, (1.0, 1.0), (0, 0, 2, 2))]
+        )
+
+    restarted = CaseAnalyzer()
+    restarted.recall_leak_reading(
+        "ap", 5, 0.5, ["proximity", "leak"], [{"site": "paravertebral", "volume_ml": 0.05}]
+    )
+    assert raised(restarted, _read("lateral", 6, "venous", "not-confirmed")) == [(6, "high", "venous")]
+    forgot = CaseAnalyzer()
+    forgot.recall_leak_reading("ap", 5, 0.5, ["leak"], [])
+    assert raised(forgot, _read("lateral", 6, "venous", "not-confirmed")) == [(6, "medium", "venous")]
+
+    uninterrupted = CaseAnalyzer()
+    assert raised(uninterrupted, small("lateral", 7, "disc")) == []
+    assert raised(uninterrupted, small("lateral", 8, "disc")) == [(8, "high", "disc")]
+    restarted = CaseAnalyzer()
+    restarted.recall_leak_reading("lateral", 7, 0.7, ["leak"], [{"site": "disc", "volume_ml": 0.012}])
+    assert raised(restarted, small("lateral", 8, "disc")) == [(8, "high", "disc")]

@@ -799,6 +799,23 @@ class CaseAnalyzer:
             r.caveats = (*r.caveats, doubt)
         return r, CaseSummary(volume, seconds_to_line, [a.as_dict() for a in raised])
 
+    def recall_leak_reading(self, plane: str, frame: int, time_s: float, checks, leaks) -> None:
+        """What a view's result logged before a restart said of leaks, taken back as
+        :meth:`process` took it: whether the view checked the leak rules (``checks``, the rules
+        the result names) and, of its ``leaks`` (its overlay's: dicts with "site" and
+        "volume_ml"), the sites read at leak size on ``frame`` at stream time ``time_s``. So a
+        leak read on the last frame before the restart is confirmed on the first after it, as
+        it would have been without one, and the AP's reading backs a lateral leak off a wall
+        not confirmed (:meth:`_uncorroborated`) across the restart too."""
+        self._checks_leaks[plane] = "leak" in (checks or ())
+        by_site: dict[str, float] = {}
+        for leak in leaks or ():
+            by_site[leak["site"]] = by_site.get(leak["site"], 0.0) + float(leak["volume_ml"])
+        for site, volume in by_site.items():
+            if volume >= self.config.detection.leak_min_ml:
+                self._pending[f"{plane}:{site}"] = frame
+                self._leak_read_at[plane] = time_s
+
     def _uncorroborated(self, r: PlaneResult, site: str, time_s: float) -> str | None:
         """Why a leak read in ``r`` is only possible, or None when it stands on its own.
 
