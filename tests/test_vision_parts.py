@@ -262,18 +262,20 @@ def test_the_fast_median_is_numpys_median_on_odd_even_and_2d_input():
         median(np.zeros(0))
 
 
-def _track_case(sleeve_mm: float, lumen: float = 0.13, sleeve: float = 0.12, noise: float = 0.004):
+def _track_case(
+    sleeve_mm: float, lumen: float = 0.13, sleeve: float = 0.12, noise: float = 0.004, start_mm: float = 0.0
+):
     """A lateral ROI (0.25 mm pixels) with a horizontal 3.2 mm shaft from a tip at x = 40 out
     through a posterior wall at x = 100 (posterior towards larger x): its lumen's cement reads
     ``lumen`` on the axis from the tip out, and a sleeve of cement around it adds ``sleeve``
-    from the wall to ``sleeve_mm`` beyond it."""
+    from ``start_mm`` beyond the wall to ``sleeve_mm`` beyond it."""
     from monitor.vision.anatomy import Cannula, LateralBody, Line
     from monitor.vision.cement import CementMap
 
     rng = np.random.default_rng(3)
     diff = rng.normal(0.0, noise, (120, 200)).astype(np.float32)
     diff[56:65, 40:] += lumen
-    diff[56:65, 100 : 100 + int(sleeve_mm / 0.25)] += sleeve
+    diff[56:65, 100 + int(start_mm / 0.25) : 100 + int(sleeve_mm / 0.25)] += sleeve
     cement = CementMap(diff, np.zeros_like(diff, bool), np.full_like(diff, 0.045), noise)
     wall, front = Line(0.0, 100.0, True, 0), Line(0.0, 0.0, True, 0)
     body = LateralBody(wall, front, Line(0.0, 20.0, False, 0), Line(0.0, 100.0, False, 0), 1)
@@ -281,33 +283,87 @@ def _track_case(sleeve_mm: float, lumen: float = 0.13, sleeve: float = 0.12, noi
     return cement, cannula, body
 
 
+def _mirrored(cement, cannula, body):
+    """The same case seen from the other side: posterior towards smaller x."""
+    from dataclasses import replace as _replace
+
+    from monitor.vision.anatomy import Line
+
+    flipped = _replace(
+        cement, difference=cement.difference[:, ::-1].copy(), threshold=cement.threshold[:, ::-1].copy()
+    )
+    w = cement.difference.shape[1] - 1
+    wall = Line(0.0, w - 100.0, True, 0)
+    body = _replace(body, posterior=wall, anterior=Line(0.0, float(w), True, 0), posterior_sign=-1)
+    cannula = _replace(cannula, tip=(w - 40.0, 60.0), direction=(-1.0, 0.0))
+    return flipped, cannula, body
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
 @pytest.mark.parametrize(("sleeve_mm", "found"), [(3.0, True), (0.0, False)])
-def test_cement_leaving_along_the_needle_track_is_read_against_the_lumens_own(sleeve_mm, found):
+def test_cement_leaving_along_the_needle_track_is_read_against_the_lumens_own(sleeve_mm, found, mirrored):
     """A faint posterior leak back along the track hides under the steel. The lumen's own cement
-    (here 0.13 log units over a 2.6 mm bore: 0.05 per mm, a faint cement in a room with much
-    scatter) is the reference: a sleeve adding 0.12 from the wall 3 mm out is a posterior leak
-    3 mm deep whose volume is read at the lumen's attenuation, not the configured 0.18 per mm
-    (3.6 times less); the lumen alone is no leak."""
+    (here 0.13 log units over the 2.45 mm bore of the 11 G cannula the 3.2 mm shaft measured is:
+    0.053 per mm, a faint cement in a room with much scatter) is the reference: a sleeve adding
+    0.12 from the wall 3 mm out is a posterior leak 3 mm deep whose volume is read at the
+    lumen's attenuation, not the configured 0.18 per mm; the lumen alone is no leak. Seen from
+    either side (the posterior wall towards larger or smaller x)."""
     from monitor.vision.measure import read_track, track_leak
 
     cement, cannula, body = _track_case(sleeve_mm)
-    track = read_track(cement, cannula, (40.0, 60.0), body, 0.25)
+    if mirrored:
+        cement, cannula, body = _mirrored(cement, cannula, body)
+    track = read_track(cement, cannula, cannula.tip, body, 0.25, 0.18)
     if not found:
         assert track is None
         return
     assert track is not None and track.depth_mm == pytest.approx(sleeve_mm, abs=0.5)
-    assert track.mu_per_mm == pytest.approx(0.13 / (12.8 * 0.25 - 0.6), rel=0.1)
-    leak = track_leak(track, PixelGrid.for_spacing(0.25), (0, 0))
-    # 12 pixels long, 0.12 on the axis, a parabola over the 1.8-width band: 4/3 x 11.5 px
-    expected = 12 * 0.12 * (4 / 3) * (1.8 / 2 * 12.8) * 0.25**2 / (track.mu_per_mm * 1000.0)
+    assert track.outer_mm == 3.05 and track.mu_per_mm == pytest.approx(0.13 / 2.45, rel=0.1)
+    grid = PixelGrid.for_spacing(0.125)  # working pixels of 0.25 mm are 2 x 2 image pixels
+    leak = track_leak(track, grid, (0, 0))
+    # 12 points of 0.25 mm, 0.12 on the axis; across the steel (0.575 x 3.05 mm each side) a
+    # parabola reaching nothing at 0.9 x 3.05 mm: 2.97 mm wide in effect; at 0.053 per mm
+    hidden, band = 0.575 * 3.05, 0.9 * 3.05
+    expected = 12 * 0.12 * (2 * hidden - 2 * hidden**3 / (3 * band**2)) * 0.25 / ((0.13 / 2.45) * 1000.0)
     assert leak.site == "posterior" and leak.volume_ml == pytest.approx(expected, rel=0.15)
-    assert 100 <= leak.centroid[0] <= 112
+    x_wall = 100 if not mirrored else cement.difference.shape[1] - 1 - 100
+    inside = sorted((2 * x_wall, 2 * (x_wall + (12 if not mirrored else -12))))
+    assert inside[0] - 2 <= leak.centroid[0] <= inside[1] + 2  # in image pixels, twice the working ones
+    assert leak.box[2] > 2 * 12  # the run and the band about it, in image pixels
 
 
-def test_an_empty_lumen_gives_no_reference_and_no_track_leak():
-    """Before the cement reaches the lumen there is nothing to judge a sleeve against: a
-    difference over the wall then is not read as cement on the track."""
+@pytest.mark.parametrize(
+    ("why", "case"),
+    [
+        ("the lumen empty", {"lumen": 0.0}),
+        ("the lumen under the cement threshold", {"lumen": 0.03, "noise": 0.001}),
+        (
+            "a sleeve starting 2 mm beyond the wall, not coming out through it",
+            {"start_mm": 2.0, "sleeve_mm": 5.0},
+        ),
+    ],
+)
+def test_no_track_leak_without_a_filled_lumen_or_a_sleeve_through_the_wall(why, case):
+    """Nothing to judge a sleeve against (the lumen not filled, or too faint to read over the
+    cement threshold, where its level over the bore would make any size of leak), or cement on
+    the shaft that does not come out through the wall: no track reading."""
     from monitor.vision.measure import read_track
 
-    cement, cannula, body = _track_case(3.0, lumen=0.0)
-    assert read_track(cement, cannula, (40.0, 60.0), body, 0.25) is None
+    cement, cannula, body = _track_case(**{"sleeve_mm": 3.0, **case})
+    assert read_track(cement, cannula, (40.0, 60.0), body, 0.25, 0.18) is None, why
+
+
+def test_a_second_shaft_crossing_the_first_at_the_wall_is_not_a_track_leak():
+    """Two cannulas through one pedicle can cross in the lateral view just behind the wall;
+    the second's lumen filling then adds to the first's axis there, as a sleeve would. No track
+    reading is made while another shaft crosses the axis within 2 mm in front of the wall to 6 mm
+    beyond it; one crossing farther out does not stop it."""
+    from monitor.vision.measure import read_track
+
+    cement, cannula, body = _track_case(3.0)
+    near = np.zeros(cement.difference.shape, bool)
+    near[:, 103:108] = True  # a shaft crossing 1-2 mm beyond the wall
+    assert read_track(cement, cannula, (40.0, 60.0), body, 0.25, 0.18, near) is None
+    far = np.zeros(cement.difference.shape, bool)
+    far[:, 150:155] = True  # 12.5 mm beyond
+    assert read_track(cement, cannula, (40.0, 60.0), body, 0.25, 0.18, far) is not None

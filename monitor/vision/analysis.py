@@ -615,13 +615,25 @@ class PlaneAnalyzer:
         return read_shaft(difference, c, tip, body, self.pixel_mm)
 
     def _read_track(self, cement: CementMap, body) -> TrackReading | None:
-        """:func:`read_track` of the first cannula, in the lateral view only."""
-        if self.plane != "lateral" or not self.learnt.cannulas or not isinstance(body, LateralBody):
+        """:func:`read_track` of the first cannula, in the lateral view only, and only on an armed
+        wall: the reading is where the shaft crosses the wall, so a wall not trusted (found 18.8 mm
+        off on a tuning case) would make the bolus around the shaft a "leak" along it."""
+        if (
+            self.plane != "lateral"
+            or not self.learnt.cannulas
+            or not isinstance(body, LateralBody)
+            or self.wall_armed_by is None
+        ):
             return None
         c = self.learnt.cannulas[0]
         dx, dy = self._shift
         tip = (c.tip[0] - self.roi[0] + dx, c.tip[1] - self.roi[1] + dy)
-        return read_track(cement, c, tip, body, self.pixel_mm)
+        x0, y0, x1, y1 = self.roi
+        others = None
+        for other in self.learnt.cannulas[1:]:  # the second shaft, where it is in the region
+            part = other.mask[y0:y1, x0:x1]
+            others = part if others is None else (others | part)
+        return read_track(cement, c, tip, body, self.pixel_mm, self.config.physics.cement_mu_per_mm, others)
 
     # ----------------------------------------------------------------- operator
 

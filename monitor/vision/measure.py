@@ -13,6 +13,7 @@ import numpy as np
 
 from monitor.vision.alarms import Site
 from monitor.vision.anatomy import BAND_WIDTHS, ApBody, Cannula, LateralBody, Line
+from monitor.vision.calibrate import NEEDLE_OUTER_MM
 from monitor.vision.cement import CementMap, ShaftReading, around, front_distance_px
 from monitor.vision.pixels import PixelGrid
 from monitor.vision.sampling import sample_points
@@ -183,37 +184,54 @@ def read_shaft(
 
 
 # Cement leaving the body along the needle's track, under the steel where the shaft crosses the
-# posterior wall. The lumen's own cement is a sample of the cement's contrast in this room (its
-# bore is 2.4 mm for an 11 G thin wall): a sleeve around the steel counts where it adds at least
-# this share of that level on the axis (about 1 mm of cement around the tube), over the noise.
+# posterior wall. The lumen's own cement is a sample of the cement's contrast in this room: a
+# sleeve around the steel counts where it adds at least this share of that level on the axis
+# (about 1 mm of cement around the tube), over the noise.
 TRACK_LUMEN_SHARE = 0.5
 TRACK_NOISE_SIGMAS = 6.0
 TRACK_FROM_WALL_MM = 1.0  # the sleeve starts no further than this beyond the wall (it comes out through it)
-# The lumen's bore is the shaft's outer diameter less two steel walls of this (an 11 G thin-wall
-# cannula: 3.05 mm outer, bore about 2.4 mm; ../shared/DOMAIN.md), kept within these bounds
-# (13 G to 8 G) when the measured width is off: the lumen's level over its bore is the cement's
-# effective attenuation in this room (scatter, spectrum and opacifier included), by which the
-# sleeve's volume is read, rather than by the configured one, which a faint cement overstates.
+TRACK_CLEAR_MM = (-2.0, 6.0)  # no other shaft may cross the axis this near the wall (from, to: mm beyond)
+# The cannula is the gauge whose outer diameter (calibrate.NEEDLE_OUTER_MM) is nearest the shaft's
+# measured width (measured 2.3-4.2 mm for a 3.05 mm 11 G one on the benchmark's cases), its
+# bore that less two steel walls of this (an 11 G thin-wall cannula: bore about 2.4 mm,
+# ../shared/DOMAIN.md). The lumen's level over its bore is the cement's effective attenuation in
+# this room (scatter, spectrum and opacifier included), by which the sleeve's volume is read,
+# kept within these multiples of the configured one: the lumen's level moves with the steel's
+# own contrast when brightness control steps the kVp (0.12 -> 0.008 -> 0.39 over six frames on
+# one tuning case), and a volume read over a near-zero level would be any size.
 CANNULA_WALL_MM = 0.3
-LUMEN_BORE_MM = (1.8, 3.5)
+TRACK_MU_BOUNDS = (0.1, 1.5)
+# The part of the sleeve the steel hides (the shaft's width times STEEL_WIDTH_FACTOR, 1.15,
+# plane_baseline.py): beside it, in the band's strips, the cement is in the cement map and
+# find_leaks counts it; the track counts only what is under the steel.
+STEEL_HALF_WIDTHS = 1.15 / 2
 
 
 @dataclass(frozen=True)
 class TrackReading:
     """Cement under the lateral shaft beyond the posterior wall: points (ROI working pixels),
     what it adds on the axis over the lumen's own cement (log units), the half-width of the
-    band the shaft hides (working pixels), and how far beyond the wall it reaches (mm)."""
+    band the shaft hides (working pixels), how far beyond the wall it reaches (mm), the
+    cement's effective attenuation read from the lumen (1/mm), and the cannula's nominal outer
+    diameter (mm)."""
 
     xs: np.ndarray
     ys: np.ndarray
     values: np.ndarray
     half_width: float
     depth_mm: float
-    mu_per_mm: float  # the cement's effective attenuation, from the lumen's level over its bore
+    mu_per_mm: float
+    outer_mm: float
 
 
 def read_track(
-    cement: CementMap, cannula: Cannula, tip: tuple[float, float], body: LateralBody, pixel_mm: float
+    cement: CementMap,
+    cannula: Cannula,
+    tip: tuple[float, float],
+    body: LateralBody,
+    pixel_mm: float,
+    cement_mu_per_mm: float,
+    other_shafts: np.ndarray | None = None,
 ) -> TrackReading | None:
     """Cement around the shaft where it leaves the body through the posterior wall, or None.
 
@@ -222,23 +240,32 @@ def read_track(
     :func:`read_shaft` asks for, nor joined to the cement at the tip. It is read on the axis
     as what it adds over the lumen's own level (read 3 mm or more behind the wall, as there),
     in a run that starts within TRACK_FROM_WALL_MM beyond the wall: over TRACK_LUMEN_SHARE of
-    the lumen's level (which must itself stand TRACK_NOISE_SIGMAS over the noise: the lumen
-    filled), the noise and the cement map's own threshold there (edges, misregistration).
-    ``cement`` over the ROI; ``tip`` in its working pixels with this frame's shift."""
+    the lumen's level, the noise and the cement map's own threshold there (edges,
+    misregistration). None when the lumen's level is not over its noise and the cement map's
+    threshold (the lumen not filled: nothing says what the cement's contrast is), or when
+    another cannula's shaft (``other_shafts``, bool over the ROI) crosses the axis within
+    TRACK_CLEAR_MM of the wall: its lumen filling would read as a sleeve.
+    ``cement`` over the ROI; ``tip`` in its working pixels with this frame's shift;
+    ``cement_mu_per_mm`` the configured attenuation, which bounds the lumen's (TRACK_MU_BOUNDS)."""
     profile = _axis_profile(cement.difference, cannula, tip, body, pixel_mm)
+    beyond = profile.beyond_wall_mm
+    if other_shafts is not None and other_shafts.any():
+        h, w = other_shafts.shape
+        col = np.clip(np.rint(profile.xs).astype(int), 0, w - 1)
+        row = np.clip(np.rint(profile.ys).astype(int), 0, h - 1)
+        near = (beyond >= TRACK_CLEAR_MM[0]) & (beyond <= TRACK_CLEAR_MM[1])
+        if other_shafts[row[near], col[near]].any():
+            return None
     level = _lumen_level(profile, pixel_mm)
     if level is None:
         return None
     lumen, noise = level
-    if lumen < TRACK_NOISE_SIGMAS * noise:
-        return None  # the lumen is not filled: nothing says what the cement's contrast is
-    floor = np.maximum(
-        max(TRACK_LUMEN_SHARE * lumen, TRACK_NOISE_SIGMAS * noise),
-        sample_points(cement.threshold, profile.xs, profile.ys),
-    )
+    threshold = sample_points(cement.threshold, profile.xs, profile.ys)
+    if lumen < max(TRACK_NOISE_SIGMAS * noise, float(np.median(threshold[beyond >= 3.0]))):
+        return None
+    floor = np.maximum(max(TRACK_LUMEN_SHARE * lumen, TRACK_NOISE_SIGMAS * noise), threshold)
     excess = profile.core - lumen
     over = excess > floor
-    beyond = profile.beyond_wall_mm
     gap = max(2, int(round(0.6 / pixel_mm)))
     first = np.flatnonzero(over & (beyond >= 0.0) & (beyond <= TRACK_FROM_WALL_MM))
     if first.size == 0:
@@ -252,23 +279,33 @@ def read_track(
             if misses >= gap:
                 break
     run = slice(int(first[0]), last + 1)
-    bore_mm = float(np.clip(cannula.width_px * pixel_mm - 2.0 * CANNULA_WALL_MM, *LUMEN_BORE_MM))
+    measured_mm = cannula.width_px * pixel_mm
+    outer_mm = min(NEEDLE_OUTER_MM.values(), key=lambda d: abs(d - measured_mm))
+    mu = float(
+        np.clip(lumen / (outer_mm - 2.0 * CANNULA_WALL_MM), *(np.array(TRACK_MU_BOUNDS) * cement_mu_per_mm))
+    )
     return TrackReading(
         profile.xs[run],
         profile.ys[run],
         excess[run].astype(np.float32),
         BAND_WIDTHS / 2 * cannula.width_px,
         float(beyond[last]),
-        lumen / bore_mm,
+        mu,
+        outer_mm,
     )
 
 
 def track_leak(track: TrackReading, grid: PixelGrid, roi_origin: tuple[int, int]) -> Leak:
-    """The posterior leak a track reading is: its volume (mL) a sleeve whose projected
+    """The posterior leak a track reading is. Its volume (mL): a sleeve whose projected
     thickness is the axis reading over the lumen's attenuation, tapering as a parabola to
-    nothing at the band's edges (4/3 of the half-width, times the reading, per unit of length)."""
+    nothing at the band's edges (BAND_WIDTHS of the nominal outer diameter), integrated across
+    the part the steel hides (STEEL_HALF_WIDTHS each side; the strips beside it are the cement
+    map's), along the run (one working pixel a point)."""
     pixel_mm = grid.pixel_mm
-    volume = float(np.clip(track.values, 0, None).sum()) * (4.0 / 3.0) * track.half_width * pixel_mm**2
+    hidden = STEEL_HALF_WIDTHS * track.outer_mm  # mm each side of the axis
+    band = BAND_WIDTHS / 2 * track.outer_mm
+    across_mm = 2.0 * hidden - 2.0 * hidden**3 / (3.0 * band**2)  # the parabola's integral over it
+    volume = float(np.clip(track.values, 0, None).sum()) * across_mm * pixel_mm
     volume /= track.mu_per_mm * 1000.0
     x0, x1 = float(track.xs.min() - track.half_width), float(track.xs.max() + track.half_width)
     y0, y1 = float(track.ys.min() - track.half_width), float(track.ys.max() + track.half_width)
@@ -337,6 +374,8 @@ def read_cement(
     # Over 60 lines on purpose: the front (lateral) and the leak sites read from the same signed
     # distances to the outline over one window around the cement; split, both parts would take them.
     reading = CementReading()
+    if track is not None and isinstance(body, LateralBody) and track.depth_mm >= leak_min_depth_mm:
+        reading.leaks.append(track_leak(track, grid, roi_origin))
     if not cement.mask.any():
         return reading
     pixel_mm = grid.pixel_mm
@@ -388,7 +427,8 @@ def read_cement(
         # disc leaks show better in the lateral view.
         beyond = np.maximum(-inside_left, -inside_right)
         sides = {"paravertebral": ((beyond > margin) & level, beyond)}
-    reading.leaks = find_leaks(cement, sides, origin, grid, roi_origin, cement_mu_per_mm, leak_min_depth_mm)
-    if track is not None and isinstance(body, LateralBody) and track.depth_mm >= leak_min_depth_mm:
-        reading.leaks.append(track_leak(track, grid, roi_origin))
+    reading.leaks = (
+        find_leaks(cement, sides, origin, grid, roi_origin, cement_mu_per_mm, leak_min_depth_mm)
+        + reading.leaks
+    )
     return reading
