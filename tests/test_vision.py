@@ -123,21 +123,27 @@ def test_images_without_scatter_are_read_without_its_correction(recordings, anal
     assert short_status(wire) == "scatter-not-seen"
 
 
-def test_an_analyzer_restarted_after_finding_no_scatter_goes_on_without_it(scatter_free, tmp_path):
+def _restarted_on_its_log(lateral, ap, session):
+    """A recording through the real pipeline into a session log at ``session``, then an
+    analyzer restarted on that log (level L1), as after a crash at the recording's end."""
     from monitor.analyzer import VisionAnalysis
-    from monitor.io.sources import DicomPairSource
     from monitor.io.store import SessionStore
     from monitor.pipeline import Endpoints, RunSpec, run
     from monitor.replay import PaceOptions
 
-    folder, _ = scatter_free
-    source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
-    spec = RunSpec(str(tmp_path / "s"), "L1", endpoints=Endpoints.private())
+    source = DicomPairSource(lateral, ap)
+    spec = RunSpec(str(session), "L1", endpoints=Endpoints.private())
     assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 0
     source.close()
-    store = SessionStore.open(tmp_path / "s")
+    store = SessionStore.open(session)
     restarted = VisionAnalysis(level="L1")
     restarted.restore(store, store.records("frame")[-1].body["stream"])
+    return restarted
+
+
+def test_an_analyzer_restarted_after_finding_no_scatter_goes_on_without_it(scatter_free, tmp_path):
+    folder, _ = scatter_free
+    restarted = _restarted_on_its_log(folder / "lateral.dcm", folder / "ap.dcm", tmp_path / "s")
     assert restarted.case.scatter_seen is False
     assert [p.without_scatter for p in restarted.case.planes.values()] == [True, True]
 
@@ -522,9 +528,6 @@ def test_a_restarted_analyzer_knows_what_each_view_read_of_leaks(recordings, tmp
     views read of leaks (the sites read at leak size, on which frame and when, and whether each
     view checked the leak rules) is what the analysis that ran without a restart knew."""
     from monitor.analyzer import VisionAnalysis
-    from monitor.io.store import SessionStore
-    from monitor.pipeline import Endpoints, RunSpec, run
-    from monitor.replay import PaceOptions
 
     recording, _ = recordings["venous-leak"]
     through = VisionAnalysis()
@@ -532,13 +535,7 @@ def test_a_restarted_analyzer_knows_what_each_view_read_of_leaks(recordings, tmp
     for _item, _result in analyse_source(source, through):
         pass
     source.close()
-    source = DicomPairSource(recording.lateral, recording.ap)
-    spec = RunSpec(str(tmp_path / "s"), "L1", endpoints=Endpoints.private())
-    assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 0
-    source.close()
-    store = SessionStore.open(tmp_path / "s")
-    restarted = VisionAnalysis(level="L1")
-    restarted.restore(store, store.records("frame")[-1].body["stream"])
+    restarted = _restarted_on_its_log(recording.lateral, recording.ap, tmp_path / "s")
     knew, knows = through.case, restarted.case
     assert knew._pending and "lateral" in knew._leak_read_at  # the recording's leak was read
     assert knows._pending == knew._pending

@@ -143,6 +143,21 @@ def _lumen_level(profile: _AxisProfile, pixel_mm: float) -> tuple[float, float] 
     return lumen, 1.4826 * float(np.median(np.abs(profile.core[reference] - lumen)))
 
 
+def _run_end(on: np.ndarray, start: int, pixel_mm: float) -> int:
+    """The last index of the run of ``on`` (bool along the axis, one working pixel a step)
+    from ``start`` on, bridging gaps shorter than 0.6 mm (two steps at least)."""
+    gap = max(2, int(round(0.6 / pixel_mm)))
+    last, misses = start, 0
+    for i in range(start, len(on)):
+        if on[i]:
+            last, misses = i, 0
+        else:
+            misses += 1
+            if misses >= gap:
+                break
+    return last
+
+
 def read_shaft(
     difference: np.ndarray, cannula: Cannula, tip: tuple[float, float], body: LateralBody, pixel_mm: float
 ) -> ShaftReading | None:
@@ -169,16 +184,7 @@ def read_shaft(
     start = int(np.argmin(np.abs(t)))  # the tip
     if not excess[start : start + max(2, int(round(1.0 / pixel_mm)))].all():
         return None  # no cement at the tip itself: nothing is being pushed back
-    gap = max(2, int(round(0.6 / pixel_mm)))
-    last, misses = start, 0
-    for i in range(start, len(t)):
-        if excess[i]:
-            last, misses = i, 0
-        else:
-            misses += 1
-            if misses >= gap:
-                break
-    run = slice(start, last + 1)
+    run = slice(start, _run_end(excess, start, pixel_mm) + 1)
     half_width = BAND_WIDTHS / 2 * cannula.width_px
     return ShaftReading(profile.xs[run], profile.ys[run], (core - lumen)[run].astype(np.float32), half_width)
 
@@ -266,18 +272,10 @@ def read_track(
     floor = np.maximum(max(TRACK_LUMEN_SHARE * lumen, TRACK_NOISE_SIGMAS * noise), threshold)
     excess = profile.core - lumen
     over = excess > floor
-    gap = max(2, int(round(0.6 / pixel_mm)))
     first = np.flatnonzero(over & (beyond >= 0.0) & (beyond <= TRACK_FROM_WALL_MM))
     if first.size == 0:
         return None
-    last, misses = int(first[0]), 0
-    for i in range(int(first[0]), len(over)):
-        if over[i]:
-            last, misses = i, 0
-        else:
-            misses += 1
-            if misses >= gap:
-                break
+    last = _run_end(over, int(first[0]), pixel_mm)
     run = slice(int(first[0]), last + 1)
     measured_mm = cannula.width_px * pixel_mm
     outer_mm = min(NEEDLE_OUTER_MM.values(), key=lambda d: abs(d - measured_mm))
