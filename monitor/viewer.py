@@ -682,9 +682,13 @@ class MonitorWindow(QtWidgets.QWidget):
         self.confirm_button.setEnabled(
             lateral is not None and CaveatCode.WALL_NOT_CONFIRMED in lateral.caveat_codes()
         )
+        codes = lateral.caveat_codes() if lateral is not None else frozenset()
+        none_found = CaveatCode.NO_ANATOMY in codes and CaveatCode.WALL_NOT_CONFIRMED not in codes
         r["distance"].setText(
             "UNCALIBRATED: no mm"
             if uncalibrated
+            else "NO WALL FOUND"
+            if unarmed and none_found
             else "WALL NOT CONFIRMED"
             if unarmed
             else "WALL  --"

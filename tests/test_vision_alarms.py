@@ -160,3 +160,28 @@ def test_a_restart_keeps_what_each_view_read_of_leaks():
     restarted = CaseAnalyzer()
     restarted.recall_leak_reading("lateral", 7, 0.7, ["leak"], [{"site": "disc", "volume_ml": 0.012}])
     assert raised(restarted, small("lateral", 8, "disc")) == [(8, "high", "disc")]
+
+
+def test_where_no_wall_is_found_the_banner_says_the_leak_rules_are_off_too():
+    """With no body outline in the lateral view neither rule is checked there; the wall prompt
+    stands in the banner in place of the view's NOT MONITORED, so it says both rules are off
+    (it said only the 5 mm rule, and an operator could read the leaks as watched). With a
+    body drawn (its leak rules checked), only the 5 mm rule."""
+    from monitor.messages import Result
+    from monitor.viewstate import ViewState
+
+    def banner(checks):
+        state = ViewState()
+        caveat = {"code": "no-anatomy", "detail": "too few edge points"}
+        for seq in range(6):
+            t = seq / 10
+            status = "no-anatomy: too few edge points"
+            state.result(
+                Result("s", "lateral", seq, seq, t, t, t, status, checks=checks, caveats=[caveat]), t
+            )
+        return state.banner()
+
+    priority, text = banner([])
+    assert priority == "not-monitored", (priority, text)
+    assert text.startswith("NO WALL FOUND: 5 mm and leak rules OFF in lateral. Draw the posterior wall"), text
+    assert banner(["leak"])[1].startswith("NO WALL FOUND: 5 mm rule OFF in lateral."), banner(["leak"])
