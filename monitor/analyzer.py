@@ -393,19 +393,27 @@ class VisionAnalysis(Analysis):
             ).fetchall()
             lateral.front_seen = any("front" in (json.loads(body).get("overlay") or {}) for (body,) in rows)
         # what each view read of leaks, in the order logged: a leak read just before the restart
-        # is confirmed on the next frame, and the AP's backs the lateral's, as without a restart
-        rows = store.query(
-            "SELECT plane, frame, body FROM journal WHERE kind = 'result' AND rec > ? ORDER BY rec", (start,)
-        ).fetchall()
-        for plane_name, frame_number, body in rows:
-            logged = json.loads(body)
-            self.case.recall_leak_reading(
-                plane_name,
-                frame_number,
-                logged["acq_time"],
-                logged.get("checks"),
-                (logged.get("overlay") or {}).get("leaks"),
-            )
+        # is confirmed on the next frame, and the AP's backs the lateral's, as without a restart.
+        # Only this stream's newest results count (the frame before, the last LEAK_CORROBORATION_S),
+        # and they are few: RECALLED_RESULTS a view, read newest first, not a whole level's.
+        for plane_name in PLANES:
+            rows = store.query(
+                "SELECT frame, json_extract(body, '$.acq_time'), json_extract(body, '$.status'),"
+                " json_extract(body, '$.checks'), json_extract(body, '$.overlay.leaks') FROM journal"
+                " WHERE kind = 'result' AND plane = ? AND rec > ? AND json_extract(body, '$.stream') = ?"
+                " ORDER BY rec DESC LIMIT ?",
+                (plane_name, start, stream, RECALLED_RESULTS),
+            ).fetchall()
+            for frame_number, acq_time, status, checks, leaks in reversed(rows):
+                if str(status).startswith("error"):  # the state it left is not in its result
+                    continue
+                self.case.recall_leak_reading(
+                    plane_name,
+                    frame_number,
+                    float(acq_time),
+                    None if checks is None else json.loads(checks),
+                    json.loads(leaks) if leaks else [],
+                )
         for plane in self.case.planes.values():
             plane.news.clear()  # said before the restart
         # a level whose images were found to hold no scatter goes on without its correction
@@ -429,6 +437,11 @@ class VisionAnalysis(Analysis):
             state = self._logged_alarms[self._alarm_id(alarm)]
             alarm.active, alarm.acknowledged = state["active"], state["acknowledged"]
         return f"restored after a restart: level {self.level}, baseline from {fed} logged frame(s)"
+
+
+# The results a view's leak readings are taken back from after a restart, newest first: more
+# than the frames of LEAK_CORROBORATION_S at any frame rate a C-arm runs (30 frames/s).
+RECALLED_RESULTS = 32
 
 
 def _operator_commands(given: OperatorInput | None) -> dict[str, list[tuple[Command, CaveatCode]]]:

@@ -208,9 +208,9 @@ class ViewState:
         """What the operator must do about the posterior wall before the 5 mm rule is checked,
         from the newest lateral result: confirm the wall found or draw it ("WALL NOT
         CONFIRMED"), or draw one where none was found; None while the rule is armed. Where none
-        was found and the lateral view checks no leak rule either (no body outline to read a
-        leak against: a drawn wall gives one), it says both rules are off: this prompt stands
-        in the banner in place of the lateral view's NOT MONITORED, so it must not say less."""
+        was found there is no body outline to read a leak against either (a drawn wall or box
+        gives one, and the caveat goes): it says both rules are off, as this prompt stands in the
+        banner in place of the lateral view's NOT MONITORED, and must not say less."""
         r = self.planes["lateral"].result
         if r is None or r.status == "baseline" or self.ended:
             return None
@@ -218,8 +218,7 @@ class ViewState:
         if CaveatCode.WALL_NOT_CONFIRMED in codes:
             return "WALL NOT CONFIRMED: 5 mm rule OFF. Check the dashed wall: Confirm wall, or Adjust wall"
         if CaveatCode.NO_ANATOMY in codes and CaveatCode.UNCALIBRATED not in codes:
-            rules = "5 mm rule" if r.checks is None or "leak" in r.checks else "5 mm and leak rules"
-            return f"NO WALL FOUND: {rules} OFF in lateral. Draw the posterior wall (Adjust wall)"
+            return "NO WALL FOUND: 5 mm and leak rules OFF in lateral. Draw the posterior wall (Adjust wall)"
         return None
 
     def alarms(self) -> list[dict]:

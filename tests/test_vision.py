@@ -525,19 +525,30 @@ def test_command_line_input_that_cannot_be_applied_is_said_on_every_result():
 
 def test_a_restarted_analyzer_knows_what_each_view_read_of_leaks(recordings, tmp_path):
     """Through the real pipeline into a session log, then an analyzer restarted on it: what the
-    views read of leaks (the sites read at leak size, on which frame and when, and whether each
-    view checked the leak rules) is what the analysis that ran without a restart knew."""
+    views read of leaks that the next frames can use is what the analysis that ran without a
+    restart knew: the sites read at leak size on each view's last frame (confirmed by one more
+    reading), the time of each view's last such reading within the last 0.3 s (the AP's backs a
+    lateral leak), and whether each view checked the leak rules."""
     from monitor.analyzer import VisionAnalysis
+    from monitor.vision.analysis import LEAK_CORROBORATION_S
 
     recording, _ = recordings["venous-leak"]
     through = VisionAnalysis()
+    last: dict[str, tuple[int, float]] = {}  # plane -> its last frame and stream time
     source = DicomPairSource(recording.lateral, recording.ap)
-    for _item, _result in analyse_source(source, through):
-        pass
+    for item, result in analyse_source(source, through):
+        last[item.plane] = (item.index, result.acq_time)
     source.close()
     restarted = _restarted_on_its_log(recording.lateral, recording.ap, tmp_path / "s")
     knew, knows = through.case, restarted.case
-    assert knew._pending and "lateral" in knew._leak_read_at  # the recording's leak was read
-    assert knows._pending == knew._pending
-    assert knows._leak_read_at == pytest.approx(knew._leak_read_at)
+
+    def on_last_frame(pending):
+        return {key: f for key, f in pending.items() if f == last[key.split(":")[0]][0]}
+
+    def recent(read_at):
+        return {p: t for p, t in read_at.items() if t >= last[p][1] - LEAK_CORROBORATION_S}
+
+    assert on_last_frame(knew._pending) and recent(knew._leak_read_at)  # the recording's leak is read
+    assert on_last_frame(knows._pending) == on_last_frame(knew._pending)
+    assert recent(knows._leak_read_at) == pytest.approx(recent(knew._leak_read_at))
     assert knows._checks_leaks == knew._checks_leaks

@@ -814,12 +814,13 @@ class CaseAnalyzer:
     def recall_leak_reading(self, plane: str, frame: int, time_s: float, checks, leaks) -> None:
         """What a view's result logged before a restart said of leaks, taken back as
         :meth:`process` took it: whether the view checked the leak rules (``checks``, the rules
-        the result names) and, of its ``leaks`` (its overlay's: dicts with "site" and
-        "volume_ml"), the sites read at leak size on ``frame`` at stream time ``time_s``. So a
-        leak read on the last frame before the restart is confirmed on the first after it, as
-        it would have been without one, and the AP's reading backs a lateral leak off a wall
-        not confirmed (:meth:`_uncorroborated`) across the restart too."""
-        self._checks_leaks[plane] = "leak" in (checks or ())
+        the result names, None when it does not say) and, of its ``leaks`` (its overlay's: dicts
+        with "site" and "volume_ml"), the sites read at leak size on ``frame`` at stream time
+        ``time_s``. So a leak read on the last frame before the restart is confirmed on the
+        first after it, as it would have been without one, and the AP's reading backs a lateral
+        leak off a wall not confirmed (:meth:`_uncorroborated`) across the restart too."""
+        if checks is not None:  # None: an analyzer that did not say (logs before 2026-12)
+            self._checks_leaks[plane] = "leak" in checks
         by_site: dict[str, float] = {}
         for leak in leaks or ():
             by_site[leak["site"]] = by_site.get(leak["site"], 0.0) + float(leak["volume_ml"])

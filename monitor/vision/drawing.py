@@ -64,7 +64,9 @@ def overlay_geometry(
             "site": lk.site,
             "centroid": list(lk.centroid),
             "box": list(lk.box),
-            "volume_ml": round(lk.volume_ml, 4),
+            # to 1 nL: a restart compares the logged leaks with the 0.008 mL threshold again
+            # (CaseAnalyzer.recall_leak_reading), and 4 decimals put 0.00797 over it
+            "volume_ml": round(lk.volume_ml, 6),
         }
         for lk in leaks
     ]
