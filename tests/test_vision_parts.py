@@ -283,6 +283,15 @@ def _track_case(
     return cement, cannula, body
 
 
+def _read_track(cement, cannula, tip, body, others=None):
+    """The track read as the analysis reads it: the shaft's axis profile, then the track on it
+    (0.25 mm working pixels, the configured 0.18 per mm)."""
+    from monitor.vision.measure import axis_profile, read_track
+
+    profile = axis_profile(cement.difference, cannula, tip, body, 0.25)
+    return read_track(profile, cement.threshold, cannula, 0.25, 0.18, others)
+
+
 def _mirrored(cement, cannula, body):
     """The same case seen from the other side: posterior towards smaller x."""
     from dataclasses import replace as _replace
@@ -308,12 +317,12 @@ def test_cement_leaving_along_the_needle_track_is_read_against_the_lumens_own(sl
     0.12 from the wall 3 mm out is a posterior leak 3 mm deep whose volume is read at the
     lumen's attenuation, not the configured 0.18 per mm; the lumen alone is no leak. Seen from
     either side (the posterior wall towards larger or smaller x)."""
-    from monitor.vision.measure import read_track, track_leak
+    from monitor.vision.measure import track_leak
 
     cement, cannula, body = _track_case(sleeve_mm)
     if mirrored:
         cement, cannula, body = _mirrored(cement, cannula, body)
-    track = read_track(cement, cannula, cannula.tip, body, 0.25, 0.18)
+    track = _read_track(cement, cannula, cannula.tip, body)
     if not found:
         assert track is None
         return
@@ -347,10 +356,8 @@ def test_no_track_leak_without_a_filled_lumen_or_a_sleeve_through_the_wall(why, 
     """Nothing to judge a sleeve against (the lumen not filled, or too faint to read over the
     cement threshold, where its level over the bore would make any size of leak), or cement on
     the shaft that does not come out through the wall: no track reading."""
-    from monitor.vision.measure import read_track
-
     cement, cannula, body = _track_case(**{"sleeve_mm": 3.0, **case})
-    assert read_track(cement, cannula, (40.0, 60.0), body, 0.25, 0.18) is None, why
+    assert _read_track(cement, cannula, (40.0, 60.0), body) is None, why
 
 
 def test_a_second_shaft_crossing_the_first_at_the_wall_is_not_a_track_leak():
@@ -358,12 +365,10 @@ def test_a_second_shaft_crossing_the_first_at_the_wall_is_not_a_track_leak():
     the second's lumen filling then adds to the first's axis there, as a sleeve would. No track
     reading is made while another shaft crosses the axis within 2 mm in front of the wall to 6 mm
     beyond it; one crossing farther out does not stop it."""
-    from monitor.vision.measure import read_track
-
     cement, cannula, body = _track_case(3.0)
     near = np.zeros(cement.difference.shape, bool)
     near[:, 103:108] = True  # a shaft crossing 1-2 mm beyond the wall
-    assert read_track(cement, cannula, (40.0, 60.0), body, 0.25, 0.18, near) is None
+    assert _read_track(cement, cannula, (40.0, 60.0), body, near) is None
     far = np.zeros(cement.difference.shape, bool)
     far[:, 150:155] = True  # 12.5 mm beyond
-    assert read_track(cement, cannula, (40.0, 60.0), body, 0.25, 0.18, far) is not None
+    assert _read_track(cement, cannula, (40.0, 60.0), body, far) is not None

@@ -55,7 +55,16 @@ from monitor.vision.confidence import (
     MIN_OUTLINE_SUPPORT,
 )
 from monitor.vision.drawing import overlay_geometry
-from monitor.vision.measure import DistanceMaps, Leak, TrackReading, read_cement, read_shaft, read_track
+from monitor.vision.measure import (
+    AxisProfile,
+    DistanceMaps,
+    Leak,
+    TrackReading,
+    axis_profile,
+    read_cement,
+    read_shaft,
+    read_track,
+)
 from monitor.vision.pixels import PixelGrid, saturated_bright
 from monitor.vision.plane_baseline import PlaneBaseline, learn_plane_baseline
 from monitor.vision.scatter import (
@@ -390,7 +399,8 @@ class PlaneAnalyzer:
         x0, y0 = self.roi[0], self.roi[1]
         # into ROI coordinates, then by the breathing shift
         body = None if self.body is None else shifted_body(shifted_body(self.body, -x0, -y0), dx, dy)
-        shaft = self._read_shaft(cement.difference, body)
+        axis = self._shaft_axis(cement.difference, body)
+        shaft = None if axis is None else read_shaft(axis, self.learnt.cannulas[0], self.pixel_mm)
         cement = with_prior(cement, self._state.prior, comparison.shift)
         tips = [(c.tip[0] - x0 + dx, c.tip[1] - y0 + dy) for c in self.learnt.cannulas]
         # Cement does not go away: the bolus seen so far stays out of the registration and of
@@ -415,7 +425,7 @@ class PlaneAnalyzer:
         sleeve = (comparison.layers[..., LAYER_SLEEVE] > SLEEVE_ABOVE) & ~comparison.uncovered
         cement = replace(cement, mask=cement.mask | (sleeve & (cement.difference > cement.threshold)))
         if body is not None:
-            self._measure(result, cement, body, shaft)
+            self._measure(result, cement, body, shaft, axis)
             if self.pixel_mm:
                 result.checked = PLANE_CHECKS[self.plane]
             if isinstance(body, LateralBody) and self.pixel_mm:
@@ -536,7 +546,14 @@ class PlaneAnalyzer:
             " the image's range, e.g. brightness control on windowed video)"
         )
 
-    def _measure(self, result: PlaneResult, cement: CementMap, body, shaft: ShaftReading | None) -> None:
+    def _measure(
+        self,
+        result: PlaneResult,
+        cement: CementMap,
+        body,
+        shaft: ShaftReading | None,
+        axis: AxisProfile | None,
+    ) -> None:
         """The front's distance and the leaks, into ``result`` (front in image pixels)."""
         c = self.config
         reading = read_cement(
@@ -550,7 +567,7 @@ class PlaneAnalyzer:
             c.detection.front_min_ml,
             c.detection.leak_margin_mm,
             c.detection.leak_min_depth_mm,
-            self._read_track(cement, body),
+            self._read_track(axis, cement.threshold),
         )
         if reading.front_under_cannula:
             result.overlay["front_under_cannula"] = True
@@ -605,35 +622,29 @@ class PlaneAnalyzer:
         self._arm("operator", "5 mm rule armed on the wall the operator confirmed")
         return "posterior wall confirmed by the operator: 5 mm rule armed"
 
-    def _read_shaft(self, difference: np.ndarray, body) -> ShaftReading | None:
-        """:func:`read_shaft` of the first cannula, in the lateral view only."""
+    def _shaft_axis(self, difference: np.ndarray, body) -> AxisProfile | None:
+        """:func:`axis_profile` of the first cannula's shaft, in the lateral view only: read once
+        a frame, for the cement under the steel from the tip back and where it crosses the wall."""
         if self.plane != "lateral" or not self.learnt.cannulas or not isinstance(body, LateralBody):
             return None
         c = self.learnt.cannulas[0]
         dx, dy = self._shift
         tip = (c.tip[0] - self.roi[0] + dx, c.tip[1] - self.roi[1] + dy)
-        return read_shaft(difference, c, tip, body, self.pixel_mm)
+        return axis_profile(difference, c, tip, body, self.pixel_mm)
 
-    def _read_track(self, cement: CementMap, body) -> TrackReading | None:
-        """:func:`read_track` of the first cannula, in the lateral view only, and only on an armed
-        wall: the reading is where the shaft crosses the wall, so a wall not trusted (found 18.8 mm
-        off on a tuning case) would make the bolus around the shaft a "leak" along it."""
-        if (
-            self.plane != "lateral"
-            or not self.learnt.cannulas
-            or not isinstance(body, LateralBody)
-            or self.wall_armed_by is None
-        ):
+    def _read_track(self, axis: AxisProfile | None, threshold: np.ndarray) -> TrackReading | None:
+        """:func:`read_track` on the first cannula's ``axis``, only on an armed wall: the reading
+        is where the shaft crosses the wall, so a wall not trusted (found 18.8 mm off on a tuning
+        case) would make the bolus around the shaft a "leak" along it."""
+        if axis is None or self.wall_armed_by is None:
             return None
-        c = self.learnt.cannulas[0]
-        dx, dy = self._shift
-        tip = (c.tip[0] - self.roi[0] + dx, c.tip[1] - self.roi[1] + dy)
         x0, y0, x1, y1 = self.roi
         others = None
         for other in self.learnt.cannulas[1:]:  # the second shaft, where it is in the region
             part = other.mask[y0:y1, x0:x1]
             others = part if others is None else (others | part)
-        return read_track(cement, c, tip, body, self.pixel_mm, self.config.physics.cement_mu_per_mm, others)
+        cannula, mu = self.learnt.cannulas[0], self.config.physics.cement_mu_per_mm
+        return read_track(axis, threshold, cannula, self.pixel_mm, mu, others)
 
     # ----------------------------------------------------------------- operator
 
@@ -790,9 +801,7 @@ class CaseAnalyzer:
                 or beyond_wall
                 or (volume >= cfg.detection.leak_min_ml and self._pending.get(key, -10) == frame - 1)
             )
-            if volume >= cfg.detection.leak_min_ml:
-                self._pending[key] = frame
-                self._leak_read_at[r.plane] = time_s
+            self._note_leak(r.plane, site, volume, frame, time_s)
             possible = self._uncorroborated(r, site, time_s)  # why it is only a possible leak
             if possible is not None:  # labelled so on the overlay too
                 for drawn in r.overlay.get("leaks", ()):
@@ -825,9 +834,15 @@ class CaseAnalyzer:
         for leak in leaks or ():
             by_site[leak["site"]] = by_site.get(leak["site"], 0.0) + float(leak["volume_ml"])
         for site, volume in by_site.items():
-            if volume >= self.config.detection.leak_min_ml:
-                self._pending[f"{plane}:{site}"] = frame
-                self._leak_read_at[plane] = time_s
+            self._note_leak(plane, site, volume, frame, time_s)
+
+    def _note_leak(self, plane: str, site: str, volume_ml: float, frame: int, time_s: float) -> None:
+        """A view's cement outside its outline at ``site`` (``volume_ml`` summed there): at leak
+        size, a reading the next frame confirms (``_pending``) and the AP's backing of a lateral
+        leak (``_leak_read_at``), by frame number and stream time."""
+        if volume_ml >= self.config.detection.leak_min_ml:
+            self._pending[f"{plane}:{site}"] = frame
+            self._leak_read_at[plane] = time_s
 
     def _uncorroborated(self, r: PlaneResult, site: str, time_s: float) -> str | None:
         """Why a leak read in ``r`` is only possible, or None when it stands on its own.

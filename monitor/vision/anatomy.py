@@ -172,6 +172,7 @@ def _quad(first: Line, second: Line, top: Line, bottom: Line) -> np.ndarray:
 
 
 BAND_WIDTHS = 1.8  # the band along a shaft left out of the cement, in shaft widths
+STEEL_WIDTH_FACTOR = 1.15  # the steel itself within that band (left out of the sleeve), in shaft widths
 
 
 class NotFound(ValueError):

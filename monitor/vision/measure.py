@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from monitor.vision.alarms import Site
-from monitor.vision.anatomy import BAND_WIDTHS, ApBody, Cannula, LateralBody, Line
+from monitor.vision.anatomy import BAND_WIDTHS, STEEL_WIDTH_FACTOR, ApBody, Cannula, LateralBody, Line
 from monitor.vision.calibrate import NEEDLE_OUTER_MM
 from monitor.vision.cement import CementMap, ShaftReading, around, front_distance_px
 from monitor.vision.pixels import PixelGrid
@@ -99,11 +99,12 @@ def find_leaks(
 
 
 @dataclass(frozen=True)
-class _AxisProfile:
+class AxisProfile:
     """The log difference along a lateral shaft's axis (the median over the middle fifth of
     its width), from 2 mm ahead of the tip out to where the shaft leaves the ROI: positions
     ``t`` (working pixels from the tip), points ``xs``/``ys`` (ROI working pixels), ``core``,
-    and each point's distance beyond the posterior wall (mm, negative in front of it)."""
+    and each point's distance beyond the posterior wall (mm, negative in front of it). Read once
+    a frame; :func:`read_shaft` and :func:`read_track` both read it."""
 
     t: np.ndarray
     xs: np.ndarray
@@ -112,9 +113,12 @@ class _AxisProfile:
     beyond_wall_mm: np.ndarray
 
 
-def _axis_profile(
+def axis_profile(
     difference: np.ndarray, cannula: Cannula, tip: tuple[float, float], body: LateralBody, pixel_mm: float
-) -> _AxisProfile:
+) -> AxisProfile:
+    """``difference`` (h, w): the frame's log difference over the ROI; ``tip``: the cannula's
+    tip in that ROI's working pixels, this frame's shift included; ``pixel_mm``: mm per working
+    pixel."""
     c = cannula
     tx, ty = tip
     ux, uy = c.direction
@@ -130,10 +134,10 @@ def _axis_profile(
     grid_y = (ys[None, :] + ux * u[:, None]).astype(np.float32)
     core = np.median(sample_points(difference, grid_x, grid_y), axis=0)
     beyond_wall_mm = -body.posterior_sign * body.posterior.signed_distance(xs, ys) * pixel_mm
-    return _AxisProfile(t, xs, ys, core, beyond_wall_mm)
+    return AxisProfile(t, xs, ys, core, beyond_wall_mm)
 
 
-def _lumen_level(profile: _AxisProfile, pixel_mm: float) -> tuple[float, float] | None:
+def _lumen_level(profile: AxisProfile, pixel_mm: float) -> tuple[float, float] | None:
     """The lumen's own level on the axis and its noise (robust sd), read on the shaft 3 mm or
     more behind the wall, where no bolus is (at least 4 mm of it), or None."""
     reference = profile.beyond_wall_mm >= 3.0
@@ -158,14 +162,9 @@ def _run_end(on: np.ndarray, start: int, pixel_mm: float) -> int:
     return last
 
 
-def read_shaft(
-    difference: np.ndarray, cannula: Cannula, tip: tuple[float, float], body: LateralBody, pixel_mm: float
-) -> ShaftReading | None:
-    """Cement around the lateral shaft, under its steel, from the tip back, or None.
-
-    ``difference`` (h, w): the frame's log difference over the ROI; ``tip``: the
-    cannula's tip in that ROI's working pixels, this frame's shift included;
-    ``pixel_mm``: mm per working pixel.
+def read_shaft(profile: AxisProfile, cannula: Cannula, pixel_mm: float) -> ShaftReading | None:
+    """Cement around the lateral shaft, under its steel, from the tip back, or None; read on
+    the shaft's :func:`axis_profile` (``pixel_mm``: mm per working pixel).
 
     Cement pushed back along the needle's track surrounds the steel and hides
     in its shadow in both views; the cannula is a tube, whose middle the beam
@@ -174,7 +173,6 @@ def read_shaft(
     adds over the lumen's own cement: that level is read on the shaft 3 mm or
     more behind the wall (at least 4 mm of it). Cement is where the excess is
     over 0.25 or six times the core's noise, continuously from the tip back."""
-    profile = _axis_profile(difference, cannula, tip, body, pixel_mm)
     level = _lumen_level(profile, pixel_mm)
     if level is None:
         return None
@@ -207,10 +205,6 @@ TRACK_CLEAR_MM = (-2.0, 6.0)  # no other shaft may cross the axis this near the 
 # one tuning case), and a volume read over a near-zero level would be any size.
 CANNULA_WALL_MM = 0.3
 TRACK_MU_BOUNDS = (0.1, 1.5)
-# The part of the sleeve the steel hides (the shaft's width times STEEL_WIDTH_FACTOR, 1.15,
-# plane_baseline.py): beside it, in the band's strips, the cement is in the cement map and
-# find_leaks counts it; the track counts only what is under the steel.
-STEEL_HALF_WIDTHS = 1.15 / 2
 
 
 @dataclass(frozen=True)
@@ -231,10 +225,9 @@ class TrackReading:
 
 
 def read_track(
-    cement: CementMap,
+    profile: AxisProfile,
+    threshold: np.ndarray,
     cannula: Cannula,
-    tip: tuple[float, float],
-    body: LateralBody,
     pixel_mm: float,
     cement_mu_per_mm: float,
     other_shafts: np.ndarray | None = None,
@@ -251,9 +244,8 @@ def read_track(
     threshold (the lumen not filled: nothing says what the cement's contrast is), or when
     another cannula's shaft (``other_shafts``, bool over the ROI) crosses the axis within
     TRACK_CLEAR_MM of the wall: its lumen filling would read as a sleeve.
-    ``cement`` over the ROI; ``tip`` in its working pixels with this frame's shift;
+    Read on the shaft's :func:`axis_profile`, with the cement map's ``threshold`` over the ROI;
     ``cement_mu_per_mm`` the configured attenuation, which bounds the lumen's (TRACK_MU_BOUNDS)."""
-    profile = _axis_profile(cement.difference, cannula, tip, body, pixel_mm)
     beyond = profile.beyond_wall_mm
     if other_shafts is not None and other_shafts.any():
         h, w = other_shafts.shape
@@ -266,7 +258,7 @@ def read_track(
     if level is None:
         return None
     lumen, noise = level
-    threshold = sample_points(cement.threshold, profile.xs, profile.ys)
+    threshold = sample_points(threshold, profile.xs, profile.ys)
     if lumen < max(TRACK_NOISE_SIGMAS * noise, float(np.median(threshold[beyond >= 3.0]))):
         return None
     floor = np.maximum(max(TRACK_LUMEN_SHARE * lumen, TRACK_NOISE_SIGMAS * noise), threshold)
@@ -297,10 +289,10 @@ def track_leak(track: TrackReading, grid: PixelGrid, roi_origin: tuple[int, int]
     """The posterior leak a track reading is. Its volume (mL): a sleeve whose projected
     thickness is the axis reading over the lumen's attenuation, tapering as a parabola to
     nothing at the band's edges (BAND_WIDTHS of the nominal outer diameter), integrated across
-    the part the steel hides (STEEL_HALF_WIDTHS each side; the strips beside it are the cement
-    map's), along the run (one working pixel a point)."""
+    the part the steel hides (STEEL_WIDTH_FACTOR of it; the strips beside it are the cement
+    map's, which find_leaks counts), along the run (one working pixel a point)."""
     pixel_mm = grid.pixel_mm
-    hidden = STEEL_HALF_WIDTHS * track.outer_mm  # mm each side of the axis
+    hidden = STEEL_WIDTH_FACTOR / 2 * track.outer_mm  # mm each side of the axis
     band = BAND_WIDTHS / 2 * track.outer_mm
     across_mm = 2.0 * hidden - 2.0 * hidden**3 / (3.0 * band**2)  # the parabola's integral over it
     volume = float(np.clip(track.values, 0, None).sum()) * across_mm * pixel_mm

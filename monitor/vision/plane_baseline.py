@@ -18,6 +18,7 @@ import numpy as np
 
 from monitor.vision.anatomy import (
     DEFAULT_PRIORS,
+    STEEL_WIDTH_FACTOR,
     AnatomyPriors,
     ApBody,
     Cannula,
@@ -40,7 +41,6 @@ from monitor.vision.scatter import ScatterPhysics, primary_attenuation
 
 ROI_FRACTION_WITHOUT_SCALE = 0.3  # half the ROI around the tip, as a share of the frame's larger side
 COLLIMATION_MARGIN_PX = 9  # working pixels the exposed field is shrunk by: its edge is never compared
-STEEL_WIDTH_FACTOR = 1.15  # the steel left out of the sleeve: the cannula's width times this
 WALL_NOT_FOUND_MOVE_MM = 10.0  # a baseline frame where the wall is not found again: as if it moved this
 
 
