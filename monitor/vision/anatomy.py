@@ -73,6 +73,7 @@ PIXEL_MM_UNKNOWN = 0.15  # assumed when there is no scale, only for the tips' ga
 CANNULA_BLUR_MM = 1.0  # a hollow tube's two walls blur into one band over about a millimetre
 CANNULA_TOPHAT_MM = 6.0  # the top-hat's disc: wider than any shaft, narrower than a body
 RIDGE_FRACTION = 0.3  # of the top-hat's 99.9th percentile in the field: ridge pixels
+RIDGE_BRIDGE_FRACTION = 0.1  # along a line, a stretch between ridge pixels still this strong is no gap
 LINES_TRIED = 60  # the strongest Hough lines looked at
 MIN_FROM_VERTICAL_DEG = 12.0  # steeper: spinous processes and walls, never a transpedicular cannula
 MIN_FROM_HORIZONTAL_DEG = 10.0  # flatter, ending inside the field: an endplate
@@ -232,17 +233,21 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
     field = cv2.erode(exposed_field(att).astype(np.uint8), np.ones((kernel, kernel), np.uint8)).astype(bool)
     peak = float(np.percentile(tophat[field], 99.9))
     ridge = (tophat > RIDGE_FRACTION * peak) & field
+    # Where the shaft crosses dense bone its top-hat can fall under the ridge's threshold for
+    # centimetres (a tuning CT case: to a fifth of its peak over 25 mm, so that the shaft's inner
+    # part looked like a short flat line inside the field and was refused as an endplate); along a
+    # line, such a stretch joins the ridge on each side of it.
+    bridge = (tophat > RIDGE_BRIDGE_FRACTION * peak) & field
     lines = cv2.HoughLines(ridge.astype(np.uint8), 1, np.pi / 360, threshold=max(15, h // 20))
     if lines is None:
         raise NotFound("no cannula: no straight dense line in the image")
     gap = max(4, h // 60)
     centre = np.array([w / 2, h / 2])
     best, best_score = None, 0.0
-    for rho, theta in lines.reshape(-1, 2)[:LINES_TRIED]:
-        run = _longest_run(ridge, field, rho, theta, gap)
-        if run is None:
-            continue
-        a, b, length, a_edge, b_edge = run
+    candidates = (
+        run for line in lines.reshape(-1, 2)[:LINES_TRIED] for run in _runs(ridge, bridge, field, *line, gap)
+    )
+    for a, b, length, a_edge, b_edge, theta in candidates:
         from_vertical = min(theta, np.pi - theta)  # 0 for a vertical line
         if from_vertical < np.radians(MIN_FROM_VERTICAL_DEG):
             continue  # spinous processes and vertebral walls, never a transpedicular cannula
@@ -316,8 +321,15 @@ def _refine_axis(tophat: np.ndarray, ridge: np.ndarray, tip: np.ndarray, tail: n
         tip = centre + ((tip - centre) @ out) * out
     t = np.arange(-30.0, 60.0, 0.25)
     samples = np.array([_bilinear(tophat, tip + out * s) for s in t])
-    shaft = np.median(samples[(t > 10) & (t < 60)])
-    inside = samples > 0.5 * shaft
+    # the shaft's level from the ridge itself: a short run at the field's edge has little of
+    # its 60 pixels inside the image (outside reads 0: its median put the tip off the image)
+    h, w = tophat.shape
+    pts = tip[None, :] + t[:, None] * out[None, :]
+    in_image = (pts[:, 0] >= 0) & (pts[:, 0] < w - 1) & (pts[:, 1] >= 0) & (pts[:, 1] < h - 1)
+    beyond = (t > max(float(np.linalg.norm(tail - tip)), 12.0)) | ~in_image  # not the ridge's
+    along_run = (t > 10) & (t < 60) & ~beyond
+    shaft = np.median(samples[along_run]) if along_run.any() else np.median(samples[(t > 10) & (t < 60)])
+    inside = (samples > 0.5 * shaft) | beyond  # the tip is where the ridge itself falls
     k = int(np.argmax(inside[::-1] == 0)) if not inside.all() else 0  # last False from the shaft side
     last_false = len(t) - 1 - k
     first_true = min(last_false + 1, len(t) - 1)
@@ -582,11 +594,14 @@ def round_field(att: np.ndarray) -> tuple[float, float, float] | None:
     return cx / scale, cy / scale, r / scale
 
 
-def _longest_run(ridge, field, rho, theta, gap):
-    """The longest stretch of ridge along a Hough line (gaps up to ``gap`` pixels).
+def _runs(ridge, bridge, field, rho, theta, gap):
+    """Stretches of ``ridge`` along a Hough line (gaps up to ``gap`` pixels; pixels of
+    ``bridge``, a weaker ridge, are no gap, though a stretch starts and ends on ``ridge``): the
+    longest, and the longest that reaches the field's edge when that is another (bridged, a
+    cortex inside the body can outrun the shaft's outer stretch on the same line).
 
-    Returns (one end, other end, length, first end at the field's edge, second
-    end at the field's edge) or None.
+    Each is (one end, other end, length, first end at the field's edge, second end at the
+    field's edge, ``theta``); none when the line misses the field.
     """
     h, w = ridge.shape
     c, s = np.cos(theta), np.sin(theta)
@@ -596,31 +611,40 @@ def _longest_run(ridge, field, rho, theta, gap):
     inside = (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
     xs, ys = xs[inside].round().astype(int), ys[inside].round().astype(int)
     if xs.size < 10:
-        return None
-    on = ridge[ys, xs] | ridge[np.clip(ys + 1, 0, h - 1), xs] | ridge[ys, np.clip(xs + 1, 0, w - 1)]
+        return []
+
+    def along(image):
+        return image[ys, xs] | image[np.clip(ys + 1, 0, h - 1), xs] | image[ys, np.clip(xs + 1, 0, w - 1)]
+
+    on, weak = along(ridge), along(bridge)
     in_field = np.flatnonzero(field[ys, xs])
     if in_field.size == 0:
-        return None
+        return []
     lo, hi = in_field[0], in_field[-1]
-    best, start, last, misses = None, None, None, 0
+    stretches, start, last, misses = [], None, None, 0
     for idx in range(lo, hi + 1):
         if on[idx]:
             if start is None:
                 start = idx
             last, misses = idx, 0
         elif start is not None:
-            misses += 1
+            misses = 0 if weak[idx] else misses + 1
             if misses > gap:
-                if best is None or last - start > best[1] - best[0]:
-                    best = (start, last)
+                stretches.append((start, last))
                 start, misses = None, 0
-    if start is not None and (best is None or last - start > best[1] - best[0]):
-        best = (start, last)
-    if best is None:
-        return None
-    i, j = best
-    a, b = np.array([xs[i], ys[i]], float), np.array([xs[j], ys[j]], float)
-    return a, b, float(np.linalg.norm(b - a)), i - lo <= gap, hi - j <= gap
+    if start is not None:
+        stretches.append((start, last))
+    if not stretches:
+        return []
+    chosen = [max(stretches, key=lambda run: run[1] - run[0])]
+    at_edge = [run for run in stretches if run[0] - lo <= gap or hi - run[1] <= gap]
+    if at_edge and (edge := max(at_edge, key=lambda run: run[1] - run[0])) != chosen[0]:
+        chosen.append(edge)
+    found = []
+    for i, j in chosen:
+        a, b = np.array([xs[i], ys[i]], float), np.array([xs[j], ys[j]], float)
+        found.append((a, b, float(np.linalg.norm(b - a)), i - lo <= gap, hi - j <= gap, theta))
+    return found
 
 
 def _ridge_width(tophat: np.ndarray, tip: np.ndarray, out: np.ndarray) -> float:
