@@ -193,7 +193,7 @@ def find_cannulas(att: np.ndarray, pixel_mm: float | None = None) -> list[Cannul
     masked = att.copy()
     masked[first.mask] = float(np.median(att))
     try:
-        second = find_cannula(masked, pixel_mm)
+        second = find_cannula(masked, pixel_mm, bridged=False)  # a second as plain as the first, or none
     except NotFound:
         return [first]
     gap_px = np.hypot(second.tip[0] - first.tip[0], second.tip[1] - first.tip[1])
@@ -208,9 +208,26 @@ def find_cannulas(att: np.ndarray, pixel_mm: float | None = None) -> list[Cannul
     return [first, second] if gap_mm < SECOND_CANNULA_MAX_GAP_MM and alike else [first]
 
 
-def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
+def find_cannula(att: np.ndarray, pixel_mm: float | None = None, bridged: bool = True) -> Cannula:
+    """The steel cannula (see :func:`_find_cannula`); when none is found on its ridge alone and
+    ``bridged``, found again with the ridge joined along each line where it fades over dense
+    bone (a tuning CT case: to a fifth of its peak for 25 mm, so that the shaft's inner part
+    looked like a short flat line inside the field, refused as an endplate, and no cannula was
+    found). Only then: joining moves a shaft found without it by a fraction of a degree, and on
+    a simple-world case that put the steel's edge into the cement beside the band left out (a
+    front read 15 mm beyond the wall on four frames)."""
+    try:
+        return _find_cannula(att, pixel_mm, bridged=False)
+    except NotFound:
+        if not bridged:
+            raise
+        return _find_cannula(att, pixel_mm, bridged=True)
+
+
+def _find_cannula(att: np.ndarray, pixel_mm: float | None, bridged: bool) -> Cannula:
     """The steel cannula: a dense straight ridge running unbroken from its tip,
-    inside the image, out of the field.
+    inside the image, out of the field; ``bridged``: unbroken but for stretches over
+    RIDGE_BRIDGE_FRACTION of the top-hat's peak.
 
     Cortical lines can be as dense in projection, but they end at the corners
     of a vertebral body (and line up only across disc gaps); the shaft is the
@@ -233,11 +250,7 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
     field = cv2.erode(exposed_field(att).astype(np.uint8), np.ones((kernel, kernel), np.uint8)).astype(bool)
     peak = float(np.percentile(tophat[field], 99.9))
     ridge = (tophat > RIDGE_FRACTION * peak) & field
-    # Where the shaft crosses dense bone its top-hat can fall under the ridge's threshold for
-    # centimetres (a tuning CT case: to a fifth of its peak over 25 mm, so that the shaft's inner
-    # part looked like a short flat line inside the field and was refused as an endplate); along a
-    # line, such a stretch joins the ridge on each side of it.
-    bridge = (tophat > RIDGE_BRIDGE_FRACTION * peak) & field
+    bridge = (tophat > RIDGE_BRIDGE_FRACTION * peak) & field if bridged else ridge
     lines = cv2.HoughLines(ridge.astype(np.uint8), 1, np.pi / 360, threshold=max(15, h // 20))
     if lines is None:
         raise NotFound("no cannula: no straight dense line in the image")
@@ -245,7 +258,9 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
     centre = np.array([w / 2, h / 2])
     best, best_score = None, 0.0
     candidates = (
-        run for line in lines.reshape(-1, 2)[:LINES_TRIED] for run in _runs(ridge, bridge, field, *line, gap)
+        run
+        for line in lines.reshape(-1, 2)[:LINES_TRIED]
+        for run in _runs(ridge, bridge, field, *line, gap, bridged)
     )
     for a, b, length, a_edge, b_edge, theta in candidates:
         from_vertical = min(theta, np.pi - theta)  # 0 for a vertical line
@@ -267,7 +282,7 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None) -> Cannula:
     if best is None or best[2] < MIN_LENGTH_FRACTION * max(h, w):
         raise NotFound("no cannula: no dense straight oblique line in the image")
     tip, tail, _, leaves = best
-    tip, out = _refine_axis(tophat, ridge, tip, tail)
+    tip, out = _refine_axis(tophat, ridge, tip, tail, bridged)
     width = _ridge_width(tophat, tip, out)
     reach = TIP_REACH_MM / pixel_mm if pixel_mm else 0.25 * side
     tip, out, contrast = _follow_steel(
@@ -302,9 +317,10 @@ def shaft_band(shape, tip, out, width_px: float, widths: float) -> np.ndarray:
     return band.astype(bool)
 
 
-def _refine_axis(tophat: np.ndarray, ridge: np.ndarray, tip: np.ndarray, tail: np.ndarray):
+def _refine_axis(tophat: np.ndarray, ridge: np.ndarray, tip: np.ndarray, tail: np.ndarray, on_run: bool):
     """Least-squares axis through the ridge pixels near the rough line, and the
-    tip where the ridge falls to half its height along that axis."""
+    tip where the ridge falls to half its height along that axis; ``on_run``: that height and
+    fall read only on the run from ``tip`` to ``tail`` inside the image."""
     out = (tail - tip) / np.linalg.norm(tail - tip)
     normal = np.array([-out[1], out[0]])
     ys, xs = np.nonzero(ridge)
@@ -327,6 +343,7 @@ def _refine_axis(tophat: np.ndarray, ridge: np.ndarray, tip: np.ndarray, tail: n
     pts = tip[None, :] + t[:, None] * out[None, :]
     in_image = (pts[:, 0] >= 0) & (pts[:, 0] < w - 1) & (pts[:, 1] >= 0) & (pts[:, 1] < h - 1)
     beyond = (t > max(float(np.linalg.norm(tail - tip)), 12.0)) | ~in_image  # not the ridge's
+    beyond &= on_run
     along_run = (t > 10) & (t < 60) & ~beyond
     shaft = np.median(samples[along_run]) if along_run.any() else np.median(samples[(t > 10) & (t < 60)])
     inside = (samples > 0.5 * shaft) | beyond  # the tip is where the ridge itself falls
@@ -594,7 +611,7 @@ def round_field(att: np.ndarray) -> tuple[float, float, float] | None:
     return cx / scale, cy / scale, r / scale
 
 
-def _runs(ridge, bridge, field, rho, theta, gap):
+def _runs(ridge, bridge, field, rho, theta, gap, edge_runs=True):
     """Stretches of ``ridge`` along a Hough line (gaps up to ``gap`` pixels; pixels of
     ``bridge``, a weaker ridge, are no gap, though a stretch starts and ends on ``ridge``): the
     longest, and the longest that reaches the field's edge when that is another (bridged, a
@@ -638,7 +655,7 @@ def _runs(ridge, bridge, field, rho, theta, gap):
         return []
     chosen = [max(stretches, key=lambda run: run[1] - run[0])]
     at_edge = [run for run in stretches if run[0] - lo <= gap or hi - run[1] <= gap]
-    if at_edge and (edge := max(at_edge, key=lambda run: run[1] - run[0])) != chosen[0]:
+    if edge_runs and at_edge and (edge := max(at_edge, key=lambda run: run[1] - run[0])) != chosen[0]:
         chosen.append(edge)
     found = []
     for i, j in chosen:
