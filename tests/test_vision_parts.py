@@ -126,6 +126,21 @@ def test_cement_beyond_the_outline_is_a_leak_by_its_depth_and_shape(rows, cols, 
         assert (x, y) == (100 + cols[0], 200 + rows[0]) and (w, h) == (cols[1] - cols[0], rows[1] - rows[0])
 
 
+def test_a_thin_film_beyond_an_endplate_is_a_disc_leak_not_a_vein():
+    """The disc has no veins: cement pressed through an endplate first spreads as a thin film
+    along it, a streak like a vein's (tuning seed 5020's disc leak was first alarmed as venous).
+    Beyond an endplate it is a disc leak; the same streak behind the posterior wall is a vein."""
+    from monitor.vision.measure import find_leaks
+
+    mask = np.zeros((60, 60), bool)
+    mask[35:37, 10:50] = True  # 10 mm along the endplate, 0.5 mm thick, 1.5-2 mm beyond it
+    beyond = np.tile((np.arange(60, dtype=np.float32) - 29)[:, None], (1, 60))  # below an endplate at y = 29
+    grid = PixelGrid.for_spacing(0.25)
+    for side, site in (("disc", "disc"), ("posterior", "venous")):
+        leaks = find_leaks(_cement(mask), {side: (beyond > 0, beyond)}, (0, 0), grid, (0, 0), 0.18, 1.5)
+        assert [lk.site for lk in leaks] == [site], side
+
+
 def test_the_biplane_volume_of_an_ellipsoid_is_its_volume():
     """Simpson's rule over elliptical slices: an ellipsoid of semi-axes 6 mm (depth, lateral
     view), 4 mm (width, AP view) and 9 mm (cranio-caudal) drawn in each view at a different

@@ -86,11 +86,15 @@ def find_leaks(
             volume /= cement_mu_per_mm * 1000.0
             x, y, w, h, area = stats[i]
             # A vein is a long thin streak; an epidural or paravertebral leak
-            # spreads as a sheet or a blob.
+            # spreads as a sheet or a blob. Not in the disc: it has no veins (the
+            # basivertebral vein leaves through the posterior wall, segmental veins at the
+            # body's sides), and cement pressed into it first spreads as a thin film along
+            # the endplate, a streak too.
             (_, _), (side_a, side_b), _ = cv2.minAreaRect(np.column_stack(np.nonzero(comp)[::-1]))
             length = max(side_a, side_b, 1.0) * pixel_mm
             width_mm = area * area_mm2 / length
-            kind = "venous" if length >= 4.0 * width_mm and width_mm < 2.0 else site
+            streak = length >= 4.0 * width_mm and width_mm < 2.0
+            kind = "venous" if streak and site != "disc" else site
             corner = full(x + origin[0], y + origin[1])
             box = (int(corner[0]), int(corner[1]), int(w * grid.scale), int(h * grid.scale))
             cx, cy = centroids[i]
