@@ -334,22 +334,30 @@ def front_distance_px(
 BOLUS_GROWTH_MM = 3.0  # how far the next frame's cement may reach beyond this frame's
 
 
+def at_tips(mask: np.ndarray, tips: list[tuple[float, float]], pixel_mm: float | None) -> np.ndarray:
+    """The cement of ``mask`` (h, w, bool) connected to a cannula tip: the pieces (8-connected)
+    with a pixel within twice BOLUS_GROWTH_MM of one of ``tips`` (x, y in the same pixels).
+    Cement is injected there, so this is the bolus; the rest got somewhere else."""
+    grow = int(round(BOLUS_GROWTH_MM / pixel_mm)) if pixel_mm else 4
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    near_tip = np.zeros(mask.shape, np.uint8)
+    for x, y in tips:
+        cv2.circle(near_tip, (int(round(x)), int(round(y))), 2 * grow, 1, -1)
+    keep = np.zeros(count, bool)
+    keep[np.unique(labels[near_tip.astype(bool)])] = True
+    keep[0] = False
+    return keep[labels]
+
+
 def growing_bolus(mask: np.ndarray, tips: list[tuple[float, float]], pixel_mm: float | None) -> np.ndarray:
     """Where the next frame's cement may be, to keep out of its registration and background:
-    the cement of ``mask`` (h, w) connected to a cannula tip (it is injected there; ``tips``
-    in the same pixels, this frame's shift included), grown by about 3 mm. With no tips, all
-    of it. Cement elsewhere is left in: if a misregistered frame read every cortex edge as
-    cement, masking them would leave the next registration nothing to hold on to."""
+    the cement of ``mask`` (h, w) connected to a cannula tip (:func:`at_tips`), grown by about
+    3 mm. With no tips, all of it. Cement elsewhere is left in: if a misregistered frame read
+    every cortex edge as cement, masking them would leave the next registration nothing to
+    hold on to."""
     grow = int(round(BOLUS_GROWTH_MM / pixel_mm)) if pixel_mm else 4
     if tips:
-        count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-        near_tip = np.zeros(mask.shape, np.uint8)
-        for x, y in tips:
-            cv2.circle(near_tip, (int(round(x)), int(round(y))), 2 * grow, 1, -1)
-        keep = np.zeros(count, bool)
-        keep[np.unique(labels[near_tip.astype(bool)])] = True
-        keep[0] = False
-        mask = keep[labels]
+        mask = at_tips(mask, tips, pixel_mm)
     if not mask.any():
         return mask
     # grown by a disc (a distance transform is cheaper than dilating with one), around the cement only

@@ -90,16 +90,22 @@ def find_leaks(
             # basivertebral vein leaves through the posterior wall, segmental veins at the
             # body's sides), and cement pressed into it first spreads as a thin film along
             # the endplate, a streak too.
-            (_, _), (side_a, side_b), _ = cv2.minAreaRect(np.column_stack(np.nonzero(comp)[::-1]))
-            length = max(side_a, side_b, 1.0) * pixel_mm
-            width_mm = area * area_mm2 / length
-            streak = length >= 4.0 * width_mm and width_mm < 2.0
-            kind = "venous" if streak and site != "disc" else site
+            kind = "venous" if _is_streak(comp, area, pixel_mm) and site != "disc" else site
             corner = full(x + origin[0], y + origin[1])
             box = (int(corner[0]), int(corner[1]), int(w * grid.scale), int(h * grid.scale))
             cx, cy = centroids[i]
             leaks.append(Leak(kind, volume, tuple(full(cx + origin[0], cy + origin[1])), box))
     return leaks
+
+
+def _is_streak(piece: np.ndarray, area_px: int, pixel_mm: float) -> bool:
+    """Whether a piece of cement (bool mask, ``area_px`` pixels) is a long thin streak, as a vein's
+    cast or a film along an endplate: at least 4 times as long as wide and under 2 mm wide (the
+    width is its area over the long side of its smallest enclosing box)."""
+    (_, _), (side_a, side_b), _ = cv2.minAreaRect(np.column_stack(np.nonzero(piece)[::-1]))
+    length = max(side_a, side_b, 1.0) * pixel_mm
+    width_mm = area_px * pixel_mm**2 / length
+    return length >= 4.0 * width_mm and width_mm < 2.0
 
 
 @dataclass(frozen=True)
