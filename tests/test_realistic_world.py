@@ -550,3 +550,24 @@ def test_a_faint_posterior_leak_along_the_needle_track_alarms_within_two_frames(
     assert truth["leak"]["site"] == "posterior" and onset == 32
     assert leaks, "the leak was never alarmed"
     assert leaks[0]["site"] == "posterior" and leaks[0]["frame"] - onset <= 2, leaks[0]
+
+
+def test_a_leak_apart_from_the_bolus_alarms_where_no_outline_is_found(tmp_path):
+    """Tuning seed 5025 as the benchmark renders it (CT, L1, 512 pixels): no body outline is found
+    in either view, so no leak could be read against one, and its venous leak (from frame 39)
+    went unalarmed. In the lateral view the vein's cement shows as a streak apart from the
+    bolus, 30 mm behind the tip: alarmed high as venous within 2 frames of the onset, saying how
+    it was read, and nothing is alarmed before any cement has left."""
+    from monitor.accuracy import evaluate_case, world_configs
+
+    _ct_or_skip()
+    truth = simulate(world_configs([5025])[0], tmp_path / "ct")
+    result = evaluate_case(tmp_path / "ct")
+    assert set(result["wall"].values()) == {"none"}
+    leaks = [a for a in result["alarms"] if a["kind"] == "extravasation" and a["priority"] == "high"]
+    assert leaks, "no leak alarmed"
+    assert min(a["frame"] for a in leaks) >= truth["leak"]["first_cement_frame"]
+    first = leaks[0]
+    assert first["frame"] - truth["leak"]["onset_frame"] <= 2, first
+    assert (first["plane"], first["site"]) == ("lateral", "venous"), first
+    assert "apart from the bolus" in first["reason"], first["reason"]

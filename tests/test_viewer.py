@@ -674,9 +674,10 @@ def test_a_possible_leak_is_labelled_so_and_inside_the_image(qtbot, streams, win
 
 
 def test_where_no_wall_is_found_the_view_says_so_and_that_the_leak_rules_are_off(qtbot, streams, window):
-    """No body outline in the lateral view: the banner asks for the wall and says both the 5 mm
-    and the leak rules are off there, and the distance readout says NO WALL FOUND (it said
-    WALL NOT CONFIRMED, a wall the operator would then look for on the screen)."""
+    """No body outline in the lateral view: the banner asks for the wall and says the 5 mm rule
+    is off there and leaks are seen only as cement apart from the bolus, and the distance
+    readout says NO WALL FOUND (it said WALL NOT CONFIRMED, a wall the operator would then look
+    for on the screen)."""
     none = Caveat(CaveatCode.NO_ANATOMY, "too few edge points")
     overlay = {k: v for k, v in OVERLAY.items() if k not in ("wall", "safety_line", "body", "front")}
 
@@ -686,7 +687,8 @@ def test_where_no_wall_is_found_the_view_says_so_and_that_the_leak_rules_are_off
 
     pump(qtbot, send, lambda: window.banner.text().startswith("NO WALL FOUND"))
     assert window.banner.text() == (
-        "NO WALL FOUND: 5 mm and leak rules OFF in lateral. Draw the posterior wall (Adjust wall)"
+        "NO WALL FOUND: 5 mm rule OFF; lateral leaks only seen apart from the bolus."
+        " Draw the posterior wall (Adjust wall)"
     )
     assert window.readouts["distance"].text() == "NO WALL FOUND"
     assert not window.confirm_button.isEnabled()

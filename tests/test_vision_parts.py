@@ -141,6 +141,43 @@ def test_a_thin_film_beyond_an_endplate_is_a_disc_leak_not_a_vein():
         assert [lk.site for lk in leaks] == [site], side
 
 
+def test_cement_apart_from_the_bolus_is_a_leak_sited_by_its_direction_from_the_tip():
+    """With no outline, a lateral view reads as leaks the pieces of cement not connected to the
+    cement at the tip (the projection of one connected mass is connected): behind the tip along
+    the shaft posterior, ahead of it paravertebral, above or below it disc, a thin streak
+    anywhere venous. Specks under the leak size are not read, nor is anything before the bolus
+    itself is seen; cement joined to the bolus is the bolus."""
+    from monitor.vision.measure import find_apart_leaks
+
+    grid = PixelGrid.for_spacing(0.25)  # 0.5 log units a pixel: 0.00017 mL, a leak from 46 pixels
+    yy, xx = np.mgrid[:200, :200]
+    bolus = (xx - 96) ** 2 + (yy - 100) ** 2 <= 16**2  # 0.14 mL around the tip at (100, 100)
+    pieces = {
+        "posterior": (slice(95, 105), slice(150, 160)),  # 13 mm behind the tip, along the shaft
+        "disc": (slice(140, 150), slice(95, 105)),  # 11 mm below it
+        "paravertebral": (slice(95, 105), slice(30, 40)),  # 16 mm ahead of it
+        "venous": (slice(40, 42), slice(130, 190)),  # 15 mm long, 0.5 mm wide, above and behind
+        "speck": (slice(170, 174), slice(170, 174)),  # 0.003 mL
+    }
+    mask = bolus.copy()
+    for window in pieces.values():
+        mask[window] = True
+
+    def sites(m):
+        leaks = find_apart_leaks(_cement(m), [(100.0, 100.0)], [(1.0, 0.0)], grid, (0, 0), 0.18, 0.008)
+        return sorted(lk.site for lk in leaks), leaks
+
+    found, leaks = sites(mask)
+    assert found == ["disc", "paravertebral", "posterior", "venous"]
+    assert all(lk.apart for lk in leaks)
+    posterior = next(lk for lk in leaks if lk.site == "posterior")
+    assert posterior.box == (150, 95, 10, 10) and posterior.centroid == pytest.approx((154.5, 99.5))
+    assert sites(mask & ~bolus)[0] == []  # nothing at the tip: not apart from any bolus
+    joined = mask.copy()
+    joined[98:102, 110:152] = True  # the posterior piece joined to the bolus: the bolus's own
+    assert sites(joined)[0] == ["disc", "paravertebral", "venous"]
+
+
 def test_the_biplane_volume_of_an_ellipsoid_is_its_volume():
     """Simpson's rule over elliptical slices: an ellipsoid of semi-axes 6 mm (depth, lateral
     view), 4 mm (width, AP view) and 9 mm (cranio-caudal) drawn in each view at a different

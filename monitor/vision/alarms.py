@@ -124,10 +124,17 @@ class AlarmEngine:
         distance_mm: float | None,
         evidence: dict,
         doubt: str | None = None,
+        apart: bool = False,
     ) -> list[Alarm]:
         """A leak read at ``site``: high, or, with ``doubt`` (why the outline it was read against
-        may be wrong), medium and said as possible."""
+        may be wrong), medium and said as possible. ``apart``: read with no outline, as cement
+        apart from the bolus, its site judged from where it lies from the cannula's tip."""
         why = f"leak: {site}, cement outside the body's outline in the {plane} view"
+        if apart:
+            why = (
+                f"leak: {site}, cement apart from the bolus in the {plane} view (no body outline"
+                " found: the site is judged from where it lies from the cannula's tip)"
+            )
         high = self.alarms.get(("extravasation", site, "high"))
         possible = self.alarms.get(("extravasation", site, "medium"))
         if doubt is not None:

@@ -61,6 +61,7 @@ from monitor.vision.measure import (
     Leak,
     TrackReading,
     axis_profile,
+    find_apart_leaks,
     read_cement,
     read_shaft,
     read_track,
@@ -430,6 +431,11 @@ class PlaneAnalyzer:
                 result.checked = PLANE_CHECKS[self.plane]
             if isinstance(body, LateralBody) and self.pixel_mm:
                 self._judge_wall(result)
+        elif self.plane == "lateral" and self.pixel_mm:
+            # no outline to read a leak against: only the cement apart from the bolus
+            directions = [c.direction for c in self.learnt.cannulas]
+            mu, least = self.config.physics.cement_mu_per_mm, self.config.detection.leak_min_ml
+            result.leaks = find_apart_leaks(cement, tips, directions, self.grid, self.roi[:2], mu, least)
         result.overlay = overlay_geometry(
             result.overlay,
             self.grid,
@@ -814,7 +820,10 @@ class CaseAnalyzer:
                     "centroid_px": list(biggest.centroid),
                     "volume_ml": round(volume, 4),
                 }
-                raised += self.alarms.update_leak(frame, r.plane, site, r.distance_mm, evidence, possible)
+                apart = all(lk.apart for lk in leaks)
+                raised += self.alarms.update_leak(
+                    frame, r.plane, site, r.distance_mm, evidence, possible, apart
+                )
         volume, doubt = self._volume()
         if doubt is not None:
             r.caveats = (*r.caveats, doubt)

@@ -23,7 +23,7 @@ class CaveatCode(str, Enum):
     ANALYSIS_FAILED = "analysis-failed"  # the analysis raised; the analyzer went on
     # the frame was measured, without some of what the rules need
     NO_CANNULA = "no-cannula"  # no cannula found: no region of interest, no body
-    NO_ANATOMY = "no-anatomy"  # no body outline: no wall distance, no leak check
+    NO_ANATOMY = "no-anatomy"  # no body outline: no wall distance; leaks only as cement apart (lateral)
     UNCALIBRATED = "uncalibrated"  # no millimetre scale: no wall distance
     OPERATOR_WALL_UNUSED = "operator-wall-unused"  # the operator's wall could not be placed
     OPERATOR_BOX_UNUSED = "operator-box-unused"  # the operator's body box could not be placed
