@@ -383,6 +383,8 @@ class VisionAnalysis(Analysis):
                     lateral.confirm_wall()
             if b["event"] in ("wall-armed", "wall-not-confirmed") and b["source"] == "analyzer" and lateral:
                 lateral.restore_wall(b["event"], b["detail"], b.get("value"))
+            if b["event"] == "apart-off" and b["source"] == "analyzer" and lateral:
+                lateral.restore_apart_off()
             # the temporal filter's weight as read before the restart: the frames after it are
             # cement, never still again, so it could not be read anew
             if b["event"] == "temporal-filter" and b["source"] == "analyzer" and r.plane in self.case.planes:

@@ -28,7 +28,7 @@ from monitor.errors import MonitorError
 from monitor.io import signing
 from monitor.io.store import DB_NAME, SessionStore
 from monitor.messages import PLANES
-from monitor.vision.alarms import PLANE_CHECKS
+from monitor.vision.alarms import CHECKS, PLANE_CHECKS
 from monitor.vision.caveats import CaveatCode
 
 DIGEST_VERSION = 5  # bump when session_digest changes, so cached digests are recomputed
@@ -100,7 +100,8 @@ OPERATOR_EVENTS = {
 }
 # whether the 5 mm rule was armed on the posterior wall, and who armed it: the analyzer's
 # decisions, and the operator's confirmation or drawing of the wall
-WALL_EVENTS = {"wall-armed", "wall-not-confirmed", "confirm-wall", "wall"}
+# (and, with no outline, that cement apart from the bolus is not read as a leak)
+WALL_EVENTS = {"wall-armed", "wall-not-confirmed", "confirm-wall", "wall", "apart-off"}
 PROCESSING_EVENTS = {"temporal-filter"}  # what the analyzer did to the images, said once a level
 
 
@@ -132,7 +133,8 @@ def monitoring(results) -> dict:
 
     ``results``: the level's result records. Returns {"monitored": bool or None (the log
     predates the analyzer saying which rules it checked), "threshold", "planes": {plane:
-    {"frames", "proximity" (lateral), "leak"}}, "reasons": [why not monitored]}.
+    {"frames", "proximity" (lateral), "leak", and "leak-apart" where a view with no outline read
+    cement apart from the bolus}}, "reasons": [why not monitored]}.
     """
     counts: dict[str, dict] = {}
     times, checked_lateral = [], []
@@ -140,7 +142,7 @@ def monitoring(results) -> dict:
         if r.body.get("status") == "baseline":
             continue
         checks = r.body.get("checks")
-        c = counts.setdefault(r.plane, {"frames": 0, "unsaid": 0, "proximity": 0, "leak": 0})
+        c = counts.setdefault(r.plane, {"frames": 0, "unsaid": 0, **dict.fromkeys(CHECKS, 0)})
         c["frames"] += 1
         c["unsaid"] += checks is None
         for check in checks or ():
@@ -185,9 +187,12 @@ def coverage_verdict(counts: dict[str, dict]) -> dict:
             share = c[rule] / c["frames"]
             planes[plane][rule] = round(share, 4)
             if share < MONITORED_SHARE and not silent:
-                reasons.append(
-                    f"{plane}: {names[rule]} evaluated on {c[rule]} of {c['frames']} frames ({share:.0%})"
-                )
+                apart = c.get("leak-apart", 0) if rule == "leak" else 0
+                only = f"; only cement apart from the bolus read on {apart}" if apart else ""
+                of = f"{c[rule]} of {c['frames']} frames ({share:.0%}{only})"
+                reasons.append(f"{plane}: {names[rule]} evaluated on {of}")
+        if c.get("leak-apart"):
+            planes[plane]["leak-apart"] = round(c["leak-apart"] / c["frames"], 4)
         gap = c.get("max_gap_s")
         if plane == "lateral" and gap is not None and not silent:
             planes[plane]["max_unchecked_s"] = round(gap, 2)

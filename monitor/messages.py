@@ -65,7 +65,9 @@ site and distance_mm).
 
 Status header: v, kind "status", session, source, send_time, event ("stale",
 "resumed", "dropped", "rejected", "restarted", "log-failed", "log-resumed",
-"rejected-command", "wall-armed", "wall-not-confirmed", "temporal-filter" (value: the
+"rejected-command", "wall-armed", "wall-not-confirmed", "apart-off" (a lateral view with no
+body outline will not read cement apart from the bolus as a leak on this level; value: the
+frame decided on), "temporal-filter" (value: the
 weight of the C-arm's recursive filter read from the noise and undone, and the frame from
 which), "syringe-entry" (value: the
 syringes' total at the level and the image's darkness it was anchored on, mL), or an
@@ -213,7 +215,7 @@ class Result:
     volume_scale: float = 1.0  # syringe calibration applied to the volumes (1: image-based only)
     alarms: list = field(default_factory=list)
     overlay: dict = field(default_factory=dict)
-    # the safety rules evaluated on this frame, of CHECKS ("proximity", "leak"); None from an
+    # the safety rules evaluated on this frame, of CHECKS ("proximity", "leak", "leak-apart"); None from an
     # analyzer that does not say (logs written before 2026-12), [] when none could be
     checks: list | None = None
     # why it is not a plain measurement: [{"code": CaveatCode value, "detail": text}, ...];

@@ -209,9 +209,9 @@ class ViewState:
         from the newest lateral result: confirm the wall found or draw it ("WALL NOT
         CONFIRMED"), or draw one where none was found; None while the rule is armed. Where none
         was found there is no body outline to read a leak against either (a drawn wall or box
-        gives one, and the caveat goes): only cement apart from the bolus is read as a leak
-        there. It says so, as this prompt stands in the banner in place of the lateral view's
-        NOT MONITORED, and must not say less."""
+        gives one, and the caveat goes): at most cement apart from the bolus is read as a leak
+        there (when the result says it checked "leak-apart"). It says which, as this prompt stands
+        in the banner in place of the lateral view's NOT MONITORED, and must not say less."""
         r = self.planes["lateral"].result
         if r is None or r.status == "baseline" or self.ended:
             return None
@@ -219,10 +219,12 @@ class ViewState:
         if CaveatCode.WALL_NOT_CONFIRMED in codes:
             return "WALL NOT CONFIRMED: 5 mm rule OFF. Check the dashed wall: Confirm wall, or Adjust wall"
         if CaveatCode.NO_ANATOMY in codes and CaveatCode.UNCALIBRATED not in codes:
-            return (
-                "NO WALL FOUND: 5 mm rule OFF; lateral leaks only seen apart from the bolus."
-                " Draw the posterior wall (Adjust wall)"
-            )
+            if "leak-apart" in (r.checks or ()):
+                return (
+                    "NO WALL FOUND: 5 mm rule OFF; lateral leaks only seen apart from the bolus."
+                    " Draw the posterior wall (Adjust wall)"
+                )
+            return "NO WALL FOUND: 5 mm and leak rules OFF in lateral. Draw the posterior wall (Adjust wall)"
         return None
 
     def alarms(self) -> list[dict]:

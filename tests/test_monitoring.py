@@ -146,9 +146,10 @@ def _result(**fields) -> Result:
 
 def test_the_checks_travel_on_the_wire_and_nonsense_is_refused():
     assert decode(encode(_result(checks=["proximity", "leak"]))).checks == ["proximity", "leak"]
+    assert decode(encode(_result(checks=["leak-apart"]))).checks == ["leak-apart"]
     assert decode(encode(_result())).checks is None  # an analyzer that does not say
     topic, body = encode(_result(checks=["proximity"]))
-    for bad in (["everything"], "proximity", ["leak"] * 3, [1]):
+    for bad in (["everything"], "proximity", ["leak"] * 4, [1]):
         raw = json.loads(body)
         raw["checks"] = bad
         with pytest.raises(MessageError, match="checks"):

@@ -557,8 +557,18 @@ def test_a_leak_apart_from_the_bolus_alarms_where_no_outline_is_found(tmp_path):
     in either view, so no leak could be read against one, and its venous leak (from frame 39)
     went unalarmed. In the lateral view the vein's cement shows as a streak apart from the
     bolus, 30 mm behind the tip: alarmed high as venous within 2 frames of the onset, saying how
-    it was read, and nothing is alarmed before any cement has left."""
+    it was read, and nothing is alarmed before any cement has left. Watched from frame 20 on,
+    with 1.3 mL already in its first frames (not found there), new cement around that bolus
+    broke into pieces and was read as a posterior leak at frame 36, before any cement left: the
+    first bolus read is too wide for its volume, so the rule is off for the level, and says so:
+    in the session log, the audit and to an analyzer restarted on that log."""
     from monitor.accuracy import evaluate_case, world_configs
+    from monitor.analyzer import VisionAnalysis
+    from monitor.audit import audit_json
+    from monitor.io.sources import DicomPairSource
+    from monitor.io.store import SessionStore
+    from monitor.pipeline import Endpoints, RunSpec, run
+    from monitor.replay import PaceOptions
 
     _ct_or_skip()
     truth = simulate(world_configs([5025])[0], tmp_path / "ct")
@@ -571,3 +581,28 @@ def test_a_leak_apart_from_the_bolus_alarms_where_no_outline_is_found(tmp_path):
     assert first["frame"] - truth["leak"]["onset_frame"] <= 2, first
     assert (first["plane"], first["site"]) == ("lateral", "venous"), first
     assert "apart from the bolus" in first["reason"], first["reason"]
+
+    source = DicomPairSource(tmp_path / "ct" / "lateral.dcm", tmp_path / "ct" / "ap.dcm")
+    every = source.frames
+    source.frames = lambda: (f for f in every() if f.index >= 20)
+    spec = RunSpec(str(tmp_path / "s"), "L1", endpoints=Endpoints.private())
+    assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) in (0, 4)
+    source.close()
+    store = SessionStore.open(tmp_path / "s")
+    (level,) = audit_json(store)["levels"]
+    assert not [a for a in level["alarms"] if a["kind"] == "extravasation" and a["frame"] < 39], level[
+        "alarms"
+    ]
+    assert [e["event"] for e in level["wall"]] == ["apart-off"], level["wall"]
+    off = store.query("SELECT MIN(rec) FROM journal WHERE kind = 'event' AND body LIKE '%apart-off%'")
+    later = store.query(
+        "SELECT json_extract(body, '$.checks') FROM journal WHERE kind = 'result' AND plane = 'lateral'"
+        " AND rec > ?",
+        (off.fetchone()[0],),
+    ).fetchall()
+    assert later and not any("leak-apart" in (c or "") for (c,) in later)
+    restarted = VisionAnalysis(level="L1")
+    restarted.restore(store, store.records("frame")[-1].body["stream"])
+    assert restarted.case.planes["lateral"]._apart is False
+    assert restarted.news() == []  # said before the restart, not again
+    store.close()

@@ -674,21 +674,26 @@ def test_a_possible_leak_is_labelled_so_and_inside_the_image(qtbot, streams, win
 
 
 def test_where_no_wall_is_found_the_view_says_so_and_that_the_leak_rules_are_off(qtbot, streams, window):
-    """No body outline in the lateral view: the banner asks for the wall and says the 5 mm rule
-    is off there and leaks are seen only as cement apart from the bolus, and the distance
-    readout says NO WALL FOUND (it said WALL NOT CONFIRMED, a wall the operator would then look
-    for on the screen)."""
+    """No body outline in the lateral view: the banner asks for the wall and says the 5 mm and
+    leak rules are off there, or, while the view checks cement apart from the bolus, that leaks
+    are seen only so; the distance readout says NO WALL FOUND (it said WALL NOT CONFIRMED, a
+    wall the operator would then look for on the screen)."""
     none = Caveat(CaveatCode.NO_ANATOMY, "too few edge points")
     overlay = {k: v for k, v in OVERLAY.items() if k not in ("wall", "safety_line", "body", "front")}
 
-    def send():
+    def send(checks):
         streams.frame(9)
-        streams.result(9, caveats=(none,), checks=[], overlay=overlay)
+        streams.result(9, caveats=(none,), checks=checks, overlay=overlay)
 
-    pump(qtbot, send, lambda: window.banner.text().startswith("NO WALL FOUND"))
+    pump(qtbot, lambda: send([]), lambda: window.banner.text().startswith("NO WALL FOUND"))
+    assert window.banner.text() == (
+        "NO WALL FOUND: 5 mm and leak rules OFF in lateral. Draw the posterior wall (Adjust wall)"
+    )
+    assert window.readouts["distance"].text() == "NO WALL FOUND"
+    assert not window.confirm_button.isEnabled()
+    pump(qtbot, lambda: send(["leak-apart"]), lambda: "apart" in window.banner.text())
     assert window.banner.text() == (
         "NO WALL FOUND: 5 mm rule OFF; lateral leaks only seen apart from the bolus."
         " Draw the posterior wall (Adjust wall)"
     )
     assert window.readouts["distance"].text() == "NO WALL FOUND"
-    assert not window.confirm_button.isEnabled()

@@ -183,7 +183,9 @@ def test_where_no_wall_is_found_the_banner_says_the_leak_rules_are_off_too():
 
     priority, text = banner([])
     assert priority == "not-monitored", (priority, text)
-    assert text.startswith("NO WALL FOUND: 5 mm rule OFF; lateral leaks only seen apart from the bolus."), (
-        text
-    )
-    assert banner(None)[1].startswith("NO WALL FOUND: 5 mm rule OFF;"), banner(None)
+    assert text.startswith("NO WALL FOUND: 5 mm and leak rules OFF in lateral. Draw the posterior wall"), text
+    assert banner(None)[1].startswith("NO WALL FOUND: 5 mm and leak rules OFF in lateral."), banner(None)
+    # checking cement apart from the bolus only: said so, and still not monitored
+    priority, text = banner(["leak-apart"])
+    assert priority == "not-monitored", (priority, text)
+    assert text.startswith("NO WALL FOUND: 5 mm rule OFF; lateral leaks only seen apart from the bolus"), text

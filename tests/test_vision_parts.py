@@ -146,7 +146,8 @@ def test_cement_apart_from_the_bolus_is_a_leak_sited_by_its_direction_from_the_t
     cement at the tip (the projection of one connected mass is connected): behind the tip along
     the shaft posterior, ahead of it paravertebral, above or below it disc, a thin streak
     anywhere venous. Specks under the leak size are not read, nor is anything before the bolus
-    itself is seen; cement joined to the bolus is the bolus."""
+    itself is seen; cement joined to the bolus is the bolus. A piece overlapping an earlier leak
+    keeps its site (a vein's cast that thickens is still a vein)."""
     from monitor.vision.measure import find_apart_leaks
 
     grid = PixelGrid.for_spacing(0.25)  # 0.5 log units a pixel: 0.00017 mL, a leak from 46 pixels
@@ -163,9 +164,9 @@ def test_cement_apart_from_the_bolus_is_a_leak_sited_by_its_direction_from_the_t
     for window in pieces.values():
         mask[window] = True
 
-    def sites(m):
-        leaks = find_apart_leaks(_cement(m), [(100.0, 100.0)], [(1.0, 0.0)], grid, (0, 0), 0.18, 0.008)
-        return sorted(lk.site for lk in leaks), leaks
+    def sites(m, known=()):
+        found = find_apart_leaks(_cement(m), [(100.0, 100.0)], [(1.0, 0.0)], grid, (0, 0), 0.18, 0.008, known)
+        return sorted(lk.site for lk in found.leaks), found.leaks
 
     found, leaks = sites(mask)
     assert found == ["disc", "paravertebral", "posterior", "venous"]
@@ -176,6 +177,35 @@ def test_cement_apart_from_the_bolus_is_a_leak_sited_by_its_direction_from_the_t
     joined = mask.copy()
     joined[98:102, 110:152] = True  # the posterior piece joined to the bolus: the bolus's own
     assert sites(joined)[0] == ["disc", "paravertebral", "venous"]
+    vein = next(lk for lk in leaks if lk.site == "venous")
+    thick = mask.copy()
+    thick[36:46, 130:190] = True  # the vein's cast now 2.5 mm wide: no streak, but the same piece
+    assert sites(thick)[0] == ["disc", "paravertebral", "posterior", "posterior"]
+    assert sites(thick, [vein])[0] == ["disc", "paravertebral", "posterior", "venous"]
+
+
+def test_only_a_bolus_seen_from_its_start_arms_the_reading_of_cement_apart():
+    """The first bolus read must be one compact piece: a disc of 0.033 mL, 5 mm across, is; the
+    same volume as a faint ring 12 mm across (a thin shell of new cement around a bolus already
+    there when monitoring began, which later breaks into pieces) covers too much for its volume,
+    and a first bolus with a piece apart already is not cement seen from its start either."""
+    from monitor.vision.measure import find_apart_leaks, grown_from_tip
+
+    grid = PixelGrid.for_spacing(0.25)
+    yy, xx = np.mgrid[:200, :200]
+    r = np.hypot(xx - 100, yy - 100)
+
+    def first(mask, log_units):
+        return find_apart_leaks(
+            _cement(mask, log_units), [(100.0, 100.0)], [(1.0, 0.0)], grid, (0, 0), 0.18, 0.008
+        )
+
+    disc = first(r <= 10, 0.3)  # 19.6 mm2
+    ring = first((r >= 14) & (r <= 24), 0.079)  # 74.6 mm2
+    assert disc.bolus_ml == pytest.approx(ring.bolus_ml, rel=0.05)
+    assert grown_from_tip(disc) and not grown_from_tip(ring)
+    with_piece = (r <= 10) | ((xx >= 150) & (xx < 160) & (yy >= 95) & (yy < 105))
+    assert not grown_from_tip(first(with_piece, 0.3))
 
 
 def test_the_biplane_volume_of_an_ellipsoid_is_its_volume():

@@ -20,9 +20,11 @@ Site = Literal["posterior", "disc", "paravertebral", "venous"]
 
 # The safety rules a frame can be checked against: "proximity", the 5 mm rule (the lateral
 # view's distance from the cement front to the posterior wall); "leak", cement outside the
-# body's outline (either view). A frame not checked raises no alarm because nobody looked.
-CHECKS = ("proximity", "leak")
-PLANE_CHECKS = {"lateral": CHECKS, "ap": ("leak",)}  # the rules each view can evaluate
+# body's outline (either view); "leak-apart", with no outline, cement apart from the bolus only
+# (lateral; not a rule's full check, so not in PLANE_CHECKS). A frame not checked raises no
+# alarm because nobody looked.
+CHECKS = ("proximity", "leak", "leak-apart")
+PLANE_CHECKS = {"lateral": ("proximity", "leak"), "ap": ("leak",)}  # the rules each view can evaluate
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ from monitor.vision.measure import (
     TrackReading,
     axis_profile,
     find_apart_leaks,
+    grown_from_tip,
     read_cement,
     read_shaft,
     read_track,
@@ -249,6 +250,10 @@ class PlaneAnalyzer:
         self.halo = HaloEvidence()  # what the cement's halo says of the modelled scatter
         self.recursive = RecursiveFilter()  # the system's temporal filter, read and undone
         self._cement_seen = False  # once: the filter's weight is read only on frames before it
+        # with no outline: whether cement apart from the bolus is read (None: not decided yet),
+        # and the leaks read so (their sites are kept)
+        self._apart: bool | None = None
+        self._apart_leaks: list[Leak] = []
         self._filter_said = False  # the filter's undoing logged (once a level)
         # lateral: who armed the 5 mm rule on the wall ("automatic", "operator"; None: not armed)
         self.wall_armed_by: str | None = None
@@ -338,6 +343,11 @@ class PlaneAnalyzer:
         todo = "draw the wall" if self.wall_refuted else "confirm or draw the wall"
         detail = f"5 mm rule not armed: {why}; {todo}"
         self.news.append(("wall-not-confirmed", detail, {"refuted": refuted, "why": why}))
+
+    def restore_apart_off(self) -> None:
+        """After a restart, the logged decision that cement apart from the bolus is not read on
+        this level (:meth:`_read_apart`): it stays off, not decided again on later frames."""
+        self._apart = False
 
     def restore_wall(self, event: str, detail: str, value: dict | None) -> None:
         """After a restart, the wall decision the analyzer logged before it (``event``
@@ -431,11 +441,8 @@ class PlaneAnalyzer:
                 result.checked = PLANE_CHECKS[self.plane]
             if isinstance(body, LateralBody) and self.pixel_mm:
                 self._judge_wall(result)
-        elif self.plane == "lateral" and self.pixel_mm:
-            # no outline to read a leak against: only the cement apart from the bolus
-            directions = [c.direction for c in self.learnt.cannulas]
-            mu, least = self.config.physics.cement_mu_per_mm, self.config.detection.leak_min_ml
-            result.leaks = find_apart_leaks(cement, tips, directions, self.grid, self.roi[:2], mu, least)
+        elif self.plane == "lateral" and self.pixel_mm and self.learnt.cannulas:
+            self._read_apart(result, cement, tips)
         result.overlay = overlay_geometry(
             result.overlay,
             self.grid,
@@ -450,6 +457,42 @@ class PlaneAnalyzer:
         if result.overlay.get("wall_state") == "not-confirmed":  # no rule armed, no line to draw
             result.overlay.pop("safety_line", None)
         return result
+
+    def _read_apart(self, result: PlaneResult, cement: CementMap, tips: list[tuple[float, float]]) -> None:
+        """No outline to read a leak against: the cement apart from the bolus
+        (:func:`find_apart_leaks`) into ``result``, with the rule said as checked ("leak-apart"),
+        on a level whose bolus was seen from its start. Decided once, on the first frame whose
+        bolus reaches the leak size: where that bolus was not :func:`grown_from_tip`, or cement
+        was found in the baseline, new cement is the rim of a bolus already there, which shows
+        broken into pieces "apart" (late starts of tuning cases raised false leaks so): the rule
+        is then off for the level, said once ("apart-off")."""
+        if self._apart is False:
+            return
+        c = self.config
+        directions = [k.direction for k in self.learnt.cannulas]
+        mu, least = c.physics.cement_mu_per_mm, c.detection.leak_min_ml
+        reading = find_apart_leaks(
+            cement, tips, directions, self.grid, self.roi[:2], mu, least, self._apart_leaks
+        )
+        if self._apart is None and reading.bolus_ml >= least:
+            self._apart = grown_from_tip(reading) and self._state.prior is None
+            if not self._apart:
+                why = (
+                    "cement was already there in the first frames"
+                    if self._state.prior is not None
+                    else "the first cement read was not a bolus seen from its start (in pieces, or"
+                    " too wide for its volume: new cement around cement already there)"
+                )
+                detail = (
+                    f"{self.plane} view: no body outline, and cement apart from the bolus is not read as a"
+                    f" leak on this level: {why}, so new cement can show as broken pieces of a bolus"
+                    " already there; draw the posterior wall or the body to read leaks"
+                )
+                self.news.append(("apart-off", detail, {"frame": result.frame}))
+                return
+        result.checked = ("leak-apart",)
+        result.leaks = reading.leaks
+        self._apart_leaks += [lk for lk in reading.leaks if lk.volume_ml >= least]
 
     def _cement(self, pixels: np.ndarray, clipped: np.ndarray, number: int) -> tuple[CementMap, Comparison]:
         """The frame against the baseline (its shift kept in ``_shift``) and the cement in it,

@@ -6,6 +6,7 @@ in millilitres, millimetres and full-resolution image pixels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -109,6 +110,33 @@ def _is_streak(piece: np.ndarray, area_px: int, pixel_mm: float) -> bool:
     return length >= 4.0 * width_mm and width_mm < 2.0
 
 
+FIRST_BOLUS_BLUR_MM = 1.0  # how far blur and threshold widen a small bolus's outline (see grown_from_tip)
+
+
+@dataclass(frozen=True)
+class ApartReading:
+    """What :func:`find_apart_leaks` read on a frame: the cement connected to a tip (its volume
+    in mL and its area in mm2) and the pieces apart read as leaks."""
+
+    bolus_ml: float
+    bolus_mm2: float
+    leaks: list[Leak]
+
+
+def grown_from_tip(first: ApartReading) -> bool:
+    """Whether the first bolus read (``first``: the first frame it holds the leak size) is cement
+    seen from its start: one piece, whose outline is no larger than that of a sphere of its
+    volume widened by FIRST_BOLUS_BLUR_MM. New cement around a bolus already there when the
+    monitoring began is a thin shell over a wide outline: on 76 late starts of the tuning cases
+    (the first 8-20 frames dropped, with cement in them) its area was 1.1-2.2 times that bound
+    on 61; of the other 15, 8 had the cement found in the baseline, 3 were in pieces already and
+    4 were read, with no false leak. A bolus seen from its start was 0.44-0.89 times it (the 12
+    tuning cases with no lateral outline). A darkness that reads the volume low makes the
+    bound smaller: the rule then errs towards off."""
+    radius = (3.0 * first.bolus_ml * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
+    return not first.leaks and first.bolus_mm2 <= np.pi * (radius + FIRST_BOLUS_BLUR_MM) ** 2
+
+
 def find_apart_leaks(
     cement: CementMap,
     tips: list[tuple[float, float]],
@@ -117,7 +145,8 @@ def find_apart_leaks(
     roi_origin: tuple[int, int],
     cement_mu_per_mm: float,
     min_ml: float,
-) -> list[Leak]:
+    known: Sequence[Leak] = (),
+) -> ApartReading:
     """Cement apart from the bolus: the leaks a lateral view can read with no body outline.
 
     Cement is injected at the tip and spreads through the trabecular bone as one connected
@@ -128,17 +157,22 @@ def find_apart_leaks(
     never before any cement had left (in the AP view it also showed on cortex edges left by
     breathing, so that view does not read it). Pieces of less than ``min_ml`` are not read,
     nor is anything before the bolus itself holds ``min_ml`` (cement seen first away from every
-    tip is not "apart" from a bolus: a cannula not found, or noise).
+    tip is not "apart" from a bolus: a cannula not found, or noise). The premise holds only for
+    cement whose growth was seen from its start: the new cement around a bolus already there
+    when monitoring began shows as a broken shell, so the caller reads the pieces only where
+    the first bolus was :func:`grown_from_tip`.
 
     The site is a guess from where the piece lies seen from its nearest tip (``tips`` x, y in
     the ROI's working pixels with this frame's shift; ``directions`` each tip's unit vector out
     along its shaft, which enters from behind): a streak (:func:`_is_streak`) is venous; a piece
     within 45 degrees of the shaft behind the tip posterior; one ahead of the tip paravertebral;
-    one above or below it (the spine's axis, across the shaft) disc. ``cement`` (h, w) over the
-    ROI whose corner is working pixel ``roi_origin``; the leaks' places in image pixels.
+    one above or below it (the spine's axis, across the shaft) disc. A piece overlapping one of
+    the ``known`` leaks (this view's earlier ones) keeps that one's site: a vein's cast that
+    thickens is still a vein. ``cement`` (h, w) over the ROI whose corner is working pixel
+    ``roi_origin``; the leaks' places in image pixels.
     """
     if not cement.mask.any() or not tips:
-        return []
+        return ApartReading(0.0, 0.0, [])
     pixel_mm = grid.pixel_mm
     window = around(cement.mask, 0)
     oy, ox = window[0].start, window[1].start
@@ -151,32 +185,51 @@ def find_apart_leaks(
     bolus = np.zeros(count, bool)
     bolus[np.unique(labels[at_tips(mask, near, pixel_mm)])] = True
     bolus[0] = False
-    if volumes[bolus].sum() < min_ml:
-        return []
+    bolus_ml = float(volumes[bolus].sum())
+    bolus_mm2 = float(stats[bolus, cv2.CC_STAT_AREA].sum()) * pixel_mm**2
+    if bolus_ml < min_ml:
+        return ApartReading(bolus_ml, bolus_mm2, [])
     leaks = []
     for i in np.flatnonzero(~bolus & (volumes >= min_ml)):
         if i == 0:
             continue
         x, y, w, h, area = stats[i]
-        cx, cy = centroids[i]
-        gaps = [np.hypot(cx - tx, cy - ty) for tx, ty in near]
-        k = int(np.argmin(gaps))
-        (tx, ty), (ux, uy) = near[k], directions[k]
-        behind = (cx - tx) * ux + (cy - ty) * uy  # along the shaft, out of the body
-        across = abs((cx - tx) * uy - (cy - ty) * ux)
-        if _is_streak(labels == i, area, pixel_mm):
-            site = "venous"
-        elif behind >= across:
-            site = "posterior"
-        elif -behind >= across:
-            site = "paravertebral"
-        else:
-            site = "disc"
         corner = grid.to_full(x + ox, y + oy, roi_origin)
         box = (int(corner[0]), int(corner[1]), int(w * grid.scale), int(h * grid.scale))
+        cx, cy = centroids[i]
         centroid = tuple(grid.to_full(cx + ox, cy + oy, roi_origin))
+        site = next((k.site for k in known if _overlap(k.box, box)), None) or _apart_site(
+            labels == i, area, (cx, cy), near, directions, pixel_mm
+        )
         leaks.append(Leak(site, float(volumes[i]), centroid, box, apart=True))
-    return leaks
+    return ApartReading(bolus_ml, bolus_mm2, leaks)
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Whether two boxes (x, y, w, h) share any pixel."""
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def _apart_site(
+    piece: np.ndarray,
+    area_px: int,
+    centroid: tuple[float, float],
+    tips: list[tuple[float, float]],
+    directions: list[tuple[float, float]],
+    pixel_mm: float,
+) -> Site:
+    """A piece apart's site from its shape and where it lies seen from its nearest tip (see
+    :func:`find_apart_leaks`)."""
+    if _is_streak(piece, area_px, pixel_mm):
+        return "venous"
+    cx, cy = centroid
+    k = int(np.argmin([np.hypot(cx - tx, cy - ty) for tx, ty in tips]))
+    (tx, ty), (ux, uy) = tips[k], directions[k]
+    behind = (cx - tx) * ux + (cy - ty) * uy  # along the shaft, out of the body
+    across = abs((cx - tx) * uy - (cy - ty) * ux)
+    if behind >= across:
+        return "posterior"
+    return "paravertebral" if -behind >= across else "disc"
 
 
 @dataclass(frozen=True)
