@@ -384,7 +384,7 @@ class VisionAnalysis(Analysis):
             if b["event"] in ("wall-armed", "wall-not-confirmed") and b["source"] == "analyzer" and lateral:
                 lateral.restore_wall(b["event"], b["detail"], b.get("value"))
             if b["event"] == "apart-off" and b["source"] == "analyzer" and lateral:
-                lateral.restore_apart_off()
+                lateral.restore_apart(False)
             # the temporal filter's weight as read before the restart: the frames after it are
             # cement, never still again, so it could not be read anew
             if b["event"] == "temporal-filter" and b["source"] == "analyzer" and r.plane in self.case.planes:
@@ -413,6 +413,8 @@ class VisionAnalysis(Analysis):
             for frame_number, acq_time, status, checks, leaks in reversed(rows):
                 if str(status).startswith("error"):  # the state it left is not in its result
                     continue
+                if plane_name == "lateral" and lateral is not None and "leak-apart" in (checks or ""):
+                    lateral.restore_apart(True)  # read before: not decided again on a grown bolus
                 self.case.recall_leak_reading(
                     plane_name,
                     frame_number,

@@ -581,6 +581,17 @@ def test_a_leak_apart_from_the_bolus_alarms_where_no_outline_is_found(tmp_path):
     assert first["frame"] - truth["leak"]["onset_frame"] <= 2, first
     assert (first["plane"], first["site"]) == ("lateral", "venous"), first
     assert "apart from the bolus" in first["reason"], first["reason"]
+    # through the pipeline into a log: an analyzer restarted on it reads on, not deciding again
+    # on the bolus grown since (which would look like a late start, and miss the vein)
+    spec = RunSpec(str(tmp_path / "n"), "L1", endpoints=Endpoints.private())
+    source = DicomPairSource(tmp_path / "ct" / "lateral.dcm", tmp_path / "ct" / "ap.dcm")
+    assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) in (0, 4)
+    source.close()
+    store = SessionStore.open(tmp_path / "n")
+    restarted = VisionAnalysis(level="L1")
+    restarted.restore(store, store.records("frame")[-1].body["stream"])
+    assert restarted.case.planes["lateral"]._apart is True
+    store.close()
 
     source = DicomPairSource(tmp_path / "ct" / "lateral.dcm", tmp_path / "ct" / "ap.dcm")
     every = source.frames

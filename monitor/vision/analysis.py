@@ -80,6 +80,7 @@ from monitor.vision.scatter import (
 )
 from monitor.vision.temporal import MAX_PAIRS, UNDO_ABOVE, RecursiveFilter
 
+MAX_VEINS_KEPT = 16  # places of veins read apart from the bolus kept, newest first
 CLIPPED_SAID_ABOVE = 0.10  # share of a plane's region clipped white from which each result says so
 CLIPPED_UNREADABLE_ABOVE = 0.80  # ... and over which the view is not read at all (see _unreadable)
 
@@ -251,9 +252,9 @@ class PlaneAnalyzer:
         self.recursive = RecursiveFilter()  # the system's temporal filter, read and undone
         self._cement_seen = False  # once: the filter's weight is read only on frames before it
         # with no outline: whether cement apart from the bolus is read (None: not decided yet),
-        # and the leaks read so (their sites are kept)
+        # and where the veins read so lie (image pixels: a vein's cast that thickens stays one)
         self._apart: bool | None = None
-        self._apart_leaks: list[Leak] = []
+        self._veins: list[tuple[float, float]] = []
         self._filter_said = False  # the filter's undoing logged (once a level)
         # lateral: who armed the 5 mm rule on the wall ("automatic", "operator"; None: not armed)
         self.wall_armed_by: str | None = None
@@ -344,10 +345,12 @@ class PlaneAnalyzer:
         detail = f"5 mm rule not armed: {why}; {todo}"
         self.news.append(("wall-not-confirmed", detail, {"refuted": refuted, "why": why}))
 
-    def restore_apart_off(self) -> None:
-        """After a restart, the logged decision that cement apart from the bolus is not read on
-        this level (:meth:`_read_apart`): it stays off, not decided again on later frames."""
-        self._apart = False
+    def restore_apart(self, read: bool) -> None:
+        """After a restart, whether cement apart from the bolus was read on this level before it
+        (:meth:`_read_apart`; ``read`` False from its "apart-off" event, True from a result that
+        checked "leak-apart"): not decided again on the bolus grown since, which would look like
+        a late start. Off stays off."""
+        self._apart = False if self._apart is False else read
 
     def restore_wall(self, event: str, detail: str, value: dict | None) -> None:
         """After a restart, the wall decision the analyzer logged before it (``event``
@@ -465,16 +468,17 @@ class PlaneAnalyzer:
         bolus reaches the leak size: where that bolus was not :func:`grown_from_tip`, or cement
         was found in the baseline, new cement is the rim of a bolus already there, which shows
         broken into pieces "apart" (late starts of tuning cases raised false leaks so): the rule
-        is then off for the level, said once ("apart-off")."""
+        is then off for the level, said once ("apart-off"). Said as checked only once on: before
+        any bolus there is nothing to be apart from."""
         if self._apart is False:
             return
         c = self.config
         directions = [k.direction for k in self.learnt.cannulas]
         mu, least = c.physics.cement_mu_per_mm, c.detection.leak_min_ml
-        reading = find_apart_leaks(
-            cement, tips, directions, self.grid, self.roi[:2], mu, least, self._apart_leaks
-        )
-        if self._apart is None and reading.bolus_ml >= least:
+        reading = find_apart_leaks(cement, tips, directions, self.grid, self.roi[:2], mu, least, self._veins)
+        if self._apart is None:
+            if reading.bolus_ml < least:
+                return
             self._apart = grown_from_tip(reading) and self._state.prior is None
             if not self._apart:
                 why = (
@@ -492,7 +496,10 @@ class PlaneAnalyzer:
                 return
         result.checked = ("leak-apart",)
         result.leaks = reading.leaks
-        self._apart_leaks += [lk for lk in reading.leaks if lk.volume_ml >= least]
+        # the veins read, where they are now (a piece gone or moved drops its old place)
+        veins = [lk.centroid for lk in reading.leaks if lk.site == "venous"]
+        kept = [v for v in self._veins if not any(_in_box(v, lk.box) for lk in reading.leaks)]
+        self._veins = (veins + kept)[:MAX_VEINS_KEPT]
 
     def _cement(self, pixels: np.ndarray, clipped: np.ndarray, number: int) -> tuple[CementMap, Comparison]:
         """The frame against the baseline (its shift kept in ``_shift``) and the cement in it,
@@ -1019,3 +1026,9 @@ def _reconciled(estimates: list[tuple[float, float]]) -> float:
     the other view sees the same shaft foreshortened."""
     weights = [1.0 / (filled + 0.05) for _, filled in estimates]
     return float(sum(w * v for w, (v, _) in zip(weights, estimates, strict=True)) / sum(weights))
+
+
+def _in_box(point: tuple[float, float], box: tuple[int, int, int, int]) -> bool:
+    """Whether ``point`` (x, y) lies in ``box`` (x, y, w, h), image pixels."""
+    x, y, w, h = box
+    return x <= point[0] <= x + w and y <= point[1] <= y + h

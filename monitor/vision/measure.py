@@ -145,7 +145,7 @@ def find_apart_leaks(
     roi_origin: tuple[int, int],
     cement_mu_per_mm: float,
     min_ml: float,
-    known: Sequence[Leak] = (),
+    veins: Sequence[tuple[float, float]] = (),
 ) -> ApartReading:
     """Cement apart from the bolus: the leaks a lateral view can read with no body outline.
 
@@ -166,9 +166,9 @@ def find_apart_leaks(
     the ROI's working pixels with this frame's shift; ``directions`` each tip's unit vector out
     along its shaft, which enters from behind): a streak (:func:`_is_streak`) is venous; a piece
     within 45 degrees of the shaft behind the tip posterior; one ahead of the tip paravertebral;
-    one above or below it (the spine's axis, across the shaft) disc. A piece overlapping one of
-    the ``known`` leaks (this view's earlier ones) keeps that one's site: a vein's cast that
-    thickens is still a vein. ``cement`` (h, w) over the ROI whose corner is working pixel
+    one above or below it (the spine's axis, across the shaft) disc. A piece whose box holds one
+    of ``veins`` (where this view read a vein before, image pixels) is venous: a vein's cast
+    that thickens is still a vein. ``cement`` (h, w) over the ROI whose corner is working pixel
     ``roi_origin``; the leaks' places in image pixels.
     """
     if not cement.mask.any() or not tips:
@@ -198,16 +198,10 @@ def find_apart_leaks(
         box = (int(corner[0]), int(corner[1]), int(w * grid.scale), int(h * grid.scale))
         cx, cy = centroids[i]
         centroid = tuple(grid.to_full(cx + ox, cy + oy, roi_origin))
-        site = next((k.site for k in known if _overlap(k.box, box)), None) or _apart_site(
-            labels == i, area, (cx, cy), near, directions, pixel_mm
-        )
+        held = any(box[0] <= vx <= box[0] + box[2] and box[1] <= vy <= box[1] + box[3] for vx, vy in veins)
+        site = "venous" if held else _apart_site(labels == i, area, (cx, cy), near, directions, pixel_mm)
         leaks.append(Leak(site, float(volumes[i]), centroid, box, apart=True))
     return ApartReading(bolus_ml, bolus_mm2, leaks)
-
-
-def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    """Whether two boxes (x, y, w, h) share any pixel."""
-    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
 def _apart_site(
