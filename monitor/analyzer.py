@@ -413,14 +413,11 @@ class VisionAnalysis(Analysis):
             for frame_number, acq_time, status, checks, leaks in reversed(rows):
                 if str(status).startswith("error"):  # the state it left is not in its result
                     continue
-                if plane_name == "lateral" and lateral is not None and "leak-apart" in (checks or ""):
+                checks = None if checks is None else json.loads(checks)
+                if plane_name == "lateral" and lateral is not None and "leak-apart" in (checks or ()):
                     lateral.restore_apart(True)  # read before: not decided again on a grown bolus
                 self.case.recall_leak_reading(
-                    plane_name,
-                    frame_number,
-                    float(acq_time),
-                    None if checks is None else json.loads(checks),
-                    json.loads(leaks) if leaks else [],
+                    plane_name, frame_number, float(acq_time), checks, json.loads(leaks) if leaks else []
                 )
         for plane in self.case.planes.values():
             plane.news.clear()  # said before the restart

@@ -63,6 +63,7 @@ from monitor.vision.measure import (
     axis_profile,
     find_apart_leaks,
     grown_from_tip,
+    in_box,
     read_cement,
     read_shaft,
     read_track,
@@ -498,7 +499,7 @@ class PlaneAnalyzer:
         result.leaks = reading.leaks
         # the veins read, where they are now (a piece gone or moved drops its old place)
         veins = [lk.centroid for lk in reading.leaks if lk.site == "venous"]
-        kept = [v for v in self._veins if not any(_in_box(v, lk.box) for lk in reading.leaks)]
+        kept = [v for v in self._veins if not any(in_box(v, lk.box) for lk in reading.leaks)]
         self._veins = (veins + kept)[:MAX_VEINS_KEPT]
 
     def _cement(self, pixels: np.ndarray, clipped: np.ndarray, number: int) -> tuple[CementMap, Comparison]:
@@ -1026,9 +1027,3 @@ def _reconciled(estimates: list[tuple[float, float]]) -> float:
     the other view sees the same shaft foreshortened."""
     weights = [1.0 / (filled + 0.05) for _, filled in estimates]
     return float(sum(w * v for w, (v, _) in zip(weights, estimates, strict=True)) / sum(weights))
-
-
-def _in_box(point: tuple[float, float], box: tuple[int, int, int, int]) -> bool:
-    """Whether ``point`` (x, y) lies in ``box`` (x, y, w, h), image pixels."""
-    x, y, w, h = box
-    return x <= point[0] <= x + w and y <= point[1] <= y + h

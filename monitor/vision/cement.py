@@ -335,18 +335,25 @@ BOLUS_GROWTH_MM = 3.0  # how far the next frame's cement may reach beyond this f
 
 
 def at_tips(mask: np.ndarray, tips: list[tuple[float, float]], pixel_mm: float | None) -> np.ndarray:
-    """The cement of ``mask`` (h, w, bool) connected to a cannula tip: the pieces (8-connected)
-    with a pixel within twice BOLUS_GROWTH_MM of one of ``tips`` (x, y in the same pixels).
+    """The cement of ``mask`` (h, w, bool) connected to a cannula tip (:func:`pieces_at_tips`).
     Cement is injected there, so this is the bolus; the rest got somewhere else."""
-    grow = int(round(BOLUS_GROWTH_MM / pixel_mm)) if pixel_mm else 4
     count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    near_tip = np.zeros(mask.shape, np.uint8)
+    return pieces_at_tips(labels, count, tips, pixel_mm)[labels]
+
+
+def pieces_at_tips(
+    labels: np.ndarray, count: int, tips: list[tuple[float, float]], pixel_mm: float | None
+) -> np.ndarray:
+    """Which of ``count`` labelled pieces (``labels`` (h, w), 0 the background) have a pixel
+    within twice BOLUS_GROWTH_MM of one of ``tips`` (x, y in the same pixels): (count,) bool."""
+    grow = int(round(BOLUS_GROWTH_MM / pixel_mm)) if pixel_mm else 4
+    near_tip = np.zeros(labels.shape, np.uint8)
     for x, y in tips:
         cv2.circle(near_tip, (int(round(x)), int(round(y))), 2 * grow, 1, -1)
     keep = np.zeros(count, bool)
     keep[np.unique(labels[near_tip.astype(bool)])] = True
     keep[0] = False
-    return keep[labels]
+    return keep
 
 
 def growing_bolus(mask: np.ndarray, tips: list[tuple[float, float]], pixel_mm: float | None) -> np.ndarray:

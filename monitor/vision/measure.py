@@ -15,7 +15,7 @@ import numpy as np
 from monitor.vision.alarms import Site
 from monitor.vision.anatomy import BAND_WIDTHS, STEEL_WIDTH_FACTOR, ApBody, Cannula, LateralBody, Line
 from monitor.vision.calibrate import NEEDLE_OUTER_MM
-from monitor.vision.cement import CementMap, ShaftReading, around, at_tips, front_distance_px
+from monitor.vision.cement import CementMap, ShaftReading, around, front_distance_px, pieces_at_tips
 from monitor.vision.pixels import PixelGrid
 from monitor.vision.sampling import sample_points
 
@@ -151,7 +151,7 @@ def find_apart_leaks(
 
     Cement is injected at the tip and spreads through the trabecular bone as one connected
     mass, and the projection of a connected mass is connected. A piece not connected to the
-    cement at a tip (:func:`at_tips`) got where it is through a path too thin to see: a vein,
+    cement at a tip (:func:`pieces_at_tips`) got where it is through a path too thin to see: a vein,
     or a breach in a cortex. On the 36 tuning cases such a piece showed in the lateral view on
     13 of the 24 leaks, from 1 frame before the truth's onset to 11 after (median +1), and
     never before any cement had left (in the AP view it also showed on cortex edges left by
@@ -182,9 +182,7 @@ def find_apart_leaks(
     weights = np.clip(cement.difference[window], 0, None).ravel()
     volumes = np.bincount(labels.ravel(), weights=weights, minlength=count)
     volumes *= pixel_mm**2 / (cement_mu_per_mm * 1000.0)
-    bolus = np.zeros(count, bool)
-    bolus[np.unique(labels[at_tips(mask, near, pixel_mm)])] = True
-    bolus[0] = False
+    bolus = pieces_at_tips(labels, count, near, pixel_mm)
     bolus_ml = float(volumes[bolus].sum())
     bolus_mm2 = float(stats[bolus, cv2.CC_STAT_AREA].sum()) * pixel_mm**2
     if bolus_ml < min_ml:
@@ -198,10 +196,16 @@ def find_apart_leaks(
         box = (int(corner[0]), int(corner[1]), int(w * grid.scale), int(h * grid.scale))
         cx, cy = centroids[i]
         centroid = tuple(grid.to_full(cx + ox, cy + oy, roi_origin))
-        held = any(box[0] <= vx <= box[0] + box[2] and box[1] <= vy <= box[1] + box[3] for vx, vy in veins)
+        held = any(in_box(vein, box) for vein in veins)
         site = "venous" if held else _apart_site(labels == i, area, (cx, cy), near, directions, pixel_mm)
         leaks.append(Leak(site, float(volumes[i]), centroid, box, apart=True))
     return ApartReading(bolus_ml, bolus_mm2, leaks)
+
+
+def in_box(point: tuple[float, float], box: tuple[int, int, int, int]) -> bool:
+    """Whether ``point`` (x, y) lies in ``box`` (x, y, w, h), image pixels."""
+    x, y, w, h = box
+    return x <= point[0] <= x + w and y <= point[1] <= y + h
 
 
 def _apart_site(
