@@ -383,8 +383,10 @@ class VisionAnalysis(Analysis):
                     lateral.confirm_wall()
             if b["event"] in ("wall-armed", "wall-not-confirmed") and b["source"] == "analyzer" and lateral:
                 lateral.restore_wall(b["event"], b["detail"], b.get("value"))
-            if b["event"] == "apart-off" and b["source"] == "analyzer" and lateral:
-                lateral.restore_apart(False)
+            if b["event"] == "apart-off" and b["source"] == "analyzer":
+                view = self.case.planes.get((b.get("value") or {}).get("plane", "lateral"))
+                if view is not None:  # before 2026-12-03 said only by the lateral view
+                    view.restore_apart(False)
             # the temporal filter's weight as read before the restart: the frames after it are
             # cement, never still again, so it could not be read anew
             if b["event"] == "temporal-filter" and b["source"] == "analyzer" and r.plane in self.case.planes:
@@ -419,6 +421,18 @@ class VisionAnalysis(Analysis):
                 self.case.recall_leak_reading(
                     plane_name, frame_number, float(acq_time), checks, json.loads(leaks) if leaks else []
                 )
+        # a view that read the leak size before the restart decided then whether its cement was
+        # seen from its start; had it not been, it said so ("apart-off", restored above)
+        least = (self.config or AnalysisConfig()).detection.leak_min_ml
+        for plane_name, plane in self.case.planes.items():
+            read = store.query(
+                "SELECT 1 FROM journal WHERE kind = 'result' AND plane = ? AND rec > ?"
+                " AND json_extract(body, '$.stream') = ? AND json_extract(body, '$.plane_volume_ml') >= ?"
+                " LIMIT 1",
+                (plane_name, start, stream, least),
+            ).fetchone()
+            if read is not None:
+                plane.restore_apart(True)
         for plane in self.case.planes.values():
             plane.news.clear()  # said before the restart
         # a level whose images were found to hold no scatter goes on without its correction

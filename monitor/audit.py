@@ -100,7 +100,8 @@ OPERATOR_EVENTS = {
 }
 # whether the 5 mm rule was armed on the posterior wall, and who armed it: the analyzer's
 # decisions, and the operator's confirmation or drawing of the wall
-# (and, with no outline, that cement apart from the bolus is not read as a leak)
+# (and that a view's cement was not seen from its start: with no outline, cement apart from the
+# bolus is not read as a leak, and thin lines leaving it are possible leaks only)
 WALL_EVENTS = {"wall-armed", "wall-not-confirmed", "confirm-wall", "wall", "apart-off"}
 PROCESSING_EVENTS = {"temporal-filter"}  # what the analyzer did to the images, said once a level
 

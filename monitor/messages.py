@@ -65,9 +65,11 @@ site and distance_mm).
 
 Status header: v, kind "status", session, source, send_time, event ("stale",
 "resumed", "dropped", "rejected", "restarted", "log-failed", "log-resumed",
-"rejected-command", "wall-armed", "wall-not-confirmed", "apart-off" (a lateral view with no
-body outline will not read cement apart from the bolus as a leak on this level; value: the
-frame decided on), "temporal-filter" (value: the
+"rejected-command", "wall-armed", "wall-not-confirmed", "apart-off" (a view whose cement was
+not seen from its start on this level: with no body outline it will not read cement apart from
+the bolus as a leak, and a thin line leaving the bolus is only a possible leak; value: the frame
+decided on and, from 2026-12-03, the view's "plane"; before, said by the lateral view only),
+"temporal-filter" (value: the
 weight of the C-arm's recursive filter read from the noise and undone, and the frame from
 which), "syringe-entry" (value: the
 syringes' total at the level and the image's darkness it was anchored on, mL), or an

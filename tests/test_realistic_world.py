@@ -561,7 +561,9 @@ def test_a_leak_apart_from_the_bolus_alarms_where_no_outline_is_found(tmp_path):
     with 1.3 mL already in its first frames (not found there), new cement around that bolus
     broke into pieces and was read as a posterior leak at frame 36, before any cement left: the
     first bolus read is too wide for its volume, so the rule is off for the level, and says so:
-    in the session log, the audit and to an analyzer restarted on that log."""
+    in the session log, the audit and to an analyzer restarted on that log. (Thin lines along
+    that old bolus's edge are then only possible leaks, medium, saying why: see
+    monitor.vision.veins.)"""
     from monitor.accuracy import evaluate_case, world_configs
     from monitor.analyzer import VisionAnalysis
     from monitor.audit import audit_json
@@ -601,11 +603,14 @@ def test_a_leak_apart_from_the_bolus_alarms_where_no_outline_is_found(tmp_path):
     source.close()
     store = SessionStore.open(tmp_path / "s")
     (level,) = audit_json(store)["levels"]
-    assert not [a for a in level["alarms"] if a["kind"] == "extravasation" and a["frame"] < 39], level[
-        "alarms"
-    ]
-    assert [e["event"] for e in level["wall"]] == ["apart-off"], level["wall"]
-    off = store.query("SELECT MIN(rec) FROM journal WHERE kind = 'event' AND body LIKE '%apart-off%'")
+    early = [a for a in level["alarms"] if a["kind"] == "extravasation" and a["frame"] < 39]
+    # no leak before cement left; a line along the old bolus's edge is only a possible one, saying why
+    assert all(a["priority"] == "medium" and "not seen from its start" in a["reason"] for a in early), early
+    assert {e["event"] for e in level["wall"]} == {"apart-off"}, level["wall"]
+    off = store.query(
+        "SELECT MIN(rec) FROM journal WHERE kind = 'event' AND body LIKE '%apart-off%'"
+        " AND json_extract(body, '$.value.plane') = 'lateral'"
+    )
     later = store.query(
         "SELECT json_extract(body, '$.checks') FROM journal WHERE kind = 'result' AND plane = 'lateral'"
         " AND rec > ?",
@@ -617,3 +622,46 @@ def test_a_leak_apart_from_the_bolus_alarms_where_no_outline_is_found(tmp_path):
     assert restarted.case.planes["lateral"]._apart is False
     assert restarted.news() == []  # said before the restart, not again
     store.close()
+
+
+def test_a_vein_too_faint_to_segment_is_said_as_a_line_within_two_frames(tmp_path):
+    """Tuning seed 5031 as the benchmark renders it (geometric L-spine, 1024 pixels, 8-bit video):
+    its venous leak (from frame 37) adds so little to each pixel that the vein never entered the
+    cement's outline, and it went unalarmed. Read along its length it is a line leaving the
+    bolus: alarmed as venous within 2 frames of the onset, saying it was read as a line, and
+    nothing is alarmed before cement left. Its first bolus in the lateral view read a little
+    wide for its volume (1.07 times the bound), as new cement around cement already there does,
+    so the line is a possible leak there (medium), saying why, not silence. The logged results
+    mark the leak as a line, which an analyzer restarted on the log reads back."""
+    from monitor.accuracy import evaluate_case, world_configs
+    from monitor.io.sources import DicomPairSource
+    from monitor.io.store import SessionStore
+    from monitor.pipeline import Endpoints, RunSpec, run
+    from monitor.replay import PaceOptions
+
+    truth = simulate(world_configs([5031])[0], tmp_path / "case")
+    onset = truth["leak"]["onset_frame"]
+    result = evaluate_case(tmp_path / "case")
+    leaks = [a for a in result["alarms"] if a["kind"] == "extravasation"]
+    assert leaks, "the faint vein was never alarmed"
+    assert min(a["frame"] for a in leaks) >= truth["leak"]["first_cement_frame"], leaks
+    first = leaks[0]
+    assert (first["plane"], first["site"]) == ("lateral", "venous") and first["frame"] - onset <= 2, first
+    assert "a thin line of cement leaving the bolus" in first["reason"], first["reason"]
+    assert first["priority"] == "medium" and "not seen from its start" in first["reason"], first
+    spec = RunSpec(str(tmp_path / "session"), "L1", endpoints=Endpoints.private())
+    source = DicomPairSource(tmp_path / "case" / "lateral.dcm", tmp_path / "case" / "ap.dcm")
+    assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) in (0, 4)
+    source.close()
+    store = SessionStore.open(tmp_path / "session")
+    lines = store.query(
+        "SELECT COUNT(*) FROM journal, json_each(journal.body, '$.overlay.leaks') AS leak"
+        " WHERE journal.kind = 'result' AND json_extract(leak.value, '$.line') = 1"
+    ).fetchone()[0]
+    off = store.query(
+        "SELECT json_extract(body, '$.value.plane') FROM journal WHERE kind = 'event'"
+        " AND json_extract(body, '$.event') = 'apart-off'"
+    ).fetchall()
+    store.close()
+    assert lines >= 2, "the logged results do not mark the vein as a line"
+    assert off == [("lateral",)], off

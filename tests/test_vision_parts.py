@@ -455,3 +455,60 @@ def test_a_second_shaft_crossing_the_first_at_the_wall_is_not_a_track_leak():
     far = np.zeros(cement.difference.shape, bool)
     far[:, 150:155] = True  # 12.5 mm beyond
     assert _read_track(cement, cannula, (40.0, 60.0), body, far) is not None
+
+
+def _faint_vein_scene(seed: int = 0):
+    """A region at 0.25 mm a pixel: a bolus 12 mm across (0.3 log units) and noise as the
+    segmentation smooths it (0.006 spread); returns (difference, flat baseline, its gradient,
+    bolus, yy, xx)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.normal(0, 0.03, (240, 240)).astype(np.float32), (0, 0), 1.0)
+    yy, xx = np.mgrid[:240, :240]
+    bolus = (xx - 120) ** 2 + (yy - 100) ** 2 <= 24**2
+    difference = noise + 0.3 * bolus.astype(np.float32)
+    flat = np.zeros_like(difference)
+    return difference, flat, flat.copy(), bolus, yy, xx
+
+
+def test_a_vein_too_faint_to_segment_is_read_as_a_line_leaving_the_bolus():
+    """A vein's cast 1 mm wide adds 0.025 log units: under the segmentation's threshold (its
+    floor, 0.045, here) at every pixel, but read along its length it is a line, from near the
+    bolus's edge to near its end 15 mm on (a segment's half-length short at each end). Not
+    veins: the bolus's own rim, the steel, a line as faint 15 mm away from any cement, a line
+    along the bolus rather than away from it (new cement around cement already there), the edge
+    the breathing's misregistration leaves at a strong edge of the baseline, and a line the
+    baseline already has (an endplate whose contrast the exposure changed, a cannula not found
+    whose lumen fills); with no cement there is nothing to look for."""
+    from monitor.vision.cement import segment
+    from monitor.vision.veins import find_vein_lines
+
+    difference, baseline, gradient, bolus, yy, xx = _faint_vein_scene()
+    vein = (np.abs(xx - 120) <= 2) & (yy > 124) & (yy <= 184)  # down from the bolus, 15 mm
+    exclude = (np.abs(yy - 100) <= 4) & (xx > 120)  # the steel
+    faint = difference + 0.025 * vein
+    cement = segment(faint, gradient, exclude, 0.25)
+    assert not (cement.mask & vein & (yy > 130)).any(), "the vein must be too faint to segment"
+
+    def veins(diff, base=baseline, grad=gradient, mask=cement.mask):
+        return find_vein_lines(diff, base, grad, mask, exclude, 0.25)
+
+    found = veins(faint)
+    rows = np.flatnonzero(found[:, 110:131].any(axis=1))  # within 3 mm of the bolus and of its end
+    assert rows.size and rows.min() <= 136 and rows.max() >= 172, (rows.min(), rows.max())
+    assert not (found & ~(np.abs(xx - 120) <= 6)).any(), "found away from the vein"
+    assert not veins(difference).any()
+    assert not veins(faint, mask=np.zeros_like(bolus)).any()
+    far = difference + 0.025 * ((np.abs(xx - 60) <= 2) & (yy > 160) & (yy <= 220))  # 15 mm from it
+    assert not veins(far).any()
+    along = difference + 0.05 * (np.abs(yy - 138) <= 1)  # 3.5 mm below the bolus, along it
+    assert not veins(along).any(), "a line along the bolus (a shell's edge) does not leave it"
+    # a ridge leaving the bolus where the vein does, twice as bright
+    ridge = ((np.abs(xx - 120) <= 1) & (yy > 124) & (yy <= 184)).astype(np.float32)
+    brighter = difference + 0.05 * ridge
+    assert veins(brighter).any()  # new: a line
+    # ... on a strong edge of the baseline (0.5 log units over a pixel), left a tenth of a pixel off
+    assert not veins(brighter, grad=gradient + 0.5 * ridge).any()
+    # ... where the baseline has a line 0.2 log units strong (an endplate brightened by a quarter)
+    assert not veins(brighter, base=baseline + 0.2 * ridge).any()

@@ -21,6 +21,7 @@ import numpy as np
 from monitor.vision.alarms import PLANE_CHECKS, AlarmConfig, AlarmEngine
 from monitor.vision.anatomy import AnatomyPriors, ApBody, LateralBody
 from monitor.vision.baseline import (
+    LAYER_ATTENUATION,
     LAYER_GRADIENT,
     LAYER_SLEEVE,
     SLEEVE_ABOVE,
@@ -67,6 +68,7 @@ from monitor.vision.measure import (
     read_cement,
     read_shaft,
     read_track,
+    vein_leaks,
 )
 from monitor.vision.pixels import PixelGrid, saturated_bright
 from monitor.vision.plane_baseline import PlaneBaseline, learn_plane_baseline
@@ -80,10 +82,21 @@ from monitor.vision.scatter import (
     roi_intensity,
 )
 from monitor.vision.temporal import MAX_PAIRS, UNDO_ABOVE, RecursiveFilter
+from monitor.vision.veins import find_vein_lines
 
 MAX_VEINS_KEPT = 16  # places of veins read apart from the bolus kept, newest first
 CLIPPED_SAID_ABOVE = 0.10  # share of a plane's region clipped white from which each result says so
 CLIPPED_UNREADABLE_ABOVE = 0.80  # ... and over which the view is not read at all (see _unreadable)
+
+
+# Why a thin line read on a level whose cement was not seen from its start (PlaneAnalyzer's
+# _decide_from_start) is only a possible leak: new cement around cement already there shows lines
+# along the old bolus's edge (late starts of the tuning cases raised false veins so), and a first
+# bolus read a little wide can take a real start for a late one (5 of the 72 views of the tuning
+# cases, one of them a vein's).
+LINE_DOUBT = (
+    "the level's cement was not seen from its start: the line may be the edge of cement already there"
+)
 
 
 @dataclass(frozen=True)
@@ -252,8 +265,9 @@ class PlaneAnalyzer:
         self.halo = HaloEvidence()  # what the cement's halo says of the modelled scatter
         self.recursive = RecursiveFilter()  # the system's temporal filter, read and undone
         self._cement_seen = False  # once: the filter's weight is read only on frames before it
-        # with no outline: whether cement apart from the bolus is read (None: not decided yet),
-        # and where the veins read so lie (image pixels: a vein's cast that thickens stays one)
+        # whether the level's cement was seen from its start, so that cement apart from the bolus
+        # (with no outline) and thin lines leaving it are read (None: not decided yet); and where
+        # the veins read apart lie (image pixels: a vein's cast that thickens stays one)
         self._apart: bool | None = None
         self._veins: list[tuple[float, float]] = []
         self._filter_said = False  # the filter's undoing logged (once a level)
@@ -347,10 +361,11 @@ class PlaneAnalyzer:
         self.news.append(("wall-not-confirmed", detail, {"refuted": refuted, "why": why}))
 
     def restore_apart(self, read: bool) -> None:
-        """After a restart, whether cement apart from the bolus was read on this level before it
-        (:meth:`_read_apart`; ``read`` False from its "apart-off" event, True from a result that
-        checked "leak-apart"): not decided again on the bolus grown since, which would look like
-        a late start. Off stays off."""
+        """After a restart, whether cement apart from the bolus and thin lines leaving it were
+        read on this level before it (:meth:`_decide_from_start`; ``read`` False from its
+        "apart-off" event, True from a result that checked "leak-apart" or read the leak size
+        with no such event): not decided again on the bolus grown since, which would look like a
+        late start. Off stays off."""
         self._apart = False if self._apart is False else read
 
     def restore_wall(self, event: str, detail: str, value: dict | None) -> None:
@@ -445,8 +460,23 @@ class PlaneAnalyzer:
                 result.checked = PLANE_CHECKS[self.plane]
             if isinstance(body, LateralBody) and self.pixel_mm:
                 self._judge_wall(result)
-        elif self.plane == "lateral" and self.pixel_mm and self.learnt.cannulas:
+        if self._apart is None and self.pixel_mm and self.learnt.cannulas:
+            self._decide_from_start(result.frame, cement, tips, body is not None)
+        if body is None and self.plane == "lateral" and self.pixel_mm and self.learnt.cannulas:
             self._read_apart(result, cement, tips)
+        if self.pixel_mm:  # with or without an outline: a vein's cast is a line
+            lines = find_vein_lines(
+                cement.difference,
+                comparison.layers[..., LAYER_ATTENUATION],
+                comparison.layers[..., LAYER_GRADIENT],
+                cement.mask,
+                comparison.unread,
+                self.pixel_mm,
+            )
+            mu = self.config.physics.cement_mu_per_mm
+            doubt = None if self._apart else LINE_DOUBT
+            veins = vein_leaks(lines, cement.difference, self.grid, self.roi[:2], mu, doubt)
+            result.leaks = [*result.leaks, *veins]
         result.overlay = overlay_geometry(
             result.overlay,
             self.grid,
@@ -462,39 +492,55 @@ class PlaneAnalyzer:
             result.overlay.pop("safety_line", None)
         return result
 
+    def _decide_from_start(
+        self, frame: int, cement: CementMap, tips: list[tuple[float, float]], outline: bool
+    ) -> None:
+        """Whether this view reads the leaks that need the level's cement seen from its start:
+        cement apart from the bolus (:meth:`_read_apart`) and the thin lines leaving it
+        (:func:`find_vein_lines`). Decided once, on the first frame whose bolus at the tips
+        reaches the leak size: where that bolus was not :func:`grown_from_tip`, or cement was
+        found in the baseline, new cement is the rim of a bolus already there, which shows broken
+        into pieces "apart" and as lines along the old bolus's edge (late starts of the tuning
+        cases raised false leaks both ways): both are then off for the level in this view, said
+        once ("apart-off"); the leaks read against an outline are not affected."""
+        c = self.config
+        directions = [k.direction for k in self.learnt.cannulas]
+        mu, least = c.physics.cement_mu_per_mm, c.detection.leak_min_ml
+        reading = find_apart_leaks(cement, tips, directions, self.grid, self.roi[:2], mu, least)
+        if reading.bolus_ml < least:
+            return
+        self._apart = grown_from_tip(reading) and self._state.prior is None
+        if self._apart:
+            return
+        why = (
+            "cement was already there in the first frames"
+            if self._state.prior is not None
+            else "the first cement read was not a bolus seen from its start (in pieces, or"
+            " too wide for its volume: new cement around cement already there)"
+        )
+        todo = (
+            "leaks beyond the body's outline are read as before"
+            if outline
+            else "draw the posterior wall or the body to read leaks"
+        )
+        detail = (
+            f"{self.plane} view: cement apart from the bolus and thin lines leaving it (veins too faint"
+            f" to outline) are not read as leaks on this level: {why}, so new cement can show as broken"
+            f" pieces, or lines along the edge, of a bolus already there; {todo}"
+        )
+        self.news.append(("apart-off", detail, {"frame": frame, "plane": self.plane}))
+
     def _read_apart(self, result: PlaneResult, cement: CementMap, tips: list[tuple[float, float]]) -> None:
         """No outline to read a leak against: the cement apart from the bolus
         (:func:`find_apart_leaks`) into ``result``, with the rule said as checked ("leak-apart"),
-        on a level whose bolus was seen from its start. Decided once, on the first frame whose
-        bolus reaches the leak size: where that bolus was not :func:`grown_from_tip`, or cement
-        was found in the baseline, new cement is the rim of a bolus already there, which shows
-        broken into pieces "apart" (late starts of tuning cases raised false leaks so): the rule
-        is then off for the level, said once ("apart-off"). Said as checked only once on: before
-        any bolus there is nothing to be apart from."""
-        if self._apart is False:
+        on a level whose bolus was seen from its start (:meth:`_decide_from_start`; said as
+        checked only once on: before any bolus there is nothing to be apart from)."""
+        if not self._apart:
             return
         c = self.config
         directions = [k.direction for k in self.learnt.cannulas]
         mu, least = c.physics.cement_mu_per_mm, c.detection.leak_min_ml
         reading = find_apart_leaks(cement, tips, directions, self.grid, self.roi[:2], mu, least, self._veins)
-        if self._apart is None:
-            if reading.bolus_ml < least:
-                return
-            self._apart = grown_from_tip(reading) and self._state.prior is None
-            if not self._apart:
-                why = (
-                    "cement was already there in the first frames"
-                    if self._state.prior is not None
-                    else "the first cement read was not a bolus seen from its start (in pieces, or"
-                    " too wide for its volume: new cement around cement already there)"
-                )
-                detail = (
-                    f"{self.plane} view: no body outline, and cement apart from the bolus is not read as a"
-                    f" leak on this level: {why}, so new cement can show as broken pieces of a bolus"
-                    " already there; draw the posterior wall or the body to read leaks"
-                )
-                self.news.append(("apart-off", detail, {"frame": result.frame}))
-                return
         result.checked = ("leak-apart",)
         result.leaks = reading.leaks
         # the veins read, where they are now (a piece gone or moved drops its old place)
@@ -853,13 +899,25 @@ class CaseAnalyzer:
                 and r.distance_mm is not None
                 and r.distance_mm <= -cfg.detection.leak_min_depth_mm
             )
+            # A vein read as a line counts at any volume, once it is read on two frames running.
+            line = any(lk.line for lk in leaks)
             confirmed = (
                 volume >= 2.5 * cfg.detection.leak_min_ml
                 or beyond_wall
-                or (volume >= cfg.detection.leak_min_ml and self._pending.get(key, -10) == frame - 1)
+                or (
+                    (volume >= cfg.detection.leak_min_ml or line) and self._pending.get(key, -10) == frame - 1
+                )
             )
-            self._note_leak(r.plane, site, volume, frame, time_s)
-            possible = self._uncorroborated(r, site, time_s)  # why it is only a possible leak
+            self._note_leak(r.plane, site, volume, frame, time_s, line)
+            # why it is only a possible leak: the lines' own doubt where nothing surer is read there;
+            # lines are read without the outline, so not for the outline's doubt
+            sure = [lk for lk in leaks if not lk.doubt]
+            if not sure:
+                possible = leaks[0].doubt
+            elif all(lk.line for lk in sure):
+                possible = None
+            else:
+                possible = self._uncorroborated(r, site, time_s)
             if possible is not None:  # labelled so on the overlay too
                 for drawn in r.overlay.get("leaks", ()):
                     if drawn["site"] == site:
@@ -871,9 +929,11 @@ class CaseAnalyzer:
                     "centroid_px": list(biggest.centroid),
                     "volume_ml": round(volume, 4),
                 }
-                apart = all(lk.apart for lk in leaks)
+                # how it was read: a line; else with no outline (apart, maybe a line beside); else against it
+                lined = all(lk.line for lk in leaks)
+                apart = not lined and all(lk.apart or lk.line for lk in leaks)
                 raised += self.alarms.update_leak(
-                    frame, r.plane, site, r.distance_mm, evidence, possible, apart
+                    frame, r.plane, site, r.distance_mm, evidence, possible, apart, lined
                 )
         volume, doubt = self._volume()
         if doubt is not None:
@@ -891,16 +951,22 @@ class CaseAnalyzer:
         if checks is not None:  # None: an analyzer that did not say (logs before 2026-12)
             self._checks_leaks[plane] = "leak" in checks
         by_site: dict[str, float] = {}
+        lines: set[str] = set()
         for leak in leaks or ():
             by_site[leak["site"]] = by_site.get(leak["site"], 0.0) + float(leak["volume_ml"])
+            if leak.get("line"):
+                lines.add(leak["site"])
         for site, volume in by_site.items():
-            self._note_leak(plane, site, volume, frame, time_s)
+            self._note_leak(plane, site, volume, frame, time_s, site in lines)
 
-    def _note_leak(self, plane: str, site: str, volume_ml: float, frame: int, time_s: float) -> None:
+    def _note_leak(
+        self, plane: str, site: str, volume_ml: float, frame: int, time_s: float, line: bool = False
+    ) -> None:
         """A view's cement outside its outline at ``site`` (``volume_ml`` summed there): at leak
-        size, a reading the next frame confirms (``_pending``) and the AP's backing of a lateral
-        leak (``_leak_read_at``), by frame number and stream time."""
-        if volume_ml >= self.config.detection.leak_min_ml:
+        size, or a vein read as a ``line`` at any size, a reading the next frame confirms
+        (``_pending``) and the AP's backing of a lateral leak (``_leak_read_at``), by frame
+        number and stream time."""
+        if volume_ml >= self.config.detection.leak_min_ml or line:
             self._pending[f"{plane}:{site}"] = frame
             self._leak_read_at[plane] = time_s
 

@@ -67,6 +67,7 @@ def overlay_geometry(
             # to 1 nL: a restart compares the logged leaks with the 0.008 mL threshold again
             # (CaseAnalyzer.recall_leak_reading), and 4 decimals put 0.00797 over it
             "volume_ml": round(lk.volume_ml, 6),
+            **({"line": True} if lk.line else {}),  # a vein read as a line: held at any volume
         }
         for lk in leaks
     ]

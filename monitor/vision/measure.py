@@ -29,6 +29,8 @@ class Leak:
     centroid: tuple[float, float]  # image pixels
     box: tuple[int, int, int, int]  # x, y, w, h in image pixels
     apart: bool = False  # read with no outline, as cement apart from the bolus (find_apart_leaks)
+    line: bool = False  # a vein's thin cast read along its length (monitor.vision.veins), at any volume
+    doubt: str | None = None  # why it is only a possible leak, when its view knows (see vein_leaks)
 
 
 def substantial(cement: CementMap, pixel_mm: float, cement_mu_per_mm: float, min_ml: float) -> CementMap:
@@ -200,6 +202,37 @@ def find_apart_leaks(
         site = "venous" if held else _apart_site(labels == i, area, (cx, cy), near, directions, pixel_mm)
         leaks.append(Leak(site, float(volumes[i]), centroid, box, apart=True))
     return ApartReading(bolus_ml, bolus_mm2, leaks)
+
+
+def vein_leaks(
+    lines: np.ndarray,
+    difference: np.ndarray,
+    grid: PixelGrid,
+    roi_origin: tuple[int, int],
+    cement_mu_per_mm: float,
+    doubt: str | None = None,
+) -> list[Leak]:
+    """Each vein of ``lines`` (bool (h, w) over the ROI, :func:`~monitor.vision.veins.find_vein_lines`)
+    as a venous leak, its volume the cement's ``difference`` (log attenuation) summed over it. A vein
+    is read as a line, not by its volume: the volume of a vein 1 mm wide is under the leak size
+    until it is centimetres long (and the darkness of so thin a cast reads low besides). With
+    ``doubt`` (why a line may not be a vein here) each is only a possible leak."""
+    if not lines.any():
+        return []
+    window = around(lines, 0)
+    oy, ox = window[0].start, window[1].start
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(lines[window].astype(np.uint8), 8)
+    weights = np.clip(difference[window], 0, None).ravel()
+    volumes = np.bincount(labels.ravel(), weights=weights, minlength=count)
+    volumes *= grid.pixel_mm**2 / (cement_mu_per_mm * 1000.0)
+    leaks = []
+    for i in range(1, count):
+        x, y, w, h, _ = stats[i]
+        corner = grid.to_full(x + ox, y + oy, roi_origin)
+        box = (int(corner[0]), int(corner[1]), int(w * grid.scale), int(h * grid.scale))
+        centroid = tuple(grid.to_full(centroids[i][0] + ox, centroids[i][1] + oy, roi_origin))
+        leaks.append(Leak("venous", float(volumes[i]), centroid, box, line=True, doubt=doubt))
+    return leaks
 
 
 def in_box(point: tuple[float, float], box: tuple[int, int, int, int]) -> bool:
