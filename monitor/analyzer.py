@@ -421,18 +421,18 @@ class VisionAnalysis(Analysis):
                 self.case.recall_leak_reading(
                     plane_name, frame_number, float(acq_time), checks, json.loads(leaks) if leaks else []
                 )
-        # a view that read the leak size before the restart decided then whether its cement was
-        # seen from its start; had it not been, it said so ("apart-off", restored above)
-        least = (self.config or AnalysisConfig()).detection.leak_min_ml
+        # whether each view had seen the level's cement from its start, as its newest results said
+        # (every result once decided; a frame left unread says nothing, so a few are looked at)
         for plane_name, plane in self.case.planes.items():
-            read = store.query(
-                "SELECT 1 FROM journal WHERE kind = 'result' AND plane = ? AND rec > ?"
-                " AND json_extract(body, '$.stream') = ? AND json_extract(body, '$.plane_volume_ml') >= ?"
+            said = store.query(
+                "SELECT seen FROM (SELECT json_extract(body, '$.overlay.seen_from_start') AS seen"
+                " FROM journal WHERE kind = 'result' AND plane = ? AND rec > ?"
+                " AND json_extract(body, '$.stream') = ? ORDER BY seq DESC LIMIT ?) WHERE seen IS NOT NULL"
                 " LIMIT 1",
-                (plane_name, start, stream, least),
+                (plane_name, start, stream, RECALLED_RESULTS),
             ).fetchone()
-            if read is not None:
-                plane.restore_apart(True)
+            if said is not None:
+                plane.restore_apart(bool(said[0]))
         for plane in self.case.planes.values():
             plane.news.clear()  # said before the restart
         # a level whose images were found to hold no scatter goes on without its correction

@@ -512,3 +512,29 @@ def test_a_vein_too_faint_to_segment_is_read_as_a_line_leaving_the_bolus():
     assert not veins(brighter, grad=gradient + 0.5 * ridge).any()
     # ... where the baseline has a line 0.2 log units strong (an endplate brightened by a quarter)
     assert not veins(brighter, base=baseline + 0.2 * ridge).any()
+    # ... 2 mm beside such a line that brightened with it (an endplate seen as two lines)
+    old_line = ((np.abs(xx - 128) <= 1) & (yy > 124) & (yy <= 184)).astype(np.float32)
+    twin = brighter + 0.05 * old_line
+    assert veins(twin).any() and not veins(twin, base=baseline + 0.2 * old_line).any()
+    # a step, not a line: the difference raised right of the vein's path (above one side only)
+    step = difference + 0.05 * ((xx >= 120) & (yy > 124) & (yy <= 184))
+    assert not veins(step).any()
+
+
+def test_a_vein_read_as_a_line_is_a_venous_leak_where_it_lies_in_the_image():
+    """Each vein of the line mask is one venous leak, read as a line: its box and centroid in the
+    image's own pixels (the working grid at half resolution, the region 40 and 30 working pixels
+    into the frame), its volume the difference summed over it."""
+    from monitor.vision.measure import vein_leaks
+
+    grid = PixelGrid(0.125, scale=2)  # 0.25 mm working pixels
+    lines = np.zeros((100, 100), bool)
+    lines[20:60, 10:12] = True  # 40 x 2 working pixels
+    difference = np.full((100, 100), 0.02, np.float32)
+    (leak,) = vein_leaks(lines, difference, grid, (40, 30), 0.2)
+    assert leak.site == "venous" and leak.line and leak.doubt is None
+    # working (50, 50) is full (100.5, 100.5): the corner, truncated; the middle (50.5, 69.5) of 2 x 40
+    assert leak.box == (100, 100, 4, 80)
+    assert leak.centroid == pytest.approx((101.5, 139.5), abs=0.1)
+    assert leak.volume_ml == pytest.approx(80 * 0.02 * 0.25**2 / 200.0)
+    assert vein_leaks(np.zeros((10, 10), bool), difference, grid, (0, 0), 0.2) == []

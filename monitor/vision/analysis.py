@@ -89,14 +89,17 @@ CLIPPED_SAID_ABOVE = 0.10  # share of a plane's region clipped white from which 
 CLIPPED_UNREADABLE_ABOVE = 0.80  # ... and over which the view is not read at all (see _unreadable)
 
 
-# Why a thin line read on a level whose cement was not seen from its start (PlaneAnalyzer's
-# _decide_from_start) is only a possible leak: new cement around cement already there shows lines
-# along the old bolus's edge (late starts of the tuning cases raised false veins so), and a first
-# bolus read a little wide can take a real start for a late one (5 of the 72 views of the tuning
-# cases, one of them a vein's).
+# Why a thin line is only a possible leak in a view that has not seen the level's cement grow from
+# its start (PlaneAnalyzer's _decide_from_start: decided against, not yet decided, or no cannula
+# found to decide by): new cement around cement already there shows lines along the old bolus's
+# edge (late starts of the tuning cases raised false veins so), and a first bolus read a little
+# wide can take a real start for a late one (5 of the 72 views of the tuning cases, one of them a
+# vein's).
 LINE_DOUBT = (
-    "the level's cement was not seen from its start: the line may be the edge of cement already there"
+    "this view has not seen the level's cement grow from its start (one piece from the cannula's tip):"
+    " the line may be the edge of cement already there"
 )
+LINE_KEY = ":line"  # a view's lines at a site are confirmed by its lines, not by its other cement there
 
 
 @dataclass(frozen=True)
@@ -361,11 +364,11 @@ class PlaneAnalyzer:
         self.news.append(("wall-not-confirmed", detail, {"refuted": refuted, "why": why}))
 
     def restore_apart(self, read: bool) -> None:
-        """After a restart, whether cement apart from the bolus and thin lines leaving it were
-        read on this level before it (:meth:`_decide_from_start`; ``read`` False from its
-        "apart-off" event, True from a result that checked "leak-apart" or read the leak size
-        with no such event): not decided again on the bolus grown since, which would look like a
-        late start. Off stays off."""
+        """After a restart, whether this view had seen the level's cement from its start
+        (:meth:`_decide_from_start`; ``read`` as its results logged it, "seen_from_start" in
+        the overlay; in older logs False from its "apart-off" event, True from a result that
+        checked "leak-apart"): not decided again on the bolus grown since, which would look like
+        a late start. Off stays off."""
         self._apart = False if self._apart is False else read
 
     def restore_wall(self, event: str, detail: str, value: dict | None) -> None:
@@ -490,6 +493,8 @@ class PlaneAnalyzer:
         )
         if result.overlay.get("wall_state") == "not-confirmed":  # no rule armed, no line to draw
             result.overlay.pop("safety_line", None)
+        if self._apart is not None:  # in every result once decided: a restart takes it back
+            result.overlay["seen_from_start"] = self._apart
         return result
 
     def _decide_from_start(
@@ -523,10 +528,15 @@ class PlaneAnalyzer:
             if outline
             else "draw the posterior wall or the body to read leaks"
         )
+        apart = (
+            "cement apart from the bolus is not read as a leak and "
+            if not outline and self.plane == "lateral"
+            else ""
+        )
         detail = (
-            f"{self.plane} view: cement apart from the bolus and thin lines leaving it (veins too faint"
-            f" to outline) are not read as leaks on this level: {why}, so new cement can show as broken"
-            f" pieces, or lines along the edge, of a bolus already there; {todo}"
+            f"{self.plane} view: {apart}thin lines leaving the bolus (veins too faint to outline) are only"
+            f" possible leaks on this level: {why}, so new cement can show as broken pieces, or lines"
+            f" along the edge, of a bolus already there; {todo}"
         )
         self.news.append(("apart-off", detail, {"frame": frame, "plane": self.plane}))
 
@@ -885,39 +895,11 @@ class CaseAnalyzer:
             seconds_to_line = self._seconds_to_line()
             evidence = {"front_px": r.overlay.get("front"), "wall_px": r.overlay.get("wall")}
             raised += self.alarms.update_proximity(frame, r.plane, r.distance_mm, seconds_to_line, evidence)
-        cfg = self.config
         by_site: dict[str, list[Leak]] = {}
         for leak in r.leaks:
             by_site.setdefault(leak.site, []).append(leak)
         for site, leaks in by_site.items():
-            volume = sum(lk.volume_ml for lk in leaks)
-            key = f"{r.plane}:{site}"
-            # A posterior leak with the front itself measured clearly beyond the wall is
-            # two measurements agreeing: no need to wait for it to grow.
-            beyond_wall = (
-                site == "posterior"
-                and r.distance_mm is not None
-                and r.distance_mm <= -cfg.detection.leak_min_depth_mm
-            )
-            # A vein read as a line counts at any volume, once it is read on two frames running.
-            line = any(lk.line for lk in leaks)
-            confirmed = (
-                volume >= 2.5 * cfg.detection.leak_min_ml
-                or beyond_wall
-                or (
-                    (volume >= cfg.detection.leak_min_ml or line) and self._pending.get(key, -10) == frame - 1
-                )
-            )
-            self._note_leak(r.plane, site, volume, frame, time_s, line)
-            # why it is only a possible leak: the lines' own doubt where nothing surer is read there;
-            # lines are read without the outline, so not for the outline's doubt
-            sure = [lk for lk in leaks if not lk.doubt]
-            if not sure:
-                possible = leaks[0].doubt
-            elif all(lk.line for lk in sure):
-                possible = None
-            else:
-                possible = self._uncorroborated(r, site, time_s)
+            confirmed, possible, how = self._judge_leak(r, site, leaks, frame, time_s)
             if possible is not None:  # labelled so on the overlay too
                 for drawn in r.overlay.get("leaks", ()):
                     if drawn["site"] == site:
@@ -927,18 +909,60 @@ class CaseAnalyzer:
                 evidence = {
                     "box_px": list(biggest.box),
                     "centroid_px": list(biggest.centroid),
-                    "volume_ml": round(volume, 4),
+                    "volume_ml": round(sum(lk.volume_ml for lk in leaks), 4),
                 }
-                # how it was read: a line; else with no outline (apart, maybe a line beside); else against it
-                lined = all(lk.line for lk in leaks)
-                apart = not lined and all(lk.apart or lk.line for lk in leaks)
                 raised += self.alarms.update_leak(
-                    frame, r.plane, site, r.distance_mm, evidence, possible, apart, lined
+                    frame, r.plane, site, r.distance_mm, evidence, possible, how == "apart", how == "line"
                 )
         volume, doubt = self._volume()
         if doubt is not None:
             r.caveats = (*r.caveats, doubt)
         return r, CaseSummary(volume, seconds_to_line, [a.as_dict() for a in raised])
+
+    def _judge_leak(
+        self, r: PlaneResult, site: str, leaks: list[Leak], frame: int, time_s: float
+    ) -> tuple[bool, str | None, str]:
+        """What a view's leaks at ``site`` on this frame mean: whether they are confirmed, why
+        they are only a possible leak (None: the leak itself) and how they were read ("line",
+        "apart" or "outline"). The cement outside the outline (or apart from the bolus) and the
+        veins read as lines are judged apart, so that neither lends the other its standing:
+        cement is confirmed at 2.5 times the leak size, at the leak size on two frames running,
+        or at once behind the wall when the front itself reads beyond it; a line at any volume
+        on two frames running of lines. A line stands on its own (it is read without the
+        outline) unless its view doubts it (:data:`LINE_DOUBT`); cement outside an outline whose
+        wall is not confirmed may need the AP's backing (:meth:`_uncorroborated`)."""
+        cfg = self.config.detection
+        key = f"{r.plane}:{site}"
+        outline = [lk for lk in leaks if not lk.line]
+        lines = [lk for lk in leaks if lk.line]
+        cement_ml = sum(lk.volume_ml for lk in outline)
+        # A posterior leak with the front itself measured clearly beyond the wall is
+        # two measurements agreeing: no need to wait for it to grow.
+        beyond_wall = (
+            site == "posterior" and r.distance_mm is not None and r.distance_mm <= -cfg.leak_min_depth_mm
+        )
+        by_cement = bool(outline) and (
+            cement_ml >= 2.5 * cfg.leak_min_ml
+            or beyond_wall
+            or (cement_ml >= cfg.leak_min_ml and self._pending.get(key, -10) == frame - 1)
+        )
+        by_line = bool(lines) and self._pending.get(key + LINE_KEY, -10) == frame - 1
+        self._note_leak(r.plane, site, cement_ml, frame, time_s)
+        if lines:
+            self._note_leak(r.plane, site, 0.0, frame, time_s, line=True)
+        sure_line = any(not lk.doubt for lk in lines)
+        line_doubt = None if sure_line or not lines else lines[0].doubt
+        cement_doubt = self._uncorroborated(r, site, time_s) if outline else None
+        how = "apart" if outline and all(lk.apart for lk in outline) else "outline"
+        if by_cement and cement_doubt is None:
+            return True, None, how
+        if by_line and sure_line:
+            return True, None, "line"
+        if by_cement:
+            return True, cement_doubt, how
+        if by_line:
+            return True, line_doubt, "line"
+        return False, (cement_doubt if outline else line_doubt), how
 
     def recall_leak_reading(self, plane: str, frame: int, time_s: float, checks, leaks) -> None:
         """What a view's result logged before a restart said of leaks, taken back as
@@ -953,20 +977,26 @@ class CaseAnalyzer:
         by_site: dict[str, float] = {}
         lines: set[str] = set()
         for leak in leaks or ():
-            by_site[leak["site"]] = by_site.get(leak["site"], 0.0) + float(leak["volume_ml"])
             if leak.get("line"):
                 lines.add(leak["site"])
+            else:
+                by_site[leak["site"]] = by_site.get(leak["site"], 0.0) + float(leak["volume_ml"])
         for site, volume in by_site.items():
-            self._note_leak(plane, site, volume, frame, time_s, site in lines)
+            self._note_leak(plane, site, volume, frame, time_s)
+        for site in lines:
+            self._note_leak(plane, site, 0.0, frame, time_s, line=True)
 
     def _note_leak(
         self, plane: str, site: str, volume_ml: float, frame: int, time_s: float, line: bool = False
     ) -> None:
         """A view's cement outside its outline at ``site`` (``volume_ml`` summed there): at leak
-        size, or a vein read as a ``line`` at any size, a reading the next frame confirms
-        (``_pending``) and the AP's backing of a lateral leak (``_leak_read_at``), by frame
-        number and stream time."""
-        if volume_ml >= self.config.detection.leak_min_ml or line:
+        size, or a vein read as a ``line`` at any size (kept apart, LINE_KEY), a reading the next
+        frame confirms (``_pending``) and the AP's backing of a lateral leak (``_leak_read_at``),
+        by frame number and stream time."""
+        if line:
+            self._pending[f"{plane}:{site}{LINE_KEY}"] = frame
+            self._leak_read_at[plane] = time_s
+        elif volume_ml >= self.config.detection.leak_min_ml:
             self._pending[f"{plane}:{site}"] = frame
             self._leak_read_at[plane] = time_s
 
