@@ -643,7 +643,12 @@ class PlaneAnalyzer:
         )
         dx, dy = self._shift
         caveats = tuple(filter(None, (self.anatomy_error, *self.caveats, why)))
-        return PlaneResult(self.plane, frame, caveats, shift_px=(dx * self.grid.scale, dy * self.grid.scale))
+        result = PlaneResult(
+            self.plane, frame, caveats, shift_px=(dx * self.grid.scale, dy * self.grid.scale)
+        )
+        if self._apart is not None:  # as on every result once decided (a restart takes it back)
+            result.overlay["seen_from_start"] = self._apart
+        return result
 
     def _clipped_caveat(self, share: float) -> Caveat | None:
         """Said on a frame whose region measured is clipped white over CLIPPED_SAID_ABOVE of it
