@@ -126,21 +126,20 @@ class AlarmEngine:
         distance_mm: float | None,
         evidence: dict,
         doubt: str | None = None,
-        apart: bool = False,
-        line: bool = False,
+        how: str = "outline",
     ) -> list[Alarm]:
         """A leak read at ``site``: high, or, with ``doubt`` (why the outline it was read against
-        may be wrong), medium and said as possible. ``apart``: read with no outline, as cement
-        apart from the bolus, its site judged from where it lies from the cannula's tip.
-        ``line``: a vein's thin cast leaving the bolus, read along its length
-        (:mod:`monitor.vision.veins`), wherever it lies."""
+        may be wrong), medium and said as possible. ``how`` it was read: "outline", cement outside
+        the body's outline; "apart", with no outline, as cement apart from the bolus, its site
+        judged from where it lies from the cannula's tip; "line", a vein's thin cast leaving the
+        bolus, read along its length (:mod:`monitor.vision.veins`), wherever it lies."""
         why = f"leak: {site}, cement outside the body's outline in the {plane} view"
-        if line:
+        if how == "line":
             why = (
                 f"leak: {site}, a thin line of cement leaving the bolus in the {plane} view (a vein's"
                 " cast, too faint for the cement's outline, read along its length)"
             )
-        elif apart:
+        elif how == "apart":
             why = (
                 f"leak: {site}, cement apart from the bolus in the {plane} view (no body outline"
                 " found: the site is judged from where it lies from the cannula's tip)"

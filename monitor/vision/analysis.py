@@ -57,6 +57,7 @@ from monitor.vision.confidence import (
 )
 from monitor.vision.drawing import overlay_geometry
 from monitor.vision.measure import (
+    ApartReading,
     AxisProfile,
     DistanceMaps,
     Leak,
@@ -420,7 +421,10 @@ class PlaneAnalyzer:
             if len(self._first_frames) < self.config.detection.baseline_frames:
                 return PlaneResult(self.plane, frame, baseline=True)
             self._learn()
-        return self._measure_frame(pixels, frame)
+        result = self._measure_frame(pixels, frame)
+        if self._apart is not None:  # in every result once decided: a restart takes it back
+            result.overlay["seen_from_start"] = self._apart
+        return result
 
     def _measure_frame(self, pixels: np.ndarray, frame: int) -> PlaneResult:
         clipped = saturated_bright(pixels, self.grid, self.roi, self.photometric, self.bits_stored)
@@ -493,8 +497,6 @@ class PlaneAnalyzer:
         )
         if result.overlay.get("wall_state") == "not-confirmed":  # no rule armed, no line to draw
             result.overlay.pop("safety_line", None)
-        if self._apart is not None:  # in every result once decided: a restart takes it back
-            result.overlay["seen_from_start"] = self._apart
         return result
 
     def _decide_from_start(
@@ -508,11 +510,8 @@ class PlaneAnalyzer:
         into pieces "apart" and as lines along the old bolus's edge (late starts of the tuning
         cases raised false leaks both ways): both are then off for the level in this view, said
         once ("apart-off"); the leaks read against an outline are not affected."""
-        c = self.config
-        directions = [k.direction for k in self.learnt.cannulas]
-        mu, least = c.physics.cement_mu_per_mm, c.detection.leak_min_ml
-        reading = find_apart_leaks(cement, tips, directions, self.grid, self.roi[:2], mu, least)
-        if reading.bolus_ml < least:
+        reading = self._apart_reading(cement, tips)
+        if reading.bolus_ml < self.config.detection.leak_min_ml:
             return
         self._apart = grown_from_tip(reading) and self._state.prior is None
         if self._apart:
@@ -547,16 +546,19 @@ class PlaneAnalyzer:
         checked only once on: before any bolus there is nothing to be apart from)."""
         if not self._apart:
             return
-        c = self.config
-        directions = [k.direction for k in self.learnt.cannulas]
-        mu, least = c.physics.cement_mu_per_mm, c.detection.leak_min_ml
-        reading = find_apart_leaks(cement, tips, directions, self.grid, self.roi[:2], mu, least, self._veins)
+        reading = self._apart_reading(cement, tips, self._veins)
         result.checked = ("leak-apart",)
         result.leaks = reading.leaks
         # the veins read, where they are now (a piece gone or moved drops its old place)
         veins = [lk.centroid for lk in reading.leaks if lk.site == "venous"]
         kept = [v for v in self._veins if not any(in_box(v, lk.box) for lk in reading.leaks)]
         self._veins = (veins + kept)[:MAX_VEINS_KEPT]
+
+    def _apart_reading(self, cement: CementMap, tips: list[tuple[float, float]], veins=()) -> ApartReading:
+        """:func:`find_apart_leaks` with this view's cannulas, grid and the configured physics."""
+        directions = [k.direction for k in self.learnt.cannulas]
+        mu, least = self.config.physics.cement_mu_per_mm, self.config.detection.leak_min_ml
+        return find_apart_leaks(cement, tips, directions, self.grid, self.roi[:2], mu, least, veins)
 
     def _cement(self, pixels: np.ndarray, clipped: np.ndarray, number: int) -> tuple[CementMap, Comparison]:
         """The frame against the baseline (its shift kept in ``_shift``) and the cement in it,
@@ -643,12 +645,7 @@ class PlaneAnalyzer:
         )
         dx, dy = self._shift
         caveats = tuple(filter(None, (self.anatomy_error, *self.caveats, why)))
-        result = PlaneResult(
-            self.plane, frame, caveats, shift_px=(dx * self.grid.scale, dy * self.grid.scale)
-        )
-        if self._apart is not None:  # as on every result once decided (a restart takes it back)
-            result.overlay["seen_from_start"] = self._apart
-        return result
+        return PlaneResult(self.plane, frame, caveats, shift_px=(dx * self.grid.scale, dy * self.grid.scale))
 
     def _clipped_caveat(self, share: float) -> Caveat | None:
         """Said on a frame whose region measured is clipped white over CLIPPED_SAID_ABOVE of it
@@ -917,7 +914,7 @@ class CaseAnalyzer:
                     "volume_ml": round(sum(lk.volume_ml for lk in leaks), 4),
                 }
                 raised += self.alarms.update_leak(
-                    frame, r.plane, site, r.distance_mm, evidence, possible, how == "apart", how == "line"
+                    frame, r.plane, site, r.distance_mm, evidence, possible, how
                 )
         volume, doubt = self._volume()
         if doubt is not None:

@@ -52,6 +52,18 @@ def substantial(cement: CementMap, pixel_mm: float, cement_mu_per_mm: float, min
     return replace(cement, mask=mask)
 
 
+def _placed(
+    grid: PixelGrid, roi_origin: tuple[int, int], origin: tuple[int, int], stats: np.ndarray, centroid
+) -> tuple[tuple[int, int, int, int], tuple[float, float]]:
+    """A labelled piece's box (x, y, w, h) and centroid (x, y) in image pixels, from its
+    ``stats`` row and ``centroid`` (cv2.connectedComponentsWithStats) over a window starting at
+    ``origin`` (x, y) of the ROI, which starts at working pixel ``roi_origin``."""
+    x, y, w, h = (int(v) for v in stats[:4])
+    corner = grid.to_full(x + origin[0], y + origin[1], roi_origin)
+    box = (int(corner[0]), int(corner[1]), int(w * grid.scale), int(h * grid.scale))
+    return box, tuple(grid.to_full(centroid[0] + origin[0], centroid[1] + origin[1], roi_origin))
+
+
 def find_leaks(
     cement: CementMap,
     sides: dict,
@@ -69,10 +81,6 @@ def find_leaks(
     less than ``min_depth_mm`` beyond the outline is not a leak.
     """
     pixel_mm = grid.pixel_mm
-
-    def full(x: float, y: float) -> list[float]:
-        return grid.to_full(x, y, roi_origin)
-
     leaks = []
     area_mm2 = pixel_mm**2
     for site, (region, beyond) in sides.items():
@@ -88,17 +96,15 @@ def find_leaks(
                 continue
             volume = float(np.clip(cement.difference[comp], 0, None).sum()) * area_mm2
             volume /= cement_mu_per_mm * 1000.0
-            x, y, w, h, area = stats[i]
             # A vein is a long thin streak; an epidural or paravertebral leak
             # spreads as a sheet or a blob. Not in the disc: it has no veins (the
             # basivertebral vein leaves through the posterior wall, segmental veins at the
             # body's sides), and cement pressed into it first spreads as a thin film along
             # the endplate, a streak too.
-            kind = "venous" if _is_streak(comp, area, pixel_mm) and site != "disc" else site
-            corner = full(x + origin[0], y + origin[1])
-            box = (int(corner[0]), int(corner[1]), int(w * grid.scale), int(h * grid.scale))
-            cx, cy = centroids[i]
-            leaks.append(Leak(kind, volume, tuple(full(cx + origin[0], cy + origin[1])), box))
+            streak = _is_streak(comp, stats[i, cv2.CC_STAT_AREA], pixel_mm)
+            kind = "venous" if streak and site != "disc" else site
+            box, centroid = _placed(grid, roi_origin, origin, stats[i], centroids[i])
+            leaks.append(Leak(kind, volume, centroid, box))
     return leaks
 
 
@@ -193,13 +199,10 @@ def find_apart_leaks(
     for i in np.flatnonzero(~bolus & (volumes >= min_ml)):
         if i == 0:
             continue
-        x, y, w, h, area = stats[i]
-        corner = grid.to_full(x + ox, y + oy, roi_origin)
-        box = (int(corner[0]), int(corner[1]), int(w * grid.scale), int(h * grid.scale))
-        cx, cy = centroids[i]
-        centroid = tuple(grid.to_full(cx + ox, cy + oy, roi_origin))
+        box, centroid = _placed(grid, roi_origin, (ox, oy), stats[i], centroids[i])
         held = any(in_box(vein, box) for vein in veins)
-        site = "venous" if held else _apart_site(labels == i, area, (cx, cy), near, directions, pixel_mm)
+        area = stats[i, cv2.CC_STAT_AREA]
+        site = "venous" if held else _apart_site(labels == i, area, centroids[i], near, directions, pixel_mm)
         leaks.append(Leak(site, float(volumes[i]), centroid, box, apart=True))
     return ApartReading(bolus_ml, bolus_mm2, leaks)
 
@@ -227,10 +230,7 @@ def vein_leaks(
     volumes *= grid.pixel_mm**2 / (cement_mu_per_mm * 1000.0)
     leaks = []
     for i in range(1, count):
-        x, y, w, h, _ = stats[i]
-        corner = grid.to_full(x + ox, y + oy, roi_origin)
-        box = (int(corner[0]), int(corner[1]), int(w * grid.scale), int(h * grid.scale))
-        centroid = tuple(grid.to_full(centroids[i][0] + ox, centroids[i][1] + oy, roi_origin))
+        box, centroid = _placed(grid, roi_origin, (ox, oy), stats[i], centroids[i])
         leaks.append(Leak("venous", float(volumes[i]), centroid, box, line=True, doubt=doubt))
     return leaks
 

@@ -150,6 +150,8 @@ def find_vein_lines(
     spread = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
     edge = VEIN_OVER_EDGE * REGISTRATION_UNCERTAINTY_PX * coarse(gradient)
     line = (response > VEIN_SIGMAS * spread) & (response > edge) & ~keepout
+    if not line.any():  # most frames: no distance map to make
+        return found
     from_cement = cv2.distanceTransform((~bolus).astype(np.uint8), cv2.DIST_L2, 3) * px
     lines = _leaving(line, from_cement, px)
     if lines.any():  # only then (rarely): the baseline's own lines, where a new one may be their change
