@@ -64,10 +64,11 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
                 1,
                 cv2.LINE_AA,
             )
-    for leak in o.get("leaks", []):
+    for leak in drawn_leaks(o.get("leaks", [])):
         x, y, w, h = (np.asarray(leak["box"], np.float32) * scale).astype(int)
         cv2.rectangle(img, (x - 4, y - 4), (x + w + 4, y + h + 4), RED, thick)
-    for leak in labelled_leaks(o.get("leaks", [])):  # on a dark backdrop, legible over the wall and bone
+    # on a dark backdrop, legible over the wall and bone
+    for leak in labelled_leaks(drawn_leaks(o.get("leaks", []))):
         x, y, w, _ = (np.asarray(leak["box"], np.float32) * scale).astype(int)
         x, y = x + w + 10, y + 10
         text = f"{leak_name(leak.get('possible', False))} {leak['site']}"
@@ -101,6 +102,12 @@ def leak_name(possible: bool) -> str:
     confirmed, not backed by the AP view, is a possible leak (a medium alarm; its overlay leak
     carries "possible": true)."""
     return "POSSIBLE LEAK" if possible else "LEAK"
+
+
+def drawn_leaks(leaks: list[dict]) -> list[dict]:
+    """The leaks to draw: all but a disc lobe the other view did not show ("unbacked", see
+    :mod:`monitor.vision.lobes`), which is no leak on its own."""
+    return [lk for lk in leaks if not lk.get("unbacked")]
 
 
 def labelled_leaks(leaks: list[dict]) -> list[dict]:

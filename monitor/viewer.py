@@ -26,7 +26,7 @@ from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 from monitor.flow import FlowClient
 from monitor.io.transport import VIEWER_HWM, CommandSender, Subscriber
 from monitor.messages import LEVELS, PLANES, End, Result, Status
-from monitor.overlay import labelled_leaks, leak_name
+from monitor.overlay import drawn_leaks, labelled_leaks, leak_name
 from monitor.sounds import AlarmPlayer
 from monitor.training import stop_confirmation, training_status
 from monitor.viewstate import BANNER_LINES, ViewState, display_pixels
@@ -214,7 +214,7 @@ class PlaneView(pg.GraphicsLayoutWidget):
         self.front_label.setText("under cannula" if front and o.get("front_under_cannula") else "")
         if front:
             self.front_label.setPos(front[0] + 8, front[1] + 8)
-        leaks = o.get("leaks", [])
+        leaks = drawn_leaks(o.get("leaks", []))
         self.leaks.setData(
             [lk["box"][0] + lk["box"][2] / 2 for lk in leaks],
             [lk["box"][1] + lk["box"][3] / 2 for lk in leaks],

@@ -671,3 +671,24 @@ def test_a_vein_too_faint_to_segment_is_said_as_a_line_within_two_frames(tmp_pat
     assert off == [("lateral",)], off
     # each view's decision as its results said it, not decided again on the grown bolus
     assert [restarted.case.planes[p]._apart for p in ("lateral", "ap")] == [False, True]
+
+
+def test_a_disc_leak_with_no_outline_is_read_as_a_lobe_in_both_views_within_two_frames(tmp_path):
+    """Tuning seed 5014 as the benchmark renders it (CT, T11, 768 pixels, wedge fracture): no body
+    outline is found in either view, so no endplate line could be seen crossed, and its disc leak
+    (from frame 37) went unalarmed. The disc's cement shows in each view as a lobe above the
+    bolus, apart from it across a valley (the endplate): alarmed high as a disc leak within 2
+    frames of the onset, saying it was read in both views, and nothing before cement left."""
+    from monitor.accuracy import evaluate_case, world_configs
+
+    _ct_or_skip()
+    truth = simulate(world_configs([5014])[0], tmp_path / "ct")
+    result = evaluate_case(tmp_path / "ct")
+    assert set(result["wall"].values()) == {"none"}
+    leaks = [a for a in result["alarms"] if a["kind"] == "extravasation"]
+    assert leaks, "the disc leak was never alarmed"
+    assert min(a["frame"] for a in leaks) >= truth["leak"]["first_cement_frame"], leaks
+    first = leaks[0]
+    assert (first["site"], first["priority"]) == ("disc", "high"), first
+    assert first["frame"] - truth["leak"]["onset_frame"] <= 2, first
+    assert "above or below the bolus in both views" in first["reason"], first["reason"]

@@ -242,6 +242,46 @@ def test_a_vein_read_as_a_line_alarms_on_its_second_frame_at_any_volume():
     assert raised(mixed, vein(8)) == []
 
 
+def test_a_disc_lobe_is_a_leak_only_when_the_other_view_shows_one_on_the_same_side():
+    """A lobe of cement above or below the bolus (monitor.vision.lobes) in one view is no leak on
+    its own, at any volume: the overlay marks it "unbacked" and nothing is raised. When the
+    other view read one on the same side within 0.3 s, it is a high disc leak at once, saying how
+    it was read, even off a lateral wall not confirmed; a lobe on the other side, or one read
+    too long before, does not back it. Across a restart the logged lobe backs the next frame's."""
+    from monitor.vision.analysis import CaseAnalyzer, PlaneResult
+    from monitor.vision.measure import Leak
+
+    def lobe(plane, frame, side="above", t=None):
+        r = PlaneResult(plane, frame, leaks=[Leak("disc", 0.002, (9.0, 3.0), (4, 0, 10, 6), lobe=side)])
+        r.overlay["wall_state"] = "not-confirmed" if plane == "lateral" else None
+        r.overlay["leaks"] = [{"site": "disc", "centroid": [9.0, 3.0], "box": [4, 0, 10, 6], "lobe": side}]
+        return r
+
+    def raised(case, r, t=None):
+        _, summary = case.process(_Reads([r]), None, r.frame, r.frame / 10 if t is None else t)
+        return [(a["frame"], a["priority"], a["plane"], a["site"], a["reason"]) for a in summary.raised]
+
+    alone = CaseAnalyzer()
+    first = lobe("lateral", 7)
+    assert raised(alone, first) == [] and first.overlay["leaks"][0]["unbacked"] is True
+    assert raised(alone, lobe("lateral", 8)) == []  # a second frame of one view is still one view
+    both = CaseAnalyzer()
+    assert raised(both, lobe("lateral", 7)) == []
+    ap = lobe("ap", 7)
+    (alarm,) = raised(both, ap)
+    assert alarm[:4] == (7, "high", "ap", "disc") and "above or below the bolus in both views" in alarm[4]
+    assert "unbacked" not in ap.overlay["leaks"][0]
+    sides = CaseAnalyzer()
+    assert raised(sides, lobe("lateral", 7, "above")) == [] and raised(sides, lobe("ap", 7, "below")) == []
+    stale = CaseAnalyzer()
+    assert raised(stale, lobe("lateral", 7), t=0.7) == [] and raised(stale, lobe("ap", 12), t=1.2) == []
+    restarted = CaseAnalyzer()
+    restarted.recall_leak_reading(
+        "lateral", 7, 0.7, [], [{"site": "disc", "volume_ml": 0.002, "lobe": "above"}]
+    )
+    assert [a[:4] for a in raised(restarted, lobe("ap", 8))] == [(8, "high", "ap", "disc")]
+
+
 def test_where_no_wall_is_found_the_banner_says_the_leak_rules_are_off_too():
     """With no body outline in the lateral view neither rule is checked there; the wall prompt
     stands in the banner in place of the view's NOT MONITORED, so it says both rules are off

@@ -538,3 +538,78 @@ def test_a_vein_read_as_a_line_is_a_venous_leak_where_it_lies_in_the_image():
     assert leak.centroid == pytest.approx((101.5, 139.5), abs=0.1)
     assert leak.volume_ml == pytest.approx(80 * 0.02 * 0.25**2 / 200.0)
     assert vein_leaks(np.zeros((10, 10), bool), difference, grid, (0, 0), 0.2) == []
+
+
+def _lobe_scene(lobe_at=(120, 58), lobe_axes=(15, 6), neck=0.12, lobe=0.3, seed=0):
+    """A region at 0.3 mm a pixel: a bolus 15 mm across (0.4 log units) at a cannula's tip, the
+    steel's shaft entering from the left through it, and a lobe (``lobe`` log units, half-axes
+    ``lobe_axes`` x, y pixels) joined to it by a neck 2 mm wide at ``neck`` log units (from the
+    lobe's centre to the bolus's), smoothed and with noise (about 0.01) as the segmentation sees
+    it; returns (difference, cement, steel, tip)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:200, :240]
+    (lx, ly), (ax, ay) = lobe_at, lobe_axes
+    relief = 0.4 * (((xx - 120) ** 2 + (yy - 110) ** 2) <= 25**2)
+    relief = np.maximum(relief, lobe * ((((xx - lx) / ax) ** 2 + ((yy - ly) / ay) ** 2) <= 1))
+    if neck:  # from the lobe's centre to the bolus's
+        span = np.zeros(relief.shape, np.uint8)
+        cv2.line(span, (int(lx), int(ly)), (120, 110), 1, 7)
+        relief = np.maximum(relief, neck * span)
+    difference = cv2.GaussianBlur(relief.astype(np.float32), (0, 0), 1.5)
+    difference += cv2.GaussianBlur(rng.normal(0, 0.02, difference.shape).astype(np.float32), (0, 0), 1.0)
+    steel = (np.abs(yy - 110) <= 3) & (xx <= 120)
+    cement = (difference > 0.05) & ~steel
+    return difference, cement, steel, (120.0, 110.0)
+
+
+def test_a_lobe_above_or_below_the_bolus_across_a_valley_is_read_as_through_an_endplate():
+    """Cement in the disc shows as a lobe above (or below) the bolus, joined to it across a
+    valley (the endplate's crack): found on its side, about 15 mm above the bolus's centre here.
+    Not lobes: the same lobe beside the bolus (a lobule of the trabecular fill, or a leak the
+    other rules site), a lobe whose valley hardly dips (one mass), a piece not joined to the
+    bolus at all (cement apart, read by find_apart_leaks), the bolus's halves above and below
+    the steel that splits it; nothing without a tip or cement."""
+    from monitor.vision.lobes import find_disc_lobes
+
+    def lobes(scene):
+        difference, cement, steel, tip = scene
+        return find_disc_lobes(difference, cement, steel, [tip], 0.05, 0.3)
+
+    (above,) = lobes(_lobe_scene())
+    assert above.above and 12 < above.rise_mm < 18 and above.summit > 0.25
+    assert above.mask[58, 120] and not above.mask[110, 120]
+    (below,) = lobes(_lobe_scene(lobe_at=(120, 162)))
+    assert not below.above and below.mask[162, 120]
+    assert lobes(_lobe_scene(lobe_at=(172, 110), lobe_axes=(6, 15))) == []  # beside it
+    assert lobes(_lobe_scene(lobe_at=(160, 62))) == []  # above the bolus's top, but as far aside
+    assert lobes(_lobe_scene(neck=0.28)) == []  # the valley dips by 0.02, twice the noise
+    (deep,) = lobes(_lobe_scene(lobe=0.6, neck=0.44))  # by 0.16, to 0.73 of the lobe's summit
+    assert lobes(_lobe_scene(lobe=0.6, neck=0.52)) == []  # by 0.08 (8 sds), to 0.87 of it
+    # a faint lobe: its valley must dip by 4 noise sds (a fifth of the threshold, 0.01) too
+    (faint,) = lobes(_lobe_scene(lobe=0.15, neck=0.07))  # by 0.08, to 0.47 of its summit
+    assert lobes(_lobe_scene(lobe=0.1, neck=0.07)) == []  # by 0.03, to 0.7 of it
+    assert lobes(_lobe_scene(neck=0.0)) == []  # apart, not joined
+    assert lobes(_lobe_scene(lobe=0.0, neck=0.0)) == []  # the bolus split by the shaft
+    difference, cement, steel, tip = _lobe_scene()
+    assert find_disc_lobes(difference, cement, steel, [], 0.05, 0.3) == []
+    assert find_disc_lobes(difference, np.zeros_like(cement), steel, [tip], 0.05, 0.3) == []
+
+
+def test_a_disc_lobe_is_a_disc_leak_where_it_lies_in_the_image():
+    """Each lobe is one disc leak marked with its side: its box and centroid in the image's own
+    pixels (working grid at half resolution, the region 40 and 30 working pixels in), its volume
+    the difference summed over its part above the level it stood apart at."""
+    from monitor.vision.lobes import Lobe
+    from monitor.vision.measure import lobe_leaks
+
+    grid = PixelGrid(0.125, scale=2)
+    mask = np.zeros((100, 100), bool)
+    mask[20:30, 10:50] = True  # 10 x 40 working pixels
+    difference = np.full((100, 100), 0.2, np.float32)
+    (leak,) = lobe_leaks([Lobe(False, mask, 0.1, 0.3, 9.0)], difference, grid, (40, 30), 0.2)
+    assert leak.site == "disc" and leak.lobe == "below" and not leak.line and not leak.apart
+    assert leak.box == (100, 100, 80, 20)
+    assert leak.centroid == pytest.approx(grid.to_full(29.5, 24.5, (40, 30)), abs=0.01)
+    assert leak.volume_ml == pytest.approx(400 * 0.2 * 0.25**2 / 200.0)

@@ -132,12 +132,18 @@ class AlarmEngine:
         may be wrong), medium and said as possible. ``how`` it was read: "outline", cement outside
         the body's outline; "apart", with no outline, as cement apart from the bolus, its site
         judged from where it lies from the cannula's tip; "line", a vein's thin cast leaving the
-        bolus, read along its length (:mod:`monitor.vision.veins`), wherever it lies."""
+        bolus, read along its length (:mod:`monitor.vision.veins`), wherever it lies; "lobe", a lobe
+        of cement beyond the bolus's top or bottom in both views (:mod:`monitor.vision.lobes`)."""
         why = f"leak: {site}, cement outside the body's outline in the {plane} view"
         if how == "line":
             why = (
                 f"leak: {site}, a thin line of cement leaving the bolus in the {plane} view (a vein's"
                 " cast, too faint for the cement's outline, read along its length)"
+            )
+        elif how == "lobe":
+            why = (
+                f"leak: {site}, a lobe of cement above or below the bolus in both views, apart from it"
+                " across a valley (through an endplate into the disc)"
             )
         elif how == "apart":
             why = (

@@ -56,6 +56,7 @@ from monitor.vision.confidence import (
     MIN_OUTLINE_SUPPORT,
 )
 from monitor.vision.drawing import overlay_geometry
+from monitor.vision.lobes import find_disc_lobes
 from monitor.vision.measure import (
     ApartReading,
     AxisProfile,
@@ -66,6 +67,7 @@ from monitor.vision.measure import (
     find_apart_leaks,
     grown_from_tip,
     in_box,
+    lobe_leaks,
     read_cement,
     read_shaft,
     read_track,
@@ -484,6 +486,17 @@ class PlaneAnalyzer:
             doubt = None if self._apart else LINE_DOUBT
             veins = vein_leaks(lines, cement.difference, self.grid, self.roi[:2], mu, doubt)
             result.leaks = [*result.leaks, *veins]
+        if self._apart:  # a lobe through an endplate: from a bolus seen from its start only
+            lobes = find_disc_lobes(
+                cement.difference,
+                cement.mask,
+                comparison.unread,
+                tips,
+                float(np.min(cement.threshold)),
+                self.pixel_mm,
+            )
+            mu = self.config.physics.cement_mu_per_mm
+            result.leaks = [*result.leaks, *lobe_leaks(lobes, cement.difference, self.grid, self.roi[:2], mu)]
         result.overlay = overlay_geometry(
             result.overlay,
             self.grid,
@@ -534,8 +547,9 @@ class PlaneAnalyzer:
         )
         detail = (
             f"{self.plane} view: {apart}thin lines leaving the bolus (veins too faint to outline) are only"
-            f" possible leaks on this level: {why}, so new cement can show as broken pieces, or lines"
-            f" along the edge, of a bolus already there; {todo}"
+            f" possible leaks, and lobes above or below it are not read as disc leaks, on this level:"
+            f" {why}, so new cement can show as broken pieces, lines along the edge or lobes, of a"
+            f" bolus already there; {todo}"
         )
         self.news.append(("apart-off", detail, {"frame": frame, "plane": self.plane}))
 
@@ -833,6 +847,8 @@ class CaseAnalyzer:
         # last result checked the leak rules (the AP's, to back a lateral leak off a guessed outline)
         self._leak_read_at: dict[str, float] = {}
         self._checks_leaks: dict[str, bool] = {}
+        # per view: the stream time (s) it last read a disc lobe "above" or "below" the bolus
+        self._lobes_read: dict[str, dict[str, float]] = {}
         self.scatter_seen: bool | None = None  # None: the cement's halo has not said yet
         self._accepted: tuple[float, float] | None = None  # (time, distance) last alarmed on
         self._jumped: tuple[float, float] | None = None  # (time, distance) flagged as a jump
@@ -900,6 +916,11 @@ class CaseAnalyzer:
         by_site: dict[str, list[Leak]] = {}
         for leak in r.leaks:
             by_site.setdefault(leak.site, []).append(leak)
+            if leak.lobe is not None:
+                self._lobes_read.setdefault(r.plane, {})[leak.lobe] = time_s
+        for drawn in r.overlay.get("leaks", ()):  # a lobe the other view does not show is not drawn
+            if "lobe" in drawn and not self._lobe_backed(r.plane, drawn["lobe"], time_s):
+                drawn["unbacked"] = True
         for site, leaks in by_site.items():
             confirmed, possible, how = self._judge_leak(r, site, leaks, frame, time_s)
             if possible is not None:  # labelled so on the overlay too
@@ -926,17 +947,21 @@ class CaseAnalyzer:
     ) -> tuple[bool, str | None, str]:
         """What a view's leaks at ``site`` on this frame mean: whether they are confirmed, why
         they are only a possible leak (None: the leak itself) and how they were read ("line",
-        "apart" or "outline"). The cement outside the outline (or apart from the bolus) and the
-        veins read as lines are judged apart, so that neither lends the other its standing:
-        cement is confirmed at 2.5 times the leak size, at the leak size on two frames running,
-        or at once behind the wall when the front itself reads beyond it; a line at any volume
-        on two frames running of lines. A line stands on its own (it is read without the
-        outline) unless its view doubts it (:data:`LINE_DOUBT`); cement outside an outline whose
-        wall is not confirmed may need the AP's backing (:meth:`_uncorroborated`)."""
+        "apart", "outline" or "lobe"). The cement outside the outline (or apart from the bolus),
+        the veins read as lines and the disc lobes are judged apart, so that none lends another
+        its standing: cement is confirmed at 2.5 times the leak size, at the leak size on two
+        frames running, or at once behind the wall when the front itself reads beyond it; a line
+        at any volume on two frames running of lines; a lobe above or below the bolus
+        (:mod:`monitor.vision.lobes`) when the other view read one on the same side within
+        LEAK_CORROBORATION_S, a disc leak at once (two views agreeing), whatever its volume. A
+        line stands on its own (it is read without the outline) unless its view doubts it
+        (:data:`LINE_DOUBT`); cement outside an outline whose wall is not confirmed may need the
+        AP's backing (:meth:`_uncorroborated`)."""
         cfg = self.config.detection
         key = f"{r.plane}:{site}"
-        outline = [lk for lk in leaks if not lk.line]
+        outline = [lk for lk in leaks if not lk.line and lk.lobe is None]
         lines = [lk for lk in leaks if lk.line]
+        by_lobe = any(self._lobe_backed(r.plane, lk.lobe, time_s) for lk in leaks if lk.lobe is not None)
         cement_ml = sum(lk.volume_ml for lk in outline)
         # A posterior leak with the front itself measured clearly beyond the wall is
         # two measurements agreeing: no need to wait for it to grow.
@@ -958,6 +983,8 @@ class CaseAnalyzer:
         how = "apart" if outline and all(lk.apart for lk in outline) else "outline"
         if by_cement and cement_doubt is None:
             return True, None, how
+        if by_lobe:
+            return True, None, "lobe"
         if by_line and sure_line:
             return True, None, "line"
         if by_cement:
@@ -966,6 +993,12 @@ class CaseAnalyzer:
             return True, line_doubt, "line"
         return False, (cement_doubt if outline else line_doubt), how
 
+    def _lobe_backed(self, plane: str, side: str, time_s: float) -> bool:
+        """Whether the view other than ``plane`` read a disc lobe on ``side`` ("above" or
+        "below") within LEAK_CORROBORATION_S (stream seconds) of ``time_s``."""
+        other = "ap" if plane == "lateral" else "lateral"
+        return abs(time_s - self._lobes_read.get(other, {}).get(side, -np.inf)) <= LEAK_CORROBORATION_S
+
     def recall_leak_reading(self, plane: str, frame: int, time_s: float, checks, leaks) -> None:
         """What a view's result logged before a restart said of leaks, taken back as
         :meth:`process` took it: whether the view checked the leak rules (``checks``, the rules
@@ -973,13 +1006,16 @@ class CaseAnalyzer:
         with "site" and "volume_ml"), the sites read at leak size on ``frame`` at stream time
         ``time_s``. So a leak read on the last frame before the restart is confirmed on the
         first after it, as it would have been without one, and the AP's reading backs a lateral
-        leak off a wall not confirmed (:meth:`_uncorroborated`) across the restart too."""
+        leak off a wall not confirmed (:meth:`_uncorroborated`) across the restart too, as does
+        each view's disc lobe (its "lobe" side) the other's."""
         if checks is not None:  # None: an analyzer that did not say (logs before 2026-12)
             self._checks_leaks[plane] = "leak" in checks
         by_site: dict[str, float] = {}
         lines: set[str] = set()
         for leak in leaks or ():
-            if leak.get("line"):
+            if leak.get("lobe"):
+                self._lobes_read.setdefault(plane, {})[leak["lobe"]] = time_s
+            elif leak.get("line"):
                 lines.add(leak["site"])
             else:
                 by_site[leak["site"]] = by_site.get(leak["site"], 0.0) + float(leak["volume_ml"])

@@ -68,6 +68,7 @@ def overlay_geometry(
             # (CaseAnalyzer.recall_leak_reading), and 4 decimals put 0.00797 over it
             "volume_ml": round(lk.volume_ml, 6),
             **({"line": True} if lk.line else {}),  # a vein read as a line: held at any volume
+            **({"lobe": lk.lobe} if lk.lobe else {}),  # a disc lobe: "above" or "below" the bolus
         }
         for lk in leaks
     ]

@@ -16,6 +16,7 @@ from monitor.vision.alarms import Site
 from monitor.vision.anatomy import BAND_WIDTHS, STEEL_WIDTH_FACTOR, ApBody, Cannula, LateralBody, Line
 from monitor.vision.calibrate import NEEDLE_OUTER_MM
 from monitor.vision.cement import CementMap, ShaftReading, around, front_distance_px, pieces_at_tips
+from monitor.vision.lobes import Lobe
 from monitor.vision.pixels import PixelGrid
 from monitor.vision.sampling import sample_points
 
@@ -31,6 +32,9 @@ class Leak:
     apart: bool = False  # read with no outline, as cement apart from the bolus (find_apart_leaks)
     line: bool = False  # a vein's thin cast read along its length (monitor.vision.veins), at any volume
     doubt: str | None = None  # why it is only a possible leak, when its view knows (see vein_leaks)
+    # "above" or "below" the bolus: a disc lobe read from the cement's relief (monitor.vision.lobes),
+    # a leak only when the other view shows one on the same side
+    lobe: str | None = None
 
 
 def substantial(cement: CementMap, pixel_mm: float, cement_mu_per_mm: float, min_ml: float) -> CementMap:
@@ -232,6 +236,31 @@ def vein_leaks(
     for i in range(1, count):
         box, centroid = _placed(grid, roi_origin, (ox, oy), stats[i], centroids[i])
         leaks.append(Leak("venous", float(volumes[i]), centroid, box, line=True, doubt=doubt))
+    return leaks
+
+
+def lobe_leaks(
+    lobes: Sequence[Lobe],
+    difference: np.ndarray,
+    grid: PixelGrid,
+    roi_origin: tuple[int, int],
+    cement_mu_per_mm: float,
+) -> list[Leak]:
+    """Each of ``lobes`` (:func:`~monitor.vision.lobes.find_disc_lobes`) as a disc leak, its
+    volume the cement's ``difference`` (log attenuation) summed over the lobe's part above the
+    level it stands apart at (an under-read: the lobe is judged by the other view's, not by its
+    volume)."""
+    leaks = []
+    for lobe in lobes:
+        window = around(lobe.mask, 0)
+        oy, ox = window[0].start, window[1].start
+        piece = lobe.mask[window]
+        ys, xs = np.nonzero(piece)
+        whole = np.array([0, 0, piece.shape[1], piece.shape[0]])  # the window is the lobe's box
+        box, centroid = _placed(grid, roi_origin, (ox, oy), whole, (xs.mean(), ys.mean()))
+        volume = float(np.clip(difference[window][piece], 0, None).sum())
+        volume *= grid.pixel_mm**2 / (cement_mu_per_mm * 1000.0)
+        leaks.append(Leak("disc", volume, centroid, box, lobe="above" if lobe.above else "below"))
     return leaks
 
 
