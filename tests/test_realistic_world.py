@@ -677,8 +677,10 @@ def test_a_disc_leak_with_no_outline_is_read_as_a_lobe_in_both_views_within_two_
     """Tuning seed 5014 as the benchmark renders it (CT, T11, 768 pixels, wedge fracture): no body
     outline is found in either view, so no endplate line could be seen crossed, and its disc leak
     (from frame 37) went unalarmed. The disc's cement shows in each view as a lobe above the
-    bolus, apart from it across a valley (the endplate): alarmed high as a disc leak within 2
-    frames of the onset, saying it was read in both views, and nothing before cement left."""
+    bolus, apart from it across a valley (the endplate): alarmed as a disc leak within 2 frames
+    of the onset, saying it was read in both views, and nothing before cement left. With no
+    outline in either view to tell the disc from a gas cleft under the endplate (which cement
+    fills as a lobe too), it is a possible leak (medium), saying so, not the high alarm."""
     from monitor.accuracy import evaluate_case, world_configs
 
     _ct_or_skip()
@@ -689,6 +691,7 @@ def test_a_disc_leak_with_no_outline_is_read_as_a_lobe_in_both_views_within_two_
     assert leaks, "the disc leak was never alarmed"
     assert min(a["frame"] for a in leaks) >= truth["leak"]["first_cement_frame"], leaks
     first = leaks[0]
-    assert (first["site"], first["priority"]) == ("disc", "high"), first
+    assert (first["site"], first["priority"]) == ("disc", "medium"), first
     assert first["frame"] - truth["leak"]["onset_frame"] <= 2, first
     assert "above or below the bolus in both views" in first["reason"], first["reason"]
+    assert "gas cleft" in first["reason"], first["reason"]

@@ -242,19 +242,39 @@ def test_a_vein_read_as_a_line_alarms_on_its_second_frame_at_any_volume():
     assert raised(mixed, vein(8)) == []
 
 
+def _no_cement():
+    import numpy as np
+
+    from monitor.vision.cement import CementMap
+
+    empty = np.zeros((100, 100), np.float32)
+    return CementMap(empty, empty > 0, empty, 0.01)
+
+
 def test_a_disc_lobe_is_a_leak_only_when_the_other_view_shows_one_on_the_same_side():
     """A lobe of cement above or below the bolus (monitor.vision.lobes) in one view is no leak on
-    its own, at any volume: the overlay marks it "unbacked" and nothing is raised. When the
-    other view read one on the same side within 0.3 s, it is a high disc leak at once, saying how
-    it was read, even off a lateral wall not confirmed; a lobe on the other side, or one read
-    too long before, does not back it. Across a restart the logged lobe backs the next frame's."""
-    from monitor.vision.analysis import CaseAnalyzer, PlaneResult
+    its own, at any volume (0.05 mL here, twice the size at which outline cement is a leak at
+    once): the overlay marks it "unbacked" and nothing is raised. When the other view read one on
+    the same side, as far from its bolus (within 3 mm or 30 %), within 0.3 s, it is a high disc
+    leak at once, saying how it was read, even off a lateral wall not confirmed, its evidence the
+    backed lobe; a lobe on the other side, at another height, or read too long before, does not
+    back it. Where neither view had an outline to tell the disc from a cleft under the endplate,
+    it is a possible leak (medium), saying so. Across a restart the logged lobe backs the next
+    frame's."""
+    from monitor.overlay import drawn_leaks
+    from monitor.vision.analysis import LOBE_DOUBT, CaseAnalyzer, PlaneResult
+    from monitor.vision.drawing import overlay_geometry
     from monitor.vision.measure import Leak
+    from monitor.vision.pixels import PixelGrid
 
-    def lobe(plane, frame, side="above", t=None):
-        r = PlaneResult(plane, frame, leaks=[Leak("disc", 0.002, (9.0, 3.0), (4, 0, 10, 6), lobe=side)])
+    def lobe(plane, frame, side="above", rise=10.0, doubt=None, others=()):
+        leaks = [Leak("disc", 0.05, (9.0, 3.0), (4, 0, 10, 6), doubt=doubt, lobe=side, lobe_rise_mm=rise)]
+        leaks += list(others)
+        r = PlaneResult(plane, frame, leaks=leaks)
+        r.overlay = overlay_geometry(
+            {}, PixelGrid(0.25), (0, 0, 100, 100), (0, 0), [], None, _no_cement(), leaks, 5.0
+        )
         r.overlay["wall_state"] = "not-confirmed" if plane == "lateral" else None
-        r.overlay["leaks"] = [{"site": "disc", "centroid": [9.0, 3.0], "box": [4, 0, 10, 6], "lobe": side}]
         return r
 
     def raised(case, r, t=None):
@@ -264,6 +284,7 @@ def test_a_disc_lobe_is_a_leak_only_when_the_other_view_shows_one_on_the_same_si
     alone = CaseAnalyzer()
     first = lobe("lateral", 7)
     assert raised(alone, first) == [] and first.overlay["leaks"][0]["unbacked"] is True
+    assert drawn_leaks(first.overlay["leaks"]) == []  # neither the overlay nor the viewer draws it
     assert raised(alone, lobe("lateral", 8)) == []  # a second frame of one view is still one view
     both = CaseAnalyzer()
     assert raised(both, lobe("lateral", 7)) == []
@@ -273,12 +294,30 @@ def test_a_disc_lobe_is_a_leak_only_when_the_other_view_shows_one_on_the_same_si
     assert "unbacked" not in ap.overlay["leaks"][0]
     sides = CaseAnalyzer()
     assert raised(sides, lobe("lateral", 7, "above")) == [] and raised(sides, lobe("ap", 7, "below")) == []
+    heights = CaseAnalyzer()  # 10 mm above in one view, 16 mm in the other: not the same lobe
+    assert raised(heights, lobe("lateral", 7)) == [] and raised(heights, lobe("ap", 7, rise=16.0)) == []
+    near = CaseAnalyzer()  # 10 and 12.5 mm: the same (the views' magnifications differ a little)
+    assert [a[1] for a in raised(near, lobe("lateral", 7)) + raised(near, lobe("ap", 7, rise=12.5))] == [
+        "high"
+    ]
+    unsure = CaseAnalyzer()  # no outline in either view: a cleft under the endplate looks the same
+    assert raised(unsure, lobe("lateral", 7, doubt=LOBE_DOUBT)) == []
+    (alarm,) = raised(unsure, lobe("ap", 7, doubt=LOBE_DOUBT))
+    assert alarm[:4] == (7, "medium", "ap", "disc") and "cleft" in alarm[4], alarm
+    one_sure = CaseAnalyzer()  # one view's outline puts its lobe beyond the endplate
+    assert raised(one_sure, lobe("lateral", 7)) == []
+    assert [a[1] for a in raised(one_sure, lobe("ap", 7, doubt=LOBE_DOUBT))] == ["high"]
+    evidence = CaseAnalyzer()  # the alarm shows the backed lobe, not a bigger one the other view lacks
+    below = Leak("disc", 0.2, (50.0, 90.0), (40, 80, 20, 20), lobe="below", lobe_rise_mm=10.0)
+    evidence.process(_Reads([lobe("lateral", 7)]), None, 7, 0.7)
+    _, summary = evidence.process(_Reads([lobe("ap", 7, others=[below])]), None, 7, 0.7)
+    (alarm,) = summary.raised
+    assert alarm["evidence"]["box_px"] == [4, 0, 10, 6] and alarm["evidence"]["volume_ml"] == 0.05
     stale = CaseAnalyzer()
     assert raised(stale, lobe("lateral", 7), t=0.7) == [] and raised(stale, lobe("ap", 12), t=1.2) == []
     restarted = CaseAnalyzer()
-    restarted.recall_leak_reading(
-        "lateral", 7, 0.7, [], [{"site": "disc", "volume_ml": 0.002, "lobe": "above"}]
-    )
+    logged = lobe("lateral", 7).overlay["leaks"]  # as the result's overlay logs it
+    restarted.recall_leak_reading("lateral", 7, 0.7, [], logged)
     assert [a[:4] for a in raised(restarted, lobe("ap", 8))] == [(8, "high", "ap", "disc")]
 
 

@@ -540,8 +540,8 @@ def test_a_vein_read_as_a_line_is_a_venous_leak_where_it_lies_in_the_image():
     assert vein_leaks(np.zeros((10, 10), bool), difference, grid, (0, 0), 0.2) == []
 
 
-def _lobe_scene(lobe_at=(120, 58), lobe_axes=(15, 6), neck=0.12, lobe=0.3, seed=0):
-    """A region at 0.3 mm a pixel: a bolus 15 mm across (0.4 log units) at a cannula's tip, the
+def _lobe_scene(lobe_at=(120, 58), lobe_axes=(15, 6), neck=0.12, lobe=0.3, bolus=0.4, seed=0):
+    """A region at 0.3 mm a pixel: a bolus 15 mm across (``bolus`` log units) at a cannula's tip, the
     steel's shaft entering from the left through it, and a lobe (``lobe`` log units, half-axes
     ``lobe_axes`` x, y pixels) joined to it by a neck 2 mm wide at ``neck`` log units (from the
     lobe's centre to the bolus's), smoothed and with noise (about 0.01) as the segmentation sees
@@ -551,7 +551,7 @@ def _lobe_scene(lobe_at=(120, 58), lobe_axes=(15, 6), neck=0.12, lobe=0.3, seed=
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:200, :240]
     (lx, ly), (ax, ay) = lobe_at, lobe_axes
-    relief = 0.4 * (((xx - 120) ** 2 + (yy - 110) ** 2) <= 25**2)
+    relief = bolus * (((xx - 120) ** 2 + (yy - 110) ** 2) <= 25**2)
     relief = np.maximum(relief, lobe * ((((xx - lx) / ax) ** 2 + ((yy - ly) / ay) ** 2) <= 1))
     if neck:  # from the lobe's centre to the bolus's
         span = np.zeros(relief.shape, np.uint8)
@@ -585,13 +585,27 @@ def test_a_lobe_above_or_below_the_bolus_across_a_valley_is_read_as_through_an_e
     assert lobes(_lobe_scene(lobe_at=(172, 110), lobe_axes=(6, 15))) == []  # beside it
     assert lobes(_lobe_scene(lobe_at=(160, 62))) == []  # above the bolus's top, but as far aside
     assert lobes(_lobe_scene(neck=0.28)) == []  # the valley dips by 0.02, twice the noise
-    (deep,) = lobes(_lobe_scene(lobe=0.6, neck=0.44))  # by 0.16, to 0.73 of the lobe's summit
-    assert lobes(_lobe_scene(lobe=0.6, neck=0.52)) == []  # by 0.08 (8 sds), to 0.87 of it
+    (deep,) = lobes(_lobe_scene(lobe=0.6, neck=0.44, bolus=0.8))  # by 0.16, to 0.73 of the lobe's summit
+    assert lobes(_lobe_scene(lobe=0.6, neck=0.52, bolus=0.8)) == []  # by 0.08 (8 sds), to 0.87 of it
+    # a valley has two sides: the bolus's own cement must rise over it too, not only the steel
+    assert lobes(_lobe_scene(lobe=0.6, neck=0.44, bolus=0.4)) == []
     # a faint lobe: its valley must dip by 4 noise sds (a fifth of the threshold, 0.01) too
     (faint,) = lobes(_lobe_scene(lobe=0.15, neck=0.07))  # by 0.08, to 0.47 of its summit
     assert lobes(_lobe_scene(lobe=0.1, neck=0.07)) == []  # by 0.03, to 0.7 of it
     assert lobes(_lobe_scene(neck=0.0)) == []  # apart, not joined
     assert lobes(_lobe_scene(lobe=0.0, neck=0.0)) == []  # the bolus split by the shaft
+    # denser away from the tip than at it (0.15 at the tip, 0.4 from 5 mm above): one mass
+    difference, cement, steel, tip = _lobe_scene(lobe=0.0, neck=0.0, bolus=0.15)
+    yy, xx = np.mgrid[:200, :240]
+    dense = (((xx - 120) ** 2 + (yy - 80) ** 2) <= 20**2) & ~(((xx - 120) ** 2 + (yy - 110) ** 2) <= 25**2)
+    difference = difference + 0.4 * dense
+    assert find_disc_lobes(difference, difference > 0.05, steel, [tip], 0.05, 0.3) == []
+    # two cannulas: a lobe over one bolus is judged from that bolus, not from between the two
+    difference, cement, steel, tip = _lobe_scene()
+    twin = np.roll(difference, 90, axis=1) * (np.mgrid[:200, :240][1] >= 165)
+    pair = np.maximum(difference * (np.mgrid[:200, :240][1] < 165), twin)
+    (over_one,) = find_disc_lobes(pair, pair > 0.05, steel, [tip, (210.0, 110.0)], 0.05, 0.3)
+    assert over_one.above and over_one.mask[58, 120]
     difference, cement, steel, tip = _lobe_scene()
     assert find_disc_lobes(difference, cement, steel, [], 0.05, 0.3) == []
     assert find_disc_lobes(difference, np.zeros_like(cement), steel, [tip], 0.05, 0.3) == []

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import cv2
 import numpy as np
 
 from monitor.vision.alarms import PLANE_CHECKS, AlarmConfig, AlarmEngine
@@ -102,6 +103,11 @@ LINE_DOUBT = (
     "this view has not seen the level's cement grow from its start (one piece from the cannula's tip):"
     " the line may be the edge of cement already there"
 )
+LOBE_DOUBT = (
+    "no body outline in this view to tell the disc from a gas cleft under the endplate, which the"
+    " cement also fills as a lobe beyond the bolus"
+)
+LOBE_RISE_AGREES_MM = 3.0  # the two views' lobes lie as far from the bolus within this (or 30 %)
 LINE_KEY = ":line"  # a view's lines at a site are confirmed by its lines, not by its other cement there
 
 
@@ -495,8 +501,13 @@ class PlaneAnalyzer:
                 float(np.min(cement.threshold)),
                 self.pixel_mm,
             )
+            doubt = LOBE_DOUBT
+            if body is not None:  # inside the outline it is no leak (a cleft); beyond it, sure
+                lobes = [lobe for lobe in lobes if not _inside(body, lobe.mask)]
+                doubt = None
             mu = self.config.physics.cement_mu_per_mm
-            result.leaks = [*result.leaks, *lobe_leaks(lobes, cement.difference, self.grid, self.roi[:2], mu)]
+            found = lobe_leaks(lobes, cement.difference, self.grid, self.roi[:2], mu, doubt)
+            result.leaks = [*result.leaks, *found]
         result.overlay = overlay_geometry(
             result.overlay,
             self.grid,
@@ -847,8 +858,9 @@ class CaseAnalyzer:
         # last result checked the leak rules (the AP's, to back a lateral leak off a guessed outline)
         self._leak_read_at: dict[str, float] = {}
         self._checks_leaks: dict[str, bool] = {}
-        # per view: the stream time (s) it last read a disc lobe "above" or "below" the bolus
-        self._lobes_read: dict[str, dict[str, float]] = {}
+        # per view: what it last read of a disc lobe "above" or "below" the bolus: (stream time s,
+        # its rise mm, whether the view was sure of it)
+        self._lobes_read: dict[str, dict[str, tuple[float, float, bool]]] = {}
         self.scatter_seen: bool | None = None  # None: the cement's halo has not said yet
         self._accepted: tuple[float, float] | None = None  # (time, distance) last alarmed on
         self._jumped: tuple[float, float] | None = None  # (time, distance) flagged as a jump
@@ -917,9 +929,14 @@ class CaseAnalyzer:
         for leak in r.leaks:
             by_site.setdefault(leak.site, []).append(leak)
             if leak.lobe is not None:
-                self._lobes_read.setdefault(r.plane, {})[leak.lobe] = time_s
+                self._lobes_read.setdefault(r.plane, {})[leak.lobe] = (
+                    time_s,
+                    leak.lobe_rise_mm or 0.0,
+                    leak.doubt is None,
+                )
         for drawn in r.overlay.get("leaks", ()):  # a lobe the other view does not show is not drawn
-            if "lobe" in drawn and not self._lobe_backed(r.plane, drawn["lobe"], time_s):
+            rise = drawn.get("lobe_rise_mm", 0.0)
+            if "lobe" in drawn and self._lobe_backing(r.plane, drawn["lobe"], rise, time_s) is None:
                 drawn["unbacked"] = True
         for site, leaks in by_site.items():
             confirmed, possible, how = self._judge_leak(r, site, leaks, frame, time_s)
@@ -928,6 +945,8 @@ class CaseAnalyzer:
                     if drawn["site"] == site:
                         drawn["possible"] = True
             if confirmed:
+                if how == "lobe":  # the lobes the other view backs, not one it does not show
+                    leaks = [lk for lk in leaks if self._backs(r.plane, lk, time_s) is not None]
                 biggest = max(leaks, key=lambda lk: lk.volume_ml)
                 evidence = {
                     "box_px": list(biggest.box),
@@ -961,7 +980,10 @@ class CaseAnalyzer:
         key = f"{r.plane}:{site}"
         outline = [lk for lk in leaks if not lk.line and lk.lobe is None]
         lines = [lk for lk in leaks if lk.line]
-        by_lobe = any(self._lobe_backed(r.plane, lk.lobe, time_s) for lk in leaks if lk.lobe is not None)
+        backed = [(lk, b) for lk in leaks if (b := self._backs(r.plane, lk, time_s)) is not None]
+        by_lobe = bool(backed)
+        sure_lobe = any(lk.doubt is None or other_sure for lk, (_, _, other_sure) in backed)
+        lobe_doubt = None if sure_lobe or not backed else backed[0][0].doubt
         cement_ml = sum(lk.volume_ml for lk in outline)
         # A posterior leak with the front itself measured clearly beyond the wall is
         # two measurements agreeing: no need to wait for it to grow.
@@ -983,21 +1005,38 @@ class CaseAnalyzer:
         how = "apart" if outline and all(lk.apart for lk in outline) else "outline"
         if by_cement and cement_doubt is None:
             return True, None, how
-        if by_lobe:
+        if by_lobe and sure_lobe:
             return True, None, "lobe"
         if by_line and sure_line:
             return True, None, "line"
         if by_cement:
             return True, cement_doubt, how
+        if by_lobe:
+            return True, lobe_doubt, "lobe"
         if by_line:
             return True, line_doubt, "line"
         return False, (cement_doubt if outline else line_doubt), how
 
-    def _lobe_backed(self, plane: str, side: str, time_s: float) -> bool:
-        """Whether the view other than ``plane`` read a disc lobe on ``side`` ("above" or
-        "below") within LEAK_CORROBORATION_S (stream seconds) of ``time_s``."""
+    def _backs(self, plane: str, leak: Leak, time_s: float) -> tuple[float, float, bool] | None:
+        """What of the other view backs ``leak`` if it is a disc lobe (:meth:`_lobe_backing`)."""
+        if leak.lobe is None:
+            return None
+        return self._lobe_backing(plane, leak.lobe, leak.lobe_rise_mm or 0.0, time_s)
+
+    def _lobe_backing(
+        self, plane: str, side: str, rise_mm: float, time_s: float
+    ) -> tuple[float, float, bool] | None:
+        """The other view's reading (stream time s, rise mm, sure) of a disc lobe on ``side``
+        ("above" or "below") as far from its bolus as ``rise_mm`` (within LOBE_RISE_AGREES_MM or
+        30 %: the views' magnifications differ a little) within LEAK_CORROBORATION_S (stream
+        seconds) of ``time_s``; None when it read none."""
         other = "ap" if plane == "lateral" else "lateral"
-        return abs(time_s - self._lobes_read.get(other, {}).get(side, -np.inf)) <= LEAK_CORROBORATION_S
+        read = self._lobes_read.get(other, {}).get(side)
+        if read is None or abs(time_s - read[0]) > LEAK_CORROBORATION_S:
+            return None
+        if abs(read[1] - rise_mm) > max(LOBE_RISE_AGREES_MM, 0.3 * max(read[1], rise_mm)):
+            return None
+        return read
 
     def recall_leak_reading(self, plane: str, frame: int, time_s: float, checks, leaks) -> None:
         """What a view's result logged before a restart said of leaks, taken back as
@@ -1014,7 +1053,8 @@ class CaseAnalyzer:
         lines: set[str] = set()
         for leak in leaks or ():
             if leak.get("lobe"):
-                self._lobes_read.setdefault(plane, {})[leak["lobe"]] = time_s
+                rise, sure = float(leak.get("lobe_rise_mm", 0.0)), not leak.get("lobe_doubt")
+                self._lobes_read.setdefault(plane, {})[leak["lobe"]] = (time_s, rise, sure)
             elif leak.get("line"):
                 lines.add(leak["site"])
             else:
@@ -1161,3 +1201,11 @@ def _reconciled(estimates: list[tuple[float, float]]) -> float:
     the other view sees the same shaft foreshortened."""
     weights = [1.0 / (filled + 0.05) for _, filled in estimates]
     return float(sum(w * v for w, (v, _) in zip(weights, estimates, strict=True)) / sum(weights))
+
+
+def _inside(body, mask: np.ndarray) -> bool:
+    """Whether the centre of ``mask`` (h, w bool over the ROI) lies inside ``body``'s outline (its
+    polygon in the ROI's working pixels)."""
+    ys, xs = np.nonzero(mask)
+    polygon = np.asarray(body.polygon(), np.float32).reshape(-1, 1, 2)
+    return cv2.pointPolygonTest(polygon, (float(xs.mean()), float(ys.mean())), False) >= 0

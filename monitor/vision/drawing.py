@@ -68,7 +68,9 @@ def overlay_geometry(
             # (CaseAnalyzer.recall_leak_reading), and 4 decimals put 0.00797 over it
             "volume_ml": round(lk.volume_ml, 6),
             **({"line": True} if lk.line else {}),  # a vein read as a line: held at any volume
-            **({"lobe": lk.lobe} if lk.lobe else {}),  # a disc lobe: "above" or "below" the bolus
+            # a disc lobe: "above" or "below" the bolus, how far (mm), and whether its view doubts it
+            **({"lobe": lk.lobe, "lobe_rise_mm": round(lk.lobe_rise_mm or 0.0, 2)} if lk.lobe else {}),
+            **({"lobe_doubt": lk.doubt} if lk.lobe and lk.doubt else {}),
         }
         for lk in leaks
     ]

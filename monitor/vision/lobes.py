@@ -12,15 +12,19 @@ its own summit.
 Cement filling the trabecular bone has lobules and summits too, but they lie beside each
 other, not stacked past the bolus's top or bottom, and they are never one in each view at the
 same time. So a lobe here is the part of the cement joined to the bolus (the part at a
-cannula's tip, :data:`TIP_REACH_MM`) that stands apart from it when the relief is cut at some
-level, whose own summit rises at least :data:`VALLEY_DEPTH` over that level and
-:data:`VALLEY_NOISE_SDS` noise sds over it, with at least :data:`LOBE_MIN_MM2` at that level,
-lying above or below the bolus (its centre at least twice as far up or down as sideways) and
-wholly beyond the bolus's part at that level. The caller raises it as a disc leak only when the
-other view shows one on the same side (:class:`monitor.vision.analysis.CaseAnalyzer`): on the
-36 tuning cases and the 30 of the simple world, a lobe in one view alone showed on five
-venous leaks and one case with no leak (the AP view of tuning 5034); in both views at once, on
-the disc leaks only.
+cannula's tip, :data:`TIP_REACH_MM`; with two cannulas, the nearest one's) that stands apart
+from it when the relief is cut at some level, where both summits, the lobe's and the bolus's
+own cement's, rise at least :data:`VALLEY_DEPTH` over that level and :data:`VALLEY_NOISE_SDS`
+noise sds over it (the steel, which joins the bolus at every level, is not a side of a valley:
+a bolus denser away from its tip than at it is one mass), with at least :data:`LOBE_MIN_MM2` at
+that level, lying above or below the bolus (its centre at least twice as far up or down as
+sideways) and wholly beyond the bolus's part at that level. The caller raises it as a disc leak
+only when the other view shows one on the same side, as far from its bolus
+(:class:`monitor.vision.analysis.CaseAnalyzer`): on the 36 tuning cases and the 30 of the
+simple world, a lobe in one view alone showed on five venous leaks and one case with no leak
+(the AP view of tuning 5034); in both views at once, on the disc leaks only. Cement filling a
+gas cleft just under an endplate (Kuemmell's disease) can show the same way where no outline
+places the endplate; the caller says such a lobe is only a possible leak.
 
 The views' rows are both cranio-caudal with the spine upright on the screen, as
 :mod:`monitor.vision.biplane` also takes them; a view shown upside down would not confirm the
@@ -44,6 +48,7 @@ LOBE_MIN_MM2 = 4.0  # a lobe's area where it stands apart
 FIRST_LEVEL = 1.5  # the relief is cut from this many times the segmentation's threshold ...
 LEVEL_STEP = 1.15  # ... each level this much over the last
 TIP_REACH_MM = 2.0  # the bolus at a level: its parts within this of a cannula's tip
+MAX_LEVELS = 64  # at most this many levels (15 % apart: a 8000-fold range)
 STEEL_JOIN_MM = 1.5  # steel this near the cement joins it (the shaft splits a bolus around it)
 NOISE_SDS_IN_THRESHOLD = 5.0  # the segmentation's threshold in noise sds (monitor.vision.cement)
 
@@ -96,49 +101,73 @@ def find_disc_lobes(
         slice(window[1].start + inner[1].start, window[1].start + inner[1].stop),
     )
     local_tips = [(x - inner[1].start, y - inner[0].start) for x, y in local_tips]
-    relief = difference[window].astype(np.float32, copy=True)
+    # a NaN or infinite pixel (none upstream) must neither hide a lobe nor run the levels away
+    relief = np.nan_to_num(difference[window].astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     cement_only = bolus & ~near_steel
     if not cement_only.any():
         return []
     top = float(relief[cement_only].max())
     relief[near_steel] = np.inf  # the steel within the bolus joins it at every level
     noise = threshold / NOISE_SDS_IN_THRESHOLD
+    reach = TIP_REACH_MM / pixel_mm
+    slack = 1.0 / pixel_mm
     best: dict[bool, tuple[float, Lobe]] = {}
     level = FIRST_LEVEL * threshold
-    while level < top:
+    for _ in range(MAX_LEVELS):
+        if level >= top:
+            break
         above_level = (relief > level) & bolus
         n, parts, stats, centres = cv2.connectedComponentsWithStats(above_level.astype(np.uint8), 8)
-        mine = _labels_at(parts, local_tips, TIP_REACH_MM / pixel_mm)
-        if mine:
-            tops = [stats[i, cv2.CC_STAT_TOP] for i in mine]
-            bottoms = [stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] - 1 for i in mine]
-            centre = np.mean([centres[i] for i in mine], axis=0)
-            slack = 1.0 / pixel_mm
-            for i in range(1, n):
-                area = stats[i, cv2.CC_STAT_AREA] * pixel_mm**2
-                if i in mine or area < LOBE_MIN_MM2:
-                    continue
-                dx, dy = (centres[i] - centre) * pixel_mm
-                if abs(dy) < 2 * abs(dx):
-                    continue  # beside the bolus, not above or below it
-                top_row, height = stats[i, cv2.CC_STAT_TOP], stats[i, cv2.CC_STAT_HEIGHT]
-                beyond = (
-                    top_row + height - 1 <= min(tops) + slack if dy < 0 else top_row >= max(bottoms) - slack
-                )
-                above = bool(dy < 0)
-                if not beyond or (above in best and best[above][0] >= area):
-                    continue
-                piece = (parts == i) & ~near_steel
-                if not piece.any():
-                    continue
-                summit = float(relief[piece].max())
-                if summit * VALLEY_DEPTH < level or summit - level < VALLEY_NOISE_SDS * noise:
-                    continue
-                full = np.zeros(cement.shape, bool)
-                full[window] = piece
-                best[above] = (area, Lobe(above, full, level, summit, float(abs(dy))))
+        # each tip's part at this level (two cannulas: two boluses, each judged on its own)
+        at_each = [_labels_at(parts, [tip], reach) for tip in local_tips]
+        mine = set().union(*at_each)
+        for i in range(1, n):
+            area = stats[i, cv2.CC_STAT_AREA] * pixel_mm**2
+            if i in mine or area < LOBE_MIN_MM2:
+                continue
+            nearest = min(
+                (labels_ for labels_ in at_each if labels_),
+                key=lambda labels_: float(np.hypot(*(_centre(labels_, centres) - centres[i]))),
+                default=None,
+            )
+            if nearest is None:
+                break
+            dx, dy = (centres[i] - _centre(nearest, centres)) * pixel_mm
+            if abs(dy) < 2 * abs(dx):
+                continue  # beside the bolus, not above or below it
+            top_row, height = stats[i, cv2.CC_STAT_TOP], stats[i, cv2.CC_STAT_HEIGHT]
+            if dy < 0:
+                beyond = top_row + height - 1 <= min(stats[j, cv2.CC_STAT_TOP] for j in nearest) + slack
+            else:
+                bottom = max(stats[j, cv2.CC_STAT_TOP] + stats[j, cv2.CC_STAT_HEIGHT] - 1 for j in nearest)
+                beyond = top_row >= bottom - slack
+            above = bool(dy < 0)
+            if not beyond or (above in best and best[above][0] >= area):
+                continue
+            piece = (parts == i) & ~near_steel
+            if not piece.any() or not _stands(float(relief[piece].max()), level, noise):
+                continue
+            # ... and a valley has two sides: the bolus's own cement rises over the level too
+            # (not only the steel, which joins it at every level)
+            bolus_cement = np.isin(parts, list(nearest)) & ~near_steel
+            if not bolus_cement.any() or not _stands(float(relief[bolus_cement].max()), level, noise):
+                continue
+            full = np.zeros(cement.shape, bool)
+            full[window] = piece
+            best[above] = (area, Lobe(above, full, level, float(relief[piece].max()), float(abs(dy))))
         level *= LEVEL_STEP
     return [lobe for _, lobe in best.values()]
+
+
+def _stands(summit: float, level: float, noise: float) -> bool:
+    """Whether a summit stands over the valley at ``level``: by a fifth of itself
+    (:data:`VALLEY_DEPTH`) and by :data:`VALLEY_NOISE_SDS` of ``noise``."""
+    return summit * VALLEY_DEPTH >= level and summit - level >= VALLEY_NOISE_SDS * noise
+
+
+def _centre(labels: set[int], centres: np.ndarray) -> np.ndarray:
+    """The mean of the labelled parts' centres (x, y)."""
+    return np.mean([centres[i] for i in labels], axis=0)
 
 
 def _disk(radius_px: float) -> np.ndarray:

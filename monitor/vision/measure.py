@@ -33,8 +33,9 @@ class Leak:
     line: bool = False  # a vein's thin cast read along its length (monitor.vision.veins), at any volume
     doubt: str | None = None  # why it is only a possible leak, when its view knows (see vein_leaks)
     # "above" or "below" the bolus: a disc lobe read from the cement's relief (monitor.vision.lobes),
-    # a leak only when the other view shows one on the same side
+    # a leak only when the other view shows one on the same side, as far from the bolus (lobe_rise_mm)
     lobe: str | None = None
+    lobe_rise_mm: float | None = None
 
 
 def substantial(cement: CementMap, pixel_mm: float, cement_mu_per_mm: float, min_ml: float) -> CementMap:
@@ -245,11 +246,12 @@ def lobe_leaks(
     grid: PixelGrid,
     roi_origin: tuple[int, int],
     cement_mu_per_mm: float,
+    doubt: str | None = None,
 ) -> list[Leak]:
     """Each of ``lobes`` (:func:`~monitor.vision.lobes.find_disc_lobes`) as a disc leak, its
     volume the cement's ``difference`` (log attenuation) summed over the lobe's part above the
     level it stands apart at (an under-read: the lobe is judged by the other view's, not by its
-    volume)."""
+    volume); with ``doubt`` (why it may be no leak) each is only a possible one."""
     leaks = []
     for lobe in lobes:
         window = around(lobe.mask, 0)
@@ -260,7 +262,8 @@ def lobe_leaks(
         box, centroid = _placed(grid, roi_origin, (ox, oy), whole, (xs.mean(), ys.mean()))
         volume = float(np.clip(difference[window][piece], 0, None).sum())
         volume *= grid.pixel_mm**2 / (cement_mu_per_mm * 1000.0)
-        leaks.append(Leak("disc", volume, centroid, box, lobe="above" if lobe.above else "below"))
+        side = "above" if lobe.above else "below"
+        leaks.append(Leak("disc", volume, centroid, box, doubt=doubt, lobe=side, lobe_rise_mm=lobe.rise_mm))
     return leaks
 
 
