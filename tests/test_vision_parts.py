@@ -627,3 +627,22 @@ def test_a_disc_lobe_is_a_disc_leak_where_it_lies_in_the_image():
     assert leak.box == (100, 100, 80, 20)
     assert leak.centroid == pytest.approx(grid.to_full(29.5, 24.5, (40, 30)), abs=0.01)
     assert leak.volume_ml == pytest.approx(400 * 0.2 * 0.25**2 / 200.0)
+
+
+def test_a_lobe_reaches_past_an_outline_by_its_far_edge():
+    """Against an armed lateral outline a disc lobe is judged by how far its far edge reaches past
+    it (the top row of a lobe above the bolus, the bottom row of one below), as outline cement is
+    by its deepest pixel: 10 working pixels past the superior endplate; 11 inside the inferior."""
+    from monitor.vision.analysis import _reach_px
+    from monitor.vision.lobes import Lobe
+
+    class Outline:
+        def polygon(self):
+            return np.array([[20, 40], [80, 40], [80, 160], [20, 160]], float)
+
+    above = np.zeros((200, 100), bool)
+    above[30:45, 45:55] = True  # from 10 past the top edge to 5 inside it
+    assert _reach_px(Outline(), Lobe(True, above, 0.1, 0.3, 10.0)) == pytest.approx(10.0)
+    below = np.zeros((200, 100), bool)
+    below[140:150, 45:55] = True
+    assert _reach_px(Outline(), Lobe(False, below, 0.1, 0.3, 10.0)) == pytest.approx(-11.0)

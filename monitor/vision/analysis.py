@@ -104,8 +104,8 @@ LINE_DOUBT = (
     " the line may be the edge of cement already there"
 )
 LOBE_DOUBT = (
-    "no body outline in this view to tell the disc from a gas cleft under the endplate, which the"
-    " cement also fills as a lobe beyond the bolus"
+    "no armed body outline in this view to tell the disc from a gas cleft under the endplate, which"
+    " the cement also fills as a lobe beyond the bolus"
 )
 LOBE_RISE_AGREES_MM = 3.0  # the two views' lobes lie as far from the bolus within this (or 30 %)
 LINE_KEY = ":line"  # a view's lines at a site are confirmed by its lines, not by its other cement there
@@ -501,12 +501,18 @@ class PlaneAnalyzer:
                 float(np.min(cement.threshold)),
                 self.pixel_mm,
             )
-            doubt = LOBE_DOUBT
-            if body is not None:  # inside the outline it is no leak (a cleft); beyond it, sure
-                lobes = [lobe for lobe in lobes if not _inside(body, lobe.mask)]
-                doubt = None
+            sure: list = []
+            if result.overlay.get("wall_state") == "armed":
+                # an armed lateral outline places the endplates: a lobe wholly inside it is no leak
+                # (a cleft), one reaching clearly beyond it (as outline cement must) is; an AP
+                # outline, or a lateral one not confirmed, is a guess there (its endplates too)
+                depth = self.config.detection.leak_min_depth_mm / self.pixel_mm
+                beyond = [(lobe, _reach_px(body, lobe)) for lobe in lobes]
+                sure = [lobe for lobe, d in beyond if d >= depth]
+                lobes = [lobe for lobe, d in beyond if 0 < d < depth]
             mu = self.config.physics.cement_mu_per_mm
-            found = lobe_leaks(lobes, cement.difference, self.grid, self.roi[:2], mu, doubt)
+            found = lobe_leaks(sure, cement.difference, self.grid, self.roi[:2], mu)
+            found += lobe_leaks(lobes, cement.difference, self.grid, self.roi[:2], mu, LOBE_DOUBT)
             result.leaks = [*result.leaks, *found]
         result.overlay = overlay_geometry(
             result.overlay,
@@ -1203,9 +1209,11 @@ def _reconciled(estimates: list[tuple[float, float]]) -> float:
     return float(sum(w * v for w, (v, _) in zip(weights, estimates, strict=True)) / sum(weights))
 
 
-def _inside(body, mask: np.ndarray) -> bool:
-    """Whether the centre of ``mask`` (h, w bool over the ROI) lies inside ``body``'s outline (its
-    polygon in the ROI's working pixels)."""
-    ys, xs = np.nonzero(mask)
+def _reach_px(body, lobe) -> float:
+    """How far a disc lobe reaches outside ``body``'s outline (its polygon in the ROI's working
+    pixels): its far edge's (the top row of a lobe above the bolus, the bottom row of one below,
+    at that row's middle), in working pixels; negative when the lobe lies wholly inside."""
+    ys, xs = np.nonzero(lobe.mask)
+    row = ys.min() if lobe.above else ys.max()
     polygon = np.asarray(body.polygon(), np.float32).reshape(-1, 1, 2)
-    return cv2.pointPolygonTest(polygon, (float(xs.mean()), float(ys.mean())), False) >= 0
+    return -cv2.pointPolygonTest(polygon, (float(xs[ys == row].mean()), float(row)), True)
