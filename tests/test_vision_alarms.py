@@ -313,6 +313,14 @@ def test_a_disc_lobe_is_a_leak_only_when_the_other_view_shows_one_on_the_same_si
     _, summary = evidence.process(_Reads([lobe("ap", 7, others=[below])]), None, 7, 0.7)
     (alarm,) = summary.raised
     assert alarm["evidence"]["box_px"] == [4, 0, 10, 6] and alarm["evidence"]["volume_ml"] == 0.05
+    # cement outside an armed outline alarms on its own, its evidence its own, not a lobe's beside it
+    outline = CaseAnalyzer()
+    cement = Leak("disc", 0.05, (30.0, 95.0), (25, 90, 10, 10))
+    r = lobe("lateral", 7, others=[cement])
+    r.leaks[0].volume_ml = 0.2
+    r.overlay["wall_state"] = "armed"
+    (alarm,) = outline.process(_Reads([r]), None, 7, 0.7)[1].raised
+    assert alarm["evidence"]["box_px"] == [25, 90, 10, 10] and alarm["evidence"]["volume_ml"] == 0.05
     stale = CaseAnalyzer()
     assert raised(stale, lobe("lateral", 7), t=0.7) == [] and raised(stale, lobe("ap", 12), t=1.2) == []
     restarted = CaseAnalyzer()

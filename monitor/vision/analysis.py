@@ -953,6 +953,8 @@ class CaseAnalyzer:
             if confirmed:
                 if how == "lobe":  # the lobes the other view backs, not one it does not show
                     leaks = [lk for lk in leaks if self._backs(r.plane, lk, time_s) is not None]
+                else:  # a lobe is judged apart: the cement read otherwise is the evidence
+                    leaks = [lk for lk in leaks if lk.lobe is None]
                 biggest = max(leaks, key=lambda lk: lk.volume_ml)
                 evidence = {
                     "box_px": list(biggest.box),
