@@ -493,27 +493,7 @@ class PlaneAnalyzer:
             veins = vein_leaks(lines, cement.difference, self.grid, self.roi[:2], mu, doubt)
             result.leaks = [*result.leaks, *veins]
         if self._apart:  # a lobe through an endplate: from a bolus seen from its start only
-            lobes = find_disc_lobes(
-                cement.difference,
-                cement.mask,
-                comparison.unread,
-                tips,
-                float(np.min(cement.threshold)),
-                self.pixel_mm,
-            )
-            sure: list = []
-            if result.overlay.get("wall_state") == "armed":
-                # an armed lateral outline places the endplates: a lobe wholly inside it is no leak
-                # (a cleft), one reaching clearly beyond it (as outline cement must) is; an AP
-                # outline, or a lateral one not confirmed, is a guess there (its endplates too)
-                depth = self.config.detection.leak_min_depth_mm / self.pixel_mm
-                beyond = [(lobe, _reach_px(body, lobe)) for lobe in lobes]
-                sure = [lobe for lobe, d in beyond if d >= depth]
-                lobes = [lobe for lobe, d in beyond if 0 < d < depth]
-            mu = self.config.physics.cement_mu_per_mm
-            found = lobe_leaks(sure, cement.difference, self.grid, self.roi[:2], mu)
-            found += lobe_leaks(lobes, cement.difference, self.grid, self.roi[:2], mu, LOBE_DOUBT)
-            result.leaks = [*result.leaks, *found]
+            self._read_lobes(result, cement, comparison.unread, tips, body)
         result.overlay = overlay_geometry(
             result.overlay,
             self.grid,
@@ -528,6 +508,25 @@ class PlaneAnalyzer:
         if result.overlay.get("wall_state") == "not-confirmed":  # no rule armed, no line to draw
             result.overlay.pop("safety_line", None)
         return result
+
+    def _read_lobes(self, result: PlaneResult, cement: CementMap, steel: np.ndarray, tips, body) -> None:
+        """The disc lobes (:func:`find_disc_lobes`) into ``result`` as disc leaks. An armed lateral
+        outline places the endplates: a lobe wholly inside it is no leak (a cleft), one reaching
+        ``leak_min_depth_mm`` beyond it (as outline cement must) is sure; any other (no outline, an
+        AP outline, or a lateral one not confirmed, whose endplates are a guess) is doubted
+        (:data:`LOBE_DOUBT`)."""
+        threshold = float(np.min(cement.threshold))
+        lobes = find_disc_lobes(cement.difference, cement.mask, steel, tips, threshold, self.pixel_mm)
+        sure: list = []
+        if lobes and result.overlay.get("wall_state") == "armed":
+            depth = self.config.detection.leak_min_depth_mm / self.pixel_mm
+            beyond = [(lobe, _reach_px(body, lobe)) for lobe in lobes]
+            sure = [lobe for lobe, d in beyond if d >= depth]
+            lobes = [lobe for lobe, d in beyond if 0 < d < depth]
+        mu, where = self.config.physics.cement_mu_per_mm, (self.grid, self.roi[:2])
+        found = lobe_leaks(sure, cement.difference, *where, mu)
+        found += lobe_leaks(lobes, cement.difference, *where, mu, LOBE_DOUBT)
+        result.leaks = [*result.leaks, *found]
 
     def _decide_from_start(
         self, frame: int, cement: CementMap, tips: list[tuple[float, float]], outline: bool

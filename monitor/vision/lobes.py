@@ -119,19 +119,18 @@ def find_disc_lobes(
         above_level = (relief > level) & bolus
         n, parts, stats, centres = cv2.connectedComponentsWithStats(above_level.astype(np.uint8), 8)
         # each tip's part at this level (two cannulas: two boluses, each judged on its own)
-        at_each = [_labels_at(parts, [tip], reach) for tip in local_tips]
+        at_each = [labels_ for labels_ in (_labels_at(parts, [tip], reach) for tip in local_tips) if labels_]
+        if not at_each:  # no tip's cement stands at this level: nothing to be apart from
+            level *= LEVEL_STEP
+            continue
         mine = set().union(*at_each)
         for i in range(1, n):
             area = stats[i, cv2.CC_STAT_AREA] * pixel_mm**2
             if i in mine or area < LOBE_MIN_MM2:
                 continue
             nearest = min(
-                (labels_ for labels_ in at_each if labels_),
-                key=lambda labels_: float(np.hypot(*(_centre(labels_, centres) - centres[i]))),
-                default=None,
+                at_each, key=lambda labels_: float(np.hypot(*(_centre(labels_, centres) - centres[i])))
             )
-            if nearest is None:
-                break
             dx, dy = (centres[i] - _centre(nearest, centres)) * pixel_mm
             if abs(dy) < 2 * abs(dx):
                 continue  # beside the bolus, not above or below it
@@ -145,7 +144,8 @@ def find_disc_lobes(
             if not beyond or (above in best and best[above][0] >= area):
                 continue
             piece = (parts == i) & ~near_steel
-            if not piece.any() or not _stands(float(relief[piece].max()), level, noise):
+            summit = float(relief[piece].max()) if piece.any() else 0.0
+            if not _stands(summit, level, noise):
                 continue
             # ... and a valley has two sides: the bolus's own cement rises over the level too
             # (not only the steel, which joins it at every level)
@@ -154,7 +154,7 @@ def find_disc_lobes(
                 continue
             full = np.zeros(cement.shape, bool)
             full[window] = piece
-            best[above] = (area, Lobe(above, full, level, float(relief[piece].max()), float(abs(dy))))
+            best[above] = (area, Lobe(above, full, level, summit, float(abs(dy))))
         level *= LEVEL_STEP
     return [lobe for _, lobe in best.values()]
 
