@@ -695,3 +695,29 @@ def test_a_disc_leak_with_no_outline_is_read_as_a_lobe_in_both_views_within_two_
     assert first["frame"] - truth["leak"]["onset_frame"] <= 2, first
     assert "above or below the bolus in both views" in first["reason"], first["reason"]
     assert "gas cleft" in first["reason"], first["reason"]
+
+
+def test_two_shafts_found_as_one_do_not_put_their_lumens_cement_in_the_front(tmp_path):
+    """Tuning seed 5020's cannulas (bipedicular, geometric T10, 1024 pixels), over its first 14
+    frames: in the lateral view the two shafts project 4.3 mm apart at their tips and cross 27
+    mm behind, and are found as one, its axis between them. Each shaft's outer half then lay in
+    the sleeve beside the steel, where the cement filling its lumen was read as cement running
+    back along the needle: the front read 2 mm nearer the wall than the truth from the frame
+    after the first cement, and a high 5 mm alarm at 7.2 mm. The steel the image shows in the
+    band is left out of the sleeve: no distance reads over 1 mm near, no high 5 mm alarm
+    before the cement is within 6 mm."""
+    from monitor.accuracy import evaluate_case, world_configs
+
+    truth = simulate(replace(world_configs([5020])[0], frames=14), tmp_path / "pair")
+    result = evaluate_case(tmp_path / "pair")
+    true_mm = {f["frame"]: f["distance_mm"] for f in truth["frames"]}
+    read = {int(k): v for k, v in result["distance"].items() if v is not None}
+    assert len(read) >= 8, read
+    near = {f: (round(d, 2), true_mm[f]) for f, d in read.items() if d < true_mm[f] - 1.0}
+    assert not near, f"front read over 1 mm nearer the wall than the truth: {near}"
+    early = [
+        a
+        for a in result["alarms"]
+        if a["kind"] == "proximity" and a["priority"] == "high" and true_mm[a["frame"]] > 6.0
+    ]
+    assert not early, early

@@ -146,3 +146,89 @@ def test_the_anatomy_priors_decide_which_outlines_are_refused():
     last = [plane.process(f, i) for i, f in enumerate(frames)][-1]
     assert CaveatCode.NO_ANATOMY in {c.code for c in last.caveats}
     assert last.checked == () and last.distance_mm is None
+
+
+def _tubes(shape, pixel_mm: float, tubes) -> tuple[np.ndarray, np.ndarray]:
+    """Steel path (mm) through hollow tubes (11 G: 1.5 mm outer, 1.05 mm inner radius), each
+    (tip (x, y) pixels, unit direction out of the field): (h, w) float32, and their lumens
+    (h, w) bool."""
+    h, w = shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    path, lumen = np.zeros(shape, np.float32), np.zeros(shape, bool)
+    for (tx, ty), (ux, uy) in tubes:
+        along = (xs - tx) * ux + (ys - ty) * uy
+        d = np.abs(-(xs - tx) * uy + (ys - ty) * ux) * pixel_mm
+        wall = 2 * np.sqrt(np.clip(1.5**2 - d**2, 0, None)) - 2 * np.sqrt(np.clip(1.05**2 - d**2, 0, None))
+        path += np.where(along >= 0, wall, 0).astype(np.float32)
+        lumen |= (along >= 0) & (d < 1.05)
+    return path, lumen
+
+
+def test_the_sleeve_beside_an_axis_found_between_two_shafts_holds_no_steel():
+    """Two cannulas a few millimetres apart in the lateral view are found as one, its axis
+    between them (a tuning case: shafts 4.3 mm apart at their tips, crossing 27 mm behind).
+    The sleeve beside the steel, where cement running back along the needle is read, must not
+    hold either shaft: their lumens fill with cement, which was read there as a front 9 mm
+    from the tips at the first frame of cement. With one shaft found on its axis, the sleeve
+    beside it stays."""
+    import cv2
+
+    from monitor.vision.anatomy import BAND_WIDTHS, STEEL_WIDTH_FACTOR, Cannula, shaft_band
+    from monitor.vision.baseline import LAYER_SLEEVE
+    from monitor.vision.plane_baseline import baseline_layers
+
+    pixel_mm, shape = 0.25, (240, 400)
+    rng = np.random.default_rng(3)
+    bone = 1.0 + cv2.GaussianBlur(rng.normal(0, 1, shape).astype(np.float32), (0, 0), 3.0) * 0.05
+
+    def direction(tip, towards):
+        v = np.subtract(towards, tip).astype(float)
+        return tuple(v / np.linalg.norm(v))
+
+    cross = (100 + 27 / pixel_mm, 120.0)  # the two shafts cross here, 27 mm behind the tips
+    tips = [(100.0, 120 - 2.15 / pixel_mm), (100.0, 120 + 2.15 / pixel_mm)]
+    pair = [(tip, direction(tip, cross)) for tip in tips]
+    steel, lumen = _tubes(shape, pixel_mm, pair)
+    att = (bone + 0.15 * steel).astype(np.float32)
+    roi = (40, 40, 360, 200)
+    x0, y0, x1, y1 = roi
+
+    def sleeve_of(cannula: Cannula) -> np.ndarray:
+        _, layers = baseline_layers(att[y0:y1, x0:x1], att, [cannula], roi, "lateral", pixel_mm)
+        return layers[..., LAYER_SLEEVE] > 0.5
+
+    # One cannula found between the two: its band (1.8 widths of a 3.7 mm ridge) takes in both.
+    width = 3.7 / pixel_mm
+    between = Cannula(
+        (100.0, 120.0),
+        (1.0, 0.0),
+        width,
+        shaft_band(shape, (100.0, 120.0), (1.0, 0.0), width, BAND_WIDTHS),
+        0.35,
+        300.0,
+        True,
+    )
+    sleeve, lumens = sleeve_of(between), lumen[y0:y1, x0:x1]
+    assert sleeve.any()
+    # the axis alone left 672 of the lumens' 3889 pixels in the sleeve
+    assert (sleeve & lumens).sum() <= 0.01 * lumens.sum(), f"{int((sleeve & lumens).sum())} lumen pixels"
+
+    # One shaft, found on its axis: the sleeve beside its steel is still read.
+    single = [((100.0, 120.0), (1.0, 0.0))]
+    steel, lumen = _tubes(shape, pixel_mm, single)
+    att = (bone + 0.15 * steel).astype(np.float32)
+    width = 3.0 / pixel_mm
+    on_axis = Cannula(
+        (100.0, 120.0),
+        (1.0, 0.0),
+        width,
+        shaft_band(shape, (100.0, 120.0), (1.0, 0.0), width, BAND_WIDTHS),
+        0.3,
+        300.0,
+        True,
+    )
+    sleeve = sleeve_of(on_axis)
+    core = shaft_band(shape, (100.0, 120.0), (1.0, 0.0), width, STEEL_WIDTH_FACTOR)
+    strips = (on_axis.mask & ~core)[y0:y1, x0:x1]  # the sleeve the axis alone leaves
+    assert not (sleeve & lumen[y0:y1, x0:x1]).any()
+    assert (sleeve & strips).sum() >= 0.9 * strips.sum(), "the strips beside the steel are no longer read"

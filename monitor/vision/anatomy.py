@@ -174,6 +174,63 @@ def _quad(first: Line, second: Line, top: Line, bottom: Line) -> np.ndarray:
 
 BAND_WIDTHS = 1.8  # the band along a shaft left out of the cement, in shaft widths
 STEEL_WIDTH_FACTOR = 1.15  # the steel itself within that band (left out of the sleeve), in shaft widths
+STEEL_SEEN_BLUR_MM = 0.3  # the steel seen in the band: read this sharp (a tube's walls stay apart) ...
+STEEL_SEEN_SHARE = 0.3  # ... over this share of the steel's own level on the axis near the tip ...
+STEEL_SEEN_NEAR_MM = 30.0  # ... that level read within this distance of each tip ...
+STEEL_SEEN_KERNEL_BANDS = 1.2  # ... over the level a disc this many bands wide finds around it
+STEEL_SEEN_THICK_MM = 0.6  # steel seen beside the core counts when this thick ...
+STEEL_SEEN_LONG_MM = 5.0  # ... and this long along the band (a shaft, not a fringe or a cortex)
+
+
+def steel_seen(att: np.ndarray, cannulas: list[Cannula], pixel_mm: float | None) -> np.ndarray:
+    """Pixels of the cannulas' bands where the image itself shows steel, (H, W) bool over ``att``
+    (the first frame's attenuation, working pixels).
+
+    The band's core around each axis found is taken as steel; this adds the band's pixels that
+    are dense like the steel, so that an axis found off the steel cannot leave steel in the
+    sleeve beside it. Two cannulas that project a few millimetres apart in the lateral view are
+    found as one, its axis between them (a tuning case, two shafts 4.3 mm apart at their tips):
+    each shaft's outer half lay in the sleeve, where the cement filling its lumen was read as
+    cement running back along the needle, a front 9 mm from the tips at the first frame of
+    cement. Read at STEEL_SEEN_BLUR_MM, where the two shafts stay apart, and against the
+    steel's own top-hat level near the tips, which falls over dense bone.
+    """
+    if not cannulas:
+        return np.zeros(att.shape, bool)
+    px = pixel_mm or PIXEL_MM_UNKNOWN
+    sharp = cv2.GaussianBlur(att, (0, 0), max(0.5, STEEL_SEEN_BLUR_MM / px))
+    h, w = att.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    seen = np.zeros((h, w), bool)
+    for c in cannulas:
+        # over the level beside the whole band: two shafts side by side fill a disc narrower
+        kernel = (
+            int(round(max(CANNULA_TOPHAT_MM / px, STEEL_SEEN_KERNEL_BANDS * BAND_WIDTHS * c.width_px))) | 1
+        )
+        tophat = cv2.morphologyEx(
+            sharp, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
+        )
+        core = shaft_band((h, w), c.tip, c.direction, c.width_px, STEEL_WIDTH_FACTOR)
+        near = np.hypot(xs - c.tip[0], ys - c.tip[1]) * px < STEEL_SEEN_NEAR_MM
+        if not (core & near).any():
+            continue
+        level = float(np.percentile(tophat[core & near], 90))
+        if level <= 0:
+            continue
+        dense = (c.mask & ~core & (tophat > STEEL_SEEN_SHARE * level)).astype(np.uint8)
+        # a shaft, not the fringe of the one found nor a cortex across the band: at least
+        # STEEL_SEEN_THICK_MM thick and STEEL_SEEN_LONG_MM long along the band
+        r = max(1, int(round(STEEL_SEEN_THICK_MM / (2 * px))))
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        thick = cv2.morphologyEx(dense, cv2.MORPH_OPEN, disc)
+        count, labels = cv2.connectedComponents(thick, connectivity=8)
+        _, whole = cv2.connectedComponents(dense, connectivity=8)
+        for i in range(1, count):
+            part = labels == i
+            along = (xs[part] - c.tip[0]) * c.direction[0] + (ys[part] - c.tip[1]) * c.direction[1]
+            if np.ptp(along) * px >= STEEL_SEEN_LONG_MM:  # with the thin ends of the same steel
+                seen |= whole == whole[part][0]
+    return seen
 
 
 class NotFound(ValueError):

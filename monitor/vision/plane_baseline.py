@@ -29,6 +29,7 @@ from monitor.vision.anatomy import (
     find_cannulas,
     find_lateral_body,
     shaft_band,
+    steel_seen,
 )
 from monitor.vision.baseline import BaselineState, find_cement_in_baseline
 from monitor.vision.body import lies_inside
@@ -101,7 +102,7 @@ def learn_plane_baseline(
         anatomy_error = Caveat(CaveatCode.NO_CANNULA, str(e))
     roi = roi_around_tip(parts[0][0].shape, cannulas, grid.pixel_mm, roi_half_mm)
     attenuation, scatter_layers, shifts = register_frames(parts, roi, fits)
-    exclude, layers = baseline_layers(attenuation, plain, cannulas, roi, plane)
+    exclude, layers = baseline_layers(attenuation, plain, cannulas, roi, plane, grid.pixel_mm)
     x0, y0, x1, y1 = roi
     state = BaselineState(attenuation, layers, exclude[y0:y1, x0:x1], None, scatter_layers)
     body, confidence = None, None
@@ -180,11 +181,17 @@ def register_frames(parts: list, roi: tuple[int, int, int, int], fits: bool):
 
 
 def baseline_layers(
-    attenuation: np.ndarray, plain: np.ndarray, cannulas: list[Cannula], roi: tuple, plane: str
+    attenuation: np.ndarray,
+    plain: np.ndarray,
+    cannulas: list[Cannula],
+    roi: tuple,
+    plane: str,
+    pixel_mm: float | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The pixels never to compare over the whole frame, (H, W) bool, and the layers shifted
     with the baseline over ``roi`` (see LAYER_*), (h, w, 4) float32. ``plain``: the first
-    frame's attenuation without scatter correction, (H, W)."""
+    frame's attenuation without scatter correction, (H, W); ``pixel_mm``: its working pixel
+    (None when the scale is unknown)."""
     x0, y0, x1, y1 = roi
     smooth = cv2.GaussianBlur(attenuation, (0, 0), 1.0)
     gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8
@@ -202,9 +209,11 @@ def baseline_layers(
     if plane == "lateral" and cannulas:
         # Cement running back along the shaft, in a sleeve narrower than the band
         # excluded above, may be the front: for it only the steel itself is left out.
+        # The steel: the core of each band found, and any steel the image shows in the band
+        # (a second shaft beside an axis found between two).
         steel = np.any(
             [shaft_band(plain.shape, c.tip, c.direction, c.width_px, STEEL_WIDTH_FACTOR) for c in cannulas], 0
-        )
+        ) | steel_seen(plain, cannulas, pixel_mm)
         sleeve = (exclude & ~outside & ~steel)[y0:y1, x0:x1]
     layers = cv2.merge(  # in the order of LAYER_*
         [attenuation, gradient, window.astype(np.float32), sleeve.astype(np.float32)]
