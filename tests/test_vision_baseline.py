@@ -170,7 +170,8 @@ def test_the_sleeve_beside_an_axis_found_between_two_shafts_holds_no_steel():
     The sleeve beside the steel, where cement running back along the needle is read, must not
     hold either shaft: their lumens fill with cement, which was read there as a front 9 mm
     from the tips at the first frame of cement. With one shaft found on its axis, the sleeve
-    beside it stays."""
+    beside it stays, where the posterior wall's cortex crosses it too (as dense as the steel,
+    but short along the band): that is where a track leak leaves the body."""
     import cv2
 
     from monitor.vision.anatomy import BAND_WIDTHS, STEEL_WIDTH_FACTOR, Cannula, shaft_band
@@ -197,38 +198,30 @@ def test_the_sleeve_beside_an_axis_found_between_two_shafts_holds_no_steel():
         _, layers = baseline_layers(att[y0:y1, x0:x1], att, [cannula], roi, "lateral", pixel_mm)
         return layers[..., LAYER_SLEEVE] > 0.5
 
+    def found(width_mm: float) -> Cannula:  # along +x from (100, 120), leaving the field
+        width = width_mm / pixel_mm
+        band = shaft_band(shape, (100.0, 120.0), (1.0, 0.0), width, BAND_WIDTHS)
+        return Cannula((100.0, 120.0), (1.0, 0.0), width, band, 0.3, 300.0, True)
+
     # One cannula found between the two: its band (1.8 widths of a 3.7 mm ridge) takes in both.
-    width = 3.7 / pixel_mm
-    between = Cannula(
-        (100.0, 120.0),
-        (1.0, 0.0),
-        width,
-        shaft_band(shape, (100.0, 120.0), (1.0, 0.0), width, BAND_WIDTHS),
-        0.35,
-        300.0,
-        True,
-    )
+    between = found(3.7)
     sleeve, lumens = sleeve_of(between), lumen[y0:y1, x0:x1]
     assert sleeve.any()
-    # the axis alone left 672 of the lumens' 3889 pixels in the sleeve
+    # the axis alone left 672 lumen pixels in the sleeve
     assert (sleeve & lumens).sum() <= 0.01 * lumens.sum(), f"{int((sleeve & lumens).sum())} lumen pixels"
 
-    # One shaft, found on its axis: the sleeve beside its steel is still read.
+    # One shaft, found on its axis, and a wall's cortex 1 mm thick across it 15 mm behind the
+    # tip: the sleeve beside its steel is still read, the cortex's crossing included.
     single = [((100.0, 120.0), (1.0, 0.0))]
     steel, lumen = _tubes(shape, pixel_mm, single)
-    att = (bone + 0.15 * steel).astype(np.float32)
-    width = 3.0 / pixel_mm
-    on_axis = Cannula(
-        (100.0, 120.0),
-        (1.0, 0.0),
-        width,
-        shaft_band(shape, (100.0, 120.0), (1.0, 0.0), width, BAND_WIDTHS),
-        0.3,
-        300.0,
-        True,
-    )
+    cortex = np.zeros(shape, np.float32)
+    cortex[:, 160:164] = 0.3  # log units: as dense as the steel's walls
+    att = (bone + 0.15 * steel + cortex).astype(np.float32)
+    on_axis = found(3.0)
     sleeve = sleeve_of(on_axis)
-    core = shaft_band(shape, (100.0, 120.0), (1.0, 0.0), width, STEEL_WIDTH_FACTOR)
+    core = shaft_band(shape, (100.0, 120.0), (1.0, 0.0), on_axis.width_px, STEEL_WIDTH_FACTOR)
     strips = (on_axis.mask & ~core)[y0:y1, x0:x1]  # the sleeve the axis alone leaves
     assert not (sleeve & lumen[y0:y1, x0:x1]).any()
     assert (sleeve & strips).sum() >= 0.9 * strips.sum(), "the strips beside the steel are no longer read"
+    crossing = strips & (cortex[y0:y1, x0:x1] > 0)
+    assert (sleeve & crossing).sum() == crossing.sum(), "the wall's crossing left the sleeve"
