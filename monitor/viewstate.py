@@ -19,7 +19,9 @@ from monitor.overlay import leak_name
 from monitor.vision.alarms import PLANE_CHECKS
 from monitor.vision.caveats import CaveatCode
 
-DOUBTFUL_VOLUME = {CaveatCode.VOLUME_BELOW_SHAPE, CaveatCode.VOLUME_UNCHECKED}  # shown orange
+# shown orange: the volume read from the shape, not checked, or on a level that held cement
+# when monitoring began (what went in before is estimated, or left out)
+DOUBTFUL_VOLUME = {CaveatCode.VOLUME_BELOW_SHAPE, CaveatCode.VOLUME_UNCHECKED, CaveatCode.CEMENT_IN_BASELINE}
 
 STALE_S = 1.0  # no new frame for this long: NO SIGNAL
 # The live NOT MONITORED state is judged, per plane, on its newest results after the baseline,

@@ -624,7 +624,8 @@ def test_every_word_of_the_banner_and_readouts_is_on_the_screen(qtbot, streams, 
 def test_the_volume_is_shown_with_its_interval_and_in_orange_when_from_the_shape(qtbot, streams, window):
     """The volume readout gives its 68 % interval; when the darkness read well under the
     cement's shape and the volume is the shape's (wide interval), it is orange: a figure the
-    monitor cannot vouch for as it can for the darkness where the physics holds."""
+    monitor cannot vouch for as it can for the darkness where the physics holds; likewise on a
+    level that held cement when monitoring began."""
     pump(qtbot, lambda: streams.frame(6), lambda: window.views["lateral"].shown_frame == 6)
     pump(
         qtbot,
@@ -645,6 +646,15 @@ def test_the_volume_is_shown_with_its_interval_and_in_orange_when_from_the_shape
     assert "#ff9900" in window.readouts["volume"].styleSheet()
     pump(qtbot, lambda: streams.result(8, volume_ml=2.7), lambda: "2.70" in window.readouts["volume"].text())
     assert window.readouts["volume"].text() == "VOLUME  2.70 mL"  # an analyzer that gives no interval
+    assert "#ff9900" not in window.readouts["volume"].styleSheet()
+    # monitoring began while cement was injected: what went in before may be left out
+    late = Caveat(CaveatCode.CEMENT_IN_BASELINE, "cement grew over the first frames (about 34 mm2)")
+    pump(
+        qtbot,
+        lambda: streams.result(9, volume_ml=0.91, volume_low_ml=0.85, volume_high_ml=1.49, caveats=(late,)),
+        lambda: "0.91" in window.readouts["volume"].text(),
+    )
+    assert "#ff9900" in window.readouts["volume"].styleSheet()
 
 
 def test_a_possible_leak_is_labelled_so_and_inside_the_image(qtbot, streams, window):

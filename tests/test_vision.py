@@ -228,6 +228,24 @@ def test_cement_already_in_the_baseline_is_found_and_counted(recordings):
     assert truth["frames"][first]["distance_mm"] < 5.0 and proximity[0]["frame"] == first
 
 
+def test_a_start_while_cement_is_injected_is_said_and_the_leak_still_alarms(recordings):
+    """Monitoring began 4 frames into the injection (0.2-0.4 mL in, still flowing): no bolus is
+    found in the baseline (the tip found runs through it), and the results said nothing of it.
+    The cement growing over the first frames says it on every result of both views; the vein
+    leaving through the posterior wall still raises the high alarm within 2 frames of onset, and
+    no other leak is alarmed high (a leak off an outline found on images holding cement is a
+    possible one)."""
+    r, truth = recordings["venous-leak"]
+    got = analyse(r.lateral, r.ap, start=10)
+    measured = {key: codes for key, codes in got["caveats"].items() if got["status"][key] != "baseline"}
+    assert measured and all(CaveatCode.CEMENT_IN_BASELINE in codes for codes in measured.values())
+    statuses = {s for key, s in got["status"].items() if key in measured}
+    assert any("cement grew over the first frames" in s for s in statuses), statuses
+    leaks = _high(got["alarms"], "extravasation")
+    assert leaks and leaks[0]["frame"] - truth["leak"]["onset_frame"] <= 2, leaks
+    assert all(a["site"] == "posterior" for a in leaks), leaks
+
+
 def test_a_frame_of_another_size_is_reported_not_fatal():
     analyzer = PlaneAnalyzer("lateral", "MONOCHROME2", "LIN", 12, 0.2)
     frame = np.random.default_rng(0).integers(900, 1100, (64, 64)).astype(np.uint16)

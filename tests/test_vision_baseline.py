@@ -225,3 +225,27 @@ def test_the_sleeve_beside_an_axis_found_between_two_shafts_holds_no_steel():
     assert (sleeve & strips).sum() >= 0.9 * strips.sum(), "the strips beside the steel are no longer read"
     crossing = strips & (cortex[y0:y1, x0:x1] > 0)
     assert (sleeve & crossing).sum() == crossing.sum(), "the wall's crossing left the sleeve"
+
+
+def test_cement_growing_over_the_baseline_frames_is_measured_near_the_tip():
+    """An injection under way when monitoring began: the baseline's last frames are denser than
+    its first where the cement grows. Noise alone, a whole-frame change (brightness control) or
+    growth far from the tip is not it; a 3 mm disc growing at the tip is (its area, in mm2)."""
+    from monitor.vision.baseline import GROWN_MIN_MM2, cement_grown_mm2
+
+    pixel_mm, shape, tip = 0.25, (200, 200), (100.0, 100.0)
+    rng = np.random.default_rng(5)
+    noise = rng.normal(0, 0.01, shape).astype(np.float32)
+    exclude = np.zeros(shape, bool)
+    ys, xs = np.mgrid[0:200, 0:200]
+
+    def disc(cx, cy, radius_mm):
+        return (np.hypot(xs - cx, ys - cy) * pixel_mm < radius_mm).astype(np.float32)
+
+    assert cement_grown_mm2(noise, exclude, [tip], pixel_mm) < GROWN_MIN_MM2
+    assert cement_grown_mm2(noise + 0.05, exclude, [tip], pixel_mm) < GROWN_MIN_MM2
+    at_tip = cement_grown_mm2(noise + 0.05 * disc(104, 100, 3.0), exclude, [tip], pixel_mm)
+    assert at_tip == pytest.approx(np.pi * 3.0**2, rel=0.35)
+    far = noise + 0.05 * disc(100, 100 + 24 / pixel_mm, 3.0)  # 24 mm from the tip
+    assert cement_grown_mm2(far, exclude, [tip], pixel_mm) < GROWN_MIN_MM2
+    assert cement_grown_mm2(far, exclude, [], pixel_mm) > GROWN_MIN_MM2  # no tip: anywhere

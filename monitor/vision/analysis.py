@@ -542,20 +542,25 @@ class PlaneAnalyzer:
         reading = self._apart_reading(cement, tips)
         if reading.bolus_ml < self.config.detection.leak_min_ml:
             return
-        self._apart = grown_from_tip(reading) and self._state.prior is None
+        before = self.learnt.cement_grew or self._state.prior is not None
+        self._apart = grown_from_tip(reading) and not before
         if self._apart:
             return
-        why = (
-            "cement was already there in the first frames"
-            if self._state.prior is not None
-            else "the first cement read was not a bolus seen from its start (in pieces, or"
-            " too wide for its volume: new cement around cement already there)"
-        )
-        todo = (
-            "leaks beyond the body's outline are read as before"
-            if outline
-            else "draw the posterior wall or the body to read leaks"
-        )
+        if self.learnt.cement_grew:
+            why = "cement grew over the first frames (monitoring began while it was being injected)"
+        elif self._state.prior is not None:
+            why = "cement was already there in the first frames"
+        else:
+            why = (
+                "the first cement read was not a bolus seen from its start (in pieces, or"
+                " too wide for its volume: new cement around cement already there)"
+            )
+        if not outline:
+            todo = "draw the posterior wall or the body to read leaks"
+        elif before:
+            todo = "leaks beyond the body's outline, other than behind the wall, are possible leaks"
+        else:
+            todo = "leaks beyond the body's outline are read as before"
         apart = (
             "cement apart from the bolus is not read as a leak and "
             if not outline and self.plane == "lateral"
@@ -858,6 +863,7 @@ class CaseAnalyzer:
         # volume is then the darkness, not the shape's correction of the same under-read again.
         self.darkness_calibrated = False
         self._history: deque = deque(maxlen=40)  # (time, distance)
+        self._held_cement: set[str] = set()  # views whose first frames held cement (late start)
         self._pending: dict[str, int] = {}
         # per view: the stream time (s) it last read cement outside its outline, and whether its
         # last result checked the leak rules (the AP's, to back a lateral leak off a guessed outline)
@@ -915,6 +921,8 @@ class CaseAnalyzer:
         """Analyse one frame; returns the plane result and what it means for the case: the
         reconciled volume, the time to the 5 mm line and the alarms raised now."""
         r = plane.process(pixels, frame)
+        if any(c.code == CaveatCode.CEMENT_IN_BASELINE for c in r.caveats):
+            self._held_cement.add(r.plane)
         if self.scatter_seen is None:
             self._settle_scatter()
         raised = []
@@ -1100,14 +1108,37 @@ class CaseAnalyzer:
         in it) nothing can back it: it stays a possible leak, said with that reason, a medium
         alarm (not silence) until the operator confirms or draws the wall, which makes the
         outline's leaks high at once (reporting seed 7019, a CT case with no AP outline, alarmed
-        high falsely when this case went unheld)."""
-        if r.plane != "lateral" or site == "posterior" or r.overlay.get("wall_state") != "not-confirmed":
+        high falsely when this case went unheld).
+
+        In either view, on a level that held cement when monitoring began (:meth:`_cement_before`),
+        a leak off the outline anywhere but behind the wall is a possible leak: the outline and
+        the tip were found on images holding cement (started 8-20 frames late, the tuning cases
+        put an endplate through the bolus, the tip at its far side, and read the new cement beyond
+        them as disc, venous and paravertebral leaks)."""
+        if site == "posterior":
+            return None
+        if late := self._cement_before():
+            return late
+        if r.plane != "lateral" or r.overlay.get("wall_state") != "not-confirmed":
             return None
         if not self._checks_leaks.get("ap", False):
             return "the lateral wall is not confirmed and no AP view checks the leak rules to back it"
         if time_s - self._leak_read_at.get("ap", -np.inf) <= LEAK_CORROBORATION_S:
             return None
         return "the lateral wall is not confirmed and the AP view shows no cement outside its outline"
+
+    def _cement_before(self) -> str | None:
+        """Why this level's outlines are doubtful when a view's first frames held cement (its
+        results say CEMENT_IN_BASELINE: cement grew over them, monitoring having begun while it
+        was injected, or was found there), or None."""
+        if not self._held_cement:
+            return None
+        plane = min(self._held_cement)  # "ap" before "lateral": the same each time
+        return (
+            f"monitoring began with cement in the {plane} view's first frames (already there, or"
+            " growing while it was injected), so the outlines and tips were found on images"
+            " holding cement"
+        )
 
     def _volume(self) -> tuple[VolumeEstimate | None, Caveat | None]:
         """The level's volume with its interval (:func:`monitor.vision.biplane.fused_volume`):

@@ -18,6 +18,7 @@ import numpy as np
 
 from monitor.vision.anatomy import (
     DEFAULT_PRIORS,
+    PIXEL_MM_UNKNOWN,
     STEEL_WIDTH_FACTOR,
     AnatomyPriors,
     ApBody,
@@ -31,7 +32,7 @@ from monitor.vision.anatomy import (
     shaft_band,
     steel_seen,
 )
-from monitor.vision.baseline import BaselineState, find_cement_in_baseline
+from monitor.vision.baseline import GROWN_MIN_MM2, BaselineState, cement_grown_mm2, find_cement_in_baseline
 from monitor.vision.body import lies_inside
 from monitor.vision.caveats import Caveat, CaveatCode
 from monitor.vision.cement import Registration, shift_image
@@ -58,6 +59,12 @@ class PlaneBaseline:
     anatomy_error: Caveat | None  # why the safety rules cannot be checked (None: they can)
     caveats: tuple[Caveat, ...]  # what every result of the plane must say from now on
     wall_confidence: WallConfidence | None = None  # lateral, for the wall found automatically
+    grown_mm2: float = 0.0  # cement that grew while the baseline was taken (see cement_grown_mm2)
+
+    @property
+    def cement_grew(self) -> bool:
+        """An injection was under way while the baseline was taken (GROWN_MIN_MM2 or more grew)."""
+        return self.grown_mm2 >= GROWN_MIN_MM2
 
 
 def learn_plane_baseline(
@@ -101,10 +108,23 @@ def learn_plane_baseline(
         cannulas = []
         anatomy_error = Caveat(CaveatCode.NO_CANNULA, str(e))
     roi = roi_around_tip(parts[0][0].shape, cannulas, grid.pixel_mm, roi_half_mm)
-    attenuation, scatter_layers, shifts = register_frames(parts, roi, fits)
+    attenuation, scatter_layers, shifts, growth = register_frames(parts, roi, fits)
     exclude, layers = baseline_layers(attenuation, plain, cannulas, roi, plane, grid.pixel_mm)
     x0, y0, x1, y1 = roi
     state = BaselineState(attenuation, layers, exclude[y0:y1, x0:x1], None, scatter_layers)
+    tips = [(c.tip[0] - x0, c.tip[1] - y0) for c in cannulas]
+    grown_mm2 = cement_grown_mm2(growth, state.exclude, tips, grid.pixel_mm or PIXEL_MM_UNKNOWN)
+    if grown_mm2 >= GROWN_MIN_MM2:
+        caveats.append(
+            Caveat(
+                CaveatCode.CEMENT_IN_BASELINE,
+                f"cement grew over the first frames (about {grown_mm2:.0f} mm2 in the {plane} view):"
+                " monitoring began while cement was being injected. The volume may leave out what"
+                " went in before; the cannula tip and the body outline were found on images holding"
+                " cement, so a leak read off the outline, other than behind the wall, is a possible"
+                " leak, and cement apart from the bolus or lines leaving it are not read as leaks",
+            )
+        )
     body, confidence = None, None
     if cannulas and grid.pixel_mm:
         state, body, error, prior_caveat = _find_body(
@@ -122,7 +142,9 @@ def learn_plane_baseline(
             confidence = assess_wall(body, grid.pixel_mm, moves, *wall_limits)
     elif cannulas:
         anatomy_error = Caveat(CaveatCode.UNCALIBRATED, "no millimetre scale, so no wall distance")
-    return PlaneBaseline(model, cannulas, roi, state, body, anatomy_error, tuple(caveats), confidence)
+    return PlaneBaseline(
+        model, cannulas, roi, state, body, anatomy_error, tuple(caveats), confidence, grown_mm2
+    )
 
 
 def _wall_move(
@@ -165,7 +187,8 @@ def register_frames(parts: list, roi: tuple[int, int, int, int], fits: bool):
     averaged, (h, w) float32; with ``fits``, their measured intensity and modelled scatter
     likewise, (h, w, 2) float32 (else None). ``parts``: per frame, (attenuation, intensity,
     scatter) over the whole frame. Also returns each frame's shift (dx, dy) from the first,
-    working pixels."""
+    working pixels, and how the frames changed over the baseline: the mean of the last third
+    minus that of the first, (h, w) float32 (cement growing, :func:`cement_grown_mm2`)."""
     x0, y0, x1, y1 = roi
     first = Registration(parts[0][0][y0:y1, x0:x1])
     registered, measured, shifts = [first.reference], [], []
@@ -177,7 +200,10 @@ def register_frames(parts: list, roi: tuple[int, int, int, int], fits: bool):
         if fits:  # the intensity and the scatter modelled in it, for refitting the scatter
             measured.append(shift_image(cv2.merge([intensity, scatter])[y0:y1, x0:x1], -dx, -dy))
     attenuation = np.mean(registered, axis=0).astype(np.float32)
-    return attenuation, (np.mean(measured, axis=0).astype(np.float32) if fits else None), shifts
+    third = max(1, len(registered) // 3)
+    growth = (np.mean(registered[-third:], axis=0) - np.mean(registered[:third], axis=0)).astype(np.float32)
+    measured_mean = np.mean(measured, axis=0).astype(np.float32) if fits else None
+    return attenuation, measured_mean, shifts, growth
 
 
 def baseline_layers(
