@@ -56,8 +56,10 @@ class ViewState:
     volume_ml: float | None = None
     volume_interval_ml: tuple[float, float] | None = None  # the volume's 68 % interval, when said
     # the volume shown is one the monitor cannot vouch for: the shape's, the darkness having read
-    # low (volume-below-shape), or the darkness with no shape to check it by (volume-unchecked)
+    # low (volume-below-shape), the darkness with no shape to check it by (volume-unchecked), or
+    # on a level that held cement when monitoring began (cement-in-baseline)
     volume_doubtful: bool = False
+    _volume_doubts: dict = field(default_factory=dict)  # plane -> its newest result doubts the volume
     distances: deque = field(default_factory=lambda: deque(maxlen=3000))  # (time, mm), lateral
     volumes: deque = field(default_factory=lambda: deque(maxlen=3000))  # (time, mL)
     last_result_at: float | None = None
@@ -103,6 +105,7 @@ class ViewState:
                 recent.clear()
             self.stream_since = self.stream_at = self.proximity_checked_at = None
             self.alarm_states.clear()  # a new level: the last one's alarms are not this one's
+            self._volume_doubts.clear()
         if r.status != "baseline" and r.checks is not None:
             self.checked[r.plane].append((frozenset(r.checks), r.status))
             self.stream_since = r.acq_time if self.stream_since is None else self.stream_since
@@ -118,7 +121,10 @@ class ViewState:
             self.volume_ml = r.volume_ml
             said = r.volume_low_ml is not None and r.volume_high_ml is not None
             self.volume_interval_ml = (r.volume_low_ml, r.volume_high_ml) if said else None
-            self.volume_doubtful = bool(DOUBTFUL_VOLUME & set(r.caveat_codes()))
+            # the level's volume: doubtful while either view's newest result doubts it (set per
+            # view, it flickered frame by frame where one view alone held cement at the start)
+            self._volume_doubts[r.plane] = bool(DOUBTFUL_VOLUME & set(r.caveat_codes()))
+            self.volume_doubtful = any(self._volume_doubts.values())
             self.volumes.append((r.acq_time, r.volume_ml))
         for change in r.alarm_changes or ():
             self.follows_changes = True

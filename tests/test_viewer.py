@@ -42,10 +42,10 @@ class Streams:
         self.frames.send_frame(header, pixels)
         self.seq += 1
 
-    def result(self, index: int, caveats: tuple[Caveat, ...] = (), **fields) -> None:
+    def result(self, index: int, caveats: tuple[Caveat, ...] = (), plane: str = "lateral", **fields) -> None:
         status, wire = render_status(caveats), [c.as_wire() for c in caveats]
         self.results.send(
-            Result("t", "lateral", index, index, index / 10, 0.0, time.time(), status, caveats=wire, **fields)
+            Result("t", plane, index, index, index / 10, 0.0, time.time(), status, caveats=wire, **fields)
         )
 
     def close(self):
@@ -653,6 +653,13 @@ def test_the_volume_is_shown_with_its_interval_and_in_orange_when_from_the_shape
         qtbot,
         lambda: streams.result(9, volume_ml=0.91, volume_low_ml=0.85, volume_high_ml=1.49, caveats=(late,)),
         lambda: "0.91" in window.readouts["volume"].text(),
+    )
+    assert "#ff9900" in window.readouts["volume"].styleSheet()
+    # the other view's next result does not say it: the level's volume stays orange (it flickered)
+    pump(
+        qtbot,
+        lambda: streams.result(9, plane="ap", volume_ml=0.92, volume_low_ml=0.85, volume_high_ml=1.49),
+        lambda: "0.92" in window.readouts["volume"].text(),
     )
     assert "#ff9900" in window.readouts["volume"].styleSheet()
 

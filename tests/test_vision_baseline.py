@@ -229,8 +229,9 @@ def test_the_sleeve_beside_an_axis_found_between_two_shafts_holds_no_steel():
 
 def test_cement_growing_over_the_baseline_frames_is_measured_near_the_tip():
     """An injection under way when monitoring began: the baseline's last frames are denser than
-    its first where the cement grows. Noise alone, a whole-frame change (brightness control) or
-    growth far from the tip is not it; a 3 mm disc growing at the tip is (its area, in mm2)."""
+    its first where the cement grows. Noise alone, a whole-frame change (brightness control),
+    growth far from the tip, as much there as at the tip, a thin line, or no tip is not it; a 3
+    mm disc growing at the tip is (its area, in mm2)."""
     from monitor.vision.baseline import GROWN_MIN_MM2, cement_grown_mm2
 
     pixel_mm, shape, tip = 0.25, (200, 200), (100.0, 100.0)
@@ -248,4 +249,11 @@ def test_cement_growing_over_the_baseline_frames_is_measured_near_the_tip():
     assert at_tip == pytest.approx(np.pi * 3.0**2, rel=0.35)
     far = noise + 0.05 * disc(100, 100 + 24 / pixel_mm, 3.0)  # 24 mm from the tip
     assert cement_grown_mm2(far, exclude, [tip], pixel_mm) < GROWN_MIN_MM2
-    assert cement_grown_mm2(far, exclude, [], pixel_mm) > GROWN_MIN_MM2  # no tip: anywhere
+    # as much grew far from the tip as at it (a gain or kVp step, a turn, a filter settling
+    # grow edges everywhere): not cement; nor anything without a tip to grow from
+    both = noise + 0.05 * disc(104, 100, 3.0) + 0.05 * disc(100, 100 + 24 / pixel_mm, 3.0)
+    assert cement_grown_mm2(both, exclude, [tip], pixel_mm) == 0.0
+    assert cement_grown_mm2(noise + 0.05 * disc(104, 100, 3.0), exclude, [], pixel_mm) == 0.0
+    # a thin line (an edge breathing left) is not a bolus
+    line = noise + 0.05 * (np.abs(xs - 106) < 1).astype(np.float32) * (np.abs(ys - 100) < 40)
+    assert cement_grown_mm2(line, exclude, [tip], pixel_mm) < GROWN_MIN_MM2

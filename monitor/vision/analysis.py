@@ -1135,8 +1135,8 @@ class CaseAnalyzer:
             return None
         plane = min(self._held_cement)  # "ap" before "lateral": the same each time
         return (
-            f"monitoring began with cement in the {plane} view's first frames (already there, or"
-            " growing while it was injected), so the outlines and tips were found on images"
+            f"the {plane} view's first frames held cement (already there, or growing as when"
+            " monitoring begins during an injection), so the outlines and tips were found on images"
             " holding cement"
         )
 

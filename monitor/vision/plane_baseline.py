@@ -118,11 +118,12 @@ def learn_plane_baseline(
         caveats.append(
             Caveat(
                 CaveatCode.CEMENT_IN_BASELINE,
-                f"cement grew over the first frames (about {grown_mm2:.0f} mm2 in the {plane} view):"
-                " monitoring began while cement was being injected. The volume may leave out what"
-                " went in before; the cannula tip and the body outline were found on images holding"
-                " cement, so a leak read off the outline, other than behind the wall, is a possible"
-                " leak, and cement apart from the bolus or lines leaving it are not read as leaks",
+                f"cement grew over the first frames (about {grown_mm2:.0f} mm2 around the tip in the"
+                f" {plane} view, nothing elsewhere), as when monitoring begins while cement is being"
+                " injected: the volume may leave out what went in before; the cannula tip and the body"
+                " outline were found on images holding cement, so a leak read off the outline, other"
+                " than behind the wall, is a possible leak, as are lines leaving the bolus, and cement"
+                " apart from it is not read as a leak",
             )
         )
     body, confidence = None, None
@@ -273,7 +274,9 @@ def _find_body(
         prior_caveat = Caveat(
             CaveatCode.CEMENT_IN_BASELINE,
             f"about {found.volume_ml:.1f} mL was already there when monitoring began,"
-            " estimated from the first frames and counted in distance, leaks and volume",
+            " estimated from the first frames and counted in distance, leaks and volume; the outline"
+            " was found on images holding it, so a leak read off it, other than behind the wall,"
+            " is a possible leak",
         )
         # its edges are not the body's: look for the body without it
         plain = plain.copy()
