@@ -246,6 +246,27 @@ def test_a_start_while_cement_is_injected_is_said_and_the_leak_still_alarms(reco
     assert all(a["site"] == "posterior" for a in leaks), leaks
 
 
+def test_drawing_a_body_marks_that_views_outline_as_the_operators(recordings):
+    """What lifts a late start's doubt from a view's outline leaks (test_vision_alarms): the
+    operator's box, set through the analyzer's own edit path; confirming the wall does not."""
+    from monitor.analyzer import VisionAnalysis
+
+    r, _ = recordings["no-leak"]
+    source = DicomPairSource(r.lateral, r.ap)
+    analysis = VisionAnalysis()
+    try:
+        for _ in analyse_source(_Frames(source, 0, 4), analysis):
+            pass
+    finally:
+        source.close()
+    lateral, ap = analysis.case.planes["lateral"], analysis.case.planes["ap"]
+    assert not lateral.body_drawn and not ap.body_drawn
+    lateral.confirm_wall()
+    assert not lateral.body_drawn
+    ap.set_body((150, 150, 120, 90))
+    assert ap.body_drawn and not lateral.body_drawn
+
+
 def test_a_frame_of_another_size_is_reported_not_fatal():
     analyzer = PlaneAnalyzer("lateral", "MONOCHROME2", "LIN", 12, 0.2)
     frame = np.random.default_rng(0).integers(900, 1100, (64, 64)).astype(np.uint16)

@@ -391,6 +391,32 @@ def test_on_a_level_that_held_cement_at_the_start_an_outline_leak_is_possible():
     assert [a[:3] for a in alarms(late(_read("lateral", 5, "posterior", "armed")))] == [
         (5, "high", "posterior")
     ]
+    assert (
+        "draw the body (Adjust body) in the lateral view"
+        in alarms(late(_read("ap", 4, None, None)), _read("lateral", 5, "disc", "armed"))[0][3]
+    )
     assert [a[:3] for a in alarms(_read("ap", 4, None, None), _read("lateral", 5, "disc", "armed"))] == [
         (5, "high", "disc")
     ]
+
+
+def test_the_operators_body_box_vouches_for_that_views_outline_on_a_late_start():
+    """On a level that held cement at the start, the operator drawing a view's body (Adjust
+    body) replaces the outline found on images holding cement: that view's leaks are alarmed
+    high again. The other view's stay possible. (Confirming the wall does not: it vouches for
+    the posterior wall, not for the endplates.)"""
+    from monitor.vision.analysis import CaseAnalyzer, PlaneAnalyzer
+    from monitor.vision.caveats import Caveat, CaveatCode
+
+    held = Caveat(CaveatCode.CEMENT_IN_BASELINE, "cement grew over the first frames")
+    case = CaseAnalyzer()
+    lateral = PlaneAnalyzer("lateral", "MONOCHROME2", "LIN", 12, 0.2)
+    lateral.body_drawn = True  # as set_body leaves it (tests/test_vision.py draws one)
+    case.planes["lateral"] = lateral
+    raised = []
+    ap = _read("ap", 4, None, None)
+    ap.caveats += (held,)
+    for r in (ap, _read("lateral", 5, "disc", "armed"), _read("ap", 6, "paravertebral", None)):
+        _, summary = case.process(_Reads([r]), None, r.frame, r.frame / 10)
+        raised += [(a["frame"], a["priority"], a["site"]) for a in summary.raised]
+    assert raised == [(5, "high", "disc"), (6, "medium", "paravertebral")]

@@ -285,6 +285,7 @@ class PlaneAnalyzer:
         self._filter_said = False  # the filter's undoing logged (once a level)
         # lateral: who armed the 5 mm rule on the wall ("automatic", "operator"; None: not armed)
         self.wall_armed_by: str | None = None
+        self.body_drawn = False  # the outline is the operator's box (set_body), not one found
         self._unarmed_why = ""  # why not, for the caveat on every result while so
         # the first cement read beyond the wall found: that wall cannot be confirmed, only redrawn
         self.wall_refuted = False
@@ -836,6 +837,7 @@ class PlaneAnalyzer:
         wx, wy = self.grid.to_working(x, y)
         cannula = self.learnt.cannulas[0] if self.learnt.cannulas else None
         self.body = body_from_box(self.plane, (wx - dx, wy - dy), (w / s, h / s), cannula)
+        self.body_drawn = True
         self.anatomy_error = None
         if self.plane == "lateral":
             self.wall_refuted = False
@@ -1111,14 +1113,16 @@ class CaseAnalyzer:
         high falsely when this case went unheld).
 
         In either view, on a level that held cement when monitoring began (:meth:`_cement_before`),
-        a leak off the outline anywhere but behind the wall is a possible leak: the outline and
-        the tip were found on images holding cement (started 8-20 frames late, the tuning cases
-        put an endplate through the bolus, the tip at its far side, and read the new cement beyond
-        them as disc, venous and paravertebral leaks)."""
+        a leak off the outline anywhere but behind the wall is a possible leak until the operator
+        draws that view's body (``body_drawn``; confirming or drawing the wall alone does not vouch
+        for the endplates): the outline and the tip were found on images holding cement (started
+        8-20 frames late, the tuning cases put an endplate through the bolus, the tip at its far
+        side, and read the new cement beyond them as disc, venous and paravertebral leaks)."""
         if site == "posterior":
             return None
-        if late := self._cement_before():
-            return late
+        drawn = getattr(self.planes.get(r.plane), "body_drawn", False)
+        if (late := self._cement_before()) and not drawn:
+            return f"{late}: draw the body (Adjust body) in the {r.plane} view to vouch for its outline"
         if r.plane != "lateral" or r.overlay.get("wall_state") != "not-confirmed":
             return None
         if not self._checks_leaks.get("ap", False):
