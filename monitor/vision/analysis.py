@@ -1120,8 +1120,8 @@ class CaseAnalyzer:
         side, and read the new cement beyond them as disc, venous and paravertebral leaks)."""
         if site == "posterior":
             return None
-        drawn = getattr(self.planes.get(r.plane), "body_drawn", False)
-        if (late := self._cement_before()) and not drawn:
+        view = self.planes.get(r.plane)
+        if (late := self._cement_before()) and not (view is not None and view.body_drawn):
             return f"{late}: draw the body (Adjust body) in the {r.plane} view to vouch for its outline"
         if r.plane != "lateral" or r.overlay.get("wall_state") != "not-confirmed":
             return None

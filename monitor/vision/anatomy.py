@@ -183,25 +183,25 @@ STEEL_SEEN_LONG_MM = 5.0  # ... and this long along the band (a shaft, not a fri
 
 
 def steel_seen(att: np.ndarray, cannulas: list[Cannula], pixel_mm: float | None) -> np.ndarray:
-    """Pixels of the cannulas' bands where the image itself shows steel, (H, W) bool over ``att``
-    (the first frame's attenuation, working pixels).
+    """The steel within the cannulas' bands, (H, W) bool over ``att`` (the first frame's
+    attenuation, working pixels): each band's core around the axis found
+    (STEEL_WIDTH_FACTOR widths), and the band's pixels the image itself shows dense like the
+    steel, so that an axis found off the steel cannot leave steel in the sleeve beside it.
 
-    The band's core around each axis found is taken as steel; this adds the band's pixels that
-    are dense like the steel, so that an axis found off the steel cannot leave steel in the
-    sleeve beside it. Two cannulas that project a few millimetres apart in the lateral view are
-    found as one, its axis between them (a tuning case, two shafts 4.3 mm apart at their tips):
+    Two cannulas that project a few millimetres apart in the lateral view are found as one,
+    its axis between them (a tuning case, two shafts 4.3 mm apart at their tips):
     each shaft's outer half lay in the sleeve, where the cement filling its lumen was read as
     cement running back along the needle, a front 9 mm from the tips at the first frame of
     cement. Read at STEEL_SEEN_BLUR_MM, where the two shafts stay apart, and against the
     steel's own top-hat level near the tips, which falls over dense bone.
     """
+    h, w = att.shape
+    seen = np.zeros((h, w), bool)
     if not cannulas:
-        return np.zeros(att.shape, bool)
+        return seen
     px = pixel_mm or PIXEL_MM_UNKNOWN
     sharp = cv2.GaussianBlur(att, (0, 0), max(0.5, STEEL_SEEN_BLUR_MM / px))
-    h, w = att.shape
     ys, xs = np.mgrid[0:h, 0:w]
-    seen = np.zeros((h, w), bool)
     for c in cannulas:
         # over the level beside the whole band: two shafts side by side fill a disc narrower
         kernel = (
@@ -211,6 +211,7 @@ def steel_seen(att: np.ndarray, cannulas: list[Cannula], pixel_mm: float | None)
             sharp, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
         )
         core = shaft_band((h, w), c.tip, c.direction, c.width_px, STEEL_WIDTH_FACTOR)
+        seen |= core
         near = np.hypot(xs - c.tip[0], ys - c.tip[1]) * px < STEEL_SEEN_NEAR_MM
         if not (core & near).any():
             continue

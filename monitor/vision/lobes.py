@@ -124,14 +124,14 @@ def find_disc_lobes(
             level *= LEVEL_STEP
             continue
         mine = set().union(*at_each)
+        tip_centres = [_centre(labels_, centres) for labels_ in at_each]
         for i in range(1, n):
             area = stats[i, cv2.CC_STAT_AREA] * pixel_mm**2
             if i in mine or area < LOBE_MIN_MM2:
                 continue
-            nearest = min(
-                at_each, key=lambda labels_: float(np.hypot(*(_centre(labels_, centres) - centres[i])))
-            )
-            dx, dy = (centres[i] - _centre(nearest, centres)) * pixel_mm
+            k = int(np.argmin([np.hypot(*(c - centres[i])) for c in tip_centres]))
+            nearest = at_each[k]
+            dx, dy = (centres[i] - tip_centres[k]) * pixel_mm
             if abs(dy) < 2 * abs(dx):
                 continue  # beside the bolus, not above or below it
             top_row, height = stats[i, cv2.CC_STAT_TOP], stats[i, cv2.CC_STAT_HEIGHT]

@@ -19,7 +19,6 @@ import numpy as np
 from monitor.vision.anatomy import (
     DEFAULT_PRIORS,
     PIXEL_MM_UNKNOWN,
-    STEEL_WIDTH_FACTOR,
     AnatomyPriors,
     ApBody,
     Cannula,
@@ -29,7 +28,6 @@ from monitor.vision.anatomy import (
     find_ap_body,
     find_cannulas,
     find_lateral_body,
-    shaft_band,
     steel_seen,
 )
 from monitor.vision.baseline import GROWN_MIN_MM2, BaselineState, cement_grown_mm2, find_cement_in_baseline
@@ -238,9 +236,7 @@ def baseline_layers(
         # excluded above, may be the front: for it only the steel itself is left out.
         # The steel: the core of each band found, and any steel the image shows in the band
         # (a second shaft beside an axis found between two).
-        steel = np.any(
-            [shaft_band(plain.shape, c.tip, c.direction, c.width_px, STEEL_WIDTH_FACTOR) for c in cannulas], 0
-        ) | steel_seen(plain, cannulas, pixel_mm)
+        steel = steel_seen(plain, cannulas, pixel_mm)
         sleeve = (exclude & ~outside & ~steel)[y0:y1, x0:x1]
     layers = cv2.merge(  # in the order of LAYER_*
         [attenuation, gradient, window.astype(np.float32), sleeve.astype(np.float32)]
