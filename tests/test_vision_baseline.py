@@ -257,3 +257,62 @@ def test_cement_growing_over_the_baseline_frames_is_measured_near_the_tip():
     # a thin line (an edge breathing left) is not a bolus
     line = noise + 0.05 * (np.abs(xs - 106) < 1).astype(np.float32) * (np.abs(ys - 100) < 40)
     assert cement_grown_mm2(line, exclude, [tip], pixel_mm) < GROWN_MIN_MM2
+
+
+def test_pixels_clipped_in_the_baseline_are_no_background_so_the_cement_they_show_stands_out():
+    """8-bit video and brightness control clip most of a region white from its first frame:
+    the baseline holds only a floor there. Cement darkening such pixels below the clip is then
+    most of what is left unclipped; levelled by the median over it (as before), it vanished.
+    Left out of the median, the few pixels clipped in neither set the level, and the cement
+    stands out; with no such pixel left, a level read elsewhere (the whole frame) is used."""
+    from monitor.vision.cement import segment
+
+    base = _textured(seed=3)
+    floor = np.zeros(base.shape, bool)
+    floor[:, 12:] = True  # 85 % of the region clipped in the baseline: its values are a floor
+    base[floor] = -2.0
+    frame = base - 0.1  # the exposure raised: the background's attenuation 0.1 lower
+    frame[floor] = -2.0  # still clipped, except where the cement darkens it below the clip
+    frame[20:44, 30:60] = -2.0 + 0.6
+    clipped_now = floor.copy()
+    clipped_now[20:44, 30:60] = False
+    plain = _state(base)
+    state = BaselineState(base, plain.layers, plain.exclude, None, None, floor)
+    args = (Registration(base), (0.0, 0.0), None, None, False, clipped_now)
+    before = compare_with_baseline(frame, plain, *args)
+    after = compare_with_baseline(frame, state, *args)
+    assert float(np.median(before.difference[22:42, 32:58])) < 0.1  # levelled by the cement itself
+    assert float(np.median(after.difference[22:42, 32:58])) == pytest.approx(0.7, abs=0.02)
+    assert after.clipped_before is not None and after.clipped_before[:, 14:].all()
+    cement = segment(after.difference, np.zeros_like(base), after.unread, 0.3, floor=after.clipped_before)
+    assert cement.mask[22:42, 32:58].all() and not cement.mask[:, :12].any()
+    # no pixel clipped in neither: the level read elsewhere, and a noise read before
+    levelled = compare_with_baseline(frame, state, *args, level=-0.1)
+    assert float(np.median(levelled.difference[22:42, 32:58])) == pytest.approx(0.7, abs=0.02)
+    given = segment(levelled.difference, np.zeros_like(base), levelled.unread, 0.3, noise=0.01)
+    assert given.noise == 0.01 and given.mask[22:42, 32:58].all()
+
+
+def test_the_exposure_change_is_read_over_the_whole_frame_outside_the_region():
+    """A LOG stream brightened by brightness control: every stored value up by the same step
+    (a gain, on a log scale); the region around the tip clipped white throughout. The change
+    is read from the rest of the frame; none is read when the frame is clipped everywhere."""
+    from monitor.vision.exposure import FrameLevel, frame_level
+    from monitor.vision.intensity import IntensityModel
+
+    rng = np.random.default_rng(5)
+    ys, xs = np.mgrid[0:160, 0:160]
+    tissue = 90 + 0.5 * xs + 0.2 * ys  # soft tissue and bone, 90-200
+    frames = [np.clip(tissue + rng.normal(0, 2, tissue.shape), 0, 255) for _ in range(3)]
+    for f in frames:
+        f[50:110, 50:110] = 255  # the region measured, clipped white
+    frames = [f.astype(np.uint8) for f in frames]
+    model = IntensityModel("MONOCHROME2", "LOG", 8, 30.0, True)  # 30 stored values per log unit
+    grid = PixelGrid(0.3, 1)
+    level = frame_level(frames, grid, model, "MONOCHROME2", 8, np.zeros((160, 160), bool), (45, 45, 115, 115))
+    assert isinstance(level, FrameLevel) and not level.usable[12:28, 12:28].any()  # the region left out
+    brighter = np.clip(frames[0].astype(int) + 9, 0, 255).astype(np.uint8)  # a gain of e^0.3
+    assert level.change(brighter, grid, model, "MONOCHROME2", 8) == pytest.approx(-0.3, abs=0.03)
+    assert level.change(frames[1], grid, model, "MONOCHROME2", 8) == pytest.approx(0.0, abs=0.03)
+    white = np.full_like(frames[0], 255)
+    assert level.change(white, grid, model, "MONOCHROME2", 8) is None
