@@ -25,8 +25,6 @@ from monitor.vision.baseline import (
     LAYER_ATTENUATION,
     LAYER_GRADIENT,
     LAYER_SLEEVE,
-    MIN_BACKGROUND_PX,
-    MIN_NOISE_PX,
     SLEEVE_ABOVE,
     BaselineState,
     Comparison,
@@ -274,9 +272,6 @@ class PlaneAnalyzer:
         self._last_mask: np.ndarray | None = None  # the bolus seen so far, left out of registration
         self.cement_mask: np.ndarray | None = None  # the cement measured on the last frame (ROI grid)
         self._shift = (0.0, 0.0)  # the breathing shift, working pixels, of the last frame
-        # the difference's noise, read on the frame with the most background so far (of at least
-        # MIN_NOISE_PX), and how much that was: used where too little is left to read it
-        self._noise: tuple[float, int] | None = None
         self.without_scatter = False  # once the cement's halo has shown there is none
         self.halo_open = True  # still watched: until both planes' halos have settled the question
         self.halo = HaloEvidence()  # what the cement's halo says of the modelled scatter
@@ -414,7 +409,6 @@ class PlaneAnalyzer:
         self._registration = Registration(self._state.attenuation)
         self._distances = DistanceMaps(self._state.exclude.shape)
         self._last_mask = None
-        self._noise = None
         self.cement_mask = None
         self.recursive.restart()
 
@@ -444,13 +438,9 @@ class PlaneAnalyzer:
     def _measure_frame(self, pixels: np.ndarray, frame: int) -> PlaneResult:
         clipped = saturated_bright(pixels, self.grid, self.roi, self.photometric, self.bits_stored)
         share = float(clipped.mean())
-        level = None  # the background's level read over the whole frame, where the region has too little
-        background = self._background_px(clipped)
-        if background < MIN_BACKGROUND_PX:
-            level = self._frame_level(pixels)
-            if level is None and share > CLIPPED_UNREADABLE_ABOVE:
-                return self._unreadable(frame, share)  # before any work: nothing on it is read
-        cement, comparison = self._cement(pixels, clipped, frame, level, background)
+        if share > CLIPPED_UNREADABLE_ABOVE:  # before any work: nothing on it is read
+            return self._unreadable(frame, share)
+        cement, comparison = self._cement(pixels, clipped, frame)
         dx, dy = comparison.shift
         x0, y0 = self.roi[0], self.roi[1]
         # into ROI coordinates, then by the breathing shift
@@ -606,16 +596,10 @@ class PlaneAnalyzer:
         mu, least = self.config.physics.cement_mu_per_mm, self.config.detection.leak_min_ml
         return find_apart_leaks(cement, tips, directions, self.grid, self.roi[:2], mu, least, veins)
 
-    def _cement(
-        self, pixels: np.ndarray, clipped: np.ndarray, number: int, level: float | None, background: int
-    ) -> tuple[CementMap, Comparison]:
+    def _cement(self, pixels: np.ndarray, clipped: np.ndarray, number: int) -> tuple[CementMap, Comparison]:
         """The frame against the baseline (its shift kept in ``_shift``) and the cement in it,
-        ``clipped`` (ROI grid, bool) left unread. ``level``: the background's change since the
-        baseline read over the whole frame (log units), used with a noise read earlier where the
-        region has too little background left to read them (:meth:`_frame_level`); None: both
-        read over the region, whose ``background`` pixels (:meth:`_background_px`) decide
-        whether this frame's noise is kept for such frames. The halo's evidence is gathered here
-        while it is watched."""
+        ``clipped`` (ROI grid, bool) left unread. The halo's evidence is gathered here while it
+        is watched."""
         # the intensity and the scatter apart, while the halo is watched or once the scatter is dropped
         parts = self._state.scatter_layers is not None and (self.halo_open or self.without_scatter)
         frame = (pixels, self.grid, self.learnt.model, self.physics, self.roi)
@@ -640,21 +624,12 @@ class PlaneAnalyzer:
             measured,
             self.without_scatter,
             clipped,
-            level,
         )
         self._shift = comparison.shift
         c = comparison
         cement = segment(
-            c.difference,
-            c.layers[..., LAYER_GRADIENT],
-            c.unread,
-            self.pixel_mm,
-            bolus=self._last_mask,
-            floor=c.clipped_before,
-            noise=None if level is None else self._noise[0],
+            c.difference, c.layers[..., LAYER_GRADIENT], c.unread, self.pixel_mm, bolus=self._last_mask
         )
-        if level is None and background >= max(MIN_NOISE_PX, self._noise[1] if self._noise else 0):
-            self._noise = (cement.noise, background)
         self._cement_seen = self._cement_seen or bool(cement.mask.any())
         self._say_filter()
         if parts and self.halo_open:
@@ -692,37 +667,10 @@ class PlaneAnalyzer:
         value = {"weight": round(w, 3), "undone": bool(f.undoing), "frame": f.first_undone}
         self.news.append(("temporal-filter", detail, value))
 
-    def _frame_level(self, pixels: np.ndarray) -> float | None:
-        """The background's change since the baseline read over the whole frame outside the
-        region (:class:`monitor.vision.exposure.FrameLevel`), with a noise read on an earlier
-        frame to go with it; None when either is missing (the frame is then read as before, or,
-        clipped over most of its region, not read at all)."""
-        if self.learnt.level is None or self._noise is None:
-            return None
-        model = self.learnt.model
-        return self.learnt.level.change(pixels, self.grid, model, self.photometric, self.bits_stored)
-
-    def _background_px(self, clipped: np.ndarray) -> int:
-        """How many pixels of the region are left to read the background's level and noise on
-        (not ``clipped`` now or in the baseline, not steel, not the bolus seen so far). Under
-        MIN_BACKGROUND_PX the level is read over the whole frame instead and the noise is the one
-        read earlier: a view clipped white from its first frame (brightness control on windowed
-        video) still shows the cement that darkens pixels below the clip, but the few pixels the
-        exposure leaves readable around it are the cement's own rim and the clip's edges (their
-        spread put the threshold over a realistic case's cement, lost for 20 frames)."""
-        left = ~(clipped | self._state.exclude)
-        if self._state.clipped is not None:
-            left &= ~self._state.clipped
-        if self._last_mask is not None:
-            left &= ~self._last_mask
-        return int(np.count_nonzero(left))
-
     def _unreadable(self, frame: int, share: float) -> PlaneResult:
-        """A frame whose region is clipped white over CLIPPED_UNREADABLE_ABOVE of it (``share``),
-        with too little background left in it (:meth:`_background_px`) and no level read over the
-        whole frame instead (:meth:`_frame_level`: none of it unclipped, or no noise read yet):
-        nothing tells the background's level from the cement's (on a realistic case the cement
-        then vanished from the view). Nothing is measured on it (no
+        """A frame whose region is clipped white over CLIPPED_UNREADABLE_ABOVE of it (``share``):
+        what is left is too little to tell the background's level from the cement's (on a
+        realistic case the cement then vanished from the view). Nothing is measured on it (no
         front, no leak rule checked, no halo evidence, said as skipped); the breathing shift,
         the view's cement outline and its volume stay those of its last frame read, which the
         level's volume goes on using (cement does not go away)."""

@@ -22,15 +22,6 @@ LAYER_ATTENUATION = 0  # the baseline's primary attenuation (log units)
 LAYER_GRADIENT = 1  # its edge strength (log units per pixel), for the cement threshold
 LAYER_EXCLUDED = 2  # 1 where pixels are never compared: the steel, outside the collimation
 MIN_REGISTERED_SHARE = 0.25  # of the ROI not ignored (cement, steel, clipped) below which the shift is kept
-# Working pixels of the background (not clipped now or in the baseline, not steel, not the
-# bolus) under which its level is read over the whole frame, with a noise read on an earlier
-# frame with MIN_NOISE_PX or more (and the most so far); and under which the level over the
-# region is read from every pixel, not one in 3. A frame clipped over most of its region with
-# neither is not read at all. On realistic cases, 8-bit video and brightness control left 1,000
-# such pixels in an AP region at the start and under 100 later, the cement's rim and the clip's
-# edges, whose spread read as noise rose from 0.013 to 0.2 (lost the cement).
-MIN_BACKGROUND_PX = 400
-MIN_NOISE_PX = 100
 LAYER_SLEEVE = 3  # 1 in the strips beside the steel where cement may run back (lateral)
 # After a sub-pixel shift the 0/1 channels blend at their edges: a pixel a quarter
 # excluded is excluded (the steel's edge must not read as cement), and a pixel counts as
@@ -61,9 +52,6 @@ class BaselineState:
     exclude: np.ndarray  # (h, w) bool: never compared
     prior: tuple[np.ndarray, np.ndarray] | None  # cement already in the baseline: (mask, log units)
     scatter_layers: np.ndarray | None  # (h, w, 2): measured intensity and modelled scatter
-    # (h, w) bool: pixels clipped bright on any baseline frame (their attenuation there is only a
-    # floor: the tissue was brighter than the image could show), or None where none was
-    clipped: np.ndarray | None = None
 
     def window(self, rows: slice, cols: slice) -> BaselineState:
         """The same baseline over a window of this ROI (views, not copies)."""
@@ -74,7 +62,6 @@ class BaselineState:
             self.exclude[w],
             None if self.prior is None else (self.prior[0][w], self.prior[1][w]),
             None if self.scatter_layers is None else self.scatter_layers[w],
-            None if self.clipped is None else self.clipped[w],
         )
 
 
@@ -102,8 +89,6 @@ class Comparison:
     exclude: np.ndarray  # bool: not compared (the excluded layer's, and ``uncovered``)
     intensity_before: np.ndarray | None  # (h, w, 2) the baseline's intensity and scatter, shifted
     clipped: np.ndarray | None = None  # bool: clipped bright in this frame, read as no cement (0)
-    # bool: clipped bright in the baseline (shifted with it): a floor, not a level, there
-    clipped_before: np.ndarray | None = None
 
     @property
     def unread(self) -> np.ndarray:
@@ -120,7 +105,6 @@ def compare_with_baseline(
     intensity: np.ndarray | None = None,
     without_scatter: bool = False,
     clipped: np.ndarray | None = None,
-    level: float | None = None,
 ) -> Comparison:
     """Register a frame's primary ``attenuation`` over the ROI, (h, w) log units, to the
     baseline, starting from the shift ``start`` and leaving the growing ``bolus`` (bool, or
@@ -129,11 +113,7 @@ def compare_with_baseline(
     measured intensities themselves, for images found to hold no scatter. ``clipped`` (bool,
     or None): the frame's pixels clipped bright (:func:`monitor.vision.pixels.saturated_bright`),
     left out of the registration and the background's median, their difference set to 0;
-    when they leave under MIN_REGISTERED_SHARE of the ROI to register on, the shift is kept.
-    The baseline's own clipped pixels (``state.clipped``) are left out of the median too.
-    ``level``: the background's change read elsewhere (log units, over the whole frame:
-    :class:`monitor.vision.exposure.FrameLevel`), taken instead of the median (None: the median
-    over the ROI's background, every pixel of it where the baseline's clip leaves it small)."""
+    when they leave under MIN_REGISTERED_SHARE of the ROI to register on, the shift is kept."""
     ignore = state.exclude if bolus is None else (state.exclude | bolus)
     if clipped is not None and clipped.any():
         ignore = ignore | clipped
@@ -152,24 +132,11 @@ def compare_with_baseline(
     background = ~exclude if bolus is None else ~(exclude | bolus)
     if clipped is not None:
         background &= ~clipped
-    clipped_before = None
-    if state.clipped is not None:
-        # A pixel clipped in the baseline shows there only the brightest the image holds: its
-        # difference is a floor (cement that darkens it below the clip reads, its depth short),
-        # not the background's level. Where the exposure clipped most of the region from the
-        # start, the pixels left unclipped are mostly the cement, and their median would be it.
-        clipped_before = shift_image(state.clipped.astype(np.float32), dx, dy) > 0.25
-        background &= ~clipped_before
-    if level is not None:
-        difference -= np.float32(level)
-    else:
-        sample = difference[::3, ::3][background[::3, ::3]]
-        if clipped_before is not None and sample.size < MIN_BACKGROUND_PX:  # few left: read every one
-            sample = difference[background]
-        difference -= median(sample) if sample.size else 0.0
+    sample = difference[::3, ::3][background[::3, ::3]]
+    difference -= median(sample) if sample.size else 0.0
     if clipped is not None:
         difference[clipped] = 0.0
-    return Comparison((dx, dy), difference, layers, uncovered, exclude, before, clipped, clipped_before)
+    return Comparison((dx, dy), difference, layers, uncovered, exclude, before, clipped)
 
 
 def with_prior(cement: CementMap, prior: tuple[np.ndarray, np.ndarray] | None, shift) -> CementMap:

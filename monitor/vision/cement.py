@@ -174,32 +174,20 @@ def segment(
     pixel_mm: float | None,
     min_threshold: float = 0.045,
     bolus: np.ndarray | None = None,
-    floor: np.ndarray | None = None,
-    noise: float | None = None,
 ) -> CementMap:
     """Cement pixels: a smoothed difference above a noise- and edge-aware threshold,
     in connected regions that reach at least twice that threshold. The noise is measured
-    outside ``exclude`` and ``floor`` (bool, or None: pixels clipped in the baseline, whose
-    difference is only a floor) and, while enough is left, outside the ``bolus`` seen so far
-    (bool, or None): where the exposure has clipped most of the region, the cement would
-    otherwise be most of the sample and its own spread would raise the threshold over it. Where
-    few pixels are left (fewer than 50 of one in 16), every one of them is sampled. ``noise``:
-    the smoothed difference's noise read on an earlier frame, used instead where none is left."""
+    outside ``exclude`` and, while enough is left, outside the ``bolus`` seen so far (bool,
+    or None): where the exposure has clipped most of the region, the cement would otherwise
+    be most of the sample and its own spread would raise the threshold over it."""
     sigma = max(0.8, 0.25 / pixel_mm) if pixel_mm else 1.0
     smooth = cv2.GaussianBlur(difference, (0, 0), sigma)
-    read = ~exclude if floor is None else ~(exclude | floor)
-
-    def values(where: np.ndarray) -> np.ndarray:
-        few = smooth[::4, ::4][where[::4, ::4]]
-        return few if few.size >= 50 or floor is None else smooth[where]
-
-    if noise is None:
-        sample = values(read)
-        if bolus is not None:
-            outside = values(read & ~bolus)
-            sample = outside if outside.size >= max(50, sample.size // 8) else sample
-        sample = sample if sample.size else smooth.ravel()
-        noise = 1.4826 * median(np.abs(sample - median(sample)))
+    sample = smooth[::4, ::4][~exclude[::4, ::4]]
+    if bolus is not None:
+        outside = smooth[::4, ::4][~(exclude | bolus)[::4, ::4]]
+        sample = outside if outside.size >= max(50, sample.size // 8) else sample
+    sample = sample if sample.size else smooth.ravel()
+    noise = 1.4826 * median(np.abs(sample - median(sample)))
     threshold = np.maximum(
         max(min_threshold, 5.0 * noise), 2.5 * REGISTRATION_UNCERTAINTY_PX * baseline_gradient
     ).astype(np.float32)

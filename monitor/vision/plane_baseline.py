@@ -35,9 +35,8 @@ from monitor.vision.body import lies_inside
 from monitor.vision.caveats import Caveat, CaveatCode
 from monitor.vision.cement import Registration, shift_image
 from monitor.vision.confidence import MAX_WALL_SPREAD_MM, MIN_OUTLINE_SUPPORT, WallConfidence, assess_wall
-from monitor.vision.exposure import FrameLevel, frame_level
 from monitor.vision.intensity import IntensityModel, model_for
-from monitor.vision.pixels import PixelGrid, saturated_bright
+from monitor.vision.pixels import PixelGrid
 from monitor.vision.scatter import ScatterPhysics, primary_attenuation
 
 ROI_FRACTION_WITHOUT_SCALE = 0.3  # half the ROI around the tip, as a share of the frame's larger side
@@ -59,7 +58,6 @@ class PlaneBaseline:
     caveats: tuple[Caveat, ...]  # what every result of the plane must say from now on
     wall_confidence: WallConfidence | None = None  # lateral, for the wall found automatically
     grown_mm2: float = 0.0  # cement that grew while the baseline was taken (see cement_grown_mm2)
-    level: FrameLevel | None = None  # the whole frame's baseline, for the exposure's change
 
     @property
     def cement_grew(self) -> bool:
@@ -111,10 +109,7 @@ def learn_plane_baseline(
     attenuation, scatter_layers, shifts, growth = register_frames(parts, roi, fits)
     exclude, layers = baseline_layers(attenuation, plain, cannulas, roi, plane, grid.pixel_mm)
     x0, y0, x1, y1 = roi
-    clipped = np.any([saturated_bright(f, grid, roi, photometric, bits_stored) for f in frames], axis=0)
-    state = BaselineState(
-        attenuation, layers, exclude[y0:y1, x0:x1], None, scatter_layers, clipped if clipped.any() else None
-    )
+    state = BaselineState(attenuation, layers, exclude[y0:y1, x0:x1], None, scatter_layers)
     tips = [(c.tip[0] - x0, c.tip[1] - y0) for c in cannulas]
     grown_mm2 = cement_grown_mm2(growth, state.exclude, tips, grid.pixel_mm or PIXEL_MM_UNKNOWN)
     if grown_mm2 >= GROWN_MIN_MM2:
@@ -146,9 +141,8 @@ def learn_plane_baseline(
             confidence = assess_wall(body, grid.pixel_mm, moves, *wall_limits)
     elif cannulas:
         anatomy_error = Caveat(CaveatCode.UNCALIBRATED, "no millimetre scale, so no wall distance")
-    level = frame_level(frames, grid, model, photometric, bits_stored, exclude, roi)
     return PlaneBaseline(
-        model, cannulas, roi, state, body, anatomy_error, tuple(caveats), confidence, grown_mm2, level
+        model, cannulas, roi, state, body, anatomy_error, tuple(caveats), confidence, grown_mm2
     )
 
 
@@ -270,7 +264,9 @@ def _find_body(
         state.attenuation, state.exclude, cannulas, roi[:2], grid.pixel_mm, cement_mu_per_mm
     )
     if found is not None:
-        state = replace(state, prior=(found.mask, found.values))
+        state = BaselineState(
+            state.attenuation, state.layers, state.exclude, (found.mask, found.values), state.scatter_layers
+        )
         prior_caveat = Caveat(
             CaveatCode.CEMENT_IN_BASELINE,
             f"about {found.volume_ml:.1f} mL was already there when monitoring began,"
