@@ -630,10 +630,10 @@ def test_a_vein_too_faint_to_segment_is_said_as_a_line_within_two_frames(tmp_pat
     cement's outline, and it went unalarmed. Read along its length it is a line leaving the
     bolus: alarmed as venous within 2 frames of the onset, saying it was read as a line, and
     nothing is alarmed before cement left. Its first bolus in the lateral view read a little
-    wide for its volume (1.07 times the bound), as new cement around cement already there does,
-    so the line is a possible leak there (medium), saying why, not silence. The logged results
-    mark the leak as a line, and each view's decision, which an analyzer restarted on the log
-    takes back."""
+    wide for its volume (1.08 times the sphere bound: this room's darkness reads the volume
+    low), which made the line only a possible leak until the bound allowed 1.15 times (session
+    45): now a high alarm. The logged results mark the leak as a line, and each view's decision
+    (no "apart-off"), which an analyzer restarted on the log takes back."""
     from monitor.accuracy import evaluate_case, world_configs
     from monitor.analyzer import VisionAnalysis
     from monitor.io.sources import DicomPairSource
@@ -650,7 +650,7 @@ def test_a_vein_too_faint_to_segment_is_said_as_a_line_within_two_frames(tmp_pat
     first = leaks[0]
     assert (first["plane"], first["site"]) == ("lateral", "venous") and first["frame"] - onset <= 2, first
     assert "a thin line of cement leaving the bolus" in first["reason"], first["reason"]
-    assert first["priority"] == "medium" and "grow from its start" in first["reason"], first
+    assert first["priority"] == "high" and "grow from its start" not in first["reason"], first
     spec = RunSpec(str(tmp_path / "session"), "L1", endpoints=Endpoints.private())
     source = DicomPairSource(tmp_path / "case" / "lateral.dcm", tmp_path / "case" / "ap.dcm")
     assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) in (0, 4)
@@ -668,9 +668,9 @@ def test_a_vein_too_faint_to_segment_is_said_as_a_line_within_two_frames(tmp_pat
     restarted.restore(store, store.records("frame")[-1].body["stream"])
     store.close()
     assert lines >= 2, "the logged results do not mark the vein as a line"
-    assert off == [("lateral",)], off
+    assert off == [], off
     # each view's decision as its results said it, not decided again on the grown bolus
-    assert [restarted.case.planes[p]._apart for p in ("lateral", "ap")] == [False, True]
+    assert [restarted.case.planes[p]._apart for p in ("lateral", "ap")] == [True, True]
 
 
 def test_a_disc_leak_with_no_outline_is_read_as_a_lobe_in_both_views_within_two_frames(tmp_path):
