@@ -26,6 +26,7 @@ it reads the volume then; it is reported apart from the targets' table.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import multiprocessing
@@ -39,6 +40,7 @@ import cv2
 import numpy as np
 
 from monitor.analyzer import Analysis, VisionAnalysis, analyse_source
+from monitor.collection import CollectionPacing
 from monitor.io.sources import DicomPairSource
 from monitor.messages import Command
 from monitor.sim.simulate import SimConfig, simulate
@@ -200,11 +202,13 @@ def evaluate_case(folder: Path, syringe_ml: float = 0.0) -> dict:
     wall_error: dict[int, float] = {}  # lateral frame -> the armed wall's error (mm), where known
     spacing = truth["geometry"]["spacing_at_vertebra_mm"]
     alarms = []
-    analysis = _Timed(VisionAnalysis())
+    pacing = CollectionPacing()
+    analysis = _Timed(VisionAnalysis(), pacing)
     no_scatter_frame = None  # the first frame said to hold no scatter
     volume_low: set[int] = set()  # frames whose darkness read low: the volume is the shape's
     interval: dict[int, tuple[float, float]] = {}  # frame -> the volume's 68 % interval (mL)
-    try:
+    # Python's full collections as the analyzer process runs them: between frames, not timed
+    with pacing, contextlib.closing(source):
         for item, result in analyse_source(_SyringeEvents(source, analysis, injected, syringe_ml), analysis):
             if item.plane == "lateral":
                 distance[item.index] = result.distance_mm
@@ -223,8 +227,6 @@ def evaluate_case(folder: Path, syringe_ml: float = 0.0) -> dict:
                 volume_low.add(item.index)
             if no_scatter_frame is None and CaveatCode.SCATTER_NOT_SEEN in result.caveat_codes():
                 no_scatter_frame = item.index
-    finally:
-        source.close()
     return {
         "name": folder.name,
         "config": truth["config"],
@@ -237,8 +239,9 @@ def evaluate_case(folder: Path, syringe_ml: float = 0.0) -> dict:
         "no_scatter_frame": no_scatter_frame,
         "volume_low_frames": sorted(volume_low),
         "volume_interval": interval,
-        "timing_ms": [1000 * t for t in analysis.seconds[2 * 3 :]],
-    }  # after the baseline frames
+        "timing_ms": [1000 * t for t in analysis.seconds[2 * 3 :]],  # after the baseline frames
+        "full_collections_ms": [1000 * t for t in pacing.seconds],
+    }
 
 
 def wall_error_mm(overlay: dict, truth_wall, spacing_mm: float) -> float | None:
@@ -285,16 +288,20 @@ class _SyringeEvents:
 
 class _Timed(Analysis):
     """The analyzer's analysis, timed per frame: from the frame received (decoded) to the
-    result it would send, as the analyzer process spends it."""
+    result it would send, as the analyzer process spends it; with ``pacing``, Python's full
+    collections run after the result as the analyzer process runs them (not timed)."""
 
-    def __init__(self, inner: Analysis):
+    def __init__(self, inner: Analysis, pacing: CollectionPacing | None = None):
         self.inner = inner
+        self.pacing = pacing
         self.seconds: list[float] = []
 
     def process(self, frame):
         started = time.perf_counter()
         result = self.inner.process(frame)
         self.seconds.append(time.perf_counter() - started)
+        if self.pacing is not None:
+            self.pacing.between_frames()
         return result
 
     def apply(self, command):
@@ -327,6 +334,7 @@ def score(cases: list[dict]) -> dict:
     prox = {"cases": 0, "on_time": 0, "latencies": [], "false": 0, "missed": 0}
     leak = {"cases": 0, "on_time": 0, "latencies": [], "false": 0, "missed": 0, "site_ok": 0}
     timing = {512: [], 768: [], 1024: []}
+    collections: list[float] = []  # Python's full collections run between frames (ms)
     for c in cases:
         t = c["truth"]
         states = c.get("wall", {})
@@ -392,6 +400,7 @@ def score(cases: list[dict]) -> dict:
                 leak["missed"] += 1
         size = c["config"]["size"]
         timing.setdefault(size, []).extend(c["timing_ms"])
+        collections += c.get("full_collections_ms", [])  # absent in results from before session 46
     return {
         "distance_err_mm": dist_err,
         "distance_missing": dist_missing,
@@ -406,6 +415,7 @@ def score(cases: list[dict]) -> dict:
         "proximity": prox,
         "leak": leak,
         "timing": timing,
+        "full_collections_ms": collections,
         "n_cases": len(cases),
     }
 
@@ -471,6 +481,11 @@ def report(s: dict, title: str) -> str:
                 f"{f'processing ms per frame at {size}, median / p99':46} "
                 f"{pct(values, 50):8.1f} / {pct(values, 99):7.1f}   <= 10 at 1024"
             )
+    done = s.get("full_collections_ms", [])
+    lines.append(
+        f"{'full garbage collections between frames: n, max ms':46} {len(done):8d} / "
+        + (f"{max(done):7.1f}" if done else "      -")
+    )
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import zmq
 
+from monitor.collection import CollectionPacing
 from monitor.errors import MonitorError
 from monitor.flow import FlowClient
 from monitor.io import security
@@ -900,14 +901,17 @@ def run_analyzer(
         bind_endpoint(control, control_endpoint, "control")
     flow = FlowClient(flow_endpoint, "analyzer", context=ctx)
     node = None
+    pacing = CollectionPacing()
     try:
         node = AnalyzerNode(analysis, session, results, flow, stale_ms, session_dir, exit_on_end)
         released = after_end.released if after_end is not None else lambda: False
-        while not should_stop() and not released():
-            node.on_commands(control)
-            message = frames.receive(20)
-            if node.on_message(message, frames.stats.rejected, time.monotonic()):
-                break
+        with pacing:  # Python's full collections between frames, not inside one
+            while not should_stop() and not released():
+                node.on_commands(control)
+                message = frames.receive(20)
+                if node.on_message(message, frames.stats.rejected, time.monotonic()):
+                    break
+                pacing.between_frames()
         if after_end is not None and not should_stop() and not released():
             after_end.finished()
             while not should_stop() and not released():
@@ -926,6 +930,7 @@ def run_analyzer(
         "analysed": node.analysed,
         "rejected": dict(frames.stats.rejected),
         "dropped": dict(frames.stats.dropped),
+        "full_collections_ms": [round(1000 * t, 2) for t in pacing.seconds],
     }
 
 
