@@ -333,6 +333,9 @@ def score(cases: list[dict]) -> dict:
     prox_armed = {"cases": 0, "on_time": 0}
     prox = {"cases": 0, "on_time": 0, "latencies": [], "false": 0, "missed": 0}
     leak = {"cases": 0, "on_time": 0, "latencies": [], "false": 0, "missed": 0, "site_ok": 0}
+    # the possible (medium) leak alarms, which the operator sees too: the leaks they alone
+    # announced within 2 frames, and those raised before any cement left (counted as the high)
+    possible = {"on_time": 0, "false": 0}
     timing = {512: [], 768: [], 1024: []}
     collections: list[float] = []  # Python's full collections run between frames (ms)
     for c in cases:
@@ -398,6 +401,11 @@ def score(cases: list[dict]) -> dict:
                 leak["site_ok"] += good[0]["site"] == t["leak_site"]
             else:
                 leak["missed"] += 1
+        mediums = [a for a in c["alarms"] if a["kind"] == "extravasation" and a["priority"] != "high"]
+        early = [a for a in mediums if first is None or a["frame"] < first]
+        possible["false"] += len({(a["plane"], a["site"]) for a in early})
+        if onset is not None and not (good and good[0]["frame"] - onset <= 2):
+            possible["on_time"] += any(a["frame"] - onset <= 2 for a in mediums if a not in early)
         size = c["config"]["size"]
         timing.setdefault(size, []).extend(c["timing_ms"])
         collections += c.get("full_collections_ms", [])  # absent in results from before session 46
@@ -407,6 +415,7 @@ def score(cases: list[dict]) -> dict:
         "distance_withheld": withheld,
         "walls": walls,
         "proximity_armed": prox_armed,
+        "possible_leaks": possible,
         "volume_err_pct": vol_err,
         "final_volume_err_pct": final_vol_err,
         "volume_from_shape": volume_from_shape,
@@ -437,6 +446,7 @@ def pct(values, q) -> float:
 def report(s: dict, title: str) -> str:
     p, lk = s["proximity"], s["leak"]
     w, pa = s["walls"], s["proximity_armed"]
+    pl = s.get("possible_leaks", {})  # absent in summaries from before session 46
     lines = [
         f"accuracy benchmark, {title}",
         "",
@@ -462,6 +472,8 @@ def report(s: dict, title: str) -> str:
         f"{'leaks: missed':46} {lk['missed']:18d}",
         f"{'leaks: site correct (first alarm)':46} {lk['site_ok']:>11d} of {lk['cases'] - lk['missed']:<4d}",
         f"{'leaks: false alarms (before any cement left)':46} {lk['false']:18d}   <= 1 per 20 cases",
+        f"{'  only a possible (medium) leak within 2 frames':46} {pl.get('on_time', 0):18d}",
+        f"{'  possible (medium) leaks before any cement left':46} {pl.get('false', 0):18d}",
         f"{'volume error, median (%, frames >= 0.5 mL)':46} {pct(s['volume_err_pct'], 50):18.1f}   <= 5",
         f"{'volume error, p95 (%)':46} {pct(s['volume_err_pct'], 95):18.1f}   <= 10",
         f"{'final volume error, median (%)':46} {pct(s['final_volume_err_pct'], 50):18.1f}",

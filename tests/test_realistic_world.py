@@ -4,6 +4,7 @@ hardening, the room's unknowns drawn from their ranges, and what a case writes."
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -230,6 +231,17 @@ def test_the_benchmark_scores_a_realistic_case_and_tables_it_by_band(tmp_path):
                 "anatomy: geometric", "scenario: posterior (geometric)"):  # fmt: skip
         assert row in table
     assert "realistic" in report(score([case]), "realistic world: 1 case")
+    # The possible (medium) leak alarms are counted too: the operator sees them. A leak from
+    # frame 10 with only a possible alarm at 11, and one raised at 5 before any cement left.
+    leaked = {**case, "truth": {**case["truth"], "leak_onset": 10, "leak_first": 10, "leak_site": "venous"}}
+    medium = {"kind": "extravasation", "priority": "medium", "plane": "lateral", "site": "venous"}
+    leaked["alarms"] = [{**medium, "frame": 5}, {**medium, "frame": 11}]
+    scored = score([leaked])
+    assert scored["possible_leaks"] == {"on_time": 1, "false": 1}
+    assert scored["leak"]["on_time"] == 0 and scored["leak"]["missed"] == 1  # no high alarm
+    text = report(scored, "realistic world: 1 case")
+    assert re.search(r"only a possible \(medium\) leak within 2 frames +1\n", text), text
+    assert re.search(r"possible \(medium\) leaks before any cement left +1\n", text), text
 
 
 def test_a_ct_phantom_is_surrounded_by_the_patients_own_chest():
