@@ -709,6 +709,51 @@ def test_a_disc_leak_with_no_outline_is_read_as_a_lobe_in_both_views_within_two_
     assert "gas cleft" in first["reason"], first["reason"]
 
 
+def test_dense_cement_filling_a_cleft_under_an_endplate_is_no_leak_inside_an_armed_outline(
+    tmp_path, monkeypatch
+):
+    """Tuning seed 5022's L2 (geometric, 512 pixels) with its gas cleft moved to lie on the lower
+    endplate and dense cement seen behind scatter (ZrO2 at 65 kVp, scatter-to-primary 0.9): no
+    cement leaves the body. The cleft fills first, and its cement shows below the bolus across a
+    valley (0.73-0.82 of its summit), which the disc-lobe reading finds in both views since its
+    valley was allowed to 0.9 (session 45). What keeps it from being a disc leak is the armed
+    lateral outline, which puts the lobe inside the body: no leak alarm, high or possible."""
+    import monitor.sim.simulate as sim
+    import monitor.vision.analysis as analysis
+    from monitor.accuracy import evaluate_case, world_configs
+    from monitor.sim.anatomy import MU_SOFT_TISSUE
+
+    def cleft_on_the_lower_endplate(phantom, rng):
+        x, y, z = phantom.grid.coords()
+        bone = phantom.cancellous
+        has = bone.any(axis=0)
+        lowest = z.ravel()[np.argmax(bone, axis=0)]  # the cancellous bone's lowest z per column
+        ellipse = (x / 8.0) ** 2 + ((y + 0.15 * phantom.shape.half_depth) / 6.0) ** 2 <= 1.0
+        cleft = bone & ellipse & (np.abs(z - lowest[None]) <= 3.0) & has[None]
+        mu = phantom.mu.copy()
+        mu[cleft] = -MU_SOFT_TISSUE  # gas
+        return replace(phantom, mu=mu, cleft=cleft)
+
+    lobes_read = []
+    find = analysis.find_disc_lobes
+
+    def recorded(*args):
+        lobes = find(*args)
+        lobes_read.extend(lobes)
+        return lobes
+
+    monkeypatch.setattr(sim, "add_cleft", cleft_on_the_lower_endplate)
+    monkeypatch.setattr(analysis, "find_disc_lobes", recorded)
+    cfg = world_configs([5022])[0]
+    dense = replace(cfg.world, opacifier="ZrO2", opacifier_fraction=0.34, kvp=65.0, scatter_to_primary=0.9)
+    truth = simulate(replace(cfg, scenario="none", cleft=True, world=dense, size=512), tmp_path / "cleft")
+    assert truth["total_leaked_ml"] == 0.0
+    result = evaluate_case(tmp_path / "cleft")
+    assert set(result["wall"].values()) == {"armed"}
+    assert any(not lobe.above and lobe.level / lobe.summit > 0.8 for lobe in lobes_read), lobes_read
+    assert [a for a in result["alarms"] if a["kind"] == "extravasation"] == []
+
+
 def test_two_shafts_found_as_one_do_not_put_their_lumens_cement_in_the_front(tmp_path):
     """Tuning seed 5020's cannulas (bipedicular, geometric T10, 1024 pixels), over its first 14
     frames: in the lateral view the two shafts project 4.3 mm apart at their tips and cross 27
