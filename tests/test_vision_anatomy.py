@@ -4,8 +4,6 @@ of those recordings. One file, so that the cases are rendered once per test work
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
@@ -206,39 +204,6 @@ def test_an_endplate_found_beside_the_tip_is_refused(anatomy_cases):
         find_lateral_body(with_cleft, shaft, pixel_mm)
     body = find_lateral_body(att, shaft, pixel_mm)  # without the cleft: its own endplates, well clear
     assert (shaft.tip[1] - float(body.superior.at(shaft.tip[0]))) * pixel_mm > 4.0
-
-
-def test_a_posterior_wall_found_just_behind_the_tip_is_refused(anatomy_cases):
-    """The cannula's tip is put about 1 cm behind the anterior cortex (DOMAIN.md), well in front
-    of the posterior wall: 9.4-26 mm on the realistic world's 72 cases. An edge just behind the
-    tip (a pedicle's cortex, a fracture line, a blurred CT's ramp) taken for the wall puts the
-    first cement beyond it: on tuning seed 5002 (CT) a wall found 2-5 mm behind the tip raised
-    a high posterior leak alarm at frame 15, with the truth 15 mm inside. An outline whose wall
-    is within 5 mm of the tip is refused; the same image is outlined when the priors allow it."""
-    from monitor.vision.anatomy import AnatomyPriors, NotFound, find_lateral_body
-
-    att, pixel_mm, shaft, tip = _lateral_steel(anatomy_cases, "wedge-L1")
-    body = find_lateral_body(att, shaft, pixel_mm)
-    tx, ty = shaft.tip
-    towards_wall = np.sign(float(body.posterior.at(ty)) - tx)  # +1: the wall is right of the tip
-    true_gap_mm = abs(float(body.posterior.at(ty)) - tx) * pixel_mm
-    assert true_gap_mm > 8.0, true_gap_mm  # its own wall, well clear of the tip
-    ys, xs = np.mgrid[0 : att.shape[0], 0 : att.shape[1]]
-    behind_mm = towards_wall * (xs - tx) * pixel_mm  # how far behind the tip, towards the posterior wall
-    rows = (np.abs(ys - ty) * pixel_mm < 20.0) & ~shaft.mask
-    crest = rows & (behind_mm > 2.7) & (behind_mm <= 3.5)  # a dense line, as a cortex seen edge-on ...
-    beyond = rows & (behind_mm > 3.5)  # ... and less bone behind it
-    with_edge = (att + 0.6 * crest - 0.4 * beyond).astype(np.float32)
-
-    # the body would then be too shallow here (11 mm): the depth's prior is opened to see this
-    # rule alone (on 5002 the anterior wall found was wrong too, and the depth passed)
-    shallow = AnatomyPriors(depth_mm=(5.0, 55.0))
-    near_allowed = replace(shallow, min_tip_from_posterior_wall_mm=2.0)
-    near = find_lateral_body(with_edge, shaft, pixel_mm, priors=near_allowed)
-    gap_mm = towards_wall * (float(near.posterior.at(ty)) - tx) * pixel_mm
-    assert 2.0 < gap_mm < 5.0, f"the step was not taken for the wall ({gap_mm:.1f} mm behind the tip)"
-    with pytest.raises(NotFound, match=r"cannula tip \d\.\d mm from the wall"):
-        find_lateral_body(with_edge, shaft, pixel_mm, priors=shallow)
 
 
 @pytest.mark.parametrize("name", ["wedge-L1", "thoracic-T8"])

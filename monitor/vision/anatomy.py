@@ -34,14 +34,7 @@ class AnatomyPriors:
     depth_mm: tuple[float, float] = (18.0, 55.0)  # anterior to posterior wall at the tip (lateral)
     height_mm: tuple[float, float] = (10.0, 38.0)  # endplate to endplate at the tip (fractured: low)
     max_wall_tilt_deg: float = 25.0  # the posterior wall off perpendicular to the endplates
-    min_tip_inside_mm: float = 2.0  # AP view: the tip this far inside each lateral wall
-    # Lateral view: the tip this far in front of the posterior wall. It is put about 1 cm behind
-    # the anterior cortex (DOMAIN.md), 9.4-26 mm in front of the wall on the realistic world's 72
-    # cases; a tip within 5 mm would have the first cement at the 5 mm line, a placement no one
-    # injects from. A "wall" found nearer is another edge (a pedicle's cortex, a fracture line):
-    # on tuning seed 5002 (CT, 2 mm before) it raised a high posterior leak alarm with the truth
-    # 15 mm inside. The operator draws the wall then.
-    min_tip_from_posterior_wall_mm: float = 5.0
+    min_tip_inside_mm: float = 2.0  # the tip this far inside (lateral: the posterior wall; AP: each side)
     # ... and this far from each endplate, in both views: the tip is put in the middle of the body's
     # height (the middle third of a 14-35 mm body is >= 4.7 mm from either endplate); an "endplate"
     # nearer is another edge (a fracture line, a rib, the other cortex), and an outline on it would
@@ -1008,7 +1001,7 @@ def _check_plausible(body: LateralBody, cannula: Cannula, pixel_mm: float, prior
         problems.append(f"height {height:.0f} mm")
     if tilt > p.max_wall_tilt_deg:
         problems.append(f"wall {tilt:.0f} degrees off perpendicular to the endplates")
-    if tip_inside < p.min_tip_from_posterior_wall_mm:
+    if tip_inside < p.min_tip_inside_mm:
         problems.append(f"cannula tip {tip_inside:.1f} mm from the wall")
     from_plate = _tip_from_endplates(body.superior, body.inferior, (tx, ty), pixel_mm)
     if from_plate < p.min_tip_from_endplate_mm:
