@@ -13,6 +13,11 @@ objects) is frozen (``gc.freeze``) and never walked again, so the collection tha
 only what the session has made since: 0.09 ms at the median over ten 1024-pixel cases (one core).
 Young generations are still collected automatically: they are cheap and keep the heap from
 growing between full collections.
+
+This relies on CPython's generational collector as in 3.10-3.13 (the locked interpreter is
+3.11), where the third threshold gates the full collection. CPython 3.14's incremental
+collector reads its thresholds differently; there the pacing may not hold the full collection
+back (``tests/test_collection.py`` would say so).
 """
 
 from __future__ import annotations
@@ -51,16 +56,21 @@ class CollectionPacing:
 
     def __enter__(self) -> CollectionPacing:
         cls = CollectionPacing
+        self._last = self._clock()  # first: nothing is changed if the clock fails
         with cls._lock:
             if cls._entered == 0:
-                cls._saved_threshold = gc.get_threshold()
-                gc.collect()  # what is garbage now is not frozen with the rest
-                gc.freeze()
-                young, middle, _ = cls._saved_threshold
-                gc.set_threshold(young, middle, _NEVER)
+                saved = gc.get_threshold()
+                try:
+                    gc.collect()  # what is garbage now is not frozen with the rest
+                    gc.freeze()
+                    gc.set_threshold(saved[0], saved[1], _NEVER)
+                except BaseException:  # an interrupt while setting up: the collector as it was
+                    gc.set_threshold(*saved)
+                    gc.unfreeze()
+                    raise
+                cls._saved_threshold = saved
             cls._entered += 1
         self._active = True
-        self._last = self._clock()
         return self
 
     def __exit__(self, *exc) -> None:

@@ -89,3 +89,16 @@ def test_pacings_side_by_side_restore_the_collector_when_the_last_leaves():
 def test_a_pacing_must_have_a_positive_period():
     with pytest.raises(ValueError, match="positive"):
         CollectionPacing(every_s=0)
+
+
+def test_a_pacing_that_fails_to_start_leaves_the_collector_as_it_was():
+    def broken_clock() -> float:
+        raise KeyboardInterrupt  # an interrupt while the pacing starts
+
+    before = gc.get_threshold()
+    with pytest.raises(KeyboardInterrupt), CollectionPacing(clock=broken_clock):
+        pass
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    with CollectionPacing():  # and the next one starts and stops cleanly
+        assert gc.get_threshold()[2] > 10**9
+    assert gc.get_threshold() == before
