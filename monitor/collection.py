@@ -55,6 +55,16 @@ class CollectionPacing:
         self.seconds: list[float] = []  # each full collection's duration (wall seconds)
 
     def __enter__(self) -> CollectionPacing:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> CollectionPacing:
+        """What entering does, for a loop whose clean-up is already a ``finally``. Starting one
+        already started changes nothing."""
+        if self._active:
+            return self
         cls = CollectionPacing
         self._last = self._clock()  # first: nothing is changed if the clock fails
         with cls._lock:
@@ -73,7 +83,8 @@ class CollectionPacing:
         self._active = True
         return self
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
+        """What leaving does; stopping one not started, or twice, changes nothing."""
         if not self._active:
             return
         self._active = False

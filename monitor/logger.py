@@ -21,6 +21,7 @@ from pathlib import Path
 
 import zmq
 
+from monitor.collection import CollectionPacing
 from monitor.flow import FlowClient
 from monitor.io.store import LogWriteError, SessionStore
 from monitor.io.transport import Frame, Subscriber
@@ -64,8 +65,11 @@ def run_logger(
     have: dict[str, int] | None = None
     ends_at = None
     failures = WriteFailures()
+    pacing = CollectionPacing()  # Python's full collections between messages, not inside a burst
     try:
+        pacing.start()
         while True:
+            pacing.between_frames()
             if should_stop():
                 store.add_event("logger", "stopped", "the process that started the logger has gone")
                 break
@@ -124,6 +128,7 @@ def run_logger(
         log.error("session logging failed: %s", e)
         return INCOMPLETE
     finally:
+        pacing.stop()
         frames.close()
         results.close()
         flow.close()

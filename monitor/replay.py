@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from monitor.collection import CollectionPacing
 from monitor.errors import MonitorError
 from monitor.flow import FlowServer
 from monitor.io.sources import PlaneFormat, SourceFrame
@@ -46,7 +47,9 @@ def publish(
     sent = dict.fromkeys(source.formats, 0)
     last_seq: dict[str, int] = {}
     aborted = None
+    pacing = CollectionPacing()  # Python's full collections between frames, not before one is sent
     try:
+        pacing.start()
         _wait_until_ready(publisher, options, flow, say, hopeless)
         offset = 0.0
         started = time.monotonic()
@@ -70,6 +73,7 @@ def publish(
                 )
                 sent[item.plane] += 1
                 last_seq[item.plane] = seq
+                pacing.between_frames()
                 duration = max(duration, item.acq_time)
                 if time.monotonic() >= next_beat:
                     publisher.heartbeat()
@@ -82,6 +86,7 @@ def publish(
         aborted = f"aborted: {e}"[:300]
         raise
     finally:
+        pacing.stop()
         publisher.send(End(publisher.session, publisher.source, time.time(), sent, aborted))
 
 
