@@ -392,19 +392,21 @@ def score(cases: list[dict]) -> dict:
         onset, first = t["leak_onset"], t["leak_first"]
         false_leaks = [a for a in leak_alarms if first is None or a["frame"] < first]
         leak["false"] += len({(a["plane"], a["site"]) for a in false_leaks}) if false_leaks else 0
+        high_on_time = False
         if onset is not None:
             leak["cases"] += 1
-            good = [a for a in leak_alarms if a not in false_leaks]
-            if good:
-                leak["latencies"].append(good[0]["frame"] - onset)
-                leak["on_time"] += good[0]["frame"] - onset <= 2
-                leak["site_ok"] += good[0]["site"] == t["leak_site"]
+            true_leaks = [a for a in leak_alarms if a not in false_leaks]
+            if true_leaks:
+                high_on_time = true_leaks[0]["frame"] - onset <= 2
+                leak["latencies"].append(true_leaks[0]["frame"] - onset)
+                leak["on_time"] += high_on_time
+                leak["site_ok"] += true_leaks[0]["site"] == t["leak_site"]
             else:
                 leak["missed"] += 1
         mediums = [a for a in c["alarms"] if a["kind"] == "extravasation" and a["priority"] != "high"]
         early = [a for a in mediums if first is None or a["frame"] < first]
         possible["false"] += len({(a["plane"], a["site"]) for a in early})
-        if onset is not None and not (good and good[0]["frame"] - onset <= 2):
+        if onset is not None and not high_on_time:
             possible["on_time"] += any(a["frame"] - onset <= 2 for a in mediums if a not in early)
         size = c["config"]["size"]
         timing.setdefault(size, []).extend(c["timing_ms"])
