@@ -320,17 +320,6 @@ class PlaneAnalyzer:
     def has_caveat(self, code: CaveatCode) -> bool:
         return any(c.code == code for c in self.caveats)
 
-    def wall_behind_tip_mm(self) -> float | None:
-        """How far behind the first cannula's tip the lateral outline's posterior wall lies (mm;
-        negative: in front of it), or None without a lateral outline, a cannula or a scale."""
-        if not isinstance(self.body, LateralBody) or self.learnt is None or not self.learnt.cannulas:
-            return None
-        if not self.pixel_mm:
-            return None
-        tx, ty = self.learnt.cannulas[0].tip
-        inside = self.body.posterior.signed_distance(np.float32(tx), np.float32(ty))
-        return float(self.body.posterior_sign * inside) * self.pixel_mm
-
     # ----------------------------------------------------------------- baseline
 
     def _learn(self) -> None:
@@ -862,11 +851,6 @@ MAX_FRONT_SPEED_MM_S = 20.0  # ... plus this much per second between them
 
 
 LEAK_CORROBORATION_S = 0.3  # a lateral leak off a guessed outline: the AP's own leak this recent (s)
-# A cannula's tip is put about 1 cm behind the anterior cortex: 9.4-26 mm in front of the true
-# posterior wall on all 72 realistic-world cases. A wall found, and not confirmed, nearer the tip
-# than this is likely another edge (a pedicle's cortex, a fracture line): the first bolus then
-# lies behind it (tuning 5002, CT: a high posterior leak at frame 15, the truth 15 mm inside).
-WALL_NEAR_TIP_MM = 5.0
 
 
 class CaseAnalyzer:
@@ -1122,8 +1106,7 @@ class CaseAnalyzer:
         LEAK_CORROBORATION_S (stream seconds: the views may run at different rates); otherwise a
         medium one, said as possible. A posterior leak is not held back: it is the one the AP view
         cannot see, and the one that injures (leaks behind a wall not confirmed were on time in 2
-        tuning cases, false in 1), unless the wall lies nearer the tip than any tip is put
-        (:meth:`_wall_near_tip`). With no AP view checking the leak rules (none, or no outline
+        tuning cases, false in 1). With no AP view checking the leak rules (none, or no outline
         in it) nothing can back it: it stays a possible leak, said with that reason, a medium
         alarm (not silence) until the operator confirms or draws the wall, which makes the
         outline's leaks high at once (reporting seed 7019, a CT case with no AP outline, alarmed
@@ -1135,9 +1118,9 @@ class CaseAnalyzer:
         for the endplates): the outline and the tip were found on images holding cement (started
         8-20 frames late, the tuning cases put an endplate through the bolus, the tip at its far
         side, and read the new cement beyond them as disc, venous and paravertebral leaks)."""
-        view = self.planes.get(r.plane)
         if site == "posterior":
-            return self._wall_near_tip(r, view)
+            return None
+        view = self.planes.get(r.plane)
         if (late := self._cement_before()) and not (view is not None and view.body_drawn):
             return f"{late}: draw the body (Adjust body) in the {r.plane} view to vouch for its outline"
         if r.plane != "lateral" or r.overlay.get("wall_state") != "not-confirmed":
@@ -1147,22 +1130,6 @@ class CaseAnalyzer:
         if time_s - self._leak_read_at.get("ap", -np.inf) <= LEAK_CORROBORATION_S:
             return None
         return "the lateral wall is not confirmed and the AP view shows no cement outside its outline"
-
-    def _wall_near_tip(self, r: PlaneResult, view: PlaneAnalyzer | None) -> str | None:
-        """Why a posterior leak read in ``r`` is only possible, or None: the lateral wall found is
-        not confirmed and lies under WALL_NEAR_TIP_MM behind the cannula's tip, where no tip is
-        put, so the bolus may lie "behind" a wall that is another edge. An armed wall (found with
-        confidence, confirmed or drawn) is trusted as it is: a tip truly this near the wall has
-        its cement within 5 mm at once, and that high alarm must stand."""
-        if r.plane != "lateral" or r.overlay.get("wall_state") != "not-confirmed" or view is None:
-            return None
-        behind = view.wall_behind_tip_mm()
-        if behind is None or behind >= WALL_NEAR_TIP_MM:
-            return None
-        return (
-            f"the lateral wall found is not confirmed and lies {behind:.1f} mm behind the cannula's tip,"
-            " nearer than a tip is placed: it may be another edge; confirm or draw the wall"
-        )
 
     def _cement_before(self) -> str | None:
         """Why this level's outlines are doubtful when a view's first frames held cement (its
