@@ -808,3 +808,34 @@ def test_monitoring_begun_late_does_not_read_the_grown_first_bolus_as_a_high_lea
     first_cement = truth["leak"]["first_cement_frame"]
     assert [a for a in high if a["frame"] < first_cement] == [], high
     assert any(a["site"] == "posterior" and a["frame"] >= first_cement for a in high), leaks
+
+
+def test_a_tip_truly_near_the_wall_still_has_its_wall_armed_and_alarms_high(tmp_path, monkeypatch):
+    """Tuning seed 5000 (geometric, 768 pixels, 14 frames) with its cannula's tip moved to 4.1 mm
+    from the true posterior wall, nearer than on any realistic-world case (9.4-26 mm). The wall is found with
+    confidence and armed; the first cement is within 5 mm at once, and the high 5 mm alarm comes
+    within a frame of the truth's crossing, the posterior leak high within 2 frames of its onset
+    (refusing walls found within 5 mm of the tip, tried in session 46, left this level silent)."""
+    import monitor.sim.simulate as sim
+    from monitor.accuracy import evaluate_case, world_configs
+
+    place = sim._place_cannulas
+
+    def near_the_wall(cfg, phantom, rng):
+        placed = []
+        for tip, entry in place(cfg, phantom, rng):
+            tip = tip.copy()
+            tip[1] = phantom.shape.half_depth - 6.5  # the wall's flat part is 2 mm inside half_depth
+            placed.append((tip, entry))
+        return placed
+
+    monkeypatch.setattr(sim, "_place_cannulas", near_the_wall)
+    truth = simulate(replace(world_configs([5000])[0], frames=14), tmp_path / "near")
+    result = evaluate_case(tmp_path / "near")
+    assert set(result["wall"].values()) == {"armed"}
+    high = [a for a in result["alarms"] if a["priority"] == "high"]
+    proximity = [a["frame"] for a in high if a["kind"] == "proximity"]
+    crossing = truth["proximity_frame"]
+    assert proximity and abs(proximity[0] - crossing) <= 1, (proximity, crossing)
+    leaks = [a for a in high if a["kind"] == "extravasation" and a["site"] == "posterior"]
+    assert leaks and leaks[0]["frame"] - truth["leak"]["onset_frame"] <= 2, leaks
