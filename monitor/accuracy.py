@@ -288,10 +288,10 @@ class _SyringeEvents:
 
 class _Timed(Analysis):
     """The analyzer's analysis, timed per frame: from the frame received (decoded) to the
-    result it would send, as the analyzer process spends it; with ``pacing``, Python's full
-    collections run after the result as the analyzer process runs them (not timed)."""
+    result it would send, as the analyzer process spends it; Python's full collections run
+    after the result, by ``pacing``, as the analyzer process runs them (not timed)."""
 
-    def __init__(self, inner: Analysis, pacing: CollectionPacing | None = None):
+    def __init__(self, inner: Analysis, pacing: CollectionPacing):
         self.inner = inner
         self.pacing = pacing
         self.seconds: list[float] = []
@@ -300,8 +300,7 @@ class _Timed(Analysis):
         started = time.perf_counter()
         result = self.inner.process(frame)
         self.seconds.append(time.perf_counter() - started)
-        if self.pacing is not None:
-            self.pacing.between_frames()
+        self.pacing.between_frames()
         return result
 
     def apply(self, command):

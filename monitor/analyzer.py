@@ -930,7 +930,6 @@ def run_analyzer(
         "analysed": node.analysed,
         "rejected": dict(frames.stats.rejected),
         "dropped": dict(frames.stats.dropped),
-        "full_collections_ms": [round(1000 * t, 2) for t in pacing.seconds],
     }
 
 
