@@ -691,9 +691,8 @@ def test_a_disc_leak_with_no_outline_is_read_as_a_lobe_in_both_views_within_two_
     (from frame 37) went unalarmed. The disc's cement shows in each view as a lobe above the
     bolus, apart from it across a valley (the endplate): alarmed as a disc leak within 2 frames
     of the onset, saying it was read in both views, and nothing before cement left. With no
-    outline in either view to place the endplate, what tells the disc from a gas cleft under it
-    is that each view saw its lobe from its start (0.007 mL, where a cleft's fills at once): the
-    high alarm (a possible, medium one until session 47)."""
+    outline in either view to tell the disc from a gas cleft under the endplate (which cement
+    fills as a lobe too), it is a possible leak (medium), saying so, not the high alarm."""
     from monitor.accuracy import evaluate_case, world_configs
 
     _ct_or_skip()
@@ -704,56 +703,10 @@ def test_a_disc_leak_with_no_outline_is_read_as_a_lobe_in_both_views_within_two_
     assert leaks, "the disc leak was never alarmed"
     assert min(a["frame"] for a in leaks) >= truth["leak"]["first_cement_frame"], leaks
     first = leaks[0]
-    assert (first["site"], first["priority"]) == ("disc", "high"), first
+    assert (first["site"], first["priority"]) == ("disc", "medium"), first
     assert first["frame"] - truth["leak"]["onset_frame"] <= 2, first
     assert "above or below the bolus in both views" in first["reason"], first["reason"]
-    assert "possible" not in first["reason"], first["reason"]
-
-
-def test_a_cleft_filled_under_an_endplate_with_no_armed_outline_is_no_high_disc_leak(tmp_path, monkeypatch):
-    """Tuning seed 5022's L2 (geometric, 512 pixels) with its gas cleft moved onto the lower
-    endplate, dense cement behind scatter, no cement leaving the body, and its lateral outline
-    read as if its wall were not confirmed (as on real-CT levels, where no outline places the
-    endplate). The cleft fills first: the lateral view reads it as a lobe below the bolus
-    already large (about 0.2 mL) and the AP view, later, as a small one on the same side, as far
-    from the bolus. Two views agree, as on a disc leak; what tells them apart is that the
-    lateral lobe was not seen from its start (LOBE_FROM_START_ML). No high leak alarm; a
-    possible (medium) disc leak, saying why, is allowed. With the rule off, a high disc leak."""
-    import monitor.sim.simulate as sim
-    import monitor.vision.analysis as analysis
-    from monitor.accuracy import evaluate_case, world_configs
-    from monitor.sim.anatomy import MU_SOFT_TISSUE
-
-    def cleft_on_the_lower_endplate(phantom, rng):
-        x, y, z = phantom.grid.coords()
-        bone = phantom.cancellous
-        lowest = z.ravel()[np.argmax(bone, axis=0)]  # the cancellous bone's lowest z per column
-        ellipse = (x / 8.0) ** 2 + ((y + 0.15 * phantom.shape.half_depth) / 6.0) ** 2 <= 1.0
-        cleft = bone & ellipse & (np.abs(z - lowest[None]) <= 3.0) & bone.any(axis=0)[None]
-        mu = phantom.mu.copy()
-        mu[cleft] = -MU_SOFT_TISSUE  # gas
-        return replace(phantom, mu=mu, cleft=cleft)
-
-    read_lobes = analysis.PlaneAnalyzer._read_lobes
-
-    def as_if_not_confirmed(self, result, *args):
-        state = result.overlay.get("wall_state")
-        if state == "armed":
-            result.overlay["wall_state"] = "not-confirmed"
-        read_lobes(self, result, *args)
-        if state == "armed":
-            result.overlay["wall_state"] = state
-
-    monkeypatch.setattr(sim, "add_cleft", cleft_on_the_lower_endplate)
-    monkeypatch.setattr(analysis.PlaneAnalyzer, "_read_lobes", as_if_not_confirmed)
-    cfg = world_configs([5022])[0]
-    dense = replace(cfg.world, opacifier="ZrO2", opacifier_fraction=0.34, kvp=65.0, scatter_to_primary=0.9)
-    truth = simulate(replace(cfg, scenario="none", cleft=True, world=dense, size=512), tmp_path / "cleft")
-    assert truth["total_leaked_ml"] == 0.0
-    result = evaluate_case(tmp_path / "cleft")
-    leaks = [a for a in result["alarms"] if a["kind"] == "extravasation"]
-    assert [a for a in leaks if a["priority"] == "high"] == [], leaks
-    assert all("gas cleft" in a["reason"] for a in leaks), leaks
+    assert "gas cleft" in first["reason"], first["reason"]
 
 
 def test_dense_cement_filling_a_cleft_under_an_endplate_is_no_leak_inside_an_armed_outline(

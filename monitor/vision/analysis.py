@@ -108,15 +108,6 @@ LOBE_DOUBT = (
     " the cement also fills as a lobe beyond the bolus"
 )
 LOBE_RISE_AGREES_MM = 3.0  # the two views' lobes lie as far from the bolus within this (or 30 %)
-# A lobe first read at or under this volume (mL, as its view reads it) was seen from its start: a
-# leak through a crack in an endplate begins small and grows. A gas cleft under the endplate is a
-# cavity the cement fills at once (the operator aims into it; it fills before the marrow): its lobe
-# shows first already large. With no armed outline to place the endplate, lobes in both views,
-# each seen from its start, are a disc leak (high); otherwise a possible one. Tuning seeds: the
-# disc leaks' lobes were first read at 0.006-0.031 mL in each view (5002, 5008, 5014, 5020, 5026;
-# 5032's lateral at 0.15, alarmed by its outline), a cleft moved under an endplate of tuning 5002,
-# 5014, 5022, 5032 (scenario none) at 0.09-0.19 mL (lateral); its AP lobe, where read, at 0.04.
-LOBE_FROM_START_ML = 0.05
 LINE_KEY = ":line"  # a view's lines at a site are confirmed by its lines, not by its other cement there
 
 
@@ -881,10 +872,8 @@ class CaseAnalyzer:
         self._leak_read_at: dict[str, float] = {}
         self._checks_leaks: dict[str, bool] = {}
         # per view: what it last read of a disc lobe "above" or "below" the bolus: (stream time s,
-        # its rise mm, whether the view was sure of it, whether it was seen from its start)
-        self._lobes_read: dict[str, dict[str, tuple[float, float, bool, bool]]] = {}
-        # per (view, side): the volume (mL) of the lobe there when first read (LOBE_FROM_START_ML)
-        self._lobe_first_ml: dict[tuple[str, str], float] = {}
+        # its rise mm, whether the view was sure of it)
+        self._lobes_read: dict[str, dict[str, tuple[float, float, bool]]] = {}
         self.scatter_seen: bool | None = None  # None: the cement's halo has not said yet
         self._accepted: tuple[float, float] | None = None  # (time, distance) last alarmed on
         self._jumped: tuple[float, float] | None = None  # (time, distance) flagged as a jump
@@ -959,7 +948,6 @@ class CaseAnalyzer:
                     time_s,
                     leak.lobe_rise_mm or 0.0,
                     leak.doubt is None,
-                    self._lobe_from_start(r.plane, leak.lobe, leak.volume_ml),
                 )
         for drawn in r.overlay.get("leaks", ()):  # a lobe the other view does not show is not drawn
             rise = drawn.get("lobe_rise_mm", 0.0)
@@ -1001,9 +989,7 @@ class CaseAnalyzer:
         frames running, or at once behind the wall when the front itself reads beyond it; a line
         at any volume on two frames running of lines; a lobe above or below the bolus
         (:mod:`monitor.vision.lobes`) when the other view read one on the same side within
-        LEAK_CORROBORATION_S, a disc leak at once (two views agreeing), whatever its volume, high
-        where either view is sure of its lobe or both saw theirs from its start
-        (:data:`LOBE_FROM_START_ML`: a gas cleft fills at once), possible otherwise. A
+        LEAK_CORROBORATION_S, a disc leak at once (two views agreeing), whatever its volume. A
         line stands on its own (it is read without the outline) unless its view doubts it
         (:data:`LINE_DOUBT`); cement outside an outline whose wall is not confirmed may need the
         AP's backing (:meth:`_uncorroborated`)."""
@@ -1013,10 +999,7 @@ class CaseAnalyzer:
         lines = [lk for lk in leaks if lk.line]
         backed = [(lk, b) for lk in leaks if (b := self._backs(r.plane, lk, time_s)) is not None]
         by_lobe = bool(backed)
-        sure_lobe = any(
-            lk.doubt is None or other_sure or (other_from_start and self._lobe_from_start(r.plane, lk.lobe))
-            for lk, (_, _, other_sure, other_from_start) in backed
-        )
+        sure_lobe = any(lk.doubt is None or other_sure for lk, (_, _, other_sure) in backed)
         lobe_doubt = None if sure_lobe or not backed else backed[0][0].doubt
         cement_ml = sum(lk.volume_ml for lk in outline)
         # A posterior leak with the front itself measured clearly beyond the wall is
@@ -1051,15 +1034,7 @@ class CaseAnalyzer:
             return True, line_doubt, "line"
         return False, (cement_doubt if outline else line_doubt), how
 
-    def _lobe_from_start(self, plane: str, side: str, volume_ml: float | None = None) -> bool:
-        """Whether ``plane``'s lobe on ``side`` was seen from its start: first read at no more than
-        LOBE_FROM_START_ML. ``volume_ml``, this reading's, is taken as the first when none was."""
-        if volume_ml is not None:
-            self._lobe_first_ml.setdefault((plane, side), volume_ml)
-        first = self._lobe_first_ml.get((plane, side))
-        return first is not None and first <= LOBE_FROM_START_ML
-
-    def _backs(self, plane: str, leak: Leak, time_s: float) -> tuple[float, float, bool, bool] | None:
+    def _backs(self, plane: str, leak: Leak, time_s: float) -> tuple[float, float, bool] | None:
         """What of the other view backs ``leak`` if it is a disc lobe (:meth:`_lobe_backing`)."""
         if leak.lobe is None:
             return None
@@ -1067,11 +1042,11 @@ class CaseAnalyzer:
 
     def _lobe_backing(
         self, plane: str, side: str, rise_mm: float, time_s: float
-    ) -> tuple[float, float, bool, bool] | None:
-        """The other view's reading (stream time s, rise mm, sure, seen from its start) of a disc
-        lobe on ``side`` ("above" or "below") as far from its bolus as ``rise_mm`` (within
-        LOBE_RISE_AGREES_MM or 30 %: the views' magnifications differ a little) within
-        LEAK_CORROBORATION_S (stream seconds) of ``time_s``; None when it read none."""
+    ) -> tuple[float, float, bool] | None:
+        """The other view's reading (stream time s, rise mm, sure) of a disc lobe on ``side``
+        ("above" or "below") as far from its bolus as ``rise_mm`` (within LOBE_RISE_AGREES_MM or
+        30 %: the views' magnifications differ a little) within LEAK_CORROBORATION_S (stream
+        seconds) of ``time_s``; None when it read none."""
         other = "ap" if plane == "lateral" else "lateral"
         read = self._lobes_read.get(other, {}).get(side)
         if read is None or abs(time_s - read[0]) > LEAK_CORROBORATION_S:
@@ -1096,8 +1071,7 @@ class CaseAnalyzer:
         for leak in leaks or ():
             if leak.get("lobe"):
                 rise, sure = float(leak.get("lobe_rise_mm", 0.0)), not leak.get("lobe_doubt")
-                start = self._lobe_from_start(plane, leak["lobe"], float(leak.get("volume_ml", 0.0)))
-                self._lobes_read.setdefault(plane, {})[leak["lobe"]] = (time_s, rise, sure, start)
+                self._lobes_read.setdefault(plane, {})[leak["lobe"]] = (time_s, rise, sure)
             elif leak.get("line"):
                 lines.add(leak["site"])
             else:

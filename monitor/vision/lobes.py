@@ -24,10 +24,7 @@ only when the other view shows one on the same side, as far from its bolus
 simple world, a lobe in one view alone showed on five venous leaks and one case with no leak
 (the AP view of tuning 5034); in both views at once, on the disc leaks only. Cement filling a
 gas cleft just under an endplate (Kuemmell's disease) can show the same way where no outline
-places the endplate; but a cleft is a cavity the cement fills at once, so its lobe shows first
-already large, where a leak through a crack is seen from its start: the caller raises lobes in
-both views, each first read small, as a disc leak, and any other as only a possible one
-(:data:`monitor.vision.analysis.LOBE_FROM_START_ML`).
+places the endplate; the caller says such a lobe is only a possible leak.
 
 The views' rows are both cranio-caudal with the spine upright on the screen, as
 :mod:`monitor.vision.biplane` also takes them; a view shown upside down would not confirm the
