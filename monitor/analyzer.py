@@ -32,6 +32,7 @@ from monitor.messages import (
     END_GRACE_S,
     HEARTBEAT_S,
     PLANES,
+    STANDING_ALARMS_EVERY_S,
     Command,
     End,
     FrameHeader,
@@ -74,6 +75,11 @@ class Analysis:
 
     def alarm_changes(self, acq_time: float) -> list[tuple[str, dict]]:
         """(state, alarm) for every alarm raised, cleared or acknowledged since the last call."""
+        return []
+
+    def standing_alarms(self) -> list[dict]:
+        """The alarms standing now (active or not yet acknowledged), each with its id, kind,
+        priority, frame, plane, site, distance_mm, "active" and "acknowledged"."""
         return []
 
     def news(self) -> list[tuple[str, str, str, dict]]:
@@ -331,6 +337,13 @@ class VisionAnalysis(Analysis):
             done + f"; image showed {raw:.2f} mL: this level's volume is anchored on the syringes"
             f" (image to syringe {self.volume_scale:.2f})"
         )
+
+    def standing_alarms(self) -> list[dict]:
+        standing = []
+        for alarm in self.case.alarms.shown():
+            record = {k: v for k, v in alarm.as_dict().items() if k not in ("evidence", "reason")}
+            standing.append({**record, "id": self._alarm_id(alarm)})
+        return standing
 
     def _alarm_id(self, alarm: Alarm) -> str:
         return f"{self.level or '-'}/{alarm.kind}/{alarm.site or 'wall'}/{alarm.priority}/{alarm.frame}"
@@ -692,6 +705,7 @@ class AnalyzerNode:
         self.sent_end: End | None = None  # the analyzer's own end, once sent
         self.ready = False
         self.next_beat = 0.0
+        self.next_standing = 0.0  # when a result next carries the standing alarms
         self.rejected_reported = 0
 
     def announce(
@@ -783,6 +797,10 @@ class AnalyzerNode:
         self.log.write_result(result, changes, self.analysis.level)
         if changes:  # on the wire too, for consumers that follow alarm states (monitor igtl)
             result = replace(result, alarm_changes=[_change(state, a) for state, a in changes])
+        now = time.monotonic()
+        if now >= self.next_standing:  # for a view attached since an alarm was raised
+            result = replace(result, standing_alarms=self.analysis.standing_alarms())
+            self.next_standing = now + STANDING_ALARMS_EVERY_S
         self.results.send(result)
         self.analysed[h.plane] = self.analysed.get(h.plane, 0) + 1
         self.flow.ack(h.plane, h.seq)

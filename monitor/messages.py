@@ -61,7 +61,9 @@ distance_mm, evidence), overlay (geometry for drawing, image pixel
 coordinates: body, wall, safety_line, cement contours, front, leaks,
 cannula_tips, roi, shift_px), alarm_changes (optional: the alarm states this frame
 changed, raised, cleared or acknowledged, each with its id, kind, priority, frame, plane,
-site and distance_mm).
+site and distance_mm), standing_alarms (optional, about once a second: every alarm still
+active or not yet acknowledged, each with its id, kind, priority, frame, plane, site,
+distance_mm, active and acknowledged, for a view or bridge attached after it was raised).
 
 Status header: v, kind "status", session, source, send_time, event ("stale",
 "resumed", "dropped", "rejected", "restarted", "log-failed", "log-resumed",
@@ -122,6 +124,7 @@ STATUS_TOPIC = b"status"
 COMMAND_TOPIC = b"command"
 ALARM_STATES = ("raised", "cleared", "acknowledged")
 MAX_ALARM_CHANGES = 64  # on one frame; a session raises a handful in all
+STANDING_ALARMS_EVERY_S = 1.0  # how often a result carries the alarms standing (Result.standing_alarms)
 ACTIONS = ("acknowledge", "level", "syringe", "pause", "resume", "wall", "body", "confirm-wall")
 MAX_SIDE = 8192
 
@@ -229,6 +232,12 @@ class Result:
     # changed, or from an analyzer that does not say. Not logged with the result: the log
     # keeps alarm changes as records of their own.
     alarm_changes: list | None = None
+    # the alarms standing when this result was sent (raised and still shown: active or not yet
+    # acknowledged), each as in alarm_changes with "active" and "acknowledged" instead of a
+    # "state"; sent about once a second (STANDING_ALARMS_EVERY_S), None on the other results, so
+    # that a view attached after an alarm was raised (a second view, or one restarted) shows it.
+    # Not logged: the log keeps alarm changes as records of their own.
+    standing_alarms: list | None = None
     v: int = VERSION
     kind: str = field(default="result", init=False)
 
@@ -396,6 +405,21 @@ def _result(topic: bytes, session: str, send_time: float, raw: dict) -> Result:
         )
     ):
         raise MessageError("garbled", f"alarm_changes {str(changes)[:200]}")
+    standing = raw.get("standing_alarms")
+    if standing is not None and not (
+        isinstance(standing, list)
+        and len(standing) <= MAX_ALARM_CHANGES
+        and all(
+            isinstance(a, dict)
+            and isinstance(a.get("id"), str)
+            and isinstance(a.get("kind"), str)
+            and isinstance(a.get("priority"), str)
+            and isinstance(a.get("active"), bool)
+            and isinstance(a.get("acknowledged"), bool)
+            for a in standing
+        )
+    ):
+        raise MessageError("garbled", f"standing_alarms {str(standing)[:200]}")
     return Result(
         session=session,
         plane=plane,
@@ -411,6 +435,7 @@ def _result(topic: bytes, session: str, send_time: float, raw: dict) -> Result:
         checks=checks,
         caveats=caveats,
         alarm_changes=changes,
+        standing_alarms=standing,
         **optional,
     )
 

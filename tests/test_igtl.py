@@ -516,3 +516,40 @@ def test_image_to_world_follows_dicoms_positioner_angles():
     rao = image_to_world((3, 5), (0.5, 0.5), primary_deg=-90.0)  # RAO 90: detector at the right
     np.testing.assert_allclose(rao[:3, 0], [0, -0.5, 0], atol=1e-12)  # columns run anterior (LPS -y)
     np.testing.assert_allclose(np.abs(rao[:3, 2]), [1, 0, 0], atol=1e-12)
+
+
+def test_a_bridge_started_after_an_alarm_was_raised_passes_it_on_as_standing(tmp_path):
+    """`monitor igtl` started mid-level (restarted, or brought up for a Slicer joining late)
+    never heard the change that raised an alarm still standing. The bundled case replays at half
+    its rate; once a first bridge has passed on the first alarm raised, a second bridge starts:
+    its client gets that alarm (same id and frame), marked standing, from the analyzer's standing
+    alarms, before the recording ends."""
+    rec = default_recording()
+    e = Endpoints.private()
+    first, first_port = start_bridge(e)
+    reader = IgtlReader(first_port)
+    replay = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "replay", "--lateral", str(rec.lateral), "--ap", str(rec.ap)]
+        + ["--session", str(tmp_path / "s"), "--headless", "--speed", "0.5", *e.args()],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    second = late = None
+    try:
+        raised = reader.wait_for(lambda r: r.device == "Alarm" and r.json()["state"] == "raised", 60)
+        assert raised is not None, "no alarm passed on by the first bridge"
+        second, second_port = start_bridge(e)
+        late = IgtlReader(second_port)
+        got = late.wait_for(lambda r: r.device == "Alarm" and r.json()["id"] == raised.json()["id"], 10)
+        assert got is not None, "the late bridge never passed on the alarm raised before it came"
+        assert got.json()["standing"] is True and got.json()["frame"] == raised.json()["frame"], got.json()
+        assert replay.poll() is None, "the recording ended before the late bridge said the alarm"
+    finally:
+        for client in (reader, late):
+            if client is not None:
+                client.close()
+        replay.wait(120)
+        for bridge in (first, second):
+            if bridge is not None:
+                bridge.terminate()
+                bridge.communicate(timeout=30)

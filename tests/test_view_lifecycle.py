@@ -148,3 +148,48 @@ def test_the_stream_clock_runs_on_at_the_rate_the_source_paced_it():
     just_started = StreamClock(first_acq=0.0, first_arrival=now - 0.2)
     just_started.tick(5.0, now - 0.1)  # under half a second of stream: no rate yet, 1
     assert just_started.rate() == 1.0
+
+
+def test_a_view_attached_after_an_alarm_was_raised_shows_it(qtbot, tmp_path):
+    """A view opened mid-level (a second screen, or the view restarted after a crash) never
+    heard the change that raised an alarm still standing. The bundled posterior-leak case runs
+    at half its recorded rate; once a first view has heard the 5 mm alarm raised (frame 10, well
+    before the leak at frame 37), a second view attaches: within a few seconds, and before the
+    recording ends, it shows that alarm too (the analyzer sends the standing alarms with a
+    result about once a second), unacknowledged, in its banner."""
+    rec = default_recording()
+    spec = RunSpec(str(tmp_path / "session"), "L1", endpoints=Endpoints.private())
+    e = spec.endpoints
+    outcome = {}
+    source = DicomPairSource(rec.lateral, rec.ap)
+    first = MonitorWindow(e.frames, e.results, e.control)
+    qtbot.addWidget(first)
+    runner = threading.Thread(
+        target=lambda: outcome.update(code=run(source, spec, PaceOptions(speed=0.5), say=lambda m: None)),
+        daemon=True,
+    )
+    runner.start()
+    late = None
+    try:
+
+        def proximity(window):
+            return [a for a in window.state.alarms() if a["kind"] == "proximity" and a["priority"] == "high"]
+
+        qtbot.waitUntil(lambda: bool(proximity(first)), timeout=30000)
+        (raised,) = proximity(first)
+        late = MonitorWindow(e.frames, e.results, e.control)
+        qtbot.addWidget(late)
+        qtbot.waitUntil(lambda: bool(proximity(late)), timeout=5000)
+        assert late.state.ended is None, "the recording ended before the late view showed the alarm"
+        (shown,) = proximity(late)
+        assert (shown["id"], shown["frame"], shown["acknowledged"]) == (raised["id"], raised["frame"], False)
+        assert raised["frame"] < 37, raised  # raised before the late view came, not after
+        priority, text = late.state.banner()
+        assert priority == "high" and "mm from the wall" in text, (priority, text)
+        runner.join(60)
+    finally:
+        first.close()
+        if late is not None:
+            late.close()
+        source.close()
+    assert not runner.is_alive()
