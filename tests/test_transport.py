@@ -194,3 +194,31 @@ def test_decode_rejects_each_bad_field(change, reason):
 def test_encode_refuses_pixels_that_do_not_match_the_header():
     with pytest.raises(ValueError):
         encode_frame(replace(header(), shape=(10, 10)), pixels())
+
+
+def _result_parts(standing) -> list[bytes]:
+    """A result as the analyzer sends it, with ``standing`` as its standing alarms (raw)."""
+    from monitor.messages import Result, encode
+
+    result = Result("s", "lateral", 0, 12, 1.6, 1.0, 1.1, "ok", level="L1")
+    topic, body = encode(result)
+    return [topic, json.dumps({**json.loads(body), "standing_alarms": standing}).encode()]
+
+
+STANDING = {"id": "L1/proximity/wall/high/10", "kind": "proximity", "priority": "high", "frame": 10}
+
+
+def test_standing_alarms_cross_the_wire_and_garbled_ones_are_refused():
+    alarm = {**STANDING, "plane": "lateral", "site": None, "active": True, "acknowledged": False}
+    assert decode(_result_parts([alarm])).standing_alarms == [alarm]
+    assert decode(_result_parts(None)).standing_alarms is None
+    for garbled in (
+        alarm,  # not a list
+        [{**alarm, "active": "yes"}],
+        [{k: v for k, v in alarm.items() if k != "acknowledged"}],
+        [{**alarm, "id": 3}],
+        [alarm] * 65,  # more than one frame's worth
+    ):
+        with pytest.raises(MessageError) as err:
+            decode(_result_parts(garbled))
+        assert err.value.reason == "garbled"
