@@ -123,6 +123,8 @@ RESULT_TOPICS = {plane: f"result.{plane}".encode() for plane in PLANES}
 STATUS_TOPIC = b"status"
 COMMAND_TOPIC = b"command"
 ALARM_STATES = ("raised", "cleared", "acknowledged")
+ALARM_NAMES = ("id", "kind", "priority")  # an alarm on the wire: these strings ...
+ALARM_FLAGS = ("active", "acknowledged")  # ... and, standing, these booleans
 MAX_ALARM_CHANGES = 64  # on one frame; a session raises a handful in all
 STANDING_ALARMS_EVERY_S = 1.0  # how often a result carries the alarms standing (Result.standing_alarms)
 ACTIONS = ("acknowledge", "level", "syringe", "pause", "resume", "wall", "body", "confirm-wall")
@@ -391,35 +393,8 @@ def _result(topic: bytes, session: str, send_time: float, raw: dict) -> Result:
             caveats = [Caveat.from_wire(c).as_wire() for c in caveats]
         except ValueError as e:
             raise MessageError("garbled", str(e)[:200]) from None
-    changes = raw.get("alarm_changes")
-    if changes is not None and not (
-        isinstance(changes, list)
-        and len(changes) <= MAX_ALARM_CHANGES
-        and all(
-            isinstance(c, dict)
-            and c.get("state") in ALARM_STATES
-            and isinstance(c.get("id"), str)
-            and isinstance(c.get("kind"), str)
-            and isinstance(c.get("priority"), str)
-            for c in changes
-        )
-    ):
-        raise MessageError("garbled", f"alarm_changes {str(changes)[:200]}")
-    standing = raw.get("standing_alarms")
-    if standing is not None and not (
-        isinstance(standing, list)
-        and len(standing) <= MAX_ALARM_CHANGES
-        and all(
-            isinstance(a, dict)
-            and isinstance(a.get("id"), str)
-            and isinstance(a.get("kind"), str)
-            and isinstance(a.get("priority"), str)
-            and isinstance(a.get("active"), bool)
-            and isinstance(a.get("acknowledged"), bool)
-            for a in standing
-        )
-    ):
-        raise MessageError("garbled", f"standing_alarms {str(standing)[:200]}")
+    changes = _alarms(raw, "alarm_changes", lambda c: c.get("state") in ALARM_STATES)
+    standing = _alarms(raw, "standing_alarms", lambda a: all(isinstance(a.get(k), bool) for k in ALARM_FLAGS))
     return Result(
         session=session,
         plane=plane,
@@ -483,6 +458,20 @@ def _buffer(part) -> memoryview:
     """The bytes of a part without copying: zmq.Frame.buffer, or the bytes themselves."""
     buf = getattr(part, "buffer", None)
     return buf if buf is not None else memoryview(part)
+
+
+def _alarms(raw: dict, name: str, valid) -> list | None:
+    """``raw[name]``: None, or a list of at most MAX_ALARM_CHANGES alarms, each a dict with a
+    string id, kind and priority for which ``valid`` holds; MessageError otherwise."""
+    alarms = raw.get(name)
+    if alarms is not None and not (
+        isinstance(alarms, list)
+        and len(alarms) <= MAX_ALARM_CHANGES
+        and all(isinstance(a, dict) and valid(a) for a in alarms)
+        and all(isinstance(a.get(k), str) for a in alarms for k in ALARM_NAMES)
+    ):
+        raise MessageError("garbled", f"{name} {str(alarms)[:200]}")
+    return alarms
 
 
 def _field(raw: dict, name: str, kind: type):
