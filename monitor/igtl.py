@@ -193,7 +193,6 @@ class Translator:
     def __init__(self):
         self.placements: dict[str, Placement] = {}  # plane -> where its newest frame lies
         self.alarms: dict[str, dict] = {}  # id -> its newest change, while it stands
-        self._alarm_ids_heard: set[str] = set()  # by change or standing (Result.standing_alarms)
         self.packed_images = 0
 
     def frame(self, header: FrameHeader, pixels: np.ndarray) -> list[tuple[str | None, bytes | Lazy]]:
@@ -224,7 +223,6 @@ class Translator:
     def result(self, r: Result) -> list[tuple[str | None, bytes]]:
         out = []
         for change in r.alarm_changes or ():
-            self._alarm_ids_heard.add(change["id"])
             record = {**change, "acq_time": r.acq_time}
             before = self.alarms.get(change["id"], {}).get("state")
             if {before, change["state"]} == {"cleared", "acknowledged"}:
@@ -232,12 +230,15 @@ class Translator:
             else:
                 self.alarms[change["id"]] = record
             out.append((None, _string(ALARM_DEVICE, record, r.frame_send_time)))
-        # a bridge started after an alarm was raised never heard its change: the analyzer's
-        # standing alarms (about once a second) make it known, said as standing, not as an event
+        # the analyzer's standing alarms (about once a second) are its own list: one no longer
+        # in it is dropped (no later client is told of it), and one a bridge started after it
+        # was raised never heard of is made known, said as standing, not as an event
+        if r.standing_alarms is not None:
+            ids = {a["id"] for a in r.standing_alarms}
+            self.alarms = {alarm_id: a for alarm_id, a in self.alarms.items() if alarm_id in ids}
         for standing in r.standing_alarms or ():
-            if standing["id"] in self._alarm_ids_heard:
+            if standing["id"] in self.alarms:
                 continue
-            self._alarm_ids_heard.add(standing["id"])
             acknowledged, active = standing["acknowledged"], standing["active"]
             state = "acknowledged" if acknowledged else "raised" if active else "cleared"
             fields = {k: v for k, v in standing.items() if k not in ("active", "acknowledged")}

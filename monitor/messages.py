@@ -462,13 +462,15 @@ def _buffer(part) -> memoryview:
 
 def _alarms(raw: dict, name: str, valid) -> list | None:
     """``raw[name]``: None, or a list of at most MAX_ALARM_CHANGES alarms, each a dict with a
-    string id, kind and priority for which ``valid`` holds; MessageError otherwise."""
+    string id, kind and priority and an integer frame (the views sort on it) for which
+    ``valid`` holds; MessageError otherwise."""
     alarms = raw.get(name)
     if alarms is not None and not (
         isinstance(alarms, list)
         and len(alarms) <= MAX_ALARM_CHANGES
         and all(isinstance(a, dict) and valid(a) for a in alarms)
         and all(isinstance(a.get(k), str) for a in alarms for k in ALARM_NAMES)
+        and all(isinstance(a.get("frame"), int) for a in alarms)
     ):
         raise MessageError("garbled", f"{name} {str(alarms)[:200]}")
     return alarms

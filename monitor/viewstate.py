@@ -80,9 +80,6 @@ class ViewState:
     # alarm stays shown, steady, while its condition lasts (IEC 60601-1-8); only its sound stops.
     alarm_states: dict = field(default_factory=dict)
     follows_changes: bool = False  # once any result carried alarm states
-    # alarm ids this view has heard of (changes or standing): a standing alarm it already knows
-    # (acknowledged here and gone, perhaps before the analyzer said so) is not taken back
-    _alarm_ids_heard: set = field(default_factory=set)
 
     def end(self, reason: str | None) -> None:
         """The source's end message (``reason``: None for a recording played to its end)."""
@@ -131,7 +128,6 @@ class ViewState:
             self.volumes.append((r.acq_time, r.volume_ml))
         for change in r.alarm_changes or ():
             self.follows_changes = True
-            self._alarm_ids_heard.add(change["id"])
             state = self.alarm_states.setdefault(
                 change["id"], {**change, "active": True, "acknowledged": False}
             )
@@ -141,13 +137,15 @@ class ViewState:
                 state["acknowledged"] = True
             if not state["active"] and state["acknowledged"]:
                 del self.alarm_states[change["id"]]
-        # the alarms standing at the analyzer (Result.standing_alarms, about once a second): a
-        # view attached after one was raised never heard its change, and must show it all the same
-        for standing in r.standing_alarms or ():
+        # the alarms standing at the analyzer (Result.standing_alarms, about once a second) are
+        # the analyzer's own list, made after every change and status sent before it (results
+        # and statuses come in order on one socket): they replace what this view pieced
+        # together. A view attached after an alarm was raised never heard its change; one that
+        # heard a change out of its context (an "acknowledged" for an alarm it had let go, the
+        # same alarm raised again on a looped replay, a level started again) is put right.
+        if r.standing_alarms is not None:
             self.follows_changes = True
-            if standing["id"] not in self._alarm_ids_heard:
-                self._alarm_ids_heard.add(standing["id"])
-                self.alarm_states[standing["id"]] = dict(standing)
+            self.alarm_states = {a["id"]: dict(a) for a in r.standing_alarms}
         for alarm in r.alarms:
             self.shown_alarms = [a for a in self.shown_alarms if _key(a) != _key(alarm)] + [alarm]
 

@@ -217,6 +217,7 @@ def test_standing_alarms_cross_the_wire_and_garbled_ones_are_refused():
         [{**alarm, "active": "yes"}],
         [{k: v for k, v in alarm.items() if k != "acknowledged"}],
         [{**alarm, "id": 3}],
+        [{**alarm, "frame": None}],  # the views sort on it
         [alarm] * 65,  # more than one frame's worth
     ):
         with pytest.raises(MessageError) as err:

@@ -365,6 +365,52 @@ def test_an_acknowledged_alarm_stays_shown_steady_while_its_condition_lasts(qtbo
     )
 
 
+def test_the_analyzers_standing_alarms_put_right_an_alarm_the_view_pieced_together_wrong(
+    qtbot, streams, window
+):
+    """A proximity alarm raised and cleared before it was acknowledged; the analyzer's
+    "acknowledge" status reaches the view (the alarm goes: neither active nor unacknowledged),
+    then the result carrying its "acknowledged" change. Taken alone, that change made the view
+    show the alarm again, "ACKNOWLEDGED HIGH", for the rest of the level, though the analyzer
+    shows nothing. The analyzer's standing alarms on the next result (none) are its own list
+    and replace what the view pieced together: no alarm. And a view's list is replaced the
+    other way too: an alarm standing there that the view never heard of is shown."""
+    pump(qtbot, lambda: streams.frame(1), lambda: window.views["lateral"].shown_frame == 1)
+    alarm = {"id": "L1/proximity/wall/high/3", "kind": "proximity", "priority": "high", "frame": 3}
+    alarm |= {"plane": "lateral", "site": None, "distance_mm": 4.8}
+    pump(
+        qtbot,
+        lambda: streams.result(3, distance_mm=4.8, alarm_changes=[{"state": "raised", **alarm}]),
+        lambda: "HIGH" in window.banner.text(),
+    )
+    pump(
+        qtbot,
+        lambda: streams.result(4, distance_mm=6.2, alarm_changes=[{"state": "cleared", **alarm}]),
+        lambda: window.state.distance_mm == 6.2,
+    )
+    streams.results.send(Status("t", "analyzer", time.time(), "acknowledge", "1 alarm(s) acknowledged"))
+    pump(
+        qtbot,
+        lambda: streams.result(5, distance_mm=6.3, alarm_changes=[{"state": "acknowledged", **alarm}]),
+        lambda: window.state.distance_mm == 6.3,
+    )
+    pump(
+        qtbot,
+        lambda: streams.result(6, distance_mm=6.4, standing_alarms=[]),
+        lambda: window.state.distance_mm == 6.4,
+    )
+    qtbot.waitUntil(lambda: window.banner.text() == "no alarm", timeout=5000)
+    leak = {"id": "L1/extravasation/posterior/high/5", "kind": "extravasation", "priority": "high"}
+    leak |= {"frame": 5, "plane": "lateral", "site": "posterior", "distance_mm": -2.0}
+    leak |= {"active": True, "acknowledged": False}
+    pump(
+        qtbot,
+        lambda: streams.result(7, distance_mm=-2.0, standing_alarms=[leak]),
+        lambda: "LEAK" in window.banner.text().upper(),
+    )
+    assert window.banner.text().startswith("HIGH"), window.banner.text()
+
+
 def test_a_viewer_that_cannot_open_stops_the_run_with_one_line(monkeypatch):
     """A display whose Qt platform cannot load (here a platform that does not exist; on a bare
     machine the xcb libraries missing) used to run on with no window and exit 0."""
