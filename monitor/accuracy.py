@@ -45,6 +45,7 @@ from monitor.io.sources import DicomPairSource
 from monitor.messages import Command
 from monitor.sim.simulate import SimConfig, simulate
 from monitor.vision.caveats import CaveatCode
+from monitor.volume_plot import estimates_table, plot_estimates
 
 SCENARIO_CYCLE = ("none", "proximity", "posterior", "venous", "disc", "posterior")
 TUNING_SEEDS = tuple(range(5000, 5036))  # tune on these (36 cases; 12 until session 35) ...
@@ -207,6 +208,9 @@ def evaluate_case(folder: Path, syringe_ml: float = 0.0) -> dict:
     no_scatter_frame = None  # the first frame said to hold no scatter
     volume_low: set[int] = set()  # frames whose darkness read low: the volume is the shape's
     interval: dict[int, tuple[float, float]] = {}  # frame -> the volume's 68 % interval (mL)
+    # frame -> the image-based volume's two estimates (mL, before any syringe anchoring): from the
+    # darkness, and from the two views' shape (None where no shape was read)
+    estimates: dict[int, tuple[float, float | None]] = {}
     # Python's full collections as the analyzer process runs them: between frames, not timed
     with pacing, contextlib.closing(source):
         for item, result in analyse_source(_SyringeEvents(source, analysis, injected, syringe_ml), analysis):
@@ -220,6 +224,9 @@ def evaluate_case(folder: Path, syringe_ml: float = 0.0) -> dict:
                     if err is not None:
                         wall_error[item.index] = err
             volume[item.index] = result.volume_ml
+            estimate = analysis.inner.last_volume
+            if estimate is not None:
+                estimates[item.index] = (estimate.darkness_ml, estimate.shape_ml)
             if result.volume_low_ml is not None and result.volume_high_ml is not None:
                 interval[item.index] = (result.volume_low_ml, result.volume_high_ml)
             alarms += result.alarms
@@ -239,6 +246,7 @@ def evaluate_case(folder: Path, syringe_ml: float = 0.0) -> dict:
         "no_scatter_frame": no_scatter_frame,
         "volume_low_frames": sorted(volume_low),
         "volume_interval": interval,
+        "volume_estimates": estimates,
         "timing_ms": [1000 * t for t in analysis.seconds[2 * 3 :]],  # after the baseline frames
         "full_collections_ms": [1000 * t for t in pacing.seconds],
     }
@@ -560,11 +568,13 @@ def run(
     world: str = "realistic",
     seeds: str = "reporting",
     syringe_ml: float = 0.0,
+    volume_plot: Path | None = None,
 ) -> dict:
     """Render what is missing, evaluate every case, print the tables; returns the scores.
     ``world``: "realistic" (``seeds``: "reporting" or "tuning"; ``n`` the first n of them)
     or "simple" (``n`` cases, default 30, and the scatter-free supplement). ``syringe_ml``:
-    the operator enters each syringe of that many mL as it is emptied (0: no syringe input)."""
+    the operator enters each syringe of that many mL as it is emptied (0: no syringe input).
+    ``volume_plot``: also write the volume's two estimates against the truth there (PNG)."""
     if world == "simple":
         folders, free_folders = ensure_corpus(corpus, n or 30, workers=max(workers, 2), say=say)
         title = f"simple world: {len(folders)} cases (seeds 1000+; the analyzer's own physics)"
@@ -596,6 +606,11 @@ def run(
     else:
         print()
         print(sensitivity(cases))
+    print()
+    print(estimates_table(cases))
+    if volume_plot:
+        plot_estimates(cases, volume_plot, title)
+        say(f"volume estimates plotted in {volume_plot}")
     if out_json:
         out_json.write_text(
             json.dumps(

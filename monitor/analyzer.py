@@ -45,7 +45,7 @@ from monitor.messages import (
 from monitor.replay import frame_header
 from monitor.vision.alarms import Alarm
 from monitor.vision.analysis import AnalysisConfig, CaseAnalyzer, OperatorInput, PlaneAnalyzer
-from monitor.vision.biplane import SYRINGE_MIN_DARKNESS_ML, syringe_anchored_volume
+from monitor.vision.biplane import SYRINGE_MIN_DARKNESS_ML, VolumeEstimate, syringe_anchored_volume
 from monitor.vision.calibrate import RadialDistortion
 from monitor.vision.caveats import Caveat, CaveatCode, render_status
 from monitor.vision.sampling import BilinearImage, Border, Positions
@@ -114,6 +114,9 @@ class VisionAnalysis(Analysis):
         self._undistort: dict[str, tuple] = {}  # plane -> (distortion, shape, source positions, model)
         self._syringe_ml = 0.0  # delivered at this level, by the operator's "1 mL delivered"
         self._raw_volume_ml: float | None = None  # the image-based volume before syringe scaling
+        # the last frame's image-based volume estimate, before any syringe anchoring: its darkness
+        # and shape estimates apart (the accuracy benchmark plots each against the truth)
+        self.last_volume: VolumeEstimate | None = None
         self.volume_scale = 1.0  # syringe volume / image-based volume, once 1 mL has gone in
         self._pairs: list[tuple[float, float]] = []  # (image-based, syringe) mL at each event
         self._news: list[tuple[str, str, str | None, dict]] = []  # the analysis's own, beside the planes'
@@ -141,6 +144,7 @@ class VisionAnalysis(Analysis):
             pixels = undistorted
         r, summary = self.case.process(plane, pixels, h.frame, h.acq_time)
         volume = summary.volume
+        self.last_volume = volume
         k = self.volume_scale
         if volume is not None:
             self._raw_volume_ml = volume.darkness_ml  # what the syringe calibrates

@@ -7,6 +7,7 @@ import json
 import re
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pydicom
 import pytest
@@ -221,6 +222,7 @@ def test_the_benchmark_scores_a_realistic_case_and_tables_it_by_band(tmp_path):
     analyzer would, scored): its bands each get a row of the sensitivity table, and so does its
     leak type by anatomy."""
     from monitor.accuracy import evaluate_case, report, score, sensitivity
+    from monitor.volume_plot import estimate_pairs, estimates_table, plot_estimates
 
     world = World(kvp=95, opacifier="ZrO2", scatter_to_primary=1.8, grid=False, abc=True)
     simulate(_small(world, frames=16, size=256), tmp_path / "case")
@@ -231,6 +233,27 @@ def test_the_benchmark_scores_a_realistic_case_and_tables_it_by_band(tmp_path):
                 "anatomy: geometric", "scenario: posterior (geometric)"):  # fmt: skip
         assert row in table
     assert "realistic" in report(score([case]), "realistic world: 1 case")
+    # The volume's two estimates per frame, for the plot against the truth: the darkness on every
+    # frame with a volume; where the reported volume is the shape's (the darkness reads low, said
+    # by a caveat), the shape estimate is that volume.
+    assert case["volume_estimates"] and set(case["volume_estimates"]) <= set(case["volume"])
+    for f, (darkness, shape) in case["volume_estimates"].items():
+        assert darkness >= 0 and (shape is None or shape > 0)
+        if f in case["volume_low_frames"]:
+            assert shape == pytest.approx(case["volume"][f], rel=1e-3)
+    assert case["volume_low_frames"], "this room's darkness reads low: some frames take the shape"
+    pairs = estimate_pairs([case])
+    assert (
+        len(pairs["darkness"])
+        == len(pairs["reported"])
+        == sum(v >= 0.5 for v in case["truth"]["injected"].values())
+        > 0
+    )
+    assert "darkness   geometric" in estimates_table([case])
+    plot_estimates([case], tmp_path / "volume.png", "one case")
+    drawn = cv2.imread(str(tmp_path / "volume.png"))
+    blue = (np.abs(drawn.astype(int) - (180, 119, 31)).sum(axis=2) < 90).sum()  # tab:blue points, BGR
+    assert drawn.shape[:2] == (572, 1650) and blue > 3 * len(pairs["darkness"])
     # The possible (medium) leak alarms are counted too: the operator sees them. A leak from
     # frame 10 with only a possible alarm at 11, and one raised at 5 before any cement left.
     leaked = {**case, "truth": {**case["truth"], "leak_onset": 10, "leak_first": 10, "leak_site": "venous"}}

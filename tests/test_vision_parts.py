@@ -275,6 +275,8 @@ def test_the_volume_is_the_darkness_unless_it_reads_well_under_the_shape():
         assert unchecked.high_ml == pytest.approx(0.8 / UNCHECKED_DARKNESS_OF_TRUTH)
         assert unchecked.high_ml > 2 * unchecked.volume_ml
     assert agree.checked and low.checked
+    # the geometric estimate is kept beside the one reported, whichever that is
+    assert agree.shape_ml == low.shape_ml == pytest.approx(1.5 / mid) and unchecked.shape_ml is None
 
 
 def test_syringes_anchor_the_volume_and_a_second_one_shows_the_darkness_curve():

@@ -62,6 +62,14 @@ def add_bench(sub) -> None:
         help="the operator enters a syringe of ML mL each time that much more cement has gone in"
         " (as pressing '1 mL delivered'); 0: no syringe input, the images alone (default)",
     )
+    a.add_argument(
+        "--volume-plot",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="also plot the volume's two estimates (the image's darkness, the two views' shape) and"
+        " the reported one against the truth, every frame of 0.5 mL or more, into this PNG",
+    )
     a.set_defaults(run=_run_bench_accuracy)
     v = which.add_parser("viewer", help="frames per second the live view renders at 30 frames/s biplane")
     v.add_argument("--seconds", type=float, default=10.0, help="how long to render")
@@ -115,6 +123,7 @@ def _run_bench_accuracy(args) -> int:
         world=args.world,
         seeds=args.seeds,
         syringe_ml=args.syringe,
+        volume_plot=args.volume_plot,
     )
     return 0
 

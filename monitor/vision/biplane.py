@@ -130,6 +130,9 @@ class VolumeEstimate:
     reads_low: bool  # the darkness well under the shape: the volume is the shape's
     darkness_ml: float  # the volume from the image's darkness (what a syringe calibrates)
     checked: bool = True  # False: no shape to check the darkness by, its interval reaches up
+    # the independent geometric estimate: the two views' outlined shape over its median reading
+    # of the truth at its size (mL); None where no shape was read (under SHAPE_MIN_ML, no outline)
+    shape_ml: float | None = None
 
 
 def fused_volume(darkness_ml: float, shape_ml: float | None) -> VolumeEstimate:
@@ -155,10 +158,12 @@ def fused_volume(darkness_ml: float, shape_ml: float | None) -> VolumeEstimate:
         # Kept, but the images cannot tell the analyzer's room from one whose darkness reads
         # half: the interval reaches up to the most the shape allows.
         kept = darkness_volume(darkness_ml)
-        return replace(kept, high_ml=max(kept.high_ml, shape_ml / lo))
+        return replace(kept, high_ml=max(kept.high_ml, shape_ml / lo), shape_ml=shape_ml / mid)
     # Under half the shape's truth, the darkness is also under its interval's low end (the
     # shape over its 84th percentile reading, at least 0.75 of that truth): no floor needed.
-    return VolumeEstimate(shape_ml / mid, shape_ml / hi, shape_ml / lo, True, darkness_ml)
+    return VolumeEstimate(
+        shape_ml / mid, shape_ml / hi, shape_ml / lo, True, darkness_ml, shape_ml=shape_ml / mid
+    )
 
 
 def darkness_volume(darkness_ml: float, checked: bool = True) -> VolumeEstimate:
