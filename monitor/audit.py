@@ -31,7 +31,7 @@ from monitor.messages import PLANES
 from monitor.vision.alarms import CHECKS, PLANE_CHECKS
 from monitor.vision.caveats import CaveatCode
 
-DIGEST_VERSION = 5  # bump when session_digest changes, so cached digests are recomputed
+DIGEST_VERSION = 6  # bump when session_digest changes, so cached digests are recomputed
 NOT_RECORDED = "not recorded"  # an operator or level the session was not told
 VOLUME_BINS_ML = 12  # the summary's volume histograms: 1 mL bins from 0, the last one open (12 mL and over)
 # A level is monitored when the 5 mm rule (lateral view) and the leak check (each view
@@ -495,7 +495,8 @@ def _digest(store: SessionStore) -> dict:
             "syringe_ml": None,
             "min_distance_mm": distance,
             "alarms": 0,
-            "leaks": 0,
+            "leaks": 0,  # high leak alarms
+            "possible_leaks": 0,  # medium ones: a leak the analyzer could not confirm
             "reactions": [],
         }
     for level, value in store.query(
@@ -513,7 +514,8 @@ def _digest(store: SessionStore) -> dict:
         if lv is None:
             continue
         lv["alarms"] += 1
-        lv["leaks"] += kind == "extravasation" and priority == "high"  # a possible leak (medium) is an alarm
+        lv["leaks"] += kind == "extravasation" and priority == "high"
+        lv["possible_leaks"] += kind == "extravasation" and priority != "high"
         series = store.query(
             "SELECT json_extract(body, '$.acq_time'), json_extract(body, '$.volume_ml') FROM journal "
             "WHERE kind='result' AND level IS ? AND rec>? AND json_extract(body, '$.volume_ml') IS NOT NULL "
@@ -676,12 +678,13 @@ def summarize(
     digests = [d for d in digests if "error" in d or only.session(d)]
     groups: dict[tuple, dict] = {}
     not_monitored: list[dict] = []  # (session, level) pairs: listed first by the summary's readers
-    leaked: list[dict] = []  # (session, level) pairs with a leak alarm, each with its session
+    leaked: list[dict] = []  # (session, level) pairs with a leak alarm, high or possible, with its session
     for d in digests:
         for lv in d.get("levels", []):
             if not only.covers_level(lv["level"]):
                 continue
-            if lv["leaks"]:
+            possible = lv.get("possible_leaks", 0)
+            if lv["leaks"] or possible:
                 leaked.append(
                     {
                         "folder": d["folder"],
@@ -690,6 +693,7 @@ def summarize(
                         "created": d.get("created"),
                         "level": lv["level"] or NOT_RECORDED,
                         "leaks": lv["leaks"],
+                        "possible_leaks": possible,
                         "volume_ml": lv["volume_ml"],
                     }
                 )
@@ -700,6 +704,7 @@ def summarize(
                     "volumes": [],
                     "alarms": 0,
                     "leaks": 0,
+                    "possible_leaks": 0,
                     "reactions": [],
                     "incomplete": 0,
                     "not_monitored": 0,
@@ -721,6 +726,7 @@ def summarize(
                 g["volumes"].append(lv["volume_ml"])
             g["alarms"] += lv["alarms"]
             g["leaks"] += lv["leaks"]
+            g["possible_leaks"] += possible
             g["reactions"] += lv["reactions"]
     rows, histograms = [], []
     for (operator, level), g in sorted(groups.items()):
@@ -742,6 +748,7 @@ def summarize(
                 "volume_max_ml": _round(v[-1]) if v else None,
                 "alarms_per_level": _round(g["alarms"] / g["sessions"]),
                 "leaks": g["leaks"],
+                "possible_leaks": g["possible_leaks"],
                 "median_reaction_s": _round(statistics.median(g["reactions"])) if g["reactions"] else None,
             }
         )
@@ -823,6 +830,7 @@ SUMMARY_COLUMNS = (
     "volume_max_ml",
     "alarms_per_level",
     "leaks",
+    "possible_leaks",
     "median_reaction_s",
 )
 

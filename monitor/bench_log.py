@@ -97,9 +97,9 @@ def run_storage(recording: Path | None, say=print) -> dict:
 
 
 def write_fake_session(args: tuple[Path, int]) -> None:
-    """One plausible session log: levels, results at 7.5 frames/s, alarms (a leak in some),
-    syringe events; three rooms, a session every six hours from FAKE_START, and one in 17
-    without an operator."""
+    """One plausible session log: levels, results at 7.5 frames/s, alarms (a leak in some, a
+    possible leak, medium, halfway through each level of seeds 3, 8, 13, ...), syringe events;
+    three rooms, a session every six hours from FAKE_START, and one in 17 without an operator."""
     folder, seed = args
     rng = np.random.default_rng(seed)
     operator = None if seed % 17 == 16 else OPERATORS[seed % len(OPERATORS)]
@@ -139,6 +139,10 @@ def write_fake_session(args: tuple[Path, int]) -> None:
                     raised.add("extravasation")
                     alarm = {"id": f"{level}/leak/{f}", "kind": "extravasation", "priority": "high"}
                     alarm |= {"frame": f, "plane": "lateral", "site": "posterior", "distance_mm": distance}
+                    store.add_alarm("raised", alarm, level, t)
+                if f == stop // 2 and seed % 5 == 3:  # one the analyzer could not confirm
+                    alarm = {"id": f"{level}/leak/{f}", "kind": "extravasation", "priority": "medium"}
+                    alarm |= {"frame": f, "plane": "ap", "site": "disc", "distance_mm": None}
                     store.add_alarm("raised", alarm, level, t)
                 if distance <= 5.0 and "proximity" not in raised:
                     raised.add("proximity")

@@ -125,11 +125,12 @@ def _leak_table(leaked: list[dict], links: dict[str, str]) -> str:
         rows.append(
             f"<tr><td>{cell}</td><td>{when}</td><td>{_e(leak['room'] or NOT_RECORDED)}</td>"
             f"<td>{_e(leak['operator'])}</td><td>{_e(leak['level'])}</td>"
-            f"<td class='num'>{leak['leaks']}</td>"
+            f"<td class='num'>{leak['leaks']}</td><td class='num'>{leak.get('possible_leaks', 0)}</td>"
             f"<td class='num'>{_num(leak['volume_ml'], 2, ' mL')}</td></tr>"
         )
     head = "<tr><th>session</th><th>begun</th><th>room</th><th>operator</th><th>level</th>"
-    return "<table>" + head + "<th>leak alarms</th><th>volume</th></tr>" + "".join(rows) + "</table>"
+    head += "<th>leak alarms (high)</th><th>possible leaks (medium)</th><th>volume</th></tr>"
+    return "<table>" + head + "".join(rows) + "</table>"
 
 
 def _summary_rows(table: dict) -> str:
@@ -241,14 +242,18 @@ def _monitoring(level: dict) -> str:
 
 
 def _level_table(level: dict) -> str:
-    n_leaks = sum(a["kind"] == "extravasation" and a["priority"] == "high" for a in level["alarms"])
+    leaks = [a for a in level["alarms"] if a["kind"] == "extravasation"]
+    n_high = sum(a["priority"] == "high" for a in leaks)
+    # a possible leak (medium) is one the analyzer could not confirm: QA must see it beside the high
+    possible = len(leaks) - n_high
+    leak_cell = f"{n_high} high, {possible} possible (medium)" if possible else str(n_high)
     cells = [
         ("volume (as reported live), its 68 % interval", _e(volume_phrase(level))),
         ("image-based volume (before syringe calibration)", _num(level.get("image_volume_ml"), 2, " mL")),
         ("syringe volume (operator)", _num(level["syringe_ml"], 2, " mL")),
         ("closest to the posterior wall", _num(level["min_distance_mm"], 1, " mm")),
         ("alarms", str(len(level["alarms"]))),
-        ("leaks", str(n_leaks)),
+        ("leak alarms", leak_cell),
         ("cannulas seen in AP", _e(level["cannulas"]) or "&ndash;"),
         ("time analysed", f"{_num(level['start_s'], 1)} to {_num(level['end_s'], 1)} s"),
     ]

@@ -430,7 +430,8 @@ def test_planes_at_different_frame_rates_are_merged_by_time_not_frame_index(sess
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     """18 synthetic session logs, one every 6 hours from 2026-11-01 00:00 UTC, in three rooms;
-    seed 16 without an operator; seeds 0, 5, 10 and 15 with a leak alarm."""
+    seed 16 without an operator; seeds 0, 5, 10 and 15 with a leak alarm, 3, 8 and 13 with a
+    possible leak (medium) alone."""
     from monitor.bench_log import write_fake_session
 
     root = tmp_path_factory.mktemp("archive")
@@ -446,8 +447,26 @@ def test_the_summary_filters_by_day_room_operator_and_level_and_lists_the_leaks(
 
     everything = json.loads(monitor_cli("audit", archive, "--summary", "--json").stdout)
     assert everything["sessions"] == 18 and everything["filter"] == ""
-    leaking = {0, 5, 10, 15}
-    assert {leak["folder"] for leak in everything["leaked"]} == {str(archive / f"s{i:02d}") for i in leaking}
+    leaking, possible = {0, 5, 10, 15}, {3, 8, 13}
+    listed = {leak["folder"]: leak for leak in everything["leaked"]}
+    assert set(listed) == {str(archive / f"s{i:02d}") for i in leaking | possible}
+    # a possible leak is listed for QA beside the high ones, and counted apart from them
+    for i in possible:
+        assert (
+            listed[str(archive / f"s{i:02d}")]["leaks"],
+            listed[str(archive / f"s{i:02d}")]["possible_leaks"],
+        ) == (0, 1)
+    assert (
+        sum(r["possible_leaks"] for r in everything["rows"])
+        == sum(leak["possible_leaks"] for leak in everything["leaked"])
+        >= len(possible)
+    )
+    text = monitor_cli("audit", archive, "--summary").stdout
+    assert re.search(
+        re.escape(f"LEAK: {archive / 's03'} level ")
+        + r"\S+ \(.*\): 0 leak alarm\(s\), 1 possible \(medium\)",
+        text,
+    ), text
     assert any(r["operator"] == "not recorded" for r in everything["rows"])  # seed 16, said so, not "?"
     day = {seed: datetime.date.fromtimestamp(FAKE_START + seed * 6 * 3600.0) for seed in range(18)}
     first, last = day[4], day[12]
@@ -458,7 +477,7 @@ def test_the_summary_filters_by_day_room_operator_and_level_and_lists_the_leaks(
     table = json.loads(done.stdout)
     covered = {s for s in range(18) if first <= day[s] <= last and s % 3 + 1 == 2}
     assert table["sessions"] == len(covered) > 0
-    named = {str(archive / f"s{s:02d}") for s in covered & leaking}
+    named = {str(archive / f"s{s:02d}") for s in covered & (leaking | possible)}
     assert {leak["folder"] for leak in table["leaked"]} == named
     assert table["filter"] == f"begun from {first}, begun until {last}, in room 'room 2'"
     summary = ("audit", archive, "--summary", "--json")
@@ -488,10 +507,15 @@ def test_the_summary_page_lists_what_to_look_at_and_links_each_leak_to_its_repor
     text = page.read_text()
     assert "<script" not in text and "http" not in text  # nothing fetched from anywhere
     links = re.findall(r"<a href='([^']+)'>([^<]+)</a>", text)
-    assert sorted(folder for _, folder in links) == [str(archive / f"s{i:02d}") for i in (0, 5, 10, 15)]
+    # one row per level with a leak alarm, high or possible (s13 has two levels with a possible one)
+    assert sorted({folder for _, folder in links}) == [
+        str(archive / f"s{i:02d}") for i in (0, 3, 5, 8, 10, 13, 15)
+    ]
     for link, folder in links:
         report = (page.parent / link).read_text()
         assert "Vertebroplasty session audit" in report and "extravasation" in report, folder
+        if folder.endswith(("s03", "s08", "s13")):  # its level says the possible leak, not "0 leaks"
+            assert re.search(r"<th>leak alarms</th><td class='num'>0 high, 1 possible \(medium\)", report)
     rows = text.count("<tr>") - 2 - len(links)  # less the two headers and the leak rows
     assert text.count("<svg") == rows > 0  # a volume histogram per operator and level
     chromium = shutil.which("chromium")

@@ -154,9 +154,10 @@ def _print_summary(table: dict) -> None:
         reasons = "; ".join(miss["reasons"])
         print(f"NOT MONITORED: {miss['folder']} level {miss['level']}: {reasons}")
     for leak in table["leaked"]:
+        possible = leak.get("possible_leaks", 0)
         print(
             f"LEAK: {leak['folder']} level {leak['level']} ({leak['operator']}): "
-            f"{leak['leaks']} leak alarm(s)"
+            f"{leak['leaks']} leak alarm(s)" + (f", {possible} possible (medium)" if possible else "")
         )
     widths = {c: max([len(c), *(len(_cell(r[c])) for r in table["rows"])]) for c in SUMMARY_COLUMNS}
     print("  ".join(c.rjust(widths[c]) for c in SUMMARY_COLUMNS))
