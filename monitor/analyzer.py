@@ -759,7 +759,7 @@ class AnalyzerNode:
             self.announce("rejected", f"rejected messages so far: {detail}")
             self.rejected_reported = total_rejected
         if now >= self.next_beat:
-            self.results.heartbeat()
+            self.results.heartbeat(self._standing(now))
             self.next_beat = now + HEARTBEAT_S
         if message is not None and not self.ready:
             self.flow.ready(self.done)
@@ -801,13 +801,22 @@ class AnalyzerNode:
         self.log.write_result(result, changes, self.analysis.level)
         if changes:  # on the wire too, for consumers that follow alarm states (monitor igtl)
             result = replace(result, alarm_changes=[_change(state, a) for state, a in changes])
-        now = time.monotonic()
-        if now >= self.next_standing:  # for a view attached since an alarm was raised
-            result = replace(result, standing_alarms=self.analysis.standing_alarms())
-            self.next_standing = now + STANDING_ALARMS_EVERY_S
+        standing = self._standing(time.monotonic())
+        if standing is not None:
+            result = replace(result, standing_alarms=standing)
         self.results.send(result)
         self.analysed[h.plane] = self.analysed.get(h.plane, 0) + 1
         self.flow.ack(h.plane, h.seq)
+
+    def _standing(self, now: float) -> list[dict] | None:
+        """The alarms standing, for the next result or heartbeat sent, about once a second
+        (STANDING_ALARMS_EVERY_S; None in between): a view or bridge attached since an alarm
+        was raised shows it, whether frames still come (on a result) or not (on a heartbeat:
+        the source stalled, or the recording has ended and a view is still open)."""
+        if now < self.next_standing:
+            return None
+        self.next_standing = now + STANDING_ALARMS_EVERY_S
+        return self.analysis.standing_alarms()
 
     def on_end(self, now: float) -> bool:
         """After the source's end: done (the analyzer's own end sent) once every frame the
@@ -831,7 +840,7 @@ class AnalyzerNode:
             self.stream_time = self.stream_clock.at(now)
         _take_commands(control, self.analysis, self.announce, self.gate, only=AFTER_END_COMMANDS)
         if now >= self.next_beat:  # the views know the analyzer still listens, and that it ended
-            self.results.heartbeat()
+            self.results.heartbeat(self._standing(now))
             if self.sent_end is not None:
                 self.results.send(self.sent_end)
             self.next_beat = now + HEARTBEAT_S

@@ -80,7 +80,7 @@ import zmq
 
 from monitor.io.igtl import DEFAULT_PORT, Client, IgtlServer, Lazy
 from monitor.io.transport import VIEWER_HWM, CommandSender, Frame, Subscriber
-from monitor.messages import PLANES, End, FrameHeader, Result, Status
+from monitor.messages import PLANES, End, FrameHeader, Heartbeat, Result, Status
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,7 @@ class Translator:
     def __init__(self):
         self.placements: dict[str, Placement] = {}  # plane -> where its newest frame lies
         self.alarms: dict[str, dict] = {}  # id -> its newest change, while it stands
+        self.acq_time: float | None = None  # the newest result's acquisition time (s)
         self.packed_images = 0
 
     def frame(self, header: FrameHeader, pixels: np.ndarray) -> list[tuple[str | None, bytes | Lazy]]:
@@ -222,6 +223,7 @@ class Translator:
 
     def result(self, r: Result) -> list[tuple[str | None, bytes]]:
         out = []
+        self.acq_time = r.acq_time
         for change in r.alarm_changes or ():
             record = {**change, "acq_time": r.acq_time}
             before = self.alarms.get(change["id"], {}).get("state")
@@ -230,21 +232,8 @@ class Translator:
             else:
                 self.alarms[change["id"]] = record
             out.append((None, _string(ALARM_DEVICE, record, r.frame_send_time)))
-        # the analyzer's standing alarms (about once a second) are its own list: one no longer
-        # in it is dropped (no later client is told of it), and one a bridge started after it
-        # was raised never heard of is made known, said as standing, not as an event
         if r.standing_alarms is not None:
-            ids = {a["id"] for a in r.standing_alarms}
-            self.alarms = {alarm_id: a for alarm_id, a in self.alarms.items() if alarm_id in ids}
-        for standing in r.standing_alarms or ():
-            if standing["id"] in self.alarms:
-                continue
-            acknowledged, active = standing["acknowledged"], standing["active"]
-            state = "acknowledged" if acknowledged else "raised" if active else "cleared"
-            fields = {k: v for k, v in standing.items() if k not in ("active", "acknowledged")}
-            record = {"state": state, **fields, "acq_time": r.acq_time}
-            self.alarms[standing["id"]] = record
-            out.append((None, _string(ALARM_DEVICE, {**record, "standing": True}, r.frame_send_time)))
+            out += self.standing(r.standing_alarms, r.frame_send_time)
         measurement = {
             "session": r.session,
             "plane": r.plane,
@@ -283,6 +272,26 @@ class Translator:
             line = r.overlay.get(name)
             if r.plane == "lateral" and line and len(line) >= 2:
                 out.append((device, _polyline(device, where.to_ras(line), r.frame_send_time)))
+        return out
+
+    def standing(self, alarms: list[dict], timestamp: float) -> list[tuple[str | None, bytes]]:
+        """The analyzer's standing alarms (on a result, or on its heartbeat when no frames come
+        or after the end; about once a second) are its own list: one no longer in it is dropped
+        (no later client is told of it), and one a bridge started after it was raised never
+        heard of is made known, said as standing, not as an event (at the newest result's
+        acquisition time heard, None before any)."""
+        out = []
+        ids = {a["id"] for a in alarms}
+        self.alarms = {alarm_id: a for alarm_id, a in self.alarms.items() if alarm_id in ids}
+        for standing in alarms:
+            if standing["id"] in self.alarms:
+                continue
+            acknowledged, active = standing["acknowledged"], standing["active"]
+            state = "acknowledged" if acknowledged else "raised" if active else "cleared"
+            fields = {k: v for k, v in standing.items() if k not in ("active", "acknowledged")}
+            record = {"state": state, **fields, "acq_time": self.acq_time}
+            self.alarms[standing["id"]] = record
+            out.append((None, _string(ALARM_DEVICE, {**record, "standing": True}, timestamp)))
         return out
 
     def status(self, s: Status) -> list[tuple[str | None, bytes]]:
@@ -386,6 +395,8 @@ class Bridge:
             out = self.translator.status(message)
         elif isinstance(message, End):
             out = self.translator.end(message)
+        elif isinstance(message, Heartbeat) and message.standing_alarms is not None:
+            out = self.translator.standing(message.standing_alarms, message.send_time)
         else:
             return
         for key, data in out:

@@ -36,7 +36,8 @@ Frame header fields (all required unless marked optional):
                  and viewers ignore it, and its seq does not count for drops
 
 Heartbeat header: v, kind "heartbeat", session, source (who sends it),
-send_time, seq.
+send_time, seq, standing_alarms (optional, the analyzer's, about once a second while no result
+carries them: between frames, and after the end; as on a result).
 
 End header: v, kind "end", session, source, send_time, frames {plane: count
 sent}. The analyzer forwards it on its own stream with the counts it analysed,
@@ -169,6 +170,10 @@ class Heartbeat:
     source: str
     send_time: float
     seq: int
+    # the analyzer's alarms standing (as Result.standing_alarms): sent on a heartbeat when no
+    # result has carried them for STANDING_ALARMS_EVERY_S (no frames coming, or after the end),
+    # so a view attached then shows them; None on the other heartbeats and on every source's
+    standing_alarms: list | None = None
     v: int = VERSION
     kind: str = field(default="heartbeat", init=False)
 
@@ -347,7 +352,8 @@ def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status |
     if topic == COMMAND_TOPIC:
         return _command(session, send_time, raw)
     if topic == HEARTBEAT_TOPIC:
-        return Heartbeat(session, _field(raw, "source", str), send_time, _field(raw, "seq", int))
+        standing = _alarms(raw, "standing_alarms", _standing)
+        return Heartbeat(session, _field(raw, "source", str), send_time, _field(raw, "seq", int), standing)
     if topic == END_TOPIC:
         frames = _field(raw, "frames", dict)
         if not all(p in PLANES and isinstance(n, int) for p, n in frames.items()):
@@ -394,7 +400,7 @@ def _result(topic: bytes, session: str, send_time: float, raw: dict) -> Result:
         except ValueError as e:
             raise MessageError("garbled", str(e)[:200]) from None
     changes = _alarms(raw, "alarm_changes", lambda c: c.get("state") in ALARM_STATES)
-    standing = _alarms(raw, "standing_alarms", lambda a: all(isinstance(a.get(k), bool) for k in ALARM_FLAGS))
+    standing = _alarms(raw, "standing_alarms", _standing)
     return Result(
         session=session,
         plane=plane,
@@ -413,6 +419,11 @@ def _result(topic: bytes, session: str, send_time: float, raw: dict) -> Result:
         standing_alarms=standing,
         **optional,
     )
+
+
+def _standing(alarm: dict) -> bool:
+    """Whether a standing alarm's flags are there, each a boolean (beyond what every alarm has)."""
+    return all(isinstance(alarm.get(k), bool) for k in ALARM_FLAGS)
 
 
 def _command(session: str, send_time: float, raw: dict) -> Command:

@@ -25,7 +25,7 @@ from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from monitor.flow import FlowClient
 from monitor.io.transport import VIEWER_HWM, CommandSender, Subscriber
-from monitor.messages import LEVELS, PLANES, End, Result, Status
+from monitor.messages import LEVELS, PLANES, End, Heartbeat, Result, Status
 from monitor.overlay import drawn_leaks, labelled_leaks, leak_name
 from monitor.sounds import AlarmPlayer
 from monitor.training import stop_confirmation, training_status
@@ -606,6 +606,8 @@ class MonitorWindow(QtWidgets.QWidget):
                 self.state.status(message)
             elif isinstance(message, End):  # the analyzer's, once it has analysed all that was sent
                 self.state.end(message.reason)
+            elif isinstance(message, Heartbeat) and message.standing_alarms is not None:
+                self.state.standing(message.standing_alarms)  # no frames coming, or after the end
             message = self.results.receive(0)
         self.refresh(now)
 

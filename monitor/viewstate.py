@@ -138,17 +138,21 @@ class ViewState:
                 state["acknowledged"] = True
             if not state["active"] and state["acknowledged"]:
                 del self.alarm_states[change["id"]]
-        # the alarms standing at the analyzer (Result.standing_alarms, about once a second) are
-        # the analyzer's own list, made after every change and status sent before it (results
-        # and statuses come in order on one socket): they replace what this view pieced
-        # together. A view attached after an alarm was raised never heard its change; one that
-        # heard a change out of its context (an "acknowledged" for an alarm it had let go, the
-        # same alarm raised again on a looped replay, a level started again) is put right.
         if r.standing_alarms is not None:
-            self.follows_changes = True
-            self.alarm_states = {a["id"]: dict(a) for a in r.standing_alarms}
+            self.standing(r.standing_alarms)
         for alarm in r.alarms:
             self.shown_alarms = [a for a in self.shown_alarms if _key(a) != _key(alarm)] + [alarm]
+
+    def standing(self, alarms: list[dict]) -> None:
+        """The alarms standing at the analyzer (Result.standing_alarms, or on its heartbeat when
+        no frames come or after the end; about once a second) are the analyzer's own list, made
+        after every change and status sent before it (results, statuses and heartbeats come in
+        order on one socket): they replace what this view pieced together. A view attached
+        after an alarm was raised never heard its change; one that heard a change out of its
+        context (an "acknowledged" for an alarm it had let go, the same alarm raised again on a
+        looped replay, a level started again) is put right."""
+        self.follows_changes = True
+        self.alarm_states = {a["id"]: dict(a) for a in alarms}
 
     def status(self, s: Status) -> None:
         if s.event == "acknowledge":

@@ -553,3 +553,45 @@ def test_a_bridge_started_after_an_alarm_was_raised_passes_it_on_as_standing(tmp
             if bridge is not None:
                 bridge.terminate()
                 bridge.communicate(timeout=30)
+
+
+def test_a_bridge_hears_the_standing_alarms_on_the_analyzers_heartbeat_when_no_frames_come():
+    """With no frames coming (the source stalled, or the recording over while a view is still
+    open) the analyzer's standing alarms ride on its heartbeat: a bridge started then passes an
+    alarm still standing on to its client, marked standing; and one no longer standing is
+    dropped, so a client connecting after that is not told of it."""
+    from monitor.io.transport import Publisher
+
+    e = Endpoints.private()
+    analyzer = Publisher(e.results, "s", "analyzer", role="results")  # stands in for the analyzer
+    bridge, port = start_bridge(e)
+    client = later = None
+    alarm = {"id": "L1/extravasation/posterior/high/30", "kind": "extravasation", "priority": "high"}
+    alarm |= {"frame": 30, "plane": "lateral", "site": "posterior", "distance_mm": -2.0}
+    try:
+        client = IgtlReader(port)
+        got, deadline = None, time.monotonic() + 20
+        while got is None and time.monotonic() < deadline:  # the bridge's subscription joins
+            analyzer.heartbeat([{**alarm, "active": True, "acknowledged": False}])
+            got = client.wait_for(lambda r: r.device == "Alarm", 0.2)
+        assert got is not None, "the standing alarm on the heartbeat was not passed on"
+        said = got.json()
+        assert (said["id"], said["state"], said["standing"], said["frame"]) == (
+            alarm["id"],
+            "raised",
+            True,
+            30,
+        )
+        for _ in range(5):
+            analyzer.heartbeat([])  # acknowledged and cleared meanwhile: no longer standing
+            time.sleep(0.05)
+        time.sleep(0.3)
+        later = IgtlReader(port)
+        assert later.wait_for(lambda r: r.device == "Alarm", 1.5) is None, later.of("Alarm")
+    finally:
+        for c in (client, later):
+            if c is not None:
+                c.close()
+        bridge.terminate()
+        bridge.communicate(timeout=30)
+        analyzer.close()

@@ -212,6 +212,19 @@ def test_standing_alarms_cross_the_wire_and_garbled_ones_are_refused():
     alarm = {**STANDING, "plane": "lateral", "site": None, "active": True, "acknowledged": False}
     assert decode(_result_parts([alarm])).standing_alarms == [alarm]
     assert decode(_result_parts(None)).standing_alarms is None
+    # on the analyzer's heartbeat too, when no result carries them (no frames, or after the end)
+    from monitor.messages import Heartbeat, encode
+
+    beat = Heartbeat("s", "analyzer", 1.5, 7, [alarm])
+    assert (
+        decode(encode(beat)) == beat
+        and decode(encode(replace(beat, standing_alarms=None))).standing_alarms is None
+    )
+
+    def heartbeat_parts(standing):
+        topic, body = encode(beat)
+        return [topic, json.dumps({**json.loads(body), "standing_alarms": standing}).encode()]
+
     for garbled in (
         alarm,  # not a list
         [{**alarm, "active": "yes"}],
@@ -220,6 +233,7 @@ def test_standing_alarms_cross_the_wire_and_garbled_ones_are_refused():
         [{**alarm, "frame": None}],  # the views sort on it
         [alarm] * 65,  # more than one frame's worth
     ):
-        with pytest.raises(MessageError) as err:
-            decode(_result_parts(garbled))
-        assert err.value.reason == "garbled"
+        for parts in (_result_parts(garbled), heartbeat_parts(garbled)):
+            with pytest.raises(MessageError) as err:
+                decode(parts)
+            assert err.value.reason == "garbled"

@@ -58,9 +58,10 @@ def test_a_view_says_it_is_ready_only_once_it_hears_the_source_and_the_analyzer(
 @pytest.fixture
 def acknowledged_after_the_end(qtbot, tmp_path):
     """The bundled posterior-leak case run with its live view (a real viewer process, offscreen
-    Qt); once the recording has ended the operator presses Acknowledge in a second view, and
-    then the system closes the first (SIGTERM). Returns (exit code, session folder, the
-    operator's window, what the run said)."""
+    Qt); once the recording has ended, a view attached only then shows what it saw, the
+    operator presses Acknowledge in a second view, and then the system closes the first
+    (SIGTERM). Returns (exit code, session folder, the operator's window, what the run said,
+    the alarms the view attached after the end showed)."""
     rec = default_recording()
     session = tmp_path / "session"
     spec = RunSpec(str(session), "L1", endpoints=Endpoints.private(), viewer=True)
@@ -80,6 +81,15 @@ def acknowledged_after_the_end(qtbot, tmp_path):
         qtbot.waitUntil(lambda: operator.state.ended is not None, timeout=60000)
         qtbot.waitUntil(lambda: any("acknowledged in the viewer" in line for line in said), timeout=30000)
         assert operator.state.alarms() and not any(a["acknowledged"] for a in operator.state.alarms())
+        # a view attached after the end (a second screen, the view restarted): no result will
+        # come; the standing alarms come on the analyzer's heartbeat
+        late = MonitorWindow(spec.endpoints.frames, spec.endpoints.results, spec.endpoints.control)
+        qtbot.addWidget(late)
+        deadline = time.monotonic() + 5.0
+        while not late.state.alarms() and time.monotonic() < deadline:
+            qtbot.wait(50)
+        late_alarms = late.state.alarms()
+        late.close()
         qtbot.wait(1500)  # the operator acknowledges a while after the end
         qtbot.mouseClick(operator.ack, QtCore.Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: operator.state.said_after_end is not None, timeout=10000)
@@ -100,11 +110,20 @@ def acknowledged_after_the_end(qtbot, tmp_path):
         operator.close()
         source.close()
     assert not runner.is_alive()
-    return outcome["code"], session, operator, said
+    return outcome["code"], session, operator, said, late_alarms
+
+
+def test_a_view_attached_after_the_end_shows_the_alarms_standing(acknowledged_after_the_end):
+    *_, operator, _said, late_alarms = acknowledged_after_the_end
+    shown = {(a["id"], a["frame"], a["acknowledged"]) for a in late_alarms}
+    # every alarm the operator's view still shows at the end of the run stood then, unacknowledged
+    assert shown and {a[0] for a in shown} >= {a["id"] for a in operator.state.alarms()}
+    assert not any(acknowledged for *_, acknowledged in shown), shown
+    assert any(a["kind"] == "extravasation" and a["priority"] == "high" for a in late_alarms), late_alarms
 
 
 def test_an_alarm_acknowledged_after_the_end_is_carried_out_and_logged(acknowledged_after_the_end):
-    code, session, operator, said = acknowledged_after_the_end
+    code, session, operator, said, _late = acknowledged_after_the_end
     assert code == 0, said
     assert "consumers ready: analyzer, logger, viewer" in said  # no frame before the view listened
     first, second = [line for line in said if line.startswith("view: ")]

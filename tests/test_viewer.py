@@ -374,7 +374,8 @@ def test_the_analyzers_standing_alarms_put_right_an_alarm_the_view_pieced_togeth
     show the alarm again, "ACKNOWLEDGED HIGH", for the rest of the level, though the analyzer
     shows nothing. The analyzer's standing alarms on the next result (none) are its own list
     and replace what the view pieced together: no alarm. And a view's list is replaced the
-    other way too: an alarm standing there that the view never heard of is shown."""
+    other way too: an alarm standing there that the view never heard of is shown. The same
+    list on the analyzer's heartbeat, when no frames come, is taken as well."""
     pump(qtbot, lambda: streams.frame(1), lambda: window.views["lateral"].shown_frame == 1)
     alarm = {"id": "L1/proximity/wall/high/3", "kind": "proximity", "priority": "high", "frame": 3}
     alarm |= {"plane": "lateral", "site": None, "distance_mm": 4.8}
@@ -409,6 +410,9 @@ def test_the_analyzers_standing_alarms_put_right_an_alarm_the_view_pieced_togeth
         lambda: "LEAK" in window.banner.text().upper(),
     )
     assert window.banner.text().startswith("HIGH"), window.banner.text()
+    # with no frames coming (or after the end) the list comes on the analyzer's heartbeat
+    pump(qtbot, lambda: streams.results.heartbeat([]), lambda: window.banner.text() == "no alarm")
+    pump(qtbot, lambda: streams.results.heartbeat([leak]), lambda: "LEAK" in window.banner.text().upper())
 
 
 def test_a_viewer_that_cannot_open_stops_the_run_with_one_line(monkeypatch):

@@ -239,8 +239,9 @@ class Publisher:
         self._seq[plane] = seq + 1
         return seq
 
-    def heartbeat(self) -> None:
-        beat = Heartbeat(self.session, self.source, time.time(), self._beats)
+    def heartbeat(self, standing_alarms: list | None = None) -> None:
+        """A heartbeat; the analyzer's carries the alarms standing now and then (Heartbeat)."""
+        beat = Heartbeat(self.session, self.source, time.time(), self._beats, standing_alarms)
         self._beats += 1
         self._sock.send_multipart(encode(beat))
 
