@@ -80,15 +80,15 @@ class _Edited:
         self.inner.close()
 
 
-def _paste_cement(rec, pixels: np.ndarray, overlay: dict, inward_mm: float) -> np.ndarray:
-    """A copy of ``pixels`` with a 2 mm speck of cement at the wall's middle, ``inward_mm``
-    anterior of it (negative: behind it): the change the bolus at the cannula tip (from
-    ``overlay``) made to the recording's lateral frames by frame 30, added there. The
-    overlay's safety line lies 5 mm anterior of the wall."""
+def _paste_cement(rec, pixels: np.ndarray, overlay: dict, inward_mm: float, along: float = 0.5) -> np.ndarray:
+    """A copy of ``pixels`` with a 2 mm speck of cement at the wall's middle (``along``: that
+    far from its first end to its second, 0.5 the middle), ``inward_mm`` anterior of it
+    (negative: behind it): the change the bolus at the cannula tip (from ``overlay``) made to
+    the recording's lateral frames by frame 30, added there. The overlay's safety line lies
+    5 mm anterior of the wall."""
     wall, line = np.asarray(overlay["wall"]), np.asarray(overlay["safety_line"])
-    mid = wall.mean(axis=0)
-    inward = (line.mean(axis=0) - mid) / 5.0  # pixels per mm, towards the body
-    at = np.round(mid + inward * inward_mm).astype(int)
+    inward = (line.mean(axis=0) - wall.mean(axis=0)) / 5.0  # pixels per mm, towards the body
+    at = np.round(wall[0] + along * (wall[-1] - wall[0]) + inward * inward_mm).astype(int)
     tip = np.round(np.asarray(overlay["cannula_tips"][0])).astype(int)
     r = max(2, int(round(np.linalg.norm(inward))))  # 1 mm: a 2 mm speck
     with open_recording(rec.lateral) as frames:
@@ -100,8 +100,8 @@ def _paste_cement(rec, pixels: np.ndarray, overlay: dict, inward_mm: float) -> n
     return np.clip(out, 0, np.iinfo(pixels.dtype).max).astype(pixels.dtype)
 
 
-def _run(source):
-    analysis = VisionAnalysis()
+def _run(source, config=None):
+    analysis = VisionAnalysis(config)
     lateral, news = {}, []
     try:
         for item, result in analyse_source(source, analysis):
@@ -164,6 +164,39 @@ def test_a_first_front_beyond_the_wall_found_disarms_it(clean_default):
     assert all(r.distance_mm is None and "proximity" not in r.checks and "leak" in r.checks for r in after)
     assert all(r.overlay.get("wall_state") == "not-confirmed" for r in after)
     assert not [a for r in after for a in r.alarms if a["kind"] == "proximity"]
+
+
+def test_cement_behind_the_wall_on_the_first_frame_of_cement_refutes_it(clean_default):
+    """Cement read behind a wall not yet trusted on the first frame holding cement, while the
+    bolus at the tip is still in front of it, cannot have got there from the tip: the wall is
+    wrong (a gas cleft filling under an endplate did this on CT anatomy, the wall found short).
+    The wall is refuted, and the cement behind it, persisting, is a possible posterior leak
+    (medium, said why), not a high one off a wall known to be wrong. Behind a trusted wall the
+    same cement stays a high leak (a vein may fill at once from a tip beside its foramen)."""
+    from monitor.vision.analysis import AnalysisConfig
+
+    rec, clean = default_recording(), clean_default
+    k = min(i for i, r in clean.items() if r.distance_mm is not None)  # the first cement
+
+    def edit(index, pixels):
+        # beyond the wall's end: behind the wall, outside the outline's rows (as a cleft under an
+        # endplate found too low), so the front is still the bolus at the tip
+        return _paste_cement(rec, pixels, clean[k - 1].overlay, -4.0, along=-0.15) if index >= k else pixels
+
+    def posterior_leaks(runs):
+        return [a for i in sorted(runs) for a in runs[i].alarms if a["kind"] == "extravasation"]
+
+    untrusted = AnalysisConfig.from_settings({"wall_min_support": 1.01})  # the wall found not trusted
+    edited, news = _run(_Edited(rec, edit), untrusted)
+    walls = [n for n in news if n[0].startswith("wall")]
+    assert [n[0] for n in walls] == ["wall-not-confirmed", "wall-not-confirmed"], walls
+    assert "behind the wall found" in walls[1][1] and walls[1][3]["refuted"], walls[1]
+    leaks = posterior_leaks(edited)
+    assert leaks and all(a["site"] == "posterior" for a in leaks), leaks
+    assert all(a["priority"] == "medium" and "refuted" in a["reason"] for a in leaks), leaks
+    trusted, news = _run(_Edited(rec, edit))
+    assert [n[0] for n in news if n[0].startswith("wall")] == ["wall-armed"]
+    assert [a["priority"] for a in posterior_leaks(trusted)][:1] == ["high"]
 
 
 def test_a_wall_not_trusted_waits_for_the_operator_and_the_audit_says_when(tmp_path):

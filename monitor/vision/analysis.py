@@ -730,19 +730,31 @@ class PlaneAnalyzer:
 
     def _judge_wall(self, result: PlaneResult) -> None:
         """Physics before the 5 mm rule: the first cement is at the cannula tip, in front of
-        the wall, so a first front read beyond the wall found means the wall is wrong; and
-        while the wall is not armed, its distance is withheld (the front is still drawn)
-        and only the leak rules are checked."""
-        first = not self.front_seen and result.distance_mm is not None
+        the wall, so a first front read beyond the wall found, or cement read behind a wall not
+        yet trusted on the first frame holding cement, means the wall is wrong; and while the
+        wall is not armed,
+        its distance is withheld (the front is still drawn) and only the leak rules are checked
+        (a posterior leak off a refuted wall is only a possible one: CaseAnalyzer._uncorroborated)."""
+        behind = [lk for lk in result.leaks if lk.site == "posterior" and not lk.line and lk.lobe is None]
+        first = not self.front_seen and (result.distance_mm is not None or bool(behind))
         if first:
             self.front_seen = True
-            beyond = result.distance_mm < -FIRST_CEMENT_BEYOND_MM
+            beyond = result.distance_mm is not None and result.distance_mm < -FIRST_CEMENT_BEYOND_MM
             early = result.volume_ml is not None and result.volume_ml < FIRST_CEMENT_ML
             found = self.wall_armed_by != "operator"  # the wall found, armed or not yet confirmed
-            if beyond and early and found and self._state.prior is None:
+            # Cement apart from the front, behind the wall, refutes only a wall not yet trusted:
+            # behind a trusted one it may be a vein filling at once from a tip beside the
+            # basivertebral foramen, a leak that must stay high (the simulator starts no leak
+            # with the first cement, so the benchmark cannot show it either way).
+            behind = behind if self.wall_armed_by is None else []
+            if (beyond or behind) and early and found and self._state.prior is None:
+                read = (
+                    f"read {-result.distance_mm:.1f} mm beyond the wall found"
+                    if beyond
+                    else f"read {sum(lk.volume_ml for lk in behind):.3f} mL of it behind the wall found"
+                )
                 self._disarm(
-                    f"the first cement, at the cannula tip, read {-result.distance_mm:.1f} mm beyond the"
-                    " wall found, so that wall cannot be right",
+                    f"the first cement, at the cannula tip, {read}, so that wall cannot be right",
                     refuted=True,
                 )
         armed = self.wall_armed_by is not None
@@ -1118,9 +1130,14 @@ class CaseAnalyzer:
         for the endplates): the outline and the tip were found on images holding cement (started
         8-20 frames late, the tuning cases put an endplate through the bolus, the tip at its far
         side, and read the new cement beyond them as disc, venous and paravertebral leaks)."""
-        if site == "posterior":
-            return None
         view = self.planes.get(r.plane)
+        if site == "posterior":
+            if r.plane == "lateral" and view is not None and view.wall_refuted:
+                return (
+                    "the wall found was refuted by the first cement (read beyond it at the cannula tip):"
+                    " cement behind a wall known to be wrong may be inside the body; draw the wall"
+                )
+            return None
         if (late := self._cement_before()) and not (view is not None and view.body_drawn):
             return f"{late}: draw the body (Adjust body) in the {r.plane} view to vouch for its outline"
         if r.plane != "lateral" or r.overlay.get("wall_state") != "not-confirmed":
