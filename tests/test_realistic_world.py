@@ -708,6 +708,26 @@ def test_a_vein_too_faint_to_segment_is_said_as_a_line_within_two_frames(tmp_pat
     assert [restarted.case.planes[p]._apart for p in ("lateral", "ap")] == [True, True]
 
 
+def test_a_disc_leak_crossing_an_armed_endplate_and_seen_in_ap_is_high_at_once(tmp_path):
+    """Tuning seed 5020 (geometric, a disc leak through the upper endplate), rendered smaller and
+    shorter for the suite (512 pixels, 34 frames): the lateral outline is armed, and its lobe's
+    far edge lies about a millimetre beyond the endplate line from the first cement leaving, the
+    AP view reads its lobe on the same side. Cement crossing a trusted endplate line and
+    confirmed in AP is a disc leak (issue 19): high at once, not medium until the lobe grows
+    1.5 mm beyond the outline (3 frames later at full size, before LOBE_CROSSING_MM)."""
+    from monitor.accuracy import evaluate_case, world_configs
+
+    truth = simulate(replace(world_configs([5020])[0], size=512, frames=34), tmp_path / "disc")
+    result = evaluate_case(tmp_path / "disc")
+    assert set(result["wall"].values()) == {"armed"}
+    leaks = [a for a in result["alarms"] if a["kind"] == "extravasation"]
+    assert leaks, "the disc leak was never alarmed"
+    first = leaks[0]
+    assert first["frame"] >= truth["leak"]["first_cement_frame"], first  # nothing before cement left
+    assert (first["site"], first["priority"]) == ("disc", "high"), first
+    assert first["frame"] - truth["leak"]["onset_frame"] <= 2, first
+
+
 def test_a_disc_leak_with_no_outline_is_read_as_a_lobe_in_both_views_within_two_frames(tmp_path):
     """Tuning seed 5014 as the benchmark renders it (CT, T11, 768 pixels, wedge fracture): no body
     outline is found in either view, so no endplate line could be seen crossed, and its disc leak
