@@ -164,6 +164,10 @@ def test_a_first_front_beyond_the_wall_found_disarms_it(clean_default):
     assert all(r.distance_mm is None and "proximity" not in r.checks and "leak" in r.checks for r in after)
     assert all(r.overlay.get("wall_state") == "not-confirmed" for r in after)
     assert not [a for r in after for a in r.alarms if a["kind"] == "proximity"]
+    # a wall refuted by the front itself does not hold back the leaks behind it: a vein joining
+    # the bolus at once is read as such a front (here the pasted speck, a leak on its own frame)
+    leaks = [a for r in after for a in r.alarms if a["kind"] == "extravasation" and a["site"] == "posterior"]
+    assert leaks and all(a["priority"] == "high" for a in leaks), leaks
 
 
 def test_cement_behind_the_wall_on_the_first_frame_of_cement_refutes_it(clean_default):
@@ -190,13 +194,21 @@ def test_cement_behind_the_wall_on_the_first_frame_of_cement_refutes_it(clean_de
     edited, news = _run(_Edited(rec, edit), untrusted)
     walls = [n for n in news if n[0].startswith("wall")]
     assert [n[0] for n in walls] == ["wall-not-confirmed", "wall-not-confirmed"], walls
-    assert "behind the wall found" in walls[1][1] and walls[1][3]["refuted"], walls[1]
+    assert "behind the wall found" in walls[1][1] and walls[1][3]["refuted"] and walls[1][3]["by_cement"]
     leaks = posterior_leaks(edited)
     assert leaks and all(a["site"] == "posterior" for a in leaks), leaks
     assert all(a["priority"] == "medium" and "refuted" in a["reason"] for a in leaks), leaks
     trusted, news = _run(_Edited(rec, edit))
     assert [n[0] for n in news if n[0].startswith("wall")] == ["wall-armed"]
     assert [a["priority"] for a in posterior_leaks(trusted)][:1] == ["high"]
+
+    def speck_before_cement(index, pixels):  # noise behind the wall, on a frame with no cement yet
+        return (
+            _paste_cement(rec, pixels, clean[k - 1].overlay, -4.0, along=-0.15) if index == k - 2 else pixels
+        )
+
+    _, news = _run(_Edited(rec, speck_before_cement), untrusted)
+    assert [n[3].get("refuted") for n in news if n[0] == "wall-not-confirmed"] == [False], news
 
 
 def test_a_wall_not_trusted_waits_for_the_operator_and_the_audit_says_when(tmp_path):

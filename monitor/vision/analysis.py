@@ -302,6 +302,10 @@ class PlaneAnalyzer:
         self._unarmed_why = ""  # why not, for the caveat on every result while so
         # the first cement read beyond the wall found: that wall cannot be confirmed, only redrawn
         self.wall_refuted = False
+        # ... refuted by cement apart from the front behind it (not by the front itself): a
+        # posterior leak off it is only a possible one (CaseAnalyzer._uncorroborated)
+        self.wall_refuted_by_cement = False
+        self._refuted_why = ""
         self.front_seen = False  # a front has been measured (the first one is at the tip)
         # (event, detail, value) for the log, taken by the caller
         self.news: list[tuple[str, str, dict]] = []
@@ -377,14 +381,22 @@ class PlaneAnalyzer:
         self.wall_armed_by, self._unarmed_why = by, ""
         self.news.append(("wall-armed", detail, {"armed_by": by}))
 
-    def _disarm(self, why: str, refuted: bool = False) -> None:
+    def _disarm(self, why: str, refuted: bool = False, by_cement: bool = False) -> None:
         """The 5 mm rule off until the operator confirms or draws the wall (only draws it, when
-        physics ``refuted`` the wall); said on every result."""
+        physics ``refuted`` the wall, ``by_cement`` read behind it rather than by the front);
+        said on every result."""
         self.wall_armed_by, self._unarmed_why = None, why
-        self.wall_refuted = self.wall_refuted or refuted
+        if refuted and not self.wall_refuted:
+            self.wall_refuted, self.wall_refuted_by_cement, self._refuted_why = True, by_cement, why
         todo = "draw the wall" if self.wall_refuted else "confirm or draw the wall"
         detail = f"5 mm rule not armed: {why}; {todo}"
-        self.news.append(("wall-not-confirmed", detail, {"refuted": refuted, "why": why}))
+        value = {"refuted": refuted, "why": why} | ({"by_cement": True} if by_cement else {})
+        self.news.append(("wall-not-confirmed", detail, value))
+
+    def _unrefute(self) -> None:
+        """A wall drawn by the operator is theirs, not the one physics refuted."""
+        self.wall_refuted = self.wall_refuted_by_cement = False
+        self._refuted_why = ""
 
     def restore_apart(self, read: bool) -> None:
         """After a restart, whether this view had seen the level's cement from its start
@@ -400,7 +412,9 @@ class PlaneAnalyzer:
         with the operator's: the state goes on as it was, nothing said twice."""
         value = value or {}
         if event == "wall-not-confirmed":
-            self._disarm(str(value.get("why") or detail), bool(value.get("refuted")))
+            self._disarm(
+                str(value.get("why") or detail), bool(value.get("refuted")), bool(value.get("by_cement"))
+            )
         elif event == "wall-armed" and isinstance(self.body, LateralBody):
             self._arm(str(value.get("armed_by") or "automatic"), detail)
         self.news.clear()
@@ -748,31 +762,39 @@ class PlaneAnalyzer:
     def _judge_wall(self, result: PlaneResult) -> None:
         """Physics before the 5 mm rule: the first cement is at the cannula tip, in front of
         the wall, so a first front read beyond the wall found, or cement read behind a wall not
-        yet trusted on the first frame holding cement, means the wall is wrong; and while the
-        wall is not armed,
-        its distance is withheld (the front is still drawn) and only the leak rules are checked
-        (a posterior leak off a refuted wall is only a possible one: CaseAnalyzer._uncorroborated)."""
-        behind = [lk for lk in result.leaks if lk.site == "posterior" and not lk.line and lk.lobe is None]
-        first = not self.front_seen and (result.distance_mm is not None or bool(behind))
+        yet trusted on the frame the first front is measured in front of it, means the wall is
+        wrong (a posterior leak off a wall refuted the second way is only a possible one:
+        CaseAnalyzer._uncorroborated); and while the wall is not armed, its distance is withheld
+        (the front is still drawn) and only the leak rules are checked."""
+        first = not self.front_seen and result.distance_mm is not None
         if first:
             self.front_seen = True
-            beyond = result.distance_mm is not None and result.distance_mm < -FIRST_CEMENT_BEYOND_MM
+            beyond = result.distance_mm < -FIRST_CEMENT_BEYOND_MM
             early = result.volume_ml is not None and result.volume_ml < FIRST_CEMENT_ML
             found = self.wall_armed_by != "operator"  # the wall found, armed or not yet confirmed
-            # Cement apart from the front, behind the wall, refutes only a wall not yet trusted:
-            # behind a trusted one it may be a vein filling at once from a tip beside the
-            # basivertebral foramen, a leak that must stay high (the simulator starts no leak
-            # with the first cement, so the benchmark cannot show it either way).
-            behind = behind if self.wall_armed_by is None else []
-            if (beyond or behind) and early and found and self._state.prior is None:
-                read = (
-                    f"read {-result.distance_mm:.1f} mm beyond the wall found"
-                    if beyond
-                    else f"read {sum(lk.volume_ml for lk in behind):.3f} mL of it behind the wall found"
-                )
+            # Cement apart from the front, behind the wall, on the frame the first front is
+            # measured: it cannot have come from the tip. It refutes only a wall not yet
+            # trusted: behind a trusted one it may be a vein filling at once from a tip beside
+            # the basivertebral foramen, a leak that must stay high (the simulator starts no
+            # leak with the first cement, so the benchmark cannot show it either way).
+            behind = [
+                lk
+                for lk in result.leaks
+                if lk.site == "posterior" and not lk.line and lk.lobe is None and self.wall_armed_by is None
+            ]
+            if beyond and early and found and self._state.prior is None:
                 self._disarm(
-                    f"the first cement, at the cannula tip, {read}, so that wall cannot be right",
+                    f"the first cement, at the cannula tip, read {-result.distance_mm:.1f} mm beyond the"
+                    " wall found, so that wall cannot be right",
                     refuted=True,
+                )
+            elif behind and early and found and self._state.prior is None:
+                self._disarm(
+                    f"on the first frame of cement, {sum(lk.volume_ml for lk in behind):.3f} mL read behind"
+                    " the wall found while the bolus at the cannula tip was in front of it (it cannot"
+                    " have come from the tip), so that wall cannot be right",
+                    refuted=True,
+                    by_cement=True,
                 )
         armed = self.wall_armed_by is not None
         result.overlay["wall_state"] = "armed" if armed else "not-confirmed"
@@ -796,7 +818,9 @@ class PlaneAnalyzer:
         if not isinstance(self.body, LateralBody) or not self.pixel_mm:
             raise ValueError("no posterior wall to confirm: draw it")
         if self.wall_refuted:
-            raise ValueError("the first cement read beyond the wall found: it cannot be confirmed, redraw it")
+            raise ValueError(
+                f"the wall found was refuted ({self._refuted_why}): it cannot be confirmed, redraw it"
+            )
         if self.wall_armed_by is not None:
             return f"posterior wall already armed ({self.wall_armed_by})"
         self._arm("operator", "5 mm rule armed on the wall the operator confirmed")
@@ -847,7 +871,7 @@ class PlaneAnalyzer:
         self.body = body
         if stands_in:
             self.anatomy_error = None
-        self.wall_refuted = False  # a wall drawn is the operator's, not the one refuted
+        self._unrefute()
         self._arm("operator", "5 mm rule armed on the wall the operator drew")
         return done
 
@@ -869,7 +893,7 @@ class PlaneAnalyzer:
         self.body_drawn = True
         self.anatomy_error = None
         if self.plane == "lateral":
-            self.wall_refuted = False
+            self._unrefute()
             self._arm("operator", "5 mm rule armed on the posterior side of the operator's box")
         self._use_roi(body_roi(self.body, self.learnt.roi, self.pixel_mm))
         return f"{self.plane} body outline replaced by the operator's box"
@@ -1135,7 +1159,10 @@ class CaseAnalyzer:
         LEAK_CORROBORATION_S (stream seconds: the views may run at different rates); otherwise a
         medium one, said as possible. A posterior leak is not held back: it is the one the AP view
         cannot see, and the one that injures (leaks behind a wall not confirmed were on time in 2
-        tuning cases, false in 1). With no AP view checking the leak rules (none, or no outline
+        tuning cases, false in 1); unless the wall was refuted by cement read behind it on the
+        first frame of cement (PlaneAnalyzer._judge_wall): behind a wall known to be wrong,
+        short of the true one, cement may be inside the body (a gas cleft filling did this).
+        With no AP view checking the leak rules (none, or no outline
         in it) nothing can back it: it stays a possible leak, said with that reason, a medium
         alarm (not silence) until the operator confirms or draws the wall, which makes the
         outline's leaks high at once (reporting seed 7019, a CT case with no AP outline, alarmed
@@ -1149,10 +1176,11 @@ class CaseAnalyzer:
         side, and read the new cement beyond them as disc, venous and paravertebral leaks)."""
         view = self.planes.get(r.plane)
         if site == "posterior":
-            if r.plane == "lateral" and view is not None and view.wall_refuted:
+            if r.plane == "lateral" and view is not None and view.wall_refuted_by_cement:
                 return (
-                    "the wall found was refuted by the first cement (read beyond it at the cannula tip):"
-                    " cement behind a wall known to be wrong may be inside the body; draw the wall"
+                    "the wall found was refuted: on the first frame of cement, cement lay behind it while"
+                    " the bolus at the tip was in front of it, so cement behind that wall may be inside"
+                    " the body (a cleft filling); draw the wall"
                 )
             return None
         if (late := self._cement_before()) and not (view is not None and view.body_drawn):
