@@ -708,26 +708,6 @@ def test_a_vein_too_faint_to_segment_is_said_as_a_line_within_two_frames(tmp_pat
     assert [restarted.case.planes[p]._apart for p in ("lateral", "ap")] == [True, True]
 
 
-def test_a_disc_leak_crossing_an_armed_endplate_and_seen_in_ap_is_high_at_once(tmp_path):
-    """Tuning seed 5020 (geometric, a disc leak through the upper endplate), rendered smaller and
-    shorter for the suite (512 pixels, 34 frames): the lateral outline is armed, and its lobe's
-    far edge lies about a millimetre beyond the endplate line from the first cement leaving, the
-    AP view reads its lobe on the same side. Cement crossing a trusted endplate line and
-    confirmed in AP is a disc leak (issue 19): high at once, not medium until the lobe grows
-    1.5 mm beyond the outline (3 frames later at full size, before LOBE_CROSSING_MM)."""
-    from monitor.accuracy import evaluate_case, world_configs
-
-    truth = simulate(replace(world_configs([5020])[0], size=512, frames=34), tmp_path / "disc")
-    result = evaluate_case(tmp_path / "disc")
-    assert set(result["wall"].values()) == {"armed"}
-    leaks = [a for a in result["alarms"] if a["kind"] == "extravasation"]
-    assert leaks, "the disc leak was never alarmed"
-    first = leaks[0]
-    assert first["frame"] >= truth["leak"]["first_cement_frame"], first  # nothing before cement left
-    assert (first["site"], first["priority"]) == ("disc", "high"), first
-    assert first["frame"] - truth["leak"]["onset_frame"] <= 2, first
-
-
 def test_a_disc_leak_with_no_outline_is_read_as_a_lobe_in_both_views_within_two_frames(tmp_path):
     """Tuning seed 5014 as the benchmark renders it (CT, T11, 768 pixels, wedge fracture): no body
     outline is found in either view, so no endplate line could be seen crossed, and its disc leak
@@ -795,6 +775,42 @@ def test_dense_cement_filling_a_cleft_under_an_endplate_is_no_leak_inside_an_arm
     assert set(result["wall"].values()) == {"armed"}
     assert any(not lobe.above and lobe.level / lobe.summit > 0.8 for lobe in lobes_read), lobes_read
     assert [a for a in result["alarms"] if a["kind"] == "extravasation"] == []
+
+
+def test_a_cleft_under_a_biconcave_endplate_is_no_high_disc_leak(tmp_path, monkeypatch):
+    """Tuning seed 5007's L2 (geometric, biconcave, 512 pixels), faint cement behind scatter
+    (BaSO4 at 15 %, 105 kVp, scatter-to-primary 1.5), a 14 x 6 mm gas cleft 3 mm thick on the
+    lower endplate; no cement leaves the body. The armed lateral outline's endplate lines sit
+    1-2 mm inside a biconcave body (its wall is right), so the cleft's cement shows as a lobe
+    reaching about 1 mm beyond the lower line, and the AP view reads its lobe too. A lobe
+    crossing an armed outline by 0.6 mm was tried as a high disc leak (c4fb500, for tuning
+    5020's leak crossing by 1.2 mm): it raised a false high one here from frame 24, and on two
+    renders of 5023 (independent review, session 48). It is a possible leak (medium) at most."""
+    import monitor.sim.simulate as sim
+    from monitor.accuracy import evaluate_case, world_configs
+    from monitor.sim.anatomy import MU_SOFT_TISSUE
+
+    def cleft_on_the_lower_endplate(phantom, rng):
+        x, y, z = phantom.grid.coords()
+        bone = phantom.cancellous
+        has = bone.any(axis=0)
+        lowest = z.ravel()[np.argmax(bone, axis=0)]  # the cancellous bone's lowest z per column
+        ellipse = (x / 14.0) ** 2 + ((y + 0.3 * phantom.shape.half_depth) / 6.0) ** 2 <= 1.0
+        cleft = bone & ellipse & (z - lowest[None] >= 0) & (z - lowest[None] <= 3.0) & has[None]
+        mu = phantom.mu.copy()
+        mu[cleft] = -MU_SOFT_TISSUE  # gas
+        return replace(phantom, mu=mu, cleft=cleft)
+
+    monkeypatch.setattr(sim, "add_cleft", cleft_on_the_lower_endplate)
+    cfg = world_configs([5007])[0]
+    faint = replace(cfg.world, opacifier="BaSO4", opacifier_fraction=0.15, kvp=105.0, scatter_to_primary=1.5)
+    truth = simulate(replace(cfg, scenario="none", cleft=True, world=faint, size=512), tmp_path / "cleft")
+    assert truth["total_leaked_ml"] == 0.0 and cfg.fracture == "biconcave"
+    result = evaluate_case(tmp_path / "cleft")
+    assert set(result["wall"].values()) == {"armed"}
+    disc = [a for a in result["alarms"] if a["kind"] == "extravasation" and a["site"] == "disc"]
+    assert disc, "the cleft's lobes were not read in both views: the render no longer tests the rule"
+    assert all(a["priority"] == "medium" for a in disc), disc
 
 
 def test_two_shafts_found_as_one_do_not_put_their_lumens_cement_in_the_front(tmp_path):

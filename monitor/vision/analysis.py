@@ -107,19 +107,6 @@ LOBE_DOUBT = (
     "no armed body outline in this view to tell the disc from a gas cleft under the endplate, which"
     " the cement also fills as a lobe beyond the bolus"
 )
-LOBE_SHALLOW_DOUBT = (
-    "it reaches under 0.6 mm beyond the armed outline's endplate (LOBE_CROSSING_MM): within the outline's"
-    " own uncertainty, where a gas cleft under the endplate also lies"
-)
-# A lobe whose far edge lies this far (mm) beyond an armed lateral outline's endplate has crossed
-# it: cement through the endplate line, a disc leak once the AP view reads its lobe on the same
-# side (issue 19: "seen in the lateral view as cement crossing the endplate line and confirmed in
-# AP"). Outline cement must reach leak_min_depth_mm (1.5 mm) to be a leak on its own; a lobe
-# backed by the other view needs less. The armed walls' error is at most 0.46 mm on the reporting
-# seeds (0.51 on the tuning ones); the one tuning case whose lateral lobes crossed an armed
-# outline at all, a disc leak (5020), crossed by 1.2 mm from its onset and was alarmed high 3
-# frames late with 1.5 mm asked.
-LOBE_CROSSING_MM = 0.6
 LOBE_RISE_AGREES_MM = 3.0  # the two views' lobes lie as far from the bolus within this (or 30 %)
 LINE_KEY = ":line"  # a view's lines at a site are confirmed by its lines, not by its other cement there
 
@@ -540,23 +527,19 @@ class PlaneAnalyzer:
     def _read_lobes(self, result: PlaneResult, cement: CementMap, steel: np.ndarray, tips, body) -> None:
         """The disc lobes (:func:`find_disc_lobes`) into ``result`` as disc leaks. An armed lateral
         outline places the endplates: a lobe wholly inside it is no leak (a cleft), one reaching
-        LOBE_CROSSING_MM beyond it has crossed the endplate line and is sure (a leak when the
-        AP view reads its lobe too), one reaching less is doubted (:data:`LOBE_SHALLOW_DOUBT`);
-        any other (no outline, an AP outline, or a lateral one not confirmed, whose endplates are
-        a guess) is doubted (:data:`LOBE_DOUBT`)."""
+        ``leak_min_depth_mm`` beyond it (as outline cement must) is sure; any other (no outline, an
+        AP outline, or a lateral one not confirmed, whose endplates are a guess) is doubted
+        (:data:`LOBE_DOUBT`)."""
         threshold = float(np.min(cement.threshold))
         lobes = find_disc_lobes(cement.difference, cement.mask, steel, tips, threshold, self.pixel_mm)
         sure: list = []
-        shallow: list = []
         if lobes and result.overlay.get("wall_state") == "armed":
-            crossing = LOBE_CROSSING_MM / self.pixel_mm
+            depth = self.config.detection.leak_min_depth_mm / self.pixel_mm
             beyond = [(lobe, _reach_px(body, lobe)) for lobe in lobes]
-            sure = [lobe for lobe, d in beyond if d >= crossing]
-            shallow = [lobe for lobe, d in beyond if 0 < d < crossing]
-            lobes = []
+            sure = [lobe for lobe, d in beyond if d >= depth]
+            lobes = [lobe for lobe, d in beyond if 0 < d < depth]
         mu, where = self.config.physics.cement_mu_per_mm, (self.grid, self.roi[:2])
         found = lobe_leaks(sure, cement.difference, *where, mu)
-        found += lobe_leaks(shallow, cement.difference, *where, mu, LOBE_SHALLOW_DOUBT)
         found += lobe_leaks(lobes, cement.difference, *where, mu, LOBE_DOUBT)
         result.leaks = [*result.leaks, *found]
 
