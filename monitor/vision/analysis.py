@@ -107,6 +107,14 @@ LOBE_DOUBT = (
     "no armed body outline in this view to tell the disc from a gas cleft under the endplate, which"
     " the cement also fills as a lobe beyond the bolus"
 )
+# ... and with an armed lateral outline, a lobe reaching less than leak_min_depth_mm beyond it: the
+# outline's endplate lines lie 1-3 mm inside a biconcave body (measured on the tuning seeds,
+# session 48), where "armed" vouches for the posterior wall only
+LOBE_SHALLOW_DOUBT = (
+    "the lateral lobe reaches only {reach_mm:.1f} mm past the endplate line found (a leak needs"
+    " {depth_mm:g} mm): that line can lie 1-3 mm inside a biconcave body, so it may be cement filling"
+    " a cleft just under the endplate"
+)
 LOBE_RISE_AGREES_MM = 3.0  # the two views' lobes lie as far from the bolus within this (or 30 %)
 LINE_KEY = ":line"  # a view's lines at a site are confirmed by its lines, not by its other cement there
 
@@ -527,19 +535,26 @@ class PlaneAnalyzer:
     def _read_lobes(self, result: PlaneResult, cement: CementMap, steel: np.ndarray, tips, body) -> None:
         """The disc lobes (:func:`find_disc_lobes`) into ``result`` as disc leaks. An armed lateral
         outline places the endplates: a lobe wholly inside it is no leak (a cleft), one reaching
-        ``leak_min_depth_mm`` beyond it (as outline cement must) is sure; any other (no outline, an
-        AP outline, or a lateral one not confirmed, whose endplates are a guess) is doubted
-        (:data:`LOBE_DOUBT`)."""
+        ``leak_min_depth_mm`` beyond it (as outline cement must) is sure, one reaching less is
+        doubted (:data:`LOBE_SHALLOW_DOUBT`); any other (no outline, an AP outline, or a lateral
+        one not confirmed, whose endplates are a guess) is doubted (:data:`LOBE_DOUBT`)."""
         threshold = float(np.min(cement.threshold))
         lobes = find_disc_lobes(cement.difference, cement.mask, steel, tips, threshold, self.pixel_mm)
         sure: list = []
+        shallow: list = []  # (lobe, how far beyond the armed outline, mm)
         if lobes and result.overlay.get("wall_state") == "armed":
             depth = self.config.detection.leak_min_depth_mm / self.pixel_mm
             beyond = [(lobe, _reach_px(body, lobe)) for lobe in lobes]
             sure = [lobe for lobe, d in beyond if d >= depth]
-            lobes = [lobe for lobe, d in beyond if 0 < d < depth]
+            shallow = [(lobe, d * self.pixel_mm) for lobe, d in beyond if 0 < d < depth]
+            lobes = []
         mu, where = self.config.physics.cement_mu_per_mm, (self.grid, self.roi[:2])
         found = lobe_leaks(sure, cement.difference, *where, mu)
+        for lobe, reach_mm in shallow:
+            doubt = LOBE_SHALLOW_DOUBT.format(
+                reach_mm=reach_mm, depth_mm=self.config.detection.leak_min_depth_mm
+            )
+            found += lobe_leaks([lobe], cement.difference, *where, mu, doubt)
         found += lobe_leaks(lobes, cement.difference, *where, mu, LOBE_DOUBT)
         result.leaks = [*result.leaks, *found]
 
