@@ -732,6 +732,28 @@ def test_a_disc_leak_with_no_outline_is_read_as_a_lobe_in_both_views_within_two_
     assert "gas cleft" in first["reason"], first["reason"]
 
 
+def _lower_endplate_cleft(half_x_mm: float, half_y_mm: float, anterior: float, thick_mm: float = 3.0):
+    """A replacement for the simulator's add_cleft: a gas cleft ``thick_mm`` thick lying on the
+    lower endplate of the treated body's cancellous bone, an ellipse of half-axes ``half_x_mm``
+    (left-right, x) and ``half_y_mm`` (antero-posterior, y), its centre that share ``anterior`` of
+    the body's half-depth anterior of its middle (-y; +y is posterior)."""
+    from monitor.sim.anatomy import MU_SOFT_TISSUE
+
+    def cleft_on_the_lower_endplate(phantom, rng):
+        x, y, z = phantom.grid.coords()
+        bone = phantom.cancellous
+        has = bone.any(axis=0)
+        lowest = z.ravel()[np.argmax(bone, axis=0)]  # the cancellous bone's lowest z per column
+        ellipse = (x / half_x_mm) ** 2 + ((y + anterior * phantom.shape.half_depth) / half_y_mm) ** 2 <= 1.0
+        above = z - lowest[None]
+        cleft = bone & ellipse & (above >= 0) & (above <= thick_mm) & has[None]
+        mu = phantom.mu.copy()
+        mu[cleft] = -MU_SOFT_TISSUE  # gas
+        return replace(phantom, mu=mu, cleft=cleft)
+
+    return cleft_on_the_lower_endplate
+
+
 def test_dense_cement_filling_a_cleft_under_an_endplate_is_no_leak_inside_an_armed_outline(
     tmp_path, monkeypatch
 ):
@@ -744,18 +766,6 @@ def test_dense_cement_filling_a_cleft_under_an_endplate_is_no_leak_inside_an_arm
     import monitor.sim.simulate as sim
     import monitor.vision.analysis as analysis
     from monitor.accuracy import evaluate_case, world_configs
-    from monitor.sim.anatomy import MU_SOFT_TISSUE
-
-    def cleft_on_the_lower_endplate(phantom, rng):
-        x, y, z = phantom.grid.coords()
-        bone = phantom.cancellous
-        has = bone.any(axis=0)
-        lowest = z.ravel()[np.argmax(bone, axis=0)]  # the cancellous bone's lowest z per column
-        ellipse = (x / 8.0) ** 2 + ((y + 0.15 * phantom.shape.half_depth) / 6.0) ** 2 <= 1.0
-        cleft = bone & ellipse & (np.abs(z - lowest[None]) <= 3.0) & has[None]
-        mu = phantom.mu.copy()
-        mu[cleft] = -MU_SOFT_TISSUE  # gas
-        return replace(phantom, mu=mu, cleft=cleft)
 
     lobes_read = []
     find = analysis.find_disc_lobes
@@ -765,7 +775,7 @@ def test_dense_cement_filling_a_cleft_under_an_endplate_is_no_leak_inside_an_arm
         lobes_read.extend(lobes)
         return lobes
 
-    monkeypatch.setattr(sim, "add_cleft", cleft_on_the_lower_endplate)
+    monkeypatch.setattr(sim, "add_cleft", _lower_endplate_cleft(half_x_mm=8.0, half_y_mm=6.0, anterior=0.15))
     monkeypatch.setattr(analysis, "find_disc_lobes", recorded)
     cfg = world_configs([5022])[0]
     dense = replace(cfg.world, opacifier="ZrO2", opacifier_fraction=0.34, kvp=65.0, scatter_to_primary=0.9)
@@ -788,20 +798,8 @@ def test_a_cleft_under_a_biconcave_endplate_is_no_high_disc_leak(tmp_path, monke
     renders of 5023 (independent review, session 48). It is a possible leak (medium) at most."""
     import monitor.sim.simulate as sim
     from monitor.accuracy import evaluate_case, world_configs
-    from monitor.sim.anatomy import MU_SOFT_TISSUE
 
-    def cleft_on_the_lower_endplate(phantom, rng):
-        x, y, z = phantom.grid.coords()
-        bone = phantom.cancellous
-        has = bone.any(axis=0)
-        lowest = z.ravel()[np.argmax(bone, axis=0)]  # the cancellous bone's lowest z per column
-        ellipse = (x / 14.0) ** 2 + ((y + 0.3 * phantom.shape.half_depth) / 6.0) ** 2 <= 1.0
-        cleft = bone & ellipse & (z - lowest[None] >= 0) & (z - lowest[None] <= 3.0) & has[None]
-        mu = phantom.mu.copy()
-        mu[cleft] = -MU_SOFT_TISSUE  # gas
-        return replace(phantom, mu=mu, cleft=cleft)
-
-    monkeypatch.setattr(sim, "add_cleft", cleft_on_the_lower_endplate)
+    monkeypatch.setattr(sim, "add_cleft", _lower_endplate_cleft(half_x_mm=14.0, half_y_mm=6.0, anterior=0.3))
     cfg = world_configs([5007])[0]
     faint = replace(cfg.world, opacifier="BaSO4", opacifier_fraction=0.15, kvp=105.0, scatter_to_primary=1.5)
     truth = simulate(replace(cfg, scenario="none", cleft=True, world=faint, size=512), tmp_path / "cleft")
