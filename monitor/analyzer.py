@@ -709,7 +709,7 @@ class AnalyzerNode:
         self.sent_end: End | None = None  # the analyzer's own end, once sent
         self.ready = False
         self.next_beat = 0.0
-        self.next_standing = 0.0  # when a result next carries the standing alarms
+        self.next_standing = 0.0  # when a result or heartbeat next carries the standing alarms
         self.rejected_reported = 0
 
     def announce(

@@ -683,7 +683,7 @@ def summarize(
         for lv in d.get("levels", []):
             if not only.covers_level(lv["level"]):
                 continue
-            possible = lv.get("possible_leaks", 0)
+            possible = lv["possible_leaks"]
             if lv["leaks"] or possible:
                 leaked.append(
                     {

@@ -233,7 +233,7 @@ class Translator:
                 self.alarms[change["id"]] = record
             out.append((None, _string(ALARM_DEVICE, record, r.frame_send_time)))
         if r.standing_alarms is not None:
-            out += self.standing(r.standing_alarms, r.frame_send_time)
+            out += self.take_standing(r.standing_alarms, r.frame_send_time)
         measurement = {
             "session": r.session,
             "plane": r.plane,
@@ -274,7 +274,7 @@ class Translator:
                 out.append((device, _polyline(device, where.to_ras(line), r.frame_send_time)))
         return out
 
-    def standing(self, alarms: list[dict], timestamp: float) -> list[tuple[str | None, bytes]]:
+    def take_standing(self, alarms: list[dict], timestamp: float) -> list[tuple[str | None, bytes]]:
         """The analyzer's standing alarms (on a result, or on its heartbeat when no frames come
         or after the end; about once a second) are its own list: one no longer in it is dropped
         (no later client is told of it), and one a bridge started after it was raised never
@@ -396,7 +396,7 @@ class Bridge:
         elif isinstance(message, End):
             out = self.translator.end(message)
         elif isinstance(message, Heartbeat) and message.standing_alarms is not None:
-            out = self.translator.standing(message.standing_alarms, message.send_time)
+            out = self.translator.take_standing(message.standing_alarms, message.send_time)
         else:
             return
         for key, data in out:

@@ -125,7 +125,7 @@ def _leak_table(leaked: list[dict], links: dict[str, str]) -> str:
         rows.append(
             f"<tr><td>{cell}</td><td>{when}</td><td>{_e(leak['room'] or NOT_RECORDED)}</td>"
             f"<td>{_e(leak['operator'])}</td><td>{_e(leak['level'])}</td>"
-            f"<td class='num'>{leak['leaks']}</td><td class='num'>{leak.get('possible_leaks', 0)}</td>"
+            f"<td class='num'>{leak['leaks']}</td><td class='num'>{leak['possible_leaks']}</td>"
             f"<td class='num'>{_num(leak['volume_ml'], 2, ' mL')}</td></tr>"
         )
     head = "<tr><th>session</th><th>begun</th><th>room</th><th>operator</th><th>level</th>"

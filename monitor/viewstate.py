@@ -76,9 +76,9 @@ class ViewState:
     ended: str | None = None
     said_after_end: str | None = None  # the newest status line heard after the end (an acknowledge)
     # The analyzer's alarm states, when its results carry them (Result.alarm_changes, and its
-    # whole list in Result.standing_alarms about once a second): alarm id -> the alarm with
-    # "active" (its condition present) and "acknowledged". An acknowledged
-    # alarm stays shown, steady, while its condition lasts (IEC 60601-1-8); only its sound stops.
+    # whole list about once a second, on a result or a heartbeat: standing_alarms): alarm id ->
+    # the alarm with "active" (its condition present) and "acknowledged". An acknowledged alarm
+    # stays shown, steady, while its condition lasts (IEC 60601-1-8); only its sound stops.
     alarm_states: dict = field(default_factory=dict)
     follows_changes: bool = False  # once any result carried alarm states
 

@@ -154,7 +154,7 @@ def _print_summary(table: dict) -> None:
         reasons = "; ".join(miss["reasons"])
         print(f"NOT MONITORED: {miss['folder']} level {miss['level']}: {reasons}")
     for leak in table["leaked"]:
-        possible = leak.get("possible_leaks", 0)
+        possible = leak["possible_leaks"]
         print(
             f"LEAK: {leak['folder']} level {leak['level']} ({leak['operator']}): "
             f"{leak['leaks']} leak alarm(s)" + (f", {possible} possible (medium)" if possible else "")

@@ -295,15 +295,20 @@ class PlaneAnalyzer:
         self.wall_armed_by: str | None = None
         self.body_drawn = False  # the outline is the operator's box (set_body), not one found
         self._unarmed_why = ""  # why not, for the caveat on every result while so
-        # the first cement read beyond the wall found: that wall cannot be confirmed, only redrawn
-        self.wall_refuted = False
+        # why physics refuted the wall found (the first cement read beyond it), None while not:
+        # a refuted wall cannot be confirmed, only redrawn
+        self.refuted_why: str | None = None
         # ... refuted by cement apart from the front behind it (not by the front itself): a
         # posterior leak off it is only a possible one (CaseAnalyzer._uncorroborated)
         self.wall_refuted_by_cement = False
-        self._refuted_why = ""
         self.front_seen = False  # a front has been measured (the first one is at the tip)
         # (event, detail, value) for the log, taken by the caller
         self.news: list[tuple[str, str, dict]] = []
+
+    @property
+    def wall_refuted(self) -> bool:
+        """Whether physics refuted the wall found (:meth:`_judge_wall`): only a drawn one arms."""
+        return self.refuted_why is not None
 
     @property
     def pixel_mm(self) -> float | None:
@@ -382,7 +387,7 @@ class PlaneAnalyzer:
         said on every result."""
         self.wall_armed_by, self._unarmed_why = None, why
         if refuted and not self.wall_refuted:
-            self.wall_refuted, self.wall_refuted_by_cement, self._refuted_why = True, by_cement, why
+            self.refuted_why, self.wall_refuted_by_cement = why, by_cement
         todo = "draw the wall" if self.wall_refuted else "confirm or draw the wall"
         detail = f"5 mm rule not armed: {why}; {todo}"
         value = {"refuted": refuted, "why": why} | ({"by_cement": True} if by_cement else {})
@@ -390,8 +395,7 @@ class PlaneAnalyzer:
 
     def _unrefute(self) -> None:
         """A wall drawn by the operator is theirs, not the one physics refuted."""
-        self.wall_refuted = self.wall_refuted_by_cement = False
-        self._refuted_why = ""
+        self.refuted_why, self.wall_refuted_by_cement = None, False
 
     def restore_apart(self, read: bool) -> None:
         """After a restart, whether this view had seen the level's cement from its start
@@ -775,18 +779,15 @@ class PlaneAnalyzer:
             # trusted: behind a trusted one it may be a vein filling at once from a tip beside
             # the basivertebral foramen, a leak that must stay high (the simulator starts no
             # leak with the first cement, so the benchmark cannot show it either way).
-            behind = [
-                lk
-                for lk in result.leaks
-                if lk.site == "posterior" and not lk.line and lk.lobe is None and self.wall_armed_by is None
-            ]
-            if beyond and early and found and self._state.prior is None:
+            behind = [lk for lk in result.leaks if lk.site == "posterior" and not lk.line and lk.lobe is None]
+            judged = early and found and self._state.prior is None
+            if judged and beyond:
                 self._disarm(
                     f"the first cement, at the cannula tip, read {-result.distance_mm:.1f} mm beyond the"
                     " wall found, so that wall cannot be right",
                     refuted=True,
                 )
-            elif behind and early and found and self._state.prior is None:
+            elif judged and behind and self.wall_armed_by is None:
                 self._disarm(
                     f"on the first frame of cement, {sum(lk.volume_ml for lk in behind):.3f} mL read behind"
                     " the wall found while the bolus at the cannula tip was in front of it (it cannot"
@@ -817,7 +818,7 @@ class PlaneAnalyzer:
             raise ValueError("no posterior wall to confirm: draw it")
         if self.wall_refuted:
             raise ValueError(
-                f"the wall found was refuted ({self._refuted_why}): it cannot be confirmed, redraw it"
+                f"the wall found was refuted ({self.refuted_why}): it cannot be confirmed, redraw it"
             )
         if self.wall_armed_by is not None:
             return f"posterior wall already armed ({self.wall_armed_by})"
