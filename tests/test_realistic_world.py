@@ -811,35 +811,6 @@ def test_a_cleft_under_a_biconcave_endplate_is_no_high_disc_leak(tmp_path, monke
     assert all(a["priority"] == "medium" for a in disc), disc
 
 
-def test_cement_past_a_biconcave_lateral_endplate_line_needs_the_ap_to_be_a_leak(tmp_path, monkeypatch):
-    """Tuning seed 5023's L5 (geometric, biconcave, 512 pixels, 14 frames), dense cement
-    seen behind scatter (ZrO2 at 65 kVp, scatter-to-primary 0.9), a 10 x 6 mm gas cleft 2.5 mm
-    thick on the lower endplate in the body's anterior part; no cement leaves the body. The armed
-    lateral outline's lower endplate line lies inside the body's cancellous bone by 1.3-2.0 mm
-    along its length (session 48's review measured it on the 48-frame render of this cleft), so
-    the cleft's cement is read outside the outline at the disc from frame 5, and was a high disc
-    leak on its own (at frame 9 on the review's render). The AP view shows no cement at the disc:
-    a possible disc leak (medium), saying what the AP would show."""
-    import monitor.sim.simulate as sim
-    from monitor.accuracy import evaluate_case, world_configs
-
-    monkeypatch.setattr(
-        sim, "add_cleft", _lower_endplate_cleft(half_x_mm=5.0, half_y_mm=3.0, anterior=0.8, thick_mm=2.5)
-    )
-    cfg = world_configs([5023])[0]
-    dense = replace(cfg.world, opacifier="ZrO2", opacifier_fraction=0.34, kvp=65.0, scatter_to_primary=0.9)
-    case = replace(cfg, scenario="none", cleft=True, world=dense, size=512, frames=14)
-    truth = simulate(case, tmp_path / "cleft")
-    assert truth["total_leaked_ml"] == 0.0 and cfg.fracture == "biconcave"
-    result = evaluate_case(tmp_path / "cleft")
-    assert set(result["wall"].values()) == {"armed"}
-    leaks = [a for a in result["alarms"] if a["kind"] == "extravasation"]
-    assert leaks, "no cement read beyond the endplate line: the render no longer tests the rule"
-    assert [(a["plane"], a["site"], a["priority"]) for a in leaks] == [("lateral", "disc", "medium")]
-    assert "a disc leak is confirmed in the AP view" in leaks[0]["reason"]
-    assert "the AP view shows no cement at the disc" in leaks[0]["reason"]
-
-
 def test_two_shafts_found_as_one_do_not_put_their_lumens_cement_in_the_front(tmp_path):
     """Tuning seed 5020's cannulas (bipedicular, geometric T10, 1024 pixels), over its first 14
     frames: in the lateral view the two shafts project 4.3 mm apart at their tips and cross 27

@@ -926,9 +926,6 @@ class CaseAnalyzer:
         # per view: what it last read of a disc lobe "above" or "below" the bolus: (stream time s,
         # its rise mm, whether the view was sure of it)
         self._lobes_read: dict[str, dict[str, tuple[float, float, bool]]] = {}
-        # per view: the stream time (s) it last read cement outside its outline at the disc, at
-        # leak size (the AP's, with its lobes, to confirm a lateral disc leak off the outline)
-        self._disc_read_at: dict[str, float] = {}
         self.scatter_seen: bool | None = None  # None: the cement's halo has not said yet
         self._accepted: tuple[float, float] | None = None  # (time, distance) last alarmed on
         self._jumped: tuple[float, float] | None = None  # (time, distance) flagged as a jump
@@ -1073,8 +1070,8 @@ class CaseAnalyzer:
             self._note_leak(r.plane, site, 0.0, frame, time_s, line=True)
         sure_line = any(not lk.doubt for lk in lines)
         line_doubt = None if sure_line or not lines else lines[0].doubt
+        cement_doubt = self._uncorroborated(r, site, time_s) if outline else None
         how = "apart" if outline and all(lk.apart for lk in outline) else "outline"
-        cement_doubt = self._uncorroborated(r, site, time_s, apart=how == "apart") if outline else None
         if by_cement and cement_doubt is None:
             return True, None, how
         if by_lobe and sure_lobe:
@@ -1149,10 +1146,8 @@ class CaseAnalyzer:
         elif volume_ml >= self.config.detection.leak_min_ml:
             self._pending[f"{plane}:{site}"] = frame
             self._leak_read_at[plane] = time_s
-            if site == "disc":
-                self._disc_read_at[plane] = time_s
 
-    def _uncorroborated(self, r: PlaneResult, site: str, time_s: float, apart: bool = False) -> str | None:
+    def _uncorroborated(self, r: PlaneResult, site: str, time_s: float) -> str | None:
         """Why a leak read in ``r`` is only possible, or None when it stands on its own.
 
         A lateral outline whose wall is not confirmed is a guess: its anterior side and endplates
@@ -1177,13 +1172,7 @@ class CaseAnalyzer:
         draws that view's body (``body_drawn``; confirming or drawing the wall alone does not vouch
         for the endplates): the outline and the tip were found on images holding cement (started
         8-20 frames late, the tuning cases put an endplate through the bolus, the tip at its far
-        side, and read the new cement beyond them as disc, venous and paravertebral leaks).
-
-        A disc leak off the lateral outline (not ``apart``: read against its endplate line) also
-        needs the AP view to read cement at the disc (:meth:`_disc_unconfirmed`), whatever its
-        wall's state, unless the operator drew that body: a condition added to the others, never
-        one in their place (a gas cleft under the endplate shows as a lobe in the AP view too, so
-        the AP's lobe cannot stand for the backing a wall not confirmed needs)."""
+        side, and read the new cement beyond them as disc, venous and paravertebral leaks)."""
         view = self.planes.get(r.plane)
         if site == "posterior":
             if r.plane == "lateral" and view is not None and view.wall_refuted_by_cement:
@@ -1193,12 +1182,8 @@ class CaseAnalyzer:
                     " the body (a cleft filling); draw the wall"
                 )
             return None
-        drawn = view is not None and view.body_drawn
-        if (late := self._cement_before()) and not drawn:
+        if (late := self._cement_before()) and not (view is not None and view.body_drawn):
             return f"{late}: draw the body (Adjust body) in the {r.plane} view to vouch for its outline"
-        lateral_disc = site == "disc" and r.plane == "lateral" and not apart and not drawn
-        if lateral_disc and (unconfirmed := self._disc_unconfirmed(time_s)) is not None:
-            return unconfirmed
         if r.plane != "lateral" or r.overlay.get("wall_state") != "not-confirmed":
             return None
         if not self._checks_leaks.get("ap", False):
@@ -1206,33 +1191,6 @@ class CaseAnalyzer:
         if time_s - self._leak_read_at.get("ap", -np.inf) <= LEAK_CORROBORATION_S:
             return None
         return "the lateral wall is not confirmed and the AP view shows no cement outside its outline"
-
-    def _disc_unconfirmed(self, time_s: float) -> str | None:
-        """Why cement beyond the lateral outline's endplate line is only a possible disc leak, or
-        None when the AP view confirms it: it read cement at the disc (outside its outline there,
-        at leak size, or a lobe above or below the bolus, either side) within
-        LEAK_CORROBORATION_S (stream seconds) of ``time_s``.
-
-        The lateral endplate line is one straight line through the endplate's first fall from the
-        tip; a biconcave or wedged body's endplate curves, and its line then lies inside the body
-        over part of its length: 1.2-2.9 mm (median) on all 8 biconcave tuning seeds, up to 4.8 mm
-        at the posterior corner (session 48's review, which measured the armed outline against the
-        phantom). Cement filling the body there, a gas cleft under the endplate most often, reads
-        as beyond the line: 3 of 95 no-leak cleft renders on the tuning seeds (5001, 5007, 5023)
-        raised a false high disc leak this way, the AP view reading nothing at the disc within 2
-        frames; on the 7 disc leaks read off an outline (simple world, tuning 5020), the AP read a
-        lobe on the frame the lateral alarmed or before."""
-        ap_lobes = [read[0] for read in self._lobes_read.get("ap", {}).values()]
-        recent = [*ap_lobes, self._disc_read_at.get("ap", -np.inf)]
-        if any(abs(time_s - t) <= LEAK_CORROBORATION_S for t in recent):
-            return None
-        why = (
-            "a disc leak is confirmed in the AP view: the lateral endplate line can lie inside a"
-            " biconcave or wedged body, where cement filling it reads as beyond the line"
-        )
-        if not self._checks_leaks.get("ap", False):
-            return f"{why}, and no AP view checks the leak rules (draw the body to vouch for it)"
-        return f"{why}, and the AP view shows no cement at the disc"
 
     def _cement_before(self) -> str | None:
         """Why this level's outlines are doubtful when a view's first frames held cement (its
