@@ -811,6 +811,27 @@ def test_a_cleft_under_a_biconcave_endplate_is_no_high_disc_leak(tmp_path, monke
     assert all(a["priority"] == "medium" for a in disc), disc
 
 
+def test_a_disc_leak_the_ap_view_reads_no_lobe_of_is_high_on_time(tmp_path):
+    """Tuning seed 5029 (geometric, flat endplates, a gas cleft; 512 pixels) with a disc leak from
+    frame 37: the lateral view reads the cement through the endplate beyond its armed outline,
+    growing, while the AP view reads no lobe of it at all. Session 49 made a lateral disc leak off
+    the outline wait for the AP's lobe (against clefts under biconcave endplates); an independent
+    review rendered 17 disc leaks on tuning seeds and found this one, and four more, left at a
+    possible (medium) leak to the end, two more late: reverted. The lateral reading must stand on
+    its own: a high disc leak within 2 frames of onset."""
+    from monitor.accuracy import evaluate_case, world_configs
+
+    truth = simulate(replace(world_configs([5029])[0], scenario="disc", size=512), tmp_path / "disc")
+    onset = truth["leak"]["onset_frame"]
+    result = evaluate_case(tmp_path / "disc")
+    disc = [a for a in result["alarms"] if a["kind"] == "extravasation" and a["site"] == "disc"]
+    high = [a["frame"] for a in disc if a["priority"] == "high"]
+    assert high and high[0] - onset <= 2, (onset, disc)
+    assert not any(a["plane"] == "ap" for a in disc), (
+        "the AP read the leak: the render no longer tests the rule"
+    )
+
+
 def test_two_shafts_found_as_one_do_not_put_their_lumens_cement_in_the_front(tmp_path):
     """Tuning seed 5020's cannulas (bipedicular, geometric T10, 1024 pixels), over its first 14
     frames: in the lateral view the two shafts project 4.3 mm apart at their tips and cross 27
