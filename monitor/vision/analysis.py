@@ -20,9 +20,11 @@ import cv2
 import numpy as np
 
 from monitor.vision.alarms import PLANE_CHECKS, AlarmConfig, AlarmEngine
-from monitor.vision.anatomy import AnatomyPriors, ApBody, LateralBody
+from monitor.vision.anatomy import BAND_WIDTHS, AnatomyPriors, ApBody, LateralBody
 from monitor.vision.baseline import (
+    EXCLUDED_ABOVE,
     LAYER_ATTENUATION,
+    LAYER_EXCLUDED,
     LAYER_GRADIENT,
     LAYER_SLEEVE,
     SLEEVE_ABOVE,
@@ -49,6 +51,7 @@ from monitor.vision.cement import (
     growing_bolus,
     integrated_volume_ml,
     segment,
+    sleeve_cement,
 )
 from monitor.vision.confidence import (
     FIRST_CEMENT_BEYOND_MM,
@@ -495,7 +498,13 @@ class PlaneAnalyzer:
         # Front and leaks also read the band's strips beside the steel, with the same
         # threshold: cement running back along the needle's track is the first to leave.
         sleeve = (comparison.layers[..., LAYER_SLEEVE] > SLEEVE_ABOVE) & ~comparison.uncovered
-        cement = replace(cement, mask=cement.mask | (sleeve & (cement.difference > cement.threshold)))
+        if sleeve.any():
+            band = comparison.layers[..., LAYER_EXCLUDED] > EXCLUDED_ABOVE
+            shafts = [
+                (tip, c.direction, BAND_WIDTHS / 2 * c.width_px + 1)
+                for tip, c in zip(tips, self.learnt.cannulas, strict=True)
+            ]
+            cement = replace(cement, mask=cement.mask | sleeve_cement(cement, sleeve, band, shafts))
         if body is not None:
             self._measure(result, cement, body, shaft, axis)
             if self.pixel_mm:
