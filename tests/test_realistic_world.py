@@ -869,6 +869,32 @@ def test_the_steel_moving_against_the_anatomy_is_no_cement_beside_it(tmp_path, m
     assert near == [], near
 
 
+def test_an_endplate_moved_against_the_registration_is_no_vein(tmp_path, monkeypatch):
+    """Tuning seed 5015's T12 (geometric, 512 pixels) with dense cement (ZrO2 at 34 %, 65 kVp)
+    and a 24 x 10 mm gas cleft on the lower endplate; no cement leaves the body. In the AP view
+    the upper endplate's edge moves about half a pixel against the registration while the cement
+    grows: its dense side reads less attenuation than the baseline, its light side more, a faint
+    line along the endplate 5-13 mm long that the vein reading took for a vein leaving the bolus
+    (a false high venous leak at frame 23). A line with a side dipping under it by half its rise
+    is an edge moved, not a vein: no leak alarm of any kind; and without that rule the render
+    still raises the venous one (so it tests the rule)."""
+    import monitor.sim.simulate as sim
+    import monitor.vision.veins as veins
+    from monitor.accuracy import evaluate_case, world_configs
+
+    monkeypatch.setattr(sim, "add_cleft", _lower_endplate_cleft(half_x_mm=12.0, half_y_mm=5.0, anterior=0.0))
+    cfg = world_configs([5015])[0]
+    dense = replace(cfg.world, opacifier="ZrO2", opacifier_fraction=0.34, kvp=65.0, scatter_to_primary=0.9)
+    truth = simulate(replace(cfg, scenario="none", cleft=True, world=dense, size=512), tmp_path / "cleft")
+    assert truth["total_leaked_ml"] == 0.0
+    alarms = evaluate_case(tmp_path / "cleft")["alarms"]
+    assert [a for a in alarms if a["kind"] == "extravasation" and a["site"] == "venous"] == [], alarms
+    monkeypatch.setattr(veins, "VEIN_SIDE_DIP", 1e9)
+    without = evaluate_case(tmp_path / "cleft")["alarms"]
+    venous = [a for a in without if a["kind"] == "extravasation" and a["site"] == "venous"]
+    assert venous, "no vein read along the endplate: the render no longer tests the rule"
+
+
 def test_two_shafts_found_as_one_do_not_put_their_lumens_cement_in_the_front(tmp_path):
     """Tuning seed 5020's cannulas (bipedicular, geometric T10, 1024 pixels), over its first 14
     frames: in the lateral view the two shafts project 4.3 mm apart at their tips and cross 27

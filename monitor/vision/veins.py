@@ -44,6 +44,7 @@ VEIN_DIRECTIONS = 12  # 15 degrees apart
 VEIN_SIGMAS = 5.0  # a line's response over the response's own robust spread
 VEIN_OVER_EDGE = 5.0  # and over what the registration's uncertainty makes of the baseline's edges
 VEIN_OVER_BASELINE = 5.0  # a pixel over the baseline's own line there (an endplate, a cannula not found)
+VEIN_SIDE_DIP = 0.5  # nor a side reading under minus this share of the line's rise (an edge moved)
 VEIN_NEW_SHARE = 0.75  # the share of a vein's pixels that must be so (a vein may cross a line)
 VEIN_BESIDE_CHANGE_MM = 3.0  # nor this near a line of the baseline that changed
 VEIN_MIN_LENGTH_MM = 5.0  # a vein's cast this long (the long side of its smallest enclosing box)
@@ -80,16 +81,26 @@ def line_response(difference: np.ndarray, pixel_mm: float) -> np.ndarray:
     both its sides: the best over directions of the mean along a VEIN_SEGMENT_MM segment
     centred there, less the larger of the means along the parallel segments VEIN_SIDE_MM either
     side. Log attenuation, (h, w) float32; negative off lines."""
+    return line_response_and_side(difference, pixel_mm)[0]
+
+
+def line_response_and_side(difference: np.ndarray, pixel_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`line_response`, and the mean of the lower of the two parallel segments in the
+    direction it was best in (log attenuation, (h, w) float32 each)."""
     h, w = difference.shape
     best = np.full(difference.shape, -np.inf, np.float32)
+    lower = np.zeros(difference.shape, np.float32)
     for kernel, (dx, dy) in _segments(round(pixel_mm, 3)):
         pad = max(abs(dx), abs(dy))
         mean = cv2.filter2D(difference, cv2.CV_32F, kernel, borderType=cv2.BORDER_REPLICATE)
         padded = cv2.copyMakeBorder(mean, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         one = padded[pad + dy : pad + dy + h, pad + dx : pad + dx + w]  # the mean dx, dy away
         other = padded[pad - dy : pad - dy + h, pad - dx : pad - dx + w]
-        np.maximum(best, mean - np.maximum(one, other), out=best)
-    return best
+        here = mean - np.maximum(one, other)
+        better = here > best
+        best[better] = here[better]
+        lower[better] = np.minimum(one, other)[better]
+    return best, lower
 
 
 def find_vein_lines(
@@ -137,7 +148,7 @@ def find_vein_lines(
         return cv2.resize(scaled, small, interpolation=cv2.INTER_AREA) > 0
 
     px = round(pixel_mm * w / small[0], 3)
-    response = line_response(coarse(difference), px)
+    response, side = line_response_and_side(coarse(difference), px)
     clear = max(1, int(round(VEIN_CLEAR_MM / px)))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * clear + 1, 2 * clear + 1))
     # The bolus without its thin parts (a vein the mask holds in part is still read as a line),
@@ -149,7 +160,9 @@ def find_vein_lines(
         return found
     spread = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
     edge = VEIN_OVER_EDGE * REGISTRATION_UNCERTAINTY_PX * coarse(gradient)
-    line = (response > VEIN_SIGMAS * spread) & (response > edge) & ~keepout
+    # a side dipping under the line is an edge of the baseline moved: its light half rises
+    moved = side < -VEIN_SIDE_DIP * response
+    line = (response > VEIN_SIGMAS * spread) & (response > edge) & ~moved & ~keepout
     if not line.any():  # most frames: no distance map to make
         return found
     from_cement = cv2.distanceTransform((~bolus).astype(np.uint8), cv2.DIST_L2, 3) * px
