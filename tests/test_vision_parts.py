@@ -480,6 +480,39 @@ def _faint_vein_scene(seed: int = 0):
     return difference, flat, flat.copy(), bolus, yy, xx
 
 
+@pytest.mark.parametrize(
+    ("why", "strip", "facing_dip", "kept"),
+    [
+        ("the steel moved: its lower edge's spill as high as the upper edge's dip", 0.10, -0.20, False),
+        ("cement along the needle, the upper edge ringing dark (edge enhancement)", 0.40, -0.10, True),
+        ("cement along the needle, nothing dipping", 0.40, 0.0, True),
+    ],
+)
+def test_the_strips_beside_the_steel_are_cement_unless_the_steel_moved(why, strip, facing_dip, kept):
+    """A shaft 8 pixels wide along +x from (10, 30): its band reaches 7.2 pixels from the axis, the
+    steel 4.6. The lower strip reads ``strip`` along the whole shaft; the upper edge of the steel
+    reads ``facing_dip`` from 40 to 60 pixels along it only. Cement only adds attenuation, so such
+    a dip is the steel moved, or a dark ring around dense cement: the strip across from it is the
+    steel's motion where it reads no more than the dip is deep, cement where it reads well above."""
+    from monitor.vision.cement import CementMap, sleeve_cement
+
+    rows, cols = np.mgrid[0:60, 0:90].astype(np.float32)
+    along, normal = cols - 10.0, rows - 30.0  # +normal is down (larger y)
+    band = (np.abs(normal) <= 7.2) & (along >= 0)
+    sleeve = band & (np.abs(normal) > 4.6)
+    difference = np.zeros(rows.shape, np.float32)
+    difference[sleeve & (normal > 0)] = strip
+    difference[(np.abs(normal + 4.0) < 0.5) & (along >= 40) & (along <= 60)] = facing_dip
+    cement = CementMap(difference, np.zeros(rows.shape, bool), np.full(rows.shape, 0.05, np.float32), 0.01)
+    lit = sleeve_cement(cement, sleeve, band, [((10.0, 30.0), (1.0, 0.0), 7.2)])
+    lower = sleeve & (normal > 0)
+    facing = lower & (along >= 40) & (along <= 60)
+    far = lower & ((along < 38) | (along > 62))  # beyond STEEL_MOVED_REACH_PX of the dip
+    assert lit[far].all(), why
+    assert lit[facing].all() == kept and (lit[facing].any() == kept), why
+    assert not lit[sleeve & (normal < 0)].any()  # the upper strip read nothing
+
+
 def test_a_vein_too_faint_to_segment_is_read_as_a_line_leaving_the_bolus():
     """A vein's cast 1 mm wide adds 0.025 log units: under the segmentation's threshold (its
     floor, 0.045, here) at every pixel, but read along its length it is a line, from near the
