@@ -562,6 +562,31 @@ def test_a_vein_too_faint_to_segment_is_read_as_a_line_leaving_the_bolus():
     assert not veins(step).any()
 
 
+def test_a_line_with_one_side_dipping_under_the_baseline_is_an_edge_moved_not_a_vein():
+    """Cement only adds attenuation. A ridge 0.05 log units high leaving the bolus is a vein; the
+    same ridge with the difference 0.10 under zero along one side (1-2.5 mm off it) is the light
+    half of an edge that moved against the registration, its dense half dipping; but a vein on
+    a background below zero on both sides (-0.03, as behind the posterior wall on edge-enhanced
+    video) is still a vein."""
+    from monitor.vision.cement import segment
+    from monitor.vision.veins import find_vein_lines
+
+    difference, baseline, gradient, _, yy, xx = _faint_vein_scene()
+    exclude = np.zeros(difference.shape, bool)
+    cement = segment(difference, gradient, exclude, 0.25)
+    along = (yy > 124) & (yy <= 184)
+    ridge = 0.05 * ((np.abs(xx - 120) <= 1) & along)
+
+    def veins(diff):
+        return find_vein_lines(diff.astype(np.float32), baseline, gradient, cement.mask, exclude, 0.25)
+
+    assert veins(difference + ridge).any()
+    one_side = -0.10 * ((xx >= 124) & (xx <= 130) & along)
+    assert not veins(difference + ridge + one_side).any(), "one side dipping: an edge moved"
+    both_sides = -0.03 * ((np.abs(xx - 120) >= 2) & (np.abs(xx - 120) <= 14) & along)
+    assert veins(difference + ridge + both_sides).any(), "a vein on a background below zero"
+
+
 def test_a_vein_read_as_a_line_is_a_venous_leak_where_it_lies_in_the_image():
     """Each vein of the line mask is one venous leak, read as a line: its box and centroid in the
     image's own pixels (the working grid at half resolution, the region 40 and 30 working pixels
