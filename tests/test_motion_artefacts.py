@@ -5,10 +5,7 @@ own path on it. Apart from tests/test_realistic_world.py so that the two run on 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from monitor.sim.simulate import simulate
-from tests.test_realistic_world import _lower_endplate_cleft
+from tests.test_realistic_world import _dense_cleft_without_leak
 
 
 def test_the_steel_moving_against_the_anatomy_is_no_cement_beside_it(tmp_path, monkeypatch):
@@ -20,9 +17,8 @@ def test_the_steel_moving_against_the_anatomy_is_no_cement_beside_it(tmp_path, m
     running back along the needle is read, a line out past the wall. Read as cement, it put the
     front 1.6 mm from the wall (a false high 5 mm alarm at frame 27) and then behind it (a false
     posterior leak at frame 30). Strip pixels facing a dip across their shaft are not cement."""
-    import monitor.sim.simulate as sim
     import monitor.vision.analysis as analysis
-    from monitor.accuracy import evaluate_case, world_configs
+    from monitor.accuracy import evaluate_case
 
     moved = []  # per lateral frame: strip pixels over the threshold, and those kept as cement
     read = analysis.sleeve_cement
@@ -32,12 +28,9 @@ def test_the_steel_moving_against_the_anatomy_is_no_cement_beside_it(tmp_path, m
         moved.append(int((sleeve & (cement.difference > cement.threshold)).sum()) - int(kept.sum()))
         return kept
 
-    monkeypatch.setattr(sim, "add_cleft", _lower_endplate_cleft(half_x_mm=8.0, half_y_mm=6.0, anterior=0.15))
     monkeypatch.setattr(analysis, "sleeve_cement", recorded)
-    cfg = world_configs([5001])[0]
-    dense = replace(cfg.world, opacifier="ZrO2", opacifier_fraction=0.34, kvp=65.0, scatter_to_primary=0.9)
-    truth = simulate(replace(cfg, scenario="none", cleft=True, world=dense, size=512), tmp_path / "cleft")
-    assert truth["total_leaked_ml"] == 0.0
+    cleft = {"half_x_mm": 8.0, "half_y_mm": 6.0, "anterior": 0.15}
+    truth = _dense_cleft_without_leak(5001, tmp_path / "cleft", monkeypatch, **cleft)
     assert min(f["distance_mm"] for f in truth["frames"] if f["distance_mm"] is not None) > 7.0
     result = evaluate_case(tmp_path / "cleft")
     assert max(moved) > 50, "the steel did not move against the anatomy: the render no longer tests the rule"
@@ -57,15 +50,12 @@ def test_an_endplate_moved_against_the_registration_is_no_vein(tmp_path, monkeyp
     (a false high venous leak at frame 23). A line with a side dipping under it by half its rise
     is an edge moved, not a vein: no leak alarm of any kind; and without that rule the render
     still raises the venous one (so it tests the rule)."""
-    import monitor.sim.simulate as sim
     import monitor.vision.veins as veins
-    from monitor.accuracy import evaluate_case, world_configs
+    from monitor.accuracy import evaluate_case
 
-    monkeypatch.setattr(sim, "add_cleft", _lower_endplate_cleft(half_x_mm=12.0, half_y_mm=5.0, anterior=0.0))
-    cfg = world_configs([5015])[0]
-    dense = replace(cfg.world, opacifier="ZrO2", opacifier_fraction=0.34, kvp=65.0, scatter_to_primary=0.9)
-    truth = simulate(replace(cfg, scenario="none", cleft=True, world=dense, size=512), tmp_path / "cleft")
-    assert truth["total_leaked_ml"] == 0.0
+    _dense_cleft_without_leak(
+        5015, tmp_path / "cleft", monkeypatch, half_x_mm=12.0, half_y_mm=5.0, anterior=0.0
+    )
     alarms = evaluate_case(tmp_path / "cleft")["alarms"]
     assert [a for a in alarms if a["kind"] == "extravasation" and a["site"] == "venous"] == [], alarms
     monkeypatch.setattr(veins, "VEIN_SIDE_DIP", 1e9)

@@ -754,6 +754,22 @@ def _lower_endplate_cleft(half_x_mm: float, half_y_mm: float, anterior: float, t
     return cleft_on_the_lower_endplate
 
 
+def _dense_cleft_without_leak(seed: int, folder, monkeypatch, **cleft) -> dict:
+    """Render tuning seed ``seed`` at 512 pixels with no leak, dense cement seen behind scatter
+    (ZrO2 at 34 %, 65 kVp, scatter-to-primary 0.9) and the gas cleft of
+    :func:`_lower_endplate_cleft` (``cleft``: its keyword arguments) into ``folder``; returns
+    the truth, checked to have no cement leave the body."""
+    import monitor.sim.simulate as sim
+    from monitor.accuracy import world_configs
+
+    monkeypatch.setattr(sim, "add_cleft", _lower_endplate_cleft(**cleft))
+    cfg = world_configs([seed])[0]
+    dense = replace(cfg.world, opacifier="ZrO2", opacifier_fraction=0.34, kvp=65.0, scatter_to_primary=0.9)
+    truth = simulate(replace(cfg, scenario="none", cleft=True, world=dense, size=512), folder)
+    assert truth["total_leaked_ml"] == 0.0
+    return truth
+
+
 def test_dense_cement_filling_a_cleft_under_an_endplate_is_no_leak_inside_an_armed_outline(
     tmp_path, monkeypatch
 ):
@@ -763,9 +779,8 @@ def test_dense_cement_filling_a_cleft_under_an_endplate_is_no_leak_inside_an_arm
     valley (0.73-0.82 of its summit), which the disc-lobe reading finds in both views since its
     valley was allowed to 0.9 (session 45). What keeps it from being a disc leak is the armed
     lateral outline, which puts the lobe inside the body: no leak alarm, high or possible."""
-    import monitor.sim.simulate as sim
     import monitor.vision.analysis as analysis
-    from monitor.accuracy import evaluate_case, world_configs
+    from monitor.accuracy import evaluate_case
 
     lobes_read = []
     find = analysis.find_disc_lobes
@@ -775,12 +790,10 @@ def test_dense_cement_filling_a_cleft_under_an_endplate_is_no_leak_inside_an_arm
         lobes_read.extend(lobes)
         return lobes
 
-    monkeypatch.setattr(sim, "add_cleft", _lower_endplate_cleft(half_x_mm=8.0, half_y_mm=6.0, anterior=0.15))
     monkeypatch.setattr(analysis, "find_disc_lobes", recorded)
-    cfg = world_configs([5022])[0]
-    dense = replace(cfg.world, opacifier="ZrO2", opacifier_fraction=0.34, kvp=65.0, scatter_to_primary=0.9)
-    truth = simulate(replace(cfg, scenario="none", cleft=True, world=dense, size=512), tmp_path / "cleft")
-    assert truth["total_leaked_ml"] == 0.0
+    _dense_cleft_without_leak(
+        5022, tmp_path / "cleft", monkeypatch, half_x_mm=8.0, half_y_mm=6.0, anterior=0.15
+    )
     result = evaluate_case(tmp_path / "cleft")
     assert set(result["wall"].values()) == {"armed"}
     assert any(not lobe.above and lobe.level / lobe.summit > 0.8 for lobe in lobes_read), lobes_read
