@@ -263,13 +263,11 @@ def sleeve_cement(
             at = np.round(lit_t[strip]).astype(int)
             start = min(dips.min(), at.min()) - STEEL_MOVED_REACH_PX
             stop = max(dips.max(), at.max()) + STEEL_MOVED_REACH_PX + 1
-            deepest = np.zeros(stop - start, np.float32)  # per pixel along the shaft
-            np.maximum.at(deepest, dips - start, dip_depth[facing])
-            near_by = deepest.copy()
-            for step in range(1, STEEL_MOVED_REACH_PX + 1):
-                np.maximum(near_by[step:], deepest[:-step], out=near_by[step:])
-                np.maximum(near_by[:-step], deepest[step:], out=near_by[:-step])
-            moved[strip] |= lit_value[strip] <= STEEL_MOVED_TWIN * near_by[at - start]
+            deepest = np.zeros((1, stop - start), np.float32)  # per pixel along the shaft
+            np.maximum.at(deepest[0], dips - start, dip_depth[facing])
+            # ... and the deepest within the reach along it
+            deepest = cv2.dilate(deepest, np.ones((1, 2 * STEEL_MOVED_REACH_PX + 1), np.uint8))[0]
+            moved[strip] |= lit_value[strip] <= STEEL_MOVED_TWIN * deepest[at - start]
     lit[lit_y[moved], lit_x[moved]] = False
     return lit
 

@@ -85,19 +85,26 @@ def _segments(pixel_mm: float) -> tuple[tuple[np.ndarray, tuple[int, int]], ...]
     return tuple(out)
 
 
-def line_response(difference: np.ndarray, pixel_mm: float) -> np.ndarray:
-    """How far each pixel of ``difference`` (h, w, log attenuation) lies on a line brighter than
-    both its sides: the best over directions of the mean along a VEIN_SEGMENT_MM segment
-    centred there, less the larger of the means along the parallel segments VEIN_SIDE_MM either
-    side. Log attenuation, (h, w) float32; negative off lines."""
+def _beside(difference: np.ndarray, pixel_mm: float):
+    """Per direction of :func:`_segments`: the mean along the segment centred at each pixel of
+    ``difference`` and the means along the parallel segments either side, (h, w) float32 each."""
     h, w = difference.shape
-    best = np.full(difference.shape, -np.inf, np.float32)
     for kernel, (dx, dy) in _segments(round(pixel_mm, 3)):
         pad = max(abs(dx), abs(dy))
         mean = cv2.filter2D(difference, cv2.CV_32F, kernel, borderType=cv2.BORDER_REPLICATE)
         padded = cv2.copyMakeBorder(mean, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         one = padded[pad + dy : pad + dy + h, pad + dx : pad + dx + w]  # the mean dx, dy away
         other = padded[pad - dy : pad - dy + h, pad - dx : pad - dx + w]
+        yield mean, one, other
+
+
+def line_response(difference: np.ndarray, pixel_mm: float) -> np.ndarray:
+    """How far each pixel of ``difference`` (h, w, log attenuation) lies on a line brighter than
+    both its sides: the best over directions of the mean along a VEIN_SEGMENT_MM segment
+    centred there, less the larger of the means along the parallel segments VEIN_SIDE_MM either
+    side. Log attenuation, (h, w) float32; negative off lines."""
+    best = np.full(difference.shape, -np.inf, np.float32)
+    for mean, one, other in _beside(difference, pixel_mm):
         np.maximum(best, mean - np.maximum(one, other), out=best)
     return best
 
@@ -109,23 +116,16 @@ def line_sides(
     parallel segments of :func:`line_response`, in the direction it is best in, float32 each of
     the box's shape (read on the box and a border wide enough for every segment, so as
     over the whole image)."""
-    segments = _segments(round(pixel_mm, 3))
-    reach = max(k.shape[0] // 2 + max(abs(dx), abs(dy)) for k, (dx, dy) in segments) + 1
+    reach = max(k.shape[0] // 2 + max(abs(dx), abs(dy)) for k, (dx, dy) in _segments(round(pixel_mm, 3))) + 1
     rows, cols = difference.shape
     y0, y1 = max(0, box[0].start - reach), min(rows, box[0].stop + reach)
     x0, x1 = max(0, box[1].start - reach), min(cols, box[1].stop + reach)
     inner = (slice(box[0].start - y0, box[0].stop - y0), slice(box[1].start - x0, box[1].stop - x0))
     window = difference[y0:y1, x0:x1]
-    h, w = window.shape
     best = np.full(window.shape, -np.inf, np.float32)
     lower = np.zeros(window.shape, np.float32)
     higher = np.zeros(window.shape, np.float32)
-    for kernel, (dx, dy) in segments:
-        pad = max(abs(dx), abs(dy))
-        mean = cv2.filter2D(window, cv2.CV_32F, kernel, borderType=cv2.BORDER_REPLICATE)
-        padded = cv2.copyMakeBorder(mean, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        one = padded[pad + dy : pad + dy + h, pad + dx : pad + dx + w]
-        other = padded[pad - dy : pad - dy + h, pad - dx : pad - dx + w]
+    for mean, one, other in _beside(window, pixel_mm):
         high = np.maximum(one, other)
         here = mean - high
         better = here > best
