@@ -319,3 +319,30 @@ def test_a_front_moving_fast_is_flagged_once_then_followed():
         r = PlaneResult("lateral", i, distance_mm=d, checked=("proximity", "leak"))
         flagged.append(case._jump(r, i / 15))
     assert flagged == [False, False, True, False, False, False]
+
+
+def test_a_cleft_rim_taken_for_an_endplate_on_a_later_frame_does_not_move_the_wall(tmp_path):
+    """Tuning seed 5022 (geometric L2, biconcave, a gas cleft, 768 pixels): on the first frame
+    the body's outline is found and its wall lies within 0.3 mm of the truth, but on the later
+    baseline frames an endplate is taken from the cleft's rim 3.5 mm from the tip, which refuses
+    that frame's outline as the body's. The wall's steadiness was then counted as a 10 mm move
+    and the right wall was left unconfirmed. Its steadiness is measured on the wall itself: the
+    rule arms on it, and the wall is within 0.5 mm of the truth."""
+    from monitor.accuracy import wall_error_mm, world_configs
+    from monitor.sim.simulate import simulate
+
+    truth = simulate(replace(world_configs([5022])[0], frames=6), tmp_path / "cleft")
+    assert truth["config"]["cleft"]
+    analysis = VisionAnalysis()
+    source = DicomPairSource(tmp_path / "cleft" / "lateral.dcm", tmp_path / "cleft" / "ap.dcm")
+    try:
+        results = [(item, r) for item, r in analyse_source(source, analysis) if item.plane == "lateral"]
+    finally:
+        source.close()
+    confidence = analysis.case.planes["lateral"].learnt.wall_confidence
+    assert confidence.armed and confidence.spread_mm <= 0.2, confidence.describe()
+    item, last = results[-1]
+    assert last.overlay["wall_state"] == "armed"
+    spacing = truth["geometry"]["spacing_at_vertebra_mm"]
+    error = wall_error_mm(last.overlay, truth["frames"][item.index]["wall_px"], spacing)
+    assert abs(error) <= 0.5, error

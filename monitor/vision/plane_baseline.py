@@ -157,12 +157,17 @@ def _wall_move(
 ) -> float:
     """How far (mm) the posterior wall found on a later baseline frame (``plain``, its
     attenuation; ``shift`` its breathing shift from the first, working pixels) lies from
-    ``body``'s, at the first cannula's tip; WALL_NOT_FOUND_MOVE_MM when none is found there."""
+    ``body``'s, at the first cannula's tip; WALL_NOT_FOUND_MOVE_MM when none is found there.
+
+    The wall's steadiness is measured, not the outline's plausibility, which the first frame's
+    body has passed: an endplate taken on a later frame from a cleft's rim by the tip (nearer
+    than ``priors.min_tip_from_endplate_mm``) only narrows the rows the wall is looked for in."""
     dx, dy = shift
     tx, ty = cannulas[0].tip
     moved = replace(cannulas[0], tip=(tx + dx, ty + dy))
+    any_endplate = replace(priors, min_tip_from_endplate_mm=0.0)
     try:
-        again = find_lateral_body(plain, moved, grid.pixel_mm, exclude, priors)
+        again = find_lateral_body(plain, moved, grid.pixel_mm, exclude, any_endplate)
     except NotFound:
         return WALL_NOT_FOUND_MOVE_MM
     return (float(again.posterior.at(ty + dy)) - dx - float(body.posterior.at(ty))) * grid.pixel_mm
