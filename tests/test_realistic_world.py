@@ -808,8 +808,12 @@ def test_a_cleft_under_a_biconcave_endplate_is_no_high_disc_leak(tmp_path, monke
     reaching about 1 mm beyond the lower line, and the AP view reads its lobe too. A lobe
     crossing an armed outline by 0.6 mm was tried as a high disc leak (c4fb500, for tuning
     5020's leak crossing by 1.2 mm): it raised a false high one here from frame 24, and on two
-    renders of 5023 (independent review, session 48). It is a possible leak (medium) at most."""
+    renders of 5023 (independent review, session 48). It is a possible leak (medium) at most.
+    Since session 51 the lateral endplates are bowed out to a biconcave body's corners, and the
+    outline takes the cleft in: no disc alarm at all. With the endplates kept straight, the lobe
+    rule is still held to a possible leak."""
     import monitor.sim.simulate as sim
+    import monitor.vision.anatomy as anatomy
     from monitor.accuracy import evaluate_case, world_configs
 
     monkeypatch.setattr(sim, "add_cleft", _lower_endplate_cleft(half_x_mm=14.0, half_y_mm=6.0, anterior=0.3))
@@ -817,9 +821,14 @@ def test_a_cleft_under_a_biconcave_endplate_is_no_high_disc_leak(tmp_path, monke
     faint = replace(cfg.world, opacifier="BaSO4", opacifier_fraction=0.15, kvp=105.0, scatter_to_primary=1.5)
     truth = simulate(replace(cfg, scenario="none", cleft=True, world=faint, size=512), tmp_path / "cleft")
     assert truth["total_leaked_ml"] == 0.0 and cfg.fracture == "biconcave"
-    result = evaluate_case(tmp_path / "cleft")
-    assert set(result["wall"].values()) == {"armed"}
-    disc = [a for a in result["alarms"] if a["kind"] == "extravasation" and a["site"] == "disc"]
+
+    def disc_alarms(result) -> list:
+        assert set(result["wall"].values()) == {"armed"}
+        return [a for a in result["alarms"] if a["kind"] == "extravasation" and a["site"] == "disc"]
+
+    assert disc_alarms(evaluate_case(tmp_path / "cleft")) == []
+    monkeypatch.setattr(anatomy, "ENDPLATE_BOW_GAIN", 10.0)  # no curve fits 10x the lines searched
+    disc = disc_alarms(evaluate_case(tmp_path / "cleft"))
     assert disc, "the cleft's lobes were not read in both views: the render no longer tests the rule"
     assert all(a["priority"] == "medium" for a in disc), disc
 

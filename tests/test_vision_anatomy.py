@@ -122,6 +122,29 @@ def test_the_body_found_stops_at_its_own_endplates_not_the_next_bodys(anatomy_ca
     assert max(errors.values()) < 4.0, errors
 
 
+def test_a_biconcave_bodys_endplates_are_found_bowed_out_to_its_corners(anatomy_cases, walls_found):
+    """A biconcave body's endplates sag towards its middle. Fitted as lines, the thoracic
+    render's (T8) lay inside its posterior corners: the wall's ends 3.2 and 2.9 mm inside the
+    truth's, and cement filling a corner read as a disc leak beyond them. Refitted across the body
+    as curves concave towards the discs, where those fit more of their edge than a line does,
+    the wall's ends are within 2 mm of the truth's; the wedge's flat endplates stay lines."""
+    from monitor.vision.anatomy import find_lateral_body
+
+    att, pixel_mm, shaft, _ = _lateral_steel(anatomy_cases, "thoracic-T8")
+    body = find_lateral_body(att, shaft, pixel_mm)
+    top, bottom = body.superior.bow, body.inferior.bow
+    assert top is not None and bottom is not None and top.c < 0 < bottom.c  # ends out above, below
+    _, truth = anatomy_cases["thoracic-T8"]
+    pixel_mm, last, wall = walls_found["thoracic-T8"]
+    rows = sorted(y for _, y in wall)
+    true_rows = np.asarray(truth["frames"][last]["wall_px"])[:, 1]
+    ends_mm = [abs(rows[0] - true_rows.min()) * pixel_mm, abs(rows[1] - true_rows.max()) * pixel_mm]
+    assert max(ends_mm) < 2.0, ends_mm
+    att, pixel_mm, shaft, _ = _lateral_steel(anatomy_cases, "wedge-L1")
+    flat = find_lateral_body(att, shaft, pixel_mm)
+    assert flat.superior.bow is None and flat.inferior.bow is None
+
+
 def _lateral_steel(anatomy_cases, name: str, plane: str = "lateral"):
     """The first frame of a rendered case's ``plane`` as attenuation, its mm per pixel, the
     cannula found on it and the true tip (x, y) in image pixels."""

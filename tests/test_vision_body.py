@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monitor.vision.anatomy import ApBody, Cannula, LateralBody, Line
+from monitor.vision.anatomy import ApBody, Bow, Cannula, LateralBody, Line
 from monitor.vision.body import body_from_box, body_from_wall, body_roi, lies_inside, shift_line, shifted_body
 from monitor.vision.cement import CementMap, growing_bolus
 from monitor.vision.drawing import overlay_geometry
@@ -87,6 +87,62 @@ def test_a_distance_map_moves_with_the_wall_without_being_recomputed():
     moved = maps.signed(Line(0.0, 8.0, True, 0), everything)
     np.testing.assert_allclose(moved, first + 2.0)
     assert first[0, 6] == 0.0 and first[0, 2] == 4.0  # positive on the side of smaller x
+
+
+def _biconcave(sag_px: float = 6.0) -> LateralBody:
+    """The box of :func:`_lateral` (x 20-60, y 20-80) with endplates concave towards the discs:
+    each a line through its middle (x = 40), ``sag_px`` nearer the body's middle than its ends,
+    bowed out to them."""
+    c = sag_px / 20.0**2
+    top, bottom = 20.0 + sag_px, 80.0 - sag_px
+    return LateralBody(
+        Line(0.0, 60.0, True, 0),
+        Line(0.0, 20.0, True, 0),
+        Line(0.0, top, False, 0, bow=Bow(0.0, top, -c, 40.0, -1)),
+        Line(0.0, bottom, False, 0, bow=Bow(0.0, bottom, c, 40.0, 1)),
+        1,
+    )
+
+
+def test_a_bowed_endplate_meets_the_walls_at_its_ends_and_moves_with_the_body():
+    """A biconcave body's outline: corners where the curves meet the walls, points along the
+    curves between them; distances to a bowed endplate; a shift moves the bow with it."""
+    body = _biconcave()
+    np.testing.assert_allclose(body.polygon(), [[60, 20], [20, 20], [20, 80], [60, 80]], atol=1e-4)
+    outline = body.outline()
+    assert len(outline) == 32 and outline[:, 1].max() == pytest.approx(80.0, abs=1e-4)
+    middle = outline[np.argmin(np.abs(outline[:16, 0] - 40.0))]
+    assert middle[1] == pytest.approx(26.0, abs=0.1)  # the superior endplate's middle, 6 px down
+    assert len(_lateral().outline()) == 4  # straight endplates: the corners alone
+    # a corner pixel inside the curve's end, outside the line through its middle
+    assert float(body.superior.signed_distance(np.float32(22.0), np.float32(23.0))) < 0  # below: inside
+    assert float(body.superior.straight().signed_distance(np.float32(22.0), np.float32(23.0))) > 0
+    # the bow only grows the body: where the curve would cut into it, the line holds
+    inward = Line(0.0, 26.0, False, 0, bow=Bow(0.0, 26.0, 6.0 / 400.0, 40.0, -1))  # convex: dips at the ends
+    assert float(inward.at(22.0)) == pytest.approx(26.0)
+    moved = shifted_body(body, 3.0, -2.0)
+    np.testing.assert_allclose(moved.outline(), outline + [3.0, -2.0], atol=1e-4)
+    maps = DistanceMaps((100, 100))
+    window = (slice(10, 30), slice(15, 65))
+    ys, xs = np.mgrid[window].astype(np.float32)
+    np.testing.assert_allclose(maps.signed(body.inferior, window), body.inferior.signed_distance(xs, ys))
+
+
+def test_cement_in_a_biconcave_bodys_corner_is_no_disc_leak_but_cement_past_its_middle_is():
+    """Cement filling the corner under a sagging endplate is inside the body (beyond a line
+    through the endplate's middle, it read as a disc leak); cement through the middle of the
+    endplate, into the disc the sag lets in, is a disc leak, still inside the straight box."""
+    corner = np.zeros((100, 100), bool)
+    corner[71:78, 22:30] = True  # 2-9 px above the bottom corner, below the inferior endplate's middle
+    corner[48:52, 30:45] = True  # and a bolus
+    args = (DistanceMaps(corner.shape), None, PixelGrid(PX), (0, 0), 0.2, 0.004, 0.6, 1.5)
+    assert read_cement(_cement(corner), _biconcave(), *args).leaks == []
+    straight = _lateral(bottom=74.0)  # a line through the inferior endplate's middle
+    assert [lk.site for lk in read_cement(_cement(corner), straight, *args).leaks] == ["disc"]
+    through = np.zeros((100, 100), bool)
+    through[48:52, 30:45] = True
+    through[66:79, 37:43] = True  # through the endplate's middle (at y 74), 4.5 px beyond it
+    assert [lk.site for lk in read_cement(_cement(through), _biconcave(), *args).leaks] == ["disc"]
 
 
 def _cement(mask: np.ndarray, value: float = 1.0) -> CementMap:

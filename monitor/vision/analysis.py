@@ -1321,5 +1321,5 @@ def _reach_px(body, lobe) -> float:
     at that row's middle), in working pixels; negative when the lobe lies wholly inside."""
     ys, xs = np.nonzero(lobe.mask)
     row = ys.min() if lobe.above else ys.max()
-    polygon = np.asarray(body.polygon(), np.float32).reshape(-1, 1, 2)
+    polygon = np.asarray(body.outline(), np.float32).reshape(-1, 1, 2)
     return -cv2.pointPolygonTest(polygon, (float(xs[ys == row].mean()), float(row)), True)

@@ -16,7 +16,7 @@ few rows does not move it.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -98,6 +98,16 @@ WALL_ROWS_MARGIN = 0.15  # lateral: the rows for the walls leave this share of t
 AP_WALL_ROWS_MARGIN = 0.2  # AP: likewise (the pedicles crowd the corners)
 AP_MIDLINE_BAND_MM = 5.0  # AP: the rows each side of the tip the midline profile is taken over
 AP_ENDPLATE_COLUMNS_MM = 10.0  # AP: the endplates looked for this far each side of the midline
+# Lateral: an endplate refitted across the body may bow towards the body's middle. Endplates are
+# concave towards the disc, the more so in an osteoporotic body ("biconcave" or "codfish"
+# vertebrae, the middle 20-40 % lower than the walls): a line through such an endplate's middle
+# lies 2-5 mm inside its corners, and cement filling a corner (a cleft, a normal fill) was read as
+# a disc leak beyond it. A curve concave towards the disc is fitted when it agrees with more of the
+# edge points than the line does.
+ENDPLATE_BOW_REACH_MM = 5.0  # edge points this close to the line are fitted with a curve ...
+ENDPLATE_BOW_GAIN = 0.1  # ... kept when it agrees with this share more of the lines searched ...
+ENDPLATE_MAX_SAG_MM = 6.0  # ... and sags at most this much from its ends to its middle
+OUTLINE_POINTS_PER_PLATE = 16  # a bowed endplate drawn and filled through this many points
 
 
 @dataclass(frozen=True)
@@ -112,24 +122,61 @@ class Cannula:
 
 
 @dataclass(frozen=True)
+class Bow:
+    """A curve along = a*t + b + c*(t - t0)**2 (t: x for a horizontal line, pixels): an
+    endplate concave towards its disc, and the side of it that is outside the body."""
+
+    a: float
+    b: float
+    c: float  # 1/pixel: the curve lies c*s**2 pixels off its tangent at t0, s pixels from t0
+    t0: float  # where the bow is centred (the middle of the points fitted)
+    outward: int  # +1: larger ``along`` is outside the body (an inferior endplate), -1 smaller
+
+    def at(self, t: np.ndarray) -> np.ndarray:
+        return self.a * t + self.b + self.c * (t - self.t0) ** 2
+
+
+@dataclass(frozen=True)
 class Line:
-    """x = a*y + b for near-vertical walls, or y = a*x + b for near-horizontal ones."""
+    """x = a*y + b for near-vertical walls, or y = a*x + b for near-horizontal ones. An endplate
+    may also have a ``bow`` (:func:`_bowed`): it then runs along the line or the curve, whichever
+    lies further out of the body, so a body grows into the corners of a biconcave endplate but
+    is never cut into by a curve fitted to something inside it (a cleft's rim)."""
 
     a: float
     b: float
     vertical: bool
-    support: int  # edge points that agree
+    support: int  # edge points that agree (with the straight line, for a bowed endplate too)
     searched: int = 0  # lines across the edge it was looked for on (0: drawn, not found)
     rms_px: float = 0.0  # the agreeing points' root-mean-square distance from the line
+    bow: Bow | None = None
 
     def at(self, t: np.ndarray | float) -> np.ndarray | float:
-        return self.a * np.asarray(t) + self.b
+        line = self.a * np.asarray(t) + self.b
+        if self.bow is None:
+            return line
+        curve = self.bow.at(np.asarray(t))
+        return np.maximum(line, curve) if self.bow.outward > 0 else np.minimum(line, curve)
+
+    def slope(self, t: np.ndarray | float) -> np.ndarray | float:
+        """d(along)/dt at ``t``."""
+        if self.bow is None:
+            return self.a
+        t = np.asarray(t)
+        on_curve = self.at(t) != self.a * t + self.b
+        return np.where(on_curve, self.bow.a + 2.0 * self.bow.c * (t - self.bow.t0), self.a)
+
+    def straight(self) -> Line:
+        """The line without its bow."""
+        return self if self.bow is None else replace(self, bow=None)
 
     def signed_distance(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Perpendicular distance, positive on the side of smaller x (vertical) or y (horizontal)."""
+        """Perpendicular distance, positive on the side of smaller x (vertical) or y (horizontal);
+        along a bow, the offset along its axis over its local slope (the curve is gentle: within
+        a few percent of the true distance near it)."""
         if self.vertical:
-            return (self.a * y + self.b - x) / np.hypot(1.0, self.a)
-        return (self.a * x + self.b - y) / np.hypot(1.0, self.a)
+            return (self.at(y) - x) / np.hypot(1.0, self.slope(y))
+        return (self.at(x) - y) / np.hypot(1.0, self.slope(x))
 
 
 @dataclass(frozen=True)
@@ -148,6 +195,11 @@ class LateralBody:
         """Corners (4, 2): posterior-superior, anterior-superior, anterior-inferior, posterior-inferior."""
         return _quad(self.posterior, self.anterior, self.superior, self.inferior)
 
+    def outline(self) -> np.ndarray:
+        """The outline as a closed polygon (n, 2), in the corners' order: the corners, and a
+        bowed endplate through points along it (the corners alone for straight ones)."""
+        return _outline(self.polygon(), self.superior, self.inferior)
+
 
 @dataclass(frozen=True)
 class ApBody:
@@ -160,11 +212,32 @@ class ApBody:
         """Corners (4, 2): left-superior, right-superior, right-inferior, left-inferior."""
         return _quad(self.left, self.right, self.superior, self.inferior)
 
+    def outline(self) -> np.ndarray:
+        """As :meth:`LateralBody.outline`."""
+        return _outline(self.polygon(), self.superior, self.inferior)
+
 
 def _corner(wall: Line, plate: Line) -> tuple[float, float]:
-    """Where a near-vertical wall (x = a1 y + b1) meets an endplate (y = a2 x + b2)."""
+    """Where a near-vertical wall (x = a1 y + b1) meets an endplate (y = a2 x + b2); a bowed one
+    from there by fixed-point steps (both within ~20 degrees of the image axes: each step
+    shrinks the error over tenfold)."""
     y = (plate.a * wall.b + plate.b) / (1 - plate.a * wall.a)
+    if plate.bow is not None or wall.bow is not None:
+        for _ in range(6):
+            y = float(plate.at(wall.at(y)))
     return float(wall.at(y)), float(y)
+
+
+def _outline(corners: np.ndarray, superior: Line, inferior: Line) -> np.ndarray:
+    """``corners`` (4, 2; the two superior ones first, the inferior ones in reverse), with the
+    points of a bowed endplate between its two corners (OUTLINE_POINTS_PER_PLATE)."""
+    if superior.bow is None and inferior.bow is None:
+        return corners
+    points = []
+    for (start, end), plate in (((corners[0], corners[1]), superior), ((corners[2], corners[3]), inferior)):
+        xs = np.linspace(start[0], end[0], 2 if plate.bow is None else OUTLINE_POINTS_PER_PLATE)
+        points.append(np.column_stack([xs, plate.at(xs)]))
+    return np.vstack(points).astype(np.float32)
 
 
 def _quad(first: Line, second: Line, top: Line, bottom: Line) -> np.ndarray:
@@ -909,14 +982,45 @@ def _span(search_mm: tuple[float, float], mm: float) -> tuple[int, int]:
     return int(search_mm[0] * mm), int(search_mm[1] * mm)
 
 
-def _plate(gy, tip, direction: int, across, exclude, mm: float, step, priors: AnatomyPriors) -> Line:
+def _plate(
+    gy, tip, direction: int, across, exclude, mm: float, step, priors: AnatomyPriors, bow: bool = False
+) -> Line:
     """An endplate: on each column of ``across``, the first step down of attenuation
     going ``direction`` (-1 up, 1 down) from the tip, within the priors' endplate search
-    span; fitted as a line."""
+    span; fitted as a line, and with ``bow`` as a curve concave towards the disc where that
+    agrees with more of the points (:func:`_bowed`)."""
     points = _edge_points(
         gy, tip, 1, direction, _span(priors.endplate_search_mm, mm), across, exclude, step=step
     )
-    return _fit_line(points, False, priors.edge_tolerance_mm * mm, len(across))
+    line = _fit_line(points, False, priors.edge_tolerance_mm * mm, len(across))
+    return _bowed(line, points, direction, priors.edge_tolerance_mm * mm, mm) if bow else line
+
+
+def _bowed(line: Line, points: list, direction: int, tolerance: float, mm: float) -> Line:
+    """``line`` (an endplate, y = a x + b) with a bow: a parabola through its edge ``points``
+    (along, across, strength) within ENDPLATE_BOW_REACH_MM of it, refitted on those within
+    ``tolerance`` of the curve, when the curve is concave towards the disc (its middle nearer
+    the body's: ``direction`` -1 for the superior endplate, whose middle is then lower, 1 for the
+    inferior), sags at most ENDPLATE_MAX_SAG_MM, and agrees with ENDPLATE_BOW_GAIN of the lines
+    searched more than the line; else ``line``. Its support stays the line's, which the wall's
+    confidence counts (:func:`monitor.vision.confidence.outline_support`)."""
+    if len(points) < 8:
+        return line
+    along, across, strength = np.array(points).T
+    t0 = 0.5 * (float(across.min()) + float(across.max()))
+    agree = np.abs(along - line.at(across)) < ENDPLATE_BOW_REACH_MM * mm
+    for _ in range(3):
+        if agree.sum() < 6 or np.ptp(across[agree]) <= 0:
+            return line
+        c, a, v = np.polyfit(across[agree] - t0, along[agree], 2, w=np.sqrt(strength[agree]))
+        agree = np.abs(along - np.polyval((c, a, v), across - t0)) < tolerance
+    half = 0.5 * float(np.ptp(across[agree])) if agree.any() else 0.0
+    sag_mm = float(c) * half**2 / mm  # the ends' offset from the middle's tangent, + downwards
+    concave = direction * sag_mm > 0  # superior: the ends above the middle; inferior: below
+    gain = int(agree.sum()) - line.support
+    if not concave or abs(sag_mm) > ENDPLATE_MAX_SAG_MM or gain < ENDPLATE_BOW_GAIN * line.searched:
+        return line
+    return replace(line, bow=Bow(float(a), float(v - a * t0), float(c), t0, direction))
 
 
 def find_lateral_body(
@@ -968,7 +1072,7 @@ def find_lateral_body(
     refits = []
     for plate, direction in ((sup, -1), (inf, 1)):
         try:
-            wider = _plate(gy, (tx, ty), direction, across, exclude, mm, step, p)
+            wider = _plate(gy, (tx, ty), direction, across, exclude, mm, step, p, bow=True)
         except NotFound:
             wider = plate
         agrees = abs(float(wider.at(tx)) - float(plate.at(tx))) <= p.endplate_agreement_mm * mm

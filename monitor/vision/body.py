@@ -24,10 +24,12 @@ INSIDE_MARGIN_MM = 1.0  # ... with the outline grown by this much
 
 
 def shift_line(line: Line, dx: float, dy: float) -> Line:
-    """``line`` translated by (dx, dy) pixels."""
-    if line.vertical:  # x = a y + b
-        return replace(line, b=line.b + dx - line.a * dy)
-    return replace(line, b=line.b + dy - line.a * dx)
+    """``line`` translated by (dx, dy) pixels (its bow with it)."""
+    across, along = (dy, dx) if line.vertical else (dx, dy)  # x = a y + b, or y = a x + b
+    bow = line.bow
+    if bow is not None:
+        bow = replace(bow, b=bow.b + along - bow.a * across, t0=bow.t0 + across)
+    return replace(line, b=line.b + along - line.a * across, bow=bow)
 
 
 def shifted_body(body: LateralBody | ApBody, dx: float, dy: float) -> LateralBody | ApBody:
@@ -45,7 +47,13 @@ def body_roi(
 ) -> tuple[int, int, int, int]:
     """The region every frame is measured in: the body and the margins cement crosses first
     when it leaves it (wider behind the posterior wall, towards the canal), clipped to
-    ``within`` (x0, y0, x1, y1), the ROI around the cannula tip. Working pixels."""
+    ``within`` (x0, y0, x1, y1), the ROI around the cannula tip. Working pixels.
+
+    Around the outline with straight endplates: a bowed one's corners lie within
+    ENDPLATE_MAX_SAG_MM of it, inside the margin, and a region grown with them takes in more of
+    what moves around the body (on a cleft render, a neighbour's endplate read as cement)."""
+    if isinstance(body, LateralBody):
+        body = replace(body, superior=body.superior.straight(), inferior=body.inferior.straight())
     corners = body.polygon()
     low = corners.min(axis=0) - BODY_MARGIN_MM / pixel_mm
     high = corners.max(axis=0) + BODY_MARGIN_MM / pixel_mm
@@ -71,7 +79,7 @@ def lies_inside(
     ``body``: cement found in the baseline outside the body found means the outline was most
     likely taken from the cement's own edge."""
     outline = np.zeros(mask.shape, np.uint8)
-    corners = body.polygon() - np.array(origin, np.float64)
+    corners = body.outline() - np.array(origin, np.float64)
     cv2.fillPoly(outline, [np.round(corners).astype(np.int32)], 1)
     margin = int(round(INSIDE_MARGIN_MM / pixel_mm))
     outline = cv2.dilate(outline, np.ones((2 * margin + 1,) * 2, np.uint8)).astype(bool)

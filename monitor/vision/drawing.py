@@ -29,10 +29,11 @@ def overlay_geometry(
     proximity_mm: float,
 ) -> dict:
     """``start`` (what the measurement put there: the front) plus ``roi`` (x0, y0, x1, y1,
-    full pixels), ``shift_px``, ``cannula_tips``, ``body`` (its corners), for a lateral body
-    ``wall`` and ``safety_line`` (its ends, and the line ``proximity_mm`` anterior of them),
-    ``cement`` (contours) and ``leaks``. ``roi`` and cannula tips in working pixels of the
-    frame, ``shift`` (dx, dy) working pixels, ``body`` and ``cement`` in the ROI's."""
+    full pixels), ``shift_px``, ``cannula_tips``, ``body`` (its outline: the corners, and points
+    along a bowed endplate), for a lateral body ``wall`` and ``safety_line`` (its ends, and the
+    line ``proximity_mm`` anterior of them), ``cement`` (contours) and ``leaks``. ``roi`` and
+    cannula tips in working pixels of the frame, ``shift`` (dx, dy) working pixels, ``body`` and
+    ``cement`` in the ROI's."""
     s = grid.scale
     dx, dy = shift
     x0, y0 = roi[0], roi[1]
@@ -46,7 +47,7 @@ def overlay_geometry(
     if cannulas:
         out["cannula_tips"] = [full(c.tip[0] - x0 + dx, c.tip[1] - y0 + dy) for c in cannulas]
     if body is not None:
-        out["body"] = [full(x, y) for x, y in body.polygon()]
+        out["body"] = [full(x, y) for x, y in body.outline()]
         if isinstance(body, LateralBody):
             ends = body.wall_segment()
             out["wall"] = [full(x, y) for x, y in ends]

@@ -521,6 +521,11 @@ class DistanceMaps:
 
     def signed(self, line: Line, window: tuple[slice, slice]) -> np.ndarray:
         """:meth:`Line.signed_distance` of the pixels in ``window`` of the ROI (float32)."""
+        if line.bow is not None:  # not one map shifted (its bow moves along with it): read here
+            rows, cols = window  # a row and a column of coordinates, broadcast by the arithmetic
+            ys = np.arange(rows.start, rows.stop, dtype=np.float32)[:, None]
+            xs = np.arange(cols.start, cols.stop, dtype=np.float32)[None, :]
+            return line.signed_distance(xs, ys).astype(np.float32)
         key = (line.a, line.vertical)
         if key not in self._maps:
             if len(self._maps) > self.MAX_SLOPES:
