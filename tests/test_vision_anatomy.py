@@ -127,7 +127,9 @@ def test_a_biconcave_bodys_endplates_are_found_bowed_out_to_its_corners(anatomy_
     render's (T8) lay inside its posterior corners: the wall's ends 3.2 and 2.9 mm inside the
     truth's, and cement filling a corner read as a disc leak beyond them. Refitted across the body
     as curves concave towards the discs, where those fit more of their edge than a line does,
-    the wall's ends are within 2 mm of the truth's; the wedge's flat endplates stay lines."""
+    and held to the span of the edge they fit (drawn on to the walls, such a curve put the
+    corners 1-2 mm out in the disc), the wall's ends are within 0.5 mm of the truth's; the
+    wedge's flat endplates stay lines."""
     from monitor.vision.anatomy import find_lateral_body
 
     att, pixel_mm, shaft, _ = _lateral_steel(anatomy_cases, "thoracic-T8")
@@ -139,7 +141,7 @@ def test_a_biconcave_bodys_endplates_are_found_bowed_out_to_its_corners(anatomy_
     rows = sorted(y for _, y in wall)
     true_rows = np.asarray(truth["frames"][last]["wall_px"])[:, 1]
     ends_mm = [abs(rows[0] - true_rows.min()) * pixel_mm, abs(rows[1] - true_rows.max()) * pixel_mm]
-    assert max(ends_mm) < 2.0, ends_mm
+    assert max(ends_mm) < 0.5, ends_mm
     att, pixel_mm, shaft, _ = _lateral_steel(anatomy_cases, "wedge-L1")
     flat = find_lateral_body(att, shaft, pixel_mm)
     assert flat.superior.bow is None and flat.inferior.bow is None

@@ -120,6 +120,11 @@ def test_a_bowed_endplate_meets_the_walls_at_its_ends_and_moves_with_the_body():
     # the bow only grows the body: where the curve would cut into it, the line holds
     inward = Line(0.0, 26.0, False, 0, bow=Bow(0.0, 26.0, 6.0 / 400.0, 40.0, -1))  # convex: dips at the ends
     assert float(inward.at(22.0)) == pytest.approx(26.0)
+    # held to the span of the edge it was fitted on: past it, as far out as at its end
+    held = Line(0.0, 26.0, False, 0, bow=Bow(0.0, 26.0, -6.0 / 400.0, 40.0, -1, lo=25.0, hi=55.0))
+    end = 26.0 - 6.0 * 15.0**2 / 400.0
+    assert float(held.at(20.0)) == pytest.approx(end) and float(held.at(25.0)) == pytest.approx(end)
+    assert float(held.slope(20.0)) == 0.0 and float(held.slope(30.0)) == pytest.approx(2 * 6.0 / 400 * 10)
     moved = shifted_body(body, 3.0, -2.0)
     np.testing.assert_allclose(moved.outline(), outline + [3.0, -2.0], atol=1e-4)
     maps = DistanceMaps((100, 100))

@@ -123,17 +123,27 @@ class Cannula:
 
 @dataclass(frozen=True)
 class Bow:
-    """A curve along = a*t + b + c*(t - t0)**2 (t: x for a horizontal line, pixels): an
-    endplate concave towards its disc, and the side of it that is outside the body."""
+    """A curve along = a*t + b + c*(t - t0)**2 (t: x for a horizontal line, pixels) over the
+    span of the edge points it was fitted on, ``lo`` to ``hi``: an endplate concave towards its
+    disc, and the side of it that is outside the body."""
 
     a: float
     b: float
     c: float  # 1/pixel: the curve lies c*s**2 pixels off its tangent at t0, s pixels from t0
     t0: float  # where the bow is centred (the middle of the points fitted)
     outward: int  # +1: larger ``along`` is outside the body (an inferior endplate), -1 smaller
+    lo: float = -np.inf  # the span of the points it agrees with: not drawn on past them
+    hi: float = np.inf
 
     def at(self, t: np.ndarray) -> np.ndarray:
         return self.a * t + self.b + self.c * (t - self.t0) ** 2
+
+    def beyond(self, line: Line, t: np.ndarray) -> np.ndarray:
+        """How far the curve lies outside ``line`` (pixels along its axis, 0 where inside it),
+        held beyond its span at the value at its end: a parabola drawn on past the points it
+        was fitted on put a body's rounded corners 1-2 mm out in the disc."""
+        held = np.clip(t, self.lo, self.hi)
+        return np.maximum(self.outward * (self.at(held) - (line.a * held + line.b)), 0.0)
 
 
 @dataclass(frozen=True)
@@ -155,16 +165,16 @@ class Line:
         line = self.a * np.asarray(t) + self.b
         if self.bow is None:
             return line
-        curve = self.bow.at(np.asarray(t))
-        return np.maximum(line, curve) if self.bow.outward > 0 else np.minimum(line, curve)
+        return line + self.bow.outward * self.bow.beyond(self, np.asarray(t))
 
     def slope(self, t: np.ndarray | float) -> np.ndarray | float:
         """d(along)/dt at ``t``."""
         if self.bow is None:
             return self.a
         t = np.asarray(t)
-        on_curve = self.at(t) != self.a * t + self.b
-        return np.where(on_curve, self.bow.a + 2.0 * self.bow.c * (t - self.bow.t0), self.a)
+        bow = self.bow
+        on_curve = (bow.beyond(self, t) > 0) & (t >= bow.lo) & (t <= bow.hi)
+        return np.where(on_curve, bow.a + 2.0 * bow.c * (t - bow.t0), self.a)
 
     def straight(self) -> Line:
         """The line without its bow."""
@@ -1001,9 +1011,11 @@ def _bowed(line: Line, points: list, direction: int, tolerance: float, mm: float
     (along, across, strength) within ENDPLATE_BOW_REACH_MM of it, refitted on those within
     ``tolerance`` of the curve, when the curve is concave towards the disc (its middle nearer
     the body's: ``direction`` -1 for the superior endplate, whose middle is then lower, 1 for the
-    inferior), sags at most ENDPLATE_MAX_SAG_MM, and agrees with ENDPLATE_BOW_GAIN of the lines
-    searched more than the line; else ``line``. Its support stays the line's, which the wall's
-    confidence counts (:func:`monitor.vision.confidence.outline_support`)."""
+    inferior), sags at most ENDPLATE_MAX_SAG_MM and moves the outline at most that far out of the
+    line, and agrees with ENDPLATE_BOW_GAIN of the lines searched more than the line; else
+    ``line``. The curve is held to the span of the points it agrees with (:meth:`Bow.beyond`).
+    Its support stays the line's, which the wall's confidence counts
+    (:func:`monitor.vision.confidence.outline_support`)."""
     if len(points) < 8:
         return line
     along, across, strength = np.array(points).T
@@ -1020,7 +1032,11 @@ def _bowed(line: Line, points: list, direction: int, tolerance: float, mm: float
     gain = int(agree.sum()) - line.support
     if not concave or abs(sag_mm) > ENDPLATE_MAX_SAG_MM or gain < ENDPLATE_BOW_GAIN * line.searched:
         return line
-    return replace(line, bow=Bow(float(a), float(v - a * t0), float(c), t0, direction))
+    lo, hi = float(across[agree].min()), float(across[agree].max())
+    bow = Bow(float(a), float(v - a * t0), float(c), t0, direction, lo, hi)
+    if float(bow.beyond(line, np.array([lo, hi])).max()) > ENDPLATE_MAX_SAG_MM * mm:
+        return line  # the outline would move further than any endplate sags
+    return replace(line, bow=bow)
 
 
 def find_lateral_body(

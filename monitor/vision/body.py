@@ -28,7 +28,8 @@ def shift_line(line: Line, dx: float, dy: float) -> Line:
     across, along = (dy, dx) if line.vertical else (dx, dy)  # x = a y + b, or y = a x + b
     bow = line.bow
     if bow is not None:
-        bow = replace(bow, b=bow.b + along - bow.a * across, t0=bow.t0 + across)
+        moved = {"t0": bow.t0 + across, "lo": bow.lo + across, "hi": bow.hi + across}
+        bow = replace(bow, b=bow.b + along - bow.a * across, **moved)
     return replace(line, b=line.b + along - line.a * across, bow=bow)
 
 
