@@ -706,7 +706,7 @@ def test_a_lobe_reaches_past_an_outline_by_its_far_edge():
     from monitor.vision.lobes import Lobe
 
     class Outline:
-        def polygon(self):
+        def outline(self):
             return np.array([[20, 40], [80, 40], [80, 160], [20, 160]], float)
 
     above = np.zeros((200, 100), bool)
