@@ -180,7 +180,8 @@ def find_vein_lines(
         return cv2.resize(scaled, small, interpolation=cv2.INTER_AREA) > 0
 
     px = round(pixel_mm * w / small[0], 3)
-    response = line_response(coarse(difference), px)
+    small_difference = coarse(difference)  # read for the lines, and again for their sides
+    response = line_response(small_difference, px)
     clear = max(1, int(round(VEIN_CLEAR_MM / px)))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * clear + 1, 2 * clear + 1))
     # The bolus without its thin parts (a vein the mask holds in part is still read as a line),
@@ -208,7 +209,7 @@ def find_vein_lines(
         # its light half risen (a vein on a background below zero, as behind a wall, dips on both)
         rows, cols = np.nonzero(lines)
         box = (slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1))
-        lower, higher = line_sides(coarse(difference), px, box)
+        lower, higher = line_sides(small_difference, px, box)
         there = response[box]
         moved = np.zeros_like(line)
         moved[box] = (lower < -VEIN_SIDE_DIP * there) & (higher - lower > VEIN_SIDE_ASYMMETRY * there)
