@@ -39,7 +39,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from monitor.analyzer import Analysis, VisionAnalysis, analyse_source
+from monitor.analyzer import Analysis, CommandRefused, VisionAnalysis, analyse_source
 from monitor.collection import CollectionPacing
 from monitor.io.sources import DicomPairSource
 from monitor.messages import Command
@@ -55,6 +55,10 @@ CT_LEVELS = ("T8", "T9", "T10", "T11", "T12", "L1")  # whole in the CT phantom's
 SCATTER_FREE_EVERY = 5  # every fifth corpus case is also rendered without scatter
 PROXIMITY_MM = 5.0
 LEAK_ML = 0.02
+# The operator's hand: each end of a posterior wall drawn on the screen lies up to this far
+# across the true wall (uniform, drawn per case from its seed), in mm at the vertebra.
+OPERATOR_DRAW_ERROR_MM = 0.5
+OPERATOR_WALL_MODES = ("never", "asked", "always")
 
 
 def _case_draws(rng: np.random.Generator) -> dict:
@@ -188,11 +192,17 @@ def _render_missing(root: Path, jobs: list[tuple[SimConfig, Path]], workers: int
                 say(f"  {k}/{len(todo)} {Path(done).name} ({time.monotonic() - started:.0f} s)")
 
 
-def evaluate_case(folder: Path, syringe_ml: float = 0.0) -> dict:
+def evaluate_case(folder: Path, syringe_ml: float = 0.0, operator_wall: str = "never") -> dict:
     """One rendered case through the analyzer's own path; what it said per frame, against the
     truth. ``syringe_ml`` > 0: the operator enters a syringe of that many mL each time the truth's
     injected volume has passed another one (entered before the next frame, as the operator
-    presses "delivered" on seeing it emptied); 0: no syringe input."""
+    presses "delivered" on seeing it emptied); 0: no syringe input. ``operator_wall``: "asked",
+    the operator draws the posterior wall (:func:`operator_drawn_wall`) on the first lateral
+    frame after the baseline whose wall is not armed, as the viewer asks; "always", on the first
+    lateral frame after the baseline whatever the monitor found (as ``--wall`` on the command
+    line); "never" (default): the monitor alone."""
+    if operator_wall not in OPERATOR_WALL_MODES:
+        raise ValueError(f"operator_wall must be one of {OPERATOR_WALL_MODES}, not {operator_wall!r}")
     truth = json.loads((folder / "truth.json").read_text())
     injected = {f["frame"]: f["injected_ml"] for f in truth["frames"]}
     cv2.setNumThreads(1)  # the target is per frame on one core: OpenCV would otherwise use every core
@@ -202,6 +212,9 @@ def evaluate_case(folder: Path, syringe_ml: float = 0.0) -> dict:
     wall: dict[int, str] = {}  # lateral frame -> "armed", "not-confirmed" or "none" (no wall found)
     wall_error: dict[int, float] = {}  # lateral frame -> the armed wall's error (mm), where known
     spacing = truth["geometry"]["spacing_at_vertebra_mm"]
+    drawn_at: int | None = None  # the lateral frame on which the operator drew the wall
+    drawn_refused: str | None = None  # why the analyzer refused the drawn wall, if it did
+    hand = np.random.default_rng([truth["config"].get("seed", 0), 1])  # the operator's drawing error
     alarms = []
     pacing = CollectionPacing()
     analysis = _Timed(VisionAnalysis(), pacing)
@@ -219,7 +232,20 @@ def evaluate_case(folder: Path, syringe_ml: float = 0.0) -> dict:
                 state = (result.overlay or {}).get("wall_state")
                 if result.status != "baseline":
                     wall[item.index] = state or "none"
-                if state == "armed" and result.overlay.get("wall"):
+                    if drawn_at is None and (
+                        operator_wall == "always" or (operator_wall == "asked" and state != "armed")
+                    ):
+                        drawn_at = item.index
+                        points = operator_drawn_wall(truth["frames"][item.index]["wall_px"], spacing, hand)
+                        try:
+                            analysis.apply(Command("", "benchmark", 0.0, "wall", points))
+                        except CommandRefused as e:
+                            drawn_refused = str(e)
+                if (
+                    state == "armed"
+                    and result.overlay.get("wall")
+                    and (drawn_at is None or item.index <= drawn_at)
+                ):
                     err = wall_error_mm(result.overlay, truth["frames"][item.index].get("wall_px"), spacing)
                     if err is not None:
                         wall_error[item.index] = err
@@ -242,6 +268,8 @@ def evaluate_case(folder: Path, syringe_ml: float = 0.0) -> dict:
         "volume": volume,
         "wall": wall,
         "wall_error": wall_error,
+        "operator_wall_frame": drawn_at,
+        "operator_wall_refused": drawn_refused,
         "alarms": alarms,
         "no_scatter_frame": no_scatter_frame,
         "volume_low_frames": sorted(volume_low),
@@ -250,6 +278,33 @@ def evaluate_case(folder: Path, syringe_ml: float = 0.0) -> dict:
         "timing_ms": [1000 * t for t in analysis.seconds[2 * 3 :]],  # after the baseline frames
         "full_collections_ms": [1000 * t for t in pacing.seconds],
     }
+
+
+def operator_drawn_wall(truth_wall, spacing_mm: float, hand: np.random.Generator) -> list[list[float]]:
+    """The posterior wall as an operator draws it on the lateral image: a straight line (two
+    points, cranial then caudal, image pixels) along the wall the image shows, each end off by
+    up to OPERATOR_DRAW_ERROR_MM across it.
+
+    ``truth_wall``: the truth's posterior-most body edge per layer (image pixels, top to bottom;
+    ``truth.json``'s ``wall_px``). On real-CT anatomy its end layers can lie 12-20 mm off the
+    rest (an endplate's rim, where the body's label narrows), which no operator would follow:
+    the line is fitted to the points within 1.5 mm of it, refitted until they no longer change,
+    and drawn between the rows of the outermost points it keeps."""
+    points = np.asarray(truth_wall, float)
+    keep = np.ones(len(points), bool)
+    for _ in range(10):
+        slope, offset = np.polyfit(points[keep, 1], points[keep, 0], 1)  # x = slope * y + offset
+        off_mm = np.abs(points[:, 0] - (slope * points[:, 1] + offset)) * spacing_mm
+        now = off_mm <= 1.5
+        if now.sum() < 2 or (now == keep).all():
+            break
+        keep = now
+    rows = points[keep, 1]
+    ends = []
+    for y in (rows.min(), rows.max()):
+        across = hand.uniform(-OPERATOR_DRAW_ERROR_MM, OPERATOR_DRAW_ERROR_MM) / spacing_mm
+        ends.append([float(slope * y + offset + across / np.cos(np.arctan(slope))), float(y)])
+    return ends
 
 
 def wall_error_mm(overlay: dict, truth_wall, spacing_mm: float) -> float | None:
@@ -336,7 +391,7 @@ def score(cases: list[dict]) -> dict:
     covered: list[bool] = []  # per frame >= 0.5 mL: its 68 % interval holds the truth
     by_source = {"shape": {"err": [], "covered": []}, "darkness": {"err": [], "covered": []}}
     dist_missing = withheld = 0
-    walls = {"armed": 0, "asked": 0, "none": 0, "wrong_armed": 0, "errors": []}
+    walls = {"armed": 0, "asked": 0, "none": 0, "wrong_armed": 0, "errors": [], "drawn": 0, "refused": 0}
     prox_armed = {"cases": 0, "on_time": 0}
     prox = {"cases": 0, "on_time": 0, "latencies": [], "false": 0, "missed": 0}
     leak = {"cases": 0, "on_time": 0, "latencies": [], "false": 0, "missed": 0, "site_ok": 0}
@@ -355,8 +410,12 @@ def score(cases: list[dict]) -> dict:
             elif d_true is not None and d_true <= 15.0:
                 withheld += states.get(f) == "not-confirmed"
                 dist_missing += states.get(f) != "not-confirmed"
-        kind = _wall_kind(states)
+        drawn = c.get("operator_wall_frame")
+        # what the monitor alone did with the wall, up to where the operator drew one
+        kind = _wall_kind({f: st for f, st in states.items() if drawn is None or int(f) <= drawn})
         walls[kind] += 1
+        walls["drawn"] += drawn is not None
+        walls["refused"] += c.get("operator_wall_refused") is not None
         errors = [abs(e) for e in c.get("wall_error", {}).values()]
         if errors:
             walls["errors"].append(float(np.median(errors)))
@@ -467,6 +526,11 @@ def report(s: dict, title: str) -> str:
         f"{'  ... withheld, wall not confirmed':46} {s['distance_withheld']:18d}",
         f"{'wall: armed automatically / asked / none found':46} "
         f"{w['armed']:>6d} / {w['asked']:>3d} / {w['none']:<3d}   asked <= 10%",
+        *(
+            [f"{'wall: drawn by the operator / refused':46} {w['drawn']:>11d} / {w['refused']:<4d}"]
+            if w.get("drawn")
+            else []
+        ),
         f"{'wall: armed and wrong by > 1 mm (median)':46} "
         f"{w['wrong_armed']:>11d} of {len(w['errors']):<4d}   0",
         f"{'wall error while armed, median / max (mm)':46} "
@@ -569,11 +633,13 @@ def run(
     seeds: str = "reporting",
     syringe_ml: float = 0.0,
     volume_plot: Path | None = None,
+    operator_wall: str = "never",
 ) -> dict:
     """Render what is missing, evaluate every case, print the tables; returns the scores.
     ``world``: "realistic" (``seeds``: "reporting" or "tuning"; ``n`` the first n of them)
     or "simple" (``n`` cases, default 30, and the scatter-free supplement). ``syringe_ml``:
     the operator enters each syringe of that many mL as it is emptied (0: no syringe input).
+    ``operator_wall``: when the operator draws the posterior wall (:func:`evaluate_case`).
     ``volume_plot``: also write the volume's two estimates against the truth there (PNG)."""
     if world == "simple":
         folders, free_folders = ensure_corpus(corpus, n or 30, workers=max(workers, 2), say=say)
@@ -588,11 +654,15 @@ def run(
         )
     if syringe_ml > 0:
         title += f"; the operator enters every {syringe_ml:g} mL syringe as it is emptied"
+    if operator_wall != "never":
+        when = "when asked" if operator_wall == "asked" else "on every case"
+        title += f"; the operator draws the posterior wall {when} (ends within {OPERATOR_DRAW_ERROR_MM:g} mm)"
     started = time.monotonic()
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         cases = []
         for case in pool.imap(
-            functools.partial(evaluate_case, syringe_ml=syringe_ml), folders + free_folders
+            functools.partial(evaluate_case, syringe_ml=syringe_ml, operator_wall=operator_wall),
+            folders + free_folders,
         ):
             cases.append(case)
             say(f"  evaluated {case['name']} ({time.monotonic() - started:.0f} s)")
@@ -614,7 +684,14 @@ def run(
     if out_json:
         out_json.write_text(
             json.dumps(
-                {"world": world, "syringe_ml": syringe_ml, "cases": cases, "scatter_free": free}, default=str
+                {
+                    "world": world,
+                    "syringe_ml": syringe_ml,
+                    "operator_wall": operator_wall,
+                    "cases": cases,
+                    "scatter_free": free,
+                },
+                default=str,
             )
         )
     return s

@@ -233,6 +233,16 @@ def test_the_benchmark_scores_a_realistic_case_and_tables_it_by_band(tmp_path):
                 "anatomy: geometric", "scenario: posterior (geometric)"):  # fmt: skip
         assert row in table
     assert "realistic" in report(score([case]), "realistic world: 1 case")
+    # --operator-wall always: the operator draws the wall on the first frame after the baseline;
+    # the 5 mm rule is armed on it from the next frame on, and the report counts it
+    drawn = evaluate_case(tmp_path / "case", operator_wall="always")
+    first = drawn["operator_wall_frame"]
+    assert first == min(drawn["wall"]) and drawn["operator_wall_refused"] is None
+    after = [state for f, state in drawn["wall"].items() if f > first]
+    assert after and all(state == "armed" for state in after)
+    scored = score([drawn])
+    assert scored["walls"]["drawn"] == 1 and "drawn by the operator / refused" in report(scored, "1 case")
+    assert "drawn by the operator" not in report(score([case]), "1 case")
     # The volume's two estimates per frame, for the plot against the truth: the darkness on every
     # frame with a volume; where the reported volume is the shape's (the darkness reads low, said
     # by a caveat), the shape estimate is that volume.

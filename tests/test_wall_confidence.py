@@ -346,3 +346,24 @@ def test_a_cleft_rim_taken_for_an_endplate_on_a_later_frame_does_not_move_the_wa
     spacing = truth["geometry"]["spacing_at_vertebra_mm"]
     error = wall_error_mm(last.overlay, truth["frames"][item.index]["wall_px"], spacing)
     assert abs(error) <= 0.5, error
+
+
+def test_the_benchmarks_operator_draws_a_straight_wall_through_the_truths_not_its_stray_ends():
+    """`monitor bench accuracy --operator-wall`: the truth's wall on real-CT anatomy has end
+    layers 12-20 mm off the rest (an endplate's rim); the operator's line follows the rest,
+    each end within OPERATOR_DRAW_ERROR_MM of it, and the same case draws the same line."""
+    from monitor.accuracy import OPERATOR_DRAW_ERROR_MM, operator_drawn_wall
+
+    spacing = 0.2  # mm per pixel at the vertebra
+    rows = np.linspace(100.0, 250.0, 12)
+    truth = np.column_stack([300.0 + 0.1 * rows, rows])  # a wall leaning 0.1 px per row
+    truth[-2:, 0] -= 80.0  # the two caudal layers 16 mm anterior
+    line = operator_drawn_wall(truth.tolist(), spacing, np.random.default_rng([5003, 1]))
+    (x1, y1), (x2, y2) = line
+    assert (y1, y2) == (100.0, rows[-3])  # the rows of the outermost points kept
+    across = np.cos(np.arctan(0.1))  # pixels across the wall per pixel along a row
+    for x, y in line:
+        off = abs(x - (300.0 + 0.1 * y)) * across * spacing
+        assert off <= OPERATOR_DRAW_ERROR_MM + 1e-9
+    assert line == operator_drawn_wall(truth.tolist(), spacing, np.random.default_rng([5003, 1]))
+    assert line != operator_drawn_wall(truth.tolist(), spacing, np.random.default_rng([5004, 1]))

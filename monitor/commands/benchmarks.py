@@ -63,6 +63,14 @@ def add_bench(sub) -> None:
         " (as pressing '1 mL delivered'); 0: no syringe input, the images alone (default)",
     )
     a.add_argument(
+        "--operator-wall",
+        choices=("never", "asked", "always"),
+        default="never",
+        help="the operator draws the posterior wall (a line along the truth's, each end up to 0.5 mm"
+        " off): 'asked', on the first frame after the baseline whose wall the monitor did not arm, as"
+        " the viewer asks; 'always', on every case, as --wall does; 'never', the monitor alone (default)",
+    )
+    a.add_argument(
         "--volume-plot",
         type=Path,
         default=None,
@@ -124,6 +132,7 @@ def _run_bench_accuracy(args) -> int:
         seeds=args.seeds,
         syringe_ml=args.syringe,
         volume_plot=args.volume_plot,
+        operator_wall=args.operator_wall,
     )
     return 0
 
