@@ -297,6 +297,10 @@ class PlaneAnalyzer:
         # lateral: who armed the 5 mm rule on the wall ("automatic", "operator"; None: not armed)
         self.wall_armed_by: str | None = None
         self.body_drawn = False  # the outline is the operator's box (set_body), not one found
+        # lateral: why the outline's endplates and anterior side are a guess though its wall is
+        # armed (the operator drew the wall over an outline found with a wall not trusted, or over
+        # none); None: they stand with the wall (found with it, or the operator's box)
+        self.outline_guess: str | None = None
         self._unarmed_why = ""  # why not, for the caveat on every result while so
         # why physics refuted the wall found (the first cement read beyond it), None while not:
         # a refuted wall cannot be confirmed, only redrawn
@@ -549,13 +553,14 @@ class PlaneAnalyzer:
         """The disc lobes (:func:`find_disc_lobes`) into ``result`` as disc leaks. An armed lateral
         outline places the endplates: a lobe wholly inside it is no leak (a cleft), one reaching
         ``leak_min_depth_mm`` beyond it (as outline cement must) is sure, one reaching less is
-        doubted (:data:`LOBE_SHALLOW_DOUBT`); any other (no outline, an AP outline, or a lateral
-        one not confirmed, whose endplates are a guess) is doubted (:data:`LOBE_DOUBT`)."""
+        doubted (:data:`LOBE_SHALLOW_DOUBT`); any other (no outline, an AP outline, a lateral
+        one not confirmed, or one whose wall the operator drew over endplates found with a wall
+        not trusted: ``outline_guess``; its endplates are a guess) is doubted (:data:`LOBE_DOUBT`)."""
         threshold = float(np.min(cement.threshold))
         lobes = find_disc_lobes(cement.difference, cement.mask, steel, tips, threshold, self.pixel_mm)
         sure: list = []
         shallow: list = []  # (lobe, how far beyond the armed outline, mm)
-        if lobes and result.overlay.get("wall_state") == "armed":
+        if lobes and result.overlay.get("wall_state") == "armed" and self.outline_guess is None:
             depth = self.config.detection.leak_min_depth_mm / self.pixel_mm
             beyond = [(lobe, _reach_px(body, lobe)) for lobe in lobes]
             sure = [lobe for lobe, d in beyond if d >= depth]
@@ -874,6 +879,18 @@ class PlaneAnalyzer:
         cannula = self.learnt.cannulas[0] if self.learnt.cannulas else None
         stands_in = not isinstance(self.body, LateralBody)  # for a body not found
         body, done = body_from_wall(ends, self.body, cannula, self.pixel_mm)
+        # The operator vouches for the wall only: endplates found with a wall that was not trusted
+        # (CT tuning cases: a drawn wall made them raise 4 false high leaks) or nominal ones stay a
+        # guess until the operator draws the body.
+        if stands_in:
+            self.outline_guess = "no body was found: its endplates and anterior side are nominal"
+        elif self.wall_armed_by is None:
+            self.outline_guess = "its endplates and anterior side were found with a wall not trusted"
+        if self.outline_guess is not None:
+            done += (
+                f"; {self.outline_guess}, so leaks through them are possible leaks until the AP view"
+                " backs them or the body is drawn"
+            )
         if self.roi != self.learnt.roi:  # the wall may lie outside the margins of the body found
             self._use_roi(self.learnt.roi)
         self.body = body
@@ -901,6 +918,7 @@ class PlaneAnalyzer:
         self.body_drawn = True
         self.anatomy_error = None
         if self.plane == "lateral":
+            self.outline_guess = None
             self._unrefute()
             self._arm("operator", "5 mm rule armed on the posterior side of the operator's box")
         self._use_roi(body_roi(self.body, self.learnt.roi, self.pixel_mm))
@@ -1172,9 +1190,11 @@ class CaseAnalyzer:
         short of the true one, cement may be inside the body (a gas cleft filling did this).
         With no AP view checking the leak rules (none, or no outline
         in it) nothing can back it: it stays a possible leak, said with that reason, a medium
-        alarm (not silence) until the operator confirms or draws the wall, which makes the
-        outline's leaks high at once (reporting seed 7019, a CT case with no AP outline, alarmed
-        high falsely when this case went unheld).
+        alarm (not silence) until the operator confirms the wall (and with it the outline shown),
+        which makes the outline's leaks high at once (reporting seed 7019, a CT case with no AP
+        outline, alarmed high falsely when this case went unheld). A wall the operator drew vouches
+        for the wall alone: over an outline found with a wall not trusted, or none (nominal
+        endplates), the same holds until the operator draws the body (``outline_guess``).
 
         In either view, on a level that held cement when monitoring began (:meth:`_cement_before`),
         a leak off the outline anywhere but behind the wall is a possible leak until the operator
@@ -1193,13 +1213,19 @@ class CaseAnalyzer:
             return None
         if (late := self._cement_before()) and not (view is not None and view.body_drawn):
             return f"{late}: draw the body (Adjust body) in the {r.plane} view to vouch for its outline"
-        if r.plane != "lateral" or r.overlay.get("wall_state") != "not-confirmed":
+        if r.plane != "lateral":
+            return None
+        if r.overlay.get("wall_state") == "not-confirmed":
+            doubt = "the lateral wall is not confirmed"
+        elif view is not None and view.outline_guess is not None:
+            doubt = f"the lateral wall is the operator's but {view.outline_guess}"
+        else:
             return None
         if not self._checks_leaks.get("ap", False):
-            return "the lateral wall is not confirmed and no AP view checks the leak rules to back it"
+            return f"{doubt} and no AP view checks the leak rules to back it"
         if time_s - self._leak_read_at.get("ap", -np.inf) <= LEAK_CORROBORATION_S:
             return None
-        return "the lateral wall is not confirmed and the AP view shows no cement outside its outline"
+        return f"{doubt} and the AP view shows no cement outside its outline"
 
     def _cement_before(self) -> str | None:
         """Why this level's outlines are doubtful when a view's first frames held cement (its
