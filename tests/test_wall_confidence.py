@@ -422,3 +422,45 @@ def test_the_benchmarks_operator_draws_a_straight_wall_through_the_truths_not_it
         assert off <= OPERATOR_DRAW_ERROR_MM + 1e-9
     assert line == operator_drawn_wall(truth.tolist(), spacing, np.random.default_rng([5003, 1]))
     assert line != operator_drawn_wall(truth.tolist(), spacing, np.random.default_rng([5004, 1]))
+
+
+def test_a_wall_drawn_over_a_body_found_is_measured_around_that_body(clean_default):
+    """A wall drawn over the body found is measured where that body is (its outline with the wall
+    drawn, and the canal's 15 mm behind it), not over the whole region around the tip, whose far
+    field holds no leak of this body's but what brightness control changes there (an
+    intensifier's field edge read as a high posterior leak 30 mm above a body). A change 20 mm
+    above the body behind its wall is no leak; behind the wall at its middle it is one."""
+    from monitor.messages import Command
+
+    rec, clean = default_recording(), clean_default
+    k = min(i for i, r in clean.items() if r.distance_mm is not None)  # the first cement
+    wall = clean[k].overlay["wall"]
+    length_mm = (
+        np.linalg.norm(np.subtract(wall[-1], wall[0]))
+        * 5.0
+        / np.linalg.norm(np.subtract(np.mean(clean[k].overlay["safety_line"], axis=0), np.mean(wall, axis=0)))
+    )
+
+    def drawn_run(along):
+        def edit(index, pixels):
+            return (
+                _paste_cement(rec, pixels, clean[k - 1].overlay, -4.0, along=along)
+                if index >= k + 5
+                else pixels
+            )
+
+        analysis, leaks, drawn = VisionAnalysis(), [], False
+        source = _Edited(rec, edit)
+        try:
+            for item, result in analyse_source(source, analysis):
+                if item.plane == "lateral" and not drawn and result.status != "baseline":
+                    drawn = bool(analysis.apply(Command("", "test", 0.0, "wall", wall)))
+                leaks += [a for a in result.alarms if a["kind"] == "extravasation" and a["frame"] < 37]
+        finally:
+            source.close()
+        return leaks  # (the recording's own leak, posterior, is read at frame 37)
+
+    far = drawn_run(-20.0 / length_mm)
+    assert far == [], far
+    near = drawn_run(0.5)
+    assert [(a["frame"], a["site"], a["priority"]) for a in near][:1] == [(k + 5, "posterior", "high")], near

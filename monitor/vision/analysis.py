@@ -891,8 +891,16 @@ class PlaneAnalyzer:
                 f"; {self.outline_guess}, so leaks through them are possible leaks until the AP view"
                 " backs them or the body is drawn"
             )
-        if self.roi != self.learnt.roi:  # the wall may lie outside the margins of the body found
-            self._use_roi(self.learnt.roi)
+        if stands_in:  # no body found: the whole region around the tip, as before
+            roi = self.learnt.roi
+        else:  # the body with the wall drawn and its margins (15 mm behind the wall), and the region
+            # measured so far: the far field of the region around the tip holds no leak of this body's
+            # but what brightness control changes there (reporting 7019, an intensifier's field edge:
+            # a high posterior leak 30 mm above the body, 26 frames before any)
+            new = body_roi(body, self.learnt.roi, self.pixel_mm)
+            roi = (*np.minimum(self.roi[:2], new[:2]).tolist(), *np.maximum(self.roi[2:], new[2:]).tolist())
+        if roi != self.roi:
+            self._use_roi(tuple(int(v) for v in roi))
         self.body = body
         if stands_in:
             self.anatomy_error = None
