@@ -43,7 +43,7 @@ from monitor.analyzer import Analysis, CommandRefused, VisionAnalysis, analyse_s
 from monitor.collection import CollectionPacing
 from monitor.io.sources import DicomPairSource
 from monitor.messages import Command
-from monitor.sim.simulate import SimConfig, simulate
+from monitor.sim.simulate import TRUTH_VERSION, SimConfig, refresh_truth, simulate
 from monitor.vision.caveats import CaveatCode
 from monitor.volume_plot import estimates_table, plot_estimates
 
@@ -182,7 +182,20 @@ def _world_case_name(cfg: SimConfig) -> str:
 
 
 def _render_missing(root: Path, jobs: list[tuple[SimConfig, Path]], workers: int, say) -> None:
+    """Render the cases not yet in ``root``; bring the truth of those rendered by an older
+    simulator up to date (:func:`monitor.sim.simulate.refresh_truth`, no rendering)."""
     root.mkdir(parents=True, exist_ok=True)
+    rendered = [j[1] for j in jobs if (j[1] / "truth.json").is_file()]
+    stale = [
+        f
+        for f in rendered
+        if json.loads((f / "truth.json").read_text()).get("truth_version", 1) < TRUTH_VERSION
+    ]
+    if stale:
+        say(f"bringing the truth of {len(stale)} cached cases to version {TRUTH_VERSION} (no rendering)")
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for k, _ in enumerate(pool.imap_unordered(refresh_truth, stale), 1):
+                say(f"  {k}/{len(stale)}")
     todo = [j for j in jobs if not (j[1] / "truth.json").is_file()]
     if todo:
         say(f"rendering {len(todo)} of {len(jobs)} corpus cases into {root} (cached for later runs)")

@@ -170,3 +170,41 @@ def test_detector_output_is_written_as_configured(tmp_path, options, expected):
         corner, centre = frame[:4, :4].mean(), frame[30:50, 30:50].mean()
         # outside the round field almost no X-rays arrive: dark, i.e. high values in MONOCHROME1
         assert (corner > centre) if i.photometric == "MONOCHROME1" else (corner < centre)
+
+
+def test_the_truths_wall_is_held_to_the_layers_it_spans():
+    """A body tilted in the sagittal plane has end layers that hold only an endplate: their
+    posterior-most edge lies 12-20 mm in front of the wall (the CT's thoracic levels). Cement
+    reaching them is not near the wall, so they are no part of it; a wall's own concavity
+    (4 mm over its height) and its lean are followed."""
+    from monitor.sim.simulate import _on_the_wall
+
+    z = np.arange(-12.0, 12.5, 0.5)  # 49 layers, mm
+    wall = 10.0 + 0.2 * z - 4.0 * (1 - (z / 12.0) ** 2)  # leaning, 4 mm concave at the middle
+    wall[:3] -= np.array([18.0, 15.0, 12.0])  # the cranial end layers: an endplate
+    wall[-2:] = -np.inf  # no body there
+    kept = _on_the_wall(wall, z)
+    assert not kept[:3].any() and not kept[-2:].any() and kept[3:-2].all()
+    assert _on_the_wall(10.0 + 0.0 * z, z).all()  # a straight wall, every layer
+
+
+def test_an_old_truth_is_brought_up_to_date_without_rendering(posterior_case, tmp_path):
+    """`monitor bench accuracy` renders its corpus once; a truth written by an older simulator
+    (no truth_version) is recomputed from the case's anatomy and plan, the same as rendering
+    the case again would write it, and left alone once current."""
+    from monitor.sim.simulate import TRUTH_VERSION, refresh_truth
+
+    folder, truth = posterior_case
+    assert truth["truth_version"] == TRUTH_VERSION
+    old = json.loads(json.dumps(truth))
+    del old["truth_version"]
+    for f in old["frames"]:
+        f["distance_mm"], f["wall_px"] = 99.0, [[0.0, 0.0]]
+    old["proximity_frame"] = old["min_distance_mm"] = None
+    (tmp_path / "truth.json").write_text(json.dumps(old))
+    assert refresh_truth(tmp_path)
+    now = json.loads((tmp_path / "truth.json").read_text())
+    assert now["frames"] == truth["frames"]
+    for key in ("truth_version", "proximity_frame", "min_distance_mm", "leak", "definitions"):
+        assert now[key] == truth[key], key
+    assert not refresh_truth(tmp_path)

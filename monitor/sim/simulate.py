@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -86,34 +87,12 @@ def simulate(cfg: SimConfig, outdir: str | Path, progress: Callable[[str], None]
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
-
-    say("building the phantom")
-    phantom = _phantom(cfg, rng)
-    if cfg.cleft:
-        phantom = add_cleft(phantom, rng)
+    case = _prepare(cfg, rng, say)
+    phantom, cannulas, tubes, lumens, plan = case.phantom, case.cannulas, case.tubes, case.lumens, case.plan
+    counts, second_starts, views, times, shifts = (
+        case.counts, case.second_starts, case.views, case.times, case.shifts
+    )  # fmt: skip
     shape = phantom.shape
-    cannulas = _place_cannulas(cfg, phantom, rng)
-    excluded = np.zeros(phantom.grid.shape, bool)
-    lumens = []
-    tubes = []
-    for tip, entry in cannulas:
-        sl, wall, lumen, tube = add_cannula(phantom, tip, entry)
-        excluded[sl] |= (wall + lumen) > 0.05
-        lumens.append((sl, lumen))
-        tubes.append(tube)
-
-    say("planning the cement")
-    plan, per_needle_ml = _plan(cfg, phantom, cannulas, excluded, rng)
-    volumes = injection_schedule(cfg.frames, sum(per_needle_ml), rng)
-    counts = np.minimum(np.round(volumes / phantom.grid.voxel_ml).astype(np.int64), len(plan.voxels))
-    second_starts = int(round(per_needle_ml[0] / phantom.grid.voxel_ml)) if len(cannulas) > 1 else None
-
-    views = {
-        name: View(name, cfg.size, cfg.detector_mm / cfg.size, cfg.sid_mm, cfg.sod_mm)
-        for name in ("lateral", "ap")
-    }
-    times = np.arange(cfg.frames) / cfg.fps
-    shifts = _breathing(cfg, times, rng)
     cement_delta = (cfg.cement_mu - MU_SOFT_TISSUE) - phantom.mu.ravel()[plan.voxels]
     lumen_delta = [(sl, lumen * (cfg.cement_mu - MU_SOFT_TISSUE)) for sl, lumen in lumens]
 
@@ -186,6 +165,86 @@ def simulate(cfg: SimConfig, outdir: str | Path, progress: Callable[[str], None]
     truth["render_seconds"] = round(time.perf_counter() - started, 2)
     (outdir / "truth.json").write_text(json.dumps(truth, indent=1))
     return truth
+
+
+@dataclass
+class _Case:
+    """A case's anatomy, cannulas, cement plan and motion: everything drawn from its random
+    stream before the images are rendered (the truth's distances and walls come from these)."""
+
+    phantom: Phantom
+    cannulas: list[tuple[np.ndarray, np.ndarray]]
+    tubes: list[dict]
+    lumens: list[tuple[tuple[slice, ...], np.ndarray]]
+    plan: FillOrder
+    counts: np.ndarray  # cement voxels filled at each frame
+    second_starts: int | None  # the voxel count from which the second cannula's lumen fills
+    views: dict[str, View]
+    times: np.ndarray  # s
+    shifts: np.ndarray  # breathing (anterior-posterior, cranio-caudal) mm, per frame
+
+
+def _prepare(cfg: SimConfig, rng: np.random.Generator, say=lambda _msg: None) -> _Case:
+    """The case's steps before rendering, drawing from ``rng`` in the order the bundled
+    recordings depend on."""
+    say("building the phantom")
+    phantom = _phantom(cfg, rng)
+    if cfg.cleft:
+        phantom = add_cleft(phantom, rng)
+    cannulas = _place_cannulas(cfg, phantom, rng)
+    excluded = np.zeros(phantom.grid.shape, bool)
+    lumens = []
+    tubes = []
+    for tip, entry in cannulas:
+        sl, wall, lumen, tube = add_cannula(phantom, tip, entry)
+        excluded[sl] |= (wall + lumen) > 0.05
+        lumens.append((sl, lumen))
+        tubes.append(tube)
+
+    say("planning the cement")
+    plan, per_needle_ml = _plan(cfg, phantom, cannulas, excluded, rng)
+    volumes = injection_schedule(cfg.frames, sum(per_needle_ml), rng)
+    counts = np.minimum(np.round(volumes / phantom.grid.voxel_ml).astype(np.int64), len(plan.voxels))
+    second_starts = int(round(per_needle_ml[0] / phantom.grid.voxel_ml)) if len(cannulas) > 1 else None
+
+    views = {
+        name: View(name, cfg.size, cfg.detector_mm / cfg.size, cfg.sid_mm, cfg.sod_mm)
+        for name in ("lateral", "ap")
+    }
+    times = np.arange(cfg.frames) / cfg.fps
+    shifts = _breathing(cfg, times, rng)
+    return _Case(phantom, cannulas, tubes, lumens, plan, counts, second_starts, views, times, shifts)
+
+
+def refresh_truth(folder: str | Path) -> bool:
+    """Bring a rendered case's ``truth.json`` to this TRUTH_VERSION without rendering it again:
+    its distances, walls and 5 mm crossing recomputed from the case's anatomy and plan (the
+    images do not change). Returns whether it was out of date."""
+    path = Path(folder) / "truth.json"
+    truth = json.loads(path.read_text())
+    if truth.get("truth_version", 1) >= TRUTH_VERSION:
+        return False
+    config = dict(truth["config"])
+    if config.get("world") is not None:
+        from monitor.sim.world import World
+
+        config["world"] = World(**config["world"])
+    cfg = SimConfig(**config)
+    case = _prepare(cfg, np.random.default_rng(cfg.seed))
+    frames = _truth_frames(
+        cfg, case.phantom, case.plan, case.counts, case.views["lateral"], case.shifts, case.times
+    )
+    for kept, now in zip(truth["frames"], frames, strict=True):
+        kept["distance_mm"], kept["wall_px"] = now["distance_mm"], now["wall_px"]
+    redone = _truth(
+        cfg, case.phantom, case.plan, truth["frames"], case.views, case.cannulas, truth["detector"]
+    )
+    for key in ("min_distance_mm", "proximity_frame", "truth_version", "definitions"):
+        truth[key] = redone[key]
+    scratch = path.with_name(f".truth.json.{os.getpid()}")
+    scratch.write_text(json.dumps(truth, indent=1))
+    os.replace(scratch, path)
+    return True
 
 
 def _write_plane(cfg: SimConfig, outdir: Path, name: str, view: View, frames: np.ndarray, tags: dict) -> None:
@@ -308,11 +367,55 @@ def _projected_posterior(cfg: SimConfig, phantom: Phantom, flat: np.ndarray):
     return y * cfg.sod_mm / (cfg.sod_mm + x), iz
 
 
+# 2: the wall held to the layers it spans (WALL_LAYER_TOLERANCE_MM); 1 (no key): every layer
+TRUTH_VERSION = 2
+# A layer's posterior-most body edge this far (mm) from the wall's curve through the layers is
+# not on the posterior wall: beyond the wall's corner, a tilted body's endplate.
+WALL_LAYER_TOLERANCE_MM = 2.0
+
+
 def _wall_geometry(cfg: SimConfig, phantom: Phantom) -> _WallGeometry:
+    """The posterior wall's projected extent per z layer (-inf where the layer holds no wall)."""
     y, iz = _projected_posterior(cfg, phantom, np.flatnonzero(phantom.body))
     wall = np.full(phantom.grid.shape[0], -np.inf)
     np.maximum.at(wall, iz, y)
-    return _WallGeometry(wall, phantom.grid.axis("z"))
+    z = phantom.grid.axis("z")
+    wall[~_on_the_wall(wall, z)] = -np.inf
+    return _WallGeometry(wall, z)
+
+
+def _on_the_wall(wall: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Which layers' posterior-most body edge ``wall`` (mm, -inf where the layer holds no body)
+    lies on the posterior wall: the contiguous run of layers, around the body's middle, within
+    WALL_LAYER_TOLERANCE_MM of a quadratic fitted to them (refitted until they no longer change).
+
+    A body tilted in the sagittal plane (the CT's thoracic levels, kyphosis) has end layers that
+    hold only an endplate: their posterior-most edge lies 12-20 mm in front of the wall, and
+    cement reaching them read as a few millimetres from "the wall" (a 5 mm crossing 12 mm away
+    from it). A real wall's own concavity (up to 4 mm over its height on the CT) is followed."""
+    layers = np.flatnonzero(np.isfinite(wall))
+    keep = np.zeros(len(wall), bool)
+    if len(layers) < 4:
+        keep[layers] = True
+        return keep
+    middle = layers[len(layers) // 4 : len(layers) - len(layers) // 4]
+    keep[middle] = True
+    for _ in range(10):
+        coef = np.polyfit(z[keep], wall[keep], 2)
+        near = np.isfinite(wall) & (np.abs(wall - np.polyval(coef, z)) <= WALL_LAYER_TOLERANCE_MM)
+        centre = layers[len(layers) // 2]
+        run = np.zeros_like(near)  # the run of near layers through the middle one
+        if near[centre]:
+            lo, hi = centre, centre
+            while lo > 0 and near[lo - 1]:
+                lo -= 1
+            while hi < len(near) - 1 and near[hi + 1]:
+                hi += 1
+            run[lo : hi + 1] = True
+        if run.sum() < 4 or (run == keep).all():
+            break
+        keep = run
+    return keep
 
 
 def _distance_curve(cfg: SimConfig, phantom: Phantom, voxels: np.ndarray, geo: _WallGeometry):
@@ -371,6 +474,7 @@ def _truth(cfg, phantom: Phantom, plan: FillOrder, frames, views, cannulas, dete
     injection_start = next((f["frame"] for f in frames if f["injected_ml"] > 0), None)
     lat = views["lateral"]
     return {
+        "truth_version": TRUTH_VERSION,
         "config": asdict(cfg),
         "voxel_mm": phantom.grid.voxel_mm,
         "cement_mu_per_mm": cfg.cement_mu,
@@ -405,11 +509,12 @@ def _truth(cfg, phantom: Phantom, plan: FillOrder, frames, views, cannulas, dete
             else np.round(plan.breach_mm, 2).tolist(),
         },
         "definitions": {
-            "distance_mm": "lateral view, at the isocentre (vertebra) scale: min over z layers of the "
-            "posterior-most projected body edge minus the posterior-most projected cement edge; "
-            "negative beyond the wall; null before cement lies level with the wall",
+            "distance_mm": "lateral view, at the isocentre (vertebra) scale: min over the z layers the "
+            "posterior wall spans of the posterior-most projected body edge minus the posterior-most "
+            "projected cement edge; negative beyond the wall; null before cement lies level with the wall",
             "onset_frame": f"first frame with leaked volume >= {SMALLEST_LEAK_ML} mL",
-            "wall_px": "posterior wall in the lateral image, (column, row) pixels, 12 points top to bottom",
+            "wall_px": "posterior wall in the lateral image, (column, row) pixels, 12 points along the"
+            " layers it spans",
             "shift_mm": "patient translation (anterior-posterior, cranio-caudal) from breathing",
         },
         "frames": frames,
