@@ -385,17 +385,19 @@ class VisionAnalysis(Analysis):
             elif b["event"] == "syringe-entry" and b["source"] == "analyzer" and b.get("value"):
                 self._syringe_ml = float(b["value"]["syringe_ml"])
                 self._anchor(float(b["value"]["darkness_ml"]))
-        # the operator's edits and the analyzer's own wall decisions, in the order logged
-        for r in events:
+        # the operator's edits and the analyzer's own wall decisions, in the order logged; each
+        # edit at the breathing shift it was drawn at (the "edit-placed" logged after it; logs
+        # before 2026-12-05 have none: the last baseline frame's)
+        since = [r for r in events if r.rec > start]
+        for k, r in enumerate(since):
             b = r.body
-            if r.rec <= start:
-                continue
             if b["event"] == "wall" and lateral is not None:
                 with contextlib.suppress(ValueError):
-                    lateral.set_wall(b["value"])
+                    lateral.set_wall(b["value"], _drawn_at(since[k + 1 :], "wall"))
             if b["event"] == "body" and b["value"]["plane"] in self.case.planes:
+                drawn_at = _drawn_at(since[k + 1 :], "body")
                 with contextlib.suppress(ValueError):
-                    self.case.planes[b["value"]["plane"]].set_body(b["value"]["box"])
+                    self.case.planes[b["value"]["plane"]].set_body(b["value"]["box"], drawn_at)
             if b["event"] == "confirm-wall" and lateral is not None:
                 with contextlib.suppress(ValueError):
                     lateral.confirm_wall()
@@ -479,6 +481,20 @@ class VisionAnalysis(Analysis):
 # The results a view's leak readings are taken back from after a restart, newest first: more
 # than the frames of LEAK_CORROBORATION_S at any frame rate a C-arm runs (30 frames/s).
 RECALLED_RESULTS = 32
+
+
+def _drawn_at(after: list, action: str) -> tuple[float, float] | None:
+    """The breathing shift (working pixels) an operator's ``action`` was drawn at: the analyzer's
+    "edit-placed" event logged right after it applied it (before the next operator event), or
+    None (an older log)."""
+    for r in after:
+        b = r.body
+        if b["source"] != "analyzer":
+            return None
+        if b["event"] == "edit-placed" and (b.get("value") or {}).get("action") == action:
+            dx, dy = b["value"]["shift_px"]
+            return float(dx), float(dy)
+    return None
 
 
 def _operator_commands(given: OperatorInput | None) -> dict[str, list[tuple[Command, CaveatCode]]]:

@@ -464,3 +464,66 @@ def test_a_wall_drawn_over_a_body_found_is_measured_around_that_body(clean_defau
     assert far == [], far
     near = drawn_run(0.5)
     assert [(a["frame"], a["site"], a["priority"]) for a in near][:1] == [(k + 5, "posterior", "high")], near
+
+
+def test_a_wall_drawn_mid_breath_is_restored_where_it_was_drawn(tmp_path):
+    """The operator draws the wall on a frame the patient's breathing has moved from the
+    baseline (the no-leak recording: 1.5 mm of breathing). An analyzer restarted from the
+    session log puts the wall where it was drawn, from the breathing shift logged with it
+    ("edit-placed"), not at the last baseline frame's shift (0.14 mm off on a review's CT case,
+    more with more breathing): the same wall as an analyzer that ran on."""
+    from monitor.io.transport import CommandSender
+    from monitor.messages import Command
+    from monitor.pipeline import Endpoints, RunSpec, run
+    from monitor.replay import PaceOptions
+
+    rec = next(r for r in bundled_recordings() if r.name == "no-leak")
+    clean, _ = _run(DicomPairSource(rec.lateral, rec.ap))
+    wall = clean[10].overlay["wall"]
+    e = Endpoints.private()
+    sender = CommandSender(e.control, "operator")
+    folder = tmp_path / "s"
+
+    def operate():  # mid-recording, the patient's breathing well away from the baseline's
+        _wait_for(folder, "result", 20)
+        sender.send("wall", wall)
+
+    operator = threading.Thread(target=operate)
+    operator.start()
+    source = DicomPairSource(rec.lateral, rec.ap)
+    try:
+        code = run(
+            source, RunSpec(str(folder), "L1", endpoints=e), PaceOptions(speed=1.0), say=lambda m: None
+        )
+    finally:
+        operator.join()
+        sender.close()
+        source.close()
+    assert code in (0, 4)
+    store = SessionStore.open(folder)
+    drawn = next(r for r in store.records("event") if r.body["event"] == "wall")
+    placed = next(r for r in store.records("event", after=drawn.rec) if r.body["event"] == "edit-placed")
+    shift = placed.body["value"]["shift_px"]
+    last = store.query(
+        "SELECT max(frame) FROM journal WHERE kind = 'result' AND plane = 'lateral' AND rec < ?", (drawn.rec,)
+    ).fetchone()[0]
+    restarted = VisionAnalysis(level="L1")
+    assert restarted.restore(store, store.results()[0]["stream"])
+    store.close()
+    # an analyzer that ran on: the same wall drawn after the same lateral frame
+    ran_on = VisionAnalysis(level="L1")
+    source = DicomPairSource(rec.lateral, rec.ap)
+    try:
+        for item, _result in analyse_source(source, ran_on):
+            if item.plane == "lateral" and item.index == last:
+                ran_on.apply(Command("", "operator", 0.0, "wall", wall))
+                break
+    finally:
+        source.close()
+    expected = ran_on.case.planes["lateral"]
+    assert list(expected._shift) == pytest.approx(shift)
+    restored = restarted.case.planes["lateral"]
+    assert restored._shift != pytest.approx(shift, abs=0.3)  # the baseline's: breathing moved since
+    for y in (0.0, 100.0, 200.0):  # working pixels
+        assert restored.body.posterior.at(y) == pytest.approx(expected.body.posterior.at(y), abs=1e-6)
+    assert restored.wall_armed_by == "operator" and restored.outline_guess == expected.outline_guess

@@ -865,16 +865,17 @@ class PlaneAnalyzer:
 
     # ----------------------------------------------------------------- operator
 
-    def set_wall(self, points) -> str:
+    def set_wall(self, points, shift: tuple[float, float] | None = None) -> str:
         """The operator's posterior wall: two points (cranial, caudal) in image pixels
-        of the current frame. It replaces the wall found automatically (or stands
-        in for a body not found) and is tracked with the breathing shift from now on.
-        Returns what was done, for the log."""
+        of the current frame (``shift``: that frame's breathing shift, working pixels from the
+        baseline, when it is not the last frame's: a restart replaying the log). It replaces
+        the wall found automatically (or stands in for a body not found) and is tracked with
+        the breathing shift from now on. Returns what was done, for the log."""
         if self.plane != "lateral":
             raise ValueError("the posterior wall is drawn on the lateral view")
         if self.learnt is None or not self.pixel_mm:
             raise ValueError("no baseline or no millimetre scale yet: the wall cannot be placed")
-        dx, dy = self._shift
+        dx, dy = self._shift if shift is None else shift
         ends = tuple((wx - dx, wy - dy) for wx, wy in (self.grid.to_working(x, y) for x, y in points))
         cannula = self.learnt.cannulas[0] if self.learnt.cannulas else None
         stands_in = not isinstance(self.body, LateralBody)  # for a body not found
@@ -905,19 +906,30 @@ class PlaneAnalyzer:
         if stands_in:
             self.anatomy_error = None
         self._unrefute()
+        self._placed("wall", (dx, dy))
         self._arm("operator", "5 mm rule armed on the wall the operator drew")
         return done
 
-    def set_body(self, box) -> str:
+    def _placed(self, action: str, shift: tuple[float, float]) -> None:
+        """Log the breathing shift an operator's edit was drawn at: a restart replays the edit
+        at that shift, not at the last baseline frame's (a wall drawn mid-breath would move)."""
+        mm = self.pixel_mm or 0.0
+        detail = (
+            f"{self.plane} {action} kept where it was drawn, {shift[0] * mm:.1f} mm across and"
+            f" {shift[1] * mm:.1f} mm down from the baseline's breathing position"
+        )
+        self.news.append(("edit-placed", detail, {"action": action, "shift_px": [float(v) for v in shift]}))
+
+    def set_body(self, box, shift: tuple[float, float] | None = None) -> str:
         """The operator's vertebral body: a box (x, y, width, height) in image pixels of
-        the current frame, in either view. It replaces the outline found (or stands
-        in for one not found) and is tracked with the breathing shift from now on.
-        Returns what was done, for the log."""
+        the current frame (``shift`` as for :meth:`set_wall`), in either view. It replaces the
+        outline found (or stands in for one not found) and is tracked with the breathing
+        shift from now on. Returns what was done, for the log."""
         if self.learnt is None or not self.pixel_mm:
             raise ValueError("no baseline or no millimetre scale yet: the body cannot be placed")
         x, y, w, h = (float(v) for v in box)
         s = self.grid.scale
-        dx, dy = self._shift
+        dx, dy = self._shift if shift is None else shift
         if min(w, h) * self.grid.full_pixel_mm < MIN_BOX_SIDE_MM:
             raise ValueError(f"the body box must be at least {MIN_BOX_SIDE_MM:g} mm on each side")
         wx, wy = self.grid.to_working(x, y)
@@ -925,6 +937,7 @@ class PlaneAnalyzer:
         self.body = body_from_box(self.plane, (wx - dx, wy - dy), (w / s, h / s), cannula)
         self.body_drawn = True
         self.anatomy_error = None
+        self._placed("body", (dx, dy))
         if self.plane == "lateral":
             self.outline_guess = None
             self._unrefute()
