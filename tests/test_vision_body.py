@@ -65,6 +65,11 @@ def test_the_operators_wall_replaces_the_wall_found_or_stands_in_for_a_body():
     assert done.startswith("no body had been found")
     assert nominal.posterior_sign == 1  # the tip lies anterior (smaller x) of the wall
     assert nominal.anterior.at(50.0) == pytest.approx(62.0 - 30.0 / PX)  # a nominal 30 mm body
+    # a tip deeper than 20 mm (a deep body, or the tip in its front third): the front 10 mm past
+    # it, not across the bolus around it (CT cases read the bolus as a paravertebral leak)
+    deep = 62.0 - 28.0 / PX
+    nominal, _ = body_from_wall(((62.0, 20.0), (62.0, 80.0)), None, _cannula(tip=(deep, 50.0)), PX)
+    assert nominal.anterior.at(50.0) == pytest.approx(deep - 10.0 / PX)
     with pytest.raises(ValueError, match="5 mm apart"):
         body_from_wall(((62.0, 20.0), (62.0, 25.0)), None, _cannula(), PX)
     with pytest.raises(ValueError, match="no cannula"):

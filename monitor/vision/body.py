@@ -17,6 +17,7 @@ from monitor.vision.anatomy import ApBody, Cannula, LateralBody, Line
 BODY_MARGIN_MM = 10.0  # around the body found: the discs, the veins and soft tissue leaks enter first
 CANAL_MARGIN_MM = 15.0  # behind the posterior wall: the epidural space and the needle's track
 NOMINAL_BODY_DEPTH_MM = 30.0  # for a wall drawn without a body found: only bounds the leak search
+NOMINAL_TIP_TO_FRONT_MM = 10.0  # ... and its front at least this far in front of the cannula tip
 MIN_WALL_SPAN_MM = 5.0  # the operator's wall points, cranio-caudally apart at least
 MIN_BOX_SIDE_MM = 8.0  # the operator's body box, on each side at least
 INSIDE_SHARE = 0.97  # of the cement in the baseline that must lie in the body found
@@ -111,7 +112,10 @@ def body_from_wall(
         raise ValueError("no cannula found, so the body side of the wall is unknown")
     tx, ty = cannula.tip
     sign = 1 if wall.at(ty) > tx else -1  # the tip is inside the body, anterior of the wall
-    depth = NOMINAL_BODY_DEPTH_MM / pixel_mm
+    # the front at least NOMINAL_TIP_TO_FRONT_MM in front of the tip (a tip is put in the body's
+    # front third)
+    tip_depth = sign * (wall.at(ty) - tx)
+    depth = max(NOMINAL_BODY_DEPTH_MM / pixel_mm, tip_depth + NOMINAL_TIP_TO_FRONT_MM / pixel_mm)
     nominal = LateralBody(
         wall, Line(a, wall.b - sign * depth, True, 0), Line(0.0, y1, False, 0), Line(0.0, y2, False, 0), sign
     )
