@@ -23,6 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from monitor.io.dicom import Geometry, WriteOptions, write_recording
 from monitor.sim.anatomy import (
@@ -398,20 +399,13 @@ def _on_the_wall(wall: np.ndarray, z: np.ndarray) -> np.ndarray:
     if len(layers) < 4:
         keep[layers] = True
         return keep
-    middle = layers[len(layers) // 4 : len(layers) - len(layers) // 4]
-    keep[middle] = True
+    keep[layers[len(layers) // 4 : len(layers) - len(layers) // 4]] = True  # the middle half
+    centre = layers[len(layers) // 2]
     for _ in range(10):
         coef = np.polyfit(z[keep], wall[keep], 2)
         near = np.isfinite(wall) & (np.abs(wall - np.polyval(coef, z)) <= WALL_LAYER_TOLERANCE_MM)
-        centre = layers[len(layers) // 2]
-        run = np.zeros_like(near)  # the run of near layers through the middle one
-        if near[centre]:
-            lo, hi = centre, centre
-            while lo > 0 and near[lo - 1]:
-                lo -= 1
-            while hi < len(near) - 1 and near[hi + 1]:
-                hi += 1
-            run[lo : hi + 1] = True
+        runs, _count = ndimage.label(near)
+        run = (runs == runs[centre]) & near  # the run of near layers through the middle one
         if run.sum() < 4 or (run == keep).all():
             break
         keep = run

@@ -913,7 +913,7 @@ class PlaneAnalyzer:
     def _placed(self, action: str, shift: tuple[float, float]) -> None:
         """Log the breathing shift an operator's edit was drawn at: a restart replays the edit
         at that shift, not at the last baseline frame's (a wall drawn mid-breath would move)."""
-        mm = self.pixel_mm or 0.0
+        mm = self.pixel_mm  # set: an edit is refused before the millimetre scale is known
         detail = (
             f"{self.plane} {action} kept where it was drawn, {shift[0] * mm:.1f} mm across and"
             f" {shift[1] * mm:.1f} mm down from the baseline's breathing position"
