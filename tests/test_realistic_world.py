@@ -598,17 +598,17 @@ def test_a_faint_posterior_leak_along_the_needle_track_alarms_within_two_frames(
 
 
 def test_a_leak_apart_from_the_bolus_alarms_where_no_outline_is_found(tmp_path):
-    """Tuning seed 5025 as the benchmark renders it (CT, L1, 512 pixels): no body outline is found
-    in either view, so no leak could be read against one, and its venous leak (from frame 39)
-    went unalarmed. In the lateral view the vein's cement shows as a streak apart from the
-    bolus, 30 mm behind the tip: alarmed high as venous within 2 frames of the onset, saying how
-    it was read, and nothing is alarmed before any cement has left. Watched from frame 20 on,
-    with 1.3 mL already in its first frames (not found there), new cement around that bolus
-    broke into pieces and was read as a posterior leak at frame 36, before any cement left: the
-    first bolus read is too wide for its volume, so the rule is off for the level, and says so:
-    in the session log, the audit and to an analyzer restarted on that log. (Thin lines along
-    that old bolus's edge are then only possible leaks, medium, saying why: see
-    monitor.vision.veins.)"""
+    """Tuning seed 5025 as the benchmark renders it (CT, L1, 512 pixels): no body outline is found in
+    either view, so no leak could be read against one, and its venous leak (from frame 39) went
+    unalarmed. In the lateral view the vein's cement shows as a streak apart from the bolus, 30
+    mm behind the tip: alarmed high as venous within 2 frames of the onset, saying how it was
+    read, and nothing is alarmed before any cement has left; the same with the wall drawn.
+    Watched from frame 20 on, with 1.3 mL already in its first frames (not found there), new
+    cement around that bolus broke into pieces and was read as a posterior leak at frame 36,
+    before any cement left: the first bolus read is too wide for its volume, so the rule is off
+    for the level, and says so: in the session log, the audit and to an analyzer restarted on
+    that log. (Thin lines along that old bolus's edge are then only possible leaks, medium,
+    saying why: see monitor.vision.veins.)"""
     from monitor.accuracy import evaluate_case, world_configs
     from monitor.analyzer import VisionAnalysis
     from monitor.audit import audit_json
@@ -628,6 +628,14 @@ def test_a_leak_apart_from_the_bolus_alarms_where_no_outline_is_found(tmp_path):
     assert first["frame"] - truth["leak"]["onset_frame"] <= 2, first
     assert (first["plane"], first["site"]) == ("lateral", "venous"), first
     assert "apart from the bolus" in first["reason"], first["reason"]
+    # the operator draws the wall the monitor asks for: the outline round it is nominal (no body
+    # was found), and the leak read apart from the bolus stays as sure and as early as without it
+    # (it was only a possible one, or read later another way, when the outline replaced it)
+    drawn = evaluate_case(tmp_path / "ct", operator_wall="always")
+    high = [a for a in drawn["alarms"] if a["kind"] == "extravasation" and a["priority"] == "high"]
+    assert drawn["operator_wall_frame"] is not None and high, drawn["alarms"]
+    assert (high[0]["frame"], high[0]["site"]) == (first["frame"], first["site"]), high[0]
+    assert "apart from the bolus" in high[0]["reason"], high[0]["reason"]
     # through the pipeline into a log: an analyzer restarted on it reads on, not deciding again
     # on the bolus grown since (which would look like a late start, and miss the vein)
     spec = RunSpec(str(tmp_path / "n"), "L1", endpoints=Endpoints.private())

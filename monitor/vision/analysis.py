@@ -301,6 +301,9 @@ class PlaneAnalyzer:
         # armed (the operator drew the wall over an outline found with a wall not trusted, or over
         # none); None: they stand with the wall (found with it, or the operator's box)
         self.outline_guess: str | None = None
+        # lateral: the outline is nominal, drawn round the operator's wall where no body was found;
+        # cement apart from the bolus is still read as it was with no outline (_read_apart)
+        self.body_nominal = False
         self._unarmed_why = ""  # why not, for the caveat on every result while so
         # why physics refuted the wall found (the first cement read beyond it), None while not:
         # a refuted wall cannot be confirmed, only redrawn
@@ -517,7 +520,8 @@ class PlaneAnalyzer:
                 self._judge_wall(result)
         if self._apart is None and self.pixel_mm and self.learnt.cannulas:
             self._decide_from_start(result.frame, cement, tips, body is not None)
-        if body is None and self.plane == "lateral" and self.pixel_mm and self.learnt.cannulas:
+        no_outline = body is None or self.body_nominal  # none found (a nominal one drawn round a wall)
+        if no_outline and self.plane == "lateral" and self.pixel_mm and self.learnt.cannulas:
             self._read_apart(result, cement, tips)
         if self.pixel_mm:  # with or without an outline: a vein's cast is a line
             lines = find_vein_lines(
@@ -623,15 +627,22 @@ class PlaneAnalyzer:
         self.news.append(("apart-off", detail, {"frame": frame, "plane": self.plane}))
 
     def _read_apart(self, result: PlaneResult, cement: CementMap, tips: list[tuple[float, float]]) -> None:
-        """No outline to read a leak against: the cement apart from the bolus
-        (:func:`find_apart_leaks`) into ``result``, with the rule said as checked ("leak-apart"),
-        on a level whose bolus was seen from its start (:meth:`_decide_from_start`; said as
-        checked only once on: before any bolus there is nothing to be apart from)."""
+        """No outline to read a leak against, or only a nominal one (``body_nominal``): the
+        cement apart from the bolus (:func:`find_apart_leaks`) into ``result``, with the rule said
+        as checked ("leak-apart"), on a level whose bolus was seen from its start
+        (:meth:`_decide_from_start`; said as checked only once on: before any bolus there is
+        nothing to be apart from). Beside a nominal outline its leaks are added to the outline's:
+        a wall drawn where no body was found must not lose a leak the monitor read without it
+        (tuning 5032: a disc leak high on time alone, only possible once the wall was drawn)."""
         if not self._apart:
             return
         reading = self._apart_reading(cement, tips, self._veins)
-        result.checked = ("leak-apart",)
-        result.leaks = reading.leaks
+        if self.body_nominal:
+            result.checked = (*result.checked, "leak-apart")
+            result.leaks = [*result.leaks, *reading.leaks]
+        else:
+            result.checked = ("leak-apart",)
+            result.leaks = reading.leaks
         # the veins read, where they are now (a piece gone or moved drops its old place)
         veins = [lk.centroid for lk in reading.leaks if lk.site == "venous"]
         kept = [v for v in self._veins if not any(in_box(v, lk.box) for lk in reading.leaks)]
@@ -883,7 +894,8 @@ class PlaneAnalyzer:
         # The operator vouches for the wall only: endplates found with a wall that was not trusted
         # (CT tuning cases: a drawn wall made them raise 4 false high leaks) or nominal ones stay a
         # guess until the operator draws the body.
-        if stands_in:
+        self.body_nominal = stands_in or self.body_nominal  # a wall redrawn keeps the body nominal
+        if self.body_nominal:
             self.outline_guess = "no body was found: its endplates and anterior side are nominal"
         elif self.wall_armed_by is None:
             self.outline_guess = "its endplates and anterior side were found with a wall not trusted"
@@ -936,6 +948,7 @@ class PlaneAnalyzer:
         cannula = self.learnt.cannulas[0] if self.learnt.cannulas else None
         self.body = body_from_box(self.plane, (wx - dx, wy - dy), (w / s, h / s), cannula)
         self.body_drawn = True
+        self.body_nominal = False
         self.anatomy_error = None
         self._placed("body", (dx, dy))
         if self.plane == "lateral":
@@ -1064,6 +1077,8 @@ class CaseAnalyzer:
                     leaks = [lk for lk in leaks if self._backs(r.plane, lk, time_s) is not None]
                 else:  # a lobe is judged apart: the cement read otherwise is the evidence
                     leaks = [lk for lk in leaks if lk.lobe is None]
+                    if how == "apart":  # beside a nominal outline, the same cement is read twice
+                        leaks = [lk for lk in leaks if lk.apart] or leaks
                 biggest = max(leaks, key=lambda lk: lk.volume_ml)
                 evidence = {
                     "box_px": list(biggest.box),
@@ -1118,8 +1133,10 @@ class CaseAnalyzer:
             self._note_leak(r.plane, site, 0.0, frame, time_s, line=True)
         sure_line = any(not lk.doubt for lk in lines)
         line_doubt = None if sure_line or not lines else lines[0].doubt
-        cement_doubt = self._uncorroborated(r, site, time_s) if outline else None
-        how = "apart" if outline and all(lk.apart for lk in outline) else "outline"
+        # cement apart from the bolus at leak size does not rest on the outline (a nominal one)
+        apart = sum(lk.volume_ml for lk in outline if lk.apart) >= cfg.leak_min_ml
+        cement_doubt = self._uncorroborated(r, site, time_s, apart) if outline else None
+        how = "apart" if outline and (apart or all(lk.apart for lk in outline)) else "outline"
         if by_cement and cement_doubt is None:
             return True, None, how
         if by_lobe and sure_lobe:
@@ -1195,8 +1212,10 @@ class CaseAnalyzer:
             self._pending[f"{plane}:{site}"] = frame
             self._leak_read_at[plane] = time_s
 
-    def _uncorroborated(self, r: PlaneResult, site: str, time_s: float) -> str | None:
+    def _uncorroborated(self, r: PlaneResult, site: str, time_s: float, apart: bool = False) -> str | None:
         """Why a leak read in ``r`` is only possible, or None when it stands on its own.
+        ``apart``: it is cement apart from the bolus (:meth:`PlaneAnalyzer._read_apart`), read
+        without the outline, so the outline's doubts below do not touch it.
 
         A lateral outline whose wall is not confirmed is a guess: its anterior side and endplates
         were found with it (a body found 10 mm short of its true front put the growing bolus
@@ -1234,7 +1253,7 @@ class CaseAnalyzer:
             return None
         if (late := self._cement_before()) and not (view is not None and view.body_drawn):
             return f"{late}: draw the body (Adjust body) in the {r.plane} view to vouch for its outline"
-        if r.plane != "lateral":
+        if r.plane != "lateral" or apart:
             return None
         if r.overlay.get("wall_state") == "not-confirmed":
             doubt = "the lateral wall is not confirmed"
