@@ -282,7 +282,8 @@ class VisionAnalysis(Analysis):
     def alarm_changes(self, acq_time: float) -> list[tuple[str, dict]]:
         """(state, alarm) for every alarm raised, cleared or acknowledged since the last call."""
         changes = []
-        for alarm in self.case.alarms.alarms.values():
+        # a possible leak said again ends the one it replaced (logged as cleared) before it is raised
+        for alarm in [*self.case.alarms.take_superseded(), *self.case.alarms.alarms.values()]:
             record = {k: v for k, v in alarm.as_dict().items() if k not in ("active", "acknowledged")}
             alarm_id = self._alarm_id(alarm)
             record["id"] = alarm_id

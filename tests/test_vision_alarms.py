@@ -420,3 +420,43 @@ def test_the_operators_body_box_vouches_for_that_views_outline_on_a_late_start()
         _, summary = case.process(_Reads([r]), None, r.frame, r.frame / 10)
         raised += [(a["frame"], a["priority"], a["site"]) for a in summary.raised]
     assert raised == [(5, "high", "disc"), (6, "medium", "paravertebral")]
+
+
+def test_a_possible_leak_read_another_way_while_it_stands_is_said_again():
+    """A possible leak stands (latched) from an early reading, off nominal endplates before any
+    cement had left (tuning 5026 with the wall drawn, from frame 25). When the real leak comes at
+    the same site, read another way (lobes in both views, frame 40), it is said again: a new
+    alarm that ends the standing one, in the session log's alarm changes too, so the operator who
+    acknowledged the first hears the second. The same reading repeated says nothing new, nor
+    does an alarm taken back from the log after a restart (how it was read is not logged)."""
+    from monitor.analyzer import VisionAnalysis
+
+    analysis = VisionAnalysis(level="L1")
+    engine = analysis.case.alarms
+    doubt = "its endplates are nominal"
+    first = engine.update_leak(25, "lateral", "disc", None, {}, doubt, how="outline")
+    assert [(a.priority, a.frame) for a in first] == [("medium", 25)]
+    assert [s for s, _ in analysis.alarm_changes(1.0)] == ["raised"]
+    engine.acknowledge()
+    assert [s for s, _ in analysis.alarm_changes(1.1)] == ["acknowledged"]
+    for frame in (26, 30, 39):  # the same reading, frame after frame: latched, nothing new
+        assert engine.update_leak(frame, "lateral", "disc", None, {}, doubt, how="outline") == []
+    again = engine.update_leak(40, "ap", "disc", None, {}, "a cleft would look the same", how="lobe")
+    assert [(a.priority, a.frame, a.site) for a in again] == [("medium", 40, "disc")]
+    assert "read another way than the possible disc leak raised at frame 25" in again[0].reason
+    assert not again[0].acknowledged and [a.frame for a in engine.shown()] == [40]
+    changes = analysis.alarm_changes(1.5)
+    assert [(s, a["frame"]) for s, a in changes] == [("cleared", 25), ("raised", 40)]
+    # each way once: back to the outline, or the lobes again, says nothing more
+    assert engine.update_leak(41, "lateral", "disc", None, {}, doubt, how="outline") == []
+    assert engine.update_leak(42, "ap", "disc", None, {}, "a cleft would look the same", how="lobe") == []
+    # ... and the leak itself, once sure, is high as ever
+    assert [a.priority for a in engine.update_leak(43, "lateral", "disc", None, {}, how="lobe")] == ["high"]
+    # a possible leak taken back after a restart carries no reading: not said again on one
+    from monitor.vision.alarms import Alarm
+
+    restored = AlarmEngine(AlarmConfig())
+    restored.alarms[("extravasation", "venous", "medium")] = Alarm(
+        "extravasation", "medium", 10, "lateral", "venous", None, {}
+    )
+    assert restored.update_leak(12, "lateral", "venous", None, {}, doubt, how="line") == []

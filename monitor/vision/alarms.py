@@ -53,6 +53,9 @@ class Alarm:
     active: bool = True  # the condition is present now
     acknowledged: bool = False
     reason: str = ""  # why it was raised, for people: "within 5 mm of the wall (4.8 mm)", ...
+    # a possible leak: how it has been read while it stood ("outline", "apart", "line", "lobe";
+    # AlarmEngine.update_leak); empty when not known (taken back from the log after a restart)
+    read_as: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple:
@@ -77,6 +80,9 @@ class Alarm:
 class AlarmEngine:
     config: AlarmConfig = field(default_factory=AlarmConfig)
     alarms: dict = field(default_factory=dict)  # key -> Alarm (latched)
+    # alarms replaced by a new one under their key while they stood (a possible leak said again),
+    # ended (inactive) here until whoever logs the alarms' changes has taken them (take_superseded)
+    superseded: list = field(default_factory=list)
 
     def update_proximity(
         self, frame: int, plane: str, distance_mm: float | None, seconds_to_line: float | None, evidence: dict
@@ -133,7 +139,9 @@ class AlarmEngine:
         the body's outline; "apart", with no outline, as cement apart from the bolus, its site
         judged from where it lies from the cannula's tip; "line", a vein's thin cast leaving the
         bolus, read along its length (:mod:`monitor.vision.veins`), wherever it lies; "lobe", a lobe
-        of cement beyond the bolus's top or bottom in both views (:mod:`monitor.vision.lobes`)."""
+        of cement beyond the bolus's top or bottom in both views (:mod:`monitor.vision.lobes`).
+        A possible leak standing at ``site`` (latched) is said again, as a new alarm that ends it,
+        when the site is read in a way it was not read while it stood: each way at most once."""
         why = f"leak: {site}, cement outside the body's outline in the {plane} view"
         if how == "line":
             why = (
@@ -157,9 +165,24 @@ class AlarmEngine:
                 high.active = True  # the leak stands: the possible one is not said beside it
                 return []
             why = f"possible {why} ({doubt})"
-            return self._raise(
-                Alarm("extravasation", "medium", frame, plane, site, distance_mm, evidence, reason=why)
-            )
+            standing = possible is not None and (possible.active or not possible.acknowledged)
+            if standing and possible.read_as and how not in possible.read_as:
+                # The same site read another way than while the possible leak stood: new evidence,
+                # said again rather than absorbed (tuning 5026 with the wall drawn: a possible disc
+                # leak off nominal endplates from frame 25, before any cement left, stood when the
+                # real leak showed as lobes in both views at 37-40, which raised nothing new).
+                possible.active = False
+                self.superseded.append(possible)
+                why += f"; read another way than the possible {site} leak raised at frame {possible.frame}"
+                again = Alarm(
+                    "extravasation", "medium", frame, plane, site, distance_mm, evidence, reason=why,
+                    read_as=(*possible.read_as, how),
+                )  # fmt: skip
+                self.alarms[again.key] = again
+                return [again]
+            alarm = Alarm("extravasation", "medium", frame, plane, site, distance_mm, evidence, reason=why)
+            alarm.read_as = (how,)
+            return self._raise(alarm)
         if possible is not None:
             possible.active = False  # superseded by the leak itself
         return self._raise(
@@ -173,6 +196,11 @@ class AlarmEngine:
             return []  # latched: already raised and not yet acknowledged, or still present
         self.alarms[alarm.key] = alarm
         return [alarm]
+
+    def take_superseded(self) -> list[Alarm]:
+        """The alarms :meth:`update_leak` replaced while they stood, since the last call: ended."""
+        taken, self.superseded = self.superseded, []
+        return taken
 
     def acknowledge(self) -> None:
         for alarm in self.alarms.values():
