@@ -1111,6 +1111,12 @@ class CaseAnalyzer:
         cfg = self.config.detection
         key = f"{r.plane}:{site}"
         outline = [lk for lk in leaks if not lk.line and lk.lobe is None]
+        # Cement apart from the bolus at leak size (beside a nominal outline: PlaneAnalyzer.
+        # _read_apart) is judged alone, as with no outline: the nominal outline's cement at the
+        # site neither adds to it nor lends it its doubt.
+        apart = [lk for lk in outline if lk.apart]
+        if apart and sum(lk.volume_ml for lk in apart) >= cfg.leak_min_ml:
+            outline = apart
         lines = [lk for lk in leaks if lk.line]
         backed = [(lk, b) for lk in leaks if (b := self._backs(r.plane, lk, time_s)) is not None]
         by_lobe = bool(backed)
@@ -1133,10 +1139,9 @@ class CaseAnalyzer:
             self._note_leak(r.plane, site, 0.0, frame, time_s, line=True)
         sure_line = any(not lk.doubt for lk in lines)
         line_doubt = None if sure_line or not lines else lines[0].doubt
-        # cement apart from the bolus at leak size does not rest on the outline (a nominal one)
-        apart = sum(lk.volume_ml for lk in outline if lk.apart) >= cfg.leak_min_ml
-        cement_doubt = self._uncorroborated(r, site, time_s, apart) if outline else None
-        how = "apart" if outline and (apart or all(lk.apart for lk in outline)) else "outline"
+        apart_only = bool(outline) and all(lk.apart for lk in outline)
+        cement_doubt = self._uncorroborated(r, site, time_s, apart_only) if outline else None
+        how = "apart" if apart_only else "outline"
         if by_cement and cement_doubt is None:
             return True, None, how
         if by_lobe and sure_lobe:
