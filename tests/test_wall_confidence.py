@@ -527,3 +527,44 @@ def test_a_wall_drawn_mid_breath_is_restored_where_it_was_drawn(tmp_path):
     for y in (0.0, 100.0, 200.0):  # working pixels
         assert restored.body.posterior.at(y) == pytest.approx(expected.body.posterior.at(y), abs=1e-6)
     assert restored.wall_armed_by == "operator" and restored.outline_guess == expected.outline_guess
+
+
+def test_beside_a_drawn_wall_cement_apart_in_front_of_it_is_no_posterior_leak(clean_default):
+    """No body found (anatomy priors no lumbar body meets), the lateral view reads a leak as
+    cement apart from the bolus, sited from where it lies seen from the tip: a piece between
+    the tip and the wall is "posterior". Once the operator draws the wall (the monitor asks
+    for it), that reading goes on beside the nominal body round it, but a posterior piece must
+    lie behind the wall drawn: one 3 mm in front of it is inside the body, no leak (an
+    independent review's CT case 9305 raised a false high posterior leak 10 mm in front of the
+    drawn wall, 13 frames before any cement left). Without the wall the same piece is read as a
+    posterior leak: the piece is one the apart reading sees."""
+    from monitor.messages import Command
+    from monitor.vision.analysis import AnalysisConfig
+    from monitor.vision.anatomy import AnatomyPriors
+
+    rec, clean = default_recording(), clean_default
+    k = min(i for i, r in clean.items() if r.distance_mm is not None)  # the first cement
+    wall = clean[k].overlay["wall"]
+    no_body = AnalysisConfig(anatomy=AnatomyPriors(depth_mm=(60.0, 80.0)))  # no lumbar body is this deep
+
+    def edit(index, pixels):  # 3 mm in front of the wall, a quarter of the way down it
+        return _paste_cement(rec, pixels, clean[k - 1].overlay, 3.0, along=0.25) if index >= k + 5 else pixels
+
+    def posterior_leaks(drawn: bool):
+        analysis, results = VisionAnalysis(no_body), {}
+        source = _Edited(rec, edit)
+        try:
+            for item, result in analyse_source(source, analysis):
+                if item.plane == "lateral":
+                    results[item.index] = result
+                    if drawn and item.index == k:
+                        analysis.apply(Command("", "test", 0.0, "wall", wall))
+        finally:
+            source.close()
+        before = [r for i, r in results.items() if k + 5 <= i < 37]  # the recording's own leak: 37
+        assert before and all("leak-apart" in r.checks for r in before)
+        return [(a["frame"], a["priority"]) for r in before for a in r.alarms if a["site"] == "posterior"]
+
+    alone = posterior_leaks(drawn=False)
+    assert alone and alone[0][0] <= k + 6, alone
+    assert posterior_leaks(drawn=True) == []
