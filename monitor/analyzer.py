@@ -471,7 +471,7 @@ class VisionAnalysis(Analysis):
             if b["state"] == "raised":
                 self.case.alarms.alarms[(b["kind"], b["site"], b["priority"])] = Alarm(
                     b["kind"], b["priority"], b["frame"], b["plane"], b["site"], b["distance_mm"], {},
-                    reason=b.get("reason", ""),
+                    reason=b.get("reason", ""), read_as=tuple(b.get("read_as") or ()),
                 )  # fmt: skip
         for alarm in self.case.alarms.alarms.values():
             state = self._logged_alarms[self._alarm_id(alarm)]

@@ -58,7 +58,8 @@ estimate), seconds_to_line (predicted time to the 5 mm line),
 volume_scale (optional, default 1: the syringe calibration the volumes include;
 volume_ml / volume_scale is the purely image-based volume),
 alarms (alarms raised on this frame: kind, priority, frame, plane, site,
-distance_mm, evidence), overlay (geometry for drawing, image pixel
+distance_mm, evidence, reason; a possible leak also read_as, the ways its site was read while it
+stood: "outline", "apart", "line", "lobe"), overlay (geometry for drawing, image pixel
 coordinates: body, wall, safety_line, cement contours, front, leaks,
 cannula_tips, roi, shift_px), alarm_changes (optional: the alarm states this frame
 changed, raised, cleared or acknowledged, each with its id, kind, priority, frame, plane,

@@ -428,7 +428,8 @@ def test_a_possible_leak_read_another_way_while_it_stands_is_said_again():
     the same site, read another way (lobes in both views, frame 40), it is said again: a new
     alarm that ends the standing one, in the session log's alarm changes too, so the operator who
     acknowledged the first hears the second. The same reading repeated says nothing new, nor
-    does an alarm taken back from the log after a restart (how it was read is not logged)."""
+    does the other view's reading on the frame it was raised; how it was read is logged with it,
+    and an alarm taken back from a log that does not say is not said again."""
     from monitor.analyzer import VisionAnalysis
 
     analysis = VisionAnalysis(level="L1")
@@ -447,12 +448,21 @@ def test_a_possible_leak_read_another_way_while_it_stands_is_said_again():
     assert not again[0].acknowledged and [a.frame for a in engine.shown()] == [40]
     changes = analysis.alarm_changes(1.5)
     assert [(s, a["frame"]) for s, a in changes] == [("cleared", 25), ("raised", 40)]
+    # how it was read is logged with it, for an analyzer restarted on the log (analyzer.restore)
+    assert changes[1][1]["read_as"] == ["outline", "lobe"]
     # each way once: back to the outline, or the lobes again, says nothing more
     assert engine.update_leak(41, "lateral", "disc", None, {}, doubt, how="outline") == []
     assert engine.update_leak(42, "ap", "disc", None, {}, "a cleft would look the same", how="lobe") == []
     # ... and the leak itself, once sure, is high as ever
     assert [a.priority for a in engine.update_leak(43, "lateral", "disc", None, {}, how="lobe")] == ["high"]
-    # a possible leak taken back after a restart carries no reading: not said again on one
+    # read another way on the very frame it was raised (the pair's other view): it is being said
+    # now, so the way is taken into it, not said twice (the two would share an id in the log)
+    pair = AlarmEngine(AlarmConfig())
+    assert len(pair.update_leak(30, "lateral", "disc", None, {}, doubt, how="outline")) == 1
+    assert pair.update_leak(30, "ap", "disc", None, {}, "a cleft would look the same", how="lobe") == []
+    assert pair.update_leak(31, "ap", "disc", None, {}, "a cleft would look the same", how="lobe") == []
+    assert pair.alarms[("extravasation", "disc", "medium")].read_as == ("outline", "lobe")
+    # a possible leak taken back from a log written before the readings were: not said again
     from monitor.vision.alarms import Alarm
 
     restored = AlarmEngine(AlarmConfig())

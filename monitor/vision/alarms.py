@@ -54,7 +54,7 @@ class Alarm:
     acknowledged: bool = False
     reason: str = ""  # why it was raised, for people: "within 5 mm of the wall (4.8 mm)", ...
     # a possible leak: how it has been read while it stood ("outline", "apart", "line", "lobe";
-    # AlarmEngine.update_leak); empty when not known (taken back from the log after a restart)
+    # AlarmEngine.update_leak); empty when not known (taken back from a log written before it was)
     read_as: tuple[str, ...] = ()
 
     @property
@@ -73,6 +73,8 @@ class Alarm:
             "active": self.active,
             "acknowledged": self.acknowledged,
             "reason": self.reason,
+            # logged, so that an analyzer restarted on the log knows how it was read
+            **({"read_as": list(self.read_as)} if self.read_as else {}),
         }
 
 
@@ -141,7 +143,8 @@ class AlarmEngine:
         bolus, read along its length (:mod:`monitor.vision.veins`), wherever it lies; "lobe", a lobe
         of cement beyond the bolus's top or bottom in both views (:mod:`monitor.vision.lobes`).
         A possible leak standing at ``site`` (latched) is said again, as a new alarm that ends it,
-        when the site is read in a way it was not read while it stood: each way at most once."""
+        when the site is read on a later frame in a way it was not read while it stood: each way
+        at most once."""
         why = f"leak: {site}, cement outside the body's outline in the {plane} view"
         if how == "line":
             why = (
@@ -166,6 +169,12 @@ class AlarmEngine:
                 return []
             why = f"possible {why} ({doubt})"
             standing = possible is not None and (possible.active or not possible.acknowledged)
+            if standing and possible.read_as and how not in possible.read_as and frame <= possible.frame:
+                # read another way on the frame it was raised on (the other view of the same
+                # pair): it is being said now; an alarm said twice on one frame would also share
+                # its id (level, kind, site, priority, frame) with the one it ended
+                possible.read_as = (*possible.read_as, how)
+                return []
             if standing and possible.read_as and how not in possible.read_as:
                 # The same site read another way than while the possible leak stood: new evidence,
                 # said again rather than absorbed (tuning 5026 with the wall drawn: a possible disc
