@@ -150,6 +150,17 @@ def _ct_or_skip():
         pytest.skip(f"the CT phantom cannot be had here: {e}")
 
 
+@pytest.fixture(scope="module")
+def tuning_5014(tmp_path_factory):
+    """Tuning seed 5014 as the benchmark renders it (CT, T10, 768 pixels, 48 frames): its
+    folder and truth, rendered once for the tests that only read it (about 25 s each time)."""
+    from monitor.accuracy import world_configs
+
+    _ct_or_skip()
+    folder = tmp_path_factory.mktemp("ct5014") / "ct"
+    return folder, simulate(world_configs([5014])[0], folder)
+
+
 def test_the_ct_phantom_is_a_real_vertebra_in_the_simulators_frame():
     """The treated body from the CT's labels: a real size, its posterior wall concave (its
     middle in front of its posterolateral corners), the spinal cord behind it (+y)."""
@@ -539,21 +550,19 @@ def test_the_tip_is_followed_into_bone_where_a_real_ct_dims_the_steel(tmp_path):
         assert error_mm < 1.5, f"{plane}: tip {error_mm:.1f} mm from the truth"
 
 
-def test_a_shaft_faded_over_dense_bone_is_still_found(tmp_path):
+def test_a_shaft_faded_over_dense_bone_is_still_found(tuning_5014):
     """Tuning seed 5014 as the benchmark renders it (CT, T10, 768 pixels, 48 frames): where the
     lateral shaft crosses the dense posterior elements its top-hat falls to about a fifth of its
     peak for 25 mm. On the ridge alone the inner part is a short flat line ending inside the
     field, refused as an endplate, and the stretch at the field's edge ends at the image: no
     cannula, and nothing in that view was read. With the ridge joined along the line where no
     cannula is found without it, the tip is found 0.2 mm from the truth."""
-    from monitor.accuracy import world_configs
     from monitor.io.dicom import open_recording
     from monitor.vision.anatomy import find_cannulas
     from monitor.vision.intensity import model_for
 
-    _ct_or_skip()
-    truth = simulate(world_configs([5014])[0], tmp_path / "ct")
-    with open_recording(tmp_path / "ct" / "lateral.dcm") as rec:
+    folder, truth = tuning_5014
+    with open_recording(folder / "lateral.dcm") as rec:
         info, frames = rec.info, [rec.frame(i) for i in range(3)]
     model = model_for(info.photometric, info.intensity_relationship, info.bits_stored, frames)
     pixel_mm = info.spacing_at_vertebra_mm()[1]
@@ -726,19 +735,18 @@ def test_a_vein_too_faint_to_segment_is_said_as_a_line_within_two_frames(tmp_pat
     assert [restarted.case.planes[p]._apart for p in ("lateral", "ap")] == [True, True]
 
 
-def test_a_disc_leak_with_no_outline_is_read_as_a_lobe_in_both_views_within_two_frames(tmp_path):
-    """Tuning seed 5014 as the benchmark renders it (CT, T11, 768 pixels, wedge fracture): no body
+def test_a_disc_leak_with_no_outline_is_read_as_a_lobe_in_both_views_within_two_frames(tuning_5014):
+    """Tuning seed 5014 as the benchmark renders it (CT, T10, 768 pixels, wedge fracture): no body
     outline is found in either view, so no endplate line could be seen crossed, and its disc leak
     (from frame 37) went unalarmed. The disc's cement shows in each view as a lobe above the
     bolus, apart from it across a valley (the endplate): alarmed as a disc leak within 2 frames
     of the onset, saying it was read in both views, and nothing before cement left. With no
     outline in either view to tell the disc from a gas cleft under the endplate (which cement
     fills as a lobe too), it is a possible leak (medium), saying so, not the high alarm."""
-    from monitor.accuracy import evaluate_case, world_configs
+    from monitor.accuracy import evaluate_case
 
-    _ct_or_skip()
-    truth = simulate(world_configs([5014])[0], tmp_path / "ct")
-    result = evaluate_case(tmp_path / "ct")
+    folder, truth = tuning_5014
+    result = evaluate_case(folder)
     assert set(result["wall"].values()) == {"none"}
     leaks = [a for a in result["alarms"] if a["kind"] == "extravasation"]
     assert leaks, "the disc leak was never alarmed"
