@@ -168,30 +168,28 @@ class AlarmEngine:
                 high.active = True  # the leak stands: the possible one is not said beside it
                 return []
             why = f"possible {why} ({doubt})"
+            alarm = Alarm("extravasation", "medium", frame, plane, site, distance_mm, evidence, reason=why)
             standing = possible is not None and (possible.active or not possible.acknowledged)
-            if standing and possible.read_as and how not in possible.read_as and frame <= possible.frame:
+            if not (standing and possible.read_as and how not in possible.read_as):
+                alarm.read_as = (how,)
+                return self._raise(alarm)  # new, or latched
+            if frame <= possible.frame:
                 # read another way on the frame it was raised on (the other view of the same
                 # pair): it is being said now; an alarm said twice on one frame would also share
                 # its id (level, kind, site, priority, frame) with the one it ended
                 possible.read_as = (*possible.read_as, how)
                 return []
-            if standing and possible.read_as and how not in possible.read_as:
-                # The same site read another way than while the possible leak stood: new evidence,
-                # said again rather than absorbed (tuning 5026 with the wall drawn: a possible disc
-                # leak off nominal endplates from frame 25, before any cement left, stood when the
-                # real leak showed as lobes in both views at 37-40, which raised nothing new).
-                possible.active = False
-                self.superseded.append(possible)
-                why += f"; read another way than the possible {site} leak raised at frame {possible.frame}"
-                again = Alarm(
-                    "extravasation", "medium", frame, plane, site, distance_mm, evidence, reason=why,
-                    read_as=(*possible.read_as, how),
-                )  # fmt: skip
-                self.alarms[again.key] = again
-                return [again]
-            alarm = Alarm("extravasation", "medium", frame, plane, site, distance_mm, evidence, reason=why)
-            alarm.read_as = (how,)
-            return self._raise(alarm)
+            # The same site read another way than while the possible leak stood: new evidence,
+            # said again rather than absorbed (tuning 5026 with the wall drawn: a possible disc
+            # leak off nominal endplates from frame 25, before any cement left, stood when the
+            # real leak showed as lobes in both views at 37-40, which raised nothing new).
+            possible.active = False
+            self.superseded.append(possible)
+            since = possible.frame
+            alarm.reason = f"{why}; read another way than the possible {site} leak raised at frame {since}"
+            alarm.read_as = (*possible.read_as, how)
+            self.alarms[alarm.key] = alarm
+            return [alarm]
         if possible is not None:
             possible.active = False  # superseded by the leak itself
         return self._raise(

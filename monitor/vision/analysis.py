@@ -106,6 +106,8 @@ LINE_DOUBT = (
     "this view has not seen the level's cement grow from its start (one piece from the cannula's tip):"
     " the line may be the edge of cement already there"
 )
+# lateral: the outline_guess of a body drawn round the operator's wall where none was found
+NOMINAL_OUTLINE = "no body was found: its endplates and anterior side are nominal"
 LOBE_DOUBT = (
     "no armed body outline in this view to tell the disc from a gas cleft under the endplate, which"
     " the cement also fills as a lobe beyond the bolus"
@@ -301,9 +303,6 @@ class PlaneAnalyzer:
         # armed (the operator drew the wall over an outline found with a wall not trusted, or over
         # none); None: they stand with the wall (found with it, or the operator's box)
         self.outline_guess: str | None = None
-        # lateral: the outline is nominal, drawn round the operator's wall where no body was found;
-        # cement apart from the bolus is still read as it was with no outline (_read_apart)
-        self.body_nominal = False
         self._unarmed_why = ""  # why not, for the caveat on every result while so
         # why physics refuted the wall found (the first cement read beyond it), None while not:
         # a refuted wall cannot be confirmed, only redrawn
@@ -314,6 +313,12 @@ class PlaneAnalyzer:
         self.front_seen = False  # a front has been measured (the first one is at the tip)
         # (event, detail, value) for the log, taken by the caller
         self.news: list[tuple[str, str, dict]] = []
+
+    @property
+    def body_nominal(self) -> bool:
+        """Lateral: the outline is nominal, drawn round the operator's wall where no body was
+        found; cement apart from the bolus is still read as it was with no outline (_read_apart)."""
+        return self.outline_guess == NOMINAL_OUTLINE
 
     @property
     def wall_refuted(self) -> bool:
@@ -910,9 +915,8 @@ class PlaneAnalyzer:
         # The operator vouches for the wall only: endplates found with a wall that was not trusted
         # (CT tuning cases: a drawn wall made them raise 4 false high leaks) or nominal ones stay a
         # guess until the operator draws the body.
-        self.body_nominal = stands_in or self.body_nominal  # a wall redrawn keeps the body nominal
-        if self.body_nominal:
-            self.outline_guess = "no body was found: its endplates and anterior side are nominal"
+        if stands_in or self.body_nominal:  # a wall redrawn keeps the body nominal
+            self.outline_guess = NOMINAL_OUTLINE
         elif self.wall_armed_by is None:
             self.outline_guess = "its endplates and anterior side were found with a wall not trusted"
         if self.outline_guess is not None:
@@ -964,7 +968,6 @@ class PlaneAnalyzer:
         cannula = self.learnt.cannulas[0] if self.learnt.cannulas else None
         self.body = body_from_box(self.plane, (wx - dx, wy - dy), (w / s, h / s), cannula)
         self.body_drawn = True
-        self.body_nominal = False
         self.anatomy_error = None
         self._placed("body", (dx, dy))
         if self.plane == "lateral":
