@@ -234,6 +234,32 @@ def test_the_biplane_volume_of_an_ellipsoid_is_its_volume():
     assert biplane_volume_ml(np.zeros((10, 10), bool), 0.15, ap, 0.2) is None
 
 
+def test_the_steel_band_across_a_bolus_is_part_of_its_outline_but_not_beyond_it():
+    """A shaft runs into the bolus it feeds, its band left out of the cement: the outline is a
+    U round the band's end (tuning 5000's lateral view: the biplane read 0.28x the truth so, and
+    0.96x with the band filled). Filled, the ellipsoid's outline is whole again and its biplane
+    volume its own; the band's stretch outside the bolus stays out (no cement beyond it), and
+    a notch of the cement's own, no steel, stays a notch."""
+    from monitor.vision.biplane import biplane_volume_ml, outline_through_steel
+
+    y, x = np.mgrid[:200, :240]
+    bolus = ((x - 100) / 40.0) ** 2 + ((y - 100) / 30.0) ** 2 <= 1  # 0.1 mm pixels
+    band = (np.abs(y - 100) <= 9) & (x >= 90)  # the shaft from the right, its tip inside
+    notch = (np.abs(y - 75) <= 3) & (x <= 75)  # cement missing on the left, not under steel
+    mask = bolus & ~band & ~notch
+    filled = outline_through_steel(mask, band, band_px=19)
+    # the band across the bolus (cement on both sides and beyond its end), bar a bite at its mouth
+    # (the closing's round end, 7 pixels deep: 11 % of the band's pixels in the bolus)
+    assert filled[bolus & band & (x < 132)].all() and filled[bolus & band].mean() > 0.85
+    assert not filled[band & (x > 150)].any()  # past the bolus's edge (x 140) and a band's width on
+    assert not filled[bolus & notch].any()  # not steel: left as the cement showed it
+    assert outline_through_steel(mask, band, band_px=0) is mask  # no cannula: no band to fill
+    ap = ((x - 100) / 25.0) ** 2 + ((y - 100) / 30.0) ** 2 <= 1
+    whole = biplane_volume_ml(bolus & ~notch, 0.1, ap, 0.1)
+    assert biplane_volume_ml(mask, 0.1, ap, 0.1) < 0.8 * whole
+    assert biplane_volume_ml(filled, 0.1, ap, 0.1) == pytest.approx(whole, rel=0.05)  # the bite
+
+
 def test_the_volume_is_the_darkness_unless_it_reads_well_under_the_shape():
     """Darkness and shape agreeing (the shape under-reads, the more so the smaller it is, so a
     darkness above it is what the physics model says): the darkness, its interval reaching up

@@ -39,6 +39,7 @@ from monitor.vision.biplane import (
     biplane_volume_ml,
     darkness_volume,
     fused_volume,
+    outline_through_steel,
     shape_of_truth,
 )
 from monitor.vision.body import MIN_BOX_SIDE_MM, body_from_box, body_from_wall, body_roi, shifted_body
@@ -283,7 +284,9 @@ class PlaneAnalyzer:
         self._registration: Registration | None = None  # to the baseline over ``roi``
         self._distances: DistanceMaps | None = None  # to the walls, over ``roi``
         self._last_mask: np.ndarray | None = None  # the bolus seen so far, left out of registration
-        self.cement_mask: np.ndarray | None = None  # the cement measured on the last frame (ROI grid)
+        # the cement's outline on the last frame (ROI grid), the steel band across it filled: its
+        # shape in the two views (monitor.vision.biplane)
+        self.cement_mask: np.ndarray | None = None
         self._shift = (0.0, 0.0)  # the breathing shift, working pixels, of the last frame
         self.without_scatter = False  # once the cement's halo has shown there is none
         self.halo_open = True  # still watched: until both planes' halos have settled the question
@@ -495,7 +498,8 @@ class PlaneAnalyzer:
         # region around it) cannot make the background's level the cement's and lose it for good.
         bolus = growing_bolus(cement.mask, tips, self.pixel_mm)
         self._last_mask = bolus if self._last_mask is None else (bolus | self._last_mask)
-        self.cement_mask = cement.mask
+        band_px = max((BAND_WIDTHS * c.width_px for c in self.learnt.cannulas), default=0.0)
+        self.cement_mask = outline_through_steel(cement.mask, comparison.exclude, band_px)
         result = PlaneResult(
             self.plane,
             frame,
