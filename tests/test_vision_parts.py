@@ -238,9 +238,11 @@ def test_the_steel_band_across_a_bolus_is_part_of_its_outline_but_not_beyond_it(
     """A shaft runs into the bolus it feeds, its band left out of the cement: the outline is a
     U round the band's end (tuning 5000's lateral view: the biplane read 0.28x the truth so, and
     0.96x with the band filled). Filled, the ellipsoid's outline is whole again and its biplane
-    volume its own; the band's stretch outside the bolus stays out (no cement beyond it), and
-    a notch of the cement's own, no steel, stays a notch."""
-    from monitor.vision.biplane import biplane_volume_ml, outline_through_steel
+    volume its own; the band's stretch outside the bolus stays out (no cement beyond it), a
+    notch of the cement's own, no steel, stays a notch, and of the pixels never compared only the
+    shafts' bands are steel: not the strip a breathing shift uncovers at the region's edge (an
+    independent review's case filled one, 16 % of its outline)."""
+    from monitor.vision.biplane import biplane_volume_ml, outline_through_steel, steel_bands
 
     y, x = np.mgrid[:200, :240]
     bolus = ((x - 100) / 40.0) ** 2 + ((y - 100) / 30.0) ** 2 <= 1  # 0.1 mm pixels
@@ -254,6 +256,16 @@ def test_the_steel_band_across_a_bolus_is_part_of_its_outline_but_not_beyond_it(
     assert not filled[band & (x > 150)].any()  # past the bolus's edge (x 140) and a band's width on
     assert not filled[bolus & notch].any()  # not steel: left as the cement showed it
     assert outline_through_steel(mask, band, band_px=0) is mask  # no cannula: no band to fill
+    # The region's edge is unread too (a breathing shift uncovers a strip there): cement touching
+    # it is not steel-filled along it; the shaft's own band still is.
+    # A bolus cut by the region's edge (x 0), whose first 4 columns a breathing shift uncovered
+    # (unread): the closing, pinned at the image's border, would fill a strip along it.
+    cut = (((x - 20) / 40.0) ** 2 + ((y - 100) / 30.0) ** 2 <= 1) & ~band & (x >= 4)
+    unread = band | (x < 4)
+    assert outline_through_steel(cut, unread, band_px=19)[x < 4].sum() > 30  # the strip, as steel
+    only_band = unread & steel_bands(mask.shape, [((90.0, 100.0), (1.0, 0.0), 19 / 1.8)])
+    assert only_band[band].all() and not only_band[x < 4].any()
+    assert not outline_through_steel(cut, only_band, band_px=19)[x < 4].any()
     ap = ((x - 100) / 25.0) ** 2 + ((y - 100) / 30.0) ** 2 <= 1
     whole = biplane_volume_ml(bolus & ~notch, 0.1, ap, 0.1)
     assert biplane_volume_ml(mask, 0.1, ap, 0.1) < 0.8 * whole

@@ -41,6 +41,7 @@ from monitor.vision.biplane import (
     fused_volume,
     outline_through_steel,
     shape_of_truth,
+    steel_bands,
 )
 from monitor.vision.body import MIN_BOX_SIDE_MM, body_from_box, body_from_wall, body_roi, shifted_body
 from monitor.vision.caveats import Caveat, CaveatCode, render_status
@@ -498,8 +499,7 @@ class PlaneAnalyzer:
         # region around it) cannot make the background's level the cement's and lose it for good.
         bolus = growing_bolus(cement.mask, tips, self.pixel_mm)
         self._last_mask = bolus if self._last_mask is None else (bolus | self._last_mask)
-        band_px = max((BAND_WIDTHS * c.width_px for c in self.learnt.cannulas), default=0.0)
-        self.cement_mask = outline_through_steel(cement.mask, comparison.exclude, band_px)
+        self.cement_mask = self._outline_through_steel(cement.mask, comparison.exclude, tips)
         result = PlaneResult(
             self.plane,
             frame,
@@ -561,6 +561,18 @@ class PlaneAnalyzer:
         if result.overlay.get("wall_state") == "not-confirmed":  # no rule armed, no line to draw
             result.overlay.pop("safety_line", None)
         return result
+
+    def _outline_through_steel(
+        self, mask: np.ndarray, unread: np.ndarray, tips: list[tuple[float, float]]
+    ) -> np.ndarray:
+        """The cement's outline ``mask`` (ROI grid, bool) with each cannula's band across it
+        filled (:func:`outline_through_steel` over :func:`steel_bands`), ``tips`` the cannulas'
+        (ROI pixels, this frame's shift)."""
+        shafts = [(tip, c.direction, c.width_px) for tip, c in zip(tips, self.learnt.cannulas, strict=True)]
+        if not shafts:
+            return mask
+        band_px = max(BAND_WIDTHS * width for _, _, width in shafts)
+        return outline_through_steel(mask, unread & steel_bands(mask.shape, shafts), band_px)
 
     def _read_lobes(self, result: PlaneResult, cement: CementMap, steel: np.ndarray, tips, body) -> None:
         """The disc lobes (:func:`find_disc_lobes`) into ``result`` as disc leaks. An armed lateral
