@@ -327,7 +327,7 @@ def test_a_volume_the_darkness_reads_low_is_the_shapes_with_its_interval_in_the_
     assert any("volume-below-shape" in c["status"] for c in level["caveats"])
     assert level["volume_low_ml"] <= level["volume_ml"] <= level["volume_high_ml"]
     # the darkness alone read 0.71 mL of 2.13 (0.33x); the shape's volume, its outline read through
-    # the shaft's band (a third of it in each view here), 2.30, and its interval holds the truth
+    # the shaft's band (a third of it in each view here), 2.20, and its interval holds the truth
     assert abs(level["volume_ml"] - injected) < 0.15 * injected
     assert level["volume_low_ml"] <= injected <= level["volume_high_ml"]
     last = [f for f in level["frames"] if f["volume_ml"] is not None][-1]
