@@ -269,7 +269,7 @@ def evaluate_case(folder: Path, syringe_ml: float = 0.0, operator_wall: str = "n
             if result.volume_low_ml is not None and result.volume_high_ml is not None:
                 interval[item.index] = (result.volume_low_ml, result.volume_high_ml)
             alarms += result.alarms
-            if CaveatCode.VOLUME_BELOW_SHAPE in result.caveat_codes():
+            if {CaveatCode.VOLUME_BELOW_SHAPE, CaveatCode.VOLUME_ABOVE_SHAPE} & set(result.caveat_codes()):
                 volume_low.add(item.index)
             if no_scatter_frame is None and CaveatCode.SCATTER_NOT_SEEN in result.caveat_codes():
                 no_scatter_frame = item.index

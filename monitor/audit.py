@@ -205,7 +205,7 @@ def coverage_verdict(counts: dict[str, dict]) -> dict:
     return {"monitored": monitored, "threshold": MONITORED_SHARE, "planes": planes, "reasons": reasons}
 
 
-VOLUME_BELOW_SHAPE = CaveatCode.VOLUME_BELOW_SHAPE.value
+VOLUME_FROM_SHAPE = {CaveatCode.VOLUME_BELOW_SHAPE.value, CaveatCode.VOLUME_ABOVE_SHAPE.value}
 
 
 def _caveat_kind(result: dict):
@@ -219,14 +219,14 @@ def _caveat_kind(result: dict):
 
 def _volume_from(result: dict) -> str | None:
     """Where a logged result's volume came from: "shape" when the image's darkness read well
-    under the cement's shape in the two views (volume-below-shape); "syringe" when the
-    operator's syringes set its scale (volume_scale other than 1: anchored on this level's
-    syringes, or on the scale an earlier level's left); else "darkness". None from a log whose
-    results do not carry their caveats."""
+    under or over the cement's shape in the two views (volume-below-shape, volume-above-shape);
+    "syringe" when the operator's syringes set its scale (volume_scale other than 1: anchored on
+    this level's syringes, or on the scale an earlier level's left); else "darkness". None from
+    a log whose results do not carry their caveats."""
     caveats = result.get("caveats")
     if caveats is None:
         return None
-    if any(c["code"] == VOLUME_BELOW_SHAPE for c in caveats):
+    if any(c["code"] in VOLUME_FROM_SHAPE for c in caveats):
         return "shape"
     return "syringe" if result.get("volume_scale", 1.0) != 1.0 else "darkness"
 
@@ -316,9 +316,9 @@ def _level_report(lv: dict) -> dict:
         # its 68 % interval (None from a log written before results carried one)
         "volume_low_ml": last_volume["volume_low_ml"] if last_volume else None,
         "volume_high_ml": last_volume["volume_high_ml"] if last_volume else None,
-        # "shape" when the image's darkness read well under the cement's shape in the two views
-        # (volume-below-shape) and the volume is the shape's; None from a log whose results do not
-        # carry their caveats
+        # "shape" when the image's darkness read well under or over the cement's shape in the two
+        # views (volume-below-shape, volume-above-shape) and the volume is the shape's; None from a
+        # log whose results do not carry their caveats
         "volume_from": last_volume["volume_from"] if last_volume else None,
         "image_volume_ml": next(
             (f["image_volume_ml"] for f in reversed(ordered) if f["image_volume_ml"] is not None), None

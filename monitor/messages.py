@@ -52,7 +52,7 @@ level (the vertebral level being treated, optional), distance_mm (cement front
 to posterior wall, lateral only; null when unknown or uncalibrated, negative
 beyond the wall), distance_px,
 volume_ml (the level's volume: both planes' darkness reconciled, or the cement's shape in
-the two views where the darkness reads well under it; see monitor.vision.biplane), volume_low_ml and
+the two views where the darkness reads well under or over it; see monitor.vision.biplane), volume_low_ml and
 volume_high_ml (its 68 % interval; optional), plane_volume_ml (this plane's own
 estimate), seconds_to_line (predicted time to the 5 mm line),
 volume_scale (optional, default 1: the syringe calibration the volumes include;

@@ -21,7 +21,12 @@ from monitor.vision.caveats import CaveatCode
 
 # shown orange: the volume read from the shape, not checked, or on a level that held cement
 # when monitoring began (what went in before is estimated, or left out)
-DOUBTFUL_VOLUME = {CaveatCode.VOLUME_BELOW_SHAPE, CaveatCode.VOLUME_UNCHECKED, CaveatCode.CEMENT_IN_BASELINE}
+DOUBTFUL_VOLUME = {
+    CaveatCode.VOLUME_BELOW_SHAPE,
+    CaveatCode.VOLUME_ABOVE_SHAPE,
+    CaveatCode.VOLUME_UNCHECKED,
+    CaveatCode.CEMENT_IN_BASELINE,
+}
 
 STALE_S = 1.0  # no new frame for this long: NO SIGNAL
 # The live NOT MONITORED state is judged, per plane, on its newest results after the baseline,
@@ -56,8 +61,8 @@ class ViewState:
     volume_ml: float | None = None
     volume_interval_ml: tuple[float, float] | None = None  # the volume's 68 % interval, when said
     # the volume shown is one the monitor cannot vouch for: the shape's, the darkness having read
-    # low (volume-below-shape), the darkness with no shape to check it by (volume-unchecked), or
-    # on a level that held cement when monitoring began (cement-in-baseline)
+    # low or high (volume-below-shape, volume-above-shape), the darkness with no shape to check
+    # it by (volume-unchecked), or on a level that held cement when monitoring began (cement-in-baseline)
     volume_doubtful: bool = False
     _volume_doubts: dict = field(default_factory=dict)  # plane -> its newest result doubts the volume
     distances: deque = field(default_factory=lambda: deque(maxlen=3000))  # (time, mm), lateral

@@ -325,6 +325,11 @@ def test_a_volume_the_darkness_reads_low_is_the_shapes_with_its_interval_in_the_
     injected = truth["frames"][-1]["injected_ml"]
     assert level["volume_from"] == "shape"
     assert any("volume-below-shape" in c["status"] for c in level["caveats"])
+    # from 0.5 mL of the shape's truth the level's own median share is said as well
+    assert any(
+        re.search(r"over this level's frames so far, a median 0\.[0-5]\d of it", c["status"])
+        for c in level["caveats"]
+    ), [c["status"] for c in level["caveats"]]
     assert level["volume_low_ml"] <= level["volume_ml"] <= level["volume_high_ml"]
     # the darkness alone read 0.71 mL of 2.13 (0.33x); the shape's volume, its outline read through
     # the shaft's band (a third of it in each view here), 2.20, and its interval holds the truth

@@ -697,6 +697,18 @@ def test_the_volume_is_shown_with_its_interval_and_in_orange_when_from_the_shape
     pump(qtbot, lambda: streams.result(8, volume_ml=2.7), lambda: "2.70" in window.readouts["volume"].text())
     assert window.readouts["volume"].text() == "VOLUME  2.70 mL"  # an analyzer that gives no interval
     assert "#ff9900" not in window.readouts["volume"].styleSheet()
+    # the darkness well over the shape (a denser cement, less scatter than modelled): the shape's too
+    high = Caveat(
+        CaveatCode.VOLUME_ABOVE_SHAPE, "the volume read from the image's darkness (4.10 mL) is well above"
+    )
+    pump(
+        qtbot,
+        lambda: streams.result(8, volume_ml=2.41, volume_low_ml=2.17, volume_high_ml=3.01, caveats=(high,)),
+        lambda: "2.41" in window.readouts["volume"].text(),
+    )
+    assert "#ff9900" in window.readouts["volume"].styleSheet()
+    pump(qtbot, lambda: streams.result(8, volume_ml=2.72), lambda: "2.72" in window.readouts["volume"].text())
+    assert "#ff9900" not in window.readouts["volume"].styleSheet()
     # monitoring began while cement was injected: what went in before may be left out
     late = Caveat(CaveatCode.CEMENT_IN_BASELINE, "cement grew over the first frames (about 34 mm2)")
     pump(

@@ -317,6 +317,51 @@ def test_the_volume_is_the_darkness_unless_it_reads_well_under_the_shape():
     assert agree.shape_ml == low.shape_ml == pytest.approx(1.5 / mid) and unchecked.shape_ml is None
 
 
+def test_a_level_whose_darkness_reads_low_over_its_frames_gives_the_shape_and_one_reading_high_too():
+    """A room's scatter, beam and cement are the level's: a darkness that one frame's outline
+    lets pass (over half the shape's truth) is refused when the level's median share of it is
+    under LEVEL_DARKNESS_AGREES_WITH_SHAPE; its interval then starts at the darkness where that
+    is more than the shape's low end. A darkness far over the shape's truth (a denser cement,
+    less scatter than modelled) reads high: the shape, whatever the level's median, where the
+    shape's truth is large enough for its reading to be known (SHAPE_SPREAD_FROM_ML)."""
+    from monitor.vision.biplane import (
+        DARKNESS_ABOVE_SHAPE,
+        DARKNESS_AGREES_WITH_SHAPE,
+        LEVEL_DARKNESS_AGREES_WITH_SHAPE,
+        SHAPE_SPREAD_FROM_ML,
+        darkness_share,
+        fused_volume,
+        shape_of_truth,
+    )
+
+    assert DARKNESS_AGREES_WITH_SHAPE < LEVEL_DARKNESS_AGREES_WITH_SHAPE < 1 < DARKNESS_ABOVE_SHAPE
+    lo, mid, hi = shape_of_truth(1.5)
+    truth = 1.5 / mid  # what the shape gives
+    assert darkness_share(0.6 * truth, 1.5) == pytest.approx(0.6)
+    assert darkness_share(0.6, None) is None and darkness_share(0.6, 0.05) is None
+    assert darkness_share(0.6, 0.3) is None  # a truth under SHAPE_SPREAD_FROM_ML: says little
+    passes = 0.6 * truth  # over the frame's check, under the level's
+    assert not fused_volume(passes, 1.5).reads_low and fused_volume(passes, 1.5).volume_ml == passes
+    assert not fused_volume(passes, 1.5, level_share=0.7).reads_low
+    refused = fused_volume(passes, 1.5, level_share=0.6)
+    assert refused.reads_low and refused.volume_ml == pytest.approx(truth)
+    assert (refused.low_ml, refused.high_ml) == (pytest.approx(1.5 / hi), pytest.approx(1.5 / lo))
+    near = fused_volume(0.95 * truth, 1.5, level_share=0.5)  # this frame's darkness is a floor
+    assert (
+        near.reads_low
+        and near.low_ml == pytest.approx(0.95 * truth)
+        and near.volume_ml == pytest.approx(truth)
+    )
+    for level_share in (None, 0.5, 1.0, 2.0):
+        high = fused_volume(1.01 * DARKNESS_ABOVE_SHAPE * truth, 1.5, level_share)
+        assert high.reads_high and not high.reads_low and high.volume_ml == pytest.approx(truth)
+        assert high.low_ml < truth < high.high_ml < high.darkness_ml
+    small = 0.2 / shape_of_truth(0.2)[1]  # under SHAPE_SPREAD_FROM_ML: the shape's reading too unsure
+    assert small < SHAPE_SPREAD_FROM_ML and not fused_volume(2 * DARKNESS_ABOVE_SHAPE * small, 0.2).reads_high
+    kept = fused_volume(0.99 * DARKNESS_ABOVE_SHAPE * truth, 1.5, level_share=1.2)
+    assert not kept.reads_high and kept.volume_ml == pytest.approx(0.99 * DARKNESS_ABOVE_SHAPE * truth)
+
+
 def test_syringes_anchor_the_volume_and_a_second_one_shows_the_darkness_curve():
     """A darkness that grows as volume ** 0.6 (a hardening beam): after one 1 mL syringe the
     volume is the syringe scaled on linearly (reads low as the curve bends); after a second, the

@@ -12,6 +12,7 @@ estimates and drives the alarms.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -37,6 +38,7 @@ from monitor.vision.biplane import (
     SHAPE_MIN_ML,
     VolumeEstimate,
     biplane_volume_ml,
+    darkness_share,
     darkness_volume,
     fused_volume,
     outline_through_steel,
@@ -1023,6 +1025,10 @@ class CaseAnalyzer:
         # its rise mm, whether the view was sure of it)
         self._lobes_read: dict[str, dict[str, tuple[float, float, bool]]] = {}
         self.scatter_seen: bool | None = None  # None: the cement's halo has not said yet
+        # what the darkness read of the shape's truth on each of the level's results with a
+        # shape of 0.5 mL or more, sorted (biplane.darkness_share): its median says whether this
+        # room's darkness reads low. Not kept over a restart: it is read again from the next frames.
+        self._darkness_shares: list[float] = []
         self._accepted: tuple[float, float] | None = None  # (time, distance) last alarmed on
         self._jumped: tuple[float, float] | None = None  # (time, distance) flagged as a jump
         self._speed = 0.0  # mm/s towards the wall between the last two distances alarmed on
@@ -1339,7 +1345,12 @@ class CaseAnalyzer:
         if all(outlined) and all(p.learnt.cannulas or p.roi != p.learnt.roi for p in planes):
             lateral, ap = planes
             shape = biplane_volume_ml(lateral.cement_mask, lateral.pixel_mm, ap.cement_mask, ap.pixel_mm)
-        estimate = fused_volume(darkness, shape)
+        share = darkness_share(darkness, shape)
+        if share is not None:
+            bisect.insort(self._darkness_shares, share)
+        shares, n = self._darkness_shares, len(self._darkness_shares)
+        level_share = (shares[(n - 1) // 2] + shares[n // 2]) / 2.0 if n else None  # the median
+        estimate = fused_volume(darkness, shape, level_share)
         # said where the bolus is big enough that its outline would give a shape even at the
         # shape's lowest reading of the truth (smaller ones are often too small to outline), or
         # where a view has no region to outline it in
@@ -1352,14 +1363,29 @@ class CaseAnalyzer:
                 f" cement differ from those assumed it reads low, so its 68 % interval reaches up to"
                 f" {estimate.high_ml:.2f} mL; enter syringe volumes to calibrate it",
             )
+        if estimate.reads_high:
+            return estimate, Caveat(
+                CaveatCode.VOLUME_ABOVE_SHAPE,
+                f"the volume read from the image's darkness ({darkness:.2f} mL) is well above what the"
+                f" cement's shape in the two views gives ({shape:.2f} mL outlined, about"
+                f" {estimate.volume_ml:.2f} mL at its size): a denser cement or less scatter than"
+                f" assumed make it read high (or the outline misses cement); until syringe volumes"
+                f" are entered the volume is taken from the shape ({estimate.volume_ml:.2f} mL,"
+                f" {estimate.low_ml:.2f}-{estimate.high_ml:.2f}, before any syringe scaling)",
+            )
         if not estimate.reads_low:
             return estimate, None
+        over_level = (
+            ""
+            if level_share is None
+            else f"; over this level's frames so far, a median {level_share:.2f} of it"
+        )
         return estimate, Caveat(
             CaveatCode.VOLUME_BELOW_SHAPE,
             f"the volume read from the image's darkness ({darkness:.2f} mL) is below what the cement's"
             f" shape in the two views gives ({shape:.2f} mL outlined, about {estimate.volume_ml:.2f}"
-            f" mL at its size): scatter, the beam, the cement's"
-            f" opacity or brightness"
+            f" mL at its size{over_level}):"
+            f" scatter, the beam, the cement's opacity or brightness"
             f" control make it read low (or the outline takes in more than cement); until syringe"
             f" volumes are entered the volume is taken from the shape ({estimate.volume_ml:.2f} mL,"
             f" {estimate.low_ml:.2f}-{estimate.high_ml:.2f}, before any syringe scaling)",

@@ -34,6 +34,7 @@ class CaveatCode(str, Enum):
     CEMENT_IN_BASELINE = "cement-in-baseline"  # cement present before monitoring began
     SCATTER_NOT_SEEN = "scatter-not-seen"  # volumes read without scatter correction
     VOLUME_BELOW_SHAPE = "volume-below-shape"  # the darkness's volume under the shape's: reads low
+    VOLUME_ABOVE_SHAPE = "volume-above-shape"  # the darkness's volume well over the shape's: reads high
     VOLUME_UNCHECKED = "volume-unchecked"  # no shape to check the darkness's volume by: may read low
     IMAGE_CLIPPED = "image-clipped"  # much of the region clipped white: no cement read there
     CALIBRATION_NOT_LOADED = "calibration-not-loaded"  # frames from a profile the analyzer lacks
