@@ -80,6 +80,11 @@ def project(
 
     ``roi`` = (column0, row0, width, height) restricts the output to that
     detector window, which makes projecting a small cement cloud cheap.
+
+    Each slab across the beam is sampled only over the detector pixels whose bilinear taps
+    reach its non-zero voxels (elsewhere the sample is exactly 0): the same sums, pixel by
+    pixel and in the same order, at a fraction of the cost for a sparse volume (a lumen, the
+    bone of a body in a large field).
     """
     c0, r0, w, h = roi if roi is not None else (0, 0, view.size, view.size)
     out = np.zeros((h, w), dtype=np.float32)
@@ -87,20 +92,28 @@ def project(
     col_origin = grid.origin[view.column_axis]
     z_origin = grid.origin[2]
     depths = grid.axis("xyz"[view.beam_axis])
+    # the slabs along the beam, each (z, column) and contiguous: slab i is volume[:, :, i] for a
+    # beam along x, volume[:, i, :] along y
+    slabs = np.ascontiguousarray(np.moveaxis(volume, 2 if view.beam_axis == 0 else 1, 0), dtype=np.float32)
+    rows_used = slabs.any(axis=2)  # (slab, z)
+    cols_used = slabs.any(axis=1)  # (slab, column)
     for i, depth in enumerate(depths):
-        slab = volume[:, :, i] if view.beam_axis == 0 else volume[:, i, :]
-        if not slab.any():
+        if not rows_used[i].any():
             continue
         s = (view.sod_mm + depth) / view.sid_mm  # detector mm -> slab mm
         a = view.pixel_mm * s / v
         # output pixel (col, row) -> slab voxel (a col + b, -a row + c): separable, bilinear
-        out += sample_grid(
-            np.asarray(slab, dtype=np.float32),
-            a * np.arange(w) + ((c0 - view.centre) * view.pixel_mm * s - col_origin) / v - 0.5,
-            -a * np.arange(h) + ((view.centre - r0) * view.pixel_mm * s - z_origin) / v - 0.5,
-            Border.CONSTANT,
-            0.0,
-        )
+        xs = a * np.arange(w) + ((c0 - view.centre) * view.pixel_mm * s - col_origin) / v - 0.5
+        ys = -a * np.arange(h) + ((view.centre - r0) * view.pixel_mm * s - z_origin) / v - 0.5
+        # the output window whose taps (floor(u), floor(u) + 1) reach a non-zero voxel
+        used_x, used_y = np.flatnonzero(cols_used[i]), np.flatnonzero(rows_used[i])
+        x_in = np.flatnonzero((xs > used_x[0] - 1) & (xs < used_x[-1] + 1))
+        y_in = np.flatnonzero((ys > used_y[0] - 1) & (ys < used_y[-1] + 1))
+        if not x_in.size or not y_in.size:
+            continue
+        cols = slice(x_in[0], x_in[-1] + 1)
+        rows = slice(y_in[0], y_in[-1] + 1)
+        out[rows, cols] += sample_grid(slabs[i], xs[cols], ys[rows], Border.CONSTANT, 0.0)
     out *= v
     out *= view.ray_lengths_factor()[r0 : r0 + h, c0 : c0 + w]
     return out
