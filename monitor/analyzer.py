@@ -152,7 +152,9 @@ class VisionAnalysis(Analysis):
                 # this level's syringes anchor the volume; k is then what it makes of the darkness
                 # (the wire's volume_scale: volume_ml / volume_scale is the image's own volume)
                 darkness = max(volume.darkness_ml, 1e-3)
-                anchored = syringe_anchored_volume(volume.darkness_ml, self._pairs, self.volume_scale)
+                anchored = syringe_anchored_volume(
+                    volume.darkness_ml, self._pairs, self.volume_scale, self.case.shape_darkness_exponent()
+                )
                 k = anchored.volume_ml / darkness
                 volume = replace(
                     anchored, volume_ml=darkness, low_ml=anchored.low_ml / k, high_ml=anchored.high_ml / k

@@ -304,7 +304,16 @@ def test_a_ct_phantom_is_surrounded_by_the_patients_own_chest():
     assert bone.max() > 5  # ribs and the other vertebrae outside the box
 
 
-def test_a_volume_the_darkness_reads_low_is_the_shapes_with_its_interval_in_the_audit(tmp_path):
+@pytest.fixture(scope="module")
+def low_darkness(tmp_path_factory):
+    """A room whose darkness reads the cement low: scatter 1.5x the primary with no grid and a
+    polychromatic beam at 80 kVp (256 pixels, 24 frames, about 2.1 mL): (folder, truth)."""
+    world = World(kvp=80, opacifier="BaSO4", scatter_to_primary=1.5, grid=False, abc=False)
+    folder = tmp_path_factory.mktemp("low") / "case"
+    return folder, simulate(_small(world, scenario="none", frames=24, size=256), folder)
+
+
+def test_a_volume_the_darkness_reads_low_is_the_shapes_with_its_interval_in_the_audit(tmp_path, low_darkness):
     """Scatter 1.5x the primary with no grid, and a polychromatic beam: the image's darkness
     reads the cement at about a third of what went in, under the cement's shape in the two
     views. The volume is then the shape's, nearer the truth, and the logged session's audit
@@ -315,9 +324,8 @@ def test_a_volume_the_darkness_reads_low_is_the_shapes_with_its_interval_in_the_
     from monitor.replay import PaceOptions
     from tests.conftest import monitor_cli
 
-    world = World(kvp=80, opacifier="BaSO4", scatter_to_primary=1.5, grid=False, abc=False)
-    truth = simulate(_small(world, scenario="none", frames=24, size=256), tmp_path / "case")
-    source = DicomPairSource(tmp_path / "case" / "lateral.dcm", tmp_path / "case" / "ap.dcm")
+    folder, truth = low_darkness
+    source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
     spec = RunSpec(str(tmp_path / "s"), "L3", endpoints=Endpoints.private())
     assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 0
     source.close()
@@ -348,7 +356,7 @@ def test_a_volume_the_darkness_reads_low_is_the_shapes_with_its_interval_in_the_
     assert "<polygon class='interval'" in html and "shaded: its 68 % interval" in html  # the chart's band
 
 
-def test_once_the_syringe_calibrates_the_volume_is_the_darkness_scaled_not_the_shape(tmp_path):
+def test_once_the_syringe_calibrates_the_volume_is_the_darkness_scaled_not_the_shape(low_darkness):
     """The shape's correction and the syringe's both answer the darkness reading low; applied
     together they would count the under-read twice. Before the operator enters 1 mL the volume
     is the shape's; from then on it is the darkness scaled to the syringe (1 mL at that frame),
@@ -358,9 +366,8 @@ def test_once_the_syringe_calibrates_the_volume_is_the_darkness_scaled_not_the_s
     from monitor.messages import Command
     from monitor.vision.caveats import CaveatCode
 
-    world = World(kvp=80, opacifier="BaSO4", scatter_to_primary=1.5, grid=False, abc=False)
-    simulate(_small(world, scenario="none", frames=24, size=256), tmp_path / "case")
-    source = DicomPairSource(tmp_path / "case" / "lateral.dcm", tmp_path / "case" / "ap.dcm")
+    folder, _ = low_darkness
+    source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
     analysis = VisionAnalysis()
     results = []
     for item, result in analyse_source(source, analysis):
@@ -376,6 +383,38 @@ def test_once_the_syringe_calibrates_the_volume_is_the_darkness_scaled_not_the_s
     # the darkness scaled to the syringe's 1 mL, growing on from there, not the shape scaled again
     assert 0.9 < after[0].volume_ml < 1.3 and after[-1].volume_ml < 2.0
     assert after[-1].volume_low_ml < after[-1].volume_ml < after[-1].volume_high_ml
+
+
+def test_syringes_entered_as_they_empty_follow_the_curve_the_shapes_show(low_darkness):
+    """Where the darkness reads low its growth is sublinear (the beam hardens as the bolus
+    thickens): after the first syringe, growth read linearly from the darkness under-reads the
+    volume. The level's shapes show the curve (darkness ~ volume ** p, p under 1 here), and the
+    syringe's anchor follows it: with the first 1 mL entered as it is emptied, the end (2.1 mL)
+    reads nearer the truth than the linear reading, and within 10 % of it."""
+    from monitor.analyzer import VisionAnalysis, analyse_source
+    from monitor.io.sources import DicomPairSource
+    from monitor.messages import Command
+    from monitor.vision.biplane import syringe_anchored_volume
+
+    folder, truth = low_darkness
+    injected = [f["injected_ml"] for f in truth["frames"]]
+    source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
+    analysis = VisionAnalysis()
+    entered, last = 0, None
+    for item, result in analyse_source(source, analysis):
+        # the operator enters the first 1 mL syringe as it is emptied
+        if item.plane == "ap" and not entered and injected[item.index] >= 1.0:
+            entered = item.index
+            analysis.apply(Command("offline", "test", 0.0, "syringe", 1.0))
+        last = result
+    source.close()
+    assert entered and injected[entered] < 1.2 and injected[-1] > 2.0
+    p = analysis.case.shape_darkness_exponent()
+    assert p is not None and 0.4 <= p < 0.9, p
+    linear = syringe_anchored_volume(analysis.last_volume.darkness_ml, analysis._pairs).volume_ml
+    assert abs(last.volume_ml - injected[-1]) < abs(linear - injected[-1])
+    assert abs(last.volume_ml - injected[-1]) < 0.10 * injected[-1], (last.volume_ml, injected[-1], linear)
+    assert last.volume_low_ml <= injected[-1] <= last.volume_high_ml
 
 
 def test_brightness_clipping_the_ap_view_white_neither_loses_the_cement_nor_passes_silently(tmp_path):

@@ -362,6 +362,34 @@ def test_a_level_whose_darkness_reads_low_over_its_frames_gives_the_shape_and_on
     assert not kept.reads_high and kept.volume_ml == pytest.approx(0.99 * DARKNESS_ABOVE_SHAPE * truth)
 
 
+def test_the_curve_the_shapes_show_of_the_darkness_is_fitted_from_running_sums():
+    """darkness = 0.4 * truth ** 0.6 on shapes of 0.5-3 mL: the running sums' slope is 0.6; under
+    DARKNESS_CURVE_MIN_SHAPES shapes, or shapes all of one size, no curve; a slope beyond
+    SYRINGE_EXPONENT_BOUNDS is held to them. With that curve after one syringe (1 mL at a
+    darkness of 0.4), 3 mL reads 3 mL where the linear reading gives 1.93."""
+    from monitor.vision.biplane import (
+        DARKNESS_CURVE_MIN_SHAPES,
+        SYRINGE_EXPONENT_BOUNDS,
+        darkness_curve_exponent,
+        syringe_anchored_volume,
+    )
+
+    def sums(points):
+        x, y = np.log([t for t, _ in points]), np.log([d for _, d in points])
+        return (len(x), x.sum(), y.sum(), (x * x).sum(), (x * y).sum())
+
+    sizes = np.linspace(0.5, 3.0, 12)
+    assert darkness_curve_exponent(sums([(t, 0.4 * t**0.6) for t in sizes])) == pytest.approx(0.6)
+    few = sizes[: DARKNESS_CURVE_MIN_SHAPES - 1]
+    assert darkness_curve_exponent(sums([(t, 0.4 * t**0.6) for t in few])) is None
+    assert darkness_curve_exponent(sums([(1.0, 0.4)] * 10)) is None  # no spread of sizes
+    assert darkness_curve_exponent(sums([(t, 0.4 * t**0.1) for t in sizes])) == SYRINGE_EXPONENT_BOUNDS[0]
+    darkness_at_3 = 0.4 * 3.0**0.6
+    curved = syringe_anchored_volume(darkness_at_3, [(0.4, 1.0)], shape_exponent=0.6)
+    assert curved.volume_ml == pytest.approx(3.0) and curved.low_ml < 3.0 < curved.high_ml
+    assert syringe_anchored_volume(darkness_at_3, [(0.4, 1.0)]).volume_ml == pytest.approx(3.0**0.6)
+
+
 def test_syringes_anchor_the_volume_and_a_second_one_shows_the_darkness_curve():
     """A darkness that grows as volume ** 0.6 (a hardening beam): after one 1 mL syringe the
     volume is the syringe scaled on linearly (reads low as the curve bends); after a second, the

@@ -35,9 +35,11 @@ from monitor.vision.baseline import (
     with_prior,
 )
 from monitor.vision.biplane import (
+    LEVEL_DARKNESS_AGREES_WITH_SHAPE,
     SHAPE_MIN_ML,
     VolumeEstimate,
     biplane_volume_ml,
+    darkness_curve_exponent,
     darkness_share,
     darkness_volume,
     fused_volume,
@@ -1029,6 +1031,9 @@ class CaseAnalyzer:
         # shape of 0.5 mL or more, sorted (biplane.darkness_share): its median says whether this
         # room's darkness reads low. Not kept over a restart: it is read again from the next frames.
         self._darkness_shares: list[float] = []
+        # ... and on those results, running sums of (log the shape's truth, log the darkness):
+        # n, sum x, sum y, sum x^2, sum xy, for the curve the darkness follows (the syringe's)
+        self._darkness_curve = (0, 0.0, 0.0, 0.0, 0.0)
         self._accepted: tuple[float, float] | None = None  # (time, distance) last alarmed on
         self._jumped: tuple[float, float] | None = None  # (time, distance) flagged as a jump
         self._speed = 0.0  # mm/s towards the wall between the last two distances alarmed on
@@ -1334,8 +1339,6 @@ class CaseAnalyzer:
         if not self.volumes:
             return None, None
         darkness = _reconciled(list(self.volumes.values()))
-        if self.darkness_calibrated:
-            return darkness_volume(darkness), None
         planes = [self.planes.get(p) for p in ("lateral", "ap")]
         shape = None
         # Only outlines measured in a region: a view with no cannula found (and no body drawn) is
@@ -1348,8 +1351,14 @@ class CaseAnalyzer:
         share = darkness_share(darkness, shape)
         if share is not None:
             bisect.insort(self._darkness_shares, share)
-        shares, n = self._darkness_shares, len(self._darkness_shares)
-        level_share = (shares[(n - 1) // 2] + shares[n // 2]) / 2.0 if n else None  # the median
+            if darkness > 0:
+                x, y = float(np.log(darkness / share)), float(np.log(darkness))  # log truth, log darkness
+                n, sx, sy, sxx, sxy = self._darkness_curve
+                self._darkness_curve = (n + 1, sx + x, sy + y, sxx + x * x, sxy + x * y)
+        level_share = self._level_share()
+        if self.darkness_calibrated:
+            # the syringe is the reference now: the shape's correction would be a second one
+            return darkness_volume(darkness), None
         estimate = fused_volume(darkness, shape, level_share)
         # said where the bolus is big enough that its outline would give a shape even at the
         # shape's lowest reading of the truth (smaller ones are often too small to outline), or
@@ -1390,6 +1399,23 @@ class CaseAnalyzer:
             f" volumes are entered the volume is taken from the shape ({estimate.volume_ml:.2f} mL,"
             f" {estimate.low_ml:.2f}-{estimate.high_ml:.2f}, before any syringe scaling)",
         )
+
+    def _level_share(self) -> float | None:
+        """The median of what the darkness read of the shape's truth over this level's results
+        (:func:`monitor.vision.biplane.darkness_share`), or None before any."""
+        shares, n = self._darkness_shares, len(self._darkness_shares)
+        return (shares[(n - 1) // 2] + shares[n // 2]) / 2.0 if n else None
+
+    def shape_darkness_exponent(self) -> float | None:
+        """p in darkness = a * volume ** p as this level's shapes show it, where its darkness
+        reads low over the level (the median share under LEVEL_DARKNESS_AGREES_WITH_SHAPE: a
+        room that is not the analyzer's, whose darkness grows sublinearly as the beam hardens);
+        None where it agrees (linear: the analyzer's physics) or too few shapes were read
+        (:func:`monitor.vision.biplane.darkness_curve_exponent`). The syringe's anchors use it."""
+        level_share = self._level_share()
+        if level_share is None or level_share >= LEVEL_DARKNESS_AGREES_WITH_SHAPE:
+            return None
+        return darkness_curve_exponent(self._darkness_curve)
 
     def _jump(self, r: PlaneResult, time_s: float) -> bool:
         """Whether the front's distance fell since the last one alarmed on by more than cement
