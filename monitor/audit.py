@@ -855,7 +855,8 @@ def volume_phrase(level: dict) -> str:
     low, high = level.get("volume_low_ml"), level.get("volume_high_ml")
     interval = "" if low is None or high is None else f" ({low:.2f}-{high:.2f})"
     source = {
-        "shape": " from the cement's shape (the image's darkness read low)",
+        # low (volume-below-shape) or high (volume-above-shape): the caveats say which
+        "shape": " from the cement's shape (the image's darkness did not agree with it)",
         "syringe": " on the syringes' scale",
     }.get(level.get("volume_from"), "")
     return f"{level['volume_ml']:.2f} mL{interval}{source}"

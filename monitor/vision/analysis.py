@@ -1387,7 +1387,8 @@ class CaseAnalyzer:
         over_level = (
             ""
             if level_share is None
-            else f"; over this level's frames so far, a median {level_share:.2f} of it"
+            # floored, so that a median just under LEVEL_DARKNESS_AGREES_WITH_SHAPE reads under it
+            else f"; over this level's frames so far, a median {np.floor(level_share * 100) / 100:.2f} of it"
         )
         return estimate, Caveat(
             CaveatCode.VOLUME_BELOW_SHAPE,
