@@ -267,6 +267,8 @@ class VisionAnalysis(Analysis):
 
     def news(self) -> list[tuple[str, str, str | None, dict]]:
         taken, self._news = self._news, []
+        taken += [(event, detail, None, value) for event, detail, value in self.case.news]
+        self.case.news.clear()
         for plane in self.case.planes.values():
             taken += [(event, detail, plane.plane, value) for event, detail, value in plane.news]
             plane.news.clear()
@@ -414,6 +416,9 @@ class VisionAnalysis(Analysis):
             # cement, never still again, so it could not be read anew
             if b["event"] == "temporal-filter" and b["source"] == "analyzer" and r.plane in self.case.planes:
                 self.case.planes[r.plane].restore_filter((b.get("value") or {}).get("weight"))
+            # the level's darkness read low before the restart: it goes on being refused
+            if b["event"] == "darkness-reads-low" and b["source"] == "analyzer":
+                self.case.restore_darkness_low()
         if lateral is not None:  # the first front was seen before the restart: it is not the first
             seen = store.query(
                 "SELECT 1 FROM journal WHERE kind = 'result' AND plane = 'lateral' AND rec > ?"

@@ -75,7 +75,9 @@ the bolus as a leak, and a thin line leaving the bolus is only a possible leak; 
 decided on and, from 2026-12-03, the view's "plane"; before, said by the lateral view only),
 "temporal-filter" (value: the
 weight of the C-arm's recursive filter read from the noise and undone, and the frame from
-which), "syringe-entry" (value: the
+which), "darkness-reads-low" (the level's image darkness reads the cement low against its
+shape: the volume is the shape's for the rest of the level; value: the median share then),
+"syringe-entry" (value: the
 syringes' total at the level and the image's darkness it was anchored on, mL), or an
 operator action once applied), detail
 (human-readable), age_ms (stale only), plane (optional).

@@ -354,6 +354,18 @@ def test_a_volume_the_darkness_reads_low_is_the_shapes_with_its_interval_in_the_
     html = (tmp_path / "a.html").read_text()
     assert f"{said} from the cement&#x27;s shape" in html
     assert "<polygon class='interval'" in html and "shaded: its 68 % interval" in html  # the chart's band
+    # the level's darkness reading low is logged once, and an analyzer restarted on the log keeps it
+    from monitor.analyzer import VisionAnalysis
+    from monitor.io.store import SessionStore
+
+    store = SessionStore.open(tmp_path / "s")
+    said = [r.body for r in store.records("event") if r.body["event"] == "darkness-reads-low"]
+    assert len(said) == 1 and said[0]["value"]["median_share"] < 0.65, said
+    restarted = VisionAnalysis(level="L3")
+    assert not restarted.case.darkness_low
+    restarted.restore(store, store.records("frame")[-1].body["stream"])
+    store.close()
+    assert restarted.case.darkness_low
 
 
 def test_once_the_syringe_calibrates_the_volume_is_the_darkness_scaled_not_the_shape(low_darkness):

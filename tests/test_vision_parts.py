@@ -319,11 +319,12 @@ def test_the_volume_is_the_darkness_unless_it_reads_well_under_the_shape():
 
 def test_a_level_whose_darkness_reads_low_over_its_frames_gives_the_shape_and_one_reading_high_too():
     """A room's scatter, beam and cement are the level's: a darkness that one frame's outline
-    lets pass (over half the shape's truth) is refused when the level's median share of it is
-    under LEVEL_DARKNESS_AGREES_WITH_SHAPE; its interval then starts at the darkness where that
-    is more than the shape's low end. A darkness far over the shape's truth (a denser cement,
-    less scatter than modelled) reads high: the shape, whatever the level's median, where the
-    shape's truth is large enough for its reading to be known (SHAPE_SPREAD_FROM_ML)."""
+    lets pass (over half the shape's truth) is refused where the level's darkness has read low
+    (its median share under LEVEL_DARKNESS_AGREES_WITH_SHAPE); its interval then reaches the
+    darkness, which in such a room the truth is not under, even where this frame's is over the
+    shape's truth. A darkness far over the shape's truth (a denser cement, less scatter than
+    modelled) reads high: the shape, whatever the level read, where the shape's truth is large
+    enough for its reading to be known (SHAPE_SPREAD_FROM_ML)."""
     from monitor.vision.biplane import (
         DARKNESS_ABOVE_SHAPE,
         DARKNESS_AGREES_WITH_SHAPE,
@@ -340,54 +341,71 @@ def test_a_level_whose_darkness_reads_low_over_its_frames_gives_the_shape_and_on
     assert darkness_share(0.6 * truth, 1.5) == pytest.approx(0.6)
     assert darkness_share(0.6, None) is None and darkness_share(0.6, 0.05) is None
     assert darkness_share(0.6, 0.3) is None  # a truth under SHAPE_SPREAD_FROM_ML: says little
-    passes = 0.6 * truth  # over the frame's check, under the level's
+    passes = 0.6 * truth  # over the frame's check
     assert not fused_volume(passes, 1.5).reads_low and fused_volume(passes, 1.5).volume_ml == passes
-    assert not fused_volume(passes, 1.5, level_share=0.7).reads_low
-    refused = fused_volume(passes, 1.5, level_share=0.6)
+    refused = fused_volume(passes, 1.5, level_reads_low=True)
     assert refused.reads_low and refused.volume_ml == pytest.approx(truth)
     assert (refused.low_ml, refused.high_ml) == (pytest.approx(1.5 / hi), pytest.approx(1.5 / lo))
-    near = fused_volume(0.95 * truth, 1.5, level_share=0.5)  # this frame's darkness is a floor
+    near = fused_volume(0.95 * truth, 1.5, level_reads_low=True)  # this frame's darkness is a floor
     assert (
         near.reads_low
         and near.low_ml == pytest.approx(0.95 * truth)
         and near.volume_ml == pytest.approx(truth)
     )
-    for level_share in (None, 0.5, 1.0, 2.0):
-        high = fused_volume(1.01 * DARKNESS_ABOVE_SHAPE * truth, 1.5, level_share)
+    over = fused_volume(1.3 * truth, 1.5, level_reads_low=True)  # over the shape on this frame
+    assert over.reads_low and over.volume_ml == pytest.approx(truth)
+    assert over.low_ml == pytest.approx(truth) and over.high_ml == pytest.approx(1.3 * truth)
+    for level_reads_low in (False, True):
+        high = fused_volume(1.01 * DARKNESS_ABOVE_SHAPE * truth, 1.5, level_reads_low)
         assert high.reads_high and not high.reads_low and high.volume_ml == pytest.approx(truth)
         assert high.low_ml < truth < high.high_ml < high.darkness_ml
     small = 0.2 / shape_of_truth(0.2)[1]  # under SHAPE_SPREAD_FROM_ML: the shape's reading too unsure
     assert small < SHAPE_SPREAD_FROM_ML and not fused_volume(2 * DARKNESS_ABOVE_SHAPE * small, 0.2).reads_high
-    kept = fused_volume(0.99 * DARKNESS_ABOVE_SHAPE * truth, 1.5, level_share=1.2)
+    kept = fused_volume(0.99 * DARKNESS_ABOVE_SHAPE * truth, 1.5)
     assert not kept.reads_high and kept.volume_ml == pytest.approx(0.99 * DARKNESS_ABOVE_SHAPE * truth)
 
 
 def test_the_curve_the_shapes_show_of_the_darkness_is_fitted_from_running_sums():
     """darkness = 0.4 * truth ** 0.6 on shapes of 0.5-3 mL: the running sums' slope is 0.6; under
-    DARKNESS_CURVE_MIN_SHAPES shapes, or shapes all of one size, no curve; a slope beyond
-    SYRINGE_EXPONENT_BOUNDS is held to them. With that curve after one syringe (1 mL at a
-    darkness of 0.4), 3 mL reads 3 mL where the linear reading gives 1.93."""
+    DARKNESS_CURVE_MIN_SHAPES shapes, or shapes spanning under 1.5x, no curve; a slope beyond
+    SHAPE_EXPONENT_BOUNDS is held to them (never over 1: a hardening beam bends the darkness
+    under linear). With that curve after one syringe (1 mL at a darkness of 0.4), 3 mL reads
+    3 mL where the linear reading gives 1.93; once two syringes 1.5x apart show their own curve,
+    theirs is used, not the shapes'."""
     from monitor.vision.biplane import (
         DARKNESS_CURVE_MIN_SHAPES,
-        SYRINGE_EXPONENT_BOUNDS,
+        SHAPE_EXPONENT_BOUNDS,
         darkness_curve_exponent,
         syringe_anchored_volume,
     )
 
     def sums(points):
         x, y = np.log([t for t, _ in points]), np.log([d for _, d in points])
-        return (len(x), x.sum(), y.sum(), (x * x).sum(), (x * y).sum())
+        return (len(x), x.sum(), y.sum(), (x * x).sum(), (x * y).sum(), x.min(), x.max())
+
+    def darkness(truth_ml, p=0.6):
+        return 0.4 * truth_ml**p
 
     sizes = np.linspace(0.5, 3.0, 12)
-    assert darkness_curve_exponent(sums([(t, 0.4 * t**0.6) for t in sizes])) == pytest.approx(0.6)
+    assert darkness_curve_exponent(sums([(t, darkness(t)) for t in sizes])) == pytest.approx(0.6)
     few = sizes[: DARKNESS_CURVE_MIN_SHAPES - 1]
-    assert darkness_curve_exponent(sums([(t, 0.4 * t**0.6) for t in few])) is None
-    assert darkness_curve_exponent(sums([(1.0, 0.4)] * 10)) is None  # no spread of sizes
-    assert darkness_curve_exponent(sums([(t, 0.4 * t**0.1) for t in sizes])) == SYRINGE_EXPONENT_BOUNDS[0]
-    darkness_at_3 = 0.4 * 3.0**0.6
-    curved = syringe_anchored_volume(darkness_at_3, [(0.4, 1.0)], shape_exponent=0.6)
+    assert darkness_curve_exponent(sums([(t, darkness(t)) for t in few])) is None
+    narrow = np.linspace(0.5, 0.7, 12)  # 1.4x: no curve shown
+    assert darkness_curve_exponent(sums([(t, darkness(t)) for t in narrow])) is None
+    assert darkness_curve_exponent(sums([(t, darkness(t, 0.1)) for t in sizes])) == SHAPE_EXPONENT_BOUNDS[0]
+    assert (
+        darkness_curve_exponent(sums([(t, darkness(t, 1.3)) for t in sizes]))
+        == SHAPE_EXPONENT_BOUNDS[1]
+        == 1.0
+    )
+    curved = syringe_anchored_volume(darkness(3.0), [(0.4, 1.0)], shape_exponent=0.6)
     assert curved.volume_ml == pytest.approx(3.0) and curved.low_ml < 3.0 < curved.high_ml
-    assert syringe_anchored_volume(darkness_at_3, [(0.4, 1.0)]).volume_ml == pytest.approx(3.0**0.6)
+    assert syringe_anchored_volume(darkness(3.0), [(0.4, 1.0)]).volume_ml == pytest.approx(3.0**0.6)
+    # two syringes whose darkness grew as volume ** 0.8: their curve, not the shapes' 0.6
+    two = [(darkness(1.0, 0.8), 1.0), (darkness(2.0, 0.8), 2.0)]
+    assert syringe_anchored_volume(darkness(3.0, 0.8), two, shape_exponent=0.6).volume_ml == pytest.approx(
+        3.0
+    )
 
 
 def test_syringes_anchor_the_volume_and_a_second_one_shows_the_darkness_curve():

@@ -1029,11 +1029,17 @@ class CaseAnalyzer:
         self.scatter_seen: bool | None = None  # None: the cement's halo has not said yet
         # what the darkness read of the shape's truth on each of the level's results with a
         # shape of 0.5 mL or more, sorted (biplane.darkness_share): its median says whether this
-        # room's darkness reads low. Not kept over a restart: it is read again from the next frames.
+        # room's darkness reads low. Not kept over a restart: it is read again from the next
+        # frames (the decision itself is: darkness_low).
         self._darkness_shares: list[float] = []
         # ... and on those results, running sums of (log the shape's truth, log the darkness):
-        # n, sum x, sum y, sum x^2, sum xy, for the curve the darkness follows (the syringe's)
-        self._darkness_curve = (0, 0.0, 0.0, 0.0, 0.0)
+        # n, sum x, sum y, sum x^2, sum xy, min x, max x, for the curve the darkness follows
+        self._darkness_curve = (0, 0.0, 0.0, 0.0, 0.0, np.inf, -np.inf)
+        # the level's darkness has read low (its median share under the level's threshold): the
+        # room's, so kept for the level (a median rising back over it would make the volume said
+        # fall while cement goes in), said once as news ("darkness-reads-low") and restored
+        self.darkness_low = False
+        self.news: list[tuple[str, str, dict]] = []
         self._accepted: tuple[float, float] | None = None  # (time, distance) last alarmed on
         self._jumped: tuple[float, float] | None = None  # (time, distance) flagged as a jump
         self._speed = 0.0  # mm/s towards the wall between the last two distances alarmed on
@@ -1349,17 +1355,40 @@ class CaseAnalyzer:
             lateral, ap = planes
             shape = biplane_volume_ml(lateral.cement_mask, lateral.pixel_mm, ap.cement_mask, ap.pixel_mm)
         share = darkness_share(darkness, shape)
-        if share is not None:
+        if share is not None and np.isfinite(share) and darkness > 0:
             bisect.insort(self._darkness_shares, share)
-            if darkness > 0:
-                x, y = float(np.log(darkness / share)), float(np.log(darkness))  # log truth, log darkness
-                n, sx, sy, sxx, sxy = self._darkness_curve
-                self._darkness_curve = (n + 1, sx + x, sy + y, sxx + x * x, sxy + x * y)
+            x, y = float(np.log(darkness / share)), float(np.log(darkness))  # log truth, log darkness
+            n, sx, sy, sxx, sxy, x_min, x_max = self._darkness_curve
+            self._darkness_curve = (
+                n + 1,
+                sx + x,
+                sy + y,
+                sxx + x * x,
+                sxy + x * y,
+                min(x_min, x),
+                max(x_max, x),
+            )
         level_share = self._level_share()
+        if (
+            not self.darkness_low
+            and level_share is not None
+            and level_share < LEVEL_DARKNESS_AGREES_WITH_SHAPE
+        ):
+            self.darkness_low = True
+            self.news.append(
+                (
+                    "darkness-reads-low",
+                    f"the image's darkness reads the cement low on this level (a median"
+                    f" {np.floor(level_share * 100) / 100:.2f} of what the cement's shape gives, over"
+                    f" {len(self._darkness_shares)} results): the volume is the shape's until syringes"
+                    f" are entered, and their growth follows the curve the shapes show",
+                    {"median_share": round(level_share, 4)},
+                )
+            )
         if self.darkness_calibrated:
             # the syringe is the reference now: the shape's correction would be a second one
             return darkness_volume(darkness), None
-        estimate = fused_volume(darkness, shape, level_share)
+        estimate = fused_volume(darkness, shape, self.darkness_low)
         # said where the bolus is big enough that its outline would give a shape even at the
         # shape's lowest reading of the truth (smaller ones are often too small to outline), or
         # where a view has no region to outline it in
@@ -1390,9 +1419,15 @@ class CaseAnalyzer:
             # floored, so that a median just under LEVEL_DARKNESS_AGREES_WITH_SHAPE reads under it
             else f"; over this level's frames so far, a median {np.floor(level_share * 100) / 100:.2f} of it"
         )
+        # refused on the level's reading alone, this frame's darkness may not be below the shape's
+        reads = (
+            "is below"
+            if darkness < estimate.volume_ml
+            else "has read low on this level, though not on this frame, against"
+        )
         return estimate, Caveat(
             CaveatCode.VOLUME_BELOW_SHAPE,
-            f"the volume read from the image's darkness ({darkness:.2f} mL) is below what the cement's"
+            f"the volume read from the image's darkness ({darkness:.2f} mL) {reads} what the cement's"
             f" shape in the two views gives ({shape:.2f} mL outlined, about {estimate.volume_ml:.2f}"
             f" mL at its size{over_level}):"
             f" scatter, the beam, the cement's opacity or brightness"
@@ -1409,14 +1444,19 @@ class CaseAnalyzer:
 
     def shape_darkness_exponent(self) -> float | None:
         """p in darkness = a * volume ** p as this level's shapes show it, where its darkness
-        reads low over the level (the median share under LEVEL_DARKNESS_AGREES_WITH_SHAPE: a
-        room that is not the analyzer's, whose darkness grows sublinearly as the beam hardens);
+        has read low over the level (darkness_low: its median share under
+        LEVEL_DARKNESS_AGREES_WITH_SHAPE; a room that is not the analyzer's, whose darkness grows
+        sublinearly as the beam hardens);
         None where it agrees (linear: the analyzer's physics) or too few shapes were read
         (:func:`monitor.vision.biplane.darkness_curve_exponent`). The syringe's anchors use it."""
-        level_share = self._level_share()
-        if level_share is None or level_share >= LEVEL_DARKNESS_AGREES_WITH_SHAPE:
+        if not self.darkness_low:
             return None
         return darkness_curve_exponent(self._darkness_curve)
+
+    def restore_darkness_low(self) -> None:
+        """After a restart: this level's darkness had read low before it (its "darkness-reads-low"
+        news), so it goes on being refused, as without the restart."""
+        self.darkness_low = True
 
     def _jump(self, r: PlaneResult, time_s: float) -> bool:
         """Whether the front's distance fell since the last one alarmed on by more than cement

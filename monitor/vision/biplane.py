@@ -245,9 +245,7 @@ def darkness_share(darkness_ml: float, shape_ml: float | None) -> float | None:
     return darkness_ml / truth_ml if truth_ml >= SHAPE_SPREAD_FROM_ML else None
 
 
-def fused_volume(
-    darkness_ml: float, shape_ml: float | None, level_share: float | None = None
-) -> VolumeEstimate:
+def fused_volume(darkness_ml: float, shape_ml: float | None, level_reads_low: bool = False) -> VolumeEstimate:
     """The volume from the image's darkness (``darkness_ml``, which rests on the physics the
     analyzer assumes) and from the cement's shape in the two views (``shape_ml``, which does
     not, but under-reads by a factor that grows with its size, measured on tuning seeds:
@@ -257,11 +255,11 @@ def fused_volume(
       shape over its median reading at its size), as where the physics is the analyzer's: the
       darkness, with its own error as interval, reaching up to the most the shape allows (over
       its 16th percentile reading): a darkness reading half the truth passes this check too.
-    - The darkness is under that, or the level's median share (``level_share``, the median
-      of :func:`darkness_share` over the level's frames with a shape so far, this one included)
-      is under LEVEL_DARKNESS_AGREES_WITH_SHAPE: it reads low; the shape, scaled by what it
-      reads of the truth at its size, with that factor's spread as interval (never below the
-      darkness).
+    - The darkness is under that, or the level's darkness has read low (``level_reads_low``:
+      the median of :func:`darkness_share` over the level's results under
+      LEVEL_DARKNESS_AGREES_WITH_SHAPE, now or earlier in the level): it reads low; the shape,
+      scaled by what it reads of the truth at its size, with that factor's spread as interval,
+      which reaches the darkness (in a room that reads low, the truth is not under it).
     - The darkness is over DARKNESS_ABOVE_SHAPE of the shape's truth, that truth at least
       SHAPE_SPREAD_FROM_ML: it reads high; the shape, with the same interval.
     - No shape to check it by (under SHAPE_MIN_ML, or no outline in a view): the darkness,
@@ -284,19 +282,19 @@ def fused_volume(
             shape_ml=shape_ml / mid,
             reads_high=True,
         )
-    level_agrees = level_share is None or level_share >= LEVEL_DARKNESS_AGREES_WITH_SHAPE
-    if share >= DARKNESS_AGREES_WITH_SHAPE and level_agrees:
+    if share >= DARKNESS_AGREES_WITH_SHAPE and not level_reads_low:
         # Kept, but the images cannot tell the analyzer's room from one whose darkness reads
         # half: the interval reaches up to the most the shape allows.
         kept = darkness_volume(darkness_ml)
         return replace(kept, high_ml=max(kept.high_ml, shape_ml / lo), shape_ml=shape_ml / mid)
     # Under half the shape's truth, the darkness is also under its interval's low end (the
     # shape over its 84th percentile reading, at least 0.75 of that truth); refused on the
-    # level's share alone it may not be, and a darkness that reads low is a floor.
+    # level's share alone it may not be, and a darkness that reads low is a floor: the interval
+    # reaches it either way.
     return VolumeEstimate(
         shape_ml / mid,
         min(shape_ml / mid, max(shape_ml / hi, darkness_ml)),
-        shape_ml / lo,
+        max(shape_ml / lo, darkness_ml),
         True,
         darkness_ml,
         shape_ml=shape_ml / mid,
@@ -328,19 +326,26 @@ def darkness_volume(darkness_ml: float, checked: bool = True) -> VolumeEstimate:
 SYRINGE_DARKNESS_EXPONENT = 1.0
 SYRINGE_EXPONENT_BOUNDS = (0.4, 1.2)  # p fitted on a few noisy anchors, kept within these
 # Where the level's darkness reads low (the room is not the analyzer's: a hardening beam, more
-# scatter), its curve is the one the level's shapes show: p fitted (log-log) on the level's results
-# whose shape gives SHAPE_SPREAD_FROM_ML or more, from DARKNESS_CURVE_MIN_SHAPES of them
-# (darkness_curve_exponent), in place of the linear one after a single syringe and of the anchors'
-# own fit. Where the darkness agrees with the shape it is linear (the analyzer's physics). Chosen on
-# the realistic world's tuning seeds with 1 mL syringes, replayed from the benchmark's per-frame
-# darkness and shape (frames of 1 mL or more, 2026-12-05): median error 8.9 -> 4.7 %, p95 28.9 ->
-# 28.8 %; the simple world 2.3 / 8.5 % either way (the check gates it off there; without it, 3.8 /
-# 12.4 %: the shape's law is not linear in the truth where the darkness is). The anchors' fit
-# first, where two syringes allow it, read the same (4.7 %).
-DARKNESS_CURVE_MIN_SHAPES = 5
+# scatter) and the syringes have not yet shown its curve (two of them, 1.5x apart: anchors_exponent),
+# the curve is the one the level's shapes show: p fitted (log-log) on the level's results whose shape
+# gives SHAPE_SPREAD_FROM_ML or more, from DARKNESS_CURVE_MIN_SHAPES results (both views' results of a
+# frame count: about 5 frames) whose shapes span 1.5x (darkness_curve_exponent), within
+# SHAPE_EXPONENT_BOUNDS: a hardening beam bends the darkness under linear, never over (a p over 1 is
+# the shape's law misreading sizes, as on two CT cases of a review, 1.08-1.2). In place of the linear
+# curve after a single syringe. Where the darkness agrees with the shape it is linear (the analyzer's
+# physics). Chosen on the realistic world's tuning seeds with 1 mL syringes, replayed from the
+# benchmark's per-frame darkness and shape (frames of 1 mL or more, 2026-12-05): median error 8.9 ->
+# 4.7 %, p95 28.9 -> 27.4 %; the simple world 2.3 / 8.5 % either way (the check gates it off there;
+# without it, 3.8 / 12.4 %: the shape's law is not linear in the truth where the darkness is). The
+# first version (the shape's curve over the syringes' own, from 5 results of any span, within 0.4-1.2)
+# read the tuning seeds the same and made two review cases worse (p 1.2 against the syringes' 0.73 and
+# 0.99; p 0.4 on three frames near 0.5 mL: 2.60 mL read for 2.13).
+DARKNESS_CURVE_MIN_SHAPES = 10
+SHAPE_EXPONENT_BOUNDS = (0.5, 1.0)
 # The growth's 68 % half-width, relative: 0.5 held the truth on 68 % of the tuning frames with
 # the linear curve (12 seeds, 2026-12-01); with the shape's curve 0.5 held it on 85 %, and 0.2 /
-# 0.25 / 0.3 / 0.35 on 63 / 67 / 72 / 77 % (36 tuning seeds, 2026-12-05): 0.25.
+# 0.25 / 0.3 / 0.35 on 63 / 67 / 72 / 77 % (36 tuning seeds, 2026-12-05): 0.25 (71 % as it is now;
+# 77 % with 0.5 kept where the curve is linear or the syringes'). One spread for every curve.
 SYRINGE_GROWTH_SPREAD = 0.25  # relative 68 % half-width of the growth since the last syringe
 SYRINGE_READING_ML = 0.05  # a syringe's graduation, and what flows before the operator presses
 SYRINGE_MIN_DARKNESS_ML = 0.2  # a darkness under this at a syringe gives no rate (too faint)
@@ -361,9 +366,9 @@ def syringe_anchored_volume(
     darkness at ``scale`` (the image-to-syringe ratio learnt so far) if that is more, and its
     interval reaches a syringe like the last one further. A darkness fallen under the last
     syringe's (brightness control, motion) contradicts the reading: the interval then also
-    reaches a syringe further. p is ``shape_exponent`` where given (the curve the level's
-    shapes show of a darkness that reads low: :func:`darkness_curve_exponent`), else the
-    anchors' own (:func:`darkness_exponent`)."""
+    reaches a syringe further. p is the anchors' own where they show it (:func:`anchors_exponent`),
+    else ``shape_exponent`` where given (the curve the level's shapes show of a darkness that
+    reads low: :func:`darkness_curve_exponent`), else linear (SYRINGE_DARKNESS_EXPONENT)."""
     d_last, s_last = anchors[-1]
     entry = s_last - anchors[-2][1] if len(anchors) >= 2 else s_last
     if d_last < SYRINGE_MIN_DARKNESS_ML:
@@ -371,7 +376,9 @@ def syringe_anchored_volume(
         high = max(volume, s_last + entry)
         return VolumeEstimate(volume, max(0.0, s_last - SYRINGE_READING_ML), high, False, darkness_ml, True)
     ratio = max(darkness_ml, d_last) / d_last
-    p = shape_exponent if shape_exponent is not None else darkness_exponent(anchors)
+    p = anchors_exponent(anchors)
+    if p is None:
+        p = shape_exponent if shape_exponent is not None else SYRINGE_DARKNESS_EXPONENT
     growth = max(0.0, s_last * ratio ** (1.0 / p) - s_last)
     low = s_last + growth * (1.0 - SYRINGE_GROWTH_SPREAD) - SYRINGE_READING_ML
     high = s_last + growth * (1.0 + SYRINGE_GROWTH_SPREAD) + SYRINGE_READING_ML
@@ -381,10 +388,17 @@ def syringe_anchored_volume(
 
 
 def darkness_exponent(anchors: list[tuple[float, float]]) -> float:
+    """p in darkness = a * volume ** p from the ``anchors`` (:func:`anchors_exponent`), or
+    SYRINGE_DARKNESS_EXPONENT where they do not show it."""
+    p = anchors_exponent(anchors)
+    return SYRINGE_DARKNESS_EXPONENT if p is None else p
+
+
+def anchors_exponent(anchors: list[tuple[float, float]]) -> float | None:
     """p in darkness = a * volume ** p, fitted (least squares in log-log) on the ``anchors``
     (darkness mL, syringe total mL) whose darkness is readable, when two or more with totals at
-    least 1.5x apart and a darkness that grew; SYRINGE_DARKNESS_EXPONENT otherwise. Bounded by
-    SYRINGE_EXPONENT_BOUNDS."""
+    least 1.5x apart and a darkness that grew, bounded by SYRINGE_EXPONENT_BOUNDS; None
+    otherwise."""
     readable = np.array([(d, s) for d, s in anchors if d >= SYRINGE_MIN_DARKNESS_ML and s > 0])
     # Anchors close together (a double press, two entries on one frame) or a darkness that did
     # not grow between them say nothing of the curve: they would fit p near 0.
@@ -393,20 +407,21 @@ def darkness_exponent(anchors: list[tuple[float, float]]) -> float:
         or np.ptp(np.log(readable[:, 1])) < SYRINGE_MIN_LOG_SPREAD
         or readable[-1, 0] <= 1.05 * readable[0, 0]
     ):
-        return SYRINGE_DARKNESS_EXPONENT
+        return None
     p = np.polyfit(np.log(readable[:, 1]), np.log(readable[:, 0]), 1)[0]
     return float(np.clip(p, *SYRINGE_EXPONENT_BOUNDS))
 
 
-def darkness_curve_exponent(sums: tuple[float, float, float, float, float]) -> float | None:
+def darkness_curve_exponent(sums: tuple[float, ...]) -> float | None:
     """p in darkness = a * truth ** p, the least-squares slope of log darkness on log (the shape's
-    truth) from their running ``sums`` (n, sum x, sum y, sum x^2, sum xy; x the log of the shape's
-    truth, y the log of the darkness, both in mL), bounded by SYRINGE_EXPONENT_BOUNDS; None under
-    DARKNESS_CURVE_MIN_SHAPES points or where the shapes span too little to show a slope."""
-    n, sx, sy, sxx, sxy = sums
-    if n < DARKNESS_CURVE_MIN_SHAPES:
+    truth) from their running ``sums`` (n, sum x, sum y, sum x^2, sum xy, min x, max x; x the log
+    of the shape's truth, y the log of the darkness, both in mL), bounded by SHAPE_EXPONENT_BOUNDS;
+    None under DARKNESS_CURVE_MIN_SHAPES points or where the shapes span under 1.5x
+    (SYRINGE_MIN_LOG_SPREAD): a few shapes near one size show no curve."""
+    n, sx, sy, sxx, sxy, x_min, x_max = sums
+    if n < DARKNESS_CURVE_MIN_SHAPES or x_max - x_min < SYRINGE_MIN_LOG_SPREAD:
         return None
     spread = sxx - sx * sx / n
     if spread <= 1e-9 * n:
         return None
-    return float(np.clip((sxy - sx * sy / n) / spread, *SYRINGE_EXPONENT_BOUNDS))
+    return float(np.clip((sxy - sx * sy / n) / spread, *SHAPE_EXPONENT_BOUNDS))
