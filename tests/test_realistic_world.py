@@ -397,6 +397,49 @@ def test_once_the_syringe_calibrates_the_volume_is_the_darkness_scaled_not_the_s
     assert after[-1].volume_low_ml < after[-1].volume_ml < after[-1].volume_high_ml
 
 
+def test_images_that_lose_the_cement_do_not_take_the_volume_away(low_darkness):
+    """Cement does not go away. Two frames in which both views show no cement (the first frame's
+    images again: a grabber's stale buffer, an exposure that washed the cement out) read about
+    no volume; the volume said holds the level's largest with its interval, and says so
+    (volume-held), until the images read the cement again."""
+    from dataclasses import replace as replaced
+
+    from monitor.analyzer import VisionAnalysis, analyse_source
+    from monitor.io.sources import DicomPairSource
+    from monitor.vision.caveats import CaveatCode
+
+    folder, truth = low_darkness
+    injected = [f["injected_ml"] for f in truth["frames"]]
+
+    class Lost:  # the images of frames 18 and 19 are each view's first, without cement
+        def __init__(self, source):
+            self.source, self.formats, self.first = source, source.formats, {}
+
+        def frames(self):
+            for item in self.source.frames():
+                self.first.setdefault(item.plane, item.pixels)
+                yield replaced(item, pixels=self.first[item.plane]) if item.index in (18, 19) else item
+
+    source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
+    analysis = VisionAnalysis()
+    results = {}
+    for item, result in analyse_source(Lost(source), analysis):
+        volume = analysis.last_volume
+        results[item.index, item.plane] = (result, None if volume is None else volume.darkness_ml)
+    source.close()
+    before, _ = results[17, "ap"]
+    for plane in ("lateral", "ap"):
+        held, darkness = results[19, plane]
+        assert darkness < 0.1 < 1.0 < injected[19]  # the images read about none
+        assert CaveatCode.VOLUME_HELD in held.caveat_codes()
+        assert (
+            held.volume_ml >= before.volume_ml and held.volume_low_ml < held.volume_ml < held.volume_high_ml
+        )
+    after, _ = results[21, "ap"]
+    assert CaveatCode.VOLUME_HELD not in after.caveat_codes() and after.volume_ml > before.volume_ml
+    assert abs(after.volume_ml - injected[21]) < 0.15 * injected[21]
+
+
 def test_syringes_entered_as_they_empty_follow_the_curve_the_shapes_show(low_darkness):
     """Where the darkness reads low its growth is sublinear (the beam hardens as the bolus
     thickens): after the first syringe, growth read linearly from the darkness under-reads the
