@@ -450,19 +450,24 @@ def test_syringes_entered_as_they_empty_follow_the_curve_the_shapes_show(low_dar
     from monitor.io.sources import DicomPairSource
     from monitor.messages import Command
     from monitor.vision.biplane import syringe_anchored_volume
+    from monitor.vision.caveats import CaveatCode
 
     folder, truth = low_darkness
     injected = [f["injected_ml"] for f in truth["frames"]]
     source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
     analysis = VisionAnalysis()
-    entered, last = 0, None
+    entered, last, said = 0, None, set()
     for item, result in analyse_source(source, analysis):
         # the operator enters the first 1 mL syringe as it is emptied
         if item.plane == "ap" and not entered and injected[item.index] >= 1.0:
             entered = item.index
             analysis.apply(Command("offline", "test", 0.0, "syringe", 1.0))
+        elif entered:
+            said |= result.caveat_codes()
         last = result
     source.close()
+    # the darkness, on the syringe's scale now, is not compared with the shape's volume said before
+    assert CaveatCode.VOLUME_HELD not in said and CaveatCode.VOLUME_BELOW_SHAPE not in said, said
     assert entered and injected[entered] < 1.2 and injected[-1] > 2.0
     p = analysis.case.shape_darkness_exponent()
     assert p is not None and 0.4 <= p < 0.9, p

@@ -1050,6 +1050,7 @@ class CaseAnalyzer:
         self.darkness_low = False
         self.news: list[tuple[str, str, dict]] = []
         self._largest_volume: VolumeEstimate | None = None  # the largest said on this level
+        self._largest_calibrated = False  # ... while the darkness was calibrated by a syringe, or not
         self._accepted: tuple[float, float] | None = None  # (time, distance) last alarmed on
         self._jumped: tuple[float, float] | None = None  # (time, distance) flagged as a jump
         self._speed = 0.0  # mm/s towards the wall between the last two distances alarmed on
@@ -1358,6 +1359,10 @@ class CaseAnalyzer:
         estimate, doubt = self._read_volume()
         if estimate is None:
             return None, doubt
+        if self._largest_calibrated != self.darkness_calibrated:
+            # once a syringe calibrates the darkness, the volume read is the darkness's, on
+            # another scale than the shape's said before: the largest is taken again from here
+            self._largest_volume, self._largest_calibrated = None, self.darkness_calibrated
         top = self._largest_volume
         if (
             top is not None
