@@ -269,35 +269,28 @@ def fused_volume(darkness_ml: float, shape_ml: float | None, level_reads_low: bo
     if shape_ml is None or shape_ml < SHAPE_MIN_ML:
         return darkness_volume(darkness_ml, checked=False)
     lo, mid, hi = shape_of_truth(shape_ml)
-    share = darkness_ml / (shape_ml / mid)
-    if share > DARKNESS_ABOVE_SHAPE and shape_ml / mid >= SHAPE_SPREAD_FROM_ML:
+    truth = shape_ml / mid  # what the shape gives
+    # the shape's volume, its interval the spread of what the shape reads of the truth
+    shape = VolumeEstimate(truth, shape_ml / hi, shape_ml / lo, False, darkness_ml, shape_ml=truth)
+    share = darkness_ml / truth
+    if share > DARKNESS_ABOVE_SHAPE and truth >= SHAPE_SPREAD_FROM_ML:
         # over DARKNESS_ABOVE_SHAPE of the shape's truth, the darkness is also over its
         # interval's top (the shape over its 16th percentile reading): no ceiling needed
-        return VolumeEstimate(
-            shape_ml / mid,
-            shape_ml / hi,
-            shape_ml / lo,
-            False,
-            darkness_ml,
-            shape_ml=shape_ml / mid,
-            reads_high=True,
-        )
+        return replace(shape, reads_high=True)
     if share >= DARKNESS_AGREES_WITH_SHAPE and not level_reads_low:
         # Kept, but the images cannot tell the analyzer's room from one whose darkness reads
         # half: the interval reaches up to the most the shape allows.
         kept = darkness_volume(darkness_ml)
-        return replace(kept, high_ml=max(kept.high_ml, shape_ml / lo), shape_ml=shape_ml / mid)
+        return replace(kept, high_ml=max(kept.high_ml, shape.high_ml), shape_ml=truth)
     # Under half the shape's truth, the darkness is also under its interval's low end (the
     # shape over its 84th percentile reading, at least 0.75 of that truth); refused on the
     # level's share alone it may not be, and a darkness that reads low is a floor: the interval
     # reaches it either way.
-    return VolumeEstimate(
-        shape_ml / mid,
-        min(shape_ml / mid, max(shape_ml / hi, darkness_ml)),
-        max(shape_ml / lo, darkness_ml),
-        True,
-        darkness_ml,
-        shape_ml=shape_ml / mid,
+    return replace(
+        shape,
+        low_ml=min(truth, max(shape.low_ml, darkness_ml)),
+        high_ml=max(shape.high_ml, darkness_ml),
+        reads_low=True,
     )
 
 
