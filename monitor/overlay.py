@@ -53,10 +53,11 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
     if "front" in o:
         x, y = s([o["front"]])[0]
         cv2.drawMarker(img, (int(x), int(y)), RED, cv2.MARKER_TILTED_CROSS, 14 * thick // 2 + 8, thick)
-        if o.get("front_under_cannula"):
+        label = front_label(o)
+        if label:
             cv2.putText(
                 img,
-                "under cannula",
+                label,
                 (int(x) + 10, int(y) + 20),
                 cv2.FONT_HERSHEY_SIMPLEX,
                 0.45,
@@ -95,6 +96,14 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
     for i, text in enumerate(lines):
         cv2.putText(img, text, (8, 22 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6, WHITE, 1, cv2.LINE_AA)
     return img
+
+
+def front_label(overlay: dict) -> str:
+    """What the front's marker is labelled with: where the nearest cement was read ("" on the
+    bolus's own edge)."""
+    if overlay.get("front_behind_wall"):
+        return "behind wall"
+    return "under cannula" if overlay.get("front_under_cannula") else ""
 
 
 def leak_name(possible: bool) -> str:

@@ -26,7 +26,7 @@ from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 from monitor.flow import FlowClient
 from monitor.io.transport import VIEWER_HWM, CommandSender, Subscriber
 from monitor.messages import LEVELS, PLANES, End, Heartbeat, Result, Status
-from monitor.overlay import drawn_leaks, labelled_leaks, leak_name
+from monitor.overlay import drawn_leaks, front_label, labelled_leaks, leak_name
 from monitor.sounds import AlarmPlayer
 from monitor.training import stop_confirmation, training_status
 from monitor.viewstate import BANNER_LINES, ViewState, display_pixels
@@ -211,7 +211,7 @@ class PlaneView(pg.GraphicsLayoutWidget):
             self.cement.setData([], [])
         front = o.get("front")
         self.front.setData(*([[front[0]], [front[1]]] if front else [[], []]))
-        self.front_label.setText("under cannula" if front and o.get("front_under_cannula") else "")
+        self.front_label.setText(front_label(o) if front else "")
         if front:
             self.front_label.setPos(front[0] + 8, front[1] + 8)
         leaks = drawn_leaks(o.get("leaks", []))

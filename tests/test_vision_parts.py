@@ -126,6 +126,56 @@ def test_cement_beyond_the_outline_is_a_leak_by_its_depth_and_shape(rows, cols, 
         assert (x, y) == (100 + cols[0], 200 + rows[0]) and (w, h) == (cols[1] - cols[0], rows[1] - rows[0])
 
 
+def test_a_faint_sheet_behind_the_wall_says_how_far_beyond_it_the_cement_lies():
+    """A posterior leak often leaves as a faint sheet apart from the bolus, too small to be the
+    front (under ``front_min_ml``), so the front stays at the bolus (tuning seed 5033 read
+    +1.1 mm with the cement 2.9 mm beyond the wall). The piece read behind the wall carries how
+    far beyond it its own edge lies (at half the sheet's level, the front's rule), and where."""
+    from monitor.vision.cement import CementMap, front_distance_px
+    from monitor.vision.measure import find_leaks, substantial
+
+    wall_x = 29  # the wall at x = 29, the body at smaller x; 0.25 mm pixels
+    difference = np.zeros((60, 60), np.float32)
+    difference[10:50, 8:27] = 0.8  # the bolus, ending 0.5 mm in front of the wall
+    difference[24:32, 28:45] = 0.06  # a sheet apart from it, reaching 16 px (4 mm) beyond the wall
+    mask = difference > 0.04
+    cement = CementMap(difference, mask, np.full(mask.shape, 0.04, np.float32), 0.01)
+    beyond = np.tile(np.arange(60, dtype=np.float32) - wall_x, (60, 1))
+    solid = substantial(cement, 0.25, 0.18, 0.004)
+    bolus = front_distance_px(solid, -beyond, np.ones_like(mask), 0.25)
+    assert bolus is not None and bolus[0] > 0  # the front: the bolus's edge, in front of the wall
+    grid = PixelGrid.for_spacing(0.25)
+    leaks = find_leaks(cement, {"posterior": (beyond > 0, beyond)}, (0, 0), grid, (0, 0), 0.18, 1.5)
+    assert [lk.site for lk in leaks] == ["posterior"]
+    depth_px, (x, y) = leaks[0].beyond_wall
+    assert depth_px == pytest.approx(15.5, abs=0.6) and 24 <= y < 32 and x == pytest.approx(44, abs=1)
+    # a piece found at another site carries none: only the posterior wall has a "beyond"
+    disc = find_leaks(cement, {"disc": (beyond > 0, beyond)}, (0, 0), grid, (0, 0), 0.18, 1.5)
+    assert disc and all(lk.beyond_wall is None for lk in disc)
+
+
+def test_the_distance_goes_behind_the_wall_only_with_a_confirmed_posterior_leak():
+    """The case takes the cement read behind the wall as the distance only on a frame whose
+    posterior leak the leak rules confirmed (``_cement_behind_wall`` is called there alone);
+    then the front's marker moves to it, labelled, and a bolus front already nearer stays."""
+    from monitor.overlay import front_label
+    from monitor.vision.analysis import BehindWall, CaseAnalyzer, PlaneResult
+
+    def result(front_mm, behind_mm):
+        r = PlaneResult("lateral", 7, distance_mm=front_mm, distance_px=front_mm * 4, bolus_front_mm=front_mm)
+        r.overlay = {"front": (10.0, 10.0), "front_under_cannula": True}
+        r.behind_wall = BehindWall(behind_mm, behind_mm * 4, (50.0, 20.0))
+        return r
+
+    r = result(1.1, -2.8)
+    CaseAnalyzer._cement_behind_wall(r)
+    assert (r.distance_mm, r.distance_px, r.bolus_front_mm) == (-2.8, -11.2, 1.1)
+    assert r.overlay["front"] == (50.0, 20.0) and front_label(r.overlay) == "behind wall"
+    nearer = result(-3.5, -2.8)  # the bolus's own front already reads further beyond
+    CaseAnalyzer._cement_behind_wall(nearer)
+    assert nearer.distance_mm == -3.5 and front_label(nearer.overlay) == "under cannula"
+
+
 def test_a_thin_film_beyond_an_endplate_is_a_disc_leak_not_a_vein():
     """The disc has no veins: cement pressed through an endplate first spreads as a thin film
     along it, a streak like a vein's (tuning seed 5020's disc leak was first alarmed as venous).

@@ -207,14 +207,33 @@ class AnalysisConfig:
         )
 
 
+@dataclass(frozen=True)
+class BehindWall:
+    """Cement read behind the posterior wall: its signed distance from the wall (mm and image
+    pixels, negative: beyond it) and where ((x, y) image pixels)."""
+
+    distance_mm: float
+    distance_px: float
+    at: tuple[float, float]
+
+
 @dataclass
 class PlaneResult:
     plane: str
     frame: int
     caveats: tuple[Caveat, ...] = ()  # why it is not a plain measurement (skipped frames included)
     baseline: bool = False  # a frame the baseline is built from: nothing measured yet
+    # lateral: the cement's distance anterior of the posterior wall (negative: beyond it), the
+    # nearer of the bolus's front and the deepest cement read as a leak behind the wall
     distance_mm: float | None = None
     distance_px: float | None = None
+    # lateral: the bolus's front alone (the leak rules and the wall's check compare it with the
+    # cement read behind the wall: two readings, not one read twice)
+    bolus_front_mm: float | None = None
+    # lateral: the deepest cement read behind the wall in a piece read as a posterior leak, a
+    # candidate for the distance that becomes it once the leak rules confirm that leak
+    # (CaseAnalyzer._cement_behind_wall); None when there is none
+    behind_wall: BehindWall | None = None
     volume_ml: float | None = None
     volume_filled: float = 0.0  # the share of volume_ml interpolated under the cannula, not seen
     leaks: list[Leak] = field(default_factory=list)
@@ -832,8 +851,14 @@ class PlaneAnalyzer:
             result.overlay["front_under_cannula"] = True
         if reading.front_px is not None:
             result.distance_px = reading.front_px * self.grid.scale
-            result.distance_mm = reading.front_px * self.pixel_mm
+            result.distance_mm = result.bolus_front_mm = reading.front_px * self.pixel_mm
             result.overlay["front"] = self.grid.to_full(*reading.front_at, self.roi[:2])
+        if reading.beyond_wall_px is not None:
+            result.behind_wall = BehindWall(
+                -reading.beyond_wall_px * self.pixel_mm,
+                -reading.beyond_wall_px * self.grid.scale,
+                self.grid.to_full(*reading.beyond_wall_at, self.roi[:2]),
+            )
         result.leaks = reading.leaks
 
     def _judge_wall(self, result: PlaneResult) -> None:
@@ -843,10 +868,10 @@ class PlaneAnalyzer:
         wrong (a posterior leak off a wall refuted the second way is only a possible one:
         CaseAnalyzer._uncorroborated); and while the wall is not armed, its distance is withheld
         (the front is still drawn) and only the leak rules are checked."""
-        first = not self.front_seen and result.distance_mm is not None
+        first = not self.front_seen and result.bolus_front_mm is not None
         if first:
             self.front_seen = True
-            beyond = result.distance_mm < -FIRST_CEMENT_BEYOND_MM
+            beyond = result.bolus_front_mm < -FIRST_CEMENT_BEYOND_MM
             early = result.volume_ml is not None and result.volume_ml < FIRST_CEMENT_ML
             found = self.wall_armed_by != "operator"  # the wall found, armed or not yet confirmed
             # Cement apart from the front, behind the wall, on the frame the first front is
@@ -858,7 +883,7 @@ class PlaneAnalyzer:
             judged = early and found and self._state.prior is None
             if judged and beyond:
                 self._disarm(
-                    f"the first cement, at the cannula tip, read {-result.distance_mm:.1f} mm beyond the"
+                    f"the first cement, at the cannula tip, read {-result.bolus_front_mm:.1f} mm beyond the"
                     " wall found, so that wall cannot be right",
                     refuted=True,
                 )
@@ -874,7 +899,7 @@ class PlaneAnalyzer:
         result.overlay["wall_state"] = "armed" if armed else "not-confirmed"
         if armed:
             return
-        result.distance_mm = result.distance_px = None
+        result.distance_mm = result.distance_px = result.bolus_front_mm = None
         result.checked = tuple(c for c in result.checked if c != "proximity")
         result.caveats += (
             Caveat(
@@ -1108,14 +1133,6 @@ class CaseAnalyzer:
         self._checks_leaks[r.plane] = "leak" in r.checked
         if r.volume_ml is not None:
             self.volumes[r.plane] = (r.volume_ml, r.volume_filled)
-        jumped = r.plane == "lateral" and r.distance_mm is not None and self._jump(r, time_s)
-        if jumped:  # not alarmed on, so not checked: said as such, not as a plain "no alarm"
-            r.checked = tuple(c for c in r.checked if c != "proximity")
-        if r.plane == "lateral" and r.distance_mm is not None and not jumped:
-            self._history.append((time_s, r.distance_mm))
-            seconds_to_line = self._seconds_to_line()
-            evidence = {"front_px": r.overlay.get("front"), "wall_px": r.overlay.get("wall")}
-            raised += self.alarms.update_proximity(frame, r.plane, r.distance_mm, seconds_to_line, evidence)
         by_site: dict[str, list[Leak]] = {}
         for leak in r.leaks:
             by_site.setdefault(leak.site, []).append(leak)
@@ -1151,10 +1168,40 @@ class CaseAnalyzer:
                 raised += self.alarms.update_leak(
                     frame, r.plane, site, r.distance_mm, evidence, possible, how
                 )
+                if site == "posterior" and possible is None:
+                    self._cement_behind_wall(r)
+        jumped = r.plane == "lateral" and r.distance_mm is not None and self._jump(r, time_s)
+        if jumped:  # not alarmed on, so not checked: said as such, not as a plain "no alarm"
+            r.checked = tuple(c for c in r.checked if c != "proximity")
+        if r.plane == "lateral" and r.distance_mm is not None and not jumped:
+            self._history.append((time_s, r.distance_mm))
+            seconds_to_line = self._seconds_to_line()
+            evidence = {"front_px": r.overlay.get("front"), "wall_px": r.overlay.get("wall")}
+            raised = (
+                self.alarms.update_proximity(frame, r.plane, r.distance_mm, seconds_to_line, evidence)
+                + raised
+            )
         volume, doubt = self._volume()
         if doubt is not None:
             r.caveats = (*r.caveats, doubt)
         return r, CaseSummary(volume, seconds_to_line, [a.as_dict() for a in raised])
+
+    @staticmethod
+    def _cement_behind_wall(r: PlaneResult) -> None:
+        """On a frame whose posterior leak the leak rules confirmed (not only a possible one), the
+        deepest cement read behind the wall in it is the distance (the front's marker moved
+        there and labelled so) when it is nearer than the bolus's front: cement that left the
+        body lies beyond the wall, and the bolus's edge, at half its own level, reads a thin sheet
+        or a vein beyond it as the bolus. Only a confirmed leak moves the distance: a speck behind
+        the wall that no leak rule takes (noise, a misregistered edge) must not read as cement
+        beyond it and raise the 5 mm alarm."""
+        behind = r.behind_wall
+        if behind is None or r.distance_mm is None or behind.distance_mm >= r.distance_mm:
+            return
+        r.distance_mm, r.distance_px = behind.distance_mm, behind.distance_px
+        r.overlay["front"] = behind.at
+        r.overlay["front_behind_wall"] = True
+        r.overlay.pop("front_under_cannula", None)
 
     def _judge_leak(
         self, r: PlaneResult, site: str, leaks: list[Leak], frame: int, time_s: float
@@ -1189,7 +1236,9 @@ class CaseAnalyzer:
         # A posterior leak with the front itself measured clearly beyond the wall is
         # two measurements agreeing: no need to wait for it to grow.
         beyond_wall = (
-            site == "posterior" and r.distance_mm is not None and r.distance_mm <= -cfg.leak_min_depth_mm
+            site == "posterior"
+            and r.bolus_front_mm is not None
+            and r.bolus_front_mm <= -cfg.leak_min_depth_mm
         )
         by_cement = bool(outline) and (
             cement_ml >= 2.5 * cfg.leak_min_ml

@@ -36,6 +36,9 @@ class Leak:
     # a leak only when the other view shows one on the same side, as far from the bolus (lobe_rise_mm)
     lobe: str | None = None
     lobe_rise_mm: float | None = None
+    # lateral view, a piece behind the posterior wall (find_leaks): how far its deepest pixel lies
+    # beyond the wall (working pixels) and where (x, y in the ROI's working pixels); else None
+    beyond_wall: tuple[float, tuple[float, float]] | None = None
 
 
 def substantial(cement: CementMap, pixel_mm: float, cement_mu_per_mm: float, min_ml: float) -> CementMap:
@@ -109,7 +112,13 @@ def find_leaks(
             streak = _is_streak(comp, stats[i, cv2.CC_STAT_AREA], pixel_mm)
             kind = "venous" if streak and site != "disc" else site
             box, centroid = _placed(grid, roi_origin, origin, stats[i], centroids[i])
-            leaks.append(Leak(kind, volume, centroid, box))
+            deepest = None
+            if site == "posterior":  # its edge by the front's own rule (half its level inside)
+                piece = CementMap(cement.difference, comp, cement.threshold, cement.noise)
+                edge = front_distance_px(piece, -beyond, np.ones_like(comp), pixel_mm)
+                if edge is not None and edge[0] < 0:
+                    deepest = (-edge[0], (float(edge[1][0] + origin[0]), float(edge[1][1] + origin[1])))
+            leaks.append(Leak(kind, volume, centroid, box, beyond_wall=deepest))
     return leaks
 
 
@@ -506,7 +515,8 @@ def track_leak(track: TrackReading, grid: PixelGrid, roi_origin: tuple[int, int]
     corner = grid.to_full(x0, y0, roi_origin)
     box = (int(corner[0]), int(corner[1]), int((x1 - x0) * grid.scale), int((y1 - y0) * grid.scale))
     centre = grid.to_full(float(track.xs.mean()), float(track.ys.mean()), roi_origin)
-    return Leak("posterior", volume, tuple(centre), box)
+    deepest = (track.depth_mm / pixel_mm, (float(track.xs[-1]), float(track.ys[-1])))
+    return Leak("posterior", volume, tuple(centre), box, beyond_wall=deepest)
 
 
 class DistanceMaps:
@@ -545,6 +555,12 @@ class CementReading:
     front_at: tuple[float, float] | None = None  # the front's (x, y) in the ROI
     front_under_cannula: bool = False  # the front is the end of the cement read along the shaft
     leaks: list[Leak] = field(default_factory=list)
+    # Lateral: the deepest cement behind the posterior wall, in a piece read as a leak there (how
+    # far beyond the wall, and where in the ROI); None when there is none. The front above is the
+    # bolus's: a thin sheet or a vein beyond the wall falls under its edge's half level, or lies
+    # apart from it.
+    beyond_wall_px: float | None = None
+    beyond_wall_at: tuple[float, float] | None = None
 
 
 def read_cement(
@@ -630,4 +646,7 @@ def read_cement(
         find_leaks(cement, sides, origin, grid, roi_origin, cement_mu_per_mm, leak_min_depth_mm)
         + reading.leaks
     )
+    behind = [lk.beyond_wall for lk in reading.leaks if lk.beyond_wall is not None]
+    if behind:
+        reading.beyond_wall_px, reading.beyond_wall_at = max(behind, key=lambda b: b[0])
     return reading
