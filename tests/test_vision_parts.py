@@ -130,11 +130,12 @@ def test_a_faint_sheet_behind_the_wall_says_how_far_beyond_it_the_cement_lies():
     """A posterior leak often leaves as a faint sheet apart from the bolus, too small to be the
     front (under ``front_min_ml``), so the front stays at the bolus (tuning seed 5033 read
     +1.1 mm with the cement 2.9 mm beyond the wall). The piece read behind the wall carries how
-    far beyond it its own edge lies (at half the sheet's level, the front's rule), and where."""
+    far beyond it its own edge lies (at half the sheet's level, the front's rule), in mm and
+    image pixels, and where in the image."""
     from monitor.vision.cement import CementMap, front_distance_px
     from monitor.vision.measure import find_leaks, substantial
 
-    wall_x = 29  # the wall at x = 29, the body at smaller x; 0.25 mm pixels
+    wall_x = 29  # the wall at x = 29, the body at smaller x; 0.25 mm working pixels, binned 2x
     difference = np.zeros((60, 60), np.float32)
     difference[10:50, 8:27] = 0.8  # the bolus, ending 0.5 mm in front of the wall
     difference[24:32, 28:45] = 0.06  # a sheet apart from it, reaching 16 px (4 mm) beyond the wall
@@ -144,36 +145,87 @@ def test_a_faint_sheet_behind_the_wall_says_how_far_beyond_it_the_cement_lies():
     solid = substantial(cement, 0.25, 0.18, 0.004)
     bolus = front_distance_px(solid, -beyond, np.ones_like(mask), 0.25)
     assert bolus is not None and bolus[0] > 0  # the front: the bolus's edge, in front of the wall
-    grid = PixelGrid.for_spacing(0.25)
-    leaks = find_leaks(cement, {"posterior": (beyond > 0, beyond)}, (0, 0), grid, (0, 0), 0.18, 1.5)
+    grid = PixelGrid.for_spacing(0.125)
+    assert (grid.pixel_mm, grid.scale) == (0.25, 2)
+    # the arrays are a window starting at (3, 4) of a ROI starting at working pixel (100, 200)
+    leaks = find_leaks(cement, {"posterior": (beyond > 0, beyond)}, (3, 4), grid, (100, 200), 0.18, 1.5)
     assert [lk.site for lk in leaks] == ["posterior"]
-    depth_px, (x, y) = leaks[0].beyond_wall
-    assert depth_px == pytest.approx(15.5, abs=0.6) and 24 <= y < 32 and x == pytest.approx(44, abs=1)
+    deepest = leaks[0].behind_wall
+    assert deepest.distance_mm == pytest.approx(-15.5 * 0.25, abs=0.15)
+    assert deepest.distance_px == pytest.approx(deepest.distance_mm / 0.25 * 2)
+    x, y = deepest.at
+    assert x == pytest.approx(grid.to_full(44 + 3, 0, (100, 200))[0], abs=2.5)
+    assert grid.to_full(0, 24 + 4, (100, 200))[1] <= y <= grid.to_full(0, 31 + 4, (100, 200))[1]
     # a piece found at another site carries none: only the posterior wall has a "beyond"
-    disc = find_leaks(cement, {"disc": (beyond > 0, beyond)}, (0, 0), grid, (0, 0), 0.18, 1.5)
-    assert disc and all(lk.beyond_wall is None for lk in disc)
+    disc = find_leaks(cement, {"disc": (beyond > 0, beyond)}, (3, 4), grid, (100, 200), 0.18, 1.5)
+    assert disc and all(lk.behind_wall is None for lk in disc)
 
 
-def test_the_distance_goes_behind_the_wall_only_with_a_confirmed_posterior_leak():
-    """The case takes the cement read behind the wall as the distance only on a frame whose
-    posterior leak the leak rules confirmed (``_cement_behind_wall`` is called there alone);
-    then the front's marker moves to it, labelled, and a bolus front already nearer stays."""
+def test_the_distance_goes_behind_the_wall_only_with_a_confirmed_leak_there():
+    """Through the case analyzer: a leak behind the wall that the leak rules confirm (here at
+    once, 2.5 times the leak size) makes its deepest piece of a leak's size the distance, the
+    front's marker moved there and labelled, the 5 mm alarm raised on it on that frame (no
+    "jump": the rules confirmed it), while the leak alarm records the bolus's front. A piece
+    the rules do not yet confirm (one frame at the leak size), a speck beside a confirmed one,
+    and a wall not armed leave the distance at the bolus."""
     from monitor.overlay import front_label
-    from monitor.vision.analysis import BehindWall, CaseAnalyzer, PlaneResult
+    from monitor.vision.analysis import CaseAnalyzer, PlaneResult
+    from monitor.vision.measure import BehindWall, Leak
 
-    def result(front_mm, behind_mm):
-        r = PlaneResult("lateral", 7, distance_mm=front_mm, distance_px=front_mm * 4, bolus_front_mm=front_mm)
-        r.overlay = {"front": (10.0, 10.0), "front_under_cannula": True}
-        r.behind_wall = BehindWall(behind_mm, behind_mm * 4, (50.0, 20.0))
+    def lateral(frame, pieces, wall_state="armed", front_mm=8.0):
+        leaks = [
+            Leak(
+                site,
+                ml,
+                (50.0, 20.0),
+                (45, 15, 10, 10),
+                behind_wall=BehindWall(mm, mm * 4, (50.0, 20.0 + mm)),
+            )
+            for site, ml, mm in pieces
+        ]
+        r = PlaneResult(
+            "lateral", frame, distance_mm=front_mm, distance_px=None if front_mm is None else front_mm * 4,
+            bolus_front_mm=front_mm,
+            leaks=leaks, checked=("leak", "proximity"),
+        )  # fmt: skip
+        r.overlay = {"front": (10.0, 10.0), "wall_state": wall_state, "front_under_cannula": True}
         return r
 
-    r = result(1.1, -2.8)
-    CaseAnalyzer._cement_behind_wall(r)
-    assert (r.distance_mm, r.distance_px, r.bolus_front_mm) == (-2.8, -11.2, 1.1)
-    assert r.overlay["front"] == (50.0, 20.0) and front_label(r.overlay) == "behind wall"
-    nearer = result(-3.5, -2.8)  # the bolus's own front already reads further beyond
-    CaseAnalyzer._cement_behind_wall(nearer)
-    assert nearer.distance_mm == -3.5 and front_label(nearer.overlay) == "under cannula"
+    class Reads:
+        def __init__(self, result):
+            self.result = result
+
+        def process(self, pixels, frame):
+            return self.result
+
+    def run(*reads):
+        case, out = CaseAnalyzer(), []
+        for r in reads:
+            got, summary = case.process(Reads(r), None, r.frame, r.frame / 10)
+            out.append((got, summary.raised))
+        return out
+
+    (warm, _), (r, raised) = run(
+        lateral(4, []), lateral(5, [("posterior", 0.03, -2.8), ("posterior", 0.0001, -6.5)])
+    )
+    assert (r.distance_mm, r.distance_px, r.bolus_front_mm) == (-2.8, -11.2, 8.0)  # not the speck's -6.5
+    assert r.overlay["front"] == (50.0, 17.2) and front_label(r.overlay) == "behind wall"
+    assert "proximity" in r.checked and not any(c.code.value == "distance-jump" for c in r.caveats)
+    kinds = {(a["kind"], a["priority"]): a for a in raised}
+    assert kinds[("proximity", "high")]["distance_mm"] == -2.8
+    assert kinds[("extravasation", "high")]["distance_mm"] == 8.0  # the leak alarm: the bolus's front
+    # a vein through the wall, confirmed as a venous leak, likewise
+    (_, _), (vein, _) = run(lateral(4, []), lateral(5, [("venous", 0.03, -3.1)]))
+    assert vein.distance_mm == -3.1
+    # not yet confirmed (one frame at the leak size): the bolus's front stays, and so does its label
+    (_, _), (once, raised) = run(lateral(4, []), lateral(5, [("posterior", 0.009, -2.8)]))
+    assert once.distance_mm == 8.0 and front_label(once.overlay) == "under cannula" and not raised
+    # a wall not armed: no distance at all, whatever the leak
+    (_, _), (unarmed, _) = run(lateral(4, []), lateral(5, [("posterior", 0.03, -2.8)], "not-confirmed", None))
+    assert unarmed.distance_mm is None
+    # an armed wall with no bolus front read: the confirmed leak's cement is the distance
+    (_, _), (alone, _) = run(lateral(4, []), lateral(5, [("posterior", 0.03, -2.8)], front_mm=None))
+    assert alone.distance_mm == -2.8
 
 
 def test_a_thin_film_beyond_an_endplate_is_a_disc_leak_not_a_vein():
@@ -609,6 +661,10 @@ def test_cement_leaving_along_the_needle_track_is_read_against_the_lumens_own(sl
     inside = sorted((2 * x_wall, 2 * (x_wall + (12 if not mirrored else -12))))
     assert inside[0] - 2 <= leak.centroid[0] <= inside[1] + 2  # in image pixels, twice the working ones
     assert leak.box[2] > 2 * 12  # the run and the band about it, in image pixels
+    # its deepest point, for the distance once the leak is confirmed: the run's end beyond the wall
+    assert leak.behind_wall.distance_mm == pytest.approx(-track.depth_mm)
+    assert leak.behind_wall.distance_px == pytest.approx(-track.depth_mm / 0.25 * 2)
+    assert leak.behind_wall.at[0] == pytest.approx(2 * float(track.xs[-1]), abs=2)
 
 
 @pytest.mark.parametrize(

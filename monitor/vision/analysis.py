@@ -70,6 +70,7 @@ from monitor.vision.lobes import find_disc_lobes
 from monitor.vision.measure import (
     ApartReading,
     AxisProfile,
+    BehindWall,
     DistanceMaps,
     Leak,
     TrackReading,
@@ -207,16 +208,6 @@ class AnalysisConfig:
         )
 
 
-@dataclass(frozen=True)
-class BehindWall:
-    """Cement read behind the posterior wall: its signed distance from the wall (mm and image
-    pixels, negative: beyond it) and where ((x, y) image pixels)."""
-
-    distance_mm: float
-    distance_px: float
-    at: tuple[float, float]
-
-
 @dataclass
 class PlaneResult:
     plane: str
@@ -227,13 +218,9 @@ class PlaneResult:
     # nearer of the bolus's front and the deepest cement read as a leak behind the wall
     distance_mm: float | None = None
     distance_px: float | None = None
-    # lateral: the bolus's front alone (the leak rules and the wall's check compare it with the
-    # cement read behind the wall: two readings, not one read twice)
+    # lateral: the bolus's front alone (the leak rules, the leak alarms' record and the wall's check
+    # read it: the cement behind the wall is another reading, not the same one read twice)
     bolus_front_mm: float | None = None
-    # lateral: the deepest cement read behind the wall in a piece read as a posterior leak, a
-    # candidate for the distance that becomes it once the leak rules confirm that leak
-    # (CaseAnalyzer._cement_behind_wall); None when there is none
-    behind_wall: BehindWall | None = None
     volume_ml: float | None = None
     volume_filled: float = 0.0  # the share of volume_ml interpolated under the cannula, not seen
     leaks: list[Leak] = field(default_factory=list)
@@ -853,12 +840,6 @@ class PlaneAnalyzer:
             result.distance_px = reading.front_px * self.grid.scale
             result.distance_mm = result.bolus_front_mm = reading.front_px * self.pixel_mm
             result.overlay["front"] = self.grid.to_full(*reading.front_at, self.roi[:2])
-        if reading.beyond_wall_px is not None:
-            result.behind_wall = BehindWall(
-                -reading.beyond_wall_px * self.pixel_mm,
-                -reading.beyond_wall_px * self.grid.scale,
-                self.grid.to_full(*reading.beyond_wall_at, self.roi[:2]),
-            )
         result.leaks = reading.leaks
 
     def _judge_wall(self, result: PlaneResult) -> None:
@@ -1134,6 +1115,8 @@ class CaseAnalyzer:
         if r.volume_ml is not None:
             self.volumes[r.plane] = (r.volume_ml, r.volume_filled)
         by_site: dict[str, list[Leak]] = {}
+        behind: list[BehindWall] = []  # the confirmed leaks' pieces read behind the wall
+        least = self.config.detection.leak_min_ml
         for leak in r.leaks:
             by_site.setdefault(leak.site, []).append(leak)
             if leak.lobe is not None:
@@ -1166,11 +1149,15 @@ class CaseAnalyzer:
                     "volume_ml": round(sum(lk.volume_ml for lk in leaks), 4),
                 }
                 raised += self.alarms.update_leak(
-                    frame, r.plane, site, r.distance_mm, evidence, possible, how
+                    frame, r.plane, site, r.bolus_front_mm, evidence, possible, how
                 )
-                if site == "posterior" and possible is None:
-                    self._cement_behind_wall(r)
-        jumped = r.plane == "lateral" and r.distance_mm is not None and self._jump(r, time_s)
+                if possible is None:
+                    behind += [lk.behind_wall for lk in leaks if lk.behind_wall and lk.volume_ml >= least]
+        behind_read = bool(behind) and self._cement_behind_wall(r, min(behind, key=lambda b: b.distance_mm))
+        # a distance moved behind the wall by a leak the rules confirmed is no misread front
+        jumped = (
+            r.plane == "lateral" and r.distance_mm is not None and not behind_read and self._jump(r, time_s)
+        )
         if jumped:  # not alarmed on, so not checked: said as such, not as a plain "no alarm"
             r.checked = tuple(c for c in r.checked if c != "proximity")
         if r.plane == "lateral" and r.distance_mm is not None and not jumped:
@@ -1187,21 +1174,24 @@ class CaseAnalyzer:
         return r, CaseSummary(volume, seconds_to_line, [a.as_dict() for a in raised])
 
     @staticmethod
-    def _cement_behind_wall(r: PlaneResult) -> None:
-        """On a frame whose posterior leak the leak rules confirmed (not only a possible one), the
-        deepest cement read behind the wall in it is the distance (the front's marker moved
-        there and labelled so) when it is nearer than the bolus's front: cement that left the
-        body lies beyond the wall, and the bolus's edge, at half its own level, reads a thin sheet
-        or a vein beyond it as the bolus. Only a confirmed leak moves the distance: a speck behind
-        the wall that no leak rule takes (noise, a misregistered edge) must not read as cement
-        beyond it and raise the 5 mm alarm."""
-        behind = r.behind_wall
-        if behind is None or r.distance_mm is None or behind.distance_mm >= r.distance_mm:
-            return
-        r.distance_mm, r.distance_px = behind.distance_mm, behind.distance_px
-        r.overlay["front"] = behind.at
+    def _cement_behind_wall(r: PlaneResult, deepest: BehindWall) -> bool:
+        """On a frame whose leak behind the posterior wall the leak rules confirmed (a posterior
+        leak, or a vein through the wall; not only a possible one), the ``deepest`` of its pieces
+        of a leak's size is the distance (the front's marker moved there and labelled so) when it
+        lies beyond the bolus's front: cement that left the body lies beyond the wall, where the
+        bolus's edge, at half its own level, reads a thin sheet or a vein apart from it as the
+        bolus. Only on an armed wall, and only a confirmed leak's pieces of a leak's size: a speck
+        behind the wall (noise, a misregistered edge) must not read as cement beyond it and raise
+        the 5 mm alarm. Returns whether the distance moved."""
+        if r.overlay.get("wall_state") != "armed" or (
+            r.distance_mm is not None and deepest.distance_mm >= r.distance_mm
+        ):
+            return False
+        r.distance_mm, r.distance_px = deepest.distance_mm, deepest.distance_px
+        r.overlay["front"] = deepest.at
         r.overlay["front_behind_wall"] = True
         r.overlay.pop("front_under_cannula", None)
+        return True
 
     def _judge_leak(
         self, r: PlaneResult, site: str, leaks: list[Leak], frame: int, time_s: float

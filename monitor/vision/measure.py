@@ -23,6 +23,23 @@ from monitor.vision.sampling import sample_points
 ENDPLATE_BAND_MM = 1.0  # cement this close to an endplate may be in the disc: it does not define the front
 
 
+@dataclass(frozen=True)
+class BehindWall:
+    """Where a piece of cement read behind the posterior wall lies deepest: its signed distance
+    from the wall (mm at the vertebra, and image pixels; negative, beyond it) and the point
+    ((x, y) image pixels)."""
+
+    distance_mm: float
+    distance_px: float
+    at: tuple[float, float]
+
+
+def behind_wall(depth_px: float, at: tuple[float, float], grid: PixelGrid, roi_origin) -> BehindWall:
+    """A piece's deepest point ``depth_px`` working pixels beyond the wall, at ``at`` (x, y)
+    working pixels of the ROI starting at working pixel ``roi_origin``."""
+    return BehindWall(-depth_px * grid.pixel_mm, -depth_px * grid.scale, tuple(grid.to_full(*at, roi_origin)))
+
+
 @dataclass
 class Leak:
     site: Site
@@ -36,9 +53,9 @@ class Leak:
     # a leak only when the other view shows one on the same side, as far from the bolus (lobe_rise_mm)
     lobe: str | None = None
     lobe_rise_mm: float | None = None
-    # lateral view, a piece behind the posterior wall (find_leaks): how far its deepest pixel lies
-    # beyond the wall (working pixels) and where (x, y in the ROI's working pixels); else None
-    beyond_wall: tuple[float, tuple[float, float]] | None = None
+    # lateral view, a piece read behind the posterior wall: how far beyond it its edge lies, and
+    # where (find_leaks, track_leak); None elsewhere
+    behind_wall: BehindWall | None = None
 
 
 def substantial(cement: CementMap, pixel_mm: float, cement_mu_per_mm: float, min_ml: float) -> CementMap:
@@ -117,8 +134,9 @@ def find_leaks(
                 piece = CementMap(cement.difference, comp, cement.threshold, cement.noise)
                 edge = front_distance_px(piece, -beyond, np.ones_like(comp), pixel_mm)
                 if edge is not None and edge[0] < 0:
-                    deepest = (-edge[0], (float(edge[1][0] + origin[0]), float(edge[1][1] + origin[1])))
-            leaks.append(Leak(kind, volume, centroid, box, beyond_wall=deepest))
+                    at = (float(edge[1][0] + origin[0]), float(edge[1][1] + origin[1]))
+                    deepest = behind_wall(-edge[0], at, grid, roi_origin)
+            leaks.append(Leak(kind, volume, centroid, box, behind_wall=deepest))
     return leaks
 
 
@@ -515,8 +533,10 @@ def track_leak(track: TrackReading, grid: PixelGrid, roi_origin: tuple[int, int]
     corner = grid.to_full(x0, y0, roi_origin)
     box = (int(corner[0]), int(corner[1]), int((x1 - x0) * grid.scale), int((y1 - y0) * grid.scale))
     centre = grid.to_full(float(track.xs.mean()), float(track.ys.mean()), roi_origin)
-    deepest = (track.depth_mm / pixel_mm, (float(track.xs[-1]), float(track.ys[-1])))
-    return Leak("posterior", volume, tuple(centre), box, beyond_wall=deepest)
+    deepest = behind_wall(
+        track.depth_mm / pixel_mm, (float(track.xs[-1]), float(track.ys[-1])), grid, roi_origin
+    )
+    return Leak("posterior", volume, tuple(centre), box, behind_wall=deepest)
 
 
 class DistanceMaps:
@@ -555,12 +575,6 @@ class CementReading:
     front_at: tuple[float, float] | None = None  # the front's (x, y) in the ROI
     front_under_cannula: bool = False  # the front is the end of the cement read along the shaft
     leaks: list[Leak] = field(default_factory=list)
-    # Lateral: the deepest cement behind the posterior wall, in a piece read as a leak there (how
-    # far beyond the wall, and where in the ROI); None when there is none. The front above is the
-    # bolus's: a thin sheet or a vein beyond the wall falls under its edge's half level, or lies
-    # apart from it.
-    beyond_wall_px: float | None = None
-    beyond_wall_at: tuple[float, float] | None = None
 
 
 def read_cement(
@@ -646,7 +660,4 @@ def read_cement(
         find_leaks(cement, sides, origin, grid, roi_origin, cement_mu_per_mm, leak_min_depth_mm)
         + reading.leaks
     )
-    behind = [lk.beyond_wall for lk in reading.leaks if lk.beyond_wall is not None]
-    if behind:
-        reading.beyond_wall_px, reading.beyond_wall_at = max(behind, key=lambda b: b[0])
     return reading
