@@ -224,6 +224,9 @@ def evaluate_case(folder: Path, syringe_ml: float = 0.0, operator_wall: str = "n
     volume: dict[int, float | None] = {}
     wall: dict[int, str] = {}  # lateral frame -> "armed", "not-confirmed" or "none" (no wall found)
     wall_error: dict[int, float] = {}  # lateral frame -> the armed wall's error (mm), where known
+    # lateral frame -> the error (mm) of the wall found but not armed, shown for the operator to
+    # confirm: whether asking was needed (issue: ask "only when it would have been wrong")
+    asked_wall_error: dict[int, float] = {}
     spacing = truth["geometry"]["spacing_at_vertebra_mm"]
     drawn_at: int | None = None  # the lateral frame on which the operator drew the wall
     drawn_refused: str | None = None  # why the analyzer refused the drawn wall, if it did
@@ -255,13 +258,13 @@ def evaluate_case(folder: Path, syringe_ml: float = 0.0, operator_wall: str = "n
                         except CommandRefused as e:
                             drawn_refused = str(e)
                 if (
-                    state == "armed"
+                    state in ("armed", "not-confirmed")
                     and result.overlay.get("wall")
                     and (drawn_at is None or item.index <= drawn_at)
                 ):
                     err = wall_error_mm(result.overlay, truth["frames"][item.index].get("wall_px"), spacing)
                     if err is not None:
-                        wall_error[item.index] = err
+                        (wall_error if state == "armed" else asked_wall_error)[item.index] = err
             volume[item.index] = result.volume_ml
             estimate = analysis.inner.last_volume
             if estimate is not None:
@@ -281,6 +284,7 @@ def evaluate_case(folder: Path, syringe_ml: float = 0.0, operator_wall: str = "n
         "volume": volume,
         "wall": wall,
         "wall_error": wall_error,
+        "asked_wall_error": asked_wall_error,
         "operator_wall_frame": drawn_at,
         "operator_wall_refused": drawn_refused,
         "alarms": alarms,
@@ -405,6 +409,9 @@ def score(cases: list[dict]) -> dict:
     by_source = {"shape": {"err": [], "covered": []}, "darkness": {"err": [], "covered": []}}
     dist_missing = withheld = 0
     walls = {"armed": 0, "asked": 0, "none": 0, "wrong_armed": 0, "errors": [], "drawn": 0, "refused": 0}
+    # the cases asked about, by whether the wall found and shown to confirm was right (within
+    # 1 mm: asking was not needed) or wrong (asking was), or no wall was shown
+    asked = {"right": 0, "wrong": 0, "unshown": 0}
     prox_armed = {"cases": 0, "on_time": 0}
     prox = {"cases": 0, "on_time": 0, "latencies": [], "false": 0, "missed": 0}
     leak = {"cases": 0, "on_time": 0, "latencies": [], "false": 0, "missed": 0, "site_ok": 0}
@@ -427,6 +434,9 @@ def score(cases: list[dict]) -> dict:
         # what the monitor alone did with the wall, up to where the operator drew one
         kind = _wall_kind({f: st for f, st in states.items() if drawn is None or int(f) <= drawn})
         walls[kind] += 1
+        if kind == "asked":
+            shown = [abs(e) for e in c.get("asked_wall_error", {}).values()]  # absent before session 56
+            asked["unshown" if not shown else "wrong" if float(np.median(shown)) > 1.0 else "right"] += 1
         walls["drawn"] += drawn is not None
         walls["refused"] += c.get("operator_wall_refused") is not None
         errors = [abs(e) for e in c.get("wall_error", {}).values()]
@@ -495,6 +505,7 @@ def score(cases: list[dict]) -> dict:
         "distance_missing": dist_missing,
         "distance_withheld": withheld,
         "walls": walls,
+        "asked": asked,
         "proximity_armed": prox_armed,
         "possible_leaks": possible,
         "volume_err_pct": vol_err,
@@ -539,6 +550,15 @@ def report(s: dict, title: str) -> str:
         f"{'  ... withheld, wall not confirmed':46} {s['distance_withheld']:18d}",
         f"{'wall: armed automatically / asked / none found':46} "
         f"{w['armed']:>6d} / {w['asked']:>3d} / {w['none']:<3d}   asked <= 10%",
+        *(
+            [
+                f"{'  asked: wall shown right (<= 1 mm) / wrong / none':46} "
+                f"{s['asked']['right']:>6d} / {s['asked']['wrong']:>3d} / {s['asked']['unshown']:<3d}"
+                "   right: 0"
+            ]
+            if "asked" in s
+            else []
+        ),
         *(
             [f"{'wall: drawn by the operator / refused':46} {w['drawn']:>11d} / {w['refused']:<4d}"]
             if w.get("drawn")

@@ -286,6 +286,22 @@ def test_the_benchmark_scores_a_realistic_case_and_tables_it_by_band(tmp_path):
     text = report(scored, "realistic world: 1 case")
     assert re.search(r"only a possible \(medium\) leak within 2 frames +1\n", text), text
     assert re.search(r"possible \(medium\) leaks before any cement left +1\n", text), text
+    # A case asked about is scored by the wall it showed the operator to confirm, against the
+    # truth: right (within 1 mm, the question was not needed), wrong, or none shown.
+    assert isinstance(case["asked_wall_error"], dict)
+    asked = {
+        **case,
+        "wall": dict.fromkeys(case["wall"], "not-confirmed"),
+        "asked_wall_error": {10: 0.3, 11: -0.4},
+    }
+    wrong, unshown = (
+        {**asked, "asked_wall_error": {10: 0.2, 11: -4.0, 12: 3.0}},
+        {**asked, "asked_wall_error": {}},
+    )
+    scored = score([asked, wrong, unshown, case])
+    assert scored["asked"] == {"right": 1, "wrong": 1, "unshown": 1} and scored["walls"]["asked"] == 3
+    text = report(scored, "4 cases")
+    assert re.search(r"asked: wall shown right \(<= 1 mm\) / wrong / none +1 / +1 / 1 ", text), text
 
 
 def test_a_ct_phantom_is_surrounded_by_the_patients_own_chest():
