@@ -163,7 +163,8 @@ def test_a_faint_sheet_behind_the_wall_says_how_far_beyond_it_the_cement_lies():
 
 def test_the_distance_goes_behind_the_wall_only_with_a_confirmed_leak_there():
     """Through the case analyzer: a leak behind the wall that the leak rules confirm (here at
-    once, 2.5 times the leak size) makes its deepest piece of a leak's size the distance, the
+    once, 2.5 times the leak size), while the bolus's front reads in front of the wall, makes
+    its deepest piece of a leak's size the distance, the
     front's marker moved there and labelled, the 5 mm alarm raised on it on that frame (no
     "jump": the rules confirmed it), while the leak alarm records the bolus's front. A piece
     the rules do not yet confirm (one frame at the leak size), a speck beside a confirmed one,
@@ -226,6 +227,10 @@ def test_the_distance_goes_behind_the_wall_only_with_a_confirmed_leak_there():
     # an armed wall with no bolus front read: the confirmed leak's cement is the distance
     (_, _), (alone, _) = run(lateral(4, []), lateral(5, [("posterior", 0.03, -2.8)], front_mm=None))
     assert alone.distance_mm == -2.8
+    # the bolus's own front already beyond the wall stays: its edge is the front rule's own, where
+    # a vein's tapering end reads 0.3-0.8 mm deeper than the truth (review seeds 9807, 9819)
+    (_, _), (beyond, _) = run(lateral(4, []), lateral(5, [("venous", 0.03, -3.9)], front_mm=-3.4))
+    assert beyond.distance_mm == -3.4 and front_label(beyond.overlay) == "under cannula"
 
 
 def test_a_thin_film_beyond_an_endplate_is_a_disc_leak_not_a_vein():

@@ -1177,14 +1177,17 @@ class CaseAnalyzer:
     def _cement_behind_wall(r: PlaneResult, deepest: BehindWall) -> bool:
         """On a frame whose leak behind the posterior wall the leak rules confirmed (a posterior
         leak, or a vein through the wall; not only a possible one), the ``deepest`` of its pieces
-        of a leak's size is the distance (the front's marker moved there and labelled so) when it
-        lies beyond the bolus's front: cement that left the body lies beyond the wall, where the
-        bolus's edge, at half its own level, reads a thin sheet or a vein apart from it as the
-        bolus. Only on an armed wall, and only a confirmed leak's pieces of a leak's size: a speck
-        behind the wall (noise, a misregistered edge) must not read as cement beyond it and raise
-        the 5 mm alarm. Returns whether the distance moved."""
+        of a leak's size is the distance (the front's marker moved there and labelled so) while
+        the bolus's front reads in front of the wall (or none is read): cement that left the body
+        lies beyond the wall, where the bolus's edge, at half its own level, reads a thin sheet or
+        a vein apart from it as the bolus. A front already beyond the wall stays: it is the front
+        rule's own edge, where a vein's tapering end reads 0.3-0.8 mm deeper than the truth. Only
+        on an armed wall, and only a confirmed leak's pieces of a leak's size: a speck behind the
+        wall (noise, a misregistered edge) must not read as cement beyond it and raise the 5 mm
+        alarm. Returns whether the distance moved."""
+        front = r.bolus_front_mm
         if r.overlay.get("wall_state") != "armed" or (
-            r.distance_mm is not None and deepest.distance_mm >= r.distance_mm
+            front is not None and (front < 0 or deepest.distance_mm >= front)
         ):
             return False
         r.distance_mm, r.distance_px = deepest.distance_mm, deepest.distance_px
