@@ -36,13 +36,16 @@ from monitor.vision.baseline import (
 )
 from monitor.vision.biplane import (
     LEVEL_DARKNESS_AGREES_WITH_SHAPE,
+    ONE_VIEW_SPREAD,
     SHAPE_MIN_ML,
+    SHAPE_SPREAD,
     VolumeEstimate,
     biplane_volume_ml,
     darkness_curve_exponent,
     darkness_share,
     darkness_volume,
     fused_volume,
+    one_view_volume_ml,
     outline_through_steel,
     shape_of_truth,
     steel_bands,
@@ -307,6 +310,8 @@ class PlaneAnalyzer:
         # the cement's outline on the last frame (ROI grid), the steel band across it filled: its
         # shape in the two views (monitor.vision.biplane)
         self.cement_mask: np.ndarray | None = None
+        # its last frame was clipped white past reading (_unreadable): its outline is an older frame's
+        self.unreadable = False
         self._shift = (0.0, 0.0)  # the breathing shift, working pixels, of the last frame
         self.without_scatter = False  # once the cement's halo has shown there is none
         self.halo_open = True  # still watched: until both planes' halos have settled the question
@@ -519,6 +524,7 @@ class PlaneAnalyzer:
         bolus = growing_bolus(cement.mask, tips, self.pixel_mm)
         self._last_mask = bolus if self._last_mask is None else (bolus | self._last_mask)
         self.cement_mask = self._outline_through_steel(cement.mask, comparison.exclude, tips)
+        self.unreadable = False
         result = PlaneResult(
             self.plane,
             frame,
@@ -788,6 +794,7 @@ class PlaneAnalyzer:
         front, no leak rule checked, no halo evidence, said as skipped); the breathing shift,
         the view's cement outline and its volume stay those of its last frame read, which the
         level's volume goes on using (cement does not go away)."""
+        self.unreadable = True
         why = Caveat(
             CaveatCode.SATURATED_FRAME,
             f"{self._clipped(share)}: its cement cannot be read, no rule is checked in this view, and"
@@ -1433,14 +1440,25 @@ class CaseAnalyzer:
             return None, None
         darkness = _reconciled(list(self.volumes.values()))
         planes = [self.planes.get(p) for p in ("lateral", "ap")]
-        shape = None
-        # Only outlines measured in a region: a view with no cannula found (and no body drawn) is
-        # measured over its whole frame, where brightness control and breathing outline far more
-        # than the cement.
-        outlined = (p is not None and p.cement_mask is not None and p.pixel_mm for p in planes)
-        if all(outlined) and all(p.learnt.cannulas or p.roi != p.learnt.roi for p in planes):
+        shape, one_view = None, None
+        # Only outlines measured in a region, and on the view's last frame: a view with no cannula
+        # found (and no body drawn) is measured over its whole frame, where brightness control and
+        # breathing outline far more than the cement; a view clipped white past reading keeps an
+        # older frame's outline, which the cement has outgrown.
+        outlined = [
+            p is not None
+            and p.cement_mask is not None
+            and bool(p.pixel_mm)
+            and bool(p.learnt.cannulas or p.roi != p.learnt.roi)
+            and not p.unreadable
+            for p in planes
+        ]
+        if all(outlined):
             lateral, ap = planes
             shape = biplane_volume_ml(lateral.cement_mask, lateral.pixel_mm, ap.cement_mask, ap.pixel_mm)
+        elif any(outlined):  # the other view unreadable, unattached or without a region: this one alone
+            view = planes[outlined.index(True)]
+            shape, one_view = one_view_volume_ml(view.cement_mask, view.pixel_mm, view.plane), view.plane
         share = darkness_share(darkness, shape)
         if share is not None and np.isfinite(share) and darkness > 0:
             bisect.insort(self._darkness_shares, share)
@@ -1475,7 +1493,16 @@ class CaseAnalyzer:
         if self.darkness_calibrated:
             # the syringe is the reference now: the shape's correction would be a second one
             return darkness_volume(darkness), None
-        estimate = fused_volume(darkness, shape, self.darkness_low)
+        estimate = fused_volume(
+            darkness, shape, self.darkness_low, ONE_VIEW_SPREAD.get(one_view, SHAPE_SPREAD)
+        )
+        named, other = ("lateral", "AP") if one_view == "lateral" else ("AP", "lateral")
+        views = (
+            "the two views"
+            if one_view is None
+            else f"the {named} view alone (the {other} view's outline cannot be read now; each slice"
+            " taken as round, a wider interval)"
+        )
         # said where the bolus is big enough that its outline would give a shape even at the
         # shape's lowest reading of the truth (smaller ones are often too small to outline), or
         # where a view has no region to outline it in
@@ -1492,7 +1519,7 @@ class CaseAnalyzer:
             return estimate, Caveat(
                 CaveatCode.VOLUME_ABOVE_SHAPE,
                 f"the volume read from the image's darkness ({darkness:.2f} mL) is well above what the"
-                f" cement's shape in the two views gives ({shape:.2f} mL outlined, about"
+                f" cement's shape in {views} gives ({shape:.2f} mL outlined, about"
                 f" {estimate.volume_ml:.2f} mL at its size): a denser cement or less scatter than"
                 f" assumed make it read high (or the outline misses cement); until syringe volumes"
                 f" are entered the volume is taken from the shape ({estimate.volume_ml:.2f} mL,"
@@ -1515,7 +1542,7 @@ class CaseAnalyzer:
         return estimate, Caveat(
             CaveatCode.VOLUME_BELOW_SHAPE,
             f"the volume read from the image's darkness ({darkness:.2f} mL) {reads} what the cement's"
-            f" shape in the two views gives ({shape:.2f} mL outlined, about {estimate.volume_ml:.2f}"
+            f" shape in {views} gives ({shape:.2f} mL outlined, about {estimate.volume_ml:.2f}"
             f" mL at its size{over_level}):"
             f" scatter, the beam, the cement's opacity or brightness"
             f" control make it read low (or the outline takes in more than cement); until syringe"
