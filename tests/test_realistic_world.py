@@ -501,8 +501,10 @@ def test_brightness_clipping_the_ap_view_white_neither_loses_the_cement_nor_pass
     level's volume fell from 1.4 to 0.08 mL of 1.8 injected. Now the volume holds, every
     result says how much is clipped, and once too little is left to read (over 80 %) the view
     is skipped, said as such, with no rule counted as checked there, and its volume held."""
-    from monitor.analyzer import analyse_source
+    from monitor.analyzer import VisionAnalysis, analyse_source
     from monitor.io.sources import DicomPairSource
+    from monitor.vision.analysis import ONE_VIEW_AFTER_UNREADABLE
+    from monitor.vision.biplane import one_view_volume_ml, shape_of_truth
 
     world = World(kvp=80, scatter_to_primary=0.5, video=True, tags=False)
     case = tmp_path / "case"
@@ -520,13 +522,16 @@ def test_brightness_clipping_the_ap_view_white_neither_loses_the_cement_nor_pass
     clipped = [float((f == 255).mean()) for f in frames]
     assert clipped[0] < 0.1 and clipped[24] > 0.7 and clipped[-1] > 0.85
 
-    def ap_results(folder):
+    def ap_results(folder, analysis=None):
         source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
-        results = {item.index: result for item, result in analyse_source(source) if item.plane == "ap"}
+        results = {
+            item.index: result for item, result in analyse_source(source, analysis) if item.plane == "ap"
+        }
         source.close()
         return results
 
-    unclipped, ap = ap_results(case), ap_results(bright)
+    analysis = VisionAnalysis()
+    unclipped, ap = ap_results(case), ap_results(bright, analysis)
     injected = {f["frame"]: f["injected_ml"] for f in truth["frames"]}
     said = {index: {c["code"] for c in result.caveats or []} for index, result in ap.items()}
     read = [i for i in ap if "image-clipped" in said[i]]  # partly clipped, read
@@ -543,6 +548,13 @@ def test_brightness_clipping_the_ap_view_white_neither_loses_the_cement_nor_pass
         if index in skipped:  # nothing counted as checked there, the view's volume not read
             assert result.checks == [] and result.plane_volume_ml is None
         assert not result.alarms  # no leak, no proximity in this case, and none read from the clipping
+    # The AP unread for its last frames running: the cement's shape is the lateral view's alone
+    # (each slice round), not the AP's last outline, which the cement has outgrown.
+    lateral, ap_view = (analysis.case.planes[p] for p in ("lateral", "ap"))
+    assert ap_view.unreadable_frames == len(ap) - 1 - max(read) >= ONE_VIEW_AFTER_UNREADABLE
+    assert lateral.unreadable_frames == 0
+    alone = one_view_volume_ml(lateral.cement_mask, lateral.pixel_mm, "lateral")
+    assert analysis.last_volume.shape_ml == pytest.approx(alone / shape_of_truth(alone)[1])
 
 
 def test_a_round_intensifier_field_is_found_by_its_edge_through_glare(tmp_path):

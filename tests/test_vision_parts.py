@@ -358,41 +358,65 @@ def test_one_view_reads_a_spheroid_as_round_slices_on_the_two_views_scale():
 
 
 def test_a_view_clipped_past_reading_leaves_the_shape_to_the_other_view():
-    """The level's volume where the AP view's last frame was clipped white past reading: its
-    outline is an older frame's, which the cement has outgrown (tuning 5031: the shape from it read
-    0.27 of the truth, the interval 0.66-0.92 mL for 3.77). The shape is then the lateral view's
-    alone, with its wider spread, and the volume's caveat says so; with both views read, both."""
+    """The level's volume where the AP view has been clipped white past reading for some frames
+    running: its outline is an older frame's, which the cement has outgrown (tuning 5031: the
+    shape from it read 0.27 of the truth, the interval 0.66-0.92 mL for 3.77). The shape is then
+    the lateral view's alone, with its wider spread, the volume's caveat says so, and it does not
+    enter the level's statistics of the darkness (another scale). One unread frame keeps the two
+    views (a flickering view would make the volume jump); both unread keep their last outlines;
+    the AP alone where the lateral has no region."""
     from types import SimpleNamespace
 
-    from monitor.vision.analysis import CaseAnalyzer
-    from monitor.vision.biplane import ONE_VIEW_SPREAD, SHAPE_SPREAD, fused_volume, one_view_volume_ml
+    from monitor.vision.analysis import ONE_VIEW_AFTER_UNREADABLE, CaseAnalyzer
+    from monitor.vision.biplane import (
+        ONE_VIEW_SPREAD,
+        SHAPE_SPREAD,
+        biplane_volume_ml,
+        fused_volume,
+        one_view_volume_ml,
+    )
 
     y, x = np.mgrid[:240, :200]
     bolus = ((x - 90) * 0.15 / 7) ** 2 + ((y - 120) * 0.15 / 9) ** 2 <= 1  # about 1.8 mL as round slices
     small = ((x - 90) * 0.15 / 3) ** 2 + ((y - 120) * 0.15 / 4) ** 2 <= 1  # the AP's outline of long ago
 
-    def view(plane, mask, unreadable):
+    def view(plane, mask, unread):
         learnt = SimpleNamespace(cannulas=[object()], roi=(0, 0, 200, 240))
         return SimpleNamespace(
-            plane=plane, cement_mask=mask, pixel_mm=0.15, learnt=learnt, roi=learnt.roi, unreadable=unreadable
+            plane=plane,
+            cement_mask=mask,
+            pixel_mm=0.15,
+            learnt=learnt,
+            roi=learnt.roi,
+            unreadable_frames=unread,
         )
 
     case = CaseAnalyzer()
     case.volumes = {"lateral": (0.3, 0.0), "ap": (0.3, 0.0)}  # a darkness that reads low
-    case.planes = {"lateral": view("lateral", bolus, False), "ap": view("ap", small, True)}
+    case.planes = {"lateral": view("lateral", bolus, 0), "ap": view("ap", small, ONE_VIEW_AFTER_UNREADABLE)}
     estimate, caveat = case._read_volume()
     alone = one_view_volume_ml(bolus, 0.15, "lateral")
     expected = fused_volume(0.3, alone, False, ONE_VIEW_SPREAD["lateral"])
     assert (estimate.volume_ml, estimate.low_ml, estimate.high_ml) == pytest.approx(
         (expected.volume_ml, expected.low_ml, expected.high_ml)
     )
-    assert estimate.volume_ml > 1.5 and estimate.reads_low
-    assert "the lateral view alone (the AP view's outline cannot be read now" in caveat.detail
-    # the AP read again: the two views' shape, its narrower spread
-    case.planes["ap"].unreadable = False
-    both, caveat = case._read_volume()
-    assert both.high_ml / both.volume_ml == pytest.approx(1 / SHAPE_SPREAD[0])
-    assert "in the two views" in caveat.detail
+    assert estimate.volume_ml > 1.5 and estimate.reads_low and not case._darkness_shares
+    assert "the lateral view alone (the AP view gives no outline now" in caveat.detail
+    two_views = biplane_volume_ml(bolus, 0.15, small, 0.15)
+    for unread in (ONE_VIEW_AFTER_UNREADABLE - 1, 0):  # one frame unread, then read again: both views
+        case.planes["ap"].unreadable_frames = unread
+        both, caveat = case._read_volume()
+        assert both.shape_ml == pytest.approx(fused_volume(0.3, two_views).shape_ml)
+        assert both.high_ml / both.volume_ml == pytest.approx(1 / SHAPE_SPREAD[0])
+        assert "in the two views" in caveat.detail
+    assert len(case._darkness_shares) == 2
+    case.planes["lateral"].unreadable_frames = case.planes["ap"].unreadable_frames = 5  # both unread
+    assert case._read_volume()[0].shape_ml == pytest.approx(fused_volume(0.3, two_views).shape_ml)
+    case.planes["lateral"] = view("lateral", bolus, 0)
+    case.planes["lateral"].learnt.cannulas = []  # no region: measured over its whole frame
+    case.planes["ap"] = view("ap", bolus, 0)
+    _, caveat = case._read_volume()
+    assert "the AP view alone (the lateral view gives no outline now" in caveat.detail
 
 
 def test_the_steel_band_across_a_bolus_is_part_of_its_outline_but_not_beyond_it():

@@ -310,8 +310,9 @@ class PlaneAnalyzer:
         # the cement's outline on the last frame (ROI grid), the steel band across it filled: its
         # shape in the two views (monitor.vision.biplane)
         self.cement_mask: np.ndarray | None = None
-        # its last frame was clipped white past reading (_unreadable): its outline is an older frame's
-        self.unreadable = False
+        # how many frames running this view could not be read (clipped white past reading, or
+        # blank or saturated, after the baseline): its outline is an older frame's meanwhile
+        self.unreadable_frames = 0
         self._shift = (0.0, 0.0)  # the breathing shift, working pixels, of the last frame
         self.without_scatter = False  # once the cement's halo has shown there is none
         self.halo_open = True  # still watched: until both planes' halos have settled the question
@@ -492,6 +493,7 @@ class PlaneAnalyzer:
             return PlaneResult(self.plane, frame, (why,))
         unusable = _unusable(pixels, self.bits_stored)
         if unusable:  # never into the baseline, never measured: it would read as cement everywhere
+            self.unreadable_frames += self.learnt is not None
             return PlaneResult(self.plane, frame, (unusable,))
         if self.learnt is None:
             self._first_frames.append(pixels)
@@ -524,7 +526,7 @@ class PlaneAnalyzer:
         bolus = growing_bolus(cement.mask, tips, self.pixel_mm)
         self._last_mask = bolus if self._last_mask is None else (bolus | self._last_mask)
         self.cement_mask = self._outline_through_steel(cement.mask, comparison.exclude, tips)
-        self.unreadable = False
+        self.unreadable_frames = 0
         result = PlaneResult(
             self.plane,
             frame,
@@ -794,7 +796,7 @@ class PlaneAnalyzer:
         front, no leak rule checked, no halo evidence, said as skipped); the breathing shift,
         the view's cement outline and its volume stay those of its last frame read, which the
         level's volume goes on using (cement does not go away)."""
-        self.unreadable = True
+        self.unreadable_frames += 1
         why = Caveat(
             CaveatCode.SATURATED_FRAME,
             f"{self._clipped(share)}: its cement cannot be read, no rule is checked in this view, and"
@@ -1025,6 +1027,14 @@ MAX_FRONT_SPEED_MM_S = 20.0  # ... plus this much per second between them
 
 
 LEAK_CORROBORATION_S = 0.3  # a lateral leak off a guessed outline: the AP's own leak this recent (s)
+
+
+# A view unread (clipped white past reading) this many frames running leaves the cement's shape to
+# the other view alone (biplane.one_view_volume_ml): its outline is an older frame's, which the cement
+# outgrows (tuning 5031: 0.27 of the truth). Not on one frame: a view flickering in and out of reading
+# would make the volume jump between the two readings (an independent review: 1.34 / 1.70 mL on
+# alternate frames). 3 frames: 0.12 s at 25 frames a second.
+ONE_VIEW_AFTER_UNREADABLE = 3
 
 
 class CaseAnalyzer:
@@ -1450,16 +1460,24 @@ class CaseAnalyzer:
             and p.cement_mask is not None
             and bool(p.pixel_mm)
             and bool(p.learnt.cannulas or p.roi != p.learnt.roi)
-            and not p.unreadable
             for p in planes
         ]
-        if all(outlined):
+        # a view unread for ONE_VIEW_AFTER_UNREADABLE frames running: its outline is no longer the
+        # cement's (one frame's flicker keeps it: the shape would jump between one view and two)
+        stale = [
+            bool(ok) and p.unreadable_frames >= ONE_VIEW_AFTER_UNREADABLE
+            for ok, p in zip(outlined, planes, strict=True)
+        ]
+        fresh = [ok and not old for ok, old in zip(outlined, stale, strict=True)]
+        if all(outlined) and (all(fresh) or all(stale)):  # both unread: their last outlines, as they were
             lateral, ap = planes
             shape = biplane_volume_ml(lateral.cement_mask, lateral.pixel_mm, ap.cement_mask, ap.pixel_mm)
-        elif any(outlined):  # the other view unreadable, unattached or without a region: this one alone
-            view = planes[outlined.index(True)]
+        elif any(fresh):  # the other view unread, unattached or without a region: this one alone
+            view = planes[fresh.index(True)]
             shape, one_view = one_view_volume_ml(view.cement_mask, view.pixel_mm, view.plane), view.plane
-        share = darkness_share(darkness, shape)
+        # the level's statistics of the darkness against the shape are the two views' shape's: one
+        # view's reads the truth on another scale (x0.78-1.30 of it), per case
+        share = darkness_share(darkness, shape) if one_view is None else None
         if share is not None and np.isfinite(share) and darkness > 0:
             bisect.insort(self._darkness_shares, share)
             x, y = float(np.log(darkness / share)), float(np.log(darkness))  # log truth, log darkness
@@ -1500,8 +1518,9 @@ class CaseAnalyzer:
         views = (
             "the two views"
             if one_view is None
-            else f"the {named} view alone (the {other} view's outline cannot be read now; each slice"
-            " taken as round, a wider interval)"
+            else f"the {named} view alone (the {other} view gives no outline now: clipped white past"
+            " reading, no region to read it in, or not streamed; each slice taken as round, a wider"
+            " interval)"
         )
         # said where the bolus is big enough that its outline would give a shape even at the
         # shape's lowest reading of the truth (smaller ones are often too small to outline), or
