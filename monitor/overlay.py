@@ -51,32 +51,19 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
     for contour in o.get("cement", []):
         cv2.polylines(img, [s(contour)], True, CYAN, thick, cv2.LINE_AA)
     if "front" in o:
-        x, y = s([o["front"]])[0]
-        cv2.drawMarker(img, (int(x), int(y)), RED, cv2.MARKER_TILTED_CROSS, 14 * thick // 2 + 8, thick)
-        label = front_label(o)
-        if label:
-            cv2.putText(
-                img,
-                label,
-                (int(x) + 10, int(y) + 20),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.45,
-                RED,
-                1,
-                cv2.LINE_AA,
-            )
+        front = s([o["front"]])[0]
+        cv2.drawMarker(
+            img, (int(front[0]), int(front[1])), RED, cv2.MARKER_TILTED_CROSS, 14 * thick // 2 + 8, thick
+        )
     for leak in drawn_leaks(o.get("leaks", [])):
         x, y, w, h = (np.asarray(leak["box"], np.float32) * scale).astype(int)
         cv2.rectangle(img, (x - 4, y - 4), (x + w + 4, y + h + 4), RED, thick)
-    # on a dark backdrop, legible over the wall and bone
+    # labels on a dark backdrop, legible over the wall, the bolus and bone
     for leak in labelled_leaks(drawn_leaks(o.get("leaks", []))):
         x, y, w, _ = (np.asarray(leak["box"], np.float32) * scale).astype(int)
-        x, y = x + w + 10, y + 10
-        text = f"{leak_name(leak.get('possible', False))} {leak['site']}"
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
-        x, y = min(x, img.shape[1] - tw - 4), max(y, th + 4)
-        cv2.rectangle(img, (x - 3, y - th - 4), (x + tw + 3, y + 4), (24, 24, 24), -1)
-        cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, RED, 1, cv2.LINE_AA)
+        _label(img, f"{leak_name(leak.get('possible', False))} {leak['site']}", x + w + 10, y + 10, 0.5)
+    if "front" in o and front_label(o):
+        _label(img, front_label(o), int(front[0]) + 10, int(front[1]) + 22, 0.45)
     lines = [title] if title else []
     d = result.get("distance_mm")
     if d is not None:
@@ -96,6 +83,14 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
     for i, text in enumerate(lines):
         cv2.putText(img, text, (8, 22 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6, WHITE, 1, cv2.LINE_AA)
     return img
+
+
+def _label(img: np.ndarray, text: str, x: int, y: int, size: float) -> None:
+    """``text`` in red on a dark backdrop, its baseline's left end at (x, y), kept inside ``img``."""
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, size, 1)
+    x, y = min(x, img.shape[1] - tw - 4), max(y, th + 4)
+    cv2.rectangle(img, (x - 3, y - th - 4), (x + tw + 3, y + 4), (24, 24, 24), -1)
+    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, size, RED, 1, cv2.LINE_AA)
 
 
 def front_label(overlay: dict) -> str:

@@ -233,6 +233,23 @@ def test_the_distance_goes_behind_the_wall_only_with_a_confirmed_leak_there():
     assert beyond.distance_mm == -3.4 and front_label(beyond.overlay) == "under cannula"
 
 
+def test_the_front_behind_the_wall_is_labelled_legibly_on_the_overlay():
+    """The front's marker says where the nearest cement was read: "behind wall" in red on a dark
+    backdrop beside it (over a bright wall or a dark bolus alike), nothing on the bolus's own edge."""
+    from monitor.overlay import RED, draw
+
+    grey = np.full((200, 300), 128, np.uint8)
+    plain = {"overlay": {"front": [100.0, 80.0]}, "status": "ok"}
+    labelled = {"overlay": {"front": [100.0, 80.0], "front_behind_wall": True}, "status": "ok"}
+    bare, said = draw(grey, plain), draw(grey, labelled)
+    changed = np.any(bare != said, axis=2)
+    ys, xs = np.nonzero(changed)
+    assert changed.any() and xs.min() >= 100 and ys.min() >= 80  # below and right of the marker
+    box = said[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    assert (box == (24, 24, 24)).all(axis=2).mean() > 0.5  # the backdrop
+    assert (np.abs(box.astype(int) - RED).sum(axis=2) < 60).sum() > 30  # the red text on it
+
+
 def test_a_thin_film_beyond_an_endplate_is_a_disc_leak_not_a_vein():
     """The disc has no veins: cement pressed through an endplate first spreads as a thin film
     along it, a streak like a vein's (tuning seed 5020's disc leak was first alarmed as venous).
