@@ -434,6 +434,10 @@ def test_a_view_clipped_past_reading_leaves_the_shape_to_the_other_view():
     case.planes["ap"] = view("ap", bolus, 0)
     _, caveat = case._read_volume()
     assert "the AP view alone (the lateral view gives no outline now" in caveat.detail
+    case.planes = {"lateral": view("lateral", bolus, 0)}  # a lateral view streamed alone
+    case.volumes = {"lateral": (0.3, 0.0)}
+    alone_now, caveat = case._read_volume()
+    assert alone_now.volume_ml == pytest.approx(estimate.volume_ml) and "lateral view alone" in caveat.detail
 
 
 def test_the_steel_band_across_a_bolus_is_part_of_its_outline_but_not_beyond_it():
