@@ -219,7 +219,8 @@ def _caveat_kind(result: dict):
 
 def _volume_from(result: dict) -> str | None:
     """Where a logged result's volume came from: "shape" when the image's darkness read well
-    under or over the cement's shape in the two views (volume-below-shape, volume-above-shape);
+    under or over the cement's shape in the two views (volume-below-shape, volume-above-shape),
+    "shape-one-view" when that shape was one view's alone (volume-one-view);
     "syringe" when the operator's syringes set its scale (volume_scale other than 1: anchored on
     this level's syringes, or on the scale an earlier level's left); else "darkness". None from
     a log whose results do not carry their caveats."""
@@ -227,7 +228,8 @@ def _volume_from(result: dict) -> str | None:
     if caveats is None:
         return None
     if any(c["code"] in VOLUME_FROM_SHAPE for c in caveats):
-        return "shape"
+        one_view = any(c["code"] == CaveatCode.VOLUME_ONE_VIEW.value for c in caveats)
+        return "shape-one-view" if one_view else "shape"
     return "syringe" if result.get("volume_scale", 1.0) != 1.0 else "darkness"
 
 
@@ -857,6 +859,8 @@ def volume_phrase(level: dict) -> str:
     source = {
         # low (volume-below-shape) or high (volume-above-shape): the caveats say which
         "shape": " from the cement's shape (the image's darkness did not agree with it)",
+        "shape-one-view": " from the cement's shape in one view alone (the other gave no outline; the"
+        " image's darkness did not agree with it)",
         "syringe": " on the syringes' scale",
     }.get(level.get("volume_from"), "")
     return f"{level['volume_ml']:.2f} mL{interval}{source}"

@@ -25,6 +25,7 @@ DOUBTFUL_VOLUME = {
     CaveatCode.VOLUME_BELOW_SHAPE,
     CaveatCode.VOLUME_ABOVE_SHAPE,
     CaveatCode.VOLUME_UNCHECKED,
+    CaveatCode.VOLUME_ONE_VIEW,
     CaveatCode.VOLUME_HELD,
     CaveatCode.CEMENT_IN_BASELINE,
 }

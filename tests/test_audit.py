@@ -694,3 +694,25 @@ def test_a_folder_the_walk_cannot_list_is_said_not_skipped(tmp_path, monkeypatch
     assert find_sessions(tmp_path, unlisted) == [tmp_path / "a", tmp_path / "b"]
     assert len(unlisted) == 1 and unlisted[0]["folder"] == str(tmp_path / "locked")
     assert "Permission denied" in unlisted[0]["error"] and "left out" in unlisted[0]["error"]
+
+
+def test_a_volume_from_one_views_shape_says_so_in_the_audit():
+    """A level whose volume was the cement's shape in one view alone (the other clipped past
+    reading: volume-one-view beside volume-below-shape) is said as such, per instant and in the
+    text; the two views' shape and the darkness as before."""
+    from monitor.audit import _volume_from, volume_phrase
+
+    below, one = {"code": "volume-below-shape"}, {"code": "volume-one-view"}
+    assert _volume_from({"caveats": [below, one]}) == "shape-one-view"
+    assert _volume_from({"caveats": [below]}) == "shape"
+    assert _volume_from({"caveats": [one]}) == "darkness"  # checked by one view, kept
+    level = {
+        "volume_ml": 2.85,
+        "volume_low_ml": 2.41,
+        "volume_high_ml": 3.65,
+        "volume_from": "shape-one-view",
+    }
+    assert volume_phrase(level) == (
+        "2.85 mL (2.41-3.65) from the cement's shape in one view alone (the other gave no outline;"
+        " the image's darkness did not agree with it)"
+    )

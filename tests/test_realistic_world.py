@@ -555,6 +555,7 @@ def test_brightness_clipping_the_ap_view_white_neither_loses_the_cement_nor_pass
     assert lateral.unreadable_frames == 0
     alone = one_view_volume_ml(lateral.cement_mask, lateral.pixel_mm, "lateral")
     assert analysis.last_volume.shape_ml == pytest.approx(alone / shape_of_truth(alone)[1])
+    assert "volume-one-view" in said[max(ap)] and "volume-one-view" not in said[max(read)]
 
 
 def test_a_round_intensifier_field_is_found_by_its_edge_through_glare(tmp_path):

@@ -690,6 +690,7 @@ def test_the_volume_is_shown_with_its_interval_and_in_orange_when_from_the_shape
         (CaveatCode.VOLUME_BELOW_SHAPE, "the volume read from the image's darkness (0.90 mL) is below"),
         (CaveatCode.VOLUME_ABOVE_SHAPE, "the volume read from the image's darkness (4.10 mL) is well above"),
         (CaveatCode.VOLUME_HELD, "the volume read now (0.04 mL) is under half the 2.68 mL read before"),
+        (CaveatCode.VOLUME_ONE_VIEW, "the cement's shape is read from the lateral view alone"),
     )
     for k, (code, text) in enumerate(doubts):
         frame, caveat = 7 + 2 * k, Caveat(code, text)

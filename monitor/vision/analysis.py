@@ -1035,6 +1035,7 @@ LEAK_CORROBORATION_S = 0.3  # a lateral leak off a guessed outline: the AP's own
 # would make the volume jump between the two readings (an independent review: 1.34 / 1.70 mL on
 # alternate frames). 3 frames: 0.12 s at 25 frames a second.
 ONE_VIEW_AFTER_UNREADABLE = 3
+_VIEW_NAMES = {"lateral": "lateral", "ap": "AP"}  # the views as people write them
 
 
 class CaseAnalyzer:
@@ -1071,6 +1072,8 @@ class CaseAnalyzer:
         # room's, so kept for the level (a median rising back over it would make the volume said
         # fall while cement goes in), said once as news ("darkness-reads-low") and restored
         self.darkness_low = False
+        # the view whose shape alone gave or checked the last volume read (None: both, or none)
+        self.shape_one_view: str | None = None
         self.news: list[tuple[str, str, dict]] = []
         self._largest_volume: VolumeEstimate | None = None  # the largest said on this level
         self._largest_calibrated = False  # ... while the darkness was calibrated by a syringe, or not
@@ -1188,7 +1191,23 @@ class CaseAnalyzer:
         volume, doubt = self._volume()
         if doubt is not None:
             r.caveats = (*r.caveats, doubt)
+        if volume is not None and self.shape_one_view is not None:
+            r.caveats = (*r.caveats, self._one_view_caveat(self.shape_one_view))
         return r, CaseSummary(volume, seconds_to_line, [a.as_dict() for a in raised])
+
+    @staticmethod
+    def _one_view_caveat(plane: str) -> Caveat:
+        """Said on every result while the cement's shape that gives or checks the volume is read
+        from ``plane`` alone (biplane.one_view_volume_ml): why, and that its interval is wider."""
+        other = "ap" if plane == "lateral" else "lateral"
+        lo, hi = ONE_VIEW_SPREAD[plane]
+        return Caveat(
+            CaveatCode.VOLUME_ONE_VIEW,
+            f"the cement's shape is read from the {_VIEW_NAMES[plane]} view alone: the {_VIEW_NAMES[other]}"
+            " view gives no outline now (clipped white past reading, no region to read it in, or not"
+            " streamed); each slice is taken as round, so the volume's 68 % interval is wider (the"
+            f" truth x{lo:.2f}-{hi:.2f} of such a reading, where both views read x0.84-1.13)",
+        )
 
     @staticmethod
     def _cement_behind_wall(r: PlaneResult, deepest: BehindWall) -> bool:
@@ -1508,20 +1527,15 @@ class CaseAnalyzer:
                     {"median_share": round(level_share, 4)},
                 )
             )
+        # said on the result (volume-one-view) where one view's shape gives or checks the volume
+        self.shape_one_view = None if self.darkness_calibrated or shape is None else one_view
         if self.darkness_calibrated:
             # the syringe is the reference now: the shape's correction would be a second one
             return darkness_volume(darkness), None
         estimate = fused_volume(
             darkness, shape, self.darkness_low, ONE_VIEW_SPREAD.get(one_view, SHAPE_SPREAD)
         )
-        named, other = ("lateral", "AP") if one_view == "lateral" else ("AP", "lateral")
-        views = (
-            "the two views"
-            if one_view is None
-            else f"the {named} view alone (the {other} view gives no outline now: clipped white past"
-            " reading, no region to read it in, or not streamed; each slice taken as round, a wider"
-            " interval)"
-        )
+        views = "the two views" if one_view is None else f"the {_VIEW_NAMES[one_view]} view alone"
         # said where the bolus is big enough that its outline would give a shape even at the
         # shape's lowest reading of the truth (smaller ones are often too small to outline), or
         # where a view has no region to outline it in

@@ -36,6 +36,7 @@ class CaveatCode(str, Enum):
     VOLUME_BELOW_SHAPE = "volume-below-shape"  # the darkness's volume under the shape's: reads low
     VOLUME_ABOVE_SHAPE = "volume-above-shape"  # the darkness's volume well over the shape's: reads high
     VOLUME_UNCHECKED = "volume-unchecked"  # no shape to check the darkness's volume by: may read low
+    VOLUME_ONE_VIEW = "volume-one-view"  # the cement's shape read from one view alone: a wider interval
     VOLUME_HELD = "volume-held"  # the volume read fell under half the level's largest: that one is said
     IMAGE_CLIPPED = "image-clipped"  # much of the region clipped white: no cement read there
     CALIBRATION_NOT_LOADED = "calibration-not-loaded"  # frames from a profile the analyzer lacks
