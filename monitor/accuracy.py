@@ -554,7 +554,7 @@ def report(s: dict, title: str) -> str:
             [
                 f"{'  asked: wall shown right (<= 1 mm) / wrong / none':46} "
                 f"{s['asked']['right']:>6d} / {s['asked']['wrong']:>3d} / {s['asked']['unshown']:<3d}"
-                "   right: 0"
+                "   none right (asked needlessly)"
             ]
             if "asked" in s
             else []

@@ -67,7 +67,7 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
     lines = [title] if title else []
     d = result.get("distance_mm")
     if d is not None:
-        lines.append(f"wall {d:+.1f} mm")
+        lines.append(f"wall {d:+.1f} mm" + (" (beyond it)" if d < 0 else ""))
     v = result.get("volume_ml")
     if v is not None:
         low, high = result.get("volume_low_ml"), result.get("volume_high_ml")

@@ -442,6 +442,12 @@ def test_a_view_clipped_past_reading_leaves_the_shape_to_the_other_view():
     alone_now, caveat = case._read_volume()
     assert alone_now.volume_ml == pytest.approx(estimate.volume_ml) and "lateral view alone" in caveat.detail
     assert case.shape_one_view == "lateral"
+    # an outline too small to read a shape from (under SHAPE_MIN_ML) checks nothing: not said
+    speck = ((x - 90) * 0.15 / 1.2) ** 2 + ((y - 120) * 0.15 / 1.2) ** 2 <= 1
+    case.planes = {"lateral": view("lateral", speck, 0)}
+    case.volumes = {"lateral": (0.05, 0.0)}
+    unchecked, _ = case._read_volume()
+    assert not unchecked.checked and case.shape_one_view is None
 
 
 def test_the_steel_band_across_a_bolus_is_part_of_its_outline_but_not_beyond_it():

@@ -793,14 +793,15 @@ class PlaneAnalyzer:
         """A frame whose region is clipped white over CLIPPED_UNREADABLE_ABOVE of it (``share``):
         what is left is too little to tell the background's level from the cement's (on a
         realistic case the cement then vanished from the view). Nothing is measured on it (no
-        front, no leak rule checked, no halo evidence, said as skipped); the breathing shift,
-        the view's cement outline and its volume stay those of its last frame read, which the
-        level's volume goes on using (cement does not go away)."""
+        front, no leak rule checked, no halo evidence, said as skipped); the breathing shift and
+        the view's own volume stay those of its last frame read, which the level's volume goes on
+        using (cement does not go away), and so does its outline, until ONE_VIEW_AFTER_UNREADABLE
+        frames running leave the cement's shape to the other view (volume-one-view)."""
         self.unreadable_frames += 1
         why = Caveat(
             CaveatCode.SATURATED_FRAME,
             f"{self._clipped(share)}: its cement cannot be read, no rule is checked in this view, and"
-            " its volume is held at its last reading",
+            " this view's own reading of the volume is held at its last one",
         )
         dx, dy = self._shift
         caveats = tuple(filter(None, (self.anatomy_error, *self.caveats, why)))
@@ -1527,14 +1528,15 @@ class CaseAnalyzer:
                     {"median_share": round(level_share, 4)},
                 )
             )
-        # said on the result (volume-one-view) where one view's shape gives or checks the volume
-        self.shape_one_view = None if self.darkness_calibrated or shape is None else one_view
+        self.shape_one_view = None  # said on the result (volume-one-view) once it checks the volume
         if self.darkness_calibrated:
             # the syringe is the reference now: the shape's correction would be a second one
             return darkness_volume(darkness), None
         estimate = fused_volume(
             darkness, shape, self.darkness_low, ONE_VIEW_SPREAD.get(one_view, SHAPE_SPREAD)
         )
+        if estimate.checked:  # a shape big enough to read (SHAPE_MIN_ML) checks or gives the volume
+            self.shape_one_view = one_view
         views = "the two views" if one_view is None else f"the {_VIEW_NAMES[one_view]} view alone"
         # said where the bolus is big enough that its outline would give a shape even at the
         # shape's lowest reading of the truth (smaller ones are often too small to outline), or
