@@ -62,8 +62,9 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
     for leak in labelled_leaks(drawn_leaks(o.get("leaks", []))):
         x, y, w, _ = (np.asarray(leak["box"], np.float32) * scale).astype(int)
         _label(img, f"{leak_name(leak.get('possible', False))} {leak['site']}", x + w + 10, y + 10, 0.5)
-    if "front" in o and front_label(o):
-        _label(img, front_label(o), int(front[0]) + 10, int(front[1]) + 22, 0.45)
+    label = front_label(o, result.get("distance_mm")) if "front" in o else ""
+    if label:
+        _label(img, label, int(front[0]) + 10, int(front[1]) + 22, 0.45)
     lines = [title] if title else []
     d = result.get("distance_mm")
     if d is not None:
@@ -93,10 +94,12 @@ def _label(img: np.ndarray, text: str, x: int, y: int, size: float) -> None:
     cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, size, RED, 1, cv2.LINE_AA)
 
 
-def front_label(overlay: dict) -> str:
+def front_label(overlay: dict, distance_mm: float | None = None) -> str:
     """What the front's marker is labelled with: where the nearest cement was read ("" on the
-    bolus's own edge)."""
-    if overlay.get("front_behind_wall"):
+    bolus's own edge in front of the wall): "behind wall" wherever the distance is negative (cement
+    read behind the wall in a confirmed leak, or the bolus's own front beyond it), "under cannula"
+    for the end of the cement read along the shaft."""
+    if overlay.get("front_behind_wall") or (distance_mm is not None and distance_mm < 0):
         return "behind wall"
     return "under cannula" if overlay.get("front_under_cannula") else ""
 

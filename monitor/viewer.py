@@ -211,7 +211,7 @@ class PlaneView(pg.GraphicsLayoutWidget):
             self.cement.setData([], [])
         front = o.get("front")
         self.front.setData(*([[front[0]], [front[1]]] if front else [[], []]))
-        self.front_label.setText(front_label(o) if front else "")
+        self.front_label.setText(front_label(o, r.distance_mm if r else None) if front else "")
         if front:
             self.front_label.setPos(front[0] + 8, front[1] + 8)
         leaks = drawn_leaks(o.get("leaks", []))

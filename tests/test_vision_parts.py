@@ -230,7 +230,9 @@ def test_the_distance_goes_behind_the_wall_only_with_a_confirmed_leak_there():
     # the bolus's own front already beyond the wall stays: its edge is the front rule's own, where
     # a vein's tapering end reads 0.3-0.8 mm deeper than the truth (review seeds 9807, 9819)
     (_, _), (beyond, _) = run(lateral(4, []), lateral(5, [("venous", 0.03, -3.9)], front_mm=-3.4))
-    assert beyond.distance_mm == -3.4 and front_label(beyond.overlay) == "under cannula"
+    assert beyond.distance_mm == -3.4 and beyond.overlay["front"] == (10.0, 10.0)  # the bolus's own
+    assert front_label(beyond.overlay, beyond.distance_mm) == "behind wall"  # but behind the wall too
+    assert front_label(once.overlay, once.distance_mm) == "under cannula"
 
 
 def test_the_front_behind_the_wall_is_labelled_legibly_on_the_overlay():
@@ -242,6 +244,12 @@ def test_the_front_behind_the_wall_is_labelled_legibly_on_the_overlay():
     plain = {"overlay": {"front": [100.0, 80.0]}, "status": "ok"}
     labelled = {"overlay": {"front": [100.0, 80.0], "front_behind_wall": True}, "status": "ok"}
     bare, said = draw(grey, plain), draw(grey, labelled)
+    # the bolus's own front beyond the wall is labelled the same (the distance is negative)
+    beyond = draw(grey, {"overlay": {"front": [100.0, 80.0]}, "status": "ok", "distance_mm": -1.0})
+    in_front = draw(grey, {"overlay": {"front": [100.0, 80.0]}, "status": "ok", "distance_mm": 1.0})
+    assert not np.array_equal(said[88:, 108:], bare[88:, 108:])  # where the label lies
+    assert np.array_equal(beyond[88:, 108:], said[88:, 108:])  # the same label
+    assert np.array_equal(in_front[88:, 108:], bare[88:, 108:])  # none in front of the wall
     changed = np.any(bare != said, axis=2)
     ys, xs = np.nonzero(changed)
     assert changed.any() and xs.min() >= 100 and ys.min() >= 80  # below and right of the marker
