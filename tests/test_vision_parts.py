@@ -427,7 +427,7 @@ def test_a_view_clipped_past_reading_leaves_the_shape_to_the_other_view():
     )
     assert estimate.volume_ml > 1.5 and estimate.reads_low and not case._darkness_shares
     assert "the cement's shape in the lateral view alone gives" in caveat.detail
-    assert case.shape_one_view == "lateral"  # said on the result: volume-one-view
+    assert estimate.one_view == "lateral"  # said on the result: volume-one-view
     said = case._one_view_caveat("lateral")
     assert said.code.value == "volume-one-view" and "the AP view gives no outline now" in said.detail
     two_views = biplane_volume_ml(bolus, 0.15, small, 0.15)
@@ -436,26 +436,26 @@ def test_a_view_clipped_past_reading_leaves_the_shape_to_the_other_view():
         both, caveat = case._read_volume()
         assert both.shape_ml == pytest.approx(fused_volume(0.3, two_views).shape_ml)
         assert both.high_ml / both.volume_ml == pytest.approx(1 / SHAPE_SPREAD[0])
-        assert "in the two views" in caveat.detail and case.shape_one_view is None
+        assert "in the two views" in caveat.detail and both.one_view is None
     assert len(case._darkness_shares) == 2
     case.planes["lateral"].unreadable_frames = case.planes["ap"].unreadable_frames = 5  # both unread
     assert case._read_volume()[0].shape_ml == pytest.approx(fused_volume(0.3, two_views).shape_ml)
     case.planes["lateral"] = view("lateral", bolus, 0)
     case.planes["lateral"].learnt.cannulas = []  # no region: measured over its whole frame
     case.planes["ap"] = view("ap", bolus, 0)
-    _, caveat = case._read_volume()
-    assert "shape in the AP view alone" in caveat.detail and case.shape_one_view == "ap"
+    ap_alone, caveat = case._read_volume()
+    assert "shape in the AP view alone" in caveat.detail and ap_alone.one_view == "ap"
     case.planes = {"lateral": view("lateral", bolus, 0)}  # a lateral view streamed alone
     case.volumes = {"lateral": (0.3, 0.0)}
     alone_now, caveat = case._read_volume()
     assert alone_now.volume_ml == pytest.approx(estimate.volume_ml) and "lateral view alone" in caveat.detail
-    assert case.shape_one_view == "lateral"
+    assert alone_now.one_view == "lateral"
     # an outline too small to read a shape from (under SHAPE_MIN_ML) checks nothing: not said
     speck = ((x - 90) * 0.15 / 1.2) ** 2 + ((y - 120) * 0.15 / 1.2) ** 2 <= 1
     case.planes = {"lateral": view("lateral", speck, 0)}
     case.volumes = {"lateral": (0.05, 0.0)}
     unchecked, _ = case._read_volume()
-    assert not unchecked.checked and case.shape_one_view is None
+    assert not unchecked.checked and unchecked.one_view is None
 
 
 def test_the_steel_band_across_a_bolus_is_part_of_its_outline_but_not_beyond_it():

@@ -1073,8 +1073,6 @@ class CaseAnalyzer:
         # room's, so kept for the level (a median rising back over it would make the volume said
         # fall while cement goes in), said once as news ("darkness-reads-low") and restored
         self.darkness_low = False
-        # the view whose shape alone gave or checked the last volume read (None: both, or none)
-        self.shape_one_view: str | None = None
         self.news: list[tuple[str, str, dict]] = []
         self._largest_volume: VolumeEstimate | None = None  # the largest said on this level
         self._largest_calibrated = False  # ... while the darkness was calibrated by a syringe, or not
@@ -1192,8 +1190,8 @@ class CaseAnalyzer:
         volume, doubt = self._volume()
         if doubt is not None:
             r.caveats = (*r.caveats, doubt)
-        if volume is not None and self.shape_one_view is not None:
-            r.caveats = (*r.caveats, self._one_view_caveat(self.shape_one_view))
+        if volume is not None and volume.one_view is not None:
+            r.caveats = (*r.caveats, self._one_view_caveat(volume.one_view))
         return r, CaseSummary(volume, seconds_to_line, [a.as_dict() for a in raised])
 
     @staticmethod
@@ -1528,7 +1526,6 @@ class CaseAnalyzer:
                     {"median_share": round(level_share, 4)},
                 )
             )
-        self.shape_one_view = None  # said on the result (volume-one-view) once it checks the volume
         if self.darkness_calibrated:
             # the syringe is the reference now: the shape's correction would be a second one
             return darkness_volume(darkness), None
@@ -1536,7 +1533,7 @@ class CaseAnalyzer:
             darkness, shape, self.darkness_low, ONE_VIEW_SPREAD.get(one_view, SHAPE_SPREAD)
         )
         if estimate.checked:  # a shape big enough to read (SHAPE_MIN_ML) checks or gives the volume
-            self.shape_one_view = one_view
+            estimate = replace(estimate, one_view=one_view)
         views = "the two views" if one_view is None else f"the {_VIEW_NAMES[one_view]} view alone"
         # said where the bolus is big enough that its outline would give a shape even at the
         # shape's lowest reading of the truth (smaller ones are often too small to outline), or

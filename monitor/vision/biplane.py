@@ -255,6 +255,9 @@ class VolumeEstimate:
     # of the truth at its size (mL); None where no shape was read (under SHAPE_MIN_ML, no outline)
     shape_ml: float | None = None
     reads_high: bool = False  # the darkness well over the shape: the volume is the shape's
+    # the view whose shape alone checked or gave the volume ("lateral" or "ap": one_view_volume_ml;
+    # said as volume-one-view), None where both views' shape did, or none
+    one_view: str | None = None
 
 
 def darkness_share(darkness_ml: float, shape_ml: float | None) -> float | None:

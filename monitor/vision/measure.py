@@ -132,7 +132,7 @@ def find_leaks(
             deepest = None
             if site == "posterior":  # its edge by the front's own rule (half its level inside)
                 piece = CementMap(cement.difference, comp, cement.threshold, cement.noise)
-                edge = front_distance_px(piece, -beyond, np.ones_like(comp), pixel_mm)
+                edge = front_distance_px(piece, -beyond, comp, pixel_mm)  # every row of the piece
                 if edge is not None and edge[0] < 0:
                     at = (float(edge[1][0] + origin[0]), float(edge[1][1] + origin[1]))
                     deepest = behind_wall(-edge[0], at, grid, roi_origin)
