@@ -458,6 +458,43 @@ def test_a_view_clipped_past_reading_leaves_the_shape_to_the_other_view():
     assert not unchecked.checked and unchecked.one_view is None
 
 
+def test_the_shape_is_the_bolus_s_not_that_of_stray_pieces_far_from_it():
+    """The biplane's slices run over the outline's whole cranio-caudal extent: a piece far under
+    the bolus (tuning 5033's AP view outlined a wedge of the field's corner 44 mm under it, and
+    the shape read 0.57 of the truth) stretches that extent and squeezes the bolus into a few
+    slices. Its shape is read from the bolus at the tips and what lies near it: a piece across a
+    thin gap (under BOLUS_GAP_MM), and a large one a little farther (a second bolus whose tip was
+    not found); a speck or a wedge far away is left out; with no tip, nothing is left out."""
+    from monitor.vision.biplane import BOLUS_GAP_MM, BOLUS_NEAR_MM, biplane_volume_ml, bolus_outline
+
+    pixel_mm = 0.25
+    y, x = np.mgrid[:400, :200]
+    bolus = ((x - 100) * pixel_mm / 6) ** 2 + ((y - 100) * pixel_mm / 8) ** 2 <= 1  # rows 68-132
+    tip = [(100.0, 100.0)]
+    across_gap = (np.abs(x - 100) <= 4) & (y >= 134) & (y < 140)  # 2 pixels (0.5 mm) under it
+    wedge = (y > 370) & (x > 170) & (y - 370 > 200 - x)  # the field's corner 60 mm under, 25 mm2
+    speck = (np.abs(x - 40) <= 2) & (np.abs(y - 300) <= 2)  # 1.6 mm2, 40 mm under
+    mask = bolus | across_gap | wedge | speck
+    kept = bolus_outline(mask, tip, pixel_mm)
+    assert kept[bolus].all() and kept[across_gap].all()
+    assert not kept[wedge].any() and not kept[speck].any()
+    assert bolus_outline(mask, [], pixel_mm) is mask  # no tip: no bolus to read from
+    assert bolus_outline(mask, [(10.0, 390.0)], pixel_mm) is mask  # no piece at the tip
+    # a second bolus at a tip not found: large, 7 mm beside the first (within BOLUS_NEAR_MM), kept;
+    # the same bolus 12 mm away is something else
+    assert BOLUS_GAP_MM < 7 < BOLUS_NEAR_MM < 12
+    for gap_mm, taken in ((7, True), (12, False)):
+        right = 100 + round((6 + gap_mm + 4) / pixel_mm)
+        second = ((x - right) * pixel_mm / 4) ** 2 + ((y - 100) * pixel_mm / 6) ** 2 <= 1
+        assert bolus_outline(bolus | second, tip, pixel_mm)[second].all() == taken
+        assert not bolus_outline(bolus | second, tip, pixel_mm)[second].any() == (not taken)
+    # the AP view's shape against the lateral's: the wedge and the speck took it under half the bolus's
+    lateral = ((x - 100) * pixel_mm / 7) ** 2 + ((y - 100) * pixel_mm / 8) ** 2 <= 1
+    own = biplane_volume_ml(lateral, pixel_mm, bolus, pixel_mm)
+    assert biplane_volume_ml(lateral, pixel_mm, mask, pixel_mm) < 0.5 * own
+    assert biplane_volume_ml(lateral, pixel_mm, kept, pixel_mm) == pytest.approx(own, rel=0.05)
+
+
 def test_the_steel_band_across_a_bolus_is_part_of_its_outline_but_not_beyond_it():
     """A shaft runs into the bolus it feeds, its band left out of the cement: the outline is a
     U round the band's end (tuning 5000's lateral view: the biplane read 0.28x the truth so, and

@@ -41,6 +41,7 @@ from monitor.vision.biplane import (
     SHAPE_SPREAD,
     VolumeEstimate,
     biplane_volume_ml,
+    bolus_outline,
     darkness_curve_exponent,
     darkness_share,
     darkness_volume,
@@ -307,8 +308,8 @@ class PlaneAnalyzer:
         self._registration: Registration | None = None  # to the baseline over ``roi``
         self._distances: DistanceMaps | None = None  # to the walls, over ``roi``
         self._last_mask: np.ndarray | None = None  # the bolus seen so far, left out of registration
-        # the cement's outline on the last frame (ROI grid), the steel band across it filled: its
-        # shape in the two views (monitor.vision.biplane)
+        # the bolus's outline on the last frame (ROI grid), the steel band across it filled, pieces
+        # far from it left out (bolus_outline): its shape in the two views (monitor.vision.biplane)
         self.cement_mask: np.ndarray | None = None
         # how many frames running this view could not be read (clipped white past reading, or
         # blank or saturated, after the baseline): its outline is an older frame's meanwhile
@@ -525,7 +526,8 @@ class PlaneAnalyzer:
         # region around it) cannot make the background's level the cement's and lose it for good.
         bolus = growing_bolus(cement.mask, tips, self.pixel_mm)
         self._last_mask = bolus if self._last_mask is None else (bolus | self._last_mask)
-        self.cement_mask = self._outline_through_steel(cement.mask, comparison.exclude, tips)
+        outline = self._outline_through_steel(cement.mask, comparison.exclude, tips)
+        self.cement_mask = bolus_outline(outline, tips, self.pixel_mm) if self.pixel_mm else outline
         self.unreadable_frames = 0
         result = PlaneResult(
             self.plane,
