@@ -414,6 +414,7 @@ def test_a_view_clipped_past_reading_leaves_the_shape_to_the_other_view():
             learnt=learnt,
             roi=learnt.roi,
             unreadable_frames=unread,
+            cement_apart_ml=0.0,
         )
 
     case = CaseAnalyzer()
@@ -458,41 +459,63 @@ def test_a_view_clipped_past_reading_leaves_the_shape_to_the_other_view():
     assert not unchecked.checked and unchecked.one_view is None
 
 
-def test_the_shape_is_the_bolus_s_not_that_of_stray_pieces_far_from_it():
+def test_the_bolus_sets_the_shape_s_slices_and_cement_apart_is_read_piece_by_piece():
     """The biplane's slices run over the outline's whole cranio-caudal extent: a piece far under
     the bolus (tuning 5033's AP view outlined a wedge of the field's corner 44 mm under it, and
     the shape read 0.57 of the truth) stretches that extent and squeezes the bolus into a few
-    slices. Its shape is read from the bolus at the tips and what lies near it: a piece across a
-    thin gap (under BOLUS_GAP_MM), and a large one a little farther (a second bolus whose tip was
-    not found); a speck or a wedge far away is left out; with no tip, nothing is left out."""
-    from monitor.vision.biplane import BOLUS_GAP_MM, BOLUS_NEAR_MM, biplane_volume_ml, bolus_outline
+    slices. The slices are the bolus's: the pieces at the tips and, in turn, every piece within
+    BOLUS_GAP_MM of those taken (a chain), or as large as all of them (the cement at the tip a
+    rim cut from its mass). The rest is read apart, each piece alone as round slices in its view
+    (a vein, a second bolus whose tip was not found: cement, not dropped); with no tip, or none
+    at a piece, the outline is the bolus."""
+    from monitor.vision.biplane import (
+        BOLUS_GAP_MM,
+        ONE_VIEW_OF_BIPLANE,
+        biplane_volume_ml,
+        bolus_outline,
+        one_view_volume_ml,
+        pieces_volume_ml,
+    )
 
     pixel_mm = 0.25
     y, x = np.mgrid[:400, :200]
     bolus = ((x - 100) * pixel_mm / 6) ** 2 + ((y - 100) * pixel_mm / 8) ** 2 <= 1  # rows 68-132
     tip = [(100.0, 100.0)]
-    across_gap = (np.abs(x - 100) <= 4) & (y >= 134) & (y < 140)  # 2 pixels (0.5 mm) under it
+    near = (np.abs(x - 100) <= 4) & (y >= 135) & (y < 140)  # 2 empty rows (0.5 mm) under it
+    chain = (np.abs(x - 100) <= 4) & (y >= 150) & (y < 155)  # 2.75 mm under that, 4.5 under the bolus
     wedge = (y > 370) & (x > 170) & (y - 370 > 200 - x)  # the field's corner 60 mm under, 25 mm2
     speck = (np.abs(x - 40) <= 2) & (np.abs(y - 300) <= 2)  # 1.6 mm2, 40 mm under
-    mask = bolus | across_gap | wedge | speck
+    side = (np.abs(x - 160) <= 2) & (np.abs(y - 100) <= 2)  # 1.6 mm2, 3.5 mm beside it
+    assert 3.0 < 14 * pixel_mm < 2 * BOLUS_GAP_MM  # side's gap: past one gap, under two
+    mask = bolus | near | chain | wedge | speck | side
     kept = bolus_outline(mask, tip, pixel_mm)
-    assert kept[bolus].all() and kept[across_gap].all()
-    assert not kept[wedge].any() and not kept[speck].any()
+    assert kept[bolus].all() and kept[near].all() and kept[chain].all()
+    assert not kept[wedge].any() and not kept[speck].any() and not kept[side].any()
     assert bolus_outline(mask, [], pixel_mm) is mask  # no tip: no bolus to read from
     assert bolus_outline(mask, [(10.0, 390.0)], pixel_mm) is mask  # no piece at the tip
-    # a second bolus at a tip not found: large, 7 mm beside the first (within BOLUS_NEAR_MM), kept;
-    # the same bolus 12 mm away is something else
-    assert BOLUS_GAP_MM < 7 < BOLUS_NEAR_MM < 12
-    for gap_mm, taken in ((7, True), (12, False)):
-        right = 100 + round((6 + gap_mm + 4) / pixel_mm)
-        second = ((x - right) * pixel_mm / 4) ** 2 + ((y - 100) * pixel_mm / 6) ** 2 <= 1
-        assert bolus_outline(bolus | second, tip, pixel_mm)[second].all() == taken
-        assert not bolus_outline(bolus | second, tip, pixel_mm)[second].any() == (not taken)
-    # the AP view's shape against the lateral's: the wedge and the speck took it under half the bolus's
+    # the tip's piece a speck, the mass 10 mm off: the mass is the bolus, not the speck's company
+    rim = (np.abs(x - 100) <= 1) & (np.abs(y - 160) <= 1)
+    assert bolus_outline(bolus | rim, [(100.0, 160.0)], pixel_mm)[bolus].all()
+    # the AP view's shape against the lateral's: the wedge and the speck took it to half the
+    # bolus's; the bolus's slices read it again, and what is apart adds its own reading
     lateral = ((x - 100) * pixel_mm / 7) ** 2 + ((y - 100) * pixel_mm / 8) ** 2 <= 1
-    own = biplane_volume_ml(lateral, pixel_mm, bolus, pixel_mm)
-    assert biplane_volume_ml(lateral, pixel_mm, mask, pixel_mm) < 0.5 * own
-    assert biplane_volume_ml(lateral, pixel_mm, kept, pixel_mm) == pytest.approx(own, rel=0.05)
+    own = biplane_volume_ml(lateral, pixel_mm, bolus | near | chain, pixel_mm)
+    assert biplane_volume_ml(lateral, pixel_mm, mask, pixel_mm) < 0.6 * own
+    assert biplane_volume_ml(lateral, pixel_mm, kept, pixel_mm) == pytest.approx(own)
+    apart = pieces_volume_ml(mask & ~kept, pixel_mm, "ap")
+    assert 0 < apart < 0.1 * own  # the wedge as round slices, 0.1 mL (halved: the other view has none)
+    # each piece alone, as round slices: a round bolus apart reads its volume; two pieces on the
+    # same rows are two sections, not one of their summed width
+    second = ((x - 50) * pixel_mm / 4) ** 2 + ((y - 300) * pixel_mm / 4) ** 2 <= 1  # a 4 mm ball's outline
+    ball = 4 / 3 * np.pi * 4**3 / 1000
+    assert pieces_volume_ml(second, pixel_mm, "ap") == pytest.approx(ball, rel=0.05)
+    twin = second | np.roll(second, 80, axis=1)
+    assert pieces_volume_ml(twin, pixel_mm, "ap") == pytest.approx(2 * ball, rel=0.05)
+    assert one_view_volume_ml(twin, pixel_mm, "ap") > 3.5 * ball  # one section of twice the width
+    assert pieces_volume_ml(second, pixel_mm, "lateral") == pytest.approx(
+        pieces_volume_ml(second, pixel_mm, "ap") / ONE_VIEW_OF_BIPLANE["lateral"]
+    )
+    assert pieces_volume_ml(np.zeros((5, 5), bool), pixel_mm, "ap") == 0.0
 
 
 def test_the_steel_band_across_a_bolus_is_part_of_its_outline_but_not_beyond_it():

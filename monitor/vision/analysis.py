@@ -48,6 +48,7 @@ from monitor.vision.biplane import (
     fused_volume,
     one_view_volume_ml,
     outline_through_steel,
+    pieces_volume_ml,
     shape_of_truth,
     steel_bands,
 )
@@ -308,9 +309,11 @@ class PlaneAnalyzer:
         self._registration: Registration | None = None  # to the baseline over ``roi``
         self._distances: DistanceMaps | None = None  # to the walls, over ``roi``
         self._last_mask: np.ndarray | None = None  # the bolus seen so far, left out of registration
-        # the bolus's outline on the last frame (ROI grid), the steel band across it filled, pieces
-        # far from it left out (bolus_outline): its shape in the two views (monitor.vision.biplane)
+        # the bolus's outline on the last frame (ROI grid), the steel band across it filled: its
+        # shape in the two views (monitor.vision.biplane.bolus_outline) ...
         self.cement_mask: np.ndarray | None = None
+        # ... and the cement apart from it, each piece read alone in this view (mL; pieces_volume_ml)
+        self.cement_apart_ml = 0.0
         # how many frames running this view could not be read (clipped white past reading, or
         # blank or saturated, after the baseline): its outline is an older frame's meanwhile
         self.unreadable_frames = 0
@@ -481,6 +484,7 @@ class PlaneAnalyzer:
         self._distances = DistanceMaps(self._state.exclude.shape)
         self._last_mask = None
         self.cement_mask = None
+        self.cement_apart_ml = 0.0
         self.recursive.restart()
 
     # ----------------------------------------------------------------- frames
@@ -528,6 +532,8 @@ class PlaneAnalyzer:
         self._last_mask = bolus if self._last_mask is None else (bolus | self._last_mask)
         outline = self._outline_through_steel(cement.mask, comparison.exclude, tips)
         self.cement_mask = bolus_outline(outline, tips, self.pixel_mm) if self.pixel_mm else outline
+        apart = outline & ~self.cement_mask
+        self.cement_apart_ml = pieces_volume_ml(apart, self.pixel_mm, self.plane) if self.pixel_mm else 0.0
         self.unreadable_frames = 0
         result = PlaneResult(
             self.plane,
@@ -1489,12 +1495,19 @@ class CaseAnalyzer:
             for ok, p in zip(outlined, planes, strict=True)
         ]
         fresh = [ok and not old for ok, old in zip(outlined, stale, strict=True)]
+        # The bolus's shape, plus the cement apart from it (each piece read alone: a stray piece
+        # would stretch the bolus's slices, and real cement is not dropped), in the two views'
+        # mean reading of it.
         if all(outlined) and (all(fresh) or all(stale)):  # both unread: their last outlines, as they were
             lateral, ap = planes
             shape = biplane_volume_ml(lateral.cement_mask, lateral.pixel_mm, ap.cement_mask, ap.pixel_mm)
+            if shape is not None:
+                shape += 0.5 * (lateral.cement_apart_ml + ap.cement_apart_ml)
         elif any(fresh):  # the other view unread, unattached or without a region: this one alone
             view = planes[fresh.index(True)]
             shape, one_view = one_view_volume_ml(view.cement_mask, view.pixel_mm, view.plane), view.plane
+            if shape is not None:
+                shape += view.cement_apart_ml
         # the level's statistics of the darkness against the shape are the two views' shape's: one
         # view's reads the truth on another scale (x0.78-1.30 of it), per case
         share = darkness_share(darkness, shape) if one_view is None else None

@@ -71,49 +71,70 @@ def outline_through_steel(mask: np.ndarray, unread: np.ndarray, band_px: float) 
     return filled
 
 
-# Pieces of cement this near (mm) the bolus at the tips count in its shape: the outline breaks where
-# the cement thins between trabecular pockets ...
+# Pieces of cement this near (mm) the bolus at the tips, or a piece so near it, are the bolus: its
+# outline breaks where the cement thins between trabecular pockets or under a shaft's edge.
 BOLUS_GAP_MM = 3.0
-# ... and so do pieces this near it that are at least this share of its area: a second bolus at a
-# tip not found (tuning 5007's AP, bipedicular: 100-133 mm2 at 5-7 mm from the first's 164-270), or
-# the bolus cut in two by a stretch too thin to outline. Farther pieces are something else.
-BOLUS_NEAR_MM = 10.0
-BOLUS_NEAR_SHARE = 0.25
 
 
 def bolus_outline(mask: np.ndarray, tips: list[tuple[float, float]], pixel_mm: float) -> np.ndarray:
-    """The bolus's outline for its shape: of ``mask`` (h, w) bool, the pieces (8-connected) at a
-    cannula's tip (:func:`monitor.vision.cement.pieces_at_tips`; ``tips`` x, y in its pixels,
-    ``pixel_mm`` square), those within BOLUS_GAP_MM of them, and those within BOLUS_NEAR_MM of
-    them of BOLUS_NEAR_SHARE of their area or more. ``mask`` as it is where there is no tip or
-    no piece at one.
+    """The bolus's outline, which sets the slices of its shape: of ``mask`` (h, w) bool, the
+    pieces (8-connected) at a cannula's tip (:func:`monitor.vision.cement.pieces_at_tips`;
+    ``tips`` x, y in its pixels, ``pixel_mm`` square) and, in turn, every piece within
+    BOLUS_GAP_MM of those taken, or as large as all those taken. ``mask`` as it is where there
+    is no tip or no piece at one.
+    The rest is not dropped: :func:`pieces_volume_ml` reads it apart.
 
     Why: the slices of :func:`biplane_volume_ml` run over the outline's whole cranio-caudal
     extent, so one stray piece far above or below the bolus stretches that extent and squeezes
     the bolus into a part of the slices, matched against the other view's at the wrong heights.
     Tuning 5033's AP view outlined a wedge of the field's corner 44 mm under the bolus on most
     frames (its extent 46 mm for a 13 mm bolus): the shape read 0.57 of the truth; tuning 5032's
-    lateral view, specks of 1-2 mm2 20-48 mm away. A vein or leak apart from the bolus is left
-    out with them (a few hundredths of a mL: the darkness reads it)."""
+    lateral view, specks of 1-2 mm2 20-48 mm away."""
     if not tips or not mask.any():
         return mask
     count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     keep = pieces_at_tips(labels, count, tips, pixel_mm)
     if not keep.any() or keep[1:].all():
         return mask
-    bolus = keep[labels]
-    reach_px = BOLUS_NEAR_MM / pixel_mm
-    window = around(bolus, int(np.ceil(reach_px)) + 1)
-    distance = np.full(mask.shape, np.inf, np.float32)
-    distance[window] = cv2.distanceTransform((~bolus[window]).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_3)
+    gap_px = BOLUS_GAP_MM / pixel_mm
     areas = np.bincount(labels.ravel(), minlength=count)
-    nearest = np.full(count, np.inf, np.float32)
-    np.minimum.at(nearest, labels[mask], distance[mask])
-    gap = nearest * pixel_mm
-    big = areas >= BOLUS_NEAR_SHARE * areas[keep].sum()
-    keep |= (gap <= BOLUS_GAP_MM) | ((gap <= BOLUS_NEAR_MM) & big)
-    keep[0] = False
-    return keep[labels]
+    areas[0] = 0
+    while True:  # taken in turn: a chain of pieces each near the last is one bolus
+        bolus = keep[labels]
+        window = around(bolus, int(np.ceil(gap_px)) + 1)
+        near = np.zeros_like(bolus)
+        near[window] = (
+            cv2.distanceTransform((~bolus[window]).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+            <= gap_px
+        )
+        more = np.zeros(count, bool)
+        more[labels[near & mask]] = True
+        more[0] = False
+        # A piece as large as the bolus so far is the bolus too: the cement at the tip can be a
+        # faint rim cut from the mass that left it (tuning 5029's AP: a dense cleft's filling
+        # 0.45 mL beyond 3 mm of 0.51 mL at the tip), or a speck.
+        rest = np.where(keep | more, 0, areas)
+        if rest.max() >= areas[keep | more].sum():
+            more[int(np.argmax(rest))] = True
+        if not (more & ~keep).any():
+            return bolus
+        keep |= more
+
+
+def pieces_volume_ml(mask: np.ndarray, pixel_mm: float, plane: str) -> float:
+    """The volume (mL) of the pieces of cement in ``mask`` (h, w) bool, ``pixel_mm`` square, each
+    read alone from this one view as :func:`one_view_volume_ml` reads a bolus (round slices over
+    ONE_VIEW_OF_BIPLANE[``plane``]): the cement apart from the bolus (:func:`bolus_outline`), a
+    vein's cast, a second bolus whose tip was not found, a disc's film, which is cement injected
+    too; 0 where there is none. Each piece alone: two pieces side by side on one row are two
+    sections, not one of their summed width."""
+    if not mask.any():
+        return 0.0
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    rows = np.nonzero(mask)[0]
+    per_row = np.bincount(labels[mask].astype(np.int64) * mask.shape[0] + rows)  # pixels of a piece on a row
+    section_px = float(np.sum(per_row.astype(np.float64) ** 2))
+    return np.pi / 4.0 * section_px * pixel_mm**3 / 1000.0 / ONE_VIEW_OF_BIPLANE[plane]
 
 
 STEEL_BAND_SLACK = 0.5  # shaft widths beyond BAND_WIDTHS: the band round each shaft taken as steel
