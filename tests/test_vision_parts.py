@@ -459,6 +459,57 @@ def test_a_view_clipped_past_reading_leaves_the_shape_to_the_other_view():
     assert not unchecked.checked and unchecked.one_view is None
 
 
+def test_a_level_s_darkness_is_judged_on_its_last_results_as_the_beam_hardens():
+    """A hardening beam's darkness falls behind the cement as the bolus grows: tuning 5007 read
+    0.75-0.9 of the shape's truth up to 1.5 mL and 0.55 from 2.5 mL, and the median over the
+    whole level stayed over LEVEL_DARKNESS_AGREES_WITH_SHAPE for 17 frames more, the volume 40 %
+    under the truth meanwhile. Judged on the level's last LEVEL_SHARE_RESULTS results, it reads
+    low once half of them do, said once with how many results it rests on; and it stays low (a
+    room's darkness is the room's)."""
+    from types import SimpleNamespace
+
+    from monitor.vision.analysis import LEVEL_SHARE_RESULTS, CaseAnalyzer
+    from monitor.vision.biplane import LEVEL_DARKNESS_AGREES_WITH_SHAPE, biplane_volume_ml, shape_of_truth
+
+    y, x = np.mgrid[:240, :200]
+    bolus = ((x - 90) * 0.15 / 7) ** 2 + ((y - 120) * 0.15 / 9) ** 2 <= 1
+
+    def view(plane):
+        learnt = SimpleNamespace(cannulas=[object()], roi=(0, 0, 200, 240))
+        return SimpleNamespace(
+            plane=plane, cement_mask=bolus, pixel_mm=0.15, learnt=learnt, roi=learnt.roi,
+            unreadable_frames=0, cement_apart_ml=0.0,
+        )  # fmt: skip
+
+    shape = biplane_volume_ml(bolus, 0.15, bolus, 0.15)
+    truth = shape / shape_of_truth(shape)[1]
+    assert truth >= 0.5  # its shares count
+    case = CaseAnalyzer()
+    case.planes = {"lateral": view("lateral"), "ap": view("ap")}
+    for _ in range(60):  # a small bolus's darkness, near the truth
+        case.volumes = {"lateral": (0.85 * truth, 0.0), "ap": (0.85 * truth, 0.0)}
+        case._read_volume()
+    assert not case.darkness_low and len(case._darkness_shares) == LEVEL_SHARE_RESULTS
+    hardened = 0.55
+    assert hardened < LEVEL_DARKNESS_AGREES_WITH_SHAPE
+    for k in range(1, LEVEL_SHARE_RESULTS + 1):
+        case.volumes = {"lateral": (hardened * truth, 0.0), "ap": (hardened * truth, 0.0)}
+        estimate, _ = case._read_volume()
+        # low once more than half of the last results read so (the median over all 60 + k would
+        # stay over the threshold until k = 61)
+        assert case.darkness_low == (k > LEVEL_SHARE_RESULTS // 2), k
+    assert estimate.reads_low and estimate.volume_ml == pytest.approx(truth)
+    said = [detail for code, detail, _ in case.news if code == "darkness-reads-low"]
+    assert (
+        len(said) == 1
+        and f"its last {LEVEL_SHARE_RESULTS} results of {60 + LEVEL_SHARE_RESULTS // 2 + 1}" in said[0]
+    )
+    case.volumes = {"lateral": (truth, 0.0), "ap": (truth, 0.0)}
+    for _ in range(LEVEL_SHARE_RESULTS):
+        case._read_volume()
+    assert case.darkness_low
+
+
 def test_the_bolus_sets_the_shape_s_slices_and_cement_apart_is_read_piece_by_piece():
     """The biplane's slices run over the outline's whole cranio-caudal extent: a piece far under
     the bolus (tuning 5033's AP view outlined a wedge of the field's corner 44 mm under it, and
