@@ -351,7 +351,7 @@ def test_a_volume_the_darkness_reads_low_is_the_shapes_with_its_interval_in_the_
     assert any("volume-below-shape" in c["status"] for c in level["caveats"])
     # from 0.5 mL of the shape's truth the level's own median share is said as well
     assert any(
-        re.search(r"over this level's frames so far, a median 0\.[0-5]\d of it", c["status"])
+        re.search(r"over this level's last results, a median 0\.[0-5]\d of it", c["status"])
         for c in level["caveats"]
     ), [c["status"] for c in level["caveats"]]
     assert level["volume_low_ml"] <= level["volume_ml"] <= level["volume_high_ml"]

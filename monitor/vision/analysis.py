@@ -1592,7 +1592,7 @@ class CaseAnalyzer:
             ""
             if level_share is None
             # floored, so that a median just under LEVEL_DARKNESS_AGREES_WITH_SHAPE reads under it
-            else f"; over this level's frames so far, a median {np.floor(level_share * 100) / 100:.2f} of it"
+            else f"; over this level's last results, a median {np.floor(level_share * 100) / 100:.2f} of it"
         )
         # refused on the level's reading alone, this frame's darkness may not be below the shape's
         reads = (

@@ -227,8 +227,9 @@ SHAPE_MIN_ML = 0.1
 # same margin.
 DARKNESS_AGREES_WITH_SHAPE = 0.5
 # ... and the level's darkness is said to read low when the median of that share over the level's
-# frames so far (those whose shape's truth is SHAPE_SPREAD_FROM_ML or more: darkness_share) is under
-# this. A room's scatter, beam and cement are the level's, not a frame's: one frame's share
+# last results (analysis.LEVEL_SHARE_RESULTS, since session 57; its frames so far before; those
+# whose shape's truth is SHAPE_SPREAD_FROM_ML or more: darkness_share) is under this. A room's
+# scatter, beam and cement are the level's, not a frame's: one frame's share
 # scatters with its outline (x0.80-1.11), the level's median does not, so it can be held nearer the
 # simple world's. Where the physics is the analyzer's (the simple world's 30 cases with scatter) the
 # level's median share reads 0.67-1.20 per case at its end; in the realistic world's tuning seeds
