@@ -92,24 +92,38 @@ def bolus_outline(mask: np.ndarray, tips: list[tuple[float, float]], pixel_mm: f
     lateral view, specks of 1-2 mm2 20-48 mm away."""
     if not tips or not mask.any():
         return mask
-    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    pieces = mask.astype(np.uint8)
+    count, labels = cv2.connectedComponents(pieces, connectivity=8)
     keep = pieces_at_tips(labels, count, tips, pixel_mm)
-    if not keep.any() or keep[1:].all():
+    if not keep.any() or keep[1:].all():  # most frames: one piece, at the tip
         return mask
+    # the pieces' boxes too (Grana's labelling: with its boxes, 2.5x as fast as OpenCV's default)
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        pieces, 8, cv2.CV_32S, cv2.CCL_GRANA
+    )
+    keep = pieces_at_tips(labels, count, tips, pixel_mm)
     gap_px = BOLUS_GAP_MM / pixel_mm
-    areas = np.bincount(labels.ravel(), minlength=count)
+    pad = int(np.ceil(gap_px)) + 1
+    areas = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
     areas[0] = 0
+    left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    right, bottom = left + stats[:, cv2.CC_STAT_WIDTH], top + stats[:, cv2.CC_STAT_HEIGHT]
+    h, w = mask.shape
     while True:  # taken in turn: a chain of pieces each near the last is one bolus
-        bolus = keep[labels]
-        window = around(bolus, int(np.ceil(gap_px)) + 1)
-        near = np.zeros_like(bolus)
-        near[window] = (
-            cv2.distanceTransform((~bolus[window]).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-            <= gap_px
-        )
         more = np.zeros(count, bool)
-        more[labels[near & mask]] = True
-        more[0] = False
+        # Only a piece whose box comes within the gap of the bolus's box can lie that near it (on
+        # most frames none does: no distances to compute). Worked over that box alone.
+        taken = np.flatnonzero(keep)
+        x0, y0 = max(0, int(left[taken].min()) - pad), max(0, int(top[taken].min()) - pad)
+        x1, y1 = min(w, int(right[taken].max()) + pad), min(h, int(bottom[taken].max()) + pad)
+        nearby = ~keep & (left < x1) & (right > x0) & (top < y1) & (bottom > y0)
+        nearby[0] = False
+        if nearby.any():
+            window = labels[y0:y1, x0:x1]
+            outside = (~keep[window]).astype(np.uint8)
+            near = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_5) <= gap_px
+            more[window[near]] = True
+            more[0] = False
         # A piece as large as the bolus so far is the bolus too: the cement at the tip can be a
         # faint rim cut from the mass that left it (tuning 5029's AP: a dense cleft's filling
         # 0.45 mL beyond 3 mm of 0.51 mL at the tip), or a speck.
@@ -117,7 +131,7 @@ def bolus_outline(mask: np.ndarray, tips: list[tuple[float, float]], pixel_mm: f
         if rest.max() >= areas[keep | more].sum():
             more[int(np.argmax(rest))] = True
         if not (more & ~keep).any():
-            return bolus
+            return keep[labels]
         keep |= more
 
 
