@@ -510,6 +510,39 @@ def test_a_level_s_darkness_is_judged_on_its_last_results_as_the_beam_hardens():
     assert case.darkness_low
 
 
+def test_the_level_s_shape_adds_the_views_mean_reading_of_the_cement_apart():
+    """The shape is the bolus's biplane volume plus the cement apart from it in the two views'
+    mean reading (each view reads the same pieces: their sum would count them twice); one view's
+    shape adds that view's own."""
+    from types import SimpleNamespace
+
+    from monitor.vision.analysis import ONE_VIEW_AFTER_UNREADABLE, CaseAnalyzer
+    from monitor.vision.biplane import ONE_VIEW_SPREAD, biplane_volume_ml, fused_volume, one_view_volume_ml
+
+    y, x = np.mgrid[:240, :200]
+    bolus = ((x - 90) * 0.15 / 7) ** 2 + ((y - 120) * 0.15 / 9) ** 2 <= 1
+
+    def view(plane, apart_ml, unread=0):
+        learnt = SimpleNamespace(cannulas=[object()], roi=(0, 0, 200, 240))
+        return SimpleNamespace(
+            plane=plane, cement_mask=bolus, pixel_mm=0.15, learnt=learnt, roi=learnt.roi,
+            unreadable_frames=unread, cement_apart_ml=apart_ml,
+        )  # fmt: skip
+
+    case = CaseAnalyzer()
+    case.volumes = {"lateral": (0.3, 0.0), "ap": (0.3, 0.0)}  # a darkness that reads low: the shape's
+    case.planes = {"lateral": view("lateral", 0.2), "ap": view("ap", 0.4)}
+    estimate, _ = case._read_volume()
+    two_views = biplane_volume_ml(bolus, 0.15, bolus, 0.15)
+    assert estimate.shape_ml == pytest.approx(fused_volume(0.3, two_views + 0.3).shape_ml)
+    case.planes["ap"] = view("ap", 0.4, ONE_VIEW_AFTER_UNREADABLE)  # the AP unread: the lateral's alone
+    alone, _ = case._read_volume()
+    one = one_view_volume_ml(bolus, 0.15, "lateral")
+    assert alone.shape_ml == pytest.approx(
+        fused_volume(0.3, one + 0.2, False, ONE_VIEW_SPREAD["lateral"]).shape_ml
+    )
+
+
 def test_the_bolus_sets_the_shape_s_slices_and_cement_apart_is_read_piece_by_piece():
     """The biplane's slices run over the outline's whole cranio-caudal extent: a piece far under
     the bolus (tuning 5033's AP view outlined a wedge of the field's corner 44 mm under it, and
@@ -536,8 +569,8 @@ def test_the_bolus_sets_the_shape_s_slices_and_cement_apart_is_read_piece_by_pie
     chain = (np.abs(x - 100) <= 4) & (y >= 150) & (y < 155)  # 2.75 mm under that, 4.5 under the bolus
     wedge = (y > 370) & (x > 170) & (y - 370 > 200 - x)  # the field's corner 60 mm under, 25 mm2
     speck = (np.abs(x - 40) <= 2) & (np.abs(y - 300) <= 2)  # 1.6 mm2, 40 mm under
-    side = (np.abs(x - 160) <= 2) & (np.abs(y - 100) <= 2)  # 1.6 mm2, 3.5 mm beside it
-    assert 3.0 < 14 * pixel_mm < 2 * BOLUS_GAP_MM  # side's gap: past one gap, under two
+    side = (x >= 142) & (x < 147) & (np.abs(y - 100) <= 2)  # 1.6 mm2 beside it: the bolus ends at x 124
+    assert BOLUS_GAP_MM < (142 - 124) * pixel_mm < 2 * BOLUS_GAP_MM  # side's gap: past one gap, under two
     mask = bolus | near | chain | wedge | speck | side
     kept = bolus_outline(mask, tip, pixel_mm)
     assert kept[bolus].all() and kept[near].all() and kept[chain].all()
@@ -547,6 +580,13 @@ def test_the_bolus_sets_the_shape_s_slices_and_cement_apart_is_read_piece_by_pie
     # the tip's piece a speck, the mass 10 mm off: the mass is the bolus, not the speck's company
     rim = (np.abs(x - 100) <= 1) & (np.abs(y - 160) <= 1)
     assert bolus_outline(bolus | rim, [(100.0, 160.0)], pixel_mm)[bolus].all()
+    # ... as large as all those taken, not as the tip's piece alone: a 9-pixel tip piece with a
+    # 100-pixel one beside it is a bolus of 109 pixels, and a 50-pixel piece 20 mm off is not it
+    tip_piece = (np.abs(x - 100) <= 1) & (np.abs(y - 300) <= 1)
+    beside = (x >= 104) & (x < 114) & (y >= 295) & (y < 305)
+    far = (x >= 20) & (x < 30) & (y >= 298) & (y < 303)
+    taken = bolus_outline(tip_piece | beside | far, [(100.0, 300.0)], pixel_mm)
+    assert taken[beside].all() and not taken[far].any()
     # the AP view's shape against the lateral's: the wedge and the speck took it to half the
     # bolus's; the bolus's slices read it again, and what is apart adds its own reading
     lateral = ((x - 100) * pixel_mm / 7) ** 2 + ((y - 100) * pixel_mm / 8) ** 2 <= 1
@@ -567,6 +607,13 @@ def test_the_bolus_sets_the_shape_s_slices_and_cement_apart_is_read_piece_by_pie
         pieces_volume_ml(second, pixel_mm, "ap") / ONE_VIEW_OF_BIPLANE["lateral"]
     )
     assert pieces_volume_ml(np.zeros((5, 5), bool), pixel_mm, "ap") == 0.0
+    # a long thin piece is a tube across its shorter axis, whichever way it lies: a band 40 mm by
+    # 2 mm reads 0.126 mL, not its rows as round sections (2.5 mL: an artifact's band under the
+    # bolus more than doubled its shape so)
+    tube = np.pi / 4 * 2**2 * 40 / 1000
+    band = (x >= 20) & (x < 180) & (y >= 300) & (y < 308)
+    assert pieces_volume_ml(band, pixel_mm, "ap") == pytest.approx(tube, rel=0.05)
+    assert pieces_volume_ml(band.T, pixel_mm, "ap") == pytest.approx(tube, rel=0.05)
 
 
 def test_the_steel_band_across_a_bolus_is_part_of_its_outline_but_not_beyond_it():
