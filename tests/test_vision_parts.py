@@ -575,6 +575,12 @@ def test_the_bolus_sets_the_shape_s_slices_and_cement_apart_is_read_piece_by_pie
     kept = bolus_outline(mask, tip, pixel_mm)
     assert kept[bolus].all() and kept[near].all() and kept[chain].all()
     assert not kept[wedge].any() and not kept[speck].any() and not kept[side].any()
+    # a chain of twelve specks each 2.5 mm from the last, out to 30 mm under the bolus: one mass
+    links = np.zeros_like(mask)
+    for k in range(1, 13):
+        row = 132 + round(k * 2.5 / pixel_mm)
+        links[row - 1 : row + 1, 99:101] = True
+    assert bolus_outline(bolus | links, tip, pixel_mm)[links].all()
     assert bolus_outline(mask, [], pixel_mm) is mask  # no tip: no bolus to read from
     assert bolus_outline(mask, [(10.0, 390.0)], pixel_mm) is mask  # no piece at the tip
     # the tip's piece a speck, the mass 10 mm off: the mass is the bolus, not the speck's company
