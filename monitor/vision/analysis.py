@@ -531,8 +531,9 @@ class PlaneAnalyzer:
         self._last_mask = bolus if self._last_mask is None else (bolus | self._last_mask)
         outline = self._outline_through_steel(cement.mask, comparison.exclude, tips)
         self.cement_mask = bolus_outline(outline, tips, self.pixel_mm) if self.pixel_mm else outline
-        apart = outline & ~self.cement_mask
-        self.cement_apart_ml = pieces_volume_ml(apart, self.pixel_mm, self.plane) if self.pixel_mm else 0.0
+        # most frames: the outline is the bolus, nothing apart
+        apart = None if self.cement_mask is outline else outline & ~self.cement_mask
+        self.cement_apart_ml = 0.0 if apart is None else pieces_volume_ml(apart, self.pixel_mm, self.plane)
         self.unreadable_frames = 0
         result = PlaneResult(
             self.plane,
@@ -1088,9 +1089,9 @@ class CaseAnalyzer:
         # whether this room's darkness reads low. Not kept over a restart: it is read again from
         # the next frames (the decision itself is: darkness_low).
         self._darkness_shares: deque[float] = deque(maxlen=LEVEL_SHARE_RESULTS)
-        self._darkness_shares_read = 0  # how many were read on the level in all
-        # ... and on those results, running sums of (log the shape's truth, log the darkness):
-        # n, sum x, sum y, sum x^2, sum xy, min x, max x, for the curve the darkness follows
+        # ... and on all those results, running sums of (log the shape's truth, log the darkness):
+        # n (how many were read on the level), sum x, sum y, sum x^2, sum xy, min x, max x, for the
+        # curve the darkness follows
         self._darkness_curve = (0, 0.0, 0.0, 0.0, 0.0, np.inf, -np.inf)
         # the level's darkness has read low (its median share under the level's threshold): the
         # room's, so kept for the level (a median rising back over it would make the volume said
@@ -1528,7 +1529,6 @@ class CaseAnalyzer:
         share = darkness_share(darkness, shape) if one_view is None else None
         if share is not None and np.isfinite(share) and darkness > 0:
             self._darkness_shares.append(share)
-            self._darkness_shares_read += 1
             x, y = float(np.log(darkness / share)), float(np.log(darkness))  # log truth, log darkness
             n, sx, sy, sxx, sxy, x_min, x_max = self._darkness_curve
             self._darkness_curve = (
@@ -1553,7 +1553,7 @@ class CaseAnalyzer:
                     f"the image's darkness reads the cement low on this level (a median"
                     f" {np.floor(level_share * 100) / 100:.2f} of what the cement's shape gives, over"
                     f" its last {len(self._darkness_shares)} results of"
-                    f" {self._darkness_shares_read}): the volume is the shape's until syringes"
+                    f" {self._darkness_curve[0]}): the volume is the shape's until syringes"
                     f" are entered, and their growth follows the curve the shapes show",
                     {"median_share": round(level_share, 4)},
                 )
