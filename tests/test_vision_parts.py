@@ -382,6 +382,19 @@ def test_one_view_reads_a_spheroid_as_round_slices_on_the_two_views_scale():
     assert one_view_volume_ml(np.zeros((10, 10), bool), 0.15, "ap") is None
 
 
+def _outlined_view(plane: str, mask: np.ndarray, unread: int = 0, apart_ml: float = 0.0):
+    """A PlaneAnalyzer as CaseAnalyzer._read_volume reads it: a view with a cannula, its bolus's
+    outline ``mask`` (0.15 mm pixels), unread for ``unread`` frames running, ``apart_ml`` of
+    cement read apart from the bolus."""
+    from types import SimpleNamespace
+
+    learnt = SimpleNamespace(cannulas=[object()], roi=(0, 0, 200, 240))
+    return SimpleNamespace(
+        plane=plane, cement_mask=mask, pixel_mm=0.15, learnt=learnt, roi=learnt.roi,
+        unreadable_frames=unread, cement_apart_ml=apart_ml,
+    )  # fmt: skip
+
+
 def test_a_view_clipped_past_reading_leaves_the_shape_to_the_other_view():
     """The level's volume where the AP view has been clipped white past reading for some frames
     running: its outline is an older frame's, which the cement has outgrown (tuning 5031: the
@@ -390,8 +403,6 @@ def test_a_view_clipped_past_reading_leaves_the_shape_to_the_other_view():
     enter the level's statistics of the darkness (another scale). One unread frame keeps the two
     views (a flickering view would make the volume jump); both unread keep their last outlines;
     the AP alone where the lateral has no region."""
-    from types import SimpleNamespace
-
     from monitor.vision.analysis import ONE_VIEW_AFTER_UNREADABLE, CaseAnalyzer
     from monitor.vision.biplane import (
         ONE_VIEW_SPREAD,
@@ -405,21 +416,12 @@ def test_a_view_clipped_past_reading_leaves_the_shape_to_the_other_view():
     bolus = ((x - 90) * 0.15 / 7) ** 2 + ((y - 120) * 0.15 / 9) ** 2 <= 1  # about 1.8 mL as round slices
     small = ((x - 90) * 0.15 / 3) ** 2 + ((y - 120) * 0.15 / 4) ** 2 <= 1  # the AP's outline of long ago
 
-    def view(plane, mask, unread):
-        learnt = SimpleNamespace(cannulas=[object()], roi=(0, 0, 200, 240))
-        return SimpleNamespace(
-            plane=plane,
-            cement_mask=mask,
-            pixel_mm=0.15,
-            learnt=learnt,
-            roi=learnt.roi,
-            unreadable_frames=unread,
-            cement_apart_ml=0.0,
-        )
-
     case = CaseAnalyzer()
     case.volumes = {"lateral": (0.3, 0.0), "ap": (0.3, 0.0)}  # a darkness that reads low
-    case.planes = {"lateral": view("lateral", bolus, 0), "ap": view("ap", small, ONE_VIEW_AFTER_UNREADABLE)}
+    case.planes = {
+        "lateral": _outlined_view("lateral", bolus, 0),
+        "ap": _outlined_view("ap", small, ONE_VIEW_AFTER_UNREADABLE),
+    }
     estimate, caveat = case._read_volume()
     alone = one_view_volume_ml(bolus, 0.15, "lateral")
     expected = fused_volume(0.3, alone, False, ONE_VIEW_SPREAD["lateral"])
@@ -441,19 +443,19 @@ def test_a_view_clipped_past_reading_leaves_the_shape_to_the_other_view():
     assert len(case._darkness_shares) == 2
     case.planes["lateral"].unreadable_frames = case.planes["ap"].unreadable_frames = 5  # both unread
     assert case._read_volume()[0].shape_ml == pytest.approx(fused_volume(0.3, two_views).shape_ml)
-    case.planes["lateral"] = view("lateral", bolus, 0)
+    case.planes["lateral"] = _outlined_view("lateral", bolus, 0)
     case.planes["lateral"].learnt.cannulas = []  # no region: measured over its whole frame
-    case.planes["ap"] = view("ap", bolus, 0)
+    case.planes["ap"] = _outlined_view("ap", bolus, 0)
     ap_alone, caveat = case._read_volume()
     assert "shape in the AP view alone" in caveat.detail and ap_alone.one_view == "ap"
-    case.planes = {"lateral": view("lateral", bolus, 0)}  # a lateral view streamed alone
+    case.planes = {"lateral": _outlined_view("lateral", bolus, 0)}  # a lateral view streamed alone
     case.volumes = {"lateral": (0.3, 0.0)}
     alone_now, caveat = case._read_volume()
     assert alone_now.volume_ml == pytest.approx(estimate.volume_ml) and "lateral view alone" in caveat.detail
     assert alone_now.one_view == "lateral"
     # an outline too small to read a shape from (under SHAPE_MIN_ML) checks nothing: not said
     speck = ((x - 90) * 0.15 / 1.2) ** 2 + ((y - 120) * 0.15 / 1.2) ** 2 <= 1
-    case.planes = {"lateral": view("lateral", speck, 0)}
+    case.planes = {"lateral": _outlined_view("lateral", speck, 0)}
     case.volumes = {"lateral": (0.05, 0.0)}
     unchecked, _ = case._read_volume()
     assert not unchecked.checked and unchecked.one_view is None
@@ -466,26 +468,17 @@ def test_a_level_s_darkness_is_judged_on_its_last_results_as_the_beam_hardens():
     under the truth meanwhile. Judged on the level's last LEVEL_SHARE_RESULTS results, it reads
     low once half of them do, said once with how many results it rests on; and it stays low (a
     room's darkness is the room's)."""
-    from types import SimpleNamespace
-
     from monitor.vision.analysis import LEVEL_SHARE_RESULTS, CaseAnalyzer
     from monitor.vision.biplane import LEVEL_DARKNESS_AGREES_WITH_SHAPE, biplane_volume_ml, shape_of_truth
 
     y, x = np.mgrid[:240, :200]
     bolus = ((x - 90) * 0.15 / 7) ** 2 + ((y - 120) * 0.15 / 9) ** 2 <= 1
 
-    def view(plane):
-        learnt = SimpleNamespace(cannulas=[object()], roi=(0, 0, 200, 240))
-        return SimpleNamespace(
-            plane=plane, cement_mask=bolus, pixel_mm=0.15, learnt=learnt, roi=learnt.roi,
-            unreadable_frames=0, cement_apart_ml=0.0,
-        )  # fmt: skip
-
     shape = biplane_volume_ml(bolus, 0.15, bolus, 0.15)
     truth = shape / shape_of_truth(shape)[1]
     assert truth >= 0.5  # its shares count
     case = CaseAnalyzer()
-    case.planes = {"lateral": view("lateral"), "ap": view("ap")}
+    case.planes = {"lateral": _outlined_view("lateral", bolus), "ap": _outlined_view("ap", bolus)}
     for _ in range(60):  # a small bolus's darkness, near the truth
         case.volumes = {"lateral": (0.85 * truth, 0.0), "ap": (0.85 * truth, 0.0)}
         case._read_volume()
@@ -514,28 +507,24 @@ def test_the_level_s_shape_adds_the_views_mean_reading_of_the_cement_apart():
     """The shape is the bolus's biplane volume plus the cement apart from it in the two views'
     mean reading (each view reads the same pieces: their sum would count them twice); one view's
     shape adds that view's own."""
-    from types import SimpleNamespace
-
     from monitor.vision.analysis import ONE_VIEW_AFTER_UNREADABLE, CaseAnalyzer
     from monitor.vision.biplane import ONE_VIEW_SPREAD, biplane_volume_ml, fused_volume, one_view_volume_ml
 
     y, x = np.mgrid[:240, :200]
     bolus = ((x - 90) * 0.15 / 7) ** 2 + ((y - 120) * 0.15 / 9) ** 2 <= 1
 
-    def view(plane, apart_ml, unread=0):
-        learnt = SimpleNamespace(cannulas=[object()], roi=(0, 0, 200, 240))
-        return SimpleNamespace(
-            plane=plane, cement_mask=bolus, pixel_mm=0.15, learnt=learnt, roi=learnt.roi,
-            unreadable_frames=unread, cement_apart_ml=apart_ml,
-        )  # fmt: skip
-
     case = CaseAnalyzer()
     case.volumes = {"lateral": (0.3, 0.0), "ap": (0.3, 0.0)}  # a darkness that reads low: the shape's
-    case.planes = {"lateral": view("lateral", 0.2), "ap": view("ap", 0.4)}
+    case.planes = {
+        "lateral": _outlined_view("lateral", bolus, 0, 0.2),
+        "ap": _outlined_view("ap", bolus, 0, 0.4),
+    }
     estimate, _ = case._read_volume()
     two_views = biplane_volume_ml(bolus, 0.15, bolus, 0.15)
     assert estimate.shape_ml == pytest.approx(fused_volume(0.3, two_views + 0.3).shape_ml)
-    case.planes["ap"] = view("ap", 0.4, ONE_VIEW_AFTER_UNREADABLE)  # the AP unread: the lateral's alone
+    case.planes["ap"] = _outlined_view(
+        "ap", bolus, ONE_VIEW_AFTER_UNREADABLE, 0.4
+    )  # the AP unread: the lateral's alone
     alone, _ = case._read_volume()
     one = one_view_volume_ml(bolus, 0.15, "lateral")
     assert alone.shape_ml == pytest.approx(
