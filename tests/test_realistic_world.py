@@ -901,7 +901,7 @@ def _lower_endplate_cleft(half_x_mm: float, half_y_mm: float, anterior: float, t
     the body's half-depth anterior of its middle (-y; +y is posterior)."""
     from monitor.sim.anatomy import MU_SOFT_TISSUE
 
-    def cleft_on_the_lower_endplate(phantom, rng):
+    def cleft_on_the_lower_endplate(phantom, rng, site="middle"):
         x, y, z = phantom.grid.coords()
         bone = phantom.cancellous
         has = bone.any(axis=0)

@@ -208,3 +208,38 @@ def test_an_old_truth_is_brought_up_to_date_without_rendering(posterior_case, tm
     for key in ("truth_version", "proximity_frame", "min_distance_mm", "leak", "definitions"):
         assert now[key] == truth[key], key
     assert not refresh_truth(tmp_path)
+
+
+def test_a_cleft_laid_on_an_endplate_lies_under_it_and_moves_nothing_else():
+    """``cleft_site`` "superior" / "inferior" lays the gas cleft on that endplate: a flat crescent
+    whose far side is within a voxel of 0.5 mm inside the cancellous bone's top (bottom) over its
+    centre, filled with gas. The same draws as the mid-height cleft, so the rest of the case does
+    not move: the generator is left in the same state, the cleft as wide, and "middle" is the
+    cleft the simulator always made."""
+    from monitor.sim.anatomy import CLEFT_ON_ENDPLATE_MM, add_cleft, build_phantom
+
+    phantom = build_phantom(np.random.default_rng(3), level="L1", fracture="none")
+    x, y, z = phantom.grid.coords()
+    made = {}
+    for site in ("middle", "superior", "inferior"):
+        rng = np.random.default_rng(11)
+        made[site] = (add_cleft(phantom, rng, site), rng.random())
+    assert len({after for _, after in made.values()}) == 1  # the same draws
+    middle = made["middle"][0].cleft
+    assert np.array_equal(middle, add_cleft(phantom, np.random.default_rng(11)).cleft)
+    zs = np.broadcast_to(z, middle.shape)
+    for site, sign in (("superior", 1), ("inferior", -1)):
+        cleft = made[site][0].cleft
+        assert cleft.any() and np.all(made[site][0].mu[cleft] == -MU_SOFT_TISSUE)
+        assert np.ptp(zs[cleft]) <= CLEFT_ON_ENDPLATE_MM + phantom.grid.voxel_mm
+        # over the cleft's centre column, its far side against the cancellous bone's edge
+        column = cleft.any(axis=0)
+        cy, cx = (int(round(v)) for v in np.argwhere(column).mean(axis=0))
+        bone = zs[:, cy, cx][phantom.cancellous[:, cy, cx]]
+        edge = bone.max() if sign > 0 else bone.min()
+        far = zs[:, cy, cx][cleft[:, cy, cx]]
+        far = far.max() if sign > 0 else far.min()
+        assert abs(edge - far) <= 0.5 + phantom.grid.voxel_mm, (site, edge, far)
+        # as wide across as the mid-height one (the same draws), which lies 2 mm or less off the middle
+        assert abs(int(column.sum()) - int(middle.any(axis=0).sum())) <= 0.35 * int(column.sum())
+    assert abs(float(np.mean(zs[middle]))) <= 2.0 + phantom.grid.voxel_mm

@@ -14,7 +14,7 @@ def add_simulate(sub) -> None:
     # Over 60 lines on purpose: a declarative list, one option per statement; split, one command's
     # options would be scattered.
     from monitor.messages import LEVELS
-    from monitor.sim.config import FIELDS, NOISE_LEVELS, SCENARIOS, SimConfig
+    from monitor.sim.config import CLEFT_SITES, FIELDS, NOISE_LEVELS, SCENARIOS, SimConfig
 
     d = SimConfig()
     p = sub.add_parser(
@@ -104,6 +104,13 @@ def add_simulate(sub) -> None:
         "--cleft", action="store_true", help="a gas-filled intravertebral cleft (Kummell's disease)"
     )
     p.add_argument(
+        "--cleft-site",
+        choices=CLEFT_SITES,
+        default=d.cleft_site,
+        help="where the cleft lies: at mid-height, or just under the superior or inferior endplate"
+        " (cement filling it then rises above or below the bolus as a disc leak would)",
+    )
+    p.add_argument(
         "--contact-sheet",
         action="store_true",
         help="also write contact_sheet.png (first, middle, last frame of both planes)",
@@ -136,6 +143,7 @@ def _sim_config(args):
         cement_mu=args.cement_mu,
         anatomy=args.anatomy,
         cleft=args.cleft,
+        cleft_site=args.cleft_site,
     )
     if args.world != "realistic":
         return cfg

@@ -196,16 +196,32 @@ def material_fractions(relative_mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return bone.astype(np.float32), missing.astype(np.float32)
 
 
-def add_cleft(phantom: Phantom, rng: np.random.Generator) -> Phantom:
+CLEFT_ON_ENDPLATE_MM = 3.0  # a cleft laid on an endplate (add_cleft's "superior", "inferior"): its thickness
+
+
+def add_cleft(phantom: Phantom, rng: np.random.Generator, site: str = "middle") -> Phantom:
     """A gas-filled intravertebral cleft (Kummell's disease: avascular necrosis after a
     fracture, common in the patients who get vertebroplasty): an ellipsoid of 4-10 mm
-    semi-axes in the anterior half of the cancellous bone. Cement fills it first."""
+    semi-axes in the anterior half of the cancellous bone. Cement fills it first.
+
+    ``site``: "middle" puts it at mid-height (within 2 mm); "superior" or "inferior" lays it on
+    that endplate as a flat crescent CLEFT_ON_ENDPLATE_MM thick, its far side 0.5 mm inside the
+    cancellous bone's top (bottom) over its centre, where a real cleft often lies: cement filling
+    it then rises above (below) the bolus at the tip, as cement through the endplate into the disc
+    does. The draws are the same for every site, so a site changes nothing else in the case."""
     from dataclasses import replace
 
     x, y, z = phantom.grid.coords()
     s = phantom.shape
     centre = (rng.uniform(-3, 3), -rng.uniform(0.2, 0.45) * s.half_depth, rng.uniform(-2, 2))
     axes = (rng.uniform(6, 10), rng.uniform(4, 7), rng.uniform(2.5, 4.5))
+    if site != "middle":
+        inside = ((x - centre[0]) / axes[0]) ** 2 + ((y - centre[1]) / axes[1]) ** 2 <= 0.25
+        heights = np.broadcast_to(z, phantom.cancellous.shape)[phantom.cancellous & inside]
+        edge = heights.max() if site == "superior" else heights.min()
+        axes = (axes[0], axes[1], CLEFT_ON_ENDPLATE_MM / 2)
+        reach = axes[2] + 0.5
+        centre = (centre[0], centre[1], float(edge - reach if site == "superior" else edge + reach))
     inside = ((x - centre[0]) / axes[0]) ** 2 + ((y - centre[1]) / axes[1]) ** 2
     cleft = ((inside + ((z - centre[2]) / axes[2]) ** 2) <= 1.0) & phantom.cancellous
     mu = phantom.mu.copy()

@@ -16,6 +16,7 @@ SCENARIOS = ("none", "proximity", "posterior", "venous", "disc")
 MU_CEMENT_DEFAULT = 0.20  # 1/mm at ~60 keV: PMMA with ~30% BaSO4 (the simple world's cement)
 NOISE_LEVELS = {"low": 80000.0, "normal": 25000.0, "high": 6000.0}  # photons/mm^2 behind the spine
 FIELDS = ("open", "shutters", "round")
+CLEFT_SITES = ("middle", "superior", "inferior")  # where a gas cleft lies (SimConfig.cleft_site)
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,13 @@ class SimConfig:
     # tests. A World: the realistic one (monitor.sim.realistic), which ignores those two.
     world: World | None = None
     # The anatomy: "geometric" (boxes; fracture applies) or "ct" (a real patient's CT,
-    # monitor.sim.ct; levels T8-T12 and L1). ``cleft``: a gas-filled intravertebral cleft.
+    # monitor.sim.ct; levels T8-T12 and L1). ``cleft``: a gas-filled intravertebral cleft,
+    # ``cleft_site`` where: "middle" (mid-height, in the body's anterior half), or "superior" /
+    # "inferior" (just under that endplate, where a real cleft often lies and where cement
+    # filling it rises above or below the bolus as a disc leak would)
     anatomy: str = "geometric"
     cleft: bool = False
+    cleft_site: str = "middle"
 
     def validate(self) -> None:
         checks = [
@@ -82,6 +87,8 @@ class SimConfig:
                 raise ValueError(message)
         if self.anatomy not in ("geometric", "ct"):
             raise ValueError("anatomy must be geometric or ct")
+        if self.cleft_site not in CLEFT_SITES:
+            raise ValueError(f"cleft_site must be one of {', '.join(CLEFT_SITES)}")
         if self.anatomy == "ct":
             from monitor.sim.ct import LABELS
 

@@ -191,7 +191,7 @@ def _prepare(cfg: SimConfig, rng: np.random.Generator, say=lambda _msg: None) ->
     say("building the phantom")
     phantom = _phantom(cfg, rng)
     if cfg.cleft:
-        phantom = add_cleft(phantom, rng)
+        phantom = add_cleft(phantom, rng, cfg.cleft_site)
     cannulas = _place_cannulas(cfg, phantom, rng)
     excluded = np.zeros(phantom.grid.shape, bool)
     lumens = []
@@ -281,7 +281,8 @@ def _uid_seed(cfg: SimConfig) -> str:
     """The seed of a case's UIDs: its configuration (a simple-world case's as before worlds
     existed, so that its UIDs did not move)."""
     config = asdict(cfg)
-    for added, default in (("world", None), ("anatomy", "geometric"), ("cleft", False)):
+    added_since = (("world", None), ("anatomy", "geometric"), ("cleft", False), ("cleft_site", "middle"))
+    for added, default in added_since:
         if config[added] == default:
             del config[added]
     return json.dumps(config, sort_keys=True)
