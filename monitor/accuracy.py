@@ -44,6 +44,7 @@ from monitor.collection import CollectionPacing
 from monitor.io.sources import DicomPairSource
 from monitor.messages import Command
 from monitor.sim.simulate import TRUTH_VERSION, SimConfig, refresh_truth, simulate
+from monitor.vision.analysis import AnalysisConfig, OperatorInput
 from monitor.vision.caveats import CaveatCode
 from monitor.volume_plot import estimates_table, plot_estimates
 
@@ -205,7 +206,9 @@ def _render_missing(root: Path, jobs: list[tuple[SimConfig, Path]], workers: int
                 say(f"  {k}/{len(todo)} {Path(done).name} ({time.monotonic() - started:.0f} s)")
 
 
-def evaluate_case(folder: Path, syringe_ml: float = 0.0, operator_wall: str = "never") -> dict:
+def evaluate_case(
+    folder: Path, syringe_ml: float = 0.0, operator_wall: str = "never", known_cleft: bool | None = None
+) -> dict:
     """One rendered case through the analyzer's own path; what it said per frame, against the
     truth. ``syringe_ml`` > 0: the operator enters a syringe of that many mL each time the truth's
     injected volume has passed another one (entered before the next frame, as the operator
@@ -213,7 +216,9 @@ def evaluate_case(folder: Path, syringe_ml: float = 0.0, operator_wall: str = "n
     the operator draws the posterior wall (:func:`operator_drawn_wall`) on the first lateral
     frame after the baseline whose wall is not armed, as the viewer asks; "always", on the first
     lateral frame after the baseline whatever the monitor found (as ``--wall`` on the command
-    line); "never" (default): the monitor alone."""
+    line); "never" (default): the monitor alone. ``known_cleft``: whether the operator says the
+    level has an intravertebral cleft (``--cleft``); None (default): where the case has one, as
+    the images before the procedure show it."""
     if operator_wall not in OPERATOR_WALL_MODES:
         raise ValueError(f"operator_wall must be one of {OPERATOR_WALL_MODES}, not {operator_wall!r}")
     truth = json.loads((folder / "truth.json").read_text())
@@ -233,7 +238,8 @@ def evaluate_case(folder: Path, syringe_ml: float = 0.0, operator_wall: str = "n
     hand = np.random.default_rng([truth["config"].get("seed", 0), 1])  # the operator's drawing error
     alarms = []
     pacing = CollectionPacing()
-    analysis = _Timed(VisionAnalysis(), pacing)
+    cleft = bool(truth["config"].get("cleft")) if known_cleft is None else known_cleft
+    analysis = _Timed(VisionAnalysis(AnalysisConfig(operator=OperatorInput(known_cleft=cleft))), pacing)
     no_scatter_frame = None  # the first frame said to hold no scatter
     volume_low: set[int] = set()  # frames whose darkness read low: the volume is the shape's
     interval: dict[int, tuple[float, float]] = {}  # frame -> the volume's 68 % interval (mL)

@@ -105,11 +105,14 @@ class VisionAnalysis(Analysis):
             "wall": self._set_wall,
             "body": self._set_body,
             "confirm-wall": self._confirm_wall,
+            "cleft": self._set_cleft,
             "syringe": lambda ml: self._syringe(float(ml)),
             "pause": lambda _value: "injection paused",
             "resume": lambda _value: "injection resumed",
         }
         self.case = CaseAnalyzer(config)
+        # the command line's known cleft is the first level's, as its wall and boxes are
+        self.case.known_cleft = bool(config and config.operator.known_cleft)
         self._logged_alarms: dict[str, dict] = {}  # alarm id -> last state logged
         self._undistort: dict[str, tuple] = {}  # plane -> (distortion, shape, source positions, model)
         self._syringe_ml = 0.0  # delivered at this level, by the operator's "1 mL delivered"
@@ -120,6 +123,8 @@ class VisionAnalysis(Analysis):
         self.volume_scale = 1.0  # syringe volume / image-based volume, once 1 mL has gone in
         self._pairs: list[tuple[float, float]] = []  # (image-based, syringe) mL at each event
         self._news: list[tuple[str, str, str | None, dict]] = []  # the analysis's own, beside the planes'
+        if self.case.known_cleft:  # said and logged as the operator's command would be, with its time
+            self._news.append(("cleft", f"from the command line: {self._set_cleft(True)}", None, True))
         # the command line's wall and boxes, for the first level only: plane -> the commands
         # to apply once its baseline is in, each with what to say if it cannot be applied
         self._pending = _operator_commands(config.operator if config else None)
@@ -175,6 +180,7 @@ class VisionAnalysis(Analysis):
             plane_volume_ml=_rounded(None if r.volume_ml is None else k * r.volume_ml, 4),
             seconds_to_line=_rounded(summary.seconds_to_line, 2),
             volume_scale=round(k, 4),
+            known_cleft=self.case.known_cleft,
             alarms=summary.raised,
             overlay=overlay,
             checks=list(r.checked),
@@ -255,6 +261,17 @@ class VisionAnalysis(Analysis):
             return plane.set_wall(_as_measured(points, self._shown("lateral")))
         except ValueError as e:  # the vision core's refusal: too early, too short, ...
             raise CommandRefused(str(e)) from e
+
+    def _set_cleft(self, known) -> str:
+        self.case.known_cleft = bool(known)
+        if self.case.known_cleft:
+            return (
+                f"level {self.level or '(not named)'}: an intravertebral cleft is known; cement above or"
+                " below the bolus where no body outline is armed is a possible disc leak (it may fill"
+                " the cleft)"
+            )
+        level = self.level or "(not named)"
+        return f"level {level}: no cleft known; cement above or below the bolus is a disc leak"
 
     def _confirm_wall(self, _value) -> str:
         plane = self.case.planes.get("lateral")
@@ -365,8 +382,10 @@ class VisionAnalysis(Analysis):
         levels = [r for r in events if r.body["event"] == "level"]
         start = levels[-1].rec if levels else 0
         self.level = levels[-1].body["value"] if levels else self.level or store.meta().get("level")
-        if levels:  # the command line's wall and boxes were drawn on the first level, not this one
+        if levels:  # the command line's wall, boxes and cleft were the first level's, not this one's
             self._pending = {}
+            self.case.known_cleft = False
+            self._news = [n for n in self._news if n[0] != "cleft"]
         frames = [r for r in store.records("frame", after=start) if r.body.get("stream") == stream]
         if not frames:
             return None
@@ -406,6 +425,8 @@ class VisionAnalysis(Analysis):
             if b["event"] == "confirm-wall" and lateral is not None:
                 with contextlib.suppress(ValueError):
                     lateral.confirm_wall()
+            if b["event"] == "cleft" and b["source"] != "analyzer":
+                self.case.known_cleft = bool(b.get("value"))
             if b["event"] in ("wall-armed", "wall-not-confirmed") and b["source"] == "analyzer" and lateral:
                 lateral.restore_wall(b["event"], b["detail"], b.get("value"))
             if b["event"] == "apart-off" and b["source"] == "analyzer":

@@ -95,7 +95,7 @@ FAULTS = {
     "stopped",
 }
 OPERATOR_EVENTS = {
-    *("level", "syringe", "pause", "resume", "wall", "body", "acknowledge", "confirm-wall"),
+    *("level", "syringe", "pause", "resume", "wall", "body", "acknowledge", "confirm-wall", "cleft"),
     *("rejected-command", "command-failed"),
 }
 # whether the 5 mm rule was armed on the posterior wall, and who armed it: the analyzer's

@@ -57,6 +57,8 @@ volume_high_ml (its 68 % interval; optional), plane_volume_ml (this plane's own
 estimate), seconds_to_line (predicted time to the 5 mm line),
 volume_scale (optional, default 1: the syringe calibration the volumes include;
 volume_ml / volume_scale is the purely image-based volume),
+known_cleft (optional: whether the level has an intravertebral cleft the operator said is
+known, the "cleft" command; null from an analyzer that does not say),
 alarms (alarms raised on this frame: kind, priority, frame, plane, site,
 distance_mm, evidence, reason; a possible leak also read_as, the ways its site was read while it
 stood: "outline", "apart", "line", "lobe"), overlay (geometry for drawing, image pixel
@@ -89,7 +91,9 @@ a new level starts, with a new baseline), "syringe" (mL delivered), "pause",
 pixels, from cranial to caudal), "body" ({"plane": "lateral" or "ap", "box":
 [x, y, width, height]}: the vertebral body, image pixels of that plane),
 "confirm-wall" (null: the operator confirms the posterior wall found, arming the
-5 mm rule on it). The
+5 mm rule on it), "cleft" (true or false: whether the level has an intravertebral
+cleft the operator knows of from the images before the procedure; a disc lobe no
+armed outline places is then only a possible leak). The
 analyzer applies it, logs it, and
 announces it as a status event named after the action.
 
@@ -131,7 +135,7 @@ ALARM_NAMES = ("id", "kind", "priority")  # an alarm on the wire: these strings 
 ALARM_FLAGS = ("active", "acknowledged")  # ... and, standing, these booleans
 MAX_ALARM_CHANGES = 64  # on one frame; a session raises a handful in all
 STANDING_ALARMS_EVERY_S = 1.0  # how often a result carries the alarms standing (Result.standing_alarms)
-ACTIONS = ("acknowledge", "level", "syringe", "pause", "resume", "wall", "body", "confirm-wall")
+ACTIONS = ("acknowledge", "level", "syringe", "pause", "resume", "wall", "body", "confirm-wall", "cleft")
 MAX_SIDE = 8192
 
 
@@ -228,6 +232,7 @@ class Result:
     plane_volume_ml: float | None = None
     seconds_to_line: float | None = None
     volume_scale: float = 1.0  # syringe calibration applied to the volumes (1: image-based only)
+    known_cleft: bool | None = None  # the level's cleft the operator knows of ("cleft"); None: not said
     alarms: list = field(default_factory=list)
     overlay: dict = field(default_factory=dict)
     # the safety rules evaluated on this frame, of CHECKS ("proximity", "leak", "leak-apart"); None from an
@@ -389,6 +394,9 @@ def _result(topic: bytes, session: str, send_time: float, raw: dict) -> Result:
     level = raw.get("level")
     if level is not None and not isinstance(level, str):
         raise MessageError("garbled", f"level {level!r}")
+    known_cleft = raw.get("known_cleft")
+    if known_cleft is not None and not isinstance(known_cleft, bool):
+        raise MessageError("garbled", f"known_cleft {known_cleft!r}; expected true, false or null")
     checks = raw.get("checks")
     if checks is not None and not (
         isinstance(checks, list) and len(checks) <= len(CHECKS) and all(c in CHECKS for c in checks)
@@ -417,6 +425,7 @@ def _result(topic: bytes, session: str, send_time: float, raw: dict) -> Result:
         alarms=_field(raw, "alarms", list),
         overlay=_field(raw, "overlay", dict),
         checks=checks,
+        known_cleft=known_cleft,
         caveats=caveats,
         alarm_changes=changes,
         standing_alarms=standing,
@@ -463,6 +472,8 @@ def _command(session: str, send_time: float, raw: dict) -> Command:
         and value["box"][3] > 0
     ):
         raise MessageError("garbled", f"body {value!r}; expected {{'plane': 'lateral', 'box': [x, y, w, h]}}")
+    if action == "cleft" and not isinstance(value, bool):
+        raise MessageError("garbled", f"cleft {value!r}; expected true or false")
     if action in ("acknowledge", "pause", "resume", "confirm-wall"):
         value = None
     return Command(session, _field(raw, "source", str), send_time, action, value)

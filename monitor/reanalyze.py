@@ -34,7 +34,7 @@ REPORT_VERSION = 1
 CHANGED_VOLUME_ML = 0.05  # a level's volume changed by this much or more: a different judgement
 CHANGED_DISTANCE_MM = 0.5  # ... or its closest distance to the wall
 # the operator's commands a re-run applies again, at the stream time they were applied
-REPLAYED_COMMANDS = ("level", "wall", "body", "confirm-wall", "syringe", "acknowledge")
+REPLAYED_COMMANDS = ("level", "wall", "body", "confirm-wall", "cleft", "syringe", "acknowledge")
 
 
 def reanalyze_session(folder: str) -> tuple[str, dict]:
@@ -77,6 +77,8 @@ def _reanalyze(folder: Path) -> dict:
     settings = dict(meta.get("calibration_settings") or {})
     if meta.get("posterior_wall"):
         settings["posterior_wall"] = tuple(tuple(p) for p in meta["posterior_wall"])
+    if meta.get("known_cleft"):
+        settings["known_cleft"] = True
     if meta.get("body_boxes"):
         settings["body_boxes"] = tuple((plane, tuple(box)) for plane, box in meta["body_boxes"].items())
     analysis = VisionAnalysis(AnalysisConfig.from_settings(settings), meta.get("level"))

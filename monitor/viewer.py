@@ -396,6 +396,13 @@ class MonitorWindow(QtWidgets.QWidget):
         self.confirm_button = QtWidgets.QPushButton("Confirm wall")
         self.confirm_button.setToolTip("The dashed wall is the posterior wall: arm the 5 mm rule on it")
         self.confirm_button.clicked.connect(lambda: self.send("confirm-wall"))
+        self.cleft_button = QtWidgets.QPushButton("Known cleft")
+        self.cleft_button.setCheckable(True)
+        self.cleft_button.setToolTip(
+            "This level has an intravertebral cleft seen on the images before the procedure: cement above"
+            " or below the bolus where no body outline is armed is then only a possible disc leak"
+        )
+        self.cleft_button.clicked.connect(lambda checked: self.send("cleft", bool(checked)))
         self.body_button = QtWidgets.QPushButton("Adjust body")
         self.body_button.setCheckable(True)
         self.body_button.toggled.connect(self.edit_body)
@@ -404,6 +411,7 @@ class MonitorWindow(QtWidgets.QWidget):
             QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
         )
         buttons = (self.pause_button, self.confirm_button, self.wall_button, self.body_button)
+        buttons += (self.cleft_button,)
         for w in (self.level_box, set_level, syringe, *buttons):
             controls.addWidget(w)
         controls.addWidget(self.status_line, 1)
@@ -418,7 +426,7 @@ class MonitorWindow(QtWidgets.QWidget):
         self._build_training(layout, views)
         training_hidden = [self.banner, self.ack, self.audio, self.distance_plot, self.volume_plot]
         training_hidden += [*self.readouts.values(), self.wall_button, self.body_button, set_level, syringe]
-        training_hidden += [self.confirm_button, self.level_box, self.pause_button]
+        training_hidden += [self.confirm_button, self.level_box, self.pause_button, self.cleft_button]
         for w in training_hidden:
             w.setVisible(not self.training)
         for w in (self.stop_button, self.stop_count):
@@ -639,6 +647,7 @@ class MonitorWindow(QtWidgets.QWidget):
         self._readouts(stale is not None)
         self._banner()
         self.pause_button.setText("Resume injection" if s.paused else "Injection paused")
+        self.cleft_button.setChecked(s.known_cleft)  # as the analyzer last said (clicked is not emitted)
         if self.training:  # no overlay, no analysis to speak of: where the case is, or that it is over
             self.status_line.setText(training_status(s.ended, stale, s.planes["lateral"]))
             if s.ended and self.stop_button.isEnabled():  # the case is over: every press counted is scored

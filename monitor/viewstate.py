@@ -73,6 +73,7 @@ class ViewState:
     notices: deque = field(default_factory=lambda: deque(maxlen=5))  # recent status lines
     stale_notice: str | None = None  # the analyzer's "no new frame", until its "resumed"
     paused: bool = False
+    known_cleft: bool = False  # the level's cleft the operator knows of, as the newest result said
     # per plane, the newest results after the baseline: (rules evaluated, status)
     checked: dict = field(default_factory=lambda: {p: deque(maxlen=COVERAGE_WINDOW) for p in PLANES})
     stream_since: float | None = None  # stream time of the level's first result after the baseline
@@ -113,6 +114,7 @@ class ViewState:
                 recent.clear()
             self.stream_since = self.stream_at = self.proximity_checked_at = None
             self.alarm_states.clear()  # a new level: the last one's alarms are not this one's
+            self.known_cleft = False
             self._volume_doubts.clear()
         if r.status != "baseline" and r.checks is not None:
             self.checked[r.plane].append((frozenset(r.checks), r.status))
@@ -120,6 +122,8 @@ class ViewState:
             self.stream_at = max(self.stream_at or r.acq_time, r.acq_time)
             if r.plane == "lateral" and "proximity" in r.checks:
                 self.proximity_checked_at = r.acq_time
+        if r.known_cleft is not None:
+            self.known_cleft = r.known_cleft
         if r.plane == "lateral":
             self.distance_mm = r.distance_mm
             self.seconds_to_line = r.seconds_to_line

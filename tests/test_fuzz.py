@@ -64,7 +64,7 @@ FIELDS = [
     "v", "kind", "session", "source", "plane", "seq", "frame", "acq_time", "send_time", "shape",
     "dtype", "photometric", "bits_stored", "intensity", "scale", "resent", "status", "alarms",
     "overlay", "checks", "frames", "reason", "event", "detail", "age_ms", "action", "value",
-    "level", "distance_mm", "volume_ml", "frame_send_time", "caveats",
+    "level", "distance_mm", "volume_ml", "frame_send_time", "caveats", "known_cleft",
 ]  # fmt: skip
 headers = st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=len(FIELDS))
 
@@ -103,6 +103,8 @@ def test_the_command_decoder_checks_every_value(action, value, source):
     assert command.action in ACTIONS
     if command.action == "syringe":
         assert 0 < command.value <= 20
+    if command.action == "cleft":
+        assert isinstance(command.value, bool)
 
 
 @FUZZ

@@ -237,3 +237,24 @@ def test_standing_alarms_cross_the_wire_and_garbled_ones_are_refused():
             with pytest.raises(MessageError) as err:
                 decode(parts)
             assert err.value.reason == "garbled"
+
+
+def test_the_levels_known_cleft_crosses_the_wire_as_a_boolean():
+    """A result says whether the level has a cleft the operator knows of (true, false, or null
+    from an analyzer that does not say); the "cleft" command carries true or false. Anything
+    else is refused as garbled, never read as a cleft known or not."""
+    from monitor.messages import COMMAND_TOPIC, Command, Result, encode
+
+    for known in (True, False, None):
+        result = Result("s", "lateral", 0, 12, 1.6, 1.0, 1.1, "ok", level="L1", known_cleft=known)
+        assert decode(encode(result)).known_cleft is known
+    command = Command("s", "viewer", 1.0, "cleft", True)
+    assert decode(encode(command)) == command
+    for bad in ("yes", 1, [True]):
+        topic, body = encode(Result("s", "lateral", 0, 12, 1.6, 1.0, 1.1, "ok"))
+        raw = [[topic, json.dumps({**json.loads(body), "known_cleft": bad}).encode()]]
+        raw.append([COMMAND_TOPIC, json.dumps({**json.loads(encode(command)[1]), "value": bad}).encode()])
+        for parts in raw:
+            with pytest.raises(MessageError) as err:
+                decode(parts)
+            assert err.value.reason == "garbled"

@@ -491,6 +491,39 @@ def test_a_wall_not_confirmed_asks_the_operator_and_the_button_confirms_it(qtbot
         control.close()
 
 
+def test_the_known_cleft_button_says_the_levels_cleft_and_follows_the_analyzer(qtbot, streams):
+    """The Known cleft button shows what the analyzer's results say of the level (a cleft the
+    operator knows of, which makes a disc lobe with no outline a possible leak), sends the
+    "cleft" command with the state the operator chose over the control socket, and is clear
+    again on a new level (the cleft was the last level's)."""
+    import zmq
+
+    from monitor.io.transport import bind_endpoint
+    from monitor.messages import Command, decode
+
+    control = zmq.Context.instance().socket(zmq.PULL)
+    control.setsockopt(zmq.LINGER, 0)
+    bind_endpoint(control, streams.endpoints.control, "control")
+    window = MonitorWindow(streams.endpoints.frames, streams.endpoints.results, streams.endpoints.control)
+    qtbot.addWidget(window)
+    window.show()
+    try:
+        pump(qtbot, lambda: streams.frame(4), lambda: window.views["lateral"].shown_frame == 4)
+        pump(qtbot, lambda: streams.result(4, level="L1", known_cleft=True), window.cleft_button.isChecked)
+        qtbot.mouseClick(window.cleft_button, QtCore.Qt.MouseButton.LeftButton)  # the operator: no cleft
+        assert control.poll(5000), "no command arrived"
+        command = decode(control.recv_multipart())
+        assert isinstance(command, Command) and (command.action, command.value) == ("cleft", False)
+        pump(qtbot, lambda: streams.result(5, level="L1", known_cleft=True), window.cleft_button.isChecked)
+        pump(
+            qtbot,
+            lambda: streams.result(6, level="L2", known_cleft=None),  # an analyzer that does not say
+            lambda: not window.cleft_button.isChecked(),
+        )
+    finally:
+        control.close()
+
+
 def test_the_alarm_is_heard_as_its_iec_burst_until_paused_with_a_countdown(qtbot, streams, window):
     """A high alarm plays the high-priority burst at once and again after its interburst
     interval; Audio pause silences it and counts its two minutes down on the button;

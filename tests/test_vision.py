@@ -459,6 +459,49 @@ def test_a_wall_given_on_the_command_line_is_the_one_measured_to(tmp_path):
     assert bad.returncode != 0 and "X1,Y1,X2,Y2" in bad.stderr
 
 
+def test_a_cleft_given_on_the_command_line_is_logged_said_and_kept_on_replay(tmp_path):
+    """``--cleft`` (the first level has a cleft the operator knows of from the images before the
+    procedure) is said and logged once with its time, as the operator's "cleft" command would be,
+    shows in the QA audit's operator events, is on every result the level gives (the viewer's
+    Known cleft button shows it), and is kept when the logged session is replayed; without it
+    the results say no cleft is known."""
+    from monitor.io.store import SessionStore
+    from monitor.recordings import default_recording
+    from tests.conftest import monitor_cli
+
+    rec = default_recording()
+
+    def replay(folder, *extra):
+        done = monitor_cli(
+            "replay", *extra, "--session", folder, "--headless", "--speed", "0", "--level", "L1",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        store = SessionStore.open(folder)
+        try:
+            said = {
+                r.body["known_cleft"] for r in store.records("result") if r.body.get("status") != "baseline"
+            }
+        finally:
+            store.close()
+        return said, json.loads(monitor_cli("audit", folder, "--json").stdout)["levels"][0]
+
+    said, level = replay(tmp_path / "s", "--lateral", rec.lateral, "--ap", rec.ap, "--cleft")
+    assert said == {True}
+    events = [e for e in level["operator_events"] if e["event"] == "cleft"]
+    assert len(events) == 1 and events[0]["time"] is not None, level["operator_events"]
+    assert "command line" in events[0]["detail"] and "possible disc leak" in events[0]["detail"]
+    done = monitor_cli(
+        "replay", "--session", tmp_path / "s", "--log", tmp_path / "again", "--headless", "--speed", "0"
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    store = SessionStore.open(tmp_path / "again")
+    try:
+        assert {r.body["known_cleft"] for r in store.records("result")} == {True}
+    finally:
+        store.close()
+    assert replay(tmp_path / "none", "--lateral", rec.lateral, "--ap", rec.ap)[0] == {False}
+
+
 def test_a_body_box_given_on_the_command_line_is_the_outline_measured_to(tmp_path):
     """The operator's lateral body box, its posterior side 2 mm anterior of the true
     wall, replaces the outline found: the distances read about 2 mm less than the

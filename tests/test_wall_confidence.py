@@ -272,6 +272,56 @@ def test_a_wall_not_trusted_waits_for_the_operator_and_the_audit_says_when(tmp_p
     store.close()
 
 
+def test_a_known_cleft_sent_mid_level_is_logged_said_and_restored_for_that_level_only(tmp_path):
+    """The operator's Known cleft, sent over the real control socket while the level runs, is
+    logged with its sender and time, listed in the audit's operator events, said on every result
+    after it (``known_cleft``; none before), and taken back by an analyzer restarted from the log;
+    a new level starts with no cleft known (it was the last level's)."""
+    from monitor.io.transport import CommandSender
+    from monitor.messages import Command
+    from monitor.pipeline import Endpoints, RunSpec, run
+    from monitor.replay import PaceOptions
+
+    rec = default_recording()
+    e = Endpoints.private()
+    sender = CommandSender(e.control, "operator")
+    folder = tmp_path / "s"
+
+    def operate():
+        _wait_for(folder, "result", 8)
+        sender.send("cleft", True)
+
+    operator = threading.Thread(target=operate)
+    operator.start()
+    source = DicomPairSource(rec.lateral, rec.ap)
+    code = run(source, RunSpec(str(folder), "L1", endpoints=e), PaceOptions(speed=1.0), say=lambda m: None)
+    operator.join()
+    sender.close()
+    source.close()
+    assert code in (0, 4)
+    store = SessionStore.open(folder)
+    try:
+        events = [ev for ev in store.events() if ev["event"] == "cleft"]
+        assert [(ev["source"], ev["value"]) for ev in events] == [("operator", True)], events
+        said = [r["known_cleft"] for r in store.results()]
+        first = said.index(True)
+        assert 8 <= first < len(said) - 5 and set(said[:first]) == {False} and set(said[first:]) == {True}
+        level = audit_json(store)["levels"][0]
+        listed = [ev for ev in level["operator_events"] if ev["event"] == "cleft"]
+        assert (
+            len(listed) == 1
+            and listed[0]["acq_time"] is not None
+            and "possible disc leak" in listed[0]["detail"]
+        )
+        restarted = VisionAnalysis()
+        assert restarted.restore(store, store.results()[0]["stream"])
+    finally:
+        store.close()
+    assert restarted.case.known_cleft and all(p.known_cleft for p in restarted.case.planes.values())
+    restarted.apply(Command("", "viewer", 0.0, "level", "L2"))
+    assert not restarted.case.known_cleft
+
+
 def test_a_wall_refuted_by_the_first_cement_cannot_be_confirmed_and_survives_a_restart(
     tmp_path, clean_default
 ):

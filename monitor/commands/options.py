@@ -124,6 +124,14 @@ def add_stream_options(p, session_help: str) -> None:
         help="the vertebral body as a box in that plane's image pixels (lateral or ap; repeat for"
         " both): replaces the outline found (or stands in for one not found), tracked with breathing",
     )
+    p.add_argument(
+        "--cleft",
+        action="store_true",
+        help="the first level has an intravertebral (gas) cleft seen on the images before the procedure"
+        " (Kuemmell's disease): cement above or below the bolus where no body outline is armed is then"
+        " only a possible disc leak, as it may be filling the cleft; without it, such cement seen in"
+        " both views is a disc leak (high). Later levels: the viewer's Known cleft",
+    )
     p.add_argument("--patient", help="pseudonymous patient reference, for the session log")
     p.add_argument("--operator", help="who injects, for the session log and the QA summary")
     p.add_argument("--room", help="room or C-arm, for the session log")

@@ -146,6 +146,8 @@ def _stream(args, source, speed: float, loop: bool) -> int:
         analysis["posterior_wall"] = args.wall
     if args.body:
         analysis["body_boxes"] = tuple(dict(args.body).items())  # the last box given for a plane
+    if args.cleft:
+        analysis["known_cleft"] = True
     spec = _run_spec(args, source, endpoints, viewer, analysis, calibration_settings)
     missing = [f"--{name}" for name in ("level", "operator") if not getattr(args, name)]
     if args.session and missing:  # the QA record would say "not recorded" where these belong
@@ -266,6 +268,7 @@ def _run_spec(args, source, endpoints, viewer: bool, analysis: dict, calibration
             "calibration_settings": calibration_settings,  # what the analyzer was given
             "posterior_wall": args.wall,
             "body_boxes": dict(args.body) if args.body else None,
+            "known_cleft": bool(args.cleft),
         },
     )
 
@@ -292,6 +295,7 @@ def _run_replay(args) -> int:
             args.wall = tuple(tuple(point) for point in meta["posterior_wall"])
         if args.body is None and meta.get("body_boxes"):  # and its bodies
             args.body = [(plane, tuple(box)) for plane, box in meta["body_boxes"].items()]
+        args.cleft = args.cleft or bool(meta.get("known_cleft"))  # and its first level's cleft
         print(
             f"replaying the logged {source.name}"
             + ("" if args.log else " (add --log DIR to log the replay)"),

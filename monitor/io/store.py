@@ -354,6 +354,7 @@ class SessionStore:
                 "status",
                 *RESULT_MEASUREMENTS,
                 "volume_scale",
+                "known_cleft",
                 "alarms",
                 "overlay",
                 "checks",
