@@ -894,6 +894,10 @@ def text_report(report: dict) -> str:
         for e in level.get("wall", []):
             at = "" if e["acq_time"] is None else f"{e['acq_time']:7.2f} s "
             lines.append(f"  WALL  {at}{e['source']}: {e['event']}: {e['detail']}")
+        for e in level.get("operator_events", []):  # how the level's leaks were judged: said
+            if e["event"] == "cleft":
+                at = "" if e["acq_time"] is None else f"{e['acq_time']:7.2f} s "
+                lines.append(f"  CLEFT {at}{e['source']}: {e['detail']}")
         for e in level.get("processing", []):
             lines.append(f"  IMAGE {e['detail']}")
         for c in level.get("caveats", []):

@@ -47,6 +47,10 @@ STOP_PT = 28  # training's STOP button
 # training's verdict captions: the monitor's alarm, a stop in time, a stop late or never, neither
 TONES = {"alarm": "#ffd200", "good": "#7ee081", "bad": "#ff7b7b", "neutral": "#e0e0e0"}
 UNCONFIRMED = "#c080ff"  # the wall found, not trusted: the not-monitored banner's colour, lighter
+# the Known cleft button, as the analyzer says the level is (checked: a cleft is known)
+CLEFT_KNOWN = "Known cleft: YES"
+CLEFT_NOT_KNOWN = "Known cleft: no"
+
 BANNER = {
     "high": "background:#d62728; color:white;",
     "high-off": "background:#5a1010; color:white;",
@@ -396,7 +400,7 @@ class MonitorWindow(QtWidgets.QWidget):
         self.confirm_button = QtWidgets.QPushButton("Confirm wall")
         self.confirm_button.setToolTip("The dashed wall is the posterior wall: arm the 5 mm rule on it")
         self.confirm_button.clicked.connect(lambda: self.send("confirm-wall"))
-        self.cleft_button = QtWidgets.QPushButton("Known cleft")
+        self.cleft_button = QtWidgets.QPushButton(CLEFT_NOT_KNOWN)
         self.cleft_button.setCheckable(True)
         self.cleft_button.setToolTip(
             "This level has an intravertebral cleft seen on the images before the procedure: cement above"
@@ -419,7 +423,9 @@ class MonitorWindow(QtWidgets.QWidget):
         controls_font = f"padding:6px 14px; font-size:{sizes['buttons']}pt;"
         buttons = f"QPushButton, QComboBox, QLabel#status {{ {controls_font} }}"
         self.status_line.setObjectName("status")
-        self.setStyleSheet("QWidget { background:#101010; color:#e0e0e0; } " + buttons)
+        # a button held down (a mode, or the level's known cleft) must look it: amber, as said
+        checked = "QPushButton:checked { background:#5a4400; color:#ffd200; border:2px solid #ffd200; }"
+        self.setStyleSheet("QWidget { background:#101010; color:#e0e0e0; } " + buttons + checked)
         for view in self.views.values():
             view.title.setFont(QtGui.QFont("Sans", sizes["title"], QtGui.QFont.Weight.Bold))
             view.levels.axis.setStyle(tickFont=axis_font)
@@ -648,6 +654,7 @@ class MonitorWindow(QtWidgets.QWidget):
         self._banner()
         self.pause_button.setText("Resume injection" if s.paused else "Injection paused")
         self.cleft_button.setChecked(s.known_cleft)  # as the analyzer last said (clicked is not emitted)
+        self.cleft_button.setText(CLEFT_KNOWN if s.known_cleft else CLEFT_NOT_KNOWN)
         if self.training:  # no overlay, no analysis to speak of: where the case is, or that it is over
             self.status_line.setText(training_status(s.ended, stale, s.planes["lateral"]))
             if s.ended and self.stop_button.isEnabled():  # the case is over: every press counted is scored

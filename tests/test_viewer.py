@@ -510,6 +510,7 @@ def test_the_known_cleft_button_says_the_levels_cleft_and_follows_the_analyzer(q
     try:
         pump(qtbot, lambda: streams.frame(4), lambda: window.views["lateral"].shown_frame == 4)
         pump(qtbot, lambda: streams.result(4, level="L1", known_cleft=True), window.cleft_button.isChecked)
+        assert window.cleft_button.text() == "Known cleft: YES"
         qtbot.mouseClick(window.cleft_button, QtCore.Qt.MouseButton.LeftButton)  # the operator: no cleft
         assert control.poll(5000), "no command arrived"
         command = decode(control.recv_multipart())
@@ -520,6 +521,7 @@ def test_the_known_cleft_button_says_the_levels_cleft_and_follows_the_analyzer(q
             lambda: streams.result(6, level="L2", known_cleft=None),  # an analyzer that does not say
             lambda: not window.cleft_button.isChecked(),
         )
+        assert window.cleft_button.text() == "Known cleft: no"
     finally:
         control.close()
 

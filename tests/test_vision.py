@@ -490,6 +490,8 @@ def test_a_cleft_given_on_the_command_line_is_logged_said_and_kept_on_replay(tmp
     events = [e for e in level["operator_events"] if e["event"] == "cleft"]
     assert len(events) == 1 and events[0]["time"] is not None, level["operator_events"]
     assert "command line" in events[0]["detail"] and "possible disc leak" in events[0]["detail"]
+    text = monitor_cli("audit", tmp_path / "s").stdout
+    assert "CLEFT" in text and "an intravertebral cleft is known" in text, text
     done = monitor_cli(
         "replay", "--session", tmp_path / "s", "--log", tmp_path / "again", "--headless", "--speed", "0"
     )  # fmt: skip
