@@ -247,11 +247,20 @@ class VisionAnalysis(Analysis):
         calibrated = self.case.darkness_calibrated  # the scale is kept: same cement
         self.case = CaseAnalyzer(self.config)
         self.case.darkness_calibrated = calibrated
+        # the command line's cleft was the first level's: not said for this one if not said yet,
+        # but its loss is (the command line gave it; the operator may think it holds)
+        unsaid = [n for n in self._news if n[0] == "cleft"]
+        self._news = [n for n in self._news if n[0] != "cleft"]
         self._pending = {}  # the command line's wall and boxes were drawn on the first level
         self._syringe_ml = 0.0  # the volume scale learnt so far is kept: same cement
         self._pairs = []
         self._raw_volume_ml = None  # the last level's darkness must not anchor this one's syringes
-        return f"level {self.level} started (after {previous or 'none'}): new baseline"
+        lost = (
+            "; the command line's known cleft was the first level's: say Known cleft again if this one has it"
+        )
+        return f"level {self.level} started (after {previous or 'none'}): new baseline" + (
+            lost if unsaid else ""
+        )
 
     def _set_wall(self, points) -> str:
         plane = self.case.planes.get("lateral")
@@ -262,6 +271,20 @@ class VisionAnalysis(Analysis):
         except ValueError as e:  # the vision core's refusal: too early, too short, ...
             raise CommandRefused(str(e)) from e
 
+    def _restore_cleft(self, events: list, start: int, later_level: bool) -> None:
+        """The current level's known cleft as its log says, before anything else is restored (a
+        cleft is often declared before the level's first frame): the command line's (logged by
+        the analyzer, first level only) and the operator's "cleft" commands since the level
+        started, the last one standing; none on a later level that has none. The command line's,
+        said on starting, is not said again when the log has it (or it was the first level's)."""
+        said = [r for r in events if r.rec > start and r.body["event"] == "cleft"]
+        if later_level:
+            self.case.known_cleft = False
+        if later_level or any(r.body["source"] == "analyzer" for r in said):
+            self._news = [n for n in self._news if n[0] != "cleft"]
+        for r in said:
+            self.case.known_cleft = bool(r.body.get("value"))
+
     def _set_cleft(self, known) -> str:
         self.case.known_cleft = bool(known)
         if self.case.known_cleft:
@@ -271,7 +294,10 @@ class VisionAnalysis(Analysis):
                 " the cleft)"
             )
         level = self.level or "(not named)"
-        return f"level {level}: no cleft known; cement above or below the bolus is a disc leak"
+        return (
+            f"level {level}: no cleft known; cement above or below the bolus in both views, past any"
+            " armed outline's endplate or with none, is a disc leak"
+        )
 
     def _confirm_wall(self, _value) -> str:
         plane = self.case.planes.get("lateral")
@@ -382,10 +408,9 @@ class VisionAnalysis(Analysis):
         levels = [r for r in events if r.body["event"] == "level"]
         start = levels[-1].rec if levels else 0
         self.level = levels[-1].body["value"] if levels else self.level or store.meta().get("level")
-        if levels:  # the command line's wall, boxes and cleft were the first level's, not this one's
+        if levels:  # the command line's wall and boxes were the first level's, not this one's
             self._pending = {}
-            self.case.known_cleft = False
-            self._news = [n for n in self._news if n[0] != "cleft"]
+        self._restore_cleft(events, start, bool(levels))
         frames = [r for r in store.records("frame", after=start) if r.body.get("stream") == stream]
         if not frames:
             return None
@@ -425,8 +450,6 @@ class VisionAnalysis(Analysis):
             if b["event"] == "confirm-wall" and lateral is not None:
                 with contextlib.suppress(ValueError):
                     lateral.confirm_wall()
-            if b["event"] == "cleft" and b["source"] != "analyzer":
-                self.case.known_cleft = bool(b.get("value"))
             if b["event"] in ("wall-armed", "wall-not-confirmed") and b["source"] == "analyzer" and lateral:
                 lateral.restore_wall(b["event"], b["detail"], b.get("value"))
             if b["event"] == "apart-off" and b["source"] == "analyzer":
@@ -781,9 +804,9 @@ class AnalyzerNode:
         store = self.log.store
         if store is None:
             return {}
-        restored = (
-            self.analysis.restore(store, self.session) if store.count("frame", stream=self.session) else None
-        )
+        # with no frame of this stream logged yet, only the level's settings (its name, a cleft
+        # declared before its first frame) are taken back: restore returns None
+        restored = self.analysis.restore(store, self.session)
         if not restored:
             self.log.write("add_event", "analyzer", "started", f"pid {os.getpid()}", at=time.time())
             return {}

@@ -406,7 +406,7 @@ class MonitorWindow(QtWidgets.QWidget):
             "This level has an intravertebral cleft seen on the images before the procedure: cement above"
             " or below the bolus where no body outline is armed is then only a possible disc leak"
         )
-        self.cleft_button.clicked.connect(lambda checked: self.send("cleft", bool(checked)))
+        self.cleft_button.clicked.connect(self._send_cleft)
         self.body_button = QtWidgets.QPushButton("Adjust body")
         self.body_button.setCheckable(True)
         self.body_button.toggled.connect(self.edit_body)
@@ -489,10 +489,15 @@ class MonitorWindow(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ actions
 
-    def send(self, action: str, value=None) -> None:
+    def _send_cleft(self, checked: bool) -> None:
+        if self.send("cleft", bool(checked)):
+            self.state.cleft_sent(bool(checked), time.monotonic())
+
+    def send(self, action: str, value=None) -> bool:
+        """Send the operator's ``action`` to the analyzer; whether it went (it says so if not)."""
         if self.commands is None:
             self.status_line.setText("no analyzer control endpoint: actions are not sent")
-            return
+            return False
         if not self.analyzer_listening():
             # never a silent loss: no analyzer is there to carry it out and log it
             heard = self.results.stats.last_message_at is not None
@@ -502,11 +507,13 @@ class MonitorWindow(QtWidgets.QWidget):
                 self.state.said_after_end = line
             else:
                 self.state.notices.append(f"viewer: {line}")
-            return
+            return False
         try:
             self.commands.send(action, value)
         except OSError as e:
             self.status_line.setText(str(e))
+            return False
+        return True
 
     def analyzer_listening(self, within_s: float = 3.0) -> bool:
         """Whether the analyzer was heard lately (its results' heartbeats come every second,
@@ -653,8 +660,9 @@ class MonitorWindow(QtWidgets.QWidget):
         self._readouts(stale is not None)
         self._banner()
         self.pause_button.setText("Resume injection" if s.paused else "Injection paused")
-        self.cleft_button.setChecked(s.known_cleft)  # as the analyzer last said (clicked is not emitted)
-        self.cleft_button.setText(CLEFT_KNOWN if s.known_cleft else CLEFT_NOT_KNOWN)
+        known = s.shown_cleft(time.monotonic())  # as the analyzer said, or as just sent
+        self.cleft_button.setChecked(known)  # (clicked is not emitted)
+        self.cleft_button.setText(CLEFT_KNOWN if known else CLEFT_NOT_KNOWN)
         if self.training:  # no overlay, no analysis to speak of: where the case is, or that it is over
             self.status_line.setText(training_status(s.ended, stale, s.planes["lateral"]))
             if s.ended and self.stop_button.isEnabled():  # the case is over: every press counted is scored

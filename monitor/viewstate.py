@@ -34,6 +34,7 @@ STALE_S = 1.0  # no new frame for this long: NO SIGNAL
 # The live NOT MONITORED state is judged, per plane, on its newest results after the baseline,
 # with the audit's threshold (monitor.audit.MONITORED_SHARE).
 COVERAGE_WINDOW = 20
+CLEFT_SENT_S = 3.0  # a Known cleft press is shown this long before the analyzer has said it done
 NO_ANALYSIS_S = 2.0  # frames but no result for this long: the analyzer is not answering
 BANNER_LINES = 3  # the alarm banner's height in lines of its font (fixed: the images never move)
 DISPLAY_SIDE = 768  # frames are shown decimated to at most this many pixels a side
@@ -73,7 +74,10 @@ class ViewState:
     notices: deque = field(default_factory=lambda: deque(maxlen=5))  # recent status lines
     stale_notice: str | None = None  # the analyzer's "no new frame", until its "resumed"
     paused: bool = False
-    known_cleft: bool = False  # the level's cleft the operator knows of, as the newest result said
+    known_cleft: bool = False  # the level's cleft the operator knows of, as the analyzer last said
+    # the operator's Known cleft sent from this view, until the analyzer says it done (its "cleft"
+    # status): (value, when sent, this view's monotonic s); shown meanwhile (shown_cleft)
+    _cleft_sent: tuple[bool, float] | None = None
     # per plane, the newest results after the baseline: (rules evaluated, status)
     checked: dict = field(default_factory=lambda: {p: deque(maxlen=COVERAGE_WINDOW) for p in PLANES})
     stream_since: float | None = None  # stream time of the level's first result after the baseline
@@ -174,6 +178,9 @@ class ViewState:
                     del self.alarm_states[alarm_id]
         elif s.event in ("pause", "resume"):
             self.paused = s.event == "pause"
+        elif s.event == "cleft" and self._cleft_sent is not None:
+            # done: what was sent stands until a result says otherwise (another view's press)
+            self.known_cleft, self._cleft_sent = self._cleft_sent[0], None
         elif s.event == "resumed" and self.stale_notice in self.notices:
             # the spell is over: left as the newest notice, it read as the present over a live stream
             self.notices.remove(self.stale_notice)
@@ -182,6 +189,19 @@ class ViewState:
             if self.ended:
                 self.said_after_end = self.notices[-1]
             self.stale_notice = self.notices[-1] if s.event == "stale" else self.stale_notice
+
+    def cleft_sent(self, known: bool, now: float) -> None:
+        """This view sent the operator's Known cleft (``known``) at ``now`` (monotonic s)."""
+        self._cleft_sent = (known, now)
+
+    def shown_cleft(self, now: float) -> bool:
+        """Whether the level has a known cleft, as shown: what this view sent while the analyzer
+        has not said it done (results computed before it came in say the old state), for up to
+        CLEFT_SENT_S (a command refused or lost: the analyzer's results then stand); else what
+        the analyzer last said. So a press stands on the screen while no frames come."""
+        if self._cleft_sent is not None and now - self._cleft_sent[1] < CLEFT_SENT_S:
+            return self._cleft_sent[0]
+        return self.known_cleft
 
     def analysis_lag_s(self) -> float | None:
         """How far (stream seconds) the newest result is behind the newest frame shown."""

@@ -492,14 +492,16 @@ def test_a_wall_not_confirmed_asks_the_operator_and_the_button_confirms_it(qtbot
 
 
 def test_the_known_cleft_button_says_the_levels_cleft_and_follows_the_analyzer(qtbot, streams):
-    """The Known cleft button shows what the analyzer's results say of the level (a cleft the
-    operator knows of, which makes a disc lobe with no outline a possible leak), sends the
-    "cleft" command with the state the operator chose over the control socket, and is clear
-    again on a new level (the cleft was the last level's)."""
+    """The Known cleft button shows what the analyzer says of the level (a cleft the operator knows
+    of, which makes a disc lobe with no outline a possible leak), in words and held down, and sends
+    the "cleft" command with the state the operator chose over the control socket. A press stands
+    on the screen though results made before the analyzer took it still say the old state, and
+    once the analyzer says it done (its "cleft" status) it stands with no frames coming; the
+    results govern again after that, and a new level starts with the button clear."""
     import zmq
 
     from monitor.io.transport import bind_endpoint
-    from monitor.messages import Command, decode
+    from monitor.messages import Command, Status, decode
 
     control = zmq.Context.instance().socket(zmq.PULL)
     control.setsockopt(zmq.LINGER, 0)
@@ -507,21 +509,32 @@ def test_the_known_cleft_button_says_the_levels_cleft_and_follows_the_analyzer(q
     window = MonitorWindow(streams.endpoints.frames, streams.endpoints.results, streams.endpoints.control)
     qtbot.addWidget(window)
     window.show()
+    button = window.cleft_button
     try:
         pump(qtbot, lambda: streams.frame(4), lambda: window.views["lateral"].shown_frame == 4)
-        pump(qtbot, lambda: streams.result(4, level="L1", known_cleft=True), window.cleft_button.isChecked)
-        assert window.cleft_button.text() == "Known cleft: YES"
-        qtbot.mouseClick(window.cleft_button, QtCore.Qt.MouseButton.LeftButton)  # the operator: no cleft
+        pump(qtbot, lambda: streams.result(4, level="L1", known_cleft=True), button.isChecked)
+        assert button.text() == "Known cleft: YES"
+        qtbot.mouseClick(button, QtCore.Qt.MouseButton.LeftButton)  # the operator: no cleft
         assert control.poll(5000), "no command arrived"
         command = decode(control.recv_multipart())
         assert isinstance(command, Command) and (command.action, command.value) == ("cleft", False)
-        pump(qtbot, lambda: streams.result(5, level="L1", known_cleft=True), window.cleft_button.isChecked)
+        for _ in range(10):  # results made before the analyzer took the command
+            streams.result(5, level="L1", known_cleft=True)
+            qtbot.wait(30)
+            assert not button.isChecked() and button.text() == "Known cleft: no"
+        said = Status("t", "viewer", time.time(), "cleft", "level L1: no cleft known; ...")
+        pump(qtbot, lambda: streams.results.send(said), lambda: window.state._cleft_sent is None)
+        qtbot.wait(3500)  # past the time a press is shown on its own, no frame coming
+        assert not button.isChecked()
+        pump(
+            qtbot, lambda: streams.result(6, level="L1", known_cleft=True), button.isChecked
+        )  # another view's
         pump(
             qtbot,
-            lambda: streams.result(6, level="L2", known_cleft=None),  # an analyzer that does not say
-            lambda: not window.cleft_button.isChecked(),
+            lambda: streams.result(7, level="L2", known_cleft=None),  # an analyzer that does not say
+            lambda: not button.isChecked(),
         )
-        assert window.cleft_button.text() == "Known cleft: no"
+        assert button.text() == "Known cleft: no"
     finally:
         control.close()
 

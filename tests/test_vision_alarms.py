@@ -470,3 +470,29 @@ def test_a_possible_leak_read_another_way_while_it_stands_is_said_again():
         "extravasation", "medium", 10, "lateral", "venous", None, {}
     )
     assert restored.update_leak(12, "lateral", "venous", None, {}, doubt, how="line") == []
+
+
+def test_cement_apart_above_or_below_the_bolus_is_a_possible_leak_on_a_level_with_a_known_cleft():
+    """With no outline, cement read apart from the bolus (no cement joins it in the image) is a
+    leak at the site it lies at from the tip: above or below it, a disc leak, high once it is
+    2.5 times the leak size. On a level whose cleft the operator knows of it may be the cleft
+    filling through channels too fine to see (a CT render with a cleft on the endplate read so
+    at frame 10, no cement having left): a possible disc leak, medium, saying why. Other sites
+    are judged as before (a cleft lies inside the body, above or below the tip)."""
+    from monitor.vision.analysis import CLEFT_APART_DOUBT, CaseAnalyzer, PlaneResult
+    from monitor.vision.measure import Leak
+
+    def apart(site: str, frame: int = 9) -> PlaneResult:
+        leak = Leak(site, 0.2, (10.0, 30.0), (5, 25, 10, 10), apart=True)
+        return PlaneResult("lateral", frame, checked=("leak", "leak-apart"), leaks=[leak])
+
+    def raised(known: bool, r: PlaneResult) -> list[tuple]:
+        case = CaseAnalyzer()
+        case.known_cleft = known
+        _, summary = case.process(_Reads([r]), None, r.frame, r.frame / 10)
+        return [(a["priority"], a["site"], a["reason"]) for a in summary.raised]
+
+    assert [a[:2] for a in raised(False, apart("disc"))] == [("high", "disc")]
+    ((priority, site, reason),) = raised(True, apart("disc"))
+    assert (priority, site) == ("medium", "disc") and CLEFT_APART_DOUBT in reason, reason
+    assert [a[:2] for a in raised(True, apart("paravertebral"))] == [("high", "paravertebral")]

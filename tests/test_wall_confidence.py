@@ -320,6 +320,42 @@ def test_a_known_cleft_sent_mid_level_is_logged_said_and_restored_for_that_level
     assert restarted.case.known_cleft and all(p.known_cleft for p in restarted.case.planes.values())
     restarted.apply(Command("", "viewer", 0.0, "level", "L2"))
     assert not restarted.case.known_cleft
+    # the operator starts L2 and declares its cleft before its first frame, then the analyzer
+    # restarts (given the first level's --cleft on its command line): L2's cleft is taken back,
+    # and the command line's is not said again for a level it was not given for
+    from monitor.vision.analysis import AnalysisConfig, OperatorInput
+
+    log = SessionStore.create(folder)
+    log.add_event("viewer", "level", "level L2 started", value="L2", level="L2")
+    log.add_event("viewer", "cleft", "level L2: an intravertebral cleft is known", value=True, level="L2")
+    log.close()
+    store = SessionStore.open(folder)
+    try:
+        given = AnalysisConfig(operator=OperatorInput(known_cleft=True))
+        later = VisionAnalysis(given, "L1")
+        assert later.restore(store, store.results()[0]["stream"]) is None  # no L2 frame yet
+    finally:
+        store.close()
+    assert later.level == "L2" and later.case.known_cleft
+    assert [n for n in later.news() if n[0] == "cleft"] == []
+    # the first level's command-line cleft, said when it started and switched off by the operator:
+    # a restart leaves it off and does not say it known again
+    log = SessionStore.create(tmp_path / "first")
+    log.add_event("analyzer", "cleft", "from the command line: ...", value=True, level="L1")
+    log.add_event("operator", "cleft", "level L1: no cleft known; ...", value=False, level="L1")
+    log.close()
+    store = SessionStore.open(tmp_path / "first")
+    try:
+        first = VisionAnalysis(given, "L1")
+        assert first.restore(store, "no-frames-yet") is None
+    finally:
+        store.close()
+    assert not first.case.known_cleft and first.news() == []
+    # the command line's cleft and a level named before the first frame: not said as known for a
+    # level it was not given for; its loss is said
+    renamed = VisionAnalysis(given)
+    done = renamed.apply(Command("", "viewer", 0.0, "level", "T10"))
+    assert "say Known cleft again" in done and not renamed.case.known_cleft and renamed.news() == []
 
 
 def test_a_wall_refuted_by_the_first_cement_cannot_be_confirmed_and_survives_a_restart(

@@ -89,6 +89,8 @@ class SimConfig:
             raise ValueError("anatomy must be geometric or ct")
         if self.cleft_site not in CLEFT_SITES:
             raise ValueError(f"cleft_site must be one of {', '.join(CLEFT_SITES)}")
+        if self.cleft_site != "middle" and not self.cleft:
+            raise ValueError("cleft_site places a cleft: give cleft too (--cleft)")
         if self.anatomy == "ct":
             from monitor.sim.ct import LABELS
 

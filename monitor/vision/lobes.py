@@ -24,7 +24,8 @@ only when the other view shows one on the same side, as far from its bolus
 simple world, a lobe in one view alone showed on five venous leaks and one case with no leak
 (the AP view of tuning 5034); in both views at once, on the disc leaks only. Cement filling a
 gas cleft just under an endplate (Kuemmell's disease) can show the same way where no outline
-places the endplate; the caller says such a lobe is only a possible leak.
+places the endplate; the caller says such a lobe is only a possible leak on a level whose cleft
+the operator knows of (``PlaneAnalyzer._read_lobes``), and a disc leak on any other.
 
 The views' rows are both cranio-caudal with the spine upright on the screen, as
 :mod:`monitor.vision.biplane` also takes them; a view shown upside down would not confirm the
