@@ -804,9 +804,9 @@ class AnalyzerNode:
         store = self.log.store
         if store is None:
             return {}
-        # with no frame of this stream logged yet, only the level's settings (its name, a cleft
-        # declared before its first frame) are taken back: restore returns None
-        restored = self.analysis.restore(store, self.session)
+        restored = (
+            self.analysis.restore(store, self.session) if store.count("frame", stream=self.session) else None
+        )
         if not restored:
             self.log.write("add_event", "analyzer", "started", f"pid {os.getpid()}", at=time.time())
             return {}
