@@ -111,6 +111,7 @@ class VisionAnalysis(Analysis):
             "resume": lambda _value: "injection resumed",
         }
         self.case = CaseAnalyzer(config)
+        self._frames_seen = False  # any frame processed (a level command before names the first)
         # the command line's known cleft is the first level's, as its wall and boxes are
         self.case.known_cleft = bool(config and config.operator.known_cleft)
         self._logged_alarms: dict[str, dict] = {}  # alarm id -> last state logged
@@ -130,6 +131,7 @@ class VisionAnalysis(Analysis):
         self._pending = _operator_commands(config.operator if config else None)
 
     def process(self, frame: Frame) -> Result:
+        self._frames_seen = True
         h = frame.header
         spacing = (h.scale or {}).get("spacing_mm")
         pixel_mm = float(sum(spacing) / 2) if spacing else None
@@ -244,6 +246,10 @@ class VisionAnalysis(Analysis):
     def _start_level(self, level) -> str:
         previous = self.level
         self.level = str(level)
+        if not self._frames_seen:
+            # no frame yet: this names the first level, which the command line's wall, boxes and
+            # cleft were given for (run without --level, the level named in the viewer)
+            return f"level {self.level} named (was {previous or 'not named'}) before its first frame"
         calibrated = self.case.darkness_calibrated  # the scale is kept: same cement
         self.case = CaseAnalyzer(self.config)
         self.case.darkness_calibrated = calibrated
@@ -408,10 +414,13 @@ class VisionAnalysis(Analysis):
         levels = [r for r in events if r.body["event"] == "level"]
         start = levels[-1].rec if levels else 0
         self.level = levels[-1].body["value"] if levels else self.level or store.meta().get("level")
-        if levels:  # the command line's wall and boxes were the first level's, not this one's
+        ours = [r for r in store.records("frame") if r.body.get("stream") == stream]
+        # a level named before the stream's first frame is the first level (_start_level)
+        later = bool(levels) and any(r.rec < start for r in ours)
+        if later:  # the command line's wall and boxes were the first level's, not this one's
             self._pending = {}
-        self._restore_cleft(events, start, bool(levels))
-        frames = [r for r in store.records("frame", after=start) if r.body.get("stream") == stream]
+        self._restore_cleft(events, start if later else 0, later)
+        frames = [r for r in ours if r.rec > start]
         if not frames:
             return None
         fed = 0

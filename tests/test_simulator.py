@@ -243,5 +243,5 @@ def test_a_cleft_laid_on_an_endplate_lies_under_it_and_moves_nothing_else():
         # as wide across as the mid-height one (the same draws), which lies 2 mm or less off the middle
         assert abs(int(column.sum()) - int(middle.any(axis=0).sum())) <= 0.35 * int(column.sum())
     assert abs(float(np.mean(zs[middle]))) <= 2.0 + phantom.grid.voxel_mm
-    with pytest.raises(ValueError, match="give cleft too"):  # a site for no cleft is a mistake, said
+    with pytest.raises(ValueError, match="give --cleft too"):  # a site for no cleft is a mistake, said
         SimConfig(cleft_site="superior").validate()

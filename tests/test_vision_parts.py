@@ -837,6 +837,7 @@ def test_a_syringe_at_a_new_level_is_not_anchored_on_the_last_levels_darkness():
 
     analysis = VisionAnalysis(level="L1")
     analysis._raw_volume_ml = 4.0  # what L1's last frame read (frames would set it)
+    analysis._frames_seen = True  # ... as they would this (a level before any frame names L1)
     analysis.apply(Command("s", "test", 0.0, "level", "L2"))
     said = analysis.apply(Command("s", "test", 0.0, "syringe", 1.0))
     assert "too little cement to read" in said

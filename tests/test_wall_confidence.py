@@ -351,11 +351,26 @@ def test_a_known_cleft_sent_mid_level_is_logged_said_and_restored_for_that_level
     finally:
         store.close()
     assert not first.case.known_cleft and first.news() == []
-    # the command line's cleft and a level named before the first frame: not said as known for a
-    # level it was not given for; its loss is said
+    # the command line's cleft and the level named before the first frame (run without --level):
+    # that names the first level, which keeps it; a level started after a frame does not, said so
+    named = VisionAnalysis(given)
+    assert "named" in named.apply(Command("", "viewer", 0.0, "level", "T10"))
+    assert named.case.known_cleft and [n[0] for n in named.news()] == ["cleft"]
+    for _item, _result in analyse_source(DicomPairSource(rec.lateral, rec.ap), named):
+        break
+    done = named.apply(Command("", "viewer", 0.0, "level", "T11"))
+    assert "say Known cleft again" not in done and not named.case.known_cleft  # said before: news gone
     renamed = VisionAnalysis(given)
-    done = renamed.apply(Command("", "viewer", 0.0, "level", "T10"))
+    for _item, _result in analyse_source(DicomPairSource(rec.lateral, rec.ap), renamed):
+        break
+    done = renamed.apply(Command("", "viewer", 0.0, "level", "T11"))
     assert "say Known cleft again" in done and not renamed.case.known_cleft and renamed.news() == []
+    # a replay of the logged session does not re-apply the operator's live cleft: it says so
+    from tests.conftest import monitor_cli
+
+    replayed = monitor_cli("replay", "--session", folder, "--headless", "--speed", "0")
+    assert replayed.returncode in (0, 4), replayed.stderr
+    assert "operator edits made live (cleft at" in replayed.stderr, replayed.stderr
 
 
 def test_a_wall_refuted_by_the_first_cement_cannot_be_confirmed_and_survives_a_restart(

@@ -130,7 +130,8 @@ def add_stream_options(p, session_help: str) -> None:
         help="the first level has an intravertebral (gas) cleft seen on the images before the procedure"
         " (Kuemmell's disease): cement above or below the bolus where no body outline is armed is then"
         " only a possible disc leak, as it may be filling the cleft; without it, such cement seen in"
-        " both views is a disc leak (high). Later levels: the viewer's Known cleft",
+        " both views is a disc leak (high). Later levels: the viewer's Known cleft (the analyzer's"
+        " 'cleft' command). A replay of a logged session keeps this, not a cleft set live",
     )
     p.add_argument("--patient", help="pseudonymous patient reference, for the session log")
     p.add_argument("--operator", help="who injects, for the session log and the QA summary")

@@ -101,13 +101,13 @@ def add_simulate(sub) -> None:
         help="geometric phantom, or a real patient's CT (levels T8-T12, L1; fetched once with pip)",
     )
     p.add_argument(
-        "--cleft", action="store_true", help="a gas-filled intravertebral cleft (Kummell's disease)"
+        "--cleft", action="store_true", help="a gas-filled intravertebral cleft (Kuemmell's disease)"
     )
     p.add_argument(
         "--cleft-site",
         choices=CLEFT_SITES,
         default=d.cleft_site,
-        help="where the cleft lies: at mid-height, or just under the superior or inferior endplate"
+        help="with --cleft, where the cleft lies: at mid-height, or on the superior or inferior endplate"
         " (cement filling it then rises above or below the bolus as a disc leak would)",
     )
     p.add_argument(

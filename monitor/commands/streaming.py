@@ -273,6 +273,25 @@ def _run_spec(args, source, endpoints, viewer: bool, analysis: dict, calibration
     )
 
 
+# operator edits a replay of a logged session does not re-apply (only the command line's, kept in
+# its meta, are): said, as they can change the alarms (a known cleft makes a disc lobe possible)
+LIVE_EDITS = ("wall", "body", "confirm-wall", "cleft")
+
+
+def _live_edits(store) -> str:
+    """The operator's live edits logged in ``store`` ("cleft at 0.44 s, wall at 1.20 s"), or ""."""
+    edits = [
+        e
+        for e in store.events()
+        if e["event"] in LIVE_EDITS and e["source"] not in ("analyzer", "command-line")
+    ]
+    said = []
+    for e in edits:
+        at = e.get("acq_time")
+        said.append(e["event"] if at is None else f"{e['event']} at {at:.2f} s")
+    return ", ".join(said)
+
+
 def _run_replay(args) -> int:
     from monitor.io.sources import DicomPairSource, Layout, SessionSource, VideoSource
 
@@ -296,6 +315,12 @@ def _run_replay(args) -> int:
         if args.body is None and meta.get("body_boxes"):  # and its bodies
             args.body = [(plane, tuple(box)) for plane, box in meta["body_boxes"].items()]
         args.cleft = args.cleft or bool(meta.get("known_cleft"))  # and its first level's cleft
+        if live := _live_edits(source.store):  # never a silent difference from the logged run
+            print(
+                f"note: the logged session had operator edits made live ({live}); this replay does not"
+                " re-apply them, so its alarms can differ (monitor reanalyze re-applies them)",
+                file=sys.stderr,
+            )
         print(
             f"replaying the logged {source.name}"
             + ("" if args.log else " (add --log DIR to log the replay)"),

@@ -90,7 +90,7 @@ class SimConfig:
         if self.cleft_site not in CLEFT_SITES:
             raise ValueError(f"cleft_site must be one of {', '.join(CLEFT_SITES)}")
         if self.cleft_site != "middle" and not self.cleft:
-            raise ValueError("cleft_site places a cleft: give cleft too (--cleft)")
+            raise ValueError("a cleft site (--cleft-site) needs a cleft: give --cleft too")
         if self.anatomy == "ct":
             from monitor.sim.ct import LABELS
 
