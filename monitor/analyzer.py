@@ -293,13 +293,12 @@ class VisionAnalysis(Analysis):
 
     def _set_cleft(self, known) -> str:
         self.case.known_cleft = bool(known)
+        level = self.level or "(not named)"
         if self.case.known_cleft:
             return (
-                f"level {self.level or '(not named)'}: an intravertebral cleft is known; cement above or"
-                " below the bolus where no body outline is armed is a possible disc leak (it may fill"
-                " the cleft)"
+                f"level {level}: an intravertebral cleft is known; cement above or below the bolus"
+                " where no body outline is armed is a possible disc leak (it may fill the cleft)"
             )
-        level = self.level or "(not named)"
         return (
             f"level {level}: no cleft known; cement above or below the bolus in both views, past any"
             " armed outline's endplate or with none, is a disc leak"

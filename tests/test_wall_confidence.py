@@ -317,7 +317,10 @@ def test_a_known_cleft_sent_mid_level_is_logged_said_and_restored_for_that_level
         assert restarted.restore(store, store.results()[0]["stream"])
     finally:
         store.close()
-    assert restarted.case.known_cleft and all(p.known_cleft for p in restarted.case.planes.values())
+    from monitor.vision.analysis import LOBE_DOUBT
+
+    planes = restarted.case.planes.values()
+    assert restarted.case.known_cleft and all(p.unplaced_lobe_doubt() == LOBE_DOUBT for p in planes)
     restarted.apply(Command("", "viewer", 0.0, "level", "L2"))
     assert not restarted.case.known_cleft
     # the operator starts L2 and declares its cleft before its first frame, then the analyzer

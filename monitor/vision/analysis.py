@@ -12,6 +12,7 @@ estimates and drives the alarms.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -348,13 +349,10 @@ class PlaneAnalyzer:
         # lateral: who armed the 5 mm rule on the wall ("automatic", "operator"; None: not armed)
         self.wall_armed_by: str | None = None
         self.body_drawn = False  # the outline is the operator's box (set_body), not one found
-        # the level has an intravertebral cleft the operator knows of from the images before the
-        # procedure (CaseAnalyzer.known_cleft): a disc lobe no armed outline places is then only a
-        # possible leak (LOBE_DOUBT)
-        self.known_cleft = False
-        # AP: whether the lateral view's armed outline places the endplates now (the case's
-        # CaseAnalyzer.lateral_places_endplates), so that a lobe here is judged by the lateral's
-        self.lateral_places_endplates: Callable[[], bool] = lambda: False
+        # why a disc lobe no outline of this view places is only a possible leak, or None when it is
+        # a leak: the level's to say (CaseAnalyzer._unplaced_lobe_doubt; a known cleft, or the
+        # lateral's armed outline judging an AP lobe)
+        self.unplaced_lobe_doubt: Callable[[], str | None] = lambda: None
         # lateral: why the outline's endplates and anterior side are a guess though its wall is
         # armed (the operator drew the wall over an outline found with a wall not trusted, or over
         # none); None: they stand with the wall (found with it, or the operator's box)
@@ -645,10 +643,10 @@ class PlaneAnalyzer:
         ``leak_min_depth_mm`` beyond it (as outline cement must) is sure, one reaching less is
         doubted (:data:`LOBE_SHALLOW_DOUBT`). Any other (no outline, an AP outline, a lateral one
         not confirmed, or one whose wall the operator drew over endplates found with a wall not
-        trusted: ``outline_guess``; its endplates are a guess) is sure where the level has no
-        known cleft, and doubted (:data:`LOBE_DOUBT`) where it has (``known_cleft``); an AP lobe
-        while the lateral view's armed outline places the endplates (``lateral_places_endplates``)
-        is judged by the lateral's lobe (:data:`LOBE_JUDGED_IN_LATERAL`): backing a lateral lobe
+        trusted: ``outline_guess``; its endplates are a guess) is as the level says
+        (``unplaced_lobe_doubt``): sure where it has no known cleft, doubted (:data:`LOBE_DOUBT`)
+        where it has; an AP lobe while the lateral view's armed outline places the endplates is
+        judged by the lateral's lobe (:data:`LOBE_JUDGED_IN_LATERAL`): backing a lateral lobe
         short of the endplate line must not make it sure (tuning 5020 and clefts under biconcave
         endplates, session 48).
 
@@ -679,13 +677,8 @@ class PlaneAnalyzer:
                 reach_mm=reach_mm, depth_mm=self.config.detection.leak_min_depth_mm
             )
             found += lobe_leaks([lobe], cement.difference, *where, mu, doubt)
-        if self.known_cleft:
-            unplaced = LOBE_DOUBT
-        elif self.plane == "ap" and self.lateral_places_endplates():
-            unplaced = LOBE_JUDGED_IN_LATERAL
-        else:
-            unplaced = None
-        found += lobe_leaks(lobes, cement.difference, *where, mu, unplaced)
+        if lobes:
+            found += lobe_leaks(lobes, cement.difference, *where, mu, self.unplaced_lobe_doubt())
         result.leaks = [*result.leaks, *found]
 
     def _decide_from_start(
@@ -1120,7 +1113,10 @@ class CaseAnalyzer:
     def __init__(self, config: AnalysisConfig | None = None):
         self.config = config or AnalysisConfig()
         self.planes: dict[str, PlaneAnalyzer] = {}
-        self._known_cleft = False  # see known_cleft
+        # the operator said this level has an intravertebral cleft (seen on the images before the
+        # procedure): its disc lobes where no armed outline places the endplate, and cement apart
+        # above or below the bolus, are then only possible leaks (_unplaced_lobe_doubt, _uncorroborated)
+        self.known_cleft = False
         self.alarms = AlarmEngine(self.config.alarms)
         self.volumes: dict[str, tuple[float, float]] = {}  # plane -> (volume, share filled in)
         # The syringe has calibrated the darkness (set by whoever applies the syringe scale): the
@@ -1193,27 +1189,19 @@ class CaseAnalyzer:
     ) -> PlaneAnalyzer:
         if name not in self.planes:
             self.planes[name] = PlaneAnalyzer(name, photometric, relationship, bits, pixel_mm, self.config)
-            self.planes[name].known_cleft = self._known_cleft
-            self.planes[name].lateral_places_endplates = self.lateral_places_endplates
+            self.planes[name].unplaced_lobe_doubt = functools.partial(self._unplaced_lobe_doubt, name)
         return self.planes[name]
 
-    def lateral_places_endplates(self) -> bool:
-        """Whether the lateral view's armed outline places the endplates now."""
+    def _unplaced_lobe_doubt(self, plane: str) -> str | None:
+        """Why a disc lobe that no outline of ``plane`` places is only a possible leak now, or
+        None (:meth:`PlaneAnalyzer._read_lobes`): the level's known cleft, which its cement fills
+        as a lobe too; else, in the AP view, the lateral's armed outline placing the endplates."""
+        if self.known_cleft:
+            return LOBE_DOUBT
         lateral = self.planes.get("lateral")
-        return lateral is not None and lateral.places_endplates
-
-    @property
-    def known_cleft(self) -> bool:
-        """Whether the operator said this level has an intravertebral cleft (seen on the images
-        before the procedure): its disc lobes where no armed outline places the endplate are
-        then only possible leaks (:meth:`PlaneAnalyzer._read_lobes`)."""
-        return self._known_cleft
-
-    @known_cleft.setter
-    def known_cleft(self, known: bool) -> None:
-        self._known_cleft = bool(known)
-        for view in self.planes.values():
-            view.known_cleft = self._known_cleft
+        if plane == "ap" and lateral is not None and lateral.places_endplates:
+            return LOBE_JUDGED_IN_LATERAL
+        return None
 
     def process(
         self, plane: PlaneAnalyzer, pixels: np.ndarray, frame: int, time_s: float
@@ -1498,7 +1486,7 @@ class CaseAnalyzer:
             return None
         if (late := self._cement_before()) and not (view is not None and view.body_drawn):
             return f"{late}: draw the body (Adjust body) in the {r.plane} view to vouch for its outline"
-        if apart and site == "disc" and self._known_cleft:
+        if apart and site == "disc" and self.known_cleft:
             return CLEFT_APART_DOUBT
         if r.plane != "lateral" or apart:
             return None
