@@ -553,7 +553,7 @@ def test_brightness_clipping_the_ap_view_white_neither_loses_the_cement_nor_pass
     lateral, ap_view = (analysis.case.planes[p] for p in ("lateral", "ap"))
     assert ap_view.unreadable_frames == len(ap) - 1 - max(read) >= ONE_VIEW_AFTER_UNREADABLE
     assert lateral.unreadable_frames == 0
-    alone = one_view_volume_ml(lateral.cement_mask, lateral.pixel_mm, "lateral")
+    alone = one_view_volume_ml(lateral.shape_mask, lateral.pixel_mm, "lateral")
     assert lateral.cement_apart_ml == 0.0  # one bolus, nothing apart from it to add
     assert analysis.last_volume.shape_ml == pytest.approx(alone / shape_of_truth(alone)[1])
     assert "volume-one-view" in said[max(ap)] and "volume-one-view" not in said[max(read)]

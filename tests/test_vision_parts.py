@@ -390,7 +390,7 @@ def _outlined_view(plane: str, mask: np.ndarray, unread: int = 0, apart_ml: floa
 
     learnt = SimpleNamespace(cannulas=[object()], roi=(0, 0, 200, 240))
     return SimpleNamespace(
-        plane=plane, cement_mask=mask, pixel_mm=0.15, learnt=learnt, roi=learnt.roi,
+        plane=plane, cement_mask=mask, shape_mask=mask, pixel_mm=0.15, learnt=learnt, roi=learnt.roi,
         unreadable_frames=unread, cement_apart_ml=apart_ml,
     )  # fmt: skip
 
@@ -647,6 +647,73 @@ def test_the_steel_band_across_a_bolus_is_part_of_its_outline_but_not_beyond_it(
     whole = biplane_volume_ml(bolus & ~notch, 0.1, ap, 0.1)
     assert biplane_volume_ml(mask, 0.1, ap, 0.1) < 0.8 * whole
     assert biplane_volume_ml(filled, 0.1, ap, 0.1) == pytest.approx(whole, rel=0.05)  # the bite
+
+
+def test_the_shape_s_outline_is_cut_at_a_share_of_the_bolus_s_own_darkness():
+    """The segmentation's threshold follows the noise, so where scatter or a faint cement lowers
+    the bolus's contrast its faint rim falls under it and its shape shrinks. Re-cut at a share of
+    the bolus's own darkness, an ellipsoid's blurred darkness gives the same outline at full
+    contrast and at a quarter of it, out from a tight segmentation and in from a generous one.
+    The steel band across it stays as filled, and the steel's own difference beyond it is not
+    taken; nor is cement apart from it (beyond a gap, or read apart), a misregistered edge's
+    residue, or darkness further out than SHAPE_OUTLINE_REACH_MM."""
+    import cv2
+
+    from monitor.vision.biplane import SHAPE_OUTLINE_REACH_MM, SHAPE_OUTLINE_SHARE, relative_outline
+
+    pixel_mm = 0.2
+    y, x = np.mgrid[:200, :240]
+    inside = 1 - ((x - 110) / 40.0) ** 2 - ((y - 100) / 30.0) ** 2  # semi-axes 8 and 6 mm
+    thickness = 2 * 30 * pixel_mm * np.sqrt(np.clip(inside, 0, None))  # mm through it
+    darkness = cv2.GaussianBlur((0.2 * thickness).astype(np.float32), (0, 0), 1.5 / pixel_mm)
+    band = (np.abs(y - 100) <= 6) & (x >= 100)  # the shaft's band, never compared
+    steel = np.where(y < 100, -1.0, 3.0)  # the steel's difference there: a dip, a bright edge
+    gap = (y > 131) & (y < 135)  # no cement, then a piece 2.2-3 mm out of the bolus's edge
+    near_piece = ((x - 110) / 6.0) ** 2 + ((y - 137) / 2.0) ** 2 <= 1
+    far_piece = ((x - 200) / 8.0) ** 2 + ((y - 40) / 8.0) ** 2 <= 1  # 13 mm away
+    outlines = []
+    for contrast in (1.0, 0.25):
+        seen = contrast * np.where(gap, 0.0, darkness)
+        top = seen.max()
+        seen[near_piece | far_piece] = top
+        seen[band] = (steel * top)[band]
+        peak = np.percentile(seen[(darkness >= 0.5 * darkness.max()) & ~band], 95)
+        bolus_band = band & (inside > 0)
+        tight = (darkness >= 0.5 * darkness.max()) | bolus_band  # cut at half its darkness
+        out = relative_outline(tight, seen, band, pixel_mm)
+        outlines.append(out)
+        assert out.sum() > 1.4 * tight.sum()  # the faint rim the threshold left out
+        assert out[bolus_band].all() and not out[band & ~tight].any()  # the steel is not cement
+        assert not out[near_piece | far_piece].any()  # apart: read as such, not in its slices
+        assert seen[out & ~band].min() >= SHAPE_OUTLINE_SHARE * peak
+        generous = ((darkness >= 0.02 * darkness.max()) & ~gap) | bolus_band
+        cut = relative_outline(generous, seen, band, pixel_mm)
+        assert cut.sum() < 0.95 * generous.sum()  # cut in where the share is not reached
+        share = SHAPE_OUTLINE_SHARE * np.percentile(seen[generous & ~band], 95)
+        assert not cut[~band & (seen < share)].any()
+        assert cut[generous & ~band & ~gap & (y < 131) & (seen >= share)].all()
+    assert (outlines[0] == outlines[1]).all()  # where it is cut does not depend on the contrast
+    # a darkness reaching far out (a halo) is taken only SHAPE_OUTLINE_REACH_MM beyond the bolus
+    tight = darkness >= 0.5 * darkness.max()
+    halo = darkness + 0.5 * darkness.max() * (inside > -3)
+    none = np.zeros_like(band)
+    wide = relative_outline(tight, halo, none, pixel_mm)
+    reach = cv2.distanceTransform((~tight).astype(np.uint8), cv2.DIST_L2, 5)
+    assert wide.sum() > tight.sum() and reach[wide].max() * pixel_mm <= SHAPE_OUTLINE_REACH_MM + pixel_mm
+    # a bone edge running out of the bolus: the residue a misregistration leaves on it is no cement
+    edge = (np.abs(y - 80) <= 1) & (x >= 130) & (x <= 170)
+    residue = np.where(edge, np.maximum(darkness, 0.3 * darkness.max()), darkness).astype(np.float32)
+    gradient = np.where(edge, darkness.max(), 0.0).astype(np.float32)
+    assert relative_outline(tight, residue, none, pixel_mm)[edge & ~tight].sum() > 10
+    assert not relative_outline(tight, residue, none, pixel_mm, edge_gradient=gradient)[edge & ~tight].any()
+    # cement read apart from the bolus is counted on its own, not taken into its shape too
+    apart = (np.abs(x - 110) <= 3) & (y >= 126) & (y < 132)
+    assert relative_outline(tight, darkness, none, pixel_mm)[apart].any()
+    assert not relative_outline(tight, darkness, none, pixel_mm, apart=apart)[apart].any()
+    # too few pixels compared to read the bolus's darkness: the outline as segmented
+    tiny = np.zeros_like(band)
+    tiny[100, 100:103] = True
+    assert relative_outline(tiny, darkness, none, pixel_mm) is tiny
 
 
 def test_the_volume_is_the_darkness_unless_it_reads_well_under_the_shape():

@@ -49,6 +49,7 @@ from monitor.vision.biplane import (
     one_view_volume_ml,
     outline_through_steel,
     pieces_volume_ml,
+    relative_outline,
     shape_of_truth,
     steel_bands,
 )
@@ -329,6 +330,9 @@ class PlaneAnalyzer:
         # the bolus's outline on the last frame (ROI grid), the steel band across it filled: its
         # shape in the two views (monitor.vision.biplane.bolus_outline) ...
         self.cement_mask: np.ndarray | None = None
+        # ... re-cut at a share of the bolus's own darkness, which its volume is read from
+        # (monitor.vision.biplane.relative_outline) ...
+        self.shape_mask: np.ndarray | None = None
         # ... and the cement apart from it, each piece read alone in this view (mL; pieces_volume_ml)
         self.cement_apart_ml = 0.0
         # how many frames running this view could not be read (clipped white past reading, or
@@ -505,6 +509,7 @@ class PlaneAnalyzer:
         self._distances = DistanceMaps(self._state.exclude.shape)
         self._last_mask = None
         self.cement_mask = None
+        self.shape_mask = None
         self.cement_apart_ml = 0.0
         self.recursive.restart()
 
@@ -555,6 +560,18 @@ class PlaneAnalyzer:
         self.cement_mask = bolus_outline(outline, tips, self.pixel_mm) if self.pixel_mm else outline
         # most frames: the outline is the bolus, nothing apart
         apart = None if self.cement_mask is outline else outline & ~self.cement_mask
+        self.shape_mask = (
+            relative_outline(
+                self.cement_mask,
+                cement.difference,
+                comparison.unread,
+                self.pixel_mm,
+                comparison.layers[..., LAYER_GRADIENT],
+                apart,
+            )
+            if self.pixel_mm
+            else self.cement_mask
+        )
         self.cement_apart_ml = 0.0 if apart is None else pieces_volume_ml(apart, self.pixel_mm, self.plane)
         self.unreadable_frames = 0
         result = PlaneResult(
@@ -1582,12 +1599,12 @@ class CaseAnalyzer:
         # mean reading of it.
         if all(outlined) and (all(fresh) or all(stale)):  # both unread: their last outlines, as they were
             lateral, ap = planes
-            shape = biplane_volume_ml(lateral.cement_mask, lateral.pixel_mm, ap.cement_mask, ap.pixel_mm)
+            shape = biplane_volume_ml(lateral.shape_mask, lateral.pixel_mm, ap.shape_mask, ap.pixel_mm)
             if shape is not None:
                 shape += 0.5 * (lateral.cement_apart_ml + ap.cement_apart_ml)
         elif any(fresh):  # the other view unread, unattached or without a region: this one alone
             view = planes[fresh.index(True)]
-            shape, one_view = one_view_volume_ml(view.cement_mask, view.pixel_mm, view.plane), view.plane
+            shape, one_view = one_view_volume_ml(view.shape_mask, view.pixel_mm, view.plane), view.plane
             if shape is not None:
                 shape += view.cement_apart_ml
         # the level's statistics of the darkness against the shape are the two views' shape's: one

@@ -167,6 +167,13 @@ class CementMap:
     noise: float  # robust standard deviation of the smoothed difference
 
 
+def misregistration_floor(baseline_gradient: np.ndarray) -> np.ndarray:
+    """The difference a bone edge of ``baseline_gradient`` (log units per pixel, (h, w)) leaves
+    when the frame is registered REGISTRATION_UNCERTAINTY_PX off, with a margin: under it, a
+    difference on an edge is no cement (:func:`segment`'s edge term)."""
+    return 2.5 * REGISTRATION_UNCERTAINTY_PX * baseline_gradient
+
+
 def segment(
     difference: np.ndarray,
     baseline_gradient: np.ndarray,
@@ -188,9 +195,9 @@ def segment(
         sample = outside if outside.size >= max(50, sample.size // 8) else sample
     sample = sample if sample.size else smooth.ravel()
     noise = 1.4826 * median(np.abs(sample - median(sample)))
-    threshold = np.maximum(
-        max(min_threshold, 5.0 * noise), 2.5 * REGISTRATION_UNCERTAINTY_PX * baseline_gradient
-    ).astype(np.float32)
+    threshold = np.maximum(max(min_threshold, 5.0 * noise), misregistration_floor(baseline_gradient)).astype(
+        np.float32
+    )
     candidate = (smooth > threshold) & ~exclude
     seeds = (smooth > 2.0 * threshold) & candidate
     count, labels = cv2.connectedComponents(candidate.astype(np.uint8), connectivity=8)
