@@ -373,10 +373,11 @@ def test_a_volume_the_darkness_reads_low_is_the_shapes_with_its_interval_in_the_
     # the level's darkness reading low is logged once, and an analyzer restarted on the log keeps it
     from monitor.analyzer import VisionAnalysis
     from monitor.io.store import SessionStore
+    from monitor.vision.biplane import LEVEL_DARKNESS_AGREES_WITH_SHAPE
 
     store = SessionStore.open(tmp_path / "s")
     said = [r.body for r in store.records("event") if r.body["event"] == "darkness-reads-low"]
-    assert len(said) == 1 and said[0]["value"]["median_share"] < 0.65, said
+    assert len(said) == 1 and said[0]["value"]["median_share"] < LEVEL_DARKNESS_AGREES_WITH_SHAPE, said
     restarted = VisionAnalysis(level="L3")
     assert not restarted.case.darkness_low
     restarted.restore(store, store.records("frame")[-1].body["stream"])

@@ -330,7 +330,7 @@ def test_syringe_events_calibrate_the_volume(tmp_path):
     the reported volume follows the syringe (the cement's attenuation is recalibrated). The
     configured attenuation is 80 % too high, as for a cement far less radiopaque than expected:
     the image's darkness reads about 45 % low, and over the level a median share of the shape's
-    truth under 0.65 (the shape reads this world's boluses 0.98x since its outline is cut at a
+    truth under 0.70 (the shape reads this world's boluses 0.98x since its outline is cut at a
     share of the bolus's darkness; 1.16x before, when a darkness 20 % low was already under it),
     so until the syringe the volume said is the shape's, with the caveat that the darkness reads
     low."""
