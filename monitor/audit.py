@@ -866,6 +866,11 @@ def volume_phrase(level: dict) -> str:
     return f"{level['volume_ml']:.2f} mL{interval}{source}"
 
 
+def _stream_time(event: dict) -> str:
+    """An event's stream time for the text report's columns ("   1.20 s "), or "" where it had none."""
+    return "" if event["acq_time"] is None else f"{event['acq_time']:7.2f} s "
+
+
 def text_report(report: dict) -> str:
     """The report of :func:`audit_json` for people, as `monitor audit` prints it."""
     lines: list[str] = []
@@ -892,12 +897,10 @@ def text_report(report: dict) -> str:
             )
             lines.append(f"  ALARM frame {a['frame']:4d} {a['plane']:7} {alarm}{after}")
         for e in level.get("wall", []):
-            at = "" if e["acq_time"] is None else f"{e['acq_time']:7.2f} s "
-            lines.append(f"  WALL  {at}{e['source']}: {e['event']}: {e['detail']}")
+            lines.append(f"  WALL  {_stream_time(e)}{e['source']}: {e['event']}: {e['detail']}")
         for e in level.get("operator_events", []):  # how the level's leaks were judged: said
             if e["event"] == "cleft":
-                at = "" if e["acq_time"] is None else f"{e['acq_time']:7.2f} s "
-                lines.append(f"  CLEFT {at}{e['source']}: {e['detail']}")
+                lines.append(f"  CLEFT {_stream_time(e)}{e['source']}: {e['detail']}")
         for e in level.get("processing", []):
             lines.append(f"  IMAGE {e['detail']}")
         for c in level.get("caveats", []):

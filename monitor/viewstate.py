@@ -76,7 +76,7 @@ class ViewState:
     paused: bool = False
     known_cleft: bool = False  # the level's cleft the operator knows of, as the analyzer last said
     # the operator's Known cleft sent from this view, until the analyzer says it done (its "cleft"
-    # status): (value, when sent, this view's monotonic s); shown meanwhile (shown_cleft)
+    # status): (value, when sent in this view's monotonic s); shown meanwhile (shown_cleft)
     _cleft_sent: tuple[bool, float] | None = None
     # per plane, the newest results after the baseline: (rules evaluated, status)
     checked: dict = field(default_factory=lambda: {p: deque(maxlen=COVERAGE_WINDOW) for p in PLANES})

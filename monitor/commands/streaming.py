@@ -280,16 +280,11 @@ LIVE_EDITS = ("wall", "body", "confirm-wall", "cleft")
 
 def _live_edits(store) -> str:
     """The operator's live edits logged in ``store`` ("cleft at 0.44 s, wall at 1.20 s"), or ""."""
-    edits = [
-        e
+    return ", ".join(
+        e["event"] if e.get("acq_time") is None else f"{e['event']} at {e['acq_time']:.2f} s"
         for e in store.events()
         if e["event"] in LIVE_EDITS and e["source"] not in ("analyzer", "command-line")
-    ]
-    said = []
-    for e in edits:
-        at = e.get("acq_time")
-        said.append(e["event"] if at is None else f"{e['event']} at {at:.2f} s")
-    return ", ".join(said)
+    )
 
 
 def _run_replay(args) -> int:

@@ -327,8 +327,8 @@ class PlaneAnalyzer:
         self._registration: Registration | None = None  # to the baseline over ``roi``
         self._distances: DistanceMaps | None = None  # to the walls, over ``roi``
         self._last_mask: np.ndarray | None = None  # the bolus seen so far, left out of registration
-        # the bolus's outline on the last frame (ROI grid), the steel band across it filled: its
-        # shape in the two views (monitor.vision.biplane.bolus_outline) ...
+        # the bolus's outline on the last frame (ROI grid), the steel band across it filled
+        # (monitor.vision.biplane.bolus_outline) ...
         self.cement_mask: np.ndarray | None = None
         # ... re-cut at a share of the bolus's own darkness, which its volume is read from
         # (monitor.vision.biplane.relative_outline) ...
