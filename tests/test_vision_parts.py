@@ -745,7 +745,9 @@ def test_the_volume_is_the_darkness_unless_it_reads_well_under_the_shape():
     assert (low.low_ml, low.high_ml) == (pytest.approx(1.5 / hi), pytest.approx(1.5 / lo))
     assert low.low_ml <= low.volume_ml <= low.high_ml
     edge = DARKNESS_AGREES_WITH_SHAPE * 1.5 / mid
-    assert fused_volume(1.01 * edge, 1.5).volume_ml == pytest.approx(1.01 * edge)  # the darkness
+    kept = fused_volume(1.01 * edge, 1.5)  # kept, but so far under the shape's truth it weighs nothing
+    assert not kept.reads_low and kept.volume_ml == pytest.approx(1.5 / mid)
+    assert kept.low_ml <= 1.01 * edge < kept.high_ml and kept.low_ml < 1.5 / mid < kept.high_ml
     assert fused_volume(0.99 * edge, 1.5).reads_low
     bigger = fused_volume(0.5, 3.0)  # a larger outline reads more of the truth: a smaller factor
     assert bigger.reads_low and bigger.volume_ml == pytest.approx(3.0 / shape_of_truth(3.0)[1])
@@ -759,6 +761,45 @@ def test_the_volume_is_the_darkness_unless_it_reads_well_under_the_shape():
     assert agree.checked and low.checked
     # the geometric estimate is kept beside the one reported, whichever that is
     assert agree.shape_ml == low.shape_ml == pytest.approx(1.5 / mid) and unchecked.shape_ml is None
+
+
+def test_a_darkness_kept_under_the_shapes_truth_is_weighed_with_it():
+    """A darkness the checks keep is right (the analyzer's physics) or low (another room's),
+    and its share of the shape's truth cannot tell which: from the shape's truth up it is the
+    volume, at LEVEL_DARKNESS_AGREES_WITH_SHAPE and under (yet over DARKNESS_AGREES_WITH_SHAPE)
+    the shape's truth is, in between the two are weighed by ratio, and the interval holds both's.
+    A shape too small for its reading to be known (truth under SHAPE_SPREAD_FROM_ML) weighs
+    nothing against the darkness."""
+    from monitor.vision.biplane import (
+        DARKNESS_OF_TRUTH,
+        LEVEL_DARKNESS_AGREES_WITH_SHAPE,
+        SHAPE_SPREAD_FROM_ML,
+        darkness_weight,
+        fused_volume,
+        shape_of_truth,
+    )
+
+    lo = LEVEL_DARKNESS_AGREES_WITH_SHAPE
+    assert darkness_weight(1.0) == darkness_weight(1.3) == 1.0
+    assert darkness_weight(lo) == darkness_weight(0.9 * lo) == 0.0
+    assert darkness_weight((1.0 + lo) / 2) == pytest.approx(0.5)
+    low, mid, high = shape_of_truth(1.5)
+    truth = 1.5 / mid
+    for share in (1.0, 1.2):  # at or over the shape's truth: the darkness, as before
+        assert fused_volume(share * truth, 1.5).volume_ml == pytest.approx(share * truth)
+    darkness = (1.0 + lo) / 2 * truth  # halfway: the geometric mean
+    half = fused_volume(darkness, 1.5)
+    assert not half.reads_low and half.darkness_ml == darkness and half.shape_ml == pytest.approx(truth)
+    assert half.volume_ml == pytest.approx(np.sqrt(darkness * truth))
+    assert half.low_ml == pytest.approx(min(darkness / DARKNESS_OF_TRUTH[1], 1.5 / high))
+    assert half.high_ml == pytest.approx(max(darkness / DARKNESS_OF_TRUTH[0], 1.5 / low))
+    assert half.low_ml < darkness < half.volume_ml < truth < half.high_ml
+    at_lo = fused_volume(1.01 * lo * truth, 1.5)  # just over the level's check: nearly the shape's
+    assert at_lo.volume_ml == pytest.approx(truth, rel=0.01) and not at_lo.reads_low
+    small = 0.3  # a shape whose truth is under SHAPE_SPREAD_FROM_ML
+    small_truth = small / shape_of_truth(small)[1]
+    assert small_truth < SHAPE_SPREAD_FROM_ML
+    assert fused_volume(0.8 * small_truth, small).volume_ml == pytest.approx(0.8 * small_truth)
 
 
 def test_a_level_whose_darkness_reads_low_over_its_frames_gives_the_shape_and_one_reading_high_too():
@@ -785,8 +826,10 @@ def test_a_level_whose_darkness_reads_low_over_its_frames_gives_the_shape_and_on
     assert darkness_share(0.6 * truth, 1.5) == pytest.approx(0.6)
     assert darkness_share(0.6, None) is None and darkness_share(0.6, 0.05) is None
     assert darkness_share(0.6, 0.3) is None  # a truth under SHAPE_SPREAD_FROM_ML: says little
-    passes = 0.6 * truth  # over the frame's check
-    assert not fused_volume(passes, 1.5).reads_low and fused_volume(passes, 1.5).volume_ml == passes
+    passes = 0.6 * truth  # over the frame's check (and under the level's: it weighs nothing)
+    assert not fused_volume(passes, 1.5).reads_low and fused_volume(passes, 1.5).volume_ml == pytest.approx(
+        truth
+    )
     refused = fused_volume(passes, 1.5, level_reads_low=True)
     assert refused.reads_low and refused.volume_ml == pytest.approx(truth)
     assert (refused.low_ml, refused.high_ml) == (pytest.approx(1.5 / hi), pytest.approx(1.5 / lo))
