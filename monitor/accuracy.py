@@ -242,6 +242,7 @@ def evaluate_case(
     analysis = _Timed(VisionAnalysis(AnalysisConfig(operator=OperatorInput(known_cleft=cleft))), pacing)
     no_scatter_frame = None  # the first frame said to hold no scatter
     volume_low: set[int] = set()  # frames whose darkness read low: the volume is the shape's
+    weighed: set[int] = set()  # frames whose darkness was weighed with the shape's truth
     interval: dict[int, tuple[float, float]] = {}  # frame -> the volume's 68 % interval (mL)
     # frame -> the image-based volume's two estimates (mL, before any syringe anchoring): from the
     # darkness, and from the two views' shape (None where no shape was read)
@@ -280,6 +281,8 @@ def evaluate_case(
             alarms += result.alarms
             if {CaveatCode.VOLUME_BELOW_SHAPE, CaveatCode.VOLUME_ABOVE_SHAPE} & set(result.caveat_codes()):
                 volume_low.add(item.index)
+            elif result.volume_darkness_weight is not None and result.volume_darkness_weight < 1.0:
+                weighed.add(item.index)
             if no_scatter_frame is None and CaveatCode.SCATTER_NOT_SEEN in result.caveat_codes():
                 no_scatter_frame = item.index
     return {
@@ -296,6 +299,7 @@ def evaluate_case(
         "alarms": alarms,
         "no_scatter_frame": no_scatter_frame,
         "volume_low_frames": sorted(volume_low),
+        "volume_weighed_frames": sorted(weighed),
         "volume_interval": interval,
         "volume_estimates": estimates,
         "timing_ms": [1000 * t for t in analysis.seconds[2 * 3 :]],  # after the baseline frames
@@ -412,7 +416,9 @@ def score(cases: list[dict]) -> dict:
     dist_err, vol_err, final_vol_err = [], [], []
     volume_from_shape = 0  # cases whose volume was the shape's on some frame
     covered: list[bool] = []  # per frame >= 0.5 mL: its 68 % interval holds the truth
-    by_source = {"shape": {"err": [], "covered": []}, "darkness": {"err": [], "covered": []}}
+    by_source = {
+        name: {"err": [], "covered": []} for name in ("from the shape", "from the darkness", "weighed")
+    }
     dist_missing = withheld = 0
     walls = {"armed": 0, "asked": 0, "none": 0, "wrong_armed": 0, "errors": [], "drawn": 0, "refused": 0}
     # the cases asked about, by whether the wall found and shown to confirm was right (within
@@ -450,12 +456,14 @@ def score(cases: list[dict]) -> dict:
             walls["errors"].append(float(np.median(errors)))
             walls["wrong_armed"] += float(np.median(errors)) > 1.0
         shape_frames = set(c.get("volume_low_frames", ()))
+        weighed_frames = set(c.get("volume_weighed_frames", ()))
         for f, v_true in t["injected"].items():
             v_est = c["volume"].get(f)
             if v_true >= 0.5 and v_est is not None:
                 vol_err.append(abs(v_est - v_true) / v_true * 100)
                 low_high = c.get("volume_interval", {}).get(f)
-                source = by_source["shape" if f in shape_frames else "darkness"]
+                name = "weighed" if f in weighed_frames else "from the darkness"
+                source = by_source["from the shape" if f in shape_frames else name]
                 source["err"].append(abs(v_est - v_true) / v_true * 100)
                 if low_high is not None:
                     covered.append(low_high[0] <= v_true <= low_high[1])
@@ -593,7 +601,7 @@ def report(s: dict, title: str) -> str:
         f"{100 * np.mean(s['volume_covered']) if s['volume_covered'] else float('nan'):18.1f}   60-80",
         f"{'cases with the volume from the shape':46} {s['volume_from_shape']:18d}",
         *(
-            f"{'  frames from the ' + name + ': n, error med, covered':46} "
+            f"{'  frames ' + name + ': n, error med, covered':46} "
             f"{len(v['err']):5d} {pct(v['err'], 50):6.1f} % "
             f"{100 * np.mean(v['covered']) if v['covered'] else float('nan'):4.0f} %"
             for name, v in s["volume_by_source"].items()

@@ -179,6 +179,7 @@ class VisionAnalysis(Analysis):
             volume_ml=_rounded(None if volume is None else k * volume.volume_ml, 4),
             volume_low_ml=_rounded(None if volume is None else k * volume.low_ml, 4),
             volume_high_ml=_rounded(None if volume is None else k * volume.high_ml, 4),
+            volume_darkness_weight=_rounded(None if volume is None else volume.darkness_weight, 3),
             plane_volume_ml=_rounded(None if r.volume_ml is None else k * r.volume_ml, 4),
             seconds_to_line=_rounded(summary.seconds_to_line, 2),
             volume_scale=round(k, 4),

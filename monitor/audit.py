@@ -222,15 +222,19 @@ def _volume_from(result: dict) -> str | None:
     under or over the cement's shape in the two views (volume-below-shape, volume-above-shape),
     "shape-one-view" when that shape was one view's alone (volume-one-view);
     "syringe" when the operator's syringes set its scale (volume_scale other than 1: anchored on
-    this level's syringes, or on the scale an earlier level's left); else "darkness". None from
-    a log whose results do not carry their caveats."""
+    this level's syringes, or on the scale an earlier level's left); "darkness-and-shape" when
+    the darkness, reading a little under the shape, was weighed with it (volume_darkness_weight
+    under 1); else "darkness". None from a log whose results do not carry their caveats."""
     caveats = result.get("caveats")
     if caveats is None:
         return None
     if any(c["code"] in VOLUME_FROM_SHAPE for c in caveats):
         one_view = any(c["code"] == CaveatCode.VOLUME_ONE_VIEW.value for c in caveats)
         return "shape-one-view" if one_view else "shape"
-    return "syringe" if result.get("volume_scale", 1.0) != 1.0 else "darkness"
+    if result.get("volume_scale", 1.0) != 1.0:
+        return "syringe"
+    weight = result.get("volume_darkness_weight")
+    return "darkness-and-shape" if weight is not None and weight < 1.0 else "darkness"
 
 
 def _level_report(lv: dict) -> dict:
@@ -319,8 +323,8 @@ def _level_report(lv: dict) -> dict:
         "volume_low_ml": last_volume["volume_low_ml"] if last_volume else None,
         "volume_high_ml": last_volume["volume_high_ml"] if last_volume else None,
         # "shape" when the image's darkness read well under or over the cement's shape in the two
-        # views (volume-below-shape, volume-above-shape) and the volume is the shape's; None from a
-        # log whose results do not carry their caveats
+        # views (volume-below-shape, volume-above-shape) and the volume is the shape's, and so on
+        # (_volume_from); None from a log whose results do not carry their caveats
         "volume_from": last_volume["volume_from"] if last_volume else None,
         "image_volume_ml": next(
             (f["image_volume_ml"] for f in reversed(ordered) if f["image_volume_ml"] is not None), None
@@ -862,6 +866,8 @@ def volume_phrase(level: dict) -> str:
         "shape-one-view": " from the cement's shape in one view alone (the other gave no outline; the"
         " image's darkness did not agree with it)",
         "syringe": " on the syringes' scale",
+        "darkness-and-shape": " between the image's darkness and the cement's shape (the darkness read"
+        " a little under it)",
     }.get(level.get("volume_from"), "")
     return f"{level['volume_ml']:.2f} mL{interval}{source}"
 

@@ -52,8 +52,11 @@ level (the vertebral level being treated, optional), distance_mm (cement front
 to posterior wall, lateral only; null when unknown or uncalibrated, negative
 beyond the wall), distance_px,
 volume_ml (the level's volume: both planes' darkness reconciled, or the cement's shape in
-the two views where the darkness reads well under or over it; see monitor.vision.biplane), volume_low_ml and
-volume_high_ml (its 68 % interval; optional), plane_volume_ml (this plane's own
+the two views where the darkness reads well under or over it, or between the two where the
+darkness reads a little under the shape; see monitor.vision.biplane), volume_low_ml and
+volume_high_ml (its 68 % interval; optional), volume_darkness_weight (optional: how much of
+volume_ml is the darkness's, by ratio: 1 the darkness alone, 0 the shape's, between the two
+weighed), plane_volume_ml (this plane's own
 estimate), seconds_to_line (predicted time to the 5 mm line),
 volume_scale (optional, default 1: the syringe calibration the volumes include;
 volume_ml / volume_scale is the purely image-based volume),
@@ -206,6 +209,7 @@ RESULT_MEASUREMENTS = (
     "volume_ml",
     "volume_low_ml",
     "volume_high_ml",
+    "volume_darkness_weight",
     "plane_volume_ml",
     "seconds_to_line",
 )
@@ -229,6 +233,10 @@ class Result:
     # analyzer that does not say (logs written before 2026-12-02) or when there is no volume
     volume_low_ml: float | None = None
     volume_high_ml: float | None = None
+    # how much of volume_ml is the image's darkness's, by ratio (1: the darkness alone, 0: the
+    # cement's shape's, between: the two weighed; monitor.vision.biplane.darkness_weight); None
+    # from an analyzer that does not say (logs written before session 60) or with no volume
+    volume_darkness_weight: float | None = None
     plane_volume_ml: float | None = None
     seconds_to_line: float | None = None
     volume_scale: float = 1.0  # syringe calibration applied to the volumes (1: image-based only)

@@ -699,13 +699,28 @@ def test_a_folder_the_walk_cannot_list_is_said_not_skipped(tmp_path, monkeypatch
 def test_a_volume_from_one_views_shape_says_so_in_the_audit():
     """A level whose volume was the cement's shape in one view alone (the other clipped past
     reading: volume-one-view beside volume-below-shape) is said as such, per instant and in the
-    text; the two views' shape and the darkness as before."""
+    text; the two views' shape and the darkness as before, and a darkness weighed with the shape
+    (the result's volume_darkness_weight under 1) as between the two."""
     from monitor.audit import _volume_from, volume_phrase
 
     below, one = {"code": "volume-below-shape"}, {"code": "volume-one-view"}
     assert _volume_from({"caveats": [below, one]}) == "shape-one-view"
     assert _volume_from({"caveats": [below]}) == "shape"
     assert _volume_from({"caveats": [one]}) == "darkness"  # checked by one view, kept
+    # weighed with the shape's truth (since session 60), and a log from before that says nothing
+    assert _volume_from({"caveats": [], "volume_darkness_weight": 0.4}) == "darkness-and-shape"
+    assert _volume_from({"caveats": [], "volume_darkness_weight": 1.0}) == "darkness"
+    assert _volume_from({"caveats": []}) == "darkness"
+    weighed = {
+        "volume_ml": 2.1,
+        "volume_low_ml": 1.9,
+        "volume_high_ml": 2.6,
+        "volume_from": "darkness-and-shape",
+    }
+    assert volume_phrase(weighed) == (
+        "2.10 mL (1.90-2.60) between the image's darkness and the cement's shape (the darkness read a"
+        " little under it)"
+    )
     level = {
         "volume_ml": 2.85,
         "volume_low_ml": 2.41,

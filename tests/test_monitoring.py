@@ -156,6 +156,18 @@ def test_the_checks_travel_on_the_wire_and_nonsense_is_refused():
             decode([topic, json.dumps(raw).encode()])
 
 
+def test_the_volumes_darkness_weight_travels_on_the_wire_and_nonsense_is_refused():
+    """How much of the volume is the darkness's (biplane.darkness_weight) is a number on the
+    wire, absent from an analyzer that does not say; anything else is refused naming it."""
+    assert decode(encode(_result(volume_ml=2.0, volume_darkness_weight=0.4))).volume_darkness_weight == 0.4
+    assert decode(encode(_result(volume_ml=2.0))).volume_darkness_weight is None
+    topic, body = encode(_result(volume_ml=2.0, volume_darkness_weight=0.4))
+    raw = json.loads(body)
+    raw["volume_darkness_weight"] = "half"
+    with pytest.raises(MessageError, match="volume_darkness_weight"):
+        decode([topic, json.dumps(raw).encode()])
+
+
 def test_caveats_travel_typed_and_unknown_codes_are_refused():
     """Programs read a result's caveats by code (the viewer's UNCALIBRATED, the audit's
     rows, a restarted analyzer's missing scatter); ``status`` is only their text."""

@@ -745,10 +745,12 @@ def test_the_volume_is_the_darkness_unless_it_reads_well_under_the_shape():
     assert (low.low_ml, low.high_ml) == (pytest.approx(1.5 / hi), pytest.approx(1.5 / lo))
     assert low.low_ml <= low.volume_ml <= low.high_ml
     edge = DARKNESS_AGREES_WITH_SHAPE * 1.5 / mid
-    kept = fused_volume(1.01 * edge, 1.5)  # kept, but so far under the shape's truth it weighs nothing
-    assert not kept.reads_low and kept.volume_ml == pytest.approx(1.5 / mid)
-    assert kept.low_ml <= 1.01 * edge < kept.high_ml and kept.low_ml < 1.5 / mid < kept.high_ml
-    assert fused_volume(0.99 * edge, 1.5).reads_low
+    # of a truth this large (SHAPE_SPREAD_FROM_ML or more) a darkness at half of it weighs nothing
+    # against it (darkness_weight): it reads low, as under half
+    assert fused_volume(1.01 * edge, 1.5).reads_low and fused_volume(0.99 * edge, 1.5).reads_low
+    small_edge = DARKNESS_AGREES_WITH_SHAPE * 0.2 / small[1]  # a small shape's: this check alone
+    assert fused_volume(1.01 * small_edge, 0.2).volume_ml == pytest.approx(1.01 * small_edge)
+    assert fused_volume(0.99 * small_edge, 0.2).reads_low
     bigger = fused_volume(0.5, 3.0)  # a larger outline reads more of the truth: a smaller factor
     assert bigger.reads_low and bigger.volume_ml == pytest.approx(3.0 / shape_of_truth(3.0)[1])
     assert bigger.volume_ml / 3.0 < low.volume_ml / 1.5 and bigger.low_ml > 0.5
@@ -766,14 +768,18 @@ def test_the_volume_is_the_darkness_unless_it_reads_well_under_the_shape():
 def test_a_darkness_kept_under_the_shapes_truth_is_weighed_with_it():
     """A darkness the checks keep is right (the analyzer's physics) or low (another room's),
     and its share of the shape's truth cannot tell which: from the shape's truth up it is the
-    volume, at LEVEL_DARKNESS_AGREES_WITH_SHAPE and under (yet over DARKNESS_AGREES_WITH_SHAPE)
-    the shape's truth is, in between the two are weighed by ratio, and the interval holds both's.
-    A shape too small for its reading to be known (truth under SHAPE_SPREAD_FROM_ML) weighs
-    nothing against the darkness."""
+    volume; under it the two are weighed by ratio (darkness_weight), the interval holding both
+    values; at LEVEL_DARKNESS_AGREES_WITH_SHAPE and under it weighs nothing and reads low. The
+    weighing fades in over WEIGH_FADE_ML of the shape's truth up to SHAPE_SPREAD_FROM_ML (no step
+    in the volume there), and one view's shape, whose scale is its own, is not weighed."""
+    from scipy.optimize import brentq
+
     from monitor.vision.biplane import (
         DARKNESS_OF_TRUTH,
         LEVEL_DARKNESS_AGREES_WITH_SHAPE,
+        ONE_VIEW_SPREAD,
         SHAPE_SPREAD_FROM_ML,
+        WEIGH_FADE_ML,
         darkness_weight,
         fused_volume,
         shape_of_truth,
@@ -786,20 +792,40 @@ def test_a_darkness_kept_under_the_shapes_truth_is_weighed_with_it():
     low, mid, high = shape_of_truth(1.5)
     truth = 1.5 / mid
     for share in (1.0, 1.2):  # at or over the shape's truth: the darkness, as before
-        assert fused_volume(share * truth, 1.5).volume_ml == pytest.approx(share * truth)
+        at = fused_volume(share * truth, 1.5)
+        assert at.volume_ml == pytest.approx(share * truth) and at.darkness_weight == 1.0
     darkness = (1.0 + lo) / 2 * truth  # halfway: the geometric mean
     half = fused_volume(darkness, 1.5)
     assert not half.reads_low and half.darkness_ml == darkness and half.shape_ml == pytest.approx(truth)
     assert half.volume_ml == pytest.approx(np.sqrt(darkness * truth))
-    assert half.low_ml == pytest.approx(min(darkness / DARKNESS_OF_TRUTH[1], 1.5 / high))
+    assert half.darkness_weight == pytest.approx(0.5)
+    assert half.low_ml == pytest.approx(darkness / DARKNESS_OF_TRUTH[1])
     assert half.high_ml == pytest.approx(max(darkness / DARKNESS_OF_TRUTH[0], 1.5 / low))
     assert half.low_ml < darkness < half.volume_ml < truth < half.high_ml
-    at_lo = fused_volume(1.01 * lo * truth, 1.5)  # just over the level's check: nearly the shape's
-    assert at_lo.volume_ml == pytest.approx(truth, rel=0.01) and not at_lo.reads_low
-    small = 0.3  # a shape whose truth is under SHAPE_SPREAD_FROM_ML
-    small_truth = small / shape_of_truth(small)[1]
-    assert small_truth < SHAPE_SPREAD_FROM_ML
-    assert fused_volume(0.8 * small_truth, small).volume_ml == pytest.approx(0.8 * small_truth)
+    near_lo = fused_volume(1.01 * lo * truth, 1.5)  # just over the level's check: nearly the shape's
+    assert near_lo.volume_ml == pytest.approx(truth, rel=0.01) and not near_lo.reads_low
+    at_lo = fused_volume(lo * truth, 1.5)  # at it: weighs nothing, the shape's, said to read low
+    assert at_lo.reads_low and at_lo.volume_ml == pytest.approx(truth) and at_lo.darkness_weight == 0.0
+
+    def outlined(truth_ml: float) -> float:  # the outlined shape (mL) whose truth is truth_ml
+        return brentq(lambda s: s / shape_of_truth(s)[1] - truth_ml, 0.05, 5.0)
+
+    # a shape of 0.4 mL outlined: its truth just over SHAPE_SPREAD_FROM_ML, weighed in full
+    small_truth = 0.4 / shape_of_truth(0.4)[1]
+    assert small_truth > SHAPE_SPREAD_FROM_ML + 0.01
+    weighed = fused_volume(0.85 * small_truth, 0.4)
+    assert weighed.darkness_weight == pytest.approx(darkness_weight(0.85))
+    assert weighed.volume_ml == pytest.approx(0.85 ** darkness_weight(0.85) * small_truth)
+    # faded in under SHAPE_SPREAD_FROM_ML of truth: half way down the fade, half the shape's weight
+    for truth_ml, fade in ((SHAPE_SPREAD_FROM_ML, 1.0), (SHAPE_SPREAD_FROM_ML - WEIGH_FADE_ML / 2, 0.5)):
+        faded = fused_volume(0.85 * truth_ml, outlined(truth_ml))
+        assert faded.darkness_weight == pytest.approx(1 - fade * (1 - darkness_weight(0.85)), abs=1e-6)
+    under = SHAPE_SPREAD_FROM_ML - 1.1 * WEIGH_FADE_ML  # under the fade: the darkness alone
+    below = fused_volume(0.85 * under, outlined(under))
+    assert below.darkness_weight == 1.0 and below.volume_ml == pytest.approx(0.85 * under)
+    # one view's shape: not weighed (its own scale of the truth per case)
+    one = fused_volume(darkness, 1.5, spread=ONE_VIEW_SPREAD["lateral"], weigh=False)
+    assert one.volume_ml == darkness and one.darkness_weight == 1.0 and not one.reads_low
 
 
 def test_a_level_whose_darkness_reads_low_over_its_frames_gives_the_shape_and_one_reading_high_too():
@@ -826,10 +852,8 @@ def test_a_level_whose_darkness_reads_low_over_its_frames_gives_the_shape_and_on
     assert darkness_share(0.6 * truth, 1.5) == pytest.approx(0.6)
     assert darkness_share(0.6, None) is None and darkness_share(0.6, 0.05) is None
     assert darkness_share(0.6, 0.3) is None  # a truth under SHAPE_SPREAD_FROM_ML: says little
-    passes = 0.6 * truth  # over the frame's check (and under the level's: it weighs nothing)
-    assert not fused_volume(passes, 1.5).reads_low and fused_volume(passes, 1.5).volume_ml == pytest.approx(
-        truth
-    )
+    passes = 0.6 * truth  # over the frame's check, but under the level's: it weighs nothing
+    assert fused_volume(passes, 1.5).reads_low and fused_volume(passes, 1.5).volume_ml == pytest.approx(truth)
     refused = fused_volume(passes, 1.5, level_reads_low=True)
     assert refused.reads_low and refused.volume_ml == pytest.approx(truth)
     assert (refused.low_ml, refused.high_ml) == (pytest.approx(1.5 / hi), pytest.approx(1.5 / lo))

@@ -1645,7 +1645,11 @@ class CaseAnalyzer:
             # the syringe is the reference now: the shape's correction would be a second one
             return darkness_volume(darkness), None
         estimate = fused_volume(
-            darkness, shape, self.darkness_low, ONE_VIEW_SPREAD.get(one_view, SHAPE_SPREAD)
+            darkness,
+            shape,
+            self.darkness_low,
+            ONE_VIEW_SPREAD.get(one_view, SHAPE_SPREAD),
+            weigh=one_view is None,
         )
         if estimate.checked:  # a shape big enough to read (SHAPE_MIN_ML) checks or gives the volume
             estimate = replace(estimate, one_view=one_view)

@@ -343,7 +343,9 @@ SHAPE_MIN_ML = 0.1
 # 17.6 / 17.1 %, and 9.6 / 9.6 / 13.9 %; kept at 0.5. With the outline read through the steel band
 # (2026-12-05; the simple world's shape then reads 1.16x its truth, 1.07-1.25): 12.3 / 11.0 / 10.5 %
 # on the tuning seeds, and 9.5 / 9.5 / 11.3 % on the simple world's 30 cases; kept at 0.5, for the
-# same margin.
+# same margin. Since session 60, of a shape's truth of SHAPE_SPREAD_FROM_ML or more, a darkness under
+# LEVEL_DARKNESS_AGREES_WITH_SHAPE of it reads low too, and one between that and the truth is
+# weighed with it (darkness_weight): this check is the whole of it under that size.
 DARKNESS_AGREES_WITH_SHAPE = 0.5
 # ... and the level's darkness is said to read low when the median of that share over the level's
 # last results (analysis.LEVEL_SHARE_RESULTS, since session 57; its frames so far before; those
@@ -447,7 +449,7 @@ class VolumeEstimate:
     volume_ml: float
     low_ml: float
     high_ml: float
-    reads_low: bool  # the darkness well under the shape: the volume is the shape's
+    reads_low: bool  # the darkness under the shape: the volume is the shape's
     darkness_ml: float  # the volume from the image's darkness (what a syringe calibrates)
     checked: bool = True  # False: no shape to check the darkness by, its interval reaches up
     # the independent geometric estimate: the two views' outlined shape over its median reading
@@ -457,6 +459,10 @@ class VolumeEstimate:
     # the view whose shape alone checked or gave the volume ("lateral" or "ap": one_view_volume_ml;
     # said as volume-one-view), None where both views' shape did, or none
     one_view: str | None = None
+    # how much of volume_ml is the darkness's, by ratio: 1 the darkness alone, 0 the shape's
+    # (reads_low, reads_high), between a kept darkness weighed with the shape's truth
+    # (darkness_weight)
+    darkness_weight: float = 1.0
 
 
 def darkness_share(darkness_ml: float, shape_ml: float | None) -> float | None:
@@ -479,6 +485,7 @@ def fused_volume(
     shape_ml: float | None,
     level_reads_low: bool = False,
     spread: tuple[float, float] = SHAPE_SPREAD,
+    weigh: bool = True,
 ) -> VolumeEstimate:
     """The volume from the image's darkness (``darkness_ml``, which rests on the physics the
     analyzer assumes) and from the cement's shape in the two views (``shape_ml``, which does
@@ -489,8 +496,10 @@ def fused_volume(
       shape over its median reading at its size), as where the physics is the analyzer's: the
       darkness, with its own error as interval, reaching up to the most the shape allows (over
       its 16th percentile reading): a darkness reading half the truth passes this check too.
-      Under the shape's truth (of SHAPE_SPREAD_FROM_ML or more), the volume lies between the
-      darkness's and the shape's, by :func:`darkness_weight`, its interval holding both's.
+      Under the shape's truth (of SHAPE_SPREAD_FROM_ML or more; faded in over WEIGH_FADE_ML under
+      it), the volume lies between the darkness and the shape's truth, by :func:`darkness_weight`,
+      its interval holding both values; at LEVEL_DARKNESS_AGREES_WITH_SHAPE of that truth and
+      under, where the darkness weighs nothing, it reads low (below).
     - The darkness is under that, or the level's darkness has read low (``level_reads_low``:
       the median of :func:`darkness_share` over the level's results under
       LEVEL_DARKNESS_AGREES_WITH_SHAPE, now or earlier in the level): it reads low; the shape,
@@ -504,40 +513,52 @@ def fused_volume(
       low, and nothing in the images says by how much.
 
     ``spread``: what the shape reads of the truth at its 16th and 84th percentiles, relative to
-    its median (SHAPE_SPREAD for the two views, ONE_VIEW_SPREAD for one view's shape)."""
+    its median (SHAPE_SPREAD for the two views, ONE_VIEW_SPREAD for one view's shape). ``weigh``:
+    whether a kept darkness is weighed with the shape's truth (not against one view's shape)."""
     if shape_ml is None or shape_ml < SHAPE_MIN_ML:
         return darkness_volume(darkness_ml, checked=False)
     lo, mid, hi = shape_of_truth(shape_ml, spread)
     truth = shape_ml / mid  # what the shape gives
     # the shape's volume, its interval the spread of what the shape reads of the truth
-    shape = VolumeEstimate(truth, shape_ml / hi, shape_ml / lo, False, darkness_ml, shape_ml=truth)
+    shape = VolumeEstimate(
+        truth, shape_ml / hi, shape_ml / lo, False, darkness_ml, shape_ml=truth, darkness_weight=0.0
+    )
     share = darkness_ml / truth
     if share > DARKNESS_ABOVE_SHAPE and truth >= SHAPE_SPREAD_FROM_ML:
         # over DARKNESS_ABOVE_SHAPE of the shape's truth, the darkness is also over its
         # interval's top (the shape over its 16th percentile reading): no ceiling needed
         return replace(shape, reads_high=True)
-    if share >= DARKNESS_AGREES_WITH_SHAPE and not level_reads_low:
+    # what the darkness weighs against the shape's truth, where it is kept: faded in over
+    # WEIGH_FADE_ML of the shape's truth up to SHAPE_SPREAD_FROM_ML (no step in the volume as an
+    # outline's noise takes its truth across it), and not against one view's shape, whose scale
+    # of the truth is its own per case (x0.78-1.30; nor does it enter the level's statistics)
+    fade = np.clip((truth - SHAPE_SPREAD_FROM_ML + WEIGH_FADE_ML) / WEIGH_FADE_ML, 0.0, 1.0) if weigh else 0.0
+    w = float(1.0 - fade * (1.0 - darkness_weight(share)))
+    if share >= DARKNESS_AGREES_WITH_SHAPE and not level_reads_low and w > 0.0:
         # Kept, but the images cannot tell the analyzer's room from one whose darkness reads
-        # half: the interval reaches up to the most the shape allows. Under the shape's truth,
-        # weighed with it (darkness_weight).
+        # half: the interval reaches up to the most the shape allows.
         kept = darkness_volume(darkness_ml)
         kept = replace(kept, high_ml=max(kept.high_ml, shape.high_ml), shape_ml=truth)
-        w = darkness_weight(share) if truth >= SHAPE_SPREAD_FROM_ML else 1.0
         if w >= 1.0:
             return kept
-        # either may be the right one, and the interval already holds both's: its low end under
-        # the darkness (itself under the shape's truth here), its top the shape's
-        return replace(kept, volume_ml=_weighed(kept.volume_ml, shape.volume_ml, w))
-    # Under half the shape's truth, the darkness is also under its interval's low end (the
-    # shape over its 84th percentile reading, at least 0.75 of that truth); refused on the
-    # level's share alone it may not be, and a darkness that reads low is a floor: the interval
-    # reaches it either way.
+        # Under the shape's truth: weighed with it. Either may be the right one, and the interval
+        # already holds both values: its low end under the darkness (itself under the shape's
+        # truth here), its top at least the shape's top.
+        return replace(kept, volume_ml=_weighed(darkness_ml, truth, w), darkness_weight=w)
+    # Under half the shape's truth (or, of a truth of SHAPE_SPREAD_FROM_ML or more, under
+    # LEVEL_DARKNESS_AGREES_WITH_SHAPE of it, where it weighs nothing), the darkness is also under
+    # its interval's low end (the shape over its 84th percentile reading, at least 0.75 of that
+    # truth); refused on the level's share alone it may not be, and a darkness that reads low is a
+    # floor: the interval reaches it either way.
     return replace(
         shape,
         low_ml=min(truth, max(shape.low_ml, darkness_ml)),
         high_ml=max(shape.high_ml, darkness_ml),
         reads_low=True,
     )
+
+
+WEIGH_FADE_ML = 0.1  # the shape's truth over which its weight against a kept darkness fades in
 
 
 def darkness_weight(share: float) -> float:
