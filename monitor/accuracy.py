@@ -281,7 +281,7 @@ def evaluate_case(
             alarms += result.alarms
             if {CaveatCode.VOLUME_BELOW_SHAPE, CaveatCode.VOLUME_ABOVE_SHAPE} & set(result.caveat_codes()):
                 volume_low.add(item.index)
-            elif result.volume_darkness_weight is not None and result.volume_darkness_weight < 1.0:
+            elif result.volume_darkness_weight is not None and 0.0 < result.volume_darkness_weight < 1.0:
                 weighed.add(item.index)
             if no_scatter_frame is None and CaveatCode.SCATTER_NOT_SEEN in result.caveat_codes():
                 no_scatter_frame = item.index

@@ -224,7 +224,9 @@ def _volume_from(result: dict) -> str | None:
     "syringe" when the operator's syringes set its scale (volume_scale other than 1: anchored on
     this level's syringes, or on the scale an earlier level's left); "darkness-and-shape" when
     the darkness, reading a little under the shape, was weighed with it (volume_darkness_weight
-    under 1); else "darkness". None from a log whose results do not carry their caveats."""
+    between 0 and 1), "shape" too when it weighed nothing (0: a volume held, VOLUME_HELD, keeps
+    that of the one it holds, not its caveat); else "darkness". None from a log whose results do
+    not carry their caveats."""
     caveats = result.get("caveats")
     if caveats is None:
         return None
@@ -234,7 +236,9 @@ def _volume_from(result: dict) -> str | None:
     if result.get("volume_scale", 1.0) != 1.0:
         return "syringe"
     weight = result.get("volume_darkness_weight")
-    return "darkness-and-shape" if weight is not None and weight < 1.0 else "darkness"
+    if weight is None or weight >= 1.0:
+        return "darkness"
+    return "shape" if weight <= 0.0 else "darkness-and-shape"
 
 
 def _level_report(lv: dict) -> dict:

@@ -21,6 +21,9 @@ device                     type       content
 ``Measurement_Lateral``,   STRING     per analysed frame, JSON: frame, acq_time, level,
 ``Measurement_AP``                    status, distance_mm, seconds_to_line, volume_ml,
                                       volume_low_ml, volume_high_ml (its 68 % interval),
+                                      volume_darkness_weight (how much of it is the
+                                      darkness's: 1 alone, 0 the shape's), volume_scale
+                                      (the syringes' calibration in it, 1 none),
                                       plane_volume_ml, checks (the safety rules evaluated),
                                       caveats (codes: why it is not a plain measurement)
 ``Alarm``                  STRING     each alarm change, JSON: state (raised, acknowledged,
@@ -246,6 +249,8 @@ class Translator:
             "volume_ml": r.volume_ml,
             "volume_low_ml": r.volume_low_ml,
             "volume_high_ml": r.volume_high_ml,
+            "volume_darkness_weight": r.volume_darkness_weight,
+            "volume_scale": r.volume_scale,
             "plane_volume_ml": r.plane_volume_ml,
             "checks": r.checks,
             "caveats": [c["code"] for c in r.caveats or ()],

@@ -54,9 +54,9 @@ beyond the wall), distance_px,
 volume_ml (the level's volume: both planes' darkness reconciled, or the cement's shape in
 the two views where the darkness reads well under or over it, or between the two where the
 darkness reads a little under the shape; see monitor.vision.biplane), volume_low_ml and
-volume_high_ml (its 68 % interval; optional), volume_darkness_weight (optional: how much of
-volume_ml is the darkness's, by ratio: 1 the darkness alone, 0 the shape's, between the two
-weighed), plane_volume_ml (this plane's own
+volume_high_ml (its 68 % interval; optional), volume_darkness_weight (optional, 0-1: how much
+of volume_ml is the darkness's, by ratio: 1 the darkness alone, on the syringes' scale too once
+they set it, 0 the shape's, between the two weighed), plane_volume_ml (this plane's own
 estimate), seconds_to_line (predicted time to the 5 mm line),
 volume_scale (optional, default 1: the syringe calibration the volumes include;
 volume_ml / volume_scale is the purely image-based volume),
@@ -235,7 +235,7 @@ class Result:
     volume_high_ml: float | None = None
     # how much of volume_ml is the image's darkness's, by ratio (1: the darkness alone, 0: the
     # cement's shape's, between: the two weighed; monitor.vision.biplane.darkness_weight); None
-    # from an analyzer that does not say (logs written before session 60) or with no volume
+    # from an analyzer that does not say (logs written before 2026-12-06) or with no volume
     volume_darkness_weight: float | None = None
     plane_volume_ml: float | None = None
     seconds_to_line: float | None = None
@@ -399,6 +399,9 @@ def _result(topic: bytes, session: str, send_time: float, raw: dict) -> Result:
         raise MessageError("garbled", f"result plane {raw.get('plane')!r} on topic {topic.decode()}")
     optional = {name: None if raw.get(name) is None else _number(raw, name) for name in RESULT_MEASUREMENTS}
     optional["volume_scale"] = 1.0 if raw.get("volume_scale") is None else _number(raw, "volume_scale")
+    weight = optional["volume_darkness_weight"]
+    if weight is not None and not 0.0 <= weight <= 1.0:
+        raise MessageError("garbled", f"field 'volume_darkness_weight' is {weight!r}; expected 0 to 1")
     level = raw.get("level")
     if level is not None and not isinstance(level, str):
         raise MessageError("garbled", f"level {level!r}")

@@ -710,6 +710,8 @@ def test_a_volume_from_one_views_shape_says_so_in_the_audit():
     # weighed with the shape's truth (since session 60), and a log from before that says nothing
     assert _volume_from({"caveats": [], "volume_darkness_weight": 0.4}) == "darkness-and-shape"
     assert _volume_from({"caveats": [], "volume_darkness_weight": 1.0}) == "darkness"
+    # a weight of 0 is the shape's: a volume held from one (volume-held, not its own caveat)
+    assert _volume_from({"caveats": [{"code": "volume-held"}], "volume_darkness_weight": 0.0}) == "shape"
     assert _volume_from({"caveats": []}) == "darkness"
     weighed = {
         "volume_ml": 2.1,

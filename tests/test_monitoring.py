@@ -157,15 +157,16 @@ def test_the_checks_travel_on_the_wire_and_nonsense_is_refused():
 
 
 def test_the_volumes_darkness_weight_travels_on_the_wire_and_nonsense_is_refused():
-    """How much of the volume is the darkness's (biplane.darkness_weight) is a number on the
-    wire, absent from an analyzer that does not say; anything else is refused naming it."""
+    """How much of the volume is the darkness's (biplane.darkness_weight) is a number from 0 to
+    1 on the wire, absent from an analyzer that does not say; anything else is refused naming it."""
     assert decode(encode(_result(volume_ml=2.0, volume_darkness_weight=0.4))).volume_darkness_weight == 0.4
     assert decode(encode(_result(volume_ml=2.0))).volume_darkness_weight is None
     topic, body = encode(_result(volume_ml=2.0, volume_darkness_weight=0.4))
-    raw = json.loads(body)
-    raw["volume_darkness_weight"] = "half"
-    with pytest.raises(MessageError, match="volume_darkness_weight"):
-        decode([topic, json.dumps(raw).encode()])
+    for bad in ("half", -0.2, 5):
+        raw = json.loads(body)
+        raw["volume_darkness_weight"] = bad
+        with pytest.raises(MessageError, match="volume_darkness_weight"):
+            decode([topic, json.dumps(raw).encode()])
 
 
 def test_caveats_travel_typed_and_unknown_codes_are_refused():

@@ -745,12 +745,14 @@ def test_the_volume_is_the_darkness_unless_it_reads_well_under_the_shape():
     assert (low.low_ml, low.high_ml) == (pytest.approx(1.5 / hi), pytest.approx(1.5 / lo))
     assert low.low_ml <= low.volume_ml <= low.high_ml
     edge = DARKNESS_AGREES_WITH_SHAPE * 1.5 / mid
-    # of a truth this large (SHAPE_SPREAD_FROM_ML or more) a darkness at half of it weighs nothing
-    # against it (darkness_weight): it reads low, as under half
+    # a darkness at half the two views' truth weighs nothing against it (darkness_weight): it
+    # reads low, as under half; against one view's shape (not weighed) this check is the whole
     assert fused_volume(1.01 * edge, 1.5).reads_low and fused_volume(0.99 * edge, 1.5).reads_low
-    small_edge = DARKNESS_AGREES_WITH_SHAPE * 0.2 / small[1]  # a small shape's: this check alone
-    assert fused_volume(1.01 * small_edge, 0.2).volume_ml == pytest.approx(1.01 * small_edge)
-    assert fused_volume(0.99 * small_edge, 0.2).reads_low
+    for size in (0.2, 1.5):
+        one_edge = DARKNESS_AGREES_WITH_SHAPE * size / shape_of_truth(size)[1]
+        kept = fused_volume(1.01 * one_edge, size, weigh=False)
+        assert not kept.reads_low and kept.volume_ml == pytest.approx(1.01 * one_edge)
+        assert fused_volume(0.99 * one_edge, size, weigh=False).reads_low
     bigger = fused_volume(0.5, 3.0)  # a larger outline reads more of the truth: a smaller factor
     assert bigger.reads_low and bigger.volume_ml == pytest.approx(3.0 / shape_of_truth(3.0)[1])
     assert bigger.volume_ml / 3.0 < low.volume_ml / 1.5 and bigger.low_ml > 0.5
@@ -769,17 +771,15 @@ def test_a_darkness_kept_under_the_shapes_truth_is_weighed_with_it():
     """A darkness the checks keep is right (the analyzer's physics) or low (another room's),
     and its share of the shape's truth cannot tell which: from the shape's truth up it is the
     volume; under it the two are weighed by ratio (darkness_weight), the interval holding both
-    values; at LEVEL_DARKNESS_AGREES_WITH_SHAPE and under it weighs nothing and reads low. The
-    weighing fades in over WEIGH_FADE_ML of the shape's truth up to SHAPE_SPREAD_FROM_ML (no step
-    in the volume there), and one view's shape, whose scale is its own, is not weighed."""
-    from scipy.optimize import brentq
-
+    values; at LEVEL_DARKNESS_AGREES_WITH_SHAPE and under it weighs nothing and reads low. At
+    every size the shape is read from (a gate at a size would step the volume), and not against
+    one view's shape, whose scale is its own. With the shape fixed the volume dips between the
+    ends, to 0.92 of the shape's truth at most (it fell to half at DARKNESS_AGREES_WITH_SHAPE
+    before the weighing)."""
     from monitor.vision.biplane import (
         DARKNESS_OF_TRUTH,
         LEVEL_DARKNESS_AGREES_WITH_SHAPE,
         ONE_VIEW_SPREAD,
-        SHAPE_SPREAD_FROM_ML,
-        WEIGH_FADE_ML,
         darkness_weight,
         fused_volume,
         shape_of_truth,
@@ -807,22 +807,16 @@ def test_a_darkness_kept_under_the_shapes_truth_is_weighed_with_it():
     at_lo = fused_volume(lo * truth, 1.5)  # at it: weighs nothing, the shape's, said to read low
     assert at_lo.reads_low and at_lo.volume_ml == pytest.approx(truth) and at_lo.darkness_weight == 0.0
 
-    def outlined(truth_ml: float) -> float:  # the outlined shape (mL) whose truth is truth_ml
-        return brentq(lambda s: s / shape_of_truth(s)[1] - truth_ml, 0.05, 5.0)
-
-    # a shape of 0.4 mL outlined: its truth just over SHAPE_SPREAD_FROM_ML, weighed in full
-    small_truth = 0.4 / shape_of_truth(0.4)[1]
-    assert small_truth > SHAPE_SPREAD_FROM_ML + 0.01
-    weighed = fused_volume(0.85 * small_truth, 0.4)
-    assert weighed.darkness_weight == pytest.approx(darkness_weight(0.85))
-    assert weighed.volume_ml == pytest.approx(0.85 ** darkness_weight(0.85) * small_truth)
-    # faded in under SHAPE_SPREAD_FROM_ML of truth: half way down the fade, half the shape's weight
-    for truth_ml, fade in ((SHAPE_SPREAD_FROM_ML, 1.0), (SHAPE_SPREAD_FROM_ML - WEIGH_FADE_ML / 2, 0.5)):
-        faded = fused_volume(0.85 * truth_ml, outlined(truth_ml))
-        assert faded.darkness_weight == pytest.approx(1 - fade * (1 - darkness_weight(0.85)), abs=1e-6)
-    under = SHAPE_SPREAD_FROM_ML - 1.1 * WEIGH_FADE_ML  # under the fade: the darkness alone
-    below = fused_volume(0.85 * under, outlined(under))
-    assert below.darkness_weight == 1.0 and below.volume_ml == pytest.approx(0.85 * under)
+    # a small shape is weighed as a large one
+    small = shape_of_truth(0.2)[1]
+    weighed = fused_volume(0.85 * 0.2 / small, 0.2)
+    assert weighed.darkness_weight == pytest.approx(darkness_weight(0.85)) and not weighed.reads_low
+    assert weighed.volume_ml == pytest.approx(0.85 ** darkness_weight(0.85) * 0.2 / small)
+    assert fused_volume(0.69 * 0.2 / small, 0.2).reads_low
+    # the dip: never under 0.92 of the shape's truth, and no step anywhere from the level's check up
+    shares = np.linspace(lo + 1e-6, 1.0, 301)
+    volumes = np.array([fused_volume(x * truth, 1.5).volume_ml for x in shares]) / truth
+    assert volumes.min() > 0.92 and np.abs(np.diff(volumes)).max() < 0.01
     # one view's shape: not weighed (its own scale of the truth per case)
     one = fused_volume(darkness, 1.5, spread=ONE_VIEW_SPREAD["lateral"], weigh=False)
     assert one.volume_ml == darkness and one.darkness_weight == 1.0 and not one.reads_low

@@ -343,9 +343,9 @@ SHAPE_MIN_ML = 0.1
 # 17.6 / 17.1 %, and 9.6 / 9.6 / 13.9 %; kept at 0.5. With the outline read through the steel band
 # (2026-12-05; the simple world's shape then reads 1.16x its truth, 1.07-1.25): 12.3 / 11.0 / 10.5 %
 # on the tuning seeds, and 9.5 / 9.5 / 11.3 % on the simple world's 30 cases; kept at 0.5, for the
-# same margin. Since session 60, of a shape's truth of SHAPE_SPREAD_FROM_ML or more, a darkness under
-# LEVEL_DARKNESS_AGREES_WITH_SHAPE of it reads low too, and one between that and the truth is
-# weighed with it (darkness_weight): this check is the whole of it under that size.
+# same margin. Since session 60 a darkness at LEVEL_DARKNESS_AGREES_WITH_SHAPE of the shape's truth
+# or under reads low too (of the two views' shape), and one between that and the truth is weighed
+# with it (darkness_weight): this check is the whole of it for one view's shape.
 DARKNESS_AGREES_WITH_SHAPE = 0.5
 # ... and the level's darkness is said to read low when the median of that share over the level's
 # last results (analysis.LEVEL_SHARE_RESULTS, since session 57; its frames so far before; those
@@ -496,10 +496,10 @@ def fused_volume(
       shape over its median reading at its size), as where the physics is the analyzer's: the
       darkness, with its own error as interval, reaching up to the most the shape allows (over
       its 16th percentile reading): a darkness reading half the truth passes this check too.
-      Under the shape's truth (of SHAPE_SPREAD_FROM_ML or more; faded in over WEIGH_FADE_ML under
-      it), the volume lies between the darkness and the shape's truth, by :func:`darkness_weight`,
-      its interval holding both values; at LEVEL_DARKNESS_AGREES_WITH_SHAPE of that truth and
-      under, where the darkness weighs nothing, it reads low (below).
+      Under the shape's truth, the volume lies between the darkness and that truth, by
+      :func:`darkness_weight`, its interval holding both values; at
+      LEVEL_DARKNESS_AGREES_WITH_SHAPE of it and under, where the darkness weighs nothing, it
+      reads low (below). Not against one view's shape (``weigh`` False).
     - The darkness is under that, or the level's darkness has read low (``level_reads_low``:
       the median of :func:`darkness_share` over the level's results under
       LEVEL_DARKNESS_AGREES_WITH_SHAPE, now or earlier in the level): it reads low; the shape,
@@ -528,13 +528,12 @@ def fused_volume(
         # over DARKNESS_ABOVE_SHAPE of the shape's truth, the darkness is also over its
         # interval's top (the shape over its 16th percentile reading): no ceiling needed
         return replace(shape, reads_high=True)
-    # what the darkness weighs against the shape's truth, where it is kept: faded in over
-    # WEIGH_FADE_ML of the shape's truth up to SHAPE_SPREAD_FROM_ML (no step in the volume as an
-    # outline's noise takes its truth across it), and not against one view's shape, whose scale
+    # what the darkness weighs against the shape's truth, where it is kept: at every size the
+    # shape is read from (a gate at a size would step the volume, its interval and its caveat as
+    # an outline's noise took the truth across it), and not against one view's shape, whose scale
     # of the truth is its own per case (x0.78-1.30; nor does it enter the level's statistics)
-    fade = np.clip((truth - SHAPE_SPREAD_FROM_ML + WEIGH_FADE_ML) / WEIGH_FADE_ML, 0.0, 1.0) if weigh else 0.0
-    w = float(1.0 - fade * (1.0 - darkness_weight(share)))
-    if share >= DARKNESS_AGREES_WITH_SHAPE and not level_reads_low and w > 0.0:
+    w = darkness_weight(share) if weigh else 1.0
+    if np.isfinite(share) and share >= DARKNESS_AGREES_WITH_SHAPE and not level_reads_low and w > 0.0:
         # Kept, but the images cannot tell the analyzer's room from one whose darkness reads
         # half: the interval reaches up to the most the shape allows.
         kept = darkness_volume(darkness_ml)
@@ -545,20 +544,17 @@ def fused_volume(
         # already holds both values: its low end under the darkness (itself under the shape's
         # truth here), its top at least the shape's top.
         return replace(kept, volume_ml=_weighed(darkness_ml, truth, w), darkness_weight=w)
-    # Under half the shape's truth (or, of a truth of SHAPE_SPREAD_FROM_ML or more, under
-    # LEVEL_DARKNESS_AGREES_WITH_SHAPE of it, where it weighs nothing), the darkness is also under
-    # its interval's low end (the shape over its 84th percentile reading, at least 0.75 of that
-    # truth); refused on the level's share alone it may not be, and a darkness that reads low is a
-    # floor: the interval reaches it either way.
+    # Under half the shape's truth (or, weighed, at LEVEL_DARKNESS_AGREES_WITH_SHAPE of it and
+    # under, where it weighs nothing), the darkness is also under its interval's low end (the
+    # shape over its 84th percentile reading, at least 0.75 of that truth); refused on the
+    # level's share alone it may not be, and a darkness that reads low is a floor: the interval
+    # reaches it either way.
     return replace(
         shape,
         low_ml=min(truth, max(shape.low_ml, darkness_ml)),
         high_ml=max(shape.high_ml, darkness_ml),
         reads_low=True,
     )
-
-
-WEIGH_FADE_ML = 0.1  # the shape's truth over which its weight against a kept darkness fades in
 
 
 def darkness_weight(share: float) -> float:
@@ -576,8 +572,14 @@ def darkness_weight(share: float) -> float:
     0.5 mL or more (2026-12-05): the darkness kept as it was / this weight / the shape's truth
     always gave a median error of 7.9 / 7.6 / 7.3 % (p95 35.0 / 30.8 / 28.2) on the tuning
     seeds, and 2.6 / 2.8 / 5.6 % (p95 9.5 / 10.8 / 20.0) in the simple world, whose physics is
-    the analyzer's and where the darkness is right: the weight keeps most of that. Run: tuning
-    7.9 / 35.0 -> 7.6 / 31.7 %, the simple world 2.6 / 9.5 -> 2.8 / 10.8 %."""
+    the analyzer's and where the darkness is right: the weight keeps most of that.
+
+    With the shape fixed, the volume is the shape's truth at a share of 0.70 and at 1, and dips
+    between, to 0.92 of it at 0.85: a darkness nearer the truth can read a little less than one
+    further under it. Before the weight the same volume fell from the truth to half of it where
+    the share crossed DARKNESS_AGREES_WITH_SHAPE; a volume that never fell as the darkness rose
+    would be the shape's truth wherever the darkness reads under it, which gives up the simple
+    world's darkness (above)."""
     lo = LEVEL_DARKNESS_AGREES_WITH_SHAPE
     return float(np.clip((share - lo) / (1.0 - lo), 0.0, 1.0))
 
