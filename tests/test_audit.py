@@ -713,23 +713,19 @@ def test_a_volume_from_one_views_shape_says_so_in_the_audit():
     # a weight of 0 is the shape's: a volume held from one (volume-held, not its own caveat)
     assert _volume_from({"caveats": [{"code": "volume-held"}], "volume_darkness_weight": 0.0}) == "shape"
     assert _volume_from({"caveats": []}) == "darkness"
-    weighed = {
-        "volume_ml": 2.1,
-        "volume_low_ml": 1.9,
-        "volume_high_ml": 2.6,
-        "volume_from": "darkness-and-shape",
-    }
-    assert volume_phrase(weighed) == (
-        "2.10 mL (1.90-2.60) between the image's darkness and the cement's shape (the darkness read a"
-        " little under it)"
-    )
-    level = {
-        "volume_ml": 2.85,
-        "volume_low_ml": 2.41,
-        "volume_high_ml": 3.65,
-        "volume_from": "shape-one-view",
-    }
-    assert volume_phrase(level) == (
-        "2.85 mL (2.41-3.65) from the cement's shape in one view alone (the other gave no outline;"
-        " the image's darkness did not agree with it)"
-    )
+    for source, (ml, low, high), said in (
+        (
+            "darkness-and-shape",
+            (2.1, 1.9, 2.6),
+            "2.10 mL (1.90-2.60) between the image's darkness and the cement's shape (the darkness"
+            " read a little under it)",
+        ),
+        (
+            "shape-one-view",
+            (2.85, 2.41, 3.65),
+            "2.85 mL (2.41-3.65) from the cement's shape in one view alone (the other gave no"
+            " outline; the image's darkness did not agree with it)",
+        ),
+    ):
+        level = {"volume_ml": ml, "volume_low_ml": low, "volume_high_ml": high, "volume_from": source}
+        assert volume_phrase(level) == said
