@@ -1192,20 +1192,27 @@ def _take_commands(
                 source=message.source,
             )
             continue
-        try:
-            done = analysis.apply(message)
-        except CommandRefused as e:
-            announce("rejected-command", f"{message.action}: {e}", value=message.value, source=message.source)
-            continue
-        except Exception as e:  # a bug: said and logged as one; the monitoring goes on
-            log.exception("operator command %s failed", message.action)
-            detail = f"{message.action} failed (a fault in the monitor, not the command): {e!r}"[:300]
-            announce("command-failed", detail, value=message.value, source=message.source)
-            continue
-        announce(message.action, done, value=message.value, source=message.source)
-        for event, detail, plane, value in analysis.news():  # logged now: a restart must find them
-            announce(event, detail, plane=plane, value=value)
+        _carry_out(analysis, message, announce)
     gate.report(announce)
+
+
+def _carry_out(analysis, message: Command, announce) -> None:
+    """Apply one operator command and announce (and log) what was done, or why it was not:
+    refused (``rejected-command``), or a fault in the monitor (``command-failed``, the monitoring
+    goes on). The news the command brought is announced after it."""
+    try:
+        done = analysis.apply(message)
+    except CommandRefused as e:
+        announce("rejected-command", f"{message.action}: {e}", value=message.value, source=message.source)
+        return
+    except Exception as e:  # a bug: said and logged as one; the monitoring goes on
+        log.exception("operator command %s failed", message.action)
+        detail = f"{message.action} failed (a fault in the monitor, not the command): {e!r}"[:300]
+        announce("command-failed", detail, value=message.value, source=message.source)
+        return
+    announce(message.action, done, value=message.value, source=message.source)
+    for event, detail, plane, value in analysis.news():  # logged now: a restart must find them
+        announce(event, detail, plane=plane, value=value)
 
 
 def _change(state: str, alarm: dict) -> dict:
