@@ -16,8 +16,9 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zmq
@@ -49,6 +50,9 @@ from monitor.vision.biplane import SYRINGE_MIN_DARKNESS_ML, VolumeEstimate, syri
 from monitor.vision.calibrate import RadialDistortion
 from monitor.vision.caveats import Caveat, CaveatCode, render_status
 from monitor.vision.sampling import BilinearImage, Border, Positions
+
+if TYPE_CHECKING:
+    from monitor.io.sources import LoggedCommand
 
 log = logging.getLogger(__name__)
 
@@ -756,6 +760,15 @@ class AnalyzerNode:
     the session log from here, so no alarm depends on another process being alive; if that
     log already holds frames of this stream (a restart), the baseline and alarms are restored
     from it first, and the frames already analysed are skipped when the source resends them.
+
+    ``replayed``: a logged session's operator commands (``SessionSource.logged_commands``) when
+    this run replays it: each is carried out as the operator's was, announced and logged with
+    source "replay", before the first frame after the place it came in the logged analysis
+    (``frames_before``: by frame number per plane, so a frame the stream dropped does not put it
+    off, and a restart does not apply it twice: one before a frame already analysed was carried
+    out before the restart and is restored from the log). So a replay alarms as the logged
+    session did where the operator drew the wall, confirmed it, adjusted a body, said a cleft,
+    entered a syringe or started a level.
     """
 
     def __init__(
@@ -767,6 +780,7 @@ class AnalyzerNode:
         stale_ms: float = 1000.0,
         session_dir=None,
         exit_on_end: bool = True,
+        replayed: Sequence[LoggedCommand] = (),
     ):
         self.analysis = analysis
         self.session = session
@@ -776,6 +790,9 @@ class AnalyzerNode:
         self.stream_time: float | None = None  # the newest analysed frame's acquisition time
         self.log = SessionLog(session_dir, self.announce)
         self.done = self._restore()  # plane -> last seq analysed in this stream, before a restart
+        self.replayed = [  # in the log's order, so in the analysis's too
+            c for c in replayed if not any(self.done.get(p, -1) >= n for p, n in c.frames_before.items())
+        ]
         self.catch_up = CatchUp({(session, p): n for p, n in self.done.items()})
         self.watchdog = Watchdog(stale_ms)
         self.gate = CommandGate()
@@ -867,6 +884,11 @@ class AnalyzerNode:
     def on_frame(self, frame: Frame) -> None:
         """Analyse a frame; log its result with the alarm changes it brought, send it, ack it."""
         h = frame.header
+        while self.replayed and h.seq >= self.replayed[0].frames_before.get(h.plane, 0):
+            c = self.replayed.pop(0)
+            _carry_out(
+                self.analysis, Command(self.session, "replay", time.time(), c.action, c.value), self.announce
+            )
         result = _analyse(self.analysis, frame)
         self.stream_time = h.acq_time
         if self.stream_clock is None:
@@ -991,9 +1013,11 @@ def run_analyzer(
     control_endpoint: str | None = None,
     level: str | None = None,
     after_end: AfterEnd | None = None,
+    replayed: Sequence[LoggedCommand] = (),
 ) -> dict:
     """Run an :class:`AnalyzerNode` until the source's end message (or ``should_stop``);
-    returns counts. With ``control_endpoint`` it takes operator commands there.
+    returns counts. With ``control_endpoint`` it takes operator commands there; ``replayed``:
+    a logged session's, carried out again where they came (:class:`AnalyzerNode`).
 
     With ``after_end`` (a live view is open), once everything is analysed it says so and
     keeps taking the operator's commands until released: an alarm acknowledged after the
@@ -1011,7 +1035,7 @@ def run_analyzer(
     node = None
     pacing = CollectionPacing()
     try:
-        node = AnalyzerNode(analysis, session, results, flow, stale_ms, session_dir, exit_on_end)
+        node = AnalyzerNode(analysis, session, results, flow, stale_ms, session_dir, exit_on_end, replayed)
         released = after_end.released if after_end is not None else lambda: False
         with pacing:  # Python's full collections between frames, not inside one
             while not should_stop() and not released():

@@ -139,6 +139,11 @@ ALARM_FLAGS = ("active", "acknowledged")  # ... and, standing, these booleans
 MAX_ALARM_CHANGES = 64  # on one frame; a session raises a handful in all
 STANDING_ALARMS_EVERY_S = 1.0  # how often a result carries the alarms standing (Result.standing_alarms)
 ACTIONS = ("acknowledge", "level", "syringe", "pause", "resume", "wall", "body", "confirm-wall", "cleft")
+# The operator's commands that change what the analysis measures or says: a replay of a logged
+# session (monitor replay --session, monitor train) applies them again where they came;
+# monitor reanalyze adds "acknowledge", as its report compares alarm states. Acknowledging is
+# left to whoever watches a replay.
+REPLAYED_EDITS = ("level", "wall", "body", "confirm-wall", "cleft", "syringe")
 MAX_SIDE = 8192
 
 

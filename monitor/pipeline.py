@@ -90,6 +90,9 @@ class RunSpec:
     restarts: int = 3  # per process, before the run gives up on it
     # said once the run is known to start (after the checks that refuse it in one line)
     warnings: tuple[str, ...] = ()
+    # a logged session's operator commands, carried out again where they came (a replay of it:
+    # SessionSource.logged_commands; monitor.analyzer.AnalyzerNode)
+    replayed: tuple = ()
 
 
 def _orphaned(parent: int):
@@ -106,9 +109,10 @@ def _analyzer_main(
     parent: int,
     analysis: dict | None = None,
     after_end: tuple | None = None,
+    replayed: tuple = (),
 ) -> None:
     """``after_end``: (finished, released) multiprocessing Events, when a live view is open
-    (see ``monitor.analyzer.AfterEnd``)."""
+    (see ``monitor.analyzer.AfterEnd``); ``replayed``: RunSpec's."""
     from monitor.analyzer import AfterEnd, VisionAnalysis
     from monitor.vision.analysis import AnalysisConfig
 
@@ -136,6 +140,7 @@ def _analyzer_main(
         level=level,
         analysis=VisionAnalysis(AnalysisConfig.from_settings(analysis), level),
         after_end=linger,
+        replayed=replayed,
     )
 
 
@@ -424,6 +429,7 @@ def _consumer_plans(spec: RunSpec, session: str, after_end: tuple | None = None)
                 os.getpid(),
                 spec.analysis,
                 after_end,
+                spec.replayed,
             ),
         )
     if spec.session_dir:

@@ -19,7 +19,6 @@ sorted by session.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import hashlib
 import json
@@ -29,12 +28,15 @@ from pathlib import Path
 
 from monitor import __version__
 from monitor.errors import MonitorError
+from monitor.messages import REPLAYED_EDITS
 
 REPORT_VERSION = 1
 CHANGED_VOLUME_ML = 0.05  # a level's volume changed by this much or more: a different judgement
 CHANGED_DISTANCE_MM = 0.5  # ... or its closest distance to the wall
-# the operator's commands a re-run applies again, at the stream time they were applied
-REPLAYED_COMMANDS = ("level", "wall", "body", "confirm-wall", "cleft", "syringe", "acknowledge")
+# the operator's commands a re-run applies again, where they came in the analyzer's work: what a
+# replay applies (monitor.io.sources.REPLAYED_EDITS), and the acknowledgements, whose alarm states
+# the report compares
+REPLAYED_COMMANDS = (*REPLAYED_EDITS, "acknowledge")
 
 
 def reanalyze_session(folder: str) -> tuple[str, dict]:
@@ -63,37 +65,27 @@ def _reanalyze(folder: Path) -> dict:
     try:
         meta = store.meta()
         logged = _logged(store, meta.get("level"))
-        # each command where it came in the analyzer's work: after so many results. Not by its
-        # stream time: a session continued over several runs restarts that clock, and a
-        # command before the first frame has none
-        results = [r.rec for r in store.records("result")]
-        commands = [
-            (bisect.bisect_left(results, r.rec), r.body)
-            for r in store.records("event")
-            if r.body["event"] in REPLAYED_COMMANDS and r.body["source"] != "analyzer"
-        ]
     finally:
         store.close()
-    settings = dict(meta.get("calibration_settings") or {})
-    if meta.get("posterior_wall"):
-        settings["posterior_wall"] = tuple(tuple(p) for p in meta["posterior_wall"])
-    if meta.get("known_cleft"):
-        settings["known_cleft"] = True
-    if meta.get("body_boxes"):
-        settings["body_boxes"] = tuple((plane, tuple(box)) for plane, box in meta["body_boxes"].items())
-    analysis = VisionAnalysis(AnalysisConfig.from_settings(settings), meta.get("level"))
     source = SessionSource(folder)
+    try:
+        analysis = VisionAnalysis(AnalysisConfig.from_settings(source.analysis_settings()), meta.get("level"))
+        # each command where it came in the analyzer's work: after so many results
+        commands = [(c.results_before, c) for c in source.logged_commands(REPLAYED_COMMANDS)]
+    except BaseException:
+        source.close()
+        raise
     now = {"alarms": [], "levels": {}}
     pending = commands  # in the log's order, so by position too
     refused = []
 
     def apply_up_to(done: int) -> None:
         while pending and pending[0][0] <= done:
-            e = pending.pop(0)[1]
+            c = pending.pop(0)[1]
             try:
-                analysis.apply(Command("", e["source"], 0.0, e["event"], e.get("value")))
+                analysis.apply(Command("", c.source, 0.0, c.action, c.value))
             except CommandRefused as why:  # refused today (it may have been then too): said
-                refused.append({"event": e["event"], "value": e.get("value"), "why": str(why)})
+                refused.append({"event": c.action, "value": c.value, "why": str(why)})
 
     try:
         apply_up_to(0)  # before the first frame (analyse_source analyses nothing until asked)

@@ -561,6 +561,7 @@ def run_training(
     The window stays open with the result until the trainee closes it (or, with
     ``close_when_done``, closes itself). ``level``: the case's, given to the analyzer and the log.
     """
+    from monitor.io.sources import SessionSource
     from monitor.pipeline import Endpoints, RunSpec, run
     from monitor.replay import PaceOptions
     from monitor.viewer import MonitorWindow, pg
@@ -581,8 +582,17 @@ def run_training(
     said: list[str] = []
 
     def replay_and_score():
+        # a logged session is measured as it was: its calibration, the command line's wall, boxes
+        # and cleft, and the operator's edits made live, each where it came (the monitor's alarms
+        # the trainee is scored against are the logged session's)
+        logged = isinstance(source, SessionSource)
         spec = RunSpec(
-            str(session), level.level, meta={"trainee": trainee, "case": case}, endpoints=endpoints
+            str(session),
+            level.level,
+            meta={"trainee": trainee, "case": case},
+            endpoints=endpoints,
+            analysis=source.analysis_settings() if logged else {},
+            replayed=tuple(source.logged_commands()) if logged else (),
         )
         # the first frame waits for this window to have subscribed: the trainee sees the case whole
         pace = PaceOptions(speed=speed, ready_timeout_s=60, ready_for=("viewer",))

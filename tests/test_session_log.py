@@ -311,6 +311,110 @@ def test_operator_commands_reach_the_analyzer_and_the_session_log(tmp_path):
     assert store.verify() == []
 
 
+def _judged(folder) -> tuple[list, list, list]:
+    """What a session log says was judged: per result its plane, seq, level, distance, volume,
+    volume scale and rules checked; the alarm changes; the operator's commands carried out,
+    each with the count of results logged before it."""
+    store = SessionStore.open(folder)
+    try:
+        results = [
+            (
+                r["plane"],
+                r["seq"],
+                r["level"],
+                r["distance_mm"],
+                r["volume_ml"],
+                r["volume_scale"],
+                r["checks"],
+            )
+            for r in store.results()
+        ]
+        alarms = [
+            (r.body["state"], r.body["kind"], r.body["site"], r.body["priority"], r.body["frame"])
+            for r in store.records("alarm")
+        ]
+        done = [r.rec for r in store.records("result")]
+        commands = [
+            (r.body["event"], r.body["value"], sum(rec < r.rec for rec in done))
+            for r in store.records("event")
+            if r.body["source"] in ("operator", "replay")
+        ]
+    finally:
+        store.close()
+    return results, alarms, commands
+
+
+def test_a_replay_of_a_logged_session_reapplies_the_operators_live_edits_where_they_came(tmp_path):
+    """The operator redraws the wall 6 pixels off the one found and later enters a syringe,
+    over the real control socket while the bundled case runs at its recorded rate. ``monitor
+    replay --session`` of that log says it re-applies both, carries each out before the same
+    frame as live (logged with source "replay"), and so judges every frame as the logged session
+    did: the same distances, volumes, scales, rules checked and alarms. The wall moved the
+    distances (against the monitor alone), so a replay without the edits would not match."""
+    import threading
+
+    from monitor.analyzer import analyse_source
+    from monitor.io.sources import DicomPairSource
+    from monitor.io.transport import CommandSender
+    from monitor.pipeline import Endpoints, RunSpec, run
+    from monitor.replay import PaceOptions
+    from tests.conftest import monitor_cli
+
+    rec = default_recording()
+    e = Endpoints.private()
+    sender = CommandSender(e.control, "operator")
+    live = tmp_path / "live"
+    drawn = []
+
+    def operate():
+        _wait_for(live, "result", 12)
+        store = SessionStore.open(live)
+        walls = [r["overlay"]["wall"] for r in store.results() if r["overlay"].get("wall")]
+        store.close()
+        drawn.append([[x + 6.0, y] for x, y in walls[-1]])
+        sender.send("wall", drawn[-1])
+        _wait_for(live, "result", 50)
+        sender.send("syringe", 1.0)
+
+    operator = threading.Thread(target=operate)
+    operator.start()
+    source = DicomPairSource(rec.lateral, rec.ap)
+    code = run(source, RunSpec(str(live), "L1", endpoints=e), PaceOptions(speed=1.0), say=lambda m: None)
+    operator.join()
+    sender.close()
+    source.close()
+    assert code in (0, 4) and drawn
+    results, alarms, commands = _judged(live)
+    assert [c[:2] for c in commands] == [("wall", drawn[0]), ("syringe", 1.0)], commands
+
+    replayed = monitor_cli(
+        "replay", "--session", live, "--log", tmp_path / "again", "--headless", "--speed", "0"
+    )
+    assert replayed.returncode in (0, 4), replayed.stderr
+    assert "re-applying the operator's edits the session logged" in replayed.stderr, replayed.stderr
+    assert "wall at " in replayed.stderr and "syringe at " in replayed.stderr, replayed.stderr
+    again, again_alarms, again_commands = _judged(tmp_path / "again")
+    assert again_commands == commands  # the same commands, after as many results
+    assert again == results
+    assert again_alarms == alarms and any(a[0] == "raised" for a in alarms)
+    store = SessionStore.open(tmp_path / "again")
+    try:
+        sources = {ev["event"]: ev["source"] for ev in store.events() if ev["event"] in ("wall", "syringe")}
+        assert sources == {"wall": "replay", "syringe": "replay"} and store.meta()["level"] == "L1"
+    finally:
+        store.close()
+    # the drawn wall changed what was measured: the monitor alone reads other distances
+    alone = DicomPairSource(rec.lateral, rec.ap)
+    own = {(i.plane, i.index): r.distance_mm for i, r in analyse_source(alone)}
+    alone.close()
+    moved = [
+        abs(d - own[(plane, seq)])
+        for plane, seq, _, d, *_ in results
+        if d is not None and own.get((plane, seq)) is not None
+    ]
+    assert moved and max(moved) > 0.5, moved
+
+
 def test_a_full_disk_stops_the_log_not_the_monitoring(tmp_path):
     """The session's files may not grow past 2 MB (RLIMIT_FSIZE: writes fail as on a
     full disk). The analyzer keeps analysing and alarming on its stream, says

@@ -368,12 +368,23 @@ def test_a_known_cleft_sent_mid_level_is_logged_said_and_restored_for_that_level
         break
     done = renamed.apply(Command("", "viewer", 0.0, "level", "T11"))
     assert "say Known cleft again" in done and not renamed.case.known_cleft and renamed.news() == []
-    # a replay of the logged session does not re-apply the operator's live cleft: it says so
+    # a replay of the logged session re-applies the operator's live cleft where it came: said on
+    # starting, logged as the replay's, and every result after it (none before) says it known
     from tests.conftest import monitor_cli
 
-    replayed = monitor_cli("replay", "--session", folder, "--headless", "--speed", "0")
+    again = tmp_path / "again"
+    replayed = monitor_cli("replay", "--session", folder, "--log", again, "--headless", "--speed", "0")
     assert replayed.returncode in (0, 4), replayed.stderr
-    assert "operator edits made live (cleft at" in replayed.stderr, replayed.stderr
+    assert "re-applying the operator's edits the session logged" in replayed.stderr, replayed.stderr
+    assert "cleft at" in replayed.stderr, replayed.stderr
+    store = SessionStore.open(again)
+    try:
+        assert [(ev["source"], ev["value"]) for ev in store.events() if ev["event"] == "cleft"] == [
+            ("replay", True)
+        ]
+        assert [r["known_cleft"] for r in store.results()][: len(said)] == said
+    finally:
+        store.close()
 
 
 def test_a_wall_refuted_by_the_first_cement_cannot_be_confirmed_and_survives_a_restart(

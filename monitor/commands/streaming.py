@@ -99,7 +99,9 @@ def add_replay(sub) -> None:
     add_stream_options(
         p,
         "log the session into this directory; with no --lateral, --ap or --video: "
-        "the logged session to replay",
+        "the logged session to replay, measured as it was: its calibration, level, command-line wall,"
+        " boxes and cleft, and the operator's edits made live (wall, body, confirm-wall, cleft,"
+        " syringe, level) each where it came in the analysis; acknowledging is left to you",
     )
     p.add_argument("--log", type=Path, metavar="DIR", help="replaying a logged session: log the replay here")
     p.set_defaults(run=_run_replay)
@@ -258,6 +260,7 @@ def _run_spec(args, source, endpoints, viewer: bool, analysis: dict, calibration
         or_mode=args.or_mode,
         analysis=analysis,
         stale_ms=args.stale_ms,
+        replayed=getattr(args, "replayed", ()),
         meta={
             "source": getattr(source, "name", "dicom"),
             "planes": sorted(source.formats),
@@ -273,17 +276,11 @@ def _run_spec(args, source, endpoints, viewer: bool, analysis: dict, calibration
     )
 
 
-# operator edits a replay of a logged session does not re-apply (only the command line's, kept in
-# its meta, are): said, as they can change the alarms (a known cleft makes a disc lobe possible)
-LIVE_EDITS = ("wall", "body", "confirm-wall", "cleft")
-
-
-def _live_edits(store) -> str:
-    """The operator's live edits logged in ``store`` ("cleft at 0.44 s, wall at 1.20 s"), or ""."""
+def _said_commands(commands) -> str:
+    """A logged session's operator commands as people read them ("cleft at 0.44 s, wall at
+    1.20 s"), or ""."""
     return ", ".join(
-        e["event"] if e.get("acq_time") is None else f"{e['event']} at {e['acq_time']:.2f} s"
-        for e in store.events()
-        if e["event"] in LIVE_EDITS and e["source"] not in ("analyzer", "command-line")
+        c.action if c.acq_time is None else f"{c.action} at {c.acq_time:.2f} s" for c in commands
     )
 
 
@@ -310,10 +307,13 @@ def _run_replay(args) -> int:
         if args.body is None and meta.get("body_boxes"):  # and its bodies
             args.body = [(plane, tuple(box)) for plane, box in meta["body_boxes"].items()]
         args.cleft = args.cleft or bool(meta.get("known_cleft"))  # and its first level's cleft
-        if live := _live_edits(source.store):  # never a silent difference from the logged run
+        args.level = args.level or meta.get("level")  # and its first level's name
+        # and the operator's edits made live, each where it came in the analysis (AnalyzerNode)
+        args.replayed = tuple(source.logged_commands())
+        if args.replayed:
             print(
-                f"note: the logged session had operator edits made live ({live}); this replay does not"
-                " re-apply them, so its alarms can differ (monitor reanalyze re-applies them)",
+                "re-applying the operator's edits the session logged, each where it came in the"
+                f" analysis: {_said_commands(args.replayed)} (its alarms are yours to acknowledge)",
                 file=sys.stderr,
             )
         print(

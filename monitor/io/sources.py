@@ -6,9 +6,11 @@ and publishing are the replay loop's job, not the source's.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import os
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import numpy as np
 
 from monitor.errors import MissingGeometryError, MonitorError, RecordingError
 from monitor.io.dicom import PLANES, open_recording
+from monitor.messages import REPLAYED_EDITS
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,23 @@ class VideoSource:
         self._cap.release()
 
 
+@dataclass(frozen=True)
+class LoggedCommand:
+    """An operator command a session logged, and where it came in the analyzer's work: after
+    ``results_before`` results, that is (a session's results follow its frames one for one)
+    after ``frames_before`` frames of each plane (every plane named, 0 for none) as
+    :meth:`SessionSource.frames` yields them. ``source`` is who sent it (the viewer's or the
+    operator's key, or "replay" for one a replay applied again); ``acq_time`` the stream time
+    (s) it was logged at, when known."""
+
+    results_before: int
+    frames_before: dict[str, int]
+    action: str
+    value: object
+    source: str
+    acq_time: float | None
+
+
 class SessionSource:
     """The frames a session logged, as they were received: ``monitor replay --session``.
 
@@ -256,6 +276,46 @@ class SessionSource:
         physics and id), so that a replay measures as the session did; {} when it had no
         profile or was logged before they were kept."""
         return dict(self.store.meta().get("calibration_settings") or {})
+
+    def analysis_settings(self) -> dict:
+        """The analysis settings the session was measured with, as
+        ``AnalysisConfig.from_settings`` takes them: its calibration profile's
+        (:meth:`calibration_settings`) and the command line's wall, boxes and known cleft."""
+        meta = self.store.meta()
+        settings = self.calibration_settings()
+        if meta.get("posterior_wall"):
+            settings["posterior_wall"] = tuple(tuple(p) for p in meta["posterior_wall"])
+        if meta.get("known_cleft"):
+            settings["known_cleft"] = True
+        if meta.get("body_boxes"):
+            settings["body_boxes"] = tuple((plane, tuple(box)) for plane, box in meta["body_boxes"].items())
+        return settings
+
+    def logged_commands(self, actions: Iterable[str] = REPLAYED_EDITS) -> list[LoggedCommand]:
+        """The operator's commands of ``actions`` the session logged, in the order logged, each
+        where it came in the analyzer's work: after so many results (not by stream time, which
+        a session continued over several runs restarts, and which a command before the first
+        frame has none of). The analyzer's own events and the command line's are not commands."""
+        wanted = set(actions)
+        results = [r.rec for r in self.store.records("result")]
+        commands = []
+        for r in self.store.records("event"):
+            b = r.body
+            if b["event"] not in wanted or b["source"] in ("analyzer", "command-line"):
+                continue
+            before = bisect.bisect_left(results, r.rec)
+            planes = Counter(f.plane for f in self._records[:before])
+            commands.append(
+                LoggedCommand(
+                    before,
+                    {plane: planes.get(plane, 0) for plane in self.formats},
+                    b["event"],
+                    b.get("value"),
+                    b["source"],
+                    b.get("acq_time"),
+                )
+            )
+        return commands
 
     def frames(self) -> Iterator[SourceFrame]:
         offset, stream, last = 0.0, None, 0.0
