@@ -763,12 +763,15 @@ class AnalyzerNode:
 
     ``replayed``: a logged session's operator commands (``SessionSource.logged_commands``) when
     this run replays it: each is carried out as the operator's was, announced and logged with
-    source "replay", before the first frame after the place it came in the logged analysis
-    (``frames_before``: by frame number per plane, so a frame the stream dropped does not put it
-    off, and a restart does not apply it twice: one before a frame already analysed was carried
-    out before the restart and is restored from the log). So a replay alarms as the logged
-    session did where the operator drew the wall, confirmed it, adjusted a body, said a cleft,
-    entered a syringe or started a level.
+    source "replay", before the first frame at or after the place it came in the logged
+    analysis (``frames_before``, by frame number per plane: a frame the stream dropped does not
+    put it off). Restarted with the replay's log, the analyzer skips as many as that log holds
+    events of the replay's (each command carried out, refused or failed logs one; those carried
+    out are restored with the log, so none is applied twice). Restarted with no log past frames
+    it never saw (those no longer kept), its analysis starts afresh: the commands that came
+    before them are said not re-applied rather than applied at once to it. So a
+    replay alarms as the logged session did where the operator drew the wall, confirmed it,
+    adjusted a body, said a cleft, entered a syringe or started a level.
     """
 
     def __init__(
@@ -790,9 +793,10 @@ class AnalyzerNode:
         self.stream_time: float | None = None  # the newest analysed frame's acquisition time
         self.log = SessionLog(session_dir, self.announce)
         self.done = self._restore()  # plane -> last seq analysed in this stream, before a restart
-        self.replayed = [  # in the log's order, so in the analysis's too
-            c for c in replayed if not any(self.done.get(p, -1) >= n for p, n in c.frames_before.items())
-        ]
+        # in the log's order, so in the analysis's too; those this replay's log says were carried
+        # out (or refused) before a restart are done
+        self.replayed = list(replayed)[self._replayed_before() :]
+        self.first_frame = True  # the next frame is the first this process analyses
         self.catch_up = CatchUp({(session, p): n for p, n in self.done.items()})
         self.watchdog = Watchdog(stale_ms)
         self.gate = CommandGate()
@@ -840,6 +844,14 @@ class AnalyzerNode:
         self.announce("restarted", f"pid {os.getpid()} {restored}; results logged up to {done}")
         return done
 
+    def _replayed_before(self) -> int:
+        """How many replayed commands this run's log says were carried out, refused or failed
+        (each logs one event with source "replay"): 0 with no log, or a new one."""
+        store = self.log.store
+        if store is None:
+            return 0
+        return sum(r.body.get("source") == "replay" for r in store.records("event"))
+
     def on_commands(self, control: zmq.Socket) -> None:
         _take_commands(control, self.analysis, self.announce, self.gate)
 
@@ -884,6 +896,19 @@ class AnalyzerNode:
     def on_frame(self, frame: Frame) -> None:
         """Analyse a frame; log its result with the alarm changes it brought, send it, ack it."""
         h = frame.header
+        first, self.first_frame = self.first_frame, False
+        # a restart with no log to restore from, the frames before no longer kept: the analysis
+        # starts afresh here, and an edit made on frames it never had is no edit of it
+        if first and self.log.store is None:
+            while self.replayed and h.seq > self.replayed[0].frames_before.get(h.plane, 0):
+                c = self.replayed.pop(0)
+                self.announce(
+                    "rejected-command",
+                    f"{c.action}: not re-applied: it came before {h.plane} frame"
+                    f" {c.frames_before.get(h.plane, 0)}, and this analyzer started at frame {h.seq}",
+                    value=c.value,
+                    source="replay",
+                )
         while self.replayed and h.seq >= self.replayed[0].frames_before.get(h.plane, 0):
             c = self.replayed.pop(0)
             _carry_out(

@@ -454,6 +454,12 @@ def _standing(alarm: dict) -> bool:
     return all(isinstance(alarm.get(k), bool) for k in ALARM_FLAGS)
 
 
+def checked_command(session: str, source: str, send_time: float, action: str, value) -> Command:
+    """The command as the control socket would take it: MessageError when its action or value
+    is not one the wire admits (a logged command read back from a log that may be edited)."""
+    return _command(session, send_time, {"action": action, "value": value, "source": source})
+
+
 def _command(session: str, send_time: float, raw: dict) -> Command:
     action = raw.get("action")
     value = raw.get("value")

@@ -34,7 +34,7 @@ REPORT_VERSION = 1
 CHANGED_VOLUME_ML = 0.05  # a level's volume changed by this much or more: a different judgement
 CHANGED_DISTANCE_MM = 0.5  # ... or its closest distance to the wall
 # the operator's commands a re-run applies again, where they came in the analyzer's work: what a
-# replay applies (monitor.io.sources.REPLAYED_EDITS), and the acknowledgements, whose alarm states
+# replay applies (monitor.messages.REPLAYED_EDITS), and the acknowledgements, whose alarm states
 # the report compares
 REPLAYED_COMMANDS = (*REPLAYED_EDITS, "acknowledge")
 
@@ -70,28 +70,40 @@ def _reanalyze(folder: Path) -> dict:
     source = SessionSource(folder)
     try:
         analysis = VisionAnalysis(AnalysisConfig.from_settings(source.analysis_settings()), meta.get("level"))
-        # each command where it came in the analyzer's work: after so many results
-        commands = [(c.results_before, c) for c in source.logged_commands(REPLAYED_COMMANDS)]
+        # each command where it came in the analyzer's work: before the frames after those whose
+        # results were logged before it
+        pending = source.logged_commands(REPLAYED_COMMANDS)  # in the log's order
     except BaseException:
         source.close()
         raise
     now = {"alarms": [], "levels": {}}
-    pending = commands  # in the log's order, so by position too
     refused = []
 
-    def apply_up_to(done: int) -> None:
-        while pending and pending[0][0] <= done:
-            c = pending.pop(0)[1]
-            try:
-                analysis.apply(Command("", c.source, 0.0, c.action, c.value))
-            except CommandRefused as why:  # refused today (it may have been then too): said
-                refused.append({"event": c.action, "value": c.value, "why": str(why)})
+    def apply(c) -> None:
+        try:
+            if c.refused is not None:  # a value the control socket refuses: an edited log
+                raise CommandRefused(c.refused)
+            analysis.apply(Command("", c.source, 0.0, c.action, c.value))
+        except CommandRefused as why:  # refused today (it may have been then too): said
+            refused.append({"event": c.action, "value": c.value, "why": str(why)})
+
+    class Commanded:  # the session's frames, each after the commands that came before it
+        formats = source.formats
+
+        @staticmethod
+        def frames():
+            seen: dict[str, int] = {}
+            for item in source.frames():
+                while pending and seen.get(item.plane, 0) >= pending[0].frames_before.get(item.plane, 0):
+                    apply(pending.pop(0))
+                seen[item.plane] = seen.get(item.plane, 0) + 1
+                yield item
 
     try:
-        apply_up_to(0)  # before the first frame (analyse_source analyses nothing until asked)
-        for done, (item, result) in enumerate(analyse_source(source, analysis, "reanalysis"), 1):
+        for item, result in analyse_source(Commanded, analysis, "reanalysis"):
             _add(now, analysis.level, item.plane, result)
-            apply_up_to(done)
+        for c in pending:  # after the last frame: they change no result, but are still refused or not
+            apply(c)
     finally:
         source.store.close()
     return {"session": str(folder), **_compare(logged, now), "commands_refused_now": refused}

@@ -42,7 +42,8 @@ def render_frames(store: SessionStore, frames: list[int] | None, out: Path | Non
     """Yields (frame, PNG path or BGR image when ``out`` is None) for the key frames or ``frames``."""
     results = store.results()
     by_key = {(r["plane"], r["frame"]): r for r in results}
-    recorded = {(r.plane, r.frame): r for r in store.records("frame") if not r.body.get("resent")}
+    # each frame once: one resent to a restarted logger is logged only if it lacked it
+    recorded = {(r.plane, r.frame): r for r in store.records("frame")}
     frames = key_frames(results) if frames is None else frames
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,7 @@ def render_frames(store: SessionStore, frames: list[int] | None, out: Path | Non
 def write_video(store: SessionStore, out: Path, fps: float | None = None) -> Path:
     """Every frame of the session with its overlay, as Motion-JPEG AVI (plays everywhere,
     needs no codec beyond OpenCV's own)."""
-    frames = sorted({r.frame for r in store.records("frame") if not r.body.get("resent")})
+    frames = sorted({r.frame for r in store.records("frame")})  # resent ones too: logged only if not held
     if fps is None:
         times = sorted({r.body["acq_time"] for r in store.records("frame", plane="lateral")})
         steps = np.diff(times)

@@ -323,9 +323,8 @@ def with_pictures(store: SessionStore, frames: list[KeyFrame], side: int = 512) 
     from monitor.overlay import draw
 
     recorded: dict[int, object] = {}
-    for r in store.records("frame", plane="lateral"):
-        if not r.body.get("resent"):
-            recorded.setdefault(r.frame, r)
+    for r in store.records("frame", plane="lateral"):  # a resent frame is logged only if not held
+        recorded.setdefault(r.frame, r)
     if not recorded:
         return frames
     window = auto_window(store.image(next(iter(recorded.values())).rec).astype(np.float32))
@@ -561,6 +560,7 @@ def run_training(
     The window stays open with the result until the trainee closes it (or, with
     ``close_when_done``, closes itself). ``level``: the case's, given to the analyzer and the log.
     """
+    from monitor.commands.streaming import replayed_edits
     from monitor.io.sources import SessionSource
     from monitor.pipeline import Endpoints, RunSpec, run
     from monitor.replay import PaceOptions
@@ -584,15 +584,20 @@ def run_training(
     def replay_and_score():
         # a logged session is measured as it was: its calibration, the command line's wall, boxes
         # and cleft, and the operator's edits made live, each where it came (the monitor's alarms
-        # the trainee is scored against are the logged session's)
-        logged = isinstance(source, SessionSource)
+        # the trainee is scored against are the logged session's); the training session's log
+        # keeps them, so that it replays as it ran
+        meta: dict = {"trainee": trainee, "case": case}
+        analysis, replayed = {}, ()
+        if isinstance(source, SessionSource):
+            analysis, replayed = source.analysis_settings(), replayed_edits(source, said.append)
+            logged = source.store.meta()
+            meta |= {
+                k: logged[k]
+                for k in ("calibration_settings", "posterior_wall", "body_boxes", "known_cleft")
+                if k in logged
+            }
         spec = RunSpec(
-            str(session),
-            level.level,
-            meta={"trainee": trainee, "case": case},
-            endpoints=endpoints,
-            analysis=source.analysis_settings() if logged else {},
-            replayed=tuple(source.logged_commands()) if logged else (),
+            str(session), level.level, meta=meta, endpoints=endpoints, analysis=analysis, replayed=replayed
         )
         # the first frame waits for this window to have subscribed: the trainee sees the case whole
         pace = PaceOptions(speed=speed, ready_timeout_s=60, ready_for=("viewer",))

@@ -337,9 +337,11 @@ def test_replay_of_a_logged_session_raises_the_same_alarms(session, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "replaying the logged session" in done.stderr
-    assert "warning: no --level or --operator given" in done.stderr  # the QA record would lack them
+    # the QA record would lack the operator; the level is the logged session's
+    assert "warning: no --operator given" in done.stderr, done.stderr
     first = json.loads(monitor_cli("audit", session, "--json").stdout)["levels"][0]
     second = json.loads(monitor_cli("audit", tmp_path / "again", "--json").stdout)["levels"][0]
+    assert second["level"] == first["level"] is not None
     key = [(a["kind"], a["priority"], a["frame"]) for a in first["alarms"]]
     assert [(a["kind"], a["priority"], a["frame"]) for a in second["alarms"]] == key
     assert second["frames"] == first["frames"]

@@ -231,6 +231,23 @@ def test_sigkill_of_logger_and_analyzer_mid_session_loses_nothing(tmp_path):
     assert store.verify() == []
     restarts = [e for e in store.events() if e["event"] == "restarted"]
     assert {e["source"] for e in restarts} == {"logger", "analyzer"}
+    resent = sum(bool(r.body.get("resent")) for r in store.records("frame"))
+    store.close()
+    # replayed, the session is whole: the frames resent to the restarted logger (logged after
+    # later ones) come back where they were acquired, and every frame is judged again
+    from tests.conftest import monitor_cli
+
+    again = tmp_path / "again"
+    replayed = monitor_cli("replay", "--session", session, "--log", again, "--headless", "--speed", "0")
+    assert replayed.returncode == 0, replayed.stderr
+    assert resent > 0 and "published 48 lateral, 48 ap frames" in replayed.stderr, (resent, replayed.stderr)
+    log = SessionStore.open(again)
+    try:
+        assert log.meta()["summary"]["results_logged"] == {"lateral": 48, "ap": 48}
+        times = {p: [r["acq_time"] for r in log.results() if r["plane"] == p] for p in ("lateral", "ap")}
+        assert all(t == sorted(t) for t in times.values())
+    finally:
+        log.close()
 
 
 def test_a_machine_crash_that_loses_the_wal_file_loses_about_a_second(tmp_path):
@@ -413,6 +430,123 @@ def test_a_replay_of_a_logged_session_reapplies_the_operators_live_edits_where_t
         if d is not None and own.get((plane, seq)) is not None
     ]
     assert moved and max(moved) > 0.5, moved
+
+
+def test_a_logged_sessions_commands_are_placed_by_the_frames_judged_before_them(tmp_path):
+    """Where each logged command came, read back by the frames whose results were logged before
+    it, not by counting results: the logger was down for AP frame 2 (logged late, resent: its
+    only copy, replayed where it was acquired) and the analyzer never judged lateral frame 4. A
+    command of the replay's own is a command; the analyzer's events and refused commands are
+    not; one logged after the last frame, and one whose value the control socket would refuse
+    (an edited log), are kept and marked."""
+    from monitor.analyzer import result_for
+    from monitor.io.sources import SessionSource
+
+    store = SessionStore.create(tmp_path / "s")
+    image = np.zeros((64, 80), np.uint16)
+    frames = {(plane, seq): header(seq, plane) for plane in ("lateral", "ap") for seq in range(5)}
+
+    def logged(*keys, resent=False):
+        for key in keys:
+            store.add_frame(frames[key], image, time.time(), resent=resent)
+
+    def judged(*keys):
+        for key in keys:
+            store.add_result(result_for(frames[key]), "L1")
+
+    logged(("lateral", 0), ("ap", 0), ("lateral", 1), ("ap", 1))
+    judged(("lateral", 0), ("ap", 0), ("lateral", 1), ("ap", 1))
+    store.add_event("operator", "wall", "posterior wall replaced", value=[[1, 2], [3, 4]])
+    store.add_event("analyzer", "wall-armed", "5 mm rule armed")
+    logged(("lateral", 2), ("lateral", 3), ("ap", 3))
+    logged(("ap", 2), resent=True)
+    judged(("lateral", 2), ("ap", 2), ("lateral", 3))
+    store.add_event("replay", "cleft", "level L1: a cleft is known", value=True)
+    logged(("lateral", 4), ("ap", 4))
+    judged(("ap", 3), ("ap", 4))  # lateral frame 4 never judged
+    store.add_event("operator", "rejected-command", "wall: no lateral frame yet", value=[[0, 0], [1, 1]])
+    store.add_event("operator", "syringe", "1 mL delivered", value=-5.0)
+    judged(("lateral", 4))
+    store.add_event("operator", "level", "level L2 started", value="L2")
+    store.close()
+
+    source = SessionSource(tmp_path / "s")
+    try:
+        order = [(f.plane, f.index) for f in source.frames()]
+        commands = source.logged_commands()
+    finally:
+        source.close()
+    assert order == [(p, i) for i in range(5) for p in ("lateral", "ap")]  # the resent frame where acquired
+    assert [
+        (c.action, c.source, c.frames_before, c.after_last_frame, c.refused is None) for c in commands
+    ] == [
+        ("wall", "operator", {"lateral": 2, "ap": 2}, False, True),
+        ("cleft", "replay", {"lateral": 4, "ap": 3}, False, True),
+        ("syringe", "operator", {"lateral": 4, "ap": 5}, False, False),
+        ("level", "operator", {"lateral": 5, "ap": 5}, True, True),
+    ]
+    assert "syringe" in commands[2].refused and commands[0].value == [[1, 2], [3, 4]]
+
+
+class _Quiet:
+    """A results publisher and flow client that keep what they are given, for an AnalyzerNode
+    run without sockets."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, message):
+        self.sent.append(message)
+
+    def heartbeat(self, *_args):
+        pass
+
+    def ready(self, *_args):
+        pass
+
+    def ack(self, *_args):
+        pass
+
+
+def test_a_restarted_replay_neither_repeats_nor_misplaces_the_logged_edits(tmp_path):
+    """The replay's analyzer restarted with the replay's log goes on after the commands that log
+    says it carried out or refused (a syringe applied twice would double the volume); restarted
+    with no log at a frame past an edit's place, its analysis starts afresh there, and the edit
+    made on frames it never had is said not re-applied, not applied at once."""
+    from monitor.analyzer import AnalyzerNode, VisionAnalysis
+    from monitor.io.sources import LoggedCommand
+    from monitor.io.transport import Frame
+
+    def edit(action, value, lateral):
+        return LoggedCommand({"lateral": lateral, "ap": 0}, action, value, "operator", None)
+
+    edits = [
+        edit("syringe", 1.0, 2),
+        edit("wall", [[1, 2], [3, 4]], 5),
+        edit("cleft", True, 5),
+        edit("syringe", 1.0, 9),
+    ]
+    log = SessionStore.create(tmp_path / "again")
+    log.add_event("replay", "syringe", "1 mL delivered", value=1.0)
+    log.add_event("replay", "rejected-command", "wall: no lateral frame yet", value=[[1, 2], [3, 4]])
+    log.close()
+    out = _Quiet()
+    node = AnalyzerNode(
+        VisionAnalysis(), "stream1", out, _Quiet(), session_dir=tmp_path / "again", replayed=edits
+    )
+    assert node.replayed == edits[2:]
+    node.log.close()
+
+    fresh = AnalyzerNode(VisionAnalysis(), "stream1", out, _Quiet(), replayed=edits)
+    image = np.full((64, 80), 2000, np.uint16)
+    fresh.on_frame(Frame(header(5), image, time.time(), 0))
+    said = [(m.event, m.source, m.detail) for m in out.sent if getattr(m, "event", None) is not None]
+    assert said[0][:2] == ("rejected-command", "replay") and "not re-applied" in said[0][2]
+    assert [s[:2] for s in said[1:]] == [
+        ("rejected-command", "replay"),  # the wall: carried out, and refused (no body, no scale)
+        ("cleft", "replay"),
+    ], said
+    assert fresh.analysis.case.known_cleft and fresh.replayed == edits[3:]
 
 
 def test_a_full_disk_stops_the_log_not_the_monitoring(tmp_path):

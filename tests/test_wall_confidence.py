@@ -377,6 +377,8 @@ def test_a_known_cleft_sent_mid_level_is_logged_said_and_restored_for_that_level
     assert replayed.returncode in (0, 4), replayed.stderr
     assert "re-applying the operator's edits the session logged" in replayed.stderr, replayed.stderr
     assert "cleft at" in replayed.stderr, replayed.stderr
+    # the L2 and its cleft written into the log above came after its last frame: said, not applied
+    assert "not re-applied, logged after the session's last frame: level, cleft" in replayed.stderr
     store = SessionStore.open(again)
     try:
         assert [(ev["source"], ev["value"]) for ev in store.events() if ev["event"] == "cleft"] == [

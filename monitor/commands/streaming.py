@@ -276,9 +276,29 @@ def _run_spec(args, source, endpoints, viewer: bool, analysis: dict, calibration
     )
 
 
-def _said_commands(commands) -> str:
+def replayed_edits(source, say) -> tuple:
+    """The operator's edits a logged session (``source``, a SessionSource) logged, to carry out
+    again where they came as it is replayed (``RunSpec.replayed``), having said which (``say``)
+    with their stream times, and apart those that are not: logged after its last frame (they
+    changed no result), or with a value the control socket would refuse (an edited log)."""
+    edits = source.logged_commands()
+    kept = tuple(c for c in edits if c.refused is None and not c.after_last_frame)
+    if kept:
+        say(
+            "re-applying the operator's edits the session logged, each where it came in the"
+            f" analysis: {_said(kept)} (its alarms are yours to acknowledge)"
+        )
+    if late := [c for c in edits if c.refused is None and c.after_last_frame]:
+        say(f"not re-applied, logged after the session's last frame: {_said(late)}")
+    for c in edits:
+        if c.refused is not None:
+            say(f"not re-applied, its logged value refused: {_said([c])}: {c.refused}")
+    return kept
+
+
+def _said(commands) -> str:
     """A logged session's operator commands as people read them ("cleft at 0.44 s, wall at
-    1.20 s"), or ""."""
+    1.20 s")."""
     return ", ".join(
         c.action if c.acq_time is None else f"{c.action} at {c.acq_time:.2f} s" for c in commands
     )
@@ -309,13 +329,9 @@ def _run_replay(args) -> int:
         args.cleft = args.cleft or bool(meta.get("known_cleft"))  # and its first level's cleft
         args.level = args.level or meta.get("level")  # and its first level's name
         # and the operator's edits made live, each where it came in the analysis (AnalyzerNode)
-        args.replayed = tuple(source.logged_commands())
-        if args.replayed:
-            print(
-                "re-applying the operator's edits the session logged, each where it came in the"
-                f" analysis: {_said_commands(args.replayed)} (its alarms are yours to acknowledge)",
-                file=sys.stderr,
-            )
+        args.replayed = (
+            () if args.publish_only else replayed_edits(source, lambda m: print(m, file=sys.stderr))
+        )
         print(
             f"replaying the logged {source.name}"
             + ("" if args.log else " (add --log DIR to log the replay)"),

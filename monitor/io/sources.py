@@ -6,7 +6,6 @@ and publishing are the replay loop's job, not the source's.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import os
 from collections import Counter
@@ -19,7 +18,7 @@ import numpy as np
 
 from monitor.errors import MissingGeometryError, MonitorError, RecordingError
 from monitor.io.dicom import PLANES, open_recording
-from monitor.messages import REPLAYED_EDITS
+from monitor.messages import REPLAYED_EDITS, MessageError, checked_command
 
 
 @dataclass(frozen=True)
@@ -228,26 +227,31 @@ class VideoSource:
 
 @dataclass(frozen=True)
 class LoggedCommand:
-    """An operator command a session logged, and where it came in the analyzer's work: after
-    ``results_before`` results, that is (a session's results follow its frames one for one)
-    after ``frames_before`` frames of each plane (every plane named, 0 for none) as
-    :meth:`SessionSource.frames` yields them. ``source`` is who sent it (the viewer's or the
-    operator's key, or "replay" for one a replay applied again); ``acq_time`` the stream time
-    (s) it was logged at, when known."""
+    """An operator command a session logged, and where it came in the analyzer's work: before
+    frame ``frames_before[plane]`` (0-based, as :meth:`SessionSource.frames` yields each
+    plane's frames; every plane named) of each plane, the frames before it being those whose
+    results were logged before it. ``source`` is who sent it (the viewer's or the operator's
+    key, or "replay" for one a replay carried out again); ``acq_time`` the stream time (s) it
+    was logged at, when known; ``after_last_frame``: it came after every frame (an edit then
+    changes no frame's result); ``refused``: why its logged value is not one the control
+    socket takes (an edited log), None when it is."""
 
-    results_before: int
     frames_before: dict[str, int]
     action: str
     value: object
     source: str
     acq_time: float | None
+    after_last_frame: bool = False
+    refused: str | None = None
 
 
 class SessionSource:
-    """The frames a session logged, as they were received: ``monitor replay --session``.
+    """The frames a session logged, as they were acquired: ``monitor replay --session``.
 
-    A session continued over several runs of a source replays them one after
-    the other, time running on.
+    Each frame once, in acquisition order within its run of the source: a frame a restarted
+    logger was sent again is logged only if it lacked it (its only copy, logged after frames
+    acquired later), and is replayed where it was acquired. A session continued over several
+    runs of a source replays them one after the other, time running on.
     """
 
     def __init__(self, folder: str | os.PathLike):
@@ -255,7 +259,17 @@ class SessionSource:
 
         self.store = SessionStore.open(folder)
         self.name = f"session {folder}"
-        self._records = [r for r in self.store.records("frame") if not r.body.get("resent")]
+        seen: set[tuple] = set()
+        runs: dict[str, int] = {}  # stream -> its place among the runs, in the order they began
+        self._records = []
+        for r in self.store.records("frame"):
+            key = (r.body["stream"], r.plane, r.seq)
+            if key not in seen:
+                seen.add(key)
+                runs.setdefault(r.body["stream"], len(runs))
+                self._records.append(r)
+        # stable: frames acquired together (the two planes) stay in the order logged
+        self._records.sort(key=lambda r: (runs[r.body["stream"]], r.body["acq_time"]))
         if not self._records:
             self.store.close()
             raise MonitorError(f"{folder}: the session recorded no frames")
@@ -293,26 +307,45 @@ class SessionSource:
 
     def logged_commands(self, actions: Iterable[str] = REPLAYED_EDITS) -> list[LoggedCommand]:
         """The operator's commands of ``actions`` the session logged, in the order logged, each
-        where it came in the analyzer's work: after so many results (not by stream time, which
-        a session continued over several runs restarts, and which a command before the first
-        frame has none of). The analyzer's own events and the command line's are not commands."""
+        where it came in the analyzer's work: before the frames after the newest of each plane
+        whose result was logged before it (by the frame itself, not by counting results: a
+        frame the analyzer missed, or a logger restarted, would put a count off; not by stream
+        time, which a session continued over several runs restarts, and which a command before
+        the first frame has none of). The analyzer's own events and the command line's are not
+        commands; a value the control socket would refuse is kept, with why (``refused``)."""
         wanted = set(actions)
-        results = [r.rec for r in self.store.records("result")]
+        position, counts = {}, Counter()  # (stream, plane, seq) -> its index among the plane's frames
+        for r in self._records:
+            position[(r.body["stream"], r.plane, r.seq)] = counts[r.plane]
+            counts[r.plane] += 1
+        reached = dict.fromkeys(self.formats, 0)  # per plane, the frames before the next command
+        results = iter(self.store.result_keys())
+        result = next(results, None)
         commands = []
         for r in self.store.records("event"):
             b = r.body
-            if b["event"] not in wanted or b["source"] in ("analyzer", "command-line"):
+            while result is not None and result[0] < r.rec:
+                _rec, stream, plane, seq = result
+                at = position.get((stream, plane, seq))
+                if at is not None and plane in reached:
+                    reached[plane] = max(reached[plane], at + 1)
+                result = next(results, None)
+            if b.get("event") not in wanted or b.get("source") in ("analyzer", "command-line"):
                 continue
-            before = bisect.bisect_left(results, r.rec)
-            planes = Counter(f.plane for f in self._records[:before])
+            refused = None
+            try:
+                checked_command("", str(b.get("source")), 0.0, b["event"], b.get("value"))
+            except MessageError as e:
+                refused = e.detail
             commands.append(
                 LoggedCommand(
-                    before,
-                    {plane: planes.get(plane, 0) for plane in self.formats},
+                    dict(reached),
                     b["event"],
                     b.get("value"),
-                    b["source"],
+                    str(b.get("source")),
                     b.get("acq_time"),
+                    all(reached[plane] >= counts[plane] for plane in reached),
+                    refused,
                 )
             )
         return commands

@@ -426,6 +426,14 @@ class SessionStore:
         row = self._db.execute("SELECT MAX(rec) FROM journal WHERE kind=?", (kind,)).fetchone()
         return row[0] or 0
 
+    def result_keys(self) -> list[tuple[int, str, str, int]]:
+        """Every result's (record number, stream, plane, seq), in the order logged: which frame
+        each judged, without reading the results' bodies."""
+        return self._db.execute(
+            "SELECT rec, json_extract(body, '$.stream'), plane, seq FROM journal"
+            " WHERE kind='result' ORDER BY rec"
+        ).fetchall()
+
     def last_seq(self, kind: str, plane: str, stream: str) -> int | None:
         """The newest sequence number of ``plane`` from ``stream`` with a ``kind`` record
         (frame or result): where a restarted logger or analyzer picks up."""
