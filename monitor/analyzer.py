@@ -429,7 +429,8 @@ class VisionAnalysis(Analysis):
             return None
         fed = 0
         for plane in ("lateral", "ap"):
-            first = [r for r in frames if r.plane == plane and not r.body.get("resent")][
+            # in the order sent: a frame resent to a restarted logger is its only copy
+            first = sorted((r for r in frames if r.plane == plane), key=lambda r: r.seq)[
                 : (self.config or AnalysisConfig()).detection.baseline_frames
             ]
             for r in first:
@@ -767,9 +768,10 @@ class AnalyzerNode:
     analysis (``frames_before``, by frame number per plane: a frame the stream dropped does not
     put it off). Restarted with the replay's log, the analyzer skips as many as that log holds
     events of the replay's (each command carried out, refused or failed logs one; those carried
-    out are restored with the log, so none is applied twice). Restarted with no log past frames
-    it never saw (those no longer kept), its analysis starts afresh: the commands that came
-    before them are said not re-applied rather than applied at once to it. So a
+    out are restored with the log, so none is applied twice; those before a frame whose result
+    it holds count too). Restarted with no log, its analysis starts afresh at the first frame it
+    gets: the commands that came before that frame are said not re-applied rather than applied
+    at once to it. So a
     replay alarms as the logged session did where the operator drew the wall, confirmed it,
     adjusted a body, said a cleft, entered a syringe or started a level.
     """
@@ -795,7 +797,7 @@ class AnalyzerNode:
         self.done = self._restore()  # plane -> last seq analysed in this stream, before a restart
         # in the log's order, so in the analysis's too; those this replay's log says were carried
         # out (or refused) before a restart are done
-        self.replayed = list(replayed)[self._replayed_before() :]
+        self.replayed = list(replayed)[self._replayed_before(replayed) :]
         self.first_frame = True  # the next frame is the first this process analyses
         self.catch_up = CatchUp({(session, p): n for p, n in self.done.items()})
         self.watchdog = Watchdog(stale_ms)
@@ -844,13 +846,17 @@ class AnalyzerNode:
         self.announce("restarted", f"pid {os.getpid()} {restored}; results logged up to {done}")
         return done
 
-    def _replayed_before(self) -> int:
-        """How many replayed commands this run's log says were carried out, refused or failed
-        (each logs one event with source "replay"): 0 with no log, or a new one."""
+    def _replayed_before(self, replayed: Sequence[LoggedCommand]) -> int:
+        """How many of ``replayed`` this run's log says were carried out, refused or failed (0
+        with no log, or a new one): those before a frame whose result it holds, or as many as it
+        holds events of the replay's (each command logs one), whichever is more. The events
+        count one carried out just before the analyzer died, its frame's result not yet
+        written; the results, one whose event a failing disk lost."""
         store = self.log.store
         if store is None:
             return 0
-        return sum(r.body.get("source") == "replay" for r in store.records("event"))
+        judged = sum(any(self.done.get(p, -1) >= n for p, n in c.frames_before.items()) for c in replayed)
+        return max(judged, sum(r.body.get("source") == "replay" for r in store.records("event")))
 
     def on_commands(self, control: zmq.Socket) -> None:
         _take_commands(control, self.analysis, self.announce, self.gate)

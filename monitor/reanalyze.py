@@ -3,10 +3,11 @@ what was logged (``monitor reanalyze DIR --out REPORT``).
 
 When the vision changes, the first question of a QA officer or a regulator is which past
 sessions it would have judged differently. Each session is re-run as the analyzer would
-have run it today: its frames as they were received, the room's calibration settings the
-session was measured with, and the operator's input as logged (the command line's wall and
-boxes from the session's meta; live commands - wall, body, confirm-wall, syringe, level,
-acknowledge - applied at the stream time they were applied then). Everything else
+have run it today: its frames in the order they were sent (``SessionSource``), the room's
+calibration settings the session was measured with, and the operator's input as logged (the
+command line's wall, boxes and cleft from the session's meta; live commands - wall, body,
+confirm-wall, cleft, syringe, level, acknowledge - applied where they came in the analysis,
+``SessionSource.logged_commands``). Everything else
 (detection thresholds, anatomy, physics defaults) is the current vision's. The comparison
 per session: alarms added, lost or moved (by kind, site and priority within a level), the
 final volume and the closest distance per level, before and after.

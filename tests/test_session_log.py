@@ -241,11 +241,13 @@ def test_sigkill_of_logger_and_analyzer_mid_session_loses_nothing(tmp_path):
     replayed = monitor_cli("replay", "--session", session, "--log", again, "--headless", "--speed", "0")
     assert replayed.returncode == 0, replayed.stderr
     assert resent > 0 and "published 48 lateral, 48 ap frames" in replayed.stderr, (resent, replayed.stderr)
+    store = SessionStore.open(session)
+    sent = [(r.plane, r.frame) for r in sorted(store.records("frame"), key=lambda r: r.body["send_time"])]
+    store.close()
     log = SessionStore.open(again)
     try:
         assert log.meta()["summary"]["results_logged"] == {"lateral": 48, "ap": 48}
-        times = {p: [r["acq_time"] for r in log.results() if r["plane"] == p] for p in ("lateral", "ap")}
-        assert all(t == sorted(t) for t in times.values())
+        assert [(r["plane"], r["frame"]) for r in log.results()] == sent  # judged in the order sent
     finally:
         log.close()
 
@@ -328,6 +330,32 @@ def test_operator_commands_reach_the_analyzer_and_the_session_log(tmp_path):
     assert store.verify() == []
 
 
+def operated_run(folder, operate, speed: float = 1.0, **spec) -> int:
+    """The bundled default case run through the monitor (RunSpec ``spec``) into the session
+    ``folder`` at ``speed``, while ``operate(send)`` sends the operator's commands over the real
+    control socket from a thread (``send(action, value=None)``); the run's exit status."""
+    import threading
+
+    from monitor.io.sources import DicomPairSource
+    from monitor.io.transport import CommandSender
+    from monitor.pipeline import Endpoints, RunSpec, run
+    from monitor.replay import PaceOptions
+
+    rec = default_recording()
+    e = Endpoints.private()
+    sender = CommandSender(e.control, "operator")
+    operator = threading.Thread(target=operate, args=(sender.send,))
+    operator.start()
+    source = DicomPairSource(rec.lateral, rec.ap)
+    try:
+        spec = RunSpec(str(folder), "L1", endpoints=e, **spec)
+        return run(source, spec, PaceOptions(speed=speed), say=lambda m: None)
+    finally:
+        operator.join()
+        sender.close()
+        source.close()
+
+
 def _judged(folder) -> tuple[list, list, list]:
     """What a session log says was judged: per result its plane, seq, level, distance, volume,
     volume scale and rules checked; the alarm changes; the operator's commands carried out,
@@ -368,38 +396,25 @@ def test_a_replay_of_a_logged_session_reapplies_the_operators_live_edits_where_t
     frame as live (logged with source "replay"), and so judges every frame as the logged session
     did: the same distances, volumes, scales, rules checked and alarms. The wall moved the
     distances (against the monitor alone), so a replay without the edits would not match."""
-    import threading
-
     from monitor.analyzer import analyse_source
     from monitor.io.sources import DicomPairSource
-    from monitor.io.transport import CommandSender
-    from monitor.pipeline import Endpoints, RunSpec, run
-    from monitor.replay import PaceOptions
     from tests.conftest import monitor_cli
 
     rec = default_recording()
-    e = Endpoints.private()
-    sender = CommandSender(e.control, "operator")
     live = tmp_path / "live"
     drawn = []
 
-    def operate():
+    def operate(send):
         _wait_for(live, "result", 12)
         store = SessionStore.open(live)
         walls = [r["overlay"]["wall"] for r in store.results() if r["overlay"].get("wall")]
         store.close()
         drawn.append([[x + 6.0, y] for x, y in walls[-1]])
-        sender.send("wall", drawn[-1])
+        send("wall", drawn[-1])
         _wait_for(live, "result", 50)
-        sender.send("syringe", 1.0)
+        send("syringe", 1.0)
 
-    operator = threading.Thread(target=operate)
-    operator.start()
-    source = DicomPairSource(rec.lateral, rec.ap)
-    code = run(source, RunSpec(str(live), "L1", endpoints=e), PaceOptions(speed=1.0), say=lambda m: None)
-    operator.join()
-    sender.close()
-    source.close()
+    code = operated_run(live, operate)
     assert code in (0, 4) and drawn
     results, alarms, commands = _judged(live)
     assert [c[:2] for c in commands] == [("wall", drawn[0]), ("syringe", 1.0)], commands
@@ -434,8 +449,9 @@ def test_a_replay_of_a_logged_session_reapplies_the_operators_live_edits_where_t
 
 def test_a_logged_sessions_commands_are_placed_by_the_frames_judged_before_them(tmp_path):
     """Where each logged command came, read back by the frames whose results were logged before
-    it, not by counting results: the logger was down for AP frame 2 (logged late, resent: its
-    only copy, replayed where it was acquired) and the analyzer never judged lateral frame 4. A
+    it, not by counting results: the logger was down for lateral frame 2 (logged late, resent:
+    its only copy, replayed where it was sent, before the AP frame acquired with it) and the
+    analyzer never judged lateral frame 4. A
     command of the replay's own is a command; the analyzer's events and refused commands are
     not; one logged after the last frame, and one whose value the control socket would refuse
     (an edited log), are kept and marked."""
@@ -458,8 +474,8 @@ def test_a_logged_sessions_commands_are_placed_by_the_frames_judged_before_them(
     judged(("lateral", 0), ("ap", 0), ("lateral", 1), ("ap", 1))
     store.add_event("operator", "wall", "posterior wall replaced", value=[[1, 2], [3, 4]])
     store.add_event("analyzer", "wall-armed", "5 mm rule armed")
-    logged(("lateral", 2), ("lateral", 3), ("ap", 3))
-    logged(("ap", 2), resent=True)
+    logged(("ap", 2), ("lateral", 3), ("ap", 3))
+    logged(("lateral", 2), resent=True)  # sent before AP 2, acquired with it: back before it
     judged(("lateral", 2), ("ap", 2), ("lateral", 3))
     store.add_event("replay", "cleft", "level L1: a cleft is known", value=True)
     logged(("lateral", 4), ("ap", 4))

@@ -306,45 +306,24 @@ def test_a_logged_session_is_trained_on_as_it_was_measured(qapp, tmp_path):
     live: ``monitor train`` of that log measures as the session did (the command line's wall
     from its meta, the live wall re-applied before the same frame, logged as the replay's), so
     the monitor's alarms the trainee is scored against are the logged session's own."""
-    import threading
-
+    from monitor.analyzer import analyse_source
     from monitor.io.sources import DicomPairSource
-    from monitor.io.transport import CommandSender
-    from monitor.pipeline import Endpoints, RunSpec, run
-    from monitor.replay import PaceOptions
-    from tests.test_session_log import _judged, _wait_for
+    from tests.test_session_log import _judged, _wait_for, operated_run
 
     rec = default_recording()
     clean = DicomPairSource(rec.lateral, rec.ap)
-    from monitor.analyzer import analyse_source
-
     found = next(r.overlay["wall"] for _, r in analyse_source(clean) if r.overlay.get("wall"))
     clean.close()
     given = tuple(tuple(p) for p in found)  # as --wall gives it
-    e = Endpoints.private()
-    sender = CommandSender(e.control, "operator")
     live = tmp_path / "live"
     drawn = [[x - 5.0, y] for x, y in found]
 
-    def operate():
+    def operate(send):
         _wait_for(live, "result", 16)
-        sender.send("wall", drawn)
+        send("wall", drawn)
 
-    operator = threading.Thread(target=operate)
-    operator.start()
-    source = DicomPairSource(rec.lateral, rec.ap)
-    spec = RunSpec(
-        str(live),
-        "L1",
-        endpoints=e,
-        analysis={"posterior_wall": given},
-        meta={"posterior_wall": [list(p) for p in given]},
-    )
-    code = run(source, spec, PaceOptions(speed=2.0), say=lambda m: None)
-    operator.join()
-    sender.close()
-    source.close()
-    assert code in (0, 4)
+    wall = {"analysis": {"posterior_wall": given}, "meta": {"posterior_wall": [list(p) for p in given]}}
+    assert operated_run(live, operate, speed=2.0, **wall) in (0, 4)
     results, alarms, commands = _judged(live)
     assert [c[:2] for c in commands] == [("wall", drawn)], commands
     out = tmp_path / "training"
@@ -356,6 +335,11 @@ def test_a_logged_session_is_trained_on_as_it_was_measured(qapp, tmp_path):
     assert trained == 0, said.getvalue()
     (entry,) = [json.loads(line) for line in (out / "training-log.jsonl").read_text().splitlines()]
     again, again_alarms, again_commands = _judged(Path(entry["session"]))
+    kept = SessionStore.open(Path(entry["session"]))
+    try:  # the training session's log keeps what it was measured with: it replays as it ran
+        assert kept.meta()["posterior_wall"] == [list(p) for p in given]
+    finally:
+        kept.close()
     assert again_commands == commands and again_alarms == alarms
     assert again == results
     assert any(r[3] is not None for r in results)  # distances measured, and the same

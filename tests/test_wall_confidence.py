@@ -277,28 +277,17 @@ def test_a_known_cleft_sent_mid_level_is_logged_said_and_restored_for_that_level
     logged with its sender and time, listed in the audit's operator events, said on every result
     after it (``known_cleft``; none before), and taken back by an analyzer restarted from the log;
     a new level starts with no cleft known (it was the last level's)."""
-    from monitor.io.transport import CommandSender
     from monitor.messages import Command
-    from monitor.pipeline import Endpoints, RunSpec, run
-    from monitor.replay import PaceOptions
+    from tests.test_session_log import operated_run
 
     rec = default_recording()
-    e = Endpoints.private()
-    sender = CommandSender(e.control, "operator")
     folder = tmp_path / "s"
 
-    def operate():
+    def operate(send):
         _wait_for(folder, "result", 8)
-        sender.send("cleft", True)
+        send("cleft", True)
 
-    operator = threading.Thread(target=operate)
-    operator.start()
-    source = DicomPairSource(rec.lateral, rec.ap)
-    code = run(source, RunSpec(str(folder), "L1", endpoints=e), PaceOptions(speed=1.0), say=lambda m: None)
-    operator.join()
-    sender.close()
-    source.close()
-    assert code in (0, 4)
+    assert operated_run(folder, operate) in (0, 4)
     store = SessionStore.open(folder)
     try:
         events = [ev for ev in store.events() if ev["event"] == "cleft"]

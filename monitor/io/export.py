@@ -94,7 +94,7 @@ def export_session(
     store = SessionStore.open(folder)
     try:
         meta = store.meta()
-        records = [r for r in store.records("frame") if not r.body.get("resent")]
+        records = store.frames_as_sent()  # a frame resent to a restarted logger is its only copy
         if not records:
             raise MonitorError(f"{folder}: the session recorded no frames")
         report = None

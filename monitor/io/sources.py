@@ -246,12 +246,10 @@ class LoggedCommand:
 
 
 class SessionSource:
-    """The frames a session logged, as they were acquired: ``monitor replay --session``.
-
-    Each frame once, in acquisition order within its run of the source: a frame a restarted
-    logger was sent again is logged only if it lacked it (its only copy, logged after frames
-    acquired later), and is replayed where it was acquired. A session continued over several
-    runs of a source replays them one after the other, time running on.
+    """The frames a session logged, in the order they were sent (``SessionStore.frames_as_sent``:
+    each once, a frame resent to a restarted logger where it was sent first): ``monitor replay
+    --session``. A session continued over several runs of a source replays them one after the
+    other, time running on.
     """
 
     def __init__(self, folder: str | os.PathLike):
@@ -259,17 +257,7 @@ class SessionSource:
 
         self.store = SessionStore.open(folder)
         self.name = f"session {folder}"
-        seen: set[tuple] = set()
-        runs: dict[str, int] = {}  # stream -> its place among the runs, in the order they began
-        self._records = []
-        for r in self.store.records("frame"):
-            key = (r.body["stream"], r.plane, r.seq)
-            if key not in seen:
-                seen.add(key)
-                runs.setdefault(r.body["stream"], len(runs))
-                self._records.append(r)
-        # stable: frames acquired together (the two planes) stay in the order logged
-        self._records.sort(key=lambda r: (runs[r.body["stream"]], r.body["acq_time"]))
+        self._records = self.store.frames_as_sent()
         if not self._records:
             self.store.close()
             raise MonitorError(f"{folder}: the session recorded no frames")

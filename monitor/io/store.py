@@ -426,6 +426,25 @@ class SessionStore:
         row = self._db.execute("SELECT MAX(rec) FROM journal WHERE kind=?", (kind,)).fetchone()
         return row[0] or 0
 
+    def frames_as_sent(self) -> list[Record]:
+        """Every frame logged, once, in the order its source sent them: each run of the source
+        (stream) after the one before, and within a run by acquisition time, then send time (the
+        two planes of a biplane share acquisition times). A frame a restarted logger was sent
+        again is logged only if it lacked it (``resent``: its only copy), after frames sent
+        later; it goes back to its place here. (A log could in principle hold a frame twice: the
+        first copy is kept.)"""
+        seen: set[tuple] = set()
+        runs: dict[str, int] = {}  # stream -> its place among the runs, in the order they began
+        kept = []
+        for r in self.records("frame"):
+            key = (r.body["stream"], r.plane, r.seq)
+            if key not in seen:
+                seen.add(key)
+                runs.setdefault(r.body["stream"], len(runs))
+                kept.append(r)
+        kept.sort(key=lambda r: (runs[r.body["stream"]], r.body["acq_time"], r.body["send_time"]))
+        return kept
+
     def result_keys(self) -> list[tuple[int, str, str, int]]:
         """Every result's (record number, stream, plane, seq), in the order logged: which frame
         each judged, without reading the results' bodies."""
