@@ -418,18 +418,24 @@ class VisionAnalysis(Analysis):
         levels = [r for r in events if r.body["event"] == "level"]
         start = levels[-1].rec if levels else 0
         self.level = levels[-1].body["value"] if levels else self.level or store.meta().get("level")
-        ours = [r for r in store.records("frame") if r.body.get("stream") == stream]
+        ours = [r for r in store.frames_as_sent() if r.body.get("stream") == stream]
         # a level named before the stream's first frame is the first level (_start_level)
         later = bool(levels) and any(r.rec < start for r in ours)
         if later:  # the command line's wall and boxes were the first level's, not this one's
             self._pending = {}
         self._restore_cleft(events, start if later else 0, later)
-        frames = [r for r in ours if r.rec > start]
+        # this level's frames: those after the last of each plane judged before it began (a frame
+        # resent to a restarted logger, its only copy, is logged late: after the level's start
+        # though sent before it, or after frames sent later)
+        judged_before: dict[str, int] = {}
+        for rec, judged_in, plane, seq in store.result_keys():
+            if rec < start and judged_in == stream:
+                judged_before[plane] = max(judged_before.get(plane, -1), seq)
+        frames = [r for r in ours if r.seq > judged_before.get(r.plane, -1)]
         if not frames:
             return None
         fed = 0
         for plane in ("lateral", "ap"):
-            # in the order sent: a frame resent to a restarted logger is its only copy
             first = sorted((r for r in frames if r.plane == plane), key=lambda r: r.seq)[
                 : (self.config or AnalysisConfig()).detection.baseline_frames
             ]

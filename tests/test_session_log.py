@@ -19,10 +19,8 @@ from tests.test_audit import assert_alarms_match_truth
 from tests.test_pipeline import replay_default
 
 
-def header(seq: int, plane="lateral", shape=(64, 80), dtype="uint16") -> FrameHeader:
-    return FrameHeader(
-        "stream1", plane, seq, seq, seq / 10, time.time(), shape, dtype, "MONOCHROME2", 12, "LIN"
-    )
+def header(seq: int, plane="lateral", shape=(64, 80), dtype="uint16", stream="stream1") -> FrameHeader:
+    return FrameHeader(stream, plane, seq, seq, seq / 10, time.time(), shape, dtype, "MONOCHROME2", 12, "LIN")
 
 
 def small_session(folder, frames=5) -> tuple[SessionStore, list[np.ndarray]]:
@@ -343,15 +341,16 @@ def operated_run(folder, operate, speed: float = 1.0, **spec) -> int:
 
     rec = default_recording()
     e = Endpoints.private()
+    source = DicomPairSource(rec.lateral, rec.ap)
     sender = CommandSender(e.control, "operator")
     operator = threading.Thread(target=operate, args=(sender.send,))
-    operator.start()
-    source = DicomPairSource(rec.lateral, rec.ap)
     try:
-        spec = RunSpec(str(folder), "L1", endpoints=e, **spec)
-        return run(source, spec, PaceOptions(speed=speed), say=lambda m: None)
+        operator.start()
+        run_spec = RunSpec(str(folder), "L1", endpoints=e, **spec)
+        return run(source, run_spec, PaceOptions(speed=speed), say=lambda m: None)
     finally:
-        operator.join()
+        if operator.ident is not None:  # started
+            operator.join()
         sender.close()
         source.close()
 
@@ -504,6 +503,48 @@ def test_a_logged_sessions_commands_are_placed_by_the_frames_judged_before_them(
     assert "syringe" in commands[2].refused and commands[0].value == [[1, 2], [3, 4]]
 
 
+def test_a_restarted_analyzer_learns_the_levels_baseline_from_the_levels_own_first_frames(tmp_path):
+    """The logger died in L1 and came back in L2: the frames resent to it (10-16, their only
+    copies) are logged after the level began, though 10-12 were judged in L1. An analyzer
+    restarted in L2 learns L2's baseline from L2's first frames judged (13-15), not from L1's
+    (which may hold cement), nor from the first logged after the level's start (17-18)."""
+    from monitor.analyzer import VisionAnalysis, result_for
+    from monitor.vision.analysis import AnalysisConfig
+
+    store = SessionStore.create(tmp_path / "s", {"level": "L1"})
+    image = np.zeros((64, 80), np.uint16)
+    frames = {(plane, seq): header(seq, plane) for seq in range(20) for plane in ("lateral", "ap")}
+
+    def logged(*seqs, resent=False):
+        for seq in seqs:
+            for plane in ("lateral", "ap"):
+                store.add_frame(frames[(plane, seq)], image, time.time(), resent=resent)
+
+    def judged(*seqs, level):
+        for seq in seqs:
+            for plane in ("lateral", "ap"):
+                store.add_result(result_for(frames[(plane, seq)]), level)
+
+    logged(*range(10))
+    judged(*range(13), level="L1")  # the logger is down from frame 10
+    store.add_event("operator", "level", "level L2 started", value="L2")
+    judged(13, 14, 15, 16, level="L2")
+    logged(*range(10, 17), resent=True)
+    logged(17, 18)
+    judged(17, 18, level="L2")
+    store.close()
+    store = SessionStore.open(tmp_path / "s")
+    fed = []
+    restarted = VisionAnalysis(level="L2")
+    restarted.process = lambda frame: fed.append((frame.header.plane, frame.header.seq))
+    try:
+        assert restarted.restore(store, "stream1")
+    finally:
+        store.close()
+    baseline = AnalysisConfig().detection.baseline_frames
+    assert fed == [(plane, seq) for plane in ("lateral", "ap") for seq in range(13, 13 + baseline)]
+
+
 class _Quiet:
     """A results publisher and flow client that keep what they are given, for an AnalyzerNode
     run without sockets."""
@@ -529,7 +570,7 @@ def test_a_restarted_replay_neither_repeats_nor_misplaces_the_logged_edits(tmp_p
     says it carried out or refused (a syringe applied twice would double the volume); restarted
     with no log at a frame past an edit's place, its analysis starts afresh there, and the edit
     made on frames it never had is said not re-applied, not applied at once."""
-    from monitor.analyzer import AnalyzerNode, VisionAnalysis
+    from monitor.analyzer import AnalyzerNode, VisionAnalysis, result_for
     from monitor.io.sources import LoggedCommand
     from monitor.io.transport import Frame
 
@@ -551,6 +592,22 @@ def test_a_restarted_replay_neither_repeats_nor_misplaces_the_logged_edits(tmp_p
         VisionAnalysis(), "stream1", out, _Quiet(), session_dir=tmp_path / "again", replayed=edits
     )
     assert node.replayed == edits[2:]
+    node.log.close()
+
+    # a log whose results reach lateral frame 6 but which lost the wall's and the cleft's events
+    # (a failing disk): the frames judged say those two were carried out too
+    lost = SessionStore.create(tmp_path / "lost")
+    image = np.full((64, 80), 2000, np.uint16)
+    for seq in range(7):
+        lost.add_frame(header(seq, stream="again-stream"), image, time.time())
+        if seq == 2:
+            lost.add_event("replay", "syringe", "1 mL delivered", value=1.0)
+        lost.add_result(result_for(header(seq, stream="again-stream")), "L1")
+    lost.close()
+    node = AnalyzerNode(
+        VisionAnalysis(), "again-stream", _Quiet(), _Quiet(), session_dir=tmp_path / "lost", replayed=edits
+    )
+    assert node.done == {"lateral": 6} and node.replayed == edits[3:]
     node.log.close()
 
     fresh = AnalyzerNode(VisionAnalysis(), "stream1", out, _Quiet(), replayed=edits)
