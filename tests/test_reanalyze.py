@@ -154,3 +154,40 @@ def test_reanalyze_refuses_what_it_cannot_do_in_one_line(tmp_path, archive):
     both = monitor_cli("reanalyze", archive, "--out", tmp_path / "r.json", "--workers", "2",
                        "--scheduler", "tcp://127.0.0.1:1")  # fmt: skip
     assert both.returncode == 1 and "--workers" in both.stderr and both.stderr.count("\n") == 1
+
+
+def test_a_session_with_live_edits_reruns_to_what_it_logged(tmp_path):
+    """A session whose operator redrew the wall, entered a syringe and started a second level
+    live, over the real control socket, re-runs to the same alarms, volumes and closest
+    distances per level: each logged edit is applied where it came in the analysis. (Without
+    them the syringe's scale, the drawn wall and the second level would all be missing.)"""
+    from monitor.io.store import SessionStore
+    from tests.test_session_log import _wait_for, operated_run
+
+    live = tmp_path / "archive" / "2026" / "edited"
+
+    def operate(send):
+        _wait_for(live, "result", 12)
+        store = SessionStore.open(live)
+        walls = [r["overlay"]["wall"] for r in store.results() if r["overlay"].get("wall")]
+        store.close()
+        send("wall", [[x + 6.0, y] for x, y in walls[-1]])
+        _wait_for(live, "result", 50)
+        send("syringe", 1.0)
+        _wait_for(live, "result", 70)
+        send("level", "L2")
+
+    assert operated_run(live, operate) in (0, 4)
+    store = SessionStore.open(live)
+    done = [(e["source"], e["event"]) for e in store.events() if e["source"] == "operator"]
+    store.close()
+    assert done == [("operator", "wall"), ("operator", "syringe"), ("operator", "level")], done
+    report, _text = _reanalyze(tmp_path / "archive", tmp_path / "edited.json", "--workers", "1")
+    (session,) = report["sessions"]
+    assert not session["changed"], session
+    assert session["commands_refused_now"] == []
+    assert set(session["levels"]) == {"L1", "L2"}
+    for level in session["levels"].values():
+        assert level["volume_ml"]["change_ml"] in (0.0, None)
+        assert level["min_distance_mm"]["change_mm"] in (0.0, None)
+    assert session["levels"]["L1"]["volume_ml"]["logged"] is not None
