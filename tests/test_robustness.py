@@ -501,6 +501,10 @@ def test_a_service_managers_stop_ends_the_run_like_ctrl_c(tmp_path):
     _wait_for_frames(tmp_path / "s", 10)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
+    if proc.returncode != 130:  # say why the log is incomplete (seen once in CI, session 61)
+        store = SessionStore.open(tmp_path / "s")
+        err += f"\nlog summary: {store.meta().get('summary')}\nevents: {store.events()[-8:]}"
+        store.close()
     assert proc.returncode == 130 and "interrupted: ending the run" in err, err
     assert runs.running() == [] and not _files_of(proc.pid)  # its record and sockets gone
     store = SessionStore.open(tmp_path / "s")
