@@ -328,10 +328,20 @@ def test_a_logged_session_is_trained_on_as_it_was_measured(qapp, tmp_path):
     assert [c[:2] for c in commands] == [("wall", drawn)], commands
     out = tmp_path / "training"
     said = io.StringIO()
-    with contextlib.redirect_stdout(said):
-        trained = main(
-            ["train", str(live), "--out", str(out), "--trainee", TRAINEE, "--speed", "8", "--close-when-done"]
-        )
+
+    def close_once_scored():  # as the trainee does; the window's own --close-when-done also quits
+        for w in QtWidgets.QApplication.topLevelWidgets():  # the app, which would end the next
+            if isinstance(w, MonitorWindow) and w.training and w.verdict.isVisible():  # test's loop
+                w.close()
+
+    timer = QtCore.QTimer()
+    timer.timeout.connect(close_once_scored)
+    timer.start(50)
+    try:
+        with contextlib.redirect_stdout(said):
+            trained = main(["train", str(live), "--out", str(out), "--trainee", TRAINEE, "--speed", "8"])
+    finally:
+        timer.stop()
     assert trained == 0, said.getvalue()
     (entry,) = [json.loads(line) for line in (out / "training-log.jsonl").read_text().splitlines()]
     again, again_alarms, again_commands = _judged(Path(entry["session"]))
