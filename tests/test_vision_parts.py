@@ -169,6 +169,8 @@ def test_the_distance_goes_behind_the_wall_only_with_a_confirmed_leak_there():
     "jump": the rules confirmed it), while the leak alarm records the bolus's front. A piece
     the rules do not yet confirm (one frame at the leak size), a speck beside a confirmed one,
     and a wall not armed leave the distance at the bolus."""
+    from dataclasses import replace
+
     from monitor.overlay import front_label
     from monitor.vision.analysis import CaseAnalyzer, PlaneResult
     from monitor.vision.measure import BehindWall, Leak
@@ -218,6 +220,73 @@ def test_the_distance_goes_behind_the_wall_only_with_a_confirmed_leak_there():
     # a vein through the wall, confirmed as a venous leak, likewise
     (_, _), (vein, _) = run(lateral(4, []), lateral(5, [("venous", 0.03, -3.1)]))
     assert vein.distance_mm == -3.1
+
+    # a vein read as a line through the wall: far under the leak size, it is confirmed on the
+    # second frame running of lines, and then it is the distance (tuning case 5031)
+    def line(frame):
+        r = lateral(frame, [("venous", 0.003, -3.5)])
+        r.leaks = [replace(lk, line=True) for lk in r.leaks]
+        return r
+
+    (_, _), (first, _), (second, raised) = run(lateral(4, []), line(5), line(6))
+    assert first.distance_mm == 8.0 and second.distance_mm == -3.5
+    assert {(a["kind"], a["priority"]) for a in raised} >= {("extravasation", "high"), ("proximity", "high")}
+    # a line read behind the wall on one frame only (the line before lay in front of it) is no
+    # cement beyond it yet, though lines on two frames confirm the venous leak (an independent
+    # review): no 5 mm alarm off it
+    in_front = lateral(5, [("venous", 0.003, -3.5)])
+    in_front.leaks = [replace(lk, line=True, behind_wall=None) for lk in in_front.leaks]
+    (_, _), (_, _), (once, raised) = run(lateral(4, []), in_front, line(6))
+    assert once.distance_mm == 8.0 and ("proximity", "high") not in {
+        (a["kind"], a["priority"]) for a in raised
+    }
+    # ... nor another line, read behind the wall 100 mm (400 px) from the one the frame before
+    # read there (a second review): not the same vein grown
+    elsewhere = line(6)
+    elsewhere.leaks = [
+        replace(lk, box=(45, 415, 10, 10), behind_wall=BehindWall(-5.0, -20.0, (50.0, 420.0)))
+        for lk in elsewhere.leaks
+    ]
+    (_, _), (_, _), (far, _) = run(lateral(4, []), line(5), elsewhere)
+    assert far.distance_mm == 8.0
+    # ... while the same vein's deepest point may move along it (one running along the wall is
+    # about as deep all along: tuning 5031's moved 11 mm between frames)
+    along = line(6)
+    along.leaks = [replace(lk, behind_wall=BehindWall(-3.6, -14.4, (50.0, 60.0))) for lk in along.leaks]
+    (_, _), (_, _), (moved, _) = run(lateral(4, []), line(5), along)
+    assert moved.distance_mm == -3.6
+    # ... nor the frame after a gap (frames 6-8 lost), nor a line of a leak's size on its first frame
+    after_gap = lateral(9, [("venous", 0.003, -3.5), ("venous", 0.03, 2.0)])  # a streak confirms the site
+    after_gap.leaks = [replace(after_gap.leaks[0], line=True), replace(after_gap.leaks[1], behind_wall=None)]
+    (_, _), (_, _), (gap, _) = run(lateral(4, []), line(5), after_gap)
+    assert gap.distance_mm == 8.0
+    after_gap.frame = 6  # the same, on the frame after: it moves
+    (_, _), (_, _), (no_gap, _) = run(lateral(4, []), line(5), after_gap)
+    assert no_gap.distance_mm == -3.5
+
+    def with_streak(frame, line_ml, doubt=None):  # a line behind the wall, a streak confirming the site
+        r = lateral(frame, [("venous", line_ml, -3.5), ("venous", 0.03, 2.0)])
+        r.leaks = [replace(r.leaks[0], line=True, doubt=doubt), replace(r.leaks[1], behind_wall=None)]
+        return r
+
+    (_, _), (first_big, _) = run(lateral(4, []), with_streak(5, 0.03))  # a line's size is no measure
+    assert first_big.distance_mm == 8.0
+    # ... nor after a frame whose line there was doubtful (the bolus not yet seen from its start)
+    (_, _), (_, _), (after_doubt, _) = run(
+        lateral(4, []), with_streak(5, 0.003, "doubt"), with_streak(6, 0.003)
+    )
+    assert after_doubt.distance_mm == 8.0
+
+    # a doubtful line (it may be the edge of cement already there) never moves it, though the
+    # site is confirmed by a streak of a leak's size read outside the body
+    def doubtful(frame):
+        r = lateral(frame, [("venous", 0.003, -3.0), ("venous", 0.03, 2.0)])
+        r.leaks = [replace(r.leaks[0], line=True, doubt="the edge of cement already there"), r.leaks[1]]
+        r.leaks[1].behind_wall = None  # a streak in front of the body
+        return r
+
+    (_, _), (_, _), (doubted, _) = run(lateral(4, []), doubtful(5), doubtful(6))
+    assert doubted.distance_mm == 8.0
     # not yet confirmed (one frame at the leak size): the bolus's front stays, and so does its label
     (_, _), (once, raised) = run(lateral(4, []), lateral(5, [("posterior", 0.009, -2.8)]))
     assert once.distance_mm == 8.0 and front_label(once.overlay) == "under cannula" and not raised
@@ -1243,6 +1312,49 @@ def test_a_vein_read_as_a_line_is_a_venous_leak_where_it_lies_in_the_image():
     assert leak.centroid == pytest.approx((101.5, 139.5), abs=0.1)
     assert leak.volume_ml == pytest.approx(80 * 0.02 * 0.25**2 / 200.0)
     assert vein_leaks(np.zeros((10, 10), bool), difference, grid, (0, 0), 0.2) == []
+    assert leak.behind_wall is None  # no body given: nothing said of the wall
+
+
+def test_a_vein_through_the_posterior_wall_says_how_far_beyond_it_it_reaches():
+    """A basivertebral vein leaves through the posterior wall into the epidural plexus: with the
+    lateral body, a line reaching the leak depth (1.5 mm) or more beyond the wall carries its
+    deepest point, in mm and image pixels (tuning case 5031 read +1.7 mm, the bolus's front,
+    for 11 frames while such a vein lay 3.3 mm beyond the wall). A line in front of the wall,
+    or only 1 mm beyond it, carries none."""
+    from monitor.vision.anatomy import LateralBody, Line
+    from monitor.vision.measure import vein_leaks
+
+    grid = PixelGrid(0.125, scale=2)  # 0.25 mm working pixels
+    wall = Line(0.0, 50.0, True, 20)  # x = 50, posterior towards larger x
+    body = LateralBody(
+        wall, Line(0.0, 5.0, True, 20), Line(0.0, 5.0, False, 20), Line(0.0, 95.0, False, 20), 1
+    )
+
+    def read(columns, smeared_from=None, on=body):
+        """A line over ``columns`` (4 px high) holding 0.04 on a background of 0.01; from
+        ``smeared_from`` on, the mask runs on over pixels holding only 0.022."""
+        difference = np.full((100, 100), 0.01, np.float32)
+        lines = np.zeros((100, 100), bool)
+        lines[30:34, columns[0] : columns[1]] = True
+        difference[lines] = 0.04
+        if smeared_from is not None:
+            difference[30:34, smeared_from : columns[1]] = 0.022
+        (leak,) = vein_leaks(lines, difference, grid, (40, 30), 0.2, body=on, min_depth_mm=1.5)
+        return leak.behind_wall
+
+    deepest = read((40, 62))  # from 10 px in front of the wall to 11 px (2.75 mm) beyond it
+    assert deepest.distance_mm == pytest.approx(-11 * 0.25)
+    assert deepest.distance_px == pytest.approx(-11 * 2)
+    assert deepest.at[0] == pytest.approx(grid.to_full(61, 0, (40, 30))[0])
+    assert read((30, 54)) is None  # 3 px (0.75 mm) beyond the wall at most: the wall's own uncertainty
+    assert read((52, 70)).distance_mm == pytest.approx(-19 * 0.25)
+    # a faint vein's line mask runs past its end: the end is where the difference holds half the
+    # line's own level over its surroundings (as the front's rule reads an edge), not the mask's
+    # last pixel (0.022 is over half the line's 0.04, not over halfway from the background's 0.01)
+    assert read((52, 70), smeared_from=62).distance_mm == pytest.approx(-11 * 0.25)
+    mirrored = LateralBody(wall, Line(0.0, 95.0, True, 20), body.superior, body.inferior, -1)
+    inside = read((52, 70), on=mirrored)
+    assert inside is None  # the body towards larger x: the same line lies inside it
 
 
 def _lobe_scene(lobe_at=(120, 58), lobe_axes=(15, 6), neck=0.12, lobe=0.3, bolus=0.4, seed=0):

@@ -617,7 +617,11 @@ class PlaneAnalyzer:
             )
             mu = self.config.physics.cement_mu_per_mm
             doubt = None if self._apart else LINE_DOUBT
-            veins = vein_leaks(lines, cement.difference, self.grid, self.roi[:2], mu, doubt)
+            lateral_body = body if isinstance(body, LateralBody) else None
+            depth = self.config.detection.leak_min_depth_mm
+            veins = vein_leaks(
+                lines, cement.difference, self.grid, self.roi[:2], mu, doubt, lateral_body, depth
+            )
             result.leaks = [*result.leaks, *veins]
         if self._apart:  # a lobe through an endplate: from a bolus seen from its start only
             self._read_lobes(result, cement, comparison.unread, tips, body)
@@ -1146,6 +1150,9 @@ class CaseAnalyzer:
         # last result checked the leak rules (the AP's, to back a lateral leak off a guessed outline)
         self._leak_read_at: dict[str, float] = {}
         self._checks_leaks: dict[str, bool] = {}
+        # per view: the last frame it read and that frame's veins' lines (not doubtful ones) read
+        # behind the wall
+        self._line_behind: dict[str, tuple[int, list[Leak]]] = {}
         # per view: what it last read of a disc lobe "above" or "below" the bolus: (stream time s,
         # its rise mm, whether the view was sure of it)
         self._lobes_read: dict[str, dict[str, tuple[float, float, bool]]] = {}
@@ -1238,6 +1245,14 @@ class CaseAnalyzer:
         by_site: dict[str, list[Leak]] = {}
         behind: list[BehindWall] = []  # the confirmed leaks' pieces read behind the wall
         least = self.config.detection.leak_min_ml
+        # A vein's line has no leak size to stand for it: its reading behind the wall counts when
+        # the view's frame before read one there too, near it (a line's site is confirmed by
+        # lines on two frames, not necessarily the same line), and never a doubtful one.
+        lines_behind = [lk for lk in r.leaks if lk.line and lk.doubt is None and lk.behind_wall]
+        before_frame, before = self._line_behind.get(r.plane, (None, []))
+        self._line_behind[r.plane] = (frame, lines_behind)
+        if before_frame != frame - 1:
+            before = []
         for leak in r.leaks:
             by_site.setdefault(leak.site, []).append(leak)
             if leak.lobe is not None:
@@ -1273,7 +1288,16 @@ class CaseAnalyzer:
                     frame, r.plane, site, r.bolus_front_mm, evidence, possible, how
                 )
                 if possible is None:
-                    behind += [lk.behind_wall for lk in leaks if lk.behind_wall and lk.volume_ml >= least]
+                    behind += [
+                        lk.behind_wall
+                        for lk in leaks
+                        if lk.behind_wall and not lk.line and lk.volume_ml >= least
+                    ]
+                    behind += [
+                        lk.behind_wall
+                        for lk in leaks
+                        if lk.line and lk.doubt is None and lk.behind_wall and _near_one(lk, before)
+                    ]
         behind_read = bool(behind) and self._cement_behind_wall(r, min(behind, key=lambda b: b.distance_mm))
         # a distance moved behind the wall by a leak the rules confirmed is no misread front
         jumped = (
@@ -1427,7 +1451,9 @@ class CaseAnalyzer:
         ``time_s``. So a leak read on the last frame before the restart is confirmed on the
         first after it, as it would have been without one, and the AP's reading backs a lateral
         leak off a wall not confirmed (:meth:`_uncorroborated`) across the restart too, as does
-        each view's disc lobe (its "lobe" side) the other's."""
+        each view's disc lobe (its "lobe" side) the other's. Not taken back: where a vein's line
+        lay behind the wall (the overlay does not keep it), so a line through the wall moves the
+        distance one frame later than it would have (the safe side)."""
         if checks is not None:  # None: an analyzer that did not say (logs before 2026-12)
             self._checks_leaks[plane] = "leak" in checks
         by_site: dict[str, float] = {}
@@ -1768,6 +1794,28 @@ class CaseAnalyzer:
         if slope >= -0.05:
             return None
         return max(0.0, (d[-1] - self.config.alarms.proximity_mm) / -slope)
+
+
+# A vein's line read behind the wall counts when the frame before read one behind it whose box lay
+# this near (mm at the vertebra): the same vein, grown or not, not another read elsewhere. Not
+# its deepest point: a vein running along the wall in the epidural plexus is about as deep all
+# along, and its deepest point moved 86 px (11 mm) up and down it between frames (tuning 5031).
+LINE_STEP_MM = 3.0
+
+
+def _near_one(line: Leak, before: list[Leak]) -> bool:
+    """Whether one of ``before`` (the view's lines behind the wall on its frame before) lies
+    within LINE_STEP_MM of ``line`` (one behind the wall now), box to box."""
+    mm_per_px = line.behind_wall.distance_mm / line.behind_wall.distance_px  # both negative: beyond
+    x, y, w, h = line.box
+
+    def gap(other: Leak) -> float:
+        ox, oy, ow, oh = other.box
+        dx = max(0, ox - (x + w), x - (ox + ow))
+        dy = max(0, oy - (y + h), y - (oy + oh))
+        return float(np.hypot(dx, dy)) * mm_per_px
+
+    return any(gap(other) <= LINE_STEP_MM for other in before)
 
 
 def _reconciled(estimates: list[tuple[float, float]]) -> float:
