@@ -736,7 +736,9 @@ class SessionLog:
         def both():
             with self.store.atomic():
                 for state, alarm in changes:
-                    self.store.add_alarm(state, alarm, level, result.acq_time)
+                    on_this_frame = (alarm.get("plane"), alarm.get("frame")) == (result.plane, result.frame)
+                    sent_as = (result.session, result.seq) if state == "raised" and on_this_frame else None
+                    self.store.add_alarm(state, alarm, level, result.acq_time, sent_as)
                 self.store.add_result(result, level)
 
         self.write(both)

@@ -305,7 +305,8 @@ def _level_report(lv: dict) -> dict:
             continue  # acknowledged or cleared states of an alarm whose raise was lost
         b = raised.body
         t = b["acq_time"]
-        alarm = {k: b.get(k) for k in ("kind", "priority", "frame", "plane", "site", "distance_mm", "reason")}
+        keys = ("kind", "priority", "frame", "plane", "stream", "seq", "site", "distance_mm", "reason")
+        alarm = {k: b.get(k) for k in keys}
         alarm |= {
             "time_s": t,
             "acknowledged_after_s": _after(states["acknowledged"], raised),

@@ -731,3 +731,83 @@ def test_a_volume_from_one_views_shape_says_so_in_the_audit():
     ):
         level = {"volume_ml": ml, "volume_low_ml": low, "volume_high_ml": high, "volume_from": source}
         assert volume_phrase(level) == said
+
+
+class _TwoPasses:
+    """The bundled recording sent twice in one run, as ``monitor replay --loop`` sends it: each
+    plane's frame indexes repeat on the second pass while the stream's time runs on."""
+
+    def __init__(self, source):
+        self.source, self.formats, self.fps = source, source.formats, source.fps
+
+    def frames(self):
+        from dataclasses import replace
+
+        first = list(self.source.frames())
+        yield from first
+        offset = max(item.acq_time for item in first) + 1.0 / (self.fps or 10.0)
+        for item in first:
+            yield replace(item, acq_time=item.acq_time + offset)
+
+    def close(self):
+        self.source.close()
+
+
+def test_the_sr_cites_the_frame_an_alarm_was_raised_on_when_frame_indexes_repeat(tmp_path):
+    """A looped replay (or a source restarted in a session) sends each frame index again. The
+    audit names the frame each alarm was raised on by its run and sequence number, and the SR
+    cites that frame of the exported image, not the other pass's frame with the same index
+    (which it cited until 2026-12-06)."""
+    from monitor.io.sources import DicomPairSource
+    from monitor.io.sr import ExportedFrames
+
+    rec = default_recording()
+    folder = tmp_path / "looped"
+    source = _TwoPasses(DicomPairSource(rec.lateral, rec.ap))
+    spec = RunSpec(str(folder), "L1", meta={"patient": PATIENT}, endpoints=Endpoints.private())
+    assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 0
+    source.close()
+    done = monitor_cli("export", folder, tmp_path / "out", "--sr")
+    assert done.returncode == 0, done.stderr
+    (level,) = json.loads(monitor_cli("audit", folder, "--json").stdout)["levels"]
+    store = SessionStore.open(folder)
+    try:
+        sent = {
+            p: [(r.body["stream"], r.seq, r.frame) for r in store.frames_as_sent() if r.plane == p]
+            for p in ("lateral", "ap")
+        }
+    finally:
+        store.close()
+    passes = len(sent["lateral"]) // 2
+    assert passes > 0 and [f[2] for f in sent["lateral"][passes:]] == [f[2] for f in sent["lateral"][:passes]]
+    assert level["alarms"] and all(a["stream"] is not None and a["seq"] is not None for a in level["alarms"])
+    dataset = pydicom.dcmread(tmp_path / "out" / "report.dcm")
+    cited = {}
+    for group in dataset.ContentSequence[-1].ContentSequence:  # Imaging Measurements
+        items = group.get("ContentSequence", [])
+        name = next((i.TextValue for i in items if i.ValueType == "TEXT"), "")
+        if name.startswith("level L1 alarm"):
+            (ref,) = [i.ReferencedSOPSequence[0] for i in items if i.ValueType == "IMAGE"]
+            cited[int(name.rsplit(" ", 1)[1])] = ref.get("ReferencedFrameNumber")
+    first_pass = []
+    for i, alarm in enumerate(level["alarms"], 1):
+        mine = sent[alarm["plane"]]
+        where = mine.index((alarm["stream"], alarm["seq"], alarm["frame"]))  # the frame it was raised on
+        assert cited[i] == where + 1
+        if where < len(mine) // 2:
+            first_pass.append(alarm)
+            assert mine[where + len(mine) // 2][2] == alarm["frame"]  # its index, sent again
+    assert first_pass, "the first pass raised alarms, whose frame indexes the second pass sent again"
+    # by its index alone, a repeated index names no frame (never the other pass's)
+    exported = ExportedFrames.of(sent[first_pass[0]["plane"]])
+    assert exported.number({"frame": first_pass[0]["frame"]}) is None
+    # ... while an older log's alarm (no stream, no seq) is still cited by an index sent once
+    older = ExportedFrames.of([("run-1", 0, 5), ("run-1", 1, 6), ("run-2", 0, 5)])
+    assert (older.number({"frame": 6}), older.number({"frame": 5})) == (2, None)
+    assert (
+        exported.number(first_pass[0])
+        == sent[first_pass[0]["plane"]].index(
+            (first_pass[0]["stream"], first_pass[0]["seq"], first_pass[0]["frame"])
+        )
+        + 1
+    )

@@ -115,7 +115,7 @@ def export_session(
                 left_out = len(mine) - count
                 say(f"{plane}: {left_out} frame(s) of another size left out (size changed mid-stream)")
             mine = [r for r in mine if tuple(r.body["shape"]) == shape]
-            frame_numbers[plane] = {r.frame: number for number, r in enumerate(mine, 1)}
+            frame_numbers[plane] = [(r.body["stream"], r.seq, r.frame) for r in mine]
             frames = np.stack([store.image(r.rec) for r in mine])
             path = out / f"{plane}.dcm"
             write_recording(path, frames, _options(plane, mine, meta))
@@ -123,10 +123,11 @@ def export_session(
             say(f"wrote {path}: {len(mine)} frames of {shape[0]}x{shape[1]}")
             written.append(path)
         if report is not None:
-            from monitor.io.sr import write_sr
+            from monitor.io.sr import ExportedFrames, write_sr
 
             images = {plane: out / f"{plane}.dcm" for plane in frame_numbers}
-            path = write_sr(out / "report.dcm", report, images, deidentify, frame_numbers)
+            exported = {plane: ExportedFrames.of(frames) for plane, frames in frame_numbers.items()}
+            path = write_sr(out / "report.dcm", report, images, deidentify, exported)
             say(f"wrote {path}: the measurements and alarms as a DICOM SR (TID 1500)")
             written.append(path)
         return written

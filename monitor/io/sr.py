@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import datetime
 import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import highdicom as hd
@@ -69,16 +72,43 @@ class NothingToReport(ValueError):
     """A session with no level analysed: an SR would hold no measurement."""
 
 
+@dataclass(frozen=True)
+class ExportedFrames:
+    """Where a plane's logged frames went in its exported image: 1-based frame numbers by the
+    frame's place in the stream (its run's ``stream`` and sequence number, unique in a session)
+    and, for logs whose alarms predate that, by the source's frame index where only one frame
+    of the plane carries it. A looped replay, or a source restarted within a session, sends each
+    index again: an alarm cited by index alone would point at another pass's frame, so such an
+    alarm cites the image without a frame rather than a wrong one."""
+
+    by_sent: dict[tuple[str, int], int]
+    by_index: dict[int, int]
+
+    @classmethod
+    def of(cls, frames: Sequence[tuple[str, int, int]]) -> ExportedFrames:
+        """From the exported frames' (stream, seq, frame index), in the image's order."""
+        by_sent = {(stream, seq): n for n, (stream, seq, _index) in enumerate(frames, 1)}
+        counts = Counter(index for _stream, _seq, index in frames)
+        by_index = {index: n for n, (_s, _q, index) in enumerate(frames, 1) if counts[index] == 1}
+        return cls(by_sent, by_index)
+
+    def number(self, alarm: dict) -> int | None:
+        """The frame number ``alarm`` (an audit alarm: ``stream``, ``seq``, ``frame``) was raised on."""
+        if alarm.get("stream") is not None and alarm.get("seq") is not None:
+            return self.by_sent.get((alarm["stream"], alarm["seq"]))
+        return self.by_index.get(alarm.get("frame"))
+
+
 def measurement_report(
     report: dict,
     images: dict[str, pydicom.Dataset],
     deidentified: bool = False,
-    frame_numbers: dict[str, dict[int, int]] | None = None,
+    frame_numbers: dict[str, ExportedFrames] | None = None,
 ):
     """The SR of ``report`` (:func:`monitor.audit.audit_json` of the session) referencing the
     exported ``images`` (plane -> its dataset; pixel data not needed). ``frame_numbers``:
-    plane -> {the log's frame index: its frame number in that plane's exported image}, for the
-    alarms to cite their frame. ``deidentified``: the
+    plane -> where its logged frames are in that plane's exported image, for the alarms to
+    cite their frame. ``deidentified``: the
     images are de-identified, and the SR must say nothing of the operator or the room, nor
     carry a UID that leads back to the identified export."""
     if not report["levels"]:
@@ -106,7 +136,8 @@ def measurement_report(
         groups.append(_level_group(level, study, algorithm, sources))
         for i, alarm in enumerate(level["alarms"], 1):
             image = images.get(alarm.get("plane"))
-            number = (frame_numbers or {}).get(alarm.get("plane"), {}).get(alarm.get("frame"))
+            exported = (frame_numbers or {}).get(alarm.get("plane"))
+            number = None if exported is None else exported.number(alarm)
             cited = (
                 []
                 if image is None
@@ -237,7 +268,7 @@ def write_sr(
     report: dict,
     image_paths: dict[str, Path],
     deidentified: bool = False,
-    frame_numbers: dict[str, dict[int, int]] | None = None,
+    frame_numbers: dict[str, ExportedFrames] | None = None,
 ) -> Path:
     """:func:`measurement_report` of the exported images (plane -> path), written to ``path``."""
     images = {plane: pydicom.dcmread(p, stop_before_pixels=True) for plane, p in image_paths.items()}

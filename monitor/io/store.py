@@ -364,9 +364,20 @@ class SessionStore:
         body["stream"] = body.pop("session")
         return self.append("result", body, result.plane, result.seq, result.frame, level)
 
-    def add_alarm(self, state: str, alarm: dict, level: str | None, acq_time: float | None) -> int:
-        """One step of an alarm's lifecycle: raised, acknowledged or cleared."""
+    def add_alarm(
+        self,
+        state: str,
+        alarm: dict,
+        level: str | None,
+        acq_time: float | None,
+        sent_as: tuple[str, int] | None = None,
+    ) -> int:
+        """One step of an alarm's lifecycle: raised, acknowledged or cleared. ``sent_as``: the
+        (stream, seq) of the frame it was raised on, which names that frame in the session (its
+        source's frame index repeats in a looped replay or after a source restart)."""
         body = {"state": state, "acq_time": acq_time, **alarm}
+        if sent_as is not None:
+            body["stream"], body["seq"] = sent_as
         return self.append("alarm", body, alarm.get("plane"), None, alarm.get("frame"), level)
 
     def add_event(
