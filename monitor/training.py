@@ -554,11 +554,14 @@ def run_training(
     speed: float = 1.0,
     close_when_done: bool = False,
     level: CaseLevel | None = None,
+    say=lambda message: None,
 ) -> dict:
     """Replay ``source`` to a trainee in the training view; score, show and log the stops.
 
     The window stays open with the result until the trainee closes it (or, with
     ``close_when_done``, closes itself). ``level``: the case's, given to the analyzer and the log.
+    ``say``: told, before the replay starts, which of a logged session's live edits are
+    re-applied and which are not (whoever runs the case should know what it is measured with).
     """
     from monitor.commands.streaming import replayed_edits
     from monitor.io.sources import SessionSource
@@ -589,7 +592,12 @@ def run_training(
         meta: dict = {"trainee": trainee, "case": case}
         analysis, replayed = {}, ()
         if isinstance(source, SessionSource):
-            analysis, replayed = source.analysis_settings(), replayed_edits(source, said.append)
+
+            def told(message: str) -> None:
+                said.append(message)
+                say(message)
+
+            analysis, replayed = source.analysis_settings(), replayed_edits(source, told)
             logged = source.store.meta()
             meta |= {
                 k: logged[k]

@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -327,7 +328,7 @@ def test_a_logged_session_is_trained_on_as_it_was_measured(qapp, tmp_path):
     results, alarms, commands = _judged(live)
     assert [c[:2] for c in commands] == [("wall", drawn)], commands
     out = tmp_path / "training"
-    said = io.StringIO()
+    said, told = io.StringIO(), io.StringIO()
 
     def close_once_scored():  # as the trainee does; the window's own --close-when-done also quits
         for w in QtWidgets.QApplication.topLevelWidgets():  # the app, which would end the next
@@ -338,11 +339,15 @@ def test_a_logged_session_is_trained_on_as_it_was_measured(qapp, tmp_path):
     timer.timeout.connect(close_once_scored)
     timer.start(50)
     try:
-        with contextlib.redirect_stdout(said):
+        with contextlib.redirect_stdout(said), contextlib.redirect_stderr(told):
             trained = main(["train", str(live), "--out", str(out), "--trainee", TRAINEE, "--speed", "8"])
     finally:
         timer.stop()
-    assert trained == 0, said.getvalue()
+    assert trained == 0, said.getvalue() + told.getvalue()
+    # whoever runs the case is told what it is measured with: the live redraw, with its time
+    assert re.search(
+        r"re-applying the operator's edits the session logged.*: wall at \d+\.\d\d s", told.getvalue()
+    )
     (entry,) = [json.loads(line) for line in (out / "training-log.jsonl").read_text().splitlines()]
     again, again_alarms, again_commands = _judged(Path(entry["session"]))
     kept = SessionStore.open(Path(entry["session"]))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from monitor.commands.options import positive_int, speed
@@ -78,7 +79,14 @@ def _run_train(args) -> int:
     level = case_level(args.case, args.level)
     try:
         entry = run_training(
-            source, str(args.case), args.out, args.trainee, args.speed, args.close_when_done, level=level
+            source,
+            str(args.case),
+            args.out,
+            args.trainee,
+            args.speed,
+            args.close_when_done,
+            level=level,
+            say=lambda message: print(message, file=sys.stderr),
         )
     finally:
         source.close()
@@ -105,7 +113,6 @@ def _run_train(args) -> int:
 
 def _run_report(args) -> int:
     import json
-    import sys
 
     from monitor.training import read_training_log, report_text, trainee_report
 
