@@ -39,7 +39,9 @@ def render_session(session: Path, out: Path, frames: list[int] | None = None, si
 
 
 def render_frames(store: SessionStore, frames: list[int] | None, out: Path | None, size: int = 512):
-    """Yields (frame, PNG path or BGR image when ``out`` is None) for the key frames or ``frames``."""
+    """Yields (frame, PNG path or BGR image when ``out`` is None) for the key frames or ``frames``
+    (frame indexes: where a looped replay or a restarted source sent an index again, its last
+    copy; :func:`render_sent` names a frame by its place in the stream)."""
     results = store.results()
     by_key = {(r["plane"], r["frame"]): r for r in results}
     # each frame once: one resent to a restarted logger is logged only if it lacked it
@@ -47,29 +49,13 @@ def render_frames(store: SessionStore, frames: list[int] | None, out: Path | Non
     frames = key_frames(results) if frames is None else frames
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    windows = {}
+    windows: dict[str, tuple] = {}
     for f in frames:
-        tiles, raised = [], []
-        for plane in PLANES:
-            record = recorded.get((plane, f))
-            if record is None:
-                continue
-            pixels = store.image(record.rec)
-            if plane not in windows:
-                windows[plane] = auto_window(pixels.astype(np.float32))
-            result = by_key.get((plane, f), {"status": "no result"})
-            raised += result.get("alarms", [])
-            display = to_display(pixels, record.body["photometric"], windows[plane])
-            tiles.append(draw(display, result, f"{plane} frame {f}", size / max(display.shape)))
-        if not tiles:
+        records = {plane: recorded[(plane, f)] for plane in PLANES if (plane, f) in recorded}
+        found = {plane: by_key.get((plane, f), {"status": "no result"}) for plane in records}
+        image = _instant_image(store, records, found, windows, size)
+        if image is None:
             continue
-        height = max(t.shape[0] for t in tiles)
-        tiles = [
-            cv2.copyMakeBorder(t, 0, height - t.shape[0], 0, 4, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-            for t in tiles
-        ]
-        body = np.hstack(tiles)
-        image = np.vstack([alarm_banner(body.shape[1], raised), body])
         if out is None:
             yield f, image
             continue
@@ -77,6 +63,73 @@ def render_frames(store: SessionStore, frames: list[int] | None, out: Path | Non
         if not cv2.imwrite(str(path), image):
             raise MonitorError(f"{path}: could not write the image")
         yield f, path
+
+
+def render_sent(store: SessionStore, wanted: list[tuple[str, str, int]], size: int = 512):
+    """Yields (key, BGR image) for each of ``wanted``: a frame named by its place in the stream,
+    (stream, plane, seq), unique in a session where frame indexes repeat (a looped replay, a
+    source restarted). Drawn with the other plane's frame of the same instant of the same stream
+    (or, at different frame rates, its newest before it, as the live view showed it), each with
+    its own result. Keys the log does not hold are left out."""
+    frames = store.frames_as_sent()
+    sent = {(r.body["stream"], r.plane, r.seq): r for r in frames}
+    results = {(r.get("stream"), r["plane"], r["seq"]): r for r in store.results()}
+    windows: dict[str, tuple] = {}
+    for key in wanted:
+        record = sent.get(key)
+        if record is None:
+            continue
+        at = _instant(record)
+        records = {record.plane: record}
+        for plane in PLANES:  # the other plane's frame of that instant, or its newest before it
+            before = [
+                r
+                for r in frames
+                if r.plane == plane != record.plane and r.body["stream"] == key[0] and _instant(r) <= at
+            ]
+            if before:
+                records[plane] = max(before, key=_instant)
+        found = {
+            plane: results.get((key[0], plane, r.seq), {"status": "no result"})
+            for plane, r in records.items()
+        }
+        image = _instant_image(store, records, found, windows, size)
+        if image is not None:
+            yield key, image
+
+
+def _instant(record) -> float:
+    """A frame's acquisition time (s) to 0.1 ms: each plane's times come from its own frame
+    time, written to 4 decimals, so a biplane pair acquired together differs in the last digits
+    at some rates (7.5 and 3.75 frames/s: 2.9333326 and 2.9333337 s); the audit merges them so too."""
+    return round(float(record.body["acq_time"]), 4)
+
+
+def _instant_image(store: SessionStore, records: dict, results: dict, windows: dict, size: int):
+    """The planes' frames ``records`` (plane -> frame Record) side by side, each with its
+    ``results`` overlay, under an alarm banner; None when there is none. ``windows``: each
+    plane's display window, set from the first frame drawn and kept (one look per session)."""
+    tiles, raised = [], []
+    for plane in PLANES:
+        record = records.get(plane)
+        if record is None:
+            continue
+        pixels = store.image(record.rec)
+        if plane not in windows:
+            windows[plane] = auto_window(pixels.astype(np.float32))
+        result = results[plane]
+        raised += result.get("alarms", [])
+        display = to_display(pixels, record.body["photometric"], windows[plane])
+        tiles.append(draw(display, result, f"{plane} frame {record.frame}", size / max(display.shape)))
+    if not tiles:
+        return None
+    height = max(t.shape[0] for t in tiles)
+    tiles = [
+        cv2.copyMakeBorder(t, 0, height - t.shape[0], 0, 4, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        for t in tiles
+    ]
+    body = np.hstack(tiles)
+    return np.vstack([alarm_banner(body.shape[1], raised), body])
 
 
 def write_video(store: SessionStore, out: Path, fps: float | None = None) -> Path:

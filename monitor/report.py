@@ -12,7 +12,7 @@ import cv2
 
 from monitor.audit import NOT_RECORDED, SUMMARY_COLUMNS, VOLUME_BINS_ML, volume_phrase
 from monitor.io.store import SessionStore
-from monitor.render import render_frames
+from monitor.render import render_frames, render_sent
 
 PRIORITY_COLOURS = {"high": "#d62728", "medium": "#e6a700"}
 MARKS = {"syringe": ("S", "#2ca02c"), "pause": ("II", "#555"), "resume": ("&#9654;", "#555")}
@@ -410,27 +410,49 @@ def _chart(
 
 
 def _key_frames(store: SessionStore, level: dict) -> str:
-    """Each alarm's frame, and the frame where injection stopped after it, with the overlay."""
-    wanted: dict[int, str] = {}
+    """Each alarm's frame, and the frame where injection stopped after it, with the overlay.
+    An alarm names its frame by its place in the stream (``stream``, ``seq``): a looped replay
+    or a restarted source sends a frame index again, and the image must be the one the alarm was
+    raised on; alarms of logs from before 2026-12-06 name it by index alone."""
+    wanted: dict = {}  # (stream, plane, seq), or a frame index -> its caption
+    sent = None
     for a in level["alarms"]:
-        wanted.setdefault(a["frame"], f"frame {a['frame']}: {a['priority']} {a['kind']} alarm raised")
-        if a["stopped_after_s"] is not None:
-            stop_time = a["time_s"] + a["stopped_after_s"]
+        said = f"frame {a['frame']}: {a['priority']} {a['kind']} alarm raised"
+        stop_time = None if a["stopped_after_s"] is None else a["time_s"] + a["stopped_after_s"]
+        stopped = f"injection stopped, {a['stopped_after_s'] or 0:.1f} s after frame {a['frame']}"
+        if a.get("stream") is not None and a.get("seq") is not None:
+            # the stream time too: a looped replay's passes share frame indexes
+            sent = store.frames_as_sent() if sent is None else sent
+            said = f"frame {a['frame']} at {a['time_s']:.2f} s: {a['priority']} {a['kind']} alarm raised"
+            wanted.setdefault((a["stream"], a["plane"], a["seq"]), said)
+            same = [r for r in sent if r.body["stream"] == a["stream"] and r.plane == a["plane"]]
+            if stop_time is not None and same:
+                stop = min(same, key=lambda r: abs(r.body["acq_time"] - stop_time))
+                stop_said = f"frame {stop.frame} at {stop.body['acq_time']:.2f} s: {stopped}"
+                wanted.setdefault((a["stream"], stop.plane, stop.seq), stop_said)
+            continue
+        wanted.setdefault(a["frame"], said)
+        if stop_time is not None:
             stop = min(level["frames"], key=lambda f: abs(f["time_s"] - stop_time))["frame"]
-            wanted.setdefault(
-                stop,
-                f"frame {stop}: injection stopped, {a['stopped_after_s']:.1f} s after frame {a['frame']}",
-            )
+            wanted.setdefault(stop, f"frame {stop}: {stopped}")
     if not wanted:
         return ""
     figures = []
-    for frame, image in render_frames(store, sorted(wanted), None, size=420):
+    indexes = sorted(k for k in wanted if isinstance(k, int))
+    places = {(r.body["stream"], r.plane, r.seq): n for n, r in enumerate(sent or [])}
+    named = sorted((k for k in wanted if not isinstance(k, int)), key=lambda k: places.get(k, -1))
+    drawn = [*render_frames(store, indexes, None, size=420), *render_sent(store, named, size=420)]
+    for key in set(named) - {key for key, _ in drawn}:  # said, not silently left out
+        figures.append(
+            f"<figure><figcaption>{_e(wanted[key])} (its image is not in the log)</figcaption></figure>"
+        )
+    for key, image in drawn:
         ok, png = cv2.imencode(".png", image)
         if not ok:
             continue
         data = base64.b64encode(png.tobytes()).decode()
         figures.append(
-            f"<figure><img src='data:image/png;base64,{data}' alt='frame {frame}'>"
-            f"<figcaption>{_e(wanted[frame])}</figcaption></figure>"
+            f"<figure><img src='data:image/png;base64,{data}' alt='{_e(wanted[key].split(':')[0])}'>"
+            f"<figcaption>{_e(wanted[key])}</figcaption></figure>"
         )
     return "<h3>Key frames</h3>" + "".join(figures)

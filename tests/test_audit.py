@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import re
@@ -753,20 +754,28 @@ class _TwoPasses:
         self.source.close()
 
 
-def test_the_sr_cites_the_frame_an_alarm_was_raised_on_when_frame_indexes_repeat(tmp_path):
-    """A looped replay (or a source restarted in a session) sends each frame index again. The
-    audit names the frame each alarm was raised on by its run and sequence number, and the SR
-    cites that frame of the exported image, not the other pass's frame with the same index
-    (which it cited until 2026-12-06)."""
+@pytest.fixture(scope="module")
+def looped(tmp_path_factory):
+    """The bundled case sent twice in one run (:class:`_TwoPasses`), logged."""
     from monitor.io.sources import DicomPairSource
-    from monitor.io.sr import ExportedFrames
 
     rec = default_recording()
-    folder = tmp_path / "looped"
+    folder = tmp_path_factory.mktemp("looped") / "session"
     source = _TwoPasses(DicomPairSource(rec.lateral, rec.ap))
     spec = RunSpec(str(folder), "L1", meta={"patient": PATIENT}, endpoints=Endpoints.private())
     assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 0
     source.close()
+    return folder
+
+
+def test_the_sr_cites_the_frame_an_alarm_was_raised_on_when_frame_indexes_repeat(looped, tmp_path):
+    """A looped replay (or a source restarted in a session) sends each frame index again. The
+    audit names the frame each alarm was raised on by its run and sequence number, and the SR
+    cites that frame of the exported image, not the other pass's frame with the same index
+    (which it cited until 2026-12-06)."""
+    from monitor.io.sr import ExportedFrames
+
+    folder = looped
     done = monitor_cli("export", folder, tmp_path / "out", "--sr")
     assert done.returncode == 0, done.stderr
     (level,) = json.loads(monitor_cli("audit", folder, "--json").stdout)["levels"]
@@ -811,3 +820,49 @@ def test_the_sr_cites_the_frame_an_alarm_was_raised_on_when_frame_indexes_repeat
         )
         + 1
     )
+
+
+def test_the_html_key_frames_show_the_frame_each_alarm_was_raised_on_when_indexes_repeat(looped, tmp_path):
+    """The HTML audit's key frames of a session whose frame indexes repeat (a looped replay):
+    each alarm's picture is the frame it was raised on, the first pass's, with the alarm's
+    banner, not the second pass's frame of the same index (which it showed until 2026-12-06)."""
+    from monitor.render import render_frames, render_sent
+
+    out = tmp_path / "audit.html"
+    done = monitor_cli("audit", looped, "--html", out)
+    assert done.returncode == 0, done.stderr
+    page = out.read_text()
+    (level,) = json.loads(monitor_cli("audit", looped, "--json").stdout)["levels"]
+    figures = re.findall(r"<img src='data:image/png;base64,([^']+)' alt='[^']*'><figcaption>([^<]+)<", page)
+    pictures = {caption: data for data, caption in figures}
+    assert level["alarms"]
+    store = SessionStore.open(looped)
+    try:
+        for alarm in level["alarms"]:
+            said = f"frame {alarm['frame']} at {alarm['time_s']:.2f} s: {alarm['priority']} {alarm['kind']}"
+            data = pictures[f"{said} alarm raised"]
+            image = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_COLOR)
+            # drawn after the first key frame, which sets each view's display window for the page
+            first = level["alarms"][0]
+            keys = [(a["stream"], a["plane"], a["seq"]) for a in (first, alarm)]
+            *_, (_, raised_on) = render_sent(store, keys, size=420)
+            assert np.array_equal(image, raised_on)
+            *_, (_, last_copy) = render_frames(store, [first["frame"], alarm["frame"]], None, size=420)
+            assert not np.array_equal(image, last_copy)  # the index's last copy: the second pass's
+    finally:
+        store.close()
+
+
+def test_a_biplane_pair_at_different_frame_rates_is_one_instant():
+    """Each plane's acquisition times come from its own frame time, written to 4 decimals: at
+    7.5 and 3.75 frames/s the lateral frame 22 and the AP frame 11, acquired together, are
+    2.9333326 and 2.9333337 s (an independent review). A key frame draws them side by side as
+    one instant (the audit merges its rows to 0.1 ms so too); frames a millisecond apart are not."""
+    from monitor.io.store import Record
+    from monitor.render import _instant
+
+    def at(plane, t):
+        return Record(1, "frame", 0.0, plane, 0, 0, None, {"acq_time": t})
+
+    assert _instant(at("lateral", 22 * 0.1333333)) == _instant(at("ap", 11 * 0.2666667))
+    assert _instant(at("lateral", 2.9333)) != _instant(at("ap", 2.9343))
