@@ -73,21 +73,19 @@ def render_sent(store: SessionStore, wanted: list[tuple[str, str, int]], size: i
     its own result. Keys the log does not hold are left out."""
     frames = store.frames_as_sent()
     sent = {(r.body["stream"], r.plane, r.seq): r for r in frames}
+    runs: dict[tuple[str, str], list] = {}  # (stream, plane) -> its frames
+    for r in frames:
+        runs.setdefault((r.body["stream"], r.plane), []).append(r)
     results = {(r.get("stream"), r["plane"], r["seq"]): r for r in store.results()}
     windows: dict[str, tuple] = {}
     for key in wanted:
         record = sent.get(key)
         if record is None:
             continue
-        at = _instant(record)
         records = {record.plane: record}
         for plane in PLANES:  # the other plane's frame of that instant, or its newest before it
-            before = [
-                r
-                for r in frames
-                if r.plane == plane != record.plane and r.body["stream"] == key[0] and _instant(r) <= at
-            ]
-            if before:
+            before = [r for r in runs.get((key[0], plane), ()) if _instant(r) <= _instant(record)]
+            if plane != record.plane and before:
                 records[plane] = max(before, key=_instant)
         found = {
             plane: results.get((key[0], plane, r.seq), {"status": "no result"})

@@ -417,13 +417,13 @@ def _key_frames(store: SessionStore, level: dict) -> str:
     wanted: dict = {}  # (stream, plane, seq), or a frame index -> its caption
     sent = None
     for a in level["alarms"]:
-        said = f"frame {a['frame']}: {a['priority']} {a['kind']} alarm raised"
+        by_place = a.get("stream") is not None and a.get("seq") is not None
+        at = f" at {a['time_s']:.2f} s" if by_place else ""  # a looped replay's passes share indexes
+        said = f"frame {a['frame']}{at}: {a['priority']} {a['kind']} alarm raised"
         stop_time = None if a["stopped_after_s"] is None else a["time_s"] + a["stopped_after_s"]
         stopped = f"injection stopped, {a['stopped_after_s'] or 0:.1f} s after frame {a['frame']}"
-        if a.get("stream") is not None and a.get("seq") is not None:
-            # the stream time too: a looped replay's passes share frame indexes
+        if by_place:
             sent = store.frames_as_sent() if sent is None else sent
-            said = f"frame {a['frame']} at {a['time_s']:.2f} s: {a['priority']} {a['kind']} alarm raised"
             wanted.setdefault((a["stream"], a["plane"], a["seq"]), said)
             same = [r for r in sent if r.body["stream"] == a["stream"] and r.plane == a["plane"]]
             if stop_time is not None and same:

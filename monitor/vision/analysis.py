@@ -1288,15 +1288,12 @@ class CaseAnalyzer:
                     frame, r.plane, site, r.bolus_front_mm, evidence, possible, how
                 )
                 if possible is None:
+                    # a piece of a leak's size; a line (no size to stand for it) as said above
                     behind += [
                         lk.behind_wall
                         for lk in leaks
-                        if lk.behind_wall and not lk.line and lk.volume_ml >= least
-                    ]
-                    behind += [
-                        lk.behind_wall
-                        for lk in leaks
-                        if lk.line and lk.doubt is None and lk.behind_wall and _near_one(lk, before)
+                        if lk.behind_wall
+                        and (lk.doubt is None and _near_one(lk, before) if lk.line else lk.volume_ml >= least)
                     ]
         behind_read = bool(behind) and self._cement_behind_wall(r, min(behind, key=lambda b: b.distance_mm))
         # a distance moved behind the wall by a leak the rules confirmed is no misread front
