@@ -252,22 +252,32 @@ def _level_report(lv: dict) -> dict:
     # Over 60 lines on purpose: one pass over the level's results (rows, caveats, cannulas), then its
     # alarms with the operator's reaction to each, then its events, all read into one report.
     frames: dict[float, dict] = {}
-    caveats: dict[tuple[str, str], dict] = {}
+    caveats: dict[tuple[str, str, int], dict] = {}
+    # A plane's frame indexes start again when a looped replay repeats or a source restarts (the
+    # index goes back while the stream's time runs on; a result written late goes back in both):
+    # its caveat rows start again there too, so that a row's frames are one run of indexes.
+    index_runs: dict[str, tuple[int, int, float]] = {}  # plane -> (run, last index, its time)
     cannulas = 0
     for r in lv["results"]:  # in the order written: for one frame index, AP after lateral
+        run, last, then = index_runs.get(r.plane, (0, -1, float("-inf")))
+        again = r.frame <= last and r.body["acq_time"] > then
+        index_runs[r.plane] = (run + again, r.frame, r.body["acq_time"])
         status = r.body.get("status", "ok")
         if status not in ("ok", "baseline"):
             c = caveats.setdefault(
-                (r.plane, _caveat_kind(r.body)),  # one row for "saturated frame (83 % ...)", (91 % ...)
+                # one row for "saturated frame (83 % ...)", (91 % ...)
+                (r.plane, _caveat_kind(r.body), index_runs[r.plane][0]),
                 {
                     "plane": r.plane,
                     "status": status,
                     "first_frame": r.frame,
                     "last_frame": r.frame,
+                    "first_s": r.body["acq_time"],
+                    "last_s": r.body["acq_time"],
                     "frames": 0,
                 },
             )
-            c["last_frame"] = r.frame
+            c["last_frame"], c["last_s"] = r.frame, r.body["acq_time"]
             c["frames"] += 1
         row = frames.setdefault(
             round(r.body["acq_time"], 4),
@@ -339,7 +349,7 @@ def _level_report(lv: dict) -> dict:
         "monitoring": monitoring(lv["results"]),
         "alarms": alarms,
         # why measurements were missing or qualified: a frame skipped, no anatomy, a guessed scale
-        "caveats": sorted(caveats.values(), key=lambda c: (c["first_frame"], c["plane"])),
+        "caveats": sorted(caveats.values(), key=lambda c: (c["first_s"], c["plane"])),
         "operator_events": [
             {k: e.get(k) for k in ("time", "acq_time", "source", "event", "detail", "value")}
             for e in lv["events"]
@@ -877,6 +887,15 @@ def volume_phrase(level: dict) -> str:
     return f"{level['volume_ml']:.2f} mL{interval}{source}"
 
 
+def _seconds(caveat: dict) -> str:
+    """A caveat row's stream time, "2.67 s" or "2.67-9.13 s" (frame indexes can repeat in a
+    session: a looped replay, a source restarted)."""
+    first, last = caveat.get("first_s"), caveat.get("last_s")
+    if first is None:
+        return "time not logged"
+    return f"{first:.2f} s" if last is None or last == first else f"{first:.2f}-{last:.2f} s"
+
+
 def _stream_time(event: dict) -> str:
     """An event's stream time for the text report's columns ("   1.20 s "), or "" where it had none."""
     return "" if event["acq_time"] is None else f"{event['acq_time']:7.2f} s "
@@ -916,9 +935,9 @@ def text_report(report: dict) -> str:
             lines.append(f"  IMAGE {e['detail']}")
         for c in level.get("caveats", []):
             span = (
-                f"frames {c['first_frame']}-{c['last_frame']}"
+                f"frames {c['first_frame']}-{c['last_frame']} ({_seconds(c)})"
                 if c["frames"] > 1
-                else f"frame {c['first_frame']}"
+                else f"frame {c['first_frame']} ({_seconds(c)})"
             )
             lines.append(f"  NOTE  {span} {c['plane']} ({c['frames']}): {c['status']}")
     for level in report["levels"]:

@@ -22,7 +22,8 @@ body { font-family: system-ui, sans-serif; margin: 24px; color: #1a1a1a; max-wid
 h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 28px; }
 table { border-collapse: collapse; margin: 8px 0; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; }
-th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f2f2f2; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .bad { background: #fde2e2; color: #8b0000; padding: 8px 12px; border-left: 4px solid #d62728; }
 .good { background: #e3f4e3; padding: 8px 12px; border-left: 4px solid #2ca02c; }
 .high { color: #d62728; font-weight: bold; } .medium { color: #a07400; font-weight: bold; }
@@ -267,17 +268,18 @@ def _caveats(level: dict) -> str:
     if not level.get("caveats"):
         return ""
 
-    def span(c: dict) -> str:
-        return str(c["first_frame"]) + (
-            f"&ndash;{c['last_frame']}" if c["last_frame"] != c["first_frame"] else ""
-        )
+    def span(c: dict, first: str, last: str, digits: int = 0) -> str:
+        if c.get(first) is None:
+            return "&ndash;"
+        return f"{c[first]:.{digits}f}" + (f"&ndash;{c[last]:.{digits}f}" if c[last] != c[first] else "")
 
     rows = "".join(
-        f"<tr><td>{c['plane']}</td><td class='num'>{span(c)}</td>"
+        f"<tr><td>{c['plane']}</td><td class='num'>{span(c, 'first_frame', 'last_frame')}</td>"
+        f"<td class='num'>{span(c, 'first_s', 'last_s', 2)}</td>"
         f"<td class='num'>{c['frames']}</td><td>{_e(c['status'])}</td></tr>"
         for c in level["caveats"]
     )
-    head = "<tr><th>plane</th><th>frames</th><th>count</th><th>caveat</th></tr>"
+    head = "<tr><th>plane</th><th>frames</th><th>time (s)</th><th>count</th><th>caveat</th></tr>"
     return "<h3>Measurement caveats</h3><table>" + head + rows + "</table>"
 
 

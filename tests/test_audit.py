@@ -16,6 +16,7 @@ import pytest
 
 from monitor.audit import reaction
 from monitor.io.dicom import open_recording
+from monitor.io.sources import DicomPairSource
 from monitor.io.store import DB_NAME, SessionStore
 from monitor.pipeline import Endpoints, RunSpec, run
 from monitor.recordings import default_recording
@@ -77,27 +78,31 @@ def test_audit_json_reports_alarms_and_how_fast_injection_stopped(session):
     }
 
 
+class _Faulty(DicomPairSource):
+    """The bundled recording with a blank lateral frame (20) and two blown-out AP frames (30, 31)
+    mid-injection."""
+
+    def frames(self):
+        from monitor.io.sources import SourceFrame
+
+        for item in super().frames():
+            if (item.plane, item.index) == ("lateral", 20):
+                item = SourceFrame(item.plane, item.index, item.acq_time, np.zeros_like(item.pixels))
+            elif item.plane == "ap" and item.index in (30, 31):
+                blown = item.pixels.copy()  # all of frame 30, nine tenths of frame 31
+                blown[: len(blown) * (10 if item.index == 30 else 9) // 10] = (
+                    2 ** self.formats["ap"].bits_stored - 1
+                )
+                item = SourceFrame(item.plane, item.index, item.acq_time, blown)
+            yield item
+
+
 def test_audit_says_which_frames_were_not_measured_and_why(tmp_path):
     """A blank lateral frame and two blown-out AP frames mid-injection: the audit lists
-    them per plane with their frames (two saturations, one row), in JSON, text and HTML;
-    the alarms are still those of the clean recording."""
-    from monitor.io.sources import DicomPairSource, SourceFrame
-
-    class Faulty(DicomPairSource):
-        def frames(self):
-            for item in super().frames():
-                if (item.plane, item.index) == ("lateral", 20):
-                    item = SourceFrame(item.plane, item.index, item.acq_time, np.zeros_like(item.pixels))
-                elif item.plane == "ap" and item.index in (30, 31):
-                    blown = item.pixels.copy()  # all of frame 30, nine tenths of frame 31
-                    blown[: len(blown) * (10 if item.index == 30 else 9) // 10] = (
-                        2 ** self.formats["ap"].bits_stored - 1
-                    )
-                    item = SourceFrame(item.plane, item.index, item.acq_time, blown)
-                yield item
-
+    them per plane with their frames and stream times (two saturations, one row), in JSON, text
+    and HTML; the alarms are still those of the clean recording."""
     rec = default_recording()
-    source = Faulty(rec.lateral, rec.ap)
+    source = _Faulty(rec.lateral, rec.ap)
     spec = RunSpec(str(tmp_path / "s"), "L1", endpoints=Endpoints.private())
     assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 0
     source.close()
@@ -106,6 +111,11 @@ def test_audit_says_which_frames_were_not_measured_and_why(tmp_path):
     assert [(c["plane"], c["first_frame"], c["last_frame"], c["frames"]) for c in level["caveats"]] == [
         ("lateral", 20, 20, 1),
         ("ap", 30, 31, 2),
+    ]
+    times = {(r["frame"]): r["time_s"] for r in level["frames"]}
+    assert [(c["first_s"], c["last_s"]) for c in level["caveats"]] == [
+        (times[20], times[20]),
+        (times[30], times[31]),
     ]
     assert level["caveats"][0]["status"] == "skipped: blank frame (no contrast)"
     # the skipped frames were not checked, and are counted so; three of 92 leave the level monitored
@@ -122,7 +132,7 @@ def test_audit_says_which_frames_were_not_measured_and_why(tmp_path):
     assert level["caveats"][1]["status"].startswith("skipped: saturated frame")
     assert_alarms_match_truth(level["alarms"], load_truth(rec.lateral.parent))
     text = monitor_cli("audit", tmp_path / "s").stdout
-    assert "NOTE  frames 30-31 ap (2): skipped: saturated frame" in text
+    assert f"NOTE  frames 30-31 ({times[30]:.2f}-{times[31]:.2f} s) ap (2): skipped: saturated frame" in text
     assert monitor_cli("audit", tmp_path / "s", "--html", tmp_path / "a.html").returncode == 0
     page = (tmp_path / "a.html").read_text()
     assert "Measurement caveats" in page and "skipped: blank frame (no contrast)" in page
@@ -756,16 +766,34 @@ class _TwoPasses:
 
 @pytest.fixture(scope="module")
 def looped(tmp_path_factory):
-    """The bundled case sent twice in one run (:class:`_TwoPasses`), logged."""
-    from monitor.io.sources import DicomPairSource
-
+    """The bundled case sent twice in one run (:class:`_TwoPasses`), logged, with its faulty
+    frames (:class:`_Faulty`) on both passes."""
     rec = default_recording()
     folder = tmp_path_factory.mktemp("looped") / "session"
-    source = _TwoPasses(DicomPairSource(rec.lateral, rec.ap))
+    source = _TwoPasses(_Faulty(rec.lateral, rec.ap))
     spec = RunSpec(str(folder), "L1", meta={"patient": PATIENT}, endpoints=Endpoints.private())
     assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 0
     source.close()
     return folder
+
+
+def test_the_caveat_rows_start_again_where_frame_indexes_repeat(looped):
+    """A looped replay (or a source restarted in a session) sends each frame index again: each
+    pass's skipped frames are a row of their own, at that pass's stream time, not one row whose
+    frames run from the first pass's index to the second's (20-20 for two frames 9 s apart, as
+    until 2026-12-06)."""
+    (level,) = json.loads(monitor_cli("audit", looped, "--json").stdout)["levels"]
+    # (the second pass's cement starts again from none: its frames also say the volume is held)
+    skipped = [c for c in level["caveats"] if c["status"].startswith("skipped")]
+    rows = [(c["plane"], c["first_frame"], c["last_frame"], c["frames"]) for c in skipped]
+    assert rows == [("lateral", 20, 20, 1), ("ap", 30, 31, 2)] * 2
+    starts = [c["first_s"] for c in skipped]
+    assert starts == sorted(starts) and starts[2] > skipped[1]["last_s"]
+    passes = sorted(r["time_s"] for r in level["frames"] if r["frame"] == 20)
+    assert [c["first_s"] for c in skipped if c["plane"] == "lateral"] == passes and len(passes) == 2
+    text = monitor_cli("audit", looped).stdout
+    for at in passes:
+        assert f"NOTE  frame 20 ({at:.2f} s) lateral (1): skipped: blank frame" in text
 
 
 def test_the_sr_cites_the_frame_an_alarm_was_raised_on_when_frame_indexes_repeat(looped, tmp_path):
