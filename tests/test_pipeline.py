@@ -344,6 +344,46 @@ def test_loop_restarts_the_recording_with_times_running_on_until_stopped():
     assert any(isinstance(m, End) and m.frames["lateral"] == sent["lateral"] for m in seen)
 
 
+def test_a_stop_that_comes_while_a_frame_is_sent_is_counted_after_it():
+    """A service manager's stop (SIGTERM, raised in the run as Ctrl-C's KeyboardInterrupt) that
+    came while a frame was being sent was raised between the frame sent and it counted: the
+    source's end then said one frame fewer than the consumers received, and the logger closed
+    the session incomplete (a rare CI failure of a clean stop, "logger exit 3"). Here the stop
+    comes inside the fourth frame's sending: the run still stops there, and the end counts every
+    frame received."""
+    from monitor.replay import publish
+
+    class StoppedWhileSending(Publisher):
+        def send_frame(self, header, pixels):
+            super().send_frame(header, pixels)
+            if header.seq == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # the handler runs here, at once
+
+    def interrupt(_signum, _frame):  # as `monitor replay` has it
+        raise KeyboardInterrupt
+
+    e = Endpoints.private()
+    ctx = zmq.Context()
+    publisher = StoppedWhileSending(e.frames, session="stopped", context=ctx)
+    sub = Subscriber(e.frames, context=ctx)
+    time.sleep(0.3)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            publish(SyntheticSource([0.1 * i for i in range(10)]), publisher, PaceOptions(speed=0))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    seen = _collect(sub, 2.0)
+    sub.close()
+    publisher.close()
+    ctx.term()
+    frames = [m.header.seq for m in seen if hasattr(m, "pixels")]
+    (end,) = [m for m in seen if isinstance(m, End)]
+    assert frames == [0, 1, 2, 3]
+    assert end.frames == {"lateral": 4}
+
+
 def test_the_analyzer_follows_one_session_and_its_sequence():
     """A forged end from another session ended the analyzer, another session's frames were
     analysed into this case, and one frame with seq 1,000,000 made every later frame of its
