@@ -10,6 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from monitor.vision.caveats import CaveatCode
+
 RED, YELLOW, GREEN, CYAN, WHITE = (40, 40, 230), (0, 215, 255), (80, 200, 80), (230, 200, 40), (235, 235, 235)
 VIOLET = (255, 128, 192)  # BGR: the wall found but not confirmed, as the live view draws it
 
@@ -83,7 +85,29 @@ def draw(display: np.ndarray, result: dict, title: str = "", scale: float = 1.0)
         panel[:] = (panel * 0.35).astype(img.dtype)
     for i, text in enumerate(lines):
         cv2.putText(img, text, (8, 22 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6, WHITE, 1, cv2.LINE_AA)
+    if no_wall_found(result):  # as the live view says it: the 5 mm rule was off, not passed
+        text = NO_WALL_LABEL
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        x, y = 8, 12 + 22 * len(lines) + th + 10
+        cv2.rectangle(img, (x - 3, y - th - 4), (x + tw + 3, y + 4), (24, 24, 24), -1)
+        cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, VIOLET, 1, cv2.LINE_AA)
     return img
+
+
+NO_WALL_LABEL = "NO WALL FOUND: 5 mm rule OFF"
+
+
+def no_wall_found(result: dict) -> bool:
+    """Whether a lateral result was measured with no posterior wall at all (none found, none
+    drawn: the no-anatomy caveat and no wall in its overlay), so that its picture says so as the
+    live view's readout does ("NO WALL FOUND"); a wall found but not confirmed is drawn dashed
+    and labelled instead."""
+    if result.get("plane") != "lateral" or result.get("status") == "baseline":
+        return False
+    if "wall" in (result.get("overlay") or {}):
+        return False
+    # (a result logged before results carried their caveats, 2026-12, is not labelled)
+    return any(c["code"] == CaveatCode.NO_ANATOMY.value for c in result.get("caveats") or ())
 
 
 def _label(img: np.ndarray, text: str, x: int, y: int, size: float) -> None:

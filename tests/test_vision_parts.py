@@ -327,6 +327,37 @@ def test_the_front_behind_the_wall_is_labelled_legibly_on_the_overlay():
     assert (np.abs(box.astype(int) - RED).sum(axis=2) < 60).sum() > 30  # the red text on it
 
 
+def test_a_lateral_picture_with_no_wall_found_says_the_5mm_rule_was_off():
+    """The pictures of the QA audit, the demo's video and training say what the live view's
+    readout says: a lateral frame measured with no wall at all (none found, none drawn) had
+    the 5 mm rule off, not passed: "NO WALL FOUND" in violet on a dark backdrop under the
+    readouts. Not on a wall found but not confirmed (drawn dashed and labelled so), nor on
+    the AP view, a baseline frame, or a frame with its wall."""
+    from monitor.overlay import VIOLET, draw
+
+    grey = np.full((200, 300), 128, np.uint8)
+    none_found = {
+        "plane": "lateral",
+        "status": "no-anatomy: no vertebral body found",
+        "caveats": [{"code": "no-anatomy", "detail": "no vertebral body found"}],
+        "overlay": {},
+    }
+    said = draw(grey, none_found)
+    violet = np.abs(said.astype(int) - VIOLET).sum(axis=2) < 60
+    ys, xs = np.nonzero(violet)
+    assert violet.sum() > 30 and ys.min() > 30  # under the readout panel (its status line)
+    box = said[ys.min() - 2 : ys.max() + 3, xs.min() - 2 : xs.max() + 3]
+    assert (box == (24, 24, 24)).all(axis=2).mean() > 0.4  # on its backdrop
+    for other in (
+        {**none_found, "plane": "ap"},
+        {**none_found, "status": "baseline"},
+        {**none_found, "overlay": {"wall": [[150.0, 40.0], [150.0, 160.0]], "wall_state": "armed"}},
+        {**none_found, "caveats": [{"code": "scatter-not-seen", "detail": "..."}]},
+    ):
+        drawn = draw(grey, other)
+        assert not (np.abs(drawn.astype(int) - VIOLET).sum(axis=2) < 60).any(), other
+
+
 def test_a_thin_film_beyond_an_endplate_is_a_disc_leak_not_a_vein():
     """The disc has no veins: cement pressed through an endplate first spreads as a thin film
     along it, a streak like a vein's (tuning seed 5020's disc leak was first alarmed as venous).
