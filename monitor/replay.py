@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from monitor.collection import CollectionPacing
 from monitor.errors import MonitorError
 from monitor.flow import FlowServer
+from monitor.interrupts import held, stops_held_in
 from monitor.io.sources import PlaneFormat, SourceFrame
 from monitor.io.transport import Publisher
 from monitor.messages import HEARTBEAT_S, End, FrameHeader
@@ -45,9 +42,16 @@ def publish(
     Always ends with an ``end`` message carrying those counts, even when
     stopped early, so that downstream processes can account for every frame; when it
     stops on a failure the ``end`` says "aborted: <why>", and the session is incomplete.
+    Ctrl-C and a service manager's stop never cut a message in two, nor a frame sent from its
+    count (:mod:`monitor.interrupts`).
     """
     if options.speed < 0:
         raise MonitorError("--speed must be 0 (as fast as possible) or positive")
+    with stops_held_in():
+        return _publish(source, publisher, options, flow, should_stop, say, hopeless)
+
+
+def _publish(source, publisher: Publisher, options: PaceOptions, flow, should_stop, say, hopeless):
     sent = dict.fromkeys(source.formats, 0)
     last_seq: dict[str, int] = {}
     aborted = None
@@ -70,7 +74,7 @@ def publish(
                 if flow is not None:  # before the next frame, so that a restarted consumer sees order
                     flow.poll(0)
                     serve_resends(publisher, flow, say)
-                with interrupts_held():  # sent and counted, or neither: the end's counts are right
+                with held():  # sent and counted, or neither: the end's counts are right
                     seq = publisher.next_seq(item.plane)
                     publisher.send_frame(
                         frame_header(publisher.session, item, seq, source.formats[item.plane], offset),
@@ -93,35 +97,6 @@ def publish(
     finally:
         pacing.stop()
         publisher.send(End(publisher.session, publisher.source, time.time(), sent, aborted))
-
-
-@contextmanager
-def interrupts_held():
-    """Ctrl-C and a service manager's stop (SIGINT, SIGTERM; the run raises KeyboardInterrupt for
-    both) held until the block is done, then delivered to the handlers they had.
-
-    Raised inside a frame's sending, the interrupt came between the frame sent and it counted: the
-    source's end then said one frame fewer than the logger had logged, and the session was closed
-    incomplete ("logger exit 3" for a clean stop). Only in the main thread, where Python runs signal
-    handlers; elsewhere the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    # (a handler not set from Python, None here, cannot be put back: that signal is left alone)
-    signums = [n for n in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(n) is not None]
-    before = {n: signal.signal(n, lambda signum, _frame: held.append(signum)) for n in signums}
-    try:
-        yield
-    finally:
-        for n, handler in before.items():
-            signal.signal(n, handler)
-        for signum in dict.fromkeys(held):  # each signal once, in the order it came
-            handler = before[signum]
-            if callable(handler):
-                handler(signum, None)
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), signum)  # what it would have done: end the process
 
 
 def serve_resends(publisher: Publisher, flow: FlowServer, say, most: int = 3) -> None:

@@ -384,6 +384,100 @@ def test_a_stop_that_comes_while_a_frame_is_sent_is_counted_after_it():
     assert end.frames == {"lateral": 4}
 
 
+def test_a_stop_is_held_to_the_end_of_the_block_and_the_handlers_are_put_back():
+    """monitor.interrupts: inside a held block a stop waits for the outermost block's end (a
+    frame sent and counted, a message's every part); outside one it is passed on at once; a
+    held block ended by an exception keeps it until the installing block ends; and the handlers
+    it replaced are put back."""
+    from monitor.interrupts import held, stops_held_in
+
+    said = []
+
+    def interrupt(_signum, _frame):  # as `monitor replay` has it
+        said.append("stop")
+        raise KeyboardInterrupt
+
+    def stop_now():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler runs here, at once, unless held
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt), stops_held_in():
+            with held():
+                stop_now()
+                with held():  # nested: still held
+                    said.append("inner")
+                said.append("outer")
+            said.append("after the block")
+        assert said == ["inner", "outer", "stop"]
+        assert signal.getsignal(signal.SIGTERM) is interrupt
+        said.clear()
+        with pytest.raises(KeyboardInterrupt), stops_held_in():
+            stop_now()
+            said.append("after the stop")
+        assert said == ["stop"]
+        said.clear()
+        with pytest.raises(KeyboardInterrupt), stops_held_in():
+            with pytest.raises(ValueError), held():
+                stop_now()
+                raise ValueError("the send failed")
+            said.append("the failure handled")
+        assert said == ["the failure handled", "stop"]
+        assert signal.getsignal(signal.SIGTERM) is interrupt
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_stop_inside_a_multipart_send_does_not_garble_the_end(monkeypatch):
+    """pyzmq sends a message's parts one by one: a stop raised between them left the message
+    half sent, and the source's end, sent next, went out appended to it (the consumers rejected
+    it as garbled and never heard the run end). Here the stop comes between a heartbeat's parts:
+    the heartbeat and the end both arrive whole."""
+    from monitor.interrupts import stops_held_in
+    from monitor.messages import Heartbeat
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    parts_sent = zmq.Socket.send_multipart
+    armed = {}  # id of the socket whose next message is cut by a stop
+
+    def stopped_between_parts(sock, parts, flags=0, copy=True, track=False, **kwargs):
+        parts = list(parts)
+        if len(parts) > 1 and armed.pop(id(sock), False):
+            sock.send(parts[0], zmq.SNDMORE, copy=copy)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # unheld, the stop is raised here: half the message sent
+            return parts_sent(sock, parts[1:], flags, copy=copy, track=track, **kwargs)
+        return parts_sent(sock, parts, flags, copy=copy, track=track, **kwargs)
+
+    e = Endpoints.private()
+    ctx = zmq.Context()
+    publisher = Publisher(e.frames, session="beat", context=ctx)
+    sub = Subscriber(e.frames, context=ctx)
+    time.sleep(0.3)
+    monkeypatch.setattr(zmq.Socket, "send_multipart", stopped_between_parts)
+    armed[id(publisher._sock)] = True
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt), stops_held_in():
+            try:
+                publisher.heartbeat()
+            finally:
+                publisher.send(End("beat", "source", time.time(), {"lateral": 0}, None))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        monkeypatch.undo()
+    seen = _collect(sub, 2.0)
+    rejected = dict(sub.stats.rejected)
+    sub.close()
+    publisher.close()
+    ctx.term()
+    assert [type(m) for m in seen] == [Heartbeat, End], (seen, rejected)
+    assert rejected == {}
+
+
 def test_the_analyzer_follows_one_session_and_its_sequence():
     """A forged end from another session ended the analyzer, another session's frames were
     analysed into this case, and one frame with seq 1,000,000 made every later frame of its

@@ -34,6 +34,7 @@ import numpy as np
 import zmq
 
 from monitor.errors import MonitorError
+from monitor.interrupts import held
 from monitor.io import security
 from monitor.messages import (
     FRAME_TOPICS,
@@ -202,7 +203,8 @@ class Publisher:
     def send_frame(self, header: FrameHeader, pixels: np.ndarray) -> None:
         """Publish one frame; ``pixels`` must not be modified afterwards (it is sent in place,
         and kept for :meth:`resend`)."""
-        self._sock.send_multipart(encode_frame(header, pixels), copy=False)
+        with held():  # all its parts or none (monitor.interrupts)
+            self._sock.send_multipart(encode_frame(header, pixels), copy=False)
         if self.keep_bytes:
             self._recent.append((header, pixels))
             self._recent_bytes += pixels.nbytes
@@ -232,7 +234,8 @@ class Publisher:
         mark of a consumer that is still busy, and be dropped for it: a few per call."""
         for _ in range(min(most, len(self._resend_queue))):
             header, pixels = self._resend_queue.popleft()
-            self._sock.send_multipart(encode_frame(replace(header, resent=True), pixels), copy=False)
+            with held():
+                self._sock.send_multipart(encode_frame(replace(header, resent=True), pixels), copy=False)
 
     def next_seq(self, plane: str) -> int:
         seq = self._seq[plane]
@@ -243,10 +246,12 @@ class Publisher:
         """A heartbeat; the analyzer's carries the alarms standing now and then (Heartbeat)."""
         beat = Heartbeat(self.session, self.source, time.time(), self._beats, standing_alarms)
         self._beats += 1
-        self._sock.send_multipart(encode(beat))
+        with held():
+            self._sock.send_multipart(encode(beat))
 
     def send(self, message: End | Result | Status) -> None:
-        self._sock.send_multipart(encode(message))
+        with held():
+            self._sock.send_multipart(encode(message))
 
     def close(self) -> None:
         self._sock.close()
