@@ -241,6 +241,54 @@ def _volume_from(result: dict) -> str | None:
     return "shape" if weight <= 0.0 else "darkness-and-shape"
 
 
+def _stream_places(results) -> dict:
+    """Each stream (one run of a source; None in logs from before results named theirs) -> its
+    place in the order the level's results first name it."""
+    places: dict = {}
+    for r in results:
+        places.setdefault(r.body.get("stream"), len(places))
+    return places
+
+
+def _index_runs(results) -> dict[tuple, int]:
+    """(stream, plane, seq) -> the run of frame indexes that frame is in: within each stream and
+    plane, in the order the source sent them (seq), a new run wherever the index goes back (a
+    looped replay). A result written late is in its own run, not the one being written."""
+    sent: dict[tuple, list] = {}
+    for r in results:
+        sent.setdefault((r.body.get("stream"), r.plane), []).append((r.seq, r.frame))
+    runs: dict[tuple, int] = {}
+    for (stream, plane), frames in sent.items():
+        if any(seq is None for seq, _ in frames):  # (no log writes a result without its seq)
+            runs.update({(stream, plane, seq): 0 for seq, _ in frames})
+            continue
+        run, last = 0, None
+        for seq, frame in sorted(set(frames)):
+            if last is not None and frame < last:
+                run += 1
+            runs[(stream, plane, seq)] = run
+            last = frame
+    return runs
+
+
+def _caveat_order(c: dict) -> tuple:
+    return c["_place"], c["_first"].body["acq_time"], c["plane"]
+
+
+def _caveat_row(c: dict) -> dict:
+    """A caveat row as the QA contract has it: its first and last frame (index, stream time)."""
+    first, last = c["_first"], c["_last"]
+    return {
+        "plane": c["plane"],
+        "status": first.body.get("status", "ok"),  # the first frame's wording
+        "first_frame": first.frame,
+        "last_frame": last.frame,
+        "first_s": first.body["acq_time"],
+        "last_s": last.body["acq_time"],
+        "frames": c["frames"],
+    }
+
+
 def _level_report(lv: dict) -> dict:
     """One level's part of the QA contract from its results, events and alarms (``lv``): per-instant
     rows, caveats, volumes, alarms, reaction times."""
@@ -251,36 +299,28 @@ def _level_report(lv: dict) -> dict:
     # acquired together shares its row.
     # Over 60 lines on purpose: one pass over the level's results (rows, caveats, cannulas), then its
     # alarms with the operator's reaction to each, then its events, all read into one report.
-    frames: dict[float, dict] = {}
-    caveats: dict[tuple[str, str, int], dict] = {}
-    # A plane's frame indexes start again when a looped replay repeats or a source restarts (the
-    # index goes back while the stream's time runs on; a result written late goes back in both):
-    # its caveat rows start again there too, so that a row's frames are one run of indexes.
-    index_runs: dict[str, tuple[int, int, float]] = {}  # plane -> (run, last index, its time)
+    frames: dict[tuple[int, float], dict] = {}  # (the stream's place, the instant) -> its row
+    caveats: dict[tuple, dict] = {}
+    streams = _stream_places(lv["results"])
+    runs = _index_runs(lv["results"])
     cannulas = 0
     for r in lv["results"]:  # in the order written: for one frame index, AP after lateral
-        run, last, then = index_runs.get(r.plane, (0, -1, float("-inf")))
-        again = r.frame <= last and r.body["acq_time"] > then
-        index_runs[r.plane] = (run + again, r.frame, r.body["acq_time"])
+        place = streams[r.body.get("stream")]
         status = r.body.get("status", "ok")
         if status not in ("ok", "baseline"):
             c = caveats.setdefault(
-                # one row for "saturated frame (83 % ...)", (91 % ...)
-                (r.plane, _caveat_kind(r.body), index_runs[r.plane][0]),
-                {
-                    "plane": r.plane,
-                    "status": status,
-                    "first_frame": r.frame,
-                    "last_frame": r.frame,
-                    "first_s": r.body["acq_time"],
-                    "last_s": r.body["acq_time"],
-                    "frames": 0,
-                },
+                # one row for "saturated frame (83 % ...)", (91 % ...), per run of frame indexes
+                (r.plane, _caveat_kind(r.body), place, runs[(r.body.get("stream"), r.plane, r.seq)]),
+                {"plane": r.plane, "frames": 0, "_first": r, "_last": r, "_place": place},
             )
-            c["last_frame"], c["last_s"] = r.frame, r.body["acq_time"]
             c["frames"] += 1
+            if r.seq is not None and c["_first"].seq is not None:  # its first and last frames as sent
+                c["_first"] = min(c["_first"], r, key=lambda x: x.seq)
+                c["_last"] = max(c["_last"], r, key=lambda x: x.seq)
+            else:
+                c["_last"] = r
         row = frames.setdefault(
-            round(r.body["acq_time"], 4),
+            (place, round(r.body["acq_time"], 4)),
             {
                 "frame": r.frame,
                 "time_s": r.body["acq_time"],
@@ -303,8 +343,13 @@ def _level_report(lv: dict) -> dict:
             row["volume_from"] = _volume_from(r.body)
         if r.plane == "ap":
             cannulas = max(cannulas, len(r.body["overlay"].get("cannula_tips", [])))
-    ordered = [frames[t] for t in sorted(frames)]
+    ordered = [frames[key] for key in sorted(frames)]
     series = [(f["time_s"], f["volume_ml"]) for f in ordered if f["volume_ml"] is not None]
+    # each stream's own (a source restarted in a session starts its time again)
+    stream_series: dict[int, list] = {}
+    for (place, _), f in sorted(frames.items()):
+        if f["volume_ml"] is not None:
+            stream_series.setdefault(place, []).append((f["time_s"], f["volume_ml"]))
     last_volume = next((f for f in reversed(ordered) if f["volume_ml"] is not None), None)
     distances = [f["distance_mm"] for f in ordered if f["distance_mm"] is not None]
     pauses = [e["time"] for e in lv["events"] if e["event"] == "pause"]
@@ -322,11 +367,11 @@ def _level_report(lv: dict) -> dict:
             "acknowledged_after_s": _after(states["acknowledged"], raised),
             "cleared_after_s": _after(states["cleared"], raised),
             "paused_after_s": next((round(p - raised.time, 2) for p in pauses if p >= raised.time), None),
-            **reaction(series, t),
+            **reaction(stream_series.get(streams.get(b.get("stream"), 0), []), t),
             "evidence": b.get("evidence"),
         }
         alarms.append(alarm)
-    alarms.sort(key=lambda a: (a["time_s"], a["frame"]))
+    alarms.sort(key=lambda a: (streams.get(a["stream"], 0), a["time_s"], a["frame"]))
     syringe = [e["value"] for e in lv["events"] if e["event"] == "syringe"]
     return {
         "level": lv["level"],
@@ -349,7 +394,7 @@ def _level_report(lv: dict) -> dict:
         "monitoring": monitoring(lv["results"]),
         "alarms": alarms,
         # why measurements were missing or qualified: a frame skipped, no anatomy, a guessed scale
-        "caveats": sorted(caveats.values(), key=lambda c: (c["first_s"], c["plane"])),
+        "caveats": [_caveat_row(c) for c in sorted(caveats.values(), key=_caveat_order)],
         "operator_events": [
             {k: e.get(k) for k in ("time", "acq_time", "source", "event", "detail", "value")}
             for e in lv["events"]

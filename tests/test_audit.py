@@ -796,6 +796,37 @@ def test_the_caveat_rows_start_again_where_frame_indexes_repeat(looped):
         assert f"NOTE  frame 20 ({at:.2f} s) lateral (1): skipped: blank frame" in text
 
 
+def test_caveat_rows_follow_the_order_frames_were_sent_not_written():
+    """The runs of frame indexes a caveat row is one of are read in the order the source sent
+    the frames (seq), per stream: a result written late (after the loop had begun again) stays
+    in its own pass's row, and a second stream (a source restarted, its time from 0 again) has
+    rows of its own, after the first's. (Until a review of 2026-12-06 a late result joined the
+    pass being written, "frames 0-9" with its time running backwards, and a second stream's
+    frame 20 joined the first's row, and its instants the first's rows.)"""
+    from monitor.audit import _level_report
+    from monitor.io.store import Record
+
+    def result(stream, seq, frame, t, skipped):
+        status = "skipped: blank frame (no contrast)" if skipped else "ok"
+        body = {"stream": stream, "acq_time": t, "status": status, "caveats": [], "distance_mm": None}
+        return Record(seq, "result", t, "lateral", seq, frame, "L1", {**body, "volume_ml": None})
+
+    blank = {8, 9}  # skipped on both passes
+    first = [result("a", f, f, f / 10, f in blank) for f in range(10)]
+    second = [result("a", 10 + f, f, 1 + f / 10, f in blank) for f in range(10)]
+    late = first.pop(9)  # pass 1's frame 9, written after pass 2's frame 0
+    written = [*first, second[0], late, *second[1:]]
+    restarted = [result("b", f, f, f / 10, f in blank) for f in range(10)]  # another stream, from 0 s
+    level = _level_report({"level": "L1", "results": [*written, *restarted], "alarms": {}, "events": []})
+    rows = [
+        (c["first_frame"], c["last_frame"], c["first_s"], c["last_s"], c["frames"]) for c in level["caveats"]
+    ]
+    assert rows == [(8, 9, 0.8, 0.9, 2), (8, 9, 1.8, 1.9, 2), (8, 9, 0.8, 0.9, 2)]
+    # the per-instant rows too: the second stream's instants are its own, after the first's
+    times = [row["time_s"] for row in level["frames"]]
+    assert len(times) == 30 and times[20:] == [f / 10 for f in range(10)]
+
+
 def test_the_sr_cites_the_frame_an_alarm_was_raised_on_when_frame_indexes_repeat(looped, tmp_path):
     """A looped replay (or a source restarted in a session) sends each frame index again. The
     audit names the frame each alarm was raised on by its run and sequence number, and the SR
