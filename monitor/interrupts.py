@@ -1,18 +1,18 @@
-"""Ctrl-C and a service manager's stop, held while a message is half sent.
+"""Ctrl-C and a service manager's stop, taken only where the source waits.
 
 Python runs a signal's handler in the main thread between two bytecodes, wherever it stands;
-the run turns SIGINT and SIGTERM into KeyboardInterrupt. Raised inside a send it can leave
-a multipart message half sent (pyzmq sends the parts one by one: the source's end message then
-went out appended to it, garbled, and the logger never heard the run end), or a frame sent but
-not counted (the end then said one frame fewer than the logger had logged). Either closed a
-cleanly stopped session incomplete ("logger exit 3").
+the run turns SIGINT and SIGTERM into KeyboardInterrupt. Raised inside a send it could leave a
+multipart message half sent (pyzmq sends the parts one by one: the source's end message then
+went out appended to it, garbled, and the logger never heard the run end), a frame sent but not
+counted (the end then said one frame fewer than the logger had logged), or the end itself
+unsent. Each closed a cleanly stopped session incomplete ("logger exit 3").
 
-:func:`stops_held_in` installs, for a block of the main thread (the source's publishing), a
-handler for each signal that passes it on at once, unless :func:`held` is holding it: then it is
-passed on when the outermost :func:`held` block ends. The handlers are installed once for the
-whole block, not per send: swapping handlers per send can itself be cut by a signal and leave
-one handler swapped for good (a stop then lost). A handler left installed by such a cut passes
-every signal on as the one it replaced would.
+So while the source publishes (:func:`stops_held_in`) a stop is held, and taken where the source
+waits (:func:`interruptible`: for the next frame, for the pace, for its consumers), where nothing
+is half done; one that came while held is taken at the next such wait, within a frame. The
+handlers are installed once for the whole of publishing, not per send: swapping handlers per
+send can itself be cut by a signal and leave one swapped for good (a stop then lost). A handler
+left installed by such a cut passes every signal on as the one it replaced would.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from contextlib import contextmanager
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-_holding = 0  # nesting depth of held() in the main thread
+_active = False  # inside stops_held_in, in the main thread
+_holding = 0  # while active: a stop is held unless an interruptible block has set this to 0
 _pending: list[int] = []  # signals that came while held, in order
-_replaced: dict[int, object] = {}  # signal -> the handler our dispatcher passes it on to
+_replaced: dict[int, object] = {}  # signal -> the handler the dispatcher passes it on to
 
 
 def _main_thread() -> bool:
@@ -34,7 +35,7 @@ def _main_thread() -> bool:
 
 
 def _pass_on(signum: int) -> None:
-    """Do what the handler we replaced would have done with ``signum``."""
+    """Do what the handler the dispatcher replaced would have done with ``signum``."""
     handler = _replaced.get(signum, signal.SIG_DFL)
     if callable(handler):
         handler(signum, None)
@@ -44,15 +45,14 @@ def _pass_on(signum: int) -> None:
 
 
 def _dispatch(signum: int, _frame) -> None:
-    if _holding:
+    if _active and _holding:
         _pending.append(signum)
     else:
         _pass_on(signum)
 
 
-def _deliver_pending() -> None:
-    """The signals that came while held, each once, in the order they came (the first that
-    raises ends the delivery: KeyboardInterrupt for either)."""
+def _take_pending() -> None:
+    """The signals held, each once, in the order they came (the first that raises ends it)."""
     waiting = list(dict.fromkeys(_pending))
     _pending.clear()
     for signum in waiting:
@@ -61,34 +61,51 @@ def _deliver_pending() -> None:
 
 @contextmanager
 def held():
-    """The block runs without being cut by SIGINT or SIGTERM; one that came meanwhile is passed
-    on when the outermost such block ends (not when it ends by an exception: then when the
-    next one ends, or :func:`stops_held_in` does). Holds nothing outside a :func:`stops_held_in`
-    block or outside the main thread, where Python runs no signal handler."""
+    """A block no stop may cut: a message's parts, a frame's send and its count. Inside
+    :func:`stops_held_in` everything is held but its waits, so this matters only within one
+    (a heartbeat sent during a wait); elsewhere it does nothing."""
     global _holding
-    if not _main_thread():
+    if not (_active and _main_thread()):
         yield
         return
     _holding += 1
     try:
         yield
-    except BaseException:
+    finally:
         _holding -= 1
-        raise
-    _holding -= 1
     if not _holding and _pending:
-        _deliver_pending()
+        _take_pending()
+
+
+@contextmanager
+def interruptible():
+    """A wait a stop may cut at once (inside :func:`stops_held_in`; elsewhere every block is).
+    A stop held before it is taken as it begins."""
+    global _holding
+    if not (_active and _main_thread()):
+        yield
+        return
+    saved, _holding = _holding, 0
+    try:
+        if _pending:
+            _take_pending()
+        yield
+    finally:
+        _holding = saved
 
 
 @contextmanager
 def stops_held_in():
-    """Install the holding handlers for the block (main thread only; a signal whose handler was
-    not set from Python is left alone); on leaving, put back the handlers they replaced and pass
-    on any signal still held."""
-    if not _main_thread():
+    """Hold stops for the block but in its :func:`interruptible` waits (main thread only; a
+    signal whose handler was not set from Python is left alone); on leaving, put back the
+    handlers and take any stop still held."""
+    global _active, _holding
+    if not _main_thread() or _active:
         yield
         return
     installed = []
+    _pending.clear()
+    _active, _holding = True, 1
     try:
         for signum in SIGNALS:
             current = signal.getsignal(signum)
@@ -99,7 +116,8 @@ def stops_held_in():
             installed.append(signum)
         yield
     finally:
+        _active, _holding = False, 0
         for signum in reversed(installed):
             signal.signal(signum, _replaced[signum])
-        if _pending and not _holding:
-            _deliver_pending()
+        if _pending:
+            _take_pending()

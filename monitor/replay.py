@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from monitor.collection import CollectionPacing
 from monitor.errors import MonitorError
 from monitor.flow import FlowServer
-from monitor.interrupts import held, stops_held_in
+from monitor.interrupts import held, interruptible, stops_held_in
 from monitor.io.sources import PlaneFormat, SourceFrame
 from monitor.io.transport import Publisher
 from monitor.messages import HEARTBEAT_S, End, FrameHeader
@@ -42,8 +42,9 @@ def publish(
     Always ends with an ``end`` message carrying those counts, even when
     stopped early, so that downstream processes can account for every frame; when it
     stops on a failure the ``end`` says "aborted: <why>", and the session is incomplete.
-    Ctrl-C and a service manager's stop never cut a message in two, nor a frame sent from its
-    count (:mod:`monitor.interrupts`).
+    Ctrl-C and a service manager's stop are taken only where it waits (for a frame, the pace, its
+    consumers): never inside a message, between a frame and its count, or before the end
+    (:mod:`monitor.interrupts`).
     """
     if options.speed < 0:
         raise MonitorError("--speed must be 0 (as fast as possible) or positive")
@@ -64,7 +65,12 @@ def _publish(source, publisher: Publisher, options: PaceOptions, flow, should_st
         next_beat = started
         while True:
             duration = 0.0
-            for item in source.frames():
+            frames = iter(source.frames())
+            while True:
+                with interruptible():  # a stop is taken where the source waits, here for a frame
+                    item = next(frames, None)
+                if item is None:
+                    break
                 if should_stop():
                     return sent
                 due = started + (offset + item.acq_time) / options.speed if options.speed else None
@@ -151,7 +157,8 @@ def _wait(publisher: Publisher, due: float | None, next_beat: float) -> float:
             next_beat = now + HEARTBEAT_S
         if now >= due:
             return next_beat
-        time.sleep(min(due, next_beat) - now)
+        with interruptible():
+            time.sleep(min(due, next_beat) - now)
 
 
 def _wait_until_ready(
@@ -175,7 +182,8 @@ def _wait_until_ready(
             say(f"waiting for {missing} to start before the first frame")
             said = True
         publisher.heartbeat()
-        flow.poll(100)
+        with interruptible():
+            flow.poll(100)
     say(f"consumers ready: {', '.join(sorted(flow.ready))}")
 
 
@@ -197,4 +205,5 @@ def _wait_for_consumers(publisher, flow: FlowServer, options: PaceOptions, last_
         if time.monotonic() >= next_beat:
             publisher.heartbeat()
             next_beat = time.monotonic() + HEARTBEAT_S
-        flow.poll(5)
+        with interruptible():
+            flow.poll(5)

@@ -384,12 +384,13 @@ def test_a_stop_that_comes_while_a_frame_is_sent_is_counted_after_it():
     assert end.frames == {"lateral": 4}
 
 
-def test_a_stop_is_held_to_the_end_of_the_block_and_the_handlers_are_put_back():
-    """monitor.interrupts: inside a held block a stop waits for the outermost block's end (a
-    frame sent and counted, a message's every part); outside one it is passed on at once; a
-    held block ended by an exception keeps it until the installing block ends; and the handlers
-    it replaced are put back."""
-    from monitor.interrupts import held, stops_held_in
+def test_a_stop_is_taken_only_where_the_source_waits_and_the_handlers_are_put_back():
+    """monitor.interrupts: while the source publishes, a stop is held but in its waits
+    (interruptible), where it is taken at once, and a held one as the next wait begins; a held
+    block inside a wait (a heartbeat's parts) finishes first, and one ended by an exception
+    leaves it held; on leaving, the handlers replaced are put back and a stop still held is
+    taken. Outside, nothing is held (a held block left open by a stop must not hold later ones)."""
+    from monitor.interrupts import held, interruptible, stops_held_in
 
     said = []
 
@@ -404,29 +405,80 @@ def test_a_stop_is_held_to_the_end_of_the_block_and_the_handlers_are_put_back():
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         with pytest.raises(KeyboardInterrupt), stops_held_in():
+            stop_now()
             with held():
-                stop_now()
-                with held():  # nested: still held
-                    said.append("inner")
-                said.append("outer")
-            said.append("after the block")
-        assert said == ["inner", "outer", "stop"]
+                said.append("inner")
+            said.append("held by default")
+            with interruptible():
+                said.append("never: taken as the wait begins")
+        assert said == ["inner", "held by default", "stop"]
         assert signal.getsignal(signal.SIGTERM) is interrupt
         said.clear()
-        with pytest.raises(KeyboardInterrupt), stops_held_in():
+        with pytest.raises(KeyboardInterrupt), stops_held_in(), interruptible():
             stop_now()
-            said.append("after the stop")
+            said.append("never: a wait is cut at once")
         assert said == ["stop"]
         said.clear()
-        with pytest.raises(KeyboardInterrupt), stops_held_in():
-            with pytest.raises(ValueError), held():
+        with pytest.raises(KeyboardInterrupt), stops_held_in(), interruptible():
+            with held():
                 stop_now()
-                raise ValueError("the send failed")
-            said.append("the failure handled")
-        assert said == ["the failure handled", "stop"]
-        assert signal.getsignal(signal.SIGTERM) is interrupt
+                said.append("the message's last part")
+            said.append("never")
+        assert said == ["the message's last part", "stop"]
+        said.clear()
+        with pytest.raises(KeyboardInterrupt), stops_held_in():
+            with interruptible():
+                with pytest.raises(ValueError), held():
+                    stop_now()
+                    raise ValueError("the send failed")
+                said.append("the failure handled")
+            said.append("then the end sent")
+        assert said == ["the failure handled", "then the end sent", "stop"]
+        said.clear()
+        with pytest.raises(KeyboardInterrupt), held():  # outside: at once, and nothing left held
+            stop_now()
+        with pytest.raises(KeyboardInterrupt), stops_held_in(), interruptible():
+            stop_now()
+        assert said == ["stop", "stop"] and signal.getsignal(signal.SIGTERM) is interrupt
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_stop_as_the_source_finishes_still_sends_its_end(monkeypatch):
+    """A stop that came after the last frame, as the source stopped its collection pacing,
+    skipped the end message: the consumers waited out their grace and the session closed
+    incomplete (found by a review, 2026-12-06). The end goes out, then the stop is taken."""
+    from monitor.collection import CollectionPacing
+    from monitor.replay import publish
+
+    stop = CollectionPacing.stop
+
+    def stopped(pacing):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        stop(pacing)
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    e = Endpoints.private()
+    ctx = zmq.Context()
+    publisher = Publisher(e.frames, session="ending", context=ctx)
+    sub = Subscriber(e.frames, context=ctx)
+    time.sleep(0.3)
+    monkeypatch.setattr(CollectionPacing, "stop", stopped)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            publish(SyntheticSource([0.0, 0.1, 0.2]), publisher, PaceOptions(speed=0))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    seen = _collect(sub, 2.0)
+    sub.close()
+    publisher.close()
+    ctx.term()
+    ends = [m for m in seen if isinstance(m, End)]
+    assert len(ends) == 1 and ends[0].frames == {"lateral": 3}, seen
 
 
 def test_a_stop_inside_a_multipart_send_does_not_garble_the_end(monkeypatch):
