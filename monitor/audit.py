@@ -15,6 +15,7 @@ of the stream.
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import json
 import os
@@ -353,13 +354,20 @@ def _level_report(lv: dict) -> dict:
     last_volume = next((f for f in reversed(ordered) if f["volume_ml"] is not None), None)
     distances = [f["distance_mm"] for f in ordered if f["distance_mm"] is not None]
     pauses = [e["time"] for e in lv["events"] if e["event"] == "pause"]
-    alarms = []
+    # an alarm's stream, where its record does not name it (raised off the frame's result, or
+    # logged before 2026-12-06): the stream of the result written just before it
+    written = [(r.rec, streams[r.body.get("stream")]) for r in lv["results"]]
+    alarms, places = [], []
     for states in lv["alarms"].values():
         raised = states["raised"]
         if raised is None:
             continue  # acknowledged or cleared states of an alarm whose raise was lost
         b = raised.body
         t = b["acq_time"]
+        place = streams.get(b.get("stream"))
+        if place is None:
+            before = bisect.bisect_left(written, (raised.rec, -1))
+            place = written[before - 1][1] if before else 0
         keys = ("kind", "priority", "frame", "plane", "stream", "seq", "site", "distance_mm", "reason")
         alarm = {k: b.get(k) for k in keys}
         alarm |= {
@@ -367,16 +375,19 @@ def _level_report(lv: dict) -> dict:
             "acknowledged_after_s": _after(states["acknowledged"], raised),
             "cleared_after_s": _after(states["cleared"], raised),
             "paused_after_s": next((round(p - raised.time, 2) for p in pauses if p >= raised.time), None),
-            **reaction(stream_series.get(streams.get(b.get("stream"), 0), []), t),
+            **reaction(stream_series.get(place, []), t),
             "evidence": b.get("evidence"),
         }
         alarms.append(alarm)
-    alarms.sort(key=lambda a: (streams.get(a["stream"], 0), a["time_s"], a["frame"]))
+        places.append(place)
+    order = sorted(range(len(alarms)), key=lambda i: (places[i], alarms[i]["time_s"], alarms[i]["frame"]))
+    alarms = [alarms[i] for i in order]
     syringe = [e["value"] for e in lv["events"] if e["event"] == "syringe"]
     return {
         "level": lv["level"],
-        "start_s": ordered[0]["time_s"] if ordered else None,
-        "end_s": ordered[-1]["time_s"] if ordered else None,
+        # (over every stream: each starts its time again)
+        "start_s": min(f["time_s"] for f in ordered) if ordered else None,
+        "end_s": max(f["time_s"] for f in ordered) if ordered else None,
         "cannulas": cannulas or None,
         "volume_ml": series[-1][1] if series else None,
         # its 68 % interval (None from a log written before results carried one)

@@ -396,19 +396,33 @@ def _chart(
             f"<text x='{x(e['acq_time']):.1f}' y='{h - bottom - 4}' font-size='13' fill='{colour}' "
             f"text-anchor='middle'>{symbol}<title>{_e(e['detail'])}</title></text>"
         )
-    if len(interval) >= 2:  # the 68 % interval: up along the high bounds, back along the low
-        outline = [(t, high) for t, _, high in interval] + [(t, low) for t, low, _ in reversed(interval)]
+    for run in _time_runs(interval):  # the 68 % interval: up along the high bounds, back along the low
+        if len(run) < 2:
+            continue
+        outline = [(t, high) for t, _, high in run] + [(t, low) for t, low, _ in reversed(run)]
         shape = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in outline)
         svg.append(
             f"<polygon class='interval' points='{shape}' fill='#1f77b4' fill-opacity='0.18' stroke='none'/>"
         )
-    path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in points)
-    svg.append(f"<polyline points='{path}' fill='none' stroke='#1f77b4' stroke-width='2'/>")
+    for run in _time_runs(points):
+        path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in run)
+        svg.append(f"<polyline points='{path}' fill='none' stroke='#1f77b4' stroke-width='2'/>")
     legend = "  (shaded: its 68 % interval)" if len(interval) >= 2 else ""
     legend += "  (S syringe mL delivered, II paused, \u25b6 resumed)" if marks else ""
     svg.append(f"<text x='{left + 6}' y='{top + 14}' font-size='12' fill='#333'>{_e(label + legend)}</text>")
     svg.append("</svg>")
     return "".join(svg)
+
+
+def _time_runs(points: list[tuple]) -> list[list[tuple]]:
+    """``points`` (time first) cut where the time goes back: a level's rows are stream by stream
+    (a source restarted in a session starts its time again), each drawn as a line of its own."""
+    runs: list[list[tuple]] = []
+    for p in points:
+        if not runs or p[0] < runs[-1][-1][0]:
+            runs.append([])
+        runs[-1].append(p)
+    return runs
 
 
 def _key_frames(store: SessionStore, level: dict) -> str:

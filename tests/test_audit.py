@@ -800,31 +800,47 @@ def test_caveat_rows_follow_the_order_frames_were_sent_not_written():
     """The runs of frame indexes a caveat row is one of are read in the order the source sent
     the frames (seq), per stream: a result written late (after the loop had begun again) stays
     in its own pass's row, and a second stream (a source restarted, its time from 0 again) has
-    rows of its own, after the first's. (Until a review of 2026-12-06 a late result joined the
-    pass being written, "frames 0-9" with its time running backwards, and a second stream's
-    frame 20 joined the first's row, and its instants the first's rows.)"""
+    rows of its own, after the first's; so have its per-instant rows, and its alarms' reactions
+    are read from its own volumes (an alarm record naming no stream is the stream of the result
+    written before it). (Until a review of 2026-12-06 a late result joined the pass being
+    written, "frames 0-9" with its time running backwards; a second stream's frame 20 joined the
+    first's row, its instants the first's rows, and its alarms read the first's volumes.)"""
+    from dataclasses import replace
+
     from monitor.audit import _level_report
     from monitor.io.store import Record
 
-    def result(stream, seq, frame, t, skipped):
+    def result(stream, seq, frame, t, skipped, volume):
         status = "skipped: blank frame (no contrast)" if skipped else "ok"
         body = {"stream": stream, "acq_time": t, "status": status, "caveats": [], "distance_mm": None}
-        return Record(seq, "result", t, "lateral", seq, frame, "L1", {**body, "volume_ml": None})
+        return Record(0, "result", t, "lateral", seq, frame, "L1", {**body, "volume_ml": volume})
 
     blank = {8, 9}  # skipped on both passes
-    first = [result("a", f, f, f / 10, f in blank) for f in range(10)]
-    second = [result("a", 10 + f, f, 1 + f / 10, f in blank) for f in range(10)]
+    # stream a: the volume stops rising at 0.5 s; stream b (restarted, from 0 s): it never stops
+    first = [result("a", f, f, f / 10, f in blank, min(f / 10, 0.5)) for f in range(10)]
+    second = [result("a", 10 + f, f, 1 + f / 10, f in blank, 0.5) for f in range(10)]
     late = first.pop(9)  # pass 1's frame 9, written after pass 2's frame 0
-    written = [*first, second[0], late, *second[1:]]
-    restarted = [result("b", f, f, f / 10, f in blank) for f in range(10)]  # another stream, from 0 s
-    level = _level_report({"level": "L1", "results": [*written, *restarted], "alarms": {}, "events": []})
+    restarted = [result("b", f, f, f / 10, f in blank, f / 10) for f in range(10)]
+    written = [*first, second[0], late, *second[1:], *restarted]
+    written = [replace(r, rec=i) for i, r in enumerate(written)]  # record numbers as written
+
+    def alarm(rec, stream):
+        body = {"id": f"x{rec}", "state": "raised", "acq_time": 0.1, "kind": "proximity", "priority": "high"}
+        raised = Record(rec, "alarm", 0.1, "lateral", 1, 1, "L1", {**body, "stream": stream, "frame": 1})
+        return {"raised": raised, "acknowledged": None, "cleared": None}
+
+    named, unnamed = alarm(22, "b"), alarm(23, None)  # both during stream b, its frame 1
+    lv = {"level": "L1", "results": written, "alarms": {"b": named, "none": unnamed}, "events": []}
+    level = _level_report(lv)
     rows = [
         (c["first_frame"], c["last_frame"], c["first_s"], c["last_s"], c["frames"]) for c in level["caveats"]
     ]
     assert rows == [(8, 9, 0.8, 0.9, 2), (8, 9, 1.8, 1.9, 2), (8, 9, 0.8, 0.9, 2)]
-    # the per-instant rows too: the second stream's instants are its own, after the first's
     times = [row["time_s"] for row in level["frames"]]
     assert len(times) == 30 and times[20:] == [f / 10 for f in range(10)]
+    assert (level["start_s"], level["end_s"]) == (0.0, 1.9)
+    for a in level["alarms"]:  # stream b's volume never stops rising: read from stream a's, it did at 0.5 s
+        assert a["stopped_after_s"] is None and a["total_after_ml"] == 0.8, a
 
 
 def test_the_sr_cites_the_frame_an_alarm_was_raised_on_when_frame_indexes_repeat(looped, tmp_path):
