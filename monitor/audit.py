@@ -582,9 +582,9 @@ def _digest(store: SessionStore) -> dict:
     ):
         if level in levels and isinstance(value, (int, float)):
             levels[level]["syringe_ml"] = round((levels[level]["syringe_ml"] or 0.0) + value, 3)
-    for rec, level, kind, t, priority in store.query(
+    for rec, level, kind, t, priority, stream in store.query(
         "SELECT rec, level, json_extract(body, '$.kind'), json_extract(body, '$.acq_time'),"
-        " json_extract(body, '$.priority') FROM journal"
+        " json_extract(body, '$.priority'), json_extract(body, '$.stream') FROM journal"
         " WHERE kind='alarm' AND json_extract(body, '$.state')='raised'"
     ):
         lv = levels.get(level)
@@ -593,11 +593,19 @@ def _digest(store: SessionStore) -> dict:
         lv["alarms"] += 1
         lv["leaks"] += kind == "extravasation" and priority == "high"
         lv["possible_leaks"] += kind == "extravasation" and priority != "high"
+        if stream is None:  # as the audit takes it: the stream of the result written before it
+            before = store.query(
+                "SELECT json_extract(body, '$.stream') FROM journal WHERE kind='result' AND rec<? "
+                "ORDER BY rec DESC LIMIT 1",
+                (rec,),
+            ).fetchone()
+            stream = before[0] if before else None
+        # its own stream's volumes (a source restarted in a session starts its time again)
         series = store.query(
             "SELECT json_extract(body, '$.acq_time'), json_extract(body, '$.volume_ml') FROM journal "
             "WHERE kind='result' AND level IS ? AND rec>? AND json_extract(body, '$.volume_ml') IS NOT NULL "
-            "ORDER BY rec LIMIT 4000",
-            (level, rec - 1),
+            "AND json_extract(body, '$.stream') IS ? ORDER BY rec LIMIT 4000",
+            (level, rec - 1, stream),
         ).fetchall()
         stopped = reaction(series, t)["stopped_after_s"]
         if stopped is not None:

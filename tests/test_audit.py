@@ -843,6 +843,31 @@ def test_caveat_rows_follow_the_order_frames_were_sent_not_written():
         assert a["stopped_after_s"] is None and a["total_after_ml"] == 0.8, a
 
 
+def test_the_summary_reads_each_alarms_reaction_from_its_own_stream(tmp_path):
+    """A source restarted in a session starts its time again. The summary over sessions read an
+    alarm's reaction from every result written after it, in both streams: an alarm in the first
+    stream, whose injection stopped 0.4 s after it, was read with the second stream's rising
+    volumes too. Now each alarm reads its own stream's (found by a review, 2026-12-06). A real
+    session log, written as the logger writes one."""
+    from monitor.analyzer import result_for
+    from monitor.audit import session_digest
+    from monitor.messages import FrameHeader
+
+    store = SessionStore.create(tmp_path / "s", {"level": "L1"})
+    for stream, volume in (("a", lambda t: min(t, 0.5)), ("b", lambda t: t)):
+        for i in range(20):
+            t = round(i / 10, 3)
+            h = FrameHeader(stream, "lateral", i, i, t, 0.0, (8, 8), "uint16", "MONOCHROME2", 12)
+            store.add_result(result_for(h, volume_ml=volume(t)), "L1")
+            if i == 1:
+                alarm = {"id": f"{stream}1", "kind": "proximity", "priority": "high", "plane": "lateral"}
+                store.add_alarm("raised", {**alarm, "frame": 1}, "L1", t, (stream, 1))
+    store.close()
+    (level,) = session_digest(tmp_path / "s")["levels"]
+    # stream a's injection stopped 0.4 s after its alarm; stream b's never did
+    assert level["reactions"] == [0.4], level
+
+
 def test_the_sr_cites_the_frame_an_alarm_was_raised_on_when_frame_indexes_repeat(looped, tmp_path):
     """A looped replay (or a source restarted in a session) sends each frame index again. The
     audit names the frame each alarm was raised on by its run and sequence number, and the SR
