@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -344,6 +345,40 @@ def test_loop_restarts_the_recording_with_times_running_on_until_stopped():
     assert any(isinstance(m, End) and m.frames["lateral"] == sent["lateral"] for m in seen)
 
 
+def _stop_here() -> None:
+    """A service manager's stop (SIGTERM) to this process; its handler runs at once, unless held."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _stopped_run(session: str, publisher_class=Publisher):
+    """A publisher and a subscriber on private endpoints, with SIGTERM raising KeyboardInterrupt
+    as `monitor replay` has it, and a stop expected: yields (the publisher, the messages the
+    subscriber received, filled once the block has stopped)."""
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    e = Endpoints.private()
+    ctx = zmq.Context()
+    publisher = publisher_class(e.frames, session=session, context=ctx)
+    sub = Subscriber(e.frames, context=ctx)
+    time.sleep(0.3)
+    seen: list = []
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield publisher, seen
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        seen += _collect(sub, 2.0)
+        seen.append(dict(sub.stats.rejected))  # last: what the subscriber refused
+        sub.close()
+        publisher.close()
+        ctx.term()
+
+
 def test_a_stop_that_comes_while_a_frame_is_sent_is_counted_after_it():
     """A service manager's stop (SIGTERM, raised in the run as Ctrl-C's KeyboardInterrupt) that
     came while a frame was being sent was raised between the frame sent and it counted: the
@@ -357,27 +392,10 @@ def test_a_stop_that_comes_while_a_frame_is_sent_is_counted_after_it():
         def send_frame(self, header, pixels):
             super().send_frame(header, pixels)
             if header.seq == 3:
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(0.05)  # the handler runs here, at once
+                _stop_here()
 
-    def interrupt(_signum, _frame):  # as `monitor replay` has it
-        raise KeyboardInterrupt
-
-    e = Endpoints.private()
-    ctx = zmq.Context()
-    publisher = StoppedWhileSending(e.frames, session="stopped", context=ctx)
-    sub = Subscriber(e.frames, context=ctx)
-    time.sleep(0.3)
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            publish(SyntheticSource([0.1 * i for i in range(10)]), publisher, PaceOptions(speed=0))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    seen = _collect(sub, 2.0)
-    sub.close()
-    publisher.close()
-    ctx.term()
+    with _stopped_run("stopped", StoppedWhileSending) as (publisher, seen):
+        publish(SyntheticSource([0.1 * i for i in range(10)]), publisher, PaceOptions(speed=0))
     frames = [m.header.seq for m in seen if hasattr(m, "pixels")]
     (end,) = [m for m in seen if isinstance(m, End)]
     assert frames == [0, 1, 2, 3]
@@ -398,14 +416,10 @@ def test_a_stop_is_taken_only_where_the_source_waits_and_the_handlers_are_put_ba
         said.append("stop")
         raise KeyboardInterrupt
 
-    def stop_now():
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.05)  # the handler runs here, at once, unless held
-
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         with pytest.raises(KeyboardInterrupt), stops_held_in():
-            stop_now()
+            _stop_here()
             with held():
                 said.append("inner")
             said.append("held by default")
@@ -415,13 +429,13 @@ def test_a_stop_is_taken_only_where_the_source_waits_and_the_handlers_are_put_ba
         assert signal.getsignal(signal.SIGTERM) is interrupt
         said.clear()
         with pytest.raises(KeyboardInterrupt), stops_held_in(), interruptible():
-            stop_now()
+            _stop_here()
             said.append("never: a wait is cut at once")
         assert said == ["stop"]
         said.clear()
         with pytest.raises(KeyboardInterrupt), stops_held_in(), interruptible():
             with held():
-                stop_now()
+                _stop_here()
                 said.append("the message's last part")
             said.append("never")
         assert said == ["the message's last part", "stop"]
@@ -429,16 +443,16 @@ def test_a_stop_is_taken_only_where_the_source_waits_and_the_handlers_are_put_ba
         with pytest.raises(KeyboardInterrupt), stops_held_in():
             with interruptible():
                 with pytest.raises(ValueError), held():
-                    stop_now()
+                    _stop_here()
                     raise ValueError("the send failed")
                 said.append("the failure handled")
             said.append("then the end sent")
         assert said == ["the failure handled", "then the end sent", "stop"]
         said.clear()
         with pytest.raises(KeyboardInterrupt), held():  # outside: at once, and nothing left held
-            stop_now()
+            _stop_here()
         with pytest.raises(KeyboardInterrupt), stops_held_in(), interruptible():
-            stop_now()
+            _stop_here()
         assert said == ["stop", "stop"] and signal.getsignal(signal.SIGTERM) is interrupt
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -454,29 +468,12 @@ def test_a_stop_as_the_source_finishes_still_sends_its_end(monkeypatch):
     stop = CollectionPacing.stop
 
     def stopped(pacing):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.05)
+        _stop_here()
         stop(pacing)
 
-    def interrupt(_signum, _frame):
-        raise KeyboardInterrupt
-
-    e = Endpoints.private()
-    ctx = zmq.Context()
-    publisher = Publisher(e.frames, session="ending", context=ctx)
-    sub = Subscriber(e.frames, context=ctx)
-    time.sleep(0.3)
-    monkeypatch.setattr(CollectionPacing, "stop", stopped)
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            publish(SyntheticSource([0.0, 0.1, 0.2]), publisher, PaceOptions(speed=0))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    seen = _collect(sub, 2.0)
-    sub.close()
-    publisher.close()
-    ctx.term()
+    with _stopped_run("ending") as (publisher, seen):
+        monkeypatch.setattr(CollectionPacing, "stop", stopped)
+        publish(SyntheticSource([0.0, 0.1, 0.2]), publisher, PaceOptions(speed=0))
     ends = [m for m in seen if isinstance(m, End)]
     assert len(ends) == 1 and ends[0].frames == {"lateral": 3}, seen
 
@@ -489,9 +486,6 @@ def test_a_stop_inside_a_multipart_send_does_not_garble_the_end(monkeypatch):
     from monitor.interrupts import stops_held_in
     from monitor.messages import Heartbeat
 
-    def interrupt(_signum, _frame):
-        raise KeyboardInterrupt
-
     parts_sent = zmq.Socket.send_multipart
     armed = {}  # id of the socket whose next message is cut by a stop
 
@@ -499,34 +493,23 @@ def test_a_stop_inside_a_multipart_send_does_not_garble_the_end(monkeypatch):
         parts = list(parts)
         if len(parts) > 1 and armed.pop(id(sock), False):
             sock.send(parts[0], zmq.SNDMORE, copy=copy)
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.05)  # unheld, the stop is raised here: half the message sent
+            _stop_here()  # unheld, the stop is raised here: half the message sent
             return parts_sent(sock, parts[1:], flags, copy=copy, track=track, **kwargs)
         return parts_sent(sock, parts, flags, copy=copy, track=track, **kwargs)
 
-    e = Endpoints.private()
-    ctx = zmq.Context()
-    publisher = Publisher(e.frames, session="beat", context=ctx)
-    sub = Subscriber(e.frames, context=ctx)
-    time.sleep(0.3)
-    monkeypatch.setattr(zmq.Socket, "send_multipart", stopped_between_parts)
-    armed[id(publisher._sock)] = True
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        with pytest.raises(KeyboardInterrupt), stops_held_in():
-            try:
-                publisher.heartbeat()
-            finally:
-                publisher.send(End("beat", "source", time.time(), {"lateral": 0}, None))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        monkeypatch.undo()
-    seen = _collect(sub, 2.0)
-    rejected = dict(sub.stats.rejected)
-    sub.close()
-    publisher.close()
-    ctx.term()
-    assert [type(m) for m in seen] == [Heartbeat, End], (seen, rejected)
+    with _stopped_run("beat") as (publisher, seen):
+        monkeypatch.setattr(zmq.Socket, "send_multipart", stopped_between_parts)
+        armed[id(publisher._sock)] = True
+        try:
+            with stops_held_in():
+                try:
+                    publisher.heartbeat()
+                finally:
+                    publisher.send(End("beat", "source", time.time(), {"lateral": 0}, None))
+        finally:
+            monkeypatch.undo()
+    *messages, rejected = seen
+    assert [type(m) for m in messages] == [Heartbeat, End], seen
     assert rejected == {}
 
 
