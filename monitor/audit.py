@@ -355,7 +355,9 @@ def _level_report(lv: dict) -> dict:
     distances = [f["distance_mm"] for f in ordered if f["distance_mm"] is not None]
     pauses = [e["time"] for e in lv["events"] if e["event"] == "pause"]
     # an alarm's stream, where its record does not name it (raised off the frame's result, or
-    # logged before 2026-12-06): the stream of the result written just before it
+    # logged before 2026-12-06): the stream of the result written next, in the same transaction
+    # (a frame's alarms are written before its result); one written after the level's last result
+    # (at the end), the stream of that result
     written = [(r.rec, streams[r.body.get("stream")]) for r in lv["results"]]
     alarms, places = [], []
     for states in lv["alarms"].values():
@@ -366,8 +368,8 @@ def _level_report(lv: dict) -> dict:
         t = b["acq_time"]
         place = streams.get(b.get("stream"))
         if place is None:
-            before = bisect.bisect_left(written, (raised.rec, -1))
-            place = written[before - 1][1] if before else 0
+            after = bisect.bisect_left(written, (raised.rec, -1))
+            place = written[after][1] if after < len(written) else written[-1][1] if written else 0
         keys = ("kind", "priority", "frame", "plane", "stream", "seq", "site", "distance_mm", "reason")
         alarm = {k: b.get(k) for k in keys}
         alarm |= {
@@ -593,13 +595,21 @@ def _digest(store: SessionStore) -> dict:
         lv["alarms"] += 1
         lv["leaks"] += kind == "extravasation" and priority == "high"
         lv["possible_leaks"] += kind == "extravasation" and priority != "high"
-        if stream is None:  # as the audit takes it: the stream of the result written before it
-            before = store.query(
-                "SELECT json_extract(body, '$.stream') FROM journal WHERE kind='result' AND rec<? "
-                "ORDER BY rec DESC LIMIT 1",
-                (rec,),
-            ).fetchone()
-            stream = before[0] if before else None
+        if stream is None:  # as the audit takes it: the stream of the level's result written next
+            # (the alarm's own frame's, in the same transaction), else of its last one
+            near = (
+                store.query(
+                    "SELECT json_extract(body, '$.stream') FROM journal WHERE kind='result' AND level IS ?"
+                    " AND rec>? ORDER BY rec LIMIT 1",
+                    (level, rec),
+                ).fetchone()
+                or store.query(
+                    "SELECT json_extract(body, '$.stream') FROM journal WHERE kind='result' AND level IS ?"
+                    " AND rec<? ORDER BY rec DESC LIMIT 1",
+                    (level, rec),
+                ).fetchone()
+            )
+            stream = near[0] if near else None
         # its own stream's volumes (a source restarted in a session starts its time again)
         series = store.query(
             "SELECT json_extract(body, '$.acq_time'), json_extract(body, '$.volume_ml') FROM journal "

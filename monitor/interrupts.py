@@ -61,9 +61,10 @@ def _take_pending() -> None:
 
 @contextmanager
 def held():
-    """A block no stop may cut: a message's parts, a frame's send and its count. Inside
-    :func:`stops_held_in` everything is held but its waits, so this matters only within one
-    (a heartbeat sent during a wait); elsewhere it does nothing."""
+    """A block no stop may cut: a message's parts, a frame's send and its count, the end. Inside
+    :func:`stops_held_in` everything but its waits is held already; this holds it even where a
+    stop that cut an :func:`interruptible` block at its very edge (inside contextlib's enter or
+    exit) left the hold down. Outside publishing it does nothing."""
     global _holding
     if not (_active and _main_thread()):
         yield

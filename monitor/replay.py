@@ -101,8 +101,9 @@ def _publish(source, publisher: Publisher, options: PaceOptions, flow, should_st
         aborted = f"aborted: {e}"[:300]
         raise
     finally:
-        pacing.stop()
-        publisher.send(End(publisher.session, publisher.source, time.time(), sent, aborted))
+        with held():  # held already, unless a stop cut a wait's edge: the end always goes out
+            pacing.stop()
+            publisher.send(End(publisher.session, publisher.source, time.time(), sent, aborted))
 
 
 def serve_resends(publisher: Publisher, flow: FlowServer, say, most: int = 3) -> None:

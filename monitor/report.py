@@ -419,7 +419,7 @@ def _time_runs(points: list[tuple]) -> list[list[tuple]]:
     (a source restarted in a session starts its time again), each drawn as a line of its own."""
     runs: list[list[tuple]] = []
     for p in points:
-        if not runs or p[0] < runs[-1][-1][0]:
+        if not runs or p[0] <= runs[-1][-1][0]:  # (a stream's instants are distinct, rising)
             runs.append([])
         runs[-1].append(p)
     return runs

@@ -822,15 +822,18 @@ def test_caveat_rows_follow_the_order_frames_were_sent_not_written():
     late = first.pop(9)  # pass 1's frame 9, written after pass 2's frame 0
     restarted = [result("b", f, f, f / 10, f in blank, f / 10) for f in range(10)]
     written = [*first, second[0], late, *second[1:], *restarted]
-    written = [replace(r, rec=i) for i, r in enumerate(written)]  # record numbers as written
+    written = [replace(r, rec=2 * i) for i, r in enumerate(written)]  # as written, alarms between
 
-    def alarm(rec, stream):
-        body = {"id": f"x{rec}", "state": "raised", "acq_time": 0.1, "kind": "proximity", "priority": "high"}
-        raised = Record(rec, "alarm", 0.1, "lateral", 1, 1, "L1", {**body, "stream": stream, "frame": 1})
+    def alarm(rec, stream, t):
+        body = {"id": f"x{rec}", "state": "raised", "acq_time": t, "kind": "proximity", "priority": "high"}
+        raised = Record(rec, "alarm", t, "lateral", 1, 1, "L1", {**body, "stream": stream, "frame": 1})
         return {"raised": raised, "acknowledged": None, "cleared": None}
 
-    named, unnamed = alarm(22, "b"), alarm(23, None)  # both during stream b, its frame 1
-    lv = {"level": "L1", "results": written, "alarms": {"b": named, "none": unnamed}, "events": []}
+    # during stream b: one naming it, at its frame 1; two naming none, written (as the analyzer
+    # writes a frame's alarms) just before its result: stream b's first frame (after stream a's
+    # last result) and its frame 1
+    alarms = {"b": alarm(43, "b", 0.1), "first": alarm(39, None, 0.0), "none": alarm(41, None, 0.1)}
+    lv = {"level": "L1", "results": written, "alarms": alarms, "events": []}
     level = _level_report(lv)
     rows = [
         (c["first_frame"], c["last_frame"], c["first_s"], c["last_s"], c["frames"]) for c in level["caveats"]
@@ -839,33 +842,40 @@ def test_caveat_rows_follow_the_order_frames_were_sent_not_written():
     times = [row["time_s"] for row in level["frames"]]
     assert len(times) == 30 and times[20:] == [f / 10 for f in range(10)]
     assert (level["start_s"], level["end_s"]) == (0.0, 1.9)
-    for a in level["alarms"]:  # stream b's volume never stops rising: read from stream a's, it did at 0.5 s
-        assert a["stopped_after_s"] is None and a["total_after_ml"] == 0.8, a
+    # stream b's volume never stops rising: read from stream a's, it did at 0.5 s
+    assert [(a["time_s"], a["stopped_after_s"], a["total_after_ml"]) for a in level["alarms"]] == [
+        (0.0, None, 0.9),
+        (0.1, None, 0.8),
+        (0.1, None, 0.8),
+    ]
 
 
 def test_the_summary_reads_each_alarms_reaction_from_its_own_stream(tmp_path):
     """A source restarted in a session starts its time again. The summary over sessions read an
-    alarm's reaction from every result written after it, in both streams: an alarm in the first
-    stream, whose injection stopped 0.4 s after it, was read with the second stream's rising
-    volumes too. Now each alarm reads its own stream's (found by a review, 2026-12-06). A real
-    session log, written as the logger writes one."""
+    alarm's reaction from every result written after it, in both streams; an alarm naming no
+    stream at the second stream's start was taken for the first's. Now each alarm reads its own
+    stream's, one naming none the stream of the result written next (its frame's: the analyzer
+    writes a frame's alarms first) (found by reviews, 2026-12-06). A real session log, written
+    as the logger writes one."""
     from monitor.analyzer import result_for
     from monitor.audit import session_digest
     from monitor.messages import FrameHeader
 
     store = SessionStore.create(tmp_path / "s", {"level": "L1"})
-    for stream, volume in (("a", lambda t: min(t, 0.5)), ("b", lambda t: t)):
+    alarm = {"kind": "proximity", "priority": "high", "plane": "lateral"}
+    for stream, volume in (("a", lambda t: t), ("b", lambda t: min(t, 0.5))):
         for i in range(20):
             t = round(i / 10, 3)
             h = FrameHeader(stream, "lateral", i, i, t, 0.0, (8, 8), "uint16", "MONOCHROME2", 12)
+            if stream == "b" and i == 0:  # naming no stream, written before its frame's result
+                store.add_alarm("raised", {**alarm, "id": "b0", "frame": 0}, "L1", t)
             store.add_result(result_for(h, volume_ml=volume(t)), "L1")
-            if i == 1:
-                alarm = {"id": f"{stream}1", "kind": "proximity", "priority": "high", "plane": "lateral"}
-                store.add_alarm("raised", {**alarm, "frame": 1}, "L1", t, (stream, 1))
+            if stream == "a" and i == 1:
+                store.add_alarm("raised", {**alarm, "id": "a1", "frame": 1}, "L1", t, (stream, 1))
     store.close()
     (level,) = session_digest(tmp_path / "s")["levels"]
-    # stream a's injection stopped 0.4 s after its alarm; stream b's never did
-    assert level["reactions"] == [0.4], level
+    # stream a's injection never stopped; stream b's stopped 0.5 s after its alarm at its start
+    assert level["reactions"] == [0.5], level
 
 
 def test_the_sr_cites_the_frame_an_alarm_was_raised_on_when_frame_indexes_repeat(looped, tmp_path):

@@ -478,6 +478,34 @@ def test_a_stop_as_the_source_finishes_still_sends_its_end(monkeypatch):
     assert len(ends) == 1 and ends[0].frames == {"lateral": 3}, seen
 
 
+def test_the_end_goes_out_even_where_a_stop_cut_a_wait_at_its_edge(monkeypatch):
+    """A stop landing at a wait's very edge (inside contextlib's enter or exit of interruptible)
+    leaves the hold down: pacing stopped and the end built unheld, a second stop then skipped the
+    end (found by a review, 2026-12-06; about 1 in 10 stops timed at that edge). The end is sent
+    held on its own. Here every wait leaves the hold down, and a stop comes as the pacing stops."""
+    import monitor.interrupts
+    import monitor.replay
+    from monitor.collection import CollectionPacing
+
+    @contextlib.contextmanager
+    def cut_at_its_edge():
+        monitor.interrupts._holding = 0  # as a stop inside its enter or exit leaves it
+        yield
+
+    stop = CollectionPacing.stop
+
+    def stopped(pacing):
+        _stop_here()
+        stop(pacing)
+
+    with _stopped_run("edge") as (publisher, seen):
+        monkeypatch.setattr(monitor.replay, "interruptible", cut_at_its_edge)
+        monkeypatch.setattr(CollectionPacing, "stop", stopped)
+        monitor.replay.publish(SyntheticSource([0.0, 0.1, 0.2]), publisher, PaceOptions(speed=0))
+    ends = [m for m in seen if isinstance(m, End)]
+    assert len(ends) == 1 and ends[0].frames == {"lateral": 3}, seen
+
+
 def test_a_stop_inside_a_multipart_send_does_not_garble_the_end(monkeypatch):
     """pyzmq sends a message's parts one by one: a stop raised between them left the message
     half sent, and the source's end, sent next, went out appended to it (the consumers rejected
