@@ -599,21 +599,23 @@ def _digest(store: SessionStore) -> dict:
             # (the alarm's own frame's, in the same transaction), else of its last one
             near = (
                 store.query(
-                    "SELECT json_extract(body, '$.stream') FROM journal WHERE kind='result' AND level IS ?"
+                    "SELECT json_extract(body, '$.stream') FROM journal WHERE +kind='result' AND level IS ?"
                     " AND rec>? ORDER BY rec LIMIT 1",
                     (level, rec),
                 ).fetchone()
                 or store.query(
-                    "SELECT json_extract(body, '$.stream') FROM journal WHERE kind='result' AND level IS ?"
+                    "SELECT json_extract(body, '$.stream') FROM journal WHERE +kind='result' AND level IS ?"
                     " AND rec<? ORDER BY rec DESC LIMIT 1",
                     (level, rec),
                 ).fetchone()
             )
             stream = near[0] if near else None
         # its own stream's volumes (a source restarted in a session starts its time again)
+        # ("+kind": read along the records from the alarm on, not by the kind index, which sorted
+        # every result of the log for each alarm: 0.22 s an alarm on 72,000 results, 0.013 s so)
         series = store.query(
             "SELECT json_extract(body, '$.acq_time'), json_extract(body, '$.volume_ml') FROM journal "
-            "WHERE kind='result' AND level IS ? AND rec>? AND json_extract(body, '$.volume_ml') IS NOT NULL "
+            "WHERE +kind='result' AND level IS ? AND rec>? AND json_extract(body, '$.volume_ml') IS NOT NULL "
             "AND json_extract(body, '$.stream') IS ? ORDER BY rec LIMIT 4000",
             (level, rec - 1, stream),
         ).fetchall()
