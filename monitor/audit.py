@@ -260,9 +260,6 @@ def _index_runs(results) -> dict[tuple, int]:
         sent.setdefault((r.body.get("stream"), r.plane), []).append((r.seq, r.frame))
     runs: dict[tuple, int] = {}
     for (stream, plane), frames in sent.items():
-        if any(seq is None for seq, _ in frames):  # (no log writes a result without its seq)
-            runs.update({(stream, plane, seq): 0 for seq, _ in frames})
-            continue
         run, last = 0, None
         for seq, frame in sorted(set(frames)):
             if last is not None and frame < last:
@@ -315,11 +312,8 @@ def _level_report(lv: dict) -> dict:
                 {"plane": r.plane, "frames": 0, "_first": r, "_last": r, "_place": place},
             )
             c["frames"] += 1
-            if r.seq is not None and c["_first"].seq is not None:  # its first and last frames as sent
-                c["_first"] = min(c["_first"], r, key=lambda x: x.seq)
-                c["_last"] = max(c["_last"], r, key=lambda x: x.seq)
-            else:
-                c["_last"] = r
+            c["_first"] = min(c["_first"], r, key=lambda x: x.seq)  # its first and last frames as sent
+            c["_last"] = max(c["_last"], r, key=lambda x: x.seq)
         row = frames.setdefault(
             (place, round(r.body["acq_time"], 4)),
             {
@@ -344,11 +338,11 @@ def _level_report(lv: dict) -> dict:
             row["volume_from"] = _volume_from(r.body)
         if r.plane == "ap":
             cannulas = max(cannulas, len(r.body["overlay"].get("cannula_tips", [])))
-    ordered = [frames[key] for key in sorted(frames)]
-    series = [(f["time_s"], f["volume_ml"]) for f in ordered if f["volume_ml"] is not None]
-    # each stream's own (a source restarted in a session starts its time again)
+    keys = sorted(frames)  # stream by stream, then by time
+    ordered = [frames[key] for key in keys]
+    # each stream's volume series (a source restarted in a session starts its time again)
     stream_series: dict[int, list] = {}
-    for (place, _), f in sorted(frames.items()):
+    for (place, _), f in zip(keys, ordered, strict=True):
         if f["volume_ml"] is not None:
             stream_series.setdefault(place, []).append((f["time_s"], f["volume_ml"]))
     last_volume = next((f for f in reversed(ordered) if f["volume_ml"] is not None), None)
@@ -391,7 +385,7 @@ def _level_report(lv: dict) -> dict:
         "start_s": min(f["time_s"] for f in ordered) if ordered else None,
         "end_s": max(f["time_s"] for f in ordered) if ordered else None,
         "cannulas": cannulas or None,
-        "volume_ml": series[-1][1] if series else None,
+        "volume_ml": last_volume["volume_ml"] if last_volume else None,
         # its 68 % interval (None from a log written before results carried one)
         "volume_low_ml": last_volume["volume_low_ml"] if last_volume else None,
         "volume_high_ml": last_volume["volume_high_ml"] if last_volume else None,
@@ -966,10 +960,8 @@ def volume_phrase(level: dict) -> str:
 def _seconds(caveat: dict) -> str:
     """A caveat row's stream time, "2.67 s" or "2.67-9.13 s" (frame indexes can repeat in a
     session: a looped replay, a source restarted)."""
-    first, last = caveat.get("first_s"), caveat.get("last_s")
-    if first is None:
-        return "time not logged"
-    return f"{first:.2f} s" if last is None or last == first else f"{first:.2f}-{last:.2f} s"
+    first, last = caveat["first_s"], caveat["last_s"]
+    return f"{first:.2f} s" if last == first else f"{first:.2f}-{last:.2f} s"
 
 
 def _stream_time(event: dict) -> str:

@@ -61,10 +61,9 @@ def _take_pending() -> None:
 
 @contextmanager
 def held():
-    """A block no stop may cut: a message's parts, a frame's send and its count, the end. Inside
-    :func:`stops_held_in` everything but its waits is held already; this holds it even where a
-    stop that cut an :func:`interruptible` block at its very edge (inside contextlib's enter or
-    exit) left the hold down. Outside publishing it does nothing."""
+    """A block no stop may cut even where a stop that cut an :func:`interruptible` block at its
+    very edge (inside contextlib's enter or exit) left the hold down: the source's end message.
+    Inside :func:`stops_held_in` all but the waits is held already; outside it does nothing."""
     global _holding
     if not (_active and _main_thread()):
         yield

@@ -80,14 +80,14 @@ def _publish(source, publisher: Publisher, options: PaceOptions, flow, should_st
                 if flow is not None:  # before the next frame, so that a restarted consumer sees order
                     flow.poll(0)
                     serve_resends(publisher, flow, say)
-                with held():  # sent and counted, or neither: the end's counts are right
-                    seq = publisher.next_seq(item.plane)
-                    publisher.send_frame(
-                        frame_header(publisher.session, item, seq, source.formats[item.plane], offset),
-                        item.pixels,
-                    )
-                    sent[item.plane] += 1
-                    last_seq[item.plane] = seq
+                # (no stop is taken here, only in the waits: sent and counted, or neither)
+                seq = publisher.next_seq(item.plane)
+                publisher.send_frame(
+                    frame_header(publisher.session, item, seq, source.formats[item.plane], offset),
+                    item.pixels,
+                )
+                sent[item.plane] += 1
+                last_seq[item.plane] = seq
                 pacing.between_frames()
                 duration = max(duration, item.acq_time)
                 if time.monotonic() >= next_beat:

@@ -34,7 +34,6 @@ import numpy as np
 import zmq
 
 from monitor.errors import MonitorError
-from monitor.interrupts import held
 from monitor.io import security
 from monitor.messages import (
     FRAME_TOPICS,
@@ -203,8 +202,7 @@ class Publisher:
     def send_frame(self, header: FrameHeader, pixels: np.ndarray) -> None:
         """Publish one frame; ``pixels`` must not be modified afterwards (it is sent in place,
         and kept for :meth:`resend`)."""
-        with held():  # all its parts or none (monitor.interrupts)
-            self._sock.send_multipart(encode_frame(header, pixels), copy=False)
+        self._sock.send_multipart(encode_frame(header, pixels), copy=False)
         if self.keep_bytes:
             self._recent.append((header, pixels))
             self._recent_bytes += pixels.nbytes
@@ -234,8 +232,7 @@ class Publisher:
         mark of a consumer that is still busy, and be dropped for it: a few per call."""
         for _ in range(min(most, len(self._resend_queue))):
             header, pixels = self._resend_queue.popleft()
-            with held():
-                self._sock.send_multipart(encode_frame(replace(header, resent=True), pixels), copy=False)
+            self._sock.send_multipart(encode_frame(replace(header, resent=True), pixels), copy=False)
 
     def next_seq(self, plane: str) -> int:
         seq = self._seq[plane]
@@ -246,12 +243,10 @@ class Publisher:
         """A heartbeat; the analyzer's carries the alarms standing now and then (Heartbeat)."""
         beat = Heartbeat(self.session, self.source, time.time(), self._beats, standing_alarms)
         self._beats += 1
-        with held():
-            self._sock.send_multipart(encode(beat))
+        self._sock.send_multipart(encode(beat))
 
     def send(self, message: End | Result | Status) -> None:
-        with held():
-            self._sock.send_multipart(encode(message))
+        self._sock.send_multipart(encode(message))
 
     def close(self) -> None:
         self._sock.close()
