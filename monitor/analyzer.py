@@ -46,7 +46,12 @@ from monitor.messages import (
 from monitor.replay import frame_header
 from monitor.vision.alarms import Alarm
 from monitor.vision.analysis import AnalysisConfig, CaseAnalyzer, OperatorInput, PlaneAnalyzer
-from monitor.vision.biplane import SYRINGE_MIN_DARKNESS_ML, VolumeEstimate, syringe_anchored_volume
+from monitor.vision.biplane import (
+    SYRINGE_MIN_DARKNESS_ML,
+    VolumeEstimate,
+    syringe_anchored_volume,
+    syringe_shape_volume,
+)
 from monitor.vision.calibrate import RadialDistortion
 from monitor.vision.caveats import Caveat, CaveatCode, render_status
 from monitor.vision.sampling import BilinearImage, Border, Positions
@@ -122,11 +127,18 @@ class VisionAnalysis(Analysis):
         self._undistort: dict[str, tuple] = {}  # plane -> (distortion, shape, source positions, model)
         self._syringe_ml = 0.0  # delivered at this level, by the operator's "1 mL delivered"
         self._raw_volume_ml: float | None = None  # the image-based volume before syringe scaling
+        self._raw_shape_ml: float | None = None  # the two views' shape's truth then (mL), if read
         # the last frame's image-based volume estimate, before any syringe anchoring: its darkness
         # and shape estimates apart (the accuracy benchmark plots each against the truth)
         self.last_volume: VolumeEstimate | None = None
         self.volume_scale = 1.0  # syringe volume / image-based volume, once 1 mL has gone in
         self._pairs: list[tuple[float, float]] = []  # (image-based, syringe) mL at each event
+        # (the two views' shape's truth or None, syringe) mL at each event, beside _pairs
+        self._shape_anchors: list[tuple[float | None, float]] = []
+        self._shape_top: float | None = None  # the largest shape's truth since the last anchor (mL)
+        # the growth since the last anchor is read from the shape: decided at its entry and logged
+        # with it (CaseAnalyzer.growth_from_shape), so that a restart reads it the same way
+        self._growth_from_shape = False
         self._news: list[tuple[str, str, str | None, dict]] = []  # the analysis's own, beside the planes'
         if self.case.known_cleft:  # said and logged as the operator's command would be, with its time
             self._news.append(("cleft", f"from the command line: {self._set_cleft(True)}", None, True))
@@ -159,13 +171,28 @@ class VisionAnalysis(Analysis):
         k = self.volume_scale
         if volume is not None:
             self._raw_volume_ml = volume.darkness_ml  # what the syringe calibrates
+            shape = volume.shape_ml if volume.one_view is None else None  # one view's: another scale
+            self._raw_shape_ml = shape
+            if shape is not None and self._shape_anchors:
+                self._shape_top = max(self._shape_top or 0.0, shape)
             if self._pairs and math.isfinite(volume.darkness_ml):
                 # this level's syringes anchor the volume; k is then what it makes of the darkness
-                # (the wire's volume_scale: volume_ml / volume_scale is the image's own volume)
+                # (the wire's volume_scale: volume_ml / volume_scale is the image's own volume).
+                # The growth since the last one is the shape's where that syringe's entry chose it
+                # and the shape is read now, else the darkness's.
                 darkness = max(volume.darkness_ml, 1e-3)
-                anchored = syringe_anchored_volume(
-                    volume.darkness_ml, self._pairs, self.volume_scale, self.case.shape_darkness_exponent()
-                )
+                anchored = None
+                if self._growth_from_shape:
+                    anchored = syringe_shape_volume(
+                        volume.darkness_ml, shape, self._shape_anchors, self._shape_top
+                    )
+                if anchored is None:
+                    anchored = syringe_anchored_volume(
+                        volume.darkness_ml,
+                        self._pairs,
+                        self.volume_scale,
+                        self.case.shape_darkness_exponent(),
+                    )
                 k = anchored.volume_ml / darkness
                 volume = replace(
                     anchored, volume_ml=darkness, low_ml=anchored.low_ml / k, high_ml=anchored.high_ml / k
@@ -263,9 +290,9 @@ class VisionAnalysis(Analysis):
         unsaid = [n for n in self._news if n[0] == "cleft"]
         self._news = [n for n in self._news if n[0] != "cleft"]
         self._pending = {}  # the command line's wall and boxes were drawn on the first level
-        self._syringe_ml = 0.0  # the volume scale learnt so far is kept: same cement
-        self._pairs = []
-        self._raw_volume_ml = None  # the last level's darkness must not anchor this one's syringes
+        self._forget_syringes()  # the volume scale learnt so far is kept: same cement
+        # the last level's darkness and shape must not anchor this one's syringes
+        self._raw_volume_ml, self._raw_shape_ml = None, None
         lost = (
             "; the command line's known cleft was the first level's: say Known cleft again if this one has it"
         )
@@ -357,33 +384,79 @@ class VisionAnalysis(Analysis):
             self._logged_alarms[alarm_id] = {"active": alarm.active, "acknowledged": alarm.acknowledged}
         return changes
 
+    def _take_up_syringes(self, events: list[dict]) -> None:
+        """After a restart: the anchors of the syringes entered at the current level, from the
+        logged ``events`` (bodies, in the order logged): each "syringe-entry" with the darkness
+        and the shape it was anchored on and the growth it chose, and the darkness's curve as the
+        last entry saw it (for a later entry to choose its growth on); a "level" forgets those
+        before it. Logs before 2026-12-06 have no shape: the darkness's growth, as they were
+        read. Not restored: the largest shape read between the last entry and the restart (the
+        frames before a restart are not analysed again), which is then the entry's own."""
+        self._forget_syringes()
+        curve = None  # the darkness's curve as this level's last entry logged it
+        for b in events:
+            if b["event"] == "level":
+                self._forget_syringes()
+                curve = None
+            elif b["event"] == "syringe-entry" and b["source"] == "analyzer" and b.get("value"):
+                value = b["value"]
+                self._syringe_ml = float(value["syringe_ml"])
+                shape = None if value.get("shape_ml") is None else float(value["shape_ml"])
+                self._anchor(float(value["darkness_ml"]), "", shape, value.get("growth") == "shape")
+                curve = value.get("darkness_curve", curve)
+        if curve is not None:
+            self.case.restore_darkness_curve(curve)
+
+    def _forget_syringes(self) -> None:
+        """No syringe entered at this level yet: a new level, or a restart reading the log's."""
+        self._syringe_ml, self._pairs, self._shape_anchors = 0.0, [], []
+        self._shape_top, self._growth_from_shape = None, False
+
     def _syringe(self, ml: float) -> str:
         """Calibrate the volume against what the syringes delivered: from 1 mL on, each entry
-        anchors this level's volume (:func:`syringe_anchored_volume`: the syringes' total plus
-        the darkness's growth since), and the overall ratio of syringe to darkness is kept as
-        the scale of a next level's images until its own syringes are entered. Each entry is
-        also said as a "syringe-entry" news item, with the darkness it was anchored on, so that
-        an analyzer restarted from the log takes up the same anchors (:meth:`restore`)."""
+        anchors this level's volume: the syringes' total plus the growth since, read from the
+        cement's shape (:func:`syringe_shape_volume`) where the level's darkness reads low and
+        bends (CaseAnalyzer.growth_from_shape, decided here) and the shape is read, else from
+        the darkness (:func:`syringe_anchored_volume`); the overall ratio of syringe to darkness
+        is kept as the scale of a next level's images until its own syringes are entered. Each
+        entry is also said as a "syringe-entry" news item, with the darkness and the shape it
+        was anchored on and which growth it chose, so that an analyzer restarted from the log
+        takes up the same anchors (:meth:`restore`)."""
         self._syringe_ml += ml
         raw = self._raw_volume_ml
         raw = raw if raw is not None and math.isfinite(raw) else 0.0
+        shape = self._raw_shape_ml
+        from_shape = shape is not None and self.case.growth_from_shape()
         self._news.append(
             (
                 "syringe-entry",
                 f"{self._syringe_ml:g} mL by syringe at this level, {raw:.2f} mL read from the image then",
                 None,
-                {"syringe_ml": self._syringe_ml, "darkness_ml": round(raw, 6)},
+                {
+                    "syringe_ml": self._syringe_ml,
+                    "darkness_ml": round(raw, 6),
+                    "shape_ml": _rounded(shape, 6),
+                    "growth": "shape" if from_shape else "darkness",
+                    # the curve the level's shapes show, for a restart's later entries to choose on
+                    "darkness_curve": self.case.darkness_curve_record(),
+                },
             )
         )
-        return self._anchor(raw, f"{ml:g} mL delivered by syringe ({self._syringe_ml:g} mL at this level)")
+        done = f"{ml:g} mL delivered by syringe ({self._syringe_ml:g} mL at this level)"
+        return self._anchor(raw, done, shape, from_shape)
 
-    def _anchor(self, raw: float, done: str = "") -> str:
+    def _anchor(
+        self, raw: float, done: str = "", shape: float | None = None, from_shape: bool = False
+    ) -> str:
         """The syringes' total so far (``_syringe_ml``) against ``raw``, the image's darkness
-        (mL) when it was entered: an anchor of this level's volume from 1 mL on. Returns
-        ``done`` and what the anchor did."""
+        (mL) when it was entered, and ``shape``, the two views' shape's truth then (mL; None where
+        none was read): an anchor of this level's volume from 1 mL on, its growth read from the
+        shape if ``from_shape``. Returns ``done`` and what the anchor did."""
         if self._syringe_ml < 1.0:
             return done + "; volume scale unchanged"
         self._pairs.append((raw, self._syringe_ml))
+        self._shape_anchors.append((shape, self._syringe_ml))
+        self._shape_top, self._growth_from_shape = shape, from_shape
         readable = [(r, s) for r, s in self._pairs if r >= SYRINGE_MIN_DARKNESS_ML]
         if not readable:
             return (
@@ -446,14 +519,7 @@ class VisionAnalysis(Analysis):
         lateral = self.case.planes.get("lateral")
         # the syringes entered, with the darkness each was anchored on: this level's anchors, and
         # the scale the earlier levels' left (kept from level to level, as _start_level does)
-        self._syringe_ml, self._pairs = 0.0, []
-        for r in events:
-            b = r.body
-            if b["event"] == "level":
-                self._syringe_ml, self._pairs = 0.0, []
-            elif b["event"] == "syringe-entry" and b["source"] == "analyzer" and b.get("value"):
-                self._syringe_ml = float(b["value"]["syringe_ml"])
-                self._anchor(float(b["value"]["darkness_ml"]))
+        self._take_up_syringes([r.body for r in events])
         # the operator's edits and the analyzer's own wall decisions, in the order logged; each
         # edit at the breathing shift it was drawn at (the "edit-placed" logged after it; logs
         # before 2026-12-05 have none: the last baseline frame's)

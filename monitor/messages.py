@@ -56,7 +56,8 @@ the two views where the darkness reads well under or over it, or between the two
 darkness reads a little under the shape; see monitor.vision.biplane), volume_low_ml and
 volume_high_ml (its 68 % interval; optional), volume_darkness_weight (optional, 0-1: how much
 of volume_ml is the darkness's, by ratio: 1 the darkness alone, on the syringes' scale too once
-they set it, 0 the shape's, between the two weighed), plane_volume_ml (this plane's own
+they set it, 0 the shape's, also once syringes set it where the growth since the last one is
+read from the shape, between the two weighed), plane_volume_ml (this plane's own
 estimate), seconds_to_line (predicted time to the 5 mm line),
 volume_scale (optional, default 1: the syringe calibration the volumes include;
 volume_ml / volume_scale is the purely image-based volume),
@@ -83,7 +84,10 @@ weight of the C-arm's recursive filter read from the noise and undone, and the f
 which), "darkness-reads-low" (the level's image darkness reads the cement low against its
 shape: the volume is the shape's for the rest of the level; value: the median share then),
 "syringe-entry" (value: the
-syringes' total at the level and the image's darkness it was anchored on, mL), or an
+syringes' total at the level, and the image's darkness and the two views' shape's truth it was
+anchored on, mL, the shape null where none was read; the growth read since it, "shape" or
+"darkness"; and darkness_curve, the level's darkness-against-shape curve's seven running sums
+then, or null; shape, growth and curve absent before 2026-12-06), or an
 operator action once applied), detail
 (human-readable), age_ms (stale only), plane (optional).
 

@@ -677,9 +677,9 @@ def test_a_full_disk_stops_the_log_not_the_monitoring(tmp_path):
 
 def test_an_analyzer_restarted_after_a_syringe_keeps_the_volume_anchored_on_it(tmp_path):
     """The operator enters 1.5 mL delivered over the real control socket mid-run: the analyzer
-    logs the darkness it anchored that syringe on, and an analyzer restarted from the session
-    log takes up the same anchor (scale and total), so the volume does not fall back to the
-    image alone after a crash."""
+    logs the darkness and the cement's shape it anchored that syringe on, and an analyzer
+    restarted from the session log takes up the same anchors (scale, shape and total), so the
+    volume does not fall back to the image alone after a crash."""
     import threading
 
     from monitor.analyzer import VisionAnalysis
@@ -707,12 +707,14 @@ def test_an_analyzer_restarted_after_a_syringe_keeps_the_volume_anchored_on_it(t
     store = SessionStore.open(tmp_path / "s")
     entries = [ev for ev in store.events() if ev["event"] == "syringe-entry"]
     assert [ev["source"] for ev in entries] == ["analyzer"]
-    darkness = entries[0]["value"]["darkness_ml"]
-    assert entries[0]["value"]["syringe_ml"] == 1.5 and darkness > 0.2
+    darkness, shape = entries[0]["value"]["darkness_ml"], entries[0]["value"]["shape_ml"]
+    assert entries[0]["value"]["syringe_ml"] == 1.5 and darkness > 0.2 and shape > 0.1
 
     restarted = VisionAnalysis(level="L1")
     assert restarted.restore(store, store.records("frame")[-1].body["stream"])
-    assert restarted._pairs == [(darkness, 1.5)]
+    assert restarted._pairs == [(darkness, 1.5)] and restarted._shape_anchors == [(shape, 1.5)]
+    # the bundled case's darkness reads as the analyzer's physics has it: the darkness's growth
+    assert entries[0]["value"]["growth"] == "darkness" and not restarted._growth_from_shape
     assert restarted.volume_scale == pytest.approx(1.5 / darkness)
     assert restarted.case.darkness_calibrated
     assert restarted.news() == []  # restored, not said again

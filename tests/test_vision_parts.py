@@ -1035,6 +1035,114 @@ def test_syringes_anchor_the_volume_and_a_second_one_shows_the_darkness_curve():
     assert dimmer.volume_ml == 2.0 and dimmer.low_ml < 2.0 < dimmer.high_ml
 
 
+def test_a_syringes_growth_read_from_the_shape_carries_the_shapes_own_factor_on_the_growth_alone():
+    """A case whose shape reads 1.1x its truth throughout: read from the shape, the volume after
+    a 1 mL syringe is that 1 mL plus the shape's growth since, so at 2.5 mL of truth it reads
+    2.65 (6 % over; the shape alone 2.75, 10 %). Once a second syringe (2 mL) shows what the
+    syringes deliver per mL of the shape's growth, the growth is scaled by it: 2.5 mL exactly.
+    Never under the last syringe; a shape fallen well under its reading at the syringe or the
+    largest since (an outline losing cement), no shape now or at the syringe: None, and the
+    darkness's growth is read instead; the fitted scale within its bounds."""
+    from monitor.vision.biplane import (
+        SYRINGE_SHAPE_GROWTH_SPREAD,
+        SYRINGE_SHAPE_RATE_BOUNDS,
+        shape_growth_rate,
+        syringe_shape_volume,
+    )
+
+    def shape(truth_ml: float) -> float:
+        return 1.1 * truth_ml
+
+    one = [(shape(1.0), 1.0)]
+    got = syringe_shape_volume(0.4, shape(2.5), one)
+    assert got.volume_ml == pytest.approx(2.65) and got.darkness_ml == 0.4 and got.shape_ml == shape(2.5)
+    growth = 1.65
+    assert got.low_ml == pytest.approx(1.0 + growth * (1 - SYRINGE_SHAPE_GROWTH_SPREAD) - 0.05)
+    assert got.high_ml == pytest.approx(1.0 + growth * (1 + SYRINGE_SHAPE_GROWTH_SPREAD) + 0.05)
+    assert got.low_ml <= 2.5 <= got.high_ml and got.darkness_weight == 0.0
+    two = one + [(shape(2.0), 2.0)]
+    assert shape_growth_rate(two) == pytest.approx(1 / 1.1)
+    assert syringe_shape_volume(0.4, shape(2.5), two).volume_ml == pytest.approx(2.5)
+    # an outline losing cement: a shape a quarter under its reading at the syringe, or 15 % under
+    # the largest read since, is not read (the darkness's growth is); a few per cent is its noise
+    assert syringe_shape_volume(0.4, shape(1.5), two) is None
+    assert syringe_shape_volume(0.4, 0.85 * shape(2.6), two, largest_ml=shape(2.6)) is None
+    noisy = syringe_shape_volume(0.4, 0.97 * shape(2.0), two, largest_ml=shape(2.0))
+    assert noisy.volume_ml == 2.0 and noisy.high_ml == pytest.approx(2.05)
+    assert syringe_shape_volume(0.4, 0.95 * shape(2.6), two, largest_ml=shape(2.6)).volume_ml > 2.0
+    assert syringe_shape_volume(0.4, None, two) is None
+    assert syringe_shape_volume(0.4, shape(2.5), [(shape(1.0), 1.0), (None, 2.0)]) is None
+    # the scale is fitted on the anchors with shapes only, and held within its bounds
+    assert shape_growth_rate([(shape(1.0), 1.0), (None, 2.0)]) == 1.0
+    assert shape_growth_rate([(1.0, 1.0), (1.1, 2.0)]) == SYRINGE_SHAPE_RATE_BOUNDS[1]
+    assert shape_growth_rate([(1.0, 1.0), (1.0, 2.0)]) == 1.0  # the shape did not grow: no scale
+
+
+def test_a_syringes_growth_is_the_shapes_only_where_the_darkness_reads_low_and_bends():
+    """The shape's growth is chosen where the level's darkness reads low against the shape and
+    bends (the curve its shapes show under DARKNESS_BENDS_UNDER), or reads low before its shapes
+    show a curve; not where it reads as the analyzer's physics has it, nor where it reads low
+    but linearly (a misstated attenuation: one syringe calibrates it exactly)."""
+    from monitor.vision.analysis import CaseAnalyzer
+    from monitor.vision.biplane import DARKNESS_BENDS_UNDER
+
+    def level(darkness_low: bool, p: float | None) -> CaseAnalyzer:
+        case = CaseAnalyzer()
+        case.darkness_low = darkness_low
+        if p is not None:  # twelve shapes 0.5-3 mL whose darkness grows as truth ** p
+            x = np.log(np.linspace(0.5, 3.0, 12))
+            y = np.log(0.4) + p * x
+            case._darkness_curve = (len(x), x.sum(), y.sum(), (x * x).sum(), (x * y).sum(), x.min(), x.max())
+        return case
+
+    assert not level(False, 0.6).growth_from_shape()
+    assert level(True, 0.6).growth_from_shape() and level(True, None).growth_from_shape()
+    assert not level(True, 1.0).growth_from_shape()
+    assert level(True, DARKNESS_BENDS_UNDER - 0.01).growth_from_shape()
+    assert not level(True, DARKNESS_BENDS_UNDER + 0.01).growth_from_shape()
+
+
+def test_a_restart_takes_up_the_current_levels_syringes_with_the_growth_each_chose():
+    """An analyzer restarted from a log reads its syringe entries: the anchors (darkness, shape,
+    total) of the current level only, a "level" forgetting those before it, and the growth the
+    last entry chose (the shape's or the darkness's), as logged, not decided again on a curve a
+    restart has not seen; an entry from a log before 2026-12-06 (no shape) reads the darkness's."""
+    from monitor.analyzer import VisionAnalysis
+
+    def entry(total, darkness, shape=None, growth=None, curve=None):
+        value = {"syringe_ml": total, "darkness_ml": darkness}
+        if growth is not None:
+            value |= {"shape_ml": shape, "growth": growth, "darkness_curve": curve}
+        return {"event": "syringe-entry", "source": "analyzer", "value": value}
+
+    level = {"event": "level", "source": "viewer", "value": "L2"}
+    first = [entry(1.0, 0.4, 1.1, "shape"), entry(2.0, 0.7, 2.2, "shape")]
+    analysis = VisionAnalysis(level="L1")
+    analysis._take_up_syringes(first)
+    assert analysis._pairs == [(0.4, 1.0), (0.7, 2.0)]
+    assert analysis._shape_anchors == [(1.1, 1.0), (2.2, 2.0)] and analysis._growth_from_shape
+    assert analysis._shape_top == 2.2 and analysis.case.darkness_calibrated
+    analysis._take_up_syringes([*first, level, entry(1.0, 0.3, 0.9, "darkness")])
+    assert analysis._pairs == [(0.3, 1.0)] and analysis._shape_anchors == [(0.9, 1.0)]
+    assert not analysis._growth_from_shape
+    analysis._take_up_syringes([*first, level, entry(1.0, 0.3)])  # an older log's entry
+    assert analysis._shape_anchors == [(None, 1.0)] and not analysis._growth_from_shape
+    # the darkness's curve as the level's last entry logged it: a later entry chooses on it (a
+    # darkness low but linear, p = 1: its own growth), not on none, as a restart would have it
+    x = np.log(np.linspace(0.5, 3.0, 12))
+    y = np.log(0.4) + x
+    curve = [12.0, x.sum(), y.sum(), (x * x).sum(), (x * y).sum(), x.min(), x.max()]
+    linear = entry(2.0, 0.8, 2.2, "darkness", curve)
+    analysis = VisionAnalysis(level="L1")
+    analysis._take_up_syringes([entry(1.0, 0.4, 1.1, "darkness"), linear])
+    analysis.case.restore_darkness_low()  # as restore does from the log's darkness-reads-low
+    assert analysis.case.shape_darkness_exponent() == pytest.approx(1.0)
+    assert not analysis.case.growth_from_shape()
+    analysis = VisionAnalysis(level="L2")
+    analysis._take_up_syringes([entry(1.0, 0.4, 1.1, "darkness"), linear, level])  # L1's curve
+    assert analysis.case.darkness_curve_record() is None
+
+
 def test_a_syringe_entered_while_the_image_shows_no_cement_gives_the_syringes_volume():
     """The images read 0.05 mL when 2 mL have gone in (cement too faint to see): the volume is
     the syringes' 2 mL, its interval reaching one more syringe, not the images' 0.05 mL."""
@@ -1059,17 +1167,31 @@ def test_a_double_press_does_not_bend_the_curve_nor_does_a_dimmer_frame_narrow_t
 def test_a_syringe_at_a_new_level_is_not_anchored_on_the_last_levels_darkness():
     """Level L1 ended reading 4 mL; at L2 the operator enters 1 mL before the new level has read
     any cement: that 4 mL set the scale to 0.25 and anchored L2 at it. Now the syringe is the
-    volume, no scale is learnt from it and the darkness is not said to be calibrated."""
+    volume, no scale is learnt from it and the darkness is not said to be calibrated; nor is L1's
+    last shape, or its syringe's anchors, carried to L2."""
     from monitor.analyzer import VisionAnalysis
     from monitor.messages import Command
 
-    analysis = VisionAnalysis(level="L1")
-    analysis._raw_volume_ml = 4.0  # what L1's last frame read (frames would set it)
-    analysis._frames_seen = True  # ... as they would this (a level before any frame names L1)
+    def level_one() -> VisionAnalysis:
+        analysis = VisionAnalysis(level="L1")
+        # what L1's last frame read, its darkness and its shape's truth (frames would set them)
+        analysis._raw_volume_ml, analysis._raw_shape_ml = 4.0, 4.4
+        analysis._frames_seen = True  # ... as they would this (a level before any frame names L1)
+        return analysis
+
+    analysis = level_one()
     analysis.apply(Command("s", "test", 0.0, "level", "L2"))
     said = analysis.apply(Command("s", "test", 0.0, "syringe", 1.0))
     assert "too little cement to read" in said
     assert analysis.volume_scale == 1.0 and not analysis.case.darkness_calibrated
+    # nor on its shape: L1's syringes' anchors are not L2's, whose growth is read from its own
+    analysis = level_one()
+    analysis.apply(Command("s", "test", 0.0, "syringe", 3.0))
+    assert analysis._shape_anchors == [(4.4, 3.0)]
+    analysis.apply(Command("s", "test", 0.0, "level", "L2"))
+    assert analysis._pairs == [] and analysis._shape_anchors == []
+    analysis.apply(Command("s", "test", 0.0, "syringe", 1.0))
+    assert analysis._pairs == [(0.0, 1.0)] and analysis._shape_anchors == [(None, 1.0)]
 
 
 def test_the_fast_median_is_numpys_median_on_odd_even_and_2d_input():

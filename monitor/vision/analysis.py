@@ -35,6 +35,7 @@ from monitor.vision.baseline import (
     with_prior,
 )
 from monitor.vision.biplane import (
+    DARKNESS_BENDS_UNDER,
     LEVEL_DARKNESS_AGREES_WITH_SHAPE,
     ONE_VIEW_SPREAD,
     SHAPE_MIN_ML,
@@ -1665,8 +1666,14 @@ class CaseAnalyzer:
                 )
             )
         if self.darkness_calibrated:
-            # the syringe is the reference now: the shape's correction would be a second one
-            return darkness_volume(darkness), None
+            # the syringe is the reference now: the shape's correction would be a second one. The
+            # two views' shape's truth is kept beside it: where the darkness does not follow the
+            # analyzer's physics, the growth since the last syringe is read from it
+            # (monitor.vision.biplane.syringe_shape_volume)
+            truth = None
+            if shape is not None and shape >= SHAPE_MIN_ML and one_view is None:
+                truth = shape / shape_of_truth(shape)[1]
+            return replace(darkness_volume(darkness), shape_ml=truth), None
         estimate = fused_volume(
             darkness,
             shape,
@@ -1740,6 +1747,34 @@ class CaseAnalyzer:
         if not self.darkness_low:
             return None
         return darkness_curve_exponent(self._darkness_curve)
+
+    def growth_from_shape(self) -> bool:
+        """Whether a syringe's growth on this level is read from the cement's shape
+        (monitor.vision.biplane.syringe_shape_volume) rather than from its darkness: the level's
+        darkness has read low against the shape (darkness_low: a room that is not the analyzer's)
+        and does not grow linearly with it, as far as its shapes show (the curve they show,
+        shape_darkness_exponent, under DARKNESS_BENDS_UNDER, or not yet shown: too few shapes).
+        Asked at each syringe's entry, which logs the answer for a restart to keep (the curve's
+        sums are not restored). A darkness that reads low but linearly (a cement's attenuation
+        misstated, the analyzer's physics otherwise) is what one syringe calibrates exactly,
+        where the shape's own factor of the truth drifts as the bolus grows (the bundled case at
+        1.8x the attenuation: its growth read 9 % low)."""
+        if not self.darkness_low:
+            return False
+        p = self.shape_darkness_exponent()
+        return p is None or p < DARKNESS_BENDS_UNDER
+
+    def darkness_curve_record(self) -> list[float] | None:
+        """The running sums behind shape_darkness_exponent, as the log holds them (the seven of
+        monitor.vision.biplane.darkness_curve_exponent); None before any shape was summed."""
+        return None if self._darkness_curve[0] == 0 else [float(v) for v in self._darkness_curve]
+
+    def restore_darkness_curve(self, record: list[float]) -> None:
+        """After a restart: the darkness's curve as a syringe's entry logged it
+        (darkness_curve_record), so that a later entry chooses its growth on the curve the level
+        had shown, not on none (a darkness low but linear would read the shape's growth)."""
+        n, sx, sy, sxx, sxy, x_min, x_max = (float(v) for v in record)
+        self._darkness_curve = (int(n), sx, sy, sxx, sxy, x_min, x_max)
 
     def restore_darkness_low(self) -> None:
         """After a restart: this level's darkness had read low before it (its "darkness-reads-low"
