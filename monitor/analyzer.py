@@ -427,10 +427,18 @@ class VisionAnalysis(Analysis):
         raw = raw if raw is not None and math.isfinite(raw) else 0.0
         shape = self._raw_shape_ml
         from_shape = shape is not None and self.case.growth_from_shape()
+        said = f"{self._syringe_ml:g} mL by syringe at this level, {raw:.2f} mL read from the image then"
+        if self._syringe_ml >= 1.0:  # an anchor: how the volume grows from it, for the audit
+            said += (
+                f" (the cement's shape {shape:.2f} mL): the volume grows from here as the cement's shape"
+                " does (this level's darkness reads low and bends)"
+                if from_shape
+                else ": the volume grows from here as the image's darkness does"
+            )
         self._news.append(
             (
                 "syringe-entry",
-                f"{self._syringe_ml:g} mL by syringe at this level, {raw:.2f} mL read from the image then",
+                said,
                 None,
                 {
                     "syringe_ml": self._syringe_ml,

@@ -105,6 +105,9 @@ OPERATOR_EVENTS = {
 # bolus is not read as a leak, and thin lines leaving it are possible leaks only)
 WALL_EVENTS = {"wall-armed", "wall-not-confirmed", "confirm-wall", "wall", "apart-off"}
 PROCESSING_EVENTS = {"temporal-filter"}  # what the analyzer did to the images, said once a level
+# how the analyzer read the level's volume: its darkness refused against the cement's shape, and
+# each syringe's anchor with the growth it chose (the shape's or the darkness's)
+VOLUME_EVENTS = {"darkness-reads-low", "syringe-entry"}
 
 
 def level_reports(store: SessionStore, first_level: str | None) -> list[dict]:
@@ -123,7 +126,7 @@ def level_reports(store: SessionStore, first_level: str | None) -> list[dict]:
         a = alarms.setdefault(r.body["id"], {"raised": None, "acknowledged": None, "cleared": None})
         a[r.body["state"]] = r
     for e in store.events():
-        if e["event"] in OPERATOR_EVENTS | WALL_EVENTS | PROCESSING_EVENTS:
+        if e["event"] in OPERATOR_EVENTS | WALL_EVENTS | PROCESSING_EVENTS | VOLUME_EVENTS:
             level(e["level"])["events"].append(e)
     return [_level_report(v) for v in levels.values()]
 
@@ -412,6 +415,12 @@ def _level_report(lv: dict) -> dict:
             {k: e.get(k) for k in ("time", "acq_time", "source", "event", "detail", "plane", "value")}
             for e in lv["events"]
             if e["event"] in PROCESSING_EVENTS
+        ],
+        # how the volume was read: the darkness refused, each syringe's anchor and its growth
+        "volume_events": [
+            {k: e.get(k) for k in ("time", "acq_time", "source", "event", "detail", "value")}
+            for e in lv["events"]
+            if e["event"] in VOLUME_EVENTS
         ],
         # when the 5 mm rule was armed on the wall, or withheld, and by whom
         "wall": [
@@ -1001,6 +1010,8 @@ def text_report(report: dict) -> str:
                 lines.append(f"  CLEFT {_stream_time(e)}{e['source']}: {e['detail']}")
         for e in level.get("processing", []):
             lines.append(f"  IMAGE {e['detail']}")
+        for e in level.get("volume_events", []):
+            lines.append(f"  VOLUME {_stream_time(e)}{e['source']}: {e['detail']}")
         for c in level.get("caveats", []):
             span = (
                 f"frames {c['first_frame']}-{c['last_frame']} ({_seconds(c)})"

@@ -62,6 +62,9 @@ def html_report(store: SessionStore, report: dict) -> str:
         if level.get("processing"):
             parts.append("<h3>Image processing: the C-arm's temporal filter</h3>")
             parts.append(_events_table(level["processing"]))
+        if level.get("volume_events"):
+            parts.append("<h3>Volume: the darkness against the shape, and each syringe's anchor</h3>")
+            parts.append(_events_table(level["volume_events"]))
         parts.append(_key_frames(store, level))
         if level["operator_events"]:
             parts.append("<h3>Operator actions</h3>")

@@ -374,6 +374,9 @@ def test_a_volume_the_darkness_reads_low_is_the_shapes_with_its_interval_in_the_
     html = (tmp_path / "a.html").read_text()
     assert f"{said} from the cement&#x27;s shape" in html
     assert "<polygon class='interval'" in html and "shaded: its 68 % interval" in html  # the chart's band
+    # how the volume was read, said where QA reads it: the darkness refused against the shape
+    assert [e["event"] for e in level["volume_events"]] == ["darkness-reads-low"]
+    assert "<h3>Volume: the darkness against the shape" in html and "reads the cement low" in html
     # the level's darkness reading low is logged once, and an analyzer restarted on the log keeps it
     from monitor.analyzer import VisionAnalysis
     from monitor.vision.biplane import LEVEL_DARKNESS_AGREES_WITH_SHAPE
@@ -494,6 +497,9 @@ def test_syringes_entered_as_they_empty_grow_by_the_shape_where_the_darkness_rea
     assert entered and injected[entered] < 1.2 and injected[-1] > 2.0
     (entry,) = [n for n in analysis.news() if n[0] == "syringe-entry"]
     assert at_entry is not None and entry[3]["shape_ml"] == pytest.approx(at_entry, abs=1e-6)
+    assert entry[1].endswith(
+        "the volume grows from here as the cement's shape does (this level's darkness reads low and bends)"
+    ), entry[1]
     now = analysis.last_volume
     assert last.volume_ml == pytest.approx(1.0 + now.shape_ml - at_entry, abs=1e-3)
     # the darkness's readings of the same growth: linear, and on the curve the shapes show

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import time
@@ -715,6 +716,7 @@ def test_an_analyzer_restarted_after_a_syringe_keeps_the_volume_anchored_on_it(t
     assert restarted._pairs == [(darkness, 1.5)] and restarted._shape_anchors == [(shape, 1.5)]
     # the bundled case's darkness reads as the analyzer's physics has it: the darkness's growth
     assert entries[0]["value"]["growth"] == "darkness" and not restarted._growth_from_shape
+    assert entries[0]["detail"].endswith("the volume grows from here as the image's darkness does")
     assert restarted.volume_scale == pytest.approx(1.5 / darkness)
     assert restarted.case.darkness_calibrated
     assert restarted.news() == []  # restored, not said again
@@ -724,5 +726,12 @@ def test_an_analyzer_restarted_after_a_syringe_keeps_the_volume_anchored_on_it(t
     report = audit_json(store, verify_images=False)
     (level,) = report["levels"]
     assert level["volume_from"] == "syringe"
-    assert "on the syringes' scale" in text_report(report)
+    text = text_report(report)
+    assert "on the syringes' scale" in text
+    # ... and how it reads the growth from the syringe on, in JSON and text
+    (anchor,) = [e for e in level["volume_events"] if e["event"] == "syringe-entry"]
+    assert anchor["source"] == "analyzer" and anchor["value"]["growth"] == "darkness"
+    assert re.search(
+        r"VOLUME .*analyzer: 1\.5 mL by syringe at this level.*grows from here as the image's", text
+    )
     store.close()

@@ -1661,7 +1661,8 @@ class CaseAnalyzer:
                     f" {np.floor(level_share * 100) / 100:.2f} of what the cement's shape gives, over"
                     f" its last {len(self._darkness_shares)} results of"
                     f" {self._darkness_curve[0]}): the volume is the shape's until syringes"
-                    f" are entered, and their growth follows the curve the shapes show",
+                    f" are entered, and the growth since each is then the shape's where the darkness"
+                    f" bends, else the darkness's on the curve the shapes show",
                     {"median_share": round(level_share, 4)},
                 )
             )
