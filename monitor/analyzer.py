@@ -431,7 +431,7 @@ class VisionAnalysis(Analysis):
         if self._syringe_ml >= 1.0:  # an anchor: how the volume grows from it, for the audit
             said += (
                 f" (the cement's shape {shape:.2f} mL): the volume grows from here as the cement's shape"
-                " does (this level's darkness reads low and bends)"
+                " does (this level's darkness reads low, and its shapes show it bending or no curve yet)"
                 if from_shape
                 else ": the volume grows from here as the image's darkness does"
             )

@@ -82,7 +82,7 @@ decided on and, from 2026-12-03, the view's "plane"; before, said by the lateral
 "temporal-filter" (value: the
 weight of the C-arm's recursive filter read from the noise and undone, and the frame from
 which), "darkness-reads-low" (the level's image darkness reads the cement low against its
-shape: the volume is the shape's for the rest of the level; value: the median share then),
+shape: the volume is the shape's until syringes are entered; value: the median share then),
 "syringe-entry" (value: the
 syringes' total at the level, and the image's darkness and the two views' shape's truth it was
 anchored on, mL, the shape null where none was read; the growth read since it, "shape" or

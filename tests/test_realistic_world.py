@@ -498,7 +498,8 @@ def test_syringes_entered_as_they_empty_grow_by_the_shape_where_the_darkness_rea
     (entry,) = [n for n in analysis.news() if n[0] == "syringe-entry"]
     assert at_entry is not None and entry[3]["shape_ml"] == pytest.approx(at_entry, abs=1e-6)
     assert entry[1].endswith(
-        "the volume grows from here as the cement's shape does (this level's darkness reads low and bends)"
+        "the volume grows from here as the cement's shape does (this level's darkness reads low,"
+        " and its shapes show it bending or no curve yet)"
     ), entry[1]
     now = analysis.last_volume
     assert last.volume_ml == pytest.approx(1.0 + now.shape_ml - at_entry, abs=1e-3)

@@ -729,6 +729,8 @@ def test_an_analyzer_restarted_after_a_syringe_keeps_the_volume_anchored_on_it(t
     text = text_report(report)
     assert "on the syringes' scale" in text
     # ... and how it reads the growth from the syringe on, in JSON and text
+    # (the analyzer's entry is not a second syringe: one delivered, 1.5 mL)
+    assert level["syringe_ml"] == 1.5 and [e["event"] for e in level["operator_events"]] == ["syringe"]
     (anchor,) = [e for e in level["volume_events"] if e["event"] == "syringe-entry"]
     assert anchor["source"] == "analyzer" and anchor["value"]["growth"] == "darkness"
     assert re.search(

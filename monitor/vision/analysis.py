@@ -1662,7 +1662,7 @@ class CaseAnalyzer:
                     f" its last {len(self._darkness_shares)} results of"
                     f" {self._darkness_curve[0]}): the volume is the shape's until syringes"
                     f" are entered, and the growth since each is then the shape's where the darkness"
-                    f" bends, else the darkness's on the curve the shapes show",
+                    f" bends (or its shapes show no curve yet), else the darkness's on the curve they show",
                     {"median_share": round(level_share, 4)},
                 )
             )
