@@ -607,6 +607,66 @@ def test_an_outline_losing_cement_after_a_syringe_reads_the_darkness_growth_on_t
     assert result.volume_ml == pytest.approx(1.0 + shape - then, abs=1e-3)
 
 
+def test_one_views_shape_never_reads_a_syringes_growth(low_darkness):
+    """One view's shape reads the truth on its own scale (x0.78-1.30 of it, per case), not the two
+    views': a syringe's growth is never read from it. The AP view goes blank (a grabber losing
+    its signal) either after the first syringe, from frame 14: once it has been unread for
+    ONE_VIEW_AFTER_UNREADABLE frames the growth is the darkness's; or before it, from frame 6:
+    the syringe is anchored on no shape, and the growth it chooses is the darkness's."""
+    from dataclasses import replace as replaced
+
+    from monitor.analyzer import VisionAnalysis, analyse_source
+    from monitor.io.sources import DicomPairSource
+    from monitor.messages import Command
+    from monitor.vision.analysis import ONE_VIEW_AFTER_UNREADABLE
+    from monitor.vision.biplane import syringe_anchored_volume
+
+    folder, truth = low_darkness
+    injected = [f["injected_ml"] for f in truth["frames"]]
+
+    class Blank:  # the AP view white from a frame on
+        def __init__(self, source, start):
+            self.source, self.formats, self.start = source, source.formats, start
+
+        def frames(self):
+            for item in self.source.frames():
+                if item.plane == "ap" and item.index >= self.start:
+                    item = replaced(item, pixels=np.full_like(item.pixels, item.pixels.max()))
+                yield item
+
+    def run(start):
+        source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
+        analysis, entered, seen = VisionAnalysis(), 0, {}
+        for item, result in analyse_source(Blank(source, start), analysis):
+            if item.plane == "ap" and not entered and injected[item.index] >= 1.0:
+                entered = item.index
+                analysis.apply(Command("offline", "test", 0.0, "syringe", 1.0))
+            elif entered and item.plane == "ap":
+                now = analysis.last_volume
+                darkness = syringe_anchored_volume(
+                    now.darkness_ml,
+                    analysis._pairs,
+                    analysis.volume_scale,
+                    analysis.case.shape_darkness_exponent(),
+                ).volume_ml
+                seen[item.index] = (result.volume_ml, darkness, now.shape_ml)
+        source.close()
+        (entry,) = [n[3] for n in analysis.news() if n[0] == "syringe-entry"]
+        return entered, entry, seen
+
+    entered, entry, seen = run(14)
+    assert entered < 14 and entry["growth"] == "shape"
+    unread = [i for i in seen if i >= 14 + ONE_VIEW_AFTER_UNREADABLE - 1]
+    assert unread and all(seen[i][2] is None for i in unread)  # no shape once one view is left
+    assert all(seen[i][0] == pytest.approx(seen[i][1], abs=1e-3) for i in unread)
+    entered, entry, seen = run(6)
+    assert entered > 6 + ONE_VIEW_AFTER_UNREADABLE and (entry["shape_ml"], entry["growth"]) == (
+        None,
+        "darkness",
+    )
+    assert all(volume == pytest.approx(darkness, abs=1e-3) for volume, darkness, _ in seen.values())
+
+
 def test_brightness_clipping_the_ap_view_white_neither_loses_the_cement_nor_passes_silently(tmp_path):
     """8-bit video windowed on the first frame, and the exposure rising as the cement grows
     (brightness control): the AP view clips white over ever more of the region (5 % at the
