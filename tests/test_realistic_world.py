@@ -548,24 +548,22 @@ def test_each_syringe_anchors_the_shapes_growth_and_two_show_its_scale(low_darkn
     assert last.volume_low_ml <= last.volume_ml <= last.volume_high_ml
 
 
-def test_an_outline_losing_cement_after_a_syringe_reads_the_darkness_growth_on_those_frames(low_darkness):
-    """After the first 1 mL syringe, whose growth is read from the shape here, the AP view's
-    frames 18 and 19 lose the lower part of the bolus (their rows from 53 % down are the first
-    frame's: a grabber's stale buffer, an exposure washing it out). The shape then reads well
-    under the largest read since the syringe, though not under its reading at the syringe:
-    cement does not go away, so on those frames the growth is the darkness's, and the shape's
-    again once the outline is whole."""
+def _first_syringe_run(low_darkness, ap_pixels):
+    """The low-darkness case with each AP frame's pixels passed through ``ap_pixels(index, pixels,
+    first)`` (``first`` the first AP frame's), the operator entering 1 mL as the first syringe
+    empties: (the analysis, the frame it was entered on, {(index, plane): (result, the shape's
+    truth, the largest since the entry, the volume the darkness's growth gives)} after it)."""
     from dataclasses import replace as replaced
 
     from monitor.analyzer import VisionAnalysis, analyse_source
     from monitor.io.sources import DicomPairSource
     from monitor.messages import Command
-    from monitor.vision.biplane import SYRINGE_SHAPE_FALL_SHARE, syringe_anchored_volume
+    from monitor.vision.biplane import syringe_anchored_volume
 
     folder, truth = low_darkness
     injected = [f["injected_ml"] for f in truth["frames"]]
 
-    class Cut:  # AP frames 18 and 19: rows from 53 % down are the first AP frame's
+    class Edited:
         def __init__(self, source):
             self.source, self.formats, self.first = source, source.formats, None
 
@@ -573,17 +571,12 @@ def test_an_outline_losing_cement_after_a_syringe_reads_the_darkness_growth_on_t
             for item in self.source.frames():
                 if item.plane == "ap":
                     self.first = item.pixels if self.first is None else self.first
-                    if item.index in (18, 19):
-                        pixels = item.pixels.copy()
-                        cut = int(0.53 * pixels.shape[0])
-                        pixels[cut:] = self.first[cut:]
-                        item = replaced(item, pixels=pixels)
+                    item = replaced(item, pixels=ap_pixels(item.index, item.pixels, self.first))
                 yield item
 
     source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
-    analysis = VisionAnalysis()
-    entered, seen = 0, {}
-    for item, result in analyse_source(Cut(source), analysis):
+    analysis, entered, seen = VisionAnalysis(), 0, {}
+    for item, result in analyse_source(Edited(source), analysis):
         if item.plane == "ap" and not entered and injected[item.index] >= 1.0:
             entered = item.index
             analysis.apply(Command("offline", "test", 0.0, "syringe", 1.0))
@@ -597,6 +590,26 @@ def test_an_outline_losing_cement_after_a_syringe_reads_the_darkness_growth_on_t
             ).volume_ml
             seen[item.index, item.plane] = (result, now.shape_ml, analysis._shape_top, darkness)
     source.close()
+    return analysis, entered, seen
+
+
+def test_an_outline_losing_cement_after_a_syringe_reads_the_darkness_growth_on_those_frames(low_darkness):
+    """After the first 1 mL syringe, whose growth is read from the shape here, the AP view's
+    frames 18 and 19 lose the lower part of the bolus (their rows from 53 % down are the first
+    frame's: a grabber's stale buffer, an exposure washing it out). The shape then reads well
+    under the largest read since the syringe, though not under its reading at the syringe:
+    cement does not go away, so on those frames the growth is the darkness's, and the shape's
+    again once the outline is whole."""
+    from monitor.vision.biplane import SYRINGE_SHAPE_FALL_SHARE
+
+    def cut(index, pixels, first):  # AP frames 18 and 19: rows from 53 % down are the first's
+        if index not in (18, 19):
+            return pixels
+        pixels, row = pixels.copy(), int(0.53 * pixels.shape[0])
+        pixels[row:] = first[row:]
+        return pixels
+
+    analysis, _, seen = _first_syringe_run(low_darkness, cut)
     (then, _), keep = analysis._shape_anchors[0], 1.0 - SYRINGE_SHAPE_FALL_SHARE
     assert analysis._growth_from_shape
     result, shape, top, darkness = seen[18, "ap"]
@@ -613,58 +626,29 @@ def test_one_views_shape_never_reads_a_syringes_growth(low_darkness):
     its signal) either after the first syringe, from frame 14: once it has been unread for
     ONE_VIEW_AFTER_UNREADABLE frames the growth is the darkness's; or before it, from frame 6:
     the syringe is anchored on no shape, and the growth it chooses is the darkness's."""
-    from dataclasses import replace as replaced
-
-    from monitor.analyzer import VisionAnalysis, analyse_source
-    from monitor.io.sources import DicomPairSource
-    from monitor.messages import Command
     from monitor.vision.analysis import ONE_VIEW_AFTER_UNREADABLE
-    from monitor.vision.biplane import syringe_anchored_volume
-
-    folder, truth = low_darkness
-    injected = [f["injected_ml"] for f in truth["frames"]]
-
-    class Blank:  # the AP view white from a frame on
-        def __init__(self, source, start):
-            self.source, self.formats, self.start = source, source.formats, start
-
-        def frames(self):
-            for item in self.source.frames():
-                if item.plane == "ap" and item.index >= self.start:
-                    item = replaced(item, pixels=np.full_like(item.pixels, item.pixels.max()))
-                yield item
 
     def run(start):
-        source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
-        analysis, entered, seen = VisionAnalysis(), 0, {}
-        for item, result in analyse_source(Blank(source, start), analysis):
-            if item.plane == "ap" and not entered and injected[item.index] >= 1.0:
-                entered = item.index
-                analysis.apply(Command("offline", "test", 0.0, "syringe", 1.0))
-            elif entered and item.plane == "ap":
-                now = analysis.last_volume
-                darkness = syringe_anchored_volume(
-                    now.darkness_ml,
-                    analysis._pairs,
-                    analysis.volume_scale,
-                    analysis.case.shape_darkness_exponent(),
-                ).volume_ml
-                seen[item.index] = (result.volume_ml, darkness, now.shape_ml)
-        source.close()
+        def blank(index, pixels, _first):  # the AP view white from ``start`` on
+            return np.full_like(pixels, pixels.max()) if index >= start else pixels
+
+        analysis, entered, seen = _first_syringe_run(low_darkness, blank)
         (entry,) = [n[3] for n in analysis.news() if n[0] == "syringe-entry"]
-        return entered, entry, seen
+        return entered, entry, {i: v for (i, plane), v in seen.items() if plane == "ap"}
 
     entered, entry, seen = run(14)
     assert entered < 14 and entry["growth"] == "shape"
     unread = [i for i in seen if i >= 14 + ONE_VIEW_AFTER_UNREADABLE - 1]
-    assert unread and all(seen[i][2] is None for i in unread)  # no shape once one view is left
-    assert all(seen[i][0] == pytest.approx(seen[i][1], abs=1e-3) for i in unread)
+    assert unread and all(seen[i][1] is None for i in unread)  # no shape once one view is left
+    assert all(seen[i][0].volume_ml == pytest.approx(seen[i][3], abs=1e-3) for i in unread)
     entered, entry, seen = run(6)
     assert entered > 6 + ONE_VIEW_AFTER_UNREADABLE and (entry["shape_ml"], entry["growth"]) == (
         None,
         "darkness",
     )
-    assert all(volume == pytest.approx(darkness, abs=1e-3) for volume, darkness, _ in seen.values())
+    assert all(
+        result.volume_ml == pytest.approx(darkness, abs=1e-3) for result, _, _, darkness in seen.values()
+    )
 
 
 def test_brightness_clipping_the_ap_view_white_neither_loses_the_cement_nor_passes_silently(tmp_path):
