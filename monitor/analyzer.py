@@ -132,9 +132,9 @@ class VisionAnalysis(Analysis):
         # and shape estimates apart (the accuracy benchmark plots each against the truth)
         self.last_volume: VolumeEstimate | None = None
         self.volume_scale = 1.0  # syringe volume / image-based volume, once 1 mL has gone in
-        self._pairs: list[tuple[float, float]] = []  # (image-based, syringe) mL at each event
-        # (the two views' shape's truth or None, syringe) mL at each event, beside _pairs
-        self._shape_anchors: list[tuple[float | None, float]] = []
+        # this level's syringe anchors: (the image-based volume, the two views' shape's truth or
+        # None, the syringes' total) mL at each entry from 1 mL on
+        self._anchors: list[tuple[float, float | None, float]] = []
         self._shape_top: float | None = None  # the largest shape's truth since the last anchor (mL)
         # the growth since the last anchor is read from the shape: decided at its entry and logged
         # with it (CaseAnalyzer.growth_from_shape), so that a restart reads it the same way
@@ -173,9 +173,9 @@ class VisionAnalysis(Analysis):
             self._raw_volume_ml = volume.darkness_ml  # what the syringe calibrates
             shape = volume.shape_ml if volume.one_view is None else None  # one view's: another scale
             self._raw_shape_ml = shape
-            if shape is not None and self._shape_anchors:
+            if shape is not None and self._anchors:
                 self._shape_top = max(self._shape_top or 0.0, shape)
-            if self._pairs and math.isfinite(volume.darkness_ml):
+            if self._anchors and math.isfinite(volume.darkness_ml):
                 # this level's syringes anchor the volume; k is then what it makes of the darkness
                 # (the wire's volume_scale: volume_ml / volume_scale is the image's own volume).
                 # The growth since the last one is the shape's where that syringe's entry chose it
@@ -407,9 +407,20 @@ class VisionAnalysis(Analysis):
         if curve is not None:
             self.case.restore_darkness_curve(curve)
 
+    @property
+    def _pairs(self) -> list[tuple[float, float]]:
+        """(image-based, syringe) mL at each anchor: what the darkness's growth reads on."""
+        return [(darkness, total) for darkness, _, total in self._anchors]
+
+    @property
+    def _shape_anchors(self) -> list[tuple[float | None, float]]:
+        """(the two views' shape's truth or None, syringe) mL at each anchor: what the shape's
+        growth reads on."""
+        return [(shape, total) for _, shape, total in self._anchors]
+
     def _forget_syringes(self) -> None:
         """No syringe entered at this level yet: a new level, or a restart reading the log's."""
-        self._syringe_ml, self._pairs, self._shape_anchors = 0.0, [], []
+        self._syringe_ml, self._anchors = 0.0, []
         self._shape_top, self._growth_from_shape = None, False
 
     def _syringe(self, ml: float) -> str:
@@ -462,8 +473,7 @@ class VisionAnalysis(Analysis):
         shape if ``from_shape``. Returns ``done`` and what the anchor did."""
         if self._syringe_ml < 1.0:
             return done + "; volume scale unchanged"
-        self._pairs.append((raw, self._syringe_ml))
-        self._shape_anchors.append((shape, self._syringe_ml))
+        self._anchors.append((raw, shape, self._syringe_ml))
         self._shape_top, self._growth_from_shape = shape, from_shape
         readable = [(r, s) for r, s in self._pairs if r >= SYRINGE_MIN_DARKNESS_ML]
         if not readable:

@@ -245,6 +245,13 @@ def _volume_from(result: dict) -> str | None:
     return "shape" if weight <= 0.0 else "darkness-and-shape"
 
 
+def _picked(events: list[dict], kinds: set[str], *extra: str) -> list[dict]:
+    """The ``events`` of these ``kinds``, in the order logged, each as the QA contract gives it:
+    time, acq_time, source, event and detail, and the ``extra`` fields named."""
+    keys = ("time", "acq_time", "source", "event", "detail", *extra)
+    return [{k: e.get(k) for k in keys} for e in events if e["event"] in kinds]
+
+
 def _stream_places(results) -> dict:
     """Each stream (one run of a source; None in logs from before results named theirs) -> its
     place in the order the level's results first name it."""
@@ -405,29 +412,13 @@ def _level_report(lv: dict) -> dict:
         "alarms": alarms,
         # why measurements were missing or qualified: a frame skipped, no anatomy, a guessed scale
         "caveats": [_caveat_row(c) for c in sorted(caveats.values(), key=_caveat_order)],
-        "operator_events": [
-            {k: e.get(k) for k in ("time", "acq_time", "source", "event", "detail", "value")}
-            for e in lv["events"]
-            if e["event"] in OPERATOR_EVENTS
-        ],
+        "operator_events": _picked(lv["events"], OPERATOR_EVENTS, "value"),
         # the C-arm's temporal filter read and undone (by view), if it was
-        "processing": [
-            {k: e.get(k) for k in ("time", "acq_time", "source", "event", "detail", "plane", "value")}
-            for e in lv["events"]
-            if e["event"] in PROCESSING_EVENTS
-        ],
+        "processing": _picked(lv["events"], PROCESSING_EVENTS, "plane", "value"),
         # how the volume was read: the darkness refused, each syringe's anchor and its growth
-        "volume_events": [
-            {k: e.get(k) for k in ("time", "acq_time", "source", "event", "detail", "value")}
-            for e in lv["events"]
-            if e["event"] in VOLUME_EVENTS
-        ],
+        "volume_events": _picked(lv["events"], VOLUME_EVENTS, "value"),
         # when the 5 mm rule was armed on the wall, or withheld, and by whom
-        "wall": [
-            {k: e.get(k) for k in ("time", "acq_time", "source", "event", "detail")}
-            for e in lv["events"]
-            if e["event"] in WALL_EVENTS
-        ],
+        "wall": _picked(lv["events"], WALL_EVENTS),
         "frames": ordered,
     }
 

@@ -675,8 +675,8 @@ def syringe_anchored_volume(
     return VolumeEstimate(s_last + growth, max(0.0, low), high, False, darkness_ml, True)
 
 
-# Where the level's darkness does not follow the analyzer's physics (it reads low, or high, against
-# the cement's shape), the growth since the last syringe is read from the shape instead: the shape's
+# Where the level's darkness reads low against the cement's shape and bends (DARKNESS_BENDS_UNDER),
+# the growth since the last syringe is read from the shape instead: the shape's
 # truth (shape_of_truth) now less the one when that syringe was entered. What a case's shape reads
 # of its truth is mostly its own (x0.84-1.10 from case to case) and held over the level, so a
 # difference of two of its readings carries that factor on the growth alone, not on the syringes'
