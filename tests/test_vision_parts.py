@@ -1557,21 +1557,14 @@ def test_a_lobe_above_or_below_the_bolus_across_a_valley_is_read_as_through_an_e
     assert lobes(_lobe_scene(neck=0.28)) == []  # the valley dips by 0.02, twice the noise
     (deep,) = lobes(_lobe_scene(lobe=0.6, neck=0.44, bolus=0.8))  # by 0.16, to 0.73 of the lobe's summit
     # by 0.08 (8 sds), to 0.87 of it: cement so dense that scatter flattens its relief (tuning
-    # 5026's lateral disc leak dipped to 0.86); by 0.05, to 0.91 of it (5026's AP at the leak's
-    # onset); by 0.02, to 0.97 of it, one mass
+    # 5026's lateral disc leak dipped to 0.86); by 0.04, to 0.93 of it, one mass
     (flat,) = lobes(_lobe_scene(lobe=0.6, neck=0.52, bolus=0.8))
-    (flatter,) = lobes(_lobe_scene(lobe=0.57, neck=0.5, bolus=0.8))
-    assert flatter.level / flatter.summit > 0.9
-    assert lobes(_lobe_scene(lobe=0.6, neck=0.585, bolus=0.8)) == []
+    assert lobes(_lobe_scene(lobe=0.6, neck=0.56, bolus=0.8)) == []
     # a valley has two sides: the bolus's own cement must rise over it too, not only the steel
     assert lobes(_lobe_scene(lobe=0.6, neck=0.44, bolus=0.4)) == []
-    # a faint lobe: its valley must dip by 2 noise sds (a tenth of the threshold, 0.01) too
+    # a faint lobe: its valley must dip by 4 noise sds (a fifth of the threshold, 0.01) too
     (faint,) = lobes(_lobe_scene(lobe=0.15, neck=0.07))  # by 0.08, to 0.47 of its summit
-    (fainter,) = lobes(_lobe_scene(lobe=0.1, neck=0.07))  # by 0.04 (4 sds), to 0.65 of it
-    assert lobes(_lobe_scene(lobe=0.07, neck=0.065)) == []  # under 2 sds
-    # a film at a leak's onset is small where it stands apart: 2.4 mm2 here (tuning 5002's AP: 2.1)
-    (small,) = lobes(_lobe_scene(lobe=0.3, neck=0.2, lobe_axes=(3, 1.2)))
-    assert 2.0 <= small.mask.sum() * 0.3**2 < 4.0
+    assert lobes(_lobe_scene(lobe=0.1, neck=0.07)) == []  # by 0.03, to 0.7 of it
     assert lobes(_lobe_scene(neck=0.0)) == []  # apart, not joined
     assert lobes(_lobe_scene(lobe=0.0, neck=0.0)) == []  # the bolus split by the shaft
     # denser away from the tip than at it (0.15 at the tip, 0.4 from 5 mm above): one mass

@@ -14,10 +14,9 @@ other, not stacked past the bolus's top or bottom, and they are never one in eac
 same time. So a lobe here is the part of the cement joined to the bolus (the part at a
 cannula's tip, :data:`TIP_REACH_MM`; with two cannulas, the nearest one's) that stands apart
 from it when the relief is cut at some level, where both summits, the lobe's and the bolus's
-own cement's, stand over that level (at most :data:`VALLEY_DEPTH` of each, and under each by
-:data:`VALLEY_NOISE_SDS` noise sds for the lobe, a new film, :data:`BOLUS_NOISE_SDS` for the
-bolus, the injected mass; the steel, which joins the bolus at every level, is not a side of a
-valley: a bolus denser away from its tip than at it is one mass), with at least :data:`LOBE_MIN_MM2` at
+own cement's, rise at least :data:`VALLEY_DEPTH` over that level and :data:`VALLEY_NOISE_SDS`
+noise sds over it (the steel, which joins the bolus at every level, is not a side of a valley:
+a bolus denser away from its tip than at it is one mass), with at least :data:`LOBE_MIN_MM2` at
 that level, lying above or below the bolus (its centre at least twice as far up or down as
 sideways) and wholly beyond the bolus's part at that level. The caller raises it as a disc leak
 only when the other view shows one on the same side, as far from its bolus
@@ -44,22 +43,13 @@ import numpy as np
 
 from monitor.vision.cement import around
 
-# A lobe's valley dips under this share of its own summit, by VALLEY_NOISE_SDS noise sds, and the
-# lobe covers LOBE_MIN_MM2 where it stands apart. Grown, the tuning seeds' disc leaks dipped to
-# 0.3-0.7, but dense cement behind scatter flattens the relief (5026's lateral, ZrO2 at 65 kVp,
-# scatter-to-primary 0.87: a valley at 0.86 of the film's summit), and at a leak's onset the film
-# is thin: 5026's AP stood 0.91 of its summit, 2.2 mm2 wide, and 5002's AP 2.1 mm2 and 2.2 noise
-# sds over its valley. With 0.9, 4 sds and 4 mm2 (until session 65) both were high 3 frames late.
-# A lobe in one view alone is no leak (the caller wants both views), which is what lets a view be
-# this loose: on the tuning seeds, 1 mm2 raised a false disc leak (5024, 13 frames before its
-# posterior leak) where 2 mm2, 0.95-0.97 and 1.5-2 sds raised none.
-VALLEY_DEPTH = 0.95
-VALLEY_NOISE_SDS = 2.0
-LOBE_MIN_MM2 = 2.0
-# The valley's other side, the bolus's own cement at the tip, is the injected mass, not a new film:
-# it must stand by 4 noise sds. Where it stands less, the tip's cement is hardly denser than the
-# valley, and what rises beyond is the same bolus, denser away from its tip (one mass).
-BOLUS_NOISE_SDS = 4.0
+# A lobe's valley dips under this share of its own summit. The tuning seeds' disc leaks dipped
+# to 0.3-0.7, but dense cement behind scatter flattens the relief: 5026's lateral (ZrO2 at 65 kVp,
+# scatter-to-primary 0.87) rose to a plateau of 0.8 log units over bolus and film alike, its
+# valley at 0.86 of the film's summit, and the leak was missed in both views (0.8 until session 45).
+VALLEY_DEPTH = 0.9
+VALLEY_NOISE_SDS = 4.0  # ... and by at least this many noise sds
+LOBE_MIN_MM2 = 4.0  # a lobe's area where it stands apart
 FIRST_LEVEL = 1.5  # the relief is cut from this many times the segmentation's threshold ...
 LEVEL_STEP = 1.15  # ... each level this much over the last
 TIP_REACH_MM = 2.0  # the bolus at a level: its parts within this of a cannula's tip
@@ -160,13 +150,12 @@ def find_disc_lobes(
                 continue
             piece = (parts == i) & ~near_steel
             summit = float(relief[piece].max()) if piece.any() else 0.0
-            if not _stands(summit, level, noise, VALLEY_NOISE_SDS):
+            if not _stands(summit, level, noise):
                 continue
             # ... and a valley has two sides: the bolus's own cement rises over the level too
             # (not only the steel, which joins it at every level)
             bolus_cement = np.isin(parts, list(nearest)) & ~near_steel
-            bolus_summit = float(relief[bolus_cement].max()) if bolus_cement.any() else 0.0
-            if not _stands(bolus_summit, level, noise, BOLUS_NOISE_SDS):
+            if not bolus_cement.any() or not _stands(float(relief[bolus_cement].max()), level, noise):
                 continue
             full = np.zeros(cement.shape, bool)
             full[window] = piece
@@ -175,10 +164,10 @@ def find_disc_lobes(
     return [lobe for _, lobe in best.values()]
 
 
-def _stands(summit: float, level: float, noise: float, sds: float) -> bool:
-    """Whether a summit stands over the valley at ``level``: its valley under
-    :data:`VALLEY_DEPTH` of it, and ``sds`` of ``noise`` (log units) under it."""
-    return summit * VALLEY_DEPTH >= level and summit - level >= sds * noise
+def _stands(summit: float, level: float, noise: float) -> bool:
+    """Whether a summit stands over the valley at ``level``: by a fifth of itself
+    (:data:`VALLEY_DEPTH`) and by :data:`VALLEY_NOISE_SDS` of ``noise``."""
+    return summit * VALLEY_DEPTH >= level and summit - level >= VALLEY_NOISE_SDS * noise
 
 
 def _centre(labels: set[int], centres: np.ndarray) -> np.ndarray:
