@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from monitor.vision.alarms import AlarmConfig, AlarmEngine
 
 
@@ -249,6 +251,67 @@ def _no_cement():
 
     empty = np.zeros((100, 100), np.float32)
     return CementMap(empty, empty > 0, empty, 0.01)
+
+
+def test_cement_apart_from_the_bolus_is_read_from_half_the_leak_size_where_the_darkness_reads_low():
+    """Cement apart from the bolus (a lateral view with no outline: most real-CT levels) is a leak
+    by its volume, read from its darkness. On a level whose darkness reads low it is read from
+    half the leak size: the view is told to read pieces from 0.004 mL; 0.005 mL apart on two
+    frames running (0.62 of the 0.008 mL configured) is a high posterior leak, 0.01 mL (2.5
+    times) at once; nothing on a level whose darkness reads right. Cement outside an outline
+    keeps the configured size, and a half-size reading of cement apart does not confirm it on
+    the next frame. A restart between the two frames, the level's darkness-reads-low taken back
+    and the logged overlay's leaks recalled, alarms as without it; logged before the pieces
+    were marked apart, the reading is compared with the configured size (no alarm)."""
+    from monitor.vision.analysis import CaseAnalyzer, PlaneResult
+    from monitor.vision.drawing import overlay_geometry
+    from monitor.vision.measure import Leak
+    from monitor.vision.pixels import PixelGrid
+
+    told = []  # the least piece apart each frame's view was told to read (mL)
+
+    class Telling(_Reads):
+        def process(self, pixels, frame):
+            told.append(self.apart_leak_size_ml)
+            return super().process(pixels, frame)
+
+    def result(frame, ml=0.005, apart=True):
+        leak = Leak("posterior", ml, (10.0, 10.0), (5, 5, 10, 10), apart=apart)
+        r = PlaneResult("lateral", frame, checked=("leak-apart",) if apart else ("leak",), leaks=[leak])
+        r.overlay = overlay_geometry(
+            {}, PixelGrid(0.25), (0, 0, 100, 100), (0, 0), [], None, _no_cement(), [leak], 5.0
+        )
+        return r
+
+    def alarms(darkness_low, *results, case=None):
+        case = case or CaseAnalyzer()
+        case.darkness_low = darkness_low
+        out = []
+        for r in results:
+            _, summary = case.process(Telling([r]), None, r.frame, r.frame / 10)
+            out += [(a["frame"], a["priority"], a["site"]) for a in summary.raised]
+        return out
+
+    assert alarms(True, result(5), result(6)) == [(6, "high", "posterior")]
+    assert told == [pytest.approx(0.004)] * 2
+    assert alarms(True, result(5, 0.01)) == [(5, "high", "posterior")]
+    assert alarms(False, result(5), result(6)) == []
+    assert told[-2:] == [pytest.approx(0.008)] * 2
+    assert alarms(False, result(5, 0.01)) == []
+    assert alarms(True, result(5, apart=False), result(6, apart=False)) == []
+    assert alarms(True, result(5, 0.01, apart=False)) == []
+    assert alarms(True, result(5), result(6, 0.008, apart=False)) == []
+
+    def restarted(logged):
+        case = CaseAnalyzer()
+        case.restore_darkness_low()
+        case.recall_leak_reading("lateral", 5, 0.5, ("leak-apart",), logged)
+        return alarms(True, result(6), case=case)
+
+    logged = result(5).overlay["leaks"]
+    assert logged[0]["apart"] is True
+    assert restarted(logged) == [(6, "high", "posterior")]
+    assert restarted([{k: v for k, v in leak.items() if k != "apart"} for leak in logged]) == []
 
 
 def test_a_disc_lobe_is_a_leak_only_when_the_other_view_shows_one_on_the_same_side():

@@ -159,6 +159,10 @@ LOBE_SHALLOW_DOUBT = (
 )
 LOBE_RISE_AGREES_MM = 3.0  # the two views' lobes lie as far from the bolus within this (or 30 %)
 LINE_KEY = ":line"  # a view's lines at a site are confirmed by its lines, not by its other cement there
+# ... and its cement apart from the bolus at the smaller size of a level whose darkness reads low
+# (CaseAnalyzer.apart_leak_size_ml) by its cement apart only: outline cement is confirmed by
+# readings of the configured size alone
+APART_KEY = ":apart"
 
 
 @dataclass(frozen=True)
@@ -315,6 +319,9 @@ class PlaneAnalyzer:
             self.config.physics.scatter_fraction, self.config.physics.scatter_sigma_mm
         )
         self.shape: tuple[int, int] | None = None  # the stream's frame shape, from its first frame
+        # the least cement apart from the bolus read as a leak (mL), set per frame by the case
+        # (CaseAnalyzer.apart_leak_size_ml)
+        self.apart_leak_size_ml = self.config.detection.leak_min_ml
         self._first_frames: list[np.ndarray] = []  # until the baseline is learnt
         self._first_numbers: list[int] = []  # their frame numbers
         self.learnt: PlaneBaseline | None = None  # what the first frames said
@@ -714,7 +721,7 @@ class PlaneAnalyzer:
         into pieces "apart" and as lines along the old bolus's edge (late starts of the tuning
         cases raised false leaks both ways): both are then off for the level in this view, said
         once ("apart-off"); the leaks read against an outline are not affected."""
-        reading = self._apart_reading(cement, tips)
+        reading = self._apart_reading(cement, tips, least_ml=self.config.detection.leak_min_ml)
         if reading.bolus_ml < self.config.detection.leak_min_ml:
             return
         before = self.learnt.cement_grew or self._state.prior is not None
@@ -787,10 +794,15 @@ class PlaneAnalyzer:
         kept = [v for v in self._veins if not any(in_box(v, lk.box) for lk in reading.leaks)]
         self._veins = (veins + kept)[:MAX_VEINS_KEPT]
 
-    def _apart_reading(self, cement: CementMap, tips: list[tuple[float, float]], veins=()) -> ApartReading:
-        """:func:`find_apart_leaks` with this view's cannulas, grid and the configured physics."""
+    def _apart_reading(
+        self, cement: CementMap, tips: list[tuple[float, float]], veins=(), least_ml: float | None = None
+    ) -> ApartReading:
+        """:func:`find_apart_leaks` with this view's cannulas, grid and the configured physics,
+        reading pieces from ``least_ml`` (None: :attr:`apart_leak_size_ml`, the case's; the
+        decision from the start is made at the configured leak size its bound was set at)."""
         directions = [k.direction for k in self.learnt.cannulas]
-        mu, least = self.config.physics.cement_mu_per_mm, self.config.detection.leak_min_ml
+        mu = self.config.physics.cement_mu_per_mm
+        least = self.apart_leak_size_ml if least_ml is None else least_ml
         return find_apart_leaks(cement, tips, directions, self.grid, self.roi[:2], mu, least, veins)
 
     def _cement(self, pixels: np.ndarray, clipped: np.ndarray, number: int) -> tuple[CementMap, Comparison]:
@@ -1126,6 +1138,17 @@ ONE_VIEW_AFTER_UNREADABLE = 3
 # cross 0.65, and the level's volume would then be the shape's. Run (session 57, with the cement
 # apart read piece by piece): tuning 9.8 / 36.7 -> 9.6 / 36.6 %, reporting 8.6 / 28.4 -> 8.5 / 28.2 %.
 LEVEL_SHARE_RESULTS = 20
+# Where the level's darkness reads low (CaseAnalyzer.darkness_low: scatter, a hardening beam, a fainter
+# cement than the profile's), cement apart from the bolus is read as a leak from this share of the
+# leak size (CaseAnalyzer.apart_leak_size_ml): its volume is read from its darkness, which reads
+# low there too, and with no outline to read it against (most real-CT levels) its size is all
+# that holds a leak back. Tuning 5021 (CT, its darkness 0.44 of its shape's truth): the posterior
+# leak apart from the bolus read 0.006 mL a frame after its onset, 0.07 mL having leaked, and was
+# alarmed 3 frames late (session 65). A tuned sensitivity, not a measured scale: a leak's darkness
+# read 0.1-1.2 of what had leaked on the tuning leaks, against the level's share (Spearman 0.5).
+# Cement outside an outline keeps the configured size: scaled too (by the share's square root),
+# it brought 3 false high alarms 1-6 frames earlier (tuning 5002, review seeds 9816 and 9819).
+APART_SIZE_WHERE_DARKNESS_LOW = 0.5
 _VIEW_NAMES = {"lateral": "lateral", "ap": "AP"}  # the views as people write them
 
 
@@ -1233,6 +1256,7 @@ class CaseAnalyzer:
     ) -> tuple[PlaneResult, CaseSummary]:
         """Analyse one frame; returns the plane result and what it means for the case: the
         reconciled volume, the time to the 5 mm line and the alarms raised now."""
+        plane.apart_leak_size_ml = self.apart_leak_size_ml()
         r = plane.process(pixels, frame)
         if any(c.code == CaveatCode.CEMENT_IN_BASELINE for c in r.caveats):
             self._held_cement.add(r.plane)
@@ -1245,6 +1269,8 @@ class CaseAnalyzer:
             self.volumes[r.plane] = (r.volume_ml, r.volume_filled)
         by_site: dict[str, list[Leak]] = {}
         behind: list[BehindWall] = []  # the confirmed leaks' pieces read behind the wall
+        # the configured leak size, also where cement apart from the bolus is read from a smaller
+        # one: a speck behind the wall must not move the distance
         least = self.config.detection.leak_min_ml
         # A vein's line has no leak size to stand for it: its reading behind the wall counts when
         # the view's frame before read one there too, near it (a line's site is confirmed by
@@ -1363,7 +1389,9 @@ class CaseAnalyzer:
         "apart", "outline" or "lobe"). The cement outside the outline (or apart from the bolus),
         the veins read as lines and the disc lobes are judged apart, so that none lends another
         its standing: cement is confirmed at 2.5 times the leak size, at the leak size on two
-        frames running, or at once behind the wall when the front itself reads beyond it; a line
+        frames running, or at once behind the wall when the front itself reads beyond it (cement
+        apart from the bolus alone: at :meth:`apart_leak_size_ml`, half the configured size where
+        the level's darkness reads low, confirmed by such readings too; APART_KEY); a line
         at any volume on two frames running of lines; a lobe above or below the bolus
         (:mod:`monitor.vision.lobes`) when the other view read one on the same side within
         LEAK_CORROBORATION_S, a disc leak at once (two views agreeing), whatever its volume. A
@@ -1377,7 +1405,7 @@ class CaseAnalyzer:
         # _read_apart) is judged alone, as with no outline: the nominal outline's cement at the
         # site neither adds to it nor lends it its doubt.
         apart = [lk for lk in outline if lk.apart]
-        if apart and sum(lk.volume_ml for lk in apart) >= cfg.leak_min_ml:
+        if apart and sum(lk.volume_ml for lk in apart) >= self.apart_leak_size_ml():
             outline = apart
         lines = [lk for lk in leaks if lk.line]
         backed = [(lk, b) for lk in leaks if (b := self._backs(r.plane, lk, time_s)) is not None]
@@ -1385,6 +1413,11 @@ class CaseAnalyzer:
         sure_lobe = any(lk.doubt is None or other_sure for lk, (_, _, other_sure) in backed)
         lobe_doubt = None if sure_lobe or not backed else backed[0][0].doubt
         cement_ml = sum(lk.volume_ml for lk in outline)
+        apart_only = bool(outline) and all(lk.apart for lk in outline)
+        size = self.apart_leak_size_ml() if apart_only else cfg.leak_min_ml
+        before = max(
+            self._pending.get(key, -10), self._pending.get(key + APART_KEY, -10) if apart_only else -10
+        )
         # A posterior leak with the front itself measured clearly beyond the wall is
         # two measurements agreeing: no need to wait for it to grow.
         beyond_wall = (
@@ -1393,17 +1426,14 @@ class CaseAnalyzer:
             and r.bolus_front_mm <= -cfg.leak_min_depth_mm
         )
         by_cement = bool(outline) and (
-            cement_ml >= 2.5 * cfg.leak_min_ml
-            or beyond_wall
-            or (cement_ml >= cfg.leak_min_ml and self._pending.get(key, -10) == frame - 1)
+            cement_ml >= 2.5 * size or beyond_wall or (cement_ml >= size and before == frame - 1)
         )
         by_line = bool(lines) and self._pending.get(key + LINE_KEY, -10) == frame - 1
-        self._note_leak(r.plane, site, cement_ml, frame, time_s)
+        self._note_leak(r.plane, site, cement_ml, frame, time_s, apart=apart_only)
         if lines:
             self._note_leak(r.plane, site, 0.0, frame, time_s, line=True)
         sure_line = any(not lk.doubt for lk in lines)
         line_doubt = None if sure_line or not lines else lines[0].doubt
-        apart_only = bool(outline) and all(lk.apart for lk in outline)
         cement_doubt = self._uncorroborated(r, site, time_s, apart_only) if outline else None
         how = "apart" if apart_only else "outline"
         if by_cement and cement_doubt is None:
@@ -1455,6 +1485,7 @@ class CaseAnalyzer:
         if checks is not None:  # None: an analyzer that did not say (logs before 2026-12)
             self._checks_leaks[plane] = "leak" in checks
         by_site: dict[str, float] = {}
+        apart_by_site: dict[str, float] = {}  # ... of which apart from the bolus ("apart")
         lines: set[str] = set()
         for leak in leaks or ():
             if leak.get("lobe"):
@@ -1464,24 +1495,45 @@ class CaseAnalyzer:
                 lines.add(leak["site"])
             else:
                 by_site[leak["site"]] = by_site.get(leak["site"], 0.0) + float(leak["volume_ml"])
+                if leak.get("apart"):
+                    apart_by_site[leak["site"]] = apart_by_site.get(leak["site"], 0.0) + float(
+                        leak["volume_ml"]
+                    )
         for site, volume in by_site.items():
-            self._note_leak(plane, site, volume, frame, time_s)
+            apart = apart_by_site.get(site, 0.0)
+            if apart >= self.apart_leak_size_ml():  # judged on its cement apart alone (_judge_leak)
+                self._note_leak(plane, site, apart, frame, time_s, apart=True)
+            else:
+                self._note_leak(plane, site, volume, frame, time_s)
         for site in lines:
             self._note_leak(plane, site, 0.0, frame, time_s, line=True)
 
     def _note_leak(
-        self, plane: str, site: str, volume_ml: float, frame: int, time_s: float, line: bool = False
+        self,
+        plane: str,
+        site: str,
+        volume_ml: float,
+        frame: int,
+        time_s: float,
+        line: bool = False,
+        apart: bool = False,
     ) -> None:
         """A view's cement outside its outline at ``site`` (``volume_ml`` summed there): at leak
-        size, or a vein read as a ``line`` at any size (kept apart, LINE_KEY), a reading the next
-        frame confirms (``_pending``) and the AP's backing of a lateral leak (``_leak_read_at``),
-        by frame number and stream time."""
+        size (the configured ``leak_min_ml``), or a vein read as a ``line`` at any size (kept
+        apart, LINE_KEY), a reading the next frame confirms (``_pending``) and the AP's backing
+        of a lateral leak (``_leak_read_at``), by frame number and stream time. Cement
+        ``apart`` from the bolus at :meth:`apart_leak_size_ml` (smaller where the level's
+        darkness reads low) is a reading too, kept apart (APART_KEY): it confirms only cement
+        apart, and backs nothing."""
         if line:
             self._pending[f"{plane}:{site}{LINE_KEY}"] = frame
             self._leak_read_at[plane] = time_s
-        elif volume_ml >= self.config.detection.leak_min_ml:
+            return
+        if volume_ml >= self.config.detection.leak_min_ml:
             self._pending[f"{plane}:{site}"] = frame
             self._leak_read_at[plane] = time_s
+        if apart and volume_ml >= self.apart_leak_size_ml():
+            self._pending[f"{plane}:{site}{APART_KEY}"] = frame
 
     def _uncorroborated(self, r: PlaneResult, site: str, time_s: float, apart: bool = False) -> str | None:
         """Why a leak read in ``r`` is only possible, or None when it stands on its own.
@@ -1731,6 +1783,14 @@ class CaseAnalyzer:
             f" volumes are entered the volume is taken from the shape ({estimate.volume_ml:.2f} mL,"
             f" {estimate.low_ml:.2f}-{estimate.high_ml:.2f}, before any syringe scaling)",
         )
+
+    def apart_leak_size_ml(self) -> float:
+        """The least cement apart from the bolus read as a leak (mL): the leak size configured
+        (``leak_min_ml``), and :data:`APART_SIZE_WHERE_DARKNESS_LOW` of it where this level's
+        darkness has read low (:attr:`darkness_low`, a decision kept for the level and restored
+        after a restart, so the size neither drifts nor changes over one)."""
+        size = self.config.detection.leak_min_ml
+        return size * APART_SIZE_WHERE_DARKNESS_LOW if self.darkness_low else size
 
     def _level_share(self) -> float | None:
         """The median of what the darkness read of the shape's truth over this level's last

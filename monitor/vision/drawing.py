@@ -65,9 +65,12 @@ def overlay_geometry(
             "site": lk.site,
             "centroid": list(lk.centroid),
             "box": list(lk.box),
-            # to 1 nL: a restart compares the logged leaks with the 0.008 mL threshold again
-            # (CaseAnalyzer.recall_leak_reading), and 4 decimals put 0.00797 over it
+            # to 1 nL: a restart compares the logged leaks with the leak size again
+            # (CaseAnalyzer.recall_leak_reading), and 4 decimals put 0.00797 over 0.008 mL
             "volume_ml": round(lk.volume_ml, 6),
+            # cement apart from the bolus: on a level whose darkness reads low, read from a smaller
+            # size (CaseAnalyzer.apart_leak_size_ml), and so recalled after a restart
+            **({"apart": True} if lk.apart else {}),
             **({"line": True} if lk.line else {}),  # a vein read as a line: held at any volume
             # a disc lobe: "above" or "below" the bolus, how far (mm), and whether its view doubts it
             **({"lobe": lk.lobe, "lobe_rise_mm": round(lk.lobe_rise_mm or 0.0, 2)} if lk.lobe else {}),
