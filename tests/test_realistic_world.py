@@ -127,6 +127,20 @@ def test_video_output_is_8_bit_log_and_the_cement_darkens_it(tmp_path):
         _small(world).validate()
 
 
+def test_the_seed_sets_are_apart_and_each_named_on_the_command_line():
+    """Tuning on a reporting seed would report the monitor on a case it was tuned on: the sets
+    share no seed, and `monitor bench accuracy --seeds` offers each by its name."""
+    from monitor.accuracy import SEED_SETS
+    from monitor.cli import build_parser
+
+    seen: set[int] = set()
+    for seeds in SEED_SETS.values():
+        assert len(set(seeds)) == len(seeds) and not seen & set(seeds)
+        seen |= set(seeds)
+    for name in SEED_SETS:
+        assert build_parser().parse_args(["bench", "accuracy", "--seeds", name]).seeds == name
+
+
 def test_a_case_is_the_same_for_the_same_seed(tmp_path):
     """... whether its phantom is built (a) or remembered from the last build (b)."""
     from monitor.sim import simulate as simulator

@@ -37,9 +37,11 @@ def add_bench(sub) -> None:
     )
     a.add_argument(
         "--seeds",
-        choices=("reporting", "tuning"),
+        choices=("reporting", "tuning", "tuning-extra"),
         default="reporting",
-        help="realistic world: the 36 reporting seeds, or the 36 tuning ones (tune on these only)",
+        help="realistic world: the 36 reporting seeds, the 36 tuning ones (tune on these only), or"
+        " 48 more tuning ones (5100-5147: check a change tuned on the first 36 on cases it was not"
+        " tuned on, before the reporting seeds)",
     )
     a.add_argument(
         "--cases",
