@@ -80,6 +80,13 @@ MIN_FROM_HORIZONTAL_DEG = 10.0  # flatter, ending inside the field: an endplate
 MIN_LENGTH_FRACTION = 0.06  # of the image's larger side: shorter lines are not a shaft
 TIP_FROM_BORDER = 0.04  # of the image's larger side: a tip nearer the border is a field's edge, not steel
 TIP_REACH_MM = 70.0  # the steel followed this far past the ridge's end (dense bone hides it)
+# A shaft seen for less than this is looked for again joined along its line (find_cannula), and the
+# joined one taken when it is the same shaft (within this angle and this far off its axis) reaching
+# at least this much further in
+SHORT_SHAFT_MM = 20.0
+SHORT_SHAFT_AGREE_DEG = 10.0
+SHORT_SHAFT_OFF_AXIS_MM = 2.0
+SHORT_SHAFT_FURTHER_MM = 10.0
 TIP_LOCAL_MM = 4.0  # the steel's contrast is judged against its median over this much behind ...
 TIP_LOCAL_SHARE = 0.5  # ... and is on while over this share of it ...
 TIP_NOISE_SIGMAS = 4.0  # ... and over this many spreads of the contrast beside the shaft
@@ -358,11 +365,30 @@ def find_cannula(att: np.ndarray, pixel_mm: float | None = None, bridged: bool =
     a simple-world case that put the steel's edge into the cement beside the band left out (a
     front read 15 mm beyond the wall on four frames)."""
     try:
-        return _find_cannula(att, pixel_mm, bridged=False)
+        found = _find_cannula(att, pixel_mm, bridged=False)
     except NotFound:
         if not bridged:
             raise
         return _find_cannula(att, pixel_mm, bridged=True)
+    mm = 1.0 / (pixel_mm or PIXEL_MM_UNKNOWN)
+    if not bridged or found.length_px >= SHORT_SHAFT_MM * mm:
+        return found
+    # A shaft seen for under SHORT_SHAFT_MM: its ridge may stand out only over the thin tissue at
+    # the field's edge and break where the shaft enters thick tissue under heavy scatter (extra
+    # tuning seed 5128: 11 mm of it, the tip put there, 53 mm short of the real one, the rest of
+    # the shaft read as cement). Joined along its line, the same shaft reaching further in is it.
+    try:
+        joined = _find_cannula(att, pixel_mm, bridged=True)
+    except NotFound:
+        return found
+    out = np.asarray(joined.direction)
+    rel = np.asarray(found.tip) - np.asarray(joined.tip)
+    further_in = float(rel @ out)  # how far the joined tip lies beyond the one found, along the shaft
+    off_axis = abs(float(rel @ np.array([-out[1], out[0]])))
+    aligned = float(np.asarray(found.direction) @ out) >= np.cos(np.radians(SHORT_SHAFT_AGREE_DEG))
+    if aligned and off_axis <= SHORT_SHAFT_OFF_AXIS_MM * mm and further_in >= SHORT_SHAFT_FURTHER_MM * mm:
+        return joined
+    return found
 
 
 def _find_cannula(att: np.ndarray, pixel_mm: float | None, bridged: bool) -> Cannula:
