@@ -432,7 +432,17 @@ def score(cases: list[dict]) -> dict:
     asked = {"right": 0, "wrong": 0, "unshown": 0}
     prox_armed = {"cases": 0, "on_time": 0}
     prox = {"cases": 0, "on_time": 0, "latencies": [], "false": 0, "missed": 0}
-    leak = {"cases": 0, "on_time": 0, "latencies": [], "false": 0, "missed": 0, "site_ok": 0}
+    # "false_in_stop_zone": false leak alarms raised while the truth's front was within the 5 mm
+    # line (a stop the 5 mm rule owed, read as a leak: off a wall not confirmed, as a rule)
+    leak = {
+        "cases": 0,
+        "on_time": 0,
+        "latencies": [],
+        "false": 0,
+        "missed": 0,
+        "site_ok": 0,
+        "false_in_stop_zone": 0,
+    }
     # the possible (medium) leak alarms, which the operator sees too: the leaks they alone
     # announced within 2 frames, and those raised before any cement left (counted as the high)
     possible = {"on_time": 0, "false": 0}
@@ -501,6 +511,12 @@ def score(cases: list[dict]) -> dict:
         onset, first = t["leak_onset"], t["leak_first"]
         false_leaks = [a for a in leak_alarms if first is None or a["frame"] < first]
         leak["false"] += len({(a["plane"], a["site"]) for a in false_leaks}) if false_leaks else 0
+        first_false = {}  # (plane, site) -> its first false alarm's frame
+        for a in false_leaks:
+            first_false.setdefault((a["plane"], a["site"]), a["frame"])
+        leak["false_in_stop_zone"] += sum(
+            1 for f in first_false.values() if (d := t["distance"].get(f)) is not None and d <= PROXIMITY_MM
+        )
         high_on_time = False
         if onset is not None:
             leak["cases"] += 1
@@ -598,6 +614,7 @@ def report(s: dict, title: str) -> str:
         f"{'leaks: missed':46} {lk['missed']:18d}",
         f"{'leaks: site correct (first alarm)':46} {lk['site_ok']:>11d} of {lk['cases'] - lk['missed']:<4d}",
         f"{'leaks: false alarms (before any cement left)':46} {lk['false']:18d}   <= 1 per 20 cases",
+        f"{'  ... the front then within 5 mm of the wall':46} {lk.get('false_in_stop_zone', 0):18d}",
         f"{'  only a possible (medium) leak within 2 frames':46} {pl.get('on_time', 0):18d}",
         f"{'  possible (medium) leaks before any cement left':46} {pl.get('false', 0):18d}",
         f"{'volume error, median (%, frames >= 0.5 mL)':46} {pct(s['volume_err_pct'], 50):18.1f}   <= 5",

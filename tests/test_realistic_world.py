@@ -300,6 +300,18 @@ def test_the_benchmark_scores_a_realistic_case_and_tables_it_by_band(tmp_path):
     text = report(scored, "realistic world: 1 case")
     assert re.search(r"only a possible \(medium\) leak within 2 frames +1\n", text), text
     assert re.search(r"possible \(medium\) leaks before any cement left +1\n", text), text
+    # A false high leak alarm raised while the truth's front was within the 5 mm line is still
+    # false, and is also said as a stop the 5 mm rule owed (off a wall not confirmed, as a rule):
+    # one at frame 6 with the front 4 mm from the wall, one at frame 7 at 12 mm.
+    near = {
+        **leaked,
+        "truth": {**leaked["truth"], "distance": {**case["truth"]["distance"], 6: 4.0, 7: 12.0}},
+    }
+    high = {**medium, "priority": "high"}
+    near["alarms"] = [{**high, "frame": 6, "site": "posterior"}, {**high, "frame": 7, "site": "disc"}]
+    scored = score([near])
+    assert scored["leak"]["false"] == 2 and scored["leak"]["false_in_stop_zone"] == 1
+    assert re.search(r"\.\.\. the front then within 5 mm of the wall +1\n", report(scored, "1 case"))
     # A case asked about is scored by the wall it showed the operator to confirm, against the
     # truth: right (within 1 mm, the question was not needed), wrong, or none shown.
     assert isinstance(case["asked_wall_error"], dict)
