@@ -432,8 +432,10 @@ def score(cases: list[dict]) -> dict:
     asked = {"right": 0, "wrong": 0, "unshown": 0}
     prox_armed = {"cases": 0, "on_time": 0}
     prox = {"cases": 0, "on_time": 0, "latencies": [], "false": 0, "missed": 0}
-    # "false_in_stop_zone": false leak alarms raised while the truth's front was within the 5 mm
-    # line (a stop the 5 mm rule owed, read as a leak: off a wall not confirmed, as a rule)
+    # "false_in_stop_zone": of the false leak alarms (each view and site at its first), those raised
+    # while the truth's front was within the 5 mm line or beyond the wall (a stop the 5 mm rule owed,
+    # read as a leak: off a wall not confirmed, as a rule); the truth's frame numbers are ints (the
+    # in-process cases; a JSON reload makes them strings, which counts none)
     leak = {
         "cases": 0,
         "on_time": 0,
@@ -513,7 +515,8 @@ def score(cases: list[dict]) -> dict:
         leak["false"] += len({(a["plane"], a["site"]) for a in false_leaks}) if false_leaks else 0
         first_false = {}  # (plane, site) -> its first false alarm's frame
         for a in false_leaks:
-            first_false.setdefault((a["plane"], a["site"]), a["frame"])
+            key = (a["plane"], a["site"])
+            first_false[key] = min(first_false.get(key, a["frame"]), a["frame"])
         leak["false_in_stop_zone"] += sum(
             1 for f in first_false.values() if (d := t["distance"].get(f)) is not None and d <= PROXIMITY_MM
         )

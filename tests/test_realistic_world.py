@@ -302,15 +302,16 @@ def test_the_benchmark_scores_a_realistic_case_and_tables_it_by_band(tmp_path):
     assert re.search(r"possible \(medium\) leaks before any cement left +1\n", text), text
     # A false high leak alarm raised while the truth's front was within the 5 mm line is still
     # false, and is also said as a stop the 5 mm rule owed (off a wall not confirmed, as a rule):
-    # one at frame 6 with the front 4 mm from the wall, one at frame 7 at 12 mm.
-    near = {
-        **leaked,
-        "truth": {**leaked["truth"], "distance": {**case["truth"]["distance"], 6: 4.0, 7: 12.0}},
-    }
+    # Each view and site is judged at its first false alarm (all before the cement left at 10):
+    # posterior first at 4 mm (then 12), disc first at 12 mm (then 3), venous first where the truth
+    # has no distance (the cement not yet level with the wall; then 2 mm): one of the three.
+    distance = {**case["truth"]["distance"], 2: 4.0, 3: 12.0, 4: None, 5: 12.0, 6: 3.0, 7: 2.0}
+    near = {**leaked, "truth": {**leaked["truth"], "distance": distance}}
     high = {**medium, "priority": "high"}
-    near["alarms"] = [{**high, "frame": 6, "site": "posterior"}, {**high, "frame": 7, "site": "disc"}]
+    sites = ((2, "posterior"), (3, "disc"), (4, "venous"), (5, "posterior"), (6, "disc"), (7, "venous"))
+    near["alarms"] = [{**high, "frame": f, "site": site} for f, site in sites]
     scored = score([near])
-    assert scored["leak"]["false"] == 2 and scored["leak"]["false_in_stop_zone"] == 1
+    assert scored["leak"]["false"] == 3 and scored["leak"]["false_in_stop_zone"] == 1
     assert re.search(r"\.\.\. the front then within 5 mm of the wall +1\n", report(scored, "1 case"))
     # A case asked about is scored by the wall it showed the operator to confirm, against the
     # truth: right (within 1 mm, the question was not needed), wrong, or none shown.
