@@ -301,7 +301,7 @@ def test_the_benchmark_scores_a_realistic_case_and_tables_it_by_band(tmp_path):
     assert re.search(r"only a possible \(medium\) leak within 2 frames +1\n", text), text
     assert re.search(r"possible \(medium\) leaks before any cement left +1\n", text), text
     # A false high leak alarm raised while the truth's front was within the 5 mm line is still
-    # false, and is also said as a stop the 5 mm rule owed (off a wall not confirmed, as a rule):
+    # false, and is also said as a stop the 5 mm rule owed (off a wall not confirmed, as a rule).
     # Each view and site is judged at its first false alarm (all before the cement left at 10):
     # posterior first at 4 mm (then 12), disc first at 12 mm (then 3), venous first where the truth
     # has no distance (the cement not yet level with the wall; then 2 mm): one of the three.
