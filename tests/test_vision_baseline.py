@@ -257,3 +257,23 @@ def test_cement_growing_over_the_baseline_frames_is_measured_near_the_tip():
     # a thin line (an edge breathing left) is not a bolus
     line = noise + 0.05 * (np.abs(xs - 106) < 1).astype(np.float32) * (np.abs(ys - 100) < 40)
     assert cement_grown_mm2(line, exclude, [tip], pixel_mm) < GROWN_MIN_MM2
+
+
+@pytest.mark.parametrize(("top", "dy"), [(110, -6), (130, 6), (130, 4)])
+def test_reference_pixels_a_shift_takes_off_the_frame_do_not_pull_the_registration(top, dy):
+    """Breathing moves a bundled recording's lateral view ``dy`` pixels (and 2 across) within
+    a 130 x 160 window, the middle (cement and steel, a disc of 50 pixels) left out. The
+    reference's edges that leave the window have nothing to match: the replicated border
+    they would read is no image. Reading it pulled these shifts 0.6-2.3 pixels off, and a
+    fraction of a pixel on an endplate reads as a line of cement."""
+    r = next(r for r in bundled_recordings() if r.name == "posterior-leak")
+    with open_recording(r.lateral) as rec:
+        pixels = rec.frame(0).astype(np.float32)
+    attenuation = -np.log(np.maximum(pixels, 1.0) / pixels.max())
+    left = attenuation.shape[1] // 3
+    reference = attenuation[top : top + 130, left : left + 160].copy()
+    frame = attenuation[top - dy : top - dy + 130, left + 2 : left + 162]
+    rows, cols = np.mgrid[:130, :160]
+    ignore = np.hypot(rows - 65, cols - 80) < 50
+    dx_found, dy_found = Registration(reference).shift(frame, ignore, (-1.5, 0.8 * dy))
+    assert dx_found == pytest.approx(-2.0, abs=0.15) and dy_found == pytest.approx(dy, abs=0.15)

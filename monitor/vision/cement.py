@@ -19,6 +19,7 @@ from monitor.vision.stats import median
 # Cement minus the marrow it displaces, 1/mm, PMMA with ~30% BaSO4 at ~60 keV effective.
 DEFAULT_CEMENT_MU = 0.18
 REGISTRATION_UNCERTAINTY_PX = 0.25
+INSIDE_MARGIN_PX = 2.0  # a level's pixels a sample must keep from the frame's edge
 
 
 class _Level:
@@ -51,6 +52,18 @@ class _Level:
             col = np.clip(np.rint((self.xs + dx / f) * f).astype(np.intp), 0, w - 1)
             row = np.clip(np.rint((self.ys + dy / f) * f).astype(np.intp), 0, h - 1)
             use = ~ignore[row, col]
+        # a reference pixel the shift takes off the frame has nothing to match: the replicated
+        # border it would read is no image, and it pulls the shift (0.6 pixel at the top of a
+        # breath with the bolus and steel left out, extra tuning seed 5116: a line of cement
+        # along each endplate)
+        x, y = self.xs + dx / f, self.ys + dy / f
+        h, w = moving.shape
+        use &= (
+            (x >= INSIDE_MARGIN_PX)
+            & (x <= w - 1 - INSIDE_MARGIN_PX)
+            & (y >= INSIDE_MARGIN_PX)
+            & (y <= h - 1 - INSIDE_MARGIN_PX)
+        )
         if use.sum() < 50:
             return dx, dy
         cols, rows = self.cols[use], self.rows[use]
