@@ -254,8 +254,13 @@ def evaluate_case(
     # darkness, and from the two views' shape (None where no shape was read)
     estimates: dict[int, tuple[float, float | None]] = {}
     # Python's full collections as the analyzer process runs them: between frames, not timed
+    # (plane, frame) -> the breathing shift the analyzer registered the frame at (image pixels)
+    registered: dict[tuple[str, int], tuple[float, float]] = {}
     with pacing, contextlib.closing(source):
         for item, result in analyse_source(_SyringeEvents(source, analysis, injected, syringe_ml), analysis):
+            moved = (result.overlay or {}).get("shift_px")
+            if moved is not None and result.status != "baseline":
+                registered[(item.plane, item.index)] = (float(moved[0]), float(moved[1]))
             if item.plane == "lateral":
                 distance[item.index] = result.distance_mm
                 state = (result.overlay or {}).get("wall_state")
@@ -308,9 +313,36 @@ def evaluate_case(
         "volume_weighed_frames": sorted(weighed),
         "volume_interval": interval,
         "volume_estimates": estimates,
+        "registration_error_mm": registration_error_mm(truth, registered),
         "timing_ms": [1000 * t for t in analysis.seconds[2 * 3 :]],  # after the baseline frames
         "full_collections_ms": [1000 * t for t in pacing.seconds],
     }
+
+
+def registration_error_mm(truth: dict, registered: dict[tuple[str, int], tuple[float, float]]) -> dict:
+    """How far each frame's registration (the breathing shift the analyzer found, image pixels,
+    from the first frame) lies from the truth's breathing, in mm at the vertebra, per plane:
+    ``{"lateral": [...], "ap": [...]}`` in frame order. The truth moves the patient ``shift_mm``
+    (anterior-posterior, cranio-caudal) from the first frame; a lateral image shows both (the
+    first across, reversed where the image is mirrored, the second up), an AP image the second
+    only. Frames shown through a recursive filter not yet undone show the anatomy late, which
+    counts here too (the registration is right about the image, the image is behind the
+    patient)."""
+    spacing = truth["geometry"]["spacing_at_vertebra_mm"]
+    moved = {f["frame"]: f.get("shift_mm") for f in truth["frames"]}
+    first = moved.get(min(moved)) if moved else None
+    out: dict[str, list[float]] = {"lateral": [], "ap": []}
+    if first is None:
+        return out
+    across_sign = -1.0 if truth["config"].get("mirror") else 1.0
+    for (plane, index), (dx, dy) in sorted(registered.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        now = moved.get(index)
+        if now is None or plane not in out:
+            continue
+        across = across_sign * (now[0] - first[0]) / spacing if plane == "lateral" else 0.0
+        up = -(now[1] - first[1]) / spacing
+        out[plane].append(float(np.hypot(dx - across, dy - up)) * spacing)
+    return out
 
 
 def operator_drawn_wall(truth_wall, spacing_mm: float, hand: np.random.Generator) -> list[list[float]]:
@@ -450,7 +482,10 @@ def score(cases: list[dict]) -> dict:
     possible = {"on_time": 0, "false": 0}
     timing = {512: [], 768: [], 1024: []}
     collections: list[float] = []  # Python's full collections run between frames (ms)
+    registration: list[float] = []  # each measured frame's registration error (mm), both planes
     for c in cases:
+        for errors in c.get("registration_error_mm", {}).values():  # absent before session 67
+            registration += errors
         t = c["truth"]
         states = c.get("wall", {})
         for f, d_true in t["distance"].items():
@@ -556,6 +591,7 @@ def score(cases: list[dict]) -> dict:
         "leak": leak,
         "timing": timing,
         "full_collections_ms": collections,
+        "registration_err_mm": registration,
         "n_cases": len(cases),
     }
 
@@ -607,6 +643,14 @@ def report(s: dict, title: str) -> str:
         f"{w['wrong_armed']:>11d} of {len(w['errors']):<4d}   0",
         f"{'wall error while armed, median / max (mm)':46} "
         f"{pct(w['errors'], 50):8.2f} / {pct(w['errors'], 100):7.2f}",
+        *(
+            [
+                f"{'registration vs the breathing, median / p95 (mm)':46} "
+                f"{pct(s['registration_err_mm'], 50):8.2f} / {pct(s['registration_err_mm'], 95):7.2f}"
+            ]
+            if s.get("registration_err_mm")
+            else []
+        ),
         f"{'proximity on armed levels, within 1 frame':46} {pa['on_time']:>11d} of {pa['cases']:<4d}   all",
         f"{'proximity: crossings alarmed within 1 frame':46} {p['on_time']:>11d} of {p['cases']:<4d}   all",
         f"{'proximity: latency frames (median, max)':46} {_fmt_lat(p['latencies']):>18}",

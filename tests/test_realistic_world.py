@@ -258,6 +258,19 @@ def test_the_benchmark_scores_a_realistic_case_and_tables_it_by_band(tmp_path):
                 "anatomy: geometric", "scenario: posterior (geometric)"):  # fmt: skip
         assert row in table
     assert "realistic" in report(score([case]), "realistic world: 1 case")
+    # Each measured frame's registration against the truth's breathing, both views: within a
+    # fraction of the breath (an axis or sign taken wrong would read about the breath itself)
+    truth = json.loads((tmp_path / "case" / "truth.json").read_text())
+    rise = [f["shift_mm"][1] for f in truth["frames"]]
+    registered = case["registration_error_mm"]
+    assert (
+        len(registered["lateral"]) == len(registered["ap"]) == 14
+    )  # frames 2-15: 0 and 1 build the baseline
+    assert max(rise) - min(rise) > 0.5
+    assert float(np.median(registered["lateral"] + registered["ap"])) < 0.2 * (max(rise) - min(rise))
+    assert re.search(
+        r"registration vs the breathing, median / p95 \(mm\) +\d", report(score([case]), "1 case")
+    )
     # --operator-wall always: the operator draws the wall on the first frame after the baseline;
     # the 5 mm rule is armed on it from the next frame on, and the report counts it
     drawn = evaluate_case(tmp_path / "case", operator_wall="always")
@@ -329,6 +342,23 @@ def test_the_benchmark_scores_a_realistic_case_and_tables_it_by_band(tmp_path):
     assert scored["asked"] == {"right": 1, "wrong": 1, "unshown": 1} and scored["walls"]["asked"] == 3
     text = report(scored, "4 cases")
     assert re.search(r"asked: wall shown right \(<= 1 mm\) / wrong / none +1 / +1 / 1 ", text), text
+
+
+def test_the_registration_is_scored_against_the_breathing_each_view_shows():
+    """The truth moves the patient (anterior-posterior, cranio-caudal) mm from the first frame:
+    a lateral image shows both, across reversed where it is mirrored, and up for cranial; an AP
+    image the second only. A registration that found exactly that scores 0 mm; one off by a
+    pixel scores a pixel's mm."""
+    from monitor.accuracy import registration_error_mm
+
+    frames = [{"frame": 0, "shift_mm": [0.2, 1.0]}, {"frame": 5, "shift_mm": [0.8, 3.0]}]
+    truth = {"geometry": {"spacing_at_vertebra_mm": 0.5}, "config": {"mirror": False}, "frames": frames}
+    exact = {("lateral", 5): (1.2, -4.0), ("ap", 5): (0.0, -4.0)}
+    assert registration_error_mm(truth, exact) == {"lateral": [pytest.approx(0.0)], "ap": [0.0]}
+    mirrored = {**truth, "config": {"mirror": True}}
+    assert registration_error_mm(mirrored, {("lateral", 5): (-1.2, -4.0)})["lateral"] == [pytest.approx(0.0)]
+    assert registration_error_mm(truth, {("lateral", 5): (-1.2, -4.0)})["lateral"] == [pytest.approx(1.2)]
+    assert registration_error_mm(truth, {("ap", 5): (0.0, -3.0), ("ap", 9): (0.0, 0.0)})["ap"] == [0.5]
 
 
 def test_a_ct_phantom_is_surrounded_by_the_patients_own_chest():
