@@ -256,8 +256,10 @@ def evaluate_case(
     # Python's full collections as the analyzer process runs them: between frames, not timed
     # (plane, frame) -> the breathing shift the analyzer registered the frame at (image pixels)
     registered: dict[tuple[str, int], tuple[float, float]] = {}
+    first_frame: dict[str, int] = {}  # plane -> the first frame it was given (its baseline's first)
     with pacing, contextlib.closing(source):
         for item, result in analyse_source(_SyringeEvents(source, analysis, injected, syringe_ml), analysis):
+            first_frame.setdefault(item.plane, item.index)  # the view's baseline is from here on
             moved = (result.overlay or {}).get("shift_px")
             if moved is not None and result.status != "baseline":
                 registered[(item.plane, item.index)] = (float(moved[0]), float(moved[1]))
@@ -313,31 +315,35 @@ def evaluate_case(
         "volume_weighed_frames": sorted(weighed),
         "volume_interval": interval,
         "volume_estimates": estimates,
-        "registration_error_mm": registration_error_mm(truth, registered),
+        "registration_error_mm": registration_error_mm(truth, registered, first_frame),
         "timing_ms": [1000 * t for t in analysis.seconds[2 * 3 :]],  # after the baseline frames
         "full_collections_ms": [1000 * t for t in pacing.seconds],
     }
 
 
-def registration_error_mm(truth: dict, registered: dict[tuple[str, int], tuple[float, float]]) -> dict:
+def registration_error_mm(
+    truth: dict,
+    registered: dict[tuple[str, int], tuple[float, float]],
+    first_frame: dict[str, int] | None = None,
+) -> dict:
     """How far each frame's registration (the breathing shift the analyzer found, image pixels,
-    from the first frame) lies from the truth's breathing, in mm at the vertebra, per plane:
-    ``{"lateral": [...], "ap": [...]}`` in frame order. The truth moves the patient ``shift_mm``
-    (anterior-posterior, cranio-caudal) from the first frame; a lateral image shows both (the
-    first across, reversed where the image is mirrored, the second up), an AP image the second
-    only. Frames shown through a recursive filter not yet undone show the anatomy late, which
-    counts here too (the registration is right about the image, the image is behind the
-    patient)."""
+    from the view's first frame, ``first_frame[plane]``, else the recording's) lies from the
+    truth's breathing, in mm at the vertebra, per plane: ``{"lateral": [...], "ap": [...]}`` in
+    frame order. The truth moves the patient ``shift_mm`` (anterior-posterior, cranio-caudal);
+    a lateral image shows both (the first across, reversed where the image is mirrored, the
+    second up), an AP image the second only. Both views are scored at the truth's one spacing
+    at the vertebra (the simulator gives them one geometry). Frames shown through a recursive
+    filter not yet undone show the anatomy late, which counts here too (the registration is
+    right about the image, the image is behind the patient)."""
     spacing = truth["geometry"]["spacing_at_vertebra_mm"]
     moved = {f["frame"]: f.get("shift_mm") for f in truth["frames"]}
-    first = moved.get(min(moved)) if moved else None
     out: dict[str, list[float]] = {"lateral": [], "ap": []}
-    if first is None:
+    if not moved:
         return out
     across_sign = -1.0 if truth["config"].get("mirror") else 1.0
     for (plane, index), (dx, dy) in sorted(registered.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        now = moved.get(index)
-        if now is None or plane not in out:
+        now, first = moved.get(index), moved.get((first_frame or {}).get(plane, min(moved)))
+        if now is None or first is None or plane not in out:
             continue
         across = across_sign * (now[0] - first[0]) / spacing if plane == "lateral" else 0.0
         up = -(now[1] - first[1]) / spacing

@@ -105,6 +105,15 @@ from monitor.vision.scatter import (
 from monitor.vision.temporal import MAX_PAIRS, UNDO_ABOVE, RecursiveFilter
 from monitor.vision.veins import find_vein_lines
 
+BREATHING_ELSEWHERE_FRAMES = 1  # the other view's breathing is taken from its same frame or the one before
+BREATHING_ELSEWHERE_S = 0.15  # ... acquired at most this long before (one frame at 7.5 frames/s)
+# The other view's breathing is taken only once the two have moved alike (_breaths_agree): over
+# BREATHING_PAIRS_MIN of the last BREATHING_PAIRS_KEPT frames both registered, this view moving
+# BREATHING_MIN_RANGE_MM or more, with a slope on the other's within BREATHING_SLOPE
+BREATHING_PAIRS_KEPT = 20
+BREATHING_PAIRS_MIN = 5
+BREATHING_MIN_RANGE_MM = 0.5
+BREATHING_SLOPE = (0.75, 1.33)
 MAX_VEINS_KEPT = 16  # places of veins read apart from the bolus kept, newest first
 CLIPPED_SAID_ABOVE = 0.10  # share of a plane's region clipped white from which each result says so
 CLIPPED_UNREADABLE_ABOVE = 0.80  # ... and over which the view is not read at all (see _unreadable)
@@ -347,6 +356,18 @@ class PlaneAnalyzer:
         # blank or saturated, after the baseline): its outline is an older frame's meanwhile
         self.unreadable_frames = 0
         self._shift = (0.0, 0.0)  # the breathing shift, working pixels, of the last frame
+        self.time_s = 0.0  # the frame's acquisition time (s), set by the level before each frame
+        # the last frame this view registered itself (not held): its number, time (s) and
+        # cranio-caudal shift (mm at the vertebra, down the image): the breathing, which the other
+        # view may take where it has too little left to register on
+        self.breathing_registered: tuple[int, float, float] | None = None
+        # the cranio-caudal breathing (mm) the other view registered at about this frame, or None
+        # (CaseAnalyzer._breathing_elsewhere; args: frame number, time s)
+        self.breathing_elsewhere: Callable[[int, float], float | None] = lambda frame, time_s: None
+        # (this view's, the other's) breathing (mm) on recent frames both registered themselves:
+        # whether they move alike, and the last pair, the anchor a held frame adds the other's change to
+        self._breath_pairs: deque[tuple[float, float]] = deque(maxlen=BREATHING_PAIRS_KEPT)
+        self.breathing_held_from_other = False  # this frame's shift was the other view's breathing
         self.without_scatter = False  # once the cement's halo has shown there is none
         self.halo_open = True  # still watched: until both planes' halos have settled the question
         self.halo = HaloEvidence()  # what the cement's halo says of the modelled scatter
@@ -585,7 +606,7 @@ class PlaneAnalyzer:
         result = PlaneResult(
             self.plane,
             frame,
-            tuple(filter(None, (self.anatomy_error, *self.caveats, self._clipped_caveat(share)))),
+            tuple(filter(None, (self.anatomy_error, *self.caveats, self._clipped_caveat(share, comparison)))),
             shift_px=(dx * self.grid.scale, dy * self.grid.scale),
         )
         if self.pixel_mm:
@@ -824,6 +845,11 @@ class PlaneAnalyzer:
             att, measured, scatter = primary_attenuation(*frame, parts=True, unfilter=undo)
         else:
             att, measured = primary_attenuation(*frame, unfilter=undo), None
+        elsewhere = self.breathing_elsewhere(number, self.time_s) if self.pixel_mm else None
+        held_shift = None
+        if elsewhere is not None and self._breaths_agree():
+            own_then, other_then = self._breath_pairs[-1]  # the other's breathing since then, added
+            held_shift = (self._shift[0], (own_then + elsewhere - other_then) / self.pixel_mm)
         comparison = compare_with_baseline(
             att,
             self._state,
@@ -833,8 +859,15 @@ class PlaneAnalyzer:
             measured,
             self.without_scatter,
             clipped,
+            held_shift,
         )
         self._shift = comparison.shift
+        if not comparison.held and self.pixel_mm:
+            own = comparison.shift[1] * self.pixel_mm
+            self.breathing_registered = (number, self.time_s, own)
+            if elsewhere is not None:
+                self._breath_pairs.append((own, elsewhere))
+        self.breathing_held_from_other = comparison.held and held_shift is not None
         c = comparison
         cement = segment(
             c.difference, c.layers[..., LAYER_GRADIENT], c.unread, self.pixel_mm, bolus=self._last_mask
@@ -894,12 +927,37 @@ class PlaneAnalyzer:
         caveats = tuple(filter(None, (self.anatomy_error, *self.caveats, why)))
         return PlaneResult(self.plane, frame, caveats, shift_px=(dx * self.grid.scale, dy * self.grid.scale))
 
-    def _clipped_caveat(self, share: float) -> Caveat | None:
+    def _breaths_agree(self) -> bool:
+        """Whether this view's breathing has moved as the other view's on the recent frames both
+        registered themselves: BREATHING_PAIRS_MIN or more of them, this view's moving
+        BREATHING_MIN_RANGE_MM or more, and a least-squares slope of it on the other's within
+        BREATHING_SLOPE. Both views show the patient's cranio-caudal breathing down their rows
+        only if both stand upright at the same magnification; a view upside down, or one whose
+        vertebra lies off the rotation centre, moves otherwise, and its breathing is not taken."""
+        if len(self._breath_pairs) < BREATHING_PAIRS_MIN:
+            return False
+        own, other = np.array(self._breath_pairs).T
+        if np.ptp(own) < BREATHING_MIN_RANGE_MM:
+            return False
+        spread = float(np.sum((other - other.mean()) ** 2))
+        if spread <= 0.0:
+            return False
+        slope = float(np.sum((other - other.mean()) * (own - own.mean()))) / spread
+        return BREATHING_SLOPE[0] <= slope <= BREATHING_SLOPE[1]
+
+    def _clipped_caveat(self, share: float, comparison: Comparison) -> Caveat | None:
         """Said on a frame whose region measured is clipped white over CLIPPED_SAID_ABOVE of it
-        (``share``): cement is not read there (a faint leak into it could stay unseen)."""
-        if share < CLIPPED_SAID_ABOVE:
+        (``share``): cement is not read there (a faint leak into it could stay unseen); and where
+        too little was left to register on (``comparison.held``), whose breathing was used."""
+        if share < CLIPPED_SAID_ABOVE and not comparison.held:
             return None
         detail = f"{self._clipped(share)}: no cement is read there, and a faint leak into it could go unseen"
+        if comparison.held:
+            detail += (
+                "; too little is left to register the breathing on, so the other view's is used"
+                if self.breathing_held_from_other
+                else "; too little is left to register the breathing on, so the last frame's shift is kept"
+            )
         return Caveat(CaveatCode.IMAGE_CLIPPED, detail)
 
     def _clipped(self, share: float) -> str:
@@ -1238,7 +1296,26 @@ class CaseAnalyzer:
         if name not in self.planes:
             self.planes[name] = PlaneAnalyzer(name, photometric, relationship, bits, pixel_mm, self.config)
             self.planes[name].unplaced_lobe_doubt = functools.partial(self._unplaced_lobe_doubt, name)
+            self.planes[name].breathing_elsewhere = functools.partial(self._breathing_elsewhere, name)
         return self.planes[name]
+
+    def _breathing_elsewhere(self, plane: str, frame: int, time_s: float) -> float | None:
+        """The cranio-caudal breathing (mm at the vertebra, down the image, from the first
+        frame) that the view other than ``plane`` registered on its own at ``frame`` or the one
+        before, and within BREATHING_ELSEWHERE_S before ``time_s`` (a single-plane C-arm
+        alternates its views: their frames are not at one time), or None. Breathing moves the
+        patient cranio-caudally, which both views show down their rows: where brightness
+        control has clipped one view's region until too little is left to register on (tuning
+        5001's AP from frame 23, 5029's from 16), the other's breathing since that view last
+        registered is added to it (:meth:`PlaneAnalyzer._breaths_agree` says when), where
+        keeping its last shift left it up to 1.9 mm off as the patient went on breathing."""
+        other = self.planes.get("ap" if plane == "lateral" else "lateral")
+        seen = None if other is None else other.breathing_registered
+        if seen is None or not 0 <= frame - seen[0] <= BREATHING_ELSEWHERE_FRAMES:
+            return None
+        if not 0.0 <= time_s - seen[1] <= BREATHING_ELSEWHERE_S:
+            return None
+        return seen[2]
 
     def _unplaced_lobe_doubt(self, plane: str) -> str | None:
         """Why a disc lobe that no outline of ``plane`` places is only a possible leak now, or
@@ -1257,6 +1334,7 @@ class CaseAnalyzer:
         """Analyse one frame; returns the plane result and what it means for the case: the
         reconciled volume, the time to the 5 mm line and the alarms raised now."""
         plane.apart_leak_size_ml = self.apart_leak_size_ml()
+        plane.time_s = time_s
         r = plane.process(pixels, frame)
         if any(c.code == CaveatCode.CEMENT_IN_BASELINE for c in r.caveats):
             self._held_cement.add(r.plane)

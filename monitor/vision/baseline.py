@@ -89,6 +89,7 @@ class Comparison:
     exclude: np.ndarray  # bool: not compared (the excluded layer's, and ``uncovered``)
     intensity_before: np.ndarray | None  # (h, w, 2) the baseline's intensity and scatter, shifted
     clipped: np.ndarray | None = None  # bool: clipped bright in this frame, read as no cement (0)
+    held: bool = False  # the shift not registered on this frame (too little left): given, not found
 
     @property
     def unread(self) -> np.ndarray:
@@ -105,6 +106,7 @@ def compare_with_baseline(
     intensity: np.ndarray | None = None,
     without_scatter: bool = False,
     clipped: np.ndarray | None = None,
+    held_shift: tuple[float, float] | None = None,
 ) -> Comparison:
     """Register a frame's primary ``attenuation`` over the ROI, (h, w) log units, to the
     baseline, starting from the shift ``start`` and leaving the growing ``bolus`` (bool, or
@@ -113,14 +115,17 @@ def compare_with_baseline(
     measured intensities themselves, for images found to hold no scatter. ``clipped`` (bool,
     or None): the frame's pixels clipped bright (:func:`monitor.vision.pixels.saturated_bright`),
     left out of the registration and the background's median, their difference set to 0;
-    when they leave under MIN_REGISTERED_SHARE of the ROI to register on, the shift is kept."""
+    when they leave under MIN_REGISTERED_SHARE of the ROI to register on, the shift is not
+    registered: ``held_shift`` is taken where given (the breathing the other view registers),
+    else ``start`` is kept, and the comparison says ``held``."""
     ignore = state.exclude if bolus is None else (state.exclude | bolus)
     if clipped is not None and clipped.any():
         ignore = ignore | clipped
     else:
         clipped = None
-    if clipped is not None and float(np.mean(~ignore)) < MIN_REGISTERED_SHARE:
-        dx, dy = start  # too little left to hold on to: breathing is smooth, keep the last shift
+    held = clipped is not None and float(np.mean(~ignore)) < MIN_REGISTERED_SHARE
+    if held:  # too little left to hold on to: the breathing seen elsewhere, or the last shift
+        dx, dy = start if held_shift is None else held_shift
     else:
         dx, dy = registration.shift(attenuation, ignore, start)
     layers, uncovered, exclude = shifted_layers(state.layers, dx, dy)
@@ -136,7 +141,7 @@ def compare_with_baseline(
     difference -= median(sample) if sample.size else 0.0
     if clipped is not None:
         difference[clipped] = 0.0
-    return Comparison((dx, dy), difference, layers, uncovered, exclude, before, clipped)
+    return Comparison((dx, dy), difference, layers, uncovered, exclude, before, clipped, held)
 
 
 def with_prior(cement: CementMap, prior: tuple[np.ndarray, np.ndarray] | None, shift) -> CementMap:
