@@ -253,10 +253,10 @@ def evaluate_case(
     # frame -> the image-based volume's two estimates (mL, before any syringe anchoring): from the
     # darkness, and from the two views' shape (None where no shape was read)
     estimates: dict[int, tuple[float, float | None]] = {}
-    # Python's full collections as the analyzer process runs them: between frames, not timed
     # (plane, frame) -> the breathing shift the analyzer registered the frame at (image pixels)
     registered: dict[tuple[str, int], tuple[float, float]] = {}
     first_frame: dict[str, int] = {}  # plane -> the first frame it was given (its baseline's first)
+    # Python's full collections as the analyzer process runs them: between frames, not timed
     with pacing, contextlib.closing(source):
         for item, result in analyse_source(_SyringeEvents(source, analysis, injected, syringe_ml), analysis):
             first_frame.setdefault(item.plane, item.index)  # the view's baseline is from here on
@@ -341,7 +341,7 @@ def registration_error_mm(
     if not moved:
         return out
     across_sign = -1.0 if truth["config"].get("mirror") else 1.0
-    for (plane, index), (dx, dy) in sorted(registered.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+    for (plane, index), (dx, dy) in sorted(registered.items()):
         now, first = moved.get(index), moved.get((first_frame or {}).get(plane, min(moved)))
         if now is None or first is None or plane not in out:
             continue

@@ -367,7 +367,6 @@ class PlaneAnalyzer:
         # (this view's, the other's) breathing (mm) on recent frames both registered themselves:
         # whether they move alike, and the last pair, the anchor a held frame adds the other's change to
         self._breath_pairs: deque[tuple[float, float]] = deque(maxlen=BREATHING_PAIRS_KEPT)
-        self.breathing_held_from_other = False  # this frame's shift was the other view's breathing
         self.without_scatter = False  # once the cement's halo has shown there is none
         self.halo_open = True  # still watched: until both planes' halos have settled the question
         self.halo = HaloEvidence()  # what the cement's halo says of the modelled scatter
@@ -846,10 +845,15 @@ class PlaneAnalyzer:
         else:
             att, measured = primary_attenuation(*frame, unfilter=undo), None
         elsewhere = self.breathing_elsewhere(number, self.time_s) if self.pixel_mm else None
-        held_shift = None
-        if elsewhere is not None and self._breaths_agree():
-            own_then, other_then = self._breath_pairs[-1]  # the other's breathing since then, added
-            held_shift = (self._shift[0], (own_then + elsewhere - other_then) / self.pixel_mm)
+
+        def held_shift() -> tuple[float, float] | None:
+            """Where too little is left to register on: this view's shift at the last frame it
+            registered with the other's breathing since then added, once the two move alike."""
+            if elsewhere is None or not self._breaths_agree():
+                return None
+            own_then, other_then = self._breath_pairs[-1]
+            return self._shift[0], (own_then + elsewhere - other_then) / self.pixel_mm
+
         comparison = compare_with_baseline(
             att,
             self._state,
@@ -862,12 +866,11 @@ class PlaneAnalyzer:
             held_shift,
         )
         self._shift = comparison.shift
-        if not comparison.held and self.pixel_mm:
+        if comparison.held is None and self.pixel_mm:
             own = comparison.shift[1] * self.pixel_mm
             self.breathing_registered = (number, self.time_s, own)
             if elsewhere is not None:
                 self._breath_pairs.append((own, elsewhere))
-        self.breathing_held_from_other = comparison.held and held_shift is not None
         c = comparison
         cement = segment(
             c.difference, c.layers[..., LAYER_GRADIENT], c.unread, self.pixel_mm, bolus=self._last_mask
@@ -955,7 +958,7 @@ class PlaneAnalyzer:
         if comparison.held:
             detail += (
                 "; too little is left to register the breathing on, so the other view's is used"
-                if self.breathing_held_from_other
+                if comparison.held == "given"
                 else "; too little is left to register the breathing on, so the last frame's shift is kept"
             )
         return Caveat(CaveatCode.IMAGE_CLIPPED, detail)

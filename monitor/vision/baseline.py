@@ -8,6 +8,7 @@ steel) are shifted by the same sub-pixel warp in one call, as channels of one im
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import cv2
@@ -89,7 +90,9 @@ class Comparison:
     exclude: np.ndarray  # bool: not compared (the excluded layer's, and ``uncovered``)
     intensity_before: np.ndarray | None  # (h, w, 2) the baseline's intensity and scatter, shifted
     clipped: np.ndarray | None = None  # bool: clipped bright in this frame, read as no cement (0)
-    held: bool = False  # the shift not registered on this frame (too little left): given, not found
+    # the shift not registered on this frame (too little left to): "given" (``held_shift``'s),
+    # "kept" (the last frame's), or None where it was registered
+    held: str | None = None
 
     @property
     def unread(self) -> np.ndarray:
@@ -106,7 +109,7 @@ def compare_with_baseline(
     intensity: np.ndarray | None = None,
     without_scatter: bool = False,
     clipped: np.ndarray | None = None,
-    held_shift: tuple[float, float] | None = None,
+    held_shift: Callable[[], tuple[float, float] | None] | None = None,
 ) -> Comparison:
     """Register a frame's primary ``attenuation`` over the ROI, (h, w) log units, to the
     baseline, starting from the shift ``start`` and leaving the growing ``bolus`` (bool, or
@@ -116,16 +119,18 @@ def compare_with_baseline(
     or None): the frame's pixels clipped bright (:func:`monitor.vision.pixels.saturated_bright`),
     left out of the registration and the background's median, their difference set to 0;
     when they leave under MIN_REGISTERED_SHARE of the ROI to register on, the shift is not
-    registered: ``held_shift`` is taken where given (the breathing the other view registers),
-    else ``start`` is kept, and the comparison says ``held``."""
+    registered: ``held_shift()`` is asked for then (the breathing the other view registers) and
+    taken where it gives one, else ``start`` is kept; the comparison says which (``held``)."""
     ignore = state.exclude if bolus is None else (state.exclude | bolus)
     if clipped is not None and clipped.any():
         ignore = ignore | clipped
     else:
         clipped = None
-    held = clipped is not None and float(np.mean(~ignore)) < MIN_REGISTERED_SHARE
-    if held:  # too little left to hold on to: the breathing seen elsewhere, or the last shift
-        dx, dy = start if held_shift is None else held_shift
+    held = None
+    if clipped is not None and float(np.mean(~ignore)) < MIN_REGISTERED_SHARE:
+        # too little left to hold on to: the breathing seen elsewhere, or the last shift
+        given = None if held_shift is None else held_shift()
+        held, (dx, dy) = ("kept", start) if given is None else ("given", given)
     else:
         dx, dy = registration.shift(attenuation, ignore, start)
     layers, uncovered, exclude = shifted_layers(state.layers, dx, dy)

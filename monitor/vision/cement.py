@@ -46,24 +46,19 @@ class _Level:
         smaller than ``tolerance`` (this level's pixels), with an intensity offset
         solved alongside (a change of dose or scatter)."""
         f = self.factor
-        use = np.ones(len(self.xs), bool)
-        if ignore is not None:  # pixels of new cement or the lumen, where they now are
-            h, w = ignore.shape
-            col = np.clip(np.rint((self.xs + dx / f) * f).astype(np.intp), 0, w - 1)
-            row = np.clip(np.rint((self.ys + dy / f) * f).astype(np.intp), 0, h - 1)
-            use = ~ignore[row, col]
+        x, y = self.xs + dx / f, self.ys + dy / f  # where the samples now are, this level's pixels
         # a reference pixel the shift takes off the frame has nothing to match: the replicated
         # border it would read is no image, and it pulls the shift (0.6 pixel at the top of a
         # breath with the bolus and steel left out, extra tuning seed 5116: a line of cement
         # along each endplate)
-        x, y = self.xs + dx / f, self.ys + dy / f
         h, w = moving.shape
-        use &= (
-            (x >= INSIDE_MARGIN_PX)
-            & (x <= w - 1 - INSIDE_MARGIN_PX)
-            & (y >= INSIDE_MARGIN_PX)
-            & (y <= h - 1 - INSIDE_MARGIN_PX)
-        )
+        m = INSIDE_MARGIN_PX
+        use = (x >= m) & (x <= w - 1 - m) & (y >= m) & (y <= h - 1 - m)
+        if ignore is not None:  # pixels of new cement or the lumen, where they now are
+            full_h, full_w = ignore.shape
+            col = np.clip(np.rint(x * f).astype(np.intp), 0, full_w - 1)
+            row = np.clip(np.rint(y * f).astype(np.intp), 0, full_h - 1)
+            use &= ~ignore[row, col]
         if use.sum() < 50:
             return dx, dy
         cols, rows = self.cols[use], self.rows[use]
