@@ -227,6 +227,47 @@ def test_the_sleeve_beside_an_axis_found_between_two_shafts_holds_no_steel():
     assert (sleeve & crossing).sum() == crossing.sum(), "the wall's crossing left the sleeve"
 
 
+@pytest.mark.parametrize("name", ["posterior-leak", "venous-leak"])
+def test_cement_in_a_baseline_is_found_at_any_guessed_log_scale_and_clean_bone_at_none(name):
+    """The AP view of a bundled recording, its baseline learnt from its first frames (clean)
+    and from frames 24-26 (about 1 mL in). 8-bit video's log scale may be guessed, and a guess
+    too small multiplies every log unit: clean bone read 4 and 8 times too dense stood 1.2-2.4
+    log units over its ring (a bolus, before the check) but no denser against the ring's own
+    spread, which scales alike. Where the scale is guessed, the cement is found at every scale,
+    about as large, and clean bone at none; where it is known, the log units decide alone."""
+    from monitor.vision.baseline import find_cement_in_baseline
+
+    r = next(r for r in bundled_recordings() if r.name == name)
+    with open_recording(r.ap) as rec:
+        info = rec.info
+        grid = PixelGrid.for_spacing(info.spacing_at_vertebra_mm()[0])
+        learnt = {
+            start: learn_plane_baseline(
+                [rec.frame(i) for i in range(start, start + 3)],
+                "ap",
+                info.photometric,
+                info.intensity_relationship,
+                info.bits_stored,
+                grid,
+                ScatterPhysics(0.15, 20.0),
+                0.25,
+                42.0,
+            )  # fmt: skip
+            for start in (0, 24)
+        }
+
+    def found(start: int, scale: float, units_known: bool = False):
+        state = learnt[start].state
+        args = (learnt[start].cannulas, learnt[start].roi[:2], grid.pixel_mm, 0.18, units_known)
+        return find_cement_in_baseline(state.attenuation * scale, state.exclude, *args)
+
+    assert learnt[0].state.prior is None and learnt[24].state.prior is not None
+    assert all(found(0, scale) is None for scale in (1.0, 4.0, 8.0))
+    volumes = [found(24, scale).volume_ml / scale for scale in (1.0, 4.0, 8.0)]
+    assert 0.5 < volumes[0] < 1.5 and max(volumes) / min(volumes) < 1.25, volumes
+    assert found(0, 1.0, units_known=True) is None and found(24, 1.0, units_known=True) is not None
+
+
 def test_cement_growing_over_the_baseline_frames_is_measured_near_the_tip():
     """An injection under way when monitoring began: the baseline's last frames are denser than
     its first where the cement grows. Noise alone, a whole-frame change (brightness control),

@@ -31,7 +31,18 @@ EXCLUDED_ABOVE = 0.25
 SLEEVE_ABOVE = 0.75
 
 CEMENT_IN_BASELINE = 1.2  # log units over the bone 12-18 mm around the tip: ~7 mm of cement
-# (bone along the shaft stays under ~0.7: measured on the 30 corpus cases' clean baselines)
+# (bone along the shaft stays under ~0.7: measured on the 30 corpus cases' clean baselines).
+# Log units hold only where the detector's log scale is known; where it is guessed (8-bit video
+# whose noise is smoothed) a guess too small multiplies every one: extra tuning seed 5118's AP
+# view read its clean bone 1.73 over the ring, a bolus of 2.1 mL before any cement. There the
+# blob must also stand over CEMENT_OVER_BONE_SPREAD times the ring's own 10-90 % spread, which
+# a wrong scale multiplies alike (5118's AP ring spanned 4.5 log units: its bone 0.38 of it).
+# Only there: cement in the ring (a large bolus watched from late) or dense CT anatomy widen
+# the spread, and real cement then stands under 0.6 of it (an independent review: the simple
+# world's case05 AP watched from frame 36, 3.6 mL in, 0.47; CT 5140's AP 0.50-0.53). On every
+# corpus case's clean baseline the densest disc reads up to 1.1 times the spread (the log units
+# keep those out); found cement watched from frame 24 (0.5-3 mL in), 0.81-15 times.
+CEMENT_OVER_BONE_SPREAD = 0.6
 # Cement growing over the baseline frames (an injection under way when monitoring began): the
 # last third of them denser than the first third by GROWN_SIGMAS noise spreads (after a 0.5 mm
 # blur), at least GROWN_THICK_MM thick, within GROWN_NEAR_TIP_MM of a tip, over GROWN_MIN_MM2
@@ -223,6 +234,7 @@ def find_cement_in_baseline(
     origin: tuple[int, int],
     pixel_mm: float,
     cement_mu_per_mm: float,
+    units_known: bool = True,
 ) -> CementInBaseline | None:
     """Cement already there when the baseline was taken (monitoring started late): a blob
     ahead of a cannula tip far denser than the bone around it. Subtracting such a baseline
@@ -231,7 +243,9 @@ def find_cement_in_baseline(
 
     ``base``: (h, w) the baseline's attenuation over the ROI whose corner is working pixel
     ``origin``; ``exclude``: (h, w) bool, pixels never compared; cannula tips in working
-    pixels of the whole frame.
+    pixels of the whole frame; ``units_known``: whether the log units are the detector's (LIN,
+    or LOG with its scale measured), else the blob must also stand out against the bone's own
+    spread (CEMENT_OVER_BONE_SPREAD).
     """
     px = pixel_mm
     h, w = base.shape
@@ -245,6 +259,7 @@ def find_cement_in_baseline(
         if not ring.any():
             continue
         bone = float(np.median(base[ring]))
+        low, high = np.percentile(base[ring], [10, 90])
         # The tip found may lie anywhere in a bolus (cement is as opaque along
         # the shaft as steel), so the shaft's last 12 mm are searched.
         best, seed = 0.0, None
@@ -253,7 +268,8 @@ def find_cement_in_baseline(
             disc = (np.hypot(xs - cx, ys - cy) * px < 5.0) & ~exclude
             if disc.sum() > 10 and float(np.median(base[disc])) - bone > best:
                 best, seed = float(np.median(base[disc])) - bone, (disc, cx, cy)
-        if best > CEMENT_IN_BASELINE:
+        stands_out = units_known or best > CEMENT_OVER_BONE_SPREAD * float(high - low)
+        if best > CEMENT_IN_BASELINE and stands_out:
             disc, cx, cy = seed
             # the bolus: where it is over half as dense, no further than a bolus reaches
             blob = (base - bone > 0.5 * best) & ~exclude & (np.hypot(xs - cx, ys - cy) * px < 15.0)

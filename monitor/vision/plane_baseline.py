@@ -125,9 +125,11 @@ def learn_plane_baseline(
             )
         )
     body, confidence = None, None
+    # LIN, or LOG with its scale measured from the noise: not the guess (three decades)
+    units_known = model.relationship == "LIN" or model.log_scale_measured
     if cannulas and grid.pixel_mm:
         state, body, error, prior_caveat = _find_body(
-            plain, exclude, state, cannulas, roi, plane, grid, cement_mu_per_mm, priors
+            plain, exclude, state, cannulas, roi, plane, grid, cement_mu_per_mm, priors, units_known
         )
         anatomy_error = error or anatomy_error
         caveats += [prior_caveat] if prior_caveat else []
@@ -259,14 +261,16 @@ def _find_body(
     grid: PixelGrid,
     cement_mu_per_mm: float,
     priors: AnatomyPriors,
+    units_known: bool = True,
 ):
     """The body on the first frame, after the cement already in the baseline, if any, is
-    found and painted out. Returns the state with that cement as its ``prior``, the body (or
+    found and painted out (``units_known``: whether the view's log units are the detector's,
+    see :func:`find_cement_in_baseline`). Returns the state with that cement as its ``prior``, the body (or
     None), why it is missing (or None), and the caveat the cement in the baseline brings."""
     x0, y0, x1, y1 = roi
     prior_caveat = None
     found = find_cement_in_baseline(
-        state.attenuation, state.exclude, cannulas, roi[:2], grid.pixel_mm, cement_mu_per_mm
+        state.attenuation, state.exclude, cannulas, roi[:2], grid.pixel_mm, cement_mu_per_mm, units_known
     )
     if found is not None:
         state = BaselineState(
