@@ -213,7 +213,11 @@ def _render_missing(root: Path, jobs: list[tuple[SimConfig, Path]], workers: int
 
 
 def evaluate_case(
-    folder: Path, syringe_ml: float = 0.0, operator_wall: str = "never", known_cleft: bool | None = None
+    folder: Path,
+    syringe_ml: float = 0.0,
+    operator_wall: str = "never",
+    known_cleft: bool | None = None,
+    start_frame: int = 0,
 ) -> dict:
     """One rendered case through the analyzer's own path; what it said per frame, against the
     truth. ``syringe_ml`` > 0: the operator enters a syringe of that many mL each time the truth's
@@ -224,13 +228,16 @@ def evaluate_case(
     lateral frame after the baseline whatever the monitor found (as ``--wall`` on the command
     line); "never" (default): the monitor alone. ``known_cleft``: whether the operator says the
     level has an intravertebral cleft (``--cleft``); None (default): where the case has one, as
-    the images before the procedure show it."""
+    the images before the procedure show it. ``start_frame``: monitoring begins at that frame
+    of the recording (0: its first), as when the monitor is started after cement went in; the
+    truth is then scored from there (:func:`_truth_summary`)."""
     if operator_wall not in OPERATOR_WALL_MODES:
         raise ValueError(f"operator_wall must be one of {OPERATOR_WALL_MODES}, not {operator_wall!r}")
     truth = json.loads((folder / "truth.json").read_text())
     injected = {f["frame"]: f["injected_ml"] for f in truth["frames"]}
     cv2.setNumThreads(1)  # the target is per frame on one core: OpenCV would otherwise use every core
     source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
+    frames = _From(source, start_frame)
     distance: dict[int, float | None] = {}
     volume: dict[int, float | None] = {}
     wall: dict[int, str] = {}  # lateral frame -> "armed", "not-confirmed" or "none" (no wall found)
@@ -258,7 +265,7 @@ def evaluate_case(
     first_frame: dict[str, int] = {}  # plane -> the first frame it was given (its baseline's first)
     # Python's full collections as the analyzer process runs them: between frames, not timed
     with pacing, contextlib.closing(source):
-        for item, result in analyse_source(_SyringeEvents(source, analysis, injected, syringe_ml), analysis):
+        for item, result in analyse_source(_SyringeEvents(frames, analysis, injected, syringe_ml), analysis):
             first_frame.setdefault(item.plane, item.index)  # the view's baseline is from here on
             moved = (result.overlay or {}).get("shift_px")
             if moved is not None and result.status != "baseline":
@@ -301,7 +308,8 @@ def evaluate_case(
     return {
         "name": folder.name,
         "config": truth["config"],
-        "truth": _truth_summary(truth),
+        "start_frame": start_frame,
+        "truth": _truth_summary(truth, start_frame, analysis.inner.config.detection.baseline_frames),
         "distance": distance,
         "volume": volume,
         "wall": wall,
@@ -420,6 +428,17 @@ class _SyringeEvents:
             yield item
 
 
+class _From:
+    """``source``'s frames from index ``start`` on: monitoring begun there."""
+
+    def __init__(self, source, start: int):
+        self.source, self.start = source, start
+        self.formats = source.formats
+
+    def frames(self):
+        return (item for item in self.source.frames() if item.index >= self.start)
+
+
 class _Timed(Analysis):
     """The analyzer's analysis, timed per frame: from the frame received (decoded) to the
     result it would send, as the analyzer process spends it; Python's full collections run
@@ -441,13 +460,23 @@ class _Timed(Analysis):
         return self.inner.apply(command)
 
 
-def _truth_summary(truth: dict) -> dict:
+def _truth_summary(truth: dict, start_frame: int = 0, baseline_frames: int = 3) -> dict:
+    """What the case is scored against. Monitoring begun at ``start_frame`` > 0: the frames from
+    there, and a 5 mm crossing or a leak's onset before the monitor's first measured frame (the
+    last of its ``baseline_frames``) is owed on that frame: the monitor cannot have seen it
+    earlier, and must say it as soon as it measures (the volume is still all the cement injected)."""
+    frames = [f for f in truth["frames"] if f["frame"] >= start_frame]
+    first = start_frame + baseline_frames - 1
+
+    def owed(frame: int | None) -> int | None:
+        return frame if frame is None or start_frame == 0 else max(frame, first)
+
     return {
-        "distance": {f["frame"]: f["distance_mm"] for f in truth["frames"]},
-        "injected": {f["frame"]: f["injected_ml"] for f in truth["frames"]},
-        "leaked": {f["frame"]: f["leaked_ml"] for f in truth["frames"]},
-        "proximity_frame": truth["proximity_frame"],
-        "leak_onset": truth["leak"]["onset_frame"],
+        "distance": {f["frame"]: f["distance_mm"] for f in frames},
+        "injected": {f["frame"]: f["injected_ml"] for f in frames},
+        "leaked": {f["frame"]: f["leaked_ml"] for f in frames},
+        "proximity_frame": owed(truth["proximity_frame"]),
+        "leak_onset": owed(truth["leak"]["onset_frame"]),
         "leak_first": truth["leak"]["first_cement_frame"],
         "leak_site": truth["leak"]["site"],
     }
@@ -757,12 +786,14 @@ def run(
     syringe_ml: float = 0.0,
     volume_plot: Path | None = None,
     operator_wall: str = "never",
+    start_frame: int = 0,
 ) -> dict:
     """Render what is missing, evaluate every case, print the tables; returns the scores.
     ``world``: "realistic" (``seeds``: a key of SEED_SETS; ``n`` the first n of them)
     or "simple" (``n`` cases, default 30, and the scatter-free supplement). ``syringe_ml``:
     the operator enters each syringe of that many mL as it is emptied (0: no syringe input).
-    ``operator_wall``: when the operator draws the posterior wall (:func:`evaluate_case`).
+    ``operator_wall``: when the operator draws the posterior wall; ``start_frame``: the frame
+    monitoring begins at (:func:`evaluate_case`).
     ``volume_plot``: also write the volume's two estimates against the truth there (PNG)."""
     if world == "simple":
         folders, free_folders = ensure_corpus(corpus, n or 30, workers=max(workers, 2), say=say)
@@ -780,11 +811,15 @@ def run(
     if operator_wall != "never":
         when = "when asked" if operator_wall == "asked" else "on every case"
         title += f"; the operator draws the posterior wall {when} (ends within {OPERATOR_DRAW_ERROR_MM:g} mm)"
+    if start_frame > 0:
+        title += f"; monitoring begun at frame {start_frame} (cement already in on most cases)"
     started = time.monotonic()
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         cases = []
         for case in pool.imap(
-            functools.partial(evaluate_case, syringe_ml=syringe_ml, operator_wall=operator_wall),
+            functools.partial(
+                evaluate_case, syringe_ml=syringe_ml, operator_wall=operator_wall, start_frame=start_frame
+            ),
             folders + free_folders,
         ):
             cases.append(case)
@@ -811,6 +846,7 @@ def run(
                     "world": world,
                     "syringe_ml": syringe_ml,
                     "operator_wall": operator_wall,
+                    "start_frame": start_frame,
                     "cases": cases,
                     "scatter_free": free,
                 },

@@ -674,3 +674,23 @@ def test_beside_a_drawn_wall_cement_apart_in_front_of_it_is_no_posterior_leak(cl
     alone = posterior_leaks(drawn=False)
     assert alone and alone[0][0] <= k + 6, alone
     assert posterior_leaks(drawn=True) == []
+
+
+def test_the_bench_scores_a_level_watched_from_late_from_where_it_began():
+    """Monitoring begun at frame 18 of the bundled posterior-leak recording (1.2 mL in, the
+    front already 2.7 mm from the wall, crossed at frame 10), as `monitor bench accuracy
+    --start-frame 18` runs it: the monitor is given frames from 18 on, the truth is scored from
+    there, and the crossing is owed on the first frame measured (20, the last of the 3 baseline
+    frames); the leak's onset (37) stays where it is. The 5 mm alarm comes on that frame and the
+    posterior leak is high on its onset."""
+    from monitor.accuracy import evaluate_case, score
+
+    folder = next(r for r in bundled_recordings() if r.name == "posterior-leak").lateral.parent
+    case = evaluate_case(folder, start_frame=18, operator_wall="asked")
+    assert case["start_frame"] == 18 and min(case["distance"]) == 18 and min(case["truth"]["distance"]) == 18
+    assert case["truth"]["proximity_frame"] == 20 and case["truth"]["leak_onset"] == 37
+    high = [(a["frame"], a["kind"]) for a in case["alarms"] if a["priority"] == "high"]
+    assert (20, "proximity") in high and (37, "extravasation") in high, high
+    s = score([case])
+    assert s["proximity_armed"] == {"cases": 1, "on_time": 1}
+    assert np.median(s["distance_err_mm"]) < 0.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from monitor.commands.options import positive_int, syringe_ml
+from monitor.commands.options import non_negative_int, positive_int, syringe_ml
 from monitor.errors import MonitorError
 
 
@@ -73,6 +73,15 @@ def add_bench(sub) -> None:
         " the viewer asks; 'always', on every case, as --wall does; 'never', the monitor alone (default)",
     )
     a.add_argument(
+        "--start-frame",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="begin monitoring at frame N of each case (0: its first, default), as when the monitor"
+        " is started after cement went in: scored from there, a 5 mm crossing or leak before its"
+        " first measured frame owed on that frame, the volume all the cement injected",
+    )
+    a.add_argument(
         "--volume-plot",
         type=Path,
         default=None,
@@ -135,6 +144,7 @@ def _run_bench_accuracy(args) -> int:
         syringe_ml=args.syringe,
         volume_plot=args.volume_plot,
         operator_wall=args.operator_wall,
+        start_frame=args.start_frame,
     )
     return 0
 

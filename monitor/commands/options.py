@@ -15,6 +15,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def syringe_ml(text: str) -> float:
     """A syringe's volume in mL: 0 (none) or a finite positive volume up to 20 mL."""
     value = float(text)
