@@ -204,10 +204,16 @@ def test_no_cement_means_no_cement_no_volume_no_alarm(recordings):
 
 def test_cement_already_in_the_baseline_is_found_and_counted(recordings):
     """Monitoring started late, with 1.2 mL already in: that cement must not
-    vanish into the baseline, where the front already is."""
+    vanish into the baseline, where the front already is. The wall, found on images
+    holding cement, is not armed until the operator confirms it (monitoring begun late on
+    a realistic tuning case armed a wall found 18 mm off); confirmed, the front already
+    within 5 mm is alarmed on the next frame."""
+    from monitor.analyzer import VisionAnalysis
+    from monitor.messages import Command
+
     r, truth = recordings["posterior-leak"]
     start = 18
-    got = analyse(r.lateral, r.ap, start=start)
+    got = analyse(r.lateral, r.ap, start=start, overlay=True)
     measured = {key: s for key, s in got["status"].items() if s != "baseline"}
     assert measured and all("cement-in-baseline" in s for s in measured.values())
     # the lateral outline is found clear of it; the AP one, with the cement painted out, reads
@@ -215,17 +221,42 @@ def test_cement_already_in_the_baseline_is_found_and_counted(recordings):
     assert all(s.startswith("cement-in-baseline") for (plane, _), s in measured.items() if plane == "lateral")
     hidden = "no-anatomy: cement already in the baseline hides the body's outline"
     assert all(s.startswith(hidden) for (plane, _), s in measured.items() if plane == "ap")
+    lateral = {
+        f: o for (plane, f), o in got["overlay"].items() if plane == "lateral" and (plane, f) in measured
+    }
+    assert {o["wall_state"] for o in lateral.values()} == {"not-confirmed"}
+    assert not _high(got["alarms"], "proximity") and all(d is None for d in got["distance"].values())
     final = truth["frames"][-1]
     assert got["volume"][final["frame"]] == pytest.approx(final["injected_ml"], rel=0.2)
+
+    # the operator confirms the wall shown on the first frame measured, before the next
+    first = min(f for (plane, f) in measured if plane == "lateral")
+    analysis = VisionAnalysis()
+    source = DicomPairSource(r.lateral, r.ap)
+
+    class Confirmed(_Frames):
+        def frames(self):
+            for item in super().frames():
+                if (item.plane, item.index) == ("lateral", first + 1):
+                    analysis.apply(Command("", "test", 0.0, "confirm-wall", None))
+                yield item
+
+    distance, alarms = {}, []
+    try:
+        for item, result in analyse_source(Confirmed(source, start, None), analysis):
+            if item.plane == "lateral":
+                distance[item.index] = result.distance_mm
+            alarms += result.alarms
+    finally:
+        source.close()
     errors = [
-        abs(got["distance"][f["frame"]] - f["distance_mm"])
+        abs(distance[f["frame"]] - f["distance_mm"])
         for f in truth["frames"][start:]
-        if f["distance_mm"] is not None and got["distance"].get(f["frame"]) is not None
+        if f["distance_mm"] is not None and distance.get(f["frame"]) is not None
     ]
     assert len(errors) > 20 and np.median(errors) < 1.0
-    first = min(f for (plane, f), s in measured.items() if plane == "lateral")
-    proximity = _high(got["alarms"], "proximity")
-    assert truth["frames"][first]["distance_mm"] < 5.0 and proximity[0]["frame"] == first
+    proximity = _high(alarms, "proximity")
+    assert truth["frames"][first]["distance_mm"] < 5.0 and proximity[0]["frame"] == first + 1
 
 
 def test_a_start_while_cement_is_injected_is_said_and_the_leak_still_alarms(recordings):

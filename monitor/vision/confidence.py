@@ -15,16 +15,19 @@ automatically arms the 5 mm rule only when the evidence for it is measurably goo
   (a concave wall is a little curved; reported, not gated).
 
 Each measure maps to a 0-1 score that is 0.5 at its limit; the wall's confidence is the
-lowest of them, and it arms the rule at ``ARM_AT`` (0.5) or above. Below it the level is
-not armed for the 5 mm rule: the operator is asked to confirm the wall or draw it ("WALL
-NOT CONFIRMED"), while the leak rules stay armed. The limits were set on the tuning seeds
+lowest of them, and it arms the rule at ``ARM_AT`` (0.5) or above, unless the wall is
+withheld for evidence the score does not weigh (:meth:`WallConfidence.withheld`: found on
+images already holding cement). Otherwise the level is not armed for the 5 mm rule: the
+operator is asked to confirm the wall or draw it ("WALL NOT CONFIRMED"), while the leak
+rules stay armed, but for posterior leaks read behind the wall or along the needle track,
+which wait for it. The limits were set on the tuning seeds
 of the realistic world and the simple corpus (see README, "Wall confidence"), and are not
 re-tuned on the reporting seeds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -60,6 +63,10 @@ class WallConfidence:
             "straightness_mm": round(self.straightness_mm, 2),
             "armed": self.armed,
         }
+
+    def withheld(self, reason: str) -> WallConfidence:
+        """The same evidence, not arming, for ``reason`` (evidence the score does not weigh)."""
+        return replace(self, armed=False, reasons=(*self.reasons, reason))
 
     def describe(self) -> str:
         """One line for people: the score and why it does or does not arm."""

@@ -141,6 +141,14 @@ def learn_plane_baseline(
                 for f, s in later
             ]
             confidence = assess_wall(body, grid.pixel_mm, moves, *wall_limits)
+            if state.prior is not None or grown_mm2 >= GROWN_MIN_MM2:
+                # found on images holding cement, as the leaks read off its outline are (possible
+                # leaks, above). Watched from frame 16 (0.3-1.5 mL in on the tuning seeds), tuning
+                # 5006's wall was found 18 mm behind the true one and armed: the front read 21.7
+                # mm from it with the cement 3.7 mm from the true wall, and no 5 mm alarm
+                confidence = confidence.withheld(
+                    "found on images already holding cement (monitoring began after it went in)"
+                )
     elif cannulas:
         anatomy_error = Caveat(CaveatCode.UNCALIBRATED, "no millimetre scale, so no wall distance")
     return PlaneBaseline(
