@@ -42,6 +42,7 @@ import numpy as np
 
 from monitor.analyzer import Analysis, CommandRefused, VisionAnalysis, analyse_source
 from monitor.collection import CollectionPacing
+from monitor.errors import MonitorError
 from monitor.io.sources import DicomPairSource
 from monitor.messages import Command
 from monitor.sim.simulate import TRUTH_VERSION, SimConfig, refresh_truth, simulate
@@ -428,6 +429,11 @@ class _SyringeEvents:
             yield item
 
 
+def _frame_count(folder: Path) -> int:
+    """How many frames the rendered case in ``folder`` has (its truth's)."""
+    return len(json.loads((folder / "truth.json").read_text())["frames"])
+
+
 class _From:
     """``source``'s frames from index ``start`` on: monitoring begun there."""
 
@@ -462,11 +468,12 @@ class _Timed(Analysis):
 
 def _truth_summary(truth: dict, start_frame: int = 0, baseline_frames: int = 3) -> dict:
     """What the case is scored against. Monitoring begun at ``start_frame`` > 0: the frames from
-    there, and a 5 mm crossing or a leak's onset before the monitor's first measured frame (the
-    last of its ``baseline_frames``) is owed on that frame: the monitor cannot have seen it
-    earlier, and must say it as soon as it measures (the volume is still all the cement injected)."""
-    frames = [f for f in truth["frames"] if f["frame"] >= start_frame]
+    the monitor's first measured frame (the last of its ``baseline_frames``: on the ones before
+    it can say nothing, which from frame 0 hold no cement either), and a 5 mm crossing or a
+    leak's onset before that frame is owed on it: the monitor cannot have seen it earlier, and
+    must say it as soon as it measures (the volume is still all the cement injected)."""
     first = start_frame + baseline_frames - 1
+    frames = [f for f in truth["frames"] if start_frame == 0 or f["frame"] >= first]
 
     def owed(frame: int | None) -> int | None:
         return frame if frame is None or start_frame == 0 else max(frame, first)
@@ -812,7 +819,14 @@ def run(
         when = "when asked" if operator_wall == "asked" else "on every case"
         title += f"; the operator draws the posterior wall {when} (ends within {OPERATOR_DRAW_ERROR_MM:g} mm)"
     if start_frame > 0:
-        title += f"; monitoring begun at frame {start_frame} (cement already in on most cases)"
+        title += f"; monitoring begun at frame {start_frame}"
+        baseline = AnalysisConfig().detection.baseline_frames
+        short = [f for f in folders + free_folders if _frame_count(f) < start_frame + baseline]
+        if short:
+            raise MonitorError(
+                f"--start-frame {start_frame} leaves no frame to measure after the {baseline} baseline"
+                f" frames in {len(short)} case(s), e.g. {short[0].name} ({_frame_count(short[0])} frames)"
+            )
     started = time.monotonic()
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         cases = []

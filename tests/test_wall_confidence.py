@@ -676,19 +676,28 @@ def test_beside_a_drawn_wall_cement_apart_in_front_of_it_is_no_posterior_leak(cl
     assert posterior_leaks(drawn=True) == []
 
 
-def test_the_bench_scores_a_level_watched_from_late_from_where_it_began():
+@pytest.fixture(scope="module")
+def late_start():
+    """The bundled posterior-leak recording watched from frame 18 by the bench's own path:
+    (its folder, the case with the operator drawing the wall when asked)."""
+    from monitor.accuracy import evaluate_case
+
+    folder = next(r for r in bundled_recordings() if r.name == "posterior-leak").lateral.parent
+    return folder, evaluate_case(folder, start_frame=18, operator_wall="asked")
+
+
+def test_the_bench_scores_a_level_watched_from_late_from_where_it_began(late_start):
     """Monitoring begun at frame 18 of the bundled posterior-leak recording (1.2 mL in, the
     front already 2.7 mm from the wall, crossed at frame 10), as `monitor bench accuracy
     --start-frame 18` runs it: the monitor is given frames from 18 on, the truth is scored from
-    there, and the crossing is owed on the first frame measured (20, the last of the 3 baseline
-    frames); the leak's onset (37) stays where it is. The 5 mm alarm comes within a frame of it
+    the first frame measured (20, the last of the 3 baseline frames), and the crossing is owed
+    on it; the leak's onset (37) stays where it is. The 5 mm alarm comes within a frame of it
     (the wall drawn or confirmed after that frame's result) and the posterior leak is high on
     its onset."""
-    from monitor.accuracy import evaluate_case, score
+    from monitor.accuracy import score
 
-    folder = next(r for r in bundled_recordings() if r.name == "posterior-leak").lateral.parent
-    case = evaluate_case(folder, start_frame=18, operator_wall="asked")
-    assert case["start_frame"] == 18 and min(case["distance"]) == 18 and min(case["truth"]["distance"]) == 18
+    _, case = late_start
+    assert case["start_frame"] == 18 and min(case["distance"]) == 18 and min(case["truth"]["distance"]) == 20
     assert case["truth"]["proximity_frame"] == 20 and case["truth"]["leak_onset"] == 37
     high = [(a["frame"], a["kind"]) for a in case["alarms"] if a["priority"] == "high"]
     first = min(f for f, kind in high if kind == "proximity")
@@ -698,21 +707,19 @@ def test_the_bench_scores_a_level_watched_from_late_from_where_it_began():
     assert np.median(s["distance_err_mm"]) < 0.5
 
 
-def test_a_wall_found_on_images_already_holding_cement_waits_for_the_operator():
+def test_a_wall_found_on_images_already_holding_cement_waits_for_the_operator(late_start):
     """The bundled posterior-leak recording watched from frame 18 (1.2 mL in, the front 2.7 mm
     from the wall): the wall, found on images holding cement, is shown for the operator to
     confirm, not armed (a realistic tuning case watched from frame 16 armed a wall found 18 mm
     off and read the front 21.7 mm away at 3.7 mm), so no distance and no 5 mm alarm rests on
-    it, and the possible leak read off its outline says so; drawn when asked (on frame 20, the
-    first measured), the 5 mm alarm is on the next frame."""
+    it; drawn when asked (on frame 20, the first measured), the 5 mm alarm is on the next frame."""
     from monitor.accuracy import evaluate_case
 
-    folder = next(r for r in bundled_recordings() if r.name == "posterior-leak").lateral.parent
+    folder, asked = late_start
     alone = evaluate_case(folder, start_frame=18)
     assert set(alone["wall"].values()) == {"not-confirmed"}
     assert all(d is None for d in alone["distance"].values())
     assert not [a for a in alone["alarms"] if a["kind"] == "proximity"]
-    asked = evaluate_case(folder, start_frame=18, operator_wall="asked")
     assert asked["operator_wall_frame"] == 20
     proximity = [a["frame"] for a in asked["alarms"] if a["kind"] == "proximity" and a["priority"] == "high"]
     assert proximity[0] == 21, proximity
