@@ -1150,10 +1150,12 @@ def test_a_vein_too_faint_to_segment_is_said_as_a_line_within_two_frames(tmp_pat
     nothing is alarmed before cement left. Its first bolus in the lateral view read a little
     wide for its volume (1.08 times the sphere bound: this room's darkness reads the volume
     low), which made the line only a possible leak until the bound allowed 1.15 times (session
-    45): now a high alarm. The logged results mark the leak as a line, and each view's decision
-    (no "apart-off"), which an analyzer restarted on the log takes back."""
-    from monitor.accuracy import evaluate_case, world_configs
+    45): now a high alarm (read from the session the pipeline logged). The logged results mark the
+    leak as a line, and each view's decision (no "apart-off"), which an analyzer restarted on the
+    log takes back."""
+    from monitor.accuracy import world_configs
     from monitor.analyzer import VisionAnalysis
+    from monitor.audit import audit_json
     from monitor.io.sources import DicomPairSource
     from monitor.io.store import SessionStore
     from monitor.pipeline import Endpoints, RunSpec, run
@@ -1161,19 +1163,19 @@ def test_a_vein_too_faint_to_segment_is_said_as_a_line_within_two_frames(tmp_pat
 
     truth = simulate(world_configs([5031])[0], tmp_path / "case")
     onset = truth["leak"]["onset_frame"]
-    result = evaluate_case(tmp_path / "case")
-    leaks = [a for a in result["alarms"] if a["kind"] == "extravasation"]
+    spec = RunSpec(str(tmp_path / "session"), "L1", endpoints=Endpoints.private())
+    source = DicomPairSource(tmp_path / "case" / "lateral.dcm", tmp_path / "case" / "ap.dcm")
+    assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) in (0, 4)
+    source.close()
+    store = SessionStore.open(tmp_path / "session")
+    (level,) = audit_json(store)["levels"]
+    leaks = [a for a in level["alarms"] if a["kind"] == "extravasation"]
     assert leaks, "the faint vein was never alarmed"
     assert min(a["frame"] for a in leaks) >= truth["leak"]["first_cement_frame"], leaks
     first = leaks[0]
     assert (first["plane"], first["site"]) == ("lateral", "venous") and first["frame"] - onset <= 2, first
     assert "a thin line of cement leaving the bolus" in first["reason"], first["reason"]
     assert first["priority"] == "high" and "grow from its start" not in first["reason"], first
-    spec = RunSpec(str(tmp_path / "session"), "L1", endpoints=Endpoints.private())
-    source = DicomPairSource(tmp_path / "case" / "lateral.dcm", tmp_path / "case" / "ap.dcm")
-    assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) in (0, 4)
-    source.close()
-    store = SessionStore.open(tmp_path / "session")
     lines = store.query(
         "SELECT COUNT(*) FROM journal, json_each(journal.body, '$.overlay.leaks') AS leak"
         " WHERE journal.kind = 'result' AND json_extract(leak.value, '$.line') = 1"

@@ -206,49 +206,46 @@ def test_cement_already_in_the_baseline_is_found_and_counted(recordings):
     """Monitoring started late, with 1.2 mL already in: that cement must not
     vanish into the baseline, where the front already is. The wall, found on images
     holding cement, is not armed until the operator confirms it (monitoring begun late on
-    a realistic tuning case armed a wall found 18 mm off); confirmed, the front already
-    within 5 mm is alarmed on the next frame."""
+    a realistic tuning case armed a wall found 18 mm off); confirmed after the first frame
+    measured, the front already within 5 mm is alarmed on the next frame."""
     from monitor.analyzer import VisionAnalysis
     from monitor.messages import Command
 
     r, truth = recordings["posterior-leak"]
-    start = 18
-    got = analyse(r.lateral, r.ap, start=start, overlay=True)
-    measured = {key: s for key, s in got["status"].items() if s != "baseline"}
-    assert measured and all("cement-in-baseline" in s for s in measured.values())
-    # the lateral outline is found clear of it; the AP one, with the cement painted out, reads
-    # 35 mm high for 39 wide (truly 22): refused as no body's, and said so, not used
-    assert all(s.startswith("cement-in-baseline") for (plane, _), s in measured.items() if plane == "lateral")
-    hidden = "no-anatomy: cement already in the baseline hides the body's outline"
-    assert all(s.startswith(hidden) for (plane, _), s in measured.items() if plane == "ap")
-    lateral = {
-        f: o for (plane, f), o in got["overlay"].items() if plane == "lateral" and (plane, f) in measured
-    }
-    assert {o["wall_state"] for o in lateral.values()} == {"not-confirmed"}
-    assert not _high(got["alarms"], "proximity") and all(d is None for d in got["distance"].values())
-    final = truth["frames"][-1]
-    assert got["volume"][final["frame"]] == pytest.approx(final["injected_ml"], rel=0.2)
-
-    # the operator confirms the wall shown on the first frame measured, before the next
-    first = min(f for (plane, f) in measured if plane == "lateral")
+    start, first = 18, 20  # the first frame measured: the last of the 3 baseline frames
     analysis = VisionAnalysis()
     source = DicomPairSource(r.lateral, r.ap)
 
-    class Confirmed(_Frames):
+    class Confirmed(_Frames):  # the operator confirms the wall shown on the first frame measured
         def frames(self):
             for item in super().frames():
                 if (item.plane, item.index) == ("lateral", first + 1):
                     analysis.apply(Command("", "test", 0.0, "confirm-wall", None))
                 yield item
 
-    distance, alarms = {}, []
+    distance, volume, alarms, status, walls = {}, {}, [], {}, {}
     try:
         for item, result in analyse_source(Confirmed(source, start, None), analysis):
+            status[(item.plane, item.index)] = result.status
             if item.plane == "lateral":
                 distance[item.index] = result.distance_mm
+                walls[item.index] = (result.overlay or {}).get("wall_state")
+            volume[item.index] = result.volume_ml
             alarms += result.alarms
     finally:
         source.close()
+    measured = {key: s for key, s in status.items() if s != "baseline"}
+    assert min(f for (plane, f) in measured if plane == "lateral") == first
+    assert measured and all("cement-in-baseline" in s for s in measured.values())
+    # the lateral outline is found clear of it; the AP one, with the cement painted out, reads
+    # 35 mm high for 39 wide (truly 22): refused as no body's, and said so, not used
+    assert all(s.startswith("cement-in-baseline") for (plane, _), s in measured.items() if plane == "lateral")
+    hidden = "no-anatomy: cement already in the baseline hides the body's outline"
+    assert all(s.startswith(hidden) for (plane, _), s in measured.items() if plane == "ap")
+    assert walls[first] == "not-confirmed" and distance[first] is None  # until confirmed
+    assert "wall-not-confirmed" in status[("lateral", first)]
+    final = truth["frames"][-1]
+    assert volume[final["frame"]] == pytest.approx(final["injected_ml"], rel=0.2)
     errors = [
         abs(distance[f["frame"]] - f["distance_mm"])
         for f in truth["frames"][start:]
