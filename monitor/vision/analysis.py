@@ -464,7 +464,7 @@ class PlaneAnalyzer:
         # next); undone only where the intensity read is the detector's (a guessed LOG scale reads
         # a power of it, where the undo is not the filter's inverse).
         model = self.learnt.model
-        self.recursive.allowed = model.relationship == "LIN" or model.log_scale_measured
+        self.recursive.allowed = model.units_known
         for f, number in zip(self._first_frames[:-1], self._first_numbers[:-1], strict=True):
             shown = roi_intensity(f, self.grid, model, self.roi)
             self.recursive.unfilter(shown, number, self._state.exclude)
@@ -956,11 +956,10 @@ class PlaneAnalyzer:
             return None
         detail = f"{self._clipped(share)}: no cement is read there, and a faint leak into it could go unseen"
         if comparison.held:
-            detail += (
-                "; too little is left to register the breathing on, so the other view's is used"
-                if comparison.held == "given"
-                else "; too little is left to register the breathing on, so the last frame's shift is kept"
+            taken = (
+                "the other view's is used" if comparison.held == "given" else "the last frame's shift is kept"
             )
+            detail += f"; too little is left to register the breathing on, so {taken}"
         return Caveat(CaveatCode.IMAGE_CLIPPED, detail)
 
     def _clipped(self, share: float) -> str:

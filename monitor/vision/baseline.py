@@ -227,6 +227,12 @@ class CementInBaseline:
     volume_ml: float
 
 
+def _spread(values: np.ndarray) -> float:
+    """The 10-90 % range of ``values`` (log units)."""
+    low, high = np.percentile(values, [10, 90])
+    return float(high - low)
+
+
 def find_cement_in_baseline(
     base: np.ndarray,
     exclude: np.ndarray,
@@ -259,7 +265,6 @@ def find_cement_in_baseline(
         if not ring.any():
             continue
         bone = float(np.median(base[ring]))
-        low, high = np.percentile(base[ring], [10, 90])
         # The tip found may lie anywhere in a bolus (cement is as opaque along
         # the shaft as steel), so the shaft's last 12 mm are searched.
         best, seed = 0.0, None
@@ -268,8 +273,9 @@ def find_cement_in_baseline(
             disc = (np.hypot(xs - cx, ys - cy) * px < 5.0) & ~exclude
             if disc.sum() > 10 and float(np.median(base[disc])) - bone > best:
                 best, seed = float(np.median(base[disc])) - bone, (disc, cx, cy)
-        stands_out = units_known or best > CEMENT_OVER_BONE_SPREAD * float(high - low)
-        if best > CEMENT_IN_BASELINE and stands_out:
+        if best > CEMENT_IN_BASELINE and (
+            units_known or best > CEMENT_OVER_BONE_SPREAD * _spread(base[ring])
+        ):
             disc, cx, cy = seed
             # the bolus: where it is over half as dense, no further than a bolus reaches
             blob = (base - bone > 0.5 * best) & ~exclude & (np.hypot(xs - cx, ys - cy) * px < 15.0)

@@ -32,6 +32,12 @@ class IntensityModel:
     log_scale_measured: bool = False
 
     @property
+    def units_known(self) -> bool:
+        """Whether its log units are the detector's: LIN, or LOG with the scale measured from the
+        noise, not the guess (three decades over the range), which scales every unit alike."""
+        return self.relationship == "LIN" or self.log_scale_measured
+
+    @property
     def top(self) -> float:
         return float(2**self.bits_stored - 1)
 

@@ -125,11 +125,9 @@ def learn_plane_baseline(
             )
         )
     body, confidence = None, None
-    # LIN, or LOG with its scale measured from the noise: not the guess (three decades)
-    units_known = model.relationship == "LIN" or model.log_scale_measured
     if cannulas and grid.pixel_mm:
         state, body, error, prior_caveat = _find_body(
-            plain, exclude, state, cannulas, roi, plane, grid, cement_mu_per_mm, priors, units_known
+            plain, exclude, state, cannulas, roi, plane, grid, cement_mu_per_mm, priors, model.units_known
         )
         anatomy_error = error or anatomy_error
         caveats += [prior_caveat] if prior_caveat else []
