@@ -456,7 +456,11 @@ def test_a_wall_not_confirmed_asks_the_operator_and_the_button_confirms_it(qtbot
         unconfirmed = Caveat(
             CaveatCode.WALL_NOT_CONFIRMED,
             "WALL NOT CONFIRMED, the 5 mm rule is not armed (wall confidence 0.04: the body's outline"
-            " seen on only 46% of its length): confirm the wall or draw it; the leak rules stay armed",
+            " seen on only 46% of its length): confirm the wall or draw it; leaks are still read, but a"
+            " leak off this outline other than behind the wall may be only a possible one (the AP view"
+            " backing it, or the body drawn, can make it sure), a posterior leak is confirmed by its"
+            " growth rather than at once by a front beyond this wall, and cement running back along the"
+            " needle is read only once the wall is armed",
         )
         overlay = {**OVERLAY, "wall_state": "not-confirmed"}
         overlay.pop("front")

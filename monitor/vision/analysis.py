@@ -1043,7 +1043,11 @@ class PlaneAnalyzer:
             Caveat(
                 CaveatCode.WALL_NOT_CONFIRMED,
                 f"WALL NOT CONFIRMED, the 5 mm rule is not armed ({self._unarmed_why}):"
-                " confirm the wall or draw it; the leak rules stay armed",
+                " confirm the wall or draw it; leaks are still read, but a leak off this outline other"
+                " than behind the wall may be only a possible one (the AP view backing it, or the body"
+                " drawn, can make it sure), a posterior leak is confirmed by its growth rather than at"
+                " once by a front beyond this wall, and cement running back along the needle is read"
+                " only once the wall is armed",
             ),
         )
 

@@ -19,8 +19,13 @@ lowest of them, and it arms the rule at ``ARM_AT`` (0.5) or above, unless the wa
 withheld for evidence the score does not weigh (:meth:`WallConfidence.withheld`: found on
 images already holding cement). Otherwise the level is not armed for the 5 mm rule: the
 operator is asked to confirm the wall or draw it ("WALL NOT CONFIRMED"), while the leak
-rules stay armed, but for posterior leaks read behind the wall or along the needle track,
-which wait for it. The limits were set on the tuning seeds
+rules stay armed, with three exceptions the caveat names: a leak off the outline anywhere but
+behind the wall may be only a possible one (the outline was found with the wall; the AP view
+backing it, or the body drawn on a level that held cement when monitoring began, makes it
+sure: CaseAnalyzer._uncorroborated); a posterior leak is confirmed by its growth over two
+frames, not at once by a front read beyond the wall (the front is not measured against a wall
+not armed); and cement running back along the needle track is read only on an armed wall
+(where the shaft crosses it). The limits were set on the tuning seeds
 of the realistic world and the simple corpus (see README, "Wall confidence"), and are not
 re-tuned on the reporting seeds.
 """
