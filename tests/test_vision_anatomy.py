@@ -166,14 +166,14 @@ def _lateral_steel(anatomy_cases, name: str, plane: str = "lateral"):
 def _faint_steel(att, pixel_mm: float, shaft, tip, behind_mm: tuple[float, float], share: float):
     """``att`` with the steel of ``shaft`` between ``behind_mm`` (from, to) behind the true
     ``tip`` (x, y image pixels) kept at ``share`` of its contrast over the bone inpainted under it."""
-    import cv2
+    from monitor.vision.fill import fill_from_around
 
     ux, uy = shaft.direction
     ys, xs = np.mgrid[0 : att.shape[0], 0 : att.shape[1]]
     along = ((xs - tip[0]) * ux + (ys - tip[1]) * uy) * pixel_mm
     across = np.abs(-(xs - tip[0]) * uy + (ys - tip[1]) * ux)
     stretch = (across <= 0.75 * shaft.width_px + 1) & (along > behind_mm[0]) & (along < behind_mm[1])
-    background = cv2.inpaint(att, stretch.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+    background = fill_from_around(att, stretch, 5)
     return np.where(stretch, background + share * (att - background), att).astype(np.float32)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from monitor.vision.anatomy import Cannula
 from monitor.vision.cement import CementMap, Registration, shift_image
+from monitor.vision.fill import fill_from_around
 from monitor.vision.stats import median
 
 # The channels of the layer image (h, w, 4) float32, shifted together each frame.
@@ -288,7 +289,12 @@ def find_cement_in_baseline(
     grow = int(round(1.5 / px))
     region = cv2.dilate(seeds.astype(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8)).astype(bool)
     # The bone under the blob, filled in from around it; the steel is no source.
-    background = cv2.inpaint(base, (region | exclude).astype(np.uint8), 5, cv2.INPAINT_TELEA)
+    background = fill_from_around(base, region | exclude, 5)
     values = np.where(region & ~exclude, np.clip(base - background, 0, None), 0).astype(np.float32)
-    volume = float(values.sum()) * px * px / (cement_mu_per_mm * 1000.0)
+    # Its volume counts the cement behind the steel within it too, filled from around it. The
+    # values leave that out: each frame fills it in from the difference they are added to
+    # (monitor.vision.cement.integrated_volume_ml), which would count it twice.
+    hidden = region & exclude
+    whole = np.where(region, fill_from_around(values, hidden, 5), 0) if hidden.any() else values
+    volume = float(whole.sum()) * px * px / (cement_mu_per_mm * 1000.0)
     return CementInBaseline(seeds, values, volume)

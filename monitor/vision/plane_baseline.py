@@ -35,6 +35,7 @@ from monitor.vision.body import lies_inside
 from monitor.vision.caveats import Caveat, CaveatCode
 from monitor.vision.cement import Registration, shift_image
 from monitor.vision.confidence import MAX_WALL_SPREAD_MM, MIN_OUTLINE_SUPPORT, WallConfidence, assess_wall
+from monitor.vision.fill import fill_from_around
 from monitor.vision.intensity import IntensityModel, model_for
 from monitor.vision.pixels import PixelGrid
 from monitor.vision.scatter import ScatterPhysics, primary_attenuation
@@ -293,7 +294,7 @@ def _find_body(
         plain = plain.copy()
         hole = found.values > 0
         window = plain[y0:y1, x0:x1]
-        filled = cv2.inpaint(window, (hole | state.exclude).astype(np.uint8), 5, cv2.INPAINT_TELEA)
+        filled = fill_from_around(window, hole | state.exclude, 5)
         window[hole] = filled[hole]
     body, error = None, None
     try:
