@@ -389,6 +389,69 @@ def low_darkness(tmp_path_factory):
     return folder, simulate(_small(world, scenario="none", frames=24, size=256), folder)
 
 
+def _baseline_from(folder, plane: str, frames: tuple[int, ...]):
+    """The baseline the analyzer learns of ``plane`` from those ``frames`` (its default scatter
+    physics and ROI), with the recording's millimetre scale: (PlaneBaseline, PixelGrid)."""
+    from monitor.io.dicom import open_recording
+    from monitor.vision.pixels import PixelGrid
+    from monitor.vision.plane_baseline import learn_plane_baseline
+    from monitor.vision.scatter import ScatterPhysics
+
+    with open_recording(folder / f"{plane}.dcm") as rec:
+        info = rec.info
+        images = [rec.frame(i) for i in frames]
+    grid = PixelGrid.for_spacing(info.spacing_at_vertebra_mm()[0])
+    learnt = learn_plane_baseline(
+        images, plane, info.photometric, info.intensity_relationship, info.bits_stored, grid,
+        ScatterPhysics(0.15, 20.0), 0.25, 42.0,
+    )  # fmt: skip
+    return learnt, grid
+
+
+@pytest.mark.parametrize("frames", [(12, 13, 14), (14, 14, 14)], ids=["injecting", "between-syringes"])
+def test_a_faint_bolus_there_when_monitoring_began_is_found_and_its_wall_asked_for(low_darkness, frames):
+    """Scatter 1.5x the primary with no grid and a hardened beam thin the cement's log contrast:
+    the bolus stands well under the 1.2 log units over the bone that a dense one does. Watched
+    from frame 12 (about 1.5 mL in), while cement still flows, or with the same frame thrice, as
+    between syringes (no growth to see), it is still found in both views as cement already
+    there, by how far it stands over the bone's own spread; the lateral body is found with the
+    bolus and the steel within it painted out, and its wall is shown for the operator to
+    confirm, not armed (it was found on images holding cement). The same case's first frames
+    hold none, and their wall is armed. Where the log scale is guessed, a faint bolus is not
+    looked for (a guess inflates the bone's contrast as much as the cement's)."""
+    from monitor.vision.anatomy import LateralBody
+    from monitor.vision.baseline import GROWN_MIN_MM2, find_cement_in_baseline
+
+    folder, truth = low_darkness
+    for plane in ("lateral", "ap"):
+        clean, _ = _baseline_from(folder, plane, (0, 1, 2))
+        assert clean.state.prior is None and clean.caveats == ()
+        late, grid = _baseline_from(folder, plane, frames)
+        assert late.state.prior is not None, plane
+        if frames[0] == frames[-1]:
+            assert late.grown_mm2 < GROWN_MIN_MM2  # the bolus alone says cement was there
+        mask, values = late.state.prior
+        # a bolus, not a speck: about 70-110 mm2; the volume said, read from the log units this
+        # room thins, about 0.2 mL of the 1.46 in (the level's volume leans on its shape here),
+        # counts the cement behind the steel that each frame's values leave to be filled in
+        assert mask.sum() * grid.pixel_mm**2 > 50
+        (said,) = [c.detail for c in late.caveats if "already there" in c.detail]
+        found_ml = float(re.search(r"about (\d+\.\d) mL", said).group(1))
+        seen_ml = float(values.sum()) * grid.pixel_mm**2 / (0.25 * 1000)
+        assert 0.1 < found_ml < truth["frames"][14]["injected_ml"], (plane, said)
+        assert found_ml >= round(seen_ml, 1), (found_ml, seen_ml)
+        if plane == "lateral":
+            assert clean.wall_confidence.armed
+            assert isinstance(late.body, LateralBody), late.anatomy_error
+            assert not late.wall_confidence.armed
+            assert any("already holding cement" in why for why in late.wall_confidence.reasons)
+        # the same baselines with the scale guessed: the faint bolus is not looked for
+        for learnt in (clean, late):
+            state = learnt.state
+            args = (learnt.cannulas, learnt.roi[:2], grid.pixel_mm, 0.25)
+            assert find_cement_in_baseline(state.attenuation, state.exclude, *args, units_known=False) is None
+
+
 def test_a_volume_the_darkness_reads_low_is_the_shapes_with_its_interval_in_the_audit(tmp_path, low_darkness):
     """Scatter 1.5x the primary with no grid, and a polychromatic beam: the image's darkness
     reads the cement at about a third of what went in, under the cement's shape in the two

@@ -43,6 +43,9 @@ from monitor.vision.scatter import ScatterPhysics, primary_attenuation
 ROI_FRACTION_WITHOUT_SCALE = 0.3  # half the ROI around the tip, as a share of the frame's larger side
 COLLIMATION_MARGIN_PX = 9  # working pixels the exposed field is shrunk by: its edge is never compared
 WALL_NOT_FOUND_MOVE_MM = 10.0  # a baseline frame where the wall is not found again: as if it moved this
+# the pixels never compared (the steel, and outside the field) within this many mm of a bolus
+# found in the baseline (a square's half side) are painted out with it: half an 11 G shaft and a margin
+STEEL_IN_BOLUS_MM = 2.0
 
 
 @dataclass(frozen=True)
@@ -290,9 +293,14 @@ def _find_body(
             " was found on images holding it, so a leak read off it, other than behind the wall,"
             " is a possible leak",
         )
-        # its edges are not the body's: look for the body without it
+        # its edges are not the body's: look for the body without it, and without the steel
+        # within it, whose cement-covered stretch would end in a bright box at the bolus's edge
+        # (extra seed 5116 from frame 16: "the cannula tip 3.3 mm from an endplate")
         plain = plain.copy()
         hole = found.values > 0
+        reach = 2 * int(round(STEEL_IN_BOLUS_MM / grid.pixel_mm)) + 1
+        near = cv2.dilate(hole.astype(np.uint8), np.ones((reach, reach), np.uint8)).astype(bool)
+        hole |= near & state.exclude
         window = plain[y0:y1, x0:x1]
         filled = fill_from_around(window, hole | state.exclude, 5)
         window[hole] = filled[hole]
