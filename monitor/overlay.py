@@ -151,15 +151,16 @@ def labelled_leaks(leaks: list[dict]) -> list[dict]:
 
 
 def short_status(result: dict, width: int = 40) -> str:
-    """A result's status for a readout panel: whole if it fits, else its caveats' codes
-    ("scatter-not-seen; cement-in-baseline"), the details being in the log."""
+    """A result's status for a readout panel: whole if it fits, else its caveats' codes, each
+    once ("scatter-not-seen; cement-in-baseline": cement both found in the baseline and grown
+    over it is two caveats of one code), the details being in the log."""
     status = result.get("status", "")
     if len(status) <= width:
         return status
     caveats = result.get("caveats")
     if caveats is None:  # logged before results carried their caveats (2026-12)
         return status[:width]
-    return "; ".join(c["code"] for c in caveats)[:width]
+    return "; ".join(dict.fromkeys(c["code"] for c in caveats))[:width]
 
 
 def _dashed(img, a, b, colour, thickness, dash: int = 8) -> None:

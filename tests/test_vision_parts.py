@@ -1669,3 +1669,21 @@ def test_the_float_telea_fill_the_darkness_calibration_rests_on_still_speckles()
     filled = cv2.inpaint(ramp, hole, 3, cv2.INPAINT_TELEA)
     error = float(np.abs(filled - ramp)[hole > 0].mean())
     assert error > 0.5, f"OpenCV {cv2.__version__}: Telea now fills floats {error:.3f} off: recalibrate"
+
+
+def test_a_long_status_names_each_caveat_code_once_on_the_readout_panel():
+    """Monitoring begun during an injection with cement already in: the view's results carry
+    two cement-in-baseline caveats (grown over the first frames, and found there). The panel
+    drawn on the image, too narrow for the status, names each code once."""
+    from monitor.overlay import short_status
+
+    result = {
+        "status": "x" * 200,
+        "caveats": [
+            {"code": "cement-in-baseline"},
+            {"code": "cement-in-baseline"},
+            {"code": "image-clipped"},
+        ],
+    }
+    assert short_status(result, width=60) == "cement-in-baseline; image-clipped"
+    assert short_status({"status": "measured"}) == "measured"
