@@ -311,7 +311,6 @@ def find_cement_in_baseline(
     # Its volume counts the cement behind the steel within it too, filled from around it. The
     # values leave that out: each frame fills it in from the difference they are added to
     # (monitor.vision.cement.integrated_volume_ml), which would count it twice.
-    hidden = region & exclude
-    whole = np.where(region, fill_from_around(values, hidden, 5), 0) if hidden.any() else values
+    whole = np.where(region, fill_from_around(values, region & exclude, 5), 0)
     volume = float(whole.sum()) * px * px / (cement_mu_per_mm * 1000.0)
     return CementInBaseline(seeds, values, volume)
