@@ -94,6 +94,21 @@ def monitor_cli(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
+def learn_baseline(frames, plane: str, info, grid=None):
+    """:func:`monitor.vision.plane_baseline.learn_plane_baseline` of a recording's ``frames`` as
+    the analyzer learns them, at the recording's own scale (``info``: its RecordingInfo) unless
+    ``grid`` (a PixelGrid) is given: the default scatter physics and ROI."""
+    from monitor.vision.pixels import PixelGrid
+    from monitor.vision.plane_baseline import learn_plane_baseline
+    from monitor.vision.scatter import ScatterPhysics
+
+    grid = PixelGrid.for_spacing(info.spacing_at_vertebra_mm()[0]) if grid is None else grid
+    return learn_plane_baseline(
+        frames, plane, info.photometric, info.intensity_relationship, info.bits_stored, grid,
+        ScatterPhysics(0.15, 20.0), 0.25, 42.0,
+    )  # fmt: skip
+
+
 def load_truth(folder: Path) -> dict:
     return json.loads((folder / "truth.json").read_text())
 

@@ -390,22 +390,17 @@ def low_darkness(tmp_path_factory):
 
 
 def _baseline_from(folder, plane: str, frames: tuple[int, ...]):
-    """The baseline the analyzer learns of ``plane`` from those ``frames`` (its default scatter
-    physics and ROI), with the recording's millimetre scale: (PlaneBaseline, PixelGrid)."""
+    """The baseline the analyzer learns of ``plane`` from those ``frames``, with the recording's
+    millimetre scale: (PlaneBaseline, PixelGrid)."""
     from monitor.io.dicom import open_recording
     from monitor.vision.pixels import PixelGrid
-    from monitor.vision.plane_baseline import learn_plane_baseline
-    from monitor.vision.scatter import ScatterPhysics
+    from tests.conftest import learn_baseline
 
     with open_recording(folder / f"{plane}.dcm") as rec:
         info = rec.info
         images = [rec.frame(i) for i in frames]
     grid = PixelGrid.for_spacing(info.spacing_at_vertebra_mm()[0])
-    learnt = learn_plane_baseline(
-        images, plane, info.photometric, info.intensity_relationship, info.bits_stored, grid,
-        ScatterPhysics(0.15, 20.0), 0.25, 42.0,
-    )  # fmt: skip
-    return learnt, grid
+    return learn_baseline(images, plane, info, grid), grid
 
 
 @pytest.mark.parametrize("frames", [(12, 13, 14), (14, 14, 14)], ids=["injecting", "between-syringes"])

@@ -22,6 +22,7 @@ from monitor.vision.cement import CementMap, Registration
 from monitor.vision.pixels import PixelGrid
 from monitor.vision.plane_baseline import learn_plane_baseline, roi_around_tip
 from monitor.vision.scatter import ScatterPhysics
+from tests.conftest import learn_baseline
 
 
 def _textured(h: int = 64, w: int = 80, seed: int = 0) -> np.ndarray:
@@ -87,22 +88,12 @@ def test_the_roi_is_around_the_first_tip_and_clipped_to_the_frame():
     assert roi_around_tip((100, 120), [Tip()], None, 20.0) == (0, 14, 46, 86)  # 30 % of 120
 
 
-def _learn(frames, plane: str, info, grid: PixelGrid | None = None):
-    """:func:`learn_plane_baseline` of a recording's ``frames`` as the analyzer learns them, at the
-    recording's own scale unless ``grid`` is given (the default scatter physics and ROI)."""
-    grid = PixelGrid.for_spacing(info.spacing_at_vertebra_mm()[0]) if grid is None else grid
-    return learn_plane_baseline(
-        frames, plane, info.photometric, info.intensity_relationship, info.bits_stored, grid,
-        ScatterPhysics(0.15, 20.0), 0.25, 42.0,
-    )  # fmt: skip
-
-
 def test_a_plane_learns_its_cannula_body_and_baseline_from_the_first_frames():
     r = next(r for r in bundled_recordings() if r.name == "posterior-leak")
     with open_recording(r.lateral) as rec:
         info = rec.info
         frames = [rec.frame(i) for i in range(3)]
-    learnt = _learn(frames, "lateral", info)
+    learnt = learn_baseline(frames, "lateral", info)
     x0, y0, x1, y1 = learnt.roi
     assert learnt.cannulas and x0 <= learnt.cannulas[0].tip[0] <= x1 and y0 <= learnt.cannulas[0].tip[1] <= y1
     assert isinstance(learnt.body, LateralBody) and learnt.anatomy_error is None
@@ -111,7 +102,7 @@ def test_a_plane_learns_its_cannula_body_and_baseline_from_the_first_frames():
     assert learnt.state.prior is None and learnt.caveats == ()
     assert learnt.state.exclude.any()  # the steel is never compared
 
-    blank_scale = _learn(frames, "lateral", info, PixelGrid.for_spacing(None))
+    blank_scale = learn_baseline(frames, "lateral", info, PixelGrid.for_spacing(None))
     assert blank_scale.body is None and blank_scale.anatomy_error.code == CaveatCode.UNCALIBRATED
     assert blank_scale.state.scatter_layers is None
 
@@ -238,7 +229,8 @@ def test_cement_in_a_baseline_is_found_at_any_guessed_log_scale_and_clean_bone_a
         info = rec.info
         grid = PixelGrid.for_spacing(info.spacing_at_vertebra_mm()[0])
         learnt = {
-            start: _learn([rec.frame(i) for i in range(start, start + 3)], "ap", info) for start in (0, 24)
+            start: learn_baseline([rec.frame(i) for i in range(start, start + 3)], "ap", info)
+            for start in (0, 24)
         }
 
     def found(start: int, scale: float, units_known: bool = False):
