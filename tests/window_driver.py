@@ -261,9 +261,23 @@ class Driver:
         # flash's toggle in the last few ms) can put the screen one phase behind.
         shot |= self.describe(window)
         image = self.screen.grabWindow(0).toImage()
+        self.last_image = image
         self.written.append(self.writer.submit(image.save, str(self.outdir / shot["png"])))
         self.shots.append(shot)
         return shot
+
+    def banner_on_screen(self, shot: dict) -> str:
+        """The banner's commonest colour (6 px in from its edges) in the last screenshot, as
+        "#rrggbb": what the X server showed, to hold against what the window was painting."""
+        import numpy as np
+        from PySide6.QtGui import QImage
+
+        image = self.last_image.convertToFormat(QImage.Format.Format_RGB888)
+        rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
+        x, y, w, h = shot["banner"]
+        inner = rows[y + 6 : y + h - 6, (x + 6) * 3 : (x + w - 6) * 3].reshape(-1, 3).astype(np.int64)
+        values, counts = np.unique(inner @ np.array([1 << 16, 1 << 8, 1]), return_counts=True)
+        return f"#{values[counts.argmax()]:06x}"
 
     def shoot_both_phases(self, state: str, window=None) -> None:
         """Two screenshots, each in the middle of one of the flasher's phases (it toggles every
@@ -273,7 +287,7 @@ class Driver:
         window = window or self.desk
         taken: list[bool] = []  # the phase of each shot kept
         for name in (state, f"{state}-other-phase"):
-            for attempt in range(8):
+            for attempt in range(12):
                 was = window._flash
                 self.wait(lambda was=was: window._flash != was, 1.5, "the flasher's next phase")
                 phase = window._flash
@@ -281,14 +295,18 @@ class Driver:
                     continue  # the other phase is wanted: the next toggle brings it
                 self.settle(0.17)  # shoot() settles 0.08 s more: 0.25 s into the phase
                 shot = self.shoot(state, window, name if attempt == 0 else f"{name}-{attempt}")
-                if window._flash == phase:
+                painting = window.banner.styleSheet().split("background:")[1][:7]
+                if window._flash == phase and self.banner_on_screen(shot) == painting:
                     taken.append(phase)
                     break
-                # a loaded machine let the next toggle in before the screen was taken (CI,
-                # 2026-12-06: both of "or-mode"'s screenshots dark): not this phase, taken again
+                # A loaded machine let the next toggle in before the screen was taken, or had
+                # not yet put this phase's paint on the screen 0.25 s into it (CI, 2026-12-06,
+                # twice: both of "or-mode"'s screenshots dark, the second time with the window
+                # in the bright phase): not this phase on the screen, taken again. A banner that
+                # never shows the colour it paints still fails: no shot in 12 tries.
                 self.shots.remove(shot)
             else:
-                raise DriverError(f"{state}: no screenshot within one phase of the flasher in 8 tries")
+                raise DriverError(f"{state}: no screenshot within one phase of the flasher in 12 tries")
 
     def describe(self, w) -> dict:
         from monitor.viewer import BANNER
