@@ -1,11 +1,11 @@
 """The monitor against the image moving under it: parts of the picture that shift against the
 registered anatomy (the steel, an endplate) read as a rise beside a dip, never as cement. Each
 test renders a tuning-seed case of the realistic world (monitor.sim) and runs the analyzer's
-own path on it. Apart from tests/test_realistic_world.py so that the two run on two workers."""
+own path on it. Apart from tests/test_realistic_leaks.py so that the two run on two workers."""
 
 from __future__ import annotations
 
-from tests.test_realistic_world import _dense_cleft_without_leak
+from tests.realistic_cases import dense_cleft_without_leak
 
 
 def test_the_steel_moving_against_the_anatomy_is_no_cement_beside_it(tmp_path, monkeypatch):
@@ -30,7 +30,7 @@ def test_the_steel_moving_against_the_anatomy_is_no_cement_beside_it(tmp_path, m
 
     monkeypatch.setattr(analysis, "sleeve_cement", recorded)
     cleft = {"half_x_mm": 8.0, "half_y_mm": 6.0, "anterior": 0.15}
-    truth = _dense_cleft_without_leak(5001, tmp_path / "cleft", monkeypatch, **cleft)
+    truth = dense_cleft_without_leak(5001, tmp_path / "cleft", monkeypatch, **cleft)
     assert min(f["distance_mm"] for f in truth["frames"] if f["distance_mm"] is not None) > 7.0
     result = evaluate_case(tmp_path / "cleft")
     assert max(moved) > 50, "the steel did not move against the anatomy: the render no longer tests the rule"
@@ -53,7 +53,7 @@ def test_an_endplate_moved_against_the_registration_is_no_vein(tmp_path, monkeyp
     import monitor.vision.veins as veins
     from monitor.accuracy import evaluate_case
 
-    _dense_cleft_without_leak(
+    dense_cleft_without_leak(
         5015, tmp_path / "cleft", monkeypatch, half_x_mm=12.0, half_y_mm=5.0, anterior=0.0
     )
     alarms = evaluate_case(tmp_path / "cleft")["alarms"]

@@ -704,7 +704,7 @@ class PlaneAnalyzer:
         while it was only possible the real-CT disc leaks were never alarmed high (issue 19: 0 of
         4 on time). Cement filling a gas cleft on the endplate can show as one (one of six CT
         renders with such a cleft and no leak, session 58; a dense fill behind scatter,
-        tests/test_realistic_world.py), and nothing in these images tells the two apart where no
+        tests/test_realistic_leaks.py), and nothing in these images tells the two apart where no
         outline places the endplate. A cleft is seen before the procedure (CT or MRI shows its
         gas; Kuemmell's disease is why many levels are treated), so the operator says so for the
         level (``--cleft``, the viewer's "Known cleft"), and the lobe is then only a possible
