@@ -210,6 +210,35 @@ def test_an_old_truth_is_brought_up_to_date_without_rendering(posterior_case, tm
     assert not refresh_truth(tmp_path)
 
 
+def _blas_threads_said() -> str | None:
+    import os
+
+    return os.environ.get("OPENBLAS_NUM_THREADS")
+
+
+def test_the_benchmarks_renders_share_the_cores_blas_threads(monkeypatch):
+    """The corpus is rendered by processes started within ``_blas_threads_shared_by(workers)``:
+    each is told to use its share of the cores' BLAS threads (two renders, each with two, spent
+    a quarter more CPU waiting); a value the user set is theirs, and nothing is left set after."""
+    import multiprocessing
+    import os
+
+    from monitor.accuracy import _blas_threads_shared_by
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    spawn = multiprocessing.get_context("spawn")
+    with _blas_threads_shared_by(2), spawn.Pool(1) as pool:
+        assert pool.apply(_blas_threads_said) == "2"
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
+    with _blas_threads_shared_by(1):  # one render: it may use every core
+        assert "OPENBLAS_NUM_THREADS" not in os.environ
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    with _blas_threads_shared_by(2), spawn.Pool(1) as pool:
+        assert pool.apply(_blas_threads_said) == "3"
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "3"
+
+
 def test_a_cleft_laid_on_an_endplate_lies_under_it_and_moves_nothing_else():
     """``cleft_site`` "superior" / "inferior" lays the gas cleft on that endplate: a flat crescent
     whose far side is within a voxel of 0.5 mm inside the cancellous bone's top (bottom) over its
