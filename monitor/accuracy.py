@@ -192,14 +192,16 @@ def _world_case_name(cfg: SimConfig) -> str:
 @contextlib.contextmanager
 def _blas_threads_shared_by(workers: int):
     """Processes started within share the cores' BLAS threads among ``workers`` of them
-    (OPENBLAS_NUM_THREADS, read by each as it starts; one set by the user is kept). Each
+    (OPENBLAS_NUM_THREADS, read by each as it starts; the cores this process may run on, not
+    the machine's; a value the user set, or OMP_NUM_THREADS, is kept). Each
     render's spectrum product is a BLAS call: two renders on two cores, each with OpenBLAS's two
     threads, spent a quarter more CPU in threads waiting for each other (tuning case 5031: 43 s
     against 34 s with one thread each, the same bytes written; session 70)."""
-    if workers <= 1 or "OPENBLAS_NUM_THREADS" in os.environ:
+    if workers <= 1 or {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"} & set(os.environ):
         yield
         return
-    os.environ["OPENBLAS_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ["OPENBLAS_NUM_THREADS"] = str(max(1, cores // workers))
     try:
         yield
     finally:

@@ -218,15 +218,17 @@ def _blas_threads_said() -> str | None:
 
 def test_the_benchmarks_renders_share_the_cores_blas_threads(monkeypatch):
     """The corpus is rendered by processes started within ``_blas_threads_shared_by(workers)``:
-    each is told to use its share of the cores' BLAS threads (two renders, each with two, spent
-    a quarter more CPU waiting); a value the user set is theirs, and nothing is left set after."""
+    each is told to use its share of the cores it may run on (two renders, each with two BLAS
+    threads, spent a quarter more CPU waiting); a value the user set (OPENBLAS_NUM_THREADS or
+    OMP_NUM_THREADS) is theirs, and nothing is left set after."""
     import multiprocessing
     import os
 
     from monitor.accuracy import _blas_threads_shared_by
 
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})  # may run on 4 cores
     spawn = multiprocessing.get_context("spawn")
     with _blas_threads_shared_by(2), spawn.Pool(1) as pool:
         assert pool.apply(_blas_threads_said) == "2"
@@ -237,6 +239,10 @@ def test_the_benchmarks_renders_share_the_cores_blas_threads(monkeypatch):
     with _blas_threads_shared_by(2), spawn.Pool(1) as pool:
         assert pool.apply(_blas_threads_said) == "3"
     assert os.environ["OPENBLAS_NUM_THREADS"] == "3"
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # OpenBLAS reads it when its own is not set
+    with _blas_threads_shared_by(2), spawn.Pool(1) as pool:
+        assert pool.apply(_blas_threads_said) is None
 
 
 def test_a_cleft_laid_on_an_endplate_lies_under_it_and_moves_nothing_else():
