@@ -56,7 +56,9 @@ CEMENT_OVER_BONE_SPREAD = 0.6
 # the tuning and extra seeds, an independent review), extra seed 5017's AP, an intensifier
 # with glare, read 0.57 "log units" at 1.31 times, too near the 1.5. Clipped pixels are not
 # left out of the ring: an exposure clipped over half of it can read 1.5 times (the same
-# review, clipping clean views by hand), where the view says `image-clipped`.
+# review, clipping clean views by hand), where the view says `image-clipped`. Leaving them out
+# was tried (session 70) and lost real boluses of late starts whose AP views clip under
+# brightness control: README, session 70.
 FAINT_BOLUS_LOG = 0.25
 FAINT_BOLUS_OVER_SPREAD = 1.5
 # Cement growing over the baseline frames (an injection under way when monitoring began): the
