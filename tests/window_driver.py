@@ -45,6 +45,9 @@ KEEP_LIVE_S = 0.5  # a hold publishes the next frame pair this often: under the 
 CENTRE_HALF_PX = 24  # the image-centre square checked for a dark bar: 49x49 image pixels
 
 
+SHOTS_PER_PHASE = 12  # screenshots of one flash phase taken before the driver gives up
+
+
 class DriverError(Exception):
     pass
 
@@ -287,7 +290,8 @@ class Driver:
         window = window or self.desk
         taken: list[bool] = []  # the phase of each shot kept
         for name in (state, f"{state}-other-phase"):
-            for attempt in range(12):
+            attempt = 0  # screenshots taken for this name; a phase waited through is none
+            for _toggle in range(2 * SHOTS_PER_PHASE + 1):  # phases alternate: one in two is wanted
                 was = window._flash
                 self.wait(lambda was=was: window._flash != was, 1.5, "the flasher's next phase")
                 phase = window._flash
@@ -295,6 +299,7 @@ class Driver:
                     continue  # the other phase is wanted: the next toggle brings it
                 self.settle(0.17)  # shoot() settles 0.08 s more: 0.25 s into the phase
                 shot = self.shoot(state, window, name if attempt == 0 else f"{name}-{attempt}")
+                attempt += 1
                 painting = window.banner.styleSheet().split("background:")[1][:7]
                 if window._flash == phase and self.banner_on_screen(shot) == painting:
                     taken.append(phase)
@@ -303,10 +308,14 @@ class Driver:
                 # not yet put this phase's paint on the screen 0.25 s into it (CI, 2026-12-06,
                 # twice: both of "or-mode"'s screenshots dark, the second time with the window
                 # in the bright phase): not this phase on the screen, taken again. A banner that
-                # never shows the colour it paints still fails: no shot in 12 tries.
+                # never shows the colour it paints still fails: no shot in SHOTS_PER_PHASE tries.
                 self.shots.remove(shot)
-            else:
-                raise DriverError(f"{state}: no screenshot within one phase of the flasher in 12 tries")
+                if attempt == SHOTS_PER_PHASE:
+                    break
+            if len(taken) < (1 if name == state else 2):
+                raise DriverError(
+                    f"{state}: no screenshot within one phase of the flasher in {SHOTS_PER_PHASE} tries"
+                )
 
     def describe(self, w) -> dict:
         from monitor.viewer import BANNER
