@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.window_driver import run_in_xvfb, xvfb_problem
+from tests.window_driver import modal, rgb_pixels, run_in_xvfb, xvfb_problem
 
 RED, DARK_RED = "#d62728", "#5a1010"  # monitor.viewer.BANNER: high, flashing between the two
 YELLOW = "#ffd200"
@@ -46,10 +46,7 @@ class Shots:
         from PySide6.QtGui import QImage
 
         if shot["png"] not in self._pixels:
-            image = QImage(str(self.folder / shot["png"])).convertToFormat(QImage.Format.Format_RGB888)
-            rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
-            rgb = rows[:, : image.width() * 3].reshape(image.height(), image.width(), 3)
-            self._pixels[shot["png"]] = rgb.copy()  # a copy: the QImage's buffer goes with it
+            self._pixels[shot["png"]] = rgb_pixels(QImage(str(self.folder / shot["png"])))
         return self._pixels[shot["png"]]
 
 
@@ -67,14 +64,6 @@ def shots(tmp_path_factory) -> Shots:
     if os.environ.get("CI"):  # CI installs Xvfb (scripts/setup): there, this must run
         pytest.fail(f"{problem}; on CI (CI is set) this test must run")
     pytest.skip(problem)
-
-
-def modal(pixels: np.ndarray) -> tuple[str, float]:
-    """The commonest colour of a region, and its share: a background, under its text."""
-    packed = pixels.reshape(-1, 3).astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
-    values, counts = np.unique(packed, return_counts=True)
-    top = values[counts.argmax()]
-    return f"#{top:06x}", counts.max() / len(packed)
 
 
 def share(pixels: np.ndarray, colour, tolerance: int = 12) -> float:

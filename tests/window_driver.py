@@ -38,6 +38,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 SCREEN = (1920, 1080)
 DESK = (1400, 1000)  # as monitor.viewer.run_viewer opens the window
 SESSION = "window-driver"
@@ -50,6 +52,22 @@ SHOTS_PER_PHASE = 12  # screenshots of one flash phase taken before the driver g
 
 class DriverError(Exception):
     pass
+
+
+def rgb_pixels(image) -> np.ndarray:
+    """A QImage as rows x columns x RGB uint8 (a copy: the QImage's buffer goes with it)."""
+    from PySide6.QtGui import QImage
+
+    image = image.convertToFormat(QImage.Format.Format_RGB888)
+    rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
+    return rows[:, : image.width() * 3].reshape(image.height(), image.width(), 3).copy()
+
+
+def modal(pixels: np.ndarray) -> tuple[str, float]:
+    """The commonest colour of a region ("#rrggbb") and its share: a background, under its text."""
+    packed = pixels.reshape(-1, 3).astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
+    values, counts = np.unique(packed, return_counts=True)
+    return f"#{values[counts.argmax()]:06x}", counts.max() / len(packed)
 
 
 # ---------------------------------------------------------------------- the X server
@@ -272,15 +290,8 @@ class Driver:
     def banner_on_screen(self, shot: dict) -> str:
         """The banner's commonest colour (6 px in from its edges) in the last screenshot, as
         "#rrggbb": what the X server showed, to hold against what the window was painting."""
-        import numpy as np
-        from PySide6.QtGui import QImage
-
-        image = self.last_image.convertToFormat(QImage.Format.Format_RGB888)
-        rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
         x, y, w, h = shot["banner"]
-        inner = rows[y + 6 : y + h - 6, (x + 6) * 3 : (x + w - 6) * 3].reshape(-1, 3).astype(np.int64)
-        values, counts = np.unique(inner @ np.array([1 << 16, 1 << 8, 1]), return_counts=True)
-        return f"#{values[counts.argmax()]:06x}"
+        return modal(rgb_pixels(self.last_image)[y + 6 : y + h - 6, x + 6 : x + w - 6])[0]
 
     def shoot_both_phases(self, state: str, window=None) -> None:
         """Two screenshots, each in the middle of one of the flasher's phases (it toggles every
@@ -349,7 +360,6 @@ class Driver:
         """Where a plane's image is on the screen (global pixels, as drawn: ``shape`` is the
         image's rows and columns), and the grey each pixel of its centre square must have at
         full opacity: its value through the view's levels and lookup table."""
-        import numpy as np
 
         def on_screen(item) -> list[int]:
             box = view.mapFromScene(item.mapRectToScene(item.boundingRect())).boundingRect()
