@@ -401,9 +401,6 @@ def _preflight(spec: RunSpec) -> None:
     (``monitor.io.security``)."""
     for role in ("frames", "results", "flow", "control"):
         check_endpoint(getattr(spec.endpoints, role), role)
-    if spec.analyzer:
-        probe_bind(spec.endpoints.results, "results")
-        probe_bind(spec.endpoints.control, "control")
     security.require(
         [
             SERVER_KEY,
@@ -412,6 +409,9 @@ def _preflight(spec: RunSpec) -> None:
             *(["viewer"] if spec.viewer else []),
         ]
     )
+    if spec.analyzer:  # as the analyzer will bind them (CURVE): a view may be connecting already
+        probe_bind(spec.endpoints.results, "results")
+        probe_bind(spec.endpoints.control, "control")
 
 
 def _consumer_plans(spec: RunSpec, session: str, after_end: tuple | None = None) -> dict[str, tuple]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, replace
@@ -258,3 +259,54 @@ def test_the_levels_known_cleft_crosses_the_wire_as_a_boolean():
             with pytest.raises(MessageError) as err:
                 decode(parts)
             assert err.value.reason == "garbled"
+
+
+@pytest.mark.parametrize("role", ["results", "control"])
+def test_a_client_connecting_while_its_endpoint_is_probed_reaches_the_owner(tmp_path, role):
+    """A view started before the run connects to the results and control endpoints while the
+    run's preflight holds each for a moment (monitor.pipeline._preflight); it must then reach
+    the analyzer that binds them. A probe that speaks another mechanism or socket type than the
+    analyzer fails the client's handshake for good (libzmq does not retry a protocol error):
+    CI saw a training run wait 60 s for a view that never heard a result."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    from monitor.io.transport import CommandSender, probing
+
+    endpoint = f"ipc://{tmp_path}/{role}"
+    if role == "results":
+        client = Subscriber(endpoint, role="results", key="viewer")
+    else:
+        client = CommandSender(endpoint, "viewer")
+    owner, events = None, client.socket.get_monitor_socket()
+    try:
+        with probing(endpoint, role):
+            handshake = {zmq.EVENT_HANDSHAKE_SUCCEEDED, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL}
+            handshake |= {zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL}
+            seen, deadline = [], time.monotonic() + 10
+            while not handshake & set(seen) and time.monotonic() < deadline:  # it meets the probe
+                if events.poll(100):
+                    seen.append(recv_monitor_message(events)["event"])
+        client.socket.disable_monitor()
+        events.close(0)
+        assert zmq.EVENT_HANDSHAKE_SUCCEEDED in seen, seen
+        heard = False
+        deadline = time.monotonic() + 10
+        if role == "results":
+            owner = Publisher(endpoint, session="s1", source="analyzer", role="results")
+            while not heard and time.monotonic() < deadline:
+                owner.heartbeat()
+                heard = isinstance(client.receive(100), Heartbeat)
+        else:
+            owner = zmq.Context.instance().socket(zmq.PULL)
+            owner.setsockopt(zmq.LINGER, 0)
+            security.serve(owner)
+            owner.bind(endpoint)
+            while not heard and time.monotonic() < deadline:  # sent again: one sent as the probe
+                with contextlib.suppress(OSError):  # closed went down with its connection
+                    client.send("acknowledge")
+                heard = bool(owner.poll(200)) and b"acknowledge" in owner.recv()
+        assert heard, f"the {role} client never reached the endpoint's owner after the probe"
+    finally:
+        client.close()
+        if owner is not None:
+            owner.close()

@@ -24,10 +24,12 @@ the numpy array, and come in with ``recv_multipart(copy=False)``, the pixels a
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -156,17 +158,50 @@ def bind_endpoint(sock: zmq.Socket, endpoint: str, role: str) -> str:
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
-def probe_bind(endpoint: str, role: str) -> None:
-    """Bind ``endpoint`` for a moment and let it go: EndpointError in one line if it cannot be
-    bound (in use, or not an address of this machine). For the endpoints a child process
-    binds, checked before it starts: its failure would otherwise be a traceback, then a
-    run that "did not start"."""
-    sock = zmq.Context.instance().socket(zmq.PULL)
+LISTENER_CLOSE_TIMEOUT_MS = 2000  # a probe waits this long at most for its listener to close
+# The socket each endpoint's owner binds: a probe of the endpoint must be one of these.
+BOUND_AS = {"frames": zmq.PUB, "results": zmq.PUB, "flow": zmq.PULL, "control": zmq.PULL}
+
+
+@contextlib.contextmanager
+def probing(endpoint: str, role: str) -> Iterator[zmq.Socket]:
+    """``endpoint`` bound, while in the block, as its owner will bind it: the same socket type
+    (BOUND_AS) and a CURVE server (bind_endpoint). EndpointError in one line if it cannot be.
+
+    As its owner binds it, because a client may already be connecting (a view started before
+    the run retries every 100 ms). A client that met a plain socket there failed its handshake
+    on a mechanism mismatch, which libzmq never retries: that view never heard a result, and
+    its run waited for it in vain (CI, session 71: "viewer did not start within 60 s"). Met
+    as here, the client completes its handshake, loses the connection when the probe closes,
+    and reconnects to the owner. (A command a view sends in the moment it is connected to the
+    control probe goes with it: before the run has started, when no command has a frame to
+    act on.)
+
+    Let go once ZeroMQ has closed the listener, which it does in its I/O thread moments after
+    unbind() returns: an owner binding straight after found the endpoint still in use."""
+    sock = zmq.Context.instance().socket(BOUND_AS[role])
     sock.setsockopt(zmq.LINGER, 0)
+    closed = sock.get_monitor_socket(zmq.EVENT_CLOSED)
     try:
-        _bind(sock, endpoint, role)
+        bound = bind_endpoint(sock, endpoint, role)
+        yield sock
+        sock.unbind(bound)
+        if closed.poll(LISTENER_CLOSE_TIMEOUT_MS):
+            closed.recv_multipart()
     finally:
+        with contextlib.suppress(zmq.ZMQError):  # bind_endpoint closes it when it cannot bind
+            sock.disable_monitor()
+        closed.close(0)
         sock.close(0)
+
+
+def probe_bind(endpoint: str, role: str) -> None:
+    """Bind ``endpoint`` for a moment and let it go (:func:`probing`): EndpointError in one
+    line if it cannot be bound (in use, or not an address of this machine). For the endpoints
+    a child process binds, checked before it starts: its failure would otherwise be a
+    traceback, then a run that "did not start"."""
+    with probing(endpoint, role):
+        pass
 
 
 class Publisher:
@@ -439,6 +474,11 @@ class CommandSender:
         self._sock.setsockopt(zmq.LINGER, 1000)
         self._sock.setsockopt(zmq.SNDTIMEO, 1000)
         connect_endpoint(self._sock, endpoint, "control", source)
+
+    @property
+    def socket(self) -> zmq.Socket:
+        """For a zmq.Poller or a socket monitor."""
+        return self._sock
 
     def send(self, action: str, value=None) -> Command:
         command = Command(self.session, self.source, time.time(), action, value)
