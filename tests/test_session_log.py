@@ -254,24 +254,34 @@ def test_sigkill_of_logger_and_analyzer_mid_session_loses_nothing(tmp_path):
 def test_a_machine_crash_that_loses_the_wal_file_loses_about_a_second(tmp_path):
     """kill -9 of the whole monitor mid-session, then the write-ahead log lost as well (a
     power cut before the OS wrote it, or the .sqlite copied alone): what the database file
-    holds is a whole, verifiable prefix of the session that ends about CHECKPOINT_S before
-    the kill. (Without the timed checkpoint, up to 4 MB of WAL: 1-2.3 s of this case.)"""
+    holds is a whole, verifiable prefix of what the session had logged, short of it by about
+    CHECKPOINT_S of records. (Without the timed checkpoint, up to 4 MB of WAL: 1-2.3 s of
+    this case.) Measured against the log as it was at the kill (a copy with its -wal), not
+    against the kill's time: on a loaded machine the logger runs behind the stream."""
+    import shutil
+
     from monitor.io.store import CHECKPOINT_S
 
     session = tmp_path / "s"
     proc = replay_default(session, "1", "--level", "L1", start_new_session=True)
     _wait_for(session, "frame", 40)
-    killed = time.time()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
+    shutil.copytree(session, tmp_path / "as-killed")  # with its -wal: all that was committed
+    whole = SessionStore.open(tmp_path / "as-killed")
+    logged = whole.records()
+    whole.close()
     for suffix in ("-wal", "-shm"):
         (session / f"{DB_NAME}{suffix}").unlink(missing_ok=True)
     store = SessionStore.open(session)
     records = store.records()
     assert [r.rec for r in records] == list(range(1, len(records) + 1))  # a prefix, no gap
+    assert records == logged[: len(records)]  # as they were logged
     assert store.verify() == []  # every record there chains to the one before
-    assert store.count("frame") >= 20
-    assert killed - records[-1].time < CHECKPOINT_S + 0.8, killed - records[-1].time
+    assert sum(r.kind == "frame" for r in logged) >= 40
+    assert store.count("frame") >= 1
+    lost = logged[-1].time - records[-1].time
+    assert lost < CHECKPOINT_S + 0.8, f"{lost:.2f} s of records only in the lost -wal file"
 
 
 def test_operator_commands_reach_the_analyzer_and_the_session_log(tmp_path):
