@@ -279,27 +279,33 @@ def test_a_level_span_or_two_levels_are_not_guessed_from(tmp_path):
 
 def test_a_case_closed_before_its_end_is_abandoned_not_scored(qapp, tmp_path, capsys):
     """A trainee who closes the window mid-case stops the replay and leaves no training-log
-    entry (it would count as "never stopped"); the command says so and fails."""
+    entry (it would count as "never stopped"); the command says so and fails. Timed from the
+    close, at half speed: the rest of the case would take over 11 s, stopping takes a few
+    (the consumers' start-up, 3-11 s on a loaded machine, is not counted)."""
     case = default_recording().lateral.parent
     closed = {}
+    deadline = time.monotonic() + 120  # no frame shown by then: closed anyway, and the test fails
 
     def close_once_frames_show():
         for w in QtWidgets.QApplication.topLevelWidgets():
-            if isinstance(w, MonitorWindow) and w.training and (w.views["lateral"].shown_frame or 0) >= 3:
-                closed["frame"] = w.views["lateral"].shown_frame
+            if not (isinstance(w, MonitorWindow) and w.training) or "at" in closed:
+                continue
+            shown = w.views["lateral"].shown_frame or 0
+            if shown >= 3 or time.monotonic() > deadline:
+                closed.update(frame=shown, at=time.monotonic())
                 w.close()
 
     timer = QtCore.QTimer()
     timer.timeout.connect(close_once_frames_show)
     timer.start(20)
-    started = time.monotonic()
     try:
-        code = main(["train", str(case), "--out", str(tmp_path), "--trainee", TRAINEE, "--speed", "1"])
+        code = main(["train", str(case), "--out", str(tmp_path), "--trainee", TRAINEE, "--speed", "0.5"])
     finally:
         timer.stop()
     assert code == 1 and "closed before the end of the case: not scored" in capsys.readouterr().err
     assert closed["frame"] >= 3 and not (tmp_path / "training-log.jsonl").exists()
-    assert time.monotonic() - started < 6.4 + 5  # the replay stopped: not the case's 6.4 s run to its end
+    stopping = time.monotonic() - closed["at"]
+    assert stopping < 8.0, f"{stopping:.1f} s from the close to the end: the replay ran on"
 
 
 def test_a_logged_session_is_trained_on_as_it_was_measured(qapp, tmp_path):
