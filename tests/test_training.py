@@ -287,12 +287,13 @@ def test_a_case_closed_before_its_end_is_abandoned_not_scored(qapp, tmp_path, ca
     deadline = time.monotonic() + 120  # no frame shown by then: closed anyway, and the test fails
 
     def close_once_frames_show():
-        for w in QtWidgets.QApplication.topLevelWidgets():
-            if not (isinstance(w, MonitorWindow) and w.training) or "at" in closed:
+        for w in QtWidgets.QApplication.topLevelWidgets():  # an earlier test's window stays, hidden
+            if not (isinstance(w, MonitorWindow) and w.training and w.isVisible()):
                 continue
             shown = w.views["lateral"].shown_frame or 0
             if shown >= 3 or time.monotonic() > deadline:
-                closed.update(frame=shown, at=time.monotonic())
+                closed.setdefault("frame", shown)
+                closed.setdefault("at", time.monotonic())
                 w.close()
 
     timer = QtCore.QTimer()
