@@ -270,7 +270,7 @@ def test_a_client_connecting_while_its_endpoint_is_probed_reaches_the_owner(tmp_
     CI saw a training run wait 60 s for a view that never heard a result."""
     from zmq.utils.monitor import recv_monitor_message
 
-    from monitor.io.transport import CommandSender, probing
+    from monitor.io.transport import CommandSender, bind_endpoint, probing
 
     endpoint = f"ipc://{tmp_path}/{role}"
     if role == "results":
@@ -297,10 +297,9 @@ def test_a_client_connecting_while_its_endpoint_is_probed_reaches_the_owner(tmp_
                 owner.heartbeat()
                 heard = isinstance(client.receive(100), Heartbeat)
         else:
-            owner = zmq.Context.instance().socket(zmq.PULL)
+            owner = zmq.Context.instance().socket(zmq.PULL)  # as the analyzer binds it
             owner.setsockopt(zmq.LINGER, 0)
-            security.serve(owner)
-            owner.bind(endpoint)
+            bind_endpoint(owner, endpoint, "control")
             while not heard and time.monotonic() < deadline:  # sent again: one sent as the probe
                 with contextlib.suppress(OSError):  # closed went down with its connection
                     client.send("acknowledge")

@@ -159,8 +159,8 @@ def bind_endpoint(sock: zmq.Socket, endpoint: str, role: str) -> str:
 
 
 LISTENER_CLOSE_TIMEOUT_MS = 2000  # a probe waits this long at most for its listener to close
-# The socket each endpoint's owner binds: a probe of the endpoint must be one of these.
-BOUND_AS = {"frames": zmq.PUB, "results": zmq.PUB, "flow": zmq.PULL, "control": zmq.PULL}
+# The socket the analyzer binds on each endpoint the run probes: a probe must be the same.
+BOUND_AS = {"results": zmq.PUB, "control": zmq.PULL}
 
 
 @contextlib.contextmanager
