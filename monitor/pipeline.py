@@ -329,11 +329,7 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
             flow,
             stop_requested,
             say,
-            hopeless=lambda: (
-                f"the viewer exited (code {viewer.exitcode}) before it subscribed"
-                if viewer is not None and viewer.exitcode is not None
-                else None
-            ),
+            hopeless=lambda: _hopeless_start(supervisor, viewer),
         )
     except KeyboardInterrupt:
         interrupted = True
@@ -363,6 +359,16 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
     finally:  # whatever way out: the analyzer let go, the log signed as it now ends
         if after_end is not None and not after_end[1].is_set():
             _release(after_end, supervisor, spec, say)
+
+
+def _hopeless_start(supervisor: Supervisor, viewer) -> str | None:
+    """Why waiting on for the consumers to start is pointless, or None: the view has exited, or
+    a consumer has died more often than it may be restarted. A consumer that died fewer times is
+    restarted here, as it would be once frames flow, rather than waited for until the start-up
+    limit (before session 72 a crash at start-up read "analyzer did not start within 20 s")."""
+    if viewer is not None and viewer.exitcode is not None:
+        return f"the viewer exited (code {viewer.exitcode}) before it subscribed"
+    return supervisor.revive(source_ended=False)
 
 
 def _release(after_end, supervisor: Supervisor, spec: RunSpec, say) -> bool:

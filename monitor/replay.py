@@ -23,7 +23,11 @@ class PaceOptions:
     # ... that must be ready before the first frame but are never waited for after it: a live
     # view, which must see the baseline but may fall behind alone (it drops frames, not the source)
     ready_for: tuple[str, ...] = ()
-    ready_timeout_s: float = 20.0
+    # A consumer alive but not yet subscribed this long is given up on. A consumer that dies while
+    # it starts ends the wait at once (``hopeless``), so this bounds only a slow start: a spawned
+    # child imports numpy, OpenCV and zmq, 1-3 s idle, and took over 20 s on a loaded machine
+    # (session 71, four tests beside a full suite).
+    ready_timeout_s: float = 60.0
     window: int = 8  # frames a consumer may be behind at speed 0
     ack_timeout_s: float = 5.0  # a consumer silent this long is no longer waited for
 

@@ -119,6 +119,49 @@ def test_a_viewer_that_never_reads_does_not_break_the_run(tmp_path):
     assert summary["results_logged"] == {"lateral": 90, "ap": 90}
 
 
+@pytest.mark.parametrize("kills", [1, 4])
+def test_an_analyzer_that_dies_while_starting_is_restarted_at_once_or_named(tmp_path, kills):
+    """Each analyzer process killed as soon as it exists, before it can subscribe, ``kills``
+    times. Once: it is restarted and the run completes. Once more than its 3 restarts: the run
+    fails at once, naming the death. Before session 72 the start-up wait noticed no death: both
+    ended 20 s later in "analyzer did not start within 20 s"."""
+    import multiprocessing
+
+    from monitor.errors import MonitorError
+
+    killed: list[int] = []
+    done = threading.Event()
+
+    def kill_each_new_analyzer():
+        while not done.is_set() and len(killed) < kills:
+            for child in multiprocessing.active_children():
+                if child.name == "analyzer" and child.pid not in killed:
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child.pid)
+            time.sleep(0.005)
+
+    killer = threading.Thread(target=kill_each_new_analyzer)
+    killer.start()
+    said: list[str] = []
+    spec = RunSpec(str(tmp_path / "s"), "L1", endpoints=Endpoints.private())
+    try:
+        if kills == 1:
+            code = run(SyntheticSource([0.1 * i for i in range(10)]), spec, PaceOptions(speed=0), said.append)
+        else:
+            with pytest.raises(MonitorError, match=r"analyzer died \(signal 9\) after 3 restart\(s\)"):
+                run(SyntheticSource([0.1 * i for i in range(10)]), spec, PaceOptions(speed=0), said.append)
+    finally:
+        done.set()
+        killer.join()
+    assert len(killed) == kills
+    assert "analyzer died (signal 9); restarting it (1 of 3)" in said
+    assert not any("did not start" in m for m in said)
+    if kills == 1:
+        assert code == 4  # complete; flat synthetic frames hold no vertebra
+        summary = SessionStore.open(tmp_path / "s").meta()["summary"]
+        assert summary["complete"] and summary["results_logged"]["lateral"] == 10
+
+
 def test_killed_source_ends_the_session_as_incomplete_and_leaves_no_process(tmp_path):
     proc = replay_default(tmp_path / "s", "1", start_new_session=True)
     deadline = time.monotonic() + 30
