@@ -22,7 +22,7 @@ from monitor.io.transport import Publisher, Subscriber
 from monitor.messages import End, FrameHeader, Result, Status, encode_frame
 from monitor.pipeline import Endpoints, RunSpec, run
 from monitor.recordings import default_recording
-from monitor.replay import PaceOptions
+from monitor.replay import PaceOptions, publish
 from tests.conftest import own_endpoints
 
 
@@ -94,9 +94,13 @@ def test_a_pause_in_the_stream_is_logged_as_stale_then_resumed(tmp_path):
     events = SessionStore.open(tmp_path / "s").events()
     stale = [e for e in events if e["event"] == "stale"]
     resumed = [e for e in events if e["event"] == "resumed"]
-    assert len(stale) == 1 and 400 <= stale[0]["age_ms"] < 700
+    # stale from 400 ms without a frame, said within the pause (the next frame comes 1 s after
+    # the last); resumed with the pause's length, as the analyzer received the frames: a loaded
+    # machine delays either frame's handling by a few hundred ms (session 71's audit), so the
+    # bounds hold the pause, not the scheduler's jitter
+    assert len(stale) == 1 and 400 <= stale[0]["age_ms"] < 1000, stale
     assert stale[0]["detail"].startswith("no new frame for ")
-    assert len(resumed) == 1 and 900 <= resumed[0]["age_ms"] < 1300
+    assert len(resumed) == 1 and 700 <= resumed[0]["age_ms"] < 1500, resumed
 
 
 def test_a_viewer_that_never_reads_does_not_break_the_run(tmp_path):
@@ -164,14 +168,20 @@ def test_an_analyzer_that_dies_while_starting_is_restarted_at_once_or_named(tmp_
 
 def test_killed_source_ends_the_session_as_incomplete_and_leaves_no_process(tmp_path):
     proc = replay_default(tmp_path / "s", "1", start_new_session=True)
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "s" / "session.sqlite").exists() and time.monotonic() < deadline:
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.extend(proc.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60
+    while not any("consumers ready" in line for line in said) and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(2.5)  # mid-stream
+    assert any("consumers ready" in line for line in said), said
+    time.sleep(2.0)  # mid-stream: the first frame has just gone out, 48 take 6.4 s
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert len(children) >= 2
     os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=10)
+    proc.wait(10)
+    reader.join(10)
+    proc.stdout.close()
     deadline = time.monotonic() + 20
     while any(_alive(int(c)) for c in children) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -196,18 +206,29 @@ def test_an_analyzer_restarted_mid_recording_reconnects_to_the_running_source():
     ctx = zmq.Context()
     results = Subscriber(e.results, context=ctx)
     publisher = Publisher(e.frames, session="r", context=ctx)
-    source = SyntheticSource([i / 20 for i in range(200)])  # 10 s: room for slow process starts
+    # 60 s of frames, ended once the restarted analyzer has answered 20 of them: the stream
+    # outlasts slow process starts on a loaded machine (a 10 s one could end before the second
+    # analyzer was up)
+    source = SyntheticSource([i / 20 for i in range(1200)])
+    enough, sent = threading.Event(), {}
     thread = threading.Thread(
-        target=lambda: __import__("monitor.replay").replay.publish(source, publisher, PaceOptions(speed=1.0))
+        target=lambda: sent.update(
+            publish(source, publisher, PaceOptions(speed=1.0), should_stop=enough.is_set)
+        )
     )
     first = monitor("analyze", *e.args())
     thread.start()
-    seen_first = _collect(results, 20.0, until=Result)  # the first analyzer is up and answering
+    seen_first = _collect(results, 30.0, until=Result)  # the first analyzer is up and answering
     seen_first += _collect(results, 0.5)
     first.kill()
     first.communicate()
     second = monitor("analyze", *e.args())
-    seen_second = _collect(results, 30.0)
+    seen_second = []
+    deadline = time.monotonic() + 40.0
+    while sum(isinstance(m, Result) for m in seen_second) < 20 and time.monotonic() < deadline:
+        seen_second += _collect(results, 0.2, until=Result)
+    enough.set()
+    seen_second += _collect(results, 30.0)
     thread.join()
     out, err = second.communicate(timeout=10)
     results.close()
@@ -215,8 +236,9 @@ def test_an_analyzer_restarted_mid_recording_reconnects_to_the_running_source():
     ctx.term()
     frames_first = [m.frame for m in seen_first if isinstance(m, Result)]
     frames_second = [m.frame for m in seen_second if isinstance(m, Result)]
-    assert frames_first and frames_second
-    assert frames_second[-1] == 199 and min(frames_second) > max(frames_first)
+    assert frames_first and len(frames_second) >= 20
+    assert sent["lateral"] < 1200  # stopped mid-stream, as a live source is
+    assert frames_second[-1] == sent["lateral"] - 1 and min(frames_second) > max(frames_first)
     assert any(isinstance(m, End) for m in seen_second), "the restarted analyzer saw the end"
     assert second.returncode == 0, err
 

@@ -402,18 +402,29 @@ def test_a_flood_of_commands_is_cut_to_ten_a_second_and_said():
 
     ctx, control, sender = _control_endpoint("viewer")  # an attacker that holds a key
     said, gate = [], CommandGate()
+
+    def take() -> None:
+        _take_commands(control, VisionAnalysis(), lambda e, d, **_: said.append((e, d)), gate)
+
+    def read() -> int:  # commands taken so far: carried out, or dropped (said or not yet)
+        told = sum(int(d.split()[0]) for e, d in said if e == "rejected-command")
+        return sum(e == "acknowledge" for e, _ in said) + gate.dropped + told
+
     try:
         for _ in range(1000):
             sender.send("acknowledge")
-        time.sleep(0.3)  # all queued
-        started = time.monotonic()
-        turns = 0
-        while control.poll(0) or turns == 0:
-            _take_commands(control, VisionAnalysis(), lambda e, d, **_: said.append((e, d)), gate)
-            turns += 1
+        # Read turn by turn as they arrive (on a loaded machine they may take a while to), from
+        # the first one on: the rate is judged over the time they were read in
+        started, turns, deadline = None, 0, time.monotonic() + 30
+        while read() < 1000 and time.monotonic() < deadline:
+            if control.poll(100):
+                started = started or time.monotonic()
+                take()
+                turns += 1
+        assert started is not None, "no command arrived within 30 s"
         elapsed = time.monotonic() - started
         time.sleep(1.0)
-        _take_commands(control, VisionAnalysis(), lambda e, d, **_: said.append((e, d)), gate)
+        take()  # the drops not yet said, said now
     finally:
         sender.close()
         control.close()
@@ -422,7 +433,8 @@ def test_a_flood_of_commands_is_cut_to_ten_a_second_and_said():
     dropped = [d for e, d in said if e == "rejected-command"]
     assert 20 <= len(applied) <= 20 + 10 * (elapsed + 0.5), (len(applied), elapsed)
     assert turns >= 1000 // 200  # never more than 200 read in one turn
-    assert len(dropped) <= 2 and sum(int(d.split()[0]) for d in dropped) == 1000 - len(applied)
+    assert 1 <= len(dropped) <= 2 + elapsed, (dropped, elapsed)  # said at most once a second
+    assert sum(int(d.split()[0]) for d in dropped) == 1000 - len(applied)
     assert "more than 10 a second" in dropped[0]
 
 

@@ -48,6 +48,13 @@ class Streams:
             Result("t", plane, index, index, index / 10, 0.0, time.time(), status, caveats=wire, **fields)
         )
 
+    def live(self, index: int, plane: str = "lateral", **fields) -> None:
+        """A result with its frame. A window shown only results for its stale_s (0.5 s here)
+        greys its readouts as stale; on a loaded machine a pump can outlast that (the volume
+        readout's colour failed so, session 71), so a pump that checks a colour sends both."""
+        self.frame(index, plane)
+        self.result(index, plane=plane, **fields)
+
     def close(self):
         self.frames.close()
         self.results.close()
@@ -98,7 +105,7 @@ def test_the_view_follows_a_real_stream_of_frames_and_results(qtbot, streams, wi
     assert image.shape == SHAPE and image[0, 0] == 1005
     pump(
         qtbot,
-        lambda: streams.result(
+        lambda: streams.live(
             5, level="L2", distance_mm=6.2, volume_ml=1.25, seconds_to_line=2.4, overlay=OVERLAY
         ),
         lambda: "6.2" in window.readouts["distance"].text(),
@@ -117,7 +124,7 @@ def test_video_without_a_calibration_shows_uncalibrated_not_millimetres(qtbot, s
     pump(qtbot, lambda: streams.frame(3), lambda: window.views["lateral"].shown_frame == 3)
     pump(
         qtbot,
-        lambda: streams.result(3, caveats=(UNCALIBRATED,)),
+        lambda: streams.live(3, caveats=(UNCALIBRATED,)),
         lambda: "UNCALIBRATED" in window.readouts["distance"].text(),
     )
     assert "mm" not in window.readouts["distance"].text().replace("no mm", "")
@@ -729,11 +736,7 @@ def test_the_volume_is_shown_with_its_interval_and_in_orange_when_from_the_shape
     monitor cannot vouch for as it can for the darkness where the physics holds; likewise on a
     level that held cement when monitoring began."""
 
-    def live(frame: int, plane: str = "lateral", **result) -> None:
-        """A result with its frame: on a loaded machine the pumps outlast the window's 0.5 s
-        stale_s, and a stale view greys its readouts (a loaded run failed on it, session 71)."""
-        streams.frame(frame, plane)
-        streams.result(frame, plane=plane, **result)
+    live = streams.live
 
     pump(qtbot, lambda: streams.frame(6), lambda: window.views["lateral"].shown_frame == 6)
     pump(
