@@ -217,9 +217,12 @@ def test_public_files_decode_or_fail_clearly(path):
             first = rec.frame(0)
             last = rec.frame(len(rec) - 1)
         except RecordingError as e:
-            assert "could not be decoded" in str(e) or "expected" in str(e)
+            said = str(e)
+            # a CT's Hounsfield units (negative after the rescale) are no X-ray intensity's
+            assert "could not be decoded" in said or "expected" in said or "no detector's reading" in said
             return
         assert first.shape == rec.info.shape == last.shape
+        assert first.dtype in (np.uint8, np.uint16) and first.dtype.isnative  # as the wire takes them
 
 
 def test_public_corpus_is_present_and_mostly_readable():
@@ -233,7 +236,9 @@ def test_public_corpus_is_present_and_mostly_readable():
                 decoded_multiframe += len(rec) > 1
         except RecordingError:
             pass
-    assert opened >= 70 and decoded_multiframe >= 6
+    # 58 of 244 since session 72: 17 CT and MR files whose values are negative after the
+    # rescale (Hounsfield units) are refused, as no detector's reading, where they opened before
+    assert opened >= 55 and decoded_multiframe >= 6
 
 
 def _public(name: str) -> str:

@@ -64,3 +64,85 @@ def test_data_declared_with_more_bits_than_it_uses_reads_as_the_original(tmp_pat
     pair = [rewrite(getattr(CASE, p), tmp_path / f"{p}.dcm", widened) for p in ("lateral", "ap")]
     assert pydicom.dcmread(pair[0], stop_before_pixels=True).BitsStored == 16
     assert alarms_of(*pair) == original
+
+
+@pytest.mark.parametrize("how", ["signed", "big-endian", "rescaled"])
+def test_signed_big_endian_and_rescaled_frames_reach_the_wire_as_the_original(tmp_path, how):
+    """Signed data (PixelRepresentation 1), explicit VR big endian and an intercept that the
+    Modality LUT undoes reached the wire as stored and stopped the replay mid-stream ("aborted:
+    'int16'", "'>u2'"), or were read without the rescale that makes a LIN image's values
+    proportional to the intensity. Each source frame is now the original's values, unsigned in
+    this machine's byte order, and goes on the wire."""
+    from pydicom.uid import ExplicitVRBigEndian
+
+    from monitor.messages import decode, encode_frame
+    from monitor.replay import frame_header
+
+    def edit(ds, frames):
+        ds.BitsStored, ds.HighBit = 16, 15
+        if how == "signed":
+            ds.PixelRepresentation = 1
+            return frames.astype(np.int16)
+        if how == "rescaled":  # stored = value - 1000, the intercept puts it back
+            ds.RescaleIntercept, ds.RescaleSlope = "1000", "1"
+            ds.PixelRepresentation = 1
+            return frames.astype(np.int16) - 1000
+        return frames.astype(np.uint16)
+
+    path = rewrite(CASE.lateral, tmp_path / "lateral.dcm", edit)
+    if how == "big-endian":
+        ds = pydicom.dcmread(path)
+        ds.PixelData = ds.pixel_array.astype(">u2").tobytes()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+        pydicom.dcmwrite(path, ds, little_endian=False, implicit_vr=False, force_encoding=True)
+    variant, plain = DicomPairSource(path, None), DicomPairSource(CASE.lateral, None)
+    try:
+        pairs = list(zip(variant.frames(), plain.frames(), strict=True))
+        for ours, theirs in pairs[:5]:
+            assert ours.pixels.dtype.kind == "u" and ours.pixels.dtype.isnative, ours.pixels.dtype
+            assert np.array_equal(ours.pixels, theirs.pixels)
+            header = frame_header("s", ours, 0, variant.formats["lateral"])
+            topic, head, payload = encode_frame(header, ours.pixels)  # the payload as sent: the array
+            _sent, pixels = decode([topic, head, payload.tobytes()])
+            assert np.array_equal(pixels, theirs.pixels)
+    finally:
+        variant.close()
+        plain.close()
+    assert len(pairs) == 48
+
+
+def test_negative_values_are_refused_naming_the_frame(tmp_path):
+    """Signed values that stay negative (no intercept to undo them) are no detector's reading:
+    refused with the frame named, not read as a garbled image."""
+    from monitor.errors import RecordingError
+    from monitor.io.dicom import open_recording
+
+    def edit(ds, frames):
+        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 15, 1
+        return frames.astype(np.int16) - 1000
+
+    path = rewrite(CASE.lateral, tmp_path / "lateral.dcm", edit)
+    with (
+        open_recording(path) as rec,
+        pytest.raises(
+            RecordingError,
+            match="frame 0 holds values -[0-9]+ to -[0-9]+: the monitor reads values of 0-65535",
+        ),
+    ):
+        rec.frame(0)
+
+
+def test_the_intensity_sign_decides_which_way_values_run(tmp_path, original):
+    """A MONOCHROME2 image whose values fall with the intensity (PixelIntensityRelationshipSign
+    -1: an inverted LOG image) was read by its photometric, its cement as bone taken away: the
+    leak missed and a false venous alarm. The sign decides now; the display follows it."""
+    from monitor.io.dicom import describe_recording
+
+    def inverted(ds, frames):
+        ds.PixelIntensityRelationshipSign = -1
+        assert ds.PhotometricInterpretation == "MONOCHROME2"
+        return (255 - frames).astype(np.uint8)
+
+    pair = [rewrite(getattr(CASE, p), tmp_path / f"{p}.dcm", inverted) for p in ("lateral", "ap")]
+    assert alarms_of(*pair) == original
+    assert "sign -1 (higher values read as less intensity, as MONOCHROME1)" in describe_recording(pair[0])

@@ -193,6 +193,20 @@ class RecordingInfo:
     sop_class: str
     modality: str
     secondary_angle_deg: float | None = None  # PositionerSecondaryAngle: cranial (+) / caudal (-)
+    signed: bool = False  # PixelRepresentation 1: two's complement stored values
+    # (RescaleSlope, RescaleIntercept) where they are not the identity: frames are given as
+    # stored * slope + intercept (the Modality LUT), the values the intensity relationship is of
+    rescale: tuple[float, float] | None = None
+
+    @property
+    def analysis_photometric(self) -> str:
+        """Which way the values run for the analysis: "MONOCHROME1" where higher values mean
+        less X-ray intensity, as PixelIntensityRelationshipSign -1 says (whatever the display's
+        PhotometricInterpretation); else the photometric. A MONOCHROME2 image with sign -1 (an
+        inverted LOG image) read as its photometric had its cement read as bone removed."""
+        if self.intensity_sign is not None:
+            return "MONOCHROME1" if self.intensity_sign == -1 else "MONOCHROME2"
+        return self.photometric
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -312,7 +326,31 @@ class Recording:
             raise RecordingError(
                 f"{self.info.path}: frame {index} is {arr.shape}, expected {self.info.shape}"
             )
-        return arr
+        return self._values(arr, index)
+
+    def _values(self, arr: np.ndarray, index: int) -> np.ndarray:
+        """The frame as the monitor reads every stream: unsigned 8 or 16 bits in this machine's
+        byte order, after the Modality LUT (RescaleSlope and RescaleIntercept). Big-endian data
+        (a retired syntax still in archives), signed data and a rescale once reached the wire
+        as they were and stopped the replay mid-stream ("aborted: 'int16'"), or were read
+        without the rescale that made a LIN image's values proportional to the intensity."""
+        if not arr.dtype.isnative:
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        rescale = self.info.rescale
+        if rescale is None and arr.dtype.kind == "u":
+            return arr
+        values = arr.astype(np.float64) * rescale[0] + rescale[1] if rescale else arr
+        low, high = float(values.min()), float(values.max())
+        if low < 0 or high > 65535:
+            how = f" after RescaleSlope {rescale[0]:g}, RescaleIntercept {rescale[1]:g}" if rescale else ""
+            raise RecordingError(
+                f"{self.info.path}: frame {index} holds values {low:g} to {high:g}{how}: the monitor"
+                " reads values of 0-65535 (an X-ray intensity or its log); a negative or larger"
+                " one is no detector's reading"
+            )
+        if rescale:
+            values = np.rint(values)
+        return values.astype(np.uint16 if high > 255 or arr.dtype.itemsize > 1 else np.uint8)
 
 
 def _one_line(e: BaseException) -> str:
@@ -519,6 +557,11 @@ def _info_from_header(path: Path, ds: Dataset, ds_frames: int, plane: str | None
     relationship = str(relationship).strip().upper() if relationship else None
     sign = ds.get("PixelIntensityRelationshipSign")
     frame_times, timing_source = _frame_times(ds, ds_frames)
+    slope, intercept = _float(ds, "RescaleSlope"), _float(ds, "RescaleIntercept")
+    rescale = (slope if slope is not None else 1.0, intercept if intercept is not None else 0.0)
+    if rescale[0] <= 0:
+        raise RecordingError(f"{path}: RescaleSlope (0028,1053) {rescale[0]:g} is not positive")
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     return RecordingInfo(
         path=path,
         rows=rows,
@@ -538,6 +581,8 @@ def _info_from_header(path: Path, ds: Dataset, ds_frames: int, plane: str | None
         sop_class=str(ds.get("SOPClassUID", "")),
         modality=str(ds.get("Modality", "")),
         secondary_angle_deg=_float(ds, "PositionerSecondaryAngle"),
+        signed=signed,
+        rescale=None if rescale == (1.0, 0.0) else rescale,
     )
 
 
@@ -773,7 +818,15 @@ def describe_recording(path: Path, plane: str | None = None) -> str:
                 f"  frames       {i.n_frames} of {i.rows}x{i.columns}, "
                 f"{i.bits_stored} of {i.bits_allocated} bits",
                 f"  pixels       {i.photometric}, "
-                f"{i.intensity_relationship or 'intensity relationship not given'}",
+                f"{i.intensity_relationship or 'intensity relationship not given (read as LOG)'}"
+                + (f", sign {i.intensity_sign:+d}" if i.intensity_sign is not None else "")
+                + (
+                    f" (higher values read as less intensity, as {i.analysis_photometric})"
+                    if i.analysis_photometric != i.photometric
+                    else ""
+                )
+                + (", signed" if i.signed else "")
+                + (f", rescaled x{i.rescale[0]:g} {i.rescale[1]:+g}" if i.rescale else ""),
                 f"  timing       {rate}",
                 f"  scale        {scale}",
                 f"  encoding     {i.modality} {i.transfer_syntax}",

@@ -83,7 +83,10 @@ class DicomPairSource:
         except MissingGeometryError as e:  # missing, or implausible: the tag is named
             self.scale_problems[plane] = str(e).split("; supply")[0]
             scale = None
-        return PlaneFormat(rec.info.photometric, rec.info.intensity_relationship, rec.info.bits_stored, scale)
+        # a rescale's values can use more bits than stored ones: 16 (the analysis finds the bits
+        # the values use); which way they run is the sign's, where the file gives one
+        bits = 16 if rec.info.rescale else rec.info.bits_stored
+        return PlaneFormat(rec.info.analysis_photometric, rec.info.intensity_relationship, bits, scale)
 
     def _times(self, plane: str) -> np.ndarray:
         rec = self.recordings[plane]
