@@ -143,6 +143,7 @@ def test_series_folder_is_read_in_instance_order(tmp_path):
         )
         ds = pydicom.dcmread(ds_path)
         ds.InstanceNumber = i + 1
+        ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.1"  # one series, as a C-arm writes it
         del ds.NumberOfFrames
         ds.save_as(tmp_path / f"img_{'zyxw'[i]}.dcm")
         os.remove(ds_path)
@@ -157,11 +158,65 @@ def test_series_folder_with_mixed_frame_sizes_is_refused(tmp_path):
     write_recording(
         tmp_path / "b.dcm", _frames(n=1, rows=32), WriteOptions("ap", GEOMETRY, 50, 12, uid_seed="b")
     )
-    for f in ("a.dcm", "b.dcm"):
+    for number, f in enumerate(("a.dcm", "b.dcm"), start=1):
         ds = pydicom.dcmread(tmp_path / f)
+        ds.SeriesInstanceUID, ds.InstanceNumber = "1.2.826.0.1.3680043.8.498.2", number
         del ds.NumberOfFrames
         ds.save_as(tmp_path / f)
     with pytest.raises(RecordingError, match="differs from"):
+        open_recording(tmp_path)
+
+
+def _series_folder(folder: Path, frames: np.ndarray, plane: str, series: str, start: int = 1) -> None:
+    """``frames`` as single-frame images of one series in ``folder``, numbered from ``start``."""
+    for i, frame in enumerate(frames):
+        path = write_recording(
+            folder / f"{series}-{i}.dcm",
+            frame[None],
+            WriteOptions(plane, GEOMETRY, 50, 12, uid_seed=f"{series}{i}"),
+        )
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID, ds.InstanceNumber, ds.SeriesNumber = (
+            f"1.2.826.0.1.3680043.8.498.{series}",
+            start + i,
+            series,
+        )
+        del ds.NumberOfFrames
+        ds.save_as(path)
+
+
+def test_a_folder_holding_two_series_is_refused_naming_them(tmp_path):
+    """A PACS export puts both planes (or two runs) side by side: read as one series, lateral
+    frames were interleaved into the AP stream (a false high venous alarm, session 72)."""
+    _series_folder(tmp_path, _frames(n=3), "lateral", "7")
+    _series_folder(tmp_path, _frames(n=2), "ap", "8")
+    with pytest.raises(
+        RecordingError, match=r"holds 2 series \(series 7: 3 image\(s\), lateral; series 8: 2"
+    ):
+        open_recording(tmp_path)
+
+
+def test_a_series_without_instance_numbers_is_read_in_acquisition_order(tmp_path):
+    """Files named by their UIDs, no InstanceNumber: the acquisition time orders the frames (they
+    played in file-name order before); with neither, the folder is refused, not guessed."""
+    frames = _frames(n=4)
+    _series_folder(tmp_path, frames, "lateral", "9")
+    for i, f in enumerate(sorted(tmp_path.glob("9-*.dcm"))):
+        ds = pydicom.dcmread(f)
+        del ds.InstanceNumber
+        ds.AcquisitionTime = f"1200{10 + 3 - i:02d}.000000"  # written in reverse: the names mislead
+        ds.save_as(f)
+    rec = open_recording(tmp_path)
+    assert np.array_equal(np.stack(list(rec.frames())), frames[::-1])
+    for f in tmp_path.glob("9-*.dcm"):
+        ds = pydicom.dcmread(f)
+        del ds.AcquisitionTime
+        if "ContentTime" in ds:
+            del ds.ContentTime
+        if "AcquisitionDateTime" in ds:
+            del ds.AcquisitionDateTime
+        ds.save_as(f)
+    with pytest.raises(RecordingError, match="the frames' order cannot be told"):
         open_recording(tmp_path)
 
 

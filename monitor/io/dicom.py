@@ -634,14 +634,11 @@ def _open_series(folder: Path, plane: str | None) -> Recording:
             continue  # DICOMDIR listings, notes and other non-images are not frames
         if "Rows" not in ds:
             continue
-        key = (
-            int(ds.get("InstanceNumber", 0) or 0),
-            str(ds.get("AcquisitionDateTime", "") or ds.get("ContentTime", "")),
-            f.name,
-        )
-        headers.append((key, f, ds))
+        headers.append(((), f, ds))
     if not headers:
         raise RecordingError(f"{folder}: no DICOM images in this folder")
+    _one_series(folder, [ds for _, _, ds in headers])
+    headers = [(key, f, ds) for key, (_, f, ds) in zip(_frame_order(folder, headers), headers, strict=True)]
     headers.sort(key=lambda h: h[0])
     first_path, first = headers[0][1], headers[0][2]
     for _, f, ds in headers:
@@ -662,8 +659,57 @@ def _open_series(folder: Path, plane: str | None) -> Recording:
     return Recording(info, frame_files=[f for _, f, _ in headers])
 
 
+def _one_series(folder: Path, datasets: list[Dataset]) -> None:
+    """Refuse a folder holding more than one series (SeriesInstanceUID), naming each with its
+    images and plane. A PACS export puts a study's series side by side: read as one, both planes
+    in one folder interleaved lateral frames into the AP stream (a false high venous alarm), and
+    two lateral runs a false 5 mm alarm (an independent test, session 72)."""
+    series: dict[str, list[Dataset]] = {}
+    for ds in datasets:
+        series.setdefault(str(ds.get("SeriesInstanceUID", "") or ""), []).append(ds)
+    if len(series) < 2:
+        return
+
+    def described(uid: str, members: list[Dataset]) -> str:
+        angle = _float(members[0], "PositionerPrimaryAngle")
+        plane = plane_from_angle(angle) if angle is not None else None
+        number = members[0].get("SeriesNumber", None)
+        name = f"series {number}" if number not in (None, "") else f"series {uid or '(no UID)'}"
+        return f"{name}: {len(members)} image(s)" + (f", {plane}" if plane else "")
+
+    parts = "; ".join(described(uid, members) for uid, members in series.items())
+    raise RecordingError(
+        f"{folder}: holds {len(series)} series ({parts}); give a folder holding one series, one plane's run"
+    )
+
+
+def _frame_order(folder: Path, headers: list[tuple[tuple, Path, Dataset]]) -> list[tuple]:
+    """Each image's sort key: its InstanceNumber where every image has a distinct one, else its
+    acquisition time (AcquisitionDateTime, AcquisitionTime or ContentTime) where every image has
+    a distinct one; else the order cannot be told, and the folder is refused. File names are no
+    order: a PACS names files by their UIDs (an independent test, session 72, played such a
+    series in name order, its 5 mm rule never evaluated)."""
+    numbers = [_float(ds, "InstanceNumber") for _, _, ds in headers]
+    if all(n is not None for n in numbers) and len(set(numbers)) == len(numbers):
+        return [(n,) for n in numbers]
+    times = [_acquisition_seconds(ds) for _, _, ds in headers]
+    if all(t is not None for t in times) and len(set(times)) == len(times):
+        return [(t,) for t in times]
+    if len(headers) == 1:
+        return [(0,)]
+    raise RecordingError(
+        f"{folder}: the frames' order cannot be told: InstanceNumber (0020,0013) is missing or"
+        " repeated, and so is the acquisition time (AcquisitionDateTime, AcquisitionTime or"
+        " ContentTime)"
+    )
+
+
 def _acquisition_seconds(ds: Dataset) -> float | None:
-    value = str(ds.get("AcquisitionTime", "") or ds.get("ContentTime", "") or "")
+    stamp = str(ds.get("AcquisitionDateTime", "") or "")
+    if len(stamp) >= 14:  # YYYYMMDDHHMMSS[.ffffff][&ZZXX]: the time of day after the date
+        value = stamp[8:].split("+")[0].split("-")[0]
+    else:
+        value = str(ds.get("AcquisitionTime", "") or ds.get("ContentTime", "") or "")
     if len(value) < 6:
         return None
     try:
