@@ -61,6 +61,9 @@ def audit_json(store: SessionStore, verify_images: bool = True) -> dict:
         "software_version": meta.get("software_version"),
         "calibration": meta.get("calibration"),
         "created": meta.get("created"),
+        # what the source assumed where its files did not say (a plane from the command line, an
+        # intensity relationship, a frame rate given for the file's own)
+        "source_warnings": list(meta.get("source_warnings") or []),
         "complete": bool(summary.get("complete")) and not integrity,
         "problems": problems + integrity,
         "integrity": {"intact": not integrity, "problems": integrity},
@@ -974,6 +977,7 @@ def text_report(report: dict) -> str:
     lines: list[str] = []
     who = ", ".join(f"{k} {report[k]}" for k in ("patient", "operator", "room") if report.get(k))
     lines.append(f"session {report['session']}" + (f" ({who})" if who else ""))
+    lines += [f"SOURCE WARNING: {w}" for w in report.get("source_warnings", [])]
     for level in report["levels"]:
         name = level["level"] or NOT_RECORDED
         volume = volume_phrase(level)

@@ -214,13 +214,21 @@ def _scale(calibration: dict | None) -> str | None:
 
 
 def _status(report: dict) -> str:
+    warned = report.get("source_warnings") or []
+    warnings = (
+        "<div class='bad'><b>The recording did not say, and the monitor assumed:</b><ul>"
+        + "".join(f"<li>{_e(w)}</li>" for w in warned)
+        + "</ul></div>"
+        if warned
+        else ""
+    )
     if report["complete"]:
-        return (
+        return warnings + (
             "<p class='good'>Log complete and intact: every frame sent was logged and analysed, "
             "hash chain verified.</p>"
         )
     items = "".join(f"<li>{_e(p)}</li>" for p in report["problems"])
-    return f"<div class='bad'><b>Do not trust this log blindly:</b><ul>{items}</ul></div>"
+    return warnings + f"<div class='bad'><b>Do not trust this log blindly:</b><ul>{items}</ul></div>"
 
 
 def _monitoring(level: dict) -> str:

@@ -146,3 +146,65 @@ def test_the_intensity_sign_decides_which_way_values_run(tmp_path, original):
     pair = [rewrite(getattr(CASE, p), tmp_path / f"{p}.dcm", inverted) for p in ("lateral", "ap")]
     assert alarms_of(*pair) == original
     assert "sign -1 (higher values read as less intensity, as MONOCHROME1)" in describe_recording(pair[0])
+
+
+def test_what_the_files_do_not_say_is_said_at_the_start_and_in_the_audit(tmp_path):
+    """Files with no PositionerPrimaryAngle and no PixelIntensityRelationship, given swapped
+    (the AP as --lateral): the monitor takes the command line's word, as it must, but said
+    nothing, and analysed the AP as the lateral view (an independent test: a false high
+    paravertebral alarm, the real posterior leak missed). Each assumption is now said when the
+    run starts and kept in the session log, where the audit (text, JSON, HTML) lists it."""
+    from monitor.audit import audit_json, text_report
+    from monitor.io.store import SessionStore
+    from monitor.report import html_report
+    from tests.conftest import monitor_cli
+
+    def untagged(ds, frames):
+        for keyword in ("PositionerPrimaryAngle", "PositionerSecondaryAngle", "PixelIntensityRelationship"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        return frames
+
+    lateral = rewrite(CASE.lateral, tmp_path / "lateral.dcm", untagged)
+    ap = rewrite(CASE.ap, tmp_path / "ap.dcm", untagged)
+    session = tmp_path / "s"
+    done = monitor_cli("replay", "--lateral", ap, "--ap", lateral, "--headless", "--speed", "0")
+    assert "warning: ap.dcm: taken as the lateral view because it was given as --lateral" in done.stderr
+    done = monitor_cli(
+        *("replay", "--lateral", ap, "--ap", lateral, "--headless", "--speed", "0", "--session", session),
+        *("--level", "L1", "--operator", "test"),
+    )
+    assert "check the files are not swapped" in done.stderr, done.stderr
+    store = SessionStore.open(session)
+    try:
+        report = audit_json(store)
+        html = html_report(store, report)
+    finally:
+        store.close()
+    warned = report["source_warnings"]
+    assert len(warned) == 4, warned  # each file: its plane, its intensity relationship
+    assert sum("taken as the lateral view" in w for w in warned) == 1
+    assert sum("read as LOG" in w for w in warned) == 2
+    text = text_report(report)
+    assert text.count("SOURCE WARNING: ") == 4
+    assert "The recording did not say, and the monitor assumed" in html
+
+
+def test_a_frame_rate_no_fluoroscopy_has_is_refused_and_fps_over_the_files_said(tmp_path):
+    """FrameTime is in milliseconds: one written in seconds (0.133) read as 7,500 frames/s and
+    was replayed so, silently; --fps replaced the file's own timing silently too."""
+    from monitor.errors import RecordingError
+
+    def seconds(ds, frames):
+        ds.FrameTime = f"{float(ds.FrameTime) / 1000:.6f}"
+        return frames
+
+    path = rewrite(CASE.lateral, tmp_path / "lateral.dcm", seconds)
+    with pytest.raises(RecordingError, match=r"7500 frames/s from its FrameTime is no fluoroscopy's"):
+        DicomPairSource(path, None)
+    given = DicomPairSource(path, None, fps=7.5)
+    given.close()
+    assert given.warnings == ["lateral.dcm: --fps 7.5 replaces its FrameTime (7500 frames/s)"]
+    plain = DicomPairSource(CASE.lateral, CASE.ap)
+    plain.close()
+    assert plain.warnings == []  # the bundled files say all of it

@@ -152,14 +152,13 @@ def _stream(args, source, speed: float, loop: bool) -> int:
         analysis["known_cleft"] = True
     spec = _run_spec(args, source, endpoints, viewer, analysis, calibration_settings)
     missing = [f"--{name}" for name in ("level", "operator") if not getattr(args, name)]
+    warnings = tuple(getattr(source, "warnings", ()))  # what the source assumed: also logged
     if args.session and missing:  # the QA record would say "not recorded" where these belong
-        spec = replace(
-            spec,
-            warnings=(
-                f"no {' or '.join(missing)} given: the session log and the QA summary will say"
-                " 'not recorded' for it",
-            ),
+        warnings += (
+            f"no {' or '.join(missing)} given: the session log and the QA summary will say"
+            " 'not recorded' for it",
         )
+    spec = replace(spec, warnings=warnings)
     # A service manager's stop (SIGTERM) ends the run as Ctrl-C does: the consumers finish,
     # the log is closed and signed, the run's record and sockets are removed.
     import signal
@@ -272,6 +271,9 @@ def _run_spec(args, source, endpoints, viewer: bool, analysis: dict, calibration
             "posterior_wall": args.wall,
             "body_boxes": dict(args.body) if args.body else None,
             "known_cleft": bool(args.cleft),
+            # what the source assumed where its files do not say (the plane, the intensity
+            # relationship, a frame rate given for theirs): the audit lists them
+            "source_warnings": list(getattr(source, "warnings", ())),
         },
     )
 

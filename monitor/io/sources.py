@@ -39,6 +39,9 @@ class SourceFrame:
     pixels: np.ndarray
 
 
+PLAUSIBLE_FRAME_RATE = (0.2, 200.0)  # frames per second: pulsed fluoroscopy 0.5-30, cine up to 60-120
+
+
 class DicomPairSource:
     """A lateral and/or an AP DICOM recording, merged in acquisition order."""
 
@@ -48,6 +51,9 @@ class DicomPairSource:
         if lateral is None and ap is None:
             raise MonitorError("no recording: give --lateral, --ap or both")
         self.recordings = {}
+        # what was assumed where the files do not say, for the operator at the start and the
+        # session log (the audit's source warnings)
+        self.warnings: list[str] = []
         for plane, path in (("lateral", lateral), ("ap", ap)):
             if path is None:
                 continue
@@ -56,9 +62,27 @@ class DicomPairSource:
                 raise RecordingError(
                     f"{path}: given as --{plane} but its PositionerPrimaryAngle says {rec.info.plane}"
                 )
+            if rec.info.plane is None:
+                angle = rec.info.primary_angle_deg
+                header = (
+                    "no PositionerPrimaryAngle"
+                    if angle is None
+                    else f"an oblique PositionerPrimaryAngle {angle:g}"
+                )
+                self.warnings.append(
+                    f"{Path(path).name}: taken as the {plane} view because it was given as --{plane};"
+                    f" its header says no plane ({header}): check the files are not swapped"
+                )
+            if rec.info.intensity_relationship is None:
+                self.warnings.append(
+                    f"{Path(path).name}: no PixelIntensityRelationship (0028,1040): its values are read as"
+                    " LOG (the log of the X-ray intensity); if they are LIN, cement and volumes read wrong"
+                )
             rec.info = replace(rec.info, plane=plane)  # oblique or unlabelled: the operator said which
             self.recordings[plane] = rec
         self.fps = fps
+        for plane, rec in self.recordings.items():
+            self._check_timing(plane, rec)
         self.scale_problems: dict[str, str] = {}  # plane -> why it has no millimetre scale
         self.formats = {plane: self._format(plane, rec) for plane, rec in self.recordings.items()}
 
@@ -87,6 +111,26 @@ class DicomPairSource:
         # the values use); which way they run is the sign's, where the file gives one
         bits = 16 if rec.info.rescale else rec.info.bits_stored
         return PlaneFormat(rec.info.analysis_photometric, rec.info.intensity_relationship, bits, scale)
+
+    def _check_timing(self, plane: str, rec) -> None:
+        """Say when --fps replaces the file's own timing, and refuse a file's timing no
+        fluoroscopy has (a FrameTime written in seconds, not the milliseconds DICOM says, read
+        as 30,000 frames/s; an independent test, session 72)."""
+        info = rec.info
+        rate = info.frame_rate
+        if self.fps:
+            if info.timing_source is not None:
+                self.warnings.append(
+                    f"{info.path.name}: --fps {self.fps:g} replaces its {info.timing_source}"
+                    + (f" ({rate:.4g} frames/s)" if rate else "")
+                )
+            return
+        low, high = PLAUSIBLE_FRAME_RATE
+        if rate is not None and not low <= rate <= high:
+            raise RecordingError(
+                f"{info.path}: {rate:.4g} frames/s from its {info.timing_source} is no fluoroscopy's"
+                f" ({low:g}-{high:g}; DICOM's FrameTime is in milliseconds): pass --fps"
+            )
 
     def _times(self, plane: str) -> np.ndarray:
         rec = self.recordings[plane]
