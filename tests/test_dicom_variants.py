@@ -208,3 +208,29 @@ def test_a_frame_rate_no_fluoroscopy_has_is_refused_and_fps_over_the_files_said(
     plain = DicomPairSource(CASE.lateral, CASE.ap)
     plain.close()
     assert plain.warnings == []  # the bundled files say all of it
+
+
+def test_an_enhanced_xa_object_is_told_where_its_tags_may_be(tmp_path):
+    """Enhanced XA keeps geometry, timing and angles in functional groups, which the monitor does
+    not read: it was refused for "missing ImagerPixelSpacing" as though the file had none."""
+    from monitor.errors import MonitorError
+    from tests.conftest import monitor_cli
+
+    def enhanced(ds, frames):
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.12.1.1"
+        for keyword in ("ImagerPixelSpacing", "FrameTime", "CineRate", "RecommendedDisplayFrameRate"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        del ds.PositionerPrimaryAngle
+        return frames
+
+    path = rewrite(CASE.lateral, tmp_path / "lateral.dcm", enhanced)
+    source = DicomPairSource(path, None)
+    source.close()
+    note = "Enhanced XA/XRF object: it may keep the tag in its functional groups"
+    assert note in source.scale_problems["lateral"]
+    with pytest.raises(MonitorError, match=note):
+        source.recordings["lateral"].info.require_frame_times()
+    done = monitor_cli("replay", "--lateral", path, "--headless", "--fps", "7.5")
+    assert done.returncode != 0 and "Enhanced XA/XRF object" in done.stderr, done.stderr
+    assert "missing ImagerPixelSpacing" in done.stderr

@@ -42,6 +42,7 @@ from monitor.messages import PLANES
 
 XA_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.12.1")
 RF_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.12.2")
+ENHANCED_STORAGE = frozenset({"1.2.840.10008.5.1.4.1.1.12.1.1", "1.2.840.10008.5.1.4.1.1.12.2.1"})  # XA, XRF
 
 COMPRESSIONS = {
     "none": ExplicitVRLittleEndian,
@@ -194,6 +195,9 @@ class RecordingInfo:
     modality: str
     secondary_angle_deg: float | None = None  # PositionerSecondaryAngle: cranial (+) / caudal (-)
     signed: bool = False  # PixelRepresentation 1: two's complement stored values
+    # an Enhanced XA/XRF object (or any with functional groups): its geometry, timing and angles
+    # may be in SharedFunctionalGroupsSequence / PerFrameFunctionalGroupsSequence, not read here
+    functional_groups: bool = False
     # (RescaleSlope, RescaleIntercept) where they are not the identity: frames are given as
     # stored * slope + intercept (the Modality LUT), the values the intensity relationship is of
     rescale: tuple[float, float] | None = None
@@ -220,6 +224,18 @@ class RecordingInfo:
         span = float(self.frame_times_s[-1] - self.frame_times_s[0])
         return (self.n_frames - 1) / span if span > 0 else None
 
+    @property
+    def _groups_note(self) -> str:
+        """Said with a missing tag where the object keeps its attributes in functional groups
+        (Enhanced XA/XRF): the tag may be there, where this monitor does not read (an independent
+        test, session 72, was told "missing ImagerPixelSpacing" of such a file)."""
+        if not self.functional_groups:
+            return ""
+        return (
+            " (this is an Enhanced XA/XRF object: it may keep the tag in its functional groups,"
+            " which the monitor does not read; export the run as XA Image Storage, or give it here)"
+        )
+
     def require_plane(self) -> str:
         if self.plane is None:
             angle = (
@@ -227,14 +243,16 @@ class RecordingInfo:
                 if self.primary_angle_deg is None
                 else f"PositionerPrimaryAngle {self.primary_angle_deg:g} deg is oblique"
             )
-            raise RecordingError(f"{self.path}: cannot tell AP from lateral ({angle}); pass --plane")
+            raise RecordingError(
+                f"{self.path}: cannot tell AP from lateral ({angle}){self._groups_note}; pass --plane"
+            )
         return self.plane
 
     def require_frame_times(self) -> np.ndarray:
         if self.frame_times_s is None:
             raise RecordingError(
                 f"{self.path}: no timing (FrameTime (0018,1063), FrameTimeVector (0018,1065) "
-                "or CineRate (0018,0040)); pass --fps"
+                f"or CineRate (0018,0040)){self._groups_note}; pass --fps"
             )
         return self.frame_times_s
 
@@ -242,7 +260,10 @@ class RecordingInfo:
         try:
             return self.geometry.spacing_at_vertebra_mm()
         except MissingGeometryError as e:
-            raise MissingGeometryError(f"{self.path}: {e}") from None
+            said = str(e)
+            if "missing" in said:  # the note before the hint, which callers may cut off
+                said = said.replace("; supply", f"{self._groups_note}; supply", 1)
+            raise MissingGeometryError(f"{self.path}: {said}") from None
 
 
 def plane_from_angle(angle_deg: float) -> str | None:
@@ -583,6 +604,8 @@ def _info_from_header(path: Path, ds: Dataset, ds_frames: int, plane: str | None
         secondary_angle_deg=_float(ds, "PositionerSecondaryAngle"),
         signed=signed,
         rescale=None if rescale == (1.0, 0.0) else rescale,
+        functional_groups=str(ds.get("SOPClassUID", "")) in ENHANCED_STORAGE
+        or "SharedFunctionalGroupsSequence" in ds,
     )
 
 
