@@ -307,7 +307,7 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
 
     def stop_requested() -> bool:
         """Restart a consumer that died; stop once one has died too often."""
-        why = supervisor.revive(source_ended=False)
+        why = _revive_while_streaming(supervisor, flow)
         if why:
             say(f"stopping: {why}")
             return True
@@ -329,7 +329,7 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
             flow,
             stop_requested,
             say,
-            hopeless=lambda: _hopeless_start(supervisor, viewer),
+            hopeless=lambda: _hopeless_start(supervisor, viewer, flow),
         )
     except KeyboardInterrupt:
         interrupted = True
@@ -361,14 +361,30 @@ def run(source, spec: RunSpec, pace: PaceOptions, say=lambda m: print(m, file=sy
             _release(after_end, supervisor, spec, say)
 
 
-def _hopeless_start(supervisor: Supervisor, viewer) -> str | None:
+def _hopeless_start(supervisor: Supervisor, viewer, flow: FlowServer) -> str | None:
     """Why waiting on for the consumers to start is pointless, or None: the view has exited, or
     a consumer has died more often than it may be restarted. A consumer that died fewer times is
     restarted here, as it would be once frames flow, rather than waited for until the start-up
     limit (before session 72 a crash at start-up read "analyzer did not start within 20 s")."""
     if viewer is not None and viewer.exitcode is not None:
         return f"the viewer exited (code {viewer.exitcode}) before it subscribed"
-    return supervisor.revive(source_ended=False)
+    return _revive_while_streaming(supervisor, flow)
+
+
+def _revive_while_streaming(supervisor: Supervisor, flow: FlowServer) -> str | None:
+    """:meth:`Supervisor.revive` before the source's end, and the flow told of each consumer
+    restarted: it is not ready until the new process says so (the dead one's "ready" let the
+    first frames go out before the new one had subscribed: it missed the baseline, and at speed
+    0 the run hung, review of session 72), and it is not waited for frame by frame until it
+    acknowledges one (a consumer that died before its first acknowledgement was waited for
+    forever: the frames it missed were never its to acknowledge)."""
+    before = dict(supervisor.children)
+    why = supervisor.revive(source_ended=False)
+    for name, child in supervisor.children.items():
+        if before.get(name) is not child:
+            flow.ready.discard(name)
+            flow.rejoined.add(name)
+    return why
 
 
 def _release(after_end, supervisor: Supervisor, spec: RunSpec, say) -> bool:

@@ -152,8 +152,11 @@ def test_an_analyzer_that_dies_while_starting_is_restarted_at_once_or_named(tmp_
         if kills == 1:
             code = run(SyntheticSource([0.1 * i for i in range(10)]), spec, PaceOptions(speed=0), said.append)
         else:
+            began = time.monotonic()
             with pytest.raises(MonitorError, match=r"analyzer died \(signal 9\) after 3 restart\(s\)"):
                 run(SyntheticSource([0.1 * i for i in range(10)]), spec, PaceOptions(speed=0), said.append)
+            # at once: four spawns (about 1 s each here), well inside the 60 s start-up limit
+            assert time.monotonic() - began < 30
     finally:
         done.set()
         killer.join()
@@ -166,18 +169,81 @@ def test_an_analyzer_that_dies_while_starting_is_restarted_at_once_or_named(tmp_
         assert summary["complete"] and summary["results_logged"]["lateral"] == 10
 
 
+def test_a_consumer_restarted_after_saying_ready_is_waited_for_again(tmp_path, monkeypatch):
+    """The analyzer says ready, then dies while the run still waits for another consumer (a
+    view, here a stand-in that says ready 0.5 s after the death). The dead analyzer's "ready"
+    stood for the new one: the first frames went out before it had subscribed, it missed the
+    baseline, and at speed 0 the run hung (review of session 72). Now the new process's ready
+    is waited for, and every frame is analysed and logged."""
+    import multiprocessing
+
+    import monitor.pipeline as pipeline
+    from monitor.flow import FlowClient, FlowServer
+
+    flows: list[FlowServer] = []
+
+    class Watched(FlowServer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            flows.append(self)
+
+    monkeypatch.setattr(pipeline, "FlowServer", Watched)
+    spec = RunSpec(str(tmp_path / "s"), "L1", endpoints=Endpoints.private())
+    said: list[str] = []
+    done = threading.Event()
+
+    def kill_then_stand_in_for_the_view():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (flows and {"analyzer", "logger"} <= flows[0].ready):
+            time.sleep(0.01)
+        analyzer = next(c for c in multiprocessing.active_children() if c.name == "analyzer")
+        os.kill(analyzer.pid, signal.SIGKILL)
+        time.sleep(0.5)
+        view = FlowClient(spec.endpoints.flow, "viewer")
+        hung = time.monotonic() + 60
+        while not done.wait(0.1):
+            view.ready()
+            if time.monotonic() > hung:  # hung: end the run (Ctrl-C) rather than the suite
+                os.kill(os.getpid(), signal.SIGINT)
+                break
+        view.close()
+
+    helper = threading.Thread(target=kill_then_stand_in_for_the_view)
+    helper.start()
+    try:
+        code = run(
+            SyntheticSource([0.1 * i for i in range(30)]),
+            spec,
+            PaceOptions(speed=0, ready_for=("viewer",)),
+            said.append,
+        )
+    finally:
+        done.set()
+        helper.join()
+    assert "analyzer died (signal 9); restarting it (1 of 3)" in said, said
+    assert code == 4, said  # complete; flat synthetic frames hold no vertebra
+    summary = SessionStore.open(tmp_path / "s").meta()["summary"]
+    assert summary["complete"] and summary["results_logged"]["lateral"] == 30, summary
+
+
 def test_killed_source_ends_the_session_as_incomplete_and_leaves_no_process(tmp_path):
     proc = replay_default(tmp_path / "s", "1", start_new_session=True)
     said: list[str] = []
     reader = threading.Thread(target=lambda: said.extend(proc.stderr), daemon=True)
     reader.start()
     deadline = time.monotonic() + 60
-    while not any("consumers ready" in line for line in said) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert any("consumers ready" in line for line in said), said
-    time.sleep(2.0)  # mid-stream: the first frame has just gone out, 48 take 6.4 s
-    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert len(children) >= 2
+    try:
+        while not any("consumers ready" in line for line in said) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any("consumers ready" in line for line in said), said
+        time.sleep(2.0)  # mid-stream: the first frame has just gone out, 48 take 6.4 s
+        children = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) >= 2
+    except BaseException:  # the replay runs in its own session: never left behind
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     reader.join(10)
