@@ -256,3 +256,39 @@ def test_a_deflated_recording_is_inflated_once_and_reads_as_the_original(tmp_pat
         inflated = rec._inflated
         assert inflated is not None and inflated.is_file()
     assert not inflated.exists()
+
+
+def test_a_frame_time_vector_with_a_zero_step_keeps_its_pause(tmp_path):
+    """A FrameTimeVector with one step of 0 was dropped whole for the nominal FrameTime, hiding a
+    1 s pause elsewhere in it: the step is now taken as the usual one, the pause kept, and the
+    run says so."""
+    from monitor.io.dicom import open_recording
+
+    def paused(ds, frames):
+        steps = [0.0] + [float(ds.FrameTime)] * (len(frames) - 1)
+        steps[10], steps[20] = 0.0, 1000.0  # a step that is no time; a 1 s pause
+        ds.FrameTimeVector = [f"{v:g}" for v in steps]
+        ds.FrameIncrementPointer = pydicom.tag.Tag("FrameTimeVector")
+        return frames
+
+    path = rewrite(CASE.lateral, tmp_path / "lateral.dcm", paused)
+    with open_recording(path) as rec:
+        times = rec.info.frame_times_s
+        assert "its step to frame 10 not a time" in rec.info.timing_source
+    step = times[2] - times[1]
+    assert times[10] - times[9] == pytest.approx(step) and times[20] - times[19] == pytest.approx(1.0)
+    source = DicomPairSource(path, None)
+    source.close()
+    assert source.warnings == [f"lateral.dcm: timing from its {rec.info.timing_source}"]
+
+
+def test_a_file_meta_without_its_transfer_syntax_is_refused_when_opened(tmp_path):
+    """`monitor info` read it, and the replay stopped at frame 0 with pydicom's own words."""
+    from monitor.errors import RecordingError
+    from monitor.io.dicom import open_recording
+
+    ds = pydicom.dcmread(CASE.lateral)
+    del ds.file_meta.TransferSyntaxUID
+    pydicom.dcmwrite(tmp_path / "lateral.dcm", ds, implicit_vr=False, little_endian=True)
+    with pytest.raises(RecordingError, match=r"no TransferSyntaxUID \(0002,0010\) in its file meta"):
+        open_recording(tmp_path / "lateral.dcm")

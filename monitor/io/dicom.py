@@ -527,6 +527,11 @@ def _read_header(path: Path) -> Dataset:
         raise RecordingError(f"{path}: not a DICOM file") from None
     except (EOFError, OSError, ValueError, KeyError, TypeError) as e:
         raise RecordingError(f"{path}: unreadable DICOM ({_one_line(e)})") from None
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        raise RecordingError(
+            f"{path}: no TransferSyntaxUID (0002,0010) in its file meta: how its pixel data is"
+            " encoded cannot be told"
+        )
     if "PixelData" not in ds:
         what = ds.get("SOPClassUID", None)
         name = what.name if isinstance(what, UID) else "object"
@@ -585,6 +590,19 @@ def _frame_times(ds: Dataset, n_frames: int) -> tuple[np.ndarray | None, str | N
         increments[0] = 0.0
         if np.all(increments[1:] > 0):
             return np.cumsum(increments) / 1000.0, "FrameTimeVector"
+        steps = increments[1:]
+        good = steps[np.isfinite(steps) & (steps > 0)]
+        if good.size >= max(1, steps.size // 2):
+            # A step of zero (or less) is no frame's: it is taken as the usual step, and the rest
+            # of the vector kept. Dropping the whole vector for the nominal FrameTime hid a 1 s
+            # pause elsewhere in it (an independent test, session 72); said (timing_source).
+            bad = np.flatnonzero(~(np.isfinite(steps) & (steps > 0))) + 1
+            increments[bad] = float(np.median(good))
+            frames = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
+            return (
+                np.cumsum(increments) / 1000.0,
+                f"FrameTimeVector (its step to frame {frames} not a time: taken as the median step)",
+            )
     frame_time = _float(ds, "FrameTime")
     if frame_time and frame_time > 0:
         return np.arange(n_frames) * frame_time / 1000.0, "FrameTime"

@@ -78,6 +78,8 @@ class DicomPairSource:
                     f"{Path(path).name}: no PixelIntensityRelationship (0028,1040): its values are read as"
                     " LOG (the log of the X-ray intensity); if they are LIN, cement and volumes read wrong"
                 )
+            if rec.info.timing_source and "not a time" in rec.info.timing_source and not fps:
+                self.warnings.append(f"{Path(path).name}: timing from its {rec.info.timing_source}")
             rec.info = replace(rec.info, plane=plane)  # oblique or unlabelled: the operator said which
             self.recordings[plane] = rec
         self.fps = fps
