@@ -168,12 +168,11 @@ def test_what_the_files_do_not_say_is_said_at_the_start_and_in_the_audit(tmp_pat
     lateral = rewrite(CASE.lateral, tmp_path / "lateral.dcm", untagged)
     ap = rewrite(CASE.ap, tmp_path / "ap.dcm", untagged)
     session = tmp_path / "s"
-    done = monitor_cli("replay", "--lateral", ap, "--ap", lateral, "--headless", "--speed", "0")
-    assert "warning: ap.dcm: taken as the lateral view because it was given as --lateral" in done.stderr
     done = monitor_cli(
         *("replay", "--lateral", ap, "--ap", lateral, "--headless", "--speed", "0", "--session", session),
         *("--level", "L1", "--operator", "test"),
     )
+    assert "warning: ap.dcm: taken as the lateral view because it was given as --lateral" in done.stderr
     assert "check the files are not swapped" in done.stderr, done.stderr
     store = SessionStore.open(session)
     try:
