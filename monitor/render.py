@@ -166,7 +166,9 @@ def write_contact_sheet(paths: Sequence[Path], out: Path) -> Path:
             n = len(rec)
             window = auto_window(rec.frame(0).astype("float32"))
             picks = sorted({0, n // 2, n - 1})
-            cells = [(f"frame {i}", to_display(rec.frame(i), rec.info.photometric, window)) for i in picks]
+            cells = [
+                (f"frame {i}", to_display(rec.frame(i), rec.info.analysis_photometric, window)) for i in picks
+            ]
             rows.append((rec.info.plane or path.name, cells))
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), contact_sheet(rows)):

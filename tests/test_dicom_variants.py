@@ -33,6 +33,16 @@ def rewrite(source: Path, target: Path, edit: Callable[[pydicom.Dataset, np.ndar
     return target
 
 
+class Frames:
+    """A source of the frames given, with a source's formats."""
+
+    def __init__(self, formats: dict, items: list):
+        self.formats, self.items = formats, items
+
+    def frames(self):
+        yield from self.items
+
+
 def alarms_of(lateral: Path, ap: Path) -> list[tuple]:
     """(frame, plane, kind, site, priority) of every alarm the analysis raises on the pair."""
     source = DicomPairSource(lateral, ap)
@@ -64,6 +74,30 @@ def test_data_declared_with_more_bits_than_it_uses_reads_as_the_original(tmp_pat
     pair = [rewrite(getattr(CASE, p), tmp_path / f"{p}.dcm", widened) for p in ("lateral", "ap")]
     assert pydicom.dcmread(pair[0], stop_before_pixels=True).BitsStored == 16
     assert alarms_of(*pair) == original
+
+    # and clipping is judged on that range: a frame 85 % at the values' top is saturated (on the
+    # declared 65,535 it was measured as any other, review of session 72)
+    from dataclasses import replace
+
+    from monitor.vision.caveats import CaveatCode
+
+    source = DicomPairSource(pair[0], None)
+    try:
+        first = [item for item, _ in zip(source.frames(), range(5), strict=False)]
+    finally:
+        source.close()
+    white = first[4].pixels.copy()
+    white[: int(0.85 * white.shape[0])] = 255
+    analysis = VisionAnalysis()
+    results = [
+        r
+        for _, r in analyse_source(
+            Frames(source.formats, [*first[:4], replace(first[4], pixels=white)]), analysis
+        )
+    ]
+    assert analysis.case.planes["lateral"].bits_stored == 8
+    assert CaveatCode.SATURATED_FRAME in results[-1].caveat_codes(), results[-1].caveats
+    assert CaveatCode.SATURATED_FRAME not in results[-2].caveat_codes()
 
 
 @pytest.mark.parametrize("how", ["signed", "big-endian", "rescaled"])
@@ -238,7 +272,7 @@ def test_an_enhanced_xa_object_is_told_where_its_tags_may_be(tmp_path):
 def test_a_deflated_recording_is_inflated_once_and_reads_as_the_original(tmp_path):
     """Deflate compresses the whole dataset: each frame re-read and re-inflated the whole file
     (0.34 s a frame at 1024 x 1024 x 48, quadratic in the frames). It is now inflated once into
-    a temporary file, removed when the recording closes."""
+    a temporary file with no name, gone when the recording closes or the process dies."""
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
     from monitor.io.dicom import open_recording
@@ -248,13 +282,18 @@ def test_a_deflated_recording_is_inflated_once_and_reads_as_the_original(tmp_pat
     ds.PixelData = frames.tobytes()
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     ds.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
+    import tempfile
+
     rec = open_recording(tmp_path / "deflated.dcm")
     with rec:
-        assert np.array_equal(np.stack(list(rec.frames())), frames)
+        streamed = rec.frames()
+        assert np.array_equal(next(streamed), frames[0])
+        # by index while a stream reads on: each with its own offset in the one inflated copy
         assert np.array_equal(rec.frame(47), frames[47]) and np.array_equal(rec.frame(3), frames[3])
-        inflated = rec._inflated
-        assert inflated is not None and inflated.is_file()
-    assert not inflated.exists()
+        assert np.array_equal(np.stack(list(streamed)), frames[1:])
+        assert rec._inflated is not None  # inflated once, and nameless: nothing left if killed
+        assert not list(Path(tempfile.gettempdir()).glob("monitor-inflated-*"))
+    assert rec._inflated is None
 
 
 def test_a_frame_time_vector_with_a_zero_step_keeps_its_pause(tmp_path):
@@ -291,3 +330,28 @@ def test_a_file_meta_without_its_transfer_syntax_is_refused_when_opened(tmp_path
     pydicom.dcmwrite(tmp_path / "lateral.dcm", ds, implicit_vr=False, little_endian=True)
     with pytest.raises(RecordingError, match=r"no TransferSyntaxUID \(0002,0010\) in its file meta"):
         open_recording(tmp_path / "lateral.dcm")
+
+
+def test_values_not_in_the_low_bits_are_refused_and_a_rescaled_stream_keeps_one_type(tmp_path):
+    """HighBit 15 with BitsStored 10 (values in the high bits) was masked into garbage and read
+    NOT MONITORED with no word why: refused at opening. An 8-bit stream with a rescale gave uint8
+    and uint16 frames in one stream, and its export failed: every frame is uint16 now."""
+    from monitor.errors import RecordingError
+    from monitor.io.dicom import open_recording
+
+    def high_bits(ds, frames):
+        ds.BitsStored, ds.HighBit = 10, 15
+        return frames.astype(np.uint16) << 6
+
+    path = rewrite(CASE.lateral, tmp_path / "high.dcm", high_bits)
+    with pytest.raises(RecordingError, match=r"HighBit \(0028,0102\) 15 with BitsStored 10"):
+        open_recording(path)
+
+    def rescaled(ds, frames):
+        ds.RescaleSlope, ds.RescaleIntercept = "1", "0.25"
+        return frames
+
+    path = rewrite(CASE.lateral, tmp_path / "rescaled.dcm", rescaled)
+    with open_recording(path) as rec:
+        types = {frame.dtype for frame in rec.frames()}
+    assert types == {np.dtype(np.uint16)}

@@ -76,6 +76,8 @@ def _run_train(args) -> int:
         raise MonitorError(f"{args.case}: neither a session nor a folder with lateral.dcm (and ap.dcm)")
     if args.speed == 0:
         raise MonitorError("--speed 0 replays as fast as the machine can: give a speed a trainee can follow")
+    for warning in getattr(source, "warnings", ()):  # what the case's files do not say
+        print(f"warning: {warning}", file=sys.stderr)
     level = case_level(args.case, args.level)
     try:
         entry = run_training(

@@ -198,6 +198,7 @@ class RecordingInfo:
     # an Enhanced XA/XRF object (or any with functional groups): its geometry, timing and angles
     # may be in SharedFunctionalGroupsSequence / PerFrameFunctionalGroupsSequence, not read here
     functional_groups: bool = False
+    modality_lut: bool = False  # a Modality LUT Sequence, which is not applied (said by the source)
     # (RescaleSlope, RescaleIntercept) where they are not the identity: frames are given as
     # stored * slope + intercept (the Modality LUT), the values the intensity relationship is of
     rescale: tuple[float, float] | None = None
@@ -283,7 +284,7 @@ class Recording:
         self.info = info
         self._frame_files = list(frame_files) if frame_files else None
         self._fh: BinaryIO | None = None
-        self._inflated: Path | None = None  # a deflated file's dataset, inflated (_pixels_path)
+        self._inflated: BinaryIO | None = None  # a deflated file's dataset, inflated (_pixels_path)
         self._plugin = _decoding_plugin(info.transfer_syntax) if self._frame_files is None else ""
 
     def __len__(self) -> int:
@@ -300,7 +301,7 @@ class Recording:
             self._fh.close()
             self._fh = None
         if self._inflated is not None:
-            self._inflated.unlink(missing_ok=True)
+            self._inflated.close()
             self._inflated = None
 
     def _pixels_path(self) -> Path:
@@ -312,11 +313,14 @@ class Recording:
             return self.info.path
         if self._inflated is None:
             self._inflated = _inflated_copy(self.info.path)
-        return self._inflated
+        # the copy has no name (a killed process leaves nothing in /tmp: a review of session 72
+        # found 25 MB a plane left by each SIGKILL); each reader opens it anew through its
+        # descriptor, with an offset of its own
+        return Path(f"/proc/self/fd/{self._inflated.fileno()}")
 
     def frame(self, index: int) -> np.ndarray:
-        """Stored pixel values of one frame, (rows, columns): uint8 or uint16
-        (signed integers for the rare signed recording)."""
+        """One frame's values, (rows, columns): unsigned 8 or 16 bits (:attr:`value_dtype`), after
+        the Modality LUT's rescale (:meth:`_values`)."""
         if not 0 <= index < self.info.n_frames:
             raise IndexError(f"frame {index} outside 0..{self.info.n_frames - 1}")
         try:
@@ -372,7 +376,12 @@ class Recording:
         rescale = self.info.rescale
         if rescale is None and arr.dtype.kind == "u":
             return arr
-        values = arr.astype(np.float64) * rescale[0] + rescale[1] if rescale else arr
+        if rescale is None:
+            values = arr
+        elif rescale[0] == 1.0 and float(rescale[1]).is_integer():  # a shift: integers, no rounding
+            values = arr.astype(np.int32) + int(rescale[1])
+        else:  # 4 ms a 1024 x 1024 frame in float64 (review of session 72): float32 is exact to 2^24
+            values = np.rint(arr.astype(np.float32) * np.float32(rescale[0]) + np.float32(rescale[1]))
         low, high = float(values.min()), float(values.max())
         if low < 0 or high > 65535:
             how = f" after RescaleSlope {rescale[0]:g}, RescaleIntercept {rescale[1]:g}" if rescale else ""
@@ -381,15 +390,25 @@ class Recording:
                 " reads values of 0-65535 (an X-ray intensity or its log); a negative or larger"
                 " one is no detector's reading"
             )
-        if rescale:
-            values = np.rint(values)
-        return values.astype(np.uint16 if high > 255 or arr.dtype.itemsize > 1 else np.uint8)
+        # one type for the whole stream, whatever this frame's values (the wire, the log and an
+        # export take it from the stream: 8-bit stored data with a rescale gave uint8 and uint16
+        # frames in one stream, and its export failed, review of session 72)
+        return values.astype(self.value_dtype)
+
+    @property
+    def value_dtype(self) -> np.dtype:
+        """The type every frame is given in: 16 bits for a rescale or wider stored data."""
+        if self.info.rescale is not None or self.info.bits_allocated > 8:
+            return np.dtype(np.uint16)
+        return np.dtype(np.uint8)
 
 
-def _inflated_copy(path: Path) -> Path:
-    """``path``, a deflated explicit VR little endian file, as a temporary explicit VR little
-    endian file: its preamble, its file meta with the syntax changed, and the rest inflated in
-    chunks (never the whole dataset in memory). The caller deletes it."""
+def _inflated_copy(path: Path) -> BinaryIO:
+    """``path``, a deflated explicit VR little endian file, as an open temporary explicit VR
+    little endian file with no name (gone when closed, or when the process dies): its preamble,
+    its file meta with the syntax changed, and the rest inflated in chunks (never the whole
+    dataset in memory; each chunk's output capped, so that a small file cannot inflate into a
+    large piece of memory at once)."""
     import tempfile
     import zlib
 
@@ -405,18 +424,19 @@ def _inflated_copy(path: Path) -> Path:
         header.is_little_endian, header.is_implicit_VR = True, False
         write_file_meta_info(header, meta, enforce_standard=True)
         inflate = zlib.decompressobj(-zlib.MAX_WBITS)
-        with tempfile.NamedTemporaryFile(
-            "wb", suffix=".dcm", prefix="monitor-inflated-", delete=False
-        ) as out:
-            try:
-                out.write(b"\0" * 128 + b"DICM" + header.getvalue())
-                while chunk := src.read(1 << 20):
-                    out.write(inflate.decompress(chunk))
-                out.write(inflate.flush())
-            except BaseException:
-                Path(out.name).unlink(missing_ok=True)
-                raise
-    return Path(out.name)
+        out = tempfile.TemporaryFile(prefix="monitor-inflated-", suffix=".dcm")  # noqa: SIM115 - returned open
+        try:
+            out.write(b"\0" * 128 + b"DICM" + header.getvalue())
+            while chunk := src.read(1 << 20):
+                out.write(inflate.decompress(chunk, 1 << 24))
+                while inflate.unconsumed_tail:
+                    out.write(inflate.decompress(inflate.unconsumed_tail, 1 << 24))
+            out.write(inflate.flush())
+            out.flush()
+        except BaseException:
+            out.close()
+            raise
+    return out
 
 
 def _one_line(e: BaseException) -> str:
@@ -634,6 +654,13 @@ def _info_from_header(path: Path, ds: Dataset, ds_frames: int, plane: str | None
         raise RecordingError(
             f"{path}: {bits_stored} bits stored in {bits_allocated} allocated is not supported"
         )
+    high_bit = _float(ds, "HighBit")
+    if high_bit is not None and int(high_bit) != bits_stored - 1:
+        raise RecordingError(
+            f"{path}: HighBit (0028,0102) {int(high_bit)} with BitsStored {bits_stored}: the values are"
+            f" not in the low {bits_stored} bits (XA and RF require HighBit = BitsStored - 1), so they"
+            " would be misread"
+        )
     angle = _float(ds, "PositionerPrimaryAngle")
     if plane is None and angle is not None:
         plane = plane_from_angle(angle)
@@ -669,6 +696,7 @@ def _info_from_header(path: Path, ds: Dataset, ds_frames: int, plane: str | None
         rescale=None if rescale == (1.0, 0.0) else rescale,
         functional_groups=str(ds.get("SOPClassUID", "")) in ENHANCED_STORAGE
         or "SharedFunctionalGroupsSequence" in ds,
+        modality_lut="ModalityLUTSequence" in ds,
     )
 
 

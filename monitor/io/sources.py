@@ -80,6 +80,11 @@ class DicomPairSource:
                 )
             if rec.info.timing_source and "not a time" in rec.info.timing_source and not fps:
                 self.warnings.append(f"{Path(path).name}: timing from its {rec.info.timing_source}")
+            if rec.info.modality_lut:
+                self.warnings.append(
+                    f"{Path(path).name}: its Modality LUT Sequence (0028,3000) is not applied: values"
+                    " are read as stored (harmless for LOG data; LIN data would read wrong)"
+                )
             rec.info = replace(rec.info, plane=plane)  # oblique or unlabelled: the operator said which
             self.recordings[plane] = rec
         self.fps = fps
@@ -119,7 +124,10 @@ class DicomPairSource:
         fluoroscopy has (a FrameTime written in seconds, not the milliseconds DICOM says, read
         as 30,000 frames/s; an independent test, session 72)."""
         info = rec.info
-        rate = info.frame_rate
+        times = info.frame_times_s
+        # the usual step, not the mean: a run with long pauses is still a run at its own rate
+        steps = np.diff(times) if times is not None and len(times) > 1 else np.empty(0)
+        rate = 1.0 / float(np.median(steps)) if steps.size and np.median(steps) > 0 else None
         if self.fps:
             if info.timing_source is not None:
                 self.warnings.append(

@@ -457,6 +457,9 @@ class PlaneAnalyzer:
             (c.detection.wall_min_support, c.detection.wall_max_spread_mm),
         )
         self.body, self.anatomy_error = self.learnt.body, self.learnt.anatomy_error
+        # clipping is judged on the range the model reads (the bits the values use,
+        # intensity.bits_in_use): on the declared one, data declared 16 bits never clipped
+        self.bits_stored = self.learnt.model.bits_stored
         self.caveats += self.learnt.caveats
         found = self.learnt.roi if self.body is None else body_roi(self.body, self.learnt.roi, self.pixel_mm)
         self._use_roi(found)
