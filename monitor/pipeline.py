@@ -384,6 +384,7 @@ def _revive_while_streaming(supervisor: Supervisor, flow: FlowServer) -> str | N
         if before.get(name) is not child:
             flow.ready.discard(name)
             flow.rejoined.add(name)
+            flow.expected_pid[name] = child.pid  # the dead one's "ready" may still be in the socket
     return why
 
 

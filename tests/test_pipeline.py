@@ -221,7 +221,7 @@ def test_a_consumer_restarted_after_saying_ready_is_waited_for_again(tmp_path, m
         done.set()
         helper.join()
     assert "analyzer died (signal 9); restarting it (1 of 3)" in said, said
-    assert code == 4, said  # complete; flat synthetic frames hold no vertebra
+    assert code == 4, "\n".join(said)  # complete; flat synthetic frames hold no vertebra
     summary = SessionStore.open(tmp_path / "s").meta()["summary"]
     assert summary["complete"] and summary["results_logged"]["lateral"] == 30, summary
 
