@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 
 import zmq
@@ -43,10 +42,8 @@ class FlowClient:
     def ready(self, have: dict[str, int] | None = None) -> None:
         """Say we are subscribed. Consumers repeat it until frames flow: a PUSH
         socket still connecting may drop a message, and a lost "ready" would
-        leave the source waiting. ``have``: the last seq per plane already held.
-        The process id says which process is ready: a dead one's "ready" still in the
-        socket must not stand for the process restarted in its place."""
-        message = {"consumer": self.consumer, "event": "ready", "pid": os.getpid()}
+        leave the source waiting. ``have``: the last seq per plane already held."""
+        message = {"consumer": self.consumer, "event": "ready"}
         if have:
             message["have"] = have
         self._send(message)
@@ -78,9 +75,6 @@ class FlowServer:
         self.last_heard: dict[str, float] = {}
         self.resend_requests: list[tuple[str, dict[str, int]]] = []  # (consumer, have)
         self.rejoined: set[str] = set()  # restarted, and not yet acknowledging
-        # consumer -> the process id of the one restarted in its place: only its "ready" counts
-        # (its dead predecessor's may still be in the socket; CI, session 72)
-        self.expected_pid: dict[str, int] = {}
         self._asked: dict[str, dict[str, int]] = {}
         self.rejected = 0  # malformed messages ignored
 
@@ -99,11 +93,6 @@ class FlowServer:
                 continue
             self.last_heard[consumer] = time.monotonic()
             if message["event"] == "ready":
-                expected = self.expected_pid.get(consumer)
-                if expected is not None:
-                    if message.get("pid") != expected:
-                        continue  # the dead process's, read late: not the new one's
-                    del self.expected_pid[consumer]
                 if any(c == consumer for c, _ in self.acked):
                     self.rejoined.add(consumer)
                 self.ready.add(consumer)
@@ -134,7 +123,7 @@ MAX_SEQ = 2**53  # sequence numbers past this are nonsense (and lose precision i
 def _flow_message(raw: bytes) -> dict | None:
     """A consumer's "ready" or "ack", checked field by field; None for anything else.
 
-    {"consumer": name, "event": "ready", "have": {plane: seq}, "pid": process id} or
+    {"consumer": name, "event": "ready", "have": {plane: seq}} or
     {"consumer": name, "event": "ack", "plane": plane, "seq": seq}, seq an int in [0, 2**53].
     """
     if len(raw) > MAX_FLOW_BYTES:
@@ -156,10 +145,7 @@ def _flow_message(raw: bytes) -> dict | None:
         have = message.get("have") or {}
         if not (isinstance(have, dict) and all(p in PLANES and seq_ok(n) for p, n in have.items())):
             return None
-        pid = message.get("pid")
-        if pid is not None and not (isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31):
-            return None
-        return {"consumer": consumer, "event": event, "have": have, "pid": pid}
+        return {"consumer": consumer, "event": event, "have": have}
     plane, seq = message.get("plane"), message.get("seq")
     if plane not in PLANES or not seq_ok(seq):
         return None

@@ -158,6 +158,11 @@ def _logger_main(endpoints: Endpoints, session_dir: str, meta: dict, parent: int
     )
 
 
+def exit_said(code: int) -> str:
+    """A process's exit code as the run says it: "signal 9", "exit 1"."""
+    return f"signal {-code}" if code < 0 else f"exit {code}"
+
+
 class Supervisor:
     """Starts the consumers (analyzer, logger) and restarts one that dies, at most
     ``max_restarts`` times each: the one place a run decides what a child's exit means."""
@@ -200,7 +205,7 @@ class Supervisor:
                 how = f"signal {-code}" if code < 0 else "a crash"
                 self.say(f"{name} died ({how}) after the source ended; restarting it")
             else:
-                how = f"signal {-code}" if code < 0 else f"exit {code}"
+                how = exit_said(code)
                 if self.restarts[name] >= self.max_restarts:
                     return f"{name} died ({how}) after {self.restarts[name]} restart(s)"
                 self.restarts[name] += 1
@@ -373,28 +378,21 @@ def _hopeless_start(supervisor: Supervisor, viewer) -> str | None:
         return f"the viewer exited (code {viewer.exitcode}) before it subscribed"
     for name, child in supervisor.children.items():
         if (code := child.exitcode) is not None:
-            how = f"signal {-code}" if code < 0 else f"exit {code}"
             return (
-                f"{name} died ({how}) while starting, before the first frame; nothing was analysed:"
-                " start again"
+                f"{name} died ({exit_said(code)}) while starting, before the first frame; nothing was"
+                " analysed: start again"
             )
     return None
 
 
 def _revive_while_streaming(supervisor: Supervisor, flow: FlowServer) -> str | None:
-    """:meth:`Supervisor.revive` before the source's end, and the flow told of each consumer
-    restarted: it is not ready until the new process says so (the dead one's "ready" let the
-    first frames go out before the new one had subscribed: it missed the baseline, and at speed
-    0 the run hung, review of session 72), and it is not waited for frame by frame until it
-    acknowledges one (a consumer that died before its first acknowledgement was waited for
-    forever: the frames it missed were never its to acknowledge)."""
+    """:meth:`Supervisor.revive` while the source runs, each consumer restarted marked rejoined
+    in the flow: not waited for frame by frame until it acknowledges one. A consumer that died
+    before its first acknowledgement was waited for forever at speed 0 (review of session 72):
+    the frames it missed were never its to acknowledge."""
     before = dict(supervisor.children)
     why = supervisor.revive(source_ended=False)
-    for name, child in supervisor.children.items():
-        if before.get(name) is not child:
-            flow.ready.discard(name)
-            flow.rejoined.add(name)
-            flow.expected_pid[name] = child.pid  # the dead one's "ready" may still be in the socket
+    flow.rejoined.update(name for name, child in supervisor.children.items() if before.get(name) is not child)
     return why
 
 

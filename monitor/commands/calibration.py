@@ -49,9 +49,7 @@ def _calibration_image(path: Path, light_is_dense: bool):
     with open_recording(path) as rec:
         frame = rec.frame(0)
         i = rec.info
-        model = model_for(
-            i.analysis_photometric, i.intensity_relationship, 16 if i.rescale else i.bits_stored, [frame]
-        )
+        model = model_for(i.analysis_photometric, i.intensity_relationship, i.value_bits, [frame])
     att = model.attenuation(frame.astype(np.float32))
     return att, -att
 

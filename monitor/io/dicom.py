@@ -204,6 +204,17 @@ class RecordingInfo:
     rescale: tuple[float, float] | None = None
 
     @property
+    def value_bits(self) -> int:
+        """The bits a frame's values may use once read (:meth:`Recording._values`): a rescale's
+        can exceed the stored ones, so 16 (the analysis finds the bits they use)."""
+        return 16 if self.rescale is not None else self.bits_stored
+
+    @property
+    def value_dtype(self) -> np.dtype:
+        """The one type every frame of the recording is given in."""
+        return np.dtype(np.uint16 if self.rescale is not None or self.bits_allocated > 8 else np.uint8)
+
+    @property
     def analysis_photometric(self) -> str:
         """Which way the values run for the analysis: "MONOCHROME1" where higher values mean
         less X-ray intensity, as PixelIntensityRelationshipSign -1 says (whatever the display's
@@ -319,7 +330,7 @@ class Recording:
         return Path(f"/proc/self/fd/{self._inflated.fileno()}")
 
     def frame(self, index: int) -> np.ndarray:
-        """One frame's values, (rows, columns): unsigned 8 or 16 bits (:attr:`value_dtype`), after
+        """One frame's values, (rows, columns): unsigned 8 or 16 bits (``info.value_dtype``), after
         the Modality LUT's rescale (:meth:`_values`)."""
         if not 0 <= index < self.info.n_frames:
             raise IndexError(f"frame {index} outside 0..{self.info.n_frames - 1}")
@@ -393,14 +404,7 @@ class Recording:
         # one type for the whole stream, whatever this frame's values (the wire, the log and an
         # export take it from the stream: 8-bit stored data with a rescale gave uint8 and uint16
         # frames in one stream, and its export failed, review of session 72)
-        return values.astype(self.value_dtype)
-
-    @property
-    def value_dtype(self) -> np.dtype:
-        """The type every frame is given in: 16 bits for a rescale or wider stored data."""
-        if self.info.rescale is not None or self.info.bits_allocated > 8:
-            return np.dtype(np.uint16)
-        return np.dtype(np.uint8)
+        return values.astype(self.info.value_dtype)
 
 
 def _inflated_copy(path: Path) -> BinaryIO:
@@ -611,13 +615,13 @@ def _frame_times(ds: Dataset, n_frames: int) -> tuple[np.ndarray | None, str | N
         if np.all(increments[1:] > 0):
             return np.cumsum(increments) / 1000.0, "FrameTimeVector"
         steps = increments[1:]
-        good = steps[np.isfinite(steps) & (steps > 0)]
-        if good.size >= max(1, steps.size // 2):
+        timed = np.isfinite(steps) & (steps > 0)
+        if timed.sum() >= max(1, steps.size // 2):
             # A step of zero (or less) is no frame's: it is taken as the usual step, and the rest
             # of the vector kept. Dropping the whole vector for the nominal FrameTime hid a 1 s
             # pause elsewhere in it (an independent test, session 72); said (timing_source).
-            bad = np.flatnonzero(~(np.isfinite(steps) & (steps > 0))) + 1
-            increments[bad] = float(np.median(good))
+            bad = np.flatnonzero(~timed) + 1
+            increments[bad] = float(np.median(steps[timed]))
             frames = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
             return (
                 np.cumsum(increments) / 1000.0,
@@ -738,7 +742,7 @@ def _pixel_data_length(path: Path) -> int | None:
 
 
 def _open_series(folder: Path, plane: str | None) -> Recording:
-    headers: list[tuple[tuple, Path, Dataset]] = []
+    images: list[tuple[Path, Dataset]] = []
     for f in sorted(folder.iterdir()):
         if not f.is_file():
             continue
@@ -748,12 +752,12 @@ def _open_series(folder: Path, plane: str | None) -> Recording:
             continue  # DICOMDIR listings, notes and other non-images are not frames
         if "Rows" not in ds:
             continue
-        headers.append(((), f, ds))
-    if not headers:
+        images.append((f, ds))
+    if not images:
         raise RecordingError(f"{folder}: no DICOM images in this folder")
-    _one_series(folder, [ds for _, _, ds in headers])
-    headers = [(key, f, ds) for key, (_, f, ds) in zip(_frame_order(folder, headers), headers, strict=True)]
-    headers.sort(key=lambda h: h[0])
+    _one_series(folder, [ds for _, ds in images])
+    keys = _frame_order(folder, [ds for _, ds in images])
+    headers = sorted(((k, f, ds) for k, (f, ds) in zip(keys, images, strict=True)), key=lambda h: h[0])
     first_path, first = headers[0][1], headers[0][2]
     for _, f, ds in headers:
         if _number_of_frames(ds) != 1:
@@ -797,20 +801,20 @@ def _one_series(folder: Path, datasets: list[Dataset]) -> None:
     )
 
 
-def _frame_order(folder: Path, headers: list[tuple[tuple, Path, Dataset]]) -> list[tuple]:
+def _frame_order(folder: Path, datasets: list[Dataset]) -> list[float]:
     """Each image's sort key: its InstanceNumber where every image has a distinct one, else its
     acquisition time (AcquisitionDateTime, AcquisitionTime or ContentTime) where every image has
     a distinct one; else the order cannot be told, and the folder is refused. File names are no
     order: a PACS names files by their UIDs (an independent test, session 72, played such a
     series in name order, its 5 mm rule never evaluated)."""
-    numbers = [_float(ds, "InstanceNumber") for _, _, ds in headers]
-    if all(n is not None for n in numbers) and len(set(numbers)) == len(numbers):
-        return [(n,) for n in numbers]
-    times = [_acquisition_seconds(ds) for _, _, ds in headers]
-    if all(t is not None for t in times) and len(set(times)) == len(times):
-        return [(t,) for t in times]
-    if len(headers) == 1:
-        return [(0,)]
+    for keys in (
+        [_float(ds, "InstanceNumber") for ds in datasets],
+        [_acquisition_seconds(ds) for ds in datasets],
+    ):
+        if all(k is not None for k in keys) and len(set(keys)) == len(keys):
+            return keys
+    if len(datasets) == 1:
+        return [0.0]
     raise RecordingError(
         f"{folder}: the frames' order cannot be told: InstanceNumber (0020,0013) is missing or"
         " repeated, and so is the acquisition time (AcquisitionDateTime, AcquisitionTime or"

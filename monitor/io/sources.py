@@ -88,8 +88,8 @@ class DicomPairSource:
             rec.info = replace(rec.info, plane=plane)  # oblique or unlabelled: the operator said which
             self.recordings[plane] = rec
         self.fps = fps
-        for plane, rec in self.recordings.items():
-            self._check_timing(plane, rec)
+        for rec in self.recordings.values():
+            self._check_timing(rec)
         self.scale_problems: dict[str, str] = {}  # plane -> why it has no millimetre scale
         self.formats = {plane: self._format(plane, rec) for plane, rec in self.recordings.items()}
 
@@ -114,12 +114,11 @@ class DicomPairSource:
         except MissingGeometryError as e:  # missing, or implausible: the tag is named
             self.scale_problems[plane] = str(e).split("; supply")[0]
             scale = None
-        # a rescale's values can use more bits than stored ones: 16 (the analysis finds the bits
-        # the values use); which way they run is the sign's, where the file gives one
-        bits = 16 if rec.info.rescale else rec.info.bits_stored
-        return PlaneFormat(rec.info.analysis_photometric, rec.info.intensity_relationship, bits, scale)
+        # which way the values run is the sign's, where the file gives one
+        i = rec.info
+        return PlaneFormat(i.analysis_photometric, i.intensity_relationship, i.value_bits, scale)
 
-    def _check_timing(self, plane: str, rec) -> None:
+    def _check_timing(self, rec) -> None:
         """Say when --fps replaces the file's own timing, and refuse a file's timing no
         fluoroscopy has (a FrameTime written in seconds, not the milliseconds DICOM says, read
         as 30,000 frames/s; an independent test, session 72)."""
