@@ -355,3 +355,89 @@ def test_values_not_in_the_low_bits_are_refused_and_a_rescaled_stream_keeps_one_
     with open_recording(path) as rec:
         types = {frame.dtype for frame in rec.frames()}
     assert types == {np.dtype(np.uint16)}
+
+
+def test_runs_begun_apart_are_paired_on_their_clock_through_the_log_and_its_export(tmp_path):
+    """A lateral and an AP run whose headers say they began 0.8 s apart: the views were paired
+    from their first frames, each AP frame read beside a lateral one 0.8 s older (the AP backs a
+    lateral leak only within a second or so of it). They are paired on the acquisition clock,
+    that is said, the session log keeps it, and its export (de-identified too) reads back so."""
+    import datetime
+
+    from monitor.errors import RecordingError
+    from monitor.io.store import SessionStore
+    from tests.conftest import monitor_cli
+
+    late = 6  # frames of 7.5 frames/s: the AP run begins 0.8 s after the lateral's
+
+    def begun_later(ds, frames):
+        started = datetime.datetime.strptime(ds.AcquisitionDateTime, "%Y%m%d%H%M%S.%f")
+        later = started + datetime.timedelta(seconds=late / 7.5)
+        ds.AcquisitionDateTime = later.strftime("%Y%m%d%H%M%S.%f")
+        ds.NumberOfFrames = len(frames) - late
+        return np.ascontiguousarray(frames[late:])
+
+    ap = rewrite(CASE.ap, tmp_path / "ap.dcm", begun_later)
+    source = DicomPairSource(CASE.lateral, ap)
+    order = [(f.plane, f.index, round(f.acq_time, 6)) for f in source.frames()]
+    source.close()
+    assert source.start_offsets_s == {"lateral": 0.0, "ap": pytest.approx(0.8)}
+    assert order[: late + 1] == [("lateral", i, round(i / 7.5, 6)) for i in range(late + 1)]
+    assert order[late + 1] == ("ap", 0, 0.8)  # beside the lateral frame acquired with it
+    assert source.warnings == [
+        "ap.dcm: its ap run began 0.80 s after the lateral run (AcquisitionDateTime);"
+        " the views are paired on that clock"
+    ]
+    # the other way round: the earlier run is the clock's zero whichever plane it is
+    swapped = DicomPairSource(rewrite(CASE.lateral, tmp_path / "lat-late.dcm", begun_later), CASE.ap)
+    swapped.close()
+    assert swapped.start_offsets_s == {"lateral": pytest.approx(0.8), "ap": 0.0}
+
+    session = tmp_path / "s"
+    done = monitor_cli(
+        *("replay", "--lateral", CASE.lateral, "--ap", ap, "--headless", "--speed", "0"),
+        *("--session", session, "--level", "L1", "--operator", "test"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "warning: ap.dcm: its ap run began 0.80 s after the lateral run" in done.stderr
+    store = SessionStore.open(session)
+    try:
+        first_ap = min(r.body["acq_time"] for r in store.records("frame") if r.plane == "ap")
+    finally:
+        store.close()
+    assert first_ap == pytest.approx(0.8)
+    for how in ((), ("--deidentify",)):
+        out = tmp_path / f"export{len(how)}"
+        exported = monitor_cli("export", session, out, *how)
+        assert exported.returncode == 0, exported.stderr
+        again = DicomPairSource(out / "lateral.dcm", out / "ap.dcm")
+        again.close()
+        assert again.start_offsets_s["ap"] == pytest.approx(0.8, abs=1e-5), how
+        if how:  # the day is no one's; the times within it are the runs'
+            anon = pydicom.dcmread(out / "ap.dcm", stop_before_pixels=True)
+            assert anon.AcquisitionDateTime.startswith("19000101000000.8")
+            assert "113107" in [c.CodeValue for c in anon.DeidentificationMethodCodeSequence]
+
+    # begun an hour and more apart: no two views of one injection
+    def next_day(ds, frames):
+        ds.AcquisitionDateTime = "20260106" + ds.AcquisitionDateTime[8:]
+        return frames
+
+    other_day = rewrite(CASE.ap, tmp_path / "ap-next-day.dcm", next_day)
+    with pytest.raises(RecordingError, match=r"24 h 0 min apart: not two views of one injection"):
+        DicomPairSource(CASE.lateral, other_day)
+
+    # a run with no date and time: paired from the first frames, and said
+    def undated(ds, frames):
+        for keyword in ("AcquisitionDateTime", "AcquisitionDate", "AcquisitionTime", "ContentDate"):
+            delattr(ds, keyword)
+        return frames
+
+    bare = DicomPairSource(CASE.lateral, rewrite(CASE.ap, tmp_path / "ap-undated.dcm", undated))
+    bare.close()
+    assert bare.start_offsets_s == {"lateral": 0.0, "ap": 0.0}
+    assert bare.warnings == [
+        "ap-undated.dcm: no acquisition date and time (AcquisitionDateTime, or AcquisitionDate with"
+        " AcquisitionTime, to the second): the lateral and AP runs are paired from their first"
+        " frames, as if they began together"
+    ]

@@ -15,6 +15,7 @@ installed pydicom plugins (pylibjpeg, pyjpegls).
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -202,6 +203,11 @@ class RecordingInfo:
     # (RescaleSlope, RescaleIntercept) where they are not the identity: frames are given as
     # stored * slope + intercept (the Modality LUT), the values the intensity relationship is of
     rescale: tuple[float, float] | None = None
+    # when the run's first frame was acquired, to the second or better, and the tags it came
+    # from: what pairs a lateral and an AP run that did not start together
+    # (:class:`monitor.io.sources.DicomPairSource`); None when the header has no date and time
+    started: dt.datetime | None = None
+    started_from: str | None = None
 
     @property
     def value_bits(self) -> int:
@@ -677,6 +683,7 @@ def _info_from_header(path: Path, ds: Dataset, ds_frames: int, plane: str | None
     if rescale[0] <= 0:
         raise RecordingError(f"{path}: RescaleSlope (0028,1053) {rescale[0]:g} is not positive")
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    started, started_from = acquisition_start(ds) or (None, None)
     return RecordingInfo(
         path=path,
         rows=rows,
@@ -701,7 +708,60 @@ def _info_from_header(path: Path, ds: Dataset, ds_frames: int, plane: str | None
         functional_groups=str(ds.get("SOPClassUID", "")) in ENHANCED_STORAGE
         or "SharedFunctionalGroupsSequence" in ds,
         modality_lut="ModalityLUTSequence" in ds,
+        started=started,
+        started_from=started_from,
     )
+
+
+def acquisition_start(ds: Dataset) -> tuple[dt.datetime, str] | None:
+    """When the image's acquisition began, and the tags that said it: AcquisitionDateTime, else
+    AcquisitionDate with AcquisitionTime, else ContentDate with ContentTime (for a multi-frame
+    XA or RF object, the start of the run). Only a date with a time to the second is taken: a
+    time without its date cannot tell a run at 23:59 from one at 00:01, and a minute is longer
+    than most runs. A time zone, where the DT value gives one, is kept (the datetime is then
+    aware)."""
+    stamp = str(ds.get("AcquisitionDateTime", "") or "").strip()
+    if len(stamp.split("+")[0].split("-")[0].split(".")[0]) >= 14:
+        try:
+            return dt.datetime(*_dt_fields(stamp)), "AcquisitionDateTime"
+        except ValueError:
+            pass
+    for date_tag, time_tag in (("AcquisitionDate", "AcquisitionTime"), ("ContentDate", "ContentTime")):
+        date = str(ds.get(date_tag, "") or "").strip()
+        time_of_day = str(ds.get(time_tag, "") or "").strip().replace(":", "")
+        if len(date) != 8 or len(time_of_day.split(".")[0]) < 6:
+            continue
+        try:
+            return dt.datetime(*_dt_fields(date + time_of_day)), f"{date_tag}/{time_tag}"
+        except ValueError:
+            continue
+    return None
+
+
+def dicom_datetime(when: dt.datetime) -> str:
+    """A DICOM DT value, to the microsecond, with its zone where ``when`` has one."""
+    zone = when.strftime("%z") if when.tzinfo is not None else ""
+    return when.strftime("%Y%m%d%H%M%S.%f") + zone
+
+
+def _dt_fields(value: str) -> tuple:
+    """The fields of a DICOM DT value YYYYMMDDHHMMSS[.F{1,6}][&ZZXX] (seconds required), for
+    :class:`datetime.datetime`; ValueError when it is not one."""
+    zone = None
+    for sign in "+-":
+        if sign in value[8:]:
+            value, offset = value[:8] + value[8:].split(sign)[0], value[8:].split(sign)[1]
+            if len(offset) != 4 or not offset.isdigit():
+                raise ValueError(f"time zone {offset!r}")
+            minutes = int(offset[:2]) * 60 + int(offset[2:])
+            zone = dt.timezone(dt.timedelta(minutes=minutes if sign == "+" else -minutes))
+            break
+    whole, _, fraction = value.partition(".")
+    if len(whole) != 14 or not whole.isdigit() or (fraction and not fraction.isdigit()):
+        raise ValueError(f"not a date and time: {value!r}")
+    micro = int((fraction + "000000")[:6]) if fraction else 0
+    fields = [int(whole[0:4]), int(whole[4:6]), int(whole[6:8]), int(whole[8:10]), int(whole[10:12])]
+    return (*fields, int(whole[12:14]), micro, zone)
 
 
 def _check_pixel_length(path: Path, ds: Dataset, info: RecordingInfo) -> None:
@@ -856,6 +916,10 @@ class WriteOptions:
     manufacturer: str = ""
     uid_seed: str | None = None  # deterministic UIDs when given
     kvp: float | None = None
+    # when the run's first frame was acquired: written as a C-arm writes it (AcquisitionDateTime,
+    # the acquisition, content, series and study dates and times), so that a lateral and an AP
+    # run pair on one clock; None writes no date or time
+    started: dt.datetime | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -943,6 +1007,11 @@ def write_recording(path: str | os.PathLike, frames: np.ndarray, opts: WriteOpti
     ds.PositionerSecondaryAngle = "0"
     if opts.kvp is not None:
         ds.KVP = f"{opts.kvp:g}"
+    if opts.started is not None:
+        ds.AcquisitionDateTime = dicom_datetime(opts.started)
+        date, time_of_day = opts.started.strftime("%Y%m%d"), opts.started.strftime("%H%M%S.%f")
+        ds.AcquisitionDate = ds.ContentDate = ds.SeriesDate = ds.StudyDate = date
+        ds.AcquisitionTime = ds.ContentTime = ds.SeriesTime = ds.StudyTime = time_of_day
     for keyword, value in opts.extra.items():
         setattr(ds, keyword, value)
 
@@ -992,6 +1061,12 @@ def describe_recording(path: Path, plane: str | None = None) -> str:
                 + (", signed" if i.signed else "")
                 + (f", rescaled x{i.rescale[0]:g} {i.rescale[1]:+g}" if i.rescale else ""),
                 f"  timing       {rate}",
+                "  started      "
+                + (
+                    f"{i.started:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f" from {i.started_from}"
+                    if i.started is not None
+                    else "no acquisition date and time (a lateral and an AP run pair from their first frames)"
+                ),
                 f"  scale        {scale}",
                 f"  encoding     {i.modality} {i.transfer_syntax}",
             ]

@@ -25,7 +25,7 @@ from pydicom.uid import generate_uid
 
 from monitor import __version__
 from monitor.errors import MonitorError
-from monitor.io.dicom import Geometry, WriteOptions, write_recording
+from monitor.io.dicom import Geometry, WriteOptions, dicom_datetime, write_recording
 from monitor.io.store import SessionStore
 from monitor.messages import PLANES
 
@@ -135,7 +135,15 @@ def export_session(
         store.close()
 
 
+# The day a de-identified export's runs are dated: no day of the patient's, but the runs keep
+# their times on it, so that a lateral and an AP run begun apart still pair when read back
+# (PS3.15's Retain Longitudinal Temporal Information with Modified Dates option).
+DEIDENTIFIED_DAY = datetime.datetime(1900, 1, 1)
+
+
 def _options(plane: str, records, meta: dict) -> WriteOptions:
+    """How a plane's frames are written back as a recording. Its run begins when its first
+    frame was acquired: the session's start plus that frame's time on the source's one clock."""
     first = records[0].body
     times = np.array([r.body["acq_time"] for r in records])
     steps = np.diff(times)
@@ -154,7 +162,14 @@ def _options(plane: str, records, meta: dict) -> WriteOptions:
         series_description=f"{plane} fluoroscopy, vertebroplasty session {meta.get('session')}",
         manufacturer="vertebroplasty-monitor",
         uid_seed=f"{meta.get('session')}-{meta.get('created')}",
+        started=datetime.datetime.fromtimestamp(_created(meta, records), datetime.timezone.utc)
+        + datetime.timedelta(seconds=float(first["acq_time"])),
     )
+
+
+def _created(meta: dict, records) -> float:
+    """When the session began (s since the epoch): its log's word, else its first record's."""
+    return meta.get("created") or records[0].time
 
 
 def _geometry(scale: dict | None) -> Geometry:
@@ -175,7 +190,7 @@ def _geometry(scale: dict | None) -> Geometry:
 def _finish(path: Path, meta: dict, records, deidentify_salt: str | None) -> None:
     """The session's facts into the file, then (optionally) de-identification."""
     ds = pydicom.dcmread(path)
-    created = datetime.datetime.fromtimestamp(meta.get("created") or records[0].time, datetime.timezone.utc)
+    created = datetime.datetime.fromtimestamp(_created(meta, records), datetime.timezone.utc)
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = created.strftime("%Y%m%d")
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = created.strftime("%H%M%S")
     if meta.get("operator"):
@@ -189,6 +204,15 @@ def _finish(path: Path, meta: dict, records, deidentify_salt: str | None) -> Non
     ds.StudyDescription = "Percutaneous vertebroplasty" + (f" {meta['level']}" if meta.get("level") else "")
     if deidentify_salt is not None:
         deidentify_dataset(ds, deidentify_salt)
+        # the run's time on a day that is no one's, so that the planes still pair when read back
+        ds.AcquisitionDateTime = dicom_datetime(
+            DEIDENTIFIED_DAY + datetime.timedelta(seconds=float(records[0].body["acq_time"]))
+        )
+        modified = Dataset()
+        modified.CodeValue = "113107"
+        modified.CodingSchemeDesignator = "DCM"
+        modified.CodeMeaning = "Retain Longitudinal Temporal Information Modified Dates Option"
+        ds.DeidentificationMethodCodeSequence.append(modified)
     ds.save_as(path, enforce_file_format=True)
 
 

@@ -35,11 +35,14 @@ class PlaneFormat:
 class SourceFrame:
     plane: str
     index: int  # 0-based frame index within its plane's recording
-    acq_time: float  # seconds from the start of the recording
+    acq_time: float  # seconds from the first frame of the run that began first
     pixels: np.ndarray
 
 
 PLAUSIBLE_FRAME_RATE = (0.2, 200.0)  # frames per second: pulsed fluoroscopy 0.5-30, cine up to 60-120
+# Two runs that began further apart than this are no two views of one injection (a level's
+# cement goes in over minutes): a wrong pair of files, or a clock set wrong on one plane.
+PLANES_APART_AT_MOST_S = 3600.0
 
 
 class DicomPairSource:
@@ -90,6 +93,8 @@ class DicomPairSource:
         self.fps = fps
         for rec in self.recordings.values():
             self._check_timing(rec)
+        # seconds from the earlier run's first frame to each plane's first frame
+        self.start_offsets_s = self._start_offsets()
         self.scale_problems: dict[str, str] = {}  # plane -> why it has no millimetre scale
         self.formats = {plane: self._format(plane, rec) for plane, rec in self.recordings.items()}
 
@@ -141,11 +146,72 @@ class DicomPairSource:
                 f" ({low:g}-{high:g}; DICOM's FrameTime is in milliseconds): pass --fps"
             )
 
-    def _times(self, plane: str) -> np.ndarray:
+    def _start_offsets(self) -> dict[str, float]:
+        """Where each plane's run begins on one clock, from the acquisition date and time its
+        header gives (:func:`monitor.io.dicom.acquisition_start`).
+
+        The analysis reads the two views at the same moment as one: an AP reading backs a
+        lateral leak only within a second or so of it, and the breathing one view measured
+        stands for the other's. Paired from their first frames, an AP run begun 2 s after the
+        lateral's had each AP frame read beside a lateral frame 2 s older, so an AP view could
+        back or deny a lateral reading with cement the lateral had not reached yet. Without both
+        times the runs are paired from their first frames, and that is said."""
+        offsets = dict.fromkeys(self.recordings, 0.0)
+        if len(self.recordings) < 2:
+            return offsets
+        infos = {plane: rec.info for plane, rec in self.recordings.items()}
+        undated = [i.path.name for i in infos.values() if i.started is None]
+        if undated:
+            self.warnings.append(
+                f"{' and '.join(undated)}: no acquisition date and time (AcquisitionDateTime, or"
+                " AcquisitionDate with AcquisitionTime, to the second): the lateral and AP runs are"
+                " paired from their first frames, as if they began together"
+            )
+            return offsets
+        lateral, ap = infos["lateral"], infos["ap"]
+        lateral_start, ap_start = lateral.started, ap.started
+        if (lateral_start.tzinfo is None) != (ap_start.tzinfo is None):  # one says its zone
+            lateral_start, ap_start = lateral_start.replace(tzinfo=None), ap_start.replace(tzinfo=None)
+        apart = (ap_start - lateral_start).total_seconds()
+        first, later = (lateral, ap) if apart >= 0 else (ap, lateral)
+        if abs(apart) > PLANES_APART_AT_MOST_S:
+            raise RecordingError(
+                f"{first.path.name} began {first.started:%Y-%m-%d %H:%M:%S} ({first.started_from})"
+                f" and {later.path.name} {later.started:%Y-%m-%d %H:%M:%S} ({later.started_from}),"
+                f" {_span(abs(apart))} apart: not two views of one injection (at most"
+                f" {_span(PLANES_APART_AT_MOST_S)}); replay them one at a time"
+            )
+        offsets[PLANES[0] if apart < 0 else PLANES[1]] = abs(apart)  # the later one
+        step = max(self._usual_step(plane) for plane in self.recordings)
+        if abs(apart) >= step:  # a frame or more: pairing them from their first frames was wrong
+            span = float(self._own_times(first.plane)[-1]) if len(self.recordings[first.plane]) else 0.0
+            after = (
+                f", after the {first.plane} run's last frame (a replay at the recorded pace waits for it)"
+                if abs(apart) > span + step
+                else ""
+            )
+            self.warnings.append(
+                f"{later.path.name}: its {later.plane} run began {abs(apart):.2f} s after the"
+                f" {first.plane} run ({later.started_from}){after}; the views are paired on that clock"
+            )
+        return offsets
+
+    def _usual_step(self, plane: str) -> float:
+        """A plane's usual step between frames (s), the median; 0 for a single frame."""
+        times = self._own_times(plane)
+        return float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+
+    def _own_times(self, plane: str) -> np.ndarray:
+        """Each frame's time (s) from its run's first frame: from --fps, else the file's timing."""
         rec = self.recordings[plane]
         if self.fps:
             return np.arange(len(rec)) / self.fps
         return rec.info.require_frame_times()
+
+    def _times(self, plane: str) -> np.ndarray:
+        """Each frame's acquisition time (s) on the source's one clock, from the first frame of
+        the run that began first."""
+        return self._own_times(plane) + self.start_offsets_s[plane]
 
     def frames(self) -> Iterator[SourceFrame]:
         streams = [self._plane_frames(plane) for plane in self.recordings]
@@ -163,6 +229,16 @@ class DicomPairSource:
     def close(self) -> None:
         for rec in self.recordings.values():
             rec.close()
+
+
+def _span(seconds: float) -> str:
+    """A duration as people say it: "45 s", "12 min 5 s", "2 h 3 min"."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:.3g} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
 
 
 @dataclass(frozen=True)

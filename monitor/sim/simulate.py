@@ -13,6 +13,7 @@ and benchmarks compare against it.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import os
 import time
@@ -47,6 +48,9 @@ from monitor.vision.sampling import translate_cubic
 
 PROXIMITY_MM = 5.0
 SMALLEST_LEAK_ML = 0.02
+# When every simulated run begins (its DICOM acquisition date and time): one fixed moment, so a
+# case's files are the same on every render, and both planes at once.
+SIMULATED_RUN_START = datetime.datetime(2026, 1, 5, 9, 0, 0)
 
 
 # Phantoms built in this process, by what decides them: (anatomy, level, fracture, seed) ->
@@ -272,6 +276,7 @@ def _write_plane(cfg: SimConfig, outdir: Path, name: str, view: View, frames: np
             manufacturer="vertebroplasty-monitor simulator",
             uid_seed=_uid_seed(cfg),
             kvp=kvp,
+            started=SIMULATED_RUN_START,  # both planes at once, as a biplane room acquires them
             extra=tags,
         ),
     )
