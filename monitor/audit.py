@@ -111,6 +111,9 @@ PROCESSING_EVENTS = {"temporal-filter"}  # what the analyzer did to the images, 
 # how the analyzer read the level's volume: its darkness refused against the cement's shape, and
 # each syringe's anchor with the growth it chose (the shape's or the darkness's)
 VOLUME_EVENTS = {"darkness-reads-low", "syringe-entry"}
+# a view whose frames stopped while the other's went on (the level judged and measured in the other
+# alone meanwhile), and its frames coming back
+VIEW_EVENTS = {"view-silent", "view-resumed"}
 
 
 def level_reports(store: SessionStore, first_level: str | None) -> list[dict]:
@@ -129,7 +132,7 @@ def level_reports(store: SessionStore, first_level: str | None) -> list[dict]:
         a = alarms.setdefault(r.body["id"], {"raised": None, "acknowledged": None, "cleared": None})
         a[r.body["state"]] = r
     for e in store.events():
-        if e["event"] in OPERATOR_EVENTS | WALL_EVENTS | PROCESSING_EVENTS | VOLUME_EVENTS:
+        if e["event"] in OPERATOR_EVENTS | WALL_EVENTS | PROCESSING_EVENTS | VOLUME_EVENTS | VIEW_EVENTS:
             level(e["level"])["events"].append(e)
     return [_level_report(v) for v in levels.values()]
 
@@ -422,6 +425,8 @@ def _level_report(lv: dict) -> dict:
         "volume_events": _picked(lv["events"], VOLUME_EVENTS, "value"),
         # when the 5 mm rule was armed on the wall, or withheld, and by whom
         "wall": _picked(lv["events"], WALL_EVENTS),
+        # when a view's frames stopped while the other's went on, and when they came back
+        "views": _picked(lv["events"], VIEW_EVENTS, "value"),
         "frames": ordered,
     }
 
@@ -1005,6 +1010,8 @@ def text_report(report: dict) -> str:
                 lines.append(f"  CLEFT {_stream_time(e)}{e['source']}: {e['detail']}")
         for e in level.get("processing", []):
             lines.append(f"  IMAGE {e['detail']}")
+        for e in level.get("views", []):
+            lines.append(f"  VIEW  {_stream_time(e)}{e['source']}: {e['event']}: {e['detail']}")
         for e in level.get("volume_events", []):
             lines.append(f"  VOLUME {_stream_time(e)}{e['source']}: {e['detail']}")
         for c in level.get("caveats", []):

@@ -83,6 +83,10 @@ decided on and, from 2026-12-03, the view's "plane"; before, said by the lateral
 weight of the C-arm's recursive filter read from the noise and undone, and the frame from
 which), "darkness-reads-low" (the level's image darkness reads the cement low against its
 shape: the volume is the shape's until syringes are entered; value: the median share then),
+"view-silent" (a view sent no frame for 3 of its usual steps, at least 1 s, while the other's
+went on: the level is judged and measured in the other alone; value: its "plane", "last_s" and
+"frame", from 2026-12-07), "view-resumed" (its frames came back; value: "plane", "frame",
+"silent_s"),
 "syringe-entry" (value: the
 syringes' total at the level, and the image's darkness and the two views' shape's truth it was
 anchored on, mL, the shape null where none was read; the growth read since it, "shape" or

@@ -59,6 +59,9 @@ def html_report(store: SessionStore, report: dict) -> str:
         if level.get("wall"):
             parts.append("<h3>Posterior wall: the 5 mm rule armed or withheld</h3>")
             parts.append(_events_table(level["wall"]))
+        if level.get("views"):
+            parts.append("<h3>A view whose frames stopped: the level read in the other alone</h3>")
+            parts.append(_events_table(level["views"]))
         if level.get("processing"):
             parts.append("<h3>Image processing: the C-arm's temporal filter</h3>")
             parts.append(_events_table(level["processing"]))

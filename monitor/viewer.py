@@ -651,12 +651,14 @@ class MonitorWindow(QtWidgets.QWidget):
             if p.pixels is not None and p.frame != view.shown_frame:
                 view.show_frame(p.pixels, p.photometric, p.window, p.frame)
                 self.rendered += 1
-            # A stale overlay would be a frozen picture that looks live: only NO SIGNAL is drawn.
-            view.show_overlay(p.result, visible=not self.training and stale is None)
+            # A stale overlay would be a frozen picture that looks live: only NO SIGNAL is drawn,
+            # over both views, or over the one whose frames stopped while the other's go on
+            silent = stale if stale is not None else s.view_silent_for(plane, now)
+            view.show_overlay(p.result, visible=not self.training and silent is None)
             if view.shown_frame is not None:  # training draws no overlay, so names none
                 overlay_frame = p.result.frame if p.result is not None and not self.training else None
                 view.show_title(overlay_frame)
-            view.show_stale(stale, s.ended)
+            view.show_stale(silent, s.ended)
         self._readouts(stale is not None)
         self._banner()
         self.pause_button.setText("Resume injection" if s.paused else "Injection paused")

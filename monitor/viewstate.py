@@ -221,6 +221,20 @@ class ViewState:
         age = now - max(arrivals)
         return age if age >= self.stale_s else None
 
+    def view_silent_for(self, plane: str, now: float) -> float | None:
+        """Seconds since ``plane``'s newest frame while the other view's frames go on, if that is
+        stale_s or more; None while it is live, before its first frame, once the source has ended,
+        and while the whole stream is stale (said as such, over both views). An AP grabber
+        unplugged mid-level left the AP's last image and overlay shown as if live."""
+        p = self.planes[plane]
+        if self.ended or p.arrived is None:
+            return None
+        others = [q.arrived for name, q in self.planes.items() if name != plane and q.arrived is not None]
+        if not others or now - max(others) >= self.stale_s:
+            return None
+        age = now - p.arrived
+        return age if age >= self.stale_s else None
+
     def analysis_silent(self, now: float) -> bool:
         arrivals = [p.arrived for p in self.planes.values() if p.arrived is not None]
         if not arrivals or now - max(arrivals) > self.stale_s:

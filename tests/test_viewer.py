@@ -244,6 +244,34 @@ def test_no_signal_appears_after_the_timeout_and_clears_when_frames_resume(qtbot
     assert window.views["lateral"].image.opacity() == 1.0
 
 
+def test_a_view_whose_frames_stop_while_the_other_goes_on_shows_no_signal_alone(qtbot, streams, window):
+    """An AP grabber unplugged mid-level: the AP's last image and overlay stayed shown as if
+    live while the lateral went on. NO SIGNAL is now drawn over the AP alone, its overlay
+    hidden, and it goes when the AP's frames come back."""
+    ap, lateral = window.views["ap"], window.views["lateral"]
+    pump(qtbot, lambda: streams.frame(1, "ap"), lambda: ap.shown_frame == 1)
+
+    def wall_drawn():
+        xs = ap.wall.getData()[0]
+        return xs is not None and len(xs) == 2
+
+    pump(qtbot, lambda: streams.result(1, plane="ap", overlay=OVERLAY), wall_drawn)
+    deadline = time.monotonic() + 1.5
+    i = 2
+    while time.monotonic() < deadline:  # lateral frames for 1.5 s, no AP one
+        streams.frame(i)
+        qtbot.wait(100)
+        i += 1
+    qtbot.waitUntil(lambda: "NO SIGNAL" in ap.no_signal.textItem.toPlainText(), timeout=3000)
+    assert lateral.no_signal.textItem.toPlainText() == ""  # the lateral is live
+    assert ap.image.opacity() < 0.5 and lateral.image.opacity() == 1.0
+    assert not wall_drawn()
+    assert "NO SIGNAL" not in window.status_line.text()  # the stream is live: not said of both
+    pump(qtbot, lambda: (streams.frame(i, "ap"), streams.frame(i + 1)), lambda: ap.shown_frame == i)
+    qtbot.waitUntil(lambda: ap.no_signal.textItem.toPlainText() == "", timeout=2000)
+    assert ap.image.opacity() == 1.0
+
+
 def test_an_operator_action_reaches_the_session_log(qtbot, tmp_path):
     e = Endpoints.private()
     rec = default_recording()

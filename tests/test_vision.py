@@ -676,3 +676,71 @@ def test_a_restarted_analyzer_knows_what_each_view_read_of_leaks(recordings, tmp
     assert on_last_frame(knows._pending) == on_last_frame(knew._pending)
     assert recent(knows._leak_read_at) == pytest.approx(recent(knew._leak_read_at))
     assert knows._checks_leaks == knew._checks_leaks
+
+
+def test_a_view_whose_frames_stop_leaves_the_level_to_the_other_and_says_so(tmp_path, recordings):
+    """The AP's frames stop after its frame 19 of the bundled posterior-leak case (a grabber
+    unplugged) and come back 2.3 s later. Its last outline and darkness stayed in the level's
+    volume: 2.40 mL (2.26-2.66) at the end for 3.35 mL injected, said as two views' reading,
+    and nothing said the AP had stopped. Now, a second on, the lateral's results say it
+    (`view-silent`), the volume is the lateral's alone with its wider interval, the session log
+    and the audit say when it stopped and came back; and the AP's return ends it."""
+    import pydicom
+
+    from monitor.audit import audit_json, text_report
+    from monitor.io.store import SessionStore
+    from tests.conftest import monitor_cli
+    from tests.test_dicom_variants import rewrite
+
+    case, truth = recordings["posterior-leak"]
+    kept = [*range(20), *range(38, 48)]  # AP frames 20-37 never sent
+
+    def gap(ds, frames):
+        step = float(ds.FrameTime)
+        ds.FrameTimeVector = [0.0] + [step * (b - a) for a, b in zip(kept[:-1], kept[1:], strict=True)]
+        ds.FrameIncrementPointer = pydicom.tag.Tag("FrameTimeVector")
+        ds.NumberOfFrames = len(kept)
+        return np.ascontiguousarray(frames[kept])
+
+    ap = rewrite(case.ap, tmp_path / "ap.dcm", gap)
+    source = DicomPairSource(case.lateral, ap)
+    found = {}
+    try:
+        for item, result in analyse_source(source):
+            found[(item.plane, item.index)] = result
+    finally:
+        source.close()
+    silent = [i for i in range(48) if CaveatCode.VIEW_SILENT in found[("lateral", i)].caveat_codes()]
+    # silent from the lateral frame more than 1 s after the AP's last (frame 19, 2.53 s: lateral
+    # frame 27, 3.60 s) to the AP's next (its recording's frame 20, acquired with lateral frame
+    # 38, which is read first)
+    assert silent == list(range(27, 39)), silent
+    assert not any(CaveatCode.VIEW_SILENT in r.caveat_codes() for (p, _), r in found.items() if p == "ap")
+    while_silent = found[("lateral", 37)]
+    assert CaveatCode.VOLUME_ONE_VIEW in while_silent.caveat_codes()  # the lateral's shape alone
+    injected = truth["frames"][37]["injected_ml"]
+    assert while_silent.volume_low_ml <= injected <= while_silent.volume_high_ml, (
+        while_silent.volume_low_ml,
+        injected,
+        while_silent.volume_high_ml,
+    )
+
+    session = tmp_path / "s"
+    done = monitor_cli(
+        *("replay", "--lateral", case.lateral, "--ap", ap, "--headless", "--speed", "0"),
+        *("--session", session, "--level", "L1", "--operator", "test"),
+    )
+    assert done.returncode == 0, done.stderr
+    store = SessionStore.open(session)
+    try:
+        report = audit_json(store)
+    finally:
+        store.close()
+    level = report["levels"][0]
+    said = [(e["event"], e["value"]) for e in level["views"]]
+    assert said[0] == ("view-silent", {"plane": "ap", "last_s": 2.533, "frame": 19})
+    assert said[1][0] == "view-resumed" and said[1][1]["plane"] == "ap" and said[1][1]["frame"] == 20
+    assert len(said) == 2
+    rows = [c for c in level["caveats"] if "view-silent" in c["status"]]
+    assert [(c["plane"], c["first_frame"], c["last_frame"]) for c in rows] == [("lateral", 27, 38)]
+    assert "VIEW  " in text_report(report) and "view-silent: no AP frame for" in text_report(report)

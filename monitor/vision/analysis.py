@@ -1217,6 +1217,14 @@ LEVEL_SHARE_RESULTS = 20
 # it brought 3 false high alarms 1-6 frames earlier (tuning 5002, review seeds 9816 and 9819).
 APART_SIZE_WHERE_DARKNESS_LOW = 0.5
 _VIEW_NAMES = {"lateral": "lateral", "ap": "AP"}  # the views as people write them
+# A view is silent when the other view's frames go on and its own newest is older than this many of
+# its usual steps between frames, and at least VIEW_SILENT_S: its outline and darkness are then an
+# older moment's, which the cement has outgrown (an AP grabber unplugged at frame 19 of the bundled
+# posterior-leak case left the level's volume at 2.40 mL (2.26-2.66) for 3.35 mL, said as two views'
+# reading). 3 steps, so that a frame or two dropped is not a view lost; 1 s, as the stream's own
+# stale limit.
+VIEW_SILENT_STEPS = 3.0
+VIEW_SILENT_S = 1.0
 
 
 class CaseAnalyzer:
@@ -1267,6 +1275,57 @@ class CaseAnalyzer:
         self._accepted: tuple[float, float] | None = None  # (time, distance) last alarmed on
         self._jumped: tuple[float, float] | None = None  # (time, distance) flagged as a jump
         self._speed = 0.0  # mm/s towards the wall between the last two distances alarmed on
+        # per view: the stream times (s) of its newest frames, for when it falls silent
+        self._seen_at: dict[str, deque[float]] = {}
+        self._last_frame: dict[str, int] = {}  # per view: its newest frame's number
+        self.silent: dict[str, tuple[float, int]] = {}  # silent view -> (its newest time s, frame)
+
+    def _heard(self, plane: str, frame: int, time_s: float) -> Caveat | None:
+        """Note that ``plane`` sent a frame at ``time_s``; and decide whether the other view has
+        fallen silent (VIEW_SILENT_STEPS of its usual steps, at least VIEW_SILENT_S, without a
+        frame while this one's go on). Said once each way as news ("view-silent", "view-resumed")
+        and on every result of this view while the other is silent (``view-silent``): the leak
+        rules then have no current view to back or deny what this one reads, and the volume is
+        this view's alone (:meth:`_read_volume`)."""
+        seen = self._seen_at.setdefault(plane, deque(maxlen=8))
+        seen.append(time_s)
+        self._last_frame[plane] = frame
+        if plane in self.silent:
+            last_time, last_frame = self.silent.pop(plane)
+            self.news.append(
+                (
+                    "view-resumed",
+                    f"{_VIEW_NAMES[plane]} frames resumed at its frame {frame}, after"
+                    f" {time_s - last_time:.1f} s without one (its frame {last_frame} the last before)",
+                    {"plane": plane, "frame": frame, "silent_s": round(time_s - last_time, 3)},
+                )
+            )
+        other = "ap" if plane == "lateral" else "lateral"
+        times = self._seen_at.get(other)
+        if not times:
+            return None
+        steps = np.diff(np.asarray(times))
+        usual = float(np.median(steps)) if steps.size else 0.0
+        gap = time_s - times[-1]
+        if gap <= max(VIEW_SILENT_S, VIEW_SILENT_STEPS * usual):
+            return None
+        if other not in self.silent:
+            self.silent[other] = (times[-1], self._last_frame[other])
+            self.news.append(
+                (
+                    "view-silent",
+                    f"no {_VIEW_NAMES[other]} frame for {gap:.1f} s while {_VIEW_NAMES[plane]} frames go"
+                    f" on (its last at {times[-1]:.2f} s, frame {self.silent[other][1]}): the level is"
+                    f" judged and measured in the {_VIEW_NAMES[plane]} view alone",
+                    {"plane": other, "last_s": round(times[-1], 3), "frame": self.silent[other][1]},
+                )
+            )
+        last_time, last_frame = self.silent[other]
+        return Caveat(
+            CaveatCode.VIEW_SILENT,
+            f"no {_VIEW_NAMES[other]} frame since {last_time:.2f} s (its frame {last_frame}): nothing"
+            f" backs or denies what the {_VIEW_NAMES[plane]} view reads, and the volume is read in it alone",
+        )
 
     def _settle_scatter(self) -> None:
         """Whether the images hold the scatter modelled, from the cement's halo in each plane.
@@ -1344,7 +1403,10 @@ class CaseAnalyzer:
         reconciled volume, the time to the 5 mm line and the alarms raised now."""
         plane.apart_leak_size_ml = self.apart_leak_size_ml()
         plane.time_s = time_s
+        alone = self._heard(plane.plane, frame, time_s)
         r = plane.process(pixels, frame)
+        if alone is not None and not r.baseline:
+            r.caveats = (*r.caveats, alone)
         if any(c.code == CaveatCode.CEMENT_IN_BASELINE for c in r.caveats):
             self._held_cement.add(r.plane)
         if self.scatter_seen is None:
@@ -1736,7 +1798,9 @@ class CaseAnalyzer:
         fainter cement than assumed, or brightness control), the caveat that says so."""
         if not self.volumes:
             return None, None
-        darkness = _reconciled(list(self.volumes.values()))
+        # a silent view's darkness is an older moment's: the view still heard reads the volume
+        heard = [v for plane, v in self.volumes.items() if plane not in self.silent]
+        darkness = _reconciled(heard or list(self.volumes.values()))
         planes = [self.planes.get(p) for p in ("lateral", "ap")]
         shape, one_view = None, None
         # Only outlines measured in a region, and on the view's last frame: a view with no cannula
@@ -1753,7 +1817,7 @@ class CaseAnalyzer:
         # a view unread for ONE_VIEW_AFTER_UNREADABLE frames running: its outline is no longer the
         # cement's (one frame's flicker keeps it: the shape would jump between one view and two)
         stale = [
-            bool(ok) and p.unreadable_frames >= ONE_VIEW_AFTER_UNREADABLE
+            bool(ok) and (p.unreadable_frames >= ONE_VIEW_AFTER_UNREADABLE or p.plane in self.silent)
             for ok, p in zip(outlined, planes, strict=True)
         ]
         fresh = [ok and not old for ok, old in zip(outlined, stale, strict=True)]

@@ -40,6 +40,9 @@ class CaveatCode(str, Enum):
     VOLUME_HELD = "volume-held"  # the volume read fell under half the level's largest: that one is said
     IMAGE_CLIPPED = "image-clipped"  # much of the region clipped white: no cement read there
     CALIBRATION_NOT_LOADED = "calibration-not-loaded"  # frames from a profile the analyzer lacks
+    # the other view has sent no frame for a while (a grabber unplugged, a plane stopped, a
+    # single-plane C-arm turned to the other view): this view is judged and measured alone
+    VIEW_SILENT = "view-silent"
 
     def __str__(self) -> str:
         return self.value
