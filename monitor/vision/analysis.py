@@ -105,8 +105,10 @@ from monitor.vision.scatter import (
 from monitor.vision.temporal import MAX_PAIRS, UNDO_ABOVE, RecursiveFilter
 from monitor.vision.veins import find_vein_lines
 
-BREATHING_ELSEWHERE_FRAMES = 1  # the other view's breathing is taken from its same frame or the one before
-BREATHING_ELSEWHERE_S = 0.15  # ... acquired at most this long before (one frame at 7.5 frames/s)
+# the other view's breathing is taken from its frame of the same instant or its frame before: at
+# most this many of its usual steps before (not two) ...
+BREATHING_ELSEWHERE_STEPS = 1.5
+BREATHING_ELSEWHERE_S = 0.15  # ... and at most this long before (one frame at 7.5 frames/s)
 # The other view's breathing is taken only once the two have moved alike (_breaths_agree): over
 # BREATHING_PAIRS_MIN of the last BREATHING_PAIRS_KEPT frames both registered, this view moving
 # BREATHING_MIN_RANGE_MM or more, with a slope on the other's within BREATHING_SLOPE
@@ -362,8 +364,8 @@ class PlaneAnalyzer:
         # view may take where it has too little left to register on
         self.breathing_registered: tuple[int, float, float] | None = None
         # the cranio-caudal breathing (mm) the other view registered at about this frame, or None
-        # (CaseAnalyzer._breathing_elsewhere; args: frame number, time s)
-        self.breathing_elsewhere: Callable[[int, float], float | None] = lambda frame, time_s: None
+        # (CaseAnalyzer._breathing_elsewhere; args: this frame's time s)
+        self.breathing_elsewhere: Callable[[float], float | None] = lambda time_s: None
         # (this view's, the other's) breathing (mm) on recent frames both registered themselves:
         # whether they move alike, and the last pair, the anchor a held frame adds the other's change to
         self._breath_pairs: deque[tuple[float, float]] = deque(maxlen=BREATHING_PAIRS_KEPT)
@@ -847,7 +849,7 @@ class PlaneAnalyzer:
             att, measured, scatter = primary_attenuation(*frame, parts=True, unfilter=undo)
         else:
             att, measured = primary_attenuation(*frame, unfilter=undo), None
-        elsewhere = self.breathing_elsewhere(number, self.time_s) if self.pixel_mm else None
+        elsewhere = self.breathing_elsewhere(self.time_s) if self.pixel_mm else None
 
         def held_shift() -> tuple[float, float] | None:
             """Where too little is left to register on: this view's shift at the last frame it
@@ -1367,21 +1369,28 @@ class CaseAnalyzer:
             self.planes[name].breathing_elsewhere = functools.partial(self._breathing_elsewhere, name)
         return self.planes[name]
 
-    def _breathing_elsewhere(self, plane: str, frame: int, time_s: float) -> float | None:
+    def _breathing_elsewhere(self, plane: str, time_s: float) -> float | None:
         """The cranio-caudal breathing (mm at the vertebra, down the image, from the first
-        frame) that the view other than ``plane`` registered on its own at ``frame`` or the one
-        before, and within BREATHING_ELSEWHERE_S before ``time_s`` (a single-plane C-arm
-        alternates its views: their frames are not at one time), or None. Breathing moves the
-        patient cranio-caudally, which both views show down their rows: where brightness
-        control has clipped one view's region until too little is left to register on (tuning
-        5001's AP from frame 23, 5029's from 16), the other's breathing since that view last
-        registered is added to it (:meth:`PlaneAnalyzer._breaths_agree` says when), where
-        keeping its last shift left it up to 1.9 mm off as the patient went on breathing."""
-        other = self.planes.get("ap" if plane == "lateral" else "lateral")
+        frame) that the view other than ``plane`` registered on its own at the same instant as
+        ``time_s`` or at its frame before (within BREATHING_ELSEWHERE_STEPS of its usual steps,
+        and at most BREATHING_ELSEWHERE_S: a single-plane C-arm alternates its views, their
+        frames are not at one time), or None. Breathing moves the patient cranio-caudally, which
+        both views show down their rows: where brightness control has clipped one view's region
+        until too little is left to register on (tuning 5001's AP from frame 23, 5029's from 16),
+        the other's breathing since that view last registered is added to it
+        (:meth:`PlaneAnalyzer._breaths_agree` says when), where keeping its last shift left it
+        up to 1.9 mm off as the patient went on breathing. By time, not by frame number: the
+        numbers of two runs begun apart, or at two rates, do not name one instant (until session
+        73 the other's frame had to be this frame's number or the one before, so that two runs
+        begun 0.8 s apart never lent each other their breathing)."""
+        other_plane = "ap" if plane == "lateral" else "lateral"
+        other = self.planes.get(other_plane)
         seen = None if other is None else other.breathing_registered
-        if seen is None or not 0 <= frame - seen[0] <= BREATHING_ELSEWHERE_FRAMES:
+        if seen is None:
             return None
-        if not 0.0 <= time_s - seen[1] <= BREATHING_ELSEWHERE_S:
+        steps = np.diff(np.asarray(self._seen_at.get(other_plane, ())))
+        usual = float(np.median(steps)) if steps.size else BREATHING_ELSEWHERE_S
+        if not 0.0 <= time_s - seen[1] <= min(BREATHING_ELSEWHERE_S, BREATHING_ELSEWHERE_STEPS * usual):
             return None
         return seen[2]
 
