@@ -1412,8 +1412,8 @@ class CaseAnalyzer:
         reconciled volume, the time to the 5 mm line and the alarms raised now."""
         plane.apart_leak_size_ml = self.apart_leak_size_ml()
         plane.time_s = time_s
-        alone = self._heard(plane.plane, frame, time_s)
         r = plane.process(pixels, frame)
+        alone = self._heard(r.plane, frame, time_s)
         if alone is not None and not r.baseline:
             r.caveats = (*r.caveats, alone)
         if any(c.code == CaveatCode.CEMENT_IN_BASELINE for c in r.caveats):
