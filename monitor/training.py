@@ -9,7 +9,7 @@ monitor alarmed is shown beside the one where the trainee stopped. Results are
 appended to a training log (JSON lines) so progress can be followed
 (``monitor train --report TRAINEE``).
 
-Times are seconds from the start of the recording (a source's ``acq_time``, the
+Times are seconds from the first frame of the run that began first (a source's ``acq_time``, the
 audit's ``time_s``); volumes are the monitor's estimate of the cement injected
 at that moment (mL). Frame indices stay in the log for programs; people are told
 seconds and mL.

@@ -417,6 +417,9 @@ def test_runs_begun_apart_are_paired_on_their_clock_through_the_log_and_its_expo
             anon = pydicom.dcmread(out / "ap.dcm", stop_before_pixels=True)
             assert anon.AcquisitionDateTime.startswith("19000101000000.8")
             assert "113107" in [c.CodeValue for c in anon.DeidentificationMethodCodeSequence]
+            assert anon.LongitudinalTemporalInformationModified == "MODIFIED"
+            dated = [e.keyword for e in anon.iterall() if e.VR in ("DA", "DT", "TM") and e.value]
+            assert dated == ["AcquisitionDateTime"]  # no other date or time of the session's
 
     # begun an hour and more apart: no two views of one injection
     def next_day(ds, frames):
@@ -441,3 +444,126 @@ def test_runs_begun_apart_are_paired_on_their_clock_through_the_log_and_its_expo
         " AcquisitionTime, to the second): the lateral and AP runs are paired from their first"
         " frames, as if they began together"
     ]
+
+
+def test_start_stamps_are_read_to_their_precision_and_paired_by_one_family_of_tags(tmp_path):
+    """Real headers (an independent review, session 73): whole-second stamps of runs begun
+    together read a second apart, and were paired 1 s apart as exact; one plane dated by its
+    acquisition and the other by its content time (possibly when it was stored) were paired
+    600 s apart; single-frame runs were said to have begun "0.00 s" apart; a zone given by
+    TimezoneOffsetFromUTC was not read; and no flag paired runs whose clock was wrong."""
+    import datetime
+
+    from monitor.errors import RecordingError
+    from monitor.io.dicom import run_starts
+    from tests.conftest import monitor_cli
+
+    def stamps(**tags):
+        ds = pydicom.Dataset()
+        for keyword, value in tags.items():
+            setattr(ds, keyword, value)
+        return [(s.family, s.tags, s.when, s.resolution_s) for s in run_starts(ds)]
+
+    when = datetime.datetime(2026, 12, 7, 9, 0, 1)
+    assert stamps(AcquisitionDate="20261207", AcquisitionTime="09:00:01") == [
+        ("acquisition", "AcquisitionDate/AcquisitionTime", when, 1.0)
+    ]
+    zoned = stamps(AcquisitionDateTime="20261207090001.25", TimezoneOffsetFromUTC="-0500")
+    assert zoned[0][2].utcoffset() == datetime.timedelta(hours=-5) and zoned[0][3] == 0.01
+    assert stamps(AcquisitionDateTime="20261207090001+0130")[0][2].utcoffset().seconds == 5400
+    # a minute's stamp, a month 13 or a leap second is no start; the content's family still is
+    both = stamps(AcquisitionDateTime="202612070900", ContentDate="20261307", ContentTime="090001")
+    assert both == []
+    assert [
+        s[0]
+        for s in stamps(AcquisitionDateTime="20261207090060", ContentDate="20261207", ContentTime="090001")
+    ] == ["content"]
+    assert stamps(AcquisitionTime="090001") == []  # no date
+
+    def dated(**tags):
+        def edit(ds, frames):
+            for keyword in (
+                "AcquisitionDateTime",
+                "AcquisitionDate",
+                "AcquisitionTime",
+                "ContentDate",
+                "ContentTime",
+            ):
+                if keyword in ds:
+                    delattr(ds, keyword)
+            for keyword, value in tags.items():
+                setattr(ds, keyword, value)
+            return frames
+
+        return edit
+
+    def pair(lateral_tags, ap_tags, **options):
+        lateral = rewrite(CASE.lateral, tmp_path / "lateral.dcm", dated(**lateral_tags))
+        ap = rewrite(CASE.ap, tmp_path / "ap.dcm", dated(**ap_tags))
+        source = DicomPairSource(lateral, ap, **options)
+        source.close()
+        return source.start_offsets_s, source.warnings
+
+    # whole seconds, a second apart: as likely begun together; said, paired at the first frames
+    offsets, warned = pair(
+        {"AcquisitionDate": "20261207", "AcquisitionTime": "090000"},
+        {"AcquisitionDate": "20261207", "AcquisitionTime": "090001"},
+    )
+    assert offsets == {"lateral": 0.0, "ap": 0.0}
+    assert warned == [
+        "ap.dcm: its ap run's start reads 1 s after the lateral run's, which their"
+        " AcquisitionDate/AcquisitionTime (to 1 s) cannot tell from none: the runs are paired from"
+        " their first frames"
+    ]
+    # ... 3 s apart: paired so, with the stamps' uncertainty said
+    offsets, warned = pair(
+        {"AcquisitionDate": "20261207", "AcquisitionTime": "090000"},
+        {"AcquisitionDate": "20261207", "AcquisitionTime": "090003"},
+    )
+    assert offsets["ap"] == 3.0 and "began 3.00 s (+/- 1 s) after the lateral run" in warned[0]
+    # one by its acquisition, the other by its content time only: not paired on them
+    offsets, warned = pair(
+        {"AcquisitionDateTime": "20261207090000.000000"},
+        {"ContentDate": "20261207", "ContentTime": "091000"},
+    )
+    assert offsets == {"lateral": 0.0, "ap": 0.0}
+    assert warned == [
+        "lateral.dcm gives its start by AcquisitionDateTime and ap.dcm by ContentDate/ContentTime,"
+        " which need not name the same moment: the lateral and AP runs are paired from their first"
+        " frames, as if they began together"
+    ]
+    # ... both by their content time: paired on it
+    offsets, _ = pair(
+        {
+            "AcquisitionDateTime": "20261207090000.000000",
+            "ContentDate": "20261207",
+            "ContentTime": "090000.0",
+        },
+        {"ContentDate": "20261207", "ContentTime": "090002.4"},
+    )
+    assert offsets["ap"] == pytest.approx(2.4)
+    # exactly an hour apart (a local time against a UTC one) is refused; the flag pairs them anyway
+    hour = ({"AcquisitionDateTime": "20261207090000"}, {"AcquisitionDateTime": "20261207100000"})
+    with pytest.raises(RecordingError, match="1 h 0 min apart.*--planes-start-together"):
+        pair(*hour)
+    offsets, warned = pair(*hour, planes_start_together=True)
+    assert offsets == {"lateral": 0.0, "ap": 0.0} and warned[0].startswith("--planes-start-together:")
+    done = monitor_cli(
+        *("replay", "--lateral", tmp_path / "lateral.dcm", "--ap", tmp_path / "ap.dcm", "--headless"),
+        *("--speed", "0", "--planes-start-together", "--level", "L1", "--operator", "test"),
+    )
+    assert done.returncode == 0 and "warning: --planes-start-together: the lateral" in done.stderr, (
+        done.stderr
+    )
+
+    # single-frame runs begun together: nothing to say
+    def one_frame(ds, frames):
+        ds.NumberOfFrames = 1
+        return np.ascontiguousarray(frames[:1])
+
+    single = DicomPairSource(
+        rewrite(CASE.lateral, tmp_path / "l1.dcm", one_frame),
+        rewrite(CASE.ap, tmp_path / "a1.dcm", one_frame),
+    )
+    single.close()
+    assert single.start_offsets_s == {"lateral": 0.0, "ap": 0.0} and single.warnings == []

@@ -89,6 +89,13 @@ def add_replay(sub) -> None:
     )
     p.add_argument("--fps", type=float, default=None, help="frame rate when the recording has no timing")
     p.add_argument(
+        "--planes-start-together",
+        action="store_true",
+        help="pair the lateral and AP runs from their first frames, whatever their headers say of"
+        " when each began (a C-arm whose clock was set wrong); by default they are paired on the"
+        " acquisition clock their headers give",
+    )
+    p.add_argument(
         "--speed",
         type=speed,
         default=1.0,
@@ -354,7 +361,9 @@ def _run_replay(args) -> int:
             layout = Layout.side_by_side(w, h)
         source = VideoSource.open_file(args.video, layout, args.fps)
     else:
-        source = DicomPairSource(args.lateral, args.ap, fps=args.fps)
+        source = DicomPairSource(
+            args.lateral, args.ap, fps=args.fps, planes_start_together=args.planes_start_together
+        )
     return _stream(args, source, args.speed, args.loop)
 
 

@@ -15,6 +15,7 @@ installed pydicom plugins (pylibjpeg, pyjpegls).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import os
@@ -174,6 +175,16 @@ class Geometry:
 
 
 @dataclass(frozen=True)
+class RunStart:
+    """When a run began by one family of its header's tags."""
+
+    family: str  # "acquisition" (AcquisitionDateTime, or AcquisitionDate/Time) or "content"
+    tags: str  # the tags it was read from, as people name them
+    when: dt.datetime  # aware where the value, or TimezoneOffsetFromUTC, gives the zone
+    resolution_s: float  # what the stamp tells apart: 1 s for whole seconds, 0.001 s for ms
+
+
+@dataclass(frozen=True)
 class RecordingInfo:
     """What the monitor needs to know about a recording, read from its header."""
 
@@ -203,11 +214,19 @@ class RecordingInfo:
     # (RescaleSlope, RescaleIntercept) where they are not the identity: frames are given as
     # stored * slope + intercept (the Modality LUT), the values the intensity relationship is of
     rescale: tuple[float, float] | None = None
-    # when the run's first frame was acquired, to the second or better, and the tags it came
-    # from: what pairs a lateral and an AP run that did not start together
-    # (:class:`monitor.io.sources.DicomPairSource`); None when the header has no date and time
-    started: dt.datetime | None = None
-    started_from: str | None = None
+    # when the run began, as each family of tags the header fills says (the acquisition's first,
+    # then the content's): what pairs a lateral and an AP run that did not start together
+    # (:class:`monitor.io.sources.DicomPairSource`); empty when the header has no date and time
+    starts: tuple[RunStart, ...] = ()
+
+    @property
+    def started(self) -> dt.datetime | None:
+        """When the run began, by the header's first family of tags that says; None if none."""
+        return self.starts[0].when if self.starts else None
+
+    @property
+    def started_from(self) -> str | None:
+        return self.starts[0].tags if self.starts else None
 
     @property
     def value_bits(self) -> int:
@@ -683,7 +702,7 @@ def _info_from_header(path: Path, ds: Dataset, ds_frames: int, plane: str | None
     if rescale[0] <= 0:
         raise RecordingError(f"{path}: RescaleSlope (0028,1053) {rescale[0]:g} is not positive")
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-    started, started_from = acquisition_start(ds) or (None, None)
+    starts = run_starts(ds)
     return RecordingInfo(
         path=path,
         rows=rows,
@@ -708,34 +727,43 @@ def _info_from_header(path: Path, ds: Dataset, ds_frames: int, plane: str | None
         functional_groups=str(ds.get("SOPClassUID", "")) in ENHANCED_STORAGE
         or "SharedFunctionalGroupsSequence" in ds,
         modality_lut="ModalityLUTSequence" in ds,
-        started=started,
-        started_from=started_from,
+        starts=starts,
     )
 
 
-def acquisition_start(ds: Dataset) -> tuple[dt.datetime, str] | None:
-    """When the image's acquisition began, and the tags that said it: AcquisitionDateTime, else
-    AcquisitionDate with AcquisitionTime, else ContentDate with ContentTime (for a multi-frame
-    XA or RF object, the start of the run). Only a date with a time to the second is taken: a
-    time without its date cannot tell a run at 23:59 from one at 00:01, and a minute is longer
-    than most runs. A time zone, where the DT value gives one, is kept (the datetime is then
-    aware)."""
+def run_starts(ds: Dataset) -> tuple[RunStart, ...]:
+    """When the image's run began, by each family of tags that says, the acquisition's first:
+    AcquisitionDateTime, else AcquisitionDate with AcquisitionTime; then ContentDate with
+    ContentTime (for a multi-frame XA or RF object, the start of the run; elsewhere possibly
+    when it was stored). Only a date with a time to the second is taken: a time without its
+    date cannot tell a run at 23:59 from one at 00:01, and a minute is longer than most runs.
+    A zone, where the DT value or TimezoneOffsetFromUTC (0008,0201) gives one, is kept (the
+    datetime is then aware). Two runs are paired only by one family both give
+    (:class:`monitor.io.sources.DicomPairSource`): a content time may be a storage time."""
+    zone = str(ds.get("TimezoneOffsetFromUTC", "") or "").strip()
+    found = []
     stamp = str(ds.get("AcquisitionDateTime", "") or "").strip()
-    if len(stamp.split("+")[0].split("-")[0].split(".")[0]) >= 14:
-        try:
-            return dt.datetime(*_dt_fields(stamp)), "AcquisitionDateTime"
-        except ValueError:
-            pass
-    for date_tag, time_tag in (("AcquisitionDate", "AcquisitionTime"), ("ContentDate", "ContentTime")):
+    candidates = [("acquisition", "AcquisitionDateTime", stamp)]
+    for family, date_tag, time_tag in (
+        ("acquisition", "AcquisitionDate", "AcquisitionTime"),
+        ("content", "ContentDate", "ContentTime"),
+    ):
         date = str(ds.get(date_tag, "") or "").strip()
         time_of_day = str(ds.get(time_tag, "") or "").strip().replace(":", "")
-        if len(date) != 8 or len(time_of_day.split(".")[0]) < 6:
+        candidates.append((family, f"{date_tag}/{time_tag}", date + time_of_day if len(date) == 8 else ""))
+    for family, tags, value in candidates:
+        if any(f.family == family for f in found):
             continue
         try:
-            return dt.datetime(*_dt_fields(date + time_of_day)), f"{date_tag}/{time_tag}"
+            fields, resolution = _dt_fields(value)
+            when = dt.datetime(*fields)  # a month 13 or a second 60 is no date and time
         except ValueError:
             continue
-    return None
+        if when.tzinfo is None and zone:
+            with contextlib.suppress(ValueError):  # a zone that is none: the time as written
+                when = when.replace(tzinfo=_dt_zone(zone))
+        found.append(RunStart(family, tags, when, resolution))
+    return tuple(found)
 
 
 def dicom_datetime(when: dt.datetime) -> str:
@@ -744,24 +772,32 @@ def dicom_datetime(when: dt.datetime) -> str:
     return when.strftime("%Y%m%d%H%M%S.%f") + zone
 
 
-def _dt_fields(value: str) -> tuple:
+def _dt_fields(value: str) -> tuple[tuple, float]:
     """The fields of a DICOM DT value YYYYMMDDHHMMSS[.F{1,6}][&ZZXX] (seconds required), for
-    :class:`datetime.datetime`; ValueError when it is not one."""
+    :class:`datetime.datetime`, and the stamp's resolution (s: 1 for whole seconds, 0.01 for two
+    decimals); ValueError when it is not one."""
     zone = None
     for sign in "+-":
         if sign in value[8:]:
-            value, offset = value[:8] + value[8:].split(sign)[0], value[8:].split(sign)[1]
-            if len(offset) != 4 or not offset.isdigit():
-                raise ValueError(f"time zone {offset!r}")
-            minutes = int(offset[:2]) * 60 + int(offset[2:])
-            zone = dt.timezone(dt.timedelta(minutes=minutes if sign == "+" else -minutes))
+            value, offset = value[:8] + value[8:].split(sign)[0], sign + value[8:].split(sign)[1]
+            zone = _dt_zone(offset)
             break
     whole, _, fraction = value.partition(".")
     if len(whole) != 14 or not whole.isdigit() or (fraction and not fraction.isdigit()):
-        raise ValueError(f"not a date and time: {value!r}")
+        raise ValueError(f"not a date and time to the second: {value!r}")
     micro = int((fraction + "000000")[:6]) if fraction else 0
     fields = [int(whole[0:4]), int(whole[4:6]), int(whole[6:8]), int(whole[8:10]), int(whole[10:12])]
-    return (*fields, int(whole[12:14]), micro, zone)
+    resolution = 10.0 ** -min(len(fraction), 6) if fraction else 1.0
+    return (*fields, int(whole[12:14]), micro, zone), resolution
+
+
+def _dt_zone(offset: str) -> dt.timezone:
+    """A DICOM zone "+HHMM" or "-HHMM"; ValueError when it is not one."""
+    sign, digits = offset[:1], offset[1:]
+    if sign not in "+-" or len(digits) != 4 or not digits.isdigit():
+        raise ValueError(f"time zone {offset!r}")
+    minutes = int(digits[:2]) * 60 + int(digits[2:])
+    return dt.timezone(dt.timedelta(minutes=minutes if sign == "+" else -minutes))
 
 
 def _check_pixel_length(path: Path, ds: Dataset, info: RecordingInfo) -> None:
@@ -1063,7 +1099,9 @@ def describe_recording(path: Path, plane: str | None = None) -> str:
                 f"  timing       {rate}",
                 "  started      "
                 + (
-                    f"{i.started:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f" from {i.started_from}"
+                    f"{i.started:%Y-%m-%d %H:%M:%S.%f}"[:-3]
+                    + f"{i.started:%z} from {i.started_from}"
+                    + (f" (to {i.starts[0].resolution_s:g} s)" if i.starts[0].resolution_s >= 0.05 else "")
                     if i.started is not None
                     else "no acquisition date and time (a lateral and an AP run pair from their first frames)"
                 ),

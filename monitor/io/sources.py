@@ -49,14 +49,27 @@ class DicomPairSource:
     """A lateral and/or an AP DICOM recording, merged in acquisition order."""
 
     def __init__(
-        self, lateral: str | os.PathLike | None, ap: str | os.PathLike | None, fps: float | None = None
+        self,
+        lateral: str | os.PathLike | None,
+        ap: str | os.PathLike | None,
+        fps: float | None = None,
+        planes_start_together: bool = False,
     ):
+        """``planes_start_together``: pair the two runs from their first frames whatever their
+        headers say of when each began (:meth:`_start_offsets`)."""
         if lateral is None and ap is None:
             raise MonitorError("no recording: give --lateral, --ap or both")
         self.recordings = {}
         # what was assumed where the files do not say, for the operator at the start and the
         # session log (the audit's source warnings)
         self.warnings: list[str] = []
+        try:
+            self._open(lateral, ap, fps, planes_start_together)
+        except BaseException:  # refused: the files opened so far are closed, not left to the GC
+            self.close()
+            raise
+
+    def _open(self, lateral, ap, fps: float | None, planes_start_together: bool) -> None:
         for plane, path in (("lateral", lateral), ("ap", ap)):
             if path is None:
                 continue
@@ -94,7 +107,7 @@ class DicomPairSource:
         for rec in self.recordings.values():
             self._check_timing(rec)
         # seconds from the earlier run's first frame to each plane's first frame
-        self.start_offsets_s = self._start_offsets()
+        self.start_offsets_s = self._start_offsets(planes_start_together)
         self.scale_problems: dict[str, str] = {}  # plane -> why it has no millimetre scale
         self.formats = {plane: self._format(plane, rec) for plane, rec in self.recordings.items()}
 
@@ -146,54 +159,82 @@ class DicomPairSource:
                 f" ({low:g}-{high:g}; DICOM's FrameTime is in milliseconds): pass --fps"
             )
 
-    def _start_offsets(self) -> dict[str, float]:
-        """Where each plane's run begins on one clock, from the acquisition date and time its
-        header gives (:func:`monitor.io.dicom.acquisition_start`).
+    def _start_offsets(self, together: bool) -> dict[str, float]:
+        """Where each plane's run begins on one clock, from the date and time its header gives
+        (:func:`monitor.io.dicom.run_starts`), by one family of tags both give (the acquisition's,
+        else the content's: a content time may be a storage time).
 
         The analysis reads the two views at the same moment as one: an AP reading backs a
         lateral leak only within a second or so of it, and the breathing one view measured
         stands for the other's. Paired from their first frames, an AP run begun 2 s after the
         lateral's had each AP frame read beside a lateral frame 2 s older, so an AP view could
-        back or deny a lateral reading with cement the lateral had not reached yet. Without both
-        times the runs are paired from their first frames, and that is said."""
+        back or deny a lateral reading with cement the lateral had not reached yet. Where the
+        stamps cannot tell the starts apart (a difference within the coarser stamp's resolution:
+        many C-arms write whole seconds, and two runs begun together can read a second apart),
+        without a family both give, or with ``together`` (``--planes-start-together``: a C-arm's
+        clock set wrong), the runs are paired from their first frames, and that is said where it
+        is an assumption."""
         offsets = dict.fromkeys(self.recordings, 0.0)
         if len(self.recordings) < 2:
             return offsets
-        infos = {plane: rec.info for plane, rec in self.recordings.items()}
-        undated = [i.path.name for i in infos.values() if i.started is None]
-        if undated:
+        lateral, ap = (self.recordings[plane].info for plane in PLANES)
+        if together:
             self.warnings.append(
-                f"{' and '.join(undated)}: no acquisition date and time (AcquisitionDateTime, or"
-                " AcquisitionDate with AcquisitionTime, to the second): the lateral and AP runs are"
-                " paired from their first frames, as if they began together"
+                "--planes-start-together: the lateral and AP runs are paired from their first frames,"
+                " whatever their headers say of when each began"
             )
             return offsets
-        lateral, ap = infos["lateral"], infos["ap"]
-        lateral_start, ap_start = lateral.started, ap.started
-        if (lateral_start.tzinfo is None) != (ap_start.tzinfo is None):  # one says its zone
-            lateral_start, ap_start = lateral_start.replace(tzinfo=None), ap_start.replace(tzinfo=None)
-        apart = (ap_start - lateral_start).total_seconds()
-        first, later = (lateral, ap) if apart >= 0 else (ap, lateral)
-        if abs(apart) > PLANES_APART_AT_MOST_S:
-            raise RecordingError(
-                f"{first.path.name} began {first.started:%Y-%m-%d %H:%M:%S} ({first.started_from})"
-                f" and {later.path.name} {later.started:%Y-%m-%d %H:%M:%S} ({later.started_from}),"
-                f" {_span(abs(apart))} apart: not two views of one injection (at most"
-                f" {_span(PLANES_APART_AT_MOST_S)}); replay them one at a time"
-            )
-        offsets[PLANES[0] if apart < 0 else PLANES[1]] = abs(apart)  # the later one
-        step = max(self._usual_step(plane) for plane in self.recordings)
-        if abs(apart) >= step:  # a frame or more: pairing them from their first frames was wrong
-            span = float(self._own_times(first.plane)[-1]) if len(self.recordings[first.plane]) else 0.0
-            after = (
-                f", after the {first.plane} run's last frame (a replay at the recorded pace waits for it)"
-                if abs(apart) > span + step
-                else ""
+        common = next(((a, b) for a in lateral.starts for b in ap.starts if a.family == b.family), None)
+        if common is None:
+            undated = [i.path.name for i in (lateral, ap) if not i.starts]
+            why = (
+                f"{' and '.join(undated)}: no acquisition date and time (AcquisitionDateTime, or"
+                " AcquisitionDate with AcquisitionTime, to the second)"
+                if undated
+                else f"{lateral.path.name} gives its start by {lateral.started_from} and {ap.path.name}"
+                f" by {ap.started_from}, which need not name the same moment"
             )
             self.warnings.append(
-                f"{later.path.name}: its {later.plane} run began {abs(apart):.2f} s after the"
-                f" {first.plane} run ({later.started_from}){after}; the views are paired on that clock"
+                f"{why}: the lateral and AP runs are paired from their first frames, as if they"
+                " began together"
             )
+            return offsets
+        starts = {"lateral": common[0], "ap": common[1]}
+        when = {plane: start.when for plane, start in starts.items()}
+        if (when["lateral"].tzinfo is None) != (when["ap"].tzinfo is None):  # one says its zone
+            when = {plane: w.replace(tzinfo=None) for plane, w in when.items()}
+        apart = (when["ap"] - when["lateral"]).total_seconds()
+        first, later = ("lateral", "ap") if apart >= 0 else ("ap", "lateral")
+        names = {plane: self.recordings[plane].info.path.name for plane in PLANES}
+        if abs(apart) >= PLANES_APART_AT_MOST_S:
+            raise RecordingError(
+                f"{names[first]} began {starts[first].when:%Y-%m-%d %H:%M:%S%z} and {names[later]}"
+                f" {starts[later].when:%Y-%m-%d %H:%M:%S%z} ({starts[later].tags}), {_span(abs(apart))}"
+                f" apart: not two views of one injection (under {_span(PLANES_APART_AT_MOST_S)});"
+                " replay them one at a time, or pass --planes-start-together if a C-arm's clock was wrong"
+            )
+        resolution = max(start.resolution_s for start in starts.values())
+        if abs(apart) <= resolution:
+            if apart != 0.0:  # their stamps differ, by no more than they can tell
+                self.warnings.append(
+                    f"{names[later]}: its {later} run's start reads {abs(apart):g} s after the {first}"
+                    f" run's, which their {starts[later].tags} (to {resolution:g} s) cannot tell from"
+                    " none: the runs are paired from their first frames"
+                )
+            return offsets
+        offsets[later] = abs(apart)
+        step = max(self._usual_step(plane) for plane in self.recordings)
+        span = float(self._own_times(first)[-1]) if len(self.recordings[first]) else 0.0
+        after = (
+            f", after the {first} run's last frame (a replay at the recorded pace waits for it)"
+            if abs(apart) > span + step
+            else ""
+        )
+        within = f" (+/- {resolution:g} s)" if resolution >= 0.05 else ""
+        self.warnings.append(
+            f"{names[later]}: its {later} run began {abs(apart):.2f} s{within} after the {first} run"
+            f" ({starts[later].tags}){after}; the views are paired on that clock"
+        )
         return offsets
 
     def _usual_step(self, plane: str) -> float:
