@@ -597,6 +597,9 @@ class VisionAnalysis(Analysis):
                 self.case.recall_leak_reading(
                     plane_name, frame_number, float(acq_time), checks, json.loads(leaks) if leaks else []
                 )
+            for frame_number, acq_time, *_ in reversed(rows):  # errors too: the frame came
+                self.case.recall_heard(plane_name, frame_number, float(acq_time))
+        self.case.restore_silence()
         # whether each view had seen the level's cement from its start, as its newest results said
         # (every result once decided; a frame left unread says nothing, so a few are looked at)
         for plane_name, plane in self.case.planes.items():

@@ -17,6 +17,7 @@ from monitor.display import auto_window
 from monitor.messages import PLANES, Result, Status
 from monitor.overlay import leak_name
 from monitor.vision.alarms import PLANE_CHECKS
+from monitor.vision.analysis import VIEW_SILENT_STEPS
 from monitor.vision.caveats import CaveatCode
 
 # shown orange: the volume read from the shape, not checked, or on a level that held cement
@@ -49,6 +50,8 @@ class PlaneState:
     arrived: float | None = None  # time.monotonic()
     acq_time: float = 0.0  # of the frame shown
     result: Result | None = None
+    # the view's newest steps between frames (stream s): how long it may send none (view_silent_for)
+    steps: deque = field(default_factory=lambda: deque(maxlen=8))
 
 
 @dataclass
@@ -102,6 +105,8 @@ class ViewState:
         self, plane: str, pixels: np.ndarray, frame: int, photometric: str, now: float, acq_time: float = 0.0
     ) -> None:
         p = self.planes[plane]
+        if p.arrived is not None and acq_time > p.acq_time:
+            p.steps.append(acq_time - p.acq_time)
         p.pixels, p.frame, p.photometric, p.arrived = pixels, frame, photometric, now
         p.acq_time = acq_time
         if p.window is None:
@@ -223,17 +228,19 @@ class ViewState:
 
     def view_silent_for(self, plane: str, now: float) -> float | None:
         """Seconds since ``plane``'s newest frame while the other view's frames go on, if that is
-        stale_s or more; None while it is live, before its first frame, once the source has ended,
-        and while the whole stream is stale (said as such, over both views). An AP grabber
-        unplugged mid-level left the AP's last image and overlay shown as if live."""
+        over the analysis's own limit for it (VIEW_SILENT_STEPS of its usual steps), and at least
+        stale_s; None while it is live, before its first frame, once the source has ended, and
+        while the whole stream is stale (said as such, over both views). An AP grabber unplugged
+        mid-level left the AP's last image and overlay shown as if live."""
         p = self.planes[plane]
         if self.ended or p.arrived is None:
             return None
         others = [q.arrived for name, q in self.planes.items() if name != plane and q.arrived is not None]
         if not others or now - max(others) >= self.stale_s:
             return None
+        usual = float(np.median(np.fromiter(p.steps, float))) if p.steps else 0.0
         age = now - p.arrived
-        return age if age >= self.stale_s else None
+        return age if age >= max(self.stale_s, VIEW_SILENT_STEPS * usual) else None
 
     def analysis_silent(self, now: float) -> bool:
         arrivals = [p.arrived for p in self.planes.values() if p.arrived is not None]

@@ -272,6 +272,25 @@ def test_a_view_whose_frames_stop_while_the_other_goes_on_shows_no_signal_alone(
     assert ap.image.opacity() == 1.0
 
 
+def test_a_view_at_its_own_slow_rate_is_not_said_silent():
+    """Biplane, the lateral at 7.5 frames/s, the AP at 0.5 (its own pulse rate): the viewer drew
+    NO SIGNAL over the live AP for half of every AP interval (a fixed 1 s limit), where the
+    analysis allows 3 of the view's own steps (an independent review, session 73)."""
+    from monitor.viewstate import ViewState
+
+    state, pixels, said = ViewState(), np.zeros((8, 8), np.uint16), []
+    for k in range(150):  # 20 s
+        t = k / 7.5
+        state.frame("lateral", pixels, k, "MONOCHROME2", t, t)
+        if k % 15 == 0:
+            state.frame("ap", pixels, k // 15, "MONOCHROME2", t, t)
+        said.append(state.view_silent_for("ap", t) is not None)
+    assert not any(said[30:]), said.index(True, 30)  # once its second frame has told its rate
+    for k in range(150, 200):  # the AP stops: said 6 s (3 of its steps) after its last
+        state.frame("lateral", pixels, k, "MONOCHROME2", k / 7.5, k / 7.5)
+    assert state.view_silent_for("ap", 199 / 7.5) is not None
+
+
 def test_an_operator_action_reaches_the_session_log(qtbot, tmp_path):
     e = Endpoints.private()
     rec = default_recording()

@@ -744,3 +744,34 @@ def test_a_view_whose_frames_stop_leaves_the_level_to_the_other_and_says_so(tmp_
     rows = [c for c in level["caveats"] if "view-silent" in c["status"]]
     assert [(c["plane"], c["first_frame"], c["last_frame"]) for c in rows] == [("lateral", 27, 38)]
     assert "VIEW  " in text_report(report) and "view-silent: no AP frame for" in text_report(report)
+
+
+def test_an_analyzer_restarted_mid_level_knows_when_each_view_last_sent(recordings, tmp_path):
+    """Restored from the session log, an analyzer is fed each view's baseline frames again: the
+    AP's newest frame known was then its baseline's, and the first live lateral frame after the
+    restart said the AP silent for the whole level ("no AP frame for 6.1 s", an independent
+    review). The views' newest results before the restart are now recalled as heard."""
+    import dataclasses
+
+    from monitor.analyzer import _header_from_record
+    from monitor.io.store import SessionStore
+    from monitor.io.transport import Frame
+
+    case, _ = recordings["posterior-leak"]
+    session = tmp_path / "s"
+    restarted = _restarted_on_its_log(case.lateral, case.ap, session)
+    assert restarted.case.silent == {}
+    store = SessionStore.open(session)
+    try:
+        last = [r for r in store.records("frame") if r.plane == "lateral"][-1]
+        header = dataclasses.replace(
+            _header_from_record(last),
+            acq_time=last.body["acq_time"] + 0.1333,
+            frame=last.frame + 1,
+            seq=last.seq + 1,
+        )
+        result = restarted.process(Frame(header, store.image(last.rec), 0.0, 0))
+    finally:
+        store.close()
+    assert CaveatCode.VIEW_SILENT not in result.caveat_codes(), result.status
+    assert not [n for n in restarted.news() if n[0].startswith("view")]

@@ -194,9 +194,9 @@ def test_the_distance_goes_behind_the_wall_only_with_a_confirmed_leak_there():
         r.overlay = {"front": (10.0, 10.0), "wall_state": wall_state, "front_under_cannula": True}
         return r
 
-    class Reads:
+    class Reads:  # a plane analyzer that reads ``result``
         def __init__(self, result):
-            self.result = result
+            self.result, self.plane = result, result.plane
 
         def process(self, pixels, frame):
             return self.result

@@ -1282,6 +1282,31 @@ class CaseAnalyzer:
         self._last_frame: dict[str, int] = {}  # per view: its newest frame's number
         self.silent: dict[str, tuple[float, int]] = {}  # silent view -> (its newest time s, frame)
 
+    def recall_heard(self, plane: str, frame: int, time_s: float) -> None:
+        """Note that ``plane`` sent its frame ``frame`` at ``time_s`` (stream s), judging
+        nothing: :meth:`_heard` for each frame as it comes, and after a restart, the views' newest
+        results before it (``restore_silence`` then), where only the baseline frames are fed
+        again: a view's newest known frame was else its baseline's, and the first live frame of
+        the other said it silent for the whole level so far."""
+        self._seen_at.setdefault(plane, deque(maxlen=8)).append(time_s)
+        self._last_frame[plane] = frame
+
+    def restore_silence(self) -> None:
+        """After a restart's recall: a view silent before it is silent still, and not said again."""
+        for plane, times in self._seen_at.items():
+            other = "ap" if plane == "lateral" else "lateral"
+            others = self._seen_at.get(other)
+            if others and times[-1] - others[-1] > self._silent_after(other):
+                self.silent[other] = (others[-1], self._last_frame[other])
+
+    def _silent_after(self, plane: str) -> float:
+        """How long (s) ``plane`` may send no frame before it is silent: VIEW_SILENT_STEPS of
+        its usual steps, at least VIEW_SILENT_S."""
+        steps = np.diff(np.asarray(self._seen_at.get(plane, ())))
+        steps = steps[steps > 0]
+        usual = float(np.median(steps)) if steps.size else 0.0
+        return max(VIEW_SILENT_S, VIEW_SILENT_STEPS * usual)
+
     def _heard(self, plane: str, frame: int, time_s: float) -> Caveat | None:
         """Note that ``plane`` sent a frame at ``time_s``; and decide whether the other view has
         fallen silent (VIEW_SILENT_STEPS of its usual steps, at least VIEW_SILENT_S, without a
@@ -1289,9 +1314,7 @@ class CaseAnalyzer:
         and on every result of this view while the other is silent (``view-silent``): the leak
         rules then have no current view to back or deny what this one reads, and the volume is
         this view's alone (:meth:`_read_volume`)."""
-        seen = self._seen_at.setdefault(plane, deque(maxlen=8))
-        seen.append(time_s)
-        self._last_frame[plane] = frame
+        self.recall_heard(plane, frame, time_s)
         if plane in self.silent:
             last_time, last_frame = self.silent.pop(plane)
             self.news.append(
@@ -1306,10 +1329,8 @@ class CaseAnalyzer:
         times = self._seen_at.get(other)
         if not times:
             return None
-        steps = np.diff(np.asarray(times))
-        usual = float(np.median(steps)) if steps.size else 0.0
         gap = time_s - times[-1]
-        if gap <= max(VIEW_SILENT_S, VIEW_SILENT_STEPS * usual):
+        if gap <= self._silent_after(other):
             return None
         if other not in self.silent:
             self.silent[other] = (times[-1], self._last_frame[other])
@@ -1412,8 +1433,9 @@ class CaseAnalyzer:
         reconciled volume, the time to the 5 mm line and the alarms raised now."""
         plane.apart_leak_size_ml = self.apart_leak_size_ml()
         plane.time_s = time_s
+        # noted before its analysis, which may fail: the frame arrived all the same
+        alone = self._heard(plane.plane, frame, time_s)
         r = plane.process(pixels, frame)
-        alone = self._heard(r.plane, frame, time_s)
         if alone is not None and not r.baseline:
             r.caveats = (*r.caveats, alone)
         if any(c.code == CaveatCode.CEMENT_IN_BASELINE for c in r.caveats):
