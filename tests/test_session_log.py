@@ -747,3 +747,23 @@ def test_an_analyzer_restarted_after_a_syringe_keeps_the_volume_anchored_on_it(t
         r"VOLUME .*analyzer: 1\.5 mL by syringe at this level.*grows from here as the image's", text
     )
     store.close()
+
+
+def test_a_logged_session_of_runs_begun_apart_replays_at_its_own_frame_rate(tmp_path):
+    """The lateral at 10 frames/s, the AP at 10 frames/s begun 0.03 s after it (runs paired on
+    their acquisition clock since session 73): the replay's rate was the median step of both
+    planes' frames merged (0.03 and 0.07 s: 20 frames/s, its loop's gap and pace off by half).
+    It is each plane's own rate, the faster's."""
+    import dataclasses
+
+    from monitor.io.sources import SessionSource
+
+    store = SessionStore.create(tmp_path / "s")
+    image = np.zeros((64, 80), np.uint16)
+    for seq in range(10):
+        store.add_frame(header(seq, "lateral"), image, time.time())
+        store.add_frame(dataclasses.replace(header(seq, "ap"), acq_time=seq / 10 + 0.03), image, time.time())
+    store.close()
+    source = SessionSource(tmp_path / "s")
+    source.close()
+    assert source.fps == pytest.approx(10.0)

@@ -441,10 +441,15 @@ class SessionSource:
                 self.formats[r.plane] = PlaneFormat(
                     b["photometric"], b["intensity"], b["bits_stored"], b["scale"]
                 )
-        times = np.array([r.body["acq_time"] for r in self._records])
-        steps = np.diff(times)
-        steps = steps[steps > 0]
-        self.fps = float(1.0 / np.median(steps)) if steps.size else None
+        # each plane's own usual step, the faster plane's rate: merged, two planes begun a
+        # fraction of a frame apart would halve the step (an independent review, session 73)
+        usual = []
+        for plane in self.formats:
+            steps = np.diff([r.body["acq_time"] for r in self._records if r.plane == plane])
+            steps = steps[steps > 0]
+            if steps.size:
+                usual.append(float(np.median(steps)))
+        self.fps = 1.0 / min(usual) if usual else None
 
     def calibration_settings(self) -> dict:
         """The calibration profile's analysis settings the session was analysed with (its
