@@ -23,13 +23,14 @@ def analyse(lateral, ap, limit: int | None = None, start: int = 0, overlay: bool
     analyzer process runs it: per frame, the results the operator would be sent."""
     source = DicomPairSource(lateral, ap)
     out = {"distance": {}, "volume": {}, "plane_volume": {}, "alarms": [], "status": {}, "caveats": {}}
-    out["overlay"] = {}
+    out["overlay"], out["interval"] = {}, {}
     try:
         for item, result in analyse_source(_Frames(source, start, limit)):
             key = (item.plane, item.index)
             out["status"][key] = result.status
             out["caveats"][key] = result.caveat_codes()
             out["plane_volume"][key] = result.plane_volume_ml
+            out["interval"][key] = (result.volume_low_ml, result.volume_high_ml)
             if overlay:
                 out["overlay"][key] = result.overlay
             if item.plane == "lateral":
@@ -744,6 +745,93 @@ def test_a_view_whose_frames_stop_leaves_the_level_to_the_other_and_says_so(tmp_
     rows = [c for c in level["caveats"] if "view-silent" in c["status"]]
     assert [(c["plane"], c["first_frame"], c["last_frame"]) for c in rows] == [("lateral", 27, 38)]
     assert "VIEW  " in text_report(report) and "view-silent: no AP frame for" in text_report(report)
+
+
+def test_a_held_image_is_no_new_exposure_and_is_said_not_monitored(tmp_path, recordings):
+    """Fluoroscopy off for 10 frames (lateral and AP frames 20-29 the C-arm's last image, frame
+    19, held, as a frame grabber sends the screen): each was analysed as a new exposure, the
+    cement read as having stopped growing, "no alarm" meant, and the audit counted the frames
+    monitored. From half a second after the last exposure (frame 23, 0.53 s) they are skipped as
+    no new exposure and said, and the level is said not monitored for that stretch; sooner, a
+    held frame is the same exposure shown again (a grabber sends each pulse several times) and
+    is read as before. The frames after the hold are read as before."""
+    from monitor.audit import audit_json
+    from monitor.io.store import SessionStore
+    from tests.conftest import monitor_cli
+    from tests.test_dicom_variants import rewrite
+
+    case, _truth = recordings["posterior-leak"]
+
+    def held(ds, frames):
+        frames = frames.copy()
+        frames[20:30] = frames[19]
+        return frames
+
+    lateral = rewrite(case.lateral, tmp_path / "lateral.dcm", held)
+    ap = rewrite(case.ap, tmp_path / "ap.dcm", held)
+    out = analyse(lateral, ap)
+    said = {key for key, codes in out["caveats"].items() if CaveatCode.IMAGE_HELD in codes}
+    assert said == {(plane, i) for plane in ("lateral", "ap") for i in range(23, 30)}, sorted(said)
+    assert all(out["distance"][i] is None for i in range(23, 30))
+    assert out["distance"][22] == out["distance"][21] == out["distance"][20]  # the same exposure
+    assert out["status"][("lateral", 25)].startswith("skipped: image held: no new exposure since frame 19")
+    assert out["distance"][30] is not None  # read again from the next exposure
+    original = analyse(case.lateral, case.ap)
+    assert [d for i, d in original["distance"].items() if i < 20] == [
+        d for i, d in out["distance"].items() if i < 20
+    ]
+    high_leaks = [a for a in out["alarms"] if a["kind"] == "extravasation" and a["priority"] == "high"]
+    assert high_leaks and high_leaks[0]["site"] == "posterior"  # the leak after the hold, still seen
+
+    # the first frame 2 % dimmer (the tube ramping up): nothing held, the alarms as the original's
+    # (the first version, judging against the usual change, skipped frames 8-47: an independent
+    # review found it, every alarm lost)
+    def dimmed(ds, frames):
+        frames = frames.copy()
+        frames[0] = (frames[0] * 0.98).astype(frames.dtype)
+        return frames
+
+    ramped = analyse(
+        rewrite(case.lateral, tmp_path / "l-dim.dcm", dimmed),
+        rewrite(case.ap, tmp_path / "a-dim.dcm", dimmed),
+    )
+    assert not any(CaveatCode.IMAGE_HELD in codes for codes in ramped["caveats"].values())
+    kinds = {(a["kind"], a["priority"]) for a in ramped["alarms"]}
+    assert {("proximity", "high"), ("extravasation", "high")} <= kinds
+
+    # the AP alone held from frame 20 on (its grabber showing the last image): its darkness and
+    # outline leave the level's volume, as a silent view's do (an independent review: 2.40 mL for
+    # 3.35 at the end, the held AP's reading kept)
+    def ap_held(ds, frames):
+        frames = frames.copy()
+        frames[20:] = frames[19]
+        return frames
+
+    one = analyse(case.lateral, rewrite(case.ap, tmp_path / "a-held.dcm", ap_held))
+    end = _truth["frames"][47]["injected_ml"]
+    low, high = one["interval"][("lateral", 47)]
+    assert low <= end <= high and abs(one["volume"][47] - end) < 0.1 * end, (one["volume"][47], end)
+
+    session = tmp_path / "s"
+    done = monitor_cli(
+        *("replay", "--lateral", lateral, "--ap", ap, "--headless", "--speed", "0"),
+        *("--session", session, "--level", "L1", "--operator", "test"),
+    )
+    assert done.returncode == 4 and "NOT MONITORED: level L1" in done.stderr, done.stderr
+    store = SessionStore.open(session)
+    try:
+        report = audit_json(store)
+    finally:
+        store.close()
+    level = report["levels"][0]
+    covered = {
+        (c["plane"], i)
+        for c in level["caveats"]
+        if "skipped: image held" in c["status"]
+        for i in range(c["first_frame"], c["last_frame"] + 1)
+    }
+    assert covered == said, level["caveats"]  # the audit's rows: frames 23-29 of each view
+    assert level["monitoring"]["monitored"] is False  # 1.07 s with no lateral frame checked
 
 
 def test_an_analyzer_restarted_mid_level_knows_when_each_view_last_sent(recordings, tmp_path):

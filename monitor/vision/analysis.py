@@ -102,7 +102,7 @@ from monitor.vision.scatter import (
     primary_attenuation,
     roi_intensity,
 )
-from monitor.vision.temporal import MAX_PAIRS, UNDO_ABOVE, RecursiveFilter
+from monitor.vision.temporal import MAX_PAIRS, UNDO_ABOVE, HeldImages, RecursiveFilter
 from monitor.vision.veins import find_vein_lines
 
 # the other view's breathing is taken from its frame of the same instant or its frame before: at
@@ -287,6 +287,13 @@ class CaseSummary:
     raised: list  # alarms raised on this frame, as Alarm.as_dict()
 
 
+# A frame that repeats the last (temporal.HeldImages) this long (s) after the last new exposure is
+# skipped and said (image-held): the X-ray is off, and cement injected now is not seen. Sooner, it
+# is the same exposure shown again (a grabber at 30 frames/s sends a C-arm's 7.5 pulses/s four
+# times each) and is read as before: the judgement is then of an exposure under half a second old.
+HELD_SAID_S = 0.5
+
+
 def _unusable(pixels: np.ndarray, bits_stored: int) -> Caveat | None:
     """Why a frame cannot be measured (blank, or saturated over most of it), or None."""
     sample = pixels[::4, ::4]
@@ -354,9 +361,12 @@ class PlaneAnalyzer:
         self.shape_mask: np.ndarray | None = None
         # ... and the cement apart from it, each piece read alone in this view (mL; pieces_volume_ml)
         self.cement_apart_ml = 0.0
-        # how many frames running this view could not be read (clipped white past reading, or
-        # blank or saturated, after the baseline): its outline is an older frame's meanwhile
+        # how many frames running this view could not be read (clipped white past reading, blank,
+        # saturated or held, after the baseline): its outline is an older frame's meanwhile
         self.unreadable_frames = 0
+        self.held = HeldImages()  # which frames are no new exposure
+        self.last_exposure = (-1, 0.0)  # the newest frame that was a new exposure: number, time s
+        self.holding = False  # its frames are skipped as a held image (_held_image) now
         self._shift = (0.0, 0.0)  # the breathing shift, working pixels, of the last frame
         self.time_s = 0.0  # the frame's acquisition time (s), set by the level before each frame
         # the last frame this view registered itself (not held): its number, time (s) and
@@ -559,6 +569,10 @@ class PlaneAnalyzer:
         if unusable:  # never into the baseline, never measured: it would read as cement everywhere
             self.unreadable_frames += self.learnt is not None
             return PlaneResult(self.plane, frame, (unusable,))
+        if not self.held.held(pixels) or self.learnt is None:
+            self.last_exposure, self.holding = (frame, self.time_s), False
+        elif self.time_s - self.last_exposure[1] >= HELD_SAID_S:
+            return self._held_image(frame)
         if self.learnt is None:
             self._first_frames.append(pixels)
             self._first_numbers.append(frame)
@@ -916,6 +930,25 @@ class PlaneAnalyzer:
             )
         value = {"weight": round(w, 3), "undone": bool(f.undoing), "frame": f.first_undone}
         self.news.append(("temporal-filter", detail, value))
+
+    def _held_image(self, frame: int) -> PlaneResult:
+        """A frame that is no new exposure (:class:`HeldImages`), HELD_SAID_S or more after the
+        last one: skipped, as a blank one is (no rule checked in this view, said as not monitored
+        while it lasts; the view's volume and outline stay those of its last exposure, until
+        ONE_VIEW_AFTER_UNREADABLE such frames leave the cement's shape to the other view)."""
+        self.unreadable_frames += 1
+        self.holding = True
+        return PlaneResult(
+            self.plane,
+            frame,
+            (
+                Caveat(
+                    CaveatCode.IMAGE_HELD,
+                    f"image held: no new exposure since frame {self.last_exposure[0]} (the C-arm's last"
+                    " image held, or a frame sent again): cement injected meanwhile is not seen",
+                ),
+            ),
+        )
 
     def _unreadable(self, frame: int, share: float) -> PlaneResult:
         """A frame whose region is clipped white over CLIPPED_UNREADABLE_ABOVE of it (``share``):
@@ -1533,9 +1566,9 @@ class CaseAnalyzer:
         return Caveat(
             CaveatCode.VOLUME_ONE_VIEW,
             f"the cement's shape is read from the {_VIEW_NAMES[plane]} view alone: the {_VIEW_NAMES[other]}"
-            " view gives no outline now (clipped white past reading, no region to read it in, or not"
-            " streamed); each slice is taken as round, so the volume's 68 % interval is wider (the"
-            f" truth x{lo:.2f}-{hi:.2f} of such a reading, where both views read x0.84-1.13)",
+            " view gives no outline now (clipped white past reading, its image held, no region to read"
+            " it in, or not streamed); each slice is taken as round, so the volume's 68 % interval is"
+            f" wider (the truth x{lo:.2f}-{hi:.2f} of such a reading, where both views read x0.84-1.13)",
         )
 
     @staticmethod
@@ -1829,8 +1862,13 @@ class CaseAnalyzer:
         fainter cement than assumed, or brightness control), the caveat that says so."""
         if not self.volumes:
             return None, None
-        # a silent view's darkness is an older moment's: the view still heard reads the volume
-        heard = [v for plane, v in self.volumes.items() if plane not in self.silent]
+        # a silent view's darkness, or a held one's, is an older moment's: the view still heard
+        # (and sending new exposures) reads the volume
+        heard = [
+            v
+            for plane, v in self.volumes.items()
+            if plane not in self.silent and not (plane in self.planes and self.planes[plane].holding)
+        ]
         darkness = _reconciled(heard or list(self.volumes.values()))
         planes = [self.planes.get(p) for p in ("lateral", "ap")]
         shape, one_view = None, None

@@ -18,6 +18,7 @@ class CaveatCode(str, Enum):
 
     # the frame was not measured
     BLANK_FRAME = "blank-frame"  # no contrast: no X-ray, or a grabber showing a flat screen
+    IMAGE_HELD = "image-held"  # no new exposure: the C-arm's last image held, or a frame sent again
     SATURATED_FRAME = "saturated-frame"  # most pixels at the maximum
     FRAME_SHAPE = "frame-shape"  # not the size of the stream's first frame
     ANALYSIS_FAILED = "analysis-failed"  # the analysis raised; the analyzer went on
@@ -51,6 +52,7 @@ class CaveatCode(str, Enum):
 # How a code is written in the rendered status, where wire version 1 had a common word.
 _PREFIX = {
     CaveatCode.BLANK_FRAME: "skipped",
+    CaveatCode.IMAGE_HELD: "skipped",
     CaveatCode.SATURATED_FRAME: "skipped",
     CaveatCode.FRAME_SHAPE: "error",
     CaveatCode.ANALYSIS_FAILED: "error",

@@ -192,3 +192,27 @@ class RecursiveFilter:
             self._sums[lag] += product
             self._counts[lag] += 1
         self._differences = [*self._differences, difference][-2:]
+
+
+class HeldImages:
+    """Which frames of a stream repeat the last one exactly: the C-arm's last image held and sent
+    again (a digital frame grabber while fluoroscopy is off), or a frame sent twice.
+
+    Feed it every usable frame's stored values (H, W) in order through :meth:`held`: True when
+    every HELD_SAMPLE-th pixel each way equals the last frame's (0.05 ms at 1024 x 1024 on one
+    core). No X-ray exposure repeats another's quantum noise on 65,000 pixels, so a new exposure
+    is never held, whatever the noise, filtering or brightness control; and nothing is learnt
+    from earlier frames, so nothing can lock on. A first version (session 73) judged a frame held
+    when it changed by under 0.3 of the usual change between frames: one brightness step among
+    the first frames made every later exposure read as held, and the monitor stopped checking
+    (an independent review). What this misses: a hold sent through an analogue grabber, whose
+    own noise changes every copy, and a held image under a running clock drawn on the screen.
+    """
+
+    def __init__(self) -> None:
+        self._previous: np.ndarray | None = None
+
+    def held(self, pixels: np.ndarray) -> bool:
+        sample = np.ascontiguousarray(pixels[::HELD_SAMPLE, ::HELD_SAMPLE])
+        previous, self._previous = self._previous, sample
+        return previous is not None and previous.shape == sample.shape and np.array_equal(previous, sample)
