@@ -504,17 +504,21 @@ def test_start_stamps_are_read_to_their_precision_and_paired_by_one_family_of_ta
         source.close()
         return source.start_offsets_s, source.warnings
 
+    def paired_at_first_frames(lateral_tags, ap_tags) -> str:
+        """The one warning said of a pair paired from its first frames."""
+        offsets, warned = pair(lateral_tags, ap_tags)
+        assert offsets == {"lateral": 0.0, "ap": 0.0} and len(warned) == 1, (offsets, warned)
+        return warned[0]
+
     # whole seconds, a second apart: as likely begun together; said, paired at the first frames
-    offsets, warned = pair(
+    assert paired_at_first_frames(
         {"AcquisitionDate": "20261207", "AcquisitionTime": "090000"},
         {"AcquisitionDate": "20261207", "AcquisitionTime": "090001"},
-    )
-    assert offsets == {"lateral": 0.0, "ap": 0.0}
-    assert warned == [
+    ) == (
         "ap.dcm: its ap run's start reads 1 s after the lateral run's, which their"
         " AcquisitionDate/AcquisitionTime (to 1 s) cannot tell from none: the runs are paired from"
         " their first frames"
-    ]
+    )
     # ... 3 s apart: paired so, with the stamps' uncertainty said
     offsets, warned = pair(
         {"AcquisitionDate": "20261207", "AcquisitionTime": "090000"},
@@ -522,16 +526,14 @@ def test_start_stamps_are_read_to_their_precision_and_paired_by_one_family_of_ta
     )
     assert offsets["ap"] == 3.0 and "began 3.00 s (+/- 1 s) after the lateral run" in warned[0]
     # one by its acquisition, the other by its content time only: not paired on them
-    offsets, warned = pair(
+    assert paired_at_first_frames(
         {"AcquisitionDateTime": "20261207090000.000000"},
         {"ContentDate": "20261207", "ContentTime": "091000"},
-    )
-    assert offsets == {"lateral": 0.0, "ap": 0.0}
-    assert warned == [
+    ) == (
         "lateral.dcm gives its start by AcquisitionDateTime and ap.dcm by ContentDate/ContentTime,"
         " which need not name the same moment: the lateral and AP runs are paired from their first"
         " frames, as if they began together"
-    ]
+    )
     # ... both by their content time: paired on it
     offsets, _ = pair(
         {

@@ -679,6 +679,24 @@ def test_a_restarted_analyzer_knows_what_each_view_read_of_leaks(recordings, tmp
     assert knows._checks_leaks == knew._checks_leaks
 
 
+def _replayed_and_audited(lateral, ap, session):
+    """``monitor replay`` of the pair into a session log at ``session`` (level L1), as a user
+    runs it; its completed process and ``monitor audit``'s JSON of the log."""
+    from monitor.audit import audit_json
+    from monitor.io.store import SessionStore
+    from tests.conftest import monitor_cli
+
+    done = monitor_cli(
+        *("replay", "--lateral", lateral, "--ap", ap, "--headless", "--speed", "0"),
+        *("--session", session, "--level", "L1", "--operator", "test"),
+    )
+    store = SessionStore.open(session)
+    try:
+        return done, audit_json(store)
+    finally:
+        store.close()
+
+
 def test_a_view_whose_frames_stop_leaves_the_level_to_the_other_and_says_so(tmp_path, recordings):
     """The AP's frames stop after its frame 19 of the bundled posterior-leak case (a grabber
     unplugged) and come back 2.3 s later. Its last outline and darkness stayed in the level's
@@ -688,9 +706,7 @@ def test_a_view_whose_frames_stop_leaves_the_level_to_the_other_and_says_so(tmp_
     and the audit say when it stopped and came back; and the AP's return ends it."""
     import pydicom
 
-    from monitor.audit import audit_json, text_report
-    from monitor.io.store import SessionStore
-    from tests.conftest import monitor_cli
+    from monitor.audit import text_report
     from tests.test_dicom_variants import rewrite
 
     case, truth = recordings["posterior-leak"]
@@ -726,17 +742,8 @@ def test_a_view_whose_frames_stop_leaves_the_level_to_the_other_and_says_so(tmp_
         while_silent.volume_high_ml,
     )
 
-    session = tmp_path / "s"
-    done = monitor_cli(
-        *("replay", "--lateral", case.lateral, "--ap", ap, "--headless", "--speed", "0"),
-        *("--session", session, "--level", "L1", "--operator", "test"),
-    )
+    done, report = _replayed_and_audited(case.lateral, ap, tmp_path / "s")
     assert done.returncode == 0, done.stderr
-    store = SessionStore.open(session)
-    try:
-        report = audit_json(store)
-    finally:
-        store.close()
     level = report["levels"][0]
     said = [(e["event"], e["value"]) for e in level["views"]]
     assert said[0] == ("view-silent", {"plane": "ap", "last_s": 2.533, "frame": 19})
@@ -755,9 +762,6 @@ def test_a_held_image_is_no_new_exposure_and_is_said_not_monitored(tmp_path, rec
     no new exposure and said, and the level is said not monitored for that stretch; sooner, a
     held frame is the same exposure shown again (a grabber sends each pulse several times) and
     is read as before. The frames after the hold are read as before."""
-    from monitor.audit import audit_json
-    from monitor.io.store import SessionStore
-    from tests.conftest import monitor_cli
     from tests.test_dicom_variants import rewrite
 
     case, _truth = recordings["posterior-leak"]
@@ -812,17 +816,8 @@ def test_a_held_image_is_no_new_exposure_and_is_said_not_monitored(tmp_path, rec
     low, high = one["interval"][("lateral", 47)]
     assert low <= end <= high and abs(one["volume"][47] - end) < 0.1 * end, (one["volume"][47], end)
 
-    session = tmp_path / "s"
-    done = monitor_cli(
-        *("replay", "--lateral", lateral, "--ap", ap, "--headless", "--speed", "0"),
-        *("--session", session, "--level", "L1", "--operator", "test"),
-    )
+    done, report = _replayed_and_audited(lateral, ap, tmp_path / "s")
     assert done.returncode == 4 and "NOT MONITORED: level L1" in done.stderr, done.stderr
-    store = SessionStore.open(session)
-    try:
-        report = audit_json(store)
-    finally:
-        store.close()
     level = report["levels"][0]
     covered = {
         (c["plane"], i)
