@@ -242,11 +242,16 @@ class PlaneView(pg.GraphicsLayoutWidget):
             else:
                 label.hide()
 
-    def show_stale(self, age: float | None, ended: str | None = None) -> None:
-        """NO SIGNAL with its age over a greyed image; or the end of the recording over the
-        last image, kept as it was. The label is hidden while live: its dark backdrop would
+    def show_stale(self, age: float | None, ended: str | None = None, held: bool = False) -> None:
+        """NO SIGNAL with its age over a greyed image; IMAGE HELD over a greyed image while the
+        analysis skips its frames as no new exposure (``held``); or the end of the recording over
+        the last image, kept as it was. The label is hidden while live: its dark backdrop would
         otherwise sit at the image centre, where the cement is."""
-        text = f"NO SIGNAL\n{age:.1f} s" if age is not None else (ended or "")
+        held = held and age is None and not ended
+        if held:
+            text = "IMAGE HELD\nno new X-ray"
+        else:
+            text = f"NO SIGNAL\n{age:.1f} s" if age is not None else (ended or "")
         self.no_signal.setText(text)
         self.no_signal.setVisible(bool(text))
         w, h = self._size
@@ -256,7 +261,7 @@ class PlaneView(pg.GraphicsLayoutWidget):
         else:
             self.no_signal.setAnchor((0.5, 0.5))
             self.no_signal.setPos(w / 2, h / 2)
-        self.image.setOpacity(0.35 if age is not None else 1.0)
+        self.image.setOpacity(0.35 if age is not None or held else 1.0)
 
 
 def _polyline(item: pg.PlotCurveItem, points, closed: bool = False) -> None:
@@ -658,7 +663,8 @@ class MonitorWindow(QtWidgets.QWidget):
             if view.shown_frame is not None:  # training draws no overlay, so names none
                 overlay_frame = p.result.frame if p.result is not None and not self.training else None
                 view.show_title(overlay_frame)
-            view.show_stale(silent, s.ended)
+            held = p.result is not None and CaveatCode.IMAGE_HELD in p.result.caveat_codes()
+            view.show_stale(silent, s.ended, held)
         self._readouts(stale is not None)
         self._banner()
         self.pause_button.setText("Resume injection" if s.paused else "Injection paused")

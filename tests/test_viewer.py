@@ -291,6 +291,25 @@ def test_a_view_at_its_own_slow_rate_is_not_said_silent():
     assert state.view_silent_for("ap", 199 / 7.5) is not None
 
 
+def test_a_view_whose_image_is_held_says_so_over_it(qtbot, streams, window):
+    """Fluoroscopy off, the grabber sending the last image: the analysis skips the frames as no
+    new exposure (image-held), and the view showed them as a live image. It is greyed under
+    IMAGE HELD until a new exposure is read."""
+    lateral = window.views["lateral"]
+    held = Caveat(CaveatCode.IMAGE_HELD, "image held: no new exposure since frame 3 (...)")
+    pump(qtbot, lambda: streams.frame(3), lambda: lateral.shown_frame == 3)
+    pump(
+        qtbot, lambda: (streams.frame(8), streams.result(8, (held,))), lambda: "IMAGE HELD" in _label(lateral)
+    )
+    assert lateral.image.opacity() < 0.5
+    pump(qtbot, lambda: (streams.frame(9), streams.result(9)), lambda: _label(lateral) == "")
+    assert lateral.image.opacity() == 1.0
+
+
+def _label(view) -> str:
+    return view.no_signal.textItem.toPlainText()
+
+
 def test_an_operator_action_reaches_the_session_log(qtbot, tmp_path):
     e = Endpoints.private()
     rec = default_recording()
