@@ -491,7 +491,7 @@ def _outlined_view(plane: str, mask: np.ndarray, unread: int = 0, apart_ml: floa
     learnt = SimpleNamespace(cannulas=[object()], roi=(0, 0, 200, 240))
     return SimpleNamespace(
         plane=plane, cement_mask=mask, shape_mask=mask, pixel_mm=0.15, learnt=learnt, roi=learnt.roi,
-        unreadable_frames=unread, cement_apart_ml=apart_ml,
+        unreadable_frames=unread, cement_apart_ml=apart_ml, holding=False,
     )  # fmt: skip
 
 
