@@ -663,8 +663,7 @@ class MonitorWindow(QtWidgets.QWidget):
             if view.shown_frame is not None:  # training draws no overlay, so names none
                 overlay_frame = p.result.frame if p.result is not None and not self.training else None
                 view.show_title(overlay_frame)
-            held = p.result is not None and CaveatCode.IMAGE_HELD in p.result.caveat_codes()
-            view.show_stale(silent, s.ended, held)
+            view.show_stale(silent, s.ended, s.view_held(plane))
         self._readouts(stale is not None)
         self._banner()
         self.pause_button.setText("Resume injection" if s.paused else "Injection paused")

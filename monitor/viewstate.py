@@ -38,6 +38,7 @@ COVERAGE_WINDOW = 20
 CLEFT_SENT_S = 3.0  # a Known cleft press is shown this long before the analyzer has said it done
 NO_ANALYSIS_S = 2.0  # frames but no result for this long: the analyzer is not answering
 BANNER_LINES = 3  # the alarm banner's height in lines of its font (fixed: the images never move)
+HELD_SHOWN_S = 0.5  # a held result stands for the frames shown this long after its own (s)
 DISPLAY_SIDE = 768  # frames are shown decimated to at most this many pixels a side
 
 
@@ -50,7 +51,8 @@ class PlaneState:
     arrived: float | None = None  # time.monotonic()
     acq_time: float = 0.0  # of the frame shown
     result: Result | None = None
-    # the view's newest steps between frames (stream s): how long it may send none (view_silent_for)
+    # the view's newest steps between frames as they arrived (s, time.monotonic(): a replay slower
+    # than recorded spaces them out): how long it may send none (view_silent_for)
     steps: deque = field(default_factory=lambda: deque(maxlen=8))
 
 
@@ -105,8 +107,8 @@ class ViewState:
         self, plane: str, pixels: np.ndarray, frame: int, photometric: str, now: float, acq_time: float = 0.0
     ) -> None:
         p = self.planes[plane]
-        if p.arrived is not None and acq_time > p.acq_time:
-            p.steps.append(acq_time - p.acq_time)
+        if p.arrived is not None and now > p.arrived:  # on the clock its age is told on
+            p.steps.append(now - p.arrived)
         p.pixels, p.frame, p.photometric, p.arrived = pixels, frame, photometric, now
         p.acq_time = acq_time
         if p.window is None:
@@ -225,6 +227,19 @@ class ViewState:
             return None
         age = now - max(arrivals)
         return age if age >= self.stale_s else None
+
+    def view_held(self, plane: str) -> bool:
+        """Whether the analysis skips ``plane``'s frames as a held image (image-held) on the
+        frames on screen: its newest result says so, of a frame acquired at most HELD_SHOWN_S
+        before the one shown (an analyzer stopped or behind after a held result left new
+        exposures greyed under IMAGE HELD: an independent review)."""
+        p = self.planes[plane]
+        r = p.result
+        return (
+            r is not None
+            and CaveatCode.IMAGE_HELD in r.caveat_codes()
+            and p.acq_time - r.acq_time <= HELD_SHOWN_S
+        )
 
     def view_silent_for(self, plane: str, now: float) -> float | None:
         """Seconds since ``plane``'s newest frame while the other view's frames go on, if that is

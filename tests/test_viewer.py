@@ -286,6 +286,16 @@ def test_a_view_at_its_own_slow_rate_is_not_said_silent():
             state.frame("ap", pixels, k // 15, "MONOCHROME2", t, t)
         said.append(state.view_silent_for("ap", t) is not None)
     assert not any(said[30:]), said.index(True, 30)  # once its second frame has told its rate
+    # replayed at a quarter of its pace: its steps as they arrive are four times as long (on the
+    # recording's clock against arrival ages, it was said silent on 24 of 120 frames: a review)
+    slow, said = ViewState(), []
+    for k in range(150):
+        t = k / 7.5
+        slow.frame("lateral", pixels, k, "MONOCHROME2", 4 * t, t)
+        if k % 15 == 0:
+            slow.frame("ap", pixels, k // 15, "MONOCHROME2", 4 * t, t)
+        said.append(slow.view_silent_for("ap", 4 * t) is not None)
+    assert not any(said[30:])
     for k in range(150, 200):  # the AP stops: said 6 s (3 of its steps) after its last
         state.frame("lateral", pixels, k, "MONOCHROME2", k / 7.5, k / 7.5)
     assert state.view_silent_for("ap", 199 / 7.5) is not None
@@ -304,6 +314,14 @@ def test_a_view_whose_image_is_held_says_so_over_it(qtbot, streams, window):
     assert lateral.image.opacity() < 0.5
     pump(qtbot, lambda: (streams.frame(9), streams.result(9)), lambda: _label(lateral) == "")
     assert lateral.image.opacity() == 1.0
+    # held again, then new frames the analysis has not answered (stopped, or behind): the label
+    # stands for frames acquired within 0.5 s of the held one, not over new X-ray after them
+    pump(
+        qtbot,
+        lambda: (streams.frame(10), streams.result(10, (held,))),
+        lambda: "IMAGE HELD" in _label(lateral),
+    )
+    pump(qtbot, lambda: streams.frame(16), lambda: lateral.shown_frame == 16 and _label(lateral) == "")
 
 
 def _label(view) -> str:
