@@ -38,6 +38,12 @@ def add_train(sub) -> None:
     )
     p.add_argument("--speed", type=speed, default=1.0, help="replay speed (default %(default)s)")
     p.add_argument(
+        "--planes-start-together",
+        action="store_true",
+        help="pair a case's lateral and AP runs from their first frames, whatever their headers"
+        " say of when each began (as monitor replay's option)",
+    )
+    p.add_argument(
         "--report",
         metavar="TRAINEE",
         help="no replay: TRAINEE's sessions in OUT/training-log.jsonl, first stop against the monitor's "
@@ -71,7 +77,11 @@ def _run_train(args) -> int:
         source = SessionSource(args.case)
     elif (args.case / "lateral.dcm").exists():
         ap = args.case / "ap.dcm"
-        source = DicomPairSource(args.case / "lateral.dcm", ap if ap.exists() else None)
+        source = DicomPairSource(
+            args.case / "lateral.dcm",
+            ap if ap.exists() else None,
+            planes_start_together=args.planes_start_together,
+        )
     else:
         raise MonitorError(f"{args.case}: neither a session nor a folder with lateral.dcm (and ap.dcm)")
     if args.speed == 0:
