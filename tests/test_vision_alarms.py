@@ -53,6 +53,7 @@ class _Reads:
     """Stands in for a view's image analysis: hands the case analyzer the results given."""
 
     def __init__(self, results):
+        self.plane = results[0].plane  # a view's name, as a PlaneAnalyzer has it
         self.results = iter(results)
 
     def process(self, pixels, frame):
