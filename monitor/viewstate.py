@@ -19,6 +19,7 @@ from monitor.overlay import leak_name
 from monitor.vision.alarms import PLANE_CHECKS
 from monitor.vision.analysis import VIEW_SILENT_STEPS
 from monitor.vision.caveats import CaveatCode
+from monitor.vision.stats import small_median
 
 # shown orange: the volume read from the shape, not checked, or on a level that held cement
 # when monitoring began (what went in before is estimated, or left out)
@@ -253,7 +254,7 @@ class ViewState:
         others = [q.arrived for name, q in self.planes.items() if name != plane and q.arrived is not None]
         if not others or now - max(others) >= self.stale_s:
             return None
-        usual = float(np.median(np.fromiter(p.steps, float))) if p.steps else 0.0
+        usual = small_median(p.steps) or 0.0
         age = now - p.arrived
         return age if age >= max(self.stale_s, VIEW_SILENT_STEPS * usual) else None
 

@@ -102,6 +102,7 @@ from monitor.vision.scatter import (
     primary_attenuation,
     roi_intensity,
 )
+from monitor.vision.stats import small_median, usual_step
 from monitor.vision.temporal import MAX_PAIRS, UNDO_ABOVE, HeldImages, RecursiveFilter
 from monitor.vision.veins import find_vein_lines
 
@@ -946,7 +947,7 @@ class PlaneAnalyzer:
         frames/s of a C-arm pulsing once a second sends each pulse 7 times: its copies read as
         held from 0.5 s left 43 % of the frames unchecked, the level NOT MONITORED, where the
         same pulses stored one frame each were checked on all of them (an independent review)."""
-        usual = float(np.median(np.fromiter(self._exposure_steps, float)))
+        usual = small_median(self._exposure_steps)
         return max(HELD_SAID_S, HELD_SAID_PULSES * usual)
 
     def _held_image(self, frame: int) -> PlaneResult:
@@ -1353,9 +1354,7 @@ class CaseAnalyzer:
     def _silent_after(self, plane: str) -> float:
         """How long (s) ``plane`` may send no frame before it is silent: VIEW_SILENT_STEPS of
         its usual steps, at least VIEW_SILENT_S."""
-        steps = np.diff(np.asarray(self._seen_at.get(plane, ())))
-        steps = steps[steps > 0]
-        usual = float(np.median(steps)) if steps.size else 0.0
+        usual = usual_step(self._seen_at.get(plane, ())) or 0.0
         return max(VIEW_SILENT_S, VIEW_SILENT_STEPS * usual)
 
     def _heard(self, plane: str, frame: int, time_s: float) -> Caveat | None:
@@ -1460,8 +1459,8 @@ class CaseAnalyzer:
         seen = None if other is None else other.breathing_registered
         if seen is None:
             return None
-        steps = np.diff(np.asarray(self._seen_at.get(other_plane, ())))
-        usual = float(np.median(steps)) if steps.size else BREATHING_ELSEWHERE_S
+        usual = usual_step(self._seen_at.get(other_plane, ()))
+        usual = BREATHING_ELSEWHERE_S if usual is None else usual
         if not 0.0 <= time_s - seen[1] <= min(BREATHING_ELSEWHERE_S, BREATHING_ELSEWHERE_STEPS * usual):
             return None
         return seen[2]

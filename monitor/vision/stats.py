@@ -23,3 +23,21 @@ def median(values: np.ndarray) -> float:
         return float(np.partition(flat, k)[k])
     middle = np.partition(flat, (k - 1, k))
     return float((middle[k - 1] + middle[k]) / 2)
+
+
+def small_median(values) -> float | None:
+    """The median of a short sequence of numbers (a view's last 8 steps between frames), or None
+    when empty. Pure Python: on 8 values numpy's array and median cost about 16 microseconds a
+    call, this about 1, and the per-frame path asks it several times a frame."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return None
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+
+
+def usual_step(times) -> float | None:
+    """The median of the positive steps between successive ``times`` (a short sequence, e.g. a
+    view's last 8 frame times, s), or None when there is none (:func:`small_median`)."""
+    values = list(times)
+    return small_median([b - a for a, b in zip(values[:-1], values[1:], strict=True) if b > a])
