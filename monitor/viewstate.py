@@ -17,9 +17,9 @@ from monitor.display import auto_window
 from monitor.messages import PLANES, Result, Status
 from monitor.overlay import leak_name
 from monitor.vision.alarms import PLANE_CHECKS
-from monitor.vision.analysis import VIEW_SILENT_STEPS
 from monitor.vision.caveats import CaveatCode
 from monitor.vision.stats import small_median
+from monitor.vision.temporal import VIEW_SILENT_STEPS
 
 # shown orange: the volume read from the shape, not checked, or on a level that held cement
 # when monitoring began (what went in before is estimated, or left out)

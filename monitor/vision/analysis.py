@@ -103,7 +103,15 @@ from monitor.vision.scatter import (
     roi_intensity,
 )
 from monitor.vision.stats import small_median, usual_step
-from monitor.vision.temporal import MAX_PAIRS, UNDO_ABOVE, HeldImages, RecursiveFilter
+from monitor.vision.temporal import (
+    FRAME_SAMPLE,
+    MAX_PAIRS,
+    UNDO_ABOVE,
+    VIEW_SILENT_S,
+    VIEW_SILENT_STEPS,
+    HeldImages,
+    RecursiveFilter,
+)
 from monitor.vision.veins import find_vein_lines
 
 # the other view's breathing is taken from its frame of the same instant or its frame before: at
@@ -296,9 +304,9 @@ HELD_SAID_S = 0.5
 HELD_SAID_PULSES = 3.0  # ... or this many of the usual steps between new exposures, if longer
 
 
-def _unusable(pixels: np.ndarray, bits_stored: int) -> Caveat | None:
-    """Why a frame cannot be measured (blank, or saturated over most of it), or None."""
-    sample = pixels[::4, ::4]
+def _unusable(sample: np.ndarray, bits_stored: int) -> Caveat | None:
+    """Why a frame cannot be measured (blank, or saturated over most of it), or None, from
+    ``sample``: every FRAME_SAMPLE-th pixel of it each way."""
     top = 2**bits_stored - 1
     saturated = np.count_nonzero(sample >= top) / sample.size
     if saturated > 0.8:
@@ -568,11 +576,13 @@ class PlaneAnalyzer:
         elif pixels.shape != self.shape:
             why = Caveat(CaveatCode.FRAME_SHAPE, f"frame is {pixels.shape}, stream is {self.shape}")
             return PlaneResult(self.plane, frame, (why,))
-        unusable = _unusable(pixels, self.bits_stored)
+        # one sample of the frame for both checks (contiguous: read three times, and kept)
+        sample = np.ascontiguousarray(pixels[::FRAME_SAMPLE, ::FRAME_SAMPLE])
+        unusable = _unusable(sample, self.bits_stored)
         if unusable:  # never into the baseline, never measured: it would read as cement everywhere
             self.unreadable_frames += self.learnt is not None
             return PlaneResult(self.plane, frame, (unusable,))
-        if not self.held.held(pixels):
+        if not self.held.held(sample):
             if self.last_exposure[0] >= 0 and self.time_s > self.last_exposure[1]:
                 self._exposure_steps.append(self.time_s - self.last_exposure[1])
             self.last_exposure, self.holding = (frame, self.time_s), False
@@ -1271,14 +1281,6 @@ LEVEL_SHARE_RESULTS = 20
 # it brought 3 false high alarms 1-6 frames earlier (tuning 5002, review seeds 9816 and 9819).
 APART_SIZE_WHERE_DARKNESS_LOW = 0.5
 _VIEW_NAMES = {"lateral": "lateral", "ap": "AP"}  # the views as people write them
-# A view is silent when the other view's frames go on and its own newest is older than this many of
-# its usual steps between frames, and at least VIEW_SILENT_S: its outline and darkness are then an
-# older moment's, which the cement has outgrown (an AP grabber unplugged at frame 19 of the bundled
-# posterior-leak case left the level's volume at 2.40 mL (2.26-2.66) for 3.35 mL, said as two views'
-# reading). 3 steps, so that a frame or two dropped is not a view lost; 1 s, as the stream's own
-# stale limit.
-VIEW_SILENT_STEPS = 3.0
-VIEW_SILENT_S = 1.0
 
 
 class CaseAnalyzer:

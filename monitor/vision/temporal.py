@@ -57,6 +57,9 @@ UNDO_RANGE = 4.0  # an undone pixel is kept within 1/4-4x the pixel shown (noise
 # is not blended with the held image, which the C-arm's filter may not have been.
 HELD_BELOW = 0.3
 HELD_SAMPLE = 4  # the change is read on every 4th pixel each way (cheap; noise is everywhere)
+# A frame is checked for being no image (blank, saturated: analysis._unusable) or a repeat of the
+# last (HeldImages) on one sample of it: every this many pixels each way.
+FRAME_SAMPLE = 4
 
 
 class RecursiveFilter:
@@ -194,14 +197,27 @@ class RecursiveFilter:
         self._differences = [*self._differences, difference][-2:]
 
 
+# (CaseAnalyzer._heard, and the viewer's ViewState.view_silent_for: kept here, beside the frames'
+# other timing rules, so that the viewer need not import the analysis.)
+# A view is silent when the other view's frames go on and its own newest is older than this many of
+# its usual steps between frames, and at least VIEW_SILENT_S: its outline and darkness are then an
+# older moment's, which the cement has outgrown (an AP grabber unplugged at frame 19 of the bundled
+# posterior-leak case left the level's volume at 2.40 mL (2.26-2.66) for 3.35 mL, said as two views'
+# reading). 3 steps, so that a frame or two dropped is not a view lost; 1 s, as the stream's own
+# stale limit.
+VIEW_SILENT_STEPS = 3.0
+VIEW_SILENT_S = 1.0
+
+
 class HeldImages:
     """Which frames of a stream repeat the last one exactly: the C-arm's last image held and sent
     again (a digital frame grabber while fluoroscopy is off), or a frame sent twice.
 
-    Feed it every usable frame's stored values (H, W) in order through :meth:`held`: True when
-    every HELD_SAMPLE-th pixel each way equals the last frame's (0.05 ms at 1024 x 1024 on one
-    core). No X-ray exposure repeats another's quantum noise on 65,000 pixels, so a new exposure
-    is never held, whatever the noise, filtering or brightness control; and nothing is learnt
+    Feed it every usable frame's sample (every FRAME_SAMPLE-th stored value each way, as
+    PlaneAnalyzer.process takes it once for this and the blank check) in order through
+    :meth:`held`: True when it equals the last frame's (0.05 ms at 1024 x 1024 on one core).
+    No X-ray exposure repeats another's quantum noise on 65,000 pixels, so a new exposure is
+    never held, whatever the noise, filtering or brightness control; and nothing is learnt
     from earlier frames, so nothing can lock on. A first version (session 73) judged a frame held
     when it changed by under 0.3 of the usual change between frames: one brightness step among
     the first frames made every later exposure read as held, and the monitor stopped checking
@@ -212,7 +228,7 @@ class HeldImages:
     def __init__(self) -> None:
         self._previous: np.ndarray | None = None
 
-    def held(self, pixels: np.ndarray) -> bool:
-        sample = np.ascontiguousarray(pixels[::HELD_SAMPLE, ::HELD_SAMPLE])
+    def held(self, sample: np.ndarray) -> bool:
+        """Whether ``sample`` repeats the last one given; it is kept (the caller's own copy)."""
         previous, self._previous = self._previous, sample
         return previous is not None and previous.shape == sample.shape and np.array_equal(previous, sample)
