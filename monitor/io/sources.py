@@ -19,6 +19,7 @@ import numpy as np
 from monitor.errors import MissingGeometryError, MonitorError, RecordingError
 from monitor.io.dicom import PLANES, open_recording
 from monitor.messages import REPLAYED_EDITS, MessageError, checked_command
+from monitor.vision.stats import usual_step
 
 
 @dataclass(frozen=True)
@@ -141,10 +142,9 @@ class DicomPairSource:
         fluoroscopy has (a FrameTime written in seconds, not the milliseconds DICOM says, read
         as 30,000 frames/s; an independent test, session 72)."""
         info = rec.info
-        times = info.frame_times_s
         # the usual step, not the mean: a run with long pauses is still a run at its own rate
-        steps = np.diff(times) if times is not None and len(times) > 1 else np.empty(0)
-        rate = 1.0 / float(np.median(steps)) if steps.size and np.median(steps) > 0 else None
+        step = usual_step(info.frame_times_s) if info.frame_times_s is not None else None
+        rate = 1.0 / step if step else None
         if self.fps:
             if info.timing_source is not None:
                 self.warnings.append(
@@ -239,8 +239,7 @@ class DicomPairSource:
 
     def _usual_step(self, plane: str) -> float:
         """A plane's usual step between frames (s), the median; 0 for a single frame."""
-        times = self._own_times(plane)
-        return float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+        return usual_step(self._own_times(plane)) or 0.0
 
     def _own_times(self, plane: str) -> np.ndarray:
         """Each frame's time (s) from its run's first frame: from --fps, else the file's timing."""
@@ -443,13 +442,9 @@ class SessionSource:
                 )
         # each plane's own usual step, the faster plane's rate: merged, two planes begun a
         # fraction of a frame apart would halve the step (an independent review, session 73)
-        usual = []
-        for plane in self.formats:
-            steps = np.diff([r.body["acq_time"] for r in self._records if r.plane == plane])
-            steps = steps[steps > 0]
-            if steps.size:
-                usual.append(float(np.median(steps)))
-        self.fps = 1.0 / min(usual) if usual else None
+        steps = [usual_step(r.body["acq_time"] for r in self._records if r.plane == p) for p in self.formats]
+        steps = [step for step in steps if step]
+        self.fps = 1.0 / min(steps) if steps else None
 
     def calibration_settings(self) -> dict:
         """The calibration profile's analysis settings the session was analysed with (its

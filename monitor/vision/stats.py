@@ -37,7 +37,8 @@ def small_median(values) -> float | None:
 
 
 def usual_step(times) -> float | None:
-    """The median of the positive steps between successive ``times`` (a short sequence, e.g. a
-    view's last 8 frame times, s), or None when there is none (:func:`small_median`)."""
+    """The median of the positive steps between successive ``times`` (s: a view's last 8 frame
+    times on the per-frame path; a recording's or a logged session's, once, when opened), or None
+    when there is none (:func:`small_median`)."""
     values = list(times)
     return small_median([b - a for a, b in zip(values[:-1], values[1:], strict=True) if b > a])
