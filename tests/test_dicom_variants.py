@@ -243,9 +243,10 @@ def test_a_frame_rate_no_fluoroscopy_has_is_refused_and_fps_over_the_files_said(
     assert plain.warnings == []  # the bundled files say all of it
 
 
-def test_an_enhanced_xa_object_is_told_where_its_tags_may_be(tmp_path):
-    """Enhanced XA keeps geometry, timing and angles in functional groups, which the monitor does
-    not read: it was refused for "missing ImagerPixelSpacing" as though the file had none."""
+def test_an_enhanced_xa_object_without_the_tags_anywhere_says_where_they_were_looked_for(tmp_path):
+    """An Enhanced XA object was refused for "missing ImagerPixelSpacing" as though the file had
+    none, where such objects keep it in functional groups (session 72). They are read now; one
+    that has the tags in neither place says it looked in both."""
     from monitor.errors import MonitorError
     from tests.conftest import monitor_cli
 
@@ -260,13 +261,212 @@ def test_an_enhanced_xa_object_is_told_where_its_tags_may_be(tmp_path):
     path = rewrite(CASE.lateral, tmp_path / "lateral.dcm", enhanced)
     source = DicomPairSource(path, None)
     source.close()
-    note = "Enhanced XA/XRF object: it may keep the tag in its functional groups"
+    note = "Enhanced XA/XRF object: not at its top level, nor in its functional groups"
     assert note in source.scale_problems["lateral"]
     with pytest.raises(MonitorError, match=note):
         source.recordings["lateral"].info.require_frame_times()
     done = monitor_cli("replay", "--lateral", path, "--headless", "--fps", "7.5")
     assert done.returncode != 0 and "Enhanced XA/XRF object" in done.stderr, done.stderr
     assert "missing ImagerPixelSpacing" in done.stderr
+
+
+ENHANCED_XA = "1.2.840.10008.5.1.4.1.1.12.1.1"
+
+
+def to_enhanced(
+    ds: pydicom.Dataset,
+    frame_seconds: list[float | None] | None = None,
+    per_frame: Callable[[int, pydicom.Dataset], None] | None = None,
+) -> None:
+    """``ds``, a classic XA header, re-laid in place as Enhanced XA Image Storage (PS3.3 A.47)
+    as a C-arm exporting it writes it: the scale and intensity relationship in the Frame Pixel
+    Data Properties macro, the distances in the X-Ray Geometry macro (the isocentre for XA's
+    DistanceSourceToPatient), the angles in the X-Ray Positioner macro, all shared; each frame's
+    acquisition time in its Frame Content macro (``frame_seconds`` after AcquisitionDateTime; a
+    None leaves that frame's stamp out; default: FrameTime apart); none of them at the top level,
+    and no FrameTime, CineRate or magnification factor. ``per_frame(i, item)`` may add to frame
+    i's functional groups."""
+    from pydicom.dataset import Dataset
+
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = ENHANCED_XA
+
+    def item(**attributes) -> Dataset:
+        d = Dataset()
+        for keyword, value in attributes.items():
+            setattr(d, keyword, value)
+        return d
+
+    shared = item(
+        FramePixelDataPropertiesSequence=[
+            item(
+                FrameType=list(ds.ImageType),
+                PixelIntensityRelationship=ds.PixelIntensityRelationship,
+                PixelIntensityRelationshipSign=ds.PixelIntensityRelationshipSign,
+                ImagerPixelSpacing=list(ds.ImagerPixelSpacing),
+                GeometricalProperties="UNIFORM",
+                ImageProcessingApplied="NONE",
+            )
+        ],
+        XRayGeometrySequence=[
+            item(
+                DistanceSourceToIsocenter=float(ds.DistanceSourceToPatient),
+                DistanceSourceToDetector=float(ds.DistanceSourceToDetector),
+            )
+        ],
+        PositionerPositionSequence=[
+            item(
+                PositionerPrimaryAngle=ds.PositionerPrimaryAngle,
+                PositionerSecondaryAngle=ds.PositionerSecondaryAngle,
+            )
+        ],
+    )
+    import datetime as dt
+
+    start = dt.datetime.strptime(str(ds.AcquisitionDateTime), "%Y%m%d%H%M%S.%f")
+    step = float(ds.FrameTime) / 1000.0
+    n = int(ds.NumberOfFrames)
+    times = frame_seconds if frame_seconds is not None else [i * step for i in range(n)]
+    frames = []
+    for i, seconds in enumerate(times):
+        content = item(FrameAcquisitionNumber=i + 1)
+        if seconds is not None:
+            content.FrameAcquisitionDateTime = (start + dt.timedelta(seconds=seconds)).strftime(
+                "%Y%m%d%H%M%S.%f"
+            )
+        frames.append(item(FrameContentSequence=[content]))
+        if per_frame is not None:
+            per_frame(i, frames[-1])
+    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.PerFrameFunctionalGroupsSequence = frames
+    for keyword in (
+        "PixelIntensityRelationship",
+        "PixelIntensityRelationshipSign",
+        "ImagerPixelSpacing",
+        "DistanceSourceToPatient",
+        "DistanceSourceToDetector",
+        "EstimatedRadiographicMagnificationFactor",
+        "PositionerPrimaryAngle",
+        "PositionerSecondaryAngle",
+        "FrameTime",
+        "FrameIncrementPointer",
+        "CineRate",
+        "RecommendedDisplayFrameRate",
+    ):
+        delattr(ds, keyword)
+
+
+def test_an_enhanced_xa_run_reads_as_the_same_run_in_xa(tmp_path, original):
+    """Enhanced XA (what newer C-arms export) keeps the scale, distances, angles, intensity
+    relationship and frame times in functional groups, where the monitor did not look: such a
+    run was refused for want of a scale, or with --fps and a calibration given, analysed without
+    the file's own numbers. Read from there, the bundled posterior-leak case laid out as
+    Enhanced XA opens as the same run and raises the same alarms, frame for frame."""
+    from monitor.io.dicom import describe_recording, open_recording
+
+    def enhanced(ds, frames):
+        to_enhanced(ds)
+        return frames
+
+    pair = [rewrite(getattr(CASE, p), tmp_path / f"{p}.dcm", enhanced) for p in ("lateral", "ap")]
+    header = pydicom.dcmread(pair[0], stop_before_pixels=True)
+    assert header.SOPClassUID == ENHANCED_XA and "ImagerPixelSpacing" not in header
+    assert "FrameTime" not in header and "PositionerPrimaryAngle" not in header
+    for plane, path in zip(("lateral", "ap"), pair, strict=True):
+        with open_recording(getattr(CASE, plane)) as classic, open_recording(path) as laid_out:
+            a, b = classic.info, laid_out.info
+            assert b.functional_groups and not a.functional_groups
+            assert b.plane == a.plane == plane
+            assert (b.primary_angle_deg, b.secondary_angle_deg) == (
+                a.primary_angle_deg,
+                a.secondary_angle_deg,
+            )
+            assert (b.intensity_relationship, b.intensity_sign) == (
+                a.intensity_relationship,
+                a.intensity_sign,
+            )
+            assert b.geometry.imager_pixel_spacing_mm == a.geometry.imager_pixel_spacing_mm
+            assert b.geometry.source_to_patient_mm == a.geometry.source_to_patient_mm == 750.0
+            assert b.geometry.estimated_magnification is None  # no such tag in Enhanced XA
+            assert b.spacing_at_vertebra_mm() == pytest.approx(a.spacing_at_vertebra_mm(), rel=1e-6)
+            assert b.timing_source == "FrameAcquisitionDateTime of each frame"
+            assert np.allclose(b.frame_times_s, a.frame_times_s, atol=1e-6)
+            assert b.header_notes == ()
+    source = DicomPairSource(*pair)
+    source.close()
+    assert source.warnings == [] and source.scale_problems == {}
+    assert alarms_of(*pair) == original
+    said = describe_recording(pair[0])
+    assert "7.50 frames/s from FrameAcquisitionDateTime of each frame" in said, said
+    assert "attributes read from its functional groups" in said and "mm/pixel at the vertebra" in said
+
+
+def test_an_enhanced_runs_own_frame_times_keep_its_pause_and_name_a_stamp_missing(tmp_path):
+    """Each frame's FrameAcquisitionDateTime is its time: a 1 s pause after frame 20 is kept
+    (a nominal rate would put frame 21 133 ms after frame 20, and read the cement that grew
+    meanwhile as a jump); a frame whose stamp is missing is given the usual step, and said."""
+    from monitor.io.dicom import open_recording
+
+    step = 0.1333333
+    seconds = [i * step + (1.0 if i > 20 else 0.0) for i in range(48)]
+    seconds[5] = None
+
+    def enhanced(ds, frames):
+        to_enhanced(ds, frame_seconds=seconds)
+        return frames
+
+    path = rewrite(CASE.lateral, tmp_path / "lateral.dcm", enhanced)
+    with open_recording(path) as rec:
+        times = rec.info.frame_times_s
+        assert times[21] - times[20] == pytest.approx(1.0 + step, abs=1e-5)
+        assert times[5] - times[4] == pytest.approx(step, abs=1e-5)  # the usual step
+        assert times[47] == pytest.approx(seconds[47], abs=1e-5)
+        assert "its step to frame 5, 6 not a time" in rec.info.timing_source
+    source = DicomPairSource(path, None)
+    source.close()
+    assert any("FrameAcquisitionDateTime of each frame" in w for w in source.warnings), source.warnings
+
+
+def test_an_enhanced_run_whose_frames_differ_is_refused_or_said(tmp_path):
+    """Per-frame functional groups may differ from frame to frame: a run whose scale changes
+    partway (a zoom) cannot be read with one scale and is refused naming the attribute; angles
+    that wander (the C-arm moved) are read as the first frame's, and said at the start."""
+    import copy
+
+    from monitor.errors import RecordingError
+
+    def zoomed(ds, frames):
+        spacing = list(ds.ImagerPixelSpacing)
+        to_enhanced(ds)
+        props = ds.SharedFunctionalGroupsSequence[0].FramePixelDataPropertiesSequence
+        del ds.SharedFunctionalGroupsSequence[0].FramePixelDataPropertiesSequence
+        for i, frame in enumerate(ds.PerFrameFunctionalGroupsSequence):
+            own = copy.deepcopy(props[0])
+            own.ImagerPixelSpacing = spacing if i < 30 else [spacing[0] * 0.75, spacing[1] * 0.75]
+            frame.FramePixelDataPropertiesSequence = [own]
+        return frames
+
+    path = rewrite(CASE.lateral, tmp_path / "zoomed.dcm", zoomed)
+    with pytest.raises(RecordingError, match=r"its frames differ in ImagerPixelSpacing"):
+        DicomPairSource(path, None)
+
+    def turning(ds, frames):
+        to_enhanced(ds)
+        del ds.SharedFunctionalGroupsSequence[0].PositionerPositionSequence
+        for i, frame in enumerate(ds.PerFrameFunctionalGroupsSequence):
+            position = pydicom.Dataset()
+            position.PositionerPrimaryAngle = 90.0 - (4.0 if i >= 40 else 0.1 * (i % 2))
+            position.PositionerSecondaryAngle = 0.0
+            frame.PositionerPositionSequence = [position]
+        return frames
+
+    path = rewrite(CASE.lateral, tmp_path / "turning.dcm", turning)
+    source = DicomPairSource(path, None)
+    source.close()
+    assert source.recordings["lateral"].info.primary_angle_deg == 90.0
+    assert source.warnings == [
+        "turning.dcm: its frames differ in PositionerPrimaryAngle (86 to 90), in their functional"
+        " groups: the first frame's 90.0 is used for the whole run"
+    ], source.warnings
 
 
 def test_a_deflated_recording_is_inflated_once_and_reads_as_the_original(tmp_path):

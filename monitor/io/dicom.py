@@ -207,10 +207,14 @@ class RecordingInfo:
     modality: str
     secondary_angle_deg: float | None = None  # PositionerSecondaryAngle: cranial (+) / caudal (-)
     signed: bool = False  # PixelRepresentation 1: two's complement stored values
-    # an Enhanced XA/XRF object (or any with functional groups): its geometry, timing and angles
-    # may be in SharedFunctionalGroupsSequence / PerFrameFunctionalGroupsSequence, not read here
+    # an Enhanced XA/XRF object (or any with functional groups): its geometry, intensity, angles
+    # and frame times are read from SharedFunctionalGroupsSequence / PerFrameFunctionalGroupsSequence
+    # (:func:`_lift_functional_groups`) where the top level does not give them
     functional_groups: bool = False
     modality_lut: bool = False  # a Modality LUT Sequence, which is not applied (said by the source)
+    # what reading the header had to choose, for the operator (said by the source): an attribute
+    # of the functional groups that differs between frames, the first frame's taken
+    header_notes: tuple[str, ...] = ()
     # (RescaleSlope, RescaleIntercept) where they are not the identity: frames are given as
     # stored * slope + intercept (the Modality LUT), the values the intensity relationship is of
     rescale: tuple[float, float] | None = None
@@ -264,13 +268,13 @@ class RecordingInfo:
     @property
     def _groups_note(self) -> str:
         """Said with a missing tag where the object keeps its attributes in functional groups
-        (Enhanced XA/XRF): the tag may be there, where this monitor does not read (an independent
-        test, session 72, was told "missing ImagerPixelSpacing" of such a file)."""
+        (Enhanced XA/XRF): they were looked for there too (an independent test, session 72, was
+        told "missing ImagerPixelSpacing" of such a file, when the monitor did not read them)."""
         if not self.functional_groups:
             return ""
         return (
-            " (this is an Enhanced XA/XRF object: it may keep the tag in its functional groups,"
-            " which the monitor does not read; export the run as XA Image Storage, or give it here)"
+            " (this is an Enhanced XA/XRF object: not at its top level, nor in its functional groups"
+            " where such objects keep it)"
         )
 
     def require_plane(self) -> str:
@@ -632,6 +636,160 @@ def _geometry(ds: Dataset) -> Geometry:
     )
 
 
+# Enhanced XA/XRF objects (PS3.3 A.47, A.48) keep what the monitor reads in functional group
+# macros: one-item sequences in the SharedFunctionalGroupsSequence's item (the same for every
+# frame) or in each frame's item of the PerFrameFunctionalGroupsSequence (PS3.3 C.7.6.16).
+# (the macro's sequence, the attribute in it, the top-level attribute it is read as): the
+# X-Ray Geometry macro's isocentre is what XA's DistanceSourceToPatient means (PS3.3 C.8.7.5:
+# the source to the isocentre), the vertebra the C-arm is centred on.
+_GROUP_ATTRIBUTES = (
+    ("FramePixelDataPropertiesSequence", "ImagerPixelSpacing", "ImagerPixelSpacing"),
+    ("FramePixelDataPropertiesSequence", "PixelIntensityRelationship", "PixelIntensityRelationship"),
+    ("FramePixelDataPropertiesSequence", "PixelIntensityRelationshipSign", "PixelIntensityRelationshipSign"),
+    ("XRayGeometrySequence", "DistanceSourceToDetector", "DistanceSourceToDetector"),
+    ("XRayGeometrySequence", "DistanceSourceToIsocenter", "DistanceSourceToPatient"),
+    ("PositionerPositionSequence", "PositionerPrimaryAngle", "PositionerPrimaryAngle"),
+    ("PositionerPositionSequence", "PositionerSecondaryAngle", "PositionerSecondaryAngle"),
+)
+# What one run must hold for all its frames: the analysis reads one scale and one intensity
+# relationship per view, so frames that differ in these are refused rather than half misread.
+_ONE_PER_RUN = frozenset(
+    {"ImagerPixelSpacing", "PixelIntensityRelationship", "PixelIntensityRelationshipSign"}
+)
+# How far a per-frame value may stray from the first frame's before it is said: a C-arm's
+# angle readout jitters by a tenth of a degree, its distances by a fraction of a millimetre.
+_PER_FRAME_TOLERANCE = {"PositionerPrimaryAngle": 1.0, "PositionerSecondaryAngle": 1.0}
+_PER_FRAME_TOLERANCE_DEFAULT = 1.0  # mm, for the distances
+# Per-frame acquisition stamps coarser than this cannot time frames 33-133 ms apart.
+_FRAME_STAMP_RESOLUTION_S = 0.01
+
+
+def _macro_value(item: Dataset | None, macro: str, keyword: str):
+    """``keyword`` in ``item``'s one-item ``macro`` sequence; None when absent or empty."""
+    if item is None:
+        return None
+    sequence = item.get(macro)
+    if not sequence:
+        return None
+    value = sequence[0].get(keyword)
+    return None if value is None or value == "" else value
+
+
+def _as_numbers(value) -> list[float] | None:
+    try:
+        values = value if isinstance(value, (list, pydicom.multival.MultiValue)) else [value]
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+
+
+def _lift_functional_groups(path: Path, ds: Dataset) -> tuple[str, ...]:
+    """Set on ``ds`` (the header as read, in place) each attribute of :data:`_GROUP_ATTRIBUTES`
+    that its top level lacks and its functional groups give: from the shared groups, else from
+    the first frame's. Returns what had to be chosen, for the operator: an attribute whose
+    frames differ (the first frame's is taken). Frames that differ in scale or intensity
+    relationship are refused (RecordingError): one run is read with one of each."""
+    shared_items = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_items[0] if shared_items else None
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    notes = []
+    for macro, keyword, read_as in _GROUP_ATTRIBUTES:
+        if ds.get(read_as) not in (None, ""):
+            continue  # the top level says: as for any XA object
+        value = _macro_value(shared, macro, keyword)
+        if value is None and per_frame:
+            values = [_macro_value(item, macro, keyword) for item in per_frame]
+            given = [v for v in values if v is not None]
+            if not given:
+                continue
+            value = given[0]
+            first, numbers = _as_numbers(value), [_as_numbers(v) for v in given]
+            if first is None or any(n is None or len(n) != len(first) for n in numbers):
+                differing = len({str(v) for v in given}) > 1
+                spread = ""
+            else:
+                deviation = max(abs(a - b) for n in numbers for a, b in zip(n, first, strict=True))
+                tolerance = (
+                    0.0
+                    if read_as in _ONE_PER_RUN
+                    else _PER_FRAME_TOLERANCE.get(keyword, _PER_FRAME_TOLERANCE_DEFAULT)
+                )
+                differing = deviation > tolerance
+                spread = f" ({min(n[0] for n in numbers):g} to {max(n[0] for n in numbers):g})"
+            if differing and read_as in _ONE_PER_RUN:
+                raise RecordingError(
+                    f"{path}: its frames differ in {keyword} ({macro} of the"
+                    " PerFrameFunctionalGroupsSequence): one run is read with one scale and one"
+                    " intensity relationship; split the run where it changes"
+                )
+            if differing:
+                notes.append(
+                    f"its frames differ in {keyword}{spread}, in their functional groups: the first"
+                    f" frame's {value} is used for the whole run"
+                )
+            if len(given) < len(values):
+                notes.append(
+                    f"{len(values) - len(given)} of its {len(values)} frames give no {keyword} in"
+                    f" their functional groups: the first frame's {value} is used for them"
+                )
+        if value is None:
+            continue
+        if read_as != keyword:  # FL in the macro, DS at the top level
+            numbers = _as_numbers(value)
+            if numbers is None:
+                continue
+            value = pydicom.valuerep.DSfloat(numbers[0], auto_format=True)
+        setattr(ds, read_as, value)
+    return tuple(notes)
+
+
+def _per_frame_times(ds: Dataset, n_frames: int) -> tuple[np.ndarray | None, str | None]:
+    """Frame times (s from the first frame) from each frame's FrameContentSequence (Enhanced
+    XA/XRF: FrameAcquisitionDateTime, else FrameReferenceDateTime), stamps of 10 ms or finer.
+    A frame whose stamp is missing or not after the last one's is given the usual step, when
+    at least half the steps are times, and that is said as for a FrameTimeVector."""
+    items = ds.get("PerFrameFunctionalGroupsSequence")
+    if not items or len(items) != n_frames or n_frames < 2:
+        return None, None
+    for keyword in ("FrameAcquisitionDateTime", "FrameReferenceDateTime"):
+        stamps: list[dt.datetime | None] = []
+        for item in items:
+            content = item.get("FrameContentSequence")
+            value = str(content[0].get(keyword, "") or "").strip() if content else ""
+            try:
+                fields, resolution = _dt_fields(value)
+                stamp = dt.datetime(*fields)
+            except ValueError:
+                stamp = None
+            else:
+                if resolution > _FRAME_STAMP_RESOLUTION_S:
+                    stamp = None
+            stamps.append(stamp)
+        if stamps[0] is None or sum(s is not None for s in stamps) < n_frames / 2:
+            continue
+        if len({s.tzinfo is None for s in stamps if s is not None}) > 1:
+            continue  # zoned and unzoned stamps cannot be subtracted
+        first = stamps[0]
+        seconds = [None if s is None else (s - first).total_seconds() for s in stamps]
+        steps = np.full(n_frames - 1, np.nan)
+        for i in range(1, n_frames):
+            if seconds[i] is not None and seconds[i - 1] is not None:
+                steps[i - 1] = seconds[i] - seconds[i - 1]
+        timed = np.isfinite(steps) & (steps > 0)
+        if timed.all():
+            return np.concatenate([[0.0], np.cumsum(steps)]), f"{keyword} of each frame"
+        if timed.sum() < max(1, steps.size // 2):
+            continue
+        bad = np.flatnonzero(~timed) + 1
+        steps[~timed] = float(np.median(steps[timed]))
+        frames = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
+        return (
+            np.concatenate([[0.0], np.cumsum(steps)]),
+            f"{keyword} of each frame (its step to frame {frames} not a time: taken as the median step)",
+        )
+    return None, None
+
+
 def _frame_times(ds: Dataset, n_frames: int) -> tuple[np.ndarray | None, str | None]:
     vector = ds.get("FrameTimeVector")
     if vector is not None and len(vector) == n_frames:
@@ -652,6 +810,9 @@ def _frame_times(ds: Dataset, n_frames: int) -> tuple[np.ndarray | None, str | N
                 np.cumsum(increments) / 1000.0,
                 f"FrameTimeVector (its step to frame {frames} not a time: taken as the median step)",
             )
+    per_frame = _per_frame_times(ds, n_frames)
+    if per_frame[0] is not None:
+        return per_frame
     frame_time = _float(ds, "FrameTime")
     if frame_time and frame_time > 0:
         return np.arange(n_frames) * frame_time / 1000.0, "FrameTime"
@@ -690,6 +851,8 @@ def _info_from_header(path: Path, ds: Dataset, ds_frames: int, plane: str | None
             f" not in the low {bits_stored} bits (XA and RF require HighBit = BitsStored - 1), so they"
             " would be misread"
         )
+    enhanced = str(ds.get("SOPClassUID", "")) in ENHANCED_STORAGE or "SharedFunctionalGroupsSequence" in ds
+    notes = _lift_functional_groups(path, ds) if enhanced else ()
     angle = _float(ds, "PositionerPrimaryAngle")
     if plane is None and angle is not None:
         plane = plane_from_angle(angle)
@@ -724,9 +887,9 @@ def _info_from_header(path: Path, ds: Dataset, ds_frames: int, plane: str | None
         secondary_angle_deg=_float(ds, "PositionerSecondaryAngle"),
         signed=signed,
         rescale=None if rescale == (1.0, 0.0) else rescale,
-        functional_groups=str(ds.get("SOPClassUID", "")) in ENHANCED_STORAGE
-        or "SharedFunctionalGroupsSequence" in ds,
+        functional_groups=enhanced,
         modality_lut="ModalityLUTSequence" in ds,
+        header_notes=notes,
         starts=starts,
     )
 
@@ -1106,6 +1269,12 @@ def describe_recording(path: Path, plane: str | None = None) -> str:
                     else "no acquisition date and time (a lateral and an AP run pair from their first frames)"
                 ),
                 f"  scale        {scale}",
-                f"  encoding     {i.modality} {i.transfer_syntax}",
+                f"  encoding     {i.modality} {i.transfer_syntax}"
+                + (
+                    " (Enhanced: attributes read from its functional groups too)"
+                    if i.functional_groups
+                    else ""
+                ),
+                *(f"  note         {note}" for note in i.header_notes),
             ]
         )

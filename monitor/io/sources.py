@@ -102,6 +102,7 @@ class DicomPairSource:
                     f"{Path(path).name}: its Modality LUT Sequence (0028,3000) is not applied: values"
                     " are read as stored (harmless for LOG data; LIN data would read wrong)"
                 )
+            self.warnings += [f"{Path(path).name}: {note}" for note in rec.info.header_notes]
             rec.info = replace(rec.info, plane=plane)  # oblique or unlabelled: the operator said which
             self.recordings[plane] = rec
         self.fps = fps
