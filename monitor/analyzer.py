@@ -139,6 +139,7 @@ class VisionAnalysis(Analysis):
         # the growth since the last anchor is read from the shape: decided at its entry and logged
         # with it (CaseAnalyzer.growth_from_shape), so that a restart reads it the same way
         self._growth_from_shape = False
+        self._last_anchored: tuple[VolumeEstimate, float] | None = None  # the last anchored volume, k
         self._news: list[tuple[str, str, str | None, dict]] = []  # the analysis's own, beside the planes'
         if self.case.known_cleft:  # said and logged as the operator's command would be, with its time
             self._news.append(("cleft", f"from the command line: {self._set_cleft(True)}", None, True))
@@ -168,6 +169,8 @@ class VisionAnalysis(Analysis):
         r, summary = self.case.process(plane, pixels, h.frame, h.acq_time)
         volume = summary.volume
         self.last_volume = volume
+        if summary.darkness_rescaled is not None:  # the darkness is read another way from here
+            self._rescale_anchors(summary.darkness_rescaled)
         k = self.volume_scale
         if volume is not None:
             self._raw_volume_ml = volume.darkness_ml  # what the syringe calibrates
@@ -175,7 +178,11 @@ class VisionAnalysis(Analysis):
             self._raw_shape_ml = shape
             if shape is not None and self._anchors:
                 self._shape_top = max(self._shape_top or 0.0, shape)
-            if self._anchors and math.isfinite(volume.darkness_ml):
+            if self._anchors and self.case.darkness_mixed and self._last_anchored is not None:
+                # one view's darkness read with scatter correction, the other's without (a frame or
+                # two): anchored on neither scale, the last anchored volume is held
+                volume, k = self._last_anchored
+            elif self._anchors and math.isfinite(volume.darkness_ml):
                 # this level's syringes anchor the volume; k is then what it makes of the darkness
                 # (the wire's volume_scale: volume_ml / volume_scale is the image's own volume).
                 # The growth since the last one is the shape's where that syringe's entry chose it
@@ -197,6 +204,7 @@ class VisionAnalysis(Analysis):
                 volume = replace(
                     anchored, volume_ml=darkness, low_ml=anchored.low_ml / k, high_ml=anchored.high_ml / k
                 )
+                self._last_anchored = (volume, k)
         overlay = _plain(r.overlay)
         if distortion is not None:
             overlay = distort_overlay(overlay, distortion)
@@ -394,18 +402,26 @@ class VisionAnalysis(Analysis):
         frames before a restart are not analysed again), which is then the entry's own."""
         self._forget_syringes()
         curve = None  # the darkness's curve as this level's last entry logged it
+        since_curve = 1.0  # the darkness rescaled by this since that entry
         for b in events:
             if b["event"] == "level":
                 self._forget_syringes()
-                curve = None
+                curve, since_curve = None, 1.0
             elif b["event"] == "syringe-entry" and b["source"] == "analyzer" and b.get("value"):
                 value = b["value"]
                 self._syringe_ml = float(value["syringe_ml"])
                 shape = None if value.get("shape_ml") is None else float(value["shape_ml"])
                 self._anchor(float(value["darkness_ml"]), "", shape, value.get("growth") == "shape")
-                curve = value.get("darkness_curve", curve)
+                if value.get("darkness_curve") is not None:
+                    curve, since_curve = value["darkness_curve"], 1.0
+            elif b["event"] == "darkness-rescale" and b["source"] == "analyzer" and b.get("value"):
+                ratio = float(b["value"]["ratio"])
+                self._rescale_anchors(ratio)
+                since_curve *= ratio
         if curve is not None:
             self.case.restore_darkness_curve(curve)
+            if since_curve != 1.0:
+                self.case.rescale_darkness_curve(since_curve)
 
     @property
     def _pairs(self) -> list[tuple[float, float]]:
@@ -422,6 +438,20 @@ class VisionAnalysis(Analysis):
         """No syringe entered at this level yet: a new level, or a restart reading the log's."""
         self._syringe_ml, self._anchors = 0.0, []
         self._shape_top, self._growth_from_shape = None, False
+        self._last_anchored = None
+
+    def _rescale_anchors(self, ratio: float) -> None:
+        """The level's darkness is read ``ratio`` times what it read before from here on (read
+        without scatter correction: CaseSummary.darkness_rescaled): the anchors' darkness
+        likewise, and the image-to-syringe scale refitted on them as :meth:`_anchor` fits it.
+        Without it, tuning 5035 with 1 mL syringes read 1.00 mL from the first syringe's anchor
+        to the end (the darkness 0.55 of the anchor's read as no growth) for 1.19-1.51 mL."""
+        if not self._anchors:
+            return
+        self._anchors = [(darkness * ratio, shape, total) for darkness, shape, total in self._anchors]
+        readable = [(r, s) for r, s in self._pairs if r >= SYRINGE_MIN_DARKNESS_ML]
+        if readable:
+            self.volume_scale = sum(r * s for r, s in readable) / sum(r * r for r, _ in readable)
 
     def _syringe(self, ml: float) -> str:
         """Calibrate the volume against what the syringes delivered: from 1 mL on, each entry
@@ -620,7 +650,7 @@ class VisionAnalysis(Analysis):
         ).fetchall()
         codes = {c["code"] for (body,) in last for c in json.loads(body).get("caveats") or ()}
         if CaveatCode.SCATTER_NOT_SEEN.value in codes:
-            self.case.assume_no_scatter("found before the restart")
+            self.case.assume_no_scatter("found before the restart", rescale=False)
         for r in store.records("alarm", after=start):
             b = r.body
             state = self._logged_alarms.setdefault(b["id"], {"active": True, "acknowledged": False})

@@ -149,6 +149,56 @@ def test_an_analyzer_restarted_after_finding_no_scatter_goes_on_without_it(scatt
     assert [p.without_scatter for p in restarted.case.planes.values()] == [True, True]
 
 
+def test_syringes_anchored_before_the_scatter_is_dropped_keep_the_volume_growing(scatter_free):
+    """The halo shows no scatter once about 1 mL is in, and the darkness is read without the
+    correction from then on: a fraction of what it read. Syringes entered before were anchored
+    on the darkness read with it, so the growth since read as none: tuning 5035 with 1 mL
+    syringes said 1.00 mL from its first syringe to the end, for 1.19-1.51 mL. Once both views
+    are read without it, the level's darkness statistics and the anchors are rescaled to the new
+    reading, and that is said ("darkness-rescale") for the audit and for a restart, which takes
+    up the same anchors. The alarms are the images' alone: the same with syringes as without."""
+    from monitor.accuracy import _SyringeEvents
+    from monitor.analyzer import VisionAnalysis
+
+    folder, truth = scatter_free
+    injected = {f["frame"]: f["injected_ml"] for f in truth["frames"]}
+    analysis = VisionAnalysis()
+    source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
+    volume, alarms, said = {}, [], []
+    try:
+        for item, result in analyse_source(_SyringeEvents(source, analysis, injected, 1.0), analysis):
+            volume[item.index] = result.volume_ml
+            alarms += result.alarms
+            said += [n for n in analysis.news() if n[0] in ("syringe-entry", "darkness-rescale")]
+    finally:
+        source.close()
+    kinds = [n[0] for n in said]
+    assert kinds.count("darkness-rescale") == 1, kinds
+    rescale = said[kinds.index("darkness-rescale")]
+    assert kinds.index("syringe-entry") < kinds.index("darkness-rescale")  # anchored before it
+    assert 0.3 < rescale[3]["ratio"] < 0.9, rescale  # read without the correction: less
+    after = [f for f in range(rescale[3]["frame"] + 2, 48) if injected[f] >= 1.0]
+    errors = [abs(volume[f] / injected[f] - 1) for f in after]
+    assert len(after) > 10 and max(errors) < 0.12, [round(e, 3) for e in errors]
+    assert volume[47] > volume[after[0]] + 0.5  # it grows on (it stood at the syringes' total)
+    assert alarms == analyse_alarms(folder)  # the syringes move no alarm
+
+    # a restart takes up the same anchors from what was logged, in order
+    restarted = VisionAnalysis()
+    restarted._take_up_syringes([{"event": e, "source": "analyzer", "value": v} for e, _, _, v in said])
+    flat = [[v for anchor in a._anchors for v in anchor] for a in (restarted, analysis)]
+    assert flat[0] == pytest.approx(flat[1], rel=1e-5)
+    assert restarted.volume_scale == pytest.approx(analysis.volume_scale)
+
+
+def analyse_alarms(folder) -> list[dict]:
+    source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
+    try:
+        return [a for _, r in analyse_source(source) for a in r.alarms]
+    finally:
+        source.close()
+
+
 def test_a_front_measured_beyond_the_wall_confirms_the_posterior_leak_at_once(analysed):
     got = analysed["posterior-leak"]
     beyond = [f for f, d in sorted(got["distance"].items()) if d is not None and d <= -1.5]

@@ -13,6 +13,7 @@ estimates and drives the alarms.
 from __future__ import annotations
 
 import functools
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -294,6 +295,10 @@ class CaseSummary:
     volume: VolumeEstimate | None
     seconds_to_line: float | None  # predicted time until the front reaches the 5 mm line
     raised: list  # alarms raised on this frame, as Alarm.as_dict()
+    # on the frame from which both views' darkness is read without scatter correction: what the
+    # darkness read before is to be multiplied by to be on the new scale (CaseAnalyzer
+    # .assume_no_scatter), for what is anchored on it (syringes); None on every other frame
+    darkness_rescaled: float | None = None
 
 
 # A frame that repeats the last (temporal.HeldImages) this long (s) after the last new exposure is
@@ -1326,6 +1331,14 @@ class CaseAnalyzer:
         # fall while cement goes in), said once as news ("darkness-reads-low") and restored
         self.darkness_low = False
         self.news: list[tuple[str, str, dict]] = []
+        # The views' darkness read without scatter correction from a frame on (assume_no_scatter)
+        # on a level whose darkness was read with it: (the level's darkness on the last frame read
+        # with it, mL, None until that frame's is read; the views not yet read without it). Once
+        # both are, the level's statistics of the darkness (and a syringe's anchors on it) are
+        # rescaled to the new reading (_rescale_darkness).
+        self._rescaling: tuple[float | None, set[str]] | None = None
+        self._last_darkness: float | None = None  # the level's darkness on its last frame, mL
+        self.darkness_mixed = False  # ... read with the correction in one view, without in the other
         self._largest_volume: VolumeEstimate | None = None  # the largest said on this level
         self._largest_calibrated = False  # ... while the darkness was calibrated by a syringe, or not
         self._accepted: tuple[float, float] | None = None  # (time, distance) last alarmed on
@@ -1426,12 +1439,18 @@ class CaseAnalyzer:
         if self.scatter_seen is False:
             self.assume_no_scatter(f"scale {scale:.2f} of the configured scatter")
 
-    def assume_no_scatter(self, why: str) -> None:
-        """Read the volumes without scatter correction from now on (and say so)."""
+    def assume_no_scatter(self, why: str, rescale: bool = True) -> None:
+        """Read the volumes without scatter correction from now on (and say so). ``rescale``:
+        what the level's darkness read so far is brought to the new reading once both views are
+        read so (_rescaled_now); not after a restart, whose level reads so from its baseline."""
         self.scatter_seen = False
+        switched = set()
         for p in self.planes.values():
             if p.scatter_modelled:
                 p.read_without_scatter(why)
+                switched.add(p.plane)
+        if rescale and switched and self.volumes:
+            self._rescaling = (None, switched)
 
     def plane(
         self, name: str, photometric: str, relationship: str | None, bits: int, pixel_mm: float | None
@@ -1492,6 +1511,8 @@ class CaseAnalyzer:
             r.caveats = (*r.caveats, alone)
         if any(c.code == CaveatCode.CEMENT_IN_BASELINE for c in r.caveats):
             self._held_cement.add(r.plane)
+        if self._rescaling is not None and self._rescaling[0] is not None and r.volume_ml is not None:
+            self._rescaling[1].discard(r.plane)  # read without the correction
         if self.scatter_seen is None:
             self._settle_scatter()
         raised = []
@@ -1574,7 +1595,46 @@ class CaseAnalyzer:
             r.caveats = (*r.caveats, doubt)
         if volume is not None and volume.one_view is not None:
             r.caveats = (*r.caveats, self._one_view_caveat(volume.one_view))
-        return r, CaseSummary(volume, seconds_to_line, [a.as_dict() for a in raised])
+        rescaled = self._rescaled_now(frame)
+        return r, CaseSummary(volume, seconds_to_line, [a.as_dict() for a in raised], rescaled)
+
+    def _rescaled_now(self, frame: int) -> float | None:
+        """Once both views are read without scatter correction (after assume_no_scatter), the
+        ratio of the level's darkness now to its last one read with it (a frame or two of growth
+        apart: a few per cent, where the correction's removal read 0.55 of it on tuning 5035):
+        the level's darkness statistics are rescaled by it, and it is said ("darkness-rescale").
+        None on every other frame."""
+        if self._rescaling is None or self._rescaling[0] is None or self._rescaling[1]:
+            return None
+        before = self._rescaling[0]
+        self._rescaling = None
+        now = self._last_darkness
+        if now is None or not (before > 0 and math.isfinite(now) and now > 0):
+            return None  # nothing to scale by
+        ratio = now / before
+        self._rescale_darkness(ratio)
+        self.news.append(
+            (
+                "darkness-rescale",
+                f"both views' darkness is read without scatter correction from frame {frame}"
+                f" ({before:.2f} -> {now:.2f} mL): what it read before on this level is rescaled"
+                f" by {ratio:.2f} to it",
+                {"ratio": round(ratio, 6), "frame": frame},
+            )
+        )
+        return ratio
+
+    def _rescale_darkness(self, ratio: float) -> None:
+        """The level's statistics of its darkness against the shape, as if read ``ratio`` times
+        what they were: each share, and the curve's log darkness shifted by log ``ratio``."""
+        self._darkness_shares = deque((v * ratio for v in self._darkness_shares), maxlen=LEVEL_SHARE_RESULTS)
+        n, sx, sy, sxx, sxy, x_min, x_max = self._darkness_curve
+        shift = math.log(ratio)
+        self._darkness_curve = (n, sx, sy + n * shift, sxx, sxy + shift * sx, x_min, x_max)
+
+    def rescale_darkness_curve(self, ratio: float) -> None:
+        """After a restart: a "darkness-rescale" logged after the curve restored was taken."""
+        self._rescale_darkness(ratio)
 
     @staticmethod
     def _one_view_caveat(plane: str) -> Caveat:
@@ -1889,6 +1949,12 @@ class CaseAnalyzer:
             if plane not in self.silent and not (plane in self.planes and self.planes[plane].holding)
         ]
         darkness = _reconciled(heard or list(self.volumes.values()))
+        self._last_darkness = darkness
+        switching = self._rescaling is not None and self._rescaling[0] is None
+        if switching:  # the last frame read with the correction
+            self._rescaling = (darkness, self._rescaling[1])
+        # until both views are read without the correction (and on that frame, before the rescale)
+        mixed = self.darkness_mixed = self._rescaling is not None and not switching
         planes = [self.planes.get(p) for p in ("lateral", "ap")]
         shape, one_view = None, None
         # Only outlines measured in a region, and on the view's last frame: a view with no cannula
@@ -1924,7 +1990,7 @@ class CaseAnalyzer:
                 shape += view.cement_apart_ml
         # the level's statistics of the darkness against the shape are the two views' shape's: one
         # view's reads the truth on another scale (x0.78-1.30 of it), per case
-        share = darkness_share(darkness, shape) if one_view is None else None
+        share = darkness_share(darkness, shape) if one_view is None and not mixed else None
         if share is not None and np.isfinite(share) and darkness > 0:
             self._darkness_shares.append(share)
             x, y = float(np.log(darkness / share)), float(np.log(darkness))  # log truth, log darkness
