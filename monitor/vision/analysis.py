@@ -96,6 +96,7 @@ from monitor.vision.pixels import PixelGrid, saturated_bright
 from monitor.vision.plane_baseline import PlaneBaseline, learn_plane_baseline
 from monitor.vision.scatter import (
     HALO_DECIDE_WEIGHT,
+    HALO_RINGS_MM,
     NO_SCATTER_BELOW,
     SCATTER_SEEN_ABOVE,
     HaloEvidence,
@@ -455,7 +456,8 @@ class PlaneAnalyzer:
         self.without_scatter, self.halo_open = True, False
         self.add_caveat(
             CaveatCode.SCATTER_NOT_SEEN,
-            f"the cement leaves no scatter halo ({why}), so volumes are read without scatter correction",
+            f"the cement leaves no scatter halo within {HALO_RINGS_MM[-1][1]} mm of it ({why}): no"
+            " scatter, or scatter spread wider than that; volumes are read without scatter correction",
         )
 
     def add_caveat(self, code: CaveatCode, detail: str) -> None:
