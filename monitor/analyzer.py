@@ -139,7 +139,11 @@ class VisionAnalysis(Analysis):
         # the growth since the last anchor is read from the shape: decided at its entry and logged
         # with it (CaseAnalyzer.growth_from_shape), so that a restart reads it the same way
         self._growth_from_shape = False
-        self._last_anchored: tuple[VolumeEstimate, float] | None = None  # the last anchored volume, k
+        # the last anchored volume and its k; and, while the darkness is read half with scatter
+        # correction and half without (CaseAnalyzer.darkness_mixed), how many anchors were taken on
+        # the reading with it (those the rescale applies to)
+        self._last_anchored: tuple[VolumeEstimate, float] | None = None
+        self._anchors_before_switch: int | None = None
         self._news: list[tuple[str, str, str | None, dict]] = []  # the analysis's own, beside the planes'
         if self.case.known_cleft:  # said and logged as the operator's command would be, with its time
             self._news.append(("cleft", f"from the command line: {self._set_cleft(True)}", None, True))
@@ -169,8 +173,12 @@ class VisionAnalysis(Analysis):
         r, summary = self.case.process(plane, pixels, h.frame, h.acq_time)
         volume = summary.volume
         self.last_volume = volume
+        if self.case.darkness_mixed and self._anchors_before_switch is None:
+            self._anchors_before_switch = len(self._anchors)
         if summary.darkness_rescaled is not None:  # the darkness is read another way from here
-            self._rescale_anchors(summary.darkness_rescaled)
+            self._rescale_anchors(summary.darkness_rescaled, self._anchors_before_switch)
+        if not self.case.darkness_mixed:
+            self._anchors_before_switch = None
         k = self.volume_scale
         if volume is not None:
             self._raw_volume_ml = volume.darkness_ml  # what the syringe calibrates
@@ -178,9 +186,15 @@ class VisionAnalysis(Analysis):
             self._raw_shape_ml = shape
             if shape is not None and self._anchors:
                 self._shape_top = max(self._shape_top or 0.0, shape)
-            if self._anchors and self.case.darkness_mixed and self._last_anchored is not None:
-                # one view's darkness read with scatter correction, the other's without (a frame or
-                # two): anchored on neither scale, the last anchored volume is held
+            if (
+                self._anchors
+                and self.case.darkness_mixed
+                and self._last_anchored is not None
+                and len(self._anchors) == self._anchors_before_switch
+            ):
+                # one view's darkness read with scatter correction, the other's without (at most
+                # RESCALE_WAIT_S): on neither scale, the last anchored volume is held (not past a
+                # syringe entered meanwhile, whose total it would hide)
                 volume, k = self._last_anchored
             elif self._anchors and math.isfinite(volume.darkness_ml):
                 # this level's syringes anchor the volume; k is then what it makes of the darkness
@@ -438,17 +452,22 @@ class VisionAnalysis(Analysis):
         """No syringe entered at this level yet: a new level, or a restart reading the log's."""
         self._syringe_ml, self._anchors = 0.0, []
         self._shape_top, self._growth_from_shape = None, False
-        self._last_anchored = None
+        self._last_anchored, self._anchors_before_switch = None, None
 
-    def _rescale_anchors(self, ratio: float) -> None:
+    def _rescale_anchors(self, ratio: float, first: int | None = None) -> None:
         """The level's darkness is read ``ratio`` times what it read before from here on (read
         without scatter correction: CaseSummary.darkness_rescaled): the anchors' darkness
-        likewise, and the image-to-syringe scale refitted on them as :meth:`_anchor` fits it.
+        likewise (the ``first`` ones, those entered on the reading before; default all), and the
+        image-to-syringe scale refitted on them as :meth:`_anchor` fits it.
         Without it, tuning 5035 with 1 mL syringes read 1.00 mL from the first syringe's anchor
         to the end (the darkness 0.55 of the anchor's read as no growth) for 1.19-1.51 mL."""
         if not self._anchors:
             return
-        self._anchors = [(darkness * ratio, shape, total) for darkness, shape, total in self._anchors]
+        n = len(self._anchors) if first is None else first  # those entered on the reading before
+        self._anchors = [
+            (darkness * ratio, shape, total) if i < n else (darkness, shape, total)
+            for i, (darkness, shape, total) in enumerate(self._anchors)
+        ]
         readable = [(r, s) for r, s in self._pairs if r >= SYRINGE_MIN_DARKNESS_ML]
         if readable:
             self.volume_scale = sum(r * s for r, s in readable) / sum(r * r for r, _ in readable)

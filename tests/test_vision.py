@@ -164,12 +164,15 @@ def test_syringes_anchored_before_the_scatter_is_dropped_keep_the_volume_growing
     injected = {f["frame"]: f["injected_ml"] for f in truth["frames"]}
     analysis = VisionAnalysis()
     source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
-    volume, alarms, said = {}, [], []
+    volume, alarms, said, switch = {}, [], [], None
     try:
         for item, result in analyse_source(_SyringeEvents(source, analysis, injected, 1.0), analysis):
             volume[item.index] = result.volume_ml
             alarms += result.alarms
             said += [n for n in analysis.news() if n[0] in ("syringe-entry", "darkness-rescale")]
+            if switch is None and analysis.case.scatter_seen is False:
+                # read without the correction from the next frame on: the AP's next one
+                switch = item.index + (item.plane == "ap")
     finally:
         source.close()
     kinds = [n[0] for n in said]
@@ -183,12 +186,48 @@ def test_syringes_anchored_before_the_scatter_is_dropped_keep_the_volume_growing
     assert volume[47] > volume[after[0]] + 0.5  # it grows on (it stood at the syringes' total)
     assert alarms == analyse_alarms(folder)  # the syringes move no alarm
 
+    # the AP unplugged from the frame the correction was dropped on: the rescale is not waited
+    # for beyond RESCALE_WAIT_S (the lateral's own ratio), and the volume grows on
+    alone, analysis_alone, kinds_alone = _with_syringes(folder, injected, drop_ap_from=switch)
+    assert "darkness-rescale" in kinds_alone and analysis_alone.case.darkness_mixed is False
+    later = [f for f in range(switch + 12, 48)]
+    assert max(abs(alone[f] / injected[f] - 1) for f in later) < 0.12, [alone[f] for f in later]
+
     # a restart takes up the same anchors from what was logged, in order
     restarted = VisionAnalysis()
     restarted._take_up_syringes([{"event": e, "source": "analyzer", "value": v} for e, _, _, v in said])
     flat = [[v for anchor in a._anchors for v in anchor] for a in (restarted, analysis)]
     assert flat[0] == pytest.approx(flat[1], rel=1e-5)
     assert restarted.volume_scale == pytest.approx(analysis.volume_scale)
+
+
+def _with_syringes(folder, injected: dict, drop_ap_from: int | None = None):
+    """The recording in ``folder`` analysed with a 1 mL syringe entered as each empties, its AP
+    frames from ``drop_ap_from`` on never sent: (frame -> volume said, the analysis, the kinds of
+    news it said)."""
+    from monitor.accuracy import _SyringeEvents
+    from monitor.analyzer import VisionAnalysis
+
+    class Dropped:
+        def __init__(self, source):
+            self.source, self.formats = source, source.formats
+
+        def frames(self):
+            for item in self.source.frames():
+                if not (item.plane == "ap" and drop_ap_from is not None and item.index >= drop_ap_from):
+                    yield item
+
+    analysis = VisionAnalysis()
+    source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
+    volume, kinds = {}, []
+    try:
+        events = _SyringeEvents(Dropped(source), analysis, injected, 1.0)
+        for item, result in analyse_source(events, analysis):
+            volume[item.index] = result.volume_ml
+            kinds += [n[0] for n in analysis.news()]
+    finally:
+        source.close()
+    return volume, analysis, kinds
 
 
 def analyse_alarms(folder) -> list[dict]:

@@ -287,6 +287,25 @@ class PlaneResult:
         return render_status(self.caveats, self.baseline)
 
 
+# How long (s of the stream) a view switched off the scatter correction may go unread before the
+# level's darkness is brought to the new reading without it: a view silent, held or unreadable
+# would otherwise leave the darkness half on each reading (a review's AP dropped at the switch held
+# a syringe-anchored volume at 1.49 mL for 3.35 to the end).
+RESCALE_WAIT_S = 1.0
+
+
+@dataclass
+class _DarknessSwitch:
+    """The views' darkness read without scatter correction from ``time_s`` on (the cement's
+    halo showed none), on a level whose darkness was read with it until then."""
+
+    time_s: float
+    old: dict[str, float]  # each switched view's volume on its last reading with it, mL
+    waiting: set[str]  # the switched views not yet read without it
+    before: float | None = None  # the level's darkness on the last frame read with it, mL
+    ratios: dict[str, float] = field(default_factory=dict)  # each view's own: new over old
+
+
 @dataclass(frozen=True)
 class CaseSummary:
     """What one frame means for the case (both planes): :meth:`CaseAnalyzer.process`."""
@@ -1333,13 +1352,11 @@ class CaseAnalyzer:
         # fall while cement goes in), said once as news ("darkness-reads-low") and restored
         self.darkness_low = False
         self.news: list[tuple[str, str, dict]] = []
-        # The views' darkness read without scatter correction from a frame on (assume_no_scatter)
-        # on a level whose darkness was read with it: (the level's darkness on the last frame read
-        # with it, mL, None until that frame's is read; the views not yet read without it). Once
-        # both are, the level's statistics of the darkness (and a syringe's anchors on it) are
-        # rescaled to the new reading (_rescale_darkness).
-        self._rescaling: tuple[float | None, set[str]] | None = None
+        # the views' darkness read without scatter correction from a frame on (assume_no_scatter),
+        # on a level whose darkness was read with it: until it is brought to the new reading
+        self._switch: _DarknessSwitch | None = None
         self._last_darkness: float | None = None  # the level's darkness on its last frame, mL
+        self._now_s = 0.0  # the stream time of the frame being analysed
         self.darkness_mixed = False  # ... read with the correction in one view, without in the other
         self._largest_volume: VolumeEstimate | None = None  # the largest said on this level
         self._largest_calibrated = False  # ... while the darkness was calibrated by a syringe, or not
@@ -1451,8 +1468,9 @@ class CaseAnalyzer:
             if p.scatter_modelled:
                 p.read_without_scatter(why)
                 switched.add(p.plane)
-        if rescale and switched and self.volumes:
-            self._rescaling = (None, switched)
+        read = {name: v for name, (v, _) in self.volumes.items() if name in switched}
+        if rescale and read:
+            self._switch = _DarknessSwitch(self._now_s, read, set(read))
 
     def plane(
         self, name: str, photometric: str, relationship: str | None, bits: int, pixel_mm: float | None
@@ -1513,8 +1531,9 @@ class CaseAnalyzer:
             r.caveats = (*r.caveats, alone)
         if any(c.code == CaveatCode.CEMENT_IN_BASELINE for c in r.caveats):
             self._held_cement.add(r.plane)
-        if self._rescaling is not None and self._rescaling[0] is not None and r.volume_ml is not None:
-            self._rescaling[1].discard(r.plane)  # read without the correction
+        self._now_s = time_s
+        if self._switch is not None and self._switch.before is not None:
+            self._switch_progress(r.plane, r.volume_ml, time_s)
         if self.scatter_seen is None:
             self._settle_scatter()
         raised = []
@@ -1600,31 +1619,79 @@ class CaseAnalyzer:
         rescaled = self._rescaled_now(frame)
         return r, CaseSummary(volume, seconds_to_line, [a.as_dict() for a in raised], rescaled)
 
+    def _switch_progress(self, plane: str, volume_ml: float | None, time_s: float) -> None:
+        """After the switch frame: ``plane``'s volume read now (without the correction; None
+        when unread) gives its own ratio; a view silent or held is not waited for (its darkness
+        is not read), nor one unread for RESCALE_WAIT_S: its last volume, read with the
+        correction, is brought to the new reading by the ratio of the views read since."""
+        sw = self._switch
+        if plane in sw.waiting and volume_ml is not None:
+            if sw.old[plane] > 0 and volume_ml > 0:
+                sw.ratios[plane] = volume_ml / sw.old[plane]
+            sw.waiting.discard(plane)
+        sw.waiting -= {
+            p for p in sw.waiting if p in self.silent or (p in self.planes and self.planes[p].holding)
+        }
+        if sw.waiting and time_s - sw.time_s >= RESCALE_WAIT_S:
+            common = self._common_ratio()
+            for p in sw.waiting:
+                if common is not None and p in self.volumes:
+                    v, filled = self.volumes[p]
+                    self.volumes[p] = (v * common, filled)
+            sw.waiting.clear()
+
+    def _common_ratio(self) -> float | None:
+        """The views' own ratios (new over old) read since the switch, their geometric mean."""
+        return self._common_ratio_of(self._switch)
+
     def _rescaled_now(self, frame: int) -> float | None:
-        """Once both views are read without scatter correction (after assume_no_scatter), the
-        ratio of the level's darkness now to its last one read with it (a frame or two of growth
-        apart: a few per cent, where the correction's removal read 0.55 of it on tuning 5035):
-        the level's darkness statistics are rescaled by it, and it is said ("darkness-rescale").
-        None on every other frame."""
-        if self._rescaling is None or self._rescaling[0] is None or self._rescaling[1]:
+        """Once no view is waited for after the switch (assume_no_scatter), the ratio of the
+        level's darkness read without scatter correction to the one read with it: its darkness
+        now over its last with it, where every view was read again (a frame or two of growth
+        apart: a few per cent, where the correction's removal read 0.55 of it on tuning 5035),
+        else the views' own ratios; never over 1 (the correction only adds, and a larger
+        ratio is growth). The level's darkness statistics are rescaled by it, and it is said
+        ("darkness-rescale"; "darkness-not-rescaled" when nothing tells it). None on every
+        other frame."""
+        sw = self._switch
+        if sw is None or sw.before is None or sw.waiting:
             return None
-        before = self._rescaling[0]
-        self._rescaling = None
+        self._switch = None
         now = self._last_darkness
-        if now is None or not (before > 0 and math.isfinite(now) and now > 0):
-            return None  # nothing to scale by
-        ratio = now / before
+        every_view = set(sw.ratios) == set(sw.old)
+        if every_view and now is not None and math.isfinite(now) and now > 0 and sw.before > 0:
+            ratio = now / sw.before
+        else:
+            ratio = self._common_ratio_of(sw)
+        if ratio is None:
+            self.news.append(
+                (
+                    "darkness-not-rescaled",
+                    f"the darkness is read without scatter correction from frame {frame}, but no view"
+                    " read it both ways: what it read before on this level (and syringes anchored on"
+                    " it) stays on the old reading",
+                    {"frame": frame},
+                )
+            )
+            return None
+        ratio = min(ratio, 1.0)
         self._rescale_darkness(ratio)
         self.news.append(
             (
                 "darkness-rescale",
-                f"both views' darkness is read without scatter correction from frame {frame}"
-                f" ({before:.2f} -> {now:.2f} mL): what it read before on this level is rescaled"
-                f" by {ratio:.2f} to it",
+                f"the darkness is read without scatter correction from frame {frame}: what it read"
+                f" before on this level is rescaled by {ratio:.2f} to it ("
+                + (f"{sw.before:.2f} -> {now:.2f} mL" if every_view else "the views read again")
+                + ")",
                 {"ratio": round(ratio, 6), "frame": frame},
             )
         )
         return ratio
+
+    @staticmethod
+    def _common_ratio_of(sw: _DarknessSwitch) -> float | None:
+        ratios = [r for r in sw.ratios.values() if math.isfinite(r) and r > 0]
+        return float(np.exp(np.mean(np.log(ratios)))) if ratios else None
 
     def _rescale_darkness(self, ratio: float) -> None:
         """The level's statistics of its darkness against the shape, as if read ``ratio`` times
@@ -1952,11 +2019,11 @@ class CaseAnalyzer:
         ]
         darkness = _reconciled(heard or list(self.volumes.values()))
         self._last_darkness = darkness
-        switching = self._rescaling is not None and self._rescaling[0] is None
+        switching = self._switch is not None and self._switch.before is None
         if switching:  # the last frame read with the correction
-            self._rescaling = (darkness, self._rescaling[1])
-        # until both views are read without the correction (and on that frame, before the rescale)
-        mixed = self.darkness_mixed = self._rescaling is not None and not switching
+            self._switch.before = darkness
+        # until no view is waited for (and on that frame, before the rescale)
+        mixed = self.darkness_mixed = self._switch is not None and not switching
         planes = [self.planes.get(p) for p in ("lateral", "ap")]
         shape, one_view = None, None
         # Only outlines measured in a region, and on the view's last frame: a view with no cannula
