@@ -261,7 +261,7 @@ def test_an_enhanced_xa_object_without_the_tags_anywhere_says_where_they_were_lo
     path = rewrite(CASE.lateral, tmp_path / "lateral.dcm", enhanced)
     source = DicomPairSource(path, None)
     source.close()
-    note = "Enhanced XA/XRF object: not at its top level, nor in its functional groups"
+    note = "not at its top level, nor in its functional groups, where Enhanced XA/XRF objects keep it"
     assert note in source.scale_problems["lateral"]
     with pytest.raises(MonitorError, match=note):
         source.recordings["lateral"].info.require_frame_times()
@@ -275,7 +275,7 @@ ENHANCED_XA = "1.2.840.10008.5.1.4.1.1.12.1.1"
 
 def to_enhanced(
     ds: pydicom.Dataset,
-    frame_seconds: list[float | None] | None = None,
+    frame_seconds: list[float | str | None] | None = None,
     per_frame: Callable[[int, pydicom.Dataset], None] | None = None,
 ) -> None:
     """``ds``, a classic XA header, re-laid in place as Enhanced XA Image Storage (PS3.3 A.47)
@@ -283,7 +283,8 @@ def to_enhanced(
     Data Properties macro, the distances in the X-Ray Geometry macro (the isocentre for XA's
     DistanceSourceToPatient), the angles in the X-Ray Positioner macro, all shared; each frame's
     acquisition time in its Frame Content macro (``frame_seconds`` after AcquisitionDateTime; a
-    None leaves that frame's stamp out; default: FrameTime apart); none of them at the top level,
+    None leaves that frame's stamp out, a str is written as it is; default: FrameTime apart);
+    none of them at the top level,
     and no FrameTime, CineRate or magnification factor. ``per_frame(i, item)`` may add to frame
     i's functional groups."""
     from pydicom.dataset import Dataset
@@ -329,7 +330,9 @@ def to_enhanced(
     frames = []
     for i, seconds in enumerate(times):
         content = item(FrameAcquisitionNumber=i + 1)
-        if seconds is not None:
+        if isinstance(seconds, str):
+            content.FrameAcquisitionDateTime = seconds
+        elif seconds is not None:
             content.FrameAcquisitionDateTime = (start + dt.timedelta(seconds=seconds)).strftime(
                 "%Y%m%d%H%M%S.%f"
             )
@@ -397,18 +400,26 @@ def test_an_enhanced_xa_run_reads_as_the_same_run_in_xa(tmp_path, original):
     assert alarms_of(*pair) == original
     said = describe_recording(pair[0])
     assert "7.50 frames/s from FrameAcquisitionDateTime of each frame" in said, said
-    assert "attributes read from its functional groups" in said and "mm/pixel at the vertebra" in said
+    assert "(functional groups read too)" in said and "mm/pixel at the vertebra" in said
 
 
-def test_an_enhanced_runs_own_frame_times_keep_its_pause_and_name_a_stamp_missing(tmp_path):
+def test_an_enhanced_runs_own_frame_times_keep_its_pause_and_place_a_bad_stamp(tmp_path):
     """Each frame's FrameAcquisitionDateTime is its time: a 1 s pause after frame 20 is kept
     (a nominal rate would put frame 21 133 ms after frame 20, and read the cement that grew
-    meanwhile as a jump); a frame whose stamp is missing is given the usual step, and said."""
+    meanwhile as a jump). A stamp missing, an hour out (a typo) or earlier than the frame
+    before is placed between its neighbours, and said, and moves no other frame (a first
+    version gave the frames after it the bad step: an hour's typo put the rest of the run an
+    hour on, review of session 74). A stamp on a whole second written without its fraction (as
+    pydicom's DT does) is as good as the others."""
     from monitor.io.dicom import open_recording
 
     step = 0.1333333
-    seconds = [i * step + (1.0 if i > 20 else 0.0) for i in range(48)]
+    true = [i * step + (1.0 if i > 20 else 0.0) for i in range(48)]
+    seconds: list = list(true)
+    seconds[0] = "20260105090000"  # the run's first stamp, 09:00:00 to the second
     seconds[5] = None
+    seconds[10] += 3600.0
+    seconds[30] -= 0.5
 
     def enhanced(ds, frames):
         to_enhanced(ds, frame_seconds=seconds)
@@ -417,10 +428,8 @@ def test_an_enhanced_runs_own_frame_times_keep_its_pause_and_name_a_stamp_missin
     path = rewrite(CASE.lateral, tmp_path / "lateral.dcm", enhanced)
     with open_recording(path) as rec:
         times = rec.info.frame_times_s
-        assert times[21] - times[20] == pytest.approx(1.0 + step, abs=1e-5)
-        assert times[5] - times[4] == pytest.approx(step, abs=1e-5)  # the usual step
-        assert times[47] == pytest.approx(seconds[47], abs=1e-5)
-        assert "its step to frame 5, 6 not a time" in rec.info.timing_source
+        assert times == pytest.approx(true, abs=1e-5)  # the pause kept, each bad stamp placed
+        assert "the stamp of frame 5, 10, 30 missing or out of order" in rec.info.timing_source
     source = DicomPairSource(path, None)
     source.close()
     assert any("FrameAcquisitionDateTime of each frame" in w for w in source.warnings), source.warnings
@@ -467,6 +476,77 @@ def test_an_enhanced_run_whose_frames_differ_is_refused_or_said(tmp_path):
         "turning.dcm: its frames differ in PositionerPrimaryAngle (86 to 90), in their functional"
         " groups: the first frame's 90.0 is used for the whole run"
     ], source.warnings
+
+    def per_frame_geometry(sid_from_24: float, spacing_jitter: float):
+        def edit(ds, frames):
+            spacing = [float(v) for v in ds.ImagerPixelSpacing]
+            to_enhanced(ds)
+            shared = ds.SharedFunctionalGroupsSequence[0]
+            geometry, props = shared.XRayGeometrySequence[0], shared.FramePixelDataPropertiesSequence[0]
+            del shared.XRayGeometrySequence, shared.FramePixelDataPropertiesSequence
+            for i, frame in enumerate(ds.PerFrameFunctionalGroupsSequence):
+                own, pixel = copy.deepcopy(geometry), copy.deepcopy(props)
+                if i >= 24:
+                    own.DistanceSourceToDetector = sid_from_24
+                pixel.ImagerPixelSpacing = [v * (1 + spacing_jitter * (i % 2)) for v in spacing]
+                frame.XRayGeometrySequence, frame.FramePixelDataPropertiesSequence = [own], [pixel]
+            return frames
+
+        return edit
+
+    # the detector moved partway: 20 % off in millimetres after it, refused as a zoom is
+    path = rewrite(CASE.lateral, tmp_path / "sid.dcm", per_frame_geometry(1200.0, 0.0))
+    with pytest.raises(RecordingError, match=r"its frames differ in DistanceSourceToDetector"):
+        DicomPairSource(path, None)
+
+    # stamps that cannot time the run are said to be there, not only "no timing" (review)
+    def coarse(ds, frames):
+        to_enhanced(ds, frame_seconds=[f"2026010509{i // 60:02d}{i % 60:02d}" for i in range(48)])
+        return frames
+
+    from monitor.io.dicom import open_recording
+
+    with open_recording(rewrite(CASE.lateral, tmp_path / "coarse.dcm", coarse)) as rec:
+        assert rec.info.frame_times_s is None
+        assert rec.info.header_notes == (
+            "its frames' own acquisition stamps (Frame Content) do not time it: coarser than 10 ms,"
+            " fewer than half of them in order, or not one a frame",
+        )
+    # a DS value's rounding from frame to frame is no zoom
+    path = rewrite(CASE.lateral, tmp_path / "jitter.dcm", per_frame_geometry(1000.0, 1e-6))
+    source = DicomPairSource(path, None)
+    source.close()
+    assert source.warnings == [] and source.scale_problems == {}
+
+
+@pytest.mark.parametrize(
+    ("macro", "keyword", "value", "said"),
+    [
+        ("XRayGeometrySequence", "DistanceSourceToIsocenter", float("nan"), "is not a number"),
+        ("PositionerPositionSequence", "PositionerPrimaryAngle", "lateral", "is not a number"),
+        ("FramePixelDataPropertiesSequence", "ImagerPixelSpacing", [0.4], "is not 2 numbers"),
+    ],
+)
+def test_a_value_in_the_functional_groups_that_is_no_number_is_refused_in_one_line(
+    tmp_path, macro, keyword, value, said
+):
+    """NaN in an FL, a word in a DS, one value where DICOM requires two: refused naming the tag
+    and where it was, never a traceback (review of session 74: `monitor info` printed one)."""
+    from tests.conftest import monitor_cli
+
+    def edit(ds, frames):
+        to_enhanced(ds)
+        item = ds.SharedFunctionalGroupsSequence[0][macro].value[0]
+        if isinstance(value, str):  # a DS value pydicom would refuse to set: written raw
+            item[keyword] = pydicom.DataElement(item[keyword].tag, "DS", value, already_converted=True)
+        else:
+            setattr(item, keyword, value)
+        return frames
+
+    path = rewrite(CASE.lateral, tmp_path / "bad.dcm", edit)
+    done = monitor_cli("info", path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"{keyword}" in done.stderr and said in done.stderr and macro in done.stderr, done.stderr
 
 
 def test_a_deflated_recording_is_inflated_once_and_reads_as_the_original(tmp_path):

@@ -272,10 +272,7 @@ class RecordingInfo:
         told "missing ImagerPixelSpacing" of such a file, when the monitor did not read them)."""
         if not self.functional_groups:
             return ""
-        return (
-            " (this is an Enhanced XA/XRF object: not at its top level, nor in its functional groups"
-            " where such objects keep it)"
-        )
+        return " (not at its top level, nor in its functional groups, where Enhanced XA/XRF objects keep it)"
 
     def require_plane(self) -> str:
         if self.plane is None:
@@ -651,15 +648,21 @@ _GROUP_ATTRIBUTES = (
     ("PositionerPositionSequence", "PositionerPrimaryAngle", "PositionerPrimaryAngle"),
     ("PositionerPositionSequence", "PositionerSecondaryAngle", "PositionerSecondaryAngle"),
 )
-# What one run must hold for all its frames: the analysis reads one scale and one intensity
-# relationship per view, so frames that differ in these are refused rather than half misread.
-_ONE_PER_RUN = frozenset(
-    {"ImagerPixelSpacing", "PixelIntensityRelationship", "PixelIntensityRelationshipSign"}
-)
-# How far a per-frame value may stray from the first frame's before it is said: a C-arm's
-# angle readout jitters by a tenth of a degree, its distances by a fraction of a millimetre.
-_PER_FRAME_TOLERANCE = {"PositionerPrimaryAngle": 1.0, "PositionerSecondaryAngle": 1.0}
-_PER_FRAME_TOLERANCE_DEFAULT = 1.0  # mm, for the distances
+# What one run must hold for all its frames, and how closely (relative; None: exactly): the
+# analysis reads one scale and one intensity relationship per view, so frames that differ in
+# these (a zoom, the detector moved) are refused rather than half misread.
+_ONE_PER_RUN = {
+    "ImagerPixelSpacing": 1e-4,  # rounding jitter of a DS value, not a zoom
+    "PixelIntensityRelationship": None,
+    "PixelIntensityRelationshipSign": None,
+    "DistanceSourceToDetector": 0.01,  # 1 % of the magnification
+    "DistanceSourceToIsocenter": 0.01,
+}
+# How far an angle may stray from the first frame's before it is said: a C-arm's readout jitters
+# by a tenth of a degree; the run is read at the first frame's.
+_ANGLE_TOLERANCE_DEG = 1.0
+# The values each numeric attribute holds (DICOM's multiplicity).
+_VALUES = {"ImagerPixelSpacing": 2}
 # Per-frame acquisition stamps coarser than this cannot time frames 33-133 ms apart.
 _FRAME_STAMP_RESOLUTION_S = 0.01
 
@@ -676,83 +679,152 @@ def _macro_value(item: Dataset | None, macro: str, keyword: str):
 
 
 def _as_numbers(value) -> list[float] | None:
+    """``value``'s numbers (one or several), all finite; None when any is not one."""
     try:
-        values = value if isinstance(value, (list, pydicom.multival.MultiValue)) else [value]
-        return [float(v) for v in values]
+        values = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+        numbers = [float(v) for v in values]
     except (TypeError, ValueError):
         return None
+    return numbers if numbers and all(math.isfinite(v) for v in numbers) else None
+
+
+def _checked(path: Path, macro: str, keyword: str, value):
+    """``value`` of ``keyword`` from a functional group, as the top level holds it: numbers
+    (finite, as many as DICOM says) for the numeric attributes; RecordingError naming the tag
+    and where it was when it is not one (a text in a DS, NaN in an FL)."""
+    if keyword == "PixelIntensityRelationship":
+        return str(value)
+    numbers = _as_numbers(value)
+    wanted = _VALUES.get(keyword, 1)
+    if numbers is None or len(numbers) != wanted:
+        raise RecordingError(
+            f"{path}: {keyword} {value!r} in its functional groups ({macro}) is not"
+            f" {'a number' if wanted == 1 else f'{wanted} numbers'}"
+        )
+    if keyword == "PixelIntensityRelationshipSign":
+        return int(numbers[0])
+    return (
+        [pydicom.valuerep.DSfloat(v, auto_format=True) for v in numbers]
+        if wanted > 1
+        else (pydicom.valuerep.DSfloat(numbers[0], auto_format=True))
+    )
+
+
+def _differ(keyword: str, first, values: list) -> bool:
+    """Whether per-frame ``values`` of ``keyword`` differ from the first frame's beyond what
+    :data:`_ONE_PER_RUN` or :data:`_ANGLE_TOLERANCE_DEG` allows."""
+    if keyword not in _ONE_PER_RUN:
+        return any(abs(float(v) - float(first)) > _ANGLE_TOLERANCE_DEG for v in values)
+    relative = _ONE_PER_RUN[keyword]
+    if relative is None:
+        return any(v != first for v in values)
+    ones = np.atleast_1d(np.asarray(first, float))
+    return any(
+        np.any(np.abs(np.atleast_1d(np.asarray(v, float)) - ones) > relative * np.abs(ones)) for v in values
+    )
 
 
 def _lift_functional_groups(path: Path, ds: Dataset) -> tuple[str, ...]:
     """Set on ``ds`` (the header as read, in place) each attribute of :data:`_GROUP_ATTRIBUTES`
     that its top level lacks and its functional groups give: from the shared groups, else from
-    the first frame's. Returns what had to be chosen, for the operator: an attribute whose
-    frames differ (the first frame's is taken). Frames that differ in scale or intensity
-    relationship are refused (RecordingError): one run is read with one of each."""
+    the first frame's, each checked (:func:`_checked`). Returns what had to be chosen, for the
+    operator: angles whose frames differ (the first frame's taken), frames that give none, a
+    per-frame sequence that is not one item a frame. Frames that differ in scale, distances or
+    intensity relationship are refused (RecordingError): one run is read with one of each."""
     shared_items = ds.get("SharedFunctionalGroupsSequence")
     shared = shared_items[0] if shared_items else None
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     notes = []
+    frames = _number_of_frames(ds)
+    if per_frame and len(per_frame) != frames:
+        notes.append(
+            f"its PerFrameFunctionalGroupsSequence has {len(per_frame)} items for its {frames} frames"
+            " (one a frame in DICOM): its frames' own times are not read, and its groups are the"
+            " first item's"
+        )
     for macro, keyword, read_as in _GROUP_ATTRIBUTES:
         if ds.get(read_as) not in (None, ""):
             continue  # the top level says: as for any XA object
         value = _macro_value(shared, macro, keyword)
-        if value is None and per_frame:
-            values = [_macro_value(item, macro, keyword) for item in per_frame]
-            given = [v for v in values if v is not None]
+        if value is not None:
+            value = _checked(path, macro, keyword, value)
+        elif per_frame:
+            given = [
+                _checked(path, macro, keyword, v)
+                for v in (_macro_value(item, macro, keyword) for item in per_frame)
+                if v is not None
+            ]
             if not given:
                 continue
             value = given[0]
-            first, numbers = _as_numbers(value), [_as_numbers(v) for v in given]
-            if first is None or any(n is None or len(n) != len(first) for n in numbers):
-                differing = len({str(v) for v in given}) > 1
-                spread = ""
-            else:
-                deviation = max(abs(a - b) for n in numbers for a, b in zip(n, first, strict=True))
-                tolerance = (
-                    0.0
-                    if read_as in _ONE_PER_RUN
-                    else _PER_FRAME_TOLERANCE.get(keyword, _PER_FRAME_TOLERANCE_DEFAULT)
-                )
-                differing = deviation > tolerance
-                spread = f" ({min(n[0] for n in numbers):g} to {max(n[0] for n in numbers):g})"
-            if differing and read_as in _ONE_PER_RUN:
-                raise RecordingError(
-                    f"{path}: its frames differ in {keyword} ({macro} of the"
-                    " PerFrameFunctionalGroupsSequence): one run is read with one scale and one"
-                    " intensity relationship; split the run where it changes"
-                )
-            if differing:
+            if _differ(keyword, value, given[1:]):
+                if keyword in _ONE_PER_RUN:
+                    raise RecordingError(
+                        f"{path}: its frames differ in {keyword} ({macro} of the"
+                        " PerFrameFunctionalGroupsSequence): one run is read with one scale and one"
+                        " intensity relationship; split the run where it changes"
+                    )
+                low, high = min(float(v) for v in given), max(float(v) for v in given)
                 notes.append(
-                    f"its frames differ in {keyword}{spread}, in their functional groups: the first"
-                    f" frame's {value} is used for the whole run"
+                    f"its frames differ in {keyword} ({low:g} to {high:g}), in their functional"
+                    f" groups: the first frame's {value} is used for the whole run"
                 )
-            if len(given) < len(values):
+            if len(given) < len(per_frame):
                 notes.append(
-                    f"{len(values) - len(given)} of its {len(values)} frames give no {keyword} in"
-                    f" their functional groups: the first frame's {value} is used for them"
+                    f"{len(per_frame) - len(given)} of its {len(per_frame)} frames give no {keyword}"
+                    f" in their functional groups: the first frame's {value} is used for them"
                 )
-        if value is None:
-            continue
-        if read_as != keyword:  # FL in the macro, DS at the top level
-            numbers = _as_numbers(value)
-            if numbers is None:
-                continue
-            value = pydicom.valuerep.DSfloat(numbers[0], auto_format=True)
-        setattr(ds, read_as, value)
+        if value is not None:
+            setattr(ds, read_as, value)
     return tuple(notes)
+
+
+def _stamped(ds: Dataset) -> bool:
+    """Whether the first frame's Frame Content gives an acquisition or reference stamp."""
+    items = ds.get("PerFrameFunctionalGroupsSequence")
+    content = items[0].get("FrameContentSequence") if items else None
+    return bool(content) and any(
+        content[0].get(k) for k in ("FrameAcquisitionDateTime", "FrameReferenceDateTime")
+    )
+
+
+def _longest_rising(indices: list[int], t: np.ndarray) -> list[int]:
+    """The longest run of ``indices`` (in order) whose times ``t[i]`` strictly rise: the stamps
+    that agree with each other; the rest are out of order (patience sorting, n log n)."""
+    import bisect
+
+    tails: list[float] = []  # the smallest last time of a rising run of each length
+    ends: list[int] = []  # ... and the position (in ``indices``) it ends at
+    before = [-1] * len(indices)  # each position's predecessor in its best run
+    for k, i in enumerate(indices):
+        at = bisect.bisect_left(tails, t[i])
+        before[k] = ends[at - 1] if at else -1
+        if at == len(tails):
+            tails.append(t[i])
+            ends.append(k)
+        else:
+            tails[at], ends[at] = t[i], k
+    run, k = [], ends[-1] if ends else -1
+    while k >= 0:
+        run.append(indices[k])
+        k = before[k]
+    return run[::-1]
 
 
 def _per_frame_times(ds: Dataset, n_frames: int) -> tuple[np.ndarray | None, str | None]:
     """Frame times (s from the first frame) from each frame's FrameContentSequence (Enhanced
-    XA/XRF: FrameAcquisitionDateTime, else FrameReferenceDateTime), stamps of 10 ms or finer.
-    A frame whose stamp is missing or not after the last one's is given the usual step, when
-    at least half the steps are times, and that is said as for a FrameTimeVector."""
+    XA/XRF: FrameAcquisitionDateTime, else FrameReferenceDateTime), when the run's stamps are
+    to 10 ms or finer (a stamp on a whole second may drop its fraction). Each stamp is its
+    frame's own time: one missing, or out of order with the rest (not in the longest run of
+    stamps that rises: :func:`_longest_rising`), is placed between its good neighbours by
+    frame (at the ends, the median step on), when at least half are good, and that is said as
+    for a FrameTimeVector; the rest keep their own times, so one bad stamp moves no other."""
     items = ds.get("PerFrameFunctionalGroupsSequence")
     if not items or len(items) != n_frames or n_frames < 2:
         return None, None
     for keyword in ("FrameAcquisitionDateTime", "FrameReferenceDateTime"):
         stamps: list[dt.datetime | None] = []
+        finest = np.inf
         for item in items:
             content = item.get("FrameContentSequence")
             value = str(content[0].get(keyword, "") or "").strip() if content else ""
@@ -762,30 +834,41 @@ def _per_frame_times(ds: Dataset, n_frames: int) -> tuple[np.ndarray | None, str
             except ValueError:
                 stamp = None
             else:
-                if resolution > _FRAME_STAMP_RESOLUTION_S:
-                    stamp = None
+                finest = min(finest, resolution)
             stamps.append(stamp)
-        if stamps[0] is None or sum(s is not None for s in stamps) < n_frames / 2:
+        if finest > _FRAME_STAMP_RESOLUTION_S:
             continue
-        if len({s.tzinfo is None for s in stamps if s is not None}) > 1:
-            continue  # zoned and unzoned stamps cannot be subtracted
-        first = stamps[0]
-        seconds = [None if s is None else (s - first).total_seconds() for s in stamps]
-        steps = np.full(n_frames - 1, np.nan)
-        for i in range(1, n_frames):
-            if seconds[i] is not None and seconds[i - 1] is not None:
-                steps[i - 1] = seconds[i] - seconds[i - 1]
-        timed = np.isfinite(steps) & (steps > 0)
-        if timed.all():
-            return np.concatenate([[0.0], np.cumsum(steps)]), f"{keyword} of each frame"
-        if timed.sum() < max(1, steps.size // 2):
+        zones = [s.tzinfo for s in stamps if s is not None and s.tzinfo is not None]
+        if zones:  # one clock: zoned stamps in the first one's zone, unzoned ones as written
+            stamps = [
+                None if s is None else s.astimezone(zones[0]).replace(tzinfo=None) if s.tzinfo else s
+                for s in stamps
+            ]
+        known = [i for i, s in enumerate(stamps) if s is not None]
+        if len(known) < n_frames / 2:
             continue
-        bad = np.flatnonzero(~timed) + 1
-        steps[~timed] = float(np.median(steps[timed]))
+        origin = stamps[known[0]]
+        t = np.array([np.nan if s is None else (s - origin).total_seconds() for s in stamps])
+        good = np.zeros(n_frames, bool)
+        good[_longest_rising(known, t)] = True
+        if good.sum() < n_frames / 2:
+            continue
+        index = np.arange(n_frames)
+        steps = np.diff(t[good]) / np.diff(index[good])
+        usual = float(np.median(steps)) if steps.size else 0.0
+        first, final = np.flatnonzero(good)[[0, -1]]
+        times = np.interp(index, index[good], t[good])
+        times[:first] = t[first] - usual * (first - index[:first])
+        times[final + 1 :] = t[final] + usual * (index[final + 1 :] - final)
+        times -= times[0]
+        if good.all():
+            return times, f"{keyword} of each frame"
+        bad = np.flatnonzero(~good)
         frames = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
         return (
-            np.concatenate([[0.0], np.cumsum(steps)]),
-            f"{keyword} of each frame (its step to frame {frames} not a time: taken as the median step)",
+            times,
+            f"{keyword} of each frame (the stamp of frame {frames} missing or out of order, not a"
+            " time: placed between its neighbours)",
         )
     return None, None
 
@@ -860,6 +943,12 @@ def _info_from_header(path: Path, ds: Dataset, ds_frames: int, plane: str | None
     relationship = str(relationship).strip().upper() if relationship else None
     sign = ds.get("PixelIntensityRelationshipSign")
     frame_times, timing_source = _frame_times(ds, ds_frames)
+    if frame_times is None and enhanced and _stamped(ds):
+        notes = (
+            *notes,
+            "its frames' own acquisition stamps (Frame Content) do not time it: coarser than 10 ms,"
+            " fewer than half of them in order, or not one a frame",
+        )
     slope, intercept = _float(ds, "RescaleSlope"), _float(ds, "RescaleIntercept")
     rescale = (slope if slope is not None else 1.0, intercept if intercept is not None else 0.0)
     if rescale[0] <= 0:
@@ -1270,11 +1359,7 @@ def describe_recording(path: Path, plane: str | None = None) -> str:
                 ),
                 f"  scale        {scale}",
                 f"  encoding     {i.modality} {i.transfer_syntax}"
-                + (
-                    " (Enhanced: attributes read from its functional groups too)"
-                    if i.functional_groups
-                    else ""
-                ),
+                + (" (functional groups read too)" if i.functional_groups else ""),
                 *(f"  note         {note}" for note in i.header_notes),
             ]
         )
