@@ -305,8 +305,10 @@ class VisionAnalysis(Analysis):
             # cleft were given for (run without --level, the level named in the viewer)
             return f"level {self.level} named (was {previous or 'not named'}) before its first frame"
         calibrated = self.case.darkness_calibrated  # the scale is kept: same cement
+        scatter = (self.case.scatter_seen, self.case.scatter_carried)  # and the room's scatter
         self.case = CaseAnalyzer(self.config)
         self.case.darkness_calibrated = calibrated
+        self.case.carry_scatter(*scatter)
         # the command line's cleft was the first level's: not said for this one if not said yet,
         # but its loss is (the command line gave it; the operator may think it holds)
         unsaid = [n for n in self._news if n[0] == "cleft"]
