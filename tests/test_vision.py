@@ -108,7 +108,9 @@ def test_images_without_scatter_are_read_without_its_correction(recordings, anal
     first = min(f for _, f in flagged)
     assert first <= 30 and flagged >= {(p, f) for p in ("lateral", "ap") for f in range(first + 1, 48)}
     injected = [f["injected_ml"] for f in truth["frames"]]
-    after = [got["volume"][f] / injected[f] for f in range(first + 1, 48)]
+    # from the frame it is noticed on: there one view is read without the correction and the
+    # other's last reading with it is brought to it (half on each, it said 2.14 mL for 1.53)
+    after = [got["volume"][f] / injected[f] for f in range(first, 48)]
     assert max(abs(r - 1) for r in after) < 0.08, after
     assert_5mm_alarm_on_time(_high(got["alarms"], "proximity")[0]["frame"], truth)
     assert 0 <= _high(got["alarms"], "extravasation")[0]["frame"] - truth["leak"]["onset_frame"] <= 2

@@ -2033,12 +2033,20 @@ class CaseAnalyzer:
             return None, None
         # a silent view's darkness, or a held one's, is an older moment's: the view still heard
         # (and sending new exposures) reads the volume
+        volumes = dict(self.volumes)
+        sw = self._switch
+        if sw is not None and sw.before is not None and sw.waiting and self._common_ratio() is not None:
+            # a view read without scatter correction already: the others' last volumes, read with
+            # it, brought to that reading by its ratio until they are read again (the bundled case
+            # rendered without scatter said 2.14 mL for 1.53 on such a frame, half on each)
+            common = self._common_ratio()
+            volumes.update({p: (v * common, f) for p, (v, f) in volumes.items() if p in sw.waiting})
         heard = [
             v
-            for plane, v in self.volumes.items()
+            for plane, v in volumes.items()
             if plane not in self.silent and not (plane in self.planes and self.planes[plane].holding)
         ]
-        darkness = _reconciled(heard or list(self.volumes.values()))
+        darkness = _reconciled(heard or list(volumes.values()))
         self._last_darkness = darkness
         switching = self._switch is not None and self._switch.before is None
         if switching:  # the last frame read with the correction
