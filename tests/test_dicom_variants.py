@@ -420,6 +420,7 @@ def test_an_enhanced_runs_own_frame_times_keep_its_pause_and_place_a_bad_stamp(t
     seconds[5] = None
     seconds[10] += 3600.0
     seconds[30] -= 0.5
+    seconds[47] += 3600.0  # the last an hour late: it rises with the rest, and is still a typo
 
     def enhanced(ds, frames):
         to_enhanced(ds, frame_seconds=seconds)
@@ -429,7 +430,7 @@ def test_an_enhanced_runs_own_frame_times_keep_its_pause_and_place_a_bad_stamp(t
     with open_recording(path) as rec:
         times = rec.info.frame_times_s
         assert times == pytest.approx(true, abs=1e-5)  # the pause kept, each bad stamp placed
-        assert "the stamp of frame 5, 10, 30 missing or out of order" in rec.info.timing_source
+        assert "the stamp of frame 5, 10, 30, 47 missing or out of order" in rec.info.timing_source
     source = DicomPairSource(path, None)
     source.close()
     assert any("FrameAcquisitionDateTime of each frame" in w for w in source.warnings), source.warnings
@@ -523,15 +524,17 @@ def test_an_enhanced_run_whose_frames_differ_is_refused_or_said(tmp_path):
     ("macro", "keyword", "value", "said"),
     [
         ("XRayGeometrySequence", "DistanceSourceToIsocenter", float("nan"), "is not a number"),
-        ("PositionerPositionSequence", "PositionerPrimaryAngle", "lateral", "is not a number"),
+        ("XRayGeometrySequence", "DistanceSourceToDetector", "1000mm", "is not a number"),
+        ("FramePixelDataPropertiesSequence", "PixelIntensityRelationshipSign", 2, "is not +1 or -1"),
         ("FramePixelDataPropertiesSequence", "ImagerPixelSpacing", [0.4], "is not 2 numbers"),
     ],
 )
 def test_a_value_in_the_functional_groups_that_is_no_number_is_refused_in_one_line(
     tmp_path, macro, keyword, value, said
 ):
-    """NaN in an FL, a word in a DS, one value where DICOM requires two: refused naming the tag
-    and where it was, never a traceback (review of session 74: `monitor info` printed one)."""
+    """NaN in an FL, a word in a DS, one value where DICOM requires two, a sign of 2: refused
+    naming the tag and where it was, never a traceback (review of session 74: `monitor info`
+    printed one). An angle that is no number is not read, as at the top level (no plane from it)."""
     from tests.conftest import monitor_cli
 
     def edit(ds, frames):
@@ -849,3 +852,22 @@ def test_start_stamps_are_read_to_their_precision_and_paired_by_one_family_of_ta
     )
     single.close()
     assert single.start_offsets_s == {"lateral": 0.0, "ap": 0.0} and single.warnings == []
+
+
+def test_an_angle_in_the_functional_groups_that_is_no_number_is_not_read(tmp_path):
+    """As at the top level, an angle that is no number gives no plane (the operator names the
+    view), and is said, rather than refusing the file."""
+    from monitor.io.dicom import open_recording
+
+    def edit(ds, frames):
+        to_enhanced(ds)
+        item = ds.SharedFunctionalGroupsSequence[0].PositionerPositionSequence[0]
+        tag = item["PositionerPrimaryAngle"].tag
+        item[tag] = pydicom.DataElement(tag, "DS", "lateral", already_converted=True)
+        return frames
+
+    with open_recording(rewrite(CASE.lateral, tmp_path / "angle.dcm", edit)) as rec:
+        assert rec.info.plane is None and rec.info.primary_angle_deg is None
+        assert rec.info.header_notes == (
+            "its PositionerPrimaryAngle 'lateral' (PositionerPositionSequence) is not a number: not read",
+        )

@@ -661,8 +661,12 @@ _ONE_PER_RUN = {
 # How far an angle may stray from the first frame's before it is said: a C-arm's readout jitters
 # by a tenth of a degree; the run is read at the first frame's.
 _ANGLE_TOLERANCE_DEG = 1.0
+_ANGLES = frozenset({"PositionerPrimaryAngle", "PositionerSecondaryAngle"})
 # The values each numeric attribute holds (DICOM's multiplicity).
 _VALUES = {"ImagerPixelSpacing": 2}
+# A first or last frame stamp this far (s, or this many usual steps) from the next is a typo, not a
+# pause: an hour off at either end still rises with the rest of the run (review of session 74).
+_FAR_STEP_S, _FAR_STEPS = 10.0, 50.0
 # Per-frame acquisition stamps coarser than this cannot time frames 33-133 ms apart.
 _FRAME_STAMP_RESOLUTION_S = 0.01
 
@@ -693,7 +697,7 @@ def _checked(path: Path, macro: str, keyword: str, value):
     (finite, as many as DICOM says) for the numeric attributes; RecordingError naming the tag
     and where it was when it is not one (a text in a DS, NaN in an FL)."""
     if keyword == "PixelIntensityRelationship":
-        return str(value)
+        return str(value).strip().upper()
     numbers = _as_numbers(value)
     wanted = _VALUES.get(keyword, 1)
     if numbers is None or len(numbers) != wanted:
@@ -702,6 +706,10 @@ def _checked(path: Path, macro: str, keyword: str, value):
             f" {'a number' if wanted == 1 else f'{wanted} numbers'}"
         )
     if keyword == "PixelIntensityRelationshipSign":
+        if numbers[0] not in (1.0, -1.0):
+            raise RecordingError(
+                f"{path}: {keyword} {value!r} in its functional groups ({macro}) is not +1 or -1"
+            )
         return int(numbers[0])
     return (
         [pydicom.valuerep.DSfloat(v, auto_format=True) for v in numbers]
@@ -713,8 +721,10 @@ def _checked(path: Path, macro: str, keyword: str, value):
 def _differ(keyword: str, first, values: list) -> bool:
     """Whether per-frame ``values`` of ``keyword`` differ from the first frame's beyond what
     :data:`_ONE_PER_RUN` or :data:`_ANGLE_TOLERANCE_DEG` allows."""
-    if keyword not in _ONE_PER_RUN:
-        return any(abs(float(v) - float(first)) > _ANGLE_TOLERANCE_DEG for v in values)
+    if keyword not in _ONE_PER_RUN:  # an angle: 179.8 and -179.9 are 0.3 degrees apart
+        return any(
+            abs((float(v) - float(first) + 180.0) % 360.0 - 180.0) > _ANGLE_TOLERANCE_DEG for v in values
+        )
     relative = _ONE_PER_RUN[keyword]
     if relative is None:
         return any(v != first for v in values)
@@ -746,14 +756,17 @@ def _lift_functional_groups(path: Path, ds: Dataset) -> tuple[str, ...]:
         if ds.get(read_as) not in (None, ""):
             continue  # the top level says: as for any XA object
         value = _macro_value(shared, macro, keyword)
+        if keyword in _ANGLES and value is not None and _as_numbers(value) is None:
+            notes.append(f"its {keyword} {value!r} ({macro}) is not a number: not read")
+            continue  # as at the top level: no angle, so no plane from it
         if value is not None:
             value = _checked(path, macro, keyword, value)
         elif per_frame:
-            given = [
-                _checked(path, macro, keyword, v)
-                for v in (_macro_value(item, macro, keyword) for item in per_frame)
-                if v is not None
-            ]
+            raw = [v for v in (_macro_value(item, macro, keyword) for item in per_frame) if v is not None]
+            if keyword in _ANGLES and any(_as_numbers(v) is None for v in raw):
+                notes.append(f"its frames' {keyword} ({macro}) is not a number in some: not read")
+                continue
+            given = [_checked(path, macro, keyword, v) for v in raw]
             if not given:
                 continue
             value = given[0]
@@ -851,11 +864,21 @@ def _per_frame_times(ds: Dataset, n_frames: int) -> tuple[np.ndarray | None, str
         t = np.array([np.nan if s is None else (s - origin).total_seconds() for s in stamps])
         good = np.zeros(n_frames, bool)
         good[_longest_rising(known, t)] = True
-        if good.sum() < n_frames / 2:
-            continue
         index = np.arange(n_frames)
+        while good.sum() >= 2:  # a first or last stamp far off (a typo) rises with the rest
+            kept = np.flatnonzero(good)
+            steps = np.diff(t[kept]) / np.diff(kept)
+            far = max(_FAR_STEP_S, _FAR_STEPS * float(np.median(steps)))
+            if steps[0] > far:
+                good[kept[0]] = False
+            elif steps[-1] > far:
+                good[kept[-1]] = False
+            else:
+                break
+        if good.sum() < max(2, n_frames / 2):
+            continue
         steps = np.diff(t[good]) / np.diff(index[good])
-        usual = float(np.median(steps)) if steps.size else 0.0
+        usual = float(np.median(steps))
         first, final = np.flatnonzero(good)[[0, -1]]
         times = np.interp(index, index[good], t[good])
         times[:first] = t[first] - usual * (first - index[:first])
