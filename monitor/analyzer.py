@@ -176,7 +176,7 @@ class VisionAnalysis(Analysis):
         if self.case.darkness_mixed and self._anchors_before_switch is None:
             self._anchors_before_switch = len(self._anchors)
         if summary.darkness_rescaled is not None:  # the darkness is read another way from here
-            self._rescale_anchors(summary.darkness_rescaled, self._anchors_before_switch)
+            self._rescaled(summary.darkness_rescaled)
         if not self.case.darkness_mixed:
             self._anchors_before_switch = None
         k = self.volume_scale
@@ -304,8 +304,16 @@ class VisionAnalysis(Analysis):
             # no frame yet: this names the first level, which the command line's wall, boxes and
             # cleft were given for (run without --level, the level named in the viewer)
             return f"level {self.level} named (was {previous or 'not named'}) before its first frame"
+        # a level ending while its darkness is read half with scatter correction and half without:
+        # finished, so that the scale carried is on the reading the next level starts on
+        pending = self.case.darkness_switching
+        ratio = self.case.finish_switch()
+        if ratio is not None:
+            self._rescaled(ratio)
         calibrated = self.case.darkness_calibrated  # the scale is kept: same cement
         scatter = (self.case.scatter_seen, self.case.scatter_carried)  # and the room's scatter
+        if pending and ratio is None:  # the scale is on the reading with it: so is the next level
+            scatter = (None, None)
         self.case = CaseAnalyzer(self.config)
         self.case.darkness_calibrated = calibrated
         self.case.carry_scatter(*scatter)
@@ -432,7 +440,7 @@ class VisionAnalysis(Analysis):
                     curve, since_curve = value["darkness_curve"], 1.0
             elif b["event"] == "darkness-rescale" and b["source"] == "analyzer" and b.get("value"):
                 ratio = float(b["value"]["ratio"])
-                self._rescale_anchors(ratio)
+                self._rescale_anchors(ratio, b["value"].get("anchors"))
                 since_curve *= ratio
         if curve is not None:
             self.case.restore_darkness_curve(curve)
@@ -456,6 +464,16 @@ class VisionAnalysis(Analysis):
         self._shape_top, self._growth_from_shape = None, False
         self._last_anchored, self._anchors_before_switch = None, None
 
+    def _rescaled(self, ratio: float) -> None:
+        """The case rescaled its darkness by ``ratio`` (CaseSummary.darkness_rescaled): the
+        anchors taken before the switch likewise, and how many is logged with the rescale (a
+        restart then rescales those alone, not one entered while the reading was mixed)."""
+        first = len(self._anchors) if self._anchors_before_switch is None else self._anchors_before_switch
+        self._rescale_anchors(ratio, first)
+        for event, _, value in self.case.news:
+            if event == "darkness-rescale" and "anchors" not in value:
+                value["anchors"] = first
+
     def _rescale_anchors(self, ratio: float, first: int | None = None) -> None:
         """The level's darkness is read ``ratio`` times what it read before from here on (read
         without scatter correction: CaseSummary.darkness_rescaled): the anchors' darkness
@@ -464,6 +482,8 @@ class VisionAnalysis(Analysis):
         Without it, tuning 5035 with 1 mL syringes read 1.00 mL from the first syringe's anchor
         to the end (the darkness 0.55 of the anchor's read as no growth) for 1.19-1.51 mL."""
         if not self._anchors:
+            if self.case.darkness_calibrated:  # the scale a level before learnt: on the old reading
+                self.volume_scale /= ratio
             return
         n = len(self._anchors) if first is None else first  # those entered on the reading before
         self._anchors = [

@@ -91,10 +91,11 @@ went on: the level is judged and measured in the other alone; value: its "plane"
 syringes' total at the level, and the image's darkness and the two views' shape's truth it was
 anchored on, mL, the shape null where none was read; the growth read since it, "shape" or
 "darkness"; and darkness_curve, the level's darkness-against-shape curve's seven running sums
-then, or null; shape, growth and curve absent before 2026-12-06), "darkness-rescale" (both
-views' darkness is read without scatter correction from here, the cement's halo having shown
-none: what the level's darkness read before, and a syringe's anchors on it, are rescaled;
-value: the "ratio" and the "frame", from 2026-12-07), or an
+then, or null; shape, growth and curve absent before 2026-12-06), "darkness-rescale" (the
+level's darkness is read without scatter correction from here, the cement's halo having shown
+none: what it read before, and a syringe's anchors on it, are rescaled; value: the "ratio", the
+"frame" (null at a level's end) and the "anchors" rescaled, from 2026-12-07),
+"darkness-not-rescaled" (the same, where no view read it both ways: value "frame"), or an
 operator action once applied), detail
 (human-readable), age_ms (stale only), plane (optional).
 

@@ -235,6 +235,43 @@ def test_a_next_level_in_the_same_room_reads_its_scatter_as_the_last_did(scatter
     assert max(abs(e) for e in errors.values()) < 0.2, errors
 
 
+def test_a_level_ended_as_the_scatter_is_dropped_hands_the_next_one_a_scale_it_reads_on(scatter_free):
+    """Level 1 (1 mL syringes) ends on the frame its halo shows no scatter, or the frame after,
+    before the views are read again without the correction: the rescale is finished with what
+    was read (or, with nothing read, the verdict is not carried and the next level settles its
+    own, its carried scale rescaled then). A second review of session 74 found level 2 saying
+    0.52 mL for 1.05 and 1.49 for 2.96, on a scale learnt on the reading with the correction."""
+    from monitor.accuracy import _SyringeEvents
+    from monitor.analyzer import VisionAnalysis
+    from monitor.messages import Command
+
+    folder, truth = scatter_free
+    injected = {f["frame"]: f["injected_ml"] for f in truth["frames"]}
+    for extra in (0, 1):  # level 1 ends on the switch frame, or on the frame after it
+        analysis = VisionAnalysis()
+        source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
+        items = iter(analyse_source(_SyringeEvents(source, analysis, injected, 1.0), analysis))
+        for _ in items:
+            if analysis.case.scatter_seen is False:
+                break
+        for _ in range(extra):
+            next(items)
+        source.close()
+        analysis.apply(Command("offline", "test", 0.0, "level", "L2"))
+        source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
+        volume = {}
+        try:
+            for item, result in analyse_source(source, analysis):
+                volume[item.index] = result.volume_ml
+        finally:
+            source.close()
+        later = [f for f in range(30, 48)]  # past level 2's own switch, if it makes one
+        assert max(abs(volume[f] / injected[f] - 1) for f in later) < 0.12, (
+            extra,
+            [volume[f] for f in later],
+        )
+
+
 def _with_syringes(folder, injected: dict, drop_ap_from: int | None = None):
     """The recording in ``folder`` analysed with a 1 mL syringe entered as each empties, its AP
     frames from ``drop_ap_from`` on never sent: (frame -> volume said, the analysis, the kinds of

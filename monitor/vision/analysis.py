@@ -292,6 +292,10 @@ class PlaneResult:
 # would otherwise leave the darkness half on each reading (a review's AP dropped at the switch held
 # a syringe-anchored volume at 1.49 mL for 3.35 to the end).
 RESCALE_WAIT_S = 1.0
+# A view's own ratio (its first reading without the correction over its last with it) holds the
+# cement's growth between the two: taken alone where it spans this long or less (a review's
+# lateral read again 0.8 s late gave 0.62 where the AP's prompt one was 0.52: +49 % after).
+RESCALE_PROMPT_S = 0.4
 
 
 @dataclass
@@ -301,9 +305,12 @@ class _DarknessSwitch:
 
     time_s: float
     old: dict[str, float]  # each switched view's volume on its last reading with it, mL
+    old_s: dict[str, float]  # ... and when that was (stream s)
+    old_filled: dict[str, float]  # ... and its share filled in under the cannula (its weight)
     waiting: set[str]  # the switched views not yet read without it
     before: float | None = None  # the level's darkness on the last frame read with it, mL
     ratios: dict[str, float] = field(default_factory=dict)  # each view's own: new over old
+    prompt: set[str] = field(default_factory=set)  # views whose ratio spans RESCALE_PROMPT_S or less
 
 
 @dataclass(frozen=True)
@@ -1487,7 +1494,9 @@ class CaseAnalyzer:
                 switched.add(p.plane)
         read = {name: v for name, (v, _) in self.volumes.items() if name in switched}
         if rescale and read:
-            self._switch = _DarknessSwitch(self._now_s, read, set(read))
+            when = {name: self.planes[name].time_s for name in read}
+            filled = {name: f for name, (_, f) in self.volumes.items() if name in read}
+            self._switch = _DarknessSwitch(self._now_s, read, when, filled, set(read))
 
     def plane(
         self, name: str, photometric: str, relationship: str | None, bits: int, pixel_mm: float | None
@@ -1562,6 +1571,10 @@ class CaseAnalyzer:
         self._checks_leaks[r.plane] = "leak" in r.checked
         if r.volume_ml is not None:
             self.volumes[r.plane] = (r.volume_ml, r.volume_filled)
+            sw = self._switch
+            if sw is not None and sw.before is None and r.plane in sw.old:  # the switch frame's own
+                sw.old[r.plane], sw.old_s[r.plane] = r.volume_ml, time_s
+                sw.old_filled[r.plane] = r.volume_filled
         by_site: dict[str, list[Leak]] = {}
         behind: list[BehindWall] = []  # the confirmed leaks' pieces read behind the wall
         # the configured leak size, also where cement apart from the bolus is read from a smaller
@@ -1649,6 +1662,8 @@ class CaseAnalyzer:
         if plane in sw.waiting and volume_ml is not None:
             if sw.old[plane] > 0 and volume_ml > 0:
                 sw.ratios[plane] = volume_ml / sw.old[plane]
+                if time_s - sw.old_s[plane] <= RESCALE_PROMPT_S:
+                    sw.prompt.add(plane)
             sw.waiting.discard(plane)
         sw.waiting -= {
             p for p in sw.waiting if p in self.silent or (p in self.planes and self.planes[p].holding)
@@ -1665,7 +1680,7 @@ class CaseAnalyzer:
         """The views' own ratios (new over old) read since the switch, their geometric mean."""
         return self._common_ratio_of(self._switch)
 
-    def _rescaled_now(self, frame: int) -> float | None:
+    def _rescaled_now(self, frame: int | None) -> float | None:
         """Once no view is waited for after the switch (assume_no_scatter), the ratio of the
         level's darkness read without scatter correction to the one read with it: its darkness
         now over its last with it, where every view was read again (a frame or two of growth
@@ -1678,41 +1693,60 @@ class CaseAnalyzer:
         if sw is None or sw.before is None or sw.waiting:
             return None
         self._switch = None
-        now = self._last_darkness
-        every_view = set(sw.ratios) == set(sw.old)
-        if every_view and now is not None and math.isfinite(now) and now > 0 and sw.before > 0:
-            ratio = now / sw.before
-        else:
-            ratio = self._common_ratio_of(sw)
+        ratio = self._common_ratio_of(sw)
+        when = f"frame {frame}" if frame is not None else "the last frames of the level"
         if ratio is None:
             self.news.append(
                 (
                     "darkness-not-rescaled",
-                    f"the darkness is read without scatter correction from frame {frame}, but no view"
-                    " read it both ways: what it read before on this level (and syringes anchored on"
-                    " it) stays on the old reading",
+                    f"the darkness is read without scatter correction from {when}, but no view read"
+                    " it both ways: what it read before on this level (and syringes anchored on it)"
+                    " stays on the old reading",
                     {"frame": frame},
                 )
             )
             return None
         ratio = min(ratio, 1.0)
         self._rescale_darkness(ratio)
+        read = ", ".join(f"{_VIEW_NAMES[v]} {sw.ratios[v]:.2f}" for v in sorted(sw.ratios))
         self.news.append(
             (
                 "darkness-rescale",
-                f"the darkness is read without scatter correction from frame {frame}: what it read"
-                f" before on this level is rescaled by {ratio:.2f} to it ("
-                + (f"{sw.before:.2f} -> {now:.2f} mL" if every_view else "the views read again")
-                + ")",
+                f"the darkness is read without scatter correction from {when}: what it read"
+                f" before on this level is rescaled by {ratio:.2f} to it (each view's new reading over"
+                f" its last with it: {read})",
                 {"ratio": round(ratio, 6), "frame": frame},
             )
         )
         return ratio
 
+    def finish_switch(self) -> float | None:
+        """The level ends (a next one starts) while its darkness is read half with scatter
+        correction and half without: the rescale the views read again give (None where none
+        was, or none pending), as :meth:`_rescaled_now` would have made it."""
+        sw = self._switch
+        if sw is None or sw.before is None:
+            return None
+        sw.waiting.clear()
+        return self._rescaled_now(None)
+
+    @property
+    def darkness_switching(self) -> bool:
+        """The darkness's reading changed on this level and it is not rescaled yet."""
+        return self._switch is not None
+
     @staticmethod
     def _common_ratio_of(sw: _DarknessSwitch) -> float | None:
-        ratios = [r for r in sw.ratios.values() if math.isfinite(r) and r > 0]
-        return float(np.exp(np.mean(np.log(ratios)))) if ratios else None
+        """What the views' own ratios make of the level's darkness, as :func:`_reconciled`
+        weighs their volumes (each view's last volume with the correction times its ratio, over
+        that volume), from the prompt ratios where there are any (RESCALE_PROMPT_S: a late one
+        holds the cement's growth meanwhile). None where no view gives one."""
+        views = [v for v in (sw.prompt or sw.ratios) if math.isfinite(sw.ratios[v]) and sw.ratios[v] > 0]
+        if not views:
+            return None
+        weights = {v: sw.old[v] / (sw.old_filled[v] + 0.05) for v in views}  # _reconciled's weights
+        total = sum(weights.values())
+        return float(sum(weights[v] * sw.ratios[v] for v in views) / total) if total > 0 else None
 
     def _rescale_darkness(self, ratio: float) -> None:
         """The level's statistics of its darkness against the shape, as if read ``ratio`` times
