@@ -310,6 +310,9 @@ class VisionAnalysis(Analysis):
         ratio = self.case.finish_switch()
         if ratio is not None:
             self._rescaled(ratio)
+        # what the level's end said of it (the case is replaced next): logged with the new level
+        self._news += [(event, detail, None, value) for event, detail, value in self.case.news]
+        self.case.news.clear()
         calibrated = self.case.darkness_calibrated  # the scale is kept: same cement
         scatter = (self.case.scatter_seen, self.case.scatter_carried)  # and the room's scatter
         if pending and ratio is None:  # the scale is on the reading with it: so is the next level
@@ -323,6 +326,15 @@ class VisionAnalysis(Analysis):
         self._news = [n for n in self._news if n[0] != "cleft"]
         self._pending = {}  # the command line's wall and boxes were drawn on the first level
         self._forget_syringes()  # the volume scale learnt so far is kept: same cement
+        if calibrated:  # logged after the level, so that a restart in it carries the same scale
+            self._news.append(
+                (
+                    "volume-scale-carried",
+                    f"the image-to-syringe scale carried to level {self.level}: {self.volume_scale:.3f}",
+                    None,
+                    {"volume_scale": round(self.volume_scale, 9)},
+                )
+            )
         # the last level's darkness and shape must not anchor this one's syringes
         self._raw_volume_ml, self._raw_shape_ml = None, None
         lost = (
@@ -438,6 +450,9 @@ class VisionAnalysis(Analysis):
                 self._anchor(float(value["darkness_ml"]), "", shape, value.get("growth") == "shape")
                 if value.get("darkness_curve") is not None:
                     curve, since_curve = value["darkness_curve"], 1.0
+            elif b["event"] == "volume-scale-carried" and b["source"] == "analyzer" and b.get("value"):
+                # as the level before left it, a switch finished at its end included (not logged)
+                self.volume_scale = float(b["value"]["volume_scale"])
             elif b["event"] == "darkness-rescale" and b["source"] == "analyzer" and b.get("value"):
                 ratio = float(b["value"]["ratio"])
                 self._rescale_anchors(ratio, b["value"].get("anchors"))

@@ -110,7 +110,13 @@ WALL_EVENTS = {"wall-armed", "wall-not-confirmed", "confirm-wall", "wall", "apar
 PROCESSING_EVENTS = {"temporal-filter"}  # what the analyzer did to the images, said once a level
 # how the analyzer read the level's volume: its darkness refused against the cement's shape, and
 # each syringe's anchor with the growth it chose (the shape's or the darkness's)
-VOLUME_EVENTS = {"darkness-reads-low", "syringe-entry", "darkness-rescale", "darkness-not-rescaled"}
+VOLUME_EVENTS = {
+    "darkness-reads-low",
+    "syringe-entry",
+    "darkness-rescale",
+    "darkness-not-rescaled",
+    "volume-scale-carried",
+}
 # a view whose frames stopped while the other's went on (the level judged and measured in the other
 # alone meanwhile), and its frames coming back
 VIEW_EVENTS = {"view-silent", "view-resumed"}

@@ -95,7 +95,9 @@ then, or null; shape, growth and curve absent before 2026-12-06), "darkness-resc
 level's darkness is read without scatter correction from here, the cement's halo having shown
 none: what it read before, and a syringe's anchors on it, are rescaled; value: the "ratio", the
 "frame" (null at a level's end) and the "anchors" rescaled, from 2026-12-07),
-"darkness-not-rescaled" (the same, where no view read it both ways: value "frame"), or an
+"darkness-not-rescaled" (the same, where no view read it both ways: value "frame"),
+"volume-scale-carried" (a new level starts with the image-to-syringe scale the levels before
+learnt: value "volume_scale", from 2026-12-07), or an
 operator action once applied), detail
 (human-readable), age_ms (stale only), plane (optional).
 

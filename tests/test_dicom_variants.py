@@ -435,6 +435,18 @@ def test_an_enhanced_runs_own_frame_times_keep_its_pause_and_place_a_bad_stamp(t
     source.close()
     assert any("FrameAcquisitionDateTime of each frame" in w for w in source.warnings), source.warnings
 
+    # a pause of seconds before the last frame is the run's own, not a typo (a third review: a
+    # 12 s pause, 90 usual steps, was read as one)
+    paused = [i * step + (12.0 if i == 47 else 0.0) for i in range(48)]
+
+    def slow_end(ds, frames):
+        to_enhanced(ds, frame_seconds=paused)
+        return frames
+
+    with open_recording(rewrite(CASE.lateral, tmp_path / "paused.dcm", slow_end)) as rec:
+        assert rec.info.frame_times_s == pytest.approx(paused, abs=1e-5)
+        assert rec.info.timing_source == "FrameAcquisitionDateTime of each frame"
+
 
 def test_an_enhanced_run_whose_frames_differ_is_refused_or_said(tmp_path):
     """Per-frame functional groups may differ from frame to frame: a run whose scale changes

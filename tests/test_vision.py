@@ -249,20 +249,30 @@ def test_a_level_ended_as_the_scatter_is_dropped_hands_the_next_one_a_scale_it_r
     injected = {f["frame"]: f["injected_ml"] for f in truth["frames"]}
     for extra in (0, 1):  # level 1 ends on the switch frame, or on the frame after it
         analysis = VisionAnalysis()
+        logged = []  # the analyzer's events as the log keeps them, in order
+
+        def drain(analysis=analysis, logged=logged):
+            logged.extend({"event": e, "source": "analyzer", "value": v} for e, _, _, v in analysis.news())
+
         source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
         items = iter(analyse_source(_SyringeEvents(source, analysis, injected, 1.0), analysis))
         for _ in items:
+            drain()
             if analysis.case.scatter_seen is False:
                 break
         for _ in range(extra):
             next(items)
+            drain()
         source.close()
         analysis.apply(Command("offline", "test", 0.0, "level", "L2"))
+        logged.append({"event": "level", "source": "operator", "value": "L2"})
+        drain()
         source = DicomPairSource(folder / "lateral.dcm", folder / "ap.dcm")
         volume = {}
         try:
             for item, result in analyse_source(source, analysis):
                 volume[item.index] = result.volume_ml
+                drain()
         finally:
             source.close()
         later = [f for f in range(30, 48)]  # past level 2's own switch, if it makes one
@@ -270,6 +280,11 @@ def test_a_level_ended_as_the_scatter_is_dropped_hands_the_next_one_a_scale_it_r
             extra,
             [volume[f] for f in later],
         )
+        # a restart in level 2 takes up the same scale from the log (a third review found the
+        # rescale finished at level 1's end unlogged: 0.53 restored for 1.02 live)
+        restarted = VisionAnalysis()
+        restarted._take_up_syringes(logged)
+        assert restarted.volume_scale == pytest.approx(analysis.volume_scale, rel=1e-6), extra
 
 
 def _with_syringes(folder, injected: dict, drop_ap_from: int | None = None):

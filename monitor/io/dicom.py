@@ -664,9 +664,10 @@ _ANGLE_TOLERANCE_DEG = 1.0
 _ANGLES = frozenset({"PositionerPrimaryAngle", "PositionerSecondaryAngle"})
 # The values each numeric attribute holds (DICOM's multiplicity).
 _VALUES = {"ImagerPixelSpacing": 2}
-# A first or last frame stamp this far (s, or this many usual steps) from the next is a typo, not a
-# pause: an hour off at either end still rises with the rest of the run (review of session 74).
-_FAR_STEP_S, _FAR_STEPS = 10.0, 50.0
+# A first or last frame stamp this far (s) from the next is a typo, not a pause: an hour off at
+# either end still rises with the rest of the run (review of session 74); a pause of seconds,
+# even of many usual steps (slow pulses after fast ones), is the run's own and is kept.
+_FAR_STEP_S = 600.0
 # Per-frame acquisition stamps coarser than this cannot time frames 33-133 ms apart.
 _FRAME_STAMP_RESOLUTION_S = 0.01
 
@@ -868,7 +869,7 @@ def _per_frame_times(ds: Dataset, n_frames: int) -> tuple[np.ndarray | None, str
         while good.sum() >= 2:  # a first or last stamp far off (a typo) rises with the rest
             kept = np.flatnonzero(good)
             steps = np.diff(t[kept]) / np.diff(kept)
-            far = max(_FAR_STEP_S, _FAR_STEPS * float(np.median(steps)))
+            far = _FAR_STEP_S
             if steps[0] > far:
                 good[kept[0]] = False
             elif steps[-1] > far:

@@ -296,6 +296,9 @@ RESCALE_WAIT_S = 1.0
 # cement's growth between the two: taken alone where it spans this long or less (a review's
 # lateral read again 0.8 s late gave 0.62 where the AP's prompt one was 0.52: +49 % after).
 RESCALE_PROMPT_S = 0.4
+# The least a rescale may be: no scatter correction takes more than this much off the darkness
+# (0.53-0.55 on our renders); a smaller ratio is a view misread, not the correction.
+RESCALE_LEAST = 0.2
 
 
 @dataclass
@@ -1706,7 +1709,7 @@ class CaseAnalyzer:
                 )
             )
             return None
-        ratio = min(ratio, 1.0)
+        ratio = min(max(ratio, RESCALE_LEAST), 1.0)
         self._rescale_darkness(ratio)
         read = ", ".join(f"{_VIEW_NAMES[v]} {sw.ratios[v]:.2f}" for v in sorted(sw.ratios))
         self.news.append(
@@ -1715,7 +1718,7 @@ class CaseAnalyzer:
                 f"the darkness is read without scatter correction from {when}: what it read"
                 f" before on this level is rescaled by {ratio:.2f} to it (each view's new reading over"
                 f" its last with it: {read})",
-                {"ratio": round(ratio, 6), "frame": frame},
+                {"ratio": round(ratio, 9), "frame": frame},
             )
         )
         return ratio
