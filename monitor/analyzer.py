@@ -460,7 +460,7 @@ class VisionAnalysis(Analysis):
         if curve is not None:
             self.case.restore_darkness_curve(curve)
             if since_curve != 1.0:
-                self.case.rescale_darkness_curve(since_curve)
+                self.case.rescale_darkness(since_curve)
 
     @property
     def _pairs(self) -> list[tuple[float, float]]:
@@ -478,6 +478,15 @@ class VisionAnalysis(Analysis):
         self._syringe_ml, self._anchors = 0.0, []
         self._shape_top, self._growth_from_shape = None, False
         self._last_anchored, self._anchors_before_switch = None, None
+
+    def _fit_scale(self) -> bool:
+        """The image-to-syringe scale from the anchors whose darkness can be read: least squares
+        through the origin over every one so far (one noisy reading does not set it alone).
+        False, the scale unchanged, where none can be read."""
+        readable = [(r, s) for r, s in self._pairs if r >= SYRINGE_MIN_DARKNESS_ML]
+        if readable:
+            self.volume_scale = sum(r * s for r, s in readable) / sum(r * r for r, _ in readable)
+        return bool(readable)
 
     def _rescaled(self, ratio: float) -> None:
         """The case rescaled its darkness by ``ratio`` (CaseSummary.darkness_rescaled): the
@@ -505,9 +514,7 @@ class VisionAnalysis(Analysis):
             (darkness * ratio, shape, total) if i < n else (darkness, shape, total)
             for i, (darkness, shape, total) in enumerate(self._anchors)
         ]
-        readable = [(r, s) for r, s in self._pairs if r >= SYRINGE_MIN_DARKNESS_ML]
-        if readable:
-            self.volume_scale = sum(r * s for r, s in readable) / sum(r * r for r, _ in readable)
+        self._fit_scale()
 
     def _syringe(self, ml: float) -> str:
         """Calibrate the volume against what the syringes delivered: from 1 mL on, each entry
@@ -561,17 +568,13 @@ class VisionAnalysis(Analysis):
             return done + "; volume scale unchanged"
         self._anchors.append((raw, shape, self._syringe_ml))
         self._shape_top, self._growth_from_shape = shape, from_shape
-        readable = [(r, s) for r, s in self._pairs if r >= SYRINGE_MIN_DARKNESS_ML]
-        if not readable:
+        if not self._fit_scale():
             return (
                 done + f"; the image shows too little cement to read ({raw:.2f} mL):"
                 " this level's volume is the syringes' total"
             )
         # Only a scale learnt calibrates the darkness (and is carried to a next level).
         self.case.darkness_calibrated = True
-        # Least squares through the origin over every event so far: one noisy reading
-        # does not set the scale alone.
-        self.volume_scale = sum(r * s for r, s in readable) / sum(r * r for r, _ in readable)
         return (
             done + f"; image showed {raw:.2f} mL: this level's volume is anchored on the syringes"
             f" (image to syringe {self.volume_scale:.2f})"

@@ -15,6 +15,7 @@ installed pydicom plugins (pylibjpeg, pyjpegls).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import math
@@ -712,11 +713,8 @@ def _checked(path: Path, macro: str, keyword: str, value):
                 f"{path}: {keyword} {value!r} in its functional groups ({macro}) is not +1 or -1"
             )
         return int(numbers[0])
-    return (
-        [pydicom.valuerep.DSfloat(v, auto_format=True) for v in numbers]
-        if wanted > 1
-        else (pydicom.valuerep.DSfloat(numbers[0], auto_format=True))
-    )
+    values = [pydicom.valuerep.DSfloat(v, auto_format=True) for v in numbers]
+    return values if wanted > 1 else values[0]
 
 
 def _differ(keyword: str, first, values: list) -> bool:
@@ -805,8 +803,6 @@ def _stamped(ds: Dataset) -> bool:
 def _longest_rising(indices: list[int], t: np.ndarray) -> list[int]:
     """The longest run of ``indices`` (in order) whose times ``t[i]`` strictly rise: the stamps
     that agree with each other; the rest are out of order (patience sorting, n log n)."""
-    import bisect
-
     tails: list[float] = []  # the smallest last time of a rising run of each length
     ends: list[int] = []  # ... and the position (in ``indices``) it ends at
     before = [-1] * len(indices)  # each position's predecessor in its best run
@@ -869,10 +865,9 @@ def _per_frame_times(ds: Dataset, n_frames: int) -> tuple[np.ndarray | None, str
         while good.sum() >= 2:  # a first or last stamp far off (a typo) rises with the rest
             kept = np.flatnonzero(good)
             steps = np.diff(t[kept]) / np.diff(kept)
-            far = _FAR_STEP_S
-            if steps[0] > far:
+            if steps[0] > _FAR_STEP_S:
                 good[kept[0]] = False
-            elif steps[-1] > far:
+            elif steps[-1] > _FAR_STEP_S:
                 good[kept[-1]] = False
             else:
                 break

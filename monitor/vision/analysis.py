@@ -311,9 +311,21 @@ class _DarknessSwitch:
     old_s: dict[str, float]  # ... and when that was (stream s)
     old_filled: dict[str, float]  # ... and its share filled in under the cannula (its weight)
     waiting: set[str]  # the switched views not yet read without it
-    before: float | None = None  # the level's darkness on the last frame read with it, mL
+    read: bool = False  # the switch frame's own volume is read (the last with the correction)
     ratios: dict[str, float] = field(default_factory=dict)  # each view's own: new over old
     prompt: set[str] = field(default_factory=set)  # views whose ratio spans RESCALE_PROMPT_S or less
+
+    def ratio(self) -> float | None:
+        """What the views' own ratios make of the level's darkness, as :func:`_reconciled`
+        weighs their volumes (each view's last volume with the correction times its ratio, over
+        that volume), from the prompt ratios where there are any (RESCALE_PROMPT_S: a late one
+        holds the cement's growth meanwhile). None where no view gives one."""
+        views = [
+            v for v in (self.prompt or self.ratios) if math.isfinite(self.ratios[v]) and self.ratios[v] > 0
+        ]
+        weights = {v: self.old[v] / (self.old_filled[v] + 0.05) for v in views}  # _reconciled's weights
+        total = sum(weights.values())
+        return float(sum(weights[v] * self.ratios[v] for v in views) / total) if total > 0 else None
 
 
 @dataclass(frozen=True)
@@ -1366,7 +1378,6 @@ class CaseAnalyzer:
         # the views' darkness read without scatter correction from a frame on (assume_no_scatter),
         # on a level whose darkness was read with it: until it is brought to the new reading
         self._switch: _DarknessSwitch | None = None
-        self._last_darkness: float | None = None  # the level's darkness on its last frame, mL
         self._now_s = 0.0  # the stream time of the frame being analysed
         self.darkness_mixed = False  # ... read with the correction in one view, without in the other
         self._largest_volume: VolumeEstimate | None = None  # the largest said on this level
@@ -1565,7 +1576,7 @@ class CaseAnalyzer:
         if any(c.code == CaveatCode.CEMENT_IN_BASELINE for c in r.caveats):
             self._held_cement.add(r.plane)
         self._now_s = time_s
-        if self._switch is not None and self._switch.before is not None:
+        if self._switch is not None and self._switch.read:
             self._switch_progress(r.plane, r.volume_ml, time_s)
         if self.scatter_seen is None:
             self._settle_scatter()
@@ -1575,7 +1586,7 @@ class CaseAnalyzer:
         if r.volume_ml is not None:
             self.volumes[r.plane] = (r.volume_ml, r.volume_filled)
             sw = self._switch
-            if sw is not None and sw.before is None and r.plane in sw.old:  # the switch frame's own
+            if sw is not None and not sw.read and r.plane in sw.old:  # the switch frame's own
                 sw.old[r.plane], sw.old_s[r.plane] = r.volume_ml, time_s
                 sw.old_filled[r.plane] = r.volume_filled
         by_site: dict[str, list[Leak]] = {}
@@ -1672,31 +1683,25 @@ class CaseAnalyzer:
             p for p in sw.waiting if p in self.silent or (p in self.planes and self.planes[p].holding)
         }
         if sw.waiting and time_s - sw.time_s >= RESCALE_WAIT_S:
-            common = self._common_ratio()
+            common = sw.ratio()
             for p in sw.waiting:
                 if common is not None and p in self.volumes:
                     v, filled = self.volumes[p]
                     self.volumes[p] = (v * common, filled)
             sw.waiting.clear()
 
-    def _common_ratio(self) -> float | None:
-        """The views' own ratios (new over old) read since the switch, their geometric mean."""
-        return self._common_ratio_of(self._switch)
-
     def _rescaled_now(self, frame: int | None) -> float | None:
         """Once no view is waited for after the switch (assume_no_scatter), the ratio of the
-        level's darkness read without scatter correction to the one read with it: its darkness
-        now over its last with it, where every view was read again (a frame or two of growth
-        apart: a few per cent, where the correction's removal read 0.55 of it on tuning 5035),
-        else the views' own ratios; never over 1 (the correction only adds, and a larger
-        ratio is growth). The level's darkness statistics are rescaled by it, and it is said
-        ("darkness-rescale"; "darkness-not-rescaled" when nothing tells it). None on every
-        other frame."""
+        level's darkness read without scatter correction to the one read with it
+        (:meth:`_DarknessSwitch.ratio`; 0.55 on tuning 5035), within RESCALE_LEAST-1 (the
+        correction only adds, and a larger ratio is growth). The level's darkness statistics
+        are rescaled by it, and it is said ("darkness-rescale"; "darkness-not-rescaled" when
+        nothing tells it). None on every other frame."""
         sw = self._switch
-        if sw is None or sw.before is None or sw.waiting:
+        if sw is None or not sw.read or sw.waiting:
             return None
         self._switch = None
-        ratio = self._common_ratio_of(sw)
+        ratio = sw.ratio()
         when = f"frame {frame}" if frame is not None else "the last frames of the level"
         if ratio is None:
             self.news.append(
@@ -1710,7 +1715,7 @@ class CaseAnalyzer:
             )
             return None
         ratio = min(max(ratio, RESCALE_LEAST), 1.0)
-        self._rescale_darkness(ratio)
+        self.rescale_darkness(ratio)
         read = ", ".join(f"{_VIEW_NAMES[v]} {sw.ratios[v]:.2f}" for v in sorted(sw.ratios))
         self.news.append(
             (
@@ -1728,7 +1733,7 @@ class CaseAnalyzer:
         correction and half without: the rescale the views read again give (None where none
         was, or none pending), as :meth:`_rescaled_now` would have made it."""
         sw = self._switch
-        if sw is None or sw.before is None:
+        if sw is None or not sw.read:
             return None
         sw.waiting.clear()
         return self._rescaled_now(None)
@@ -1738,30 +1743,14 @@ class CaseAnalyzer:
         """The darkness's reading changed on this level and it is not rescaled yet."""
         return self._switch is not None
 
-    @staticmethod
-    def _common_ratio_of(sw: _DarknessSwitch) -> float | None:
-        """What the views' own ratios make of the level's darkness, as :func:`_reconciled`
-        weighs their volumes (each view's last volume with the correction times its ratio, over
-        that volume), from the prompt ratios where there are any (RESCALE_PROMPT_S: a late one
-        holds the cement's growth meanwhile). None where no view gives one."""
-        views = [v for v in (sw.prompt or sw.ratios) if math.isfinite(sw.ratios[v]) and sw.ratios[v] > 0]
-        if not views:
-            return None
-        weights = {v: sw.old[v] / (sw.old_filled[v] + 0.05) for v in views}  # _reconciled's weights
-        total = sum(weights.values())
-        return float(sum(weights[v] * sw.ratios[v] for v in views) / total) if total > 0 else None
-
-    def _rescale_darkness(self, ratio: float) -> None:
+    def rescale_darkness(self, ratio: float) -> None:
         """The level's statistics of its darkness against the shape, as if read ``ratio`` times
-        what they were: each share, and the curve's log darkness shifted by log ``ratio``."""
+        what they were: each share, and the curve's log darkness shifted by log ``ratio`` (also
+        after a restart, for a "darkness-rescale" logged after the curve restored)."""
         self._darkness_shares = deque((v * ratio for v in self._darkness_shares), maxlen=LEVEL_SHARE_RESULTS)
         n, sx, sy, sxx, sxy, x_min, x_max = self._darkness_curve
         shift = math.log(ratio)
         self._darkness_curve = (n, sx, sy + n * shift, sxx, sxy + shift * sx, x_min, x_max)
-
-    def rescale_darkness_curve(self, ratio: float) -> None:
-        """After a restart: a "darkness-rescale" logged after the curve restored was taken."""
-        self._rescale_darkness(ratio)
 
     @staticmethod
     def _one_view_caveat(plane: str) -> Caveat:
@@ -2072,11 +2061,11 @@ class CaseAnalyzer:
         # (and sending new exposures) reads the volume
         volumes = dict(self.volumes)
         sw = self._switch
-        if sw is not None and sw.before is not None and sw.waiting and self._common_ratio() is not None:
+        common = sw.ratio() if sw is not None and sw.read and sw.waiting else None
+        if common is not None:
             # a view read without scatter correction already: the others' last volumes, read with
             # it, brought to that reading by its ratio until they are read again (the bundled case
             # rendered without scatter said 2.14 mL for 1.53 on such a frame, half on each)
-            common = self._common_ratio()
             volumes.update({p: (v * common, f) for p, (v, f) in volumes.items() if p in sw.waiting})
         heard = [
             v
@@ -2084,10 +2073,9 @@ class CaseAnalyzer:
             if plane not in self.silent and not (plane in self.planes and self.planes[plane].holding)
         ]
         darkness = _reconciled(heard or list(volumes.values()))
-        self._last_darkness = darkness
-        switching = self._switch is not None and self._switch.before is None
+        switching = sw is not None and not sw.read
         if switching:  # the last frame read with the correction
-            self._switch.before = darkness
+            sw.read = True
         # until no view is waited for (and on that frame, before the rescale)
         mixed = self.darkness_mixed = self._switch is not None and not switching
         planes = [self.planes.get(p) for p in ("lateral", "ap")]
