@@ -710,6 +710,10 @@ class VisionAnalysis(Analysis):
         codes = {c["code"] for (body,) in last for c in json.loads(body).get("caveats") or ()}
         if CaveatCode.SCATTER_NOT_SEEN.value in codes:
             self.case.assume_no_scatter("found before the restart", rescale=False)
+        elif any(r.body["event"] == "scatter-seen" and r.body["source"] == "analyzer" for r in events):
+            # ... and one whose images were found to hold it keeps its correction (any level's
+            # finding: the room's, carried from level to level)
+            self.case.restore_scatter_seen()
         for r in store.records("alarm", after=start):
             b = r.body
             state = self._logged_alarms.setdefault(b["id"], {"active": True, "acknowledged": False})

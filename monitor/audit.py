@@ -111,6 +111,7 @@ PROCESSING_EVENTS = {"temporal-filter"}  # what the analyzer did to the images, 
 # how the analyzer read the level's volume: its darkness refused against the cement's shape, and
 # each syringe's anchor with the growth it chose (the shape's or the darkness's)
 VOLUME_EVENTS = {
+    "scatter-seen",
     "darkness-reads-low",
     "syringe-entry",
     "darkness-rescale",

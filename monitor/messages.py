@@ -86,7 +86,9 @@ shape: the volume is the shape's until syringes are entered; value: the median s
 "view-silent" (a view sent no frame for 3 of its usual steps, at least 1 s, while the other's
 went on: the level is judged and measured in the other alone; value: its "plane", "last_s" and
 "frame", from 2026-12-07), "view-resumed" (its frames came back; value: "plane", "frame",
-"silent_s"),
+"silent_s"), "scatter-seen" (the cement's halo showed the scatter modelled: the darkness is
+read with the scatter correction on this level and the next; value: the views' mean halo
+"scale", from 2026-12-07),
 "syringe-entry" (value: the
 syringes' total at the level, and the image's darkness and the two views' shape's truth it was
 anchored on, mL, the shape null where none was read; the growth read since it, "shape" or

@@ -823,12 +823,15 @@ def test_command_line_input_that_cannot_be_applied_is_said_on_every_result():
     assert any(r.distance_mm is not None for r in lateral)  # measured to the wall found
 
 
-def test_a_restarted_analyzer_knows_what_each_view_read_of_leaks(recordings, tmp_path):
+def test_a_restarted_analyzer_knows_what_each_view_read_of_leaks_and_scatter(recordings, tmp_path):
     """Through the real pipeline into a session log, then an analyzer restarted on it: what the
     views read of leaks that the next frames can use is what the analysis that ran without a
     restart knew: the sites read at leak size on each view's last frame (confirmed by one more
     reading), the time of each view's last such reading within the last 0.3 s (the AP's backs a
-    lateral leak), and whether each view checked the leak rules."""
+    lateral leak), and whether each view checked the leak rules. So is the cement's halo's
+    finding that the images hold scatter (at frame 26 of this case): before, the restarted
+    analyzer watched the halo again, on a bolus grown since, and could drop the correction
+    partway through the level where the live one had kept it."""
     from monitor.analyzer import VisionAnalysis
     from monitor.vision.analysis import LEAK_CORROBORATION_S
 
@@ -852,6 +855,8 @@ def test_a_restarted_analyzer_knows_what_each_view_read_of_leaks(recordings, tmp
     assert on_last_frame(knows._pending) == on_last_frame(knew._pending)
     assert recent(knows._leak_read_at) == pytest.approx(recent(knew._leak_read_at))
     assert knows._checks_leaks == knew._checks_leaks
+    assert knew.scatter_seen is True and knows.scatter_seen is True
+    assert not any(p.halo_open for p in knows.planes.values())
 
 
 def _replayed_and_audited(lateral, ap, session):

@@ -1472,6 +1472,15 @@ class CaseAnalyzer:
         scale = float(np.mean(scales))
         if scale >= SCATTER_SEEN_ABOVE:
             self.scatter_seen = True
+            self.news.append(
+                (
+                    "scatter-seen",
+                    f"the cement's halo shows the scatter modelled (the views' mean scale {scale:.2f} of"
+                    " the configured): the darkness is read with the scatter correction from here on, on"
+                    " this level and the next ones",
+                    {"scale": round(scale, 3)},
+                )
+            )
         elif scale < NO_SCATTER_BELOW and max(scales) < SCATTER_SEEN_ABOVE:
             self.scatter_seen = False
         if self.scatter_seen is not None:
@@ -1494,6 +1503,16 @@ class CaseAnalyzer:
         rendered without scatter read 2.67 mL for 1.43."""
         self.scatter_seen = seen
         self._scatter_carried = why
+
+    def restore_scatter_seen(self) -> None:
+        """After a restart: the cement's halo showed the scatter modelled before it (its
+        "scatter-seen" logged, on this level or one before: the room's answer, carried). It is
+        not watched again: on the bolus grown since, with no frame before the restart to
+        compare, it could answer otherwise and switch the darkness's reading partway through
+        the level, which the live analyzer did not do."""
+        self.scatter_seen = True
+        for p in self.planes.values():
+            p.halo_open = False
 
     def assume_no_scatter(self, why: str, rescale: bool = True) -> None:
         """Read the volumes without scatter correction from now on (and say so). ``rescale``:
