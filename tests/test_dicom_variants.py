@@ -883,3 +883,44 @@ def test_an_angle_in_the_functional_groups_that_is_no_number_is_not_read(tmp_pat
         assert rec.info.header_notes == (
             "its PositionerPrimaryAngle 'lateral' (PositionerPositionSequence) is not a number: not read",
         )
+
+
+def test_an_enhanced_runs_geometry_is_refused_naming_the_isocentre_tag_it_came_from(tmp_path):
+    """An Enhanced XA file gives the source-to-patient distance as the X-Ray Geometry macro's
+    DistanceSourceToIsocenter. One larger than the source-to-detector distance was refused
+    naming DistanceSourceToPatient, a tag the file does not have: the user looking for it
+    found nothing to correct. The refusal names the tag the number came from, as a missing one
+    names where it is looked for; a classic XA file's still names its own."""
+
+    def isocentre_beyond_detector(ds, frames):
+        to_enhanced(ds)
+        geometry = ds.SharedFunctionalGroupsSequence[0].XRayGeometrySequence[0]
+        geometry.DistanceSourceToIsocenter = geometry.DistanceSourceToDetector + 100
+        return frames
+
+    def without_isocentre(ds, frames):
+        to_enhanced(ds)
+        del ds.SharedFunctionalGroupsSequence[0].XRayGeometrySequence[0].DistanceSourceToIsocenter
+        return frames
+
+    def classic_swapped(ds, frames):
+        ds.DistanceSourceToPatient = float(ds.DistanceSourceToDetector) + 100
+        return frames
+
+    problems = {}
+    for name, how in [
+        (f.__name__, f) for f in (isocentre_beyond_detector, without_isocentre, classic_swapped)
+    ]:
+        source = DicomPairSource(rewrite(CASE.lateral, tmp_path / f"{name}.dcm", how), None)
+        source.close()
+        problems[name] = source.scale_problems["lateral"]
+    assert (
+        "DistanceSourceToIsocenter (0018,9402) of the X-Ray Geometry macro"
+        in problems["isocentre_beyond_detector"]
+    )
+    assert "is not less than DistanceSourceToDetector" in problems["isocentre_beyond_detector"]
+    assert "DistanceSourceToIsocenter (0018,9402)" in problems["without_isocentre"]
+    for name in ("isocentre_beyond_detector", "without_isocentre"):
+        assert "DistanceSourceToPatient" not in problems[name], problems[name]
+    assert "DistanceSourceToPatient (0018,1111)" in problems["classic_swapped"]
+    assert "Isocenter" not in problems["classic_swapped"]

@@ -76,6 +76,8 @@ CALIBRATION_HINT = "supply a calibration profile with --calibration PROFILE"
 PLAUSIBLE_DETECTOR_PIXEL_MM = (0.05, 1.0)  # flat panels 0.1-0.2 mm, intensifier chains up to ~0.5
 PLAUSIBLE_MAGNIFICATION = (1.05, 2.5)  # SID / SOD of a C-arm with the patient between
 MAX_ANISOTROPY = 0.02  # row and column pixel sizes differ by at most this fraction
+SOURCE_TO_PATIENT_TAG = "DistanceSourceToPatient (0018,1111)"
+ISOCENTRE_TAG = "DistanceSourceToIsocenter (0018,9402) of the X-Ray Geometry macro"
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,9 @@ class Geometry:
     source_to_detector_mm: float | None = None
     source_to_patient_mm: float | None = None
     estimated_magnification: float | None = None
+    # the tag source_to_patient_mm is (or would be) read from, as messages name it: an Enhanced
+    # XA/XRF file's X-Ray Geometry macro gives the source-to-isocentre distance instead
+    source_to_patient_tag: str = SOURCE_TO_PATIENT_TAG
 
     def missing(self) -> list[str]:
         """Names of the tags still needed to compute millimetres at the vertebra."""
@@ -102,7 +107,7 @@ class Geometry:
             if not self.source_to_detector_mm:
                 needed.append("DistanceSourceToDetector (0018,1110)")
             if not self.source_to_patient_mm:
-                needed.append("DistanceSourceToPatient (0018,1111)")
+                needed.append(self.source_to_patient_tag)
             needed[-1] += " or EstimatedRadiographicMagnificationFactor (0018,1114)"
         return needed
 
@@ -150,14 +155,14 @@ class Geometry:
         sid, sod = self.source_to_detector_mm, self.source_to_patient_mm
         for name, value in (
             ("DistanceSourceToDetector (0018,1110)", sid),
-            ("DistanceSourceToPatient (0018,1111)", sod),
+            (self.source_to_patient_tag, sod),
             ("EstimatedRadiographicMagnificationFactor (0018,1114)", self.estimated_magnification),
         ):
             if value is not None and not (math.isfinite(value) and value > 0):
                 return f"{name} {value} is not a positive number"
         if sid and sod and sod >= sid:
             return (
-                f"DistanceSourceToPatient (0018,1111) {sod:g} mm is not less than "
+                f"{self.source_to_patient_tag} {sod:g} mm is not less than "
                 f"DistanceSourceToDetector (0018,1110) {sid:g} mm"
             )
         low, high = PLAUSIBLE_MAGNIFICATION
@@ -167,7 +172,7 @@ class Geometry:
             return None
         if not low <= m <= high:
             source = (
-                "DistanceSourceToDetector / DistanceSourceToPatient"
+                f"DistanceSourceToDetector / {self.source_to_patient_tag.split(' ')[0]}"
                 if sid and sod
                 else "EstimatedRadiographicMagnificationFactor (0018,1114)"
             )
@@ -611,7 +616,7 @@ def _float(ds: Dataset, keyword: str) -> float | None:
     return result if math.isfinite(result) else None
 
 
-def _geometry(ds: Dataset) -> Geometry:
+def _geometry(ds: Dataset, source_to_patient_tag: str = SOURCE_TO_PATIENT_TAG) -> Geometry:
     spacing = ds.get("ImagerPixelSpacing")
     if not isinstance(spacing, (list, pydicom.multival.MultiValue)):
         spacing = None  # absent, empty, or a single value where DICOM requires two
@@ -631,6 +636,7 @@ def _geometry(ds: Dataset) -> Geometry:
         source_to_detector_mm=sid if sid and sid > 0 else None,
         source_to_patient_mm=sod if sod and sod > 0 else None,
         estimated_magnification=mag if mag and mag >= 1.0 else None,
+        source_to_patient_tag=source_to_patient_tag,
     )
 
 
@@ -954,6 +960,11 @@ def _info_from_header(path: Path, ds: Dataset, ds_frames: int, plane: str | None
             " would be misread"
         )
     enhanced = str(ds.get("SOPClassUID", "")) in ENHANCED_STORAGE or "SharedFunctionalGroupsSequence" in ds
+    # an Enhanced file's source-to-patient distance is its X-Ray Geometry's isocentre one unless
+    # its top level gives DistanceSourceToPatient itself: messages name the tag it came from
+    sod_tag = SOURCE_TO_PATIENT_TAG
+    if enhanced and ds.get("DistanceSourceToPatient") in (None, ""):
+        sod_tag = ISOCENTRE_TAG
     notes = _lift_functional_groups(path, ds) if enhanced else ()
     angle = _float(ds, "PositionerPrimaryAngle")
     if plane is None and angle is not None:
@@ -986,7 +997,7 @@ def _info_from_header(path: Path, ds: Dataset, ds_frames: int, plane: str | None
         intensity_sign=int(sign) if sign in (1, -1) else None,
         plane=plane,
         primary_angle_deg=angle,
-        geometry=_geometry(ds),
+        geometry=_geometry(ds, sod_tag),
         frame_times_s=frame_times,
         timing_source=timing_source,
         transfer_syntax=str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)),
