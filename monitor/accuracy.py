@@ -265,6 +265,9 @@ def evaluate_case(
     # lateral frame -> the error (mm) of the wall found but not armed, shown for the operator to
     # confirm: whether asking was needed (issue: ask "only when it would have been wrong")
     asked_wall_error: dict[int, float] = {}
+    # whether the wall found was offered for the operator to confirm on some frame the rule was
+    # withheld (False: never, not seen in the images or refuted: to be drawn); None: never withheld
+    wall_offered: bool | None = None
     spacing = truth["geometry"]["spacing_at_vertebra_mm"]
     drawn_at: int | None = None  # the lateral frame on which the operator drew the wall
     drawn_refused: str | None = None  # why the analyzer refused the drawn wall, if it did
@@ -295,6 +298,9 @@ def evaluate_case(
                 state = (result.overlay or {}).get("wall_state")
                 if result.status != "baseline":
                     wall[item.index] = state or "none"
+                    if state == "not-confirmed" and (drawn_at is None or item.index <= drawn_at):
+                        # offered on any frame before the operator drew one (as the result says)
+                        wall_offered = bool(wall_offered) or result.overlay.get("wall_confirmable", True)
                     if drawn_at is None and (
                         operator_wall == "always" or (operator_wall == "asked" and state != "armed")
                     ):
@@ -335,6 +341,7 @@ def evaluate_case(
         "wall": wall,
         "wall_error": wall_error,
         "asked_wall_error": asked_wall_error,
+        "wall_offered": wall_offered,
         "operator_wall_frame": drawn_at,
         "operator_wall_refused": drawn_refused,
         "alarms": alarms,
@@ -523,6 +530,8 @@ def score(cases: list[dict]) -> dict:
     # the cases asked about, by whether the wall found and shown to confirm was right (within
     # 1 mm: asking was not needed) or wrong (asking was), or no wall was shown
     asked = {"right": 0, "wrong": 0, "unshown": 0}
+    # ... of those shown, the ones offered for the operator to confirm (not judged unseen or refuted)
+    offered = {"right": 0, "wrong": 0}
     prox_armed = {"cases": 0, "on_time": 0}
     prox = {"cases": 0, "on_time": 0, "latencies": [], "false": 0, "missed": 0}
     # "false_in_stop_zone": of the false leak alarms (each view and site at its first), those raised
@@ -562,7 +571,10 @@ def score(cases: list[dict]) -> dict:
         walls[kind] += 1
         if kind == "asked":
             shown = [abs(e) for e in c.get("asked_wall_error", {}).values()]  # absent before session 56
-            asked["unshown" if not shown else "wrong" if float(np.median(shown)) > 1.0 else "right"] += 1
+            said = "unshown" if not shown else "wrong" if float(np.median(shown)) > 1.0 else "right"
+            asked[said] += 1
+            if shown and c.get("wall_offered"):  # absent before session 75
+                offered[said] += 1
         walls["drawn"] += drawn is not None
         walls["refused"] += c.get("operator_wall_refused") is not None
         errors = [abs(e) for e in c.get("wall_error", {}).values()]
@@ -641,6 +653,7 @@ def score(cases: list[dict]) -> dict:
         "distance_withheld": withheld,
         "walls": walls,
         "asked": asked,
+        "offered": offered,
         "proximity_armed": prox_armed,
         "possible_leaks": possible,
         "volume_err_pct": vol_err,
@@ -693,6 +706,15 @@ def report(s: dict, title: str) -> str:
                 "   none right (asked needlessly)"
             ]
             if "asked" in s
+            else []
+        ),
+        *(
+            [
+                f"{'  ... offered to confirm: right / wrong':46} "
+                f"{s['offered']['right']:>6d} / {s['offered']['wrong']:>3d}"
+                "       none wrong (the rest: draw it)"
+            ]
+            if "offered" in s
             else []
         ),
         *(

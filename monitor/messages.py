@@ -67,7 +67,9 @@ alarms (alarms raised on this frame: kind, priority, frame, plane, site,
 distance_mm, evidence, reason; a possible leak also read_as, the ways its site was read while it
 stood: "outline", "apart", "line", "lobe"), overlay (geometry for drawing, image pixel
 coordinates: body, wall, safety_line, cement contours, front, leaks,
-cannula_tips, roi, shift_px), alarm_changes (optional: the alarm states this frame
+cannula_tips, roi, shift_px; lateral: wall_state "armed" or "not-confirmed", and with the
+latter wall_confirmable, false where the wall found was refuted or is not seen in the images:
+to be drawn, not confirmed; absent before 2026-12-07), alarm_changes (optional: the alarm states this frame
 changed, raised, cleared or acknowledged, each with its id, kind, priority, frame, plane,
 site and distance_mm), standing_alarms (optional, about once a second: every alarm still
 active or not yet acknowledged, each with its id, kind, priority, frame, plane, site,

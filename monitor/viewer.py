@@ -46,6 +46,11 @@ AUDIO_TEXTS = ("Audio pause (2 min)", "AUDIO PAUSED 8:88", "NO ALARM SOUND")  # 
 STOP_PT = 28  # training's STOP button
 # training's verdict captions: the monitor's alarm, a stop in time, a stop late or never, neither
 TONES = {"alarm": "#ffd200", "good": "#7ee081", "bad": "#ff7b7b", "neutral": "#e0e0e0"}
+CONFIRM_TIP = "The dashed wall is the posterior wall: arm the 5 mm rule on it"
+CONFIRM_REFUSED_TIP = (
+    "The wall found cannot be confirmed (not seen in these images, or refuted by the first cement):"
+    " draw the posterior wall with Adjust wall"
+)
 UNCONFIRMED = "#c080ff"  # the wall found, not trusted: the not-monitored banner's colour, lighter
 # the Known cleft button, as the analyzer says the level is (checked: a cleft is known)
 CLEFT_KNOWN = "Known cleft: YES"
@@ -403,7 +408,7 @@ class MonitorWindow(QtWidgets.QWidget):
         self.wall_button.setCheckable(True)
         self.wall_button.toggled.connect(self.edit_wall)
         self.confirm_button = QtWidgets.QPushButton("Confirm wall")
-        self.confirm_button.setToolTip("The dashed wall is the posterior wall: arm the 5 mm rule on it")
+        self.confirm_button.setToolTip(CONFIRM_TIP)
         self.confirm_button.clicked.connect(lambda: self.send("confirm-wall"))
         self.cleft_button = QtWidgets.QPushButton(CLEFT_NOT_KNOWN)
         self.cleft_button.setCheckable(True)
@@ -430,7 +435,9 @@ class MonitorWindow(QtWidgets.QWidget):
         self.status_line.setObjectName("status")
         # a button held down (a mode, or the level's known cleft) must look it: amber, as said
         checked = "QPushButton:checked { background:#5a4400; color:#ffd200; border:2px solid #ffd200; }"
-        self.setStyleSheet("QWidget { background:#101010; color:#e0e0e0; } " + buttons + checked)
+        # ... and one that does nothing now must look it: greyed (the widgets' light text hid it)
+        disabled = "QPushButton:disabled { color:#5a5a5a; }"
+        self.setStyleSheet("QWidget { background:#101010; color:#e0e0e0; } " + buttons + checked + disabled)
         for view in self.views.values():
             view.title.setFont(QtGui.QFont("Sans", sizes["title"], QtGui.QFont.Weight.Bold))
             view.levels.axis.setStyle(tickFont=axis_font)
@@ -588,7 +595,10 @@ class MonitorWindow(QtWidgets.QWidget):
                 view.wall_editor = None
             return
         r = self.state.planes["lateral"].result
-        ends = (r.overlay.get("wall") if r else None) or _default_wall(view.shape)
+        # a wall found that cannot be confirmed is not offered as a start either: a nudge to it
+        # would arm the rule on the very wall the analyzer refuses
+        offered = r.overlay.get("wall") if r and r.overlay.get("wall_confirmable", True) else None
+        ends = offered or _default_wall(view.shape)
         editor = pg.LineSegmentROI(ends, pen=pg.mkPen("#ff66ff", width=4))
         editor.sigRegionChangeFinished.connect(lambda roi: self.send("wall", _roi_points(roi)))
         view.box.addItem(editor)
@@ -712,9 +722,12 @@ class MonitorWindow(QtWidgets.QWidget):
         lateral = s.planes["lateral"].result
         uncalibrated = lateral is not None and CaveatCode.UNCALIBRATED in lateral.caveat_codes()
         unarmed = s.wall_prompt() is not None
+        # a wall the analyzer refuted, or found not seen in the images, is drawn, not confirmed
+        confirmable = lateral is None or lateral.overlay.get("wall_confirmable", True)
         self.confirm_button.setEnabled(
-            lateral is not None and CaveatCode.WALL_NOT_CONFIRMED in lateral.caveat_codes()
+            confirmable and lateral is not None and CaveatCode.WALL_NOT_CONFIRMED in lateral.caveat_codes()
         )
+        self.confirm_button.setToolTip(CONFIRM_TIP if confirmable else CONFIRM_REFUSED_TIP)
         codes = lateral.caveat_codes() if lateral is not None else frozenset()
         none_found = CaveatCode.NO_ANATOMY in codes and CaveatCode.WALL_NOT_CONFIRMED not in codes
         r["distance"].setText(

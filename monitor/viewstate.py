@@ -297,7 +297,8 @@ class ViewState:
     def wall_prompt(self) -> str | None:
         """What the operator must do about the posterior wall before the 5 mm rule is checked,
         from the newest lateral result: confirm the wall found or draw it ("WALL NOT
-        CONFIRMED"), or draw one where none was found; None while the rule is armed. Where none
+        CONFIRMED"; only draw it where the result says the wall found cannot be confirmed,
+        ``wall_confirmable``), or draw one where none was found; None while the rule is armed. Where none
         was found there is no body outline to read a leak against either (a drawn wall or box
         gives one, and the caveat goes): at most cement apart from the bolus is read as a leak
         there (when the result says it checked "leak-apart"). It says which, as this prompt stands
@@ -306,6 +307,11 @@ class ViewState:
         if r is None or r.status == "baseline" or self.ended:
             return None
         codes = r.caveat_codes()
+        if CaveatCode.WALL_NOT_CONFIRMED in codes and not r.overlay.get("wall_confirmable", True):
+            # refuted by the first cement, or not seen in these images: drawn, not confirmed
+            return (
+                "WALL NOT CONFIRMED: 5 mm rule OFF. The wall found cannot be trusted: draw it (Adjust wall)"
+            )
         if CaveatCode.WALL_NOT_CONFIRMED in codes:
             return "WALL NOT CONFIRMED: 5 mm rule OFF. Check the dashed wall: Confirm wall, or Adjust wall"
         if CaveatCode.NO_ANATOMY in codes and CaveatCode.UNCALIBRATED not in codes:

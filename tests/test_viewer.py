@@ -560,16 +560,39 @@ def test_a_wall_not_confirmed_asks_the_operator_and_the_button_confirms_it(qtbot
             " growth rather than at once by a front beyond this wall, and cement running back along the"
             " needle is read only once the wall is armed",
         )
-        overlay = {**OVERLAY, "wall_state": "not-confirmed"}
+        overlay = {**OVERLAY, "wall_state": "not-confirmed", "wall_confirmable": True}
         overlay.pop("front")
         pump(qtbot, lambda: streams.frame(4), lambda: window.views["lateral"].shown_frame == 4)
+        # a wall found that is not seen in the images (or refuted) is to be drawn: no Confirm
+        pump(
+            qtbot,
+            lambda: streams.result(
+                3, caveats=(unconfirmed,), checks=["leak"], overlay={**overlay, "wall_confirmable": False}
+            ),
+            lambda: window.banner.text().startswith("WALL NOT CONFIRMED"),
+        )
+        assert not window.confirm_button.isEnabled()
+        assert "draw the posterior wall" in window.confirm_button.toolTip()
+        assert window.banner.text().endswith("cannot be trusted: draw it (Adjust wall)")
+        # ... and Adjust wall does not start on it: a nudge would arm the rule on the wall refused
+        from monitor.viewer import _default_wall, _roi_points
+
+        window.wall_button.setChecked(True)
+        view = window.views["lateral"]
+        assert np.ravel(_roi_points(view.wall_editor)) == pytest.approx(
+            np.ravel(_default_wall(view.shape)), abs=0.1
+        )
+        window.wall_button.setChecked(False)
+        if os.environ.get("MONITOR_SCREENSHOTS"):
+            window.grab().save(str(Path(os.environ["MONITOR_SCREENSHOTS"]) / "wall-to-draw.png"))
         pump(
             qtbot,
             lambda: streams.result(4, caveats=(unconfirmed,), checks=["leak"], overlay=overlay),
-            lambda: window.banner.text().startswith("WALL NOT CONFIRMED"),
+            lambda: window.confirm_button.isEnabled(),
         )
+        assert window.banner.text().endswith("Confirm wall, or Adjust wall")
         assert window.readouts["distance"].text() == "WALL NOT CONFIRMED"
-        assert window.confirm_button.isEnabled()
+        assert "arm the 5 mm rule" in window.confirm_button.toolTip()
         view = window.views["lateral"]
         assert view.wall.opts["pen"].style() == QtCore.Qt.PenStyle.DashLine
         assert view.safety.getData()[0] is None or len(view.safety.getData()[0]) == 0

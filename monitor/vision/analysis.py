@@ -478,7 +478,8 @@ class PlaneAnalyzer:
 
     @property
     def wall_refuted(self) -> bool:
-        """Whether physics refuted the wall found (:meth:`_judge_wall`): only a drawn one arms."""
+        """Whether physics refuted the wall found (:meth:`_judge_wall`), or it moved on still
+        baseline frames as no bone does (:attr:`WallConfidence.unseen`): only a drawn one arms."""
         return self.refuted_why is not None
 
     @property
@@ -547,6 +548,12 @@ class PlaneAnalyzer:
         if confidence is not None:
             if confidence.armed:
                 self._arm("automatic", f"5 mm rule armed on the wall found: {confidence.describe()}")
+            elif confidence.unseen:  # not offered to confirm: it is the noise's, not the bone's
+                self._disarm(
+                    f"{confidence.describe()}: a wall that moves so between still frames, on an outline"
+                    " seen so little, is not seen in these images, so the one found cannot be confirmed",
+                    refuted=True,
+                )
             else:
                 self._disarm(f"{confidence.describe()}")
         if self.on_baseline is not None:
@@ -558,11 +565,13 @@ class PlaneAnalyzer:
 
     def _disarm(self, why: str, refuted: bool = False, by_cement: bool = False) -> None:
         """The 5 mm rule off until the operator confirms or draws the wall (only draws it, when
-        physics ``refuted`` the wall, ``by_cement`` read behind it rather than by the front);
-        said on every result."""
+        the wall is ``refuted``: by physics, ``by_cement`` read behind it rather than by the front,
+        or as not seen in the images, WallConfidence.unseen); said on every result. A wall not
+        seen and then refuted by cement behind it is both (its posterior leaks are possible)."""
         self.wall_armed_by, self._unarmed_why = None, why
-        if refuted and not self.wall_refuted:
-            self.refuted_why, self.wall_refuted_by_cement = why, by_cement
+        if refuted:
+            self.refuted_why = self.refuted_why or why
+            self.wall_refuted_by_cement |= by_cement
         todo = "draw the wall" if self.wall_refuted else "confirm or draw the wall"
         detail = f"5 mm rule not armed: {why}; {todo}"
         value = {"refuted": refuted, "why": why} | ({"by_cement": True} if by_cement else {})
@@ -590,7 +599,10 @@ class PlaneAnalyzer:
                 str(value.get("why") or detail), bool(value.get("refuted")), bool(value.get("by_cement"))
             )
         elif event == "wall-armed" and isinstance(self.body, LateralBody):
-            self._arm(str(value.get("armed_by") or "automatic"), detail)
+            by = str(value.get("armed_by") or "automatic")
+            if by == "operator":  # the operator's wall is theirs, not the one refuted (set_wall)
+                self._unrefute()
+            self._arm(by, detail)
         self.news.clear()
 
     def restore_filter(self, weight: float | None) -> None:
@@ -1152,13 +1164,20 @@ class PlaneAnalyzer:
         result.overlay["wall_state"] = "armed" if armed else "not-confirmed"
         if armed:
             return
+        # a wall refuted, or not seen in the images, is drawn by the operator, not confirmed
+        result.overlay["wall_confirmable"] = not self.wall_refuted
+        todo = (
+            "draw the wall (the one found cannot be confirmed)"
+            if self.wall_refuted
+            else "confirm the wall or draw it"
+        )
         result.distance_mm = result.distance_px = result.bolus_front_mm = None
         result.checked = tuple(c for c in result.checked if c != "proximity")
         result.caveats += (
             Caveat(
                 CaveatCode.WALL_NOT_CONFIRMED,
                 f"WALL NOT CONFIRMED, the 5 mm rule is not armed ({self._unarmed_why}):"
-                " confirm the wall or draw it; leaks are still read, but a leak off this outline other"
+                f" {todo}; leaks are still read, but a leak off this outline other"
                 " than behind the wall may be only a possible one (the AP view backing it, or the body"
                 " drawn, can make it sure), a posterior leak is confirmed by its growth rather than at"
                 " once by a front beyond this wall, and cement running back along the needle is read"
@@ -1174,9 +1193,7 @@ class PlaneAnalyzer:
         if not isinstance(self.body, LateralBody) or not self.pixel_mm:
             raise ValueError("no posterior wall to confirm: draw it")
         if self.wall_refuted:
-            raise ValueError(
-                f"the wall found was refuted ({self.refuted_why}): it cannot be confirmed, redraw it"
-            )
+            raise ValueError(f"the wall found cannot be confirmed ({self.refuted_why}): redraw it")
         if self.wall_armed_by is not None:
             return f"posterior wall already armed ({self.wall_armed_by})"
         self._arm("operator", "5 mm rule armed on the wall the operator confirmed")
