@@ -704,15 +704,20 @@ class VisionAnalysis(Analysis):
         for plane in self.case.planes.values():
             plane.news.clear()  # said before the restart
         # a level whose images were found to hold no scatter goes on without its correction
+        began = min(r.rec for r in ours)  # this stream's first frame in the log
         last = store.query(
             "SELECT body FROM journal WHERE kind = 'result' AND rec > ? ORDER BY rec DESC LIMIT 2", (start,)
         ).fetchall()
         codes = {c["code"] for (body,) in last for c in json.loads(body).get("caveats") or ()}
         if CaveatCode.SCATTER_NOT_SEEN.value in codes:
             self.case.assume_no_scatter("found before the restart", rescale=False)
-        elif any(r.body["event"] == "scatter-seen" and r.body["source"] == "analyzer" for r in events):
-            # ... and one whose images were found to hold it keeps its correction (any level's
-            # finding: the room's, carried from level to level)
+        elif any(
+            r.body["event"] == "scatter-seen" and r.body["source"] == "analyzer" and r.rec > began
+            for r in events
+        ):
+            # ... and one whose images were found to hold it keeps its correction: any level's
+            # finding (the room's, carried from level to level), but this stream's only (a run
+            # continuing the session in the folder starts watching the halo afresh, live too)
             self.case.restore_scatter_seen()
         for r in store.records("alarm", after=start):
             b = r.body
