@@ -291,6 +291,17 @@ def test_the_benchmark_scores_a_realistic_case_and_tables_it_by_band(tmp_path):
     assert scored["asked"] == {"right": 1, "wrong": 1, "unshown": 1} and scored["walls"]["asked"] == 3
     text = report(scored, "4 cases")
     assert re.search(r"asked: wall shown right \(<= 1 mm\) / wrong / none +1 / +1 / 1 ", text), text
+    # ... and of those shown, the ones the operator could confirm (the rest were to be drawn: not
+    # seen in the images, or refuted); a case from before the key counts as not offered
+    assert "wall_offered" in case
+    offered = [
+        {**asked, "wall_offered": True},
+        {**wrong, "wall_offered": True},
+        {**wrong, "wall_offered": False},
+    ]
+    scored = score([*offered, {**unshown, "wall_offered": True}, asked])
+    assert scored["offered"] == {"right": 1, "wrong": 1}, scored["offered"]
+    assert re.search(r"offered to confirm: right / wrong +1 / +1 ", report(scored, "5 cases"))
 
 
 def test_the_registration_is_scored_against_the_breathing_each_view_shows():
