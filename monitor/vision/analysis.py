@@ -551,7 +551,7 @@ class PlaneAnalyzer:
             elif confidence.unseen:  # not offered to confirm: it is the noise's, not the bone's
                 self._disarm(
                     f"{confidence.describe()}: a wall that moves so between still frames, on an outline"
-                    " seen so little, is not seen in these images, so the one found cannot be confirmed",
+                    " seen so little, is not seen in these images",
                     refuted=True,
                 )
             else:
