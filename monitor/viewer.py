@@ -597,7 +597,7 @@ class MonitorWindow(QtWidgets.QWidget):
         r = self.state.planes["lateral"].result
         # a wall found that cannot be confirmed is not offered as a start either: a nudge to it
         # would arm the rule on the very wall the analyzer refuses
-        offered = r.overlay.get("wall") if r and r.overlay.get("wall_confirmable", True) else None
+        offered = r.overlay.get("wall") if r and self.state.wall_confirmable() else None
         ends = offered or _default_wall(view.shape)
         editor = pg.LineSegmentROI(ends, pen=pg.mkPen("#ff66ff", width=4))
         editor.sigRegionChangeFinished.connect(lambda roi: self.send("wall", _roi_points(roi)))
@@ -722,8 +722,7 @@ class MonitorWindow(QtWidgets.QWidget):
         lateral = s.planes["lateral"].result
         uncalibrated = lateral is not None and CaveatCode.UNCALIBRATED in lateral.caveat_codes()
         unarmed = s.wall_prompt() is not None
-        # a wall the analyzer refuted, or found not seen in the images, is drawn, not confirmed
-        confirmable = lateral is None or lateral.overlay.get("wall_confirmable", True)
+        confirmable = s.wall_confirmable()  # not a wall refuted or not seen: that one is drawn
         self.confirm_button.setEnabled(
             confirmable and lateral is not None and CaveatCode.WALL_NOT_CONFIRMED in lateral.caveat_codes()
         )

@@ -294,6 +294,13 @@ class ViewState:
                 reasons.insert(0, ("lateral", f"no frame checked against the 5 mm rule for {gap:.1f} s"))
         return reasons
 
+    def wall_confirmable(self) -> bool:
+        """Whether the newest lateral result's wall found may be confirmed: not where the analyzer
+        refuted it or found it not seen in the images (``wall_confirmable`` false: to be drawn);
+        True with no result, or from an analyzer that does not say."""
+        r = self.planes["lateral"].result
+        return r is None or r.overlay.get("wall_confirmable", True)
+
     def wall_prompt(self) -> str | None:
         """What the operator must do about the posterior wall before the 5 mm rule is checked,
         from the newest lateral result: confirm the wall found or draw it ("WALL NOT
@@ -307,7 +314,7 @@ class ViewState:
         if r is None or r.status == "baseline" or self.ended:
             return None
         codes = r.caveat_codes()
-        if CaveatCode.WALL_NOT_CONFIRMED in codes and not r.overlay.get("wall_confirmable", True):
+        if CaveatCode.WALL_NOT_CONFIRMED in codes and not self.wall_confirmable():
             # refuted by the first cement, or not seen in these images: drawn, not confirmed
             return (
                 "WALL NOT CONFIRMED: 5 mm rule OFF. The wall found cannot be trusted: draw it (Adjust wall)"

@@ -572,10 +572,15 @@ class PlaneAnalyzer:
         if refuted:
             self.refuted_why = self.refuted_why or why
             self.wall_refuted_by_cement |= by_cement
-        todo = "draw the wall" if self.wall_refuted else "confirm or draw the wall"
-        detail = f"5 mm rule not armed: {why}; {todo}"
+        detail = f"5 mm rule not armed: {why}; {self._wall_todo}"
         value = {"refuted": refuted, "why": why} | ({"by_cement": True} if by_cement else {})
         self.news.append(("wall-not-confirmed", detail, value))
+
+    @property
+    def _wall_todo(self) -> str:
+        """What the operator is asked to do about a wall not armed: draw it where the wall found
+        was refuted (or is not seen), else confirm or draw it."""
+        return "draw the wall" if self.wall_refuted else "confirm or draw the wall"
 
     def _unrefute(self) -> None:
         """A wall drawn by the operator is theirs, not the one physics refuted."""
@@ -1166,18 +1171,13 @@ class PlaneAnalyzer:
             return
         # a wall refuted, or not seen in the images, is drawn by the operator, not confirmed
         result.overlay["wall_confirmable"] = not self.wall_refuted
-        todo = (
-            "draw the wall (the one found cannot be confirmed)"
-            if self.wall_refuted
-            else "confirm the wall or draw it"
-        )
         result.distance_mm = result.distance_px = result.bolus_front_mm = None
         result.checked = tuple(c for c in result.checked if c != "proximity")
         result.caveats += (
             Caveat(
                 CaveatCode.WALL_NOT_CONFIRMED,
                 f"WALL NOT CONFIRMED, the 5 mm rule is not armed ({self._unarmed_why}):"
-                f" {todo}; leaks are still read, but a leak off this outline other"
+                f" {self._wall_todo}; leaks are still read, but a leak off this outline other"
                 " than behind the wall may be only a possible one (the AP view backing it, or the body"
                 " drawn, can make it sure), a posterior leak is confirmed by its growth rather than at"
                 " once by a front beyond this wall, and cement running back along the needle is read"
