@@ -17,8 +17,7 @@ import cv2
 import numpy as np
 
 from monitor.errors import MissingGeometryError, MonitorError, RecordingError
-from monitor.io.dicom import PLANES, open_recording
-from monitor.messages import REPLAYED_EDITS, MessageError, checked_command
+from monitor.messages import PLANES, REPLAYED_EDITS, MessageError, checked_command
 from monitor.vision.stats import usual_step
 
 
@@ -71,6 +70,10 @@ class DicomPairSource:
             raise
 
     def _open(self, lateral, ap, fps: float | None, planes_start_together: bool) -> None:
+        # pydicom is imported here, where files are read, not at the top: the analyzer and the
+        # logger import this module (for the frame types) and never read DICOM; it cost each 0.4 s
+        from monitor.io.dicom import open_recording
+
         for plane, path in (("lateral", lateral), ("ap", ap)):
             if path is None:
                 continue

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.request import pathname2url
 
-import blosc2
 import numpy as np
 
 from monitor.errors import MonitorError
@@ -120,6 +119,8 @@ def chain_hash(previous: str, rec: int, kind: str, at: float, plane, seq, frame,
 def compress_image(pixels: np.ndarray) -> bytes:
     """Lossless: Blosc2 bit-shuffle + Zstandard, about 7 ms and 35-55 % of the raw size
     for a noisy 1024x1024 16-bit frame, where PNG and JPEG-LS take 60-120 ms."""
+    import blosc2  # here, not at the top: its import costs each process that logs no frame 0.5 s
+
     data = np.ascontiguousarray(pixels)
     return blosc2.compress2(
         data.tobytes(),
@@ -132,6 +133,8 @@ def compress_image(pixels: np.ndarray) -> bytes:
 
 
 def decompress_image(data: bytes, shape, dtype: str) -> np.ndarray:
+    import blosc2
+
     return np.frombuffer(blosc2.decompress2(data), dtype=dtype).reshape(shape)
 
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import optimize
 
 from monitor.vision.sampling import sample_points
 
@@ -229,6 +228,8 @@ def _refit(params, points, ij, radius, distortion=True, free_centre=True):
         p = fixed.copy()
         p[free] = x
         return _residuals(p, points, ij, radius)
+
+    from scipy import optimize  # here: its import costs every analyzer process 0.7 s
 
     fit = optimize.least_squares(f, fixed[free], method="lm")
     out = fixed.copy()
@@ -466,6 +467,8 @@ def _fit_tube(x, profiles) -> float | None:
 
     lower = [0.5, 0.05, 0.3, 0.0, 0.0] + [x[0], -np.inf, -np.inf] * groups
     upper = [x[-1] - x[0], 1.0, 0.25 * width + 1.0, 5.0, 20.0] + [x[-1], np.inf, np.inf] * groups
+    from scipy import optimize
+
     best = None
     for r0 in (0.4 * width, 0.5 * width, 0.6 * width):  # a hollow profile has more than one local fit
         start = [r0, 0.25, 1.0, 0.4, 0.5] + [v for c, b, _ in starts for v in (c, b, 0.0)]
