@@ -240,7 +240,7 @@ def _volume_from(result: dict) -> str | None:
     "shape-one-view" when that shape was one view's alone (volume-one-view);
     "syringe" when the operator's syringes set its scale (volume_scale other than 1: anchored on
     this level's syringes, or on the scale an earlier level's left); "darkness-and-shape" when
-    the darkness, reading a little under the shape, was weighed with it (volume_darkness_weight
+    the darkness, reading a little under or over the shape, was weighed with it (volume_darkness_weight
     between 0 and 1), "shape" too when it weighed nothing (0: a volume held, VOLUME_HELD, keeps
     that of the one it holds, not its caveat); else "darkness". None from a log whose results do
     not carry their caveats."""
