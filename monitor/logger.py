@@ -23,7 +23,7 @@ import zmq
 
 from monitor.collection import CollectionPacing
 from monitor.flow import FlowClient
-from monitor.io.store import LogWriteError, SessionStore
+from monitor.io.store import LogWriteError, SessionStore, load_image_codec
 from monitor.io.transport import Frame, Subscriber
 from monitor.messages import END_GRACE_S, PLANES, End, Heartbeat, Result, Status
 
@@ -45,6 +45,7 @@ def run_logger(
     # in one place, so that every way out (both ends heard, its parent gone, a silent stream, a
     # failed write) is seen beside what it must close.
     ctx = zmq.Context()
+    load_image_codec()
     store = SessionStore.create(session_dir, meta)
     store.add_event("logger", "started", f"pid {os.getpid()}")
     last = store.records("frame", after=store.last_rec("frame") - 1)

@@ -297,13 +297,14 @@ def test_an_analyzer_restarted_mid_recording_reconnects_to_the_running_source():
     assert second.returncode == 0, err
 
 
-def test_a_restarted_analyzer_imports_nothing_it_does_not_use_before_it_reads_again():
+def test_a_consumer_imports_nothing_it_does_not_use_on_its_way_to_its_entry_point():
     """A consumer's process imports monitor.pipeline (spawn finds its entry point there) and the
     analyzer's modules: frames go unread for as long as that takes when an analyzer is
     restarted. None of the packages it never uses for analysis may be imported on the way:
     pydicom (files are read by the source), SciPy's optimizer (the calibration commands),
-    Blosc2 (the logger, once it stores a frame), Qt (the viewer). Each cost 0.3-0.9 s of CPU;
-    together they made the start 1.8 s of CPU, 0.4 s without them."""
+    Blosc2 (the logger, at its start; an analyzer restarted on a log, when it reads a logged
+    image back), Qt (the viewer). Each cost 0.3-0.9 s of CPU; together they made the import
+    1.8 s of CPU, 0.4 s without them."""
     heavy = ("pydicom", "scipy", "blosc2", "PySide6", "pyqtgraph")
     probe = (
         "import sys; import monitor.pipeline, monitor.analyzer, monitor.logger, monitor.audit;"
