@@ -496,3 +496,89 @@ def run_viewer(seconds: float = 10.0, fps: float = 30.0) -> dict:
         f"(p99 {result['source_late_ms_p99']} ms late)"
     )
     return result
+
+
+def restart_gaps(kills: int = 4, every_s: float = 6.0, say=print) -> dict:
+    """How long the operator is blind when the analyzer crashes: a real run (the bundled default
+    recording replayed in a loop at its recorded rate, through the analyzer and logger processes
+    the supervisor starts, as ``monitor replay`` runs them), whose analyzer is killed (SIGKILL)
+    every ``every_s`` seconds, ``kills`` times. Each gap is from a kill to the next result a
+    viewer receives (s): the supervisor seeing the death, the new process starting and importing
+    its modules, restoring the level from the session log, and reading again. The run is ended
+    as an operator ends one (SIGINT), so this must be called from the main thread."""
+    import shutil
+    import signal
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    from monitor.io.sources import DicomPairSource
+    from monitor.io.transport import Subscriber
+    from monitor.messages import Result
+    from monitor.pipeline import Endpoints, RunSpec, run
+    from monitor.recordings import default_recording
+    from monitor.replay import PaceOptions
+
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("restart_gaps ends its run with SIGINT: call it from the main thread")
+    recording = default_recording()
+    folder = Path(tempfile.mkdtemp(prefix="monitor-bench-restart-"))
+    endpoints = Endpoints.private()
+    spec = RunSpec(str(folder / "session"), "L1", endpoints=endpoints, restarts=kills + 1)
+    results = Subscriber(endpoints.results)
+    received: list[float] = []  # time.monotonic() of each result
+    gaps: list[float] = []
+    finished = threading.Event()
+
+    def listen() -> None:
+        while not finished.is_set():
+            if isinstance(results.receive(50), Result):
+                received.append(time.monotonic())
+
+    def kill_the_analyzer() -> None:
+        try:
+            deadline = time.monotonic() + 120.0
+            while not received and time.monotonic() < deadline and not finished.is_set():
+                time.sleep(0.05)
+            for k in range(kills):
+                if finished.wait(every_s):
+                    return
+                analyzer = [p for p in multiprocessing.active_children() if p.name == "analyzer"]
+                if not analyzer:
+                    say("  no analyzer process to kill: the run ended")
+                    return
+                killed = time.monotonic()
+                os.kill(analyzer[0].pid, signal.SIGKILL)
+                while time.monotonic() - killed < 60.0 and not finished.is_set():
+                    after = [t for t in received if t > killed]
+                    if after:
+                        gaps.append(after[0] - killed)
+                        say(f"  kill {k + 1} of {kills}: results again after {gaps[-1]:.2f} s")
+                        break
+                    time.sleep(0.01)
+        finally:
+            if not finished.is_set():  # the run goes on (a looped source): end it as an operator does
+                os.kill(os.getpid(), signal.SIGINT)
+
+    listener = threading.Thread(target=listen, daemon=True)
+    killer = threading.Thread(target=kill_the_analyzer, daemon=True)
+    source = DicomPairSource(recording.lateral, recording.ap)
+    listener.start()
+    killer.start()
+    try:
+        code = run(source, spec, PaceOptions(speed=1.0, loop=True), say=lambda _m: None)
+    finally:
+        finished.set()
+        killer.join(70.0)
+        listener.join(5.0)
+        results.close()
+        source.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "recording": recording.name,
+        "kills": kills,
+        "gaps_s": [round(g, 3) for g in gaps],
+        "median_s": float(np.median(gaps)) if gaps else None,
+        "max_s": max(gaps) if gaps else None,
+        "run_exit": code,
+    }

@@ -121,6 +121,35 @@ def add_bench(sub) -> None:
     )
     ig.add_argument("--repeats", type=positive_int, default=3, help="throughput runs with and without")
     ig.set_defaults(run=_run_bench_igtl)
+    rs = which.add_parser(
+        "restart",
+        help="how long results stop when the analyzer crashes: killed mid-run, to its next result",
+    )
+    rs.add_argument("--kills", type=positive_int, default=4, help="times the analyzer is killed")
+    rs.add_argument(
+        "--every", type=float, default=6.0, help="seconds between kills (the first after results begin)"
+    )
+    rs.set_defaults(run=_run_bench_restart)
+
+
+def _run_bench_restart(args) -> int:
+    from monitor.bench import restart_gaps
+
+    if not 1.0 <= args.every <= 600.0:
+        raise MonitorError(f"--every {args.every}: give 1 to 600 seconds")
+    print(
+        f"restart benchmark: the bundled default recording replayed at its rate, the analyzer killed"
+        f" (SIGKILL) {args.kills} time(s), every {args.every:g} s"
+    )
+    out = restart_gaps(args.kills, args.every)
+    if not out["gaps_s"]:
+        print("no result came after any kill: the analyzer was not restarted", file=sys.stderr)
+        return 1
+    print(
+        f"results stopped for {out['median_s']:.2f} s (median), {out['max_s']:.2f} s (max) after each"
+        f" kill: {', '.join(f'{g:.2f}' for g in out['gaps_s'])} s"
+    )
+    return 0
 
 
 def _run_bench_transport(args) -> int:
