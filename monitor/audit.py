@@ -967,7 +967,7 @@ def volume_phrase(level: dict) -> str:
         " image's darkness did not agree with it)",
         "syringe": " on the syringes' scale",
         "darkness-and-shape": " between the image's darkness and the cement's shape (the darkness read"
-        " a little under it)",
+        " a little under or over it)",
     }.get(level.get("volume_from"), "")
     return f"{level['volume_ml']:.2f} mL{interval}{source}"
 

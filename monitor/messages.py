@@ -53,7 +53,7 @@ to posterior wall, lateral only; null when unknown or uncalibrated, negative
 beyond the wall), distance_px,
 volume_ml (the level's volume: both planes' darkness reconciled, or the cement's shape in
 the two views where the darkness reads well under or over it, or between the two where the
-darkness reads a little under the shape; see monitor.vision.biplane), volume_low_ml and
+darkness reads a little under or over the shape; see monitor.vision.biplane), volume_low_ml and
 volume_high_ml (its 68 % interval; optional), volume_darkness_weight (optional, 0-1: how much
 of volume_ml is the darkness's, by ratio: 1 the darkness alone, on the syringes' scale too once
 they set it, 0 the shape's, also once syringes set it where the growth since the last one is

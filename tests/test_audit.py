@@ -731,7 +731,7 @@ def test_a_volume_from_one_views_shape_says_so_in_the_audit():
             "darkness-and-shape",
             (2.1, 1.9, 2.6),
             "2.10 mL (1.90-2.60) between the image's darkness and the cement's shape (the darkness"
-            " read a little under it)",
+            " read a little under or over it)",
         ),
         (
             "shape-one-view",

@@ -928,11 +928,13 @@ def test_a_darkness_over_the_shapes_truth_is_weighed_with_it_up_to_where_it_read
     seeds 5035 and 5118 read 1.3-1.4x the shape's truth, 1.4x the truth, where the shape read
     0.97-1.07x). So over it the darkness is weighed with the shape's truth as under it, by ratio:
     all of it at the shape's truth, none at DARKNESS_ABOVE_SHAPE, where it reads high, with no
-    step on the way; the interval holds both values. Not under SHAPE_SPREAD_FROM_ML of truth,
-    where the shape's reading is not known (the simple world's darkness, right, read over it)."""
+    step on the way, in the volume or its interval (the two intervals weighed alike). Faded in
+    as the shape's reading becomes known, from half SHAPE_SPREAD_FROM_ML of truth to all of it
+    (the simple world's darkness, right, read over small shapes' truth), again with no step."""
     from monitor.vision.biplane import (
         DARKNESS_ABOVE_SHAPE,
         SHAPE_SPREAD_FROM_ML,
+        darkness_volume,
         darkness_weight,
         fused_volume,
         shape_of_truth,
@@ -946,22 +948,37 @@ def test_a_darkness_over_the_shapes_truth_is_weighed_with_it_up_to_where_it_read
     w = darkness_weight(1.3)
     assert not over.reads_high and not over.reads_low and over.darkness_weight == pytest.approx(w)
     assert over.volume_ml == pytest.approx(1.3**w * truth)
-    assert over.low_ml <= truth < over.volume_ml < 1.3 * truth <= over.high_ml
-    assert over.low_ml == pytest.approx(1.5 / high)  # down to the shape's own low end
+    assert over.low_ml < over.volume_ml < over.high_ml and truth < over.volume_ml < 1.3 * truth
+    # the volume and both ends of its interval, from the shape's truth to where it reads high
     shares = np.linspace(1.0, DARKNESS_ABOVE_SHAPE * (1 - 1e-9), 301)
-    volumes = np.array([fused_volume(x * truth, 1.5).volume_ml for x in shares]) / truth
-    assert volumes[0] == pytest.approx(1.0) and volumes[-1] == pytest.approx(1.0, abs=1e-6)
+    read = [fused_volume(x * truth, 1.5) for x in shares]
+    for field in ("volume_ml", "low_ml", "high_ml"):
+        values = np.array([getattr(r, field) for r in read]) / truth
+        assert np.abs(np.diff(values)).max() < 0.01, field
+    at_one, darkness = read[0], darkness_volume(truth)
+    assert (at_one.low_ml, at_one.volume_ml) == (pytest.approx(darkness.low_ml), pytest.approx(truth))
+    reads_high = fused_volume(DARKNESS_ABOVE_SHAPE * truth, 1.5)  # at it, exactly: high, not low
+    assert reads_high.reads_high and not reads_high.reads_low and reads_high.volume_ml == pytest.approx(truth)
+    for field in ("volume_ml", "low_ml", "high_ml"):
+        assert getattr(read[-1], field) == pytest.approx(getattr(reads_high, field), rel=1e-6), field
     # with the shape fixed, the volume rises to 1.10 of its truth (at a share of about 1.2) and
     # comes back: a darkness further over it is likelier misread
-    assert np.abs(np.diff(volumes)).max() < 0.01 and volumes.max() < 1.11
-    high_read = fused_volume(DARKNESS_ABOVE_SHAPE * 1.01 * truth, 1.5)
-    assert high_read.reads_high and high_read.volume_ml == pytest.approx(truth)
-    # a small bolus, its shape's reading unknown: its darkness over the shape's truth is kept
-    size = 0.2
+    assert max(r.volume_ml for r in read) / truth < 1.11
+    # faded in with the shape's truth: the darkness whole under half SHAPE_SPREAD_FROM_ML of it,
+    # no step where it reaches SHAPE_SPREAD_FROM_ML (where reading high begins)
+    size = 0.12
     small_truth = size / shape_of_truth(size)[1]
-    assert small_truth < SHAPE_SPREAD_FROM_ML
+    assert small_truth < SHAPE_SPREAD_FROM_ML / 2
     small = fused_volume(1.3 * small_truth, size)
     assert small.volume_ml == pytest.approx(1.3 * small_truth) and small.darkness_weight == 1.0
+    sizes = np.linspace(0.12, 0.6, 481)
+    for share in (1.3, 2.0):
+        ratio = []
+        for size in sizes:
+            t = size / shape_of_truth(size)[1]
+            ratio.append(fused_volume(share * t, size).volume_ml / t)
+        assert np.abs(np.diff(ratio)).max() < 0.01, share
+        assert ratio[-1] == pytest.approx(1.3**w if share == 1.3 else 1.0)
 
 
 def test_a_level_whose_darkness_reads_low_over_its_frames_gives_the_shape_and_one_reading_high_too():
