@@ -498,14 +498,22 @@ def run_viewer(seconds: float = 10.0, fps: float = 30.0) -> dict:
     return result
 
 
+INTERRUPTED_EXIT = 130  # what a run ended by an interrupt returns (monitor.pipeline.run)
+
+
 def restart_gaps(kills: int = 4, every_s: float = 6.0, say=print) -> dict:
     """How long the operator is blind when the analyzer crashes: a real run (the bundled default
     recording replayed in a loop at its recorded rate, through the analyzer and logger processes
     the supervisor starts, as ``monitor replay`` runs them), whose analyzer is killed (SIGKILL)
-    every ``every_s`` seconds, ``kills`` times. Each gap is from a kill to the next result a
-    viewer receives (s): the supervisor seeing the death, the new process starting and importing
+    ``every_s`` seconds after results begin and after each return, ``kills`` times. Each gap is
+    from a kill to the first result a viewer receives that was sent after it (s; None where none
+    came within 60 s): the supervisor seeing the death, the new process starting and importing
     its modules, restoring the level from the session log, and reading again. The run is ended
-    as an operator ends one (SIGINT), so this must be called from the main thread."""
+    as an operator ends one (SIGINT, its default handler put in for the run, as a shell's
+    background job ignores it) ``every_s`` after the last return, so this must be called from
+    the main thread. ``run_exit``: the run's own verdict (INTERRUPTED_EXIT, as intended; 3 where
+    its log is incomplete, as when the interrupt came while a restarted analyzer caught up);
+    ``said``: what the run said."""
     import shutil
     import signal
     import tempfile
@@ -526,14 +534,16 @@ def restart_gaps(kills: int = 4, every_s: float = 6.0, say=print) -> dict:
     endpoints = Endpoints.private()
     spec = RunSpec(str(folder / "session"), "L1", endpoints=endpoints, restarts=kills + 1)
     results = Subscriber(endpoints.results)
-    received: list[float] = []  # time.monotonic() of each result
-    gaps: list[float] = []
+    received: list[tuple[float, float]] = []  # each result: (time.monotonic() received, its send_time)
+    gaps: list[float | None] = []
     finished = threading.Event()
+    said: list[str] = []
 
     def listen() -> None:
         while not finished.is_set():
-            if isinstance(results.receive(50), Result):
-                received.append(time.monotonic())
+            message = results.receive(50)
+            if isinstance(message, Result):
+                received.append((time.monotonic(), message.send_time))
 
     def kill_the_analyzer() -> None:
         try:
@@ -547,15 +557,20 @@ def restart_gaps(kills: int = 4, every_s: float = 6.0, say=print) -> dict:
                 if not analyzer:
                     say("  no analyzer process to kill: the run ended")
                     return
-                killed = time.monotonic()
+                killed, killed_wall = time.monotonic(), time.time()
                 os.kill(analyzer[0].pid, signal.SIGKILL)
+                gap = None
                 while time.monotonic() - killed < 60.0 and not finished.is_set():
-                    after = [t for t in received if t > killed]
+                    # sent after the kill: not one the dead analyzer had in flight
+                    after = [got for got, sent in list(received) if sent > killed_wall]
                     if after:
-                        gaps.append(after[0] - killed)
-                        say(f"  kill {k + 1} of {kills}: results again after {gaps[-1]:.2f} s")
+                        gap = after[0] - killed
                         break
                     time.sleep(0.01)
+                gaps.append(gap)
+                outcome = "no result within 60 s" if gap is None else f"results again after {gap:.2f} s"
+                say(f"  kill {k + 1} of {kills}: {outcome}")
+            finished.wait(every_s)  # the last restarted analyzer catches up before the run ends
         finally:
             if not finished.is_set():  # the run goes on (a looped source): end it as an operator does
                 os.kill(os.getpid(), signal.SIGINT)
@@ -563,22 +578,26 @@ def restart_gaps(kills: int = 4, every_s: float = 6.0, say=print) -> dict:
     listener = threading.Thread(target=listen, daemon=True)
     killer = threading.Thread(target=kill_the_analyzer, daemon=True)
     source = DicomPairSource(recording.lateral, recording.ap)
+    previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     listener.start()
     killer.start()
     try:
-        code = run(source, spec, PaceOptions(speed=1.0, loop=True), say=lambda _m: None)
+        code = run(source, spec, PaceOptions(speed=1.0, loop=True), say=said.append)
     finally:
         finished.set()
+        signal.signal(signal.SIGINT, previous_handler)
         killer.join(70.0)
         listener.join(5.0)
         results.close()
         source.close()
         shutil.rmtree(folder, ignore_errors=True)
+    measured = [g for g in gaps if g is not None]
     return {
         "recording": recording.name,
         "kills": kills,
-        "gaps_s": [round(g, 3) for g in gaps],
-        "median_s": float(np.median(gaps)) if gaps else None,
-        "max_s": max(gaps) if gaps else None,
+        "gaps_s": [None if g is None else round(g, 3) for g in gaps],
+        "median_s": float(np.median(measured)) if measured else None,
+        "max_s": max(measured) if measured else None,
         "run_exit": code,
+        "said": said,
     }
