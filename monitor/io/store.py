@@ -139,7 +139,7 @@ def compress_image(pixels: np.ndarray) -> bytes:
 
 
 def decompress_image(data: bytes, shape, dtype: str) -> np.ndarray:
-    import blosc2  # here, as in compress_image
+    import blosc2
 
     return np.frombuffer(blosc2.decompress2(data), dtype=dtype).reshape(shape)
 

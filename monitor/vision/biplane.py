@@ -496,17 +496,19 @@ def fused_volume(
       shape over its median reading at its size), as where the physics is the analyzer's: the
       darkness, with its own error as interval, reaching up to the most the shape allows (over
       its 16th percentile reading): a darkness reading half the truth passes this check too.
-      Under the shape's truth, and over it where that truth is SHAPE_SPREAD_FROM_ML or more, the
-      volume lies between the darkness and that truth, by :func:`darkness_weight`, its
-      interval holding both values; at
+      Under the shape's truth the volume lies between the darkness and that truth, by
+      :func:`darkness_weight`, its interval holding both values; at
       LEVEL_DARKNESS_AGREES_WITH_SHAPE of it and under, where the darkness weighs nothing, it
-      reads low (below). Not against one view's shape (``weigh`` False).
+      reads low (below). Over the shape's truth, likewise, faded in as that truth goes from half
+      SHAPE_SPREAD_FROM_ML to all of it, the interval then the darkness's and the shape's
+      weighed alike (it holds the volume, not always both values). Not against one view's shape
+      (``weigh`` False).
     - The darkness is under that, or the level's darkness has read low (``level_reads_low``:
       the median of :func:`darkness_share` over the level's results under
       LEVEL_DARKNESS_AGREES_WITH_SHAPE, now or earlier in the level): it reads low; the shape,
       scaled by what it reads of the truth at its size, with that factor's spread as interval,
       which reaches the darkness (in a room that reads low, the truth is not under it).
-    - The darkness is over DARKNESS_ABOVE_SHAPE of the shape's truth, that truth at least
+    - The darkness is at DARKNESS_ABOVE_SHAPE of the shape's truth or over, that truth at least
       SHAPE_SPREAD_FROM_ML: it reads high; the shape, with the same interval.
     - No shape to check it by (under SHAPE_MIN_ML, or no outline in a view): the darkness,
       whose interval then reaches up to what an unchecked darkness has read of the truth
@@ -526,7 +528,7 @@ def fused_volume(
     )
     share = darkness_ml / truth
     if share >= DARKNESS_ABOVE_SHAPE and truth >= SHAPE_SPREAD_FROM_ML:
-        # over DARKNESS_ABOVE_SHAPE of the shape's truth, the darkness is also over its
+        # at DARKNESS_ABOVE_SHAPE of the shape's truth or over, the darkness is also over its
         # interval's top (the shape over its 16th percentile reading): no ceiling needed
         return replace(shape, reads_high=True)
     # what the darkness weighs against the shape's truth, where it is kept: at every size the
