@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from monitor.commands.options import non_negative_int, positive_int, syringe_ml
+from monitor.commands.options import kill_count, kill_interval_s, non_negative_int, positive_int, syringe_ml
 from monitor.errors import MonitorError
 
 
@@ -125,10 +125,10 @@ def add_bench(sub) -> None:
         "restart",
         help="how long results stop when the analyzer crashes: killed mid-run, to its next result",
     )
-    rs.add_argument("--kills", type=positive_int, default=4, help="times the analyzer is killed (1-100)")
+    rs.add_argument("--kills", type=kill_count, default=4, help="times the analyzer is killed (1-100)")
     rs.add_argument(
         "--every",
-        type=float,
+        type=kill_interval_s,
         default=6.0,
         help="seconds from results beginning, and from their return after each kill, to the next kill",
     )
@@ -138,10 +138,6 @@ def add_bench(sub) -> None:
 def _run_bench_restart(args) -> int:
     from monitor.bench import INTERRUPTED_EXIT, restart_gaps
 
-    if not 1.0 <= args.every <= 600.0:
-        raise MonitorError(f"--every {args.every}: give 1 to 600 seconds")
-    if args.kills > 100:
-        raise MonitorError(f"--kills {args.kills}: give 1 to 100")
     print(
         f"restart benchmark: the bundled default recording replayed at its rate, the analyzer killed"
         f" (SIGKILL) {args.kills} time(s), every {args.every:g} s"

@@ -46,6 +46,22 @@ def stale_ms(text: str) -> float:
     return value
 
 
+def kill_count(text: str) -> int:
+    """How many times ``monitor bench restart`` kills the analyzer: 1 to 100."""
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be 1 to 100, got {text}")
+    return value
+
+
+def kill_interval_s(text: str) -> float:
+    """Seconds between ``monitor bench restart``'s kills: a finite 1 to 600."""
+    value = float(text)
+    if not (math.isfinite(value) and 1 <= value <= 600):
+        raise argparse.ArgumentTypeError(f"must be 1 to 600 seconds, got {text}")
+    return value
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """Every option's help ends with its default, unless the help already says what it is
     (an option without a value, or one whose default is explained in words)."""
