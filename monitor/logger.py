@@ -188,6 +188,8 @@ def _finish(
     dropped = sum(frames.stats.dropped.values())
     if dropped:
         problems.append(f"{dropped} frames dropped in transport")
+    for problem in problems:  # said first: with the disk full, the log cannot hold them
+        log.error("the session log is incomplete: %s", problem)
     summary = {
         "complete": not problems,
         "problems": problems,

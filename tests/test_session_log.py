@@ -682,6 +682,7 @@ def test_a_full_disk_stops_the_log_not_the_monitoring(tmp_path):
     failed = [s for s in statuses if s.event == "log-failed"]
     assert failed and "SESSION LOGGING FAILED" in failed[0].detail
     assert "SESSION LOGGING FAILED" in err and proc.returncode == 3 and "INCOMPLETE" in err
+    assert "the session log is incomplete: " in err and "frame(s) could not be written" in err, err
     store = SessionStore.open(tmp_path / "s")
     assert 0 < store.count("frame") < 96 and store.verify() == []
 
