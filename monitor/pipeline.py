@@ -471,9 +471,25 @@ def _consumer_plans(spec: RunSpec, session: str, after_end: tuple | None = None)
                 f"{spec.session_dir}: already holds a session log (in use or closed); "
                 "give a new --session directory"
             )
+        _check_session_dir(Path(spec.session_dir))
         meta = {"session": session, "level": spec.level, "software_version": __version__, **spec.meta}
         plans["logger"] = (_logger_main, (spec.endpoints, spec.session_dir, meta, os.getpid()))
     return plans
+
+
+def _check_session_dir(folder: Path) -> None:
+    """Refuse, before anything starts, a session directory the logger could not write: a file,
+    a folder that cannot be made, one not writable. The logger found it out itself and died in
+    two tracebacks, the run saying both that logging failed and that the logger was restarted
+    (an independent test's --session naming a file). Made here if it does not exist."""
+    if folder.exists() and not folder.is_dir():
+        raise MonitorError(f"{folder}: is a file, not a directory; give a new --session directory")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MonitorError(f"{folder}: cannot create the session directory ({e.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MonitorError(f"{folder}: cannot write the session log there (no permission)")
 
 
 def _outcome(

@@ -126,7 +126,16 @@ def test_a_source_that_fails_mid_stream_leaves_a_session_that_says_so(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "option, value", [("--speed", "nan"), ("--speed", "-1"), ("--speed", "inf"), ("--stale-ms", "nan")]
+    "option, value",
+    [
+        ("--speed", "nan"),
+        ("--speed", "-1"),
+        ("--speed", "inf"),
+        ("--stale-ms", "nan"),
+        ("--fps", "-5"),  # ran the clock backwards: alarms 27 frames late
+        ("--fps", "0"),  # ignored without a word
+        ("--fps", "1e9"),  # logged a session the audit could not read
+    ],
 )
 def test_nonsense_numbers_on_the_command_line_are_refused(option, value):
     rec = default_recording()
@@ -158,6 +167,22 @@ def test_a_second_monitor_on_endpoints_in_use_is_refused_in_one_line(role, tmp_p
     assert f"the {role} endpoint {endpoints[role]} is already in use" in done.stderr
     assert f"--{role}-endpoint" in done.stderr
     assert not (tmp_path / "s" / "session.sqlite").exists()
+
+
+def test_edits_off_the_image_and_a_session_folder_that_cannot_be_written_are_refused_at_once(tmp_path):
+    """An independent test: --wall at x 900 on the 384-pixel lateral image was armed, every alarm
+    silent and the level said monitored; --session naming a file printed two of the logger's
+    tracebacks. Each is refused before anything starts, in one line."""
+    rec = default_recording()
+    (tmp_path / "a-file").write_text("not a folder")
+    for given, said in [
+        (("--wall", "900,100,900,300"), "--wall: (900, 100) lies off the lateral image (384 x 384 pixels)"),
+        (("--body", "ap:-10,-10,5000,5000"), "--body: (-10, -10) lies off the ap image (384 x 384 pixels)"),
+        (("--session", tmp_path / "a-file"), "a-file: is a file, not a directory"),
+    ]:
+        done = monitor_cli("replay", "--lateral", rec.lateral, "--ap", rec.ap, "--headless", *given)
+        assert done.returncode == 1 and said in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
 def test_a_session_directory_that_already_holds_a_log_is_refused(tmp_path):

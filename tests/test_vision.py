@@ -474,6 +474,40 @@ def test_drawing_a_body_marks_that_views_outline_as_the_operators(recordings):
     assert ap.body_drawn and not lateral.body_drawn
 
 
+def test_a_wall_or_body_drawn_off_the_image_or_far_from_the_tip_is_refused(recordings):
+    """An independent test's --wall at x 900 on the 384-pixel image was armed: the cement was
+    measured 202 mm from it, no alarm was raised and the level was said monitored. Edits off
+    the image, a wall over 60 mm from the cannula's tip (no vertebral body is that deep) and a
+    box over 100 mm on a side are refused, as the analyzer refuses any edit it cannot apply (the
+    command-line's then says unused on every result; the viewer's says rejected), and the wall
+    found stays as it was."""
+    from monitor.analyzer import VisionAnalysis
+
+    r, _ = recordings["no-leak"]
+    source = DicomPairSource(r.lateral, r.ap)
+    analysis = VisionAnalysis()
+    try:
+        for _ in analyse_source(_Frames(source, 0, 4), analysis):
+            pass
+    finally:
+        source.close()
+    lateral, ap = analysis.case.planes["lateral"], analysis.case.planes["ap"]
+    armed_by, wall = lateral.wall_armed_by, lateral.body.posterior
+    tip_x = lateral.grid.to_full(*lateral.learnt.cannulas[0].tip)[0]  # 174.2 (0.3125 mm pixels)
+    with pytest.raises(ValueError, match=r"lie off the lateral image \(384 x 384 pixels\)"):
+        lateral.set_wall([(900, 100), (900, 300)])
+    far = tip_x + 62.0 / 0.3125  # on the image (x 372.6), 62 mm from the tip
+    with pytest.raises(ValueError, match="lies 62 mm from the cannula's tip"):
+        lateral.set_wall([(far, 100), (far, 300)])
+    with pytest.raises(ValueError, match="lie off the ap image"):
+        ap.set_body((-10, -10, 200, 200))
+    with pytest.raises(ValueError, match="is 125 mm on a side"):
+        ap.set_body((0, 0, 400, 100))
+    assert lateral.wall_armed_by == armed_by and lateral.body.posterior == wall
+    near = tip_x + 58.0 / 0.3125  # 58 mm: taken
+    assert lateral.set_wall([(near, 100), (near, 300)]).startswith("posterior wall replaced")
+
+
 def test_a_frame_of_another_size_is_reported_not_fatal():
     analyzer = PlaneAnalyzer("lateral", "MONOCHROME2", "LIN", 12, 0.2)
     frame = np.random.default_rng(0).integers(900, 1100, (64, 64)).astype(np.uint16)

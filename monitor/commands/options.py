@@ -22,6 +22,14 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """A finite number over 0."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number over 0, got {text}")
+    return value
+
+
 def syringe_ml(text: str) -> float:
     """A syringe's volume in mL: 0 (none) or a finite positive volume up to 20 mL."""
     value = float(text)
@@ -35,6 +43,20 @@ def speed(text: str) -> float:
     value = float(text)
     if not (math.isfinite(value) and 0 <= value <= 1000):
         raise argparse.ArgumentTypeError(f"must be 0 or a factor up to 1000, got {text}")
+    return value
+
+
+def frame_rate(text: str) -> float:
+    """A frame rate (frames/s) a C-arm or grabber can run at: those a recording's own timing is
+    held to (monitor.io.sources.PLAUSIBLE_FRAME_RATE). A negative one ran the clock backwards
+    (alarms 27 frames late, times negative in the audit), 0 was ignored without a word, and 1e9
+    logged a session the audit could not read (an independent test)."""
+    from monitor.io.sources import PLAUSIBLE_FRAME_RATE
+
+    low, high = PLAUSIBLE_FRAME_RATE
+    value = float(text)
+    if not (math.isfinite(value) and low <= value <= high):
+        raise argparse.ArgumentTypeError(f"must be {low:g} to {high:g} frames/s, got {text}")
     return value
 
 

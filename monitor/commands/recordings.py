@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from monitor.commands.options import positive_int
+from monitor.commands.options import frame_rate, positive_float, positive_int
 from monitor.errors import MonitorError
 
 
@@ -32,7 +32,9 @@ def add_simulate(sub) -> None:
     )
     p.add_argument("--size", type=positive_int, default=d.size, help="detector pixels (square)")
     p.add_argument("--frames", type=positive_int, default=d.frames, help="frames per plane")
-    p.add_argument("--fps", type=float, default=d.fps, help="frames per second (FrameTime written)")
+    p.add_argument(
+        "--fps", type=frame_rate, default=d.fps, help="frames per second, 0.2-200 (FrameTime written)"
+    )
     p.add_argument("--level", choices=LEVELS, default=d.level, help="T8-T12 and L1 with --anatomy ct")
     p.add_argument(
         "--side", choices=("left", "right", "bipedicular"), default=d.side, help="the cannula's pedicle(s)"
@@ -81,7 +83,7 @@ def add_simulate(sub) -> None:
     )
     p.add_argument(
         "--cement-mu",
-        type=float,
+        type=positive_float,
         default=d.cement_mu,
         metavar="PER_MM",
         help="linear attenuation of the cement, 1/mm",
@@ -175,7 +177,7 @@ def _run_simulate(args) -> int:
         f"{cfg.fps:g}/s, {truth['total_injected_ml']:.2f} mL injected, "
         f"min distance {truth['min_distance_mm']} mm"
         + (f", {leak['site']} leak from frame {leak['onset_frame']}" if leak["site"] else ", no leak")
-        + f" ({truth['render_seconds']} s)"
+        + f" (rendered in {truth['render_seconds']} s)"
     )
     if cfg.world is not None:
         w = cfg.world

@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from monitor.commands.options import add_stream_options, own_endpoints, speed
+from monitor.commands.options import add_stream_options, frame_rate, own_endpoints, speed
 from monitor.errors import MonitorError
 
 
@@ -87,7 +87,13 @@ def add_replay(sub) -> None:
         metavar="JSON",
         help="where each plane sits in the video frame (a profile's video_layout section)",
     )
-    p.add_argument("--fps", type=float, default=None, help="frame rate when the recording has no timing")
+    p.add_argument(
+        "--fps",
+        type=frame_rate,
+        default=None,
+        help="frame rate (frames/s, 0.2-200) of a recording with no timing, or one whose timing is"
+        " wrong: it replaces the file's own timing, and the run says so",
+    )
     p.add_argument(
         "--planes-start-together",
         action="store_true",
@@ -130,7 +136,10 @@ def add_grab(sub) -> None:
         help="where each plane sits in the video frame (a profile's video_layout section)",
     )
     p.add_argument(
-        "--fps", type=float, default=None, help="frame rate to assume (default: what the device reports)"
+        "--fps",
+        type=frame_rate,
+        default=None,
+        help="frame rate to assume (frames/s, 0.2-200; default: what the device reports)",
     )
     add_stream_options(p, "log the session into this directory")
     p.set_defaults(run=_run_grab)
@@ -364,7 +373,31 @@ def _run_replay(args) -> int:
         source = DicomPairSource(
             args.lateral, args.ap, fps=args.fps, planes_start_together=args.planes_start_together
         )
+        try:
+            _check_edits_on_images(args, {p: r.info.shape for p, r in source.recordings.items()})
+        except MonitorError:
+            source.close()
+            raise
     return _stream(args, source, args.speed, args.loop)
+
+
+def _check_edits_on_images(args, shapes: dict[str, tuple[int, int]]) -> None:
+    """Refuse at the start a --wall or --body that lies off its view's image (``shapes``: plane
+    -> (rows, columns)), which the analyzer would refuse only once its baseline was learnt,
+    leaving the run to go on without the operator's edit (an independent test's --wall at x 900 on
+    a 384-pixel image)."""
+    edits = [("lateral", "--wall", args.wall)] if args.wall else []
+    edits += [(plane, "--body", ((x, y), (x + w, y + h))) for plane, (x, y, w, h) in args.body or ()]
+    for plane, option, points in edits:
+        if plane not in shapes:
+            continue
+        rows, columns = shapes[plane]
+        off = [(x, y) for x, y in points if not (-1.0 <= x <= columns and -1.0 <= y <= rows)]
+        if off:
+            raise MonitorError(
+                f"{option}: ({off[0][0]:g}, {off[0][1]:g}) lies off the {plane} image ({columns} x {rows}"
+                " pixels): give image pixels, x across and y down from its top left corner"
+            )
 
 
 def _profile_has_layout(args) -> bool:

@@ -1235,9 +1235,23 @@ class PlaneAnalyzer:
             raise ValueError("the posterior wall is drawn on the lateral view")
         if self.learnt is None or not self.pixel_mm:
             raise ValueError("no baseline or no millimetre scale yet: the wall cannot be placed")
+        self._check_in_frame("wall's points", points)
         dx, dy = self._shift if shift is None else shift
         ends = tuple((wx - dx, wy - dy) for wx, wy in (self.grid.to_working(x, y) for x, y in points))
         cannula = self.learnt.cannulas[0] if self.learnt.cannulas else None
+        if cannula is not None:  # this frame's tip against the wall as drawn (both shifted alike)
+            (x1, y1), (x2, y2) = ends
+            tx, ty = cannula.tip
+            away_mm = abs((x2 - x1) * (ty - y1) - (y2 - y1) * (tx - x1)) / max(
+                np.hypot(x2 - x1, y2 - y1), 1e-9
+            )
+            away_mm *= self.pixel_mm
+            if away_mm > MAX_WALL_FROM_TIP_MM:
+                raise ValueError(
+                    f"the wall drawn lies {away_mm:.0f} mm from the cannula's tip; a vertebral body is"
+                    f" at most about {MAX_WALL_FROM_TIP_MM:g} mm deep, so it is not this body's"
+                    " posterior wall: draw it again"
+                )
         stands_in = not isinstance(self.body, LateralBody)  # for a body not found
         body, done = body_from_wall(ends, self.body, cannula, self.pixel_mm)
         # The operator vouches for the wall only: endplates found with a wall that was not trusted
@@ -1270,6 +1284,19 @@ class PlaneAnalyzer:
         self._arm("operator", "5 mm rule armed on the wall the operator drew")
         return done
 
+    def _check_in_frame(self, what: str, points) -> None:
+        """ValueError unless every (x, y) of ``points`` (image pixels) lies on the frame: an
+        edit off the image (a typing slip on the command line, a wrong image size) measured
+        the cement against a wall 200 mm away, with every alarm silent and the level said
+        monitored (an independent test)."""
+        h, w = self.shape
+        for x, y in points:
+            if not (-1.0 <= x <= w and -1.0 <= y <= h):  # a pixel's slack at the edges
+                raise ValueError(
+                    f"the {what} ({x:g}, {y:g}) lie off the {self.plane} image ({w} x {h} pixels):"
+                    " draw them on it"
+                )
+
     def _placed(self, action: str, shift: tuple[float, float]) -> None:
         """Log the breathing shift an operator's edit was drawn at: a restart replays the edit
         at that shift, not at the last baseline frame's (a wall drawn mid-breath would move)."""
@@ -1292,6 +1319,12 @@ class PlaneAnalyzer:
         dx, dy = self._shift if shift is None else shift
         if min(w, h) * self.grid.full_pixel_mm < MIN_BOX_SIDE_MM:
             raise ValueError(f"the body box must be at least {MIN_BOX_SIDE_MM:g} mm on each side")
+        if max(w, h) * self.grid.full_pixel_mm > MAX_BOX_SIDE_MM:
+            raise ValueError(
+                f"the body box is {max(w, h) * self.grid.full_pixel_mm:.0f} mm on a side; a vertebral body"
+                f" is at most about {MAX_BOX_SIDE_MM:g} mm: draw it round the body"
+            )
+        self._check_in_frame("body box", [(x, y), (x + w, y + h)])
         wx, wy = self.grid.to_working(x, y)
         cannula = self.learnt.cannulas[0] if self.learnt.cannulas else None
         self.body = body_from_box(self.plane, (wx - dx, wy - dy), (w / s, h / s), cannula)
@@ -1305,6 +1338,11 @@ class PlaneAnalyzer:
         self._use_roi(body_roi(self.body, self.learnt.roi, self.pixel_mm))
         return f"{self.plane} body outline replaced by the operator's box"
 
+
+# The operator's wall or box is refused beyond these, as not this vertebra's: a lumbar body is
+# about 30-45 mm deep and 40-55 mm wide, and the tip lies in it or in its pedicle.
+MAX_WALL_FROM_TIP_MM = 60.0
+MAX_BOX_SIDE_MM = 100.0
 
 MAX_FRONT_STEP_MM = 3.0  # the front's distance may fall this much between two frames ...
 MAX_FRONT_SPEED_MM_S = 20.0  # ... plus this much per second between them
