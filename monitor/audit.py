@@ -442,6 +442,21 @@ def _after(state, raised) -> float | None:
     return None if state is None else round(state.body["acq_time"] - raised.body["acq_time"], 3)
 
 
+def _reaction_phrase(alarm: dict) -> str:
+    """How injection went on after ``alarm`` (its :func:`reaction` fields), as the text report
+    says it: a volume read after it, flat to the recording's end, is no injection that went on
+    (it read "did not stop" where the recording ended under HOLD_S after the alarm), and none read
+    after it is said (it raised a TypeError the audit died of: an independent test)."""
+    total, stopped = alarm["total_after_ml"], alarm["stopped_after_s"]
+    if stopped is not None:
+        return f"; stopped {stopped:.1f} s later, {alarm['injected_after_ml']:.2f} mL after"
+    if total is None:
+        return "; no volume read after it"
+    if total <= FLAT_ML:
+        return f"; no cement went in after it before the recording ended ({total:.2f} mL after)"
+    return f"; injection did not stop ({total:.2f} mL after)"
+
+
 def reaction(series: list[tuple[float, float]], t_alarm: float, hold_s: float = HOLD_S) -> dict:
     """How injection went on after an alarm at ``t_alarm``, from the volume over time.
 
@@ -1002,10 +1017,7 @@ def text_report(report: dict) -> str:
         for a in level["alarms"]:
             where = f" ({a['site']})" if a["site"] else ""
             dist = "" if a["distance_mm"] is None else f" at {a['distance_mm']:.1f} mm"
-            if a["stopped_after_s"] is None:
-                after = f"; injection did not stop ({a['total_after_ml']:.2f} mL after)"
-            else:
-                after = f"; stopped {a['stopped_after_s']:.1f} s later, {a['injected_after_ml']:.2f} mL after"
+            after = _reaction_phrase(a)
             alarm = f"{a['priority']:6} {a['kind']}{where}{dist}" + (
                 f" [{a['reason']}]" if a.get("reason") else ""
             )

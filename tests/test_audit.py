@@ -281,7 +281,7 @@ def test_summary_over_sessions_per_operator_and_level_with_csv_and_cache(session
     (root / "broken").mkdir()
     (root / "broken" / DB_NAME).write_bytes(b"garbage" * 50)
     done = monitor_cli("audit", root, "--summary", "--csv", tmp_path / "summary.csv", "--json")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 3, done.stderr  # the broken log: a script sees it in the status too
     table = json.loads(done.stdout)
     # every closed log's digest, written and signed at its close, is taken: only the broken one is read
     assert table["sessions"] == 5 and table["read"] == 1 and table["from_close"] == 4
@@ -328,6 +328,9 @@ def test_export_deidentified_leaves_no_identifying_value(session, tmp_path):
         assert not any(PATIENT in v or OPERATOR in v or ROOM in v for v in values)
         assert ds.PatientIdentityRemoved == "YES" and ds.PatientName == ""
         assert ds.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
+        # LO: each value 64 characters at most (it held 107: readers warned of invalid DICOM)
+        methods = ds["DeidentificationMethod"]
+        assert all(len(v) <= 64 for v in (methods.value if methods.VM > 1 else [methods.value])), methods
         assert ds.SOPInstanceUID == ds.file_meta.MediaStorageSOPInstanceUID != plain.SOPInstanceUID
         assert "StudyDate" not in ds or ds.StudyDate == ""
     assert anon[0].StudyInstanceUID == anon[1].StudyInstanceUID != plain.StudyInstanceUID
@@ -389,6 +392,7 @@ def test_the_summary_lists_a_rewritten_log_first_as_untrusted(session, tmp_path,
     forged = _forge(session, tmp_path, "forged", how)
     shutil.move(forged, root / "forged")
     done = monitor_cli("audit", root, "--summary", "--json")
+    assert done.returncode == 3, done.stderr
     table = json.loads(done.stdout)
     (bad,) = table["untrusted"]
     assert bad["folder"] == str(root / "forged") and said in bad["problems"][0], bad
@@ -976,3 +980,21 @@ def test_a_biplane_pair_at_different_frame_rates_is_one_instant():
 
     assert _instant(at("lateral", 22 * 0.1333333)) == _instant(at("ap", 11 * 0.2666667))
     assert _instant(at("lateral", 2.9333)) != _instant(at("ap", 2.9343))
+
+
+def test_the_reaction_to_an_alarm_is_said_when_no_volume_or_no_time_followed_it():
+    """The text audit died of a TypeError on an alarm with no volume read after it (a session
+    logged at --fps 1e9, an independent test), and said "did not stop" of an alarm the recording
+    ended 0.13 s after, with no cement injected after it."""
+    from monitor.audit import _reaction_phrase, reaction
+
+    assert _reaction_phrase(reaction([], 1.0)) == "; no volume read after it"
+    ended = reaction([(1.0, 2.0), (1.13, 2.0)], 1.0)  # flat, but ended within HOLD_S (0.4 s)
+    assert ended["stopped_after_s"] is None
+    assert (
+        _reaction_phrase(ended) == "; no cement went in after it before the recording ended (0.00 mL after)"
+    )
+    going = reaction([(1.0, 2.0), (1.13, 2.4)], 1.0)
+    assert _reaction_phrase(going) == "; injection did not stop (0.40 mL after)"
+    stopped = reaction([(1.0, 2.0), (1.2, 2.3), (1.4, 2.3), (1.6, 2.3), (1.8, 2.3)], 1.0)
+    assert _reaction_phrase(stopped) == "; stopped 0.2 s later, 0.30 mL after"

@@ -15,7 +15,9 @@ def add_audit(sub) -> None:
         "audit",
         help="QA report of a logged session, or a summary over many",
         description="Audit one session (text, --json, --html), or with --summary every session "
-        "found under a directory.",
+        "found under a directory. Exit status: 0 complete and monitored; 3 a log incomplete,"
+        " unreadable or failing its integrity check; 4 a level NOT MONITORED (with --summary, the"
+        " worst session's).",
     )
     p.add_argument("session", type=Path, help="a session directory, or with --summary a directory of them")
     p.add_argument("--json", action="store_true", help="print the QA contract (or the summary) as JSON")
@@ -120,10 +122,13 @@ def _run_summary(args) -> int:
 
         _write_html(args.html, summary_html(table, _leak_reports(table["leaked"], args.html)))
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, SUMMARY_COLUMNS)
-            writer.writeheader()
-            writer.writerows(table["rows"])
+        try:
+            with open(args.csv, "w", newline="") as f:
+                writer = csv.DictWriter(f, SUMMARY_COLUMNS)
+                writer.writeheader()
+                writer.writerows(table["rows"])
+        except OSError as e:
+            raise MonitorError(f"{args.csv}: cannot write the table ({e.strerror})") from None
     if args.json:
         print(json.dumps(table, indent=1))
     else:
@@ -139,7 +144,17 @@ def _run_summary(args) -> int:
     )
     if args.html:
         print(f"wrote {args.html}", file=sys.stderr)
-    return 0
+    return summary_exit_code(table)
+
+
+def summary_exit_code(table: dict) -> int:
+    """As one session's audit says it (monitor.audit.audit_exit_code), for the worst session: 3
+    when a log could not be read or fails its integrity check, 4 when a level was NOT
+    MONITORED, else 0. (It said 0 with sessions unreadable: a script checking the exit status
+    saw nothing wrong.)"""
+    if table["unreadable"] or table["untrusted"]:
+        return 3
+    return 4 if table["not_monitored"] else 0
 
 
 def _print_summary(table: dict) -> None:

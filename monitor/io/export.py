@@ -213,7 +213,11 @@ def _finish(path: Path, meta: dict, records, deidentify_salt: str | None) -> Non
         modified.CodingSchemeDesignator = "DCM"
         modified.CodeMeaning = "Retain Longitudinal Temporal Information Modified Dates Option"
         ds.DeidentificationMethodCodeSequence.append(modified)
-        ds.DeidentificationMethod += "; dates modified, times within the session kept"
+        # a second value, not appended text: each of an LO's values holds at most 64 characters
+        ds.DeidentificationMethod = [
+            ds.DeidentificationMethod,
+            "Dates modified, times within the session kept",
+        ]
         ds.LongitudinalTemporalInformationModified = "MODIFIED"  # (0028,0303), as the option requires
     ds.save_as(path, enforce_file_format=True)
 
