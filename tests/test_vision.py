@@ -968,6 +968,38 @@ def test_a_view_whose_frames_stop_leaves_the_level_to_the_other_and_says_so(tmp_
     assert "VIEW  " in text_report(report) and "view-silent: no AP frame for" in text_report(report)
 
 
+@pytest.mark.parametrize("level", [16, 235])
+def test_a_black_or_white_screen_with_a_lines_noise_is_a_blank_frame(tmp_path, recordings, level):
+    """An analogue grabber sends the C-arm's black (or white) screen with its line's noise (sd
+    1.5 stored values) for frames 8-20 of both views: each was read as a frame with no cement
+    (0.0 mL against 0.3-1.4, no distance, the level said monitored) and the frames after them
+    raised false leaks (an independent test). Each is a blank frame now, skipped and said; the
+    first frame after them alarms the 5 mm crossing as it should, and no leak is raised before
+    the case's own."""
+    from tests.test_dicom_variants import rewrite
+
+    case, truth = recordings["posterior-leak"]
+    noise = np.random.default_rng(7)
+
+    def screen(ds, frames):
+        frames = frames.copy()
+        flat = level + noise.normal(0.0, 1.5, frames[8:21].shape)
+        frames[8:21] = np.clip(np.round(flat), 0, 255).astype(frames.dtype)
+        return frames
+
+    lateral = rewrite(case.lateral, tmp_path / "lateral.dcm", screen)
+    ap = rewrite(case.ap, tmp_path / "ap.dcm", screen)
+    out = analyse(lateral, ap)
+    blank = {key for key, codes in out["caveats"].items() if CaveatCode.BLANK_FRAME in codes}
+    assert blank == {(plane, i) for plane in ("lateral", "ap") for i in range(8, 21)}, sorted(blank)
+    assert all(out["status"][(p, i)].startswith("skipped") for p, i in blank)
+    onset = truth["leak"]["onset_frame"]
+    leaks = [a["frame"] for a in out["alarms"] if a["kind"] == "extravasation"]
+    assert leaks and min(leaks) >= onset - 1, leaks
+    assert [a["frame"] for a in _high(out["alarms"], "proximity")][:1] == [21]  # the crossing, at frame 10
+    assert out["distance"][21] is not None and out["distance"][21] < 5.0
+
+
 def test_a_held_image_is_no_new_exposure_and_is_said_not_monitored(tmp_path, recordings):
     """Fluoroscopy off for 10 frames (lateral and AP frames 20-29 the C-arm's last image, frame
     19, held, as a frame grabber sends the screen): each was analysed as a new exposure, the
