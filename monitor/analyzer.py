@@ -1147,7 +1147,9 @@ class AnalyzerNode:
         if self.catch_up.behind(self.end) and now - self.end_at <= END_GRACE_S:
             return False
         # the source's reason passed on: a viewer tells a recording's end from a source's failure
-        self.sent_end = End(self.end.session, "analyzer", time.time(), self.analysed, self.end.reason)
+        self.sent_end = End(
+            self.end.session, "analyzer", time.time(), self.analysed, self.end.reason, self.end.unsent
+        )
         self.results.send(self.sent_end)
         self.end = None
         return True

@@ -28,7 +28,7 @@ from pathlib import Path
 from monitor.errors import MonitorError
 from monitor.io import signing
 from monitor.io.store import DB_NAME, SessionStore
-from monitor.messages import PLANES
+from monitor.messages import PLANES, unsent_phrase
 from monitor.vision.alarms import CHECKS, PLANE_CHECKS
 from monitor.vision.caveats import CaveatCode
 
@@ -65,6 +65,9 @@ def audit_json(store: SessionStore, verify_images: bool = True) -> dict:
         # intensity relationship, a frame rate given for the file's own)
         "source_warnings": list(meta.get("source_warnings") or []),
         "complete": bool(summary.get("complete")) and not integrity,
+        # plane -> a recording's frames never sent: the run was stopped before its end (the log
+        # whole, of part of the recording); None when it was sent whole, or from a live source
+        "stopped_early": summary.get("unsent") or None,
         "problems": problems + integrity,
         "integrity": {"intact": not integrity, "problems": integrity},
         # False when any level was NOT MONITORED; None when the log does not say (older analyzer)
@@ -475,6 +478,11 @@ def reaction(series: list[tuple[float, float]], t_alarm: float, hold_s: float = 
         if t_end - t < hold_s:
             break  # the recording ends before we could tell
         window = [w for s, w in after[i:] if s <= t + hold_s]
+        # read all through: frames not read (blank, held, a view silent) are no flat volume; a
+        # stretch of them after an alarm was said "stopped 0.0 s later" (an independent test)
+        times = [s for s, _ in after[i : i + len(window) + 1]]
+        if max(b - a for a, b in zip(times, times[1:], strict=False)) >= hold_s:
+            continue
         if max(window) - v <= max(FLAT_ML, 0.03 * v):
             return {
                 "stopped_after_s": round(t - t_alarm, 3),
@@ -1048,9 +1056,20 @@ def text_report(report: dict) -> str:
             lines.append(f"level {name}: this log does not say which frames were checked")
     if not report["levels"]:
         lines.append("NOT MONITORED: no frame was analysed")
+    if report.get("stopped_early"):
+        lines.append(f"STOPPED EARLY: {stopped_early_phrase(report['stopped_early'])}")
     if not report["complete"]:
         lines.append("INCOMPLETE: " + "; ".join(report["problems"]))
     return "\n".join(lines)
+
+
+def stopped_early_phrase(unsent: dict[str, int]) -> str:
+    """What a record of a run stopped before its recording's end covers, from ``unsent``
+    (plane -> frames not sent)."""
+    return (
+        f"the run was stopped before the recording's end ({unsent_phrase(unsent)}): this record"
+        " covers only the part before the stop"
+    )
 
 
 def audit_exit_code(report: dict) -> int:

@@ -25,7 +25,7 @@ from monitor.collection import CollectionPacing
 from monitor.flow import FlowClient
 from monitor.io.store import LogWriteError, SessionStore, load_image_codec
 from monitor.io.transport import Frame, Subscriber
-from monitor.messages import END_GRACE_S, PLANES, End, Heartbeat, Result, Status
+from monitor.messages import END_GRACE_S, PLANES, End, Heartbeat, Result, Status, unsent_phrase
 
 COMPLETE, INCOMPLETE = 0, 3
 log = logging.getLogger(__name__)
@@ -190,8 +190,16 @@ def _finish(
         problems.append(f"{dropped} frames dropped in transport")
     for problem in problems:  # said first: with the disk full, the log cannot hold them
         log.error("the session log is incomplete: %s", problem)
+    unsent = source_end.unsent if source_end else None
+    if unsent:  # the log holds all that was sent: complete, but of part of the recording
+        store.add_event(
+            "logger",
+            "stopped-early",
+            f"the run was stopped before the recording's end ({unsent_phrase(unsent)})",
+        )
     summary = {
         "complete": not problems,
+        "unsent": unsent,
         "problems": problems,
         "frames_logged": logged,
         "results_logged": analysed,

@@ -40,8 +40,9 @@ send_time, seq, standing_alarms (optional, the analyzer's, about once a second w
 carries them: between frames, and after the end; as on a result).
 
 End header: v, kind "end", session, source, send_time, frames {plane: count
-sent}. The analyzer forwards it on its own stream with the counts it analysed,
-so the logger can prove that nothing was lost.
+sent}, reason (optional: why the source did not finish), unsent (optional, {plane: count}:
+a recording's frames not sent, the run stopped before its end). The analyzer forwards it on
+its own stream with the counts it analysed, so the logger can prove that nothing was lost.
 
 Result header: v, kind "result", session, plane, seq, frame, acq_time,
 frame_send_time (the source's send_time, for latency), send_time, status
@@ -220,8 +221,18 @@ class End:
     # None when the source really finished; "aborted: <why>" when it stopped on a failure,
     # which makes the session incomplete (an end is always sent, so nothing waits forever)
     reason: str | None = None
+    # plane -> frames of a recording not sent: the run was stopped (Ctrl-C, a service's stop)
+    # before the recording's end. None from a live source, a loop, or a recording sent whole.
+    # Not a failure (the log holds all that was sent), but the record covers only part of it.
+    unsent: dict | None = None
     v: int = VERSION
     kind: str = field(default="end", init=False)
+
+
+def unsent_phrase(unsent: dict[str, int]) -> str:
+    """An end's ``unsent`` as said: {"lateral": 24, "ap": 24} -> "24 lateral and 24 ap frames not
+    sent"."""
+    return " and ".join(f"{n} {plane}" for plane, n in unsent.items()) + " frames not sent"
 
 
 # A result's optional numeric measurements (None when unknown): checked as numbers on the wire,
@@ -400,7 +411,13 @@ def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status |
         reason = raw.get("reason")
         if reason is not None and not (isinstance(reason, str) and len(reason) <= 1000):
             raise MessageError("garbled", f"end reason {reason!r}")
-        return End(session, _field(raw, "source", str), send_time, frames, reason)
+        unsent = raw.get("unsent")
+        if unsent is not None and not (
+            isinstance(unsent, dict)
+            and all(p in PLANES and isinstance(n, int) and 0 <= n < 2**53 for p, n in unsent.items())
+        ):
+            raise MessageError("garbled", f"end unsent {unsent!r}")
+        return End(session, _field(raw, "source", str), send_time, frames, reason, unsent)
     if topic == STATUS_TOPIC:
         age = raw.get("age_ms")
         return Status(

@@ -245,7 +245,8 @@ def _let_consumers_finish(supervisor: Supervisor, publisher, flow, sent, say, gr
         if (
             time.monotonic() >= next_end and not publisher.resends_pending
         ):  # the end again, for whoever joined after it
-            publisher.send(End(publisher.session, publisher.source, time.time(), sent))
+            # as publish sent it: its reason and what it left unsent
+            publisher.send(publisher.ended or End(publisher.session, publisher.source, time.time(), sent))
             next_end = time.monotonic() + 1.0
     working = supervisor.working()  # not one that has finished and stays on for the view
     for name, child in supervisor.children.items():

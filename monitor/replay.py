@@ -12,7 +12,7 @@ from monitor.flow import FlowServer
 from monitor.interrupts import held, interruptible, stops_held_in
 from monitor.io.sources import PlaneFormat, SourceFrame
 from monitor.io.transport import Publisher
-from monitor.messages import HEARTBEAT_S, End, FrameHeader
+from monitor.messages import HEARTBEAT_S, PLANES, End, FrameHeader
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,28 @@ def _publish(source, publisher: Publisher, options: PaceOptions, flow, should_st
     finally:
         with held():  # held already, unless a stop cut a wait's edge: the end always goes out
             pacing.stop()
-            publisher.send(End(publisher.session, publisher.source, time.time(), sent, aborted))
+            end = End(
+                publisher.session,
+                publisher.source,
+                time.time(),
+                sent,
+                aborted,
+                _unsent(source, sent, options),
+            )
+            publisher.send(end)
+            publisher.ended = end  # repeated as it was for consumers that join after it
+
+
+def _unsent(source, sent: dict[str, int], options: PaceOptions) -> dict[str, int] | None:
+    """A recording's frames per plane not sent (the run stopped before its end), or None: all
+    sent, a loop (no end), or a source that cannot say (live). A replay stopped with Ctrl-C was
+    audited "complete" with nothing said of the frames it never reached, and exported as a
+    COMPLETE report (an independent test)."""
+    counts = getattr(source, "counts", None)
+    if options.loop or counts is None:
+        return None
+    left = {plane: n - sent.get(plane, 0) for plane, n in counts().items()}
+    return {plane: left[plane] for plane in PLANES if left.get(plane, 0) > 0} or None
 
 
 def serve_resends(publisher: Publisher, flow: FlowServer, say, most: int = 3) -> None:

@@ -10,7 +10,7 @@ import urllib.parse
 
 import cv2
 
-from monitor.audit import NOT_RECORDED, SUMMARY_COLUMNS, VOLUME_BINS_ML, volume_phrase
+from monitor.audit import NOT_RECORDED, SUMMARY_COLUMNS, VOLUME_BINS_ML, stopped_early_phrase, volume_phrase
 from monitor.io.store import SessionStore
 from monitor.render import render_frames, render_sent
 
@@ -225,6 +225,9 @@ def _status(report: dict) -> str:
         if warned
         else ""
     )
+    if report.get("stopped_early"):
+        said = _e(stopped_early_phrase(report["stopped_early"]))
+        warnings += f"<div class='bad'><b>Stopped early:</b> {said}.</div>"
     if report["complete"]:
         return warnings + (
             "<p class='good'>Log complete and intact: every frame sent was logged and analysed, "

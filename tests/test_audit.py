@@ -46,6 +46,7 @@ def test_audit_json_reports_alarms_and_how_fast_injection_stopped(session):
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["complete"] and report["integrity"]["intact"]
+    assert report["stopped_early"] is None  # the recording replayed to its end
     assert (report["patient"], report["operator"], report["room"]) == (PATIENT, OPERATOR, ROOM)
     (level,) = report["levels"]
     assert level["level"] == "L1" and level["cannulas"] == 1
@@ -998,3 +999,6 @@ def test_the_reaction_to_an_alarm_is_said_when_no_volume_or_no_time_followed_it(
     assert _reaction_phrase(going) == "; injection did not stop (0.40 mL after)"
     stopped = reaction([(1.0, 2.0), (1.2, 2.3), (1.4, 2.3), (1.6, 2.3), (1.8, 2.3)], 1.0)
     assert _reaction_phrase(stopped) == "; stopped 0.2 s later, 0.30 mL after"
+    # frames not read for 2 s after the alarm (blank, held): no flat volume, so no stop at once
+    unread = reaction([(1.0, 2.0), (3.0, 2.9), (3.2, 3.2), (3.4, 3.2), (3.6, 3.2), (3.8, 3.2)], 1.0)
+    assert _reaction_phrase(unread) == "; stopped 2.2 s later, 1.20 mL after"

@@ -546,6 +546,15 @@ def test_a_service_managers_stop_ends_the_run_like_ctrl_c(tmp_path):
     assert runs.running() == [] and not _files_of(proc.pid)  # its record and sockets gone
     store = SessionStore.open(tmp_path / "s")
     assert store.verify() == [] and store.head_problems() == []  # closed and signed
+    # the log holds all that was sent, and says the recording was not: a stopped replay was
+    # audited "complete" with nothing said of the frames it never reached (an independent test)
+    from monitor.audit import audit_json, text_report
+
+    report = audit_json(store)
+    logged = {plane: store.count("frame", plane) for plane in ("lateral", "ap")}
+    store.close()
+    assert report["complete"] and report["stopped_early"] == {p: 48 - n for p, n in logged.items()}, report
+    assert "STOPPED EARLY: the run was stopped before the recording's end (" in text_report(report)
 
 
 def _files_of(*pids: int) -> list:

@@ -309,3 +309,17 @@ def test_a_client_connecting_while_its_endpoint_is_probed_reaches_the_owner(tmp_
         client.close()
         if owner is not None:
             owner.close()
+
+
+def test_an_end_says_what_a_stopped_recording_left_unsent_and_garbled_counts_are_refused():
+    """A replay stopped before its recording's end says, on its end, the frames it never sent
+    (the logger and the audit say the record covers only part of it)."""
+    from monitor.messages import End, encode
+
+    end = End("s", "replay", 2.5, {"lateral": 24, "ap": 24}, None, {"lateral": 24, "ap": 24})
+    assert decode(encode(end)) == end and decode(encode(replace(end, unsent=None))).unsent is None
+    topic, body = encode(end)
+    for garbled in ([24], {"side": 3}, {"lateral": -1}, {"lateral": 2.5}, {"ap": "24"}):
+        with pytest.raises(MessageError) as err:
+            decode([topic, json.dumps({**json.loads(body), "unsent": garbled}).encode()])
+        assert err.value.reason == "garbled"

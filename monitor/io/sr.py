@@ -170,7 +170,8 @@ def _sr_dataset(content, images: dict[str, pydicom.Dataset], report: dict, deide
             sop_instance_uid=generate_uid(),
             instance_number=1,
             manufacturer="vertebroplasty-monitor",
-            is_complete=bool(report.get("complete")),
+            # PARTIAL for a run stopped before its recording's end: the report covers part of it
+            is_complete=bool(report.get("complete")) and not report.get("stopped_early"),
             series_description="Vertebroplasty cement monitor: measurements and alarms",
         )
     sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: a room or level named outside ASCII

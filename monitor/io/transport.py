@@ -229,6 +229,7 @@ class Publisher:
         self.endpoint = bind_endpoint(self._sock, endpoint, role)
         self._seq = dict.fromkeys(FRAME_TOPICS, 0)
         self._beats = 0
+        self.ended: End | None = None  # the end the source sent (monitor.replay.publish), to repeat
         self._recent: collections.deque = collections.deque()  # (header, pixels), newest last
         self._recent_bytes = 0
         self._resend_queue: collections.deque = collections.deque()
