@@ -1000,6 +1000,32 @@ def test_a_black_or_white_screen_with_a_lines_noise_is_a_blank_frame(tmp_path, r
     assert out["distance"][21] is not None and out["distance"][21] < 5.0
 
 
+def test_a_view_flipped_on_the_display_mid_run_is_said_changed_not_read_as_cement(tmp_path, recordings):
+    """An independent test flipped the bundled posterior-leak case's lateral view left-right from
+    frame 20 on (a C-arm's display setting): a false high paravertebral leak at frame 21, the
+    distance 21 mm against a truth of 2 mm down to -5 mm, and no caveat. Each flipped frame is
+    now said changed and skipped (the level not monitored in that view), and no leak is raised
+    off it; the AP view goes on being read."""
+    from tests.test_dicom_variants import rewrite
+
+    case, _truth = recordings["posterior-leak"]
+
+    def flipped(ds, frames):
+        frames = frames.copy()
+        frames[20:] = frames[20:, :, ::-1]
+        return frames
+
+    lateral = rewrite(case.lateral, tmp_path / "lateral.dcm", flipped)
+    out = analyse(lateral, case.ap)
+    changed = sorted(key for key, codes in out["caveats"].items() if CaveatCode.IMAGE_CHANGED in codes)
+    assert changed == [("lateral", i) for i in range(20, 48)], changed
+    assert all(out["status"][key].startswith("skipped: image changed") for key in changed)
+    assert all(out["distance"][i] is None for i in range(20, 48))
+    leaks = [a for a in out["alarms"] if a["kind"] == "extravasation"]
+    assert not [a for a in leaks if a["plane"] == "lateral" and a["frame"] >= 20], leaks
+    assert not any(CaveatCode.IMAGE_CHANGED in out["caveats"][("ap", i)] for i in range(48))
+
+
 def test_a_held_image_is_no_new_exposure_and_is_said_not_monitored(tmp_path, recordings):
     """Fluoroscopy off for 10 frames (lateral and AP frames 20-29 the C-arm's last image, frame
     19, held, as a frame grabber sends the screen): each was analysed as a new exposure, the

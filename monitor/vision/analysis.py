@@ -104,7 +104,7 @@ from monitor.vision.scatter import (
     primary_attenuation,
     roi_intensity,
 )
-from monitor.vision.stats import small_median, usual_step
+from monitor.vision.stats import median, small_median, usual_step
 from monitor.vision.temporal import (
     FRAME_SAMPLE,
     MAX_PAIRS,
@@ -343,6 +343,11 @@ class CaseSummary:
     darkness_rescaled: float | None = None
 
 
+# A frame whose difference from the baseline spreads this many times as widely as the view's first
+# IMAGE_SPREAD_FRAMES compared frames' is no longer the same image (PlaneAnalyzer._image_changed).
+IMAGE_CHANGED_SPREAD = 6.0
+IMAGE_SPREAD_FRAMES = 5
+
 # A frame that repeats the last (temporal.HeldImages) this long (s) after the last new exposure is
 # skipped and said (image-held): the X-ray is off, and cement injected now is not seen. Sooner, it
 # is the same exposure shown again (a grabber at 30 frames/s sends a C-arm's 7.5 pulses/s four
@@ -459,6 +464,8 @@ class PlaneAnalyzer:
         # how many frames running this view could not be read (clipped white past reading, blank,
         # saturated or held, after the baseline): its outline is an older frame's meanwhile
         self.unreadable_frames = 0
+        # the spread of its first frames' difference from the baseline (image_changed)
+        self._usual_spread: list[float] = []
         self.held = HeldImages()  # which frames are no new exposure
         self.last_exposure = (-1, 0.0)  # the newest frame that was a new exposure: number, time s
         self.holding = False  # its frames are skipped as a held image (_held_image) now
@@ -712,6 +719,8 @@ class PlaneAnalyzer:
         if share > CLIPPED_UNREADABLE_ABOVE:  # before any work: nothing on it is read
             return self._unreadable(frame, share)
         cement, comparison = self._cement(pixels, clipped, frame)
+        if cement is None:
+            return self._changed_image(frame, comparison)
         dx, dy = comparison.shift
         x0, y0 = self.roi[0], self.roi[1]
         # into ROI coordinates, then by the breathing shift
@@ -966,10 +975,13 @@ class PlaneAnalyzer:
         least = self.apart_leak_size_ml if least_ml is None else least_ml
         return find_apart_leaks(cement, tips, directions, self.grid, self.roi[:2], mu, least, veins)
 
-    def _cement(self, pixels: np.ndarray, clipped: np.ndarray, number: int) -> tuple[CementMap, Comparison]:
+    def _cement(
+        self, pixels: np.ndarray, clipped: np.ndarray, number: int
+    ) -> tuple[CementMap | None, Comparison]:
         """The frame against the baseline (its shift kept in ``_shift``) and the cement in it,
-        ``clipped`` (ROI grid, bool) left unread. The halo's evidence is gathered here while it
-        is watched."""
+        ``clipped`` (ROI grid, bool) left unread; no cement (None) where the frame no longer
+        matches the baseline (:meth:`_image_changed`), nothing of it kept. The halo's evidence is
+        gathered here while it is watched."""
         # the intensity and the scatter apart, while the halo is watched or once the scatter is dropped
         parts = self._state.scatter_layers is not None and (self.halo_open or self.without_scatter)
         frame = (pixels, self.grid, self.learnt.model, self.physics, self.roi)
@@ -1006,6 +1018,9 @@ class PlaneAnalyzer:
             clipped,
             held_shift,
         )
+        if self._image_changed(comparison):
+            self.recursive.restart()  # nor is it the frame the next is filtered with
+            return None, comparison
         self._shift = comparison.shift
         if comparison.held is None and self.pixel_mm:
             own = comparison.shift[1] * self.pixel_mm
@@ -1081,6 +1096,45 @@ class PlaneAnalyzer:
                 ),
             ),
         )
+
+    def _image_changed(self, comparison: Comparison) -> bool:
+        """Whether the frame, registered to the baseline, no longer matches it: the robust spread
+        of its difference over the background (cement and steel left out) IMAGE_CHANGED_SPREAD
+        times that of this view's first IMAGE_SPREAD_FRAMES frames compared, or more. The view
+        was flipped or turned on the C-arm's display, zoomed, or the C-arm moved further than the
+        breathing registration follows: what differs is anatomy, not cement (an independent test:
+        the lateral view flipped left-right at frame 20 raised a false paravertebral leak, and the
+        distance read 21 mm against a truth of 2 mm, with no caveat)."""
+        keep = ~comparison.exclude
+        if self._last_mask is not None:
+            keep &= ~self._last_mask
+        values = comparison.difference[::3, ::3][keep[::3, ::3]]
+        if values.size < 100:
+            return False
+        # each side's spread, and the narrower: anatomy that no longer matches widens both, where
+        # cement (attenuation gained) or brightness control's harder beam (lost, over bone) widens one
+        centre = median(values)
+        over, under = values[values > centre] - centre, centre - values[values < centre]
+        if min(over.size, under.size) < 50:
+            return False
+        spread = 1.4826 * min(median(over), median(under)) + 1e-9
+        if len(self._usual_spread) < IMAGE_SPREAD_FRAMES:
+            self._usual_spread.append(spread)
+            return False
+        return spread >= IMAGE_CHANGED_SPREAD * small_median(self._usual_spread)
+
+    def _changed_image(self, frame: int, comparison: Comparison) -> PlaneResult:
+        """A frame that no longer matches the baseline (:meth:`_image_changed`): skipped, as an
+        unreadable one is (no rule checked in this view, said as not monitored while it lasts;
+        its shift, volume and outline stay those of its last frame read)."""
+        self.unreadable_frames += 1
+        why = Caveat(
+            CaveatCode.IMAGE_CHANGED,
+            f"image changed: the {self.plane} view no longer matches the one monitoring began with"
+            " (flipped or turned on the display, zoomed, or the C-arm moved): nothing is read on it;"
+            " restore the view, or start this level again",
+        )
+        return PlaneResult(self.plane, frame, (why,))
 
     def _unreadable(self, frame: int, share: float) -> PlaneResult:
         """A frame whose region is clipped white over CLIPPED_UNREADABLE_ABOVE of it (``share``):

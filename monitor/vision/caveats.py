@@ -21,6 +21,7 @@ class CaveatCode(str, Enum):
     IMAGE_HELD = "image-held"  # no new exposure: the C-arm's last image held, or a frame sent again
     SATURATED_FRAME = "saturated-frame"  # most pixels at the maximum
     FRAME_SHAPE = "frame-shape"  # not the size of the stream's first frame
+    IMAGE_CHANGED = "image-changed"  # no longer the image the baseline was: flipped, turned, zoomed
     ANALYSIS_FAILED = "analysis-failed"  # the analysis raised; the analyzer went on
     # the frame was measured, without some of what the rules need
     NO_CANNULA = "no-cannula"  # no cannula found: no region of interest, no body
@@ -54,6 +55,7 @@ _PREFIX = {
     CaveatCode.BLANK_FRAME: "skipped",
     CaveatCode.IMAGE_HELD: "skipped",
     CaveatCode.SATURATED_FRAME: "skipped",
+    CaveatCode.IMAGE_CHANGED: "skipped",
     CaveatCode.FRAME_SHAPE: "error",
     CaveatCode.ANALYSIS_FAILED: "error",
 }
