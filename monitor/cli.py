@@ -52,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``monitor`` with ``argv`` (default: the process's); returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:  # while the commands' modules load
+        print("monitor: interrupted", file=sys.stderr)
+        return 130
     try:
         return args.run(args)
     except MonitorError as e:

@@ -232,7 +232,8 @@ class End:
 def unsent_phrase(unsent: dict[str, int]) -> str:
     """An end's ``unsent`` as said: {"lateral": 24, "ap": 24} -> "24 lateral and 24 ap frames not
     sent"."""
-    return " and ".join(f"{n} {plane}" for plane, n in unsent.items()) + " frames not sent"
+    said = [f"{unsent[plane]} {plane}" for plane in PLANES if unsent.get(plane)]  # in the views' order
+    return " and ".join(said) + " frames not sent"
 
 
 # A result's optional numeric measurements (None when unknown): checked as numbers on the wire,

@@ -239,14 +239,16 @@ def _let_consumers_finish(supervisor: Supervisor, publisher, flow, sent, say, gr
             deadline = time.monotonic() + grace_s
         publisher.heartbeat()  # a restarted consumer says it is ready once it hears the source
         flow.poll(200)
-        if sent is None:
-            continue
-        serve_resends(publisher, flow, say, most=8)  # 40 frames/s while the consumers finish
-        if (
-            time.monotonic() >= next_end and not publisher.resends_pending
-        ):  # the end again, for whoever joined after it
-            # as publish sent it: its reason and what it left unsent
-            publisher.send(publisher.ended or End(publisher.session, publisher.source, time.time(), sent))
+        if sent is not None:
+            serve_resends(publisher, flow, say, most=8)  # 40 frames/s while the consumers finish
+        # the end again, for whoever joined after it, as publish sent it (its reason, what it left
+        # unsent): also after a Ctrl-C before the first frame, which the consumers still starting
+        # had not heard; they waited for it until terminated 30 s on, the log left INCOMPLETE
+        end = publisher.ended or (
+            None if sent is None else End(publisher.session, publisher.source, time.time(), sent)
+        )
+        if end is not None and time.monotonic() >= next_end and not publisher.resends_pending:
+            publisher.send(end)
             next_end = time.monotonic() + 1.0
     working = supervisor.working()  # not one that has finished and stays on for the view
     for name, child in supervisor.children.items():

@@ -733,3 +733,39 @@ def test_the_analyzer_follows_one_session_and_its_sequence():
     rejected = counts["rejected"]
     assert rejected["other-session"] == 2 and rejected["absurd-seq"] == 2 and rejected["repeated-seq"] >= 1
     assert any(isinstance(m, End) and m.session == "ours" for m in seen)
+
+
+def test_a_run_stopped_before_its_first_frame_ends_with_a_whole_log_saying_so(tmp_path, monkeypatch):
+    """Ctrl-C while the consumers were still starting (an independent test, on a loaded machine):
+    the source's end went out before they had joined its stream and was not repeated, so the
+    analyzer and the logger waited for it until terminated 30 s on, the run failed (exit 3) and
+    the log was left INCOMPLETE. The end is now repeated as it was sent, the logger needs no
+    analyzer's end where no frame was sent, and the log is whole, saying that the recording was
+    not sent."""
+    from monitor import replay
+    from monitor.audit import audit_json
+    from monitor.io.sources import DicomPairSource
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C where the source waits for its consumers
+
+    monkeypatch.setattr(replay, "_wait_until_ready", interrupted)
+    rec = default_recording()
+    source = DicomPairSource(rec.lateral, rec.ap)
+    said: list[str] = []
+    try:
+        code = run(
+            source,
+            RunSpec(str(tmp_path / "s"), "L1", endpoints=Endpoints.private()),
+            PaceOptions(speed=1),
+            said.append,
+        )
+    finally:
+        source.close()
+    assert code == 4 and not any("did not finish" in m or m.startswith("failed") for m in said), said
+    store = SessionStore.open(tmp_path / "s")
+    try:
+        report = audit_json(store)
+    finally:
+        store.close()
+    assert report["complete"] and report["stopped_early"] == {"lateral": 48, "ap": 48}, report["problems"]
