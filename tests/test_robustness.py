@@ -4,6 +4,7 @@ a source that fails says so in its end, and the session is then incomplete."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import threading
@@ -142,6 +143,20 @@ def test_nonsense_numbers_on_the_command_line_are_refused(option, value):
     done = monitor_cli("replay", "--lateral", rec.lateral, "--headless", option, value)
     assert done.returncode == 2 and f"argument {option}: must be" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_level_that_is_no_vertebra_is_refused_and_one_in_small_letters_is_written_as_levels_are():
+    """--level XYZ was logged as the level (an independent test), and the QA summary, which
+    groups by level, would count "l1" apart from "L1"."""
+    from monitor.commands.options import vertebral_level
+
+    rec = default_recording()
+    done = monitor_cli("replay", "--lateral", rec.lateral, "--headless", "--level", "XYZ")
+    assert done.returncode == 2 and "argument --level: 'XYZ' is no vertebral level" in done.stderr
+    assert [vertebral_level(v) for v in ("l1", " T12", "c7", "L6", "s1")] == ["L1", "T12", "C7", "L6", "S1"]
+    for wrong in ("L0", "T13", "C8", "S2", "L1-L2", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            vertebral_level(wrong)
 
 
 @pytest.mark.parametrize("role", ["flow", "frames"])

@@ -8,7 +8,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from monitor.commands.options import add_attach_options, attached_endpoints, given_endpoints, stale_ms
+from monitor.commands.options import (
+    add_attach_options,
+    attached_endpoints,
+    given_endpoints,
+    stale_ms,
+    vertebral_level,
+)
 from monitor.errors import MonitorError
 
 
@@ -139,7 +145,11 @@ def add_analyze(sub) -> None:
         help="the room's calibration profile (calibration/*.json): its cement attenuation and scatter"
         " (default: none, the analyzer's defaults)",
     )
-    p.add_argument("--level", help="vertebral level being treated, e.g. L1 (default: none)")
+    p.add_argument(
+        "--level",
+        type=vertebral_level,
+        help="vertebral level being treated: C1-C7, T1-T12, L1-L6, S1 (default: none)",
+    )
     p.add_argument(
         "--stale-ms",
         type=stale_ms,

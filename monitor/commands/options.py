@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from pathlib import Path
 
 
@@ -20,6 +21,19 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
+
+
+VERTEBRAL_LEVEL = re.compile(r"(C[1-7]|T(1[0-2]|[1-9])|L[1-6]|S1)")
+
+
+def vertebral_level(text: str) -> str:
+    """A vertebral level as the session log and the QA summary group by it: C1-C7, T1-T12, L1-L6
+    (a sixth lumbar where the spine has one) or S1, in capitals ("l1" is L1). Any text had been
+    logged as a level ("XYZ": an independent test), which the summary then counted apart."""
+    level = text.strip().upper()
+    if not VERTEBRAL_LEVEL.fullmatch(level):
+        raise argparse.ArgumentTypeError(f"{text!r} is no vertebral level: give C1-C7, T1-T12, L1-L6 or S1")
+    return level
 
 
 def positive_float(text: str) -> float:
@@ -112,7 +126,12 @@ class Parser(argparse.ArgumentParser):
 
 def add_stream_options(p, session_help: str) -> None:
     p.add_argument("--session", type=Path, metavar="DIR", help=session_help)
-    p.add_argument("--level", default=None, help="vertebral level being treated, e.g. L1")
+    p.add_argument(
+        "--level",
+        type=vertebral_level,
+        default=None,
+        help="vertebral level being treated: C1-C7, T1-T12, L1-L6, S1",
+    )
     p.add_argument(
         "--headless", action="store_true", help="no viewer window: source, analyzer and logger only"
     )
