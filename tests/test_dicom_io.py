@@ -226,9 +226,16 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path):
     good = write_recording(tmp_path / "good.dcm", _frames(), WriteOptions("ap", GEOMETRY, 50, 12))
     truncated = tmp_path / "truncated.dcm"
     truncated.write_bytes(good.read_bytes()[:-5000])
+    # compressed (encapsulated) pixel data cut short: pydicom only warns, and it read as a file
+    # with no pixel data at all (an independent test)
+    from monitor.recordings import default_recording
+
+    cut = tmp_path / "cut-compressed.dcm"
+    cut.write_bytes(default_recording().lateral.read_bytes()[:800_000])
     cases = {
         text: "not a DICOM file",
         truncated: "truncated",
+        cut: "truncated: the file ends inside its pixel data",
         tmp_path / "absent.dcm": "no such file",
         tmp_path / "empty_dir": "no DICOM images",
     }

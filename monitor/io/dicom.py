@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -572,7 +573,9 @@ def _frames_present(path: Path, ds: Dataset) -> int | None:
 
 def _read_header(path: Path) -> Dataset:
     try:
-        ds = pydicom.dcmread(path, defer_size="1 KB")
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, defer_size="1 KB")
     except FileNotFoundError:
         raise RecordingError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -587,6 +590,17 @@ def _read_header(path: Path) -> Dataset:
         raise RecordingError(
             f"{path}: no TransferSyntaxUID (0002,0010) in its file meta: how its pixel data is"
             " encoded cannot be told"
+        )
+    # pydicom warns, rather than fails, where a file ends inside a sequence: encapsulated (compressed)
+    # pixel data cut short reads as a file with none, which it was not (an independent test)
+    truncated = [w for w in said if "End of file reached" in str(w.message)]
+    for w in said:
+        if w not in truncated:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if truncated:
+        raise RecordingError(
+            f"{path}: truncated: the file ends inside its pixel data (a copy cut short, or still being"
+            " written): copy it again from the C-arm or the archive"
         )
     if "PixelData" not in ds:
         what = ds.get("SOPClassUID", None)
