@@ -471,17 +471,25 @@ def reaction(series: list[tuple[float, float]], t_alarm: float, hold_s: float = 
     after = [(t, v) for t, v in series if t >= t_alarm]
     if not after:
         return {"stopped_after_s": None, "injected_after_ml": None, "total_after_ml": None}
+    # a stretch not read is one over HOLD_S and 3 of the series' usual steps (pulses at 1-2/s are
+    # each over HOLD_S apart, and read all through)
+    steps = sorted(b - a for (a, _), (b, _) in zip(series, series[1:], strict=False) if b > a)
+    unread_s = max(hold_s, 3.0 * steps[len(steps) // 2]) if steps else hold_s
     v0 = after[0][1]
     t_end, v_end = after[-1]
     total = round(max(0.0, v_end - v0), 3)
     for i, (t, v) in enumerate(after):
         if t_end - t < hold_s:
             break  # the recording ends before we could tell
-        window = [w for s, w in after[i:] if s <= t + hold_s]
+        # the samples over the hold; with none after this one in it (pulses further apart than
+        # HOLD_S), through the next: a window of one sample is flat whatever follows
+        end = i + sum(1 for s, _ in after[i + 1 :] if s <= t + hold_s)
+        end = max(end, i + 1)
+        times = [s for s, _ in after[i : end + 2]]  # and the next, for the stretch not read
+        window = [w for _, w in after[i : end + 1]]
         # read all through: frames not read (blank, held, a view silent) are no flat volume; a
         # stretch of them after an alarm was said "stopped 0.0 s later" (an independent test)
-        times = [s for s, _ in after[i : i + len(window) + 1]]
-        if max(b - a for a, b in zip(times, times[1:], strict=False)) >= hold_s:
+        if max(b - a for a, b in zip(times, times[1:], strict=False)) >= unread_s:
             continue
         if max(window) - v <= max(FLAT_ML, 0.03 * v):
             return {
@@ -890,6 +898,9 @@ def summarize(
         # logs whose chain or signed head does not verify (rewritten, cut, unsigned), listed
         # first, whatever the filter
         "untrusted": untrusted,
+        # readable logs that say they are incomplete (a source that failed, frames lost), whatever
+        # the filter, with no level as well
+        "incomplete": [d["folder"] for d in digests if "error" not in d and not d.get("complete")],
         "not_monitored": not_monitored,
         "leaked": leaked,
         "filter": only.describe(),
@@ -1064,11 +1075,11 @@ def text_report(report: dict) -> str:
 
 
 def stopped_early_phrase(unsent: dict[str, int]) -> str:
-    """What a record of a run stopped before its recording's end covers, from ``unsent``
-    (plane -> frames not sent)."""
+    """What a record of a recording not sent to its end covers, from ``unsent`` (plane -> frames
+    not sent): stopped (Ctrl-C, a service's stop), or the source ended early."""
     return (
-        f"the run was stopped before the recording's end ({unsent_phrase(unsent)}): this record"
-        " covers only the part before the stop"
+        f"the recording was not sent to its end ({unsent_phrase(unsent)}: the run was stopped, or"
+        " the source ended early): this record covers only the part sent"
     )
 
 

@@ -197,7 +197,8 @@ def _finish(
         store.add_event(
             "logger",
             "stopped-early",
-            f"the run was stopped before the recording's end ({unsent_phrase(unsent)})",
+            f"the recording was not sent to its end ({unsent_phrase(unsent)}: stopped, or the"
+            " source ended early)",
         )
     summary = {
         "complete": not problems,

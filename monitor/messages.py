@@ -415,7 +415,10 @@ def _header_only(topic: bytes, raw: dict) -> Heartbeat | End | Result | Status |
         unsent = raw.get("unsent")
         if unsent is not None and not (
             isinstance(unsent, dict)
-            and all(p in PLANES and isinstance(n, int) and 0 <= n < 2**53 for p, n in unsent.items())
+            and all(
+                p in PLANES and isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**53
+                for p, n in unsent.items()
+            )
         ):
             raise MessageError("garbled", f"end unsent {unsent!r}")
         return End(session, _field(raw, "source", str), send_time, frames, reason, unsent)

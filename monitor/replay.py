@@ -127,7 +127,11 @@ def _unsent(source, sent: dict[str, int], options: PaceOptions) -> dict[str, int
     counts = getattr(source, "counts", None)
     if options.loop or counts is None:
         return None
-    left = {plane: n - sent.get(plane, 0) for plane, n in counts().items()}
+    try:
+        total = counts()
+    except Exception:  # the end must go out whatever the source can say of itself
+        return None
+    left = {plane: n - sent.get(plane, 0) for plane, n in total.items()}
     return {plane: left[plane] for plane in PLANES if left.get(plane, 0) > 0} or None
 
 

@@ -999,6 +999,9 @@ def test_the_reaction_to_an_alarm_is_said_when_no_volume_or_no_time_followed_it(
     assert _reaction_phrase(going) == "; injection did not stop (0.40 mL after)"
     stopped = reaction([(1.0, 2.0), (1.2, 2.3), (1.4, 2.3), (1.6, 2.3), (1.8, 2.3)], 1.0)
     assert _reaction_phrase(stopped) == "; stopped 0.2 s later, 0.30 mL after"
+    # pulses 0.5 s apart (2 a second), each over HOLD_S apart: read all through, the stop found
+    slow = reaction([(1.0, 2.0), (1.5, 2.3), (2.0, 2.3), (2.5, 2.3), (3.0, 2.3)], 1.0)
+    assert _reaction_phrase(slow) == "; stopped 0.5 s later, 0.30 mL after"
     # frames not read for 2 s after the alarm (blank, held): no flat volume, so no stop at once
     unread = reaction([(1.0, 2.0), (3.0, 2.9), (3.2, 3.2), (3.4, 3.2), (3.6, 3.2), (3.8, 3.2)], 1.0)
     assert _reaction_phrase(unread) == "; stopped 2.2 s later, 1.20 mL after"

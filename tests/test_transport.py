@@ -319,7 +319,7 @@ def test_an_end_says_what_a_stopped_recording_left_unsent_and_garbled_counts_are
     end = End("s", "replay", 2.5, {"lateral": 24, "ap": 24}, None, {"lateral": 24, "ap": 24})
     assert decode(encode(end)) == end and decode(encode(replace(end, unsent=None))).unsent is None
     topic, body = encode(end)
-    for garbled in ([24], {"side": 3}, {"lateral": -1}, {"lateral": 2.5}, {"ap": "24"}):
+    for garbled in ([24], {"side": 3}, {"lateral": -1}, {"lateral": 2.5}, {"ap": "24"}, {"ap": True}):
         with pytest.raises(MessageError) as err:
             decode([topic, json.dumps({**json.loads(body), "unsent": garbled}).encode()])
         assert err.value.reason == "garbled"

@@ -1026,6 +1026,66 @@ def test_a_view_flipped_on_the_display_mid_run_is_said_changed_not_read_as_cemen
     assert not any(CaveatCode.IMAGE_CHANGED in out["caveats"][("ap", i)] for i in range(48))
 
 
+@pytest.mark.parametrize("ink", [255, 128])  # white text (the frame's top value), and grey
+def test_a_held_image_under_a_running_clock_is_held(tmp_path, recordings, ink):
+    """Frames 20-29 of both views the image of frame 19, as a frame grabber sends the screen,
+    but with a clock drawn in a corner that changes every frame: only an exact repeat was held,
+    so each was read as a new exposure, the level said monitored while cement went in unseen
+    (an independent test). Held from half a second on now, as without the clock; the frames
+    before and after are read as before."""
+    import cv2
+
+    from tests.test_dicom_variants import rewrite
+
+    case, _truth = recordings["posterior-leak"]
+
+    def held_under_a_clock(ds, frames):
+        frames = frames.copy()
+        for i in range(20, 30):
+            frames[i] = frames[19]
+        for i in range(len(frames)):
+            clock = np.ascontiguousarray(frames[i])
+            cv2.putText(clock, f"00:{i:02d}.{i * 7 % 10}", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, ink, 1)
+            frames[i] = clock
+        return frames
+
+    lateral = rewrite(case.lateral, tmp_path / "lateral.dcm", held_under_a_clock)
+    ap = rewrite(case.ap, tmp_path / "ap.dcm", held_under_a_clock)
+    out = analyse(lateral, ap)
+    said = {key for key, codes in out["caveats"].items() if CaveatCode.IMAGE_HELD in codes}
+    assert said == {(plane, i) for plane in ("lateral", "ap") for i in range(23, 30)}, sorted(said)
+    assert out["distance"][30] is not None and out["distance"][19] is not None
+
+
+def test_a_grabber_sending_each_pulse_five_times_is_read_as_the_pulses_are(tmp_path, recordings):
+    """Each frame of the bundled posterior-leak case sent 5 times (a grabber at 5 times the
+    pulse rate): the check for an image no longer matching its baseline learnt its usual spread
+    from copies of the baseline's own exposure, then read 456 of the 480 frames as changed, the
+    leak never alarmed (an independent review). It learns from new exposures only: no frame is
+    said changed, and both alarms come on the copies of the pulses they came on before."""
+    from tests.test_dicom_variants import rewrite
+
+    case, _truth = recordings["posterior-leak"]
+
+    def five_times(ds, frames):
+        ds.FrameTime = float(ds.FrameTime) / 5
+        for tag in ("CineRate", "RecommendedDisplayFrameRate"):
+            if tag in ds:
+                del ds[tag]
+        ds.NumberOfFrames = 5 * len(frames)
+        return np.repeat(frames, 5, axis=0)
+
+    lateral = rewrite(case.lateral, tmp_path / "lateral.dcm", five_times)
+    ap = rewrite(case.ap, tmp_path / "ap.dcm", five_times)
+    out = analyse(lateral, ap)
+    assert not any(CaveatCode.IMAGE_CHANGED in codes for codes in out["caveats"].values())
+    first = {}
+    for a in out["alarms"]:
+        if a["priority"] == "high":
+            first.setdefault(a["kind"], a["frame"] // 5)  # the pulse it came on
+    assert first == {"proximity": 9, "extravasation": 37}, first
+
+
 def test_a_held_image_is_no_new_exposure_and_is_said_not_monitored(tmp_path, recordings):
     """Fluoroscopy off for 10 frames (lateral and AP frames 20-29 the C-arm's last image, frame
     19, held, as a frame grabber sends the screen): each was analysed as a new exposure, the

@@ -149,10 +149,10 @@ def _run_summary(args) -> int:
 
 def summary_exit_code(table: dict) -> int:
     """As one session's audit says it (monitor.audit.audit_exit_code), for the worst session: 3
-    when a log could not be read or fails its integrity check, 4 when a level was NOT
+    when a log could not be read, fails its integrity check or is incomplete, 4 when a level was NOT
     MONITORED, else 0. (It said 0 with sessions unreadable: a script checking the exit status
     saw nothing wrong.)"""
-    if table["unreadable"] or table["untrusted"]:
+    if table["unreadable"] or table["untrusted"] or table.get("incomplete"):
         return 3
     return 4 if table["not_monitored"] else 0
 

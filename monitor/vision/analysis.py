@@ -347,6 +347,10 @@ class CaseSummary:
 # IMAGE_SPREAD_FRAMES compared frames' is no longer the same image (PlaneAnalyzer._image_changed).
 IMAGE_CHANGED_SPREAD = 6.0
 IMAGE_SPREAD_FRAMES = 5
+# ... that usual spread at least this (log units): the noise of two exposures apart is more (0.018-0.026
+# on the bundled cases; under it, a grabber's analogue copies of one exposure, whose own noise is
+# all they differ by)
+IMAGE_USUAL_SPREAD_FLOOR = 0.01
 
 # A frame that repeats the last (temporal.HeldImages) this long (s) after the last new exposure is
 # skipped and said (image-held): the X-ray is off, and cement injected now is not seen. Sooner, it
@@ -356,9 +360,11 @@ HELD_SAID_S = 0.5
 HELD_SAID_PULSES = 3.0  # ... or this many of the usual steps between new exposures, if longer
 
 
-def _unusable(sample: np.ndarray, bits_stored: int) -> Caveat | None:
+def _unusable(sample: np.ndarray, bits_stored: int, first_contrast: float | None = None) -> Caveat | None:
     """Why a frame cannot be measured (blank, or saturated over most of it), or None, from
-    ``sample``: every FRAME_SAMPLE-th pixel of it each way."""
+    ``sample``: every FRAME_SAMPLE-th pixel of it each way. ``first_contrast``: the view's first
+    usable frame's contrast (:func:`sample_contrast`), once known: a frame with its contrast still,
+    only noisier, is no blank one."""
     top = 2**bits_stored - 1
     saturated = np.count_nonzero(sample >= top) / sample.size
     if saturated > 0.8:
@@ -368,7 +374,8 @@ def _unusable(sample: np.ndarray, bits_stored: int) -> Caveat | None:
     if int(sample.max()) - int(sample.min()) <= max(2, top // 1000):
         return Caveat(CaveatCode.BLANK_FRAME, "blank frame (no contrast)")
     contrast, noise = sample_contrast(sample)
-    if contrast < BLANK_CONTRAST_TO_NOISE * noise:
+    lost = first_contrast is None or contrast < BLANK_CONTRAST_KEPT * first_contrast
+    if contrast < BLANK_CONTRAST_TO_NOISE * noise and lost:
         return Caveat(
             CaveatCode.BLANK_FRAME,
             f"blank frame (only noise: its contrast {contrast:.1f} is {contrast / noise:.1f} times"
@@ -383,6 +390,10 @@ def _unusable(sample: np.ndarray, bits_stored: int) -> Caveat | None:
 # ones reads 3.4 times or more (tuning 5031's AP, 8-bit video: its median 5.8); a flat frame with
 # white noise reads about 0.6.
 BLANK_CONTRAST_TO_NOISE = 1.5
+# ... and, once the view's first frame is known, under this share of that frame's contrast: an image
+# kept under heavy noise (the bundled AP with noise of sd 32 added reads 1.7 times, its anatomy
+# plain at the blocks' scale: an independent review) is no screen.
+BLANK_CONTRAST_KEPT = 0.3
 CONTRAST_BLOCK = 8  # the frame sample's values are averaged over blocks this many a side
 NOISE_FLOOR = 0.5  # stored values: under half a step, the noise is the rounding's
 
@@ -464,8 +475,10 @@ class PlaneAnalyzer:
         # how many frames running this view could not be read (clipped white past reading, blank,
         # saturated or held, after the baseline): its outline is an older frame's meanwhile
         self.unreadable_frames = 0
-        # the spread of its first frames' difference from the baseline (image_changed)
+        # the spread of its first new exposures' difference from the baseline (_image_changed)
         self._usual_spread: list[float] = []
+        self._repeat = False  # the frame being read repeats the last (HeldImages), soon after it
+        self._first_contrast: float | None = None  # the first usable frame's (sample_contrast)
         self.held = HeldImages()  # which frames are no new exposure
         self.last_exposure = (-1, 0.0)  # the newest frame that was a new exposure: number, time s
         self.holding = False  # its frames are skipped as a held image (_held_image) now
@@ -669,6 +682,7 @@ class PlaneAnalyzer:
         rows, cols = slice(y0, y0 + roi[3] - roi[1]), slice(x0, x0 + roi[2] - roi[0])
         self._state = self.learnt.state.window(rows, cols)
         self.roi = roi
+        self._usual_spread = []  # learnt again over the new region
         self._registration = Registration(self._state.attenuation)
         self._distances = DistanceMaps(self._state.exclude.shape)
         self._last_mask = None
@@ -688,11 +702,14 @@ class PlaneAnalyzer:
             return PlaneResult(self.plane, frame, (why,))
         # one sample of the frame for both checks (contiguous: read three times, and kept)
         sample = np.ascontiguousarray(pixels[::FRAME_SAMPLE, ::FRAME_SAMPLE])
-        unusable = _unusable(sample, self.bits_stored)
+        unusable = _unusable(sample, self.bits_stored, self._first_contrast)
         if unusable:  # never into the baseline, never measured: it would read as cement everywhere
             self.unreadable_frames += self.learnt is not None
             return PlaneResult(self.plane, frame, (unusable,))
-        if not self.held.held(sample):
+        if self._first_contrast is None:
+            self._first_contrast = sample_contrast(sample)[0]
+        self._repeat = self.held.held(sample)  # the same exposure sent again (read, if soon)
+        if not self._repeat:
             if self.last_exposure[0] >= 0 and self.time_s > self.last_exposure[1]:
                 self._exposure_steps.append(self.time_s - self.last_exposure[1])
             self.last_exposure, self.holding = (frame, self.time_s), False
@@ -1119,9 +1136,14 @@ class PlaneAnalyzer:
             return False
         spread = 1.4826 * min(median(over), median(under)) + 1e-9
         if len(self._usual_spread) < IMAGE_SPREAD_FRAMES:
-            self._usual_spread.append(spread)
+            # new exposures only: a grabber sending each pulse several times sent copies of the
+            # baseline's own exposure first, whose tiny spread made every later exposure read as
+            # changed, monitoring lost (an independent review: each frame 5 times)
+            if not self._repeat:
+                self._usual_spread.append(spread)
             return False
-        return spread >= IMAGE_CHANGED_SPREAD * small_median(self._usual_spread)
+        usual = max(small_median(self._usual_spread), IMAGE_USUAL_SPREAD_FLOOR)
+        return spread >= IMAGE_CHANGED_SPREAD * usual
 
     def _changed_image(self, frame: int, comparison: Comparison) -> PlaneResult:
         """A frame that no longer matches the baseline (:meth:`_image_changed`): skipped, as an
