@@ -453,20 +453,25 @@ def test_a_start_while_cement_is_injected_is_said_and_the_leak_still_alarms(reco
     assert all(a["site"] == "posterior" for a in leaks), leaks
 
 
-def test_drawing_a_body_marks_that_views_outline_as_the_operators(recordings):
-    """What lifts a late start's doubt from a view's outline leaks (test_vision_alarms): the
-    operator's box, set through the analyzer's own edit path; confirming the wall does not."""
+def _past_the_baseline(recording):
+    """The lateral and AP PlaneAnalyzers of a bundled ``recording`` analysed to its frame 4 (the
+    baseline learnt, a frame measured), as the analyzer process holds them for an operator's edit."""
     from monitor.analyzer import VisionAnalysis
 
-    r, _ = recordings["no-leak"]
-    source = DicomPairSource(r.lateral, r.ap)
+    source = DicomPairSource(recording.lateral, recording.ap)
     analysis = VisionAnalysis()
     try:
         for _ in analyse_source(_Frames(source, 0, 4), analysis):
             pass
     finally:
         source.close()
-    lateral, ap = analysis.case.planes["lateral"], analysis.case.planes["ap"]
+    return analysis.case.planes["lateral"], analysis.case.planes["ap"]
+
+
+def test_drawing_a_body_marks_that_views_outline_as_the_operators(recordings):
+    """What lifts a late start's doubt from a view's outline leaks (test_vision_alarms): the
+    operator's box, set through the analyzer's own edit path; confirming the wall does not."""
+    lateral, ap = _past_the_baseline(recordings["no-leak"][0])
     assert not lateral.body_drawn and not ap.body_drawn
     lateral.confirm_wall()
     assert not lateral.body_drawn
@@ -481,17 +486,7 @@ def test_a_wall_or_body_drawn_off_the_image_or_far_from_the_tip_is_refused(recor
     box over 100 mm on a side are refused, as the analyzer refuses any edit it cannot apply (the
     command-line's then says unused on every result; the viewer's says rejected), and the wall
     found stays as it was."""
-    from monitor.analyzer import VisionAnalysis
-
-    r, _ = recordings["no-leak"]
-    source = DicomPairSource(r.lateral, r.ap)
-    analysis = VisionAnalysis()
-    try:
-        for _ in analyse_source(_Frames(source, 0, 4), analysis):
-            pass
-    finally:
-        source.close()
-    lateral, ap = analysis.case.planes["lateral"], analysis.case.planes["ap"]
+    lateral, ap = _past_the_baseline(recordings["no-leak"][0])
     armed_by, wall = lateral.wall_armed_by, lateral.body.posterior
     tip_x = lateral.grid.to_full(*lateral.learnt.cannulas[0].tip)[0]  # 174.2 (0.3125 mm pixels)
     with pytest.raises(ValueError, match=r"lie off the lateral image \(384 x 384 pixels\)"):
