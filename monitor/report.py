@@ -40,6 +40,8 @@ def html_report(store: SessionStore, report: dict) -> str:
         _facts(report),
         _status(report),
     ]
+    if not report["levels"]:  # as the text audit says it: a log of no frame read is no clean record
+        parts.append("<div class='bad'><b>NOT MONITORED</b>: no frame was analysed.</div>")
     for level in report["levels"]:
         parts.append(f"<h2>Level {_e(level['level'] or NOT_RECORDED)}</h2>")
         parts.append(_monitoring(level))
