@@ -42,6 +42,17 @@ def analyse(lateral, ap, limit: int | None = None, start: int = 0, overlay: bool
     return out
 
 
+def _analysed_edited(case, tmp_path, edit, planes=("lateral", "ap")) -> dict:
+    """:func:`analyse` of the bundled ``case`` with ``planes`` rewritten by ``edit`` (as
+    ``tests.test_dicom_variants.rewrite`` takes it: the dataset and its frames in, frames out)."""
+    from tests.test_dicom_variants import rewrite
+
+    paths = {plane: getattr(case, plane) for plane in ("lateral", "ap")}
+    for plane in planes:
+        paths[plane] = rewrite(paths[plane], tmp_path / f"{plane}.dcm", edit)
+    return analyse(paths["lateral"], paths["ap"])
+
+
 class _Frames:
     """A source's frames from index ``start`` (monitoring begins there) to ``limit``."""
 
@@ -971,7 +982,6 @@ def test_a_black_or_white_screen_with_a_lines_noise_is_a_blank_frame(tmp_path, r
     raised false leaks (an independent test). Each is a blank frame now, skipped and said; the
     first frame after them alarms the 5 mm crossing as it should, and no leak is raised before
     the case's own."""
-    from tests.test_dicom_variants import rewrite
 
     case, truth = recordings["posterior-leak"]
     noise = np.random.default_rng(7)
@@ -982,9 +992,7 @@ def test_a_black_or_white_screen_with_a_lines_noise_is_a_blank_frame(tmp_path, r
         frames[8:21] = np.clip(np.round(flat), 0, 255).astype(frames.dtype)
         return frames
 
-    lateral = rewrite(case.lateral, tmp_path / "lateral.dcm", screen)
-    ap = rewrite(case.ap, tmp_path / "ap.dcm", screen)
-    out = analyse(lateral, ap)
+    out = _analysed_edited(case, tmp_path, screen)
     blank = {key for key, codes in out["caveats"].items() if CaveatCode.BLANK_FRAME in codes}
     assert blank == {(plane, i) for plane in ("lateral", "ap") for i in range(8, 21)}, sorted(blank)
     assert all(out["status"][(p, i)].startswith("skipped") for p, i in blank)
@@ -1001,7 +1009,6 @@ def test_a_view_flipped_on_the_display_mid_run_is_said_changed_not_read_as_cemen
     distance 21 mm against a truth of 2 mm down to -5 mm, and no caveat. Each flipped frame is
     now said changed and skipped (the level not monitored in that view), and no leak is raised
     off it; the AP view goes on being read."""
-    from tests.test_dicom_variants import rewrite
 
     case, _truth = recordings["posterior-leak"]
 
@@ -1010,8 +1017,7 @@ def test_a_view_flipped_on_the_display_mid_run_is_said_changed_not_read_as_cemen
         frames[20:] = frames[20:, :, ::-1]
         return frames
 
-    lateral = rewrite(case.lateral, tmp_path / "lateral.dcm", flipped)
-    out = analyse(lateral, case.ap)
+    out = _analysed_edited(case, tmp_path, flipped, planes=("lateral",))
     changed = sorted(key for key, codes in out["caveats"].items() if CaveatCode.IMAGE_CHANGED in codes)
     assert changed == [("lateral", i) for i in range(20, 48)], changed
     assert all(out["status"][key].startswith("skipped: image changed") for key in changed)
@@ -1030,8 +1036,6 @@ def test_a_held_image_under_a_running_clock_is_held(tmp_path, recordings, ink):
     before and after are read as before."""
     import cv2
 
-    from tests.test_dicom_variants import rewrite
-
     case, _truth = recordings["posterior-leak"]
 
     def held_under_a_clock(ds, frames):
@@ -1044,9 +1048,7 @@ def test_a_held_image_under_a_running_clock_is_held(tmp_path, recordings, ink):
             frames[i] = clock
         return frames
 
-    lateral = rewrite(case.lateral, tmp_path / "lateral.dcm", held_under_a_clock)
-    ap = rewrite(case.ap, tmp_path / "ap.dcm", held_under_a_clock)
-    out = analyse(lateral, ap)
+    out = _analysed_edited(case, tmp_path, held_under_a_clock)
     said = {key for key, codes in out["caveats"].items() if CaveatCode.IMAGE_HELD in codes}
     assert said == {(plane, i) for plane in ("lateral", "ap") for i in range(23, 30)}, sorted(said)
     assert out["distance"][30] is not None and out["distance"][19] is not None
@@ -1058,7 +1060,6 @@ def test_a_grabber_sending_each_pulse_five_times_is_read_as_the_pulses_are(tmp_p
     from copies of the baseline's own exposure, then read 456 of the 480 frames as changed, the
     leak never alarmed (an independent review). It learns from new exposures only: no frame is
     said changed, and both alarms come on the copies of the pulses they came on before."""
-    from tests.test_dicom_variants import rewrite
 
     case, _truth = recordings["posterior-leak"]
 
@@ -1070,9 +1071,7 @@ def test_a_grabber_sending_each_pulse_five_times_is_read_as_the_pulses_are(tmp_p
         ds.NumberOfFrames = 5 * len(frames)
         return np.repeat(frames, 5, axis=0)
 
-    lateral = rewrite(case.lateral, tmp_path / "lateral.dcm", five_times)
-    ap = rewrite(case.ap, tmp_path / "ap.dcm", five_times)
-    out = analyse(lateral, ap)
+    out = _analysed_edited(case, tmp_path, five_times)
     assert not any(CaveatCode.IMAGE_CHANGED in codes for codes in out["caveats"].values())
     first = {}
     for a in out["alarms"]:

@@ -26,6 +26,15 @@ def non_negative_int(text: str) -> int:
 VERTEBRAL_LEVEL = re.compile(r"(C[1-7]|T(1[0-2]|[1-9])|L[1-6]|S1)")
 
 
+def _finite_within(text: str, low: float, high: float, said: str) -> float:
+    """``text`` as a finite number from ``low`` to ``high``, else the argparse error "must be
+    ``said``, got ``text``" (a float() that fails is argparse's own "invalid value")."""
+    value = float(text)
+    if not (math.isfinite(value) and low <= value <= high):
+        raise argparse.ArgumentTypeError(f"must be {said}, got {text}")
+    return value
+
+
 def vertebral_level(text: str) -> str:
     """A vertebral level as the session log and the QA summary group by it: C1-C7, T1-T12, L1-L6
     (a sixth lumbar where the spine has one) or S1, in capitals ("l1" is L1). Any text had been
@@ -38,26 +47,17 @@ def vertebral_level(text: str) -> str:
 
 def positive_float(text: str) -> float:
     """A finite number over 0."""
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number over 0, got {text}")
-    return value
+    return _finite_within(text, math.ulp(0.0), math.inf, "a number over 0")
 
 
 def syringe_ml(text: str) -> float:
     """A syringe's volume in mL: 0 (none) or a finite positive volume up to 20 mL."""
-    value = float(text)
-    if not (math.isfinite(value) and 0 <= value <= 20):
-        raise argparse.ArgumentTypeError(f"must be 0 or a volume up to 20 mL, got {text}")
-    return value
+    return _finite_within(text, 0, 20, "0 or a volume up to 20 mL")
 
 
 def speed(text: str) -> float:
     """A replay speed: 0 (as fast as the consumers take it) or a finite positive factor."""
-    value = float(text)
-    if not (math.isfinite(value) and 0 <= value <= 1000):
-        raise argparse.ArgumentTypeError(f"must be 0 or a factor up to 1000, got {text}")
-    return value
+    return _finite_within(text, 0, 1000, "0 or a factor up to 1000")
 
 
 def frame_rate(text: str) -> float:
@@ -68,18 +68,12 @@ def frame_rate(text: str) -> float:
     from monitor.io.sources import PLAUSIBLE_FRAME_RATE
 
     low, high = PLAUSIBLE_FRAME_RATE
-    value = float(text)
-    if not (math.isfinite(value) and low <= value <= high):
-        raise argparse.ArgumentTypeError(f"must be {low:g} to {high:g} frames/s, got {text}")
-    return value
+    return _finite_within(text, low, high, f"{low:g} to {high:g} frames/s")
 
 
 def stale_ms(text: str) -> float:
     """The watchdog's delay: a finite number of milliseconds, 10 ms to 10 minutes."""
-    value = float(text)
-    if not (math.isfinite(value) and 10 <= value <= 600_000):
-        raise argparse.ArgumentTypeError(f"must be 10 to 600000 ms, got {text}")
-    return value
+    return _finite_within(text, 10, 600_000, "10 to 600000 ms")
 
 
 def kill_count(text: str) -> int:
@@ -92,10 +86,7 @@ def kill_count(text: str) -> int:
 
 def kill_interval_s(text: str) -> float:
     """Seconds between ``monitor bench restart``'s kills: a finite 1 to 600."""
-    value = float(text)
-    if not (math.isfinite(value) and 1 <= value <= 600):
-        raise argparse.ArgumentTypeError(f"must be 1 to 600 seconds, got {text}")
-    return value
+    return _finite_within(text, 1, 600, "1 to 600 seconds")
 
 
 class HelpFormatter(argparse.HelpFormatter):
