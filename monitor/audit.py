@@ -32,7 +32,7 @@ from monitor.messages import PLANES, unsent_phrase
 from monitor.vision.alarms import CHECKS, PLANE_CHECKS
 from monitor.vision.caveats import CaveatCode
 
-DIGEST_VERSION = 6  # bump when session_digest changes, so cached digests are recomputed
+DIGEST_VERSION = 7  # bump when session_digest changes, so cached digests are recomputed
 NOT_RECORDED = "not recorded"  # an operator or level the session was not told
 VOLUME_BINS_ML = 12  # the summary's volume histograms: 1 mL bins from 0, the last one open (12 mL and over)
 # A level is monitored when the 5 mm rule (lateral view) and the leak check (each view
@@ -709,6 +709,8 @@ def _digest(store: SessionStore) -> dict:
         "room": meta.get("room"),
         "created": meta.get("created"),  # when the log was begun, epoch seconds
         "complete": bool((meta.get("summary") or {}).get("complete")) and not untrusted,
+        # plane -> frames of the recording never sent (as audit_json's), or None
+        "stopped_early": (meta.get("summary") or {}).get("unsent") or None,
         "untrusted": untrusted,
         "levels": list(levels.values()),
     }
@@ -901,6 +903,13 @@ def summarize(
         # readable logs that say they are incomplete (a source that failed, frames lost), whatever
         # the filter, with no level as well
         "incomplete": [d["folder"] for d in digests if "error" not in d and not d.get("complete")],
+        # readable logs of a recording not sent to its end (a run stopped early): the record
+        # covers part of it; listed whatever the filter, as the incomplete ones
+        "stopped_early": [
+            {"folder": d["folder"], "unsent": d["stopped_early"]}
+            for d in digests
+            if "error" not in d and d.get("stopped_early")
+        ],
         "not_monitored": not_monitored,
         "leaked": leaked,
         "filter": only.describe(),
@@ -1085,7 +1094,11 @@ def stopped_early_phrase(unsent: dict[str, int]) -> str:
 
 def audit_exit_code(report: dict) -> int:
     """0: complete and monitored; 3: the log is incomplete or fails its integrity check;
-    4: complete, but a level was NOT MONITORED (its safety rules unevaluated on too many frames)."""
+    4: complete, but a level was NOT MONITORED (its safety rules unevaluated on too many frames);
+    5: complete and monitored, but of a recording not sent to its end (STOPPED EARLY: the SR
+    says PARTIAL; a script checking the status saw 0 for a record of half a procedure)."""
     if not report["complete"]:
         return 3
-    return 4 if report["monitored"] is False else 0
+    if report["monitored"] is False:
+        return 4
+    return 5 if report.get("stopped_early") else 0

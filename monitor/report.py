@@ -107,15 +107,26 @@ def summary_html(table: dict, links: dict[str, str] | None = None) -> str:
 
 
 def _look_first(table: dict) -> str:
-    """Untrusted, unreadable and unmonitored sessions, each said, before any figure."""
+    """Untrusted, unreadable, incomplete, stopped-early and unmonitored sessions, each said,
+    before any figure."""
     items = [f"UNTRUSTED {_e(b['folder'])}: {_e('; '.join(b['problems']))}" for b in table["untrusted"]]
     items += [f"UNREADABLE {_e(b['error'])}" for b in table["unreadable"]]
+    untrusted = {b["folder"] for b in table["untrusted"]}  # (said above, whole or not)
+    items += [
+        f"INCOMPLETE {_e(folder)}: the log says it is not whole"
+        for folder in table.get("incomplete", [])
+        if folder not in untrusted
+    ]
+    items += [
+        f"STOPPED EARLY {_e(c['folder'])}: {_e(stopped_early_phrase(c['unsent']))}"
+        for c in table.get("stopped_early", [])
+    ]
     items += [
         f"NOT MONITORED {_e(m['folder'])}, level {_e(m['level'])}: {_e('; '.join(m['reasons']))}"
         for m in table["not_monitored"]
     ]
     if not items:
-        return "<p class='good'>Every session's log verifies, and every level was monitored.</p>"
+        return "<p class='good'>Every session's log is whole and verifies, and every level was monitored.</p>"
     listed = "".join(f"<li>{i}</li>" for i in items)
     return f"<div class='bad'><b>Look at these first</b><ul>{listed}</ul></div>"
 

@@ -401,6 +401,7 @@ def test_the_summary_lists_a_rewritten_log_first_as_untrusted(session, tmp_path,
     assert row["sessions"] == 2 and row["incomplete"] == 1  # the forged one is not counted complete
     text = monitor_cli("audit", root, "--summary").stdout.splitlines()
     assert text[0].startswith(f"UNTRUSTED: {root / 'forged'}: ")
+    assert not any(line.startswith("INCOMPLETE") for line in text)  # said once, as untrusted
     narrowed = json.loads(monitor_cli("audit", root, "--summary", "--json", "--operator", "nobody").stdout)
     assert [u["folder"] for u in narrowed["untrusted"]] == [str(root / "forged")]  # no filter hides it
 

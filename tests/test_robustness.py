@@ -571,6 +571,23 @@ def test_a_service_managers_stop_ends_the_run_like_ctrl_c(tmp_path):
     unsent = {p: 48 - n for p, n in logged.items() if n < 48}  # a view sent whole is not listed
     assert report["complete"] and unsent and report["stopped_early"] == unsent, report
     assert "STOPPED EARLY: the recording was not sent to its end (" in text_report(report)
+    # a script checking the status saw 0 for a record of part of a procedure whose SR said
+    # PARTIAL (a review, session 77): 5, alone and in the summary, which lists it first
+    if report["monitored"] is not False:  # (stopped before the baseline ended: NOT MONITORED, 4)
+        assert monitor_cli("audit", tmp_path / "s").returncode == 5
+    summary = monitor_cli("audit", "--summary", "--html", tmp_path / "qa.html", tmp_path)
+    assert summary.returncode == (5 if report["monitored"] is not False else 4), summary.stderr
+    assert f"STOPPED EARLY: {tmp_path / 's'}: the recording was not sent" in summary.stdout
+    assert f"STOPPED EARLY {tmp_path / 's'}" in (tmp_path / "qa.html").read_text()
+    # the stopped session replayed whole is still of part of a recording: its replay lost it
+    replayed = monitor_cli("replay", "--session", tmp_path / "s", "--log", tmp_path / "again",
+                           "--headless", "--speed", "0")  # fmt: skip
+    assert replayed.returncode in (0, 4), replayed.stderr
+    store = SessionStore.open(tmp_path / "again")
+    try:
+        assert audit_json(store)["stopped_early"] == unsent
+    finally:
+        store.close()
 
 
 def _files_of(*pids: int) -> list:

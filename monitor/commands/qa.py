@@ -16,8 +16,9 @@ def add_audit(sub) -> None:
         help="QA report of a logged session, or a summary over many",
         description="Audit one session (text, --json, --html), or with --summary every session "
         "found under a directory. Exit status: 0 complete and monitored; 3 a log incomplete,"
-        " unreadable or failing its integrity check; 4 a level NOT MONITORED (with --summary, the"
-        " worst session's).",
+        " unreadable or failing its integrity check; 4 a level NOT MONITORED; 5 STOPPED EARLY (a"
+        " recording not sent to its end: the record covers part of it). With --summary, the worst"
+        " session's, in that order.",
     )
     p.add_argument("session", type=Path, help="a session directory, or with --summary a directory of them")
     p.add_argument("--json", action="store_true", help="print the QA contract (or the summary) as JSON")
@@ -150,16 +151,18 @@ def _run_summary(args) -> int:
 def summary_exit_code(table: dict) -> int:
     """As one session's audit says it (monitor.audit.audit_exit_code), for the worst session: 3
     when a log could not be read, fails its integrity check or is incomplete, 4 when a level was NOT
-    MONITORED, else 0. (It said 0 with sessions unreadable: a script checking the exit status
-    saw nothing wrong.)"""
+    MONITORED, 5 when a recording was not sent to its end, else 0. (It said 0 with sessions
+    unreadable: a script checking the exit status saw nothing wrong.)"""
     if table["unreadable"] or table["untrusted"] or table.get("incomplete"):
         return 3
-    return 4 if table["not_monitored"] else 0
+    if table["not_monitored"]:
+        return 4
+    return 5 if table.get("stopped_early") else 0
 
 
 def _print_summary(table: dict) -> None:
     """The summary for people: what QA must look at first, then the table."""
-    from monitor.audit import SUMMARY_COLUMNS
+    from monitor.audit import SUMMARY_COLUMNS, stopped_early_phrase
 
     for bad in table["untrusted"]:  # first: what QA must look at
         print(f"UNTRUSTED: {bad['folder']}: " + "; ".join(bad["problems"]))
@@ -168,6 +171,12 @@ def _print_summary(table: dict) -> None:
     for miss in table["not_monitored"]:
         reasons = "; ".join(miss["reasons"])
         print(f"NOT MONITORED: {miss['folder']} level {miss['level']}: {reasons}")
+    untrusted = {bad["folder"] for bad in table["untrusted"]}  # (said above, whole or not)
+    for folder in table.get("incomplete", []):
+        if folder not in untrusted:
+            print(f"INCOMPLETE: {folder}: the log says it is not whole (audit it for why)")
+    for cut in table.get("stopped_early", []):
+        print(f"STOPPED EARLY: {cut['folder']}: {stopped_early_phrase(cut['unsent'])}")
     for leak in table["leaked"]:
         possible = leak["possible_leaks"]
         print(

@@ -527,9 +527,16 @@ class SessionSource:
             yield SourceFrame(r.plane, r.frame, last, self.store.image(r.rec))
 
     def counts(self) -> dict[str, int]:
+        """Per plane, the frames of the recording the session was of: those it logged, and those
+        its source never sent (a run stopped early). So a replay of a stopped session, sent
+        whole, is still said to be of part of a recording (it was audited as a whole one)."""
         counts: dict[str, int] = {}
         for r in self._records:
             counts[r.plane] = counts.get(r.plane, 0) + 1
+        unsent = (self.store.meta().get("summary") or {}).get("unsent") or {}
+        for plane, n in unsent.items():
+            if plane in counts and isinstance(n, int) and n > 0:
+                counts[plane] += n
         return counts
 
     def close(self) -> None:
