@@ -46,7 +46,9 @@ def html_report(store: SessionStore, report: dict) -> str:
         parts.append(f"<h2>Level {_e(level['level'] or NOT_RECORDED)}</h2>")
         parts.append(_monitoring(level))
         parts.append(_level_table(level))
-        parts.append(_chart(level, "distance_mm", "distance to posterior wall (mm)", line=5.0))
+        parts.append(
+            _chart(level, "distance_mm", "distance to posterior wall (mm)", line=5.0, read_from=("lateral",))
+        )
         parts.append(
             _chart(
                 level,
@@ -364,13 +366,22 @@ def _chart(
     line: float | None = None,
     marks=(),
     band: tuple[str, str] | None = None,
+    read_from: tuple[str, ...] | None = None,
     w=900,
     h=220,
 ) -> str:
     """A line chart as inline SVG, with alarm markers, an optional threshold line, ``marks``
     (operator events: syringe, pause, resume) along the bottom, and ``band``: the keys of
-    the frames' interval (low, high), shaded behind the line where the frames give one."""
-    points = [(f["time_s"], f[key]) for f in level["frames"] if f[key] is not None]
+    the frames' interval (low, high), shaded behind the line where the frames give one.
+    Stretches of frames skipped are shaded grey; the line is not drawn where every plane of
+    ``read_from`` (default: the level's planes) was skipped, nor across a gap in the values."""
+    unread = _unread_spans(level)
+    needs = set(read_from or (level.get("monitoring") or {}).get("planes") or ("lateral", "ap"))
+
+    def read(t: float) -> bool:  # a value carried over frames not read is not drawn as measured
+        return not needs <= {plane for a, b, plane, _ in unread if a <= t <= b}
+
+    points = [(f["time_s"], f[key]) for f in level["frames"] if f[key] is not None and read(f["time_s"])]
     if len(points) < 2:
         return f"<p>{_e(label)}: not measured.</p>"
     interval = []
@@ -378,7 +389,10 @@ def _chart(
         interval = [
             (f["time_s"], f.get(band[0]), f.get(band[1]))
             for f in level["frames"]
-            if f[key] is not None and f.get(band[0]) is not None and f.get(band[1]) is not None
+            if f[key] is not None
+            and f.get(band[0]) is not None
+            and f.get(band[1]) is not None
+            and read(f["time_s"])
         ]
     left, right, top, bottom = 56, 12, 12, 30
     t0, t1 = level["start_s"], level["end_s"]  # the same time axis for every chart of a level
@@ -426,7 +440,13 @@ def _chart(
             f"<text x='{x(e['acq_time']):.1f}' y='{h - bottom - 4}' font-size='13' fill='{colour}' "
             f"text-anchor='middle'>{symbol}<title>{_e(e['detail'])}</title></text>"
         )
-    for run in _time_runs(interval):  # the 68 % interval: up along the high bounds, back along the low
+    for t_from, t_to, _, why in unread:  # frames not read: a gap in the line, shaded, not bridged
+        svg.append(
+            f"<rect class='unread' x='{x(t_from):.1f}' y='{top}' width='{max(x(t_to) - x(t_from), 2.0):.1f}' "
+            f"height='{h - top - bottom}' fill='#999' fill-opacity='0.3'><title>{_e(why)}</title></rect>"
+        )
+    gap = 2.5 * _usual_step([t for t, _ in points])
+    for run in _time_runs(interval, gap):  # the 68 % interval: up along the high bounds, back along the low
         if len(run) < 2:
             continue
         outline = [(t, high) for t, _, high in run] + [(t, low) for t, low, _ in reversed(run)]
@@ -434,25 +454,54 @@ def _chart(
         svg.append(
             f"<polygon class='interval' points='{shape}' fill='#1f77b4' fill-opacity='0.18' stroke='none'/>"
         )
-    for run in _time_runs(points):
+    for run in _time_runs(points, gap):
+        if len(run) == 1:  # a reading alone between gaps: a dot, not lost
+            t, v = run[0]
+            svg.append(f"<circle cx='{x(t):.1f}' cy='{y(v):.1f}' r='2.5' fill='#1f77b4'/>")
+            continue
         path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in run)
         svg.append(f"<polyline points='{path}' fill='none' stroke='#1f77b4' stroke-width='2'/>")
     legend = "  (shaded: its 68 % interval)" if len(interval) >= 2 else ""
+    legend += "  (grey: frames not read)" if unread else ""
     legend += "  (S syringe mL delivered, II paused, \u25b6 resumed)" if marks else ""
     svg.append(f"<text x='{left + 6}' y='{top + 14}' font-size='12' fill='#333'>{_e(label + legend)}</text>")
     svg.append("</svg>")
     return "".join(svg)
 
 
-def _time_runs(points: list[tuple]) -> list[list[tuple]]:
-    """``points`` (time first) cut where the time goes back: a level's rows are stream by stream
-    (a source restarted in a session starts its time again), each drawn as a line of its own."""
+def _time_runs(points: list[tuple], gap: float = float("inf")) -> list[list[tuple]]:
+    """``points`` (time first, s) cut where the time goes back (a level's rows are stream by
+    stream: a source restarted in a session starts its time again) or jumps by more than
+    ``gap`` s (frames not read or not measured between: a line across them read as a measured
+    approach, session 77), each drawn as a line of its own."""
     runs: list[list[tuple]] = []
     for p in points:
-        if not runs or p[0] <= runs[-1][-1][0]:  # (a stream's instants are distinct, rising)
+        last = runs[-1][-1][0] if runs else None
+        if last is None or p[0] <= last or p[0] - last > gap:  # (a stream's instants are distinct, rising)
             runs.append([])
         runs[-1].append(p)
     return runs
+
+
+def _usual_step(times: list[float]) -> float:
+    """The median step (s) between consecutive rising ``times``; inf when there are none (no cut)."""
+    steps = sorted(b - a for a, b in zip(times, times[1:], strict=False) if b > a)
+    return steps[len(steps) // 2] if steps else float("inf")
+
+
+def _unread_spans(level: dict) -> list[tuple[float, float, str, str]]:
+    """The stretches of a level whose frames were skipped (blank, held, saturated, the image
+    changed): (from s, to s, plane, what was said), for a chart to shade."""
+    return [
+        (
+            c["first_s"],
+            c["last_s"],
+            c["plane"],
+            f"{c['plane']} frames {c['first_frame']}-{c['last_frame']}: {c['status']}",
+        )
+        for c in level.get("caveats", [])
+        if c.get("first_s") is not None and str(c.get("status", "")).startswith("skipped")
+    ]
 
 
 def _key_frames(store: SessionStore, level: dict) -> str:

@@ -180,6 +180,57 @@ def test_audit_html_is_one_self_contained_file_with_charts_and_key_frames(sessio
     assert "Log complete and intact" in page
 
 
+def test_the_html_charts_leave_a_gap_where_frames_were_not_read(tmp_path):
+    """Fluoroscopy held for 10 frames (lateral and AP frames 20-29 the image of frame 19): the
+    frames from half a second after the last exposure are skipped. The HTML's distance chart
+    drew one line across them, read as a measured approach (session 77); it now breaks the line
+    there and shades the stretch grey, with what was said of it."""
+    from monitor.audit import audit_json
+    from monitor.report import html_report
+    from tests.test_dicom_variants import rewrite
+
+    def held(ds, frames):
+        frames = frames.copy()
+        frames[20:30] = frames[19]
+        return frames
+
+    rec = default_recording()
+    source = DicomPairSource(
+        rewrite(rec.lateral, tmp_path / "lateral.dcm", held), rewrite(rec.ap, tmp_path / "ap.dcm", held)
+    )
+    try:
+        spec = RunSpec(str(tmp_path / "s"), "L1", endpoints=Endpoints.private())
+        assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 4  # NOT MONITORED
+    finally:
+        source.close()
+    store = SessionStore.open(tmp_path / "s")
+    try:
+        report = audit_json(store)
+        page = html_report(store, report)
+    finally:
+        store.close()
+    (level,) = report["levels"]
+    spans = [(c["first_s"], c["last_s"]) for c in level["caveats"] if c["status"].startswith("skipped")]
+    skipped = (min(a for a, _ in spans), max(b for _, b in spans))
+    distance_chart = page[page.index("<svg") : page.index("</svg>")]
+    shaded = re.findall(r"<rect class='unread' x='([\d.]+)' y='[\d.]+' width='([\d.]+)'", distance_chart)
+    assert len(shaded) == len(spans) >= 2 and "image held" in distance_chart  # the lateral's and the AP's
+    x_from, width = min(float(x) for x, _ in shaded), max(float(w) for _, w in shaded)
+    lines = [
+        [float(p.split(",")[0]) for p in points.split()]
+        for points in re.findall(r"<polyline points='([^']*)'", distance_chart)
+    ]
+    assert len(lines) >= 2 and "(grey: frames not read)" in distance_chart
+    for xs in lines:  # no segment of a line crosses the stretch not read
+        assert not any(a < x_from + width / 2 < b for a, b in zip(xs, xs[1:], strict=False)), (
+            xs,
+            x_from,
+            width,
+        )
+    measured = [f["time_s"] for f in level["frames"] if f["distance_mm"] is not None]
+    assert any(t < skipped[0] for t in measured) and any(t > skipped[1] for t in measured)
+
+
 def _tampered_copy(session, tmp_path):
     copy = tmp_path / "tampered"
     shutil.copytree(session, copy)
