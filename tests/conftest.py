@@ -83,6 +83,21 @@ def own_endpoints(args) -> list[str]:
     return args
 
 
+def audited(folder: Path) -> tuple[dict, str]:
+    """A logged session's QA contract (``audit_json``) and its HTML report, as `monitor audit`
+    makes them."""
+    from monitor.audit import audit_json
+    from monitor.io.store import SessionStore
+    from monitor.report import html_report
+
+    store = SessionStore.open(folder)
+    try:
+        report = audit_json(store)
+        return report, html_report(store, report)
+    finally:
+        store.close()
+
+
 def monitor_cli(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``monitor ARGS...`` as a user would, to the end; its output captured as text."""
     return subprocess.run(

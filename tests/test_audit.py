@@ -21,7 +21,7 @@ from monitor.io.store import DB_NAME, SessionStore
 from monitor.pipeline import Endpoints, RunSpec, run
 from monitor.recordings import default_recording
 from monitor.replay import PaceOptions
-from tests.conftest import assert_5mm_alarm_on_time, load_truth, monitor_cli
+from tests.conftest import assert_5mm_alarm_on_time, audited, load_truth, monitor_cli
 
 PATIENT, OPERATOR, ROOM = "PSEUDO-4711", "Dr Quinn", "Room 3"
 
@@ -185,8 +185,6 @@ def test_the_html_charts_leave_a_gap_where_frames_were_not_read(tmp_path):
     frames from half a second after the last exposure are skipped. The HTML's distance chart
     drew one line across them, read as a measured approach (session 77); it now breaks the line
     there and shades the stretch grey, with what was said of it."""
-    from monitor.audit import audit_json
-    from monitor.report import html_report
     from tests.test_dicom_variants import rewrite
 
     def held(ds, frames):
@@ -203,12 +201,7 @@ def test_the_html_charts_leave_a_gap_where_frames_were_not_read(tmp_path):
         assert run(source, spec, PaceOptions(speed=0), say=lambda m: None) == 4  # NOT MONITORED
     finally:
         source.close()
-    store = SessionStore.open(tmp_path / "s")
-    try:
-        report = audit_json(store)
-        page = html_report(store, report)
-    finally:
-        store.close()
+    report, page = audited(tmp_path / "s")
     (level,) = report["levels"]
     spans = [(c["first_s"], c["last_s"]) for c in level["caveats"] if c["status"].startswith("skipped")]
     skipped = (min(a for a, _ in spans), max(b for _, b in spans))

@@ -743,7 +743,6 @@ def test_a_run_stopped_before_its_first_frame_ends_with_a_whole_log_saying_so(tm
     analyzer's end where no frame was sent, and the log is whole, saying that the recording was
     not sent."""
     from monitor import replay
-    from monitor.audit import audit_json
     from monitor.io.sources import DicomPairSource
 
     def interrupted(*args, **kwargs):
@@ -763,14 +762,9 @@ def test_a_run_stopped_before_its_first_frame_ends_with_a_whole_log_saying_so(tm
     finally:
         source.close()
     assert code == 4 and not any("did not finish" in m or m.startswith("failed") for m in said), said
-    from monitor.report import html_report
+    from tests.conftest import audited
 
-    store = SessionStore.open(tmp_path / "s")
-    try:
-        report = audit_json(store)
-        page = html_report(store, report)
-    finally:
-        store.close()
+    report, page = audited(tmp_path / "s")
     assert report["complete"] and report["stopped_early"] == {"lateral": 48, "ap": 48}, report["problems"]
     # the HTML said only "Log complete and intact" of it: it says what the text audit says
     assert "<b>Stopped early:</b>" in page and "<b>NOT MONITORED</b>: no frame was analysed" in page
