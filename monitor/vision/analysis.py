@@ -772,7 +772,17 @@ class PlaneAnalyzer:
         result = PlaneResult(
             self.plane,
             frame,
-            tuple(filter(None, (self.anatomy_error, *self.caveats, self._clipped_caveat(share, comparison)))),
+            tuple(
+                filter(
+                    None,
+                    (
+                        self.anatomy_error,
+                        *self.caveats,
+                        self._clipped_caveat(share, comparison),
+                        self._contrast_caveat(comparison),
+                    ),
+                )
+            ),
             shift_px=(dx * self.grid.scale, dy * self.grid.scale),
         )
         if self.pixel_mm:
@@ -1125,7 +1135,10 @@ class PlaneAnalyzer:
         keep = ~comparison.exclude[::3, ::3]  # on the sample alone: this runs every frame
         if self._last_mask is not None:
             keep &= ~self._last_mask[::3, ::3]
-        values = comparison.difference[::3, ::3][keep]
+        sample = comparison.difference[::3, ::3]
+        if comparison.contrast is not None:  # judged as compared: a flip is no change of contrast
+            sample = sample + comparison.contrast.over(comparison.layers[::3, ::3, LAYER_ATTENUATION])
+        values = sample[keep]
         if values.size < 100:
             return False
         # each side's spread, and the narrower: anatomy that no longer matches widens both, where
@@ -1207,6 +1220,23 @@ class PlaneAnalyzer:
             )
             detail += f"; too little is left to register the breathing on, so {taken}"
         return Caveat(CaveatCode.IMAGE_CLIPPED, detail)
+
+    def _contrast_caveat(self, comparison: Comparison) -> Caveat | None:
+        """Said on a frame whose contrast changed against the baseline's (``comparison.contrast``):
+        by how much, that it was taken out, and how much of the densest bone was left unread."""
+        curve = comparison.contrast
+        if curve is None:
+            return None
+        unread = float(
+            np.mean(comparison.layers[..., LAYER_ATTENUATION][~comparison.exclude] > curve.centres[-1])
+        )
+        return Caveat(
+            CaveatCode.CONTRAST_CHANGED,
+            f"the {self.plane} image's contrast differs from the baseline's (a display's contrast or"
+            f" brightness turned, or the exposure's kV changed): the difference ran over {curve.span:.2f}"
+            " log units with the bone's density, and was taken out; its densest"
+            f" {max(unread, 0.001):.1%} is read as no cement on this frame",
+        )
 
     def _clipped(self, share: float) -> str:
         return (

@@ -41,6 +41,8 @@ class CaveatCode(str, Enum):
     VOLUME_ONE_VIEW = "volume-one-view"  # the cement's shape read from one view alone: a wider interval
     VOLUME_HELD = "volume-held"  # the volume read fell under half the level's largest: that one is said
     IMAGE_CLIPPED = "image-clipped"  # much of the region clipped white: no cement read there
+    # the image's contrast changed against the baseline's (a display's contrast, the kV): taken out
+    CONTRAST_CHANGED = "contrast-changed"
     CALIBRATION_NOT_LOADED = "calibration-not-loaded"  # frames from a profile the analyzer lacks
     # the other view has sent no frame for a while (a grabber unplugged, a plane stopped, a
     # single-plane C-arm turned to the other view): this view is judged and measured alone
