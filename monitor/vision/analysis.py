@@ -128,6 +128,7 @@ BREATHING_PAIRS_MIN = 5
 BREATHING_MIN_RANGE_MM = 0.5
 BREATHING_SLOPE = (0.75, 1.33)
 MAX_VEINS_KEPT = 16  # places of veins read apart from the bolus kept, newest first
+CONTRAST_KEPT_FROM = 0.0  # log units: once a view's contrast changed, its curve is read always
 CLIPPED_SAID_ABOVE = 0.10  # share of a plane's region clipped white from which each result says so
 CLIPPED_UNREADABLE_ABOVE = 0.80  # ... and over which the view is not read at all (see _unreadable)
 
@@ -477,6 +478,13 @@ class PlaneAnalyzer:
         self.unreadable_frames = 0
         # the spread of its first new exposures' difference from the baseline (_image_changed)
         self._usual_spread: list[float] = []
+        # the view's contrast found changed against the baseline's (a display's setting, the kV):
+        # from then on its run with the bone is read on every frame (CONTRAST_KEPT_FROM), not
+        # only where it spans CONTRAST_CURVE_SPAN: a setting stays, and a frame under it left
+        # uncorrected read its pedicle as cement (x1.05 on the bundled no-leak case: a false
+        # posterior leak and 5 mm alarm at frames 33-34, its spans falling to 0.1-0.2 as the
+        # bolus grew)
+        self._contrast_changed = False
         self._repeat = False  # the frame being read repeats the last (HeldImages), soon after it
         self._first_contrast: float | None = None  # the first usable frame's (sample_contrast)
         self.held = HeldImages()  # which frames are no new exposure
@@ -683,6 +691,7 @@ class PlaneAnalyzer:
         self._state = self.learnt.state.window(rows, cols)
         self.roi = roi
         self._usual_spread = []  # learnt again over the new region
+        self._contrast_changed = False
         self._registration = Registration(self._state.attenuation)
         self._distances = DistanceMaps(self._state.exclude.shape)
         self._last_mask = None
@@ -1044,11 +1053,13 @@ class PlaneAnalyzer:
             self.without_scatter,
             clipped,
             held_shift,
+            CONTRAST_KEPT_FROM if self._contrast_changed else None,
         )
         if self._image_changed(comparison):
             self.recursive.restart()  # nor is it the frame the next is filtered with
             return None, comparison
         self._shift = comparison.shift
+        self._contrast_changed = self._contrast_changed or comparison.contrast is not None
         if comparison.held is None and self.pixel_mm:
             own = comparison.shift[1] * self.pixel_mm
             self.breathing_registered = (number, self.time_s, own)

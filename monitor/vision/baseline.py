@@ -141,6 +141,7 @@ def compare_with_baseline(
     without_scatter: bool = False,
     clipped: np.ndarray | None = None,
     held_shift: Callable[[], tuple[float, float] | None] | None = None,
+    contrast_from: float | None = None,
 ) -> Comparison:
     """Register a frame's primary ``attenuation`` over the ROI, (h, w) log units, to the
     baseline, starting from the shift ``start`` and leaving the growing ``bolus`` (bool, or
@@ -151,7 +152,10 @@ def compare_with_baseline(
     left out of the registration and the background's median, their difference set to 0;
     when they leave under MIN_REGISTERED_SHARE of the ROI to register on, the shift is not
     registered: ``held_shift()`` is asked for then (the breathing the other view registers) and
-    taken where it gives one, else ``start`` is kept; the comparison says which (``held``)."""
+    taken where it gives one, else ``start`` is kept; the comparison says which (``held``).
+    A run of the difference with the bone's density spanning ``contrast_from`` log units or more
+    (default CONTRAST_CURVE_SPAN) is taken out (:func:`contrast_curve`; the comparison's
+    ``contrast``)."""
     ignore = state.exclude if bolus is None else (state.exclude | bolus)
     if clipped is not None and clipped.any():
         ignore = ignore | clipped
@@ -177,7 +181,7 @@ def compare_with_baseline(
     difference -= median(sample) if sample.size else 0.0
     curve = None
     if clipped is None or float(np.mean(clipped)) < CONTRAST_CLIPPED_BELOW:
-        curve = contrast_curve(layers[..., LAYER_ATTENUATION], difference, background)
+        curve = contrast_curve(layers[..., LAYER_ATTENUATION], difference, background, contrast_from)
     if curve is not None:  # the image's contrast changed: its dependence on the bone taken out
         difference -= curve.over(layers[..., LAYER_ATTENUATION])
         # the densest pixels, past the last bin's middle, where the curve is not known (the
@@ -231,7 +235,7 @@ CONTRAST_CLIPPED_BELOW = 0.10
 
 
 def contrast_curve(
-    baseline: np.ndarray, difference: np.ndarray, background: np.ndarray
+    baseline: np.ndarray, difference: np.ndarray, background: np.ndarray, least: float | None = None
 ) -> ContrastCurve | None:
     """The difference's run with the baseline's attenuation (:class:`ContrastCurve`) where it
     spans CONTRAST_CURVE_SPAN or more, else None (as good as flat: nothing changed). ``baseline``
@@ -265,7 +269,7 @@ def contrast_curve(
         return None
     fitted = np.polyval(np.polyfit(centres, levels, 2), centres)
     span = float(fitted.max() - fitted.min())
-    if span < CONTRAST_CURVE_SPAN:
+    if span < (CONTRAST_CURVE_SPAN if least is None else least):
         return None
     return ContrastCurve(centres, levels, span)
 
