@@ -423,6 +423,17 @@ def test_video_source_splits_planes_and_carries_no_scale(tmp_path):
     assert items[0].pixels.shape == (100, 80) and items[0].pixels.mean() > 190 and items[1].pixels.mean() < 10
     assert items[2].acq_time == pytest.approx(1 / 12.5)
     assert all(fmt.scale is None for fmt in source.formats.values())
+    # a video whose header says 1,000 frames/s (a time base written wrong) ran its clock 100
+    # times fast, unbounded where --fps and a DICOM's timing are held to 0.2-200: refused,
+    # unless --fps gives the rate
+    from monitor.errors import MonitorError
+
+    _write_video(tmp_path / "fast.avi", [left] * 3, fps=1000.0)
+    with pytest.raises(MonitorError, match="1000 frames/s in the video is no fluoroscopy's.*pass --fps"):
+        VideoSource.open_file(tmp_path / "fast.avi", Layout.side_by_side(160, 100))
+    given = VideoSource.open_file(tmp_path / "fast.avi", Layout.side_by_side(160, 100), fps=10.0)
+    assert given.fps == 10.0
+    given.close()
 
 
 def test_video_layout_from_a_profile_section_and_its_errors(tmp_path):

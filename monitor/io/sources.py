@@ -360,6 +360,12 @@ class VideoSource:
         self.fps = fps or (reported if reported and reported > 0 else None)
         if self.fps is None:
             raise MonitorError(f"{name}: no frame rate in the video; pass --fps")
+        low, high = PLAUSIBLE_FRAME_RATE
+        if not low <= self.fps <= high:  # as a DICOM's own timing is held (a review, session 77)
+            raise MonitorError(
+                f"{name}: {self.fps:.4g} frames/s in the video is no fluoroscopy's or grabber's"
+                f" ({low:g}-{high:g}): pass --fps"
+            )
         self.formats = {plane: PlaneFormat("MONOCHROME2", None, 8, None) for plane in layout.crops}
 
     @classmethod
