@@ -128,6 +128,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -141,6 +142,9 @@ VERSION = 1
 MAX_HEADER_BYTES = 1 << 20
 PLANES = ("lateral", "ap")
 # The vertebral levels a session can be at (the wire's and the log's ``level``), cranial first.
+# a vertebral level as the session log and the QA summary group by it: C1-C7, T1-T12, L1-L6 (a
+# sixth lumbar where the spine has one) or S1, in capitals
+VERTEBRAL_LEVEL = re.compile(r"(C[1-7]|T(1[0-2]|[1-9])|L[1-6]|S1)")
 LEVELS = tuple([f"T{i}" for i in range(5, 13)] + [f"L{i}" for i in range(1, 6)])
 HEARTBEAT_S = 0.2  # a source and an analyzer send a heartbeat at least this often
 # After a source's end, how long its consumers wait for frames it is still resending.
@@ -504,8 +508,12 @@ def _command(session: str, send_time: float, raw: dict) -> Command:
     value = raw.get("value")
     if action not in ACTIONS:
         raise MessageError("garbled", f"command action {action!r}; expected one of {', '.join(ACTIONS)}")
-    if action == "level" and not (isinstance(value, str) and 0 < len(value) <= 16):
-        raise MessageError("garbled", f"level {value!r}; expected a name such as L1")
+    if action == "level" and not (isinstance(value, str) and VERTEBRAL_LEVEL.fullmatch(value)):
+        # as --level takes it: any text of 16 characters had been started as a level (a review,
+        # session 77), which the QA summary then counted apart
+        raise MessageError(
+            "garbled", f"level {value!r}; expected a vertebral level: C1-C7, T1-T12, L1-L6 or S1"
+        )
     if action == "syringe" and (
         isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 20
     ):

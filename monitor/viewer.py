@@ -399,7 +399,7 @@ class MonitorWindow(QtWidgets.QWidget):
         self.level_box.addItems(LEVELS)
         self.level_box.setMinimumWidth(QtGui.QFontMetrics(self.level_box.font()).horizontalAdvance("T12") * 3)
         set_level = QtWidgets.QPushButton("Start level")
-        set_level.clicked.connect(lambda: self.send("level", self.level_box.currentText().strip()))
+        set_level.clicked.connect(lambda: self.send("level", self.level_box.currentText().strip().upper()))
         syringe = self.syringe_button = QtWidgets.QPushButton("1 mL delivered")
         syringe.clicked.connect(lambda: self.send("syringe", 1.0))
         self.pause_button = QtWidgets.QPushButton("Injection paused")

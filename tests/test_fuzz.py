@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import struct
 
 import numpy as np
@@ -105,6 +106,8 @@ def test_the_command_decoder_checks_every_value(action, value, source):
         assert 0 < command.value <= 20
     if command.action == "cleft":
         assert isinstance(command.value, bool)
+    if command.action == "level":  # a vertebral level, as --level takes it; never any text
+        assert re.fullmatch(r"(C[1-7]|T([1-9]|1[0-2])|L[1-6]|S1)", command.value), command.value
 
 
 @FUZZ

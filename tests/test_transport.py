@@ -323,3 +323,20 @@ def test_an_end_says_what_a_stopped_recording_left_unsent_and_garbled_counts_are
         with pytest.raises(MessageError) as err:
             decode([topic, json.dumps({**json.loads(body), "unsent": garbled}).encode()])
         assert err.value.reason == "garbled"
+
+
+def test_a_level_command_is_a_vertebral_level_or_refused():
+    """The viewer's level box is editable, and the analyzer started any text of up to 16
+    characters as a level (a review, session 77), which the QA summary then counted apart:
+    a command's level is now held to what --level takes."""
+    from monitor.messages import COMMAND_TOPIC
+
+    def level(value):
+        raw = {"v": 1, "kind": "command", "session": "s", "source": "viewer", "send_time": 1.0}
+        return decode([COMMAND_TOPIC, json.dumps(raw | {"action": "level", "value": value}).encode()])
+
+    assert [level(v).value for v in ("L2", "T12", "C7", "S1", "L6")] == ["L2", "T12", "C7", "S1", "L6"]
+    for bad in ("XYZ", "l2", "L7", "T13", "L2 ", "", 2, None):
+        with pytest.raises(MessageError) as err:
+            level(bad)
+        assert err.value.reason == "garbled" and "vertebral level" in str(err.value.detail), bad

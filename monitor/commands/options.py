@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 from pathlib import Path
 
 
@@ -23,9 +22,6 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-VERTEBRAL_LEVEL = re.compile(r"(C[1-7]|T(1[0-2]|[1-9])|L[1-6]|S1)")
-
-
 def _finite_within(text: str, low: float, high: float, said: str) -> float:
     """``text`` as a finite number from ``low`` to ``high``, else the argparse error "must be
     ``said``, got ``text``" (a float() that fails is argparse's own "invalid value")."""
@@ -39,6 +35,8 @@ def vertebral_level(text: str) -> str:
     """A vertebral level as the session log and the QA summary group by it: C1-C7, T1-T12, L1-L6
     (a sixth lumbar where the spine has one) or S1, in capitals ("l1" is L1). Any text had been
     logged as a level ("XYZ": an independent test), which the summary then counted apart."""
+    from monitor.messages import VERTEBRAL_LEVEL  # the wire's rule (imported when used: --help stays quick)
+
     level = text.strip().upper()
     if not VERTEBRAL_LEVEL.fullmatch(level):
         raise argparse.ArgumentTypeError(f"{text!r} is no vertebral level: give C1-C7, T1-T12, L1-L6 or S1")
