@@ -31,6 +31,7 @@ from monitor.io.store import DB_NAME, SessionStore
 from monitor.messages import PLANES, unsent_phrase
 from monitor.vision.alarms import CHECKS, PLANE_CHECKS
 from monitor.vision.caveats import CaveatCode
+from monitor.vision.stats import usual_step
 
 DIGEST_VERSION = 7  # bump when session_digest changes, so cached digests are recomputed
 NOT_RECORDED = "not recorded"  # an operator or level the session was not told
@@ -473,8 +474,7 @@ def reaction(series: list[tuple[float, float]], t_alarm: float, hold_s: float = 
         return {"stopped_after_s": None, "injected_after_ml": None, "total_after_ml": None}
     # a stretch not read is one over HOLD_S and 3 of the series' usual steps (pulses at 1-2/s are
     # each over HOLD_S apart, and read all through)
-    steps = sorted(b - a for (a, _), (b, _) in zip(series, series[1:], strict=False) if b > a)
-    unread_s = max(hold_s, 3.0 * steps[len(steps) // 2]) if steps else hold_s
+    unread_s = max(hold_s, 3.0 * (usual_step(t for t, _ in series) or 0.0))
     v0 = after[0][1]
     t_end, v_end = after[-1]
     total = round(max(0.0, v_end - v0), 3)

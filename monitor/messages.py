@@ -141,10 +141,10 @@ VERSION = 1
 # and a deeply nested one would exhaust the parser's recursion.
 MAX_HEADER_BYTES = 1 << 20
 PLANES = ("lateral", "ap")
-# The vertebral levels a session can be at (the wire's and the log's ``level``), cranial first.
-# a vertebral level as the session log and the QA summary group by it: C1-C7, T1-T12, L1-L6 (a
-# sixth lumbar where the spine has one) or S1, in capitals
+# A vertebral level (the wire's and the log's ``level``) as the session log and the QA summary
+# group by it: C1-C7, T1-T12, L1-L6 (a sixth lumbar where the spine has one) or S1, in capitals
 VERTEBRAL_LEVEL = re.compile(r"(C[1-7]|T(1[0-2]|[1-9])|L[1-6]|S1)")
+# The levels the monitor models (the simulator's anatomy, training cases, the viewer's list), cranial first.
 LEVELS = tuple([f"T{i}" for i in range(5, 13)] + [f"L{i}" for i in range(1, 6)])
 HEARTBEAT_S = 0.2  # a source and an analyzer send a heartbeat at least this often
 # After a source's end, how long its consumers wait for frames it is still resending.

@@ -13,6 +13,7 @@ import cv2
 from monitor.audit import NOT_RECORDED, SUMMARY_COLUMNS, VOLUME_BINS_ML, stopped_early_phrase, volume_phrase
 from monitor.io.store import SessionStore
 from monitor.render import render_frames, render_sent
+from monitor.vision.stats import usual_step
 
 PRIORITY_COLOURS = {"high": "#d62728", "medium": "#e6a700"}
 MARKS = {"syringe": ("S", "#2ca02c"), "pause": ("II", "#555"), "resume": ("&#9654;", "#555")}
@@ -445,7 +446,7 @@ def _chart(
             f"<rect class='unread' x='{x(t_from):.1f}' y='{top}' width='{max(x(t_to) - x(t_from), 2.0):.1f}' "
             f"height='{h - top - bottom}' fill='#999' fill-opacity='0.3'><title>{_e(why)}</title></rect>"
         )
-    gap = 2.5 * _usual_step([t for t, _ in points])
+    gap = 2.5 * (usual_step(t for t, _ in points) or float("inf"))
     for run in _time_runs(interval, gap):  # the 68 % interval: up along the high bounds, back along the low
         if len(run) < 2:
             continue
@@ -481,12 +482,6 @@ def _time_runs(points: list[tuple], gap: float = float("inf")) -> list[list[tupl
             runs.append([])
         runs[-1].append(p)
     return runs
-
-
-def _usual_step(times: list[float]) -> float:
-    """The median step (s) between consecutive rising ``times``; inf when there are none (no cut)."""
-    steps = sorted(b - a for a, b in zip(times, times[1:], strict=False) if b > a)
-    return steps[len(steps) // 2] if steps else float("inf")
 
 
 def _unread_spans(level: dict) -> list[tuple[float, float, str, str]]:

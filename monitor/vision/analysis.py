@@ -1238,15 +1238,12 @@ class PlaneAnalyzer:
         curve = comparison.contrast
         if curve is None:
             return None
-        unread = float(
-            np.mean(comparison.layers[..., LAYER_ATTENUATION][~comparison.exclude] > curve.centres[-1])
-        )
         return Caveat(
             CaveatCode.CONTRAST_CHANGED,
             f"the {self.plane} image's contrast differs from the baseline's (a display's contrast or"
             f" brightness turned, or the exposure's kV changed): the difference ran over {curve.span:.2f}"
-            " log units with the bone's density, and was taken out; its densest"
-            f" {max(unread, 0.001):.1%} is read as no cement on this frame",
+            " log units with the bone's density, and was taken out; its densest bone"
+            f" ({max(curve.densest_unread, 0.001):.1%} of the region) is read as no cement on this frame",
         )
 
     def _clipped(self, share: float) -> str:

@@ -188,6 +188,7 @@ def compare_with_baseline(
         # primary a sliver of what is measured there): unread on this frame, as if clipped
         beyond = (layers[..., LAYER_ATTENUATION] > curve.centres[-1]) & ~exclude
         clipped = beyond if clipped is None else (clipped | beyond)
+        curve = replace(curve, densest_unread=np.count_nonzero(beyond) / beyond.size)
     if clipped is not None:
         difference[clipped] = 0.0
     return Comparison((dx, dy), difference, layers, uncovered, exclude, before, clipped, held, curve)
@@ -199,11 +200,13 @@ class ContrastCurve:
     the background: its median (``levels``, log units) in bins of the baseline's attenuation A
     (``centres``, log units, rising), read between them on straight lines and held flat beyond
     them; ``span``: the rise or fall of a quadratic through them (log units), what it is
-    judged on."""
+    judged on; ``densest_unread``: the share of the region past the last bin, read as no
+    cement (set by :func:`compare_with_baseline`)."""
 
     centres: np.ndarray
     levels: np.ndarray
     span: float
+    densest_unread: float = 0.0
 
     def over(self, attenuation: np.ndarray) -> np.ndarray:
         """The curve at each pixel of ``attenuation`` (h, w, log units), float32."""
