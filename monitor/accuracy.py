@@ -58,6 +58,12 @@ TUNING_SEEDS = tuple(range(5000, 5036))  # tune on these (36 cases; 12 until ses
 TUNING_EXTRA_SEEDS = tuple(range(5100, 5148))
 REPORTING_SEEDS = tuple(range(7000, 7036))  # ... report on these (36), never the other way
 SEED_SETS = {"reporting": REPORTING_SEEDS, "tuning": TUNING_SEEDS, "tuning-extra": TUNING_EXTRA_SEEDS}
+# What the analyzer says of an image no longer like its baseline, counted per case: taken out
+# (contrast, blur) or skipped. The recordings change no setting mid-run, so each one here is
+# read from the room's own variation: how often the monitor takes its images as altered.
+IMAGE_CAVEATS = frozenset(
+    {CaveatCode.CONTRAST_CHANGED, CaveatCode.BLUR_MATCHED, CaveatCode.BLURRED_FRAME, CaveatCode.IMAGE_CHANGED}
+)
 LEVELS_DRAWN = ("T8", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5")
 CT_LEVELS = ("T8", "T9", "T10", "T11", "T12", "L1")  # whole in the CT phantom's field (monitor.sim.ct)
 SCATTER_FREE_EVERY = 5  # every fifth corpus case is also rendered without scatter
@@ -277,6 +283,7 @@ def evaluate_case(
     cleft = bool(truth["config"].get("cleft")) if known_cleft is None else known_cleft
     analysis = _Timed(VisionAnalysis(AnalysisConfig(operator=OperatorInput(known_cleft=cleft))), pacing)
     no_scatter_frame = None  # the first frame said to hold no scatter
+    image_caveats: dict[str, int] = {}  # results (a view's frames) per IMAGE_CAVEATS code said
     volume_low: set[int] = set()  # frames whose darkness read low: the volume is the shape's
     weighed: set[int] = set()  # frames whose darkness was weighed with the shape's truth
     interval: dict[int, tuple[float, float]] = {}  # frame -> the volume's 68 % interval (mL)
@@ -331,6 +338,8 @@ def evaluate_case(
                 weighed.add(item.index)
             if no_scatter_frame is None and CaveatCode.SCATTER_NOT_SEEN in result.caveat_codes():
                 no_scatter_frame = item.index
+            for code in IMAGE_CAVEATS & set(result.caveat_codes()):
+                image_caveats[code.value] = image_caveats.get(code.value, 0) + 1
     return {
         "name": folder.name,
         "config": truth["config"],
@@ -346,6 +355,7 @@ def evaluate_case(
         "operator_wall_refused": drawn_refused,
         "alarms": alarms,
         "no_scatter_frame": no_scatter_frame,
+        "image_caveats": image_caveats,
         "volume_low_frames": sorted(volume_low),
         "volume_weighed_frames": sorted(weighed),
         "volume_interval": interval,
@@ -552,6 +562,7 @@ def score(cases: list[dict]) -> dict:
     possible = {"on_time": 0, "false": 0}
     timing = {512: [], 768: [], 1024: []}
     collections: list[float] = []  # Python's full collections run between frames (ms)
+    image_caveats: dict[str, list[int]] = {}  # code -> [results said, cases]
     registration: list[float] = []  # each measured frame's registration error (mm), both planes
     for c in cases:
         for errors in c.get("registration_error_mm", {}).values():  # absent before session 67
@@ -647,6 +658,10 @@ def score(cases: list[dict]) -> dict:
         size = c["config"]["size"]
         timing.setdefault(size, []).extend(c["timing_ms"])
         collections += c.get("full_collections_ms", [])  # absent in results from before session 46
+        for code, n in c.get("image_caveats", {}).items():  # absent before session 79
+            image_caveats.setdefault(code, [0, 0])
+            image_caveats[code][0] += n
+            image_caveats[code][1] += 1
     return {
         "distance_err_mm": dist_err,
         "distance_missing": dist_missing,
@@ -666,6 +681,7 @@ def score(cases: list[dict]) -> dict:
         "timing": timing,
         "full_collections_ms": collections,
         "registration_err_mm": registration,
+        "image_caveats": image_caveats,
         "n_cases": len(cases),
     }
 
@@ -766,6 +782,11 @@ def report(s: dict, title: str) -> str:
                 f"{f'processing ms per frame at {size}, median / p99':46} "
                 f"{pct(values, 50):8.1f} / {pct(values, 99):7.1f}   <= 10 at 1024"
             )
+    said = s.get("image_caveats", {})
+    lines.append(
+        f"{'image taken as altered: view-frames (cases)':46} "
+        + (", ".join(f"{code} {n} ({k})" for code, (n, k) in sorted(said.items())) or "none")
+    )
     done = s.get("full_collections_ms", [])
     lines.append(
         f"{'full garbage collections between frames: n, max ms':46} {len(done):8d} / "

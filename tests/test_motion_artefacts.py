@@ -49,16 +49,26 @@ def test_an_endplate_moved_against_the_registration_is_no_vein(tmp_path, monkeyp
     line along the endplate 5-13 mm long that the vein reading took for a vein leaving the bolus
     (a false high venous leak at frame 23). A line with a side dipping under it by half its rise
     is an edge moved, not a vein: no leak alarm of any kind; and without that rule the render
-    still raises the venous one (so it tests the rule)."""
+    still raises the venous one (so it tests the rule). Since session 79 the AP view's frames
+    are also read as blurred cranio-caudally against the baseline (a sd of about 0.4 mm: the
+    breathing under the C-arm's temporal filter) and matched, which takes the line out on its
+    own; the rule is tested with the matching off."""
+    import monitor.vision.baseline as baseline
     import monitor.vision.veins as veins
     from monitor.accuracy import evaluate_case
 
     dense_cleft_without_leak(
         5015, tmp_path / "cleft", monkeypatch, half_x_mm=12.0, half_y_mm=5.0, anterior=0.0
     )
-    alarms = evaluate_case(tmp_path / "cleft")["alarms"]
-    assert [a for a in alarms if a["kind"] == "extravasation" and a["site"] == "venous"] == [], alarms
+
+    def venous(case: dict) -> list:
+        return [a for a in case["alarms"] if a["kind"] == "extravasation" and a["site"] == "venous"]
+
+    case = evaluate_case(tmp_path / "cleft")
+    assert venous(case) == [] and case["image_caveats"].get("blur-matched", 0) >= 10, case["image_caveats"]
+    monkeypatch.setattr(baseline, "BLUR_SHARE", 2.0)  # never found: the rule alone
+    assert venous(evaluate_case(tmp_path / "cleft")) == []
     monkeypatch.setattr(veins, "VEIN_SIDE_DIP", 1e9)
-    without = evaluate_case(tmp_path / "cleft")["alarms"]
-    venous = [a for a in without if a["kind"] == "extravasation" and a["site"] == "venous"]
-    assert venous, "no vein read along the endplate: the render no longer tests the rule"
+    assert venous(evaluate_case(tmp_path / "cleft")), (
+        "no vein read along the endplate: the render no longer tests the rule"
+    )

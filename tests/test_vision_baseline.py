@@ -14,6 +14,8 @@ from monitor.vision.baseline import (
     LAYER_EXCLUDED,
     BaselineState,
     compare_with_baseline,
+    frame_blur,
+    matched_baseline,
     shifted_layers,
     with_prior,
 )
@@ -66,6 +68,48 @@ def test_a_frame_is_registered_to_the_baseline_and_its_cement_stands_out():
     assert abs(float(np.median(c.difference[inside]))) < 0.02
     assert c.difference[31:35, 41:45].min() > 0.6
     assert c.intensity_before is None
+
+
+@pytest.mark.parametrize(
+    ("covariance", "sharpen"),
+    [([[4.0, 0.0], [0.0, 4.0]], False), ([[6.0, 2.0], [2.0, 1.5]], False), ([[2.5, 0.0], [0.0, 2.5]], True)],
+)
+def test_a_frame_blurred_or_sharpened_against_the_baseline_is_matched_and_its_cement_kept(
+    covariance, sharpen
+):
+    """A frame blurred (isotropic, or along a slant as motion blurs) or sharpened by an unsharp
+    mask against the baseline, with a blob of cement and noise: the kernel is read to within a
+    quarter of its second moment, and with the baseline filtered alike the anatomy's edges no
+    longer stand out as cement (under a tenth of what they read unmatched, as high as the blob);
+    the blob stays.
+    The unfiltered frame's own noise finds no blur."""
+    import cv2
+
+    from monitor.vision.baseline import _gaussian
+
+    rng = np.random.default_rng(4)
+    base = _textured(96, 112, seed=3)
+    blob = np.zeros_like(base)
+    cv2.circle(blob, (70, 40), 6, 0.6, -1)
+    truth = np.array(covariance)
+    scene = base + blob
+    frame = 2.0 * scene - _gaussian(scene, truth) if sharpen else _gaussian(scene, truth)
+    frame = frame + rng.normal(0, 0.01, base.shape).astype(np.float32)
+    background = np.ones(base.shape, bool)
+    background[28:53, 58:83] = False  # the blob, as the last frame's cement is left out
+    state = _state(base)
+    edges = (np.abs(base - cv2.GaussianBlur(base, (0, 0), 2.0)) > 0.15) & background
+    unmatched = compare_with_baseline(frame, state, Registration(base), (0.0, 0.0), ~background)
+    assert unmatched.blur is not None and unmatched.blur.sharpened == sharpen
+    wanted = -truth if sharpen else truth
+    assert np.abs(unmatched.blur.covariance - wanted).max() <= 0.25 * np.abs(wanted).max(), unmatched.blur
+    d = unmatched.difference
+    left = np.percentile(np.abs(d[edges]), 99)  # (seen 0.032-0.049)
+    alone = base - matched_baseline(base, unmatched.blur.covariance)  # what the edges read as, unmatched
+    assert left < 0.06 and left < 0.15 * np.percentile(np.abs(alone[edges]), 99)  # (0.49-0.62)
+    assert d[40, 70] > 0.4  # the blob kept (0.6)
+    plain = base + blob + rng.normal(0, 0.01, base.shape).astype(np.float32)
+    assert frame_blur(base, plain - base, background) is None
 
 
 def test_cement_already_in_the_baseline_is_added_where_the_frame_moved_it():

@@ -129,6 +129,11 @@ BREATHING_MIN_RANGE_MM = 0.5
 BREATHING_SLOPE = (0.75, 1.33)
 MAX_VEINS_KEPT = 16  # places of veins read apart from the bolus kept, newest first
 CONTRAST_KEPT_FROM = 0.0  # log units: once a view's contrast changed, its curve is read always
+# A frame blurred by a sd over this (mm), or over BLUR_UNREADABLE_PX working pixels where there is
+# no scale, is not read (blurred-frame): a cement edge blurred so much moves by as much where it
+# is thresholded, and faint small leaks vanish into the blur
+BLUR_UNREADABLE_MM = 1.0
+BLUR_UNREADABLE_PX = 4.0
 CLIPPED_SAID_ABOVE = 0.10  # share of a plane's region clipped white from which each result says so
 CLIPPED_UNREADABLE_ABOVE = 0.80  # ... and over which the view is not read at all (see _unreadable)
 
@@ -485,6 +490,7 @@ class PlaneAnalyzer:
         # posterior leak and 5 mm alarm at frames 33-34, its spans falling to 0.1-0.2 as the
         # bolus grew)
         self._contrast_changed = False
+        self._blurred = False  # a frame of the view found blurred against the baseline (baseline.BLUR_KEPT_*)
         self._repeat = False  # the frame being read repeats the last (HeldImages), soon after it
         self._first_contrast: float | None = None  # the first usable frame's (sample_contrast)
         self.held = HeldImages()  # which frames are no new exposure
@@ -692,6 +698,7 @@ class PlaneAnalyzer:
         self.roi = roi
         self._usual_spread = []  # learnt again over the new region
         self._contrast_changed = False
+        self._blurred = False
         self._registration = Registration(self._state.attenuation)
         self._distances = DistanceMaps(self._state.exclude.shape)
         self._last_mask = None
@@ -789,6 +796,7 @@ class PlaneAnalyzer:
                         *self.caveats,
                         self._clipped_caveat(share, comparison),
                         self._contrast_caveat(comparison),
+                        self._blur_caveat(comparison),
                     ),
                 )
             ),
@@ -1054,8 +1062,10 @@ class PlaneAnalyzer:
             clipped,
             held_shift,
             CONTRAST_KEPT_FROM if self._contrast_changed else None,
+            self._blurred,
         )
-        if self._image_changed(comparison):
+        self._blurred = self._blurred or comparison.blur is not None
+        if self._image_changed(comparison) or self._too_blurred(comparison):
             self.recursive.restart()  # nor is it the frame the next is filtered with
             return None, comparison
         self._shift = comparison.shift
@@ -1169,11 +1179,57 @@ class PlaneAnalyzer:
         usual = max(small_median(self._usual_spread), IMAGE_USUAL_SPREAD_FLOOR)
         return spread >= IMAGE_CHANGED_SPREAD * usual
 
+    def _too_blurred(self, comparison: Comparison) -> bool:
+        """Whether the frame is blurred against the baseline past reading: a sd over
+        BLUR_UNREADABLE_MM (over BLUR_UNREADABLE_PX working pixels where there is no scale)."""
+        if comparison.blur is None:
+            return False
+        sigma = comparison.blur.sigma_px
+        return sigma * self.pixel_mm > BLUR_UNREADABLE_MM if self.pixel_mm else sigma > BLUR_UNREADABLE_PX
+
+    def _blur_said(self, comparison: Comparison) -> str:
+        """How blurred (or sharpened) the frame is against the baseline, for people."""
+        blur = comparison.blur
+        size = (
+            f"{blur.sigma_px * self.pixel_mm:.1f} mm"
+            if self.pixel_mm
+            else f"{blur.sigma_px * self.grid.scale:.1f} pixels"
+        )
+        if blur.sharpened:
+            return (
+                f"the {self.plane} image is sharpened against the baseline (by a kernel of sd {size}:"
+                " the C-arm's or a display's edge enhancement changed)"
+            )
+        return (
+            f"the {self.plane} image is blurred against the baseline (by a sd of {size}: the patient"
+            " or the C-arm moving during the exposure, or the C-arm's or a display's image processing"
+            " changed)"
+        )
+
+    def _blur_caveat(self, comparison: Comparison) -> Caveat | None:
+        """Said on a frame blurred or sharpened against the baseline, read against the baseline
+        filtered alike."""
+        if comparison.blur is None:
+            return None
+        return Caveat(
+            CaveatCode.BLUR_MATCHED,
+            f"{self._blur_said(comparison)}: the baseline was filtered alike before comparing; the"
+            " cement's edges read as the image shows them, and a small faint leak may show later",
+        )
+
     def _changed_image(self, frame: int, comparison: Comparison) -> PlaneResult:
-        """A frame that no longer matches the baseline (:meth:`_image_changed`): skipped, as an
-        unreadable one is (no rule checked in this view, said as not monitored while it lasts;
-        its shift, volume and outline stay those of its last frame read)."""
+        """A frame that no longer matches the baseline (:meth:`_image_changed`), or is blurred
+        past reading (:meth:`_too_blurred`): skipped, as an unreadable one is (no rule checked
+        in this view, said as not monitored while it lasts; its shift, volume and outline stay
+        those of its last frame read)."""
         self.unreadable_frames += 1
+        if self._too_blurred(comparison):  # the more telling of the two where both
+            why = Caveat(
+                CaveatCode.BLURRED_FRAME,
+                f"{self._blur_said(comparison)}: too much to read, nothing is read on it; hold the"
+                " patient and the C-arm still, or restore the image processing",
+            )
+            return PlaneResult(self.plane, frame, (why,))
         why = Caveat(
             CaveatCode.IMAGE_CHANGED,
             f"image changed: the {self.plane} view no longer matches the one monitoring began with"

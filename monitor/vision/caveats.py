@@ -22,6 +22,7 @@ class CaveatCode(str, Enum):
     SATURATED_FRAME = "saturated-frame"  # most pixels at the maximum
     FRAME_SHAPE = "frame-shape"  # not the size of the stream's first frame
     IMAGE_CHANGED = "image-changed"  # no longer the image the baseline was: flipped, turned, zoomed
+    BLURRED_FRAME = "blurred-frame"  # blurred against the baseline past reading (motion, processing)
     ANALYSIS_FAILED = "analysis-failed"  # the analysis raised; the analyzer went on
     # the frame was measured, without some of what the rules need
     NO_CANNULA = "no-cannula"  # no cannula found: no region of interest, no body
@@ -43,6 +44,9 @@ class CaveatCode(str, Enum):
     IMAGE_CLIPPED = "image-clipped"  # much of the region clipped white: no cement read there
     # the image's contrast changed against the baseline's (a display's contrast, the kV): taken out
     CONTRAST_CHANGED = "contrast-changed"
+    # the image is blurred against the baseline's (motion during the exposure, image processing
+    # changed): the baseline blurred alike before comparing
+    BLUR_MATCHED = "blur-matched"
     CALIBRATION_NOT_LOADED = "calibration-not-loaded"  # frames from a profile the analyzer lacks
     # the other view has sent no frame for a while (a grabber unplugged, a plane stopped, a
     # single-plane C-arm turned to the other view): this view is judged and measured alone
@@ -58,6 +62,7 @@ _PREFIX = {
     CaveatCode.IMAGE_HELD: "skipped",
     CaveatCode.SATURATED_FRAME: "skipped",
     CaveatCode.IMAGE_CHANGED: "skipped",
+    CaveatCode.BLURRED_FRAME: "skipped",
     CaveatCode.FRAME_SHAPE: "error",
     CaveatCode.ANALYSIS_FAILED: "error",
 }
