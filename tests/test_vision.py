@@ -493,10 +493,10 @@ def test_drawing_a_body_marks_that_views_outline_as_the_operators(recordings):
 def test_a_wall_or_body_drawn_off_the_image_or_far_from_the_tip_is_refused(recordings):
     """An independent test's --wall at x 900 on the 384-pixel image was armed: the cement was
     measured 202 mm from it, no alarm was raised and the level was said monitored. Edits off
-    the image, a wall over 60 mm from the cannula's tip (no vertebral body is that deep) and a
-    box over 100 mm on a side are refused, as the analyzer refuses any edit it cannot apply (the
-    command-line's then says unused on every result; the viewer's says rejected), and the wall
-    found stays as it was."""
+    the image, a wall over 60 mm from the cannula's tip (no vertebral body is that deep; its
+    nearest point, not its line) and a box over 100 mm on a side are refused, as the analyzer
+    refuses any edit it cannot apply (the command-line's then says unused on every result; the
+    viewer's says rejected), and the wall found stays as it was."""
     lateral, ap = _past_the_baseline(recordings["no-leak"][0])
     armed_by, wall = lateral.wall_armed_by, lateral.body.posterior
     tip_x = lateral.grid.to_full(*lateral.learnt.cannulas[0].tip)[0]  # 174.2 (0.3125 mm pixels)
@@ -510,6 +510,15 @@ def test_a_wall_or_body_drawn_off_the_image_or_far_from_the_tip_is_refused(recor
     with pytest.raises(ValueError, match="is 125 mm on a side"):
         ap.set_body((0, 0, 400, 100))
     assert lateral.wall_armed_by == armed_by and lateral.body.posterior == wall
+    # a short stroke far down the line through the tip (another level's wall in line with this
+    # one): 0 mm from that line, its nearest end 80 mm away (was taken)
+    tip_y = lateral.grid.to_full(*lateral.learnt.cannulas[0].tip)[1]
+    reach = 80.0 / 0.3125 / np.sqrt(2.0)  # along the diagonal through the tip, pixels each way
+    stroke = [(tip_x + reach, tip_y + reach), (tip_x + reach + 5, tip_y + reach + 5)]
+    if max(stroke[1]) >= 384:  # the other diagonal, where the tip lies low or right
+        stroke = [(tip_x - reach, tip_y - reach), (tip_x - reach - 5, tip_y - reach - 5)]
+    with pytest.raises(ValueError, match="lies 80 mm from the cannula's tip"):
+        lateral.set_wall(stroke)
     near = tip_x + 58.0 / 0.3125  # 58 mm: taken
     assert lateral.set_wall([(near, 100), (near, 300)]).startswith("posterior wall replaced")
 

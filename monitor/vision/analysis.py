@@ -1448,12 +1448,17 @@ class PlaneAnalyzer:
         ends = tuple((wx - dx, wy - dy) for wx, wy in (self.grid.to_working(x, y) for x, y in points))
         cannula = self.learnt.cannulas[0] if self.learnt.cannulas else None
         if cannula is not None:  # this frame's tip against the wall as drawn (both shifted alike)
+            # to the segment drawn, not its line: a short stroke far along the line through the tip
+            # (another level's wall, in line with this one) lies as far as its nearest end
             (x1, y1), (x2, y2) = ends
             tx, ty = cannula.tip
-            away_mm = abs((x2 - x1) * (ty - y1) - (y2 - y1) * (tx - x1)) / max(
-                np.hypot(x2 - x1, y2 - y1), 1e-9
+            along = ((tx - x1) * (x2 - x1) + (ty - y1) * (y2 - y1)) / max(
+                (x2 - x1) ** 2 + (y2 - y1) ** 2, 1e-9
             )
-            away_mm *= self.pixel_mm
+            along = min(max(along, 0.0), 1.0)
+            away_mm = (
+                float(np.hypot(x1 + along * (x2 - x1) - tx, y1 + along * (y2 - y1) - ty)) * self.pixel_mm
+            )
             if away_mm > MAX_WALL_FROM_TIP_MM:
                 raise ValueError(
                     f"the wall drawn lies {away_mm:.0f} mm from the cannula's tip; a vertebral body is"
