@@ -452,6 +452,12 @@ def _reaction_phrase(alarm: dict) -> str:
     (it read "did not stop" where the recording ended under HOLD_S after the alarm), and none read
     after it is said (it raised a TypeError the audit died of: an independent test)."""
     total, stopped = alarm["total_after_ml"], alarm["stopped_after_s"]
+    unseen = alarm.get("stop_unseen_s")  # absent from reactions read before session 79
+    if stopped is not None and unseen:
+        return (
+            f"; stopped within {stopped:.1f} s, not seen for {unseen:.1f} s of it,"
+            f" {alarm['injected_after_ml']:.2f} mL after"
+        )
     if stopped is not None:
         return f"; stopped {stopped:.1f} s later, {alarm['injected_after_ml']:.2f} mL after"
     if total is None:
@@ -467,11 +473,19 @@ def reaction(series: list[tuple[float, float]], t_alarm: float, hold_s: float = 
     Injection has stopped at the first sample from which the volume stays flat
     (within the estimate's noise) for ``hold_s``. ``injected_after_ml`` is the
     cement that went in between the alarm and that stop; ``total_after_ml`` all
-    that went in after the alarm, including any resumed injection.
+    that went in after the alarm, including any resumed injection. ``stop_unseen_s``: how long
+    of the time to that stop no frame was read (stretches of blank, held or skipped frames):
+    the stop came somewhere in it, not at the sample found, which is then only its latest
+    time (it was said "stopped 2.2 s later" where frames went unread for 2 s of it).
     """
     after = [(t, v) for t, v in series if t >= t_alarm]
     if not after:
-        return {"stopped_after_s": None, "injected_after_ml": None, "total_after_ml": None}
+        return {
+            "stopped_after_s": None,
+            "injected_after_ml": None,
+            "total_after_ml": None,
+            "stop_unseen_s": None,
+        }
     # a stretch not read is one over HOLD_S and 3 of the series' usual steps (pulses at 1-2/s are
     # each over HOLD_S apart, and read all through)
     unread_s = max(hold_s, 3.0 * (usual_step(t for t, _ in series) or 0.0))
@@ -492,12 +506,20 @@ def reaction(series: list[tuple[float, float]], t_alarm: float, hold_s: float = 
         if max(b - a for a, b in zip(times, times[1:], strict=False)) >= unread_s:
             continue
         if max(window) - v <= max(FLAT_ML, 0.03 * v):
+            seen = [t_alarm] + [s for s, _ in after[: i + 1]]
+            unseen = sum((b - a for a, b in zip(seen, seen[1:], strict=False) if b - a >= unread_s), 0.0)
             return {
                 "stopped_after_s": round(t - t_alarm, 3),
                 "injected_after_ml": round(max(0.0, v - v0), 3),
                 "total_after_ml": total,
+                "stop_unseen_s": round(unseen, 3),
             }
-    return {"stopped_after_s": None, "injected_after_ml": total, "total_after_ml": total}
+    return {
+        "stopped_after_s": None,
+        "injected_after_ml": total,
+        "total_after_ml": total,
+        "stop_unseen_s": None,
+    }
 
 
 # ------------------------------------------------------------------ many sessions

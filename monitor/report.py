@@ -332,6 +332,8 @@ def _alarm_table(level: dict) -> str:
             if a["stopped_after_s"] is not None
             else "<span class='high'>not stopped</span>"
         )
+        if a["stopped_after_s"] is not None and a.get("stop_unseen_s"):  # the stop's latest time
+            stopped = f"&le; {stopped}<br><small>not seen for {_num(a['stop_unseen_s'], 1)} s</small>"
         rows.append(
             f"<tr><td class='num'>{a['frame']}</td><td class='num'>{_num(a['time_s'], 2)}</td>"
             f"<td class='{a['priority']}'>{a['priority'].upper()} {_e(what)}"
@@ -511,7 +513,8 @@ def _key_frames(store: SessionStore, level: dict) -> str:
         at = f" at {a['time_s']:.2f} s" if by_place else ""  # a looped replay's passes share indexes
         said = f"frame {a['frame']}{at}: {a['priority']} {a['kind']} alarm raised"
         stop_time = None if a["stopped_after_s"] is None else a["time_s"] + a["stopped_after_s"]
-        stopped = f"injection stopped, {a['stopped_after_s'] or 0:.1f} s after frame {a['frame']}"
+        within = "within " if a.get("stop_unseen_s") else ""  # frames not read before the stop
+        stopped = f"injection stopped, {within}{a['stopped_after_s'] or 0:.1f} s after frame {a['frame']}"
         if by_place:
             sent = store.frames_as_sent() if sent is None else sent
             wanted.setdefault((a["stream"], a["plane"], a["seq"]), said)

@@ -156,7 +156,12 @@ def test_reaction_from_a_volume_curve():
     t = [i / 10 for i in range(40)]
     rising_then_flat = [min(i, 20) * 0.1 for i in range(40)]
     r = reaction(list(zip(t, rising_then_flat, strict=True)), 1.0)
-    assert r == {"stopped_after_s": 1.0, "injected_after_ml": 1.0, "total_after_ml": 1.0}
+    assert r == {
+        "stopped_after_s": 1.0,
+        "injected_after_ml": 1.0,
+        "total_after_ml": 1.0,
+        "stop_unseen_s": 0.0,
+    }
     never = [i * 0.1 for i in range(40)]
     r = reaction(list(zip(t, never, strict=True)), 1.0)
     assert r["stopped_after_s"] is None and r["total_after_ml"] == pytest.approx(2.9)
@@ -1031,7 +1036,9 @@ def test_a_biplane_pair_at_different_frame_rates_is_one_instant():
 def test_the_reaction_to_an_alarm_is_said_when_no_volume_or_no_time_followed_it():
     """The text audit died of a TypeError on an alarm with no volume read after it (a session
     logged at --fps 1e9, an independent test), and said "did not stop" of an alarm the recording
-    ended 0.13 s after, with no cement injected after it."""
+    ended 0.13 s after, with no cement injected after it. A stop found only after frames not
+    read came somewhere in them: said "stopped within", with how long was not seen (it was
+    said "stopped 2.2 s later" where 2 s of that went unread: session 77's review)."""
     from monitor.audit import _reaction_phrase, reaction
 
     assert _reaction_phrase(reaction([], 1.0)) == "; no volume read after it"
@@ -1048,5 +1055,20 @@ def test_the_reaction_to_an_alarm_is_said_when_no_volume_or_no_time_followed_it(
     slow = reaction([(1.0, 2.0), (1.5, 2.3), (2.0, 2.3), (2.5, 2.3), (3.0, 2.3)], 1.0)
     assert _reaction_phrase(slow) == "; stopped 0.5 s later, 0.30 mL after"
     # frames not read for 2 s after the alarm (blank, held): no flat volume, so no stop at once
+    # ... and when the stop is found after them, it came somewhere in them: said as its latest time
     unread = reaction([(1.0, 2.0), (3.0, 2.9), (3.2, 3.2), (3.4, 3.2), (3.6, 3.2), (3.8, 3.2)], 1.0)
-    assert _reaction_phrase(unread) == "; stopped 2.2 s later, 1.20 mL after"
+    assert _reaction_phrase(unread) == "; stopped within 2.2 s, not seen for 2.0 s of it, 1.20 mL after"
+    assert unread["stop_unseen_s"] == 2.0 and stopped["stop_unseen_s"] == slow["stop_unseen_s"] == 0.0
+    from monitor.report import _alarm_table
+
+    alarm = {
+        "frame": 9,
+        "time_s": 1.0,
+        "kind": "proximity",
+        "site": None,
+        "priority": "high",
+        "plane": "lateral",
+    }
+    alarm |= {"distance_mm": 4.8, "acknowledged_after_s": None}
+    cells = _alarm_table({"alarms": [alarm | unread, alarm | stopped]})  # the HTML's
+    assert "&le; 2.2<br><small>not seen for 2.0 s</small>" in cells and "&le; 0.2" not in cells

@@ -236,7 +236,8 @@ def _alarm_group(level: dict, number: int, alarm: dict, study: str, algorithm, s
         ("alarm_time", None if start is None else alarm["time_s"] - start, "s"),
         ("alarm_distance", alarm.get("distance_mm"), "mm"),
         ("acknowledged_after", alarm.get("acknowledged_after_s"), "s"),
-        ("stopped_after", alarm.get("stopped_after_s"), "s"),
+        # a stop seen only after frames not read has a latest time, not a time: left out
+        ("stopped_after", None if alarm.get("stop_unseen_s") else alarm.get("stopped_after_s"), "s"),
         ("injected_after", alarm.get("injected_after_ml"), "ml"),
     ]
     evaluations = [
