@@ -121,11 +121,13 @@ def _publish(source, publisher: Publisher, options: PaceOptions, flow, should_st
 
 def _unsent(source, sent: dict[str, int], options: PaceOptions) -> dict[str, int] | None:
     """A recording's frames per plane not sent (the run stopped before its end), or None: all
-    sent, a loop (no end), or a source that cannot say (live). A replay stopped with Ctrl-C was
-    audited "complete" with nothing said of the frames it never reached, and exported as a
-    COMPLETE report (an independent test)."""
+    sent, or a source that cannot say (live). A replay stopped with Ctrl-C was audited
+    "complete" with nothing said of the frames it never reached, and exported as a COMPLETE
+    report (an independent test). A loop has no end, but its first pass has: stopped in it,
+    the recording was not all sent (a loop was said whole however early it stopped, session
+    77's review); ``sent`` counts every pass, so a later stop leaves nothing unsent."""
     counts = getattr(source, "counts", None)
-    if options.loop or counts is None:
+    if counts is None:
         return None
     try:
         total = counts()

@@ -493,6 +493,24 @@ def test_loop_restarts_the_recording_with_times_running_on_until_stopped():
     assert any(isinstance(m, End) and m.frames["lateral"] == sent["lateral"] for m in seen)
 
 
+def test_a_loop_stopped_in_its_first_pass_says_what_it_never_sent():
+    """A looped replay has no end, but its first pass has: stopped in it, part of the recording
+    was never sent, and its end now says so (it said nothing, and the run was audited as if it
+    covered the recording: session 77's review); stopped in a later pass, nothing is unsent."""
+    from monitor.replay import _unsent
+
+    class Counted(SyntheticSource):
+        def counts(self) -> dict[str, int]:
+            return {plane: len(self.times) for plane in self.formats}
+
+    source = Counted([0.0, 0.05, 0.1, 0.15], planes=("lateral", "ap"))
+    looped = PaceOptions(loop=True)
+    assert _unsent(source, {"lateral": 3, "ap": 2}, looped) == {"lateral": 1, "ap": 2}
+    assert _unsent(source, {"lateral": 9, "ap": 9}, looped) is None  # in its third pass
+    assert _unsent(source, {"lateral": 4, "ap": 4}, PaceOptions()) is None
+    assert _unsent(SyntheticSource([0.0]), {"lateral": 0}, looped) is None  # a source that cannot say
+
+
 def _stop_here() -> None:
     """A service manager's stop (SIGTERM) to this process; its handler runs at once, unless held."""
     os.kill(os.getpid(), signal.SIGTERM)
