@@ -128,7 +128,6 @@ BREATHING_PAIRS_MIN = 5
 BREATHING_MIN_RANGE_MM = 0.5
 BREATHING_SLOPE = (0.75, 1.33)
 MAX_VEINS_KEPT = 16  # places of veins read apart from the bolus kept, newest first
-CONTRAST_KEPT_FROM = 0.0  # log units: once a view's contrast changed, its curve is read always
 # A frame blurred by a sd over this (mm), or over BLUR_UNREADABLE_PX working pixels where there is
 # no scale, is not read (blurred-frame): a cement edge blurred so much moves by as much where it
 # is thresholded, and faint small leaks vanish into the blur
@@ -483,14 +482,10 @@ class PlaneAnalyzer:
         self.unreadable_frames = 0
         # the spread of its first new exposures' difference from the baseline (_image_changed)
         self._usual_spread: list[float] = []
-        # the view's contrast found changed against the baseline's (a display's setting, the kV):
-        # from then on its run with the bone is read on every frame (CONTRAST_KEPT_FROM), not
-        # only where it spans CONTRAST_CURVE_SPAN: a setting stays, and a frame under it left
-        # uncorrected read its pedicle as cement (x1.05 on the bundled no-leak case: a false
-        # posterior leak and 5 mm alarm at frames 33-34, its spans falling to 0.1-0.2 as the
-        # bolus grew)
+        # the view's contrast found changed against the baseline's (a display's setting, the kV),
+        # and a frame of it found blurred: from then on less is enough (baseline.*_KEPT_*)
         self._contrast_changed = False
-        self._blurred = False  # a frame of the view found blurred against the baseline (baseline.BLUR_KEPT_*)
+        self._blurred = False
         self._repeat = False  # the frame being read repeats the last (HeldImages), soon after it
         self._first_contrast: float | None = None  # the first usable frame's (sample_contrast)
         self.held = HeldImages()  # which frames are no new exposure
@@ -1061,7 +1056,7 @@ class PlaneAnalyzer:
             self.without_scatter,
             clipped,
             held_shift,
-            CONTRAST_KEPT_FROM if self._contrast_changed else None,
+            self._contrast_changed,
             self._blurred,
         )
         self._blurred = self._blurred or comparison.blur is not None

@@ -143,7 +143,7 @@ def compare_with_baseline(
     without_scatter: bool = False,
     clipped: np.ndarray | None = None,
     held_shift: Callable[[], tuple[float, float] | None] | None = None,
-    contrast_from: float | None = None,
+    contrast_kept: bool = False,
     blur_kept: bool = False,
 ) -> Comparison:
     """Register a frame's primary ``attenuation`` over the ROI, (h, w) log units, to the
@@ -156,12 +156,11 @@ def compare_with_baseline(
     when they leave under MIN_REGISTERED_SHARE of the ROI to register on, the shift is not
     registered: ``held_shift()`` is asked for then (the breathing the other view registers) and
     taken where it gives one, else ``start`` is kept; the comparison says which (``held``).
-    A run of the difference with the bone's density spanning ``contrast_from`` log units or more
-    (default CONTRAST_CURVE_SPAN) is taken out (:func:`contrast_curve`; the comparison's
-    ``contrast``). Before it, a blur (or sharpening) of the frame against the baseline that
-    explains enough of the difference is matched (``blur_kept``: the view's blur was found
-    before, and less is enough): the
-    baseline is filtered alike (:func:`frame_blur`; the comparison's ``blur``)."""
+    A run of the difference with the bone's density that spans enough is taken out
+    (:func:`contrast_curve`; the comparison's ``contrast``). Before it, a blur (or sharpening)
+    of the frame against the baseline that explains enough of the difference is matched: the
+    baseline is filtered alike (:func:`frame_blur`; the comparison's ``blur``). ``contrast_kept``
+    and ``blur_kept``: the view's contrast change or blur was found before, and less is enough."""
     ignore = state.exclude if bolus is None else (state.exclude | bolus)
     if clipped is not None and clipped.any():
         ignore = ignore | clipped
@@ -183,8 +182,7 @@ def compare_with_baseline(
     background = ~exclude if bolus is None else ~(exclude | bolus)
     if clipped is not None:
         background &= ~clipped
-    sample = difference[::3, ::3][background[::3, ::3]]
-    difference -= median(sample) if sample.size else 0.0
+    _centre(difference, background)
     blur = (
         None
         if without_scatter
@@ -193,11 +191,10 @@ def compare_with_baseline(
     if blur is not None:  # the baseline filtered as the frame is: what is left differs by cement
         baseline = layers[..., LAYER_ATTENUATION]
         difference += baseline - matched_baseline(baseline, blur.covariance)
-        sample = difference[::3, ::3][background[::3, ::3]]
-        difference -= median(sample) if sample.size else 0.0
+        _centre(difference, background)
     curve = None
     if clipped is None or float(np.mean(clipped)) < CONTRAST_CLIPPED_BELOW:
-        curve = contrast_curve(layers[..., LAYER_ATTENUATION], difference, background, contrast_from)
+        curve = contrast_curve(layers[..., LAYER_ATTENUATION], difference, background, contrast_kept)
     if curve is not None:  # the image's contrast changed: its dependence on the bone taken out
         difference -= curve.over(layers[..., LAYER_ATTENUATION])
         # the densest pixels, past the last bin's middle, where the curve is not known (the
@@ -208,6 +205,13 @@ def compare_with_baseline(
     if clipped is not None:
         difference[clipped] = 0.0
     return Comparison((dx, dy), difference, layers, uncovered, exclude, before, clipped, held, curve, blur)
+
+
+def _centre(difference: np.ndarray, background: np.ndarray) -> None:
+    """``difference`` (h, w) less, in place, its median over the ``background`` (bool) on every
+    third row and column: the background's level 0."""
+    sample = difference[::3, ::3][background[::3, ::3]]
+    difference -= median(sample) if sample.size else 0.0
 
 
 @dataclass(frozen=True)
@@ -240,6 +244,11 @@ class ContrastCurve:
 # quadratic through the bins spans CONTRAST_CURVE_SPAN log units or more. Unchanged frames read
 # at most 0.047 on the bundled recordings (mostly under 0.025); the x1.1 step 0.17-0.24.
 CONTRAST_CURVE_SPAN = 0.2
+# Once a view's contrast was found changed, its curve is read on every later frame, whatever it
+# spans: a setting stays, and a frame under it left uncorrected read its pedicle as cement
+# (x1.05 on the bundled no-leak case: a false posterior leak and 5 mm alarm at frames 33-34,
+# its spans falling to 0.1-0.2 as the bolus grew)
+CONTRAST_KEPT_SPAN = 0.0
 # Bins over the background's attenuation: nine of a tenth each (every sixth row and column),
 # then the densest tenth (every second row and column) in five, at 0.95, 0.975, 0.99 and 0.997
 # of the whole: the curve rises fastest there.
@@ -254,10 +263,11 @@ CONTRAST_CLIPPED_BELOW = 0.10
 
 
 def contrast_curve(
-    baseline: np.ndarray, difference: np.ndarray, background: np.ndarray, least: float | None = None
+    baseline: np.ndarray, difference: np.ndarray, background: np.ndarray, kept: bool = False
 ) -> ContrastCurve | None:
     """The difference's run with the baseline's attenuation (:class:`ContrastCurve`) where it
-    spans CONTRAST_CURVE_SPAN or more, else None (as good as flat: nothing changed). ``baseline``
+    spans CONTRAST_CURVE_SPAN or more (``kept``, the view's contrast found changed before:
+    CONTRAST_KEPT_SPAN), else None (as good as flat: nothing changed). ``baseline``
     and ``difference``: (h, w) log units over the ROI; ``background``: (h, w) bool, the pixels
     read (no steel, no cement known). Medians per bin: cement grown since the last frame, a few
     per cent of the background, does not move them. About 0.3 ms at 1024 (a ROI of 340 px)."""
@@ -288,7 +298,7 @@ def contrast_curve(
         return None
     fitted = np.polyval(np.polyfit(centres, levels, 2), centres)
     span = float(fitted.max() - fitted.min())
-    if span < (CONTRAST_CURVE_SPAN if least is None else least):
+    if span < (CONTRAST_KEPT_SPAN if kept else CONTRAST_CURVE_SPAN):
         return None
     return ContrastCurve(centres, levels, span)
 
